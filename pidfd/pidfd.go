@@ -1,0 +1,343 @@
+// Package pidfd holds running processes by pidfd: a file descriptor that
+// names one process for as long as the descriptor is open, so signals and
+// waits can never reach another process that reused the pid.
+//
+// A Process is waited on through Go's network poller: any number of
+// processes can be waited on at once without an OS thread blocked per
+// process. Close kills the process (SIGKILL) and reaps it: a Process is
+// kill-on-close.
+//
+// # Who can wait
+//
+// Only a process's parent can reap it and read its exit status with
+// waitid. A Process that was opened by a process that is not the parent (by
+// Open on another pid, or received over a Unix socket with FromFile) can
+// signal it and learn when it exits; on Linux 6.15 and later it can also read
+// the exit status once the parent has reaped it (PIDFD_INFO_EXIT). On older
+// kernels Wait returns ErrNotChild for such a process after it has exited.
+package pidfd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotChild is returned by Wait for a process that is not the caller's
+// child, whose exit status the kernel does not report to the caller.
+var ErrNotChild = errors.New("pidfd: exit status unavailable: process is not a child of the caller (needs Linux 6.15 PIDFD_INFO_EXIT)")
+
+// ErrClosed is returned by the methods of a closed Process.
+var ErrClosed = errors.New("pidfd: process handle is closed")
+
+// A Process is a running or exited process held by a pidfd. Its methods are
+// safe for concurrent use.
+type Process struct {
+	f   *os.File
+	pid int
+
+	mu     sync.Mutex
+	state  *State // once reaped or known exited
+	closed bool
+	reaper func(ctx context.Context) (*State, error)
+}
+
+// Reaper is a function that waits for a process that is not the caller's
+// child and reaps it, for processes whose parent is a process the caller
+// controls (caplin's proc package uses it for children of a pid
+// namespace's init). It is called after the process has exited.
+type Reaper func(ctx context.Context) (*State, error)
+
+// New returns a Process that owns pidfd fd for process pid. fd is set to
+// non-blocking mode and registered with the runtime's poller. reap may be
+// nil.
+func New(fd int, pid int, reap Reaper) (*Process, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("fcntl O_NONBLOCK", err)
+	}
+	p := &Process{f: os.NewFile(uintptr(fd), fmt.Sprintf("pidfd:%d", pid)), pid: pid, reaper: reap}
+	return p, nil
+}
+
+// Open returns a Process for pid using pidfd_open(2) (Linux 5.3).
+func Open(pid int) (*Process, error) {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return nil, &os.SyscallError{Syscall: fmt.Sprintf("pidfd_open %d", pid), Err: err}
+	}
+	return New(fd, pid, nil)
+}
+
+// FromFile returns a Process that owns f, a pidfd received from elsewhere
+// (for example over a Unix socket). The process's pid is read from
+// /proc/self/fdinfo; it is 0 when the process is in a pid namespace the
+// caller cannot see, and -1 once it has exited.
+func FromFile(f *os.File) (*Process, error) {
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		return nil, os.NewSyscallError("dup", err)
+	}
+	pid, err := fdinfoPid(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	unix.CloseOnExec(fd)
+	f.Close()
+	return New(fd, pid, nil)
+}
+
+// fdinfoPid reads the Pid field of a pidfd's fdinfo, and fails if fd is not
+// a pidfd.
+func fdinfoPid(fd int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
+	if err != nil {
+		return 0, err
+	}
+	var pid int
+	for _, line := range splitLines(string(b)) {
+		if n, _ := fmt.Sscanf(line, "Pid:\t%d", &pid); n == 1 {
+			return pid, nil
+		}
+	}
+	return 0, &os.SyscallError{Syscall: fmt.Sprintf("pidfd: fd %d", fd), Err: syscall.EBADF}
+}
+
+func splitLines(s string) []string {
+	var out []string
+	for len(s) > 0 {
+		i := 0
+		for i < len(s) && s[i] != '\n' {
+			i++
+		}
+		out = append(out, s[:i])
+		if i < len(s) {
+			i++
+		}
+		s = s[i:]
+	}
+	return out
+}
+
+// Pid returns the process ID as the caller's pid namespace saw it when the
+// Process was made.
+func (p *Process) Pid() int { return p.pid }
+
+// control runs fn with the pidfd, failing if p is closed.
+func (p *Process) control(fn func(fd int) error) error {
+	rc, err := p.f.SyscallConn()
+	if err != nil {
+		return ErrClosed
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return ErrClosed
+	}
+	return ferr
+}
+
+// Signal sends sig to the process with pidfd_send_signal(2). Signalling a
+// process that has exited returns an error that matches os.ErrProcessDone.
+func (p *Process) Signal(sig syscall.Signal) error {
+	return p.control(func(fd int) error {
+		err := unix.PidfdSendSignal(fd, sig, nil, 0)
+		if err == unix.ESRCH {
+			return fmt.Errorf("pidfd_send_signal %d %v: %w", p.pid, sig, os.ErrProcessDone)
+		}
+		if err != nil {
+			return &os.SyscallError{Syscall: fmt.Sprintf("pidfd_send_signal %d %v", p.pid, sig), Err: err}
+		}
+		return nil
+	})
+}
+
+// Kill sends SIGKILL. It returns nil if the process has already exited.
+func (p *Process) Kill() error {
+	err := p.Signal(syscall.SIGKILL)
+	if errors.Is(err, os.ErrProcessDone) {
+		return nil
+	}
+	return err
+}
+
+// Wait waits for the process to exit and returns how it ended, reaping it
+// if it is the caller's child. It does not block an OS thread. Once a
+// Process has been waited for, Wait returns the same State again.
+// Cancelling ctx stops the wait (not the process) and returns ctx.Err().
+func (p *Process) Wait(ctx context.Context) (*State, error) {
+	if st := p.known(); st != nil {
+		return st, nil
+	}
+	rc, err := p.f.SyscallConn()
+	if err != nil {
+		return nil, ErrClosed
+	}
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { p.f.SetReadDeadline(time.Now()) })
+		defer func() {
+			if !stop() {
+				p.f.SetReadDeadline(time.Time{})
+			}
+		}()
+	}
+	var st *State
+	var werr error
+	err = rc.Read(func(fd uintptr) bool {
+		st, werr = p.waitOnce(ctx, int(fd))
+		return st != nil || werr != nil
+	})
+	if st != nil {
+		return st, nil
+	}
+	if werr != nil {
+		return nil, werr
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return nil, cerr
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, context.DeadlineExceeded
+	}
+	return nil, err
+}
+
+// TryWait is Wait that does not block: it returns nil and no error while the
+// process is running.
+func (p *Process) TryWait() (*State, error) {
+	if st := p.known(); st != nil {
+		return st, nil
+	}
+	var st *State
+	err := p.control(func(fd int) (err error) {
+		st, err = p.waitOnce(context.Background(), fd)
+		return err
+	})
+	return st, err
+}
+
+func (p *Process) known() *State {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state
+}
+
+// waitOnce reaps the process if it has exited. It returns (nil, nil) while
+// the process runs.
+func (p *Process) waitOnce(ctx context.Context, fd int) (*State, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state != nil {
+		return p.state, nil
+	}
+	var info unix.Siginfo
+	var ru unix.Rusage
+	err := unix.Waitid(unix.P_PIDFD, fd, &info, unix.WEXITED|unix.WNOHANG, &ru)
+	for err == unix.EINTR {
+		err = unix.Waitid(unix.P_PIDFD, fd, &info, unix.WEXITED|unix.WNOHANG, &ru)
+	}
+	switch {
+	case err == nil:
+		si := siginfoChld(&info)
+		if si.pid == 0 {
+			return nil, nil // still running
+		}
+		p.state = newState(p.pid, si.code, si.status, &ru)
+		return p.state, nil
+	case err == unix.ECHILD:
+		if !exited(fd) {
+			return nil, nil
+		}
+		if p.reaper != nil {
+			st, rerr := p.reaper(ctx)
+			if rerr != nil {
+				return nil, rerr
+			}
+			p.state = st
+			return st, nil
+		}
+		st, ierr := exitInfo(p.pid, fd)
+		if ierr != nil {
+			return nil, ierr
+		}
+		p.state = st
+		return st, nil
+	}
+	return nil, &os.SyscallError{Syscall: fmt.Sprintf("waitid P_PIDFD %d", p.pid), Err: err}
+}
+
+// exited reports whether the process behind pidfd fd has exited.
+func exited(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, _ := unix.Poll(fds, 0)
+	return n > 0
+}
+
+// exitInfo reads a non-child's exit status with PIDFD_GET_INFO.
+func exitInfo(pid, fd int) (*State, error) {
+	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_EXIT}
+	if err := unix.IoctlPidfdInfo(fd, &info); err != nil || info.Mask&unix.PIDFD_INFO_EXIT == 0 {
+		return nil, ErrNotChild
+	}
+	// Exit_code is a wait status as waitpid(2) reports it.
+	ws := syscall.WaitStatus(info.Exit_code)
+	st := &State{Pid: pid, Code: -1}
+	switch {
+	case ws.Exited():
+		st.Code = ws.ExitStatus()
+	case ws.Signaled():
+		st.Signal = ws.Signal()
+		st.CoreDumped = ws.CoreDump()
+	}
+	return st, nil
+}
+
+// Close kills the process if it is still running, reaps it if it is the
+// caller's child, and closes the pidfd. It is kill-on-close: a Process that
+// is closed never outlives the call. Close is idempotent.
+func (p *Process) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	reaped := p.state != nil
+	p.mu.Unlock()
+	if !reaped {
+		p.Kill()
+		p.Wait(context.Background())
+	}
+	return p.f.Close()
+}
+
+// Release closes the pidfd without killing the process, which then runs on
+// unowned. Use it to hand a process over after sending File elsewhere.
+func (p *Process) Release() error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	return p.f.Close()
+}
+
+// File returns a duplicate of the pidfd, to send over a Unix socket
+// (FromFile on the other side). The receiver can signal the process and
+// learn when it exits; see the package documentation for who can read its
+// exit status. The caller owns the returned file.
+func (p *Process) File() (*os.File, error) {
+	var nfd int
+	err := p.control(func(fd int) (err error) {
+		nfd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(nfd), fmt.Sprintf("pidfd:%d", p.pid)), nil
+}

@@ -1,0 +1,302 @@
+//go:build linux && (amd64 || arm64)
+
+package proc
+
+import (
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The child side of the protocol. Everything in this file that runs after
+// clone runs in a process that is a copy of one thread of a Go program: no
+// runtime, no scheduler, no other threads, and locks that may be held
+// forever. So, like syscall.forkAndExecInChild, the code here is nosplit (the
+// stack cannot grow), norace and nocheckptr (no instrumentation calls into
+// the runtime), takes no locks, allocates nothing and stores no Go pointers
+// (a pointer store may call the GC write barrier). Memory it touches is the
+// arena, which the parent maps before forking, and its own stack frame.
+
+//go:linkname runtime_BeforeFork syscall.runtime_BeforeFork
+func runtime_BeforeFork()
+
+//go:linkname runtime_AfterFork syscall.runtime_AfterFork
+func runtime_AfterFork()
+
+//go:linkname runtime_AfterForkInChild syscall.runtime_AfterForkInChild
+func runtime_AfterForkInChild()
+
+// rawMsghdr and rawIovec have the layout of unix.Msghdr and unix.Iovec on
+// 64-bit Linux with uintptr in place of pointers, so the child can fill them
+// in without write barriers. TestRawLayout checks them against x/sys.
+type rawMsghdr struct {
+	name       uintptr
+	namelen    uint32
+	_          uint32
+	iov        uintptr
+	iovlen     uint64
+	control    uintptr
+	controllen uint64
+	flags      int32
+	_          int32
+}
+
+type rawIovec struct {
+	base uintptr
+	len  uint64
+}
+
+// Offsets inside the arena's misc area.
+const (
+	miscRecvMsg  = arenaMisc + 0   // rawMsghdr for recvmsg
+	miscSendMsg  = arenaMisc + 64  // rawMsghdr for sendmsg
+	miscRecvIov  = arenaMisc + 128 // one rawIovec
+	miscSendIov  = arenaMisc + 144 // two rawIovecs
+	miscPidfd    = arenaMisc + 176 // int32 written by clone(CLONE_PIDFD)
+	miscForkArgs = arenaMisc + 192 // forkArgs for the first fork
+	miscUnmap    = arenaMisc + 256 // count, then (addr, len) pairs
+	maxUnmap     = (arenaMiscSize - 256 - 8) / 16
+)
+
+// forkArgs is what a child needs from its parent at birth. The parent
+// writes it into the arena before forking.
+type forkArgs struct {
+	flags  uint64 // clone flags
+	ctrl   uint64 // the child's end of the control socket
+	cflags uint64 // flagPdeathsig, flagNoCloseFDs
+	unmap  uint64 // 1: munmap the ranges listed at miscUnmap
+}
+
+// exitOrphaned is the status of a child server whose parent went away
+// before the child was exec'd.
+const exitOrphaned = 125
+
+// at returns the address arena+off as a pointer. The arena is mmap'd
+// memory outside the Go heap, so the GC never needs to know about it.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func at(arena, off uintptr) unsafe.Pointer { return ptr(arena + off) }
+
+// ptr converts a child address to a pointer.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func ptr(u uintptr) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(&u)) }
+
+// forkChild clones the calling thread into a new single-threaded process
+// that serves requests on a.ctrl. It returns in the parent only.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+//go:noinline
+func forkChild(arena uintptr) (pid uintptr, errno syscall.Errno) {
+	a := (*forkArgs)(at(arena, miscForkArgs))
+	runtime_BeforeFork()
+	pid, _, errno = syscall.RawSyscall6(unix.SYS_CLONE, uintptr(a.flags), 0, arena+miscPidfd, 0, 0, 0)
+	if errno != 0 || pid != 0 {
+		runtime_AfterFork()
+		return pid, errno
+	}
+	runtime_AfterForkInChild()
+	if a.unmap != 0 {
+		n := *(*uint64)(at(arena, miscUnmap))
+		for i := uintptr(0); i < uintptr(n); i++ {
+			r := (*[2]uint64)(at(arena, miscUnmap+8+16*i))
+			syscall.RawSyscall(unix.SYS_MUNMAP, uintptr(r[0]), uintptr(r[1]), 0)
+		}
+	}
+	childInit(uintptr(a.ctrl), uintptr(a.cflags))
+	serve(arena, uintptr(a.ctrl))
+	return 0, 0 // not reached
+}
+
+// childInit gives a new child an empty fd table but for ctrl, and arms the
+// parent-death signal.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func childInit(ctrl, cflags uintptr) {
+	if cflags&uintptr(flagNoCloseFDs) == 0 {
+		if ctrl > 0 {
+			syscall.RawSyscall(unix.SYS_CLOSE_RANGE, 0, ctrl-1, 0)
+		}
+		syscall.RawSyscall(unix.SYS_CLOSE_RANGE, ctrl+1, ^uintptr(0)>>32, 0)
+	}
+	if cflags&uintptr(flagPdeathsig) != 0 {
+		syscall.RawSyscall(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0)
+	}
+}
+
+// serve is the child's request loop. It never returns: the process ends by
+// exec, by an exit op, or when the control socket reaches EOF.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func serve(arena, ctrl uintptr) {
+	rmsg := (*rawMsghdr)(at(arena, miscRecvMsg))
+	smsg := (*rawMsghdr)(at(arena, miscSendMsg))
+	riov := (*rawIovec)(at(arena, miscRecvIov))
+	siov := (*[2]rawIovec)(at(arena, miscSendIov))
+	hdr := (*reqHeader)(at(arena, 0))
+	rep := (*replyHeader)(at(arena, arenaReply))
+	cin := (*unix.Cmsghdr)(at(arena, arenaCmsgIn))
+	cout := (*unix.Cmsghdr)(at(arena, arenaCmsgOut))
+
+	for {
+		riov.base = arena
+		riov.len = arenaReqSize
+		*rmsg = rawMsghdr{iov: arena + miscRecvIov, iovlen: 1, control: arena + arenaCmsgIn, controllen: arenaCmsgSize}
+		n, _, e := syscall.RawSyscall(unix.SYS_RECVMSG, ctrl, arena+miscRecvMsg, unix.MSG_CMSG_CLOEXEC)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 || n == 0 {
+			syscall.RawSyscall(unix.SYS_EXIT_GROUP, exitOrphaned, 0, 0)
+		}
+		nrecv := uintptr(0)
+		if rmsg.controllen >= unix.SizeofCmsghdr && cin.Level == unix.SOL_SOCKET && cin.Type == unix.SCM_RIGHTS {
+			nrecv = (uintptr(cin.Len) - unix.SizeofCmsghdr) / 4
+		}
+		// Received fds must not sit where the batch is about to dup3 to.
+		for i := uintptr(0); i < nrecv && hdr.fdMin != 0; i++ {
+			slot := (*int32)(at(arena, arenaCmsgIn+unix.SizeofCmsghdr+i*4))
+			if uint64(*slot) < hdr.fdMin {
+				nfd, _, e := syscall.RawSyscall(unix.SYS_FCNTL, uintptr(*slot), unix.F_DUPFD_CLOEXEC, uintptr(hdr.fdMin))
+				if e == 0 {
+					syscall.RawSyscall(unix.SYS_CLOSE, uintptr(*slot), 0, 0)
+					*slot = int32(nfd)
+				}
+			}
+		}
+		nops := uintptr(hdr.nops)
+		*rep = replyHeader{}
+		if nops > maxOps || n < reqHeaderSize+nops*wireOpSize || rmsg.flags&unix.MSG_CTRUNC != 0 {
+			rep.errno = uint32(syscall.EINVAL)
+			nops = 0
+		}
+		nsend := uintptr(0)
+		forked := false
+		for i := uintptr(0); i < nops; i++ {
+			op := (*wireOp)(at(arena, reqHeaderSize+i*wireOpSize))
+			res := (*[2]uint64)(at(arena, arenaReply+replyHeaderSize+i*16))
+			var a [6]uintptr
+			bad := false
+			for j := 0; j < 6; j++ {
+				v := uintptr(op.args[j])
+				switch op.src[j] {
+				case srcLit:
+				case srcResult, srcAux:
+					if v >= i {
+						bad = true
+						break
+					}
+					v = uintptr((*[2]uint64)(at(arena, arenaReply+replyHeaderSize+v*16))[op.src[j]-srcResult])
+				case srcRecvFD:
+					if v >= nrecv {
+						bad = true
+						break
+					}
+					v = uintptr(*(*int32)(at(arena, arenaCmsgIn+unix.SizeofCmsghdr+v*4)))
+				default:
+					bad = true
+				}
+				a[j] = v
+			}
+			if bad {
+				rep.errno = uint32(syscall.EINVAL)
+				break
+			}
+			var r0, r1 uintptr
+			var err syscall.Errno
+			switch op.kind {
+			case opSyscall:
+				r0, r1, err = syscall.RawSyscall6(uintptr(op.nr), a[0], a[1], a[2], a[3], a[4], a[5])
+			case opSendFD:
+				if nsend >= maxFDs {
+					err = syscall.ETOOMANYREFS
+					break
+				}
+				*(*int32)(at(arena, arenaCmsgOut+unix.SizeofCmsghdr+nsend*4)) = int32(a[0])
+				nsend++
+				r0 = a[0]
+			case opCopy:
+				for k := uintptr(0); k < a[2]; k++ {
+					*(*byte)(ptr(a[0] + k)) = *(*byte)(ptr(a[1] + k))
+				}
+			case opStore:
+				if a[2] == 4 {
+					*(*uint32)(ptr(a[0])) = uint32(a[1])
+				} else {
+					*(*uint64)(ptr(a[0])) = uint64(a[1])
+				}
+			case opMoveCtrl:
+				r0, _, err = syscall.RawSyscall(unix.SYS_FCNTL, ctrl, unix.F_DUPFD_CLOEXEC, a[0])
+				if err == 0 {
+					syscall.RawSyscall(unix.SYS_CLOSE, ctrl, 0, 0)
+					ctrl = r0
+				}
+			case opFork:
+				*(*int32)(at(arena, miscPidfd)) = -1
+				r0, _, err = syscall.RawSyscall6(unix.SYS_CLONE, a[0], 0, arena+miscPidfd, 0, 0, 0)
+				if err == 0 && r0 == 0 {
+					// The new child: a fresh server on its own socket.
+					childInit(a[1], uintptr(op.flags))
+					ctrl = a[1]
+					forked = true
+				}
+				r1 = uintptr(*(*int32)(at(arena, miscPidfd)))
+			default:
+				err = syscall.ENOSYS
+			}
+			if forked {
+				break
+			}
+			if err != 0 {
+				rep.errno = uint32(err)
+				break
+			}
+			res[0], res[1] = uint64(r0), uint64(r1)
+			rep.ndone++
+		}
+		if forked {
+			continue
+		}
+		siov[0] = rawIovec{base: arena + arenaReply, len: uint64(replyHeaderSize + 16*uintptr(rep.ndone))}
+		siov[1] = rawIovec{base: uintptr(hdr.outPtr), len: hdr.outLen}
+		*smsg = rawMsghdr{iov: arena + miscSendIov, iovlen: 2}
+		if rep.errno != 0 {
+			smsg.iovlen = 1 // no out region after a failure
+		}
+		if nsend > 0 {
+			cout.Level = unix.SOL_SOCKET
+			cout.Type = unix.SCM_RIGHTS
+			cout.Len = uint64(unix.SizeofCmsghdr + 4*nsend)
+			smsg.control = arena + arenaCmsgOut
+			smsg.controllen = uint64(unix.SizeofCmsghdr + (4*nsend+7)&^7)
+		}
+		for {
+			_, _, e = syscall.RawSyscall(unix.SYS_SENDMSG, ctrl, arena+miscSendMsg, unix.MSG_NOSIGNAL)
+			if e != syscall.EINTR {
+				break
+			}
+		}
+		if e != 0 {
+			syscall.RawSyscall(unix.SYS_EXIT_GROUP, exitOrphaned, 0, 0)
+		}
+		// Close what the batch sent with flagCloseAfter.
+		for i := uintptr(0); i < uintptr(rep.ndone); i++ {
+			op := (*wireOp)(at(arena, reqHeaderSize+i*wireOpSize))
+			if op.kind == opSendFD && op.flags&flagCloseAfter != 0 {
+				res := (*[2]uint64)(at(arena, arenaReply+replyHeaderSize+i*16))
+				syscall.RawSyscall(unix.SYS_CLOSE, uintptr(res[0]), 0, 0)
+			}
+		}
+	}
+}

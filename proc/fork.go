@@ -1,0 +1,488 @@
+package proc
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/caplin-dev/caplin/pidfd"
+	"golang.org/x/sys/unix"
+)
+
+// Options say how to make a child. The zero Options make a child in all of
+// its parent's namespaces, with its parent's credentials, root and working
+// directory, an empty fd table, and kill-on-close.
+type Options struct {
+	// New namespaces for the child. NewUser without privilege needs the
+	// kernel to allow unprivileged user namespaces (`caplin doctor` says).
+	NewUser, NewMount, NewPID, NewNet, NewIPC, NewUTS, NewCgroup bool
+
+	// UIDMap and GIDMap map IDs in a new user namespace to IDs in the
+	// parent's. Nil maps, with NewUser, map 0 to the creator's effective
+	// ID: the child sees itself as root, and what it creates is owned by
+	// the caller outside. Mapping more than one ID needs privilege.
+	UIDMap, GIDMap []IDMap
+
+	// AllowSetgroups leaves setgroups(2) enabled in a new user namespace.
+	// By default "deny" is written to /proc/PID/setgroups, which an
+	// unprivileged caller must do before writing a GID map anyway.
+	AllowSetgroups bool
+
+	// NoParentDeathSignal leaves out PR_SET_PDEATHSIG(SIGKILL). By default
+	// a child is killed when the Go process that made it dies; see the
+	// package documentation for the limits of that.
+	NoParentDeathSignal bool
+}
+
+// IDMap is one line of a uid_map or gid_map: Size IDs starting at Inside in
+// the new namespace are IDs starting at Outside in the parent namespace.
+type IDMap struct {
+	Inside, Outside, Size int
+}
+
+// cloneFlags returns the clone flags for o.
+func (o *Options) cloneFlags() uintptr {
+	f := uintptr(unix.SIGCHLD) | unix.CLONE_PIDFD
+	for _, ns := range []struct {
+		on   bool
+		flag uintptr
+	}{
+		{o.NewUser, unix.CLONE_NEWUSER}, {o.NewMount, unix.CLONE_NEWNS}, {o.NewPID, unix.CLONE_NEWPID},
+		{o.NewNet, unix.CLONE_NEWNET}, {o.NewIPC, unix.CLONE_NEWIPC}, {o.NewUTS, unix.CLONE_NEWUTS},
+		{o.NewCgroup, unix.CLONE_NEWCGROUP},
+	} {
+		if ns.on {
+			f |= ns.flag
+		}
+	}
+	return f
+}
+
+// The arena is mapped once per process, before the first fork, and kept:
+// every child finds it at the same address.
+var (
+	arenaOnce sync.Once
+	arenaAddr uintptr
+	arenaErr  error
+)
+
+func arenaBase() uint64 { return uint64(arenaAddr) }
+
+func mapArena() error {
+	arenaOnce.Do(func() {
+		b, err := unix.Mmap(-1, 0, arenaSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		if err != nil {
+			arenaErr = os.NewSyscallError("mmap arena", err)
+			return
+		}
+		setArena(b)
+	})
+	return arenaErr
+}
+
+// The zygote is a child forked once, early, by a thread that never exits;
+// it drops every mapping of its parent's it does not need, so forking from
+// it costs the same whatever the size of the caller. Every Fork asks the
+// zygote to clone with CLONE_PARENT, so the caller is the parent of every
+// child (it can wait for them), and the parent-death signal is tied to the
+// forker thread, which lives as long as the process.
+type zygote struct {
+	mu  sync.Mutex
+	h   *Handle
+	req chan chan zygoteResult
+}
+
+type zygoteResult struct {
+	h   *Handle
+	err error
+}
+
+var theZygote = &zygote{}
+
+// get returns a live zygote handle, making one if needed.
+func (z *zygote) get() (*Handle, error) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if z.h != nil {
+		z.h.mu.Lock()
+		ok := z.h.state == nil
+		z.h.mu.Unlock()
+		if ok {
+			return z.h, nil
+		}
+		z.h.Close()
+		z.h = nil
+	}
+	if z.req == nil {
+		z.req = make(chan chan zygoteResult)
+		go z.forker(z.req)
+	}
+	c := make(chan zygoteResult)
+	z.req <- c
+	r := <-c
+	if r.err != nil {
+		return nil, r.err
+	}
+	z.h = r.h
+	return z.h, nil
+}
+
+// forker runs on a locked OS thread that never exits, so PR_SET_PDEATHSIG
+// in the children fires only when the whole process dies (it fires when
+// the parent *thread* exits: go.dev/issue/27505).
+func (z *zygote) forker(req chan chan zygoteResult) {
+	runtime.LockOSThread()
+	for c := range req {
+		h, err := forkZygote()
+		c <- zygoteResult{h, err}
+	}
+}
+
+// forkZygote forks the zygote from the calling (forker) thread.
+func forkZygote() (*Handle, error) {
+	if err := mapArena(); err != nil {
+		return nil, err
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socketpair", err)
+	}
+	var sp int // a local of this frame: its page is kept in the zygote
+	keep := [][2]uintptr{
+		{arenaAddr, arenaSize},
+		{uintptr(addrOf(&sp)) - 64<<10, 128 << 10},
+	}
+	ranges, err := unmapRanges(keep)
+	if err != nil || len(ranges) > maxUnmap {
+		ranges = nil // keep everything: correct, only slower
+	}
+	writeForkArgs(forkArgs{
+		flags:  uint64(unix.SIGCHLD | unix.CLONE_PIDFD),
+		ctrl:   uint64(fds[1]),
+		cflags: uint64(flagPdeathsig),
+		unmap:  boolWord(len(ranges) > 0),
+	}, ranges)
+
+	syscall.ForkLock.Lock()
+	pid, errno := forkChild(arenaAddr)
+	syscall.ForkLock.Unlock()
+	unix.Close(fds[1])
+	if errno != 0 {
+		unix.Close(fds[0])
+		return nil, os.NewSyscallError("clone", errno)
+	}
+	p, err := pidfd.New(int(readPidfd()), int(pid), nil)
+	if err != nil {
+		unix.Close(fds[0])
+		return nil, err
+	}
+	return newHandle(fds[0], fds[1], p), nil
+}
+
+func boolWord(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// unmapRanges lists the anonymous mappings of this process the zygote can
+// drop: all of them but the ones that overlap keep, the vDSO, and the
+// binary's own data and bss (which compiler instrumentation may write).
+func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
+	f, err := os.Open("/proc/self/maps")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	exe, _ := os.Readlink("/proc/self/exe")
+	var out [][2]uint64
+	var prevEnd uint64
+	prevExe := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		lo, hi, ok := strings.Cut(fields[0], "-")
+		if !ok {
+			continue
+		}
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		path := ""
+		if len(fields) >= 6 {
+			path = fields[5]
+		}
+		isExe := path != "" && path == exe
+		followsExe := prevExe && start == prevEnd
+		prevEnd, prevExe = end, isExe || followsExe
+		if path != "" || followsExe {
+			continue
+		}
+		// Split the anonymous mapping around the ranges to keep.
+		segs := [][2]uint64{{start, end}}
+		for _, k := range keep {
+			klo := uint64(k[0]) &^ 4095
+			khi := (uint64(k[0]) + uint64(k[1]) + 4095) &^ 4095
+			var next [][2]uint64
+			for _, s := range segs {
+				if khi <= s[0] || klo >= s[1] {
+					next = append(next, s)
+					continue
+				}
+				if klo > s[0] {
+					next = append(next, [2]uint64{s[0], klo})
+				}
+				if khi < s[1] {
+					next = append(next, [2]uint64{khi, s[1]})
+				}
+			}
+			segs = next
+		}
+		for _, s := range segs {
+			out = append(out, [2]uint64{s[0], s[1] - s[0]})
+		}
+	}
+	return out, sc.Err()
+}
+
+// Fork makes a new child and returns a handle to it. The child is a fresh,
+// single-threaded process that runs calls for the handle and holds no fd
+// of the caller's but its control socket (which is close-on-exec). The
+// caller is the child's parent. On error no child is left behind.
+func Fork(ctx context.Context, opts *Options) (*Handle, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	for {
+		z, err := theZygote.get()
+		if err != nil {
+			return nil, err
+		}
+		h, err := z.forkat(ctx, opts, true)
+		if errors.Is(err, ErrDead) {
+			continue // the zygote died (it never should); make another
+		}
+		return h, err
+	}
+}
+
+// Fork makes a new child from inside h: it is a copy of h's child, in its
+// namespaces, with its credentials, root and working directory, and an
+// empty fd table but for its own control socket. This is forkat: h may be
+// inside user, mount or pid namespaces the caller is not in.
+//
+// The caller is the new child's parent (CLONE_PARENT) unless h's child is
+// the init of a pid namespace, which cannot use CLONE_PARENT; then h's
+// child is the parent, and waiting for the new child's Process asks h to
+// reap it, so h must stay open until then.
+func (h *Handle) Fork(ctx context.Context, opts *Options) (*Handle, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	return h.forkat(ctx, opts, false)
+}
+
+func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socketpair", err)
+	}
+	ours := fds[0]
+	defer func() {
+		if err != nil {
+			unix.Close(ours)
+		}
+	}()
+	theirs := os.NewFile(uintptr(fds[1]), "ctrl")
+	defer theirs.Close()
+
+	// Default ID maps name the IDs the handle runs as.
+	uidMap, gidMap := opts.UIDMap, opts.GIDMap
+	if opts.NewUser && (uidMap == nil || gidMap == nil) {
+		uid, gid := os.Geteuid(), os.Getegid()
+		if !top {
+			var b Batch
+			u, g := b.Geteuid(), b.Getegid()
+			r, err := h.Run(ctx, &b)
+			if err != nil {
+				return nil, err
+			}
+			uid, gid = r.Int(u), r.Int(g)
+		}
+		if uidMap == nil {
+			uidMap = []IDMap{{0, uid, 1}}
+		}
+		if gidMap == nil {
+			gidMap = []IDMap{{0, gid, 1}}
+		}
+	}
+
+	flags := opts.cloneFlags()
+	// The new child's parent: with CLONE_PARENT, the parent of h's child
+	// (nil for the caller); without it (h's child is a pid namespace's
+	// init), h's child itself.
+	parent := h.parent
+	if h.pidns {
+		parent = h
+	} else {
+		flags |= unix.CLONE_PARENT
+	}
+	parentIsUs := parent == nil
+	var cflags uint32
+	if !opts.NoParentDeathSignal {
+		cflags |= flagPdeathsig
+	}
+	var b Batch
+	ctrl := b.PutFile(theirs, -1)
+	pid := b.add(call{kind: opFork, flags: cflags, name: "clone", args: [6]Val{Uint(uint64(flags)), ctrl}})
+	pfd := b.takeAndClose(Val{kind: valAux, v: pid.v})
+	b.Close(ctrl)
+	res, err := h.Run(ctx, &b)
+	if err != nil {
+		var be *BatchError
+		if errors.As(err, &be) && be.Index == 0 {
+			// clone failed: no child. Name the namespaces asked for.
+			return nil, fmt.Errorf("proc: fork: %w", be.Err)
+		}
+		if res != nil && len(res.r) > 0 {
+			// The child exists but its pidfd did not arrive: kill it by pid
+			// through the handle (it is the handle's child or ours).
+			h.Run(context.Background(), killBatch(res.Int(pid)))
+			res.Close()
+		}
+		return nil, err
+	}
+	pidfdFile := res.File(pfd)
+	if pidfdFile == nil {
+		return nil, fmt.Errorf("proc: fork: child's pidfd did not arrive")
+	}
+	fd, err := unix.Dup(int(pidfdFile.Fd()))
+	pidfdFile.Close()
+	if err != nil {
+		return nil, os.NewSyscallError("dup", err)
+	}
+	unix.CloseOnExec(fd)
+	innerPid := res.Int(pid)
+	var reap pidfd.Reaper
+	if !parentIsUs {
+		reap = func(ctx context.Context) (*pidfd.State, error) { return parent.reap(ctx, innerPid) }
+	}
+	// The pid as the caller sees it: the same number when the handle shares
+	// our pid namespace.
+	outerPid := innerPid
+	if !parentIsUs || !top {
+		if p, perr := pidFromFD(fd); perr == nil {
+			outerPid = p
+		}
+	}
+	p, err := pidfd.New(fd, outerPid, reap)
+	if err != nil {
+		return nil, err
+	}
+	child := newHandle(ours, fds[1], p)
+	child.pidns = opts.NewPID
+	child.noPdeath = opts.NoParentDeathSignal
+	child.parent = parent
+	defer func() {
+		if err != nil {
+			child.sock = -1 // closed by the deferred close of ours
+			p.Close()
+		}
+	}()
+	if opts.NewUser {
+		if err := child.writeIDMaps(ctx, h, top, outerPid, uidMap, gidMap, opts.AllowSetgroups); err != nil {
+			return nil, err
+		}
+	}
+	return child, nil
+}
+
+func pidFromFD(fd int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, errors.New("no Pid in fdinfo")
+}
+
+func killBatch(pid int) *Batch {
+	var b Batch
+	b.Kill(Int(pid), syscall.SIGKILL)
+	return &b
+}
+
+// reap waits, inside h, for h's child pid, which has exited.
+func (h *Handle) reap(ctx context.Context, pid int) (*pidfd.State, error) {
+	var b Batch
+	info := make([]byte, 128)
+	ru := make([]byte, sizeofRusage)
+	b.sys("waitid", unix.SYS_WAITID, Int(unix.P_PID), Int(pid), b.Out(info), Int(unix.WEXITED), b.Out(ru))
+	if _, err := h.Run(ctx, &b); err != nil {
+		return nil, err
+	}
+	code, status := siginfoCodeStatus(info)
+	return pidfd.NewState(pid, code, status, rusageFrom(ru)), nil
+}
+
+// writeIDMaps writes the new child's uid and gid maps. For a child of the
+// zygote the caller writes /proc/PID/*_map itself (any map its privilege
+// allows); a child made inside another handle writes its own maps through
+// /proc/self, which the kernel allows for one line that maps the ID it runs
+// as.
+func (c *Handle) writeIDMaps(ctx context.Context, parent *Handle, top bool, pid int, uidMap, gidMap []IDMap, setgroups bool) error {
+	sg := "deny"
+	if setgroups {
+		sg = "allow"
+	}
+	files := []struct{ name, data string }{
+		{"setgroups", sg},
+		{"uid_map", formatIDMap(uidMap)},
+		{"gid_map", formatIDMap(gidMap)},
+	}
+	if top {
+		for _, f := range files {
+			path := fmt.Sprintf("/proc/%d/%s", pid, f.name)
+			if err := os.WriteFile(path, []byte(f.data), 0); err != nil {
+				return fmt.Errorf("proc: fork: writing %s: %w", f.name, err)
+			}
+		}
+		return nil
+	}
+	var b Batch
+	for _, f := range files {
+		path := "/proc/self/" + f.name
+		fd := b.Openat(AtFDCWD, path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		b.Write(fd, []byte(f.data))
+		b.Close(fd)
+	}
+	if _, err := c.Run(ctx, &b); err != nil {
+		return fmt.Errorf("proc: fork: writing ID maps: %w", err)
+	}
+	return nil
+}
+
+func formatIDMap(m []IDMap) string {
+	var sb strings.Builder
+	for _, l := range m {
+		fmt.Fprintf(&sb, "%d %d %d\n", l.Inside, l.Outside, l.Size)
+	}
+	return sb.String()
+}
