@@ -55,6 +55,7 @@ const (
 	miscSendIov  = arenaMisc + 144 // two rawIovecs
 	miscPidfd    = arenaMisc + 176 // int32 written by clone(CLONE_PIDFD)
 	miscForkArgs = arenaMisc + 192 // forkArgs for the first fork
+	miscState    = arenaMisc + 224 // childState
 	miscUnmap    = arenaMisc + 256 // count, then (addr, len) pairs
 	maxUnmap     = (arenaMiscSize - 256 - 8) / 16
 )
@@ -104,15 +105,40 @@ func forkChild(arena uintptr) (pid uintptr, errno syscall.Errno) {
 	}
 	runtime_AfterForkInChild()
 	if a.unmap != 0 {
+		// Keep the stack this code runs on: 64 KiB either side of a local.
+		var marker uintptr
+		sp := uintptr(unsafe.Pointer(&marker))
+		klo, khi := (sp-64<<10)&^4095, (sp+64<<10)&^4095
 		n := *(*uint64)(at(arena, miscUnmap))
 		for i := uintptr(0); i < uintptr(n); i++ {
 			r := (*[2]uint64)(at(arena, miscUnmap+8+16*i))
-			syscall.RawSyscall(unix.SYS_MUNMAP, uintptr(r[0]), uintptr(r[1]), 0)
+			lo, hi := uintptr(r[0]), uintptr(r[0]+r[1])
+			if hi <= klo || lo >= khi {
+				syscall.RawSyscall(unix.SYS_MUNMAP, lo, hi-lo, 0)
+				continue
+			}
+			if lo < klo {
+				syscall.RawSyscall(unix.SYS_MUNMAP, lo, klo-lo, 0)
+			}
+			if hi > khi {
+				syscall.RawSyscall(unix.SYS_MUNMAP, khi, hi-khi, 0)
+			}
 		}
 	}
 	childInit(uintptr(a.ctrl), uintptr(a.cflags))
-	serve(arena, uintptr(a.ctrl))
+	st := (*childState)(at(arena, miscState))
+	st.ctrl = a.ctrl
+	serve(arena)
 	return 0, 0 // not reached
+}
+
+// childState is the server's mutable state, kept in the arena rather than
+// on the stack: the whole nosplit call chain must fit in the stack guard.
+type childState struct {
+	ctrl   uint64 // the control socket
+	nrecv  uint64 // fds received with the current request
+	nsend  uint64 // fds queued for the reply
+	forked uint64 // 1 in a child just made by opFork
 }
 
 // childInit gives a new child an empty fd table but for ctrl, and arms the
@@ -139,164 +165,204 @@ func childInit(ctrl, cflags uintptr) {
 //go:nosplit
 //go:norace
 //go:nocheckptr
-func serve(arena, ctrl uintptr) {
-	rmsg := (*rawMsghdr)(at(arena, miscRecvMsg))
-	smsg := (*rawMsghdr)(at(arena, miscSendMsg))
-	riov := (*rawIovec)(at(arena, miscRecvIov))
-	siov := (*[2]rawIovec)(at(arena, miscSendIov))
-	hdr := (*reqHeader)(at(arena, 0))
-	rep := (*replyHeader)(at(arena, arenaReply))
-	cin := (*unix.Cmsghdr)(at(arena, arenaCmsgIn))
-	cout := (*unix.Cmsghdr)(at(arena, arenaCmsgOut))
-
+func serve(arena uintptr) {
+	st := (*childState)(at(arena, miscState))
 	for {
-		riov.base = arena
-		riov.len = arenaReqSize
-		*rmsg = rawMsghdr{iov: arena + miscRecvIov, iovlen: 1, control: arena + arenaCmsgIn, controllen: arenaCmsgSize}
-		n, _, e := syscall.RawSyscall(unix.SYS_RECVMSG, ctrl, arena+miscRecvMsg, unix.MSG_CMSG_CLOEXEC)
-		if e == syscall.EINTR {
-			continue
-		}
-		if e != 0 || n == 0 {
-			syscall.RawSyscall(unix.SYS_EXIT_GROUP, exitOrphaned, 0, 0)
-		}
-		nrecv := uintptr(0)
-		if rmsg.controllen >= unix.SizeofCmsghdr && cin.Level == unix.SOL_SOCKET && cin.Type == unix.SCM_RIGHTS {
-			nrecv = (uintptr(cin.Len) - unix.SizeofCmsghdr) / 4
-		}
-		// Received fds must not sit where the batch is about to dup3 to.
-		for i := uintptr(0); i < nrecv && hdr.fdMin != 0; i++ {
-			slot := (*int32)(at(arena, arenaCmsgIn+unix.SizeofCmsghdr+i*4))
-			if uint64(*slot) < hdr.fdMin {
-				nfd, _, e := syscall.RawSyscall(unix.SYS_FCNTL, uintptr(*slot), unix.F_DUPFD_CLOEXEC, uintptr(hdr.fdMin))
-				if e == 0 {
-					syscall.RawSyscall(unix.SYS_CLOSE, uintptr(*slot), 0, 0)
-					*slot = int32(nfd)
-				}
-			}
-		}
-		nops := uintptr(hdr.nops)
-		*rep = replyHeader{}
-		if nops > maxOps || n < reqHeaderSize+nops*wireOpSize || rmsg.flags&unix.MSG_CTRUNC != 0 {
-			rep.errno = uint32(syscall.EINVAL)
-			nops = 0
-		}
-		nsend := uintptr(0)
-		forked := false
+		nops := recvRequest(arena)
+		rep := (*replyHeader)(at(arena, arenaReply))
+		st.nsend, st.forked = 0, 0
 		for i := uintptr(0); i < nops; i++ {
-			op := (*wireOp)(at(arena, reqHeaderSize+i*wireOpSize))
-			res := (*[2]uint64)(at(arena, arenaReply+replyHeaderSize+i*16))
-			var a [6]uintptr
-			bad := false
-			for j := 0; j < 6; j++ {
-				v := uintptr(op.args[j])
-				switch op.src[j] {
-				case srcLit:
-				case srcResult, srcAux:
-					if v >= i {
-						bad = true
-						break
-					}
-					v = uintptr((*[2]uint64)(at(arena, arenaReply+replyHeaderSize+v*16))[op.src[j]-srcResult])
-				case srcRecvFD:
-					if v >= nrecv {
-						bad = true
-						break
-					}
-					v = uintptr(*(*int32)(at(arena, arenaCmsgIn+unix.SizeofCmsghdr+v*4)))
-				default:
-					bad = true
-				}
-				a[j] = v
-			}
-			if bad {
-				rep.errno = uint32(syscall.EINVAL)
-				break
-			}
-			var r0, r1 uintptr
-			var err syscall.Errno
-			switch op.kind {
-			case opSyscall:
-				r0, r1, err = syscall.RawSyscall6(uintptr(op.nr), a[0], a[1], a[2], a[3], a[4], a[5])
-			case opSendFD:
-				if nsend >= maxFDs {
-					err = syscall.ETOOMANYREFS
-					break
-				}
-				*(*int32)(at(arena, arenaCmsgOut+unix.SizeofCmsghdr+nsend*4)) = int32(a[0])
-				nsend++
-				r0 = a[0]
-			case opCopy:
-				for k := uintptr(0); k < a[2]; k++ {
-					*(*byte)(ptr(a[0] + k)) = *(*byte)(ptr(a[1] + k))
-				}
-			case opStore:
-				if a[2] == 4 {
-					*(*uint32)(ptr(a[0])) = uint32(a[1])
-				} else {
-					*(*uint64)(ptr(a[0])) = uint64(a[1])
-				}
-			case opMoveCtrl:
-				r0, _, err = syscall.RawSyscall(unix.SYS_FCNTL, ctrl, unix.F_DUPFD_CLOEXEC, a[0])
-				if err == 0 {
-					syscall.RawSyscall(unix.SYS_CLOSE, ctrl, 0, 0)
-					ctrl = r0
-				}
-			case opFork:
-				*(*int32)(at(arena, miscPidfd)) = -1
-				r0, _, err = syscall.RawSyscall6(unix.SYS_CLONE, a[0], 0, arena+miscPidfd, 0, 0, 0)
-				if err == 0 && r0 == 0 {
-					// The new child: a fresh server on its own socket.
-					childInit(a[1], uintptr(op.flags))
-					ctrl = a[1]
-					forked = true
-				}
-				r1 = uintptr(*(*int32)(at(arena, miscPidfd)))
-			default:
-				err = syscall.ENOSYS
-			}
-			if forked {
+			err := runOp(arena, i)
+			if st.forked != 0 {
 				break
 			}
 			if err != 0 {
 				rep.errno = uint32(err)
 				break
 			}
-			res[0], res[1] = uint64(r0), uint64(r1)
 			rep.ndone++
 		}
-		if forked {
+		if st.forked == 0 {
+			sendReply(arena)
+		}
+	}
+}
+
+// recvRequest receives the next request and returns its op count, or 0
+// with the reply's errno set if it is malformed. At EOF the process exits.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func recvRequest(arena uintptr) uintptr {
+	st := (*childState)(at(arena, miscState))
+	rmsg := (*rawMsghdr)(at(arena, miscRecvMsg))
+	riov := (*rawIovec)(at(arena, miscRecvIov))
+	hdr := (*reqHeader)(at(arena, 0))
+	cin := (*unix.Cmsghdr)(at(arena, arenaCmsgIn))
+	var n uintptr
+	for {
+		riov.base = arena
+		riov.len = arenaReqSize
+		*rmsg = rawMsghdr{iov: arena + miscRecvIov, iovlen: 1, control: arena + arenaCmsgIn, controllen: arenaCmsgSize}
+		var e syscall.Errno
+		n, _, e = syscall.RawSyscall(unix.SYS_RECVMSG, uintptr(st.ctrl), arena+miscRecvMsg, unix.MSG_CMSG_CLOEXEC)
+		if e == syscall.EINTR {
 			continue
 		}
-		siov[0] = rawIovec{base: arena + arenaReply, len: uint64(replyHeaderSize + 16*uintptr(rep.ndone))}
-		siov[1] = rawIovec{base: uintptr(hdr.outPtr), len: hdr.outLen}
-		*smsg = rawMsghdr{iov: arena + miscSendIov, iovlen: 2}
-		if rep.errno != 0 {
-			smsg.iovlen = 1 // no out region after a failure
-		}
-		if nsend > 0 {
-			cout.Level = unix.SOL_SOCKET
-			cout.Type = unix.SCM_RIGHTS
-			cout.Len = uint64(unix.SizeofCmsghdr + 4*nsend)
-			smsg.control = arena + arenaCmsgOut
-			smsg.controllen = uint64(unix.SizeofCmsghdr + (4*nsend+7)&^7)
-		}
-		for {
-			_, _, e = syscall.RawSyscall(unix.SYS_SENDMSG, ctrl, arena+miscSendMsg, unix.MSG_NOSIGNAL)
-			if e != syscall.EINTR {
-				break
-			}
-		}
-		if e != 0 {
+		if e != 0 || n == 0 {
 			syscall.RawSyscall(unix.SYS_EXIT_GROUP, exitOrphaned, 0, 0)
 		}
-		// Close what the batch sent with flagCloseAfter.
-		for i := uintptr(0); i < uintptr(rep.ndone); i++ {
-			op := (*wireOp)(at(arena, reqHeaderSize+i*wireOpSize))
-			if op.kind == opSendFD && op.flags&flagCloseAfter != 0 {
-				res := (*[2]uint64)(at(arena, arenaReply+replyHeaderSize+i*16))
-				syscall.RawSyscall(unix.SYS_CLOSE, uintptr(res[0]), 0, 0)
+		break
+	}
+	st.nrecv = 0
+	if rmsg.controllen >= unix.SizeofCmsghdr && cin.Level == unix.SOL_SOCKET && cin.Type == unix.SCM_RIGHTS {
+		st.nrecv = (cin.Len - unix.SizeofCmsghdr) / 4
+	}
+	// Received fds must not sit where the batch is about to dup3 to.
+	for i := uintptr(0); i < uintptr(st.nrecv) && hdr.fdMin != 0; i++ {
+		slot := (*int32)(at(arena, arenaCmsgIn+unix.SizeofCmsghdr+i*4))
+		if uint64(*slot) < hdr.fdMin {
+			nfd, _, e := syscall.RawSyscall(unix.SYS_FCNTL, uintptr(*slot), unix.F_DUPFD_CLOEXEC, uintptr(hdr.fdMin))
+			if e == 0 {
+				syscall.RawSyscall(unix.SYS_CLOSE, uintptr(*slot), 0, 0)
+				*slot = int32(nfd)
 			}
+		}
+	}
+	rep := (*replyHeader)(at(arena, arenaReply))
+	*rep = replyHeader{}
+	nops := uintptr(hdr.nops)
+	if nops > maxOps || n < reqHeaderSize+nops*wireOpSize || rmsg.flags&unix.MSG_CTRUNC != 0 {
+		rep.errno = uint32(syscall.EINVAL)
+		return 0
+	}
+	return nops
+}
+
+// runOp resolves the arguments of op i in place and runs it.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func runOp(arena, i uintptr) syscall.Errno {
+	st := (*childState)(at(arena, miscState))
+	op := (*wireOp)(at(arena, reqHeaderSize+i*wireOpSize))
+	res := (*[2]uint64)(at(arena, arenaReply+replyHeaderSize+i*16))
+	for j := 0; j < 6; j++ {
+		v := op.args[j]
+		switch op.src[j] {
+		case srcLit:
+		case srcResult, srcAux:
+			if v >= uint64(i) {
+				return syscall.EINVAL
+			}
+			v = (*[2]uint64)(at(arena, arenaReply+replyHeaderSize+uintptr(v)*16))[op.src[j]-srcResult]
+		case srcRecvFD:
+			if v >= st.nrecv {
+				return syscall.EINVAL
+			}
+			v = uint64(*(*int32)(at(arena, arenaCmsgIn+unix.SizeofCmsghdr+uintptr(v)*4)))
+		default:
+			return syscall.EINVAL
+		}
+		op.args[j] = v
+	}
+	a := &op.args
+	var r0, r1 uintptr
+	var err syscall.Errno
+	switch op.kind {
+	case opSyscall:
+		r0, r1, err = syscall.RawSyscall6(uintptr(op.nr), uintptr(a[0]), uintptr(a[1]), uintptr(a[2]), uintptr(a[3]), uintptr(a[4]), uintptr(a[5]))
+	case opSendFD:
+		if st.nsend >= maxFDs {
+			return syscall.ETOOMANYREFS
+		}
+		*(*int32)(at(arena, arenaCmsgOut+unix.SizeofCmsghdr+uintptr(st.nsend)*4)) = int32(a[0])
+		st.nsend++
+		r0 = uintptr(a[0])
+	case opCopy:
+		for k := uintptr(0); k < uintptr(a[2]); k++ {
+			*(*byte)(ptr(uintptr(a[0]) + k)) = *(*byte)(ptr(uintptr(a[1]) + k))
+		}
+	case opStore:
+		if a[2] == 4 {
+			*(*uint32)(ptr(uintptr(a[0]))) = uint32(a[1])
+		} else {
+			*(*uint64)(ptr(uintptr(a[0]))) = a[1]
+		}
+	case opMoveCtrl:
+		r0, _, err = syscall.RawSyscall(unix.SYS_FCNTL, uintptr(st.ctrl), unix.F_DUPFD_CLOEXEC, uintptr(a[0]))
+		if err == 0 {
+			syscall.RawSyscall(unix.SYS_CLOSE, uintptr(st.ctrl), 0, 0)
+			st.ctrl = uint64(r0)
+		}
+	case opFork:
+		*(*int32)(at(arena, miscPidfd)) = -1
+		r0, _, err = syscall.RawSyscall6(unix.SYS_CLONE, uintptr(a[0]), 0, arena+miscPidfd, 0, 0, 0)
+		if err == 0 && r0 == 0 {
+			// The new child: a fresh server on its own socket.
+			childInit(uintptr(a[1]), uintptr(op.flags))
+			st.ctrl = a[1]
+			st.forked = 1
+			return 0
+		}
+		r1 = uintptr(*(*int32)(at(arena, miscPidfd)))
+	default:
+		return syscall.ENOSYS
+	}
+	if err == 0 {
+		res[0], res[1] = uint64(r0), uint64(r1)
+	}
+	return err
+}
+
+// sendReply sends the reply to the current request, then closes the fds
+// sent with flagCloseAfter. If the parent is gone the process exits.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func sendReply(arena uintptr) {
+	st := (*childState)(at(arena, miscState))
+	smsg := (*rawMsghdr)(at(arena, miscSendMsg))
+	siov := (*[2]rawIovec)(at(arena, miscSendIov))
+	hdr := (*reqHeader)(at(arena, 0))
+	rep := (*replyHeader)(at(arena, arenaReply))
+	cout := (*unix.Cmsghdr)(at(arena, arenaCmsgOut))
+	siov[0] = rawIovec{base: arena + arenaReply, len: uint64(replyHeaderSize + 16*uintptr(rep.ndone))}
+	siov[1] = rawIovec{base: uintptr(hdr.outPtr), len: hdr.outLen}
+	*smsg = rawMsghdr{iov: arena + miscSendIov, iovlen: 2}
+	if rep.errno != 0 {
+		smsg.iovlen = 1 // no out region after a failure
+	}
+	if st.nsend > 0 {
+		cout.Level = unix.SOL_SOCKET
+		cout.Type = unix.SCM_RIGHTS
+		cout.Len = unix.SizeofCmsghdr + 4*st.nsend
+		smsg.control = arena + arenaCmsgOut
+		smsg.controllen = unix.SizeofCmsghdr + (4*st.nsend+7)&^7
+	}
+	var e syscall.Errno
+	for {
+		_, _, e = syscall.RawSyscall(unix.SYS_SENDMSG, uintptr(st.ctrl), arena+miscSendMsg, unix.MSG_NOSIGNAL)
+		if e != syscall.EINTR {
+			break
+		}
+	}
+	if e == syscall.EFAULT || e == syscall.EMSGSIZE {
+		// A bad out region: send the results alone, with the errno.
+		rep.errno = uint32(e)
+		smsg.iovlen = 1
+		_, _, e = syscall.RawSyscall(unix.SYS_SENDMSG, uintptr(st.ctrl), arena+miscSendMsg, unix.MSG_NOSIGNAL)
+	}
+	if e != 0 {
+		syscall.RawSyscall(unix.SYS_EXIT_GROUP, exitOrphaned, 0, 0)
+	}
+	for i := uintptr(0); i < uintptr(rep.ndone); i++ {
+		op := (*wireOp)(at(arena, reqHeaderSize+i*wireOpSize))
+		if op.kind == opSendFD && op.flags&flagCloseAfter != 0 {
+			syscall.RawSyscall(unix.SYS_CLOSE, uintptr(op.args[0]), 0, 0)
 		}
 	}
 }

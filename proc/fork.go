@@ -154,12 +154,8 @@ func forkZygote() (*Handle, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("socketpair", err)
 	}
-	var sp int // a local of this frame: its page is kept in the zygote
-	keep := [][2]uintptr{
-		{arenaAddr, arenaSize},
-		{uintptr(addrOf(&sp)) - 64<<10, 128 << 10},
-	}
-	ranges, err := unmapRanges(keep)
+	// The zygote keeps the arena, and its stack (forkChild skips that).
+	ranges, err := unmapRanges([][2]uintptr{{arenaAddr, arenaSize}})
 	if err != nil || len(ranges) > maxUnmap {
 		ranges = nil // keep everything: correct, only slower
 	}
@@ -186,6 +182,11 @@ func forkZygote() (*Handle, error) {
 	return newHandle(fds[0], fds[1], p), nil
 }
 
+// goHeap reports whether addr is where the Go runtime puts heap arenas.
+func goHeap(addr uint64) bool {
+	return addr>>40 < 0x7f && (addr>>32)&0xff >= 0xc0
+}
+
 func boolWord(b bool) uint64 {
 	if b {
 		return 1
@@ -193,19 +194,21 @@ func boolWord(b bool) uint64 {
 	return 0
 }
 
-// unmapRanges lists the anonymous mappings of this process the zygote can
-// drop: all of them but the ones that overlap keep, the vDSO, and the
-// binary's own data and bss (which compiler instrumentation may write).
+// unmapRanges lists the mappings of this process the zygote can drop: the
+// Go heap arenas, but for the parts that overlap keep (the zygote's stack is
+// in them too; forkChild keeps that). The heap is what grows with the
+// caller's size. Other mappings stay: the binary, libc and thread stacks in
+// cgo and race builds, whose TLS the child still holds. Heap arenas are
+// where the runtime's hints put them on 64-bit Linux: at i<<40 | 0xc0<<32
+// and growing up (runtime/malloc.go), below the mmap area at 0x7f…; a
+// mapping counts as heap only if it is anonymous and lies there.
 func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
 	f, err := os.Open("/proc/self/maps")
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	exe, _ := os.Readlink("/proc/self/exe")
 	var out [][2]uint64
-	var prevEnd uint64
-	prevExe := false
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
@@ -225,10 +228,7 @@ func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
 		if len(fields) >= 6 {
 			path = fields[5]
 		}
-		isExe := path != "" && path == exe
-		followsExe := prevExe && start == prevEnd
-		prevEnd, prevExe = end, isExe || followsExe
-		if path != "" || followsExe {
+		if path != "" || !goHeap(start) {
 			continue
 		}
 		// Split the anonymous mapping around the ranges to keep.

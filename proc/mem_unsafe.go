@@ -17,8 +17,6 @@ func setArena(b []byte) {
 // arenaPtr is arenaAddr as a pointer, for the parent's own access.
 var arenaPtr unsafe.Pointer
 
-func addrOf(p *int) uintptr { return uintptr(unsafe.Pointer(p)) }
-
 // arenaBytes returns n bytes of this process's arena at offset off.
 func arenaBytes(off, n uintptr) []byte {
 	return unsafe.Slice((*byte)(unsafe.Add(arenaPtr, off)), n)
