@@ -1,7 +1,6 @@
 package proc
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -182,36 +181,31 @@ func forkZygote() (*Handle, error) {
 	return newHandle(fds[0], fds[1], p), nil
 }
 
-// goHeap reports whether addr is where the Go runtime puts heap arenas.
-func goHeap(addr uint64) bool {
-	return addr>>40 < 0x7f && (addr>>32)&0xff >= 0xc0
-}
 
-func boolWord(b bool) uint64 {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// unmapRanges lists the mappings of this process the zygote can drop: the
-// Go heap arenas, but for the parts that overlap keep (the zygote's stack is
-// in them too; forkChild keeps that). The heap is what grows with the
-// caller's size. Other mappings stay: the binary, libc and thread stacks in
-// cgo and race builds, whose TLS the child still holds. Heap arenas are
-// where the runtime's hints put them on 64-bit Linux: at i<<40 | 0xc0<<32
-// and growing up (runtime/malloc.go), below the mmap area at 0x7f…; a
-// mapping counts as heap only if it is anonymous and lies there.
+// unmapRanges lists the mappings of this process the zygote can drop,
+// but for the parts that overlap keep (the zygote's stack is in the heap
+// too; forkChild keeps that). In a pure Go build those are all anonymous
+// mappings (the Go heap, which is what grows with the caller, and the
+// runtime's own) but the binary's bss, where compiler instrumentation keeps
+// counters. In a cgo or race build libc's thread stacks and TLS are
+// anonymous mappings too, and the child still runs with them, so only the
+// Go heap goes: the run of adjacent anonymous mappings around a heap object.
 func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
-	f, err := os.Open("/proc/self/maps")
+	b, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	var out [][2]uint64
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
+	exe, _ := os.Readlink("/proc/self/exe")
+	type mapping struct {
+		start, end uint64
+		anon       bool
+	}
+	var maps []mapping
+	cgo := false
+	var prevEnd uint64
+	prevExe := false
+	for _, line := range strings.Split(string(b), "\n") {
+		fields := strings.Fields(line)
 		if len(fields) < 5 {
 			continue
 		}
@@ -228,11 +222,42 @@ func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
 		if len(fields) >= 6 {
 			path = fields[5]
 		}
-		if path != "" || !goHeap(start) {
+		isExe := path != "" && path == exe
+		followsExe := prevExe && start == prevEnd
+		prevEnd, prevExe = end, isExe || followsExe
+		if strings.Contains(path, ".so") {
+			cgo = true
+		}
+		maps = append(maps, mapping{start, end, path == "" && !followsExe})
+	}
+	if cgo {
+		// Keep only the run of anonymous mappings holding the heap.
+		probe := uint64(heapAddr())
+		at := -1
+		for i, m := range maps {
+			if m.start <= probe && probe < m.end {
+				at = i
+			}
+		}
+		if at < 0 || !maps[at].anon {
+			return nil, nil
+		}
+		lo, hi := at, at
+		for lo > 0 && maps[lo-1].anon && maps[lo-1].end == maps[lo].start {
+			lo--
+		}
+		for hi+1 < len(maps) && maps[hi+1].anon && maps[hi+1].start == maps[hi].end {
+			hi++
+		}
+		maps = maps[lo : hi+1]
+	}
+	var out [][2]uint64
+	for _, m := range maps {
+		if !m.anon {
 			continue
 		}
-		// Split the anonymous mapping around the ranges to keep.
-		segs := [][2]uint64{{start, end}}
+		// Split the mapping around the ranges to keep.
+		segs := [][2]uint64{{m.start, m.end}}
 		for _, k := range keep {
 			klo := uint64(k[0]) &^ 4095
 			khi := (uint64(k[0]) + uint64(k[1]) + 4095) &^ 4095
@@ -255,7 +280,14 @@ func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
 			out = append(out, [2]uint64{s[0], s[1] - s[0]})
 		}
 	}
-	return out, sc.Err()
+	return out, nil
+}
+
+func boolWord(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Fork makes a new child and returns a handle to it. The child is a fresh,

@@ -59,3 +59,10 @@ func structBytes[T any](v *T) []byte {
 func fromBytes[T any](v *T, b []byte) {
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(v)), unsafe.Sizeof(*v)), b)
 }
+
+// heapAddr returns the address of a fresh heap object: a place inside the
+// Go heap.
+func heapAddr() uintptr {
+	p := new([64]byte)
+	return uintptr(unsafe.Pointer(p))
+}
