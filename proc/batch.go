@@ -15,12 +15,12 @@ type Val struct {
 }
 
 const (
-	valLit    uint8 = iota
-	valResult       // r0 of call v
-	valAux          // r1 of call v
-	valData         // address of data blob v
-	valRecvFD       // the fd sent with the batch at index v
-	valDataOff      // address of data blob v&0xffffffff plus v>>32
+	valLit     uint8 = iota
+	valResult        // r0 of call v
+	valAux           // r1 of call v
+	valData          // address of data blob v
+	valRecvFD        // the fd sent with the batch at index v
+	valDataOff       // address of data blob v&0xffffffff plus v>>32
 )
 
 // Int returns the literal v. Negative values are passed as the kernel

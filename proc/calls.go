@@ -136,7 +136,9 @@ func (b *Batch) MountSetattr(dirfd Val, path string, flags int, attr *unix.Mount
 func (b *Batch) Unshare(flags int) Val { return b.sys("unshare", unix.SYS_UNSHARE, Int(flags)) }
 
 // Setns records setns(2).
-func (b *Batch) Setns(fd Val, nstype int) Val { return b.sysFD("setns", fd, unix.SYS_SETNS, fd, Int(nstype)) }
+func (b *Batch) Setns(fd Val, nstype int) Val {
+	return b.sysFD("setns", fd, unix.SYS_SETNS, fd, Int(nstype))
+}
 
 // Setresuid records setresuid(2). The child is one thread, so this changes
 // the credentials of the whole process.

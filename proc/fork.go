@@ -38,6 +38,13 @@ type Options struct {
 	// a child is killed when the Go process that made it dies; see the
 	// package documentation for the limits of that.
 	NoParentDeathSignal bool
+
+	// Detached makes the child in the caller's own pid (and user)
+	// namespace, as a direct child of the caller, instead of inside the
+	// pid namespace of the caller's tree zygote. A detached child is still
+	// killed when the caller dies (unless NoParentDeathSignal), but
+	// processes it forks can outlive the caller.
+	Detached bool
 }
 
 // IDMap is one line of a uid_map or gid_map: Size IDs starting at Inside in
@@ -86,16 +93,32 @@ func mapArena() error {
 	return arenaErr
 }
 
-// The zygote is a child forked once, early, by a thread that never exits;
-// it drops every mapping of its parent's it does not need, so forking from
-// it costs the same whatever the size of the caller. Every Fork asks the
-// zygote to clone with CLONE_PARENT, so the caller is the parent of every
-// child (it can wait for them), and the parent-death signal is tied to the
-// forker thread, which lives as long as the process.
+// A zygote is a child forked once, early, by a thread that never exits;
+// it drops the mappings of its parent's that it does not need, so forking
+// from it costs the same whatever the size of the caller.
+//
+// There are two. The tree zygote (the default) is the init of a pid
+// namespace of its own (made in a user namespace of its own when the caller
+// lacks CAP_SYS_ADMIN), and it ignores SIGCHLD so orphans that reparent to
+// it are reaped by the kernel. It makes one child, the spawner, and every
+// Fork is a fork of the spawner, which is the parent of the processes the
+// caller builds and reaps them when their Process is waited for. When the
+// caller dies, the tree zygote gets the parent-death signal, and the kernel
+// kills everything in its pid namespace: every process built, and
+// everything they forked, double-forked daemons included.
+//
+// The plain zygote (Options.Detached) lives in the caller's namespaces and
+// clones with CLONE_PARENT, so the caller is the parent of every child; the
+// children get only the parent-death signal.
+//
+// Both are forked by the forker thread, so the parent-death signal, which
+// fires when the parent *thread* exits (go.dev/issue/27505), fires only
+// when the whole process dies.
 type zygote struct {
-	mu  sync.Mutex
-	h   *Handle
-	req chan chan zygoteResult
+	mu   sync.Mutex
+	h    *Handle
+	tree bool
+	req  chan chan zygoteResult
 }
 
 type zygoteResult struct {
@@ -103,10 +126,13 @@ type zygoteResult struct {
 	err error
 }
 
-var theZygote = &zygote{}
+var (
+	plainZygote = &zygote{}
+	treeZygote  = &zygote{tree: true}
+)
 
 // get returns a live zygote handle, making one if needed.
-func (z *zygote) get() (*Handle, error) {
+func (z *zygote) get(ctx context.Context) (*Handle, error) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
 	if z.h != nil {
@@ -129,25 +155,41 @@ func (z *zygote) get() (*Handle, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	z.h = r.h
-	return z.h, nil
+	h := r.h
+	if z.tree {
+		s, err := makeSpawner(ctx, h)
+		if err != nil {
+			h.Close()
+			return nil, err
+		}
+		h = s
+	}
+	z.h = h
+	return h, nil
 }
 
-// forker runs on a locked OS thread that never exits, so PR_SET_PDEATHSIG
-// in the children fires only when the whole process dies (it fires when
-// the parent *thread* exits: go.dev/issue/27505).
+// forker runs on a locked OS thread that never exits.
 func (z *zygote) forker(req chan chan zygoteResult) {
 	runtime.LockOSThread()
 	for c := range req {
-		h, err := forkZygote()
+		h, err := forkZygote(z.tree)
 		c <- zygoteResult{h, err}
 	}
 }
 
-// forkZygote forks the zygote from the calling (forker) thread.
-func forkZygote() (*Handle, error) {
+// forkZygote forks a zygote from the calling (forker) thread.
+func forkZygote(tree bool) (*Handle, error) {
 	if err := mapArena(); err != nil {
 		return nil, err
+	}
+	flags := uint64(unix.SIGCHLD | unix.CLONE_PIDFD)
+	userns := false
+	if tree {
+		flags |= unix.CLONE_NEWPID
+		if !hasCapSysAdmin() {
+			flags |= unix.CLONE_NEWUSER
+			userns = true
+		}
 	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -159,7 +201,7 @@ func forkZygote() (*Handle, error) {
 		ranges = nil // keep everything: correct, only slower
 	}
 	writeForkArgs(forkArgs{
-		flags:  uint64(unix.SIGCHLD | unix.CLONE_PIDFD),
+		flags:  flags,
 		ctrl:   uint64(fds[1]),
 		cflags: uint64(flagPdeathsig),
 		unmap:  boolWord(len(ranges) > 0),
@@ -171,16 +213,67 @@ func forkZygote() (*Handle, error) {
 	unix.Close(fds[1])
 	if errno != 0 {
 		unix.Close(fds[0])
-		return nil, os.NewSyscallError("clone", errno)
+		what := "clone"
+		if tree {
+			what = "clone (pid namespace for kill-on-close; Options.Detached does without)"
+		}
+		return nil, os.NewSyscallError(what, errno)
 	}
 	p, err := pidfd.New(int(readPidfd()), int(pid), nil)
 	if err != nil {
 		unix.Close(fds[0])
 		return nil, err
 	}
-	return newHandle(fds[0], fds[1], p), nil
+	h := newHandle(fds[0], fds[1], p)
+	h.pidns = tree
+	if userns {
+		// The zygote's user namespace maps the caller's IDs to themselves,
+		// so what the built processes do is done as the caller.
+		id := []IDMap{{os.Geteuid(), os.Geteuid(), 1}}
+		gid := []IDMap{{os.Getegid(), os.Getegid(), 1}}
+		if err := h.writeIDMaps(context.Background(), nil, true, int(pid), id, gid, false); err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
+	return h, nil
 }
 
+// makeSpawner makes the tree zygote ignore SIGCHLD and fork the spawner.
+func makeSpawner(ctx context.Context, z *Handle) (*Handle, error) {
+	var b Batch
+	act := make([]byte, 32) // struct sigaction: handler, flags, restorer, mask
+	act[0] = 1              // SIG_IGN
+	b.sys("rt_sigaction", unix.SYS_RT_SIGACTION, Int(int(unix.SIGCHLD)), b.In(act), Int(0), Int(8))
+	if _, err := z.Run(ctx, &b); err != nil {
+		return nil, fmt.Errorf("proc: tree zygote: %w", err)
+	}
+	s, err := z.forkat(ctx, &Options{}, false)
+	if err != nil {
+		return nil, fmt.Errorf("proc: tree zygote: %w", err)
+	}
+	// The spawner reaps its own children: SIGCHLD back to SIG_DFL.
+	var d Batch
+	d.sys("rt_sigaction", unix.SYS_RT_SIGACTION, Int(int(unix.SIGCHLD)), d.In(make([]byte, 32)), Int(0), Int(8))
+	if _, err := s.Run(ctx, &d); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("proc: tree zygote: %w", err)
+	}
+	s.spawner = true
+	s.zygote = z
+	return s, nil
+}
+
+// hasCapSysAdmin reports whether the caller has CAP_SYS_ADMIN in its user
+// namespace, which making a pid namespace needs.
+func hasCapSysAdmin() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[0].Effective&(1<<unix.CAP_SYS_ADMIN) != 0
+}
 
 // unmapRanges lists the mappings of this process the zygote can drop,
 // but for the parts that overlap keep (the zygote's stack is in the heap
@@ -298,12 +391,16 @@ func Fork(ctx context.Context, opts *Options) (*Handle, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
+	zy := treeZygote
+	if opts.Detached {
+		zy = plainZygote
+	}
 	for {
-		z, err := theZygote.get()
+		z, err := zy.get(ctx)
 		if err != nil {
 			return nil, err
 		}
-		h, err := z.forkat(ctx, opts, true)
+		h, err := z.forkat(ctx, opts, !zy.tree)
 		if errors.Is(err, ErrDead) {
 			continue // the zygote died (it never should); make another
 		}
@@ -367,7 +464,7 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 	// (nil for the caller); without it (h's child is a pid namespace's
 	// init), h's child itself.
 	parent := h.parent
-	if h.pidns {
+	if h.pidns || h.spawner {
 		parent = h
 	} else {
 		flags |= unix.CLONE_PARENT

@@ -66,15 +66,17 @@ func (e *BatchError) Unwrap() error { return e.Err }
 // Calls that must follow each other without others in between belong in one
 // Batch.
 type Handle struct {
-	mu     sync.Mutex
-	sock   int // our end of the control socket; -1 when closed
-	ctrl   int // the child's end, as numbered in the child
-	proc   *pidfd.Process
-	state  error // nil while usable
-	pidns  bool  // the child is the init of a pid namespace it was made in
-	parent *Handle // the child's parent process, when it is not the caller
-	owned  bool  // Close kills the child
-	noPdeath bool // made with NoParentDeathSignal
+	mu       sync.Mutex
+	sock     int // our end of the control socket; -1 when closed
+	ctrl     int // the child's end, as numbered in the child
+	proc     *pidfd.Process
+	state    error   // nil while usable
+	pidns    bool    // the child is the init of a pid namespace it was made in
+	parent   *Handle // the child's parent process, when it is not the caller
+	spawner  bool    // the tree zygote's spawner: it is the parent of its children
+	zygote   *Handle // for a spawner, the tree zygote it came from: closed with it
+	owned    bool    // Close kills the child
+	noPdeath bool    // made with NoParentDeathSignal
 
 	req  []byte // request buffer, arenaReqSize
 	rep  []byte // reply buffer
@@ -85,9 +87,9 @@ type Handle struct {
 func newHandle(sock, ctrl int, p *pidfd.Process) *Handle {
 	return &Handle{
 		sock: sock, ctrl: ctrl, proc: p, owned: true,
-		req:  make([]byte, arenaReqSize),
-		rep:  make([]byte, arenaReplySize+arenaReqSize),
-		oob:  make([]byte, unix.CmsgSpace(4*maxFDs)),
+		req: make([]byte, arenaReqSize),
+		rep: make([]byte, arenaReplySize+arenaReqSize),
+		oob: make([]byte, unix.CmsgSpace(4*maxFDs)),
 	}
 }
 
@@ -112,10 +114,14 @@ func (h *Handle) Close() error {
 		return nil
 	}
 	h.state = ErrClosed
+	var err error
 	if h.owned && h.proc != nil {
-		return h.proc.Close()
+		err = h.proc.Close()
 	}
-	return nil
+	if h.zygote != nil {
+		h.zygote.Close()
+	}
+	return err
 }
 
 // Results holds what a batch returned.

@@ -58,12 +58,12 @@ type reqHeader struct {
 
 // Op kinds: what the child does with one wireOp.
 const (
-	opSyscall uint32 = iota // r0, r1 = syscall(nr, args...)
-	opSendFD                // attach args[0] to the reply; flagCloseAfter closes it once sent
-	opFork                  // clone(args[0]) a new server on ctrl fd args[1]; r0 = pid, r1 = pidfd
-	opCopy                  // copy args[2] bytes from args[1] to args[0]
-	opMoveCtrl              // move the control socket to the lowest free fd ≥ args[0]; r0 = new fd
-	opStore                 // store args[1] at address args[0], args[2] bytes wide (4 or 8)
+	opSyscall  uint32 = iota // r0, r1 = syscall(nr, args...)
+	opSendFD                 // attach args[0] to the reply; flagCloseAfter closes it once sent
+	opFork                   // clone(args[0]) a new server on ctrl fd args[1]; r0 = pid, r1 = pidfd
+	opCopy                   // copy args[2] bytes from args[1] to args[0]
+	opMoveCtrl               // move the control socket to the lowest free fd ≥ args[0]; r0 = new fd
+	opStore                  // store args[1] at address args[0], args[2] bytes wide (4 or 8)
 )
 
 // Op flags.
