@@ -278,6 +278,10 @@ func runOp(arena, i uintptr) syscall.Errno {
 		if st.nsend >= maxFDs {
 			return syscall.ETOOMANYREFS
 		}
+		// A bad fd would fail the whole reply's sendmsg: fail this op.
+		if _, _, err = syscall.RawSyscall(unix.SYS_FCNTL, uintptr(a[0]), unix.F_GETFD, 0); err != 0 {
+			return err
+		}
 		*(*int32)(at(arena, arenaCmsgOut+unix.SizeofCmsghdr+uintptr(st.nsend)*4)) = int32(a[0])
 		st.nsend++
 		r0 = uintptr(a[0])
@@ -291,6 +295,8 @@ func runOp(arena, i uintptr) syscall.Errno {
 		} else {
 			*(*uint64)(ptr(uintptr(a[0]))) = a[1]
 		}
+	case opValue:
+		r0 = uintptr(a[0])
 	case opMoveCtrl:
 		r0, _, err = syscall.RawSyscall(unix.SYS_FCNTL, uintptr(st.ctrl), unix.F_DUPFD_CLOEXEC, uintptr(a[0]))
 		if err == 0 {

@@ -476,17 +476,18 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 	}
 	var b Batch
 	ctrl := b.PutFile(theirs, -1)
+	ctrlNum := b.add(call{kind: opValue, name: "value", args: [6]Val{ctrl}})
 	pid := b.add(call{kind: opFork, flags: cflags, name: "clone", args: [6]Val{Uint(uint64(flags)), ctrl}})
 	pfd := b.takeAndClose(Val{kind: valAux, v: pid.v})
 	b.Close(ctrl)
 	res, err := h.Run(ctx, &b)
 	if err != nil {
 		var be *BatchError
-		if errors.As(err, &be) && be.Index == 0 {
+		if errors.As(err, &be) && be.Index == 1 {
 			// clone failed: no child. Name the namespaces asked for.
 			return nil, fmt.Errorf("proc: fork: %w", be.Err)
 		}
-		if res != nil && len(res.r) > 0 {
+		if res != nil && len(res.r) > 1 {
 			// The child exists but its pidfd did not arrive: kill it by pid
 			// through the handle (it is the handle's child or ours).
 			h.Run(context.Background(), killBatch(res.Int(pid)))
@@ -521,7 +522,7 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 	if err != nil {
 		return nil, err
 	}
-	child := newHandle(ours, fds[1], p)
+	child := newHandle(ours, res.Int(ctrlNum), p)
 	child.pidns = opts.NewPID
 	child.noPdeath = opts.NoParentDeathSignal
 	child.parent = parent

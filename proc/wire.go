@@ -64,6 +64,7 @@ const (
 	opCopy                   // copy args[2] bytes from args[1] to args[0]
 	opMoveCtrl               // move the control socket to the lowest free fd ≥ args[0]; r0 = new fd
 	opStore                  // store args[1] at address args[0], args[2] bytes wide (4 or 8)
+	opValue                  // r0 = args[0]: what an argument resolved to (a received fd's number)
 )
 
 // Op flags.
