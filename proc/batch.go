@@ -37,9 +37,6 @@ func Ptr(p uintptr) Val { return Val{kind: valLit, v: uint64(p)} }
 // AtFDCWD is the AT_FDCWD dirfd: the child's working directory.
 var AtFDCWD = Int(-100)
 
-// literal reports the value of a literal Val.
-func (v Val) literal() (int64, bool) { return int64(v.v), v.kind == valLit }
-
 // blob is bytes placed in child memory for the duration of one round trip.
 // fill writes them for a given child address, so blobs that hold pointers
 // into themselves (argv arrays) can be placed anywhere.

@@ -213,11 +213,14 @@ func forkZygote(tree bool) (*Handle, error) {
 	unix.Close(fds[1])
 	if errno != 0 {
 		unix.Close(fds[0])
-		what := "clone"
 		if tree {
-			what = "clone (pid namespace for kill-on-close; Options.Detached does without)"
+			ns := "CLONE_NEWPID"
+			if userns {
+				ns = "CLONE_NEWUSER|CLONE_NEWPID"
+			}
+			return nil, fmt.Errorf("proc: kill-on-close needs a pid namespace, and clone(%s) failed: %w (are unprivileged user namespaces disabled? `caplin doctor` tells; Options.Detached does without)", ns, errno)
 		}
-		return nil, os.NewSyscallError(what, errno)
+		return nil, os.NewSyscallError("clone", errno)
 	}
 	p, err := pidfd.New(int(readPidfd()), int(pid), nil)
 	if err != nil {

@@ -78,10 +78,9 @@ type Handle struct {
 	owned    bool    // Close kills the child
 	noPdeath bool    // made with NoParentDeathSignal
 
-	req  []byte // request buffer, arenaReqSize
-	rep  []byte // reply buffer
-	oob  []byte // control buffer for received fds
-	fdsb []byte // control buffer for sent fds
+	req []byte // request buffer, arenaReqSize
+	rep []byte // reply buffer
+	oob []byte // control buffer for received fds
 }
 
 func newHandle(sock, ctrl int, p *pidfd.Process) *Handle {

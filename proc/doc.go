@@ -1,0 +1,97 @@
+// Package proc builds processes from empty: Fork returns a Handle to a
+// fresh, single-threaded child that runs system calls for its parent
+// (openat, dup3, unshare, setresuid, mount, landlock, seccomp, ...) until the
+// parent execs it. The child's state is set up with the ordinary system
+// calls, run in the child, rather than with a fixed list of spawn options.
+//
+//	h, _ := proc.Fork(ctx, &proc.Options{NewUser: true, NewNet: true})
+//	defer h.Close()
+//	var b proc.Batch
+//	b.PutFile(os.Stdin, 0)
+//	b.PutFile(os.Stdout, 1)
+//	fd := b.Openat(proc.AtFDCWD, "/data", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+//	b.Fchdir(fd)
+//	b.Prctl(unix.PR_SET_NO_NEW_PRIVS, proc.Int(1), proc.Int(0), proc.Int(0), proc.Int(0))
+//	h.Run(ctx, &b)                    // one round trip
+//	p, _ := h.ExecPath(ctx, "/bin/ls", []string{"ls"}, nil)
+//	st, _ := p.Wait(ctx)
+//
+// # The child
+//
+// A child is forked in pure Go, between the runtime's BeforeFork and
+// AfterFork hooks, like os/exec's, but without CLONE_VM: it is a copy of one
+// thread of the caller, running allocation-free, nosplit code that reads
+// requests from a SOCK_SEQPACKET control socket and answers each with one
+// reply. Because it is single-threaded it can unshare(CLONE_NEWUSER), which
+// a Go program cannot. It holds no fd of the caller's but its control
+// socket, which is close-on-exec, so after Exec the program holds exactly
+// the fds set up in the child without close-on-exec.
+//
+// Children are not forked from the caller itself but from a zygote, a child
+// forked once that drops the caller's Go heap. Forking from it costs the
+// same whether the caller has 20 MiB or 20 GiB resident, and the caller's
+// own memory is never write-protected for copy-on-write by a fork.
+//
+// # Calls and batches
+//
+// Each Handle method runs one call in one round trip and returns the
+// child's result, or an *os.PathError or *os.SyscallError that names the
+// call, its path or fd, and the errno. A Batch records many calls, whose
+// arguments may be the results of earlier ones (openat → dup3 of its result
+// → close), and Handle.Run sends them in one message; it stops at the first
+// failure and returns a *BatchError with its index. Calls before it took
+// effect. Arguments that live in memory (paths, structs, argv arrays,
+// seccomp programs) are placed in a child-side arena by the call itself;
+// Alloc, WriteMem and ReadMem manage child memory for raw calls. No ptrace
+// access is needed: everything moves over the control socket.
+//
+// Fds cross both ways: Batch.PutFile sends a parent file to the child and
+// installs it at a chosen number; Batch.TakeFile brings a child fd back as
+// an *os.File.
+//
+// # Concurrency and cancellation
+//
+// A Handle is safe for concurrent use; calls are serialized, one round trip
+// at a time. A cancelled context kills the child (SIGKILL), since a system
+// call blocked in it cannot be interrupted otherwise, and the handle is then
+// dead (ErrDead).
+//
+// # States
+//
+// A Handle is live until Exec succeeds (then its calls return ErrExeced and
+// the returned Process is the caller's), Close is called (ErrClosed), or
+// the child dies (ErrDead). A failed Exec leaves the handle live, with the
+// calls made before it in effect. Close kills and reaps a child that has not
+// exec'd.
+//
+// # Kill-on-close
+//
+// A Process (package pidfd) is killed when it is closed. When the Go
+// process that built children dies — SIGKILL included — they die too: by
+// default every child is made inside the pid namespace of a "tree zygote"
+// that has PR_SET_PDEATHSIG(SIGKILL), set from a thread that never exits.
+// When the owner dies the zygote is killed, and the kernel kills every
+// process in its pid namespace: all the processes built and everything they
+// forked, double-forked daemons included. No helper process runs per child.
+// Without CAP_SYS_ADMIN the tree zygote is made in a user namespace of its
+// own that maps the caller's uid and gid to themselves, so this needs
+// unprivileged user namespaces; where the kernel refuses them, Fork fails
+// with an error that says so, and Options.Detached does without.
+//
+// The limits: children see their own pid numbering (they run in a pid
+// namespace; getppid returns the spawner's pid there) and, unprivileged, a
+// user namespace (set-user-ID programs cannot gain privilege). A detached
+// child (Options.Detached) is in the caller's namespaces and dies with its
+// owner through the parent-death signal alone: processes it forks can
+// outlive the owner, and a set-user-ID or file-capability program clears
+// the signal at exec (no_new_privs prevents that). Kernels older than 5.3
+// lack pidfd_open and CLONE_PIDFD, which caplin needs; it targets 5.10 and
+// later.
+//
+// # Unprivileged use
+//
+// Everything here works without privilege where the kernel allows
+// unprivileged user namespaces (`caplin doctor` tells): new user namespaces
+// with the caller's IDs mapped to 0 inside, and, inside them, new mount,
+// pid, net, ipc, uts and cgroup namespaces.
+package proc
