@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/caplin-dev/caplin/pidfd"
@@ -45,6 +46,12 @@ type Options struct {
 	// killed when the caller dies (unless NoParentDeathSignal), but
 	// processes it forks can outlive the caller.
 	Detached bool
+}
+
+// isDefault reports whether o asks for nothing but where to fork.
+func (o *Options) isDefault() bool {
+	return o.cloneFlags() == uintptr(unix.SIGCHLD)|unix.CLONE_PIDFD && o.UIDMap == nil && o.GIDMap == nil &&
+		!o.AllowSetgroups && !o.NoParentDeathSignal
 }
 
 // IDMap is one line of a uid_map or gid_map: Size IDs starting at Inside in
@@ -119,6 +126,12 @@ type zygote struct {
 	h    *Handle
 	tree bool
 	req  chan chan zygoteResult
+
+	// spare is a child made ahead of time for the next Fork with default
+	// Options, so that the fork's round trip overlaps with what the caller
+	// does after Fork (typically Exec and Wait) instead of preceding it.
+	spare   chan *Handle
+	filling atomic.Bool
 }
 
 type zygoteResult struct {
@@ -127,9 +140,49 @@ type zygoteResult struct {
 }
 
 var (
-	plainZygote = &zygote{}
-	treeZygote  = &zygote{tree: true}
+	plainZygote = &zygote{spare: make(chan *Handle, 1)}
+	treeZygote  = &zygote{tree: true, spare: make(chan *Handle, 1)}
 )
+
+// takeSpare returns the spare child if there is a live one, and starts
+// making the next.
+func (z *zygote) takeSpare() *Handle {
+	var h *Handle
+	select {
+	case h = <-z.spare:
+		h.mu.Lock()
+		if h.state != nil {
+			h.mu.Unlock()
+			h.Close()
+			h = nil
+		} else {
+			h.mu.Unlock()
+		}
+	default:
+	}
+	if z.filling.CompareAndSwap(false, true) {
+		go z.refill()
+	}
+	return h
+}
+
+func (z *zygote) refill() {
+	defer z.filling.Store(false)
+	ctx := context.Background()
+	zh, err := z.get(ctx)
+	if err != nil {
+		return
+	}
+	h, err := zh.forkat(ctx, &Options{}, !z.tree)
+	if err != nil {
+		return
+	}
+	select {
+	case z.spare <- h:
+	default:
+		h.Close()
+	}
+}
 
 // get returns a live zygote handle, making one if needed.
 func (z *zygote) get(ctx context.Context) (*Handle, error) {
@@ -397,6 +450,11 @@ func Fork(ctx context.Context, opts *Options) (*Handle, error) {
 	zy := treeZygote
 	if opts.Detached {
 		zy = plainZygote
+	}
+	if opts.isDefault() {
+		if h := zy.takeSpare(); h != nil {
+			return h, nil
+		}
 	}
 	for {
 		z, err := zy.get(ctx)

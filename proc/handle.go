@@ -86,8 +86,8 @@ type Handle struct {
 func newHandle(sock, ctrl int, p *pidfd.Process) *Handle {
 	return &Handle{
 		sock: sock, ctrl: ctrl, proc: p, owned: true,
-		req: make([]byte, arenaReqSize),
-		rep: make([]byte, arenaReplySize+arenaReqSize),
+		req: make([]byte, 0, 1024),
+		rep: make([]byte, 1024),
 		oob: make([]byte, unix.CmsgSpace(4*maxFDs)),
 	}
 }
@@ -309,7 +309,7 @@ func (h *Handle) runLocked(ctx context.Context, b *Batch) (*Results, error) {
 			outHi = end
 		}
 	}
-	e.buf = e.buf[:off]
+	e.grow(int(off))
 	for i, bl := range b.blobs {
 		if addrs[i] >= arenaBase() && addrs[i] < arenaBase()+arenaReqSize {
 			o := addrs[i] - arenaBase()
@@ -337,7 +337,7 @@ func (h *Handle) runLocked(ctx context.Context, b *Batch) (*Results, error) {
 		files   []*os.File
 	)
 	err := withFDs(b.files, nil, func(fds []int) (err error) {
-		ndone, errno, results, out, files, err = h.roundTrip(ctx, e.buf, fds, nops, noReply)
+		ndone, errno, results, out, files, err = h.roundTrip(ctx, e.buf, fds, nops, int(outHi-outLo), noReply)
 		return err
 	})
 	if err != nil {
@@ -391,6 +391,17 @@ type encoder struct {
 	buf []byte
 }
 
+// grow sets the request's length to n bytes, keeping what it holds.
+func (e *encoder) grow(n int) {
+	if cap(e.buf) < n {
+		nb := make([]byte, n, n+n/4)
+		copy(nb, e.buf)
+		e.buf = nb
+		return
+	}
+	e.buf = e.buf[:n]
+}
+
 func (e *encoder) wire(w *wireOp) {
 	var b [wireOpSize]byte
 	binary.LittleEndian.PutUint32(b[0:], w.kind)
@@ -418,7 +429,7 @@ func (h *Handle) rawRun(ctx context.Context, fill func(*encoder)) ([][2]uint64, 
 	fill(e)
 	n := (len(e.buf) - reqHeaderSize) / wireOpSize
 	binary.LittleEndian.PutUint32(e.buf[0:], uint32(n))
-	ndone, errno, res, _, files, err := h.roundTrip(ctx, e.buf, nil, n, false)
+	ndone, errno, res, _, files, err := h.roundTrip(ctx, e.buf, nil, n, 0, false)
 	closeAll(files)
 	if err != nil {
 		return nil, err
@@ -438,9 +449,15 @@ func closeAll(fs []*os.File) {
 // roundTrip sends one request and reads its reply. A child that goes away
 // marks the handle dead; a request whose last op execs (noReply) succeeds on
 // EOF and marks the handle exec'd.
-func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops int, noReply bool) (ndone int, errno syscall.Errno, results [][2]uint64, out []byte, files []*os.File, err error) {
+func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, outLen int, noReply bool) (ndone int, errno syscall.Errno, results [][2]uint64, out []byte, files []*os.File, err error) {
 	if h.sock < 0 {
 		return 0, 0, nil, nil, nil, ErrClosed
+	}
+	if cap(req) > cap(h.req) {
+		h.req = req[:0] // keep the grown buffer for the next request
+	}
+	if need := replyHeaderSize + 16*nops + outLen; len(h.rep) < need {
+		h.rep = make([]byte, need)
 	}
 	if ctx.Done() != nil {
 		// A cancelled call kills the child: there is no other way to
@@ -485,7 +502,7 @@ func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops int,
 		}
 		return 0, 0, nil, nil, nil, h.dead(ctx, "recvmsg", nil)
 	}
-	if flags&unix.MSG_CTRUNC != 0 || n < replyHeaderSize {
+	if flags&(unix.MSG_CTRUNC|unix.MSG_TRUNC) != 0 || n < replyHeaderSize {
 		closeAll(files)
 		return 0, 0, nil, nil, nil, h.dead(ctx, "recvmsg", fmt.Errorf("malformed reply (%d bytes, flags %#x)", n, flags))
 	}

@@ -85,11 +85,10 @@ func (h *Handle) ReadMem(ctx context.Context, addr uintptr, p []byte) error {
 	}
 	for len(p) > 0 {
 		n := min(len(p), chunk)
-		req := h.req[:reqHeaderSize]
-		clear(req)
+		req := append(h.req[:0], make([]byte, reqHeaderSize)...)
 		binary.LittleEndian.PutUint64(req[8:], uint64(addr))
 		binary.LittleEndian.PutUint64(req[16:], uint64(n))
-		_, errno, _, out, files, err := h.roundTrip(ctx, req, nil, 0, false)
+		_, errno, _, out, files, err := h.roundTrip(ctx, req, nil, 0, n, false)
 		closeAll(files)
 		if err == nil && errno != 0 {
 			err = errno
