@@ -663,10 +663,35 @@ func TestConcurrentUse(t *testing.T) {
 // survives a second later.
 func TestOwnerKilled(t *testing.T) {
 	alsoAsNobody(t)
+	if left := killOwner(t, false); len(left) > 0 {
+		t.Errorf("a second after SIGKILL of their owner, still alive: %v", left)
+	}
+}
+
+// TestOwnerKilledDetached is the control: detached children die with their
+// owner (parent-death signal), but the daemons they leave do not, which
+// shows TestOwnerKilled can see a survivor.
+func TestOwnerKilledDetached(t *testing.T) {
+	left := killOwner(t, true)
+	for _, pid := range left {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if len(left) != 2 {
+		t.Errorf("detached: %d survivors, want the 2 daemons", len(left))
+	}
+}
+
+// killOwner starts an owner process that builds two sleeps and a shell
+// that leaves two daemons, SIGKILLs the owner, and returns what is still
+// alive a second later.
+func killOwner(t *testing.T, detached bool) []int {
 	// sleep takes "1000.<marker>" as a number of seconds: digits only.
 	marker := fmt.Sprintf("%06d%09d", os.Getpid()%1000000, time.Now().UnixNano()%1000000000)
 	cmd := osexec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envOwner+"="+marker)
+	if detached {
+		cmd.Env = append(cmd.Env, envOwner+"_DETACHED=1")
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -691,11 +716,11 @@ func TestOwnerKilled(t *testing.T) {
 	deadline = time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
 		if len(marked(marker)) == 0 {
-			return
+			return nil
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Errorf("a second after SIGKILL of their owner, still alive: %v", marked(marker))
+	return marked(marker)
 }
 
 const envOwner = "CAPLIN_TEST_OWNER"
@@ -704,8 +729,9 @@ const envOwner = "CAPLIN_TEST_OWNER"
 // execs itself, and two daemons a shell leaves behind.
 func owner(marker string) {
 	ctx := context.Background()
+	opts := &Options{Detached: os.Getenv(envOwner+"_DETACHED") != ""}
 	for i := 0; i < 2; i++ {
-		h, err := Fork(ctx, nil)
+		h, err := Fork(ctx, opts)
 		if err != nil {
 			panic(err)
 		}
@@ -713,7 +739,7 @@ func owner(marker string) {
 			panic(err)
 		}
 	}
-	h, err := Fork(ctx, nil)
+	h, err := Fork(ctx, opts)
 	if err != nil {
 		panic(err)
 	}
