@@ -236,6 +236,18 @@ func (p *Process) waitOnce(ctx context.Context, fd int) (*State, error) {
 	if p.state != nil {
 		return p.state, nil
 	}
+	if p.reaper != nil {
+		// Not our child: its parent reaps it once it has exited.
+		if !exited(fd) {
+			return nil, nil
+		}
+		st, err := p.reaper(ctx)
+		if err != nil {
+			return nil, err
+		}
+		p.state = st
+		return st, nil
+	}
 	var info unix.Siginfo
 	var ru unix.Rusage
 	err := unix.Waitid(unix.P_PIDFD, fd, &info, unix.WEXITED|unix.WNOHANG, &ru)
@@ -253,14 +265,6 @@ func (p *Process) waitOnce(ctx context.Context, fd int) (*State, error) {
 	case err == unix.ECHILD:
 		if !exited(fd) {
 			return nil, nil
-		}
-		if p.reaper != nil {
-			st, rerr := p.reaper(ctx)
-			if rerr != nil {
-				return nil, rerr
-			}
-			p.state = st
-			return st, nil
 		}
 		st, ierr := exitInfo(p.pid, fd)
 		if ierr != nil {
