@@ -276,6 +276,20 @@ func (p *Process) waitOnce(ctx context.Context, fd int) (*State, error) {
 	return nil, &os.SyscallError{Syscall: fmt.Sprintf("waitid P_PIDFD %d", p.pid), Err: err}
 }
 
+// Exited reports, without waiting or reaping, whether the process has
+// exited (its pidfd is readable). A closed Process reports true.
+func (p *Process) Exited() bool {
+	if st := p.known(); st != nil {
+		return true
+	}
+	done := true
+	p.control(func(fd int) error {
+		done = exited(fd)
+		return nil
+	})
+	return done
+}
+
 // exited reports whether the process behind pidfd fd has exited.
 func exited(fd int) bool {
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}

@@ -57,8 +57,10 @@ type call struct {
 	fd    Val    // the fd it acted on, if any (kind valLit and v ≥ 0 to show)
 	hasFD bool
 	// newfd is a literal fd number the call creates (dup3's newfd), so the
-	// control socket can be moved out of its way.
-	newfd int
+	// control socket and received fds can be moved out of its way; it
+	// counts only with fixedFD.
+	newfd   int
+	fixedFD bool
 }
 
 // A Batch records calls to run in a child in one round trip. Arguments of a
@@ -76,9 +78,6 @@ type Batch struct {
 func (b *Batch) Len() int { return len(b.calls) }
 
 func (b *Batch) add(c call) Val {
-	if c.newfd == 0 {
-		c.newfd = -1
-	}
 	b.calls = append(b.calls, c)
 	return Val{kind: valResult, v: uint64(len(b.calls) - 1)}
 }
@@ -171,7 +170,7 @@ func (b *Batch) PutFile(f *os.File, target int) Val {
 	if target < 0 {
 		return recv
 	}
-	b.add(call{kind: opSyscall, nr: sysDup3, name: "dup3", args: [6]Val{recv, Int(target), Int(0)}, fd: Int(target), hasFD: true, newfd: target})
+	b.add(call{kind: opSyscall, nr: sysDup3, name: "dup3", args: [6]Val{recv, Int(target), Int(0)}, fd: Int(target), hasFD: true, newfd: target, fixedFD: true})
 	b.Close(recv)
 	return Int(target)
 }

@@ -31,7 +31,7 @@ func (b *Batch) Close(fd Val) Val { return b.sysFD("close", fd, unix.SYS_CLOSE, 
 // Dup3 records dup3(2). If newfd is where the child keeps its control
 // socket, the socket is moved out of the way first.
 func (b *Batch) Dup3(oldfd Val, newfd int, flags int) Val {
-	return b.add(call{kind: opSyscall, nr: sysDup3, name: "dup3", args: [6]Val{oldfd, Int(newfd), Int(flags)}, fd: Int(newfd), hasFD: true, newfd: newfd})
+	return b.add(call{kind: opSyscall, nr: sysDup3, name: "dup3", args: [6]Val{oldfd, Int(newfd), Int(flags)}, fd: Int(newfd), hasFD: true, newfd: newfd, fixedFD: true})
 }
 
 // Fcntl records fcntl(2) with an integer argument.

@@ -104,6 +104,21 @@ func forkChild(arena uintptr) (pid uintptr, errno syscall.Errno) {
 		return pid, errno
 	}
 	runtime_AfterForkInChild()
+	childStart(arena)
+	serve(arena)
+	return 0, 0 // not reached
+}
+
+// childStart unmaps what the fork args list, empties the fd table and
+// arms the parent-death signal. It returns before serve is called, so its
+// frame is not part of the serving call chain.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+//go:noinline
+func childStart(arena uintptr) {
+	a := (*forkArgs)(at(arena, miscForkArgs))
 	if a.unmap != 0 {
 		// Keep the stack this code runs on: 64 KiB either side of a local.
 		var marker uintptr
@@ -128,8 +143,6 @@ func forkChild(arena uintptr) (pid uintptr, errno syscall.Errno) {
 	childInit(uintptr(a.ctrl), uintptr(a.cflags))
 	st := (*childState)(at(arena, miscState))
 	st.ctrl = a.ctrl
-	serve(arena)
-	return 0, 0 // not reached
 }
 
 // childState is the server's mutable state, kept in the arena rather than
@@ -240,7 +253,9 @@ func recvRequest(arena uintptr) uintptr {
 	return nops
 }
 
-// runOp resolves the arguments of op i in place and runs it.
+// runOp resolves the arguments of op i in place and runs it. System calls
+// run here; other kinds in their own functions, so that no frame on the
+// serving chain is large (the whole chain must fit in the nosplit limit).
 //
 //go:nosplit
 //go:norace
@@ -248,7 +263,6 @@ func recvRequest(arena uintptr) uintptr {
 func runOp(arena, i uintptr) syscall.Errno {
 	st := (*childState)(at(arena, miscState))
 	op := (*wireOp)(at(arena, reqHeaderSize+i*wireOpSize))
-	res := (*[2]uint64)(at(arena, arenaReply+replyHeaderSize+i*16))
 	for j := 0; j < 6; j++ {
 		v := op.args[j]
 		switch op.src[j] {
@@ -257,7 +271,12 @@ func runOp(arena, i uintptr) syscall.Errno {
 			if v >= uint64(i) {
 				return syscall.EINVAL
 			}
-			v = (*[2]uint64)(at(arena, arenaReply+replyHeaderSize+uintptr(v)*16))[op.src[j]-srcResult]
+			r := (*[2]uint64)(at(arena, arenaReply+replyHeaderSize+uintptr(v)*16))
+			if op.src[j] == srcResult {
+				v = r[0]
+			} else {
+				v = r[1]
+			}
 		case srcRecvFD:
 			if v >= st.nrecv {
 				return syscall.EINVAL
@@ -268,12 +287,32 @@ func runOp(arena, i uintptr) syscall.Errno {
 		}
 		op.args[j] = v
 	}
+	res := (*[2]uint64)(at(arena, arenaReply+replyHeaderSize+i*16))
+	switch op.kind {
+	case opSyscall:
+		a := &op.args
+		r0, r1, err := syscall.RawSyscall6(uintptr(op.nr), uintptr(a[0]), uintptr(a[1]), uintptr(a[2]), uintptr(a[3]), uintptr(a[4]), uintptr(a[5]))
+		if err == 0 {
+			res[0], res[1] = uint64(r0), uint64(r1)
+		}
+		return err
+	case opTrack, opReap:
+		return reapOp(op, res)
+	}
+	return runSpecial(arena, op, res)
+}
+
+// runSpecial runs the op kinds other than system calls and reaping.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func runSpecial(arena uintptr, op *wireOp, res *[2]uint64) syscall.Errno {
+	st := (*childState)(at(arena, miscState))
 	a := &op.args
 	var r0, r1 uintptr
 	var err syscall.Errno
 	switch op.kind {
-	case opSyscall:
-		r0, r1, err = syscall.RawSyscall6(uintptr(op.nr), uintptr(a[0]), uintptr(a[1]), uintptr(a[2]), uintptr(a[3]), uintptr(a[4]), uintptr(a[5]))
 	case opSendFD:
 		if st.nsend >= maxFDs {
 			return syscall.ETOOMANYREFS
@@ -321,6 +360,74 @@ func runOp(arena, i uintptr) syscall.Errno {
 		res[0], res[1] = uint64(r0), uint64(r1)
 	}
 	return err
+}
+
+// reapOp runs opTrack and opReap on reap table args[0] of args[1]
+// entries. Both first reap every child that has exited, keeping the status
+// of tracked ones and dropping the orphans' (a pid namespace's init is the
+// parent of every orphan in it). opTrack then tracks child args[2]; opReap
+// copies its entry to args[3] if it has exited (r0 = 1) and frees it.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func reapOp(op *wireOp, res *[2]uint64) syscall.Errno {
+	table, n := uintptr(op.args[0]), uintptr(op.args[1])
+	si, ru := table, table+128
+	for {
+		*(*int32)(ptr(si + 16)) = 0
+		_, _, e := syscall.RawSyscall6(unix.SYS_WAITID, unix.P_ALL, 0, si, unix.WEXITED|unix.WNOHANG, ru, 0)
+		pid := *(*int32)(ptr(si + 16))
+		if e != 0 || pid == 0 {
+			break
+		}
+		for k := uintptr(0); k < n; k++ {
+			ent := table + reapScratch + k*reapEntrySize
+			if *(*int32)(ptr(ent)) == pid && *(*int32)(ptr(ent + 4)) == reapTracked {
+				*(*int32)(ptr(ent + 4)) = reapExited
+				*(*int32)(ptr(ent + 8)) = *(*int32)(ptr(si + 8))
+				*(*int32)(ptr(ent + 12)) = *(*int32)(ptr(si + 24))
+				for w := uintptr(0); w < reapEntrySize-16; w += 8 {
+					*(*uint64)(ptr(ent + 16 + w)) = *(*uint64)(ptr(ru + w))
+				}
+				break
+			}
+		}
+	}
+	pid := int32(op.args[2])
+	free := ^uintptr(0)
+	for k := uintptr(0); k < n; k++ {
+		ent := table + reapScratch + k*reapEntrySize
+		state := *(*int32)(ptr(ent + 4))
+		if state == reapFree {
+			if free == ^uintptr(0) {
+				free = ent
+			}
+			continue
+		}
+		if *(*int32)(ptr(ent)) != pid {
+			continue
+		}
+		if op.kind == opReap && state == reapExited {
+			for w := uintptr(0); w < reapEntrySize; w += 8 {
+				*(*uint64)(ptr(uintptr(op.args[3]) + w)) = *(*uint64)(ptr(ent + w))
+			}
+			*(*int32)(ptr(ent + 4)) = reapFree
+			res[0] = 1
+		}
+		return 0 // tracked already, or reaped now
+	}
+	if op.kind == opReap {
+		res[0] = 0
+		return 0
+	}
+	if free == ^uintptr(0) {
+		return syscall.ENOSPC
+	}
+	*(*int32)(ptr(free)) = pid
+	*(*int32)(ptr(free + 4)) = reapTracked
+	res[0] = 0
+	return 0
 }
 
 // sendReply sends the reply to the current request, then closes the fds

@@ -78,7 +78,11 @@
 // unprivileged user namespaces; where the kernel refuses them, Fork fails
 // with an error that says so, and Options.Detached does without.
 //
-// The limits: children see their own pid numbering (they run in a pid
+// The limits: the processes built share that pid namespace, so one of them
+// can signal the others (kill -9 -1 kills its siblings), though not the
+// zygote, which as the namespace's init gets no signal it has no handler
+// for; confinement that separates them is the sandbox package's job.
+// Children see their own pid numbering (they run in a pid
 // namespace; getppid returns the spawner's pid there) and, unprivileged, a
 // user namespace (set-user-ID programs cannot gain privilege). A detached
 // child (Options.Detached) is in the caller's namespaces and dies with its

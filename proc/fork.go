@@ -2,6 +2,7 @@ package proc
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -9,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/caplin-dev/caplin/pidfd"
@@ -46,12 +46,6 @@ type Options struct {
 	// killed when the caller dies (unless NoParentDeathSignal), but
 	// processes it forks can outlive the caller.
 	Detached bool
-}
-
-// isDefault reports whether o asks for nothing but where to fork.
-func (o *Options) isDefault() bool {
-	return o.cloneFlags() == uintptr(unix.SIGCHLD)|unix.CLONE_PIDFD && o.UIDMap == nil && o.GIDMap == nil &&
-		!o.AllowSetgroups && !o.NoParentDeathSignal
 }
 
 // IDMap is one line of a uid_map or gid_map: Size IDs starting at Inside in
@@ -106,10 +100,13 @@ func mapArena() error {
 //
 // There are two. The tree zygote (the default) is the init of a pid
 // namespace of its own (made in a user namespace of its own when the caller
-// lacks CAP_SYS_ADMIN), and it ignores SIGCHLD so orphans that reparent to
-// it are reaped by the kernel. It makes one child, the spawner, and every
-// Fork is a fork of the spawner, which is the parent of the processes the
-// caller builds and reaps them when their Process is waited for. When the
+// lacks CAP_SYS_ADMIN). Every Fork is a fork of it, so it is the parent of
+// the processes the caller builds, and, as the namespace's init, of every
+// orphan there. It reaps them all and keeps the statuses of tracked
+// processes in a reap table until their Process is waited for. As an init
+// it cannot be signalled from inside its namespace (the processes built
+// cannot kill it), nor by a terminal's ^C: an init gets only the signals it
+// has handlers for, but for SIGKILL and SIGSTOP from outside. When the
 // caller dies, the tree zygote gets the parent-death signal, and the kernel
 // kills everything in its pid namespace: every process built, and
 // everything they forked, double-forked daemons included.
@@ -126,12 +123,6 @@ type zygote struct {
 	h    *Handle
 	tree bool
 	req  chan chan zygoteResult
-
-	// spare is a child made ahead of time for the next Fork with default
-	// Options, so that the fork's round trip overlaps with what the caller
-	// does after Fork (typically Exec and Wait) instead of preceding it.
-	spare   chan *Handle
-	filling atomic.Bool
 }
 
 type zygoteResult struct {
@@ -140,49 +131,9 @@ type zygoteResult struct {
 }
 
 var (
-	plainZygote = &zygote{spare: make(chan *Handle, 1)}
-	treeZygote  = &zygote{tree: true, spare: make(chan *Handle, 1)}
+	plainZygote = &zygote{}
+	treeZygote  = &zygote{tree: true}
 )
-
-// takeSpare returns the spare child if there is a live one, and starts
-// making the next.
-func (z *zygote) takeSpare() *Handle {
-	var h *Handle
-	select {
-	case h = <-z.spare:
-		h.mu.Lock()
-		if h.state != nil {
-			h.mu.Unlock()
-			h.Close()
-			h = nil
-		} else {
-			h.mu.Unlock()
-		}
-	default:
-	}
-	if z.filling.CompareAndSwap(false, true) {
-		go z.refill()
-	}
-	return h
-}
-
-func (z *zygote) refill() {
-	defer z.filling.Store(false)
-	ctx := context.Background()
-	zh, err := z.get(ctx)
-	if err != nil {
-		return
-	}
-	h, err := zh.forkat(ctx, &Options{}, !z.tree)
-	if err != nil {
-		return
-	}
-	select {
-	case z.spare <- h:
-	default:
-		h.Close()
-	}
-}
 
 // get returns a live zygote handle, making one if needed.
 func (z *zygote) get(ctx context.Context) (*Handle, error) {
@@ -210,12 +161,16 @@ func (z *zygote) get(ctx context.Context) (*Handle, error) {
 	}
 	h := r.h
 	if z.tree {
-		s, err := makeSpawner(ctx, h)
+		// The tree zygote is the parent of the processes built in it, and
+		// of every orphan there: it reaps them all and keeps the statuses
+		// of the ones Processes wait for in a table of its own.
+		addr, err := h.Alloc(ctx, reapScratch+reapEntries*reapEntrySize)
 		if err != nil {
 			h.Close()
-			return nil, err
+			return nil, fmt.Errorf("proc: tree zygote: %w", err)
 		}
-		h = s
+		h.spawner = true
+		h.reapTable = addr
 	}
 	z.h = h
 	return h, nil
@@ -293,31 +248,6 @@ func forkZygote(tree bool) (*Handle, error) {
 		}
 	}
 	return h, nil
-}
-
-// makeSpawner makes the tree zygote ignore SIGCHLD and fork the spawner.
-func makeSpawner(ctx context.Context, z *Handle) (*Handle, error) {
-	var b Batch
-	act := make([]byte, 32) // struct sigaction: handler, flags, restorer, mask
-	act[0] = 1              // SIG_IGN
-	b.sys("rt_sigaction", unix.SYS_RT_SIGACTION, Int(int(unix.SIGCHLD)), b.In(act), Int(0), Int(8))
-	if _, err := z.Run(ctx, &b); err != nil {
-		return nil, fmt.Errorf("proc: tree zygote: %w", err)
-	}
-	s, err := z.forkat(ctx, &Options{}, false)
-	if err != nil {
-		return nil, fmt.Errorf("proc: tree zygote: %w", err)
-	}
-	// The spawner reaps its own children: SIGCHLD back to SIG_DFL.
-	var d Batch
-	d.sys("rt_sigaction", unix.SYS_RT_SIGACTION, Int(int(unix.SIGCHLD)), d.In(make([]byte, 32)), Int(0), Int(8))
-	if _, err := s.Run(ctx, &d); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("proc: tree zygote: %w", err)
-	}
-	s.spawner = true
-	s.zygote = z
-	return s, nil
 }
 
 // hasCapSysAdmin reports whether the caller has CAP_SYS_ADMIN in its user
@@ -451,11 +381,6 @@ func Fork(ctx context.Context, opts *Options) (*Handle, error) {
 	if opts.Detached {
 		zy = plainZygote
 	}
-	if opts.isDefault() {
-		if h := zy.takeSpare(); h != nil {
-			return h, nil
-		}
-	}
 	for {
 		z, err := zy.get(ctx)
 		if err != nil {
@@ -541,6 +466,9 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 	pid := b.add(call{kind: opFork, flags: cflags, name: "clone", args: [6]Val{Uint(uint64(flags)), ctrl}})
 	pfd := b.takeAndClose(Val{kind: valAux, v: pid.v})
 	b.Close(ctrl)
+	if h.reapTable != 0 && parent == h {
+		b.add(call{kind: opTrack, name: "track", args: [6]Val{Ptr(h.reapTable), Int(reapEntries), pid}})
+	}
 	res, err := h.Run(ctx, &b)
 	if err != nil {
 		var be *BatchError
@@ -570,6 +498,16 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 	var reap pidfd.Reaper
 	if !parentIsUs {
 		reap = func(ctx context.Context) (*pidfd.State, error) { return parent.reap(ctx, innerPid) }
+	}
+	// A child whose parent keeps a reap table is tracked there, so its
+	// status is kept for its Process when its parent reaps it.
+	if parent != nil && parent.reapTable != 0 && parent != h {
+		var t Batch
+		t.add(call{kind: opTrack, name: "track", args: [6]Val{Ptr(parent.reapTable), Int(reapEntries), Int(innerPid)}})
+		if _, err := parent.Run(ctx, &t); err != nil {
+			h.Run(context.Background(), killBatch(innerPid))
+			return nil, fmt.Errorf("proc: fork: tracking the child in its parent: %w", err)
+		}
 	}
 	// The pid as the caller sees it: the same number when the handle shares
 	// our pid namespace.
@@ -620,8 +558,26 @@ func killBatch(pid int) *Batch {
 	return &b
 }
 
-// reap waits, inside h, for h's child pid, which has exited.
+// reapEntries is how many processes a tree zygote tracks at once: built
+// processes that have not been waited for.
+const reapEntries = 1024
+
+// reap reaps, inside h, h's child pid, which has exited.
 func (h *Handle) reap(ctx context.Context, pid int) (*pidfd.State, error) {
+	if h.reapTable != 0 {
+		var b Batch
+		ent := make([]byte, reapEntrySize)
+		found := b.add(call{kind: opReap, name: "reap", args: [6]Val{Ptr(h.reapTable), Int(reapEntries), Int(pid), b.Out(ent)}})
+		res, err := h.Run(ctx, &b)
+		if err != nil {
+			return nil, err
+		}
+		if res.Int(found) != 1 {
+			return nil, fmt.Errorf("proc: reap %d: no exit status (was it waited for elsewhere?)", pid)
+		}
+		code, status := int32(binary.NativeEndian.Uint32(ent[8:])), int32(binary.NativeEndian.Uint32(ent[12:]))
+		return pidfd.NewState(pid, code, status, rusageFrom(ent[16:])), nil
+	}
 	var b Batch
 	info := make([]byte, 128)
 	ru := make([]byte, sizeofRusage)

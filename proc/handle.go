@@ -66,17 +66,17 @@ func (e *BatchError) Unwrap() error { return e.Err }
 // Calls that must follow each other without others in between belong in one
 // Batch.
 type Handle struct {
-	mu       sync.Mutex
-	sock     int // our end of the control socket; -1 when closed
-	ctrl     int // the child's end, as numbered in the child
-	proc     *pidfd.Process
-	state    error   // nil while usable
-	pidns    bool    // the child is the init of a pid namespace it was made in
-	parent   *Handle // the child's parent process, when it is not the caller
-	spawner  bool    // the tree zygote's spawner: it is the parent of its children
-	zygote   *Handle // for a spawner, the tree zygote it came from: closed with it
-	owned    bool    // Close kills the child
-	noPdeath bool    // made with NoParentDeathSignal
+	mu        sync.Mutex
+	sock      int // our end of the control socket; -1 when closed
+	ctrl      int // the child's end, as numbered in the child
+	proc      *pidfd.Process
+	state     error   // nil while usable
+	pidns     bool    // the child is the init of a pid namespace it was made in
+	parent    *Handle // the child's parent process, when it is not the caller
+	spawner   bool    // the tree zygote: the parent of its children (no CLONE_PARENT)
+	reapTable uintptr // the tree zygote's reap table, in its memory
+	owned     bool    // Close kills the child
+	noPdeath  bool    // made with NoParentDeathSignal
 
 	req []byte // request buffer, arenaReqSize
 	rep []byte // reply buffer
@@ -116,9 +116,6 @@ func (h *Handle) Close() error {
 	var err error
 	if h.owned && h.proc != nil {
 		err = h.proc.Close()
-	}
-	if h.zygote != nil {
-		h.zygote.Close()
 	}
 	return err
 }
@@ -210,14 +207,14 @@ func (h *Handle) runLocked(ctx context.Context, b *Batch) (*Results, error) {
 	// a fixed number.
 	fdMin := -1
 	for _, c := range calls {
-		if c.newfd > fdMin {
+		if c.fixedFD && c.newfd > fdMin {
 			fdMin = c.newfd
 		}
 	}
 	moved := false
 	if fdMin >= 0 {
 		for _, c := range calls {
-			if c.newfd == h.ctrl {
+			if c.fixedFD && c.newfd == h.ctrl {
 				moved = true
 			}
 		}

@@ -821,9 +821,6 @@ func zombies() []string {
 	for _, z := range []*zygote{plainZygote, treeZygote} {
 		if z.h != nil {
 			parents[strconv.Itoa(z.h.Pid())] = true
-			if z.h.zygote != nil {
-				parents[strconv.Itoa(z.h.zygote.Pid())] = true
-			}
 		}
 	}
 	var out []string
@@ -844,4 +841,76 @@ func zombies() []string {
 		}
 	}
 	return out
+}
+
+// TestPutFileAtZero puts one file at fd 0, alone: the received fd and the
+// control socket must both get out of its way.
+func TestPutFileAtZero(t *testing.T) {
+	alsoAsNobody(t)
+	for _, detached := range []bool{false, true} {
+		ctx := context.Background()
+		h := fork(t, &Options{Detached: detached})
+		r, w, _ := os.Pipe()
+		var b Batch
+		b.PutFile(w, 0)
+		if _, err := h.Run(ctx, &b); err != nil {
+			t.Fatalf("detached=%v: %v", detached, err)
+		}
+		w.Close()
+		p, err := h.ExecPath(ctx, "/bin/sh", []string{"sh", "-c", "echo zero >&0"}, nil)
+		if err != nil {
+			t.Fatalf("detached=%v: %v", detached, err)
+		}
+		out, _ := io.ReadAll(r)
+		r.Close()
+		if st, err := p.Wait(ctx); err != nil || !st.Success() || string(out) != "zero\n" {
+			t.Errorf("detached=%v: %v %v %q", detached, st, err, out)
+		}
+	}
+}
+
+// TestProgramCannotKillItsReaper: a built program that signals its parent
+// (the tree zygote, pid 1 of its namespace) does not take its own exit
+// status, or the caller's next Fork, with it.
+func TestProgramCannotKillItsReaper(t *testing.T) {
+	alsoAsNobody(t)
+	ctx := context.Background()
+	h := fork(t, nil)
+	p, err := h.ExecPath(ctx, "/bin/sh", []string{"sh", "-c", "kill -9 $PPID; kill -9 -1; kill -INT 1; exit 4"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.Wait(ctx); err != nil || st.Code != 4 {
+		t.Fatalf("status %v %v, want exit 4", st, err)
+	}
+	h2 := fork(t, nil)
+	if _, err := h2.Getpid(ctx); err != nil {
+		t.Fatalf("Fork after the program tried to kill its reaper: %v", err)
+	}
+}
+
+// TestZygoteIgnoresTerminalSignals: ^C at a terminal signals the whole
+// process group, zygote included; it must survive.
+func TestZygoteIgnoresTerminalSignals(t *testing.T) {
+	ctx := context.Background()
+	h := fork(t, nil)
+	z, err := treeZygote.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGTSTP} {
+		if err := syscall.Kill(z.Pid(), sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := h.ExecPath(ctx, "/bin/sh", []string{"sh", "-c", "exit 6"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.Wait(ctx); err != nil || st.Code != 6 {
+		t.Fatalf("after signals to the zygote: %v %v", st, err)
+	}
+	if z2, err := treeZygote.get(ctx); err != nil || z2 != z {
+		t.Errorf("the zygote was replaced (%v): it died of a terminal signal", err)
+	}
 }

@@ -42,6 +42,15 @@ const (
 	// SCM_MAX_FD is 253).
 	maxFDs = 253
 
+	// A reap table (in a pid namespace's init that builds processes) is a
+	// scratch area for waitid, then entries: pid, state, si_code,
+	// si_status, struct rusage.
+	reapScratch   = 512
+	reapEntrySize = 160
+	reapFree      = 0
+	reapTracked   = 1
+	reapExited    = 2
+
 	reqHeaderSize   = 32
 	replyHeaderSize = 16
 	wireOpSize      = 80
@@ -65,6 +74,8 @@ const (
 	opMoveCtrl               // move the control socket to the lowest free fd ≥ args[0]; r0 = new fd
 	opStore                  // store args[1] at address args[0], args[2] bytes wide (4 or 8)
 	opValue                  // r0 = args[0]: what an argument resolved to (a received fd's number)
+	opTrack                  // reap table args[0] of args[1] entries: track child args[2]
+	opReap                   // reap table args[0] of args[1] entries: copy child args[2]'s exit entry to args[3]; r0 = 1 if it has exited
 )
 
 // Op flags.
