@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caplin-dev/caplin/proc"
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// envNobody is set in a test binary re-run as uid 65534.
+const envNobody = "CAPLIN_TEST_NOBODY"
+
+// TestMain makes the test binary serve as the caplin command inside test
+// scripts.
+func TestMain(m *testing.M) {
+	if os.Getenv("GORACE") == "" {
+		// A race-enabled caplin would sleep a second as it exits, which
+		// the scripts, running it a hundred times, cannot afford.
+		os.Setenv("GORACE", "atexit_sleep_ms=0")
+	}
+	testscript.Main(m, map[string]func(){
+		"caplin": func() { os.Exit(caplin(os.Args[1:])) },
+	})
+}
+
+// TestScripts runs the scripts in testdata/script. Besides testscript's
+// own commands and conditions they have:
+//
+//	status N CMD [ARGS...]   run CMD and check that it exits with status N
+//	signals SIG ARGS...      run "caplin run ARGS...", send it SIG once the
+//	                         program has made the file "ready", and print
+//	                         "status N" with caplin's exit status
+//	[root]                   the tests run as root
+//	[userns]                 a child can be made in a new user namespace
+func TestScripts(t *testing.T) {
+	userns := sync.OnceValue(func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		h, err := proc.Fork(ctx, &proc.Options{NewUser: true})
+		if err != nil {
+			t.Logf("no user namespaces: %v", err)
+			return false
+		}
+		h.Close()
+		return true
+	})
+	testscript.Run(t, testscript.Params{
+		Dir:                 filepath.Join("testdata", "script"),
+		RequireExplicitExec: true,
+		RequireUniqueNames:  true,
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"status":  cmdStatus,
+			"signals": cmdSignals,
+		},
+		Condition: func(cond string) (bool, error) {
+			switch cond {
+			case "root":
+				return os.Geteuid() == 0, nil
+			case "userns":
+				return userns(), nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
+	})
+}
+
+// cmdStatus is the script command "status N CMD [ARGS...]".
+func cmdStatus(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! status")
+	}
+	if len(args) < 2 {
+		ts.Fatalf("usage: status N CMD [ARGS...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	if err != nil {
+		ts.Fatalf("status: bad status %q", args[0])
+	}
+	got := 0
+	if err := ts.Exec(args[1], args[2:]...); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			ts.Fatalf("%s: %v", args[1], err)
+		}
+		got = ee.ExitCode()
+	}
+	if got != want {
+		ts.Fatalf("%s exited with status %d; want %d", args[1], got, want)
+	}
+}
+
+// TestScriptsAsNobody runs the scripts again as uid 65534 when the tests
+// run as root, as CI does: what real users get is the unprivileged case.
+func TestScriptsAsNobody(t *testing.T) {
+	if os.Getenv(envNobody) != "" || os.Geteuid() != 0 {
+		t.Skip("not root: TestScripts runs unprivileged already")
+	}
+	dir, err := os.MkdirTemp("", "caplin-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(dir, "caplin.test")
+	if err := copyFile(exe, os.Args[0], 0o755); err != nil {
+		t.Fatal(err)
+	}
+	scripts := filepath.Join(dir, "testdata", "script")
+	if err := os.MkdirAll(scripts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "testdata"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(filepath.Join("testdata", "script"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if err := copyFile(filepath.Join(scripts, e.Name()), filepath.Join("testdata", "script", e.Name()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "-test.run=^TestScripts$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), envNobody+"=1", "TMPDIR="+os.TempDir())
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("--- PASS: TestScripts")) {
+		t.Fatalf("as uid 65534: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "--- SKIP") {
+			t.Logf("as uid 65534: %s", strings.TrimSpace(line))
+		}
+	}
+}
+
+func copyFile(dst, src string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// cmdSignals is the script command "signals SIG ARGS...". It is bounded in
+// time: it waits 20 seconds at most for the program to be ready, and as
+// long again for caplin to exit after the signal, then kills it.
+func cmdSignals(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! signals")
+	}
+	if len(args) < 2 {
+		ts.Fatalf("usage: signals SIG ARGS...")
+	}
+	sig, ok := map[string]syscall.Signal{
+		"INT": syscall.SIGINT, "TERM": syscall.SIGTERM, "HUP": syscall.SIGHUP, "QUIT": syscall.SIGQUIT,
+	}[args[0]]
+	if !ok {
+		ts.Fatalf("signals: unknown signal %q", args[0])
+	}
+	ready := ts.MkAbs("ready")
+	os.Remove(ready)
+	exe, err := exec.LookPath("caplin")
+	ts.Check(err)
+	cmd := exec.Command(exe, append([]string{"run"}, args[1:]...)...)
+	cmd.Dir = ts.MkAbs(".")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	ts.Check(cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if out.Len() > 0 {
+			ts.Logf("caplin run output:\n%s", out.String())
+		}
+	}()
+	deadline := time.After(20 * time.Second)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		select {
+		case err := <-exited:
+			ts.Fatalf("caplin exited before the program was ready: %v", err)
+		case <-deadline:
+			cmd.Process.Kill()
+			<-exited
+			ts.Fatalf("the program never got ready")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	ts.Check(cmd.Process.Signal(sig))
+	select {
+	case err = <-exited:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		ts.Fatalf("caplin did not exit within 20s of %v", sig)
+	}
+	code := 0
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			ts.Fatalf("caplin: %v", err)
+		}
+		code = ee.ExitCode()
+	}
+	fmt.Fprintf(ts.Stdout(), "status %d\n", code)
+}

@@ -1,0 +1,157 @@
+package probe
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// cgroup2Mounts returns the mount points of cgroup2 file systems, from
+// /proc/self/mountinfo.
+func cgroup2Mounts() ([]string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var mounts []string
+	for _, line := range strings.Split(string(b), "\n") {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if len(f) >= 5 && len(g) >= 1 && g[0] == "cgroup2" {
+			mounts = append(mounts, unescapeMount(f[4]))
+		}
+	}
+	return mounts, nil
+}
+
+// unescapeMount undoes the octal escapes (\040 for a space) of a mountinfo
+// path.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var sb strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			ok := true
+			for _, c := range []byte(s[i+1 : i+4]) {
+				if c < '0' || c > '7' {
+					ok = false
+					break
+				}
+				v = v*8 + (c - '0')
+			}
+			if ok {
+				sb.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		sb.WriteByte(s[i])
+	}
+	return sb.String()
+}
+
+// ownCgroup2 returns caplin's cgroup in the cgroup2 hierarchy (the "0::"
+// line of /proc/self/cgroup).
+func ownCgroup2() (string, bool) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+// Cgroup2 reports whether /sys/fs/cgroup is the unified cgroup v2
+// hierarchy.
+func Cgroup2(context.Context) Result {
+	r := Result{
+		Name:      "cgroup v2",
+		MinKernel: "4.5",
+		Without:   "no per-sandbox limits on memory, pids or CPU: only rlimits apply",
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/cgroup", &st); err != nil {
+		r.Detail = "statfs /sys/fs/cgroup: " + errText(err)
+		return r
+	}
+	if st.Type == unix.CGROUP2_SUPER_MAGIC {
+		r.OK = true
+		ctrl, _ := readTrim("/sys/fs/cgroup/cgroup.controllers")
+		if ctrl == "" {
+			ctrl = "none"
+		}
+		r.Detail = "/sys/fs/cgroup is cgroup2 (unified); root controllers: " + ctrl
+		return r
+	}
+	mounts, _ := cgroup2Mounts()
+	switch {
+	case st.Type == unix.TMPFS_MAGIC && len(mounts) > 0:
+		r.Detail = fmt.Sprintf("hybrid hierarchy: cgroup v1 controllers under /sys/fs/cgroup, cgroup2 only at %s", strings.Join(mounts, ", "))
+	case st.Type == unix.TMPFS_MAGIC:
+		r.Detail = "cgroup v1 only: /sys/fs/cgroup is a tmpfs of v1 hierarchies"
+	case len(mounts) > 0:
+		r.Detail = fmt.Sprintf("/sys/fs/cgroup is not cgroup2 (file system magic %#x); cgroup2 is mounted at %s", st.Type, strings.Join(mounts, ", "))
+	default:
+		r.Detail = fmt.Sprintf("/sys/fs/cgroup is not cgroup2 (file system magic %#x), and no cgroup2 is mounted", st.Type)
+	}
+	return r
+}
+
+// CgroupDelegation reports whether caplin's own cgroup is delegated to the
+// caller: whether it may move processes (cgroup.procs) and enable
+// controllers for sub-cgroups (cgroup.subtree_control).
+func CgroupDelegation(context.Context) Result {
+	r := Result{
+		Name:      "cgroup delegation",
+		MinKernel: "4.5",
+		Without:   "caplin cannot make cgroups for sandboxes: no memory, pids or CPU limits beyond rlimits",
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/cgroup", &st); err != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
+		r.Detail = "not tried: /sys/fs/cgroup is not the unified cgroup2 hierarchy"
+		return r
+	}
+	cg, ok := ownCgroup2()
+	if !ok {
+		r.Detail = "not tried: no cgroup2 line (0::) in /proc/self/cgroup"
+		return r
+	}
+	dir := filepath.Join("/sys/fs/cgroup", cg)
+	writable := func(name string) string {
+		if err := unix.Faccessat(unix.AT_FDCWD, filepath.Join(dir, name), unix.W_OK, unix.AT_EACCESS); err != nil {
+			return errText(err)
+		}
+		return ""
+	}
+	procs, subtree := writable("cgroup.procs"), writable("cgroup.subtree_control")
+	ctrl, _ := readTrim(filepath.Join(dir, "cgroup.controllers"))
+	if ctrl == "" {
+		ctrl = "none"
+	}
+	who := fmt.Sprintf("uid %d", os.Geteuid())
+	switch {
+	case procs == "" && subtree == "":
+		r.OK = true
+		r.Detail = fmt.Sprintf("%s can write cgroup.procs and cgroup.subtree_control of its cgroup %s (controllers: %s)", who, cg, ctrl)
+	case procs != "":
+		r.Detail = fmt.Sprintf("%s cannot write %s/cgroup.procs: %s", who, cg, procs)
+	default:
+		r.Detail = fmt.Sprintf("%s cannot write %s/cgroup.subtree_control: %s", who, cg, subtree)
+	}
+	return r
+}

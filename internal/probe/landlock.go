@@ -1,0 +1,66 @@
+package probe
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// landlockABIText says what Landlock ABI version abi added, and in which
+// kernel.
+func landlockABIText(abi int) string {
+	switch abi {
+	case 1:
+		return "Linux 5.13: filesystem access"
+	case 2:
+		return "Linux 5.19: + file reparenting (refer)"
+	case 3:
+		return "Linux 6.2: + truncate"
+	case 4:
+		return "Linux 6.7: + TCP bind and connect"
+	case 5:
+		return "Linux 6.10: + ioctl on devices"
+	case 6:
+		return "Linux 6.12: + abstract unix socket and signal scoping"
+	case 7:
+		return "Linux 6.15: + audit logging control"
+	}
+	return "newer than caplin knows"
+}
+
+// LandlockABI returns the Landlock ABI version the kernel supports, by
+// landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION).
+func LandlockABI() (int, error) {
+	v, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(v), nil
+}
+
+// Landlock reports the Landlock ABI version.
+func Landlock(context.Context) Result {
+	r := Result{
+		Name:      "landlock",
+		MinKernel: "5.13",
+		Without:   "sandboxes rely on namespaces and seccomp alone to limit file and network access",
+	}
+	abi, err := LandlockABI()
+	switch {
+	case err == nil:
+		r.OK = true
+		r.Detail = fmt.Sprintf("ABI %d (%s)", abi, landlockABIText(abi))
+	case isErrno(err, unix.ENOSYS):
+		r.Detail = "landlock_create_ruleset: " + errText(err) + ": Landlock is not built into this kernel (CONFIG_SECURITY_LANDLOCK)"
+	case isErrno(err, unix.EOPNOTSUPP):
+		r.Detail = "landlock_create_ruleset: " + errText(err) + ": Landlock is built but disabled at boot (add landlock to the lsm= kernel parameter)"
+		if lsm, ok := readTrim("/sys/kernel/security/lsm"); ok && !strings.Contains(lsm, "landlock") {
+			r.Detail += "; active LSMs: " + lsm
+		}
+	default:
+		r.Detail = "landlock_create_ruleset: " + errText(err)
+	}
+	return r
+}
