@@ -83,7 +83,7 @@
 // zygote, which as the namespace's init gets no signal it has no handler
 // for; confinement that separates them is the sandbox package's job.
 // Children see their own pid numbering (they run in a pid
-// namespace; getppid returns the spawner's pid there) and, unprivileged, a
+// namespace; getppid returns 1, the zygote) and, unprivileged, a
 // user namespace (set-user-ID programs cannot gain privilege). A detached
 // child (Options.Detached) is in the caller's namespaces and dies with its
 // owner through the parent-death signal alone: processes it forks can

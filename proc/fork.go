@@ -399,10 +399,11 @@ func Fork(ctx context.Context, opts *Options) (*Handle, error) {
 // empty fd table but for its own control socket. This is forkat: h may be
 // inside user, mount or pid namespaces the caller is not in.
 //
-// The caller is the new child's parent (CLONE_PARENT) unless h's child is
-// the init of a pid namespace, which cannot use CLONE_PARENT; then h's
-// child is the parent, and waiting for the new child's Process asks h to
-// reap it, so h must stay open until then.
+// The new child gets h's child's parent (CLONE_PARENT): the tree zygote,
+// which reaps it for its Process, or, for a detached h, the caller. If h's
+// child is the init of a pid namespace (Options.NewPID), which cannot use
+// CLONE_PARENT, h's child is the parent, and waiting for the new child's
+// Process asks h to reap it, so h must stay open until then.
 func (h *Handle) Fork(ctx context.Context, opts *Options) (*Handle, error) {
 	if opts == nil {
 		opts = &Options{}
