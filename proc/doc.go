@@ -82,6 +82,9 @@
 // can signal the others (kill -9 -1 kills its siblings), though not the
 // zygote, which as the namespace's init gets no signal it has no handler
 // for; confinement that separates them is the sandbox package's job.
+// Unprivileged, a child holds the capabilities of the zygote's user
+// namespace until it execs (it is a copy of the namespace's creator); a
+// program exec'd with a non-zero uid there drops them, as exec always does.
 // Children see their own pid numbering (they run in a pid
 // namespace; getppid returns 1, the zygote) and, unprivileged, a
 // user namespace (set-user-ID programs cannot gain privilege). A detached
