@@ -1,0 +1,153 @@
+package dir
+
+import (
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Rights is the set of operations a Dir permits. A Dir made by Open or
+// FromFile has the rights its options name (All by default); Sub makes a
+// Dir with a subset of them and never more.
+//
+// Rights are checked by this package before it makes a system call; see
+// the package documentation ("What rights enforce") for what they can and
+// cannot guarantee. Every Dir, whatever its rights, may look names up:
+// Stat, Lstat and Sub need no right, and failing operations tell whether a
+// name exists.
+type Rights uint32
+
+const (
+	// Read permits opening regular files for reading (O_RDONLY and the
+	// read half of O_RDWR), ReadFile, ReadDir, Readlink, Read and
+	// StatVersion.
+	Read Rights = 1 << iota
+	// Write permits opening existing files for writing: O_WRONLY, O_RDWR,
+	// O_TRUNC and O_APPEND; and replacing a file's contents with Replace
+	// and CompareAndSwap (which also need Create).
+	Write
+	// Create permits making new names: OpenFile with O_CREAT, Create,
+	// Mkdir, MkdirAll, Symlink, Link, the new name of Rename and Exchange,
+	// and CreateExclusive. A file that OpenFile makes with
+	// O_CREAT|O_EXCL may be opened for writing with Create alone, since
+	// writing a file that did not exist changes nothing that did.
+	Create
+	// Delete permits removing names: Remove, RemoveAll, the old name of
+	// Rename (and an existing file that Rename or Exchange would replace).
+	Delete
+	// Exec permits OpenExec and OpenFile with O_PATH, which give O_PATH
+	// descriptors, the handles execveat(2) runs a file through. Without
+	// Exec, a Dir never hands out an O_PATH descriptor. See the package
+	// documentation for what this does not prevent.
+	Exec
+	// SetAttr permits changing a file's attributes: Chmod.
+	SetAttr
+
+	// ReadOnly is the rights of a Dir that can only be read.
+	ReadOnly = Read
+	// ReadWrite is every right but Exec.
+	ReadWrite = Read | Write | Create | Delete | SetAttr
+	// All is every right.
+	All = ReadWrite | Exec
+)
+
+var rightNames = []struct {
+	r    Rights
+	name string
+}{
+	{Read, "read"},
+	{Write, "write"},
+	{Create, "create"},
+	{Delete, "delete"},
+	{Exec, "exec"},
+	{SetAttr, "setattr"},
+}
+
+// Has reports whether r includes every right in want.
+func (r Rights) Has(want Rights) bool { return r&want == want }
+
+// String lists the rights, as "read|write", or "none".
+func (r Rights) String() string {
+	var b strings.Builder
+	for _, n := range rightNames {
+		if r&n.r != 0 {
+			if b.Len() > 0 {
+				b.WriteByte('|')
+			}
+			b.WriteString(n.name)
+			r &^= n.r
+		}
+	}
+	if r != 0 {
+		if b.Len() > 0 {
+			b.WriteByte('|')
+		}
+		b.WriteString("unknown")
+	}
+	if b.Len() == 0 {
+		return "none"
+	}
+	return b.String()
+}
+
+// Mode is how a Dir resolves the paths it is given. Both modes refuse
+// /proc magic links (RESOLVE_NO_MAGICLINKS) and never let a lookup leave
+// the directory.
+type Mode uint8
+
+const (
+	// Beneath resolves paths with openat2(RESOLVE_BENEATH): a path that
+	// would leave the directory, through "..", an absolute symbolic link,
+	// or a symbolic link whose target climbs out, fails with ErrEscape.
+	// This is the default.
+	Beneath Mode = iota
+	// InRoot resolves paths with openat2(RESOLVE_IN_ROOT): as if the
+	// directory were the root of the file system, so ".." at the top stays
+	// there and an absolute symbolic link's target starts at the
+	// directory, as in a chroot.
+	InRoot
+)
+
+// String returns "beneath" or "in-root".
+func (m Mode) String() string {
+	switch m {
+	case Beneath:
+		return "beneath"
+	case InRoot:
+		return "in-root"
+	}
+	return "mode(invalid)"
+}
+
+// resolve returns the openat2 resolve flags of the mode.
+func (m Mode) resolve() uint64 {
+	if m == InRoot {
+		return unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS
+	}
+	return unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS
+}
+
+// An Option configures Open and FromFile. A Mode and a Rights are Options:
+//
+//	d, err := dir.Open("/srv/www", dir.InRoot, dir.ReadOnly)
+type Option interface {
+	apply(*options)
+}
+
+type options struct {
+	mode   Mode
+	rights Rights
+}
+
+func (m Mode) apply(o *options)   { o.mode = m }
+func (r Rights) apply(o *options) { o.rights = r }
+
+func makeOptions(opts []Option) options {
+	o := options{mode: Beneath, rights: All}
+	for _, opt := range opts {
+		if opt != nil {
+			opt.apply(&o)
+		}
+	}
+	return o
+}
