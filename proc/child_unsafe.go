@@ -317,13 +317,18 @@ func runSpecial(arena uintptr, op *wireOp, res *[2]uint64) syscall.Errno {
 		if st.nsend >= maxFDs {
 			return syscall.ETOOMANYREFS
 		}
-		// A bad fd would fail the whole reply's sendmsg: fail this op.
-		if _, _, err = syscall.RawSyscall(unix.SYS_FCNTL, uintptr(a[0]), unix.F_GETFD, 0); err != 0 {
+		// Send a duplicate, closed once sent: later ops of the batch may
+		// close the fd, and a bad fd fails this op, not the whole reply.
+		r1, _, err = syscall.RawSyscall(unix.SYS_FCNTL, uintptr(a[0]), unix.F_DUPFD_CLOEXEC, 0)
+		if err != 0 {
 			return err
 		}
-		*(*int32)(at(arena, arenaCmsgOut+unix.SizeofCmsghdr+uintptr(st.nsend)*4)) = int32(a[0])
+		*(*int32)(at(arena, arenaCmsgOut+unix.SizeofCmsghdr+uintptr(st.nsend)*4)) = int32(r1)
 		st.nsend++
-		r0 = uintptr(a[0])
+		if op.flags&flagCloseAfter != 0 {
+			syscall.RawSyscall(unix.SYS_CLOSE, uintptr(a[0]), 0, 0)
+		}
+		r0, r1 = uintptr(a[0]), 0
 	case opCopy:
 		for k := uintptr(0); k < uintptr(a[2]); k++ {
 			*(*byte)(ptr(uintptr(a[0]) + k)) = *(*byte)(ptr(uintptr(a[1]) + k))
@@ -463,19 +468,19 @@ func sendReply(arena uintptr) {
 			break
 		}
 	}
-	if e == syscall.EFAULT || e == syscall.EMSGSIZE {
-		// A bad out region: send the results alone, with the errno.
+	if e != 0 && e != syscall.EPIPE && e != syscall.ECONNRESET && e != syscall.EBADF {
+		// A bad out region, or fds the parent cannot take: send the
+		// results alone, with the errno.
 		rep.errno = uint32(e)
 		smsg.iovlen = 1
+		smsg.control, smsg.controllen = 0, 0
 		_, _, e = syscall.RawSyscall(unix.SYS_SENDMSG, uintptr(st.ctrl), arena+miscSendMsg, unix.MSG_NOSIGNAL)
+	}
+	// The fds sent were duplicates made for sending.
+	for i := uintptr(0); i < uintptr(st.nsend); i++ {
+		syscall.RawSyscall(unix.SYS_CLOSE, uintptr(*(*int32)(at(arena, arenaCmsgOut+unix.SizeofCmsghdr+i*4))), 0, 0)
 	}
 	if e != 0 {
 		syscall.RawSyscall(unix.SYS_EXIT_GROUP, exitOrphaned, 0, 0)
-	}
-	for i := uintptr(0); i < uintptr(rep.ndone); i++ {
-		op := (*wireOp)(at(arena, reqHeaderSize+i*wireOpSize))
-		if op.kind == opSendFD && op.flags&flagCloseAfter != 0 {
-			syscall.RawSyscall(unix.SYS_CLOSE, uintptr(op.args[0]), 0, 0)
-		}
 	}
 }

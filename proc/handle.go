@@ -512,6 +512,12 @@ func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, out
 	if ndone < nops && errno == 0 {
 		errno = syscall.EIO
 	}
+	if ndone == nops && errno != 0 {
+		// Every op ran, but the reply could not carry what was asked
+		// (the fds to send back, or the out region).
+		closeAll(files)
+		return 0, 0, nil, nil, nil, &os.SyscallError{Syscall: "sendmsg (the child's reply)", Err: errno}
+	}
 	results = make([][2]uint64, ndone)
 	for i := range results {
 		results[i][0] = binary.LittleEndian.Uint64(h.rep[replyHeaderSize+16*i:])

@@ -519,6 +519,27 @@ func TestTakeFile(t *testing.T) {
 	if _, err := h.TakeFile(ctx, 999); !errors.Is(err, unix.EBADF) {
 		t.Errorf("TakeFile(999): %v, want EBADF", err)
 	}
+	// Taking an fd and closing it in the same batch: the reply still
+	// carries it, and the child's copy is gone.
+	var b2 Batch
+	fd2 := b2.Openat(AtFDCWD, "/etc/hostname", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	took := b2.TakeFile(fd2)
+	b2.Close(fd2)
+	res, err := h.Run(ctx, &b2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := res.File(took)
+	if g == nil {
+		t.Fatal("no file")
+	}
+	defer g.Close()
+	if b, _ := io.ReadAll(g); string(b) != string(want) {
+		t.Errorf("read through the taken-then-closed fd: %q", b)
+	}
+	if err := h.CloseFD(ctx, res.Int(fd2)); !errors.Is(err, unix.EBADF) {
+		t.Errorf("the child still has fd %d: %v", res.Int(fd2), err)
+	}
 }
 
 func TestBadInput(t *testing.T) {

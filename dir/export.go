@@ -1,0 +1,133 @@
+package dir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/caplin-dev/caplin/proc"
+	"golang.org/x/sys/unix"
+)
+
+// ErrExportMoved is returned by Export when the directory is no longer at
+// the path it had when it was opened, in the mount namespace Export clones
+// it from (see Export).
+var ErrExportMoved = errors.New("dir: export: the directory is not where its path says (renamed, or mounted over since)")
+
+// exporter is a child of the caller's, made once, in a user and mount
+// namespace of its own: it has CAP_SYS_ADMIN over its mounts, without
+// privilege outside, so it can clone subtrees into detached mounts.
+type exporter struct {
+	mu sync.Mutex
+	h  *proc.Handle
+}
+
+// theExporter is shared by the process: one child serves every Export.
+var theExporter exporter
+
+func (e *exporter) handle(ctx context.Context, fresh bool) (*proc.Handle, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.h != nil && fresh {
+		e.h.Close()
+		e.h = nil
+	}
+	if e.h == nil {
+		h, err := proc.Fork(ctx, &proc.Options{NewUser: true, NewMount: true})
+		if err != nil {
+			return nil, fmt.Errorf("dir: export: making a user and mount namespace: %w", err)
+		}
+		e.h = h
+	}
+	return e.h, nil
+}
+
+// Export returns a directory descriptor for the root of a new, detached
+// mount of d's subtree: a capability for exactly that subtree, safe to give
+// to another process. Unlike a descriptor for an ordinary directory, from
+// which openat(fd, "..") walks out into the rest of the file system, ".."
+// at the root of a detached mount stays at the root, whatever the holder
+// does with it. The caller owns the returned file; the mount lives as long
+// as some descriptor refers to it, and appears in no mount table.
+//
+// The mount is made with open_tree(OPEN_TREE_CLONE|AT_RECURSIVE) (Linux
+// 5.2) in a user and mount namespace that a child of the caller's owns, so
+// no privilege is needed where unprivileged user namespaces are allowed.
+// It is nosuid and nodev; without Write it is read-only, and without Exec
+// noexec (mount_setattr, Linux 5.12), which the kernel enforces for every
+// holder, unlike d's own rights. Submounts under d come along.
+//
+// open_tree cannot clone a directory through a descriptor from another
+// mount namespace, so the child finds d by d's path, in a copy of the
+// caller's mounts taken when the child was made, and Export checks that it
+// found the same directory (device and inode); if not, it fails with
+// ErrExportMoved.
+func (d *Dir) Export(ctx context.Context) (*os.File, error) {
+	fd, err := d.begin("export", ".", 0)
+	if err != nil {
+		return nil, err
+	}
+	defer d.fd.release()
+	var want unix.Stat_t
+	if err := unix.Fstat(fd, &want); err != nil {
+		return nil, pathErr("export", ".", err)
+	}
+	path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return nil, pathErr("export", ".", err)
+	}
+	attr := uint64(unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV)
+	if !d.rights.Has(Write) {
+		attr |= unix.MOUNT_ATTR_RDONLY
+	}
+	if !d.rights.Has(Exec) {
+		attr |= unix.MOUNT_ATTR_NOEXEC
+	}
+	for try := 0; ; try++ {
+		h, err := theExporter.handle(ctx, try > 0)
+		if err != nil {
+			return nil, err
+		}
+		f, err := exportIn(ctx, h, path, attr, &want)
+		if errors.Is(err, ErrExportMoved) && try == 0 {
+			continue // the child's copy of the mounts may be stale
+		}
+		if errors.Is(err, proc.ErrDead) && try == 0 {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "export", Path: d.name, Err: err}
+		}
+		return f, nil
+	}
+}
+
+// exportIn clones path in the exporter child h and returns the mount.
+func exportIn(ctx context.Context, h *proc.Handle, path string, attr uint64, want *unix.Stat_t) (*os.File, error) {
+	var b proc.Batch
+	mnt := b.OpenTree(proc.AtFDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	b.MountSetattr(mnt, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: attr})
+	file := b.TakeFile(mnt)
+	b.Close(mnt)
+	res, err := h.Run(ctx, &b)
+	if err != nil {
+		res.Close()
+		return nil, err
+	}
+	f := res.File(file)
+	if f == nil {
+		return nil, errors.New("the mount's descriptor did not arrive")
+	}
+	var got unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &got); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if got.Ino != want.Ino || got.Dev != want.Dev {
+		f.Close()
+		return nil, ErrExportMoved
+	}
+	return f, nil
+}

@@ -1,0 +1,126 @@
+package dir
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestExport(t *testing.T) {
+	alsoAsNobody(t)
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "shared", "sub"), 0o755)
+	os.WriteFile(filepath.Join(root, "shared", "a.txt"), []byte("inside"), 0o644)
+	os.WriteFile(filepath.Join(root, "secret"), []byte("outside"), 0o644)
+	d, err := Open(filepath.Join(root, "shared"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ro, err := d.Sub(".", ReadOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	f, err := ro.Export(context.Background())
+	if err != nil {
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSPC) {
+			t.Skip("no user namespaces:", err)
+		}
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mfd := int(f.Fd())
+	// A plain openat, as another process holding the fd would make: ".."
+	// stays at the root of the mount.
+	var rootSt, upSt unix.Stat_t
+	unix.Fstat(mfd, &rootSt)
+	up, err := unix.Openat(mfd, "../../..", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Fstat(up, &upSt)
+	unix.Close(up)
+	if upSt.Ino != rootSt.Ino || upSt.Dev != rootSt.Dev {
+		t.Errorf("openat(export, \"../../..\") left the export")
+	}
+	if _, err := unix.Openat(mfd, "../secret", unix.O_RDONLY|unix.O_CLOEXEC, 0); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("openat(export, \"../secret\"): %v, want ENOENT (it must not reach the file beside the export)", err)
+	}
+	fd, err := unix.Openat(mfd, "a.txt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	n, _ := unix.Read(fd, buf)
+	unix.Close(fd)
+	if string(buf[:n]) != "inside" {
+		t.Errorf("read through the export: %q", buf[:n])
+	}
+	// Read-only for every holder: the kernel refuses writes.
+	if _, err := unix.Openat(mfd, "new", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644); !errors.Is(err, unix.EROFS) {
+		t.Errorf("create in a read-only export: %v, want EROFS", err)
+	}
+	if _, err := unix.Openat(mfd, "a.txt", unix.O_RDWR|unix.O_CLOEXEC, 0); !errors.Is(err, unix.EROFS) {
+		t.Errorf("open for writing in a read-only export: %v, want EROFS", err)
+	}
+	// The mount is in no mount table: the caller's is unchanged.
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	if filepathContains(string(mi), filepath.Join(root, "shared")) {
+		t.Errorf("the export shows in the caller's mount table")
+	}
+	// A writable Dir exports a writable mount.
+	w, err := d.Export(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nfd, err := unix.Openat(int(w.Fd()), "new", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		t.Fatalf("create in a writable export: %v", err)
+	}
+	unix.Close(nfd)
+	if _, err := os.Stat(filepath.Join(root, "shared", "new")); err != nil {
+		t.Errorf("file made through the export is not in the directory: %v", err)
+	}
+	// A closed Dir cannot be exported.
+	ro.Close()
+	if _, err := ro.Export(context.Background()); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("export of a closed Dir: %v", err)
+	}
+}
+
+func filepathContains(s, path string) bool {
+	for _, line := range splitLines(s) {
+		if len(line) > 0 && containsField(line, path) {
+			return true
+		}
+	}
+	return false
+}
+
+func splitLines(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return out
+}
+
+func containsField(line, f string) bool {
+	n := len(f)
+	for i := 0; i+n <= len(line); i++ {
+		if line[i:i+n] == f && (i == 0 || line[i-1] == ' ') && (i+n == len(line) || line[i+n] == ' ') {
+			return true
+		}
+	}
+	return false
+}
