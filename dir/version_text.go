@@ -37,7 +37,9 @@ func ParseVersion(s string) (Version, error) {
 	if s == "none" {
 		return Version{}, nil
 	}
-	bad := func() (Version, error) { return Version{}, fmt.Errorf("dir: %q is not a version (want v1:DEV:INO:MTIME:SIZE:HANDLE or none)", s) }
+	bad := func() (Version, error) {
+		return Version{}, fmt.Errorf("dir: %q is not a version (want v1:DEV:INO:MTIME:SIZE:HANDLE or none)", s)
+	}
 	rest, ok := strings.CutPrefix(s, versionPrefix)
 	if !ok {
 		return bad()
