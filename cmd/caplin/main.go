@@ -2,6 +2,7 @@
 // what the running kernel lets it do.
 //
 //	caplin run [flags] -- CMD [ARGS...]   run a program
+//	caplin dir ls|cat|put|version|cas     files through a directory capability
 //	caplin doctor [-json] [-strict]       which kernel features are there
 //	caplin version                        caplin's, Go's and the kernel's versions
 //	caplin help [COMMAND]                 help
@@ -37,6 +38,7 @@ Usage:
 Commands:
 
 	run       run a program in a process caplin builds
+	dir       read and update files through a directory capability
 	doctor    report which kernel features caplin can use here
 	version   print caplin's, Go's and the kernel's versions
 	help      print this text, or a command's ("caplin help run")
@@ -47,7 +49,7 @@ with one dash or two (-json, --json).
 Exit status:
 
 	0        success (for run: the program exited with 0)
-	1        doctor -strict: a feature is missing
+	1        doctor -strict: a feature is missing; dir: the operation failed
 	2        usage error: bad command, flag or argument
 	125      caplin failed before the program ran
 	126      the program was found but could not be executed
@@ -75,6 +77,8 @@ func caplin(args []string) int {
 		return cmdRun(rest)
 	case "doctor":
 		return cmdDoctor(rest)
+	case "dir":
+		return cmdDir(rest)
 	case "version", "-version", "--version":
 		return cmdVersion(rest)
 	case "help", "-h", "-help", "--help":
@@ -104,6 +108,8 @@ func cmdHelp(args []string) int {
 		fmt.Fprint(os.Stdout, runHelp)
 	case "doctor":
 		fmt.Fprint(os.Stdout, doctorHelp)
+	case "dir":
+		fmt.Fprint(os.Stdout, dirHelp)
 	case "version":
 		fmt.Fprint(os.Stdout, versionHelp)
 	case "help":
