@@ -478,9 +478,14 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 			return nil, fmt.Errorf("proc: fork: %w", be.Err)
 		}
 		if res != nil && len(res.r) > 1 {
-			// The child exists but its pidfd did not arrive: kill it by pid
-			// through the handle (it is the handle's child or ours).
+			// The child exists but the batch failed after the clone: kill
+			// it by pid through the handle, and reap it if it is ours (a
+			// zygote reaps its own, tracked or not).
 			h.Run(context.Background(), killBatch(res.Int(pid)))
+			if parentIsUs {
+				var ws unix.WaitStatus
+				unix.Wait4(res.Int(pid), &ws, 0, nil)
+			}
 			res.Close()
 		}
 		return nil, err
@@ -507,6 +512,7 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 		t.add(call{kind: opTrack, name: "track", args: [6]Val{Ptr(parent.reapTable), Int(reapEntries), Int(innerPid)}})
 		if _, err := parent.Run(ctx, &t); err != nil {
 			h.Run(context.Background(), killBatch(innerPid))
+			unix.Close(fd)
 			return nil, fmt.Errorf("proc: fork: tracking the child in its parent: %w", err)
 		}
 	}
