@@ -51,6 +51,7 @@ Exit status:
 	0        success (for run: the program exited with 0)
 	1        doctor -strict: a feature is missing; dir: the operation failed
 	2        usage error: bad command, flag or argument
+	3        dir cas: the file's version did not match (retry)
 	125      caplin failed before the program ran
 	126      the program was found but could not be executed
 	         (permission denied, not an executable format)
