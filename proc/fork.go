@@ -546,7 +546,13 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 	return child, nil
 }
 
+// pidFromFD returns the pid, in the caller's pid namespace, of the process
+// behind pidfd fd: by PIDFD_GET_INFO (Linux 6.13), else from fdinfo.
 func pidFromFD(fd int) (int, error) {
+	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_PID}
+	if unix.IoctlPidfdInfo(fd, &info) == nil && info.Mask&unix.PIDFD_INFO_PID != 0 {
+		return int(info.Tgid), nil
+	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
 	if err != nil {
 		return 0, err
