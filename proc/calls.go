@@ -213,6 +213,19 @@ func (b *Batch) LandlockAddPathRule(rulesetFD Val, access uint64, parentFD Val) 
 	return b.sysFD("landlock_add_rule", rulesetFD, unix.SYS_LANDLOCK_ADD_RULE, rulesetFD, Int(unix.LANDLOCK_RULE_PATH_BENEATH), attr, Int(0))
 }
 
+// landlockRuleNetPort is LANDLOCK_RULE_NET_PORT (<linux/landlock.h>, ABI
+// 4), which x/sys/unix does not define yet, nor its struct.
+const landlockRuleNetPort = 2
+
+// LandlockAddNetRule records landlock_add_rule(2) of a TCP port rule
+// (Landlock ABI 4): access (LANDLOCK_ACCESS_NET_*) allowed on port.
+func (b *Batch) LandlockAddNetRule(rulesetFD Val, access uint64, port uint16) Val {
+	buf := make([]byte, 16) // struct landlock_net_port_attr: u64 access, u64 port
+	binary.NativeEndian.PutUint64(buf, access)
+	binary.NativeEndian.PutUint64(buf[8:], uint64(port))
+	return b.sysFD("landlock_add_rule", rulesetFD, unix.SYS_LANDLOCK_ADD_RULE, rulesetFD, Int(landlockRuleNetPort), b.bytes(buf), Int(0))
+}
+
 // LandlockRestrictSelf records landlock_restrict_self(2).
 func (b *Batch) LandlockRestrictSelf(rulesetFD Val, flags int) Val {
 	return b.sysFD("landlock_restrict_self", rulesetFD, unix.SYS_LANDLOCK_RESTRICT_SELF, rulesetFD, Int(flags))

@@ -1,0 +1,168 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/caplin-dev/caplin/proc"
+	"golang.org/x/sys/unix"
+)
+
+// Landlock access rights by the ABI version that brought them (Linux 5.13
+// ABI 1, 5.19 ABI 2, 6.2 ABI 3, 6.7 ABI 4, 6.10 ABI 5, 6.12 ABI 6).
+const (
+	fsABI1 = unix.LANDLOCK_ACCESS_FS_EXECUTE | unix.LANDLOCK_ACCESS_FS_WRITE_FILE |
+		unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_READ_DIR |
+		unix.LANDLOCK_ACCESS_FS_REMOVE_DIR | unix.LANDLOCK_ACCESS_FS_REMOVE_FILE |
+		unix.LANDLOCK_ACCESS_FS_MAKE_CHAR | unix.LANDLOCK_ACCESS_FS_MAKE_DIR |
+		unix.LANDLOCK_ACCESS_FS_MAKE_REG | unix.LANDLOCK_ACCESS_FS_MAKE_SOCK |
+		unix.LANDLOCK_ACCESS_FS_MAKE_FIFO | unix.LANDLOCK_ACCESS_FS_MAKE_BLOCK |
+		unix.LANDLOCK_ACCESS_FS_MAKE_SYM
+	fsABI2 = fsABI1 | unix.LANDLOCK_ACCESS_FS_REFER
+	fsABI3 = fsABI2 | unix.LANDLOCK_ACCESS_FS_TRUNCATE
+	fsABI5 = fsABI3 | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV
+
+	netABI4   = unix.LANDLOCK_ACCESS_NET_BIND_TCP | unix.LANDLOCK_ACCESS_NET_CONNECT_TCP
+	scopeABI6 = unix.LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | unix.LANDLOCK_SCOPE_SIGNAL
+
+	// Rights that a rule on a file (not a directory) may carry.
+	fsFileRights = unix.LANDLOCK_ACCESS_FS_EXECUTE | unix.LANDLOCK_ACCESS_FS_WRITE_FILE |
+		unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_TRUNCATE |
+		unix.LANDLOCK_ACCESS_FS_IOCTL_DEV
+
+	// AccessRead is what a read-only grant allows: read and execute files,
+	// list directories.
+	AccessRead = unix.LANDLOCK_ACCESS_FS_EXECUTE | unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_READ_DIR
+	// AccessWrite is what a read-write grant allows: everything.
+	AccessWrite = fsABI5
+)
+
+// ErrLandlockUnsupported is returned (wrapped, with what was asked and
+// what the kernel has) when a LandlockPolicy asks for more than the running
+// kernel's Landlock can enforce and BestEffort is not set.
+var ErrLandlockUnsupported = errors.New("sandbox: the kernel's Landlock cannot enforce this")
+
+// PathGrant is access to the tree beneath Path (or to the file Path).
+type PathGrant struct {
+	Path   string
+	Access uint64 // LANDLOCK_ACCESS_FS_* bits, e.g. AccessRead
+}
+
+// LandlockPolicy is what a process may reach once Landlock restricts it.
+// Everything it does not grant is denied: files outside the grants, TCP
+// binds and connects (ABI 4), abstract Unix sockets and signals to
+// processes outside the sandbox (ABI 6).
+type LandlockPolicy struct {
+	Paths []PathGrant
+	// ConnectTCP and BindTCP list the TCP ports the process may connect to
+	// and bind (ABI 4). Nil: none.
+	ConnectTCP, BindTCP []uint16
+	// BestEffort applies what the kernel supports and reports, in the
+	// Dropped list Apply returns, what it could not. By default asking for
+	// more than the kernel can enforce is an error.
+	BestEffort bool
+}
+
+// LandlockABI returns the Landlock ABI version of the running kernel: 0
+// with an error saying why when Landlock is unavailable.
+func LandlockABI() (int, error) {
+	v, _, e := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
+	switch e {
+	case 0:
+		return int(v), nil
+	case unix.ENOSYS:
+		return 0, fmt.Errorf("sandbox: Landlock is not built into this kernel (needs Linux 5.13 with CONFIG_SECURITY_LANDLOCK): %w", e)
+	case unix.EOPNOTSUPP:
+		return 0, fmt.Errorf("sandbox: Landlock is disabled at boot (add landlock to lsm=): %w", e)
+	}
+	return 0, os.NewSyscallError("landlock_create_ruleset", e)
+}
+
+// Record adds to b the calls that restrict the child, for a kernel with
+// Landlock ABI abi: create a ruleset, add a rule per grant (opening each
+// path in the child), set no_new_privs, restrict. It returns what
+// BestEffort dropped; without BestEffort a policy the kernel cannot enforce
+// is an error wrapping ErrLandlockUnsupported, and nothing is recorded.
+func (p *LandlockPolicy) Record(b *proc.Batch, abi int) (dropped []string, err error) {
+	if abi < 1 {
+		return nil, fmt.Errorf("%w: no Landlock (ABI %d)", ErrLandlockUnsupported, abi)
+	}
+	fs := uint64(fsABI1)
+	switch {
+	case abi >= 5:
+		fs = fsABI5
+	case abi >= 3:
+		fs = fsABI3
+	case abi >= 2:
+		fs = fsABI2
+	}
+	var drop []string
+	if abi < 4 {
+		drop = append(drop, fmt.Sprintf("TCP bind/connect restriction (needs Landlock ABI 4, Linux 6.7; have %d)", abi))
+	}
+	if abi < 6 {
+		drop = append(drop, fmt.Sprintf("abstract Unix socket and signal scoping (needs Landlock ABI 6, Linux 6.12; have %d)", abi))
+	}
+	for _, g := range p.Paths {
+		if g.Access&^fs != 0 {
+			drop = append(drop, fmt.Sprintf("rights %#x on %s (not in ABI %d)", g.Access&^fs, g.Path, abi))
+		}
+	}
+	if len(drop) > 0 && !p.BestEffort {
+		return nil, fmt.Errorf("%w: %s", ErrLandlockUnsupported, strings.Join(drop, "; "))
+	}
+	attr := unix.LandlockRulesetAttr{Handled_access_fs: fs}
+	if abi >= 4 {
+		attr.Handled_access_net = netABI4
+	}
+	if abi >= 6 {
+		attr.Scoped = scopeABI6
+	}
+	rs := b.LandlockCreateRuleset(&attr, 0)
+	for _, g := range p.Paths {
+		access := g.Access & fs
+		if st, err := os.Stat(g.Path); err == nil && !st.IsDir() {
+			access &= fsFileRights
+		} else if err != nil {
+			return nil, fmt.Errorf("sandbox: landlock grant %s: %w", g.Path, err)
+		}
+		fd := b.Openat(proc.AtFDCWD, g.Path, unix.O_PATH|unix.O_CLOEXEC, 0)
+		b.LandlockAddPathRule(rs, access, fd)
+		b.Close(fd)
+	}
+	if abi >= 4 {
+		for _, port := range p.ConnectTCP {
+			b.LandlockAddNetRule(rs, unix.LANDLOCK_ACCESS_NET_CONNECT_TCP, port)
+		}
+		for _, port := range p.BindTCP {
+			b.LandlockAddNetRule(rs, unix.LANDLOCK_ACCESS_NET_BIND_TCP, port)
+		}
+	}
+	b.Prctl(unix.PR_SET_NO_NEW_PRIVS, proc.Int(1), proc.Int(0), proc.Int(0), proc.Int(0))
+	b.LandlockRestrictSelf(rs, 0)
+	b.Close(rs)
+	return drop, nil
+}
+
+// ApplyLandlock restricts the child of h with p, in one round trip.
+func ApplyLandlock(ctx context.Context, h *proc.Handle, p *LandlockPolicy) (dropped []string, err error) {
+	abi, err := LandlockABI()
+	if err != nil && !p.BestEffort {
+		return nil, fmt.Errorf("%w: %v", ErrLandlockUnsupported, err)
+	}
+	if abi < 1 {
+		return []string{"Landlock altogether: " + err.Error()}, nil
+	}
+	var b proc.Batch
+	dropped, err = p.Record(&b, abi)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := h.Run(ctx, &b); err != nil {
+		return nil, fmt.Errorf("sandbox: landlock: %w", err)
+	}
+	return dropped, nil
+}
