@@ -73,6 +73,12 @@ func (b *Batch) Mkdirat(dirfd Val, path string, mode uint32) Val {
 	return b.sysPath("mkdirat", path, unix.SYS_MKDIRAT, dirfd, b.cstring("mkdirat", path), Uint(uint64(mode)))
 }
 
+// Symlinkat records symlinkat(2): a symbolic link at linkpath (relative to
+// the working directory) whose target is target.
+func (b *Batch) Symlinkat(target, linkpath string) Val {
+	return b.sysPath("symlinkat", linkpath, unix.SYS_SYMLINKAT, b.cstring("symlinkat", target), AtFDCWD, b.cstring("symlinkat", linkpath))
+}
+
 // Fstatat records fstatat(2); st is filled when the batch has run.
 func (b *Batch) Fstatat(dirfd Val, path string, st *unix.Stat_t, flags int) Val {
 	buf := make([]byte, len(structBytes(st)))
