@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/caplin-dev/caplin/proc"
@@ -61,6 +62,21 @@ type Spec struct {
 	Hostname string
 	// Seccomp is the filter policy (the zero value is the strictest).
 	Seccomp FilterPolicy
+	// KeepCaps keeps the capabilities the program would have in its user
+	// namespace (all of them, as uid 0 there). By default the bounding set
+	// is emptied, so the program has none, even as uid 0 inside.
+	KeepCaps bool
+}
+
+// lastCap returns the highest capability the running kernel knows.
+func lastCap() int {
+	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			return n
+		}
+	}
+	return unix.CAP_LAST_CAP
 }
 
 // Build makes a sandboxed child from spec and returns its handle, ready
@@ -217,6 +233,15 @@ func Build(ctx context.Context, spec *Spec) (_ *proc.Handle, err error) {
 		return nil, err
 	}
 	var s proc.Batch
+	if !spec.KeepCaps {
+		// Empty the bounding set: exec then grants no capability, whatever
+		// the uid. Dropping past the kernel's last capability fails with
+		// EINVAL, so the kernel's own count is used.
+		last := lastCap()
+		for c := 0; c <= last; c++ {
+			s.Prctl(unix.PR_CAPBSET_DROP, proc.Int(c), proc.Int(0), proc.Int(0), proc.Int(0))
+		}
+	}
 	s.Prctl(unix.PR_SET_NO_NEW_PRIVS, proc.Int(1), proc.Int(0), proc.Int(0), proc.Int(0))
 	s.SeccompSetModeFilter(0, filter)
 	if _, err := h.Run(ctx, &s); err != nil {

@@ -62,6 +62,8 @@ func TestBuildIsolates(t *testing.T) {
 	spec := baseSpec()
 	out, code := run(t, spec, `
 echo uid=$(id -u)
+grep '^CapEff' /proc/self/status
+grep '^CapBnd' /proc/self/status
 echo host=$(hostname)
 echo pid=$$
 ls / | tr '\n' ' '; echo
@@ -81,7 +83,7 @@ ip link 2>/dev/null | grep -c UP | sed 's/^/up=/'
 	if strings.Contains(out, "LEAK") {
 		t.Errorf("escape from the sandbox:\n%s", out)
 	}
-	for _, want := range []string{"uid=0", "host=caplin", "pid=1", "tmp-writable", "outside-procs=0\n", "up=0\n"} {
+	for _, want := range []string{"uid=0", "host=caplin", "pid=1", "tmp-writable", "outside-procs=0\n", "up=0\n", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("want %q in:\n%s", want, out)
 		}
@@ -126,4 +128,15 @@ func zombieCount() int {
 		}
 	}
 	return n
+}
+
+// TestBuildKeepCaps is the control for the capability check: with KeepCaps
+// uid 0 inside has capabilities (in its own user namespace).
+func TestBuildKeepCaps(t *testing.T) {
+	spec := baseSpec()
+	spec.KeepCaps = true
+	out, code := run(t, spec, "grep '^CapEff' /proc/self/status")
+	if code != 0 || strings.Contains(out, "0000000000000000") {
+		t.Errorf("KeepCaps: %q (exit %d), want capabilities", out, code)
+	}
 }
