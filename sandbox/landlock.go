@@ -49,7 +49,19 @@ var ErrLandlockUnsupported = errors.New("sandbox: the kernel's Landlock cannot e
 type PathGrant struct {
 	Path   string
 	Access uint64 // LANDLOCK_ACCESS_FS_* bits, e.g. AccessRead
+	// Kind says whether Path is a directory or a file, for a Path the
+	// caller cannot stat (a path inside a sandbox's root). Zero: stat it.
+	Kind PathKind
 }
+
+// PathKind is what a PathGrant names.
+type PathKind int
+
+const (
+	PathStat PathKind = iota // find out with stat(2), in the caller
+	PathDir                  // a directory
+	PathFile                 // a file
+)
 
 // LandlockPolicy is what a process may reach once Landlock restricts it.
 // Everything it does not grant is denied: files outside the grants, TCP
@@ -124,10 +136,19 @@ func (p *LandlockPolicy) Record(b *proc.Batch, abi int) (dropped []string, err e
 	rs := b.LandlockCreateRuleset(&attr, 0)
 	for _, g := range p.Paths {
 		access := g.Access & fs
-		if st, err := os.Stat(g.Path); err == nil && !st.IsDir() {
+		kind := g.Kind
+		if kind == PathStat {
+			st, err := os.Stat(g.Path)
+			if err != nil {
+				return nil, fmt.Errorf("sandbox: landlock grant %s: %w", g.Path, err)
+			}
+			kind = PathDir
+			if !st.IsDir() {
+				kind = PathFile
+			}
+		}
+		if kind == PathFile {
 			access &= fsFileRights
-		} else if err != nil {
-			return nil, fmt.Errorf("sandbox: landlock grant %s: %w", g.Path, err)
 		}
 		fd := b.Openat(proc.AtFDCWD, g.Path, unix.O_PATH|unix.O_CLOEXEC, 0)
 		b.LandlockAddPathRule(rs, access, fd)

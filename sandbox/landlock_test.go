@@ -42,7 +42,7 @@ func TestLandlockFiles(t *testing.T) {
 	os.WriteFile(filepath.Join(ro, "r"), []byte("r"), 0o666)
 	os.WriteFile(filepath.Join(outside, "secret"), []byte("s"), 0o666)
 	p := &LandlockPolicy{
-		Paths:      []PathGrant{{ro, AccessRead}, {rw, AccessWrite}, {"/proc", AccessRead}},
+		Paths:      []PathGrant{{Path: ro, Access: AccessRead}, {Path: rw, Access: AccessWrite}, {Path: "/proc", Access: AccessRead}},
 		BestEffort: true,
 	}
 	h := landlocked(t, p)
@@ -143,7 +143,7 @@ func TestLandlockNetworkAndScope(t *testing.T) {
 }
 
 func TestLandlockStrict(t *testing.T) {
-	p := &LandlockPolicy{Paths: []PathGrant{{"/usr", AccessRead}}}
+	p := &LandlockPolicy{Paths: []PathGrant{{Path: "/usr", Access: AccessRead}}}
 	var b proc.Batch
 	if _, err := p.Record(&b, 3); !errors.Is(err, ErrLandlockUnsupported) {
 		t.Errorf("ABI 3 without BestEffort: %v, want ErrLandlockUnsupported (no TCP restriction there)", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -62,6 +63,10 @@ type Spec struct {
 	Hostname string
 	// Seccomp is the filter policy (the zero value is the strictest).
 	Seccomp FilterPolicy
+	// BestEffort lets Build go on where the kernel cannot enforce all of
+	// the spec (an old Landlock ABI, or none), logging one warning line
+	// (log/slog) for each thing it dropped; by default that is an error.
+	BestEffort bool
 	// KeepCaps keeps the capabilities the program would have in its user
 	// namespace (all of them, as uid 0 there). By default the bounding set
 	// is emptied, so the program has none, even as uid 0 inside.
@@ -233,6 +238,45 @@ func Build(ctx context.Context, spec *Spec) (_ *proc.Handle, err error) {
 		return nil, err
 	}
 	var s proc.Batch
+	// Landlock, a second layer with the same grants as the mounts, so a
+	// bug in one does not open what the other closes.
+	ll := LandlockPolicy{BestEffort: spec.BestEffort, Paths: []PathGrant{{Path: "/", Access: AccessRead, Kind: PathDir}}}
+	for _, m := range spec.Mounts {
+		g := PathGrant{Path: filepath.Clean(m.Dest), Kind: PathDir}
+		switch m.Kind {
+		case ROBind, Proc:
+			g.Access = AccessRead
+		case Bind, Tmpfs:
+			g.Access = AccessWrite
+		case Dev:
+			g.Access = AccessRead | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV
+		}
+		if m.Kind == ROBind || m.Kind == Bind {
+			if st, err := os.Stat(m.Source); err == nil && !st.IsDir() {
+				g.Kind = PathFile
+			}
+		}
+		ll.Paths = append(ll.Paths, g)
+		if m.Kind == Dev {
+			// Its shm is a tmpfs for the program's own use.
+			ll.Paths = append(ll.Paths, PathGrant{Path: filepath.Join(g.Path, "shm"), Access: AccessWrite, Kind: PathDir})
+		}
+	}
+	abi, err := LandlockABI()
+	switch {
+	case err != nil && !spec.BestEffort:
+		return nil, fmt.Errorf("%w: %v", ErrLandlockUnsupported, err)
+	case err != nil:
+		slog.Warn("sandbox: best effort: dropped Landlock", "reason", err.Error())
+	default:
+		dropped, err := ll.Record(&s, abi)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range dropped {
+			slog.Warn("sandbox: best effort: dropped", "what", d)
+		}
+	}
 	if !spec.KeepCaps {
 		// Empty the bounding set: exec then grants no capability, whatever
 		// the uid. Dropping past the kernel's last capability fails with

@@ -140,3 +140,17 @@ func TestBuildKeepCaps(t *testing.T) {
 		t.Errorf("KeepCaps: %q (exit %d), want capabilities", out, code)
 	}
 }
+
+// TestBuildLandlockLayer shows Landlock under the mounts: /dev is a
+// writable tmpfs to the mount table, but its grant has no right to make
+// directories, so mkdir there fails; /tmp's grant has it.
+func TestBuildLandlockLayer(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	if _, err := LandlockABI(); err != nil {
+		t.Skip(err)
+	}
+	out, code := run(t, baseSpec(), "mkdir /dev/x 2>&1; echo dev=$?; mkdir /tmp/x && echo tmp=$?")
+	if code != 0 || !strings.Contains(out, "dev=1") || !strings.Contains(out, "Permission denied") || !strings.Contains(out, "tmp=0") {
+		t.Errorf("mkdir under Landlock: exit %d\n%s", code, out)
+	}
+}
