@@ -15,6 +15,7 @@ import (
 
 	"github.com/caplin-dev/caplin/pidfd"
 	"github.com/caplin-dev/caplin/proc"
+	"github.com/caplin-dev/caplin/sandbox"
 	"golang.org/x/sys/unix"
 )
 
@@ -99,6 +100,14 @@ OPTIONS
 		caplin dies (a parent-death signal), but processes it starts may
 		outlive caplin. Needed where unprivileged user namespaces are
 		disabled.
+	--profile FILE
+		Build the program's process as a sandbox from the profile FILE
+		(TOML; see the sandbox package for its keys): new user, mount,
+		pid, ipc, uts and network namespaces, a root made only of the
+		profile's mounts, Landlock with the same grants, no
+		capabilities, the default seccomp filter and no_new_privs. CMD
+		is looked up in the sandbox's own $PATH. The --unshare-*,
+		--uid, --gid and --detached flags do not apply with it.
 	--die-with-parent
 		Kill the program when caplin dies. This is always so; the flag
 		is accepted for bwrap's users.
@@ -148,6 +157,7 @@ type runConfig struct {
 	dieWithParent bool
 	argv          []string
 	warnings      []string
+	profile       string // a sandbox profile: build the process with sandbox.Build
 }
 
 // clearenvFlag, setenvFlag and unsetenvFlag record environment flags in
@@ -218,6 +228,7 @@ func runFlags(cfg *runConfig) *flag.FlagSet {
 	fs.BoolVar(&cfg.dieWithParent, "die-with-parent", true, "always so")
 	fs.IntVar(&cfg.uid, "uid", -1, "uid in the new user namespace")
 	fs.IntVar(&cfg.gid, "gid", -1, "gid in the new user namespace")
+	fs.StringVar(&cfg.profile, "profile", "", "sandbox profile (TOML)")
 	return fs
 }
 
@@ -338,6 +349,36 @@ func buildEnv(base []string, ops []envOp) []string {
 	return env
 }
 
+// execInPath execs name, searched for in the $PATH of env (or the usual
+// one) inside the sandbox: each miss is a failed execveat, after which the
+// handle is still usable.
+func execInPath(ctx context.Context, h *proc.Handle, name string, argv, env []string) (*pidfd.Process, string, error) {
+	dirs := "/usr/local/bin:/usr/bin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			dirs = v
+		}
+	}
+	var first error
+	for _, dir := range strings.Split(dirs, ":") {
+		if dir == "" || dir[0] != '/' {
+			continue // a relative entry would be looked up in the working directory
+		}
+		path := dir + "/" + name
+		p, err := h.ExecPath(ctx, path, argv, env)
+		if err == nil {
+			return p, path, nil
+		}
+		if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTDIR) && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return nil, name, first
+	}
+	return nil, name, &os.PathError{Op: "exec", Path: name, Err: unix.ENOENT}
+}
+
 // resolve finds the executable for argv0: a name without a slash through
 // $PATH. It returns the exit status and a message when it cannot.
 func resolve(argv0 string) (string, int, error) {
@@ -385,9 +426,22 @@ func cmdRun(args []string) int {
 		fmt.Fprintf(os.Stderr, "caplin run: "+format+"\n", a...)
 		return code
 	}
-	path, code, err := resolve(cfg.argv[0])
-	if err != nil {
-		return fail(code, "%v", err)
+	var spec *sandbox.Spec
+	if cfg.profile != "" {
+		var err error
+		if spec, err = sandbox.LoadProfile(cfg.profile); err != nil {
+			return fail(exitFailure, "%v", err)
+		}
+	}
+	path := cfg.argv[0]
+	if spec == nil {
+		// Without a profile the program sees caplin's files: look it up
+		// here. A sandbox's files are its own: it is looked up inside.
+		var code int
+		var err error
+		if path, code, err = resolve(cfg.argv[0]); err != nil {
+			return fail(code, "%v", err)
+		}
 	}
 	env := buildEnv(os.Environ(), cfg.env)
 
@@ -408,7 +462,13 @@ func cmdRun(args []string) int {
 		defer signal.Stop(sigs)
 	}
 	ctx := context.Background()
-	h, err := proc.Fork(ctx, &cfg.opts)
+	var h *proc.Handle
+	var err error
+	if spec != nil {
+		h, err = sandbox.Build(ctx, spec)
+	} else {
+		h, err = proc.Fork(ctx, &cfg.opts)
+	}
 	if err != nil {
 		hint := ""
 		if errors.Is(err, unix.EPERM) && !cfg.opts.NewUser && cfg.opts.Detached {
@@ -436,7 +496,12 @@ func cmdRun(args []string) int {
 		return fail(exitFailure, "setting up the process: %v", err)
 	}
 
-	p, err := h.ExecPath(ctx, path, cfg.argv, env)
+	var p *pidfd.Process
+	if spec != nil && !strings.Contains(path, "/") {
+		p, path, err = execInPath(ctx, h, path, cfg.argv, env)
+	} else {
+		p, err = h.ExecPath(ctx, path, cfg.argv, env)
+	}
 	if err != nil {
 		code, msg := execStatus(path, err)
 		return fail(code, "%s", msg)
