@@ -537,8 +537,11 @@ func TestRaceRenameOut(t *testing.T) {
 				t.Fatal("Mkdir landed outside")
 			}
 			t.Logf("%d lookups: %d inside, %d failed; %d moves", iters, in, failed, moves.Load())
-			if in == 0 {
-				t.Fatal("no lookup succeeded")
+			// Under load the mover can win every race (all lookups fail,
+			// which is safe); once it has stopped, with a back inside, the
+			// same lookup must work, or the test above proved nothing.
+			if b, err := d.ReadFile("a/b/../../s"); err != nil || string(b) != "IN" {
+				t.Fatalf("lookup after the moves stopped: %q, %v", b, err)
 			}
 
 			// A Dir whose own directory is moved keeps confining to it.
