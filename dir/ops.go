@@ -329,37 +329,30 @@ func (d *Dir) Rename(oldname, newname string) error {
 }
 
 func (d *Dir) rename(op, oldname, newname string, flags uint) error {
-	rootfd, err := d.begin(op, oldname, Create|Delete)
-	if err != nil {
-		return linkErr(op, oldname, newname, errors.Unwrap(err))
-	}
-	defer d.fd.release()
-	if err := checkPath(newname); err != nil {
-		return linkErr(op, oldname, newname, err)
-	}
-	op1, err := d.parent(rootfd, oldname, unix.O_PATH)
-	if err != nil {
-		return linkErr(op, oldname, newname, err)
-	}
-	defer op1.close()
-	np, err := d.parent(rootfd, newname, unix.O_PATH)
-	if err != nil {
-		return linkErr(op, oldname, newname, err)
-	}
-	defer np.close()
-	err = ignoringEINTR(func() error { return unix.Renameat2(op1.fd, op1.base, np.fd, np.base, flags) })
-	if err != nil {
-		return linkErr(op, oldname, newname, err)
-	}
-	return nil
+	return d.twoNames(op, oldname, newname, Create|Delete, func(from, to parentDir) error {
+		return ignoringEINTR(func() error { return unix.Renameat2(from.fd, from.base, to.fd, to.base, flags) })
+	})
 }
 
 // Link makes newname a hard link to the file oldname, both in d. If
 // oldname is a symbolic link, the link is to it, not to its target. It
 // needs Create.
 func (d *Dir) Link(oldname, newname string) error {
-	const op = "link"
-	rootfd, err := d.begin(op, oldname, Create)
+	return d.twoNames("link", oldname, newname, Create, func(from, to parentDir) error {
+		if !from.plain {
+			// ".", ".." or a path with a trailing slash: a directory, if
+			// anything, and directories cannot be linked.
+			return unix.EPERM
+		}
+		return ignoringEINTR(func() error { return unix.Linkat(from.fd, from.base, to.fd, to.base, 0) })
+	})
+}
+
+// twoNames runs an operation on two names in d (rename, link): it checks
+// both and the rights, opens both parents confined to d, and calls fn with
+// them. Errors name both paths.
+func (d *Dir) twoNames(op, oldname, newname string, need Rights, fn func(from, to parentDir) error) error {
+	rootfd, err := d.begin(op, oldname, need)
 	if err != nil {
 		return linkErr(op, oldname, newname, errors.Unwrap(err))
 	}
@@ -367,23 +360,17 @@ func (d *Dir) Link(oldname, newname string) error {
 	if err := checkPath(newname); err != nil {
 		return linkErr(op, oldname, newname, err)
 	}
-	op1, err := d.parent(rootfd, oldname, unix.O_PATH)
+	from, err := d.parent(rootfd, oldname, unix.O_PATH)
 	if err != nil {
 		return linkErr(op, oldname, newname, err)
 	}
-	defer op1.close()
-	if !op1.plain {
-		// ".", ".." or a path with a trailing slash: a directory, if anything,
-		// and directories cannot be linked.
-		return linkErr(op, oldname, newname, unix.EPERM)
-	}
-	np, err := d.parent(rootfd, newname, unix.O_PATH)
+	defer from.close()
+	to, err := d.parent(rootfd, newname, unix.O_PATH)
 	if err != nil {
 		return linkErr(op, oldname, newname, err)
 	}
-	defer np.close()
-	err = ignoringEINTR(func() error { return unix.Linkat(op1.fd, op1.base, np.fd, np.base, 0) })
-	if err != nil {
+	defer to.close()
+	if err := fn(from, to); err != nil {
 		return linkErr(op, oldname, newname, err)
 	}
 	return nil
