@@ -41,11 +41,7 @@ func BenchmarkPingPong(b *testing.B) {
 // BenchmarkRemoteCall is one getppid in the child, one round trip.
 func BenchmarkRemoteCall(b *testing.B) {
 	ctx := context.Background()
-	h, err := Fork(ctx, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer h.Close()
+	h := fork(b, nil)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := h.Syscall(ctx, unix.SYS_GETPPID); err != nil {
@@ -58,11 +54,7 @@ func BenchmarkRemoteCall(b *testing.B) {
 // BenchmarkSingle32, the same 32 calls one round trip each.
 func BenchmarkBatch32(b *testing.B) {
 	ctx := context.Background()
-	h, err := Fork(ctx, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer h.Close()
+	h := fork(b, nil)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		var bt Batch
@@ -77,11 +69,7 @@ func BenchmarkBatch32(b *testing.B) {
 
 func BenchmarkSingle32(b *testing.B) {
 	ctx := context.Background()
-	h, err := Fork(ctx, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer h.Close()
+	h := fork(b, nil)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for j := 0; j < 32; j++ {

@@ -20,7 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func fork(t *testing.T, opts *Options) *Handle {
+func fork(t testing.TB, opts *Options) *Handle {
 	t.Helper()
 	h, err := Fork(context.Background(), opts)
 	if err != nil {
@@ -28,6 +28,21 @@ func fork(t *testing.T, opts *Options) *Handle {
 	}
 	t.Cleanup(func() { h.Close() })
 	return h
+}
+
+// shellStatus execs sh -c script in h and returns its exit status.
+func shellStatus(t *testing.T, h *Handle, script string) int {
+	t.Helper()
+	ctx := context.Background()
+	p, err := h.ExecPath(ctx, "/bin/sh", []string{"sh", "-c", script}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.ExitCode()
 }
 
 func TestRemoteCalls(t *testing.T) {
@@ -376,12 +391,8 @@ func TestForkatUserNamespace(t *testing.T) {
 		t.Errorf("grandchild user ns %q, handle's %q: want a new one", link(g.Pid()), link(h.Pid()))
 	}
 	// Its exit status reaches the caller.
-	p, err := g.ExecPath(ctx, "/bin/sh", []string{"sh", "-c", "exit 3"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st, err := p.Wait(ctx); err != nil || st.Code != 3 {
-		t.Errorf("grandchild status %v %v, want exit 3", st, err)
+	if code := shellStatus(t, g, "exit 3"); code != 3 {
+		t.Errorf("grandchild status %d, want exit 3", code)
 	}
 }
 
@@ -440,12 +451,8 @@ func TestNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := g.ExecPath(ctx, "/bin/sh", []string{"sh", "-c", "exit 5"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st, err := p.Wait(ctx); err != nil || st.Code != 5 {
-		t.Errorf("status through the init %v %v, want exit 5", st, err)
+	if code := shellStatus(t, g, "exit 5"); code != 5 {
+		t.Errorf("status through the init %d, want exit 5", code)
 	}
 }
 
@@ -897,12 +904,8 @@ func TestProgramCannotKillItsReaper(t *testing.T) {
 	alsoAsNobody(t)
 	ctx := context.Background()
 	h := fork(t, nil)
-	p, err := h.ExecPath(ctx, "/bin/sh", []string{"sh", "-c", "kill -9 $PPID; kill -9 -1; kill -INT 1; exit 4"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st, err := p.Wait(ctx); err != nil || st.Code != 4 {
-		t.Fatalf("status %v %v, want exit 4", st, err)
+	if code := shellStatus(t, h, "kill -9 $PPID; kill -9 -1; kill -INT 1; exit 4"); code != 4 {
+		t.Fatalf("status %d, want exit 4", code)
 	}
 	h2 := fork(t, nil)
 	if _, err := h2.Getpid(ctx); err != nil {
@@ -924,12 +927,8 @@ func TestZygoteIgnoresTerminalSignals(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p, err := h.ExecPath(ctx, "/bin/sh", []string{"sh", "-c", "exit 6"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st, err := p.Wait(ctx); err != nil || st.Code != 6 {
-		t.Fatalf("after signals to the zygote: %v %v", st, err)
+	if code := shellStatus(t, h, "exit 6"); code != 6 {
+		t.Fatalf("after signals to the zygote: %d", code)
 	}
 	if z2, err := treeZygote.get(ctx); err != nil || z2 != z {
 		t.Errorf("the zygote was replaced (%v): it died of a terminal signal", err)
