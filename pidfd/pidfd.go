@@ -22,6 +22,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -55,15 +57,26 @@ type Process struct {
 type Reaper func(ctx context.Context) (*State, error)
 
 // New returns a Process that owns pidfd fd for process pid. fd is set to
-// non-blocking mode and registered with the runtime's poller. reap may be
-// nil.
+// non-blocking mode and registered with the runtime's poller. A pid ≤ 0
+// is read from the pidfd itself (the pid in the caller's pid namespace).
+// reap may be nil. On error fd is closed.
 func New(fd int, pid int, reap Reaper) (*Process, error) {
+	if pid <= 0 {
+		var err error
+		if pid, err = pidOf(fd); err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
+	}
+	return newProcess(fd, pid, reap)
+}
+
+func newProcess(fd, pid int, reap Reaper) (*Process, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
 		return nil, os.NewSyscallError("fcntl O_NONBLOCK", err)
 	}
-	p := &Process{f: os.NewFile(uintptr(fd), fmt.Sprintf("pidfd:%d", pid)), pid: pid, reaper: reap}
-	return p, nil
+	return &Process{f: os.NewFile(uintptr(fd), fmt.Sprintf("pidfd:%d", pid)), pid: pid, reaper: reap}, nil
 }
 
 // Open returns a Process for pid using pidfd_open(2) (Linux 5.3).
@@ -75,55 +88,48 @@ func Open(pid int) (*Process, error) {
 	return New(fd, pid, nil)
 }
 
-// FromFile returns a Process that owns f, a pidfd received from elsewhere
-// (for example over a Unix socket). The process's pid is read from
-// /proc/self/fdinfo; it is 0 when the process is in a pid namespace the
-// caller cannot see, and -1 once it has exited.
+// FromFile returns a Process for f, a pidfd received from elsewhere (for
+// example over a Unix socket), and closes f. The process's pid is the one
+// in the caller's pid namespace: 0 when the process is in a namespace the
+// caller cannot see, -1 once it has exited. If f is not a pidfd, FromFile
+// fails and the caller keeps f.
 func FromFile(f *os.File) (*Process, error) {
-	fd, err := unix.Dup(int(f.Fd()))
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return nil, os.NewSyscallError("dup", err)
+		return nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
 	}
-	pid, err := fdinfoPid(fd)
+	pid, err := pidOf(fd)
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
-	unix.CloseOnExec(fd)
 	f.Close()
+	if pid <= 0 {
+		return newProcess(fd, pid, nil)
+	}
 	return New(fd, pid, nil)
 }
 
-// fdinfoPid reads the Pid field of a pidfd's fdinfo, and fails if fd is not
-// a pidfd.
-func fdinfoPid(fd int) (int, error) {
+// pidOf returns the pid, in the caller's pid namespace, of the process
+// behind pidfd fd: by PIDFD_GET_INFO (Linux 6.13), else from fdinfo. It
+// fails if fd is not a pidfd.
+func pidOf(fd int) (int, error) {
+	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_PID}
+	if unix.IoctlPidfdInfo(fd, &info) == nil && info.Mask&unix.PIDFD_INFO_PID != 0 {
+		return int(info.Tgid), nil
+	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
 	if err != nil {
 		return 0, err
 	}
-	var pid int
-	for _, line := range splitLines(string(b)) {
-		if n, _ := fmt.Sscanf(line, "Pid:\t%d", &pid); n == 1 {
-			return pid, nil
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			if pid, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+				return pid, nil
+			}
 		}
 	}
 	return 0, &os.SyscallError{Syscall: fmt.Sprintf("pidfd: fd %d", fd), Err: syscall.EBADF}
-}
-
-func splitLines(s string) []string {
-	var out []string
-	for len(s) > 0 {
-		i := 0
-		for i < len(s) && s[i] != '\n' {
-			i++
-		}
-		out = append(out, s[:i])
-		if i < len(s) {
-			i++
-		}
-		s = s[i:]
-	}
-	return out
 }
 
 // Pid returns the process ID as the caller's pid namespace saw it when the

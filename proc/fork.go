@@ -517,12 +517,10 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 		}
 	}
 	// The pid as the caller sees it: the same number when the handle shares
-	// our pid namespace.
-	outerPid := innerPid
-	if !parentIsUs || !top {
-		if p, perr := pidFromFD(fd); perr == nil {
-			outerPid = p
-		}
+	// our pid namespace; else pidfd.New reads it from the pidfd.
+	outerPid := 0
+	if parentIsUs && top {
+		outerPid = innerPid
 	}
 	p, err := pidfd.New(fd, outerPid, reap)
 	if err != nil {
@@ -544,25 +542,6 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 		}
 	}
 	return child, nil
-}
-
-// pidFromFD returns the pid, in the caller's pid namespace, of the process
-// behind pidfd fd: by PIDFD_GET_INFO (Linux 6.13), else from fdinfo.
-func pidFromFD(fd int) (int, error) {
-	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_PID}
-	if unix.IoctlPidfdInfo(fd, &info) == nil && info.Mask&unix.PIDFD_INFO_PID != 0 {
-		return int(info.Tgid), nil
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
-			return strconv.Atoi(strings.TrimSpace(v))
-		}
-	}
-	return 0, errors.New("no Pid in fdinfo")
 }
 
 func killBatch(pid int) *Batch {
