@@ -88,7 +88,7 @@ func newState(pid int, code, status int32, ru *unix.Rusage) *State {
 	case cldDumped:
 		st.Signal = syscall.Signal(status)
 		st.CoreDumped = true
-	default: // cldKilled
+	default: // cldKilled, and anything newer kernels add
 		st.Signal = syscall.Signal(status)
 	}
 	return st

@@ -65,7 +65,7 @@ const (
 type forkArgs struct {
 	flags  uint64 // clone flags
 	ctrl   uint64 // the child's end of the control socket
-	cflags uint64 // flagPdeathsig, flagNoCloseFDs
+	cflags uint64 // flagPdeathsig
 	unmap  uint64 // 1: munmap the ranges listed at miscUnmap
 }
 
@@ -161,12 +161,10 @@ type childState struct {
 //go:norace
 //go:nocheckptr
 func childInit(ctrl, cflags uintptr) {
-	if cflags&uintptr(flagNoCloseFDs) == 0 {
-		if ctrl > 0 {
-			syscall.RawSyscall(unix.SYS_CLOSE_RANGE, 0, ctrl-1, 0)
-		}
-		syscall.RawSyscall(unix.SYS_CLOSE_RANGE, ctrl+1, ^uintptr(0)>>32, 0)
+	if ctrl > 0 {
+		syscall.RawSyscall(unix.SYS_CLOSE_RANGE, 0, ctrl-1, 0)
 	}
+	syscall.RawSyscall(unix.SYS_CLOSE_RANGE, ctrl+1, ^uintptr(0)>>32, 0)
 	if cflags&uintptr(flagPdeathsig) != 0 {
 		syscall.RawSyscall(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0)
 	}

@@ -75,7 +75,6 @@ type Handle struct {
 	parent    *Handle // the child's parent process, when it is not the caller
 	spawner   bool    // the tree zygote: the parent of its children (no CLONE_PARENT)
 	reapTable uintptr // the tree zygote's reap table, in its memory
-	owned     bool    // Close kills the child
 	noPdeath  bool    // made with NoParentDeathSignal
 
 	req []byte // request buffer, arenaReqSize
@@ -85,7 +84,7 @@ type Handle struct {
 
 func newHandle(sock, ctrl int, p *pidfd.Process) *Handle {
 	return &Handle{
-		sock: sock, ctrl: ctrl, proc: p, owned: true,
+		sock: sock, ctrl: ctrl, proc: p,
 		req: make([]byte, 0, 1024),
 		rep: make([]byte, 1024),
 		oob: make([]byte, unix.CmsgSpace(4*maxFDs)),
@@ -114,7 +113,7 @@ func (h *Handle) Close() error {
 	}
 	h.state = ErrClosed
 	var err error
-	if h.owned && h.proc != nil {
+	if h.proc != nil {
 		err = h.proc.Close()
 	}
 	return err

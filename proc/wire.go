@@ -83,7 +83,6 @@ const (
 	flagCloseAfter uint32 = 1 << iota // opSendFD: close the fd after the reply is sent
 	flagNoReply                       // the op replaces or ends the process (execve, exit)
 	flagPdeathsig                     // opFork: the new child gets PR_SET_PDEATHSIG(SIGKILL)
-	flagNoCloseFDs                    // opFork: the new child keeps a copy of the fd table
 )
 
 // Argument sources: where the child takes each argument of an op from.
