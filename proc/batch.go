@@ -61,6 +61,7 @@ type call struct {
 	// counts only with fixedFD.
 	newfd   int
 	fixedFD bool
+	okErr   syscall.Errno // an errno that counts as success (Tolerate)
 }
 
 // A Batch records calls to run in a child in one round trip. Arguments of a
@@ -124,6 +125,17 @@ func (b *Batch) In(p []byte) Val { return b.bytes(p) }
 // CString places s and a terminating NUL in child memory for the duration of
 // the batch and returns its address.
 func (b *Batch) CString(s string) Val { return b.cstring("cstring", s) }
+
+// Tolerate makes the system call that returned v count as successful when
+// it fails with errno, so the batch goes on; its result is then -errno
+// (mkdirat with EEXIST, say). It returns v.
+func (b *Batch) Tolerate(v Val, errno syscall.Errno) Val {
+	if v.kind != valResult || v.v >= uint64(len(b.calls)) || b.calls[v.v].kind != opSyscall {
+		return b.fail(fmt.Errorf("proc: Tolerate(%s): not the result of a system call in this batch", errno))
+	}
+	b.calls[v.v].okErr = errno
+	return v
+}
 
 // Syscall records the raw system call nr with up to six arguments.
 // Its result is r1 of the system call. Names in errors are "syscall NR".

@@ -377,3 +377,19 @@ func (b *Batch) store(at Val, off int, v Val, width int) {
 	}
 	b.add(call{kind: opStore, name: "store", args: [6]Val{{kind: valDataOff, v: at.v | uint64(off)<<32}, v, Int(width)}})
 }
+
+// Fchmodat records fchmodat(2): set the mode of path (relative to dirfd).
+func (b *Batch) Fchmodat(dirfd Val, path string, mode uint32) Val {
+	return b.sysPath("fchmodat", path, unix.SYS_FCHMODAT, dirfd, b.cstring("fchmodat", path), Uint(uint64(mode)))
+}
+
+// Unlinkat records unlinkat(2) of path (relative to dirfd); flags
+// AT_REMOVEDIR removes a directory.
+func (b *Batch) Unlinkat(dirfd Val, path string, flags int) Val {
+	return b.sysPath("unlinkat", path, unix.SYS_UNLINKAT, dirfd, b.cstring("unlinkat", path), Int(flags))
+}
+
+// Sethostname records sethostname(2).
+func (b *Batch) Sethostname(name string) Val {
+	return b.sys("sethostname", unix.SYS_SETHOSTNAME, b.In([]byte(name)), Int(len(name)))
+}

@@ -262,3 +262,35 @@ func TestOpenat2(t *testing.T) {
 		t.Errorf("openat2 beneath /etc of ../etc/hostname: %v, want EXDEV", err)
 	}
 }
+
+// TestTolerate checks that a tolerated errno lets a batch go on, with
+// -errno as the result, and that other errnos still stop it.
+func TestTolerate(t *testing.T) {
+	ctx := context.Background()
+	h := fork(t, nil)
+	defer h.Close()
+	dir := t.TempDir()
+	var b Batch
+	again := b.Tolerate(b.Mkdirat(AtFDCWD, dir, 0o755), unix.EEXIST)
+	after := b.Getpid()
+	res, err := h.Run(ctx, &b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Int(again); got != -int(unix.EEXIST) {
+		t.Errorf("tolerated mkdirat = %d, want -EEXIST", got)
+	}
+	if res.Int(after) <= 0 {
+		t.Errorf("the call after the tolerated one did not run")
+	}
+	var c Batch
+	c.Tolerate(c.Mkdirat(AtFDCWD, dir+"/no/such/parent", 0o755), unix.EEXIST)
+	if _, err := h.Run(ctx, &c); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("another errno: %v, want ENOENT", err)
+	}
+	var d Batch
+	d.Tolerate(d.CString("x"), unix.EEXIST)
+	if _, err := h.Run(ctx, &d); err == nil {
+		t.Errorf("Tolerate of a value that is no system call's result: no error")
+	}
+}

@@ -292,6 +292,9 @@ func runOp(arena, i uintptr) syscall.Errno {
 		r0, r1, err := syscall.RawSyscall6(uintptr(op.nr), uintptr(a[0]), uintptr(a[1]), uintptr(a[2]), uintptr(a[3]), uintptr(a[4]), uintptr(a[5]))
 		if err == 0 {
 			res[0], res[1] = uint64(r0), uint64(r1)
+		} else if uint32(err) == op.okErr {
+			res[0], res[1] = uint64(-int64(err)), 0
+			err = 0
 		}
 		return err
 	case opTrack, opReap:

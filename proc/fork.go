@@ -160,6 +160,10 @@ func (z *zygote) get(ctx context.Context) (*Handle, error) {
 		return nil, r.err
 	}
 	h := r.h
+	if err := scrubArgs(ctx, h); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("proc: zygote: %w", err)
+	}
 	if z.tree {
 		// The tree zygote is the parent of the processes built in it, and
 		// of every orphan there: it reaps them all and keeps the statuses
@@ -174,6 +178,38 @@ func (z *zygote) get(ctx context.Context) (*Handle, error) {
 	}
 	z.h = h
 	return h, nil
+}
+
+// scrubArgs zeroes, in zygote h, the caller's command line and environment,
+// which the zygote's copy of the caller's memory still holds: every process
+// forked from it would show them in /proc/PID/cmdline and environ until it
+// execs, and the init of a sandbox never does.
+func scrubArgs(ctx context.Context, h *Handle) error {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return err
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return errors.New("/proc/self/stat: no command name")
+	}
+	// Fields 48 to 51 (arg_start, arg_end, env_start, env_end); the first
+	// after the command name is field 3.
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 51-2 {
+		return nil // an old kernel without them: nothing to find them by
+	}
+	for _, r := range [][2]string{{f[48-3], f[49-3]}, {f[50-3], f[51-3]}} {
+		start, err1 := strconv.ParseUint(r[0], 10, 64)
+		end, err2 := strconv.ParseUint(r[1], 10, 64)
+		if err1 != nil || err2 != nil || end <= start || end-start > 1<<20 {
+			continue
+		}
+		if err := h.WriteMem(ctx, uintptr(start), make([]byte, end-start)); err != nil {
+			return fmt.Errorf("zeroing the command line: %w", err)
+		}
+	}
+	return nil
 }
 
 // forker runs on a locked OS thread that never exits.

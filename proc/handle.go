@@ -286,7 +286,7 @@ func (h *Handle) runLocked(ctx context.Context, b *Batch) (*Results, error) {
 	}
 	for _, c := range calls {
 		var w wireOp
-		w.kind, w.flags, w.nr = c.kind, c.flags, uint64(c.nr)
+		w.kind, w.flags, w.nr, w.okErr = c.kind, c.flags, uint64(c.nr), uint32(c.okErr)
 		for j, a := range c.args {
 			w.src[j], w.args[j] = resolve(a)
 		}
@@ -407,6 +407,7 @@ func (e *encoder) wire(w *wireOp) {
 		binary.LittleEndian.PutUint64(b[16+8*j:], w.args[j])
 		binary.LittleEndian.PutUint16(b[64+2*j:], w.src[j])
 	}
+	binary.LittleEndian.PutUint32(b[76:], w.okErr)
 	e.buf = append(e.buf, b[:]...)
 }
 

@@ -25,6 +25,7 @@ func TestRawLayout(t *testing.T) {
 		{"sizeof iovec", unsafe.Sizeof(rawIovec{}), unsafe.Sizeof(unix.Iovec{})},
 		{"iov_len", unsafe.Offsetof(rawIovec{}.len), unsafe.Offsetof(unix.Iovec{}.Len)},
 		{"sizeof wireOp", unsafe.Sizeof(wireOp{}), wireOpSize},
+		{"wireOp.okErr (encoder writes it at 76)", unsafe.Offsetof(wireOp{}.okErr), 76},
 		{"sizeof reqHeader", unsafe.Sizeof(reqHeader{}), reqHeaderSize},
 		{"sizeof replyHeader", unsafe.Sizeof(replyHeader{}), replyHeaderSize},
 		{"sizeof rusage", uintptr(sizeofRusage), reapEntrySize - 16},

@@ -101,7 +101,7 @@ type wireOp struct {
 	nr    uint64
 	args  [6]uint64
 	src   [6]uint16
-	_     uint32
+	okErr uint32 // opSyscall: an errno that counts as success, with r0 = -errno
 }
 
 type replyHeader struct {
