@@ -20,7 +20,7 @@ func BenchmarkSandboxTrue(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		p, err := h.ExecPath(ctx, "/bin/true", []string{"true"}, nil)
+		p, err := h.Exec(ctx, "/bin/true", []string{"true"})
 		if err != nil {
 			b.Fatal(err)
 		}

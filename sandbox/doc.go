@@ -2,18 +2,23 @@
 // a root assembled from granted directories, Landlock, seccomp, no
 // capabilities and no_new_privs, all applied in the child before it execs.
 //
-//	h, err := sandbox.Build(ctx, &sandbox.Spec{Mounts: []sandbox.Mount{
-//		{Kind: sandbox.ROBind, Source: "/usr", Dest: "/usr"},
-//		{Kind: sandbox.Proc, Dest: "/proc"},
-//		{Kind: sandbox.Dev, Dest: "/dev"},
-//		{Kind: sandbox.Tmpfs, Dest: "/tmp"},
-//	}})
-//	p, err := h.ExecPath(ctx, "/usr/bin/python3", argv, env)
+//	sb, err := sandbox.Build(ctx, &sandbox.Spec{
+//		Mounts: append(sandbox.SystemMounts(),
+//			sandbox.Mount{Kind: sandbox.Bind, Source: "/srv/job", Dest: "/job"}),
+//		Files: map[int]*os.File{0: os.Stdin, 1: os.Stdout, 2: os.Stderr},
+//		Env:   []string{"PATH=/usr/bin:/bin"},
+//		Dir:   "/job",
+//	})
+//	if err != nil { ... }
+//	defer sb.Close()
+//	p, err := sb.Exec(ctx, "python3", []string{"python3", "run.py"})
+//	st, err := p.Wait(ctx)
 //
 // The layers, each enforced by the kernel:
 //
 //   - Namespaces (Build): user (the caller's IDs mapped to Spec.UID and
-//     GID inside), mount, pid, ipc, uts, and net unless NetHost.
+//     GID inside), mount, pid (with an init of caplin's as pid 1 unless
+//     AsPID1), ipc, uts, cgroup, and net unless NetHost.
 //   - The file system (Build): only what Spec.Mounts grants, read-only
 //     unless a grant says otherwise; the caller's root is detached after
 //     pivot_root, so no path leads back to it.
@@ -26,8 +31,8 @@
 //   - seccomp (Filter): the calls every sandbox blocks, see Filter.
 //   - no_new_privs: set-user-ID programs gain nothing.
 //
-// Still to come: profiles (TOML), granted fds, loopback networking,
-// resource limits, and caplin run's bubblewrap vocabulary on top of Build.
+// Profiles (ParseProfile) are TOML files with the fields of a Spec; caplin
+// run and caplin bwrap build Specs from bubblewrap's command line.
 package sandbox
 
 //go:generate go run ./internal/gensysnames

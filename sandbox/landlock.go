@@ -72,6 +72,13 @@ type LandlockPolicy struct {
 	// ConnectTCP and BindTCP list the TCP ports the process may connect to
 	// and bind (ABI 4). Nil: none.
 	ConnectTCP, BindTCP []uint16
+	// AnyTCP leaves TCP unrestricted (ConnectTCP and BindTCP are then
+	// ignored): for a process in a network namespace of its own, or one
+	// meant to use the host's network.
+	AnyTCP bool
+	// AnyAbstractUnix leaves abstract Unix sockets unscoped, for a process
+	// meant to reach the host's (signals are scoped still).
+	AnyAbstractUnix bool
 	// BestEffort applies what the kernel supports and reports, in the
 	// Dropped list Apply returns, what it could not. By default asking for
 	// more than the kernel can enforce is an error.
@@ -112,7 +119,7 @@ func (p *LandlockPolicy) Record(b *proc.Batch, abi int) (dropped []string, err e
 		fs = fsABI2
 	}
 	var drop []string
-	if abi < 4 {
+	if abi < 4 && !p.AnyTCP {
 		drop = append(drop, fmt.Sprintf("TCP bind/connect restriction (needs Landlock ABI 4, Linux 6.7; have %d)", abi))
 	}
 	if abi < 6 {
@@ -127,11 +134,14 @@ func (p *LandlockPolicy) Record(b *proc.Batch, abi int) (dropped []string, err e
 		return nil, fmt.Errorf("%w: %s", ErrLandlockUnsupported, strings.Join(drop, "; "))
 	}
 	attr := unix.LandlockRulesetAttr{Handled_access_fs: fs}
-	if abi >= 4 {
+	if abi >= 4 && !p.AnyTCP {
 		attr.Handled_access_net = netABI4
 	}
 	if abi >= 6 {
 		attr.Scoped = scopeABI6
+		if p.AnyAbstractUnix {
+			attr.Scoped = unix.LANDLOCK_SCOPE_SIGNAL
+		}
 	}
 	rs := b.LandlockCreateRuleset(&attr, 0)
 	for _, g := range p.Paths {
@@ -154,7 +164,7 @@ func (p *LandlockPolicy) Record(b *proc.Batch, abi int) (dropped []string, err e
 		b.LandlockAddPathRule(rs, access, fd)
 		b.Close(fd)
 	}
-	if abi >= 4 {
+	if abi >= 4 && !p.AnyTCP {
 		for _, port := range p.ConnectTCP {
 			b.LandlockAddNetRule(rs, unix.LANDLOCK_ACCESS_NET_CONNECT_TCP, port)
 		}

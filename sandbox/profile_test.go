@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -34,7 +35,7 @@ func TestParseProfile(t *testing.T) {
 	if spec.Hostname != "box" || spec.UID != 1000 || spec.GID != 1000 || spec.Dir != "/tmp" || spec.Net != NetHost || !spec.BestEffort {
 		t.Errorf("spec = %+v", spec)
 	}
-	if len(spec.Mounts) != 2 || spec.Mounts[0] != (Mount{Kind: ROBind, Source: "/usr", Dest: "/usr"}) || spec.Mounts[1] != (Mount{Kind: Tmpfs, Dest: "/tmp"}) {
+	if len(spec.Mounts) != 2 || !reflect.DeepEqual(spec.Mounts[0], Mount{Kind: ROBind, Source: "/usr", Dest: "/usr"}) || !reflect.DeepEqual(spec.Mounts[1], Mount{Kind: Tmpfs, Dest: "/tmp"}) {
 		t.Errorf("mounts = %+v", spec.Mounts)
 	}
 	if len(spec.Seccomp.Deny) != 1 || spec.Seccomp.Deny[0] != "personality" {

@@ -17,21 +17,26 @@ import (
 func run(t *testing.T, spec *Spec, script string) (string, int) {
 	t.Helper()
 	ctx := context.Background()
-	h, err := Build(ctx, spec)
+	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
-	r, w, _ := os.Pipe()
 	defer r.Close()
-	if _, err := h.PutFile(ctx, w, 1); err != nil {
-		t.Fatal(err)
+	s := *spec
+	s.Files = map[int]*os.File{1: w, 2: w}
+	for n, f := range spec.Files {
+		s.Files[n] = f
 	}
-	if _, err := h.PutFile(ctx, w, 2); err != nil {
-		t.Fatal(err)
+	if s.Env == nil {
+		s.Env = []string{"PATH=/usr/bin:/bin"}
 	}
+	sb, err := Build(ctx, &s)
 	w.Close()
-	p, err := h.ExecPath(ctx, "/bin/sh", []string{"sh", "-c", script}, []string{"PATH=/usr/bin:/bin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	p, err := sb.Exec(ctx, "/bin/sh", []string{"sh", "-c", script})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +89,7 @@ ip link 2>/dev/null | grep -c UP | sed 's/^/up=/'
 	if strings.Contains(out, "LEAK") {
 		t.Errorf("escape from the sandbox:\n%s", out)
 	}
-	for _, want := range []string{"uid=0", "host=caplin", "pid=1", "tmp-writable", "outside-procs=0\n", "up=0\n", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"} {
+	for _, want := range []string{"uid=0", "host=caplin", "pid=2", "tmp-writable", "outside-procs=0\n", "up=0\n", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("want %q in:\n%s", want, out)
 		}
@@ -152,4 +157,106 @@ func zombieCount() int {
 		}
 	}
 	return n
+}
+
+// TestMountKinds builds a root with every kind of Mount and checks, from
+// inside, what each one made.
+func TestMountKinds(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	host := testenv.SharedTempDir(t)
+	os.MkdirAll(filepath.Join(host, "tree", "hidden"), 0o755)
+	os.WriteFile(filepath.Join(host, "tree", "hidden", "secret"), []byte("secret"), 0o644)
+	os.WriteFile(filepath.Join(host, "tree", "visible"), []byte("visible"), 0o644)
+	spec := baseSpec()
+	spec.Mounts = append(spec.Mounts,
+		Mount{Kind: Bind, Source: filepath.Join(host, "tree"), Dest: "/tree"},
+		Mount{Kind: Tmpfs, Dest: "/tree/hidden", Perms: Perms(0o700), Size: 1 << 20},
+		Mount{Kind: ROBind, Source: "/no/such/path", Dest: "/opt/missing", Try: true},
+		Mount{Kind: Symlink, Source: "usr/bin", Dest: "/sbin2"},
+		Mount{Kind: Dir, Dest: "/a/b/c", Perms: Perms(0o711)},
+		Mount{Kind: File, Dest: "/etc/motd", Data: []byte("hello\n"), Perms: Perms(0o640)},
+		Mount{Kind: BindData, Dest: "/etc/rw", Data: []byte("rw-data\n")},
+		Mount{Kind: ROBindData, Dest: "/etc/ro", Data: []byte("ro-data\n")},
+		Mount{Kind: Chmod, Dest: "/a/b", Perms: Perms(0o700)},
+		Mount{Kind: Mqueue, Dest: "/dev/mqueue"},
+		Mount{Kind: Bind, Source: filepath.Join(host, "tree"), Dest: "/tree2"},
+		Mount{Kind: RemountRO, Dest: "/tree2"},
+	)
+	out, code := run(t, spec, `
+cat /tree/visible; echo
+ls -A /tree/hidden | wc -l | sed 's/^ */hidden-entries=/'
+stat -c 'hidden-mode=%a' /tree/hidden
+grep ' /tree/hidden ' /proc/self/mounts | grep -o 'size=[0-9]*k' | sed 's/^/hidden-/'
+test -e /opt/missing && echo LEAK-try || echo try-skipped
+readlink /sbin2 | sed 's/^/link=/'
+ls /sbin2/sh >/dev/null && echo link-works
+stat -c 'c=%a' /a/b/c; stat -c 'b=%a' /a/b
+cat /etc/motd; stat -c 'motd=%a' /etc/motd
+echo more >> /etc/rw && cat /etc/rw
+echo more >> /etc/ro 2>/dev/null && echo LEAK-ro-data-writable; cat /etc/ro
+grep -q ' /dev/mqueue mqueue ' /proc/self/mounts && echo mqueue
+touch /tree/new && echo tree-writable
+touch /tree2/new2 2>/dev/null && echo LEAK-remount-ro-writable
+touch /newfile 2>/dev/null && echo LEAK-root-writable
+true`)
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if strings.Contains(out, "LEAK") {
+		t.Errorf("a grant gave more than asked:\n%s", out)
+	}
+	for _, want := range []string{"visible\n", "hidden-entries=0\n", "hidden-mode=700\n", "hidden-size=1024k\n",
+		"try-skipped\n", "link=usr/bin\n", "link-works\n", "c=711\n", "b=700\n", "hello\nmotd=640\n",
+		"rw-data\nmore\n", "ro-data\n", "mqueue\n", "tree-writable\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("want %q in:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(host, "tree", "new")); err != nil {
+		t.Errorf("a file made in a writable bind is not on the host: %v", err)
+	}
+}
+
+// TestSpecProcess checks the spec's process fields: fds, environment,
+// working directory, pid 1, loopback network, writable root, kept
+// capabilities.
+func TestSpecProcess(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	extra, err := os.Open("/dev/null")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	spec := baseSpec()
+	spec.Files = map[int]*os.File{7: extra}
+	spec.Env = []string{"PATH=/usr/bin:/bin", "ONLY=this"}
+	spec.Dir = "/tmp"
+	spec.AsPID1 = true
+	spec.Net = NetLoopback
+	spec.WritableRoot = true
+	spec.Caps = []int{10} // CAP_NET_BIND_SERVICE
+	out, code := run(t, spec, `
+ls /proc/self/fd | tr '\n' ' '; echo
+env | sort | tr '\n' ' '; echo
+pwd
+echo pid=$$
+ip -o link show lo 2>/dev/null | grep -q 'UP' && echo lo-up
+cat /sys/class/net/lo/operstate 2>/dev/null
+touch /newfile && echo root-writable
+grep '^CapBnd' /proc/self/status
+`)
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	for _, want := range []string{"0 1 2 7 \n", "/tmp\n", "pid=1\n", "root-writable\n", "CapBnd:\t0000000000000400\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("want %q in:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(out, "ONLY=this PATH=/usr/bin:/bin PWD=/tmp SHLVL=1 _=/usr/bin/env \n") && !strings.Contains(out, "ONLY=this PATH=/usr/bin:/bin PWD=/tmp") {
+		t.Errorf("environment is not exactly the spec's:\n%s", out)
+	}
+	if !strings.Contains(out, "lo-up") && !strings.Contains(out, "unknown\n") {
+		t.Errorf("loopback is not up:\n%s", out)
+	}
 }

@@ -1,7 +1,8 @@
 // Command caplin runs programs in processes built from empty, and tells
 // what the running kernel lets it do.
 //
-//	caplin run [flags] -- CMD [ARGS...]   run a program
+//	caplin run [flags] -- CMD [ARGS...]   run a program in a sandbox
+//	caplin bwrap [options] CMD [ARGS...]  the same, as bubblewrap
 //	caplin dir ls|cat|put|version|cas     files through a directory capability
 //	caplin doctor [-json] [-strict]       which kernel features are there
 //	caplin version                        caplin's, Go's and the kernel's versions
@@ -16,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -37,7 +39,8 @@ Usage:
 
 Commands:
 
-	run       run a program in a process caplin builds
+	run       run a program in a sandbox that reaches only what it is given
+	bwrap     the same, with bubblewrap's command line and defaults
 	dir       read and update files through a directory capability
 	doctor    report which kernel features caplin can use here
 	version   print caplin's, Go's and the kernel's versions
@@ -52,6 +55,7 @@ Exit status:
 	1        doctor -strict: a feature is missing; dir: the operation failed
 	2        usage error: bad command, flag or argument
 	3        dir cas: the file's version did not match (retry)
+	122      caplin run: the kernel cannot enforce what was asked
 	125      caplin failed before the program ran
 	126      the program was found but could not be executed
 	         (permission denied, not an executable format)
@@ -62,7 +66,16 @@ Exit status:
 `
 
 func main() {
-	os.Exit(caplin(os.Args[1:]))
+	os.Exit(entry(os.Args))
+}
+
+// entry runs the command line argv and returns the exit status. Invoked
+// through a link named bwrap, caplin is bubblewrap.
+func entry(argv []string) int {
+	if filepath.Base(argv[0]) == "bwrap" {
+		return runCommand(argv[1:], true)
+	}
+	return caplin(argv[1:])
 }
 
 // caplin runs the command line args (without the program name) and returns
@@ -76,6 +89,8 @@ func caplin(args []string) int {
 	switch name {
 	case "run":
 		return cmdRun(rest)
+	case "bwrap":
+		return runCommand(rest, true)
 	case "doctor":
 		return cmdDoctor(rest)
 	case "dir":
@@ -107,6 +122,8 @@ func cmdHelp(args []string) int {
 	switch args[0] {
 	case "run":
 		fmt.Fprint(os.Stdout, runHelp)
+	case "bwrap":
+		fmt.Fprint(os.Stdout, bwrapHelp)
 	case "doctor":
 		fmt.Fprint(os.Stdout, doctorHelp)
 	case "dir":

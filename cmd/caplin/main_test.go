@@ -32,7 +32,8 @@ func TestMain(m *testing.M) {
 		os.Setenv("GORACE", "atexit_sleep_ms=0")
 	}
 	testscript.Main(m, map[string]func(){
-		"caplin": func() { os.Exit(caplin(os.Args[1:])) },
+		"caplin": func() { os.Exit(entry(os.Args)) },
+		"bwrap":  func() { os.Exit(entry(os.Args)) },
 	})
 }
 

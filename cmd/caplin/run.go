@@ -3,507 +3,298 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/caplin-dev/caplin/pidfd"
-	"github.com/caplin-dev/caplin/proc"
 	"github.com/caplin-dev/caplin/sandbox"
 	"golang.org/x/sys/unix"
 )
 
-const runSynopsis = "caplin run [flags] [--] CMD [ARGS...]"
+const runSynopsis = "caplin run [OPTIONS] [--] CMD [ARGS...]"
 
 const runHelp = `NAME
-	caplin run - run a program in a process caplin builds
+	caplin run - run a program in a sandbox that reaches only what it is given
 
 SYNOPSIS
-	caplin run [flags] [--] CMD [ARGS...]
+	caplin run [OPTIONS] [--] CMD [ARGS...]
 
 DESCRIPTION
-	Builds a new process from empty, gives it caplin's standard input,
-	output and error as fds 0, 1 and 2 and nothing else, sets it up as the
-	flags say, executes CMD in it with ARGS, waits for it, and exits with
-	its status.
+	Builds a new process from empty, gives it what the options grant and
+	nothing else, executes CMD in it with ARGS, waits for it, and exits
+	with its status.
 
-	A CMD without a slash is looked up in caplin's own $PATH (not one set
-	with --setenv) before anything else is done; a CMD found only through
-	a relative $PATH entry such as "." is refused, as Go's os/exec does.
-	A CMD with a slash is executed as it is, relative to --chdir DIR if
-	given. "--" ends the flags; it may be left out when CMD does not start
-	with a dash.
+	By default the program gets: an empty, read-only root file system;
+	caplin's standard input, output and error as fds 0, 1 and 2, and no
+	other fd; no network (a network namespace with no interface up); new
+	user, mount, pid, IPC, UTS and cgroup namespaces, in which it runs as
+	caplin's uid and gid, with no capabilities; an empty environment; a
+	new session; Landlock with the same file grants; a seccomp filter
+	that refuses what sandboxes must (TIOCSTI, keyctl, bpf, io_uring,
+	ptrace, mount, new user namespaces, ...); and no_new_privs. An init
+	of caplin's is pid 1 of its pid namespace and reaps orphans; the
+	program is pid 2. It cannot outlive caplin: when caplin exits or
+	dies, even by SIGKILL, everything in the sandbox is killed.
 
-	The program does not outlive caplin: when caplin exits or dies, even
-	by SIGKILL, the program and every process it started (double-forked
-	daemons too) are killed. The program runs in a pid namespace caplin
-	keeps for that purpose, so it sees its own pid numbering; without
-	privilege that namespace sits in a user namespace that maps caplin's
-	uid and gid to themselves (see "caplin doctor"), where set-user-ID
-	programs such as sudo gain no privilege. --detached does without
-	both.
+	Everything else is granted with options, which speak bubblewrap's
+	language: file-system options apply in the order given, so a later
+	one can cover, hide or make read-only what an earlier one granted.
+	"--system" grants what most programs need to run.
 
-OPTIONS
-	Flags may be written with one dash or two. Environment flags apply in
-	the order given, like bwrap's.
+	CMD is looked up inside the sandbox, in the PATH of the program's
+	environment (default /usr/local/bin:/usr/bin:/bin). "--" ends the
+	options; it may be left out when CMD does not start with a dash.
 
+FILE SYSTEM (applied in order)
+	--system
+		Read-only /usr, /bin, /sbin, /lib* and a few files of /etc
+		(the dynamic linker's cache, passwd, group, nsswitch.conf,
+		localtime, CA certificates), /proc, a minimal /dev, and a tmpfs
+		/tmp; PATH=/usr/local/bin:/usr/bin:/bin unless set.
+	--ro-bind SRC DEST, --bind SRC DEST, --dev-bind SRC DEST
+		Bind the host path SRC at DEST: read-only; writable; writable
+		with device nodes usable. Sub-mounts of SRC come along.
+	--ro-bind-try, --bind-try, --dev-bind-try SRC DEST
+		The same, skipped when SRC does not exist.
+	--tmpfs DEST
+		An empty tmpfs (mode from --perms, default 0755; size from
+		--size).
+	--proc DEST
+		A proc file system of the sandbox's pid namespace.
+	--dev DEST
+		A minimal /dev: null, zero, full, random, urandom, tty, shm.
+	--mqueue DEST
+		A POSIX message queue file system.
+	--dir DEST
+		A directory (mode from --perms, default 0755).
+	--symlink TARGET DEST
+		A symbolic link at DEST pointing to TARGET.
+	--file FD DEST, --bind-data FD DEST, --ro-bind-data FD DEST
+		A file holding what caplin reads from its fd FD: a plain file,
+		a writable bind, a read-only bind (mode from --perms).
+	--remount-ro DEST
+		Make the mount at DEST (and those beneath it) read-only.
+	--chmod OCTAL DEST
+		Set the mode of DEST.
+	--perms OCTAL, --size BYTES
+		The mode and size (with K, M or G) of the next operation.
+
+FDS
+	--fd N=SPEC
+		Give the program fd N: SPEC is PATH (opened read-only),
+		rw:PATH (read-write), w:PATH (created or truncated, like >),
+		a:PATH (appended, like >>), or inherit:M (caplin's fd M). N may
+		be 0, 1 or 2 to replace caplin's standard fd. Repeatable.
+
+NETWORK
+	--net none|loopback|host
+		none (default): no interface up. loopback: only lo, up.
+		host: caplin's network (and the host's abstract sockets).
+	--share-net
+		Same as --net host.
+
+PROCESS
 	--chdir DIR
-		Run the program in directory DIR, looked up in the new process
-		(after the namespaces are made). Default: caplin's working
-		directory.
-	--setenv NAME VALUE
-		Set environment variable NAME to VALUE. --setenv=NAME=VALUE is
-		the same. Repeatable.
-	--unsetenv NAME
-		Remove environment variable NAME. Repeatable.
-	--clearenv
-		Remove every environment variable set so far: the ones caplin
-		was given, and those of earlier --setenv flags. So
-		"--clearenv --setenv A b" leaves exactly A=b, while
-		"--setenv A b --clearenv" leaves nothing (caplin warns).
-		Default: the program gets caplin's environment.
-	--unshare-user
-		Run the program in a new user namespace. Without --uid and
-		--gid it is uid 0 and gid 0 there, which are caplin's effective
-		uid and gid outside: it has every capability over the
-		namespaces made with it, and none outside.
+		The working directory inside. Default: caplin's own, if the
+		grants make it visible at the same place, else /.
+	--setenv NAME VALUE, --unsetenv NAME, --clearenv
+		Change the environment, in order. --setenv=NAME=VALUE works
+		too.
+	--keep-env
+		Start from caplin's environment instead of an empty one.
 	--uid N, --gid N
-		With --unshare-user: the uid (gid) the program has inside the
-		new user namespace, mapped to caplin's effective uid (gid)
-		outside. Default 0.
-	--unshare-pid
-		New pid namespace: the program is its pid 1 (init). It must
-		reap the orphans of its namespace, and the kernel delivers to
-		it only the signals it has handlers for. So when caplin
-		forwards a signal the program neither handles nor ignores, it
-		kills the program (SIGKILL), as the default action would have,
-		and exits with 128 + the forwarded signal's number.
-	--unshare-net
-		New network namespace: only a loopback interface, down.
-	--unshare-ipc
-		New System V IPC and POSIX message queue namespace.
-	--unshare-uts
-		New hostname and domain name namespace.
-	--unshare-cgroup
-		New cgroup namespace: the program's cgroup is its root.
-	--unshare-mount
-		New mount namespace (a copy of caplin's mounts).
-	--detached
-		Make the program in caplin's own pid namespace, as caplin's
-		child, with no user namespace around it. It is still killed when
-		caplin dies (a parent-death signal), but processes it starts may
-		outlive caplin. Needed where unprivileged user namespaces are
-		disabled.
+		The IDs inside, mapped to caplin's. Default: caplin's own.
+	--hostname NAME
+		The hostname inside. Default "caplin".
+	--argv0 NAME
+		The program's argv[0]. Default CMD.
+	--as-pid-1
+		Make the program pid 1 of its namespace, with no init of
+		caplin's. A pid 1 gets only the signals it handles: caplin
+		kills it (SIGKILL) for a forwarded signal it does not handle,
+		and exits with 128 + that signal.
+	--cap-add CAP, --cap-drop CAP
+		Keep capability CAP (e.g. CAP_NET_ADMIN, or ALL) inside the
+		sandbox's user namespace; drop it again. Default: none.
+	--allow-userns
+		Let the program make user namespaces of its own.
+	--seccomp FD, --add-seccomp-fd FD
+		Also install the classic-BPF seccomp program read from FD.
 	--profile FILE
-		Build the program's process as a sandbox from the profile FILE
-		(TOML; see the sandbox package for its keys): new user, mount,
-		pid, ipc, uts and network namespaces, a root made only of the
-		profile's mounts, Landlock with the same grants, no
-		capabilities, the default seccomp filter and no_new_privs. CMD
-		is looked up in the sandbox's own $PATH. The --unshare-*,
-		--uid, --gid and --detached flags do not apply with it.
-	--die-with-parent
-		Kill the program when caplin dies. This is always so; the flag
-		is accepted for bwrap's users.
+		Start from the sandbox profile FILE (TOML; see "go doc
+		github.com/caplin-dev/caplin/sandbox ParseProfile"). Options
+		given on the command line apply after it: mounts are added
+		after the profile's, the rest overrides.
+	--best-effort
+		Where the kernel cannot enforce part of the sandbox (no
+		Landlock), drop it, saying what was dropped, instead of
+		refusing (exit 122).
+	--landlock-only
+		Confine with Landlock alone, for kernels without unprivileged
+		user namespaces. Not implemented yet: refused.
 
-	Namespaces other than the user namespace need privilege: root, or
-	--unshare-user with them (or an unprivileged caller's default,
-	which runs the program in a user namespace already).
+STATUS FDS (bubblewrap's formats)
+	--info-fd FD
+		Write {"child-pid": N, "<ns>-namespace": INODE, ...} to FD once
+		the sandbox is made.
+	--json-status-fd FD
+		Write the same on one line, then {"exit-code": N} at the end.
+	--sync-fd FD
+		Keep FD open while the sandbox runs.
+	--block-fd FD
+		Wait until FD has data or is at end of file before running CMD.
+	--args FD
+		Read more options, NUL-separated, from FD, in place.
+
+COMPATIBILITY
+	Accepted for bubblewrap's users, with nothing to do since caplin
+	always does it: --unshare-all, --unshare-user, --unshare-user-try,
+	--unshare-ipc, --unshare-pid, --unshare-net, --unshare-uts,
+	--unshare-cgroup, --unshare-cgroup-try, --new-session,
+	--die-with-parent, --disable-userns.
+	"caplin bwrap" (or caplin invoked through a link named bwrap) takes
+	bubblewrap's exact command line, with bubblewrap's defaults.
 
 SIGNALS
-	SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to caplin are forwarded to the
-	program. SIGINT and SIGQUIT typed at the terminal (^C, ^\) reach the
-	program directly, since it is in caplin's process group; caplin does
-	not send them a second time while it is in the terminal's foreground
-	process group.
+	SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to caplin (^C and ^\ at the
+	terminal included) are forwarded to the program.
 
 EXIT STATUS
 	N        the program exited with status N
-	128+N    the program was killed by signal N (130 for SIGINT, 143
-	         for SIGTERM)
+	128+N    the program was killed by signal N
 	2        usage error
-	125      caplin failed: before the program ran (it could not make
-	         the process, or --chdir failed), or in waiting for it
-	126      CMD was found but could not be executed (permission denied,
-	         not an executable format, a directory)
-	127      CMD was not found
+	122      the kernel cannot enforce what was asked (without
+	         --best-effort): one line says what
+	125      caplin failed before the program ran: a grant failed (the
+	         message names it), or the sandbox could not be made
+	126      CMD was found but could not be executed
+	127      CMD was not found in the sandbox
 
 EXAMPLES
-	caplin run -- ls -l /
-	caplin run --clearenv --setenv PATH /usr/bin:/bin -- env
-	caplin run --unshare-user --unshare-net -- ip link
-	caplin run --unshare-user --uid 1000 --gid 1000 -- id
+	caplin run --system -- sh -c 'ls /'
+	caplin run --system --net loopback -- python3 -m http.server
+	caplin run --system --bind "$PWD" /work --chdir /work -- make
+	caplin run --system --fd 3=secret.txt -- sh -c 'cat <&3'
+	caplin run --ro-bind /usr /usr --symlink usr/bin /bin \
+		--symlink usr/lib /lib --symlink usr/lib64 /lib64 -- true
 `
 
-// envOp is one environment flag, applied in command-line order.
-type envOp struct {
-	kind        byte // 'c' clear, 's' set, 'u' unset
-	name, value string
-}
+// exitUnenforceable: the kernel cannot enforce what was asked.
+const exitUnenforceable = 122
 
-// runConfig is a parsed caplin run command line.
-type runConfig struct {
-	opts     proc.Options
-	chdir    string
-	env      []envOp
-	uid, gid int // -1 when not given
-	// dieWithParent is always true: --die-with-parent=false is refused.
-	dieWithParent bool
-	argv          []string
-	warnings      []string
-	profile       string // a sandbox profile: build the process with sandbox.Build
-}
+func cmdRun(args []string) int { return runCommand(args, false) }
 
-// clearenvFlag, setenvFlag and unsetenvFlag record environment flags in
-// order.
-type (
-	clearenvFlag struct{ ops *[]envOp }
-	setenvFlag   struct{ ops *[]envOp }
-	unsetenvFlag struct{ ops *[]envOp }
-)
-
-func (f clearenvFlag) String() string   { return "false" }
-func (f clearenvFlag) IsBoolFlag() bool { return true }
-func (f clearenvFlag) Set(s string) error {
-	v, err := strconv.ParseBool(s)
-	if err != nil {
-		return err
-	}
-	if v {
-		*f.ops = append(*f.ops, envOp{kind: 'c'})
-	}
-	return nil
-}
-
-func (f setenvFlag) String() string { return "" }
-func (f setenvFlag) Set(s string) error {
-	name, value, ok := strings.Cut(s, "=")
-	if !ok {
-		return errors.New("want NAME VALUE or NAME=VALUE")
-	}
-	if err := checkEnvName(name); err != nil {
-		return err
-	}
-	*f.ops = append(*f.ops, envOp{kind: 's', name: name, value: value})
-	return nil
-}
-
-func (f unsetenvFlag) String() string { return "" }
-func (f unsetenvFlag) Set(s string) error {
-	if err := checkEnvName(s); err != nil {
-		return err
-	}
-	*f.ops = append(*f.ops, envOp{kind: 'u', name: s})
-	return nil
-}
-
-func checkEnvName(name string) error {
-	if name == "" || strings.ContainsAny(name, "=\x00") {
-		return fmt.Errorf("bad environment variable name %q", name)
-	}
-	return nil
-}
-
-// runFlags returns the flag set of caplin run, filling cfg.
-func runFlags(cfg *runConfig) *flag.FlagSet {
-	fs := newFlags("run")
-	fs.StringVar(&cfg.chdir, "chdir", "", "working directory")
-	fs.Var(setenvFlag{&cfg.env}, "setenv", "set NAME VALUE")
-	fs.Var(unsetenvFlag{&cfg.env}, "unsetenv", "unset NAME")
-	fs.Var(clearenvFlag{&cfg.env}, "clearenv", "clear the environment")
-	fs.BoolVar(&cfg.opts.NewUser, "unshare-user", false, "new user namespace")
-	fs.BoolVar(&cfg.opts.NewPID, "unshare-pid", false, "new pid namespace")
-	fs.BoolVar(&cfg.opts.NewNet, "unshare-net", false, "new network namespace")
-	fs.BoolVar(&cfg.opts.NewIPC, "unshare-ipc", false, "new IPC namespace")
-	fs.BoolVar(&cfg.opts.NewUTS, "unshare-uts", false, "new UTS namespace")
-	fs.BoolVar(&cfg.opts.NewCgroup, "unshare-cgroup", false, "new cgroup namespace")
-	fs.BoolVar(&cfg.opts.NewMount, "unshare-mount", false, "new mount namespace")
-	fs.BoolVar(&cfg.opts.Detached, "detached", false, "no pid namespace of caplin's")
-	fs.BoolVar(&cfg.dieWithParent, "die-with-parent", true, "always so")
-	fs.IntVar(&cfg.uid, "uid", -1, "uid in the new user namespace")
-	fs.IntVar(&cfg.gid, "gid", -1, "gid in the new user namespace")
-	fs.StringVar(&cfg.profile, "profile", "", "sandbox profile (TOML)")
-	return fs
-}
-
-// joinSetenv rewrites each "--setenv NAME VALUE" before the end of the flags
-// as "--setenv NAME=VALUE", the one-argument form the flag package can
-// parse. It knows which of fs's flags take a value so that a value that
-// looks like "--setenv" is left alone.
-func joinSetenv(fs *flag.FlagSet, args []string) ([]string, error) {
-	out := make([]string, 0, len(args))
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" || len(a) < 2 || a[0] != '-' {
-			return append(out, args[i:]...), nil
-		}
-		name := strings.TrimPrefix(a[1:], "-")
-		if strings.Contains(name, "=") {
-			out = append(out, a)
-			continue
-		}
-		if name == "setenv" {
-			if i+2 >= len(args) {
-				return nil, errors.New("flag needs two arguments: --setenv NAME VALUE")
-			}
-			if err := checkEnvName(args[i+1]); err != nil {
-				return nil, fmt.Errorf("--setenv: %v", err)
-			}
-			out = append(out, a, args[i+1]+"="+args[i+2])
-			i += 2
-			continue
-		}
-		out = append(out, a)
-		if f := fs.Lookup(name); f != nil && i+1 < len(args) {
-			if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !ok || !b.IsBoolFlag() {
-				out = append(out, args[i+1])
-				i++
-			}
-		}
-	}
-	return out, nil
-}
-
-// parseRun parses the arguments of caplin run. It returns nil and the exit
-// status when the command should not go on (help, or a usage error, which
-// it has reported).
-func parseRun(args []string) (*runConfig, int) {
-	cfg := &runConfig{}
-	fs := runFlags(cfg)
-	joined, err := joinSetenv(fs, args)
-	if err != nil {
-		usageError(fs.Name(), runSynopsis, err.Error())
-		return nil, exitUsage
-	}
-	if code := parse(fs, joined, runHelp, runSynopsis); code >= 0 {
-		return nil, code
-	}
-	cfg.argv = fs.Args()
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var msg string
-	switch {
-	case len(cfg.argv) == 0 || cfg.argv[0] == "":
-		msg = "no command given"
-	case set["uid"] && cfg.uid < 0, set["gid"] && cfg.gid < 0:
-		msg = "--uid and --gid take an ID of 0 or more"
-	case (set["uid"] || set["gid"]) && !cfg.opts.NewUser:
-		msg = "--uid and --gid need --unshare-user"
-	case !cfg.dieWithParent:
-		msg = "--die-with-parent=false: the program always dies with caplin"
-	}
-	if msg != "" {
-		usageError(fs.Name(), runSynopsis, msg)
-		return nil, exitUsage
-	}
-	if cfg.uid >= 0 {
-		cfg.opts.UIDMap = []proc.IDMap{{Inside: cfg.uid, Outside: os.Geteuid(), Size: 1}}
-	}
-	if cfg.gid >= 0 {
-		cfg.opts.GIDMap = []proc.IDMap{{Inside: cfg.gid, Outside: os.Getegid(), Size: 1}}
-	}
-	var pending []string
-	for _, op := range cfg.env {
-		switch op.kind {
-		case 's':
-			pending = append(pending, op.name)
-		case 'u':
-		case 'c':
-			if len(pending) > 0 {
-				cfg.warnings = append(cfg.warnings, fmt.Sprintf("--clearenv discards the earlier --setenv %s (environment flags apply in order)", strings.Join(pending, ", ")))
-				pending = nil
-			}
-		}
-	}
-	return cfg, -1
-}
-
-// buildEnv applies ops, in order, to base.
-func buildEnv(base []string, ops []envOp) []string {
-	env := append([]string(nil), base...)
-	without := func(name string) []string {
-		out := env[:0]
-		for _, kv := range env {
-			if k, _, _ := strings.Cut(kv, "="); k != name {
-				out = append(out, kv)
-			}
-		}
-		return out
-	}
-	for _, op := range ops {
-		switch op.kind {
-		case 'c':
-			env = env[:0]
-		case 'u':
-			env = without(op.name)
-		case 's':
-			env = append(without(op.name), op.name+"="+op.value)
-		}
-	}
-	return env
-}
-
-// execInPath execs name, searched for in the $PATH of env (or the usual
-// one) inside the sandbox: each miss is a failed execveat, after which the
-// handle is still usable.
-func execInPath(ctx context.Context, h *proc.Handle, name string, argv, env []string) (*pidfd.Process, string, error) {
-	dirs := "/usr/local/bin:/usr/bin:/bin"
-	for _, kv := range env {
-		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
-			dirs = v
-		}
-	}
-	var first error
-	for _, dir := range strings.Split(dirs, ":") {
-		if dir == "" || dir[0] != '/' {
-			continue // a relative entry would be looked up in the working directory
-		}
-		path := dir + "/" + name
-		p, err := h.ExecPath(ctx, path, argv, env)
-		if err == nil {
-			return p, path, nil
-		}
-		if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTDIR) && first == nil {
-			first = err
-		}
-	}
-	if first != nil {
-		return nil, name, first
-	}
-	return nil, name, &os.PathError{Op: "exec", Path: name, Err: unix.ENOENT}
-}
-
-// resolve finds the executable for argv0: a name without a slash through
-// $PATH. It returns the exit status and a message when it cannot.
-func resolve(argv0 string) (string, int, error) {
-	if strings.Contains(argv0, "/") {
-		return argv0, exitOK, nil
-	}
-	path, err := exec.LookPath(argv0)
-	switch {
-	case err == nil:
-		return path, exitOK, nil
-	case errors.Is(err, exec.ErrDot):
-		return "", exitNotFound, fmt.Errorf("%s: found only as %s, through a relative $PATH entry; refusing (run it as ./%s)", argv0, path, argv0)
-	}
-	return "", exitNotFound, fmt.Errorf("%s: command not found in $PATH", argv0)
-}
-
-// execStatus maps an exec failure to the exit status and message for it.
-func execStatus(path string, err error) (int, string) {
-	// execveat's own failure is an *os.PathError; anything else (the
-	// child gone, say) is caplin's.
-	var pe *os.PathError
-	var errno syscall.Errno
-	if !errors.As(err, &pe) || !errors.As(pe.Err, &errno) {
-		return exitFailure, err.Error()
-	}
-	if errno == unix.ENOENT {
-		msg := fmt.Sprintf("%s: no such file or directory", path)
-		if _, serr := os.Stat(path); serr == nil {
-			msg += " (the file is there: is the interpreter on its #! line, or its dynamic loader, missing?)"
-		}
-		return exitNotFound, msg
-	}
-	return exitNoExec, fmt.Sprintf("cannot execute %s: %v", path, errno)
-}
-
-func cmdRun(args []string) int {
-	cfg, code := parseRun(args)
-	if cfg == nil {
-		return code
-	}
-	for _, w := range cfg.warnings {
-		fmt.Fprintf(os.Stderr, "caplin run: warning: %s\n", w)
+// runCommand runs caplin run, or caplin bwrap when bwrap is set.
+func runCommand(args []string, bwrap bool) int {
+	name, failCode := "caplin run", exitFailure
+	if bwrap {
+		name, failCode = "bwrap", 1
 	}
 	fail := func(code int, format string, a ...any) int {
-		fmt.Fprintf(os.Stderr, "caplin run: "+format+"\n", a...)
+		fmt.Fprintf(os.Stderr, name+": "+format+"\n", a...)
 		return code
 	}
-	var spec *sandbox.Spec
-	if cfg.profile != "" {
-		var err error
-		if spec, err = sandbox.LoadProfile(cfg.profile); err != nil {
-			return fail(exitFailure, "%v", err)
+	cfg, err := parseRunArgs(args, bwrap)
+	var help *helpRequest
+	var ue *usageErr
+	switch {
+	case errors.As(err, &help):
+		switch {
+		case help.what == "--version" && bwrap:
+			fmt.Println("bubblewrap 0.8.0 (caplin " + caplinVersion() + ")")
+		case help.what == "--version":
+			return cmdVersion(nil)
+		case bwrap:
+			fmt.Print(bwrapHelp)
+		default:
+			fmt.Print(runHelp)
 		}
+		return exitOK
+	case errors.As(err, &ue) && !bwrap:
+		usageError(name, runSynopsis, ue.msg)
+		return exitUsage
+	case errors.As(err, &ue):
+		fmt.Fprintf(os.Stderr, "bwrap: %s\n", ue.msg)
+		return 1
+	case err != nil:
+		return fail(failCode, "%v", err)
 	}
-	path := cfg.argv[0]
-	if spec == nil {
-		// Without a profile the program sees caplin's files: look it up
-		// here. A sandbox's files are its own: it is looked up inside.
-		var code int
-		var err error
-		if path, code, err = resolve(cfg.argv[0]); err != nil {
-			return fail(code, "%v", err)
+	defer cfg.closeFiles()
+	for _, w := range cfg.warnings {
+		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", name, w)
+	}
+	if cfg.landlockOnly {
+		return fail(exitUnenforceable, "--landlock-only is not implemented yet; caplin needs user namespaces (see caplin doctor)")
+	}
+	spec, err := cfg.spec()
+	if err != nil {
+		var ue *usageErr
+		if errors.As(err, &ue) {
+			if bwrap {
+				return fail(1, "%s", ue.msg)
+			}
+			usageError(name, runSynopsis, ue.msg)
+			return exitUsage
 		}
+		return fail(failCode, "%v", err)
 	}
-	env := buildEnv(os.Environ(), cfg.env)
 
 	// The signals to forward: those caplin was not started ignoring (under
-	// nohup, say), which the program then ignores as well.
+	// nohup, say).
 	var fwd []os.Signal
 	for _, sig := range []syscall.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT} {
 		if !signal.Ignored(sig) {
 			fwd = append(fwd, sig)
 		}
 	}
-	// The program's reaper (proc's tree zygote) is the init of its pid
-	// namespace, so ^C at the terminal, which reaches caplin's whole
-	// process group, does not touch it.
 	sigs := make(chan os.Signal, 8)
 	if len(fwd) > 0 { // no signals would mean all of them
 		signal.Notify(sigs, fwd...)
 		defer signal.Stop(sigs)
 	}
+
 	ctx := context.Background()
-	var h *proc.Handle
-	var err error
-	if spec != nil {
-		h, err = sandbox.Build(ctx, spec)
-	} else {
-		h, err = proc.Fork(ctx, &cfg.opts)
-	}
+	sb, err := sandbox.Build(ctx, spec)
 	if err != nil {
-		hint := ""
-		if errors.Is(err, unix.EPERM) && !cfg.opts.NewUser && cfg.opts.Detached {
-			hint = " (new namespaces need privilege: add --unshare-user)"
+		if errors.Is(err, sandbox.ErrLandlockUnsupported) && !bwrap {
+			return fail(exitUnenforceable, "%v (--best-effort runs without it)", err)
 		}
-		return fail(exitFailure, "%v%s", err, hint)
+		return fail(failCode, "%v", err)
 	}
-	defer h.Close()
-
-	var b proc.Batch
-	for fd, f := range []*os.File{os.Stdin, os.Stdout, os.Stderr} {
-		// A closed standard fd stays closed in the program.
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
-			b.PutFile(f, fd)
-		}
+	defer sb.Close()
+	info := cfg.infoJSON(sb, spec)
+	if cfg.infoFD != nil {
+		fmt.Fprintf(cfg.infoFD, "{\n    %s\n}\n", strings.Join(info, ",\n    "))
+		cfg.infoFD.Close()
 	}
-	if cfg.chdir != "" {
-		b.Chdir(cfg.chdir)
+	if cfg.jsonFD != nil {
+		fmt.Fprintf(cfg.jsonFD, "{ %s }\n", strings.Join(info, ", "))
 	}
-	if _, err := h.Run(ctx, &b); err != nil {
-		var be *proc.BatchError
-		if errors.As(err, &be) {
-			err = be.Err
-		}
-		return fail(exitFailure, "setting up the process: %v", err)
+	if cfg.blockFD != nil {
+		var b [1]byte
+		cfg.blockFD.Read(b[:])
+		cfg.blockFD.Close()
 	}
-
-	var p *pidfd.Process
-	if spec != nil && !strings.Contains(path, "/") {
-		p, path, err = execInPath(ctx, h, path, cfg.argv, env)
-	} else {
-		p, err = h.ExecPath(ctx, path, cfg.argv, env)
+	argv := append([]string(nil), cfg.argv...)
+	if cfg.argv0 != "" {
+		argv[0] = cfg.argv0
 	}
+	p, err := sb.Exec(ctx, cfg.argv[0], argv)
 	if err != nil {
-		code, msg := execStatus(path, err)
+		code, msg := execStatus(cfg.argv[0], err)
+		if code == exitNotFound && len(spec.Mounts) == 0 && !bwrap {
+			msg += " (the sandbox has only what the options grant, and they grant no files: --system grants the usual programs)"
+		}
+		if bwrap {
+			code = 1
+			msg = "execvp " + cfg.argv[0] + ": " + msg
+		}
 		return fail(code, "%s", msg)
 	}
 	defer p.Close()
@@ -511,27 +302,248 @@ func cmdRun(args []string) int {
 	var escalated atomic.Int32 // a signal caplin turned into SIGKILL
 	done := make(chan struct{})
 	forwarded := make(chan struct{})
+	pid1 := spec.AsPID1 && !spec.SharePID
 	go func() {
 		defer close(forwarded)
-		forward(p, sigs, done, cfg.opts.NewPID, &escalated)
+		forward(p, sigs, done, pid1, spec.SameSession, &escalated)
 	}()
 	st, err := p.Wait(ctx)
 	close(done)
 	<-forwarded
 	if err != nil {
-		return fail(exitFailure, "waiting for %s: %v", cfg.argv[0], err)
+		return fail(failCode, "waiting for %s: %v", cfg.argv[0], err)
 	}
+	code := st.ExitCode()
 	if sig := escalated.Load(); sig != 0 && st.Signal == unix.SIGKILL {
-		return 128 + int(sig)
+		code = 128 + int(sig)
 	}
-	return st.ExitCode()
+	if cfg.jsonFD != nil {
+		fmt.Fprintf(cfg.jsonFD, "{ \"exit-code\": %d }\n", code)
+		cfg.jsonFD.Close()
+	}
+	if cfg.syncFD != nil {
+		cfg.syncFD.Close()
+	}
+	return code
+}
+
+// spec turns the command line into a sandbox spec.
+func (c *runConfig) spec() (*sandbox.Spec, error) {
+	spec := &sandbox.Spec{}
+	if c.profile != "" {
+		if c.bwrap {
+			return nil, usagef("--profile is caplin run's")
+		}
+		p, err := sandbox.LoadProfile(c.profile)
+		if err != nil {
+			return nil, err
+		}
+		spec = p
+	} else {
+		spec.UID, spec.GID = os.Geteuid(), os.Getegid()
+	}
+	if c.system {
+		spec.Mounts = append(spec.Mounts, sandbox.SystemMounts()...)
+	}
+	spec.Mounts = append(spec.Mounts, c.mounts...)
+	if c.uid >= 0 {
+		spec.UID = c.uid
+	}
+	if c.gid >= 0 {
+		spec.GID = c.gid
+	}
+	if c.hostname != "" {
+		spec.Hostname = c.hostname
+	}
+	spec.BestEffort = spec.BestEffort || c.bestEffort
+
+	// The environment.
+	var base []string
+	switch {
+	case c.bwrap || c.keepEnv:
+		base = os.Environ()
+	case c.profile != "":
+		base = spec.Env
+	}
+	env := buildEnv(base, c.env)
+	if c.system && !hasVar(env, "PATH") {
+		env = append(env, "PATH=/usr/local/bin:/usr/bin:/bin")
+	}
+	spec.Env = env
+
+	// The fds: caplin's standard ones (a closed one stays closed), then
+	// the grants.
+	spec.Files = map[int]*os.File{}
+	for fd, f := range []*os.File{os.Stdin, os.Stdout, os.Stderr} {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
+			spec.Files[fd] = f
+		}
+	}
+	for n, f := range c.fds {
+		spec.Files[n] = f
+	}
+
+	// Namespaces and the rest: bubblewrap shares what is not unshared;
+	// caplin run shares nothing but what --net host or --share-net asks.
+	if c.bwrap {
+		spec.WritableRoot = true
+		spec.SharePID = !c.unshare["pid"]
+		spec.ShareIPC = !c.unshare["ipc"]
+		spec.ShareUTS = !c.unshare["uts"]
+		spec.ShareCgroup = !c.unshare["cgroup"]
+		spec.Net = sandbox.NetHost
+		if c.unshare["net"] {
+			spec.Net = sandbox.NetLoopback // bubblewrap brings lo up
+		}
+		spec.SameSession = !c.newSession
+		spec.Seccomp.AllowUserNamespaces = !c.disableUserns
+		if c.hostname != "" && spec.ShareUTS {
+			return nil, usagef("Specifying --hostname requires --unshare-uts")
+		}
+	} else {
+		switch {
+		case c.net != "" && c.shareNet && c.net != "host":
+			return nil, usagef("--share-net and --net %s disagree", c.net)
+		case c.shareNet || c.net == "host":
+			spec.Net = sandbox.NetHost
+		case c.net == "loopback":
+			spec.Net = sandbox.NetLoopback
+		case c.net == "none":
+			spec.Net = sandbox.NetNone
+		}
+		if c.allowUserns {
+			spec.Seccomp.AllowUserNamespaces = true
+		}
+	}
+	spec.AsPID1 = spec.AsPID1 || c.asPID1
+	if err := c.caps(spec); err != nil {
+		return nil, err
+	}
+	spec.SeccompFilters = append(spec.SeccompFilters, c.seccomp...)
+
+	// The working directory: as asked, or caplin's own where the grants
+	// show it at the same place, else /.
+	switch {
+	case c.chdir != "":
+		spec.Dir = c.chdir
+	case spec.Dir == "":
+		if wd, err := os.Getwd(); err == nil && visible(spec.Mounts, wd) {
+			spec.Dir = wd
+		}
+	}
+	return spec, nil
+}
+
+// visible reports whether the host directory dir appears at the same path
+// in a sandbox with mounts ms: inside a bind of a source at its own path,
+// not covered by a later mount.
+func visible(ms []sandbox.Mount, dir string) bool {
+	in := func(p, root string) bool {
+		return p == root || strings.HasPrefix(p, strings.TrimSuffix(root, "/")+"/")
+	}
+	ok := false
+	for _, m := range ms {
+		dest := filepath.Clean(m.Dest)
+		switch {
+		case (m.Kind == sandbox.ROBind || m.Kind == sandbox.Bind || m.Kind == sandbox.DevBind) && in(dir, dest):
+			ok = filepath.Clean(m.Source) == dest
+		case m.Kind != sandbox.RemountRO && m.Kind != sandbox.Chmod && in(dir, dest):
+			ok = false
+		}
+	}
+	return ok
+}
+
+// caps applies --cap-add and --cap-drop, in order.
+func (c *runConfig) caps(spec *sandbox.Spec) error {
+	keep := map[int]bool{}
+	for _, n := range spec.Caps {
+		keep[n] = true
+	}
+	apply := func(names []string, on bool) error {
+		for _, name := range names {
+			if strings.EqualFold(name, "ALL") {
+				for _, i := range sandbox.AllCaps() {
+					keep[i] = on
+				}
+				continue
+			}
+			n, err := sandbox.ParseCap(name)
+			if err != nil {
+				return usagef("%v", err)
+			}
+			keep[n] = on
+		}
+		return nil
+	}
+	if err := apply(c.capAdd, true); err != nil {
+		return err
+	}
+	if err := apply(c.capDrop, false); err != nil {
+		return err
+	}
+	spec.Caps = spec.Caps[:0]
+	for n, on := range keep {
+		if on {
+			spec.Caps = append(spec.Caps, n)
+		}
+	}
+	return nil
+}
+
+func hasVar(env []string, name string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// infoJSON returns the members of bubblewrap's --info-fd object: the pid
+// of the sandbox's first process, then the inode of each namespace made
+// for it, by name.
+func (c *runConfig) infoJSON(sb *sandbox.Sandbox, spec *sandbox.Spec) []string {
+	out := []string{fmt.Sprintf("\"child-pid\": %d", sb.InitPid())}
+	for _, ns := range []struct {
+		name string
+		made bool
+	}{
+		{"cgroup", !spec.ShareCgroup}, {"ipc", !spec.ShareIPC}, {"mnt", true},
+		{"net", spec.Net != sandbox.NetHost}, {"pid", !spec.SharePID}, {"uts", !spec.ShareUTS},
+	} {
+		if !ns.made {
+			continue
+		}
+		out = append(out, fmt.Sprintf("\"%s-namespace\": %d", ns.name, sb.Namespaces()[ns.name]))
+	}
+	return out
+}
+
+// execStatus maps an exec failure to the exit status and message for it.
+func execStatus(path string, err error) (int, string) {
+	// execveat's own failure is an *os.PathError; anything else (the
+	// process gone, say) is caplin's.
+	var pe *os.PathError
+	var errno syscall.Errno
+	if !errors.As(err, &pe) || !errors.As(pe.Err, &errno) {
+		return exitFailure, err.Error()
+	}
+	if errno == unix.ENOENT {
+		if !strings.Contains(path, "/") {
+			return exitNotFound, fmt.Sprintf("%s: command not found in the sandbox's PATH", path)
+		}
+		return exitNotFound, fmt.Sprintf("%s: no such file or directory in the sandbox (or its #! interpreter or dynamic loader is missing there)", path)
+	}
+	return exitNoExec, fmt.Sprintf("cannot execute %s: %v", path, errno)
 }
 
 // forward sends the signals caplin receives to the program until done is
-// closed. init says the program is the init of a pid namespace, which the
+// closed. pid1 says the program is the init of a pid namespace, which the
 // kernel shields from signals it neither handles nor ignores: those become
-// SIGKILL, recorded in escalated.
-func forward(p *pidfd.Process, sigs <-chan os.Signal, done <-chan struct{}, init bool, escalated *atomic.Int32) {
+// SIGKILL, recorded in escalated. sameSession says the program shares
+// caplin's terminal, which sends ^C and ^\ to it directly.
+func forward(p *pidfd.Process, sigs <-chan os.Signal, done <-chan struct{}, pid1, sameSession bool, escalated *atomic.Int32) {
 	for {
 		var s os.Signal
 		select {
@@ -543,12 +555,12 @@ func forward(p *pidfd.Process, sigs <-chan os.Signal, done <-chan struct{}, init
 		if !ok {
 			continue
 		}
-		if init && !handles(p.Pid(), sig) {
+		if pid1 && !handles(p.Pid(), sig) {
 			escalated.Store(int32(sig))
 			p.Signal(unix.SIGKILL)
 			continue
 		}
-		if (sig == unix.SIGINT || sig == unix.SIGQUIT) && inForeground() {
+		if sameSession && (sig == unix.SIGINT || sig == unix.SIGQUIT) && inForeground() {
 			continue // the terminal sent it to the program too
 		}
 		p.Signal(sig)

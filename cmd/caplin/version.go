@@ -45,8 +45,26 @@ func cmdVersion(args []string) int {
 		usageError(fs.Name(), versionSynopsis, "unexpected argument "+fs.Arg(0))
 		return exitUsage
 	}
-	version := "(unknown)"
-	var vcs string
+	version, vcs := buildVersion()
+	kernel := "(unknown)"
+	if rel, machine, err := probe.Uname(); err == nil {
+		kernel = "Linux " + rel + " " + machine
+	}
+	fmt.Fprintf(os.Stdout, "caplin    %s%s\ngo        %s\nplatform  %s/%s\nkernel    %s\n",
+		version, vcs, runtime.Version(), runtime.GOOS, runtime.GOARCH, kernel)
+	return exitOK
+}
+
+// caplinVersion returns caplin's module version, or "(unknown)".
+func caplinVersion() string {
+	v, _ := buildVersion()
+	return v
+}
+
+// buildVersion returns caplin's module version and, if known, the commit
+// it was built from.
+func buildVersion() (version, vcs string) {
+	version = "(unknown)"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if bi.Main.Version != "" {
 			version = bi.Main.Version
@@ -72,11 +90,5 @@ func cmdVersion(args []string) int {
 			vcs += modified
 		}
 	}
-	kernel := "(unknown)"
-	if rel, machine, err := probe.Uname(); err == nil {
-		kernel = "Linux " + rel + " " + machine
-	}
-	fmt.Fprintf(os.Stdout, "caplin    %s%s\ngo        %s\nplatform  %s/%s\nkernel    %s\n",
-		version, vcs, runtime.Version(), runtime.GOOS, runtime.GOARCH, kernel)
-	return exitOK
+	return version, vcs
 }

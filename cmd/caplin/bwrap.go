@@ -1,0 +1,41 @@
+package main
+
+const bwrapHelp = `NAME
+	caplin bwrap - bubblewrap's command line, carried out by caplin
+
+SYNOPSIS
+	caplin bwrap [OPTIONS] [--] COMMAND [ARGS...]
+	bwrap [OPTIONS] [--] COMMAND [ARGS...]   (caplin through a link named bwrap)
+
+DESCRIPTION
+	Takes bubblewrap's (bwrap 0.8) command line and output formats, so
+	that programs that call bubblewrap can use caplin instead. The
+	options are those of "caplin run" (see "caplin help run") that
+	bubblewrap has, with bubblewrap's defaults rather than caplin run's:
+
+	  - the caller's environment, uid and gid, working directory (when
+	    the grants show it) and session (--new-session makes a new one);
+	  - a writable root;
+	  - the caller's network, pid, IPC, UTS and cgroup namespaces unless
+	    --unshare-net (only lo, up), --unshare-pid, --unshare-ipc,
+	    --unshare-uts, --unshare-cgroup or --unshare-all ask for new ones;
+	  - nested user namespaces allowed unless --disable-userns.
+
+	What caplin does whatever the options say, unlike bubblewrap: the
+	sandbox always has a user and a mount namespace and a root built from
+	the options; its seccomp filter always refuses TIOCSTI, keyctl, bpf,
+	io_uring, ptrace, mount and the like; Landlock applies the same file
+	grants; no capabilities are kept but --cap-add's; and the sandbox
+	always dies with caplin (--die-with-parent is the only behaviour).
+	Without --unshare-pid the program shares the pid namespace of
+	caplin's reaper, not the caller's: it sees no process outside.
+
+	Refused with an error, never ignored: --userns, --userns2, --pidns,
+	--userns-block-fd, --assert-userns-disabled, --lock-file, --bind-fd,
+	--ro-bind-fd, --overlay-src, --overlay, --tmp-overlay, --ro-overlay,
+	--exec-label, --file-label and --level-prefix.
+
+EXIT STATUS
+	The command's status; 128+N when it was killed by signal N; 1 when
+	bwrap itself fails, with a message starting "bwrap: ".
+`

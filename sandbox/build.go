@@ -1,0 +1,627 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/caplin-dev/caplin/proc"
+	"golang.org/x/sys/unix"
+)
+
+// buildRoot is where the new root is attached in the child's private mount
+// namespace while it is built, before pivot_root.
+const buildRoot = "/tmp"
+
+// devNodes are the host devices a Dev mount binds.
+var devNodes = []string{"null", "zero", "full", "random", "urandom", "tty"}
+
+// span names the calls of a batch that carry out one grant, so a failing
+// call can be reported as the grant that failed.
+type span struct {
+	from, to int
+	what     string
+}
+
+// recorder records the calls that build a sandbox's root.
+type recorder struct {
+	b     proc.Batch
+	spans []span
+	made  map[string]bool // directories made in the new root
+	ns    [len(nsNames)]unix.Stat_t
+}
+
+// nsNames are the namespaces Sandbox.Namespaces reports, by their names in
+// /proc/PID/ns.
+var nsNames = [...]string{"cgroup", "ipc", "mnt", "net", "pid", "user", "uts"}
+
+func (r *recorder) begin() int { return r.b.Len() }
+func (r *recorder) end(from int, what string) {
+	r.spans = append(r.spans, span{from, r.b.Len(), what})
+}
+
+// explain names the grant a batch error came from.
+func (r *recorder) explain(err error) error {
+	var be *proc.BatchError
+	if errors.As(err, &be) {
+		for _, s := range r.spans {
+			if be.Index >= s.from && be.Index < s.to {
+				return fmt.Errorf("sandbox: %s: %w", s.what, be.Err)
+			}
+		}
+	}
+	return fmt.Errorf("sandbox: %w", err)
+}
+
+// mkdirs makes dir and its missing parents in the new root.
+func (r *recorder) mkdirs(dir string) {
+	p := buildRoot
+	for _, part := range strings.Split(strings.Trim(dir, "/"), "/") {
+		if part == "" {
+			continue
+		}
+		p += "/" + part
+		if !r.made[p] {
+			// EEXIST is fine: a bind may have brought the directory.
+			r.b.Tolerate(r.b.Mkdirat(proc.AtFDCWD, p, 0o755), unix.EEXIST)
+			r.made[p] = true
+		}
+	}
+}
+
+// touch makes an empty file at the new root's path p to mount a file on,
+// unless something is there already.
+func (r *recorder) touch(p string, mode os.FileMode) {
+	f := r.b.Openat(proc.AtFDCWD, p, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, uint32(mode.Perm()))
+	r.b.Close(f)
+}
+
+// describe names a mount for errors: "mount 3 (ro-bind /usr on /usr)".
+func describe(i int, m *Mount) string {
+	switch {
+	case m.Kind.isBind() || m.Kind == Symlink:
+		return fmt.Sprintf("mount %d (%s %s %s)", i+1, m.Kind, m.Source, m.Dest)
+	}
+	return fmt.Sprintf("mount %d (%s %s)", i+1, m.Kind, m.Dest)
+}
+
+// checkSpec finds what is wrong with a spec before any process is made.
+func checkSpec(spec *Spec) error {
+	for i := range spec.Mounts {
+		m := &spec.Mounts[i]
+		if !filepath.IsAbs(m.Dest) || strings.Contains(m.Dest, "\x00") {
+			return fmt.Errorf("sandbox: %s: destination %q is not an absolute path", describe(i, m), m.Dest)
+		}
+		if m.Kind < 0 || int(m.Kind) >= len(kindNames) {
+			return fmt.Errorf("sandbox: mount %d: unknown kind %d", i+1, m.Kind)
+		}
+		if strings.Contains(m.Source, "\x00") {
+			return fmt.Errorf("sandbox: %s: source has a NUL byte", describe(i, m))
+		}
+		if (m.Kind.isBind() || m.Kind == Symlink) && m.Source == "" {
+			return fmt.Errorf("sandbox: %s: source missing", describe(i, m))
+		}
+		if m.Kind == Chmod && m.Perms == nil {
+			return fmt.Errorf("sandbox: %s: no mode given", describe(i, m))
+		}
+		if m.Perms != nil && *m.Perms&^(os.ModePerm|os.ModeSticky|os.ModeSetuid|os.ModeSetgid) != 0 {
+			return fmt.Errorf("sandbox: %s: mode %#o is not permission bits (os.ModeSticky, os.ModeSetuid and os.ModeSetgid are the special ones)", describe(i, m), uint32(*m.Perms))
+		}
+	}
+	for fd, f := range spec.Files {
+		if fd < 0 || f == nil {
+			return fmt.Errorf("sandbox: fd %d: want a number of 0 or more and a file", fd)
+		}
+	}
+	if spec.UID < 0 || spec.GID < 0 {
+		return errors.New("sandbox: uid and gid must not be negative")
+	}
+	if spec.ShareUTS && spec.Hostname != "" {
+		return errors.New("sandbox: a hostname needs a UTS namespace of the sandbox's own (not ShareUTS)")
+	}
+	if spec.Net < NetNone || spec.Net > NetHost {
+		return fmt.Errorf("sandbox: unknown network %d", spec.Net)
+	}
+	for _, c := range spec.Caps {
+		if c < 0 || c > lastCap() {
+			return fmt.Errorf("sandbox: capability %d: this kernel's are 0 to %d", c, lastCap())
+		}
+	}
+	for i, f := range spec.SeccompFilters {
+		if len(f) == 0 || len(f) > 4096 {
+			return fmt.Errorf("sandbox: seccomp program %d: %d instructions (want 1 to 4096)", i+1, len(f))
+		}
+	}
+	return nil
+}
+
+// Build makes a sandboxed process from spec, ready for Exec. Every step
+// runs in the new process, in a few batched round trips, before it execs;
+// a failing step kills it (nothing is left behind) and the error names the
+// grant or call that failed.
+//
+// The root is assembled with the mount API: the bind sources are cloned
+// (open_tree) first, while the process still sees the caller's file
+// system; then a tmpfs becomes the new root, the clones are attached in it,
+// read-only where asked, proc and /dev are mounted, and pivot_root leaves
+// the caller's file system behind (detached, so nothing else of it is
+// reachable, through ".." or otherwise).
+func Build(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
+	if spec == nil {
+		spec = &Spec{}
+	}
+	if err := checkSpec(spec); err != nil {
+		return nil, err
+	}
+	filter, err := Filter(spec.Seccomp)
+	if err != nil {
+		return nil, err
+	}
+	ll, lldrop, err := landlockFor(spec)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range lldrop {
+		slog.Info("sandbox: Landlock, the second layer, is partial on this kernel", "dropped", d)
+	}
+	lim, limdrop, err := newLimiter(spec.Limits, spec.BestEffort)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range limdrop {
+		slog.Warn("sandbox: best effort: dropped", "what", d)
+	}
+
+	sb := &Sandbox{spec: spec, lim: lim}
+	defer func() {
+		if err != nil {
+			sb.Close()
+		}
+	}()
+	uid, gid := os.Geteuid(), os.Getegid()
+	h, err := proc.Fork(ctx, &proc.Options{
+		NewUser: true, NewMount: true,
+		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup,
+		NewPID: !spec.SharePID,
+		NewNet: spec.Net != NetHost,
+		UIDMap: []proc.IDMap{{Inside: spec.UID, Outside: uid, Size: 1}},
+		GIDMap: []proc.IDMap{{Inside: spec.GID, Outside: gid, Size: 1}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	sb.first = h
+	if lim != nil {
+		if err := lim.attach(h.Pid()); err != nil {
+			return nil, err
+		}
+	}
+	r, err := recordRoot(spec)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := h.Run(ctx, &r.b); err != nil {
+		return nil, r.explain(err)
+	}
+	sb.ns = map[string]uint64{}
+	for i, name := range nsNames {
+		sb.ns[name] = r.ns[i].Ino
+	}
+
+	// The program's process: the first one, or, under an init of
+	// caplin's, a child of it (forkat), which shares its namespaces, root
+	// and working directory.
+	prog := h
+	if !spec.SharePID && !spec.AsPID1 {
+		if prog, err = h.Fork(ctx, nil); err != nil {
+			return nil, fmt.Errorf("sandbox: forking the program's process: %w", err)
+		}
+		sb.init = h
+	}
+	sb.h = prog
+
+	var s recorder
+	from := s.begin()
+	for fd, f := range spec.Files {
+		s.b.PutFile(f, fd)
+	}
+	s.end(from, "granting fds")
+	if !spec.SameSession {
+		from = s.begin()
+		s.b.Setsid()
+		s.end(from, "setsid")
+	}
+	if lim != nil {
+		from = s.begin()
+		lim.record(&s.b)
+		s.end(from, "resource limits")
+	}
+	if ll != nil {
+		abi, _ := LandlockABI()
+		from = s.begin()
+		if _, err := ll.Record(&s.b, abi); err != nil {
+			return nil, err
+		}
+		s.end(from, "landlock")
+	}
+	from = s.begin()
+	recordCaps(&s.b, spec)
+	s.end(from, "dropping capabilities")
+	from = s.begin()
+	s.b.Prctl(unix.PR_SET_NO_NEW_PRIVS, proc.Int(1), proc.Int(0), proc.Int(0), proc.Int(0))
+	s.b.SeccompSetModeFilter(0, filter)
+	s.end(from, "seccomp")
+	for i, f := range spec.SeccompFilters {
+		from = s.begin()
+		s.b.SeccompSetModeFilter(0, f)
+		s.end(from, "seccomp program "+strconv.Itoa(i+1))
+	}
+	if _, err := prog.Run(ctx, &s.b); err != nil {
+		return nil, s.explain(err)
+	}
+	return sb, nil
+}
+
+// recordRoot records the calls that build the root, the network, the
+// hostname and the working directory, in the first process.
+func recordRoot(spec *Spec) (*recorder, error) {
+	r := &recorder{made: map[string]bool{}}
+	b := &r.b
+	// The namespaces' inode numbers, for Sandbox.Namespaces, while the
+	// caller's /proc is there to look them up in.
+	from := r.begin()
+	for i, name := range nsNames {
+		b.Fstatat(proc.AtFDCWD, "/proc/self/ns/"+name, &r.ns[i], 0)
+	}
+	r.end(from, "reading the namespaces' inode numbers")
+	from = r.begin()
+	b.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "")
+	r.end(from, "making the mounts private")
+	// Not dumpable: the program, in the same user namespace but with no
+	// capabilities, can neither ptrace caplin's init nor read its memory.
+	// (Exec makes the program's own process dumpable again.)
+	from = r.begin()
+	b.Prctl(unix.PR_SET_DUMPABLE, proc.Int(0), proc.Int(0), proc.Int(0), proc.Int(0))
+	r.end(from, "prctl(PR_SET_DUMPABLE)")
+
+	// Clone the bind sources while the process sees the caller's files.
+	clones := make([]proc.Val, len(spec.Mounts))
+	skip := make([]bool, len(spec.Mounts))
+	isDir := make([]bool, len(spec.Mounts))
+	devClones := map[int][]proc.Val{}
+	for i := range spec.Mounts {
+		m := &spec.Mounts[i]
+		switch {
+		case m.Kind.isBind():
+			st, err := os.Stat(m.Source)
+			if err != nil && m.Try && errors.Is(err, os.ErrNotExist) {
+				skip[i] = true
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
+			}
+			isDir[i] = st.IsDir()
+			from := r.begin()
+			clones[i] = b.OpenTree(proc.AtFDCWD, m.Source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+			r.end(from, describe(i, m))
+		case m.Kind == Dev:
+			from := r.begin()
+			for _, d := range devNodes {
+				devClones[i] = append(devClones[i], b.OpenTree(proc.AtFDCWD, "/dev/"+d, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC))
+			}
+			r.end(from, describe(i, m))
+		}
+	}
+	// The new root: a tmpfs, attached over /tmp in the process's private
+	// mount namespace while it is built.
+	from = r.begin()
+	fs := b.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
+	b.Fsconfig(fs, unix.FSCONFIG_SET_STRING, "mode", "0755", proc.Int(0))
+	b.Fsconfig(fs, unix.FSCONFIG_CMD_CREATE, "", "", proc.Int(0))
+	rootMnt := b.Fsmount(fs, unix.FSMOUNT_CLOEXEC, 0)
+	b.MoveMount(rootMnt, "", proc.AtFDCWD, buildRoot, unix.MOVE_MOUNT_F_EMPTY_PATH)
+	b.Close(fs)
+	b.Close(rootMnt)
+	r.end(from, "making the root tmpfs")
+
+	for i := range spec.Mounts {
+		m := &spec.Mounts[i]
+		if skip[i] {
+			continue
+		}
+		from := r.begin()
+		dest := buildRoot + filepath.Clean(m.Dest)
+		perms := func(def os.FileMode) os.FileMode {
+			if m.Perms != nil {
+				return *m.Perms
+			}
+			return def
+		}
+		switch m.Kind {
+		case ROBind, Bind, DevBind:
+			if isDir[i] {
+				r.mkdirs(m.Dest)
+			} else {
+				r.mkdirs(filepath.Dir(m.Dest))
+				r.touch(dest, 0o644)
+			}
+			b.MoveMount(clones[i], "", proc.AtFDCWD, dest, unix.MOVE_MOUNT_F_EMPTY_PATH)
+			attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID}
+			if m.Kind != DevBind {
+				attr.Attr_set |= unix.MOUNT_ATTR_NODEV
+			}
+			if m.Kind == ROBind {
+				attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
+			}
+			b.MountSetattr(proc.AtFDCWD, dest, unix.AT_RECURSIVE, attr)
+			b.Close(clones[i])
+		case Tmpfs:
+			r.mkdirs(m.Dest)
+			opts := fmt.Sprintf("mode=%o", modeBits(perms(0o755)))
+			if m.Size > 0 {
+				opts += ",size=" + strconv.FormatInt(m.Size, 10)
+			}
+			b.Mount("tmpfs", dest, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts)
+		case Proc:
+			r.mkdirs(m.Dest)
+			b.Mount("proc", dest, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+		case Mqueue:
+			r.mkdirs(m.Dest)
+			b.Mount("mqueue", dest, "mqueue", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+		case Dev:
+			r.mkdirs(m.Dest)
+			b.Mount("tmpfs", dest, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755")
+			for k, d := range devNodes {
+				node := dest + "/" + d
+				r.touch(node, 0o666)
+				b.MoveMount(devClones[i][k], "", proc.AtFDCWD, node, unix.MOVE_MOUNT_F_EMPTY_PATH)
+				b.Close(devClones[i][k])
+			}
+			b.Mkdirat(proc.AtFDCWD, dest+"/shm", 0o1777)
+			b.Mount("tmpfs", dest+"/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777")
+			b.Mkdirat(proc.AtFDCWD, dest+"/pts", 0o755)
+			b.Symlinkat("/proc/self/fd", dest+"/fd")
+			b.Symlinkat("/proc/self/fd/0", dest+"/stdin")
+			b.Symlinkat("/proc/self/fd/1", dest+"/stdout")
+			b.Symlinkat("/proc/self/fd/2", dest+"/stderr")
+			b.Symlinkat("/proc/kcore", dest+"/core")
+		case Symlink:
+			r.mkdirs(filepath.Dir(m.Dest))
+			b.Symlinkat(m.Source, dest)
+		case Dir:
+			r.mkdirs(m.Dest)
+			if m.Perms != nil {
+				b.Fchmodat(proc.AtFDCWD, dest, modeBits(*m.Perms))
+			}
+		case File:
+			r.mkdirs(filepath.Dir(m.Dest))
+			f := b.Openat(proc.AtFDCWD, dest, unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC|unix.O_CLOEXEC|unix.O_NOFOLLOW, modeBits(perms(0o666)))
+			writeAll(b, f, m.Data)
+			b.Close(f)
+			if m.Perms != nil {
+				b.Fchmodat(proc.AtFDCWD, dest, modeBits(*m.Perms))
+			}
+		case BindData, ROBindData:
+			// The data goes in a file on a tmpfs that is never attached
+			// anywhere; a clone of that file is what gets bound.
+			fs := b.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
+			b.Fsconfig(fs, unix.FSCONFIG_CMD_CREATE, "", "", proc.Int(0))
+			mnt := b.Fsmount(fs, unix.FSMOUNT_CLOEXEC, 0)
+			f := b.Openat(mnt, "data", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, modeBits(perms(0o600)))
+			writeAll(b, f, m.Data)
+			b.Close(f)
+			clone := b.OpenTree(mnt, "data", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+			r.mkdirs(filepath.Dir(m.Dest))
+			r.touch(dest, 0o600)
+			b.MoveMount(clone, "", proc.AtFDCWD, dest, unix.MOVE_MOUNT_F_EMPTY_PATH)
+			attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+			if m.Kind == ROBindData {
+				attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
+			}
+			b.MountSetattr(proc.AtFDCWD, dest, 0, attr)
+			b.Close(clone)
+			b.Close(mnt)
+			b.Close(fs)
+		case RemountRO:
+			b.MountSetattr(proc.AtFDCWD, dest, unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+		case Chmod:
+			b.Fchmodat(proc.AtFDCWD, dest, modeBits(*m.Perms))
+		}
+		r.end(from, describe(i, m))
+	}
+	// Leave the caller's file system: pivot into the new root, with the
+	// old one stacked on it (pivot_root(".", "."), which needs no
+	// directory to put it in, so a bind of the host's / at / works too),
+	// and detach the old one.
+	from = r.begin()
+	b.Chdir(buildRoot)
+	b.PivotRoot(".", ".")
+	b.Umount2(".", unix.MNT_DETACH)
+	b.Chdir("/")
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	if !spec.WritableRoot {
+		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
+	}
+	b.MountSetattr(proc.AtFDCWD, "/", 0, attr)
+	r.end(from, "pivoting into the new root")
+
+	if spec.Net == NetLoopback {
+		from = r.begin()
+		sock := b.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		// struct ifreq: the name, then ifr_flags (a short).
+		ifr := make([]byte, unix.IFNAMSIZ+24) // 40 bytes on 64-bit
+		copy(ifr, "lo")
+		binary.NativeEndian.PutUint16(ifr[unix.IFNAMSIZ:], unix.IFF_UP|unix.IFF_LOOPBACK|unix.IFF_RUNNING)
+		b.Syscall(unix.SYS_IOCTL, sock, proc.Int(unix.SIOCSIFFLAGS), b.In(ifr))
+		b.Close(sock)
+		r.end(from, "bringing up the loopback interface")
+	}
+	if !spec.ShareUTS {
+		host := spec.Hostname
+		if host == "" {
+			host = "caplin"
+		}
+		from = r.begin()
+		b.Sethostname(host)
+		r.end(from, "setting the hostname")
+	}
+	dir := spec.Dir
+	if dir == "" {
+		dir = "/"
+	}
+	from = r.begin()
+	b.Chdir(dir)
+	r.end(from, "changing to the working directory "+dir)
+	return r, nil
+}
+
+// writeAll records writes of p to fd in pieces the child's arena takes.
+func writeAll(b *proc.Batch, fd proc.Val, p []byte) {
+	const chunk = 32 << 10
+	for len(p) > 0 {
+		n := min(len(p), chunk)
+		b.Write(fd, p[:n])
+		p = p[n:]
+	}
+}
+
+// modeBits converts an os.FileMode to the bits of chmod(2).
+func modeBits(m os.FileMode) uint32 {
+	b := uint32(m.Perm())
+	if m&os.ModeSetuid != 0 {
+		b |= unix.S_ISUID
+	}
+	if m&os.ModeSetgid != 0 {
+		b |= unix.S_ISGID
+	}
+	if m&os.ModeSticky != 0 {
+		b |= unix.S_ISVTX
+	}
+	return b
+}
+
+// landlockFor returns the Landlock policy with the same grants as spec's
+// file system: the root read-only (or writable), each mount's tree with
+// the access its kind gives. Landlock rules only add up, so a RemountRO or
+// a Tmpfs that hides part of a writable grant is enforced by the mounts
+// alone. It returns nil and what it dropped when Landlock is unavailable
+// and spec.BestEffort allows that.
+func landlockFor(spec *Spec) (*LandlockPolicy, []string, error) {
+	abi, err := LandlockABI()
+	switch {
+	case err != nil && !spec.BestEffort:
+		return nil, nil, fmt.Errorf("%w: %v", ErrLandlockUnsupported, err)
+	case err != nil:
+		slog.Warn("sandbox: best effort: dropped Landlock, the second layer", "reason", err.Error())
+		return nil, nil, nil
+	}
+	rootAccess := uint64(AccessRead)
+	if spec.WritableRoot {
+		rootAccess = AccessWrite
+	}
+	// The namespaces enforce the grants; Landlock is a second layer, so
+	// an older ABI that lacks a right or a scope weakens that layer only:
+	// what it drops is logged, not refused. No Landlock at all is refused
+	// unless BestEffort.
+	ll := &LandlockPolicy{
+		BestEffort: true,
+		Paths:      []PathGrant{{Path: "/", Access: rootAccess, Kind: PathDir}},
+		// A network namespace of its own needs no TCP rules; the host's
+		// is what NetHost asks for.
+		AnyTCP:          true,
+		AnyAbstractUnix: spec.Net == NetHost,
+	}
+	for i := range spec.Mounts {
+		m := &spec.Mounts[i]
+		g := PathGrant{Path: filepath.Clean(m.Dest), Kind: PathDir}
+		switch m.Kind {
+		case ROBind, Proc, ROBindData:
+			g.Access = AccessRead
+		case Bind, Tmpfs, Mqueue, BindData:
+			g.Access = AccessWrite
+		case DevBind:
+			g.Access = AccessWrite
+		case Dev:
+			g.Access = AccessRead | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV
+		default:
+			continue // in the root: the root's access
+		}
+		switch m.Kind {
+		case ROBind, Bind, DevBind:
+			st, err := os.Stat(m.Source)
+			if err != nil {
+				if m.Try {
+					continue
+				}
+				return nil, nil, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
+			}
+			if !st.IsDir() {
+				g.Kind = PathFile
+			}
+		case BindData, ROBindData:
+			g.Kind = PathFile
+		}
+		ll.Paths = append(ll.Paths, g)
+		if m.Kind == Dev {
+			// Its shm is a tmpfs for the program's own use.
+			ll.Paths = append(ll.Paths, PathGrant{Path: filepath.Join(g.Path, "shm"), Access: AccessWrite, Kind: PathDir})
+		}
+	}
+	// Find out now, before any process is made, whether the kernel can
+	// enforce the policy.
+	var probe proc.Batch
+	dropped, err := ll.Record(&probe, abi)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ll, dropped, nil
+}
+
+// recordCaps records the calls that leave the program the capabilities
+// spec asks for, and no other, in its user namespace.
+func recordCaps(b *proc.Batch, spec *Spec) {
+	if spec.KeepCaps {
+		return
+	}
+	keep := map[int]bool{}
+	for _, c := range spec.Caps {
+		keep[c] = true
+	}
+	// Empty the bounding set but for the kept ones: exec then grants no
+	// other capability, whatever the uid. Dropping past the kernel's last
+	// capability fails with EINVAL, so the kernel's own count is used.
+	last := lastCap()
+	for c := 0; c <= last; c++ {
+		if !keep[c] {
+			b.Prctl(unix.PR_CAPBSET_DROP, proc.Int(c), proc.Int(0), proc.Int(0), proc.Int(0))
+		}
+	}
+	if len(keep) == 0 || spec.UID == 0 {
+		return // uid 0 gets the bounding set at exec
+	}
+	// Another uid keeps them as ambient capabilities, which must be
+	// inheritable (and permitted, which the namespace's creator is) first.
+	var set [2]uint32
+	for c := range keep {
+		set[c/32] |= 1 << (c % 32)
+	}
+	hdr := make([]byte, 8)
+	binary.NativeEndian.PutUint32(hdr, unix.LINUX_CAPABILITY_VERSION_3)
+	data := make([]byte, 24) // two of {effective, permitted, inheritable}
+	for w := 0; w < 2; w++ {
+		for k := 0; k < 3; k++ {
+			binary.NativeEndian.PutUint32(data[w*12+k*4:], set[w])
+		}
+	}
+	b.Syscall(unix.SYS_CAPSET, b.In(hdr), b.In(data))
+	for c := range keep {
+		b.Prctl(unix.PR_CAP_AMBIENT, proc.Int(unix.PR_CAP_AMBIENT_RAISE), proc.Int(c), proc.Int(0), proc.Int(0))
+	}
+}
