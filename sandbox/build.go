@@ -159,6 +159,9 @@ func Build(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
 	if err := checkSpec(spec); err != nil {
 		return nil, err
 	}
+	if spec.LandlockOnly {
+		return buildLandlockOnly(ctx, spec)
+	}
 	filter, err := Filter(spec.Seccomp)
 	if err != nil {
 		return nil, err
@@ -612,8 +615,7 @@ func recordCaps(b *proc.Batch, spec *Spec) {
 	for c := range keep {
 		set[c/32] |= 1 << (c % 32)
 	}
-	hdr := make([]byte, 8)
-	binary.NativeEndian.PutUint32(hdr, unix.LINUX_CAPABILITY_VERSION_3)
+	hdr := capHeader()
 	data := make([]byte, 24) // two of {effective, permitted, inheritable}
 	for w := 0; w < 2; w++ {
 		for k := 0; k < 3; k++ {
@@ -624,4 +626,12 @@ func recordCaps(b *proc.Batch, spec *Spec) {
 	for c := range keep {
 		b.Prctl(unix.PR_CAP_AMBIENT, proc.Int(unix.PR_CAP_AMBIENT_RAISE), proc.Int(c), proc.Int(0), proc.Int(0))
 	}
+}
+
+// capHeader returns a struct __user_cap_header_struct for capset(2) of
+// the calling process, version 3.
+func capHeader() []byte {
+	hdr := make([]byte, 8)
+	binary.NativeEndian.PutUint32(hdr, unix.LINUX_CAPABILITY_VERSION_3)
+	return hdr
 }

@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -43,7 +42,14 @@ const (
 // ErrLandlockUnsupported is returned (wrapped, with what was asked and
 // what the kernel has) when a LandlockPolicy asks for more than the running
 // kernel's Landlock can enforce and BestEffort is not set.
-var ErrLandlockUnsupported = errors.New("sandbox: the kernel's Landlock cannot enforce this")
+// It matches ErrUnenforceable too.
+var ErrLandlockUnsupported error = unenforceable("sandbox: the kernel's Landlock cannot enforce this")
+
+// unenforceable is an error that errors.Is matches with ErrUnenforceable.
+type unenforceable string
+
+func (e unenforceable) Error() string        { return string(e) }
+func (e unenforceable) Is(target error) bool { return target == ErrUnenforceable }
 
 // PathGrant is access to the tree beneath Path (or to the file Path).
 type PathGrant struct {

@@ -33,6 +33,10 @@ type FilterPolicy struct {
 	// that C libraries fall back to clone).
 	AllowUserNamespaces bool
 
+	// OnlyUnixSockets refuses socket(2) in any address family but AF_UNIX
+	// (EAFNOSUPPORT): no network without a network namespace.
+	OnlyUnixSockets bool
+
 	// Deny lists more system calls, by name, that fail with EPERM. A name
 	// that is not a system call of this architecture is an error.
 	Deny []string
@@ -82,6 +86,7 @@ const (
 //     the request are compared, as the kernel reads them, so setting high
 //     bits does not get past the rule;
 //   - refuses new user namespaces unless policy allows them;
+//   - with policy.OnlyUnixSockets, refuses sockets of other families;
 //   - allows everything else.
 func Filter(policy FilterPolicy) ([]unix.SockFilter, error) {
 	var arch uint32
@@ -126,6 +131,13 @@ func Filter(policy FilterPolicy) ([]unix.SockFilter, error) {
 	p.jeq(unix.TIOCLINUX, 1, 0)
 	p.ret(unix.SECCOMP_RET_ALLOW)
 	p.ret(errno(unix.EPERM))
+	if policy.OnlyUnixSockets {
+		p.jeq(unix.SYS_SOCKET, 0, 4)
+		p.load(offArg0)
+		p.jeq(unix.AF_UNIX, 0, 1)
+		p.ret(unix.SECCOMP_RET_ALLOW)
+		p.ret(errno(unix.EAFNOSUPPORT))
+	}
 	if !policy.AllowUserNamespaces {
 		// The accumulator holds nr again on every path that reaches here.
 		for _, nr := range []uint32{unix.SYS_CLONE, unix.SYS_UNSHARE} {

@@ -184,6 +184,19 @@ type Spec struct {
 	// Limits bound the resources of the sandbox's processes together.
 	Limits Limits
 
+	// LandlockOnly confines without namespaces, for kernels that do not
+	// let unprivileged users make user namespaces: the file grants become
+	// Landlock rules on the host's own paths (so binds must be at their
+	// source's path, and tmpfs, proc, symlinks and the other kinds that
+	// make something are refused), the network is cut by the seccomp
+	// filter (no sockets but Unix ones) and Landlock, and signals and
+	// abstract Unix sockets by Landlock's scopes (ABI 6). The program
+	// still sees the host's processes, hostname and System V IPC, and
+	// background processes it starts can outlive the caller
+	// (LandlockOnlyLimits). What cannot be enforced is refused unless
+	// BestEffort.
+	LandlockOnly bool
+
 	// BestEffort lets Build go on where the kernel cannot enforce all of
 	// the spec (an old Landlock ABI, or none), logging one warning line
 	// (log/slog) for each thing it dropped; by default that is an error.

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -258,5 +259,58 @@ grep '^CapBnd' /proc/self/status
 	}
 	if !strings.Contains(out, "lo-up") && !strings.Contains(out, "unknown\n") {
 		t.Errorf("loopback is not up:\n%s", out)
+	}
+}
+
+// TestLandlockOnly confines a shell without namespaces and checks what it
+// reaches, and that what Landlock alone cannot do is refused.
+func TestLandlockOnly(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	if _, err := LandlockABI(); err != nil {
+		t.Skip(err)
+	}
+	host := testenv.SharedTempDir(t)
+	work := filepath.Join(host, "work")
+	os.Mkdir(work, 0o777)
+	os.WriteFile(filepath.Join(host, "secret"), []byte("secret"), 0o644)
+	spec := &Spec{LandlockOnly: true, UID: os.Geteuid(), GID: os.Getegid(), Dir: work,
+		Mounts: []Mount{{Kind: Bind, Source: work, Dest: work}, {Kind: Dev, Dest: "/dev"}}}
+	for _, d := range []string{"/usr", "/bin", "/lib", "/lib64"} {
+		spec.Mounts = append(spec.Mounts, Mount{Kind: ROBind, Source: d, Dest: d, Try: true})
+	}
+	out, code := run(t, spec, `
+cat `+filepath.Join(host, "secret")+` 2>/dev/null && echo LEAK-secret
+ls / >/dev/null 2>&1 && echo LEAK-root-listable
+touch /usr/x 2>/dev/null && echo LEAK-usr-writable
+echo ok > out && cat out
+echo devnull > /dev/null && echo dev-ok
+python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_STREAM)' 2>/dev/null && echo LEAK-inet-socket
+python3 -c 'import socket; socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); print("unix-ok")' 2>/dev/null
+kill -0 1 2>/dev/null && echo LEAK-signal-init
+true`)
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if strings.Contains(out, "LEAK") {
+		t.Errorf("escape from a Landlock-only sandbox:\n%s", out)
+	}
+	for _, want := range []string{"ok\n", "dev-ok\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("want %q in:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat("/usr/bin/python3"); err == nil && !strings.Contains(out, "unix-ok\n") {
+		t.Errorf("Unix sockets should work:\n%s", out)
+	}
+	// What needs namespaces is refused, naming it.
+	for _, m := range []Mount{{Kind: Tmpfs, Dest: "/tmp"}, {Kind: ROBind, Source: "/usr", Dest: "/opt/usr"}, {Kind: Proc, Dest: "/proc"}} {
+		bad := &Spec{LandlockOnly: true, UID: os.Geteuid(), GID: os.Getegid(), Mounts: []Mount{m}}
+		sb, err := Build(context.Background(), bad)
+		if err == nil {
+			sb.Close()
+			t.Errorf("LandlockOnly with %v %s: no error", m.Kind, m.Dest)
+		} else if !errors.Is(err, ErrUnenforceable) || !strings.Contains(err.Error(), m.Dest) {
+			t.Errorf("LandlockOnly with %v %s: %v", m.Kind, m.Dest, err)
+		}
 	}
 }

@@ -136,8 +136,16 @@ PROCESS
 		Landlock), drop it, saying what was dropped, instead of
 		refusing (exit 122).
 	--landlock-only
-		Confine with Landlock alone, for kernels without unprivileged
-		user namespaces. Not implemented yet: refused.
+		Confine without namespaces, for kernels that do not let
+		unprivileged users make user namespaces: file grants become
+		Landlock rules on the host's own paths (binds must be at their
+		source's path; --tmpfs, --proc, --symlink and the other options
+		that make something are refused), the network is cut by seccomp
+		(Unix sockets only) and Landlock, signals and abstract sockets
+		by Landlock's scopes (Linux 6.12). The program still sees the
+		host's processes, hostname and IPC, and background processes it
+		starts can outlive caplin. What cannot be enforced is refused
+		(exit 122) unless --best-effort.
 
 STATUS FDS (bubblewrap's formats)
 	--info-fd FD
@@ -229,9 +237,6 @@ func runCommand(args []string, bwrap bool) int {
 	for _, w := range cfg.warnings {
 		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", name, w)
 	}
-	if cfg.landlockOnly {
-		return fail(exitUnenforceable, "--landlock-only is not implemented yet; caplin needs user namespaces (see caplin doctor)")
-	}
 	spec, err := cfg.spec()
 	if err != nil {
 		var ue *usageErr
@@ -262,8 +267,8 @@ func runCommand(args []string, bwrap bool) int {
 	ctx := context.Background()
 	sb, err := sandbox.Build(ctx, spec)
 	if err != nil {
-		if errors.Is(err, sandbox.ErrLandlockUnsupported) && !bwrap {
-			return fail(exitUnenforceable, "%v (--best-effort runs without it)", err)
+		if errors.Is(err, sandbox.ErrUnenforceable) && !bwrap {
+			return fail(exitUnenforceable, "%v (--best-effort drops what cannot be enforced)", err)
 		}
 		return fail(failCode, "%v", err)
 	}
@@ -356,6 +361,7 @@ func (c *runConfig) spec() (*sandbox.Spec, error) {
 		spec.Hostname = c.hostname
 	}
 	spec.BestEffort = spec.BestEffort || c.bestEffort
+	spec.LandlockOnly = spec.LandlockOnly || c.landlockOnly
 
 	// The environment.
 	var base []string
