@@ -40,6 +40,16 @@ type Options struct {
 	// package documentation for the limits of that.
 	NoParentDeathSignal bool
 
+	// Direct forks the child from the caller itself rather than from a
+	// zygote: one fork and one process fewer, which suits a short-lived
+	// caller with a small heap, such as a command-line tool. The cost of
+	// the fork grows with the caller's memory (its page tables are
+	// copied), which the zygotes avoid. Like Detached, the child is the
+	// caller's own, in the caller's namespaces but those asked for; it is
+	// killed when the caller dies (unless NoParentDeathSignal), and so is
+	// everything in a pid namespace it is the init of (NewPID).
+	Direct bool
+
 	// Detached makes the child in the caller's own pid (and user)
 	// namespace, as a direct child of the caller, instead of inside the
 	// pid namespace of the caller's tree zygote. A detached child is still
@@ -221,6 +231,95 @@ func (z *zygote) forker(req chan chan zygoteResult) {
 	}
 }
 
+// arenaMu serializes the use of the arena's fork arguments and pidfd
+// slot by the threads that fork.
+var arenaMu sync.Mutex
+
+// directForker is the locked thread that forks Direct children.
+var directForker struct {
+	once sync.Once
+	req  chan func()
+}
+
+// onForkerThread runs fn on a locked OS thread that never exits, so that
+// the parent-death signal of the children it forks fires only when the
+// whole process dies.
+func onForkerThread(fn func()) {
+	directForker.once.Do(func() {
+		directForker.req = make(chan func())
+		go func() {
+			runtime.LockOSThread()
+			for f := range directForker.req {
+				f()
+			}
+		}()
+	})
+	done := make(chan struct{})
+	directForker.req <- func() { fn(); close(done) }
+	<-done
+}
+
+// forkDirect forks a child of the caller itself (Options.Direct).
+func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
+	if err := mapArena(); err != nil {
+		return nil, err
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socketpair", err)
+	}
+	var cflags uint64
+	if !opts.NoParentDeathSignal {
+		cflags = uint64(flagPdeathsig)
+	}
+	var pid uintptr
+	var pfd int32
+	var errno syscall.Errno
+	onForkerThread(func() {
+		arenaMu.Lock()
+		defer arenaMu.Unlock()
+		writeForkArgs(forkArgs{flags: uint64(opts.cloneFlags()), ctrl: uint64(fds[1]), cflags: cflags}, nil)
+		syscall.ForkLock.Lock()
+		pid, errno = forkChild(arenaAddr)
+		syscall.ForkLock.Unlock()
+		pfd = readPidfd()
+	})
+	unix.Close(fds[1])
+	if errno != 0 {
+		unix.Close(fds[0])
+		return nil, fmt.Errorf("proc: fork: %w", os.NewSyscallError("clone", errno))
+	}
+	p, err := pidfd.New(int(pfd), int(pid), nil)
+	if err != nil {
+		unix.Close(fds[0])
+		return nil, err
+	}
+	h := newHandle(fds[0], fds[1], p)
+	h.pidns = opts.NewPID
+	h.noPdeath = opts.NoParentDeathSignal
+	defer func() {
+		if err != nil {
+			h.Close()
+		}
+	}()
+	if opts.NewUser {
+		uidMap, gidMap := opts.UIDMap, opts.GIDMap
+		if uidMap == nil {
+			uidMap = []IDMap{{0, os.Geteuid(), 1}}
+		}
+		if gidMap == nil {
+			gidMap = []IDMap{{0, os.Getegid(), 1}}
+		}
+		if err := h.writeIDMaps(ctx, nil, true, int(pid), uidMap, gidMap, opts.AllowSetgroups); err != nil {
+			return nil, err
+		}
+	}
+	if err := scrubArgs(ctx, h); err != nil {
+		return nil, fmt.Errorf("proc: fork: %w", err)
+	}
+	return h, nil
+}
+
 // forkZygote forks a zygote from the calling (forker) thread.
 func forkZygote(tree bool) (*Handle, error) {
 	if err := mapArena(); err != nil {
@@ -244,16 +343,18 @@ func forkZygote(tree bool) (*Handle, error) {
 	if err != nil || len(ranges) > maxUnmap {
 		ranges = nil // keep everything: correct, only slower
 	}
+	arenaMu.Lock()
 	writeForkArgs(forkArgs{
 		flags:  flags,
 		ctrl:   uint64(fds[1]),
 		cflags: uint64(flagPdeathsig),
 		unmap:  boolWord(len(ranges) > 0),
 	}, ranges)
-
 	syscall.ForkLock.Lock()
 	pid, errno := forkChild(arenaAddr)
 	syscall.ForkLock.Unlock()
+	pfd := readPidfd()
+	arenaMu.Unlock()
 	unix.Close(fds[1])
 	if errno != 0 {
 		unix.Close(fds[0])
@@ -266,7 +367,7 @@ func forkZygote(tree bool) (*Handle, error) {
 		}
 		return nil, os.NewSyscallError("clone", errno)
 	}
-	p, err := pidfd.New(int(readPidfd()), int(pid), nil)
+	p, err := pidfd.New(int(pfd), int(pid), nil)
 	if err != nil {
 		unix.Close(fds[0])
 		return nil, err
@@ -412,6 +513,9 @@ func boolWord(b bool) uint64 {
 func Fork(ctx context.Context, opts *Options) (*Handle, error) {
 	if opts == nil {
 		opts = &Options{}
+	}
+	if opts.Direct {
+		return forkDirect(ctx, opts)
 	}
 	zy := treeZygote
 	if opts.Detached {

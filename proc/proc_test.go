@@ -934,3 +934,40 @@ func TestZygoteIgnoresTerminalSignals(t *testing.T) {
 		t.Errorf("the zygote was replaced (%v): it died of a terminal signal", err)
 	}
 }
+
+// TestDirect forks straight from the caller: the child is the caller's
+// own, in the namespaces asked for, and forkat inside it works.
+func TestDirect(t *testing.T) {
+	alsoAsNobody(t)
+	ctx := context.Background()
+	h := fork(t, &Options{Direct: true, NewUser: true, NewPID: true})
+	if ppid := unix.Getpid(); procPPid(t, h.Pid()) != ppid {
+		t.Errorf("a Direct child's parent is %d, want the caller %d", procPPid(t, h.Pid()), ppid)
+	}
+	if code := shellStatus(t, fork(t, &Options{Direct: true}), `[ "$PPID" != 1 ] && exit 3`); code != 3 {
+		t.Errorf("plain Direct child: exit %d", code)
+	}
+	inner, err := h.Fork(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	if code := shellStatus(t, inner, `[ $$ = 2 ] && [ "$(id -u)" = 0 ] && exit 4`); code != 4 {
+		t.Errorf("forkat inside a Direct pid-namespace init: exit %d, want 4 (pid 2, uid 0)", code)
+	}
+	if code := shellStatus(t, h, `[ $$ = 1 ] && exit 5`); code != 5 {
+		t.Errorf("the Direct child itself: exit %d, want 5 (pid 1)", code)
+	}
+}
+
+// procPPid returns the parent of process pid, from /proc.
+func procPPid(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	n, _ := strconv.Atoi(f[1])
+	return n
+}
