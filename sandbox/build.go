@@ -189,6 +189,7 @@ func Build(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
 	}()
 	uid, gid := os.Geteuid(), os.Getegid()
 	h, err := proc.Fork(ctx, &proc.Options{
+		Direct:  spec.Direct,
 		NewUser: true, NewMount: true,
 		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup,
 		NewPID: !spec.SharePID,

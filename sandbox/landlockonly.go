@@ -118,7 +118,7 @@ func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) 
 			sb.Close()
 		}
 	}()
-	h, err := proc.Fork(ctx, &proc.Options{Detached: true})
+	h, err := proc.Fork(ctx, &proc.Options{Detached: !spec.Direct, Direct: spec.Direct})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}

@@ -184,6 +184,11 @@ type Spec struct {
 	// Limits bound the resources of the sandbox's processes together.
 	Limits Limits
 
+	// Direct forks the sandbox straight from the caller rather than from
+	// proc's zygote (proc.Options.Direct): faster for a caller with a
+	// small heap, such as a command; slower for a large one.
+	Direct bool
+
 	// LandlockOnly confines without namespaces, for kernels that do not
 	// let unprivileged users make user namespaces: the file grants become
 	// Landlock rules on the host's own paths (so binds must be at their

@@ -362,6 +362,9 @@ func (c *runConfig) spec() (*sandbox.Spec, error) {
 	}
 	spec.BestEffort = spec.BestEffort || c.bestEffort
 	spec.LandlockOnly = spec.LandlockOnly || c.landlockOnly
+	// A command's heap is small: forking from it directly saves making
+	// a zygote.
+	spec.Direct = true
 
 	// The environment.
 	var base []string
