@@ -188,12 +188,17 @@ func Build(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
 		}
 	}()
 	uid, gid := os.Geteuid(), os.Getegid()
+	// Under caplin's init the program's process makes the network
+	// namespace (the costliest one to make) while the init builds the
+	// root, on another CPU.
+	initMode := !spec.SharePID && !spec.AsPID1
+	netLater := initMode && spec.Net != NetHost
 	h, err := proc.Fork(ctx, &proc.Options{
 		Direct:  spec.Direct,
 		NewUser: true, NewMount: true,
 		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup,
 		NewPID: !spec.SharePID,
-		NewNet: spec.Net != NetHost,
+		NewNet: spec.Net != NetHost && !netLater,
 		UIDMap: []proc.IDMap{{Inside: spec.UID, Outside: uid, Size: 1}},
 		GIDMap: []proc.IDMap{{Inside: spec.GID, Outside: gid, Size: 1}},
 	})
@@ -206,23 +211,11 @@ func Build(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
 			return nil, err
 		}
 	}
-	r, err := recordRoot(spec)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := h.Run(ctx, &r.b); err != nil {
-		return nil, r.explain(err)
-	}
-	sb.ns = map[string]uint64{}
-	for i, name := range nsNames {
-		sb.ns[name] = r.ns[i].Ino
-	}
-
 	// The program's process: the first one, or, under an init of
-	// caplin's, a child of it (forkat), which shares its namespaces, root
-	// and working directory.
+	// caplin's, a child of it (forkat), which shares its namespaces, and
+	// gets the root the init builds when pivot_root moves it.
 	prog := h
-	if !spec.SharePID && !spec.AsPID1 {
+	if initMode {
 		if prog, err = h.Fork(ctx, nil); err != nil {
 			return nil, fmt.Errorf("sandbox: forking the program's process: %w", err)
 		}
@@ -230,8 +223,61 @@ func Build(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
 	}
 	sb.h = prog
 
+	r, err := recordRoot(spec, !netLater)
+	if err != nil {
+		return nil, err
+	}
+	var n recorder
+	if netLater {
+		from := n.begin()
+		n.b.Unshare(unix.CLONE_NEWNET)
+		n.end(from, "making the network namespace")
+		if spec.Net == NetLoopback {
+			recordLoopback(&n)
+		}
+	}
+	netErr := make(chan error, 1)
+	go func() {
+		var err error
+		if n.b.Len() > 0 {
+			if _, err = prog.Run(ctx, &n.b); err != nil {
+				err = n.explain(err)
+			}
+		}
+		netErr <- err
+	}()
+	_, err = h.Run(ctx, &r.b)
+	if nerr := <-netErr; err == nil && nerr != nil {
+		return nil, nerr
+	}
+	if err != nil {
+		return nil, r.explain(err)
+	}
+	sb.ns = map[string]uint64{}
+	for i, name := range nsNames {
+		sb.ns[name] = r.ns[i].Ino
+	}
+	if netLater {
+		// Looked up from outside: the program's /proc/self may be gone
+		// by the time its batch runs, with the root pivoted under it.
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/"+strconv.Itoa(prog.Pid())+"/ns/net", &st); err != nil {
+			return nil, fmt.Errorf("sandbox: the network namespace's inode number: %w", &os.PathError{Op: "stat", Path: "/proc/" + strconv.Itoa(prog.Pid()) + "/ns/net", Err: err})
+		}
+		sb.ns["net"] = st.Ino
+	}
+
 	var s recorder
+	dir := spec.Dir
+	if dir == "" {
+		dir = "/"
+	}
+	// pivot_root moved the program's root, but not its working
+	// directory, unless that was the old root.
 	from := s.begin()
+	s.b.Chdir(dir)
+	s.end(from, "changing to the working directory "+dir)
+	from = s.begin()
 	for fd, f := range spec.Files {
 		s.b.PutFile(f, fd)
 	}
@@ -274,7 +320,7 @@ func Build(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
 
 // recordRoot records the calls that build the root, the network, the
 // hostname and the working directory, in the first process.
-func recordRoot(spec *Spec) (*recorder, error) {
+func recordRoot(spec *Spec, network bool) (*recorder, error) {
 	r := &recorder{made: map[string]bool{}}
 	b := &r.b
 	// The namespaces' inode numbers, for Sandbox.Namespaces, while the
@@ -456,16 +502,8 @@ func recordRoot(spec *Spec) (*recorder, error) {
 	b.MountSetattr(proc.AtFDCWD, "/", 0, attr)
 	r.end(from, "pivoting into the new root")
 
-	if spec.Net == NetLoopback {
-		from = r.begin()
-		sock := b.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		// struct ifreq: the name, then ifr_flags (a short).
-		ifr := make([]byte, unix.IFNAMSIZ+24) // 40 bytes on 64-bit
-		copy(ifr, "lo")
-		binary.NativeEndian.PutUint16(ifr[unix.IFNAMSIZ:], unix.IFF_UP|unix.IFF_LOOPBACK|unix.IFF_RUNNING)
-		b.Syscall(unix.SYS_IOCTL, sock, proc.Int(unix.SIOCSIFFLAGS), b.In(ifr))
-		b.Close(sock)
-		r.end(from, "bringing up the loopback interface")
+	if network && spec.Net == NetLoopback {
+		recordLoopback(r)
 	}
 	if !spec.ShareUTS {
 		host := spec.Hostname
@@ -484,6 +522,20 @@ func recordRoot(spec *Spec) (*recorder, error) {
 	b.Chdir(dir)
 	r.end(from, "changing to the working directory "+dir)
 	return r, nil
+}
+
+// recordLoopback records the calls that bring up the loopback interface
+// of the process's network namespace.
+func recordLoopback(r *recorder) {
+	from := r.begin()
+	sock := r.b.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	// struct ifreq: the name, then ifr_flags (a short).
+	ifr := make([]byte, unix.IFNAMSIZ+24) // 40 bytes on 64-bit
+	copy(ifr, "lo")
+	binary.NativeEndian.PutUint16(ifr[unix.IFNAMSIZ:], unix.IFF_UP|unix.IFF_LOOPBACK|unix.IFF_RUNNING)
+	r.b.Syscall(unix.SYS_IOCTL, sock, proc.Int(unix.SIOCSIFFLAGS), r.b.In(ifr))
+	r.b.Close(sock)
+	r.end(from, "bringing up the loopback interface")
 }
 
 // writeAll records writes of p to fd in pieces the child's arena takes.

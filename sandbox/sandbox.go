@@ -94,6 +94,19 @@ func (s *Sandbox) Exec(ctx context.Context, path string, argv []string) (*pidfd.
 	return nil, &os.PathError{Op: "exec", Path: path, Err: unix.ENOENT}
 }
 
+// Kill kills every process in the sandbox (SIGKILL) and returns without
+// waiting for them to go: the kernel takes its namespaces down in the
+// background. It suits a caller about to exit; Close still has to reap.
+func (s *Sandbox) Kill() error {
+	if s.first == nil {
+		return nil
+	}
+	if s.h != s.first {
+		s.h.Process().Kill()
+	}
+	return s.first.Process().Kill()
+}
+
 // Close kills every process left in the sandbox and frees what it holds.
 // It is idempotent.
 func (s *Sandbox) Close() error {

@@ -272,7 +272,15 @@ func runCommand(args []string, bwrap bool) int {
 		}
 		return fail(failCode, "%v", err)
 	}
-	defer sb.Close()
+	// The sandbox is closed on the way out when something fails; when the
+	// program has run, it is only killed: caplin exits at once, and the
+	// kernel takes the namespaces down in the background.
+	closeSandbox := true
+	defer func() {
+		if closeSandbox {
+			sb.Close()
+		}
+	}()
 	info := cfg.infoJSON(sb, spec)
 	if cfg.infoFD != nil {
 		fmt.Fprintf(cfg.infoFD, "{\n    %s\n}\n", strings.Join(info, ",\n    "))
@@ -302,7 +310,6 @@ func runCommand(args []string, bwrap bool) int {
 		}
 		return fail(code, "%s", msg)
 	}
-	defer p.Close()
 
 	var escalated atomic.Int32 // a signal caplin turned into SIGKILL
 	done := make(chan struct{})
@@ -329,6 +336,8 @@ func runCommand(args []string, bwrap bool) int {
 	if cfg.syncFD != nil {
 		cfg.syncFD.Close()
 	}
+	sb.Kill()
+	closeSandbox = false
 	return code
 }
 
