@@ -267,7 +267,21 @@ func Build(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
 		sb.ns["net"] = st.Ino
 	}
 
-	var s recorder
+	s, err := recordProgram(spec, spec.Files, lim, ll, filter)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := prog.Run(ctx, &s.b); err != nil {
+		return nil, s.explain(err)
+	}
+	return sb, nil
+}
+
+// recordProgram records the calls that make the program's process what
+// spec says, once its root is in place: working directory, fds, session,
+// limits, Landlock, capabilities, no_new_privs and seccomp.
+func recordProgram(spec *Spec, files map[int]*os.File, lim *limiter, ll *LandlockPolicy, filter []unix.SockFilter) (*recorder, error) {
+	s := &recorder{}
 	dir := spec.Dir
 	if dir == "" {
 		dir = "/"
@@ -278,7 +292,7 @@ func Build(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
 	s.b.Chdir(dir)
 	s.end(from, "changing to the working directory "+dir)
 	from = s.begin()
-	for fd, f := range spec.Files {
+	for fd, f := range files {
 		s.b.PutFile(f, fd)
 	}
 	s.end(from, "granting fds")
@@ -312,10 +326,7 @@ func Build(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
 		s.b.SeccompSetModeFilter(0, f)
 		s.end(from, "seccomp program "+strconv.Itoa(i+1))
 	}
-	if _, err := prog.Run(ctx, &s.b); err != nil {
-		return nil, s.explain(err)
-	}
-	return sb, nil
+	return s, nil
 }
 
 // recordRoot records the calls that build the root, the network, the
@@ -414,11 +425,7 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 			b.Close(clones[i])
 		case Tmpfs:
 			r.mkdirs(m.Dest)
-			opts := fmt.Sprintf("mode=%o", modeBits(perms(0o755)))
-			if m.Size > 0 {
-				opts += ",size=" + strconv.FormatInt(m.Size, 10)
-			}
-			b.Mount("tmpfs", dest, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts)
+			b.Mount("tmpfs", dest, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, tmpfsOptions(perms(0o755), m.Size))
 		case Proc:
 			r.mkdirs(m.Dest)
 			b.Mount("proc", dest, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
@@ -459,26 +466,9 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 				b.Fchmodat(proc.AtFDCWD, dest, modeBits(*m.Perms))
 			}
 		case BindData, ROBindData:
-			// The data goes in a file on a tmpfs that is never attached
-			// anywhere; a clone of that file is what gets bound.
-			fs := b.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
-			b.Fsconfig(fs, unix.FSCONFIG_CMD_CREATE, "", "", proc.Int(0))
-			mnt := b.Fsmount(fs, unix.FSMOUNT_CLOEXEC, 0)
-			f := b.Openat(mnt, "data", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, modeBits(perms(0o600)))
-			writeAll(b, f, m.Data)
-			b.Close(f)
-			clone := b.OpenTree(mnt, "data", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 			r.mkdirs(filepath.Dir(m.Dest))
 			r.touch(dest, 0o600)
-			b.MoveMount(clone, "", proc.AtFDCWD, dest, unix.MOVE_MOUNT_F_EMPTY_PATH)
-			attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
-			if m.Kind == ROBindData {
-				attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
-			}
-			b.MountSetattr(proc.AtFDCWD, dest, 0, attr)
-			b.Close(clone)
-			b.Close(mnt)
-			b.Close(fs)
+			recordDataBind(r, m, dest)
 		case RemountRO:
 			b.MountSetattr(proc.AtFDCWD, dest, unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
 		case Chmod:
@@ -522,6 +512,43 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 	b.Chdir(dir)
 	r.end(from, "changing to the working directory "+dir)
 	return r, nil
+}
+
+// tmpfsOptions returns the mount options of a tmpfs of mode perms and
+// size bytes (0: the kernel's default).
+func tmpfsOptions(perms os.FileMode, size int64) string {
+	opts := fmt.Sprintf("mode=%o", modeBits(perms))
+	if size > 0 {
+		opts += ",size=" + strconv.FormatInt(size, 10)
+	}
+	return opts
+}
+
+// recordDataBind records the calls that bind a file holding m.Data at
+// dest, which must exist: the data goes in a file on a tmpfs that is never
+// attached anywhere, and a clone of that file is what gets bound.
+func recordDataBind(r *recorder, m *Mount, dest string) {
+	b := &r.b
+	perms := os.FileMode(0o600)
+	if m.Perms != nil {
+		perms = *m.Perms
+	}
+	fs := b.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
+	b.Fsconfig(fs, unix.FSCONFIG_CMD_CREATE, "", "", proc.Int(0))
+	mnt := b.Fsmount(fs, unix.FSMOUNT_CLOEXEC, 0)
+	f := b.Openat(mnt, "data", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, modeBits(perms))
+	writeAll(b, f, m.Data)
+	b.Close(f)
+	clone := b.OpenTree(mnt, "data", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	b.MoveMount(clone, "", proc.AtFDCWD, dest, unix.MOVE_MOUNT_F_EMPTY_PATH)
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	if m.Kind == ROBindData {
+		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
+	}
+	b.MountSetattr(proc.AtFDCWD, dest, 0, attr)
+	b.Close(clone)
+	b.Close(mnt)
+	b.Close(fs)
 }
 
 // recordLoopback records the calls that bring up the loopback interface

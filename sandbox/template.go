@@ -1,0 +1,241 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/caplin-dev/caplin/proc"
+	"golang.org/x/sys/unix"
+)
+
+// A Template is the costly part of a sandbox, made once from a Spec: its
+// user and network namespaces and its assembled file system. Build makes
+// sandboxes from it, each in new mount (a copy of the template's), pid,
+// IPC, UTS and cgroup namespaces of its own, with fresh tmpfs, proc and
+// mqueue mounts, a fresh /dev/shm and fresh data binds, and its own fds,
+// session, limits, Landlock domain, capabilities and seccomp filter. A
+// launcher that starts many sandboxes from one profile saves making the
+// namespaces that cost most (a network namespace takes about a
+// millisecond of kernel time) and rebuilding the root each time.
+//
+// Sandboxes built from one template share, and only they:
+//
+//   - the user namespace: the same IDs, which no sandbox holds any
+//     capability over;
+//   - the network namespace: with NetNone there is nothing in it to share
+//     but the abstract Unix socket namespace, which Landlock (ABI 6,
+//     Linux 6.12) scopes to each sandbox; with NetLoopback, one loopback
+//     interface, so they can reach each other's listeners on 127.0.0.1;
+//   - what the spec's writable binds grant, as any sandboxes given the
+//     same binds do;
+//   - a tmpfs or proc that another mount of the spec is inside, which
+//     cannot be renewed without hiding that mount (Build logs it).
+//
+// The template's process is the init of a pid namespace that holds every
+// sandbox built from it (each in a pid namespace of its own inside): it
+// reaps them, and closing the template kills them. A Template is safe for
+// concurrent use.
+type Template struct {
+	spec   *Spec
+	h      *proc.Handle
+	ll     *LandlockPolicy
+	filter []unix.SockFilter
+	fresh  []int // indexes of the mounts each sandbox renews
+	ns     map[string]uint64
+}
+
+// NewTemplate makes the template of spec. Spec.Files, Env and Limits are
+// the defaults of the sandboxes built from it; LandlockOnly, which has no
+// namespaces to keep, is refused.
+func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
+	if spec == nil {
+		spec = &Spec{}
+	}
+	if err := checkSpec(spec); err != nil {
+		return nil, err
+	}
+	if spec.LandlockOnly {
+		return nil, errors.New("sandbox: a LandlockOnly sandbox has no namespaces to make a template of")
+	}
+	filter, err := Filter(spec.Seccomp)
+	if err != nil {
+		return nil, err
+	}
+	ll, lldrop, err := landlockFor(spec)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range lldrop {
+		slog.Info("sandbox: Landlock, the second layer, is partial on this kernel", "dropped", d)
+	}
+	t := &Template{spec: spec, ll: ll, filter: filter}
+	for i := range spec.Mounts {
+		m := &spec.Mounts[i]
+		switch m.Kind {
+		case Tmpfs, Proc, Mqueue, Dev, BindData:
+		default:
+			continue
+		}
+		if covered(spec.Mounts, i) {
+			slog.Warn("sandbox: template: shared by its sandboxes, since a later mount is inside it", "mount", describe(i, m))
+			continue
+		}
+		t.fresh = append(t.fresh, i)
+	}
+	h, err := proc.Fork(ctx, &proc.Options{
+		Direct:  spec.Direct,
+		NewUser: true, NewMount: true, NewPID: true,
+		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup,
+		NewNet: spec.Net != NetHost,
+		UIDMap: []proc.IDMap{{Inside: spec.UID, Outside: os.Geteuid(), Size: 1}},
+		GIDMap: []proc.IDMap{{Inside: spec.GID, Outside: os.Getegid(), Size: 1}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: template: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			h.Close()
+		}
+	}()
+	r, err := recordRoot(spec, true)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := h.Run(ctx, &r.b); err != nil {
+		return nil, fmt.Errorf("template: %w", r.explain(err))
+	}
+	t.ns = map[string]uint64{}
+	for i, name := range nsNames {
+		t.ns[name] = r.ns[i].Ino
+	}
+	t.h = h
+	return t, nil
+}
+
+// covered reports whether a mount after ms[i] is at or inside its
+// destination, so that mounting afresh at ms[i] would hide it.
+func covered(ms []Mount, i int) bool {
+	dest := filepath.Clean(ms[i].Dest)
+	for _, m := range ms[i+1:] {
+		d := filepath.Clean(m.Dest)
+		if d == dest || strings.HasPrefix(d, strings.TrimSuffix(dest, "/")+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// Build makes a sandbox from the template, ready for Exec. files are the
+// program's fds and env its environment; nil means the template spec's.
+func (t *Template) Build(ctx context.Context, files map[int]*os.File, env []string) (_ *Sandbox, err error) {
+	spec := t.spec
+	if files == nil {
+		files = spec.Files
+	}
+	if env != nil {
+		s := *spec
+		s.Env = env
+		spec = &s
+	}
+	for fd, f := range files {
+		if fd < 0 || f == nil {
+			return nil, fmt.Errorf("sandbox: fd %d: want a number of 0 or more and a file", fd)
+		}
+	}
+	lim, limdrop, err := newLimiter(spec.Limits, spec.BestEffort)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range limdrop {
+		slog.Warn("sandbox: best effort: dropped", "what", d)
+	}
+	sb := &Sandbox{spec: spec, lim: lim}
+	defer func() {
+		if err != nil {
+			sb.Close()
+		}
+	}()
+	h, err := t.h.Fork(ctx, &proc.Options{
+		NewMount: true, NewPID: !spec.SharePID,
+		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	sb.first, sb.h = h, h
+	if lim != nil {
+		if err := lim.attach(h.Pid()); err != nil {
+			return nil, err
+		}
+	}
+	// Renew what must not be shared: tmpfs, proc (for the new pid
+	// namespace), mqueue (for the new IPC namespace), /dev/shm, data.
+	var r recorder
+	for _, i := range t.fresh {
+		m := &spec.Mounts[i]
+		from := r.begin()
+		dest := filepath.Clean(m.Dest)
+		switch m.Kind {
+		case Tmpfs:
+			perms := os.FileMode(0o755)
+			if m.Perms != nil {
+				perms = *m.Perms
+			}
+			r.b.Mount("tmpfs", dest, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, tmpfsOptions(perms, m.Size))
+		case Proc:
+			if !spec.SharePID {
+				r.b.Mount("proc", dest, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+			}
+		case Mqueue:
+			if !spec.ShareIPC {
+				r.b.Mount("mqueue", dest, "mqueue", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+			}
+		case Dev:
+			r.b.Mount("tmpfs", dest+"/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777")
+		case BindData:
+			recordDataBind(&r, m, dest)
+		}
+		r.end(from, describe(i, m))
+	}
+	from := r.begin()
+	for i, name := range nsNames {
+		if name != "net" && name != "user" {
+			r.b.Fstatat(proc.AtFDCWD, "/proc/self/ns/"+name, &r.ns[i], 0)
+		}
+	}
+	r.end(from, "reading the namespaces' inode numbers")
+	if _, err := h.Run(ctx, &r.b); err != nil {
+		return nil, r.explain(err)
+	}
+	sb.ns = map[string]uint64{"net": t.ns["net"], "user": t.ns["user"]}
+	for i, name := range nsNames {
+		if name != "net" && name != "user" {
+			sb.ns[name] = r.ns[i].Ino
+		}
+	}
+	prog := h
+	if !spec.SharePID && !spec.AsPID1 {
+		if prog, err = h.Fork(ctx, nil); err != nil {
+			return nil, fmt.Errorf("sandbox: forking the program's process: %w", err)
+		}
+		sb.init, sb.h = h, prog
+	}
+	s, err := recordProgram(spec, files, lim, t.ll, t.filter)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := prog.Run(ctx, &s.b); err != nil {
+		return nil, s.explain(err)
+	}
+	return sb, nil
+}
+
+// Close ends the template, and every sandbox built from it: they live in
+// the template's pid namespace.
+func (t *Template) Close() error { return t.h.Close() }
