@@ -249,6 +249,13 @@ func (p *Process) waitOnce(ctx context.Context, fd int) (*State, error) {
 		}
 		st, err := p.reaper(ctx)
 		if err != nil {
+			// The parent may be gone with the status (a pid namespace's
+			// init killed with its namespace): the kernel may still know
+			// it (PIDFD_INFO_EXIT, Linux 6.15).
+			if st, ierr := exitInfo(p.pid, fd); ierr == nil {
+				p.state = st
+				return st, nil
+			}
 			return nil, err
 		}
 		p.state = st

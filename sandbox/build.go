@@ -173,13 +173,19 @@ func Build(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
 	for _, d := range lldrop {
 		slog.Info("sandbox: Landlock, the second layer, is partial on this kernel", "dropped", d)
 	}
-	lim, limdrop, err := newLimiter(spec.Limits, spec.BestEffort)
+	lim, limdrop, err := newLimiter(spec.Limits, os.Geteuid(), spec.BestEffort)
 	if err != nil {
 		return nil, err
 	}
 	for _, d := range limdrop {
 		slog.Warn("sandbox: best effort: dropped", "what", d)
 	}
+	return buildWith(ctx, spec, filter, ll, lim)
+}
+
+// buildWith is Build once the policies and the limiter are made; lim
+// (which may be nil) is the sandbox's from then on.
+func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *LandlockPolicy, lim *limiter) (_ *Sandbox, err error) {
 
 	sb := &Sandbox{spec: spec, lim: lim}
 	defer func() {

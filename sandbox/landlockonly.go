@@ -105,7 +105,7 @@ func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) 
 	if err != nil {
 		return nil, err
 	}
-	lim, limdrop, err := newLimiter(spec.Limits, spec.BestEffort)
+	lim, limdrop, err := newLimiter(spec.Limits, os.Geteuid(), spec.BestEffort)
 	if err != nil {
 		return nil, err
 	}

@@ -46,6 +46,7 @@ import (
 //	pids = 64                 # processes and threads
 //	memory = "512M"           # bytes, or with K, M or G
 //	cpu = 0.5                 # CPUs
+//	no_file = 1024            # open files, per process
 //
 //	[seccomp]
 //	allow_user_namespaces = false
@@ -71,6 +72,7 @@ type profile struct {
 		Pids   int     `toml:"pids"`
 		Memory string  `toml:"memory"`
 		CPU    float64 `toml:"cpu"`
+		NoFile int     `toml:"no_file"`
 	} `toml:"limits"`
 	Seccomp struct {
 		AllowUserNamespaces bool     `toml:"allow_user_namespaces"`
@@ -187,9 +189,9 @@ func ParseProfile(name string, data []byte) (*Spec, error) {
 		}
 		spec.Caps = append(spec.Caps, n)
 	}
-	spec.Limits.Pids, spec.Limits.CPU = p.Limits.Pids, p.Limits.CPU
-	if p.Limits.Pids < 0 || p.Limits.CPU < 0 {
-		return nil, bad("limits: pids and cpu must not be negative")
+	spec.Limits.Pids, spec.Limits.CPU, spec.Limits.NoFile = p.Limits.Pids, p.Limits.CPU, p.Limits.NoFile
+	if p.Limits.Pids < 0 || p.Limits.CPU < 0 || p.Limits.NoFile < 0 {
+		return nil, bad("limits: pids, cpu and no_file must not be negative")
 	}
 	if p.Limits.Memory != "" {
 		v, err := ParseSize(p.Limits.Memory)

@@ -148,7 +148,7 @@ func (t *Template) Build(ctx context.Context, files map[int]*os.File, env []stri
 			return nil, fmt.Errorf("sandbox: fd %d: want a number of 0 or more and a file", fd)
 		}
 	}
-	lim, limdrop, err := newLimiter(spec.Limits, spec.BestEffort)
+	lim, limdrop, err := newLimiter(spec.Limits, os.Geteuid(), spec.BestEffort)
 	if err != nil {
 		return nil, err
 	}

@@ -147,6 +147,22 @@ PROCESS
 		starts can outlive caplin. What cannot be enforced is refused
 		(exit 122) unless --best-effort.
 
+LIMITS (for the sandbox's processes together)
+	--max-pids N
+		At most N processes and threads at once.
+	--max-memory SIZE
+		At most SIZE bytes of memory (with K, M or G); past it the
+		kernel kills the largest process.
+	--max-cpu N
+		At most N CPUs' worth of time (0.5: half of one CPU).
+	--max-files N
+		At most N open files per process.
+	Limits use a cgroup where one is delegated to caplin (v2, or v1 as
+	root), rlimits otherwise (--max-pids: RLIMIT_NPROC, exact on Linux
+	5.14 and later in the sandbox's user namespace). A limit that cannot
+	be enforced is refused (exit 122) unless --best-effort, which says
+	how it was weakened or that it was dropped.
+
 STATUS FDS (bubblewrap's formats)
 	--info-fd FD
 		Write {"child-pid": N, "<ns>-namespace": INODE, ...} to FD once
@@ -336,8 +352,12 @@ func runCommand(args []string, bwrap bool) int {
 	if cfg.syncFD != nil {
 		cfg.syncFD.Close()
 	}
-	sb.Kill()
-	closeSandbox = false
+	// Without limits there is nothing to clean up that the kernel does
+	// not; a limit's cgroup must be removed once its processes are gone.
+	if spec.Limits == (sandbox.Limits{}) {
+		sb.Kill()
+		closeSandbox = false
+	}
 	return code
 }
 
@@ -371,6 +391,17 @@ func (c *runConfig) spec() (*sandbox.Spec, error) {
 	}
 	spec.BestEffort = spec.BestEffort || c.bestEffort
 	spec.LandlockOnly = spec.LandlockOnly || c.landlockOnly
+	for _, l := range []struct{ dst, src *int }{{&spec.Limits.Pids, &c.limits.Pids}, {&spec.Limits.NoFile, &c.limits.NoFile}} {
+		if *l.src != 0 {
+			*l.dst = *l.src
+		}
+	}
+	if c.limits.Memory != 0 {
+		spec.Limits.Memory = c.limits.Memory
+	}
+	if c.limits.CPU != 0 {
+		spec.Limits.CPU = c.limits.CPU
+	}
 	// A command's heap is small: forking from it directly saves making
 	// a zygote.
 	spec.Direct = true

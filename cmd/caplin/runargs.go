@@ -52,6 +52,7 @@ type runConfig struct {
 	keepEnv      bool
 	bestEffort   bool
 	landlockOnly bool
+	limits       sandbox.Limits
 
 	// Modifiers for the next operation.
 	perms *os.FileMode
@@ -309,6 +310,38 @@ var runOptions = map[string]runOption{
 	"--keep-env":      {0, 'r', func(c *runConfig, a []string) error { c.keepEnv = true; return nil }},
 	"--best-effort":   {0, 'r', func(c *runConfig, a []string) error { c.bestEffort = true; return nil }},
 	"--landlock-only": {0, 'r', func(c *runConfig, a []string) error { c.landlockOnly = true; return nil }},
+	"--max-pids": {1, 'r', func(c *runConfig, a []string) error {
+		n, err := strconv.Atoi(a[0])
+		if err != nil || n < 1 {
+			return usagef("--max-pids %s: want a number of processes, 1 or more", a[0])
+		}
+		c.limits.Pids = n
+		return nil
+	}},
+	"--max-memory": {1, 'r', func(c *runConfig, a []string) error {
+		n, err := sandbox.ParseSize(a[0])
+		if err != nil || n < 1 {
+			return usagef("--max-memory %s: want bytes, or a number with K, M or G", a[0])
+		}
+		c.limits.Memory = n
+		return nil
+	}},
+	"--max-cpu": {1, 'r', func(c *runConfig, a []string) error {
+		v, err := strconv.ParseFloat(a[0], 64)
+		if err != nil || v < 0.001 || v > 1e6 {
+			return usagef("--max-cpu %s: want CPUs, such as 0.5 or 2", a[0])
+		}
+		c.limits.CPU = v
+		return nil
+	}},
+	"--max-files": {1, 'r', func(c *runConfig, a []string) error {
+		n, err := strconv.Atoi(a[0])
+		if err != nil || n < 1 {
+			return usagef("--max-files %s: want a number of open files, 1 or more", a[0])
+		}
+		c.limits.NoFile = n
+		return nil
+	}},
 }
 
 func idArg(dst *int, flag, s string) error {

@@ -1,0 +1,697 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caplin-dev/caplin/internal/testenv"
+	"github.com/caplin-dev/caplin/pidfd"
+	"golang.org/x/sys/unix"
+)
+
+// limitedSandbox is a sandbox under a limiter, running sh -c script.
+type limitedSandbox struct {
+	p   *pidfd.Process
+	out *bufio.Scanner // the script's stdout and stderr, line by line
+	end func()         // kills the sandbox and releases it
+}
+
+// startLimited is the one place these tests build and start a sandbox
+// (Build's API is about to change): a baseSpec sandbox, put in lim's
+// cgroups and given its rlimits before it execs sh -c script.
+func startLimited(t *testing.T, lim *limiter, script string) *limitedSandbox {
+	t.Helper()
+	ctx := context.Background()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := baseSpec()
+	spec.Files = map[int]*os.File{1: w, 2: w}
+	spec.Env = []string{"PATH=/usr/bin:/bin"}
+	filter, err := Filter(spec.Seccomp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ll, _, err := landlockFor(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := buildWith(ctx, spec, filter, ll, lim)
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := h.Exec(ctx, "/bin/sh", []string{"sh", "-c", script})
+	if err != nil {
+		h.Close()
+		r.Close()
+		t.Fatal(err)
+	}
+	s := &limitedSandbox{p: p, out: bufio.NewScanner(r)}
+	s.end = func() {
+		p.Kill()
+		p.Wait(ctx)
+		p.Close()
+		h.Close()
+		r.Close()
+	}
+	t.Cleanup(s.end)
+	return s
+}
+
+// until reads output lines until one starts with want, and returns them
+// all.
+func (s *limitedSandbox) until(t *testing.T, want string) []string {
+	t.Helper()
+	type result struct {
+		lines []string
+		ok    bool
+	}
+	c := make(chan result, 1)
+	go func() {
+		var lines []string
+		for s.out.Scan() {
+			lines = append(lines, s.out.Text())
+			if strings.HasPrefix(s.out.Text(), want) {
+				c <- result{lines, true}
+				return
+			}
+		}
+		c <- result{lines, false}
+	}()
+	select {
+	case r := <-c:
+		if !r.ok {
+			t.Fatalf("output ended without %q:\n%s", want, strings.Join(r.lines, "\n"))
+		}
+		return r.lines
+	case <-time.After(60 * time.Second):
+		s.end()
+		t.Fatalf("no %q after 60s", want)
+	}
+	return nil
+}
+
+// withMarker counts the processes on the host whose command line holds
+// marker.
+func withMarker(marker string) int {
+	n := 0
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), marker) {
+			n++
+		}
+	}
+	return n
+}
+
+// eventually polls cond for up to 5 seconds.
+func eventually(cond func() bool) bool {
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+// TestLimitsForkBomb runs a shell that forks sleeps until it cannot, under
+// Pids: 20: forks fail at the limit, the host and another sandbox can
+// still fork, and once the limiter is closed nothing is left.
+func TestLimitsForkBomb(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	const n = 20
+	lim, dropped, err := newLimiter(Limits{Pids: n}, os.Geteuid(), false)
+	if errors.Is(err, ErrLimitUnenforced) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lim.close()
+	if len(dropped) > 0 {
+		t.Errorf("dropped without best effort: %q", dropped)
+	}
+	t.Logf("uid %d: pids by %s", os.Geteuid(), lim.how["pids"])
+	const marker = "987.654"
+	// The inner shell forks until fork fails; the outer one, the pid
+	// namespace's init, stays and keeps the sleeps alive.
+	s := startLimited(t, lim, `
+sh -c 'i=0; while [ $i -lt 300 ]; do sleep `+marker+` & i=$((i+1)); echo started $i; done'
+echo bomb=$?
+echo ready
+exec sleep `+marker)
+	lines := s.until(t, "ready")
+	started := 0
+	for _, ln := range lines {
+		if v, ok := strings.CutPrefix(ln, "started "); ok {
+			started, _ = strconv.Atoi(v)
+		}
+	}
+	out := strings.Join(lines, "\n")
+	t.Logf("%d sleeps started under Pids: %d", started, n)
+	// The inner and outer shells count too.
+	if started < n-4 || started > n-2 {
+		t.Errorf("%d sleeps started under Pids: %d, want %d:\n%s", started, n, n-2, out)
+	}
+	// dash says "Cannot fork" and exits 2; bash retries, then says
+	// "fork: Resource temporarily unavailable".
+	if strings.Contains(out, "bomb=0") || !strings.Contains(strings.ToLower(out), "fork") {
+		t.Errorf("the bomb did not fail to fork:\n%s", out)
+	}
+	// (Processes in the middle of an exec show no command line.)
+	if !eventually(func() bool { return withMarker(marker) >= started }) {
+		t.Errorf("%d sleeps on the host, %d started", withMarker(marker), started)
+	}
+	if cg := lim.cgroupFor("pids"); cg != nil {
+		cur, _ := strconv.Atoi(readTrim(filepath.Join(cg.dir, "pids.current")))
+		if cur > n || cur < n-2 {
+			t.Errorf("pids.current %d, limit %d", cur, n)
+		}
+		if ev := readTrim(filepath.Join(cg.dir, "pids.events")); ev == "max 0" || ev == "" {
+			t.Errorf("pids.events: %q, want forks refused", ev)
+		}
+	}
+	// The host is fine, and so is another sandbox.
+	if err := exec.Command("/bin/true").Run(); err != nil {
+		t.Errorf("the host cannot fork: %v", err)
+	}
+	other := startLimited(t, nil, `i=0; while [ $i -lt `+strconv.Itoa(2*n)+` ]; do sleep 0.5 & i=$((i+1)); done; wait; echo done $i`)
+	if lines := other.until(t, "done "+strconv.Itoa(2*n)); len(lines) != 1 {
+		t.Errorf("an unlimited sandbox beside it: %q", lines)
+	}
+	// Closing the limiter kills what is in its cgroups, and removes them.
+	cgs := lim.cgroups
+	if err := lim.close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, cg := range cgs {
+		if _, err := os.Stat(cg.dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("cgroup %s left: %v", cg.dir, err)
+		}
+	}
+	if len(cgs) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := s.p.Wait(ctx)
+		if err != nil || st.Signal != unix.SIGKILL {
+			t.Errorf("the sandbox after close: %v %v, want killed", st, err)
+		}
+		if got := withMarker(marker); got != 0 {
+			t.Errorf("%d sleeps left after close", got)
+		}
+	}
+	s.end()
+	if !eventually(func() bool { return withMarker(marker) == 0 }) {
+		t.Errorf("%d sleeps left after the sandbox ended", withMarker(marker))
+	}
+}
+
+// oomKills returns the number of OOM kills in cg.
+func oomKills(t *testing.T, cg *cgroup) int {
+	file := "memory.oom_control"
+	if cg.v2 {
+		file = "memory.events"
+	}
+	for _, ln := range strings.Split(readTrim(filepath.Join(cg.dir, file)), "\n") {
+		if v, ok := strings.CutPrefix(ln, "oom_kill "); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	t.Fatalf("no oom_kill in %s/%s", cg.dir, file)
+	return 0
+}
+
+// TestLimitsMemory runs dd with a 256 MiB buffer under Memory: 64 MiB. In
+// a cgroup the OOM killer kills it; under the RLIMIT_AS fallback (best
+// effort only) its allocation fails.
+func TestLimitsMemory(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	l := Limits{Memory: 64 << 20}
+	lim, _, err := newLimiter(l, os.Geteuid(), false)
+	if err != nil {
+		var le *LimitError
+		if !errors.As(err, &le) || le.Limit != "memory" || !errors.Is(err, ErrLimitUnenforced) {
+			t.Fatalf("not a memory *LimitError: %v", err)
+		}
+		t.Logf("uid %d: %v", os.Geteuid(), err)
+		var dropped []string
+		if lim, dropped, err = newLimiter(l, os.Geteuid(), true); err != nil {
+			t.Fatal(err)
+		}
+		if len(dropped) != 1 || !strings.HasPrefix(dropped[0], "memory: weakened to RLIMIT_AS") {
+			t.Errorf("dropped: %q", dropped)
+		}
+	}
+	defer lim.close()
+	t.Logf("uid %d: memory by %s", os.Geteuid(), lim.how["memory"])
+	const dd = `dd if=/dev/zero of=/dev/null bs=256M count=1 2>&1; echo dd=$?`
+	lines := startLimited(t, lim, dd).until(t, "dd=")
+	out := strings.Join(lines, "\n")
+	if cg := lim.cgroupFor("memory"); cg != nil {
+		if lines[len(lines)-1] != "dd=137" {
+			t.Errorf("dd in a cgroup with memory.max 64 MiB: want it OOM-killed (SIGKILL, 137):\n%s", out)
+		}
+		if n := oomKills(t, cg); n < 1 {
+			t.Errorf("%d OOM kills in %s", n, cg.dir)
+		}
+	} else if lines[len(lines)-1] != "dd=1" || !strings.Contains(out, "memory exhausted") {
+		t.Errorf("dd under RLIMIT_AS 64 MiB: want its allocation to fail:\n%s", out)
+	}
+	// Without the limit dd succeeds.
+	if lines := startLimited(t, nil, dd).until(t, "dd="); lines[len(lines)-1] != "dd=0" {
+		t.Errorf("dd without a limit:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// TestLimitsCPU runs a busy loop for a second of wall time under CPU: 0.2;
+// it must get about a fifth of a second. Without a cgroup, CPU is refused,
+// or dropped with best effort.
+func TestLimitsCPU(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	lim, _, err := newLimiter(Limits{CPU: 0.2}, os.Geteuid(), false)
+	if err != nil {
+		var le *LimitError
+		if !errors.As(err, &le) || le.Limit != "cpu" {
+			t.Fatalf("not a cpu *LimitError: %v", err)
+		}
+		t.Logf("uid %d: %v", os.Geteuid(), err)
+		lim, dropped, err := newLimiter(Limits{CPU: 0.2}, os.Geteuid(), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lim.close()
+		if len(dropped) != 1 || !strings.HasPrefix(dropped[0], "cpu: dropped: ") {
+			t.Errorf("dropped: %q", dropped)
+		}
+		return
+	}
+	defer lim.close()
+	t.Logf("uid %d: cpu by %s", os.Geteuid(), lim.how["cpu"])
+	s := startLimited(t, lim, `echo spinning; while :; do :; done`)
+	s.until(t, "spinning")
+	start := cpuTime(t, s.p.Pid())
+	time.Sleep(time.Second)
+	used := cpuTime(t, s.p.Pid()) - start
+	if used > 400*time.Millisecond || used < 50*time.Millisecond {
+		t.Errorf("%v of CPU time in 1s under CPU: 0.2", used)
+	}
+}
+
+// cpuTime returns the user and system time of process pid so far.
+func cpuTime(t *testing.T, pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	ut, _ := strconv.Atoi(f[11])
+	st, _ := strconv.Atoi(f[12])
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+func TestRlimitPlan(t *testing.T) {
+	why := map[string][]error{"pids": {errors.New("cgroup v1 pids: permission denied")}}
+	l := Limits{Pids: 10, Memory: 1 << 20, CPU: 1}
+	for _, c := range []struct {
+		name       string
+		left       []string
+		uid        int
+		release    string
+		bestEffort bool
+		rlimits    []int    // resources
+		dropped    []string // prefixes
+		refused    []string // limits
+	}{
+		{"nobody, 6.1", []string{"pids"}, 65534, "6.1.0-18-amd64", false, []int{unix.RLIMIT_NPROC}, nil, nil},
+		{"root", []string{"pids"}, 0, "6.1.0", false, nil, nil, []string{"pids"}},
+		{"root, best effort", []string{"pids"}, 0, "6.1.0", true, nil, []string{"pids: dropped: "}, nil},
+		{"5.10", []string{"pids"}, 1000, "5.10.0-28-amd64", false, nil, nil, []string{"pids"}},
+		{"5.14", []string{"pids"}, 1000, "5.14.0", false, []int{unix.RLIMIT_NPROC}, nil, nil},
+		{"memory", []string{"memory"}, 1000, "6.1", false, nil, nil, []string{"memory"}},
+		{"memory, best effort", []string{"memory"}, 1000, "6.1", true, []int{unix.RLIMIT_AS}, []string{"memory: weakened to RLIMIT_AS"}, nil},
+		{"cpu", []string{"cpu"}, 1000, "6.1", false, nil, nil, []string{"cpu"}},
+		{"cpu, best effort", []string{"cpu"}, 1000, "6.1", true, nil, []string{"cpu: dropped: "}, nil},
+		{"all", []string{"pids", "memory", "cpu"}, 0, "6.1", false, nil, nil, []string{"pids", "memory", "cpu"}},
+		{"cgroups did all", nil, 0, "4.19", false, nil, nil, nil},
+	} {
+		rl, dropped, errs := rlimitPlan(l, c.left, why, c.uid, c.release, c.bestEffort)
+		var res []int
+		for _, r := range rl {
+			res = append(res, r.resource)
+		}
+		if !slices.Equal(res, c.rlimits) {
+			t.Errorf("%s: rlimits %v, want %v", c.name, res, c.rlimits)
+		}
+		if len(dropped) != len(c.dropped) {
+			t.Errorf("%s: dropped %q, want %q", c.name, dropped, c.dropped)
+		}
+		for i := range min(len(dropped), len(c.dropped)) {
+			if !strings.HasPrefix(dropped[i], c.dropped[i]) {
+				t.Errorf("%s: dropped %q, want %q", c.name, dropped[i], c.dropped[i])
+			}
+		}
+		var refused []string
+		for _, err := range errs {
+			var le *LimitError
+			if !errors.As(err, &le) || !errors.Is(err, ErrLimitUnenforced) || !strings.HasPrefix(err.Error(), "sandbox: limit "+le.Limit+": ") {
+				t.Errorf("%s: %v: not a *LimitError", c.name, err)
+				continue
+			}
+			refused = append(refused, le.Limit)
+		}
+		if !slices.Equal(refused, c.refused) {
+			t.Errorf("%s: refused %q, want %q (%v)", c.name, refused, c.refused, errs)
+		}
+	}
+	// The reasons say what is missing.
+	_, _, errs := rlimitPlan(l, []string{"pids"}, why, 0, "6.1", false)
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "not enforced for root") || !strings.Contains(errs[0].Error(), "permission denied") {
+		t.Errorf("root: %v", errs)
+	}
+	_, _, errs = rlimitPlan(l, []string{"pids"}, why, 1000, "5.10.0", false)
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "before Linux 5.14") {
+		t.Errorf("5.10: %v", errs)
+	}
+	// NoFile is an rlimit everywhere, lowered to the caller's hard limit.
+	rl, _, _ := rlimitPlan(Limits{NoFile: 1 << 40}, nil, nil, 0, "6.1", false)
+	var cur unix.Rlimit
+	unix.Getrlimit(unix.RLIMIT_NOFILE, &cur)
+	if len(rl) != 1 || rl[0].resource != unix.RLIMIT_NOFILE || rl[0].value != cur.Max {
+		t.Errorf("NoFile 1<<40: %+v, hard limit %d", rl, cur.Max)
+	}
+}
+
+func TestLimitsBadInput(t *testing.T) {
+	for _, l := range []Limits{{Pids: -1}, {Memory: -1}, {CPU: -0.5}, {CPU: math.NaN()}, {CPU: math.Inf(1)}, {CPU: 0.0001}, {NoFile: -1}} {
+		if lim, _, err := newLimiter(l, 1000, true); err == nil {
+			lim.close()
+			t.Errorf("%+v: no error", l)
+		}
+	}
+	// No limits: nothing to do.
+	lim, dropped, err := newLimiter(Limits{}, 0, false)
+	if err != nil || len(dropped) > 0 || len(lim.cgroups) > 0 || len(lim.rlimits) > 0 {
+		t.Errorf("Limits{}: %+v %q %v", lim, dropped, err)
+	}
+}
+
+func TestCPUQuota(t *testing.T) {
+	for _, c := range []struct {
+		cpu           float64
+		quota, period int64
+	}{
+		{1, 100000, 100000}, {0.5, 50000, 100000}, {2.5, 250000, 100000},
+		{0.01, 1000, 100000}, {0.005, 5000, 1000000}, {0.001, 1000, 1000000},
+	} {
+		q, p, err := cpuQuota(c.cpu)
+		if err != nil || q != c.quota || p != c.period {
+			t.Errorf("cpuQuota(%g) = %d %d %v, want %d %d", c.cpu, q, p, err, c.quota, c.period)
+		}
+	}
+	for _, bad := range []float64{0.0004, 1e30} {
+		if _, _, err := cpuQuota(bad); err == nil {
+			t.Errorf("cpuQuota(%g): no error", bad)
+		}
+	}
+}
+
+func TestVersionAtLeast(t *testing.T) {
+	for _, c := range []struct {
+		release string
+		want    bool
+	}{
+		{"5.14.0", true}, {"5.13.19-generic", false}, {"6.1.0-18-amd64", true}, {"5.10.0-28-cloud-amd64", false},
+		{"4.19.0", false}, {"10.0", true}, {"6.18.44-fc-v669", true}, {"", false}, {"garbage", false},
+	} {
+		if got := versionAtLeast(c.release, 5, 14); got != c.want {
+			t.Errorf("versionAtLeast(%q, 5, 14) = %v", c.release, got)
+		}
+	}
+}
+
+// Sample /proc/self/mountinfo and /proc/self/cgroup contents.
+const (
+	// A hybrid system (this project's CI machine): v1 controllers, and
+	// cgroup2 at /sys/fs/cgroup/unified with none of them.
+	hybridMountinfo = `22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/root rw
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+`
+	hybridCgroup = `9:name=systemd:/
+8:pids:/
+4:memory:/process_api/5669c127
+2:cpuacct:/
+1:cpu:/
+0::/
+`
+	// systemd, unified.
+	unifiedMountinfo = `25 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw
+35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+`
+	unifiedCgroup = "0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-org.gnome.Terminal.slice/vte-spawn-1.scope\n"
+	// A container: the host's cgroup mounted at its own cgroup, and v1
+	// with co-mounted controllers at a path with a space.
+	containerMountinfo = `600 500 0:30 /docker/abc /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw,nsdelegate
+601 500 0:40 / /mnt/my\040cgroups/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+`
+)
+
+func TestFindHierarchies(t *testing.T) {
+	for _, c := range []struct {
+		name, mountinfo, cgroup string
+		v2Dir, v2Path           string // "" for none
+		v1                      map[string]string
+	}{
+		{"hybrid", hybridMountinfo, hybridCgroup, "/sys/fs/cgroup/unified", "/", map[string]string{
+			"pids": "/sys/fs/cgroup/pids", "memory": "/sys/fs/cgroup/memory/process_api/5669c127",
+			"cpu": "/sys/fs/cgroup/cpu", "cpuacct": "/sys/fs/cgroup/cpuacct",
+		}},
+		{"unified", unifiedMountinfo, unifiedCgroup,
+			"/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice/app-org.gnome.Terminal.slice/vte-spawn-1.scope",
+			"/user.slice/user-1000.slice/user@1000.service/app.slice/app-org.gnome.Terminal.slice/vte-spawn-1.scope", nil},
+		{"container", containerMountinfo, "3:cpu,cpuacct:/x\n0::/docker/abc/sub\n", "/sys/fs/cgroup/sub", "/docker/abc/sub", map[string]string{
+			"cpu": "/mnt/my cgroups/cpu,cpuacct/x", "cpuacct": "/mnt/my cgroups/cpu,cpuacct/x",
+		}},
+		{"container, own root", containerMountinfo, "0::/docker/abc\n", "/sys/fs/cgroup", "/docker/abc", nil},
+		{"outside the mounted subtree", containerMountinfo, "0::/docker/abcd\n", "", "", nil},
+		{"deleted", unifiedMountinfo, "0::/gone (deleted)\n", "", "", nil},
+		{"no cgroup2 mount", hybridMountinfo[:strings.Index(hybridMountinfo, "41 ")], hybridCgroup, "", "", map[string]string{
+			"pids": "/sys/fs/cgroup/pids", "memory": "/sys/fs/cgroup/memory/process_api/5669c127",
+			"cpu": "/sys/fs/cgroup/cpu", "cpuacct": "/sys/fs/cgroup/cpuacct",
+		}},
+		{"v1 only", hybridMountinfo, "8:pids:/a/b\n", "", "", map[string]string{"pids": "/sys/fs/cgroup/pids/a/b"}},
+	} {
+		h, err := findHierarchies(c.cgroup, c.mountinfo)
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		if c.v2Dir == "" {
+			if h.hasV2 || h.why == "" {
+				t.Errorf("%s: cgroup2 at %s, want none and a reason", c.name, h.v2.dir())
+			}
+		} else if !h.hasV2 || h.v2.dir() != c.v2Dir || h.v2.path() != c.v2Path {
+			t.Errorf("%s: cgroup2 %v %q %q, want %q %q (%s)", c.name, h.hasV2, h.v2.dir(), h.v2.path(), c.v2Dir, c.v2Path, h.why)
+		}
+		v1 := map[string]string{}
+		for k, loc := range h.v1 {
+			v1[k] = loc.dir()
+		}
+		if len(v1) != len(c.v1) {
+			t.Errorf("%s: v1 %q, want %q", c.name, v1, c.v1)
+		}
+		for k, want := range c.v1 {
+			if v1[k] != want {
+				t.Errorf("%s: v1 %s at %q, want %q", c.name, k, v1[k], want)
+			}
+		}
+	}
+	// Walking up stops at the mount's root.
+	h, _ := findHierarchies("0::/docker/abc/a/b\n", containerMountinfo)
+	var up []string
+	for a := h.v2; ; a = a.parent() {
+		up = append(up, a.dir()+"="+a.path())
+		if a.top() {
+			break
+		}
+	}
+	want := []string{"/sys/fs/cgroup/a/b=/docker/abc/a/b", "/sys/fs/cgroup/a=/docker/abc/a", "/sys/fs/cgroup=/docker/abc"}
+	if !slices.Equal(up, want) {
+		t.Errorf("up from /docker/abc/a/b: %q, want %q", up, want)
+	}
+}
+
+func TestParseProcCgroup(t *testing.T) {
+	lines, err := parseProcCgroup("12:cpu,cpuacct:/a:b\n0::/\n")
+	if err != nil || len(lines) != 2 || lines[0].id != 12 || !slices.Equal(lines[0].ctrls, []string{"cpu", "cpuacct"}) ||
+		lines[0].path != "/a:b" || lines[1].id != 0 || lines[1].ctrls != nil || lines[1].path != "/" {
+		t.Errorf("parseProcCgroup: %+v %v", lines, err)
+	}
+	for _, bad := range []string{"0:/\n", "x::/\n", "0::relative\n"} {
+		if _, err := parseProcCgroup(bad); err == nil {
+			t.Errorf("parseProcCgroup(%q): no error", bad)
+		}
+	}
+}
+
+func TestParseMountinfo(t *testing.T) {
+	ms := parseMountinfo(hybridMountinfo + "garbage\n42 31 0:39 / /x rw - cgroup2\n")
+	if len(ms) != 6 { // not the one without its fields
+		t.Fatalf("%d cgroup mounts, want 6: %+v", len(ms), ms)
+	}
+	if m := ms[5]; !m.v2 || m.point != "/sys/fs/cgroup/unified" || m.root != "/" {
+		t.Errorf("the cgroup2 mount: %+v", m)
+	}
+	if m := ms[0]; m.v2 || !slices.Equal(m.opts, []string{"rw", "cpu"}) {
+		t.Errorf("the cpu mount: %+v", m)
+	}
+	if got := unescapeMountinfo(`/a\040b\134c\12`); got != `/a b\c\12` {
+		t.Errorf("unescape: %q", got)
+	}
+}
+
+// TestCgroup2Leaf moves processes into a leaf the way makeV2 does for a
+// caller whose cgroup must hand controllers to sandboxes: its own
+// processes move; a process that is not its descendant stops it. It needs
+// root, to make a cgroup to play the caller's.
+func TestCgroup2Leaf(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	h, err := ownHierarchies()
+	if err != nil || !h.hasV2 {
+		t.Skipf("no cgroup2 hierarchy: %v %s", err, h.why)
+	}
+	own := h.v2.child("caplin-test-" + strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(own.dir(), 0o755); err != nil {
+		t.Skip(err)
+	}
+	test := &cgroup{dir: own.dir(), path: own.path(), v2: true}
+	defer test.remove(time.Now().Add(5 * time.Second))
+	leaf := &cgroup{dir: own.child(leafName).dir(), path: own.child(leafName).path(), v2: true}
+	defer leaf.remove(time.Now().Add(5 * time.Second))
+
+	child := exec.Command("sleep", "100.123")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Wait()
+	defer child.Process.Kill()
+	if err := writeCgroupFile(filepath.Join(own.dir(), "cgroup.procs"), strconv.Itoa(child.Process.Pid)); err != nil {
+		t.Fatal(err)
+	}
+	if err := moveOwnToLeaf(own); err != nil {
+		t.Fatal(err)
+	}
+	if procs := readTrim(filepath.Join(own.dir(), "cgroup.procs")); procs != "" {
+		t.Errorf("left in %s: %q", own.dir(), procs)
+	}
+	if procs := readTrim(filepath.Join(leaf.dir, "cgroup.procs")); procs != strconv.Itoa(child.Process.Pid) {
+		t.Errorf("in the leaf: %q, want %d", procs, child.Process.Pid)
+	}
+	if !leaf.holds(child.Process.Pid) || test.holds(os.Getpid()) {
+		t.Errorf("holds: the leaf holds the child %v, the test cgroup holds the test %v", leaf.holds(child.Process.Pid), test.holds(os.Getpid()))
+	}
+
+	// An orphan (its parent exited) is not the caller's.
+	out, err := exec.Command("sh", "-c", "sleep 100.456 </dev/null >/dev/null 2>&1 & echo $!").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	if p, err := pidfd.Open(orphan); err == nil {
+		defer p.Close()
+		defer p.Kill()
+	}
+	if descends(orphan, os.Getpid()) || !descends(child.Process.Pid, os.Getpid()) || descends(1, os.Getpid()) {
+		t.Errorf("descends: orphan %v, child %v, init %v", descends(orphan, os.Getpid()), descends(child.Process.Pid, os.Getpid()), descends(1, os.Getpid()))
+	}
+	if err := writeCgroupFile(filepath.Join(own.dir(), "cgroup.procs"), strconv.Itoa(orphan)); err != nil {
+		t.Fatal(err)
+	}
+	if err := moveOwnToLeaf(own); err == nil || !strings.Contains(err.Error(), "holds process "+strconv.Itoa(orphan)) {
+		t.Errorf("moveOwnToLeaf with an orphan in it: %v", err)
+	}
+	test.killAll()
+	if !eventually(func() bool { return readTrim(filepath.Join(own.dir(), "cgroup.procs")) == "" }) {
+		t.Errorf("killAll left %q", readTrim(filepath.Join(own.dir(), "cgroup.procs")))
+	}
+}
+
+// TestEscapeForkBomb runs a fork bomb in a sandbox built with
+// Spec.Limits.Pids, through Build like any caller: it is contained at
+// the limit, and Close leaves nothing behind.
+func TestEscapeForkBomb(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	ctx := context.Background()
+	spec := baseSpec()
+	spec.Limits.Pids = 16
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	spec.Files = map[int]*os.File{1: w, 2: w}
+	marker := "caplin-bomb-" + strconv.Itoa(os.Getpid())
+	sb, err := Build(ctx, spec)
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	// Each child is a shell that runs sleep (two processes).
+	p, err := sb.Exec(ctx, "/bin/sh", []string{"sh", "-c", `
+n=0
+while [ $n -lt 200 ]; do
+	sh -c 'sleep 30; :' ` + marker + ` >/dev/null 2>&1 &
+	n=$((n+1))
+done
+echo looped
+`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The shell stops, saying "Cannot fork", at the first fork the
+	// limit refuses; the shells it started run on.
+	out, _ := io.ReadAll(r)
+	if !strings.Contains(string(out), "Cannot fork") {
+		t.Errorf("no fork was refused; the shell said %q", out)
+	}
+	time.Sleep(300 * time.Millisecond)
+	procs := withMarker(marker)
+	if procs == 0 {
+		t.Errorf("no bomb process running: the test cannot see them")
+	}
+	// The limit counts the init, the shell and the bomb's shells.
+	if procs > spec.Limits.Pids {
+		t.Errorf("%d of the bomb's shells in a sandbox limited to %d processes", procs, spec.Limits.Pids)
+	}
+	t.Logf("%d of the bomb's shells ran under Pids: %d", procs, spec.Limits.Pids)
+	p.Kill()
+	p.Wait(ctx)
+	p.Close()
+	sb.Close()
+	if !eventually(func() bool { return withMarker(marker) == 0 }) {
+		t.Errorf("%d of the bomb's processes outlived Close", withMarker(marker))
+	}
+}
