@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
-# bench/sandbox.sh — a fully isolated /bin/true from a long-running Go
-# program: caplin's sandbox.Build vs bubblewrap with the equivalent flags vs
-# plain os/exec, in one run (medians of COUNT, default 5). Installs
-# bubblewrap with apt-get if it is missing.
-# Usage: bench/sandbox.sh [COUNT]
+# bench/sandbox.sh — a fully isolated /bin/true (user, mount, pid, net, ipc,
+# uts namespaces; read-only /usr; /proc; /dev; tmpfs /tmp; Landlock;
+# seccomp; dies with its parent), in one run with its peers:
+#
+#  1. from a long-running Go program (go test -bench, medians of COUNT):
+#     sandbox.Build, sandbox.Template.Build, bubblewrap run by the same
+#     program, and plain os/exec of /bin/true;
+#  2. as commands started from a shell: caplin run and caplin bwrap vs
+#     bwrap, RUNS times each (default 200).
+#
+# Installs bubblewrap with apt-get if it is missing.
+# Usage: bench/sandbox.sh [COUNT] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-5}
+runs=${2:-200}
 command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }
 bin=$(mktemp)
+cmd=$(mktemp)
 out=$(mktemp)
-trap 'rm -f "$bin" "$out"' EXIT
+trap 'rm -f "$bin" "$cmd" "$out"' EXIT
 go test -c -o "$bin" ./sandbox
+go build -o "$cmd" ./cmd/caplin
 for i in $(seq "$count"); do
-	"$bin" -test.run '^$' -test.bench '^Benchmark(SandboxTrue|BwrapTrue|OSExecTrue)$' -test.benchtime 200x >>"$out"
+	"$bin" -test.run '^$' -test.bench '^Benchmark(SandboxTrue|TemplateTrue|BwrapTrue|OSExecTrue)$' -test.benchtime 200x >>"$out"
 done
 awk -v count="$count" '
 /^Benchmark/ { name = $1; sub(/-[0-9]+$/, "", name); n[name]++; v[name, n[name]] = $3 }
@@ -24,7 +34,29 @@ function med(name,   i, j, t, k, a) {
 	return a[int((k + 1) / 2)]
 }
 END {
-	s = med("BenchmarkSandboxTrue"); b = med("BenchmarkBwrapTrue"); o = med("BenchmarkOSExecTrue")
-	printf "isolated /bin/true (median of %d): caplin %.2f ms, bwrap %.2f ms, os/exec %.2f ms\n", count, s / 1e6, b / 1e6, o / 1e6
-	printf "bwrap / caplin = %.2fx (target >= 4x); caplin / os/exec = %.2fx (target <= 2x)\n", b / s, s / o
+	s = med("BenchmarkSandboxTrue"); t = med("BenchmarkTemplateTrue"); b = med("BenchmarkBwrapTrue"); o = med("BenchmarkOSExecTrue")
+	printf "from a Go program (median of %d): sandbox.Build %.2f ms, Template.Build %.2f ms, bwrap %.2f ms, os/exec %.2f ms\n", count, s / 1e6, t / 1e6, b / 1e6, o / 1e6
+	printf "  bwrap / Build = %.2fx, bwrap / Template = %.2fx (target >= 4x)\n", b / s, b / t
+	printf "  Build / os/exec = %.2fx, Template / os/exec = %.2fx (target <= 2x)\n", s / o, t / o
 }' "$out"
+
+grants=(--ro-bind /usr /usr)
+for d in /bin /lib /lib64 /sbin; do
+	[ -e "$d" ] && grants+=(--ro-bind "$d" "$d")
+done
+grants+=(--proc /proc --dev /dev --tmpfs /tmp)
+bw=(--unshare-all --die-with-parent "${grants[@]}" --new-session /bin/true)
+per_run() { # per_run CMD ARGS... : microseconds per run
+	local s e
+	s=$(date +%s%N)
+	for ((i = 0; i < runs; i++)); do "$@"; done
+	e=$(date +%s%N)
+	echo $(((e - s) / runs / 1000))
+}
+c_run=$(per_run "$cmd" run "${grants[@]}" /bin/true)
+c_bwrap=$(per_run "$cmd" bwrap "${bw[@]}")
+b=$(per_run bwrap "${bw[@]}")
+awk -v r="$c_run" -v c="$c_bwrap" -v b="$b" -v n="$runs" 'BEGIN {
+	printf "as commands from a shell (%d runs): caplin run %.2f ms, caplin bwrap %.2f ms, bwrap %.2f ms\n", n, r / 1000, c / 1000, b / 1000
+	printf "  bwrap / caplin run = %.2fx, bwrap / caplin bwrap = %.2fx (target >= 2x)\n", b / r, b / c
+}'
