@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/caplin-dev/caplin/internal/probe"
 	"github.com/caplin-dev/caplin/pidfd"
 	"github.com/caplin-dev/caplin/sandbox"
 	"golang.org/x/sys/unix"
@@ -285,6 +286,15 @@ func runCommand(args []string, bwrap bool) int {
 	if err != nil {
 		if errors.Is(err, sandbox.ErrUnenforceable) && !bwrap {
 			return fail(exitUnenforceable, "%v (--best-effort drops what cannot be enforced)", err)
+		}
+		if !spec.LandlockOnly && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EACCES)) {
+			if r := probe.UserNS(ctx); !r.OK {
+				hint := " (--landlock-only confines without them)"
+				if bwrap {
+					hint = ""
+				}
+				return fail(failCode, "%v: no user namespaces here: %s%s", err, r.Detail, hint)
+			}
 		}
 		return fail(failCode, "%v", err)
 	}
