@@ -880,3 +880,26 @@ func readTrim(name string) string {
 	b, _ := os.ReadFile(name)
 	return strings.TrimSpace(string(b))
 }
+
+// LimitSupport says, in one line, how this caller's sandboxes would have
+// their pids, memory and cpu limits enforced here (a cgroup, an rlimit, or
+// not at all, and why), and whether all three would be whole. It makes
+// and removes a cgroup to find out.
+func LimitSupport() (detail string, ok bool) {
+	lim, dropped, err := newLimiter(Limits{Pids: 64, Memory: 1 << 30, CPU: 1}, os.Geteuid(), true)
+	if err != nil {
+		return err.Error(), false
+	}
+	defer lim.close()
+	var parts []string
+	for _, c := range []string{"pids", "memory", "cpu"} {
+		if how, found := lim.how[c]; found && !strings.Contains(how, "RLIMIT_AS") {
+			if strings.HasPrefix(how, "cgroup") {
+				how = strings.Fields(how)[0] // not the directory, made for this probe
+			}
+			parts = append(parts, c+": "+how)
+		}
+	}
+	parts = append(parts, dropped...)
+	return strings.Join(parts, "; "), len(dropped) == 0
+}

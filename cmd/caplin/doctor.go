@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caplin-dev/caplin/internal/probe"
+	"github.com/caplin-dev/caplin/sandbox"
 )
 
 const doctorSynopsis = "caplin doctor [-json] [-strict]"
@@ -69,6 +70,11 @@ func cmdDoctor(args []string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	results := probe.All(ctx)
+	detail, ok := sandbox.LimitSupport()
+	results = append(results, probe.Result{
+		Name: "sandbox limits", OK: ok, MinKernel: "-", Detail: detail,
+		Without: "caplin run refuses --max-memory and --max-cpu (exit 122) unless --best-effort",
+	})
 
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
