@@ -20,6 +20,8 @@ type Sandbox struct {
 	h     *proc.Handle // the program's process
 	lim   *limiter
 	ns    map[string]uint64
+	// reapLater: Close kills and leaves the reaping to a goroutine.
+	reapLater bool
 }
 
 // Namespaces returns the inode numbers of the sandbox's namespaces, by
@@ -110,6 +112,18 @@ func (s *Sandbox) Kill() error {
 // Close kills every process left in the sandbox and frees what it holds.
 // It is idempotent.
 func (s *Sandbox) Close() error {
+	if s.reapLater && s.lim == nil {
+		// A template's sandbox: its init is the template's child, which
+		// reaps it; killing it takes the whole sandbox down, and the
+		// template's reaping need not hold the caller up.
+		s.Kill()
+		go s.close()
+		return nil
+	}
+	return s.close()
+}
+
+func (s *Sandbox) close() error {
 	var err error
 	if s.h != nil && s.h != s.first {
 		s.h.Close()

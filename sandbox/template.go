@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
@@ -15,8 +16,8 @@ import (
 
 // A Template is the costly part of a sandbox, made once from a Spec: its
 // user and network namespaces and its assembled file system. Build makes
-// sandboxes from it, each in new mount (a copy of the template's), pid,
-// IPC, UTS and cgroup namespaces of its own, with fresh tmpfs, proc and
+// sandboxes from it, each in new mount (a copy of the template's), pid and
+// IPC namespaces of its own, with fresh tmpfs, proc and
 // mqueue mounts, a fresh /dev/shm and fresh data binds, and its own fds,
 // session, limits, Landlock domain, capabilities and seccomp filter. A
 // launcher that starts many sandboxes from one profile saves making the
@@ -27,6 +28,7 @@ import (
 //
 //   - the user namespace: the same IDs, which no sandbox holds any
 //     capability over;
+//   - the UTS and cgroup namespaces, which no sandbox can change;
 //   - the network namespace: with NetNone there is nothing in it to share
 //     but the abstract Unix socket namespace, which Landlock (ABI 6,
 //     Linux 6.12) scopes to each sandbox; with NetLoopback, one loopback
@@ -47,6 +49,10 @@ type Template struct {
 	filter []unix.SockFilter
 	fresh  []int // indexes of the mounts each sandbox renews
 	ns     map[string]uint64
+
+	mu     sync.Mutex
+	spare  chan spareResult // the sandbox being made ahead, if any
+	closed bool
 }
 
 // NewTemplate makes the template of spec. Spec.Files, Env and Limits are
@@ -115,6 +121,7 @@ func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
 		t.ns[name] = r.ns[i].Ino
 	}
 	t.h = h
+	t.refill()
 	return t, nil
 }
 
@@ -133,21 +140,98 @@ func covered(ms []Mount, i int) bool {
 
 // Build makes a sandbox from the template, ready for Exec. files are the
 // program's fds and env its environment; nil means the template spec's.
+//
+// The template keeps one sandbox made ahead, confined and waiting for its
+// fds, so that Build only hands them over; it makes the next one in the
+// background, on another CPU if there is one.
 func (t *Template) Build(ctx context.Context, files map[int]*os.File, env []string) (_ *Sandbox, err error) {
-	spec := t.spec
 	if files == nil {
-		files = spec.Files
-	}
-	if env != nil {
-		s := *spec
-		s.Env = env
-		spec = &s
+		files = t.spec.Files
 	}
 	for fd, f := range files {
 		if fd < 0 || f == nil {
 			return nil, fmt.Errorf("sandbox: fd %d: want a number of 0 or more and a file", fd)
 		}
 	}
+	sb, err := t.take(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if env != nil {
+		s := *t.spec
+		s.Env = env
+		sb.spec = &s
+	}
+	if len(files) > 0 {
+		var b proc.Batch
+		for fd, f := range files {
+			b.PutFile(f, fd)
+		}
+		if _, err := sb.h.Run(ctx, &b); err != nil {
+			sb.Close()
+			return nil, fmt.Errorf("sandbox: granting fds: %w", err)
+		}
+	}
+	return sb, nil
+}
+
+// spareResult is a sandbox made ahead, or why it could not be.
+type spareResult struct {
+	sb  *Sandbox
+	err error
+}
+
+// take returns the sandbox made ahead, or makes one, and starts making
+// the next.
+func (t *Template) take(ctx context.Context) (*Sandbox, error) {
+	t.mu.Lock()
+	c := t.spare
+	t.spare = nil
+	t.mu.Unlock()
+	var r spareResult
+	if c != nil {
+		select {
+		case r = <-c:
+		case <-ctx.Done():
+			go func() { // it is ours to close once it is made
+				if r := <-c; r.sb != nil {
+					r.sb.Close()
+				}
+			}()
+			return nil, ctx.Err()
+		}
+	}
+	if c == nil || r.err != nil {
+		// None ahead, or that one failed: make one now, for its error
+		// if it fails again.
+		r.sb, r.err = t.prepare(ctx)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	t.refill()
+	return r.sb, nil
+}
+
+// refill starts making the next sandbox ahead, unless one is under way or
+// the template is closed.
+func (t *Template) refill() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || t.spare != nil {
+		return
+	}
+	c := make(chan spareResult, 1)
+	t.spare = c
+	go func() {
+		sb, err := t.prepare(context.Background())
+		c <- spareResult{sb, err}
+	}()
+}
+
+// prepare makes a sandbox from the template, confined, without its fds.
+func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
+	spec := t.spec
 	lim, limdrop, err := newLimiter(spec.Limits, os.Geteuid(), spec.BestEffort)
 	if err != nil {
 		return nil, err
@@ -155,7 +239,7 @@ func (t *Template) Build(ctx context.Context, files map[int]*os.File, env []stri
 	for _, d := range limdrop {
 		slog.Warn("sandbox: best effort: dropped", "what", d)
 	}
-	sb := &Sandbox{spec: spec, lim: lim}
+	sb := &Sandbox{spec: spec, lim: lim, reapLater: true}
 	defer func() {
 		if err != nil {
 			sb.Close()
@@ -163,7 +247,9 @@ func (t *Template) Build(ctx context.Context, files map[int]*os.File, env []stri
 	}()
 	h, err := t.h.Fork(ctx, &proc.Options{
 		NewMount: true, NewPID: !spec.SharePID,
-		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup,
+		// The UTS and cgroup namespaces are the template's own: there is
+		// nothing in them a sandbox could change or pass to another.
+		NewIPC: !spec.ShareIPC,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
@@ -205,7 +291,7 @@ func (t *Template) Build(ctx context.Context, files map[int]*os.File, env []stri
 	}
 	from := r.begin()
 	for i, name := range nsNames {
-		if name != "net" && name != "user" {
+		if name == "mnt" || name == "pid" || name == "ipc" {
 			r.b.Fstatat(proc.AtFDCWD, "/proc/self/ns/"+name, &r.ns[i], 0)
 		}
 	}
@@ -213,9 +299,9 @@ func (t *Template) Build(ctx context.Context, files map[int]*os.File, env []stri
 	if _, err := h.Run(ctx, &r.b); err != nil {
 		return nil, r.explain(err)
 	}
-	sb.ns = map[string]uint64{"net": t.ns["net"], "user": t.ns["user"]}
+	sb.ns = map[string]uint64{"net": t.ns["net"], "user": t.ns["user"], "uts": t.ns["uts"], "cgroup": t.ns["cgroup"]}
 	for i, name := range nsNames {
-		if name != "net" && name != "user" {
+		if _, shared := sb.ns[name]; !shared {
 			sb.ns[name] = r.ns[i].Ino
 		}
 	}
@@ -226,7 +312,7 @@ func (t *Template) Build(ctx context.Context, files map[int]*os.File, env []stri
 		}
 		sb.init, sb.h = h, prog
 	}
-	s, err := recordProgram(spec, files, lim, t.ll, t.filter)
+	s, err := recordProgram(spec, nil, lim, t.ll, t.filter)
 	if err != nil {
 		return nil, err
 	}
@@ -238,4 +324,16 @@ func (t *Template) Build(ctx context.Context, files map[int]*os.File, env []stri
 
 // Close ends the template, and every sandbox built from it: they live in
 // the template's pid namespace.
-func (t *Template) Close() error { return t.h.Close() }
+func (t *Template) Close() error {
+	t.mu.Lock()
+	t.closed = true
+	c := t.spare
+	t.spare = nil
+	t.mu.Unlock()
+	if c != nil {
+		if r := <-c; r.sb != nil {
+			r.sb.Close()
+		}
+	}
+	return t.h.Close()
+}

@@ -72,12 +72,12 @@ ipcmk -M 4096 >/dev/null 2>&1
 			t.Errorf("sandbox %d sees the shared memory of an earlier one:\n%s", i, out)
 		}
 	}
-	for _, name := range []string{"mnt", "pid", "ipc", "uts"} {
+	for _, name := range []string{"mnt", "pid", "ipc"} {
 		if ns[0][name] == ns[1][name] || ns[0][name] == 0 {
 			t.Errorf("two sandboxes of a template share the %s namespace %d", name, ns[0][name])
 		}
 	}
-	if ns[0]["net"] != ns[1]["net"] || ns[0]["user"] != ns[1]["user"] {
-		t.Errorf("the user and net namespaces are the template's: %v, %v", ns[0], ns[1])
+	if ns[0]["net"] != ns[1]["net"] || ns[0]["user"] != ns[1]["user"] || ns[0]["uts"] != ns[1]["uts"] {
+		t.Errorf("the user, net and uts namespaces are the template's: %v, %v", ns[0], ns[1])
 	}
 }
