@@ -36,9 +36,18 @@ func BenchmarkSandboxTrue(b *testing.B) {
 // from a Template: the user and network namespaces and the root are made
 // once; each sandbox gets new mount, pid, ipc, uts and cgroup namespaces,
 // a fresh /proc, /tmp and /dev/shm, Landlock, seccomp.
-func BenchmarkTemplateTrue(b *testing.B) {
+func BenchmarkTemplateTrue(b *testing.B) { benchTemplate(b, false) }
+
+// BenchmarkTemplatePID1True is BenchmarkTemplateTrue with the program as
+// pid 1 of its namespace (AsPID1): no init of caplin's; compare
+// BenchmarkBwrapPID1True (bwrap --as-pid-1).
+func BenchmarkTemplatePID1True(b *testing.B) { benchTemplate(b, true) }
+
+func benchTemplate(b *testing.B, pid1 bool) {
 	ctx := context.Background()
-	tmpl, err := NewTemplate(ctx, baseSpec())
+	spec := baseSpec()
+	spec.AsPID1 = pid1
+	tmpl, err := NewTemplate(ctx, spec)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -60,12 +69,17 @@ func BenchmarkTemplateTrue(b *testing.B) {
 	}
 }
 
-func BenchmarkBwrapTrue(b *testing.B) {
+func BenchmarkBwrapTrue(b *testing.B) { benchBwrap(b) }
+
+// BenchmarkBwrapPID1True is BenchmarkBwrapTrue with --as-pid-1.
+func BenchmarkBwrapPID1True(b *testing.B) { benchBwrap(b, "--as-pid-1") }
+
+func benchBwrap(b *testing.B, extra ...string) {
 	bwrap, err := exec.LookPath("bwrap")
 	if err != nil {
 		b.Skip("bubblewrap is not installed (apt-get install bubblewrap)")
 	}
-	args := []string{"--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"}
+	args := append([]string{"--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"}, extra...)
 	for _, d := range []string{"/bin", "/lib", "/lib64", "/sbin"} {
 		if _, err := os.Stat(d); err == nil {
 			args = append(args, "--ro-bind", d, d)
