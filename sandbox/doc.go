@@ -24,12 +24,23 @@
 //     pivot_root, so no path leads back to it.
 //   - Landlock (LandlockPolicy; Build applies the same grants as the
 //     mounts): a second layer, so that a mistake in one is not an escape;
-//     it also scopes signals and abstract Unix sockets (ABI 6) and TCP
-//     ports (ABI 4). Degradation is strict unless BestEffort.
+//     it also scopes signals and abstract Unix sockets (ABI 6). No
+//     Landlock at all is refused unless BestEffort; an older ABI weakens
+//     this second layer only, and is logged.
 //   - Capabilities: the bounding set is emptied, so the program has none,
 //     even as uid 0 inside.
 //   - seccomp (Filter): the calls every sandbox blocks, see Filter.
 //   - no_new_privs: set-user-ID programs gain nothing.
+//   - Limits: pids, memory and CPU for the sandbox's processes together,
+//     by a cgroup where one is delegated, else rlimits; what cannot be
+//     enforced is refused (ErrUnenforceable) unless BestEffort.
+//
+// Where user namespaces are not allowed, Spec.LandlockOnly confines with
+// Landlock and seccomp alone, and refuses what they cannot enforce.
+//
+// A Template makes the costly part of a sandbox (user and network
+// namespaces, the root) once, for launchers that start many sandboxes
+// from one spec; what its sandboxes share is listed there.
 //
 // Profiles (ParseProfile) are TOML files with the fields of a Spec; caplin
 // run and caplin bwrap build Specs from bubblewrap's command line.
