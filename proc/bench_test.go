@@ -95,8 +95,26 @@ func BenchmarkForkExecWait(b *testing.B) {
 	}
 }
 
+// BenchmarkForkExecWaitDirect is BenchmarkForkExecWait with
+// Options.Direct: no zygote; the caller is the parent and reaps.
+func BenchmarkForkExecWaitDirect(b *testing.B) {
+	ctx := context.Background()
+	exe, err := os.Open("/bin/true")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer exe.Close()
+	for i := 0; i < b.N; i++ {
+		forkExecWaitOpts(b, ctx, exe, &Options{Direct: true})
+	}
+}
+
 func forkExecWait(b *testing.B, ctx context.Context, exe *os.File) {
-	h, err := Fork(ctx, nil)
+	forkExecWaitOpts(b, ctx, exe, nil)
+}
+
+func forkExecWaitOpts(b *testing.B, ctx context.Context, exe *os.File, opts *Options) {
+	h, err := Fork(ctx, opts)
 	if err != nil {
 		b.Fatal(err)
 	}
