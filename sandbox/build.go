@@ -162,25 +162,46 @@ func Build(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
 	if spec.LandlockOnly {
 		return buildLandlockOnly(ctx, spec)
 	}
-	filter, err := Filter(spec.Seccomp)
+	filter, ll, err := policies(spec)
 	if err != nil {
 		return nil, err
 	}
-	ll, lldrop, err := landlockFor(spec)
+	lim, err := makeLimiter(spec)
 	if err != nil {
 		return nil, err
-	}
-	for _, d := range lldrop {
-		slog.Info("sandbox: Landlock, the second layer, is partial on this kernel", "dropped", d)
-	}
-	lim, limdrop, err := newLimiter(spec.Limits, os.Geteuid(), spec.BestEffort)
-	if err != nil {
-		return nil, err
-	}
-	for _, d := range limdrop {
-		slog.Warn("sandbox: best effort: dropped", "what", d)
 	}
 	return buildWith(ctx, spec, filter, ll, lim)
+}
+
+// policies returns spec's seccomp filter and its Landlock policy (nil
+// where best effort dropped Landlock), logging what an older Landlock ABI
+// leaves out of the second layer.
+func policies(spec *Spec) ([]unix.SockFilter, *LandlockPolicy, error) {
+	filter, err := Filter(spec.Seccomp)
+	if err != nil {
+		return nil, nil, err
+	}
+	ll, dropped, err := landlockFor(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, d := range dropped {
+		slog.Info("sandbox: Landlock, the second layer, is partial on this kernel", "dropped", d)
+	}
+	return filter, ll, nil
+}
+
+// makeLimiter makes the limiter of spec's limits (nil for none), logging
+// what best effort weakened or dropped.
+func makeLimiter(spec *Spec) (*limiter, error) {
+	lim, dropped, err := newLimiter(spec.Limits, os.Geteuid(), spec.BestEffort)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range dropped {
+		slog.Warn("sandbox: best effort: dropped", "what", d)
+	}
+	return lim, nil
 }
 
 // buildWith is Build once the policies and the limiter are made; lim

@@ -105,12 +105,9 @@ func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) 
 	if err != nil {
 		return nil, err
 	}
-	lim, limdrop, err := newLimiter(spec.Limits, os.Geteuid(), spec.BestEffort)
+	lim, err := makeLimiter(spec)
 	if err != nil {
 		return nil, err
-	}
-	for _, d := range limdrop {
-		slog.Warn("sandbox: best effort: dropped", "what", d)
 	}
 	sb := &Sandbox{spec: spec, lim: lim}
 	defer func() {

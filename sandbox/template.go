@@ -68,16 +68,9 @@ func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
 	if spec.LandlockOnly {
 		return nil, errors.New("sandbox: a LandlockOnly sandbox has no namespaces to make a template of")
 	}
-	filter, err := Filter(spec.Seccomp)
+	filter, ll, err := policies(spec)
 	if err != nil {
 		return nil, err
-	}
-	ll, lldrop, err := landlockFor(spec)
-	if err != nil {
-		return nil, err
-	}
-	for _, d := range lldrop {
-		slog.Info("sandbox: Landlock, the second layer, is partial on this kernel", "dropped", d)
 	}
 	t := &Template{spec: spec, ll: ll, filter: filter}
 	for i := range spec.Mounts {
@@ -232,12 +225,9 @@ func (t *Template) refill() {
 // prepare makes a sandbox from the template, confined, without its fds.
 func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 	spec := t.spec
-	lim, limdrop, err := newLimiter(spec.Limits, os.Geteuid(), spec.BestEffort)
+	lim, err := makeLimiter(spec)
 	if err != nil {
 		return nil, err
-	}
-	for _, d := range limdrop {
-		slog.Warn("sandbox: best effort: dropped", "what", d)
 	}
 	sb := &Sandbox{spec: spec, lim: lim, reapLater: true}
 	defer func() {

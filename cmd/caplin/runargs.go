@@ -310,14 +310,7 @@ var runOptions = map[string]runOption{
 	"--keep-env":      {0, 'r', func(c *runConfig, a []string) error { c.keepEnv = true; return nil }},
 	"--best-effort":   {0, 'r', func(c *runConfig, a []string) error { c.bestEffort = true; return nil }},
 	"--landlock-only": {0, 'r', func(c *runConfig, a []string) error { c.landlockOnly = true; return nil }},
-	"--max-pids": {1, 'r', func(c *runConfig, a []string) error {
-		n, err := strconv.Atoi(a[0])
-		if err != nil || n < 1 {
-			return usagef("--max-pids %s: want a number of processes, 1 or more", a[0])
-		}
-		c.limits.Pids = n
-		return nil
-	}},
+	"--max-pids":      countOpt("--max-pids", "processes", func(c *runConfig) *int { return &c.limits.Pids }),
 	"--max-memory": {1, 'r', func(c *runConfig, a []string) error {
 		n, err := sandbox.ParseSize(a[0])
 		if err != nil || n < 1 {
@@ -334,14 +327,20 @@ var runOptions = map[string]runOption{
 		c.limits.CPU = v
 		return nil
 	}},
-	"--max-files": {1, 'r', func(c *runConfig, a []string) error {
+	"--max-files": countOpt("--max-files", "open files", func(c *runConfig) *int { return &c.limits.NoFile }),
+}
+
+// countOpt is an option of caplin run that takes a count of 1 or more
+// of what into the field dst returns.
+func countOpt(name, what string, dst func(c *runConfig) *int) runOption {
+	return runOption{1, 'r', func(c *runConfig, a []string) error {
 		n, err := strconv.Atoi(a[0])
 		if err != nil || n < 1 {
-			return usagef("--max-files %s: want a number of open files, 1 or more", a[0])
+			return usagef("%s %s: want a number of %s, 1 or more", name, a[0], what)
 		}
-		c.limits.NoFile = n
+		*dst(c) = n
 		return nil
-	}},
+	}}
 }
 
 func idArg(dst *int, flag, s string) error {
