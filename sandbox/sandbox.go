@@ -103,7 +103,7 @@ func (s *Sandbox) Kill() error {
 	if s.first == nil {
 		return nil
 	}
-	if s.h != s.first {
+	if s.h != nil && s.h != s.first {
 		s.h.Process().Kill()
 	}
 	return s.first.Process().Kill()
