@@ -1,0 +1,303 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+type echoArgs struct {
+	Text string
+	N    int
+}
+
+type echoResult struct {
+	Text string
+	N    int
+}
+
+type pipeArgs struct {
+	W    FD
+	Text string
+}
+
+type fileResult struct {
+	F    FD
+	Name string
+}
+
+// testHandler is a small service that exercises every kind of argument.
+func testHandler(t testing.TB) Methods {
+	return Methods{
+		"echo": Method(func(ctx context.Context, a echoArgs) (echoResult, error) {
+			return echoResult{Text: a.Text, N: a.N + 1}, nil
+		}),
+		// write writes Text to the pipe it was given, then closes it.
+		"write": Method(func(ctx context.Context, a pipeArgs) (struct{}, error) {
+			defer a.W.Close()
+			if a.W.File == nil {
+				return struct{}{}, Errorf(CodeInvalid, "no fd")
+			}
+			_, err := io.WriteString(a.W.File, a.Text)
+			return struct{}{}, err
+		}),
+		// memfd returns a new memfd holding Text.
+		"memfd": Method(func(ctx context.Context, a echoArgs) (fileResult, error) {
+			fd, err := unix.MemfdCreate("rpc-test", unix.MFD_CLOEXEC)
+			if err != nil {
+				return fileResult{}, err
+			}
+			f := os.NewFile(uintptr(fd), "memfd")
+			f.WriteString(a.Text)
+			return fileResult{F: FD{File: f}, Name: "memfd"}, nil
+		}),
+		"stat": Method(func(ctx context.Context, path string) (int64, error) {
+			fi, err := os.Stat(path)
+			if err != nil {
+				return 0, err
+			}
+			return fi.Size(), nil
+		}),
+		"sleep": Method(func(ctx context.Context, d time.Duration) (string, error) {
+			select {
+			case <-time.After(d):
+				return "slept", nil
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		}),
+		// sub returns a new object served by the same methods.
+		"sub": func(ctx context.Context, call *Call) (any, error) {
+			return call.Server.NewObject(context.Background(), testHandler(t))
+		},
+		"panic": func(ctx context.Context, call *Call) (any, error) {
+			panic("boom")
+		},
+	}
+}
+
+// pair starts a server for h on one end of a socket pair and returns a
+// Client for the other end.
+func pair(t testing.TB, h Handler) (*Client, *Server) {
+	t.Helper()
+	srv := &Server{}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.ServeFile(context.Background(), os.NewFile(uintptr(fds[1]), "server"), h); err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewClient(os.NewFile(uintptr(fds[0]), "client"), ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	return c, srv
+}
+
+func TestEcho(t *testing.T) {
+	c, _ := pair(t, testHandler(t))
+	var r echoResult
+	if err := c.Call(context.Background(), "echo", echoArgs{Text: "hi", N: 41}, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Text != "hi" || r.N != 42 {
+		t.Fatalf("echo = %+v", r)
+	}
+}
+
+func TestFDToServer(t *testing.T) {
+	c, _ := pair(t, testHandler(t))
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := c.Call(context.Background(), "write", pipeArgs{W: FD{File: w}, Text: "through the fd"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	w.Close() // the caller keeps its own file
+	b, err := io.ReadAll(r)
+	if err != nil || string(b) != "through the fd" {
+		t.Fatalf("read %q, %v", b, err)
+	}
+}
+
+func TestFDFromServer(t *testing.T) {
+	c, _ := pair(t, testHandler(t))
+	var r fileResult
+	if err := c.Call(context.Background(), "memfd", echoArgs{Text: "in a memfd"}, &r); err != nil {
+		t.Fatal(err)
+	}
+	defer r.F.Close()
+	if r.F.File == nil || r.Name != "memfd" {
+		t.Fatalf("result %+v", r)
+	}
+	b := make([]byte, 64)
+	n, err := r.F.File.ReadAt(b, 0)
+	if string(b[:n]) != "in a memfd" {
+		t.Fatalf("read %q, %v", b[:n], err)
+	}
+	// The descriptor is close-on-exec on this side too.
+	flags, err := unix.FcntlInt(r.F.File.Fd(), unix.F_GETFD, 0)
+	if err != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Fatalf("F_GETFD = %#x, %v; want FD_CLOEXEC", flags, err)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	c, _ := pair(t, testHandler(t))
+	ctx := context.Background()
+
+	err := c.Call(ctx, "nope", nil, nil)
+	if !errors.Is(err, ErrUnknownMethod) || !strings.Contains(err.Error(), `"nope"`) {
+		t.Errorf("unknown method: %v", err)
+	}
+	err = c.Call(ctx, "stat", "/does/not/exist", new(int64))
+	if !errors.Is(err, fs.ErrNotExist) || !errors.Is(err, syscall.ENOENT) || !strings.Contains(err.Error(), "stat: stat /does/not/exist") {
+		t.Errorf("stat of a missing file: %v", err)
+	}
+	var e *Error
+	if !errors.As(err, &e) || e.Code != CodeFailed || e.Method != "stat" {
+		t.Errorf("stat error %#v", err)
+	}
+	// Wrong argument type: the handler never runs.
+	err = c.Call(ctx, "echo", "a string", nil)
+	if !errors.Is(err, ErrBadMessage) {
+		t.Errorf("wrong argument type: %v", err)
+	}
+	// Unknown field: rejected, not silently dropped.
+	err = c.Call(ctx, "echo", struct{ Text, Extra string }{"a", "b"}, nil)
+	if !errors.Is(err, ErrBadMessage) {
+		t.Errorf("unknown field: %v", err)
+	}
+	err = c.Call(ctx, "panic", nil, nil)
+	if !errors.Is(err, &Error{Code: CodeFailed}) || !strings.Contains(err.Error(), "internal error") {
+		t.Errorf("panic: %v", err)
+	}
+	err = c.Call(ctx, "write", pipeArgs{}, nil)
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("write without an fd: %v", err)
+	}
+	// The object still works after all that.
+	var r echoResult
+	if err := c.Call(ctx, "echo", echoArgs{N: 1}, &r); err != nil || r.N != 2 {
+		t.Fatalf("echo after errors: %+v, %v", r, err)
+	}
+}
+
+func TestNewObject(t *testing.T) {
+	c, _ := pair(t, testHandler(t))
+	var sub FD
+	if err := c.Call(context.Background(), "sub", nil, &sub); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := NewClient(sub.File, ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	var r echoResult
+	if err := sc.Call(context.Background(), "echo", echoArgs{N: 9}, &r); err != nil || r.N != 10 {
+		t.Fatalf("echo on the new object: %+v, %v", r, err)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	c, _ := pair(t, testHandler(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	var s string
+	err := c.Call(ctx, "sleep", time.Hour, &s)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Call = %v, want DeadlineExceeded", err)
+	}
+	if err := c.Call(context.Background(), "sleep", time.Millisecond, &s); err != nil || s != "slept" {
+		t.Fatalf("sleep after a cancelled call: %q, %v", s, err)
+	}
+}
+
+func TestConcurrent(t *testing.T) {
+	c, _ := pair(t, testHandler(t))
+	var wg sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				var r echoResult
+				if err := c.Call(context.Background(), "echo", echoArgs{N: g*1000 + i}, &r); err != nil || r.N != g*1000+i+1 {
+					t.Errorf("echo %d: %+v, %v", g*1000+i, r, err)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+}
+
+func TestServerGone(t *testing.T) {
+	c, srv := pair(t, testHandler(t))
+	done := make(chan error, 1)
+	go func() { done <- c.Call(context.Background(), "sleep", time.Hour, new(string)) }()
+	time.Sleep(20 * time.Millisecond)
+	srv.Shutdown(context.Background())
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("call in flight when the server shut down: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("call in flight did not fail when the server shut down")
+	}
+	if err := c.Call(context.Background(), "echo", echoArgs{}, nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("call after shutdown: %v", err)
+	}
+}
+
+func TestFailObject(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewClient(os.NewFile(uintptr(fds[0]), "client"), ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	Fail(os.NewFile(uintptr(fds[1]), "server"), &os.PathError{Op: "open", Path: "x", Err: syscall.ENOENT})
+	err = c.Call(context.Background(), "echo", nil, nil)
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "open x") {
+		t.Fatalf("call on a failed object: %v", err)
+	}
+}
+
+func TestNotSeqpacket(t *testing.T) {
+	r, w, _ := os.Pipe()
+	defer w.Close()
+	if _, err := NewClient(r, ClientOptions{}); !errors.Is(err, syscall.ENOTSOCK) || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("NewClient(pipe) = %v", err)
+	}
+	fds, _ := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	unix.Close(fds[1])
+	if _, err := NewClient(os.NewFile(uintptr(fds[0]), "stream"), ClientOptions{}); err == nil || !strings.Contains(err.Error(), "SOCK_SEQPACKET") {
+		t.Fatalf("NewClient(stream socket) = %v", err)
+	}
+}

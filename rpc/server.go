@@ -1,0 +1,435 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// A Handler answers the calls made on an object.
+type Handler interface {
+	// ServeCall handles one call and returns its result (encoded for the
+	// caller; FDs in it are sent and then closed) or an error (sent as an
+	// *Error: see Errorf and the Code values). Calls on one object may
+	// run concurrently. ctx ends when the caller cancels the call,
+	// the object's connection ends or the server shuts down.
+	ServeCall(ctx context.Context, call *Call) (any, error)
+}
+
+// HandlerFunc makes a function a Handler.
+type HandlerFunc func(ctx context.Context, call *Call) (any, error)
+
+// ServeCall calls f.
+func (f HandlerFunc) ServeCall(ctx context.Context, call *Call) (any, error) { return f(ctx, call) }
+
+// A Call is one call as a Handler sees it.
+type Call struct {
+	// Method is the method's name.
+	Method string
+
+	// Peer is the credentials of the process at the other end of the
+	// object's socket when it was connected or made (SO_PEERCRED): for an
+	// object handed on, the process that made the socket pair, not
+	// necessarily the one calling now. Nil if unknown.
+	Peer *unix.Ucred
+
+	// Server is the server that runs the handler, for handlers that
+	// return new objects (Server.NewObject).
+	Server *Server
+
+	body    []byte
+	files   []*os.File
+	decoded bool
+}
+
+// Args decodes the call's arguments into ptr (a pointer to the type the
+// method takes). The FDs found in it are the handler's to close;
+// descriptors the call carried that ptr did not claim are closed. Args may be
+// called once.
+func (c *Call) Args(ptr any) error {
+	if c.decoded {
+		return errors.New("rpc: Args called twice")
+	}
+	c.decoded = true
+	files := c.files
+	c.files = nil
+	return decodeBody(c.body, files, ptr)
+}
+
+// release closes the descriptors of a call whose arguments nobody decoded.
+func (c *Call) release() {
+	if !c.decoded {
+		closeFiles(c.files)
+		c.files = nil
+	}
+}
+
+// Methods is a Handler that dispatches on the method's name; a name it
+// does not have gets ErrUnknownMethod. Make its entries with Method.
+type Methods map[string]func(ctx context.Context, call *Call) (any, error)
+
+// ServeCall dispatches call.
+func (m Methods) ServeCall(ctx context.Context, call *Call) (any, error) {
+	f, ok := m[call.Method]
+	if !ok {
+		return nil, &Error{Code: CodeUnknownMethod, Text: fmt.Sprintf("unknown method %q", call.Method)}
+	}
+	return f(ctx, call)
+}
+
+// Method adapts a typed function to a Methods entry: the call's arguments
+// are decoded into an A, and fn's R is the result.
+func Method[A, R any](fn func(ctx context.Context, args A) (R, error)) func(context.Context, *Call) (any, error) {
+	return func(ctx context.Context, call *Call) (any, error) {
+		var a A
+		if err := call.Args(&a); err != nil {
+			return nil, err
+		}
+		r, err := fn(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
+	}
+}
+
+// A Server serves objects: each connection made to a listener it serves,
+// and each object a handler makes with NewObject, is one socket with one
+// Handler. The zero value is ready to use with the defaults.
+type Server struct {
+	// Logger receives one line per connection error and failed message;
+	// nil means slog.Default().
+	Logger *slog.Logger
+	// MaxConcurrent bounds the calls one object runs at once; a peer that
+	// sends more waits (its socket's buffer fills and its sends block):
+	// backpressure, not unbounded queues. 0 means 16.
+	MaxConcurrent int
+	// MaxMessage and MaxFDs bound each message a peer sends; 0 means
+	// DefaultMaxMessage and DefaultMaxFDs.
+	MaxMessage int
+	MaxFDs     int
+
+	mu       sync.Mutex
+	conns    map[*serverConn]struct{}
+	lns      map[net.Listener]struct{}
+	shutdown bool
+	wg       sync.WaitGroup
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+var errShutdown = &Error{Code: CodeClosed, Text: "server shutting down"}
+
+// Serve accepts connections on ln and serves each with the Handler
+// newHandler returns for it, until ctx ends, Shutdown is called or ln
+// fails. It returns nil after Shutdown or the end of ctx.
+func (s *Server) Serve(ctx context.Context, ln *net.UnixListener, newHandler func(peer *unix.Ucred) Handler) error {
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		ln.Close()
+		return errShutdown
+	}
+	if s.lns == nil {
+		s.lns = map[net.Listener]struct{}{}
+	}
+	s.lns[ln] = struct{}{}
+	s.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer func() {
+		s.mu.Lock()
+		delete(s.lns, ln)
+		s.mu.Unlock()
+	}()
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil || s.isShutdown() {
+				return nil
+			}
+			return fmt.Errorf("rpc: accept: %w", err)
+		}
+		peer := peerCred(c)
+		if err := s.serve(ctx, c, newHandler(peer), peer); err != nil {
+			c.Close()
+			return nil
+		}
+	}
+}
+
+func (s *Server) isShutdown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shutdown
+}
+
+// ServeFile serves h on the socket f (which it takes ownership of) until
+// the peer closes it, ctx ends or the server shuts down. It returns at
+// once; the object is served in the background.
+func (s *Server) ServeFile(ctx context.Context, f *os.File, h Handler) error {
+	uc, err := unixConn(f)
+	if err != nil {
+		return err
+	}
+	if err := s.serve(ctx, uc, h, peerCred(uc)); err != nil {
+		uc.Close()
+		return err
+	}
+	return nil
+}
+
+// NewObject makes a new object served by h and returns the caller's end of
+// it, to be returned in a result (which closes it once sent) or handed on.
+func (s *Server) NewObject(ctx context.Context, h Handler) (FD, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return FD{}, &os.SyscallError{Syscall: "socketpair", Err: err}
+	}
+	client := os.NewFile(uintptr(fds[0]), "rpc-object")
+	if err := s.ServeFile(ctx, os.NewFile(uintptr(fds[1]), "rpc-object"), h); err != nil {
+		client.Close()
+		return FD{}, err
+	}
+	return FD{File: client}, nil
+}
+
+// Fail sends err as the object-level failure on the socket f (the server
+// end of an object the caller asked to be made, as in a pipelined Open) and
+// closes f: the client's calls on its end then fail with err.
+func Fail(f *os.File, err error) {
+	defer f.Close()
+	uc, cerr := unixConn(f)
+	if cerr != nil {
+		return
+	}
+	defer uc.Close()
+	c := newConn(uc, 0, 0)
+	c.send(append(appendHeader(nil, kindError, 0, 0), encodeError(toWire(err))...), nil)
+}
+
+// Shutdown stops accepting connections, closes every object the server
+// serves (calls in flight see their ctx end) and waits for the handlers to
+// return, or for ctx to end.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	for ln := range s.lns {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.cancel()
+		c.c.c.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func peerCred(c *net.UnixConn) *unix.Ucred {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var cred *unix.Ucred
+	rc.Control(func(fd uintptr) {
+		cred, _ = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	return cred
+}
+
+// A serverConn is one object being served.
+type serverConn struct {
+	s      *Server
+	c      *conn
+	h      Handler
+	peer   *unix.Ucred
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu    sync.Mutex
+	calls map[uint64]context.CancelFunc
+}
+
+func (s *Server) serve(ctx context.Context, uc *net.UnixConn, h Handler, peer *unix.Ucred) error {
+	cctx, cancel := context.WithCancel(ctx)
+	sc := &serverConn{
+		s: s, c: newConn(uc, s.MaxMessage, s.MaxFDs), h: h, peer: peer,
+		ctx: cctx, cancel: cancel, calls: map[uint64]context.CancelFunc{},
+	}
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		cancel()
+		return errShutdown
+	}
+	if s.conns == nil {
+		s.conns = map[*serverConn]struct{}{}
+	}
+	s.conns[sc] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go sc.loop()
+	return nil
+}
+
+func (sc *serverConn) loop() {
+	defer sc.s.wg.Done()
+	stop := context.AfterFunc(sc.ctx, func() { sc.c.c.Close() })
+	max := sc.s.MaxConcurrent
+	if max <= 0 {
+		max = 16
+	}
+	sem := make(chan struct{}, max)
+	var running sync.WaitGroup
+	defer func() {
+		stop()
+		sc.cancel()
+		running.Wait()
+		sc.c.c.Close()
+		sc.s.mu.Lock()
+		delete(sc.s.conns, sc)
+		sc.s.mu.Unlock()
+	}()
+	for {
+		m, err := sc.c.recv()
+		if err != nil {
+			var re *recvError
+			if errors.As(err, &re) {
+				sc.s.logger().Debug("rpc: bad message", "err", re.err.Text, "code", re.err.Code)
+				if re.kind == kindCall && re.id != 0 {
+					sc.reply(re.id, nil, re.err)
+				}
+				continue
+			}
+			if !errors.Is(err, errEOF) && sc.ctx.Err() == nil {
+				sc.s.logger().Debug("rpc: connection ended", "err", err)
+			}
+			return
+		}
+		switch m.kind {
+		case kindCall:
+		case kindCancel:
+			sc.mu.Lock()
+			if cancel, ok := sc.calls[m.id]; ok {
+				cancel()
+			}
+			sc.mu.Unlock()
+			closeFiles(m.files)
+			continue
+		default:
+			closeFiles(m.files)
+			if m.id != 0 {
+				sc.reply(m.id, nil, Errorf(CodeBadMessage, "unexpected message kind %d", m.kind))
+			}
+			continue
+		}
+		var method string
+		rest, err := decMode.UnmarshalFirst(m.body, &method)
+		if err != nil {
+			closeFiles(m.files)
+			if m.id != 0 {
+				sc.reply(m.id, nil, Errorf(CodeBadMessage, "method name: %v", err))
+			}
+			continue
+		}
+		call := &Call{Method: method, Peer: sc.peer, Server: sc.s, body: rest, files: m.files}
+		select {
+		case sem <- struct{}{}:
+		case <-sc.ctx.Done():
+			call.release()
+			return
+		}
+		cctx, cancel := context.WithCancel(sc.ctx)
+		if m.id != 0 {
+			sc.mu.Lock()
+			sc.calls[m.id] = cancel
+			sc.mu.Unlock()
+		}
+		running.Add(1)
+		go func(id uint64) {
+			defer running.Done()
+			defer func() { <-sem }()
+			res, err := sc.run(cctx, call)
+			if id != 0 {
+				sc.mu.Lock()
+				delete(sc.calls, id)
+				sc.mu.Unlock()
+			}
+			cancel()
+			if id == 0 {
+				if err != nil {
+					sc.s.logger().Debug("rpc: one-way call failed", "method", call.Method, "err", err)
+				}
+				closeResult(res)
+				return
+			}
+			sc.reply(id, res, err)
+		}(m.id)
+	}
+}
+
+// run calls the handler, turning a panic into an error so that one bad
+// call cannot take the server down.
+func (sc *serverConn) run(ctx context.Context, call *Call) (res any, err error) {
+	defer call.release()
+	defer func() {
+		if p := recover(); p != nil {
+			sc.s.logger().Error("rpc: handler panicked", "method", call.Method, "panic", p)
+			res, err = nil, Errorf(CodeFailed, "internal error")
+		}
+	}()
+	return sc.h.ServeCall(ctx, call)
+}
+
+// reply sends the result or error of call id, then closes the result's
+// files.
+func (sc *serverConn) reply(id uint64, res any, err error) {
+	defer closeResult(res)
+	if err == nil {
+		b := appendHeader(make([]byte, 0, 256), kindReply, 0, id)
+		body, files, eerr := encodeBody(b, res)
+		if eerr == nil {
+			body[2], body[3] = byte(len(files)), byte(len(files)>>8)
+			if serr := sc.c.send(body, files); serr == nil {
+				return
+			} else if !errors.As(serr, new(*Error)) {
+				return // the connection is gone
+			} else {
+				err = serr
+			}
+		} else {
+			err = Errorf(CodeFailed, "encoding the result: %v", eerr)
+		}
+	}
+	sc.c.send(append(appendHeader(nil, kindError, 0, id), encodeError(toWire(err))...), nil)
+}
+
+// closeResult closes the files in a handler's result.
+func closeResult(res any) {
+	if res == nil {
+		return
+	}
+	files, _, err := collectFDs(res)
+	if err != nil {
+		return
+	}
+	closeFiles(files)
+}
