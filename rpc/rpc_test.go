@@ -89,7 +89,12 @@ func testHandler(t testing.TB) Methods {
 // Client for the other end.
 func pair(t testing.TB, h Handler) (*Client, *Server) {
 	t.Helper()
-	srv := &Server{}
+	return pairWith(t, &Server{}, h)
+}
+
+// pairWith is pair with a given Server.
+func pairWith(t testing.TB, srv *Server, h Handler) (*Client, *Server) {
+	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -334,6 +334,11 @@ func (sc *serverConn) loop() {
 			sc.mu.Unlock()
 			closeFiles(m.files)
 			continue
+		case kindReply, kindError:
+			// Clients are not called in this protocol version; answering
+			// a reply could start two broken peers answering each other.
+			closeFiles(m.files)
+			continue
 		default:
 			closeFiles(m.files)
 			if m.id != 0 {

@@ -257,7 +257,7 @@ func (c *conn) recv() (message, error) {
 	switch {
 	case ferr != nil:
 		return bad(CodeBadMessage, "%v", ferr)
-	case flags&unix.MSG_TRUNC != 0:
+	case flags&unix.MSG_TRUNC != 0 || n > c.maxMsg:
 		return bad(CodeTooBig, "message larger than %d bytes", c.maxMsg)
 	case flags&unix.MSG_CTRUNC != 0:
 		return bad(CodeTooManyFDs, "descriptors truncated (MSG_CTRUNC): the receiver's limit or a security module dropped some")

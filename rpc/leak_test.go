@@ -1,0 +1,127 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// openFDs returns the number of descriptors this process holds.
+func openFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents) - 1 // the directory ReadDir itself had open
+}
+
+// TestNoFDLeak makes 100,000 calls of every kind, good and failing, with
+// descriptors both ways, and checks that the process (client and server
+// both live in it) holds as many descriptors after as before, and that the
+// server's goroutines are gone after shutdown.
+func TestNoFDLeak(t *testing.T) {
+	calls := 100_000
+	if testing.Short() {
+		calls = 10_000
+	}
+	goroutines := runtime.NumGoroutine()
+	before := openFDs(t)
+
+	srv := &Server{}
+	c, _ := pairWith(t, srv, testHandler(t))
+	ctx := context.Background()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { // drain what the "write" calls put in the pipe
+		b := make([]byte, 4096)
+		for {
+			if _, err := r.Read(b); err != nil {
+				return
+			}
+		}
+	}()
+	for i := range calls {
+		var err error
+		switch i % 10 {
+		case 0, 1:
+			var res echoResult
+			err = c.Call(ctx, "echo", echoArgs{Text: "x", N: i}, &res)
+		case 2:
+			err = c.Call(ctx, "write", pipeArgs{W: FD{File: w}, Text: "x"}, nil)
+		case 3:
+			var res fileResult
+			if err = c.Call(ctx, "memfd", echoArgs{Text: "x"}, &res); err == nil {
+				res.F.Close()
+			}
+		case 4: // a result with an fd, decoded into a type without one
+			err = c.Call(ctx, "memfd", echoArgs{Text: "x"}, nil)
+		case 5: // unknown method, carrying an fd
+			if err = c.Call(ctx, "nope", pipeArgs{W: FD{File: w}}, nil); errors.Is(err, ErrUnknownMethod) {
+				err = nil
+			}
+		case 6: // arguments of the wrong type, carrying an fd
+			if err = c.Call(ctx, "echo", pipeArgs{W: FD{File: w}}, nil); errors.Is(err, ErrBadMessage) {
+				err = nil
+			}
+		case 7: // a handler that fails
+			if err = c.Call(ctx, "stat", "/does/not/exist", nil); errors.Is(err, os.ErrNotExist) {
+				err = nil
+			}
+		case 8: // a new object, used once and closed
+			var sub FD
+			if err = c.Call(ctx, "sub", nil, &sub); err == nil {
+				var sc *Client
+				if sc, err = NewClient(sub.File, ClientOptions{}); err == nil {
+					err = sc.Call(ctx, "echo", echoArgs{}, nil)
+					sc.Close()
+				}
+			}
+		case 9: // a call given up on
+			cctx, cancel := context.WithCancel(ctx)
+			cancel()
+			if err = c.Call(cctx, "sleep", time.Hour, nil); errors.Is(err, context.Canceled) {
+				err = nil
+			}
+		}
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	w.Close()
+	c.Close()
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	// The server closes a new object's socket when its reader sees EOF,
+	// which may be a moment after Shutdown has returned for objects the
+	// client closed last; give it that moment.
+	var after int
+	for range 100 {
+		if after = openFDs(t); after == before {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if after != before {
+		t.Errorf("%d descriptors before %d calls, %d after", before, calls, after)
+	}
+	for range 100 {
+		if runtime.NumGoroutine() <= goroutines {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > goroutines {
+		buf := make([]byte, 1<<16)
+		t.Errorf("%d goroutines before, %d after:\n%s", goroutines, n, buf[:runtime.Stack(buf, true)])
+	}
+}
