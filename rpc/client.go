@@ -137,9 +137,17 @@ func (c *Client) Err() error {
 }
 
 func (c *Client) readLoop() {
+	reset := false
 	for {
 		m, err := c.c.recv()
 		if err != nil {
+			if errors.Is(err, unix.ECONNRESET) && !reset {
+				// The server closed its end with our calls still unread
+				// in it. The kernel reports that once, ahead of what the
+				// server sent last (why it closed): read on to get it.
+				reset = true
+				continue
+			}
 			var re *recvError
 			if errors.As(err, &re) {
 				// A reply that broke a rule: fail that call alone.

@@ -308,6 +308,15 @@ func (sc *serverConn) loop() {
 		delete(sc.s.conns, sc)
 		sc.s.mu.Unlock()
 	}()
+	if e, ok := sc.h.(ender); ok {
+		go func() {
+			select {
+			case <-e.objectDone():
+				sc.end(e.objectErr())
+			case <-sc.ctx.Done():
+			}
+		}()
+	}
 	for {
 		m, err := sc.c.recv()
 		if err != nil {
@@ -391,6 +400,12 @@ func (sc *serverConn) loop() {
 	}
 }
 
+// end sends err as the object's last message and closes it.
+func (sc *serverConn) end(err error) {
+	sc.c.send(append(appendHeader(nil, kindError, 0, 0), encodeError(toWire(err))...), nil)
+	sc.cancel()
+}
+
 // run calls the handler, turning a panic into an error so that one bad
 // call cannot take the server down.
 func (sc *serverConn) run(ctx context.Context, call *Call) (res any, err error) {
@@ -409,8 +424,15 @@ func (sc *serverConn) run(ctx context.Context, call *Call) (res any, err error) 
 func (sc *serverConn) reply(id uint64, res any, err error) {
 	defer closeResult(res)
 	if err == nil {
-		b := appendHeader(make([]byte, 0, 256), kindReply, 0, id)
-		body, files, eerr := encodeBody(b, res)
+		var body []byte
+		var files []*os.File
+		var eerr error
+		if raw, ok := res.(rawReply); ok {
+			body = append(appendHeader(make([]byte, 0, headerLen+len(raw.body)), kindReply, 0, id), raw.body...)
+			files = raw.files
+		} else {
+			body, files, eerr = encodeBody(appendHeader(make([]byte, 0, 256), kindReply, 0, id), res)
+		}
 		if eerr == nil {
 			body[2], body[3] = byte(len(files)), byte(len(files)>>8)
 			if serr := sc.c.send(body, files); serr == nil {
@@ -430,6 +452,10 @@ func (sc *serverConn) reply(id uint64, res any, err error) {
 // closeResult closes the files in a handler's result.
 func closeResult(res any) {
 	if res == nil {
+		return
+	}
+	if raw, ok := res.(rawReply); ok {
+		closeFiles(raw.files)
 		return
 	}
 	files, _, err := collectFDs(res)
