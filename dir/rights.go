@@ -1,6 +1,7 @@
 package dir
 
 import (
+	"fmt"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -150,4 +151,34 @@ func makeOptions(opts []Option) options {
 		}
 	}
 	return o
+}
+
+// ParseRights parses rights as String writes them ("read|write", "none"),
+// with "," allowed in place of "|" and the shorthands "ro" (ReadOnly), "rw"
+// (ReadWrite) and "all" (All).
+func ParseRights(s string) (Rights, error) {
+	var r Rights
+	for _, w := range strings.FieldsFunc(s, func(c rune) bool { return c == '|' || c == ',' }) {
+		switch w = strings.TrimSpace(w); w {
+		case "none":
+		case "ro":
+			r |= ReadOnly
+		case "rw":
+			r |= ReadWrite
+		case "all":
+			r |= All
+		default:
+			found := false
+			for _, n := range rightNames {
+				if n.name == w {
+					r |= n.r
+					found = true
+				}
+			}
+			if !found {
+				return 0, fmt.Errorf("dir: unknown right %q (want read, write, create, delete, exec, setattr, ro, rw, all or none)", w)
+			}
+		}
+	}
+	return r, nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -325,5 +326,22 @@ func TestSubNarrows(t *testing.T) {
 	}
 	if b, err := s.ReadFile("../../../c/f"); err != nil || string(b) != "f" {
 		t.Fatalf("InRoot Sub: ReadFile(../../../c/f) = %q, %v", b, err)
+	}
+}
+
+func TestParseRights(t *testing.T) {
+	for _, r := range []Rights{0, Read, ReadOnly, ReadWrite, All, Read | Exec, Write | SetAttr} {
+		got, err := ParseRights(r.String())
+		if err != nil || got != r {
+			t.Errorf("ParseRights(%q) = %v, %v; want %v", r.String(), got, err, r)
+		}
+	}
+	for s, want := range map[string]Rights{"ro": ReadOnly, "rw": ReadWrite, "all": All, "read,exec": Read | Exec, " read | write ": Read | Write, "": 0} {
+		if got, err := ParseRights(s); err != nil || got != want {
+			t.Errorf("ParseRights(%q) = %v, %v; want %v", s, got, err, want)
+		}
+	}
+	if _, err := ParseRights("read|fly"); err == nil || !strings.Contains(err.Error(), `"fly"`) {
+		t.Errorf("ParseRights(read|fly) = %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"io"
 	"os"
 )
 
@@ -36,6 +37,14 @@ type caretaker struct {
 }
 
 var errRevoked = &Error{Code: CodeRevoked, Text: "the object was revoked"}
+
+// Close closes the handler it takes care of, if that is an io.Closer.
+func (c *caretaker) Close() error {
+	if cl, ok := c.h.(io.Closer); ok {
+		return cl.Close()
+	}
+	return nil
+}
 
 func (c *caretaker) objectDone() <-chan struct{} { return c.rctx.Done() }
 func (c *caretaker) objectErr() error            { return errRevoked }

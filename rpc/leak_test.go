@@ -125,3 +125,5 @@ func TestNoFDLeak(t *testing.T) {
 		t.Errorf("%d goroutines before, %d after:\n%s", goroutines, n, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+func sleepBriefly() { time.Sleep(10 * time.Millisecond) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -132,7 +133,8 @@ func (s *Server) logger() *slog.Logger {
 var errShutdown = &Error{Code: CodeClosed, Text: "server shutting down"}
 
 // Serve accepts connections on ln and serves each with the Handler
-// newHandler returns for it, until ctx ends, Shutdown is called or ln
+// newHandler returns for it (closed when the connection ends if it is an
+// io.Closer), until ctx ends, Shutdown is called or ln
 // fails. It returns nil after Shutdown or the end of ctx.
 func (s *Server) Serve(ctx context.Context, ln *net.UnixListener, newHandler func(peer *unix.Ucred) Handler) error {
 	s.mu.Lock()
@@ -177,7 +179,8 @@ func (s *Server) isShutdown() bool {
 
 // ServeFile serves h on the socket f (which it takes ownership of) until
 // the peer closes it, ctx ends or the server shuts down. It returns at
-// once; the object is served in the background.
+// once; the object is served in the background. If h is an io.Closer, it
+// is closed when the object ends (and not if ServeFile fails).
 func (s *Server) ServeFile(ctx context.Context, f *os.File, h Handler) error {
 	uc, err := unixConn(f)
 	if err != nil {
@@ -192,6 +195,7 @@ func (s *Server) ServeFile(ctx context.Context, f *os.File, h Handler) error {
 
 // NewObject makes a new object served by h and returns the caller's end of
 // it, to be returned in a result (which closes it once sent) or handed on.
+// If h is an io.Closer, it is closed when the object ends.
 func (s *Server) NewObject(ctx context.Context, h Handler) (FD, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -304,6 +308,11 @@ func (sc *serverConn) loop() {
 		sc.cancel()
 		running.Wait()
 		sc.c.c.Close()
+		if c, ok := sc.h.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				sc.s.logger().Debug("rpc: closing an object's handler", "err", err)
+			}
+		}
 		sc.s.mu.Lock()
 		delete(sc.s.conns, sc)
 		sc.s.mu.Unlock()

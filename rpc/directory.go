@@ -1,0 +1,331 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/caplin-dev/caplin/dir"
+	"golang.org/x/sys/unix"
+)
+
+// The Directory service: a directory capability served over rpc. Its
+// methods, with their argument and result types:
+//
+//	open    OpenArgs     -> FD        a file (never a directory: use export or sub)
+//	stat    StatArgs     -> FileStat
+//	readdir string       -> []DirEntry
+//	mkdir   MkdirArgs    -> nothing
+//	remove  string       -> nothing
+//	rename  RenameArgs   -> nothing
+//	sub     SubArgs      -> FD        a new, narrower Directory object
+//	export  string       -> FD        a detached mount root of that subtree
+//	rights  nothing      -> dir.Rights
+//
+// Paths are relative to the directory and cannot leave it (see dir.Dir:
+// resolution is confined in the kernel by openat2). Rights are checked by
+// the server, which holds the directory; a holder can narrow them with sub
+// and never widen them.
+
+// OpenArgs are the arguments of a Directory's open.
+type OpenArgs struct {
+	Path  string
+	Flags int         // os.O_RDONLY, os.O_WRONLY|os.O_CREATE, ...
+	Perm  fs.FileMode // for a file made by O_CREATE; 0 means 0o644
+}
+
+// StatArgs are the arguments of a Directory's stat.
+type StatArgs struct {
+	Path     string
+	NoFollow bool // lstat: a symbolic link as itself
+}
+
+// FileStat is what a Directory's stat returns.
+type FileStat struct {
+	Name    string
+	Size    int64
+	Mode    fs.FileMode
+	ModTime time.Time
+}
+
+// DirEntry is one entry of a Directory's readdir.
+type DirEntry struct {
+	Name string
+	Type fs.FileMode // the type bits only
+}
+
+// MkdirArgs are the arguments of a Directory's mkdir.
+type MkdirArgs struct {
+	Path string
+	Perm fs.FileMode // 0 means 0o755
+	All  bool        // make missing parents too, as os.MkdirAll
+}
+
+// RenameArgs are the arguments of a Directory's rename.
+type RenameArgs struct {
+	Old, New string
+}
+
+// SubArgs are the arguments of a Directory's sub.
+type SubArgs struct {
+	Path   string
+	Rights dir.Rights
+	// Into, if set, is the server end of a socket pair the caller made:
+	// the new object is served on it, and the reply carries no FD. The
+	// caller can use its end at once, before the reply (pipelining);
+	// if sub fails, calls on that end fail with the same error.
+	Into FD
+}
+
+// NewDirectory returns a Handler that serves d as a Directory object,
+// taking ownership of d: it is closed when the object ends. The objects
+// its sub makes are served by the same Server.
+func NewDirectory(d *dir.Dir) Handler { return &directory{d: d} }
+
+type directory struct{ d *dir.Dir }
+
+// Close closes the directory when its object ends.
+func (s *directory) Close() error { return s.d.Close() }
+
+func (s *directory) ServeCall(ctx context.Context, call *Call) (any, error) {
+	res, err := s.serve(ctx, call)
+	if err != nil {
+		var re *dir.RightsError
+		if errors.As(err, &re) {
+			e := toWire(err)
+			e.Code = CodeDenied
+			return nil, e
+		}
+	}
+	return res, err
+}
+
+func (s *directory) serve(ctx context.Context, call *Call) (any, error) {
+	d := s.d
+	switch call.Method {
+	case "open":
+		var a OpenArgs
+		if err := call.Args(&a); err != nil {
+			return nil, err
+		}
+		if a.Perm == 0 {
+			a.Perm = 0o644
+		}
+		f, err := d.OpenFile(a.Path, a.Flags, a.Perm)
+		if err != nil {
+			return nil, err
+		}
+		return FD{File: f}, nil
+	case "stat":
+		var a StatArgs
+		if err := call.Args(&a); err != nil {
+			return nil, err
+		}
+		var fi fs.FileInfo
+		var err error
+		if a.NoFollow {
+			fi, err = d.Lstat(a.Path)
+		} else {
+			fi, err = d.Stat(a.Path)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return FileStat{Name: fi.Name(), Size: fi.Size(), Mode: fi.Mode(), ModTime: fi.ModTime()}, nil
+	case "readdir":
+		var path string
+		if err := call.Args(&path); err != nil {
+			return nil, err
+		}
+		ents, err := d.ReadDir(path)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]DirEntry, len(ents))
+		for i, e := range ents {
+			out[i] = DirEntry{Name: e.Name(), Type: e.Type()}
+		}
+		return out, nil
+	case "mkdir":
+		var a MkdirArgs
+		if err := call.Args(&a); err != nil {
+			return nil, err
+		}
+		if a.Perm == 0 {
+			a.Perm = 0o755
+		}
+		if a.All {
+			return nil, d.MkdirAll(a.Path, a.Perm)
+		}
+		return nil, d.Mkdir(a.Path, a.Perm)
+	case "remove":
+		var path string
+		if err := call.Args(&path); err != nil {
+			return nil, err
+		}
+		return nil, d.Remove(path)
+	case "rename":
+		var a RenameArgs
+		if err := call.Args(&a); err != nil {
+			return nil, err
+		}
+		return nil, d.Rename(a.Old, a.New)
+	case "sub":
+		var a SubArgs
+		if err := call.Args(&a); err != nil {
+			return nil, err
+		}
+		sub, err := d.Sub(a.Path, a.Rights)
+		if err != nil {
+			if a.Into.File != nil {
+				Fail(a.Into.File, err)
+			}
+			return nil, err
+		}
+		if a.Into.File != nil {
+			// The object outlives this call: serve it in the server's
+			// lifetime, not the call's.
+			if err := call.Server.ServeFile(context.WithoutCancel(ctx), a.Into.File, NewDirectory(sub)); err != nil {
+				sub.Close()
+				return nil, err
+			}
+			return nil, nil
+		}
+		fd, err := call.Server.NewObject(context.WithoutCancel(ctx), NewDirectory(sub))
+		if err != nil {
+			sub.Close()
+			return nil, err
+		}
+		return fd, nil
+	case "export":
+		var path string
+		if err := call.Args(&path); err != nil {
+			return nil, err
+		}
+		sub, err := d.Sub(path, d.Rights())
+		if err != nil {
+			return nil, err
+		}
+		defer sub.Close()
+		f, err := sub.Export(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return FD{File: f}, nil
+	case "rights":
+		if err := call.Args(nil); err != nil {
+			return nil, err
+		}
+		return d.Rights(), nil
+	}
+	return nil, Errorf(CodeUnknownMethod, "unknown method %q", call.Method)
+}
+
+// A Directory is a typed client for a Directory object.
+type Directory struct {
+	// Client is the object. Close it to drop the capability.
+	*Client
+}
+
+// Open opens the file at path with flags (os.O_*) and, if it creates one,
+// perm. Directories are not opened: use Export or Sub.
+func (d Directory) Open(ctx context.Context, path string, flags int, perm fs.FileMode) (*os.File, error) {
+	var fd FD
+	if err := d.Call(ctx, "open", OpenArgs{Path: path, Flags: flags, Perm: perm}, &fd); err != nil {
+		return nil, err
+	}
+	if fd.File == nil {
+		return nil, Errorf(CodeBadMessage, "open %s: the reply carried no descriptor", path)
+	}
+	return fd.File, nil
+}
+
+// Stat returns what stat (or, with noFollow, lstat) says of path.
+func (d Directory) Stat(ctx context.Context, path string, noFollow bool) (FileStat, error) {
+	var st FileStat
+	err := d.Call(ctx, "stat", StatArgs{Path: path, NoFollow: noFollow}, &st)
+	return st, err
+}
+
+// ReadDir lists the directory at path, sorted by name.
+func (d Directory) ReadDir(ctx context.Context, path string) ([]DirEntry, error) {
+	var ents []DirEntry
+	err := d.Call(ctx, "readdir", path, &ents)
+	return ents, err
+}
+
+// Mkdir makes the directory path (and, with all, its missing parents).
+func (d Directory) Mkdir(ctx context.Context, path string, perm fs.FileMode, all bool) error {
+	return d.Call(ctx, "mkdir", MkdirArgs{Path: path, Perm: perm, All: all}, nil)
+}
+
+// Remove removes the file or empty directory at path.
+func (d Directory) Remove(ctx context.Context, path string) error {
+	return d.Call(ctx, "remove", path, nil)
+}
+
+// Rename renames oldPath to newPath, both in the directory.
+func (d Directory) Rename(ctx context.Context, oldPath, newPath string) error {
+	return d.Call(ctx, "rename", RenameArgs{Old: oldPath, New: newPath}, nil)
+}
+
+// Rights returns the rights the object grants.
+func (d Directory) Rights(ctx context.Context) (dir.Rights, error) {
+	var r dir.Rights
+	err := d.Call(ctx, "rights", nil, &r)
+	return r, err
+}
+
+// Sub returns a new Directory object for the directory at path with the
+// given rights, which must be a subset of this object's. It waits for the
+// server's answer; SubPipelined does not.
+func (d Directory) Sub(ctx context.Context, path string, rights dir.Rights) (Directory, error) {
+	var fd FD
+	if err := d.Call(ctx, "sub", SubArgs{Path: path, Rights: rights}, &fd); err != nil {
+		return Directory{}, err
+	}
+	c, err := NewClient(fd.File, d.opts)
+	if err != nil {
+		return Directory{}, err
+	}
+	return Directory{c}, nil
+}
+
+// SubPipelined is Sub without the wait: it makes the new object's socket
+// itself, sends the server its end and returns at once, so calls on the
+// new Directory can be made before the server has even read the request.
+// If the server cannot make it, those calls fail with the reason.
+func (d Directory) SubPipelined(path string, rights dir.Rights) (Directory, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return Directory{}, &os.SyscallError{Syscall: "socketpair", Err: err}
+	}
+	into := os.NewFile(uintptr(fds[1]), "rpc-object")
+	defer into.Close()
+	c, err := NewClient(os.NewFile(uintptr(fds[0]), "rpc-object"), d.opts)
+	if err != nil {
+		return Directory{}, err
+	}
+	if err := d.Send("sub", SubArgs{Path: path, Rights: rights, Into: FD{File: into}}); err != nil {
+		c.Close()
+		return Directory{}, err
+	}
+	return Directory{c}, nil
+}
+
+// Export returns a descriptor for the root of a detached mount of the
+// subtree at path: a directory its holder cannot leave with "..", to
+// hand to another process (caplin run --dir-fd, for one). It is read-only
+// unless the object grants Write, and noexec unless it grants Exec.
+func (d Directory) Export(ctx context.Context, path string) (*os.File, error) {
+	var fd FD
+	if err := d.Call(ctx, "export", path, &fd); err != nil {
+		return nil, err
+	}
+	if fd.File == nil {
+		return nil, Errorf(CodeBadMessage, "export %s: the reply carried no descriptor", path)
+	}
+	return fd.File, nil
+}

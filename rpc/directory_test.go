@@ -1,0 +1,251 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// dirPair serves a Directory for a new temporary tree and returns a client
+// for it and the tree's path:
+//
+//	hello.txt   "hello"
+//	sub/inner.txt "inner"
+func dirPair(t *testing.T, rights dir.Rights) (Directory, string) {
+	t.Helper()
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "hello.txt"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "sub", "inner.txt"), []byte("inner"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, err := dir.Open(root, rights)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := pair(t, NewDirectory(d))
+	return Directory{c}, root
+}
+
+func readAllClose(t *testing.T, f *os.File) string {
+	t.Helper()
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestDirectory(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	d, root := dirPair(t, dir.All)
+	ctx := context.Background()
+
+	f, err := d.Open(ctx, "hello.txt", os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := readAllClose(t, f); s != "hello" {
+		t.Fatalf("hello.txt holds %q", s)
+	}
+	f, err = d.Open(ctx, "sub/new.txt", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("made through rpc")
+	f.Close()
+	if b, _ := os.ReadFile(filepath.Join(root, "sub", "new.txt")); string(b) != "made through rpc" {
+		t.Fatalf("sub/new.txt holds %q", b)
+	}
+	if st, err := d.Stat(ctx, "sub/new.txt", false); err != nil || st.Size != 16 || st.Mode.Perm() != 0o600 || st.Name != "new.txt" {
+		t.Fatalf("stat sub/new.txt = %+v, %v", st, err)
+	}
+	ents, err := d.ReadDir(ctx, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ents, []DirEntry{{"hello.txt", 0}, {"sub", fs.ModeDir}}) {
+		t.Fatalf("readdir . = %v", ents)
+	}
+	if err := d.Mkdir(ctx, "a/b/c", 0, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Rename(ctx, "a/b/c", "sub/c"); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(root, "sub", "c")); err != nil || !fi.IsDir() {
+		t.Fatalf("sub/c after rename: %v", err)
+	}
+	if err := d.Remove(ctx, "sub/c"); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := d.Rights(ctx); err != nil || r != dir.All {
+		t.Fatalf("rights = %v, %v", r, err)
+	}
+
+	// What the server refuses, with the errno the client can test.
+	for _, c := range []struct {
+		path  string
+		flags int
+		errno syscall.Errno
+		text  string
+	}{
+		{"../outside", os.O_RDONLY, syscall.EXDEV, "escapes"},
+		{"/etc/passwd", os.O_RDONLY, syscall.EINVAL, "absolute path"},
+		{"sub", os.O_RDONLY, syscall.EISDIR, "is a directory"},
+		{"missing", os.O_RDONLY, syscall.ENOENT, "missing"},
+	} {
+		f, err := d.Open(ctx, c.path, c.flags, 0)
+		if err == nil {
+			f.Close()
+		}
+		if !errors.Is(err, c.errno) || !strings.Contains(err.Error(), c.text) {
+			t.Errorf("open %s = %v; want %v (%q)", c.path, err, c.errno, c.text)
+		}
+	}
+	if err := d.Remove(ctx, "sub"); !errors.Is(err, syscall.ENOTEMPTY) {
+		t.Errorf("remove of a full directory = %v", err)
+	}
+}
+
+func TestDirectorySub(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	d, root := dirPair(t, dir.All)
+	ctx := context.Background()
+
+	ro, err := d.Sub(ctx, "sub", dir.ReadOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	f, err := ro.Open(ctx, "inner.txt", os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := readAllClose(t, f); s != "inner" {
+		t.Fatalf("inner.txt through sub holds %q", s)
+	}
+	// Narrower: no writes, no way back up, no widening.
+	_, err = ro.Open(ctx, "inner.txt", os.O_WRONLY, 0)
+	if !errors.Is(err, ErrDenied) || !errors.Is(err, syscall.EPERM) {
+		t.Errorf("write through a read-only sub = %v, want ErrDenied", err)
+	}
+	if err := ro.Mkdir(ctx, "x", 0, false); !errors.Is(err, ErrDenied) {
+		t.Errorf("mkdir through a read-only sub = %v", err)
+	}
+	if _, err := ro.Open(ctx, "../hello.txt", os.O_RDONLY, 0); !errors.Is(err, syscall.EXDEV) {
+		t.Errorf("open ../hello.txt through sub = %v", err)
+	}
+	if _, err := ro.Sub(ctx, ".", dir.ReadWrite); !errors.Is(err, ErrDenied) {
+		t.Errorf("sub widening rights = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "sub", "x")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("sub/x exists after a refused mkdir: %v", err)
+	}
+
+	// Pipelined: the new object is usable before the reply to sub.
+	p, err := d.SubPipelined("sub", dir.ReadOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if st, err := p.Stat(ctx, "inner.txt", false); err != nil || st.Size != 5 {
+		t.Fatalf("stat through a pipelined sub = %+v, %v", st, err)
+	}
+	bad, err := d.SubPipelined("nowhere", dir.ReadOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	if _, err := bad.Stat(ctx, ".", false); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "nowhere") {
+		t.Fatalf("call on a pipelined sub that failed = %v", err)
+	}
+}
+
+// TestDirectoryExport checks that an exported directory is a detached mount
+// root: ".." from it is itself, and it is read-only for a read-only object.
+func TestDirectoryExport(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	d, _ := dirPair(t, dir.All)
+	ctx := context.Background()
+	ro, err := d.Sub(ctx, ".", dir.ReadOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	f, err := ro.Export(ctx, "sub")
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOSYS) {
+		t.Skipf("no detached mounts here (unprivileged user namespaces?): %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var top, up unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &top); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fstatat(int(f.Fd()), "../../..", &up, 0); err != nil {
+		t.Fatal(err)
+	}
+	if top.Dev != up.Dev || top.Ino != up.Ino {
+		t.Fatalf(`".." from the exported root leaves it`)
+	}
+	fd, err := unix.Openat(int(f.Fd()), "inner.txt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := readAllClose(t, os.NewFile(uintptr(fd), "inner.txt")); s != "inner" {
+		t.Fatalf("inner.txt through the export holds %q", s)
+	}
+	if fd, err := unix.Openat(int(f.Fd()), "new", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644); !errors.Is(err, syscall.EROFS) {
+		if err == nil {
+			unix.Close(fd)
+		}
+		t.Fatalf("create in a read-only export = %v, want EROFS", err)
+	}
+}
+
+// TestDirectoryClosesDir checks that a Directory object's directory
+// descriptor goes when the object does.
+func TestDirectoryClosesDir(t *testing.T) {
+	d, _ := dirPair(t, dir.All)
+	ctx := context.Background()
+	before := openFDs(t)
+	for range 50 {
+		s, err := d.Sub(ctx, "sub", dir.ReadOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Rights(ctx); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	var after int
+	for range 100 {
+		if after = openFDs(t); after <= before {
+			break
+		}
+		sleepBriefly()
+	}
+	if after > before {
+		t.Fatalf("%d descriptors before 50 subs, %d after they were closed", before, after)
+	}
+}
