@@ -22,7 +22,7 @@ import (
 //	rename  RenameArgs   -> nothing
 //	sub     SubArgs      -> FD        a new, narrower Directory object
 //	export  string       -> FD        a detached mount root of that subtree
-//	rights  nothing      -> dir.Rights
+//	rights  nothing      -> string  the rights, as dir.Rights.String writes them
 //
 // Paths are relative to the directory and cannot leave it (see dir.Dir:
 // resolution is confined in the kernel by openat2). Rights are checked by
@@ -218,7 +218,7 @@ func (s *directory) serve(ctx context.Context, call *Call) (any, error) {
 		if err := call.Args(nil); err != nil {
 			return nil, err
 		}
-		return d.Rights(), nil
+		return d.Rights().String(), nil
 	}
 	return nil, Errorf(CodeUnknownMethod, "unknown method %q", call.Method)
 }
@@ -273,9 +273,15 @@ func (d Directory) Rename(ctx context.Context, oldPath, newPath string) error {
 
 // Rights returns the rights the object grants.
 func (d Directory) Rights(ctx context.Context) (dir.Rights, error) {
-	var r dir.Rights
-	err := d.Call(ctx, "rights", nil, &r)
-	return r, err
+	var s string
+	if err := d.Call(ctx, "rights", nil, &s); err != nil {
+		return 0, err
+	}
+	r, err := dir.ParseRights(s)
+	if err != nil {
+		return 0, withMethod(Errorf(CodeBadMessage, "%v", err), "rights")
+	}
+	return r, nil
 }
 
 // Sub returns a new Directory object for the directory at path with the

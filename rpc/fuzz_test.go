@@ -77,6 +77,11 @@ func FuzzDecodeBody(f *testing.F) {
 				t.Fatalf("decode error %T %v, want *Error", err, err)
 			}
 		}
+		if _, err := decodeAny(body, nil); err != nil {
+			if _, ok := err.(*Error); !ok {
+				t.Fatalf("decodeAny error %T %v, want *Error", err, err)
+			}
+		}
 		// Errors come from peers too.
 		if e := decodeError(body, nil); e == nil || e.Code == 0 {
 			t.Fatalf("decodeError(%x) = %v", body, e)

@@ -306,3 +306,27 @@ func TestNotSeqpacket(t *testing.T) {
 		t.Fatalf("NewClient(stream socket) = %v", err)
 	}
 }
+
+func TestCallAny(t *testing.T) {
+	c, _ := pair(t, testHandler(t))
+	v, err := c.CallAny(context.Background(), "memfd", map[string]any{"Text": "any"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := v.(map[any]any)
+	if !ok || m["Name"] != "memfd" {
+		t.Fatalf("result %#v", v)
+	}
+	fd, ok := m["F"].(FD)
+	if !ok || fd.File == nil {
+		t.Fatalf("F = %#v, want an FD", m["F"])
+	}
+	defer fd.Close()
+	b := make([]byte, 8)
+	if n, _ := fd.File.ReadAt(b, 0); string(b[:n]) != "any" {
+		t.Fatalf("memfd holds %q", b[:n])
+	}
+	if _, err := c.CallAny(context.Background(), "stat", "/does/not/exist"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("CallAny error: %v", err)
+	}
+}

@@ -432,6 +432,9 @@ func (sc *serverConn) run(ctx context.Context, call *Call) (res any, err error) 
 // files.
 func (sc *serverConn) reply(id uint64, res any, err error) {
 	defer closeResult(res)
+	if err != nil {
+		sc.s.logger().Debug("rpc: call failed", "id", id, "err", err)
+	}
 	if err == nil {
 		var body []byte
 		var files []*os.File

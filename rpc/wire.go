@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -55,7 +56,13 @@ const (
 // The codec modes are immutable option sets (the cbor package's way of
 // configuring), made once; they hold no state.
 var (
-	encMode = must(cbor.EncOptions{Sort: cbor.SortNone}.EncMode())
+	encMode = must(cbor.EncOptions{
+		Sort: cbor.SortNone,
+		// Times keep their fraction and say they are times (tag 1), so
+		// a schema-less reader sees a time, not a number.
+		Time:    cbor.TimeUnixDynamic,
+		TimeTag: cbor.EncTagRequired,
+	}.EncMode())
 	decMode = must(cbor.DecOptions{
 		// A peer is untrusted: bound what one message can make us build.
 		MaxNestedLevels:   32,
@@ -240,6 +247,9 @@ func (c *conn) recv() (message, error) {
 	}
 	if err != nil {
 		closeFiles(files)
+		if errors.Is(err, io.EOF) {
+			return message{}, errEOF
+		}
 		return message{}, err
 	}
 	if n == 0 && oobn == 0 {

@@ -4,6 +4,8 @@
 //	caplin run [flags] -- CMD [ARGS...]   run a program in a sandbox
 //	caplin bwrap [options] CMD [ARGS...]  the same, as bubblewrap
 //	caplin dir ls|cat|put|version|cas     files through a directory capability
+//	caplin serve dir PATH --socket S      serve a capability on a socket
+//	caplin call OBJECT METHOD [ARGS...]   call a capability
 //	caplin doctor [-json] [-strict]       which kernel features are there
 //	caplin version                        caplin's, Go's and the kernel's versions
 //	caplin help [COMMAND]                 help
@@ -43,6 +45,8 @@ Commands:
 	run       run a program in a sandbox that reaches only what it is given
 	bwrap     the same, with bubblewrap's command line and defaults
 	dir       read and update files through a directory capability
+	serve     serve a capability (a directory) on a Unix socket
+	call      call a method on a capability and print or use its result
 	doctor    report which kernel features caplin can use here
 	version   print caplin's, Go's and the kernel's versions
 	help      print this text, or a command's ("caplin help run")
@@ -53,7 +57,8 @@ with one dash or two (-json, --json).
 Exit status:
 
 	0        success (for run: the program exited with 0)
-	1        doctor -strict: a feature is missing; dir: the operation failed
+	1        doctor -strict: a feature is missing; dir, call: the operation
+	         failed; serve: the server failed
 	2        usage error: bad command, flag or argument
 	3        dir cas: the file's version did not match (retry)
 	122      caplin run: the kernel cannot enforce what was asked
@@ -106,6 +111,10 @@ func caplin(args []string) int {
 		return cmdDoctor(rest)
 	case "dir":
 		return cmdDir(rest)
+	case "serve":
+		return cmdServe(rest)
+	case "call":
+		return cmdCall(rest)
 	case "version", "-version", "--version":
 		return cmdVersion(rest)
 	case "help", "-h", "-help", "--help":
@@ -139,6 +148,10 @@ func cmdHelp(args []string) int {
 		fmt.Fprint(os.Stdout, doctorHelp)
 	case "dir":
 		fmt.Fprint(os.Stdout, dirHelp)
+	case "serve":
+		fmt.Fprint(os.Stdout, serveHelp)
+	case "call":
+		fmt.Fprint(os.Stdout, callHelp)
 	case "version":
 		fmt.Fprint(os.Stdout, versionHelp)
 	case "help":

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/caplin-dev/caplin/proc"
 	"github.com/rogpeppe/go-internal/testscript"
+	"golang.org/x/sys/unix"
 )
 
 // envNobody is set in a test binary re-run as uid 65534.
@@ -34,6 +36,10 @@ func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"caplin": func() { os.Exit(entry(os.Args)) },
 		"bwrap":  func() { os.Exit(entry(os.Args)) },
+		// sdactivate SOCKET CMD [ARGS...]: what systemd does for a
+		// socket unit: listen on SOCKET, then exec CMD with the
+		// listening socket at fd 3, LISTEN_FDS=1 and LISTEN_PID.
+		"sdactivate": sdActivate,
 	})
 }
 
@@ -44,6 +50,8 @@ func TestMain(m *testing.M) {
 //	signals SIG ARGS...      run "caplin run ARGS...", send it SIG once the
 //	                         program has made the file "ready", and print
 //	                         "status N" with caplin's exit status
+//	waitfile PATH            wait up to 10s for PATH to exist (a
+//	                         server's socket, say)
 //	[root]                   the tests run as root
 //	[userns]                 a child can be made in a new user namespace
 func TestScripts(t *testing.T) {
@@ -63,8 +71,9 @@ func TestScripts(t *testing.T) {
 		RequireExplicitExec: true,
 		RequireUniqueNames:  true,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"status":  cmdStatus,
-			"signals": cmdSignals,
+			"status":   cmdStatus,
+			"signals":  cmdSignals,
+			"waitfile": cmdWaitFile,
 		},
 		Condition: func(cond string) (bool, error) {
 			switch cond {
@@ -101,6 +110,20 @@ func cmdStatus(ts *testscript.TestScript, neg bool, args []string) {
 	if got != want {
 		ts.Fatalf("%s exited with status %d; want %d", args[1], got, want)
 	}
+}
+
+// cmdWaitFile waits for a file to appear.
+func cmdWaitFile(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: waitfile PATH")
+	}
+	path := ts.MkAbs(args[0])
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Lstat(path); err == nil {
+			return
+		}
+	}
+	ts.Fatalf("%s did not appear within 10s", args[0])
 }
 
 // TestScriptsAsNobody runs the scripts again as uid 65534 when the tests
@@ -235,4 +258,34 @@ func cmdSignals(ts *testscript.TestScript, neg bool, args []string) {
 		code = ee.ExitCode()
 	}
 	fmt.Fprintf(ts.Stdout(), "status %d\n", code)
+}
+
+func sdActivate() {
+	if len(os.Args) < 3 {
+		fmt.Fprintln(os.Stderr, "usage: sdactivate SOCKET CMD [ARGS...]")
+		os.Exit(2)
+	}
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: os.Args[1], Net: "unixpacket"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	f, err := ln.File()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if err := unix.Dup3(int(f.Fd()), 3, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "dup3:", err)
+		os.Exit(1)
+	}
+	path, err := exec.LookPath(os.Args[2])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	env := append(os.Environ(), "LISTEN_FDS=1", "LISTEN_PID="+strconv.Itoa(os.Getpid()))
+	err = syscall.Exec(path, os.Args[2:], env)
+	fmt.Fprintln(os.Stderr, "exec:", err)
+	os.Exit(1)
 }

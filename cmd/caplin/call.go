@@ -1,0 +1,388 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/rpc"
+	"github.com/fxamacker/cbor/v2"
+	"golang.org/x/sys/unix"
+)
+
+const callHelp = `usage: caplin call [--fd N] OBJECT METHOD [ARGS...] [-- CMD [ARGS...]]
+
+Call METHOD on a capability and print its result as JSON. OBJECT is the
+path of a server's socket (caplin serve), or fd:N for an object this
+process inherited as descriptor N.
+
+ARGS are the method's arguments: for the Directory methods below, as
+words; for any other method, one JSON value (or none).
+
+	open PATH [r|w|a|rw]   a file: read (default), write (create,
+	                       truncate), append (create), read-write (create)
+	stat PATH, lstat PATH  size, mode and modification time
+	readdir [PATH]         the entries of a directory
+	mkdir PATH             a directory (mkdir -p: mkdirall PATH)
+	remove PATH            a file or an empty directory
+	rename OLD NEW
+	sub PATH [RIGHTS]      a new Directory object for PATH, with RIGHTS
+	                       (read|write|..., ro, rw, all; default: the same)
+	export PATH            a directory descriptor for PATH's subtree that
+	                       ".." cannot leave (a detached mount)
+	rights                 what the object grants
+
+A descriptor in the result prints as {"fd": N}. Without CMD, descriptors
+are closed after printing. With "-- CMD", nothing is printed: caplin
+runs CMD with the descriptors the result carried,
+the first as CMD's standard input (or as fd N with --fd N, N >= 3) and
+the others after it at 3, 4, ... (or N+1, ...):
+
+	caplin call /run/files.sock open notes.txt -- cat
+	caplin call --fd 3 /run/files.sock sub docs ro -- caplin call fd:3 readdir
+
+Exit status: 0 the call succeeded (with CMD: CMD's status); 1 the call
+failed (the error, with its errno name, is on stderr); 2 usage error; 126
+and 127 CMD could not be executed or found.
+`
+
+const callSynopsis = "caplin call [--fd N] OBJECT METHOD [ARGS...] [-- CMD [ARGS...]]"
+
+func cmdCall(args []string) int {
+	const name = "caplin call"
+	fs := newFlags("call")
+	fdAt := fs.Int("fd", 0, "")
+	timeout := fs.Duration("timeout", 0, "")
+	var cmd []string
+	for i, a := range args {
+		if a == "--" {
+			args, cmd = args[:i], args[i+1:]
+			if len(cmd) == 0 {
+				usageError(name, callSynopsis, "nothing after --")
+				return exitUsage
+			}
+			break
+		}
+	}
+	if st := parse(fs, args, callHelp, callSynopsis); st >= 0 {
+		return st
+	}
+	rest := fs.Args()
+	if len(rest) < 2 {
+		usageError(name, callSynopsis, "want OBJECT and METHOD")
+		return exitUsage
+	}
+	if *fdAt != 0 && *fdAt < 3 {
+		usageError(name, callSynopsis, "--fd must be 0 (standard input) or at least 3")
+		return exitUsage
+	}
+	object, method, margs := rest[0], rest[1], rest[2:]
+	method, callArgs, err := callArguments(method, margs)
+	if err != nil {
+		usageError(name, callSynopsis, err.Error())
+		return exitUsage
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
+	c, err := openObject(ctx, object)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		if errors.As(err, new(*usageErr)) {
+			return exitUsage
+		}
+		return 1
+	}
+	defer c.Close()
+	res, err := c.CallAny(ctx, method, callArgs)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %s\n", name, describeErr(err))
+		return 1
+	}
+	var files []*os.File
+	out := printable(res, &files)
+	if cmd == nil {
+		for _, f := range files {
+			f.Close()
+		}
+		b, err := json.MarshalIndent(out, "", "  ")
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: printing the result: %v\n", name, err)
+			return 1
+		}
+		fmt.Printf("%s\n", b)
+		return exitOK
+	}
+	c.Close()
+	return runWithFDs(name, cmd, files, *fdAt)
+}
+
+// describeErr adds the errno's name to an error that carries one, as the
+// other commands do: "open x: no such file or directory (ENOENT)".
+func describeErr(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		if n := unix.ErrnoName(errno); n != "" && !strings.Contains(err.Error(), "("+n+")") {
+			return fmt.Sprintf("%v (%s)", err, n)
+		}
+	}
+	return err.Error()
+}
+
+// openObject connects to the object named on the command line.
+func openObject(ctx context.Context, object string) (*rpc.Client, error) {
+	if n, ok := strings.CutPrefix(object, "fd:"); ok {
+		fd, err := strconv.Atoi(n)
+		if err != nil || fd < 0 {
+			return nil, usagef("bad object %q (want a socket path or fd:N)", object)
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+			return nil, fmt.Errorf("object %s: %w", object, &os.SyscallError{Syscall: "fcntl", Err: err})
+		}
+		return rpc.NewClient(os.NewFile(uintptr(fd), object), rpc.ClientOptions{})
+	}
+	return rpc.Dial(ctx, object, rpc.ClientOptions{})
+}
+
+// callArguments turns the words after METHOD into the method's arguments:
+// the Directory methods take words, anything else one JSON value or none.
+func callArguments(method string, words []string) (string, any, error) {
+	n := func(min, max int) error {
+		if len(words) < min || len(words) > max {
+			if min == max {
+				return fmt.Errorf("%s takes %d argument(s)", method, min)
+			}
+			return fmt.Errorf("%s takes %d to %d arguments", method, min, max)
+		}
+		return nil
+	}
+	switch method {
+	case "open":
+		if err := n(1, 2); err != nil {
+			return "", nil, err
+		}
+		flags := os.O_RDONLY
+		if len(words) == 2 {
+			switch words[1] {
+			case "r":
+			case "w":
+				flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+			case "a":
+				flags = os.O_WRONLY | os.O_CREATE | os.O_APPEND
+			case "rw":
+				flags = os.O_RDWR | os.O_CREATE
+			default:
+				return "", nil, fmt.Errorf("open: mode %q (want r, w, a or rw)", words[1])
+			}
+		}
+		return method, rpc.OpenArgs{Path: words[0], Flags: flags}, nil
+	case "stat", "lstat":
+		if err := n(1, 1); err != nil {
+			return "", nil, err
+		}
+		return "stat", rpc.StatArgs{Path: words[0], NoFollow: method == "lstat"}, nil
+	case "readdir":
+		if err := n(0, 1); err != nil {
+			return "", nil, err
+		}
+		if len(words) == 0 {
+			return method, ".", nil
+		}
+		return method, words[0], nil
+	case "mkdir", "mkdirall":
+		if err := n(1, 1); err != nil {
+			return "", nil, err
+		}
+		return "mkdir", rpc.MkdirArgs{Path: words[0], All: method == "mkdirall"}, nil
+	case "remove", "export":
+		if err := n(1, 1); err != nil {
+			return "", nil, err
+		}
+		return method, words[0], nil
+	case "rename":
+		if err := n(2, 2); err != nil {
+			return "", nil, err
+		}
+		return method, rpc.RenameArgs{Old: words[0], New: words[1]}, nil
+	case "sub":
+		if err := n(1, 2); err != nil {
+			return "", nil, err
+		}
+		rights := dir.All // the server refuses more than the object has
+		if len(words) == 2 {
+			r, err := dir.ParseRights(words[1])
+			if err != nil {
+				return "", nil, err
+			}
+			rights = r
+		}
+		return method, rpc.SubArgs{Path: words[0], Rights: rights}, nil
+	case "rights":
+		if err := n(0, 0); err != nil {
+			return "", nil, err
+		}
+		return method, nil, nil
+	}
+	switch len(words) {
+	case 0:
+		return method, nil, nil
+	case 1:
+		d := json.NewDecoder(strings.NewReader(words[0]))
+		d.UseNumber()
+		var v any
+		if err := d.Decode(&v); err != nil || d.More() {
+			return "", nil, fmt.Errorf("%s: the argument is not one JSON value (quote a string: '\"text\"')", method)
+		}
+		return method, fromJSON(v), nil
+	}
+	return "", nil, fmt.Errorf("%s: give its argument as one JSON value", method)
+}
+
+// fromJSON makes JSON numbers integers where they are.
+func fromJSON(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		f, _ := x.Float64()
+		return f
+	case []any:
+		for i := range x {
+			x[i] = fromJSON(x[i])
+		}
+	case map[string]any:
+		for k := range x {
+			x[k] = fromJSON(x[k])
+		}
+	}
+	return v
+}
+
+// printable turns a CallAny result into something encoding/json prints,
+// collecting its descriptors, in order, into files.
+func printable(v any, files *[]*os.File) any {
+	switch x := v.(type) {
+	case rpc.FD:
+		if x.File == nil {
+			return nil
+		}
+		*files = append(*files, x.File)
+		return map[string]int{"fd": int(x.File.Fd())}
+	case []any:
+		out := make([]any, len(x))
+		for i := range x {
+			out[i] = printable(x[i], files)
+		}
+		return out
+	case map[any]any:
+		// In a stable order, so descriptors are numbered predictably.
+		keys := make([]string, 0, len(x))
+		byKey := map[string]any{}
+		for k, e := range x {
+			ks := fmt.Sprint(k)
+			keys = append(keys, ks)
+			byKey[ks] = e
+		}
+		sort.Strings(keys)
+		out := make(map[string]any, len(x))
+		for _, k := range keys {
+			out[k] = printable(byKey[k], files)
+			if m, ok := byKey[k].(uint64); ok && (k == "Mode" || k == "Type") {
+				// A Directory's stat and readdir: an fs.FileMode.
+				out[k] = fs.FileMode(m).String()
+			}
+		}
+		return out
+	case []byte:
+		if utf8.Valid(x) {
+			return string(x)
+		}
+		return base64.StdEncoding.EncodeToString(x)
+	case cbor.Tag:
+		return map[string]any{"tag": x.Number, "content": printable(x.Content, files)}
+	case time.Time:
+		return x.Format(time.RFC3339Nano)
+	}
+	return v
+}
+
+// runWithFDs runs cmd with files at fd at (0: the first on standard
+// input, the others from 3) and the rest after it, passes it SIGINT and
+// SIGTERM, and returns its exit status as caplin run does.
+func runWithFDs(name string, cmd []string, files []*os.File, at int) int {
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	c := exec.Command(cmd[0], cmd[1:]...)
+	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
+	rest := files
+	if at == 0 && len(files) > 0 {
+		c.Stdin, rest = files[0], files[1:]
+		at = 3
+	}
+	if len(rest) > 0 {
+		// ExtraFiles[i] is fd 3+i; nil leaves that fd closed.
+		c.ExtraFiles = make([]*os.File, at-3+len(rest))
+		copy(c.ExtraFiles[at-3:], rest)
+	}
+	if err := c.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, exec.ErrNotFound) {
+			return exitNotFound
+		}
+		return exitNoExec
+	}
+	for _, f := range files {
+		f.Close()
+	}
+	files = nil
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				c.Process.Signal(s)
+			case <-done:
+				return
+			}
+		}
+	}()
+	err := c.Wait()
+	close(done)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return exitFailure
+	}
+	return exitOK
+}

@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/rpc"
+	"golang.org/x/sys/unix"
+)
+
+const serveHelp = `usage: caplin serve dir PATH [--socket S] [--read-only | --rights R] [-v]
+
+Serve a capability on a Unix socket (SOCK_SEQPACKET). Each connection to
+the socket gets its own object; "caplin call" and the rpc package call it.
+
+Services:
+
+	dir PATH   a Directory: open, stat, readdir, mkdir, remove, rename,
+	           sub (a narrower Directory) and export (a detached mount
+	           of a subtree, a directory descriptor that ".." cannot
+	           leave) relative to PATH, which no path can climb out of.
+
+Flags:
+
+	--socket S     listen on the socket file S (made 0600: only this user
+	               can connect; the file's permissions are the one check
+	               on who gets the capability). A stale socket file left by
+	               a server that is gone is replaced.
+	--read-only    grant only reading (the same as --rights ro)
+	--rights R     the rights granted, as "read|write|create|delete|exec|
+	               setattr", or ro, rw, all (default all)
+	-v             log every connection and failed message
+
+Systemd socket activation: started with LISTEN_FDS=1 and LISTEN_PID set
+to its pid, the server serves the SOCK_SEQPACKET listening socket on fd 3
+and --socket must not be given.
+
+The server runs until SIGTERM or SIGINT, then stops accepting, ends every
+object (their holders' calls fail with "server shutting down"), waits up
+to 5 seconds for calls in flight, removes the socket file it made and
+exits 0. Exit status 1: the server failed; 2: usage error.
+`
+
+const serveSynopsis = "caplin serve dir PATH [--socket S] [--read-only | --rights R]"
+
+func cmdServe(args []string) int {
+	if len(args) == 0 {
+		usageError("caplin serve", serveSynopsis, "which service?")
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		fmt.Fprint(os.Stdout, serveHelp)
+		return exitOK
+	case "dir":
+		return serveDir(args[1:])
+	}
+	usageError("caplin serve", serveSynopsis, fmt.Sprintf("unknown service %q (services: dir)", args[0]))
+	return exitUsage
+}
+
+func serveDir(args []string) int {
+	const name = "caplin serve dir"
+	fs := newFlags("serve dir")
+	socket := fs.String("socket", "", "")
+	readOnly := fs.Bool("read-only", false, "")
+	rightsFlag := fs.String("rights", "", "")
+	verbose := fs.Bool("v", false, "")
+	// The path may come before the flags: caplin serve dir /srv --socket s.
+	var path string
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		path, args = args[0], args[1:]
+	}
+	if st := parse(fs, args, serveHelp, serveSynopsis); st >= 0 {
+		return st
+	}
+	rest := fs.Args()
+	if path == "" && len(rest) > 0 {
+		path, rest = rest[0], rest[1:]
+	}
+	if path == "" || len(rest) != 0 {
+		usageError(name, serveSynopsis, "want exactly one PATH")
+		return exitUsage
+	}
+	rights := dir.All
+	switch {
+	case *readOnly && *rightsFlag != "":
+		usageError(name, serveSynopsis, "--read-only and --rights together")
+		return exitUsage
+	case *readOnly:
+		rights = dir.ReadOnly
+	case *rightsFlag != "":
+		r, err := dir.ParseRights(*rightsFlag)
+		if err != nil {
+			usageError(name, serveSynopsis, "--rights: "+err.Error())
+			return exitUsage
+		}
+		rights = r
+	}
+	log := serverLogger(*verbose)
+	d, err := dir.Open(path, rights)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	defer d.Close()
+	newHandler := func(peer *unix.Ucred) rpc.Handler {
+		sub, err := d.Sub(".", rights)
+		if err != nil {
+			// Only a closed d fails here; the object then fails its calls.
+			return rpc.HandlerFunc(func(context.Context, *rpc.Call) (any, error) { return nil, err })
+		}
+		if peer != nil {
+			log.Debug("connection", "pid", peer.Pid, "uid", peer.Uid)
+		}
+		return rpc.NewDirectory(sub)
+	}
+	return serveListener(name, *socket, log, newHandler, "dir", path, "rights", rights.String())
+}
+
+// serverLogger returns the logger for a server: info and up, or debug with
+// -v.
+func serverLogger(verbose bool) *slog.Logger {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// serveListener serves newHandler's objects on the socket from systemd or
+// --socket until SIGTERM or SIGINT, and returns the exit status.
+func serveListener(name, socket string, log *slog.Logger, newHandler func(*unix.Ucred) rpc.Handler, attrs ...any) int {
+	ln, made, err := listen(socket)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		if errors.As(err, new(*usageErr)) {
+			return exitUsage
+		}
+		return 1
+	}
+	if made != "" {
+		defer os.Remove(made)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	srv := &rpc.Server{Logger: log}
+	log.Info("serving", append(attrs, "socket", ln.Addr().String())...)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(context.Background(), ln, newHandler) }()
+	select {
+	case <-ctx.Done():
+		log.Info("stopping", "reason", "signal")
+	case err := <-errc:
+		log.Error("serving failed", "err", err)
+		return 1
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("calls still running after 5s; exiting anyway", "err", err)
+	}
+	<-errc
+	log.Info("stopped")
+	return exitOK
+}
+
+// listen returns the listening socket: systemd's (LISTEN_FDS) or a new
+// one at path, with the path it made, to remove at exit.
+func listen(path string) (*net.UnixListener, string, error) {
+	if n, ok := listenFDs(); ok {
+		if path != "" {
+			return nil, "", usagef("--socket given, but systemd passed a socket (LISTEN_FDS)")
+		}
+		if n != 1 {
+			return nil, "", fmt.Errorf("systemd passed %d sockets (LISTEN_FDS); want 1", n)
+		}
+		f := os.NewFile(3, "LISTEN_FDS")
+		typ, err := unix.GetsockoptInt(3, unix.SOL_SOCKET, unix.SO_TYPE)
+		if err != nil {
+			return nil, "", &os.SyscallError{Syscall: "getsockopt fd 3 (LISTEN_FDS)", Err: err}
+		}
+		if typ != unix.SOCK_SEQPACKET {
+			return nil, "", fmt.Errorf("fd 3 from systemd is not a SOCK_SEQPACKET socket (type %d): set ListenSequentialPacket= in the .socket unit", typ)
+		}
+		l, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return nil, "", fmt.Errorf("fd 3 from systemd: %w", err)
+		}
+		ul, ok := l.(*net.UnixListener)
+		if !ok {
+			l.Close()
+			return nil, "", fmt.Errorf("fd 3 from systemd is not a Unix socket")
+		}
+		return ul, "", nil
+	}
+	if path == "" {
+		return nil, "", usagef("--socket is required (or systemd socket activation)")
+	}
+	removeStale(path)
+	old := unix.Umask(0o177) // the socket file is made 0600
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, "", err
+	}
+	ln.SetUnlinkOnClose(false) // removed by the caller, only if made here
+	return ln, path, nil
+}
+
+// listenFDs reports the sockets systemd passed this process, and whether it
+// passed any. The variables are unset so children do not see them.
+func listenFDs() (int, bool) {
+	pid, fds := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS")
+	if pid == "" || fds == "" {
+		return 0, false
+	}
+	os.Unsetenv("LISTEN_PID")
+	os.Unsetenv("LISTEN_FDS")
+	os.Unsetenv("LISTEN_FDNAMES")
+	if p, err := strconv.Atoi(pid); err != nil || p != os.Getpid() {
+		return 0, false
+	}
+	n, err := strconv.Atoi(fds)
+	if err != nil {
+		return 0, false
+	}
+	return n, true
+}
+
+// removeStale removes path if it is a socket nobody listens on.
+func removeStale(path string) {
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode().Type() != os.ModeSocket {
+		return
+	}
+	c, err := net.Dial("unixpacket", path)
+	if err == nil {
+		c.Close()
+		return
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		os.Remove(path)
+	}
+}
