@@ -44,6 +44,8 @@ words; for any other method, one JSON value (or none).
 	export PATH            a directory descriptor for PATH's subtree that
 	                       ".." cannot leave (a detached mount)
 	rights                 what the object grants
+	connect NETWORK ADDR   a Connector's connected socket: tcp HOST:PORT,
+	                       udp HOST:PORT, unix PATH
 
 A descriptor in the result prints as {"fd": N}. Without CMD, descriptors
 are closed after printing. With "-- CMD", nothing is printed: caplin
@@ -235,6 +237,11 @@ func callArguments(method string, words []string) (string, any, error) {
 			rights = r
 		}
 		return method, rpc.SubArgs{Path: words[0], Rights: rights}, nil
+	case "connect":
+		if err := n(2, 2); err != nil {
+			return "", nil, err
+		}
+		return method, rpc.ConnectArgs{Network: words[0], Address: words[1]}, nil
 	case "rights":
 		if err := n(0, 0); err != nil {
 			return "", nil, err

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 )
 
 const serveHelp = `usage: caplin serve dir PATH [--socket S] [--read-only | --rights R] [-v]
+       caplin serve connector --allow PATTERN... [--unix-dir D] [--socket S] [-v]
 
 Serve a capability on a Unix socket (SOCK_SEQPACKET). Each connection to
 the socket gets its own object; "caplin call" and the rpc package call it.
@@ -28,6 +30,10 @@ Services:
 	           sub (a narrower Directory) and export (a detached mount
 	           of a subtree, a directory descriptor that ".." cannot
 	           leave) relative to PATH, which no path can climb out of.
+	connector  connect: makes a connection on the caller's behalf to a
+	           destination --allow permits and returns the connected
+	           socket, so a sandbox without a network gets exactly the
+	           connections it is granted.
 
 Flags:
 
@@ -38,7 +44,20 @@ Flags:
 	--read-only    grant only reading (the same as --rights ro)
 	--rights R     the rights granted, as "read|write|create|delete|exec|
 	               setattr", or ro, rw, all (default all)
-	-v             log every connection and failed message
+	-v             log every connection and failed call
+
+Connector flags:
+
+	--allow P      a destination allowed (repeat, or separate with
+	               commas): HOST:PORT, where HOST is a name
+	               (example.com), *.example.com, an IP address, a CIDR
+	               prefix (10.0.0.0/8) or *, and PORT a number, a range
+	               (8000-8999) or *; or unix:PATH, a Unix socket under
+	               --unix-dir (unix:DIR/ for every socket below DIR).
+	               Names match as the caller gives them, before the
+	               server resolves them.
+	--unix-dir D   the directory unix: paths are relative to, confined to
+	               it (no "..", no symbolic link out)
 
 Systemd socket activation: started with LISTEN_FDS=1 and LISTEN_PID set
 to its pid, the server serves the SOCK_SEQPACKET listening socket on fd 3
@@ -50,7 +69,7 @@ to 5 seconds for calls in flight, removes the socket file it made and
 exits 0. Exit status 1: the server failed; 2: usage error.
 `
 
-const serveSynopsis = "caplin serve dir PATH [--socket S] [--read-only | --rights R]"
+const serveSynopsis = "caplin serve dir PATH | connector --allow P... [--socket S]"
 
 func cmdServe(args []string) int {
 	if len(args) == 0 {
@@ -63,8 +82,10 @@ func cmdServe(args []string) int {
 		return exitOK
 	case "dir":
 		return serveDir(args[1:])
+	case "connector":
+		return serveConnector(args[1:])
 	}
-	usageError("caplin serve", serveSynopsis, fmt.Sprintf("unknown service %q (services: dir)", args[0]))
+	usageError("caplin serve", serveSynopsis, fmt.Sprintf("unknown service %q (services: dir, connector)", args[0]))
 	return exitUsage
 }
 
@@ -125,6 +146,74 @@ func serveDir(args []string) int {
 		return rpc.NewDirectory(sub)
 	}
 	return serveListener(name, *socket, log, newHandler, "dir", path, "rights", rights.String())
+}
+
+// stringsFlag is a flag that may be repeated; commas separate values too.
+type stringsFlag []string
+
+func (s *stringsFlag) String() string { return strings.Join(*s, ",") }
+func (s *stringsFlag) Set(v string) error {
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*s = append(*s, p)
+		}
+	}
+	return nil
+}
+
+func serveConnector(args []string) int {
+	const name = "caplin serve connector"
+	fs := newFlags("serve connector")
+	socket := fs.String("socket", "", "")
+	unixDir := fs.String("unix-dir", "", "")
+	verbose := fs.Bool("v", false, "")
+	var allow stringsFlag
+	fs.Var(&allow, "allow", "")
+	if st := parse(fs, args, serveHelp, serveSynopsis); st >= 0 {
+		return st
+	}
+	if fs.NArg() != 0 {
+		usageError(name, serveSynopsis, fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+		return exitUsage
+	}
+	if len(allow) == 0 {
+		usageError(name, serveSynopsis, "no --allow: the connector would allow nothing")
+		return exitUsage
+	}
+	// Check the policy once, up front, so that a typo is a usage error.
+	if _, err := rpc.NewConnector(rpc.ConnectorPolicy{Allow: allow}); err != nil {
+		usageError(name, serveSynopsis, err.Error())
+		return exitUsage
+	}
+	var d *dir.Dir
+	if *unixDir != "" {
+		var err error
+		if d, err = dir.Open(*unixDir); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+			return 1
+		}
+		defer d.Close()
+	}
+	log := serverLogger(*verbose)
+	newHandler := func(peer *unix.Ucred) rpc.Handler {
+		p := rpc.ConnectorPolicy{Allow: allow}
+		if d != nil {
+			sub, err := d.Sub(".", d.Rights())
+			if err != nil {
+				return rpc.HandlerFunc(func(context.Context, *rpc.Call) (any, error) { return nil, err })
+			}
+			p.Dir = sub
+		}
+		h, err := rpc.NewConnector(p)
+		if err != nil { // checked above
+			return rpc.HandlerFunc(func(context.Context, *rpc.Call) (any, error) { return nil, err })
+		}
+		if peer != nil {
+			log.Debug("connection", "pid", peer.Pid, "uid", peer.Uid)
+		}
+		return h
+	}
+	return serveListener(name, *socket, log, newHandler, "connector", allow.String())
 }
 
 // serverLogger returns the logger for a server: info and up, or debug with

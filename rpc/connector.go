@@ -1,0 +1,320 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/caplin-dev/caplin/dir"
+	"golang.org/x/sys/unix"
+)
+
+// The Connector service makes connections on its holder's behalf, to the
+// destinations its policy allows, and returns the connected socket: a
+// sandbox with no network of its own gets exactly the connections it is
+// granted (fconnectat, in capability terms). Its one method:
+//
+//	connect  ConnectArgs -> FD   a connected socket
+//
+// The holder uses the socket directly; no byte passes through the server.
+
+// ConnectArgs are the arguments of a Connector's connect.
+type ConnectArgs struct {
+	// Network is "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6" or "unix"
+	// (a SOCK_STREAM Unix socket).
+	Network string
+	// Address is "host:port" for TCP and UDP (host a name or an IP
+	// address), or a path relative to the Connector's directory for
+	// Unix sockets.
+	Address string
+}
+
+// ConnectorPolicy says where a Connector may connect.
+type ConnectorPolicy struct {
+	// Allow lists the destinations allowed, each "HOST:PORT" or
+	// "unix:PATH":
+	//
+	//   - HOST is a name ("example.com", matched exactly, case aside),
+	//     a wildcard ("*.example.com": any name below it, not the name
+	//     itself), an IP address, a CIDR prefix ("10.0.0.0/8",
+	//     "[fd00::]/8" — brackets optional), or "*" (any host);
+	//   - PORT is a number, a range ("8000-8999") or "*";
+	//   - PATH is a Unix socket's path relative to Dir, or a directory
+	//     ending in "/" for every socket below it.
+	//
+	// A name is matched as the caller gave it, before resolution; the
+	// server then resolves it and connects to what it resolves to. An IP
+	// pattern matches callers that give an IP address. Nothing else is
+	// allowed; an empty Allow allows nothing.
+	Allow []string
+	// Dir is the directory Unix socket paths are resolved in, confined
+	// to it; nil allows no Unix socket.
+	Dir *dir.Dir
+	// Dialer makes TCP and UDP connections; nil means a zero net.Dialer.
+	Dialer *net.Dialer
+}
+
+type netRule struct {
+	name     string       // exact name, lower case; or
+	suffix   string       // ".example.com" for "*.example.com"; or
+	prefix   netip.Prefix // an address or range; or
+	anyHost  bool
+	lo, hi   uint16
+	unixPath string // for unix: rules
+	unixDir  bool   // unixPath is a directory prefix
+	unix     bool
+}
+
+// parseRule parses one Allow entry.
+func parseRule(s string) (netRule, error) {
+	if p, ok := strings.CutPrefix(s, "unix:"); ok {
+		if p == "" || strings.HasPrefix(p, "/") {
+			return netRule{}, fmt.Errorf("connector: %q: a Unix path relative to the directory is required", s)
+		}
+		return netRule{unix: true, unixPath: strings.TrimSuffix(p, "/"), unixDir: strings.HasSuffix(p, "/")}, nil
+	}
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return netRule{}, fmt.Errorf("connector: %q: want HOST:PORT or unix:PATH", s)
+	}
+	host, port := s[:i], s[i+1:]
+	var r netRule
+	switch {
+	case port == "*":
+		r.lo, r.hi = 0, 65535
+	case strings.Contains(port, "-"):
+		a, b, _ := strings.Cut(port, "-")
+		lo, err1 := strconv.ParseUint(a, 10, 16)
+		hi, err2 := strconv.ParseUint(b, 10, 16)
+		if err1 != nil || err2 != nil || lo > hi {
+			return netRule{}, fmt.Errorf("connector: %q: bad port range %q", s, port)
+		}
+		r.lo, r.hi = uint16(lo), uint16(hi)
+	default:
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil {
+			return netRule{}, fmt.Errorf("connector: %q: bad port %q", s, port)
+		}
+		r.lo, r.hi = uint16(p), uint16(p)
+	}
+	host = strings.NewReplacer("[", "", "]", "").Replace(host)
+	switch {
+	case host == "*":
+		r.anyHost = true
+	case strings.HasPrefix(host, "*."):
+		r.suffix = strings.ToLower(host[1:])
+	case strings.Contains(host, "/"):
+		p, err := netip.ParsePrefix(host)
+		if err != nil {
+			return netRule{}, fmt.Errorf("connector: %q: %w", s, err)
+		}
+		r.prefix = p.Masked()
+	default:
+		if a, err := netip.ParseAddr(host); err == nil {
+			r.prefix = netip.PrefixFrom(a, a.BitLen())
+		} else if host == "" || strings.ContainsAny(host, "*") {
+			return netRule{}, fmt.Errorf("connector: %q: bad host %q", s, host)
+		} else {
+			r.name = strings.ToLower(strings.TrimSuffix(host, "."))
+		}
+	}
+	return r, nil
+}
+
+// NewConnector returns a Handler that serves a Connector with policy p,
+// or an error naming the first Allow entry it cannot parse. It takes
+// ownership of p.Dir, which is closed when the object ends.
+func NewConnector(p ConnectorPolicy) (Handler, error) {
+	c := &connector{dir: p.Dir, dialer: p.Dialer}
+	if c.dialer == nil {
+		c.dialer = &net.Dialer{}
+	}
+	for _, s := range p.Allow {
+		r, err := parseRule(s)
+		if err != nil {
+			return nil, err
+		}
+		c.rules = append(c.rules, r)
+	}
+	return c, nil
+}
+
+type connector struct {
+	rules  []netRule
+	dir    *dir.Dir
+	dialer *net.Dialer
+}
+
+// Close closes the directory of Unix sockets.
+func (c *connector) Close() error {
+	if c.dir != nil {
+		return c.dir.Close()
+	}
+	return nil
+}
+
+func (c *connector) allowedNet(host string, port uint16) bool {
+	addr, aerr := netip.ParseAddr(host)
+	name := strings.ToLower(strings.TrimSuffix(host, "."))
+	for _, r := range c.rules {
+		if r.unix || port < r.lo || port > r.hi {
+			continue
+		}
+		switch {
+		case r.anyHost:
+			return true
+		case aerr == nil && r.prefix.IsValid():
+			if r.prefix.Contains(addr.Unmap()) || r.prefix.Contains(addr) {
+				return true
+			}
+		case aerr != nil && r.name != "":
+			if name == r.name {
+				return true
+			}
+		case aerr != nil && r.suffix != "":
+			if strings.HasSuffix(name, r.suffix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// unixRule returns the directory a Unix socket path is to be opened in,
+// as a path relative to the connector's directory, and the rest of the
+// path, per the first rule that allows it; ok is false if none does.
+// Opening the rest confined to that directory means neither ".." nor a
+// symbolic link can take the lookup outside what the rule allows.
+func (c *connector) unixRule(p string) (base, rest string, ok bool) {
+	for _, r := range c.rules {
+		switch {
+		case !r.unix:
+		case !r.unixDir && p == r.unixPath:
+			base, rest := path.Split(p)
+			if base == "" {
+				base = "."
+			}
+			return base, rest, true
+		case r.unixDir && strings.HasPrefix(p, r.unixPath+"/"):
+			return r.unixPath, p[len(r.unixPath)+1:], true
+		}
+	}
+	return "", "", false
+}
+
+func (c *connector) ServeCall(ctx context.Context, call *Call) (any, error) {
+	if call.Method != "connect" {
+		return nil, Errorf(CodeUnknownMethod, "unknown method %q", call.Method)
+	}
+	var a ConnectArgs
+	if err := call.Args(&a); err != nil {
+		return nil, err
+	}
+	switch a.Network {
+	case "unix":
+		return c.connectUnix(ctx, a.Address)
+	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
+	default:
+		return nil, Errorf(CodeInvalid, "connect: network %q (want tcp, tcp4, tcp6, udp, udp4, udp6 or unix)", a.Network)
+	}
+	host, portStr, err := net.SplitHostPort(a.Address)
+	if err != nil {
+		return nil, Errorf(CodeInvalid, "connect %s: %v", a.Address, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, Errorf(CodeInvalid, "connect %s: port %q is not a number", a.Address, portStr)
+	}
+	if !c.allowedNet(host, uint16(port)) {
+		return nil, &Error{Code: CodeDenied, Errno: syscall.EACCES, Text: fmt.Sprintf("connect %s %s: not allowed by the connector's policy", a.Network, a.Address)}
+	}
+	conn, err := c.dialer.DialContext(ctx, a.Network, a.Address)
+	if err != nil {
+		return nil, err
+	}
+	return connFD(conn)
+}
+
+// connFD returns the descriptor of a connection as an FD, closing conn.
+func connFD(conn net.Conn) (any, error) {
+	defer conn.Close()
+	fc, ok := conn.(interface{ File() (*os.File, error) })
+	if !ok {
+		return nil, fmt.Errorf("connect: %T has no descriptor", conn)
+	}
+	f, err := fc.File() // a dup, in blocking mode: fit for any holder
+	if err != nil {
+		return nil, err
+	}
+	return FD{File: f}, nil
+}
+
+func (c *connector) connectUnix(ctx context.Context, p string) (any, error) {
+	if path.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../") || strings.HasPrefix(p, "/") {
+		return nil, Errorf(CodeInvalid, "connect unix %s: want a clean relative path (no \"..\", no \"//\")", p)
+	}
+	base, rest, ok := c.unixRule(p)
+	if c.dir == nil || !ok {
+		return nil, &Error{Code: CodeDenied, Errno: syscall.EACCES, Text: fmt.Sprintf("connect unix %s: not allowed by the connector's policy", p)}
+	}
+	// Find the socket confined to the directory the rule allows, then
+	// connect to that very inode through its O_PATH descriptor: no path
+	// is looked up again outside the confinement.
+	sub, err := c.dir.Sub(base, c.dir.Rights())
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Close()
+	f, err := sub.OpenFile(rest, unix.O_PATH, 0)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			pe.Path = p
+		}
+		return nil, err
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, &os.PathError{Op: "connect", Path: p, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return nil, &os.PathError{Op: "connect", Path: p, Err: syscall.ENOTSOCK}
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			return nil, &os.PathError{Op: "connect", Path: p, Err: oe.Err}
+		}
+		return nil, err
+	}
+	return connFD(conn)
+}
+
+// A Connector is a typed client for a Connector object.
+type Connector struct {
+	// Client is the object. Close it to drop the capability.
+	*Client
+}
+
+// Connect asks the Connector for a connection to address on network and
+// returns the connected socket.
+func (c Connector) Connect(ctx context.Context, network, address string) (*os.File, error) {
+	var fd FD
+	if err := c.Call(ctx, "connect", ConnectArgs{Network: network, Address: address}, &fd); err != nil {
+		return nil, err
+	}
+	if fd.File == nil {
+		return nil, Errorf(CodeBadMessage, "connect %s: the reply carried no descriptor", address)
+	}
+	return fd.File, nil
+}

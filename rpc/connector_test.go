@@ -1,0 +1,186 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/internal/testenv"
+)
+
+// echoListener accepts connections on ln and echoes one line back on each.
+func echoListener(t *testing.T, ln net.Listener) {
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b := make([]byte, 64)
+				n, _ := c.Read(b)
+				c.Write(b[:n])
+			}()
+		}
+	}()
+}
+
+func roundTripOver(t *testing.T, f *os.File, msg string) {
+	t.Helper()
+	defer f.Close()
+	if _, err := f.WriteString(msg); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 64)
+	n, err := f.Read(b)
+	if err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	if string(b[:n]) != msg {
+		t.Fatalf("echo over the connection: %q, want %q", b[:n], msg)
+	}
+}
+
+func TestConnector(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	ctx := context.Background()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, ln)
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	root := t.TempDir()
+	os.Mkdir(filepath.Join(root, "sock"), 0o755)
+	uln, err := net.Listen("unix", filepath.Join(root, "sock", "app.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, uln)
+	outside, err := net.Listen("unix", filepath.Join(t.TempDir(), "outside.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, outside)
+	if err := os.Symlink(outside.Addr().String(), filepath.Join(root, "sock", "evil.sock")); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(root, "sock", "plain"), nil, 0o644)
+	// A link from the allowed directory to a socket elsewhere in the
+	// tree: allowed by the rule's name, outside it in fact.
+	secret, err := net.Listen("unix", filepath.Join(root, "secret.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, secret)
+	if err := os.Symlink("../secret.sock", filepath.Join(root, "sock", "up.sock")); err != nil {
+		t.Fatal(err)
+	}
+	d, err := dir.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewConnector(ConnectorPolicy{
+		Allow: []string{
+			fmt.Sprintf("127.0.0.1:%d", port),
+			fmt.Sprintf("localhost:%d-%d", port, port),
+			"10.0.0.0/8:*",
+			"unix:sock/",
+		},
+		Dir: d,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := pair(t, h)
+	conn := Connector{c}
+
+	for _, addr := range []string{fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("localhost:%d", port)} {
+		f, err := conn.Connect(ctx, "tcp", addr)
+		if err != nil {
+			t.Fatalf("connect %s: %v", addr, err)
+		}
+		roundTripOver(t, f, "over tcp")
+	}
+	f, err := conn.Connect(ctx, "unix", "sock/app.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTripOver(t, f, "over unix")
+
+	// Refusals: each names the destination, with a code and errno.
+	for _, c := range []struct {
+		network, addr string
+		want          error
+		text          string
+	}{
+		{"tcp", fmt.Sprintf("127.0.0.1:%d", port+1), ErrDenied, "not allowed"},
+		{"tcp", fmt.Sprintf("127.0.0.2:%d", port), ErrDenied, "not allowed"},
+		{"tcp", fmt.Sprintf("[::1]:%d", port), ErrDenied, "not allowed"},
+		{"tcp", fmt.Sprintf("LOCALHOST.:%d", port+1), ErrDenied, "not allowed"},
+		{"udp", "8.8.8.8:53", ErrDenied, "not allowed"},
+		{"unix", "app.sock", ErrDenied, "not allowed"},
+		{"unix", "sock/../sock/app.sock", ErrInvalid, "clean"},
+		{"unix", "sock/../secret.sock", ErrInvalid, "clean"},
+		{"unix", "sock/up.sock", syscall.EXDEV, "escapes"},
+		{"unix", "sock/evil.sock", syscall.EXDEV, "escapes"},
+		{"unix", "sock/plain", syscall.ENOTSOCK, "sock/plain"},
+		{"unix", "sock/none.sock", syscall.ENOENT, "none.sock"},
+		{"sctp", "127.0.0.1:1", ErrInvalid, "network"},
+		{"tcp", "127.0.0.1", ErrInvalid, "missing port"},
+	} {
+		f, err := conn.Connect(ctx, c.network, c.addr)
+		if err == nil {
+			f.Close()
+		}
+		if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.text) {
+			t.Errorf("connect %s %s = %v; want %v (%q)", c.network, c.addr, err, c.want, c.text)
+		}
+	}
+	if err := conn.Call(ctx, "listen", nil, nil); !errors.Is(err, ErrUnknownMethod) {
+		t.Errorf("listen = %v", err)
+	}
+}
+
+func TestConnectorPolicy(t *testing.T) {
+	for _, bad := range []string{"example.com", "example.com:http", "host:70000", "host:9-1", "unix:/abs.sock", "unix:", "*x.com:1", ":80", "10.0.0.0/33:1"} {
+		if _, err := NewConnector(ConnectorPolicy{Allow: []string{bad}}); err == nil {
+			t.Errorf("NewConnector accepted %q", bad)
+		}
+	}
+	h, err := NewConnector(ConnectorPolicy{Allow: []string{"*.example.com:443", "[fd00::]/8:22", "*:7"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := h.(*connector)
+	for _, tc := range []struct {
+		host string
+		port uint16
+		want bool
+	}{
+		{"api.example.com", 443, true},
+		{"a.b.EXAMPLE.com", 443, true},
+		{"example.com", 443, false},
+		{"evilexample.com", 443, false},
+		{"api.example.com", 80, false},
+		{"fd12::1", 22, true},
+		{"fe80::1", 22, false},
+		{"anything", 7, true},
+		{"1.2.3.4", 7, true},
+	} {
+		if got := c.allowedNet(tc.host, tc.port); got != tc.want {
+			t.Errorf("allowed(%s, %d) = %v, want %v", tc.host, tc.port, got, tc.want)
+		}
+	}
+}
