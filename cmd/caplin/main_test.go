@@ -40,6 +40,8 @@ func TestMain(m *testing.M) {
 		// socket unit: listen on SOCKET, then exec CMD with the
 		// listening socket at fd 3, LISTEN_FDS=1 and LISTEN_PID.
 		"sdactivate": sdActivate,
+		// escapedeath TOKEN: see TestRunDiesWithCaplin.
+		"escapedeath": escapeDeath,
 	})
 }
 

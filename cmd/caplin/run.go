@@ -412,9 +412,6 @@ func (c *runConfig) spec() (*sandbox.Spec, error) {
 	if c.limits.CPU != 0 {
 		spec.Limits.CPU = c.limits.CPU
 	}
-	// A command's heap is small: forking from it directly saves making
-	// a zygote.
-	spec.Direct = true
 
 	// The environment.
 	var base []string
@@ -475,6 +472,14 @@ func (c *runConfig) spec() (*sandbox.Spec, error) {
 		}
 	}
 	spec.AsPID1 = spec.AsPID1 || c.asPID1
+	// A command's heap is small: forking from it directly saves making
+	// a zygote. But then only the parent-death signal of the sandbox's
+	// pid 1 ties the sandbox to caplin's life, so pid 1 must be caplin's
+	// init: a program that is pid 1 itself (or shares caplin's pid
+	// namespace) could clear its own signal and outlive a SIGKILLed
+	// caplin. Those get the zygote, whose death ends its pid namespace
+	// and every one nested in it.
+	spec.Direct = !spec.AsPID1 && !spec.SharePID
 	if err := c.caps(spec); err != nil {
 		return nil, err
 	}
