@@ -157,13 +157,19 @@ func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) 
 		slog.Warn("sandbox: best effort: dropped", "what", d)
 	}
 	r.end(from, "landlock")
+	// The program keeps no capability: not a privileged caller's, and
+	// not the ambient ones an unprivileged caller may have been started
+	// with (a service's AmbientCapabilities=), which exec would pass on.
+	// Emptying the bounding set needs CAP_SETPCAP, which only a caller
+	// that could regain capabilities at exec (as root) needs anyway;
+	// clearing the ambient set and capset to nothing need no privilege.
+	from = r.begin()
 	if hasCapSetpcap() {
-		// A privileged caller's program must not keep its capabilities.
-		from = r.begin()
 		recordCaps(&r.b, &Spec{})
-		r.b.Syscall(unix.SYS_CAPSET, r.b.In(capHeader()), r.b.In(make([]byte, 24)))
-		r.end(from, "dropping capabilities")
 	}
+	r.b.Prctl(unix.PR_CAP_AMBIENT, proc.Int(unix.PR_CAP_AMBIENT_CLEAR_ALL), proc.Int(0), proc.Int(0), proc.Int(0))
+	r.b.Syscall(unix.SYS_CAPSET, r.b.In(capHeader()), r.b.In(make([]byte, 24)))
+	r.end(from, "dropping capabilities")
 	from = r.begin()
 	r.b.Prctl(unix.PR_SET_NO_NEW_PRIVS, proc.Int(1), proc.Int(0), proc.Int(0), proc.Int(0))
 	r.b.SeccompSetModeFilter(0, filter)

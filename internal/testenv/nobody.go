@@ -31,19 +31,10 @@ func AlsoAsNobody(t *testing.T) {
 		return
 	}
 	t.Run("nobody", func(t *testing.T) {
-		exe := nobodyBinary(t)
 		name := strings.SplitN(t.Name(), "/", 2)[0]
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		args := []string{"-test.run=^" + name + "$", "-test.v", "-test.count=1"}
-		if testing.Short() {
-			args = append(args, "-test.short")
-		}
-		cmd := exec.CommandContext(ctx, exe, args...)
-		cmd.Env = append(os.Environ(), EnvNobody+"=1")
-		cmd.Dir = filepath.Dir(exe)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-		out, err := cmd.CombinedOutput()
+		out, err := NobodyCommand(ctx, t, name).CombinedOutput()
 		if err == nil && bytes.Contains(out, []byte("--- SKIP: "+name)) {
 			t.Skipf("as nobody: skipped:\n%s", out)
 		}
@@ -51,6 +42,24 @@ func AlsoAsNobody(t *testing.T) {
 			t.Fatalf("as nobody: %v\n%s", err, out)
 		}
 	})
+}
+
+// NobodyCommand returns a command that runs the test binary's test name
+// (verbosely) as uid and gid 65534, with EnvNobody set; the caller may
+// adjust it (its SysProcAttr, to add ambient capabilities, say) before
+// running it. Only root can run it.
+func NobodyCommand(ctx context.Context, t *testing.T, name string) *exec.Cmd {
+	t.Helper()
+	exe := nobodyBinary(t)
+	args := []string{"-test.run=^" + name + "$", "-test.v", "-test.count=1"}
+	if testing.Short() {
+		args = append(args, "-test.short")
+	}
+	cmd := exec.CommandContext(ctx, exe, args...)
+	cmd.Env = append(os.Environ(), EnvNobody+"=1")
+	cmd.Dir = filepath.Dir(exe)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	return cmd
 }
 
 // nobodyBinary copies the test binary where uid 65534 can run it: go test
