@@ -202,18 +202,23 @@ func runOut(t *testing.T, name string, setup func(*exec.Cmd), env ...string) *pr
 // returns how it ended.
 func runState(t *testing.T, spec *Spec, path string) *pidfd.State {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	p, done, err := startSandbox(ctx, spec, nil, path, []string{filepath.Base(path)}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer done()
-	st, err := p.Wait(ctx)
+	st, err := tryRunState(spec, path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// tryRunState is runState returning its error.
+func tryRunState(spec *Spec, path string) (*pidfd.State, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, done, err := startSandbox(ctx, spec, nil, path, []string{filepath.Base(path)}, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	return p.Wait(ctx)
 }
 
 func writeFile(t *testing.T, path, data string, mode os.FileMode) {
@@ -962,7 +967,13 @@ func TestEscapeForeignABI(t *testing.T) {
 		if !control {
 			t.Logf("control: %s outside: %v (no IA32 emulation?); checking only that it does not exit(42) inside", name, err)
 		}
-		st := runState(t, spec, "/abi/"+name)
+		st, err := tryRunState(spec, "/abi/"+name)
+		if !control && errors.Is(err, syscall.ENOEXEC) {
+			continue // a kernel without IA32 emulation runs no 32-bit program at all
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
 		if st.Exited() && st.Code == 42 {
 			t.Errorf("%s: an i386 system call got through the filter (%v)", name, st)
 		} else if control && st.Signal != syscall.SIGSYS {
