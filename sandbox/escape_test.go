@@ -957,6 +957,12 @@ func TestEscapeForeignABI(t *testing.T) {
 			t.Fatal(err)
 		}
 		err := exec.Command(path).Run()
+		if errors.Is(err, syscall.ENOEXEC) {
+			// A kernel without IA32 emulation cannot exec a 32-bit
+			// program at all, inside or out: nothing to try.
+			t.Logf("%s: %v outside (no IA32 emulation): skipped", name, err)
+			continue
+		}
 		var ee *exec.ExitError
 		control := errors.As(err, &ee) && ee.ExitCode() == 42
 		if !control {
