@@ -68,6 +68,8 @@ var probes = map[string]func(){
 	"calls":    probeCalls,
 	"x32":      probeX32,
 	"env":      probeEnv,
+	"plant":    probePlant,
+	"look":     probeLook,
 }
 
 func probeMain(name string) int {
@@ -640,6 +642,53 @@ func probeEnv() {
 	}
 	j, _ = json.Marshal(kv)
 	say("procenviron", string(j))
+}
+
+// probePlant makes the symbolic links LINKS lists (JSON: link path to
+// target), as a program would to trap the next build of its spec, and
+// reports each ("plant.PATH").
+func probePlant() {
+	var links map[string]string
+	if err := json.Unmarshal([]byte(os.Getenv("LINKS")), &links); err != nil {
+		sayErr("links", err)
+		return
+	}
+	for link, target := range links {
+		sayErr("plant."+link, os.Symlink(target, link))
+	}
+}
+
+// probeLook reports what is at the paths READ lists (JSON): "read.PATH",
+// the content or the error, and "mode.PATH", the permission bits; and
+// tries to open each file WRITE lists for writing, or to make a file in
+// each directory it lists ("write.PATH").
+func probeLook() {
+	var read, write []string
+	json.Unmarshal([]byte(os.Getenv("READ")), &read)
+	json.Unmarshal([]byte(os.Getenv("WRITE")), &write)
+	for _, p := range read {
+		if b, err := os.ReadFile(p); err != nil {
+			sayErr("read."+p, err)
+		} else {
+			say("read."+p, string(b))
+		}
+		if st, err := os.Stat(p); err != nil {
+			sayErr("mode."+p, err)
+		} else {
+			say("mode."+p, fmt.Sprintf("%o", st.Mode().Perm()))
+		}
+	}
+	for _, p := range write {
+		path, flags := p, unix.O_WRONLY
+		if st, err := os.Stat(p); err == nil && st.IsDir() {
+			path, flags = p+"/probe-write", unix.O_CREAT|unix.O_WRONLY
+		}
+		fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0o644)
+		if err == nil {
+			unix.Close(fd)
+		}
+		sayErr("write."+p, err)
+	}
 }
 
 // escapeOwner is the body of the process TestEscapeOwnerKilled kills: it

@@ -24,6 +24,17 @@ func SyscallNumber(name string) (uint32, bool) {
 	return 0, false
 }
 
+// syscallNameOf returns the name of system call nr on this architecture,
+// or "".
+func syscallNameOf(nr uint32) string {
+	for _, s := range syscallTable {
+		if s.nr == nr {
+			return s.name
+		}
+	}
+	return ""
+}
+
 // FilterPolicy says what the default seccomp filter lets through beyond
 // its fixed rules. The zero FilterPolicy is the strictest.
 type FilterPolicy struct {

@@ -72,7 +72,12 @@ type Mount struct {
 	Kind MountKind
 	// Source is the host path of a bind, or the target of a Symlink.
 	Source string
-	// Dest is the absolute path inside the sandbox.
+	// Dest is the absolute path inside the sandbox. It is resolved
+	// inside the sandbox's root as that is built, the way the program
+	// will resolve it: symbolic links on the way (left in a writable bind
+	// by an earlier sandbox, say), absolute or with "..", are followed
+	// within that root and never lead to the caller's files. A File
+	// refuses a link as its last component; the other kinds follow it.
 	Dest string
 	// Try skips a bind whose Source does not exist, instead of failing.
 	Try bool

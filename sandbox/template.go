@@ -251,35 +251,40 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 		}
 	}
 	// Renew what must not be shared: tmpfs, proc (for the new pid
-	// namespace), mqueue (for the new IPC namespace), /dev/shm, data.
+	// namespace), mqueue (for the new IPC namespace), /dev/shm, data. The
+	// process's root is the template's already; the mounts are attached to
+	// fds resolved inside it, as Build's are.
 	var r recorder
+	from := r.begin()
+	r.root = r.b.Openat(proc.AtFDCWD, "/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	r.end(from, "opening the root")
 	for _, i := range t.fresh {
 		m := &spec.Mounts[i]
 		from := r.begin()
-		dest := filepath.Clean(m.Dest)
 		switch m.Kind {
 		case Tmpfs:
 			perms := os.FileMode(0o755)
 			if m.Perms != nil {
 				perms = *m.Perms
 			}
-			r.b.Mount("tmpfs", dest, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, tmpfsOptions(perms, m.Size))
+			r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, tmpfsOptions(perms, m.Size)...), r.open(m.Dest, unix.O_DIRECTORY))
 		case Proc:
 			if !spec.SharePID {
-				r.b.Mount("proc", dest, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+				r.mountProc(r.open(m.Dest, unix.O_DIRECTORY))
 			}
 		case Mqueue:
 			if !spec.ShareIPC {
-				r.b.Mount("mqueue", dest, "mqueue", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+				r.attach(r.newMount("mqueue", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC), r.open(m.Dest, unix.O_DIRECTORY))
 			}
 		case Dev:
-			r.b.Mount("tmpfs", dest+"/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777")
+			r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, "mode", "1777"), r.open(filepath.Join(m.Dest, "shm"), unix.O_DIRECTORY))
 		case BindData:
-			recordDataBind(&r, m, dest)
+			recordDataBind(&r, m, r.open(m.Dest, 0))
 		}
 		r.end(from, describe(i, m))
 	}
-	from := r.begin()
+	r.b.Close(r.root)
+	from = r.begin()
 	for i, name := range nsNames {
 		if name == "mnt" || name == "pid" || name == "ipc" {
 			r.b.Fstatat(proc.AtFDCWD, "/proc/self/ns/"+name, &r.ns[i], 0)
