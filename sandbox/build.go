@@ -687,10 +687,50 @@ func tmpfsOptions(perms os.FileMode, size int64) []string {
 	return opts
 }
 
+// procCovered are the entries of proc that act on the whole machine
+// rather than on the sandbox's namespaces, which a mounted proc is made
+// read-only over, as bubblewrap does: sysctls (core_pattern, among
+// others, which the kernel lets any uid 0 that is the host's write, with
+// no capability), the magic SysRq key, interrupt affinities, PCI devices.
+// A sandbox of root's has the host's uid 0 inside (in its own user
+// namespace, but these files check only the uid), and Landlock, where the
+// root is writable, covers /proc too.
+var procCovered = []string{"sys", "sysrq-trigger", "irq", "bus"}
+
+// procEntries returns those of procCovered this kernel has, by the
+// caller's /proc; all of them if that is not a proc file system, so that a
+// missing one fails the build rather than being left writable unseen.
+var procEntries = sync.OnceValue(func() []string {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/proc", &st); err != nil || st.Type != unix.PROC_SUPER_MAGIC {
+		return procCovered
+	}
+	var have []string
+	for _, name := range procCovered {
+		if _, err := os.Lstat("/proc/" + name); err == nil {
+			have = append(have, name)
+		}
+	}
+	return have
+})
+
 // mountProc records mounting a proc file system of the process's pid
-// namespace on target, an fd.
+// namespace on target, an fd, with procEntries bound read-only over
+// themselves. The binds are clones of the new proc's own entries, made
+// through its fd: nothing else can have put anything there.
 func (r *recorder) mountProc(target proc.Val) {
-	r.attach(r.newMount("proc", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC), target)
+	b := &r.b
+	mnt := r.newMount("proc", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
+	b.MoveMount(mnt, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
+	b.Close(target)
+	for _, name := range procEntries() {
+		clone := b.OpenTree(mnt, name, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+		b.MountSetattr(clone, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{
+			Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC,
+		})
+		r.attach(clone, b.Openat(mnt, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0))
+	}
+	b.Close(mnt)
 }
 
 // recordDataBind records the calls that bind a file holding m.Data on

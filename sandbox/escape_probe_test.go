@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -70,6 +71,7 @@ var probes = map[string]func(){
 	"env":      probeEnv,
 	"plant":    probePlant,
 	"look":     probeLook,
+	"procsys":  probeProcSys,
 }
 
 func probeMain(name string) int {
@@ -689,6 +691,33 @@ func probeLook() {
 		}
 		sayErr("write."+p, err)
 	}
+}
+
+// probeProcSys tries proc's machine-wide knobs: writes the sandbox's own
+// hostname through /proc/sys/kernel/hostname (harmless: its UTS namespace
+// is its own), opens /proc/sys/kernel/core_pattern and /proc/sysrq-trigger
+// for writing without writing anything, and lists every file under
+// /proc/sys, /proc/irq and /proc/bus that access(W_OK) allows
+// ("writable", comma-separated, "" for none).
+func probeProcSys() {
+	sayErr("hostname", os.WriteFile("/proc/sys/kernel/hostname", []byte("escaped"), 0))
+	for key, path := range map[string]string{"corepattern": "/proc/sys/kernel/core_pattern", "sysrq": "/proc/sysrq-trigger"} {
+		fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err == nil {
+			unix.Close(fd)
+		}
+		sayErr(key, err)
+	}
+	var writable []string
+	for _, dir := range []string{"/proc/sys", "/proc/irq", "/proc/bus"} {
+		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() && unix.Access(p, unix.W_OK) == nil {
+				writable = append(writable, p)
+			}
+			return nil
+		})
+	}
+	say("writable", strings.Join(writable, ","))
 }
 
 // escapeOwner is the body of the process TestEscapeOwnerKilled kills: it

@@ -1253,3 +1253,60 @@ func escapeDestThroughLink(t *testing.T) {
 		t.Errorf("a read-only bind was written to: %s holds %d entries", rosrc, len(ents))
 	}
 }
+
+// TestEscapeProcSys writes through proc's machine-wide knobs: the
+// hostname by /proc/sys (a harmless one), core_pattern and sysrq-trigger
+// opened for writing, and any file under /proc/sys, /proc/irq and
+// /proc/bus that access(W_OK) allows. Run by root, the sandbox's uid 0 is
+// the host's, which is all these files check, so only read-only binds over
+// them stand in the way: the default spec, one with a writable root (whose
+// Landlock rule covers /proc), and a sandbox of a Template, whose /proc is
+// mounted afresh. The control: outside, root can open core_pattern for
+// writing.
+func TestEscapeProcSys(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	if os.Getuid() == 0 {
+		out := runOut(t, "procsys", nil)
+		out.want(t, "corepattern", "ok")
+		out.wantNot(t, "writable", "")
+	}
+	check := func(in *probeResult) {
+		t.Helper()
+		in.want(t, "hostname", denied...)
+		in.want(t, "corepattern", denied...)
+		in.want(t, "sysrq", append(denied, "ENOENT")...) // not there without CONFIG_MAGIC_SYSRQ
+		in.want(t, "writable", "")
+	}
+	check(runIn(t, probeSpec(t), "procsys", nil))
+	spec := probeSpec(t)
+	spec.WritableRoot = true
+	check(runIn(t, spec, "procsys", nil))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tmpl, err := NewTemplate(ctx, probeSpec(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmpl.Close()
+	r, w := blockingPipe(t)
+	defer r.Close()
+	sb, err := tmpl.Build(ctx, map[int]*os.File{1: w, 2: w}, []string{envProbe + "=procsys"})
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	p, err := sb.Exec(ctx, "/probe", []string{"probe"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	b, _ := io.ReadAll(r)
+	if st, err := p.Wait(ctx); err != nil || !st.Success() {
+		t.Fatalf("probe in a template's sandbox: %v %v\n%s", st, err, b)
+	}
+	in := parseProbe("in a template's sandbox", string(b))
+	in.want(t, "done", "1")
+	check(in)
+}

@@ -22,7 +22,9 @@ const (
 	// Tmpfs puts an empty tmpfs at Dest (mode Perms, default 0755; Size
 	// bytes, default the kernel's: half of RAM).
 	Tmpfs
-	// Proc puts a proc file system of the sandbox's pid namespace at Dest.
+	// Proc puts a proc file system of the sandbox's pid namespace at Dest,
+	// with its machine-wide entries (sys, sysrq-trigger, irq, bus)
+	// read-only, as bubblewrap does.
 	Proc
 	// Dev puts a minimal /dev at Dest: null, zero, full, random, urandom,
 	// tty bound from the host, a private tmpfs for shm, and the fd, stdin,
