@@ -473,8 +473,8 @@ func probeIDs() {
 // probeMount tries to uncover HIDDEN/secret, which a tmpfs mounted over
 // HIDDEN hides, with every mount call: umount2 (plain, MNT_DETACH), a bind
 // of the tree beneath (MS_BIND without MS_REC) elsewhere, MS_MOVE,
-// remounting, pivot_root, open_tree (a clone without the tmpfs) and
-// move_mount, fsopen and fspick, mount_setattr, unshare(CLONE_NEWNS),
+// remounting, pivot_root, open_tree and open_tree_attr (a clone without
+// the tmpfs) and move_mount, fsopen and fspick, mount_setattr, unshare(CLONE_NEWNS),
 // name_to_handle_at and open_by_handle_at. BENEATH is the bound directory
 // the tmpfs sits in or on; VISIBLE a file of the sandbox it may read.
 func probeMount() {
@@ -505,6 +505,20 @@ func probeMount() {
 		sayErr("move_mount.clone", unix.MoveMount(fd, "", unix.AT_FDCWD, "/tmp", unix.MOVE_MOUNT_F_EMPTY_PATH))
 		unix.Close(fd)
 	}
+	cwd := unix.AT_FDCWD
+	// open_tree_attr (Linux 6.15) is open_tree that also sets attributes
+	// on the clone; NULL attributes make it open_tree.
+	bp, _ := unix.BytePtrFromString(beneath)
+	r, _, e := unix.Syscall6(unix.SYS_OPEN_TREE_ATTR, uintptr(cwd), uintptr(unsafePointer(bp)), unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC, 0, 0, 0)
+	runtime.KeepAlive(bp)
+	sayErr("open_tree_attr", errOf(e))
+	if e == 0 {
+		if f, err := unix.Openat(int(r), rel+"secret", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+			say("open_tree_attr.secret", "ok")
+			unix.Close(f)
+		}
+		unix.Close(int(r))
+	}
 	sayErr("move_mount", unix.MoveMount(unix.AT_FDCWD, hidden, unix.AT_FDCWD, "/tmp", 0))
 	fd, err = unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
 	sayErr("fsopen", err)
@@ -512,8 +526,7 @@ func probeMount() {
 		unix.Close(fd)
 	}
 	p, _ := unix.BytePtrFromString(hidden)
-	cwd := unix.AT_FDCWD
-	r, _, e := unix.Syscall(unix.SYS_FSPICK, uintptr(cwd), uintptr(unsafePointer(p)), unix.FSPICK_CLOEXEC)
+	r, _, e = unix.Syscall(unix.SYS_FSPICK, uintptr(cwd), uintptr(unsafePointer(p)), unix.FSPICK_CLOEXEC)
 	runtime.KeepAlive(p)
 	sayErr("fspick", errOf(e))
 	if e == 0 {

@@ -749,15 +749,17 @@ func mountEscape(t *testing.T, spec *Spec, beneath, hidden, visible string) {
 			in.want(t, k, "ENOENT")
 		}
 		for _, k := range []string{"umount", "umount.detach", "mount.bind", "mount.move", "mount.remount",
-			"mount.tmpfs", "pivot_root", "open_tree", "move_mount", "fsopen", "fspick", "mount_setattr",
+			"mount.tmpfs", "pivot_root", "open_tree", "open_tree_attr", "move_mount", "fsopen", "fspick", "mount_setattr",
 			"name_to_handle_at", "open_by_handle_at", "umount.after.unshare"} {
 			in.want(t, k, "EPERM")
 		}
 		if !keep {
 			in.want(t, "unshare.mnt", "EPERM")
 		}
-		if _, ok := in.kv["open_tree.secret"]; ok {
-			t.Errorf("open_tree reached the hidden secret:\n%s", in.out)
+		for _, k := range []string{"open_tree.secret", "open_tree_attr.secret"} {
+			if _, ok := in.kv[k]; ok {
+				t.Errorf("%s: a clone reached the hidden secret:\n%s", k, in.out)
+			}
 		}
 	}
 }
@@ -765,8 +767,8 @@ func mountEscape(t *testing.T, spec *Spec, beneath, hidden, visible string) {
 // TestEscapeMountHidden binds a directory read-only and mounts a tmpfs on
 // top of it, hiding its secret file, then tries to uncover it with umount2
 // (plain and MNT_DETACH), bind mounts, MS_MOVE, remounting, pivot_root,
-// open_tree, move_mount, fsopen, fspick, mount_setattr and the file handle
-// calls. The control: without the tmpfs the probe reads the secret.
+// open_tree, open_tree_attr, move_mount, fsopen, fspick, mount_setattr and
+// the file handle calls. The control: without the tmpfs the probe reads the secret.
 func TestEscapeMountHidden(t *testing.T) {
 	testenv.AlsoAsNobody(t)
 	dir := testenv.SharedTempDir(t)
