@@ -72,6 +72,7 @@ var probes = map[string]func(){
 	"plant":    probePlant,
 	"look":     probeLook,
 	"procsys":  probeProcSys,
+	"shared":   probeShared,
 }
 
 func probeMain(name string) int {
@@ -731,6 +732,45 @@ func probeProcSys() {
 		})
 	}
 	say("writable", strings.Join(writable, ","))
+}
+
+// probeShared tries to change what the sandboxes of a template share
+// (with CHANGE=1): the hostname by sethostname and through /proc/sys, a
+// file in the root directory, the loopback interface (down). Either way it
+// then reports the hostname, whether /shared exists, and whether lo is up.
+func probeShared() {
+	if os.Getenv("CHANGE") == "1" {
+		sayErr("sethostname", unix.Sethostname([]byte("escaped")))
+		sayErr("prochostname", os.WriteFile("/proc/sys/kernel/hostname", []byte("escaped"), 0))
+		sayErr("rootfile", os.WriteFile("/shared", []byte("x"), 0o644))
+		err := func() error {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			ifr, err := unix.NewIfreq("lo")
+			if err != nil {
+				return err
+			}
+			ifr.SetUint16(0)
+			return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+		}()
+		sayErr("lodown", err)
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		host = errName(err)
+	}
+	say("hostname", host)
+	_, err = os.Lstat("/shared")
+	sayErr("shared", err)
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		sayErr("loup", err)
+	} else {
+		say("loup", lo.Flags&net.FlagUp != 0)
+	}
 }
 
 // escapeOwner is the body of the process TestEscapeOwnerKilled kills: it
