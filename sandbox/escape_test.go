@@ -1291,9 +1291,19 @@ func TestEscapeProcSys(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tmpl.Close()
+	check(runInTemplate(t, tmpl, "in a template's sandbox", "procsys"))
+}
+
+// runInTemplate runs probe name at /probe in a sandbox built from tmpl,
+// with env after CAPLIN_PROBE, and checks that it ran to the end; where
+// names the sandbox in failures.
+func runInTemplate(t *testing.T, tmpl *Template, where, name string, env ...string) *probeResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	r, w := blockingPipe(t)
 	defer r.Close()
-	sb, err := tmpl.Build(ctx, map[int]*os.File{1: w, 2: w}, []string{envProbe + "=procsys"})
+	sb, err := tmpl.Build(ctx, map[int]*os.File{1: w, 2: w}, append([]string{envProbe + "=" + name}, env...))
 	w.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -1305,10 +1315,9 @@ func TestEscapeProcSys(t *testing.T) {
 	}
 	defer p.Close()
 	b, _ := io.ReadAll(r)
-	if st, err := p.Wait(ctx); err != nil || !st.Success() {
-		t.Fatalf("probe in a template's sandbox: %v %v\n%s", st, err, b)
+	res := parseProbe(where, string(b))
+	if st, err := p.Wait(ctx); err != nil || !st.Success() || res.kv["done"] != "1" {
+		t.Fatalf("probe %s %s: %v %v\n%s", name, where, st, err, b)
 	}
-	in := parseProbe("in a template's sandbox", string(b))
-	in.want(t, "done", "1")
-	check(in)
+	return res
 }

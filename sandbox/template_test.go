@@ -150,34 +150,11 @@ func TestEscapeTemplateShared(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tmpl.Close()
-	run := func(where string, env ...string) *probeResult {
-		t.Helper()
-		r, w := blockingPipe(t)
-		defer r.Close()
-		sb, err := tmpl.Build(ctx, map[int]*os.File{1: w, 2: w}, append([]string{envProbe + "=shared"}, env...))
-		w.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer sb.Close()
-		p, err := sb.Exec(ctx, "/probe", []string{"probe"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Close()
-		b, _ := io.ReadAll(r)
-		if st, err := p.Wait(ctx); err != nil || !st.Success() {
-			t.Fatalf("%s: %v %v\n%s", where, st, err, b)
-		}
-		res := parseProbe(where, string(b))
-		res.want(t, "done", "1")
-		return res
-	}
-	a := run("in the first sandbox", "CHANGE=1")
+	a := runInTemplate(t, tmpl, "in the first sandbox", "shared", "CHANGE=1")
 	for _, k := range []string{"sethostname", "prochostname", "rootfile", "lodown"} {
 		a.want(t, k, denied...)
 	}
-	b := run("in the next sandbox")
+	b := runInTemplate(t, tmpl, "in the next sandbox", "shared")
 	b.want(t, "hostname", "caplin")
 	b.want(t, "shared", "ENOENT")
 	b.want(t, "loup", "true")
