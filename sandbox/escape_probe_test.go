@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -68,6 +69,10 @@ var probes = map[string]func(){
 	"calls":    probeCalls,
 	"x32":      probeX32,
 	"env":      probeEnv,
+	"plant":    probePlant,
+	"look":     probeLook,
+	"procsys":  probeProcSys,
+	"shared":   probeShared,
 }
 
 func probeMain(name string) int {
@@ -469,8 +474,8 @@ func probeIDs() {
 // probeMount tries to uncover HIDDEN/secret, which a tmpfs mounted over
 // HIDDEN hides, with every mount call: umount2 (plain, MNT_DETACH), a bind
 // of the tree beneath (MS_BIND without MS_REC) elsewhere, MS_MOVE,
-// remounting, pivot_root, open_tree (a clone without the tmpfs) and
-// move_mount, fsopen and fspick, mount_setattr, unshare(CLONE_NEWNS),
+// remounting, pivot_root, open_tree and open_tree_attr (a clone without
+// the tmpfs) and move_mount, fsopen and fspick, mount_setattr, unshare(CLONE_NEWNS),
 // name_to_handle_at and open_by_handle_at. BENEATH is the bound directory
 // the tmpfs sits in or on; VISIBLE a file of the sandbox it may read.
 func probeMount() {
@@ -501,6 +506,20 @@ func probeMount() {
 		sayErr("move_mount.clone", unix.MoveMount(fd, "", unix.AT_FDCWD, "/tmp", unix.MOVE_MOUNT_F_EMPTY_PATH))
 		unix.Close(fd)
 	}
+	cwd := unix.AT_FDCWD
+	// open_tree_attr (Linux 6.15) is open_tree that also sets attributes
+	// on the clone; NULL attributes make it open_tree.
+	bp, _ := unix.BytePtrFromString(beneath)
+	r, _, e := unix.Syscall6(unix.SYS_OPEN_TREE_ATTR, uintptr(cwd), uintptr(unsafePointer(bp)), unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC, 0, 0, 0)
+	runtime.KeepAlive(bp)
+	sayErr("open_tree_attr", errOf(e))
+	if e == 0 {
+		if f, err := unix.Openat(int(r), rel+"secret", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+			say("open_tree_attr.secret", "ok")
+			unix.Close(f)
+		}
+		unix.Close(int(r))
+	}
 	sayErr("move_mount", unix.MoveMount(unix.AT_FDCWD, hidden, unix.AT_FDCWD, "/tmp", 0))
 	fd, err = unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
 	sayErr("fsopen", err)
@@ -508,8 +527,7 @@ func probeMount() {
 		unix.Close(fd)
 	}
 	p, _ := unix.BytePtrFromString(hidden)
-	cwd := unix.AT_FDCWD
-	r, _, e := unix.Syscall(unix.SYS_FSPICK, uintptr(cwd), uintptr(unsafePointer(p)), unix.FSPICK_CLOEXEC)
+	r, _, e = unix.Syscall(unix.SYS_FSPICK, uintptr(cwd), uintptr(unsafePointer(p)), unix.FSPICK_CLOEXEC)
 	runtime.KeepAlive(p)
 	sayErr("fspick", errOf(e))
 	if e == 0 {
@@ -640,6 +658,119 @@ func probeEnv() {
 	}
 	j, _ = json.Marshal(kv)
 	say("procenviron", string(j))
+}
+
+// probePlant makes the symbolic links LINKS lists (JSON: link path to
+// target), as a program would to trap the next build of its spec, and
+// reports each ("plant.PATH").
+func probePlant() {
+	var links map[string]string
+	if err := json.Unmarshal([]byte(os.Getenv("LINKS")), &links); err != nil {
+		sayErr("links", err)
+		return
+	}
+	for link, target := range links {
+		sayErr("plant."+link, os.Symlink(target, link))
+	}
+}
+
+// probeLook reports what is at the paths READ lists (JSON): "read.PATH",
+// the content or the error, and "mode.PATH", the permission bits; and
+// tries to open each file WRITE lists for writing, or to make a file in
+// each directory it lists ("write.PATH").
+func probeLook() {
+	var read, write []string
+	json.Unmarshal([]byte(os.Getenv("READ")), &read)
+	json.Unmarshal([]byte(os.Getenv("WRITE")), &write)
+	for _, p := range read {
+		if b, err := os.ReadFile(p); err != nil {
+			sayErr("read."+p, err)
+		} else {
+			say("read."+p, string(b))
+		}
+		if st, err := os.Stat(p); err != nil {
+			sayErr("mode."+p, err)
+		} else {
+			say("mode."+p, fmt.Sprintf("%o", st.Mode().Perm()))
+		}
+	}
+	for _, p := range write {
+		path, flags := p, unix.O_WRONLY
+		if st, err := os.Stat(p); err == nil && st.IsDir() {
+			path, flags = p+"/probe-write", unix.O_CREAT|unix.O_WRONLY
+		}
+		fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0o644)
+		if err == nil {
+			unix.Close(fd)
+		}
+		sayErr("write."+p, err)
+	}
+}
+
+// probeProcSys tries proc's machine-wide knobs: writes the sandbox's own
+// hostname through /proc/sys/kernel/hostname (harmless: its UTS namespace
+// is its own), opens /proc/sys/kernel/core_pattern and /proc/sysrq-trigger
+// for writing without writing anything, and lists every file under
+// /proc/sys, /proc/irq and /proc/bus that access(W_OK) allows
+// ("writable", comma-separated, "" for none).
+func probeProcSys() {
+	sayErr("hostname", os.WriteFile("/proc/sys/kernel/hostname", []byte("escaped"), 0))
+	for key, path := range map[string]string{"corepattern": "/proc/sys/kernel/core_pattern", "sysrq": "/proc/sysrq-trigger"} {
+		fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err == nil {
+			unix.Close(fd)
+		}
+		sayErr(key, err)
+	}
+	var writable []string
+	for _, dir := range []string{"/proc/sys", "/proc/irq", "/proc/bus"} {
+		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() && unix.Access(p, unix.W_OK) == nil {
+				writable = append(writable, p)
+			}
+			return nil
+		})
+	}
+	say("writable", strings.Join(writable, ","))
+}
+
+// probeShared tries to change what the sandboxes of a template share
+// (with CHANGE=1): the hostname by sethostname and through /proc/sys, a
+// file in the root directory, the loopback interface (down). Either way it
+// then reports the hostname, whether /shared exists, and whether lo is up.
+func probeShared() {
+	if os.Getenv("CHANGE") == "1" {
+		sayErr("sethostname", unix.Sethostname([]byte("escaped")))
+		sayErr("prochostname", os.WriteFile("/proc/sys/kernel/hostname", []byte("escaped"), 0))
+		sayErr("rootfile", os.WriteFile("/shared", []byte("x"), 0o644))
+		err := func() error {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			ifr, err := unix.NewIfreq("lo")
+			if err != nil {
+				return err
+			}
+			ifr.SetUint16(0)
+			return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+		}()
+		sayErr("lodown", err)
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		host = errName(err)
+	}
+	say("hostname", host)
+	_, err = os.Lstat("/shared")
+	sayErr("shared", err)
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		sayErr("loup", err)
+	} else {
+		say("loup", lo.Flags&net.FlagUp != 0)
+	}
 }
 
 // escapeOwner is the body of the process TestEscapeOwnerKilled kills: it

@@ -754,15 +754,17 @@ func mountEscape(t *testing.T, spec *Spec, beneath, hidden, visible string) {
 			in.want(t, k, "ENOENT")
 		}
 		for _, k := range []string{"umount", "umount.detach", "mount.bind", "mount.move", "mount.remount",
-			"mount.tmpfs", "pivot_root", "open_tree", "move_mount", "fsopen", "fspick", "mount_setattr",
+			"mount.tmpfs", "pivot_root", "open_tree", "open_tree_attr", "move_mount", "fsopen", "fspick", "mount_setattr",
 			"name_to_handle_at", "open_by_handle_at", "umount.after.unshare"} {
 			in.want(t, k, "EPERM")
 		}
 		if !keep {
 			in.want(t, "unshare.mnt", "EPERM")
 		}
-		if _, ok := in.kv["open_tree.secret"]; ok {
-			t.Errorf("open_tree reached the hidden secret:\n%s", in.out)
+		for _, k := range []string{"open_tree.secret", "open_tree_attr.secret"} {
+			if _, ok := in.kv[k]; ok {
+				t.Errorf("%s: a clone reached the hidden secret:\n%s", k, in.out)
+			}
 		}
 	}
 }
@@ -770,8 +772,8 @@ func mountEscape(t *testing.T, spec *Spec, beneath, hidden, visible string) {
 // TestEscapeMountHidden binds a directory read-only and mounts a tmpfs on
 // top of it, hiding its secret file, then tries to uncover it with umount2
 // (plain and MNT_DETACH), bind mounts, MS_MOVE, remounting, pivot_root,
-// open_tree, move_mount, fsopen, fspick, mount_setattr and the file handle
-// calls. The control: without the tmpfs the probe reads the secret.
+// open_tree, open_tree_attr, move_mount, fsopen, fspick, mount_setattr and
+// the file handle calls. The control: without the tmpfs the probe reads the secret.
 func TestEscapeMountHidden(t *testing.T) {
 	testenv.AlsoAsNobody(t)
 	dir := testenv.SharedTempDir(t)
@@ -962,6 +964,12 @@ func TestEscapeForeignABI(t *testing.T) {
 			t.Fatal(err)
 		}
 		err := exec.Command(path).Run()
+		if errors.Is(err, syscall.ENOEXEC) {
+			// A kernel without IA32 emulation cannot exec a 32-bit
+			// program at all, inside or out: nothing to try.
+			t.Logf("%s: %v outside (no IA32 emulation): skipped", name, err)
+			continue
+		}
 		var ee *exec.ExitError
 		control := errors.As(err, &ee) && ee.ExitCode() == 42
 		if !control {
@@ -1071,4 +1079,256 @@ func TestEscapeEnv(t *testing.T) {
 			t.Errorf("%s inside: %q (%v), want exactly %q", key, got, err, want)
 		}
 	}
+}
+
+// outsideTmp returns a new directory every user can write to (sticky),
+// removed when the test ends, outside /tmp: while a root is built the new
+// root covers /tmp in the builder's mount namespace, so a link to a host
+// path under /tmp could not show an escape.
+func outsideTmp(t *testing.T) string {
+	t.Helper()
+	for _, base := range []string{"/var/tmp", "/dev/shm"} {
+		dir, err := os.MkdirTemp(base, "caplin-test-")
+		if err != nil {
+			continue
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		if err := os.Chmod(dir, 0o1777); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	t.Skip("no directory outside /tmp to write in (/var/tmp, /dev/shm)")
+	return ""
+}
+
+// snapshot describes the tree at dir: each entry's path, type and mode,
+// and a file's content or a link's target.
+func snapshot(t *testing.T, dir string) string {
+	t.Helper()
+	var lines []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		st, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		l := fmt.Sprintf("%s %v", strings.TrimPrefix(p, dir), st.Mode())
+		switch {
+		case st.Mode().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			l += fmt.Sprintf(" %q", b)
+		case st.Mode()&os.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			l += " -> " + target
+		}
+		lines = append(lines, l)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestEscapeDestThroughLink: a program that can write in a writable bind
+// plants symbolic links there (to a host directory by its absolute path,
+// by ../../.., to a host file), and the next sandboxes built with a
+// destination through them must not make, truncate, chmod or mount
+// anything on the host: every kind of mount that makes or changes
+// something at its destination either fails, naming the mount, or acts
+// inside the new root. Then, with the host path the links name made inside
+// the new root too, the same destinations are followed there, and binds
+// through them are still read-only where asked. Where the kernel has
+// fchmodat2, it runs again without, as on kernels before 6.6.
+func TestEscapeDestThroughLink(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	escapeDestThroughLink(t)
+	if haveFchmodat2() {
+		t.Run("without-fchmodat2", func(t *testing.T) {
+			saved := haveFchmodat2
+			haveFchmodat2 = func() bool { return false }
+			defer func() { haveFchmodat2 = saved }()
+			escapeDestThroughLink(t)
+		})
+	}
+}
+
+func escapeDestThroughLink(t *testing.T) {
+	host := outsideTmp(t)
+	victim := filepath.Join(host, "victim")
+	mkdir(t, victim, 0o755)
+	writeFile(t, filepath.Join(victim, "existing"), "orig", 0o644)
+	mkdir(t, filepath.Join(victim, "dir"), 0o755)
+	w := filepath.Join(host, "w")
+	mkdir(t, w, 0o777)
+	rosrc := filepath.Join(host, "rosrc")
+	mkdir(t, rosrc, 0o777)
+
+	bind := Mount{Kind: Bind, Source: w, Dest: "/w"}
+	links := map[string]string{
+		"/w/abs":  victim,
+		"/w/up":   strings.Repeat("../", 16) + strings.TrimPrefix(victim, "/"),
+		"/w/file": filepath.Join(victim, "existing"),
+		"/w/dir":  filepath.Join(victim, "dir"),
+	}
+	j, _ := json.Marshal(links)
+	in := runIn(t, probeSpec(t, bind), "plant", nil, "LINKS="+string(j))
+	for link := range links {
+		in.want(t, "plant."+link, "ok")
+	}
+
+	ctx := context.Background()
+	before := snapshot(t, victim)
+	data := []byte("escaped")
+	for _, m := range []Mount{
+		{Kind: Dir, Dest: "/w/abs/made"},
+		{Kind: Dir, Dest: "/w/up/made"},
+		{Kind: Dir, Dest: "/w/abs/dir", Perms: Perms(0o777)},
+		{Kind: Dir, Dest: "/w/dir", Perms: Perms(0o777)},
+		{Kind: File, Dest: "/w/abs/made", Data: data},
+		{Kind: File, Dest: "/w/up/made", Data: data},
+		{Kind: File, Dest: "/w/abs/existing", Data: data},
+		{Kind: File, Dest: "/w/file", Data: data},
+		{Kind: Chmod, Dest: "/w/abs/existing", Perms: Perms(0o777)},
+		{Kind: Chmod, Dest: "/w/up/existing", Perms: Perms(0o777)},
+		{Kind: Chmod, Dest: "/w/file", Perms: Perms(0o777)},
+		{Kind: Chmod, Dest: "/w/dir", Perms: Perms(0o777)},
+		{Kind: Symlink, Source: "target", Dest: "/w/abs/made"},
+		{Kind: Symlink, Source: "target", Dest: "/w/up/made"},
+		{Kind: ROBind, Source: rosrc, Dest: "/w/abs/made"},
+		{Kind: ROBind, Source: probeExe(t), Dest: "/w/up/made"},
+		{Kind: Bind, Source: rosrc, Dest: "/w/dir"},
+		{Kind: BindData, Dest: "/w/abs/made", Data: data},
+		{Kind: ROBindData, Dest: "/w/up/made", Data: data},
+		{Kind: ROBindData, Dest: "/w/file", Data: data},
+		{Kind: Tmpfs, Dest: "/w/abs/made"},
+		{Kind: Proc, Dest: "/w/up/made"},
+		{Kind: Mqueue, Dest: "/w/abs/made"},
+		{Kind: Dev, Dest: "/w/up/made"},
+		{Kind: RemountRO, Dest: "/w/abs"},
+	} {
+		spec := &Spec{Mounts: []Mount{bind, m}}
+		what := describe(1, &m)
+		sb, err := Build(ctx, spec)
+		if err != nil {
+			t.Logf("%s: %v", what, err)
+			if !strings.Contains(err.Error(), what) {
+				t.Errorf("%s: the error does not name the mount: %v", what, err)
+			}
+		} else {
+			sb.Close()
+		}
+		if got := snapshot(t, victim); got != before {
+			t.Errorf("%s changed the host through a planted link (build error: %v):\nbefore:\n%s\nafter:\n%s", what, err, before, got)
+			before = got
+		}
+	}
+
+	// The links' host paths made inside the new root: what goes through
+	// them lands there.
+	spec := probeSpec(t,
+		Mount{Kind: Tmpfs, Dest: victim},
+		Mount{Kind: File, Dest: filepath.Join(victim, "existing"), Data: []byte("inner")},
+		Mount{Kind: Dir, Dest: filepath.Join(victim, "dir")},
+		bind,
+		Mount{Kind: File, Dest: "/w/abs/made", Data: []byte("confined")},
+		Mount{Kind: Chmod, Dest: "/w/file", Perms: Perms(0o600)},
+		Mount{Kind: Dir, Dest: "/w/dir", Perms: Perms(0o700)},
+		Mount{Kind: ROBind, Source: rosrc, Dest: "/w/abs/ro"},
+		Mount{Kind: ROBindData, Dest: "/w/up/rodata", Data: []byte("ro")},
+		Mount{Kind: BindData, Dest: "/w/up/rwdata", Data: []byte("rw")},
+	)
+	read, _ := json.Marshal([]string{"/w/abs/made", "/w/file", "/w/dir", "/w/abs/rodata"})
+	write, _ := json.Marshal([]string{"/w/abs/ro", filepath.Join(victim, "ro"), "/w/abs/rodata", "/w/abs/rwdata"})
+	in = runIn(t, spec, "look", nil, "READ="+string(read), "WRITE="+string(write))
+	in.want(t, "read./w/abs/made", "confined")
+	in.want(t, "read./w/file", "inner")
+	in.want(t, "mode./w/file", "600")
+	in.want(t, "mode./w/dir", "700")
+	in.want(t, "read./w/abs/rodata", "ro")
+	in.want(t, "write./w/abs/ro", "EROFS")
+	in.want(t, "write."+filepath.Join(victim, "ro"), "EROFS")
+	in.want(t, "write./w/abs/rodata", "EROFS")
+	in.want(t, "write./w/abs/rwdata", "ok")
+	if got := snapshot(t, victim); got != before {
+		t.Errorf("building with the links' targets inside changed the host:\nbefore:\n%s\nafter:\n%s", before, got)
+	}
+	if ents, _ := os.ReadDir(rosrc); len(ents) != 0 {
+		t.Errorf("a read-only bind was written to: %s holds %d entries", rosrc, len(ents))
+	}
+}
+
+// TestEscapeProcSys writes through proc's machine-wide knobs: the
+// hostname by /proc/sys (a harmless one), core_pattern and sysrq-trigger
+// opened for writing, and any file under /proc/sys, /proc/irq and
+// /proc/bus that access(W_OK) allows. Run by root, the sandbox's uid 0 is
+// the host's, which is all these files check, so only read-only binds over
+// them stand in the way: the default spec, one with a writable root (whose
+// Landlock rule covers /proc), and a sandbox of a Template, whose /proc is
+// mounted afresh. The control: outside, root can open core_pattern for
+// writing.
+func TestEscapeProcSys(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	if os.Getuid() == 0 {
+		out := runOut(t, "procsys", nil)
+		out.want(t, "corepattern", "ok")
+		out.wantNot(t, "writable", "")
+	}
+	check := func(in *probeResult) {
+		t.Helper()
+		in.want(t, "hostname", denied...)
+		in.want(t, "corepattern", denied...)
+		in.want(t, "sysrq", append(denied, "ENOENT")...) // not there without CONFIG_MAGIC_SYSRQ
+		in.want(t, "writable", "")
+	}
+	check(runIn(t, probeSpec(t), "procsys", nil))
+	spec := probeSpec(t)
+	spec.WritableRoot = true
+	check(runIn(t, spec, "procsys", nil))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tmpl, err := NewTemplate(ctx, probeSpec(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmpl.Close()
+	check(runInTemplate(t, tmpl, "in a template's sandbox", "procsys"))
+}
+
+// runInTemplate runs probe name at /probe in a sandbox built from tmpl,
+// with env after CAPLIN_PROBE, and checks that it ran to the end; where
+// names the sandbox in failures.
+func runInTemplate(t *testing.T, tmpl *Template, where, name string, env ...string) *probeResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, w := blockingPipe(t)
+	defer r.Close()
+	sb, err := tmpl.Build(ctx, map[int]*os.File{1: w, 2: w}, append([]string{envProbe + "=" + name}, env...))
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	p, err := sb.Exec(ctx, "/probe", []string{"probe"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	b, _ := io.ReadAll(r)
+	res := parseProbe(where, string(b))
+	if st, err := p.Wait(ctx); err != nil || !st.Success() || res.kv["done"] != "1" {
+		t.Fatalf("probe %s %s: %v %v\n%s", name, where, st, err, b)
+	}
+	return res
 }

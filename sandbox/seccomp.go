@@ -24,6 +24,17 @@ func SyscallNumber(name string) (uint32, bool) {
 	return 0, false
 }
 
+// syscallNameOf returns the name of system call nr on this architecture,
+// or "".
+func syscallNameOf(nr uint32) string {
+	for _, s := range syscallTable {
+		if s.nr == nr {
+			return s.name
+		}
+	}
+	return ""
+}
+
 // FilterPolicy says what the default seccomp filter lets through beyond
 // its fixed rules. The zero FilterPolicy is the strictest.
 type FilterPolicy struct {
@@ -53,10 +64,10 @@ var DeniedSyscalls = []string{
 	"io_uring_register", "io_uring_setup", "kcmp", "kexec_file_load",
 	"kexec_load", "keyctl", "lookup_dcookie", "mount", "mount_setattr",
 	"move_mount", "name_to_handle_at", "nfsservctl", "open_by_handle_at",
-	"open_tree", "perf_event_open", "pivot_root", "process_vm_readv",
-	"process_vm_writev", "ptrace", "quotactl", "quotactl_fd", "reboot",
-	"request_key", "setns", "swapoff", "swapon", "syslog", "umount2",
-	"userfaultfd", "uselib", "vhangup",
+	"open_tree", "open_tree_attr", "perf_event_open", "pivot_root",
+	"process_vm_readv", "process_vm_writev", "ptrace", "quotactl",
+	"quotactl_fd", "reboot", "request_key", "setns", "swapoff", "swapon",
+	"syslog", "umount2", "userfaultfd", "uselib", "vhangup",
 }
 
 // x32SyscallBit marks the x32 ABI's system calls on amd64 (the kernel's

@@ -81,6 +81,8 @@ func TestFilterBlocks(t *testing.T) {
 		{"kexec_load", unix.SYS_KEXEC_LOAD, nil, unix.EPERM},
 		{"init_module", unix.SYS_INIT_MODULE, nil, unix.EPERM},
 		{"mount", unix.SYS_MOUNT, nil, unix.EPERM},
+		{"open_tree", unix.SYS_OPEN_TREE, nil, unix.EPERM},
+		{"open_tree_attr", unix.SYS_OPEN_TREE_ATTR, nil, unix.EPERM},
 		{"getppid (profile)", unix.SYS_GETPPID, nil, unix.EPERM},
 		{"ioctl TIOCSTI", unix.SYS_IOCTL, []uintptr{uintptr(tty), unix.TIOCSTI, 0}, unix.EPERM},
 		{"ioctl TIOCSTI, high bits set", unix.SYS_IOCTL, []uintptr{uintptr(tty), 1<<32 | unix.TIOCSTI, 0}, unix.EPERM},

@@ -22,7 +22,9 @@ const (
 	// Tmpfs puts an empty tmpfs at Dest (mode Perms, default 0755; Size
 	// bytes, default the kernel's: half of RAM).
 	Tmpfs
-	// Proc puts a proc file system of the sandbox's pid namespace at Dest.
+	// Proc puts a proc file system of the sandbox's pid namespace at Dest,
+	// with its machine-wide entries (sys, sysrq-trigger, irq, bus)
+	// read-only, as bubblewrap does.
 	Proc
 	// Dev puts a minimal /dev at Dest: null, zero, full, random, urandom,
 	// tty bound from the host, a private tmpfs for shm, and the fd, stdin,
@@ -72,7 +74,12 @@ type Mount struct {
 	Kind MountKind
 	// Source is the host path of a bind, or the target of a Symlink.
 	Source string
-	// Dest is the absolute path inside the sandbox.
+	// Dest is the absolute path inside the sandbox. It is resolved
+	// inside the sandbox's root as that is built, the way the program
+	// will resolve it: symbolic links on the way (left in a writable bind
+	// by an earlier sandbox, say), absolute or with "..", are followed
+	// within that root and never lead to the caller's files. A File
+	// refuses a link as its last component; the other kinds follow it.
 	Dest string
 	// Try skips a bind whose Source does not exist, instead of failing.
 	Try bool

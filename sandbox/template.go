@@ -29,6 +29,8 @@ import (
 //   - the user namespace: the same IDs, which no sandbox holds any
 //     capability over;
 //   - the UTS and cgroup namespaces, which no sandbox can change;
+//   - the root directory (the tmpfs the mounts are attached in), which
+//     is read-only;
 //   - the network namespace: with NetNone there is nothing in it to share
 //     but the abstract Unix socket namespace, which Landlock (ABI 6,
 //     Linux 6.12) scopes to each sandbox; with NetLoopback, one loopback
@@ -56,8 +58,14 @@ type Template struct {
 }
 
 // NewTemplate makes the template of spec. Spec.Files, Env and Limits are
-// the defaults of the sandboxes built from it; LandlockOnly, which has no
-// namespaces to keep, is refused.
+// the defaults of the sandboxes built from it. What would let one of its
+// sandboxes change what they all share is refused: WritableRoot (the root
+// is one tmpfs for all of them; bind a writable directory or mount a Tmpfs,
+// which each gets afresh, instead), KeepCaps, and, in Caps,
+// CAP_SYS_ADMIN (the hostname of the shared UTS namespace, among others)
+// and, with a network of the template's own, CAP_NET_ADMIN and
+// CAP_NET_RAW (configuring, or listening to, the shared network).
+// LandlockOnly, which has no namespaces to keep, is refused too.
 func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
 	if spec == nil {
 		spec = &Spec{}
@@ -67,6 +75,9 @@ func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
 	}
 	if spec.LandlockOnly {
 		return nil, errors.New("sandbox: a LandlockOnly sandbox has no namespaces to make a template of")
+	}
+	if err := checkShared(spec); err != nil {
+		return nil, err
 	}
 	filter, ll, err := policies(spec)
 	if err != nil {
@@ -116,6 +127,32 @@ func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
 	t.h = h
 	t.refill()
 	return t, nil
+}
+
+// checkShared refuses a template spec that would let one of its sandboxes
+// change what all of them share: the root tmpfs, and the UTS, network and
+// cgroup namespaces, which belong to the shared user namespace, so that
+// capabilities in it are power over them.
+func checkShared(spec *Spec) error {
+	if spec.WritableRoot {
+		return errors.New("sandbox: template: Spec.WritableRoot: the root is one tmpfs for all the template's sandboxes, so what one wrote there the others would see; bind a writable directory, or mount a Tmpfs (each sandbox gets its own), instead")
+	}
+	if spec.KeepCaps {
+		return errors.New("sandbox: template: Spec.KeepCaps: the template's sandboxes share its user namespace, and with it its UTS, network and cgroup namespaces, which these capabilities would let one change for all; list the ones needed in Caps")
+	}
+	for _, c := range spec.Caps {
+		switch {
+		case c == unix.CAP_SYS_ADMIN:
+			return errors.New("sandbox: template: Spec.Caps: CAP_SYS_ADMIN would let one of the template's sandboxes change what all of them share: the hostname of the UTS namespace, among others")
+		case (c == unix.CAP_NET_ADMIN || c == unix.CAP_NET_RAW) && spec.Net != NetHost:
+			name := "CAP_NET_ADMIN"
+			if c == unix.CAP_NET_RAW {
+				name = "CAP_NET_RAW"
+			}
+			return fmt.Errorf("sandbox: template: Spec.Caps: %s would let one of the template's sandboxes configure, or listen to, the network namespace all of them share", name)
+		}
+	}
+	return nil
 }
 
 // covered reports whether a mount after ms[i] is at or inside its
@@ -251,35 +288,40 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 		}
 	}
 	// Renew what must not be shared: tmpfs, proc (for the new pid
-	// namespace), mqueue (for the new IPC namespace), /dev/shm, data.
+	// namespace), mqueue (for the new IPC namespace), /dev/shm, data. The
+	// process's root is the template's already; the mounts are attached to
+	// fds resolved inside it, as Build's are.
 	var r recorder
+	from := r.begin()
+	r.root = r.b.Openat(proc.AtFDCWD, "/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	r.end(from, "opening the root")
 	for _, i := range t.fresh {
 		m := &spec.Mounts[i]
 		from := r.begin()
-		dest := filepath.Clean(m.Dest)
 		switch m.Kind {
 		case Tmpfs:
 			perms := os.FileMode(0o755)
 			if m.Perms != nil {
 				perms = *m.Perms
 			}
-			r.b.Mount("tmpfs", dest, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, tmpfsOptions(perms, m.Size))
+			r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, tmpfsOptions(perms, m.Size)...), r.open(m.Dest, unix.O_DIRECTORY))
 		case Proc:
 			if !spec.SharePID {
-				r.b.Mount("proc", dest, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+				r.mountProc(r.open(m.Dest, unix.O_DIRECTORY))
 			}
 		case Mqueue:
 			if !spec.ShareIPC {
-				r.b.Mount("mqueue", dest, "mqueue", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+				r.attach(r.newMount("mqueue", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC), r.open(m.Dest, unix.O_DIRECTORY))
 			}
 		case Dev:
-			r.b.Mount("tmpfs", dest+"/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777")
+			r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, "mode", "1777"), r.open(filepath.Join(m.Dest, "shm"), unix.O_DIRECTORY))
 		case BindData:
-			recordDataBind(&r, m, dest)
+			recordDataBind(&r, m, r.open(m.Dest, 0))
 		}
 		r.end(from, describe(i, m))
 	}
-	from := r.begin()
+	r.b.Close(r.root)
+	from = r.begin()
 	for i, name := range nsNames {
 		if name == "mnt" || name == "pid" || name == "ipc" {
 			r.b.Fstatat(proc.AtFDCWD, "/proc/self/ns/"+name, &r.ns[i], 0)

@@ -6,8 +6,10 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caplin-dev/caplin/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // TestTemplate builds sandboxes from one template and checks that what
@@ -80,4 +82,80 @@ ipcmk -M 4096 >/dev/null 2>&1
 	if ns[0]["net"] != ns[1]["net"] || ns[0]["user"] != ns[1]["user"] || ns[0]["uts"] != ns[1]["uts"] {
 		t.Errorf("the user, net and uts namespaces are the template's: %v, %v", ns[0], ns[1])
 	}
+}
+
+// TestTemplateRefusesShared: a template whose sandboxes could change what
+// they all share is refused, with the field named: a writable root (one
+// tmpfs for all), KeepCaps, CAP_SYS_ADMIN (the UTS namespace's hostname),
+// and CAP_NET_ADMIN or CAP_NET_RAW over the template's own network. The
+// network capabilities with the host's network (where the sandboxes'
+// user namespace gives no power) and harmless ones are accepted.
+func TestTemplateRefusesShared(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		spec Spec
+		want string // "" to accept
+	}{
+		{Spec{WritableRoot: true}, "Spec.WritableRoot"},
+		{Spec{KeepCaps: true}, "Spec.KeepCaps"},
+		{Spec{Caps: []int{unix.CAP_SYS_ADMIN}}, "CAP_SYS_ADMIN"},
+		{Spec{Caps: []int{unix.CAP_SYS_ADMIN}, Net: NetHost, ShareUTS: true}, "CAP_SYS_ADMIN"},
+		{Spec{Caps: []int{unix.CAP_NET_ADMIN}}, "CAP_NET_ADMIN"},
+		{Spec{Caps: []int{unix.CAP_CHOWN, unix.CAP_NET_RAW}, Net: NetLoopback}, "CAP_NET_RAW"},
+		{Spec{Caps: []int{unix.CAP_NET_ADMIN, unix.CAP_NET_RAW}, Net: NetHost}, ""},
+		{Spec{Caps: []int{unix.CAP_NET_BIND_SERVICE, unix.CAP_CHOWN}}, ""},
+	} {
+		tmpl, err := NewTemplate(ctx, &c.spec)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%+v: %v", c.spec, err)
+		case c.want != "" && err == nil:
+			t.Errorf("%+v: made a template, want an error naming %s", c.spec, c.want)
+		case c.want != "" && !strings.Contains(err.Error(), c.want):
+			t.Errorf("%+v: %v, want an error naming %s", c.spec, err, c.want)
+		}
+		if tmpl != nil {
+			tmpl.Close()
+		}
+	}
+}
+
+// TestEscapeTemplateShared: a sandbox of a template (uid 0 inside, no
+// capabilities) tries to change what the template's sandboxes share: the
+// hostname (sethostname, /proc/sys), the root directory, the loopback
+// interface; each attempt must fail, and a sandbox built after it must see
+// none of it. The control: a sandbox built alone, with the writable root
+// and the capabilities a template refuses, makes each change (in
+// namespaces of its own).
+func TestEscapeTemplateShared(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	spec := probeSpec(t)
+	spec.Net = NetLoopback
+
+	ctl := *spec
+	ctl.WritableRoot = true
+	ctl.Caps = []int{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN}
+	c := runIn(t, &ctl, "shared", nil, "CHANGE=1")
+	c.where = "alone, with a writable root, CAP_SYS_ADMIN and CAP_NET_ADMIN (control)"
+	for _, k := range []string{"sethostname", "rootfile", "lodown"} {
+		c.want(t, k, "ok")
+	}
+	c.want(t, "hostname", "escaped")
+	c.want(t, "loup", "false")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tmpl, err := NewTemplate(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmpl.Close()
+	a := runInTemplate(t, tmpl, "in the first sandbox", "shared", "CHANGE=1")
+	for _, k := range []string{"sethostname", "prochostname", "rootfile", "lodown"} {
+		a.want(t, k, denied...)
+	}
+	b := runInTemplate(t, tmpl, "in the next sandbox", "shared")
+	b.want(t, "hostname", "caplin")
+	b.want(t, "shared", "ENOENT")
+	b.want(t, "loup", "true")
 }

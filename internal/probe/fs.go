@@ -15,7 +15,7 @@ func Openat2(context.Context) Result {
 	r := Result{
 		Name:      "openat2",
 		MinKernel: "5.6",
-		Without:   "directory capabilities (dir) cannot confine lookups beneath a directory and fail with a clear error",
+		Without:   "directory capabilities (dir) cannot confine lookups beneath a directory, nor sandboxes their mount destinations inside the new root: both fail with a clear error",
 	}
 	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
