@@ -53,7 +53,9 @@ import (
 // written to end and not yet delivered to f are dropped. revoke stops the
 // forwarder even while it waits for data, closes every descriptor it
 // holds, and returns when its goroutines have ended. It may be called any
-// number of times, from any goroutine. The end of ctx revokes too.
+// number of times, from any goroutine. The end of ctx revokes too: ctx
+// bounds the forwarder's whole life (in a Handler, not the call's ctx,
+// which ends as soon as the call returns).
 // Revoking leaves f alone: it is not shut down, and the caller may go on
 // using it or hand it on again.
 //
