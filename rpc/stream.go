@@ -36,7 +36,9 @@ import (
 // Data moves in the kernel, with splice(2) through a pipe of the
 // forwarder's own, never through user-space buffers, by one goroutine per
 // direction that waits for readiness in Go's netpoller and blocks no OS
-// thread.
+// thread. A splice into a pipe or socket whose reader is gone raises
+// SIGPIPE, which Go ignores unless the program asked for it with
+// signal.Notify.
 //
 // An end of stream is passed on: when f reaches EOF, the holder of end
 // reads EOF; when the holder shuts end down for writing or closes it, the
@@ -78,6 +80,9 @@ import (
 // bytes meant for end.) Go's own sockets and pipes are always non-blocking,
 // so for them nothing changes.
 func RevocableStream(ctx context.Context, f *os.File) (end *os.File, revoke func(), err error) {
+	if f == nil {
+		return nil, nil, fmt.Errorf("rpc: RevocableStream: nil file: %w", unix.EINVAL)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, nil, fmt.Errorf("rpc: RevocableStream %s: %w", f.Name(), err)
 	}
@@ -86,8 +91,12 @@ func RevocableStream(ctx context.Context, f *os.File) (end *os.File, revoke func
 		return nil, nil, fmt.Errorf("rpc: RevocableStream %s: %w", f.Name(), err)
 	}
 	fw := &forwarder{f: fd, sock: -1, fds: []int{fd}, done: make(chan struct{})}
+	holder := -1 // the descriptor end will be
 	defer func() {
 		if err != nil {
+			if holder >= 0 {
+				unix.Close(holder)
+			}
 			fw.release()
 		}
 	}()
@@ -95,7 +104,6 @@ func RevocableStream(ctx context.Context, f *os.File) (end *os.File, revoke func
 	if err != nil {
 		return nil, nil, err
 	}
-	var holder int
 	switch kind {
 	case pipeReadEnd, pipeWriteEnd:
 		var p [2]int
@@ -111,10 +119,6 @@ func RevocableStream(ctx context.Context, f *os.File) (end *os.File, revoke func
 			fw.fds = append(fw.fds, p[0])
 			err = fw.addDirection(p[0], fd, false)
 		}
-		if err != nil {
-			unix.Close(holder)
-			return nil, nil, err
-		}
 	case streamSocket:
 		sp, serr := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if serr != nil {
@@ -122,27 +126,24 @@ func RevocableStream(ctx context.Context, f *os.File) (end *os.File, revoke func
 		}
 		holder, fw.sock = sp[1], sp[0]
 		fw.fds = append(fw.fds, sp[0])
-		err = unix.SetNonblock(fw.sock, true)
-		if err == nil && !nonblock {
-			if err = unix.SetNonblock(fd, true); err == nil {
-				fw.restoreBlocking = true
-			}
-		}
-		if err != nil {
-			unix.Close(holder)
+		if err := unix.SetNonblock(fw.sock, true); err != nil {
 			return nil, nil, &os.SyscallError{Syscall: "fcntl O_NONBLOCK", Err: err}
+		}
+		if !nonblock {
+			if err := unix.SetNonblock(fd, true); err != nil {
+				return nil, nil, &os.SyscallError{Syscall: "fcntl O_NONBLOCK", Err: err}
+			}
+			fw.restoreBlocking = true
 		}
 		if err = fw.addDirection(fd, fw.sock, true); err == nil {
 			err = fw.addDirection(fw.sock, fd, true)
 		}
-		if err != nil {
-			unix.Close(holder)
-			return nil, nil, err
-		}
+	}
+	if err != nil {
+		return nil, nil, err
 	}
 	if nonblock {
 		if err := unix.SetNonblock(holder, true); err != nil {
-			unix.Close(holder)
 			return nil, nil, &os.SyscallError{Syscall: "fcntl O_NONBLOCK", Err: err}
 		}
 	}
@@ -326,8 +327,8 @@ func (fw *forwarder) addDirection(src, dst int, sockets bool) error {
 
 // spliceFlags: SPLICE_F_NONBLOCK makes the pipe side of every splice
 // non-blocking whatever its descriptor's mode (and an AF_UNIX source's
-// read too); SPLICE_F_MOVE is only a hint.
-const spliceFlags = unix.SPLICE_F_NONBLOCK | unix.SPLICE_F_MOVE
+// read too). SPLICE_F_MOVE is left out: kernels ignore it since 2.6.21.
+const spliceFlags = unix.SPLICE_F_NONBLOCK
 
 // step moves as much as it can without blocking. It returns false to wait
 // for ep to be readable (src readable or dst gone, or dst writable,
