@@ -971,6 +971,7 @@ func BenchmarkRevocableStream(b *testing.B) {
 					done <- n
 				}()
 				b.SetBytes(chunk)
+				cpu0 := cpuTime(b)
 				b.ResetTimer()
 				for range b.N {
 					if _, err := w.Write(data); err != nil {
@@ -982,8 +983,20 @@ func BenchmarkRevocableStream(b *testing.B) {
 					b.Fatalf("read %d bytes, want %d", n, int64(b.N)*chunk)
 				}
 				b.StopTimer()
+				// CPU time (user and system, all threads) is steadier than
+				// throughput on a busy machine.
+				b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(int64(b.N)*chunk), "cpu-ns/B")
 				r.Close()
 			})
 		}
 	}
+}
+
+// cpuTime returns the CPU time the process has used, user and system.
+func cpuTime(tb testing.TB) time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
