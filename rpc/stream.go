@@ -26,7 +26,8 @@ import (
 //   - a connected SOCK_STREAM socket (Unix, TCP or another family): end is
 //     one end of a new AF_UNIX SOCK_STREAM socket pair, and bytes are
 //     moved both ways. Only bytes cross: descriptors (SCM_RIGHTS) and
-//     credentials sent on either side are dropped, not forwarded.
+//     credentials sent on either side are dropped, not forwarded, and
+//     end's peer (getpeername, SO_PEERCRED) is this process, not f's peer.
 //
 // Anything else (a regular file, a FIFO open for both reading and writing,
 // a datagram or listening socket, a device) is refused with an error that
