@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -66,7 +67,7 @@ func control(t testing.TB, f *os.File, fn func(fd int) error) error {
 
 func shutWrite(t testing.TB, f *os.File) {
 	t.Helper()
-	if err := control(t, f, func(fd int) error { return unix.Shutdown(fd, unix.SHUT_WR) }); err != nil {
+	if err := shutter(f)(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -96,19 +97,43 @@ func within(t testing.TB, d time.Duration, what string, fn func()) {
 	}
 }
 
-// sendAndShut writes out to w, then shuts w down for writing (a socket)
-// or closes it (a pipe), and sends the outcome on errs.
-func sendAndShut(t testing.TB, w *os.File, out []byte, socket bool, errs chan<- error) {
-	if _, err := w.Write(out); err != nil {
-		errs <- err
-		return
+// transfer writes data to w and then calls shut, while it reads r to EOF;
+// it fails unless r read exactly data.
+func transfer(w io.Writer, shut func() error, r io.Reader, data []byte) error {
+	werr := make(chan error, 1)
+	go func() {
+		_, err := w.Write(data)
+		if err == nil {
+			err = shut()
+		}
+		werr <- err
+	}()
+	got, err := io.ReadAll(r)
+	if werr := <-werr; err == nil {
+		err = werr
 	}
-	if socket {
-		shutWrite(t, w)
-	} else {
-		w.Close()
+	if err != nil {
+		return err
 	}
-	errs <- nil
+	if !bytes.Equal(got, data) {
+		return fmt.Errorf("read %d bytes, want %d (equal prefix: %v)", len(got), len(data), bytes.HasPrefix(data, got))
+	}
+	return nil
+}
+
+// shutter returns a function that shuts the socket f down for writing.
+func shutter(f *os.File) func() error {
+	return func() error {
+		rc, err := f.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = unix.Shutdown(int(fd), unix.SHUT_WR) }); err != nil {
+			return err
+		}
+		return serr
+	}
 }
 
 // waitFDs waits up to 5s for the process to hold want descriptors.
@@ -139,82 +164,44 @@ func TestRevocableStreamSocket(t *testing.T) {
 
 	up, down := randomBytes(3<<20+12345, 1), randomBytes(2<<20+777, 2)
 	errs := make(chan error, 2)
-	go sendAndShut(t, end, up, true, errs)
-	go sendAndShut(t, b, down, true, errs)
-	gotUp, err := io.ReadAll(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gotDown, err := io.ReadAll(end)
-	if err != nil {
-		t.Fatal(err)
-	}
+	go func() { errs <- transfer(end, shutter(end), b, up) }()
+	go func() { errs <- transfer(b, shutter(b), end, down) }()
 	for range 2 {
 		if err := <-errs; err != nil {
-			t.Fatal(err)
+			t.Error(err)
 		}
 	}
-	if !bytes.Equal(gotUp, up) {
-		t.Errorf("holder → peer: got %d bytes, want %d (equal prefix: %v)", len(gotUp), len(up), bytes.HasPrefix(up, gotUp))
-	}
-	if !bytes.Equal(gotDown, down) {
-		t.Errorf("peer → holder: got %d bytes, want %d (equal prefix: %v)", len(gotDown), len(down), bytes.HasPrefix(down, gotDown))
-	}
 }
 
-// A pipe's read end: bytes flow one way, then EOF.
-func TestRevocableStreamPipeRead(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	end, revoke := revocable(t, context.Background(), r)
-	defer revoke()
-	defer end.Close()
-	r.Close()
-	if n, err := end.Write([]byte("x")); err == nil {
-		t.Errorf("write on a pipe's read end: %d, nil", n)
-	}
-	end.SetDeadline(time.Now().Add(20 * time.Second))
-	data := randomBytes(3<<20+1, 3)
-	errs := make(chan error, 1)
-	go sendAndShut(t, w, data, false, errs)
-	got, err := io.ReadAll(end)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errs; err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, data) {
-		t.Errorf("got %d bytes, want %d", len(got), len(data))
-	}
-}
-
-// A pipe's write end: bytes flow one way; closing end is EOF for f's
-// reader once the caller's f is closed too.
-func TestRevocableStreamPipeWrite(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	end, revoke := revocable(t, context.Background(), w)
-	defer revoke()
-	w.Close()
-	r.SetDeadline(time.Now().Add(20 * time.Second))
-	data := randomBytes(3<<20+2, 4)
-	errs := make(chan error, 1)
-	go sendAndShut(t, end, data, false, errs)
-	got, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errs; err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, data) {
-		t.Errorf("got %d bytes, want %d", len(got), len(data))
+// A pipe's read or write end: bytes flow one way, then EOF (which, for a
+// write end, reaches f's reader once the caller has closed f too).
+func TestRevocableStreamPipe(t *testing.T) {
+	for _, readEnd := range []bool{true, false} {
+		name := map[bool]string{true: "read end", false: "write end"}[readEnd]
+		t.Run(name, func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := map[bool]*os.File{true: r, false: w}[readEnd]
+			end, revoke := revocable(t, context.Background(), f)
+			defer revoke()
+			defer end.Close()
+			f.Close()
+			if readEnd {
+				if n, err := end.Write([]byte("x")); err == nil {
+					t.Errorf("write on a pipe's read end: %d, nil", n)
+				}
+				r = end
+			} else {
+				w = end
+			}
+			defer r.Close()
+			r.SetDeadline(time.Now().Add(20 * time.Second))
+			if err := transfer(w, w.Close, r, randomBytes(3<<20+1, 3)); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 }
 
@@ -706,29 +693,12 @@ func TestRevocableStreamTCP(t *testing.T) {
 
 	up, down := randomBytes(1<<20+3, 7), randomBytes(1<<20+5, 8)
 	errs := make(chan error, 2)
-	go sendAndShut(t, end, up, true, errs)
-	go func() {
-		_, err := peer.Write(down)
-		if err == nil {
-			err = peer.(*net.TCPConn).CloseWrite()
-		}
-		errs <- err
-	}()
-	gotUp, err := io.ReadAll(peer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gotDown, err := io.ReadAll(end)
-	if err != nil {
-		t.Fatal(err)
-	}
+	go func() { errs <- transfer(end, shutter(end), peer, up) }()
+	go func() { errs <- transfer(peer, peer.(*net.TCPConn).CloseWrite, end, down) }()
 	for range 2 {
 		if err := <-errs; err != nil {
-			t.Fatal(err)
+			t.Error(err)
 		}
-	}
-	if !bytes.Equal(gotUp, up) || !bytes.Equal(gotDown, down) {
-		t.Errorf("got %d and %d bytes, want %d and %d", len(gotUp), len(gotDown), len(up), len(down))
 	}
 }
 
