@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -232,11 +233,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for ln := range s.lns {
 		ln.Close()
 	}
+	conns := make([]*serverConn, 0, len(s.conns))
 	for c := range s.conns {
-		c.cancel()
-		c.c.c.Close()
+		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	// Each object's holder is told why first, so that a handler that
+	// answers its cancelled call in the moment before the socket closes
+	// ("context canceled") is not what the caller sees.
+	for _, c := range conns {
+		c.end(errShutdown)
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -411,6 +418,9 @@ func (sc *serverConn) loop() {
 
 // end sends err as the object's last message and closes it.
 func (sc *serverConn) end(err error) {
+	// A peer that reads nothing must not hold the server up: its last
+	// message is sent if there is room for it soon.
+	sc.c.c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	sc.c.send(append(appendHeader(nil, kindError, 0, 0), encodeError(toWire(err))...), nil)
 	sc.cancel()
 }

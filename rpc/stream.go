@@ -91,7 +91,7 @@ func RevocableStream(ctx context.Context, f *os.File) (end *os.File, revoke func
 	if err != nil {
 		return nil, nil, fmt.Errorf("rpc: RevocableStream %s: %w", f.Name(), err)
 	}
-	fw := &forwarder{f: fd, sock: -1, fds: []int{fd}, done: make(chan struct{})}
+	fw := &streamForwarder{f: fd, sock: -1, fds: []int{fd}, done: make(chan struct{})}
 	holder := -1 // the descriptor end will be
 	defer func() {
 		if err != nil {
@@ -238,9 +238,9 @@ func streamKind(fd int, name string) (kind streamKindT, nonblock bool, err error
 	return refuse(fmt.Sprintf("a file of mode %#o", st.Mode&unix.S_IFMT), unix.EINVAL)
 }
 
-// A forwarder moves bytes between f (its duplicate) and the end it handed
+// A streamForwarder moves bytes between f (its duplicate) and the end it handed
 // out, in one direction per goroutine.
-type forwarder struct {
+type streamForwarder struct {
 	fds             []int // every descriptor held, but the directions' epoll instances
 	f               int   // the duplicate of f
 	sock            int   // for a socket: the forwarder's end of the pair; else -1
@@ -259,7 +259,7 @@ type forwarder struct {
 // socket, cannot say which side was not ready) and is what splice needs
 // between two sockets.
 type direction struct {
-	fw       *forwarder
+	fw       *streamForwarder
 	src, dst int
 	sockets  bool   // src and dst are sockets (else pipes)
 	mid      [2]int // the pipe in the middle: read end, write end
@@ -286,7 +286,7 @@ const (
 )
 
 // addDirection sets up a direction from src to dst.
-func (fw *forwarder) addDirection(src, dst int, sockets bool) error {
+func (fw *streamForwarder) addDirection(src, dst int, sockets bool) error {
 	d := &direction{fw: fw, src: src, dst: dst, sockets: sockets, mid: [2]int{-1, -1}}
 	if err := unix.Pipe2(d.mid[:], unix.O_CLOEXEC); err != nil {
 		return &os.SyscallError{Syscall: "pipe2", Err: err}
@@ -402,7 +402,7 @@ func (d *direction) await(epfd int, writing bool) bool {
 
 // run runs direction d until it is over, passes its end on, and releases
 // the forwarder if d was the last direction running.
-func (fw *forwarder) run(d *direction) {
+func (fw *streamForwarder) run(d *direction) {
 	if err := d.rc.Read(d.step); err != nil {
 		// The deadline stop set: revoked.
 		d.outcome = revoked
@@ -428,7 +428,7 @@ func (fw *forwarder) run(d *direction) {
 
 // stop revokes: it wakes the directions, which end and release the
 // forwarder (release cuts the holder off).
-func (fw *forwarder) stop() {
+func (fw *streamForwarder) stop() {
 	if !fw.stopped.CompareAndSwap(false, true) {
 		return
 	}
@@ -440,7 +440,7 @@ func (fw *forwarder) stop() {
 
 // release closes everything the forwarder holds, once its directions
 // have ended (or were never started).
-func (fw *forwarder) release() {
+func (fw *streamForwarder) release() {
 	if fw.stopCtx != nil {
 		fw.stopCtx()
 	}
