@@ -243,12 +243,15 @@ func accessOf(flags uint64) string {
 // Check lists what the report shows that conveys authority beyond what
 // e's spec grants (nil: nothing). It finds:
 //
-//   - a descriptor the spec did not grant, unless the kernel shows it is
-//     of the process's own confinement (FDInfo.Inside); or one at a
-//     granted number that is not the granted file (another inode or
-//     access mode). A process that makes pipes or other descriptors of
-//     its own after it starts has them reported too: only files and
-//     sockets can be told apart from ones that came from outside.
+//   - a descriptor the spec did not grant, or one at a granted number
+//     that is not the granted file (another inode or access mode),
+//     unless the kernel shows it is of the process's own confinement
+//     (FDInfo.Inside) or it is a copy of a granted one at another number.
+//     A process that makes pipes or other descriptors of its own after it
+//     starts has them reported too: only files and sockets can be told
+//     apart from ones that came from outside. Descriptors of anonymous
+//     inodes (eventfd, epoll, timerfd, ...) share one inode, so another
+//     one at a granted number is not told from the granted one.
 //   - a namespace shared with the inspector that the spec asks to be new:
 //     user and mount always, pid unless SharePID, net unless NetHost, ipc,
 //     uts and cgroup unless ShareIPC, ShareUTS, ShareCgroup (none in a
@@ -278,13 +281,21 @@ func (r *Report) Check(e *Expectation) []Finding {
 		fs = append(fs, Finding{Area: area, Text: fmt.Sprintf(format, a...)})
 	}
 	spec := e.spec
+	grants := map[fdIdentity]bool{}
+	for _, id := range e.fds {
+		grants[id] = true
+	}
 	for _, fd := range r.FDs {
-		what := fmt.Sprintf("fd %d (%s %s, %s)", fd.FD, fd.Kind, fd.Target, fd.Access)
+		id := fdIdentity{dev: fd.Dev, ino: fd.Ino, access: fd.Access}
 		want, granted := e.fds[fd.FD]
+		what := fmt.Sprintf("fd %d (%s %s, %s)", fd.FD, fd.Kind, fd.Target, fd.Access)
 		switch {
-		case granted && (want.dev != fd.Dev || want.ino != fd.Ino || want.access != fd.Access):
+		case granted && want == id, fd.Inside:
+		case fd.Kind != "anon_inode" && grants[id]:
+			// A copy of a grant at another number (dup2): nothing more.
+			// Not for anon_inode descriptors, which share one inode.
+		case granted:
 			add("fd", "%s is not the file the spec grants at %d", what, fd.FD)
-		case granted, fd.Inside:
 		default:
 			add("fd", "%s: not granted by the spec", what)
 		}

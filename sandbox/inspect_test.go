@@ -404,8 +404,12 @@ func TestCheckRules(t *testing.T) {
 		}
 	}
 	expect := func(spec *Spec) *Expectation {
-		return &Expectation{spec: spec, uid: uid, gid: gid, seccompBase: 1}
+		return &Expectation{spec: spec, uid: uid, gid: gid, seccompBase: 1,
+			fds: map[int]fdIdentity{0: {dev: 1, ino: 2, access: "r"}, 6: {dev: 16, ino: 1038, access: "rw"}}}
 	}
+	stdin := FDInfo{FD: 0, Kind: "pipe", Target: "pipe:[2]", Dev: 1, Ino: 2, Access: "r"}
+	eventfd := FDInfo{FD: 6, Kind: "anon_inode", Target: "anon_inode:[eventfd]", Dev: 16, Ino: 1038, Access: "rw"}
+	at := func(fd FDInfo, n int) FDInfo { fd.FD = n; return fd }
 	sysAdmin := CapSet(1 << unix.CAP_SYS_ADMIN)
 	for _, c := range []struct {
 		name   string
@@ -434,6 +438,12 @@ func TestCheckRules(t *testing.T) {
 		{"landlock-only uid", Spec{LandlockOnly: true}, func(r *Report) { r.UIDMap, r.GIDMap = nil, nil }, "uid", "runs as uid 1000"},
 		{"fd", Spec{}, func(r *Report) { r.FDs = []FDInfo{{FD: 9, Kind: "pipe", Target: "pipe:[1]", Access: "r"}} }, "fd", "fd 9 (pipe pipe:[1], r): not granted"},
 		{"own fd", Spec{}, func(r *Report) { r.FDs = []FDInfo{{FD: 9, Kind: "file", Inside: true}} }, "", ""},
+		{"granted", Spec{}, func(r *Report) { r.FDs = []FDInfo{stdin, eventfd} }, "", ""},
+		{"a copy of a grant", Spec{}, func(r *Report) { r.FDs = []FDInfo{stdin, at(stdin, 5)} }, "", ""},
+		{"an eventfd elsewhere", Spec{}, func(r *Report) { r.FDs = []FDInfo{at(eventfd, 7)} }, "fd", "fd 7 (anon_inode anon_inode:[eventfd], rw): not granted"},
+		{"swapped", Spec{}, func(r *Report) { r.FDs = []FDInfo{{FD: 0, Kind: "pipe", Dev: 1, Ino: 3, Access: "r"}} }, "fd", "is not the file the spec grants at 0"},
+		{"written", Spec{}, func(r *Report) { r.FDs = []FDInfo{{FD: 0, Kind: "pipe", Dev: 1, Ino: 2, Access: "w"}} }, "fd", "is not the file the spec grants at 0"},
+		{"replaced inside", Spec{}, func(r *Report) { r.FDs = []FDInfo{{FD: 0, Kind: "device", Inside: true}} }, "", ""},
 	} {
 		r := clean()
 		c.change(r)
