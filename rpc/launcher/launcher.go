@@ -197,16 +197,16 @@ func (l *launcher) launch(ctx context.Context, a *LaunchArgs) (_ *LaunchResult, 
 	defer closeAll(given[:])
 	argv := append(slices.Clone(l.opts.Program), a.Args...)
 	if len(argv) == 0 || argv[0] == "" {
-		return nil, rpc.Errorf(rpc.CodeInvalid, "launch: no program: Args is empty")
+		return nil, rpc.Errorf(rpc.CodeInvalid, "no program: Args is empty")
 	}
 	l.mu.Lock()
 	switch {
 	case l.closed:
 		l.mu.Unlock()
-		return nil, &rpc.Error{Code: rpc.CodeClosed, Text: "launch: the launcher is closed"}
+		return nil, &rpc.Error{Code: rpc.CodeClosed, Text: "the launcher is closed"}
 	case l.running >= l.opts.MaxRunning:
 		l.mu.Unlock()
-		return nil, &rpc.Error{Code: rpc.CodeDenied, Errno: syscall.EAGAIN, Text: fmt.Sprintf("launch: %d products running, the most this object may have", l.running)}
+		return nil, &rpc.Error{Code: rpc.CodeDenied, Errno: syscall.EAGAIN, Text: fmt.Sprintf("%d processes running, the most this object may have", l.running)}
 	}
 	l.running++
 	l.nextID++
@@ -254,23 +254,23 @@ func (l *launcher) launch(ctx context.Context, a *LaunchArgs) (_ *LaunchResult, 
 	}
 	expect, err := sandbox.Expect(&spec)
 	if err != nil {
-		return nil, fmt.Errorf("launch: %w", err)
+		return nil, err
 	}
 	sb, err := sandbox.Build(ctx, &spec)
 	if err != nil {
-		return nil, fmt.Errorf("launch: %w", err)
+		return nil, err
 	}
 	closeAll(theirs[:]) // the sandbox has its own now
 	p, err := sb.Exec(ctx, argv[0], argv)
 	if err != nil {
 		sb.Close()
-		return nil, fmt.Errorf("launch: %w", err)
+		return nil, err // "exec PROGRAM: ..."
 	}
 	pf, err := p.File()
 	if err != nil {
 		p.Close()
 		sb.Close()
-		return nil, fmt.Errorf("launch: %w", err)
+		return nil, err
 	}
 	pr := &product{id: id, p: p, expect: expect, done: make(chan struct{})}
 	l.mu.Lock()
@@ -302,7 +302,7 @@ func (l *launcher) reap(pr *product, sb *sandbox.Sandbox) {
 	l.mu.Unlock()
 	close(pr.done)
 	if st != nil {
-		l.log.Debug("launcher: ended", "id", pr.id, "code", st.Code, "signal", st.Signal)
+		l.log.Debug("launcher: ended", "id", pr.id, "status", st.String())
 	}
 }
 
@@ -312,14 +312,14 @@ func (l *launcher) product(method string, id uint64) (*product, error) {
 	defer l.mu.Unlock()
 	pr := l.products[id]
 	if pr == nil {
-		return nil, rpc.Errorf(rpc.CodeInvalid, "%s: this launcher has no product %d", method, id)
+		return nil, rpc.Errorf(rpc.CodeInvalid, "%s %d: not a process this launcher object built", method, id)
 	}
 	return pr, nil
 }
 
 // exitedError is the error for a product whose program has exited.
 func exitedError(method string, pr *product) error {
-	return &rpc.Error{Code: rpc.CodeFailed, Errno: syscall.ESRCH, Text: fmt.Sprintf("%s: product %d has exited", method, pr.id)}
+	return &rpc.Error{Code: rpc.CodeFailed, Errno: syscall.ESRCH, Text: fmt.Sprintf("%s %d: the process has exited", method, pr.id)}
 }
 
 func (l *launcher) report(id uint64) (*ReportResult, error) {
@@ -337,10 +337,11 @@ func (l *launcher) report(id uint64) (*ReportResult, error) {
 		if errors.Is(err, os.ErrProcessDone) || pr.p.Exited() {
 			return nil, exitedError("report", pr)
 		}
-		return nil, fmt.Errorf("report: %w", err)
+		return nil, fmt.Errorf("report %d: %w", id, err)
 	}
 	r.Landlock = pr.expect.Landlock
-	res := &ReportResult{ID: id, Report: r, Findings: r.Check(pr.expect)}
+	// An empty list rather than none: "no findings" is the answer.
+	res := &ReportResult{ID: id, Report: r, Findings: append([]sandbox.Finding{}, r.Check(pr.expect)...)}
 	trim(res)
 	return res, nil
 }
@@ -384,7 +385,7 @@ func (l *launcher) wait(ctx context.Context, id uint64) (*WaitResult, error) {
 		return nil, ctx.Err()
 	}
 	if pr.state == nil {
-		return nil, fmt.Errorf("wait: product %d exited; the kernel did not say how", id)
+		return nil, fmt.Errorf("wait %d: the process exited; the kernel did not say how", id)
 	}
 	return &WaitResult{ID: id, Code: pr.state.Code, Signal: int(pr.state.Signal)}, nil
 }

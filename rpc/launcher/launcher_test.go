@@ -153,7 +153,7 @@ func TestLaunch(t *testing.T) {
 	if st, err := l.Wait(ctx, pr.ID); err != nil || st.Code != 0 || st.Signal != 0 {
 		t.Errorf("wait: %+v, %v", st, err)
 	}
-	if _, err := l.Report(ctx, pr.ID); !errors.Is(err, syscall.ESRCH) || !strings.Contains(err.Error(), "product 1 has exited") {
+	if _, err := l.Report(ctx, pr.ID); !errors.Is(err, syscall.ESRCH) || !strings.Contains(err.Error(), "report 1: the process has exited") {
 		t.Errorf("report of an exited product: %v", err)
 	}
 
@@ -211,7 +211,7 @@ func TestLaunch(t *testing.T) {
 	}
 
 	for _, m := range []string{"report", "wait"} {
-		if err := l.Call(ctx, m, uint64(99), nil); !errors.Is(err, rpc.ErrInvalid) || !strings.Contains(err.Error(), "no product 99") {
+		if err := l.Call(ctx, m, uint64(99), nil); !errors.Is(err, rpc.ErrInvalid) || !strings.Contains(err.Error(), m+" 99: not a process this launcher object built") {
 			t.Errorf("%s 99: %v", m, err)
 		}
 	}
