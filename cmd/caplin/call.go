@@ -173,15 +173,8 @@ func cmdCall(args []string) int {
 // to hand to a command: fd:N itself, or a new connection to a server's
 // socket.
 func objectFile(object string) (*os.File, error) {
-	if n, ok := strings.CutPrefix(object, "fd:"); ok {
-		fd, err := strconv.Atoi(n)
-		if err != nil || fd < 0 {
-			return nil, usagef("bad object %q (want a socket path or fd:N)", object)
-		}
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
-			return nil, fmt.Errorf("object %s: %w", object, &os.SyscallError{Syscall: "fcntl", Err: err})
-		}
-		return os.NewFile(uintptr(fd), object), nil
+	if f, err := inheritedObject(object); f != nil || err != nil {
+		return f, err
 	}
 	c, err := net.Dial("unixpacket", object)
 	if err != nil {
@@ -205,17 +198,31 @@ func describeErr(err error) string {
 
 // openObject connects to the object named on the command line.
 func openObject(ctx context.Context, object string) (*rpc.Client, error) {
-	if n, ok := strings.CutPrefix(object, "fd:"); ok {
-		fd, err := strconv.Atoi(n)
-		if err != nil || fd < 0 {
-			return nil, usagef("bad object %q (want a socket path or fd:N)", object)
-		}
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
-			return nil, fmt.Errorf("object %s: %w", object, &os.SyscallError{Syscall: "fcntl", Err: err})
-		}
-		return rpc.NewClient(os.NewFile(uintptr(fd), object), rpc.ClientOptions{})
+	f, err := inheritedObject(object)
+	if err != nil {
+		return nil, err
+	}
+	if f != nil {
+		return rpc.NewClient(f, rpc.ClientOptions{})
 	}
 	return rpc.Dial(ctx, object, rpc.ClientOptions{})
+}
+
+// inheritedObject returns the descriptor an object named fd:N is, or nil
+// for an object named by a socket's path.
+func inheritedObject(object string) (*os.File, error) {
+	n, ok := strings.CutPrefix(object, "fd:")
+	if !ok {
+		return nil, nil
+	}
+	fd, err := strconv.Atoi(n)
+	if err != nil || fd < 0 {
+		return nil, usagef("bad object %q (want a socket path or fd:N)", object)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		return nil, fmt.Errorf("object %s: %w", object, &os.SyscallError{Syscall: "fcntl", Err: err})
+	}
+	return os.NewFile(uintptr(fd), object), nil
 }
 
 // callArguments turns the words after METHOD into the method's arguments:
