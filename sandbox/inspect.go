@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"runtime"
@@ -271,7 +272,7 @@ func inspect(pid, pidFD int) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range sortedKeys(ns) {
+	for _, name := range slices.Sorted(maps.Keys(ns)) {
 		r.Namespaces = append(r.Namespaces, Namespace{Name: name, Inode: ns[name].Ino, Shared: ns[name] == own[name]})
 	}
 	if r.UIDMap, err = readIDMap(dir + "/uid_map"); err != nil {
@@ -345,15 +346,6 @@ func namespaces(dir string) (map[string]nsID, error) {
 		m[e.Name()] = nsID{Dev: st.Dev, Ino: st.Ino}
 	}
 	return m, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }
 
 // readStatus fills in what /proc/PID/status says.
