@@ -18,7 +18,10 @@
 //
 // Revocable wraps an object so that its maker can cut it off later;
 // Forward passes calls on to another object. NewDirectory serves a
-// dir.Dir as a Directory object, which the Directory type calls.
+// dir.Dir as a Directory object, which the Directory type calls;
+// NewConnector makes connections by policy. Services that need package
+// sandbox, such as the Launcher, live in rpc/launcher, so that this
+// package does not depend on it.
 //
 // docs/rpc.md describes the wire format and the limits.
 package rpc

@@ -115,15 +115,7 @@ func (p *LandlockPolicy) Record(b *proc.Batch, abi int) (dropped []string, err e
 	if abi < 1 {
 		return nil, fmt.Errorf("%w: no Landlock (ABI %d)", ErrLandlockUnsupported, abi)
 	}
-	fs := uint64(fsABI1)
-	switch {
-	case abi >= 5:
-		fs = fsABI5
-	case abi >= 3:
-		fs = fsABI3
-	case abi >= 2:
-		fs = fsABI2
-	}
+	fs := fsHandled(abi)
 	var drop []string
 	if abi < 4 && !p.AnyTCP {
 		drop = append(drop, fmt.Sprintf("TCP bind/connect restriction (needs Landlock ABI 4, Linux 6.7; have %d)", abi))
@@ -182,6 +174,19 @@ func (p *LandlockPolicy) Record(b *proc.Batch, abi int) (dropped []string, err e
 	b.LandlockRestrictSelf(rs, 0)
 	b.Close(rs)
 	return drop, nil
+}
+
+// fsHandled returns the file-system rights Landlock ABI abi handles.
+func fsHandled(abi int) uint64 {
+	switch {
+	case abi >= 5:
+		return fsABI5
+	case abi >= 3:
+		return fsABI3
+	case abi >= 2:
+		return fsABI2
+	}
+	return fsABI1
 }
 
 // ApplyLandlock restricts the child of h with p, in one round trip.

@@ -31,65 +31,9 @@ func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) 
 	if lerr != nil {
 		return nil, fmt.Errorf("%w: Landlock-only confinement without Landlock: %v", ErrUnenforceable, lerr)
 	}
-	var cannot []string
-	ll := &LandlockPolicy{BestEffort: spec.BestEffort, AnyTCP: spec.Net == NetHost, AnyAbstractUnix: spec.Net == NetHost}
-	for i := range spec.Mounts {
-		m := &spec.Mounts[i]
-		dest := filepath.Clean(m.Dest)
-		g := PathGrant{Path: dest}
-		switch m.Kind {
-		case ROBind, Bind, DevBind:
-			if filepath.Clean(m.Source) != dest {
-				cannot = append(cannot, describe(i, m)+": a bind elsewhere than its source needs a mount namespace")
-				continue
-			}
-			if _, err := os.Stat(m.Source); err != nil {
-				if m.Try && errors.Is(err, os.ErrNotExist) {
-					continue
-				}
-				return nil, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
-			}
-			g.Access = AccessRead
-			if m.Kind != ROBind {
-				g.Access = AccessWrite
-			}
-		case Dev:
-			// The host's device nodes that Dev would bind, one by one.
-			for _, d := range devNodes {
-				p := filepath.Join(dest, d)
-				if _, err := os.Stat(p); err == nil {
-					ll.Paths = append(ll.Paths, PathGrant{Path: p, Access: AccessRead | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV, Kind: PathFile})
-				}
-			}
-			continue
-		case RemountRO:
-			// Landlock rules only add up: a read-only part of a writable
-			// grant cannot be expressed.
-			cannot = append(cannot, describe(i, m)+": needs a mount namespace")
-			continue
-		default:
-			cannot = append(cannot, describe(i, m)+": needs a mount namespace")
-			continue
-		}
-		ll.Paths = append(ll.Paths, g)
-	}
-	if spec.Net == NetLoopback {
-		cannot = append(cannot, "a loopback-only network: needs a network namespace")
-	}
-	if spec.Net == NetNone && abi < 6 {
-		cannot = append(cannot, fmt.Sprintf("cutting off the host's abstract Unix sockets: needs Landlock ABI 6 (Linux 6.12), have %d", abi))
-	}
-	if abi < 6 {
-		cannot = append(cannot, fmt.Sprintf("keeping signals in: needs Landlock ABI 6 (Linux 6.12), have %d", abi))
-	}
-	if spec.UID != os.Geteuid() || spec.GID != os.Getegid() {
-		cannot = append(cannot, fmt.Sprintf("uid %d and gid %d: without a user namespace the program has the caller's (%d, %d)", spec.UID, spec.GID, os.Geteuid(), os.Getegid()))
-	}
-	if spec.Hostname != "" {
-		cannot = append(cannot, "a hostname: needs a UTS namespace")
-	}
-	if len(spec.Caps) > 0 || spec.KeepCaps {
-		cannot = append(cannot, "capabilities: needs a user namespace")
+	ll, cannot, err := landlockOnlyPolicy(spec, abi)
+	if err != nil {
+		return nil, err
 	}
 	if len(cannot) > 0 && !spec.BestEffort {
 		return nil, fmt.Errorf("%w: Landlock-only: %s", ErrUnenforceable, strings.Join(cannot, "; "))
@@ -181,6 +125,73 @@ func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) 
 		return nil, r.explain(err)
 	}
 	return sb, nil
+}
+
+// landlockOnlyPolicy returns the Landlock policy a LandlockOnly sandbox
+// of spec gets on a kernel with Landlock ABI abi, and what of spec it
+// cannot enforce (for lack of namespaces or of a newer ABI).
+func landlockOnlyPolicy(spec *Spec, abi int) (*LandlockPolicy, []string, error) {
+	var cannot []string
+	ll := &LandlockPolicy{BestEffort: spec.BestEffort, AnyTCP: spec.Net == NetHost, AnyAbstractUnix: spec.Net == NetHost}
+	for i := range spec.Mounts {
+		m := &spec.Mounts[i]
+		dest := filepath.Clean(m.Dest)
+		g := PathGrant{Path: dest}
+		switch m.Kind {
+		case ROBind, Bind, DevBind:
+			if filepath.Clean(m.Source) != dest {
+				cannot = append(cannot, describe(i, m)+": a bind elsewhere than its source needs a mount namespace")
+				continue
+			}
+			if _, err := os.Stat(m.Source); err != nil {
+				if m.Try && errors.Is(err, os.ErrNotExist) {
+					continue
+				}
+				return nil, nil, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
+			}
+			g.Access = AccessRead
+			if m.Kind != ROBind {
+				g.Access = AccessWrite
+			}
+		case Dev:
+			// The host's device nodes that Dev would bind, one by one.
+			for _, d := range devNodes {
+				p := filepath.Join(dest, d)
+				if _, err := os.Stat(p); err == nil {
+					ll.Paths = append(ll.Paths, PathGrant{Path: p, Access: AccessRead | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV, Kind: PathFile})
+				}
+			}
+			continue
+		case RemountRO:
+			// Landlock rules only add up: a read-only part of a writable
+			// grant cannot be expressed.
+			cannot = append(cannot, describe(i, m)+": needs a mount namespace")
+			continue
+		default:
+			cannot = append(cannot, describe(i, m)+": needs a mount namespace")
+			continue
+		}
+		ll.Paths = append(ll.Paths, g)
+	}
+	if spec.Net == NetLoopback {
+		cannot = append(cannot, "a loopback-only network: needs a network namespace")
+	}
+	if spec.Net == NetNone && abi < 6 {
+		cannot = append(cannot, fmt.Sprintf("cutting off the host's abstract Unix sockets: needs Landlock ABI 6 (Linux 6.12), have %d", abi))
+	}
+	if abi < 6 {
+		cannot = append(cannot, fmt.Sprintf("keeping signals in: needs Landlock ABI 6 (Linux 6.12), have %d", abi))
+	}
+	if spec.UID != os.Geteuid() || spec.GID != os.Getegid() {
+		cannot = append(cannot, fmt.Sprintf("uid %d and gid %d: without a user namespace the program has the caller's (%d, %d)", spec.UID, spec.GID, os.Geteuid(), os.Getegid()))
+	}
+	if spec.Hostname != "" {
+		cannot = append(cannot, "a hostname: needs a UTS namespace")
+	}
+	if len(spec.Caps) > 0 || spec.KeepCaps {
+		cannot = append(cannot, "capabilities: needs a user namespace")
+	}
+	return ll, cannot, nil
 }
 
 // hasCapSetpcap reports whether the caller may drop capabilities from the

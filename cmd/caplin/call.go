@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -19,18 +20,23 @@ import (
 
 	"github.com/caplin-dev/caplin/dir"
 	"github.com/caplin-dev/caplin/rpc"
+	"github.com/caplin-dev/caplin/rpc/launcher"
 	"github.com/fxamacker/cbor/v2"
 	"golang.org/x/sys/unix"
 )
 
 const callHelp = `usage: caplin call [--fd N] OBJECT METHOD [ARGS...] [-- CMD [ARGS...]]
+       caplin call [--fd N] OBJECT -- CMD [ARGS...]
 
 Call METHOD on a capability and print its result as JSON. OBJECT is the
 path of a server's socket (caplin serve), or fd:N for an object this
-process inherited as descriptor N.
+process inherited as descriptor N. Without METHOD, CMD gets the object
+itself (at fd N, or as its standard input), to make calls on one object
+from several commands: a Launcher's processes belong to the object that
+launched them.
 
-ARGS are the method's arguments: for the Directory methods below, as
-words; for any other method, one JSON value (or none).
+ARGS are the method's arguments: for the methods below, as words; for
+any other method, one JSON value (or none).
 
 	open PATH [r|w|a|rw]   a file: read (default), write (create,
 	                       truncate), append (create), read-write (create)
@@ -46,6 +52,12 @@ words; for any other method, one JSON value (or none).
 	rights                 what the object grants
 	connect NETWORK ADDR   a Connector's connected socket: tcp HOST:PORT,
 	                       udp HOST:PORT, unix PATH
+	launch [PROGRAM] [ARGS...]
+	                       a Launcher's new sandboxed process: its ID, its
+	                       pidfd (Process) and the other ends of the pipes
+	                       that are its Stdin, Stdout and Stderr
+	report ID              the confinement report of process ID
+	wait ID                how process ID ended: Code, Signal
 
 A descriptor in the result prints as {"fd": N}. Without CMD, descriptors
 are closed after printing. With "-- CMD", nothing is printed: caplin
@@ -56,12 +68,20 @@ the others after it at 3, 4, ... (or N+1, ...):
 	caplin call /run/files.sock open notes.txt -- cat
 	caplin call --fd 3 /run/files.sock sub docs ro -- caplin call fd:3 readdir
 
+The object stays open while CMD runs. The descriptors come in the order
+of the result's fields, sorted by name: launch's are Process, Stderr,
+Stdin, Stdout, so with --fd 3 the process's output is fd 6:
+
+	caplin call --fd 3 /run/launcher.sock launch date -- sh -c 'cat <&6'
+	caplin call --fd 3 /run/launcher.sock -- sh -c \
+	    'caplin call fd:3 launch sleep 60; caplin call fd:3 report 1'
+
 Exit status: 0 the call succeeded (with CMD: CMD's status); 1 the call
 failed (the error, with its errno name, is on stderr); 2 usage error; 126
 and 127 CMD could not be executed or found.
 `
 
-const callSynopsis = "caplin call [--fd N] OBJECT METHOD [ARGS...] [-- CMD [ARGS...]]"
+const callSynopsis = "caplin call [--fd N] OBJECT [METHOD [ARGS...]] [-- CMD [ARGS...]]"
 
 func cmdCall(args []string) int {
 	const name = "caplin call"
@@ -83,13 +103,24 @@ func cmdCall(args []string) int {
 		return st
 	}
 	rest := fs.Args()
-	if len(rest) < 2 {
-		usageError(name, callSynopsis, "want OBJECT and METHOD")
+	if len(rest) < 2 && !(len(rest) == 1 && cmd != nil) {
+		usageError(name, callSynopsis, "want OBJECT and METHOD, or OBJECT -- CMD")
 		return exitUsage
 	}
 	if *fdAt != 0 && *fdAt < 3 {
 		usageError(name, callSynopsis, "--fd must be 0 (standard input) or at least 3")
 		return exitUsage
+	}
+	if len(rest) == 1 {
+		f, err := objectFile(rest[0])
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+			if errors.As(err, new(*usageErr)) {
+				return exitUsage
+			}
+			return 1
+		}
+		return runWithFDs(name, cmd, []*os.File{f}, *fdAt)
 	}
 	object, method, margs := rest[0], rest[1], rest[2:]
 	method, callArgs, err := callArguments(method, margs)
@@ -133,8 +164,24 @@ func cmdCall(args []string) int {
 		fmt.Printf("%s\n", b)
 		return exitOK
 	}
-	c.Close()
+	// The object stays open while cmd runs: what it returned may live
+	// only as long as it does (a Launcher's processes).
 	return runWithFDs(name, cmd, files, *fdAt)
+}
+
+// objectFile returns the socket of the object named on the command line,
+// to hand to a command: fd:N itself, or a new connection to a server's
+// socket.
+func objectFile(object string) (*os.File, error) {
+	if f, err := inheritedObject(object); f != nil || err != nil {
+		return f, err
+	}
+	c, err := net.Dial("unixpacket", object)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.(*net.UnixConn).File() // a duplicate, in blocking mode
 }
 
 // describeErr adds the errno's name to an error that carries one, as the
@@ -151,17 +198,31 @@ func describeErr(err error) string {
 
 // openObject connects to the object named on the command line.
 func openObject(ctx context.Context, object string) (*rpc.Client, error) {
-	if n, ok := strings.CutPrefix(object, "fd:"); ok {
-		fd, err := strconv.Atoi(n)
-		if err != nil || fd < 0 {
-			return nil, usagef("bad object %q (want a socket path or fd:N)", object)
-		}
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
-			return nil, fmt.Errorf("object %s: %w", object, &os.SyscallError{Syscall: "fcntl", Err: err})
-		}
-		return rpc.NewClient(os.NewFile(uintptr(fd), object), rpc.ClientOptions{})
+	f, err := inheritedObject(object)
+	if err != nil {
+		return nil, err
+	}
+	if f != nil {
+		return rpc.NewClient(f, rpc.ClientOptions{})
 	}
 	return rpc.Dial(ctx, object, rpc.ClientOptions{})
+}
+
+// inheritedObject returns the descriptor an object named fd:N is, or nil
+// for an object named by a socket's path.
+func inheritedObject(object string) (*os.File, error) {
+	n, ok := strings.CutPrefix(object, "fd:")
+	if !ok {
+		return nil, nil
+	}
+	fd, err := strconv.Atoi(n)
+	if err != nil || fd < 0 {
+		return nil, usagef("bad object %q (want a socket path or fd:N)", object)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		return nil, fmt.Errorf("object %s: %w", object, &os.SyscallError{Syscall: "fcntl", Err: err})
+	}
+	return os.NewFile(uintptr(fd), object), nil
 }
 
 // callArguments turns the words after METHOD into the method's arguments:
@@ -247,6 +308,18 @@ func callArguments(method string, words []string) (string, any, error) {
 			return "", nil, err
 		}
 		return method, nil, nil
+	case "launch":
+		// A Launcher with a fixed program takes no words at all.
+		return method, launcher.LaunchArgs{Args: words}, nil
+	case "report", "wait":
+		if err := n(1, 1); err != nil {
+			return "", nil, err
+		}
+		id, err := strconv.ParseUint(words[0], 10, 64)
+		if err != nil {
+			return "", nil, fmt.Errorf("%s: ID %q is not a number", method, words[0])
+		}
+		return method, id, nil
 	}
 	switch len(words) {
 	case 0:

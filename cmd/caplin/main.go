@@ -4,7 +4,7 @@
 //	caplin run [flags] -- CMD [ARGS...]   run a program in a sandbox
 //	caplin bwrap [options] CMD [ARGS...]  the same, as bubblewrap
 //	caplin dir ls|cat|put|version|cas     files through a directory capability
-//	caplin serve dir PATH --socket S      serve a capability on a socket
+//	caplin serve dir|connector|launcher   serve a capability on a socket
 //	caplin call OBJECT METHOD [ARGS...]   call a capability
 //	caplin doctor [-json] [-strict]       which kernel features are there
 //	caplin version                        caplin's, Go's and the kernel's versions
@@ -45,7 +45,8 @@ Commands:
 	run       run a program in a sandbox that reaches only what it is given
 	bwrap     the same, with bubblewrap's command line and defaults
 	dir       read and update files through a directory capability
-	serve     serve a capability (a directory) on a Unix socket
+	serve     serve a capability (a directory, a connector, a launcher of
+	          sandboxed processes) on a Unix socket
 	call      call a method on a capability and print or use its result
 	doctor    report which kernel features caplin can use here
 	version   print caplin's, Go's and the kernel's versions

@@ -15,11 +15,14 @@ import (
 
 	"github.com/caplin-dev/caplin/dir"
 	"github.com/caplin-dev/caplin/rpc"
+	"github.com/caplin-dev/caplin/rpc/launcher"
+	"github.com/caplin-dev/caplin/sandbox"
 	"golang.org/x/sys/unix"
 )
 
 const serveHelp = `usage: caplin serve dir PATH [--socket S] [--read-only | --rights R] [-v]
        caplin serve connector --allow PATTERN... [--unix-dir D] [--socket S] [-v]
+       caplin serve launcher --profile FILE [--max N] [--socket S] [-v] [-- PROGRAM [ARGS...]]
 
 Serve a capability on a Unix socket (SOCK_SEQPACKET). Each connection to
 the socket gets its own object; "caplin call" and the rpc package call it.
@@ -34,6 +37,13 @@ Services:
 	           destination --allow permits and returns the connected
 	           socket, so a sandbox without a network gets exactly the
 	           connections it is granted.
+	launcher   launch: builds a sandboxed process from the profile (the
+	           TOML of caplin run --profile) and returns its pidfd and
+	           its standard streams; report: a confinement report of a
+	           process it built (what it holds, and anything beyond the
+	           profile); wait: how it ended. Processes are the object's:
+	           when the connection that launched them ends, they are
+	           killed.
 
 Flags:
 
@@ -59,6 +69,14 @@ Connector flags:
 	--unix-dir D   the directory unix: paths are relative to, confined to
 	               it (no "..", no symbolic link out)
 
+Launcher flags:
+
+	--profile FILE  the sandbox profile every process is built from
+	--max N         processes one connection may have running (default 16)
+	-- PROGRAM ...  the program every process runs, with its first
+	                arguments; launch's arguments are appended. Without
+	                it, launch names the program.
+
 Systemd socket activation: started with LISTEN_FDS=1 and LISTEN_PID set
 to its pid, the server serves the SOCK_SEQPACKET listening socket on fd 3
 and --socket must not be given.
@@ -69,7 +87,7 @@ to 5 seconds for calls in flight, removes the socket file it made and
 exits 0. Exit status 1: the server failed; 2: usage error.
 `
 
-const serveSynopsis = "caplin serve dir PATH | connector --allow P... [--socket S]"
+const serveSynopsis = "caplin serve dir PATH | connector --allow P... | launcher --profile FILE [--socket S]"
 
 func cmdServe(args []string) int {
 	if len(args) == 0 {
@@ -84,8 +102,10 @@ func cmdServe(args []string) int {
 		return serveDir(args[1:])
 	case "connector":
 		return serveConnector(args[1:])
+	case "launcher":
+		return serveLauncher(args[1:])
 	}
-	usageError("caplin serve", serveSynopsis, fmt.Sprintf("unknown service %q (services: dir, connector)", args[0]))
+	usageError("caplin serve", serveSynopsis, fmt.Sprintf("unknown service %q (services: dir, connector, launcher)", args[0]))
 	return exitUsage
 }
 
@@ -214,6 +234,63 @@ func serveConnector(args []string) int {
 		return h
 	}
 	return serveListener(name, *socket, log, newHandler, "connector", allow.String())
+}
+
+func serveLauncher(args []string) int {
+	const name = "caplin serve launcher"
+	var program []string
+	for i, a := range args {
+		if a == "--" {
+			args, program = args[:i], args[i+1:]
+			if len(program) == 0 {
+				usageError(name, serveSynopsis, "nothing after --")
+				return exitUsage
+			}
+			break
+		}
+	}
+	fs := newFlags("serve launcher")
+	socket := fs.String("socket", "", "")
+	profile := fs.String("profile", "", "")
+	maxRunning := fs.Int("max", 0, "")
+	verbose := fs.Bool("v", false, "")
+	if st := parse(fs, args, serveHelp, serveSynopsis); st >= 0 {
+		return st
+	}
+	if fs.NArg() != 0 {
+		usageError(name, serveSynopsis, fmt.Sprintf("unexpected argument %q (a fixed program goes after --)", fs.Arg(0)))
+		return exitUsage
+	}
+	if *profile == "" {
+		usageError(name, serveSynopsis, "--profile is required")
+		return exitUsage
+	}
+	if *maxRunning < 0 {
+		usageError(name, serveSynopsis, "--max must not be negative")
+		return exitUsage
+	}
+	spec, err := sandbox.LoadProfile(*profile)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	log := serverLogger(*verbose)
+	opts := launcher.Options{Program: program, MaxRunning: *maxRunning, Logger: log}
+	if _, err := launcher.New(spec, opts); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	newHandler := func(peer *unix.Ucred) rpc.Handler {
+		h, err := launcher.New(spec, opts)
+		if err != nil { // checked above
+			return rpc.HandlerFunc(func(context.Context, *rpc.Call) (any, error) { return nil, err })
+		}
+		if peer != nil {
+			log.Debug("connection", "pid", peer.Pid, "uid", peer.Uid)
+		}
+		return h
+	}
+	return serveListener(name, *socket, log, newHandler, "launcher", *profile, "program", strings.Join(program, " "))
 }
 
 // serverLogger returns the logger for a server: info and up, or debug with
