@@ -98,20 +98,9 @@ func (p *LandlockPolicy) record(abi int, dropped []string) (*LandlockRecord, err
 	rec := &LandlockRecord{Source: "launcher", ABI: abi, Applied: true, Dropped: dropped, TCP: "any"}
 	fs := fsHandled(abi)
 	for _, g := range p.Paths {
-		access := g.Access & fs
-		kind := g.Kind
-		if kind == PathStat {
-			st, err := os.Stat(g.Path)
-			if err != nil {
-				return nil, fmt.Errorf("sandbox: landlock grant %s: %w", g.Path, err)
-			}
-			kind = PathDir
-			if !st.IsDir() {
-				kind = PathFile
-			}
-		}
-		if kind == PathFile {
-			access &= fsFileRights
+		access, err := g.effectiveAccess(fs)
+		if err != nil {
+			return nil, err
 		}
 		rec.Paths = append(rec.Paths, LandlockPath{Path: g.Path, Access: landlockAccessNames(access)})
 	}

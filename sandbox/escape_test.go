@@ -198,18 +198,8 @@ func runOut(t *testing.T, name string, setup func(*exec.Cmd), env ...string) *pr
 	return res
 }
 
-// runState runs the program at path in a sandbox built from spec and
+// tryRunState runs the program at path in a sandbox built from spec and
 // returns how it ended.
-func runState(t *testing.T, spec *Spec, path string) *pidfd.State {
-	t.Helper()
-	st, err := tryRunState(spec, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
-
-// tryRunState is runState returning its error.
 func tryRunState(spec *Spec, path string) (*pidfd.State, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

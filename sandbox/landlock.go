@@ -143,20 +143,9 @@ func (p *LandlockPolicy) Record(b *proc.Batch, abi int) (dropped []string, err e
 	}
 	rs := b.LandlockCreateRuleset(&attr, 0)
 	for _, g := range p.Paths {
-		access := g.Access & fs
-		kind := g.Kind
-		if kind == PathStat {
-			st, err := os.Stat(g.Path)
-			if err != nil {
-				return nil, fmt.Errorf("sandbox: landlock grant %s: %w", g.Path, err)
-			}
-			kind = PathDir
-			if !st.IsDir() {
-				kind = PathFile
-			}
-		}
-		if kind == PathFile {
-			access &= fsFileRights
+		access, err := g.effectiveAccess(fs)
+		if err != nil {
+			return nil, err
 		}
 		fd := b.Openat(proc.AtFDCWD, g.Path, unix.O_PATH|unix.O_CLOEXEC, 0)
 		b.LandlockAddPathRule(rs, access, fd)
@@ -207,4 +196,26 @@ func ApplyLandlock(ctx context.Context, h *proc.Handle, p *LandlockPolicy) (drop
 		return nil, fmt.Errorf("sandbox: landlock: %w", err)
 	}
 	return dropped, nil
+}
+
+// effectiveAccess returns the rights g grants on a kernel that handles
+// the file-system rights fs: a file (by its kind, or found by stat for
+// PathStat) gets only the rights that apply to files.
+func (g PathGrant) effectiveAccess(fs uint64) (uint64, error) {
+	access := g.Access & fs
+	kind := g.Kind
+	if kind == PathStat {
+		st, err := os.Stat(g.Path)
+		if err != nil {
+			return 0, fmt.Errorf("sandbox: landlock grant %s: %w", g.Path, err)
+		}
+		kind = PathDir
+		if !st.IsDir() {
+			kind = PathFile
+		}
+	}
+	if kind == PathFile {
+		access &= fsFileRights
+	}
+	return access, nil
 }
