@@ -238,14 +238,5 @@ func TestDirectoryClosesDir(t *testing.T) {
 		}
 		s.Close()
 	}
-	var after int
-	for range 100 {
-		if after = openFDs(t); after <= before {
-			break
-		}
-		sleepBriefly()
-	}
-	if after > before {
-		t.Fatalf("%d descriptors before 50 subs, %d after they were closed", before, after)
-	}
+	waitFDs(t, before)
 }

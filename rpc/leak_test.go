@@ -104,16 +104,7 @@ func TestNoFDLeak(t *testing.T) {
 	// The server closes a new object's socket when its reader sees EOF,
 	// which may be a moment after Shutdown has returned for objects the
 	// client closed last; give it that moment.
-	var after int
-	for range 100 {
-		if after = openFDs(t); after == before {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if after != before {
-		t.Errorf("%d descriptors before %d calls, %d after", before, calls, after)
-	}
+	waitFDs(t, before)
 	for range 100 {
 		if runtime.NumGoroutine() <= goroutines {
 			break
@@ -126,4 +117,15 @@ func TestNoFDLeak(t *testing.T) {
 	}
 }
 
-func sleepBriefly() { time.Sleep(10 * time.Millisecond) }
+// waitFDs waits up to 5s for the process to hold want descriptors.
+func waitFDs(t testing.TB, want int) {
+	t.Helper()
+	var n int
+	for range 500 {
+		if n = openFDs(t); n == want {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%d descriptors open, want %d", n, want)
+}

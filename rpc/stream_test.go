@@ -136,19 +136,6 @@ func shutter(f *os.File) func() error {
 	}
 }
 
-// waitFDs waits up to 5s for the process to hold want descriptors.
-func waitFDs(t testing.TB, want int) {
-	t.Helper()
-	var n int
-	for range 500 {
-		if n = openFDs(t); n == want {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%d descriptors open, want %d", n, want)
-}
-
 // Over a socket, bytes go both ways at once (more than the pipes in the
 // middle hold, so splices are partial), and each side's EOF reaches the
 // other. The caller closes f at once: the forwarder has its own copy.
