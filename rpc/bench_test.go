@@ -23,7 +23,8 @@ func BenchmarkPingPongNet(b *testing.B) { rpcbench.PingPongNet(b) }
 // BenchmarkPingPongFD is the floor for CallFD: its sizes, one fd each way.
 func BenchmarkPingPongFD(b *testing.B) { rpcbench.PingPongFD(b) }
 
-func BenchmarkPingPongProc(b *testing.B) { rpcbench.PingPongProc(b) }
+func BenchmarkPingPongProc(b *testing.B)    { rpcbench.PingPongProc(b) }
+func BenchmarkPingPongNetProc(b *testing.B) { rpcbench.PingPongNetProc(b) }
 
 func BenchmarkCall(b *testing.B) { rpcbench.Call(b) }
 

@@ -243,7 +243,12 @@ func pingPong(b *testing.B, fd int, s Sizes, f *os.File) {
 	buf := make([]byte, rpc.DefaultMaxMessage)
 	var rights []byte
 	if f != nil {
-		rights = unix.UnixRights(int(f.Fd()))
+		// Not f.Fd(), which would make the pipe blocking.
+		rc, err := f.SyscallConn()
+		if err != nil {
+			b.Fatal(err)
+		}
+		rc.Control(func(fd uintptr) { rights = unix.UnixRights(int(fd)) })
 	}
 	oob := make([]byte, unix.CmsgSpace(4*4))
 	Loop(b, func() error {
@@ -304,39 +309,55 @@ func PingPongFD(b *testing.B) {
 func PingPongNet(b *testing.B) {
 	s, _ := messageSizes(b)
 	fds := socketpair(b)
-	conns := [2]*net.UnixConn{}
+	var conns [2]*net.UnixConn
 	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "pingpong")
-		c, err := net.FileConn(f)
-		f.Close()
+		c, err := unixConn(os.NewFile(uintptr(fd), "pingpong"))
 		if err != nil {
 			b.Fatal(err)
 		}
-		conns[i] = c.(*net.UnixConn)
+		conns[i] = c
 	}
-	go func() {
-		buf := make([]byte, rpc.DefaultMaxMessage)
-		out := make([]byte, s.Reply)
-		for {
-			n, _, _, _, err := conns[1].ReadMsgUnix(buf, nil)
-			if err != nil || n == 0 {
-				conns[1].Close()
-				return
-			}
-			if _, _, err := conns[1].WriteMsgUnix(out, nil, nil); err != nil {
-				conns[1].Close()
-				return
-			}
-		}
-	}()
+	go netEchoPeer(conns[1], s.Reply)
 	defer conns[0].Close()
+	netPingPong(b, conns[0], s)
+}
+
+// unixConn makes a net.UnixConn of f, which it closes.
+func unixConn(f *os.File) (*net.UnixConn, error) {
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.UnixConn), nil
+}
+
+// netEchoPeer is echoPeer through c, without descriptors; it closes c
+// when the other end is closed.
+func netEchoPeer(c *net.UnixConn, reply int) {
+	defer c.Close()
+	buf := make([]byte, rpc.DefaultMaxMessage)
+	out := make([]byte, reply)
+	for {
+		n, _, _, _, err := c.ReadMsgUnix(buf, nil)
+		if err != nil || n == 0 {
+			return
+		}
+		if _, _, err := c.WriteMsgUnix(out, nil, nil); err != nil {
+			return
+		}
+	}
+}
+
+// netPingPong is pingPong through c, without descriptors.
+func netPingPong(b *testing.B, c *net.UnixConn, s Sizes) {
 	msg := make([]byte, s.Call)
 	buf := make([]byte, rpc.DefaultMaxMessage)
 	Loop(b, func() error {
-		if _, _, err := conns[0].WriteMsgUnix(msg, nil, nil); err != nil {
+		if _, _, err := c.WriteMsgUnix(msg, nil, nil); err != nil {
 			return err
 		}
-		if n, _, _, _, err := conns[0].ReadMsgUnix(buf, nil); err != nil || n != s.Reply {
+		if n, _, _, _, err := c.ReadMsgUnix(buf, nil); err != nil || n != s.Reply {
 			return fmt.Errorf("read: %d bytes, %v", n, err)
 		}
 		return nil
@@ -350,6 +371,9 @@ func Call(b *testing.B) {
 }
 
 // CallFD sends one descriptor (a pipe's write end) and gets one back.
+// The pipe is non-blocking, as Go makes its files, so each side's
+// os.NewFile of the descriptor it receives registers it with the runtime's
+// poller (and Close removes it): system calls PingPongFD does not make.
 func CallFD(b *testing.B) {
 	c := Pair(b)
 	w := pipe(b)
@@ -405,7 +429,8 @@ func CallParallel(b *testing.B) {
 }
 
 // envPeer makes a re-executed test binary the peer of a cross-process
-// benchmark: "echo REPLYSIZE" for the ping-pong, "rpc" for the server.
+// benchmark: "echo REPLYSIZE" or "net REPLYSIZE" for the ping-pongs,
+// "rpc" for the server.
 const envPeer = "CAPLIN_RPCBENCH_PEER"
 
 // Peer runs this process as the peer of a cross-process benchmark, and
@@ -417,15 +442,19 @@ func Peer() {
 		return
 	}
 	const sock = 3 // startPeer's socket
-	switch kind, arg, _ := strings.Cut(what, " "); kind {
-	case "echo":
-		reply, err := strconv.Atoi(arg)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "rpcbench: bad", envPeer, what)
-			os.Exit(2)
-		}
+	kind, arg, _ := strings.Cut(what, " ")
+	reply, err := strconv.Atoi(arg)
+	switch {
+	case kind == "echo" && err == nil:
 		echoPeer(sock, reply)
-	case "rpc":
+	case kind == "net" && err == nil:
+		c, err := unixConn(os.NewFile(sock, "peer"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "rpcbench:", err)
+			os.Exit(1)
+		}
+		netEchoPeer(c, reply)
+	case kind == "rpc":
 		var srv rpc.Server
 		if err := srv.ServeFile(context.Background(), os.NewFile(sock, "peer"), Handler()); err != nil {
 			fmt.Fprintln(os.Stderr, "rpcbench:", err)
@@ -478,6 +507,18 @@ func PingPongProc(b *testing.B) {
 	s, _ := messageSizes(b)
 	sock := startPeer(b, "echo "+strconv.Itoa(s.Reply))
 	pingPong(b, int(sock.Fd()), s, nil)
+}
+
+// PingPongNetProc is PingPongNet with the peer in another process: the
+// floor for CallProc through the transport it uses.
+func PingPongNetProc(b *testing.B) {
+	s, _ := messageSizes(b)
+	c, err := unixConn(startPeer(b, "net "+strconv.Itoa(s.Reply)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	netPingPong(b, c, s)
 }
 
 // CallProc is Call with the server in another process.
