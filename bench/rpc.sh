@@ -24,7 +24,7 @@ trap 'rm -f "$out" "$out.rpc" "$out.grpc"' EXIT
 go test -c -o "$out.rpc" ./rpc
 (cd bench/grpc && go test -c -o "$out.grpc" .)
 for i in $(seq "$count"); do
-	"$out.rpc" -test.run '^$' -test.bench '^Benchmark(PingPong|PingPongNet|PingPongFD|PingPongProc|Call|CallFD|CallProc|CallParallel)$' -test.benchtime 1s >>"$out"
+	"$out.rpc" -test.run '^$' -test.bench '^Benchmark(PingPong|PingPongNet|PingPongFD|PingPongProc|PingPongNetProc|Call|CallFD|CallProc|CallParallel)$' -test.benchtime 1s >>"$out"
 	# Names as in the rpc run: tag them with the run they come from.
 	"$out.grpc" -test.run '^$' -test.bench . -test.benchtime 1s | sed 's/^Benchmark/grpc:Benchmark/' >>"$out"
 done
@@ -54,7 +54,8 @@ END {
 	row("Call vs PingPongNet (net.UnixConn)", "Call", "PingPongNet", "")
 	row("CallFD vs PingPong", "CallFD", "PingPong", "≤ 2x")
 	row("CallFD vs PingPongFD (fd each way)", "CallFD", "PingPongFD", "")
-	row("CallProc vs PingPongProc (2 processes)", "CallProc", "PingPongProc", "")
+	row("CallProc vs PingPongProc (2 processes)", "CallProc", "PingPongProc", "≤ 2x")
+	row("CallProc vs PingPongNetProc", "CallProc", "PingPongNetProc", "")
 	row("gRPC vs Call (bench/grpc run)", "grpc:GRPC", "grpc:Call", "≥ 5x")
 	row("Call vs PingPong (bench/grpc run)", "grpc:Call", "grpc:PingPong", "")
 	printf "\n%-40s %12s  %12s  %7s\n", "throughput, calls/s", "8 callers", "1 caller", "ratio"
