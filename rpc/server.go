@@ -399,6 +399,7 @@ func (sc *serverConn) worker(j job, work <-chan job, running *sync.WaitGroup) {
 	defer running.Done()
 	for {
 		sc.do(j)
+		j = job{} // an idle worker holds on to no call
 		select {
 		case j = <-work:
 		case <-sc.ctx.Done():
