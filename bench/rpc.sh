@@ -7,8 +7,10 @@
 #   throughput of 8 concurrent callers on one object
 #
 # The call is an echo of a short string and an int; the ping-pong sends
-# messages of the same sizes. Peers run in goroutines of the benchmark's
-# process, and for the Proc pair in another process. gRPC is measured by
+# messages of the same sizes, in blocking system calls, or through
+# net.UnixConn (the runtime's poller, as rpc does) in the Net variants.
+# Peers run in goroutines of the benchmark's process, and for the Proc
+# benchmarks in another process. gRPC is measured by
 # bench/grpc, a module of its own, whose run measures caplin's call too:
 # gRPC/Call is taken within that run.
 #
