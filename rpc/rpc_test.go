@@ -330,3 +330,60 @@ func TestCallAny(t *testing.T) {
 		t.Fatalf("CallAny error: %v", err)
 	}
 }
+
+func TestMaxConcurrent(t *testing.T) {
+	const limit = 2
+	var mu sync.Mutex
+	running, most := 0, 0
+	release := make(chan struct{})
+	h := HandlerFunc(func(ctx context.Context, call *Call) (any, error) {
+		mu.Lock()
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		running--
+		mu.Unlock()
+		return nil, nil
+	})
+	srv := &Server{MaxConcurrent: limit}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.ServeFile(context.Background(), os.NewFile(uintptr(fds[1]), "server"), h); err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewClient(os.NewFile(uintptr(fds[0]), "client"), ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	defer c.Close()
+	var wg sync.WaitGroup
+	for i := 0; i < 3*limit; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Call(context.Background(), "block", nil, nil); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	// Give the calls beyond the bound time to start if they could.
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	n := running
+	mu.Unlock()
+	if n != limit {
+		t.Errorf("%d calls running, want MaxConcurrent = %d", n, limit)
+	}
+	close(release)
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if most != limit {
+		t.Errorf("at most %d calls ran at once, want %d", most, limit)
+	}
+}

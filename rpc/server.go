@@ -110,7 +110,9 @@ type Server struct {
 	Logger *slog.Logger
 	// MaxConcurrent bounds the calls one object runs at once; a peer that
 	// sends more waits (its socket's buffer fills and its sends block):
-	// backpressure, not unbounded queues. 0 means 16.
+	// backpressure, not unbounded queues. 0 means 16. The calls run on
+	// that many goroutines at most, made as needed and kept until the
+	// object goes.
 	MaxConcurrent int
 	// MaxMessage and MaxFDs bound each message a peer sends; 0 means
 	// DefaultMaxMessage and DefaultMaxFDs.
@@ -301,6 +303,14 @@ func (s *Server) serve(ctx context.Context, uc *net.UnixConn, h Handler, peer *u
 	return nil
 }
 
+// A job is one call handed to a worker.
+type job struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	call   *Call
+	id     uint64
+}
+
 func (sc *serverConn) loop() {
 	defer sc.s.wg.Done()
 	stop := context.AfterFunc(sc.ctx, func() { sc.c.c.Close() })
@@ -308,7 +318,13 @@ func (sc *serverConn) loop() {
 	if max <= 0 {
 		max = 16
 	}
-	sem := make(chan struct{}, max)
+	// Calls run on workers: at most max goroutines, each made when a call
+	// finds none idle, running calls one after another until the object
+	// goes. A goroutine per call would start each call on a small new
+	// stack and grow it (decoding the arguments goes deep): that was a
+	// fifth of a call's CPU time. workers holds a token per worker.
+	workers := make(chan struct{}, max)
+	work := make(chan job)
 	var running sync.WaitGroup
 	defer func() {
 		stop()
@@ -381,38 +397,30 @@ func (sc *serverConn) loop() {
 			continue
 		}
 		call := &Call{Method: method, Peer: sc.peer, Server: sc.s, body: rest, files: m.files}
-		select {
-		case sem <- struct{}{}:
-		case <-sc.ctx.Done():
-			call.release()
-			return
-		}
 		cctx, cancel := context.WithCancel(sc.ctx)
 		if m.id != 0 {
 			sc.mu.Lock()
 			sc.calls[m.id] = cancel
 			sc.mu.Unlock()
 		}
-		running.Add(1)
-		go func(id uint64) {
-			defer running.Done()
-			defer func() { <-sem }()
-			res, err := sc.run(cctx, call)
-			if id != 0 {
-				sc.mu.Lock()
-				delete(sc.calls, id)
-				sc.mu.Unlock()
-			}
+		j := job{ctx: cctx, cancel: cancel, call: call, id: m.id}
+		select {
+		case work <- j: // an idle worker took it
+			continue
+		default:
+		}
+		select {
+		case work <- j:
+		case workers <- struct{}{}:
+			running.Add(1)
+			go sc.worker(j, work, &running)
+		case <-sc.ctx.Done():
+			// All max workers busy, and the object is going: the
+			// call never runs.
 			cancel()
-			if id == 0 {
-				if err != nil {
-					sc.s.logger().Debug("rpc: one-way call failed", "method", call.Method, "err", err)
-				}
-				closeResult(res)
-				return
-			}
-			sc.reply(id, res, err)
-		}(m.id)
+			call.release()
+			return
+		}
 	}
 }
 
@@ -423,6 +431,39 @@ func (sc *serverConn) end(err error) {
 	sc.c.c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	sc.c.send(append(appendHeader(nil, kindError, 0, 0), encodeError(toWire(err))...), nil)
 	sc.cancel()
+}
+
+// worker runs j, then each call it is handed, until the object goes.
+func (sc *serverConn) worker(j job, work <-chan job, running *sync.WaitGroup) {
+	defer running.Done()
+	for {
+		sc.do(j)
+		j = job{} // an idle worker holds on to no call
+		select {
+		case j = <-work:
+		case <-sc.ctx.Done():
+			return
+		}
+	}
+}
+
+// do runs one call and sends its reply.
+func (sc *serverConn) do(j job) {
+	res, err := sc.run(j.ctx, j.call)
+	if j.id != 0 {
+		sc.mu.Lock()
+		delete(sc.calls, j.id)
+		sc.mu.Unlock()
+	}
+	j.cancel()
+	if j.id == 0 {
+		if err != nil {
+			sc.s.logger().Debug("rpc: one-way call failed", "method", j.call.Method, "err", err)
+		}
+		closeResult(res)
+		return
+	}
+	sc.reply(j.id, res, err)
 }
 
 // run calls the handler, turning a panic into an error so that one bad

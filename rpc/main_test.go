@@ -1,0 +1,15 @@
+package rpc_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/caplin-dev/caplin/internal/rpcbench"
+)
+
+// TestMain lets the test binary serve as the peer process of the
+// cross-process benchmarks (rpcbench.Peer).
+func TestMain(m *testing.M) {
+	rpcbench.Peer()
+	os.Exit(m.Run())
+}
