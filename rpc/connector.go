@@ -23,12 +23,18 @@ import (
 //
 //	connect  ConnectArgs -> FD   a connected socket
 //
-// The holder uses the socket directly; no byte passes through the server.
+// The holder does not get the server's socket itself: a connected socket
+// can be disconnected (connect with AF_UNSPEC) and connected again
+// anywhere, and a datagram socket can send anywhere, so the holder would
+// get the server's whole network. It gets instead one end of a Unix
+// stream socket pair whose bytes a forwarder moves to and from the
+// connection with splice(2), in the kernel (RevocableStream): exactly
+// that connection, nothing else. UDP is not offered, for the same reason.
 
 // ConnectArgs are the arguments of a Connector's connect.
 type ConnectArgs struct {
-	// Network is "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6" or "unix"
-	// (a SOCK_STREAM Unix socket).
+	// Network is "tcp", "tcp4", "tcp6" or "unix" (a SOCK_STREAM Unix
+	// socket).
 	Network string
 	// Address is "host:port" for TCP and UDP (host a name or an IP
 	// address), or a path relative to the Connector's directory for
@@ -162,6 +168,10 @@ func (c *connector) Close() error {
 
 func (c *connector) allowedNet(host string, port uint16) bool {
 	addr, aerr := netip.ParseAddr(host)
+	// An IPv4-mapped IPv6 address reaches the IPv4 address: it is that
+	// address, and only IPv4 rules may allow it (else "[::]/0" would
+	// allow 127.0.0.1 as ::ffff:127.0.0.1).
+	addr = addr.Unmap()
 	name := strings.ToLower(strings.TrimSuffix(host, "."))
 	for _, r := range c.rules {
 		if r.unix || port < r.lo || port > r.hi {
@@ -171,7 +181,7 @@ func (c *connector) allowedNet(host string, port uint16) bool {
 		case r.anyHost:
 			return true
 		case aerr == nil && r.prefix.IsValid():
-			if r.prefix.Contains(addr.Unmap()) || r.prefix.Contains(addr) {
+			if r.prefix.Contains(addr) {
 				return true
 			}
 		case aerr != nil && r.name != "":
@@ -192,7 +202,7 @@ func (c *connector) allowedNet(host string, port uint16) bool {
 // path, per the first rule that allows it; ok is false if none does.
 // Opening the rest confined to that directory means neither ".." nor a
 // symbolic link can take the lookup outside what the rule allows.
-func (c *connector) unixRule(p string) (base, rest string, ok bool) {
+func (c *connector) unixRule(p string) (base, rest string, exact, ok bool) {
 	for _, r := range c.rules {
 		switch {
 		case !r.unix:
@@ -201,12 +211,12 @@ func (c *connector) unixRule(p string) (base, rest string, ok bool) {
 			if base == "" {
 				base = "."
 			}
-			return base, rest, true
+			return base, rest, true, true
 		case r.unixDir && strings.HasPrefix(p, r.unixPath+"/"):
-			return r.unixPath, p[len(r.unixPath)+1:], true
+			return r.unixPath, p[len(r.unixPath)+1:], false, true
 		}
 	}
-	return "", "", false
+	return "", "", false, false
 }
 
 func (c *connector) ServeCall(ctx context.Context, call *Call) (any, error) {
@@ -220,9 +230,11 @@ func (c *connector) ServeCall(ctx context.Context, call *Call) (any, error) {
 	switch a.Network {
 	case "unix":
 		return c.connectUnix(ctx, a.Address)
-	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
+	case "tcp", "tcp4", "tcp6":
+	case "udp", "udp4", "udp6":
+		return nil, Errorf(CodeInvalid, "connect: network %q is not offered: a datagram socket can send to any address, whatever it was connected to", a.Network)
 	default:
-		return nil, Errorf(CodeInvalid, "connect: network %q (want tcp, tcp4, tcp6, udp, udp4, udp6 or unix)", a.Network)
+		return nil, Errorf(CodeInvalid, "connect: network %q (want tcp, tcp4, tcp6 or unix)", a.Network)
 	}
 	host, portStr, err := net.SplitHostPort(a.Address)
 	if err != nil {
@@ -242,25 +254,38 @@ func (c *connector) ServeCall(ctx context.Context, call *Call) (any, error) {
 	return connFD(conn)
 }
 
-// connFD returns the descriptor of a connection as an FD, closing conn.
+// connFD returns, as an FD, the holder's end of a forwarder to conn (see
+// the package comment on the Connector: the connection itself is not
+// handed out), and closes conn. The end is in blocking mode, as most
+// programs expect of their descriptors.
 func connFD(conn net.Conn) (any, error) {
 	defer conn.Close()
 	fc, ok := conn.(interface{ File() (*os.File, error) })
 	if !ok {
 		return nil, fmt.Errorf("connect: %T has no descriptor", conn)
 	}
-	f, err := fc.File() // a dup, in blocking mode: fit for any holder
+	f, err := fc.File()
 	if err != nil {
 		return nil, err
 	}
-	return FD{File: f}, nil
+	defer f.Close()
+	// The forwarder keeps the connection's non-blocking mode to itself
+	// and hands out an end as blocking as f.
+	if err := unix.SetNonblock(int(f.Fd()), false); err != nil {
+		return nil, &os.SyscallError{Syscall: "fcntl O_NONBLOCK", Err: err}
+	}
+	end, _, err := RevocableStream(context.Background(), f)
+	if err != nil {
+		return nil, err
+	}
+	return FD{File: end}, nil
 }
 
 func (c *connector) connectUnix(ctx context.Context, p string) (any, error) {
 	if path.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../") || strings.HasPrefix(p, "/") {
 		return nil, Errorf(CodeInvalid, "connect unix %s: want a clean relative path (no \"..\", no \"//\")", p)
 	}
-	base, rest, ok := c.unixRule(p)
+	base, rest, exact, ok := c.unixRule(p)
 	if c.dir == nil || !ok {
 		return nil, &Error{Code: CodeDenied, Errno: syscall.EACCES, Text: fmt.Sprintf("connect unix %s: not allowed by the connector's policy", p)}
 	}
@@ -272,7 +297,13 @@ func (c *connector) connectUnix(ctx context.Context, p string) (any, error) {
 		return nil, err
 	}
 	defer sub.Close()
-	f, err := sub.OpenFile(rest, unix.O_PATH, 0)
+	flags := unix.O_PATH
+	if exact {
+		// A rule for one socket allows that socket, not whatever a
+		// link in its place names (even in the same directory).
+		flags |= unix.O_NOFOLLOW
+	}
+	f, err := sub.OpenFile(rest, flags, 0)
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {

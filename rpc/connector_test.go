@@ -11,9 +11,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/caplin-dev/caplin/dir"
 	"github.com/caplin-dev/caplin/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // echoListener accepts connections on ln and echoes one line back on each.
@@ -87,6 +89,10 @@ func TestConnector(t *testing.T) {
 	if err := os.Symlink("../secret.sock", filepath.Join(root, "sock", "up.sock")); err != nil {
 		t.Fatal(err)
 	}
+	// A rule for one socket does not follow a link in its place.
+	if err := os.Symlink("sock/app.sock", filepath.Join(root, "exact.sock")); err != nil {
+		t.Fatal(err)
+	}
 	d, err := dir.Open(root)
 	if err != nil {
 		t.Fatal(err)
@@ -97,6 +103,7 @@ func TestConnector(t *testing.T) {
 			fmt.Sprintf("localhost:%d-%d", port, port),
 			"10.0.0.0/8:*",
 			"unix:sock/",
+			"unix:exact.sock",
 		},
 		Dir: d,
 	})
@@ -113,7 +120,45 @@ func TestConnector(t *testing.T) {
 		}
 		roundTripOver(t, f, "over tcp")
 	}
-	f, err := conn.Connect(ctx, "unix", "sock/app.sock")
+	// The holder cannot turn its socket elsewhere: it holds a forwarder's
+	// end, not the connection (which connect(AF_UNSPEC) would free to
+	// connect anywhere). A listener on a port the policy does not allow
+	// must never see a connection from it.
+	other, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan struct{}, 1)
+	go func() {
+		if c, err := other.Accept(); err == nil {
+			accepted <- struct{}{}
+			c.Close()
+		}
+	}()
+	defer other.Close()
+	f, err := conn.Connect(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK != 0 {
+		t.Errorf("the socket handed out is non-blocking (flags %#x, %v)", fl, err)
+	}
+	otherAddr := &unix.SockaddrInet4{Port: other.Addr().(*net.TCPAddr).Port, Addr: [4]byte{127, 0, 0, 1}}
+	if dom, err := unix.GetsockoptInt(int(f.Fd()), unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil || dom != unix.AF_UNIX {
+		t.Errorf("the holder got a socket of domain %d (%v), not its end of a Unix socket pair", dom, err)
+	}
+	disconnect(int(f.Fd())) // frees a real TCP socket to connect again
+	if err := unix.Connect(int(f.Fd()), otherAddr); err == nil {
+		t.Errorf("the holder connected its socket to a port the policy does not allow")
+	}
+	select {
+	case <-accepted:
+		t.Errorf("a connection reached the port the policy does not allow")
+	case <-time.After(50 * time.Millisecond):
+	}
+	f.Close()
+
+	f, err = conn.Connect(ctx, "unix", "sock/app.sock")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,13 +174,14 @@ func TestConnector(t *testing.T) {
 		{"tcp", fmt.Sprintf("127.0.0.2:%d", port), ErrDenied, "not allowed"},
 		{"tcp", fmt.Sprintf("[::1]:%d", port), ErrDenied, "not allowed"},
 		{"tcp", fmt.Sprintf("LOCALHOST.:%d", port+1), ErrDenied, "not allowed"},
-		{"udp", "8.8.8.8:53", ErrDenied, "not allowed"},
+		{"udp", "8.8.8.8:53", ErrInvalid, "not offered"},
 		{"unix", "app.sock", ErrDenied, "not allowed"},
 		{"unix", "sock/../sock/app.sock", ErrInvalid, "clean"},
 		{"unix", "sock/../secret.sock", ErrInvalid, "clean"},
 		{"unix", "sock/up.sock", syscall.EXDEV, "escapes"},
 		{"unix", "sock/evil.sock", syscall.EXDEV, "escapes"},
 		{"unix", "sock/plain", syscall.ENOTSOCK, "sock/plain"},
+		{"unix", "exact.sock", syscall.ENOTSOCK, "exact.sock"},
 		{"unix", "sock/none.sock", syscall.ENOENT, "none.sock"},
 		{"sctp", "127.0.0.1:1", ErrInvalid, "network"},
 		{"tcp", "127.0.0.1", ErrInvalid, "missing port"},
@@ -159,7 +205,7 @@ func TestConnectorPolicy(t *testing.T) {
 			t.Errorf("NewConnector accepted %q", bad)
 		}
 	}
-	h, err := NewConnector(ConnectorPolicy{Allow: []string{"*.example.com:443", "[fd00::]/8:22", "*:7"}})
+	h, err := NewConnector(ConnectorPolicy{Allow: []string{"*.example.com:443", "[fd00::]/8:22", "*:7", "[::]/0:23", "10.0.0.0/8:24"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,8 +222,12 @@ func TestConnectorPolicy(t *testing.T) {
 		{"api.example.com", 80, false},
 		{"fd12::1", 22, true},
 		{"fe80::1", 22, false},
+		{"::ffff:10.1.2.3", 22, false}, // an IPv4 address, which no IPv4 rule allows
 		{"anything", 7, true},
 		{"1.2.3.4", 7, true},
+		{"::ffff:127.0.0.1", 23, false}, // "[::]/0" is IPv6 only
+		{"2001:db8::1", 23, true},
+		{"::ffff:10.0.0.1", 24, true}, // the IPv4 rule allows it however written
 	} {
 		if got := c.allowedNet(tc.host, tc.port); got != tc.want {
 			t.Errorf("allowed(%s, %d) = %v, want %v", tc.host, tc.port, got, tc.want)

@@ -51,7 +51,7 @@ any other method, one JSON value (or none).
 	                       ".." cannot leave (a detached mount)
 	rights                 what the object grants
 	connect NETWORK ADDR   a Connector's connected socket: tcp HOST:PORT,
-	                       udp HOST:PORT, unix PATH
+	                       unix PATH
 	launch [PROGRAM] [ARGS...]
 	                       a Launcher's new sandboxed process: its ID, its
 	                       pidfd (Process) and the other ends of the pipes
