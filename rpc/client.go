@@ -64,6 +64,9 @@ func Dial(ctx context.Context, path string, opts ClientOptions) (*Client, error)
 // unixConn makes a *net.UnixConn of f, checking that it is a
 // SOCK_SEQPACKET socket; f is closed in every case (net.FileConn dups it).
 func unixConn(f *os.File) (*net.UnixConn, error) {
+	if f == nil {
+		return nil, errors.New("rpc: no socket (a nil *os.File)")
+	}
 	defer f.Close()
 	rc, err := f.SyscallConn()
 	if err != nil {

@@ -3,8 +3,10 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/caplin-dev/caplin/dir"
@@ -113,11 +115,7 @@ func (s *directory) serve(ctx context.Context, call *Call) (any, error) {
 		if a.Perm == 0 {
 			a.Perm = 0o644
 		}
-		f, err := d.OpenFile(a.Path, a.Flags, a.Perm)
-		if err != nil {
-			return nil, err
-		}
-		return FD{File: f}, nil
+		return openRegular(d, a)
 	case "stat":
 		var a StatArgs
 		if err := call.Args(&a); err != nil {
@@ -156,6 +154,7 @@ func (s *directory) serve(ctx context.Context, call *Call) (any, error) {
 		if a.Perm == 0 {
 			a.Perm = 0o755
 		}
+		a.Perm &= fs.ModePerm // no setgid or sticky directories from a peer
 		if a.All {
 			return nil, d.MkdirAll(a.Path, a.Perm)
 		}
@@ -204,7 +203,17 @@ func (s *directory) serve(ctx context.Context, call *Call) (any, error) {
 		if err := call.Args(&path); err != nil {
 			return nil, err
 		}
-		sub, err := d.Sub(path, d.Rights())
+		// The kernel enforces only read-only (and noexec) on the mount, not
+		// the finer rights: exporting needs Read, and the mount is
+		// writable only for an object that may do every kind of write.
+		rights := d.Rights()
+		if !rights.Has(dir.Read) {
+			return nil, &Error{Code: CodeDenied, Errno: syscall.EPERM, Text: fmt.Sprintf("export %s: needs read (the object has %v)", path, rights)}
+		}
+		if !rights.Has(dir.Write | dir.Create | dir.Delete | dir.SetAttr) {
+			rights &^= dir.Write | dir.Create | dir.Delete | dir.SetAttr
+		}
+		sub, err := d.Sub(path, rights)
 		if err != nil {
 			return nil, err
 		}
@@ -221,6 +230,35 @@ func (s *directory) serve(ctx context.Context, call *Call) (any, error) {
 		return d.Rights().String(), nil
 	}
 	return nil, Errorf(CodeUnknownMethod, "unknown method %q", call.Method)
+}
+
+// openRegular opens a.Path in d for a holder: a regular file only, and
+// without ever blocking the server: a FIFO's open(2) waits for a peer (and
+// a device's may), which would pin a server thread per call for as long
+// as the holder likes. O_NONBLOCK is set for the open and cleared after
+// unless the holder asked for it.
+func openRegular(d *dir.Dir, a OpenArgs) (any, error) {
+	a.Perm &= fs.ModePerm // no setuid, setgid or sticky files from a peer
+	f, err := d.OpenFile(a.Path, a.Flags|unix.O_NONBLOCK|unix.O_NOCTTY, a.Perm)
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, &os.PathError{Op: "open", Path: a.Path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG && a.Flags&unix.O_PATH == 0 {
+		f.Close()
+		return nil, &Error{Code: CodeInvalid, Errno: syscall.EINVAL, Text: fmt.Sprintf("open %s: not a regular file (a Directory opens only files)", a.Path)}
+	}
+	if a.Flags&unix.O_NONBLOCK == 0 && a.Flags&unix.O_PATH == 0 {
+		if err := unix.SetNonblock(int(f.Fd()), false); err != nil {
+			f.Close()
+			return nil, &os.PathError{Op: "open", Path: a.Path, Err: err}
+		}
+	}
+	return FD{File: f}, nil
 }
 
 // A Directory is a typed client for a Directory object.
@@ -291,6 +329,9 @@ func (d Directory) Sub(ctx context.Context, path string, rights dir.Rights) (Dir
 	var fd FD
 	if err := d.Call(ctx, "sub", SubArgs{Path: path, Rights: rights}, &fd); err != nil {
 		return Directory{}, err
+	}
+	if fd.File == nil {
+		return Directory{}, withMethod(Errorf(CodeBadMessage, "sub %s: the reply carried no descriptor", path), "sub")
 	}
 	c, err := NewClient(fd.File, d.opts)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/caplin-dev/caplin/dir"
 	"github.com/caplin-dev/caplin/internal/testenv"
@@ -239,4 +240,97 @@ func TestDirectoryClosesDir(t *testing.T) {
 		s.Close()
 	}
 	waitFDs(t, before)
+}
+
+// TestDirectoryReviewed holds the cases a security review found.
+func TestDirectoryReviewed(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	d, root := dirPair(t, dir.All)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// A FIFO is refused at once: its open(2) would wait for a writer and
+	// pin a server thread for as long as the holder likes.
+	if err := unix.Mkfifo(filepath.Join(root, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := d.Open(ctx, "fifo", os.O_RDONLY, 0); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "not a regular file") {
+		if err == nil {
+			f.Close()
+		}
+		t.Errorf("open of a FIFO = %v", err)
+	}
+	// A file opened without O_NONBLOCK is blocking, as asked.
+	f, err := d.Open(ctx, "hello.txt", os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fl, _ := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0); fl&unix.O_NONBLOCK != 0 {
+		t.Errorf("file opened with flags %#x", fl)
+	}
+	f.Close()
+
+	// No setuid, setgid or sticky bits from a peer.
+	f, err = d.Open(ctx, "suid", os.O_WRONLY|os.O_CREATE, 0o4755|os.ModeSetuid|os.ModeSticky)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if fi, err := os.Stat(filepath.Join(root, "suid")); err != nil || fi.Mode()&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky) != 0 {
+		t.Errorf("file made with mode %v, %v", fi.Mode(), err)
+	}
+	if err := d.Mkdir(ctx, "sgid", 0o2755|os.ModeSetgid, false); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(root, "sgid")); err != nil || fi.Mode()&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky) != 0 {
+		t.Errorf("directory made with mode %v, %v", fi.Mode(), err)
+	}
+
+	// export gives no more than the object's rights: it needs Read, and
+	// the mount is writable only with every write right.
+	wo, err := d.Sub(ctx, ".", dir.Write|dir.Create)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wo.Close()
+	if f, err := wo.Export(ctx, "."); !errors.Is(err, ErrDenied) {
+		if err == nil {
+			f.Close()
+		}
+		t.Errorf("export by a write-only object = %v", err)
+	}
+	rw, err := d.Sub(ctx, ".", dir.Read|dir.Write)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	ex, err := rw.Export(ctx, "sub")
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOSYS) {
+		t.Skipf("no detached mounts here: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ex.Close()
+	if fd, err := unix.Openat(int(ex.Fd()), "made", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644); !errors.Is(err, syscall.EROFS) {
+		if err == nil {
+			unix.Close(fd)
+		}
+		t.Errorf("create through the export of a read|write object (no create) = %v, want EROFS", err)
+	}
+	if err := unix.Unlinkat(int(ex.Fd()), "inner.txt", 0); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("unlink through the export of an object without delete = %v, want EROFS", err)
+	}
+}
+
+// TestDirectoryClientDistrustsServer: a server that answers sub with no
+// descriptor makes Sub fail, not panic.
+func TestDirectoryClientDistrustsServer(t *testing.T) {
+	c, _ := pair(t, Methods{"sub": func(ctx context.Context, call *Call) (any, error) { return nil, nil }})
+	if _, err := (Directory{c}).Sub(context.Background(), "x", dir.ReadOnly); !errors.Is(err, ErrBadMessage) {
+		t.Fatalf("Sub answered with null = %v", err)
+	}
+	if _, err := NewClient(nil, ClientOptions{}); err == nil {
+		t.Fatal("NewClient(nil) did not fail")
+	}
 }
