@@ -28,12 +28,29 @@ type ender interface {
 // Server.NewObject, RevocableStream for pipes and sockets).
 func Revocable(h Handler) (_ Handler, revoke func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &caretaker{h: h, rctx: ctx}, cancel
+	c := &caretaker{h: h, rctx: ctx, done: ctx.Done()}
+	if e, ok := h.(ender); ok {
+		// The object ends when it is revoked or when what it takes care
+		// of ends on its own (a Forward whose object ended), whichever
+		// comes first.
+		done := make(chan struct{})
+		c.done, c.inner = done, e
+		go func() {
+			select {
+			case <-ctx.Done():
+			case <-e.objectDone():
+			}
+			close(done)
+		}()
+	}
+	return c, cancel
 }
 
 type caretaker struct {
-	h    Handler
-	rctx context.Context // ends at revocation
+	h     Handler
+	rctx  context.Context // ends at revocation
+	done  <-chan struct{} // closed when the object is to end
+	inner ender           // h, if it can end on its own
 }
 
 var errRevoked = &Error{Code: CodeRevoked, Text: "the object was revoked"}
@@ -46,8 +63,13 @@ func (c *caretaker) Close() error {
 	return nil
 }
 
-func (c *caretaker) objectDone() <-chan struct{} { return c.rctx.Done() }
-func (c *caretaker) objectErr() error            { return errRevoked }
+func (c *caretaker) objectDone() <-chan struct{} { return c.done }
+func (c *caretaker) objectErr() error {
+	if c.rctx.Err() == nil && c.inner != nil {
+		return c.inner.objectErr()
+	}
+	return errRevoked
+}
 
 func (c *caretaker) ServeCall(ctx context.Context, call *Call) (any, error) {
 	if c.rctx.Err() != nil {

@@ -135,8 +135,11 @@ func TestForward(t *testing.T) {
 		t.Fatalf("the original after its forwarder was revoked: %v", err)
 	}
 
-	// When the original ends, a forwarder to it ends too.
+	// When the original ends, a forwarder to it ends too, revocable or
+	// not.
 	c2, _ := pair(t, Forward(orig))
+	h3, _ := Revocable(Forward(orig))
+	c3, _ := pair(t, h3)
 	origSrv.Shutdown(ctx)
 	deadline := time.Now().Add(5 * time.Second)
 	for c2.Err() == nil && time.Now().Before(deadline) {
@@ -144,5 +147,11 @@ func TestForward(t *testing.T) {
 	}
 	if err := c2.Call(ctx, "echo", echoArgs{}, nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("call through a forwarder whose original ended: %v", err)
+	}
+	for c3.Err() == nil && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := c3.Err(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("a revocable forwarder whose original ended: Err = %v", err)
 	}
 }

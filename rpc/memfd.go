@@ -40,9 +40,10 @@ func Bulk(name string, data []byte) (FD, error) {
 }
 
 // ReadBulk reads all the data of a memfd made by Bulk, at most max bytes
-// (0: no limit). It fails with CodeInvalid unless fd is a memfd sealed
-// against writing and resizing: otherwise its sender could change the
-// data while the receiver reads or after it checked it.
+// (which must be positive: a peer's memfd can be sparse and claim any
+// size). It fails with CodeInvalid unless fd is a memfd sealed against
+// writing and resizing: otherwise its sender could change the data while
+// the receiver reads or after it checked it.
 func ReadBulk(fd FD, max int64) ([]byte, error) {
 	if fd.File == nil {
 		return nil, Errorf(CodeInvalid, "bulk: no descriptor")
@@ -61,7 +62,10 @@ func ReadBulk(fd FD, max int64) ([]byte, error) {
 	if err := unix.Fstat(int(fd.File.Fd()), &st); err != nil {
 		return nil, &os.SyscallError{Syscall: "fstat", Err: err}
 	}
-	if max > 0 && st.Size > max {
+	if max <= 0 {
+		return nil, Errorf(CodeInvalid, "bulk: no limit given (ReadBulk needs max > 0)")
+	}
+	if st.Size > max {
 		return nil, &Error{Code: CodeTooBig, Text: fmt.Sprintf("bulk: %d bytes (at most %d)", st.Size, max)}
 	}
 	b := make([]byte, st.Size)

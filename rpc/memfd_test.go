@@ -39,7 +39,7 @@ func TestBulk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := ReadBulk(got, 0)
+	b, err := ReadBulk(got, 1<<20)
 	got.Close()
 	if err != nil || !bytes.Equal(b, big[:100_000]) {
 		t.Fatalf("bulk result: %d bytes, %v", len(b), err)
@@ -54,10 +54,13 @@ func TestBulk(t *testing.T) {
 	}
 	null, _ := os.Open(os.DevNull)
 	defer null.Close()
-	if _, err := ReadBulk(FD{File: null}, 0); !errors.Is(err, ErrInvalid) {
+	if _, err := ReadBulk(FD{File: null}, 1<<20); !errors.Is(err, ErrInvalid) {
 		t.Errorf("/dev/null as bulk: %v", err)
 	}
 	if _, err := ReadBulk(fd, 10); !errors.Is(err, ErrTooBig) {
 		t.Errorf("bulk over the limit: %v", err)
+	}
+	if _, err := ReadBulk(fd, 0); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bulk without a limit: %v", err)
 	}
 }

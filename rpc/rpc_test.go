@@ -387,3 +387,38 @@ func TestMaxConcurrent(t *testing.T) {
 		t.Errorf("at most %d calls ran at once, want %d", most, limit)
 	}
 }
+
+// TestShutdownDeadline: peers that read nothing cannot make Shutdown take
+// much longer than one of them would.
+func TestShutdownDeadline(t *testing.T) {
+	srv := &Server{}
+	h := Methods{"echo": Method(func(ctx context.Context, a echoArgs) (echoResult, error) { return echoResult(a), nil })}
+	for range 20 {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fds[0])
+		if err := srv.ServeFile(context.Background(), os.NewFile(uintptr(fds[1]), "server"), h); err != nil {
+			t.Fatal(err)
+		}
+		// Fill the server's send buffer: calls whose replies nobody reads.
+		msg := append(appendHeader(nil, kindCall, 0, 1), must(encMode.Marshal("echo"))...)
+		msg = append(msg, must(encMode.Marshal(echoArgs{Text: strings.Repeat("x", 4000)}))...)
+		for range 200 {
+			if unix.Sendmsg(fds[0], msg, nil, nil, unix.MSG_DONTWAIT) != nil {
+				break
+			}
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Shutdown with 20 peers that read nothing took %v", d)
+	}
+}

@@ -243,9 +243,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// Each object's holder is told why first, so that a handler that
 	// answers its cancelled call in the moment before the socket closes
 	// ("context canceled") is not what the caller sees.
+	// All at once: each may wait a little for a peer that reads nothing.
+	var ending sync.WaitGroup
 	for _, c := range conns {
-		c.end(errShutdown)
+		ending.Add(1)
+		go func() {
+			defer ending.Done()
+			c.end(errShutdown)
+		}()
 	}
+	ending.Wait()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
