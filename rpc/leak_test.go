@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -128,4 +129,22 @@ func waitFDs(t testing.TB, want int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("%d descriptors open, want %d", n, want)
+}
+
+// TestBadResultClosed: a handler's result that cannot be sent (the same
+// descriptor twice) still has its descriptors closed.
+func TestBadResultClosed(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	h := Methods{"twice": func(ctx context.Context, call *Call) (any, error) {
+		return []FD{{File: w}, {File: w}}, nil
+	}}
+	c, _ := pair(t, h)
+	if err := c.Call(context.Background(), "twice", nil, nil); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Fatalf("call = %v, want an error about the descriptor sent twice", err)
+	}
+	wantAllClosed(t, r)
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
 	"sync"
 	"time"
 
@@ -528,9 +529,16 @@ func closeResult(res any) {
 		closeFiles(raw.files)
 		return
 	}
-	files, _, err := collectFDs(res)
-	if err != nil {
-		return
+	// Every FD the walker reaches is closed, even in a result that
+	// could not be sent (one holding a descriptor twice, say): that is
+	// when closing matters most.
+	rv := reflect.ValueOf(res)
+	if w := walkerFor(rv.Type()); w != nil {
+		w(rv, func(fv reflect.Value) error {
+			if fd := fv.Interface().(FD); fd.File != nil {
+				fd.File.Close()
+			}
+			return nil
+		})
 	}
-	closeFiles(files)
 }
