@@ -10,6 +10,7 @@ import (
 	"os"
 	"reflect"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -159,13 +160,40 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener, newHandler fun
 		delete(s.lns, ln)
 		s.mu.Unlock()
 	}()
+	// A temporary accept error (out of descriptors, say) is retried after
+	// a pause, 5ms doubling to 1s as net/http's Server does, and logged
+	// once per run of them: a server that exited on it would end every
+	// object it serves.
+	var delay time.Duration
+	failures := 0
 	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
 			if ctx.Err() != nil || s.isShutdown() {
 				return nil
 			}
-			return fmt.Errorf("rpc: accept: %w", err)
+			if !temporaryAccept(err) {
+				return fmt.Errorf("rpc: accept: %w", err)
+			}
+			failures++
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+				s.logger().Warn("rpc: accept failed; retrying", "err", err)
+			} else if delay *= 2; delay > time.Second {
+				delay = time.Second
+			}
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			}
+			continue
+		}
+		if delay != 0 {
+			s.logger().Info("rpc: accepting again", "failures", failures)
+			delay, failures = 0, 0
 		}
 		peer := peerCred(c)
 		if err := s.serve(ctx, c, newHandler(peer), peer); err != nil {
@@ -173,6 +201,18 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener, newHandler fun
 			return nil
 		}
 	}
+}
+
+// temporaryAccept reports whether err, from accept, is one that passes:
+// a shortage of descriptors or memory, or a connection that went before
+// it was accepted.
+func temporaryAccept(err error) bool {
+	for _, e := range []syscall.Errno{unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM, unix.ECONNABORTED, unix.EINTR, unix.EAGAIN} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) isShutdown() bool {

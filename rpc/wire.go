@@ -71,6 +71,11 @@ var (
 		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
 		IndefLength:       cbor.IndefLengthForbidden,
 		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		// A Go string may hold any bytes, and the encoder sends them
+		// as they are: a file name that is not UTF-8, or a report of
+		// what an untrusted process named its descriptors, must
+		// decode rather than fail the whole message.
+		UTF8: cbor.UTF8DecodeInvalid,
 	}.DecMode())
 )
 

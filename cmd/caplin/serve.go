@@ -314,9 +314,7 @@ func serveListener(name, socket string, log *slog.Logger, newHandler func(*unix.
 		}
 		return 1
 	}
-	if made != "" {
-		defer os.Remove(made)
-	}
+	defer made.remove()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	srv := &rpc.Server{Logger: log}
@@ -340,48 +338,97 @@ func serveListener(name, socket string, log *slog.Logger, newHandler func(*unix.
 	return exitOK
 }
 
+// A madeSocket is a socket file this process made, to remove at exit if
+// the path still names it: another server may have replaced it since
+// (taking it for a stale one), and its file is not ours to remove.
+type madeSocket struct {
+	path string
+	fi   os.FileInfo // its device and inode, from right after listen
+	// pin, an O_PATH descriptor of the file, keeps its inode from being
+	// freed and its number given to another's file; nil in removeStale,
+	// which removes at once.
+	pin *os.File
+}
+
+// pinSocket records the socket file at path, as it is now.
+func pinSocket(path string) (*madeSocket, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	pin := os.NewFile(uintptr(fd), path)
+	fi, err := pin.Stat()
+	if err != nil {
+		pin.Close()
+		return nil, err
+	}
+	return &madeSocket{path: path, fi: fi, pin: pin}, nil
+}
+
+// remove removes the socket file if its path still names the file made,
+// and reports whether it did. A nil m has nothing to remove.
+func (m *madeSocket) remove() bool {
+	if m == nil {
+		return false
+	}
+	if m.pin != nil {
+		defer m.pin.Close()
+	}
+	fi, err := os.Lstat(m.path)
+	if err != nil || !os.SameFile(fi, m.fi) {
+		return false
+	}
+	return os.Remove(m.path) == nil
+}
+
 // listen returns the listening socket: systemd's (LISTEN_FDS) or a new
-// one at path, with the path it made, to remove at exit.
-func listen(path string) (*net.UnixListener, string, error) {
+// one at path, with the socket file it made, to remove at exit (nil for
+// systemd's).
+func listen(path string) (*net.UnixListener, *madeSocket, error) {
 	if n, ok := listenFDs(); ok {
 		if path != "" {
-			return nil, "", usagef("--socket given, but systemd passed a socket (LISTEN_FDS)")
+			return nil, nil, usagef("--socket given, but systemd passed a socket (LISTEN_FDS)")
 		}
 		if n != 1 {
-			return nil, "", fmt.Errorf("systemd passed %d sockets (LISTEN_FDS); want 1", n)
+			return nil, nil, fmt.Errorf("systemd passed %d sockets (LISTEN_FDS); want 1", n)
 		}
 		f := os.NewFile(3, "LISTEN_FDS")
 		typ, err := unix.GetsockoptInt(3, unix.SOL_SOCKET, unix.SO_TYPE)
 		if err != nil {
-			return nil, "", &os.SyscallError{Syscall: "getsockopt fd 3 (LISTEN_FDS)", Err: err}
+			return nil, nil, &os.SyscallError{Syscall: "getsockopt fd 3 (LISTEN_FDS)", Err: err}
 		}
 		if typ != unix.SOCK_SEQPACKET {
-			return nil, "", fmt.Errorf("fd 3 from systemd is not a SOCK_SEQPACKET socket (type %d): set ListenSequentialPacket= in the .socket unit", typ)
+			return nil, nil, fmt.Errorf("fd 3 from systemd is not a SOCK_SEQPACKET socket (type %d): set ListenSequentialPacket= in the .socket unit", typ)
 		}
 		l, err := net.FileListener(f)
 		f.Close()
 		if err != nil {
-			return nil, "", fmt.Errorf("fd 3 from systemd: %w", err)
+			return nil, nil, fmt.Errorf("fd 3 from systemd: %w", err)
 		}
 		ul, ok := l.(*net.UnixListener)
 		if !ok {
 			l.Close()
-			return nil, "", fmt.Errorf("fd 3 from systemd is not a Unix socket")
+			return nil, nil, fmt.Errorf("fd 3 from systemd is not a Unix socket")
 		}
-		return ul, "", nil
+		return ul, nil, nil
 	}
 	if path == "" {
-		return nil, "", usagef("--socket is required (or systemd socket activation)")
+		return nil, nil, usagef("--socket is required (or systemd socket activation)")
 	}
 	removeStale(path)
 	old := unix.Umask(0o177) // the socket file is made 0600
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
 	unix.Umask(old)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
-	ln.SetUnlinkOnClose(false) // removed by the caller, only if made here
-	return ln, path, nil
+	ln.SetUnlinkOnClose(false) // removed by the caller, only if still its own
+	made, err := pinSocket(path)
+	if err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
+	return ln, made, nil
 }
 
 // listenFDs reports the sockets systemd passed this process, and whether it
@@ -404,7 +451,8 @@ func listenFDs() (int, bool) {
 	return n, true
 }
 
-// removeStale removes path if it is a socket nobody listens on.
+// removeStale removes path if it is a socket nobody listens on: still the
+// file it found refusing connections, not one another server made since.
 func removeStale(path string) {
 	fi, err := os.Lstat(path)
 	if err != nil || fi.Mode().Type() != os.ModeSocket {
@@ -416,6 +464,6 @@ func removeStale(path string) {
 		return
 	}
 	if errors.Is(err, syscall.ECONNREFUSED) {
-		os.Remove(path)
+		(&madeSocket{path: path, fi: fi}).remove()
 	}
 }

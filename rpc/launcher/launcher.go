@@ -36,10 +36,12 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caplin-dev/caplin/pidfd"
 	"github.com/caplin-dev/caplin/rpc"
 	"github.com/caplin-dev/caplin/sandbox"
+	"github.com/fxamacker/cbor/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -80,8 +82,9 @@ type ReportResult struct {
 	// for a product confined as its profile says.
 	Findings []sandbox.Finding
 	// FDsOmitted and FindingsOmitted count what was left out to keep
-	// the reply within a message (at most 128 descriptors, 64 findings,
-	// targets cut to 256 bytes).
+	// the reply within a message (at most 128 descriptors and 64
+	// findings, fewer if they are long, the findings kept first;
+	// targets and texts are cut to 256 bytes, at a character's start).
 	FDsOmitted, FindingsOmitted int `cbor:",omitempty" json:",omitempty"`
 }
 
@@ -342,26 +345,23 @@ func (l *launcher) report(id uint64) (*ReportResult, error) {
 	r.Landlock = pr.expect.Landlock
 	// An empty list rather than none: "no findings" is the answer.
 	res := &ReportResult{ID: id, Report: r, Findings: append([]sandbox.Finding{}, r.Check(pr.expect)...)}
-	trim(res)
+	if err := trim(res); err != nil {
+		return nil, err
+	}
 	return res, nil
 }
 
-// trim keeps res within a message.
-func trim(res *ReportResult) {
+// replyBudget is the most a report's encoding may take: a message less
+// room for the reply's header.
+const replyBudget = rpc.DefaultMaxMessage - 1<<10
+
+// trim keeps res within a message, whatever the product holds: at most
+// maxFDs descriptors and maxFindings findings, strings cut to maxText
+// bytes, and then, the findings first, as many of each as the message
+// has room for. What it leaves out it counts in FDsOmitted and
+// FindingsOmitted. It fails if the rest of the report alone is too large.
+func trim(res *ReportResult) error {
 	r := res.Report
-	if len(r.FDs) > maxFDs {
-		res.FDsOmitted = len(r.FDs) - maxFDs
-		r.FDs = r.FDs[:maxFDs]
-	}
-	if len(res.Findings) > maxFindings {
-		res.FindingsOmitted = len(res.Findings) - maxFindings
-		res.Findings = res.Findings[:maxFindings]
-	}
-	cut := func(s *string) {
-		if len(*s) > maxText {
-			*s = (*s)[:maxText] + "…"
-		}
-	}
 	for i := range r.FDs {
 		cut(&r.FDs[i].Target)
 		if s := r.FDs[i].Socket; s != nil {
@@ -372,6 +372,54 @@ func trim(res *ReportResult) {
 	for i := range res.Findings {
 		cut(&res.Findings[i].Text)
 	}
+	fds, findings := r.FDs, res.Findings
+	r.FDs, res.Findings = nil, []sandbox.Finding{}
+	// The two counts, should they be set, and the arrays' heads as
+	// long as they can be.
+	used := encodedSize(res) + len("FDsOmitted") + len("FindingsOmitted") + 4*9
+	keep := func(n, most int, size func(int) int) int {
+		k := 0
+		for ; k < n && k < most; k++ {
+			s := size(k)
+			if used+s > replyBudget {
+				break
+			}
+			used += s
+		}
+		return k
+	}
+	nf := keep(len(findings), maxFindings, func(i int) int { return encodedSize(findings[i]) })
+	nd := keep(len(fds), maxFDs, func(i int) int { return encodedSize(fds[i]) })
+	res.Findings, res.FindingsOmitted = findings[:nf], len(findings)-nf
+	r.FDs, res.FDsOmitted = fds[:nd], len(fds)-nd
+	if n := encodedSize(res); n > replyBudget {
+		return rpc.Errorf(rpc.CodeTooBig, "report %d: %d bytes without its descriptors and findings, more than a message holds", res.ID, n)
+	}
+	return nil
+}
+
+// cut shortens *s to at most maxText bytes and a "…", cutting before a
+// rune rather than through one: a valid UTF-8 string stays valid. (Bytes
+// that are not UTF-8 are kept as they are; the wire carries them.)
+func cut(s *string) {
+	if len(*s) <= maxText {
+		return
+	}
+	i := maxText
+	for j := 0; j < utf8.UTFMax-1 && i > 0 && !utf8.RuneStart((*s)[i]); j++ {
+		i--
+	}
+	*s = (*s)[:i] + "…"
+}
+
+// encodedSize is the length of v's encoding (a little more than the
+// real one if it cannot be encoded).
+func encodedSize(v any) int {
+	b, err := cbor.Marshal(v)
+	if err != nil {
+		return replyBudget + 1
+	}
+	return len(b)
 }
 
 func (l *launcher) wait(ctx context.Context, id uint64) (*WaitResult, error) {

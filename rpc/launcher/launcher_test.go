@@ -14,18 +14,41 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caplin-dev/caplin/internal/testenv"
 	"github.com/caplin-dev/caplin/rpc"
 	"github.com/caplin-dev/caplin/sandbox"
+	"github.com/fxamacker/cbor/v2"
 	"golang.org/x/sys/unix"
 )
 
 // envHelper makes the test binary a product that makes a pipe of its
-// own, says "ready" and sleeps.
+// own, says "ready" and sleeps; with the value "memfds", a product that
+// makes a memfd named "\xff" and manyMemfds with long names.
 const envHelper = "CAPLIN_LAUNCHER_HELPER"
 
+const manyMemfds = 200
+
 func TestMain(m *testing.M) {
+	if os.Getenv(envHelper) == "memfds" {
+		// A memfd named "\xff", then many whose names, long and of
+		// two-byte characters, are cut in a character in the report.
+		if _, err := unix.MemfdCreate("\xff", 0); err != nil {
+			os.Exit(3)
+		}
+		for i := range manyMemfds {
+			// Half begin with an "x": the texts that quote them are cut
+			// in a character whatever the digits of the fd number.
+			if _, err := unix.MemfdCreate(strings.Repeat("x", i%2)+strings.Repeat("é", 124), 0); err != nil {
+				os.Exit(3)
+			}
+		}
+		os.Stdout.WriteString("ready\n")
+		for {
+			time.Sleep(time.Hour)
+		}
+	}
 	if os.Getenv(envHelper) != "" {
 		var p [2]int
 		if err := unix.Pipe2(p[:], 0); err != nil {
@@ -443,5 +466,95 @@ func TestReportFindings(t *testing.T) {
 	}
 	if len(pipes) != 2 {
 		t.Errorf("findings %q; want the pipe's two ends", res.Findings)
+	}
+}
+
+// TestReportUnruly launches a product that makes a memfd named "\xff"
+// (not UTF-8) and 200 more whose names, of two-byte characters, are longer
+// than a report keeps: the report must still come back (it did not: the
+// name could not be decoded, and the report was larger than a message),
+// show the "\xff" memfd, cut the long names between characters, and
+// count what it left out.
+func TestReportUnruly(t *testing.T) {
+	ctx := context.Background()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := testSpec()
+	spec.Mounts = append(spec.Mounts, sandbox.Mount{Kind: sandbox.ROBind, Source: exe, Dest: "/helper"})
+	spec.Env = append(spec.Env, envHelper+"=memfds")
+	l := serve(t, spec, Options{})
+	pr, err := l.Launch(ctx, []string{"/helper"}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeProduct(pr)
+	if line, err := bufio.NewReader(pr.Stdout).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("the helper said %q, %v", line, err)
+	}
+	res, err := l.Report(ctx, pr.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ff := false
+	for _, fd := range res.Report.FDs {
+		switch {
+		case strings.Contains(fd.Target, "memfd:\xff"):
+			ff = true
+		case !utf8.ValidString(fd.Target):
+			t.Errorf("fd %d: target %q is not UTF-8", fd.FD, fd.Target)
+		}
+	}
+	if !ff {
+		t.Errorf("no memfd named \"\\xff\" among the descriptors %+v", res.Report.FDs)
+	}
+	for _, f := range res.Findings {
+		if strings.Contains(f.Text, "é") && (!utf8.ValidString(f.Text) || !strings.HasSuffix(f.Text, "é…")) {
+			t.Errorf("finding %q; want it cut, after an é", f.Text)
+		}
+	}
+	if n := len(res.Report.FDs) + res.FDsOmitted; n < manyMemfds+4 || len(res.Report.FDs) > maxFDs {
+		t.Errorf("%d descriptors and %d omitted; want at most %d and %d in all", len(res.Report.FDs), res.FDsOmitted, maxFDs, manyMemfds+4)
+	}
+	if res.FindingsOmitted == 0 || len(res.Findings) == 0 {
+		t.Errorf("%d findings and %d omitted; want some of each", len(res.Findings), res.FindingsOmitted)
+	}
+}
+
+// TestTrimWorstCase trims a report of the longest descriptors and
+// findings a product can make: what is left fits in a message, and the
+// counts say what is not.
+func TestTrimWorstCase(t *testing.T) {
+	long := strings.Repeat("\xff€", 1500)
+	r := &sandbox.Report{}
+	for i := range 1000 {
+		r.FDs = append(r.FDs, sandbox.FDInfo{FD: i, Kind: "socket", Target: long, Access: "rw", Flags: "O_RDWR|O_APPEND|O_CLOEXEC|O_NONBLOCK",
+			Dev: 1 << 60, Ino: 1 << 60, MountID: 1 << 30, Socket: &sandbox.SocketInfo{Domain: "unix", Type: "seqpacket", Local: long, Peer: long, NetNS: 1 << 60}})
+	}
+	res := &ReportResult{ID: 1, Report: r}
+	for range 1000 {
+		res.Findings = append(res.Findings, sandbox.Finding{Area: "fd", Text: long})
+	}
+	if err := trim(res); err != nil {
+		t.Fatal(err)
+	}
+	b, err := cbor.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > rpc.DefaultMaxMessage-512 {
+		t.Errorf("the report is %d bytes; want well within a message (%d)", len(b), rpc.DefaultMaxMessage)
+	}
+	if len(r.FDs)+res.FDsOmitted != 1000 || len(res.Findings)+res.FindingsOmitted != 1000 {
+		t.Errorf("%d+%d descriptors, %d+%d findings; want 1000 of each", len(r.FDs), res.FDsOmitted, len(res.Findings), res.FindingsOmitted)
+	}
+	if len(res.Findings) == 0 || len(r.FDs) == 0 {
+		t.Errorf("%d findings and %d descriptors kept; want some of each", len(res.Findings), len(r.FDs))
+	}
+	for _, s := range []string{r.FDs[0].Target, r.FDs[0].Socket.Peer, res.Findings[0].Text} {
+		if len(s) > maxText+len("…") || !strings.HasSuffix(s, "€…") {
+			t.Errorf("%q: want it cut to %d bytes, after a €", s, maxText)
+		}
 	}
 }
