@@ -80,7 +80,11 @@ func (p *rawPeer) send(msg []byte, fds ...int) {
 func (p *rawPeer) reply() (kind byte, id uint64, e *Error) {
 	p.t.Helper()
 	pfd := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-	if n, err := unix.Poll(pfd, 5000); n != 1 || err != nil {
+	n, err := unix.Poll(pfd, 5000)
+	for err == unix.EINTR { // the runtime's preemption signals interrupt it
+		n, err = unix.Poll(pfd, 5000)
+	}
+	if n != 1 || err != nil {
 		p.t.Fatalf("no reply within 5s (poll %d, %v)", n, err)
 	}
 	buf := make([]byte, 1<<17)
