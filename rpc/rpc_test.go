@@ -347,20 +347,7 @@ func TestMaxConcurrent(t *testing.T) {
 		mu.Unlock()
 		return nil, nil
 	})
-	srv := &Server{MaxConcurrent: limit}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.ServeFile(context.Background(), os.NewFile(uintptr(fds[1]), "server"), h); err != nil {
-		t.Fatal(err)
-	}
-	c, err := NewClient(os.NewFile(uintptr(fds[0]), "client"), ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown(context.Background())
-	defer c.Close()
+	c, _ := pairWith(t, &Server{MaxConcurrent: limit}, h)
 	var wg sync.WaitGroup
 	for i := 0; i < 3*limit; i++ {
 		wg.Add(1)
