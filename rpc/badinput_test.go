@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -358,22 +357,9 @@ func TestPeerVanishes(t *testing.T) {
 // the server queue without bound; once the handler is released every call
 // is answered.
 func TestFlood(t *testing.T) {
-	release := make(chan struct{})
-	var mu sync.Mutex
-	running, most := 0, 0
-	h := Methods{"slow": func(ctx context.Context, call *Call) (any, error) {
-		mu.Lock()
-		running++
-		most = max(most, running)
-		mu.Unlock()
-		<-release
-		mu.Lock()
-		running--
-		mu.Unlock()
-		return 1, nil
-	}}
+	b := newBlocker()
 	srv := &Server{MaxConcurrent: 2}
-	p := rawPair(t, srv, h)
+	p := rawPair(t, srv, b)
 	sent := 0
 	for {
 		msg := append(header(Version, kindCall, 0, uint64(sent+1)), cborOf(t, "slow", nil)...)
@@ -390,13 +376,11 @@ func TestFlood(t *testing.T) {
 		}
 	}
 	time.Sleep(20 * time.Millisecond)
-	mu.Lock()
-	if most > 2 {
+	if _, most := b.counts(); most > 2 {
 		t.Errorf("%d calls ran at once, MaxConcurrent is 2", most)
 	}
-	mu.Unlock()
 	t.Logf("%d calls sent before the socket pushed back", sent)
-	close(release)
+	close(b.release)
 	seen := map[uint64]bool{}
 	for range sent {
 		kind, id, e := p.reply()

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -106,16 +107,50 @@ func TestNoFDLeak(t *testing.T) {
 	// which may be a moment after Shutdown has returned for objects the
 	// client closed last; give it that moment.
 	waitFDs(t, before)
-	for range 100 {
-		if runtime.NumGoroutine() <= goroutines {
-			break
+	waitGoroutines(t, goroutines)
+}
+
+// waitGoroutines waits up to 5s for the process to run at most want
+// goroutines, and shows them all if it does not.
+func waitGoroutines(t testing.TB, want int) {
+	t.Helper()
+	for range 500 {
+		if runtime.NumGoroutine() <= want {
+			return
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n := runtime.NumGoroutine(); n > goroutines {
-		buf := make([]byte, 1<<16)
-		t.Errorf("%d goroutines before, %d after:\n%s", goroutines, n, buf[:runtime.Stack(buf, true)])
-	}
+	buf := make([]byte, 1<<16)
+	t.Errorf("%d goroutines, want at most %d:\n%s", runtime.NumGoroutine(), want, buf[:runtime.Stack(buf, true)])
+}
+
+// A blocker is a handler that counts the calls running in it and holds
+// each until release is closed, for tests of how many run at once.
+type blocker struct {
+	mu            sync.Mutex
+	running, most int
+	release       chan struct{}
+}
+
+func newBlocker() *blocker { return &blocker{release: make(chan struct{})} }
+
+func (b *blocker) ServeCall(ctx context.Context, call *Call) (any, error) {
+	b.mu.Lock()
+	b.running++
+	b.most = max(b.most, b.running)
+	b.mu.Unlock()
+	<-b.release
+	b.mu.Lock()
+	b.running--
+	b.mu.Unlock()
+	return 1, nil
+}
+
+// counts returns the calls running now and the most that ran at once.
+func (b *blocker) counts() (running, most int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.running, b.most
 }
 
 // waitFDs waits up to 5s for the process to hold want descriptors.

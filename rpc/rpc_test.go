@@ -333,21 +333,8 @@ func TestCallAny(t *testing.T) {
 
 func TestMaxConcurrent(t *testing.T) {
 	const limit = 2
-	var mu sync.Mutex
-	running, most := 0, 0
-	release := make(chan struct{})
-	h := HandlerFunc(func(ctx context.Context, call *Call) (any, error) {
-		mu.Lock()
-		running++
-		most = max(most, running)
-		mu.Unlock()
-		<-release
-		mu.Lock()
-		running--
-		mu.Unlock()
-		return nil, nil
-	})
-	c, _ := pairWith(t, &Server{MaxConcurrent: limit}, h)
+	b := newBlocker()
+	c, _ := pairWith(t, &Server{MaxConcurrent: limit}, b)
 	var wg sync.WaitGroup
 	for i := 0; i < 3*limit; i++ {
 		wg.Add(1)
@@ -360,17 +347,12 @@ func TestMaxConcurrent(t *testing.T) {
 	}
 	// Give the calls beyond the bound time to start if they could.
 	time.Sleep(100 * time.Millisecond)
-	mu.Lock()
-	n := running
-	mu.Unlock()
-	if n != limit {
+	if n, _ := b.counts(); n != limit {
 		t.Errorf("%d calls running, want MaxConcurrent = %d", n, limit)
 	}
-	close(release)
+	close(b.release)
 	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
-	if most != limit {
+	if _, most := b.counts(); most != limit {
 		t.Errorf("at most %d calls ran at once, want %d", most, limit)
 	}
 }

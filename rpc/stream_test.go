@@ -887,16 +887,7 @@ func TestRevocableStreamNoLeak(t *testing.T) {
 		}
 	}
 	waitFDs(t, before)
-	for range 500 {
-		if runtime.NumGoroutine() <= goroutines {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > goroutines {
-		buf := make([]byte, 1<<16)
-		t.Errorf("%d goroutines before, %d after:\n%s", goroutines, n, buf[:runtime.Stack(buf, true)])
-	}
+	waitGoroutines(t, goroutines)
 }
 
 // BenchmarkRevocableStream measures throughput from a writer to a reader
