@@ -432,11 +432,10 @@ func TestLaunchConcurrent(t *testing.T) {
 	}
 }
 
-// TestReportFindings launches a product that makes a pipe of its own
-// once it runs: the report shows it, and the findings say it is not
-// granted (the kernel does not tell who made a pipe).
-func TestReportFindings(t *testing.T) {
-	testenv.AlsoAsNobody(t)
+// reportOfHelper launches the test binary as a product in helper mode
+// (envHelper), waits until it says it is ready, and returns its report.
+func reportOfHelper(t *testing.T, mode string) *ReportResult {
+	t.Helper()
 	ctx := context.Background()
 	exe, err := os.Executable()
 	if err != nil {
@@ -444,13 +443,13 @@ func TestReportFindings(t *testing.T) {
 	}
 	spec := testSpec()
 	spec.Mounts = append(spec.Mounts, sandbox.Mount{Kind: sandbox.ROBind, Source: exe, Dest: "/helper"})
-	spec.Env = append(spec.Env, envHelper+"=1")
+	spec.Env = append(spec.Env, envHelper+"="+mode)
 	l := serve(t, spec, Options{})
 	pr, err := l.Launch(ctx, []string{"/helper"}, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer closeProduct(pr)
+	t.Cleanup(func() { closeProduct(pr) })
 	if line, err := bufio.NewReader(pr.Stdout).ReadString('\n'); line != "ready\n" {
 		t.Fatalf("the helper said %q, %v", line, err)
 	}
@@ -458,6 +457,15 @@ func TestReportFindings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return res
+}
+
+// TestReportFindings launches a product that makes a pipe of its own
+// once it runs: the report shows it, and the findings say it is not
+// granted (the kernel does not tell who made a pipe).
+func TestReportFindings(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	res := reportOfHelper(t, "1")
 	var pipes []string
 	for _, f := range res.Findings {
 		if f.Area == "fd" && strings.Contains(f.Text, "(pipe pipe:[") && strings.HasSuffix(f.Text, "not granted by the spec") {
@@ -476,27 +484,7 @@ func TestReportFindings(t *testing.T) {
 // show the "\xff" memfd, cut the long names between characters, and
 // count what it left out.
 func TestReportUnruly(t *testing.T) {
-	ctx := context.Background()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := testSpec()
-	spec.Mounts = append(spec.Mounts, sandbox.Mount{Kind: sandbox.ROBind, Source: exe, Dest: "/helper"})
-	spec.Env = append(spec.Env, envHelper+"=memfds")
-	l := serve(t, spec, Options{})
-	pr, err := l.Launch(ctx, []string{"/helper"}, nil, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeProduct(pr)
-	if line, err := bufio.NewReader(pr.Stdout).ReadString('\n'); line != "ready\n" {
-		t.Fatalf("the helper said %q, %v", line, err)
-	}
-	res, err := l.Report(ctx, pr.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := reportOfHelper(t, "memfds")
 	ff := false
 	for _, fd := range res.Report.FDs {
 		switch {
