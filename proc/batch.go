@@ -73,6 +73,7 @@ type Batch struct {
 	blobs []blob
 	files []*os.File // sent with the batch, in order
 	err   error      // first error found while recording
+	spawn bool       // starts with opSpawn: the ops after it run in the new child
 }
 
 // Len reports how many calls b holds.

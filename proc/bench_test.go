@@ -95,6 +95,28 @@ func BenchmarkForkExecWait(b *testing.B) {
 	}
 }
 
+// BenchmarkSpawnWait is BenchmarkForkExecWait by Spawn: fork and exec
+// in one round trip, the child sharing the zygote's memory until it execs.
+func BenchmarkSpawnWait(b *testing.B) {
+	ctx := context.Background()
+	exe, err := os.Open("/bin/true")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer exe.Close()
+	for i := 0; i < b.N; i++ {
+		p, err := Spawn(ctx, nil, nil, exe, []string{"true"}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st, err := p.Wait(ctx)
+		if err != nil || !st.Success() {
+			b.Fatal(st, err)
+		}
+		p.Close()
+	}
+}
+
 // BenchmarkForkExecWaitDirect is BenchmarkForkExecWait with
 // Options.Direct: no zygote; the caller is the parent and reaps.
 func BenchmarkForkExecWaitDirect(b *testing.B) {

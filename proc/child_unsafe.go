@@ -56,8 +56,9 @@ const (
 	miscPidfd    = arenaMisc + 176 // int32 written by clone(CLONE_PIDFD)
 	miscForkArgs = arenaMisc + 192 // forkArgs for the first fork
 	miscState    = arenaMisc + 224 // childState
-	miscUnmap    = arenaMisc + 256 // count, then (addr, len) pairs
-	maxUnmap     = (arenaMiscSize - 256 - 8) / 16
+	miscScratch  = 304             // two words nobody reads
+	miscUnmap    = arenaMisc + 320 // count, then (addr, len) pairs
+	maxUnmap     = (arenaMiscSize - 320 - 8) / 16
 )
 
 // forkArgs is what a child needs from its parent at birth. The parent
@@ -152,6 +153,13 @@ type childState struct {
 	nrecv  uint64 // fds received with the current request
 	nsend  uint64 // fds queued for the reply
 	forked uint64 // 1 in a child just made by opFork
+
+	// opSpawn: the server sets spawned once its child has exec'd or
+	// exited; the child sets spawnAt to the index of each op before it
+	// runs it, and spawnErr to the errno of the one that failed.
+	spawned  uint64
+	spawnAt  uint64
+	spawnErr uint64
 }
 
 // childInit gives a new child an empty fd table but for ctrl, and arms the
@@ -181,7 +189,7 @@ func serve(arena uintptr) {
 	for {
 		nops := recvRequest(arena)
 		rep := (*replyHeader)(at(arena, arenaReply))
-		st.nsend, st.forked = 0, 0
+		st.nsend, st.forked, st.spawned = 0, 0, 0
 		for i := uintptr(0); i < nops; i++ {
 			err := runOp(arena, i)
 			if st.forked != 0 {
@@ -192,6 +200,10 @@ func serve(arena uintptr) {
 				break
 			}
 			rep.ndone++
+			if st.spawned != 0 {
+				spawnResult(arena, nops)
+				break
+			}
 		}
 		if st.forked == 0 {
 			sendReply(arena)
@@ -259,8 +271,47 @@ func recvRequest(arena uintptr) uintptr {
 //go:norace
 //go:nocheckptr
 func runOp(arena, i uintptr) syscall.Errno {
-	st := (*childState)(at(arena, miscState))
 	op := (*wireOp)(at(arena, reqHeaderSize+i*wireOpSize))
+	if err := resolveArgs(arena, i, op); err != 0 {
+		return err
+	}
+	res := (*[2]uint64)(at(arena, arenaReply+replyHeaderSize+i*16))
+	switch op.kind {
+	case opSyscall:
+		return runSyscall(op, res)
+	case opTrack, opReap:
+		return reapOp(op, res)
+	case opSpawn:
+		return spawnOp(arena, i, op, res)
+	}
+	return runSpecial(arena, op, res)
+}
+
+// runSyscall runs op, a system call, and stores its result in res.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func runSyscall(op *wireOp, res *[2]uint64) syscall.Errno {
+	a := &op.args
+	r0, r1, err := syscall.RawSyscall6(uintptr(op.nr), uintptr(a[0]), uintptr(a[1]), uintptr(a[2]), uintptr(a[3]), uintptr(a[4]), uintptr(a[5]))
+	if err == 0 {
+		res[0], res[1] = uint64(r0), uint64(r1)
+	} else if uint32(err) == op.okErr {
+		res[0], res[1] = uint64(-int64(err)), 0
+		err = 0
+	}
+	return err
+}
+
+// resolveArgs resolves the arguments of op i in place: results of earlier
+// ops and received fds become their values.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func resolveArgs(arena, i uintptr, op *wireOp) syscall.Errno {
+	st := (*childState)(at(arena, miscState))
 	for j := 0; j < 6; j++ {
 		v := op.args[j]
 		switch op.src[j] {
@@ -285,22 +336,7 @@ func runOp(arena, i uintptr) syscall.Errno {
 		}
 		op.args[j] = v
 	}
-	res := (*[2]uint64)(at(arena, arenaReply+replyHeaderSize+i*16))
-	switch op.kind {
-	case opSyscall:
-		a := &op.args
-		r0, r1, err := syscall.RawSyscall6(uintptr(op.nr), uintptr(a[0]), uintptr(a[1]), uintptr(a[2]), uintptr(a[3]), uintptr(a[4]), uintptr(a[5]))
-		if err == 0 {
-			res[0], res[1] = uint64(r0), uint64(r1)
-		} else if uint32(err) == op.okErr {
-			res[0], res[1] = uint64(-int64(err)), 0
-			err = 0
-		}
-		return err
-	case opTrack, opReap:
-		return reapOp(op, res)
-	}
-	return runSpecial(arena, op, res)
+	return 0
 }
 
 // runSpecial runs the op kinds other than system calls and reaping.
@@ -380,7 +416,7 @@ func runSpecial(arena uintptr, op *wireOp, res *[2]uint64) syscall.Errno {
 func reapOp(op *wireOp, res *[2]uint64) syscall.Errno {
 	table, n := uintptr(op.args[0]), uintptr(op.args[1])
 	si, ru := table, table+128
-	for {
+	for op.flags&flagNoDrain == 0 {
 		*(*int32)(ptr(si + 16)) = 0
 		_, _, e := syscall.RawSyscall6(unix.SYS_WAITID, unix.P_ALL, 0, si, unix.WEXITED|unix.WNOHANG, ru, 0)
 		pid := *(*int32)(ptr(si + 16))
@@ -484,4 +520,105 @@ func sendReply(arena uintptr) {
 	if e != 0 {
 		syscall.RawSyscall(unix.SYS_EXIT_GROUP, exitOrphaned, 0, 0)
 	}
+}
+
+// spawnOp runs opSpawn, op i, in the server. The child it clones shares
+// the server's memory and runs the rest of the request (spawnChild) while
+// the server waits (CLONE_VFORK): nothing is copied, so the fork costs the
+// same as vfork(2), and the child leaves the memory as it execs.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func spawnOp(arena, i uintptr, op *wireOp, res *[2]uint64) syscall.Errno {
+	st := (*childState)(at(arena, miscState))
+	if st.nsend >= maxFDs {
+		return syscall.ETOOMANYREFS
+	}
+	dumpable, _, _ := syscall.RawSyscall(unix.SYS_PRCTL, unix.PR_GET_DUMPABLE, 0, 0)
+	st.spawnAt, st.spawnErr = uint64(i+1), 0
+	*(*int32)(at(arena, miscPidfd)) = -1
+	flags := uintptr(op.args[0]) | unix.CLONE_VM | unix.CLONE_VFORK
+	pid, err := rawCloneVM(flags, arena+arenaSize, arena+miscPidfd, arena)
+	if err != 0 {
+		return err
+	}
+	// The child has exec'd or exited. Credential changes in it may have
+	// made the shared memory undumpable, which the server's own
+	// children would inherit.
+	if d, _, _ := syscall.RawSyscall(unix.SYS_PRCTL, unix.PR_GET_DUMPABLE, 0, 0); d != dumpable {
+		syscall.RawSyscall(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, dumpable, 0)
+	}
+	pidfd := *(*int32)(at(arena, miscPidfd))
+	res[0], res[1] = uint64(pid), uint64(pidfd)
+	// The fds that came with the request were for the child: it has its
+	// copies.
+	for k := uintptr(0); k < uintptr(st.nrecv); k++ {
+		syscall.RawSyscall(unix.SYS_CLOSE, uintptr(*(*int32)(at(arena, arenaCmsgIn+unix.SizeofCmsghdr+k*4))), 0, 0)
+	}
+	st.nrecv = 0
+	// The pidfd goes back with the reply, and is closed once sent.
+	*(*int32)(at(arena, arenaCmsgOut+unix.SizeofCmsghdr+uintptr(st.nsend)*4)) = pidfd
+	st.nsend++
+	if op.args[1] != 0 {
+		// op becomes the opTrack of the child, with a scratch slot for
+		// a result nobody reads. No children are reaped first: the
+		// program may have exited already, and its status is kept
+		// only once it is tracked.
+		op.kind, op.flags = opTrack, flagNoDrain
+		op.args[0], op.args[1], op.args[2] = op.args[1], op.args[2], uint64(pid)
+		reapOp(op, (*[2]uint64)(at(arena, arenaMisc+miscScratch)))
+	}
+	st.spawned = 1
+	return 0
+}
+
+// spawnResult sets the reply's ndone and errno to what the child of
+// opSpawn did with ops spawnAt and on: all of them, if it reached the last
+// (which execs) without an error; else the errno of the one that failed,
+// or ECHILD for the one it died in.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func spawnResult(arena, nops uintptr) {
+	st := (*childState)(at(arena, miscState))
+	rep := (*replyHeader)(at(arena, arenaReply))
+	switch {
+	case st.spawnErr != 0:
+		rep.ndone, rep.errno = uint32(st.spawnAt), uint32(st.spawnErr)
+	case uintptr(st.spawnAt) < nops-1:
+		rep.ndone, rep.errno = uint32(st.spawnAt), uint32(syscall.ECHILD)
+	default:
+		rep.ndone = uint32(nops)
+	}
+}
+
+// spawnChild is the child of opSpawn, entered from rawCloneVM on the
+// arena's stack. It runs the request's ops from spawnAt on, and exits if
+// one fails; the last execs. Only system calls may run here: other op
+// kinds act on the server's state, which the child shares.
+//
+//lint:ignore U1000 called from rawCloneVM's assembly
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func spawnChild(arena uintptr) {
+	st := (*childState)(at(arena, miscState))
+	hdr := (*reqHeader)(at(arena, 0))
+	for k := uintptr(st.spawnAt); k < uintptr(hdr.nops); k++ {
+		st.spawnAt = uint64(k)
+		op := (*wireOp)(at(arena, reqHeaderSize+k*wireOpSize))
+		err := syscall.EINVAL
+		if op.kind == opSyscall {
+			if err = resolveArgs(arena, k, op); err == 0 {
+				err = runSyscall(op, (*[2]uint64)(at(arena, arenaReply+replyHeaderSize+k*16)))
+			}
+		}
+		if err != 0 {
+			st.spawnErr = uint64(err)
+			break
+		}
+	}
+	syscall.RawSyscall(unix.SYS_EXIT, 127, 0, 0)
 }

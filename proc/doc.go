@@ -16,6 +16,16 @@
 //	p, _ := h.ExecPath(ctx, "/bin/ls", []string{"ls"}, nil)
 //	st, _ := p.Wait(ctx)
 //
+// To start a program, Spawn does the same in one round trip and at about
+// the cost of os/exec: the setup batch runs in a child that shares its
+// parent's memory until it execs, as after vfork(2), so no fork copies
+// anything.
+//
+//	var b proc.Batch
+//	b.PutFile(os.Stdout, 1)
+//	b.Prctl(unix.PR_SET_NO_NEW_PRIVS, proc.Int(1), proc.Int(0), proc.Int(0), proc.Int(0))
+//	p, _ := proc.Spawn(ctx, &proc.Options{NewNet: true}, &b, exe, []string{"ls"}, nil)
+//
 // # The child
 //
 // A child is forked in pure Go, between the runtime's BeforeFork and

@@ -101,3 +101,35 @@ func ExampleHandle_Fork() {
 	// Output:
 	// 0 <nil>
 }
+
+// Start a program in one round trip: set up its fds and exec it, as
+// os/exec does, but with any system calls in between.
+func ExampleSpawn() {
+	ctx := context.Background()
+	exe, err := os.Open("/bin/echo")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer exe.Close()
+
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	var b proc.Batch
+	b.PutFile(w, 1)
+	b.Prctl(unix.PR_SET_NO_NEW_PRIVS, proc.Int(1), proc.Int(0), proc.Int(0), proc.Int(0))
+	p, err := proc.Spawn(ctx, nil, &b, exe, []string{"echo", "spawned"}, nil)
+	w.Close()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer p.Close()
+	out, _ := io.ReadAll(r)
+	st, _ := p.Wait(ctx)
+	fmt.Print(string(out))
+	fmt.Println(st)
+	// Output:
+	// spawned
+	// exit status 0
+}

@@ -339,7 +339,8 @@ func forkZygote(tree bool) (*Handle, error) {
 		return nil, os.NewSyscallError("socketpair", err)
 	}
 	// The zygote keeps the arena, and its stack (forkChild skips that).
-	ranges, err := unmapRanges([][2]uintptr{{arenaAddr, arenaSize}})
+	tls := tlsKeep()
+	ranges, err := unmapRanges(append([][2]uintptr{{arenaAddr, arenaSize}}, tls...))
 	if err != nil || len(ranges) > maxUnmap {
 		ranges = nil // keep everything: correct, only slower
 	}
@@ -374,6 +375,9 @@ func forkZygote(tree bool) (*Handle, error) {
 	}
 	h := newHandle(fds[0], fds[1], p)
 	h.pidns = tree
+	if len(tls) > 0 {
+		h.tls = tls[0][0] + 4096
+	}
 	if userns {
 		// The zygote's user namespace maps the caller's IDs to themselves,
 		// so what the built processes do is done as the caller.
@@ -521,14 +525,14 @@ func Fork(ctx context.Context, opts *Options) (*Handle, error) {
 	if opts.Detached {
 		zy = plainZygote
 	}
-	for {
+	for try := 0; ; try++ {
 		z, err := zy.get(ctx)
 		if err != nil {
 			return nil, err
 		}
 		h, err := z.forkat(ctx, opts, !zy.tree)
-		if errors.Is(err, ErrDead) {
-			continue // the zygote died (it never should); make another
+		if errors.Is(err, ErrDead) && try == 0 {
+			continue // the zygote died (it never should); make another, once
 		}
 		return h, err
 	}

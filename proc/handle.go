@@ -76,6 +76,7 @@ type Handle struct {
 	spawner   bool    // the tree zygote: the parent of its children (no CLONE_PARENT)
 	reapTable uintptr // the tree zygote's reap table, in its memory
 	noPdeath  bool    // made with NoParentDeathSignal
+	tls       uintptr // a zygote's TLS slot, kept mapped (tlsKeep), for tests
 
 	req []byte // request buffer, arenaReqSize
 	rep []byte // reply buffer
@@ -211,7 +212,9 @@ func (h *Handle) runLocked(ctx context.Context, b *Batch) (*Results, error) {
 		}
 	}
 	moved := false
-	if fdMin >= 0 {
+	// In a spawn the fixed fds are the new child's, which has a copy of
+	// the control socket it does not need.
+	if fdMin >= 0 && !b.spawn {
 		for _, c := range calls {
 			if c.fixedFD && c.newfd == h.ctrl {
 				moved = true
@@ -228,7 +231,7 @@ func (h *Handle) runLocked(ctx context.Context, b *Batch) (*Results, error) {
 	off := dataBase
 	var spill []int
 	for i, bl := range b.blobs {
-		if off+uint64(bl.size) > arenaReqSize && bl.out == nil {
+		if off+uint64(bl.size) > arenaReqSize && bl.out == nil && !b.spawn {
 			spill = append(spill, i)
 			continue
 		}
@@ -350,13 +353,15 @@ func (h *Handle) runLocked(ctx context.Context, b *Batch) (*Results, error) {
 	res := &Results{r: results}
 	// Received files belong to opSendFD calls, in order.
 	for i := 0; i < ndone && len(res.sent) < len(files); i++ {
-		if calls[i].kind == opSendFD {
+		if calls[i].kind == opSendFD || calls[i].kind == opSpawn {
 			res.sent = append(res.sent, i)
 		}
 	}
 	res.files = files
 	if ndone < len(calls) {
-		res.Close()
+		if !b.spawn { // a spawn's caller takes the pidfd of its failed child
+			res.Close()
+		}
 		c := calls[ndone]
 		return res, &BatchError{Index: ndone, Len: len(calls), Err: callError(c, errno, res)}
 	}

@@ -29,12 +29,14 @@ const (
 	arenaReplySize = 8 << 10   // reply header and results
 	arenaCmsgSize  = 2 << 10   // one control buffer, for ≤ maxFDs fds
 	arenaMiscSize  = 4 << 10   // msghdr and iovecs, munmap list
+	arenaStackSize = 16 << 10  // the stack of a child made by opSpawn
 
 	arenaReply   = arenaReqSize
 	arenaCmsgIn  = arenaReply + arenaReplySize
 	arenaCmsgOut = arenaCmsgIn + arenaCmsgSize
 	arenaMisc    = arenaCmsgOut + arenaCmsgSize
-	arenaSize    = arenaMisc + arenaMiscSize
+	arenaStack   = arenaMisc + arenaMiscSize
+	arenaSize    = arenaStack + arenaStackSize
 
 	// maxOps is the most calls one message (one round trip) carries.
 	maxOps = (arenaReplySize - replyHeaderSize) / 16
@@ -76,6 +78,13 @@ const (
 	opValue                  // r0 = args[0]: what an argument resolved to (a received fd's number)
 	opTrack                  // reap table args[0] of args[1] entries: track child args[2]
 	opReap                   // reap table args[0] of args[1] entries: copy child args[2]'s exit entry to args[3]; r0 = 1 if it has exited
+	// opSpawn clones with flags args[0] plus CLONE_VM|CLONE_VFORK: the new
+	// child shares the server's memory and runs, on the arena's stack, the
+	// ops after this one, the last of which execs; the server waits until
+	// it has exec'd or exited. Tracks the child in reap table args[1] of
+	// args[2] entries (0: none). r0 = pid, r1 = pidfd, which the reply
+	// carries. The reply's ndone and errno are the child's.
+	opSpawn
 )
 
 // Op flags.
@@ -83,6 +92,7 @@ const (
 	flagCloseAfter uint32 = 1 << iota // opSendFD: close the fd after the reply is sent
 	flagNoReply                       // the op replaces or ends the process (execve, exit)
 	flagPdeathsig                     // opFork: the new child gets PR_SET_PDEATHSIG(SIGKILL)
+	flagNoDrain                       // opTrack: track without reaping exited children first
 )
 
 // Argument sources: where the child takes each argument of an op from.

@@ -1,0 +1,357 @@
+package proc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/caplin-dev/caplin/pidfd"
+	"golang.org/x/sys/unix"
+)
+
+// Spawn makes a child as Fork does, runs setup in it and execs exe there,
+// as Run and Exec would, in one round trip, and without a copy of anyone's
+// memory: the new child shares its parent's memory, as after vfork(2),
+// until it execs, and its parent waits meanwhile. It is the cheapest way
+// to start a program: about what os/exec costs.
+//
+// setup may be nil. It may hold system calls only (no TakeFile, WriteMem or
+// other calls that act on the child's server) and none that act on memory
+// (mmap, munmap, mprotect, brk, madvise, mlock and the like, and prctl's
+// memory options), which would act on the parent's; Spawn refuses such a
+// batch. Fds put with PutFile are the program's: the exec'd program keeps
+// the fds setup installs without close-on-exec, and nothing else.
+//
+// A setup call that fails is a *BatchError whose Index counts in setup; a
+// failed exec is an *os.PathError, as from Exec. Either way no process is
+// left behind. A cancelled ctx kills the child before it execs; once it
+// has, Spawn returns its Process whatever ctx says.
+//
+// The child's parent waits for it, from the clone to the exec: a setup
+// call that blocks (opening a FIFO, say) holds up every Fork and Spawn
+// through the same zygote or handle until it returns or ctx is done.
+//
+// Spawn falls back to Fork, Run and Exec (the same result, at the cost of
+// a fork) where the child cannot share its parent's memory: with NewUser
+// (the ID maps are written from outside while the child waits), Direct, a
+// setup too large for one message, from inside a handle whose child is
+// neither a pid namespace's init nor a zygote (the child's parent, the
+// zygote, must track it before it can exit), under the race detector, and
+// on arm64, for which the switch to the child's stack is not written yet.
+func Spawn(ctx context.Context, opts *Options, setup *Batch, exe *os.File, argv, env []string) (*pidfd.Process, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	if opts.Direct || !spawnVM || raceBuild || opts.NewUser {
+		return spawnSlow(ctx, nil, opts, setup, exe, argv, env)
+	}
+	zy := treeZygote
+	if opts.Detached {
+		zy = plainZygote
+	}
+	for try := 0; ; try++ {
+		z, err := zy.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		p, err := z.spawn(ctx, opts, setup, exe, argv, env, !zy.tree)
+		if errors.Is(err, ErrDead) && try == 0 {
+			continue // the zygote died (it never should); make another, once
+		}
+		return p, err
+	}
+}
+
+// Spawn is Spawn from inside h: the new child is made as h.Fork makes
+// one, in h's namespaces, with its credentials, root and working
+// directory. h itself waits while the child sets up.
+func (h *Handle) Spawn(ctx context.Context, opts *Options, setup *Batch, exe *os.File, argv, env []string) (*pidfd.Process, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	return h.spawn(ctx, opts, setup, exe, argv, env, false)
+}
+
+// spawnSlow is Spawn by Fork (from h, or from the zygote when h is nil),
+// Run and Exec.
+func spawnSlow(ctx context.Context, h *Handle, opts *Options, setup *Batch, exe *os.File, argv, env []string) (*pidfd.Process, error) {
+	if err := checkSpawn(setup, exe); err != nil {
+		return nil, err
+	}
+	var c *Handle
+	var err error
+	if h == nil {
+		c, err = Fork(ctx, opts)
+	} else {
+		c, err = h.Fork(ctx, opts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if setup != nil && len(setup.calls)+len(setup.files) > 0 {
+		res, err := c.Run(ctx, setup)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		res.Close()
+	}
+	p, err := c.Exec(ctx, exe, argv, env)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// memoryCalls are the system calls a Spawn setup may not make: in the
+// child they would act on its parent's memory.
+var memoryCalls = map[uintptr]bool{
+	unix.SYS_MMAP: true, unix.SYS_MUNMAP: true, unix.SYS_MREMAP: true, unix.SYS_MPROTECT: true,
+	unix.SYS_BRK: true, unix.SYS_MADVISE: true, unix.SYS_MLOCK: true, unix.SYS_MLOCK2: true,
+	unix.SYS_MUNLOCK: true, unix.SYS_MLOCKALL: true, unix.SYS_MUNLOCKALL: true,
+	unix.SYS_PKEY_MPROTECT: true, unix.SYS_PKEY_ALLOC: true, unix.SYS_PKEY_FREE: true,
+	unix.SYS_SHMAT: true, unix.SYS_SHMDT: true, unix.SYS_REMAP_FILE_PAGES: true,
+	unix.SYS_MSYNC: true, unix.SYS_MBIND: true, unix.SYS_SET_MEMPOLICY: true,
+	unix.SYS_PROCESS_MADVISE: true, unix.SYS_USERFAULTFD: true, unix.SYS_MSEAL: true,
+}
+
+// prctlMemory are the prctl options that act on the memory, not the
+// thread.
+var prctlMemory = map[uint64]bool{
+	unix.PR_SET_MM: true, unix.PR_SET_DUMPABLE: true, unix.PR_SET_THP_DISABLE: true,
+	unix.PR_SET_MDWE: true, unix.PR_SET_VMA: true, unix.PR_MPX_ENABLE_MANAGEMENT: true,
+	unix.PR_SET_MEMORY_MERGE: true, unix.PR_SET_TAGGED_ADDR_CTRL: true,
+}
+
+// checkSpawn checks Spawn's arguments.
+func checkSpawn(setup *Batch, exe *os.File) error {
+	if exe == nil {
+		return &os.PathError{Op: "execveat", Path: "<nil>", Err: syscall.EBADF}
+	}
+	if setup == nil {
+		return nil
+	}
+	if setup.err != nil {
+		return setup.err
+	}
+	for i, c := range setup.calls {
+		switch {
+		case c.kind != opSyscall:
+			return fmt.Errorf("proc: spawn: setup call %d (%s) is not a system call", i, c.name)
+		case memoryCalls[c.nr]:
+			return fmt.Errorf("proc: spawn: setup call %d (%s) acts on memory, which the child shares with its parent", i, c.name)
+		case c.nr == unix.SYS_PRCTL && (c.args[0].kind != valLit || prctlMemory[c.args[0].v]):
+			return fmt.Errorf("proc: spawn: setup call %d (%s) may act on memory, which the child shares with its parent", i, c.name)
+		}
+	}
+	return nil
+}
+
+// spawnName is the name a child of opSpawn has until it execs, by which a
+// cancelled Spawn finds it.
+const spawnName = "caplin-spawn"
+
+// spawn is Spawn from inside h. top says h is the plain zygote, whose
+// children share the caller's pid namespace.
+func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, exe *os.File, argv, env []string, top bool) (_ *pidfd.Process, err error) {
+	if err := checkSpawn(setup, exe); err != nil {
+		return nil, err
+	}
+	for _, s := range append(argv[:len(argv):len(argv)], env...) {
+		if strings.IndexByte(s, 0) >= 0 {
+			return nil, &os.PathError{Op: "execveat", Path: exe.Name(), Err: syscall.EINVAL}
+		}
+	}
+	flags := opts.cloneFlags()
+	parent := h.parent
+	if h.pidns || h.spawner {
+		parent = h
+	} else {
+		flags |= unix.CLONE_PARENT
+	}
+	parentIsUs := parent == nil
+	if !spawnVM || raceBuild || opts.NewUser || opts.Direct || (parent != nil && parent != h && parent.reapTable != 0) {
+		// A child whose status another process keeps must be tracked
+		// there before it can exit: that takes the slow way.
+		return spawnSlow(ctx, h, opts, setup, exe, argv, env)
+	}
+
+	var b Batch
+	b.spawn = true
+	var reapTable uintptr
+	if parent == h {
+		reapTable = h.reapTable
+	}
+	entries := 0
+	if reapTable != 0 {
+		entries = reapEntries
+	}
+	spawned := b.add(call{kind: opSpawn, name: "clone", args: [6]Val{Uint(uint64(flags)), Ptr(reapTable), Int(entries)}})
+	b.Prctl(unix.PR_SET_NAME, b.CString(spawnName), Int(0), Int(0), Int(0))
+	base := len(b.calls)
+	if setup != nil {
+		b.blobs = append(b.blobs, setup.blobs...)
+		b.files = append(b.files, setup.files...)
+		for _, c := range setup.calls {
+			c.args = shiftVals(c.args, base, len(b.blobs)-len(setup.blobs))
+			c.fd = shiftVal(c.fd, base, 0)
+			b.calls = append(b.calls, c)
+		}
+	}
+	if !opts.NoParentDeathSignal {
+		b.Prctl(unix.PR_SET_PDEATHSIG, Int(int(unix.SIGKILL)), Int(0), Int(0), Int(0))
+	}
+	fd := b.PutFile(exe, -1)
+	b.add(call{kind: opSyscall, nr: unix.SYS_EXECVEAT, name: "execveat", path: exe.Name(),
+		args: [6]Val{fd, b.cstring("execveat", ""), b.stringArray(argv), b.stringArray(env), Int(unix.AT_EMPTY_PATH)}})
+	if !b.fits() {
+		return spawnSlow(ctx, h, opts, setup, exe, argv, env)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	h.mu.Lock()
+	if h.state != nil {
+		h.mu.Unlock()
+		return nil, h.state
+	}
+	// A cancelled ctx kills the child, not h: the child is found by its
+	// name among the children of its parent.
+	stop := context.AfterFunc(ctx, func() { killSpawning(h, parent) })
+	res, err := h.runLocked(context.WithoutCancel(ctx), &b)
+	stop()
+	h.mu.Unlock()
+
+	if res == nil || len(res.r) == 0 {
+		if be, ok := err.(*BatchError); ok && be.Index == 0 {
+			return nil, fmt.Errorf("proc: spawn: %w", be.Err)
+		}
+		return nil, err
+	}
+	pidfdFile := res.File(spawned)
+	res.files = nil
+	if pidfdFile == nil {
+		// Without its pidfd the child cannot be waited for; it exits by
+		// itself if it has not exec'd.
+		return nil, fmt.Errorf("proc: spawn: child's pidfd did not arrive (%v)", err)
+	}
+	pfd, derr := unix.Dup(int(pidfdFile.Fd()))
+	pidfdFile.Close()
+	if derr != nil {
+		return nil, os.NewSyscallError("dup", derr)
+	}
+	unix.CloseOnExec(pfd)
+	innerPid := res.Int(spawned)
+	var reap pidfd.Reaper
+	if !parentIsUs {
+		reap = func(ctx context.Context) (*pidfd.State, error) { return parent.reap(ctx, innerPid) }
+	}
+	outerPid := 0
+	if parentIsUs && top {
+		outerPid = innerPid
+	}
+	p, perr := pidfd.New(pfd, outerPid, reap)
+	if perr != nil {
+		return nil, perr
+	}
+	if err == nil {
+		return p, nil
+	}
+	// The child failed before it exec'd, and exits: reap it.
+	p.Close()
+	var be *BatchError
+	if !errors.As(err, &be) {
+		return nil, err
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return nil, fmt.Errorf("proc: spawn: %w", cerr)
+	}
+	last := len(b.calls) - 1
+	switch {
+	case be.Index == last:
+		return nil, be.Err // the exec's *os.PathError
+	case errors.Is(be.Err, syscall.ECHILD):
+		return nil, fmt.Errorf("proc: spawn: the child died in %s", b.calls[be.Index].name)
+	case be.Index >= base && setup != nil && be.Index < base+len(setup.calls):
+		be.Index -= base
+		be.Len = len(setup.calls)
+		return nil, be
+	}
+	return nil, fmt.Errorf("proc: spawn: %w", be.Err)
+}
+
+// shiftVals renumbers the results and blobs that args refer to, for calls
+// moved to index base and on, with blobs moved by blobs.
+func shiftVals(args [6]Val, base, blobs int) [6]Val {
+	for i, v := range args {
+		args[i] = shiftVal(v, base, blobs)
+	}
+	return args
+}
+
+func shiftVal(v Val, base, blobs int) Val {
+	switch v.kind {
+	case valResult, valAux:
+		v.v += uint64(base)
+	case valData:
+		v.v += uint64(blobs)
+	case valDataOff:
+		v.v += uint64(blobs)
+	}
+	return v
+}
+
+// fits reports whether b goes in one message, blobs and all.
+func (b *Batch) fits() bool {
+	if len(b.calls) > maxOps-1 || len(b.files) > maxFDs {
+		return false
+	}
+	off := reqHeaderSize + len(b.calls)*wireOpSize
+	for _, bl := range b.blobs {
+		off += (bl.size + 7) &^ 7
+	}
+	return off <= arenaReqSize
+}
+
+// killSpawning kills the child of opSpawn that h is waiting for: the
+// process named spawnName whose parent is h's child or parent's.
+func killSpawning(h *Handle, parent *Handle) {
+	ppids := map[int]bool{h.Pid(): true}
+	if parent != nil {
+		ppids[parent.Pid()] = true
+	} else {
+		ppids[os.Getpid()] = true
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(st)
+		i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if i < 0 || j < i || s[i+1:j] != spawnName {
+			continue
+		}
+		f := strings.Fields(s[j+1:])
+		if len(f) < 2 {
+			continue
+		}
+		if ppid, err := strconv.Atoi(f[1]); err == nil && ppids[ppid] {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+}
