@@ -610,9 +610,15 @@ func spawnChild(arena uintptr) {
 		st.spawnAt = uint64(k)
 		op := (*wireOp)(at(arena, reqHeaderSize+k*wireOpSize))
 		err := syscall.EINVAL
-		if op.kind == opSyscall {
+		switch op.kind {
+		case opSyscall:
 			if err = resolveArgs(arena, k, op); err == 0 {
 				err = runSyscall(op, (*[2]uint64)(at(arena, arenaReply+replyHeaderSize+k*16)))
+			}
+		case opStore:
+			// Into the request's own data, where Spawn allows it.
+			if err = resolveArgs(arena, k, op); err == 0 {
+				err = storeOp(arena, op)
 			}
 		}
 		if err != 0 {
@@ -621,4 +627,23 @@ func spawnChild(arena uintptr) {
 		}
 	}
 	syscall.RawSyscall(unix.SYS_EXIT, 127, 0, 0)
+}
+
+// storeOp runs opStore in a child of opSpawn: only into the request's
+// data area, which Spawn checks too.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func storeOp(arena uintptr, op *wireOp) syscall.Errno {
+	a := &op.args
+	if uintptr(a[0]) < arena || uintptr(a[0])+8 > arena+arenaReqSize {
+		return syscall.EFAULT
+	}
+	if a[2] == 4 {
+		*(*uint32)(ptr(uintptr(a[0]))) = uint32(a[1])
+	} else {
+		*(*uint64)(ptr(uintptr(a[0]))) = a[1]
+	}
+	return 0
 }

@@ -47,7 +47,7 @@ func Spawn(ctx context.Context, opts *Options, setup *Batch, exe *os.File, argv,
 		opts = &Options{}
 	}
 	if opts.Direct || !spawnVM || raceBuild || opts.NewUser {
-		return spawnSlow(ctx, nil, opts, setup, exe, argv, env)
+		return spawnSlow(ctx, nil, opts, setup, execTarget{exe: exe}, argv, env)
 	}
 	zy := treeZygote
 	if opts.Detached {
@@ -58,7 +58,7 @@ func Spawn(ctx context.Context, opts *Options, setup *Batch, exe *os.File, argv,
 		if err != nil {
 			return nil, err
 		}
-		p, err := z.spawn(ctx, opts, setup, exe, argv, env, !zy.tree)
+		p, err := z.spawn(ctx, opts, setup, execTarget{exe: exe}, argv, env, !zy.tree)
 		if errors.Is(err, ErrDead) && try == 0 {
 			continue // the zygote died (it never should); make another, once
 		}
@@ -73,13 +73,36 @@ func (h *Handle) Spawn(ctx context.Context, opts *Options, setup *Batch, exe *os
 	if opts == nil {
 		opts = &Options{}
 	}
-	return h.spawn(ctx, opts, setup, exe, argv, env, false)
+	return h.spawn(ctx, opts, setup, execTarget{exe: exe}, argv, env, false)
+}
+
+// SpawnPath is Spawn from inside h of the executable at path, looked up
+// in the new child after setup has run (with the root, working directory
+// and mount namespace it leaves). It does not search $PATH.
+func (h *Handle) SpawnPath(ctx context.Context, opts *Options, setup *Batch, path string, argv, env []string) (*pidfd.Process, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	return h.spawn(ctx, opts, setup, execTarget{path: path}, argv, env, false)
+}
+
+// execTarget is what a spawn execs: an open file, or a path.
+type execTarget struct {
+	exe  *os.File
+	path string
+}
+
+func (t execTarget) name() string {
+	if t.exe != nil {
+		return t.exe.Name()
+	}
+	return t.path
 }
 
 // spawnSlow is Spawn by Fork (from h, or from the zygote when h is nil),
 // Run and Exec.
-func spawnSlow(ctx context.Context, h *Handle, opts *Options, setup *Batch, exe *os.File, argv, env []string) (*pidfd.Process, error) {
-	if err := checkSpawn(setup, exe); err != nil {
+func spawnSlow(ctx context.Context, h *Handle, opts *Options, setup *Batch, target execTarget, argv, env []string) (*pidfd.Process, error) {
+	if err := checkSpawn(setup, target); err != nil {
 		return nil, err
 	}
 	var c *Handle
@@ -100,7 +123,12 @@ func spawnSlow(ctx context.Context, h *Handle, opts *Options, setup *Batch, exe 
 		}
 		res.Close()
 	}
-	p, err := c.Exec(ctx, exe, argv, env)
+	var p *pidfd.Process
+	if target.exe != nil {
+		p, err = c.Exec(ctx, target.exe, argv, env)
+	} else {
+		p, err = c.ExecPath(ctx, target.path, argv, env)
+	}
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -129,8 +157,8 @@ var prctlMemory = map[uint64]bool{
 }
 
 // checkSpawn checks Spawn's arguments.
-func checkSpawn(setup *Batch, exe *os.File) error {
-	if exe == nil {
+func checkSpawn(setup *Batch, target execTarget) error {
+	if target.exe == nil && target.path == "" {
 		return &os.PathError{Op: "execveat", Path: "<nil>", Err: syscall.EBADF}
 	}
 	if setup == nil {
@@ -141,6 +169,9 @@ func checkSpawn(setup *Batch, exe *os.File) error {
 	}
 	for i, c := range setup.calls {
 		switch {
+		case c.kind == opStore && c.args[0].kind == valDataOff:
+			// A store into the batch's own data (a struct's fd field):
+			// request memory, which is the child's while it sets up.
 		case c.kind != opSyscall:
 			return fmt.Errorf("proc: spawn: setup call %d (%s) is not a system call", i, c.name)
 		case memoryCalls[c.nr]:
@@ -158,13 +189,13 @@ const spawnName = "caplin-spawn"
 
 // spawn is Spawn from inside h. top says h is the plain zygote, whose
 // children share the caller's pid namespace.
-func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, exe *os.File, argv, env []string, top bool) (_ *pidfd.Process, err error) {
-	if err := checkSpawn(setup, exe); err != nil {
+func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, target execTarget, argv, env []string, top bool) (_ *pidfd.Process, err error) {
+	if err := checkSpawn(setup, target); err != nil {
 		return nil, err
 	}
 	for _, s := range append(argv[:len(argv):len(argv)], env...) {
 		if strings.IndexByte(s, 0) >= 0 {
-			return nil, &os.PathError{Op: "execveat", Path: exe.Name(), Err: syscall.EINVAL}
+			return nil, &os.PathError{Op: "execveat", Path: target.name(), Err: syscall.EINVAL}
 		}
 	}
 	flags := opts.cloneFlags()
@@ -178,7 +209,7 @@ func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, exe *os
 	if !spawnVM || raceBuild || opts.NewUser || opts.Direct || (parent != nil && parent != h && parent.reapTable != 0) {
 		// A child whose status another process keeps must be tracked
 		// there before it can exit: that takes the slow way.
-		return spawnSlow(ctx, h, opts, setup, exe, argv, env)
+		return spawnSlow(ctx, h, opts, setup, target, argv, env)
 	}
 
 	var b Batch
@@ -206,11 +237,17 @@ func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, exe *os
 	if !opts.NoParentDeathSignal {
 		b.Prctl(unix.PR_SET_PDEATHSIG, Int(int(unix.SIGKILL)), Int(0), Int(0), Int(0))
 	}
-	fd := b.PutFile(exe, -1)
-	b.add(call{kind: opSyscall, nr: unix.SYS_EXECVEAT, name: "execveat", path: exe.Name(),
-		args: [6]Val{fd, b.cstring("execveat", ""), b.stringArray(argv), b.stringArray(env), Int(unix.AT_EMPTY_PATH)}})
+	dirfd, path, atFlags := AtFDCWD, target.path, 0
+	if target.exe != nil {
+		dirfd, path, atFlags = b.PutFile(target.exe, -1), "", unix.AT_EMPTY_PATH
+	}
+	b.add(call{kind: opSyscall, nr: unix.SYS_EXECVEAT, name: "execveat", path: target.name(),
+		args: [6]Val{dirfd, b.cstring("execveat", path), b.stringArray(argv), b.stringArray(env), Int(atFlags)}})
+	if b.err != nil {
+		return nil, b.err
+	}
 	if !b.fits() {
-		return spawnSlow(ctx, h, opts, setup, exe, argv, env)
+		return spawnSlow(ctx, h, opts, setup, target, argv, env)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -244,6 +244,21 @@ func TestSpawnFromHandle(t *testing.T) {
 	if _, err := h.Getpid(ctx); err != nil {
 		t.Errorf("handle after spawning from it: %v", err)
 	}
+	// SpawnPath looks the path up in the child, after its setup.
+	var cd Batch
+	cd.Chdir("/")
+	p, err := h.SpawnPath(ctx, nil, &cd, "bin/sh", []string{"sh", "-c", "exit 6"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.Wait(ctx); err != nil || st.Code != 6 {
+		t.Errorf("SpawnPath of a path relative to the setup's directory: %v %v, want exit 6", st, err)
+	}
+	p.Close()
+	var pe *os.PathError
+	if _, err := h.SpawnPath(ctx, nil, nil, "/nonexistent/prog", []string{"x"}, nil); !errors.As(err, &pe) || !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("SpawnPath of a missing file: %v, want a PathError ENOENT", err)
+	}
 	plain := fork(t, nil)
 	out, code = spawnOutput(t, func(b *Batch, exe *os.File, argv []string) (*pidfd.Process, error) {
 		return plain.Spawn(ctx, nil, b, exe, argv, nil)

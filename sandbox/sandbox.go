@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 
@@ -17,11 +18,37 @@ type Sandbox struct {
 	spec  *Spec
 	first *proc.Handle // the first process made, in the sandbox's namespaces
 	init  *proc.Handle // caplin's init, pid 1, when the program is not
-	h     *proc.Handle // the program's process
+	h     *proc.Handle // the program's process; nil while pending
 	lim   *limiter
 	ns    map[string]uint64
 	// reapLater: Close kills and leaves the reaping to a goroutine.
 	reapLater bool
+
+	// pending: the program's process is made by Exec, spawned from init
+	// with the confinement and fds as its setup (proc.Handle.Spawn), so
+	// that no fork copies anything. A template's sandboxes under caplin's
+	// init are made so.
+	pending bool
+	files   map[int]*os.File // the program's fds while pending: ours, duplicates
+	ll      *LandlockPolicy
+	filter  []unix.SockFilter
+	matErr  error // why the pending program's process could not be made
+}
+
+// missing reports whether path is certainly not there for a pending
+// program: looked up by the init, which has the program's root, mounts and
+// working directory but not its Landlock domain, so what the init cannot
+// find, the program cannot either (a spawn that fails costs more than a
+// stat).
+func (s *Sandbox) missing(ctx context.Context, path string) bool {
+	var b proc.Batch
+	if dir := s.spec.Dir; dir != "" && !strings.HasPrefix(path, "/") {
+		return false // relative to the program's directory: let the exec say
+	}
+	var st unix.Stat_t
+	b.Fstatat(proc.AtFDCWD, path, &st, 0)
+	_, err := s.init.Run(ctx, &b)
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR)
 }
 
 // Namespaces returns the inode numbers of the sandbox's namespaces, by
@@ -38,10 +65,83 @@ func (s *Sandbox) Namespaces() map[string]uint64 {
 // Handle returns the handle of the process that will exec the program, for
 // more set-up before Exec. It is confined already: Landlock, seccomp and
 // the capability drop apply to what it runs.
-func (s *Sandbox) Handle() *proc.Handle { return s.h }
+//
+// A template's sandbox under caplin's init makes that process only when
+// it execs the program, in the same round trip, unless Handle asks for it
+// first: Handle makes it then, at the cost of a fork. It returns nil if
+// that fails, and Exec returns the error.
+func (s *Sandbox) Handle() *proc.Handle {
+	if s.pending {
+		s.materialize(context.Background())
+	}
+	return s.h
+}
 
-// Pid returns the program's process ID, as seen from the caller.
-func (s *Sandbox) Pid() int { return s.h.Pid() }
+// Pid returns the program's process ID, as seen from the caller: 0 for a
+// template's sandbox under caplin's init before Exec or Handle has made
+// the program's process.
+func (s *Sandbox) Pid() int {
+	if s.h == nil {
+		return 0
+	}
+	return s.h.Pid()
+}
+
+// materialize makes the pending program's process by forking it from the
+// init and confining it, as Build does.
+func (s *Sandbox) materialize(ctx context.Context) error {
+	if s.matErr != nil {
+		return s.matErr
+	}
+	prog, err := s.init.Fork(ctx, nil)
+	if err != nil {
+		s.matErr = fmt.Errorf("sandbox: forking the program's process: %w", err)
+		return s.matErr
+	}
+	r, err := recordProgram(s.spec, s.files, s.lim, s.ll, s.filter)
+	if err == nil {
+		if _, err = prog.Run(ctx, &r.b); err != nil {
+			err = r.explain(err)
+		}
+	}
+	if err != nil {
+		prog.Close()
+		s.matErr = err
+		return err
+	}
+	s.h, s.pending = prog, false
+	s.closeFiles()
+	return nil
+}
+
+// closeFiles closes the fds kept for a pending program.
+func (s *Sandbox) closeFiles() {
+	for _, f := range s.files {
+		f.Close()
+	}
+	s.files = nil
+}
+
+// spawn execs path in a new process that the init spawns, confined by
+// its setup (proc.Handle.SpawnPath). It reports whether the exec failed
+// on the file (an *os.PathError) rather than in the setup.
+func (s *Sandbox) spawn(ctx context.Context, path string, argv []string) (*pidfd.Process, error) {
+	r, err := recordProgram(s.spec, s.files, s.lim, s.ll, s.filter)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.init.SpawnPath(ctx, nil, &r.b, path, argv, s.spec.Env)
+	if err != nil {
+		var be *proc.BatchError
+		if errors.As(err, &be) {
+			return nil, r.explain(err)
+		}
+		return nil, err
+	}
+	s.pending = false
+	s.closeFiles()
+	return p, nil
+}
 
 // InitPid returns the process ID, as the caller sees it, of the sandbox's
 // first process, the one its namespaces were made for: caplin's init when
@@ -57,8 +157,17 @@ func (s *Sandbox) InitPid() int { return s.first.Pid() }
 //
 // A failed exec is an *os.PathError; the Sandbox is still usable then.
 func (s *Sandbox) Exec(ctx context.Context, path string, argv []string) (*pidfd.Process, error) {
-	if strings.Contains(path, "/") {
+	exec := func(path string) (*pidfd.Process, error) {
+		if s.pending {
+			return s.spawn(ctx, path, argv)
+		}
+		if s.h == nil {
+			return nil, s.matErr
+		}
 		return s.h.ExecPath(ctx, path, argv, s.spec.Env)
+	}
+	if strings.Contains(path, "/") {
+		return exec(path)
 	}
 	dirs := "/usr/local/bin:/usr/bin:/bin"
 	for _, kv := range s.spec.Env {
@@ -72,8 +181,12 @@ func (s *Sandbox) Exec(ctx context.Context, path string, argv []string) (*pidfd.
 			continue // a relative entry would be looked up in the working directory
 		}
 		// Each miss is a failed execveat, after which the handle is still
-		// usable.
-		p, err := s.h.ExecPath(ctx, strings.TrimSuffix(dir, "/")+"/"+path, argv, s.spec.Env)
+		// usable (or, pending, a spawn that failed and left nothing).
+		cand := strings.TrimSuffix(dir, "/") + "/" + path
+		if s.pending && s.missing(ctx, cand) {
+			continue
+		}
+		p, err := exec(cand)
 		if err == nil {
 			return p, nil
 		}
@@ -100,6 +213,7 @@ func (s *Sandbox) Exec(ctx context.Context, path string, argv []string) (*pidfd.
 // waiting for them to go: the kernel takes its namespaces down in the
 // background. It suits a caller about to exit; Close still has to reap.
 func (s *Sandbox) Kill() error {
+	s.closeFiles()
 	if s.first == nil {
 		return nil
 	}
@@ -124,6 +238,7 @@ func (s *Sandbox) Close() error {
 }
 
 func (s *Sandbox) close() error {
+	s.closeFiles()
 	var err error
 	if s.h != nil && s.h != s.first {
 		s.h.Close()

@@ -171,9 +171,14 @@ func covered(ms []Mount, i int) bool {
 // Build makes a sandbox from the template, ready for Exec. files are the
 // program's fds and env its environment; nil means the template spec's.
 //
-// The template keeps one sandbox made ahead, confined and waiting for its
-// fds, so that Build only hands them over; it makes the next one in the
-// background, on another CPU if there is one.
+// The template keeps one sandbox made ahead (its namespaces and mounts),
+// so that Build only hands it over; it makes the next one in the
+// background, on another CPU if there is one. Under caplin's init (neither
+// AsPID1 nor SharePID) the program's process does not exist yet: Exec
+// spawns it from the init with its confinement and files as the setup of
+// one round trip, sharing the init's memory until it execs (proc.Spawn),
+// so no fork copies anything; Build keeps duplicates of files until then.
+// Sandbox.Handle makes the process earlier, by a fork, for who needs it.
 func (t *Template) Build(ctx context.Context, files map[int]*os.File, env []string) (_ *Sandbox, err error) {
 	if files == nil {
 		files = t.spec.Files
@@ -191,6 +196,20 @@ func (t *Template) Build(ctx context.Context, files map[int]*os.File, env []stri
 		s := *t.spec
 		s.Env = env
 		sb.spec = &s
+	}
+	if sb.pending {
+		// Kept until Exec spawns the program: duplicates, so that the
+		// caller may close its files after Build as before.
+		sb.files = make(map[int]*os.File, len(files))
+		for fd, f := range files {
+			nfd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				sb.Close()
+				return nil, fmt.Errorf("sandbox: granting fd %d: %w", fd, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err))
+			}
+			sb.files[fd] = os.NewFile(uintptr(nfd), f.Name())
+		}
+		return sb, nil
 	}
 	if len(files) > 0 {
 		var b proc.Batch
@@ -337,13 +356,14 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 			sb.ns[name] = r.ns[i].Ino
 		}
 	}
-	prog := h
 	if !spec.SharePID && !spec.AsPID1 {
-		if prog, err = h.Fork(ctx, nil); err != nil {
-			return nil, fmt.Errorf("sandbox: forking the program's process: %w", err)
-		}
-		sb.init, sb.h = h, prog
+		// Under caplin's init the program's process is spawned from it
+		// by Exec, confined in the same round trip, and copies nothing.
+		sb.init, sb.h = h, nil
+		sb.pending, sb.ll, sb.filter = true, t.ll, t.filter
+		return sb, nil
 	}
+	prog := h
 	s, err := recordProgram(spec, nil, lim, t.ll, t.filter)
 	if err != nil {
 		return nil, err

@@ -2,7 +2,9 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 	"testing"
@@ -158,4 +160,73 @@ func TestEscapeTemplateShared(t *testing.T) {
 	b.want(t, "hostname", "caplin")
 	b.want(t, "shared", "ENOENT")
 	b.want(t, "loup", "true")
+}
+
+// TestTemplateSpawnsProgram: a template's sandbox under caplin's init
+// makes the program's process only at Exec, spawned from the init and
+// confined in the same round trip. It must be as confined as a forked
+// one, find programs along PATH past missing directories, survive a
+// failed exec, and still give a Handle (forked then) to who asks.
+func TestTemplateSpawnsProgram(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	ctx := context.Background()
+	spec := baseSpec()
+	spec.Env = []string{"PATH=/nonexistent:/usr/nonexistent/bin:/usr/bin:/bin"}
+	tmpl, err := NewTemplate(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmpl.Close()
+
+	r, w, _ := os.Pipe()
+	sb, err := tmpl.Build(ctx, map[int]*os.File{1: w}, nil)
+	w.Close() // Build keeps its own copy until Exec
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	if sb.Pid() != 0 {
+		t.Errorf("Pid before Exec = %d, want 0: the program's process is made by Exec", sb.Pid())
+	}
+	if _, err := sb.Exec(ctx, "no-such-program", []string{"x"}); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("exec of a missing program: %v, want ENOENT", err)
+	}
+	p, err := sb.Exec(ctx, "sh", []string{"sh", "-c", `grep -E '^(NoNewPrivs|Seccomp|CapEff)' /proc/self/status; echo pid=$$ ppid=$PPID; ls /proc/self/fd`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(r)
+	r.Close()
+	if st, err := p.Wait(ctx); err != nil || !st.Success() {
+		t.Fatalf("%v %v:\n%s", st, err, out)
+	}
+	for _, want := range []string{"NoNewPrivs:\t1\n", "Seccomp:\t2\n", "CapEff:\t0000000000000000\n", "pid=2 ppid=1\n0\n1\n"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("want %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "\n2\n") {
+		t.Errorf("the program has more fds than it was given (1, and 0 for ls's directory):\n%s", out)
+	}
+
+	// Handle makes the process first, by a fork; Exec then execs it.
+	sb2, err := tmpl.Build(ctx, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb2.Close()
+	h := sb2.Handle()
+	if h == nil || sb2.Pid() <= 0 {
+		t.Fatalf("Handle of a template's sandbox: %v, pid %d", h, sb2.Pid())
+	}
+	if pid, err := h.Getpid(ctx); err != nil || pid != 2 {
+		t.Errorf("the program's process made by Handle: pid %d %v, want 2", pid, err)
+	}
+	p2, err := sb2.Exec(ctx, "/bin/sh", []string{"sh", "-c", "exit 4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p2.Wait(ctx); err != nil || st.ExitCode() != 4 {
+		t.Errorf("exec after Handle: %v %v, want exit 4", st, err)
+	}
 }
