@@ -416,7 +416,7 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 		sb.ns["net"] = st.Ino
 	}
 
-	s, err := recordProgram(spec, spec.Files, lim, ll, filter)
+	s, err := recordProgram(spec, spec.Files, lim, ll, filter, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -428,8 +428,9 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 
 // recordProgram records the calls that make the program's process what
 // spec says, once its root is in place: working directory, fds, session,
-// limits, Landlock, capabilities, no_new_privs and seccomp.
-func recordProgram(spec *Spec, files map[int]*os.File, lim *limiter, ll *LandlockPolicy, filter []unix.SockFilter) (*recorder, error) {
+// limits, Landlock, capabilities, no_new_privs and seccomp, but for what
+// the process inherits from its parent already (inherited).
+func recordProgram(spec *Spec, files map[int]*os.File, lim *limiter, ll *LandlockPolicy, filter []unix.SockFilter, inherited confinement) (*recorder, error) {
 	s := &recorder{}
 	dir := spec.Dir
 	if dir == "" {
@@ -455,27 +456,70 @@ func recordProgram(spec *Spec, files map[int]*os.File, lim *limiter, ll *Landloc
 		lim.record(&s.b)
 		s.end(from, "resource limits")
 	}
-	if ll != nil {
+	if err := recordConfinement(s, spec, ll, filter, (confLandlock|confBounding)&^inherited); err != nil {
+		return nil, err
+	}
+	from = s.begin()
+	recordAmbient(&s.b, spec)
+	s.end(from, "keeping capabilities")
+	if err := recordConfinement(s, spec, ll, filter, confSeccomp&^inherited); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// confinement names parts of a process's confinement that its children
+// inherit.
+type confinement uint8
+
+const (
+	confLandlock confinement = 1 << iota // the Landlock domain
+	confBounding                         // the capability bounding set
+	confSeccomp                          // no_new_privs and the seccomp filters
+)
+
+// initConfinement is what the init of a template's sandbox applies to
+// itself once the root is built, for the programs it spawns to inherit,
+// so that each spawn does not: the Landlock domain and the bounding set
+// (which the init, which never execs, does not need), and the seccomp
+// filters when the spec adds nothing to the default filter (a Deny list or
+// programs of the spec's own could refuse what the init and its spawns
+// still do).
+func initConfinement(spec *Spec) confinement {
+	c := confLandlock | confBounding
+	if len(spec.Seccomp.Deny) == 0 && len(spec.SeccompFilters) == 0 {
+		c |= confSeccomp
+	}
+	return c
+}
+
+// recordConfinement records the parts of the confinement that what says.
+func recordConfinement(s *recorder, spec *Spec, ll *LandlockPolicy, filter []unix.SockFilter, what confinement) error {
+	if ll != nil && what&confLandlock != 0 {
 		abi, _ := LandlockABI()
-		from = s.begin()
+		from := s.begin()
 		if _, err := ll.Record(&s.b, abi); err != nil {
-			return nil, err
+			return err
 		}
 		s.end(from, "landlock")
 	}
-	from = s.begin()
-	recordCaps(&s.b, spec)
-	s.end(from, "dropping capabilities")
-	from = s.begin()
-	s.b.Prctl(unix.PR_SET_NO_NEW_PRIVS, proc.Int(1), proc.Int(0), proc.Int(0), proc.Int(0))
-	s.b.SeccompSetModeFilter(0, filter)
-	s.end(from, "seccomp")
-	for i, f := range spec.SeccompFilters {
-		from = s.begin()
-		s.b.SeccompSetModeFilter(0, f)
-		s.end(from, "seccomp program "+strconv.Itoa(i+1))
+	if what&confBounding != 0 {
+		from := s.begin()
+		recordBounding(&s.b, spec)
+		s.end(from, "dropping capabilities")
 	}
-	return s, nil
+	if what&confSeccomp != 0 {
+		from := s.begin()
+		s.b.Prctl(unix.PR_SET_NO_NEW_PRIVS, proc.Int(1), proc.Int(0), proc.Int(0), proc.Int(0))
+		s.b.SeccompSetModeFilter(0, filter)
+		s.end(from, "seccomp")
+		for i, f := range spec.SeccompFilters {
+			from = s.begin()
+			s.b.SeccompSetModeFilter(0, f)
+			s.end(from, "seccomp program "+strconv.Itoa(i+1))
+		}
+	}
+	return nil
 }
 
 // recordRoot records the calls that build the root, the network, the
@@ -873,9 +917,10 @@ func landlockFor(spec *Spec) (*LandlockPolicy, []string, error) {
 	return ll, dropped, nil
 }
 
-// recordCaps records the calls that leave the program the capabilities
-// spec asks for, and no other, in its user namespace.
-func recordCaps(b *proc.Batch, spec *Spec) {
+// recordBounding records the calls that empty the capability bounding set
+// but for spec.Caps: exec then grants no other capability, whatever the
+// uid.
+func recordBounding(b *proc.Batch, spec *Spec) {
 	if spec.KeepCaps {
 		return
 	}
@@ -892,11 +937,20 @@ func recordCaps(b *proc.Batch, spec *Spec) {
 			b.Prctl(unix.PR_CAPBSET_DROP, proc.Int(c), proc.Int(0), proc.Int(0), proc.Int(0))
 		}
 	}
-	if len(keep) == 0 || spec.UID == 0 {
-		return // uid 0 gets the bounding set at exec
+}
+
+// recordAmbient records what keeps spec.Caps across exec for a uid other
+// than 0: they become ambient capabilities, which must be inheritable
+// (and permitted, which the namespace's creator is) first. Uid 0 gets the
+// bounding set at exec.
+func recordAmbient(b *proc.Batch, spec *Spec) {
+	if spec.KeepCaps || len(spec.Caps) == 0 || spec.UID == 0 {
+		return
 	}
-	// Another uid keeps them as ambient capabilities, which must be
-	// inheritable (and permitted, which the namespace's creator is) first.
+	keep := map[int]bool{}
+	for _, c := range spec.Caps {
+		keep[c] = true
+	}
 	var set [2]uint32
 	for c := range keep {
 		set[c/32] |= 1 << (c % 32)

@@ -109,7 +109,7 @@ func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) 
 	// clearing the ambient set and capset to nothing need no privilege.
 	from = r.begin()
 	if hasCapSetpcap() {
-		recordCaps(&r.b, &Spec{})
+		recordBounding(&r.b, &Spec{})
 	}
 	r.b.Prctl(unix.PR_CAP_AMBIENT, proc.Int(unix.PR_CAP_AMBIENT_CLEAR_ALL), proc.Int(0), proc.Int(0), proc.Int(0))
 	r.b.Syscall(unix.SYS_CAPSET, r.b.In(capHeader()), r.b.In(make([]byte, 24)))

@@ -33,6 +33,9 @@ type Sandbox struct {
 	ll      *LandlockPolicy
 	filter  []unix.SockFilter
 	matErr  error // why the pending program's process could not be made
+	// inherited: what the init applied to itself for the program to
+	// inherit (initConfinement).
+	inherited confinement
 }
 
 // missing reports whether path is certainly not there for a pending
@@ -98,7 +101,7 @@ func (s *Sandbox) materialize(ctx context.Context) error {
 		s.matErr = fmt.Errorf("sandbox: forking the program's process: %w", err)
 		return s.matErr
 	}
-	r, err := recordProgram(s.spec, s.files, s.lim, s.ll, s.filter)
+	r, err := recordProgram(s.spec, s.files, s.lim, s.ll, s.filter, s.inherited)
 	if err == nil {
 		if _, err = prog.Run(ctx, &r.b); err != nil {
 			err = r.explain(err)
@@ -126,7 +129,7 @@ func (s *Sandbox) closeFiles() {
 // its setup (proc.Handle.SpawnPath). It reports whether the exec failed
 // on the file (an *os.PathError) rather than in the setup.
 func (s *Sandbox) spawn(ctx context.Context, path string, argv []string) (*pidfd.Process, error) {
-	r, err := recordProgram(s.spec, s.files, s.lim, s.ll, s.filter)
+	r, err := recordProgram(s.spec, s.files, s.lim, s.ll, s.filter, s.inherited)
 	if err != nil {
 		return nil, err
 	}

@@ -340,6 +340,16 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 		r.end(from, describe(i, m))
 	}
 	r.b.Close(r.root)
+	pending := !spec.SharePID && !spec.AsPID1
+	var inherited confinement
+	if pending {
+		// The init confines itself now, in the background, with what its
+		// spawns inherit, so that Exec's spawn does not.
+		inherited = initConfinement(spec)
+		if err := recordConfinement(&r, spec, t.ll, t.filter, inherited); err != nil {
+			return nil, err
+		}
+	}
 	from = r.begin()
 	for i, name := range nsNames {
 		if name == "mnt" || name == "pid" || name == "ipc" {
@@ -356,15 +366,15 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 			sb.ns[name] = r.ns[i].Ino
 		}
 	}
-	if !spec.SharePID && !spec.AsPID1 {
+	if pending {
 		// Under caplin's init the program's process is spawned from it
 		// by Exec, confined in the same round trip, and copies nothing.
 		sb.init, sb.h = h, nil
-		sb.pending, sb.ll, sb.filter = true, t.ll, t.filter
+		sb.pending, sb.ll, sb.filter, sb.inherited = true, t.ll, t.filter, inherited
 		return sb, nil
 	}
 	prog := h
-	s, err := recordProgram(spec, nil, lim, t.ll, t.filter)
+	s, err := recordProgram(spec, nil, lim, t.ll, t.filter, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -191,7 +191,7 @@ func TestTemplateSpawnsProgram(t *testing.T) {
 	if _, err := sb.Exec(ctx, "no-such-program", []string{"x"}); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("exec of a missing program: %v, want ENOENT", err)
 	}
-	p, err := sb.Exec(ctx, "sh", []string{"sh", "-c", `grep -E '^(NoNewPrivs|Seccomp|CapEff)' /proc/self/status; echo pid=$$ ppid=$PPID; ls /proc/self/fd`})
+	p, err := sb.Exec(ctx, "sh", []string{"sh", "-c", `grep -E '^(NoNewPrivs|Seccomp|CapEff|CapBnd)' /proc/self/status; echo pid=$$ ppid=$PPID; ls /proc/self/fd`})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestTemplateSpawnsProgram(t *testing.T) {
 	if st, err := p.Wait(ctx); err != nil || !st.Success() {
 		t.Fatalf("%v %v:\n%s", st, err, out)
 	}
-	for _, want := range []string{"NoNewPrivs:\t1\n", "Seccomp:\t2\n", "CapEff:\t0000000000000000\n", "pid=2 ppid=1\n0\n1\n"} {
+	for _, want := range []string{"NoNewPrivs:\t1\n", "Seccomp:\t2\n", "CapEff:\t0000000000000000\n", "CapBnd:\t0000000000000000\n", "pid=2 ppid=1\n0\n1\n"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("want %q in:\n%s", want, out)
 		}
@@ -228,5 +228,39 @@ func TestTemplateSpawnsProgram(t *testing.T) {
 	}
 	if st, err := p2.Wait(ctx); err != nil || st.ExitCode() != 4 {
 		t.Errorf("exec after Handle: %v %v, want exit 4", st, err)
+	}
+}
+
+// TestTemplateSpawnKeepsOwnFilter: a spec whose seccomp policy denies more
+// than the default keeps its filter on the program alone (the init, which
+// still spawns, does not take it on), and the program is refused what it
+// denies.
+func TestTemplateSpawnKeepsOwnFilter(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	ctx := context.Background()
+	spec := baseSpec()
+	spec.Seccomp.Deny = []string{"chmod", "fchmodat", "fchmodat2", "setsid"}
+	spec.SameSession = false
+	tmpl, err := NewTemplate(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmpl.Close()
+	r, w, _ := os.Pipe()
+	sb, err := tmpl.Build(ctx, map[int]*os.File{1: w, 2: w}, nil)
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	p, err := sb.Exec(ctx, "/bin/sh", []string{"sh", "-c", `touch /tmp/f; chmod 600 /tmp/f && echo CHMOD-ALLOWED; grep ^Seccomp: /proc/self/status`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(r)
+	r.Close()
+	p.Wait(ctx)
+	if strings.Contains(string(out), "CHMOD-ALLOWED") || !strings.Contains(string(out), "Seccomp:\t2") {
+		t.Errorf("a program whose spec denies chmod:\n%s", out)
 	}
 }
