@@ -18,7 +18,7 @@ count=${1:-5}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
-benches='^Benchmark(PingPong|RemoteCall|Batch32|Single32|SpawnWait|ForkExecWait|OSExec|ForkExecWait1G|ForkExecWait20M)$'
+benches='^Benchmark(PingPong|RemoteCall|Batch32|Single32|SpawnWait|ForkExecWait|OSExec|ForkExecWait1G|ForkExecWait20M|SpawnWait1G|SpawnWait20M)$'
 go test -c -o "$out.test" ./proc
 trap 'rm -f "$out" "$out.test"' EXIT
 for i in $(seq "$count"); do
@@ -46,5 +46,6 @@ END {
 	row("batch of 32 calls vs 32 single calls", "BenchmarkBatch32", "BenchmarkSingle32", "")
 	row("Spawn+Wait /bin/true vs os/exec", "BenchmarkSpawnWait", "BenchmarkOSExec", "≤ 1.10x")
 	row("Fork, Exec, Wait /bin/true vs os/exec", "BenchmarkForkExecWait", "BenchmarkOSExec", "")
-	row("Fork+Exec+Wait, 1 GiB vs 20 MiB caller", "BenchmarkForkExecWait1G", "BenchmarkForkExecWait20M", "≤ 1.20x")
+	row("Spawn+Wait, 1 GiB vs 20 MiB caller", "BenchmarkSpawnWait1G", "BenchmarkSpawnWait20M", "≤ 1.20x")
+	row("Fork, Exec, Wait, 1 GiB vs 20 MiB caller", "BenchmarkForkExecWait1G", "BenchmarkForkExecWait20M", "≤ 1.20x")
 }' "$out"

@@ -191,6 +191,38 @@ func benchBig(b *testing.B, size int) {
 	m[0]++
 }
 
+// BenchmarkSpawnWait1G and BenchmarkSpawnWait20M are BenchmarkSpawnWait
+// from a caller with 1 GiB and with 20 MiB resident.
+func BenchmarkSpawnWait1G(b *testing.B)  { benchSpawnBig(b, 1<<30) }
+func BenchmarkSpawnWait20M(b *testing.B) { benchSpawnBig(b, 20<<20) }
+
+func benchSpawnBig(b *testing.B, size int) {
+	m := ballast(size)
+	ctx := context.Background()
+	exe, err := os.Open("/bin/true")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer exe.Close()
+	spawn := func() {
+		p, err := Spawn(ctx, nil, nil, exe, []string{"true"}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st, err := p.Wait(ctx); err != nil || !st.Success() {
+			b.Fatal(st, err)
+		}
+		p.Close()
+	}
+	spawn() // the zygote may be made here
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		spawn()
+	}
+	b.StopTimer()
+	m[0]++
+}
+
 func BenchmarkOSExec1G(b *testing.B) {
 	m := ballast(1 << 30)
 	b.ResetTimer()
