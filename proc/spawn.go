@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/caplin-dev/caplin/pidfd"
 	"golang.org/x/sys/unix"
@@ -259,9 +260,21 @@ func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, target 
 		return nil, h.state
 	}
 	// A cancelled ctx kills the child, not h: the child is found by its
-	// name among the children of its parent.
-	stop := context.AfterFunc(ctx, func() { killSpawning(h, parent) })
+	// name among the children of its parent, looked for until the reply
+	// comes (it may not have named itself yet when ctx is done).
+	replied := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		for {
+			killSpawning(h, parent)
+			select {
+			case <-replied:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	})
 	res, err := h.runLocked(context.WithoutCancel(ctx), &b)
+	close(replied)
 	stop()
 	h.mu.Unlock()
 
