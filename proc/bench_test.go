@@ -105,15 +105,7 @@ func BenchmarkSpawnWait(b *testing.B) {
 	}
 	defer exe.Close()
 	for i := 0; i < b.N; i++ {
-		p, err := Spawn(ctx, nil, nil, exe, []string{"true"}, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		st, err := p.Wait(ctx)
-		if err != nil || !st.Success() {
-			b.Fatal(st, err)
-		}
-		p.Close()
+		spawnWait(b, ctx, exe)
 	}
 }
 
@@ -171,32 +163,28 @@ func ballast(n int) []byte {
 
 // BenchmarkForkExecWait1G is BenchmarkForkExecWait from a caller with 1 GiB
 // resident; BenchmarkForkExecWait20M from one with 20 MiB.
-func BenchmarkForkExecWait1G(b *testing.B)  { benchBig(b, 1<<30) }
-func BenchmarkForkExecWait20M(b *testing.B) { benchBig(b, 20<<20) }
-
-func benchBig(b *testing.B, size int) {
-	m := ballast(size)
-	ctx := context.Background()
-	exe, err := os.Open("/bin/true")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer exe.Close()
-	forkExecWait(b, ctx, exe) // the zygote may be made here
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		forkExecWait(b, ctx, exe)
-	}
-	b.StopTimer()
-	m[0]++
-}
+func BenchmarkForkExecWait1G(b *testing.B)  { benchBig(b, 1<<30, forkExecWait) }
+func BenchmarkForkExecWait20M(b *testing.B) { benchBig(b, 20<<20, forkExecWait) }
 
 // BenchmarkSpawnWait1G and BenchmarkSpawnWait20M are BenchmarkSpawnWait
 // from a caller with 1 GiB and with 20 MiB resident.
-func BenchmarkSpawnWait1G(b *testing.B)  { benchSpawnBig(b, 1<<30) }
-func BenchmarkSpawnWait20M(b *testing.B) { benchSpawnBig(b, 20<<20) }
+func BenchmarkSpawnWait1G(b *testing.B)  { benchBig(b, 1<<30, spawnWait) }
+func BenchmarkSpawnWait20M(b *testing.B) { benchBig(b, 20<<20, spawnWait) }
 
-func benchSpawnBig(b *testing.B, size int) {
+// spawnWait is Spawn and Wait of exe, true.
+func spawnWait(b *testing.B, ctx context.Context, exe *os.File) {
+	p, err := Spawn(ctx, nil, nil, exe, []string{"true"}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if st, err := p.Wait(ctx); err != nil || !st.Success() {
+		b.Fatal(st, err)
+	}
+	p.Close()
+}
+
+// benchBig runs cycle of /bin/true from a caller with size bytes resident.
+func benchBig(b *testing.B, size int, cycle func(*testing.B, context.Context, *os.File)) {
 	m := ballast(size)
 	ctx := context.Background()
 	exe, err := os.Open("/bin/true")
@@ -204,20 +192,10 @@ func benchSpawnBig(b *testing.B, size int) {
 		b.Fatal(err)
 	}
 	defer exe.Close()
-	spawn := func() {
-		p, err := Spawn(ctx, nil, nil, exe, []string{"true"}, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if st, err := p.Wait(ctx); err != nil || !st.Success() {
-			b.Fatal(st, err)
-		}
-		p.Close()
-	}
-	spawn() // the zygote may be made here
+	cycle(b, ctx, exe) // the zygote may be made here
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		spawn()
+		cycle(b, ctx, exe)
 	}
 	b.StopTimer()
 	m[0]++

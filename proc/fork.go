@@ -638,17 +638,12 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 	if pidfdFile == nil {
 		return nil, fmt.Errorf("proc: fork: child's pidfd did not arrive")
 	}
-	fd, err := unix.Dup(int(pidfdFile.Fd()))
-	pidfdFile.Close()
+	fd, err := takePidfd(pidfdFile)
 	if err != nil {
-		return nil, os.NewSyscallError("dup", err)
+		return nil, err
 	}
-	unix.CloseOnExec(fd)
 	innerPid := res.Int(pid)
-	var reap pidfd.Reaper
-	if !parentIsUs {
-		reap = func(ctx context.Context) (*pidfd.State, error) { return parent.reap(ctx, innerPid) }
-	}
+	reap := reaperFor(parent, innerPid)
 	// A child whose parent keeps a reap table is tracked there, so its
 	// status is kept for its Process when its parent reaps it.
 	if parent != nil && parent.reapTable != 0 && parent != h {
@@ -686,6 +681,27 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 		}
 	}
 	return child, nil
+}
+
+// takePidfd turns the pidfd a server sent for its new child into an fd
+// of the caller's own, close-on-exec, for pidfd.New, and closes f.
+func takePidfd(f *os.File) (int, error) {
+	fd, err := unix.Dup(int(f.Fd()))
+	f.Close()
+	if err != nil {
+		return -1, os.NewSyscallError("dup", err)
+	}
+	unix.CloseOnExec(fd)
+	return fd, nil
+}
+
+// reaperFor returns how a Process waits for child pid of parent: through
+// parent, or, when the caller is the parent (nil), by itself.
+func reaperFor(parent *Handle, pid int) pidfd.Reaper {
+	if parent == nil {
+		return nil
+	}
+	return func(ctx context.Context) (*pidfd.State, error) { return parent.reap(ctx, pid) }
 }
 
 func killBatch(pid int) *Batch {

@@ -291,22 +291,16 @@ func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, target 
 		// itself if it has not exec'd.
 		return nil, fmt.Errorf("proc: spawn: child's pidfd did not arrive (%v)", err)
 	}
-	pfd, derr := unix.Dup(int(pidfdFile.Fd()))
-	pidfdFile.Close()
+	pfd, derr := takePidfd(pidfdFile)
 	if derr != nil {
-		return nil, os.NewSyscallError("dup", derr)
+		return nil, derr
 	}
-	unix.CloseOnExec(pfd)
 	innerPid := res.Int(spawned)
-	var reap pidfd.Reaper
-	if !parentIsUs {
-		reap = func(ctx context.Context) (*pidfd.State, error) { return parent.reap(ctx, innerPid) }
-	}
 	outerPid := 0
 	if parentIsUs && top {
 		outerPid = innerPid
 	}
-	p, perr := pidfd.New(pfd, outerPid, reap)
+	p, perr := pidfd.New(pfd, outerPid, reaperFor(parent, innerPid))
 	if perr != nil {
 		return nil, perr
 	}
