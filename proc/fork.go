@@ -521,6 +521,15 @@ func Fork(ctx context.Context, opts *Options) (*Handle, error) {
 	if opts.Direct {
 		return forkDirect(ctx, opts)
 	}
+	return throughZygote(ctx, opts, func(z *Handle, top bool) (*Handle, error) {
+		return z.forkat(ctx, opts, top)
+	})
+}
+
+// throughZygote runs fn with the zygote opts ask for (the plain one for
+// Detached, else the tree one) and whether its children are the caller's
+// (top). A zygote found dead is made again, once.
+func throughZygote[T any](ctx context.Context, opts *Options, fn func(z *Handle, top bool) (T, error)) (T, error) {
 	zy := treeZygote
 	if opts.Detached {
 		zy = plainZygote
@@ -528,13 +537,14 @@ func Fork(ctx context.Context, opts *Options) (*Handle, error) {
 	for try := 0; ; try++ {
 		z, err := zy.get(ctx)
 		if err != nil {
-			return nil, err
+			var zero T
+			return zero, err
 		}
-		h, err := z.forkat(ctx, opts, !zy.tree)
+		v, err := fn(z, !zy.tree)
 		if errors.Is(err, ErrDead) && try == 0 {
 			continue // the zygote died (it never should); make another, once
 		}
-		return h, err
+		return v, err
 	}
 }
 

@@ -50,21 +50,9 @@ func Spawn(ctx context.Context, opts *Options, setup *Batch, exe *os.File, argv,
 	if opts.Direct || !spawnVM || raceBuild || opts.NewUser {
 		return spawnSlow(ctx, nil, opts, setup, execTarget{exe: exe}, argv, env)
 	}
-	zy := treeZygote
-	if opts.Detached {
-		zy = plainZygote
-	}
-	for try := 0; ; try++ {
-		z, err := zy.get(ctx)
-		if err != nil {
-			return nil, err
-		}
-		p, err := z.spawn(ctx, opts, setup, execTarget{exe: exe}, argv, env, !zy.tree)
-		if errors.Is(err, ErrDead) && try == 0 {
-			continue // the zygote died (it never should); make another, once
-		}
-		return p, err
-	}
+	return throughZygote(ctx, opts, func(z *Handle, top bool) (*pidfd.Process, error) {
+		return z.spawn(ctx, opts, setup, execTarget{exe: exe}, argv, env, top)
+	})
 }
 
 // Spawn is Spawn from inside h: the new child is made as h.Fork makes
