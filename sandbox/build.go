@@ -345,7 +345,7 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	h, err := proc.Fork(ctx, &proc.Options{
 		Direct:  spec.Direct,
 		NewUser: true, NewMount: true,
-		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup,
+		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup && !ownCgroupNamespace(spec, lim),
 		NewPID: !spec.SharePID,
 		NewNet: spec.Net != NetHost && !netLater,
 		UIDMap: []proc.IDMap{{Inside: spec.UID, Outside: uid, Size: 1}},
@@ -358,6 +358,13 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	if lim != nil {
 		if err := lim.attach(h.Pid()); err != nil {
 			return nil, err
+		}
+	}
+	if ownCgroupNamespace(spec, lim) {
+		var b proc.Batch
+		b.Unshare(unix.CLONE_NEWCGROUP)
+		if _, err := h.Run(ctx, &b); err != nil {
+			return nil, fmt.Errorf("sandbox: making the cgroup namespace inside the limits' cgroups: %w", err)
 		}
 	}
 	// The program's process: the first one, or, under an init of
@@ -424,6 +431,16 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 		return nil, s.explain(err)
 	}
 	return sb, nil
+}
+
+// ownCgroupNamespace says whether a sandbox makes its cgroup namespace
+// only once its first process is in the cgroups that enforce its limits,
+// rather than at clone: the namespace's roots are then those cgroups, so a
+// program given a writable cgroup file system cannot move itself out of
+// them into an ancestor (which a namespace made first would have as its
+// root, and let it reach).
+func ownCgroupNamespace(spec *Spec, lim *limiter) bool {
+	return !spec.ShareCgroup && lim != nil && len(lim.cgroups) > 0
 }
 
 // recordProgram records the calls that make the program's process what

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -694,5 +695,81 @@ echo looped
 	sb.Close()
 	if !eventually(func() bool { return withMarker(marker) == 0 }) {
 		t.Errorf("%d of the bomb's processes outlived Close", withMarker(marker))
+	}
+}
+
+// TestLimitsCgroupNamespaceRoot: a sandbox with cgroup limits makes its
+// cgroup namespace once it is in the limits' cgroups, so that they are the
+// namespace's roots. Made before, the roots would be their parents, and on
+// cgroup v2 (which checks moves against the namespace's root) a program
+// given a writable cgroup file system could move itself out of its limits
+// into them. Inside, every hierarchy must show the root; outside, the
+// program is in a cgroup of its own.
+func TestLimitsCgroupNamespaceRoot(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	ctx := context.Background()
+	spec := baseSpec()
+	spec.Limits = Limits{Pids: 64}
+	spec.Env = []string{"PATH=/usr/bin:/bin"}
+	lim, _, err := newLimiter(spec.Limits, os.Geteuid(), false)
+	if err == nil && len(lim.cgroups) == 0 {
+		err = errors.New("the limits are rlimits here, with no cgroup")
+	}
+	lim.close()
+	if err != nil {
+		t.Skip(err)
+	}
+	tmpl, err := NewTemplate(ctx, spec)
+	if errors.Is(err, ErrLimitUnenforced) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmpl.Close()
+	for name, build := range map[string]func(files map[int]*os.File) (*Sandbox, error){
+		"Build": func(files map[int]*os.File) (*Sandbox, error) {
+			s := *spec
+			s.Files = files
+			return Build(ctx, &s)
+		},
+		"Template": func(files map[int]*os.File) (*Sandbox, error) { return tmpl.Build(ctx, files, nil) },
+	} {
+		r, w, _ := os.Pipe()
+		sb, err := build(map[int]*os.File{1: w})
+		w.Close()
+		if err != nil {
+			r.Close()
+			t.Fatalf("%s: %v", name, err)
+		}
+		p, err := sb.Exec(ctx, "/bin/sh", []string{"sh", "-c", "cat /proc/self/cgroup; exec sleep 100"})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		sc := bufio.NewScanner(r)
+		var inside []string
+		for sc.Scan() {
+			inside = append(inside, sc.Text())
+			if strings.HasPrefix(sc.Text(), "0::") || len(inside) >= 16 {
+				break
+			}
+		}
+		outside, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.Pid()))
+		p.Kill()
+		p.Wait(ctx)
+		p.Close()
+		sb.Close()
+		r.Close()
+		if len(inside) == 0 {
+			t.Fatalf("%s: no /proc/self/cgroup from inside", name)
+		}
+		for _, ln := range inside {
+			if !strings.HasSuffix(ln, ":/") {
+				t.Errorf("%s: inside, %q is not its namespace's root; all:\n%s", name, ln, strings.Join(inside, "\n"))
+			}
+		}
+		if !strings.Contains(string(outside), "caplin") {
+			t.Errorf("%s: outside, the program is in no cgroup of caplin's:\n%s", name, outside)
+		}
 	}
 }

@@ -294,7 +294,9 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 	h, err := t.h.Fork(ctx, &proc.Options{
 		NewMount: true, NewPID: !spec.SharePID,
 		// The UTS and cgroup namespaces are the template's own: there is
-		// nothing in them a sandbox could change or pass to another.
+		// nothing in them a sandbox could change or pass to another. (A
+		// sandbox with cgroup limits gets a cgroup namespace of its own,
+		// made inside them: ownCgroupNamespace.)
 		NewIPC: !spec.ShareIPC,
 	})
 	if err != nil {
@@ -311,6 +313,12 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 	// process's root is the template's already; the mounts are attached to
 	// fds resolved inside it, as Build's are.
 	var r recorder
+	ownCgroupNS := ownCgroupNamespace(spec, lim)
+	if ownCgroupNS {
+		from := r.begin()
+		r.b.Unshare(unix.CLONE_NEWCGROUP)
+		r.end(from, "making the cgroup namespace inside the limits' cgroups")
+	}
 	from := r.begin()
 	r.root = r.b.Openat(proc.AtFDCWD, "/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	r.end(from, "opening the root")
@@ -352,7 +360,7 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 	}
 	from = r.begin()
 	for i, name := range nsNames {
-		if name == "mnt" || name == "pid" || name == "ipc" {
+		if name == "mnt" || name == "pid" || name == "ipc" || (name == "cgroup" && ownCgroupNS) {
 			r.b.Fstatat(proc.AtFDCWD, "/proc/self/ns/"+name, &r.ns[i], 0)
 		}
 	}
@@ -360,7 +368,10 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 	if _, err := h.Run(ctx, &r.b); err != nil {
 		return nil, r.explain(err)
 	}
-	sb.ns = map[string]uint64{"net": t.ns["net"], "user": t.ns["user"], "uts": t.ns["uts"], "cgroup": t.ns["cgroup"]}
+	sb.ns = map[string]uint64{"net": t.ns["net"], "user": t.ns["user"], "uts": t.ns["uts"]}
+	if !ownCgroupNS {
+		sb.ns["cgroup"] = t.ns["cgroup"]
+	}
 	for i, name := range nsNames {
 		if _, shared := sb.ns[name]; !shared {
 			sb.ns[name] = r.ns[i].Ino
