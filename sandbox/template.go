@@ -64,8 +64,9 @@ type Template struct {
 // which each gets afresh, instead), KeepCaps, and, in Caps,
 // CAP_SYS_ADMIN (the hostname of the shared UTS namespace, among others)
 // and, with a network of the template's own, CAP_NET_ADMIN and
-// CAP_NET_RAW (configuring, or listening to, the shared network).
-// LandlockOnly, which has no namespaces to keep, is refused too.
+// CAP_NET_RAW (configuring, or listening to, the shared network). So is
+// SharePID, which would let them see, and on older kernels signal, each
+// other's processes, and LandlockOnly, which has no namespaces to keep.
 func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
 	if spec == nil {
 		spec = &Spec{}
@@ -134,6 +135,9 @@ func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
 // cgroup namespaces, which belong to the shared user namespace, so that
 // capabilities in it are power over them.
 func checkShared(spec *Spec) error {
+	if spec.SharePID {
+		return errors.New("sandbox: template: Spec.SharePID: the template's sandboxes would share one pid namespace, and see each other's processes (their command lines and environments in /proc) and, before Landlock ABI 6, signal them; each gets a pid namespace of its own without it")
+	}
 	if spec.WritableRoot {
 		return errors.New("sandbox: template: Spec.WritableRoot: the root is one tmpfs for all the template's sandboxes, so what one wrote there the others would see; bind a writable directory, or mount a Tmpfs (each sandbox gets its own), instead")
 	}
@@ -173,8 +177,8 @@ func covered(ms []Mount, i int) bool {
 //
 // The template keeps one sandbox made ahead (its namespaces and mounts),
 // so that Build only hands it over; it makes the next one in the
-// background, on another CPU if there is one. Under caplin's init (neither
-// AsPID1 nor SharePID) the program's process does not exist yet: Exec
+// background, on another CPU if there is one. Under caplin's init (without
+// AsPID1) the program's process does not exist yet: Exec
 // spawns it from the init with its confinement and files as the setup of
 // one round trip, sharing the init's memory until it execs (proc.Spawn),
 // so no fork copies anything; Build keeps duplicates of files until then.
@@ -292,7 +296,7 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 		}
 	}()
 	h, err := t.h.Fork(ctx, &proc.Options{
-		NewMount: true, NewPID: !spec.SharePID,
+		NewMount: true, NewPID: true, // SharePID is refused
 		// The UTS and cgroup namespaces are the template's own: there is
 		// nothing in them a sandbox could change or pass to another. (A
 		// sandbox with cgroup limits gets a cgroup namespace of its own,
@@ -333,9 +337,7 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 			}
 			r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, tmpfsOptions(perms, m.Size)...), r.open(m.Dest, unix.O_DIRECTORY))
 		case Proc:
-			if !spec.SharePID {
-				r.mountProc(r.open(m.Dest, unix.O_DIRECTORY))
-			}
+			r.mountProc(r.open(m.Dest, unix.O_DIRECTORY))
 		case Mqueue:
 			if !spec.ShareIPC {
 				r.attach(r.newMount("mqueue", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC), r.open(m.Dest, unix.O_DIRECTORY))
@@ -348,7 +350,7 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 		r.end(from, describe(i, m))
 	}
 	r.b.Close(r.root)
-	pending := !spec.SharePID && !spec.AsPID1
+	pending := !spec.AsPID1
 	var inherited confinement
 	if pending {
 		// The init confines itself now, in the background, with what its

@@ -99,6 +99,7 @@ func TestTemplateRefusesShared(t *testing.T) {
 		want string // "" to accept
 	}{
 		{Spec{WritableRoot: true}, "Spec.WritableRoot"},
+		{Spec{SharePID: true}, "Spec.SharePID"},
 		{Spec{KeepCaps: true}, "Spec.KeepCaps"},
 		{Spec{Caps: []int{unix.CAP_SYS_ADMIN}}, "CAP_SYS_ADMIN"},
 		{Spec{Caps: []int{unix.CAP_SYS_ADMIN}, Net: NetHost, ShareUTS: true}, "CAP_SYS_ADMIN"},
