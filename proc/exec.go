@@ -49,10 +49,8 @@ func (h *Handle) ExecPath(ctx context.Context, path string, argv, env []string) 
 }
 
 func (h *Handle) exec(ctx context.Context, b *Batch, dirfd Val, path, name string, argv, env []string, flags int) (*pidfd.Process, error) {
-	for _, s := range append(append([]string{path}, argv...), env...) {
-		if strings.IndexByte(s, 0) >= 0 {
-			return nil, &os.PathError{Op: "execveat", Path: name, Err: syscall.EINVAL}
-		}
+	if err := checkNUL(name, path, argv, env); err != nil {
+		return nil, err
 	}
 	h.mu.Lock()
 	pdeath := !h.noPdeath
@@ -73,6 +71,17 @@ func (h *Handle) exec(ctx context.Context, b *Batch, dirfd Val, path, name strin
 		return nil, err
 	}
 	return h.proc, nil
+}
+
+// checkNUL refuses an exec whose path, arguments or environment hold a
+// NUL, which C strings cannot carry: an *os.PathError naming name.
+func checkNUL(name, path string, argv, env []string) error {
+	for _, s := range append(append([]string{path}, argv...), env...) {
+		if strings.IndexByte(s, 0) >= 0 {
+			return &os.PathError{Op: "execveat", Path: name, Err: syscall.EINVAL}
+		}
+	}
+	return nil
 }
 
 // stringArray places a NULL-terminated array of C strings in the child.

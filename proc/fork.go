@@ -600,16 +600,7 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 		}
 	}
 
-	flags := opts.cloneFlags()
-	// The new child's parent: with CLONE_PARENT, the parent of h's child
-	// (nil for the caller); without it (h's child is a pid namespace's
-	// init), h's child itself.
-	parent := h.parent
-	if h.pidns || h.spawner {
-		parent = h
-	} else {
-		flags |= unix.CLONE_PARENT
-	}
+	flags, parent := h.childParent(opts)
 	parentIsUs := parent == nil
 	var cflags uint32
 	if !opts.NoParentDeathSignal {
@@ -691,6 +682,18 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 		}
 	}
 	return child, nil
+}
+
+// childParent returns the clone flags for a child made inside h with opts,
+// and the child's parent: with CLONE_PARENT, the parent of h's child (nil
+// for the caller); without it (h's child is a pid namespace's init, or the
+// tree zygote), h's child itself.
+func (h *Handle) childParent(opts *Options) (uintptr, *Handle) {
+	flags := opts.cloneFlags()
+	if h.pidns || h.spawner {
+		return flags, h
+	}
+	return flags | unix.CLONE_PARENT, h.parent
 }
 
 // takePidfd turns the pidfd a server sent for its new child into an fd

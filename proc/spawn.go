@@ -182,18 +182,10 @@ func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, target 
 	if err := checkSpawn(setup, target); err != nil {
 		return nil, err
 	}
-	for _, s := range append(argv[:len(argv):len(argv)], env...) {
-		if strings.IndexByte(s, 0) >= 0 {
-			return nil, &os.PathError{Op: "execveat", Path: target.name(), Err: syscall.EINVAL}
-		}
+	if err := checkNUL(target.name(), target.path, argv, env); err != nil {
+		return nil, err
 	}
-	flags := opts.cloneFlags()
-	parent := h.parent
-	if h.pidns || h.spawner {
-		parent = h
-	} else {
-		flags |= unix.CLONE_PARENT
-	}
+	flags, parent := h.childParent(opts)
 	parentIsUs := parent == nil
 	if !spawnVM || raceBuild || opts.NewUser || opts.Direct || (parent != nil && parent != h && parent.reapTable != 0) {
 		// A child whose status another process keeps must be tracked

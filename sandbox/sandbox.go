@@ -72,7 +72,8 @@ func (s *Sandbox) Namespaces() map[string]uint64 {
 // A template's sandbox under caplin's init makes that process only when
 // it execs the program, in the same round trip, unless Handle asks for it
 // first: Handle makes it then, at the cost of a fork. It returns nil if
-// that fails, and Exec returns the error.
+// that fails (and Exec returns the error), and after Exec spawned the
+// program.
 func (s *Sandbox) Handle() *proc.Handle {
 	if s.pending {
 		s.materialize(context.Background())
@@ -164,8 +165,11 @@ func (s *Sandbox) Exec(ctx context.Context, path string, argv []string) (*pidfd.
 		if s.pending {
 			return s.spawn(ctx, path, argv)
 		}
-		if s.h == nil {
-			return nil, s.matErr
+		if s.h == nil { // the spawn is done, or making the process failed
+			if s.matErr != nil {
+				return nil, s.matErr
+			}
+			return nil, proc.ErrExeced
 		}
 		return s.h.ExecPath(ctx, path, argv, s.spec.Env)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caplin-dev/caplin/internal/testenv"
+	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -205,6 +206,9 @@ func TestTemplateSpawnsProgram(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("want %q in:\n%s", want, out)
 		}
+	}
+	if _, err := sb.Exec(ctx, "/bin/true", []string{"true"}); !errors.Is(err, proc.ErrExeced) {
+		t.Errorf("a second Exec: %v, want ErrExeced", err)
 	}
 	if strings.Contains(string(out), "\n2\n") {
 		t.Errorf("the program has more fds than it was given (1, and 0 for ls's directory):\n%s", out)
