@@ -364,3 +364,24 @@ func TestSpawnNoLeaks(t *testing.T) {
 		t.Errorf("zombies left: %v", z)
 	}
 }
+
+// TestSpawnSetns enters another user namespace in a spawn's setup: the
+// child shares its parent's memory until it execs, and setns into a user
+// namespace, which a threaded process may not do, works from it.
+func TestSpawnSetns(t *testing.T) {
+	alsoAsNobody(t)
+	ctx := context.Background()
+	h := fork(t, &Options{NewUser: true})
+	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", h.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	out, code := spawnOutput(t, func(b *Batch, exe *os.File, argv []string) (*pidfd.Process, error) {
+		b.Setns(b.PutFile(ns, -1), unix.CLONE_NEWUSER)
+		return Spawn(ctx, nil, b, exe, argv, nil)
+	}, `id -u`)
+	if out != "0\n" || code != 0 {
+		t.Errorf("spawned into another user namespace: %q (exit %d), want uid 0", out, code)
+	}
+}
