@@ -160,6 +160,12 @@ type childState struct {
 	spawned  uint64
 	spawnAt  uint64
 	spawnErr uint64
+
+	// serving: set by opServe in the new server's arena, for spawnChild
+	// to start serving rather than run a spawn; cflags are its opFork
+	// flags.
+	serving uint64
+	cflags  uint64
 }
 
 // childInit gives a new child an empty fd table but for ctrl, and arms the
@@ -283,6 +289,8 @@ func runOp(arena, i uintptr) syscall.Errno {
 		return reapOp(op, res)
 	case opSpawn:
 		return spawnOp(arena, i, op, res)
+	case opServe:
+		return serveOp(arena, op, res)
 	}
 	return runSpecial(arena, op, res)
 }
@@ -605,6 +613,12 @@ func spawnResult(arena, nops uintptr) {
 //go:nocheckptr
 func spawnChild(arena uintptr) {
 	st := (*childState)(at(arena, miscState))
+	if st.serving != 0 {
+		// A server made by opServe, on its own stack and arena.
+		st.serving = 0
+		childInit(uintptr(st.ctrl), uintptr(st.cflags))
+		serve(arena)
+	}
 	hdr := (*reqHeader)(at(arena, 0))
 	for k := uintptr(st.spawnAt); k < uintptr(hdr.nops); k++ {
 		st.spawnAt = uint64(k)
@@ -645,5 +659,32 @@ func storeOp(arena uintptr, op *wireOp) syscall.Errno {
 	} else {
 		*(*uint64)(ptr(uintptr(a[0]))) = a[1]
 	}
+	return 0
+}
+
+// serveOp runs opServe: it clones a server that shares this one's memory
+// and serves on its own arena and stack, which the caller allocated in it.
+// This server goes on at once; the two share no state.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func serveOp(arena uintptr, op *wireOp, res *[2]uint64) syscall.Errno {
+	st := (*childState)(at(arena, miscState))
+	if st.nsend >= maxFDs {
+		return syscall.ETOOMANYREFS
+	}
+	na := uintptr(op.args[1])
+	nst := (*childState)(at(na, miscState))
+	*nst = childState{ctrl: op.args[2], serving: 1, cflags: uint64(op.flags)}
+	*(*int32)(at(arena, miscPidfd)) = -1
+	pid, err := rawCloneVM(uintptr(op.args[0])|unix.CLONE_VM, na+arenaSize+sharedStackSize, arena+miscPidfd, na)
+	if err != 0 {
+		return err
+	}
+	pidfd := *(*int32)(at(arena, miscPidfd))
+	res[0], res[1] = uint64(pid), uint64(pidfd)
+	*(*int32)(at(arena, arenaCmsgOut+unix.SizeofCmsghdr+uintptr(st.nsend)*4)) = pidfd
+	st.nsend++
 	return 0
 }

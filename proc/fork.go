@@ -667,6 +667,7 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 		return nil, err
 	}
 	child := newHandle(ours, res.Int(ctrlNum), p)
+	child.arena = h.arena // a fork serves where its parent did
 	child.pidns = opts.NewPID
 	child.noPdeath = opts.NoParentDeathSignal
 	child.parent = parent

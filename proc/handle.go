@@ -77,6 +77,8 @@ type Handle struct {
 	reapTable uintptr // the tree zygote's reap table, in its memory
 	noPdeath  bool    // made with NoParentDeathSignal
 	tls       uintptr // a zygote's TLS slot, kept mapped (tlsKeep), for tests
+	arena     uint64  // the child's arena when not the usual one (forkShared)
+	release   func()  // run once the child is gone (forkShared frees its arena)
 
 	req []byte // request buffer, arenaReqSize
 	rep []byte // reply buffer
@@ -117,7 +119,19 @@ func (h *Handle) Close() error {
 	if h.proc != nil {
 		err = h.proc.Close()
 	}
+	if h.release != nil {
+		h.release()
+		h.release = nil
+	}
 	return err
+}
+
+// arenaAt returns the address of the child's arena.
+func (h *Handle) arenaAt() uint64 {
+	if h.arena != 0 {
+		return h.arena
+	}
+	return arenaBase()
 }
 
 // Results holds what a batch returned.
@@ -235,7 +249,7 @@ func (h *Handle) runLocked(ctx context.Context, b *Batch) (*Results, error) {
 			spill = append(spill, i)
 			continue
 		}
-		addrs[i] = arenaBase() + off
+		addrs[i] = h.arenaAt() + off
 		off += uint64(bl.size+7) &^ 7
 	}
 	if off > arenaReqSize {
@@ -310,8 +324,8 @@ func (h *Handle) runLocked(ctx context.Context, b *Batch) (*Results, error) {
 	}
 	e.grow(int(off))
 	for i, bl := range b.blobs {
-		if addrs[i] >= arenaBase() && addrs[i] < arenaBase()+arenaReqSize {
-			o := addrs[i] - arenaBase()
+		if base := h.arenaAt(); addrs[i] >= base && addrs[i] < base+arenaReqSize {
+			o := addrs[i] - base
 			bl.fill(addrs[i], e.buf[o:o+uint64(bl.size)])
 		}
 	}
@@ -353,7 +367,7 @@ func (h *Handle) runLocked(ctx context.Context, b *Batch) (*Results, error) {
 	res := &Results{r: results}
 	// Received files belong to opSendFD calls, in order.
 	for i := 0; i < ndone && len(res.sent) < len(files); i++ {
-		if calls[i].kind == opSendFD || calls[i].kind == opSpawn {
+		if calls[i].kind == opSendFD || calls[i].kind == opSpawn || calls[i].kind == opServe {
 			res.sent = append(res.sent, i)
 		}
 	}

@@ -85,7 +85,16 @@ const (
 	// args[2] entries (0: none). r0 = pid, r1 = pidfd, which the reply
 	// carries. The reply's ndone and errno are the child's.
 	opSpawn
+	// opServe clones with flags args[0] plus CLONE_VM: a new server that
+	// shares this one's memory and serves on fd args[2] with the arena at
+	// args[1], followed by its own stack (sharedStackSize), both in this
+	// server's memory. cflags as opFork's. r0 = pid, r1 = pidfd, which the
+	// reply carries.
+	opServe
 )
+
+// sharedStackSize is the stack of a server made by opServe.
+const sharedStackSize = 64 << 10
 
 // Op flags.
 const (

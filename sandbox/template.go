@@ -177,8 +177,9 @@ func covered(ms []Mount, i int) bool {
 //
 // The template keeps one sandbox made ahead (its namespaces and mounts),
 // so that Build only hands it over; it makes the next one in the
-// background, on another CPU if there is one. Under caplin's init (without
-// AsPID1) the program's process does not exist yet: Exec
+// background, on another CPU if there is one: its init shares the
+// template process's memory (proc.Handle.ForkShared), so making it copies
+// nothing. Under caplin's init (without AsPID1) the program's process does not exist yet: Exec
 // spawns it from the init with its confinement and files as the setup of
 // one round trip, sharing the init's memory until it execs (proc.Spawn),
 // so no fork copies anything; Build keeps duplicates of files until then.
@@ -295,7 +296,7 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 			sb.Close()
 		}
 	}()
-	h, err := t.h.Fork(ctx, &proc.Options{
+	h, err := t.h.ForkShared(ctx, &proc.Options{
 		NewMount: true, NewPID: true, // SharePID is refused
 		// The UTS and cgroup namespaces are the template's own: there is
 		// nothing in them a sandbox could change or pass to another. (A

@@ -222,7 +222,7 @@ func TestTemplateSpawnsProgram(t *testing.T) {
 	defer sb2.Close()
 	h := sb2.Handle()
 	if h == nil || sb2.Pid() <= 0 {
-		t.Fatalf("Handle of a template's sandbox: %v, pid %d", h, sb2.Pid())
+		t.Fatalf("Handle of a template's sandbox: %v, pid %d: %v", h, sb2.Pid(), sb2.matErr)
 	}
 	if pid, err := h.Getpid(ctx); err != nil || pid != 2 {
 		t.Errorf("the program's process made by Handle: pid %d %v, want 2", pid, err)

@@ -1,0 +1,65 @@
+package proc
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+)
+
+// TestForkShared makes servers that share their parent's memory, inside a
+// pid namespace's init: they run calls, spawn and fork programs, while the
+// parent and each other do the same, and go without harming the parent.
+func TestForkShared(t *testing.T) {
+	alsoAsNobody(t)
+	ctx := context.Background()
+	parent := fork(t, &Options{NewPID: true, NewUser: os.Getuid() != 0})
+	sh := openExe(t, "/bin/sh")
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				c, err := parent.ForkShared(ctx, &Options{NewPID: true})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if pid, err := c.Getpid(ctx); err != nil || pid != 1 {
+					t.Errorf("shared child's pid %d %v, want 1", pid, err)
+				}
+				p, err := c.Spawn(ctx, nil, nil, sh, []string{"sh", "-c", "exit 3"}, nil)
+				if err != nil {
+					t.Error(err)
+					c.Close()
+					return
+				}
+				if st, err := p.Wait(ctx); err != nil || st.Code != 3 {
+					t.Errorf("spawned from a shared child: %v %v", st, err)
+				}
+				p.Close()
+				// A fork of it serves on the same arena, in its copy;
+				// calls that carry data (a path) must find it there.
+				gc, err := c.Fork(ctx, nil)
+				if err != nil {
+					t.Error(err)
+				} else {
+					if err := gc.Chdir(ctx, "/"); err != nil {
+						t.Errorf("chdir in a fork of a shared child: %v", err)
+					}
+					gc.Close()
+				}
+				c.Close()
+				if _, err := parent.Getpid(ctx); err != nil {
+					t.Errorf("parent after a shared child: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if _, err := parent.ForkShared(ctx, nil); err == nil {
+		t.Error("ForkShared without NewPID: no error")
+	}
+}
