@@ -522,7 +522,7 @@ func Fork(ctx context.Context, opts *Options) (*Handle, error) {
 		return forkDirect(ctx, opts)
 	}
 	return throughZygote(ctx, opts, func(z *Handle, top bool) (*Handle, error) {
-		return z.forkat(ctx, opts, top)
+		return z.forkat(ctx, opts, top, 0)
 	})
 }
 
@@ -562,10 +562,13 @@ func (h *Handle) Fork(ctx context.Context, opts *Options) (*Handle, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
-	return h.forkat(ctx, opts, false)
+	return h.forkat(ctx, opts, false, 0)
 }
 
-func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle, err error) {
+// forkat makes the child of Fork, or, with a shared region (an arena and a
+// stack allocated in h's child's memory), of ForkShared: a server that
+// shares that memory and serves on that arena (opServe).
+func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uintptr) (_ *Handle, err error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, os.NewSyscallError("socketpair", err)
@@ -609,8 +612,15 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 	var b Batch
 	ctrl := b.PutFile(theirs, -1)
 	ctrlNum := b.add(call{kind: opValue, name: "value", args: [6]Val{ctrl}})
-	pid := b.add(call{kind: opFork, flags: cflags, name: "clone", args: [6]Val{Uint(uint64(flags)), ctrl}})
-	pfd := b.takeAndClose(Val{kind: valAux, v: pid.v})
+	var pid, pfd Val
+	if shared != 0 {
+		// opServe sends the pidfd with the reply itself.
+		pid = b.add(call{kind: opServe, flags: cflags, name: "clone", args: [6]Val{Uint(uint64(flags)), Ptr(shared), ctrl}})
+		pfd = pid
+	} else {
+		pid = b.add(call{kind: opFork, flags: cflags, name: "clone", args: [6]Val{Uint(uint64(flags)), ctrl}})
+		pfd = b.takeAndClose(Val{kind: valAux, v: pid.v})
+	}
 	b.Close(ctrl)
 	if h.reapTable != 0 && parent == h {
 		b.add(call{kind: opTrack, name: "track", args: [6]Val{Ptr(h.reapTable), Int(reapEntries), pid}})
@@ -668,6 +678,9 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool) (_ *Handle
 	}
 	child := newHandle(ours, res.Int(ctrlNum), p)
 	child.arena = h.arena // a fork serves where its parent did
+	if shared != 0 {
+		child.arena = uint64(shared)
+	}
 	child.pidns = opts.NewPID
 	child.noPdeath = opts.NoParentDeathSignal
 	child.parent = parent

@@ -39,15 +39,12 @@ type Sandbox struct {
 }
 
 // missing reports whether path is certainly not there for a pending
-// program: looked up by the init, which has the program's root, mounts and
-// working directory but not its Landlock domain, so what the init cannot
-// find, the program cannot either (a spawn that fails costs more than a
-// stat).
+// program: looked up by the init, which has the program's root and mounts
+// (Landlock, if the init has taken it on, does not restrict a stat), so
+// what the init cannot find, the program cannot either (a spawn that fails
+// costs more than a stat).
 func (s *Sandbox) missing(ctx context.Context, path string) bool {
 	var b proc.Batch
-	if dir := s.spec.Dir; dir != "" && !strings.HasPrefix(path, "/") {
-		return false // relative to the program's directory: let the exec say
-	}
 	var st unix.Stat_t
 	b.Fstatat(proc.AtFDCWD, path, &st, 0)
 	_, err := s.init.Run(ctx, &b)
