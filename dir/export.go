@@ -57,7 +57,10 @@ func (e *exporter) handle(ctx context.Context, fresh bool) (*proc.Handle, error)
 // no privilege is needed where unprivileged user namespaces are allowed.
 // It is nosuid and nodev; without Write it is read-only, and without Exec
 // noexec (mount_setattr, Linux 5.12), which the kernel enforces for every
-// holder, unlike d's own rights. Submounts under d come along.
+// holder, unlike d's own rights; and the kernel has locked these
+// attributes, so that not even a holder with a user and mount namespace of
+// its own can clear them (see exportIn). Submounts under d come along,
+// locked to it.
 //
 // open_tree cannot clone a directory through a descriptor from another
 // mount namespace, so the child finds d by d's path, in a copy of the
@@ -104,14 +107,36 @@ func (d *Dir) Export(ctx context.Context) (*os.File, error) {
 	}
 }
 
-// exportIn clones path in the exporter child h and returns the mount.
+// exportIn clones path in a child of the exporter h and returns the
+// mount.
+//
+// Attributes set on a detached mount are not enough: whoever holds it and
+// has CAP_SYS_ADMIN over some mount namespace (any unprivileged process
+// can make a user namespace of its own) could clear them with
+// mount_setattr, and write through a read-only export. The kernel refuses
+// that only for a mount whose attributes it has locked, which it does to
+// every mount of a mount namespace it copies into a less privileged user
+// namespace. So a child of the exporter, in a mount namespace of its own,
+// attaches the clone, with its attributes set, over path; then it makes a
+// user and mount namespace inside its own, whose copy of the clone has
+// them locked; and it clones that copy, which keeps them.
 func exportIn(ctx context.Context, h *proc.Handle, path string, attr uint64, want *unix.Stat_t) (*os.File, error) {
+	c, err := h.Fork(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
 	var b proc.Batch
+	b.Unshare(unix.CLONE_NEWNS)
+	b.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "")
 	mnt := b.OpenTree(proc.AtFDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
 	b.MountSetattr(mnt, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: attr})
-	file := b.TakeFile(mnt)
+	b.MoveMount(mnt, "", proc.AtFDCWD, path, unix.MOVE_MOUNT_F_EMPTY_PATH)
 	b.Close(mnt)
-	res, err := h.Run(ctx, &b)
+	b.Unshare(unix.CLONE_NEWUSER | unix.CLONE_NEWNS)
+	locked := b.OpenTree(proc.AtFDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	file := b.TakeFile(locked)
+	res, err := c.Run(ctx, &b)
 	if err != nil {
 		res.Close()
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -123,4 +124,82 @@ func containsField(line, f string) bool {
 		}
 	}
 	return false
+}
+
+// TestExportLocked: the attributes an export is made with hold for every
+// holder, including one with a user and mount namespace of its own, which
+// has CAP_SYS_ADMIN over the mounts it holds: it tries to clear read-only,
+// noexec, nosuid and nodev on the export as received, then again after
+// attaching it in its own mount namespace, then to remount it writable,
+// and writes through it. Each must fail with EPERM (EROFS for the write).
+// A detached mount the exporter merely set read-only could be made
+// writable so by whoever it was handed to.
+func TestExportLocked(t *testing.T) {
+	alsoAsNobody(t)
+	ctx := context.Background()
+	root := t.TempDir()
+	shared := filepath.Join(root, "shared")
+	os.MkdirAll(shared, 0o777)
+	os.Chmod(shared, 0o777) // writable by the holder's uid, whatever the umask
+	d, err := Open(shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ro, err := d.Sub(".", ReadOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	f, err := ro.Export(ctx)
+	if err != nil {
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSPC) {
+			t.Skip("no user namespaces:", err)
+		}
+		t.Fatal(err)
+	}
+	defer f.Close()
+	holder, err := proc.Fork(ctx, &proc.Options{NewUser: true, NewMount: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	var b proc.Batch
+	mfd := b.PutFile(f, 100)
+	if _, err := holder.Run(ctx, &b); err != nil {
+		t.Fatal(err)
+	}
+	try := func(what string, want error, record func(b *proc.Batch)) {
+		t.Helper()
+		var b proc.Batch
+		record(&b)
+		_, err := holder.Run(ctx, &b)
+		if !errors.Is(err, want) {
+			t.Errorf("%s: %v, want %v", what, err, want)
+		}
+	}
+	for _, a := range []struct {
+		name string
+		attr uint64
+	}{{"rdonly", unix.MOUNT_ATTR_RDONLY}, {"noexec", unix.MOUNT_ATTR_NOEXEC}, {"nosuid", unix.MOUNT_ATTR_NOSUID}, {"nodev", unix.MOUNT_ATTR_NODEV}} {
+		try("mount_setattr(export, clear "+a.name+")", unix.EPERM, func(b *proc.Batch) {
+			b.MountSetattr(mfd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_clr: a.attr})
+		})
+	}
+	// Attached in the holder's own mount namespace, over /tmp there.
+	try("move_mount(export, /tmp)", nil, func(b *proc.Batch) {
+		b.MoveMount(mfd, "", proc.AtFDCWD, "/tmp", unix.MOVE_MOUNT_F_EMPTY_PATH)
+	})
+	try("mount_setattr(/tmp, clear rdonly)", unix.EPERM, func(b *proc.Batch) {
+		b.MountSetattr(proc.AtFDCWD, "/tmp", 0, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY})
+	})
+	try("mount(/tmp, MS_REMOUNT|MS_BIND)", unix.EPERM, func(b *proc.Batch) {
+		b.Mount("", "/tmp", "", unix.MS_REMOUNT|unix.MS_BIND, "")
+	})
+	try("openat(/tmp/pwned, O_CREAT)", unix.EROFS, func(b *proc.Batch) {
+		b.Openat(proc.AtFDCWD, "/tmp/pwned", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+	})
+	if _, err := os.Stat(filepath.Join(shared, "pwned")); err == nil {
+		t.Errorf("the holder wrote through a read-only export")
+	}
 }
