@@ -32,8 +32,10 @@ type span struct {
 
 // recorder records the calls that build a sandbox's root.
 type recorder struct {
-	b     proc.Batch
-	spans []span
+	b proc.Batch
+	// checks run once the batch has, on what it found.
+	checks []func() error
+	spans  []span
 	// root is an O_PATH fd of the new root, which every destination is
 	// resolved inside; made lists the directories made in it.
 	root proc.Val
@@ -207,6 +209,8 @@ func symlinkat(b *proc.Batch, target string, dir proc.Val, name string) proc.Val
 // describe names a mount for errors: "mount 3 (ro-bind /usr on /usr)".
 func describe(i int, m *Mount) string {
 	switch {
+	case m.Kind.isBind() && m.FD != nil:
+		return fmt.Sprintf("mount %d (%s %s %s)", i+1, m.Kind, m.FD.Name(), m.Dest)
 	case m.Kind.isBind() || m.Kind == Symlink:
 		return fmt.Sprintf("mount %d (%s %s %s)", i+1, m.Kind, m.Source, m.Dest)
 	}
@@ -226,7 +230,10 @@ func checkSpec(spec *Spec) error {
 		if strings.Contains(m.Source, "\x00") {
 			return fmt.Errorf("sandbox: %s: source has a NUL byte", describe(i, m))
 		}
-		if (m.Kind.isBind() || m.Kind == Symlink) && m.Source == "" {
+		if m.FD != nil && (!m.Kind.isBind() || m.Source != "") {
+			return fmt.Errorf("sandbox: %s: a descriptor is the source of a bind only, in place of a path", describe(i, m))
+		}
+		if (m.Kind.isBind() && m.FD == nil || m.Kind == Symlink) && m.Source == "" {
 			return fmt.Errorf("sandbox: %s: source missing", describe(i, m))
 		}
 		if m.Kind == Chmod && m.Perms == nil {
@@ -409,6 +416,9 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	if err != nil {
 		return nil, r.explain(err)
 	}
+	if err := r.verify(); err != nil {
+		return nil, err
+	}
 	sb.ns = map[string]uint64{}
 	for i, name := range nsNames {
 		sb.ns[name] = r.ns[i].Ino
@@ -570,7 +580,7 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 		m := &spec.Mounts[i]
 		switch {
 		case m.Kind.isBind():
-			st, err := os.Stat(m.Source)
+			st, err := statSource(m)
 			if err != nil && m.Try && errors.Is(err, os.ErrNotExist) {
 				skip[i] = true
 				continue
@@ -580,7 +590,13 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 			}
 			isDir[i] = st.IsDir()
 			from := r.begin()
-			clones[i] = b.OpenTree(proc.AtFDCWD, m.Source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+			if m.FD != nil {
+				if clones[i], err = r.bindFD(i, m); err != nil {
+					return nil, err
+				}
+			} else {
+				clones[i] = b.OpenTree(proc.AtFDCWD, m.Source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+			}
 			r.end(from, describe(i, m))
 		case m.Kind == Dev:
 			from := r.begin()
@@ -905,7 +921,7 @@ func landlockFor(spec *Spec) (*LandlockPolicy, []string, error) {
 		}
 		switch m.Kind {
 		case ROBind, Bind, DevBind:
-			st, err := os.Stat(m.Source)
+			st, err := statSource(m)
 			if err != nil {
 				if m.Try {
 					continue

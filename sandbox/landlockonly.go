@@ -139,6 +139,10 @@ func landlockOnlyPolicy(spec *Spec, abi int) (*LandlockPolicy, []string, error) 
 		g := PathGrant{Path: dest}
 		switch m.Kind {
 		case ROBind, Bind, DevBind:
+			if m.FD != nil {
+				cannot = append(cannot, describe(i, m)+": a bind of a descriptor needs a mount namespace")
+				continue
+			}
 			if filepath.Clean(m.Source) != dest {
 				cannot = append(cannot, describe(i, m)+": a bind elsewhere than its source needs a mount namespace")
 				continue

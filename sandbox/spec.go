@@ -81,6 +81,16 @@ type Mount struct {
 	// within that root and never lead to the caller's files. A File
 	// refuses a link as its last component; the other kinds follow it.
 	Dest string
+	// FD, for a bind, is its source in place of Source: a file or
+	// directory the caller holds open (O_PATH will do), such as the root of
+	// an export from dir.Dir.Export or rpc.Directory.Export. A detached
+	// mount (an export's root) is moved into the sandbox, attributes and
+	// all (an export's read-only stays, whatever the kind), so it can go to
+	// one sandbox only; for any other descriptor, the file at the path the
+	// kernel gives it is bound, as Source would be, and the build fails
+	// unless that is still the same file (device and inode), not one
+	// renamed or mounted over since. The caller keeps FD and owns it.
+	FD *os.File
 	// Try skips a bind whose Source does not exist, instead of failing.
 	Try bool
 	// Perms is the mode of what Tmpfs, Dir, File, BindData and ROBindData

@@ -121,6 +121,9 @@ func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
 	if _, err := h.Run(ctx, &r.b); err != nil {
 		return nil, fmt.Errorf("template: %w", r.explain(err))
 	}
+	if err := r.verify(); err != nil {
+		return nil, fmt.Errorf("template: %w", err)
+	}
 	t.ns = map[string]uint64{}
 	for i, name := range nsNames {
 		t.ns[name] = r.ns[i].Ino
@@ -370,6 +373,9 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 	r.end(from, "reading the namespaces' inode numbers")
 	if _, err := h.Run(ctx, &r.b); err != nil {
 		return nil, r.explain(err)
+	}
+	if err := r.verify(); err != nil {
+		return nil, err
 	}
 	sb.ns = map[string]uint64{"net": t.ns["net"], "user": t.ns["user"], "uts": t.ns["uts"]}
 	if !ownCgroupNS {

@@ -31,9 +31,9 @@ DESCRIPTION
 	caplin's reaper, not the caller's: it sees no process outside.
 
 	Refused with an error, never ignored: --userns, --userns2, --pidns,
-	--userns-block-fd, --assert-userns-disabled, --lock-file, --bind-fd,
-	--ro-bind-fd, --overlay-src, --overlay, --tmp-overlay, --ro-overlay,
-	--exec-label, --file-label and --level-prefix.
+	--userns-block-fd, --assert-userns-disabled, --lock-file,
+	--overlay-src, --overlay, --tmp-overlay, --ro-overlay, --exec-label,
+	--file-label and --level-prefix.
 
 EXIT STATUS
 	The command's status; 128+N when it was killed by signal N; 1 when

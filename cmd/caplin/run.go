@@ -63,6 +63,12 @@ FILE SYSTEM (applied in order)
 		with device nodes usable. Sub-mounts of SRC come along.
 	--ro-bind-try, --bind-try, --dev-bind-try SRC DEST
 		The same, skipped when SRC does not exist.
+	--ro-bind-fd FD DEST, --bind-fd FD DEST
+		Bind what caplin's inherited fd FD refers to (a directory or
+		file, O_PATH will do) at DEST: read-only; writable. The root of
+		an export (caplin call S export PATH) is moved in as it is, its
+		read-only included, so it serves one sandbox; any other fd is
+		bound by its path, which must still lead to the same file.
 	--tmpfs DEST
 		An empty tmpfs (mode from --perms, default 0755; size from
 		--size).

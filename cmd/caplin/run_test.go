@@ -171,7 +171,7 @@ func TestParseRunUsageErrors(t *testing.T) {
 		{}, {"--"}, {"--bogus", "true"}, {"--uid", "-1", "true"}, {"--uid", "x", "true"},
 		{"--setenv", "A"}, {"--unsetenv", "A=b", "true"}, {"--chdir"}, {"--net", "wifi", "true"},
 		{"--ro-bind", "/usr"}, {"--perms", "999", "--dir", "/d", "true"}, {"--size", "lots", "--tmpfs", "/t", "true"},
-		{"--overlay-src", "/a", "true"}, {"--userns", "3", "true"}, {"--bind-fd", "3", "/x", "true"},
+		{"--overlay-src", "/a", "true"}, {"--userns", "3", "true"}, {"--bind-fd", "x", "/x", "true"},
 	} {
 		var ue *usageErr
 		if _, err := parseRunArgs(args, false); !errors.As(err, &ue) {

@@ -80,7 +80,7 @@ type runOption struct {
 // refused, never ignored.
 var unsupported = map[string]int{
 	"--userns": 1, "--userns2": 1, "--pidns": 1, "--userns-block-fd": 1, "--assert-userns-disabled": 0,
-	"--lock-file": 1, "--bind-fd": 2, "--ro-bind-fd": 2, "--overlay-src": 1, "--overlay": 3,
+	"--lock-file": 1, "--overlay-src": 1, "--overlay": 3,
 	"--tmp-overlay": 1, "--ro-overlay": 1, "--exec-label": 1, "--file-label": 1, "--level-prefix": 0,
 }
 
@@ -99,6 +99,19 @@ func bindOpt(kind sandbox.MountKind, try bool) runOption {
 			}
 		}
 		c.mounts = append(c.mounts, sandbox.Mount{Kind: kind, Source: src, Dest: a[1], Try: try})
+		return nil
+	}}
+}
+
+// fdBindOpt is --bind-fd and --ro-bind-fd: a bind whose source is a
+// descriptor caplin inherited (see sandbox.Mount.FD).
+func fdBindOpt(kind sandbox.MountKind) runOption {
+	return runOption{2, 'b', func(c *runConfig, a []string) error {
+		f, err := fdArg(a[0])
+		if err != nil {
+			return err
+		}
+		c.mounts = append(c.mounts, sandbox.Mount{Kind: kind, FD: f, Dest: a[1]})
 		return nil
 	}}
 }
@@ -202,6 +215,8 @@ var runOptions = map[string]runOption{
 	"--ro-bind-try":  bindOpt(sandbox.ROBind, true),
 	"--dev-bind":     bindOpt(sandbox.DevBind, false),
 	"--dev-bind-try": bindOpt(sandbox.DevBind, true),
+	"--bind-fd":      fdBindOpt(sandbox.Bind),
+	"--ro-bind-fd":   fdBindOpt(sandbox.ROBind),
 	"--tmpfs":        destOpt(sandbox.Tmpfs, true, true),
 	"--proc":         destOpt(sandbox.Proc, false, false),
 	"--dev":          destOpt(sandbox.Dev, false, false),

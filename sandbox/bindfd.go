@@ -1,0 +1,103 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/caplin-dev/caplin/proc"
+	"golang.org/x/sys/unix"
+)
+
+// statSource returns what a bind's source is: its FD's file, or the file
+// at Source.
+func statSource(m *Mount) (os.FileInfo, error) {
+	if m.FD != nil {
+		return m.FD.Stat()
+	}
+	return os.Stat(m.Source)
+}
+
+// bindFD records, in the first process, while it still sees the caller's
+// mounts, the making of the mount that a bind whose source is the
+// descriptor m.FD attaches, and returns it.
+//
+// open_tree cannot clone through a descriptor from another mount
+// namespace (the caller's, not the process's copy of it), so:
+//   - a descriptor on a mount of the caller's is cloned by its path in the
+//     copy, if that path leads to it in the caller's mounts (same device,
+//     inode and mount), and a check after the batch makes sure the clone
+//     is the same file (bubblewrap's --bind-fd does the same);
+//   - any other (a detached mount, as an export's root is) is sent to the
+//     process and moved into its root as it is.
+func (r *recorder) bindFD(i int, m *Mount) (proc.Val, error) {
+	fd := int(m.FD.Fd())
+	var want unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_SYNC_AS_STAT, unix.STATX_INO|unix.STATX_MNT_ID, &want); err != nil {
+		return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), &os.SyscallError{Syscall: "statx", Err: err})
+	}
+	path, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil {
+		return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
+	}
+	attached, err := inMountTable(want.Mnt_id)
+	if err != nil {
+		return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
+	}
+	if !attached {
+		return r.b.PutFile(m.FD, -1), nil
+	}
+	var at unix.Statx_t
+	if !strings.HasPrefix(path, "/") ||
+		unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_SYNC_AS_STAT, unix.STATX_INO|unix.STATX_MNT_ID, &at) != nil ||
+		!sameFile(&at, &want) || at.Mnt_id != want.Mnt_id {
+		return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), &os.PathError{Op: "bind", Path: path, Err: errMoved})
+	}
+	{
+		clone := r.b.OpenTree(proc.AtFDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+		got := new(unix.Stat_t)
+		r.b.Fstatat(clone, "", got, unix.AT_EMPTY_PATH)
+		r.checks = append(r.checks, func() error {
+			if got.Dev != unix.Mkdev(want.Dev_major, want.Dev_minor) || got.Ino != want.Ino {
+				return fmt.Errorf("sandbox: %s: %w", describe(i, m), &os.PathError{Op: "bind", Path: path, Err: errMoved})
+			}
+			return nil
+		})
+		return clone, nil
+	}
+}
+
+// inMountTable reports whether the mount with ID id is in the caller's
+// mount namespace.
+func inMountTable(id uint64) (bool, error) {
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	want := strconv.FormatUint(id, 10) + " "
+	for line := range strings.Lines(string(mi)) {
+		if strings.HasPrefix(line, want) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// errMoved: the file at a descriptor's path is no longer the descriptor's.
+var errMoved = errors.New("no longer the descriptor's file (renamed, or mounted over)")
+
+func sameFile(a, b *unix.Statx_t) bool {
+	return a.Ino == b.Ino && a.Dev_major == b.Dev_major && a.Dev_minor == b.Dev_minor
+}
+
+// verify runs the checks on what the recorder's batch found.
+func (r *recorder) verify() error {
+	for _, c := range r.checks {
+		if err := c(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
