@@ -28,6 +28,9 @@ type Client struct {
 	pending map[uint64]chan message
 	err     error // set once: why the object is unusable
 	done    chan struct{}
+	// life ends when the client fails or is closed.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 // ClientOptions adjust a Client. The zero value is the defaults.
@@ -107,6 +110,7 @@ func newClient(uc *net.UnixConn, opts ClientOptions) *Client {
 		pending: map[uint64]chan message{},
 		done:    make(chan struct{}),
 	}
+	c.life, c.endLife = context.WithCancel(context.Background())
 	go c.readLoop()
 	return c
 }
@@ -129,6 +133,7 @@ func (c *Client) fail(err error) {
 	c.err = err
 	close(c.done)
 	c.mu.Unlock()
+	c.endLife()
 	c.c.c.Close()
 }
 
@@ -208,7 +213,9 @@ func (c *Client) failPending() {
 // result (a pointer, or nil to ignore it). FDs in args are sent (the caller
 // keeps its files); FDs in result are the caller's to close. A failure the
 // server reports comes back as an *Error. If ctx ends first, Call returns
-// ctx's error and tells the server to cancel the call.
+// ctx's error: if the call was sent, it tells the server to cancel it; if
+// it was still waiting to be sent (a server that reads nothing fills the
+// socket), it was not sent at all.
 func (c *Client) Call(ctx context.Context, method string, args, result any) error {
 	body, files, err := encodeCall(method, args)
 	if err != nil {
@@ -232,7 +239,7 @@ func (c *Client) Send(method string, args any) error {
 		return withMethod(err, method)
 	}
 	b := appendHeader(make([]byte, 0, headerLen+len(body)), kindCall, len(files), 0)
-	if err := c.c.send(append(b, body...), files); err != nil {
+	if err := c.c.sendCtx(context.Background(), append(b, body...), files); err != nil {
 		return c.sendError(method, err)
 	}
 	return nil
@@ -260,10 +267,14 @@ func (c *Client) roundTrip(ctx context.Context, method string, body []byte, file
 	c.mu.Unlock()
 
 	b := appendHeader(make([]byte, 0, headerLen+len(body)), kindCall, len(files), id)
-	if err := c.c.send(append(b, body...), files); err != nil {
+	if err := c.c.sendCtx(ctx, append(b, body...), files); err != nil {
 		c.mu.Lock()
 		delete(c.pending, id)
 		c.mu.Unlock()
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			// Not sent: there is nothing to cancel.
+			return message{}, fmt.Errorf("rpc: %s: %w", method, err)
+		}
 		return message{}, c.sendError(method, err)
 	}
 	select {
@@ -283,7 +294,9 @@ func (c *Client) roundTrip(ctx context.Context, method string, body []byte, file
 				closeFiles(m.files)
 			}
 		} else {
-			c.c.send(appendHeader(nil, kindCancel, 0, id), nil) // best effort
+			// Best effort, and not waited for: a server that reads
+			// nothing must not hold the caller, whose context has ended.
+			go c.c.sendCtx(c.life, appendHeader(nil, kindCancel, 0, id), nil)
 		}
 		return message{}, fmt.Errorf("rpc: %s: %w", method, ctx.Err())
 	}

@@ -391,3 +391,86 @@ func TestShutdownDeadline(t *testing.T) {
 		t.Fatalf("Shutdown with 20 peers that read nothing took %v", d)
 	}
 }
+
+// TestCallContextWhileSendBlocks: a server that reads nothing fills the
+// socket, and a call's send then blocks; the call still ends with its
+// context, having sent nothing, and its context's end interrupts no other
+// caller's send, which goes on once the server reads.
+func TestCallContextWhileSendBlocks(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := fds[1]
+	defer unix.Close(server)
+	c, err := NewClient(os.NewFile(uintptr(fds[0]), "client"), ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Fill the socket: calls whose contexts end while they wait for
+	// replies that never come, until the socket has no room for another
+	// such message.
+	big := strings.Repeat("x", 32<<10)
+	filled := false
+	for i := 0; i < 1000 && !filled; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		start := time.Now()
+		err := c.Call(ctx, "echo", big, nil)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("call %d: %v, want DeadlineExceeded", i, err)
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("call %d took %v: its context did not end it", i, time.Since(start))
+		}
+		// A probe past the client (which sends through a duplicate
+		// of fds[0], closed by NewClient).
+		rc, _ := c.c.c.SyscallConn()
+		rc.Control(func(fd uintptr) {
+			_, err = unix.SendmsgN(int(fd), []byte(big), nil, nil, unix.MSG_DONTWAIT)
+		})
+		filled = errors.Is(err, unix.EAGAIN)
+	}
+	if !filled {
+		t.Fatal("the socket never filled")
+	}
+	// Now a long call waits to send, and a short one behind it ends.
+	long, cancelLong := context.WithCancel(context.Background())
+	longErr := make(chan error, 1)
+	go func() { longErr <- c.Call(long, "last", nil, nil) }()
+	time.Sleep(20 * time.Millisecond)
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := c.Call(short, "echo", "x", nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("short call: %v, want DeadlineExceeded", err)
+	}
+	select {
+	case err := <-longErr:
+		t.Fatalf("the long call ended with the short one's context: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	// The server reads: the long call's message goes, after the rest.
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, 256)
+	sawLast := false
+	deadline := time.Now().Add(10 * time.Second)
+	for !sawLast && time.Now().Before(deadline) {
+		n, _, _, _, err := unix.Recvmsg(server, buf, oob, unix.MSG_DONTWAIT)
+		if errors.Is(err, unix.EAGAIN) {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		sawLast = strings.Contains(string(buf[:n]), "last")
+	}
+	if !sawLast {
+		t.Fatal("the long call's message never arrived")
+	}
+	cancelLong()
+	if err := <-longErr; !errors.Is(err, context.Canceled) {
+		t.Errorf("long call: %v, want Canceled", err)
+	}
+}

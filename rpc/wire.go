@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"time"
 
 	"github.com/fxamacker/cbor/v2"
 	"golang.org/x/sys/unix"
@@ -186,6 +188,9 @@ type conn struct {
 	maxFDs int
 	rbuf   []byte // only the reading goroutine uses rbuf and oob
 	oob    []byte
+	// sending is held by whoever sends with sendCtx, so that the write
+	// deadline one sender's context sets interrupts no other sender.
+	sending chan struct{}
 }
 
 func newConn(c *net.UnixConn, maxMsg, maxFDs int) *conn {
@@ -202,7 +207,8 @@ func newConn(c *net.UnixConn, maxMsg, maxFDs int) *conn {
 		rbuf:   make([]byte, maxMsg+1),
 		// Room for every descriptor a sendmsg can carry, so the kernel
 		// never truncates for count: the limit is ours to enforce.
-		oob: make([]byte, unix.CmsgSpace(maxSendFDs*4)+unix.CmsgSpace(64)),
+		oob:     make([]byte, unix.CmsgSpace(maxSendFDs*4)+unix.CmsgSpace(64)),
+		sending: make(chan struct{}, 1),
 	}
 }
 
@@ -227,6 +233,42 @@ func (c *conn) send(b []byte, files []*os.File) error {
 	_, _, err := c.c.WriteMsgUnix(b, oob, nil)
 	// The files must stay open until the kernel has taken its references.
 	runtime.KeepAlive(files)
+	return err
+}
+
+// sendCtx is send that gives up, having sent nothing, when ctx ends
+// before the message is on the socket (a peer that reads nothing fills the
+// socket's buffer, and sendmsg then blocks). A SOCK_SEQPACKET message goes
+// whole or not at all, so giving up never leaves part of one behind. Every
+// sender on c must use sendCtx: the context's end interrupts the blocked
+// sendmsg through the socket's write deadline, which is the socket's, not
+// the sender's, so senders take turns.
+func (c *conn) sendCtx(ctx context.Context, b []byte, files []*os.File) error {
+	select {
+	case c.sending <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.sending }()
+	if ctx.Done() == nil {
+		return c.send(b, files)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		c.c.SetWriteDeadline(time.Unix(1, 0))
+		close(fired)
+	})
+	err := c.send(b, files)
+	if !stop() {
+		<-fired
+		c.c.SetWriteDeadline(time.Time{})
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return ctx.Err()
+		}
+	}
 	return err
 }
 
