@@ -474,3 +474,78 @@ func TestCallContextWhileSendBlocks(t *testing.T) {
 		t.Errorf("long call: %v, want Canceled", err)
 	}
 }
+
+// ctxBlocker is a Handler whose calls run until their context ends,
+// counting the calls that started, by their argument.
+type ctxBlocker struct {
+	mu      sync.Mutex
+	started map[string]bool
+	ch      chan string
+}
+
+func (b *ctxBlocker) ServeCall(ctx context.Context, call *Call) (any, error) {
+	var name string
+	if err := call.Args(&name); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	b.started[name] = true
+	b.mu.Unlock()
+	b.ch <- name
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestCancelWhileSaturated: with every worker of an object busy on calls
+// that run until cancelled, the server still reads the cancels: a
+// cancelled running call makes room for one that waited, and a call
+// cancelled while it waited never runs.
+func TestCancelWhileSaturated(t *testing.T) {
+	const limit = 2
+	b := &ctxBlocker{started: map[string]bool{}, ch: make(chan string, 16)}
+	c, _ := pairWith(t, &Server{MaxConcurrent: limit}, b)
+	call := func(name string) (context.CancelFunc, chan error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Call(ctx, "block", name, nil) }()
+		return cancel, done
+	}
+	cancelA, doneA := call("a")
+	cancelB, doneB := call("b")
+	defer cancelB()
+	for range limit {
+		<-b.ch
+	}
+	cancelC, doneC := call("c") // waits for a worker
+	defer cancelC()
+	time.Sleep(20 * time.Millisecond)
+	cancelD, doneD := call("d") // waits too
+	time.Sleep(50 * time.Millisecond)
+	cancelD()
+	if err := <-doneD; !errors.Is(err, context.Canceled) {
+		t.Errorf("d: %v", err)
+	}
+	cancelA()
+	if err := <-doneA; !errors.Is(err, context.Canceled) {
+		t.Errorf("a: %v", err)
+	}
+	select {
+	case name := <-b.ch:
+		if name != "c" {
+			t.Errorf("%q started in the place of a, want c", name)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a's cancel did not reach the server: c never started")
+	}
+	cancelB()
+	cancelC()
+	<-doneB
+	<-doneC
+	// Once b and c have gone, d would start if it were still waiting.
+	time.Sleep(50 * time.Millisecond)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.started["d"] {
+		t.Error("d, cancelled while it waited, ran")
+	}
+}

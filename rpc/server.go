@@ -110,11 +110,12 @@ type Server struct {
 	// Logger receives one line per connection error and failed message;
 	// nil means slog.Default().
 	Logger *slog.Logger
-	// MaxConcurrent bounds the calls one object runs at once; a peer that
-	// sends more waits (its socket's buffer fills and its sends block):
-	// backpressure, not unbounded queues. 0 means 16. The calls run on
-	// that many goroutines at most, made as needed and kept until the
-	// object goes.
+	// MaxConcurrent bounds the calls one object runs at once, and as many
+	// again wait their turn; a peer that sends more waits (its socket's
+	// buffer fills and its sends block): backpressure, not unbounded
+	// queues. 0 means 16. The calls run on that many goroutines at most,
+	// made as needed and kept until the object goes. A call cancelled
+	// while it waits never runs.
 	MaxConcurrent int
 	// MaxMessage and MaxFDs bound each message a peer sends; 0 means
 	// DefaultMaxMessage and DefaultMaxFDs.
@@ -373,10 +374,15 @@ func (sc *serverConn) loop() {
 	// fifth of a call's CPU time. workers holds a token per worker.
 	workers := make(chan struct{}, max)
 	work := make(chan job)
+	waiting := make(chan job, max)
+	var dispatching chan struct{} // closed when dispatch has returned
 	var running sync.WaitGroup
 	defer func() {
 		stop()
 		sc.cancel()
+		if dispatching != nil {
+			<-dispatching
+		}
 		running.Wait()
 		sc.c.c.Close()
 		if c, ok := sc.h.(io.Closer); ok {
@@ -452,22 +458,60 @@ func (sc *serverConn) loop() {
 			sc.mu.Unlock()
 		}
 		j := job{ctx: cctx, cancel: cancel, call: call, id: m.id}
-		select {
-		case work <- j: // an idle worker took it
-			continue
-		default:
+		if len(waiting) == 0 {
+			select {
+			case work <- j: // an idle worker took it
+				continue
+			case workers <- struct{}{}:
+				running.Add(1)
+				go sc.worker(j, work, &running)
+				continue
+			default:
+			}
+		}
+		// All max workers busy: the call waits its turn, and the reader
+		// goes on, so that cancels (of running or waiting calls) still
+		// arrive, until max calls wait too. Then it waits for room:
+		// backpressure.
+		if dispatching == nil {
+			dispatching = make(chan struct{})
+			go sc.dispatch(waiting, work, dispatching)
 		}
 		select {
-		case work <- j:
-		case workers <- struct{}{}:
-			running.Add(1)
-			go sc.worker(j, work, &running)
+		case waiting <- j:
 		case <-sc.ctx.Done():
-			// All max workers busy, and the object is going: the
-			// call never runs.
+			// The object is going: the call never runs.
 			cancel()
 			call.release()
 			return
+		}
+	}
+}
+
+// dispatch hands the calls that wait to workers as they come free, until
+// the object goes; the calls still waiting then never run.
+func (sc *serverConn) dispatch(waiting <-chan job, work chan<- job, done chan<- struct{}) {
+	defer close(done)
+	for {
+		select {
+		case j := <-waiting:
+			select {
+			case work <- j:
+				continue
+			case <-sc.ctx.Done():
+				j.cancel()
+				j.call.release()
+			}
+		case <-sc.ctx.Done():
+		}
+		for {
+			select {
+			case j := <-waiting:
+				j.cancel()
+				j.call.release()
+			default:
+				return
+			}
 		}
 	}
 }
@@ -497,7 +541,15 @@ func (sc *serverConn) worker(j job, work <-chan job, running *sync.WaitGroup) {
 
 // do runs one call and sends its reply.
 func (sc *serverConn) do(j job) {
-	res, err := sc.run(j.ctx, j.call)
+	var res any
+	var err error
+	if cerr := j.ctx.Err(); cerr != nil {
+		// Cancelled while it waited for a worker: it never runs.
+		j.call.release()
+		err = cerr
+	} else {
+		res, err = sc.run(j.ctx, j.call)
+	}
 	if j.id != 0 {
 		sc.mu.Lock()
 		delete(sc.calls, j.id)
