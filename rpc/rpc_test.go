@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -548,4 +550,56 @@ func TestCancelWhileSaturated(t *testing.T) {
 	if b.started["d"] {
 		t.Error("d, cancelled while it waited, ran")
 	}
+}
+
+// TestMaxObjects: a server serves at most MaxObjects objects at once;
+// beyond them NewObject fails and a new connection is told why and closed,
+// and the server goes on serving the rest, and more once some end.
+func TestMaxObjects(t *testing.T) {
+	ctx := context.Background()
+	srv := &Server{MaxObjects: 2}
+	c, _ := pairWith(t, srv, testHandler(t))
+	o, err := srv.NewObject(ctx, testHandler(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.NewObject(ctx, testHandler(t)); !errors.Is(err, syscall.EAGAIN) {
+		t.Fatalf("a third object: %v, want EAGAIN", err)
+	}
+	// A listener's connections count too.
+	sock := filepath.Join(t.TempDir(), "s")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ctx, ln, func(*unix.Ucred) Handler { return testHandler(t) })
+	d, err := Dial(ctx, sock, ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var r echoResult
+	if err := d.Call(ctx, "echo", echoArgs{Text: "x"}, &r); !errors.Is(err, syscall.EAGAIN) || !strings.Contains(err.Error(), "too many objects") {
+		t.Errorf("call on a connection past MaxObjects: %v", err)
+	}
+	if err := c.Call(ctx, "echo", echoArgs{Text: "still"}, &r); err != nil || r.Text != "still" {
+		t.Errorf("an object served before: %+v, %v", r, err)
+	}
+	// One ends: there is room again.
+	o.File.Close()
+	var d2 *Client
+	for range 500 {
+		if d2, err = Dial(ctx, sock, ClientOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err = d2.Call(ctx, "echo", echoArgs{Text: "x"}, &r); err == nil {
+			break
+		}
+		d2.Close()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("after an object ended: %v", err)
+	}
+	d2.Close()
 }

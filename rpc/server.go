@@ -117,6 +117,12 @@ type Server struct {
 	// made as needed and kept until the object goes. A call cancelled
 	// while it waits never runs.
 	MaxConcurrent int
+	// MaxObjects bounds the objects the server serves at once: the
+	// connections it accepts and the objects its handlers make. 0 means
+	// 4096. Beyond it, a new connection gets an object-level error
+	// (CodeFailed, EAGAIN) and is closed, and NewObject and ServeFile
+	// fail with that error, until some object ends.
+	MaxObjects int
 	// MaxMessage and MaxFDs bound each message a peer sends; 0 means
 	// DefaultMaxMessage and DefaultMaxFDs.
 	MaxMessage int
@@ -166,7 +172,7 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener, newHandler fun
 	// once per run of them: a server that exited on it would end every
 	// object it serves.
 	var delay time.Duration
-	failures := 0
+	failures, refused := 0, 0
 	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
@@ -197,7 +203,23 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener, newHandler fun
 			delay, failures = 0, 0
 		}
 		peer := peerCred(c)
-		if err := s.serve(ctx, c, newHandler(peer), peer); err != nil {
+		h := newHandler(peer)
+		if err := s.serve(ctx, c, h, peer); err != nil {
+			var e *Error
+			if errors.As(err, &e) && e.Errno == syscall.EAGAIN {
+				// Too many objects: this one is refused, saying why;
+				// the server goes on.
+				if refused++; refused == 1 || refused%1000 == 0 {
+					s.logger().Warn("rpc: connection refused", "err", err, "refused", refused)
+				}
+				c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+				newConn(c, 0, 0).send(append(appendHeader(nil, kindError, 0, 0), encodeError(e)...), nil)
+				c.Close()
+				if cl, ok := h.(io.Closer); ok {
+					cl.Close()
+				}
+				continue
+			}
 			c.Close()
 			return nil
 		}
@@ -214,6 +236,13 @@ func temporaryAccept(err error) bool {
 		}
 	}
 	return false
+}
+
+func (s *Server) maxObjects() int {
+	if s.MaxObjects > 0 {
+		return s.MaxObjects
+	}
+	return 4096
 }
 
 func (s *Server) isShutdown() bool {
@@ -344,6 +373,11 @@ func (s *Server) serve(ctx context.Context, uc *net.UnixConn, h Handler, peer *u
 	}
 	if s.conns == nil {
 		s.conns = map[*serverConn]struct{}{}
+	}
+	if max := s.maxObjects(); len(s.conns) >= max {
+		s.mu.Unlock()
+		cancel()
+		return &Error{Code: CodeFailed, Errno: syscall.EAGAIN, Text: fmt.Sprintf("too many objects (the server serves at most %d)", max)}
 	}
 	s.conns[sc] = struct{}{}
 	s.wg.Add(1)
