@@ -4,6 +4,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -226,7 +227,12 @@ type Spec struct {
 }
 
 // lastCap returns the highest capability the running kernel knows.
-func lastCap() int {
+func lastCap() int { return kernelLastCap() }
+
+// kernelLastCap reads the kernel's last capability once: it does not
+// change while the system runs, and reading it costs a sandbox more than
+// the dozens of system calls around it.
+var kernelLastCap = sync.OnceValue(func() int {
 	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
 	if err == nil {
 		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
@@ -234,7 +240,7 @@ func lastCap() int {
 		}
 	}
 	return unix.CAP_LAST_CAP
-}
+})
 
 // SystemMounts returns the grants most programs need to run: the
 // operating system's programs and libraries read-only (/usr, and /bin,

@@ -118,6 +118,12 @@ func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// The bounding set is dropped here, once, and every sandbox's process
+	// inherits it: the template's process keeps the capabilities it has
+	// (making namespaces and mounts needs them), and never execs.
+	from := r.begin()
+	recordBounding(&r.b, spec)
+	r.end(from, "dropping capabilities")
 	if _, err := h.Run(ctx, &r.b); err != nil {
 		return nil, fmt.Errorf("template: %w", r.explain(err))
 	}
@@ -360,7 +366,7 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 		// The init confines itself now, in the background, with what its
 		// spawns inherit, so that Exec's spawn does not.
 		inherited = initConfinement(spec)
-		if err := recordConfinement(&r, spec, t.ll, t.filter, inherited); err != nil {
+		if err := recordConfinement(&r, spec, t.ll, t.filter, inherited&^confBounding); err != nil {
 			return nil, err
 		}
 	}
@@ -394,7 +400,7 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 		return sb, nil
 	}
 	prog := h
-	s, err := recordProgram(spec, nil, lim, t.ll, t.filter, 0)
+	s, err := recordProgram(spec, nil, lim, t.ll, t.filter, confBounding)
 	if err != nil {
 		return nil, err
 	}
