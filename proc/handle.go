@@ -80,6 +80,11 @@ type Handle struct {
 	arena     uint64  // the child's arena when not the usual one (forkShared)
 	release   func()  // run once the child is gone (forkShared frees its arena)
 
+	// regions are arenas and stacks of ForkShared children that are gone,
+	// kept in the child's memory for the next ones (at most maxSpare).
+	regionsMu sync.Mutex
+	regions   []uintptr
+
 	req []byte // request buffer, arenaReqSize
 	rep []byte // reply buffer
 	oob []byte // control buffer for received fds

@@ -26,12 +26,11 @@ func (h *Handle) ForkShared(ctx context.Context, opts *Options) (*Handle, error)
 	if !spawnVM || raceBuild || opts.NewUser || opts.Direct || (parent != nil && parent != h && parent.reapTable != 0) {
 		return h.Fork(ctx, opts)
 	}
-	const size = arenaSize + sharedStackSize
-	region, err := h.Alloc(ctx, size)
+	region, err := h.region(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("proc: fork: the shared child's arena: %w", err)
 	}
-	free := func() { h.Free(context.Background(), region, size) }
+	free := func() { h.putRegion(region) }
 	child, err := h.forkat(ctx, opts, false, region)
 	if err != nil {
 		free() // a child made before the failure was killed
@@ -39,4 +38,40 @@ func (h *Handle) ForkShared(ctx context.Context, opts *Options) (*Handle, error)
 	}
 	child.release = free
 	return child, nil
+}
+
+// sharedRegion is the size of a ForkShared child's arena and stack.
+const sharedRegion = arenaSize + sharedStackSize
+
+// maxSpareRegions bounds the regions a handle keeps for its next
+// ForkShared children.
+const maxSpareRegions = 4
+
+// region returns a region for a ForkShared child of h's: one a child that
+// is gone left, or a new one. Each ForkShared would otherwise cost two
+// more round trips, an mmap and a munmap; a region that comes back is
+// used afresh (opServe sets up the new server's state in it).
+func (h *Handle) region(ctx context.Context) (uintptr, error) {
+	h.regionsMu.Lock()
+	if n := len(h.regions); n > 0 {
+		r := h.regions[n-1]
+		h.regions = h.regions[:n-1]
+		h.regionsMu.Unlock()
+		return r, nil
+	}
+	h.regionsMu.Unlock()
+	return h.Alloc(ctx, sharedRegion)
+}
+
+// putRegion takes back the region of a ForkShared child that is gone,
+// with every process that could have run on it.
+func (h *Handle) putRegion(r uintptr) {
+	h.regionsMu.Lock()
+	if len(h.regions) < maxSpareRegions {
+		h.regions = append(h.regions, r)
+		h.regionsMu.Unlock()
+		return
+	}
+	h.regionsMu.Unlock()
+	h.Free(context.Background(), r, sharedRegion)
 }

@@ -2,7 +2,9 @@ package proc
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -61,5 +63,56 @@ func TestForkShared(t *testing.T) {
 	wg.Wait()
 	if _, err := parent.ForkShared(ctx, nil); err == nil {
 		t.Error("ForkShared without NewPID: no error")
+	}
+}
+
+// TestForkSharedRegions: the arenas of shared children that are gone are
+// used again, and no more than maxSpareRegions are kept: the parent's
+// mappings do not grow with the children it has made.
+func TestForkSharedRegions(t *testing.T) {
+	ctx := context.Background()
+	parent := fork(t, &Options{NewPID: true, NewUser: os.Getuid() != 0})
+	maps := func() int {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", parent.Pid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(b), "\n")
+	}
+	open := func(n int) []*Handle {
+		var cs []*Handle
+		for range n {
+			c, err := parent.ForkShared(ctx, &Options{NewPID: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pid, err := c.Getpid(ctx); err != nil || pid != 1 {
+				t.Fatalf("shared child's pid %d %v, want 1", pid, err)
+			}
+			cs = append(cs, c)
+		}
+		return cs
+	}
+	closeAll := func(cs []*Handle) {
+		for _, c := range cs {
+			c.Close()
+		}
+	}
+	closeAll(open(maxSpareRegions + 3))
+	before := maps()
+	for range 5 {
+		closeAll(open(maxSpareRegions + 3))
+	}
+	if after := maps(); after > before+2 {
+		t.Errorf("the parent's mappings grew from %d to %d lines over 5 rounds of shared children", before, after)
+	}
+	if !spawnVM || raceBuild {
+		return
+	}
+	parent.regionsMu.Lock()
+	n := len(parent.regions)
+	parent.regionsMu.Unlock()
+	if n != maxSpareRegions {
+		t.Errorf("%d regions kept, want %d", n, maxSpareRegions)
 	}
 }
