@@ -323,6 +323,12 @@ func policies(spec *Spec) ([]unix.SockFilter, *LandlockPolicy, error) {
 // makeLimiter makes the limiter of spec's limits (nil for none), logging
 // what best effort weakened or dropped.
 func makeLimiter(spec *Spec) (*limiter, error) {
+	if spec.Limits == (Limits{}) {
+		// Nothing to enforce, and so nothing to undo when the sandbox
+		// goes: a template's sandbox is then closed without waiting for
+		// its init to be reaped.
+		return nil, nil
+	}
 	lim, dropped, err := newLimiter(spec.Limits, os.Geteuid(), spec.BestEffort)
 	if err != nil {
 		return nil, err
