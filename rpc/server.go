@@ -401,23 +401,12 @@ func (sc *serverConn) loop() {
 	if max <= 0 {
 		max = 16
 	}
-	// Calls run on workers: at most max goroutines, each made when a call
-	// finds none idle, running calls one after another until the object
-	// goes. A goroutine per call would start each call on a small new
-	// stack and grow it (decoding the arguments goes deep): that was a
-	// fifth of a call's CPU time. workers holds a token per worker.
-	workers := make(chan struct{}, max)
-	work := make(chan job)
-	waiting := make(chan job, max)
-	var dispatching chan struct{} // closed when dispatch has returned
-	var running sync.WaitGroup
+	w := &workers{sc: sc, max: max, n: 1, turn: make(chan struct{}, 1), waiting: make(chan job, max), room: make(chan struct{}, 1)}
 	defer func() {
 		stop()
 		sc.cancel()
-		if dispatching != nil {
-			<-dispatching
-		}
-		running.Wait()
+		w.wg.Wait()
+		w.drain()
 		sc.c.c.Close()
 		if c, ok := sc.h.(io.Closer); ok {
 			if err := c.Close(); err != nil {
@@ -437,6 +426,153 @@ func (sc *serverConn) loop() {
 			}
 		}()
 	}
+	w.wg.Add(1)
+	w.work(true)
+}
+
+// workers run an object's calls: at most max goroutines, made as needed
+// and kept until the object goes (a goroutine per call would start each
+// call on a small new stack and grow it: a fifth of a call's CPU time).
+//
+// They take turns reading the socket, one at a time (the turn): the one
+// that reads a call passes the turn to an idle worker, or to a new one,
+// and runs the call itself, then the calls that wait, if any. A call then
+// runs on the goroutine that read
+// it, with no hand-over to another, which the Go scheduler would often
+// run on another CPU, at the cost of waking it there. When all max run
+// calls, a call read waits its turn in waiting (as many again) and the
+// reader goes on reading, so that cancels still arrive; past that it
+// waits for room, and reads nothing meanwhile: backpressure.
+type workers struct {
+	sc      *serverConn
+	max     int
+	turn    chan struct{} // the read turn, when an idle worker is to take it
+	waiting chan job      // calls read while all max workers ran calls
+	room    chan struct{} // a worker took a call from waiting, or stopped running
+	wg      sync.WaitGroup
+
+	mu      sync.Mutex
+	n       int // workers alive: at most max+1 (max running calls, one reading)
+	idle    int // workers waiting for the turn
+	running int // workers running calls: at most max
+}
+
+// work is one worker: it runs calls that wait, else waits for the turn
+// (unless it holds it already) and reads, until the object goes.
+func (w *workers) work(hasTurn bool) {
+	defer w.wg.Done()
+	ctx := w.sc.ctx
+	for {
+		if !hasTurn {
+			w.mu.Lock()
+			if ctx.Err() != nil {
+				w.mu.Unlock()
+				return
+			}
+			w.idle++
+			w.mu.Unlock()
+			select {
+			case <-w.turn:
+			case <-ctx.Done():
+			}
+			w.mu.Lock()
+			w.idle--
+			w.mu.Unlock()
+			if ctx.Err() != nil {
+				return
+			}
+		}
+		j, ok := w.sc.read()
+		if !ok {
+			// The object is over: the others see its context end.
+			w.sc.cancel()
+			return
+		}
+		w.mu.Lock()
+		if w.running == w.max {
+			// Queued under the lock, while all max run calls: each of
+			// them looks at the queue, under the lock, before it stops.
+			queued := false
+			for !queued {
+				select {
+				case w.waiting <- j:
+					queued = true
+					continue
+				default:
+				}
+				w.mu.Unlock()
+				select {
+				case <-w.room:
+				case <-ctx.Done():
+					j.cancel()
+					j.call.release()
+					return
+				}
+				w.mu.Lock()
+				if w.running < w.max {
+					break
+				}
+			}
+			if queued {
+				w.mu.Unlock()
+				hasTurn = true // it reads on
+				continue
+			}
+		}
+		w.running++
+		if w.idle > 0 {
+			w.mu.Unlock()
+			w.turn <- struct{}{} // one of them reads on
+		} else {
+			// running < max here, so fewer than max+1 are alive.
+			w.n++
+			w.wg.Add(1)
+			w.mu.Unlock()
+			go w.work(true)
+		}
+		hasTurn = false
+		for {
+			w.sc.do(j)
+			w.mu.Lock()
+			select {
+			case j = <-w.waiting:
+				w.mu.Unlock()
+				select {
+				case w.room <- struct{}{}:
+				default:
+				}
+				continue
+			default:
+			}
+			w.running--
+			select {
+			case w.room <- struct{}{}:
+			default:
+			}
+			w.mu.Unlock()
+			break
+		}
+	}
+}
+
+// drain drops the calls left waiting once every worker has gone: they
+// never run.
+func (w *workers) drain() {
+	for {
+		select {
+		case j := <-w.waiting:
+			j.cancel()
+			j.call.release()
+		default:
+			return
+		}
+	}
+}
+
+// read reads messages until a call, answering or acting on the others
+// (cancels, bad messages) itself. It returns false when the connection
+// is over.
+func (sc *serverConn) read() (job, bool) {
 	for {
 		m, err := sc.c.recv()
 		if err != nil {
@@ -451,7 +587,7 @@ func (sc *serverConn) loop() {
 			if !errors.Is(err, errEOF) && sc.ctx.Err() == nil {
 				sc.s.logger().Debug("rpc: connection ended", "err", err)
 			}
-			return
+			return job{}, false
 		}
 		switch m.kind {
 		case kindCall:
@@ -491,62 +627,7 @@ func (sc *serverConn) loop() {
 			sc.calls[m.id] = cancel
 			sc.mu.Unlock()
 		}
-		j := job{ctx: cctx, cancel: cancel, call: call, id: m.id}
-		if len(waiting) == 0 {
-			select {
-			case work <- j: // an idle worker took it
-				continue
-			case workers <- struct{}{}:
-				running.Add(1)
-				go sc.worker(j, work, &running)
-				continue
-			default:
-			}
-		}
-		// All max workers busy: the call waits its turn, and the reader
-		// goes on, so that cancels (of running or waiting calls) still
-		// arrive, until max calls wait too. Then it waits for room:
-		// backpressure.
-		if dispatching == nil {
-			dispatching = make(chan struct{})
-			go sc.dispatch(waiting, work, dispatching)
-		}
-		select {
-		case waiting <- j:
-		case <-sc.ctx.Done():
-			// The object is going: the call never runs.
-			cancel()
-			call.release()
-			return
-		}
-	}
-}
-
-// dispatch hands the calls that wait to workers as they come free, until
-// the object goes; the calls still waiting then never run.
-func (sc *serverConn) dispatch(waiting <-chan job, work chan<- job, done chan<- struct{}) {
-	defer close(done)
-	for {
-		select {
-		case j := <-waiting:
-			select {
-			case work <- j:
-				continue
-			case <-sc.ctx.Done():
-				j.cancel()
-				j.call.release()
-			}
-		case <-sc.ctx.Done():
-		}
-		for {
-			select {
-			case j := <-waiting:
-				j.cancel()
-				j.call.release()
-			default:
-				return
-			}
-		}
+		return job{ctx: cctx, cancel: cancel, call: call, id: m.id}, true
 	}
 }
 
@@ -557,20 +638,6 @@ func (sc *serverConn) end(err error) {
 	sc.c.c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	sc.c.send(append(appendHeader(nil, kindError, 0, 0), encodeError(toWire(err))...), nil)
 	sc.cancel()
-}
-
-// worker runs j, then each call it is handed, until the object goes.
-func (sc *serverConn) worker(j job, work <-chan job, running *sync.WaitGroup) {
-	defer running.Done()
-	for {
-		sc.do(j)
-		j = job{} // an idle worker holds on to no call
-		select {
-		case j = <-work:
-		case <-sc.ctx.Done():
-			return
-		}
-	}
 }
 
 // do runs one call and sends its reply.
