@@ -94,10 +94,13 @@ func (d *Dir) Export(ctx context.Context) (*os.File, error) {
 			return nil, err
 		}
 		f, err := exportIn(ctx, h, path, attr, &want)
-		if errors.Is(err, ErrExportMoved) && try == 0 {
-			continue // the child's copy of the mounts may be stale
+		if err != nil && ctx.Err() != nil {
+			return nil, &os.PathError{Op: "export", Path: d.name, Err: ctx.Err()}
 		}
-		if errors.Is(err, proc.ErrDead) && try == 0 {
+		var dead *exporterDead
+		if (errors.Is(err, ErrExportMoved) || errors.As(err, &dead)) && try == 0 {
+			// The child's copy of the mounts may be stale, or the
+			// exporter died: once more with a new one.
 			continue
 		}
 		if err != nil {
@@ -106,6 +109,13 @@ func (d *Dir) Export(ctx context.Context) (*os.File, error) {
 		return f, nil
 	}
 }
+
+// exporterDead is exportIn's error when the exporter itself could not
+// make its child: it is dead, and Export makes a new one.
+type exporterDead struct{ err error }
+
+func (e *exporterDead) Error() string { return e.err.Error() }
+func (e *exporterDead) Unwrap() error { return e.err }
 
 // exportIn clones path in a child of the exporter h and returns the
 // mount.
@@ -117,24 +127,36 @@ func (d *Dir) Export(ctx context.Context) (*os.File, error) {
 // that only for a mount whose attributes it has locked, which it does to
 // every mount of a mount namespace it copies into a less privileged user
 // namespace. So a child of the exporter, in a mount namespace of its own,
-// attaches the clone, with its attributes set, over path; then it makes a
-// user and mount namespace inside its own, whose copy of the clone has
-// them locked; and it clones that copy, which keeps them.
+// attaches the clone, with its attributes set, over its root directory,
+// and makes it its root and working directory; then it makes a user and
+// mount namespace inside its own, whose copy of the clone has them
+// locked; and it clones that copy, its working directory there, which
+// keeps them. No path is looked up after the first clone, so nothing
+// renamed meanwhile can put another mount (a writable one, say) in the
+// clone's place; and the clone is over the namespace's root, so the child
+// is not chrooted, which would make the kernel refuse the user namespace.
 func exportIn(ctx context.Context, h *proc.Handle, path string, attr uint64, want *unix.Stat_t) (*os.File, error) {
 	c, err := h.Fork(ctx, nil)
 	if err != nil {
+		if errors.Is(err, proc.ErrDead) {
+			return nil, &exporterDead{err}
+		}
 		return nil, err
 	}
 	defer c.Close()
 	var b proc.Batch
+	var st unix.Statfs_t
 	b.Unshare(unix.CLONE_NEWNS)
 	b.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "")
 	mnt := b.OpenTree(proc.AtFDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
 	b.MountSetattr(mnt, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: attr})
-	b.MoveMount(mnt, "", proc.AtFDCWD, path, unix.MOVE_MOUNT_F_EMPTY_PATH)
+	b.MoveMount(mnt, "", proc.AtFDCWD, "/", unix.MOVE_MOUNT_F_EMPTY_PATH)
+	b.Fchdir(mnt)
 	b.Close(mnt)
+	b.Chroot(".")
 	b.Unshare(unix.CLONE_NEWUSER | unix.CLONE_NEWNS)
-	locked := b.OpenTree(proc.AtFDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	locked := b.OpenTree(proc.AtFDCWD, ".", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	b.Fstatfs(locked, &st)
 	file := b.TakeFile(locked)
 	res, err := c.Run(ctx, &b)
 	if err != nil {
@@ -153,6 +175,14 @@ func exportIn(ctx context.Context, h *proc.Handle, path string, attr uint64, wan
 	if got.Ino != want.Ino || got.Dev != want.Dev {
 		f.Close()
 		return nil, ErrExportMoved
+	}
+	// What the kernel says of the mount, as the holder will see it.
+	flags := map[uint64]int64{unix.MOUNT_ATTR_RDONLY: unix.ST_RDONLY, unix.MOUNT_ATTR_NOEXEC: unix.ST_NOEXEC, unix.MOUNT_ATTR_NOSUID: unix.ST_NOSUID, unix.MOUNT_ATTR_NODEV: unix.ST_NODEV}
+	for a, fl := range flags {
+		if attr&a != 0 && st.Flags&fl == 0 {
+			f.Close()
+			return nil, fmt.Errorf("the exported mount lacks an attribute asked for (%#x; statfs flags %#x)", a, st.Flags)
+		}
 	}
 	return f, nil
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/caplin-dev/caplin/internal/probe"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -153,8 +154,8 @@ func TestExportLocked(t *testing.T) {
 	defer ro.Close()
 	f, err := ro.Export(ctx)
 	if err != nil {
-		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSPC) {
-			t.Skip("no user namespaces:", err)
+		if r := probe.UserNS(context.Background()); !r.OK {
+			t.Skip("no user namespaces:", r.Detail)
 		}
 		t.Fatal(err)
 	}
@@ -201,5 +202,36 @@ func TestExportLocked(t *testing.T) {
 	})
 	if _, err := os.Stat(filepath.Join(shared, "pwned")); err == nil {
 		t.Errorf("the holder wrote through a read-only export")
+	}
+}
+
+// TestExportRoot: the root directory can be exported too, read-only and
+// locked, though the clone then covers the exporting child's own root.
+func TestExportRoot(t *testing.T) {
+	alsoAsNobody(t)
+	d, err := Open("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ro, err := d.Sub(".", ReadOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	f, err := ro.Export(context.Background())
+	if err != nil {
+		if r := probe.UserNS(context.Background()); !r.OK {
+			t.Skip("no user namespaces:", r.Detail)
+		}
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
+		t.Errorf("export of /: statfs flags %#x, %v; want read-only", st.Flags, err)
+	}
+	if _, err := unix.Openat(int(f.Fd()), "usr", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+		t.Errorf("/usr through the export of /: %v", err)
 	}
 }

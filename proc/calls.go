@@ -86,6 +86,13 @@ func (b *Batch) Fstatat(dirfd Val, path string, st *unix.Stat_t, flags int) Val 
 		b.data(len(buf), func(uint64, []byte) {}, func(src []byte) { fromBytes(st, src) }), Int(flags))
 }
 
+// Fstatfs records fstatfs(2); st is filled when the batch has run.
+func (b *Batch) Fstatfs(fd Val, st *unix.Statfs_t) Val {
+	buf := make([]byte, len(structBytes(st)))
+	return b.sysFD("fstatfs", fd, unix.SYS_FSTATFS, fd,
+		b.data(len(buf), func(uint64, []byte) {}, func(src []byte) { fromBytes(st, src) }))
+}
+
 // Mount records mount(2). Empty strings are passed as NULL.
 func (b *Batch) Mount(source, target, fstype string, flags uintptr, data string) Val {
 	return b.sysPath("mount", target, unix.SYS_MOUNT, b.optString("mount", source), b.cstring("mount", target),
