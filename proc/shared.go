@@ -30,13 +30,14 @@ func (h *Handle) ForkShared(ctx context.Context, opts *Options) (*Handle, error)
 	if err != nil {
 		return nil, fmt.Errorf("proc: fork: the shared child's arena: %w", err)
 	}
-	free := func() { h.putRegion(region) }
 	child, err := h.forkat(ctx, opts, false, region)
 	if err != nil {
-		free() // a child made before the failure was killed
+		// A child made before the failure was killed, but may not be
+		// gone yet: its region is unmapped, not used again.
+		h.Free(context.Background(), region, sharedRegion)
 		return nil, err
 	}
-	child.release = free
+	child.release = func() { h.putRegion(region) }
 	return child, nil
 }
 

@@ -296,7 +296,11 @@ func (c *Client) roundTrip(ctx context.Context, method string, body []byte, file
 		} else {
 			// Best effort, and not waited for: a server that reads
 			// nothing must not hold the caller, whose context has ended.
-			go c.c.sendCtx(c.life, appendHeader(nil, kindCancel, 0, id), nil)
+			// At once if it can be, so that it goes ahead of the
+			// caller's next call.
+			if msg := appendHeader(nil, kindCancel, 0, id); !c.c.trySend(msg) {
+				go c.c.sendCtx(c.life, msg, nil)
+			}
 		}
 		return message{}, fmt.Errorf("rpc: %s: %w", method, ctx.Err())
 	}

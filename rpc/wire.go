@@ -272,6 +272,29 @@ func (c *conn) sendCtx(ctx context.Context, b []byte, files []*os.File) error {
 	return err
 }
 
+// trySend sends b at once if no one else is sending and the socket has
+// room, and reports whether it did.
+func (c *conn) trySend(b []byte) bool {
+	select {
+	case c.sending <- struct{}{}:
+	default:
+		return false
+	}
+	defer func() { <-c.sending }()
+	rc, err := c.c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var serr error
+	if err := rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendmsg(int(fd), b, nil, nil, unix.MSG_DONTWAIT)
+		return true
+	}); err != nil {
+		return false
+	}
+	return serr == nil
+}
+
 // errMalformed is what recv returns, with the header's id when it could
 // be read, for a message that failed alone; the connection goes on.
 type recvError struct {

@@ -47,7 +47,14 @@ func (r *recorder) bindFD(i int, m *Mount) (proc.Val, error) {
 		return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
 	}
 	if !attached {
+		if want.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+			return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), errNotMount)
+		}
 		return r.b.PutFile(m.FD, -1), nil
+	}
+	var wantFS unix.Statfs_t
+	if err := unix.Fstatfs(fd, &wantFS); err != nil {
+		return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), &os.SyscallError{Syscall: "fstatfs", Err: err})
 	}
 	var at unix.Statx_t
 	if !strings.HasPrefix(path, "/") ||
@@ -56,11 +63,18 @@ func (r *recorder) bindFD(i int, m *Mount) (proc.Val, error) {
 		return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), &os.PathError{Op: "bind", Path: path, Err: errMoved})
 	}
 	{
-		clone := r.b.OpenTree(proc.AtFDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+		// The path comes from the kernel, with no links in it; one
+		// there now was put there since.
+		clone := r.b.OpenTree(proc.AtFDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE|unix.AT_SYMLINK_NOFOLLOW)
 		got := new(unix.Stat_t)
+		gotFS := new(unix.Statfs_t)
 		r.b.Fstatat(clone, "", got, unix.AT_EMPTY_PATH)
+		r.b.Fstatfs(clone, gotFS)
+		const attrs = unix.ST_RDONLY | unix.ST_NOSUID | unix.ST_NODEV | unix.ST_NOEXEC
 		r.checks = append(r.checks, func() error {
-			if got.Dev != unix.Mkdev(want.Dev_major, want.Dev_minor) || got.Ino != want.Ino {
+			// The same file, on a mount with the same attributes (not
+			// another, writable, mount of it).
+			if got.Dev != unix.Mkdev(want.Dev_major, want.Dev_minor) || got.Ino != want.Ino || gotFS.Flags&attrs != wantFS.Flags&attrs {
 				return fmt.Errorf("sandbox: %s: %w", describe(i, m), &os.PathError{Op: "bind", Path: path, Err: errMoved})
 			}
 			return nil
@@ -84,6 +98,10 @@ func inMountTable(id uint64) (bool, error) {
 	}
 	return false, nil
 }
+
+// errNotMount: a descriptor to bind is on no mount of the caller's, and
+// is not the root of a detached mount either.
+var errNotMount = errors.New("neither on a mount of the caller's nor the root of a detached mount (an export)")
 
 // errMoved: the file at a descriptor's path is no longer the descriptor's.
 var errMoved = errors.New("no longer the descriptor's file (renamed, or mounted over)")

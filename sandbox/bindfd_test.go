@@ -91,6 +91,16 @@ func TestBindFDBadInput(t *testing.T) {
 			t.Errorf("%v: %v", m, err)
 		}
 	}
+	// A pipe is on no mount of ours, and no mount's root.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	if _, err := Build(ctx, &Spec{Mounts: []Mount{{Kind: ROBind, FD: pr, Dest: "/x"}}}); !errors.Is(err, errNotMount) {
+		t.Errorf("bind of a pipe: %v, want errNotMount", err)
+	}
 	// Deleted: its path is no longer a path.
 	os.Remove(filepath.Join(top, "a"))
 	if _, err := Build(ctx, &Spec{Mounts: []Mount{{Kind: ROBind, FD: f, Dest: "/x"}}}); !errors.Is(err, errMoved) {

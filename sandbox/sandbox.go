@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/caplin-dev/caplin/pidfd"
 	"github.com/caplin-dev/caplin/proc"
@@ -23,6 +24,7 @@ type Sandbox struct {
 	ns    map[string]uint64
 	// reapLater: Close kills and leaves the reaping to a goroutine.
 	reapLater bool
+	closeOnce sync.Once
 
 	// pending: the program's process is made by Exec, spawned from init
 	// with the confinement and fds as its setup (proc.Handle.Spawn), so
@@ -228,17 +230,23 @@ func (s *Sandbox) Kill() error {
 }
 
 // Close kills every process left in the sandbox and frees what it holds.
-// It is idempotent.
+// It is idempotent. A template's sandbox without limits is sent SIGKILL
+// and the rest is done in the background: the template reaps its
+// processes.
 func (s *Sandbox) Close() error {
-	if s.reapLater && s.lim == nil {
-		// A template's sandbox: its init is the template's child, which
-		// reaps it; killing it takes the whole sandbox down, and the
-		// template's reaping need not hold the caller up.
-		s.Kill()
-		go s.close()
-		return nil
-	}
-	return s.close()
+	var err error
+	s.closeOnce.Do(func() {
+		if s.reapLater && s.lim == nil {
+			// A template's sandbox: its init is the template's child,
+			// which reaps it; killing it takes the whole sandbox down,
+			// and the template's reaping need not hold the caller up.
+			s.Kill()
+			go s.close()
+			return
+		}
+		err = s.close()
+	})
+	return err
 }
 
 func (s *Sandbox) close() error {

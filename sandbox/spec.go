@@ -87,10 +87,12 @@ type Mount struct {
 	// an export from dir.Dir.Export or rpc.Directory.Export. A detached
 	// mount (an export's root) is moved into the sandbox, attributes and
 	// all (an export's read-only stays, whatever the kind), so it can go to
-	// one sandbox only; for any other descriptor, the file at the path the
+	// one sandbox only, and is used up even if the build fails after; for
+	// any other descriptor, the file at the path the
 	// kernel gives it is bound, as Source would be, and the build fails
-	// unless that is still the same file (device and inode), not one
-	// renamed or mounted over since. The caller keeps FD and owns it.
+	// unless that is still the same file (device and inode) on a mount
+	// with the same attributes, not one renamed or mounted over since.
+	// The caller keeps FD and owns it.
 	FD *os.File
 	// Try skips a bind whose Source does not exist, instead of failing.
 	Try bool
