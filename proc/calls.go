@@ -19,10 +19,22 @@ func (b *Batch) Openat(dirfd Val, path string, flags int, mode uint32) Val {
 	return b.sysPath("openat", path, unix.SYS_OPENAT, dirfd, b.cstring("openat", path), Int(flags), Uint(uint64(mode)))
 }
 
-// Openat2 records openat2(2) (Linux 5.6) with how.
+// resolveCached is RESOLVE_CACHED (Linux 5.12), which x/sys/unix lacks:
+// such a lookup fails with EAGAIN when it would need to block, and is not
+// retried.
+const resolveCached = 0x20
+
+// Openat2 records openat2(2) (Linux 5.6) with how. With RESOLVE_BENEATH
+// or RESOLVE_IN_ROOT the kernel fails a lookup through ".." with EAGAIN
+// when a rename or a mount anywhere raced it; the child retries those
+// (up to 100 times) before it reports EAGAIN.
 func (b *Batch) Openat2(dirfd Val, path string, how *unix.OpenHow) Val {
 	h := *how
-	return b.sysPath("openat2", path, unix.SYS_OPENAT2, dirfd, b.cstring("openat2", path), b.bytes(structBytes(&h)), Uint(uint64(unix.SizeofOpenHow)))
+	v := b.sysPath("openat2", path, unix.SYS_OPENAT2, dirfd, b.cstring("openat2", path), b.bytes(structBytes(&h)), Uint(uint64(unix.SizeofOpenHow)))
+	if h.Resolve&(unix.RESOLVE_BENEATH|unix.RESOLVE_IN_ROOT) != 0 && h.Resolve&resolveCached == 0 && b.err == nil && len(b.calls) > 0 {
+		b.calls[len(b.calls)-1].flags |= flagRetryAgain
+	}
+	return v
 }
 
 // Close records close(2) of fd.

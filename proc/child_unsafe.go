@@ -303,6 +303,9 @@ func runOp(arena, i uintptr) syscall.Errno {
 func runSyscall(op *wireOp, res *[2]uint64) syscall.Errno {
 	a := &op.args
 	r0, r1, err := syscall.RawSyscall6(uintptr(op.nr), uintptr(a[0]), uintptr(a[1]), uintptr(a[2]), uintptr(a[3]), uintptr(a[4]), uintptr(a[5]))
+	for try := 0; err == syscall.EAGAIN && op.flags&flagRetryAgain != 0 && try < 100; try++ {
+		r0, r1, err = syscall.RawSyscall6(uintptr(op.nr), uintptr(a[0]), uintptr(a[1]), uintptr(a[2]), uintptr(a[3]), uintptr(a[4]), uintptr(a[5]))
+	}
 	if err == 0 {
 		res[0], res[1] = uint64(r0), uint64(r1)
 	} else if uint32(err) == op.okErr {

@@ -102,6 +102,7 @@ const (
 	flagNoReply                       // the op replaces or ends the process (execve, exit)
 	flagPdeathsig                     // opFork: the new child gets PR_SET_PDEATHSIG(SIGKILL)
 	flagNoDrain                       // opTrack: track without reaping exited children first
+	flagRetryAgain                    // opSyscall: run again while it fails with EAGAIN (a few times)
 )
 
 // Argument sources: where the child takes each argument of an op from.
