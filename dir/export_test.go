@@ -142,24 +142,7 @@ func TestExportLocked(t *testing.T) {
 	shared := filepath.Join(root, "shared")
 	os.MkdirAll(shared, 0o777)
 	os.Chmod(shared, 0o777) // writable by the holder's uid, whatever the umask
-	d, err := Open(shared)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	ro, err := d.Sub(".", ReadOnly)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ro.Close()
-	f, err := ro.Export(ctx)
-	if err != nil {
-		if r := probe.UserNS(context.Background()); !r.OK {
-			t.Skip("no user namespaces:", r.Detail)
-		}
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := exportReadOnly(t, shared)
 	holder, err := proc.Fork(ctx, &proc.Options{NewUser: true, NewMount: true})
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +192,22 @@ func TestExportLocked(t *testing.T) {
 // locked, though the clone then covers the exporting child's own root.
 func TestExportRoot(t *testing.T) {
 	alsoAsNobody(t)
-	d, err := Open("/")
+	f := exportReadOnly(t, "/")
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
+		t.Errorf("export of /: statfs flags %#x, %v; want read-only", st.Flags, err)
+	}
+	if _, err := unix.Openat(int(f.Fd()), "usr", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+		t.Errorf("/usr through the export of /: %v", err)
+	}
+}
+
+// exportReadOnly returns a read-only export of the directory at path,
+// closed when the test ends; it skips the test where there are no user
+// namespaces.
+func exportReadOnly(t *testing.T, path string) *os.File {
+	t.Helper()
+	d, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,12 +224,6 @@ func TestExportRoot(t *testing.T) {
 		}
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var st unix.Statfs_t
-	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
-		t.Errorf("export of /: statfs flags %#x, %v; want read-only", st.Flags, err)
-	}
-	if _, err := unix.Openat(int(f.Fd()), "usr", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
-		t.Errorf("/usr through the export of /: %v", err)
-	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }
