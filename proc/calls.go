@@ -30,11 +30,12 @@ const resolveCached = 0x20
 // (up to 100 times) before it reports EAGAIN.
 func (b *Batch) Openat2(dirfd Val, path string, how *unix.OpenHow) Val {
 	h := *how
-	v := b.sysPath("openat2", path, unix.SYS_OPENAT2, dirfd, b.cstring("openat2", path), b.bytes(structBytes(&h)), Uint(uint64(unix.SizeofOpenHow)))
-	if h.Resolve&(unix.RESOLVE_BENEATH|unix.RESOLVE_IN_ROOT) != 0 && h.Resolve&resolveCached == 0 && b.err == nil && len(b.calls) > 0 {
-		b.calls[len(b.calls)-1].flags |= flagRetryAgain
+	c := call{kind: opSyscall, nr: unix.SYS_OPENAT2, name: "openat2", path: path,
+		args: [6]Val{dirfd, b.cstring("openat2", path), b.bytes(structBytes(&h)), Uint(uint64(unix.SizeofOpenHow))}}
+	if h.Resolve&(unix.RESOLVE_BENEATH|unix.RESOLVE_IN_ROOT) != 0 && h.Resolve&resolveCached == 0 {
+		c.flags = flagRetryAgain
 	}
-	return v
+	return b.add(c)
 }
 
 // Close records close(2) of fd.

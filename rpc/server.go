@@ -213,7 +213,7 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener, newHandler fun
 					s.logger().Warn("rpc: connection refused", "err", err, "refused", refused)
 				}
 				c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-				newConn(c, 0, 0).send(append(appendHeader(nil, kindError, 0, 0), encodeError(e)...), nil)
+				c.Write(lastMessage(e))
 				c.Close()
 				if cl, ok := h.(io.Closer); ok {
 					cl.Close()
@@ -293,8 +293,12 @@ func Fail(f *os.File, err error) {
 		return
 	}
 	defer uc.Close()
-	c := newConn(uc, 0, 0)
-	c.send(append(appendHeader(nil, kindError, 0, 0), encodeError(toWire(err))...), nil)
+	uc.Write(lastMessage(err))
+}
+
+// lastMessage is an object's last message, which says why it failed.
+func lastMessage(err error) []byte {
+	return append(appendHeader(nil, kindError, 0, 0), encodeError(toWire(err))...)
 }
 
 // Shutdown stops accepting connections, closes every object the server
@@ -401,7 +405,7 @@ func (sc *serverConn) loop() {
 	if max <= 0 {
 		max = 16
 	}
-	w := &workers{sc: sc, max: max, n: 1, turn: make(chan struct{}, 1), waiting: make(chan job, max), room: make(chan struct{}, 1)}
+	w := &workers{sc: sc, max: max, turn: make(chan struct{}, 1), waiting: make(chan job, max), room: make(chan struct{}, 1)}
 	defer func() {
 		stop()
 		sc.cancel()
@@ -437,9 +441,9 @@ func (sc *serverConn) loop() {
 // They take turns reading the socket, one at a time (the turn): the one
 // that reads a call passes the turn to an idle worker, or to a new one,
 // and runs the call itself, then the calls that wait, if any. A call then
-// runs on the goroutine that read
-// it, with no hand-over to another, which the Go scheduler would often
-// run on another CPU, at the cost of waking it there. When all max run
+// runs on the goroutine that read it, with no hand-over to another, which
+// the Go scheduler would often run on another CPU, at the cost of waking
+// it there. When all max run
 // calls, a call read waits its turn in waiting (as many again) and the
 // reader goes on reading, so that cancels still arrive; past that it
 // waits for room, and reads nothing meanwhile: backpressure.
@@ -452,9 +456,8 @@ type workers struct {
 	wg      sync.WaitGroup
 
 	mu      sync.Mutex
-	n       int // workers alive: at most max+1 (max running calls, one reading)
 	idle    int // workers waiting for the turn
-	running int // workers running calls: at most max
+	running int // workers running calls: at most max (one more reads)
 }
 
 // work is one worker: it runs calls that wait, else waits for the turn
@@ -488,44 +491,20 @@ func (w *workers) work(hasTurn bool) {
 			w.sc.cancel()
 			return
 		}
-		w.mu.Lock()
+		if !w.queue(j) {
+			return
+		}
 		if w.running == w.max {
-			// Queued under the lock, while all max run calls: each of
-			// them looks at the queue, under the lock, before it stops.
-			queued := false
-			for !queued {
-				select {
-				case w.waiting <- j:
-					queued = true
-					continue
-				default:
-				}
-				w.mu.Unlock()
-				select {
-				case <-w.room:
-				case <-ctx.Done():
-					j.cancel()
-					j.call.release()
-					return
-				}
-				w.mu.Lock()
-				if w.running < w.max {
-					break
-				}
-			}
-			if queued {
-				w.mu.Unlock()
-				hasTurn = true // it reads on
-				continue
-			}
+			// Queued, and the turn is still this worker's.
+			w.mu.Unlock()
+			hasTurn = true
+			continue
 		}
 		w.running++
 		if w.idle > 0 {
 			w.mu.Unlock()
 			w.turn <- struct{}{} // one of them reads on
 		} else {
-			// running < max here, so fewer than max+1 are alive.
-			w.n++
 			w.wg.Add(1)
 			w.mu.Unlock()
 			go w.work(true)
@@ -553,6 +532,32 @@ func (w *workers) work(hasTurn bool) {
 			break
 		}
 	}
+}
+
+// queue takes w.mu and, if all max workers run calls, puts j in waiting
+// (under the lock: each of them looks there, under the lock, before it
+// stops), waiting for room if there is none. It returns with w.mu held,
+// or false, with j dropped and the lock not held, if the object goes
+// first.
+func (w *workers) queue(j job) bool {
+	w.mu.Lock()
+	for w.running == w.max {
+		select {
+		case w.waiting <- j:
+			return true
+		default:
+		}
+		w.mu.Unlock()
+		select {
+		case <-w.room:
+		case <-w.sc.ctx.Done():
+			j.cancel()
+			j.call.release()
+			return false
+		}
+		w.mu.Lock()
+	}
+	return true
 }
 
 // drain drops the calls left waiting once every worker has gone: they
@@ -636,7 +641,7 @@ func (sc *serverConn) end(err error) {
 	// A peer that reads nothing must not hold the server up: its last
 	// message is sent if there is room for it soon.
 	sc.c.c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	sc.c.send(append(appendHeader(nil, kindError, 0, 0), encodeError(toWire(err))...), nil)
+	sc.c.send(lastMessage(err), nil)
 	sc.cancel()
 }
 

@@ -42,11 +42,11 @@ func (r *recorder) bindFD(i int, m *Mount) (proc.Val, error) {
 	if err != nil {
 		return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
 	}
-	attached, err := inMountTable(want.Mnt_id)
+	ours, err := mountIDs("/proc/self/mountinfo")
 	if err != nil {
 		return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
 	}
-	if !attached {
+	if !ours[int(want.Mnt_id)] {
 		if want.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
 			return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), errNotMount)
 		}
@@ -81,22 +81,6 @@ func (r *recorder) bindFD(i int, m *Mount) (proc.Val, error) {
 		})
 		return clone, nil
 	}
-}
-
-// inMountTable reports whether the mount with ID id is in the caller's
-// mount namespace.
-func inMountTable(id uint64) (bool, error) {
-	mi, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	want := strconv.FormatUint(id, 10) + " "
-	for line := range strings.Lines(string(mi)) {
-		if strings.HasPrefix(line, want) {
-			return true, nil
-		}
-	}
-	return false, nil
 }
 
 // errNotMount: a descriptor to bind is on no mount of the caller's, and
