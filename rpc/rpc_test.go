@@ -603,3 +603,42 @@ func TestMaxObjects(t *testing.T) {
 	}
 	d2.Close()
 }
+
+// TestSlowCallDoesNotBlock: a call that runs long on the worker that read
+// it must not stop the object's other calls from being read and run.
+func TestSlowCallDoesNotBlock(t *testing.T) {
+	c, _ := pair(t, testHandler(t))
+	slow := make(chan error, 1)
+	go func() { slow <- c.Call(context.Background(), "sleep", time.Hour, new(string)) }()
+	waitPending(t, c, 1)
+	time.Sleep(10 * time.Millisecond) // the slow call runs
+	quick := make(chan error, 1)
+	go func() { quick <- c.Call(context.Background(), "echo", echoArgs{}, nil) }()
+	select {
+	case err := <-quick:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case err := <-slow:
+		t.Fatalf("the slow call ended first: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a call made while a slow one ran was not answered")
+	}
+}
+
+// waitPending waits until n calls of c wait for replies.
+func waitPending(t *testing.T, c *Client, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c.mu.Lock()
+		p := len(c.pending)
+		c.mu.Unlock()
+		if p >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls pending, want %d", p, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

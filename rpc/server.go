@@ -115,7 +115,10 @@ type Server struct {
 	// buffer fills and its sends block): backpressure, not unbounded
 	// queues. 0 means 16. The calls run on that many goroutines at most,
 	// made as needed and kept until the object goes. A call cancelled
-	// while it waits never runs.
+	// while it waits never runs. A call runs on the goroutine that read
+	// it, which reads nothing more while the call runs unless it runs
+	// longer than about a millisecond: then another goroutine reads on,
+	// so a slow call delays the object's other calls by that much at most.
 	MaxConcurrent int
 	// MaxObjects bounds the objects the server serves at once: the
 	// connections it accepts and the objects its handlers make. 0 means
@@ -438,15 +441,18 @@ func (sc *serverConn) loop() {
 // and kept until the object goes (a goroutine per call would start each
 // call on a small new stack and grow it: a fifth of a call's CPU time).
 //
-// They take turns reading the socket, one at a time (the turn): the one
-// that reads a call passes the turn to an idle worker, or to a new one,
-// and runs the call itself, then the calls that wait, if any. A call then
-// runs on the goroutine that read it, with no hand-over to another, which
-// the Go scheduler would often run on another CPU, at the cost of waking
-// it there. When all max run
-// calls, a call read waits its turn in waiting (as many again) and the
-// reader goes on reading, so that cancels still arrive; past that it
-// waits for room, and reads nothing meanwhile: backpressure.
+// They take turns reading the socket, one at a time (the turn). The one
+// that reads a call runs it itself, on the goroutine that read it, and
+// keeps the turn while it runs: most calls are short, and handing the
+// turn or the call to another goroutine would wake it, which the Go
+// scheduler often does on another CPU at a cost larger than a short
+// call's. If the call runs long (a tick of the watchdog, inlineTick, has
+// passed twice at most), the watchdog passes the turn to an idle worker
+// or a new one, so that cancels and other calls are read meanwhile. When
+// all max run calls, a call read waits its turn in waiting (as many
+// again) and the reader goes on reading, so that cancels still arrive;
+// past that it waits for room, and reads nothing meanwhile:
+// backpressure.
 type workers struct {
 	sc      *serverConn
 	max     int
@@ -458,7 +464,18 @@ type workers struct {
 	mu      sync.Mutex
 	idle    int // workers waiting for the turn
 	running int // workers running calls: at most max (one more reads)
+	// inline is set while the turn's holder runs a call: nobody reads.
+	inline bool
+	// seq counts the calls run inline, for the watchdog to tell a call
+	// that ran a whole tick from one that began during it.
+	seq      uint64
+	watching bool // the watchdog runs
 }
+
+// inlineTick is how often the watchdog looks at a call run by the worker
+// that holds the turn: a call that runs longer than two ticks delays the
+// reading of the object's next messages by at most that.
+const inlineTick = time.Millisecond
 
 // work is one worker: it runs calls that wait, else waits for the turn
 // (unless it holds it already) and reads, until the object goes.
@@ -501,18 +518,27 @@ func (w *workers) work(hasTurn bool) {
 			continue
 		}
 		w.running++
-		if w.idle > 0 {
-			w.mu.Unlock()
-			w.turn <- struct{}{} // one of them reads on
-		} else {
+		w.inline = true
+		w.seq++
+		if !w.watching {
+			w.watching = true
 			w.wg.Add(1)
-			w.mu.Unlock()
-			go w.work(true)
+			go w.watch(w.seq)
 		}
+		w.mu.Unlock()
 		hasTurn = false
 		for {
 			w.sc.do(j)
 			w.mu.Lock()
+			if w.inline {
+				// The turn was not passed on: nobody read meanwhile, so
+				// no call waits. Read on.
+				w.inline = false
+				w.running--
+				w.mu.Unlock()
+				hasTurn = true
+				break
+			}
 			select {
 			case j = <-w.waiting:
 				w.mu.Unlock()
@@ -531,6 +557,54 @@ func (w *workers) work(hasTurn bool) {
 			w.mu.Unlock()
 			break
 		}
+	}
+}
+
+// passTurn gives the turn to an idle worker, or to a new one. w.mu is
+// held.
+func (w *workers) passTurn() {
+	if w.idle > 0 {
+		w.turn <- struct{}{} // room for one: there is one turn
+	} else {
+		w.wg.Add(1)
+		go w.work(true)
+	}
+}
+
+// watch is the watchdog: each tick, if the call run by the holder of the
+// turn is the one it saw running at the last tick, it passes the turn on.
+// It stops after a tick with no call run that way, or when the object
+// goes.
+//
+// last is the call running inline when it starts.
+func (w *workers) watch(last uint64) {
+	defer w.wg.Done()
+	t := time.NewTimer(inlineTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-w.sc.ctx.Done():
+			w.mu.Lock()
+			w.watching = false
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Lock()
+		if w.seq == last {
+			if !w.inline {
+				w.watching = false
+				w.mu.Unlock()
+				return
+			}
+			w.inline = false
+			if w.sc.ctx.Err() == nil {
+				w.passTurn()
+			}
+		}
+		last = w.seq
+		w.mu.Unlock()
+		t.Reset(inlineTick)
 	}
 }
 
