@@ -18,20 +18,43 @@ import (
 //
 // A Client is safe for concurrent use: calls from many goroutines are
 // pipelined on the socket (each carries an id, and replies may come back in
-// any order), and one goroutine reads the replies.
+// any order). No goroutine of its own reads the socket: a caller waiting
+// for a reply reads it, one at a time, and hands the replies for other
+// calls to their callers, so that a call's reply wakes no other goroutine
+// on the way (see Forward for the exception).
 type Client struct {
 	c    *conn
 	opts ClientOptions
 
-	mu      sync.Mutex
-	nextID  uint64
+	mu     sync.Mutex
+	nextID uint64
+	// pending holds the calls sent and not yet answered. Each channel has
+	// room for one message: the call's reply, or the read turn (kindTurn),
+	// and gets it only while the call is in pending; it is closed when the
+	// object fails.
 	pending map[uint64]chan message
 	err     error // set once: why the object is unusable
 	done    chan struct{}
+	// reading is set while someone holds the read turn: the caller of
+	// call reader, or (reader 0) Err or the background reader.
+	reading bool
+	reader  uint64
+	// interrupted is set when the end of the reading caller's context
+	// set the socket's read deadline to wake it.
+	interrupted bool
+	// background is set once a goroutine reads for good (watch);
+	// wantsTurn is its signal while it waits for the turn.
+	background bool
+	wantsTurn  chan struct{}
+	reset      bool // ECONNRESET was read; only the turn's holder uses it
 	// life ends when the client fails or is closed.
 	life    context.Context
 	endLife context.CancelFunc
 }
+
+// kindTurn is never sent: a waiting call's channel gets it with the read
+// turn.
+const kindTurn = 0xff
 
 // ClientOptions adjust a Client. The zero value is the defaults.
 type ClientOptions struct {
@@ -111,7 +134,6 @@ func newClient(uc *net.UnixConn, opts ClientOptions) *Client {
 		done:    make(chan struct{}),
 	}
 	c.life, c.endLife = context.WithCancel(context.Background())
-	go c.readLoop()
 	return c
 }
 
@@ -132,81 +154,173 @@ func (c *Client) fail(err error) {
 	}
 	c.err = err
 	close(c.done)
+	c.failPending()
 	c.mu.Unlock()
 	c.endLife()
 	c.c.c.Close()
 }
 
-// Err returns why the object is unusable, or nil while it is usable.
+// failPending wakes every pending call: its channel is closed. c.mu is
+// held.
+func (c *Client) failPending() {
+	for id, ch := range c.pending {
+		close(ch)
+		delete(c.pending, id)
+	}
+}
+
+// Err returns why the object is unusable, or nil while it is usable. When
+// no caller is reading the socket, Err first reads what waits on it
+// without waiting for more: that is how it learns, with no call made,
+// that the server closed the object or sent its last message.
 func (c *Client) Err() error {
 	c.mu.Lock()
+	if c.err != nil || c.reading {
+		err := c.err
+		c.mu.Unlock()
+		return err
+	}
+	c.reading, c.reader = true, 0
+	c.mu.Unlock()
+	for {
+		m, err, ok := c.c.tryRecv()
+		if !ok || c.dispatch(m, err, 0) == over {
+			break
+		}
+	}
+	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.err == nil {
+		c.passTurn()
+	}
 	return c.err
 }
 
-func (c *Client) readLoop() {
-	reset := false
-	for {
-		m, err := c.c.recv()
-		if err != nil {
-			if errors.Is(err, unix.ECONNRESET) && !reset {
-				// The server closed its end with our calls still unread
-				// in it. The kernel reports that once, ahead of what the
-				// server sent last (why it closed): read on to get it.
-				reset = true
-				continue
-			}
-			var re *recvError
-			if errors.As(err, &re) {
-				// A reply that broke a rule: fail that call alone.
-				if re.id != 0 && (re.kind == kindReply || re.kind == kindError) {
-					c.deliver(message{kind: kindError, id: re.id, body: encodeError(re.err)})
-				}
-				continue
-			}
-			if errors.Is(err, errEOF) {
-				c.fail(&Error{Code: CodeClosed, Text: "the server closed the object"})
-			} else {
-				c.fail(&Error{Code: CodeClosed, Text: "connection: " + err.Error()})
-			}
-			c.failPending()
-			return
-		}
-		switch {
-		case m.kind == kindError && m.id == 0:
-			// The object failed: its last message.
-			c.fail(decodeError(m.body, m.files))
-			c.failPending()
-			return
-		case m.kind == kindReply || m.kind == kindError:
-			c.deliver(m)
-		default:
-			// Servers do not call clients in this protocol version.
-			closeFiles(m.files)
-		}
+// watch starts a goroutine that reads the object from now on, as soon as
+// no caller does, so that the object's end is seen when it comes: for
+// Forward, whose server ends its own objects then.
+func (c *Client) watch() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.background || c.err != nil {
+		return
 	}
+	c.background = true
+	var turn chan struct{}
+	if c.reading {
+		turn = make(chan struct{}, 1)
+		c.wantsTurn = turn
+	} else {
+		c.reading, c.reader = true, 0
+	}
+	go func() {
+		if turn != nil {
+			select {
+			case <-turn:
+			case <-c.done:
+				return
+			}
+		}
+		for {
+			m, err := c.c.recv()
+			if c.dispatch(m, err, 0) == over {
+				return
+			}
+		}
+	}()
 }
 
-func (c *Client) deliver(m message) {
+// passTurn gives up the read turn, which the caller holds: to the
+// background reader if it waits for it, else to a call that waits for its
+// reply, else to nobody. c.mu is held.
+func (c *Client) passTurn() {
+	if c.interrupted {
+		c.c.c.SetReadDeadline(time.Time{})
+		c.interrupted = false
+	}
+	c.reader = 0
+	if c.wantsTurn != nil {
+		c.wantsTurn <- struct{}{}
+		c.wantsTurn = nil
+		return
+	}
+	for id, ch := range c.pending {
+		c.reader = id
+		ch <- message{kind: kindTurn} // empty: it is pending
+		return
+	}
+	c.reading = false
+}
+
+// interrupt wakes the caller of call id if it reads, by setting the
+// socket's read deadline: its context has ended.
+func (c *Client) interrupt(id uint64) {
+	c.mu.Lock()
+	if c.reading && c.reader == id && !c.interrupted {
+		c.interrupted = true
+		c.c.c.SetReadDeadline(time.Unix(1, 0))
+	}
+	c.mu.Unlock()
+}
+
+// What dispatch did with a message.
+const (
+	other = iota // handed it on, or dropped it
+	mine         // it is the reply sought
+	over         // the object is over: the client failed
+)
+
+// dispatch acts on what the holder of the read turn read (m or err): the
+// reply to call own is the holder's (mine); another reply goes to its
+// caller; the object's last message, or the connection's end, fails the
+// client.
+func (c *Client) dispatch(m message, err error, own uint64) int {
+	if err != nil {
+		var re *recvError
+		switch {
+		case errors.Is(err, unix.ECONNRESET) && !c.reset:
+			// The server closed its end with our calls still unread in
+			// it. The kernel reports that once, ahead of what the server
+			// sent last (why it closed): read on to get it.
+			c.reset = true
+			return other
+		case errors.As(err, &re):
+			// A reply that broke a rule: fail that call alone.
+			if re.id == 0 || (re.kind != kindReply && re.kind != kindError) {
+				return other
+			}
+			m = message{kind: kindError, id: re.id, body: encodeError(re.err)}
+		case errors.Is(err, errEOF):
+			c.fail(&Error{Code: CodeClosed, Text: "the server closed the object"})
+			return over
+		default:
+			c.fail(&Error{Code: CodeClosed, Text: "connection: " + err.Error()})
+			return over
+		}
+	}
+	switch {
+	case m.kind == kindError && m.id == 0:
+		// The object failed: its last message.
+		c.fail(decodeError(m.body, m.files))
+		return over
+	case m.kind != kindReply && m.kind != kindError:
+		// Servers do not call clients in this protocol version.
+		closeFiles(m.files)
+		return other
+	case own != 0 && m.id == own:
+		return mine
+	}
 	c.mu.Lock()
 	ch, ok := c.pending[m.id]
 	delete(c.pending, m.id)
+	if ok {
+		ch <- m // empty: it is pending, and the turn is ours
+	}
 	c.mu.Unlock()
 	if !ok {
 		closeFiles(m.files) // the caller gave up
-		return
 	}
-	ch <- m
-}
-
-func (c *Client) failPending() {
-	c.mu.Lock()
-	p := c.pending
-	c.pending = map[uint64]chan message{}
-	c.mu.Unlock()
-	for _, ch := range p {
-		close(ch)
-	}
+	return other
 }
 
 // Call calls method on the object with args and decodes the reply into
@@ -268,42 +382,112 @@ func (c *Client) roundTrip(ctx context.Context, method string, body []byte, file
 
 	b := appendHeader(make([]byte, 0, headerLen+len(body)), kindCall, len(files), id)
 	if err := c.c.sendCtx(ctx, append(b, body...), files); err != nil {
-		c.mu.Lock()
-		delete(c.pending, id)
-		c.mu.Unlock()
+		c.abandon(id, ch)
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			// Not sent: there is nothing to cancel.
 			return message{}, fmt.Errorf("rpc: %s: %w", method, err)
 		}
 		return message{}, c.sendError(method, err)
 	}
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { c.interrupt(id) })
+		defer stop()
+	}
+	c.mu.Lock()
+	_, waits := c.pending[id]
+	lead := waits && !c.reading && c.err == nil
+	if lead {
+		c.reading, c.reader = true, id
+	}
+	c.mu.Unlock()
+	for {
+		if lead {
+			return c.lead(ctx, method, id, ch)
+		}
+		select {
+		case m, ok := <-ch:
+			if !ok {
+				return message{}, withMethod(c.Err(), method)
+			}
+			if m.kind != kindTurn {
+				return m, nil
+			}
+			lead = true
+		case <-ctx.Done():
+			return message{}, c.giveUp(ctx, method, id, ch)
+		}
+	}
+}
+
+// lead reads, holding the read turn, until the reply to call id comes,
+// handing the other replies to their callers, then passes the turn on.
+func (c *Client) lead(ctx context.Context, method string, id uint64, ch chan message) (message, error) {
+	for {
+		if ctx.Err() != nil {
+			return message{}, c.giveUp(ctx, method, id, ch)
+		}
+		m, err := c.c.recv()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// interrupt woke us: see the context at the top.
+			c.mu.Lock()
+			if c.interrupted {
+				c.c.c.SetReadDeadline(time.Time{})
+				c.interrupted = false
+			}
+			c.mu.Unlock()
+			continue
+		}
+		switch c.dispatch(m, err, id) {
+		case mine:
+			c.mu.Lock()
+			delete(c.pending, id)
+			c.passTurn()
+			c.mu.Unlock()
+			return m, nil
+		case over:
+			return message{}, withMethod(c.Err(), method)
+		}
+	}
+}
+
+// giveUp ends call id when its context ends: it drops the reply if one
+// came, passes the read turn on if it holds it, and else tells the server
+// to cancel the call.
+func (c *Client) giveUp(ctx context.Context, method string, id uint64, ch chan message) error {
+	if !c.abandon(id, ch) {
+		// Best effort, and not waited for: a server that reads nothing
+		// must not hold the caller, whose context has ended. At once if
+		// it can be, so that it goes ahead of the caller's next call.
+		if msg := appendHeader(nil, kindCancel, 0, id); !c.c.trySend(msg) {
+			go c.c.sendCtx(c.life, msg, nil)
+		}
+	}
+	return fmt.Errorf("rpc: %s: %w", method, ctx.Err())
+}
+
+// abandon takes call id out of pending: its caller no longer waits. It
+// drops the reply if it came and passes the read turn on if the caller
+// holds it or was being handed it. It reports whether nothing is left
+// to cancel: the reply came, or the object failed.
+func (c *Client) abandon(id uint64, ch chan message) (answered bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.pending, id)
 	select {
 	case m, ok := <-ch:
 		if !ok {
-			return message{}, withMethod(c.Err(), method)
+			return true
 		}
-		return m, nil
-	case <-ctx.Done():
-		c.mu.Lock()
-		_, still := c.pending[id]
-		delete(c.pending, id)
-		c.mu.Unlock()
-		if !still {
-			// The reply raced the cancellation: drop it.
-			if m, ok := <-ch; ok {
-				closeFiles(m.files)
-			}
-		} else {
-			// Best effort, and not waited for: a server that reads
-			// nothing must not hold the caller, whose context has ended.
-			// At once if it can be, so that it goes ahead of the
-			// caller's next call.
-			if msg := appendHeader(nil, kindCancel, 0, id); !c.c.trySend(msg) {
-				go c.c.sendCtx(c.life, msg, nil)
-			}
+		if m.kind != kindTurn {
+			closeFiles(m.files)
+			return true
 		}
-		return message{}, fmt.Errorf("rpc: %s: %w", method, ctx.Err())
+	default:
 	}
+	if c.reading && c.reader == id {
+		c.passTurn()
+	}
+	return c.err != nil
 }
 
 func (c *Client) sendError(method string, err error) error {
@@ -313,10 +497,13 @@ func (c *Client) sendError(method string, err error) error {
 	}
 	if errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) {
 		// The server end is closed; it may have said why in a last
-		// message that the reader has yet to see. It ends soon.
-		select {
-		case <-c.done:
-		case <-time.After(time.Second):
+		// message still unread. Err reads it unless another caller is
+		// reading, and then that caller sees the end soon.
+		if c.Err() == nil {
+			select {
+			case <-c.done:
+			case <-time.After(time.Second):
+			}
 		}
 	}
 	if cerr := c.Err(); cerr != nil {

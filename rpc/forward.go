@@ -93,8 +93,13 @@ func (c *caretaker) ServeCall(ctx context.Context, call *Call) (any, error) {
 // passes back its reply: serving it makes a new object that stands for
 // c's. Wrapped in Revocable, it is a caretaker for an object this process
 // holds but does not serve. When c's object ends, every object served by
-// the forwarder ends with the same error.
-func Forward(c *Client) Handler { return forwarder{c} }
+// the forwarder ends with the same error. To see that end when it comes,
+// with no call made, c reads its object from then on in a goroutine of
+// its own, which each reply then wakes.
+func Forward(c *Client) Handler {
+	c.watch()
+	return forwarder{c}
+}
 
 type forwarder struct{ c *Client }
 

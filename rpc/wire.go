@@ -310,6 +310,35 @@ func (e *recvError) Error() string { return e.err.Error() }
 // connection is over (io.EOF for a clean close by the peer).
 func (c *conn) recv() (message, error) {
 	n, oobn, flags, _, err := c.c.ReadMsgUnix(c.rbuf, c.oob)
+	return c.parse(n, oobn, flags, err)
+}
+
+// tryRecv is recv that does not wait: ok is false if no message waits.
+func (c *conn) tryRecv() (m message, err error, ok bool) {
+	rc, err := c.c.SyscallConn()
+	if err != nil {
+		return message{}, err, true
+	}
+	var n, oobn, flags int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, oobn, flags, _, rerr = unix.Recvmsg(int(fd), c.rbuf, c.oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+		return true
+	}); err != nil {
+		return message{}, err, true
+	}
+	if rerr == unix.EAGAIN {
+		return message{}, nil, false
+	}
+	if rerr != nil {
+		rerr = os.NewSyscallError("recvmsg", rerr)
+	}
+	m, err = c.parse(n, oobn, flags, rerr)
+	return m, err, true
+}
+
+// parse makes a message of what recvmsg read into c.rbuf and c.oob.
+func (c *conn) parse(n, oobn, flags int, err error) (message, error) {
 	var files []*os.File
 	var ferr error
 	if oobn > 0 {
