@@ -10,9 +10,9 @@
 # messages of the same sizes, in blocking system calls, or through
 # net.UnixConn (the runtime's poller, as rpc does) in the Net variants.
 # Peers run in goroutines of the benchmark's process, and for the Proc
-# benchmarks in another process. gRPC is measured by
-# bench/grpc, a module of its own, whose run measures caplin's call too:
-# gRPC/Call is taken within that run.
+# benchmarks in another process (gRPC's server too, in GRPCProc). gRPC is
+# measured by bench/grpc, a module of its own, whose run measures caplin's
+# call too: gRPC/Call is taken within that run.
 #
 # Each benchmark runs COUNT times (default 5), interleaved so that a noisy
 # moment hurts both sides of a ratio alike; the median is reported.
@@ -44,14 +44,14 @@ function median(name, col,   i, j, t, k, a) {
 }
 function row(what, a, b, limit,   ma, mb) {
 	ma = median(a); mb = median(b)
-	printf "%-40s %9.1f µs  %9.1f µs  %6.2fx  %s\n", what, ma / 1000, mb / 1000, ma / mb, limit
+	printf "%-44s %9.1f µs  %9.1f µs  %6.2fx  %s\n", what, ma / 1000, mb / 1000, ma / mb, limit
 }
 function rate(what, a, b,   ma, mb) {
 	ma = median(a, "rate"); mb = 1e9 / median(b)
-	printf "%-40s %9.0f /s  %9.0f /s  %6.2fx\n", what, ma, mb, ma / mb
+	printf "%-44s %9.0f /s  %9.0f /s  %6.2fx\n", what, ma, mb, ma / mb
 }
 END {
-	printf "%-40s %12s  %12s  %7s  %s\n", "median of " count " (ns/op as µs)", "caplin", "peer", "ratio", "target"
+	printf "%-44s %12s  %12s  %7s  %s\n", "median of " count " (ns/op as µs)", "caplin", "peer", "ratio", "target"
 	row("Call vs PingPong", "Call", "PingPong", "≤ 2x")
 	row("Call vs PingPongNet (net.UnixConn)", "Call", "PingPongNet", "")
 	row("CallFD vs PingPong", "CallFD", "PingPong", "≤ 2x")
@@ -59,8 +59,9 @@ END {
 	row("CallProc vs PingPongProc (2 processes)", "CallProc", "PingPongProc", "≤ 2x")
 	row("CallProc vs PingPongNetProc", "CallProc", "PingPongNetProc", "")
 	row("gRPC vs Call (bench/grpc run)", "grpc:GRPC", "grpc:Call", "≥ 5x")
+	row("gRPC vs Call, 2 processes (bench/grpc run)", "grpc:GRPCProc", "grpc:CallProc", "≥ 5x")
 	row("Call vs PingPong (bench/grpc run)", "grpc:Call", "grpc:PingPong", "")
-	printf "\n%-40s %12s  %12s  %7s\n", "throughput, calls/s", "8 callers", "1 caller", "ratio"
+	printf "\n%-44s %12s  %12s  %7s\n", "throughput, calls/s", "8 callers", "1 caller", "ratio"
 	rate("caplin, one object", "CallParallel", "Call")
 	rate("gRPC, one connection (bench/grpc run)", "grpc:GRPCParallel", "grpc:GRPC")
 	printf "caplin / gRPC, 8 callers (bench/grpc run): %.2fx the calls/s\n", median("grpc:CallParallel", "rate") / median("grpc:GRPCParallel", "rate")

@@ -5,8 +5,11 @@ package grpcbench
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -18,7 +21,30 @@ import (
 
 func TestMain(m *testing.M) {
 	rpcbench.Peer()
+	grpcPeer()
 	os.Exit(m.Run())
+}
+
+// envPeer makes a re-executed test binary the gRPC server of
+// BenchmarkGRPCProc, serving the listener on its fd 3 until its stdin
+// closes.
+const envPeer = "CAPLIN_GRPCBENCH_PEER"
+
+func grpcPeer() {
+	if os.Getenv(envPeer) == "" {
+		return
+	}
+	ln, err := net.FileListener(os.NewFile(3, "listener"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grpcbench:", err)
+		os.Exit(1)
+	}
+	srv := grpc.NewServer(grpc.ForceServerCodec(cborCodec{}))
+	srv.RegisterService(&echoDesc, server{})
+	go srv.Serve(ln)
+	io.Copy(io.Discard, os.Stdin)
+	srv.Stop()
+	os.Exit(0)
 }
 
 // cborCodec is the gRPC codec for the benchmark: the call is rpcbench's
@@ -71,13 +97,58 @@ func grpcPair(b *testing.B) *grpc.ClientConn {
 	srv := grpc.NewServer(grpc.ForceServerCodec(cborCodec{}))
 	srv.RegisterService(&echoDesc, server{})
 	go srv.Serve(ln)
+	b.Cleanup(srv.Stop)
+	return grpcDial(b, path)
+}
+
+// grpcProcPair is grpcPair with the server in another process: this test
+// binary, re-executed (see grpcPeer).
+func grpcProcPair(b *testing.B) *grpc.ClientConn {
+	path := filepath.Join(b.TempDir(), "grpc.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ul := ln.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false) // the peer serves the path
+	lf, err := ul.File()
+	ul.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdin, hold, err := os.Pipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envPeer+"=1")
+	cmd.ExtraFiles = []*os.File{lf}
+	cmd.Stdin = stdin
+	cmd.Stderr = os.Stderr
+	err = cmd.Start()
+	lf.Close()
+	stdin.Close()
+	if err != nil {
+		hold.Close()
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		hold.Close()
+		if err := cmd.Wait(); err != nil {
+			b.Errorf("gRPC server: %v", err)
+		}
+	})
+	return grpcDial(b, path)
+}
+
+func grpcDial(b *testing.B, path string) *grpc.ClientConn {
 	conn, err := grpc.NewClient("unix:"+path,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(cborCodec{})))
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { conn.Close(); srv.Stop() })
+	b.Cleanup(func() { conn.Close() })
 	return conn
 }
 
@@ -93,6 +164,13 @@ func BenchmarkGRPC(b *testing.B) {
 	rpcbench.Loop(b, func() error { return grpcEcho(conn) })
 }
 
+// BenchmarkGRPCProc is BenchmarkGRPC with the server in another process,
+// as in BenchmarkCallProc.
+func BenchmarkGRPCProc(b *testing.B) {
+	conn := grpcProcPair(b)
+	rpcbench.Loop(b, func() error { return grpcEcho(conn) })
+}
+
 // BenchmarkGRPCParallel is BenchmarkGRPC from 8 goroutines at once.
 func BenchmarkGRPCParallel(b *testing.B) {
 	conn := grpcPair(b)
@@ -103,4 +181,5 @@ func BenchmarkGRPCParallel(b *testing.B) {
 
 func BenchmarkPingPong(b *testing.B)     { rpcbench.PingPong(b) }
 func BenchmarkCall(b *testing.B)         { rpcbench.Call(b) }
+func BenchmarkCallProc(b *testing.B)     { rpcbench.CallProc(b) }
 func BenchmarkCallParallel(b *testing.B) { rpcbench.CallParallel(b) }
