@@ -33,6 +33,13 @@ type Client struct {
 	// and gets it only while the call is in pending; it is closed when the
 	// object fails.
 	pending map[uint64]chan message
+	// unsent holds the pending calls still being sent: their callers
+	// cannot read yet, so the turn does not go to them.
+	unsent map[uint64]struct{}
+	// orphans holds the calls given up after they were sent: their
+	// replies are still to come, and someone reads them (drain), or they
+	// would fill the socket, stop the server and hold their descriptors.
+	orphans map[uint64]struct{}
 	err     error // set once: why the object is unusable
 	done    chan struct{}
 	// reading is set while someone holds the read turn: the caller of
@@ -131,6 +138,8 @@ func newClient(uc *net.UnixConn, opts ClientOptions) *Client {
 		c:       newConn(uc, opts.MaxMessage, opts.MaxFDs),
 		opts:    opts,
 		pending: map[uint64]chan message{},
+		unsent:  map[uint64]struct{}{},
+		orphans: map[uint64]struct{}{},
 		done:    make(chan struct{}),
 	}
 	c.life, c.endLife = context.WithCancel(context.Background())
@@ -232,7 +241,8 @@ func (c *Client) watch() {
 
 // passTurn gives up the read turn, which the caller holds: to the
 // background reader if it waits for it, else to a call that waits for its
-// reply, else to nobody. c.mu is held.
+// reply, else to a drain goroutine if replies to calls given up are due,
+// else to nobody. c.mu is held.
 func (c *Client) passTurn() {
 	if c.interrupted {
 		c.c.c.SetReadDeadline(time.Time{})
@@ -245,11 +255,38 @@ func (c *Client) passTurn() {
 		return
 	}
 	for id, ch := range c.pending {
+		if _, ok := c.unsent[id]; ok {
+			continue
+		}
 		c.reader = id
 		ch <- message{kind: kindTurn} // empty: it is pending
 		return
 	}
+	if len(c.orphans) > 0 && c.err == nil {
+		go c.drain()
+		return
+	}
 	c.reading = false
+}
+
+// drain reads, holding the turn, until no reply to a call given up is due,
+// then passes the turn on.
+func (c *Client) drain() {
+	for {
+		c.mu.Lock()
+		if len(c.orphans) == 0 || c.err != nil {
+			if c.err == nil {
+				c.passTurn()
+			}
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		m, err := c.c.recv()
+		if c.dispatch(m, err, 0) == over {
+			return
+		}
+	}
 }
 
 // interrupt wakes the caller of call id if it reads, by setting the
@@ -313,6 +350,7 @@ func (c *Client) dispatch(m message, err error, own uint64) int {
 	c.mu.Lock()
 	ch, ok := c.pending[m.id]
 	delete(c.pending, m.id)
+	delete(c.orphans, m.id)
 	if ok {
 		ch <- m // empty: it is pending, and the turn is ours
 	}
@@ -378,6 +416,7 @@ func (c *Client) roundTrip(ctx context.Context, method string, body []byte, file
 	c.nextID++
 	id := c.nextID
 	c.pending[id] = ch
+	c.unsent[id] = struct{}{}
 	c.mu.Unlock()
 
 	b := appendHeader(make([]byte, 0, headerLen+len(body)), kindCall, len(files), id)
@@ -394,6 +433,7 @@ func (c *Client) roundTrip(ctx context.Context, method string, body []byte, file
 		defer stop()
 	}
 	c.mu.Lock()
+	delete(c.unsent, id)
 	_, waits := c.pending[id]
 	lead := waits && !c.reading && c.err == nil
 	if lead {
@@ -466,12 +506,18 @@ func (c *Client) giveUp(ctx context.Context, method string, id uint64, ch chan m
 }
 
 // abandon takes call id out of pending: its caller no longer waits. It
-// drops the reply if it came and passes the read turn on if the caller
-// holds it or was being handed it. It reports whether nothing is left
-// to cancel: the reply came, or the object failed.
+// drops the reply if it came, else marks it due if the call was sent (an
+// orphan), and passes the read turn on if the caller holds it or was being
+// handed it, or gives it to a drain goroutine if nobody reads. It reports
+// whether nothing is left to cancel: the reply came, or the object failed.
 func (c *Client) abandon(id uint64, ch chan message) (answered bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	_, unsent := c.unsent[id]
+	delete(c.unsent, id)
+	if _, waits := c.pending[id]; waits && !unsent && c.err == nil {
+		c.orphans[id] = struct{}{}
+	}
 	delete(c.pending, id)
 	select {
 	case m, ok := <-ch:
@@ -484,8 +530,12 @@ func (c *Client) abandon(id uint64, ch chan message) (answered bool) {
 		}
 	default:
 	}
-	if c.reading && c.reader == id {
+	switch {
+	case c.reading && c.reader == id:
 		c.passTurn()
+	case !c.reading && len(c.orphans) > 0 && c.err == nil:
+		c.reading, c.reader = true, 0
+		go c.drain()
 	}
 	return c.err != nil
 }
