@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -116,28 +115,7 @@ func grpcProcPair(b *testing.B) *grpc.ClientConn {
 	if err != nil {
 		b.Fatal(err)
 	}
-	stdin, hold, err := os.Pipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envPeer+"=1")
-	cmd.ExtraFiles = []*os.File{lf}
-	cmd.Stdin = stdin
-	cmd.Stderr = os.Stderr
-	err = cmd.Start()
-	lf.Close()
-	stdin.Close()
-	if err != nil {
-		hold.Close()
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		hold.Close()
-		if err := cmd.Wait(); err != nil {
-			b.Errorf("gRPC server: %v", err)
-		}
-	})
+	rpcbench.StartProc(b, envPeer+"=1", lf)
 	return grpcDial(b, path)
 }
 

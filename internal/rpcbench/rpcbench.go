@@ -473,33 +473,41 @@ func Peer() {
 // the peer goes at the end of the benchmark.
 func startPeer(b testing.TB, what string) *os.File {
 	fds := socketpair(b)
-	peer := os.NewFile(uintptr(fds[1]), "peer")
+	mine := os.NewFile(uintptr(fds[0]), "client")
+	b.Cleanup(func() { mine.Close() })
+	StartProc(b, envPeer+"="+what, os.NewFile(uintptr(fds[1]), "peer"))
+	return mine
+}
+
+// StartProc re-executes the test binary with env (NAME=VALUE) added to
+// its environment and f as its fd 3, which it closes here, for a
+// benchmark's peer process: the binary's TestMain sees env and serves f
+// until its standard input closes, which happens at the end of the
+// benchmark; the process must then exit 0.
+func StartProc(b testing.TB, env string, f *os.File) {
 	stdin, hold, err := os.Pipe()
 	if err != nil {
+		f.Close()
 		b.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envPeer+"="+what)
-	cmd.ExtraFiles = []*os.File{peer}
+	cmd.Env = append(os.Environ(), env)
+	cmd.ExtraFiles = []*os.File{f}
 	cmd.Stdin = stdin
 	cmd.Stderr = os.Stderr
 	err = cmd.Start()
-	peer.Close()
+	f.Close()
 	stdin.Close()
-	mine := os.NewFile(uintptr(fds[0]), "client")
 	if err != nil {
 		hold.Close()
-		mine.Close()
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
-		mine.Close()
 		hold.Close()
 		if err := cmd.Wait(); err != nil {
-			b.Errorf("benchmark peer: %v", err)
+			b.Errorf("benchmark peer %s: %v", env, err)
 		}
 	})
-	return mine
 }
 
 // PingPongProc is PingPong with the peer in another process.
