@@ -474,8 +474,17 @@ func Peer() {
 func startPeer(b testing.TB, what string) *os.File {
 	fds := socketpair(b)
 	mine := os.NewFile(uintptr(fds[0]), "client")
-	b.Cleanup(func() { mine.Close() })
+	started := false
+	defer func() {
+		if !started { // StartProc failed
+			mine.Close()
+		}
+	}()
 	StartProc(b, envPeer+"="+what, os.NewFile(uintptr(fds[1]), "peer"))
+	started = true
+	// Registered after StartProc's, so it runs first: an echo peer exits
+	// when this end closes, and StartProc's cleanup waits for it.
+	b.Cleanup(func() { mine.Close() })
 	return mine
 }
 
