@@ -474,17 +474,7 @@ func Peer() {
 func startPeer(b testing.TB, what string) *os.File {
 	fds := socketpair(b)
 	mine := os.NewFile(uintptr(fds[0]), "client")
-	started := false
-	defer func() {
-		if !started { // StartProc failed
-			mine.Close()
-		}
-	}()
-	StartProc(b, envPeer+"="+what, os.NewFile(uintptr(fds[1]), "peer"))
-	started = true
-	// Registered after StartProc's, so it runs first: an echo peer exits
-	// when this end closes, and StartProc's cleanup waits for it.
-	b.Cleanup(func() { mine.Close() })
+	StartProc(b, envPeer+"="+what, os.NewFile(uintptr(fds[1]), "peer"), mine)
 	return mine
 }
 
@@ -492,11 +482,20 @@ func startPeer(b testing.TB, what string) *os.File {
 // its environment and f as its fd 3, which it closes here, for a
 // benchmark's peer process: the binary's TestMain sees env and serves f
 // until its standard input closes, which happens at the end of the
-// benchmark; the process must then exit 0.
-func StartProc(b testing.TB, env string, f *os.File) {
+// benchmark; the process must then exit 0. The ends in mine are this
+// process's side of f: they are closed at the end of the benchmark before
+// the wait, since a peer may exit only when they close, and at once if the
+// start fails.
+func StartProc(b testing.TB, env string, f *os.File, mine ...io.Closer) {
+	closeMine := func() {
+		for _, c := range mine {
+			c.Close()
+		}
+	}
 	stdin, hold, err := os.Pipe()
 	if err != nil {
 		f.Close()
+		closeMine()
 		b.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -509,9 +508,11 @@ func StartProc(b testing.TB, env string, f *os.File) {
 	stdin.Close()
 	if err != nil {
 		hold.Close()
+		closeMine()
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
+		closeMine()
 		hold.Close()
 		if err := cmd.Wait(); err != nil {
 			b.Errorf("benchmark peer %s: %v", env, err)
