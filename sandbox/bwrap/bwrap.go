@@ -33,7 +33,6 @@ import (
 	"os"
 	"sort"
 	"strings"
-
 )
 
 // Dialect is a flavour of the command line: which options it takes and
