@@ -244,6 +244,9 @@ type mode struct {
 	execFailed func(m mode, path string, err error, spec *sandbox.Spec) int
 }
 
+// runMode speaks as caplin run: a usage error is status 2 with the
+// synopsis, an unenforceable sandbox 122, caplin's other failures 125, and
+// the messages hint at the option that would help.
 var runMode = mode{
 	dialect: bwrap.CaplinRun, name: "caplin run", failure: exitFailure,
 	help: func(h *bwrap.Help) int {

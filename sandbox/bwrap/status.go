@@ -14,7 +14,11 @@ import (
 // namespace shared with the caller, or whose number is unknown, is left
 // out, as bubblewrap does).
 type Info struct {
-	ChildPID        int    `json:"child-pid"`
+	// ChildPID is the pid of the sandbox's first process (its init, or
+	// the program with --as-pid-1), as the caller sees it.
+	ChildPID int `json:"child-pid"`
+	// The inode numbers of the namespaces made for the sandbox; zero
+	// for one not made, which is left out.
 	CgroupNamespace uint64 `json:"cgroup-namespace,omitempty"`
 	IPCNamespace    uint64 `json:"ipc-namespace,omitempty"`
 	MntNamespace    uint64 `json:"mnt-namespace,omitempty"`
