@@ -112,6 +112,7 @@ type Help struct {
 	Version bool
 }
 
+// Error returns the option: "--help" or "--version".
 func (h *Help) Error() string {
 	if h.Version {
 		return "--version"
