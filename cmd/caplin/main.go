@@ -90,7 +90,7 @@ func main() {
 // through a link named bwrap, caplin is bubblewrap.
 func entry(argv []string) int {
 	if filepath.Base(argv[0]) == "bwrap" {
-		return runCommand(argv[1:], true)
+		return cmdBwrap(argv[1:])
 	}
 	return caplin(argv[1:])
 }
@@ -107,7 +107,7 @@ func caplin(args []string) int {
 	case "run":
 		return cmdRun(rest)
 	case "bwrap":
-		return runCommand(rest, true)
+		return cmdBwrap(rest)
 	case "doctor":
 		return cmdDoctor(rest)
 	case "dir":
@@ -197,3 +197,10 @@ func usageError(name, synopsis, msg string) {
 	}
 	fmt.Fprintf(os.Stderr, "usage: %s\nRun \"%s -h\" for help.\n", synopsis, name)
 }
+
+// usageErr is a bad command line.
+type usageErr struct{ msg string }
+
+func (e *usageErr) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return &usageErr{fmt.Sprintf(format, a...)} }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"github.com/caplin-dev/caplin/internal/probe"
 	"github.com/caplin-dev/caplin/pidfd"
 	"github.com/caplin-dev/caplin/sandbox"
+	"github.com/caplin-dev/caplin/sandbox/bwrap"
 	"golang.org/x/sys/unix"
 )
 
@@ -219,90 +219,111 @@ EXAMPLES
 // exitUnenforceable: the kernel cannot enforce what was asked.
 const exitUnenforceable = 122
 
-func cmdRun(args []string) int { return runCommand(args, false) }
+// cmdRun runs caplin run.
+func cmdRun(args []string) int { return runSandbox(args, runMode) }
 
-// runCommand runs caplin run, or caplin bwrap when bwrap is set.
-func runCommand(args []string, bwrap bool) int {
-	name, failCode := "caplin run", exitFailure
-	if bwrap {
-		name, failCode = "bwrap", 1
-	}
-	fail := func(code int, format string, a ...any) int {
-		fmt.Fprintf(os.Stderr, name+": "+format+"\n", a...)
-		return code
-	}
-	cfg, err := parseRunArgs(args, bwrap)
-	var help *helpRequest
-	var ue *usageErr
-	switch {
-	case errors.As(err, &help):
-		switch {
-		case help.what == "--version" && bwrap:
-			fmt.Println("bubblewrap 0.8.0 (caplin " + caplinVersion() + ")")
-		case help.what == "--version":
+// cmdBwrap runs caplin bwrap (caplin through a link named bwrap too).
+func cmdBwrap(args []string) int { return runSandbox(args, bwrapMode) }
+
+// mode is what caplin run and caplin bwrap do differently: the dialect of
+// their command line, the name their messages start with, the exit status
+// of caplin's own failures, and how they report the failures whose words
+// or statuses differ. The library (package bwrap) decides what the sandbox
+// gets; a mode only speaks.
+type mode struct {
+	dialect bwrap.Dialect
+	name    string
+	failure int
+	// help prints what --help or --version asks for.
+	help func(h *bwrap.Help) int
+	// usage reports a bad command line.
+	usage func(m mode, msg string) int
+	// buildFailed reports that the sandbox could not be made.
+	buildFailed func(ctx context.Context, m mode, err error, spec *sandbox.Spec) int
+	// execFailed reports that the program could not be executed.
+	execFailed func(m mode, path string, err error, spec *sandbox.Spec) int
+}
+
+// runMode speaks as caplin run: a usage error is status 2 with the
+// synopsis, an unenforceable sandbox 122, caplin's other failures 125, and
+// the messages hint at the option that would help.
+var runMode = mode{
+	dialect: bwrap.CaplinRun, name: "caplin run", failure: exitFailure,
+	help: func(h *bwrap.Help) int {
+		if h.Version {
 			return cmdVersion(nil)
-		case bwrap:
+		}
+		fmt.Print(runHelp)
+		return exitOK
+	},
+	usage: func(m mode, msg string) int {
+		usageError(m.name, runSynopsis, msg)
+		return exitUsage
+	},
+	buildFailed: func(ctx context.Context, m mode, err error, spec *sandbox.Spec) int {
+		if errors.Is(err, sandbox.ErrUnenforceable) {
+			return m.fail(exitUnenforceable, "%v (--best-effort drops what cannot be enforced)", err)
+		}
+		if detail, missing := userNSMissing(ctx, err, spec); missing {
+			return m.fail(m.failure, "%v: no user namespaces here: %s (--landlock-only confines without them)", err, detail)
+		}
+		return m.fail(m.failure, "%v", err)
+	},
+	execFailed: func(m mode, path string, err error, spec *sandbox.Spec) int {
+		code, msg := execStatus(path, err)
+		if code == exitNotFound && len(spec.Mounts) == 0 {
+			msg += " (the sandbox has only what the options grant, and they grant no files: --system grants the usual programs)"
+		}
+		return m.fail(code, "%s", msg)
+	},
+}
+
+// bwrapMode speaks as bubblewrap does: every failure of its own is status
+// 1, with bubblewrap's words.
+var bwrapMode = mode{
+	dialect: bwrap.Bubblewrap, name: "bwrap", failure: 1,
+	help: func(h *bwrap.Help) int {
+		if h.Version {
+			fmt.Println("bubblewrap 0.8.0 (caplin " + caplinVersion() + ")")
+		} else {
 			fmt.Print(bwrapHelp)
-		default:
-			fmt.Print(runHelp)
 		}
 		return exitOK
-	case errors.As(err, &ue) && !bwrap:
-		usageError(name, runSynopsis, ue.msg)
-		return exitUsage
-	case errors.As(err, &ue):
-		fmt.Fprintf(os.Stderr, "bwrap: %s\n", ue.msg)
-		return 1
-	case err != nil:
-		return fail(failCode, "%v", err)
-	}
-	defer cfg.closeFiles()
-	for _, w := range cfg.warnings {
-		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", name, w)
-	}
-	spec, err := cfg.spec()
-	if err != nil {
-		var ue *usageErr
-		if errors.As(err, &ue) {
-			if bwrap {
-				return fail(1, "%s", ue.msg)
-			}
-			usageError(name, runSynopsis, ue.msg)
-			return exitUsage
+	},
+	usage: func(m mode, msg string) int { return m.fail(m.failure, "%s", msg) },
+	buildFailed: func(ctx context.Context, m mode, err error, spec *sandbox.Spec) int {
+		if detail, missing := userNSMissing(ctx, err, spec); missing {
+			return m.fail(m.failure, "%v: no user namespaces here: %s", err, detail)
 		}
-		return fail(failCode, "%v", err)
-	}
+		return m.fail(m.failure, "%v", err)
+	},
+	execFailed: func(m mode, path string, err error, spec *sandbox.Spec) int {
+		_, msg := execStatus(path, err)
+		return m.fail(m.failure, "execvp %s: %s", path, msg)
+	},
+}
 
-	// The signals to forward: those caplin was not started ignoring (under
-	// nohup, say).
-	var fwd []os.Signal
-	for _, sig := range []syscall.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT} {
-		if !signal.Ignored(sig) {
-			fwd = append(fwd, sig)
-		}
+// fail prints the mode's name and the message, and returns code.
+func (m mode) fail(code int, format string, a ...any) int {
+	fmt.Fprintf(os.Stderr, "%s: %s\n", m.name, fmt.Sprintf(format, a...))
+	return code
+}
+
+// runSandbox carries out a command line of mode m: it makes the sandbox,
+// runs the program in it, waits for it, and returns the exit status.
+func runSandbox(args []string, m mode) int {
+	cmd, spec, code := m.parse(args)
+	if cmd == nil {
+		return code
 	}
-	sigs := make(chan os.Signal, 8)
-	if len(fwd) > 0 { // no signals would mean all of them
-		signal.Notify(sigs, fwd...)
-		defer signal.Stop(sigs)
-	}
+	defer cmd.Close()
+	sigs := notifyForwarded()
+	defer signal.Stop(sigs)
 
 	ctx := context.Background()
 	sb, err := sandbox.Build(ctx, spec)
 	if err != nil {
-		if errors.Is(err, sandbox.ErrUnenforceable) && !bwrap {
-			return fail(exitUnenforceable, "%v (--best-effort drops what cannot be enforced)", err)
-		}
-		if !spec.LandlockOnly && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EACCES)) {
-			if r := probe.UserNS(ctx); !r.OK {
-				hint := " (--landlock-only confines without them)"
-				if bwrap {
-					hint = ""
-				}
-				return fail(failCode, "%v: no user namespaces here: %s%s", err, r.Detail, hint)
-			}
-		}
-		return fail(failCode, "%v", err)
+		return m.buildFailed(ctx, m, err, spec)
 	}
 	// The sandbox is closed on the way out when something fails; when the
 	// program has run, it is only killed: caplin exits at once, and the
@@ -313,36 +334,124 @@ func runCommand(args []string, bwrap bool) int {
 			sb.Close()
 		}
 	}()
-	info := cfg.infoJSON(sb, spec)
-	if cfg.infoFD != nil {
-		fmt.Fprintf(cfg.infoFD, "{\n    %s\n}\n", strings.Join(info, ",\n    "))
-		cfg.infoFD.Close()
-	}
-	if cfg.jsonFD != nil {
-		fmt.Fprintf(cfg.jsonFD, "{ %s }\n", strings.Join(info, ", "))
-	}
-	if cfg.blockFD != nil {
+	reportStarted(cmd, sb, spec)
+	if cmd.Block != nil {
 		var b [1]byte
-		cfg.blockFD.Read(b[:])
-		cfg.blockFD.Close()
+		cmd.Block.Read(b[:])
+		cmd.Block.Close()
 	}
-	argv := append([]string(nil), cfg.argv...)
-	if cfg.argv0 != "" {
-		argv[0] = cfg.argv0
-	}
-	p, err := sb.Exec(ctx, cfg.argv[0], argv)
+	p, err := sb.Exec(ctx, cmd.Path, cmd.Argv)
 	if err != nil {
-		code, msg := execStatus(cfg.argv[0], err)
-		if code == exitNotFound && len(spec.Mounts) == 0 && !bwrap {
-			msg += " (the sandbox has only what the options grant, and they grant no files: --system grants the usual programs)"
-		}
-		if bwrap {
-			code = 1
-			msg = "execvp " + cfg.argv[0] + ": " + msg
-		}
-		return fail(code, "%s", msg)
+		return m.execFailed(m, cmd.Path, err, spec)
 	}
+	code, err = wait(ctx, p, sigs, spec)
+	if err != nil {
+		return m.fail(m.failure, "waiting for %s: %v", cmd.Path, err)
+	}
+	if cmd.JSONStatus != nil {
+		bwrap.WriteExit(cmd.JSONStatus, code)
+		cmd.JSONStatus.Close()
+	}
+	if cmd.Sync != nil {
+		cmd.Sync.Close()
+	}
+	// Without limits there is nothing to clean up that the kernel does
+	// not; a limit's cgroup must be removed once its processes are gone.
+	if spec.Limits == (sandbox.Limits{}) {
+		sb.Kill()
+		closeSandbox = false
+	}
+	return code
+}
 
+// parse reads the command line and the spec of its sandbox. On failure it
+// reports it and returns a nil command and the exit status.
+func (m mode) parse(args []string) (*bwrap.Command, *sandbox.Spec, int) {
+	cmd, err := bwrap.Parse(args, m.dialect, nil)
+	if err != nil {
+		return nil, nil, m.parseFailed(err)
+	}
+	for _, w := range cmd.Warnings {
+		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", m.name, w)
+	}
+	spec, err := cmd.Spec()
+	if err != nil {
+		cmd.Close()
+		return nil, nil, m.parseFailed(err)
+	}
+	// A command's heap is small: forking from it directly saves making
+	// a zygote. But then only the parent-death signal of the sandbox's
+	// pid 1 ties the sandbox to caplin's life, so pid 1 must be caplin's
+	// init: a program that is pid 1 itself (or shares caplin's pid
+	// namespace) could clear its own signal and outlive a SIGKILLed
+	// caplin. Those get the zygote, whose death ends its pid namespace
+	// and every one nested in it.
+	spec.Direct = !spec.AsPID1 && !spec.SharePID
+	return cmd, spec, 0
+}
+
+// parseFailed reports an error of bwrap.Parse or Command.Spec.
+func (m mode) parseFailed(err error) int {
+	var help *bwrap.Help
+	var e *bwrap.Error
+	switch {
+	case errors.As(err, &help):
+		return m.help(help)
+	case errors.As(err, &e) && e.Usage:
+		return m.usage(m, e.Error())
+	}
+	return m.fail(m.failure, "%v", err)
+}
+
+// notifyForwarded returns a channel of the signals to forward to the
+// program: those caplin was not started ignoring (under nohup, say).
+func notifyForwarded() chan os.Signal {
+	var fwd []os.Signal
+	for _, sig := range []syscall.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT} {
+		if !signal.Ignored(sig) {
+			fwd = append(fwd, sig)
+		}
+	}
+	sigs := make(chan os.Signal, 8)
+	if len(fwd) > 0 { // no signals would mean all of them
+		signal.Notify(sigs, fwd...)
+	}
+	return sigs
+}
+
+// userNSMissing reports whether Build failed with err because this
+// machine lets caplin make no user namespace, and the probe's word on
+// why.
+func userNSMissing(ctx context.Context, err error, spec *sandbox.Spec) (string, bool) {
+	if spec.LandlockOnly || !(errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EACCES)) {
+		return "", false
+	}
+	if r := probe.UserNS(ctx); !r.OK {
+		return r.Detail, true
+	}
+	return "", false
+}
+
+// reportStarted writes bubblewrap's report of the sandbox made to
+// --info-fd (which it then closes) and --json-status-fd.
+func reportStarted(cmd *bwrap.Command, sb *sandbox.Sandbox, spec *sandbox.Spec) {
+	if cmd.Info == nil && cmd.JSONStatus == nil {
+		return
+	}
+	info := bwrap.NewInfo(sb.InitPid(), spec, sb.Namespaces())
+	if cmd.Info != nil {
+		bwrap.WriteInfo(cmd.Info, info)
+		cmd.Info.Close()
+	}
+	if cmd.JSONStatus != nil {
+		bwrap.WriteStatus(cmd.JSONStatus, info)
+	}
+}
+
+// wait waits for the program p, forwarding the signals on sigs to it, and
+// returns its exit status: 128+N for a signal N, the signal caplin turned
+// into SIGKILL for a pid 1 included.
+func wait(ctx context.Context, p *pidfd.Process, sigs <-chan os.Signal, spec *sandbox.Spec) (int, error) {
 	var escalated atomic.Int32 // a signal caplin turned into SIGKILL
 	done := make(chan struct{})
 	forwarded := make(chan struct{})
@@ -355,239 +464,13 @@ func runCommand(args []string, bwrap bool) int {
 	close(done)
 	<-forwarded
 	if err != nil {
-		return fail(failCode, "waiting for %s: %v", cfg.argv[0], err)
+		return 0, err
 	}
 	code := st.ExitCode()
 	if sig := escalated.Load(); sig != 0 && st.Signal == unix.SIGKILL {
 		code = 128 + int(sig)
 	}
-	if cfg.jsonFD != nil {
-		fmt.Fprintf(cfg.jsonFD, "{ \"exit-code\": %d }\n", code)
-		cfg.jsonFD.Close()
-	}
-	if cfg.syncFD != nil {
-		cfg.syncFD.Close()
-	}
-	// Without limits there is nothing to clean up that the kernel does
-	// not; a limit's cgroup must be removed once its processes are gone.
-	if spec.Limits == (sandbox.Limits{}) {
-		sb.Kill()
-		closeSandbox = false
-	}
-	return code
-}
-
-// spec turns the command line into a sandbox spec.
-func (c *runConfig) spec() (*sandbox.Spec, error) {
-	spec := &sandbox.Spec{}
-	if c.profile != "" {
-		if c.bwrap {
-			return nil, usagef("--profile is caplin run's")
-		}
-		p, err := sandbox.LoadProfile(c.profile)
-		if err != nil {
-			return nil, err
-		}
-		spec = p
-	} else {
-		spec.UID, spec.GID = os.Geteuid(), os.Getegid()
-	}
-	if c.system {
-		spec.Mounts = append(spec.Mounts, sandbox.SystemMounts()...)
-	}
-	spec.Mounts = append(spec.Mounts, c.mounts...)
-	if c.uid >= 0 {
-		spec.UID = c.uid
-	}
-	if c.gid >= 0 {
-		spec.GID = c.gid
-	}
-	if c.hostname != "" {
-		spec.Hostname = c.hostname
-	}
-	spec.BestEffort = spec.BestEffort || c.bestEffort
-	spec.LandlockOnly = spec.LandlockOnly || c.landlockOnly
-	for _, l := range []struct{ dst, src *int }{{&spec.Limits.Pids, &c.limits.Pids}, {&spec.Limits.NoFile, &c.limits.NoFile}} {
-		if *l.src != 0 {
-			*l.dst = *l.src
-		}
-	}
-	if c.limits.Memory != 0 {
-		spec.Limits.Memory = c.limits.Memory
-	}
-	if c.limits.CPU != 0 {
-		spec.Limits.CPU = c.limits.CPU
-	}
-
-	// The environment.
-	var base []string
-	switch {
-	case c.bwrap || c.keepEnv:
-		base = os.Environ()
-	case c.profile != "":
-		base = spec.Env
-	}
-	env := buildEnv(base, c.env)
-	if c.system && !hasVar(env, "PATH") {
-		env = append(env, "PATH=/usr/local/bin:/usr/bin:/bin")
-	}
-	spec.Env = env
-
-	// The fds: caplin's standard ones (a closed one stays closed), then
-	// the grants.
-	spec.Files = map[int]*os.File{}
-	for fd, f := range []*os.File{os.Stdin, os.Stdout, os.Stderr} {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
-			spec.Files[fd] = f
-		}
-	}
-	for n, f := range c.fds {
-		spec.Files[n] = f
-	}
-
-	// Namespaces and the rest: bubblewrap shares what is not unshared;
-	// caplin run shares nothing but what --net host or --share-net asks.
-	if c.bwrap {
-		spec.WritableRoot = true
-		spec.SharePID = !c.unshare["pid"]
-		spec.ShareIPC = !c.unshare["ipc"]
-		spec.ShareUTS = !c.unshare["uts"]
-		spec.ShareCgroup = !c.unshare["cgroup"]
-		spec.Net = sandbox.NetHost
-		if c.unshare["net"] {
-			spec.Net = sandbox.NetLoopback // bubblewrap brings lo up
-		}
-		spec.SameSession = !c.newSession
-		spec.Seccomp.AllowUserNamespaces = !c.disableUserns
-		if c.hostname != "" && spec.ShareUTS {
-			return nil, usagef("Specifying --hostname requires --unshare-uts")
-		}
-	} else {
-		switch {
-		case c.net != "" && c.shareNet && c.net != "host":
-			return nil, usagef("--share-net and --net %s disagree", c.net)
-		case c.shareNet || c.net == "host":
-			spec.Net = sandbox.NetHost
-		case c.net == "loopback":
-			spec.Net = sandbox.NetLoopback
-		case c.net == "none":
-			spec.Net = sandbox.NetNone
-		}
-		if c.allowUserns {
-			spec.Seccomp.AllowUserNamespaces = true
-		}
-	}
-	spec.AsPID1 = spec.AsPID1 || c.asPID1
-	// A command's heap is small: forking from it directly saves making
-	// a zygote. But then only the parent-death signal of the sandbox's
-	// pid 1 ties the sandbox to caplin's life, so pid 1 must be caplin's
-	// init: a program that is pid 1 itself (or shares caplin's pid
-	// namespace) could clear its own signal and outlive a SIGKILLed
-	// caplin. Those get the zygote, whose death ends its pid namespace
-	// and every one nested in it.
-	spec.Direct = !spec.AsPID1 && !spec.SharePID
-	if err := c.caps(spec); err != nil {
-		return nil, err
-	}
-	spec.SeccompFilters = append(spec.SeccompFilters, c.seccomp...)
-
-	// The working directory: as asked, or caplin's own where the grants
-	// show it at the same place, else /.
-	switch {
-	case c.chdir != "":
-		spec.Dir = c.chdir
-	case spec.Dir == "":
-		if wd, err := os.Getwd(); err == nil && visible(spec.Mounts, wd) {
-			spec.Dir = wd
-		}
-	}
-	return spec, nil
-}
-
-// visible reports whether the host directory dir appears at the same path
-// in a sandbox with mounts ms: inside a bind of a source at its own path,
-// not covered by a later mount.
-func visible(ms []sandbox.Mount, dir string) bool {
-	in := func(p, root string) bool {
-		return p == root || strings.HasPrefix(p, strings.TrimSuffix(root, "/")+"/")
-	}
-	ok := false
-	for _, m := range ms {
-		dest := filepath.Clean(m.Dest)
-		switch {
-		case (m.Kind == sandbox.ROBind || m.Kind == sandbox.Bind || m.Kind == sandbox.DevBind) && in(dir, dest):
-			ok = filepath.Clean(m.Source) == dest
-		case m.Kind != sandbox.RemountRO && m.Kind != sandbox.Chmod && in(dir, dest):
-			ok = false
-		}
-	}
-	return ok
-}
-
-// caps applies --cap-add and --cap-drop, in order.
-func (c *runConfig) caps(spec *sandbox.Spec) error {
-	keep := map[int]bool{}
-	for _, n := range spec.Caps {
-		keep[n] = true
-	}
-	apply := func(names []string, on bool) error {
-		for _, name := range names {
-			if strings.EqualFold(name, "ALL") {
-				for _, i := range sandbox.AllCaps() {
-					keep[i] = on
-				}
-				continue
-			}
-			n, err := sandbox.ParseCap(name)
-			if err != nil {
-				return usagef("%v", err)
-			}
-			keep[n] = on
-		}
-		return nil
-	}
-	if err := apply(c.capAdd, true); err != nil {
-		return err
-	}
-	if err := apply(c.capDrop, false); err != nil {
-		return err
-	}
-	spec.Caps = spec.Caps[:0]
-	for n, on := range keep {
-		if on {
-			spec.Caps = append(spec.Caps, n)
-		}
-	}
-	return nil
-}
-
-func hasVar(env []string, name string) bool {
-	for _, kv := range env {
-		if strings.HasPrefix(kv, name+"=") {
-			return true
-		}
-	}
-	return false
-}
-
-// infoJSON returns the members of bubblewrap's --info-fd object: the pid
-// of the sandbox's first process, then the inode of each namespace made
-// for it, by name.
-func (c *runConfig) infoJSON(sb *sandbox.Sandbox, spec *sandbox.Spec) []string {
-	out := []string{fmt.Sprintf("\"child-pid\": %d", sb.InitPid())}
-	for _, ns := range []struct {
-		name string
-		made bool
-	}{
-		{"cgroup", !spec.ShareCgroup}, {"ipc", !spec.ShareIPC}, {"mnt", true},
-		{"net", spec.Net != sandbox.NetHost}, {"pid", !spec.SharePID}, {"uts", !spec.ShareUTS},
-	} {
-		if !ns.made {
-			continue
-		}
-		out = append(out, fmt.Sprintf("\"%s-namespace\": %d", ns.name, sb.Namespaces()[ns.name]))
-	}
-	return out
+	return code, nil
 }
 
 // execStatus maps an exec failure to the exit status and message for it.

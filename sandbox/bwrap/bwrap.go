@@ -1,0 +1,276 @@
+// Package bwrap reads bubblewrap's command line into a sandbox.Spec and
+// writes bubblewrap's status formats, so that a program can offer
+// bubblewrap's interface on top of package sandbox (caplin's "caplin run"
+// and "caplin bwrap" do).
+//
+// Parse reads the options, in order, and the command after them; the
+// Command it returns says, with its Spec method, what the sandbox gets.
+// Two dialects share the vocabulary: Bubblewrap is bubblewrap's (0.8)
+// exact command line with bubblewrap's defaults (the caller's environment,
+// network, pid, IPC, UTS and cgroup namespaces, session, a writable root);
+// CaplinRun adds caplin run's own options (--system, --fd, --net,
+// --profile, limits, ...) and has caplin run's defaults (nothing that is
+// not granted). Bubblewrap options that package sandbox cannot carry out
+// (--userns, --overlay, --lock-file, ...) are refused, never ignored.
+//
+// What the command line reaches of the calling process (the fds it names,
+// the files --fd opens, the bind sources it checks, the caller's identity,
+// environment and working directory) goes through a Host: OS is the real
+// one; a test or fuzzer gives a fake, so that no command line touches the
+// machine.
+//
+// Guarantees: Parse and Spec never panic on any command line; every error
+// is an *Error naming the option at fault (or no option, for a missing
+// command) or a *Help; the files Parse opens are closed by it on error
+// and by Command.Close otherwise. Limits: a Spec is checked by
+// sandbox.Build, not here (a destination that is not an absolute path, say,
+// is refused there).
+package bwrap
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+)
+
+// Dialect is a flavour of the command line: which options it takes and
+// what a sandbox gets by default.
+type Dialect int
+
+const (
+	// Bubblewrap is bubblewrap's own command line and defaults.
+	Bubblewrap Dialect = iota
+	// CaplinRun is caplin run's: bubblewrap's options and caplin's own,
+	// with nothing granted by default. Its options also take their
+	// argument as --opt=VALUE, and a single dash does as well as two.
+	CaplinRun
+)
+
+// Command is a parsed command line: the options, the program to run, and
+// the status fds bubblewrap writes to. It owns the files Parse opened
+// (Close releases them); the caller's standard fds are not among them.
+type Command struct {
+	// Path is the program as given: looked up in the sandbox's PATH when
+	// it has no slash.
+	Path string
+	// Argv is the program's argument list: the command line's, with
+	// Argv[0] replaced by --argv0's when given.
+	Argv []string
+
+	// Info, JSONStatus, Sync and Block are the fds given to --info-fd,
+	// --json-status-fd, --sync-fd and --block-fd, or nil.
+	Info, JSONStatus, Sync, Block *os.File
+
+	// Warnings are what the command line asked that has no effect (a
+	// --perms after the last operation it could apply to).
+	Warnings []string
+
+	dialect Dialect
+	host    *Host
+	opts    options
+	owned   []*os.File // files Parse opened, for Close
+}
+
+// Close closes the files Parse opened for the command (the fds it names,
+// those --fd opens) that are still open. The command's Spec must not be
+// used after.
+func (c *Command) Close() error {
+	var errs []error
+	for _, f := range c.owned {
+		if err := f.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	c.owned = nil
+	return errors.Join(errs...)
+}
+
+// Error is a command line that cannot be carried out.
+type Error struct {
+	// Option is the option at fault as it was written ("--ro-bind"), or
+	// "" when no command is given.
+	Option string
+	// Usage reports that the command line itself is wrong (an unknown
+	// option, a bad argument, too few arguments), rather than something it
+	// names (a missing bind source, a closed fd, an unreadable file).
+	Usage bool
+	// Err says what is wrong, in bubblewrap's words where it has them.
+	Err error
+}
+
+// Error returns Err's message, which names the option where that helps.
+func (e *Error) Error() string { return e.Err.Error() }
+
+// Unwrap returns Err.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Help is --help or --version: the caller prints what it asks for.
+type Help struct {
+	// Version is set for --version, clear for --help.
+	Version bool
+}
+
+// Error returns the option: "--help" or "--version".
+func (h *Help) Error() string {
+	if h.Version {
+		return "--version"
+	}
+	return "--help"
+}
+
+// usagef returns a usage error; the parse loop fills in the option.
+func usagef(format string, a ...any) error {
+	return &Error{Usage: true, Err: fmt.Errorf(format, a...)}
+}
+
+// Options returns the names of the options dialect d accepts, sorted, for
+// help texts and completions.
+func Options(d Dialect) []string {
+	var names []string
+	for name, o := range optionTable {
+		if o.accepts(d) {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Refused returns the names of bubblewrap's options that both dialects
+// refuse because package sandbox cannot carry them out, sorted.
+func Refused() []string {
+	var names []string
+	for name := range refused {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// maxArgsDepth bounds --args inside --args.
+const maxArgsDepth = 4
+
+// Parse parses the options of dialect d, in order, and the command after
+// them, reaching the calling process through host (nil: OS()). Options take
+// their arguments as separate words; "--" ends them, and may be left out
+// when the command does not start with a dash. The error is an *Error, or
+// a *Help for --help and --version.
+func Parse(args []string, d Dialect, host *Host) (*Command, error) {
+	if host == nil {
+		host = OS()
+	}
+	c := &Command{dialect: d, host: host, opts: options{uid: -1, gid: -1, unshare: map[string]bool{}, fds: map[int]*os.File{}}}
+	err := c.parse(args, 0)
+	if err == nil && (len(c.Argv) == 0 || c.Argv[0] == "") {
+		err = &Error{Usage: true, Err: errors.New("no command given")}
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.Path = c.Argv[0]
+	c.Argv = append([]string(nil), c.Argv...)
+	if c.opts.argv0 != "" {
+		c.Argv[0] = c.opts.argv0
+	}
+	if c.opts.perms != nil || c.opts.size != 0 {
+		c.Warnings = append(c.Warnings, "--perms or --size given after the last operation it could apply to: ignored")
+	}
+	return c, nil
+}
+
+// parse reads args into c; depth counts the --args it is inside.
+func (c *Command) parse(args []string, depth int) error {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			c.Argv = args[i+1:]
+			return nil
+		}
+		if len(a) < 2 || a[0] != '-' {
+			c.Argv = args[i:]
+			return nil
+		}
+		name, inline := c.optionName(a)
+		switch name {
+		case "--help", "--h", "-h":
+			return &Help{}
+		case "--version":
+			return &Help{Version: true}
+		case "--args":
+			if i+1 >= len(args) {
+				return named(name, usagef("--args takes 1 argument"))
+			}
+			words, err := c.argsFrom(args[i+1], depth)
+			if err != nil {
+				return named(name, err)
+			}
+			return c.parse(append(words, args[i+2:]...), depth+1)
+		}
+		if _, ok := refused[name]; ok {
+			return named(name, usagef("%s is a bubblewrap option caplin does not support", name))
+		}
+		opt, ok := optionTable[name]
+		if !ok || !opt.accepts(c.dialect) {
+			if c.dialect == Bubblewrap {
+				return named(a, usagef("Unknown option %s", a))
+			}
+			return named(a, usagef("unknown flag %s", a))
+		}
+		optArgs, n, err := opt.arguments(name, inline, args[i+1:])
+		if err != nil {
+			return named(name, err)
+		}
+		i += n
+		if err := opt.do(c, optArgs); err != nil {
+			return named(name, err)
+		}
+	}
+	return nil
+}
+
+// optionName splits the word a into the option's canonical name and, for
+// caplin run's --opt=VALUE, the value written inline.
+func (c *Command) optionName(a string) (name string, inline *string) {
+	if c.dialect == Bubblewrap {
+		return a, nil
+	}
+	name = a
+	if !strings.HasPrefix(a, "--") {
+		name = "-" + a
+	}
+	if k, v, ok := strings.Cut(name, "="); ok {
+		return k, &v
+	}
+	return name, nil
+}
+
+// argsFrom reads --args FD's NUL-separated words.
+func (c *Command) argsFrom(fd string, depth int) ([]string, error) {
+	if depth > maxArgsDepth {
+		return nil, usagef("--args nested too deep")
+	}
+	data, err := c.readFD(fd, "--args "+fd)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) == 0 {
+		return nil, nil
+	}
+	return strings.Split(strings.TrimSuffix(string(data), "\x00"), "\x00"), nil
+}
+
+// named returns err as an *Error naming option (unless it names one
+// already).
+func named(option string, err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		if e.Option == "" {
+			e.Option = option
+		}
+		return e
+	}
+	return &Error{Option: option, Err: err}
+}

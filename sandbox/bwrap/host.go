@@ -1,0 +1,73 @@
+package bwrap
+
+import (
+	"os"
+	"strconv"
+
+	"github.com/caplin-dev/caplin/sandbox"
+	"golang.org/x/sys/unix"
+)
+
+// Host is the calling process as a command line reaches it. OS returns
+// the real one; a test gives functions that touch nothing. Every field
+// must be set.
+type Host struct {
+	// FD returns the caller's open fd n as a file the command may read,
+	// write and close (--info-fd, --file, --args, --fd N=inherit:M, ...).
+	FD func(n int) (*os.File, error)
+	// OpenFile opens a host path for --fd, as os.OpenFile does.
+	OpenFile func(name string, flag int, perm os.FileMode) (*os.File, error)
+	// Stat reports on a host path, as os.Stat does: a bind's source must
+	// exist unless the option ends in -try.
+	Stat func(name string) (os.FileInfo, error)
+	// LoadProfile reads the sandbox profile of --profile, as
+	// sandbox.LoadProfile does.
+	LoadProfile func(path string) (*sandbox.Spec, error)
+	// Std returns the caller's standard fds that are open (a closed one
+	// stays closed in the sandbox), by number.
+	Std func() map[int]*os.File
+	// Environ returns the caller's environment.
+	Environ func() []string
+	// Getwd returns the caller's working directory.
+	Getwd func() (string, error)
+	// UID and GID are the caller's effective IDs, the sandbox's by
+	// default.
+	UID, GID int
+}
+
+// OS returns the calling process as it is.
+func OS() *Host {
+	return &Host{
+		FD:          openFD,
+		OpenFile:    os.OpenFile,
+		Stat:        os.Stat,
+		LoadProfile: sandbox.LoadProfile,
+		Std: func() map[int]*os.File {
+			std := map[int]*os.File{}
+			for n, f := range []*os.File{os.Stdin, os.Stdout, os.Stderr} {
+				if fdOpen(n) == nil {
+					std[n] = f
+				}
+			}
+			return std
+		},
+		Environ: os.Environ,
+		Getwd:   os.Getwd,
+		UID:     os.Geteuid(),
+		GID:     os.Getegid(),
+	}
+}
+
+// openFD returns the process's fd n, if it is open.
+func openFD(n int) (*os.File, error) {
+	if err := fdOpen(n); err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(n), "fd "+strconv.Itoa(n)), nil
+}
+
+// fdOpen returns nil when fd n is open, else the errno (EBADF).
+func fdOpen(n int) error {
+	_, err := unix.FcntlInt(uintptr(n), unix.F_GETFD, 0)
+	return err
+}

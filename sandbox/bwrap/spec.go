@@ -1,0 +1,248 @@
+package bwrap
+
+import (
+	"maps"
+	"path/filepath"
+	"strings"
+
+	"github.com/caplin-dev/caplin/sandbox"
+)
+
+// Spec returns the sandbox the command line asks for: its dialect's
+// defaults, changed by the options. The spec refers to files the Command
+// owns (the fds granted, the sources of --bind-fd): it is good until Close.
+// Its Direct is left false, for the caller to decide. The error is an
+// *Error naming the option at fault.
+func (c *Command) Spec() (*sandbox.Spec, error) {
+	o := &c.opts
+	spec := &sandbox.Spec{}
+	if o.profile != "" {
+		if c.dialect == Bubblewrap {
+			return nil, named("--profile", usagef("--profile is caplin run's"))
+		}
+		p, err := c.host.LoadProfile(o.profile)
+		if err != nil {
+			return nil, named("--profile", err)
+		}
+		spec = p
+	} else {
+		spec.UID, spec.GID = c.host.UID, c.host.GID
+	}
+	if o.system {
+		spec.Mounts = append(spec.Mounts, sandbox.SystemMounts()...)
+	}
+	spec.Mounts = append(spec.Mounts, o.mounts...)
+	if o.uid >= 0 {
+		spec.UID = o.uid
+	}
+	if o.gid >= 0 {
+		spec.GID = o.gid
+	}
+	if o.hostname != "" {
+		spec.Hostname = o.hostname
+	}
+	spec.BestEffort = spec.BestEffort || o.bestEffort
+	spec.LandlockOnly = spec.LandlockOnly || o.landlockOnly
+	c.limits(&spec.Limits)
+	spec.Env = c.env(spec.Env)
+
+	// The fds: the caller's standard ones, then the grants.
+	spec.Files = c.host.Std()
+	maps.Copy(spec.Files, o.fds)
+
+	// Namespaces and the rest.
+	var err error
+	if c.dialect == Bubblewrap {
+		err = c.bubblewrapSharing(spec)
+	} else {
+		err = c.caplinRunSharing(spec)
+	}
+	if err != nil {
+		return nil, err
+	}
+	spec.AsPID1 = spec.AsPID1 || o.asPID1
+	if err := c.caps(spec); err != nil {
+		return nil, err
+	}
+	spec.SeccompFilters = append(spec.SeccompFilters, o.seccomp...)
+
+	// The working directory: as asked, or the caller's own where the
+	// grants show it at the same place, else /.
+	switch {
+	case o.chdir != "":
+		spec.Dir = o.chdir
+	case spec.Dir == "":
+		if wd, err := c.host.Getwd(); err == nil && visible(spec.Mounts, wd) {
+			spec.Dir = wd
+		}
+	}
+	return spec, nil
+}
+
+// limits sets the limits given on the command line over l (a profile's).
+func (c *Command) limits(l *sandbox.Limits) {
+	given := c.opts.limits
+	if given.Pids != 0 {
+		l.Pids = given.Pids
+	}
+	if given.NoFile != 0 {
+		l.NoFile = given.NoFile
+	}
+	if given.Memory != 0 {
+		l.Memory = given.Memory
+	}
+	if given.CPU != 0 {
+		l.CPU = given.CPU
+	}
+}
+
+// env returns the program's environment: the environment options applied
+// to the caller's (Bubblewrap, or --keep-env), to the profile's
+// (profileEnv), or to an empty one; --system adds a PATH if none is set.
+func (c *Command) env(profileEnv []string) []string {
+	var base []string
+	switch {
+	case c.dialect == Bubblewrap || c.opts.keepEnv:
+		base = c.host.Environ()
+	case c.opts.profile != "":
+		base = profileEnv
+	}
+	env := applyEnv(base, c.opts.env)
+	if c.opts.system && !hasVar(env, "PATH") {
+		env = append(env, "PATH=/usr/local/bin:/usr/bin:/bin")
+	}
+	return env
+}
+
+// bubblewrapSharing sets bubblewrap's defaults, which share with the
+// caller whatever is not unshared.
+func (c *Command) bubblewrapSharing(spec *sandbox.Spec) error {
+	o := &c.opts
+	spec.WritableRoot = true
+	spec.SharePID = !o.unshare["pid"]
+	spec.ShareIPC = !o.unshare["ipc"]
+	spec.ShareUTS = !o.unshare["uts"]
+	spec.ShareCgroup = !o.unshare["cgroup"]
+	spec.Net = sandbox.NetHost
+	if o.unshare["net"] {
+		spec.Net = sandbox.NetLoopback // bubblewrap brings lo up
+	}
+	spec.SameSession = !o.newSession
+	spec.Seccomp.AllowUserNamespaces = !o.disableUserns
+	if o.hostname != "" && spec.ShareUTS {
+		return named("--hostname", usagef("Specifying --hostname requires --unshare-uts"))
+	}
+	return nil
+}
+
+// caplinRunSharing sets caplin run's network, which is shared only when
+// --net host or --share-net asks, and its user namespaces.
+func (c *Command) caplinRunSharing(spec *sandbox.Spec) error {
+	o := &c.opts
+	switch {
+	case o.net != "" && o.shareNet && o.net != "host":
+		return named("--share-net", usagef("--share-net and --net %s disagree", o.net))
+	case o.shareNet || o.net == "host":
+		spec.Net = sandbox.NetHost
+	case o.net == "loopback":
+		spec.Net = sandbox.NetLoopback
+	case o.net == "none":
+		spec.Net = sandbox.NetNone
+	}
+	if o.allowUserns {
+		spec.Seccomp.AllowUserNamespaces = true
+	}
+	return nil
+}
+
+// visible reports whether the host directory dir appears at the same path
+// in a sandbox with mounts ms: inside a bind of a source at its own path,
+// not covered by a later mount.
+func visible(ms []sandbox.Mount, dir string) bool {
+	in := func(p, root string) bool {
+		return p == root || strings.HasPrefix(p, strings.TrimSuffix(root, "/")+"/")
+	}
+	ok := false
+	for _, m := range ms {
+		dest := filepath.Clean(m.Dest)
+		switch {
+		case (m.Kind == sandbox.ROBind || m.Kind == sandbox.Bind || m.Kind == sandbox.DevBind) && in(dir, dest):
+			ok = filepath.Clean(m.Source) == dest
+		case m.Kind != sandbox.RemountRO && m.Kind != sandbox.Chmod && in(dir, dest):
+			ok = false
+		}
+	}
+	return ok
+}
+
+// caps applies --cap-add and --cap-drop, in order, to the spec's
+// capabilities.
+func (c *Command) caps(spec *sandbox.Spec) error {
+	keep := map[int]bool{}
+	for _, n := range spec.Caps {
+		keep[n] = true
+	}
+	apply := func(option string, names []string, on bool) error {
+		for _, name := range names {
+			if strings.EqualFold(name, "ALL") {
+				for _, i := range sandbox.AllCaps() {
+					keep[i] = on
+				}
+				continue
+			}
+			n, err := sandbox.ParseCap(name)
+			if err != nil {
+				return named(option, usagef("%v", err))
+			}
+			keep[n] = on
+		}
+		return nil
+	}
+	if err := apply("--cap-add", c.opts.capAdd, true); err != nil {
+		return err
+	}
+	if err := apply("--cap-drop", c.opts.capDrop, false); err != nil {
+		return err
+	}
+	spec.Caps = spec.Caps[:0]
+	for n, on := range keep {
+		if on {
+			spec.Caps = append(spec.Caps, n)
+		}
+	}
+	return nil
+}
+
+func hasVar(env []string, name string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// applyEnv applies ops, in order, to a copy of base.
+func applyEnv(base []string, ops []envOp) []string {
+	env := append([]string(nil), base...)
+	without := func(name string) []string {
+		out := env[:0]
+		for _, kv := range env {
+			if k, _, _ := strings.Cut(kv, "="); k != name {
+				out = append(out, kv)
+			}
+		}
+		return out
+	}
+	for _, op := range ops {
+		switch op.kind {
+		case 'c':
+			env = env[:0]
+		case 'u':
+			env = without(op.name)
+		case 's':
+			env = append(without(op.name), op.name+"="+op.value)
+		}
+	}
+	return env
+}
