@@ -9,7 +9,7 @@
 //	var b proc.Batch
 //	b.PutFile(os.Stdin, 0)
 //	b.PutFile(os.Stdout, 1)
-//	fd := b.Openat(proc.AtFDCWD, "/data", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+//	fd := b.Openat(proc.AtFDCWD(), "/data", unix.O_RDONLY|unix.O_DIRECTORY, 0)
 //	b.Fchdir(fd)
 //	b.Prctl(unix.PR_SET_NO_NEW_PRIVS, proc.Int(1), proc.Int(0), proc.Int(0), proc.Int(0))
 //	h.Run(ctx, &b)                    // one round trip
