@@ -220,7 +220,9 @@ func (tw *twins) call(name string, args ...any) ([]any, error) {
 	}
 	v := bm.Func.Call(bin)[0].Interface().(Val)
 	res, berr := tw.b.Run(tw.ctx, &batch)
-	defer res.Close()
+	if berr == nil {
+		defer res.Close()
+	}
 	if be, ok := errors.AsType[*BatchError](berr); ok && be.Len == 1 {
 		berr = be.Err
 	}
