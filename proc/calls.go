@@ -8,8 +8,11 @@ import (
 )
 
 // Typed calls. Each records one system call (occasionally two) in a Batch
-// and returns its result as a Val that later calls may use. The Handle
-// methods of the same names run one call directly.
+// and returns its result as a Val that later calls may use. This is the
+// one definition of each call: a method marked //proc:handle also gets a
+// Handle method of the same name, generated into zcalls.go (go generate;
+// the directive's options are described in internal/gencalls), that runs
+// the call alone in one round trip.
 
 const sysDup3 = unix.SYS_DUP3
 
