@@ -29,10 +29,10 @@ func (b *Batch) Openat(dirfd Val, path string, flags int, mode uint32) Val {
 // retried.
 const resolveCached = 0x20
 
-// Openat2 records openat2(2) (Linux 5.6) with how. With RESOLVE_BENEATH
-// or RESOLVE_IN_ROOT the kernel fails a lookup through ".." with EAGAIN
-// when a rename or a mount anywhere raced it; the child retries those
-// (up to 100 times) before it reports EAGAIN.
+// Openat2 records openat2(2) (Linux 5.6) with how. Its result is the new
+// fd. With RESOLVE_BENEATH or RESOLVE_IN_ROOT the kernel fails a lookup
+// through ".." with EAGAIN when a rename or a mount anywhere raced it; the
+// child retries those (up to 100 times) before it reports EAGAIN.
 //
 //proc:handle result=int
 func (b *Batch) Openat2(dirfd Val, path string, how *unix.OpenHow) Val {
@@ -50,7 +50,7 @@ func (b *Batch) Openat2(dirfd Val, path string, how *unix.OpenHow) Val {
 //proc:handle
 func (b *Batch) CloseFD(fd Val) Val { return b.sysFD("close", fd, unix.SYS_CLOSE, fd) }
 
-// Dup3 records dup3(2). If newfd is where the child keeps its control
+// Dup3 records dup3(2). Its result is newfd. If newfd is where the child keeps its control
 // socket, the socket is moved out of the way first.
 //
 //proc:handle result=int
@@ -73,7 +73,7 @@ func (b *Batch) Read(fd Val, p []byte) Val {
 	return b.sysFD("read", fd, unix.SYS_READ, fd, b.Out(p), Int(len(p)))
 }
 
-// Write records write(2) of p to fd.
+// Write records write(2) of p to fd. Its result is the count written.
 //
 //proc:handle result=int
 func (b *Batch) Write(fd Val, p []byte) Val {
@@ -184,7 +184,7 @@ func (b *Batch) Fsmount(fd Val, flags int, attrFlags int) Val {
 	return b.sysFD("fsmount", fd, unix.SYS_FSMOUNT, fd, Int(flags), Int(attrFlags))
 }
 
-// OpenTree records open_tree(2).
+// OpenTree records open_tree(2). Its result is the new fd.
 //
 //proc:handle result=int
 func (b *Batch) OpenTree(dirfd Val, path string, flags int) Val {
@@ -249,7 +249,7 @@ func (b *Batch) Setgroups(gids []int) Val {
 	return b.sys("setgroups", unix.SYS_SETGROUPS, Int(len(gids)), p)
 }
 
-// Setsid records setsid(2).
+// Setsid records setsid(2). Its result is the new session's ID.
 //
 //proc:handle result=int
 func (b *Batch) Setsid() Val { return b.sys("setsid", unix.SYS_SETSID) }
@@ -359,7 +359,7 @@ func (b *Batch) SeccompSetModeFilter(flags int, filter []unix.SockFilter) Val {
 	return b.sys("seccomp", unix.SYS_SECCOMP, Int(unix.SECCOMP_SET_MODE_FILTER), Int(flags), prog)
 }
 
-// Socket records socket(2).
+// Socket records socket(2). Its result is the new socket's fd.
 //
 //proc:handle result=int
 func (b *Batch) Socket(domain, typ, proto int) Val {

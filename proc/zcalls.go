@@ -70,7 +70,7 @@ var handleCalls = [...]string{
 }
 
 // Syscall runs Batch.Syscall alone, in one round trip: the raw system call
-// nr with up to six arguments. It returns the call's result.
+// nr with up to six arguments. It returns r1 of the system call.
 func (h *Handle) Syscall(ctx context.Context, nr uintptr, args ...uintptr) (uintptr, error) {
 	var b Batch
 	n, err := h.run1(ctx, &b, b.Syscall(nr, vals(args, Ptr)...))
@@ -85,14 +85,14 @@ func (h *Handle) PutFile(ctx context.Context, f *os.File, target int) (int, erro
 }
 
 // Openat runs Batch.Openat alone, in one round trip: openat(2) of path
-// relative to dirfd. It returns the call's result.
+// relative to dirfd. It returns the new fd.
 func (h *Handle) Openat(ctx context.Context, dirfd int, path string, flags int, mode uint32) (int, error) {
 	var b Batch
 	return h.run1(ctx, &b, b.Openat(Int(dirfd), path, flags, mode))
 }
 
 // Openat2 runs Batch.Openat2 alone, in one round trip: openat2(2) (Linux
-// 5.6) with how. It returns the call's result.
+// 5.6) with how. It returns the new fd.
 func (h *Handle) Openat2(ctx context.Context, dirfd int, path string, how *unix.OpenHow) (int, error) {
 	var b Batch
 	return h.run1(ctx, &b, b.Openat2(Int(dirfd), path, how))
@@ -105,8 +105,7 @@ func (h *Handle) CloseFD(ctx context.Context, fd int) error {
 	return err
 }
 
-// Dup3 runs Batch.Dup3 alone, in one round trip: dup3(2). It returns the
-// call's result.
+// Dup3 runs Batch.Dup3 alone, in one round trip: dup3(2). It returns newfd.
 func (h *Handle) Dup3(ctx context.Context, oldfd, newfd, flags int) (int, error) {
 	var b Batch
 	return h.run1(ctx, &b, b.Dup3(Int(oldfd), newfd, flags))
@@ -120,14 +119,14 @@ func (h *Handle) Fcntl(ctx context.Context, fd, cmd, arg int) (int, error) {
 }
 
 // Read runs Batch.Read alone, in one round trip: read(2) of len(p) bytes
-// from fd into p. It returns the call's result.
+// from fd into p. It returns the count read.
 func (h *Handle) Read(ctx context.Context, fd int, p []byte) (int, error) {
 	var b Batch
 	return h.run1(ctx, &b, b.Read(Int(fd), p))
 }
 
 // Write runs Batch.Write alone, in one round trip: write(2) of p to fd. It
-// returns the call's result.
+// returns the count written.
 func (h *Handle) Write(ctx context.Context, fd int, p []byte) (int, error) {
 	var b Batch
 	return h.run1(ctx, &b, b.Write(Int(fd), p))
@@ -168,7 +167,9 @@ func (h *Handle) Mkdirat(ctx context.Context, dirfd int, path string, mode uint3
 	return err
 }
 
-// Symlinkat runs Batch.Symlinkat alone, in one round trip: symlinkat(2).
+// Symlinkat runs Batch.Symlinkat alone, in one round trip: symlinkat(2): a
+// symbolic link at linkpath (relative to the working directory) whose
+// target is target.
 func (h *Handle) Symlinkat(ctx context.Context, target, linkpath string) error {
 	var b Batch
 	_, err := h.run1(ctx, &b, b.Symlinkat(target, linkpath))
@@ -204,7 +205,7 @@ func (h *Handle) Umount2(ctx context.Context, target string, flags int) error {
 }
 
 // Fsopen runs Batch.Fsopen alone, in one round trip: fsopen(2) (Linux 5.2).
-// It returns the call's result.
+// It returns a filesystem context fd.
 func (h *Handle) Fsopen(ctx context.Context, fsName string, flags int) (int, error) {
 	var b Batch
 	return h.run1(ctx, &b, b.Fsopen(fsName, flags))
@@ -218,14 +219,14 @@ func (h *Handle) Fsconfig(ctx context.Context, fd, cmd int, key, value string, a
 }
 
 // Fsmount runs Batch.Fsmount alone, in one round trip: fsmount(2). It
-// returns the call's result.
+// returns a detached mount fd.
 func (h *Handle) Fsmount(ctx context.Context, fd, flags, attrFlags int) (int, error) {
 	var b Batch
 	return h.run1(ctx, &b, b.Fsmount(Int(fd), flags, attrFlags))
 }
 
 // OpenTree runs Batch.OpenTree alone, in one round trip: open_tree(2). It
-// returns the call's result.
+// returns the new fd.
 func (h *Handle) OpenTree(ctx context.Context, dirfd int, path string, flags int) (int, error) {
 	var b Batch
 	return h.run1(ctx, &b, b.OpenTree(Int(dirfd), path, flags))
@@ -282,14 +283,14 @@ func (h *Handle) Setgroups(ctx context.Context, gids []int) error {
 }
 
 // Setsid runs Batch.Setsid alone, in one round trip: setsid(2). It returns
-// the call's result.
+// the new session's ID.
 func (h *Handle) Setsid(ctx context.Context) (int, error) {
 	var b Batch
 	return h.run1(ctx, &b, b.Setsid())
 }
 
-// Getpid runs Batch.Getpid alone, in one round trip: getpid(2). It returns
-// the call's result.
+// Getpid runs Batch.Getpid alone, in one round trip: getpid(2): the child's
+// pid in its own pid namespace. It returns the call's result.
 func (h *Handle) Getpid(ctx context.Context) (int, error) {
 	var b Batch
 	return h.run1(ctx, &b, b.Getpid())
@@ -340,7 +341,8 @@ func (h *Handle) LandlockCreateRuleset(ctx context.Context, attr *unix.LandlockR
 }
 
 // LandlockAddPathRule runs Batch.LandlockAddPathRule alone, in one round
-// trip: landlock_add_rule(2) of a path-beneath rule.
+// trip: landlock_add_rule(2) of a path-beneath rule: access allowed beneath
+// the directory parentFD.
 func (h *Handle) LandlockAddPathRule(ctx context.Context, rulesetFD int, access uint64, parentFD int) error {
 	var b Batch
 	_, err := h.run1(ctx, &b, b.LandlockAddPathRule(Int(rulesetFD), access, Int(parentFD)))
@@ -348,7 +350,8 @@ func (h *Handle) LandlockAddPathRule(ctx context.Context, rulesetFD int, access 
 }
 
 // LandlockAddNetRule runs Batch.LandlockAddNetRule alone, in one round
-// trip: landlock_add_rule(2) of a TCP port rule (Landlock ABI 4).
+// trip: landlock_add_rule(2) of a TCP port rule (Landlock ABI 4): access
+// (LANDLOCK_ACCESS_NET_*) allowed on port.
 func (h *Handle) LandlockAddNetRule(ctx context.Context, rulesetFD int, access uint64, port uint16) error {
 	var b Batch
 	_, err := h.run1(ctx, &b, b.LandlockAddNetRule(Int(rulesetFD), access, port))
@@ -372,7 +375,7 @@ func (h *Handle) SeccompSetModeFilter(ctx context.Context, flags int, filter []u
 }
 
 // Socket runs Batch.Socket alone, in one round trip: socket(2). It returns
-// the call's result.
+// the new socket's fd.
 func (h *Handle) Socket(ctx context.Context, domain, typ, proto int) (int, error) {
 	var b Batch
 	return h.run1(ctx, &b, b.Socket(domain, typ, proto))
@@ -412,8 +415,7 @@ func (h *Handle) Sendmsg(ctx context.Context, fd int, p []byte, fds []int, flags
 }
 
 // Recvmsg runs Batch.Recvmsg alone, in one round trip: recvmsg(2) on socket
-// fd into p, with room for maxFDs fds. It returns the call's result and
-// fds.
+// fd into p, with room for maxFDs fds. It returns the byte count and fds.
 func (h *Handle) Recvmsg(ctx context.Context, fd int, p []byte, maxFDs, flags int) (r int, fds []int, err error) {
 	var b Batch
 	r, err = h.run1(ctx, &b, b.Recvmsg(Int(fd), p, maxFDs, &fds, flags))
@@ -421,7 +423,7 @@ func (h *Handle) Recvmsg(ctx context.Context, fd int, p []byte, maxFDs, flags in
 }
 
 // Mmap runs Batch.Mmap alone, in one round trip: mmap(2). It returns the
-// call's result.
+// child address.
 func (h *Handle) Mmap(ctx context.Context, addr uintptr, length, prot, flags, fd int, offset int64) (uintptr, error) {
 	var b Batch
 	n, err := h.run1(ctx, &b, b.Mmap(addr, length, prot, flags, Int(fd), offset))
@@ -443,7 +445,8 @@ func (h *Handle) Kill(ctx context.Context, pid int, sig syscall.Signal) error {
 	return err
 }
 
-// Fchmodat runs Batch.Fchmodat alone, in one round trip: fchmodat(2).
+// Fchmodat runs Batch.Fchmodat alone, in one round trip: fchmodat(2): set
+// the mode of path (relative to dirfd).
 func (h *Handle) Fchmodat(ctx context.Context, dirfd int, path string, mode uint32) error {
 	var b Batch
 	_, err := h.run1(ctx, &b, b.Fchmodat(Int(dirfd), path, mode))

@@ -387,31 +387,39 @@ func (c *callDecl) handleDoc(outs []string) string {
 	text := strings.Join(strings.Fields(c.doc), " ")
 	what := ""
 	if rest, ok := strings.CutPrefix(text, c.name+" records "); ok {
-		end, depth := len(rest), 0
-		for i := 0; i < len(rest)-1 && end == len(rest); i++ {
-			switch rest[i] {
-			case '(':
-				depth++
-			case ')':
-				depth--
-			case '.', ':', ';':
-				if depth == 0 && rest[i+1] == ' ' {
-					end = i
-				}
-			}
-		}
-		what = ": " + strings.TrimSuffix(rest[:end], ".")
+		what = ": " + clause(rest, ".;")
 	}
 	s := fmt.Sprintf("%s runs Batch.%s alone, in one round trip%s.", c.name, c.name, what)
 	var ret []string
 	if c.result != "" {
-		ret = append(ret, "the call's result")
+		r := "the call's result"
+		if _, is, ok := strings.Cut(text, " Its result is "); ok {
+			r = clause(is, ".;:")
+		}
+		ret = append(ret, r)
 	}
 	ret = append(ret, outs...)
 	if len(ret) > 0 {
 		s += " It returns " + strings.Join(ret, " and ") + "."
 	}
 	return wrap(s, 76)
+}
+
+// clause returns s up to the first of stops that ends a clause (followed
+// by a space or the end, outside parentheses), without it.
+func clause(s, stops string) string {
+	depth := 0
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '(':
+			depth++
+		case s[i] == ')':
+			depth--
+		case depth == 0 && strings.IndexByte(stops, s[i]) >= 0 && (i+1 == len(s) || s[i+1] == ' '):
+			return s[:i]
+		}
+	}
+	return s
 }
 
 // wrap formats s as a // comment of lines at most width long.
