@@ -172,16 +172,16 @@ func TestExportLocked(t *testing.T) {
 	}
 	// Attached in the holder's own mount namespace, over /tmp there.
 	try("move_mount(export, /tmp)", nil, func(b *proc.Batch) {
-		b.MoveMount(mfd, "", proc.AtFDCWD, "/tmp", unix.MOVE_MOUNT_F_EMPTY_PATH)
+		b.MoveMount(mfd, "", proc.AtFDCWD(), "/tmp", unix.MOVE_MOUNT_F_EMPTY_PATH)
 	})
 	try("mount_setattr(/tmp, clear rdonly)", unix.EPERM, func(b *proc.Batch) {
-		b.MountSetattr(proc.AtFDCWD, "/tmp", 0, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY})
+		b.MountSetattr(proc.AtFDCWD(), "/tmp", 0, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY})
 	})
 	try("mount(/tmp, MS_REMOUNT|MS_BIND)", unix.EPERM, func(b *proc.Batch) {
 		b.Mount("", "/tmp", "", unix.MS_REMOUNT|unix.MS_BIND, "")
 	})
 	try("openat(/tmp/pwned, O_CREAT)", unix.EROFS, func(b *proc.Batch) {
-		b.Openat(proc.AtFDCWD, "/tmp/pwned", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+		b.Openat(proc.AtFDCWD(), "/tmp/pwned", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
 	})
 	if _, err := os.Stat(filepath.Join(shared, "pwned")); err == nil {
 		t.Errorf("the holder wrote through a read-only export")

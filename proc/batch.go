@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Val is an argument of a call: a literal, or the result of an earlier call
@@ -34,8 +36,10 @@ func Uint(v uint64) Val { return Val{kind: valLit, v: v} }
 // Handle.Alloc.
 func Ptr(p uintptr) Val { return Val{kind: valLit, v: uint64(p)} }
 
-// AtFDCWD is the AT_FDCWD dirfd: the child's working directory.
-var AtFDCWD = Int(-100)
+// AtFDCWD returns the AT_FDCWD dirfd: the child's working directory. It
+// is a function rather than a variable so that no importer can change what
+// every caller passes.
+func AtFDCWD() Val { return Int(unix.AT_FDCWD) }
 
 // blob is bytes placed in child memory for the duration of one round trip.
 // fill writes them for a given child address, so blobs that hold pointers
@@ -140,6 +144,8 @@ func (b *Batch) Tolerate(v Val, errno syscall.Errno) Val {
 
 // Syscall records the raw system call nr with up to six arguments.
 // Its result is r1 of the system call. Names in errors are "syscall NR".
+//
+//proc:handle result=uintptr uintptr=args
 func (b *Batch) Syscall(nr uintptr, args ...Val) Val {
 	if len(args) > 6 {
 		return b.fail(fmt.Errorf("proc: syscall %d: %d arguments, at most 6", nr, len(args)))
@@ -174,6 +180,8 @@ func (b *Batch) sysFD(name string, fd Val, nr uintptr, args ...Val) Val {
 // target there, without close-on-exec. A negative target leaves it at a
 // number the kernel picks, with close-on-exec set; the Val is that number.
 // The caller keeps f open and still owns it.
+//
+//proc:handle result=int
 func (b *Batch) PutFile(f *os.File, target int) Val {
 	if f == nil {
 		return b.fail(&os.SyscallError{Syscall: "putfile", Err: syscall.EBADF})
@@ -184,7 +192,7 @@ func (b *Batch) PutFile(f *os.File, target int) Val {
 		return recv
 	}
 	b.add(call{kind: opSyscall, nr: sysDup3, name: "dup3", args: [6]Val{recv, Int(target), Int(0)}, fd: Int(target), hasFD: true, newfd: target, fixedFD: true})
-	b.Close(recv)
+	b.CloseFD(recv)
 	return Int(target)
 }
 

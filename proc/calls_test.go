@@ -148,7 +148,7 @@ func TestLandlock(t *testing.T) {
 	attr := unix.LandlockRulesetAttr{Handled_access_fs: unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_READ_DIR}
 	var b Batch
 	rs := b.LandlockCreateRuleset(&attr, 0)
-	etc := b.Openat(AtFDCWD, "/etc", unix.O_PATH|unix.O_CLOEXEC, 0)
+	etc := b.Openat(AtFDCWD(), "/etc", unix.O_PATH|unix.O_CLOEXEC, 0)
 	b.LandlockAddPathRule(rs, unix.LANDLOCK_ACCESS_FS_READ_FILE|unix.LANDLOCK_ACCESS_FS_READ_DIR, etc)
 	b.Prctl(unix.PR_SET_NO_NEW_PRIVS, Int(1), Int(0), Int(0), Int(0))
 	b.LandlockRestrictSelf(rs, 0)
@@ -184,10 +184,10 @@ func TestMountAPI(t *testing.T) {
 	b.Fsconfig(fs, unix.FSCONFIG_SET_STRING, "size", "1m", Int(0))
 	b.Fsconfig(fs, unix.FSCONFIG_CMD_CREATE, "", "", Int(0))
 	mnt := b.Fsmount(fs, unix.FSMOUNT_CLOEXEC, 0)
-	b.MoveMount(mnt, "", AtFDCWD, dir, unix.MOVE_MOUNT_F_EMPTY_PATH)
-	f := b.Openat(AtFDCWD, filepath.Join(dir, "made"), unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
-	b.Close(f)
-	b.MountSetattr(AtFDCWD, dir, 0, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+	b.MoveMount(mnt, "", AtFDCWD(), dir, unix.MOVE_MOUNT_F_EMPTY_PATH)
+	f := b.Openat(AtFDCWD(), filepath.Join(dir, "made"), unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	b.CloseFD(f)
+	b.MountSetattr(AtFDCWD(), dir, 0, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
 	if _, err := h.Run(ctx, &b); err != nil {
 		if errors.Is(err, unix.ENOSYS) {
 			t.Skip("no mount API:", err)
@@ -271,7 +271,7 @@ func TestTolerate(t *testing.T) {
 	defer h.Close()
 	dir := t.TempDir()
 	var b Batch
-	again := b.Tolerate(b.Mkdirat(AtFDCWD, dir, 0o755), unix.EEXIST)
+	again := b.Tolerate(b.Mkdirat(AtFDCWD(), dir, 0o755), unix.EEXIST)
 	after := b.Getpid()
 	res, err := h.Run(ctx, &b)
 	if err != nil {
@@ -284,7 +284,7 @@ func TestTolerate(t *testing.T) {
 		t.Errorf("the call after the tolerated one did not run")
 	}
 	var c Batch
-	c.Tolerate(c.Mkdirat(AtFDCWD, dir+"/no/such/parent", 0o755), unix.EEXIST)
+	c.Tolerate(c.Mkdirat(AtFDCWD(), dir+"/no/such/parent", 0o755), unix.EEXIST)
 	if _, err := h.Run(ctx, &c); !errors.Is(err, unix.ENOENT) {
 		t.Errorf("another errno: %v, want ENOENT", err)
 	}

@@ -9,7 +9,7 @@
 //	var b proc.Batch
 //	b.PutFile(os.Stdin, 0)
 //	b.PutFile(os.Stdout, 1)
-//	fd := b.Openat(proc.AtFDCWD, "/data", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+//	fd := b.Openat(proc.AtFDCWD(), "/data", unix.O_RDONLY|unix.O_DIRECTORY, 0)
 //	b.Fchdir(fd)
 //	b.Prctl(unix.PR_SET_NO_NEW_PRIVS, proc.Int(1), proc.Int(0), proc.Int(0), proc.Int(0))
 //	h.Run(ctx, &b)                    // one round trip
@@ -44,9 +44,12 @@
 //
 // # Calls and batches
 //
-// Each Handle method runs one call in one round trip and returns the
+// Each call is defined once, by a Batch method that records it. The Handle
+// method of the same name is generated from it (go generate; see
+// docs/proc.md): it runs that one call in one round trip and returns the
 // child's result, or an *os.PathError or *os.SyscallError that names the
-// call, its path or fd, and the errno. A Batch records many calls, whose
+// call, its path or fd, and the errno. (close(2) is CloseFD in both forms;
+// Handle.Close ends the handle itself.) A Batch records many calls, whose
 // arguments may be the results of earlier ones (openat → dup3 of its result
 // → close), and Handle.Run sends them in one message; it stops at the first
 // failure and returns a *BatchError with its index. Calls before it took

@@ -58,9 +58,9 @@ func ExampleBatch() {
 	defer h.Close()
 
 	var b proc.Batch
-	fd := b.Openat(proc.AtFDCWD, "/etc/hostname", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd := b.Openat(proc.AtFDCWD(), "/etc/hostname", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	dup := b.Dup3(fd, 10, 0) // the result of openat, at fd 10
-	b.Close(fd)
+	b.CloseFD(fd)
 	res, err := h.Run(ctx, &b)
 	if err != nil {
 		fmt.Println(err)
@@ -70,7 +70,7 @@ func ExampleBatch() {
 
 	var bad proc.Batch
 	bad.Getpid()
-	bad.Openat(proc.AtFDCWD, "/no/such/file", unix.O_RDONLY, 0)
+	bad.Openat(proc.AtFDCWD(), "/no/such/file", unix.O_RDONLY, 0)
 	_, err = h.Run(ctx, &bad)
 	fmt.Println(err)
 	fmt.Println(errors.Is(err, fs.ErrNotExist))

@@ -45,7 +45,7 @@ func (h *Handle) Exec(ctx context.Context, exe *os.File, argv, env []string) (*p
 // $PATH.
 func (h *Handle) ExecPath(ctx context.Context, path string, argv, env []string) (*pidfd.Process, error) {
 	var b Batch
-	return h.exec(ctx, &b, AtFDCWD, path, path, argv, env, 0)
+	return h.exec(ctx, &b, AtFDCWD(), path, path, argv, env, 0)
 }
 
 func (h *Handle) exec(ctx context.Context, b *Batch, dirfd Val, path, name string, argv, env []string, flags int) (*pidfd.Process, error) {

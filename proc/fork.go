@@ -621,7 +621,7 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 		pid = b.add(call{kind: opFork, flags: cflags, name: "clone", args: [6]Val{Uint(uint64(flags)), ctrl}})
 		pfd = b.takeAndClose(Val{kind: valAux, v: pid.v})
 	}
-	b.Close(ctrl)
+	b.CloseFD(ctrl)
 	if h.reapTable != 0 && parent == h {
 		b.add(call{kind: opTrack, name: "track", args: [6]Val{Ptr(h.reapTable), Int(reapEntries), pid}})
 	}
@@ -795,9 +795,9 @@ func (c *Handle) writeIDMaps(ctx context.Context, parent *Handle, top bool, pid 
 	var b Batch
 	for _, f := range files {
 		path := "/proc/self/" + f.name
-		fd := b.Openat(AtFDCWD, path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		fd := b.Openat(AtFDCWD(), path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 		b.Write(fd, []byte(f.data))
-		b.Close(fd)
+		b.CloseFD(fd)
 	}
 	if _, err := c.Run(ctx, &b); err != nil {
 		return fmt.Errorf("proc: fork: writing ID maps: %w", err)

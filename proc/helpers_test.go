@@ -61,10 +61,10 @@ func recordFDTable(t *testing.T, b *Batch) map[string]string {
 	b.PutFile(devnull, 0)
 	b.PutFile(w, 1)
 	b.PutFile(devnull, 2)
-	f := b.Openat(AtFDCWD, "/etc/hostname", unix.O_RDONLY, 0) // not close-on-exec
+	f := b.Openat(AtFDCWD(), "/etc/hostname", unix.O_RDONLY, 0) // not close-on-exec
 	b.Dup3(f, 7, 0)
-	b.Close(f)
-	b.Openat(AtFDCWD, "/etc/passwd", unix.O_RDONLY|unix.O_CLOEXEC, 0) // gone at exec
+	b.CloseFD(f)
+	b.Openat(AtFDCWD(), "/etc/passwd", unix.O_RDONLY|unix.O_CLOEXEC, 0) // gone at exec
 	pipeID := fdTable(t, "/proc/self/fd")[strconv.Itoa(int(w.Fd()))]
 	return map[string]string{"0": "/dev/null", "1": pipeID, "2": "/dev/null", "7": "/etc/hostname"}
 }

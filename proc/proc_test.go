@@ -83,9 +83,9 @@ func TestBatchRefsAndFailure(t *testing.T) {
 	ctx := context.Background()
 	h := fork(t, nil)
 	var b Batch
-	fd := b.Openat(AtFDCWD, "/etc/hostname", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd := b.Openat(AtFDCWD(), "/etc/hostname", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	dup := b.Dup3(fd, 40, 0)
-	b.Close(fd)
+	b.CloseFD(fd)
 	buf := make([]byte, 64)
 	n := b.Read(dup, buf)
 	res, err := h.Run(ctx, &b)
@@ -98,7 +98,7 @@ func TestBatchRefsAndFailure(t *testing.T) {
 	// A failing call in the middle: its index, name, path and errno.
 	var b2 Batch
 	b2.Getpid()
-	b2.Openat(AtFDCWD, "/nonexistent/x", unix.O_RDONLY, 0)
+	b2.Openat(AtFDCWD(), "/nonexistent/x", unix.O_RDONLY, 0)
 	b2.Getpid()
 	res, err = h.Run(ctx, &b2)
 	var be *BatchError
@@ -346,8 +346,8 @@ func TestForkatUserNamespace(t *testing.T) {
 	var b Batch
 	uid := b.Geteuid()
 	path := filepath.Join(dir, "made-inside")
-	fd := b.Openat(AtFDCWD, path, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
-	b.Close(fd)
+	fd := b.Openat(AtFDCWD(), path, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+	b.CloseFD(fd)
 	res, err := g.Run(ctx, &b)
 	if err != nil {
 		t.Fatal(err)
@@ -393,7 +393,7 @@ func TestUnshareInChild(t *testing.T) {
 	b.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "")
 	b.Mount("caplin", "/tmp", "tmpfs", 0, "")
 	var st unix.Stat_t
-	b.Fstatat(AtFDCWD, "/tmp", &st, 0)
+	b.Fstatat(AtFDCWD(), "/tmp", &st, 0)
 	if _, err := h.Run(ctx, &b); err != nil {
 		t.Fatal(err)
 	}
@@ -509,9 +509,9 @@ func TestTakeFile(t *testing.T) {
 	// Taking an fd and closing it in the same batch: the reply still
 	// carries it, and the child's copy is gone.
 	var b2 Batch
-	fd2 := b2.Openat(AtFDCWD, "/etc/hostname", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd2 := b2.Openat(AtFDCWD(), "/etc/hostname", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	took := b2.TakeFile(fd2)
-	b2.Close(fd2)
+	b2.CloseFD(fd2)
 	res, err := h.Run(ctx, &b2)
 	if err != nil {
 		t.Fatal(err)

@@ -218,7 +218,7 @@ func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, target 
 	if !opts.NoParentDeathSignal {
 		b.Prctl(unix.PR_SET_PDEATHSIG, Int(int(unix.SIGKILL)), Int(0), Int(0), Int(0))
 	}
-	dirfd, path, atFlags := AtFDCWD, target.path, 0
+	dirfd, path, atFlags := AtFDCWD(), target.path, 0
 	if target.exe != nil {
 		dirfd, path, atFlags = b.PutFile(target.exe, -1), "", unix.AT_EMPTY_PATH
 	}

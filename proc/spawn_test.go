@@ -122,7 +122,7 @@ func TestSpawnFailures(t *testing.T) {
 	// A failing setup call: a *BatchError that counts in the setup.
 	var b Batch
 	b.Getpid()
-	b.Openat(AtFDCWD, "/nonexistent/file", unix.O_RDONLY, 0)
+	b.Openat(AtFDCWD(), "/nonexistent/file", unix.O_RDONLY, 0)
 	_, err = Spawn(ctx, nil, &b, trueExe, []string{"true"}, nil)
 	var be *BatchError
 	if !errors.As(err, &be) || be.Index != 1 || be.Len != 2 || !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "/nonexistent/file") {
@@ -184,7 +184,7 @@ func TestSpawnCancel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	var b Batch
-	b.Openat(AtFDCWD, fifo, unix.O_RDONLY, 0)
+	b.Openat(AtFDCWD(), fifo, unix.O_RDONLY, 0)
 	_, err = Spawn(ctx, nil, &b, trueExe, []string{"true"}, nil)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("spawn blocked in its setup: %v, want deadline exceeded", err)

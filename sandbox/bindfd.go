@@ -65,7 +65,7 @@ func (r *recorder) bindFD(i int, m *Mount) (proc.Val, error) {
 	{
 		// The path comes from the kernel, with no links in it; one
 		// there now was put there since.
-		clone := r.b.OpenTree(proc.AtFDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE|unix.AT_SYMLINK_NOFOLLOW)
+		clone := r.b.OpenTree(proc.AtFDCWD(), path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE|unix.AT_SYMLINK_NOFOLLOW)
 		got := new(unix.Stat_t)
 		gotFS := new(unix.Statfs_t)
 		r.b.Fstatat(clone, "", got, unix.AT_EMPTY_PATH)

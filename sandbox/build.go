@@ -118,7 +118,7 @@ func (r *recorder) mkdirs(dir string) proc.Val {
 		r.b.Tolerate(r.b.Mkdirat(parent, parts[i], 0o755), unix.EEXIST)
 		r.made[p] = true
 		next := r.open(p, unix.O_DIRECTORY)
-		r.b.Close(parent)
+		r.b.CloseFD(parent)
 		parent = next
 	}
 	return parent
@@ -131,7 +131,7 @@ func (r *recorder) mkdirs(dir string) proc.Val {
 func (r *recorder) touch(p string) proc.Val {
 	dir := r.mkdirs(filepath.Dir(p))
 	r.b.Tolerate(mknodat(&r.b, dir, filepath.Base(p), unix.S_IFREG|0o600), unix.EEXIST)
-	r.b.Close(dir)
+	r.b.CloseFD(dir)
 	return r.open(p, 0)
 }
 
@@ -146,8 +146,8 @@ func (r *recorder) mounted(dest string) {
 		}
 	}
 	if dest == "/" {
-		r.b.Close(r.root)
-		r.root = r.b.Openat(proc.AtFDCWD, buildRoot, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		r.b.CloseFD(r.root)
+		r.root = r.b.Openat(proc.AtFDCWD(), buildRoot, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	}
 }
 
@@ -155,8 +155,8 @@ func (r *recorder) mounted(dest string) {
 // closing both.
 func (r *recorder) attach(mnt, target proc.Val) {
 	r.b.MoveMount(mnt, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
-	r.b.Close(target)
-	r.b.Close(mnt)
+	r.b.CloseFD(target)
+	r.b.CloseFD(mnt)
 }
 
 // newMount records making a detached mount of a new file system of type
@@ -169,7 +169,7 @@ func (r *recorder) newMount(fstype string, attrs int, opts ...string) proc.Val {
 	}
 	r.b.Fsconfig(fs, unix.FSCONFIG_CMD_CREATE, "", "", proc.Int(0))
 	mnt := r.b.Fsmount(fs, unix.FSMOUNT_CLOEXEC, attrs)
-	r.b.Close(fs)
+	r.b.CloseFD(fs)
 	return mnt
 }
 
@@ -185,7 +185,7 @@ func (r *recorder) chmod(p string, target proc.Val, mode uint32) {
 	// the controlling terminal), resolved inside the new root again.
 	f := r.b.Openat2(r.root, filepath.Clean(p), &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC, Resolve: inRoot})
 	r.b.Syscall(unix.SYS_FCHMOD, f, proc.Uint(uint64(mode)))
-	r.b.Close(f)
+	r.b.CloseFD(f)
 }
 
 // haveFchmodat2 reports whether the kernel has fchmodat2 (Linux 6.6),
@@ -564,7 +564,7 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 	// caller's /proc is there to look them up in.
 	from := r.begin()
 	for i, name := range nsNames {
-		b.Fstatat(proc.AtFDCWD, "/proc/self/ns/"+name, &r.ns[i], 0)
+		b.Fstatat(proc.AtFDCWD(), "/proc/self/ns/"+name, &r.ns[i], 0)
 	}
 	r.end(from, "reading the namespaces' inode numbers")
 	from = r.begin()
@@ -601,13 +601,13 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 					return nil, err
 				}
 			} else {
-				clones[i] = b.OpenTree(proc.AtFDCWD, m.Source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+				clones[i] = b.OpenTree(proc.AtFDCWD(), m.Source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
 			}
 			r.end(from, describe(i, m))
 		case m.Kind == Dev:
 			from := r.begin()
 			for _, d := range devNodes {
-				devClones[i] = append(devClones[i], b.OpenTree(proc.AtFDCWD, "/dev/"+d, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC))
+				devClones[i] = append(devClones[i], b.OpenTree(proc.AtFDCWD(), "/dev/"+d, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC))
 			}
 			r.end(from, describe(i, m))
 		}
@@ -616,7 +616,7 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 	// mount namespace while it is built.
 	from = r.begin()
 	r.root = r.newMount("tmpfs", 0, "mode", "0755")
-	b.MoveMount(r.root, "", proc.AtFDCWD, buildRoot, unix.MOVE_MOUNT_F_EMPTY_PATH)
+	b.MoveMount(r.root, "", proc.AtFDCWD(), buildRoot, unix.MOVE_MOUNT_F_EMPTY_PATH)
 	r.end(from, "making the root tmpfs")
 
 	for i := range spec.Mounts {
@@ -664,7 +664,7 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 			target := r.mkdirs(m.Dest)
 			dev := r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC, "mode", "0755")
 			b.MoveMount(dev, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
-			b.Close(target)
+			b.CloseFD(target)
 			// The rest is made in the new tmpfs, through its fd: nothing
 			// else can have put anything there.
 			for k, d := range devNodes {
@@ -680,7 +680,7 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 			symlinkat(b, "/proc/self/fd/1", dev, "stdout")
 			symlinkat(b, "/proc/self/fd/2", dev, "stderr")
 			symlinkat(b, "/proc/kcore", dev, "core")
-			b.Close(dev)
+			b.CloseFD(dev)
 			r.mounted(m.Dest)
 		case Symlink:
 			// The link is made where its directory resolves inside the
@@ -688,40 +688,40 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 			// not followed here.
 			dir := r.mkdirs(filepath.Dir(m.Dest))
 			symlinkat(b, m.Source, dir, filepath.Base(m.Dest))
-			b.Close(dir)
+			b.CloseFD(dir)
 		case Dir:
 			dir := r.mkdirs(m.Dest)
 			if m.Perms != nil {
 				r.chmod(m.Dest, dir, modeBits(*m.Perms))
 			}
-			b.Close(dir)
+			b.CloseFD(dir)
 		case File:
 			// O_NOFOLLOW: a link at the destination is refused (ELOOP),
 			// not followed; O_NONBLOCK: a FIFO there fails (ENXIO) rather
 			// than blocking the build.
 			dir := r.mkdirs(filepath.Dir(m.Dest))
 			f := b.Openat(dir, filepath.Base(m.Dest), unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, modeBits(perms(0o666)))
-			b.Close(dir)
+			b.CloseFD(dir)
 			writeAll(b, f, m.Data)
 			if m.Perms != nil { // past the umask
 				b.Syscall(unix.SYS_FCHMOD, f, proc.Uint(uint64(modeBits(*m.Perms))))
 			}
-			b.Close(f)
+			b.CloseFD(f)
 		case BindData, ROBindData:
 			recordDataBind(r, m, r.touch(m.Dest))
 			r.mounted(m.Dest)
 		case RemountRO:
 			target := r.open(m.Dest, 0)
 			b.MountSetattr(target, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
-			b.Close(target)
+			b.CloseFD(target)
 		case Chmod:
 			target := r.open(m.Dest, 0)
 			r.chmod(m.Dest, target, modeBits(*m.Perms))
-			b.Close(target)
+			b.CloseFD(target)
 		}
 		r.end(from, describe(i, m))
 	}
-	b.Close(r.root)
+	b.CloseFD(r.root)
 	// Leave the caller's file system: pivot into the new root, with the
 	// old one stacked on it (pivot_root(".", "."), which needs no
 	// directory to put it in, so a bind of the host's / at / works too),
@@ -735,7 +735,7 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 	if !spec.WritableRoot {
 		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
 	}
-	b.MountSetattr(proc.AtFDCWD, "/", 0, attr)
+	b.MountSetattr(proc.AtFDCWD(), "/", 0, attr)
 	r.end(from, "pivoting into the new root")
 
 	if network && spec.Net == NetLoopback {
@@ -805,7 +805,7 @@ func (r *recorder) mountProc(target proc.Val) {
 	b := &r.b
 	mnt := r.newMount("proc", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
 	b.MoveMount(mnt, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
-	b.Close(target)
+	b.CloseFD(target)
 	for _, name := range procEntries() {
 		clone := b.OpenTree(mnt, name, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 		b.MountSetattr(clone, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{
@@ -813,7 +813,7 @@ func (r *recorder) mountProc(target proc.Val) {
 		})
 		r.attach(clone, b.Openat(mnt, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0))
 	}
-	b.Close(mnt)
+	b.CloseFD(mnt)
 }
 
 // recordDataBind records the calls that bind a file holding m.Data on
@@ -829,9 +829,9 @@ func recordDataBind(r *recorder, m *Mount, target proc.Val) {
 	mnt := r.newMount("tmpfs", 0)
 	f := b.Openat(mnt, "data", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, modeBits(perms))
 	writeAll(b, f, m.Data)
-	b.Close(f)
+	b.CloseFD(f)
 	clone := b.OpenTree(mnt, "data", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
-	b.Close(mnt)
+	b.CloseFD(mnt)
 	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
 	if m.Kind == ROBindData {
 		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
@@ -850,7 +850,7 @@ func recordLoopback(r *recorder) {
 	copy(ifr, "lo")
 	binary.NativeEndian.PutUint16(ifr[unix.IFNAMSIZ:], unix.IFF_UP|unix.IFF_LOOPBACK|unix.IFF_RUNNING)
 	r.b.Syscall(unix.SYS_IOCTL, sock, proc.Int(unix.SIOCSIFFLAGS), r.b.In(ifr))
-	r.b.Close(sock)
+	r.b.CloseFD(sock)
 	r.end(from, "bringing up the loopback interface")
 }
 

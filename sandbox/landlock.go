@@ -147,9 +147,9 @@ func (p *LandlockPolicy) Record(b *proc.Batch, abi int) (dropped []string, err e
 		if err != nil {
 			return nil, err
 		}
-		fd := b.Openat(proc.AtFDCWD, g.Path, unix.O_PATH|unix.O_CLOEXEC, 0)
+		fd := b.Openat(proc.AtFDCWD(), g.Path, unix.O_PATH|unix.O_CLOEXEC, 0)
 		b.LandlockAddPathRule(rs, access, fd)
-		b.Close(fd)
+		b.CloseFD(fd)
 	}
 	if abi >= 4 && !p.AnyTCP {
 		for _, port := range p.ConnectTCP {
@@ -161,7 +161,7 @@ func (p *LandlockPolicy) Record(b *proc.Batch, abi int) (dropped []string, err e
 	}
 	b.Prctl(unix.PR_SET_NO_NEW_PRIVS, proc.Int(1), proc.Int(0), proc.Int(0), proc.Int(0))
 	b.LandlockRestrictSelf(rs, 0)
-	b.Close(rs)
+	b.CloseFD(rs)
 	return drop, nil
 }
 

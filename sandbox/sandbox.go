@@ -48,7 +48,7 @@ type Sandbox struct {
 func (s *Sandbox) missing(ctx context.Context, path string) bool {
 	var b proc.Batch
 	var st unix.Stat_t
-	b.Fstatat(proc.AtFDCWD, path, &st, 0)
+	b.Fstatat(proc.AtFDCWD(), path, &st, 0)
 	_, err := s.init.Run(ctx, &b)
 	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR)
 }

@@ -334,7 +334,7 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 		r.end(from, "making the cgroup namespace inside the limits' cgroups")
 	}
 	from := r.begin()
-	r.root = r.b.Openat(proc.AtFDCWD, "/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	r.root = r.b.Openat(proc.AtFDCWD(), "/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	r.end(from, "opening the root")
 	for _, i := range t.fresh {
 		m := &spec.Mounts[i]
@@ -359,7 +359,7 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 		}
 		r.end(from, describe(i, m))
 	}
-	r.b.Close(r.root)
+	r.b.CloseFD(r.root)
 	pending := !spec.AsPID1
 	var inherited confinement
 	if pending {
@@ -373,7 +373,7 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 	from = r.begin()
 	for i, name := range nsNames {
 		if name == "mnt" || name == "pid" || name == "ipc" || (name == "cgroup" && ownCgroupNS) {
-			r.b.Fstatat(proc.AtFDCWD, "/proc/self/ns/"+name, &r.ns[i], 0)
+			r.b.Fstatat(proc.AtFDCWD(), "/proc/self/ns/"+name, &r.ns[i], 0)
 		}
 	}
 	r.end(from, "reading the namespaces' inode numbers")

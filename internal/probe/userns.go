@@ -138,9 +138,9 @@ func tryAsNobody(ctx context.Context) error {
 		{"uid_map", fmt.Sprintf("0 %d 1\n", nobody)},
 		{"gid_map", fmt.Sprintf("0 %d 1\n", nobody)},
 	} {
-		fd := u.Openat(proc.AtFDCWD, "/proc/self/"+f.name, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		fd := u.Openat(proc.AtFDCWD(), "/proc/self/"+f.name, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 		u.Write(fd, []byte(f.data))
-		u.Close(fd)
+		u.CloseFD(fd)
 	}
 	_, err = h.Run(ctx, &u)
 	return err
