@@ -313,7 +313,7 @@ func (h *Handle) Exit(ctx context.Context, code int) error {
 	_, err := h.one(ctx, func(b *Batch) Val { return b.Exit(code) })
 	if err == nil {
 		h.mu.Lock()
-		h.state = ErrClosed
+		h.state = errClosed
 		h.mu.Unlock()
 	}
 	return err
