@@ -123,7 +123,7 @@ func (d *Dir) currentVersion(dirfd int, base string) (Version, unix.Stat_t, erro
 
 // Read returns the contents of the named file in d and their Version, for
 // a later CompareAndSwap. The name's last element is not followed if it is
-// a symbolic link (Read fails with ELOOP). It needs Read.
+// a symbolic link (Read fails with ELOOP). It needs RightRead.
 //
 // Read takes no lock: it opens the file the name refers to and reads it
 // whole, and a file that Replace or CompareAndSwap put in place is never
@@ -132,7 +132,7 @@ func (d *Dir) currentVersion(dirfd int, base string) (Version, unix.Stat_t, erro
 // Read sees its modification time or size move and reads again.
 func (d *Dir) Read(name string) ([]byte, Version, error) {
 	const op = "read"
-	rootfd, err := d.begin(op, name, Read)
+	rootfd, err := d.begin(op, name, RightRead)
 	if err != nil {
 		return nil, Version{}, err
 	}
@@ -163,10 +163,10 @@ func (d *Dir) Read(name string) ([]byte, Version, error) {
 // StatVersion returns the Version of the named file in d without reading
 // it, the zero Version and an error satisfying errors.Is(err,
 // fs.ErrNotExist) if it does not exist. The last element is not followed
-// if it is a symbolic link. It needs Read.
+// if it is a symbolic link. It needs RightRead.
 func (d *Dir) StatVersion(name string) (Version, error) {
 	const op = "statversion"
-	rootfd, err := d.begin(op, name, Read)
+	rootfd, err := d.begin(op, name, RightRead)
 	if err != nil {
 		return Version{}, err
 	}
@@ -278,7 +278,7 @@ func writeSync(fd int, data []byte) error {
 
 // Replace atomically replaces the contents of the named file in d with
 // data, making the file, with perm (before the umask), if it does not
-// exist. It needs Write and Create. The name's last element must be an
+// exist. It needs RightWrite and RightCreate. The name's last element must be an
 // ordinary name; if it is a symbolic link, the link is replaced by a file.
 //
 // Replace writes data to a new file with a unique name in the same
@@ -300,7 +300,7 @@ func writeSync(fd int, data []byte) error {
 // owner and mode.
 func (d *Dir) Replace(name string, data []byte, perm fs.FileMode) error {
 	const op = "replace"
-	rootfd, err := d.begin(op, name, Write|Create)
+	rootfd, err := d.begin(op, name, RightWrite|RightCreate)
 	if err != nil {
 		return err
 	}
@@ -339,8 +339,8 @@ func (d *Dir) Replace(name string, data []byte, perm fs.FileMode) error {
 // Version if the name does not exist) and an error that wraps
 // ErrVersionMismatch, and changes nothing. The zero Version as expected
 // means "only if name does not exist". The new file keeps the old one's
-// permission bits (0666 before the umask for a new name). It needs Write
-// and Create.
+// permission bits (0666 before the umask for a new name). It needs RightWrite
+// and RightCreate.
 //
 // It is correct across processes, not only goroutines. The new contents go
 // to a temporary file first (written and fsynced without the lock); then
@@ -372,7 +372,7 @@ func (d *Dir) Replace(name string, data []byte, perm fs.FileMode) error {
 // network file system).
 func (d *Dir) CompareAndSwap(name string, expected Version, data []byte) (Version, error) {
 	const op = "compareandswap"
-	rootfd, err := d.begin(op, name, Write|Create)
+	rootfd, err := d.begin(op, name, RightWrite|RightCreate)
 	if err != nil {
 		return Version{}, err
 	}
@@ -474,7 +474,7 @@ func renameNoReplace(olddir int, old string, newdir int, new string) error {
 
 // Exchange atomically swaps the files that the names a and b in d refer
 // to, with renameat2(RENAME_EXCHANGE): both must exist, and may be of any
-// type. It needs Create and Delete. Neither last element is followed if it
+// type. It needs RightCreate and RightDelete. Neither last element is followed if it
 // is a symbolic link.
 //
 //   - Concurrent readers see both names before the swap or both after: no
@@ -490,7 +490,7 @@ func renameNoReplace(olddir int, old string, newdir int, new string) error {
 // Not every file system supports RENAME_EXCHANGE (EINVAL).
 func (d *Dir) Exchange(a, b string) error {
 	const op = "exchange"
-	rootfd, err := d.begin(op, a, Create|Delete)
+	rootfd, err := d.begin(op, a, RightCreate|RightDelete)
 	if err != nil {
 		return linkErr(op, a, b, errors.Unwrap(err))
 	}
@@ -529,7 +529,7 @@ func (d *Dir) Exchange(a, b string) error {
 // CreateExclusive atomically makes the named file in d with contents data
 // and perm (before the umask), failing with an error satisfying
 // errors.Is(err, fs.ErrExist) if the name exists (a dangling symbolic link
-// counts). It needs Create.
+// counts). It needs RightCreate.
 //
 // The file is written and fsynced unnamed (O_TMPFILE), then given its name
 // with linkat(2), which never replaces. Where O_TMPFILE is missing or the
@@ -547,7 +547,7 @@ func (d *Dir) Exchange(a, b string) error {
 //     a temporary file behind.
 func (d *Dir) CreateExclusive(name string, data []byte, perm fs.FileMode) error {
 	const op = "createexclusive"
-	rootfd, err := d.begin(op, name, Create)
+	rootfd, err := d.begin(op, name, RightCreate)
 	if err != nil {
 		return err
 	}

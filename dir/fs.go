@@ -18,7 +18,7 @@ import (
 // follow fs.ValidPath (unrooted, slash-separated, no "." or ".." elements,
 // "." for the top), and anything else fails with fs.ErrInvalid before it
 // reaches the kernel. Every lookup is then d's, confined and subject to its
-// rights: opening needs Read.
+// rights: opening needs RightRead.
 //
 // Open returns an *os.File for a file, and for a directory a file of this
 // package that lists it (fs.ReadDirFile) and keeps its descriptor to
@@ -53,7 +53,7 @@ func (f *FS) Open(name string) (fs.File, error) {
 // openFS opens name for an fs.FS: a file as an *os.File, a directory as a
 // *dirFile.
 func (d *Dir) openFS(op, name string) (fs.File, error) {
-	rootfd, err := d.begin(op, name, Read)
+	rootfd, err := d.begin(op, name, RightRead)
 	if err != nil {
 		return nil, err
 	}
