@@ -132,14 +132,9 @@ func (d *Dir) currentVersion(dirfd int, base string) (Version, unix.Stat_t, erro
 // Read sees its modification time or size move and reads again.
 func (d *Dir) Read(name string) ([]byte, Version, error) {
 	const op = "read"
-	rootfd, err := d.begin(op, name, RightRead)
+	fd, err := d.openIn(op, name, RightRead, unix.O_RDONLY|unix.O_NOFOLLOW)
 	if err != nil {
 		return nil, Version{}, err
-	}
-	defer d.fd.release()
-	fd, err := openat2(rootfd, name, unix.O_RDONLY|unix.O_NOFOLLOW, 0, d.mode)
-	if err != nil {
-		return nil, Version{}, pathErr(op, name, err)
 	}
 	defer unix.Close(fd)
 	for try := 0; ; try++ {
@@ -166,14 +161,9 @@ func (d *Dir) Read(name string) ([]byte, Version, error) {
 // if it is a symbolic link. It needs RightRead.
 func (d *Dir) StatVersion(name string) (Version, error) {
 	const op = "statversion"
-	rootfd, err := d.begin(op, name, RightRead)
+	fd, err := d.openIn(op, name, RightRead, unix.O_PATH|unix.O_NOFOLLOW)
 	if err != nil {
 		return Version{}, err
-	}
-	defer d.fd.release()
-	fd, err := openat2(rootfd, name, unix.O_PATH|unix.O_NOFOLLOW, 0, d.mode)
-	if err != nil {
-		return Version{}, pathErr(op, name, err)
 	}
 	defer unix.Close(fd)
 	v, _, err := versionOf(fd)

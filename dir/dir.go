@@ -139,6 +139,22 @@ func (d *Dir) begin(op, name string, need Rights) (int, error) {
 	return fd, nil
 }
 
+// openIn starts an operation on name that needs rights, as begin does,
+// and opens name with flags, confined to d (see openat2). Errors name op
+// and name. The caller closes fd; d's descriptor is already given back.
+func (d *Dir) openIn(op, name string, need Rights, flags int) (fd int, err error) {
+	rootfd, err := d.begin(op, name, need)
+	if err != nil {
+		return -1, err
+	}
+	defer d.fd.release()
+	fd, err = openat2(rootfd, name, flags, 0, d.mode)
+	if err != nil {
+		return -1, pathErr(op, name, err)
+	}
+	return fd, nil
+}
+
 // Sub returns a Dir for the directory at path in d, with the given rights,
 // which must be a subset of d's: a Dir can narrow its rights but never
 // widen them, and asking for a right d lacks fails with a *RightsError. The

@@ -53,14 +53,9 @@ func (f *FS) Open(name string) (fs.File, error) {
 // openFS opens name for an fs.FS: a file as an *os.File, a directory as a
 // *dirFile.
 func (d *Dir) openFS(op, name string) (fs.File, error) {
-	rootfd, err := d.begin(op, name, RightRead)
+	fd, err := d.openIn(op, name, RightRead, unix.O_RDONLY)
 	if err != nil {
 		return nil, err
-	}
-	defer d.fd.release()
-	fd, err := openat2(rootfd, name, unix.O_RDONLY, 0, d.mode)
-	if err != nil {
-		return nil, pathErr(op, name, err)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {

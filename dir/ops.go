@@ -509,14 +509,9 @@ func (d *Dir) lstat(rootfd int, op, name string) (*fileInfo, error) {
 // descriptor's /proc/self/fd entry, which needs /proc.
 func (d *Dir) Chmod(name string, mode fs.FileMode) error {
 	const op = "chmod"
-	rootfd, err := d.begin(op, name, RightSetAttr)
+	fd, err := d.openIn(op, name, RightSetAttr, unix.O_PATH)
 	if err != nil {
 		return err
-	}
-	defer d.fd.release()
-	fd, err := openat2(rootfd, name, unix.O_PATH, 0, d.mode)
-	if err != nil {
-		return pathErr(op, name, err)
 	}
 	defer unix.Close(fd)
 	m := unixPerm(mode)
@@ -541,14 +536,9 @@ func (d *Dir) Chmod(name string, mode fs.FileMode) error {
 // ReadFile returns the contents of the named file in d. It needs RightRead.
 func (d *Dir) ReadFile(name string) ([]byte, error) {
 	const op = "readfile"
-	rootfd, err := d.begin(op, name, RightRead)
+	fd, err := d.openIn(op, name, RightRead, unix.O_RDONLY)
 	if err != nil {
 		return nil, err
-	}
-	defer d.fd.release()
-	fd, err := openat2(rootfd, name, unix.O_RDONLY, 0, d.mode)
-	if err != nil {
-		return nil, pathErr(op, name, err)
 	}
 	defer unix.Close(fd)
 	b, _, err := readAll(fd)
