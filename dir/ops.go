@@ -352,19 +352,11 @@ func (d *Dir) Link(oldname, newname string) error {
 // both and the rights, opens both parents confined to d, and calls fn with
 // them. Errors name both paths.
 func (d *Dir) twoNames(op, oldname, newname string, need Rights, fn func(from, to parentDir) error) error {
-	rootfd, err := d.begin(op, oldname, need)
-	if err != nil {
-		return linkErr(op, oldname, newname, errors.Unwrap(err))
-	}
-	defer d.fd.release()
-	if err := checkPath(newname); err != nil {
-		return linkErr(op, oldname, newname, err)
-	}
-	from, err := d.parent(rootfd, oldname, unix.O_PATH)
+	rootfd, from, done, err := d.linkParent(op, oldname, need, newname, checkPath)
 	if err != nil {
 		return linkErr(op, oldname, newname, err)
 	}
-	defer from.close()
+	defer done()
 	to, err := d.parent(rootfd, newname, unix.O_PATH)
 	if err != nil {
 		return linkErr(op, oldname, newname, err)
@@ -376,6 +368,34 @@ func (d *Dir) twoNames(op, oldname, newname string, need Rights, fn func(from, t
 	return nil
 }
 
+// linkParent starts an operation that involves a second string besides
+// name (Rename and Link: the other name; Symlink: the target). It checks
+// name and the rights as begin does, then other with check, and opens the
+// directory that holds name's last element (see parent). The caller ends
+// the operation with done, which closes that directory and gives d's
+// descriptor back. Errors are the cause alone, for an *os.LinkError that
+// names both strings.
+func (d *Dir) linkParent(op, name string, need Rights, other string, check func(string) error) (rootfd int, p parentDir, done func(), err error) {
+	rootfd, err = d.begin(op, name, need)
+	if err != nil {
+		return -1, parentDir{}, nil, errors.Unwrap(err)
+	}
+	if err := check(other); err != nil {
+		d.fd.release()
+		return -1, parentDir{}, nil, err
+	}
+	p, err = d.parent(rootfd, name, unix.O_PATH)
+	if err != nil {
+		d.fd.release()
+		return -1, parentDir{}, nil, err
+	}
+	done = func() {
+		p.close()
+		d.fd.release()
+	}
+	return rootfd, p, done, nil
+}
+
 // Symlink makes newname in d a symbolic link to target. The target is
 // stored as given and may point anywhere; it is only a string until a
 // lookup in a Dir follows it, confined: an absolute or climbing target is
@@ -383,19 +403,11 @@ func (d *Dir) twoNames(op, oldname, newname string, need Rights, fn func(from, t
 // needs RightCreate.
 func (d *Dir) Symlink(target, newname string) error {
 	const op = "symlink"
-	rootfd, err := d.begin(op, newname, RightCreate)
-	if err != nil {
-		return linkErr(op, target, newname, errors.Unwrap(err))
-	}
-	defer d.fd.release()
-	if err := checkTarget(target); err != nil {
-		return linkErr(op, target, newname, err)
-	}
-	p, err := d.parent(rootfd, newname, unix.O_PATH)
+	_, p, done, err := d.linkParent(op, newname, RightCreate, target, checkTarget)
 	if err != nil {
 		return linkErr(op, target, newname, err)
 	}
-	defer p.close()
+	defer done()
 	err = ignoringEINTR(func() error { return unix.Symlinkat(target, p.fd, p.base) })
 	if err != nil {
 		return linkErr(op, target, newname, err)
