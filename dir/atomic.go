@@ -188,6 +188,19 @@ func (d *Dir) atomicParent(rootfd int, op, name string) (parentDir, error) {
 	return p, nil
 }
 
+// beginAtomic starts an atomic operation on name that needs rights: it
+// checks name and the rights as begin does and opens the directory that
+// holds name (see atomicParent), which the caller closes. That directory
+// has a descriptor of its own, so d's is given back at once.
+func (d *Dir) beginAtomic(op, name string, need Rights) (parentDir, error) {
+	rootfd, err := d.begin(op, name, need)
+	if err != nil {
+		return parentDir{}, err
+	}
+	defer d.fd.release()
+	return d.atomicParent(rootfd, op, name)
+}
+
 // lockDirs takes flock(LOCK_EX) on the directories, in inode order so that
 // two callers never wait for each other, and returns the function that
 // drops the locks.
@@ -290,12 +303,7 @@ func writeSync(fd int, data []byte) error {
 // owner and mode.
 func (d *Dir) Replace(name string, data []byte, perm fs.FileMode) error {
 	const op = "replace"
-	rootfd, err := d.begin(op, name, RightWrite|RightCreate)
-	if err != nil {
-		return err
-	}
-	defer d.fd.release()
-	p, err := d.atomicParent(rootfd, op, name)
+	p, err := d.beginAtomic(op, name, RightWrite|RightCreate)
 	if err != nil {
 		return err
 	}
@@ -362,12 +370,7 @@ func (d *Dir) Replace(name string, data []byte, perm fs.FileMode) error {
 // network file system).
 func (d *Dir) CompareAndSwap(name string, expected Version, data []byte) (Version, error) {
 	const op = "compareandswap"
-	rootfd, err := d.begin(op, name, RightWrite|RightCreate)
-	if err != nil {
-		return Version{}, err
-	}
-	defer d.fd.release()
-	p, err := d.atomicParent(rootfd, op, name)
+	p, err := d.beginAtomic(op, name, RightWrite|RightCreate)
 	if err != nil {
 		return Version{}, err
 	}
@@ -537,12 +540,7 @@ func (d *Dir) Exchange(a, b string) error {
 //     a temporary file behind.
 func (d *Dir) CreateExclusive(name string, data []byte, perm fs.FileMode) error {
 	const op = "createexclusive"
-	rootfd, err := d.begin(op, name, RightCreate)
-	if err != nil {
-		return err
-	}
-	defer d.fd.release()
-	p, err := d.atomicParent(rootfd, op, name)
+	p, err := d.beginAtomic(op, name, RightCreate)
 	if err != nil {
 		return err
 	}
