@@ -147,11 +147,7 @@ func (f *dirFile) Stat() (fs.FileInfo, error) {
 		return nil, pathErr("stat", f.path, err)
 	}
 	defer f.fd.release()
-	fi := &fileInfo{name: baseName(f.path)}
-	if err := unix.Fstat(fd, &fi.st); err != nil {
-		return nil, pathErr("stat", f.path, err)
-	}
-	return fi, nil
+	return fstatInfo(fd, "stat", f.path)
 }
 
 // Read fails: a directory has no bytes to read.

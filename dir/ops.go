@@ -176,7 +176,7 @@ func (d *Dir) mkdirAll(rootfd int, op, name string, perm fs.FileMode, depth int)
 	case err == nil:
 		return nil
 	case errors.Is(err, unix.EEXIST):
-		fi, serr := d.stat(rootfd, op, name)
+		fi, serr := d.stat(rootfd, op, name, unix.O_PATH)
 		if serr == nil && !fi.IsDir() {
 			return pathErr(op, name, unix.ENOTDIR)
 		}
@@ -463,15 +463,23 @@ func (d *Dir) Stat(name string) (fs.FileInfo, error) {
 		return nil, err
 	}
 	defer d.fd.release()
-	return d.stat(rootfd, "stat", name)
+	return d.stat(rootfd, "stat", name, unix.O_PATH)
 }
 
-func (d *Dir) stat(rootfd int, op, name string) (*fileInfo, error) {
-	fd, err := openat2(rootfd, name, unix.O_PATH, 0, d.mode)
+// stat returns the FileInfo of name, opened from rootfd with flags:
+// O_PATH, and O_NOFOLLOW for a symbolic link itself.
+func (d *Dir) stat(rootfd int, op, name string, flags int) (*fileInfo, error) {
+	fd, err := openat2(rootfd, name, flags, 0, d.mode)
 	if err != nil {
 		return nil, pathErr(op, name, err)
 	}
 	defer unix.Close(fd)
+	return fstatInfo(fd, op, name)
+}
+
+// fstatInfo returns the FileInfo of the file open on fd, which name (of
+// the operation op) leads to.
+func fstatInfo(fd int, op, name string) (*fileInfo, error) {
 	fi := &fileInfo{name: baseName(name)}
 	if err := unix.Fstat(fd, &fi.st); err != nil {
 		return nil, pathErr(op, name, err)
@@ -491,9 +499,9 @@ func (d *Dir) Lstat(name string) (fs.FileInfo, error) {
 }
 
 func (d *Dir) lstat(rootfd int, op, name string) (*fileInfo, error) {
-	fi := &fileInfo{name: baseName(name)}
 	parent, base, plain := splitPath(name)
 	if parent == "." && plain {
+		fi := &fileInfo{name: baseName(name)}
 		err := ignoringEINTR(func() error {
 			return unix.Fstatat(rootfd, base, &fi.st, unix.AT_SYMLINK_NOFOLLOW)
 		})
@@ -502,15 +510,7 @@ func (d *Dir) lstat(rootfd int, op, name string) (*fileInfo, error) {
 		}
 		return fi, nil
 	}
-	fd, err := openat2(rootfd, name, unix.O_PATH|unix.O_NOFOLLOW, 0, d.mode)
-	if err != nil {
-		return nil, pathErr(op, name, err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Fstat(fd, &fi.st); err != nil {
-		return nil, pathErr(op, name, err)
-	}
-	return fi, nil
+	return d.stat(rootfd, op, name, unix.O_PATH|unix.O_NOFOLLOW)
 }
 
 // Chmod changes the mode of the named file in d to mode's permission and
