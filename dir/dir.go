@@ -155,6 +155,34 @@ func (d *Dir) openIn(op, name string, need Rights, flags int) (fd int, err error
 	return fd, nil
 }
 
+// beginParent starts an operation on name that needs rights, as begin
+// does, and opens the directory that holds name's last element (see
+// parent). check, if not nil, runs in between: an operation that takes a
+// second string (Rename and Link: the other name; Symlink: the target)
+// checks it there. The caller ends the operation with done, which closes
+// that directory and gives d's descriptor back. Errors name op and name.
+func (d *Dir) beginParent(op, name string, need Rights, check func() error) (rootfd int, p parentDir, done func(), err error) {
+	rootfd, err = d.begin(op, name, need)
+	if err != nil {
+		return -1, parentDir{}, nil, err
+	}
+	if check != nil {
+		err = check()
+	}
+	if err == nil {
+		p, err = d.parent(rootfd, name, unix.O_PATH)
+	}
+	if err != nil {
+		d.fd.release()
+		return -1, parentDir{}, nil, pathErr(op, name, err)
+	}
+	done = func() {
+		p.close()
+		d.fd.release()
+	}
+	return rootfd, p, done, nil
+}
+
 // Sub returns a Dir for the directory at path in d, with the given rights,
 // which must be a subset of d's: a Dir can narrow its rights but never
 // widen them, and asking for a right d lacks fails with a *RightsError. The

@@ -202,16 +202,11 @@ func (d *Dir) mkdirAll(rootfd int, op, name string, perm fs.FileMode, depth int)
 // is removed, not followed. It needs RightDelete.
 func (d *Dir) Remove(name string) error {
 	const op = "remove"
-	rootfd, err := d.begin(op, name, RightDelete)
+	_, p, done, err := d.beginParent(op, name, RightDelete, nil)
 	if err != nil {
 		return err
 	}
-	defer d.fd.release()
-	p, err := d.parent(rootfd, name, unix.O_PATH)
-	if err != nil {
-		return pathErr(op, name, err)
-	}
-	defer p.close()
+	defer done()
 	err = ignoringEINTR(func() error { return unix.Unlinkat(p.fd, p.base, 0) })
 	if err == nil {
 		return nil
@@ -352,9 +347,9 @@ func (d *Dir) Link(oldname, newname string) error {
 // both and the rights, opens both parents confined to d, and calls fn with
 // them. Errors name both paths.
 func (d *Dir) twoNames(op, oldname, newname string, need Rights, fn func(from, to parentDir) error) error {
-	rootfd, from, done, err := d.linkParent(op, oldname, need, newname, checkPath)
+	rootfd, from, done, err := d.beginParent(op, oldname, need, func() error { return checkPath(newname) })
 	if err != nil {
-		return linkErr(op, oldname, newname, err)
+		return linkErr(op, oldname, newname, errors.Unwrap(err))
 	}
 	defer done()
 	to, err := d.parent(rootfd, newname, unix.O_PATH)
@@ -368,34 +363,6 @@ func (d *Dir) twoNames(op, oldname, newname string, need Rights, fn func(from, t
 	return nil
 }
 
-// linkParent starts an operation that involves a second string besides
-// name (Rename and Link: the other name; Symlink: the target). It checks
-// name and the rights as begin does, then other with check, and opens the
-// directory that holds name's last element (see parent). The caller ends
-// the operation with done, which closes that directory and gives d's
-// descriptor back. Errors are the cause alone, for an *os.LinkError that
-// names both strings.
-func (d *Dir) linkParent(op, name string, need Rights, other string, check func(string) error) (rootfd int, p parentDir, done func(), err error) {
-	rootfd, err = d.begin(op, name, need)
-	if err != nil {
-		return -1, parentDir{}, nil, errors.Unwrap(err)
-	}
-	if err := check(other); err != nil {
-		d.fd.release()
-		return -1, parentDir{}, nil, err
-	}
-	p, err = d.parent(rootfd, name, unix.O_PATH)
-	if err != nil {
-		d.fd.release()
-		return -1, parentDir{}, nil, err
-	}
-	done = func() {
-		p.close()
-		d.fd.release()
-	}
-	return rootfd, p, done, nil
-}
-
 // Symlink makes newname in d a symbolic link to target. The target is
 // stored as given and may point anywhere; it is only a string until a
 // lookup in a Dir follows it, confined: an absolute or climbing target is
@@ -403,9 +370,9 @@ func (d *Dir) linkParent(op, name string, need Rights, other string, check func(
 // needs RightCreate.
 func (d *Dir) Symlink(target, newname string) error {
 	const op = "symlink"
-	_, p, done, err := d.linkParent(op, newname, RightCreate, target, checkTarget)
+	_, p, done, err := d.beginParent(op, newname, RightCreate, func() error { return checkTarget(target) })
 	if err != nil {
-		return linkErr(op, target, newname, err)
+		return linkErr(op, target, newname, errors.Unwrap(err))
 	}
 	defer done()
 	err = ignoringEINTR(func() error { return unix.Symlinkat(target, p.fd, p.base) })
@@ -419,16 +386,11 @@ func (d *Dir) Symlink(target, newname string) error {
 // Read.
 func (d *Dir) Readlink(name string) (string, error) {
 	const op = "readlink"
-	rootfd, err := d.begin(op, name, RightRead)
+	rootfd, p, done, err := d.beginParent(op, name, RightRead, nil)
 	if err != nil {
 		return "", err
 	}
-	defer d.fd.release()
-	p, err := d.parent(rootfd, name, unix.O_PATH)
-	if err != nil {
-		return "", pathErr(op, name, err)
-	}
-	defer p.close()
+	defer done()
 	fd, base := p.fd, p.base
 	if !p.plain {
 		// Resolve the whole path confined, then read the link the descriptor is on.
