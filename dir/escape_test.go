@@ -92,9 +92,15 @@ var escapeNames = []string{
 }
 
 // addEscapeLinks makes symbolic links in root that lead outside: absolute,
-// relative, chained, and to /proc magic links (procFD, an fd of the secret).
-func (f *escapeFixture) addEscapeLinks(t *testing.T, procFD int) {
+// relative, chained, and to /proc magic links (one to a descriptor of the
+// secret, which stays open until the test ends).
+func (f *escapeFixture) addEscapeLinks(t *testing.T) {
 	t.Helper()
+	sf, err := os.Open(filepath.Join(f.outside, "secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sf.Close() })
 	links := map[string]string{
 		"abs":        f.outside,
 		"abs-file":   filepath.Join(f.outside, "secret"),
@@ -103,7 +109,7 @@ func (f *escapeFixture) addEscapeLinks(t *testing.T, procFD int) {
 		"chain":      "rel",
 		"a/deeprel":  "../../outside",
 		"dotdot":     "..",
-		"proc-fd":    "/proc/self/fd/" + strconv.Itoa(procFD),
+		"proc-fd":    "/proc/self/fd/" + strconv.Itoa(int(sf.Fd())),
 		"proc-root":  "/proc/self/root",
 		"a/b/tocwd":  "/proc/self/cwd",
 		"self-loop1": "self-loop2",
@@ -122,12 +128,7 @@ func (f *escapeFixture) addEscapeLinks(t *testing.T, procFD int) {
 func TestEscapeBeneath(t *testing.T) {
 	alsoAsNobody(t)
 	f := newEscapeFixture(t)
-	sf, err := os.Open(filepath.Join(f.outside, "secret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sf.Close()
-	f.addEscapeLinks(t, int(sf.Fd()))
+	f.addEscapeLinks(t)
 	d := mustOpen(t, f.root, Beneath)
 	before := f.snapshot(t)
 
@@ -231,12 +232,7 @@ func TestEscapeBeneath(t *testing.T) {
 func TestEscapeInRoot(t *testing.T) {
 	alsoAsNobody(t)
 	f := newEscapeFixture(t)
-	sf, err := os.Open(filepath.Join(f.outside, "secret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sf.Close()
-	f.addEscapeLinks(t, int(sf.Fd()))
+	f.addEscapeLinks(t)
 	// Inside the root, the places the links lead to when the root is "/".
 	writeTree(t, f.root, map[string]string{
 		strings.TrimPrefix(f.outside, "/") + "/secret": "clamped-abs",
