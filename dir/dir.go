@@ -159,12 +159,12 @@ func (d *Dir) openIn(op, name string, need Rights, flags int) (fd int, err error
 // does, and opens the directory that holds name's last element (see
 // parent). check, if not nil, runs in between: an operation that takes a
 // second string (Rename and Link: the other name; Symlink: the target)
-// checks it there. The caller ends the operation with done, which closes
-// that directory and gives d's descriptor back. Errors name op and name.
-func (d *Dir) beginParent(op, name string, need Rights, check func() error) (rootfd int, p parentDir, done func(), err error) {
+// checks it there. The caller ends the operation with endParent. Errors
+// name op and name.
+func (d *Dir) beginParent(op, name string, need Rights, check func() error) (rootfd int, p parentDir, err error) {
 	rootfd, err = d.begin(op, name, need)
 	if err != nil {
-		return -1, parentDir{}, nil, err
+		return -1, parentDir{}, err
 	}
 	if check != nil {
 		err = check()
@@ -174,13 +174,16 @@ func (d *Dir) beginParent(op, name string, need Rights, check func() error) (roo
 	}
 	if err != nil {
 		d.fd.release()
-		return -1, parentDir{}, nil, pathErr(op, name, err)
+		return -1, parentDir{}, pathErr(op, name, err)
 	}
-	done = func() {
-		p.close()
-		d.fd.release()
-	}
-	return rootfd, p, done, nil
+	return rootfd, p, nil
+}
+
+// endParent ends an operation that beginParent started: it closes p and
+// gives d's descriptor back.
+func (d *Dir) endParent(p *parentDir) {
+	p.close()
+	d.fd.release()
 }
 
 // Sub returns a Dir for the directory at path in d, with the given rights,

@@ -202,11 +202,11 @@ func (d *Dir) mkdirAll(rootfd int, op, name string, perm fs.FileMode, depth int)
 // is removed, not followed. It needs RightDelete.
 func (d *Dir) Remove(name string) error {
 	const op = "remove"
-	_, p, done, err := d.beginParent(op, name, RightDelete, nil)
+	_, p, err := d.beginParent(op, name, RightDelete, nil)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer d.endParent(&p)
 	err = ignoringEINTR(func() error { return unix.Unlinkat(p.fd, p.base, 0) })
 	if err == nil {
 		return nil
@@ -347,11 +347,11 @@ func (d *Dir) Link(oldname, newname string) error {
 // both and the rights, opens both parents confined to d, and calls fn with
 // them. Errors name both paths.
 func (d *Dir) twoNames(op, oldname, newname string, need Rights, fn func(from, to parentDir) error) error {
-	rootfd, from, done, err := d.beginParent(op, oldname, need, func() error { return checkPath(newname) })
+	rootfd, from, err := d.beginParent(op, oldname, need, func() error { return checkPath(newname) })
 	if err != nil {
 		return linkErr(op, oldname, newname, errors.Unwrap(err))
 	}
-	defer done()
+	defer d.endParent(&from)
 	to, err := d.parent(rootfd, newname, unix.O_PATH)
 	if err != nil {
 		return linkErr(op, oldname, newname, err)
@@ -370,11 +370,11 @@ func (d *Dir) twoNames(op, oldname, newname string, need Rights, fn func(from, t
 // needs RightCreate.
 func (d *Dir) Symlink(target, newname string) error {
 	const op = "symlink"
-	_, p, done, err := d.beginParent(op, newname, RightCreate, func() error { return checkTarget(target) })
+	_, p, err := d.beginParent(op, newname, RightCreate, func() error { return checkTarget(target) })
 	if err != nil {
 		return linkErr(op, target, newname, errors.Unwrap(err))
 	}
-	defer done()
+	defer d.endParent(&p)
 	err = ignoringEINTR(func() error { return unix.Symlinkat(target, p.fd, p.base) })
 	if err != nil {
 		return linkErr(op, target, newname, err)
@@ -386,11 +386,11 @@ func (d *Dir) Symlink(target, newname string) error {
 // Read.
 func (d *Dir) Readlink(name string) (string, error) {
 	const op = "readlink"
-	rootfd, p, done, err := d.beginParent(op, name, RightRead, nil)
+	rootfd, p, err := d.beginParent(op, name, RightRead, nil)
 	if err != nil {
 		return "", err
 	}
-	defer done()
+	defer d.endParent(&p)
 	fd, base := p.fd, p.base
 	if !p.plain {
 		// Resolve the whole path confined, then read the link the descriptor is on.
