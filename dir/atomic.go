@@ -123,7 +123,7 @@ func (d *Dir) currentVersion(dirfd int, base string) (Version, unix.Stat_t, erro
 
 // Read returns the contents of the named file in d and their Version, for
 // a later CompareAndSwap. The name's last element is not followed if it is
-// a symbolic link (Read fails with ELOOP). It needs Read.
+// a symbolic link (Read fails with ELOOP). It needs RightRead.
 //
 // Read takes no lock: it opens the file the name refers to and reads it
 // whole, and a file that Replace or CompareAndSwap put in place is never
@@ -132,14 +132,9 @@ func (d *Dir) currentVersion(dirfd int, base string) (Version, unix.Stat_t, erro
 // Read sees its modification time or size move and reads again.
 func (d *Dir) Read(name string) ([]byte, Version, error) {
 	const op = "read"
-	rootfd, err := d.begin(op, name, Read)
+	fd, err := d.openIn(op, name, RightRead, unix.O_RDONLY|unix.O_NOFOLLOW)
 	if err != nil {
 		return nil, Version{}, err
-	}
-	defer d.fd.release()
-	fd, err := openat2(rootfd, name, unix.O_RDONLY|unix.O_NOFOLLOW, 0, d.mode)
-	if err != nil {
-		return nil, Version{}, pathErr(op, name, err)
 	}
 	defer unix.Close(fd)
 	for try := 0; ; try++ {
@@ -163,17 +158,12 @@ func (d *Dir) Read(name string) ([]byte, Version, error) {
 // StatVersion returns the Version of the named file in d without reading
 // it, the zero Version and an error satisfying errors.Is(err,
 // fs.ErrNotExist) if it does not exist. The last element is not followed
-// if it is a symbolic link. It needs Read.
+// if it is a symbolic link. It needs RightRead.
 func (d *Dir) StatVersion(name string) (Version, error) {
 	const op = "statversion"
-	rootfd, err := d.begin(op, name, Read)
+	fd, err := d.openIn(op, name, RightRead, unix.O_PATH|unix.O_NOFOLLOW)
 	if err != nil {
 		return Version{}, err
-	}
-	defer d.fd.release()
-	fd, err := openat2(rootfd, name, unix.O_PATH|unix.O_NOFOLLOW, 0, d.mode)
-	if err != nil {
-		return Version{}, pathErr(op, name, err)
 	}
 	defer unix.Close(fd)
 	v, _, err := versionOf(fd)
@@ -196,6 +186,19 @@ func (d *Dir) atomicParent(rootfd int, op, name string) (parentDir, error) {
 		return p, pathErr(op, name, unix.EINVAL)
 	}
 	return p, nil
+}
+
+// beginAtomic starts an atomic operation on name that needs rights: it
+// checks name and the rights as begin does and opens the directory that
+// holds name (see atomicParent), which the caller closes. That directory
+// has a descriptor of its own, so d's is given back at once.
+func (d *Dir) beginAtomic(op, name string, need Rights) (parentDir, error) {
+	rootfd, err := d.begin(op, name, need)
+	if err != nil {
+		return parentDir{}, err
+	}
+	defer d.fd.release()
+	return d.atomicParent(rootfd, op, name)
 }
 
 // lockDirs takes flock(LOCK_EX) on the directories, in inode order so that
@@ -278,7 +281,7 @@ func writeSync(fd int, data []byte) error {
 
 // Replace atomically replaces the contents of the named file in d with
 // data, making the file, with perm (before the umask), if it does not
-// exist. It needs Write and Create. The name's last element must be an
+// exist. It needs RightWrite and RightCreate. The name's last element must be an
 // ordinary name; if it is a symbolic link, the link is replaced by a file.
 //
 // Replace writes data to a new file with a unique name in the same
@@ -300,12 +303,7 @@ func writeSync(fd int, data []byte) error {
 // owner and mode.
 func (d *Dir) Replace(name string, data []byte, perm fs.FileMode) error {
 	const op = "replace"
-	rootfd, err := d.begin(op, name, Write|Create)
-	if err != nil {
-		return err
-	}
-	defer d.fd.release()
-	p, err := d.atomicParent(rootfd, op, name)
+	p, err := d.beginAtomic(op, name, RightWrite|RightCreate)
 	if err != nil {
 		return err
 	}
@@ -339,8 +337,8 @@ func (d *Dir) Replace(name string, data []byte, perm fs.FileMode) error {
 // Version if the name does not exist) and an error that wraps
 // ErrVersionMismatch, and changes nothing. The zero Version as expected
 // means "only if name does not exist". The new file keeps the old one's
-// permission bits (0666 before the umask for a new name). It needs Write
-// and Create.
+// permission bits (0666 before the umask for a new name). It needs RightWrite
+// and RightCreate.
 //
 // It is correct across processes, not only goroutines. The new contents go
 // to a temporary file first (written and fsynced without the lock); then
@@ -372,12 +370,7 @@ func (d *Dir) Replace(name string, data []byte, perm fs.FileMode) error {
 // network file system).
 func (d *Dir) CompareAndSwap(name string, expected Version, data []byte) (Version, error) {
 	const op = "compareandswap"
-	rootfd, err := d.begin(op, name, Write|Create)
-	if err != nil {
-		return Version{}, err
-	}
-	defer d.fd.release()
-	p, err := d.atomicParent(rootfd, op, name)
+	p, err := d.beginAtomic(op, name, RightWrite|RightCreate)
 	if err != nil {
 		return Version{}, err
 	}
@@ -474,7 +467,7 @@ func renameNoReplace(olddir int, old string, newdir int, new string) error {
 
 // Exchange atomically swaps the files that the names a and b in d refer
 // to, with renameat2(RENAME_EXCHANGE): both must exist, and may be of any
-// type. It needs Create and Delete. Neither last element is followed if it
+// type. It needs RightCreate and RightDelete. Neither last element is followed if it
 // is a symbolic link.
 //
 //   - Concurrent readers see both names before the swap or both after: no
@@ -490,7 +483,7 @@ func renameNoReplace(olddir int, old string, newdir int, new string) error {
 // Not every file system supports RENAME_EXCHANGE (EINVAL).
 func (d *Dir) Exchange(a, b string) error {
 	const op = "exchange"
-	rootfd, err := d.begin(op, a, Create|Delete)
+	rootfd, err := d.begin(op, a, RightCreate|RightDelete)
 	if err != nil {
 		return linkErr(op, a, b, errors.Unwrap(err))
 	}
@@ -529,7 +522,7 @@ func (d *Dir) Exchange(a, b string) error {
 // CreateExclusive atomically makes the named file in d with contents data
 // and perm (before the umask), failing with an error satisfying
 // errors.Is(err, fs.ErrExist) if the name exists (a dangling symbolic link
-// counts). It needs Create.
+// counts). It needs RightCreate.
 //
 // The file is written and fsynced unnamed (O_TMPFILE), then given its name
 // with linkat(2), which never replaces. Where O_TMPFILE is missing or the
@@ -547,12 +540,7 @@ func (d *Dir) Exchange(a, b string) error {
 //     a temporary file behind.
 func (d *Dir) CreateExclusive(name string, data []byte, perm fs.FileMode) error {
 	const op = "createexclusive"
-	rootfd, err := d.begin(op, name, Create)
-	if err != nil {
-		return err
-	}
-	defer d.fd.release()
-	p, err := d.atomicParent(rootfd, op, name)
+	p, err := d.beginAtomic(op, name, RightCreate)
 	if err != nil {
 		return err
 	}

@@ -134,6 +134,23 @@ func startKillable(t *testing.T, w string, env ...string) *exec.Cmd {
 	return cmd
 }
 
+// afterKill runs write, the operation op, after a writer was killed, and
+// fails the test if it fails or does not return within 30 seconds: a dead
+// writer's lock must go with it.
+func afterKill(t *testing.T, op string, write func() error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- write() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal(op + " blocked after the writer was killed")
+	}
+}
+
 // TestCrashReplace SIGKILLs a process in the middle of a stream of Replace
 // calls, again and again, while this process reads the file: every read,
 // before, during and after the kill, sees one complete version.
@@ -199,16 +216,7 @@ func TestCrashReplace(t *testing.T) {
 			t.Fatalf("round %d: after the crash: %v", round, err)
 		}
 		// The dead writer's lock went with it: this writer is not blocked.
-		done := make(chan error, 1)
-		go func() { done <- d.Replace("data", crashContent(round+1), 0o644) }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatal("Replace blocked after the writer was killed")
-		}
+		afterKill(t, "Replace", func() error { return d.Replace("data", crashContent(round+1), 0o644) })
 	}
 	// A kill can leave at most one temporary file per round, each a
 	// complete or partial write that nobody reads as "data".
@@ -251,16 +259,7 @@ func TestCrashCompareAndSwap(t *testing.T) {
 		if err != nil || n <= last {
 			t.Fatalf("round %d: counter %q after %d", round, b, last)
 		}
-		done := make(chan error, 1)
-		go func() { done <- increment(d, "n") }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatal("CompareAndSwap blocked after the writer was killed")
-		}
+		afterKill(t, "CompareAndSwap", func() error { return increment(d, "n") })
 		b, _ = d.ReadFile("n")
 		if got, _ := strconv.Atoi(string(b)); got != n+1 {
 			t.Fatalf("round %d: counter %s after incrementing %d", round, b, n)

@@ -139,6 +139,53 @@ func (d *Dir) begin(op, name string, need Rights) (int, error) {
 	return fd, nil
 }
 
+// openIn starts an operation on name that needs rights, as begin does,
+// and opens name with flags, confined to d (see openat2). Errors name op
+// and name. The caller closes fd; d's descriptor is already given back.
+func (d *Dir) openIn(op, name string, need Rights, flags int) (fd int, err error) {
+	rootfd, err := d.begin(op, name, need)
+	if err != nil {
+		return -1, err
+	}
+	defer d.fd.release()
+	fd, err = openat2(rootfd, name, flags, 0, d.mode)
+	if err != nil {
+		return -1, pathErr(op, name, err)
+	}
+	return fd, nil
+}
+
+// beginParent starts an operation on name that needs rights, as begin
+// does, and opens the directory that holds name's last element (see
+// parent). check, if not nil, runs in between: an operation that takes a
+// second string (Rename and Link: the other name; Symlink: the target)
+// checks it there. The caller ends the operation with endParent. Errors
+// name op and name.
+func (d *Dir) beginParent(op, name string, need Rights, check func() error) (rootfd int, p parentDir, err error) {
+	rootfd, err = d.begin(op, name, need)
+	if err != nil {
+		return -1, parentDir{}, err
+	}
+	if check != nil {
+		err = check()
+	}
+	if err == nil {
+		p, err = d.parent(rootfd, name, unix.O_PATH)
+	}
+	if err != nil {
+		d.fd.release()
+		return -1, parentDir{}, pathErr(op, name, err)
+	}
+	return rootfd, p, nil
+}
+
+// endParent ends an operation that beginParent started: it closes p and
+// gives d's descriptor back.
+func (d *Dir) endParent(p *parentDir) {
+	p.close()
+	d.fd.release()
+}
+
 // Sub returns a Dir for the directory at path in d, with the given rights,
 // which must be a subset of d's: a Dir can narrow its rights but never
 // widen them, and asking for a right d lacks fails with a *RightsError. The

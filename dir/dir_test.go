@@ -497,7 +497,7 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ro.Close()
-	for _, r := range []Rights{Write, ReadOnly | Exec, All, Rights(1 << 20)} {
+	for _, r := range []Rights{RightWrite, ReadOnly | RightExec, All, Rights(1 << 20)} {
 		_, err := ro.Sub(".", r)
 		var re *RightsError
 		if !errors.As(err, &re) || !errors.Is(err, fs.ErrPermission) {

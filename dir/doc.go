@@ -49,14 +49,14 @@
 // Dir, so they hold for code that can reach the file system only through
 // the Dir. In particular:
 //
-//   - A Dir without Write never opens a file for writing: OpenFile refuses
-//     O_WRONLY, O_RDWR, O_TRUNC and O_APPEND (and O_CREAT without Create),
+//   - A Dir without RightWrite never opens a file for writing: OpenFile refuses
+//     O_WRONLY, O_RDWR, O_TRUNC and O_APPEND (and O_CREAT without RightCreate),
 //     whatever the file's permission bits.
 //   - A Dir never hands out a directory descriptor (ErrIsDir): a directory
 //     descriptor is a starting point for openat(2) lookups that no Dir's
 //     rights or confinement restrict. Sub, ReadDir and FS cover what one is
 //     for, keeping their descriptors private.
-//   - A Dir without Exec never hands out an O_PATH descriptor (OpenExec, or
+//   - A Dir without RightExec never hands out an O_PATH descriptor (OpenExec, or
 //     OpenFile with O_PATH): an O_PATH descriptor is what execveat(2)
 //     executes a file through when it may not be read, and it can be
 //     reopened with other access modes through /proc.
@@ -73,7 +73,7 @@
 //     (its own ambient authority, not the Dir's). To make read-only hold
 //     against such code, deny it /proc and other paths with Landlock or a
 //     mount namespace (package sandbox), or pass it files, not Dirs.
-//   - No-exec is likewise partial: without Exec a Dir gives no O_PATH
+//   - No-exec is likewise partial: without RightExec a Dir gives no O_PATH
 //     descriptor, but a descriptor opened for reading can still be run
 //     with execveat(AT_EMPTY_PATH) if the file's execute bits allow. Only a
 //     noexec mount, Landlock's LANDLOCK_ACCESS_FS_EXECUTE, or seccomp make
@@ -91,7 +91,7 @@
 // # io/fs
 //
 // FS returns a view of a Dir that implements io/fs (a Dir's own Open and
-// Sub have other signatures). Namespace binds Dirs at path prefixes into
+// Sub have other signatures). MountTable binds Dirs at path prefixes into
 // one fs.FS, a mount table in user space with Plan 9 style unions.
 //
 // # Atomic files

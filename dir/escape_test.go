@@ -92,9 +92,15 @@ var escapeNames = []string{
 }
 
 // addEscapeLinks makes symbolic links in root that lead outside: absolute,
-// relative, chained, and to /proc magic links (procFD, an fd of the secret).
-func (f *escapeFixture) addEscapeLinks(t *testing.T, procFD int) {
+// relative, chained, and to /proc magic links (one to a descriptor of the
+// secret, which stays open until the test ends).
+func (f *escapeFixture) addEscapeLinks(t *testing.T) {
 	t.Helper()
+	sf, err := os.Open(filepath.Join(f.outside, "secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sf.Close() })
 	links := map[string]string{
 		"abs":        f.outside,
 		"abs-file":   filepath.Join(f.outside, "secret"),
@@ -103,7 +109,7 @@ func (f *escapeFixture) addEscapeLinks(t *testing.T, procFD int) {
 		"chain":      "rel",
 		"a/deeprel":  "../../outside",
 		"dotdot":     "..",
-		"proc-fd":    "/proc/self/fd/" + strconv.Itoa(procFD),
+		"proc-fd":    "/proc/self/fd/" + strconv.Itoa(int(sf.Fd())),
 		"proc-root":  "/proc/self/root",
 		"a/b/tocwd":  "/proc/self/cwd",
 		"self-loop1": "self-loop2",
@@ -122,12 +128,7 @@ func (f *escapeFixture) addEscapeLinks(t *testing.T, procFD int) {
 func TestEscapeBeneath(t *testing.T) {
 	alsoAsNobody(t)
 	f := newEscapeFixture(t)
-	sf, err := os.Open(filepath.Join(f.outside, "secret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sf.Close()
-	f.addEscapeLinks(t, int(sf.Fd()))
+	f.addEscapeLinks(t)
 	d := mustOpen(t, f.root, Beneath)
 	before := f.snapshot(t)
 
@@ -231,12 +232,7 @@ func TestEscapeBeneath(t *testing.T) {
 func TestEscapeInRoot(t *testing.T) {
 	alsoAsNobody(t)
 	f := newEscapeFixture(t)
-	sf, err := os.Open(filepath.Join(f.outside, "secret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sf.Close()
-	f.addEscapeLinks(t, int(sf.Fd()))
+	f.addEscapeLinks(t)
 	// Inside the root, the places the links lead to when the root is "/".
 	writeTree(t, f.root, map[string]string{
 		strings.TrimPrefix(f.outside, "/") + "/secret": "clamped-abs",
@@ -376,6 +372,40 @@ func TestRaceSymlinkSwap(t *testing.T) {
 	}
 }
 
+// raceMoves opens the directory dir and runs move with its descriptor
+// again and again in a goroutine, until the returned stop is called (or
+// the test ends). stop waits for the goroutine and returns how many moves
+// it made. A failed move fails the test and ends the goroutine.
+func raceMoves(t *testing.T, dir string, move func(dirfd int) error) (stop func() int64) {
+	t.Helper()
+	dirfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var done atomic.Bool
+	var moves atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for !done.Load() {
+			if err := move(dirfd); err != nil {
+				t.Error(err)
+				return
+			}
+			moves.Add(1)
+		}
+	})
+	stop = func() int64 {
+		done.Store(true)
+		wg.Wait()
+		return moves.Load()
+	}
+	t.Cleanup(func() {
+		stop()
+		unix.Close(dirfd)
+	})
+	return stop
+}
+
 func raceSymlinkSwap(t *testing.T, mode Mode, kind string, iters int) {
 	f := newEscapeFixture(t)
 	writeTree(t, f.root, map[string]string{"x/secret": "inside", "x/victim/file": "inside"})
@@ -394,23 +424,12 @@ func raceSymlinkSwap(t *testing.T, mode Mode, kind string, iters int) {
 	d := mustOpen(t, f.root, mode)
 	before := f.snapshot(t)
 
-	rootfd, err := unix.Open(f.root, unix.O_PATH|unix.O_DIRECTORY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(rootfd)
-	var stop atomic.Bool
-	var swaps atomic.Int64
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for !stop.Load() {
-			// x is the directory, then the link, then the directory...
-			if err := unix.Renameat2(rootfd, "x", rootfd, "y", unix.RENAME_EXCHANGE); err != nil {
-				t.Errorf("exchange: %v", err)
-				return
-			}
-			swaps.Add(1)
+	stopSwaps := raceMoves(t, f.root, func(rootfd int) error {
+		// x is the directory, then the link, then the directory...
+		if err := unix.Renameat2(rootfd, "x", rootfd, "y", unix.RENAME_EXCHANGE); err != nil {
+			return fmt.Errorf("exchange: %w", err)
 		}
+		return nil
 	})
 	var inside, failed int
 	for i := 0; i < iters; i++ {
@@ -448,10 +467,9 @@ func raceSymlinkSwap(t *testing.T, mode Mode, kind string, iters int) {
 			}
 		}
 	}
-	stop.Store(true)
-	wg.Wait()
-	if swaps.Load() < 10 {
-		t.Fatalf("only %d swaps raced with %d lookups", swaps.Load(), iters)
+	swaps := stopSwaps()
+	if swaps < 10 {
+		t.Fatalf("only %d swaps raced with %d lookups", swaps, iters)
 	}
 	if mode == Beneath && inside == 0 {
 		// On a loaded machine the mover can make every lookup retry out
@@ -469,7 +487,7 @@ func raceSymlinkSwap(t *testing.T, mode Mode, kind string, iters int) {
 	if after := f.snapshot(t); after != before {
 		t.Fatalf("outside changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-	t.Logf("%d lookups (%d read inside, %d failed), %d swaps", iters, inside, failed, swaps.Load())
+	t.Logf("%d lookups (%d read inside, %d failed), %d swaps", iters, inside, failed, swaps)
 }
 
 // TestRaceRenameOut moves a directory out of the root and back while paths
@@ -493,26 +511,14 @@ func TestRaceRenameOut(t *testing.T) {
 			})
 			root := filepath.Join(top, "root")
 			d := mustOpen(t, root, mode)
-			topfd, err := unix.Open(top, unix.O_PATH|unix.O_DIRECTORY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer unix.Close(topfd)
-			var stop atomic.Bool
-			var moves atomic.Int64
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				for !stop.Load() {
-					if err := unix.Renameat(topfd, "root/a", topfd, "out/a"); err != nil {
-						t.Errorf("rename out: %v", err)
-						return
-					}
-					if err := unix.Renameat(topfd, "out/a", topfd, "root/a"); err != nil {
-						t.Errorf("rename back: %v", err)
-						return
-					}
-					moves.Add(1)
+			stopMoves := raceMoves(t, top, func(topfd int) error {
+				if err := unix.Renameat(topfd, "root/a", topfd, "out/a"); err != nil {
+					return fmt.Errorf("rename out: %w", err)
 				}
+				if err := unix.Renameat(topfd, "out/a", topfd, "root/a"); err != nil {
+					return fmt.Errorf("rename back: %w", err)
+				}
+				return nil
 			})
 			var in, failed int
 			for i := 0; i < iters; i++ {
@@ -536,15 +542,14 @@ func TestRaceRenameOut(t *testing.T) {
 					}
 				}
 			}
-			stop.Store(true)
-			wg.Wait()
+			moves := stopMoves()
 			if _, err := os.Stat(filepath.Join(top, "m")); err == nil {
 				t.Fatal("Mkdir landed above the root")
 			}
 			if _, err := os.Stat(filepath.Join(top, "out/m")); err == nil {
 				t.Fatal("Mkdir landed outside")
 			}
-			t.Logf("%d lookups: %d inside, %d failed; %d moves", iters, in, failed, moves.Load())
+			t.Logf("%d lookups: %d inside, %d failed; %d moves", iters, in, failed, moves)
 			// Under load the mover can win every race (all lookups fail,
 			// which is safe); once it has stopped, with a back inside, the
 			// same lookup must work, or the test above proved nothing.

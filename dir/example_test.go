@@ -105,7 +105,7 @@ func ExampleDir_CompareAndSwap() {
 
 // Bind Dirs into one io/fs tree: a union at "lib", where the first Dir
 // that has a name wins.
-func ExampleNamespace() {
+func ExampleMountTable() {
 	top, _ := os.MkdirTemp("", "example")
 	defer os.RemoveAll(top)
 	for p, s := range map[string]string{"local/x": "local x", "system/x": "system x", "system/y": "system y"} {
@@ -117,9 +117,9 @@ func ExampleNamespace() {
 	system, _ := dir.Open(filepath.Join(top, "system"), dir.ReadOnly)
 	defer system.Close()
 
-	var ns dir.Namespace
-	ns.Bind("/lib", system, dir.Replace)
-	ns.Bind("/lib", local, dir.Before)
+	var ns dir.MountTable
+	ns.Bind("/lib", system, dir.BindReplace)
+	ns.Bind("/lib", local, dir.BindBefore)
 	x, _ := fs.ReadFile(&ns, "lib/x")
 	y, _ := fs.ReadFile(&ns, "lib/y")
 	ents, _ := fs.ReadDir(&ns, "lib")

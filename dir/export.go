@@ -55,7 +55,7 @@ func (e *exporter) handle(ctx context.Context, fresh bool) (*proc.Handle, error)
 // The mount is made with open_tree(OPEN_TREE_CLONE|AT_RECURSIVE) (Linux
 // 5.2) in a user and mount namespace that a child of the caller's owns, so
 // no privilege is needed where unprivileged user namespaces are allowed.
-// It is nosuid and nodev; without Write it is read-only, and without Exec
+// It is nosuid and nodev; without RightWrite it is read-only, and without RightExec
 // noexec (mount_setattr, Linux 5.12), which the kernel enforces for every
 // holder, unlike d's own rights; and the kernel has locked these
 // attributes, so that not even a holder with a user and mount namespace of
@@ -82,10 +82,10 @@ func (d *Dir) Export(ctx context.Context) (*os.File, error) {
 		return nil, pathErr("export", ".", err)
 	}
 	attr := uint64(unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV)
-	if !d.rights.Has(Write) {
+	if !d.rights.Has(RightWrite) {
 		attr |= unix.MOUNT_ATTR_RDONLY
 	}
-	if !d.rights.Has(Exec) {
+	if !d.rights.Has(RightExec) {
 		attr |= unix.MOUNT_ATTR_NOEXEC
 	}
 	for try := 0; ; try++ {

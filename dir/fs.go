@@ -18,7 +18,7 @@ import (
 // follow fs.ValidPath (unrooted, slash-separated, no "." or ".." elements,
 // "." for the top), and anything else fails with fs.ErrInvalid before it
 // reaches the kernel. Every lookup is then d's, confined and subject to its
-// rights: opening needs Read.
+// rights: opening needs RightRead.
 //
 // Open returns an *os.File for a file, and for a directory a file of this
 // package that lists it (fs.ReadDirFile) and keeps its descriptor to
@@ -53,14 +53,9 @@ func (f *FS) Open(name string) (fs.File, error) {
 // openFS opens name for an fs.FS: a file as an *os.File, a directory as a
 // *dirFile.
 func (d *Dir) openFS(op, name string) (fs.File, error) {
-	rootfd, err := d.begin(op, name, Read)
+	fd, err := d.openIn(op, name, RightRead, unix.O_RDONLY)
 	if err != nil {
 		return nil, err
-	}
-	defer d.fd.release()
-	fd, err := openat2(rootfd, name, unix.O_RDONLY, 0, d.mode)
-	if err != nil {
-		return nil, pathErr(op, name, err)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -152,11 +147,7 @@ func (f *dirFile) Stat() (fs.FileInfo, error) {
 		return nil, pathErr("stat", f.path, err)
 	}
 	defer f.fd.release()
-	fi := &fileInfo{name: baseName(f.path)}
-	if err := unix.Fstat(fd, &fi.st); err != nil {
-		return nil, pathErr("stat", f.path, err)
-	}
-	return fi, nil
+	return fstatInfo(fd, "stat", f.path)
 }
 
 // Read fails: a directory has no bytes to read.

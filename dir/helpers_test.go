@@ -9,7 +9,10 @@ import (
 	"github.com/caplin-dev/caplin/internal/testenv"
 )
 
-var alsoAsNobody = testenv.AlsoAsNobody
+var (
+	alsoAsNobody = testenv.AlsoAsNobody
+	openFDs      = testenv.OpenFDs
+)
 
 // envTmp, if set, is where tempDir makes its directories.
 const envTmp = "CAPLIN_DIR_TMP"
@@ -75,14 +78,4 @@ func writeTree(t testing.TB, root string, files map[string]string) {
 			t.Fatal(err)
 		}
 	}
-}
-
-// openFDs counts this process's open descriptors.
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }

@@ -11,29 +11,29 @@ import (
 )
 
 // openRights returns the rights an open with flag needs from a Dir that
-// has have. A new file made with O_CREAT|O_EXCL may be written with Create
+// has have. A new file made with O_CREAT|O_EXCL may be written with RightCreate
 // alone.
 func openRights(flag int, have Rights) (need Rights) {
 	if flag&unix.O_PATH != 0 {
-		return Exec
+		return RightExec
 	}
 	acc := flag & unix.O_ACCMODE
 	if acc != unix.O_WRONLY {
-		need |= Read // O_RDONLY, O_RDWR, and the ioctl-only mode 3
+		need |= RightRead // O_RDONLY, O_RDWR, and the ioctl-only mode 3
 	}
 	write := acc != unix.O_RDONLY || flag&(unix.O_TRUNC|unix.O_APPEND) != 0
 	tmpfile := flag&unix.O_TMPFILE == unix.O_TMPFILE
 	switch {
 	case tmpfile:
 		// An O_TMPFILE file is new: writing it changes nothing that existed.
-		need |= Create
+		need |= RightCreate
 	case flag&unix.O_CREAT != 0:
-		need |= Create
-		if write && !(flag&unix.O_EXCL != 0 && have.Has(Create)) {
-			need |= Write
+		need |= RightCreate
+		if write && !(flag&unix.O_EXCL != 0 && have.Has(RightCreate)) {
+			need |= RightWrite
 		}
 	case write:
-		need |= Write
+		need |= RightWrite
 	}
 	return need
 }
@@ -43,13 +43,13 @@ func openRights(flag int, have Rights) (need Rights) {
 // umask). O_CLOEXEC is always set. The flags must be permitted by d's
 // rights:
 //
-//   - reading (O_RDONLY, O_RDWR) needs Read;
-//   - writing (O_WRONLY, O_RDWR, O_TRUNC, O_APPEND) needs Write, except for
+//   - reading (O_RDONLY, O_RDWR) needs RightRead;
+//   - writing (O_WRONLY, O_RDWR, O_TRUNC, O_APPEND) needs RightWrite, except for
 //     a file OpenFile creates with O_CREAT|O_EXCL, which Create allows;
-//   - O_CREAT needs Create; without it, a Dir with Write opens an existing
+//   - O_CREAT needs RightCreate; without it, a Dir with RightWrite opens an existing
 //     file as if O_CREAT were not given, and fails with a *RightsError
 //     where it would have created one;
-//   - O_PATH needs Exec.
+//   - O_PATH needs RightExec.
 //
 // Symbolic links are followed, confined to d; add O_NOFOLLOW to refuse one
 // as the last element. A directory is never returned: OpenFile fails with
@@ -61,10 +61,10 @@ func (d *Dir) OpenFile(name string, flag int, perm fs.FileMode) (*os.File, error
 	}
 	need := openRights(flag, d.rights)
 	dropCreat := false
-	if flag&unix.O_CREAT != 0 && flag&unix.O_EXCL == 0 && !d.rights.Has(Create) && d.rights.Has(need&^Create) {
-		// Without Create, open an existing file; fail where one would be made.
+	if flag&unix.O_CREAT != 0 && flag&unix.O_EXCL == 0 && !d.rights.Has(RightCreate) && d.rights.Has(need&^RightCreate) {
+		// Without RightCreate, open an existing file; fail where one would be made.
 		dropCreat = true
-		need &^= Create
+		need &^= RightCreate
 		flag &^= unix.O_CREAT
 	}
 	rootfd, err := d.begin(op, name, need)
@@ -75,7 +75,7 @@ func (d *Dir) OpenFile(name string, flag int, perm fs.FileMode) (*os.File, error
 	fd, err := openat2(rootfd, name, flag, unixPerm(perm), d.mode)
 	if err != nil {
 		if dropCreat && err == unix.ENOENT {
-			err = &RightsError{Need: need | Create, Have: d.rights}
+			err = &RightsError{Need: need | RightCreate, Have: d.rights}
 		}
 		return nil, pathErr(op, name, err)
 	}
@@ -110,13 +110,13 @@ func refuseDir(fd, flag int) error {
 }
 
 // Open opens the named file in d for reading, following symbolic links
-// confined to d. It needs Read, and fails with ErrIsDir for a directory.
+// confined to d. It needs RightRead, and fails with ErrIsDir for a directory.
 func (d *Dir) Open(name string) (*os.File, error) {
 	return d.OpenFile(name, unix.O_RDONLY, 0)
 }
 
 // Create creates or truncates the named file in d, opened for reading and
-// writing, mode 0666 before the umask. It needs Read, Write and Create.
+// writing, mode 0666 before the umask. It needs RightRead, RightWrite and RightCreate.
 func (d *Dir) Create(name string) (*os.File, error) {
 	return d.OpenFile(name, unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC, 0o666)
 }
@@ -131,10 +131,10 @@ func (d *Dir) OpenExec(name string) (*os.File, error) {
 }
 
 // Mkdir makes the directory name in d with perm (before the umask). It
-// needs Create.
+// needs RightCreate.
 func (d *Dir) Mkdir(name string, perm fs.FileMode) error {
 	const op = "mkdir"
-	rootfd, err := d.begin(op, name, Create)
+	rootfd, err := d.begin(op, name, RightCreate)
 	if err != nil {
 		return err
 	}
@@ -157,12 +157,12 @@ func (d *Dir) mkdir(rootfd int, op, name string, perm fs.FileMode) error {
 
 // MkdirAll makes the directory name in d and any parents it lacks, with
 // perm (before the umask), and returns nil if name already is a directory.
-// It needs Create. Like every operation it resolves each path confined to
+// It needs RightCreate. Like every operation it resolves each path confined to
 // d, so a ".." or a symbolic link in name can never make it create a
 // directory outside d.
 func (d *Dir) MkdirAll(name string, perm fs.FileMode) error {
 	const op = "mkdirall"
-	rootfd, err := d.begin(op, name, Create)
+	rootfd, err := d.begin(op, name, RightCreate)
 	if err != nil {
 		return err
 	}
@@ -176,7 +176,7 @@ func (d *Dir) mkdirAll(rootfd int, op, name string, perm fs.FileMode, depth int)
 	case err == nil:
 		return nil
 	case errors.Is(err, unix.EEXIST):
-		fi, serr := d.stat(rootfd, op, name)
+		fi, serr := d.stat(rootfd, op, name, unix.O_PATH)
 		if serr == nil && !fi.IsDir() {
 			return pathErr(op, name, unix.ENOTDIR)
 		}
@@ -199,19 +199,14 @@ func (d *Dir) mkdirAll(rootfd int, op, name string, perm fs.FileMode, depth int)
 }
 
 // Remove removes the named file or empty directory in d; a symbolic link
-// is removed, not followed. It needs Delete.
+// is removed, not followed. It needs RightDelete.
 func (d *Dir) Remove(name string) error {
 	const op = "remove"
-	rootfd, err := d.begin(op, name, Delete)
+	_, p, err := d.beginParent(op, name, RightDelete, nil)
 	if err != nil {
 		return err
 	}
-	defer d.fd.release()
-	p, err := d.parent(rootfd, name, unix.O_PATH)
-	if err != nil {
-		return pathErr(op, name, err)
-	}
-	defer p.close()
+	defer d.endParent(&p)
 	err = ignoringEINTR(func() error { return unix.Unlinkat(p.fd, p.base, 0) })
 	if err == nil {
 		return nil
@@ -229,12 +224,12 @@ func (d *Dir) Remove(name string) error {
 
 // RemoveAll removes name in d and, if it is a directory, everything in it.
 // It returns nil if name does not exist. Symbolic links are removed, never
-// followed, and every lookup stays confined to d. It needs Delete only: the
+// followed, and every lookup stays confined to d. It needs RightDelete only: the
 // directories it lists to empty them are not shown to the caller. name may
 // not end in "." or "..".
 func (d *Dir) RemoveAll(name string) error {
 	const op = "removeall"
-	rootfd, err := d.begin(op, name, Delete)
+	rootfd, err := d.begin(op, name, RightDelete)
 	if err != nil {
 		return err
 	}
@@ -323,22 +318,22 @@ func (d *Dir) removeAllAt(dirfd int, name string, depth int) error {
 
 // Rename renames oldname to newname, both in d, replacing newname if it
 // exists and the kernel allows (rename(2) rules). Neither name's last
-// element is followed if it is a symbolic link. It needs Create and Delete.
+// element is followed if it is a symbolic link. It needs RightCreate and RightDelete.
 func (d *Dir) Rename(oldname, newname string) error {
 	return d.rename("rename", oldname, newname, 0)
 }
 
 func (d *Dir) rename(op, oldname, newname string, flags uint) error {
-	return d.twoNames(op, oldname, newname, Create|Delete, func(from, to parentDir) error {
+	return d.twoNames(op, oldname, newname, RightCreate|RightDelete, func(from, to parentDir) error {
 		return ignoringEINTR(func() error { return unix.Renameat2(from.fd, from.base, to.fd, to.base, flags) })
 	})
 }
 
 // Link makes newname a hard link to the file oldname, both in d. If
 // oldname is a symbolic link, the link is to it, not to its target. It
-// needs Create.
+// needs RightCreate.
 func (d *Dir) Link(oldname, newname string) error {
-	return d.twoNames("link", oldname, newname, Create, func(from, to parentDir) error {
+	return d.twoNames("link", oldname, newname, RightCreate, func(from, to parentDir) error {
 		if !from.plain {
 			// ".", ".." or a path with a trailing slash: a directory, if
 			// anything, and directories cannot be linked.
@@ -352,19 +347,11 @@ func (d *Dir) Link(oldname, newname string) error {
 // both and the rights, opens both parents confined to d, and calls fn with
 // them. Errors name both paths.
 func (d *Dir) twoNames(op, oldname, newname string, need Rights, fn func(from, to parentDir) error) error {
-	rootfd, err := d.begin(op, oldname, need)
+	rootfd, from, err := d.beginParent(op, oldname, need, func() error { return checkPath(newname) })
 	if err != nil {
 		return linkErr(op, oldname, newname, errors.Unwrap(err))
 	}
-	defer d.fd.release()
-	if err := checkPath(newname); err != nil {
-		return linkErr(op, oldname, newname, err)
-	}
-	from, err := d.parent(rootfd, oldname, unix.O_PATH)
-	if err != nil {
-		return linkErr(op, oldname, newname, err)
-	}
-	defer from.close()
+	defer d.endParent(&from)
 	to, err := d.parent(rootfd, newname, unix.O_PATH)
 	if err != nil {
 		return linkErr(op, oldname, newname, err)
@@ -380,22 +367,14 @@ func (d *Dir) twoNames(op, oldname, newname string, need Rights, fn func(from, t
 // stored as given and may point anywhere; it is only a string until a
 // lookup in a Dir follows it, confined: an absolute or climbing target is
 // refused in Beneath mode and taken relative to the Dir in InRoot mode. It
-// needs Create.
+// needs RightCreate.
 func (d *Dir) Symlink(target, newname string) error {
 	const op = "symlink"
-	rootfd, err := d.begin(op, newname, Create)
+	_, p, err := d.beginParent(op, newname, RightCreate, func() error { return checkTarget(target) })
 	if err != nil {
 		return linkErr(op, target, newname, errors.Unwrap(err))
 	}
-	defer d.fd.release()
-	if err := checkTarget(target); err != nil {
-		return linkErr(op, target, newname, err)
-	}
-	p, err := d.parent(rootfd, newname, unix.O_PATH)
-	if err != nil {
-		return linkErr(op, target, newname, err)
-	}
-	defer p.close()
+	defer d.endParent(&p)
 	err = ignoringEINTR(func() error { return unix.Symlinkat(target, p.fd, p.base) })
 	if err != nil {
 		return linkErr(op, target, newname, err)
@@ -407,16 +386,11 @@ func (d *Dir) Symlink(target, newname string) error {
 // Read.
 func (d *Dir) Readlink(name string) (string, error) {
 	const op = "readlink"
-	rootfd, err := d.begin(op, name, Read)
+	rootfd, p, err := d.beginParent(op, name, RightRead, nil)
 	if err != nil {
 		return "", err
 	}
-	defer d.fd.release()
-	p, err := d.parent(rootfd, name, unix.O_PATH)
-	if err != nil {
-		return "", pathErr(op, name, err)
-	}
-	defer p.close()
+	defer d.endParent(&p)
 	fd, base := p.fd, p.base
 	if !p.plain {
 		// Resolve the whole path confined, then read the link the descriptor is on.
@@ -451,15 +425,23 @@ func (d *Dir) Stat(name string) (fs.FileInfo, error) {
 		return nil, err
 	}
 	defer d.fd.release()
-	return d.stat(rootfd, "stat", name)
+	return d.stat(rootfd, "stat", name, unix.O_PATH)
 }
 
-func (d *Dir) stat(rootfd int, op, name string) (*fileInfo, error) {
-	fd, err := openat2(rootfd, name, unix.O_PATH, 0, d.mode)
+// stat returns the FileInfo of name, opened from rootfd with flags:
+// O_PATH, and O_NOFOLLOW for a symbolic link itself.
+func (d *Dir) stat(rootfd int, op, name string, flags int) (*fileInfo, error) {
+	fd, err := openat2(rootfd, name, flags, 0, d.mode)
 	if err != nil {
 		return nil, pathErr(op, name, err)
 	}
 	defer unix.Close(fd)
+	return fstatInfo(fd, op, name)
+}
+
+// fstatInfo returns the FileInfo of the file open on fd, which name (of
+// the operation op) leads to.
+func fstatInfo(fd int, op, name string) (*fileInfo, error) {
 	fi := &fileInfo{name: baseName(name)}
 	if err := unix.Fstat(fd, &fi.st); err != nil {
 		return nil, pathErr(op, name, err)
@@ -479,9 +461,9 @@ func (d *Dir) Lstat(name string) (fs.FileInfo, error) {
 }
 
 func (d *Dir) lstat(rootfd int, op, name string) (*fileInfo, error) {
-	fi := &fileInfo{name: baseName(name)}
 	parent, base, plain := splitPath(name)
 	if parent == "." && plain {
+		fi := &fileInfo{name: baseName(name)}
 		err := ignoringEINTR(func() error {
 			return unix.Fstatat(rootfd, base, &fi.st, unix.AT_SYMLINK_NOFOLLOW)
 		})
@@ -490,33 +472,20 @@ func (d *Dir) lstat(rootfd int, op, name string) (*fileInfo, error) {
 		}
 		return fi, nil
 	}
-	fd, err := openat2(rootfd, name, unix.O_PATH|unix.O_NOFOLLOW, 0, d.mode)
-	if err != nil {
-		return nil, pathErr(op, name, err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Fstat(fd, &fi.st); err != nil {
-		return nil, pathErr(op, name, err)
-	}
-	return fi, nil
+	return d.stat(rootfd, op, name, unix.O_PATH|unix.O_NOFOLLOW)
 }
 
 // Chmod changes the mode of the named file in d to mode's permission and
-// special bits, following symbolic links confined to d. It needs SetAttr.
+// special bits, following symbolic links confined to d. It needs RightSetAttr.
 //
 // It changes the file the confined lookup found, through that descriptor:
 // with fchmodat2(2) (Linux 6.6), or on older kernels through the
 // descriptor's /proc/self/fd entry, which needs /proc.
 func (d *Dir) Chmod(name string, mode fs.FileMode) error {
 	const op = "chmod"
-	rootfd, err := d.begin(op, name, SetAttr)
+	fd, err := d.openIn(op, name, RightSetAttr, unix.O_PATH)
 	if err != nil {
 		return err
-	}
-	defer d.fd.release()
-	fd, err := openat2(rootfd, name, unix.O_PATH, 0, d.mode)
-	if err != nil {
-		return pathErr(op, name, err)
 	}
 	defer unix.Close(fd)
 	m := unixPerm(mode)
@@ -538,17 +507,12 @@ func (d *Dir) Chmod(name string, mode fs.FileMode) error {
 	return nil
 }
 
-// ReadFile returns the contents of the named file in d. It needs Read.
+// ReadFile returns the contents of the named file in d. It needs RightRead.
 func (d *Dir) ReadFile(name string) ([]byte, error) {
 	const op = "readfile"
-	rootfd, err := d.begin(op, name, Read)
+	fd, err := d.openIn(op, name, RightRead, unix.O_RDONLY)
 	if err != nil {
 		return nil, err
-	}
-	defer d.fd.release()
-	fd, err := openat2(rootfd, name, unix.O_RDONLY, 0, d.mode)
-	if err != nil {
-		return nil, pathErr(op, name, err)
 	}
 	defer unix.Close(fd)
 	b, _, err := readAll(fd)
@@ -594,7 +558,7 @@ func readAll(fd int) ([]byte, unix.Stat_t, error) {
 
 // WriteFile writes data to the named file in d, creating it with perm
 // (before the umask) if it does not exist and truncating it if it does. It
-// needs Write, and Create to make a new file. Like os.WriteFile it writes in
+// needs RightWrite, and RightCreate to make a new file. Like os.WriteFile it writes in
 // place: a concurrent reader can see part of the data; see Replace for an
 // atomic write.
 func (d *Dir) WriteFile(name string, data []byte, perm fs.FileMode) error {

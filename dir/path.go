@@ -12,14 +12,10 @@ import (
 // everything else about them (components longer than NAME_MAX, "..", symbolic
 // links) is for the kernel to judge while it resolves them, confined.
 func checkPath(name string) error {
-	switch {
-	case name == "":
-		return ErrEmptyPath
-	case strings.IndexByte(name, 0) >= 0:
-		return ErrNUL
-	case len(name) >= unix.PathMax:
-		return ErrPathTooLong
-	case name[0] == '/':
+	if err := checkTarget(name); err != nil {
+		return err
+	}
+	if name[0] == '/' {
 		return ErrAbsolute
 	}
 	return nil

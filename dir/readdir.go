@@ -150,11 +150,11 @@ func (d *Dir) makeEntries(dirfd int, dirPath string, raw []rawDirent) []fs.DirEn
 }
 
 // ReadDir returns the entries of the directory name in d, sorted by name,
-// without "." and "..". It needs Read. An entry's Info is looked up when
+// without "." and "..". It needs RightRead. An entry's Info is looked up when
 // called, through d (as Lstat), and fails once d is closed.
 func (d *Dir) ReadDir(name string) ([]fs.DirEntry, error) {
 	const op = "readdir"
-	rootfd, err := d.begin(op, name, Read)
+	rootfd, err := d.begin(op, name, RightRead)
 	if err != nil {
 		return nil, err
 	}

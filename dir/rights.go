@@ -19,49 +19,49 @@ import (
 type Rights uint32
 
 const (
-	// Read permits opening regular files for reading (O_RDONLY and the
+	// RightRead permits opening regular files for reading (O_RDONLY and the
 	// read half of O_RDWR), ReadFile, ReadDir, Readlink, Read and
 	// StatVersion.
-	Read Rights = 1 << iota
-	// Write permits opening existing files for writing: O_WRONLY, O_RDWR,
+	RightRead Rights = 1 << iota
+	// RightWrite permits opening existing files for writing: O_WRONLY, O_RDWR,
 	// O_TRUNC and O_APPEND; and replacing a file's contents with Replace
-	// and CompareAndSwap (which also need Create).
-	Write
-	// Create permits making new names: OpenFile with O_CREAT, Create,
+	// and CompareAndSwap (which also need RightCreate).
+	RightWrite
+	// RightCreate permits making new names: OpenFile with O_CREAT, Create,
 	// Mkdir, MkdirAll, Symlink, Link, the new name of Rename and Exchange,
 	// and CreateExclusive. A file that OpenFile makes with
-	// O_CREAT|O_EXCL may be opened for writing with Create alone, since
+	// O_CREAT|O_EXCL may be opened for writing with RightCreate alone, since
 	// writing a file that did not exist changes nothing that did.
-	Create
-	// Delete permits removing names: Remove, RemoveAll, the old name of
+	RightCreate
+	// RightDelete permits removing names: Remove, RemoveAll, the old name of
 	// Rename (and an existing file that Rename or Exchange would replace).
-	Delete
-	// Exec permits OpenExec and OpenFile with O_PATH, which give O_PATH
+	RightDelete
+	// RightExec permits OpenExec and OpenFile with O_PATH, which give O_PATH
 	// descriptors, the handles execveat(2) runs a file through. Without
-	// Exec, a Dir never hands out an O_PATH descriptor. See the package
+	// RightExec, a Dir never hands out an O_PATH descriptor. See the package
 	// documentation for what this does not prevent.
-	Exec
-	// SetAttr permits changing a file's attributes: Chmod.
-	SetAttr
+	RightExec
+	// RightSetAttr permits changing a file's attributes: Chmod.
+	RightSetAttr
 
 	// ReadOnly is the rights of a Dir that can only be read.
-	ReadOnly = Read
+	ReadOnly = RightRead
 	// ReadWrite is every right but Exec.
-	ReadWrite = Read | Write | Create | Delete | SetAttr
+	ReadWrite = RightRead | RightWrite | RightCreate | RightDelete | RightSetAttr
 	// All is every right.
-	All = ReadWrite | Exec
+	All = ReadWrite | RightExec
 )
 
 var rightNames = []struct {
 	r    Rights
 	name string
 }{
-	{Read, "read"},
-	{Write, "write"},
-	{Create, "create"},
-	{Delete, "delete"},
-	{Exec, "exec"},
-	{SetAttr, "setattr"},
+	{RightRead, "read"},
+	{RightWrite, "write"},
+	{RightCreate, "create"},
+	{RightDelete, "delete"},
+	{RightExec, "exec"},
+	{RightSetAttr, "setattr"},
 }
 
 // Has reports whether r includes every right in want.

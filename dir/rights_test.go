@@ -39,7 +39,7 @@ func TestReadOnlyNeverWritable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ro.Close()
-	roExec, err := full.Sub(".", Read|Exec)
+	roExec, err := full.Sub(".", RightRead|RightExec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestReadOnlyNeverWritable(t *testing.T) {
 		}
 	}
 
-	// O_PATH: never from a Dir without Exec.
+	// O_PATH: never from a Dir without RightExec.
 	for _, flag := range []int{unix.O_PATH, unix.O_PATH | unix.O_NOFOLLOW, unix.O_PATH | os.O_RDWR} {
 		if _, err := ro.OpenFile("f", flag, 0); !errors.Is(err, unix.EPERM) {
 			t.Errorf("read-only OpenFile(O_PATH %#x) = %v, want EPERM", flag, err)
@@ -191,13 +191,13 @@ func TestRightsMatrix(t *testing.T) {
 		call func(d *Dir) error
 	}
 	ops := []opCase{
-		{"Open", Read, func(d *Dir) error { f, err := d.Open("f"); f.Close(); return err }},
-		{"ReadFile", Read, func(d *Dir) error { _, err := d.ReadFile("f"); return err }},
-		{"ReadDir", Read, func(d *Dir) error { _, err := d.ReadDir("sub"); return err }},
-		{"Readlink", Read, func(d *Dir) error { _, err := d.Readlink("link"); return err }},
-		{"Read", Read, func(d *Dir) error { _, _, err := d.Read("f"); return err }},
-		{"StatVersion", Read, func(d *Dir) error { _, err := d.StatVersion("f"); return err }},
-		{"FS.Open", Read, func(d *Dir) error {
+		{"Open", RightRead, func(d *Dir) error { f, err := d.Open("f"); f.Close(); return err }},
+		{"ReadFile", RightRead, func(d *Dir) error { _, err := d.ReadFile("f"); return err }},
+		{"ReadDir", RightRead, func(d *Dir) error { _, err := d.ReadDir("sub"); return err }},
+		{"Readlink", RightRead, func(d *Dir) error { _, err := d.Readlink("link"); return err }},
+		{"Read", RightRead, func(d *Dir) error { _, _, err := d.Read("f"); return err }},
+		{"StatVersion", RightRead, func(d *Dir) error { _, err := d.StatVersion("f"); return err }},
+		{"FS.Open", RightRead, func(d *Dir) error {
 			f, err := d.FS().Open("sub")
 			if err == nil {
 				f.Close()
@@ -207,35 +207,35 @@ func TestRightsMatrix(t *testing.T) {
 		{"Stat", 0, func(d *Dir) error { _, err := d.Stat("f"); return err }},
 		{"Lstat", 0, func(d *Dir) error { _, err := d.Lstat("link"); return err }},
 		{"Sub", 0, func(d *Dir) error { s, err := d.Sub("sub", 0); s.Close(); return err }},
-		{"OpenFile O_WRONLY", Write, func(d *Dir) error { f, err := d.OpenFile("f", os.O_WRONLY, 0); f.Close(); return err }},
-		{"OpenFile O_RDWR", Read | Write, func(d *Dir) error { f, err := d.OpenFile("f", os.O_RDWR, 0); f.Close(); return err }},
-		{"OpenFile O_APPEND", Read | Write, func(d *Dir) error { f, err := d.OpenFile("f", os.O_APPEND, 0); f.Close(); return err }},
-		{"WriteFile existing", Write, func(d *Dir) error { return d.WriteFile("f", []byte("w"), 0o644) }},
-		{"WriteFile new", Write | Create, func(d *Dir) error { return d.WriteFile("new", []byte("w"), 0o644) }},
-		{"OpenFile O_CREAT|O_EXCL|O_WRONLY", Create, func(d *Dir) error {
+		{"OpenFile O_WRONLY", RightWrite, func(d *Dir) error { f, err := d.OpenFile("f", os.O_WRONLY, 0); f.Close(); return err }},
+		{"OpenFile O_RDWR", RightRead | RightWrite, func(d *Dir) error { f, err := d.OpenFile("f", os.O_RDWR, 0); f.Close(); return err }},
+		{"OpenFile O_APPEND", RightRead | RightWrite, func(d *Dir) error { f, err := d.OpenFile("f", os.O_APPEND, 0); f.Close(); return err }},
+		{"WriteFile existing", RightWrite, func(d *Dir) error { return d.WriteFile("f", []byte("w"), 0o644) }},
+		{"WriteFile new", RightWrite | RightCreate, func(d *Dir) error { return d.WriteFile("new", []byte("w"), 0o644) }},
+		{"OpenFile O_CREAT|O_EXCL|O_WRONLY", RightCreate, func(d *Dir) error {
 			f, err := d.OpenFile("new", os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 			f.Close()
 			return err
 		}},
-		{"OpenFile O_TMPFILE", Create, func(d *Dir) error {
+		{"OpenFile O_TMPFILE", RightCreate, func(d *Dir) error {
 			f, err := d.OpenFile("sub", unix.O_TMPFILE|os.O_WRONLY, 0o644)
 			f.Close()
 			return err
 		}},
-		{"Create", Read | Write | Create, func(d *Dir) error { f, err := d.Create("new"); f.Close(); return err }},
-		{"OpenExec", Exec, func(d *Dir) error { f, err := d.OpenExec("f"); f.Close(); return err }},
-		{"Mkdir", Create, func(d *Dir) error { return d.Mkdir("m", 0o755) }},
-		{"MkdirAll", Create, func(d *Dir) error { return d.MkdirAll("m/n", 0o755) }},
-		{"Symlink", Create, func(d *Dir) error { return d.Symlink("f", "l2") }},
-		{"Link", Create, func(d *Dir) error { return d.Link("f", "l2") }},
-		{"CreateExclusive", Create, func(d *Dir) error { return d.CreateExclusive("new", []byte("c"), 0o644) }},
-		{"Remove", Delete, func(d *Dir) error { return d.Remove("f") }},
-		{"RemoveAll", Delete, func(d *Dir) error { return d.RemoveAll("sub") }},
-		{"Rename", Create | Delete, func(d *Dir) error { return d.Rename("f", "g") }},
-		{"Exchange", Create | Delete, func(d *Dir) error { return d.Exchange("f", "sub") }},
-		{"Chmod", SetAttr, func(d *Dir) error { return d.Chmod("f", 0o600) }},
-		{"Replace", Write | Create, func(d *Dir) error { return d.Replace("f", []byte("r"), 0o644) }},
-		{"CompareAndSwap", Write | Create, func(d *Dir) error {
+		{"Create", RightRead | RightWrite | RightCreate, func(d *Dir) error { f, err := d.Create("new"); f.Close(); return err }},
+		{"OpenExec", RightExec, func(d *Dir) error { f, err := d.OpenExec("f"); f.Close(); return err }},
+		{"Mkdir", RightCreate, func(d *Dir) error { return d.Mkdir("m", 0o755) }},
+		{"MkdirAll", RightCreate, func(d *Dir) error { return d.MkdirAll("m/n", 0o755) }},
+		{"Symlink", RightCreate, func(d *Dir) error { return d.Symlink("f", "l2") }},
+		{"Link", RightCreate, func(d *Dir) error { return d.Link("f", "l2") }},
+		{"CreateExclusive", RightCreate, func(d *Dir) error { return d.CreateExclusive("new", []byte("c"), 0o644) }},
+		{"Remove", RightDelete, func(d *Dir) error { return d.Remove("f") }},
+		{"RemoveAll", RightDelete, func(d *Dir) error { return d.RemoveAll("sub") }},
+		{"Rename", RightCreate | RightDelete, func(d *Dir) error { return d.Rename("f", "g") }},
+		{"Exchange", RightCreate | RightDelete, func(d *Dir) error { return d.Exchange("f", "sub") }},
+		{"Chmod", RightSetAttr, func(d *Dir) error { return d.Chmod("f", 0o600) }},
+		{"Replace", RightWrite | RightCreate, func(d *Dir) error { return d.Replace("f", []byte("r"), 0o644) }},
+		{"CompareAndSwap", RightWrite | RightCreate, func(d *Dir) error {
 			_, err := d.CompareAndSwap("new", Version{}, []byte("c"))
 			return err
 		}},
@@ -290,21 +290,21 @@ func TestSubNarrows(t *testing.T) {
 	alsoAsNobody(t)
 	root := tempDir(t)
 	writeTree(t, root, map[string]string{"a/b/c/f": "f"})
-	d := mustOpen(t, root, Read|Write|Create)
-	a, err := d.Sub("a", Read|Write)
+	d := mustOpen(t, root, RightRead|RightWrite|RightCreate)
+	a, err := d.Sub("a", RightRead|RightWrite)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if _, err := a.Sub("b", Read|Create); !errors.Is(err, fs.ErrPermission) {
+	if _, err := a.Sub("b", RightRead|RightCreate); !errors.Is(err, fs.ErrPermission) {
 		t.Fatalf("Sub regained Create: %v", err)
 	}
-	b, err := a.Sub("b", Read)
+	b, err := a.Sub("b", RightRead)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if _, err := b.Sub("c", Read|Write); !errors.Is(err, fs.ErrPermission) {
+	if _, err := b.Sub("c", RightRead|RightWrite); !errors.Is(err, fs.ErrPermission) {
 		t.Fatalf("Sub regained Write: %v", err)
 	}
 	// A Sub is confined to its own directory.
@@ -330,13 +330,13 @@ func TestSubNarrows(t *testing.T) {
 }
 
 func TestParseRights(t *testing.T) {
-	for _, r := range []Rights{0, Read, ReadOnly, ReadWrite, All, Read | Exec, Write | SetAttr} {
+	for _, r := range []Rights{0, RightRead, ReadOnly, ReadWrite, All, RightRead | RightExec, RightWrite | RightSetAttr} {
 		got, err := ParseRights(r.String())
 		if err != nil || got != r {
 			t.Errorf("ParseRights(%q) = %v, %v; want %v", r.String(), got, err, r)
 		}
 	}
-	for s, want := range map[string]Rights{"ro": ReadOnly, "rw": ReadWrite, "all": All, "read,exec": Read | Exec, " read | write ": Read | Write, "": 0} {
+	for s, want := range map[string]Rights{"ro": ReadOnly, "rw": ReadWrite, "all": All, "read,exec": RightRead | RightExec, " read | write ": RightRead | RightWrite, "": 0} {
 		if got, err := ParseRights(s); err != nil || got != want {
 			t.Errorf("ParseRights(%q) = %v, %v; want %v", s, got, err, want)
 		}

@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -35,8 +36,9 @@ import (
 // child, whose exit status the kernel does not report to the caller.
 var ErrNotChild = errors.New("pidfd: exit status unavailable: process is not a child of the caller (needs Linux 6.15 PIDFD_INFO_EXIT)")
 
-// ErrClosed is returned by the methods of a closed Process.
-var ErrClosed = errors.New("pidfd: process handle is closed")
+// errClosed is what the methods of a closed Process return:
+// errors.Is(err, fs.ErrClosed) holds.
+var errClosed = fmt.Errorf("pidfd: process: %w", fs.ErrClosed)
 
 // A Process is a running or exited process held by a pidfd. Its methods are
 // safe for concurrent use.
@@ -140,11 +142,11 @@ func (p *Process) Pid() int { return p.pid }
 func (p *Process) control(fn func(fd int) error) error {
 	rc, err := p.f.SyscallConn()
 	if err != nil {
-		return ErrClosed
+		return errClosed
 	}
 	var ferr error
 	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
-		return ErrClosed
+		return errClosed
 	}
 	return ferr
 }
@@ -183,7 +185,7 @@ func (p *Process) Wait(ctx context.Context) (*State, error) {
 	}
 	rc, err := p.f.SyscallConn()
 	if err != nil {
-		return nil, ErrClosed
+		return nil, errClosed
 	}
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() { p.f.SetReadDeadline(time.Now()) })

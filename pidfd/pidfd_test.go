@@ -3,6 +3,7 @@ package pidfd_test
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strconv"
@@ -87,7 +88,7 @@ func TestCloseKills(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if err := p.Signal(syscall.SIGTERM); !errors.Is(err, pidfd.ErrClosed) {
+	if err := p.Signal(syscall.SIGTERM); !errors.Is(err, fs.ErrClosed) {
 		t.Errorf("Signal after Close: %v", err)
 	}
 	if _, err := p.Wait(context.Background()); err == nil {

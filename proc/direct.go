@@ -58,7 +58,7 @@ func (h *Handle) Exit(ctx context.Context, code int) error {
 	_, err := h.run1(ctx, &b, b.Exit(code))
 	if err == nil {
 		h.mu.Lock()
-		h.state = ErrClosed
+		h.state = errClosed
 		h.mu.Unlock()
 	}
 	return err

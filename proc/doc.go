@@ -72,7 +72,7 @@
 // # States
 //
 // A Handle is live until Exec succeeds (then its calls return ErrExeced and
-// the returned Process is the caller's), Close is called (ErrClosed), or
+// the returned Process is the caller's), Close is called (fs.ErrClosed), or
 // the child dies (ErrDead). A failed Exec leaves the handle live, with the
 // calls made before it in effect. Close kills and reaps a child that has not
 // exec'd.

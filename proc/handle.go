@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sync"
 	"syscall"
@@ -13,10 +14,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// errClosed is what a Handle returns once Close was called on it:
+// errors.Is(err, fs.ErrClosed) holds.
+var errClosed = fmt.Errorf("proc: handle: %w", fs.ErrClosed)
+
 // Errors a Handle returns once it can no longer serve calls.
 var (
-	// ErrClosed: Close was called on the handle.
-	ErrClosed = errors.New("proc: handle is closed")
 	// ErrExeced: the child has been replaced by Exec; use its Process.
 	ErrExeced = errors.New("proc: child has exec'd")
 	// ErrDead: the child died or stopped answering; errors.Is matches the
@@ -119,7 +122,7 @@ func (h *Handle) Close() error {
 	if h.state == ErrExeced {
 		return nil
 	}
-	h.state = ErrClosed
+	h.state = errClosed
 	var err error
 	if h.proc != nil {
 		err = h.proc.Close()
@@ -472,7 +475,7 @@ func closeAll(fs []*os.File) {
 // EOF and marks the handle exec'd.
 func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, outLen int, noReply bool) (ndone int, errno syscall.Errno, results [][2]uint64, out []byte, files []*os.File, err error) {
 	if h.sock < 0 {
-		return 0, 0, nil, nil, nil, ErrClosed
+		return 0, 0, nil, nil, nil, errClosed
 	}
 	if cap(req) > cap(h.req) {
 		h.req = req[:0] // keep the grown buffer for the next request

@@ -588,7 +588,7 @@ func TestClosedAndDead(t *testing.T) {
 	ctx := context.Background()
 	h := fork(t, nil)
 	h.Close()
-	if _, err := h.Getpid(ctx); !errors.Is(err, ErrClosed) {
+	if _, err := h.Getpid(ctx); !errors.Is(err, fs.ErrClosed) {
 		t.Errorf("call on closed handle: %v", err)
 	}
 	if err := h.Close(); err != nil {

@@ -204,14 +204,14 @@ func (s *directory) serve(ctx context.Context, call *Call) (any, error) {
 			return nil, err
 		}
 		// The kernel enforces only read-only (and noexec) on the mount, not
-		// the finer rights: exporting needs Read, and the mount is
+		// the finer rights: exporting needs RightRead, and the mount is
 		// writable only for an object that may do every kind of write.
 		rights := d.Rights()
-		if !rights.Has(dir.Read) {
+		if !rights.Has(dir.RightRead) {
 			return nil, &Error{Code: CodeDenied, Errno: syscall.EPERM, Text: fmt.Sprintf("export %s: needs read (the object has %v)", path, rights)}
 		}
-		if !rights.Has(dir.Write | dir.Create | dir.Delete | dir.SetAttr) {
-			rights &^= dir.Write | dir.Create | dir.Delete | dir.SetAttr
+		if !rights.Has(dir.RightWrite | dir.RightCreate | dir.RightDelete | dir.RightSetAttr) {
+			rights &^= dir.RightWrite | dir.RightCreate | dir.RightDelete | dir.RightSetAttr
 		}
 		sub, err := d.Sub(path, rights)
 		if err != nil {

@@ -288,7 +288,7 @@ func TestDirectoryReviewed(t *testing.T) {
 
 	// export gives no more than the object's rights: it needs Read, and
 	// the mount is writable only with every write right.
-	wo, err := d.Sub(ctx, ".", dir.Write|dir.Create)
+	wo, err := d.Sub(ctx, ".", dir.RightWrite|dir.RightCreate)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +299,7 @@ func TestDirectoryReviewed(t *testing.T) {
 		}
 		t.Errorf("export by a write-only object = %v", err)
 	}
-	rw, err := d.Sub(ctx, ".", dir.Read|dir.Write)
+	rw, err := d.Sub(ctx, ".", dir.RightRead|dir.RightWrite)
 	if err != nil {
 		t.Fatal(err)
 	}

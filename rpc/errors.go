@@ -53,6 +53,7 @@ var codeNames = map[Code]string{
 	CodeInvalid:       "invalid argument",
 }
 
+// String returns the code's name ("closed").
 func (c Code) String() string {
 	if s, ok := codeNames[c]; ok {
 		return s
@@ -60,11 +61,21 @@ func (c Code) String() string {
 	return fmt.Sprintf("code %d", uint16(c))
 }
 
+// Error makes a Code an error, so that a code is its own sentinel for
+// errors.Is (see ErrClosed and the others): a constant, which no importer
+// can change.
+func (c Code) Error() string { return "rpc: " + c.String() }
+
+// Is reports whether CodeClosed is matched by fs.ErrClosed, the one name
+// of "closed" across caplin's packages.
+func (c Code) Is(target error) bool { return c == CodeClosed && target == fs.ErrClosed }
+
 // Error is a failure that crossed the wire: the error a call returns when
 // the other side answered with one, or when the message broke a rule.
-// errors.Is(err, ErrRevoked) and the like compare codes, and
+// errors.Is(err, ErrRevoked) and the like compare codes,
 // errors.Is(err, syscall.ENOENT) (or fs.ErrNotExist) holds when the
-// server's failure carried that errno.
+// server's failure carried that errno, and errors.Is(err, fs.ErrClosed)
+// holds for CodeClosed.
 type Error struct {
 	Code   Code
 	Errno  syscall.Errno // 0 if none
@@ -126,26 +137,31 @@ func (e *Error) Unwrap() error {
 	return nil
 }
 
-// Is reports whether target is an *Error of the same code (with no errno,
-// or the same one).
+// Is reports whether target is e's Code (a sentinel such as ErrClosed),
+// an *Error of the same code (with no errno, or the same one), or
+// fs.ErrClosed for CodeClosed.
 func (e *Error) Is(target error) bool {
-	t, ok := target.(*Error)
-	if !ok {
-		return false
+	switch t := target.(type) {
+	case Code:
+		return t == e.Code
+	case *Error:
+		return t.Code == e.Code && (t.Errno == 0 || t.Errno == e.Errno)
 	}
-	return t.Code == e.Code && (t.Errno == 0 || t.Errno == e.Errno)
+	return e.Code.Is(target)
 }
 
-// Sentinels for errors.Is.
-var (
-	ErrUnknownMethod = &Error{Code: CodeUnknownMethod}
-	ErrBadMessage    = &Error{Code: CodeBadMessage}
-	ErrTooBig        = &Error{Code: CodeTooBig}
-	ErrTooManyFDs    = &Error{Code: CodeTooManyFDs}
-	ErrRevoked       = &Error{Code: CodeRevoked}
-	ErrClosed        = &Error{Code: CodeClosed}
-	ErrDenied        = &Error{Code: CodeDenied}
-	ErrInvalid       = &Error{Code: CodeInvalid}
+// Sentinels for errors.Is: each is its Code, a constant. ErrClosed also
+// matches fs.ErrClosed, and errors.Is(err, fs.ErrClosed) holds for every
+// closed object.
+const (
+	ErrUnknownMethod = CodeUnknownMethod
+	ErrBadMessage    = CodeBadMessage
+	ErrTooBig        = CodeTooBig
+	ErrTooManyFDs    = CodeTooManyFDs
+	ErrRevoked       = CodeRevoked
+	ErrClosed        = CodeClosed
+	ErrDenied        = CodeDenied
+	ErrInvalid       = CodeInvalid
 )
 
 // Errorf returns an *Error of code with a formatted text, for handlers

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net"
@@ -260,6 +261,39 @@ func TestConcurrent(t *testing.T) {
 	wg.Wait()
 }
 
+// TestSentinels: the sentinels are codes (constants no importer can
+// change), an *Error matches the sentinel of its code and no other, and
+// every closed error matches fs.ErrClosed.
+func TestSentinels(t *testing.T) {
+	for _, code := range []Code{ErrUnknownMethod, ErrBadMessage, ErrTooBig, ErrTooManyFDs, ErrRevoked, ErrClosed, ErrDenied, ErrInvalid} {
+		e := error(&Error{Code: code, Text: "x", Method: "m"})
+		if !errors.Is(e, code) || !errors.Is(fmt.Errorf("wrapped: %w", e), code) {
+			t.Errorf("%v does not match its sentinel %v", e, code)
+		}
+		if errors.Is(e, CodeFailed) {
+			t.Errorf("%v matches CodeFailed", e)
+		}
+		if got, want := errors.Is(e, fs.ErrClosed), code == CodeClosed; got != want {
+			t.Errorf("errors.Is(%v (code %d), fs.ErrClosed) = %v", e, code, got)
+		}
+	}
+	if !errors.Is(ErrClosed, fs.ErrClosed) || errors.Is(ErrDenied, fs.ErrClosed) {
+		t.Error("the sentinels and fs.ErrClosed disagree")
+	}
+	if got := ErrDenied.Error(); got != "rpc: denied" {
+		t.Errorf("ErrDenied.Error() = %q", got)
+	}
+	// A closed client's calls and Err match fs.ErrClosed.
+	c, _ := pair(t, testHandler(t))
+	c.Close()
+	if err := c.Call(context.Background(), "echo", echoArgs{}, nil); !errors.Is(err, fs.ErrClosed) || !errors.Is(err, ErrClosed) {
+		t.Errorf("call on a closed client: %v, want fs.ErrClosed", err)
+	}
+	if err := c.Err(); !errors.Is(err, fs.ErrClosed) {
+		t.Errorf("Err of a closed client: %v, want fs.ErrClosed", err)
+	}
+}
+
 func TestServerGone(t *testing.T) {
 	c, srv := pair(t, testHandler(t))
 	done := make(chan error, 1)
@@ -274,7 +308,7 @@ func TestServerGone(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("call in flight did not fail when the server shut down")
 	}
-	if err := c.Call(context.Background(), "echo", echoArgs{}, nil); !errors.Is(err, ErrClosed) {
+	if err := c.Call(context.Background(), "echo", echoArgs{}, nil); !errors.Is(err, ErrClosed) || !errors.Is(err, fs.ErrClosed) {
 		t.Fatalf("call after shutdown: %v", err)
 	}
 }

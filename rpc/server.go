@@ -657,7 +657,7 @@ func (sc *serverConn) read() (job, bool) {
 		if err != nil {
 			var re *recvError
 			if errors.As(err, &re) {
-				sc.s.logger().Debug("rpc: bad message", "err", re.err.Text, "code", re.err.Code)
+				sc.s.logger().Debug("rpc: bad message", "err", re.err.Text, "code", re.err.Code.String())
 				if re.kind == kindCall && re.id != 0 {
 					sc.reply(re.id, nil, re.err)
 				}

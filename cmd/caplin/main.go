@@ -140,28 +140,25 @@ func cmdHelp(args []string) int {
 		fmt.Fprintln(os.Stderr, "usage: caplin help [COMMAND]")
 		return exitUsage
 	}
-	switch args[0] {
-	case "run":
-		fmt.Fprint(os.Stdout, runHelp)
-	case "bwrap":
-		fmt.Fprint(os.Stdout, bwrapHelp)
-	case "doctor":
-		fmt.Fprint(os.Stdout, doctorHelp)
-	case "dir":
-		fmt.Fprint(os.Stdout, dirHelp)
-	case "serve":
-		fmt.Fprint(os.Stdout, serveHelp)
-	case "call":
-		fmt.Fprint(os.Stdout, callHelp)
-	case "version":
-		fmt.Fprint(os.Stdout, versionHelp)
-	case "help":
-		fmt.Fprint(os.Stdout, usageText)
-	default:
+	text, ok := helpTexts[args[0]]
+	if !ok {
 		fmt.Fprintf(os.Stderr, "caplin help: unknown command %q\n", args[0])
 		return exitUsage
 	}
+	fmt.Fprint(os.Stdout, text)
 	return exitOK
+}
+
+// helpTexts are what "caplin help COMMAND" prints, by command.
+var helpTexts = map[string]string{
+	"run":     runHelp,
+	"bwrap":   bwrapHelp,
+	"doctor":  doctorHelp,
+	"dir":     dirHelp,
+	"serve":   serveHelp,
+	"call":    callHelp,
+	"version": versionHelp,
+	"help":    usageText,
 }
 
 // newFlags returns an empty flag set for a command. Its errors go to

@@ -14,22 +14,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// BindMode says how Namespace.Bind adds a Dir at a prefix that already has
+// BindMode says how MountTable.Bind adds a Dir at a prefix that already has
 // some.
 type BindMode uint8
 
 const (
-	// Replace makes the Dir the only one at the prefix.
-	Replace BindMode = iota
-	// Before puts the Dir first in the prefix's union: its names hide the
+	// BindReplace makes the Dir the only one at the prefix.
+	BindReplace BindMode = iota
+	// BindBefore puts the Dir first in the prefix's union: its names hide the
 	// others'.
-	Before
-	// After puts the Dir last in the prefix's union: the others' names hide
+	BindBefore
+	// BindAfter puts the Dir last in the prefix's union: the others' names hide
 	// its.
-	After
+	BindAfter
 )
 
-// A Namespace is a mount table kept in user space, per process (nothing is
+// A MountTable is a table of mounts kept in user space, per process (nothing is
 // mounted in the kernel): path prefixes bound to Dirs, as in Plan 9.
 //
 // A name is resolved by its longest bound prefix: with "." (the top) bound
@@ -44,23 +44,23 @@ const (
 // the Dir above it lacks it.
 //
 // Names are io/fs names (fs.ValidPath: unrooted, slash-separated, "." for
-// the top); Namespace implements fs.FS, fs.ReadFileFS, fs.ReadDirFS and
+// the top); MountTable implements fs.FS, fs.ReadFileFS, fs.ReadDirFS and
 // fs.StatFS. Lookups in a Dir are that Dir's: confined to it and subject
 // to its rights. A symbolic link in a Dir resolves within that Dir and
 // never leads into another bound Dir.
 //
-// The zero Namespace is empty and ready to use. A Namespace is safe for
+// The zero MountTable is empty and ready to use. A MountTable is safe for
 // concurrent use. It does not own its Dirs: closing them is the caller's
 // business, and a closed Dir fails its lookups with fs.ErrClosed.
-type Namespace struct {
+type MountTable struct {
 	mu     sync.RWMutex
 	mounts map[string][]*Dir
 }
 
 var (
-	_ fs.ReadFileFS = (*Namespace)(nil)
-	_ fs.ReadDirFS  = (*Namespace)(nil)
-	_ fs.StatFS     = (*Namespace)(nil)
+	_ fs.ReadFileFS = (*MountTable)(nil)
+	_ fs.ReadDirFS  = (*MountTable)(nil)
+	_ fs.StatFS     = (*MountTable)(nil)
 )
 
 // cleanPrefix turns a Bind prefix into an io/fs name: a leading "/" and
@@ -76,12 +76,12 @@ func cleanPrefix(prefix string) (string, bool) {
 // Bind binds d at prefix, which is an io/fs name ("." or "/" for the top;
 // a leading "/" is allowed), replacing the Dirs there or joining their
 // union, as mode says. The prefix need not exist in any Dir.
-func (ns *Namespace) Bind(prefix string, d *Dir, mode BindMode) error {
+func (ns *MountTable) Bind(prefix string, d *Dir, mode BindMode) error {
 	p, ok := cleanPrefix(prefix)
 	if !ok {
 		return pathErr("bind", prefix, fs.ErrInvalid)
 	}
-	if d == nil || mode > After {
+	if d == nil || mode > BindAfter {
 		return pathErr("bind", prefix, fs.ErrInvalid)
 	}
 	ns.mu.Lock()
@@ -91,11 +91,11 @@ func (ns *Namespace) Bind(prefix string, d *Dir, mode BindMode) error {
 	}
 	u := ns.mounts[p]
 	switch mode {
-	case Replace:
+	case BindReplace:
 		u = []*Dir{d}
-	case Before:
+	case BindBefore:
 		u = append([]*Dir{d}, u...)
-	case After:
+	case BindAfter:
 		u = append(slices.Clip(u), d)
 	}
 	ns.mounts[p] = u
@@ -104,7 +104,7 @@ func (ns *Namespace) Bind(prefix string, d *Dir, mode BindMode) error {
 
 // Unbind removes d from the union at prefix, or every Dir there if d is
 // nil. It fails with fs.ErrNotExist if d is not bound there.
-func (ns *Namespace) Unbind(prefix string, d *Dir) error {
+func (ns *MountTable) Unbind(prefix string, d *Dir) error {
 	p, ok := cleanPrefix(prefix)
 	if !ok {
 		return pathErr("unbind", prefix, fs.ErrInvalid)
@@ -135,7 +135,7 @@ func (ns *Namespace) Unbind(prefix string, d *Dir) error {
 // lookup returns the union of the longest prefix bound above name (or at
 // it) and name's path relative to it, and the next elements of the
 // prefixes bound below name.
-func (ns *Namespace) lookup(name string) (union []*Dir, rest string, below []string) {
+func (ns *MountTable) lookup(name string) (union []*Dir, rest string, below []string) {
 	ns.mu.RLock()
 	defer ns.mu.RUnlock()
 	for p := name; ; p = path.Dir(p) {
@@ -178,7 +178,7 @@ func (ns *Namespace) lookup(name string) (union []*Dir, rest string, below []str
 	return union, rest, below
 }
 
-// renamed rewrites a member Dir's error to name the Namespace path.
+// renamed rewrites a member Dir's error to name the MountTable path.
 func renamed(err error, name string) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
@@ -190,10 +190,10 @@ func renamed(err error, name string) error {
 // Resolve returns the Dir of the union that name resolves in that has the
 // name (by Lstat), and name's path in it. For a name no Dir has, it returns
 // the first Dir of the union, where a new file would be made. Use it for
-// the operations Namespace does not have (Mkdir, Remove, Replace, ...). It
+// the operations MountTable does not have (Mkdir, Remove, Replace, ...). It
 // fails with fs.ErrNotExist if no prefix is bound above name, and for the
 // directories on the way to a prefix that no Dir has.
-func (ns *Namespace) Resolve(name string) (*Dir, string, error) {
+func (ns *MountTable) Resolve(name string) (*Dir, string, error) {
 	if !fs.ValidPath(name) {
 		return nil, "", pathErr("resolve", name, fs.ErrInvalid)
 	}
@@ -215,7 +215,7 @@ func (ns *Namespace) Resolve(name string) (*Dir, string, error) {
 // in the first Dir of the union that has the name (by Lstat), subject to
 // that Dir's rights; a file that none has is created, if flag has
 // O_CREATE, in the first Dir whose rights include Create.
-func (ns *Namespace) OpenFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
+func (ns *MountTable) OpenFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
 	if !fs.ValidPath(name) {
 		return nil, pathErr("open", name, fs.ErrInvalid)
 	}
@@ -232,7 +232,7 @@ func (ns *Namespace) OpenFile(name string, flag int, perm fs.FileMode) (*os.File
 	}
 	if flag&unix.O_CREAT != 0 {
 		for _, d := range union {
-			if d.rights.Has(Create) {
+			if d.rights.Has(RightCreate) {
 				f, err := d.OpenFile(rest, flag, perm)
 				return f, renamed(err, name)
 			}
@@ -244,7 +244,7 @@ func (ns *Namespace) OpenFile(name string, flag int, perm fs.FileMode) (*os.File
 // Open opens the named file for reading: an *os.File from the first Dir of
 // the union that has it, or for a directory, a file that lists the merged
 // directory.
-func (ns *Namespace) Open(name string) (fs.File, error) {
+func (ns *MountTable) Open(name string) (fs.File, error) {
 	const op = "open"
 	if !fs.ValidPath(name) {
 		return nil, pathErr(op, name, fs.ErrInvalid)
@@ -274,7 +274,7 @@ func (ns *Namespace) Open(name string) (fs.File, error) {
 	return nil, pathErr(op, name, fs.ErrNotExist)
 }
 
-func (ns *Namespace) openDir(name string, fi fs.FileInfo) (fs.File, error) {
+func (ns *MountTable) openDir(name string, fi fs.FileInfo) (fs.File, error) {
 	ents, err := ns.ReadDir(name)
 	if err != nil {
 		return nil, err
@@ -284,7 +284,7 @@ func (ns *Namespace) openDir(name string, fi fs.FileInfo) (fs.File, error) {
 
 // Stat returns the FileInfo of the named file, from the first Dir of the
 // union that has it, following symbolic links.
-func (ns *Namespace) Stat(name string) (fs.FileInfo, error) {
+func (ns *MountTable) Stat(name string) (fs.FileInfo, error) {
 	const op = "stat"
 	if !fs.ValidPath(name) {
 		return nil, pathErr(op, name, fs.ErrInvalid)
@@ -308,7 +308,7 @@ func (ns *Namespace) Stat(name string) (fs.FileInfo, error) {
 
 // ReadFile returns the contents of the named file, from the first Dir of
 // the union that has it.
-func (ns *Namespace) ReadFile(name string) ([]byte, error) {
+func (ns *MountTable) ReadFile(name string) ([]byte, error) {
 	const op = "readfile"
 	if !fs.ValidPath(name) {
 		return nil, pathErr(op, name, fs.ErrInvalid)
@@ -332,7 +332,7 @@ func (ns *Namespace) ReadFile(name string) ([]byte, error) {
 // union that has the directory, the first of each name winning. If the
 // first Dir that has the name has a file there, ReadDir fails with
 // ENOTDIR.
-func (ns *Namespace) ReadDir(name string) ([]fs.DirEntry, error) {
+func (ns *MountTable) ReadDir(name string) ([]fs.DirEntry, error) {
 	const op = "readdir"
 	if !fs.ValidPath(name) {
 		return nil, pathErr(op, name, fs.ErrInvalid)
@@ -373,7 +373,7 @@ func (ns *Namespace) ReadDir(name string) ([]fs.DirEntry, error) {
 
 // mountEntry is the directory entry of a bound prefix in its parent.
 type mountEntry struct {
-	ns   *Namespace
+	ns   *MountTable
 	name string
 	path string
 }
@@ -384,7 +384,7 @@ func (e *mountEntry) Type() fs.FileMode          { return fs.ModeDir }
 func (e *mountEntry) Info() (fs.FileInfo, error) { return e.ns.Stat(e.path) }
 func (e *mountEntry) String() string             { return fs.FormatDirEntry(e) }
 
-// renamedInfo is a member Dir's FileInfo under its Namespace name.
+// renamedInfo is a member Dir's FileInfo under its MountTable name.
 type renamedInfo struct {
 	fs.FileInfo
 	name string
@@ -405,7 +405,7 @@ func (fi synthInfo) IsDir() bool        { return true }
 func (fi synthInfo) Sys() any           { return nil }
 func (fi synthInfo) String() string     { return fs.FormatFileInfo(fi) }
 
-// nsDir is an open directory of a Namespace: its merged entries, read when
+// nsDir is an open directory of a MountTable: its merged entries, read when
 // it was opened.
 type nsDir struct {
 	name   string

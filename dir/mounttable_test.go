@@ -16,7 +16,7 @@ import (
 //	.               top: a.txt, lib/hidden (hidden by the binding at lib), etc/
 //	lib             two: both (="two"), only2; then, After, three: both (="three"), only3, sub/x
 //	mnt/deep/point  four: p.txt
-func nsFixture(t *testing.T) (*Namespace, map[string]*Dir) {
+func nsFixture(t *testing.T) (*MountTable, map[string]*Dir) {
 	t.Helper()
 	base := tempDir(t)
 	writeTree(t, base, map[string]string{
@@ -38,17 +38,17 @@ func nsFixture(t *testing.T) (*Namespace, map[string]*Dir) {
 	for _, n := range []string{"top", "two", "three", "four"} {
 		ds[n] = mustOpen(t, filepath.Join(base, n))
 	}
-	var ns Namespace
+	var ns MountTable
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	must(ns.Bind("/", ds["top"], Replace))
-	must(ns.Bind("lib", ds["three"], Replace))
-	must(ns.Bind("lib", ds["two"], Before))
-	must(ns.Bind("/mnt/deep/point/", ds["four"], After))
+	must(ns.Bind("/", ds["top"], BindReplace))
+	must(ns.Bind("lib", ds["three"], BindReplace))
+	must(ns.Bind("lib", ds["two"], BindBefore))
+	must(ns.Bind("/mnt/deep/point/", ds["four"], BindAfter))
 	return &ns, ds
 }
 
@@ -120,7 +120,7 @@ func TestNamespace(t *testing.T) {
 			t.Errorf("Open(%q) = %v, want fs.ErrInvalid", name, err)
 		}
 	}
-	// Errors name the Namespace path.
+	// Errors name the MountTable path.
 	_, err := ns.ReadFile("lib/sub")
 	var pe *fs.PathError
 	if !errors.As(err, &pe) || pe.Path != "lib/sub" {
@@ -161,15 +161,15 @@ func TestNamespace(t *testing.T) {
 	if b, _ := ns.ReadFile("lib/hidden"); string(b) != "should not show" {
 		t.Errorf("after unbinding lib, lib/hidden = %q", b)
 	}
-	if err := ns.Bind("bad/../x", ds["two"], Replace); !errors.Is(err, fs.ErrInvalid) {
+	if err := ns.Bind("bad/../x", ds["two"], BindReplace); !errors.Is(err, fs.ErrInvalid) {
 		t.Errorf("Bind(bad/../x) = %v", err)
 	}
-	if err := ns.Bind("x", nil, Replace); !errors.Is(err, fs.ErrInvalid) {
+	if err := ns.Bind("x", nil, BindReplace); !errors.Is(err, fs.ErrInvalid) {
 		t.Errorf("Bind(nil) = %v", err)
 	}
 }
 
-// TestNamespaceFSTest runs testing/fstest on a Namespace with unions,
+// TestNamespaceFSTest runs testing/fstest on a MountTable with unions,
 // deep bindings and directories that exist only on the way to them.
 func TestNamespaceFSTest(t *testing.T) {
 	alsoAsNobody(t)
@@ -177,22 +177,22 @@ func TestNamespaceFSTest(t *testing.T) {
 	if err := fstest.TestFS(ns, "a.txt", "etc/conf", "lib/both", "lib/only2", "lib/only3", "lib/sub/x", "lib/sub/y", "mnt/deep/point/p.txt", "mnt/deep/point/link", "mnt/deep/point/dir/inside"); err != nil {
 		t.Fatal(err)
 	}
-	var empty Namespace
+	var empty MountTable
 	if _, err := empty.Open("."); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("empty Namespace Open(.) = %v", err)
+		t.Fatalf("empty MountTable Open(.) = %v", err)
 	}
 }
 
-// TestNamespaceRights: a Namespace applies each Dir's rights.
+// TestNamespaceRights: a MountTable applies each Dir's rights.
 func TestNamespaceRights(t *testing.T) {
 	alsoAsNobody(t)
 	base := tempDir(t)
 	writeTree(t, base, map[string]string{"ro/f": "ro", "rw/g": "rw"})
 	ro := mustOpen(t, filepath.Join(base, "ro"), ReadOnly)
 	rw := mustOpen(t, filepath.Join(base, "rw"))
-	var ns Namespace
-	ns.Bind("u", ro, Replace)
-	ns.Bind("u", rw, After)
+	var ns MountTable
+	ns.Bind("u", ro, BindReplace)
+	ns.Bind("u", rw, BindAfter)
 	if _, err := ns.OpenFile("u/f", os.O_RDWR, 0); !errors.Is(err, fs.ErrPermission) {
 		t.Errorf("OpenFile(u/f, O_RDWR) = %v, want EPERM", err)
 	}
@@ -219,7 +219,7 @@ func TestNamespaceConcurrent(t *testing.T) {
 				return
 			default:
 			}
-			ns.Bind("extra", ds["four"], After)
+			ns.Bind("extra", ds["four"], BindAfter)
 			ns.Unbind("extra", nil)
 		}
 	})
