@@ -155,6 +155,7 @@ type fdIdentity struct {
 // kernel will not: the files Landlock rules name are looked at again,
 // and a file system changing in between can make the two differ.
 func Expect(spec *Spec) (*Expectation, error) {
+	spec = spec.Clone() // ours from here on: see Spec on ownership
 	e := &Expectation{spec: spec, fds: map[int]fdIdentity{}, uid: os.Geteuid(), gid: os.Getegid(), seccompBase: -1}
 	for n, f := range spec.Files {
 		var id fdIdentity

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -68,9 +69,7 @@ type Template struct {
 // SharePID, which would let them see, and on older kernels signal, each
 // other's processes, and LandlockOnly, which has no namespaces to keep.
 func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
-	if spec == nil {
-		spec = &Spec{}
-	}
+		spec = spec.Clone() // ours from here on: see Spec on ownership
 	if err := checkSpec(spec); err != nil {
 		return nil, err
 	}
@@ -207,8 +206,8 @@ func (t *Template) Build(ctx context.Context, files map[int]*os.File, env []stri
 		return nil, err
 	}
 	if env != nil {
-		s := *t.spec
-		s.Env = env
+		s := *t.spec // the template's copy, which nothing changes
+		s.Env = slices.Clone(env)
 		sb.spec = &s
 	}
 	if sb.pending {
