@@ -282,7 +282,7 @@ func checkSpec(spec *Spec) error {
 // the caller's file system behind (detached, so nothing else of it is
 // reachable, through ".." or otherwise).
 func Build(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
-		spec = spec.Clone() // ours from here on: see Spec on ownership
+	spec = spec.Clone() // ours from here on: see Spec on ownership
 	if err := checkSpec(spec); err != nil {
 		return nil, err
 	}

@@ -69,7 +69,7 @@ type Template struct {
 // SharePID, which would let them see, and on older kernels signal, each
 // other's processes, and LandlockOnly, which has no namespaces to keep.
 func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
-		spec = spec.Clone() // ours from here on: see Spec on ownership
+	spec = spec.Clone() // ours from here on: see Spec on ownership
 	if err := checkSpec(spec); err != nil {
 		return nil, err
 	}

@@ -121,8 +121,9 @@ const (
 
 // New returns a Handler that serves a Launcher object building products
 // from a copy of spec (Spec.Clone), so the caller may change spec once New
-// returns (call New for each object: each has its own products). spec.Files are given to every product, and
-// must leave fds 0, 1 and 2 to the Launcher.
+// returns (call New for each object: each has its own products).
+// spec.Files are given to every product, and must leave fds 0, 1 and 2 to
+// the Launcher.
 func New(spec *sandbox.Spec, opts Options) (rpc.Handler, error) {
 	if spec == nil {
 		return nil, errors.New("launcher: no spec")
