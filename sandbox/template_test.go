@@ -269,3 +269,44 @@ func TestTemplateSpawnKeepsOwnFilter(t *testing.T) {
 		t.Errorf("a program whose spec denies chmod:\n%s", out)
 	}
 }
+
+// TestTemplateSpawnSetup: everything a program's setup does when Exec
+// spawns it from a template's init (fds, session, rlimits, capabilities
+// kept as ambient ones for a uid other than 0, no_new_privs, a seccomp
+// filter of the spec's own) is on the list of what a spawn's setup may
+// do, and takes effect.
+func TestTemplateSpawnSetup(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	ctx := context.Background()
+	spec := baseSpec()
+	spec.UID, spec.GID = 1000, 1000
+	spec.Caps = []int{unix.CAP_NET_BIND_SERVICE}
+	spec.Limits.NoFile = 64
+	spec.Seccomp.Deny = []string{"chmod"}
+	tmpl, err := NewTemplate(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmpl.Close()
+	r, w, _ := os.Pipe()
+	sb, err := tmpl.Build(ctx, map[int]*os.File{1: w, 2: w}, nil)
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	p, err := sb.Exec(ctx, "/bin/sh", []string{"sh", "-c", `grep -E '^(NoNewPrivs|Seccomp|CapAmb|Uid)' /proc/self/status; ulimit -n`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(r)
+	r.Close()
+	if st, err := p.Wait(ctx); err != nil || !st.Success() {
+		t.Fatalf("%v %v:\n%s", st, err, out)
+	}
+	for _, want := range []string{"NoNewPrivs:\t1\n", "Seccomp:\t2\n", "CapAmb:\t0000000000000400\n", "Uid:\t1000\t1000\t1000\t1000\n", "\n64\n"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("want %q in:\n%s", want, out)
+		}
+	}
+}
