@@ -177,8 +177,7 @@ var setupCalls = map[uintptr]bool{
 	unix.SYS_PRLIMIT64: true, unix.SYS_SETRLIMIT: true, unix.SYS_SETPRIORITY: true,
 	unix.SYS_SCHED_SETAFFINITY: true, unix.SYS_SCHED_SETSCHEDULER: true, unix.SYS_IOPRIO_SET: true,
 	// Confinement.
-	unix.SYS_PRCTL: true, // the options in setupPrctl only
-	unix.SYS_SECCOMP: true,
+	unix.SYS_PRCTL: true, unix.SYS_SECCOMP: true, // prctl: the options in setupPrctl only
 	unix.SYS_LANDLOCK_CREATE_RULESET: true, unix.SYS_LANDLOCK_ADD_RULE: true, unix.SYS_LANDLOCK_RESTRICT_SELF: true,
 	// Processes, by fd or pid, without making any.
 	unix.SYS_PIDFD_OPEN: true, unix.SYS_PIDFD_GETFD: true, unix.SYS_PIDFD_SEND_SIGNAL: true,
