@@ -887,7 +887,7 @@ func landlockFor(spec *Spec) (*LandlockPolicy, []string, error) {
 	abi, err := LandlockABI()
 	switch {
 	case err != nil && !spec.BestEffort:
-		return nil, nil, fmt.Errorf("%w: %v", ErrLandlockUnsupported, err)
+		return nil, nil, err // an *UnsupportedError
 	case err != nil:
 		slog.Warn("sandbox: best effort: dropped Landlock, the second layer", "reason", err.Error())
 		return nil, nil, nil

@@ -187,7 +187,7 @@ func Expect(spec *Spec) (*Expectation, error) {
 	switch {
 	case spec.LandlockOnly:
 		if abiErr != nil {
-			return nil, fmt.Errorf("%w: Landlock-only confinement without Landlock: %v", ErrUnenforceable, abiErr)
+			return nil, fmt.Errorf("sandbox: Landlock-only confinement: %w", abiErr)
 		}
 		ll, cannot, err := landlockOnlyPolicy(spec, abi)
 		if err != nil {

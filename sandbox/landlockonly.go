@@ -13,11 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrUnenforceable is returned (wrapped, with what and why) when a Spec
-// asks for something the running kernel, or the chosen mode, cannot
-// enforce, and BestEffort is not set.
-var ErrUnenforceable = errors.New("sandbox: cannot be enforced here")
-
 // LandlockOnlyLimits is what a LandlockOnly sandbox does not provide,
 // whatever the Spec says, for lack of namespaces: Build logs it once.
 const LandlockOnlyLimits = "no namespaces: the program sees the host's processes, hostname and System V IPC, and processes it starts in the background can outlive the caller"
@@ -29,7 +24,7 @@ const LandlockOnlyLimits = "no namespaces: the program sees the host's processes
 func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
 	abi, lerr := LandlockABI()
 	if lerr != nil {
-		return nil, fmt.Errorf("%w: Landlock-only confinement without Landlock: %v", ErrUnenforceable, lerr)
+		return nil, fmt.Errorf("sandbox: Landlock-only confinement: %w", lerr)
 	}
 	ll, cannot, err := landlockOnlyPolicy(spec, abi)
 	if err != nil {

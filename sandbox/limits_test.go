@@ -152,7 +152,7 @@ func TestLimitsForkBomb(t *testing.T) {
 	testenv.AlsoAsNobody(t)
 	const n = 20
 	lim, dropped, err := newLimiter(Limits{Pids: n}, os.Geteuid(), false)
-	if errors.Is(err, ErrLimitUnenforced) {
+	if errors.Is(err, ErrUnenforceable) {
 		t.Skip(err)
 	}
 	if err != nil {
@@ -262,7 +262,7 @@ func TestLimitsMemory(t *testing.T) {
 	lim, _, err := newLimiter(l, os.Geteuid(), false)
 	if err != nil {
 		var le *LimitError
-		if !errors.As(err, &le) || le.Limit != "memory" || !errors.Is(err, ErrLimitUnenforced) {
+		if !errors.As(err, &le) || le.Limit != "memory" || !errors.Is(err, ErrUnenforceable) {
 			t.Fatalf("not a memory *LimitError: %v", err)
 		}
 		t.Logf("uid %d: %v", os.Geteuid(), err)
@@ -385,7 +385,7 @@ func TestRlimitPlan(t *testing.T) {
 		var refused []string
 		for _, err := range errs {
 			var le *LimitError
-			if !errors.As(err, &le) || !errors.Is(err, ErrLimitUnenforced) || !strings.HasPrefix(err.Error(), "sandbox: limit "+le.Limit+": ") {
+			if !errors.As(err, &le) || !errors.Is(err, ErrUnenforceable) || !strings.HasPrefix(err.Error(), "sandbox: limit "+le.Limit+": ") {
 				t.Errorf("%s: %v: not a *LimitError", c.name, err)
 				continue
 			}
@@ -732,7 +732,7 @@ func TestLimitsCgroupNamespaceRoot(t *testing.T) {
 		t.Skip(err)
 	}
 	tmpl, err := NewTemplate(ctx, spec)
-	if errors.Is(err, ErrLimitUnenforced) {
+	if errors.Is(err, ErrUnenforceable) {
 		t.Skip(err)
 	}
 	if err != nil {
