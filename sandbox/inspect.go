@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/caplin-dev/caplin/pidfd"
+	"github.com/caplin-dev/caplin/proc"
 	"github.com/fxamacker/cbor/v2"
 	"golang.org/x/sys/unix"
 )
@@ -35,7 +36,7 @@ type Report struct {
 	Namespaces []Namespace
 	// UIDMap and GIDMap are its user namespace's ID maps; the outside
 	// IDs are as the inspector's user namespace sees them.
-	UIDMap, GIDMap []IDMapping
+	UIDMap, GIDMap []proc.IDMap
 	// UIDs and GIDs are its real, effective, saved and file-system IDs,
 	// and Groups its supplementary groups, as the inspector sees them.
 	UIDs, GIDs [4]int
@@ -112,11 +113,6 @@ type Namespace struct {
 	Shared bool
 }
 
-// IDMapping is one line of a user namespace's uid_map or gid_map: Count
-// IDs from Inside map to as many from Outside.
-type IDMapping struct {
-	Inside, Outside, Count uint32
-}
 
 // Caps are a process's capability sets.
 type Caps struct {
@@ -437,12 +433,12 @@ func (r *Report) readStatus(dir string) error {
 }
 
 // readIDMap reads a uid_map or gid_map.
-func readIDMap(p string) ([]IDMapping, error) {
+func readIDMap(p string) ([]proc.IDMap, error) {
 	b, err := os.ReadFile(p)
 	if err != nil {
 		return nil, err
 	}
-	var m []IDMapping
+	var m []proc.IDMap
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 0 {
@@ -457,7 +453,7 @@ func readIDMap(p string) ([]IDMapping, error) {
 				return nil, fmt.Errorf("%s: cannot read %q", p, line)
 			}
 		}
-		m = append(m, IDMapping{Inside: uint32(v[0]), Outside: uint32(v[1]), Count: uint32(v[2])})
+		m = append(m, proc.IDMap{Inside: int(v[0]), Outside: int(v[1]), Size: int(v[2])})
 	}
 	return m, nil
 }
