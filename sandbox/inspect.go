@@ -113,7 +113,6 @@ type Namespace struct {
 	Shared bool
 }
 
-
 // Caps are a process's capability sets.
 type Caps struct {
 	Inheritable, Permitted, Effective, Bounding, Ambient CapSet
