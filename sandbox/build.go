@@ -281,19 +281,22 @@ func checkSpec(spec *Spec) error {
 // read-only where asked, proc and /dev are mounted, and pivot_root leaves
 // the caller's file system behind (detached, so nothing else of it is
 // reachable, through ".." or otherwise).
-func Build(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
+//
+// opts may give a logger (WithLogger) for what best effort dropped.
+func Build(ctx context.Context, spec *Spec, opts ...Option) (_ *Sandbox, err error) {
 	spec = spec.Clone() // ours from here on: see Spec on ownership
+	o := optionsOf(opts)
 	if err := checkSpec(spec); err != nil {
 		return nil, err
 	}
 	if spec.LandlockOnly {
-		return buildLandlockOnly(ctx, spec)
+		return buildLandlockOnly(ctx, spec, o.log)
 	}
-	filter, ll, err := policies(spec)
+	filter, ll, err := policies(spec, o.log)
 	if err != nil {
 		return nil, err
 	}
-	lim, err := makeLimiter(spec)
+	lim, err := makeLimiter(spec, o.log)
 	if err != nil {
 		return nil, err
 	}
@@ -301,26 +304,26 @@ func Build(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
 }
 
 // policies returns spec's seccomp filter and its Landlock policy (nil
-// where best effort dropped Landlock), logging what an older Landlock ABI
-// leaves out of the second layer.
-func policies(spec *Spec) ([]unix.SockFilter, *LandlockPolicy, error) {
+// where best effort dropped Landlock), logging to log what an older
+// Landlock ABI leaves out of the second layer.
+func policies(spec *Spec, log *slog.Logger) ([]unix.SockFilter, *LandlockPolicy, error) {
 	filter, err := Filter(spec.Seccomp)
 	if err != nil {
 		return nil, nil, err
 	}
-	ll, dropped, err := landlockFor(spec)
+	ll, dropped, err := landlockFor(spec, log)
 	if err != nil {
 		return nil, nil, err
 	}
 	for _, d := range dropped {
-		slog.Info("sandbox: Landlock, the second layer, is partial on this kernel", "dropped", d)
+		log.Info("sandbox: Landlock, the second layer, is partial on this kernel", "dropped", d)
 	}
 	return filter, ll, nil
 }
 
 // makeLimiter makes the limiter of spec's limits (nil for none), logging
-// what best effort weakened or dropped.
-func makeLimiter(spec *Spec) (*limiter, error) {
+// to log what best effort weakened or dropped.
+func makeLimiter(spec *Spec, log *slog.Logger) (*limiter, error) {
 	if spec.Limits == (Limits{}) {
 		// Nothing to enforce, and so nothing to undo when the sandbox
 		// goes: a template's sandbox is then closed without waiting for
@@ -332,7 +335,7 @@ func makeLimiter(spec *Spec) (*limiter, error) {
 		return nil, err
 	}
 	for _, d := range dropped {
-		slog.Warn("sandbox: best effort: dropped", "what", d)
+		log.Warn("sandbox: best effort: dropped", "what", d)
 	}
 	return lim, nil
 }
@@ -882,14 +885,14 @@ func modeBits(m os.FileMode) uint32 {
 // the access its kind gives. Landlock rules only add up, so a RemountRO or
 // a Tmpfs that hides part of a writable grant is enforced by the mounts
 // alone. It returns nil and what it dropped when Landlock is unavailable
-// and spec.BestEffort allows that.
-func landlockFor(spec *Spec) (*LandlockPolicy, []string, error) {
+// and spec.BestEffort allows that, logging to log that it did.
+func landlockFor(spec *Spec, log *slog.Logger) (*LandlockPolicy, []string, error) {
 	abi, err := LandlockABI()
 	switch {
 	case err != nil && !spec.BestEffort:
 		return nil, nil, err // an *UnsupportedError
 	case err != nil:
-		slog.Warn("sandbox: best effort: dropped Landlock, the second layer", "reason", err.Error())
+		log.Warn("sandbox: best effort: dropped Landlock, the second layer", "reason", err.Error())
 		return nil, nil, nil
 	}
 	rootAccess := uint64(AccessRead)

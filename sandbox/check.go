@@ -206,7 +206,7 @@ func Expect(spec *Spec) (*Expectation, error) {
 		// Build refuses this unless BestEffort, and then applies none.
 		e.Landlock = &LandlockRecord{Source: "launcher", Dropped: []string{"Landlock altogether: " + abiErr.Error()}}
 	default:
-		ll, dropped, err := landlockFor(spec)
+		ll, dropped, err := landlockFor(spec, discard)
 		if err != nil {
 			return nil, err
 		}

@@ -21,7 +21,7 @@ const LandlockOnlyLimits = "no namespaces: the program sees the host's processes
 // are Landlock rules on the host's own paths, the network is cut by the
 // seccomp filter (no sockets but Unix ones) and Landlock's TCP rules,
 // signals and abstract Unix sockets by Landlock's scopes (ABI 6).
-func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
+func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sandbox, err error) {
 	abi, lerr := LandlockABI()
 	if lerr != nil {
 		return nil, fmt.Errorf("sandbox: Landlock-only confinement: %w", lerr)
@@ -34,9 +34,9 @@ func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) 
 		return nil, fmt.Errorf("%w: Landlock-only: %s", ErrUnenforceable, strings.Join(cannot, "; "))
 	}
 	for _, c := range cannot {
-		slog.Warn("sandbox: best effort: dropped", "what", c)
+		log.Warn("sandbox: best effort: dropped", "what", c)
 	}
-	slog.Info("sandbox: Landlock only", "limits", LandlockOnlyLimits)
+	log.Info("sandbox: Landlock only", "limits", LandlockOnlyLimits)
 
 	pol := spec.Seccomp
 	pol.OnlyUnixSockets = pol.OnlyUnixSockets || spec.Net != NetHost
@@ -44,7 +44,7 @@ func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) 
 	if err != nil {
 		return nil, err
 	}
-	lim, err := makeLimiter(spec)
+	lim, err := makeLimiter(spec, log)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +93,7 @@ func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) 
 		return nil, err
 	}
 	for _, d := range dropped {
-		slog.Warn("sandbox: best effort: dropped", "what", d)
+		log.Warn("sandbox: best effort: dropped", "what", d)
 	}
 	r.end(from, "landlock")
 	// The program keeps no capability: not a privileged caller's, and

@@ -46,7 +46,7 @@ func startLimited(t *testing.T, lim *limiter, script string) *limitedSandbox {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ll, _, err := landlockFor(spec)
+	ll, _, err := landlockFor(spec, discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -233,7 +233,8 @@ type Spec struct {
 
 	// BestEffort lets Build go on where the kernel cannot enforce all of
 	// the spec (an old Landlock ABI, or none), logging one warning line
-	// (log/slog) for each thing it dropped; by default that is an error.
+	// for each thing it dropped (to the logger of WithLogger, if any); by
+	// default that is an error.
 	BestEffort bool
 }
 

@@ -47,6 +47,7 @@ import (
 // concurrent use.
 type Template struct {
 	spec   *Spec
+	log    *slog.Logger
 	h      *proc.Handle
 	ll     *LandlockPolicy
 	filter []unix.SockFilter
@@ -68,8 +69,12 @@ type Template struct {
 // CAP_NET_RAW (configuring, or listening to, the shared network). So is
 // SharePID, which would let them see, and on older kernels signal, each
 // other's processes, and LandlockOnly, which has no namespaces to keep.
-func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
+//
+// opts may give a logger (WithLogger), which the template keeps for its
+// sandboxes too.
+func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, err error) {
 	spec = spec.Clone() // ours from here on: see Spec on ownership
+	o := optionsOf(opts)
 	if err := checkSpec(spec); err != nil {
 		return nil, err
 	}
@@ -79,11 +84,11 @@ func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
 	if err := checkShared(spec); err != nil {
 		return nil, err
 	}
-	filter, ll, err := policies(spec)
+	filter, ll, err := policies(spec, o.log)
 	if err != nil {
 		return nil, err
 	}
-	t := &Template{spec: spec, ll: ll, filter: filter}
+	t := &Template{spec: spec, log: o.log, ll: ll, filter: filter}
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]
 		switch m.Kind {
@@ -92,7 +97,7 @@ func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
 			continue
 		}
 		if covered(spec.Mounts, i) {
-			slog.Warn("sandbox: template: shared by its sandboxes, since a later mount is inside it", "mount", describe(i, m))
+			o.log.Warn("sandbox: template: shared by its sandboxes, since a later mount is inside it", "mount", describe(i, m))
 			continue
 		}
 		t.fresh = append(t.fresh, i)
@@ -294,7 +299,7 @@ func (t *Template) refill() {
 // prepare makes a sandbox from the template, confined, without its fds.
 func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 	spec := t.spec
-	lim, err := makeLimiter(spec)
+	lim, err := makeLimiter(spec, t.log)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -288,7 +289,7 @@ func runCommand(args []string, bwrap bool) int {
 	}
 
 	ctx := context.Background()
-	sb, err := sandbox.Build(ctx, spec)
+	sb, err := sandbox.Build(ctx, spec, sandbox.WithLogger(slog.Default()))
 	if err != nil {
 		if errors.Is(err, sandbox.ErrUnenforceable) && !bwrap {
 			return fail(exitUnenforceable, "%v (--best-effort drops what cannot be enforced)", err)

@@ -260,7 +260,7 @@ func (l *launcher) launch(ctx context.Context, a *LaunchArgs) (_ *LaunchResult, 
 	if err != nil {
 		return nil, err
 	}
-	sb, err := sandbox.Build(ctx, &spec)
+	sb, err := sandbox.Build(ctx, &spec, sandbox.WithLogger(l.log))
 	if err != nil {
 		return nil, err
 	}
