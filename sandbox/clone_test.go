@@ -180,7 +180,7 @@ func TestSpecChangedAfterBuild(t *testing.T) {
 	defer tmpl.Close()
 	env := []string{"PATH=/usr/bin:/bin", "A=orig"}
 	r, w, _ = os.Pipe()
-	sb, err = tmpl.Build(ctx, map[int]*os.File{1: w, 2: w}, env)
+	sb, err = tmpl.NewSandbox(ctx, map[int]*os.File{1: w, 2: w}, env)
 	w.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +189,7 @@ func TestSpecChangedAfterBuild(t *testing.T) {
 	env[1] = "A=changed"
 	check("a template's first sandbox", sb, r)
 	r, w, _ = os.Pipe()
-	sb, err = tmpl.Build(ctx, map[int]*os.File{1: w, 2: w}, nil)
+	sb, err = tmpl.NewSandbox(ctx, map[int]*os.File{1: w, 2: w}, nil)
 	w.Close()
 	if err != nil {
 		t.Fatal(err)

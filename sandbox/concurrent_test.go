@@ -37,7 +37,7 @@ func TestSandboxConcurrent(t *testing.T) {
 				s.Files = map[int]*os.File{1: w}
 				sb, err = Build(ctx, s)
 			} else {
-				sb, err = tmpl.Build(ctx, map[int]*os.File{1: w}, nil)
+				sb, err = tmpl.NewSandbox(ctx, map[int]*os.File{1: w}, nil)
 			}
 			w.Close()
 			if err != nil {
@@ -71,5 +71,30 @@ func TestSandboxConcurrent(t *testing.T) {
 				t.Logf("%s: Close again: %v", how, err)
 			}
 		}
+	}
+}
+
+// TestRun: Run builds, runs, waits and closes; its State says how the
+// program ended, a program it cannot exec is an error, and a cancelled
+// ctx kills the sandbox.
+func TestRun(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	ctx := context.Background()
+	spec := baseSpec()
+	st, err := Run(ctx, spec, "/bin/sh", []string{"sh", "-c", "exit 3"})
+	if err != nil || st.ExitCode() != 3 {
+		t.Errorf("Run of exit 3: %v %v", st, err)
+	}
+	if _, err := Run(ctx, spec, "/no/such/program", []string{"x"}); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Run of a missing program: %v, want ENOENT", err)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := Run(short, spec, "/bin/sleep", []string{"sleep", "100"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Run past its deadline: %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Run past its deadline returned after %v", d)
 	}
 }

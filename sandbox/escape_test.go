@@ -1309,7 +1309,7 @@ func runInTemplate(t *testing.T, tmpl *Template, where, name string, env ...stri
 	defer cancel()
 	r, w := blockingPipe(t)
 	defer r.Close()
-	sb, err := tmpl.Build(ctx, map[int]*os.File{1: w, 2: w}, append([]string{envProbe + "=" + name}, env...))
+	sb, err := tmpl.NewSandbox(ctx, map[int]*os.File{1: w, 2: w}, append([]string{envProbe + "=" + name}, env...))
 	w.Close()
 	if err != nil {
 		t.Fatal(err)

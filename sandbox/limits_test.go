@@ -745,7 +745,7 @@ func TestLimitsCgroupNamespaceRoot(t *testing.T) {
 			s.Files = files
 			return Build(ctx, &s)
 		},
-		"Template": func(files map[int]*os.File) (*Sandbox, error) { return tmpl.Build(ctx, files, nil) },
+		"Template": func(files map[int]*os.File) (*Sandbox, error) { return tmpl.NewSandbox(ctx, files, nil) },
 	} {
 		r, w, _ := os.Pipe()
 		sb, err := build(map[int]*os.File{1: w})

@@ -13,8 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A Sandbox is a confined process that Build made, ready to exec a
-// program. Close it when done: that kills whatever is left in it.
+// A Sandbox is a confined process that Build or Template.NewSandbox made,
+// ready to exec a program. Close it when done: that kills whatever is
+// left in it. Run does all of that in one call.
 //
 // A Sandbox is safe for concurrent use: Kill and Close may be called while
 // an Exec is under way (the Exec then fails, its process killed), and
@@ -55,6 +56,30 @@ type Sandbox struct {
 	// inherited: what the init applied to itself for the program to
 	// inherit (initConfinement).
 	inherited confinement
+}
+
+// Run builds a sandbox from spec, runs the program path in it with
+// arguments argv (as Exec does: spec's environment, files and PATH), waits
+// for it to exit, and closes the sandbox: the one-shot use, as
+// exec.Cmd.Run is for a plain process. A program that ran is not an error,
+// whatever its exit: the State says how it ended (State.Success). When ctx
+// is done first, the sandbox is killed and Run returns ctx's error.
+func Run(ctx context.Context, spec *Spec, path string, argv []string, opts ...Option) (*pidfd.State, error) {
+	sb, err := Build(ctx, spec, opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer sb.Close()
+	p, err := sb.Exec(ctx, path, argv)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	st, err := p.Wait(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: waiting for %s: %w", path, err)
+	}
+	return st, nil
 }
 
 // missing reports whether path is certainly not there for a pending

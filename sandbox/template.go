@@ -16,8 +16,8 @@ import (
 )
 
 // A Template is the costly part of a sandbox, made once from a Spec: its
-// user and network namespaces and its assembled file system. Build makes
-// sandboxes from it, each in new mount (a copy of the template's), pid and
+// user and network namespaces and its assembled file system. NewSandbox
+// makes sandboxes from it, each in new mount (a copy of the template's), pid and
 // IPC namespaces of its own, with fresh tmpfs, proc and
 // mqueue mounts, a fresh /dev/shm and fresh data binds, and its own fds,
 // session, limits, Landlock domain, capabilities and seccomp filter. A
@@ -39,7 +39,7 @@ import (
 //   - what the spec's writable binds grant, as any sandboxes given the
 //     same binds do;
 //   - a tmpfs or proc that another mount of the spec is inside, which
-//     cannot be renewed without hiding that mount (Build logs it).
+//     cannot be renewed without hiding that mount (NewTemplate logs it).
 //
 // The template's process is the init of a pid namespace that holds every
 // sandbox built from it (each in a pid namespace of its own inside): it
@@ -185,19 +185,21 @@ func covered(ms []Mount, i int) bool {
 	return false
 }
 
-// Build makes a sandbox from the template, ready for Exec. files are the
+// NewSandbox makes a sandbox from the template, ready for Exec. (Build
+// makes one from a Spec alone.) files are the
 // program's fds and env its environment; nil means the template spec's.
 //
 // The template keeps one sandbox made ahead (its namespaces and mounts),
-// so that Build only hands it over; it makes the next one in the
+// so that NewSandbox only hands it over; it makes the next one in the
 // background, on another CPU if there is one: its init shares the
 // template process's memory (proc.Handle.ForkShared), so making it copies
 // nothing. Under caplin's init (without AsPID1) the program's process does not exist yet: Exec
 // spawns it from the init with its confinement and files as the setup of
 // one round trip, sharing the init's memory until it execs (proc.Spawn),
-// so no fork copies anything; Build keeps duplicates of files until then.
+// so no fork copies anything; NewSandbox keeps duplicates of files until
+// then.
 // Sandbox.Handle makes the process earlier, by a fork, for who needs it.
-func (t *Template) Build(ctx context.Context, files map[int]*os.File, env []string) (_ *Sandbox, err error) {
+func (t *Template) NewSandbox(ctx context.Context, files map[int]*os.File, env []string) (_ *Sandbox, err error) {
 	if files == nil {
 		files = t.spec.Files
 	}
@@ -217,7 +219,7 @@ func (t *Template) Build(ctx context.Context, files map[int]*os.File, env []stri
 	}
 	if sb.pending {
 		// Kept until Exec spawns the program: duplicates, so that the
-		// caller may close its files after Build as before.
+		// caller may close its files after NewSandbox as before.
 		sb.files = make(map[int]*os.File, len(files))
 		for fd, f := range files {
 			nfd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)

@@ -45,7 +45,7 @@ ipcmk -M 4096 >/dev/null 2>&1
 	var ns []map[string]uint64
 	for i, env := range [][]string{nil, {"PATH=/usr/bin:/bin", "FROM=run"}} {
 		r, w, _ := os.Pipe()
-		sb, err := tmpl.Build(ctx, map[int]*os.File{1: w, 2: w}, env)
+		sb, err := tmpl.NewSandbox(ctx, map[int]*os.File{1: w, 2: w}, env)
 		w.Close()
 		if err != nil {
 			t.Fatal(err)
@@ -181,7 +181,7 @@ func TestTemplateSpawnsProgram(t *testing.T) {
 	defer tmpl.Close()
 
 	r, w, _ := os.Pipe()
-	sb, err := tmpl.Build(ctx, map[int]*os.File{1: w}, nil)
+	sb, err := tmpl.NewSandbox(ctx, map[int]*os.File{1: w}, nil)
 	w.Close() // Build keeps its own copy until Exec
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +215,7 @@ func TestTemplateSpawnsProgram(t *testing.T) {
 	}
 
 	// Handle makes the process first, by a fork; Exec then execs it.
-	sb2, err := tmpl.Build(ctx, nil, nil)
+	sb2, err := tmpl.NewSandbox(ctx, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +252,7 @@ func TestTemplateSpawnKeepsOwnFilter(t *testing.T) {
 	}
 	defer tmpl.Close()
 	r, w, _ := os.Pipe()
-	sb, err := tmpl.Build(ctx, map[int]*os.File{1: w, 2: w}, nil)
+	sb, err := tmpl.NewSandbox(ctx, map[int]*os.File{1: w, 2: w}, nil)
 	w.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -289,7 +289,7 @@ func TestTemplateSpawnSetup(t *testing.T) {
 	}
 	defer tmpl.Close()
 	r, w, _ := os.Pipe()
-	sb, err := tmpl.Build(ctx, map[int]*os.File{1: w, 2: w}, nil)
+	sb, err := tmpl.NewSandbox(ctx, map[int]*os.File{1: w, 2: w}, nil)
 	w.Close()
 	if err != nil {
 		t.Fatal(err)
