@@ -128,8 +128,12 @@ func FuzzParseFDInfo(f *testing.F) {
 		if flags > math.MaxUint32 {
 			t.Errorf("parseFDInfo(%q): flags %#o past 32 bits", b, flags)
 		}
-		flagNames(uint32(flags))
-		accessOf(flags)
+		if flagNames(uint32(flags)) == "" && flags != 0 {
+			t.Errorf("parseFDInfo(%q): flags %#o have no names", b, flags)
+		}
+		if a := accessOf(flags); a == "" {
+			t.Errorf("parseFDInfo(%q): no access mode for flags %#o", b, flags)
+		}
 	})
 }
 

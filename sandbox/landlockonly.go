@@ -2,11 +2,9 @@ package sandbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/caplin-dev/caplin/proc"
@@ -130,47 +128,14 @@ func landlockOnlyPolicy(spec *Spec, abi int) (*LandlockPolicy, []string, error) 
 	ll := &LandlockPolicy{BestEffort: spec.BestEffort, AnyTCP: spec.Net == NetHost, AnyAbstractUnix: spec.Net == NetHost}
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]
-		dest := filepath.Clean(m.Dest)
-		g := PathGrant{Path: dest}
-		switch m.Kind {
-		case ROBind, Bind, DevBind:
-			if m.FD != nil {
-				cannot = append(cannot, describe(i, m)+": a bind of a descriptor needs a mount namespace")
-				continue
-			}
-			if filepath.Clean(m.Source) != dest {
-				cannot = append(cannot, describe(i, m)+": a bind elsewhere than its source needs a mount namespace")
-				continue
-			}
-			if _, err := os.Stat(m.Source); err != nil {
-				if m.Try && errors.Is(err, os.ErrNotExist) {
-					continue
-				}
-				return nil, nil, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
-			}
-			g.Access = AccessRead
-			if m.Kind != ROBind {
-				g.Access = AccessWrite
-			}
-		case Dev:
-			// The host's device nodes that Dev would bind, one by one.
-			for _, d := range devNodes {
-				p := filepath.Join(dest, d)
-				if _, err := os.Stat(p); err == nil {
-					ll.Paths = append(ll.Paths, PathGrant{Path: p, Access: AccessRead | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV, Kind: PathFile})
-				}
-			}
-			continue
-		case RemountRO:
-			// Landlock rules only add up: a read-only part of a writable
-			// grant cannot be expressed.
-			cannot = append(cannot, describe(i, m)+": needs a mount namespace")
-			continue
-		default:
-			cannot = append(cannot, describe(i, m)+": needs a mount namespace")
-			continue
+		gs, c, err := kindOf(m.Kind).landlockOnly(i, m)
+		if err != nil {
+			return nil, nil, err
 		}
-		ll.Paths = append(ll.Paths, g)
+		if c != "" {
+			cannot = append(cannot, c)
+		}
+		ll.Paths = append(ll.Paths, gs...)
 	}
 	if spec.Net == NetLoopback {
 		cannot = append(cannot, "a loopback-only network: needs a network namespace")

@@ -4,12 +4,9 @@ package sandbox
 // sandbox's file system.
 
 import (
-	"fmt"
 	"log/slog"
-	"path/filepath"
 
 	"github.com/caplin-dev/caplin/proc"
-	"golang.org/x/sys/unix"
 )
 
 // landlockFor returns the Landlock policy with the same grants as spec's
@@ -45,39 +42,11 @@ func landlockFor(spec *Spec, log *slog.Logger) (*LandlockPolicy, []string, error
 	}
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]
-		g := PathGrant{Path: filepath.Clean(m.Dest), Kind: PathDir}
-		switch m.Kind {
-		case ROBind, Proc, ROBindData:
-			g.Access = AccessRead
-		case Bind, Tmpfs, Mqueue, BindData:
-			g.Access = AccessWrite
-		case DevBind:
-			g.Access = AccessWrite
-		case Dev:
-			g.Access = AccessRead | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV
-		default:
-			continue // in the root: the root's access
+		gs, err := kindOf(m.Kind).landlock(i, m)
+		if err != nil {
+			return nil, nil, err
 		}
-		switch m.Kind {
-		case ROBind, Bind, DevBind:
-			st, err := statSource(m)
-			if err != nil {
-				if m.Try {
-					continue
-				}
-				return nil, nil, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
-			}
-			if !st.IsDir() {
-				g.Kind = PathFile
-			}
-		case BindData, ROBindData:
-			g.Kind = PathFile
-		}
-		ll.Paths = append(ll.Paths, g)
-		if m.Kind == Dev {
-			// Its shm is a tmpfs for the program's own use.
-			ll.Paths = append(ll.Paths, PathGrant{Path: filepath.Join(g.Path, "shm"), Access: AccessWrite, Kind: PathDir})
-		}
+		ll.Paths = append(ll.Paths, gs...)
 	}
 	// Find out now, before any process is made, whether the kernel can
 	// enforce the policy.

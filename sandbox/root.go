@@ -229,37 +229,15 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 	b.Prctl(unix.PR_SET_DUMPABLE, proc.Int(0), proc.Int(0), proc.Int(0), proc.Int(0))
 	r.end(from, "prctl(PR_SET_DUMPABLE)")
 
-	// Clone the bind sources while the process sees the caller's files.
-	clones := make([]proc.Val, len(spec.Mounts))
-	skip := make([]bool, len(spec.Mounts))
-	isDir := make([]bool, len(spec.Mounts))
-	devClones := map[int][]proc.Val{}
+	// Take what the mounts take of the caller's files (clones of the bind
+	// sources) while the process still sees them.
+	pre := make([]prepared, len(spec.Mounts))
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]
-		switch {
-		case m.Kind.isBind():
-			st, err := statSource(m)
-			if err != nil && m.Try && errors.Is(err, os.ErrNotExist) {
-				skip[i] = true
-				continue
-			}
-			if err != nil {
-				return nil, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
-			}
-			isDir[i] = st.IsDir()
+		if k := kindOf(m.Kind); k.prepare != nil {
 			from := r.begin()
-			if m.FD != nil {
-				if clones[i], err = r.bindFD(i, m); err != nil {
-					return nil, err
-				}
-			} else {
-				clones[i] = b.OpenTree(proc.AtFDCWD, m.Source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
-			}
-			r.end(from, describe(i, m))
-		case m.Kind == Dev:
-			from := r.begin()
-			for _, d := range devNodes {
-				devClones[i] = append(devClones[i], b.OpenTree(proc.AtFDCWD, "/dev/"+d, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC))
+			if err := k.prepare(r, i, m, &pre[i]); err != nil {
+				return nil, err
 			}
 			r.end(from, describe(i, m))
 		}
@@ -273,104 +251,11 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]
-		if skip[i] {
+		if pre[i].skip {
 			continue
 		}
 		from := r.begin()
-		perms := func(def os.FileMode) os.FileMode {
-			if m.Perms != nil {
-				return *m.Perms
-			}
-			return def
-		}
-		switch m.Kind {
-		case ROBind, Bind, DevBind:
-			var target proc.Val
-			if isDir[i] {
-				target = r.mkdirs(m.Dest)
-			} else {
-				target = r.touch(m.Dest)
-			}
-			// The attributes go on the clone before it is attached, so
-			// it is never attached without them.
-			attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID}
-			if m.Kind != DevBind {
-				attr.Attr_set |= unix.MOUNT_ATTR_NODEV
-			}
-			if m.Kind == ROBind {
-				attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
-			}
-			b.MountSetattr(clones[i], "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr)
-			r.attach(clones[i], target)
-			r.mounted(m.Dest)
-		case Tmpfs:
-			r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, tmpfsOptions(perms(0o755), m.Size)...), r.mkdirs(m.Dest))
-			r.mounted(m.Dest)
-		case Proc:
-			r.mountProc(r.mkdirs(m.Dest))
-			r.mounted(m.Dest)
-		case Mqueue:
-			r.attach(r.newMount("mqueue", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC), r.mkdirs(m.Dest))
-			r.mounted(m.Dest)
-		case Dev:
-			target := r.mkdirs(m.Dest)
-			dev := r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC, "mode", "0755")
-			b.MoveMount(dev, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
-			b.Close(target)
-			// The rest is made in the new tmpfs, through its fd: nothing
-			// else can have put anything there.
-			for k, d := range devNodes {
-				mknodat(b, dev, d, unix.S_IFREG|0o666)
-				r.attach(devClones[i][k], b.Openat(dev, d, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0))
-			}
-			b.Mkdirat(dev, "shm", 0o1777)
-			r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, "mode", "1777"),
-				b.Openat(dev, "shm", unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0))
-			b.Mkdirat(dev, "pts", 0o755)
-			symlinkat(b, "/proc/self/fd", dev, "fd")
-			symlinkat(b, "/proc/self/fd/0", dev, "stdin")
-			symlinkat(b, "/proc/self/fd/1", dev, "stdout")
-			symlinkat(b, "/proc/self/fd/2", dev, "stderr")
-			symlinkat(b, "/proc/kcore", dev, "core")
-			b.Close(dev)
-			r.mounted(m.Dest)
-		case Symlink:
-			// The link is made where its directory resolves inside the
-			// new root; its target is the program's business, and is
-			// not followed here.
-			dir := r.mkdirs(filepath.Dir(m.Dest))
-			symlinkat(b, m.Source, dir, filepath.Base(m.Dest))
-			b.Close(dir)
-		case Dir:
-			dir := r.mkdirs(m.Dest)
-			if m.Perms != nil {
-				r.chmod(m.Dest, dir, modeBits(*m.Perms))
-			}
-			b.Close(dir)
-		case File:
-			// O_NOFOLLOW: a link at the destination is refused (ELOOP),
-			// not followed; O_NONBLOCK: a FIFO there fails (ENXIO) rather
-			// than blocking the build.
-			dir := r.mkdirs(filepath.Dir(m.Dest))
-			f := b.Openat(dir, filepath.Base(m.Dest), unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, modeBits(perms(0o666)))
-			b.Close(dir)
-			writeAll(b, f, m.Data)
-			if m.Perms != nil { // past the umask
-				b.Syscall(unix.SYS_FCHMOD, f, proc.Uint(uint64(modeBits(*m.Perms))))
-			}
-			b.Close(f)
-		case BindData, ROBindData:
-			recordDataBind(r, m, r.touch(m.Dest))
-			r.mounted(m.Dest)
-		case RemountRO:
-			target := r.open(m.Dest, 0)
-			b.MountSetattr(target, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
-			b.Close(target)
-		case Chmod:
-			target := r.open(m.Dest, 0)
-			r.chmod(m.Dest, target, modeBits(*m.Perms))
-			b.Close(target)
-		}
+		kindOf(m.Kind).record(r, m, &pre[i])
 		r.end(from, describe(i, m))
 	}
 	b.Close(r.root)

@@ -53,21 +53,42 @@ const (
 	RemountRO
 	// Chmod sets the mode of Dest to Perms.
 	Chmod
-)
 
-var kindNames = [...]string{"ro-bind", "bind", "tmpfs", "proc", "dev", "dev-bind", "mqueue", "symlink", "dir", "file", "bind-data", "ro-bind-data", "remount-ro", "chmod"}
+	// kindCount is not a kind: it counts them, for the table (kinds.go)
+	// that describes each. It stays last: a new kind goes before it.
+	kindCount
+)
 
 // String returns the kind's name in profiles: bubblewrap's option without
 // its dashes ("ro-bind").
 func (k MountKind) String() string {
-	if k >= 0 && int(k) < len(kindNames) {
-		return kindNames[k]
+	if k >= 0 && k < kindCount {
+		return kinds[k].name
 	}
 	return "MountKind(" + strconv.Itoa(int(k)) + ")"
 }
 
+// MountKinds returns every mount kind, in order: for a caller that
+// speaks the kinds' vocabulary (bubblewrap's options, "--" and String) to
+// check that it covers them all.
+func MountKinds() []MountKind {
+	ks := make([]MountKind, kindCount)
+	for k := range kindCount {
+		ks[k] = k
+	}
+	return ks
+}
+
 // isBind reports whether a kind takes a host path as its Source.
-func (k MountKind) isBind() bool { return k == ROBind || k == Bind || k == DevBind }
+func (k MountKind) isBind() bool { return k.source() == srcHostPath }
+
+// source returns what the kind makes of Mount.Source; 0 for no kind.
+func (k MountKind) source() sourceUse {
+	if k >= 0 && k < kindCount {
+		return kinds[k].source
+	}
+	return 0
+}
 
 // Mount is one operation on a sandbox's file system. Mounts apply in order,
 // so a later one can cover, hide, or make read-only what an earlier one

@@ -91,9 +91,7 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 	t := &Template{spec: spec, log: o.log, ll: ll, filter: filter}
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]
-		switch m.Kind {
-		case Tmpfs, Proc, Mqueue, Dev, BindData:
-		default:
+		if kindOf(m.Kind).template != tmplRenewed {
 			continue
 		}
 		if covered(spec.Mounts, i) {
@@ -345,24 +343,7 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 	for _, i := range t.fresh {
 		m := &spec.Mounts[i]
 		from := r.begin()
-		switch m.Kind {
-		case Tmpfs:
-			perms := os.FileMode(0o755)
-			if m.Perms != nil {
-				perms = *m.Perms
-			}
-			r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, tmpfsOptions(perms, m.Size)...), r.open(m.Dest, unix.O_DIRECTORY))
-		case Proc:
-			r.mountProc(r.open(m.Dest, unix.O_DIRECTORY))
-		case Mqueue:
-			if !spec.ShareIPC {
-				r.attach(r.newMount("mqueue", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC), r.open(m.Dest, unix.O_DIRECTORY))
-			}
-		case Dev:
-			r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, "mode", "1777"), r.open(filepath.Join(m.Dest, "shm"), unix.O_DIRECTORY))
-		case BindData:
-			recordDataBind(&r, m, r.open(m.Dest, 0))
-		}
+		kindOf(m.Kind).renew(&r, spec, m)
 		r.end(from, describe(i, m))
 	}
 	r.b.Close(r.root)

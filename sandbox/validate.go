@@ -15,7 +15,7 @@ func describe(i int, m *Mount) string {
 	switch {
 	case m.Kind.isBind() && m.FD != nil:
 		return fmt.Sprintf("mount %d (%s %s %s)", i+1, m.Kind, m.FD.Name(), m.Dest)
-	case m.Kind.isBind() || m.Kind == Symlink:
+	case m.Kind.source() == srcHostPath || m.Kind.source() == srcLinkTarget:
 		return fmt.Sprintf("mount %d (%s %s %s)", i+1, m.Kind, m.Source, m.Dest)
 	}
 	return fmt.Sprintf("mount %d (%s %s)", i+1, m.Kind, m.Dest)
@@ -28,19 +28,20 @@ func checkSpec(spec *Spec) error {
 		if !filepath.IsAbs(m.Dest) || strings.Contains(m.Dest, "\x00") {
 			return fmt.Errorf("sandbox: %s: destination %q is not an absolute path", describe(i, m), m.Dest)
 		}
-		if m.Kind < 0 || int(m.Kind) >= len(kindNames) {
+		if m.Kind < 0 || m.Kind >= kindCount {
 			return fmt.Errorf("sandbox: mount %d: unknown kind %d", i+1, m.Kind)
 		}
+		k := kindOf(m.Kind)
 		if strings.Contains(m.Source, "\x00") {
 			return fmt.Errorf("sandbox: %s: source has a NUL byte", describe(i, m))
 		}
-		if m.FD != nil && (!m.Kind.isBind() || m.Source != "") {
+		if m.FD != nil && (k.source != srcHostPath || m.Source != "") {
 			return fmt.Errorf("sandbox: %s: a descriptor is the source of a bind only, in place of a path", describe(i, m))
 		}
-		if (m.Kind.isBind() && m.FD == nil || m.Kind == Symlink) && m.Source == "" {
+		if (k.source == srcHostPath && m.FD == nil || k.source == srcLinkTarget) && m.Source == "" {
 			return fmt.Errorf("sandbox: %s: source missing", describe(i, m))
 		}
-		if m.Kind == Chmod && m.Perms == nil {
+		if k.needsPerms && m.Perms == nil {
 			return fmt.Errorf("sandbox: %s: no mode given", describe(i, m))
 		}
 		if m.Perms != nil && *m.Perms&^(os.ModePerm|os.ModeSticky|os.ModeSetuid|os.ModeSetgid) != 0 {
