@@ -14,6 +14,12 @@
 //	p, err := sb.Exec(ctx, "python3", []string{"python3", "run.py"})
 //	st, err := p.Wait(ctx)
 //
+// Run does the same in one call. Build takes a copy of the Spec (see Spec
+// on ownership); what it has to say but does not refuse goes to the
+// logger of WithLogger, or nowhere. Errors that say the Spec cannot be
+// enforced here all match ErrUnenforceable; an *UnsupportedError names
+// the Linux release that has what the kernel lacks.
+//
 // The layers, each enforced by the kernel:
 //
 //   - Namespaces (Build): user (the caller's IDs mapped to Spec.UID and
