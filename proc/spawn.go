@@ -21,10 +21,13 @@ import (
 // to start a program: about what os/exec costs.
 //
 // setup may be nil. It may hold system calls only (no TakeFile, WriteMem or
-// other calls that act on the child's server) and none that act on memory
-// (mmap, munmap, mprotect, brk, madvise, mlock and the like, and prctl's
-// memory options), which would act on the parent's; Spawn refuses such a
-// batch. Fds put with PutFile are the program's: the exec'd program keeps
+// other calls that act on the child's server), and only those on an
+// allow-list of calls that act on the child's own fds, files, mounts,
+// sockets, credentials, namespaces, limits and confinement (Landlock,
+// seccomp, the prctl options for capabilities, no_new_privs and the like):
+// none that act on memory (mmap, munmap, mprotect, brk, madvise, mlock
+// and the like, and prctl's memory options), which would act on the
+// parent's, nor any a new kernel adds. Spawn refuses another batch. Fds put with PutFile are the program's: the exec'd program keeps
 // the fds setup installs without close-on-exec, and nothing else.
 //
 // A setup call that fails is a *BatchError whose Index counts in setup; a
@@ -125,24 +128,75 @@ func spawnSlow(ctx context.Context, h *Handle, opts *Options, setup *Batch, targ
 	return p, nil
 }
 
-// memoryCalls are the system calls a Spawn setup may not make: in the
-// child they would act on its parent's memory.
-var memoryCalls = map[uintptr]bool{
-	unix.SYS_MMAP: true, unix.SYS_MUNMAP: true, unix.SYS_MREMAP: true, unix.SYS_MPROTECT: true,
-	unix.SYS_BRK: true, unix.SYS_MADVISE: true, unix.SYS_MLOCK: true, unix.SYS_MLOCK2: true,
-	unix.SYS_MUNLOCK: true, unix.SYS_MLOCKALL: true, unix.SYS_MUNLOCKALL: true,
-	unix.SYS_PKEY_MPROTECT: true, unix.SYS_PKEY_ALLOC: true, unix.SYS_PKEY_FREE: true,
-	unix.SYS_SHMAT: true, unix.SYS_SHMDT: true, unix.SYS_REMAP_FILE_PAGES: true,
-	unix.SYS_MSYNC: true, unix.SYS_MBIND: true, unix.SYS_SET_MEMPOLICY: true,
-	unix.SYS_PROCESS_MADVISE: true, unix.SYS_USERFAULTFD: true, unix.SYS_MSEAL: true,
+// setupCalls are the system calls a Spawn setup may make: those that act
+// on the child's own fds, files, credentials, namespaces, limits and
+// confinement, which it does not share with its parent. It is an
+// allow-list, not a list of what to refuse, so that a call a new kernel
+// adds (one that maps, protects or seals memory, say, which in the child
+// would act on its parent's) is refused until it is judged and added
+// here. What it leaves out: every call on memory (mmap, munmap, mprotect,
+// brk, madvise, mlock, shmat, userfaultfd, mseal and the like), making
+// processes or threads, signal handlers and the thread's own runtime
+// state (rt_sigaction, sigaltstack, set_tid_address, arch_prctl), exec
+// (Spawn's own last step) and exit.
+var setupCalls = map[uintptr]bool{
+	// Files and fds.
+	unix.SYS_OPENAT: true, unix.SYS_OPENAT2: true, unix.SYS_CLOSE: true, unix.SYS_CLOSE_RANGE: true,
+	unix.SYS_DUP: true, unix.SYS_DUP3: true, unix.SYS_FCNTL: true, unix.SYS_IOCTL: true,
+	unix.SYS_READ: true, unix.SYS_WRITE: true, unix.SYS_PREAD64: true, unix.SYS_PWRITE64: true,
+	unix.SYS_READV: true, unix.SYS_WRITEV: true, unix.SYS_LSEEK: true, unix.SYS_FTRUNCATE: true,
+	unix.SYS_FSYNC: true, unix.SYS_FDATASYNC: true, unix.SYS_FLOCK: true, unix.SYS_PIPE2: true,
+	unix.SYS_EVENTFD2: true, unix.SYS_MEMFD_CREATE: true,
+	unix.SYS_FSTAT: true, unix.SYS_NEWFSTATAT: true, unix.SYS_STATX: true, unix.SYS_FSTATFS: true,
+	unix.SYS_STATFS: true, unix.SYS_FACCESSAT: true, unix.SYS_FACCESSAT2: true,
+	unix.SYS_READLINKAT: true, unix.SYS_GETDENTS64: true, unix.SYS_GETCWD: true,
+	unix.SYS_CHDIR: true, unix.SYS_FCHDIR: true, unix.SYS_CHROOT: true, unix.SYS_UMASK: true,
+	unix.SYS_MKDIRAT: true, unix.SYS_MKNODAT: true, unix.SYS_SYMLINKAT: true, unix.SYS_LINKAT: true,
+	unix.SYS_UNLINKAT: true, unix.SYS_RENAMEAT2: true, unix.SYS_TRUNCATE: true,
+	unix.SYS_FCHMOD: true, unix.SYS_FCHMODAT: true, unix.SYS_FCHMODAT2: true,
+	unix.SYS_FCHOWN: true, unix.SYS_FCHOWNAT: true, unix.SYS_UTIMENSAT: true,
+	// Mounts.
+	unix.SYS_MOUNT: true, unix.SYS_UMOUNT2: true, unix.SYS_PIVOT_ROOT: true,
+	unix.SYS_OPEN_TREE: true, unix.SYS_MOVE_MOUNT: true, unix.SYS_MOUNT_SETATTR: true,
+	unix.SYS_FSOPEN: true, unix.SYS_FSCONFIG: true, unix.SYS_FSMOUNT: true, unix.SYS_FSPICK: true,
+	// Sockets.
+	unix.SYS_SOCKET: true, unix.SYS_SOCKETPAIR: true, unix.SYS_BIND: true, unix.SYS_CONNECT: true,
+	unix.SYS_LISTEN: true, unix.SYS_SETSOCKOPT: true, unix.SYS_GETSOCKOPT: true,
+	unix.SYS_SENDMSG: true, unix.SYS_RECVMSG: true, unix.SYS_SENDTO: true, unix.SYS_RECVFROM: true,
+	unix.SYS_SHUTDOWN: true,
+	// Credentials and identity.
+	unix.SYS_SETUID: true, unix.SYS_SETGID: true, unix.SYS_SETREUID: true, unix.SYS_SETREGID: true,
+	unix.SYS_SETRESUID: true, unix.SYS_SETRESGID: true, unix.SYS_SETGROUPS: true,
+	unix.SYS_SETFSUID: true, unix.SYS_SETFSGID: true, unix.SYS_CAPSET: true, unix.SYS_CAPGET: true,
+	unix.SYS_GETPID: true, unix.SYS_GETPPID: true, unix.SYS_GETTID: true,
+	unix.SYS_GETUID: true, unix.SYS_GETEUID: true, unix.SYS_GETGID: true, unix.SYS_GETEGID: true,
+	unix.SYS_GETRESUID: true, unix.SYS_GETRESGID: true, unix.SYS_GETGROUPS: true,
+	// Sessions, namespaces, limits, scheduling.
+	unix.SYS_SETSID: true, unix.SYS_SETPGID: true,
+	unix.SYS_UNSHARE: true, unix.SYS_SETNS: true, unix.SYS_SETHOSTNAME: true, unix.SYS_SETDOMAINNAME: true,
+	unix.SYS_PRLIMIT64: true, unix.SYS_SETRLIMIT: true, unix.SYS_SETPRIORITY: true,
+	unix.SYS_SCHED_SETAFFINITY: true, unix.SYS_SCHED_SETSCHEDULER: true, unix.SYS_IOPRIO_SET: true,
+	// Confinement.
+	unix.SYS_PRCTL: true, unix.SYS_SECCOMP: true, // prctl: the options in setupPrctl only
+	unix.SYS_LANDLOCK_CREATE_RULESET: true, unix.SYS_LANDLOCK_ADD_RULE: true, unix.SYS_LANDLOCK_RESTRICT_SELF: true,
+	// Processes, by fd or pid, without making any.
+	unix.SYS_PIDFD_OPEN: true, unix.SYS_PIDFD_GETFD: true, unix.SYS_PIDFD_SEND_SIGNAL: true,
+	unix.SYS_KILL: true, unix.SYS_UNAME: true,
 }
 
-// prctlMemory are the prctl options that act on the memory, not the
-// thread.
-var prctlMemory = map[uint64]bool{
-	unix.PR_SET_MM: true, unix.PR_SET_DUMPABLE: true, unix.PR_SET_THP_DISABLE: true,
-	unix.PR_SET_MDWE: true, unix.PR_SET_VMA: true, unix.PR_MPX_ENABLE_MANAGEMENT: true,
-	unix.PR_SET_MEMORY_MERGE: true, unix.PR_SET_TAGGED_ADDR_CTRL: true,
+// setupPrctl are the prctl options a Spawn setup may use: they act on the
+// thread's credentials, capabilities, name and parent-death signal, not
+// on the memory (PR_SET_MM, PR_SET_DUMPABLE, PR_SET_VMA and the like are
+// not here, nor any option a new kernel adds).
+var setupPrctl = map[uint64]bool{
+	unix.PR_SET_NO_NEW_PRIVS: true, unix.PR_GET_NO_NEW_PRIVS: true,
+	unix.PR_CAPBSET_DROP: true, unix.PR_CAPBSET_READ: true, unix.PR_CAP_AMBIENT: true,
+	unix.PR_SET_KEEPCAPS: true, unix.PR_GET_KEEPCAPS: true,
+	unix.PR_SET_SECUREBITS: true, unix.PR_GET_SECUREBITS: true,
+	unix.PR_SET_PDEATHSIG: true, unix.PR_GET_PDEATHSIG: true,
+	unix.PR_SET_NAME: true, unix.PR_GET_NAME: true,
+	unix.PR_SET_CHILD_SUBREAPER: true, unix.PR_GET_DUMPABLE: true,
+	unix.PR_SET_SECCOMP: true, unix.PR_GET_SECCOMP: true,
 }
 
 // checkSpawn checks Spawn's arguments.
@@ -163,10 +217,10 @@ func checkSpawn(setup *Batch, target execTarget) error {
 			// request memory, which is the child's while it sets up.
 		case c.kind != opSyscall:
 			return fmt.Errorf("proc: spawn: setup call %d (%s) is not a system call", i, c.name)
-		case memoryCalls[c.nr]:
-			return fmt.Errorf("proc: spawn: setup call %d (%s) acts on memory, which the child shares with its parent", i, c.name)
-		case c.nr == unix.SYS_PRCTL && (c.args[0].kind != valLit || prctlMemory[c.args[0].v]):
-			return fmt.Errorf("proc: spawn: setup call %d (%s) may act on memory, which the child shares with its parent", i, c.name)
+		case !setupCalls[c.nr]:
+			return fmt.Errorf("proc: spawn: setup call %d (%s) is not one a spawn's setup may make (it may act on memory, which the child shares with its parent): make it in a Run after Fork", i, c.name)
+		case c.nr == unix.SYS_PRCTL && (c.args[0].kind != valLit || !setupPrctl[c.args[0].v]):
+			return fmt.Errorf("proc: spawn: setup call %d (%s) is not one a spawn's setup may make (it may act on memory, which the child shares with its parent): make it in a Run after Fork", i, c.name)
 		}
 	}
 	return nil

@@ -129,13 +129,18 @@ func TestSpawnFailures(t *testing.T) {
 		t.Errorf("spawn with a failing setup: %v, want BatchError at 1 of 2, ENOENT naming the path", err)
 	}
 
-	// Setups Spawn refuses: calls that are not system calls, or act on
-	// the memory the child shares with its parent.
+	// Setups Spawn refuses: calls that are not system calls, or are not
+	// on its allow-list: those on the memory the child shares with its
+	// parent, and any it does not know, such as one a newer kernel adds.
 	for name, rec := range map[string]func(*Batch){
-		"takefile": func(b *Batch) { b.TakeFile(Int(0)) },
-		"munmap":   func(b *Batch) { b.Munmap(Uint(1<<20), 4096) },
-		"raw mmap": func(b *Batch) { b.Syscall(unix.SYS_MMAP, Int(0), Int(4096), Int(0), Int(0), Int(-1), Int(0)) },
-		"dumpable": func(b *Batch) { b.Prctl(unix.PR_SET_DUMPABLE, Int(0), Int(0), Int(0), Int(0)) },
+		"takefile":       func(b *Batch) { b.TakeFile(Int(0)) },
+		"munmap":         func(b *Batch) { b.Munmap(Uint(1<<20), 4096) },
+		"raw mmap":       func(b *Batch) { b.Syscall(unix.SYS_MMAP, Int(0), Int(4096), Int(0), Int(0), Int(-1), Int(0)) },
+		"mseal":          func(b *Batch) { b.Syscall(unix.SYS_MSEAL, Uint(1<<20), Int(4096), Int(0)) },
+		"rt_sigaction":   func(b *Batch) { b.Syscall(unix.SYS_RT_SIGACTION, Int(10), Int(0), Int(0), Int(8)) },
+		"a future call":  func(b *Batch) { b.Syscall(999, Int(0)) },
+		"dumpable":       func(b *Batch) { b.Prctl(unix.PR_SET_DUMPABLE, Int(0), Int(0), Int(0), Int(0)) },
+		"a future prctl": func(b *Batch) { b.Prctl(999, Int(0), Int(0), Int(0), Int(0)) },
 	} {
 		var b Batch
 		rec(&b)

@@ -53,7 +53,7 @@ func benchTemplate(b *testing.B, pid1 bool) {
 	}
 	defer tmpl.Close()
 	for i := 0; i < b.N; i++ {
-		sb, err := tmpl.Build(ctx, nil, nil)
+		sb, err := tmpl.NewSandbox(ctx, nil, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -155,6 +155,7 @@ type fdIdentity struct {
 // kernel will not: the files Landlock rules name are looked at again,
 // and a file system changing in between can make the two differ.
 func Expect(spec *Spec) (*Expectation, error) {
+	spec = spec.Clone() // ours from here on: see Spec on ownership
 	e := &Expectation{spec: spec, fds: map[int]fdIdentity{}, uid: os.Geteuid(), gid: os.Getegid(), seccompBase: -1}
 	for n, f := range spec.Files {
 		var id fdIdentity
@@ -186,7 +187,7 @@ func Expect(spec *Spec) (*Expectation, error) {
 	switch {
 	case spec.LandlockOnly:
 		if abiErr != nil {
-			return nil, fmt.Errorf("%w: Landlock-only confinement without Landlock: %v", ErrUnenforceable, abiErr)
+			return nil, fmt.Errorf("sandbox: Landlock-only confinement: %w", abiErr)
 		}
 		ll, cannot, err := landlockOnlyPolicy(spec, abi)
 		if err != nil {
@@ -205,7 +206,7 @@ func Expect(spec *Spec) (*Expectation, error) {
 		// Build refuses this unless BestEffort, and then applies none.
 		e.Landlock = &LandlockRecord{Source: "launcher", Dropped: []string{"Landlock altogether: " + abiErr.Error()}}
 	default:
-		ll, dropped, err := landlockFor(spec)
+		ll, dropped, err := landlockFor(spec, discard)
 		if err != nil {
 			return nil, err
 		}
@@ -302,8 +303,8 @@ func (r *Report) Check(e *Expectation) []Finding {
 				add("namespace", "%s is the launcher's own (%d); the spec asks for a new one", ns.Name, ns.Inode)
 			}
 		}
-		checkMap := func(area string, m []IDMapping, inside, outside int) {
-			want := []IDMapping{{Inside: uint32(inside), Outside: uint32(outside), Count: 1}}
+		checkMap := func(area string, m []proc.IDMap, inside, outside int) {
+			want := []proc.IDMap{{Inside: inside, Outside: outside, Size: 1}}
 			if slices.Equal(m, want) {
 				return
 			}
@@ -367,22 +368,22 @@ func (r *Report) Check(e *Expectation) []Finding {
 // insideUID returns the process's effective uid in its own user
 // namespace, or -1 if it has none there.
 func (r *Report) insideUID() int {
-	euid := uint32(r.UIDs[1])
+	euid := r.UIDs[1]
 	for _, m := range r.UIDMap {
-		if euid >= m.Outside && euid-m.Outside < m.Count {
-			return int(m.Inside + (euid - m.Outside))
+		if euid >= m.Outside && euid-m.Outside < m.Size {
+			return m.Inside + (euid - m.Outside)
 		}
 	}
 	return -1
 }
 
-func mapString(m []IDMapping) string {
+func mapString(m []proc.IDMap) string {
 	if len(m) == 0 {
 		return "no ID mapped"
 	}
 	s := make([]string, len(m))
 	for i, l := range m {
-		s[i] = fmt.Sprintf("%d %d %d", l.Inside, l.Outside, l.Count)
+		s[i] = fmt.Sprintf("%d %d %d", l.Inside, l.Outside, l.Size)
 	}
 	return "mapped " + strings.Join(s, ", ")
 }

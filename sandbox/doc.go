@@ -14,6 +14,12 @@
 //	p, err := sb.Exec(ctx, "python3", []string{"python3", "run.py"})
 //	st, err := p.Wait(ctx)
 //
+// Run does the same in one call. Build takes a copy of the Spec (see Spec
+// on ownership); what it has to say but does not refuse goes to the
+// logger of WithLogger, or nowhere. Errors that say the Spec cannot be
+// enforced here all match ErrUnenforceable; an *UnsupportedError names
+// the Linux release that has what the kernel lacks.
+//
 // The layers, each enforced by the kernel:
 //
 //   - Namespaces (Build): user (the caller's IDs mapped to Spec.UID and
@@ -26,14 +32,14 @@
 //     mounts): a second layer, so that a mistake in one is not an escape;
 //     it also scopes signals and abstract Unix sockets (ABI 6). No
 //     Landlock at all is refused unless BestEffort; an older ABI weakens
-//     this second layer only, and is logged.
+//     this second layer only, and is logged (WithLogger).
 //   - Capabilities: the bounding set is emptied, so the program has none,
 //     even as uid 0 inside.
 //   - seccomp (Filter): the calls every sandbox blocks, see Filter.
 //   - no_new_privs: set-user-ID programs gain nothing.
 //   - Limits: pids, memory and CPU for the sandbox's processes together,
 //     by a cgroup where one is delegated, else rlimits; what cannot be
-//     enforced is refused (ErrUnenforceable) unless BestEffort.
+//     enforced is refused (an error matching ErrUnenforceable) unless BestEffort.
 //
 // Where user namespaces are not allowed, Spec.LandlockOnly confines with
 // Landlock and seccomp alone, and refuses what they cannot enforce.

@@ -775,11 +775,11 @@ func probeShared() {
 
 // escapeOwner is the body of the process TestEscapeOwnerKilled kills: it
 // builds a sandbox whose shell leaves a background sleep and a
-// double-forked one, then runs a sleep itself, all marked with marker;
-// prints the sandbox's pid outside and waits to be killed.
-func escapeOwner(marker string) {
+// double-forked one, then runs a sleep itself, all of secs seconds
+// (uniqueSleep); prints the sandbox's pid outside and waits to be killed.
+func escapeOwner(secs string) {
 	ctx := context.Background()
-	script := "sleep 1000." + marker + " & sh -c 'sleep 1001." + marker + " & exit 0'; exec sleep 1002." + marker
+	script := "sleep " + secs + " & sh -c 'sleep " + secs + " & exit 0'; exec sleep " + secs
 	p, _, err := startSandbox(ctx, baseSpec(), nil, "/bin/sh", []string{"sh", "-c", script}, []string{"PATH=/usr/bin:/bin"})
 	if err != nil {
 		fmt.Println("error:", err)

@@ -198,6 +198,19 @@ func runOut(t *testing.T, name string, setup func(*exec.Cmd), env ...string) *pr
 	return res
 }
 
+// ownUTS makes a control run in a user namespace and a UTS namespace of
+// its own, uid and gid mapped to themselves, and nothing else of a
+// sandbox: what it does to the hostname stays in there, while it runs with
+// the caller's file system, /proc and credentials.
+func ownUTS(cmd *exec.Cmd) {
+	uid, gid := os.Getuid(), os.Getgid()
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWUTS,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}},
+	}
+}
+
 // tryRunState runs the program at path in a sandbox built from spec and
 // returns how it ended.
 func tryRunState(spec *Spec, path string) (*pidfd.State, error) {
@@ -977,36 +990,16 @@ func TestEscapeForeignABI(t *testing.T) {
 	}
 }
 
-// marked lists the live sleeps whose command line holds marker. Only
-// sleeps: the shells that start them hold the marker in their scripts,
-// and counting them let the control see three processes before the
-// double-forked sleep had exec'd, and two a moment later.
-func marked(marker string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if strings.HasPrefix(string(cmdline), "sleep\x00") && strings.Contains(string(cmdline), marker) && procState(pid) != "Z" {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
 // TestEscapeOwnerKilled starts a process that builds a sandbox running a
 // sleep, with a background sleep and a double-forked one, SIGKILLs that
 // owner, and checks that within a second no process of the sandbox is
 // left. The control: all three run before the kill.
 func TestEscapeOwnerKilled(t *testing.T) {
 	testenv.AlsoAsNobody(t)
-	// sleep takes "1000.<marker>" as a number of seconds: digits only.
-	marker := fmt.Sprintf("%06d%09d", os.Getpid()%1000000, time.Now().UnixNano()%1000000000)
+	// The sandbox's sleeps are of a length no other process uses.
+	secs := uniqueSleep()
 	cmd := exec.Command(probeExe(t), "-test.run=^$")
-	cmd.Env = append(os.Environ(), envEscapeOwner+"="+marker)
+	cmd.Env = append(os.Environ(), envEscapeOwner+"="+secs)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -1023,20 +1016,20 @@ func TestEscapeOwnerKilled(t *testing.T) {
 		t.Fatalf("owner: %q %v %s", line, err, stderr.String())
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for len(marked(marker)) < 3 && time.Now().Before(deadline) {
+	for len(sleepsOf(secs)) < 3 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	before := marked(marker)
+	before := sleepsOf(secs)
 	if len(before) != 3 || !slices.Contains(before, pid) {
 		t.Fatalf("control: %v of the sandbox's 3 sleeps run (its pid %d)", before, pid)
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	deadline = time.Now().Add(time.Second)
-	left := marked(marker)
+	left := sleepsOf(secs)
 	for len(left) > 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
-		left = marked(marker)
+		left = sleepsOf(secs)
 	}
 	if len(left) > 0 {
 		t.Errorf("a second after SIGKILL of the sandbox's owner, still alive: %v", left)
@@ -1264,14 +1257,26 @@ func escapeDestThroughLink(t *testing.T) {
 // the host's, which is all these files check, so only read-only binds over
 // them stand in the way: the default spec, one with a writable root (whose
 // Landlock rule covers /proc), and a sandbox of a Template, whose /proc is
-// mounted afresh. The control: outside, root can open core_pattern for
-// writing.
+// mounted afresh. The control: outside the sandbox, root can open
+// core_pattern for writing and write the hostname. The control runs in a
+// user and a UTS namespace of its own, and nothing else of the sandbox (its
+// uid 0 is still the host's, which is what these files check): the
+// hostname it writes is its own namespace's, and the host's stays as it
+// was.
 func TestEscapeProcSys(t *testing.T) {
 	testenv.AlsoAsNobody(t)
 	if os.Getuid() == 0 {
-		out := runOut(t, "procsys", nil)
+		host, err := os.Hostname()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := runOut(t, "procsys", ownUTS)
+		out.want(t, "hostname", "ok")
 		out.want(t, "corepattern", "ok")
 		out.wantNot(t, "writable", "")
+		if now, _ := os.Hostname(); now != host {
+			t.Errorf("the control renamed the host: %q, was %q", now, host)
+		}
 	}
 	check := func(in *probeResult) {
 		t.Helper()
@@ -1304,7 +1309,7 @@ func runInTemplate(t *testing.T, tmpl *Template, where, name string, env ...stri
 	defer cancel()
 	r, w := blockingPipe(t)
 	defer r.Close()
-	sb, err := tmpl.Build(ctx, map[int]*os.File{1: w, 2: w}, append([]string{envProbe + "=" + name}, env...))
+	sb, err := tmpl.NewSandbox(ctx, map[int]*os.File{1: w, 2: w}, append([]string{envProbe + "=" + name}, env...))
 	w.Close()
 	if err != nil {
 		t.Fatal(err)

@@ -41,6 +41,25 @@ func ExampleBuild() {
 	// exit status 0
 }
 
+// Run a program in a sandbox and wait for it, in one call: the sandbox is
+// built from the spec, and gone when Run returns.
+func ExampleRun() {
+	ctx := context.Background()
+	st, err := sandbox.Run(ctx, &sandbox.Spec{
+		Mounts: sandbox.SystemMounts(),
+		Files:  map[int]*os.File{1: os.Stdout},
+		Env:    []string{"PATH=/usr/bin:/bin"},
+	}, "echo", []string{"echo", "hello from a sandbox"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(st.Success())
+	// Output:
+	// hello from a sandbox
+	// true
+}
+
 // A launcher that starts many sandboxes from one spec makes the costly
 // part once.
 func ExampleTemplate() {
@@ -52,7 +71,7 @@ func ExampleTemplate() {
 	}
 	defer tmpl.Close()
 	for i := 0; i < 3; i++ {
-		sb, err := tmpl.Build(ctx, nil, nil)
+		sb, err := tmpl.NewSandbox(ctx, nil, nil)
 		if err != nil {
 			fmt.Println(err)
 			return

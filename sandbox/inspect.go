@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/caplin-dev/caplin/pidfd"
+	"github.com/caplin-dev/caplin/proc"
 	"github.com/fxamacker/cbor/v2"
 	"golang.org/x/sys/unix"
 )
@@ -35,7 +36,7 @@ type Report struct {
 	Namespaces []Namespace
 	// UIDMap and GIDMap are its user namespace's ID maps; the outside
 	// IDs are as the inspector's user namespace sees them.
-	UIDMap, GIDMap []IDMapping
+	UIDMap, GIDMap []proc.IDMap
 	// UIDs and GIDs are its real, effective, saved and file-system IDs,
 	// and Groups its supplementary groups, as the inspector sees them.
 	UIDs, GIDs [4]int
@@ -110,12 +111,6 @@ type Namespace struct {
 	Inode uint64
 	// Shared is whether the inspector is in the same namespace.
 	Shared bool
-}
-
-// IDMapping is one line of a user namespace's uid_map or gid_map: Count
-// IDs from Inside map to as many from Outside.
-type IDMapping struct {
-	Inside, Outside, Count uint32
 }
 
 // Caps are a process's capability sets.
@@ -355,6 +350,14 @@ func (r *Report) readStatus(dir string) error {
 	if err != nil {
 		return err
 	}
+	return r.parseStatus(p, b)
+}
+
+// parseStatus fills in what b, the contents of the status file p, says.
+// The process it describes may be hostile (its name, for one, is its own
+// to choose), so nothing in b is trusted to be well formed.
+func (r *Report) parseStatus(p string, b []byte) error {
+	var err error
 	bad := func(key, v string) error {
 		return fmt.Errorf("%s: %s: cannot read %q", p, key, v)
 	}
@@ -437,12 +440,18 @@ func (r *Report) readStatus(dir string) error {
 }
 
 // readIDMap reads a uid_map or gid_map.
-func readIDMap(p string) ([]IDMapping, error) {
+func readIDMap(p string) ([]proc.IDMap, error) {
 	b, err := os.ReadFile(p)
 	if err != nil {
 		return nil, err
 	}
-	var m []IDMapping
+	return parseIDMap(p, b)
+}
+
+// parseIDMap reads b, the contents of the uid_map or gid_map p.
+func parseIDMap(p string, b []byte) ([]proc.IDMap, error) {
+	var err error
+	var m []proc.IDMap
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 0 {
@@ -457,7 +466,7 @@ func readIDMap(p string) ([]IDMapping, error) {
 				return nil, fmt.Errorf("%s: cannot read %q", p, line)
 			}
 		}
-		m = append(m, IDMapping{Inside: uint32(v[0]), Outside: uint32(v[1]), Count: uint32(v[2])})
+		m = append(m, proc.IDMap{Inside: int(v[0]), Outside: int(v[1]), Size: int(v[2])})
 	}
 	return m, nil
 }
@@ -468,6 +477,13 @@ func mountIDs(p string) (map[int]bool, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseMountIDs(b)
+}
+
+// parseMountIDs returns the IDs of the mounts in b, a mountinfo file's
+// contents: the first field of each line (a mount point, which a process
+// may name, is escaped by the kernel and comes later).
+func parseMountIDs(b []byte) (map[int]bool, error) {
 	m := map[int]bool{}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(nil, 1<<20)
@@ -493,19 +509,7 @@ func inspectFD(dir string, n, pidFD int) (*FDInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	var flags uint64
-	for _, line := range strings.Split(string(info), "\n") {
-		key, v, _ := strings.Cut(line, ":")
-		v = strings.TrimSpace(v)
-		switch key {
-		case "flags":
-			flags, _ = strconv.ParseUint(v, 8, 32)
-		case "mnt_id":
-			fi.MountID, _ = strconv.Atoi(v)
-		case "Pid":
-			fi.Pid, _ = strconv.Atoi(v)
-		}
-	}
+	flags := parseFDInfo(fi, info)
 	fi.Flags = flagNames(uint32(flags))
 	fi.Access = accessOf(flags)
 	var st unix.Stat_t
@@ -555,6 +559,25 @@ func inspectFD(dir string, n, pidFD int) (*FDInfo, error) {
 		fi.Pid = 0
 	}
 	return fi, nil
+}
+
+// parseFDInfo fills in fi's mount ID and pid (of a pidfd) from b, the
+// contents of a /proc/PID/fdinfo file, and returns the fd's open flags.
+// What it cannot read it leaves zero.
+func parseFDInfo(fi *FDInfo, b []byte) (flags uint64) {
+	for _, line := range strings.Split(string(b), "\n") {
+		key, v, _ := strings.Cut(line, ":")
+		v = strings.TrimSpace(v)
+		switch key {
+		case "flags":
+			flags, _ = strconv.ParseUint(v, 8, 32)
+		case "mnt_id":
+			fi.MountID, _ = strconv.Atoi(v)
+		case "Pid":
+			fi.Pid, _ = strconv.Atoi(v)
+		}
+	}
+	return flags
 }
 
 // isTTY reports whether a character device's major number is a

@@ -15,6 +15,7 @@ import (
 
 	"github.com/caplin-dev/caplin/internal/testenv"
 	"github.com/caplin-dev/caplin/pidfd"
+	"github.com/caplin-dev/caplin/proc"
 	"github.com/fxamacker/cbor/v2"
 	"golang.org/x/sys/unix"
 )
@@ -225,8 +226,8 @@ func TestInspectSandbox(t *testing.T) {
 	if shared, ok := ns["time"]; ok && !shared {
 		t.Errorf("namespace time is new; the sandbox makes none")
 	}
-	uid, gid := uint32(os.Geteuid()), uint32(os.Getegid())
-	if !slices.Equal(r.UIDMap, []IDMapping{{0, uid, 1}}) || !slices.Equal(r.GIDMap, []IDMapping{{0, gid, 1}}) {
+	uid, gid := os.Geteuid(), os.Getegid()
+	if !slices.Equal(r.UIDMap, []proc.IDMap{{Inside: 0, Outside: uid, Size: 1}}) || !slices.Equal(r.GIDMap, []proc.IDMap{{Inside: 0, Outside: gid, Size: 1}}) {
 		t.Errorf("maps %v %v; want 0 %d 1 and 0 %d 1", r.UIDMap, r.GIDMap, uid, gid)
 	}
 	if r.UIDs != [4]int{int(uid), int(uid), int(uid), int(uid)} || r.insideUID() != 0 {
@@ -397,7 +398,7 @@ func TestCheckRules(t *testing.T) {
 	const uid, gid = 1000, 1000
 	clean := func() *Report {
 		return &Report{
-			UIDMap: []IDMapping{{0, uid, 1}}, GIDMap: []IDMapping{{0, gid, 1}},
+			UIDMap: []proc.IDMap{{Inside: 0, Outside: uid, Size: 1}}, GIDMap: []proc.IDMap{{Inside: 0, Outside: gid, Size: 1}},
 			UIDs: [4]int{uid, uid, uid, uid}, GIDs: [4]int{gid, gid, gid, gid},
 			NoNewPrivs: true, Seccomp: "filter", SeccompFilters: 2,
 			Namespaces: []Namespace{{Name: "net"}, {Name: "user"}, {Name: "time", Shared: true}},
@@ -419,8 +420,8 @@ func TestCheckRules(t *testing.T) {
 		text   string
 	}{
 		{"clean", Spec{}, func(*Report) {}, "", ""},
-		{"host root", Spec{}, func(r *Report) { r.UIDMap = []IDMapping{{0, 0, 1}} }, "uid_map", "maps the host's root"},
-		{"range", Spec{}, func(r *Report) { r.GIDMap = append(r.GIDMap, IDMapping{1, 100000, 65536}) }, "gid_map", "mapped 0 1000 1, 1 100000 65536"},
+		{"host root", Spec{}, func(r *Report) { r.UIDMap = []proc.IDMap{{Inside: 0, Outside: 0, Size: 1}} }, "uid_map", "maps the host's root"},
+		{"range", Spec{}, func(r *Report) { r.GIDMap = append(r.GIDMap, proc.IDMap{Inside: 1, Outside: 100000, Size: 65536}) }, "gid_map", "mapped 0 1000 1, 1 100000 65536"},
 		{"other uid", Spec{UID: 5}, func(*Report) {}, "uid_map", "the spec maps 5 inside to 1000"},
 		{"groups", Spec{}, func(r *Report) { r.Groups = []int{gid, 27} }, "groups", "supplementary groups 27"},
 		{"permitted", Spec{Caps: []int{unix.CAP_NET_ADMIN}}, func(r *Report) { r.Caps.Permitted = sysAdmin }, "capabilities", "permitted set holds sys_admin"},
@@ -428,9 +429,9 @@ func TestCheckRules(t *testing.T) {
 		{"keep all", Spec{KeepCaps: true}, func(r *Report) { r.Caps.Ambient = ^CapSet(0) }, "", ""},
 		{"bounding as root", Spec{}, func(r *Report) { r.Caps.Bounding = sysAdmin }, "capabilities", "bounding set holds sys_admin"},
 		{"bounding as a user", Spec{UID: 7}, func(r *Report) {
-			r.Caps.Bounding, r.UIDMap = sysAdmin, []IDMapping{{7, uid, 1}}
+			r.Caps.Bounding, r.UIDMap = sysAdmin, []proc.IDMap{{Inside: 7, Outside: uid, Size: 1}}
 		}, "", ""},
-		{"no_new_privs", Spec{UID: 7}, func(r *Report) { r.NoNewPrivs, r.UIDMap = false, []IDMapping{{7, uid, 1}} }, "no_new_privs", "not set"},
+		{"no_new_privs", Spec{UID: 7}, func(r *Report) { r.NoNewPrivs, r.UIDMap = false, []proc.IDMap{{Inside: 7, Outside: uid, Size: 1}} }, "no_new_privs", "not set"},
 		{"seccomp off", Spec{}, func(r *Report) { r.Seccomp = "disabled" }, "seccomp", "disabled"},
 		{"a filter short", Spec{SeccompFilters: [][]unix.SockFilter{nil}}, func(*Report) {}, "seccomp", "2 filter(s) in force"},
 		{"shared net", Spec{}, func(r *Report) { r.Namespaces[0].Shared = true }, "namespace", "net is the launcher's own"},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/caplin-dev/caplin/proc"
@@ -38,18 +39,6 @@ const (
 	// AccessWrite is what a read-write grant allows: everything.
 	AccessWrite = fsABI5
 )
-
-// ErrLandlockUnsupported is returned (wrapped, with what was asked and
-// what the kernel has) when a LandlockPolicy asks for more than the running
-// kernel's Landlock can enforce and BestEffort is not set.
-// It matches ErrUnenforceable too.
-var ErrLandlockUnsupported error = unenforceable("sandbox: the kernel's Landlock cannot enforce this")
-
-// unenforceable is an error that errors.Is matches with ErrUnenforceable.
-type unenforceable string
-
-func (e unenforceable) Error() string        { return string(e) }
-func (e unenforceable) Is(target error) bool { return target == ErrUnenforceable }
 
 // PathGrant is access to the tree beneath Path (or to the file Path).
 type PathGrant struct {
@@ -92,44 +81,54 @@ type LandlockPolicy struct {
 }
 
 // LandlockABI returns the Landlock ABI version of the running kernel: 0
-// with an error saying why when Landlock is unavailable.
+// with an *UnsupportedError saying why when Landlock is unavailable.
 func LandlockABI() (int, error) {
 	v, _, e := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
-	switch e {
-	case 0:
+	if e == 0 {
 		return int(v), nil
-	case unix.ENOSYS:
-		return 0, fmt.Errorf("sandbox: Landlock is not built into this kernel (needs Linux 5.13 with CONFIG_SECURITY_LANDLOCK): %w", e)
-	case unix.EOPNOTSUPP:
-		return 0, fmt.Errorf("sandbox: Landlock is disabled at boot (add landlock to lsm=): %w", e)
 	}
-	return 0, os.NewSyscallError("landlock_create_ruleset", e)
+	err := &UnsupportedError{Feature: "Landlock", MinKernel: kernelForABI(1), Err: os.NewSyscallError("landlock_create_ruleset", e)}
+	switch e {
+	case unix.ENOSYS:
+		err.Detail = "built with CONFIG_SECURITY_LANDLOCK"
+	case unix.EOPNOTSUPP:
+		err.Detail = "enabled at boot: add landlock to lsm="
+	default:
+		err.Detail = "the check for it failed"
+	}
+	return 0, err
 }
 
 // Record adds to b the calls that restrict the child, for a kernel with
 // Landlock ABI abi: create a ruleset, add a rule per grant (opening each
 // path in the child), set no_new_privs, restrict. It returns what
 // BestEffort dropped; without BestEffort a policy the kernel cannot enforce
-// is an error wrapping ErrLandlockUnsupported, and nothing is recorded.
+// is an *UnsupportedError naming the first Linux release that can, and
+// nothing is recorded.
 func (p *LandlockPolicy) Record(b *proc.Batch, abi int) (dropped []string, err error) {
 	if abi < 1 {
-		return nil, fmt.Errorf("%w: no Landlock (ABI %d)", ErrLandlockUnsupported, abi)
+		return nil, &UnsupportedError{Feature: "Landlock", MinKernel: kernelForABI(1), Detail: fmt.Sprintf("have ABI %d", abi), Err: unix.ENOSYS}
 	}
 	fs := fsHandled(abi)
 	var drop []string
+	need := abi // the ABI that would enforce all of it
 	if abi < 4 && !p.AnyTCP {
-		drop = append(drop, fmt.Sprintf("TCP bind/connect restriction (needs Landlock ABI 4, Linux 6.7; have %d)", abi))
+		drop = append(drop, fmt.Sprintf("TCP bind/connect restriction (needs Landlock ABI 4, Linux %s; have %d)", kernelForABI(4), abi))
+		need = max(need, 4)
 	}
 	if abi < 6 {
-		drop = append(drop, fmt.Sprintf("abstract Unix socket and signal scoping (needs Landlock ABI 6, Linux 6.12; have %d)", abi))
+		drop = append(drop, fmt.Sprintf("abstract Unix socket and signal scoping (needs Landlock ABI 6, Linux %s; have %d)", kernelForABI(6), abi))
+		need = max(need, 6)
 	}
 	for _, g := range p.Paths {
-		if g.Access&^fs != 0 {
-			drop = append(drop, fmt.Sprintf("rights %#x on %s (not in ABI %d)", g.Access&^fs, g.Path, abi))
+		if extra := g.Access &^ fs; extra != 0 {
+			drop = append(drop, fmt.Sprintf("rights %#x on %s (not in ABI %d)", extra, g.Path, abi))
+			need = max(need, abiOfRights(extra))
 		}
 	}
 	if len(drop) > 0 && !p.BestEffort {
-		return nil, fmt.Errorf("%w: %s", ErrLandlockUnsupported, strings.Join(drop, "; "))
+		return nil, &UnsupportedError{Feature: "Landlock ABI " + strconv.Itoa(need), MinKernel: kernelForABI(need),
+			Detail: fmt.Sprintf("have ABI %d, which cannot enforce: %s", abi, strings.Join(drop, "; ")), Err: unix.ENOSYS}
 	}
 	attr := unix.LandlockRulesetAttr{Handled_access_fs: fs}
 	if abi >= 4 && !p.AnyTCP {
@@ -165,6 +164,17 @@ func (p *LandlockPolicy) Record(b *proc.Batch, abi int) (dropped []string, err e
 	return drop, nil
 }
 
+// abiOfRights returns the first Landlock ABI that handles every file-system
+// right in access.
+func abiOfRights(access uint64) int {
+	for abi := 1; abi <= 5; abi++ {
+		if access&^fsHandled(abi) == 0 {
+			return abi
+		}
+	}
+	return len(landlockKernel) // rights no ABI caplin knows handles
+}
+
 // fsHandled returns the file-system rights Landlock ABI abi handles.
 func fsHandled(abi int) uint64 {
 	switch {
@@ -182,7 +192,7 @@ func fsHandled(abi int) uint64 {
 func ApplyLandlock(ctx context.Context, h *proc.Handle, p *LandlockPolicy) (dropped []string, err error) {
 	abi, err := LandlockABI()
 	if err != nil && !p.BestEffort {
-		return nil, fmt.Errorf("%w: %v", ErrLandlockUnsupported, err)
+		return nil, err
 	}
 	if abi < 1 {
 		return []string{"Landlock altogether: " + err.Error()}, nil

@@ -145,8 +145,10 @@ func TestLandlockNetworkAndScope(t *testing.T) {
 func TestLandlockStrict(t *testing.T) {
 	p := &LandlockPolicy{Paths: []PathGrant{{Path: "/usr", Access: AccessRead}}}
 	var b proc.Batch
-	if _, err := p.Record(&b, 3); !errors.Is(err, ErrLandlockUnsupported) {
-		t.Errorf("ABI 3 without BestEffort: %v, want ErrLandlockUnsupported (no TCP restriction there)", err)
+	_, err := p.Record(&b, 3)
+	var ue *UnsupportedError
+	if !errors.As(err, &ue) || ue.MinKernel != "6.12" || !errors.Is(err, ErrUnenforceable) || !errors.Is(err, unix.ENOSYS) {
+		t.Errorf("ABI 3 without BestEffort: %v, want an UnsupportedError for Linux 6.12 (no TCP restriction nor scoping there)", err)
 	}
 	p.BestEffort = true
 	dropped, err := p.Record(&b, 3)

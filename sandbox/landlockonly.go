@@ -2,21 +2,14 @@ package sandbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
-
-// ErrUnenforceable is returned (wrapped, with what and why) when a Spec
-// asks for something the running kernel, or the chosen mode, cannot
-// enforce, and BestEffort is not set.
-var ErrUnenforceable = errors.New("sandbox: cannot be enforced here")
 
 // LandlockOnlyLimits is what a LandlockOnly sandbox does not provide,
 // whatever the Spec says, for lack of namespaces: Build logs it once.
@@ -26,10 +19,10 @@ const LandlockOnlyLimits = "no namespaces: the program sees the host's processes
 // are Landlock rules on the host's own paths, the network is cut by the
 // seccomp filter (no sockets but Unix ones) and Landlock's TCP rules,
 // signals and abstract Unix sockets by Landlock's scopes (ABI 6).
-func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) {
+func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sandbox, err error) {
 	abi, lerr := LandlockABI()
 	if lerr != nil {
-		return nil, fmt.Errorf("%w: Landlock-only confinement without Landlock: %v", ErrUnenforceable, lerr)
+		return nil, fmt.Errorf("sandbox: Landlock-only confinement: %w", lerr)
 	}
 	ll, cannot, err := landlockOnlyPolicy(spec, abi)
 	if err != nil {
@@ -39,9 +32,9 @@ func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) 
 		return nil, fmt.Errorf("%w: Landlock-only: %s", ErrUnenforceable, strings.Join(cannot, "; "))
 	}
 	for _, c := range cannot {
-		slog.Warn("sandbox: best effort: dropped", "what", c)
+		log.Warn("sandbox: best effort: dropped", "what", c)
 	}
-	slog.Info("sandbox: Landlock only", "limits", LandlockOnlyLimits)
+	log.Info("sandbox: Landlock only", "limits", LandlockOnlyLimits)
 
 	pol := spec.Seccomp
 	pol.OnlyUnixSockets = pol.OnlyUnixSockets || spec.Net != NetHost
@@ -49,7 +42,7 @@ func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) 
 	if err != nil {
 		return nil, err
 	}
-	lim, err := makeLimiter(spec)
+	lim, err := makeLimiter(spec, log)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +91,7 @@ func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) 
 		return nil, err
 	}
 	for _, d := range dropped {
-		slog.Warn("sandbox: best effort: dropped", "what", d)
+		log.Warn("sandbox: best effort: dropped", "what", d)
 	}
 	r.end(from, "landlock")
 	// The program keeps no capability: not a privileged caller's, and
@@ -135,47 +128,14 @@ func landlockOnlyPolicy(spec *Spec, abi int) (*LandlockPolicy, []string, error) 
 	ll := &LandlockPolicy{BestEffort: spec.BestEffort, AnyTCP: spec.Net == NetHost, AnyAbstractUnix: spec.Net == NetHost}
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]
-		dest := filepath.Clean(m.Dest)
-		g := PathGrant{Path: dest}
-		switch m.Kind {
-		case ROBind, Bind, DevBind:
-			if m.FD != nil {
-				cannot = append(cannot, describe(i, m)+": a bind of a descriptor needs a mount namespace")
-				continue
-			}
-			if filepath.Clean(m.Source) != dest {
-				cannot = append(cannot, describe(i, m)+": a bind elsewhere than its source needs a mount namespace")
-				continue
-			}
-			if _, err := os.Stat(m.Source); err != nil {
-				if m.Try && errors.Is(err, os.ErrNotExist) {
-					continue
-				}
-				return nil, nil, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
-			}
-			g.Access = AccessRead
-			if m.Kind != ROBind {
-				g.Access = AccessWrite
-			}
-		case Dev:
-			// The host's device nodes that Dev would bind, one by one.
-			for _, d := range devNodes {
-				p := filepath.Join(dest, d)
-				if _, err := os.Stat(p); err == nil {
-					ll.Paths = append(ll.Paths, PathGrant{Path: p, Access: AccessRead | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV, Kind: PathFile})
-				}
-			}
-			continue
-		case RemountRO:
-			// Landlock rules only add up: a read-only part of a writable
-			// grant cannot be expressed.
-			cannot = append(cannot, describe(i, m)+": needs a mount namespace")
-			continue
-		default:
-			cannot = append(cannot, describe(i, m)+": needs a mount namespace")
-			continue
+		gs, c, err := kindOf(m.Kind).landlockOnly(i, m)
+		if err != nil {
+			return nil, nil, err
 		}
-		ll.Paths = append(ll.Paths, g)
+		if c != "" {
+			cannot = append(cannot, c)
+		}
+		ll.Paths = append(ll.Paths, gs...)
 	}
 	if spec.Net == NetLoopback {
 		cannot = append(cannot, "a loopback-only network: needs a network namespace")

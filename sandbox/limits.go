@@ -59,7 +59,7 @@ import (
 //     refused, or dropped with BestEffort.
 //
 // A limit that cannot be enforced is an error (a *LimitError, which
-// matches ErrLimitUnenforced) unless best effort was asked for; then it is
+// matches ErrUnenforceable) unless best effort was asked for; then it is
 // reported as dropped or weakened, never left out silently.
 //
 // The cgroup must stay out of the sandbox's reach: a process that can
@@ -87,10 +87,8 @@ type Limits struct {
 	NoFile int
 }
 
-// ErrLimitUnenforced is matched (errors.Is) by every *LimitError.
-var ErrLimitUnenforced = errors.New("limit cannot be enforced")
-
-// LimitError says that a limit cannot be enforced here, and why.
+// LimitError says that a limit cannot be enforced here, and why. It
+// matches ErrUnenforceable (errors.Is).
 type LimitError struct {
 	Limit  string // "pids", "memory" or "cpu"
 	Reason string // what is missing, including the cgroups tried
@@ -105,10 +103,8 @@ func (e *LimitError) Error() string {
 // Unwrap returns the errors of the attempts.
 func (e *LimitError) Unwrap() error { return e.Err }
 
-// Is reports whether target is ErrLimitUnenforced or ErrUnenforceable.
-func (e *LimitError) Is(target error) bool {
-	return target == ErrLimitUnenforced || target == ErrUnenforceable
-}
+// Is reports whether target is ErrUnenforceable.
+func (e *LimitError) Is(target error) bool { return target == ErrUnenforceable }
 
 // limiter enforces Limits on one sandbox: a cgroup (v2, v1 or both) that
 // the sandbox's first process is moved into before it execs, and rlimits

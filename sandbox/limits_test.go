@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,7 +46,7 @@ func startLimited(t *testing.T, lim *limiter, script string) *limitedSandbox {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ll, _, err := landlockFor(spec)
+	ll, _, err := landlockFor(spec, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,21 +106,33 @@ func (s *limitedSandbox) until(t *testing.T, want string) []string {
 	return nil
 }
 
-// withMarker counts the processes on the host whose command line holds
-// marker.
-func withMarker(marker string) int {
-	n := 0
+// uniqueSleep returns a length for sleep, in seconds, that no process but
+// this run's uses: this test process's pid, which no other live process
+// has, and random digits, so that two runs on one machine, or two tests of
+// one run, never count each other's sleeps.
+func uniqueSleep() string {
+	return fmt.Sprintf("%d.%09d", 100000+os.Getpid(), rand.IntN(1e9))
+}
+
+// sleepsOf lists the live sleeps (not zombies) whose argument is secs,
+// from uniqueSleep: the processes of this test's sandbox, and nobody
+// else's. Only sleeps: the shells that start them hold secs in their
+// scripts, and a shell that is about to exec a sleep would be counted
+// twice.
+func sleepsOf(secs string) []int {
+	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
-		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), marker) {
-			n++
+		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if string(cmdline) == "sleep\x00"+secs+"\x00" && procState(pid) != "Z" {
+			pids = append(pids, pid)
 		}
 	}
-	return n
+	return pids
 }
 
 // eventually polls cond for up to 5 seconds.
@@ -139,7 +152,7 @@ func TestLimitsForkBomb(t *testing.T) {
 	testenv.AlsoAsNobody(t)
 	const n = 20
 	lim, dropped, err := newLimiter(Limits{Pids: n}, os.Geteuid(), false)
-	if errors.Is(err, ErrLimitUnenforced) {
+	if errors.Is(err, ErrUnenforceable) {
 		t.Skip(err)
 	}
 	if err != nil {
@@ -150,7 +163,7 @@ func TestLimitsForkBomb(t *testing.T) {
 		t.Errorf("dropped without best effort: %q", dropped)
 	}
 	t.Logf("uid %d: pids by %s", os.Geteuid(), lim.how["pids"])
-	const marker = "987.654"
+	marker := uniqueSleep()
 	// The inner shell forks until fork fails; the outer one, the pid
 	// namespace's init, stays and keeps the sleeps alive.
 	s := startLimited(t, lim, `
@@ -177,8 +190,8 @@ exec sleep `+marker)
 		t.Errorf("the bomb did not fail to fork:\n%s", out)
 	}
 	// (Processes in the middle of an exec show no command line.)
-	if !eventually(func() bool { return withMarker(marker) >= started }) {
-		t.Errorf("%d sleeps on the host, %d started", withMarker(marker), started)
+	if !eventually(func() bool { return len(sleepsOf(marker)) >= started }) {
+		t.Errorf("%d of its sleeps running, %d started", len(sleepsOf(marker)), started)
 	}
 	if cg := lim.cgroupFor("pids"); cg != nil {
 		cur, _ := strconv.Atoi(readTrim(filepath.Join(cg.dir, "pids.current")))
@@ -214,13 +227,13 @@ exec sleep `+marker)
 		if err != nil || st.Signal != unix.SIGKILL {
 			t.Errorf("the sandbox after close: %v %v, want killed", st, err)
 		}
-		if got := withMarker(marker); got != 0 {
+		if got := len(sleepsOf(marker)); got != 0 {
 			t.Errorf("%d sleeps left after close", got)
 		}
 	}
 	s.end()
-	if !eventually(func() bool { return withMarker(marker) == 0 }) {
-		t.Errorf("%d sleeps left after the sandbox ended", withMarker(marker))
+	if !eventually(func() bool { return len(sleepsOf(marker)) == 0 }) {
+		t.Errorf("%d sleeps left after the sandbox ended", len(sleepsOf(marker)))
 	}
 }
 
@@ -249,7 +262,7 @@ func TestLimitsMemory(t *testing.T) {
 	lim, _, err := newLimiter(l, os.Geteuid(), false)
 	if err != nil {
 		var le *LimitError
-		if !errors.As(err, &le) || le.Limit != "memory" || !errors.Is(err, ErrLimitUnenforced) {
+		if !errors.As(err, &le) || le.Limit != "memory" || !errors.Is(err, ErrUnenforceable) {
 			t.Fatalf("not a memory *LimitError: %v", err)
 		}
 		t.Logf("uid %d: %v", os.Geteuid(), err)
@@ -372,7 +385,7 @@ func TestRlimitPlan(t *testing.T) {
 		var refused []string
 		for _, err := range errs {
 			var le *LimitError
-			if !errors.As(err, &le) || !errors.Is(err, ErrLimitUnenforced) || !strings.HasPrefix(err.Error(), "sandbox: limit "+le.Limit+": ") {
+			if !errors.As(err, &le) || !errors.Is(err, ErrUnenforceable) || !strings.HasPrefix(err.Error(), "sandbox: limit "+le.Limit+": ") {
 				t.Errorf("%s: %v: not a *LimitError", c.name, err)
 				continue
 			}
@@ -654,8 +667,7 @@ func TestEscapeForkBomb(t *testing.T) {
 	defer r.Close()
 	spec.Files = map[int]*os.File{1: w, 2: w}
 	// The bomb's processes are sleeps of a length no other process uses.
-	secs := strconv.Itoa(100000 + os.Getpid()%100000)
-	marker := "sleep " + secs + " "
+	secs := uniqueSleep()
 	sb, err := Build(ctx, spec)
 	w.Close()
 	if err != nil {
@@ -680,7 +692,7 @@ echo looped
 		t.Errorf("no fork was refused; the shell said %q", out)
 	}
 	time.Sleep(300 * time.Millisecond)
-	procs := withMarker(marker)
+	procs := len(sleepsOf(secs))
 	if procs == 0 {
 		t.Errorf("no bomb process running: the test cannot see them")
 	}
@@ -693,8 +705,8 @@ echo looped
 	p.Wait(ctx)
 	p.Close()
 	sb.Close()
-	if !eventually(func() bool { return withMarker(marker) == 0 }) {
-		t.Errorf("%d of the bomb's processes outlived Close", withMarker(marker))
+	if !eventually(func() bool { return len(sleepsOf(secs)) == 0 }) {
+		t.Errorf("%d of the bomb's processes outlived Close", len(sleepsOf(secs)))
 	}
 }
 
@@ -720,7 +732,7 @@ func TestLimitsCgroupNamespaceRoot(t *testing.T) {
 		t.Skip(err)
 	}
 	tmpl, err := NewTemplate(ctx, spec)
-	if errors.Is(err, ErrLimitUnenforced) {
+	if errors.Is(err, ErrUnenforceable) {
 		t.Skip(err)
 	}
 	if err != nil {
@@ -733,7 +745,7 @@ func TestLimitsCgroupNamespaceRoot(t *testing.T) {
 			s.Files = files
 			return Build(ctx, &s)
 		},
-		"Template": func(files map[int]*os.File) (*Sandbox, error) { return tmpl.Build(ctx, files, nil) },
+		"Template": func(files map[int]*os.File) (*Sandbox, error) { return tmpl.NewSandbox(ctx, files, nil) },
 	} {
 		r, w, _ := os.Pipe()
 		sb, err := build(map[int]*os.File{1: w})

@@ -202,31 +202,36 @@ func ParseProfile(name string, data []byte) (*Spec, error) {
 	}
 	for i, m := range p.Mount {
 		kind := MountKind(-1)
-		for k, n := range kindNames {
-			if n == m.Type {
-				kind = MountKind(k)
+		var names []string
+		for k := range kindCount {
+			names = append(names, k.String())
+			if k.String() == m.Type {
+				kind = k
 			}
 		}
 		if kind < 0 {
-			return nil, bad("mount %d: type %q: want one of %s", i+1, m.Type, strings.Join(kindNames[:], ", "))
+			return nil, bad("mount %d: type %q: want one of %s", i+1, m.Type, strings.Join(names, ", "))
 		}
+		k := kindOf(kind)
 		if m.Dest == "" || m.Dest[0] != '/' {
 			return nil, bad("mount %d: dest %q: want an absolute path", i+1, m.Dest)
 		}
-		takesSource := kind.isBind() || kind == Symlink
+		takesSource := k.source != srcNone
 		switch {
 		case takesSource && m.Source == "":
 			return nil, bad("mount %d (%s %s): source missing", i+1, m.Type, m.Dest)
 		case !takesSource && m.Source != "":
 			return nil, bad("mount %d (%s %s): a %s takes no source", i+1, m.Type, m.Dest, m.Type)
-		case m.Try && !kind.isBind():
+		case m.Try && k.source != srcHostPath:
 			return nil, bad("mount %d (%s %s): try is for binds", i+1, m.Type, m.Dest)
-		case m.Size != "" && kind != Tmpfs:
-			return nil, bad("mount %d (%s %s): size is for tmpfs", i+1, m.Type, m.Dest)
-		case m.Data != "" && kind != File && kind != BindData && kind != ROBindData:
-			return nil, bad("mount %d (%s %s): data is for file, bind-data and ro-bind-data", i+1, m.Type, m.Dest)
-		case m.Perms == "" && kind == Chmod:
-			return nil, bad("mount %d (chmod %s): perms missing", i+1, m.Dest)
+		case m.Size != "" && !k.takesSize:
+			return nil, bad("mount %d (%s %s): size is for %s", i+1, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesSize }), ", "))
+		case m.Data != "" && !k.takesData:
+			return nil, bad("mount %d (%s %s): data is for %s", i+1, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesData }), ", "))
+		case m.Perms != "" && !k.takesPerms:
+			return nil, bad("mount %d (%s %s): perms is for %s", i+1, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesPerms }), ", "))
+		case m.Perms == "" && k.needsPerms:
+			return nil, bad("mount %d (%s %s): perms missing", i+1, m.Type, m.Dest)
 		}
 		mnt := Mount{Kind: kind, Source: m.Source, Dest: m.Dest, Try: m.Try, Data: []byte(m.Data)}
 		if m.Perms != "" {

@@ -13,18 +13,36 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A Sandbox is a confined process that Build made, ready to exec a
-// program. Close it when done: that kills whatever is left in it.
+// A Sandbox is a confined process that Build or Template.NewSandbox made,
+// ready to exec a program. Close it when done: that kills whatever is
+// left in it. Run does all of that in one call.
+//
+// A Sandbox is safe for concurrent use: Kill and Close may be called while
+// an Exec is under way (the Exec then fails, its process killed), and
+// Execs, and Handle, run one at a time. Exec after Kill or Close fails
+// with an error matching os.ErrClosed.
 type Sandbox struct {
 	spec  *Spec
 	first *proc.Handle // the first process made, in the sandbox's namespaces
 	init  *proc.Handle // caplin's init, pid 1, when the program is not
-	h     *proc.Handle // the program's process; nil while pending
 	lim   *limiter
 	ns    map[string]uint64
 	// reapLater: Close kills and leaves the reaping to a goroutine.
 	reapLater bool
 	closeOnce sync.Once
+
+	// execMu serializes what makes or execs the program's process (Exec,
+	// Handle); close holds it while it frees the handles and files, so
+	// that it never frees them under an Exec.
+	execMu sync.Mutex
+	// mu guards killed, and with execMu h, pending and files: those
+	// change only with both held, so execMu's holder reads them freely,
+	// and Kill, Pid and close read them under mu. matErr is execMu's
+	// alone; ll, filter and inherited do not change once the sandbox is
+	// made.
+	mu     sync.Mutex
+	killed bool         // Kill or Close was called: no more Exec
+	h      *proc.Handle // the program's process; nil while pending
 
 	// pending: the program's process is made by Exec, spawned from init
 	// with the confinement and fds as its setup (proc.Handle.Spawn), so
@@ -38,6 +56,30 @@ type Sandbox struct {
 	// inherited: what the init applied to itself for the program to
 	// inherit (initConfinement).
 	inherited confinement
+}
+
+// Run builds a sandbox from spec, runs the program path in it with
+// arguments argv (as Exec does: spec's environment, files and PATH), waits
+// for it to exit, and closes the sandbox: the one-shot use, as
+// exec.Cmd.Run is for a plain process. A program that ran is not an error,
+// whatever its exit: the State says how it ended (State.Success). When ctx
+// is done first, the sandbox is killed and Run returns ctx's error.
+func Run(ctx context.Context, spec *Spec, path string, argv []string, opts ...Option) (*pidfd.State, error) {
+	sb, err := Build(ctx, spec, opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer sb.Close()
+	p, err := sb.Exec(ctx, path, argv)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	st, err := p.Wait(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: waiting for %s: %w", path, err)
+	}
+	return st, nil
 }
 
 // missing reports whether path is certainly not there for a pending
@@ -74,24 +116,51 @@ func (s *Sandbox) Namespaces() map[string]uint64 {
 // that fails (and Exec returns the error), and after Exec spawned the
 // program.
 func (s *Sandbox) Handle() *proc.Handle {
-	if s.pending {
+	s.execMu.Lock()
+	defer s.execMu.Unlock()
+	if s.pending && !s.isKilled() {
 		s.materialize(context.Background())
 	}
+	return s.program()
+}
+
+// program returns the program's process, nil while pending.
+func (s *Sandbox) program() *proc.Handle {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.h
+}
+
+// isKilled reports whether Kill or Close was called.
+func (s *Sandbox) isKilled() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.killed
+}
+
+// made records that the pending program's process is made (h, nil when
+// a spawn exec'd it), and closes the fds kept for it. The caller holds
+// execMu.
+func (s *Sandbox) made(h *proc.Handle) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.h, s.pending = h, false
+	s.closeFiles()
 }
 
 // Pid returns the program's process ID, as seen from the caller: 0 for a
 // template's sandbox under caplin's init before Exec or Handle has made
 // the program's process.
 func (s *Sandbox) Pid() int {
-	if s.h == nil {
+	h := s.program()
+	if h == nil {
 		return 0
 	}
-	return s.h.Pid()
+	return h.Pid()
 }
 
 // materialize makes the pending program's process by forking it from the
-// init and confining it, as Build does.
+// init and confining it, as Build does. The caller holds execMu.
 func (s *Sandbox) materialize(ctx context.Context) error {
 	if s.matErr != nil {
 		return s.matErr
@@ -112,12 +181,12 @@ func (s *Sandbox) materialize(ctx context.Context) error {
 		s.matErr = err
 		return err
 	}
-	s.h, s.pending = prog, false
-	s.closeFiles()
+	s.made(prog)
 	return nil
 }
 
-// closeFiles closes the fds kept for a pending program.
+// closeFiles closes the fds kept for a pending program. The caller holds
+// mu, and execMu or knows no Exec is under way.
 func (s *Sandbox) closeFiles() {
 	for _, f := range s.files {
 		f.Close()
@@ -127,7 +196,8 @@ func (s *Sandbox) closeFiles() {
 
 // spawn execs path in a new process that the init spawns, confined by
 // its setup (proc.Handle.SpawnPath). It reports whether the exec failed
-// on the file (an *os.PathError) rather than in the setup.
+// on the file (an *os.PathError) rather than in the setup. The caller
+// holds execMu.
 func (s *Sandbox) spawn(ctx context.Context, path string, argv []string) (*pidfd.Process, error) {
 	r, err := recordProgram(s.spec, s.files, s.lim, s.ll, s.filter, s.inherited)
 	if err != nil {
@@ -141,8 +211,7 @@ func (s *Sandbox) spawn(ctx context.Context, path string, argv []string) (*pidfd
 		}
 		return nil, err
 	}
-	s.pending = false
-	s.closeFiles()
+	s.made(nil)
 	return p, nil
 }
 
@@ -160,6 +229,11 @@ func (s *Sandbox) InitPid() int { return s.first.Pid() }
 //
 // A failed exec is an *os.PathError; the Sandbox is still usable then.
 func (s *Sandbox) Exec(ctx context.Context, path string, argv []string) (*pidfd.Process, error) {
+	s.execMu.Lock()
+	defer s.execMu.Unlock()
+	if s.isKilled() {
+		return nil, fmt.Errorf("sandbox: exec %s: %w", path, os.ErrClosed)
+	}
 	exec := func(path string) (*pidfd.Process, error) {
 		if s.pending {
 			return s.spawn(ctx, path, argv)
@@ -218,13 +292,26 @@ func (s *Sandbox) Exec(ctx context.Context, path string, argv []string) (*pidfd.
 // Kill kills every process in the sandbox (SIGKILL) and returns without
 // waiting for them to go: the kernel takes its namespaces down in the
 // background. It suits a caller about to exit; Close still has to reap.
+//
+// It may be called while an Exec is under way, which then fails.
 func (s *Sandbox) Kill() error {
-	s.closeFiles()
+	s.mu.Lock()
+	s.killed = true
+	h := s.h
+	s.mu.Unlock()
+	if s.execMu.TryLock() {
+		// No Exec is using the fds kept for the program: they are of no
+		// use now. (Under an Exec, close frees them.)
+		s.mu.Lock()
+		s.closeFiles()
+		s.mu.Unlock()
+		s.execMu.Unlock()
+	}
 	if s.first == nil {
 		return nil
 	}
-	if s.h != nil && s.h != s.first {
-		s.h.Process().Kill()
+	if h != nil && h != s.first {
+		h.Process().Kill()
 	}
 	return s.first.Process().Kill()
 }
@@ -250,10 +337,21 @@ func (s *Sandbox) Close() error {
 }
 
 func (s *Sandbox) close() error {
+	if !s.execMu.TryLock() {
+		// An Exec is under way: kill it, so that it ends, and wait for it
+		// before freeing what it uses.
+		s.Kill()
+		s.execMu.Lock()
+	}
+	defer s.execMu.Unlock()
+	s.mu.Lock()
+	s.killed = true
 	s.closeFiles()
+	h := s.h
+	s.mu.Unlock()
 	var err error
-	if s.h != nil && s.h != s.first {
-		s.h.Close()
+	if h != nil && h != s.first {
+		h.Close()
 	}
 	if s.first != nil {
 		err = s.first.Close()

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"sort"
 
 	"golang.org/x/sys/unix"
@@ -53,12 +54,18 @@ type FilterPolicy struct {
 	Deny []string
 }
 
-// DeniedSyscalls are the system calls the default filter always refuses
-// with EPERM: kernel keyrings, eBPF, perf events, userfaultfd, io_uring,
-// loading kernels and modules, handle-based opens that bypass path checks,
-// ptrace and process_vm access, and other kernel-wide controls. Names that
-// an architecture lacks are skipped there.
-var DeniedSyscalls = []string{
+// DeniedSyscalls returns the system calls the default filter always
+// refuses with EPERM: kernel keyrings, eBPF, perf events, userfaultfd,
+// io_uring, loading kernels and modules, handle-based opens that bypass
+// path checks, ptrace and process_vm access, and other kernel-wide
+// controls. Names that an architecture lacks are skipped there. The slice
+// is a copy: changing it changes no filter.
+func DeniedSyscalls() []string { return slices.Clone(deniedSyscalls) }
+
+// deniedSyscalls is what DeniedSyscalls returns. It is unexported, and
+// never changed, because every filter reads it: an importer that could
+// append to it, or empty it, would weaken every sandbox.
+var deniedSyscalls = []string{
 	"acct", "add_key", "bpf", "delete_module", "finit_module", "fsconfig",
 	"fsmount", "fsopen", "fspick", "init_module", "io_uring_enter",
 	"io_uring_register", "io_uring_setup", "kcmp", "kexec_file_load",
@@ -91,7 +98,7 @@ const (
 //     architecture's entry point (i386's int 0x80 on amd64, AArch32 on
 //     arm64), whose numbers the rules below do not cover;
 //   - refuses x32 system calls on amd64 (ENOSYS);
-//   - refuses DeniedSyscalls and policy.Deny (EPERM);
+//   - refuses DeniedSyscalls() and policy.Deny (EPERM);
 //   - refuses ioctl TIOCSTI and TIOCLINUX (EPERM), which push input into a
 //     terminal the program shares with its parent; only the low 32 bits of
 //     the request are compared, as the kernel reads them, so setting high
@@ -110,7 +117,7 @@ func Filter(policy FilterPolicy) ([]unix.SockFilter, error) {
 		return nil, fmt.Errorf("sandbox: seccomp filter: unsupported architecture %s", runtime.GOARCH)
 	}
 	var deny []uint32
-	for _, name := range DeniedSyscalls {
+	for _, name := range deniedSyscalls {
 		if nr, ok := SyscallNumber(name); ok {
 			deny = append(deny, nr)
 		}

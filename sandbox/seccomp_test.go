@@ -3,8 +3,14 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/caplin-dev/caplin/internal/testenv"
@@ -144,5 +150,66 @@ func TestFilterControl(t *testing.T) {
 	}
 	if _, err := h.Syscall(ctx, unix.SYS_CLONE3); errors.Is(err, unix.ENOSYS) || err == nil {
 		t.Errorf("clone3(NULL) unfiltered: %v, want a kernel error other than ENOSYS", err)
+	}
+}
+
+// TestDeniedSyscallsCopy changes what DeniedSyscalls returns, and checks
+// that no filter changes with it: the list every filter reads is not the
+// caller's to weaken.
+func TestDeniedSyscallsCopy(t *testing.T) {
+	before, err := Filter(FilterPolicy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := DeniedSyscalls()
+	if !slices.Contains(d, "bpf") || !slices.Contains(d, "ptrace") {
+		t.Fatalf("DeniedSyscalls() = %q, want bpf and ptrace among them", d)
+	}
+	for i := range d {
+		d[i] = "getpid"
+	}
+	_ = append(d[:0], "getpid")
+	after, err := Filter(FilterPolicy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(before, after) {
+		t.Error("changing DeniedSyscalls' result changed the default filter")
+	}
+	if again := DeniedSyscalls(); !slices.Contains(again, "bpf") || slices.Contains(again, "getpid") {
+		t.Errorf("DeniedSyscalls() after the change = %q", again)
+	}
+}
+
+// TestNoExportedVars parses the package and fails on an exported variable
+// other than an error sentinel: every other piece of state the sandboxes
+// read must be out of an importer's reach.
+func TestNoExportedVars(t *testing.T) {
+	fset := token.NewFileSet()
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			g, ok := d.(*ast.GenDecl)
+			if !ok || g.Tok != token.VAR {
+				continue
+			}
+			for _, sp := range g.Specs {
+				for _, id := range sp.(*ast.ValueSpec).Names {
+					if id.IsExported() && !strings.HasPrefix(id.Name, "Err") {
+						t.Errorf("%s: exported variable %s: make it a function or a constant", fset.Position(id.Pos()), id.Name)
+					}
+				}
+			}
+		}
 	}
 }

@@ -1,7 +1,9 @@
 package sandbox
 
 import (
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,21 +53,42 @@ const (
 	RemountRO
 	// Chmod sets the mode of Dest to Perms.
 	Chmod
-)
 
-var kindNames = [...]string{"ro-bind", "bind", "tmpfs", "proc", "dev", "dev-bind", "mqueue", "symlink", "dir", "file", "bind-data", "ro-bind-data", "remount-ro", "chmod"}
+	// kindCount is not a kind: it counts them, for the table (kinds.go)
+	// that describes each. It stays last: a new kind goes before it.
+	kindCount
+)
 
 // String returns the kind's name in profiles: bubblewrap's option without
 // its dashes ("ro-bind").
 func (k MountKind) String() string {
-	if k >= 0 && int(k) < len(kindNames) {
-		return kindNames[k]
+	if k >= 0 && k < kindCount {
+		return kinds[k].name
 	}
 	return "MountKind(" + strconv.Itoa(int(k)) + ")"
 }
 
+// MountKinds returns every mount kind, in order: for a caller that
+// speaks the kinds' vocabulary (bubblewrap's options, "--" and String) to
+// check that it covers them all.
+func MountKinds() []MountKind {
+	ks := make([]MountKind, kindCount)
+	for k := range kindCount {
+		ks[k] = k
+	}
+	return ks
+}
+
 // isBind reports whether a kind takes a host path as its Source.
-func (k MountKind) isBind() bool { return k == ROBind || k == Bind || k == DevBind }
+func (k MountKind) isBind() bool { return k.source() == srcHostPath }
+
+// source returns what the kind makes of Mount.Source; 0 for no kind.
+func (k MountKind) source() sourceUse {
+	if k >= 0 && k < kindCount {
+		return kinds[k].source
+	}
+	return 0
+}
 
 // Mount is one operation on a sandbox's file system. Mounts apply in order,
 // so a later one can cover, hide, or make read-only what an earlier one
@@ -140,6 +163,13 @@ func (n Net) String() string {
 // gid 0 inside mapped to the caller, new pid, ipc and uts namespaces, an
 // empty environment, no capabilities, the default seccomp filter, Landlock
 // with the same grants as the file system, no_new_privs, and a new session.
+//
+// Ownership: Build, NewTemplate and Expect take a deep copy of the Spec
+// (Clone) before they check it, and use only that copy from then on, so
+// the caller may change or reuse its Spec as soon as they return, and what
+// it changes has no effect on what was checked or built. The files in
+// Files and Mount.FD are the exception: the copy holds the same *os.File
+// values, which stay the caller's to keep open while needed and to close.
 type Spec struct {
 	// Mounts build the file system, in order; see Mount.
 	Mounts []Mount
@@ -224,8 +254,40 @@ type Spec struct {
 
 	// BestEffort lets Build go on where the kernel cannot enforce all of
 	// the spec (an old Landlock ABI, or none), logging one warning line
-	// (log/slog) for each thing it dropped; by default that is an error.
+	// for each thing it dropped (to the logger of WithLogger, if any); by
+	// default that is an error.
 	BestEffort bool
+}
+
+// Clone returns a deep copy of s: every slice, map and pointer in it is
+// copied, but for the *os.File values of Files and Mount.FD, which are the
+// same files (see Spec on ownership). Clone of nil is the zero Spec.
+func (s *Spec) Clone() *Spec {
+	if s == nil {
+		return &Spec{}
+	}
+	c := *s
+	if s.Mounts != nil {
+		c.Mounts = make([]Mount, len(s.Mounts))
+		for i, m := range s.Mounts {
+			if m.Perms != nil {
+				m.Perms = Perms(*m.Perms)
+			}
+			m.Data = slices.Clone(m.Data)
+			c.Mounts[i] = m
+		}
+	}
+	c.Files = maps.Clone(s.Files)
+	c.Env = slices.Clone(s.Env)
+	c.Seccomp.Deny = slices.Clone(s.Seccomp.Deny)
+	if s.SeccompFilters != nil {
+		c.SeccompFilters = make([][]unix.SockFilter, len(s.SeccompFilters))
+		for i, f := range s.SeccompFilters {
+			c.SeccompFilters[i] = slices.Clone(f)
+		}
+	}
+	c.Caps = slices.Clone(s.Caps)
+	return &c
 }
 
 // lastCap returns the highest capability the running kernel knows.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -15,8 +16,8 @@ import (
 )
 
 // A Template is the costly part of a sandbox, made once from a Spec: its
-// user and network namespaces and its assembled file system. Build makes
-// sandboxes from it, each in new mount (a copy of the template's), pid and
+// user and network namespaces and its assembled file system. NewSandbox
+// makes sandboxes from it, each in new mount (a copy of the template's), pid and
 // IPC namespaces of its own, with fresh tmpfs, proc and
 // mqueue mounts, a fresh /dev/shm and fresh data binds, and its own fds,
 // session, limits, Landlock domain, capabilities and seccomp filter. A
@@ -38,7 +39,7 @@ import (
 //   - what the spec's writable binds grant, as any sandboxes given the
 //     same binds do;
 //   - a tmpfs or proc that another mount of the spec is inside, which
-//     cannot be renewed without hiding that mount (Build logs it).
+//     cannot be renewed without hiding that mount (NewTemplate logs it).
 //
 // The template's process is the init of a pid namespace that holds every
 // sandbox built from it (each in a pid namespace of its own inside): it
@@ -46,6 +47,7 @@ import (
 // concurrent use.
 type Template struct {
 	spec   *Spec
+	log    *slog.Logger
 	h      *proc.Handle
 	ll     *LandlockPolicy
 	filter []unix.SockFilter
@@ -67,10 +69,12 @@ type Template struct {
 // CAP_NET_RAW (configuring, or listening to, the shared network). So is
 // SharePID, which would let them see, and on older kernels signal, each
 // other's processes, and LandlockOnly, which has no namespaces to keep.
-func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
-	if spec == nil {
-		spec = &Spec{}
-	}
+//
+// opts may give a logger (WithLogger), which the template keeps for its
+// sandboxes too.
+func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, err error) {
+	spec = spec.Clone() // ours from here on: see Spec on ownership
+	o := optionsOf(opts)
 	if err := checkSpec(spec); err != nil {
 		return nil, err
 	}
@@ -80,20 +84,18 @@ func NewTemplate(ctx context.Context, spec *Spec) (_ *Template, err error) {
 	if err := checkShared(spec); err != nil {
 		return nil, err
 	}
-	filter, ll, err := policies(spec)
+	filter, ll, err := policies(spec, o.log)
 	if err != nil {
 		return nil, err
 	}
-	t := &Template{spec: spec, ll: ll, filter: filter}
+	t := &Template{spec: spec, log: o.log, ll: ll, filter: filter}
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]
-		switch m.Kind {
-		case Tmpfs, Proc, Mqueue, Dev, BindData:
-		default:
+		if kindOf(m.Kind).template != tmplRenewed {
 			continue
 		}
 		if covered(spec.Mounts, i) {
-			slog.Warn("sandbox: template: shared by its sandboxes, since a later mount is inside it", "mount", describe(i, m))
+			o.log.Warn("sandbox: template: shared by its sandboxes, since a later mount is inside it", "mount", describe(i, m))
 			continue
 		}
 		t.fresh = append(t.fresh, i)
@@ -181,19 +183,21 @@ func covered(ms []Mount, i int) bool {
 	return false
 }
 
-// Build makes a sandbox from the template, ready for Exec. files are the
+// NewSandbox makes a sandbox from the template, ready for Exec. (Build
+// makes one from a Spec alone.) files are the
 // program's fds and env its environment; nil means the template spec's.
 //
 // The template keeps one sandbox made ahead (its namespaces and mounts),
-// so that Build only hands it over; it makes the next one in the
+// so that NewSandbox only hands it over; it makes the next one in the
 // background, on another CPU if there is one: its init shares the
 // template process's memory (proc.Handle.ForkShared), so making it copies
 // nothing. Under caplin's init (without AsPID1) the program's process does not exist yet: Exec
 // spawns it from the init with its confinement and files as the setup of
 // one round trip, sharing the init's memory until it execs (proc.Spawn),
-// so no fork copies anything; Build keeps duplicates of files until then.
+// so no fork copies anything; NewSandbox keeps duplicates of files until
+// then.
 // Sandbox.Handle makes the process earlier, by a fork, for who needs it.
-func (t *Template) Build(ctx context.Context, files map[int]*os.File, env []string) (_ *Sandbox, err error) {
+func (t *Template) NewSandbox(ctx context.Context, files map[int]*os.File, env []string) (_ *Sandbox, err error) {
 	if files == nil {
 		files = t.spec.Files
 	}
@@ -207,13 +211,13 @@ func (t *Template) Build(ctx context.Context, files map[int]*os.File, env []stri
 		return nil, err
 	}
 	if env != nil {
-		s := *t.spec
-		s.Env = env
+		s := *t.spec // the template's copy, which nothing changes
+		s.Env = slices.Clone(env)
 		sb.spec = &s
 	}
 	if sb.pending {
 		// Kept until Exec spawns the program: duplicates, so that the
-		// caller may close its files after Build as before.
+		// caller may close its files after NewSandbox as before.
 		sb.files = make(map[int]*os.File, len(files))
 		for fd, f := range files {
 			nfd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
@@ -295,7 +299,7 @@ func (t *Template) refill() {
 // prepare makes a sandbox from the template, confined, without its fds.
 func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 	spec := t.spec
-	lim, err := makeLimiter(spec)
+	lim, err := makeLimiter(spec, t.log)
 	if err != nil {
 		return nil, err
 	}
@@ -339,24 +343,7 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 	for _, i := range t.fresh {
 		m := &spec.Mounts[i]
 		from := r.begin()
-		switch m.Kind {
-		case Tmpfs:
-			perms := os.FileMode(0o755)
-			if m.Perms != nil {
-				perms = *m.Perms
-			}
-			r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, tmpfsOptions(perms, m.Size)...), r.open(m.Dest, unix.O_DIRECTORY))
-		case Proc:
-			r.mountProc(r.open(m.Dest, unix.O_DIRECTORY))
-		case Mqueue:
-			if !spec.ShareIPC {
-				r.attach(r.newMount("mqueue", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC), r.open(m.Dest, unix.O_DIRECTORY))
-			}
-		case Dev:
-			r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, "mode", "1777"), r.open(filepath.Join(m.Dest, "shm"), unix.O_DIRECTORY))
-		case BindData:
-			recordDataBind(&r, m, r.open(m.Dest, 0))
-		}
+		kindOf(m.Kind).renew(&r, spec, m)
 		r.end(from, describe(i, m))
 	}
 	r.b.CloseFD(r.root)

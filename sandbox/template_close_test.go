@@ -16,7 +16,7 @@ func TestTemplateCloseKillsSandboxes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb, err := tmpl.Build(ctx, nil, nil)
+	sb, err := tmpl.NewSandbox(ctx, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

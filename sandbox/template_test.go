@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caplin-dev/caplin/internal/testenv"
+	"github.com/caplin-dev/caplin/pidfd"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -45,7 +46,7 @@ ipcmk -M 4096 >/dev/null 2>&1
 	var ns []map[string]uint64
 	for i, env := range [][]string{nil, {"PATH=/usr/bin:/bin", "FROM=run"}} {
 		r, w, _ := os.Pipe()
-		sb, err := tmpl.Build(ctx, map[int]*os.File{1: w, 2: w}, env)
+		sb, err := tmpl.NewSandbox(ctx, map[int]*os.File{1: w, 2: w}, env)
 		w.Close()
 		if err != nil {
 			t.Fatal(err)
@@ -181,7 +182,7 @@ func TestTemplateSpawnsProgram(t *testing.T) {
 	defer tmpl.Close()
 
 	r, w, _ := os.Pipe()
-	sb, err := tmpl.Build(ctx, map[int]*os.File{1: w}, nil)
+	sb, err := tmpl.NewSandbox(ctx, map[int]*os.File{1: w}, nil)
 	w.Close() // Build keeps its own copy until Exec
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +216,7 @@ func TestTemplateSpawnsProgram(t *testing.T) {
 	}
 
 	// Handle makes the process first, by a fork; Exec then execs it.
-	sb2, err := tmpl.Build(ctx, nil, nil)
+	sb2, err := tmpl.NewSandbox(ctx, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,36 +237,72 @@ func TestTemplateSpawnsProgram(t *testing.T) {
 	}
 }
 
-// TestTemplateSpawnKeepsOwnFilter: a spec whose seccomp policy denies more
-// than the default keeps its filter on the program alone (the init, which
-// still spawns, does not take it on), and the program is refused what it
-// denies.
-func TestTemplateSpawnKeepsOwnFilter(t *testing.T) {
-	testenv.AlsoAsNobody(t)
+// templateShell makes a template of spec, runs sh -c script in a sandbox
+// of it with stdout and stderr captured, and returns the output and how
+// the shell ended.
+func templateShell(t *testing.T, spec *Spec, script string) (string, *pidfd.State) {
+	t.Helper()
 	ctx := context.Background()
-	spec := baseSpec()
-	spec.Seccomp.Deny = []string{"chmod", "fchmodat", "fchmodat2", "setsid"}
-	spec.SameSession = false
 	tmpl, err := NewTemplate(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tmpl.Close()
 	r, w, _ := os.Pipe()
-	sb, err := tmpl.Build(ctx, map[int]*os.File{1: w, 2: w}, nil)
+	defer r.Close()
+	sb, err := tmpl.NewSandbox(ctx, map[int]*os.File{1: w, 2: w}, nil)
 	w.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sb.Close()
-	p, err := sb.Exec(ctx, "/bin/sh", []string{"sh", "-c", `touch /tmp/f; chmod 600 /tmp/f && echo CHMOD-ALLOWED; grep ^Seccomp: /proc/self/status`})
+	p, err := sb.Exec(ctx, "/bin/sh", []string{"sh", "-c", script})
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer p.Close()
 	out, _ := io.ReadAll(r)
-	r.Close()
-	p.Wait(ctx)
-	if strings.Contains(string(out), "CHMOD-ALLOWED") || !strings.Contains(string(out), "Seccomp:\t2") {
+	st, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), st
+}
+
+// TestTemplateSpawnKeepsOwnFilter: a spec whose seccomp policy denies more
+// than the default keeps its filter on the program alone (the init, which
+// still spawns, does not take it on), and the program is refused what it
+// denies.
+func TestTemplateSpawnKeepsOwnFilter(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	spec := baseSpec()
+	spec.Seccomp.Deny = []string{"chmod", "fchmodat", "fchmodat2", "setsid"}
+	spec.SameSession = false
+	out, _ := templateShell(t, spec, `touch /tmp/f; chmod 600 /tmp/f && echo CHMOD-ALLOWED; grep ^Seccomp: /proc/self/status`)
+	if strings.Contains(out, "CHMOD-ALLOWED") || !strings.Contains(out, "Seccomp:\t2") {
 		t.Errorf("a program whose spec denies chmod:\n%s", out)
+	}
+}
+
+// TestTemplateSpawnSetup: everything a program's setup does when Exec
+// spawns it from a template's init (fds, session, rlimits, capabilities
+// kept as ambient ones for a uid other than 0, no_new_privs, a seccomp
+// filter of the spec's own) is on the list of what a spawn's setup may
+// do, and takes effect.
+func TestTemplateSpawnSetup(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	spec := baseSpec()
+	spec.UID, spec.GID = 1000, 1000
+	spec.Caps = []int{unix.CAP_NET_BIND_SERVICE}
+	spec.Limits.NoFile = 64
+	spec.Seccomp.Deny = []string{"chmod"}
+	out, st := templateShell(t, spec, `grep -E '^(NoNewPrivs|Seccomp|CapAmb|Uid)' /proc/self/status; ulimit -n`)
+	if !st.Success() {
+		t.Fatalf("%v:\n%s", st, out)
+	}
+	for _, want := range []string{"NoNewPrivs:\t1\n", "Seccomp:\t2\n", "CapAmb:\t0000000000000400\n", "Uid:\t1000\t1000\t1000\t1000\n", "\n64\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("want %q in:\n%s", want, out)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
@@ -321,7 +322,7 @@ func runSandbox(args []string, m mode) int {
 	defer signal.Stop(sigs)
 
 	ctx := context.Background()
-	sb, err := sandbox.Build(ctx, spec)
+	sb, err := sandbox.Build(ctx, spec, sandbox.WithLogger(slog.Default()))
 	if err != nil {
 		return m.buildFailed(ctx, m, err, spec)
 	}

@@ -120,9 +120,10 @@ const (
 )
 
 // New returns a Handler that serves a Launcher object building products
-// from spec, which the Launcher does not change (call New for each object:
-// each has its own products). spec.Files are given to every product, and
-// must leave fds 0, 1 and 2 to the Launcher.
+// from a copy of spec (Spec.Clone), so the caller may change spec once New
+// returns (call New for each object: each has its own products).
+// spec.Files are given to every product, and must leave fds 0, 1 and 2 to
+// the Launcher.
 func New(spec *sandbox.Spec, opts Options) (rpc.Handler, error) {
 	if spec == nil {
 		return nil, errors.New("launcher: no spec")
@@ -145,7 +146,7 @@ func New(spec *sandbox.Spec, opts Options) (rpc.Handler, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &launcher{spec: spec, opts: opts, log: log, products: map[uint64]*product{}}, nil
+	return &launcher{spec: spec.Clone(), opts: opts, log: log, products: map[uint64]*product{}}, nil
 }
 
 type launcher struct {
@@ -259,7 +260,7 @@ func (l *launcher) launch(ctx context.Context, a *LaunchArgs) (_ *LaunchResult, 
 	if err != nil {
 		return nil, err
 	}
-	sb, err := sandbox.Build(ctx, &spec)
+	sb, err := sandbox.Build(ctx, &spec, sandbox.WithLogger(l.log))
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,74 @@
+package sandbox
+
+import (
+	"errors"
+
+	"golang.org/x/sys/unix"
+)
+
+// The errors of a Spec that cannot be enforced here, one set:
+//
+//   - ErrUnenforceable matches (errors.Is) every one of them, whatever the
+//     reason: test for it to offer BestEffort, say.
+//   - *UnsupportedError: the running kernel lacks a feature (Landlock, or
+//     a Landlock ABI); it says which Linux release brought it, and wraps
+//     the kernel's errno, so that errors.Is(err, unix.ENOSYS) holds too.
+//   - *LimitError: a resource limit has nothing to enforce it here (no
+//     delegated cgroup, say); it wraps the errors of the attempts.
+//
+// A Spec that this mode cannot express (a LandlockOnly sandbox asked for a
+// tmpfs, say) is an error wrapping ErrUnenforceable that says what and why.
+
+// ErrUnenforceable is matched (errors.Is) by every error that says a Spec
+// asks for something the running kernel, the caller's privileges or the
+// chosen mode cannot enforce, when BestEffort is not set.
+var ErrUnenforceable = errors.New("sandbox: cannot be enforced here")
+
+// UnsupportedError says that the running kernel lacks a feature a Spec or a
+// policy needs. It matches ErrUnenforceable and unix.ENOSYS (errors.Is),
+// and unwraps to Err.
+type UnsupportedError struct {
+	// Feature names what is missing: "Landlock", "Landlock TCP rules".
+	Feature string
+	// MinKernel is the first Linux release that has it: "5.13".
+	MinKernel string
+	// Detail says more, where there is more to say: what else it needs
+	// (a kernel option, a boot parameter), or what the kernel has.
+	Detail string
+	// Err is the kernel's errno: ENOSYS where the system call is missing,
+	// EOPNOTSUPP where it is there but disabled; ENOSYS too where the
+	// kernel was not asked (its Landlock ABI version said it already).
+	Err error
+}
+
+// Error says what is missing, since which Linux release, and the errno.
+func (e *UnsupportedError) Error() string {
+	s := "sandbox: " + e.Feature + " needs Linux " + e.MinKernel + " or later"
+	if e.Detail != "" {
+		s += " (" + e.Detail + ")"
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the kernel's errno.
+func (e *UnsupportedError) Unwrap() error { return e.Err }
+
+// Is reports whether target is ErrUnenforceable or unix.ENOSYS: every
+// UnsupportedError is both, whichever errno the kernel gave.
+func (e *UnsupportedError) Is(target error) bool {
+	return target == ErrUnenforceable || target == error(unix.ENOSYS)
+}
+
+// landlockKernel is the first Linux release of each Landlock ABI version.
+var landlockKernel = [...]string{1: "5.13", 2: "5.19", 3: "6.2", 4: "6.7", 5: "6.10", 6: "6.12"}
+
+// kernelForABI returns the first Linux release with Landlock ABI abi.
+func kernelForABI(abi int) string {
+	if abi >= 1 && abi < len(landlockKernel) {
+		return landlockKernel[abi]
+	}
+	return "a later release than 6.12"
+}

@@ -1,0 +1,371 @@
+package sandbox
+
+// Mount kinds, each described in one place: the table kinds says, for
+// each, what a Mount of it takes (checked by checkSpec and ParseProfile),
+// how the root is made with it (record), what Landlock grants its
+// destination (landlock), how a LandlockOnly sandbox grants it or why it
+// cannot (landlockOnly), and how a Template's sandboxes get it (renew).
+// Its name is the kind's in profiles and bubblewrap's option without its
+// dashes. A kind added to MountKind without an entry here, or with one
+// left out, fails TestMountKindTable.
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/caplin-dev/caplin/proc"
+	"golang.org/x/sys/unix"
+)
+
+// sourceUse is what a kind makes of Mount.Source.
+type sourceUse int
+
+const (
+	_             sourceUse = iota // unset: a kind left out of the table
+	srcNone                        // none: it takes no Source
+	srcHostPath                    // a bind's host path (or FD in its place); Try applies
+	srcLinkTarget                  // a symbolic link's target, not looked at
+)
+
+// templateUse is how the sandboxes of a Template get a mount.
+type templateUse int
+
+const (
+	_           templateUse = iota // unset: a kind left out of the table
+	tmplShared                     // all share the template's, as it built it
+	tmplRenewed                    // each makes it afresh (renew), unless a later mount is inside it
+)
+
+// kindInfo is what the package knows of one mount kind.
+type kindInfo struct {
+	name   string
+	source sourceUse
+	// takesPerms, takesSize and takesData say which of Mount.Perms, Size
+	// and Data the kind uses; needsPerms that Perms is required.
+	takesPerms, takesSize, takesData, needsPerms bool
+
+	// prepare, for kinds that take something of the caller's file system,
+	// records taking it (a clone of the source) while the first process
+	// still sees that file system; nil for the others.
+	prepare func(r *recorder, i int, m *Mount, c *prepared) error
+	// record records the steps that make the mount in the new root.
+	record func(r *recorder, m *Mount, c *prepared)
+	// landlock returns the grants of the mount in the Landlock layer of a
+	// sandbox with namespaces; none: the root's rule covers it.
+	landlock func(i int, m *Mount) ([]PathGrant, error)
+	// landlockOnly returns the grants of the mount in a LandlockOnly
+	// sandbox, on the host's own paths, or what it cannot do there.
+	landlockOnly func(i int, m *Mount) (g []PathGrant, cannot string, err error)
+	// template is how a Template's sandboxes get the mount, and renew,
+	// for tmplRenewed, records making it afresh in one of them.
+	template templateUse
+	renew    func(r *recorder, spec *Spec, m *Mount)
+}
+
+// prepared is what prepare took for one mount, for record.
+type prepared struct {
+	skip      bool     // a Try bind whose source is not there
+	isDir     bool     // the bind's source is a directory
+	clone     proc.Val // the bind's clone of its source
+	devClones []proc.Val
+}
+
+// kinds describes each mount kind. It is filled in by init, not by its
+// declaration, because its functions use describe, which reads it; nothing
+// changes it afterwards.
+var kinds [kindCount]kindInfo
+
+func init() { kinds = kindTable() }
+
+// kindTable is the table of mount kinds.
+func kindTable() [kindCount]kindInfo {
+	return [kindCount]kindInfo{
+		ROBind:     bindKind("ro-bind", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_RDONLY, AccessRead),
+		Bind:       bindKind("bind", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, AccessWrite),
+		DevBind:    bindKind("dev-bind", unix.MOUNT_ATTR_NOSUID, AccessWrite),
+		Tmpfs:      {name: "tmpfs", source: srcNone, takesPerms: true, takesSize: true, record: recordTmpfs, landlock: grant(AccessWrite, PathDir), landlockOnly: needsMountNS, template: tmplRenewed, renew: renewTmpfs},
+		Proc:       {name: "proc", source: srcNone, record: recordProc, landlock: grant(AccessRead, PathDir), landlockOnly: needsMountNS, template: tmplRenewed, renew: renewProc},
+		Dev:        {name: "dev", source: srcNone, prepare: prepareDev, record: recordDev, landlock: devGrants, landlockOnly: devHostGrants, template: tmplRenewed, renew: renewDev},
+		Mqueue:     {name: "mqueue", source: srcNone, record: recordMqueue, landlock: grant(AccessWrite, PathDir), landlockOnly: needsMountNS, template: tmplRenewed, renew: renewMqueue},
+		Symlink:    {name: "symlink", source: srcLinkTarget, record: recordSymlink, landlock: rootGrant, landlockOnly: needsMountNS, template: tmplShared},
+		Dir:        {name: "dir", source: srcNone, takesPerms: true, record: recordDir, landlock: rootGrant, landlockOnly: needsMountNS, template: tmplShared},
+		File:       {name: "file", source: srcNone, takesPerms: true, takesData: true, record: recordFile, landlock: rootGrant, landlockOnly: needsMountNS, template: tmplShared},
+		BindData:   {name: "bind-data", source: srcNone, takesPerms: true, takesData: true, record: recordBindData, landlock: grant(AccessWrite, PathFile), landlockOnly: needsMountNS, template: tmplRenewed, renew: renewBindData},
+		ROBindData: {name: "ro-bind-data", source: srcNone, takesPerms: true, takesData: true, record: recordBindData, landlock: grant(AccessRead, PathFile), landlockOnly: needsMountNS, template: tmplShared},
+		// Landlock rules only add up: a read-only part of a writable grant
+		// cannot be expressed, so the mounts alone enforce RemountRO.
+		RemountRO: {name: "remount-ro", source: srcNone, record: recordRemountRO, landlock: rootGrant, landlockOnly: needsMountNS, template: tmplShared},
+		Chmod:     {name: "chmod", source: srcNone, takesPerms: true, needsPerms: true, record: recordChmod, landlock: rootGrant, landlockOnly: needsMountNS, template: tmplShared},
+	}
+}
+
+// kindOf returns the table's entry of k, which checkSpec has found to be
+// a kind.
+func kindOf(k MountKind) *kindInfo { return &kinds[k] }
+
+// kindsWith returns the names of the kinds for which has holds.
+func kindsWith(has func(*kindInfo) bool) []string {
+	var names []string
+	for k := range kindCount {
+		if has(&kinds[k]) {
+			names = append(names, k.String())
+		}
+	}
+	return names
+}
+
+// permsOr returns m.Perms, or def if it has none.
+func (m *Mount) permsOr(def os.FileMode) os.FileMode {
+	if m.Perms != nil {
+		return *m.Perms
+	}
+	return def
+}
+
+// bindKind is the entry of a bind of a host path whose mount gets the
+// attributes attrs and whose Landlock rule access.
+func bindKind(name string, attrs uint64, access uint64) kindInfo {
+	return kindInfo{
+		name:    name,
+		source:  srcHostPath,
+		prepare: prepareBind,
+		record: func(r *recorder, m *Mount, c *prepared) {
+			var target proc.Val
+			if c.isDir {
+				target = r.mkdirs(m.Dest)
+			} else {
+				target = r.touch(m.Dest)
+			}
+			// The attributes go on the clone before it is attached, so
+			// it is never attached without them.
+			r.b.MountSetattr(c.clone, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: attrs})
+			r.attach(c.clone, target)
+			r.mounted(m.Dest)
+		},
+		landlock: func(i int, m *Mount) ([]PathGrant, error) {
+			st, err := statSource(m)
+			if err != nil {
+				if m.Try {
+					return nil, nil
+				}
+				return nil, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
+			}
+			g := PathGrant{Path: filepath.Clean(m.Dest), Access: access, Kind: PathDir}
+			if !st.IsDir() {
+				g.Kind = PathFile
+			}
+			return []PathGrant{g}, nil
+		},
+		landlockOnly: func(i int, m *Mount) ([]PathGrant, string, error) {
+			dest := filepath.Clean(m.Dest)
+			if m.FD != nil {
+				return nil, describe(i, m) + ": a bind of a descriptor needs a mount namespace", nil
+			}
+			if filepath.Clean(m.Source) != dest {
+				return nil, describe(i, m) + ": a bind elsewhere than its source needs a mount namespace", nil
+			}
+			if _, err := os.Stat(m.Source); err != nil {
+				if m.Try && errors.Is(err, os.ErrNotExist) {
+					return nil, "", nil
+				}
+				return nil, "", fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
+			}
+			return []PathGrant{{Path: dest, Access: access}}, "", nil
+		},
+		template: tmplShared,
+	}
+}
+
+// prepareBind clones a bind's source (or its FD's file) while the first
+// process sees the caller's file system.
+func prepareBind(r *recorder, i int, m *Mount, c *prepared) error {
+	st, err := statSource(m)
+	if err != nil && m.Try && errors.Is(err, os.ErrNotExist) {
+		c.skip = true
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
+	}
+	c.isDir = st.IsDir()
+	if m.FD != nil {
+		c.clone, err = r.bindFD(i, m)
+		return err
+	}
+	c.clone = r.b.OpenTree(proc.AtFDCWD(), m.Source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	return nil
+}
+
+// grant returns a landlock function granting access to the destination,
+// a directory or a file.
+func grant(access uint64, kind PathKind) func(int, *Mount) ([]PathGrant, error) {
+	return func(_ int, m *Mount) ([]PathGrant, error) {
+		return []PathGrant{{Path: filepath.Clean(m.Dest), Access: access, Kind: kind}}, nil
+	}
+}
+
+// rootGrant is the landlock function of a kind that makes nothing the
+// root's rule does not cover: it is in the root, with the root's access.
+func rootGrant(int, *Mount) ([]PathGrant, error) { return nil, nil }
+
+// needsMountNS is the landlockOnly function of a kind that makes
+// something, which takes a mount namespace.
+func needsMountNS(i int, m *Mount) ([]PathGrant, string, error) {
+	return nil, describe(i, m) + ": needs a mount namespace", nil
+}
+
+// devAccess is what Landlock grants a Dev mount's nodes.
+const devAccess = AccessRead | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV
+
+// devGrants grants the minimal /dev, and its shm, a tmpfs for the
+// program's own use.
+func devGrants(_ int, m *Mount) ([]PathGrant, error) {
+	dest := filepath.Clean(m.Dest)
+	return []PathGrant{
+		{Path: dest, Access: devAccess, Kind: PathDir},
+		{Path: filepath.Join(dest, "shm"), Access: AccessWrite, Kind: PathDir},
+	}, nil
+}
+
+// devHostGrants grants, in a LandlockOnly sandbox, the host's device
+// nodes that Dev would bind, one by one.
+func devHostGrants(_ int, m *Mount) ([]PathGrant, string, error) {
+	var gs []PathGrant
+	for _, d := range devNodes {
+		p := filepath.Join(filepath.Clean(m.Dest), d)
+		if _, err := os.Stat(p); err == nil {
+			gs = append(gs, PathGrant{Path: p, Access: devAccess, Kind: PathFile})
+		}
+	}
+	return gs, "", nil
+}
+
+// prepareDev clones the host's device nodes a Dev mount binds.
+func prepareDev(r *recorder, _ int, _ *Mount, c *prepared) error {
+	for _, d := range devNodes {
+		c.devClones = append(c.devClones, r.b.OpenTree(proc.AtFDCWD(), "/dev/"+d, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC))
+	}
+	return nil
+}
+
+func recordTmpfs(r *recorder, m *Mount, _ *prepared) {
+	r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, tmpfsOptions(m.permsOr(0o755), m.Size)...), r.mkdirs(m.Dest))
+	r.mounted(m.Dest)
+}
+
+func recordProc(r *recorder, m *Mount, _ *prepared) {
+	r.mountProc(r.mkdirs(m.Dest))
+	r.mounted(m.Dest)
+}
+
+func recordMqueue(r *recorder, m *Mount, _ *prepared) {
+	r.attach(r.newMount("mqueue", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC), r.mkdirs(m.Dest))
+	r.mounted(m.Dest)
+}
+
+func recordDev(r *recorder, m *Mount, c *prepared) {
+	b := &r.b
+	target := r.mkdirs(m.Dest)
+	dev := r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC, "mode", "0755")
+	b.MoveMount(dev, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
+	b.CloseFD(target)
+	// The rest is made in the new tmpfs, through its fd: nothing else can
+	// have put anything there.
+	for k, d := range devNodes {
+		mknodat(b, dev, d, unix.S_IFREG|0o666)
+		r.attach(c.devClones[k], b.Openat(dev, d, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0))
+	}
+	b.Mkdirat(dev, "shm", 0o1777)
+	r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, "mode", "1777"),
+		b.Openat(dev, "shm", unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0))
+	b.Mkdirat(dev, "pts", 0o755)
+	symlinkat(b, "/proc/self/fd", dev, "fd")
+	symlinkat(b, "/proc/self/fd/0", dev, "stdin")
+	symlinkat(b, "/proc/self/fd/1", dev, "stdout")
+	symlinkat(b, "/proc/self/fd/2", dev, "stderr")
+	symlinkat(b, "/proc/kcore", dev, "core")
+	b.CloseFD(dev)
+	r.mounted(m.Dest)
+}
+
+// recordSymlink makes the link where its directory resolves inside the
+// new root; its target is the program's business, and is not followed.
+func recordSymlink(r *recorder, m *Mount, _ *prepared) {
+	dir := r.mkdirs(filepath.Dir(m.Dest))
+	symlinkat(&r.b, m.Source, dir, filepath.Base(m.Dest))
+	r.b.CloseFD(dir)
+}
+
+func recordDir(r *recorder, m *Mount, _ *prepared) {
+	dir := r.mkdirs(m.Dest)
+	if m.Perms != nil {
+		r.chmod(m.Dest, dir, modeBits(*m.Perms))
+	}
+	r.b.CloseFD(dir)
+}
+
+// recordFile makes the file with O_NOFOLLOW, so that a link at the
+// destination is refused (ELOOP), not followed, and O_NONBLOCK, so that a
+// FIFO there fails (ENXIO) rather than blocking the build.
+func recordFile(r *recorder, m *Mount, _ *prepared) {
+	b := &r.b
+	dir := r.mkdirs(filepath.Dir(m.Dest))
+	f := b.Openat(dir, filepath.Base(m.Dest), unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, modeBits(m.permsOr(0o666)))
+	b.CloseFD(dir)
+	writeAll(b, f, m.Data)
+	if m.Perms != nil { // past the umask
+		b.Syscall(unix.SYS_FCHMOD, f, proc.Uint(uint64(modeBits(*m.Perms))))
+	}
+	b.CloseFD(f)
+}
+
+func recordBindData(r *recorder, m *Mount, _ *prepared) {
+	recordDataBind(r, m, r.touch(m.Dest))
+	r.mounted(m.Dest)
+}
+
+func recordRemountRO(r *recorder, m *Mount, _ *prepared) {
+	target := r.open(m.Dest, 0)
+	r.b.MountSetattr(target, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+	r.b.CloseFD(target)
+}
+
+func recordChmod(r *recorder, m *Mount, _ *prepared) {
+	target := r.open(m.Dest, 0)
+	r.chmod(m.Dest, target, modeBits(*m.Perms))
+	r.b.CloseFD(target)
+}
+
+// The renew functions make a mount afresh in a template's sandbox, whose
+// root is the template's already: the destination is there, resolved
+// inside that root.
+
+func renewTmpfs(r *recorder, _ *Spec, m *Mount) {
+	r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, tmpfsOptions(m.permsOr(0o755), m.Size)...), r.open(m.Dest, unix.O_DIRECTORY))
+}
+
+// renewProc mounts a proc of the sandbox's own pid namespace.
+func renewProc(r *recorder, _ *Spec, m *Mount) {
+	r.mountProc(r.open(m.Dest, unix.O_DIRECTORY))
+}
+
+// renewMqueue mounts an mqueue of the sandbox's own IPC namespace, when
+// it has one.
+func renewMqueue(r *recorder, spec *Spec, m *Mount) {
+	if !spec.ShareIPC {
+		r.attach(r.newMount("mqueue", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC), r.open(m.Dest, unix.O_DIRECTORY))
+	}
+}
+
+// renewDev renews /dev/shm; the device nodes are the template's binds.
+func renewDev(r *recorder, _ *Spec, m *Mount) {
+	r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, "mode", "1777"), r.open(filepath.Join(m.Dest, "shm"), unix.O_DIRECTORY))
+}
+
+// renewBindData binds the data afresh, for a writable data bind that one
+// sandbox could change for the next.
+func renewBindData(r *recorder, _ *Spec, m *Mount) {
+	recordDataBind(r, m, r.open(m.Dest, 0))
+}

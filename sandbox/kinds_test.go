@@ -1,0 +1,64 @@
+package sandbox
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestMountKindTable fails when a mount kind is missing from the table
+// of kinds (kinds.go), or an entry leaves out something the package needs
+// of every kind: its name, what it makes of Source, how it is made in the
+// root, in the Landlock layer, in a LandlockOnly sandbox, and in a
+// Template's sandboxes.
+func TestMountKindTable(t *testing.T) {
+	if got := len(MountKinds()); got != int(kindCount) {
+		t.Errorf("MountKinds() has %d kinds, want %d", got, kindCount)
+	}
+	names := map[string]MountKind{}
+	for _, k := range MountKinds() {
+		e := &kinds[k]
+		switch {
+		case e.name == "" || strings.HasPrefix(e.name, "-"):
+			t.Errorf("kind %d: name %q", k, e.name)
+		case e.source == 0:
+			t.Errorf("%s: no source use", k)
+		case e.record == nil:
+			t.Errorf("%s: no record (how the root is made with it)", k)
+		case e.landlock == nil:
+			t.Errorf("%s: no landlock (its Landlock grant, or rootGrant)", k)
+		case e.landlockOnly == nil:
+			t.Errorf("%s: no landlockOnly (its grant without namespaces, or why not)", k)
+		case e.template == 0:
+			t.Errorf("%s: no template use", k)
+		case (e.template == tmplRenewed) != (e.renew != nil):
+			t.Errorf("%s: template use %d with renew set %v", k, e.template, e.renew != nil)
+		case e.source == srcHostPath && e.prepare == nil:
+			t.Errorf("%s: a bind with nothing to take its source while the caller's files are seen", k)
+		case e.needsPerms && !e.takesPerms:
+			t.Errorf("%s: needs Perms it does not take", k)
+		}
+		if other, dup := names[e.name]; dup {
+			t.Errorf("%s and %s share the name %q", other, k, e.name)
+		}
+		names[e.name] = k
+		if k.String() != e.name {
+			t.Errorf("kind %d: String() = %q, want %q", k, k.String(), e.name)
+		}
+		// Every kind reads from a profile by its name.
+		src := ""
+		if e.source != srcNone {
+			src = `source = "/src"` + "\n"
+		}
+		perms := ""
+		if e.needsPerms {
+			perms = `perms = "0755"` + "\n"
+		}
+		spec, err := ParseProfile("kinds.toml", []byte("[[mount]]\ntype = \""+e.name+"\"\ndest = \"/d\"\n"+src+perms))
+		if err != nil || len(spec.Mounts) != 1 || spec.Mounts[0].Kind != k {
+			t.Errorf("%s: a profile mount of type %q: %v %+v", k, e.name, err, spec)
+		}
+	}
+	if s := kindCount.String(); !strings.HasPrefix(s, "MountKind(") {
+		t.Errorf("past the last kind: %q", s)
+	}
+}

@@ -1,0 +1,76 @@
+package sandbox
+
+// Validation: what is wrong with a Spec, found before any process is made.
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// describe names a mount for errors: "mount 3 (ro-bind /usr on /usr)".
+func describe(i int, m *Mount) string {
+	switch {
+	case m.Kind.isBind() && m.FD != nil:
+		return fmt.Sprintf("mount %d (%s %s %s)", i+1, m.Kind, m.FD.Name(), m.Dest)
+	case m.Kind.source() == srcHostPath || m.Kind.source() == srcLinkTarget:
+		return fmt.Sprintf("mount %d (%s %s %s)", i+1, m.Kind, m.Source, m.Dest)
+	}
+	return fmt.Sprintf("mount %d (%s %s)", i+1, m.Kind, m.Dest)
+}
+
+// checkSpec finds what is wrong with a spec before any process is made.
+func checkSpec(spec *Spec) error {
+	for i := range spec.Mounts {
+		m := &spec.Mounts[i]
+		if !filepath.IsAbs(m.Dest) || strings.Contains(m.Dest, "\x00") {
+			return fmt.Errorf("sandbox: %s: destination %q is not an absolute path", describe(i, m), m.Dest)
+		}
+		if m.Kind < 0 || m.Kind >= kindCount {
+			return fmt.Errorf("sandbox: mount %d: unknown kind %d", i+1, m.Kind)
+		}
+		k := kindOf(m.Kind)
+		if strings.Contains(m.Source, "\x00") {
+			return fmt.Errorf("sandbox: %s: source has a NUL byte", describe(i, m))
+		}
+		if m.FD != nil && (k.source != srcHostPath || m.Source != "") {
+			return fmt.Errorf("sandbox: %s: a descriptor is the source of a bind only, in place of a path", describe(i, m))
+		}
+		if (k.source == srcHostPath && m.FD == nil || k.source == srcLinkTarget) && m.Source == "" {
+			return fmt.Errorf("sandbox: %s: source missing", describe(i, m))
+		}
+		if k.needsPerms && m.Perms == nil {
+			return fmt.Errorf("sandbox: %s: no mode given", describe(i, m))
+		}
+		if m.Perms != nil && *m.Perms&^(os.ModePerm|os.ModeSticky|os.ModeSetuid|os.ModeSetgid) != 0 {
+			return fmt.Errorf("sandbox: %s: mode %#o is not permission bits (os.ModeSticky, os.ModeSetuid and os.ModeSetgid are the special ones)", describe(i, m), uint32(*m.Perms))
+		}
+	}
+	for fd, f := range spec.Files {
+		if fd < 0 || f == nil {
+			return fmt.Errorf("sandbox: fd %d: want a number of 0 or more and a file", fd)
+		}
+	}
+	if spec.UID < 0 || spec.GID < 0 {
+		return errors.New("sandbox: uid and gid must not be negative")
+	}
+	if spec.ShareUTS && spec.Hostname != "" {
+		return errors.New("sandbox: a hostname needs a UTS namespace of the sandbox's own (not ShareUTS)")
+	}
+	if spec.Net < NetNone || spec.Net > NetHost {
+		return fmt.Errorf("sandbox: unknown network %d", spec.Net)
+	}
+	for _, c := range spec.Caps {
+		if c < 0 || c > lastCap() {
+			return fmt.Errorf("sandbox: capability %d: this kernel's are 0 to %d", c, lastCap())
+		}
+	}
+	for i, f := range spec.SeccompFilters {
+		if len(f) == 0 || len(f) > 4096 {
+			return fmt.Errorf("sandbox: seccomp program %d: %d instructions (want 1 to 4096)", i+1, len(f))
+		}
+	}
+	return nil
+}
