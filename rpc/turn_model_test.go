@@ -118,7 +118,7 @@ type mConfig struct {
 // A step is a successor state, what led to it, and the rule it broke, if
 // any.
 type mStep struct {
-	what string
+	what mLabel
 	s    mState
 	bad  string
 }
@@ -131,11 +131,19 @@ const (
 	bugKeepDeadline             // passTurn leaves the read deadline set
 )
 
+// An mLabel names a step: who took it, and what it was (kept apart, and
+// joined only to show a failure, as the search makes millions).
+type mLabel struct{ who, what string }
+
+func (l mLabel) String() string { return l.who + l.what }
+
+var mWho = [...]string{"1: ", "2: ", "3: "}
+
 type model struct {
 	cfg   mConfig
 	bugs  int
 	steps []mStep
-	what  string
+	what  mLabel
 }
 
 func bit(i int) uint8 { return 1 << i }
@@ -306,7 +314,7 @@ func (m *model) next(s mState) []mStep {
 	}
 	if m.cfg.close && !s.closed {
 		// Close: fail.
-		m.what = "Close"
+		m.what = mLabel{what: "Close"}
 		t, bad := fail(s)
 		t.closed = true
 		m.add(t, bad)
@@ -315,7 +323,7 @@ func (m *model) next(s mState) []mStep {
 	if !s.failed {
 		for j := range m.cfg.callers {
 			if s.atServer&bit(j) != 0 && s.replied&bit(j) == 0 {
-				m.what = fmt.Sprintf("server replies to %d", j+1)
+				m.what = mLabel{mWho[j], "server replies"}
 				t := s
 				t.replied |= bit(j)
 				t.sock[t.nsock] = uint8(j + 1)
@@ -331,7 +339,7 @@ func (m *model) caller(s mState, i int) {
 	c := s.c[i]
 	id := uint8(i + 1)
 	b := bit(i)
-	name := func(what string) { m.what = fmt.Sprintf("%d: %s", id, what) }
+	name := func(what string) { m.what = mLabel{mWho[i], what} }
 	if m.cfg.cancellable&b != 0 && !c.cancelled && c.pc != cDone {
 		name("context ends")
 		t := s
@@ -459,7 +467,7 @@ func (m *model) caller(s mState, i int) {
 			bad := consume(&t, i)
 			m.passTurn(t, func(u mState, bad2 string) { m.add(u, bad+bad2) })
 		} else {
-			name(fmt.Sprintf("lead: dispatch hands on reply %d", c.msg))
+			name("lead: dispatch hands on another's reply")
 			t, bad := handOn(s, c.msg)
 			t.c[i].pc, t.c[i].msg = cLead, 0
 			m.add(t, bad)
@@ -469,7 +477,7 @@ func (m *model) caller(s mState, i int) {
 
 func (m *model) drain(s mState, k int) {
 	d := s.drains[k]
-	m.what = fmt.Sprintf("drain %d", k)
+	m.what = mLabel{what: "drain"}
 	switch d.pc {
 	case dTop:
 		// drain: the lock at the top of its loop.
@@ -513,7 +521,7 @@ func (m *model) drain(s mState, k int) {
 
 // errCall mirrors Client.Err, called once while the callers run.
 func (m *model) errCall(s mState) {
-	m.what = "Err"
+	m.what = mLabel{what: "Err"}
 	t := s
 	switch s.errPC {
 	case eNone:
@@ -625,7 +633,7 @@ func (m *model) check(s mState, final bool) string {
 func (m *model) explore() (n int, err error) {
 	type frame struct {
 		s     mState
-		what  string
+		what  mLabel
 		steps []mStep
 		next  int
 	}
@@ -635,12 +643,12 @@ func (m *model) explore() (n int, err error) {
 	)
 	seen := map[mState]uint8{}
 	var start mState
-	fail := func(stack []frame, last, bad string) error {
+	fail := func(stack []frame, last mLabel, bad string) error {
 		var b strings.Builder
 		for _, f := range stack[1:] {
 			fmt.Fprintf(&b, "\n  %s", f.what)
 		}
-		if last != "" {
+		if last != (mLabel{}) {
 			fmt.Fprintf(&b, "\n  %s", last)
 		}
 		return fmt.Errorf("%+v: %s, after:%s", m.cfg, bad, b.String())
@@ -654,7 +662,7 @@ func (m *model) explore() (n int, err error) {
 		f := &stack[len(stack)-1]
 		if f.next == len(f.steps) {
 			if bad := m.check(f.s, len(f.steps) == 0); bad != "" {
-				return len(seen), fail(stack, "", bad)
+				return len(seen), fail(stack, mLabel{}, bad)
 			}
 			seen[f.s] = finished
 			stack = stack[:len(stack)-1]
