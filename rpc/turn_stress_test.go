@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // These tests run the client's read turn and the server's workers and
@@ -30,31 +27,6 @@ func stressTime() time.Duration {
 	return 2 * time.Second
 }
 
-// stressPair is pairWith without the cleanup: stop closes the client,
-// shuts the server down, and fails the test if that takes long.
-func stressPair(t *testing.T, srv *Server, h Handler) (c *Client, stop func()) {
-	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.ServeFile(context.Background(), os.NewFile(uintptr(fds[1]), "server"), h); err != nil {
-		t.Fatal(err)
-	}
-	c, err = NewClient(os.NewFile(uintptr(fds[0]), "client"), ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, func() {
-		c.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	}
-}
-
 // randomCtx returns a context that ends after up to max, or never (and a
 // nil cancel is never returned).
 func randomCtx(r *rand.Rand, max time.Duration) (context.Context, context.CancelFunc, bool) {
@@ -65,14 +37,10 @@ func randomCtx(r *rand.Rand, max time.Duration) (context.Context, context.Cancel
 	return ctx, cancel, true
 }
 
-// TestTurnStress: callers race for the client's read turn while others
-// give up at random moments (before sending, while sending, while
-// reading, while being handed the turn), and Err reads between them.
-func TestTurnStress(t *testing.T) {
-	goroutines := runtime.NumGoroutine()
-	fds := openFDs(t)
-	c, stop := stressPair(t, &Server{}, testHandler(t))
-
+// stress runs call from 8 goroutines for stressTime, each time with a
+// source of randomness and a number no other call gets, and fails the test
+// unless some calls were answered and some given up (call reports which).
+func stress(t *testing.T, call func(r *rand.Rand, n int) (answered bool)) {
 	end := time.Now().Add(stressTime())
 	var ok, cancelled atomic.Int64
 	var wg sync.WaitGroup
@@ -82,50 +50,10 @@ func TestTurnStress(t *testing.T) {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(g), uint64(time.Now().UnixNano())))
 			for i := 0; time.Now().Before(end); i++ {
-				n := g<<32 | i
-				ctx, cancel, mayEnd := randomCtx(r, 500*time.Microsecond)
-				var err error
-				switch r.IntN(4) {
-				case 0, 1:
-					var res echoResult
-					err = c.Call(ctx, "echo", echoArgs{N: n}, &res)
-					if err == nil && res.N != n+1 {
-						t.Errorf("echo %d got the reply %d", n, res.N)
-					}
-				case 2:
-					// A reply carrying a descriptor: the client closes it
-					// if the caller gave up.
-					var res fileResult
-					want := string(rune('a' + r.IntN(26)))
-					err = c.Call(ctx, "memfd", echoArgs{Text: want}, &res)
-					if err == nil {
-						b := make([]byte, 2)
-						k, _ := res.F.File.ReadAt(b, 0)
-						if string(b[:k]) != want {
-							t.Errorf("memfd %q holds %q", want, b[:k])
-						}
-						res.F.Close()
-					}
-				case 3:
-					var s string
-					err = c.Call(ctx, "sleep", time.Duration(r.IntN(300))*time.Microsecond, &s)
-					if err == nil && s != "slept" {
-						t.Errorf("sleep got %q", s)
-					}
-				}
-				cancel()
-				switch {
-				case err == nil:
+				if call(r, g<<32|i) {
 					ok.Add(1)
-				case mayEnd && errors.Is(err, ctx.Err()):
+				} else {
 					cancelled.Add(1)
-				default:
-					t.Errorf("call %d: %v", n, err)
-				}
-				if r.IntN(50) == 0 {
-					if err := c.Err(); err != nil {
-						t.Errorf("Err: %v", err)
-					}
 				}
 			}
 		}()
@@ -135,6 +63,52 @@ func TestTurnStress(t *testing.T) {
 	if cancelled.Load() == 0 || ok.Load() == 0 {
 		t.Errorf("no mix: %d answered, %d given up", ok.Load(), cancelled.Load())
 	}
+}
+
+// TestTurnStress: callers race for the client's read turn while others
+// give up at random moments (before sending, while sending, while
+// reading, while being handed the turn), and Err reads between them.
+func TestTurnStress(t *testing.T) {
+	goroutines := runtime.NumGoroutine()
+	fds := openFDs(t)
+	c, stop := newPair(t, &Server{}, testHandler(t))
+	stress(t, func(r *rand.Rand, n int) bool {
+		ctx, cancel, mayEnd := randomCtx(r, 500*time.Microsecond)
+		var err error
+		switch r.IntN(4) {
+		case 0, 1:
+			var res echoResult
+			err = c.Call(ctx, "echo", echoArgs{N: n}, &res)
+			if err == nil && res.N != n+1 {
+				t.Errorf("echo %d got the reply %d", n, res.N)
+			}
+		case 2:
+			// A reply carrying a descriptor: the client closes it
+			// if the caller gave up.
+			var res fileResult
+			want := string(rune('a' + r.IntN(26)))
+			err = c.Call(ctx, "memfd", echoArgs{Text: want}, &res)
+			if err == nil {
+				b := make([]byte, 2)
+				k, _ := res.F.File.ReadAt(b, 0)
+				if string(b[:k]) != want {
+					t.Errorf("memfd %q holds %q", want, b[:k])
+				}
+				res.F.Close()
+			}
+		case 3:
+			var s string
+			err = c.Call(ctx, "sleep", time.Duration(r.IntN(300))*time.Microsecond, &s)
+			if err == nil && s != "slept" {
+				t.Errorf("sleep got %q", s)
+			}
+		}
+		cancel()
+		if err != nil && !(mayEnd && errors.Is(err, ctx.Err())) {
+			t.Errorf("call %d: %v", n, err)
+		}
+		return err == nil
+	})
 	var res echoResult
 	if err := c.Call(context.Background(), "echo", echoArgs{N: 1}, &res); err != nil || res.N != 2 {
 		t.Fatalf("echo after the stress: %+v, %v", res, err)
@@ -199,46 +173,30 @@ func TestServerStress(t *testing.T) {
 			return 0, ctx.Err()
 		}),
 	}
-	c, stop := stressPair(t, &Server{MaxConcurrent: maxConcurrent}, h)
+	c, stop := newPair(t, &Server{MaxConcurrent: maxConcurrent}, h)
 
-	end := time.Now().Add(stressTime())
-	var ok, cancelled atomic.Int64
-	var wg sync.WaitGroup
 	methods := []string{"fast", "fast", "fast", "slow", "spin", "wait"}
-	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(g), uint64(time.Now().UnixNano())))
-			for i := 0; time.Now().Before(end); i++ {
-				n := g<<32 | i
-				method := methods[r.IntN(len(methods))]
-				ctx, cancel, mayEnd := randomCtx(r, 3*time.Millisecond)
-				if method == "wait" && !mayEnd {
-					ctx, cancel = context.WithTimeout(context.Background(), time.Duration(r.IntN(2000))*time.Microsecond)
-					mayEnd = true
-				}
-				var res int
-				err := c.Call(ctx, method, n, &res)
-				cancel()
-
-				switch {
-				case err == nil && res == n+1:
-					ok.Add(1)
-				case err == nil:
-					t.Errorf("%s %d got the reply %d", method, n, res)
-				case mayEnd && (errors.Is(err, ctx.Err()) || errors.Is(err, context.DeadlineExceeded)):
-					// The client gave up, or the server answered the
-					// cancel with the call's context error.
-					cancelled.Add(1)
-				default:
-					t.Errorf("%s %d: %v", method, n, err)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	t.Logf("%d calls answered, %d given up, at most %d ran at once", ok.Load(), cancelled.Load(), most.Load())
+	stress(t, func(r *rand.Rand, n int) bool {
+		method := methods[r.IntN(len(methods))]
+		ctx, cancel, mayEnd := randomCtx(r, 3*time.Millisecond)
+		if method == "wait" && !mayEnd {
+			ctx, cancel = context.WithTimeout(context.Background(), time.Duration(r.IntN(2000))*time.Microsecond)
+			mayEnd = true
+		}
+		var res int
+		err := c.Call(ctx, method, n, &res)
+		cancel()
+		// A call given up fails with its context's error: the client's,
+		// or the server's answer to the cancel.
+		switch {
+		case err == nil && res != n+1:
+			t.Errorf("%s %d got the reply %d", method, n, res)
+		case err != nil && !(mayEnd && (errors.Is(err, ctx.Err()) || errors.Is(err, context.DeadlineExceeded))):
+			t.Errorf("%s %d: %v", method, n, err)
+		}
+		return err == nil
+	})
+	t.Logf("at most %d calls ran at once", most.Load())
 	if m := most.Load(); m > maxConcurrent {
 		t.Errorf("%d calls ran at once, want at most %d", m, maxConcurrent)
 	}
