@@ -27,14 +27,7 @@ type rawPeer struct {
 // as a rawPeer.
 func rawPair(t *testing.T, srv *Server, h Handler) *rawPeer {
 	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.ServeFile(context.Background(), os.NewFile(uintptr(fds[1]), "server"), h); err != nil {
-		t.Fatal(err)
-	}
-	p := &rawPeer{t: t, fd: fds[0]}
+	p := &rawPeer{t: t, fd: serveEnd(t, srv, h)}
 	t.Cleanup(func() {
 		unix.Close(p.fd)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -329,17 +322,10 @@ func TestPeerVanishes(t *testing.T) {
 		ended <- ctx.Err()
 		return nil, ctx.Err()
 	}}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.ServeFile(context.Background(), os.NewFile(uintptr(fds[1]), "server"), h); err != nil {
-		t.Fatal(err)
-	}
-	p := &rawPeer{t: t, fd: fds[0]}
+	p := &rawPeer{t: t, fd: serveEnd(t, srv, h)}
 	p.send(append(header(Version, kindCall, 0, 1), cborOf(t, "wait", nil)...))
 	time.Sleep(10 * time.Millisecond)
-	unix.Close(fds[0])
+	unix.Close(p.fd)
 	select {
 	case <-ended:
 	case <-time.After(5 * time.Second):

@@ -98,6 +98,33 @@ func pair(t testing.TB, h Handler) (*Client, *Server) {
 // pairWith is pair with a given Server.
 func pairWith(t testing.TB, srv *Server, h Handler) (*Client, *Server) {
 	t.Helper()
+	c, stop := newPair(t, srv, h)
+	t.Cleanup(stop)
+	return c, srv
+}
+
+// newPair is pairWith without the cleanup: stop closes the client and
+// shuts the server down.
+func newPair(t testing.TB, srv *Server, h Handler) (c *Client, stop func()) {
+	t.Helper()
+	c, err := NewClient(os.NewFile(uintptr(serveEnd(t, srv, h)), "client"), ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, func() {
+		c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	}
+}
+
+// serveEnd serves h with srv on one end of a new socket pair, and returns
+// the other end.
+func serveEnd(t testing.TB, srv *Server, h Handler) int {
+	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -105,19 +132,7 @@ func pairWith(t testing.TB, srv *Server, h Handler) (*Client, *Server) {
 	if err := srv.ServeFile(context.Background(), os.NewFile(uintptr(fds[1]), "server"), h); err != nil {
 		t.Fatal(err)
 	}
-	c, err := NewClient(os.NewFile(uintptr(fds[0]), "client"), ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	})
-	return c, srv
+	return fds[0]
 }
 
 func TestEcho(t *testing.T) {

@@ -119,6 +119,10 @@ type Server struct {
 	// it, which reads nothing more while the call runs unless it runs
 	// longer than about a millisecond: then another goroutine reads on,
 	// so a slow call delays the object's other calls by that much at most.
+	// While the server reads nothing, it reads no cancel either (nor the
+	// peer's close): an object whose running calls all wait for their
+	// cancellation, with as many calls again waiting, stops until one of
+	// them ends by itself or the server shuts down.
 	MaxConcurrent int
 	// MaxObjects bounds the objects the server serves at once: the
 	// connections it accepts and the objects its handlers make. 0 means
