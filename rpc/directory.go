@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/dir/export"
 	"golang.org/x/sys/unix"
 )
 
@@ -218,7 +219,7 @@ func (s *directory) serve(ctx context.Context, call *Call) (any, error) {
 			return nil, err
 		}
 		defer sub.Close()
-		f, err := sub.Export(ctx)
+		f, err := export.Dir(ctx, sub)
 		if err != nil {
 			return nil, err
 		}
