@@ -6,7 +6,7 @@ import (
 	"runtime"
 	"runtime/debug"
 
-	"github.com/caplin-dev/caplin/internal/probe"
+	"github.com/caplin-dev/caplin/probe"
 )
 
 const versionSynopsis = "caplin version"

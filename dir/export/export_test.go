@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/caplin-dev/caplin/dir"
-	"github.com/caplin-dev/caplin/internal/probe"
 	"github.com/caplin-dev/caplin/internal/testenv"
+	"github.com/caplin-dev/caplin/probe"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )

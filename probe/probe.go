@@ -7,6 +7,10 @@
 // what caplin does without the feature. Probes have no lasting effect: the
 // fds they open are closed and the children they make are killed and
 // reaped before they return.
+//
+// The package sits above proc, which makes the children that try user
+// namespaces and pidfds, and below cmd/caplin; tests use it to tell a
+// missing kernel feature from a failure.
 package probe
 
 import (
