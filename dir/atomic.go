@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync/atomic"
 
+	"github.com/caplin-dev/caplin/internal/filemode"
 	"golang.org/x/sys/unix"
 )
 
@@ -310,7 +311,7 @@ func (d *Dir) Replace(name string, data []byte, perm fs.FileMode) error {
 		return err
 	}
 	defer p.close()
-	fd, tmp, err := d.tempFile(p.fd, p.base, unixPerm(perm), data)
+	fd, tmp, err := d.tempFile(p.fd, p.base, filemode.Unix(perm), data)
 	if err != nil {
 		return pathErr(op, name, err)
 	}
@@ -557,7 +558,7 @@ func (d *Dir) CreateExclusive(name string, data []byte, perm fs.FileMode) error 
 		return err
 	}
 	defer p.close()
-	m := unixPerm(perm)
+	m := filemode.Unix(perm)
 
 	err = d.createTmpfile(p, m, data)
 	if err == errNoTmpfile {

@@ -16,8 +16,6 @@ package probe
 import (
 	"context"
 	"errors"
-	"os"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -92,14 +90,4 @@ func errText(err error) string {
 // isErrno reports whether err is, or wraps, errno e.
 func isErrno(err error, e syscall.Errno) bool {
 	return errors.Is(err, e)
-}
-
-// readTrim returns the contents of a small file (a sysctl) without
-// surrounding space, and whether it could be read.
-func readTrim(path string) (string, bool) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", false
-	}
-	return strings.TrimSpace(string(b)), true
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/caplin-dev/caplin/internal/filemode"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -692,7 +693,7 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 		case Dir:
 			dir := r.mkdirs(m.Dest)
 			if m.Perms != nil {
-				r.chmod(m.Dest, dir, modeBits(*m.Perms))
+				r.chmod(m.Dest, dir, filemode.Unix(*m.Perms))
 			}
 			b.Close(dir)
 		case File:
@@ -700,11 +701,11 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 			// not followed; O_NONBLOCK: a FIFO there fails (ENXIO) rather
 			// than blocking the build.
 			dir := r.mkdirs(filepath.Dir(m.Dest))
-			f := b.Openat(dir, filepath.Base(m.Dest), unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, modeBits(perms(0o666)))
+			f := b.Openat(dir, filepath.Base(m.Dest), unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, filemode.Unix(perms(0o666)))
 			b.Close(dir)
 			writeAll(b, f, m.Data)
 			if m.Perms != nil { // past the umask
-				b.Syscall(unix.SYS_FCHMOD, f, proc.Uint(uint64(modeBits(*m.Perms))))
+				b.Syscall(unix.SYS_FCHMOD, f, proc.Uint(uint64(filemode.Unix(*m.Perms))))
 			}
 			b.Close(f)
 		case BindData, ROBindData:
@@ -716,7 +717,7 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 			b.Close(target)
 		case Chmod:
 			target := r.open(m.Dest, 0)
-			r.chmod(m.Dest, target, modeBits(*m.Perms))
+			r.chmod(m.Dest, target, filemode.Unix(*m.Perms))
 			b.Close(target)
 		}
 		r.end(from, describe(i, m))
@@ -763,7 +764,7 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 // tmpfsOptions returns the options (key, value, ...) of a tmpfs of mode
 // perms and size bytes (0: the kernel's default).
 func tmpfsOptions(perms os.FileMode, size int64) []string {
-	opts := []string{"mode", fmt.Sprintf("%o", modeBits(perms))}
+	opts := []string{"mode", fmt.Sprintf("%o", filemode.Unix(perms))}
 	if size > 0 {
 		opts = append(opts, "size", strconv.FormatInt(size, 10))
 	}
@@ -827,7 +828,7 @@ func recordDataBind(r *recorder, m *Mount, target proc.Val) {
 		perms = *m.Perms
 	}
 	mnt := r.newMount("tmpfs", 0)
-	f := b.Openat(mnt, "data", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, modeBits(perms))
+	f := b.Openat(mnt, "data", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, filemode.Unix(perms))
 	writeAll(b, f, m.Data)
 	b.Close(f)
 	clone := b.OpenTree(mnt, "data", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
@@ -862,21 +863,6 @@ func writeAll(b *proc.Batch, fd proc.Val, p []byte) {
 		b.Write(fd, p[:n])
 		p = p[n:]
 	}
-}
-
-// modeBits converts an os.FileMode to the bits of chmod(2).
-func modeBits(m os.FileMode) uint32 {
-	b := uint32(m.Perm())
-	if m&os.ModeSetuid != 0 {
-		b |= unix.S_ISUID
-	}
-	if m&os.ModeSetgid != 0 {
-		b |= unix.S_ISGID
-	}
-	if m&os.ModeSticky != 0 {
-		b |= unix.S_ISVTX
-	}
-	return b
 }
 
 // landlockFor returns the Landlock policy with the same grants as spec's

@@ -2,10 +2,12 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -94,16 +96,16 @@ type LandlockPolicy struct {
 // LandlockABI returns the Landlock ABI version of the running kernel: 0
 // with an error saying why when Landlock is unavailable.
 func LandlockABI() (int, error) {
-	v, _, e := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
-	switch e {
-	case 0:
-		return int(v), nil
-	case unix.ENOSYS:
-		return 0, fmt.Errorf("sandbox: Landlock is not built into this kernel (needs Linux 5.13 with CONFIG_SECURITY_LANDLOCK): %w", e)
-	case unix.EOPNOTSUPP:
-		return 0, fmt.Errorf("sandbox: Landlock is disabled at boot (add landlock to lsm=): %w", e)
+	abi, err := kernel.LandlockABI()
+	switch {
+	case err == nil:
+		return abi, nil
+	case errors.Is(err, unix.ENOSYS):
+		return 0, fmt.Errorf("sandbox: Landlock is not built into this kernel (needs Linux 5.13 with CONFIG_SECURITY_LANDLOCK): %w", err)
+	case errors.Is(err, unix.EOPNOTSUPP):
+		return 0, fmt.Errorf("sandbox: Landlock is disabled at boot (add landlock to lsm=): %w", err)
 	}
-	return 0, os.NewSyscallError("landlock_create_ruleset", e)
+	return 0, err
 }
 
 // Record adds to b the calls that restrict the child, for a kernel with

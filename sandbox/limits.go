@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caplin-dev/caplin/internal/kernel"
+	"github.com/caplin-dev/caplin/internal/mountinfo"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -186,7 +188,7 @@ func newLimiter(l Limits, uid int, bestEffort bool) (lim *limiter, dropped []str
 		want = slices.DeleteFunc(want, func(c string) bool { return slices.Contains(got, c) })
 	}
 	// What no cgroup enforces: rlimits, or nothing.
-	release, _ := kernelRelease()
+	release, _, _ := kernel.Uname()
 	rl, dropped, errs := rlimitPlan(l, want, why, uid, release, bestEffort)
 	if len(errs) > 0 {
 		return nil, nil, errors.Join(errs...)
@@ -246,7 +248,7 @@ func rlimitPlan(l Limits, left []string, why map[string][]error, uid int, releas
 			switch {
 			case uid == 0:
 				refuse(c, noCgroup(c)+", and RLIMIT_NPROC is not enforced for root (the sandbox runs as uid 0 outside its user namespace)")
-			case !versionAtLeast(release, 5, 14):
+			case !kernel.AtLeast(release, 5, 14):
 				refuse(c, noCgroup(c)+", and before Linux 5.14 (this is "+release+") RLIMIT_NPROC counts all the processes of uid "+strconv.Itoa(uid)+", not the sandbox's")
 			default:
 				rl = append(rl, rlimit{"pids", "RLIMIT_NPROC", unix.RLIMIT_NPROC, uint64(l.Pids)})
@@ -271,31 +273,6 @@ func rlimitPlan(l Limits, left []string, why map[string][]error, uid int, releas
 		rl = append(rl, rlimit{"nofile", "RLIMIT_NOFILE", unix.RLIMIT_NOFILE, v})
 	}
 	return rl, dropped, errs
-}
-
-// kernelRelease returns uname -r.
-func kernelRelease() (string, error) {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return "", err
-	}
-	return unix.ByteSliceToString(u.Release[:]), nil
-}
-
-// versionAtLeast reports whether the kernel release (such as
-// "6.1.0-18-amd64") is major.minor or later. A release it cannot read is
-// not.
-func versionAtLeast(release string, major, minor int) bool {
-	f := strings.FieldsFunc(release, func(r rune) bool { return r < '0' || r > '9' })
-	if len(f) < 2 {
-		return false
-	}
-	ma, err1 := strconv.Atoi(f[0])
-	mi, err2 := strconv.Atoi(f[1])
-	if err1 != nil || err2 != nil {
-		return false
-	}
-	return ma > major || ma == major && mi >= minor
 }
 
 // record adds the rlimits to b, to run in the sandbox's first process
@@ -425,7 +402,7 @@ func (cg *cgroup) remove(deadline time.Time) error {
 // before checking that the pid is in cg, so that a pid reused by a
 // process elsewhere is never signalled.
 func (cg *cgroup) killAll() {
-	for _, f := range strings.Fields(readTrim(filepath.Join(cg.dir, "cgroup.procs"))) {
+	for _, f := range fieldsOf(filepath.Join(cg.dir, "cgroup.procs")) {
 		pid, err := strconv.Atoi(f)
 		if err != nil {
 			continue
@@ -500,41 +477,12 @@ type cgMount struct {
 // parseMountinfo returns the cgroup and cgroup2 mounts in mountinfo.
 func parseMountinfo(s string) []cgMount {
 	var out []cgMount
-	for _, line := range strings.Split(s, "\n") {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
+	for _, m := range mountinfo.Parse(s) {
+		if m.FSType == "cgroup" || m.FSType == "cgroup2" {
+			out = append(out, cgMount{root: m.Root, point: m.Point, v2: m.FSType == "cgroup2", opts: m.Super})
 		}
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 5 || len(g) < 3 || g[0] != "cgroup" && g[0] != "cgroup2" {
-			continue
-		}
-		out = append(out, cgMount{
-			root: unescapeMountinfo(f[3]), point: unescapeMountinfo(f[4]),
-			v2: g[0] == "cgroup2", opts: strings.Split(g[2], ","),
-		})
 	}
 	return out
-}
-
-// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var sb strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				sb.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		sb.WriteByte(s[i])
-	}
-	return sb.String()
 }
 
 // cgLoc is a cgroup reachable through a mount: its directory is the mount
@@ -651,7 +599,7 @@ const leafName = "caplin-self"
 func (l *limiter) makeCgroups(h hierarchies, want []string, why map[string][]error) (got []string) {
 	name := fmt.Sprintf("caplin-%d-%d", os.Getpid(), cgroupSeq.Add(1))
 	if h.hasV2 {
-		avail := strings.Fields(readTrim(filepath.Join(h.v2.dir(), "cgroup.controllers")))
+		avail := fieldsOf(filepath.Join(h.v2.dir(), "cgroup.controllers"))
 		var ctrls []string
 		for _, c := range want {
 			if slices.Contains(avail, c) {
@@ -759,7 +707,7 @@ func makeV2(own cgLoc, ctrls []string, name string) (*cgroup, error) {
 	}
 	for a := base; !a.top(); {
 		a = a.parent()
-		enabled := strings.Fields(readTrim(filepath.Join(a.dir(), "cgroup.subtree_control")))
+		enabled := fieldsOf(filepath.Join(a.dir(), "cgroup.subtree_control"))
 		if !subset(ctrls, enabled) {
 			continue
 		}
@@ -786,7 +734,7 @@ func subset(a, b []string) bool {
 // cgroup.subtree_control.
 func enableControllers(base cgLoc, ctrls []string) error {
 	file := filepath.Join(base.dir(), "cgroup.subtree_control")
-	enabled := strings.Fields(readTrim(file))
+	enabled := fieldsOf(file)
 	var add []string
 	for _, c := range ctrls {
 		if !slices.Contains(enabled, c) {
@@ -813,7 +761,7 @@ func moveOwnToLeaf(own cgLoc) error {
 	leaf := own.child(leafName).dir()
 	self := os.Getpid()
 	for try := 0; try < 10; try++ {
-		pids := strings.Fields(readTrim(procs))
+		pids := fieldsOf(procs)
 		if len(pids) == 0 {
 			return nil
 		}
@@ -876,9 +824,10 @@ func writeCgroupFile(name, value string) error {
 	return err
 }
 
-func readTrim(name string) string {
-	b, _ := os.ReadFile(name)
-	return strings.TrimSpace(string(b))
+// fieldsOf returns the words of a cgroup file: none if it cannot be read.
+func fieldsOf(path string) []string {
+	s, _ := kernel.ReadTrim(path)
+	return strings.Fields(s)
 }
 
 // LimitSupport says, in one line, how this caller's sandboxes would have

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/internal/testenv"
 	"github.com/caplin-dev/caplin/pidfd"
 	"golang.org/x/sys/unix"
@@ -434,20 +435,6 @@ func TestCPUQuota(t *testing.T) {
 	}
 }
 
-func TestVersionAtLeast(t *testing.T) {
-	for _, c := range []struct {
-		release string
-		want    bool
-	}{
-		{"5.14.0", true}, {"5.13.19-generic", false}, {"6.1.0-18-amd64", true}, {"5.10.0-28-cloud-amd64", false},
-		{"4.19.0", false}, {"10.0", true}, {"6.18.44-fc-v669", true}, {"", false}, {"garbage", false},
-	} {
-		if got := versionAtLeast(c.release, 5, 14); got != c.want {
-			t.Errorf("versionAtLeast(%q, 5, 14) = %v", c.release, got)
-		}
-	}
-}
-
 // Sample /proc/self/mountinfo and /proc/self/cgroup contents.
 const (
 	// A hybrid system (this project's CI machine): v1 controllers, and
@@ -568,9 +555,6 @@ func TestParseMountinfo(t *testing.T) {
 	}
 	if m := ms[0]; m.v2 || !slices.Equal(m.opts, []string{"rw", "cpu"}) {
 		t.Errorf("the cpu mount: %+v", m)
-	}
-	if got := unescapeMountinfo(`/a\040b\134c\12`); got != `/a b\c\12` {
-		t.Errorf("unescape: %q", got)
 	}
 }
 
@@ -772,4 +756,11 @@ func TestLimitsCgroupNamespaceRoot(t *testing.T) {
 			t.Errorf("%s: outside, the program is in no cgroup of caplin's:\n%s", name, outside)
 		}
 	}
+}
+
+// readTrim returns a cgroup file's contents, trimmed; "" if it cannot be
+// read.
+func readTrim(path string) string {
+	s, _ := kernel.ReadTrim(path)
+	return s
 }

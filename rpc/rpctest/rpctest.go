@@ -15,7 +15,7 @@ import (
 
 // Pair serves h on a new rpc.Server and returns a client for the object
 // and the server. When the test ends, the client is closed and the server
-// shut down, which must take less than five seconds.
+// shut down, which must take less than ten seconds.
 func Pair(t testing.TB, h rpc.Handler) (*rpc.Client, *rpc.Server) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
@@ -33,7 +33,7 @@ func Pair(t testing.TB, h rpc.Handler) (*rpc.Client, *rpc.Server) {
 	}
 	t.Cleanup(func() {
 		c.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(ctx); err != nil {
 			t.Errorf("Shutdown: %v", err)
