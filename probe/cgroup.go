@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/caplin-dev/caplin/cgroup"
 	"github.com/caplin-dev/caplin/internal/kernel"
-	"github.com/caplin-dev/caplin/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,8 +20,8 @@ func cgroup2Mounts() ([]string, error) {
 		return nil, err
 	}
 	var mounts []string
-	for _, m := range mountinfo.Parse(string(b)) {
-		if m.FSType == "cgroup2" {
+	for _, m := range cgroup.ParseMounts(string(b)) {
+		if m.V2 {
 			mounts = append(mounts, m.Point)
 		}
 	}
@@ -35,9 +35,10 @@ func ownCgroup2() (string, bool) {
 	if err != nil {
 		return "", false
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if p, ok := strings.CutPrefix(line, "0::"); ok {
-			return p, true
+	lines, _ := cgroup.ParseProcCgroup(string(b))
+	for _, ln := range lines {
+		if ln.ID == 0 {
+			return ln.Path, true
 		}
 	}
 	return "", false
