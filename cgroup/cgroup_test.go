@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caplin-dev/caplin/internal/kernel"
+	"github.com/caplin-dev/caplin/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -200,7 +201,7 @@ func TestCgroup2Leaf(t *testing.T) {
 		t.Errorf("MoveOwnToLeaf with an orphan in it: %v", err)
 	}
 	test.KillAll()
-	if !eventually(func() bool { return readTrim(filepath.Join(own.Dir(), "cgroup.procs")) == "" }) {
+	if !testenv.Eventually(func() bool { return readTrim(filepath.Join(own.Dir(), "cgroup.procs")) == "" }) {
 		t.Errorf("KillAll left %q", readTrim(filepath.Join(own.Dir(), "cgroup.procs")))
 	}
 }
@@ -210,14 +211,4 @@ func TestCgroup2Leaf(t *testing.T) {
 func readTrim(path string) string {
 	s, _ := kernel.ReadTrim(path)
 	return s
-}
-
-// eventually polls cond for up to 5 seconds.
-func eventually(cond func() bool) bool {
-	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-	}
-	return cond()
 }

@@ -124,16 +124,6 @@ func withMarker(marker string) int {
 	return n
 }
 
-// eventually polls cond for up to 5 seconds.
-func eventually(cond func() bool) bool {
-	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-	}
-	return cond()
-}
-
 // TestLimitsForkBomb runs a shell that forks sleeps until it cannot, under
 // Pids: 20: forks fail at the limit, the host and another sandbox can
 // still fork, and once the limiter is closed nothing is left.
@@ -179,7 +169,7 @@ exec sleep `+marker)
 		t.Errorf("the bomb did not fail to fork:\n%s", out)
 	}
 	// (Processes in the middle of an exec show no command line.)
-	if !eventually(func() bool { return withMarker(marker) >= started }) {
+	if !testenv.Eventually(func() bool { return withMarker(marker) >= started }) {
 		t.Errorf("%d sleeps on the host, %d started", withMarker(marker), started)
 	}
 	if cg := lim.cgroupFor("pids"); cg != nil {
@@ -221,7 +211,7 @@ exec sleep `+marker)
 		}
 	}
 	s.end()
-	if !eventually(func() bool { return withMarker(marker) == 0 }) {
+	if !testenv.Eventually(func() bool { return withMarker(marker) == 0 }) {
 		t.Errorf("%d sleeps left after the sandbox ended", withMarker(marker))
 	}
 }
@@ -487,7 +477,7 @@ echo looped
 	p.Wait(ctx)
 	p.Close()
 	sb.Close()
-	if !eventually(func() bool { return withMarker(marker) == 0 }) {
+	if !testenv.Eventually(func() bool { return withMarker(marker) == 0 }) {
 		t.Errorf("%d of the bomb's processes outlived Close", withMarker(marker))
 	}
 }

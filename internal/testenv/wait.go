@@ -30,3 +30,14 @@ func WaitFDs(t testing.TB, want int) {
 	}
 	t.Fatalf("%d descriptors open, want %d", n, want)
 }
+
+// Eventually polls cond every 10ms for up to five seconds and reports
+// whether it became true.
+func Eventually(cond func() bool) bool {
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
