@@ -3,7 +3,7 @@ package dir
 import "github.com/caplin-dev/caplin/dir/internal/borrow"
 
 func init() {
-	borrow.FD = func(d any, op string, f func(fd int) error) error {
+	borrow.Install(func(d any, op string, f func(fd int) error) error {
 		dd, _ := d.(*Dir)
 		fd, err := dd.begin(op, ".", 0)
 		if err != nil {
@@ -11,5 +11,5 @@ func init() {
 		}
 		defer dd.fd.release()
 		return f(fd)
-	}
+	})
 }

@@ -3,6 +3,7 @@ package export
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -231,4 +232,14 @@ func exportReadOnly(t *testing.T, path string) *os.File {
 	}
 	t.Cleanup(func() { f.Close() })
 	return f
+}
+
+// TestExportNil: a nil Dir fails with fs.ErrInvalid, without a child.
+func TestExportNil(t *testing.T) {
+	if f, err := Dir(context.Background(), nil); !errors.Is(err, fs.ErrInvalid) {
+		if f != nil {
+			f.Close()
+		}
+		t.Errorf("Dir(nil) = %v; want fs.ErrInvalid", err)
+	}
 }
