@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync/atomic"
 
+	"github.com/caplin-dev/caplin/internal/filemode"
 	"golang.org/x/sys/unix"
 )
 
@@ -308,7 +309,7 @@ func (d *Dir) Replace(name string, data []byte, perm fs.FileMode) error {
 		return err
 	}
 	defer p.close()
-	fd, tmp, err := d.tempFile(p.fd, p.base, unixPerm(perm), data)
+	fd, tmp, err := d.tempFile(p.fd, p.base, filemode.Unix(perm), data)
 	if err != nil {
 		return pathErr(op, name, err)
 	}
@@ -545,7 +546,7 @@ func (d *Dir) CreateExclusive(name string, data []byte, perm fs.FileMode) error 
 		return err
 	}
 	defer p.close()
-	m := unixPerm(perm)
+	m := filemode.Unix(perm)
 
 	err = d.createTmpfile(p, m, data)
 	if err == errNoTmpfile {

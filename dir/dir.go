@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/caplin-dev/caplin/internal/fdctl"
 	"golang.org/x/sys/unix"
 )
 
@@ -60,19 +61,13 @@ func FromFile(f *os.File, opts ...Option) (*Dir, error) {
 	if f == nil {
 		return nil, pathErr("fromfile", "", fs.ErrInvalid)
 	}
-	rc, err := f.SyscallConn()
+	var fd int
+	err := fdctl.Control(f, func(ffd int) (err error) {
+		fd, err = openat2(ffd, ".", unix.O_PATH|unix.O_DIRECTORY, 0, Beneath)
+		return err
+	})
 	if err != nil {
 		return nil, pathErr("fromfile", f.Name(), err)
-	}
-	var fd int
-	var oerr error
-	if err := rc.Control(func(ffd uintptr) {
-		fd, oerr = openat2(int(ffd), ".", unix.O_PATH|unix.O_DIRECTORY, 0, Beneath)
-	}); err != nil {
-		return nil, pathErr("fromfile", f.Name(), err)
-	}
-	if oerr != nil {
-		return nil, pathErr("fromfile", f.Name(), oerr)
 	}
 	o := makeOptions(opts)
 	return newDir(fd, o.mode, o.rights, f.Name()), nil

@@ -113,4 +113,11 @@
 // path, a NUL byte, a path of PATH_MAX bytes or more, an absolute path, a
 // closed Dir (fs.ErrClosed) and rights that widen each fail with an error
 // (ErrEmptyPath, ErrNUL, ErrPathTooLong, ErrAbsolute, *RightsError).
+//
+// # What it links
+//
+// This package imports only caplin's internal/ helpers: a program that
+// opens files through a Dir links no fork server. Handing a Dir's subtree
+// to another process as a detached mount takes a child process, so it is
+// package dir/export, which sits above dir and proc.
 package dir

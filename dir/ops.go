@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/caplin-dev/caplin/internal/filemode"
 	"golang.org/x/sys/unix"
 )
 
@@ -72,7 +73,7 @@ func (d *Dir) OpenFile(name string, flag int, perm fs.FileMode) (*os.File, error
 		return nil, err
 	}
 	defer d.fd.release()
-	fd, err := openat2(rootfd, name, flag, unixPerm(perm), d.mode)
+	fd, err := openat2(rootfd, name, flag, filemode.Unix(perm), d.mode)
 	if err != nil {
 		if dropCreat && err == unix.ENOENT {
 			err = &RightsError{Need: need | RightCreate, Have: d.rights}
@@ -148,7 +149,7 @@ func (d *Dir) mkdir(rootfd int, op, name string, perm fs.FileMode) error {
 		return pathErr(op, name, err)
 	}
 	defer p.close()
-	err = ignoringEINTR(func() error { return unix.Mkdirat(p.fd, p.base, unixPerm(perm)) })
+	err = ignoringEINTR(func() error { return unix.Mkdirat(p.fd, p.base, filemode.Unix(perm)) })
 	if err != nil {
 		return pathErr(op, name, err)
 	}
@@ -488,7 +489,7 @@ func (d *Dir) Chmod(name string, mode fs.FileMode) error {
 		return err
 	}
 	defer unix.Close(fd)
-	m := unixPerm(mode)
+	m := filemode.Unix(mode)
 	err = unix.EOPNOTSUPP
 	if !testHooks.noFchmodat2.Load() {
 		err = ignoringEINTR(func() error { return unix.Fchmodat(fd, "", m, unix.AT_EMPTY_PATH) })

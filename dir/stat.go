@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caplin-dev/caplin/internal/filemode"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,43 +18,11 @@ type fileInfo struct {
 
 func (fi *fileInfo) Name() string       { return fi.name }
 func (fi *fileInfo) Size() int64        { return fi.st.Size }
-func (fi *fileInfo) Mode() fs.FileMode  { return fileMode(fi.st.Mode) }
+func (fi *fileInfo) Mode() fs.FileMode  { return filemode.FromStat(fi.st.Mode) }
 func (fi *fileInfo) ModTime() time.Time { return time.Unix(fi.st.Mtim.Unix()) }
 func (fi *fileInfo) IsDir() bool        { return fi.st.Mode&unix.S_IFMT == unix.S_IFDIR }
 func (fi *fileInfo) Sys() any           { return &fi.st }
 func (fi *fileInfo) String() string     { return fs.FormatFileInfo(fi) }
-
-// fileMode converts a stat(2) st_mode to an fs.FileMode.
-func fileMode(m uint32) fs.FileMode {
-	mode := fs.FileMode(m & 0o777)
-	switch m & unix.S_IFMT {
-	case unix.S_IFBLK:
-		mode |= fs.ModeDevice
-	case unix.S_IFCHR:
-		mode |= fs.ModeDevice | fs.ModeCharDevice
-	case unix.S_IFDIR:
-		mode |= fs.ModeDir
-	case unix.S_IFIFO:
-		mode |= fs.ModeNamedPipe
-	case unix.S_IFLNK:
-		mode |= fs.ModeSymlink
-	case unix.S_IFSOCK:
-		mode |= fs.ModeSocket
-	case unix.S_IFREG:
-	default:
-		mode |= fs.ModeIrregular
-	}
-	if m&unix.S_ISUID != 0 {
-		mode |= fs.ModeSetuid
-	}
-	if m&unix.S_ISGID != 0 {
-		mode |= fs.ModeSetgid
-	}
-	if m&unix.S_ISVTX != 0 {
-		mode |= fs.ModeSticky
-	}
-	return mode
-}
 
 // direntType converts a getdents d_type to the type bits of an
 // fs.FileMode; ok is false for DT_UNKNOWN.
@@ -75,22 +44,6 @@ func direntType(t uint8) (mode fs.FileMode, ok bool) {
 		return fs.ModeDevice, true
 	}
 	return 0, false
-}
-
-// unixPerm converts an fs.FileMode's permission and special bits to the
-// mode argument of open(2), mkdir(2) and chmod(2).
-func unixPerm(perm fs.FileMode) uint32 {
-	m := uint32(perm.Perm())
-	if perm&fs.ModeSetuid != 0 {
-		m |= unix.S_ISUID
-	}
-	if perm&fs.ModeSetgid != 0 {
-		m |= unix.S_ISGID
-	}
-	if perm&fs.ModeSticky != 0 {
-		m |= unix.S_ISVTX
-	}
-	return m
 }
 
 // baseName is the last element of a path, as FileInfo.Name reports it:

@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caplin-dev/caplin/internal/fdctl"
 	"golang.org/x/sys/unix"
 )
 
@@ -96,9 +97,9 @@ func Open(pid int) (*Process, error) {
 // caller cannot see, -1 once it has exited. If f is not a pidfd, FromFile
 // fails and the caller keeps f.
 func FromFile(f *os.File) (*Process, error) {
-	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	fd, err := fdctl.DupFile(f)
 	if err != nil {
-		return nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
+		return nil, err
 	}
 	pid, err := pidOf(fd)
 	if err != nil {
@@ -140,15 +141,11 @@ func (p *Process) Pid() int { return p.pid }
 
 // control runs fn with the pidfd, failing if p is closed.
 func (p *Process) control(fn func(fd int) error) error {
-	rc, err := p.f.SyscallConn()
-	if err != nil {
+	err := fdctl.Control(p.f, fn)
+	if errors.Is(err, os.ErrClosed) {
 		return errClosed
 	}
-	var ferr error
-	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
-		return errClosed
-	}
-	return ferr
+	return err
 }
 
 // Signal sends sig to the process with pidfd_send_signal(2). Signalling a
@@ -366,7 +363,7 @@ func (p *Process) Release() error {
 func (p *Process) File() (*os.File, error) {
 	var nfd int
 	err := p.control(func(fd int) (err error) {
-		nfd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		nfd, err = fdctl.Dup(fd)
 		return err
 	})
 	if err != nil {

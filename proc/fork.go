@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/caplin-dev/caplin/internal/fdctl"
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/pidfd"
 	"golang.org/x/sys/unix"
 )
@@ -329,7 +331,7 @@ func forkZygote(tree bool) (*Handle, error) {
 	userns := false
 	if tree {
 		flags |= unix.CLONE_NEWPID
-		if !hasCapSysAdmin() {
+		if !kernel.HasCap(unix.CAP_SYS_ADMIN) {
 			flags |= unix.CLONE_NEWUSER
 			userns = true
 		}
@@ -389,17 +391,6 @@ func forkZygote(tree bool) (*Handle, error) {
 		}
 	}
 	return h, nil
-}
-
-// hasCapSysAdmin reports whether the caller has CAP_SYS_ADMIN in its user
-// namespace, which making a pid namespace needs.
-func hasCapSysAdmin() bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false
-	}
-	return data[0].Effective&(1<<unix.CAP_SYS_ADMIN) != 0
 }
 
 // unmapRanges lists the mappings of this process the zygote can drop,
@@ -713,13 +704,9 @@ func (h *Handle) childParent(opts *Options) (uintptr, *Handle) {
 // takePidfd turns the pidfd a server sent for its new child into an fd
 // of the caller's own, close-on-exec, for pidfd.New, and closes f.
 func takePidfd(f *os.File) (int, error) {
-	fd, err := unix.Dup(int(f.Fd()))
+	fd, err := fdctl.Dup(int(f.Fd()))
 	f.Close()
-	if err != nil {
-		return -1, os.NewSyscallError("dup", err)
-	}
-	unix.CloseOnExec(fd)
-	return fd, nil
+	return fd, err
 }
 
 // reaperFor returns how a Process waits for child pid of parent: through

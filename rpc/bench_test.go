@@ -3,10 +3,10 @@ package rpc_test
 import (
 	"testing"
 
-	"github.com/caplin-dev/caplin/internal/rpcbench"
+	"github.com/caplin-dev/caplin/bench/rpcbench"
 )
 
-// The benchmarks' bodies live in internal/rpcbench, shared with the gRPC
+// The benchmarks' bodies live in bench/rpcbench, shared with the gRPC
 // comparison in bench/grpc; bench/rpc.sh runs both and prints the ratios.
 // Every call is an echo of a short string and an int. The peer (server or
 // echo) runs in goroutines of this process, or, in the Proc benchmarks,

@@ -94,6 +94,10 @@ func Dial(ctx context.Context, path string, opts ClientOptions) (*Client, error)
 	return newClient(c.(*net.UnixConn), opts), nil
 }
 
+// Options returns the options c was made with, for clients of the objects
+// that arrive in its replies (a typed client's Sub, say).
+func (c *Client) Options() ClientOptions { return c.opts }
+
 // unixConn makes a *net.UnixConn of f, checking that it is a
 // SOCK_SEQPACKET socket; f is closed in every case (net.FileConn dups it).
 func unixConn(f *os.File) (*net.UnixConn, error) {

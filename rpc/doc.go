@@ -17,11 +17,13 @@
 // treats everything a peer sends as untrusted.
 //
 // Revocable wraps an object so that its maker can cut it off later;
-// Forward passes calls on to another object. NewDirectory serves a
-// dir.Dir as a Directory object, which the Directory type calls;
-// NewConnector makes connections by policy. Services that need package
-// sandbox, such as the Launcher, live in rpc/launcher, so that this
-// package does not depend on it.
+// Forward passes calls on to another object.
+//
+// The services caplin ships live in packages of their own, above this
+// one: rpc/directory serves a dir.Dir as a Directory object,
+// rpc/connector makes connections by policy, and rpc/launcher builds
+// sandboxed processes. So this package, the protocol, links no dir, proc
+// or sandbox: a program that only makes calls does not carry them.
 //
 // docs/rpc.md describes the wire format and the limits.
 package rpc

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"sync"
 
+	"github.com/caplin-dev/caplin/internal/fdctl"
 	"github.com/fxamacker/cbor/v2"
 )
 
@@ -91,12 +92,8 @@ func (fd *FD) UnmarshalCBOR(data []byte) error {
 // fdNumber returns f's descriptor number without Fd's side effect of
 // making the file blocking.
 func fdNumber(f *os.File) (int32, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return -1, fmt.Errorf("rpc: fd %s: %w", f.Name(), err)
-	}
 	var n int32 = -1
-	if err := rc.Control(func(fd uintptr) { n = int32(fd) }); err != nil {
+	if err := fdctl.Control(f, func(fd int) error { n = int32(fd); return nil }); err != nil {
 		return -1, fmt.Errorf("rpc: fd %s: %w", f.Name(), err)
 	}
 	return n, nil

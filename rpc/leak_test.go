@@ -9,17 +9,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caplin-dev/caplin/internal/testenv"
 )
 
-// openFDs returns the number of descriptors this process holds.
-func openFDs(t testing.TB) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents) - 1 // the directory ReadDir itself had open
-}
+// openFDs and waitFDs count the descriptors this process holds.
+var (
+	openFDs = testenv.OpenFDs
+	waitFDs = testenv.WaitFDs
+)
 
 // TestNoFDLeak makes 100,000 calls of every kind, good and failing, with
 // descriptors both ways, and checks that the process (client and server
@@ -151,19 +149,6 @@ func (b *blocker) counts() (running, most int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.running, b.most
-}
-
-// waitFDs waits up to 5s for the process to hold want descriptors.
-func waitFDs(t testing.TB, want int) {
-	t.Helper()
-	var n int
-	for range 500 {
-		if n = openFDs(t); n == want {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%d descriptors open, want %d", n, want)
 }
 
 // TestBadResultClosed: a handler's result that cannot be sent (the same

@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/caplin-dev/caplin/internal/rpcbench"
+	"github.com/caplin-dev/caplin/bench/rpcbench"
 )
 
 // TestMain lets the test binary serve as the peer process of the

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caplin-dev/caplin/internal/fdctl"
 	"golang.org/x/sys/unix"
 )
 
@@ -87,7 +88,7 @@ func RevocableStream(ctx context.Context, f *os.File) (end *os.File, revoke func
 	if err := ctx.Err(); err != nil {
 		return nil, nil, fmt.Errorf("rpc: RevocableStream %s: %w", f.Name(), err)
 	}
-	fd, err := dupFile(f)
+	fd, err := fdctl.DupFile(f)
 	if err != nil {
 		return nil, nil, fmt.Errorf("rpc: RevocableStream %s: %w", f.Name(), err)
 	}
@@ -156,26 +157,6 @@ func RevocableStream(ctx context.Context, f *os.File) (end *os.File, revoke func
 		go fw.run(d)
 	}
 	return end, func() { fw.stop(); <-fw.done }, nil
-}
-
-// dupFile returns a close-on-exec duplicate of f's descriptor, without
-// f.Fd (which would put f in blocking mode).
-func dupFile(f *os.File) (int, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	nfd := -1
-	var derr error
-	if err := rc.Control(func(fd uintptr) {
-		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return -1, err
-	}
-	if derr != nil {
-		return -1, &os.SyscallError{Syscall: "fcntl F_DUPFD_CLOEXEC", Err: derr}
-	}
-	return nfd, nil
 }
 
 type streamKindT int

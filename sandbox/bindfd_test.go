@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/dir/export"
 	"github.com/caplin-dev/caplin/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -50,7 +51,7 @@ func TestBindFD(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ro.Close()
-	exp, err := ro.Export(context.Background())
+	exp, err := export.Dir(context.Background(), ro)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caplin-dev/caplin/internal/fdctl"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -159,7 +160,7 @@ func Expect(spec *Spec) (*Expectation, error) {
 	e := &Expectation{spec: spec, fds: map[int]fdIdentity{}, uid: os.Geteuid(), gid: os.Getegid(), seccompBase: -1}
 	for n, f := range spec.Files {
 		var id fdIdentity
-		err := control(f, func(fd int) error {
+		err := fdctl.Control(f, func(fd int) error {
 			var st unix.Stat_t
 			if err := unix.Fstat(fd, &st); err != nil {
 				return os.NewSyscallError("fstat", err)

@@ -38,8 +38,9 @@
 //   - seccomp (Filter): the calls every sandbox blocks, see Filter.
 //   - no_new_privs: set-user-ID programs gain nothing.
 //   - Limits: pids, memory and CPU for the sandbox's processes together,
-//     by a cgroup where one is delegated, else rlimits; what cannot be
-//     enforced is refused (an error matching ErrUnenforceable) unless BestEffort.
+//     by a cgroup where one is delegated (package cgroup), else rlimits;
+//     what cannot be enforced is refused (an error matching
+//     ErrUnenforceable) unless BestEffort.
 //
 // Where user namespaces are not allowed, Spec.LandlockOnly confines with
 // Landlock and seccomp alone, and refuses what they cannot enforce.

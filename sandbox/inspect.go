@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caplin-dev/caplin/internal/fdctl"
 	"github.com/caplin-dev/caplin/pidfd"
 	"github.com/caplin-dev/caplin/proc"
 	"github.com/fxamacker/cbor/v2"
@@ -225,7 +226,7 @@ func Inspect(p *pidfd.Process) (*Report, error) {
 	}
 	defer pf.Close()
 	var r *Report
-	if err := control(pf, func(fd int) error {
+	if err := fdctl.Control(pf, func(fd int) error {
 		r, err = inspect(pid, fd)
 		return err
 	}); err != nil {
@@ -235,20 +236,6 @@ func Inspect(p *pidfd.Process) (*Report, error) {
 		return nil, fmt.Errorf("sandbox: inspect %d: exited while being inspected: %w", pid, os.ErrProcessDone)
 	}
 	return r, nil
-}
-
-// control runs fn with f's descriptor, without Fd's side effect of making
-// it blocking (which would change the description the file shares).
-func control(f *os.File, fn func(fd int) error) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
-		return err
-	}
-	return ferr
 }
 
 // inspect reads /proc/PID; pidFD is a pidfd of the process, for

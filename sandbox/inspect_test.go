@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caplin-dev/caplin/internal/fdctl"
 	"github.com/caplin-dev/caplin/internal/testenv"
 	"github.com/caplin-dev/caplin/pidfd"
 	"github.com/caplin-dev/caplin/proc"
@@ -36,7 +37,7 @@ func testPipe(t *testing.T) (r, w *os.File) {
 func identity(t *testing.T, f *os.File) (dev, ino uint64) {
 	t.Helper()
 	var st unix.Stat_t
-	if err := control(f, func(fd int) error { return unix.Fstat(fd, &st) }); err != nil {
+	if err := fdctl.Control(f, func(fd int) error { return unix.Fstat(fd, &st) }); err != nil {
 		t.Fatal(err)
 	}
 	return st.Dev, st.Ino

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/caplin-dev/caplin/internal/filemode"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -301,7 +302,7 @@ func recordSymlink(r *recorder, m *Mount, _ *prepared) {
 func recordDir(r *recorder, m *Mount, _ *prepared) {
 	dir := r.mkdirs(m.Dest)
 	if m.Perms != nil {
-		r.chmod(m.Dest, dir, modeBits(*m.Perms))
+		r.chmod(m.Dest, dir, filemode.Unix(*m.Perms))
 	}
 	r.b.CloseFD(dir)
 }
@@ -312,11 +313,11 @@ func recordDir(r *recorder, m *Mount, _ *prepared) {
 func recordFile(r *recorder, m *Mount, _ *prepared) {
 	b := &r.b
 	dir := r.mkdirs(filepath.Dir(m.Dest))
-	f := b.Openat(dir, filepath.Base(m.Dest), unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, modeBits(m.permsOr(0o666)))
+	f := b.Openat(dir, filepath.Base(m.Dest), unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, filemode.Unix(m.permsOr(0o666)))
 	b.CloseFD(dir)
 	writeAll(b, f, m.Data)
 	if m.Perms != nil { // past the umask
-		b.Syscall(unix.SYS_FCHMOD, f, proc.Uint(uint64(modeBits(*m.Perms))))
+		b.Syscall(unix.SYS_FCHMOD, f, proc.Uint(uint64(filemode.Unix(*m.Perms))))
 	}
 	b.CloseFD(f)
 }
@@ -334,7 +335,7 @@ func recordRemountRO(r *recorder, m *Mount, _ *prepared) {
 
 func recordChmod(r *recorder, m *Mount, _ *prepared) {
 	target := r.open(m.Dest, 0)
-	r.chmod(m.Dest, target, modeBits(*m.Perms))
+	r.chmod(m.Dest, target, filemode.Unix(*m.Perms))
 	r.b.CloseFD(target)
 }
 

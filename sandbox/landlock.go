@@ -2,11 +2,13 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -83,15 +85,15 @@ type LandlockPolicy struct {
 // LandlockABI returns the Landlock ABI version of the running kernel: 0
 // with an *UnsupportedError saying why when Landlock is unavailable.
 func LandlockABI() (int, error) {
-	v, _, e := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
-	if e == 0 {
-		return int(v), nil
+	abi, kerr := kernel.LandlockABI()
+	if kerr == nil {
+		return abi, nil
 	}
-	err := &UnsupportedError{Feature: "Landlock", MinKernel: kernelForABI(1), Err: os.NewSyscallError("landlock_create_ruleset", e)}
-	switch e {
-	case unix.ENOSYS:
+	err := &UnsupportedError{Feature: "Landlock", MinKernel: kernelForABI(1), Err: kerr}
+	switch {
+	case errors.Is(kerr, unix.ENOSYS):
 		err.Detail = "built with CONFIG_SECURITY_LANDLOCK"
-	case unix.EOPNOTSUPP:
+	case errors.Is(kerr, unix.EOPNOTSUPP):
 		err.Detail = "enabled at boot: add landlock to lsm="
 	default:
 		err.Detail = "the check for it failed"

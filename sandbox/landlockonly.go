@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -101,7 +102,7 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sa
 	// that could regain capabilities at exec (as root) needs anyway;
 	// clearing the ambient set and capset to nothing need no privilege.
 	from = r.begin()
-	if hasCapSetpcap() {
+	if kernel.HasCap(unix.CAP_SETPCAP) {
 		recordBounding(&r.b, &Spec{})
 	}
 	r.b.Prctl(unix.PR_CAP_AMBIENT, proc.Int(unix.PR_CAP_AMBIENT_CLEAR_ALL), proc.Int(0), proc.Int(0), proc.Int(0))
@@ -156,15 +157,4 @@ func landlockOnlyPolicy(spec *Spec, abi int) (*LandlockPolicy, []string, error) 
 		cannot = append(cannot, "capabilities: needs a user namespace")
 	}
 	return ll, cannot, nil
-}
-
-// hasCapSetpcap reports whether the caller may drop capabilities from the
-// bounding set (it has CAP_SETPCAP).
-func hasCapSetpcap() bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false
-	}
-	return data[0].Effective&(1<<unix.CAP_SETPCAP) != 0
 }

@@ -6,15 +6,13 @@ import (
 	"io/fs"
 	"math"
 	"os"
-	"path"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/caplin-dev/caplin/cgroup"
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -110,7 +108,7 @@ func (e *LimitError) Is(target error) bool { return target == ErrUnenforceable }
 // the sandbox's first process is moved into before it execs, and rlimits
 // set in it.
 type limiter struct {
-	cgroups []*cgroup
+	cgroups []*cgroup.Group
 	rlimits []rlimit
 	how     map[string]string // limit → how it is enforced, for tests and logs
 	closed  bool
@@ -121,14 +119,6 @@ type rlimit struct {
 	name     string // "RLIMIT_NPROC"
 	resource int
 	value    uint64
-}
-
-// cgroup is one cgroup made for a sandbox.
-type cgroup struct {
-	dir   string   // where it is
-	path  string   // its path as /proc/PID/cgroup shows it
-	v2    bool     // in the cgroup2 hierarchy, else in a v1 one
-	ctrls []string // the controllers whose limits it holds
 }
 
 // newLimiter prepares l for one sandbox whose processes run as uid outside
@@ -165,24 +155,25 @@ func newLimiter(l Limits, uid int, bestEffort bool) (lim *limiter, dropped []str
 	}
 	why := map[string][]error{} // controller → why no cgroup has it
 	if len(want) > 0 {
-		h, herr := ownHierarchies()
+		h, herr := cgroup.Own()
 		if herr != nil {
 			for _, c := range want {
 				why[c] = append(why[c], herr)
 			}
 		}
-		got := lim.makeCgroups(h, want, why)
+		var got []string
+		lim.cgroups, got = cgroup.Make(h, want, why)
 		for _, c := range got {
 			cg := lim.cgroupFor(c)
-			if err := cg.set(c, l, quota, period); err != nil {
+			if err := setLimit(cg, c, l, quota, period); err != nil {
 				return nil, nil, err
 			}
-			lim.how[c] = cgroupKind(cg) + " " + cg.dir
+			lim.how[c] = cg.Kind() + " " + cg.Dir
 		}
 		want = slices.DeleteFunc(want, func(c string) bool { return slices.Contains(got, c) })
 	}
 	// What no cgroup enforces: rlimits, or nothing.
-	release, _ := kernelRelease()
+	release, _, _ := kernel.Uname()
 	rl, dropped, errs := rlimitPlan(l, want, why, uid, release, bestEffort)
 	if len(errs) > 0 {
 		return nil, nil, errors.Join(errs...)
@@ -242,7 +233,7 @@ func rlimitPlan(l Limits, left []string, why map[string][]error, uid int, releas
 			switch {
 			case uid == 0:
 				refuse(c, noCgroup(c)+", and RLIMIT_NPROC is not enforced for root (the sandbox runs as uid 0 outside its user namespace)")
-			case !versionAtLeast(release, 5, 14):
+			case !kernel.AtLeast(release, 5, 14):
 				refuse(c, noCgroup(c)+", and before Linux 5.14 (this is "+release+") RLIMIT_NPROC counts all the processes of uid "+strconv.Itoa(uid)+", not the sandbox's")
 			default:
 				rl = append(rl, rlimit{"pids", "RLIMIT_NPROC", unix.RLIMIT_NPROC, uint64(l.Pids)})
@@ -269,31 +260,6 @@ func rlimitPlan(l Limits, left []string, why map[string][]error, uid int, releas
 	return rl, dropped, errs
 }
 
-// kernelRelease returns uname -r.
-func kernelRelease() (string, error) {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return "", err
-	}
-	return unix.ByteSliceToString(u.Release[:]), nil
-}
-
-// versionAtLeast reports whether the kernel release (such as
-// "6.1.0-18-amd64") is major.minor or later. A release it cannot read is
-// not.
-func versionAtLeast(release string, major, minor int) bool {
-	f := strings.FieldsFunc(release, func(r rune) bool { return r < '0' || r > '9' })
-	if len(f) < 2 {
-		return false
-	}
-	ma, err1 := strconv.Atoi(f[0])
-	mi, err2 := strconv.Atoi(f[1])
-	if err1 != nil || err2 != nil {
-		return false
-	}
-	return ma > major || ma == major && mi >= minor
-}
-
 // record adds the rlimits to b, to run in the sandbox's first process
 // before it execs. Hard and soft limits are both set: raising a hard limit
 // needs CAP_SYS_RESOURCE in the initial user namespace, which nothing in a
@@ -309,8 +275,8 @@ func (l *limiter) record(b *proc.Batch) {
 // forks afterwards is in them too.
 func (l *limiter) attach(pid int) error {
 	for _, cg := range l.cgroups {
-		if err := writeCgroupFile(filepath.Join(cg.dir, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
-			return fmt.Errorf("sandbox: limits: moving pid %d into %s: %w", pid, cg.dir, err)
+		if err := cg.Attach(pid); err != nil {
+			return fmt.Errorf("sandbox: limits: moving pid %d into %s: %w", pid, cg.Dir, err)
 		}
 	}
 	return nil
@@ -325,10 +291,10 @@ func (l *limiter) close() error {
 	l.closed = true
 	var errs []error
 	for _, cg := range l.cgroups {
-		if cg.v2 {
+		if cg.V2 {
 			// cgroup.kill (Linux 5.14) kills everything in it at once,
 			// processes forking meanwhile included.
-			err := writeCgroupFile(filepath.Join(cg.dir, "cgroup.kill"), "1")
+			err := cg.Kill()
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("sandbox: limits: %w", err))
 			}
@@ -336,545 +302,40 @@ func (l *limiter) close() error {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for _, cg := range l.cgroups {
-		if err := cg.remove(deadline); err != nil {
-			errs = append(errs, err)
+		if err := cg.Remove(deadline); err != nil {
+			errs = append(errs, fmt.Errorf("sandbox: limits: %w", err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
 // cgroupFor returns the cgroup that enforces controller c.
-func (l *limiter) cgroupFor(c string) *cgroup {
+func (l *limiter) cgroupFor(c string) *cgroup.Group {
 	for _, cg := range l.cgroups {
-		if slices.Contains(cg.ctrls, c) {
+		if slices.Contains(cg.Controllers, c) {
 			return cg
 		}
 	}
 	return nil
 }
 
-func cgroupKind(cg *cgroup) string {
-	if cg.v2 {
-		return "cgroup2"
-	}
-	return "cgroup1"
-}
-
-// set writes the limit for controller c.
-func (cg *cgroup) set(c string, l Limits, quota, period int64) error {
-	w := func(name, value string) error {
-		if err := writeCgroupFile(filepath.Join(cg.dir, name), value); err != nil {
-			return fmt.Errorf("sandbox: limit %s: %w", c, err)
-		}
-		return nil
-	}
-	exists := func(name string) bool {
-		_, err := os.Stat(filepath.Join(cg.dir, name))
-		return err == nil
-	}
-	switch {
-	case c == "pids":
-		return w("pids.max", strconv.Itoa(l.Pids))
-	case c == "memory" && cg.v2:
-		if err := w("memory.max", strconv.FormatInt(l.Memory, 10)); err != nil {
-			return err
-		}
-		if exists("memory.swap.max") {
-			return w("memory.swap.max", "0")
-		}
-		return nil
-	case c == "memory":
-		if err := w("memory.limit_in_bytes", strconv.FormatInt(l.Memory, 10)); err != nil {
-			return err
-		}
-		if exists("memory.memsw.limit_in_bytes") {
-			return w("memory.memsw.limit_in_bytes", strconv.FormatInt(l.Memory, 10))
-		}
-		return nil
-	case c == "cpu" && cg.v2:
-		return w("cpu.max", fmt.Sprintf("%d %d", quota, period))
-	case c == "cpu":
-		if err := w("cpu.cfs_period_us", strconv.FormatInt(period, 10)); err != nil {
-			return err
-		}
-		return w("cpu.cfs_quota_us", strconv.FormatInt(quota, 10))
-	}
-	return fmt.Errorf("sandbox: limit %s: unknown controller", c)
-}
-
-// remove kills what is in cg until it is empty, then removes it.
-func (cg *cgroup) remove(deadline time.Time) error {
-	for {
-		err := unix.Rmdir(cg.dir)
-		if err == nil || err == unix.ENOENT {
-			return nil
-		}
-		if err != unix.EBUSY || time.Now().After(deadline) {
-			return fmt.Errorf("sandbox: limits: removing cgroup %s: %w", cg.dir, err)
-		}
-		cg.killAll()
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// killAll sends SIGKILL to each process in cg, through a pidfd opened
-// before checking that the pid is in cg, so that a pid reused by a
-// process elsewhere is never signalled.
-func (cg *cgroup) killAll() {
-	for _, f := range strings.Fields(readTrim(filepath.Join(cg.dir, "cgroup.procs"))) {
-		pid, err := strconv.Atoi(f)
-		if err != nil {
-			continue
-		}
-		fd, err := unix.PidfdOpen(pid, 0)
-		if err != nil {
-			continue
-		}
-		if cg.holds(pid) {
-			unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-		}
-		unix.Close(fd)
-	}
-}
-
-// holds reports whether process pid is in cg or below it.
-func (cg *cgroup) holds(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
-	if err != nil {
-		return false
-	}
-	lines, _ := parseProcCgroup(string(b))
-	for _, ln := range lines {
-		if (ln.id == 0) != cg.v2 || !cg.v2 && !slices.Contains(ln.ctrls, cg.ctrls[0]) {
-			continue
-		}
-		return ln.path == cg.path || strings.HasPrefix(ln.path, cg.path+"/")
-	}
-	return false
-}
-
-// Cgroups.
-
-// procCgroup is one line of /proc/PID/cgroup: hierarchy ID, controllers
-// (none for v2; "name=systemd" for a named v1 hierarchy) and path.
-type procCgroup struct {
-	id    int
-	ctrls []string
-	path  string
-}
-
-// parseProcCgroup parses /proc/PID/cgroup.
-func parseProcCgroup(s string) ([]procCgroup, error) {
-	var out []procCgroup
-	for _, line := range strings.Split(s, "\n") {
-		if line == "" {
-			continue
-		}
-		id, rest, ok1 := strings.Cut(line, ":")
-		ctrls, p, ok2 := strings.Cut(rest, ":")
-		n, err := strconv.Atoi(id)
-		if !ok1 || !ok2 || err != nil || !strings.HasPrefix(p, "/") {
-			return nil, fmt.Errorf("/proc/self/cgroup: bad line %q", line)
-		}
-		var c []string
-		if ctrls != "" {
-			c = strings.Split(ctrls, ",")
-		}
-		out = append(out, procCgroup{id: n, ctrls: c, path: p})
-	}
-	return out, nil
-}
-
-// cgMount is a cgroup or cgroup2 mount, from /proc/PID/mountinfo.
-type cgMount struct {
-	root  string   // the cgroup mounted there
-	point string   // where
-	v2    bool     // cgroup2
-	opts  []string // super options: a v1 hierarchy's controllers
-}
-
-// parseMountinfo returns the cgroup and cgroup2 mounts in mountinfo.
-func parseMountinfo(s string) []cgMount {
-	var out []cgMount
-	for _, line := range strings.Split(s, "\n") {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 5 || len(g) < 3 || g[0] != "cgroup" && g[0] != "cgroup2" {
-			continue
-		}
-		out = append(out, cgMount{
-			root: unescapeMountinfo(f[3]), point: unescapeMountinfo(f[4]),
-			v2: g[0] == "cgroup2", opts: strings.Split(g[2], ","),
-		})
-	}
-	return out
-}
-
-// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var sb strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				sb.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		sb.WriteByte(s[i])
-	}
-	return sb.String()
-}
-
-// cgLoc is a cgroup reachable through a mount: its directory is the mount
-// point joined with rel, its path (as /proc/PID/cgroup shows it) is the
-// mount's root joined with rel.
-type cgLoc struct {
-	point, root, rel string
-}
-
-func (c cgLoc) dir() string  { return filepath.Join(c.point, c.rel) }
-func (c cgLoc) path() string { return path.Join(c.root, c.rel) }
-func (c cgLoc) top() bool    { return c.rel == "/" }
-func (c cgLoc) parent() cgLoc {
-	c.rel = path.Dir(c.rel)
-	return c
-}
-func (c cgLoc) child(name string) cgLoc {
-	c.rel = path.Join(c.rel, name)
-	return c
-}
-
-// locate finds cgroup path p in mount m. A cgroup outside the mounted
-// subtree (another cgroup namespace's, or a bind mount of part of the
-// tree) is not reachable there.
-func (m cgMount) locate(p string) (cgLoc, bool) {
-	if strings.HasSuffix(p, " (deleted)") {
-		return cgLoc{}, false
-	}
-	switch {
-	case m.root == "/":
-		return cgLoc{m.point, m.root, p}, true
-	case p == m.root:
-		return cgLoc{m.point, m.root, "/"}, true
-	case strings.HasPrefix(p, m.root+"/"):
-		return cgLoc{m.point, m.root, p[len(m.root):]}, true
-	}
-	return cgLoc{}, false
-}
-
-// hierarchies is where the caller's cgroups are.
-type hierarchies struct {
-	v2    cgLoc
-	hasV2 bool
-	v1    map[string]cgLoc // controller → the caller's cgroup there
-	why   string           // why there is no v2 location, if not
-}
-
-// findHierarchies locates the caller's cgroups from /proc/self/cgroup and
-// /proc/self/mountinfo.
-func findHierarchies(procCgroup, mountinfo string) (hierarchies, error) {
-	h := hierarchies{v1: map[string]cgLoc{}}
-	lines, err := parseProcCgroup(procCgroup)
-	if err != nil {
-		return h, err
-	}
-	mounts := parseMountinfo(mountinfo)
-	h.why = "no cgroup v2 line (0::) in /proc/self/cgroup"
-	for _, ln := range lines {
-		if ln.id == 0 {
-			h.why = "cgroup v2 " + ln.path + " is not reachable through any cgroup2 mount"
-			for _, m := range mounts {
-				if loc, ok := m.locate(ln.path); ok && m.v2 {
-					h.v2, h.hasV2, h.why = loc, true, ""
-					break
-				}
-			}
-			continue
-		}
-		for _, c := range ln.ctrls {
-			if strings.HasPrefix(c, "name=") {
-				continue
-			}
-			for _, m := range mounts {
-				if m.v2 || !slices.Contains(m.opts, c) {
-					continue
-				}
-				if loc, ok := m.locate(ln.path); ok {
-					h.v1[c] = loc
-					break
-				}
-			}
-		}
-	}
-	return h, nil
-}
-
-func ownHierarchies() (hierarchies, error) {
-	c, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return hierarchies{}, err
-	}
-	m, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return hierarchies{}, err
-	}
-	return findHierarchies(string(c), string(m))
-}
-
-// v2Mu serializes the changes to the caller's cgroup2 layout: enabling
-// controllers, moving the caller into a leaf.
-var v2Mu sync.Mutex
-
-var cgroupSeq atomic.Int64
-
-// leafName is the cgroup2 leaf that the caller's own processes are moved
-// into when its cgroup must enable controllers for sandboxes ("no internal
-// processes": a cgroup that hands controllers to children holds no
-// processes itself).
-const leafName = "caplin-self"
-
-// makeCgroups makes the sandbox's cgroups for the controllers want and
-// returns the controllers they enforce. Why no cgroup has a controller is
-// added to why.
-func (l *limiter) makeCgroups(h hierarchies, want []string, why map[string][]error) (got []string) {
-	name := fmt.Sprintf("caplin-%d-%d", os.Getpid(), cgroupSeq.Add(1))
-	if h.hasV2 {
-		avail := strings.Fields(readTrim(filepath.Join(h.v2.dir(), "cgroup.controllers")))
-		var ctrls []string
-		for _, c := range want {
-			if slices.Contains(avail, c) {
-				ctrls = append(ctrls, c)
-			} else {
-				why[c] = append(why[c], fmt.Errorf("cgroup2 %s: controller not available", h.v2.dir()))
-			}
-		}
-		if len(ctrls) > 0 {
-			cg, err := makeV2(h.v2, ctrls, name)
-			if err == nil {
-				cg.ctrls = ctrls
-				l.cgroups = append(l.cgroups, cg)
-				got = append(got, ctrls...)
-			} else {
-				for _, c := range ctrls {
-					why[c] = append(why[c], err)
-				}
-			}
-		}
-	} else if h.why != "" {
-		for _, c := range want {
-			why[c] = append(why[c], errors.New(h.why))
-		}
-	}
-	// The rest from v1 hierarchies (a hybrid system).
-	for _, c := range want {
-		if slices.Contains(got, c) {
-			continue
-		}
-		loc, ok := h.v1[c]
-		if !ok {
-			why[c] = append(why[c], fmt.Errorf("no cgroup v1 hierarchy has %s", c))
-			continue
-		}
-		sub := loc.child(name)
-		if i := slices.IndexFunc(l.cgroups, func(cg *cgroup) bool { return cg.dir == sub.dir() }); i >= 0 {
-			// A hierarchy with several controllers (cpu,cpuacct).
-			l.cgroups[i].ctrls = append(l.cgroups[i].ctrls, c)
-			got = append(got, c)
-			continue
-		}
-		if err := os.Mkdir(sub.dir(), 0o755); err != nil {
-			why[c] = append(why[c], fmt.Errorf("cgroup v1 %s: %w", c, err))
-			continue
-		}
-		l.cgroups = append(l.cgroups, &cgroup{dir: sub.dir(), path: sub.path(), ctrls: []string{c}})
-		got = append(got, c)
-	}
-	// With only v1 limits, a bare cgroup2 cgroup (no controllers, so no
-	// layout rules apply) gives cgroup.kill for the teardown.
-	if len(got) > 0 && h.hasV2 && !slices.ContainsFunc(l.cgroups, func(cg *cgroup) bool { return cg.v2 }) {
-		sub := h.v2.child(name)
-		if os.Mkdir(sub.dir(), 0o755) == nil {
-			l.cgroups = append(l.cgroups, &cgroup{dir: sub.dir(), path: sub.path(), v2: true})
-		}
-	}
-	return got
-}
-
-// makeV2 makes cgroup2 cgroup name with controllers ctrls for a sandbox,
-// for a caller in cgroup own. The cgroup's parent must have ctrls in its
-// cgroup.subtree_control, and so hold no processes (unless it is the root).
-// In order, it tries:
-//
-//  1. own itself, which works at the root of the hierarchy (or when own was
-//     already set up as below, by this process or an earlier one);
-//  2. moving the caller's processes into own/caplin-self, when all the
-//     processes in own are the caller and its descendants (a cgroup
-//     delegated to the caller, such as a systemd unit with Delegate=yes),
-//     then enabling ctrls in own;
-//  3. the nearest ancestor of own that already has ctrls enabled and lets
-//     the caller make cgroups in it (a user's terminal scope in systemd:
-//     its app.slice). Sandboxes there are outside own, and so outside the
-//     limits set on own.
-func makeV2(own cgLoc, ctrls []string, name string) (*cgroup, error) {
-	v2Mu.Lock()
-	defer v2Mu.Unlock()
-	var errs []error
-	mk := func(base cgLoc) (*cgroup, error) {
-		sub := base.child(name)
-		if err := os.Mkdir(sub.dir(), 0o755); err != nil {
-			return nil, fmt.Errorf("cgroup2: %w", err)
-		}
-		return &cgroup{dir: sub.dir(), path: sub.path(), v2: true}, nil
-	}
-	base, inLeaf := own, path.Base(own.rel) == leafName && !own.top()
-	if inLeaf {
-		base = own.parent() // set up by step 2 before
-	}
-	err := enableControllers(base, ctrls)
-	if err == nil {
-		return mk(base)
-	}
-	errs = append(errs, err)
-	if !inLeaf {
-		err := moveOwnToLeaf(own)
-		if err == nil {
-			err = enableControllers(own, ctrls)
-		}
-		if err == nil {
-			return mk(own)
-		}
-		errs = append(errs, err)
-	}
-	for a := base; !a.top(); {
-		a = a.parent()
-		enabled := strings.Fields(readTrim(filepath.Join(a.dir(), "cgroup.subtree_control")))
-		if !subset(ctrls, enabled) {
-			continue
-		}
-		cg, err := mk(a)
-		if err == nil {
-			return cg, nil
-		}
-		errs = append(errs, err)
-		break
-	}
-	return nil, errors.Join(errs...)
-}
-
-func subset(a, b []string) bool {
-	for _, x := range a {
-		if !slices.Contains(b, x) {
-			return false
-		}
-	}
-	return true
-}
-
-// enableControllers makes sure ctrls are enabled in base's
-// cgroup.subtree_control.
-func enableControllers(base cgLoc, ctrls []string) error {
-	file := filepath.Join(base.dir(), "cgroup.subtree_control")
-	enabled := strings.Fields(readTrim(file))
-	var add []string
-	for _, c := range ctrls {
-		if !slices.Contains(enabled, c) {
-			add = append(add, "+"+c)
-		}
-	}
-	if len(add) == 0 {
-		return nil
-	}
-	err := writeCgroupFile(file, strings.Join(add, " "))
-	if errors.Is(err, unix.EBUSY) {
-		return fmt.Errorf("cgroup2: %s holds processes, so it cannot enable controllers for sub-cgroups: %w", base.dir(), err)
+// setLimit writes the limit l sets for controller c into cg.
+func setLimit(cg *cgroup.Group, c string, l Limits, quota, period int64) error {
+	var err error
+	switch c {
+	case "pids":
+		err = cg.SetPids(l.Pids)
+	case "memory":
+		err = cg.SetMemory(l.Memory)
+	case "cpu":
+		err = cg.SetCPU(quota, period)
+	default:
+		return fmt.Errorf("sandbox: limit %s: unknown controller", c)
 	}
 	if err != nil {
-		return fmt.Errorf("cgroup2: %w", err)
+		return fmt.Errorf("sandbox: limit %s: %w", c, err)
 	}
 	return nil
-}
-
-// moveOwnToLeaf moves every process in own into own/caplin-self, if each
-// is the caller or its descendant.
-func moveOwnToLeaf(own cgLoc) error {
-	procs := filepath.Join(own.dir(), "cgroup.procs")
-	leaf := own.child(leafName).dir()
-	self := os.Getpid()
-	for try := 0; try < 10; try++ {
-		pids := strings.Fields(readTrim(procs))
-		if len(pids) == 0 {
-			return nil
-		}
-		for _, f := range pids {
-			pid, _ := strconv.Atoi(f)
-			if !descends(pid, self) {
-				return fmt.Errorf("cgroup2: %s holds process %d, which is not this process (%d) or its descendant, so its processes cannot be moved into a leaf; run in a cgroup of your own, such as systemd-run --user --scope -p Delegate=yes", own.dir(), pid, self)
-			}
-		}
-		if err := os.Mkdir(leaf, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("cgroup2: %w", err)
-		}
-		for _, f := range pids {
-			err := writeCgroupFile(filepath.Join(leaf, "cgroup.procs"), f)
-			if err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("cgroup2: moving pid %s into %s: %w", f, leaf, err)
-			}
-		}
-	}
-	return fmt.Errorf("cgroup2: %s: processes keep appearing in it", own.dir())
-}
-
-// descends reports whether pid is ancestor or one of its descendants,
-// following parent pids in /proc.
-func descends(pid, ancestor int) bool {
-	for i := 0; i < 64 && pid > 1; i++ {
-		if pid == ancestor {
-			return true
-		}
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			return false
-		}
-		j := strings.LastIndexByte(string(b), ')')
-		if j < 0 {
-			return false
-		}
-		f := strings.Fields(string(b[j+1:]))
-		if len(f) < 2 {
-			return false
-		}
-		if pid, err = strconv.Atoi(f[1]); err != nil {
-			return false
-		}
-	}
-	return pid == ancestor
-}
-
-// writeFile writes value to an existing file (a cgroup interface file) in
-// one write.
-func writeCgroupFile(name, value string) error {
-	f, err := os.OpenFile(name, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteString(value)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-func readTrim(name string) string {
-	b, _ := os.ReadFile(name)
-	return strings.TrimSpace(string(b))
 }
 
 // LimitSupport says, in one line, how this caller's sandboxes would have

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caplin-dev/caplin/cgroup"
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/internal/testenv"
 	"github.com/caplin-dev/caplin/pidfd"
 	"golang.org/x/sys/unix"
@@ -135,16 +137,6 @@ func sleepsOf(secs string) []int {
 	return pids
 }
 
-// eventually polls cond for up to 5 seconds.
-func eventually(cond func() bool) bool {
-	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-	}
-	return cond()
-}
-
 // TestLimitsForkBomb runs a shell that forks sleeps until it cannot, under
 // Pids: 20: forks fail at the limit, the host and another sandbox can
 // still fork, and once the limiter is closed nothing is left.
@@ -190,15 +182,15 @@ exec sleep `+marker)
 		t.Errorf("the bomb did not fail to fork:\n%s", out)
 	}
 	// (Processes in the middle of an exec show no command line.)
-	if !eventually(func() bool { return len(sleepsOf(marker)) >= started }) {
+	if !testenv.Eventually(func() bool { return len(sleepsOf(marker)) >= started }) {
 		t.Errorf("%d of its sleeps running, %d started", len(sleepsOf(marker)), started)
 	}
 	if cg := lim.cgroupFor("pids"); cg != nil {
-		cur, _ := strconv.Atoi(readTrim(filepath.Join(cg.dir, "pids.current")))
+		cur, _ := strconv.Atoi(readTrim(filepath.Join(cg.Dir, "pids.current")))
 		if cur > n || cur < n-2 {
 			t.Errorf("pids.current %d, limit %d", cur, n)
 		}
-		if ev := readTrim(filepath.Join(cg.dir, "pids.events")); ev == "max 0" || ev == "" {
+		if ev := readTrim(filepath.Join(cg.Dir, "pids.events")); ev == "max 0" || ev == "" {
 			t.Errorf("pids.events: %q, want forks refused", ev)
 		}
 	}
@@ -216,8 +208,8 @@ exec sleep `+marker)
 		t.Fatal(err)
 	}
 	for _, cg := range cgs {
-		if _, err := os.Stat(cg.dir); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("cgroup %s left: %v", cg.dir, err)
+		if _, err := os.Stat(cg.Dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("cgroup %s left: %v", cg.Dir, err)
 		}
 	}
 	if len(cgs) > 0 {
@@ -232,24 +224,24 @@ exec sleep `+marker)
 		}
 	}
 	s.end()
-	if !eventually(func() bool { return len(sleepsOf(marker)) == 0 }) {
+	if !testenv.Eventually(func() bool { return len(sleepsOf(marker)) == 0 }) {
 		t.Errorf("%d sleeps left after the sandbox ended", len(sleepsOf(marker)))
 	}
 }
 
 // oomKills returns the number of OOM kills in cg.
-func oomKills(t *testing.T, cg *cgroup) int {
+func oomKills(t *testing.T, cg *cgroup.Group) int {
 	file := "memory.oom_control"
-	if cg.v2 {
+	if cg.V2 {
 		file = "memory.events"
 	}
-	for _, ln := range strings.Split(readTrim(filepath.Join(cg.dir, file)), "\n") {
+	for _, ln := range strings.Split(readTrim(filepath.Join(cg.Dir, file)), "\n") {
 		if v, ok := strings.CutPrefix(ln, "oom_kill "); ok {
 			n, _ := strconv.Atoi(v)
 			return n
 		}
 	}
-	t.Fatalf("no oom_kill in %s/%s", cg.dir, file)
+	t.Fatalf("no oom_kill in %s/%s", cg.Dir, file)
 	return 0
 }
 
@@ -284,7 +276,7 @@ func TestLimitsMemory(t *testing.T) {
 			t.Errorf("dd in a cgroup with memory.max 64 MiB: want it OOM-killed (SIGKILL, 137):\n%s", out)
 		}
 		if n := oomKills(t, cg); n < 1 {
-			t.Errorf("%d OOM kills in %s", n, cg.dir)
+			t.Errorf("%d OOM kills in %s", n, cg.Dir)
 		}
 	} else if lines[len(lines)-1] != "dd=1" || !strings.Contains(out, "memory exhausted") {
 		t.Errorf("dd under RLIMIT_AS 64 MiB: want its allocation to fail:\n%s", out)
@@ -447,214 +439,6 @@ func TestCPUQuota(t *testing.T) {
 	}
 }
 
-func TestVersionAtLeast(t *testing.T) {
-	for _, c := range []struct {
-		release string
-		want    bool
-	}{
-		{"5.14.0", true}, {"5.13.19-generic", false}, {"6.1.0-18-amd64", true}, {"5.10.0-28-cloud-amd64", false},
-		{"4.19.0", false}, {"10.0", true}, {"6.18.44-fc-v669", true}, {"", false}, {"garbage", false},
-	} {
-		if got := versionAtLeast(c.release, 5, 14); got != c.want {
-			t.Errorf("versionAtLeast(%q, 5, 14) = %v", c.release, got)
-		}
-	}
-}
-
-// Sample /proc/self/mountinfo and /proc/self/cgroup contents.
-const (
-	// A hybrid system (this project's CI machine): v1 controllers, and
-	// cgroup2 at /sys/fs/cgroup/unified with none of them.
-	hybridMountinfo = `22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/root rw
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-`
-	hybridCgroup = `9:name=systemd:/
-8:pids:/
-4:memory:/process_api/5669c127
-2:cpuacct:/
-1:cpu:/
-0::/
-`
-	// systemd, unified.
-	unifiedMountinfo = `25 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw
-35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
-`
-	unifiedCgroup = "0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-org.gnome.Terminal.slice/vte-spawn-1.scope\n"
-	// A container: the host's cgroup mounted at its own cgroup, and v1
-	// with co-mounted controllers at a path with a space.
-	containerMountinfo = `600 500 0:30 /docker/abc /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw,nsdelegate
-601 500 0:40 / /mnt/my\040cgroups/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
-`
-)
-
-func TestFindHierarchies(t *testing.T) {
-	for _, c := range []struct {
-		name, mountinfo, cgroup string
-		v2Dir, v2Path           string // "" for none
-		v1                      map[string]string
-	}{
-		{"hybrid", hybridMountinfo, hybridCgroup, "/sys/fs/cgroup/unified", "/", map[string]string{
-			"pids": "/sys/fs/cgroup/pids", "memory": "/sys/fs/cgroup/memory/process_api/5669c127",
-			"cpu": "/sys/fs/cgroup/cpu", "cpuacct": "/sys/fs/cgroup/cpuacct",
-		}},
-		{"unified", unifiedMountinfo, unifiedCgroup,
-			"/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice/app-org.gnome.Terminal.slice/vte-spawn-1.scope",
-			"/user.slice/user-1000.slice/user@1000.service/app.slice/app-org.gnome.Terminal.slice/vte-spawn-1.scope", nil},
-		{"container", containerMountinfo, "3:cpu,cpuacct:/x\n0::/docker/abc/sub\n", "/sys/fs/cgroup/sub", "/docker/abc/sub", map[string]string{
-			"cpu": "/mnt/my cgroups/cpu,cpuacct/x", "cpuacct": "/mnt/my cgroups/cpu,cpuacct/x",
-		}},
-		{"container, own root", containerMountinfo, "0::/docker/abc\n", "/sys/fs/cgroup", "/docker/abc", nil},
-		{"outside the mounted subtree", containerMountinfo, "0::/docker/abcd\n", "", "", nil},
-		{"deleted", unifiedMountinfo, "0::/gone (deleted)\n", "", "", nil},
-		{"no cgroup2 mount", hybridMountinfo[:strings.Index(hybridMountinfo, "41 ")], hybridCgroup, "", "", map[string]string{
-			"pids": "/sys/fs/cgroup/pids", "memory": "/sys/fs/cgroup/memory/process_api/5669c127",
-			"cpu": "/sys/fs/cgroup/cpu", "cpuacct": "/sys/fs/cgroup/cpuacct",
-		}},
-		{"v1 only", hybridMountinfo, "8:pids:/a/b\n", "", "", map[string]string{"pids": "/sys/fs/cgroup/pids/a/b"}},
-	} {
-		h, err := findHierarchies(c.cgroup, c.mountinfo)
-		if err != nil {
-			t.Errorf("%s: %v", c.name, err)
-			continue
-		}
-		if c.v2Dir == "" {
-			if h.hasV2 || h.why == "" {
-				t.Errorf("%s: cgroup2 at %s, want none and a reason", c.name, h.v2.dir())
-			}
-		} else if !h.hasV2 || h.v2.dir() != c.v2Dir || h.v2.path() != c.v2Path {
-			t.Errorf("%s: cgroup2 %v %q %q, want %q %q (%s)", c.name, h.hasV2, h.v2.dir(), h.v2.path(), c.v2Dir, c.v2Path, h.why)
-		}
-		v1 := map[string]string{}
-		for k, loc := range h.v1 {
-			v1[k] = loc.dir()
-		}
-		if len(v1) != len(c.v1) {
-			t.Errorf("%s: v1 %q, want %q", c.name, v1, c.v1)
-		}
-		for k, want := range c.v1 {
-			if v1[k] != want {
-				t.Errorf("%s: v1 %s at %q, want %q", c.name, k, v1[k], want)
-			}
-		}
-	}
-	// Walking up stops at the mount's root.
-	h, _ := findHierarchies("0::/docker/abc/a/b\n", containerMountinfo)
-	var up []string
-	for a := h.v2; ; a = a.parent() {
-		up = append(up, a.dir()+"="+a.path())
-		if a.top() {
-			break
-		}
-	}
-	want := []string{"/sys/fs/cgroup/a/b=/docker/abc/a/b", "/sys/fs/cgroup/a=/docker/abc/a", "/sys/fs/cgroup=/docker/abc"}
-	if !slices.Equal(up, want) {
-		t.Errorf("up from /docker/abc/a/b: %q, want %q", up, want)
-	}
-}
-
-func TestParseProcCgroup(t *testing.T) {
-	lines, err := parseProcCgroup("12:cpu,cpuacct:/a:b\n0::/\n")
-	if err != nil || len(lines) != 2 || lines[0].id != 12 || !slices.Equal(lines[0].ctrls, []string{"cpu", "cpuacct"}) ||
-		lines[0].path != "/a:b" || lines[1].id != 0 || lines[1].ctrls != nil || lines[1].path != "/" {
-		t.Errorf("parseProcCgroup: %+v %v", lines, err)
-	}
-	for _, bad := range []string{"0:/\n", "x::/\n", "0::relative\n"} {
-		if _, err := parseProcCgroup(bad); err == nil {
-			t.Errorf("parseProcCgroup(%q): no error", bad)
-		}
-	}
-}
-
-func TestParseMountinfo(t *testing.T) {
-	ms := parseMountinfo(hybridMountinfo + "garbage\n42 31 0:39 / /x rw - cgroup2\n")
-	if len(ms) != 6 { // not the one without its fields
-		t.Fatalf("%d cgroup mounts, want 6: %+v", len(ms), ms)
-	}
-	if m := ms[5]; !m.v2 || m.point != "/sys/fs/cgroup/unified" || m.root != "/" {
-		t.Errorf("the cgroup2 mount: %+v", m)
-	}
-	if m := ms[0]; m.v2 || !slices.Equal(m.opts, []string{"rw", "cpu"}) {
-		t.Errorf("the cpu mount: %+v", m)
-	}
-	if got := unescapeMountinfo(`/a\040b\134c\12`); got != `/a b\c\12` {
-		t.Errorf("unescape: %q", got)
-	}
-}
-
-// TestCgroup2Leaf moves processes into a leaf the way makeV2 does for a
-// caller whose cgroup must hand controllers to sandboxes: its own
-// processes move; a process that is not its descendant stops it. It needs
-// root, to make a cgroup to play the caller's.
-func TestCgroup2Leaf(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	h, err := ownHierarchies()
-	if err != nil || !h.hasV2 {
-		t.Skipf("no cgroup2 hierarchy: %v %s", err, h.why)
-	}
-	own := h.v2.child("caplin-test-" + strconv.Itoa(os.Getpid()))
-	if err := os.Mkdir(own.dir(), 0o755); err != nil {
-		t.Skip(err)
-	}
-	test := &cgroup{dir: own.dir(), path: own.path(), v2: true}
-	defer test.remove(time.Now().Add(5 * time.Second))
-	leaf := &cgroup{dir: own.child(leafName).dir(), path: own.child(leafName).path(), v2: true}
-	defer leaf.remove(time.Now().Add(5 * time.Second))
-
-	child := exec.Command("sleep", "100.123")
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer child.Wait()
-	defer child.Process.Kill()
-	if err := writeCgroupFile(filepath.Join(own.dir(), "cgroup.procs"), strconv.Itoa(child.Process.Pid)); err != nil {
-		t.Fatal(err)
-	}
-	if err := moveOwnToLeaf(own); err != nil {
-		t.Fatal(err)
-	}
-	if procs := readTrim(filepath.Join(own.dir(), "cgroup.procs")); procs != "" {
-		t.Errorf("left in %s: %q", own.dir(), procs)
-	}
-	if procs := readTrim(filepath.Join(leaf.dir, "cgroup.procs")); procs != strconv.Itoa(child.Process.Pid) {
-		t.Errorf("in the leaf: %q, want %d", procs, child.Process.Pid)
-	}
-	if !leaf.holds(child.Process.Pid) || test.holds(os.Getpid()) {
-		t.Errorf("holds: the leaf holds the child %v, the test cgroup holds the test %v", leaf.holds(child.Process.Pid), test.holds(os.Getpid()))
-	}
-
-	// An orphan (its parent exited) is not the caller's.
-	out, err := exec.Command("sh", "-c", "sleep 100.456 </dev/null >/dev/null 2>&1 & echo $!").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	orphan, _ := strconv.Atoi(strings.TrimSpace(string(out)))
-	if p, err := pidfd.Open(orphan); err == nil {
-		defer p.Close()
-		defer p.Kill()
-	}
-	if descends(orphan, os.Getpid()) || !descends(child.Process.Pid, os.Getpid()) || descends(1, os.Getpid()) {
-		t.Errorf("descends: orphan %v, child %v, init %v", descends(orphan, os.Getpid()), descends(child.Process.Pid, os.Getpid()), descends(1, os.Getpid()))
-	}
-	if err := writeCgroupFile(filepath.Join(own.dir(), "cgroup.procs"), strconv.Itoa(orphan)); err != nil {
-		t.Fatal(err)
-	}
-	if err := moveOwnToLeaf(own); err == nil || !strings.Contains(err.Error(), "holds process "+strconv.Itoa(orphan)) {
-		t.Errorf("moveOwnToLeaf with an orphan in it: %v", err)
-	}
-	test.killAll()
-	if !eventually(func() bool { return readTrim(filepath.Join(own.dir(), "cgroup.procs")) == "" }) {
-		t.Errorf("killAll left %q", readTrim(filepath.Join(own.dir(), "cgroup.procs")))
-	}
-}
-
 // TestEscapeForkBomb runs a fork bomb in a sandbox built with
 // Spec.Limits.Pids, through Build like any caller: it is contained at
 // the limit, and Close leaves nothing behind.
@@ -705,7 +489,7 @@ echo looped
 	p.Wait(ctx)
 	p.Close()
 	sb.Close()
-	if !eventually(func() bool { return len(sleepsOf(secs)) == 0 }) {
+	if !testenv.Eventually(func() bool { return len(sleepsOf(secs)) == 0 }) {
 		t.Errorf("%d of the bomb's processes outlived Close", len(sleepsOf(secs)))
 	}
 }
@@ -784,4 +568,11 @@ func TestLimitsCgroupNamespaceRoot(t *testing.T) {
 			t.Errorf("%s: outside, the program is in no cgroup of caplin's:\n%s", name, outside)
 		}
 	}
+}
+
+// readTrim returns a cgroup file's contents, trimmed; "" if it cannot be
+// read.
+func readTrim(path string) string {
+	s, _ := kernel.ReadTrim(path)
+	return s
 }

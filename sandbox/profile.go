@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caplin-dev/caplin/internal/filemode"
 	"github.com/pelletier/go-toml/v2"
-	"golang.org/x/sys/unix"
 )
 
 // A profile file is TOML with the fields of a Spec. Every key is optional;
@@ -114,21 +114,7 @@ func ParseSize(s string) (int64, error) {
 
 // ParsePerms reads an octal mode such as "0755".
 func ParsePerms(s string) (os.FileMode, error) {
-	v, err := strconv.ParseUint(s, 8, 32)
-	if err != nil || v > 0o7777 {
-		return 0, fmt.Errorf("bad mode %q: want octal permissions such as 0755", s)
-	}
-	m := os.FileMode(v & 0o777)
-	if v&unix.S_ISUID != 0 {
-		m |= os.ModeSetuid
-	}
-	if v&unix.S_ISGID != 0 {
-		m |= os.ModeSetgid
-	}
-	if v&unix.S_ISVTX != 0 {
-		m |= os.ModeSticky
-	}
-	return m, nil
+	return filemode.ParseOctal(s)
 }
 
 // ParseProfile reads a profile (TOML) into a Spec. name is used in errors.

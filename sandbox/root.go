@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/caplin-dev/caplin/internal/filemode"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -300,7 +301,7 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 // tmpfsOptions returns the options (key, value, ...) of a tmpfs of mode
 // perms and size bytes (0: the kernel's default).
 func tmpfsOptions(perms os.FileMode, size int64) []string {
-	opts := []string{"mode", fmt.Sprintf("%o", modeBits(perms))}
+	opts := []string{"mode", fmt.Sprintf("%o", filemode.Unix(perms))}
 	if size > 0 {
 		opts = append(opts, "size", strconv.FormatInt(size, 10))
 	}
@@ -364,7 +365,7 @@ func recordDataBind(r *recorder, m *Mount, target proc.Val) {
 		perms = *m.Perms
 	}
 	mnt := r.newMount("tmpfs", 0)
-	f := b.Openat(mnt, "data", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, modeBits(perms))
+	f := b.Openat(mnt, "data", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, filemode.Unix(perms))
 	writeAll(b, f, m.Data)
 	b.CloseFD(f)
 	clone := b.OpenTree(mnt, "data", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
@@ -385,19 +386,4 @@ func writeAll(b *proc.Batch, fd proc.Val, p []byte) {
 		b.Write(fd, p[:n])
 		p = p[n:]
 	}
-}
-
-// modeBits converts an os.FileMode to the bits of chmod(2).
-func modeBits(m os.FileMode) uint32 {
-	b := uint32(m.Perm())
-	if m&os.ModeSetuid != 0 {
-		b |= unix.S_ISUID
-	}
-	if m&os.ModeSetgid != 0 {
-		b |= unix.S_ISGID
-	}
-	if m&os.ModeSticky != 0 {
-		b |= unix.S_ISVTX
-	}
-	return b
 }

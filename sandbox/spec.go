@@ -107,7 +107,7 @@ type Mount struct {
 	Dest string
 	// FD, for a bind, is its source in place of Source: a file or
 	// directory the caller holds open (O_PATH will do), such as the root of
-	// an export from dir.Dir.Export or rpc.Directory.Export. A detached
+	// an export from export.Dir or directory.Client.Export. A detached
 	// mount (an export's root) is moved into the sandbox, attributes and
 	// all (an export's read-only stays, whatever the kind), so it can go to
 	// one sandbox only, and is used up even if the build fails after; for

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/caplin-dev/caplin/internal/fdctl"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -220,10 +221,10 @@ func (t *Template) NewSandbox(ctx context.Context, files map[int]*os.File, env [
 		// caller may close its files after NewSandbox as before.
 		sb.files = make(map[int]*os.File, len(files))
 		for fd, f := range files {
-			nfd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+			nfd, err := fdctl.Dup(int(f.Fd()))
 			if err != nil {
 				sb.Close()
-				return nil, fmt.Errorf("sandbox: granting fd %d: %w", fd, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err))
+				return nil, fmt.Errorf("sandbox: granting fd %d: %w", fd, err)
 			}
 			sb.files[fd] = os.NewFile(uintptr(nfd), f.Name())
 		}

@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/caplin-dev/caplin/internal/rpcbench"
+	"github.com/caplin-dev/caplin/bench/rpcbench"
 	"github.com/fxamacker/cbor/v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"

@@ -20,6 +20,8 @@ import (
 
 	"github.com/caplin-dev/caplin/dir"
 	"github.com/caplin-dev/caplin/rpc"
+	"github.com/caplin-dev/caplin/rpc/connector"
+	"github.com/caplin-dev/caplin/rpc/directory"
 	"github.com/caplin-dev/caplin/rpc/launcher"
 	"github.com/fxamacker/cbor/v2"
 	"golang.org/x/sys/unix"
@@ -256,12 +258,12 @@ func callArguments(method string, words []string) (string, any, error) {
 				return "", nil, fmt.Errorf("open: mode %q (want r, w, a or rw)", words[1])
 			}
 		}
-		return method, rpc.OpenArgs{Path: words[0], Flags: flags}, nil
+		return method, directory.OpenArgs{Path: words[0], Flags: flags}, nil
 	case "stat", "lstat":
 		if err := n(1, 1); err != nil {
 			return "", nil, err
 		}
-		return "stat", rpc.StatArgs{Path: words[0], NoFollow: method == "lstat"}, nil
+		return "stat", directory.StatArgs{Path: words[0], NoFollow: method == "lstat"}, nil
 	case "readdir":
 		if err := n(0, 1); err != nil {
 			return "", nil, err
@@ -274,7 +276,7 @@ func callArguments(method string, words []string) (string, any, error) {
 		if err := n(1, 1); err != nil {
 			return "", nil, err
 		}
-		return "mkdir", rpc.MkdirArgs{Path: words[0], All: method == "mkdirall"}, nil
+		return "mkdir", directory.MkdirArgs{Path: words[0], All: method == "mkdirall"}, nil
 	case "remove", "export":
 		if err := n(1, 1); err != nil {
 			return "", nil, err
@@ -284,7 +286,7 @@ func callArguments(method string, words []string) (string, any, error) {
 		if err := n(2, 2); err != nil {
 			return "", nil, err
 		}
-		return method, rpc.RenameArgs{Old: words[0], New: words[1]}, nil
+		return method, directory.RenameArgs{Old: words[0], New: words[1]}, nil
 	case "sub":
 		if err := n(1, 2); err != nil {
 			return "", nil, err
@@ -297,12 +299,12 @@ func callArguments(method string, words []string) (string, any, error) {
 			}
 			rights = r
 		}
-		return method, rpc.SubArgs{Path: words[0], Rights: rights}, nil
+		return method, directory.SubArgs{Path: words[0], Rights: rights}, nil
 	case "connect":
 		if err := n(2, 2); err != nil {
 			return "", nil, err
 		}
-		return method, rpc.ConnectArgs{Network: words[0], Address: words[1]}, nil
+		return method, connector.ConnectArgs{Network: words[0], Address: words[1]}, nil
 	case "rights":
 		if err := n(0, 0); err != nil {
 			return "", nil, err

@@ -7,10 +7,10 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"strconv"
 	"syscall"
 
 	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/internal/filemode"
 	"golang.org/x/sys/unix"
 )
 
@@ -212,19 +212,9 @@ func cmdDir(args []string) int {
 // parseMode parses put's -mode: octal permissions, with the setuid (4000),
 // setgid (2000) and sticky (1000) bits.
 func parseMode(s string) (fs.FileMode, error) {
-	n, err := strconv.ParseUint(s, 8, 32)
-	if err != nil || n > 0o7777 {
+	m, err := filemode.ParseOctal(s)
+	if err != nil {
 		return 0, fmt.Errorf("bad -mode %q: want octal permissions such as 644", s)
-	}
-	m := fs.FileMode(n & 0o777)
-	if n&0o4000 != 0 {
-		m |= fs.ModeSetuid
-	}
-	if n&0o2000 != 0 {
-		m |= fs.ModeSetgid
-	}
-	if n&0o1000 != 0 {
-		m |= fs.ModeSticky
 	}
 	return m, nil
 }

@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/caplin-dev/caplin/internal/probe"
+	"github.com/caplin-dev/caplin/probe"
 	"github.com/caplin-dev/caplin/sandbox"
 )
 

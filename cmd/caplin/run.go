@@ -12,8 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/caplin-dev/caplin/internal/probe"
 	"github.com/caplin-dev/caplin/pidfd"
+	"github.com/caplin-dev/caplin/probe"
 	"github.com/caplin-dev/caplin/sandbox"
 	"github.com/caplin-dev/caplin/sandbox/bwrap"
 	"golang.org/x/sys/unix"

@@ -15,6 +15,8 @@ import (
 
 	"github.com/caplin-dev/caplin/dir"
 	"github.com/caplin-dev/caplin/rpc"
+	"github.com/caplin-dev/caplin/rpc/connector"
+	"github.com/caplin-dev/caplin/rpc/directory"
 	"github.com/caplin-dev/caplin/rpc/launcher"
 	"github.com/caplin-dev/caplin/sandbox"
 	"golang.org/x/sys/unix"
@@ -163,7 +165,7 @@ func serveDir(args []string) int {
 		if peer != nil {
 			log.Debug("connection", "pid", peer.Pid, "uid", peer.Uid)
 		}
-		return rpc.NewDirectory(sub)
+		return directory.New(sub)
 	}
 	return serveListener(name, *socket, log, newHandler, "dir", path, "rights", rights.String())
 }
@@ -201,7 +203,7 @@ func serveConnector(args []string) int {
 		return exitUsage
 	}
 	// Check the policy once, up front, so that a typo is a usage error.
-	if _, err := rpc.NewConnector(rpc.ConnectorPolicy{Allow: allow}); err != nil {
+	if _, err := connector.New(connector.Policy{Allow: allow}); err != nil {
 		usageError(name, serveSynopsis, err.Error())
 		return exitUsage
 	}
@@ -216,7 +218,7 @@ func serveConnector(args []string) int {
 	}
 	log := serverLogger(*verbose)
 	newHandler := func(peer *unix.Ucred) rpc.Handler {
-		p := rpc.ConnectorPolicy{Allow: allow}
+		p := connector.Policy{Allow: allow}
 		if d != nil {
 			sub, err := d.Sub(".", d.Rights())
 			if err != nil {
@@ -224,7 +226,7 @@ func serveConnector(args []string) int {
 			}
 			p.Dir = sub
 		}
-		h, err := rpc.NewConnector(p)
+		h, err := connector.New(p)
 		if err != nil { // checked above
 			return rpc.HandlerFunc(func(context.Context, *rpc.Call) (any, error) { return nil, err })
 		}

@@ -6,7 +6,7 @@ import (
 	"runtime"
 	"runtime/debug"
 
-	"github.com/caplin-dev/caplin/internal/probe"
+	"github.com/caplin-dev/caplin/internal/kernel"
 )
 
 const versionSynopsis = "caplin version"
@@ -46,12 +46,12 @@ func cmdVersion(args []string) int {
 		return exitUsage
 	}
 	version, vcs := buildVersion()
-	kernel := "(unknown)"
-	if rel, machine, err := probe.Uname(); err == nil {
-		kernel = "Linux " + rel + " " + machine
+	running := "(unknown)"
+	if rel, machine, err := kernel.Uname(); err == nil {
+		running = "Linux " + rel + " " + machine
 	}
 	fmt.Fprintf(os.Stdout, "caplin    %s%s\ngo        %s\nplatform  %s/%s\nkernel    %s\n",
-		version, vcs, runtime.Version(), runtime.GOOS, runtime.GOARCH, kernel)
+		version, vcs, runtime.Version(), runtime.GOOS, runtime.GOARCH, running)
 	return exitOK
 }
 

@@ -1,4 +1,5 @@
-// Package testenv holds helpers for caplin's tests.
+// Package testenv holds helpers for caplin's tests. It imports no caplin
+// package.
 package testenv
 
 import (

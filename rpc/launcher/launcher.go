@@ -21,9 +21,9 @@
 // sandboxes. A product's processes live as long as its program: when the
 // program exits, what it left running in its sandbox is killed.
 //
-// This package is where rpc services that need package sandbox live:
-// package rpc itself depends on neither sandbox nor proc, so a program
-// that only calls objects does not link them.
+// Like rpc/directory and rpc/connector, the Launcher is a package of its
+// own above rpc: package rpc, the protocol, links no sandbox, proc or dir,
+// so a program that only calls objects does not link them.
 package launcher
 
 import (

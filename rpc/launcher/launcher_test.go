@@ -18,6 +18,7 @@ import (
 
 	"github.com/caplin-dev/caplin/internal/testenv"
 	"github.com/caplin-dev/caplin/rpc"
+	"github.com/caplin-dev/caplin/rpc/rpctest"
 	"github.com/caplin-dev/caplin/sandbox"
 	"github.com/fxamacker/cbor/v2"
 	"golang.org/x/sys/unix"
@@ -86,26 +87,7 @@ func serve(t *testing.T, spec *sandbox.Spec, opts Options) Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &rpc.Server{}
-	if err := srv.ServeFile(context.Background(), os.NewFile(uintptr(fds[1]), "server"), h); err != nil {
-		t.Fatal(err)
-	}
-	c, err := rpc.NewClient(os.NewFile(uintptr(fds[0]), "client"), rpc.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	})
+	c, _ := rpctest.Pair(t, h)
 	return Client{c}
 }
 

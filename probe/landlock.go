@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,16 +31,6 @@ func landlockABIText(abi int) string {
 	return "newer than caplin knows"
 }
 
-// LandlockABI returns the Landlock ABI version the kernel supports, by
-// landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION).
-func LandlockABI() (int, error) {
-	v, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(v), nil
-}
-
 // Landlock reports the Landlock ABI version.
 func Landlock(context.Context) Result {
 	r := Result{
@@ -47,7 +38,7 @@ func Landlock(context.Context) Result {
 		MinKernel: "5.13",
 		Without:   "sandboxes rely on namespaces and seccomp alone to limit file and network access",
 	}
-	abi, err := LandlockABI()
+	abi, err := kernel.LandlockABI()
 	switch {
 	case err == nil:
 		r.OK = true
@@ -56,7 +47,7 @@ func Landlock(context.Context) Result {
 		r.Detail = "landlock_create_ruleset: " + errText(err) + ": Landlock is not built into this kernel (CONFIG_SECURITY_LANDLOCK)"
 	case isErrno(err, unix.EOPNOTSUPP):
 		r.Detail = "landlock_create_ruleset: " + errText(err) + ": Landlock is built but disabled at boot (add landlock to the lsm= kernel parameter)"
-		if lsm, ok := readTrim("/sys/kernel/security/lsm"); ok && !strings.Contains(lsm, "landlock") {
+		if lsm, err := kernel.ReadTrim("/sys/kernel/security/lsm"); err == nil && !strings.Contains(lsm, "landlock") {
 			r.Detail += "; active LSMs: " + lsm
 		}
 	default:

@@ -5,14 +5,15 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"golang.org/x/sys/unix"
 )
 
 // seccompStatus returns the Seccomp and Seccomp_filters lines of
 // /proc/self/status ("0" and "0" when caplin runs unfiltered).
 func seccompStatus() (mode, filters string) {
-	b, ok := readTrim("/proc/self/status")
-	if !ok {
+	b, err := kernel.ReadTrim("/proc/self/status")
+	if err != nil {
 		return "", ""
 	}
 	for _, line := range strings.Split(b, "\n") {
@@ -66,7 +67,7 @@ func Seccomp(context.Context) Result {
 	}
 	r.OK = true
 	actions := "errno"
-	if v, ok := readTrim("/proc/sys/kernel/seccomp/actions_avail"); ok {
+	if v, err := kernel.ReadTrim("/proc/sys/kernel/seccomp/actions_avail"); err == nil {
 		actions = v
 	}
 	r.Detail = fmt.Sprintf("filters available, actions: %s; %s", actions, self)

@@ -1,4 +1,4 @@
-package rpc
+package connector
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 
 	"github.com/caplin-dev/caplin/dir"
 	"github.com/caplin-dev/caplin/internal/testenv"
+	"github.com/caplin-dev/caplin/rpc"
+	"github.com/caplin-dev/caplin/rpc/rpctest"
 	"golang.org/x/sys/unix"
 )
 
@@ -97,7 +99,7 @@ func TestConnector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewConnector(ConnectorPolicy{
+	h, err := New(Policy{
 		Allow: []string{
 			fmt.Sprintf("127.0.0.1:%d", port),
 			fmt.Sprintf("localhost:%d-%d", port, port),
@@ -110,8 +112,8 @@ func TestConnector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := pair(t, h)
-	conn := Connector{c}
+	c, _ := rpctest.Pair(t, h)
+	conn := Client{c}
 
 	for _, addr := range []string{fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("localhost:%d", port)} {
 		f, err := conn.Connect(ctx, "tcp", addr)
@@ -170,21 +172,21 @@ func TestConnector(t *testing.T) {
 		want          error
 		text          string
 	}{
-		{"tcp", fmt.Sprintf("127.0.0.1:%d", port+1), ErrDenied, "not allowed"},
-		{"tcp", fmt.Sprintf("127.0.0.2:%d", port), ErrDenied, "not allowed"},
-		{"tcp", fmt.Sprintf("[::1]:%d", port), ErrDenied, "not allowed"},
-		{"tcp", fmt.Sprintf("LOCALHOST.:%d", port+1), ErrDenied, "not allowed"},
-		{"udp", "8.8.8.8:53", ErrInvalid, "not offered"},
-		{"unix", "app.sock", ErrDenied, "not allowed"},
-		{"unix", "sock/../sock/app.sock", ErrInvalid, "clean"},
-		{"unix", "sock/../secret.sock", ErrInvalid, "clean"},
+		{"tcp", fmt.Sprintf("127.0.0.1:%d", port+1), rpc.ErrDenied, "not allowed"},
+		{"tcp", fmt.Sprintf("127.0.0.2:%d", port), rpc.ErrDenied, "not allowed"},
+		{"tcp", fmt.Sprintf("[::1]:%d", port), rpc.ErrDenied, "not allowed"},
+		{"tcp", fmt.Sprintf("LOCALHOST.:%d", port+1), rpc.ErrDenied, "not allowed"},
+		{"udp", "8.8.8.8:53", rpc.ErrInvalid, "not offered"},
+		{"unix", "app.sock", rpc.ErrDenied, "not allowed"},
+		{"unix", "sock/../sock/app.sock", rpc.ErrInvalid, "clean"},
+		{"unix", "sock/../secret.sock", rpc.ErrInvalid, "clean"},
 		{"unix", "sock/up.sock", syscall.EXDEV, "escapes"},
 		{"unix", "sock/evil.sock", syscall.EXDEV, "escapes"},
 		{"unix", "sock/plain", syscall.ENOTSOCK, "sock/plain"},
 		{"unix", "exact.sock", syscall.ENOTSOCK, "exact.sock"},
 		{"unix", "sock/none.sock", syscall.ENOENT, "none.sock"},
-		{"sctp", "127.0.0.1:1", ErrInvalid, "network"},
-		{"tcp", "127.0.0.1", ErrInvalid, "missing port"},
+		{"sctp", "127.0.0.1:1", rpc.ErrInvalid, "network"},
+		{"tcp", "127.0.0.1", rpc.ErrInvalid, "missing port"},
 	} {
 		f, err := conn.Connect(ctx, c.network, c.addr)
 		if err == nil {
@@ -194,22 +196,22 @@ func TestConnector(t *testing.T) {
 			t.Errorf("connect %s %s = %v; want %v (%q)", c.network, c.addr, err, c.want, c.text)
 		}
 	}
-	if err := conn.Call(ctx, "listen", nil, nil); !errors.Is(err, ErrUnknownMethod) {
+	if err := conn.Call(ctx, "listen", nil, nil); !errors.Is(err, rpc.ErrUnknownMethod) {
 		t.Errorf("listen = %v", err)
 	}
 }
 
 func TestConnectorPolicy(t *testing.T) {
-	for _, bad := range []string{"example.com", "example.com:http", "host:70000", "host:9-1", "unix:/abs.sock", "unix:", "*x.com:1", ":80", "10.0.0.0/33:1"} {
-		if _, err := NewConnector(ConnectorPolicy{Allow: []string{bad}}); err == nil {
-			t.Errorf("NewConnector accepted %q", bad)
+	for _, bad := range []string{"example.com", "example.com:http", "host:70000", "host:9-1", "unix:/abs.sock", "unix:", "*x.com:1", ":80", "10.0.0.0/33:1", "*.:1", "*..com:1", "a..b:1", "1.2.3.4.:1", "a:b:1"} {
+		if _, err := New(Policy{Allow: []string{bad}}); err == nil {
+			t.Errorf("New accepted %q", bad)
 		}
 	}
-	h, err := NewConnector(ConnectorPolicy{Allow: []string{"*.example.com:443", "[fd00::]/8:22", "*:7", "[::]/0:23", "10.0.0.0/8:24"}})
+	h, err := New(Policy{Allow: []string{"*.example.com:443", "*.example.org.:443", "[fd00::]/8:22", "*:7", "[::]/0:23", "10.0.0.0/8:24"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := h.(*connector)
+	c := h.(*handler)
 	for _, tc := range []struct {
 		host string
 		port uint16
@@ -220,6 +222,9 @@ func TestConnectorPolicy(t *testing.T) {
 		{"example.com", 443, false},
 		{"evilexample.com", 443, false},
 		{"api.example.com", 80, false},
+		{"api.example.org", 443, true}, // a rule's trailing dot is dropped, as a name's is
+		{"api.example.org.", 443, true},
+		{"example.org", 443, false},
 		{"fd12::1", 22, true},
 		{"fe80::1", 22, false},
 		{"::ffff:10.1.2.3", 22, false}, // an IPv4 address, which no IPv4 rule allows

@@ -1,4 +1,11 @@
-package rpc
+// Package directory serves a dir.Dir as an rpc object (the Directory
+// service) and calls one (Client): a directory capability used from
+// another process, which gets files and detached mounts as descriptors.
+//
+// It is a package of its own, above rpc, dir and dir/export, so that
+// package rpc, the protocol, links neither dir nor the fork server that
+// an export needs.
+package directory
 
 import (
 	"context"
@@ -10,6 +17,8 @@ import (
 	"time"
 
 	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/dir/export"
+	"github.com/caplin-dev/caplin/rpc"
 	"golang.org/x/sys/unix"
 )
 
@@ -78,33 +87,32 @@ type SubArgs struct {
 	// the new object is served on it, and the reply carries no FD. The
 	// caller can use its end at once, before the reply (pipelining);
 	// if sub fails, calls on that end fail with the same error.
-	Into FD
+	Into rpc.FD
 }
 
-// NewDirectory returns a Handler that serves d as a Directory object,
-// taking ownership of d: it is closed when the object ends. The objects
-// its sub makes are served by the same Server.
-func NewDirectory(d *dir.Dir) Handler { return &directory{d: d} }
+// New returns an rpc.Handler that serves d as a Directory object, taking
+// ownership of d: it is closed when the object ends. The objects its sub
+// makes are served by the same rpc.Server.
+func New(d *dir.Dir) rpc.Handler { return &handler{d: d} }
 
-type directory struct{ d *dir.Dir }
+// handler serves one Directory object.
+type handler struct{ d *dir.Dir }
 
 // Close closes the directory when its object ends.
-func (s *directory) Close() error { return s.d.Close() }
+func (s *handler) Close() error { return s.d.Close() }
 
-func (s *directory) ServeCall(ctx context.Context, call *Call) (any, error) {
+func (s *handler) ServeCall(ctx context.Context, call *rpc.Call) (any, error) {
 	res, err := s.serve(ctx, call)
 	if err != nil {
 		var re *dir.RightsError
 		if errors.As(err, &re) {
-			e := toWire(err)
-			e.Code = CodeDenied
-			return nil, e
+			return nil, &rpc.Error{Code: rpc.CodeDenied, Errno: syscall.EPERM, Text: err.Error()}
 		}
 	}
 	return res, err
 }
 
-func (s *directory) serve(ctx context.Context, call *Call) (any, error) {
+func (s *handler) serve(ctx context.Context, call *rpc.Call) (any, error) {
 	d := s.d
 	switch call.Method {
 	case "open":
@@ -179,20 +187,20 @@ func (s *directory) serve(ctx context.Context, call *Call) (any, error) {
 		sub, err := d.Sub(a.Path, a.Rights)
 		if err != nil {
 			if a.Into.File != nil {
-				Fail(a.Into.File, err)
+				rpc.Fail(a.Into.File, err)
 			}
 			return nil, err
 		}
 		if a.Into.File != nil {
 			// The object outlives this call: serve it in the server's
 			// lifetime, not the call's.
-			if err := call.Server.ServeFile(context.WithoutCancel(ctx), a.Into.File, NewDirectory(sub)); err != nil {
+			if err := call.Server.ServeFile(context.WithoutCancel(ctx), a.Into.File, New(sub)); err != nil {
 				sub.Close()
 				return nil, err
 			}
 			return nil, nil
 		}
-		fd, err := call.Server.NewObject(context.WithoutCancel(ctx), NewDirectory(sub))
+		fd, err := call.Server.NewObject(context.WithoutCancel(ctx), New(sub))
 		if err != nil {
 			sub.Close()
 			return nil, err
@@ -208,7 +216,7 @@ func (s *directory) serve(ctx context.Context, call *Call) (any, error) {
 		// writable only for an object that may do every kind of write.
 		rights := d.Rights()
 		if !rights.Has(dir.RightRead) {
-			return nil, &Error{Code: CodeDenied, Errno: syscall.EPERM, Text: fmt.Sprintf("export %s: needs read (the object has %v)", path, rights)}
+			return nil, &rpc.Error{Code: rpc.CodeDenied, Errno: syscall.EPERM, Text: fmt.Sprintf("export %s: needs read (the object has %v)", path, rights)}
 		}
 		if !rights.Has(dir.RightWrite | dir.RightCreate | dir.RightDelete | dir.RightSetAttr) {
 			rights &^= dir.RightWrite | dir.RightCreate | dir.RightDelete | dir.RightSetAttr
@@ -218,18 +226,18 @@ func (s *directory) serve(ctx context.Context, call *Call) (any, error) {
 			return nil, err
 		}
 		defer sub.Close()
-		f, err := sub.Export(ctx)
+		f, err := export.Dir(ctx, sub)
 		if err != nil {
 			return nil, err
 		}
-		return FD{File: f}, nil
+		return rpc.FD{File: f}, nil
 	case "rights":
 		if err := call.Args(nil); err != nil {
 			return nil, err
 		}
 		return d.Rights().String(), nil
 	}
-	return nil, Errorf(CodeUnknownMethod, "unknown method %q", call.Method)
+	return nil, rpc.Errorf(rpc.CodeUnknownMethod, "unknown method %q", call.Method)
 }
 
 // openRegular opens a.Path in d for a holder: a regular file only, and
@@ -250,7 +258,7 @@ func openRegular(d *dir.Dir, a OpenArgs) (any, error) {
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG && a.Flags&unix.O_PATH == 0 {
 		f.Close()
-		return nil, &Error{Code: CodeInvalid, Errno: syscall.EINVAL, Text: fmt.Sprintf("open %s: not a regular file (a Directory opens only files)", a.Path)}
+		return nil, &rpc.Error{Code: rpc.CodeInvalid, Errno: syscall.EINVAL, Text: fmt.Sprintf("open %s: not a regular file (a Directory opens only files)", a.Path)}
 	}
 	if a.Flags&unix.O_NONBLOCK == 0 && a.Flags&unix.O_PATH == 0 {
 		if err := unix.SetNonblock(int(f.Fd()), false); err != nil {
@@ -258,121 +266,121 @@ func openRegular(d *dir.Dir, a OpenArgs) (any, error) {
 			return nil, &os.PathError{Op: "open", Path: a.Path, Err: err}
 		}
 	}
-	return FD{File: f}, nil
+	return rpc.FD{File: f}, nil
 }
 
-// A Directory is a typed client for a Directory object.
-type Directory struct {
+// A Client is a typed client for a Directory object.
+type Client struct {
 	// Client is the object. Close it to drop the capability.
-	*Client
+	*rpc.Client
 }
 
 // Open opens the file at path with flags (os.O_*) and, if it creates one,
 // perm. Directories are not opened: use Export or Sub.
-func (d Directory) Open(ctx context.Context, path string, flags int, perm fs.FileMode) (*os.File, error) {
-	var fd FD
+func (d Client) Open(ctx context.Context, path string, flags int, perm fs.FileMode) (*os.File, error) {
+	var fd rpc.FD
 	if err := d.Call(ctx, "open", OpenArgs{Path: path, Flags: flags, Perm: perm}, &fd); err != nil {
 		return nil, err
 	}
 	if fd.File == nil {
-		return nil, Errorf(CodeBadMessage, "open %s: the reply carried no descriptor", path)
+		return nil, rpc.Errorf(rpc.CodeBadMessage, "open %s: the reply carried no descriptor", path)
 	}
 	return fd.File, nil
 }
 
 // Stat returns what stat (or, with noFollow, lstat) says of path.
-func (d Directory) Stat(ctx context.Context, path string, noFollow bool) (FileStat, error) {
+func (d Client) Stat(ctx context.Context, path string, noFollow bool) (FileStat, error) {
 	var st FileStat
 	err := d.Call(ctx, "stat", StatArgs{Path: path, NoFollow: noFollow}, &st)
 	return st, err
 }
 
 // ReadDir lists the directory at path, sorted by name.
-func (d Directory) ReadDir(ctx context.Context, path string) ([]DirEntry, error) {
+func (d Client) ReadDir(ctx context.Context, path string) ([]DirEntry, error) {
 	var ents []DirEntry
 	err := d.Call(ctx, "readdir", path, &ents)
 	return ents, err
 }
 
 // Mkdir makes the directory path (and, with all, its missing parents).
-func (d Directory) Mkdir(ctx context.Context, path string, perm fs.FileMode, all bool) error {
+func (d Client) Mkdir(ctx context.Context, path string, perm fs.FileMode, all bool) error {
 	return d.Call(ctx, "mkdir", MkdirArgs{Path: path, Perm: perm, All: all}, nil)
 }
 
 // Remove removes the file or empty directory at path.
-func (d Directory) Remove(ctx context.Context, path string) error {
+func (d Client) Remove(ctx context.Context, path string) error {
 	return d.Call(ctx, "remove", path, nil)
 }
 
 // Rename renames oldPath to newPath, both in the directory.
-func (d Directory) Rename(ctx context.Context, oldPath, newPath string) error {
+func (d Client) Rename(ctx context.Context, oldPath, newPath string) error {
 	return d.Call(ctx, "rename", RenameArgs{Old: oldPath, New: newPath}, nil)
 }
 
 // Rights returns the rights the object grants.
-func (d Directory) Rights(ctx context.Context) (dir.Rights, error) {
+func (d Client) Rights(ctx context.Context) (dir.Rights, error) {
 	var s string
 	if err := d.Call(ctx, "rights", nil, &s); err != nil {
 		return 0, err
 	}
 	r, err := dir.ParseRights(s)
 	if err != nil {
-		return 0, withMethod(Errorf(CodeBadMessage, "%v", err), "rights")
+		return 0, &rpc.Error{Code: rpc.CodeBadMessage, Method: "rights", Text: err.Error()}
 	}
 	return r, nil
 }
 
-// Sub returns a new Directory object for the directory at path with the
+// Sub returns a client for a new Directory object for the directory at path with the
 // given rights, which must be a subset of this object's. It waits for the
 // server's answer; SubPipelined does not.
-func (d Directory) Sub(ctx context.Context, path string, rights dir.Rights) (Directory, error) {
-	var fd FD
+func (d Client) Sub(ctx context.Context, path string, rights dir.Rights) (Client, error) {
+	var fd rpc.FD
 	if err := d.Call(ctx, "sub", SubArgs{Path: path, Rights: rights}, &fd); err != nil {
-		return Directory{}, err
+		return Client{}, err
 	}
 	if fd.File == nil {
-		return Directory{}, withMethod(Errorf(CodeBadMessage, "sub %s: the reply carried no descriptor", path), "sub")
+		return Client{}, &rpc.Error{Code: rpc.CodeBadMessage, Method: "sub", Text: fmt.Sprintf("sub %s: the reply carried no descriptor", path)}
 	}
-	c, err := NewClient(fd.File, d.opts)
+	c, err := rpc.NewClient(fd.File, d.Options())
 	if err != nil {
-		return Directory{}, err
+		return Client{}, err
 	}
-	return Directory{c}, nil
+	return Client{c}, nil
 }
 
 // SubPipelined is Sub without the wait: it makes the new object's socket
 // itself, sends the server its end and returns at once, so calls on the
 // new Directory can be made before the server has even read the request.
 // If the server cannot make it, those calls fail with the reason.
-func (d Directory) SubPipelined(path string, rights dir.Rights) (Directory, error) {
+func (d Client) SubPipelined(path string, rights dir.Rights) (Client, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return Directory{}, &os.SyscallError{Syscall: "socketpair", Err: err}
+		return Client{}, &os.SyscallError{Syscall: "socketpair", Err: err}
 	}
 	into := os.NewFile(uintptr(fds[1]), "rpc-object")
 	defer into.Close()
-	c, err := NewClient(os.NewFile(uintptr(fds[0]), "rpc-object"), d.opts)
+	c, err := rpc.NewClient(os.NewFile(uintptr(fds[0]), "rpc-object"), d.Options())
 	if err != nil {
-		return Directory{}, err
+		return Client{}, err
 	}
-	if err := d.Send("sub", SubArgs{Path: path, Rights: rights, Into: FD{File: into}}); err != nil {
+	if err := d.Send("sub", SubArgs{Path: path, Rights: rights, Into: rpc.FD{File: into}}); err != nil {
 		c.Close()
-		return Directory{}, err
+		return Client{}, err
 	}
-	return Directory{c}, nil
+	return Client{c}, nil
 }
 
 // Export returns a descriptor for the root of a detached mount of the
 // subtree at path: a directory its holder cannot leave with "..", to
 // hand to another process (caplin run --dir-fd, for one). It is read-only
 // unless the object grants Write, and noexec unless it grants Exec.
-func (d Directory) Export(ctx context.Context, path string) (*os.File, error) {
-	var fd FD
+func (d Client) Export(ctx context.Context, path string) (*os.File, error) {
+	var fd rpc.FD
 	if err := d.Call(ctx, "export", path, &fd); err != nil {
 		return nil, err
 	}
 	if fd.File == nil {
-		return nil, Errorf(CodeBadMessage, "export %s: the reply carried no descriptor", path)
+		return nil, rpc.Errorf(rpc.CodeBadMessage, "export %s: the reply carried no descriptor", path)
 	}
 	return fd.File, nil
 }

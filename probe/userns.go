@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -31,13 +32,13 @@ const nobody = 65534
 func usernsPolicy() (text string, allowed bool) {
 	allowed = true
 	var parts []string
-	if v, ok := readTrim(sysctlUsernsClone); ok {
+	if v, err := kernel.ReadTrim(sysctlUsernsClone); err == nil {
 		parts = append(parts, "kernel.unprivileged_userns_clone="+v)
 		if v == "0" {
 			allowed = false
 		}
 	}
-	if v, ok := readTrim(sysctlMaxUserns); ok {
+	if v, err := kernel.ReadTrim(sysctlMaxUserns); err == nil {
 		parts = append(parts, "user.max_user_namespaces="+v)
 		if v == "0" {
 			allowed = false
@@ -46,7 +47,7 @@ func usernsPolicy() (text string, allowed bool) {
 		parts = append(parts, "no user.max_user_namespaces (kernel without CONFIG_USER_NS?)")
 		allowed = false
 	}
-	if v, ok := readTrim(sysctlAppArmorUserns); ok {
+	if v, err := kernel.ReadTrim(sysctlAppArmorUserns); err == nil {
 		parts = append(parts, "kernel.apparmor_restrict_unprivileged_userns="+v)
 		if v != "0" {
 			allowed = false

@@ -76,37 +76,3 @@ func TestKernelSupported(t *testing.T) {
 		t.Errorf("Kernel: %s", r.Detail)
 	}
 }
-
-func TestParseRelease(t *testing.T) {
-	for _, tc := range []struct {
-		rel          string
-		major, minor int
-		ok           bool
-	}{
-		{"6.18.44-fc-v669", 6, 18, true},
-		{"5.10.0-28-amd64", 5, 10, true},
-		{"5.4", 5, 4, true},
-		{"6.1-rc1", 6, 1, true},
-		{"garbage", 0, 0, false},
-		{"x.y", 0, 0, false},
-	} {
-		major, minor, ok := parseRelease(tc.rel)
-		if major != tc.major || minor != tc.minor || ok != tc.ok {
-			t.Errorf("parseRelease(%q) = %d, %d, %v; want %d, %d, %v", tc.rel, major, minor, ok, tc.major, tc.minor, tc.ok)
-		}
-	}
-}
-
-func TestUnescapeMount(t *testing.T) {
-	for in, want := range map[string]string{
-		"/sys/fs/cgroup":       "/sys/fs/cgroup",
-		`/mnt/with\040space`:   "/mnt/with space",
-		`/odd\\`:               `/odd\\`,
-		`/not\08octal`:         `/not\08octal`,
-		`/tab\011and\134slash`: "/tab\tand\\slash",
-	} {
-		if got := unescapeMount(in); got != want {
-			t.Errorf("unescapeMount(%q) = %q; want %q", in, got, want)
-		}
-	}
-}

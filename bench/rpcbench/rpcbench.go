@@ -5,6 +5,9 @@
 //
 // A test binary that uses the cross-process benchmarks must call Peer
 // first thing in its TestMain: they re-execute the binary as the peer.
+//
+// It imports rpc, so it lives with the benchmarks, above rpc, and the rpc
+// package's benchmarks are in package rpc_test to import it.
 package rpcbench
 
 import (

@@ -1,16 +1,22 @@
-package dir
+package export
 
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/caplin-dev/caplin/internal/probe"
+	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/internal/testenv"
+	"github.com/caplin-dev/caplin/probe"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
+
+// alsoAsNobody re-runs a test as uid 65534 when the tests run as root.
+var alsoAsNobody = testenv.AlsoAsNobody
 
 func TestExport(t *testing.T) {
 	alsoAsNobody(t)
@@ -18,17 +24,17 @@ func TestExport(t *testing.T) {
 	os.MkdirAll(filepath.Join(root, "shared", "sub"), 0o755)
 	os.WriteFile(filepath.Join(root, "shared", "a.txt"), []byte("inside"), 0o644)
 	os.WriteFile(filepath.Join(root, "secret"), []byte("outside"), 0o644)
-	d, err := Open(filepath.Join(root, "shared"))
+	d, err := dir.Open(filepath.Join(root, "shared"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	ro, err := d.Sub(".", ReadOnly)
+	ro, err := d.Sub(".", dir.ReadOnly)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ro.Close()
-	f, err := ro.Export(context.Background())
+	f, err := Dir(context.Background(), ro)
 	if err != nil {
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSPC) {
 			t.Skip("no user namespaces:", err)
@@ -76,7 +82,7 @@ func TestExport(t *testing.T) {
 		t.Errorf("the export shows in the caller's mount table")
 	}
 	// A writable Dir exports a writable mount.
-	w, err := d.Export(context.Background())
+	w, err := Dir(context.Background(), d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +97,7 @@ func TestExport(t *testing.T) {
 	}
 	// A closed Dir cannot be exported.
 	ro.Close()
-	if _, err := ro.Export(context.Background()); !errors.Is(err, os.ErrClosed) {
+	if _, err := Dir(context.Background(), ro); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("export of a closed Dir: %v", err)
 	}
 }
@@ -207,17 +213,17 @@ func TestExportRoot(t *testing.T) {
 // namespaces.
 func exportReadOnly(t *testing.T, path string) *os.File {
 	t.Helper()
-	d, err := Open(path)
+	d, err := dir.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	ro, err := d.Sub(".", ReadOnly)
+	ro, err := d.Sub(".", dir.ReadOnly)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ro.Close()
-	f, err := ro.Export(context.Background())
+	f, err := Dir(context.Background(), ro)
 	if err != nil {
 		if r := probe.UserNS(context.Background()); !r.OK {
 			t.Skip("no user namespaces:", r.Detail)
@@ -226,4 +232,14 @@ func exportReadOnly(t *testing.T, path string) *os.File {
 	}
 	t.Cleanup(func() { f.Close() })
 	return f
+}
+
+// TestExportNil: a nil Dir fails with fs.ErrInvalid, without a child.
+func TestExportNil(t *testing.T) {
+	if f, err := Dir(context.Background(), nil); !errors.Is(err, fs.ErrInvalid) {
+		if f != nil {
+			f.Close()
+		}
+		t.Errorf("Dir(nil) = %v; want fs.ErrInvalid", err)
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/caplin-dev/caplin/cgroup"
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,47 +20,12 @@ func cgroup2Mounts() ([]string, error) {
 		return nil, err
 	}
 	var mounts []string
-	for _, line := range strings.Split(string(b), "\n") {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) >= 5 && len(g) >= 1 && g[0] == "cgroup2" {
-			mounts = append(mounts, unescapeMount(f[4]))
+	for _, m := range cgroup.ParseMounts(string(b)) {
+		if m.V2 {
+			mounts = append(mounts, m.Point)
 		}
 	}
 	return mounts, nil
-}
-
-// unescapeMount undoes the octal escapes (\040 for a space) of a mountinfo
-// path.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var sb strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v byte
-			ok := true
-			for _, c := range []byte(s[i+1 : i+4]) {
-				if c < '0' || c > '7' {
-					ok = false
-					break
-				}
-				v = v*8 + (c - '0')
-			}
-			if ok {
-				sb.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		sb.WriteByte(s[i])
-	}
-	return sb.String()
 }
 
 // ownCgroup2 returns caplin's cgroup in the cgroup2 hierarchy (the "0::"
@@ -68,9 +35,10 @@ func ownCgroup2() (string, bool) {
 	if err != nil {
 		return "", false
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if p, ok := strings.CutPrefix(line, "0::"); ok {
-			return p, true
+	lines, _ := cgroup.ParseProcCgroup(string(b))
+	for _, ln := range lines {
+		if ln.ID == 0 {
+			return ln.Path, true
 		}
 	}
 	return "", false
@@ -91,7 +59,7 @@ func Cgroup2(context.Context) Result {
 	}
 	if st.Type == unix.CGROUP2_SUPER_MAGIC {
 		r.OK = true
-		ctrl, _ := readTrim("/sys/fs/cgroup/cgroup.controllers")
+		ctrl, _ := kernel.ReadTrim("/sys/fs/cgroup/cgroup.controllers")
 		if ctrl == "" {
 			ctrl = "none"
 		}
@@ -139,7 +107,7 @@ func CgroupDelegation(context.Context) Result {
 		return ""
 	}
 	procs, subtree := writable("cgroup.procs"), writable("cgroup.subtree_control")
-	ctrl, _ := readTrim(filepath.Join(dir, "cgroup.controllers"))
+	ctrl, _ := kernel.ReadTrim(filepath.Join(dir, "cgroup.controllers"))
 	if ctrl == "" {
 		ctrl = "none"
 	}

@@ -1,4 +1,10 @@
-package rpc
+// Package connector serves the Connector, an rpc object that makes
+// connections on its holder's behalf to the destinations its Policy
+// allows, and calls one (Client).
+//
+// It is a package of its own, above rpc and dir, so that package rpc,
+// the protocol, does not link dir.
+package connector
 
 import (
 	"context"
@@ -13,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/rpc"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,7 +35,7 @@ import (
 // anywhere, and a datagram socket can send anywhere, so the holder would
 // get the server's whole network. It gets instead one end of a Unix
 // stream socket pair whose bytes a forwarder moves to and from the
-// connection with splice(2), in the kernel (RevocableStream): exactly
+// connection with splice(2), in the kernel (rpc.RevocableStream): exactly
 // that connection, nothing else. UDP is not offered, for the same reason.
 
 // ConnectArgs are the arguments of a Connector's connect.
@@ -42,8 +49,8 @@ type ConnectArgs struct {
 	Address string
 }
 
-// ConnectorPolicy says where a Connector may connect.
-type ConnectorPolicy struct {
+// Policy says where a Connector may connect.
+type Policy struct {
 	// Allow lists the destinations allowed, each "HOST:PORT" or
 	// "unix:PATH":
 	//
@@ -115,7 +122,14 @@ func parseRule(s string) (netRule, error) {
 	case host == "*":
 		r.anyHost = true
 	case strings.HasPrefix(host, "*."):
-		r.suffix = strings.ToLower(host[1:])
+		// A trailing dot (a fully qualified name) is dropped, as it is
+		// from the names matched; a domain with an empty label would
+		// match nothing.
+		domain := strings.TrimSuffix(host[2:], ".")
+		if badName(domain) {
+			return netRule{}, fmt.Errorf("connector: %q: bad domain %q", s, host)
+		}
+		r.suffix = "." + strings.ToLower(domain)
 	case strings.Contains(host, "/"):
 		p, err := netip.ParsePrefix(host)
 		if err != nil {
@@ -125,20 +139,32 @@ func parseRule(s string) (netRule, error) {
 	default:
 		if a, err := netip.ParseAddr(host); err == nil {
 			r.prefix = netip.PrefixFrom(a, a.BitLen())
-		} else if host == "" || strings.ContainsAny(host, "*") {
+		} else if name := strings.TrimSuffix(host, "."); badName(name) {
 			return netRule{}, fmt.Errorf("connector: %q: bad host %q", s, host)
 		} else {
-			r.name = strings.ToLower(strings.TrimSuffix(host, "."))
+			r.name = strings.ToLower(name)
 		}
 	}
 	return r, nil
 }
 
-// NewConnector returns a Handler that serves a Connector with policy p,
-// or an error naming the first Allow entry it cannot parse. It takes
-// ownership of p.Dir, which is closed when the object ends.
-func NewConnector(p ConnectorPolicy) (Handler, error) {
-	c := &connector{dir: p.Dir, dialer: p.Dialer}
+// badName reports whether name (without its trailing dot) cannot be a
+// host name a rule matches: empty, with an empty label, with a "*", ":"
+// or "/", or an IP address (which callers' addresses are never matched
+// against as a name).
+func badName(name string) bool {
+	if name == "" || strings.Contains("."+name+".", "..") || strings.ContainsAny(name, "*:/") {
+		return true
+	}
+	_, err := netip.ParseAddr(name)
+	return err == nil
+}
+
+// New returns an rpc.Handler that serves a Connector with policy p, or an
+// error naming the first Allow entry it cannot parse. It takes ownership
+// of p.Dir, which is closed when the object ends.
+func New(p Policy) (rpc.Handler, error) {
+	c := &handler{dir: p.Dir, dialer: p.Dialer}
 	if c.dialer == nil {
 		c.dialer = &net.Dialer{}
 	}
@@ -152,21 +178,22 @@ func NewConnector(p ConnectorPolicy) (Handler, error) {
 	return c, nil
 }
 
-type connector struct {
+// handler serves one Connector object.
+type handler struct {
 	rules  []netRule
 	dir    *dir.Dir
 	dialer *net.Dialer
 }
 
 // Close closes the directory of Unix sockets.
-func (c *connector) Close() error {
+func (c *handler) Close() error {
 	if c.dir != nil {
 		return c.dir.Close()
 	}
 	return nil
 }
 
-func (c *connector) allowedNet(host string, port uint16) bool {
+func (c *handler) allowedNet(host string, port uint16) bool {
 	addr, aerr := netip.ParseAddr(host)
 	// An IPv4-mapped IPv6 address reaches the IPv4 address: it is that
 	// address, and only IPv4 rules may allow it (else "[::]/0" would
@@ -202,7 +229,7 @@ func (c *connector) allowedNet(host string, port uint16) bool {
 // path, per the first rule that allows it; ok is false if none does.
 // Opening the rest confined to that directory means neither ".." nor a
 // symbolic link can take the lookup outside what the rule allows.
-func (c *connector) unixRule(p string) (base, rest string, exact, ok bool) {
+func (c *handler) unixRule(p string) (base, rest string, exact, ok bool) {
 	for _, r := range c.rules {
 		switch {
 		case !r.unix:
@@ -219,9 +246,9 @@ func (c *connector) unixRule(p string) (base, rest string, exact, ok bool) {
 	return "", "", false, false
 }
 
-func (c *connector) ServeCall(ctx context.Context, call *Call) (any, error) {
+func (c *handler) ServeCall(ctx context.Context, call *rpc.Call) (any, error) {
 	if call.Method != "connect" {
-		return nil, Errorf(CodeUnknownMethod, "unknown method %q", call.Method)
+		return nil, rpc.Errorf(rpc.CodeUnknownMethod, "unknown method %q", call.Method)
 	}
 	var a ConnectArgs
 	if err := call.Args(&a); err != nil {
@@ -232,20 +259,20 @@ func (c *connector) ServeCall(ctx context.Context, call *Call) (any, error) {
 		return c.connectUnix(ctx, a.Address)
 	case "tcp", "tcp4", "tcp6":
 	case "udp", "udp4", "udp6":
-		return nil, Errorf(CodeInvalid, "connect: network %q is not offered: a datagram socket can send to any address, whatever it was connected to", a.Network)
+		return nil, rpc.Errorf(rpc.CodeInvalid, "connect: network %q is not offered: a datagram socket can send to any address, whatever it was connected to", a.Network)
 	default:
-		return nil, Errorf(CodeInvalid, "connect: network %q (want tcp, tcp4, tcp6 or unix)", a.Network)
+		return nil, rpc.Errorf(rpc.CodeInvalid, "connect: network %q (want tcp, tcp4, tcp6 or unix)", a.Network)
 	}
 	host, portStr, err := net.SplitHostPort(a.Address)
 	if err != nil {
-		return nil, Errorf(CodeInvalid, "connect %s: %v", a.Address, err)
+		return nil, rpc.Errorf(rpc.CodeInvalid, "connect %s: %v", a.Address, err)
 	}
 	port, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil {
-		return nil, Errorf(CodeInvalid, "connect %s: port %q is not a number", a.Address, portStr)
+		return nil, rpc.Errorf(rpc.CodeInvalid, "connect %s: port %q is not a number", a.Address, portStr)
 	}
 	if !c.allowedNet(host, uint16(port)) {
-		return nil, &Error{Code: CodeDenied, Errno: syscall.EACCES, Text: fmt.Sprintf("connect %s %s: not allowed by the connector's policy", a.Network, a.Address)}
+		return nil, &rpc.Error{Code: rpc.CodeDenied, Errno: syscall.EACCES, Text: fmt.Sprintf("connect %s %s: not allowed by the connector's policy", a.Network, a.Address)}
 	}
 	conn, err := c.dialer.DialContext(ctx, a.Network, a.Address)
 	if err != nil {
@@ -255,7 +282,7 @@ func (c *connector) ServeCall(ctx context.Context, call *Call) (any, error) {
 }
 
 // connFD returns, as an FD, the holder's end of a forwarder to conn (see
-// the package comment on the Connector: the connection itself is not
+// the comment on the Connector service above: the connection itself is not
 // handed out), and closes conn. The end is in blocking mode, as most
 // programs expect of their descriptors.
 func connFD(conn net.Conn) (any, error) {
@@ -274,20 +301,20 @@ func connFD(conn net.Conn) (any, error) {
 	if err := unix.SetNonblock(int(f.Fd()), false); err != nil {
 		return nil, &os.SyscallError{Syscall: "fcntl O_NONBLOCK", Err: err}
 	}
-	end, _, err := RevocableStream(context.Background(), f)
+	end, _, err := rpc.RevocableStream(context.Background(), f)
 	if err != nil {
 		return nil, err
 	}
-	return FD{File: end}, nil
+	return rpc.FD{File: end}, nil
 }
 
-func (c *connector) connectUnix(ctx context.Context, p string) (any, error) {
+func (c *handler) connectUnix(ctx context.Context, p string) (any, error) {
 	if path.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../") || strings.HasPrefix(p, "/") {
-		return nil, Errorf(CodeInvalid, "connect unix %s: want a clean relative path (no \"..\", no \"//\")", p)
+		return nil, rpc.Errorf(rpc.CodeInvalid, "connect unix %s: want a clean relative path (no \"..\", no \"//\")", p)
 	}
 	base, rest, exact, ok := c.unixRule(p)
 	if c.dir == nil || !ok {
-		return nil, &Error{Code: CodeDenied, Errno: syscall.EACCES, Text: fmt.Sprintf("connect unix %s: not allowed by the connector's policy", p)}
+		return nil, &rpc.Error{Code: rpc.CodeDenied, Errno: syscall.EACCES, Text: fmt.Sprintf("connect unix %s: not allowed by the connector's policy", p)}
 	}
 	// Find the socket confined to the directory the rule allows, then
 	// connect to that very inode through its O_PATH descriptor: no path
@@ -331,21 +358,21 @@ func (c *connector) connectUnix(ctx context.Context, p string) (any, error) {
 	return connFD(conn)
 }
 
-// A Connector is a typed client for a Connector object.
-type Connector struct {
+// A Client is a typed client for a Connector object.
+type Client struct {
 	// Client is the object. Close it to drop the capability.
-	*Client
+	*rpc.Client
 }
 
 // Connect asks the Connector for a connection to address on network and
 // returns the connected socket.
-func (c Connector) Connect(ctx context.Context, network, address string) (*os.File, error) {
-	var fd FD
+func (c Client) Connect(ctx context.Context, network, address string) (*os.File, error) {
+	var fd rpc.FD
 	if err := c.Call(ctx, "connect", ConnectArgs{Network: network, Address: address}, &fd); err != nil {
 		return nil, err
 	}
 	if fd.File == nil {
-		return nil, Errorf(CodeBadMessage, "connect %s: the reply carried no descriptor", address)
+		return nil, rpc.Errorf(rpc.CodeBadMessage, "connect %s: the reply carried no descriptor", address)
 	}
 	return fd.File, nil
 }

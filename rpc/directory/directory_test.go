@@ -1,4 +1,4 @@
-package rpc
+package directory
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 
 	"github.com/caplin-dev/caplin/dir"
 	"github.com/caplin-dev/caplin/internal/testenv"
+	"github.com/caplin-dev/caplin/rpc"
+	"github.com/caplin-dev/caplin/rpc/rpctest"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,7 +25,7 @@ import (
 //
 //	hello.txt   "hello"
 //	sub/inner.txt "inner"
-func dirPair(t *testing.T, rights dir.Rights) (Directory, string) {
+func dirPair(t *testing.T, rights dir.Rights) (Client, string) {
 	t.Helper()
 	root := t.TempDir()
 	if err := os.WriteFile(filepath.Join(root, "hello.txt"), []byte("hello"), 0o644); err != nil {
@@ -39,8 +41,8 @@ func dirPair(t *testing.T, rights dir.Rights) (Directory, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := pair(t, NewDirectory(d))
-	return Directory{c}, root
+	c, _ := rpctest.Pair(t, New(d))
+	return Client{c}, root
 }
 
 func readAllClose(t *testing.T, f *os.File) string {
@@ -144,16 +146,16 @@ func TestDirectorySub(t *testing.T) {
 	}
 	// Narrower: no writes, no way back up, no widening.
 	_, err = ro.Open(ctx, "inner.txt", os.O_WRONLY, 0)
-	if !errors.Is(err, ErrDenied) || !errors.Is(err, syscall.EPERM) {
-		t.Errorf("write through a read-only sub = %v, want ErrDenied", err)
+	if !errors.Is(err, rpc.ErrDenied) || !errors.Is(err, syscall.EPERM) {
+		t.Errorf("write through a read-only sub = %v, want rpc.ErrDenied", err)
 	}
-	if err := ro.Mkdir(ctx, "x", 0, false); !errors.Is(err, ErrDenied) {
+	if err := ro.Mkdir(ctx, "x", 0, false); !errors.Is(err, rpc.ErrDenied) {
 		t.Errorf("mkdir through a read-only sub = %v", err)
 	}
 	if _, err := ro.Open(ctx, "../hello.txt", os.O_RDONLY, 0); !errors.Is(err, syscall.EXDEV) {
 		t.Errorf("open ../hello.txt through sub = %v", err)
 	}
-	if _, err := ro.Sub(ctx, ".", dir.ReadWrite); !errors.Is(err, ErrDenied) {
+	if _, err := ro.Sub(ctx, ".", dir.ReadWrite); !errors.Is(err, rpc.ErrDenied) {
 		t.Errorf("sub widening rights = %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(root, "sub", "x")); !errors.Is(err, fs.ErrNotExist) {
@@ -228,7 +230,7 @@ func TestDirectoryExport(t *testing.T) {
 func TestDirectoryClosesDir(t *testing.T) {
 	d, _ := dirPair(t, dir.All)
 	ctx := context.Background()
-	before := openFDs(t)
+	before := testenv.OpenFDs(t)
 	for range 50 {
 		s, err := d.Sub(ctx, "sub", dir.ReadOnly)
 		if err != nil {
@@ -239,7 +241,7 @@ func TestDirectoryClosesDir(t *testing.T) {
 		}
 		s.Close()
 	}
-	waitFDs(t, before)
+	testenv.WaitFDs(t, before)
 }
 
 // TestDirectoryReviewed holds the cases a security review found.
@@ -254,7 +256,7 @@ func TestDirectoryReviewed(t *testing.T) {
 	if err := unix.Mkfifo(filepath.Join(root, "fifo"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if f, err := d.Open(ctx, "fifo", os.O_RDONLY, 0); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "not a regular file") {
+	if f, err := d.Open(ctx, "fifo", os.O_RDONLY, 0); !errors.Is(err, rpc.ErrInvalid) || !strings.Contains(err.Error(), "not a regular file") {
 		if err == nil {
 			f.Close()
 		}
@@ -293,7 +295,7 @@ func TestDirectoryReviewed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer wo.Close()
-	if f, err := wo.Export(ctx, "."); !errors.Is(err, ErrDenied) {
+	if f, err := wo.Export(ctx, "."); !errors.Is(err, rpc.ErrDenied) {
 		if err == nil {
 			f.Close()
 		}
@@ -326,11 +328,11 @@ func TestDirectoryReviewed(t *testing.T) {
 // TestDirectoryClientDistrustsServer: a server that answers sub with no
 // descriptor makes Sub fail, not panic.
 func TestDirectoryClientDistrustsServer(t *testing.T) {
-	c, _ := pair(t, Methods{"sub": func(ctx context.Context, call *Call) (any, error) { return nil, nil }})
-	if _, err := (Directory{c}).Sub(context.Background(), "x", dir.ReadOnly); !errors.Is(err, ErrBadMessage) {
+	c, _ := rpctest.Pair(t, rpc.Methods{"sub": func(ctx context.Context, call *rpc.Call) (any, error) { return nil, nil }})
+	if _, err := (Client{c}).Sub(context.Background(), "x", dir.ReadOnly); !errors.Is(err, rpc.ErrBadMessage) {
 		t.Fatalf("Sub answered with null = %v", err)
 	}
-	if _, err := NewClient(nil, ClientOptions{}); err == nil {
-		t.Fatal("NewClient(nil) did not fail")
+	if _, err := rpc.NewClient(nil, rpc.ClientOptions{}); err == nil {
+		t.Fatal("rpc.NewClient(nil) did not fail")
 	}
 }

@@ -1,4 +1,14 @@
-package dir
+// Package export hands out a dir.Dir's subtree as a detached mount: a
+// directory descriptor whose ".." cannot leave it, read-only and noexec as
+// the Dir's rights say, with those attributes locked by the kernel, safe to
+// give to another process (a sandbox's --ro-bind-fd, an rpc reply).
+//
+// It is a package of its own, above dir and proc, because making the mount
+// takes a child process in a user and mount namespace of its own (made
+// with proc.Fork): a program that only opens files through a dir.Dir
+// links no fork server. Its one function is named for what it exports:
+// export.Dir(ctx, d).
+package export
 
 import (
 	"context"
@@ -7,14 +17,16 @@ import (
 	"os"
 	"sync"
 
+	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/dir/internal/borrow"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
 
-// ErrExportMoved is returned by Export when the directory is no longer at
-// the path it had when it was opened, in the mount namespace Export clones
-// it from (see Export).
-var ErrExportMoved = errors.New("dir: export: the directory is not where its path says (renamed, or mounted over since)")
+// ErrMoved is returned by Dir when the directory is no longer at the path
+// it had when it was opened, in the mount namespace Dir clones it from
+// (see Dir).
+var ErrMoved = errors.New("export: the directory is not where its path says (renamed, or mounted over since)")
 
 // exporter is a child of the caller's, made once, in a user and mount
 // namespace of its own: it has CAP_SYS_ADMIN over its mounts, without
@@ -24,7 +36,7 @@ type exporter struct {
 	h  *proc.Handle
 }
 
-// theExporter is shared by the process: one child serves every Export.
+// theExporter is shared by the process: one child serves every export.
 var theExporter exporter
 
 func (e *exporter) handle(ctx context.Context, fresh bool) (*proc.Handle, error) {
@@ -37,14 +49,14 @@ func (e *exporter) handle(ctx context.Context, fresh bool) (*proc.Handle, error)
 	if e.h == nil {
 		h, err := proc.Fork(ctx, &proc.Options{NewUser: true, NewMount: true})
 		if err != nil {
-			return nil, fmt.Errorf("dir: export: making a user and mount namespace: %w", err)
+			return nil, fmt.Errorf("export: making a user and mount namespace: %w", err)
 		}
 		e.h = h
 	}
 	return e.h, nil
 }
 
-// Export returns a directory descriptor for the root of a new, detached
+// Dir returns a directory descriptor for the root of a new, detached
 // mount of d's subtree: a capability for exactly that subtree, safe to give
 // to another process. Unlike a descriptor for an ordinary directory, from
 // which openat(fd, "..") walks out into the rest of the file system, ".."
@@ -55,37 +67,40 @@ func (e *exporter) handle(ctx context.Context, fresh bool) (*proc.Handle, error)
 // The mount is made with open_tree(OPEN_TREE_CLONE|AT_RECURSIVE) (Linux
 // 5.2) in a user and mount namespace that a child of the caller's owns, so
 // no privilege is needed where unprivileged user namespaces are allowed.
-// It is nosuid and nodev; without RightWrite it is read-only, and without RightExec
-// noexec (mount_setattr, Linux 5.12), which the kernel enforces for every
-// holder, unlike d's own rights; and the kernel has locked these
+// It is nosuid and nodev; without dir.RightWrite it is read-only, and without
+// dir.RightExec noexec (mount_setattr, Linux 5.12), which the kernel enforces
+// for every holder, unlike d's own rights; and the kernel has locked these
 // attributes, so that not even a holder with a user and mount namespace of
 // its own can clear them (see exportIn). Submounts under d come along,
 // locked to it.
 //
 // open_tree cannot clone a directory through a descriptor from another
 // mount namespace, so the child finds d by d's path, in a copy of the
-// caller's mounts taken when the child was made, and Export checks that it
+// caller's mounts taken when the child was made, and Dir checks that it
 // found the same directory (device and inode); if not, it fails with
-// ErrExportMoved.
-func (d *Dir) Export(ctx context.Context) (*os.File, error) {
-	fd, err := d.begin("export", ".", 0)
+// ErrMoved.
+func Dir(ctx context.Context, d *dir.Dir) (*os.File, error) {
+	var want unix.Stat_t
+	var path string
+	err := borrow.FD(d, "export", func(fd int) error {
+		if err := unix.Fstat(fd, &want); err != nil {
+			return &os.PathError{Op: "export", Path: d.Name(), Err: err}
+		}
+		var err error
+		path, err = os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+		if err != nil {
+			return &os.PathError{Op: "export", Path: d.Name(), Err: err}
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer d.fd.release()
-	var want unix.Stat_t
-	if err := unix.Fstat(fd, &want); err != nil {
-		return nil, pathErr("export", ".", err)
-	}
-	path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
-	if err != nil {
-		return nil, pathErr("export", ".", err)
-	}
 	attr := uint64(unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV)
-	if !d.rights.Has(RightWrite) {
+	if !d.Rights().Has(dir.RightWrite) {
 		attr |= unix.MOUNT_ATTR_RDONLY
 	}
-	if !d.rights.Has(RightExec) {
+	if !d.Rights().Has(dir.RightExec) {
 		attr |= unix.MOUNT_ATTR_NOEXEC
 	}
 	for try := 0; ; try++ {
@@ -95,23 +110,23 @@ func (d *Dir) Export(ctx context.Context) (*os.File, error) {
 		}
 		f, err := exportIn(ctx, h, path, attr, &want)
 		if err != nil && ctx.Err() != nil {
-			return nil, &os.PathError{Op: "export", Path: d.name, Err: ctx.Err()}
+			return nil, &os.PathError{Op: "export", Path: d.Name(), Err: ctx.Err()}
 		}
 		var dead *exporterDead
-		if (errors.Is(err, ErrExportMoved) || errors.As(err, &dead)) && try == 0 {
+		if (errors.Is(err, ErrMoved) || errors.As(err, &dead)) && try == 0 {
 			// The child's copy of the mounts may be stale, or the
 			// exporter died: once more with a new one.
 			continue
 		}
 		if err != nil {
-			return nil, &os.PathError{Op: "export", Path: d.name, Err: err}
+			return nil, &os.PathError{Op: "export", Path: d.Name(), Err: err}
 		}
 		return f, nil
 	}
 }
 
 // exporterDead is exportIn's error when the exporter itself could not
-// make its child: it is dead, and Export makes a new one.
+// make its child: it is dead, and Dir makes a new one.
 type exporterDead struct{ err error }
 
 func (e *exporterDead) Error() string { return e.err.Error() }
@@ -174,7 +189,7 @@ func exportIn(ctx context.Context, h *proc.Handle, path string, attr uint64, wan
 	}
 	if got.Ino != want.Ino || got.Dev != want.Dev {
 		f.Close()
-		return nil, ErrExportMoved
+		return nil, ErrMoved
 	}
 	// What the kernel says of the mount, as the holder will see it.
 	flags := map[uint64]int64{unix.MOUNT_ATTR_RDONLY: unix.ST_RDONLY, unix.MOUNT_ATTR_NOEXEC: unix.ST_NOEXEC, unix.MOUNT_ATTR_NOSUID: unix.ST_NOSUID, unix.MOUNT_ATTR_NODEV: unix.ST_NODEV}

@@ -3,6 +3,8 @@ package probe
 import (
 	"context"
 	"fmt"
+
+	"github.com/caplin-dev/caplin/internal/kernel"
 )
 
 // Yama reports the Yama LSM's ptrace_scope, which also governs
@@ -13,8 +15,8 @@ func Yama(context.Context) Result {
 		MinKernel: "3.4",
 		Without:   "caplin needs no ptrace; with scope 2 or 3, pidfd_getfd (rpc, later) works only for root, or not at all",
 	}
-	v, ok := readTrim("/proc/sys/kernel/yama/ptrace_scope")
-	if !ok {
+	v, err := kernel.ReadTrim("/proc/sys/kernel/yama/ptrace_scope")
+	if err != nil {
 		r.OK = true
 		r.Detail = "Yama is not active (no kernel.yama.ptrace_scope): ptrace and pidfd_getfd follow the usual permission checks"
 		return r

@@ -7,13 +7,15 @@
 // what caplin does without the feature. Probes have no lasting effect: the
 // fds they open are closed and the children they make are killed and
 // reaped before they return.
+//
+// The package sits above proc, which makes the children that try user
+// namespaces and pidfds, and below cmd/caplin; tests use it to tell a
+// missing kernel feature from a failure.
 package probe
 
 import (
 	"context"
 	"errors"
-	"os"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -88,14 +90,4 @@ func errText(err error) string {
 // isErrno reports whether err is, or wraps, errno e.
 func isErrno(err error, e syscall.Errno) bool {
 	return errors.Is(err, e)
-}
-
-// readTrim returns the contents of a small file (a sysctl) without
-// surrounding space, and whether it could be read.
-func readTrim(path string) (string, bool) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", false
-	}
-	return strings.TrimSpace(string(b)), true
 }
