@@ -686,6 +686,7 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 	child.parent = parent
 	defer func() {
 		if err != nil {
+			child.cleanup.Stop()
 			child.sock = -1 // closed by the deferred close of ours
 			p.Close()
 		}

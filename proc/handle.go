@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 
@@ -66,10 +67,9 @@ func (e *BatchError) Unwrap() error { return e.Err }
 // Calls that must follow each other without others in between belong in one
 // Batch.
 type Handle struct {
-	mu        sync.Mutex
-	sock      int // our end of the control socket; -1 when closed
-	ctrl      int // the child's end, as numbered in the child
-	proc      *pidfd.Process
+	mu sync.Mutex
+	*owned
+	ctrl      int     // the child's end of the control socket, as numbered in the child
 	state     error   // nil while usable
 	pidns     bool    // the child is the init of a pid namespace it was made in
 	parent    *Handle // the child's parent process, when it is not the caller
@@ -78,7 +78,7 @@ type Handle struct {
 	noPdeath  bool    // made with NoParentDeathSignal
 	tls       uintptr // a zygote's TLS slot, kept mapped (tlsKeep), for tests
 	arena     uint64  // the child's arena when not the usual one (forkShared)
-	release   func()  // run once the child is gone (forkShared frees its arena)
+	cleanup   runtime.Cleanup
 
 	// regions are arenas and stacks of ForkShared children that are gone,
 	// kept in the child's memory for the next ones (at most maxSpare).
@@ -90,13 +90,49 @@ type Handle struct {
 	oob []byte // control buffer for received fds
 }
 
-func newHandle(sock, ctrl int, p *pidfd.Process) *Handle {
-	return &Handle{
-		sock: sock, ctrl: ctrl, proc: p,
-		req: make([]byte, 0, 1024),
-		rep: make([]byte, 1024),
-		oob: make([]byte, unix.CmsgSpace(4*maxFDs)),
+// owned is what a Handle holds that must not outlive it: its end of the
+// control socket and, until it execs, the child. It lives apart from the
+// Handle so that a Handle dropped without Close can still let go of it
+// (runtime.AddCleanup): otherwise the child would wait for a request
+// forever.
+type owned struct {
+	sock    int // our end of the control socket; -1 when closed
+	proc    *pidfd.Process
+	execed  bool   // the child exec'd: proc is the caller's now
+	release func() // run once the child is gone (ForkShared frees its arena)
+}
+
+// drop is the cleanup of a Handle that was dropped without Close: it
+// closes the control socket (a child that is still a server exits at its
+// EOF) and kills and reaps a child that has not exec'd, as Close would.
+// Reaping may take a round trip to the child's parent, so it runs on a
+// goroutine of its own rather than hold up other cleanups.
+func (o *owned) drop() {
+	if o.sock >= 0 {
+		unix.Close(o.sock)
+		o.sock = -1
 	}
+	if o.execed {
+		return
+	}
+	go func() {
+		o.proc.Close()
+		if o.release != nil {
+			o.release()
+		}
+	}()
+}
+
+func newHandle(sock, ctrl int, p *pidfd.Process) *Handle {
+	h := &Handle{
+		owned: &owned{sock: sock, proc: p},
+		ctrl:  ctrl,
+		req:   make([]byte, 0, 1024),
+		rep:   make([]byte, 1024),
+		oob:   make([]byte, unix.CmsgSpace(4*maxFDs)),
+	}
+	h.cleanup = runtime.AddCleanup(h, (*owned).drop, h.owned)
+	return h
 }
 
 // Pid returns the child's process ID as seen from the caller's pid
@@ -108,10 +144,13 @@ func (h *Handle) Pid() int { return h.proc.Pid() }
 func (h *Handle) Process() *pidfd.Process { return h.proc }
 
 // Close ends the handle. A child that has not exec'd is killed and reaped.
-// Close is idempotent; it returns nil once the child is gone.
+// Close is idempotent; it returns nil once the child is gone. A Handle
+// dropped without Close is closed when the garbage collector finds it
+// unreachable, but when is not known: Close it.
 func (h *Handle) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.cleanup.Stop()
 	if h.sock >= 0 {
 		unix.Close(h.sock)
 		h.sock = -1
@@ -517,6 +556,7 @@ func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, out
 		closeAll(files)
 		if noReply && ctx.Err() == nil {
 			h.state = ErrExeced
+			h.execed = true
 			unix.Close(h.sock)
 			h.sock = -1
 			return nops, 0, make([][2]uint64, nops), nil, nil, nil
