@@ -394,7 +394,7 @@ func (h *Handle) runLocked(ctx context.Context, b *Batch) (*Results, error) {
 		files   []*os.File
 	)
 	err := withFDs(b.files, nil, func(fds []int) (err error) {
-		ndone, errno, results, out, files, err = h.roundTrip(ctx, e.buf, fds, nops, int(outHi-outLo), noReply)
+		ndone, errno, results, out, files, err = h.roundTrip(ctx, e.buf, fds, nops, int(outHi-outLo), noReply, b.announced)
 		return err
 	})
 	if err != nil {
@@ -489,7 +489,7 @@ func (h *Handle) rawRun(ctx context.Context, fill func(*encoder)) ([][2]uint64, 
 	fill(e)
 	n := (len(e.buf) - reqHeaderSize) / wireOpSize
 	binary.LittleEndian.PutUint32(e.buf[0:], uint32(n))
-	ndone, errno, res, _, files, err := h.roundTrip(ctx, e.buf, nil, n, 0, false)
+	ndone, errno, res, _, files, err := h.roundTrip(ctx, e.buf, nil, n, 0, false, nil)
 	closeAll(files)
 	if err != nil {
 		return nil, err
@@ -508,8 +508,10 @@ func closeAll(fs []*os.File) {
 
 // roundTrip sends one request and reads its reply. A child that goes away
 // marks the handle dead; a request whose last op execs (noReply) succeeds on
-// EOF and marks the handle exec'd.
-func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, outLen int, noReply bool) (ndone int, errno syscall.Errno, results [][2]uint64, out []byte, files []*os.File, err error) {
+// EOF and marks the handle exec'd. With announced, the reply may be
+// preceded by a spawned child's announcement: a message of announceSize
+// bytes carrying its pidfd, which goes to announced.
+func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, outLen int, noReply bool, announced func(*os.File)) (ndone int, errno syscall.Errno, results [][2]uint64, out []byte, files []*os.File, err error) {
 	if h.sock < 0 {
 		return 0, 0, nil, nil, nil, ErrClosed
 	}
@@ -541,12 +543,18 @@ func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, out
 	var n, oobn, flags int
 	for {
 		n, oobn, flags, _, err = unix.Recvmsg(h.sock, h.rep, h.oob, unix.MSG_CMSG_CLOEXEC)
-		if err != unix.EINTR {
-			break
+		if err == unix.EINTR {
+			continue
 		}
-	}
-	if oobn > 0 {
-		files, err = parseFiles(h.oob[:oobn], err)
+		if oobn > 0 {
+			files, err = parseFiles(h.oob[:oobn], err)
+		}
+		if err == nil && announced != nil && n == announceSize && len(files) == 1 {
+			announced(files[0])
+			announced, files = nil, nil
+			continue
+		}
+		break
 	}
 	if err != nil {
 		closeAll(files)

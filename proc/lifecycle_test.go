@@ -2,6 +2,7 @@ package proc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -64,6 +65,60 @@ func TestDroppedHandle(t *testing.T) {
 				runtime.GC()
 				time.Sleep(10 * time.Millisecond)
 			}
+		})
+	}
+}
+
+// TestSpawnCancelKillsByPidfd cancels spawns whose setup blocks reading a
+// pipe: each child is killed (the pipe loses its last reader) and reaped
+// (no zombie), the caller keeps no fd of it, and the zygote goes on.
+func TestSpawnCancelKillsByPidfd(t *testing.T) {
+	alsoAsNobody(t)
+	trueExe := openExe(t, "/bin/true")
+	for name, opts := range map[string]*Options{
+		"tree":     nil,
+		"detached": {Detached: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			spawnTrue := func() {
+				t.Helper()
+				p, err := Spawn(context.Background(), opts, nil, trueExe, []string{"true"}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st, err := p.Wait(context.Background()); err != nil || !st.Success() {
+					t.Errorf("spawn: %v %v", st, err)
+				}
+				p.Close()
+			}
+			spawnTrue() // the zygote's fds are there before counting
+			before := openFDs(t)
+			var p [2]int // a blocking pipe, which os.Pipe does not make
+			if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+				t.Fatal(err)
+			}
+			r, w := os.NewFile(uintptr(p[0]), "r"), os.NewFile(uintptr(p[1]), "w")
+			defer w.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			var b Batch
+			b.Read(b.PutFile(r, -1), make([]byte, 1))
+			_, err := Spawn(ctx, opts, &b, trueExe, []string{"true"}, nil)
+			r.Close()
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("spawn blocked in its setup: %v, want deadline exceeded", err)
+			}
+			if _, err := w.Write([]byte("x")); !errors.Is(err, unix.EPIPE) {
+				t.Errorf("write to the pipe the cancelled child read: %v, want EPIPE (the child is gone)", err)
+			}
+			w.Close()
+			if z := zombies(); len(z) > 0 {
+				t.Errorf("zombies left: %v", z)
+			}
+			if after := openFDs(t); len(after) > len(before) {
+				t.Errorf("fds before the cancelled spawn %v, after %v", before, after)
+			}
+			spawnTrue() // the zygote serves on
 		})
 	}
 }
