@@ -86,7 +86,7 @@
 // Without CAP_SYS_ADMIN the tree zygote is made in a user namespace of its
 // own that maps the caller's uid and gid to themselves, so this needs
 // unprivileged user namespaces; where the kernel refuses them, Fork fails
-// with an error that says so, and Options.Detached does without.
+// with an error that says so, and Options.From = Detached does without.
 //
 // The limits: the processes built share that pid namespace, so one of them
 // can signal the others (kill -9 -1 kills its siblings), though not the
@@ -98,7 +98,7 @@
 // Children see their own pid numbering (they run in a pid
 // namespace; getppid returns 1, the zygote) and, unprivileged, a
 // user namespace (set-user-ID programs cannot gain privilege). A detached
-// child (Options.Detached) is in the caller's namespaces and dies with its
+// child (Options.From = Detached, or Direct) is in the caller's namespaces and dies with its
 // owner through the parent-death signal alone: processes it forks can
 // outlive the owner, and a set-user-ID or file-capability program clears
 // the signal at exec (no_new_privs prevents that). Kernels older than 5.3

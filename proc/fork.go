@@ -40,22 +40,54 @@ type Options struct {
 	// package documentation for the limits of that.
 	NoParentDeathSignal bool
 
-	// Direct forks the child from the caller itself rather than from a
-	// zygote: one fork and one process fewer, which suits a short-lived
-	// caller with a small heap, such as a command-line tool. The cost of
-	// the fork grows with the caller's memory (its page tables are
-	// copied), which the zygotes avoid. Like Detached, the child is the
-	// caller's own, in the caller's namespaces but those asked for; it is
-	// killed when the caller dies (unless NoParentDeathSignal), and so is
-	// everything in a pid namespace it is the init of (NewPID).
-	Direct bool
+	// From says where the child comes from: which process forks it, whose
+	// child it is, and how it dies with its owner. The zero value,
+	// InTree, is the shared kill-on-close tree zygote. It counts for the
+	// package-level Fork, Spawn and SpawnPath; a Handle's own Fork and
+	// Spawn make the child inside the handle.
+	From Origin
+}
 
-	// Detached makes the child in the caller's own pid (and user)
-	// namespace, as a direct child of the caller, instead of inside the
-	// pid namespace of the caller's tree zygote. A detached child is still
-	// killed when the caller dies (unless NoParentDeathSignal), but
-	// processes it forks can outlive the caller.
-	Detached bool
+// Origin says where a child comes from (Options.From).
+type Origin uint8
+
+const (
+	// InTree, the zero Origin, forks the child from the caller's tree
+	// zygote, inside that zygote's pid namespace (and, without
+	// CAP_SYS_ADMIN, its user namespace): when the caller dies, the child
+	// and everything it forked, double-forked daemons included, die with
+	// it. See the package documentation.
+	InTree Origin = iota
+
+	// Detached forks the child from a zygote that lives in the caller's
+	// namespaces, as the caller's own child (CLONE_PARENT), in the
+	// caller's pid and user namespaces. The child is still killed when
+	// the caller dies (unless NoParentDeathSignal), but processes it
+	// forks can outlive the caller. It needs no user namespace.
+	Detached
+
+	// Direct forks the child from the caller itself, with no zygote: one
+	// fork and one process fewer, which suits a short-lived caller with a
+	// small heap, such as a command-line tool. The cost of the fork grows
+	// with the caller's memory (its page tables are copied), which the
+	// zygotes avoid. As with Detached the child is the caller's own, in
+	// the caller's namespaces but those asked for; it is killed when the
+	// caller dies (unless NoParentDeathSignal), and so is everything in a
+	// pid namespace it is the init of (NewPID).
+	Direct
+)
+
+// String names o as the constant that spells it.
+func (o Origin) String() string {
+	switch o {
+	case InTree:
+		return "InTree"
+	case Detached:
+		return "Detached"
+	case Direct:
+		return "Direct"
+	}
+	return fmt.Sprintf("Origin(%d)", uint8(o))
 }
 
 // IDMap is one line of a uid_map or gid_map: Size IDs starting at Inside in
@@ -121,7 +153,7 @@ func mapArena() error {
 // kills everything in its pid namespace: every process built, and
 // everything they forked, double-forked daemons included.
 //
-// The plain zygote (Options.Detached) lives in the caller's namespaces and
+// The plain zygote (Detached) lives in the caller's namespaces and
 // clones with CLONE_PARENT, so the caller is the parent of every child; the
 // children get only the parent-death signal.
 //
@@ -235,7 +267,8 @@ func (z *zygote) forker(req chan chan zygoteResult) {
 // slot by the threads that fork.
 var arenaMu sync.Mutex
 
-// directForker is the locked thread that forks Direct children.
+// directForker is the locked thread that forks children of the caller
+// itself (Direct).
 var directForker struct {
 	once sync.Once
 	req  chan func()
@@ -259,7 +292,7 @@ func onForkerThread(fn func()) {
 	<-done
 }
 
-// forkDirect forks a child of the caller itself (Options.Direct).
+// forkDirect forks a child of the caller itself (Direct).
 func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 	if err := mapArena(); err != nil {
 		return nil, err
@@ -364,7 +397,7 @@ func forkZygote(tree bool) (*Handle, error) {
 			if userns {
 				ns = "CLONE_NEWUSER|CLONE_NEWPID"
 			}
-			return nil, fmt.Errorf("proc: kill-on-close needs a pid namespace, and clone(%s) failed: %w (are unprivileged user namespaces disabled? `caplin doctor` tells; Options.Detached does without)", ns, errno)
+			return nil, fmt.Errorf("proc: kill-on-close needs a pid namespace, and clone(%s) failed: %w (are unprivileged user namespaces disabled? `caplin doctor` tells; Options.From = Detached does without)", ns, errno)
 		}
 		return nil, os.NewSyscallError("clone", errno)
 	}
@@ -518,7 +551,7 @@ func Fork(ctx context.Context, opts *Options) (*Handle, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
-	if opts.Direct {
+	if opts.From == Direct {
 		return forkDirect(ctx, opts)
 	}
 	return throughZygote(ctx, opts, func(z *Handle, top bool) (*Handle, error) {
@@ -526,13 +559,13 @@ func Fork(ctx context.Context, opts *Options) (*Handle, error) {
 	})
 }
 
-// throughZygote runs fn with the zygote opts ask for (the plain one for
-// Detached, else the tree one) and whether its children are the caller's
+// throughZygote runs fn with the zygote opts ask for (zygoteFor) and whether its children are the caller's
 // (top). A zygote found dead is made again, once.
 func throughZygote[T any](ctx context.Context, opts *Options, fn func(z *Handle, top bool) (T, error)) (T, error) {
-	zy := treeZygote
-	if opts.Detached {
-		zy = plainZygote
+	zy, err := zygoteFor(opts.From)
+	if err != nil {
+		var zero T
+		return zero, err
 	}
 	for try := 0; ; try++ {
 		z, err := zy.get(ctx)
@@ -546,6 +579,18 @@ func throughZygote[T any](ctx context.Context, opts *Options, fn func(z *Handle,
 		}
 		return v, err
 	}
+}
+
+// zygoteFor returns the zygote that children from from are forked by:
+// the tree one for InTree, the plain one for Detached.
+func zygoteFor(from Origin) (*zygote, error) {
+	switch from {
+	case InTree:
+		return treeZygote, nil
+	case Detached:
+		return plainZygote, nil
+	}
+	return nil, fmt.Errorf("proc: no zygote for Options.From %v", from)
 }
 
 // Fork makes a new child from inside h: it is a copy of h's child, in its

@@ -49,8 +49,8 @@ func TestDroppedHandle(t *testing.T) {
 	alsoAsNobody(t)
 	for name, opts := range map[string]*Options{
 		"tree":     nil,
-		"detached": {Detached: true},
-		"direct":   {Direct: true},
+		"detached": {From: Detached},
+		"direct":   {From: Direct},
 	} {
 		t.Run(name, func(t *testing.T) {
 			f := forkAndDrop(t, opts)
@@ -77,7 +77,7 @@ func TestSpawnCancelKillsByPidfd(t *testing.T) {
 	trueExe := openExe(t, "/bin/true")
 	for name, opts := range map[string]*Options{
 		"tree":     nil,
-		"detached": {Detached: true},
+		"detached": {From: Detached},
 	} {
 		t.Run(name, func(t *testing.T) {
 			spawnTrue := func() {

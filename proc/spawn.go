@@ -47,7 +47,7 @@ func Spawn(ctx context.Context, opts *Options, setup *Batch, exe *os.File, argv,
 	if opts == nil {
 		opts = &Options{}
 	}
-	if opts.Direct || !spawnVM || raceBuild || opts.NewUser {
+	if opts.From == Direct || !spawnVM || raceBuild || opts.NewUser {
 		return spawnSlow(ctx, nil, opts, setup, execTarget{exe: exe}, argv, env)
 	}
 	return throughZygote(ctx, opts, func(z *Handle, top bool) (*pidfd.Process, error) {
@@ -188,7 +188,7 @@ func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, target 
 	}
 	flags, parent := h.childParent(opts)
 	parentIsUs := parent == nil
-	if !spawnVM || raceBuild || opts.NewUser || opts.Direct || (parent != nil && parent != h && parent.reapTable != 0) {
+	if !spawnVM || raceBuild || opts.NewUser || opts.From == Direct || (parent != nil && parent != h && parent.reapTable != 0) {
 		// A child whose status another process keeps must be tracked
 		// there before it can exit: that takes the slow way.
 		return spawnSlow(ctx, h, opts, setup, target, argv, env)

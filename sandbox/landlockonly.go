@@ -59,7 +59,11 @@ func buildLandlockOnly(ctx context.Context, spec *Spec) (_ *Sandbox, err error) 
 			sb.Close()
 		}
 	}()
-	h, err := proc.Fork(ctx, &proc.Options{Detached: !spec.Direct, Direct: spec.Direct})
+	origin := proc.Detached
+	if spec.Direct {
+		origin = proc.Direct
+	}
+	h, err := proc.Fork(ctx, &proc.Options{From: origin})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
