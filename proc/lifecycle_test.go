@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"runtime"
 	"strings"
@@ -119,6 +121,50 @@ func TestSpawnCancelKillsByPidfd(t *testing.T) {
 				t.Errorf("fds before the cancelled spawn %v, after %v", before, after)
 			}
 			spawnTrue() // the zygote serves on
+		})
+	}
+}
+
+// TestSpawnPath spawns by path without a Handle, from every origin: the
+// path is looked up after the setup (a relative path from the directory
+// it changed to), and a nil environment is an empty one.
+func TestSpawnPath(t *testing.T) {
+	alsoAsNobody(t)
+	ctx := context.Background()
+	if os.Getenv("HOME") == "" {
+		t.Setenv("HOME", "/")
+	}
+	for name, opts := range map[string]*Options{
+		"tree":     nil,
+		"detached": {From: Detached},
+		"direct":   {From: Direct},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			var b Batch
+			b.PutFile(w, 1)
+			b.Chdir("/")
+			p, err := SpawnPath(ctx, opts, &b, "bin/sh", []string{"sh", "-c", `printf %s "${HOME-unset}"; exit 6`}, nil)
+			w.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			out, _ := io.ReadAll(r)
+			if st, err := p.Wait(ctx); err != nil || st.Code != 6 {
+				t.Errorf("SpawnPath of a path relative to the setup's directory: %v %v, want exit 6", st, err)
+			}
+			if string(out) != "unset" {
+				t.Errorf("HOME in a program spawned with a nil env: %q, want unset", out)
+			}
+			var pe *os.PathError
+			if _, err := SpawnPath(ctx, opts, nil, "/nonexistent/prog", []string{"x"}, nil); !errors.As(err, &pe) || !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("SpawnPath of a missing file: %v, want a PathError ENOENT", err)
+			}
 		})
 	}
 }

@@ -18,6 +18,11 @@ import (
 // until it execs, and its parent waits meanwhile. It is the cheapest way
 // to start a program: about what os/exec costs.
 //
+// argv[0] is the name the program sees. env is the program's whole
+// environment, as with Exec: nil means an empty environment, not the
+// caller's as in os/exec (pass os.Environ() for that), so that nothing
+// of the caller's reaches a program it did not hand over on purpose.
+//
 // setup may be nil. It may hold system calls only (no TakeFile, WriteMem or
 // other calls that act on the child's server) and none that act on memory
 // (mmap, munmap, mprotect, brk, madvise, mlock and the like, and prctl's
@@ -44,14 +49,26 @@ import (
 // zygote, must track it before it can exit), under the race detector, and
 // on arm64, for which the switch to the child's stack is not written yet.
 func Spawn(ctx context.Context, opts *Options, setup *Batch, exe *os.File, argv, env []string) (*pidfd.Process, error) {
+	return spawnFrom(ctx, opts, setup, execTarget{exe: exe}, argv, env)
+}
+
+// SpawnPath is Spawn of the executable at path, looked up in the new
+// child after setup has run (with the root, working directory and mount
+// namespace it leaves), as ExecPath does. It does not search $PATH.
+func SpawnPath(ctx context.Context, opts *Options, setup *Batch, path string, argv, env []string) (*pidfd.Process, error) {
+	return spawnFrom(ctx, opts, setup, execTarget{path: path}, argv, env)
+}
+
+// spawnFrom is Spawn of target from where opts say.
+func spawnFrom(ctx context.Context, opts *Options, setup *Batch, target execTarget, argv, env []string) (*pidfd.Process, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
 	if opts.From == Direct || !spawnVM || raceBuild || opts.NewUser {
-		return spawnSlow(ctx, nil, opts, setup, execTarget{exe: exe}, argv, env)
+		return spawnSlow(ctx, nil, opts, setup, target, argv, env)
 	}
 	return throughZygote(ctx, opts, func(z *Handle, top bool) (*pidfd.Process, error) {
-		return z.spawn(ctx, opts, setup, execTarget{exe: exe}, argv, env, top)
+		return z.spawn(ctx, opts, setup, target, argv, env, top)
 	})
 }
 
