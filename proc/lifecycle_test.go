@@ -168,3 +168,33 @@ func TestSpawnPath(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitLetsGoOfPidfd spawns 100 programs and only waits for each: the
+// caller holds no more fds after than before, since a Process lets go of
+// its pidfd once Wait has reaped it.
+func TestWaitLetsGoOfPidfd(t *testing.T) {
+	alsoAsNobody(t)
+	ctx := context.Background()
+	trueExe := openExe(t, "/bin/true")
+	spawnWait := func() {
+		t.Helper()
+		p, err := Spawn(ctx, nil, nil, trueExe, []string{"true"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := p.Wait(ctx); err != nil || !st.Success() {
+			t.Fatal(st, err)
+		}
+		if st, err := p.Wait(ctx); err != nil || !st.Success() {
+			t.Fatalf("a second Wait: %v %v", st, err)
+		}
+	}
+	spawnWait() // the zygote's fds are there before counting
+	before := openFDs(t)
+	for i := 0; i < 100; i++ {
+		spawnWait()
+	}
+	if after := openFDs(t); len(after) > len(before) {
+		t.Errorf("after 100 spawns waited for but not closed, %d fds, before %d: %v", len(after), len(before), after)
+	}
+}
