@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/caplin-dev/caplin/pidfd"
 	"golang.org/x/sys/unix"
@@ -161,10 +162,11 @@ func mapArena() error {
 // fires when the parent *thread* exits (go.dev/issue/27505), fires only
 // when the whole process dies.
 type zygote struct {
-	mu   sync.Mutex
-	h    *Handle
-	tree bool
-	req  chan chan zygoteResult
+	mu       sync.Mutex
+	h        *Handle
+	tree     bool
+	req      chan chan zygoteResult
+	building *zygoteBuild // the build under way, if any
 }
 
 type zygoteResult struct {
@@ -172,31 +174,110 @@ type zygoteResult struct {
 	err error
 }
 
+// zygoteBuild is one attempt at making a zygote, which every caller that
+// needs the zygote meanwhile waits for.
+type zygoteBuild struct {
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+// zygoteBuildTime bounds a zygote's making: a few round trips to a fresh
+// child, which never take long unless something is badly wrong.
+const zygoteBuildTime = time.Minute
+
 var (
 	plainZygote = &zygote{}
 	treeZygote  = &zygote{tree: true}
 )
 
-// get returns a live zygote handle, making one if needed.
+// Prepare makes, ahead of time, the zygote that Fork and Spawn with opts
+// use, which the first of them would otherwise make (once per process and
+// zygote: a fork and a few round trips). It returns once the zygote
+// serves, or with ctx's error when ctx is done first; the zygote is then
+// still being made for the next caller. Options.From = Direct needs no
+// zygote: Prepare returns nil at once.
+func Prepare(ctx context.Context, opts *Options) error {
+	if opts == nil {
+		opts = &Options{}
+	}
+	if opts.From == Direct {
+		return nil
+	}
+	zy, err := zygoteFor(opts.From)
+	if err != nil {
+		return err
+	}
+	_, err = zy.get(ctx)
+	return err
+}
+
+// get returns a live zygote handle, making one if needed. The zygote is
+// made apart from ctx, so that one caller's cancelled ctx does not fail
+// it for the others: a caller whose ctx is done stops waiting and gets
+// ctx's error.
 func (z *zygote) get(ctx context.Context) (*Handle, error) {
 	z.mu.Lock()
-	defer z.mu.Unlock()
 	if z.h != nil {
 		z.h.mu.Lock()
 		ok := z.h.state == nil
 		z.h.mu.Unlock()
 		if ok {
-			return z.h, nil
+			h := z.h
+			z.mu.Unlock()
+			return h, nil
 		}
 		z.h.Close()
 		z.h = nil
 	}
+	b := z.building
+	if b == nil {
+		b = &zygoteBuild{done: make(chan struct{})}
+		z.building = b
+		go z.build(b)
+	}
+	z.mu.Unlock()
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if b.err != nil {
+		return nil, b.err
+	}
+	return z.get(ctx)
+}
+
+// build makes the zygote, for b's waiters.
+func (z *zygote) build(b *zygoteBuild) {
+	ctx, cancel := context.WithTimeout(context.Background(), zygoteBuildTime)
+	defer cancel()
+	h, err := z.make(ctx)
+	name := "plain zygote"
+	if z.tree {
+		name = "tree zygote"
+	}
+	if err != nil {
+		err = fmt.Errorf("proc: starting the %s: %w", name, err)
+	}
+	z.mu.Lock()
+	z.h = h
+	z.building = nil
+	b.err = err
+	z.mu.Unlock()
+	close(b.done)
+}
+
+// make forks a zygote and readies it.
+func (z *zygote) make(ctx context.Context) (*Handle, error) {
+	z.mu.Lock()
 	if z.req == nil {
 		z.req = make(chan chan zygoteResult)
 		go z.forker(z.req)
 	}
+	req := z.req
+	z.mu.Unlock()
 	c := make(chan zygoteResult)
-	z.req <- c
+	req <- c
 	r := <-c
 	if r.err != nil {
 		return nil, r.err
@@ -204,7 +285,7 @@ func (z *zygote) get(ctx context.Context) (*Handle, error) {
 	h := r.h
 	if err := scrubArgs(ctx, h); err != nil {
 		h.Close()
-		return nil, fmt.Errorf("proc: zygote: %w", err)
+		return nil, err
 	}
 	if z.tree {
 		// The tree zygote is the parent of the processes built in it, and
@@ -213,12 +294,11 @@ func (z *zygote) get(ctx context.Context) (*Handle, error) {
 		addr, err := h.Alloc(ctx, reapScratch+reapEntries*reapEntrySize)
 		if err != nil {
 			h.Close()
-			return nil, fmt.Errorf("proc: tree zygote: %w", err)
+			return nil, fmt.Errorf("its reap table: %w", err)
 		}
 		h.spawner = true
 		h.reapTable = addr
 	}
-	z.h = h
 	return h, nil
 }
 
@@ -333,6 +413,9 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 	defer func() {
 		if err != nil {
 			h.Close()
+			if cerr := ctx.Err(); cerr != nil {
+				err = cerr // the caller's cancellation, not the step it cut short
+			}
 		}
 	}()
 	if opts.NewUser {
@@ -344,7 +427,7 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 			gidMap = []IDMap{{0, os.Getegid(), 1}}
 		}
 		if err := h.writeIDMaps(ctx, nil, true, int(pid), uidMap, gidMap, opts.AllowSetgroups); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("proc: fork: %w", err)
 		}
 	}
 	if err := scrubArgs(ctx, h); err != nil {
@@ -397,7 +480,7 @@ func forkZygote(tree bool) (*Handle, error) {
 			if userns {
 				ns = "CLONE_NEWUSER|CLONE_NEWPID"
 			}
-			return nil, fmt.Errorf("proc: kill-on-close needs a pid namespace, and clone(%s) failed: %w (are unprivileged user namespaces disabled? `caplin doctor` tells; Options.From = Detached does without)", ns, errno)
+			return nil, fmt.Errorf("kill-on-close needs a pid namespace, and clone(%s) failed: %w (are unprivileged user namespaces disabled? `caplin doctor` tells; Options.From = Detached does without)", ns, errno)
 		}
 		return nil, os.NewSyscallError("clone", errno)
 	}
@@ -738,7 +821,7 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 	}()
 	if opts.NewUser {
 		if err := child.writeIDMaps(ctx, h, top, outerPid, uidMap, gidMap, opts.AllowSetgroups); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("proc: fork: %w", err)
 		}
 	}
 	return child, nil
@@ -833,7 +916,7 @@ func (c *Handle) writeIDMaps(ctx context.Context, parent *Handle, top bool, pid 
 		for _, f := range files {
 			path := fmt.Sprintf("/proc/%d/%s", pid, f.name)
 			if err := os.WriteFile(path, []byte(f.data), 0); err != nil {
-				return fmt.Errorf("proc: fork: writing %s: %w", f.name, err)
+				return fmt.Errorf("writing %s: %w", f.name, err)
 			}
 		}
 		return nil
@@ -846,7 +929,7 @@ func (c *Handle) writeIDMaps(ctx context.Context, parent *Handle, top bool, pid 
 		b.Close(fd)
 	}
 	if _, err := c.Run(ctx, &b); err != nil {
-		return fmt.Errorf("proc: fork: writing ID maps: %w", err)
+		return fmt.Errorf("writing ID maps: %w", err)
 	}
 	return nil
 }

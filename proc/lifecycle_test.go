@@ -198,3 +198,39 @@ func TestWaitLetsGoOfPidfd(t *testing.T) {
 		t.Errorf("after 100 spawns waited for but not closed, %d fds, before %d: %v", len(after), len(before), after)
 	}
 }
+
+// TestPrepare makes zygotes ahead of time, and checks that a caller
+// whose ctx is done while a zygote is being made gets its own error,
+// while the zygote is made all the same for the next caller.
+func TestPrepare(t *testing.T) {
+	alsoAsNobody(t)
+	ctx := context.Background()
+	for _, from := range []Origin{InTree, Detached, Direct} {
+		if err := Prepare(ctx, &Options{From: from}); err != nil {
+			t.Errorf("Prepare from %v: %v", from, err)
+		}
+	}
+	if err := Prepare(ctx, &Options{From: Direct + 1}); err == nil {
+		t.Errorf("Prepare from an unknown origin: no error")
+	}
+
+	z := &zygote{tree: true} // a zygote of the test's own, not yet made
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := z.get(cancelled); err != context.Canceled {
+		t.Fatalf("a zygote asked for with a cancelled ctx: %v, want context.Canceled itself", err)
+	}
+	h, err := z.get(ctx)
+	if err != nil {
+		t.Fatalf("the zygote after a caller gave up on it: %v", err)
+	}
+	defer h.Close()
+	c, err := h.forkat(ctx, &Options{}, false, 0)
+	if err != nil {
+		t.Fatalf("fork from the zygote: %v", err)
+	}
+	defer c.Close()
+	if pid, err := c.Getpid(ctx); err != nil || pid != 2 {
+		t.Errorf("a child of the tree zygote: pid %d %v, want 2 (the zygote is 1)", pid, err)
+	}
+}
