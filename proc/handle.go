@@ -135,8 +135,11 @@ func newHandle(sock, ctrl int, p *pidfd.Process) *Handle {
 	return h
 }
 
-// Pid returns the child's process ID as seen from the caller's pid
-// namespace.
+// Pid returns the child's process ID in the caller's pid namespace: the
+// number the caller finds it by in its /proc, as Process().Pid() and
+// os.Process.Pid are. It makes no call. The child's own getpid(2), which
+// the Getpid call runs in the child, counts in the child's pid namespace
+// instead: a child of the tree zygote is 2 there, say, whatever its Pid.
 func (h *Handle) Pid() int { return h.proc.Pid() }
 
 // Process returns the child as a process handle, for signals and waiting.
