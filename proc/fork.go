@@ -381,6 +381,11 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 	if err != nil {
 		return nil, os.NewSyscallError("socketpair", err)
 	}
+	if err := checkForkHooks(); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, err
+	}
 	var cflags uint64
 	if !opts.NoParentDeathSignal {
 		cflags = uint64(flagPdeathsig)
@@ -455,10 +460,22 @@ func forkZygote(tree bool) (*Handle, error) {
 		return nil, os.NewSyscallError("socketpair", err)
 	}
 	// The zygote keeps the arena, and its stack (forkChild skips that).
-	tls := tlsKeep()
+	tls, err := tlsKeep()
+	if err == nil {
+		err = checkForkHooks()
+	}
+	if err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, err
+	}
 	ranges, err := unmapRanges(append([][2]uintptr{{arenaAddr, arenaSize}}, tls...))
 	if err != nil || len(ranges) > maxUnmap {
 		ranges = nil // keep everything: correct, only slower
+	} else if err := checkUnmap(ranges); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, err
 	}
 	arenaMu.Lock()
 	writeForkArgs(forkArgs{
@@ -532,6 +549,7 @@ func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
 		return nil, err
 	}
 	exe, _ := os.Readlink("/proc/self/exe")
+	exe = strings.TrimSuffix(exe, " (deleted)")
 	type mapping struct {
 		start, end uint64
 		anon       bool
@@ -556,7 +574,7 @@ func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
 		}
 		path := ""
 		if len(fields) >= 6 {
-			path = fields[5]
+			path = strings.TrimSuffix(strings.Join(fields[5:], " "), " (deleted)")
 		}
 		isExe := path != "" && path == exe
 		followsExe := prevExe && start == prevEnd
