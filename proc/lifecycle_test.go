@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"runtime"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caplin-dev/caplin/pidfd"
 	"golang.org/x/sys/unix"
 )
 
@@ -140,25 +140,14 @@ func TestSpawnPath(t *testing.T) {
 		"direct":   {From: Direct},
 	} {
 		t.Run(name, func(t *testing.T) {
-			r, w, err := os.Pipe()
-			if err != nil {
-				t.Fatal(err)
+			out, code := spawnOutput(t, func(b *Batch, _ *os.File, argv []string) (*pidfd.Process, error) {
+				b.Chdir("/")
+				return SpawnPath(ctx, opts, b, "bin/sh", argv, nil)
+			}, `printf %s "${HOME-unset}"; exit 6`)
+			if code != 6 {
+				t.Errorf("SpawnPath of a path relative to the setup's directory: exit %d, want 6", code)
 			}
-			defer r.Close()
-			var b Batch
-			b.PutFile(w, 1)
-			b.Chdir("/")
-			p, err := SpawnPath(ctx, opts, &b, "bin/sh", []string{"sh", "-c", `printf %s "${HOME-unset}"; exit 6`}, nil)
-			w.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
-			out, _ := io.ReadAll(r)
-			if st, err := p.Wait(ctx); err != nil || st.Code != 6 {
-				t.Errorf("SpawnPath of a path relative to the setup's directory: %v %v, want exit 6", st, err)
-			}
-			if string(out) != "unset" {
+			if out != "unset" {
 				t.Errorf("HOME in a program spawned with a nil env: %q, want unset", out)
 			}
 			var pe *os.PathError
