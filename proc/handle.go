@@ -370,6 +370,9 @@ func (h *Handle) runLocked(ctx context.Context, b *Batch) (*Results, error) {
 		}
 	}
 	e.grow(int(off))
+	// The buffer is reused: blobs start zeroed, as their fill functions
+	// expect (a msghdr's name and flags, say, are left as they are).
+	clear(e.buf[dataBase:off])
 	for i, bl := range b.blobs {
 		if base := h.arenaAt(); addrs[i] >= base && addrs[i] < base+arenaReqSize {
 			o := addrs[i] - base
