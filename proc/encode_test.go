@@ -17,7 +17,7 @@ func TestBlobsStartZeroed(t *testing.T) {
 	var fds [2]int
 	var b Batch
 	b.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET, 0, &fds)
-	null := b.Openat(AtFDCWD, "/dev/null", unix.O_WRONLY, 0)
+	null := b.Openat(Int(unix.AT_FDCWD), "/dev/null", unix.O_WRONLY, 0)
 	b.Write(null, bytes.Repeat([]byte{0xff}, 4096))
 	if _, err := h.Run(ctx, &b); err != nil {
 		t.Fatal(err)
