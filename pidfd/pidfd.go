@@ -7,6 +7,12 @@
 // process. Close kills the process (SIGKILL) and reaps it: a Process is
 // kill-on-close.
 //
+// Once Wait or TryWait has reported how the process ended, the Process
+// has no more use for its pidfd and closes it, so a caller that waits
+// for every process holds no fd for the ones that are done: Wait then
+// returns the same State again, Signal and File return an error that
+// matches os.ErrProcessDone, and Close has nothing left to do.
+//
 // # Who can wait
 //
 // Only a process's parent can reap it and read its exit status with
@@ -47,10 +53,11 @@ type Process struct {
 	f   *os.File
 	pid int
 
-	mu     sync.Mutex
-	state  *State // once reaped or known exited
-	closed bool
-	reaper func(ctx context.Context) (*State, error)
+	mu       sync.Mutex
+	state    *State // once reaped or known exited
+	closed   bool
+	fdClosed bool // the pidfd is closed (dropFD, Close or Release)
+	reaper   func(ctx context.Context) (*State, error)
 }
 
 // Reaper is a function that waits for a process that is not the caller's
@@ -139,19 +146,41 @@ func pidOf(fd int) (int, error) {
 // Process was made.
 func (p *Process) Pid() int { return p.pid }
 
-// control runs fn with the pidfd, failing if p is closed.
-func (p *Process) control(fn func(fd int) error) error {
+// control runs fn with the pidfd, failing if p is closed, or with an
+// error that matches os.ErrProcessDone if the pidfd was let go after the
+// process ended.
+func (p *Process) control(op string, fn func(fd int) error) error {
 	err := fdctl.Control(p.f, fn)
-	if errors.Is(err, os.ErrClosed) {
-		return errClosed
+	if !errors.Is(err, os.ErrClosed) {
+		return err
 	}
-	return err
+	p.mu.Lock()
+	done := p.state != nil && !p.closed
+	p.mu.Unlock()
+	if done {
+		return fmt.Errorf("%s %d: %w", op, p.pid, os.ErrProcessDone)
+	}
+	return errClosed
+}
+
+// dropFD closes the pidfd once Wait or TryWait has found how the process
+// ended: nothing needs it any more. It must not be called from inside a
+// call on the fd (control, or the poller's Read): closing waits for those
+// to end.
+func (p *Process) dropFD() {
+	p.mu.Lock()
+	drop := !p.fdClosed
+	p.fdClosed = true
+	p.mu.Unlock()
+	if drop {
+		p.f.Close()
+	}
 }
 
 // Signal sends sig to the process with pidfd_send_signal(2). Signalling a
 // process that has exited returns an error that matches os.ErrProcessDone.
 func (p *Process) Signal(sig syscall.Signal) error {
-	return p.control(func(fd int) error {
+	return p.control(fmt.Sprintf("pidfd_send_signal %v", sig), func(fd int) error {
 		err := unix.PidfdSendSignal(fd, sig, nil, 0)
 		if err == unix.ESRCH {
 			return fmt.Errorf("pidfd_send_signal %d %v: %w", p.pid, sig, os.ErrProcessDone)
@@ -182,6 +211,9 @@ func (p *Process) Wait(ctx context.Context) (*State, error) {
 	}
 	rc, err := p.f.SyscallConn()
 	if err != nil {
+		if st := p.known(); st != nil {
+			return st, nil // reaped, and the pidfd let go, meanwhile
+		}
 		return nil, errClosed
 	}
 	if ctx.Done() != nil {
@@ -199,10 +231,14 @@ func (p *Process) Wait(ctx context.Context) (*State, error) {
 		return st != nil || werr != nil
 	})
 	if st != nil {
+		p.dropFD()
 		return st, nil
 	}
 	if werr != nil {
 		return nil, werr
+	}
+	if st := p.known(); st != nil {
+		return st, nil // another Wait reaped it and closed the pidfd
 	}
 	if cerr := ctx.Err(); cerr != nil {
 		return nil, cerr
@@ -220,11 +256,18 @@ func (p *Process) TryWait() (*State, error) {
 		return st, nil
 	}
 	var st *State
-	err := p.control(func(fd int) (err error) {
+	err := p.control("waitid", func(fd int) (err error) {
 		st, err = p.waitOnce(context.Background(), fd)
 		return err
 	})
-	return st, err
+	if st != nil {
+		p.dropFD()
+		return st, nil
+	}
+	if errors.Is(err, os.ErrProcessDone) {
+		return p.known(), nil // reaped by a Wait meanwhile
+	}
+	return nil, err
 }
 
 func (p *Process) known() *State {
@@ -295,7 +338,7 @@ func (p *Process) Exited() bool {
 		return true
 	}
 	done := true
-	p.control(func(fd int) error {
+	p.control("poll", func(fd int) error {
 		done = exited(fd)
 		return nil
 	})
@@ -344,6 +387,13 @@ func (p *Process) Close() error {
 		p.Kill()
 		p.Wait(context.Background())
 	}
+	p.mu.Lock()
+	drop := !p.fdClosed
+	p.fdClosed = true
+	p.mu.Unlock()
+	if !drop {
+		return nil
+	}
 	return p.f.Close()
 }
 
@@ -352,17 +402,24 @@ func (p *Process) Close() error {
 func (p *Process) Release() error {
 	p.mu.Lock()
 	p.closed = true
+	drop := !p.fdClosed
+	p.fdClosed = true
 	p.mu.Unlock()
+	if !drop {
+		return nil
+	}
 	return p.f.Close()
 }
 
 // File returns a duplicate of the pidfd, to send over a Unix socket
 // (FromFile on the other side). The receiver can signal the process and
 // learn when it exits; see the package documentation for who can read its
-// exit status. The caller owns the returned file.
+// exit status. The caller owns the returned file. Once Wait has reported
+// how the process ended, File fails with an error that matches
+// os.ErrProcessDone.
 func (p *Process) File() (*os.File, error) {
 	var nfd int
-	err := p.control(func(fd int) (err error) {
+	err := p.control("fcntl F_DUPFD_CLOEXEC", func(fd int) (err error) {
 		nfd, err = fdctl.Dup(fd)
 		return err
 	})

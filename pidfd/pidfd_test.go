@@ -51,6 +51,19 @@ func TestWaitStatus(t *testing.T) {
 	if err := p.Signal(syscall.SIGTERM); !errors.Is(err, os.ErrProcessDone) {
 		t.Errorf("Signal after exit: %v, want ErrProcessDone", err)
 	}
+	if f, err := p.File(); !errors.Is(err, os.ErrProcessDone) {
+		f.Close()
+		t.Errorf("File after Wait: %v, want ErrProcessDone (the pidfd is let go)", err)
+	}
+	if st2, err := p.TryWait(); err != nil || st2 != st {
+		t.Errorf("TryWait after Wait = %v, %v", st2, err)
+	}
+	if !p.Exited() {
+		t.Errorf("Exited after Wait = false")
+	}
+	if err := p.Close(); err != nil {
+		t.Errorf("Close after Wait: %v", err)
+	}
 }
 
 func TestSignalAndCancel(t *testing.T) {

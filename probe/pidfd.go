@@ -17,7 +17,7 @@ func withChild(ctx context.Context, detached bool, fn func(h *proc.Handle, pidfd
 	var h *proc.Handle
 	var err error
 	if detached {
-		h, err = proc.Fork(ctx, &proc.Options{Detached: true})
+		h, err = proc.Fork(ctx, &proc.Options{From: proc.Detached})
 		if err != nil {
 			h, err = proc.Fork(ctx, nil)
 		}

@@ -63,7 +63,7 @@ func UserNS(ctx context.Context) Result {
 	r := Result{
 		Name:      "unprivileged user namespaces",
 		MinKernel: "3.8",
-		Without: "proc.Fork needs Options.Detached (caplin run --detached), so processes a program forks can outlive caplin; " +
+		Without: "proc.Fork needs Options.From = proc.Detached (caplin run --detached), so processes a program forks can outlive caplin; " +
 			"--unshare-* need root; sandboxes fall back to Landlock alone",
 	}
 	policy, allowed := usernsPolicy()
@@ -154,7 +154,7 @@ func forkAny(ctx context.Context) (*proc.Handle, error) {
 	if err == nil {
 		return h, nil
 	}
-	h, derr := proc.Fork(ctx, &proc.Options{Detached: true})
+	h, derr := proc.Fork(ctx, &proc.Options{From: proc.Detached})
 	if derr != nil {
 		return nil, fmt.Errorf("%v; detached: %v", err, derr)
 	}

@@ -78,6 +78,9 @@ type Batch struct {
 	files []*os.File // sent with the batch, in order
 	err   error      // first error found while recording
 	spawn bool       // starts with opSpawn: the ops after it run in the new child
+	// announced, in a spawn, takes the new child's pidfd, which the child
+	// sends ahead of the reply (see Handle.spawn).
+	announced func(*os.File)
 }
 
 // Len reports how many calls b holds.

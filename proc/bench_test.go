@@ -101,7 +101,7 @@ func BenchmarkForkExecWait(b *testing.B) {
 func BenchmarkSpawnWait(b *testing.B) { benchBig(b, 0, spawnWait) }
 
 // BenchmarkForkExecWaitDirect is BenchmarkForkExecWait with
-// Options.Direct: no zygote; the caller is the parent and reaps.
+// Options.From = Direct: no zygote; the caller is the parent and reaps.
 func BenchmarkForkExecWaitDirect(b *testing.B) {
 	ctx := context.Background()
 	exe, err := os.Open("/bin/true")
@@ -110,7 +110,7 @@ func BenchmarkForkExecWaitDirect(b *testing.B) {
 	}
 	defer exe.Close()
 	for i := 0; i < b.N; i++ {
-		forkExecWaitOpts(b, ctx, exe, &Options{Direct: true})
+		forkExecWaitOpts(b, ctx, exe, &Options{From: Direct})
 	}
 }
 

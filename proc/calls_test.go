@@ -125,7 +125,7 @@ func TestSeccompFilter(t *testing.T) {
 	// a child in the tree zygote's user namespace has, until it execs, the
 	// capabilities that namespace gives its creator.)
 	if os.Getuid() != 0 {
-		h2 := fork(t, &Options{Detached: true})
+		h2 := fork(t, &Options{From: Detached})
 		if _, err := h2.SeccompSetModeFilter(ctx, 0, filter); !errors.Is(err, unix.EACCES) {
 			t.Errorf("filter without no_new_privs: %v, want EACCES", err)
 		}

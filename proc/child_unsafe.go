@@ -18,12 +18,31 @@ import (
 // (a pointer store may call the GC write barrier). Memory it touches is the
 // arena, which the parent maps before forking, and its own stack frame.
 
+// The runtime's fork hooks, which it pushes to package syscall for
+// syscall.forkAndExecInChild and promises to keep, signature and all, for
+// the packages that link to them (go.dev/issue/67401); were one removed
+// or renamed, the link would fail. What else they must do is
+// listed in runtime.go, and checked there (checkForkHooks) where it can be.
+
+// runtime_BeforeFork blocks every signal on the calling thread (saving the
+// mask in its m) and poisons the goroutine's stack guard, so that nothing
+// between it and the clone may grow the stack. Contract: callable nosplit
+// from any goroutine, paired with AfterFork or AfterForkInChild.
+//
 //go:linkname runtime_BeforeFork syscall.runtime_BeforeFork
 func runtime_BeforeFork()
 
+// runtime_AfterFork, in the parent, restores the stack guard and the
+// signal mask BeforeFork saved.
+//
 //go:linkname runtime_AfterFork syscall.runtime_AfterFork
 func runtime_AfterFork()
 
+// runtime_AfterForkInChild, in the child, resets every signal handler
+// the runtime installed to the default (keeping those ignored) and
+// restores the signal mask, without allocating or growing the stack: the
+// child has no other thread, no scheduler and no heap it may use after.
+//
 //go:linkname runtime_AfterForkInChild syscall.runtime_AfterForkInChild
 func runtime_AfterForkInChild()
 

@@ -26,6 +26,10 @@
 //	b.Prctl(unix.PR_SET_NO_NEW_PRIVS, proc.Int(1), proc.Int(0), proc.Int(0), proc.Int(0))
 //	p, _ := proc.Spawn(ctx, &proc.Options{NewNet: true}, &b, exe, []string{"ls"}, nil)
 //
+// SpawnPath does the same with a path, looked up in the child after its
+// setup. The environment given to Spawn and Exec is the program's whole
+// environment: nil is an empty one, not the caller's as in os/exec.
+//
 // # The child
 //
 // A child is forked in pure Go, between the runtime's BeforeFork and
@@ -40,7 +44,24 @@
 // Children are not forked from the caller itself but from a zygote, a child
 // forked once that drops the caller's Go heap. Forking from it costs the
 // same whether the caller has 20 MiB or 20 GiB resident, and the caller's
-// own memory is never write-protected for copy-on-write by a fork.
+// own memory is never write-protected for copy-on-write by a fork. The
+// zygote is made by the first Fork or Spawn that needs it, or ahead of
+// time by Prepare; it is made apart from that caller's context, so a
+// caller that gives up gets its context's error and the zygote is made
+// all the same. Options.From chooses where a child comes from: the tree
+// zygote (the zero value, InTree), the plain zygote (Detached) or the
+// caller itself (Direct).
+//
+// # The Go runtime
+//
+// The child runs Go code with no runtime under it, which relies on
+// runtime internals no release promises to keep: the fork hooks the
+// runtime gives package syscall, the goroutine's g kept in the thread's
+// TLS slot (amd64), and where /proc/self/maps shows the heap, the
+// binary's data and its bss. The first fork checks each of them that can
+// be checked and fails with an error that names the Go version and what
+// changed, rather than let a child crash; the checks test the assumptions
+// themselves, not a list of known Go versions.
 //
 // # Calls and batches
 //
@@ -75,7 +96,10 @@
 // the returned Process is the caller's), Close is called (fs.ErrClosed), or
 // the child dies (ErrDead). A failed Exec leaves the handle live, with the
 // calls made before it in effect. Close kills and reaps a child that has not
-// exec'd.
+// exec'd; so does the garbage collector, at a time of its choosing, for a
+// Handle dropped without Close. Handle.Pid is the child's pid in the
+// caller's pid namespace; the Getpid call returns the child's own view,
+// in its pid namespace (2 for a child of the tree zygote, say).
 //
 // # Kill-on-close
 //
@@ -89,7 +113,7 @@
 // Without CAP_SYS_ADMIN the tree zygote is made in a user namespace of its
 // own that maps the caller's uid and gid to themselves, so this needs
 // unprivileged user namespaces; where the kernel refuses them, Fork fails
-// with an error that says so, and Options.Detached does without.
+// with an error that says so, and Options.From = Detached does without.
 //
 // The limits: the processes built share that pid namespace, so one of them
 // can signal the others (kill -9 -1 kills its siblings), though not the
@@ -100,8 +124,8 @@
 // program exec'd with a non-zero uid there drops them, as exec always does.
 // Children see their own pid numbering (they run in a pid
 // namespace; getppid returns 1, the zygote) and, unprivileged, a
-// user namespace (set-user-ID programs cannot gain privilege). A detached
-// child (Options.Detached) is in the caller's namespaces and dies with its
+// user namespace (set-user-ID programs cannot gain privilege). A child
+// from Detached or Direct is in the caller's namespaces and dies with its
 // owner through the parent-death signal alone: processes it forks can
 // outlive the owner, and a set-user-ID or file-capability program clears
 // the signal at exec (no_new_privs prevents that). Kernels older than 5.3

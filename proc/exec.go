@@ -15,7 +15,8 @@ import (
 // Exec replaces the child's program with the executable file exe, by
 // execveat(2) on its fd with AT_EMPTY_PATH, so the file is never looked up
 // by name (memfd executables work). argv[0] is the name the program sees;
-// env is its whole environment (nil: empty).
+// env is its whole environment: nil means an empty environment, not the
+// caller's as in os/exec (pass os.Environ() for that).
 //
 // On success the Handle is spent (its calls return ErrExeced) and the
 // returned Process is the caller's: waiting for it and closing it are the

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/caplin-dev/caplin/internal/fdctl"
 	"github.com/caplin-dev/caplin/internal/kernel"
@@ -42,22 +43,54 @@ type Options struct {
 	// package documentation for the limits of that.
 	NoParentDeathSignal bool
 
-	// Direct forks the child from the caller itself rather than from a
-	// zygote: one fork and one process fewer, which suits a short-lived
-	// caller with a small heap, such as a command-line tool. The cost of
-	// the fork grows with the caller's memory (its page tables are
-	// copied), which the zygotes avoid. Like Detached, the child is the
-	// caller's own, in the caller's namespaces but those asked for; it is
-	// killed when the caller dies (unless NoParentDeathSignal), and so is
-	// everything in a pid namespace it is the init of (NewPID).
-	Direct bool
+	// From says where the child comes from: which process forks it, whose
+	// child it is, and how it dies with its owner. The zero value,
+	// InTree, is the shared kill-on-close tree zygote. It counts for the
+	// package-level Fork, Spawn and SpawnPath; a Handle's own Fork and
+	// Spawn make the child inside the handle.
+	From Origin
+}
 
-	// Detached makes the child in the caller's own pid (and user)
-	// namespace, as a direct child of the caller, instead of inside the
-	// pid namespace of the caller's tree zygote. A detached child is still
-	// killed when the caller dies (unless NoParentDeathSignal), but
-	// processes it forks can outlive the caller.
-	Detached bool
+// Origin says where a child comes from (Options.From).
+type Origin uint8
+
+const (
+	// InTree, the zero Origin, forks the child from the caller's tree
+	// zygote, inside that zygote's pid namespace (and, without
+	// CAP_SYS_ADMIN, its user namespace): when the caller dies, the child
+	// and everything it forked, double-forked daemons included, die with
+	// it. See the package documentation.
+	InTree Origin = iota
+
+	// Detached forks the child from a zygote that lives in the caller's
+	// namespaces, as the caller's own child (CLONE_PARENT), in the
+	// caller's pid and user namespaces. The child is still killed when
+	// the caller dies (unless NoParentDeathSignal), but processes it
+	// forks can outlive the caller. It needs no user namespace.
+	Detached
+
+	// Direct forks the child from the caller itself, with no zygote: one
+	// fork and one process fewer, which suits a short-lived caller with a
+	// small heap, such as a command-line tool. The cost of the fork grows
+	// with the caller's memory (its page tables are copied), which the
+	// zygotes avoid. As with Detached the child is the caller's own, in
+	// the caller's namespaces but those asked for; it is killed when the
+	// caller dies (unless NoParentDeathSignal), and so is everything in a
+	// pid namespace it is the init of (NewPID).
+	Direct
+)
+
+// String names o as the constant that spells it.
+func (o Origin) String() string {
+	switch o {
+	case InTree:
+		return "InTree"
+	case Detached:
+		return "Detached"
+	case Direct:
+		return "Direct"
+	}
+	return fmt.Sprintf("Origin(%d)", uint8(o))
 }
 
 // IDMap is one line of a uid_map or gid_map: Size IDs starting at Inside in
@@ -123,7 +156,7 @@ func mapArena() error {
 // kills everything in its pid namespace: every process built, and
 // everything they forked, double-forked daemons included.
 //
-// The plain zygote (Options.Detached) lives in the caller's namespaces and
+// The plain zygote (Detached) lives in the caller's namespaces and
 // clones with CLONE_PARENT, so the caller is the parent of every child; the
 // children get only the parent-death signal.
 //
@@ -131,10 +164,11 @@ func mapArena() error {
 // fires when the parent *thread* exits (go.dev/issue/27505), fires only
 // when the whole process dies.
 type zygote struct {
-	mu   sync.Mutex
-	h    *Handle
-	tree bool
-	req  chan chan zygoteResult
+	mu       sync.Mutex
+	h        *Handle
+	tree     bool
+	req      chan chan zygoteResult
+	building *zygoteBuild // the build under way, if any
 }
 
 type zygoteResult struct {
@@ -142,31 +176,110 @@ type zygoteResult struct {
 	err error
 }
 
+// zygoteBuild is one attempt at making a zygote, which every caller that
+// needs the zygote meanwhile waits for.
+type zygoteBuild struct {
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+// zygoteBuildTime bounds a zygote's making: a few round trips to a fresh
+// child, which never take long unless something is badly wrong.
+const zygoteBuildTime = time.Minute
+
 var (
 	plainZygote = &zygote{}
 	treeZygote  = &zygote{tree: true}
 )
 
-// get returns a live zygote handle, making one if needed.
+// Prepare makes, ahead of time, the zygote that Fork and Spawn with opts
+// use, which the first of them would otherwise make (once per process and
+// zygote: a fork and a few round trips). It returns once the zygote
+// serves, or with ctx's error when ctx is done first; the zygote is then
+// still being made for the next caller. Options.From = Direct needs no
+// zygote: Prepare returns nil at once.
+func Prepare(ctx context.Context, opts *Options) error {
+	if opts == nil {
+		opts = &Options{}
+	}
+	if opts.From == Direct {
+		return nil
+	}
+	zy, err := zygoteFor(opts.From)
+	if err != nil {
+		return err
+	}
+	_, err = zy.get(ctx)
+	return err
+}
+
+// get returns a live zygote handle, making one if needed. The zygote is
+// made apart from ctx, so that one caller's cancelled ctx does not fail
+// it for the others: a caller whose ctx is done stops waiting and gets
+// ctx's error.
 func (z *zygote) get(ctx context.Context) (*Handle, error) {
 	z.mu.Lock()
-	defer z.mu.Unlock()
 	if z.h != nil {
 		z.h.mu.Lock()
 		ok := z.h.state == nil
 		z.h.mu.Unlock()
 		if ok {
-			return z.h, nil
+			h := z.h
+			z.mu.Unlock()
+			return h, nil
 		}
 		z.h.Close()
 		z.h = nil
 	}
+	b := z.building
+	if b == nil {
+		b = &zygoteBuild{done: make(chan struct{})}
+		z.building = b
+		go z.build(b)
+	}
+	z.mu.Unlock()
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if b.err != nil {
+		return nil, b.err
+	}
+	return z.get(ctx)
+}
+
+// build makes the zygote, for b's waiters.
+func (z *zygote) build(b *zygoteBuild) {
+	ctx, cancel := context.WithTimeout(context.Background(), zygoteBuildTime)
+	defer cancel()
+	h, err := z.make(ctx)
+	name := "plain zygote"
+	if z.tree {
+		name = "tree zygote"
+	}
+	if err != nil {
+		err = fmt.Errorf("proc: starting the %s: %w", name, err)
+	}
+	z.mu.Lock()
+	z.h = h
+	z.building = nil
+	b.err = err
+	z.mu.Unlock()
+	close(b.done)
+}
+
+// make forks a zygote and readies it.
+func (z *zygote) make(ctx context.Context) (*Handle, error) {
+	z.mu.Lock()
 	if z.req == nil {
 		z.req = make(chan chan zygoteResult)
 		go z.forker(z.req)
 	}
+	req := z.req
+	z.mu.Unlock()
 	c := make(chan zygoteResult)
-	z.req <- c
+	req <- c
 	r := <-c
 	if r.err != nil {
 		return nil, r.err
@@ -174,7 +287,7 @@ func (z *zygote) get(ctx context.Context) (*Handle, error) {
 	h := r.h
 	if err := scrubArgs(ctx, h); err != nil {
 		h.Close()
-		return nil, fmt.Errorf("proc: zygote: %w", err)
+		return nil, err
 	}
 	if z.tree {
 		// The tree zygote is the parent of the processes built in it, and
@@ -183,12 +296,11 @@ func (z *zygote) get(ctx context.Context) (*Handle, error) {
 		addr, err := h.Alloc(ctx, reapScratch+reapEntries*reapEntrySize)
 		if err != nil {
 			h.Close()
-			return nil, fmt.Errorf("proc: tree zygote: %w", err)
+			return nil, fmt.Errorf("its reap table: %w", err)
 		}
 		h.spawner = true
 		h.reapTable = addr
 	}
-	z.h = h
 	return h, nil
 }
 
@@ -237,7 +349,8 @@ func (z *zygote) forker(req chan chan zygoteResult) {
 // slot by the threads that fork.
 var arenaMu sync.Mutex
 
-// directForker is the locked thread that forks Direct children.
+// directForker is the locked thread that forks children of the caller
+// itself (Direct).
 var directForker struct {
 	once sync.Once
 	req  chan func()
@@ -261,7 +374,7 @@ func onForkerThread(fn func()) {
 	<-done
 }
 
-// forkDirect forks a child of the caller itself (Options.Direct).
+// forkDirect forks a child of the caller itself (Direct).
 func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 	if err := mapArena(); err != nil {
 		return nil, err
@@ -269,6 +382,11 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, os.NewSyscallError("socketpair", err)
+	}
+	if err := checkForkHooks(); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, err
 	}
 	var cflags uint64
 	if !opts.NoParentDeathSignal {
@@ -302,6 +420,9 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 	defer func() {
 		if err != nil {
 			h.Close()
+			if cerr := ctx.Err(); cerr != nil {
+				err = cerr // the caller's cancellation, not the step it cut short
+			}
 		}
 	}()
 	if opts.NewUser {
@@ -313,7 +434,7 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 			gidMap = []IDMap{{0, os.Getegid(), 1}}
 		}
 		if err := h.writeIDMaps(ctx, nil, true, int(pid), uidMap, gidMap, opts.AllowSetgroups); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("proc: fork: %w", err)
 		}
 	}
 	if err := scrubArgs(ctx, h); err != nil {
@@ -341,10 +462,22 @@ func forkZygote(tree bool) (*Handle, error) {
 		return nil, os.NewSyscallError("socketpair", err)
 	}
 	// The zygote keeps the arena, and its stack (forkChild skips that).
-	tls := tlsKeep()
+	tls, err := tlsKeep()
+	if err == nil {
+		err = checkForkHooks()
+	}
+	if err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, err
+	}
 	ranges, err := unmapRanges(append([][2]uintptr{{arenaAddr, arenaSize}}, tls...))
 	if err != nil || len(ranges) > maxUnmap {
 		ranges = nil // keep everything: correct, only slower
+	} else if err := checkUnmap(ranges); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, err
 	}
 	arenaMu.Lock()
 	writeForkArgs(forkArgs{
@@ -366,7 +499,7 @@ func forkZygote(tree bool) (*Handle, error) {
 			if userns {
 				ns = "CLONE_NEWUSER|CLONE_NEWPID"
 			}
-			return nil, fmt.Errorf("proc: kill-on-close needs a pid namespace, and clone(%s) failed: %w (are unprivileged user namespaces disabled? `caplin doctor` tells; Options.Detached does without)", ns, errno)
+			return nil, fmt.Errorf("kill-on-close needs a pid namespace, and clone(%s) failed: %w (are unprivileged user namespaces disabled? `caplin doctor` tells; Options.From = Detached does without)", ns, errno)
 		}
 		return nil, os.NewSyscallError("clone", errno)
 	}
@@ -407,6 +540,7 @@ func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
 		return nil, err
 	}
 	exe, _ := os.Readlink("/proc/self/exe")
+	exe = strings.TrimSuffix(exe, " (deleted)")
 	type mapping struct {
 		start, end uint64
 		anon       bool
@@ -431,7 +565,7 @@ func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
 		}
 		path := ""
 		if len(fields) >= 6 {
-			path = fields[5]
+			path = strings.TrimSuffix(strings.Join(fields[5:], " "), " (deleted)")
 		}
 		isExe := path != "" && path == exe
 		followsExe := prevExe && start == prevEnd
@@ -509,7 +643,7 @@ func Fork(ctx context.Context, opts *Options) (*Handle, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
-	if opts.Direct {
+	if opts.From == Direct {
 		return forkDirect(ctx, opts)
 	}
 	return throughZygote(ctx, opts, func(z *Handle, top bool) (*Handle, error) {
@@ -517,13 +651,13 @@ func Fork(ctx context.Context, opts *Options) (*Handle, error) {
 	})
 }
 
-// throughZygote runs fn with the zygote opts ask for (the plain one for
-// Detached, else the tree one) and whether its children are the caller's
+// throughZygote runs fn with the zygote opts ask for (zygoteFor) and whether its children are the caller's
 // (top). A zygote found dead is made again, once.
 func throughZygote[T any](ctx context.Context, opts *Options, fn func(z *Handle, top bool) (T, error)) (T, error) {
-	zy := treeZygote
-	if opts.Detached {
-		zy = plainZygote
+	zy, err := zygoteFor(opts.From)
+	if err != nil {
+		var zero T
+		return zero, err
 	}
 	for try := 0; ; try++ {
 		z, err := zy.get(ctx)
@@ -537,6 +671,18 @@ func throughZygote[T any](ctx context.Context, opts *Options, fn func(z *Handle,
 		}
 		return v, err
 	}
+}
+
+// zygoteFor returns the zygote that children from from are forked by:
+// the tree one for InTree, the plain one for Detached.
+func zygoteFor(from Origin) (*zygote, error) {
+	switch from {
+	case InTree:
+		return treeZygote, nil
+	case Detached:
+		return plainZygote, nil
+	}
+	return nil, fmt.Errorf("proc: no zygote for Options.From %v", from)
 }
 
 // Fork makes a new child from inside h: it is a copy of h's child, in its
@@ -677,13 +823,14 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 	child.parent = parent
 	defer func() {
 		if err != nil {
+			child.cleanup.Stop()
 			child.sock = -1 // closed by the deferred close of ours
 			p.Close()
 		}
 	}()
 	if opts.NewUser {
 		if err := child.writeIDMaps(ctx, h, top, outerPid, uidMap, gidMap, opts.AllowSetgroups); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("proc: fork: %w", err)
 		}
 	}
 	return child, nil
@@ -774,7 +921,7 @@ func (c *Handle) writeIDMaps(ctx context.Context, parent *Handle, top bool, pid 
 		for _, f := range files {
 			path := fmt.Sprintf("/proc/%d/%s", pid, f.name)
 			if err := os.WriteFile(path, []byte(f.data), 0); err != nil {
-				return fmt.Errorf("proc: fork: writing %s: %w", f.name, err)
+				return fmt.Errorf("writing %s: %w", f.name, err)
 			}
 		}
 		return nil
@@ -787,7 +934,7 @@ func (c *Handle) writeIDMaps(ctx context.Context, parent *Handle, top bool, pid 
 		b.CloseFD(fd)
 	}
 	if _, err := c.Run(ctx, &b); err != nil {
-		return fmt.Errorf("proc: fork: writing ID maps: %w", err)
+		return fmt.Errorf("writing ID maps: %w", err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 
@@ -69,10 +70,9 @@ func (e *BatchError) Unwrap() error { return e.Err }
 // Calls that must follow each other without others in between belong in one
 // Batch.
 type Handle struct {
-	mu        sync.Mutex
-	sock      int // our end of the control socket; -1 when closed
-	ctrl      int // the child's end, as numbered in the child
-	proc      *pidfd.Process
+	mu sync.Mutex
+	*owned
+	ctrl      int     // the child's end of the control socket, as numbered in the child
 	state     error   // nil while usable
 	pidns     bool    // the child is the init of a pid namespace it was made in
 	parent    *Handle // the child's parent process, when it is not the caller
@@ -81,7 +81,7 @@ type Handle struct {
 	noPdeath  bool    // made with NoParentDeathSignal
 	tls       uintptr // a zygote's TLS slot, kept mapped (tlsKeep), for tests
 	arena     uint64  // the child's arena when not the usual one (forkShared)
-	release   func()  // run once the child is gone (forkShared frees its arena)
+	cleanup   runtime.Cleanup
 
 	// regions are arenas and stacks of ForkShared children that are gone,
 	// kept in the child's memory for the next ones (at most maxSpare).
@@ -93,17 +93,56 @@ type Handle struct {
 	oob []byte // control buffer for received fds
 }
 
-func newHandle(sock, ctrl int, p *pidfd.Process) *Handle {
-	return &Handle{
-		sock: sock, ctrl: ctrl, proc: p,
-		req: make([]byte, 0, 1024),
-		rep: make([]byte, 1024),
-		oob: make([]byte, unix.CmsgSpace(4*maxFDs)),
-	}
+// owned is what a Handle holds that must not outlive it: its end of the
+// control socket and, until it execs, the child. It lives apart from the
+// Handle so that a Handle dropped without Close can still let go of it
+// (runtime.AddCleanup): otherwise the child would wait for a request
+// forever.
+type owned struct {
+	sock    int // our end of the control socket; -1 when closed
+	proc    *pidfd.Process
+	execed  bool   // the child exec'd: proc is the caller's now
+	release func() // run once the child is gone (ForkShared frees its arena)
 }
 
-// Pid returns the child's process ID as seen from the caller's pid
-// namespace.
+// drop is the cleanup of a Handle that was dropped without Close: it
+// closes the control socket (a child that is still a server exits at its
+// EOF) and kills and reaps a child that has not exec'd, as Close would.
+// Reaping may take a round trip to the child's parent, so it runs on a
+// goroutine of its own rather than hold up other cleanups.
+func (o *owned) drop() {
+	if o.sock >= 0 {
+		unix.Close(o.sock)
+		o.sock = -1
+	}
+	if o.execed {
+		return
+	}
+	go func() {
+		o.proc.Close()
+		if o.release != nil {
+			o.release()
+		}
+	}()
+}
+
+func newHandle(sock, ctrl int, p *pidfd.Process) *Handle {
+	h := &Handle{
+		owned: &owned{sock: sock, proc: p},
+		ctrl:  ctrl,
+		req:   make([]byte, 0, 1024),
+		rep:   make([]byte, 1024),
+		oob:   make([]byte, unix.CmsgSpace(4*maxFDs)),
+	}
+	h.cleanup = runtime.AddCleanup(h, (*owned).drop, h.owned)
+	return h
+}
+
+// Pid returns the child's process ID in the caller's pid namespace: the
+// number the caller finds it by in its /proc, as Process().Pid() and
+// os.Process.Pid are. It makes no call. The child's own getpid(2), which
+// the Getpid call runs in the child, counts in the child's pid namespace
+// instead: a child of the tree zygote is 2 there, say, whatever its Pid.
 func (h *Handle) Pid() int { return h.proc.Pid() }
 
 // Process returns the child as a process handle, for signals and waiting.
@@ -111,10 +150,13 @@ func (h *Handle) Pid() int { return h.proc.Pid() }
 func (h *Handle) Process() *pidfd.Process { return h.proc }
 
 // Close ends the handle. A child that has not exec'd is killed and reaped.
-// Close is idempotent; it returns nil once the child is gone.
+// Close is idempotent; it returns nil once the child is gone. A Handle
+// dropped without Close is closed when the garbage collector finds it
+// unreachable, but when is not known: Close it.
 func (h *Handle) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.cleanup.Stop()
 	if h.sock >= 0 {
 		unix.Close(h.sock)
 		h.sock = -1
@@ -331,6 +373,9 @@ func (h *Handle) runLocked(ctx context.Context, b *Batch) (*Results, error) {
 		}
 	}
 	e.grow(int(off))
+	// The buffer is reused: blobs start zeroed, as their fill functions
+	// expect (a msghdr's name and flags, say, are left as they are).
+	clear(e.buf[dataBase:off])
 	for i, bl := range b.blobs {
 		if base := h.arenaAt(); addrs[i] >= base && addrs[i] < base+arenaReqSize {
 			o := addrs[i] - base
@@ -358,7 +403,7 @@ func (h *Handle) runLocked(ctx context.Context, b *Batch) (*Results, error) {
 		files   []*os.File
 	)
 	err := withFDs(b.files, nil, func(fds []int) (err error) {
-		ndone, errno, results, out, files, err = h.roundTrip(ctx, e.buf, fds, nops, int(outHi-outLo), noReply)
+		ndone, errno, results, out, files, err = h.roundTrip(ctx, e.buf, fds, nops, int(outHi-outLo), noReply, b.announced)
 		return err
 	})
 	if err != nil {
@@ -453,7 +498,7 @@ func (h *Handle) rawRun(ctx context.Context, fill func(*encoder)) ([][2]uint64, 
 	fill(e)
 	n := (len(e.buf) - reqHeaderSize) / wireOpSize
 	binary.LittleEndian.PutUint32(e.buf[0:], uint32(n))
-	ndone, errno, res, _, files, err := h.roundTrip(ctx, e.buf, nil, n, 0, false)
+	ndone, errno, res, _, files, err := h.roundTrip(ctx, e.buf, nil, n, 0, false, nil)
 	closeAll(files)
 	if err != nil {
 		return nil, err
@@ -472,8 +517,10 @@ func closeAll(fs []*os.File) {
 
 // roundTrip sends one request and reads its reply. A child that goes away
 // marks the handle dead; a request whose last op execs (noReply) succeeds on
-// EOF and marks the handle exec'd.
-func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, outLen int, noReply bool) (ndone int, errno syscall.Errno, results [][2]uint64, out []byte, files []*os.File, err error) {
+// EOF and marks the handle exec'd. With announced, the reply may be
+// preceded by a spawned child's announcement: a message of announceSize
+// bytes carrying its pidfd, which goes to announced.
+func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, outLen int, noReply bool, announced func(*os.File)) (ndone int, errno syscall.Errno, results [][2]uint64, out []byte, files []*os.File, err error) {
 	if h.sock < 0 {
 		return 0, 0, nil, nil, nil, errClosed
 	}
@@ -505,12 +552,18 @@ func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, out
 	var n, oobn, flags int
 	for {
 		n, oobn, flags, _, err = unix.Recvmsg(h.sock, h.rep, h.oob, unix.MSG_CMSG_CLOEXEC)
-		if err != unix.EINTR {
-			break
+		if err == unix.EINTR {
+			continue
 		}
-	}
-	if oobn > 0 {
-		files, err = parseFiles(h.oob[:oobn], err)
+		if oobn > 0 {
+			files, err = parseFiles(h.oob[:oobn], err)
+		}
+		if err == nil && announced != nil && n == announceSize && len(files) == 1 {
+			announced(files[0])
+			announced, files = nil, nil
+			continue
+		}
+		break
 	}
 	if err != nil {
 		closeAll(files)
@@ -520,6 +573,7 @@ func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, out
 		closeAll(files)
 		if noReply && ctx.Err() == nil {
 			h.state = ErrExeced
+			h.execed = true
 			unix.Close(h.sock)
 			h.sock = -1
 			return nops, 0, make([][2]uint64, nops), nil, nil, nil

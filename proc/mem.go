@@ -88,7 +88,7 @@ func (h *Handle) ReadMem(ctx context.Context, addr uintptr, p []byte) error {
 		req := append(h.req[:0], make([]byte, reqHeaderSize)...)
 		binary.LittleEndian.PutUint64(req[8:], uint64(addr))
 		binary.LittleEndian.PutUint64(req[16:], uint64(n))
-		_, errno, _, out, files, err := h.roundTrip(ctx, req, nil, 0, n, false)
+		_, errno, _, out, files, err := h.roundTrip(ctx, req, nil, 0, n, false, nil)
 		closeAll(files)
 		if err == nil && errno != 0 {
 			err = errno

@@ -299,7 +299,7 @@ func TestNoNewPrivsSetuid(t *testing.T) {
 	}
 	euid := func(nnp bool) string {
 		ctx := context.Background()
-		h := fork(t, &Options{Detached: true})
+		h := fork(t, &Options{From: Detached})
 		r, w, _ := os.Pipe()
 		defer r.Close()
 		var b Batch
@@ -741,7 +741,10 @@ const envOwner = "CAPLIN_TEST_OWNER"
 // execs itself, and two daemons a shell leaves behind.
 func owner(marker string) {
 	ctx := context.Background()
-	opts := &Options{Detached: os.Getenv(envOwner+"_DETACHED") != ""}
+	opts := &Options{}
+	if os.Getenv(envOwner+"_DETACHED") != "" {
+		opts.From = Detached
+	}
 	for i := 0; i < 2; i++ {
 		h, err := Fork(ctx, opts)
 		if err != nil {
@@ -859,24 +862,24 @@ func zombies() []string {
 // control socket must both get out of its way.
 func TestPutFileAtZero(t *testing.T) {
 	alsoAsNobody(t)
-	for _, detached := range []bool{false, true} {
+	for _, from := range []Origin{InTree, Detached} {
 		ctx := context.Background()
-		h := fork(t, &Options{Detached: detached})
+		h := fork(t, &Options{From: from})
 		r, w, _ := os.Pipe()
 		var b Batch
 		b.PutFile(w, 0)
 		if _, err := h.Run(ctx, &b); err != nil {
-			t.Fatalf("detached=%v: %v", detached, err)
+			t.Fatalf("from %v: %v", from, err)
 		}
 		w.Close()
 		p, err := h.ExecPath(ctx, "/bin/sh", []string{"sh", "-c", "echo zero >&0"}, nil)
 		if err != nil {
-			t.Fatalf("detached=%v: %v", detached, err)
+			t.Fatalf("from %v: %v", from, err)
 		}
 		out, _ := io.ReadAll(r)
 		r.Close()
 		if st, err := p.Wait(ctx); err != nil || !st.Success() || string(out) != "zero\n" {
-			t.Errorf("detached=%v: %v %v %q", detached, st, err, out)
+			t.Errorf("from %v: %v %v %q", from, st, err, out)
 		}
 	}
 }
@@ -924,11 +927,11 @@ func TestZygoteIgnoresTerminalSignals(t *testing.T) {
 func TestDirect(t *testing.T) {
 	alsoAsNobody(t)
 	ctx := context.Background()
-	h := fork(t, &Options{Direct: true, NewUser: true, NewPID: true})
+	h := fork(t, &Options{From: Direct, NewUser: true, NewPID: true})
 	if ppid := unix.Getpid(); procPPid(t, h.Pid()) != ppid {
 		t.Errorf("a Direct child's parent is %d, want the caller %d", procPPid(t, h.Pid()), ppid)
 	}
-	if code := shellStatus(t, fork(t, &Options{Direct: true}), `[ "$PPID" != 1 ] && exit 3`); code != 3 {
+	if code := shellStatus(t, fork(t, &Options{From: Direct}), `[ "$PPID" != 1 ] && exit 3`); code != 3 {
 		t.Errorf("plain Direct child: exit %d", code)
 	}
 	inner, err := h.Fork(ctx, nil)

@@ -31,7 +31,11 @@ func TestForkShared(t *testing.T) {
 				if pid, err := c.Getpid(ctx); err != nil || pid != 1 {
 					t.Errorf("shared child's pid %d %v, want 1", pid, err)
 				}
-				p, err := c.Spawn(ctx, nil, nil, sh, []string{"sh", "-c", "exit 3"}, nil)
+				// A ctx that can be cancelled: the spawned child announces
+				// its pidfd from the shared memory.
+				cctx, cancel := context.WithCancel(ctx)
+				p, err := c.Spawn(cctx, nil, nil, sh, []string{"sh", "-c", "exit 3"}, nil)
+				cancel()
 				if err != nil {
 					t.Error(err)
 					c.Close()

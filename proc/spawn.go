@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
+	"sync"
 	"syscall"
-	"time"
 
 	"github.com/caplin-dev/caplin/pidfd"
 	"golang.org/x/sys/unix"
@@ -19,6 +17,11 @@ import (
 // memory: the new child shares its parent's memory, as after vfork(2),
 // until it execs, and its parent waits meanwhile. It is the cheapest way
 // to start a program: about what os/exec costs.
+//
+// argv[0] is the name the program sees. env is the program's whole
+// environment, as with Exec: nil means an empty environment, not the
+// caller's as in os/exec (pass os.Environ() for that), so that nothing
+// of the caller's reaches a program it did not hand over on purpose.
 //
 // setup may be nil. It may hold system calls only (no TakeFile, WriteMem or
 // other calls that act on the child's server), and only those on an
@@ -32,8 +35,10 @@ import (
 //
 // A setup call that fails is a *BatchError whose Index counts in setup; a
 // failed exec is an *os.PathError, as from Exec. Either way no process is
-// left behind. A cancelled ctx kills the child before it execs; once it
-// has, Spawn returns its Process whatever ctx says.
+// left behind. A ctx done before the child's exec has been reported kills
+// the child (by its pidfd, even if it exec'd in the meantime), reaps it,
+// and makes Spawn return ctx's error; once Spawn has returned a Process,
+// ctx no longer matters to it.
 //
 // The child's parent waits for it, from the clone to the exec: a setup
 // call that blocks (opening a FIFO, say) holds up every Fork and Spawn
@@ -47,14 +52,26 @@ import (
 // zygote, must track it before it can exit), under the race detector, and
 // on arm64, for which the switch to the child's stack is not written yet.
 func Spawn(ctx context.Context, opts *Options, setup *Batch, exe *os.File, argv, env []string) (*pidfd.Process, error) {
+	return spawnFrom(ctx, opts, setup, execTarget{exe: exe}, argv, env)
+}
+
+// SpawnPath is Spawn of the executable at path, looked up in the new
+// child after setup has run (with the root, working directory and mount
+// namespace it leaves), as ExecPath does. It does not search $PATH.
+func SpawnPath(ctx context.Context, opts *Options, setup *Batch, path string, argv, env []string) (*pidfd.Process, error) {
+	return spawnFrom(ctx, opts, setup, execTarget{path: path}, argv, env)
+}
+
+// spawnFrom is Spawn of target from where opts say.
+func spawnFrom(ctx context.Context, opts *Options, setup *Batch, target execTarget, argv, env []string) (*pidfd.Process, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
-	if opts.Direct || !spawnVM || raceBuild || opts.NewUser {
-		return spawnSlow(ctx, nil, opts, setup, execTarget{exe: exe}, argv, env)
+	if opts.From == Direct || !spawnVM || raceBuild || opts.NewUser {
+		return spawnSlow(ctx, nil, opts, setup, target, argv, env)
 	}
 	return throughZygote(ctx, opts, func(z *Handle, top bool) (*pidfd.Process, error) {
-		return z.spawn(ctx, opts, setup, execTarget{exe: exe}, argv, env, top)
+		return z.spawn(ctx, opts, setup, target, argv, env, top)
 	})
 }
 
@@ -226,9 +243,10 @@ func checkSpawn(setup *Batch, target execTarget) error {
 	return nil
 }
 
-// spawnName is the name a child of opSpawn has until it execs, by which a
-// cancelled Spawn finds it.
-const spawnName = "caplin-spawn"
+// announceSize is the size of the message in which a child of opSpawn
+// sends its own pidfd to the caller, ahead of its server's reply (which is
+// at least replyHeaderSize bytes).
+const announceSize = 8
 
 // spawn is Spawn from inside h. top says h is the plain zygote, whose
 // children share the caller's pid namespace.
@@ -241,7 +259,7 @@ func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, target 
 	}
 	flags, parent := h.childParent(opts)
 	parentIsUs := parent == nil
-	if !spawnVM || raceBuild || opts.NewUser || opts.Direct || (parent != nil && parent != h && parent.reapTable != 0) {
+	if !spawnVM || raceBuild || opts.NewUser || opts.From == Direct || (parent != nil && parent != h && parent.reapTable != 0) {
 		// A child whose status another process keeps must be tracked
 		// there before it can exit: that takes the slow way.
 		return spawnSlow(ctx, h, opts, setup, target, argv, env)
@@ -258,7 +276,18 @@ func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, target 
 		entries = reapEntries
 	}
 	spawned := b.add(call{kind: opSpawn, name: "clone", args: [6]Val{Uint(uint64(flags)), Ptr(reapTable), Int(entries)}})
-	b.Prctl(unix.PR_SET_NAME, b.CString(spawnName), Int(0), Int(0), Int(0))
+	// Where ctx can be cancelled, the new child starts by sending its own
+	// pidfd to the caller on its copy of the server's control socket
+	// (close-on-exec: gone once it execs), ahead of the server's reply,
+	// so that a cancelled ctx kills it by that pidfd, never by a pid that
+	// could name another process by then. Its number in the server's fd
+	// table is filled in under h.mu.
+	announce := -1
+	if ctx.Done() != nil {
+		self := b.sys("pidfd_open", unix.SYS_PIDFD_OPEN, b.sys("getpid", unix.SYS_GETPID), Int(0))
+		b.Sendmsg(Int(-1), make([]byte, announceSize), []Val{self}, 0)
+		announce = len(b.calls) - 1
+	}
 	base := len(b.calls)
 	if setup != nil {
 		b.blobs = append(b.blobs, setup.blobs...)
@@ -293,23 +322,18 @@ func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, target 
 		h.mu.Unlock()
 		return nil, h.state
 	}
-	// A cancelled ctx kills the child, not h: the child is found by its
-	// name among the children of its parent, looked for until the reply
-	// comes (it may not have named itself yet when ctx is done).
-	replied := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		for {
-			killSpawning(h, parent)
-			select {
-			case <-replied:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	})
+	// A cancelled ctx kills the child, not h, by the pidfd the child
+	// announces (which may come after ctx is done).
+	var kill spawnKiller
+	if announce >= 0 {
+		b.calls[announce].args[0] = Int(h.ctrl)
+		b.calls[announce].fd = Int(h.ctrl)
+		b.announced = kill.announced
+		stop := context.AfterFunc(ctx, kill.kill)
+		defer stop()
+	}
 	res, err := h.runLocked(context.WithoutCancel(ctx), &b)
-	close(replied)
-	stop()
+	cancelled := kill.done()
 	h.mu.Unlock()
 
 	if res == nil || len(res.r) == 0 {
@@ -338,11 +362,15 @@ func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, target 
 	if perr != nil {
 		return nil, perr
 	}
-	if err == nil {
+	if err == nil && !cancelled {
 		return p, nil
 	}
-	// The child failed before it exec'd, and exits: reap it.
+	// The child failed before it exec'd, and exits, or ctx was done and it
+	// was killed, perhaps just after it exec'd: reap it.
 	p.Close()
+	if cancelled {
+		return nil, fmt.Errorf("proc: spawn: %w", ctx.Err())
+	}
 	var be *BatchError
 	if !errors.As(err, &be) {
 		return nil, err
@@ -397,39 +425,56 @@ func (b *Batch) fits() bool {
 	return off <= arenaReqSize
 }
 
-// killSpawning kills the child of opSpawn that h is waiting for: the
-// process named spawnName whose parent is h's child or parent's.
-func killSpawning(h *Handle, parent *Handle) {
-	ppids := map[int]bool{h.Pid(): true}
-	if parent != nil {
-		ppids[parent.Pid()] = true
-	} else {
-		ppids[os.Getpid()] = true
-	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
+// spawnKiller kills a child of opSpawn by the pidfd it announces, once
+// ctx is done: the pidfd may come before or after that.
+type spawnKiller struct {
+	mu        sync.Mutex
+	pidfd     *os.File
+	cancelled bool // ctx was done before the reply
+	over      bool // the reply came: nothing more to kill
+}
+
+// announced takes the child's pidfd, from roundTrip.
+func (k *spawnKiller) announced(f *os.File) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.over {
+		f.Close()
 		return
 	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(st)
-		i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if i < 0 || j < i || s[i+1:j] != spawnName {
-			continue
-		}
-		f := strings.Fields(s[j+1:])
-		if len(f) < 2 {
-			continue
-		}
-		if ppid, err := strconv.Atoi(f[1]); err == nil && ppids[ppid] {
-			unix.Kill(pid, unix.SIGKILL)
-		}
+	k.pidfd = f
+	if k.cancelled {
+		k.signal()
 	}
+}
+
+// kill runs when ctx is done.
+func (k *spawnKiller) kill() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.over {
+		return
+	}
+	k.cancelled = true
+	if k.pidfd != nil {
+		k.signal()
+	}
+}
+
+// signal kills the child. k.mu is held and k.pidfd is set.
+func (k *spawnKiller) signal() {
+	unix.PidfdSendSignal(int(k.pidfd.Fd()), unix.SIGKILL, nil, 0)
+}
+
+// done ends k once the reply has come, closing the pidfd, and reports
+// whether ctx was done (and the child killed) before.
+func (k *spawnKiller) done() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.over = true
+	if k.pidfd != nil {
+		k.pidfd.Close()
+		k.pidfd = nil
+	}
+	return k.cancelled
 }

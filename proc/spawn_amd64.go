@@ -24,11 +24,16 @@ const archGetFS = 0x1003
 // a zygote forked from this thread must keep: Go code that calls or is
 // called from assembly reloads the g register from it (MOVQ FS:-8, R14),
 // and on amd64 that slot lives in the runtime's m, in the Go heap the
-// zygote otherwise unmaps.
-func tlsKeep() [][2]uintptr {
+// zygote otherwise unmaps. It fails if the slot does not hold the running
+// goroutine, as this package expects of the runtime. The caller is on a
+// locked OS thread.
+func tlsKeep() ([][2]uintptr, error) {
 	var fs uint64
-	if _, _, e := syscall.RawSyscall(syscall.SYS_ARCH_PRCTL, archGetFS, uintptr(unsafe.Pointer(&fs)), 0); e != 0 || fs == 0 {
-		return nil
+	if _, _, e := syscall.RawSyscall(syscall.SYS_ARCH_PRCTL, archGetFS, uintptr(unsafe.Pointer(&fs)), 0); e != 0 {
+		return nil, runtimeErr("arch_prctl(ARCH_GET_FS): %v", e)
 	}
-	return [][2]uintptr{{uintptr(fs) - 4096, 8192}}
+	if fs == 0 || !runningG(uintptr(fs)-8) {
+		return nil, runtimeErr("the thread's TLS slot FS-8 (FS %#x) does not hold the running goroutine", fs)
+	}
+	return [][2]uintptr{{uintptr(fs) - 4096, 8192}}, nil
 }

@@ -20,4 +20,4 @@ var _ = spawnChild
 
 // tlsKeep returns nothing on arm64: the g register is not reloaded from
 // memory around calls to assembly there, and opSpawn is not used.
-func tlsKeep() [][2]uintptr { return nil }
+func tlsKeep() ([][2]uintptr, error) { return nil, nil }

@@ -86,7 +86,7 @@ func TestSpawnRunsAndExits(t *testing.T) {
 	}
 	// Detached: the caller is the parent, in its own pid namespace.
 	out, code = spawnOutput(t, func(b *Batch, exe *os.File, argv []string) (*pidfd.Process, error) {
-		return Spawn(ctx, &Options{Detached: true}, b, exe, argv, nil)
+		return Spawn(ctx, &Options{From: Detached}, b, exe, argv, nil)
 	}, `cut -d' ' -f4 /proc/$$/stat`)
 	if out != strconv.Itoa(os.Getpid())+"\n" || code != 0 {
 		t.Errorf("detached spawn's parent: %q (exit %d), want %d", out, code, os.Getpid())

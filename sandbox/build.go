@@ -98,7 +98,7 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	initMode := !spec.SharePID && !spec.AsPID1
 	netLater := initMode && spec.Net != NetHost
 	h, err := proc.Fork(ctx, &proc.Options{
-		Direct:  spec.Direct,
+		From:    forkOrigin(spec),
 		NewUser: true, NewMount: true,
 		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup && !ownCgroupNamespace(spec, lim),
 		NewPID: !spec.SharePID,
@@ -189,6 +189,15 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 		return nil, s.explain(err)
 	}
 	return sb, nil
+}
+
+// forkOrigin is where proc makes a sandbox's first process: from the
+// caller itself for a Direct spec, else from the tree zygote.
+func forkOrigin(spec *Spec) proc.Origin {
+	if spec.Direct {
+		return proc.Direct
+	}
+	return proc.InTree
 }
 
 // ownCgroupNamespace says whether a sandbox makes its cgroup namespace

@@ -53,7 +53,11 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sa
 			sb.Close()
 		}
 	}()
-	h, err := proc.Fork(ctx, &proc.Options{Detached: !spec.Direct, Direct: spec.Direct})
+	origin := proc.Detached
+	if spec.Direct {
+		origin = proc.Direct
+	}
+	h, err := proc.Fork(ctx, &proc.Options{From: origin})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}

@@ -235,7 +235,7 @@ type Spec struct {
 	Limits Limits
 
 	// Direct forks the sandbox straight from the caller rather than from
-	// proc's zygote (proc.Options.Direct): faster for a caller with a
+	// proc's zygote (proc.Direct): faster for a caller with a
 	// small heap, such as a command; slower for a large one.
 	Direct bool
 

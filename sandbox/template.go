@@ -102,7 +102,7 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 		t.fresh = append(t.fresh, i)
 	}
 	h, err := proc.Fork(ctx, &proc.Options{
-		Direct:  spec.Direct,
+		From:    forkOrigin(spec),
 		NewUser: true, NewMount: true, NewPID: true,
 		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup,
 		NewNet: spec.Net != NetHost,

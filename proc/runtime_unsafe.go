@@ -1,0 +1,65 @@
+//go:build linux && (amd64 || arm64)
+
+package proc
+
+import (
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// asyncSignals are signals the runtime handles (preemption, profiling,
+// children, terminals) whose handlers must not run in a child without a
+// runtime, which the fork hooks must block.
+var asyncSignals = []syscall.Signal{syscall.SIGURG, syscall.SIGPROF, syscall.SIGCHLD, syscall.SIGINT}
+
+// sigmaskInFork returns the signal mask in force between the runtime's
+// BeforeFork and AfterFork hooks, which forkChild runs a clone between.
+// Like forkChild, nothing between the hooks may grow the stack.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+//go:noinline
+func sigmaskInFork() (mask uint64, errno syscall.Errno) {
+	runtime_BeforeFork()
+	_, _, errno = syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_BLOCK, 0, uintptr(unsafe.Pointer(&mask)), 8, 0, 0)
+	runtime_AfterFork()
+	return mask, errno
+}
+
+// probe is an address a zygote must keep, and what is there.
+type probe struct {
+	what string
+	addr uintptr
+}
+
+func keptProbes() []probe {
+	return []probe{
+		{"a package variable with pointers (data)", uintptr(unsafe.Pointer(&probeData))},
+		{"a package variable without pointers (noptrdata)", uintptr(unsafe.Pointer(&probeNoptrData))},
+		{"a zero package variable with pointers (bss)", uintptr(unsafe.Pointer(&probeBSS))},
+		{"a zero package variable without pointers (noptrbss)", uintptr(unsafe.Pointer(&probeNoptrBSS))},
+		{"the arena", arenaAddr},
+	}
+}
+
+// runningG reports whether the word at addr holds the running goroutine's
+// g: a g starts with its stack bounds, and the caller's frame is between
+// them. The caller must be on a locked OS thread for addr to stay its TLS.
+//
+//go:nocheckptr
+func runningG(addr uintptr) bool {
+	g := *(*uintptr)(ptr(addr))
+	if g == 0 {
+		return false
+	}
+	bounds := (*[2]uintptr)(ptr(g))
+	var local int
+	sp := uintptr(unsafe.Pointer(&local))
+	return bounds[0] < sp && sp < bounds[1]
+}
+
+// uintptrOf returns the address of *p, for tests of runningG.
+func uintptrOf[T any](p *T) uintptr { return uintptr(unsafe.Pointer(p)) }
