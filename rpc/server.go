@@ -108,7 +108,8 @@ func Method[A, R any](fn func(ctx context.Context, args A) (R, error)) func(cont
 // Handler. The zero value is ready to use with the defaults.
 type Server struct {
 	// Logger receives one line per connection error and failed message;
-	// nil means slog.Default().
+	// nil means nothing is logged (the package never logs to
+	// slog.Default).
 	Logger *slog.Logger
 	// MaxConcurrent bounds the calls one object runs at once, and as many
 	// again wait their turn; a peer that sends more waits (its socket's
@@ -148,11 +149,14 @@ type Server struct {
 	wg       sync.WaitGroup
 }
 
+// discard is the logger of a server given none.
+var discard = slog.New(slog.DiscardHandler)
+
 func (s *Server) logger() *slog.Logger {
 	if s.Logger != nil {
 		return s.Logger
 	}
-	return slog.Default()
+	return discard
 }
 
 var errShutdown = &Error{Code: CodeClosed, Text: "server shutting down"}

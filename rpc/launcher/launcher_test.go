@@ -2,10 +2,12 @@ package launcher
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -527,4 +529,53 @@ func TestTrimWorstCase(t *testing.T) {
 			t.Errorf("%q: want it cut to %d bytes, after a €", s, maxText)
 		}
 	}
+}
+
+// TestLogger: the products launched and ended are logged to the Logger
+// given, and with none nowhere, not to slog.Default (nor what the
+// sandboxes built have to say).
+func TestLogger(t *testing.T) {
+	var def, own lockedBuffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&def, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	defer slog.SetDefault(old)
+
+	ctx := context.Background()
+	for _, opts := range []Options{{Logger: slog.New(slog.NewTextHandler(&own, &slog.HandlerOptions{Level: slog.LevelDebug}))}, {}} {
+		l := serve(t, testSpec(), opts)
+		pr, err := l.Launch(ctx, []string{"true"}, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := l.Wait(ctx, pr.ID)
+		closeProduct(pr)
+		if err != nil || st.Code != 0 {
+			t.Fatalf("wait: %+v, %v", st, err)
+		}
+	}
+	if !strings.Contains(own.String(), "launcher: launched") {
+		t.Errorf("the given logger got %q, want the product launched", own.String())
+	}
+	if d := def.String(); d != "" {
+		t.Errorf("slog.Default got %q, want nothing", d)
+	}
+}
+
+// A lockedBuffer is a bytes.Buffer for a logger that the object's
+// goroutines write while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
