@@ -93,14 +93,15 @@ func waitEnded(t *testing.T, srv *Server, h *cancelWaiter, start time.Time) {
 	}
 }
 
-// TestSaturatedPeerCloseLeak: a peer fills an object with calls that wait
-// for their cancellation, more than it runs and queues, then closes its
-// end without cancelling any (as a crashed client does). The server reads
-// nothing then (backpressure), yet must see the close and end the object:
-// its calls' contexts end, its handler is closed, and its goroutines and
-// descriptors go, without a Shutdown.
-func TestSaturatedPeerCloseLeak(t *testing.T) {
-	for _, how := range []string{"close", "shutdown-write"} {
+// TestSaturatedEndLeak: a peer fills an object with calls that wait for
+// their cancellation, more than it runs and queues, and then closes its end
+// without cancelling any (as a crashed client does), or shuts its writing
+// down, or the server shuts down. The server reads nothing meanwhile
+// (backpressure), yet must see each and end the object: its calls'
+// contexts end, its handler is closed, and its goroutines and descriptors
+// go, in the first two cases without a Shutdown.
+func TestSaturatedEndLeak(t *testing.T) {
+	for _, how := range []string{"close", "shutdown-write", "server-shutdown"} {
 		t.Run(how, func(t *testing.T) {
 			goroutines := runtime.NumGoroutine()
 			fds := openFDs(t)
@@ -109,47 +110,34 @@ func TestSaturatedPeerCloseLeak(t *testing.T) {
 			fd := serveEnd(t, srv, h)
 			saturate(t, fd, h)
 			start := time.Now()
-			if how == "close" {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			switch how {
+			case "close":
 				unix.Close(fd)
-			} else {
+			case "shutdown-write":
 				// The peer still reads, but will send nothing more: the
 				// end of file, as a close is, for the reader.
 				if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
 					t.Fatal(err)
 				}
-				defer unix.Close(fd)
+			case "server-shutdown":
+				// The peer lives, but reads and sends nothing.
+				if err := srv.Shutdown(ctx); err != nil {
+					t.Fatalf("Shutdown of a saturated object: %v", err)
+				}
 			}
 			waitEnded(t, srv, h, start)
+			waitGoroutines(t, goroutines)
 			if how == "close" {
-				waitGoroutines(t, goroutines)
 				waitFDs(t, fds)
+			} else {
+				waitFDs(t, fds+1) // the peer's end, still open
+				unix.Close(fd)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
 			if err := srv.Shutdown(ctx); err != nil {
 				t.Fatalf("Shutdown after the object ended: %v", err)
 			}
 		})
 	}
-}
-
-// TestSaturatedShutdown: the server's Shutdown ends a saturated object
-// whose peer lives but reads and sends nothing.
-func TestSaturatedShutdown(t *testing.T) {
-	goroutines := runtime.NumGoroutine()
-	fds := openFDs(t)
-	srv := &Server{MaxConcurrent: 2}
-	h := newCancelWaiter()
-	fd := serveEnd(t, srv, h)
-	saturate(t, fd, h)
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		t.Fatalf("Shutdown of a saturated object: %v", err)
-	}
-	waitEnded(t, srv, h, start)
-	unix.Close(fd)
-	waitGoroutines(t, goroutines)
-	waitFDs(t, fds)
 }

@@ -2,12 +2,10 @@ package launcher
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -535,13 +533,10 @@ func TestTrimWorstCase(t *testing.T) {
 // given, and with none nowhere, not to slog.Default (nor what the
 // sandboxes built have to say).
 func TestLogger(t *testing.T) {
-	var def, own lockedBuffer
-	old := slog.Default()
-	slog.SetDefault(slog.New(slog.NewTextHandler(&def, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	defer slog.SetDefault(old)
-
+	def := testenv.DefaultLog(t)
+	var own testenv.LogBuffer
 	ctx := context.Background()
-	for _, opts := range []Options{{Logger: slog.New(slog.NewTextHandler(&own, &slog.HandlerOptions{Level: slog.LevelDebug}))}, {}} {
+	for _, opts := range []Options{{Logger: own.Logger()}, {}} {
 		l := serve(t, testSpec(), opts)
 		pr, err := l.Launch(ctx, []string{"true"}, nil, nil, nil)
 		if err != nil {
@@ -559,23 +554,4 @@ func TestLogger(t *testing.T) {
 	if d := def.String(); d != "" {
 		t.Errorf("slog.Default got %q, want nothing", d)
 	}
-}
-
-// A lockedBuffer is a bytes.Buffer for a logger that the object's
-// goroutines write while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
