@@ -108,7 +108,8 @@ func Method[A, R any](fn func(ctx context.Context, args A) (R, error)) func(cont
 // Handler. The zero value is ready to use with the defaults.
 type Server struct {
 	// Logger receives one line per connection error and failed message;
-	// nil means slog.Default().
+	// nil means nothing is logged (the package never logs to
+	// slog.Default).
 	Logger *slog.Logger
 	// MaxConcurrent bounds the calls one object runs at once, and as many
 	// again wait their turn; a peer that sends more waits (its socket's
@@ -119,10 +120,16 @@ type Server struct {
 	// it, which reads nothing more while the call runs unless it runs
 	// longer than about a millisecond: then another goroutine reads on,
 	// so a slow call delays the object's other calls by that much at most.
-	// While the server reads nothing, it reads no cancel either (nor the
-	// peer's close): an object whose running calls all wait for their
-	// cancellation, with as many calls again waiting, stops until one of
-	// them ends by itself or the server shuts down.
+	// While the server reads nothing, it reads no cancel either: an
+	// object whose running calls all wait for their cancellation, with as
+	// many calls again waiting, stalls while its peer is alive, as the
+	// cancels queue behind calls it does not read, until one of its calls
+	// ends by itself. Only that object stalls (the peer's other objects,
+	// and the server's, go on). It still sees the peer close its end (or
+	// shut its writing down), and the server's Shutdown and the end of
+	// its context: it then ends as on any close, its calls' contexts end
+	// and its handler is closed, so a peer that crashes or goes holds
+	// nothing in the server.
 	MaxConcurrent int
 	// MaxObjects bounds the objects the server serves at once: the
 	// connections it accepts and the objects its handlers make. 0 means
@@ -142,11 +149,14 @@ type Server struct {
 	wg       sync.WaitGroup
 }
 
+// discard is the logger of a server given none.
+var discard = slog.New(slog.DiscardHandler)
+
 func (s *Server) logger() *slog.Logger {
 	if s.Logger != nil {
 		return s.Logger
 	}
-	return slog.Default()
+	return discard
 }
 
 var errShutdown = &Error{Code: CodeClosed, Text: "server shutting down"}
@@ -619,23 +629,67 @@ func (w *workers) watch(last uint64) {
 // first.
 func (w *workers) queue(j job) bool {
 	w.mu.Lock()
+	var t *time.Timer
 	for w.running == w.max {
 		select {
 		case w.waiting <- j:
+			if t != nil {
+				t.Stop()
+			}
 			return true
 		default:
 		}
 		w.mu.Unlock()
-		select {
-		case <-w.room:
-		case <-w.sc.ctx.Done():
+		if !w.waitRoom(&t) {
 			j.cancel()
 			j.call.release()
 			return false
 		}
 		w.mu.Lock()
 	}
+	if t != nil {
+		t.Stop()
+	}
 	return true
+}
+
+// hangupPoll is how often a saturated object (see waitRoom) looks for its
+// peer's hang-up.
+const hangupPoll = 10 * time.Millisecond
+
+// waitRoom waits for room in waiting, and reports false if the object goes
+// first. Meanwhile the object is saturated: nobody reads, so the end of
+// file that would tell the reader of the peer's close waits behind unread
+// messages, and calls that wait for their cancellation would wait for
+// ever, holding the object. So while it waits it asks the socket every
+// hangupPoll (poll(2), which sees the hang-up past the unread messages)
+// and, once the peer has closed its end or shut its writing down, ends the
+// object as the reader would at the end of file: every call's context
+// ends. This costs nothing while the object is not saturated. *t is the
+// timer it uses, made on first use, for the caller to stop.
+func (w *workers) waitRoom(t **time.Timer) bool {
+	ctx := w.sc.ctx
+	for {
+		if *t == nil {
+			*t = time.NewTimer(hangupPoll)
+		} else {
+			(*t).Reset(hangupPoll)
+		}
+		select {
+		case <-w.room:
+			return true
+		case <-ctx.Done():
+			return false
+		case <-(*t).C:
+			if w.sc.c.peerGone() {
+				if ctx.Err() == nil {
+					w.sc.s.logger().Debug("rpc: connection ended while the object was saturated")
+				}
+				w.sc.cancel()
+				return false
+			}
+		}
+	}
 }
 
 // drain drops the calls left waiting once every worker has gone: they
@@ -727,8 +781,16 @@ func (sc *serverConn) end(err error) {
 func (sc *serverConn) do(j job) {
 	var res any
 	var err error
-	if cerr := j.ctx.Err(); cerr != nil {
-		// Cancelled while it waited for a worker: it never runs.
+	cerr := j.ctx.Err()
+	if cerr == nil {
+		// The object's end reaches the calls' contexts one by one: a
+		// call that waited must not start because its own was not yet
+		// reached.
+		cerr = sc.ctx.Err()
+	}
+	if cerr != nil {
+		// Cancelled while it waited for a worker, or the object ended
+		// meanwhile: it never runs.
 		j.call.release()
 		err = cerr
 	} else {

@@ -128,7 +128,7 @@ func TestServerStress(t *testing.T) {
 	goroutines := runtime.NumGoroutine()
 	fds := openFDs(t)
 	const maxConcurrent = 3
-	var running, most, waiting atomic.Int64
+	var running, most, waiting, held atomic.Int64
 	enter := func() {
 		n := running.Add(1)
 		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
@@ -159,9 +159,12 @@ func TestServerStress(t *testing.T) {
 			return n + 1, nil
 		}),
 		// wait returns only when cancelled, unless as many calls wait as
-		// there are workers but one: a server whose running calls all wait
-		// for a cancel stops, as the cancels queue behind calls it does
-		// not read (see Server.MaxConcurrent).
+		// there are workers but one: while the client lives, a server
+		// whose running calls all wait for a cancel stalls, as the
+		// cancels queue behind calls it does not read (see
+		// Server.MaxConcurrent), and the check below that every cancel
+		// reached its call could never pass. The client's close is seen
+		// even then: hold, at the end, checks that.
 		"wait": Method(func(ctx context.Context, n int) (int, error) {
 			enter()
 			defer running.Add(-1)
@@ -169,6 +172,15 @@ func TestServerStress(t *testing.T) {
 			if waiting.Add(1) >= maxConcurrent {
 				return n + 1, nil
 			}
+			<-ctx.Done()
+			return 0, ctx.Err()
+		}),
+		// hold returns only when cancelled, always.
+		"hold": Method(func(ctx context.Context, n int) (int, error) {
+			enter()
+			defer running.Add(-1)
+			held.Add(1)
+			defer held.Add(-1)
 			<-ctx.Done()
 			return 0, ctx.Err()
 		}),
@@ -210,6 +222,34 @@ func TestServerStress(t *testing.T) {
 	var res int
 	if err := c.Call(context.Background(), "fast", 1, &res); err != nil || res != 2 {
 		t.Fatalf("fast call after the stress: %d, %v", res, err)
+	}
+
+	// Saturate the object with calls that wait only for their cancel,
+	// more than it runs and queues, and close the client without
+	// cancelling them: the server must see the close and end them all
+	// before any Shutdown.
+	var holders sync.WaitGroup
+	for i := range 3*maxConcurrent + 2 {
+		holders.Add(1)
+		go func() {
+			defer holders.Done()
+			if err := c.Call(context.Background(), "hold", i, nil); !errors.Is(err, ErrClosed) {
+				t.Errorf("hold %d after the client's close: %v, want ErrClosed", i, err)
+			}
+		}()
+	}
+	for deadline := time.Now().Add(10 * time.Second); held.Load() != maxConcurrent; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d hold calls run, want %d", held.Load(), maxConcurrent)
+		}
+	}
+	time.Sleep(20 * time.Millisecond) // the reader fills the queue and stops
+	c.Close()
+	holders.Wait()
+	for deadline := time.Now().Add(10 * time.Second); running.Load() != 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls still run after the client closed a saturated object", running.Load())
+		}
 	}
 	stop()
 	if n := running.Load(); n != 0 {

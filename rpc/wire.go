@@ -295,6 +295,26 @@ func (c *conn) trySend(b []byte) bool {
 	return serr == nil
 }
 
+// peerGone reports whether the peer has closed its end of the socket or
+// shut its writing down (or the socket has failed, or is closed here),
+// which poll(2) tells at once, even while messages the peer sent before
+// wait unread ahead of the end of file. It does not wait.
+func (c *conn) peerGone() bool {
+	rc, err := c.c.SyscallConn()
+	if err != nil {
+		return true
+	}
+	gone := false
+	if err := rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		n, err := unix.Poll(fds, 0)
+		gone = err == nil && n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
+	}); err != nil {
+		return true
+	}
+	return gone
+}
+
 // errMalformed is what recv returns, with the header's id when it could
 // be read, for a message that failed alone; the connection goes on.
 type recvError struct {

@@ -107,7 +107,9 @@ type Options struct {
 	// launch beyond it fails with rpc.CodeDenied and EAGAIN. 0 means 16.
 	MaxRunning int
 	// Logger receives a line per product launched and ended (debug
-	// level); nil means slog.Default().
+	// level), and is given to the sandboxes it builds
+	// (sandbox.WithLogger); nil means nothing is logged (the package
+	// never logs to slog.Default).
 	Logger *slog.Logger
 }
 
@@ -144,10 +146,13 @@ func New(spec *sandbox.Spec, opts Options) (rpc.Handler, error) {
 	}
 	log := opts.Logger
 	if log == nil {
-		log = slog.Default()
+		log = discard
 	}
 	return &launcher{spec: spec.Clone(), opts: opts, log: log, products: map[uint64]*product{}}, nil
 }
+
+// discard is the logger of a Launcher given none.
+var discard = slog.New(slog.DiscardHandler)
 
 type launcher struct {
 	spec *sandbox.Spec

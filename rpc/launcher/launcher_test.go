@@ -528,3 +528,30 @@ func TestTrimWorstCase(t *testing.T) {
 		}
 	}
 }
+
+// TestLogger: the products launched and ended are logged to the Logger
+// given, and with none nowhere, not to slog.Default (nor what the
+// sandboxes built have to say).
+func TestLogger(t *testing.T) {
+	def := testenv.DefaultLog(t)
+	var own testenv.LogBuffer
+	ctx := context.Background()
+	for _, opts := range []Options{{Logger: own.Logger()}, {}} {
+		l := serve(t, testSpec(), opts)
+		pr, err := l.Launch(ctx, []string{"true"}, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := l.Wait(ctx, pr.ID)
+		closeProduct(pr)
+		if err != nil || st.Code != 0 {
+			t.Fatalf("wait: %+v, %v", st, err)
+		}
+	}
+	if !strings.Contains(own.String(), "launcher: launched") {
+		t.Errorf("the given logger got %q, want the product launched", own.String())
+	}
+	if d := def.String(); d != "" {
+		t.Errorf("slog.Default got %q, want nothing", d)
+	}
+}
