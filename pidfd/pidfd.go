@@ -163,18 +163,20 @@ func (p *Process) control(op string, fn func(fd int) error) error {
 	return errClosed
 }
 
-// dropFD closes the pidfd once Wait or TryWait has found how the process
-// ended: nothing needs it any more. It must not be called from inside a
+// dropFD closes the pidfd, once: when Wait or TryWait has found how the
+// process ended (nothing needs it any more), and on Close and Release. It
+// must not be called from inside a
 // call on the fd (control, or the poller's Read): closing waits for those
 // to end.
-func (p *Process) dropFD() {
+func (p *Process) dropFD() error {
 	p.mu.Lock()
 	drop := !p.fdClosed
 	p.fdClosed = true
 	p.mu.Unlock()
-	if drop {
-		p.f.Close()
+	if !drop {
+		return nil
 	}
+	return p.f.Close()
 }
 
 // Signal sends sig to the process with pidfd_send_signal(2). Signalling a
@@ -387,14 +389,7 @@ func (p *Process) Close() error {
 		p.Kill()
 		p.Wait(context.Background())
 	}
-	p.mu.Lock()
-	drop := !p.fdClosed
-	p.fdClosed = true
-	p.mu.Unlock()
-	if !drop {
-		return nil
-	}
-	return p.f.Close()
+	return p.dropFD()
 }
 
 // Release closes the pidfd without killing the process, which then runs on
@@ -402,13 +397,8 @@ func (p *Process) Close() error {
 func (p *Process) Release() error {
 	p.mu.Lock()
 	p.closed = true
-	drop := !p.fdClosed
-	p.fdClosed = true
 	p.mu.Unlock()
-	if !drop {
-		return nil
-	}
-	return p.f.Close()
+	return p.dropFD()
 }
 
 // File returns a duplicate of the pidfd, to send over a Unix socket

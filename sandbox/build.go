@@ -109,11 +109,8 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	sb.first = h
-	if lim != nil {
-		if err := lim.attach(h.Pid()); err != nil {
-			return nil, err
-		}
+	if err := sb.setFirst(h, lim); err != nil {
+		return nil, err
 	}
 	if ownCgroupNamespace(spec, lim) {
 		var b proc.Batch

@@ -61,11 +61,9 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sa
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	sb.first, sb.h = h, h
-	if lim != nil {
-		if err := lim.attach(h.Pid()); err != nil {
-			return nil, err
-		}
+	sb.h = h
+	if err := sb.setFirst(h, lim); err != nil {
+		return nil, err
 	}
 	var r recorder
 	from := r.begin()

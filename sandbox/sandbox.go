@@ -363,3 +363,13 @@ func (s *Sandbox) close() error {
 	}
 	return err
 }
+
+// setFirst records h as the sandbox's first process, which Close ends,
+// and puts it in the limits' cgroups, if any, before it makes another.
+func (sb *Sandbox) setFirst(h *proc.Handle, lim *limiter) error {
+	sb.first = h
+	if lim == nil {
+		return nil
+	}
+	return lim.attach(h.Pid())
+}

@@ -321,11 +321,9 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	sb.first, sb.h = h, h
-	if lim != nil {
-		if err := lim.attach(h.Pid()); err != nil {
-			return nil, err
-		}
+	sb.h = h
+	if err := sb.setFirst(h, lim); err != nil {
+		return nil, err
 	}
 	// Renew what must not be shared: tmpfs, proc (for the new pid
 	// namespace), mqueue (for the new IPC namespace), /dev/shm, data. The
