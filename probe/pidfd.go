@@ -12,8 +12,9 @@ import (
 
 // withChild makes a child with proc.Fork (detached first when detached is
 // set, since then it is caplin's own child) and calls fn with it and a
-// duplicate of its pidfd. The child is killed and reaped afterwards.
-func withChild(ctx context.Context, detached bool, fn func(h *proc.Handle, pidfd int) Result) (Result, error) {
+// duplicate of its pidfd. The child is killed and reaped afterwards. Where
+// no child can be made, it returns r with a Detail that says why.
+func withChild(ctx context.Context, r Result, detached bool, fn func(h *proc.Handle, pidfd int) Result) Result {
 	var h *proc.Handle
 	var err error
 	if detached {
@@ -25,15 +26,17 @@ func withChild(ctx context.Context, detached bool, fn func(h *proc.Handle, pidfd
 		h, err = forkAny(ctx)
 	}
 	if err != nil {
-		return Result{}, err
+		r.Detail = "could not make a child to try it on: " + err.Error()
+		return r
 	}
 	defer h.Close()
 	f, err := h.Process().File()
 	if err != nil {
-		return Result{}, err
+		r.Detail = "could not get the child's pidfd: " + err.Error()
+		return r
 	}
 	defer f.Close()
-	return fn(h, int(f.Fd())), nil
+	return fn(h, int(f.Fd()))
 }
 
 // ClonePidfd makes a child the way caplin makes every child, with
@@ -44,16 +47,11 @@ func ClonePidfd(ctx context.Context) Result {
 		MinKernel: "5.2",
 		Without:   "required: caplin cannot make processes",
 	}
-	res, err := withChild(ctx, false, func(h *proc.Handle, pidfd int) Result {
+	return withChild(ctx, r, false, func(h *proc.Handle, pidfd int) Result {
 		r.OK = true
 		r.Detail = fmt.Sprintf("proc.Fork made a child (pid %d) and got its pidfd from clone(CLONE_PIDFD)", h.Pid())
 		return r
 	})
-	if err != nil {
-		r.Detail = "proc.Fork: " + err.Error()
-		return r
-	}
-	return res
 }
 
 // PidfdSendSignal sends signal 0 to a child through its pidfd.
@@ -63,7 +61,7 @@ func PidfdSendSignal(ctx context.Context) Result {
 		MinKernel: "5.1",
 		Without:   "required: caplin cannot signal its processes without racing pid reuse",
 	}
-	res, err := withChild(ctx, false, func(h *proc.Handle, pidfd int) Result {
+	return withChild(ctx, r, false, func(h *proc.Handle, pidfd int) Result {
 		if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil {
 			r.Detail = "pidfd_send_signal(child, 0): " + errText(err)
 			return r
@@ -72,11 +70,6 @@ func PidfdSendSignal(ctx context.Context) Result {
 		r.Detail = "sent signal 0 to a child through its pidfd"
 		return r
 	})
-	if err != nil {
-		r.Detail = "could not make a child to try it on: " + err.Error()
-		return r
-	}
-	return res
 }
 
 // PidfdOpen opens a pidfd for caplin's own process.
@@ -105,7 +98,7 @@ func WaitidPidfd(ctx context.Context) Result {
 		MinKernel: "5.4",
 		Without:   "required: caplin cannot wait for its processes",
 	}
-	res, err := withChild(ctx, true, func(h *proc.Handle, pidfd int) Result {
+	return withChild(ctx, r, true, func(h *proc.Handle, pidfd int) Result {
 		var info unix.Siginfo
 		err := unix.Waitid(unix.P_PIDFD, pidfd, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
 		for err == unix.EINTR {
@@ -123,11 +116,6 @@ func WaitidPidfd(ctx context.Context) Result {
 		}
 		return r
 	})
-	if err != nil {
-		r.Detail = "could not make a child to try it on: " + err.Error()
-		return r
-	}
-	return res
 }
 
 // selfPidfd opens a pidfd for caplin's own process.
@@ -195,7 +183,7 @@ func PidfdInfoExit(ctx context.Context) Result {
 		Without:   "Wait on a process caplin did not make (a pidfd received over a socket) returns pidfd.ErrNotChild once it has exited",
 	}
 	const code = 3
-	res, err := withChild(ctx, true, func(h *proc.Handle, pidfd int) Result {
+	return withChild(ctx, r, true, func(h *proc.Handle, pidfd int) Result {
 		if err := h.Exit(ctx, code); err != nil {
 			r.Detail = "could not make the child exit: " + err.Error()
 			return r
@@ -222,9 +210,4 @@ func PidfdInfoExit(ctx context.Context) Result {
 		r.Detail = fmt.Sprintf("read a reaped child's exit status (%d) through its pidfd", code)
 		return r
 	})
-	if err != nil {
-		r.Detail = "could not make a child to try it on: " + err.Error()
-		return r
-	}
-	return res
 }
