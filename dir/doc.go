@@ -36,8 +36,8 @@
 //
 // # Rights
 //
-// Each Dir has Rights (Read, Write, Create, Delete, Exec, SetAttr), chosen
-// when it is opened; Sub makes a Dir for a subdirectory with a subset of
+// Each Dir has Rights (RightRead, RightWrite, RightCreate, RightDelete,
+// RightExec, RightSetAttr), chosen when it is opened; Sub makes a Dir for a subdirectory with a subset of
 // them, and asking Sub for more fails. Each method's documentation says
 // which rights it needs; an operation the rights do not permit fails with
 // a *RightsError, which wraps EPERM, before any system call is made.

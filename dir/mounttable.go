@@ -214,7 +214,7 @@ func (ns *MountTable) Resolve(name string) (*Dir, string, error) {
 // OpenFile opens the named file with flag and perm, as Dir.OpenFile does,
 // in the first Dir of the union that has the name (by Lstat), subject to
 // that Dir's rights; a file that none has is created, if flag has
-// O_CREATE, in the first Dir whose rights include Create.
+// O_CREATE, in the first Dir whose rights include RightCreate.
 func (ns *MountTable) OpenFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
 	if !fs.ValidPath(name) {
 		return nil, pathErr("open", name, fs.ErrInvalid)

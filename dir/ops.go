@@ -124,7 +124,7 @@ func (d *Dir) Create(name string) (*os.File, error) {
 
 // OpenExec opens the named file in d with O_PATH, the descriptor
 // execveat(2) (and proc's exec by fd) runs a program through. It needs
-// Exec. The descriptor does not let its holder read or write the file, but
+// RightExec. The descriptor does not let its holder read or write the file, but
 // see the package documentation for how any descriptor can be reopened
 // through /proc by a process that has /proc.
 func (d *Dir) OpenExec(name string) (*os.File, error) {
@@ -384,7 +384,7 @@ func (d *Dir) Symlink(target, newname string) error {
 }
 
 // Readlink returns the target of the symbolic link name in d. It needs
-// Read.
+// RightRead.
 func (d *Dir) Readlink(name string) (string, error) {
 	const op = "readlink"
 	rootfd, p, err := d.beginParent(op, name, RightRead, nil)

@@ -119,9 +119,9 @@ func (b *Batch) cstring(op, s string) Val {
 	return b.data(len(s)+1, func(_ uint64, dst []byte) { copy(dst, s); dst[len(s)] = 0 }, nil)
 }
 
-// Out reserves n bytes of child memory for a call to write into and returns
-// their address; after the batch has run, the bytes are copied into dst.
-// dst must have length n.
+// Out reserves len(dst) bytes of child memory for a call to write into and
+// returns their address; after the batch has run, they are copied into
+// dst.
 func (b *Batch) Out(dst []byte) Val {
 	return b.data(len(dst), func(uint64, []byte) {}, func(src []byte) { copy(dst, src) })
 }

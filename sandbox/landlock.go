@@ -76,8 +76,8 @@ type LandlockPolicy struct {
 	// AnyAbstractUnix leaves abstract Unix sockets unscoped, for a process
 	// meant to reach the host's (signals are scoped still).
 	AnyAbstractUnix bool
-	// BestEffort applies what the kernel supports and reports, in the
-	// Dropped list Apply returns, what it could not. By default asking for
+	// BestEffort applies what the kernel supports and reports what it
+	// could not in the dropped list that ApplyLandlock and Record return. By default asking for
 	// more than the kernel can enforce is an error.
 	BestEffort bool
 }

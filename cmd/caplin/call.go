@@ -27,8 +27,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const callHelp = `usage: caplin call [--fd N] OBJECT METHOD [ARGS...] [-- CMD [ARGS...]]
-       caplin call [--fd N] OBJECT -- CMD [ARGS...]
+const callHelp = `usage: caplin call [--fd N] [--timeout D] OBJECT METHOD [ARGS...] [-- CMD [ARGS...]]
+       caplin call [--fd N] [--timeout D] OBJECT -- CMD [ARGS...]
 
 Call METHOD on a capability and print its result as JSON. OBJECT is the
 path of a server's socket (caplin serve), or fd:N for an object this
@@ -52,14 +52,17 @@ any other method, one JSON value (or none).
 	export PATH            a directory descriptor for PATH's subtree that
 	                       ".." cannot leave (a detached mount)
 	rights                 what the object grants
-	connect NETWORK ADDR   a Connector's connected socket: tcp HOST:PORT,
-	                       unix PATH
+	connect NETWORK ADDR   a socket a Connector forwards to a connection:
+	                       tcp HOST:PORT, unix PATH
 	launch [PROGRAM] [ARGS...]
 	                       a Launcher's new sandboxed process: its ID, its
 	                       pidfd (Process) and the other ends of the pipes
 	                       that are its Stdin, Stdout and Stderr
 	report ID              the confinement report of process ID
 	wait ID                how process ID ended: Code, Signal
+
+--timeout D gives up on the call after D (e.g. 5s, 1m); by default a
+call waits as long as the server takes.
 
 A descriptor in the result prints as {"fd": N}. Without CMD, descriptors
 are closed after printing. With "-- CMD", nothing is printed: caplin
@@ -83,7 +86,7 @@ failed (the error, with its errno name, is on stderr); 2 usage error; 126
 and 127 CMD could not be executed or found.
 `
 
-const callSynopsis = "caplin call [--fd N] OBJECT [METHOD [ARGS...]] [-- CMD [ARGS...]]"
+const callSynopsis = "caplin call [--fd N] [--timeout D] OBJECT [METHOD [ARGS...]] [-- CMD [ARGS...]]"
 
 func cmdCall(args []string) int {
 	const name = "caplin call"

@@ -37,7 +37,8 @@ DESCRIPTION
 	pidfd_send_signal, pidfd_open, waitid P_PIDFD, pidfd_getfd,
 	PIDFD_GET_INFO, PIDFD_INFO_EXIT); openat2; the new mount API (fsopen,
 	mount_setattr); close_range; FUSE; cgroup v2 and whether the caller's
-	cgroup is delegated to it; and Yama's ptrace_scope.
+	cgroup is delegated to it; Yama's ptrace_scope; and how sandbox
+	limits (pids, memory, cpu) would be enforced here.
 
 	Features are tried, not guessed from the kernel version: distributions
 	backport features, and sysctls, LSMs and containers take them away.

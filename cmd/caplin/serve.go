@@ -32,13 +32,14 @@ the socket gets its own object; "caplin call" and the rpc package call it.
 Services:
 
 	dir PATH   a Directory: open, stat, readdir, mkdir, remove, rename,
-	           sub (a narrower Directory) and export (a detached mount
-	           of a subtree, a directory descriptor that ".." cannot
-	           leave) relative to PATH, which no path can climb out of.
+	           rights, sub (a narrower Directory) and export (a detached
+	           mount of a subtree, a directory descriptor that ".."
+	           cannot leave) relative to PATH, which no path can climb
+	           out of.
 	connector  connect: makes a connection on the caller's behalf to a
-	           destination --allow permits and returns the connected
-	           socket, so a sandbox without a network gets exactly the
-	           connections it is granted.
+	           destination --allow permits and returns a socket
+	           forwarded to it, so a sandbox without a network gets
+	           exactly the connections it is granted.
 	launcher   launch: builds a sandboxed process from the profile (the
 	           TOML of caplin run --profile) and returns its pidfd and
 	           its standard streams; report: a confinement report of a

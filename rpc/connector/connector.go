@@ -24,11 +24,11 @@ import (
 )
 
 // The Connector service makes connections on its holder's behalf, to the
-// destinations its policy allows, and returns the connected socket: a
-// sandbox with no network of its own gets exactly the connections it is
-// granted (fconnectat, in capability terms). Its one method:
+// destinations its policy allows, and returns a socket joined to the
+// connection: a sandbox with no network of its own gets exactly the
+// connections it is granted (fconnectat, in capability terms). Its one method:
 //
-//	connect  ConnectArgs -> FD   a connected socket
+//	connect  ConnectArgs -> FD   a socket joined to the connection
 //
 // The holder does not get the server's socket itself: a connected socket
 // can be disconnected (connect with AF_UNSPEC) and connected again
@@ -43,7 +43,7 @@ type ConnectArgs struct {
 	// Network is "tcp", "tcp4", "tcp6" or "unix" (a SOCK_STREAM Unix
 	// socket).
 	Network string
-	// Address is "host:port" for TCP and UDP (host a name or an IP
+	// Address is "host:port" for TCP (host a name or an IP
 	// address), or a path relative to the Connector's directory for
 	// Unix sockets.
 	Address string
@@ -70,7 +70,7 @@ type Policy struct {
 	// Dir is the directory Unix socket paths are resolved in, confined
 	// to it; nil allows no Unix socket.
 	Dir *dir.Dir
-	// Dialer makes TCP and UDP connections; nil means a zero net.Dialer.
+	// Dialer makes TCP connections; nil means a zero net.Dialer.
 	Dialer *net.Dialer
 }
 
@@ -365,7 +365,9 @@ type Client struct {
 }
 
 // Connect asks the Connector for a connection to address on network and
-// returns the connected socket.
+// returns one end of a Unix stream socket pair that the Connector forwards
+// to and from the connection (not the connection's own socket: its peer
+// address and credentials are the server's).
 func (c Client) Connect(ctx context.Context, network, address string) (*os.File, error) {
 	var fd rpc.FD
 	if err := c.Call(ctx, "connect", ConnectArgs{Network: network, Address: address}, &fd); err != nil {

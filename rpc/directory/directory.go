@@ -372,8 +372,10 @@ func (d Client) SubPipelined(path string, rights dir.Rights) (Client, error) {
 
 // Export returns a descriptor for the root of a detached mount of the
 // subtree at path: a directory its holder cannot leave with "..", to
-// hand to another process (caplin run --dir-fd, for one). It is read-only
-// unless the object grants Write, and noexec unless it grants Exec.
+// hand to another process (caplin run --ro-bind-fd or --bind-fd, or
+// sandbox.Mount.FD). It needs the read right. The mount is writable only
+// if the object grants every write right (write, create, delete and
+// setattr), and noexec unless it grants exec.
 func (d Client) Export(ctx context.Context, path string) (*os.File, error) {
 	var fd rpc.FD
 	if err := d.Call(ctx, "export", path, &fd); err != nil {
