@@ -13,6 +13,7 @@ import (
 // in the same Batch. The zero Val is the literal 0.
 type Val struct {
 	kind uint8 // valLit, valResult, valAux, valData
+	addr bool  // a literal made by Ptr: an address (checkSpawn refuses it)
 	v    uint64
 }
 
@@ -29,12 +30,15 @@ const (
 // expects them (AT_FDCWD is Int(unix.AT_FDCWD)).
 func Int(v int) Val { return Val{kind: valLit, v: uint64(int64(v))} }
 
-// Uint returns the literal v, for flags, sizes and child addresses.
+// Uint returns the literal v, for flags and sizes. Pass child addresses
+// with Ptr.
 func Uint(v uint64) Val { return Val{kind: valLit, v: v} }
 
 // Ptr returns the literal child address p, for raw calls on memory from
-// Handle.Alloc.
-func Ptr(p uintptr) Val { return Val{kind: valLit, v: uint64(p)} }
+// Handle.Alloc. A Spawn's setup refuses a non-nil one: its child shares
+// its parent's memory, so the setup's calls may point only into the
+// batch's own data (In, Out, CString and the typed calls).
+func Ptr(p uintptr) Val { return Val{kind: valLit, addr: p != 0, v: uint64(p)} }
 
 // AtFDCWD returns the AT_FDCWD dirfd: the child's working directory. It
 // is a function rather than a variable so that no importer can change what

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -30,7 +31,10 @@ import (
 // seccomp, the prctl options for capabilities, no_new_privs and the like):
 // none that act on memory (mmap, munmap, mprotect, brk, madvise, mlock
 // and the like, and prctl's memory options), which would act on the
-// parent's, nor any a new kernel adds. Spawn refuses another batch. Fds put with PutFile are the program's: the exec'd program keeps
+// parent's, nor any a new kernel adds; and no call may pass an address
+// (Ptr): a call's buffers must be the batch's own data (In, Out, CString
+// and the typed calls'), not memory the parent uses. Spawn refuses another
+// batch. Fds put with PutFile are the program's: the exec'd program keeps
 // the fds setup installs without close-on-exec, and nothing else.
 //
 // A setup call that fails is a *BatchError whose Index counts in setup; a
@@ -234,6 +238,8 @@ func checkSpawn(setup *Batch, target execTarget) error {
 			// request memory, which is the child's while it sets up.
 		case c.kind != opSyscall:
 			return fmt.Errorf("proc: spawn: setup call %d (%s) is not a system call", i, c.name)
+		case slices.ContainsFunc(c.args[:], func(v Val) bool { return v.addr }):
+			return fmt.Errorf("proc: spawn: setup call %d (%s) passes an address (proc.Ptr): the child shares its parent's memory while it sets up, so its calls may point only into the batch's own data (In, Out, CString): make it in a Run after Fork", i, c.name)
 		case !setupCalls[c.nr]:
 			return fmt.Errorf("proc: spawn: setup call %d (%s) is not one a spawn's setup may make (it may act on memory, which the child shares with its parent): make it in a Run after Fork", i, c.name)
 		case c.nr == unix.SYS_PRCTL && (c.args[0].kind != valLit || !setupPrctl[c.args[0].v]):

@@ -131,7 +131,8 @@ func TestSpawnFailures(t *testing.T) {
 
 	// Setups Spawn refuses: calls that are not system calls, or are not
 	// on its allow-list: those on the memory the child shares with its
-	// parent, and any it does not know, such as one a newer kernel adds.
+	// parent, and any it does not know, such as one a newer kernel adds;
+	// and calls that pass an address (Ptr).
 	for name, rec := range map[string]func(*Batch){
 		"takefile":       func(b *Batch) { b.TakeFile(Int(0)) },
 		"munmap":         func(b *Batch) { b.Munmap(Uint(1<<20), 4096) },
@@ -141,6 +142,9 @@ func TestSpawnFailures(t *testing.T) {
 		"a future call":  func(b *Batch) { b.Syscall(999, Int(0)) },
 		"dumpable":       func(b *Batch) { b.Prctl(unix.PR_SET_DUMPABLE, Int(0), Int(0), Int(0), Int(0)) },
 		"a future prctl": func(b *Batch) { b.Prctl(999, Int(0), Int(0), Int(0), Int(0)) },
+		// read is allowed, but not into an address of the caller's
+		// choosing: it could be the parent's memory the child shares.
+		"read to an address": func(b *Batch) { b.Syscall(unix.SYS_READ, Int(0), Ptr(1<<20), Int(8)) },
 	} {
 		var b Batch
 		rec(&b)
