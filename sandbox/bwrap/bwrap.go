@@ -71,6 +71,10 @@ type Command struct {
 	host    *Host
 	opts    options
 	owned   []*os.File // files Parse opened, for Close
+	// callerFDs are the caller's fds that the command line named, one
+	// file a number, so that an fd named twice (--info-fd 3
+	// --json-status-fd 3) has one owner and is closed once.
+	callerFDs map[int]*os.File
 }
 
 // Close closes the files Parse opened for the command (the fds it names,

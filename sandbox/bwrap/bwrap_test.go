@@ -380,8 +380,14 @@ func TestArgsFD(t *testing.T) {
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != unix.EBADF {
 		t.Errorf("--args left fd %d open: %v", fd, err)
 	}
-	// Nested --args stop.
-	if _, err := Parse([]string{"--args", "3", "true"}, Bubblewrap, fakeHost([]byte("--args\x003\x00"))); !isError(err, "--args", true) {
+	// Nested --args stop: fd N holds --args N+1.
+	chain := fakeHost(nil)
+	chain.FD = func(n int) (*os.File, error) { return memFile([]byte("--args\x00" + strconv.Itoa(n+1) + "\x00")) }
+	if _, err := Parse([]string{"--args", "3", "true"}, Bubblewrap, chain); !isError(err, "--args", true) || !strings.Contains(err.Error(), "nested too deep") {
+		t.Errorf("--args nested without end: %v", err)
+	}
+	// An fd is read once: --args in itself finds it closed.
+	if _, err := Parse([]string{"--args", "3", "true"}, Bubblewrap, fakeHost([]byte("--args\x003\x00"))); !isError(err, "--args", false) || !errors.Is(err, os.ErrClosed) {
 		t.Errorf("--args in itself: %v", err)
 	}
 }
@@ -421,5 +427,27 @@ func TestOptionsListed(t *testing.T) {
 		if _, err := Parse([]string{name, "a", "b", "c", "true"}, Bubblewrap, fakeHost(nil)); !isError(err, name, true) {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// TestFDNamedTwice: an fd the command line names twice is one file, which
+// Close closes once, so that no other file that takes the number after the
+// first close is closed by a second; a second read of a read fd finds it
+// closed, as it is.
+func TestFDNamedTwice(t *testing.T) {
+	host := fakeHost([]byte("x"))
+	c := mustParse(t, []string{"--info-fd", "3", "--json-status-fd", "3", "--fd", "5=inherit:3", "true"}, CaplinRun, host)
+	if c.Info == nil || c.Info != c.JSONStatus {
+		t.Fatalf("--info-fd 3 and --json-status-fd 3: files %p and %p, want one", c.Info, c.JSONStatus)
+	}
+	if n := len(c.owned); n != 1 {
+		t.Errorf("the command owns %d files, want 1", n)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	_, err := Parse([]string{"--file", "3", "/a", "--file", "3", "/b", "true"}, Bubblewrap, host)
+	if err == nil || !errors.Is(err, os.ErrClosed) {
+		t.Errorf("reading fd 3 twice: %v, want it closed the second time", err)
 	}
 }

@@ -380,10 +380,27 @@ func (c *Command) fdArg(s string) (*os.File, error) {
 	if err != nil || n < 0 {
 		return nil, usagef("bad fd %q", s)
 	}
-	f, err := c.host.FD(n)
+	f, err := c.callerFD(n)
 	if err != nil {
 		return nil, fmt.Errorf("fd %d: %w", n, err)
 	}
+	return f, nil
+}
+
+// callerFD returns the caller's fd n as a file the command owns: the same
+// file each time n is named.
+func (c *Command) callerFD(n int) (*os.File, error) {
+	if f, ok := c.callerFDs[n]; ok {
+		return f, nil
+	}
+	f, err := c.host.FD(n)
+	if err != nil {
+		return nil, err
+	}
+	if c.callerFDs == nil {
+		c.callerFDs = map[int]*os.File{}
+	}
+	c.callerFDs[n] = f
 	c.owned = append(c.owned, f)
 	return f, nil
 }
@@ -421,7 +438,7 @@ func (c *Command) addFD(arg string) error {
 		if err != nil || m < 0 {
 			return usagef("--fd %s: inherit:M takes one of caplin's fd numbers", arg)
 		}
-		if f, err = c.host.FD(m); err != nil {
+		if f, err = c.callerFD(m); err != nil {
 			return fmt.Errorf("--fd %s: caplin's fd %d: %w", arg, m, err)
 		}
 	case "rw":
@@ -436,7 +453,9 @@ func (c *Command) addFD(arg string) error {
 	if err != nil {
 		return fmt.Errorf("--fd %s: %w", arg, err)
 	}
-	c.owned = append(c.owned, f)
+	if mode != "inherit" {
+		c.owned = append(c.owned, f)
+	}
 	c.opts.fds[n] = f
 	return nil
 }
