@@ -15,7 +15,8 @@ import (
 // sandbox at once, from many goroutines, for a sandbox of Build's and one
 // of a Template's (whose program's process Exec spawns): run it under
 // -race. Every Exec either starts the program or fails, nothing blocks,
-// and an Exec after Close fails with os.ErrClosed.
+// and after Close an Exec fails with os.ErrClosed, Handle is nil and
+// Kill does nothing.
 func TestSandboxConcurrent(t *testing.T) {
 	testenv.AlsoAsNobody(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -66,6 +67,12 @@ func TestSandboxConcurrent(t *testing.T) {
 			wg.Wait()
 			if _, err := sb.Exec(ctx, "sleep", []string{"sleep", "10"}); !errors.Is(err, os.ErrClosed) {
 				t.Errorf("%s: Exec after Close: %v, want os.ErrClosed", how, err)
+			}
+			if h := sb.Handle(); h != nil {
+				t.Errorf("%s: Handle after Close: %v, want nil", how, h)
+			}
+			if err := sb.Kill(); err != nil {
+				t.Errorf("%s: Kill after Close: %v, want nil", how, err)
 			}
 			if err := sb.Close(); err != nil && round == 0 {
 				t.Logf("%s: Close again: %v", how, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"sync"
@@ -113,8 +114,8 @@ func (s *Sandbox) Namespaces() map[string]uint64 {
 // A template's sandbox under caplin's init makes that process only when
 // it execs the program, in the same round trip, unless Handle asks for it
 // first: Handle makes it then, at the cost of a fork. It returns nil if
-// that fails (and Exec returns the error), and after Exec spawned the
-// program.
+// that fails (and Exec returns the error), after Exec spawned the
+// program, and after Close.
 func (s *Sandbox) Handle() *proc.Handle {
 	s.execMu.Lock()
 	defer s.execMu.Unlock()
@@ -235,13 +236,13 @@ func (s *Sandbox) Exec(ctx context.Context, path string, argv []string) (*pidfd.
 		return nil, fmt.Errorf("sandbox: exec %s: %w", path, os.ErrClosed)
 	}
 	exec := func(path string) (*pidfd.Process, error) {
+		if s.matErr != nil { // Handle could not make the process
+			return nil, s.matErr
+		}
 		if s.pending {
 			return s.spawn(ctx, path, argv)
 		}
-		if s.h == nil { // the spawn is done, or making the process failed
-			if s.matErr != nil {
-				return nil, s.matErr
-			}
+		if s.h == nil { // the spawn is done
 			return nil, proc.ErrExeced
 		}
 		return s.h.ExecPath(ctx, path, argv, s.spec.Env)
@@ -293,7 +294,8 @@ func (s *Sandbox) Exec(ctx context.Context, path string, argv []string) (*pidfd.
 // waiting for them to go: the kernel takes its namespaces down in the
 // background. It suits a caller about to exit; Close still has to reap.
 //
-// It may be called while an Exec is under way, which then fails.
+// It may be called while an Exec is under way, which then fails. After
+// Close it does nothing and returns nil.
 func (s *Sandbox) Kill() error {
 	s.mu.Lock()
 	s.killed = true
@@ -313,7 +315,10 @@ func (s *Sandbox) Kill() error {
 	if h != nil && h != s.first {
 		h.Process().Kill()
 	}
-	return s.first.Process().Kill()
+	if err := s.first.Process().Kill(); !errors.Is(err, fs.ErrClosed) {
+		return err
+	}
+	return nil // closed already: nothing is left to kill
 }
 
 // Close kills every process left in the sandbox and frees what it holds.
@@ -348,6 +353,7 @@ func (s *Sandbox) close() error {
 	s.killed = true
 	s.closeFiles()
 	h := s.h
+	s.h = nil // Handle returns nil from now on
 	s.mu.Unlock()
 	var err error
 	if h != nil && h != s.first {

@@ -221,7 +221,7 @@ func (t *Template) NewSandbox(ctx context.Context, files map[int]*os.File, env [
 		// caller may close its files after NewSandbox as before.
 		sb.files = make(map[int]*os.File, len(files))
 		for fd, f := range files {
-			nfd, err := fdctl.Dup(int(f.Fd()))
+			nfd, err := fdctl.DupFile(f) // not f.Fd(), which would make the caller's file blocking
 			if err != nil {
 				sb.Close()
 				return nil, fmt.Errorf("sandbox: granting fd %d: %w", fd, err)
