@@ -2,6 +2,7 @@ package proc
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caplin-dev/caplin/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -769,20 +771,7 @@ func owner(marker string) {
 
 // marked lists the pids whose command line holds marker.
 func marked(marker string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		stat, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if strings.Contains(string(cmdline), marker) && !strings.Contains(string(stat), ") Z ") {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return testenv.LivePids(func(cmdline []byte) bool { return bytes.Contains(cmdline, []byte(marker)) })
 }
 
 // TestNoLeaks runs fork/exec/wait cycles and checks the caller has no more

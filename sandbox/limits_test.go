@@ -122,19 +122,7 @@ func uniqueSleep() string {
 // scripts, and a shell that is about to exec a sleep would be counted
 // twice.
 func sleepsOf(secs string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if string(cmdline) == "sleep\x00"+secs+"\x00" && procState(pid) != "Z" {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return testenv.LivePids(func(cmdline []byte) bool { return string(cmdline) == "sleep\x00"+secs+"\x00" })
 }
 
 // TestLimitsForkBomb runs a shell that forks sleeps until it cannot, under

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/caplin-dev/caplin/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,19 +44,7 @@ func escapeDeath() {
 // holding returns the pids of the processes whose command line holds
 // token.
 func holding(token string) []int {
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if bytes.Contains(b, []byte(token)) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return testenv.LivePids(func(cmdline []byte) bool { return bytes.Contains(cmdline, []byte(token)) })
 }
 
 // TestRunDiesWithCaplin kills caplin run with SIGKILL while its program,
