@@ -115,11 +115,14 @@ func (s *Sandbox) Namespaces() map[string]uint64 {
 // it execs the program, in the same round trip, unless Handle asks for it
 // first: Handle makes it then, at the cost of a fork. It returns nil if
 // that fails (and Exec returns the error), after Exec spawned the
-// program, and after Close.
+// program, and after Kill or Close.
 func (s *Sandbox) Handle() *proc.Handle {
 	s.execMu.Lock()
 	defer s.execMu.Unlock()
-	if s.pending && !s.isKilled() {
+	if s.isKilled() {
+		return nil
+	}
+	if s.pending {
 		s.materialize(context.Background())
 	}
 	return s.program()
