@@ -1,5 +1,17 @@
 package main
 
+import "path/filepath"
+
+// bwrapUsage is bubblewrap's first line of --help, which its callers (and
+// its own test suite) look for: "usage: " and the name it was run by.
+func bwrapUsage(argv0 string) string {
+	name := argv0
+	if filepath.Base(argv0) != "bwrap" {
+		name = "caplin bwrap"
+	}
+	return "usage: " + name + " [OPTIONS...] [--] COMMAND [ARGS...]\n"
+}
+
 const bwrapHelp = `NAME
 	caplin bwrap - bubblewrap's command line, carried out by caplin
 

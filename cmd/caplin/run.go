@@ -287,7 +287,7 @@ var bwrapMode = mode{
 		if h.Version {
 			fmt.Println("bubblewrap 0.8.0 (caplin " + caplinVersion() + ")")
 		} else {
-			fmt.Print(bwrapHelp)
+			fmt.Print(bwrapUsage(os.Args[0]), "\n", bwrapHelp)
 		}
 		return exitOK
 	},
