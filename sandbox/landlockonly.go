@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/proc"
@@ -30,7 +29,7 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sa
 		return nil, err
 	}
 	if len(cannot) > 0 && !spec.BestEffort {
-		return nil, fmt.Errorf("%w: Landlock-only: %s", ErrUnenforceable, strings.Join(cannot, "; "))
+		return nil, &LandlockOnlyError{Cannot: cannot}
 	}
 	for _, c := range cannot {
 		log.Warn("sandbox: best effort: dropped", "what", c)
