@@ -106,7 +106,7 @@ func (e *NoUserNSError) Why() string {
 	case UserNSAppArmor:
 		return "AppArmor restricts them (kernel.apparmor_restrict_unprivileged_userns=1)"
 	case UserNSSeccomp:
-		return "a seccomp filter refuses them (a container's default profile?)"
+		return "a seccomp filter refuses them, as containers' default profiles do"
 	case UserNSLimit:
 		if v, err := kernel.ReadTrim(sysctlMaxUserns); err == nil && v != "0" {
 			return "as many exist as user.max_user_namespaces allows (" + v + ")"
@@ -128,7 +128,10 @@ func (e *NoUserNSError) Fix() string {
 	case UserNSSeccomp:
 		return "run the container with a seccomp profile that allows unshare and clone with CLONE_NEWUSER"
 	case UserNSLimit:
-		return "raise user.max_user_namespaces (sysctl -w user.max_user_namespaces=15000)"
+		if v, err := kernel.ReadTrim(sysctlMaxUserns); err == nil && v != "0" {
+			return "raise user.max_user_namespaces, or end some of the namespaces"
+		}
+		return "sysctl -w user.max_user_namespaces=15000"
 	case UserNSDisabled:
 		return "sysctl -w kernel.unprivileged_userns_clone=1"
 	case UserNSNoKernel:

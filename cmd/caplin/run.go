@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
@@ -13,7 +12,6 @@ import (
 	"syscall"
 
 	"github.com/caplin-dev/caplin/pidfd"
-	"github.com/caplin-dev/caplin/probe"
 	"github.com/caplin-dev/caplin/sandbox"
 	"github.com/caplin-dev/caplin/sandbox/bwrap"
 	"golang.org/x/sys/unix"
@@ -265,9 +263,6 @@ var runMode = mode{
 		if errors.Is(err, sandbox.ErrUnenforceable) {
 			return m.fail(exitUnenforceable, "%v (--best-effort drops what cannot be enforced)", err)
 		}
-		if detail, missing := userNSMissing(ctx, err, spec); missing {
-			return m.fail(m.failure, "%v: no user namespaces here: %s (--landlock-only confines without them)", err, detail)
-		}
 		return m.fail(m.failure, "%v", err)
 	},
 	execFailed: func(m mode, path string, err error, spec *sandbox.Spec) int {
@@ -293,9 +288,6 @@ var bwrapMode = mode{
 	},
 	usage: func(m mode, msg string) int { return m.fail(m.failure, "%s", msg) },
 	buildFailed: func(ctx context.Context, m mode, err error, spec *sandbox.Spec) int {
-		if detail, missing := userNSMissing(ctx, err, spec); missing {
-			return m.fail(m.failure, "%v: no user namespaces here: %s", err, detail)
-		}
 		return m.fail(m.failure, "%v", err)
 	},
 	execFailed: func(m mode, path string, err error, spec *sandbox.Spec) int {
@@ -322,9 +314,9 @@ func runSandbox(args []string, m mode) int {
 	defer signal.Stop(sigs)
 
 	ctx := context.Background()
-	sb, err := sandbox.Build(ctx, spec, sandbox.WithLogger(slog.Default()))
-	if err != nil {
-		return m.buildFailed(ctx, m, err, spec)
+	sb, code := m.build(ctx, cmd, spec) // fallback.go
+	if sb == nil {
+		return code
 	}
 	// The sandbox is closed on the way out when something fails; when the
 	// program has run, it is only killed: caplin exits at once, and the
@@ -418,19 +410,6 @@ func notifyForwarded() chan os.Signal {
 		signal.Notify(sigs, fwd...)
 	}
 	return sigs
-}
-
-// userNSMissing reports whether Build failed with err because this
-// machine lets caplin make no user namespace, and the probe's word on
-// why.
-func userNSMissing(ctx context.Context, err error, spec *sandbox.Spec) (string, bool) {
-	if spec.LandlockOnly || !(errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EACCES)) {
-		return "", false
-	}
-	if r := probe.UserNS(ctx); !r.OK {
-		return r.Detail, true
-	}
-	return "", false
 }
 
 // reportStarted writes bubblewrap's report of the sandbox made to
