@@ -142,16 +142,24 @@ PROCESS
 		Landlock), drop it, saying what was dropped, instead of
 		refusing (exit 122).
 	--landlock-only
-		Confine without namespaces, for kernels that do not let
-		unprivileged users make user namespaces: file grants become
-		Landlock rules on the host's own paths (binds must be at their
-		source's path; --tmpfs, --proc, --symlink and the other options
-		that make something are refused), the network is cut by seccomp
-		(Unix sockets only) and Landlock, signals and abstract sockets
-		by Landlock's scopes (Linux 6.12). The program still sees the
-		host's processes, hostname and IPC, and background processes it
+		Confine without namespaces, as caplin run does by itself
+		where user namespaces are not allowed (see WITHOUT USER
+		NAMESPACES): file grants become Landlock rules on the host's
+		own paths (binds must be at their source's path; --tmpfs,
+		--proc, --symlink and the other options that make something
+		are refused), the network is cut by seccomp (Unix sockets
+		only) and Landlock, signals and abstract sockets by Landlock's
+		scopes (Linux 6.12). The program still sees the host's
+		processes, hostname and IPC, and background processes it
 		starts can outlive caplin. What cannot be enforced is refused
 		(exit 122) unless --best-effort.
+	--require LAYER,...
+		Refuse to run (exit 122) rather than without the layers named:
+		userns (the user, mount, pid, IPC, UTS, cgroup and network
+		namespaces, and the private root made in them), landlock
+		(which --best-effort would otherwise drop on a kernel without
+		it), seccomp (every sandbox has its filter; accepted so that a
+		list can say so), or all. It may be given more than once.
 
 LIMITS (for the sandbox's processes together)
 	--max-pids N
@@ -168,6 +176,22 @@ LIMITS (for the sandbox's processes together)
 	5.14 and later in the sandbox's user namespace). A limit that cannot
 	be enforced is refused (exit 122) unless --best-effort, which says
 	how it was weakened or that it was dropped.
+
+WITHOUT USER NAMESPACES
+	Where user namespaces are not allowed (AppArmor's restriction on
+	Ubuntu 23.10 and later, a container's seccomp profile such as
+	Docker's default one, user.max_user_namespaces=0, Debian's
+	kernel.unprivileged_userns_clone=0, or a kernel without them),
+	caplin run builds the strongest sandbox it can without them:
+	Landlock, seccomp, no_new_privs and rlimits, as --landlock-only
+	does. It says so in one line on stderr: why namespaces are not
+	allowed, what the sandbox lacks, and the fix (for AppArmor, a
+	profile that "caplin doctor" prints in full). What cannot be had
+	without a mount namespace (--tmpfs, --proc, binds elsewhere than
+	their source, ...) is named, and refused (exit 122) unless
+	--best-effort, which runs without it. --require userns refuses to
+	run there instead (exit 122). "caplin bwrap" does not fall back:
+	it fails as bubblewrap does, saying why.
 
 STATUS FDS (bubblewrap's formats)
 	--info-fd FD
@@ -200,7 +224,8 @@ EXIT STATUS
 	128+N    the program was killed by signal N
 	2        usage error
 	122      the kernel cannot enforce what was asked (without
-	         --best-effort): one line says what
+	         --best-effort), or a layer --require names is not
+	         allowed here: one line says what
 	125      caplin failed before the program ran: a grant failed (the
 	         message names it), or the sandbox could not be made
 	126      CMD was found but could not be executed
