@@ -59,13 +59,28 @@ const (
 	UserNSNoKernel
 )
 
-var usernsReasonNames = [...]string{"unknown", "apparmor", "seccomp", "limit", "disabled", "no-kernel-support"}
+// usernsReasons describes each reason: its name, why in a few words, and
+// the fix; the limit's words depend on whether it is 0 or was reached
+// (the reached pair).
+var usernsReasons = [...]struct{ name, why, fix, whyReached, fixReached string }{
+	UserNSUnknown: {name: "unknown", fix: "caplin doctor says what it finds"},
+	UserNSAppArmor: {name: "apparmor", why: "AppArmor restricts them (kernel.apparmor_restrict_unprivileged_userns=1)",
+		fix: "install an AppArmor profile that gives caplin userns (caplin doctor prints it)"},
+	UserNSSeccomp: {name: "seccomp", why: "a seccomp filter refuses them, as containers' default profiles do",
+		fix: "run the container with a seccomp profile that allows unshare and clone with CLONE_NEWUSER"},
+	UserNSLimit: {name: "limit", why: "user.max_user_namespaces=0", fix: "sysctl -w user.max_user_namespaces=15000",
+		whyReached: "as many exist as user.max_user_namespaces allows",
+		fixReached: "raise user.max_user_namespaces, or end some of the namespaces"},
+	UserNSDisabled: {name: "disabled", why: "kernel.unprivileged_userns_clone=0", fix: "sysctl -w kernel.unprivileged_userns_clone=1"},
+	UserNSNoKernel: {name: "no-kernel-support", why: "the kernel is built without them (CONFIG_USER_NS)",
+		fix: "a kernel built with CONFIG_USER_NS=y"},
+}
 
 // String returns a short name of the reason: "apparmor", "seccomp",
 // "limit", "disabled", "no-kernel-support" or "unknown".
 func (r UserNSReason) String() string {
-	if r >= 0 && int(r) < len(usernsReasonNames) {
-		return usernsReasonNames[r]
+	if r >= 0 && int(r) < len(usernsReasons) {
+		return usernsReasons[r].name
 	}
 	return fmt.Sprintf("UserNSReason(%d)", int(r))
 }
@@ -102,42 +117,34 @@ func (e *NoUserNSError) Unwrap() error { return e.Err }
 // Why says in a few words why user namespaces are not allowed; "" when
 // the reason is unknown.
 func (e *NoUserNSError) Why() string {
-	switch e.Reason {
-	case UserNSAppArmor:
-		return "AppArmor restricts them (kernel.apparmor_restrict_unprivileged_userns=1)"
-	case UserNSSeccomp:
-		return "a seccomp filter refuses them, as containers' default profiles do"
-	case UserNSLimit:
-		if v, err := kernel.ReadTrim(sysctlMaxUserns); err == nil && v != "0" {
-			return "as many exist as user.max_user_namespaces allows (" + v + ")"
-		}
-		return "user.max_user_namespaces=0"
-	case UserNSDisabled:
-		return "kernel.unprivileged_userns_clone=0"
-	case UserNSNoKernel:
-		return "the kernel is built without them (CONFIG_USER_NS)"
-	}
-	return ""
+	why, _ := e.words()
+	return why
 }
 
 // Fix says, in one line, what would let caplin make user namespaces here.
 func (e *NoUserNSError) Fix() string {
-	switch e.Reason {
-	case UserNSAppArmor:
-		return "install an AppArmor profile that gives caplin userns (caplin doctor prints it)"
-	case UserNSSeccomp:
-		return "run the container with a seccomp profile that allows unshare and clone with CLONE_NEWUSER"
-	case UserNSLimit:
-		if v, err := kernel.ReadTrim(sysctlMaxUserns); err == nil && v != "0" {
-			return "raise user.max_user_namespaces, or end some of the namespaces"
-		}
-		return "sysctl -w user.max_user_namespaces=15000"
-	case UserNSDisabled:
-		return "sysctl -w kernel.unprivileged_userns_clone=1"
-	case UserNSNoKernel:
-		return "a kernel built with CONFIG_USER_NS=y"
+	_, fix := e.words()
+	return fix
+}
+
+// words returns the reason's why and fix.
+func (e *NoUserNSError) words() (why, fix string) {
+	r := e.Reason
+	if r < 0 || int(r) >= len(usernsReasons) {
+		r = UserNSUnknown
 	}
-	return "caplin doctor says what it finds"
+	d := usernsReasons[r]
+	if v, reached := limitReached(); r == UserNSLimit && reached {
+		return d.whyReached + " (" + v + ")", d.fixReached
+	}
+	return d.why, d.fix
+}
+
+// limitReached returns user.max_user_namespaces, and whether it is not
+// 0: an ENOSPC then means that as many namespaces exist as it allows.
+func limitReached() (string, bool) {
+	v, err := kernel.ReadTrim(sysctlMaxUserns)
+	return v, err == nil && v != "0"
 }
 
 // CheckUserNS tries, in a child of the caller, what a sandbox needs of a

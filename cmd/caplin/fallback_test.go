@@ -54,23 +54,31 @@ func noUserNS() int {
 		}
 		return 0
 	}
-	if err := os.WriteFile("/proc/sys/user/max_user_namespaces", []byte("0\n"), 0); err != nil {
-		fmt.Fprintln(os.Stderr, "nouserns:", err)
+	return underCondition("nouserns", unix.ENOSPC, func() error {
+		return os.WriteFile("/proc/sys/user/max_user_namespaces", []byte("0\n"), 0)
+	})
+}
+
+// underCondition makes the condition of the script command name with
+// make, checks that a child in a new user namespace then fails with want,
+// and runs caplin's command line os.Args[1:].
+func underCondition(name string, want unix.Errno, make func() error) int {
+	if err := make(); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		return 99
 	}
-	if err := startInUserNS(); !errors.Is(err, unix.ENOSPC) {
-		fmt.Fprintf(os.Stderr, "nouserns: a child in a new user namespace with max_user_namespaces=0: %v, want ENOSPC\n", err)
+	if err := startInUserNS(); !errors.Is(err, want) {
+		fmt.Fprintf(os.Stderr, "%s: a child in a new user namespace: %v, want %v\n", name, err, unix.ErrnoName(want))
 		return 99
 	}
 	return entry(os.Args[1:])
 }
 
-// startInUserNS runs this program's own executable in a new user
-// namespace (os/exec's clone with CLONE_NEWUSER), as a check of the
-// condition a command made, independent of caplin's code.
+// startInUserNS starts /bin/true in a new user namespace (os/exec's
+// clone with CLONE_NEWUSER), as a check of the condition a command made,
+// independent of caplin's code.
 func startInUserNS() error {
-	cmd := exec.Command("/proc/self/exe")
-	cmd.Args[0] = "true-in-userns" // no command of testscript's: the test binary's usage
+	cmd := exec.Command("/bin/true")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWUSER}
 	if err := cmd.Start(); err != nil {
 		return err
@@ -82,15 +90,7 @@ func startInUserNS() error {
 
 // dockerSeccomp is the script command dockerseccomp.
 func dockerSeccomp() int {
-	if err := installFilter(dockerFilter()); err != nil {
-		fmt.Fprintln(os.Stderr, "dockerseccomp:", err)
-		return 99
-	}
-	if err := startInUserNS(); !errors.Is(err, unix.EPERM) {
-		fmt.Fprintf(os.Stderr, "dockerseccomp: a child in a new user namespace under the filter: %v, want EPERM\n", err)
-		return 99
-	}
-	return entry(os.Args[1:])
+	return underCondition("dockerseccomp", unix.EPERM, func() error { return installFilter(dockerFilter()) })
 }
 
 // dockerFilter is a classic BPF seccomp program with the rules of
