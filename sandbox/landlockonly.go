@@ -154,6 +154,9 @@ func landlockOnlyPolicy(spec *Spec, abi int) (*LandlockPolicy, []string, error) 
 	if spec.Hostname != "" {
 		cannot = append(cannot, "a hostname: needs a UTS namespace")
 	}
+	if spec.AsPID1 && !spec.SharePID {
+		cannot = append(cannot, "the program as pid 1: needs a pid namespace")
+	}
 	if len(spec.Caps) > 0 || spec.KeepCaps {
 		cannot = append(cannot, "capabilities: needs a user namespace")
 	}

@@ -15,8 +15,9 @@ import (
 // caplin run falls back to a sandbox without them (Landlock, seccomp,
 // no_new_privs and rlimits, as --landlock-only builds) and says so in one
 // line, unless the command line requires them (--require userns); caplin
-// bwrap fails, as bubblewrap does there. On failure build reports it and
-// returns a nil sandbox and the exit status.
+// bwrap fails, as bubblewrap does there. After a fallback spec says
+// LandlockOnly. On failure build reports it and returns a nil sandbox and
+// the exit status.
 func (m mode) build(ctx context.Context, cmd *bwrap.Command, spec *sandbox.Spec) (*sandbox.Sandbox, int) {
 	if cmd.Require.Has(bwrap.LayerUserNS) && spec.LandlockOnly {
 		return nil, m.usage(m, "--require userns: --landlock-only makes no namespaces")
@@ -57,6 +58,7 @@ func (m mode) build(ctx context.Context, cmd *bwrap.Command, spec *sandbox.Spec)
 	case err != nil:
 		return nil, m.fail(m.failure, "%v; and the sandbox without them failed: %v", ne, err)
 	}
+	spec.LandlockOnly = true // for what the caller does with spec next
 	m.fail(0, "%v; running with Landlock, seccomp, no_new_privs and rlimits only (%s); to fix: %s; --require userns refuses instead",
 		ne, sandbox.LandlockOnlyLimits, ne.Fix())
 	return sb, 0

@@ -460,7 +460,7 @@ func wait(ctx context.Context, p *pidfd.Process, sigs <-chan os.Signal, spec *sa
 	var escalated atomic.Int32 // a signal caplin turned into SIGKILL
 	done := make(chan struct{})
 	forwarded := make(chan struct{})
-	pid1 := spec.AsPID1 && !spec.SharePID
+	pid1 := spec.AsPID1 && !spec.SharePID && !spec.LandlockOnly // no pid namespace without
 	go func() {
 		defer close(forwarded)
 		forward(p, sigs, done, pid1, spec.SameSession, &escalated)
