@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/caplin-dev/caplin/internal/kernel"
@@ -287,10 +288,14 @@ func AppArmorRestricts() bool {
 // AppArmorProfile returns an AppArmor profile that lets the program at
 // path (caplin's own, with symbolic links resolved) make user namespaces
 // where AppArmor restricts them, in the form Ubuntu documents for such
-// programs: unconfined but for the userns rule. Installed as
+// programs (https://ubuntu.com/blog/ubuntu-23-10-restricted-unprivileged-user-namespaces):
+// unconfined but for the userns rule. Installed as
 // /etc/apparmor.d/caplin and loaded with apparmor_parser -r, it applies to
 // that path only.
 func AppArmorProfile(path string) string {
+	if strings.ContainsAny(path, " \t\"{}[]*?,") {
+		path = strconv.Quote(path) // AppArmor's quoting of a path with spaces or glob characters
+	}
 	return `# /etc/apparmor.d/caplin: lets caplin make user namespaces.
 # Load with: sudo apparmor_parser -r /etc/apparmor.d/caplin
 abi <abi/4.0>,

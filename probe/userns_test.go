@@ -91,4 +91,7 @@ func TestAppArmorProfile(t *testing.T) {
 			t.Errorf("profile lacks the line %q:\n%s", want, p)
 		}
 	}
+	if p := AppArmorProfile("/opt/my tools/caplin"); !strings.Contains(p, "profile caplin \"/opt/my tools/caplin\" flags=(unconfined) {\n") {
+		t.Errorf("a path with a space is not quoted:\n%s", p)
+	}
 }
