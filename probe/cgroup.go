@@ -50,7 +50,7 @@ func Cgroup2(context.Context) Result {
 	r := Result{
 		Name:      "cgroup v2",
 		MinKernel: "4.5",
-		Without:   "no per-sandbox limits on memory, pids or CPU: only rlimits apply",
+		Without:   "limits use a cgroup v1 hierarchy where caplin may make cgroups in it (as root), else as without cgroup delegation",
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs("/sys/fs/cgroup", &st); err != nil {
@@ -87,7 +87,7 @@ func CgroupDelegation(context.Context) Result {
 	r := Result{
 		Name:      "cgroup delegation",
 		MinKernel: "4.5",
-		Without:   "caplin cannot make cgroups for sandboxes: no memory, pids or CPU limits beyond rlimits",
+		Without:   "unless a cgroup v1 hierarchy serves (as root): --max-pids becomes RLIMIT_NPROC; --max-memory and --max-cpu are refused (exit 122) unless --best-effort, which makes memory a per-process RLIMIT_AS and drops cpu",
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs("/sys/fs/cgroup", &st); err != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {

@@ -128,7 +128,7 @@ func PidfdGetfd(context.Context) Result {
 	r := Result{
 		Name:      "pidfd_getfd",
 		MinKernel: "5.6",
-		Without:   "nothing today; capability IPC (rpc) will need it to take fds from peers",
+		Without:   "sandbox.Inspect (the launcher's reports) cannot look into a process's sockets: their details are left out",
 	}
 	pfd, err := selfPidfd()
 	if err != nil {

@@ -33,6 +33,9 @@ type Result struct {
 	MinKernel string `json:"min_kernel"`
 	// Without says what caplin does where the feature is missing.
 	Without string `json:"without"`
+	// Fix says what would make the feature available, where there is
+	// something to say (a sysctl, a profile to install).
+	Fix string `json:"fix,omitempty"`
 }
 
 // Probe is one feature test.

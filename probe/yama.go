@@ -13,7 +13,7 @@ func Yama(context.Context) Result {
 	r := Result{
 		Name:      "Yama ptrace_scope",
 		MinKernel: "3.4",
-		Without:   "caplin needs no ptrace; with scope 2 or 3, pidfd_getfd (rpc, later) works only for root, or not at all",
+		Without:   "caplin needs no ptrace; with scope 2 or 3, sandbox.Inspect's socket details (pidfd_getfd) need CAP_SYS_PTRACE, or are left out",
 	}
 	v, err := kernel.ReadTrim("/proc/sys/kernel/yama/ptrace_scope")
 	if err != nil {

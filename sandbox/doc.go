@@ -42,8 +42,10 @@
 //     what cannot be enforced is refused (an error matching
 //     ErrUnenforceable) unless BestEffort.
 //
-// Where user namespaces are not allowed, Spec.LandlockOnly confines with
-// Landlock and seccomp alone, and refuses what they cannot enforce.
+// Where user namespaces are not allowed, Build fails (package probe's
+// CheckUserNS says why); Spec.LandlockOnly confines with Landlock and
+// seccomp alone, and refuses what they cannot enforce (a
+// *LandlockOnlyError lists it). caplin run falls back to it by itself.
 //
 // A Template makes the costly part of a sandbox (user and network
 // namespaces, the root) once, for launchers that start many sandboxes

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"errors"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,8 +17,9 @@ import (
 //   - *LimitError: a resource limit has nothing to enforce it here (no
 //     delegated cgroup, say); it wraps the errors of the attempts.
 //
-// A Spec that this mode cannot express (a LandlockOnly sandbox asked for a
-// tmpfs, say) is an error wrapping ErrUnenforceable that says what and why.
+//   - *LandlockOnlyError: a LandlockOnly Spec asks for what cannot be had
+//     without namespaces (a tmpfs, a bind elsewhere than its source) or
+//     on this kernel's Landlock; it lists each thing and why.
 
 // ErrUnenforceable is matched (errors.Is) by every error that says a Spec
 // asks for something the running kernel, the caller's privileges or the
@@ -72,3 +74,20 @@ func kernelForABI(abi int) string {
 	}
 	return "a later release than 6.12"
 }
+
+// LandlockOnlyError says what of a LandlockOnly Spec cannot be enforced
+// without namespaces, or with this kernel's Landlock, when BestEffort is
+// not set. It matches ErrUnenforceable (errors.Is).
+type LandlockOnlyError struct {
+	// Cannot lists each thing, and why: "mount 3 (tmpfs /tmp): needs a
+	// mount namespace".
+	Cannot []string
+}
+
+// Error lists what cannot be enforced, on one line.
+func (e *LandlockOnlyError) Error() string {
+	return ErrUnenforceable.Error() + ": Landlock-only: " + strings.Join(e.Cannot, "; ")
+}
+
+// Is reports whether target is ErrUnenforceable.
+func (e *LandlockOnlyError) Is(target error) bool { return target == ErrUnenforceable }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/proc"
@@ -30,7 +29,7 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sa
 		return nil, err
 	}
 	if len(cannot) > 0 && !spec.BestEffort {
-		return nil, fmt.Errorf("%w: Landlock-only: %s", ErrUnenforceable, strings.Join(cannot, "; "))
+		return nil, &LandlockOnlyError{Cannot: cannot}
 	}
 	for _, c := range cannot {
 		log.Warn("sandbox: best effort: dropped", "what", c)
@@ -154,6 +153,9 @@ func landlockOnlyPolicy(spec *Spec, abi int) (*LandlockPolicy, []string, error) 
 	}
 	if spec.Hostname != "" {
 		cannot = append(cannot, "a hostname: needs a UTS namespace")
+	}
+	if spec.AsPID1 && !spec.SharePID {
+		cannot = append(cannot, "the program as pid 1: needs a pid namespace")
 	}
 	if len(spec.Caps) > 0 || spec.KeepCaps {
 		cannot = append(cannot, "capabilities: needs a user namespace")

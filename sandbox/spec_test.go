@@ -309,8 +309,9 @@ true`)
 		if err == nil {
 			sb.Close()
 			t.Errorf("LandlockOnly with %v %s: no error", m.Kind, m.Dest)
-		} else if !errors.Is(err, ErrUnenforceable) || !strings.Contains(err.Error(), m.Dest) {
-			t.Errorf("LandlockOnly with %v %s: %v", m.Kind, m.Dest, err)
+		} else if le := (*LandlockOnlyError)(nil); !errors.Is(err, ErrUnenforceable) || !errors.As(err, &le) ||
+			len(le.Cannot) != 1 || !strings.Contains(le.Cannot[0], m.Dest) {
+			t.Errorf("LandlockOnly with %v %s: %v, want a LandlockOnlyError naming it", m.Kind, m.Dest, err)
 		}
 	}
 }

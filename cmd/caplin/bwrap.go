@@ -42,6 +42,13 @@ DESCRIPTION
 	Without --unshare-pid the program shares the pid namespace of
 	caplin's reaper, not the caller's: it sees no process outside.
 
+	Where user namespaces are not allowed, caplin bwrap fails (status
+	1) as bubblewrap does there, with a message that says why and what
+	would fix it: it does not fall back to a sandbox without namespaces
+	as "caplin run" does, since the programs that call bubblewrap count
+	on its namespaces (a private /tmp, binds at other paths) and choose
+	for themselves what to do when it fails.
+
 	Refused with an error, never ignored: --userns, --userns2, --pidns,
 	--userns-block-fd, --assert-userns-disabled, --lock-file,
 	--overlay-src, --overlay, --tmp-overlay, --ro-overlay, --exec-label,

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
-	"text/tabwriter"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/caplin-dev/caplin/probe"
@@ -22,23 +24,30 @@ SYNOPSIS
 
 DESCRIPTION
 	Tries each kernel feature caplin uses or may use, as the user who runs
-	it, and prints one line per feature:
-
-	FEATURE     the feature
-	STATUS      ok, or missing
-	SINCE       the first Linux release that has it
-	DETAIL      what was found, and why the feature is missing if it is
-	WITHOUT IT  what caplin does where the feature is missing
+	it, and prints, for each, a line with its status (ok or missing), its
+	name and the first Linux release that has it ("ok       landlock
+	(Linux 5.13)"), then, indented, what was
+	found; for a missing feature also what caplin does without it and, where
+	there is one, the fix. Lines fit 80 columns.
 
 	The features: the kernel version; unprivileged user namespaces
-	(tried for real; run as root, doctor also tries as uid 65534 to tell
-	what other users get); Landlock and its ABI version; seccomp filters
-	and user notification; the pidfd system calls (clone CLONE_PIDFD,
-	pidfd_send_signal, pidfd_open, waitid P_PIDFD, pidfd_getfd,
-	PIDFD_GET_INFO, PIDFD_INFO_EXIT); openat2; the new mount API (fsopen,
-	mount_setattr); close_range; FUSE; cgroup v2 and whether the caller's
-	cgroup is delegated to it; Yama's ptrace_scope; and how sandbox
-	limits (pids, memory, cpu) would be enforced here.
+	(tried for real: made, IDs mapped, a mount namespace made in it; run
+	as root, doctor also tries as uid 65534 to tell what other users get;
+	when they are refused it says why: AppArmor's restriction, a seccomp
+	filter, user.max_user_namespaces, Debian's
+	kernel.unprivileged_userns_clone, or a kernel without them); Landlock
+	and its ABI version; seccomp filters and user notification; the pidfd
+	system calls (clone CLONE_PIDFD, pidfd_send_signal, pidfd_open, waitid
+	P_PIDFD, pidfd_getfd, PIDFD_GET_INFO, PIDFD_INFO_EXIT); openat2; the
+	new mount API (fsopen, mount_setattr); close_range; FUSE; cgroup v2
+	and whether the caller's cgroup is delegated to it; Yama's
+	ptrace_scope; and how sandbox limits (pids, memory, cpu) would be
+	enforced here.
+
+	Where AppArmor restricts unprivileged user namespaces
+	(kernel.apparmor_restrict_unprivileged_userns=1, Ubuntu 23.10 and
+	later), doctor then prints an AppArmor profile that lets this caplin
+	binary (its real path) make them, and how to install it.
 
 	Features are tried, not guessed from the kernel version: distributions
 	backport features, and sysctls, LSMs and containers take them away.
@@ -48,7 +57,8 @@ DESCRIPTION
 OPTIONS
 	-json
 		Print the results as a JSON array of objects with the fields
-		name, ok, detail, min_kernel and without.
+		name, ok, detail, min_kernel, without and, where there is one,
+		fix.
 	-strict
 		Exit with status 1 if any feature is missing.
 
@@ -56,6 +66,9 @@ EXIT STATUS
 	0 (even when features are missing), 1 with -strict when a feature is
 	missing, 2 for a usage error.
 `
+
+// doctorWidth is the width doctor's report fits in: a terminal's.
+const doctorWidth = 80
 
 func cmdDoctor(args []string) int {
 	fs := newFlags("doctor")
@@ -74,7 +87,7 @@ func cmdDoctor(args []string) int {
 	detail, ok := sandbox.LimitSupport()
 	results = append(results, probe.Result{
 		Name: "sandbox limits", OK: ok, MinKernel: "-", Detail: detail,
-		Without: "caplin run refuses --max-memory and --max-cpu (exit 122) unless --best-effort",
+		Without: "what cannot be enforced is refused (exit 122) unless --best-effort, which says what it weakened or dropped",
 	})
 
 	if *asJSON {
@@ -85,16 +98,10 @@ func cmdDoctor(args []string) int {
 			return exitFailure
 		}
 	} else {
-		tw := tabwriter.NewWriter(os.Stdout, 0, 8, 2, ' ', 0)
-		fmt.Fprintln(tw, "FEATURE\tSTATUS\tSINCE\tDETAIL\tWITHOUT IT")
-		for _, r := range results {
-			status := "ok"
-			if !r.OK {
-				status = "missing"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, status, r.MinKernel, r.Detail, r.Without)
+		printDoctor(os.Stdout, results)
+		if probe.AppArmorRestricts() {
+			printAppArmorProfile(os.Stdout)
 		}
-		tw.Flush()
 	}
 	if *strict {
 		for _, r := range results {
@@ -104,4 +111,73 @@ func cmdDoctor(args []string) int {
 		}
 	}
 	return exitOK
+}
+
+// printDoctor writes the results to w, in doctorWidth columns: a line
+// per feature (status, name, the release that brought it), then what was
+// found, and for a missing feature what caplin does without it and the
+// fix, indented.
+func printDoctor(w io.Writer, results []probe.Result) {
+	for _, r := range results {
+		status := "ok"
+		if !r.OK {
+			status = "missing"
+		}
+		head := r.Name
+		if r.MinKernel != "" && r.MinKernel != "-" {
+			head += " (Linux " + r.MinKernel + ")"
+		}
+		fmt.Fprintf(w, "%-8s %s\n", status, head)
+		wrap(w, "", r.Detail)
+		if !r.OK {
+			wrap(w, "without it: ", r.Without)
+			if r.Fix != "" {
+				wrap(w, "to fix: ", r.Fix)
+			}
+		}
+	}
+}
+
+// wrap writes label and text to w as lines of at most doctorWidth
+// columns, indented, broken between words (and inside a word longer than
+// a line).
+func wrap(w io.Writer, label, text string) {
+	const indent = "    "
+	line := indent + label
+	for _, word := range strings.Fields(text) {
+		if len(line) > len(indent) && len(line)+1+len(word) > doctorWidth && strings.TrimSpace(line) != strings.TrimSpace(label) {
+			fmt.Fprintln(w, line)
+			line = indent + "  "
+		}
+		if !strings.HasSuffix(line, " ") {
+			line += " "
+		}
+		for len(line)+len(word) > doctorWidth {
+			n := doctorWidth - len(line)
+			fmt.Fprintln(w, line+word[:n])
+			word = word[n:]
+			line = indent + "  "
+		}
+		line += word
+	}
+	fmt.Fprintln(w, line)
+}
+
+// printAppArmorProfile writes the AppArmor profile that lets this caplin
+// binary make user namespaces, and how to install it.
+func printAppArmorProfile(w io.Writer) {
+	exe, err := os.Executable()
+	if err == nil {
+		exe, err = filepath.EvalSymlinks(exe)
+	}
+	if err != nil {
+		exe = "/path/to/caplin"
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "AppArmor restricts unprivileged user namespaces here. This profile lets")
+	fmt.Fprintln(w, "caplin, at this path only, make them; as root, save it as")
+	fmt.Fprintln(w, "/etc/apparmor.d/caplin and load it with")
+	fmt.Fprintln(w, "apparmor_parser -r /etc/apparmor.d/caplin:")
+	fmt.Fprintln(w)
+	fmt.Fprint(w, probe.AppArmorProfile(exe))
 }

@@ -62,7 +62,8 @@ Exit status:
 	         failed; serve: the server failed
 	2        usage error: bad command, flag or argument
 	3        dir cas: the file's version did not match (retry)
-	122      caplin run: the kernel cannot enforce what was asked
+	122      caplin run: the kernel cannot enforce what was asked, or
+	         a layer --require names is not allowed here
 	125      caplin failed before the program ran
 	126      the program was found but could not be executed
 	         (permission denied, not an executable format)

@@ -42,6 +42,10 @@ func TestMain(m *testing.M) {
 		"sdactivate": sdActivate,
 		// escapedeath TOKEN: see TestRunDiesWithCaplin.
 		"escapedeath": escapeDeath,
+		// nouserns, dockerseccomp, escapes: see fallback_test.go.
+		"nouserns":      func() { os.Exit(noUserNS()) },
+		"dockerseccomp": func() { os.Exit(dockerSeccomp()) },
+		"escapes":       func() { os.Exit(escapes()) },
 	})
 }
 
@@ -72,6 +76,13 @@ func TestScripts(t *testing.T) {
 		Dir:                 filepath.Join("testdata", "script"),
 		RequireExplicitExec: true,
 		RequireUniqueNames:  true,
+		Setup: func(env *testscript.Env) error {
+			// $ESCAPES is the escapes command's file, for a sandbox to
+			// be granted.
+			p, err := exec.LookPath("escapes")
+			env.Setenv("ESCAPES", p)
+			return err
+		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"status":   cmdStatus,
 			"signals":  cmdSignals,

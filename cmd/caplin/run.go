@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
@@ -13,7 +12,6 @@ import (
 	"syscall"
 
 	"github.com/caplin-dev/caplin/pidfd"
-	"github.com/caplin-dev/caplin/probe"
 	"github.com/caplin-dev/caplin/sandbox"
 	"github.com/caplin-dev/caplin/sandbox/bwrap"
 	"golang.org/x/sys/unix"
@@ -144,16 +142,24 @@ PROCESS
 		Landlock), drop it, saying what was dropped, instead of
 		refusing (exit 122).
 	--landlock-only
-		Confine without namespaces, for kernels that do not let
-		unprivileged users make user namespaces: file grants become
-		Landlock rules on the host's own paths (binds must be at their
-		source's path; --tmpfs, --proc, --symlink and the other options
-		that make something are refused), the network is cut by seccomp
-		(Unix sockets only) and Landlock, signals and abstract sockets
-		by Landlock's scopes (Linux 6.12). The program still sees the
-		host's processes, hostname and IPC, and background processes it
+		Confine without namespaces, as caplin run does by itself
+		where user namespaces are not allowed (see WITHOUT USER
+		NAMESPACES): file grants become Landlock rules on the host's
+		own paths (binds must be at their source's path; --tmpfs,
+		--proc, --symlink and the other options that make something
+		are refused), the network is cut by seccomp (Unix sockets
+		only) and Landlock, signals and abstract sockets by Landlock's
+		scopes (Linux 6.12). The program still sees the host's
+		processes, hostname and IPC, and background processes it
 		starts can outlive caplin. What cannot be enforced is refused
 		(exit 122) unless --best-effort.
+	--require LAYER,...
+		Refuse to run (exit 122) rather than without the layers named:
+		userns (the user, mount, pid, IPC, UTS, cgroup and network
+		namespaces, and the private root made in them), landlock
+		(which --best-effort would otherwise drop on a kernel without
+		it), seccomp (every sandbox has its filter; accepted so that a
+		list can say so), or all. It may be given more than once.
 
 LIMITS (for the sandbox's processes together)
 	--max-pids N
@@ -170,6 +176,22 @@ LIMITS (for the sandbox's processes together)
 	5.14 and later in the sandbox's user namespace). A limit that cannot
 	be enforced is refused (exit 122) unless --best-effort, which says
 	how it was weakened or that it was dropped.
+
+WITHOUT USER NAMESPACES
+	Where user namespaces are not allowed (AppArmor's restriction on
+	Ubuntu 23.10 and later, a container's seccomp profile such as
+	Docker's default one, user.max_user_namespaces=0, Debian's
+	kernel.unprivileged_userns_clone=0, or a kernel without them),
+	caplin run builds the strongest sandbox it can without them:
+	Landlock, seccomp, no_new_privs and rlimits, as --landlock-only
+	does. It says so in one line on stderr: why namespaces are not
+	allowed, what the sandbox lacks, and the fix (for AppArmor, a
+	profile that "caplin doctor" prints in full). What cannot be had
+	without a mount namespace (--tmpfs, --proc, binds elsewhere than
+	their source, ...) is named, and refused (exit 122) unless
+	--best-effort, which runs without it. --require userns refuses to
+	run there instead (exit 122). "caplin bwrap" does not fall back:
+	it fails as bubblewrap does, saying why.
 
 STATUS FDS (bubblewrap's formats)
 	--info-fd FD
@@ -202,7 +224,8 @@ EXIT STATUS
 	128+N    the program was killed by signal N
 	2        usage error
 	122      the kernel cannot enforce what was asked (without
-	         --best-effort): one line says what
+	         --best-effort), or a layer --require names is not
+	         allowed here: one line says what
 	125      caplin failed before the program ran: a grant failed (the
 	         message names it), or the sandbox could not be made
 	126      CMD was found but could not be executed
@@ -265,9 +288,6 @@ var runMode = mode{
 		if errors.Is(err, sandbox.ErrUnenforceable) {
 			return m.fail(exitUnenforceable, "%v (--best-effort drops what cannot be enforced)", err)
 		}
-		if detail, missing := userNSMissing(ctx, err, spec); missing {
-			return m.fail(m.failure, "%v: no user namespaces here: %s (--landlock-only confines without them)", err, detail)
-		}
 		return m.fail(m.failure, "%v", err)
 	},
 	execFailed: func(m mode, path string, err error, spec *sandbox.Spec) int {
@@ -293,9 +313,6 @@ var bwrapMode = mode{
 	},
 	usage: func(m mode, msg string) int { return m.fail(m.failure, "%s", msg) },
 	buildFailed: func(ctx context.Context, m mode, err error, spec *sandbox.Spec) int {
-		if detail, missing := userNSMissing(ctx, err, spec); missing {
-			return m.fail(m.failure, "%v: no user namespaces here: %s", err, detail)
-		}
 		return m.fail(m.failure, "%v", err)
 	},
 	execFailed: func(m mode, path string, err error, spec *sandbox.Spec) int {
@@ -322,9 +339,9 @@ func runSandbox(args []string, m mode) int {
 	defer signal.Stop(sigs)
 
 	ctx := context.Background()
-	sb, err := sandbox.Build(ctx, spec, sandbox.WithLogger(slog.Default()))
-	if err != nil {
-		return m.buildFailed(ctx, m, err, spec)
+	sb, code := m.build(ctx, cmd, spec) // fallback.go
+	if sb == nil {
+		return code
 	}
 	// The sandbox is closed on the way out when something fails; when the
 	// program has run, it is only killed: caplin exits at once, and the
@@ -420,19 +437,6 @@ func notifyForwarded() chan os.Signal {
 	return sigs
 }
 
-// userNSMissing reports whether Build failed with err because this
-// machine lets caplin make no user namespace, and the probe's word on
-// why.
-func userNSMissing(ctx context.Context, err error, spec *sandbox.Spec) (string, bool) {
-	if spec.LandlockOnly || !(errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EACCES)) {
-		return "", false
-	}
-	if r := probe.UserNS(ctx); !r.OK {
-		return r.Detail, true
-	}
-	return "", false
-}
-
 // reportStarted writes bubblewrap's report of the sandbox made to
 // --info-fd (which it then closes) and --json-status-fd.
 func reportStarted(cmd *bwrap.Command, sb *sandbox.Sandbox, spec *sandbox.Spec) {
@@ -456,7 +460,7 @@ func wait(ctx context.Context, p *pidfd.Process, sigs <-chan os.Signal, spec *sa
 	var escalated atomic.Int32 // a signal caplin turned into SIGKILL
 	done := make(chan struct{})
 	forwarded := make(chan struct{})
-	pid1 := spec.AsPID1 && !spec.SharePID
+	pid1 := spec.AsPID1 && !spec.SharePID && !spec.LandlockOnly // no pid namespace without
 	go func() {
 		defer close(forwarded)
 		forward(p, sigs, done, pid1, spec.SameSession, &escalated)

@@ -63,6 +63,10 @@ type Command struct {
 	// --json-status-fd, --sync-fd and --block-fd, or nil.
 	Info, JSONStatus, Sync, Block *os.File
 
+	// Require are the layers --require insists on: the caller must not
+	// run the program in a sandbox without them (see Layers).
+	Require Layers
+
 	// Warnings are what the command line asked that has no effect (a
 	// --perms after the last operation it could apply to).
 	Warnings []string

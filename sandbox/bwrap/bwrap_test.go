@@ -451,3 +451,37 @@ func TestFDNamedTwice(t *testing.T) {
 		t.Errorf("reading fd 3 twice: %v, want it closed the second time", err)
 	}
 }
+
+// TestRequire checks --require's layer lists: names, "all", repeats
+// adding up, and an unknown name refused as a usage error naming it;
+// bubblewrap's dialect does not have it.
+func TestRequire(t *testing.T) {
+	host := fakeHost(nil)
+	for _, c := range []struct {
+		args []string
+		want Layers
+	}{
+		{[]string{"--require", "userns", "true"}, LayerUserNS},
+		{[]string{"--require=landlock,seccomp", "true"}, LayerLandlock | LayerSeccomp},
+		{[]string{"--require", "userns", "--require", "landlock", "true"}, LayerUserNS | LayerLandlock},
+		{[]string{"--require", "all", "true"}, LayerUserNS | LayerLandlock | LayerSeccomp},
+		{[]string{"true"}, 0},
+	} {
+		if got := mustParse(t, c.args, CaplinRun, host).Require; got != c.want {
+			t.Errorf("%q: Require = %v, want %v", c.args, got, c.want)
+		}
+	}
+	if s := (LayerUserNS | LayerSeccomp).String(); s != "userns,seccomp" {
+		t.Errorf("String() = %q", s)
+	}
+	for _, args := range [][]string{{"--require", "userns,bogus", "true"}, {"--require", "", "true"}} {
+		_, err := Parse(args, CaplinRun, host)
+		var e *Error
+		if !errors.As(err, &e) || !e.Usage || e.Option != "--require" || !strings.Contains(err.Error(), "unknown layer") {
+			t.Errorf("%q: %v, want a usage error of --require naming the unknown layer", args, err)
+		}
+	}
+	if _, err := Parse([]string{"--require", "userns", "true"}, Bubblewrap, host); err == nil {
+		t.Errorf("bubblewrap's dialect took --require")
+	}
+}

@@ -220,7 +220,12 @@ var optionTable = map[string]option{
 	"--keep-env":      flagOpt(true, func(o *options) { o.keepEnv = true }),
 	"--best-effort":   flagOpt(true, func(o *options) { o.bestEffort = true }),
 	"--landlock-only": flagOpt(true, func(o *options) { o.landlockOnly = true }),
-	"--max-pids":      countOpt("--max-pids", "processes", func(o *options) *int { return &o.limits.Pids }),
+	"--require": {1, true, func(c *Command, a []string) error {
+		ls, err := ParseLayers(a[0])
+		c.Require |= ls
+		return err
+	}},
+	"--max-pids": countOpt("--max-pids", "processes", func(o *options) *int { return &o.limits.Pids }),
 	"--max-memory": {1, true, func(c *Command, a []string) error {
 		n, err := sandbox.ParseSize(a[0])
 		if err != nil || n < 1 {
