@@ -282,6 +282,8 @@ func recordDev(r *recorder, m *Mount, c *prepared) {
 	r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, "mode", "1777"),
 		b.Openat(dev, "shm", unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0))
 	b.Mkdirat(dev, "pts", 0o755)
+	r.mountDevpts(b.Openat(dev, "pts", unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0))
+	symlinkat(b, "pts/ptmx", dev, "ptmx")
 	symlinkat(b, "/proc/self/fd", dev, "fd")
 	symlinkat(b, "/proc/self/fd/0", dev, "stdin")
 	symlinkat(b, "/proc/self/fd/1", dev, "stdout")
@@ -360,9 +362,22 @@ func renewMqueue(r *recorder, spec *Spec, m *Mount) {
 	}
 }
 
-// renewDev renews /dev/shm; the device nodes are the template's binds.
+// renewDev renews /dev/shm and /dev/pts, so that no two sandboxes share
+// shared memory or pseudo-terminals; the device nodes are the template's
+// binds.
 func renewDev(r *recorder, _ *Spec, m *Mount) {
 	r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, "mode", "1777"), r.open(filepath.Join(m.Dest, "shm"), unix.O_DIRECTORY))
+	r.mountDevpts(r.open(filepath.Join(m.Dest, "pts"), unix.O_DIRECTORY))
+}
+
+// mountDevpts records mounting a new devpts instance on target, an fd,
+// with bubblewrap's options: its ptmx usable by all (/dev/ptmx links to
+// it), terminals made mode 0620. It is the sandbox's own, apart from the
+// host's /dev/pts: the program sees and opens only the terminals made in
+// it. (bubblewrap's "newinstance" is what every devpts mount is since
+// Linux 4.7.)
+func (r *recorder) mountDevpts(target proc.Val) {
+	r.attach(r.newMount("devpts", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC, "ptmxmode", "0666", "mode", "0620"), target)
 }
 
 // renewBindData binds the data afresh, for a writable data bind that one

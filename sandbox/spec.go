@@ -30,8 +30,9 @@ const (
 	// read-only, as bubblewrap does.
 	Proc
 	// Dev puts a minimal /dev at Dest: null, zero, full, random, urandom,
-	// tty bound from the host, a private tmpfs for shm, and the fd, stdin,
-	// stdout and stderr links.
+	// tty bound from the host, a private tmpfs for shm, a devpts of the
+	// sandbox's own at pts (pseudo-terminals; ptmx links to pts/ptmx), and
+	// the fd, stdin, stdout and stderr links, as bubblewrap's --dev.
 	Dev
 	// DevBind binds Source at Dest, writable, with device nodes usable.
 	DevBind

@@ -76,7 +76,9 @@ FILE SYSTEM (applied in order)
 	--proc DEST
 		A proc file system of the sandbox's pid namespace.
 	--dev DEST
-		A minimal /dev: null, zero, full, random, urandom, tty, shm.
+		A minimal /dev: null, zero, full, random, urandom, tty, shm,
+		and pts, a devpts of the sandbox's own (ptmx links to
+		pts/ptmx), for programs that open pseudo-terminals.
 	--mqueue DEST
 		A POSIX message queue file system.
 	--dir DEST
