@@ -105,7 +105,11 @@ FDS
 NETWORK
 	--net none|loopback|host
 		none (default): no interface up. loopback: only lo, up.
-		host: caplin's network (and the host's abstract sockets).
+		host: caplin's network (and the host's abstract sockets),
+		with the host's /etc/resolv.conf, hosts, nsswitch.conf and
+		host.conf read-only (bound before the options' mounts, so
+		they may cover them) unless the options bind / or provide
+		/etc or that file themselves.
 	--share-net
 		Same as --net host.
 

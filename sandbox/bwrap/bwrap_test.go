@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -449,5 +450,51 @@ func TestFDNamedTwice(t *testing.T) {
 	_, err := Parse([]string{"--file", "3", "/a", "--file", "3", "/b", "true"}, Bubblewrap, host)
 	if err == nil || !errors.Is(err, os.ErrClosed) {
 		t.Errorf("reading fd 3 twice: %v, want it closed the second time", err)
+	}
+}
+
+// TestResolverFiles: caplin run on the host's network gets the host's
+// resolver files read-only, ahead of the command line's mounts, unless
+// the command line provides them or all of /etc; bubblewrap's dialect and
+// the other networks get nothing added.
+func TestResolverFiles(t *testing.T) {
+	dests := func(spec *sandbox.Spec) []string {
+		var ds []string
+		for _, m := range spec.Mounts {
+			if strings.HasPrefix(m.Dest, "/etc/") && m.Kind == sandbox.ROBind && m.Try && m.Source == m.Dest {
+				ds = append(ds, m.Dest)
+			}
+		}
+		return ds
+	}
+	all := []string{"/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf"}
+	for _, tc := range []struct {
+		args []string
+		d    Dialect
+		want []string
+	}{
+		{[]string{"--net", "host", "true"}, CaplinRun, all},
+		{[]string{"--share-net", "--ro-bind", "/x", "/etc/ssl", "true"}, CaplinRun, all},
+		{[]string{"--net", "loopback", "true"}, CaplinRun, nil},
+		{[]string{"true"}, CaplinRun, nil},
+		{[]string{"--net", "host", "--ro-bind", "/etc", "/etc", "true"}, CaplinRun, nil},
+		{[]string{"--net", "host", "--ro-bind", "/", "/", "true"}, CaplinRun, nil},
+		{[]string{"--net", "host", "--tmpfs", "/etc", "true"}, CaplinRun, nil},
+		{[]string{"--net", "host", "--dir", "/etc", "true"}, CaplinRun, all},
+		{[]string{"--net", "host", "--ro-bind", "/my/hosts", "/etc/hosts", "true"}, CaplinRun, []string{"/etc/resolv.conf", "/etc/nsswitch.conf", "/etc/host.conf"}},
+		{[]string{"--share-net", "true"}, Bubblewrap, nil},
+		{[]string{"true"}, Bubblewrap, nil},
+	} {
+		spec := mustSpec(t, tc.args, tc.d, fakeHost(nil))
+		if got := dests(spec); !slices.Equal(got, tc.want) {
+			t.Errorf("%v: resolver binds %v, want %v", tc.args, got, tc.want)
+		}
+	}
+	// They come after --system's and before the command line's own.
+	spec := mustSpec(t, []string{"--system", "--net", "host", "--tmpfs", "/srv", "true"}, CaplinRun, fakeHost(nil))
+	last := spec.Mounts[len(spec.Mounts)-1]
+	before := spec.Mounts[len(spec.Mounts)-2]
+	if last.Dest != "/srv" || before.Dest != "/etc/host.conf" {
+		t.Errorf("mount order: ... %v, %v; want the resolver files, then --tmpfs /srv", before, last)
 	}
 }

@@ -3,6 +3,7 @@ package bwrap
 import (
 	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/caplin-dev/caplin/sandbox"
@@ -31,6 +32,7 @@ func (c *Command) Spec() (*sandbox.Spec, error) {
 	if o.system {
 		spec.Mounts = append(spec.Mounts, sandbox.SystemMounts()...)
 	}
+	given := len(spec.Mounts) // the command line's mounts start here
 	spec.Mounts = append(spec.Mounts, o.mounts...)
 	if o.uid >= 0 {
 		spec.UID = o.uid
@@ -59,6 +61,11 @@ func (c *Command) Spec() (*sandbox.Spec, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if c.dialect == CaplinRun && spec.Net == sandbox.NetHost {
+		// The host's network comes with the host's names for it, ahead
+		// of the command line's mounts, which may cover them.
+		spec.Mounts = slices.Insert(spec.Mounts, given, sandbox.ResolverMounts(spec.Mounts)...)
 	}
 	spec.AsPID1 = spec.AsPID1 || o.asPID1
 	if err := c.caps(spec); err != nil {
