@@ -371,4 +371,3 @@ func providesFile(ms []Mount, file string) bool {
 	}
 	return false
 }
-
