@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
@@ -328,7 +327,7 @@ func runSandbox(args []string, m mode) int {
 	defer signal.Stop(sigs)
 
 	ctx := context.Background()
-	sb, err := sandbox.Build(ctx, spec, sandbox.WithLogger(slog.Default()))
+	sb, err := sandbox.Build(ctx, spec, sandbox.WithLogger(noticeLogger(os.Stderr, m.name)))
 	if err != nil {
 		return m.buildFailed(ctx, m, err, spec)
 	}
