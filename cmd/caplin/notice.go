@@ -2,10 +2,16 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/caplin-dev/caplin/sandbox"
+	"golang.org/x/sys/unix"
 )
 
 // noticeLogger returns the logger of caplin run's notices (what best
@@ -62,3 +68,36 @@ func (h *noticeHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 // WithGroup returns h: a notice's groups add nothing to its line.
 func (h *noticeHandler) WithGroup(string) slog.Handler { return h }
+
+// reportOOM says so when the kernel's OOM killer killed a process of sb
+// for its memory limit: the program, whose exit status is code, or
+// another of its processes.
+func reportOOM(m mode, sb *sandbox.Sandbox, spec *sandbox.Spec, code int) {
+	n := sb.OOMKills()
+	if n == 0 {
+		return
+	}
+	limit := "--max-memory " + formatSize(spec.Limits.Memory)
+	switch {
+	case code == 128+int(unix.SIGKILL):
+		fmt.Fprintf(os.Stderr, "%s: killed: out of memory (%s)\n", m.name, limit)
+	case n == 1:
+		fmt.Fprintf(os.Stderr, "%s: a process of the sandbox was killed: out of memory (%s)\n", m.name, limit)
+	default:
+		fmt.Fprintf(os.Stderr, "%s: %d processes of the sandbox were killed: out of memory (%s)\n", m.name, n, limit)
+	}
+}
+
+// formatSize writes bytes as --max-memory takes them: with the largest of
+// G, M and K that divides it, else in bytes.
+func formatSize(bytes int64) string {
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if bytes >= u.size && bytes%u.size == 0 {
+			return strconv.FormatInt(bytes/u.size, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(bytes, 10)
+}

@@ -354,6 +354,7 @@ func runSandbox(args []string, m mode) int {
 	if err != nil {
 		return m.fail(m.failure, "waiting for %s: %v", cmd.Path, err)
 	}
+	reportOOM(m, sb, spec, code)
 	if cmd.JSONStatus != nil {
 		bwrap.WriteExit(cmd.JSONStatus, code)
 		cmd.JSONStatus.Close()
