@@ -140,10 +140,12 @@ PROCESS
 	--seccomp FD, --add-seccomp-fd FD
 		Also install the classic-BPF seccomp program read from FD.
 	--profile FILE
-		Start from the sandbox profile FILE (TOML; see "go doc
-		github.com/caplin-dev/caplin/sandbox ParseProfile"). Options
-		given on the command line apply after it: mounts are added
-		after the profile's, the rest overrides.
+		Start from the sandbox profile FILE (TOML; every key, its
+		type and default, with an example: docs/profiles.md in
+		caplin's source, https://github.com/caplin-dev/caplin/blob/
+		main/docs/profiles.md). Options given on the command line
+		apply after it: mounts are added after the profile's, the
+		rest overrides.
 	--best-effort
 		Where the kernel cannot enforce part of the sandbox (no
 		Landlock), drop it, saying what was dropped, instead of
