@@ -365,4 +365,3 @@ func tableAt(lines []string, row int) []string {
 	}
 	return nil
 }
-
