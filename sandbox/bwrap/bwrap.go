@@ -256,7 +256,7 @@ func (c *Command) argsFrom(fd string, depth int) ([]string, error) {
 	if depth > maxArgsDepth {
 		return nil, usagef("--args nested too deep")
 	}
-	data, err := c.readFD(fd, "--args "+fd)
+	data, err := c.readFD(fd, "reading")
 	if err != nil {
 		return nil, err
 	}
@@ -270,6 +270,10 @@ func (c *Command) argsFrom(fd string, depth int) ([]string, error) {
 // already).
 func named(option string, err error) error {
 	var e *Error
+	var fe *fdError
+	if !errors.As(err, &e) && errors.As(err, &fe) {
+		return &Error{Option: option, Err: fmt.Errorf("%s %d: %w", option, fe.fd, fe.err)}
+	}
 	if errors.As(err, &e) {
 		if e.Option == "" {
 			e.Option = option

@@ -320,8 +320,13 @@ func TestUsageErrors(t *testing.T) {
 	if _, err := Parse([]string{"--ro-bind", "/no/such", "/x", "true"}, Bubblewrap, host); !isError(err, "--ro-bind", false) || err.Error() != "can't find source path /no/such: no such file or directory" {
 		t.Errorf("missing source: %v", err)
 	}
-	if _, err := Parse([]string{"--info-fd", "12", "true"}, Bubblewrap, host); !isError(err, "--info-fd", false) || err.Error() != "fd 12: bad file descriptor" {
-		t.Errorf("closed fd: %v", err)
+	// An fd's error names the option it came from.
+	for _, args := range [][]string{{"--info-fd", "12"}, {"--bind-fd", "12", "/x"}, {"--ro-bind-fd", "12", "/x"}, {"--file", "12", "/x"},
+		{"--seccomp", "12"}, {"--sync-fd", "12"}, {"--block-fd", "12"}, {"--args", "12"}} {
+		want := args[0] + " 12: bad file descriptor"
+		if _, err := Parse(append(args, "true"), Bubblewrap, host); !isError(err, args[0], false) || err.Error() != want || !errors.Is(err, unix.EBADF) {
+			t.Errorf("closed fd: %v; want %q", err, want)
+		}
 	}
 	for _, args := range [][]string{{"--help"}, {"-h"}, {"--version", "x"}} {
 		var h *Help
