@@ -2,13 +2,16 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/caplin-dev/caplin/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // manyGrants is how many grants of one kind TestManyGrants gives: more
@@ -65,5 +68,29 @@ func TestManyGrantsFailure(t *testing.T) {
 	want := fmt.Sprintf("mount %d (symlink y /l/7)", len(spec.Mounts))
 	if !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not name %q", err, want)
+	}
+}
+
+// TestMountErrorWords: a grant that fails is a *MountError with its index
+// in Spec.Mounts, and says what failed in words, not by the system call
+// and the fd of the process that built the sandbox.
+func TestMountErrorWords(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	spec := baseSpec()
+	spec.Mounts = append(spec.Mounts, Mount{Kind: Dir, Dest: "/d"}, Mount{Kind: Symlink, Source: "x", Dest: "/d"})
+	_, err := Build(context.Background(), spec)
+	var me *MountError
+	if !errors.As(err, &me) || me.Index != len(spec.Mounts)-1 || me.Mount.Dest != "/d" {
+		t.Fatalf("Build = %v; want a MountError for mount %d", err, len(spec.Mounts))
+	}
+	if !errors.Is(err, unix.EEXIST) {
+		t.Errorf("%v: the errno is lost", err)
+	}
+	want := fmt.Sprintf("sandbox: mount %d (symlink x /d): making the symbolic link: file exists", len(spec.Mounts))
+	if err.Error() != want {
+		t.Errorf("error %q, want %q", err, want)
+	}
+	if regexp.MustCompile(`\bfd \d|symlinkat|syscall \d`).MatchString(err.Error()) {
+		t.Errorf("error %q names internal calls or fds", err)
 	}
 }

@@ -11,7 +11,6 @@ package sandbox
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 
@@ -151,7 +150,7 @@ func bindKind(name string, attrs uint64, access uint64) kindInfo {
 				if m.Try {
 					return nil, nil
 				}
-				return nil, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
+				return nil, mountError(i, m, err)
 			}
 			g := PathGrant{Path: filepath.Clean(m.Dest), Access: access, Kind: PathDir}
 			if !st.IsDir() {
@@ -171,7 +170,7 @@ func bindKind(name string, attrs uint64, access uint64) kindInfo {
 				if m.Try && errors.Is(err, os.ErrNotExist) {
 					return nil, "", nil
 				}
-				return nil, "", fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
+				return nil, "", mountError(i, m, err)
 			}
 			return []PathGrant{{Path: dest, Access: access}}, "", nil
 		},
@@ -188,7 +187,7 @@ func prepareBind(r *recorder, i int, m *Mount, c *prepared) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
+		return mountError(i, m, err)
 	}
 	c.isDir = st.IsDir()
 	if m.FD != nil {

@@ -331,7 +331,7 @@ func runSandbox(args []string, m mode) int {
 	ctx := context.Background()
 	sb, err := sandbox.Build(ctx, spec, sandbox.WithLogger(noticeLogger(os.Stderr, m.name)))
 	if err != nil {
-		return m.buildFailed(ctx, m, err, spec)
+		return m.buildFailed(ctx, m, cmd.Explain(err), spec)
 	}
 	// The sandbox is closed on the way out when something fails; when the
 	// program has run, it is only killed: caplin exits at once, and the

@@ -33,6 +33,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/caplin-dev/caplin/sandbox"
 )
 
 // Dialect is a flavour of the command line: which options it takes and
@@ -75,6 +77,25 @@ type Command struct {
 	// file a number, so that an fd named twice (--info-fd 3
 	// --json-status-fd 3) has one owner and is closed once.
 	callerFDs map[int]*os.File
+	// origins say where each mount of the last Spec came from, for
+	// Explain: the option as written, or the option or profile that
+	// added it.
+	origins []string
+}
+
+// Explain returns err, an error of building the sandbox of the command's
+// Spec, with a failing mount (a *sandbox.MountError) named as the command
+// line gave it ("--ro-bind /usr /x: making the directory x: read-only
+// file system"), or by the option or profile that added it ("--system
+// (ro-bind /etc/ssl /etc/ssl): ..."), rather than by its number among
+// mounts the user did not all write. The errno stays wrapped. Other
+// errors are returned as they are.
+func (c *Command) Explain(err error) error {
+	var me *sandbox.MountError
+	if !errors.As(err, &me) || me.Index < 0 || me.Index >= len(c.origins) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", c.origins[me.Index], me.Err)
 }
 
 // Close closes the files Parse opened for the command (the fds it names,
@@ -230,6 +251,9 @@ func (c *Command) parse(args []string, depth int) error {
 		i += n
 		if err := opt.do(c, optArgs); err != nil {
 			return named(name, err)
+		}
+		for len(c.opts.written) < len(c.opts.mounts) {
+			c.opts.written = append(c.opts.written, strings.Join(append([]string{name}, optArgs...), " "))
 		}
 	}
 	return nil

@@ -503,3 +503,40 @@ func TestResolverFiles(t *testing.T) {
 		t.Errorf("mount order: ... %v, %v; want the resolver files, then --tmpfs /srv", before, last)
 	}
 }
+
+// TestExplain: a failing mount is named as the command line wrote it, or
+// by the option or profile that added it, not by its number among mounts
+// the user did not all write.
+func TestExplain(t *testing.T) {
+	host := fakeHost([]byte("[[mount]]\ntype = \"tmpfs\"\ndest = \"/p\"\n"))
+	c := mustParse(t, []string{"--profile", "p.toml", "--system", "--net", "host", "--dir", "/a", "--perms", "0700", "--tmpfs", "/b", "true"}, CaplinRun, host)
+	spec, err := c.Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail := func(dest string) error {
+		for i := range spec.Mounts {
+			if spec.Mounts[i].Dest == dest {
+				return &sandbox.MountError{Index: i, Mount: spec.Mounts[i], Err: &os.PathError{Op: "making the directory", Path: "x", Err: unix.EROFS}}
+			}
+		}
+		t.Fatalf("no mount at %s", dest)
+		return nil
+	}
+	for dest, want := range map[string]string{
+		"/b":               "--tmpfs /b: making the directory x: read-only file system",
+		"/a":               "--dir /a: making the directory x: read-only file system",
+		"/p":               "profile p.toml: mount[0] (tmpfs /p): making the directory x: read-only file system",
+		"/etc/ssl":         "--system (ro-bind /etc/ssl /etc/ssl): making the directory x: read-only file system",
+		"/etc/resolv.conf": "--net host (ro-bind /etc/resolv.conf /etc/resolv.conf): making the directory x: read-only file system",
+	} {
+		got := c.Explain(fail(dest))
+		if got.Error() != want || !errors.Is(got, unix.EROFS) {
+			t.Errorf("Explain(mount at %s) = %v, want %q", dest, got, want)
+		}
+	}
+	other := errors.New("other")
+	if c.Explain(other) != other {
+		t.Errorf("Explain changed an error that names no mount")
+	}
+}

@@ -19,6 +19,7 @@ import (
 // them into a sandbox.
 type options struct {
 	mounts   []sandbox.Mount
+	written  []string // each mount's option as written: "--ro-bind /usr /usr"
 	env      []envOp
 	argv0    string
 	chdir    string
