@@ -167,7 +167,8 @@ LIMITS (for the sandbox's processes together)
 		At most N processes and threads at once.
 	--max-memory SIZE
 		At most SIZE bytes of memory (with K, M or G); past it the
-		kernel kills the largest process.
+		kernel kills the largest process, and caplin says so
+		("killed: out of memory").
 	--max-cpu N
 		At most N CPUs' worth of time (0.5: half of one CPU).
 	--max-files N
