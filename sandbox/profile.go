@@ -197,41 +197,41 @@ func ParseProfile(name string, data []byte) (*Spec, error) {
 			}
 		}
 		if kind < 0 {
-			return nil, bad("mount %d: type %q: want one of %s", i+1, m.Type, strings.Join(names, ", "))
+			return nil, bad("mount[%d].type: %q: want one of %s", i, m.Type, strings.Join(names, ", "))
 		}
 		k := kindOf(kind)
 		if m.Dest == "" || m.Dest[0] != '/' {
-			return nil, bad("mount %d: dest %q: want an absolute path", i+1, m.Dest)
+			return nil, bad("mount[%d].dest: %q: want an absolute path", i, m.Dest)
 		}
 		takesSource := k.source != srcNone
 		switch {
 		case takesSource && m.Source == "":
-			return nil, bad("mount %d (%s %s): source missing", i+1, m.Type, m.Dest)
+			return nil, bad("mount[%d] (%s %s): source missing", i, m.Type, m.Dest)
 		case !takesSource && m.Source != "":
-			return nil, bad("mount %d (%s %s): a %s takes no source", i+1, m.Type, m.Dest, m.Type)
+			return nil, bad("mount[%d] (%s %s): a %s takes no source", i, m.Type, m.Dest, m.Type)
 		case m.Try && k.source != srcHostPath:
-			return nil, bad("mount %d (%s %s): try is for binds", i+1, m.Type, m.Dest)
+			return nil, bad("mount[%d] (%s %s): try is for binds", i, m.Type, m.Dest)
 		case m.Size != "" && !k.takesSize:
-			return nil, bad("mount %d (%s %s): size is for %s", i+1, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesSize }), ", "))
+			return nil, bad("mount[%d] (%s %s): size is for %s", i, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesSize }), ", "))
 		case m.Data != "" && !k.takesData:
-			return nil, bad("mount %d (%s %s): data is for %s", i+1, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesData }), ", "))
+			return nil, bad("mount[%d] (%s %s): data is for %s", i, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesData }), ", "))
 		case m.Perms != "" && !k.takesPerms:
-			return nil, bad("mount %d (%s %s): perms is for %s", i+1, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesPerms }), ", "))
+			return nil, bad("mount[%d] (%s %s): perms is for %s", i, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesPerms }), ", "))
 		case m.Perms == "" && k.needsPerms:
-			return nil, bad("mount %d (%s %s): perms missing", i+1, m.Type, m.Dest)
+			return nil, bad("mount[%d] (%s %s): perms missing", i, m.Type, m.Dest)
 		}
 		mnt := Mount{Kind: kind, Source: m.Source, Dest: m.Dest, Try: m.Try, Data: []byte(m.Data)}
 		if m.Perms != "" {
 			pm, err := ParsePerms(m.Perms)
 			if err != nil {
-				return nil, bad("mount %d (%s %s): %v", i+1, m.Type, m.Dest, err)
+				return nil, bad("mount[%d] (%s %s): %v", i, m.Type, m.Dest, err)
 			}
 			mnt.Perms = &pm
 		}
 		if m.Size != "" {
 			v, err := ParseSize(m.Size)
 			if err != nil {
-				return nil, bad("mount %d (%s %s): %v", i+1, m.Type, m.Dest, err)
+				return nil, bad("mount[%d] (%s %s): %v", i, m.Type, m.Dest, err)
 			}
 			mnt.Size = v
 		}

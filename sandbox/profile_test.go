@@ -54,7 +54,7 @@ func TestParseProfileBadInput(t *testing.T) {
 		{"net = \"everything\"", `net = "everything"`},
 		{"uid = -1", "negative"},
 		{"uid = \"zero\"", "bad.toml: line 1"},
-		{"[[mount]]\ntype = \"bnid\"\ndest = \"/x\"", `type "bnid"`},
+		{"[[mount]]\ntype = \"bnid\"\ndest = \"/x\"", `mount[0].type: "bnid"`},
 		{"[[mount]]\ntype = \"ro-bind\"\ndest = \"/x\"", "source missing"},
 		{"[[mount]]\ntype = \"tmpfs\"\nsource = \"/x\"\ndest = \"/x\"", "takes no source"},
 		{"[[mount]]\ntype = \"tmpfs\"\ndest = \"x\"", "absolute"},
