@@ -212,3 +212,20 @@ func readTrim(path string) string {
 	s, _ := kernel.ReadTrim(path)
 	return s
 }
+
+// TestOOMKills reads the OOM killer's count from memory.events (v2) and
+// memory.oom_control (v1).
+func TestOOMKills(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "memory.events"), []byte("low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 0\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "memory.oom_control"), []byte("oom_kill_disable 0\nunder_oom 0\noom_kill 5\n"), 0o644)
+	if n, err := (&Group{Dir: dir, V2: true}).OOMKills(); n != 2 || err != nil {
+		t.Errorf("v2: %d, %v; want 2", n, err)
+	}
+	if n, err := (&Group{Dir: dir}).OOMKills(); n != 5 || err != nil {
+		t.Errorf("v1: %d, %v; want 5", n, err)
+	}
+	if _, err := (&Group{Dir: filepath.Join(dir, "gone"), V2: true}).OOMKills(); err == nil {
+		t.Errorf("a removed cgroup: no error")
+	}
+}

@@ -61,6 +61,30 @@ func (g *Group) SetMemory(bytes int64) error {
 	return nil
 }
 
+// OOMKills returns how many of the group's processes the kernel's OOM
+// killer has killed for its memory limit: the oom_kill count of
+// memory.events (v2) or memory.oom_control (v1, Linux 4.13).
+func (g *Group) OOMKills() (int, error) {
+	name := "memory.oom_control"
+	if g.V2 {
+		name = "memory.events"
+	}
+	b, err := os.ReadFile(filepath.Join(g.Dir, name))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return 0, fmt.Errorf("cgroup: %s: oom_kill %q: %w", name, v, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("cgroup: %s: no oom_kill count", filepath.Join(g.Dir, name))
+}
+
 // SetCPU lets the group run quota microseconds of CPU time per period
 // microseconds.
 func (g *Group) SetCPU(quota, period int64) error {

@@ -82,6 +82,10 @@ type Batch struct {
 	files []*os.File // sent with the batch, in order
 	err   error      // first error found while recording
 	spawn bool       // starts with opSpawn: the ops after it run in the new child
+	// fdsBelow, in a part of a batch that runs in parts, is one more than
+	// the highest fixed fd any part creates, so that each part keeps
+	// received fds above all of them (see runParts); 0 otherwise.
+	fdsBelow int
 	// announced, in a spawn, takes the new child's pidfd, which the child
 	// sends ahead of the reply (see Handle.spawn).
 	announced func(*os.File)

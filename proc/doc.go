@@ -72,7 +72,8 @@
 // call, its path or fd, and the errno. (close(2) is CloseFD in both forms;
 // Handle.Close ends the handle itself.) A Batch records many calls, whose
 // arguments may be the results of earlier ones (openat → dup3 of its result
-// → close), and Handle.Run sends them in one message; it stops at the first
+// → close), and Handle.Run sends them in one message (in parts, one round
+// trip each, when they outgrow one: docs/proc.md); it stops at the first
 // failure and returns a *BatchError with its index. Calls before it took
 // effect. Arguments that live in memory (paths, structs, argv arrays,
 // seccomp programs) are placed in a child-side arena by the call itself;

@@ -239,19 +239,15 @@ func (r *Results) Close() {
 	}
 }
 
-// Run runs b in the child in one round trip (more than one only when its
-// data does not fit in one message). On failure the error is a *BatchError
-// that names the failing call; Results still holds the results of the calls
-// that ran.
+// Run runs b in the child in one round trip; more than one when its data
+// does not fit in one message, or when it has more calls or files than one
+// message carries (about 500 calls, 253 files): it then runs in parts, in
+// order, and a failing call stops it as in one. On failure the error is a
+// *BatchError that names the failing call; Results still holds the results
+// of the calls that ran.
 func (h *Handle) Run(ctx context.Context, b *Batch) (*Results, error) {
 	if b.err != nil {
 		return nil, b.err
-	}
-	if len(b.calls) > maxOps-1 { // one op is kept for moving the control socket
-		return nil, fmt.Errorf("proc: batch of %d calls: at most %d", len(b.calls), maxOps-1)
-	}
-	if len(b.files) > maxFDs {
-		return nil, fmt.Errorf("proc: batch sends %d files: at most %d", len(b.files), maxFDs)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -261,6 +257,9 @@ func (h *Handle) Run(ctx context.Context, b *Batch) (*Results, error) {
 	if h.state != nil {
 		return nil, h.state
 	}
+	if b.needsParts() {
+		return h.runParts(ctx, b)
+	}
 	return h.runLocked(ctx, b)
 }
 
@@ -269,7 +268,7 @@ func (h *Handle) runLocked(ctx context.Context, b *Batch) (*Results, error) {
 	calls := b.calls
 	// Move the control socket out of the way of any fd the batch creates at
 	// a fixed number.
-	fdMin := -1
+	fdMin := b.fdsBelow - 1
 	for _, c := range calls {
 		if c.fixedFD && c.newfd > fdMin {
 			fdMin = c.newfd

@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -36,31 +35,31 @@ func (r *recorder) bindFD(i int, m *Mount) (proc.Val, error) {
 	fd := int(m.FD.Fd())
 	var want unix.Statx_t
 	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_SYNC_AS_STAT, unix.STATX_INO|unix.STATX_MNT_ID, &want); err != nil {
-		return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), &os.SyscallError{Syscall: "statx", Err: err})
+		return proc.Val{}, mountError(i, m, &os.SyscallError{Syscall: "statx", Err: err})
 	}
 	path, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
 	if err != nil {
-		return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
+		return proc.Val{}, mountError(i, m, err)
 	}
 	ours, err := mountIDs("/proc/self/mountinfo")
 	if err != nil {
-		return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
+		return proc.Val{}, mountError(i, m, err)
 	}
 	if !ours[int(want.Mnt_id)] {
 		if want.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
-			return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), errNotMount)
+			return proc.Val{}, mountError(i, m, errNotMount)
 		}
 		return r.b.PutFile(m.FD, -1), nil
 	}
 	var wantFS unix.Statfs_t
 	if err := unix.Fstatfs(fd, &wantFS); err != nil {
-		return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), &os.SyscallError{Syscall: "fstatfs", Err: err})
+		return proc.Val{}, mountError(i, m, &os.SyscallError{Syscall: "fstatfs", Err: err})
 	}
 	var at unix.Statx_t
 	if !strings.HasPrefix(path, "/") ||
 		unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_SYNC_AS_STAT, unix.STATX_INO|unix.STATX_MNT_ID, &at) != nil ||
 		!sameFile(&at, &want) || at.Mnt_id != want.Mnt_id {
-		return proc.Val{}, fmt.Errorf("sandbox: %s: %w", describe(i, m), &os.PathError{Op: "bind", Path: path, Err: errMoved})
+		return proc.Val{}, mountError(i, m, &os.PathError{Op: "bind", Path: path, Err: errMoved})
 	}
 	{
 		// The path comes from the kernel, with no links in it; one
@@ -75,7 +74,7 @@ func (r *recorder) bindFD(i int, m *Mount) (proc.Val, error) {
 			// The same file, on a mount with the same attributes (not
 			// another, writable, mount of it).
 			if got.Dev != unix.Mkdev(want.Dev_major, want.Dev_minor) || got.Ino != want.Ino || gotFS.Flags&attrs != wantFS.Flags&attrs {
-				return fmt.Errorf("sandbox: %s: %w", describe(i, m), &os.PathError{Op: "bind", Path: path, Err: errMoved})
+				return mountError(i, m, &os.PathError{Op: "bind", Path: path, Err: errMoved})
 			}
 			return nil
 		})

@@ -14,7 +14,7 @@ import (
 // Build makes a sandboxed process from spec, ready for Exec. Every step
 // runs in the new process, in a few batched round trips, before it execs;
 // a failing step kills it (nothing is left behind) and the error names the
-// grant or call that failed.
+// grant that failed (a *MountError for a mount) and what failed in it.
 //
 // The root is assembled with the mount API: the bind sources are cloned
 // (open_tree) first, while the process still sees the caller's file

@@ -51,8 +51,9 @@
 // namespaces, the root) once, for launchers that start many sandboxes
 // from one spec; what its sandboxes share is listed there.
 //
-// Profiles (ParseProfile) are TOML files with the fields of a Spec; caplin
-// run and caplin bwrap build Specs from bubblewrap's command line.
+// Profiles (ParseProfile) are TOML files with the fields of a Spec, whose
+// every key docs/profiles.md lists; caplin run and caplin bwrap build Specs
+// from bubblewrap's command line.
 package sandbox
 
 //go:generate go run ./internal/gensysnames

@@ -91,3 +91,29 @@ func (e *LandlockOnlyError) Error() string {
 
 // Is reports whether target is ErrUnenforceable.
 func (e *LandlockOnlyError) Is(target error) bool { return target == ErrUnenforceable }
+
+// MountError says that one of a Spec's mounts could not be made, and how:
+// what the kernel refused, in words (making the directory, attaching the
+// mount) rather than by the calls and fds of the process that built the
+// sandbox. Its Error names the mount by its number in Spec.Mounts; a
+// caller that built the Spec from something else (a command line, where
+// one option may stand for several mounts) can name what the user wrote
+// instead, from Index.
+type MountError struct {
+	Index int   // the mount's index in Spec.Mounts
+	Mount Mount // the mount
+	Err   error // what failed; it wraps the errno, if any
+}
+
+// Error names the mount ("mount 3 (ro-bind /usr /usr)") and what failed.
+func (e *MountError) Error() string {
+	return "sandbox: " + describe(e.Index, &e.Mount) + ": " + e.Err.Error()
+}
+
+// Unwrap returns Err.
+func (e *MountError) Unwrap() error { return e.Err }
+
+// mountError returns err as the failure of mount i, m.
+func mountError(i int, m *Mount, err error) error {
+	return &MountError{Index: i, Mount: *m, Err: err}
+}

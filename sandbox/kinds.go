@@ -11,7 +11,6 @@ package sandbox
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 
@@ -151,7 +150,7 @@ func bindKind(name string, attrs uint64, access uint64) kindInfo {
 				if m.Try {
 					return nil, nil
 				}
-				return nil, fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
+				return nil, mountError(i, m, err)
 			}
 			g := PathGrant{Path: filepath.Clean(m.Dest), Access: access, Kind: PathDir}
 			if !st.IsDir() {
@@ -171,7 +170,7 @@ func bindKind(name string, attrs uint64, access uint64) kindInfo {
 				if m.Try && errors.Is(err, os.ErrNotExist) {
 					return nil, "", nil
 				}
-				return nil, "", fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
+				return nil, "", mountError(i, m, err)
 			}
 			return []PathGrant{{Path: dest, Access: access}}, "", nil
 		},
@@ -188,7 +187,7 @@ func prepareBind(r *recorder, i int, m *Mount, c *prepared) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("sandbox: %s: %w", describe(i, m), err)
+		return mountError(i, m, err)
 	}
 	c.isDir = st.IsDir()
 	if m.FD != nil {
@@ -282,6 +281,8 @@ func recordDev(r *recorder, m *Mount, c *prepared) {
 	r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, "mode", "1777"),
 		b.Openat(dev, "shm", unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0))
 	b.Mkdirat(dev, "pts", 0o755)
+	r.mountDevpts(b.Openat(dev, "pts", unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0))
+	symlinkat(b, "pts/ptmx", dev, "ptmx")
 	symlinkat(b, "/proc/self/fd", dev, "fd")
 	symlinkat(b, "/proc/self/fd/0", dev, "stdin")
 	symlinkat(b, "/proc/self/fd/1", dev, "stdout")
@@ -360,9 +361,22 @@ func renewMqueue(r *recorder, spec *Spec, m *Mount) {
 	}
 }
 
-// renewDev renews /dev/shm; the device nodes are the template's binds.
+// renewDev renews /dev/shm and /dev/pts, so that no two sandboxes share
+// shared memory or pseudo-terminals; the device nodes are the template's
+// binds.
 func renewDev(r *recorder, _ *Spec, m *Mount) {
 	r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, "mode", "1777"), r.open(filepath.Join(m.Dest, "shm"), unix.O_DIRECTORY))
+	r.mountDevpts(r.open(filepath.Join(m.Dest, "pts"), unix.O_DIRECTORY))
+}
+
+// mountDevpts records mounting a new devpts instance on target, an fd,
+// with bubblewrap's options: its ptmx usable by all (/dev/ptmx links to
+// it), terminals made mode 0620. It is the sandbox's own, apart from the
+// host's /dev/pts: the program sees and opens only the terminals made in
+// it. (bubblewrap's "newinstance" is what every devpts mount is since
+// Linux 4.7.)
+func (r *recorder) mountDevpts(target proc.Val) {
+	r.attach(r.newMount("devpts", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC, "ptmxmode", "0666", "mode", "0620"), target)
 }
 
 // renewBindData binds the data afresh, for a writable data bind that one

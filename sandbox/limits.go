@@ -309,6 +309,24 @@ func (l *limiter) close() error {
 	return errors.Join(errs...)
 }
 
+// OOMKills returns how many of the sandbox's processes the kernel's OOM
+// killer has killed because the sandbox reached Limits.Memory: 0 without
+// a memory limit, and while none has been. It counts with the cgroup that
+// enforces the limit, and so is known only until Close removes it (0
+// after); under the RLIMIT_AS fallback no process is killed (allocations
+// fail instead) and it is 0.
+func (s *Sandbox) OOMKills() int {
+	if s.lim == nil {
+		return 0
+	}
+	cg := s.lim.cgroupFor("memory")
+	if cg == nil {
+		return 0
+	}
+	n, _ := cg.OOMKills()
+	return n
+}
+
 // cgroupFor returns the cgroup that enforces controller c.
 func (l *limiter) cgroupFor(c string) *cgroup.Group {
 	for _, cg := range l.cgroups {

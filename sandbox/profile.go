@@ -15,42 +15,58 @@ import (
 
 // A profile file is TOML with the fields of a Spec. Every key is optional;
 // a missing key has the Spec's zero value (the strictest). Unknown keys are
-// errors, so a misspelt grant is never silently ignored.
-//
-//	hostname = "box"          # default "caplin"
-//	uid = 1000                # IDs inside, mapped to the caller's (default 0)
-//	gid = 1000
-//	dir = "/work"             # working directory inside (default "/")
-//	env = ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"]   # the whole environment (default none)
-//	net = "none"              # "none" (default), "loopback" or "host"
-//	writable_root = false     # leave / writable (bubblewrap's default)
-//	share_pid = false         # the pid namespace of caplin's other processes
-//	as_pid1 = false           # the program is pid 1, with no init of caplin's
-//	same_session = false      # stay in the caller's session (job control)
-//	caps = ["net_admin"]      # capabilities kept in the user namespace
-//	keep_caps = false         # keep all of uid 0's capabilities inside
-//	best_effort = false       # drop what the kernel cannot enforce, with a warning
-//
-//	[[mount]]                 # applied in order
-//	type = "ro-bind"          # ro-bind, bind, dev-bind, tmpfs, proc, dev, mqueue,
-//	                          # symlink, dir, file, bind-data, ro-bind-data,
-//	                          # remount-ro or chmod
-//	source = "/usr"           # host path of a bind; a symlink's target
-//	dest = "/usr"             # absolute path inside
-//	try = false               # binds: skip a source that does not exist
-//	perms = "0755"            # tmpfs, dir, file, *bind-data, chmod: octal mode
-//	size = "64M"              # tmpfs: size in bytes, or with K, M or G
-//	data = "..."              # file, bind-data, ro-bind-data: the content
-//
-//	[limits]                  # together, for all the sandbox's processes
-//	pids = 64                 # processes and threads
-//	memory = "512M"           # bytes, or with K, M or G
-//	cpu = 0.5                 # CPUs
-//	no_file = 1024            # open files, per process
-//
-//	[seccomp]
-//	allow_user_namespaces = false
-//	deny = ["personality"]    # more system calls to refuse, by name
+// errors, so a misspelt grant is never silently ignored. profileKeys lists
+// them all; docs/profiles.md documents them, with an example.
+
+// profileKey is one key a profile may have.
+type profileKey struct {
+	name string // dotted: "hostname", "mount.perms", "limits.memory"
+	want string // its type, as errors say it: `a string like "0755"`
+}
+
+// profileKeys are all the keys of a profile, in the order of
+// docs/profiles.md.
+var profileKeys = []profileKey{
+	{"hostname", `a string like "box"`},
+	{"uid", "an integer"},
+	{"gid", "an integer"},
+	{"dir", `a string like "/work"`},
+	{"env", `an array of strings like ["PATH=/usr/bin:/bin"]`},
+	{"net", `a string: "none", "loopback" or "host"`},
+	{"writable_root", "true or false"},
+	{"share_pid", "true or false"},
+	{"as_pid1", "true or false"},
+	{"same_session", "true or false"},
+	{"caps", `an array of strings like ["net_admin"]`},
+	{"keep_caps", "true or false"},
+	{"best_effort", "true or false"},
+	{"mount", "[[mount]] tables"},
+	{"mount.type", `a string like "ro-bind"`},
+	{"mount.source", `a string like "/usr"`},
+	{"mount.dest", `a string like "/usr"`},
+	{"mount.try", "true or false"},
+	{"mount.perms", `a string like "0755"`},
+	{"mount.size", `a string like "64M"`},
+	{"mount.data", "a string"},
+	{"limits", "a [limits] table"},
+	{"limits.pids", "an integer"},
+	{"limits.memory", `a string like "512M"`},
+	{"limits.cpu", "a number like 0.5"},
+	{"limits.no_file", "an integer"},
+	{"seccomp", "a [seccomp] table"},
+	{"seccomp.allow_user_namespaces", "true or false"},
+	{"seccomp.deny", `an array of strings like ["personality"]`},
+}
+
+// wantFor returns what a profile's key (dotted) takes, or "".
+func wantFor(key string) string {
+	for _, k := range profileKeys {
+		if k.name == key {
+			return k.want
+		}
+	}
+	return ""
+}
 
 // profile is the file's shape.
 type profile struct {
@@ -124,22 +140,7 @@ func ParseProfile(name string, data []byte) (*Spec, error) {
 	dec := toml.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
-		var de *toml.DecodeError
-		var se *toml.StrictMissingError
-		if errors.As(err, &se) && len(se.Errors) > 0 {
-			de = &se.Errors[0]
-		} else if !errors.As(err, &de) {
-			de = nil
-		}
-		if de != nil {
-			row, col := de.Position()
-			msg := de.Error()
-			if key := de.Key(); len(key) > 0 {
-				msg = strings.Join(key, ".") + ": " + msg
-			}
-			return nil, fmt.Errorf("sandbox: profile %s:%d:%d: %s", name, row, col, msg)
-		}
-		return nil, fmt.Errorf("sandbox: profile %s: %w", name, err)
+		return nil, profileError(name, data, err)
 	}
 	spec := &Spec{
 		Hostname: p.Hostname, UID: p.UID, GID: p.GID, Dir: p.Dir, Env: p.Env,
@@ -196,41 +197,41 @@ func ParseProfile(name string, data []byte) (*Spec, error) {
 			}
 		}
 		if kind < 0 {
-			return nil, bad("mount %d: type %q: want one of %s", i+1, m.Type, strings.Join(names, ", "))
+			return nil, bad("mount[%d].type: %q: want one of %s", i, m.Type, strings.Join(names, ", "))
 		}
 		k := kindOf(kind)
 		if m.Dest == "" || m.Dest[0] != '/' {
-			return nil, bad("mount %d: dest %q: want an absolute path", i+1, m.Dest)
+			return nil, bad("mount[%d].dest: %q: want an absolute path", i, m.Dest)
 		}
 		takesSource := k.source != srcNone
 		switch {
 		case takesSource && m.Source == "":
-			return nil, bad("mount %d (%s %s): source missing", i+1, m.Type, m.Dest)
+			return nil, bad("mount[%d] (%s %s): source missing", i, m.Type, m.Dest)
 		case !takesSource && m.Source != "":
-			return nil, bad("mount %d (%s %s): a %s takes no source", i+1, m.Type, m.Dest, m.Type)
+			return nil, bad("mount[%d] (%s %s): a %s takes no source", i, m.Type, m.Dest, m.Type)
 		case m.Try && k.source != srcHostPath:
-			return nil, bad("mount %d (%s %s): try is for binds", i+1, m.Type, m.Dest)
+			return nil, bad("mount[%d] (%s %s): try is for binds", i, m.Type, m.Dest)
 		case m.Size != "" && !k.takesSize:
-			return nil, bad("mount %d (%s %s): size is for %s", i+1, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesSize }), ", "))
+			return nil, bad("mount[%d] (%s %s): size is for %s", i, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesSize }), ", "))
 		case m.Data != "" && !k.takesData:
-			return nil, bad("mount %d (%s %s): data is for %s", i+1, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesData }), ", "))
+			return nil, bad("mount[%d] (%s %s): data is for %s", i, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesData }), ", "))
 		case m.Perms != "" && !k.takesPerms:
-			return nil, bad("mount %d (%s %s): perms is for %s", i+1, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesPerms }), ", "))
+			return nil, bad("mount[%d] (%s %s): perms is for %s", i, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesPerms }), ", "))
 		case m.Perms == "" && k.needsPerms:
-			return nil, bad("mount %d (%s %s): perms missing", i+1, m.Type, m.Dest)
+			return nil, bad("mount[%d] (%s %s): perms missing", i, m.Type, m.Dest)
 		}
 		mnt := Mount{Kind: kind, Source: m.Source, Dest: m.Dest, Try: m.Try, Data: []byte(m.Data)}
 		if m.Perms != "" {
 			pm, err := ParsePerms(m.Perms)
 			if err != nil {
-				return nil, bad("mount %d (%s %s): %v", i+1, m.Type, m.Dest, err)
+				return nil, bad("mount[%d] (%s %s): %v", i, m.Type, m.Dest, err)
 			}
 			mnt.Perms = &pm
 		}
 		if m.Size != "" {
 			v, err := ParseSize(m.Size)
 			if err != nil {
-				return nil, bad("mount %d (%s %s): %v", i+1, m.Type, m.Dest, err)
+				return nil, bad("mount[%d] (%s %s): %v", i, m.Type, m.Dest, err)
 			}
 			mnt.Size = v
 		}
@@ -252,4 +253,115 @@ func LoadProfile(path string) (*Spec, error) {
 		return nil, fmt.Errorf("sandbox: profile: %w", err)
 	}
 	return ParseProfile(path, data)
+}
+
+// profileError rewords an error of the TOML decoder about the profile
+// name, whose text is data: the line, the key as written in the file
+// (mount[1].perms: the second [[mount]] table's), and, for a value of the
+// wrong type, what the key wants and what it got.
+func profileError(name string, data []byte, err error) error {
+	var de *toml.DecodeError
+	var se *toml.StrictMissingError
+	if errors.As(err, &se) && len(se.Errors) > 0 {
+		de = &se.Errors[0]
+	} else if !errors.As(err, &de) {
+		return fmt.Errorf("sandbox: profile %s: %w", name, err)
+	}
+	row, _ := de.Position()
+	lines := strings.Split(string(data), "\n")
+	key := de.Key()
+	if len(key) == 0 {
+		// A syntax error: the key is the one on its line, if any, in the
+		// table above it.
+		if row >= 1 && row <= len(lines) {
+			if k, _, ok := strings.Cut(lines[row-1], "="); ok && isBareKey(strings.TrimSpace(k)) {
+				key = append(tableAt(lines, row), strings.TrimSpace(k))
+			}
+		}
+	}
+	dotted := strings.Join(key, ".")
+	written := dotted
+	if len(key) > 1 && key[0] == "mount" {
+		// The index of the [[mount]] table the line is in.
+		n := 0
+		for _, l := range lines[:min(row, len(lines))] {
+			if t := strings.ReplaceAll(strings.TrimSpace(l), " ", ""); t == "[[mount]]" {
+				n++
+			}
+		}
+		if n > 0 {
+			written = fmt.Sprintf("mount[%d].%s", n-1, strings.Join(key[1:], "."))
+		}
+	}
+	msg := strings.TrimPrefix(de.Error(), "toml: ")
+	// In an inline table (mount = [{...}]) the decoder's key stops at the
+	// table; the field it names is the rest.
+	if head, _, ok := strings.Cut(msg, " of type "); ok && len(key) == 1 {
+		if field := snakeCase(head[strings.LastIndex(head, ".")+1:]); field != key[0] {
+			dotted += "." + field
+			written = dotted
+		}
+	}
+	want := wantFor(dotted)
+	switch {
+	case msg == "unknown field":
+		msg = "unknown key (the keys: docs/profiles.md)"
+	case strings.HasPrefix(msg, "cannot decode TOML "):
+		got, _, _ := strings.Cut(strings.TrimPrefix(msg, "cannot decode TOML "), " ")
+		if want == "" {
+			// An inline table's key: the Go type is all there is.
+			if i := strings.LastIndex(msg, " of type "); i >= 0 {
+				want = "a " + msg[i+len(" of type "):]
+			}
+		}
+		msg = fmt.Sprintf("want %s, got %s", want, got)
+	case want != "":
+		msg += " (want " + want + ")"
+	}
+	if written != "" {
+		msg = written + ": " + msg
+	}
+	return fmt.Errorf("sandbox: profile %s: line %d: %s", name, row, msg)
+}
+
+// snakeCase returns a field name of the profile struct as its key
+// ("NoFile": "no_file", "CPU": "cpu").
+func snakeCase(field string) string {
+	var b strings.Builder
+	for i, c := range field {
+		if c >= 'A' && c <= 'Z' {
+			if i > 0 && field[i-1] >= 'a' && field[i-1] <= 'z' {
+				b.WriteByte('_')
+			}
+			c += 'a' - 'A'
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// isBareKey reports whether s is a bare TOML key (letters, digits, _ and -).
+func isBareKey(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// tableAt returns the table (its dotted name, split) that line row of a
+// profile is in: that of the last [table] or [[table]] header above it.
+func tableAt(lines []string, row int) []string {
+	for i := min(row, len(lines)) - 1; i >= 0; i-- {
+		t := strings.TrimSpace(lines[i])
+		if strings.HasPrefix(t, "[") {
+			t = strings.Trim(t, "[] ")
+			return strings.Split(t, ".")
+		}
+	}
+	return nil
 }

@@ -26,10 +26,13 @@ const buildRoot = "/tmp"
 var devNodes = []string{"null", "zero", "full", "random", "urandom", "tty"}
 
 // span names the calls of a batch that carry out one grant, so a failing
-// call can be reported as the grant that failed.
+// call can be reported as the grant that failed: mount (an index in
+// Spec.Mounts, m its mount) or, for the other steps, what.
 type span struct {
 	from, to int
 	what     string
+	mount    int // -1: not a mount
+	m        *Mount
 }
 
 // recorder records the calls that build a sandbox's root.
@@ -51,7 +54,12 @@ var nsNames = [...]string{"cgroup", "ipc", "mnt", "net", "pid", "user", "uts"}
 
 func (r *recorder) begin() int { return r.b.Len() }
 func (r *recorder) end(from int, what string) {
-	r.spans = append(r.spans, span{from, r.b.Len(), what})
+	r.spans = append(r.spans, span{from: from, to: r.b.Len(), what: what, mount: -1})
+}
+
+// endMount ends the span of the calls that make mount i, m.
+func (r *recorder) endMount(from, i int, m *Mount) {
+	r.spans = append(r.spans, span{from: from, to: r.b.Len(), mount: i, m: m})
 }
 
 // explain names the grant a batch error came from.
@@ -72,11 +80,60 @@ func (r *recorder) explain(err error) error {
 		}
 		for _, s := range r.spans {
 			if be.Index >= s.from && be.Index < s.to {
+				cerr = inWords(cerr)
+				if s.mount >= 0 {
+					return mountError(s.mount, s.m, cerr)
+				}
 				return fmt.Errorf("sandbox: %s: %w", s.what, cerr)
 			}
 		}
 	}
 	return fmt.Errorf("sandbox: %w", err)
+}
+
+// callWords are what the steps of a grant do, by the system call that
+// does it, for errors: the user wrote a grant, not the calls, nor the fds
+// of the process that built the sandbox.
+var callWords = map[string]string{
+	"fsopen":        "opening the file system type",
+	"fsconfig":      "making the file system",
+	"fsmount":       "making the mount",
+	"move_mount":    "attaching the mount",
+	"mount_setattr": "setting the mount's attributes",
+	"open_tree":     "cloning the source",
+	"symlinkat":     "making the symbolic link",
+	"mknodat":       "making the file",
+	"mkdirat":       "making the directory",
+	"fchmodat2":     "setting the mode",
+	"fchmod":        "setting the mode",
+	"write":         "writing the data",
+	"openat":        "opening",
+	"openat2":       "opening",
+	"close":         "closing",
+	"unshare":       "making the namespace",
+}
+
+// inWords returns err, a failed call of the batch that builds a sandbox,
+// with the call put in callWords' words, and without the fd it acted on
+// (a number in that process, "fsconfig fd 8", which means nothing to
+// whoever wrote the Spec). Failures on a path keep the path.
+func inWords(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		if w, ok := callWords[pe.Op]; ok {
+			return &os.PathError{Op: w, Path: pe.Path, Err: pe.Err}
+		}
+		return err
+	}
+	var se *os.SyscallError
+	if !errors.As(err, &se) {
+		return err
+	}
+	name, _, _ := strings.Cut(se.Syscall, " fd ")
+	if w, ok := callWords[name]; ok {
+		name = w
+	}
+	return &os.SyscallError{Syscall: name, Err: se.Err}
 }
 
 // Destinations are resolved inside the new root, never by path from the
@@ -240,7 +297,7 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 			if err := k.prepare(r, i, m, &pre[i]); err != nil {
 				return nil, err
 			}
-			r.end(from, describe(i, m))
+			r.endMount(from, i, m)
 		}
 	}
 	// The new root: a tmpfs, attached over /tmp in the process's private
@@ -257,7 +314,7 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 		}
 		from := r.begin()
 		kindOf(m.Kind).record(r, m, &pre[i])
-		r.end(from, describe(i, m))
+		r.endMount(from, i, m)
 	}
 	b.CloseFD(r.root)
 	// Leave the caller's file system: pivot into the new root, with the

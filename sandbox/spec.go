@@ -3,6 +3,7 @@ package sandbox
 import (
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,8 +31,9 @@ const (
 	// read-only, as bubblewrap does.
 	Proc
 	// Dev puts a minimal /dev at Dest: null, zero, full, random, urandom,
-	// tty bound from the host, a private tmpfs for shm, and the fd, stdin,
-	// stdout and stderr links.
+	// tty bound from the host, a private tmpfs for shm, a devpts of the
+	// sandbox's own at pts (pseudo-terminals; ptmx links to pts/ptmx), and
+	// the fd, stdin, stdout and stderr links, as bubblewrap's --dev.
 	Dev
 	// DevBind binds Source at Dest, writable, with device nodes usable.
 	DevBind
@@ -144,7 +146,9 @@ const (
 	// is up: the program can talk to itself over 127.0.0.1 and ::1 only.
 	NetLoopback
 	// NetHost: the caller's network namespace (and its abstract Unix
-	// sockets, which Landlock would otherwise scope).
+	// sockets, which Landlock would otherwise scope). The mounts decide
+	// what of /etc the program sees: ResolverMounts gives the host's
+	// resolver files.
 	NetHost
 )
 
@@ -322,4 +326,48 @@ func SystemMounts() []Mount {
 		ms = append(ms, Mount{Kind: ROBind, Source: d, Dest: d, Try: true})
 	}
 	return append(ms, Mount{Kind: Proc, Dest: "/proc"}, Mount{Kind: Dev, Dest: "/dev"}, Mount{Kind: Tmpfs, Dest: "/tmp", Perms: Perms(os.ModeSticky | 0o777)})
+}
+
+// resolverFiles are the host's files that name resolution reads: the DNS
+// servers, the static host names, the order of sources, the resolver's
+// options.
+var resolverFiles = [...]string{"/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf"}
+
+// ResolverMounts returns read-only binds of the host's resolver files
+// (/etc/resolv.conf, /etc/hosts, /etc/nsswitch.conf, /etc/host.conf), each
+// at its own path and skipped where the host has none, for a sandbox on
+// the host's network (NetHost) to resolve names as the host does. A
+// /etc/resolv.conf that is a symbolic link (to systemd-resolved's stub,
+// say) is bound as the file it leads to. Those of ms's mounts that
+// already provide a file leave it out: a mount at the file's path, and
+// one that provides all of /etc (a bind, or anything but a directory, at
+// /etc, or a bind at /).
+func ResolverMounts(ms []Mount) []Mount {
+	var out []Mount
+	for _, f := range resolverFiles {
+		if !providesFile(ms, f) {
+			out = append(out, Mount{Kind: ROBind, Source: f, Dest: f, Try: true})
+		}
+	}
+	return out
+}
+
+// providesFile reports whether a mount of ms puts something at the path
+// file of /etc, or provides all of /etc.
+func providesFile(ms []Mount, file string) bool {
+	for _, m := range ms {
+		switch filepath.Clean(m.Dest) {
+		case file:
+			return true
+		case "/etc":
+			if m.Kind != Dir && m.Kind != Chmod && m.Kind != RemountRO {
+				return true
+			}
+		case "/":
+			if m.Kind.isBind() {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -343,7 +343,7 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 		m := &spec.Mounts[i]
 		from := r.begin()
 		kindOf(m.Kind).renew(&r, spec, m)
-		r.end(from, describe(i, m))
+		r.endMount(from, i, m)
 	}
 	r.b.CloseFD(r.root)
 	pending := !spec.AsPID1

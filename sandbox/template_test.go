@@ -17,7 +17,7 @@ import (
 )
 
 // TestTemplate builds sandboxes from one template and checks that what
-// each gets afresh is its own: /tmp, /dev/shm, data binds, /proc and the
+// each gets afresh is its own: /tmp, /dev/shm, /dev/pts, data binds, /proc and the
 // pid namespace, the IPC namespace; and that the fds and environment are
 // each one's.
 func TestTemplate(t *testing.T) {
@@ -35,6 +35,8 @@ func TestTemplate(t *testing.T) {
 ls -A /tmp /dev/shm | tr '\n' ' '; echo
 cat /etc/data
 echo $$ $FROM
+ls /dev/pts | tr '\n' ' ' | sed 's/^/pts=/'; echo
+exec 3<>/dev/ptmx
 for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline; echo; done | grep -c '^sleep 1000 $' | sed 's/^/sleepers=/'
 sleep 1000 >/dev/null 2>&1 &
 sleep 0.05
@@ -69,7 +71,7 @@ ipcmk -M 4096 >/dev/null 2>&1
 		}
 		// The sleep an earlier sandbox left running is not in this one's
 		// /proc.
-		for _, want := range []string{" \nfresh\n", "2 " + from + "\n", "sleepers=0\n", "own-sleepers=1\n"} {
+		for _, want := range []string{" \nfresh\n", "2 " + from + "\n", "sleepers=0\n", "own-sleepers=1\n", "pts=ptmx \n"} {
 			if !strings.Contains(string(out), want) {
 				t.Errorf("sandbox %d: want %q in:\n%s", i, want, out)
 			}

@@ -10,15 +10,22 @@ import (
 	"strings"
 )
 
-// describe names a mount for errors: "mount 3 (ro-bind /usr on /usr)".
+// describe names a mount for errors: "mount 3 (ro-bind /usr /usr)".
 func describe(i int, m *Mount) string {
+	return fmt.Sprintf("mount %d (%s)", i+1, m)
+}
+
+// String names the mount as bubblewrap's option would, without its
+// dashes: "ro-bind /usr /usr", "tmpfs /tmp"; a bind of a descriptor shows
+// the descriptor's name in place of the source.
+func (m *Mount) String() string {
 	switch {
 	case m.Kind.isBind() && m.FD != nil:
-		return fmt.Sprintf("mount %d (%s %s %s)", i+1, m.Kind, m.FD.Name(), m.Dest)
+		return fmt.Sprintf("%s %s %s", m.Kind, m.FD.Name(), m.Dest)
 	case m.Kind.source() == srcHostPath || m.Kind.source() == srcLinkTarget:
-		return fmt.Sprintf("mount %d (%s %s %s)", i+1, m.Kind, m.Source, m.Dest)
+		return fmt.Sprintf("%s %s %s", m.Kind, m.Source, m.Dest)
 	}
-	return fmt.Sprintf("mount %d (%s %s)", i+1, m.Kind, m.Dest)
+	return fmt.Sprintf("%s %s", m.Kind, m.Dest)
 }
 
 // checkSpec finds what is wrong with a spec before any process is made.
@@ -26,26 +33,26 @@ func checkSpec(spec *Spec) error {
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]
 		if !filepath.IsAbs(m.Dest) || strings.Contains(m.Dest, "\x00") {
-			return fmt.Errorf("sandbox: %s: destination %q is not an absolute path", describe(i, m), m.Dest)
+			return mountError(i, m, fmt.Errorf("destination %q is not an absolute path", m.Dest))
 		}
 		if m.Kind < 0 || m.Kind >= kindCount {
 			return fmt.Errorf("sandbox: mount %d: unknown kind %d", i+1, m.Kind)
 		}
 		k := kindOf(m.Kind)
 		if strings.Contains(m.Source, "\x00") {
-			return fmt.Errorf("sandbox: %s: source has a NUL byte", describe(i, m))
+			return mountError(i, m, errors.New("source has a NUL byte"))
 		}
 		if m.FD != nil && (k.source != srcHostPath || m.Source != "") {
-			return fmt.Errorf("sandbox: %s: a descriptor is the source of a bind only, in place of a path", describe(i, m))
+			return mountError(i, m, errors.New("a descriptor is the source of a bind only, in place of a path"))
 		}
 		if (k.source == srcHostPath && m.FD == nil || k.source == srcLinkTarget) && m.Source == "" {
-			return fmt.Errorf("sandbox: %s: source missing", describe(i, m))
+			return mountError(i, m, errors.New("source missing"))
 		}
 		if k.needsPerms && m.Perms == nil {
-			return fmt.Errorf("sandbox: %s: no mode given", describe(i, m))
+			return mountError(i, m, errors.New("no mode given"))
 		}
 		if m.Perms != nil && *m.Perms&^(os.ModePerm|os.ModeSticky|os.ModeSetuid|os.ModeSetgid) != 0 {
-			return fmt.Errorf("sandbox: %s: mode %#o is not permission bits (os.ModeSticky, os.ModeSetuid and os.ModeSetgid are the special ones)", describe(i, m), uint32(*m.Perms))
+			return mountError(i, m, fmt.Errorf("mode %#o is not permission bits (os.ModeSticky, os.ModeSetuid and os.ModeSetgid are the special ones)", uint32(*m.Perms)))
 		}
 	}
 	for fd, f := range spec.Files {

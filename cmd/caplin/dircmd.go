@@ -120,7 +120,7 @@ func cmdDir(args []string) int {
 	}
 	spec, ok := dirOps[op]
 	if !ok {
-		usageError("caplin dir", dirSynopsis, fmt.Sprintf("unknown operation %q", op))
+		usageError("caplin dir", dirSynopsis, unknownWord("operation", op))
 		return exitUsage
 	}
 	flags := newFlags("dir " + op)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/caplin-dev/caplin/probe"
@@ -27,13 +28,13 @@ func (m mode) build(ctx context.Context, cmd *bwrap.Command, spec *sandbox.Spec)
 			return nil, m.fail(exitUnenforceable, "--require landlock: %v", err)
 		}
 	}
-	sb, err := sandbox.Build(ctx, spec, sandbox.WithLogger(slog.Default()))
+	sb, err := sandbox.Build(ctx, spec, sandbox.WithLogger(noticeLogger(os.Stderr, m.name)))
 	if err == nil {
 		return sb, 0
 	}
 	var ne *probe.NoUserNSError
 	if spec.LandlockOnly || errors.Is(err, sandbox.ErrUnenforceable) || !errors.As(probe.CheckUserNS(ctx), &ne) {
-		return nil, m.buildFailed(ctx, m, err, spec)
+		return nil, m.buildFailed(ctx, m, cmd.Explain(err), spec)
 	}
 	if m.dialect == bwrap.Bubblewrap {
 		// A drop-in keeps bubblewrap's contract: its callers choose
@@ -46,7 +47,7 @@ func (m mode) build(ctx context.Context, cmd *bwrap.Command, spec *sandbox.Spec)
 	fallback := spec.Clone()
 	fallback.LandlockOnly = true
 	// The one line below says what the library would log at Info.
-	log := slog.New(atLeast{slog.Default().Handler(), slog.LevelWarn})
+	log := slog.New(atLeast{noticeLogger(os.Stderr, m.name).Handler(), slog.LevelWarn})
 	sb, err = sandbox.Build(ctx, fallback, sandbox.WithLogger(log))
 	var le *sandbox.LandlockOnlyError
 	switch {
@@ -56,7 +57,7 @@ func (m mode) build(ctx context.Context, cmd *bwrap.Command, spec *sandbox.Spec)
 	case errors.Is(err, sandbox.ErrUnenforceable):
 		return nil, m.fail(exitUnenforceable, "%v; and no sandbox can be made without them: %v; to fix: %s", ne, err, ne.Fix())
 	case err != nil:
-		return nil, m.fail(m.failure, "%v; and the sandbox without them failed: %v", ne, err)
+		return nil, m.fail(m.failure, "%v; and the sandbox without them failed: %v", ne, cmd.Explain(err))
 	}
 	spec.LandlockOnly = true // for what the caller does with spec next
 	m.fail(0, "%v; running with Landlock, seccomp, no_new_privs and rlimits only (%s); to fix: %s; --require userns refuses instead",

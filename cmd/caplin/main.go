@@ -18,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -143,7 +144,7 @@ func cmdHelp(args []string) int {
 	}
 	text, ok := helpTexts[args[0]]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "caplin help: unknown command %q\n", args[0])
+		fmt.Fprintf(os.Stderr, "caplin help: %s\n", unknownWord("command", args[0]))
 		return exitUsage
 	}
 	fmt.Fprint(os.Stdout, text)
@@ -162,18 +163,19 @@ var helpTexts = map[string]string{
 	"help":    usageText,
 }
 
-// newFlags returns an empty flag set for a command. Its errors go to
-// stderr; parse prints the help.
+// newFlags returns an empty flag set for a command. parse reports its
+// errors, in caplin's words, and prints the help.
 func newFlags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet("caplin "+name, flag.ContinueOnError)
-	fs.SetOutput(os.Stderr)
-	fs.Usage = func() {} // parse prints what fits the error
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	return fs
 }
 
 // parse parses args with fs. It returns -1 when the command should go on,
 // or the exit status to return: exitOK after printing help for -h, or
-// exitUsage after a bad flag.
+// exitUsage after a bad flag, reported as every command reports one
+// ("caplin dir ls: unknown flag --bogus").
 func parse(fs *flag.FlagSet, args []string, help, synopsis string) int {
 	err := fs.Parse(args)
 	switch {
@@ -183,9 +185,57 @@ func parse(fs *flag.FlagSet, args []string, help, synopsis string) int {
 		fmt.Fprint(os.Stdout, help)
 		return exitOK
 	}
-	// The flag package has printed the error.
-	usageError(fs.Name(), synopsis, "")
+	usageError(fs.Name(), synopsis, flagError(err, args))
 	return exitUsage
+}
+
+// flagError rewords an error of package flag about args in the words of
+// caplin's other commands, with each flag as it was written.
+func flagError(err error, args []string) string {
+	msg := err.Error()
+	// asWritten returns the argument that named flag name, without its
+	// value: "--bogus" for "-bogus" when that is what was written.
+	asWritten := func(name string) string {
+		for _, a := range args {
+			if a == "--" {
+				break
+			}
+			flagName, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			if strings.HasPrefix(a, "-") && flagName == name {
+				return a[:len(a)-len(strings.TrimLeft(a, "-"))] + name
+			}
+		}
+		return "--" + name
+	}
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		return "unknown flag " + asWritten(name)
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return asWritten(name) + " needs a value"
+	}
+	if rest, ok := strings.CutPrefix(msg, "bad flag syntax: "); ok {
+		return "bad flag " + rest
+	}
+	// invalid value "x" for flag -name: why; invalid boolean value ...
+	if i := strings.Index(msg, " for flag -"); i >= 0 && strings.HasPrefix(msg, "invalid ") {
+		name, why, _ := strings.Cut(msg[i+len(" for flag -"):], ": ")
+		return fmt.Sprintf("%s: %s: %s", asWritten(name), msg[:i], why)
+	}
+	if i := strings.Index(msg, " for -"); i >= 0 && strings.HasPrefix(msg, "invalid boolean value ") {
+		name, why, _ := strings.Cut(msg[i+len(" for -"):], ": ")
+		return fmt.Sprintf("%s: %s: %s", asWritten(name), msg[:i], why)
+	}
+	return msg
+}
+
+// unknownWord says that arg, where a command expected a word of kind
+// what (an operation, a service), is not one: a flag in its place is an
+// unknown flag, as the commands' flag parsing says it.
+func unknownWord(what, arg string) string {
+	if strings.HasPrefix(arg, "-") {
+		return "unknown flag " + arg
+	}
+	return fmt.Sprintf("unknown %s %q", what, arg)
 }
 
 // usageError prints msg (if any) and a short usage line to stderr.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/caplin-dev/caplin/proc"
+	"github.com/caplin-dev/caplin/sandbox"
 	"github.com/rogpeppe/go-internal/testscript"
 	"golang.org/x/sys/unix"
 )
@@ -60,6 +61,7 @@ func TestMain(m *testing.M) {
 //	                         server's socket, say)
 //	[root]                   the tests run as root
 //	[userns]                 a child can be made in a new user namespace
+//	[cgroupmem]              a sandbox's memory limit has a cgroup here
 func TestScripts(t *testing.T) {
 	userns := sync.OnceValue(func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -94,11 +96,26 @@ func TestScripts(t *testing.T) {
 				return os.Geteuid() == 0, nil
 			case "userns":
 				return userns(), nil
+			case "cgroupmem":
+				return cgroupMem(), nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 	})
 }
+
+// cgroupMem reports whether a sandbox's memory limit is enforced by a
+// cgroup here, which the OOM killer then acts for.
+var cgroupMem = sync.OnceValue(func() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sb, err := sandbox.Build(ctx, &sandbox.Spec{Limits: sandbox.Limits{Memory: 64 << 20}})
+	if err != nil {
+		return false
+	}
+	sb.Close()
+	return true
+})
 
 // cmdStatus is the script command "status N CMD [ARGS...]".
 func cmdStatus(ts *testscript.TestScript, neg bool, args []string) {

@@ -74,7 +74,9 @@ FILE SYSTEM (applied in order)
 	--proc DEST
 		A proc file system of the sandbox's pid namespace.
 	--dev DEST
-		A minimal /dev: null, zero, full, random, urandom, tty, shm.
+		A minimal /dev: null, zero, full, random, urandom, tty, shm,
+		and pts, a devpts of the sandbox's own (ptmx links to
+		pts/ptmx), for programs that open pseudo-terminals.
 	--mqueue DEST
 		A POSIX message queue file system.
 	--dir DEST
@@ -101,7 +103,11 @@ FDS
 NETWORK
 	--net none|loopback|host
 		none (default): no interface up. loopback: only lo, up.
-		host: caplin's network (and the host's abstract sockets).
+		host: caplin's network (and the host's abstract sockets),
+		with the host's /etc/resolv.conf, hosts, nsswitch.conf and
+		host.conf read-only (bound before the options' mounts, so
+		they may cover them) unless the options bind / or provide
+		/etc or that file themselves.
 	--share-net
 		Same as --net host.
 
@@ -133,10 +139,12 @@ PROCESS
 	--seccomp FD, --add-seccomp-fd FD
 		Also install the classic-BPF seccomp program read from FD.
 	--profile FILE
-		Start from the sandbox profile FILE (TOML; see "go doc
-		github.com/caplin-dev/caplin/sandbox ParseProfile"). Options
-		given on the command line apply after it: mounts are added
-		after the profile's, the rest overrides.
+		Start from the sandbox profile FILE (TOML; every key, its
+		type and default, with an example: docs/profiles.md in
+		caplin's source, https://github.com/caplin-dev/caplin/blob/
+		main/docs/profiles.md). Options given on the command line
+		apply after it: mounts are added after the profile's, the
+		rest overrides.
 	--best-effort
 		Where the kernel cannot enforce part of the sandbox (no
 		Landlock), drop it, saying what was dropped, instead of
@@ -166,7 +174,8 @@ LIMITS (for the sandbox's processes together)
 		At most N processes and threads at once.
 	--max-memory SIZE
 		At most SIZE bytes of memory (with K, M or G); past it the
-		kernel kills the largest process.
+		kernel kills the largest process, and caplin says so
+		("killed: out of memory").
 	--max-cpu N
 		At most N CPUs' worth of time (0.5: half of one CPU).
 	--max-files N
@@ -366,6 +375,7 @@ func runSandbox(args []string, m mode) int {
 	if err != nil {
 		return m.fail(m.failure, "waiting for %s: %v", cmd.Path, err)
 	}
+	reportOOM(m, sb, spec, code)
 	if cmd.JSONStatus != nil {
 		bwrap.WriteExit(cmd.JSONStatus, code)
 		cmd.JSONStatus.Close()

@@ -108,7 +108,11 @@ func cmdServe(args []string) int {
 	case "launcher":
 		return serveLauncher(args[1:])
 	}
-	usageError("caplin serve", serveSynopsis, fmt.Sprintf("unknown service %q (services: dir, connector, launcher)", args[0]))
+	msg := unknownWord("service", args[0])
+	if !strings.HasPrefix(args[0], "-") {
+		msg += " (services: dir, connector, launcher)"
+	}
+	usageError("caplin serve", serveSynopsis, msg)
 	return exitUsage
 }
 

@@ -33,6 +33,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/caplin-dev/caplin/sandbox"
 )
 
 // Dialect is a flavour of the command line: which options it takes and
@@ -79,6 +81,25 @@ type Command struct {
 	// file a number, so that an fd named twice (--info-fd 3
 	// --json-status-fd 3) has one owner and is closed once.
 	callerFDs map[int]*os.File
+	// origins say where each mount of the last Spec came from, for
+	// Explain: the option as written, or the option or profile that
+	// added it.
+	origins []string
+}
+
+// Explain returns err, an error of building the sandbox of the command's
+// Spec, with a failing mount (a *sandbox.MountError) named as the command
+// line gave it ("--ro-bind /usr /x: making the directory x: read-only
+// file system"), or by the option or profile that added it ("--system
+// (ro-bind /etc/ssl /etc/ssl): ..."), rather than by its number among
+// mounts the user did not all write. The errno stays wrapped. Other
+// errors are returned as they are.
+func (c *Command) Explain(err error) error {
+	var me *sandbox.MountError
+	if !errors.As(err, &me) || me.Index < 0 || me.Index >= len(c.origins) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", c.origins[me.Index], me.Err)
 }
 
 // Close closes the files Parse opened for the command (the fds it names,
@@ -235,6 +256,9 @@ func (c *Command) parse(args []string, depth int) error {
 		if err := opt.do(c, optArgs); err != nil {
 			return named(name, err)
 		}
+		for len(c.opts.written) < len(c.opts.mounts) {
+			c.opts.written = append(c.opts.written, strings.Join(append([]string{name}, optArgs...), " "))
+		}
 	}
 	return nil
 }
@@ -260,7 +284,7 @@ func (c *Command) argsFrom(fd string, depth int) ([]string, error) {
 	if depth > maxArgsDepth {
 		return nil, usagef("--args nested too deep")
 	}
-	data, err := c.readFD(fd, "--args "+fd)
+	data, err := c.readFD(fd, "reading")
 	if err != nil {
 		return nil, err
 	}
@@ -274,6 +298,10 @@ func (c *Command) argsFrom(fd string, depth int) ([]string, error) {
 // already).
 func named(option string, err error) error {
 	var e *Error
+	var fe *fdError
+	if !errors.As(err, &e) && errors.As(err, &fe) {
+		return &Error{Option: option, Err: fmt.Errorf("%s %d: %w", option, fe.fd, fe.err)}
+	}
 	if errors.As(err, &e) {
 		if e.Option == "" {
 			e.Option = option

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -319,8 +320,13 @@ func TestUsageErrors(t *testing.T) {
 	if _, err := Parse([]string{"--ro-bind", "/no/such", "/x", "true"}, Bubblewrap, host); !isError(err, "--ro-bind", false) || err.Error() != "can't find source path /no/such: no such file or directory" {
 		t.Errorf("missing source: %v", err)
 	}
-	if _, err := Parse([]string{"--info-fd", "12", "true"}, Bubblewrap, host); !isError(err, "--info-fd", false) || err.Error() != "fd 12: bad file descriptor" {
-		t.Errorf("closed fd: %v", err)
+	// An fd's error names the option it came from.
+	for _, args := range [][]string{{"--info-fd", "12"}, {"--bind-fd", "12", "/x"}, {"--ro-bind-fd", "12", "/x"}, {"--file", "12", "/x"},
+		{"--seccomp", "12"}, {"--sync-fd", "12"}, {"--block-fd", "12"}, {"--args", "12"}} {
+		want := args[0] + " 12: bad file descriptor"
+		if _, err := Parse(append(args, "true"), Bubblewrap, host); !isError(err, args[0], false) || err.Error() != want || !errors.Is(err, unix.EBADF) {
+			t.Errorf("closed fd: %v; want %q", err, want)
+		}
 	}
 	for _, args := range [][]string{{"--help"}, {"-h"}, {"--version", "x"}} {
 		var h *Help
@@ -483,5 +489,88 @@ func TestRequire(t *testing.T) {
 	}
 	if _, err := Parse([]string{"--require", "userns", "true"}, Bubblewrap, host); err == nil {
 		t.Errorf("bubblewrap's dialect took --require")
+	}
+}
+
+// TestResolverFiles: caplin run on the host's network gets the host's
+// resolver files read-only, ahead of the command line's mounts, unless
+// the command line provides them or all of /etc; bubblewrap's dialect and
+// the other networks get nothing added.
+func TestResolverFiles(t *testing.T) {
+	dests := func(spec *sandbox.Spec) []string {
+		var ds []string
+		for _, m := range spec.Mounts {
+			if strings.HasPrefix(m.Dest, "/etc/") && m.Kind == sandbox.ROBind && m.Try && m.Source == m.Dest {
+				ds = append(ds, m.Dest)
+			}
+		}
+		return ds
+	}
+	all := []string{"/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf"}
+	for _, tc := range []struct {
+		args []string
+		d    Dialect
+		want []string
+	}{
+		{[]string{"--net", "host", "true"}, CaplinRun, all},
+		{[]string{"--share-net", "--ro-bind", "/x", "/etc/ssl", "true"}, CaplinRun, all},
+		{[]string{"--net", "loopback", "true"}, CaplinRun, nil},
+		{[]string{"true"}, CaplinRun, nil},
+		{[]string{"--net", "host", "--ro-bind", "/etc", "/etc", "true"}, CaplinRun, nil},
+		{[]string{"--net", "host", "--ro-bind", "/", "/", "true"}, CaplinRun, nil},
+		{[]string{"--net", "host", "--tmpfs", "/etc", "true"}, CaplinRun, nil},
+		{[]string{"--net", "host", "--dir", "/etc", "true"}, CaplinRun, all},
+		{[]string{"--net", "host", "--ro-bind", "/my/hosts", "/etc/hosts", "true"}, CaplinRun, []string{"/etc/resolv.conf", "/etc/nsswitch.conf", "/etc/host.conf"}},
+		{[]string{"--share-net", "true"}, Bubblewrap, nil},
+		{[]string{"true"}, Bubblewrap, nil},
+	} {
+		spec := mustSpec(t, tc.args, tc.d, fakeHost(nil))
+		if got := dests(spec); !slices.Equal(got, tc.want) {
+			t.Errorf("%v: resolver binds %v, want %v", tc.args, got, tc.want)
+		}
+	}
+	// They come after --system's and before the command line's own.
+	spec := mustSpec(t, []string{"--system", "--net", "host", "--tmpfs", "/srv", "true"}, CaplinRun, fakeHost(nil))
+	last := spec.Mounts[len(spec.Mounts)-1]
+	before := spec.Mounts[len(spec.Mounts)-2]
+	if last.Dest != "/srv" || before.Dest != "/etc/host.conf" {
+		t.Errorf("mount order: ... %v, %v; want the resolver files, then --tmpfs /srv", before, last)
+	}
+}
+
+// TestExplain: a failing mount is named as the command line wrote it, or
+// by the option or profile that added it, not by its number among mounts
+// the user did not all write.
+func TestExplain(t *testing.T) {
+	host := fakeHost([]byte("[[mount]]\ntype = \"tmpfs\"\ndest = \"/p\"\n"))
+	c := mustParse(t, []string{"--profile", "p.toml", "--system", "--net", "host", "--dir", "/a", "--perms", "0700", "--tmpfs", "/b", "true"}, CaplinRun, host)
+	spec, err := c.Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail := func(dest string) error {
+		for i := range spec.Mounts {
+			if spec.Mounts[i].Dest == dest {
+				return &sandbox.MountError{Index: i, Mount: spec.Mounts[i], Err: &os.PathError{Op: "making the directory", Path: "x", Err: unix.EROFS}}
+			}
+		}
+		t.Fatalf("no mount at %s", dest)
+		return nil
+	}
+	for dest, want := range map[string]string{
+		"/b":               "--tmpfs /b: making the directory x: read-only file system",
+		"/a":               "--dir /a: making the directory x: read-only file system",
+		"/p":               "profile p.toml: mount[0] (tmpfs /p): making the directory x: read-only file system",
+		"/etc/ssl":         "--system (ro-bind /etc/ssl /etc/ssl): making the directory x: read-only file system",
+		"/etc/resolv.conf": "--net host (ro-bind /etc/resolv.conf /etc/resolv.conf): making the directory x: read-only file system",
+	} {
+		got := c.Explain(fail(dest))
+		if got.Error() != want || !errors.Is(got, unix.EROFS) {
+			t.Errorf("Explain(mount at %s) = %v, want %q", dest, got, want)
+		}
+	}
+	other := errors.New("other")
+	if c.Explain(other) != other {
+		t.Errorf("Explain changed an error that names no mount")
 	}
 }

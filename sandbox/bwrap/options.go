@@ -19,6 +19,7 @@ import (
 // them into a sandbox.
 type options struct {
 	mounts   []sandbox.Mount
+	written  []string // each mount's option as written: "--ro-bind /usr /usr"
 	env      []envOp
 	argv0    string
 	chdir    string
@@ -303,7 +304,7 @@ func destOpt(kind sandbox.MountKind, perms, size bool) option {
 // dataOpt is --file and its kin: a file at DEST holding what fd FD reads.
 func dataOpt(kind sandbox.MountKind) option {
 	return option{2, false, func(c *Command, a []string) error {
-		data, err := c.readFD(a[0], "reading fd "+a[0])
+		data, err := c.readFD(a[0], "reading")
 		if err != nil {
 			return err
 		}
@@ -339,7 +340,7 @@ func statusFDOpt(dst func(c *Command) **os.File) option {
 // read from an fd.
 func seccompOpt() option {
 	return option{1, false, func(c *Command, a []string) error {
-		data, err := c.readFD(a[0], "reading the seccomp program from fd "+a[0])
+		data, err := c.readFD(a[0], "reading the seccomp program")
 		if err != nil {
 			return err
 		}
@@ -387,10 +388,21 @@ func (c *Command) fdArg(s string) (*os.File, error) {
 	}
 	f, err := c.callerFD(n)
 	if err != nil {
-		return nil, fmt.Errorf("fd %d: %w", n, err)
+		return nil, &fdError{fd: n, err: err}
 	}
 	return f, nil
 }
+
+// fdError is a failure with the caller's fd that an option names: the
+// parse loop puts the option before it ("--bind-fd 7: bad file
+// descriptor").
+type fdError struct {
+	fd  int
+	err error
+}
+
+func (e *fdError) Error() string { return fmt.Sprintf("fd %d: %v", e.fd, e.err) }
+func (e *fdError) Unwrap() error { return e.err }
 
 // callerFD returns the caller's fd n as a file the command owns: the same
 // file each time n is named.
@@ -420,7 +432,8 @@ func (c *Command) readFD(s, what string) ([]byte, error) {
 	data, err := io.ReadAll(f)
 	f.Close()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
+		n, _ := strconv.Atoi(s)
+		return nil, &fdError{fd: n, err: fmt.Errorf("%s: %w", what, err)}
 	}
 	return data, nil
 }

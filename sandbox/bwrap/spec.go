@@ -1,8 +1,10 @@
 package bwrap
 
 import (
+	"fmt"
 	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/caplin-dev/caplin/sandbox"
@@ -28,10 +30,19 @@ func (c *Command) Spec() (*sandbox.Spec, error) {
 	} else {
 		spec.UID, spec.GID = c.host.UID, c.host.GID
 	}
+	c.origins = c.origins[:0]
+	for k := range spec.Mounts {
+		c.origins = append(c.origins, fmt.Sprintf("profile %s: mount[%d] (%s)", o.profile, k, &spec.Mounts[k]))
+	}
 	if o.system {
 		spec.Mounts = append(spec.Mounts, sandbox.SystemMounts()...)
 	}
+	for k := len(c.origins); k < len(spec.Mounts); k++ {
+		c.origins = append(c.origins, fmt.Sprintf("--system (%s)", &spec.Mounts[k]))
+	}
+	given := len(spec.Mounts) // the command line's mounts start here
 	spec.Mounts = append(spec.Mounts, o.mounts...)
+	c.origins = append(c.origins, o.written...)
 	if o.uid >= 0 {
 		spec.UID = o.uid
 	}
@@ -59,6 +70,15 @@ func (c *Command) Spec() (*sandbox.Spec, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if c.dialect == CaplinRun && spec.Net == sandbox.NetHost {
+		// The host's network comes with the host's names for it, ahead
+		// of the command line's mounts, which may cover them.
+		resolver := sandbox.ResolverMounts(spec.Mounts)
+		spec.Mounts = slices.Insert(spec.Mounts, given, resolver...)
+		for k := range resolver {
+			c.origins = slices.Insert(c.origins, given+k, fmt.Sprintf("--net host (%s)", &resolver[k]))
+		}
 	}
 	spec.AsPID1 = spec.AsPID1 || o.asPID1
 	if err := c.caps(spec); err != nil {
