@@ -30,6 +30,9 @@ var devNodes = []string{"null", "zero", "full", "random", "urandom", "tty"}
 type span struct {
 	from, to int
 	what     string
+	// denied, if set, is added to an EACCES of the span's calls: why
+	// the sandbox may be refused what the caller could reach.
+	denied string
 }
 
 // recorder records the calls that build a sandbox's root.
@@ -51,7 +54,7 @@ var nsNames = [...]string{"cgroup", "ipc", "mnt", "net", "pid", "user", "uts"}
 
 func (r *recorder) begin() int { return r.b.Len() }
 func (r *recorder) end(from int, what string) {
-	r.spans = append(r.spans, span{from, r.b.Len(), what})
+	r.spans = append(r.spans, span{from: from, to: r.b.Len(), what: what})
 }
 
 // explain names the grant a batch error came from.
@@ -72,6 +75,9 @@ func (r *recorder) explain(err error) error {
 		}
 		for _, s := range r.spans {
 			if be.Index >= s.from && be.Index < s.to {
+				if s.denied != "" && errors.Is(cerr, unix.EACCES) {
+					return fmt.Errorf("sandbox: %s: %w (%s)", s.what, cerr, s.denied)
+				}
 				return fmt.Errorf("sandbox: %s: %w", s.what, cerr)
 			}
 		}
@@ -240,7 +246,14 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 			if err := k.prepare(r, i, m, &pre[i]); err != nil {
 				return nil, err
 			}
+			hostIDs := spec.HostIDs != (HostIDs{}) && m.Kind.isBind()
+			if hostIDs && !pre[i].skip {
+				recordReachable(&r.b, pre[i].clone, pre[i].isDir)
+			}
 			r.end(from, describe(i, m))
+			if hostIDs {
+				r.spans[len(r.spans)-1].denied = "the sandbox is " + spec.HostIDs.String() + " on the host, which may not reach or read it"
+			}
 		}
 	}
 	// The new root: a tmpfs, attached over /tmp in the process's private
