@@ -413,31 +413,6 @@ func TestEscapeLeakedFD(t *testing.T) {
 	}
 }
 
-// openPTY returns a new pseudo-terminal's master and slave, neither of
-// them anyone's controlling terminal.
-func openPTY(t *testing.T) (master int, slave *os.File) {
-	t.Helper()
-	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals: %v", err)
-	}
-	t.Cleanup(func() { unix.Close(m) })
-	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(m, unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := unix.Open("/dev/pts/"+strconv.Itoa(n), unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := os.NewFile(uintptr(s), "/dev/pts/"+strconv.Itoa(n))
-	t.Cleanup(func() { f.Close() })
-	return m, f
-}
-
 // drain returns what can be read from fd without waiting.
 func drain(t *testing.T, fd int) string {
 	t.Helper()
@@ -464,7 +439,7 @@ func drain(t *testing.T, fd int) string {
 // on the master.
 func TestEscapeTIOCSTI(t *testing.T) {
 	testenv.AlsoAsNobody(t)
-	master, slave := openPTY(t)
+	master, slave := testenv.OpenPTY(t)
 	in := runIn(t, probeSpec(t), "tiocsti", map[int]*os.File{0: slave})
 	in.want(t, "sctty", "ok")
 	for _, k := range []string{"sti", "sti.hi", "sti.hi2", "linux"} {

@@ -7,12 +7,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
+	"time"
 
-	"github.com/caplin-dev/caplin/pidfd"
 	"github.com/caplin-dev/caplin/probe"
 	"github.com/caplin-dev/caplin/sandbox"
 	"github.com/caplin-dev/caplin/sandbox/bwrap"
@@ -317,6 +315,10 @@ func runSandbox(args []string, m mode) int {
 	if cmd == nil {
 		return code
 	}
+	// Dying of the signal the program died of, once the rest is done,
+	// tells a calling shell what ^C did: a script stops there.
+	var relayed syscall.Signal
+	defer func() { dieOf(relayed) }()
 	defer cmd.Close()
 	sigs := notifyForwarded()
 	defer signal.Stop(sigs)
@@ -345,10 +347,11 @@ func runSandbox(args []string, m mode) int {
 	if err != nil {
 		return m.execFailed(m, cmd.Path, err, spec)
 	}
-	code, err = wait(ctx, p, sigs, spec)
+	end, err := sandbox.Relay{KillAfter: cmd.KillAfter}.Wait(ctx, sb, p, sigs)
 	if err != nil {
 		return m.fail(m.failure, "waiting for %s: %v", cmd.Path, err)
 	}
+	code, relayed = end.Code, end.Relayed
 	if cmd.JSONStatus != nil {
 		bwrap.WriteExit(cmd.JSONStatus, code)
 		cmd.JSONStatus.Close()
@@ -404,11 +407,12 @@ func (m mode) parseFailed(err error) int {
 	return m.fail(m.failure, "%v", err)
 }
 
-// notifyForwarded returns a channel of the signals to forward to the
-// program: those caplin was not started ignoring (under nohup, say).
+// notifyForwarded returns a channel of the signals to relay to the
+// program: sandbox.RelayedSignals but those caplin was not started
+// ignoring (under nohup, say).
 func notifyForwarded() chan os.Signal {
 	var fwd []os.Signal
-	for _, sig := range []syscall.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT} {
+	for _, sig := range sandbox.RelayedSignals() {
 		if !signal.Ignored(sig) {
 			fwd = append(fwd, sig)
 		}
@@ -418,6 +422,19 @@ func notifyForwarded() chan os.Signal {
 		signal.Notify(sigs, fwd...)
 	}
 	return sigs
+}
+
+// dieOf makes caplin die of sig, when it is one the Go runtime lets a
+// program die of (SIGINT, SIGTERM, SIGHUP; SIGQUIT would dump goroutines),
+// so that its caller sees what it would have seen of the program. It
+// returns if it cannot; caplin then exits with 128+sig.
+func dieOf(sig syscall.Signal) {
+	if sig != unix.SIGINT && sig != unix.SIGTERM && sig != unix.SIGHUP {
+		return
+	}
+	signal.Reset(sig)
+	unix.Kill(os.Getpid(), sig)
+	time.Sleep(100 * time.Millisecond) // for the signal to land
 }
 
 // userNSMissing reports whether Build failed with err because this
@@ -449,31 +466,6 @@ func reportStarted(cmd *bwrap.Command, sb *sandbox.Sandbox, spec *sandbox.Spec) 
 	}
 }
 
-// wait waits for the program p, forwarding the signals on sigs to it, and
-// returns its exit status: 128+N for a signal N, the signal caplin turned
-// into SIGKILL for a pid 1 included.
-func wait(ctx context.Context, p *pidfd.Process, sigs <-chan os.Signal, spec *sandbox.Spec) (int, error) {
-	var escalated atomic.Int32 // a signal caplin turned into SIGKILL
-	done := make(chan struct{})
-	forwarded := make(chan struct{})
-	pid1 := spec.AsPID1 && !spec.SharePID
-	go func() {
-		defer close(forwarded)
-		forward(p, sigs, done, pid1, spec.SameSession, &escalated)
-	}()
-	st, err := p.Wait(ctx)
-	close(done)
-	<-forwarded
-	if err != nil {
-		return 0, err
-	}
-	code := st.ExitCode()
-	if sig := escalated.Load(); sig != 0 && st.Signal == unix.SIGKILL {
-		code = 128 + int(sig)
-	}
-	return code, nil
-}
-
 // execStatus maps an exec failure to the exit status and message for it.
 func execStatus(path string, err error) (int, string) {
 	// execveat's own failure is an *os.PathError; anything else (the
@@ -490,68 +482,4 @@ func execStatus(path string, err error) (int, string) {
 		return exitNotFound, fmt.Sprintf("%s: no such file or directory in the sandbox (or its #! interpreter or dynamic loader is missing there)", path)
 	}
 	return exitNoExec, fmt.Sprintf("cannot execute %s: %v", path, errno)
-}
-
-// forward sends the signals caplin receives to the program until done is
-// closed. pid1 says the program is the init of a pid namespace, which the
-// kernel shields from signals it neither handles nor ignores: those become
-// SIGKILL, recorded in escalated. sameSession says the program shares
-// caplin's terminal, which sends ^C and ^\ to it directly.
-func forward(p *pidfd.Process, sigs <-chan os.Signal, done <-chan struct{}, pid1, sameSession bool, escalated *atomic.Int32) {
-	for {
-		var s os.Signal
-		select {
-		case <-done:
-			return
-		case s = <-sigs:
-		}
-		sig, ok := s.(syscall.Signal)
-		if !ok {
-			continue
-		}
-		if pid1 && !handles(p.Pid(), sig) {
-			escalated.Store(int32(sig))
-			p.Signal(unix.SIGKILL)
-			continue
-		}
-		if sameSession && (sig == unix.SIGINT || sig == unix.SIGQUIT) && inForeground() {
-			continue // the terminal sent it to the program too
-		}
-		p.Signal(sig)
-	}
-}
-
-// handles reports whether process pid has a handler for sig or ignores
-// it, from the SigCgt and SigIgn masks of /proc/PID/status. It says yes
-// when it cannot tell.
-func handles(pid int, sig syscall.Signal) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return true
-	}
-	found := 0
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, _ := strings.Cut(line, ":")
-		if k != "SigCgt" && k != "SigIgn" {
-			continue
-		}
-		mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		if err != nil || mask&(1<<(uint(sig)-1)) != 0 {
-			return true
-		}
-		found++
-	}
-	return found < 2
-}
-
-// inForeground reports whether caplin's process group is the foreground
-// process group of the terminal on its standard input, output or error,
-// so that the keyboard's signals reach every process in it.
-func inForeground() bool {
-	for fd := 0; fd <= 2; fd++ {
-		if pgrp, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP); err == nil {
-			return pgrp == unix.Getpgrp()
-		}
-	}
-	return false
 }

@@ -33,6 +33,9 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
+
+	"github.com/caplin-dev/caplin/sandbox"
 )
 
 // Dialect is a flavour of the command line: which options it takes and
@@ -66,6 +69,12 @@ type Command struct {
 	// Warnings are what the command line asked that has no effect (a
 	// --perms after the last operation it could apply to).
 	Warnings []string
+
+	// KillAfter is how long the program has to stop after a request to
+	// (SIGTERM, SIGHUP) before its sandbox is killed, for
+	// sandbox.Relay.KillAfter: --kill-after (negative for 0: at once), or
+	// sandbox.DefaultKillAfter.
+	KillAfter time.Duration
 
 	dialect Dialect
 	host    *Host
@@ -165,7 +174,7 @@ func Parse(args []string, d Dialect, host *Host) (*Command, error) {
 	if host == nil {
 		host = OS()
 	}
-	c := &Command{dialect: d, host: host, opts: options{uid: -1, gid: -1, unshare: map[string]bool{}, fds: map[int]*os.File{}}}
+	c := &Command{dialect: d, host: host, KillAfter: sandbox.DefaultKillAfter, opts: options{uid: -1, gid: -1, unshare: map[string]bool{}, fds: map[int]*os.File{}}}
 	err := c.parse(args, 0)
 	if err == nil && (len(c.Argv) == 0 || c.Argv[0] == "") {
 		err = &Error{Usage: true, Err: errors.New("no command given")}
