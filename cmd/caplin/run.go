@@ -34,8 +34,9 @@ DESCRIPTION
 	caplin's standard input, output and error as fds 0, 1 and 2, and no
 	other fd; no network (a network namespace with no interface up); new
 	user, mount, pid, IPC, UTS and cgroup namespaces, in which it runs as
-	caplin's uid and gid, with no capabilities; an empty environment; a
-	new session; Landlock with the same file grants; a seccomp filter
+	caplin's uid and gid, with no capabilities (and, when caplin runs as
+	root, as an unprivileged user on the host: see --as-host-root); an
+	empty environment; a new session; Landlock with the same file grants; a seccomp filter
 	that refuses what sandboxes must (TIOCSTI, keyctl, bpf, io_uring,
 	ptrace, mount, new user namespaces, ...); and no_new_privs. An init
 	of caplin's is pid 1 of its pid namespace and reaps orphans; the
@@ -115,7 +116,31 @@ PROCESS
 	--keep-env
 		Start from caplin's environment instead of an empty one.
 	--uid N, --gid N
-		The IDs inside, mapped to caplin's. Default: caplin's own.
+		The IDs inside, mapped to caplin's outside (to the host user of
+		--as-host-root's description when caplin is root). Default:
+		caplin's own.
+	--as-host-root
+		When caplin runs as root, map the sandbox's user to the host's
+		root, as bubblewrap does: what it makes in writable binds is
+		root's, and root's files in what is bound are open to it. By
+		default root is not root inside: the sandbox's user and group
+		are, on the host, root's first subordinate range where
+		/etc/subuid and /etc/subgid allot one (IDs 0 and up inside map
+		to it), else nobody (uid and gid 65534); root's supplementary
+		groups are dropped. The program then reads and writes bound
+		files under their own permissions as that user, and a bind
+		whose source it may not reach or read (root's 0700 home, say)
+		fails (exit 125), naming the source. For other users the
+		sandbox is caplin's own user either way.
+	--keep-session
+		Leave the program in caplin's session and process group, with
+		caplin's controlling terminal: the terminal sends it ^C and ^Z
+		itself, and an interactive shell inside gets job control. (The
+		filter refuses TIOCSTI either way.)
+	--kill-after DURATION
+		How long the program has to stop after caplin is asked to stop
+		(SIGTERM, SIGHUP) before the whole sandbox is killed (SIGKILL):
+		seconds, or a duration such as 500ms. Default 10s; 0: at once.
 	--hostname NAME
 		The hostname inside. Default "caplin".
 	--argv0 NAME
@@ -193,11 +218,23 @@ COMPATIBILITY
 
 SIGNALS
 	SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to caplin (^C and ^\ at the
-	terminal included) are forwarded to the program.
+	terminal included) reach the program as a terminal's would: its
+	whole process group gets them, so ^C stops a shell script and the
+	command it waits for. (With --keep-session the terminal sends ^C
+	and ^\ to the program itself.) SIGTERM and SIGHUP ask it to stop:
+	if it has not --kill-after later (default 10s), or when another
+	signal comes, the whole sandbox is killed. ^C alone never kills:
+	shells and editors handle it and go on. When the program dies of
+	the SIGINT, SIGTERM or SIGHUP it was relayed, caplin dies of it
+	too, so that a calling script stops there as it would have.
 
 EXIT STATUS
 	N        the program exited with status N
-	128+N    the program was killed by signal N
+	128+N    the program was killed by signal N (for a relayed SIGINT,
+	         SIGTERM or SIGHUP caplin is killed by it too, which a shell
+	         shows as 128+N: 130, 143, 129)
+	137      the sandbox was killed: the program had not stopped
+	         --kill-after a SIGTERM or SIGHUP, or a second signal came
 	2        usage error
 	122      the kernel cannot enforce what was asked (without
 	         --best-effort): one line says what
@@ -262,6 +299,9 @@ var runMode = mode{
 	buildFailed: func(ctx context.Context, m mode, err error, spec *sandbox.Spec) int {
 		if errors.Is(err, sandbox.ErrUnenforceable) {
 			return m.fail(exitUnenforceable, "%v (--best-effort drops what cannot be enforced)", err)
+		}
+		if errors.Is(err, unix.EACCES) && spec.HostIDs != (sandbox.HostIDs{}) {
+			return m.fail(m.failure, "%v; caplin run as root runs the sandbox so: make it readable, or --as-host-root runs it as the host's root", err)
 		}
 		if detail, missing := userNSMissing(ctx, err, spec); missing {
 			return m.fail(m.failure, "%v: no user namespaces here: %s (--landlock-only confines without them)", err, detail)

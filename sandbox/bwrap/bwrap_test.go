@@ -38,10 +38,10 @@ func fakeHost(data []byte) *Host {
 			}
 			return nil, nil
 		},
-		LoadProfile: func(path string) (*sandbox.Spec, error) { return sandbox.ParseProfile(path, data) },
-		Std:         func() map[int]*os.File { return map[int]*os.File{} },
-		Environ:     func() []string { return []string{"HOME=/home/u", "PATH=/bin", "A=old"} },
-		Getwd:       func() (string, error) { return "/home/u", nil },
+		LoadProfile:  func(path string) (*sandbox.Spec, error) { return sandbox.ParseProfile(path, data) },
+		Std:          func() map[int]*os.File { return map[int]*os.File{} },
+		Environ:      func() []string { return []string{"HOME=/home/u", "PATH=/bin", "A=old"} },
+		Getwd:        func() (string, error) { return "/home/u", nil },
 		UID:          1000,
 		GID:          1001,
 		Unprivileged: func() sandbox.HostIDs { return sandbox.HostIDs{UID: 100000, GID: 200000, Size: 65536} },

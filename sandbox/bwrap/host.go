@@ -55,8 +55,8 @@ func OS() *Host {
 			}
 			return std
 		},
-		Environ: os.Environ,
-		Getwd:   os.Getwd,
+		Environ:      os.Environ,
+		Getwd:        os.Getwd,
 		UID:          os.Geteuid(),
 		GID:          os.Getegid(),
 		Unprivileged: sandbox.UnprivilegedIDs,

@@ -233,7 +233,7 @@ var optionTable = map[string]option{
 		c.KillAfter = d
 		return nil
 	}},
-	"--max-pids":      countOpt("--max-pids", "processes", func(o *options) *int { return &o.limits.Pids }),
+	"--max-pids": countOpt("--max-pids", "processes", func(o *options) *int { return &o.limits.Pids }),
 	"--max-memory": {1, true, func(c *Command, a []string) error {
 		n, err := sandbox.ParseSize(a[0])
 		if err != nil || n < 1 {
