@@ -9,8 +9,10 @@
 // exact command line with bubblewrap's defaults (the caller's environment,
 // network, pid, IPC, UTS and cgroup namespaces, session, a writable root);
 // CaplinRun adds caplin run's own options (--system, --fd, --net,
-// --profile, limits, ...) and has caplin run's defaults (nothing that is
-// not granted). Bubblewrap options that package sandbox cannot carry out
+// --profile, limits, --as-host-root, --keep-session, --kill-after, ...)
+// and has caplin run's defaults (nothing that is not granted; for a caller
+// that is root, an unprivileged host user as the sandbox's, Host.Unprivileged,
+// where Bubblewrap, like bubblewrap, maps the sandbox's user to root). Bubblewrap options that package sandbox cannot carry out
 // (--userns, --overlay, --lock-file, ...) are refused, never ignored.
 //
 // What the command line reaches of the calling process (the fds it names,
