@@ -92,7 +92,7 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 			sb.Close()
 		}
 	}()
-	uidMap, gidMap := spec.idMaps()
+	uidMap, gidMap := spec.idMaps(os.Geteuid(), os.Getegid())
 	// Under caplin's init the program's process makes the network
 	// namespace (the costliest one to make) while the init builds the
 	// root, on another CPU.

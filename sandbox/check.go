@@ -315,9 +315,14 @@ func (r *Report) Check(e *Expectation) []Finding {
 					root = "; it maps the host's root"
 				}
 			}
-			add(area, "%s; the spec maps %s only%s", mapString(m), strings.TrimPrefix(mapString(want), "mapped "), root)
+			if spec.HostIDs == (HostIDs{}) {
+				add(area, "%s; the spec maps %d inside to %d (the launcher's) only%s", mapString(m), want[0].Inside, want[0].Outside, root)
+			} else {
+				add(area, "%s; the spec maps %s only (its host IDs)%s", mapString(m), strings.TrimPrefix(mapString(want), "mapped "), root)
+			}
 		}
-		uids, gids := spec.idMaps()
+		// e.uid and e.gid are the caller's when the maps name them.
+		uids, gids := spec.idMaps(e.uid, e.gid)
 		checkMap("uid_map", r.UIDMap, uids)
 		checkMap("gid_map", r.GIDMap, gids)
 	} else if uid, gid := landlockOnlyUser(spec); r.UIDs[1] != uid || r.GIDs[1] != gid {

@@ -413,23 +413,6 @@ func TestEscapeLeakedFD(t *testing.T) {
 	}
 }
 
-// drain returns what can be read from fd without waiting.
-func drain(t *testing.T, fd int) string {
-	t.Helper()
-	if err := unix.SetNonblock(fd, true); err != nil {
-		t.Fatal(err)
-	}
-	var got []byte
-	buf := make([]byte, 256)
-	for {
-		n, err := unix.Read(fd, buf)
-		if n <= 0 || err != nil {
-			return string(got)
-		}
-		got = append(got, buf[:n]...)
-	}
-}
-
 // TestEscapeTIOCSTI gives the sandbox a terminal as fd 0 and tries to push
 // input into it with TIOCSTI (plain, with high bits set in the request, and
 // through the x32 ioctl) and TIOCLINUX, after making it the controlling
@@ -448,7 +431,7 @@ func TestEscapeTIOCSTI(t *testing.T) {
 	if runtime.GOARCH == "amd64" {
 		in.want(t, "sti.x32", "ENOSYS")
 	}
-	if got := drain(t, master); got != "" {
+	if got := testenv.Drain(t, master); got != "" {
 		t.Errorf("input pushed into the caller's terminal from the sandbox: %q", got)
 	}
 
@@ -459,7 +442,7 @@ func TestEscapeTIOCSTI(t *testing.T) {
 	out.want(t, "sctty", "ok")
 	out.wantNot(t, "sti", "EPERM")
 	out.wantNot(t, "linux", "EPERM")
-	got := drain(t, master)
+	got := testenv.Drain(t, master)
 	if out.kv["sti"] == "ok" && !strings.Contains(got, "A") {
 		t.Errorf("control: TIOCSTI succeeded outside but the master read %q", got)
 	}

@@ -110,12 +110,13 @@ func (h HostIDs) check(spec *Spec) error {
 	return nil
 }
 
-// idMaps returns the ID maps of spec's user namespace.
-func (s *Spec) idMaps() (uids, gids []proc.IDMap) {
+// idMaps returns the ID maps of spec's user namespace for a caller whose
+// effective IDs are uid and gid.
+func (s *Spec) idMaps(uid, gid int) (uids, gids []proc.IDMap) {
 	h := s.HostIDs
 	switch {
 	case h == HostIDs{}:
-		return []proc.IDMap{{Inside: s.UID, Outside: os.Geteuid(), Size: 1}}, []proc.IDMap{{Inside: s.GID, Outside: os.Getegid(), Size: 1}}
+		return []proc.IDMap{{Inside: s.UID, Outside: uid, Size: 1}}, []proc.IDMap{{Inside: s.GID, Outside: gid, Size: 1}}
 	case h.Size == 1:
 		return []proc.IDMap{{Inside: s.UID, Outside: h.UID, Size: 1}}, []proc.IDMap{{Inside: s.GID, Outside: h.GID, Size: 1}}
 	}

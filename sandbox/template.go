@@ -101,7 +101,7 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 		}
 		t.fresh = append(t.fresh, i)
 	}
-	uidMap, gidMap := spec.idMaps()
+	uidMap, gidMap := spec.idMaps(os.Geteuid(), os.Getegid())
 	h, err := proc.Fork(ctx, &proc.Options{
 		From:    forkOrigin(spec),
 		NewUser: true, NewMount: true, NewPID: true,

@@ -104,24 +104,10 @@ func TestRunTerminalInterrupt(t *testing.T) {
 			if took > 2*time.Second {
 				t.Errorf("caplin took %v to stop after ^C", took)
 			}
-			if out := drainFD(master); strings.Contains(out, "done") {
+			if out := testenv.Drain(t, master); strings.Contains(out, "done") {
 				t.Errorf("the script went on after ^C:\n%q", out)
 			}
 		})
-	}
-}
-
-// drainFD returns what can be read from fd without waiting.
-func drainFD(fd int) string {
-	unix.SetNonblock(fd, true)
-	var got []byte
-	buf := make([]byte, 4096)
-	for {
-		n, err := unix.Read(fd, buf)
-		if n <= 0 || err != nil {
-			return string(got)
-		}
-		got = append(got, buf[:n]...)
 	}
 }
 

@@ -34,3 +34,21 @@ func OpenPTY(t *testing.T) (master int, slave *os.File) {
 	t.Cleanup(func() { f.Close() })
 	return m, f
 }
+
+// Drain returns what can be read from fd (a terminal's master, say)
+// without waiting; it leaves fd non-blocking.
+func Drain(t *testing.T, fd int) string {
+	t.Helper()
+	if err := unix.SetNonblock(fd, true); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Read(fd, buf)
+		if n <= 0 || err != nil {
+			return string(got)
+		}
+		got = append(got, buf[:n]...)
+	}
+}
