@@ -42,7 +42,9 @@ func RelayedSignals() []os.Signal {
 //     would have killed any other process.
 //   - SIGTERM and SIGHUP are requests to stop: if the program has not
 //     exited KillAfter later, or when any further signal comes, Relay kills
-//     the whole sandbox (SIGKILL). SIGINT and SIGQUIT alone never
+//     the whole sandbox (SIGKILL): the program and its process group
+//     first, then, once the program's end is known, everything else in
+//     the sandbox (Sandbox.Kill). SIGINT and SIGQUIT alone never
 //     escalate: interactive programs (shells, editors, interpreters) handle
 //     ^C and go on.
 type Relay struct {
@@ -91,15 +93,21 @@ func (r Relay) Wait(ctx context.Context, sb *Sandbox, p *pidfd.Process, sigs <-c
 		stopping bool
 		deadline <-chan time.Time
 	)
+	// The program and its group are killed first, and the rest of the
+	// sandbox once the program's end is known: its init, which reaps it,
+	// must outlive it.
 	kill := func() {
 		if ownGroup {
 			p.SignalGroup(unix.SIGKILL)
 		}
-		sb.Kill()
+		p.Kill()
 	}
 	for {
 		select {
 		case <-wait:
+			if killed || killedAs != 0 {
+				sb.Kill()
+			}
 			if werr != nil {
 				return nil, werr
 			}
