@@ -203,8 +203,9 @@ type Spec struct {
 	Env []string
 	// SameSession leaves the program in the caller's session (and so with
 	// its controlling terminal, for job control). By default it starts a
-	// new one; either way the filter refuses TIOCSTI, so the program
-	// cannot type into the terminal.
+	// new one, whose process group the program leads (Relay delivers a
+	// terminal's signals to that group); either way the filter refuses
+	// TIOCSTI, so the program cannot type into the terminal.
 	SameSession bool
 
 	// ShareIPC, ShareUTS and ShareCgroup leave the program in the caller's

@@ -36,9 +36,10 @@ DESCRIPTION
 	user, mount, pid, IPC, UTS and cgroup namespaces, in which it runs as
 	caplin's uid and gid, with no capabilities (and, when caplin runs as
 	root, as an unprivileged user on the host: see --as-host-root); an
-	empty environment; a new session; Landlock with the same file grants; a seccomp filter
-	that refuses what sandboxes must (TIOCSTI, keyctl, bpf, io_uring,
-	ptrace, mount, new user namespaces, ...); and no_new_privs. An init
+	empty environment; a new session; Landlock with the same file
+	grants; a seccomp filter that refuses what sandboxes must (TIOCSTI,
+	keyctl, bpf, io_uring, ptrace, mount, new user namespaces, ...); and
+	no_new_privs. An init
 	of caplin's is pid 1 of its pid namespace and reaps orphans; the
 	program is pid 2. It cannot outlive caplin: when caplin exits or
 	dies, even by SIGKILL, everything in the sandbox is killed.
