@@ -302,7 +302,7 @@ var runMode = mode{
 			return m.fail(exitUnenforceable, "%v (--best-effort drops what cannot be enforced)", err)
 		}
 		if errors.Is(err, unix.EACCES) && spec.HostIDs != (sandbox.HostIDs{}) {
-			return m.fail(m.failure, "%v; caplin run as root runs the sandbox so: make it readable, or --as-host-root runs it as the host's root", err)
+			return m.fail(m.failure, "%v: make it readable by that user, or --as-host-root runs the sandbox as the host's root", err)
 		}
 		if detail, missing := userNSMissing(ctx, err, spec); missing {
 			return m.fail(m.failure, "%v: no user namespaces here: %s (--landlock-only confines without them)", err, detail)
