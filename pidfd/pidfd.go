@@ -194,6 +194,32 @@ func (p *Process) Signal(sig syscall.Signal) error {
 	})
 }
 
+// SignalGroup sends sig to the process group the process leads (the one
+// whose ID is its pid: a session leader's, say), with pidfd_send_signal(2)
+// and PIDFD_SIGNAL_PROCESS_GROUP (Linux 6.9). The group is named by the
+// pidfd, so the signal cannot reach a group that reused the number. On
+// older kernels it falls back to kill(2) of -pid while the process is
+// alive (so the number is still its own). Like Signal, it returns an
+// error that matches os.ErrProcessDone when there is no one left to
+// signal.
+func (p *Process) SignalGroup(sig syscall.Signal) error {
+	op := fmt.Sprintf("pidfd_send_signal %d %v PIDFD_SIGNAL_PROCESS_GROUP", p.pid, sig)
+	return p.control(op, func(fd int) error {
+		err := unix.PidfdSendSignal(fd, sig, nil, unix.PIDFD_SIGNAL_PROCESS_GROUP)
+		if err == unix.EINVAL && !exited(fd) {
+			op = fmt.Sprintf("kill -%d %v", p.pid, sig)
+			err = unix.Kill(-p.pid, sig)
+		}
+		if err == unix.ESRCH {
+			return fmt.Errorf("%s: %w", op, os.ErrProcessDone)
+		}
+		if err != nil {
+			return &os.SyscallError{Syscall: op, Err: err}
+		}
+		return nil
+	})
+}
+
 // Kill sends SIGKILL. It returns nil if the process has already exited.
 func (p *Process) Kill() error {
 	err := p.Signal(syscall.SIGKILL)

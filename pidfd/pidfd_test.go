@@ -227,3 +227,42 @@ func TestFromFileRejectsNonPidfd(t *testing.T) {
 		t.Error("Open(-5) succeeded")
 	}
 }
+
+// TestSignalGroup signals the process group a shell leads: the command it
+// runs in the background gets the signal too; Signal alone would not.
+func TestSignalGroup(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "sleep 30 & echo $!; wait")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pidfd.Open(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	buf := make([]byte, 32)
+	n, _ := out.Read(buf)
+	bg, err := strconv.Atoi(strings.TrimSpace(string(buf[:n])))
+	if err != nil {
+		t.Fatalf("no background pid: %q", buf[:n])
+	}
+	if err := p.SignalGroup(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(bg) + "/stat")
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			break // gone (or a zombie for init to reap)
+		}
+		if time.Now().After(deadline) {
+			syscall.Kill(bg, syscall.SIGKILL)
+			t.Fatal("the background command of the group did not get the signal")
+		}
+	}
+}

@@ -829,11 +829,28 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 		}
 	}()
 	if opts.NewUser {
-		if err := child.writeIDMaps(ctx, h, top, outerPid, uidMap, gidMap, opts.AllowSetgroups); err != nil {
+		// A child writes its own maps unless they need a privilege over
+		// the parent namespace's IDs that it lacks (and the caller has):
+		// then the caller writes them, as for a child of its own.
+		byUs := top || callerWritesMaps(opts.AllowSetgroups, uidMap, gidMap)
+		if err := child.writeIDMaps(ctx, h, byUs, p.Pid(), uidMap, gidMap, opts.AllowSetgroups); err != nil {
 			return nil, fmt.Errorf("proc: fork: %w", err)
 		}
 	}
 	return child, nil
+}
+
+// callerWritesMaps reports whether the caller writes the ID maps of a
+// child made inside a handle: maps that a process may not write for
+// itself (more than its own ID, setgroups allowed), when the caller has
+// the privilege to (CAP_SETUID and CAP_SETGID; the handle must then be in
+// the caller's user namespace, as the tree zygote of such a caller is).
+func callerWritesMaps(setgroups bool, uidMap, gidMap []IDMap) bool {
+	self := func(m []IDMap, id int) bool { return len(m) == 1 && m[0].Size == 1 && m[0].Outside == id }
+	if !setgroups && self(uidMap, os.Geteuid()) && self(gidMap, os.Getegid()) {
+		return false
+	}
+	return kernel.HasCap(unix.CAP_SETUID) && kernel.HasCap(unix.CAP_SETGID)
 }
 
 // childParent returns the clone flags for a child made inside h with opts,

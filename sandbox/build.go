@@ -71,7 +71,8 @@ func makeLimiter(spec *Spec, log *slog.Logger) (*limiter, error) {
 		// its init to be reaped.
 		return nil, nil
 	}
-	lim, dropped, err := newLimiter(spec.Limits, os.Geteuid(), spec.BestEffort)
+	uid, _ := spec.hostUser()
+	lim, dropped, err := newLimiter(spec.Limits, uid, spec.BestEffort)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +92,7 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 			sb.Close()
 		}
 	}()
-	uid, gid := os.Geteuid(), os.Getegid()
+	uidMap, gidMap := spec.idMaps(os.Geteuid(), os.Getegid())
 	// Under caplin's init the program's process makes the network
 	// namespace (the costliest one to make) while the init builds the
 	// root, on another CPU.
@@ -103,13 +104,18 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup && !ownCgroupNamespace(spec, lim),
 		NewPID: !spec.SharePID,
 		NewNet: spec.Net != NetHost && !netLater,
-		UIDMap: []proc.IDMap{{Inside: spec.UID, Outside: uid, Size: 1}},
-		GIDMap: []proc.IDMap{{Inside: spec.GID, Outside: gid, Size: 1}},
+		UIDMap: uidMap, GIDMap: gidMap,
+		// The caller's supplementary groups are dropped where they are
+		// not the host user's (recordRoot).
+		AllowSetgroups: spec.HostIDs != (HostIDs{}),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	if err := sb.setFirst(h, lim); err != nil {
+		return nil, err
+	}
+	if err := becomeHostUser(ctx, h, spec); err != nil {
 		return nil, err
 	}
 	if ownCgroupNamespace(spec, lim) {

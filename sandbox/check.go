@@ -157,7 +157,8 @@ type fdIdentity struct {
 // and a file system changing in between can make the two differ.
 func Expect(spec *Spec) (*Expectation, error) {
 	spec = spec.Clone() // ours from here on: see Spec on ownership
-	e := &Expectation{spec: spec, fds: map[int]fdIdentity{}, uid: os.Geteuid(), gid: os.Getegid(), seccompBase: -1}
+	e := &Expectation{spec: spec, fds: map[int]fdIdentity{}, seccompBase: -1}
+	e.uid, e.gid = spec.hostUser()
 	for n, f := range spec.Files {
 		var id fdIdentity
 		err := fdctl.Control(f, func(fd int) error {
@@ -304,23 +305,28 @@ func (r *Report) Check(e *Expectation) []Finding {
 				add("namespace", "%s is the launcher's own (%d); the spec asks for a new one", ns.Name, ns.Inode)
 			}
 		}
-		checkMap := func(area string, m []proc.IDMap, inside, outside int) {
-			want := []proc.IDMap{{Inside: inside, Outside: outside, Size: 1}}
+		checkMap := func(area string, m, want []proc.IDMap) {
 			if slices.Equal(m, want) {
 				return
 			}
 			root := ""
 			for _, l := range m {
-				if l.Outside == 0 && outside != 0 {
+				if l.Outside == 0 && !slices.ContainsFunc(want, func(w proc.IDMap) bool { return w.Outside == 0 }) {
 					root = "; it maps the host's root"
 				}
 			}
-			add(area, "%s; the spec maps %d inside to %d (the launcher's) only%s", mapString(m), inside, outside, root)
+			if spec.HostIDs == (HostIDs{}) {
+				add(area, "%s; the spec maps %d inside to %d (the launcher's) only%s", mapString(m), want[0].Inside, want[0].Outside, root)
+			} else {
+				add(area, "%s; the spec maps %s only (its host IDs)%s", mapString(m), strings.TrimPrefix(mapString(want), "mapped "), root)
+			}
 		}
-		checkMap("uid_map", r.UIDMap, spec.UID, e.uid)
-		checkMap("gid_map", r.GIDMap, spec.GID, e.gid)
-	} else if r.UIDs[1] != spec.UID || r.GIDs[1] != spec.GID {
-		add("uid", "runs as uid %d, gid %d on the host; the spec asks for %d, %d", r.UIDs[1], r.GIDs[1], spec.UID, spec.GID)
+		// e.uid and e.gid are the caller's when the maps name them.
+		uids, gids := spec.idMaps(e.uid, e.gid)
+		checkMap("uid_map", r.UIDMap, uids)
+		checkMap("gid_map", r.GIDMap, gids)
+	} else if uid, gid := landlockOnlyUser(spec); r.UIDs[1] != uid || r.GIDs[1] != gid {
+		add("uid", "runs as uid %d, gid %d on the host; the spec asks for %d, %d", r.UIDs[1], r.GIDs[1], uid, gid)
 	}
 	var extra []string
 	for _, g := range r.Groups {

@@ -23,8 +23,9 @@
 // The layers, each enforced by the kernel:
 //
 //   - Namespaces (Build): user (the caller's IDs mapped to Spec.UID and
-//     GID inside), mount, pid (with an init of caplin's as pid 1 unless
-//     AsPID1), ipc, uts, cgroup, and net unless NetHost.
+//     GID inside, or, for a root caller, an unprivileged host user's:
+//     Spec.HostIDs, UnprivilegedIDs), mount, pid (with an init of caplin's
+//     as pid 1 unless AsPID1), ipc, uts, cgroup, and net unless NetHost.
 //   - The file system (Build): only what Spec.Mounts grants, read-only
 //     unless a grant says otherwise; the caller's root is detached after
 //     pivot_root, so no path leads back to it.
@@ -46,6 +47,10 @@
 // CheckUserNS says why); Spec.LandlockOnly confines with Landlock and
 // seccomp alone, and refuses what they cannot enforce (a
 // *LandlockOnlyError lists it). caplin run falls back to it by itself.
+//
+// A launcher that waits for its program can relay the signals it receives
+// with Relay, as a terminal would deliver them, killing the sandbox when
+// the program will not stop.
 //
 // A Template makes the costly part of a sandbox (user and network
 // namespaces, the root) once, for launchers that start many sandboxes

@@ -413,48 +413,6 @@ func TestEscapeLeakedFD(t *testing.T) {
 	}
 }
 
-// openPTY returns a new pseudo-terminal's master and slave, neither of
-// them anyone's controlling terminal.
-func openPTY(t *testing.T) (master int, slave *os.File) {
-	t.Helper()
-	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals: %v", err)
-	}
-	t.Cleanup(func() { unix.Close(m) })
-	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(m, unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := unix.Open("/dev/pts/"+strconv.Itoa(n), unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := os.NewFile(uintptr(s), "/dev/pts/"+strconv.Itoa(n))
-	t.Cleanup(func() { f.Close() })
-	return m, f
-}
-
-// drain returns what can be read from fd without waiting.
-func drain(t *testing.T, fd int) string {
-	t.Helper()
-	if err := unix.SetNonblock(fd, true); err != nil {
-		t.Fatal(err)
-	}
-	var got []byte
-	buf := make([]byte, 256)
-	for {
-		n, err := unix.Read(fd, buf)
-		if n <= 0 || err != nil {
-			return string(got)
-		}
-		got = append(got, buf[:n]...)
-	}
-}
-
 // TestEscapeTIOCSTI gives the sandbox a terminal as fd 0 and tries to push
 // input into it with TIOCSTI (plain, with high bits set in the request, and
 // through the x32 ioctl) and TIOCLINUX, after making it the controlling
@@ -464,7 +422,7 @@ func drain(t *testing.T, fd int) string {
 // on the master.
 func TestEscapeTIOCSTI(t *testing.T) {
 	testenv.AlsoAsNobody(t)
-	master, slave := openPTY(t)
+	master, slave := testenv.OpenPTY(t)
 	in := runIn(t, probeSpec(t), "tiocsti", map[int]*os.File{0: slave})
 	in.want(t, "sctty", "ok")
 	for _, k := range []string{"sti", "sti.hi", "sti.hi2", "linux"} {
@@ -473,7 +431,7 @@ func TestEscapeTIOCSTI(t *testing.T) {
 	if runtime.GOARCH == "amd64" {
 		in.want(t, "sti.x32", "ENOSYS")
 	}
-	if got := drain(t, master); got != "" {
+	if got := testenv.Drain(t, master); got != "" {
 		t.Errorf("input pushed into the caller's terminal from the sandbox: %q", got)
 	}
 
@@ -484,7 +442,7 @@ func TestEscapeTIOCSTI(t *testing.T) {
 	out.want(t, "sctty", "ok")
 	out.wantNot(t, "sti", "EPERM")
 	out.wantNot(t, "linux", "EPERM")
-	got := drain(t, master)
+	got := testenv.Drain(t, master)
 	if out.kv["sti"] == "ok" && !strings.Contains(got, "A") {
 		t.Errorf("control: TIOCSTI succeeded outside but the master read %q", got)
 	}

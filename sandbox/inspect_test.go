@@ -424,6 +424,12 @@ func TestCheckRules(t *testing.T) {
 		{"host root", Spec{}, func(r *Report) { r.UIDMap = []proc.IDMap{{Inside: 0, Outside: 0, Size: 1}} }, "uid_map", "maps the host's root"},
 		{"range", Spec{}, func(r *Report) { r.GIDMap = append(r.GIDMap, proc.IDMap{Inside: 1, Outside: 100000, Size: 65536}) }, "gid_map", "mapped 0 1000 1, 1 100000 65536"},
 		{"other uid", Spec{UID: 5}, func(*Report) {}, "uid_map", "the spec maps 5 inside to 1000"},
+		{"host IDs", Spec{HostIDs: NobodyIDs()}, func(r *Report) {
+			r.UIDMap, r.GIDMap = []proc.IDMap{{Inside: 0, Outside: 65534, Size: 1}}, []proc.IDMap{{Inside: 0, Outside: 65534, Size: 1}}
+		}, "", ""},
+		{"host IDs, not the launcher's", Spec{HostIDs: NobodyIDs()}, func(r *Report) {
+			r.GIDMap = []proc.IDMap{{Inside: 0, Outside: 65534, Size: 1}}
+		}, "uid_map", "the spec maps 0 65534 1 only (its host IDs)"},
 		{"groups", Spec{}, func(r *Report) { r.Groups = []int{gid, 27} }, "groups", "supplementary groups 27"},
 		{"permitted", Spec{Caps: []int{unix.CAP_NET_ADMIN}}, func(r *Report) { r.Caps.Permitted = sysAdmin }, "capabilities", "permitted set holds sys_admin"},
 		{"kept", Spec{Caps: []int{unix.CAP_SYS_ADMIN}}, func(r *Report) { r.Caps.Permitted, r.Caps.Effective = sysAdmin, sysAdmin }, "", ""},

@@ -106,6 +106,15 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sa
 	if kernel.HasCap(unix.CAP_SETPCAP) {
 		recordBounding(&r.b, &Spec{})
 	}
+	if spec.HostIDs != (HostIDs{}) {
+		// No user namespace maps the IDs: the process takes the host
+		// user's own (which needs the caller's CAP_SETUID and
+		// CAP_SETGID), leaving the caller's supplementary groups.
+		uid, gid := spec.hostUser()
+		r.b.Setgroups(nil)
+		r.b.Setresgid(gid, gid, gid)
+		r.b.Setresuid(uid, uid, uid)
+	}
 	r.b.Prctl(unix.PR_CAP_AMBIENT, proc.Int(unix.PR_CAP_AMBIENT_CLEAR_ALL), proc.Int(0), proc.Int(0), proc.Int(0))
 	r.b.Syscall(unix.SYS_CAPSET, r.b.In(capHeader()), r.b.In(make([]byte, 24)))
 	r.end(from, "dropping capabilities")
@@ -148,7 +157,7 @@ func landlockOnlyPolicy(spec *Spec, abi int) (*LandlockPolicy, []string, error) 
 	if abi < 6 {
 		cannot = append(cannot, fmt.Sprintf("keeping signals in: needs Landlock ABI 6 (Linux 6.12), have %d", abi))
 	}
-	if spec.UID != os.Geteuid() || spec.GID != os.Getegid() {
+	if spec.HostIDs == (HostIDs{}) && (spec.UID != os.Geteuid() || spec.GID != os.Getegid()) {
 		cannot = append(cannot, fmt.Sprintf("uid %d and gid %d: without a user namespace the program has the caller's (%d, %d)", spec.UID, spec.GID, os.Geteuid(), os.Getegid()))
 	}
 	if spec.Hostname != "" {
@@ -161,4 +170,14 @@ func landlockOnlyPolicy(spec *Spec, abi int) (*LandlockPolicy, []string, error) 
 		cannot = append(cannot, "capabilities: needs a user namespace")
 	}
 	return ll, cannot, nil
+}
+
+// landlockOnlyUser returns the uid and gid a LandlockOnly sandbox of spec
+// runs as: the host IDs HostIDs gives, or else Spec.UID and Spec.GID,
+// which cannot be other than the caller's.
+func landlockOnlyUser(spec *Spec) (uid, gid int) {
+	if spec.HostIDs != (HostIDs{}) {
+		return spec.hostUser()
+	}
+	return spec.UID, spec.GID
 }

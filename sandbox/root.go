@@ -33,6 +33,9 @@ type span struct {
 	what     string
 	mount    int // -1: not a mount
 	m        *Mount
+	// denied, if set, is added to an EACCES of the span's calls: why
+	// the sandbox may be refused what the caller could reach.
+	denied string
 }
 
 // recorder records the calls that build a sandbox's root.
@@ -81,6 +84,9 @@ func (r *recorder) explain(err error) error {
 		for _, s := range r.spans {
 			if be.Index >= s.from && be.Index < s.to {
 				cerr = inWords(cerr)
+				if s.denied != "" && errors.Is(cerr, unix.EACCES) {
+					cerr = fmt.Errorf("%w (%s)", cerr, s.denied)
+				}
 				if s.mount >= 0 {
 					return mountError(s.mount, s.m, cerr)
 				}

@@ -164,7 +164,7 @@ func (n Net) String() string {
 
 // Spec says what a sandboxed process gets. The zero Spec is the strictest:
 // an empty, read-only root (no files at all), no fds, no network, uid and
-// gid 0 inside mapped to the caller, new pid, ipc and uts namespaces, an
+// gid 0 inside mapped to the caller (HostIDs), new pid, ipc and uts namespaces, an
 // empty environment, no capabilities, the default seccomp filter, Landlock
 // with the same grants as the file system, no_new_privs, and a new session.
 //
@@ -191,8 +191,12 @@ type Spec struct {
 	// Net is the program's network. Default NetNone.
 	Net Net
 
-	// UID and GID inside, mapped to the caller's effective IDs outside.
+	// UID and GID inside, mapped to the caller's effective IDs outside,
+	// or to HostIDs'.
 	UID, GID int
+	// HostIDs is who the sandbox's user and group are on the host. The
+	// zero value is the caller (see HostIDs).
+	HostIDs HostIDs
 	// Dir is the working directory inside. Default "/".
 	Dir string
 	// Hostname inside. Default "caplin" (the caller's with ShareUTS, which
@@ -203,8 +207,9 @@ type Spec struct {
 	Env []string
 	// SameSession leaves the program in the caller's session (and so with
 	// its controlling terminal, for job control). By default it starts a
-	// new one; either way the filter refuses TIOCSTI, so the program
-	// cannot type into the terminal.
+	// new one, whose process group the program leads (Relay delivers a
+	// terminal's signals to that group); either way the filter refuses
+	// TIOCSTI, so the program cannot type into the terminal.
 	SameSession bool
 
 	// ShareIPC, ShareUTS and ShareCgroup leave the program in the caller's

@@ -101,13 +101,13 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 		}
 		t.fresh = append(t.fresh, i)
 	}
+	uidMap, gidMap := spec.idMaps(os.Geteuid(), os.Getegid())
 	h, err := proc.Fork(ctx, &proc.Options{
 		From:    forkOrigin(spec),
 		NewUser: true, NewMount: true, NewPID: true,
 		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup,
 		NewNet: spec.Net != NetHost,
-		UIDMap: []proc.IDMap{{Inside: spec.UID, Outside: os.Geteuid(), Size: 1}},
-		GIDMap: []proc.IDMap{{Inside: spec.GID, Outside: os.Getegid(), Size: 1}},
+		UIDMap: uidMap, GIDMap: gidMap, AllowSetgroups: spec.HostIDs != (HostIDs{}),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: template: %w", err)
@@ -117,6 +117,9 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 			h.Close()
 		}
 	}()
+	if err := becomeHostUser(ctx, h, spec); err != nil {
+		return nil, fmt.Errorf("template: %w", err)
+	}
 	r, err := recordRoot(spec, true)
 	if err != nil {
 		return nil, err

@@ -63,6 +63,9 @@ func checkSpec(spec *Spec) error {
 	if spec.UID < 0 || spec.GID < 0 {
 		return errors.New("sandbox: uid and gid must not be negative")
 	}
+	if err := spec.HostIDs.check(spec); err != nil {
+		return err
+	}
 	if spec.ShareUTS && spec.Hostname != "" {
 		return errors.New("sandbox: a hostname needs a UTS namespace of the sandbox's own (not ShareUTS)")
 	}

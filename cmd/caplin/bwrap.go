@@ -25,8 +25,10 @@ DESCRIPTION
 	options are those of "caplin run" (see "caplin help run") that
 	bubblewrap has, with bubblewrap's defaults rather than caplin run's:
 
-	  - the caller's environment, uid and gid, working directory (when
-	    the grants show it) and session (--new-session makes a new one);
+	  - the caller's environment, uid and gid (as root, the sandbox's
+	    user is the host's root, with --uid too; caplin run maps it to
+	    an unprivileged one), working directory (when the grants show
+	    it) and session (--new-session makes a new one);
 	  - a writable root;
 	  - the caller's network, pid, IPC, UTS and cgroup namespaces unless
 	    --unshare-net (only lo, up), --unshare-pid, --unshare-ipc,

@@ -65,7 +65,8 @@ func TestRunDiesWithCaplin(t *testing.T) {
 				args = []string{"caplin", "bwrap", "--ro-bind", "/", "/", "--tmpfs", "/tmp", "--ro-bind", os.Args[0], "/tmp/escapedeath", "/tmp/escapedeath", token}
 			default:
 				args = append([]string{"caplin"}, strings.Fields(mode)...)
-				args = append(args, "--system", "--ro-bind", os.Args[0], "/escapedeath", "--", "/escapedeath", token)
+				// (As root: the test binary is in root's 0700 directory.)
+				args = append(args, "--as-host-root", "--system", "--ro-bind", os.Args[0], "/escapedeath", "--", "/escapedeath", token)
 			}
 			cmd := &exec.Cmd{Path: os.Args[0], Args: args, Stderr: os.Stderr}
 			out, err := cmd.StdoutPipe()

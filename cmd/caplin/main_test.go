@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -78,17 +79,38 @@ func TestScripts(t *testing.T) {
 		Dir:                 filepath.Join("testdata", "script"),
 		RequireExplicitExec: true,
 		RequireUniqueNames:  true,
-		Setup: func(env *testscript.Env) error {
-			// $ESCAPES is the escapes command's file, for a sandbox to
-			// be granted.
-			p, err := exec.LookPath("escapes")
-			env.Setenv("ESCAPES", p)
-			return err
-		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"status":   cmdStatus,
 			"signals":  cmdSignals,
 			"waitfile": cmdWaitFile,
+		},
+		Setup: func(env *testscript.Env) error {
+			// $ESCAPES is the escapes command's file, for a sandbox to
+			// be granted.
+			p, err := exec.LookPath("escapes")
+			if err != nil {
+				return err
+			}
+			env.Setenv("ESCAPES", p)
+			if os.Geteuid() != 0 {
+				return nil
+			}
+			// caplin run as root runs its sandboxes as nobody on the host
+			// (unless --as-host-root): the scripts' files, root's, are
+			// made theirs to use, as a user's own files are the user's.
+			if err := os.Chmod(filepath.Dir(env.WorkDir), 0o711); err != nil {
+				return err
+			}
+			return filepath.WalkDir(env.WorkDir, func(p string, d fs.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				mode := os.FileMode(0o666)
+				if d.IsDir() {
+					mode = 0o777
+				}
+				return os.Chmod(p, mode)
+			})
 		},
 		Condition: func(cond string) (bool, error) {
 			switch cond {
@@ -135,7 +157,7 @@ func cmdStatus(ts *testscript.TestScript, neg bool, args []string) {
 		if !errors.As(err, &ee) {
 			ts.Fatalf("%s: %v", args[1], err)
 		}
-		got = ee.ExitCode()
+		got = shellStatus(ee.ProcessState)
 	}
 	if got != want {
 		ts.Fatalf("%s exited with status %d; want %d", args[1], got, want)
@@ -279,15 +301,23 @@ func cmdSignals(ts *testscript.TestScript, neg bool, args []string) {
 		<-exited
 		ts.Fatalf("caplin did not exit within 20s of %v", sig)
 	}
-	code := 0
 	if err != nil {
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) {
 			ts.Fatalf("caplin: %v", err)
 		}
-		code = ee.ExitCode()
 	}
-	fmt.Fprintf(ts.Stdout(), "status %d\n", code)
+	fmt.Fprintf(ts.Stdout(), "status %d\n", shellStatus(cmd.ProcessState))
+}
+
+// shellStatus is a process's exit status as a shell shows it: N for
+// exit(N), 128+N for death by signal N (caplin dies of the signal that
+// the program it relayed it to died of).
+func shellStatus(ps *os.ProcessState) int {
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ps.ExitCode()
 }
 
 func sdActivate() {

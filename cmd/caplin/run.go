@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
+	"time"
 
-	"github.com/caplin-dev/caplin/pidfd"
 	"github.com/caplin-dev/caplin/sandbox"
 	"github.com/caplin-dev/caplin/sandbox/bwrap"
 	"golang.org/x/sys/unix"
@@ -34,10 +32,12 @@ DESCRIPTION
 	caplin's standard input, output and error as fds 0, 1 and 2, and no
 	other fd; no network (a network namespace with no interface up); new
 	user, mount, pid, IPC, UTS and cgroup namespaces, in which it runs as
-	caplin's uid and gid, with no capabilities; an empty environment; a
-	new session; Landlock with the same file grants; a seccomp filter
-	that refuses what sandboxes must (TIOCSTI, keyctl, bpf, io_uring,
-	ptrace, mount, new user namespaces, ...); and no_new_privs. An init
+	caplin's uid and gid, with no capabilities (and, when caplin runs as
+	root, as an unprivileged user on the host: see --as-host-root); an
+	empty environment; a new session; Landlock with the same file
+	grants; a seccomp filter that refuses what sandboxes must (TIOCSTI,
+	keyctl, bpf, io_uring, ptrace, mount, new user namespaces, ...); and
+	no_new_privs. An init
 	of caplin's is pid 1 of its pid namespace and reaps orphans; the
 	program is pid 2. It cannot outlive caplin: when caplin exits or
 	dies, even by SIGKILL, everything in the sandbox is killed.
@@ -121,7 +121,31 @@ PROCESS
 	--keep-env
 		Start from caplin's environment instead of an empty one.
 	--uid N, --gid N
-		The IDs inside, mapped to caplin's. Default: caplin's own.
+		The IDs inside, mapped to caplin's outside (to the host user of
+		--as-host-root's description when caplin is root). Default:
+		caplin's own.
+	--as-host-root
+		When caplin runs as root, map the sandbox's user to the host's
+		root, as bubblewrap does: what it makes in writable binds is
+		root's, and root's files in what is bound are open to it. By
+		default root is not root inside: the sandbox's user and group
+		are, on the host, root's first subordinate range where
+		/etc/subuid and /etc/subgid allot one (IDs 0 and up inside map
+		to it), else nobody (uid and gid 65534); root's supplementary
+		groups are dropped. The program then reads and writes bound
+		files under their own permissions as that user, and a bind
+		whose source it may not reach or read (root's 0700 home, say)
+		fails (exit 125), naming the source. For other users the
+		sandbox is caplin's own user either way.
+	--keep-session
+		Leave the program in caplin's session and process group, with
+		caplin's controlling terminal: the terminal sends it ^C and ^Z
+		itself, and an interactive shell inside gets job control. (The
+		filter refuses TIOCSTI either way.)
+	--kill-after DURATION
+		How long the program has to stop after caplin is asked to stop
+		(SIGTERM, SIGHUP) before the whole sandbox is killed (SIGKILL):
+		seconds, or a duration such as 500ms. Default 10s; 0: at once.
 	--hostname NAME
 		The hostname inside. Default "caplin".
 	--argv0 NAME
@@ -226,11 +250,23 @@ COMPATIBILITY
 
 SIGNALS
 	SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to caplin (^C and ^\ at the
-	terminal included) are forwarded to the program.
+	terminal included) reach the program as a terminal's would: its
+	whole process group gets them, so ^C stops a shell script and the
+	command it waits for. (With --keep-session the terminal sends ^C
+	and ^\ to the program itself.) SIGTERM and SIGHUP ask it to stop:
+	if it has not --kill-after later (default 10s), or when another
+	signal comes, the whole sandbox is killed. ^C alone never kills:
+	shells and editors handle it and go on. When the program dies of
+	the SIGINT, SIGTERM or SIGHUP it was relayed, caplin dies of it
+	too, so that a calling script stops there as it would have.
 
 EXIT STATUS
 	N        the program exited with status N
-	128+N    the program was killed by signal N
+	128+N    the program was killed by signal N (for a relayed SIGINT,
+	         SIGTERM or SIGHUP caplin is killed by it too, which a shell
+	         shows as 128+N: 130, 143, 129)
+	137      the sandbox was killed: the program had not stopped
+	         --kill-after a SIGTERM or SIGHUP, or a second signal came
 	2        usage error
 	122      the kernel cannot enforce what was asked (without
 	         --best-effort), or a layer --require names is not
@@ -297,6 +333,9 @@ var runMode = mode{
 		if errors.Is(err, sandbox.ErrUnenforceable) {
 			return m.fail(exitUnenforceable, "%v (--best-effort drops what cannot be enforced)", err)
 		}
+		if errors.Is(err, unix.EACCES) && spec.HostIDs != (sandbox.HostIDs{}) {
+			return m.fail(m.failure, "%v: make it readable by that user, or --as-host-root runs the sandbox as the host's root", err)
+		}
 		return m.fail(m.failure, "%v", err)
 	},
 	execFailed: func(m mode, path string, err error, spec *sandbox.Spec) int {
@@ -343,6 +382,10 @@ func runSandbox(args []string, m mode) int {
 	if cmd == nil {
 		return code
 	}
+	// Dying of the signal the program died of, once the rest is done,
+	// tells a calling shell what ^C did: a script stops there.
+	var relayed syscall.Signal
+	defer func() { dieOf(relayed) }()
 	defer cmd.Close()
 	sigs := notifyForwarded()
 	defer signal.Stop(sigs)
@@ -371,10 +414,11 @@ func runSandbox(args []string, m mode) int {
 	if err != nil {
 		return m.execFailed(m, cmd.Path, err, spec)
 	}
-	code, err = wait(ctx, p, sigs, spec)
+	end, err := sandbox.Relay{KillAfter: cmd.KillAfter}.Wait(ctx, sb, p, sigs)
 	if err != nil {
 		return m.fail(m.failure, "waiting for %s: %v", cmd.Path, err)
 	}
+	code, relayed = end.Code, end.Relayed
 	reportOOM(m, sb, spec, code)
 	if cmd.JSONStatus != nil {
 		bwrap.WriteExit(cmd.JSONStatus, code)
@@ -431,11 +475,12 @@ func (m mode) parseFailed(err error) int {
 	return m.fail(m.failure, "%v", err)
 }
 
-// notifyForwarded returns a channel of the signals to forward to the
-// program: those caplin was not started ignoring (under nohup, say).
+// notifyForwarded returns a channel of the signals to relay to the
+// program: sandbox.RelayedSignals but those caplin was not started
+// ignoring (under nohup, say).
 func notifyForwarded() chan os.Signal {
 	var fwd []os.Signal
-	for _, sig := range []syscall.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT} {
+	for _, sig := range sandbox.RelayedSignals() {
 		if !signal.Ignored(sig) {
 			fwd = append(fwd, sig)
 		}
@@ -445,6 +490,19 @@ func notifyForwarded() chan os.Signal {
 		signal.Notify(sigs, fwd...)
 	}
 	return sigs
+}
+
+// dieOf makes caplin die of sig, when it is one the Go runtime lets a
+// program die of (SIGINT, SIGTERM, SIGHUP; SIGQUIT would dump goroutines),
+// so that its caller sees what it would have seen of the program. It
+// returns if it cannot; caplin then exits with 128+sig.
+func dieOf(sig syscall.Signal) {
+	if sig != unix.SIGINT && sig != unix.SIGTERM && sig != unix.SIGHUP {
+		return
+	}
+	signal.Reset(sig)
+	unix.Kill(os.Getpid(), sig)
+	time.Sleep(100 * time.Millisecond) // for the signal to land
 }
 
 // reportStarted writes bubblewrap's report of the sandbox made to
@@ -463,31 +521,6 @@ func reportStarted(cmd *bwrap.Command, sb *sandbox.Sandbox, spec *sandbox.Spec) 
 	}
 }
 
-// wait waits for the program p, forwarding the signals on sigs to it, and
-// returns its exit status: 128+N for a signal N, the signal caplin turned
-// into SIGKILL for a pid 1 included.
-func wait(ctx context.Context, p *pidfd.Process, sigs <-chan os.Signal, spec *sandbox.Spec) (int, error) {
-	var escalated atomic.Int32 // a signal caplin turned into SIGKILL
-	done := make(chan struct{})
-	forwarded := make(chan struct{})
-	pid1 := spec.AsPID1 && !spec.SharePID && !spec.LandlockOnly // no pid namespace without
-	go func() {
-		defer close(forwarded)
-		forward(p, sigs, done, pid1, spec.SameSession, &escalated)
-	}()
-	st, err := p.Wait(ctx)
-	close(done)
-	<-forwarded
-	if err != nil {
-		return 0, err
-	}
-	code := st.ExitCode()
-	if sig := escalated.Load(); sig != 0 && st.Signal == unix.SIGKILL {
-		code = 128 + int(sig)
-	}
-	return code, nil
-}
-
 // execStatus maps an exec failure to the exit status and message for it.
 func execStatus(path string, err error) (int, string) {
 	// execveat's own failure is an *os.PathError; anything else (the
@@ -504,68 +537,4 @@ func execStatus(path string, err error) (int, string) {
 		return exitNotFound, fmt.Sprintf("%s: no such file or directory in the sandbox (or its #! interpreter or dynamic loader is missing there)", path)
 	}
 	return exitNoExec, fmt.Sprintf("cannot execute %s: %v", path, errno)
-}
-
-// forward sends the signals caplin receives to the program until done is
-// closed. pid1 says the program is the init of a pid namespace, which the
-// kernel shields from signals it neither handles nor ignores: those become
-// SIGKILL, recorded in escalated. sameSession says the program shares
-// caplin's terminal, which sends ^C and ^\ to it directly.
-func forward(p *pidfd.Process, sigs <-chan os.Signal, done <-chan struct{}, pid1, sameSession bool, escalated *atomic.Int32) {
-	for {
-		var s os.Signal
-		select {
-		case <-done:
-			return
-		case s = <-sigs:
-		}
-		sig, ok := s.(syscall.Signal)
-		if !ok {
-			continue
-		}
-		if pid1 && !handles(p.Pid(), sig) {
-			escalated.Store(int32(sig))
-			p.Signal(unix.SIGKILL)
-			continue
-		}
-		if sameSession && (sig == unix.SIGINT || sig == unix.SIGQUIT) && inForeground() {
-			continue // the terminal sent it to the program too
-		}
-		p.Signal(sig)
-	}
-}
-
-// handles reports whether process pid has a handler for sig or ignores
-// it, from the SigCgt and SigIgn masks of /proc/PID/status. It says yes
-// when it cannot tell.
-func handles(pid int, sig syscall.Signal) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return true
-	}
-	found := 0
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, _ := strings.Cut(line, ":")
-		if k != "SigCgt" && k != "SigIgn" {
-			continue
-		}
-		mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		if err != nil || mask&(1<<(uint(sig)-1)) != 0 {
-			return true
-		}
-		found++
-	}
-	return found < 2
-}
-
-// inForeground reports whether caplin's process group is the foreground
-// process group of the terminal on its standard input, output or error,
-// so that the keyboard's signals reach every process in it.
-func inForeground() bool {
-	for fd := 0; fd <= 2; fd++ {
-		if pgrp, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP); err == nil {
-			return pgrp == unix.Getpgrp()
-		}
-	}
-	return false
 }

@@ -25,6 +25,7 @@ var allowed = map[string][]string{
 	"internal/kernel":    nil,
 	"internal/layers":    nil,
 	"internal/mountinfo": nil,
+	"internal/subid":     nil,
 	"internal/testenv":   nil,
 
 	"pidfd":               {"internal/*"},

@@ -9,8 +9,10 @@
 // exact command line with bubblewrap's defaults (the caller's environment,
 // network, pid, IPC, UTS and cgroup namespaces, session, a writable root);
 // CaplinRun adds caplin run's own options (--system, --fd, --net,
-// --profile, limits, ...) and has caplin run's defaults (nothing that is
-// not granted). Bubblewrap options that package sandbox cannot carry out
+// --profile, limits, --as-host-root, --keep-session, --kill-after, ...)
+// and has caplin run's defaults (nothing that is not granted; for a caller
+// that is root, an unprivileged host user as the sandbox's, Host.Unprivileged,
+// where Bubblewrap, like bubblewrap, maps the sandbox's user to root). Bubblewrap options that package sandbox cannot carry out
 // (--userns, --overlay, --lock-file, ...) are refused, never ignored.
 //
 // What the command line reaches of the calling process (the fds it names,
@@ -33,6 +35,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/caplin-dev/caplin/sandbox"
 )
@@ -72,6 +75,12 @@ type Command struct {
 	// Warnings are what the command line asked that has no effect (a
 	// --perms after the last operation it could apply to).
 	Warnings []string
+
+	// KillAfter is how long the program has to stop after a request to
+	// (SIGTERM, SIGHUP) before its sandbox is killed, for
+	// sandbox.Relay.KillAfter: --kill-after (negative for 0: at once), or
+	// sandbox.DefaultKillAfter.
+	KillAfter time.Duration
 
 	dialect Dialect
 	host    *Host
@@ -190,7 +199,7 @@ func Parse(args []string, d Dialect, host *Host) (*Command, error) {
 	if host == nil {
 		host = OS()
 	}
-	c := &Command{dialect: d, host: host, opts: options{uid: -1, gid: -1, unshare: map[string]bool{}, fds: map[int]*os.File{}}}
+	c := &Command{dialect: d, host: host, KillAfter: sandbox.DefaultKillAfter, opts: options{uid: -1, gid: -1, unshare: map[string]bool{}, fds: map[int]*os.File{}}}
 	err := c.parse(args, 0)
 	if err == nil && (len(c.Argv) == 0 || c.Argv[0] == "") {
 		err = &Error{Usage: true, Err: errors.New("no command given")}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/caplin-dev/caplin/sandbox"
 	"golang.org/x/sys/unix"
@@ -39,12 +40,13 @@ func fakeHost(data []byte) *Host {
 			}
 			return nil, nil
 		},
-		LoadProfile: func(path string) (*sandbox.Spec, error) { return sandbox.ParseProfile(path, data) },
-		Std:         func() map[int]*os.File { return map[int]*os.File{} },
-		Environ:     func() []string { return []string{"HOME=/home/u", "PATH=/bin", "A=old"} },
-		Getwd:       func() (string, error) { return "/home/u", nil },
-		UID:         1000,
-		GID:         1001,
+		LoadProfile:  func(path string) (*sandbox.Spec, error) { return sandbox.ParseProfile(path, data) },
+		Std:          func() map[int]*os.File { return map[int]*os.File{} },
+		Environ:      func() []string { return []string{"HOME=/home/u", "PATH=/bin", "A=old"} },
+		Getwd:        func() (string, error) { return "/home/u", nil },
+		UID:          1000,
+		GID:          1001,
+		Unprivileged: func() sandbox.HostIDs { return sandbox.HostIDs{UID: 100000, GID: 200000, Size: 65536} },
 	}
 }
 
@@ -572,5 +574,55 @@ func TestExplain(t *testing.T) {
 	other := errors.New("other")
 	if c.Explain(other) != other {
 		t.Errorf("Explain changed an error that names no mount")
+	}
+}
+
+// TestHostIDsAndSession: caplin run as root maps the sandbox to the host's
+// unprivileged IDs unless --as-host-root; bubblewrap's dialect and other
+// users keep the caller's; --keep-session keeps the session; --kill-after
+// is read.
+func TestHostIDsAndSession(t *testing.T) {
+	root := fakeHost(nil)
+	root.UID, root.GID = 0, 0
+	unpriv := root.Unprivileged()
+	for _, c := range []struct {
+		args    []string
+		dialect Dialect
+		host    *Host
+		want    sandbox.HostIDs
+	}{
+		{[]string{"true"}, CaplinRun, root, unpriv},
+		{[]string{"--uid", "5", "true"}, CaplinRun, root, unpriv},
+		{[]string{"--as-host-root", "true"}, CaplinRun, root, sandbox.HostIDs{}},
+		{[]string{"true"}, Bubblewrap, root, sandbox.HostIDs{}},
+		{[]string{"--unshare-all", "true"}, Bubblewrap, root, sandbox.HostIDs{}},
+		{[]string{"true"}, CaplinRun, fakeHost(nil), sandbox.HostIDs{}},
+		{[]string{"--as-host-root", "true"}, CaplinRun, fakeHost(nil), sandbox.HostIDs{}},
+	} {
+		if got := mustSpec(t, c.args, c.dialect, c.host).HostIDs; got != c.want {
+			t.Errorf("%v (dialect %d, uid %d): host IDs %v, want %v", c.args, c.dialect, c.host.UID, got, c.want)
+		}
+	}
+	if _, err := Parse([]string{"--as-host-root", "true"}, Bubblewrap, root); err == nil {
+		t.Error("bubblewrap's dialect took --as-host-root")
+	}
+	if !mustSpec(t, []string{"--keep-session", "true"}, CaplinRun, fakeHost(nil)).SameSession {
+		t.Error("--keep-session did not keep the session")
+	}
+	if mustSpec(t, []string{"true"}, CaplinRun, fakeHost(nil)).SameSession {
+		t.Error("caplin run kept the session by default")
+	}
+	for arg, want := range map[string]time.Duration{"2": 2 * time.Second, "0.5": 500 * time.Millisecond, "1m": time.Minute, "0": -1, "0s": -1} {
+		if got := mustParse(t, []string{"--kill-after", arg, "true"}, CaplinRun, fakeHost(nil)).KillAfter; got != want {
+			t.Errorf("--kill-after %s: %v, want %v", arg, got, want)
+		}
+	}
+	if got := mustParse(t, []string{"true"}, CaplinRun, fakeHost(nil)).KillAfter; got != sandbox.DefaultKillAfter {
+		t.Errorf("default kill-after %v", got)
+	}
+	for _, bad := range []string{"-1", "x", "NaN", "Inf", "25h", "1e9"} {
+		if _, err := Parse([]string{"--kill-after", bad, "true"}, CaplinRun, fakeHost(nil)); err == nil {
+			t.Errorf("--kill-after %s: no error", bad)
+		}
 	}
 }

@@ -33,6 +33,10 @@ type Host struct {
 	// UID and GID are the caller's effective IDs, the sandbox's by
 	// default.
 	UID, GID int
+	// Unprivileged returns the host IDs caplin run gives the sandbox of a
+	// caller whose UID is 0 (without --as-host-root), as
+	// sandbox.UnprivilegedIDs does.
+	Unprivileged func() sandbox.HostIDs
 }
 
 // OS returns the calling process as it is.
@@ -51,10 +55,11 @@ func OS() *Host {
 			}
 			return std
 		},
-		Environ: os.Environ,
-		Getwd:   os.Getwd,
-		UID:     os.Geteuid(),
-		GID:     os.Getegid(),
+		Environ:      os.Environ,
+		Getwd:        os.Getwd,
+		UID:          os.Geteuid(),
+		GID:          os.Getegid(),
+		Unprivileged: sandbox.UnprivilegedIDs,
 	}
 }
 

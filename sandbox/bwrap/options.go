@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caplin-dev/caplin/sandbox"
 	"golang.org/x/sys/unix"
@@ -33,6 +35,7 @@ type options struct {
 	net      string // --net
 
 	newSession, asPID1, disableUserns, allowUserns bool
+	keepSession, asHostRoot                        bool
 	capAdd, capDrop                                []string
 	seccomp                                        [][]unix.SockFilter
 
@@ -225,6 +228,16 @@ var optionTable = map[string]option{
 		ls, err := ParseLayers(a[0])
 		c.Require |= ls
 		return err
+	}},
+	"--as-host-root": flagOpt(true, func(o *options) { o.asHostRoot = true }),
+	"--keep-session": flagOpt(true, func(o *options) { o.keepSession = true }),
+	"--kill-after": {1, true, func(c *Command, a []string) error {
+		d, err := parseDuration(a[0])
+		if err != nil {
+			return usagef("--kill-after %s: %v", a[0], err)
+		}
+		c.KillAfter = d
+		return nil
 	}},
 	"--max-pids": countOpt("--max-pids", "processes", func(o *options) *int { return &o.limits.Pids }),
 	"--max-memory": {1, true, func(c *Command, a []string) error {
@@ -492,4 +505,27 @@ func errnoOf(err error) error {
 		return errno
 	}
 	return err
+}
+
+// parseDuration reads --kill-after's DURATION: seconds ("10", "0.5"), or
+// a Go duration ("1m30s", "500ms"), from 0 to a day.
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		f, ferr := strconv.ParseFloat(s, 64)
+		if ferr != nil || math.IsNaN(f) {
+			return 0, errors.New("want seconds, or a duration such as 500ms or 1m")
+		}
+		if f < 0 || f > 86400 {
+			return 0, errors.New("want 0 to 86400 seconds")
+		}
+		d = time.Duration(f * float64(time.Second))
+	}
+	if d < 0 || d > 24*time.Hour {
+		return 0, errors.New("want 0 to 24h")
+	}
+	if d == 0 {
+		d = -1 // at once, in sandbox.Relay's terms
+	}
+	return d, nil
 }

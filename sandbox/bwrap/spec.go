@@ -172,6 +172,14 @@ func (c *Command) caplinRunSharing(spec *sandbox.Spec) error {
 	if o.allowUserns {
 		spec.Seccomp.AllowUserNamespaces = true
 	}
+	if o.keepSession {
+		spec.SameSession = true
+	}
+	// Root is not root inside: the sandbox's user is an unprivileged one
+	// on the host, unless --as-host-root asks for bubblewrap's way.
+	if c.host.UID == 0 && !o.asHostRoot && spec.HostIDs == (sandbox.HostIDs{}) {
+		spec.HostIDs = c.host.Unprivileged()
+	}
 	return nil
 }
 
