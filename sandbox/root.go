@@ -107,6 +107,7 @@ var callWords = map[string]string{
 	"move_mount":    "attaching the mount",
 	"mount_setattr": "setting the mount's attributes",
 	"open_tree":     "cloning the source",
+	"faccessat2":    "checking the sandbox's user may use the source",
 	"symlinkat":     "making the symbolic link",
 	"mknodat":       "making the file",
 	"mkdirat":       "making the directory",
