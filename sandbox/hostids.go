@@ -65,7 +65,41 @@ func NobodyIDs() HostIDs { return HostIDs{UID: NobodyUID, GID: NobodyUID, Size: 
 // with other users of root's subordinate IDs (containers root runs) shares
 // their files' permissions; nobody is shared with every other process that
 // runs as nobody.
-func UnprivilegedIDs() HostIDs { return unprivilegedIDs("/etc/subuid", "/etc/subgid") }
+//
+// The IDs must exist in the caller's own user namespace: a caller that is
+// root in a user namespace of its own (a rootless container) whose maps
+// hold neither the range nor nobody gets the zero HostIDs, the caller,
+// since its root is not the host's root either; its sandbox is then mapped
+// as any unprivileged caller's is.
+func UnprivilegedIDs() HostIDs {
+	ids := unprivilegedIDs("/etc/subuid", "/etc/subgid")
+	if mappedIDs(ids) {
+		return ids
+	}
+	if n := NobodyIDs(); ids != n && mappedIDs(n) {
+		return n
+	}
+	return HostIDs{}
+}
+
+// mappedIDs reports whether the caller's user namespace maps all of h's
+// IDs; where its maps cannot be read, it assumes so, and Build reports
+// what fails.
+func mappedIDs(h HostIDs) bool {
+	covers := func(p string, from int) bool {
+		m, err := readIDMap(p)
+		if err != nil {
+			return true
+		}
+		for _, r := range m {
+			if from >= r.Inside && from+h.Size <= r.Inside+r.Size {
+				return true
+			}
+		}
+		return false
+	}
+	return covers("/proc/self/uid_map", h.UID) && covers("/proc/self/gid_map", h.GID)
+}
 
 func unprivilegedIDs(subuid, subgid string) HostIDs {
 	first := func(path string) (subid.Range, bool) {

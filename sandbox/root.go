@@ -304,7 +304,14 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 			if err := k.prepare(r, i, m, &pre[i]); err != nil {
 				return nil, err
 			}
+			hostIDs := spec.HostIDs != (HostIDs{}) && m.Kind.isBind()
+			if hostIDs && !pre[i].skip {
+				recordReachable(&r.b, pre[i].clone, pre[i].isDir)
+			}
 			r.endMount(from, i, m)
+			if hostIDs {
+				r.spans[len(r.spans)-1].denied = "the sandbox is " + spec.HostIDs.String() + " on the host, which may not reach or read it"
+			}
 		}
 	}
 	// The new root: a tmpfs, attached over /tmp in the process's private

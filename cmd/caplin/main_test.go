@@ -87,8 +87,24 @@ func TestScripts(t *testing.T) {
 		Setup: func(env *testscript.Env) error {
 			// $ESCAPES is the escapes command's file, for a sandbox to
 			// be granted.
+			// It is a copy in $WORK, which a sandbox that runs as nobody on
+			// the host (caplin run as root) may reach, as it may not the
+			// test's own 0700 directories.
 			p, err := exec.LookPath("escapes")
 			if err != nil {
+				return err
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			// Named as the command still: testscript runs its commands by
+			// their name.
+			p = filepath.Join(env.WorkDir, ".bin", "escapes")
+			if err := os.Mkdir(filepath.Dir(p), 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(p, b, 0o755); err != nil {
 				return err
 			}
 			env.Setenv("ESCAPES", p)
@@ -106,6 +122,9 @@ func TestScripts(t *testing.T) {
 					return err
 				}
 				mode := os.FileMode(0o666)
+				if fi, err := d.Info(); err == nil && fi.Mode()&0o111 != 0 {
+					mode = 0o777 // executables stay so
+				}
 				if d.IsDir() {
 					mode = 0o777
 				}
