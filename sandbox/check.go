@@ -190,19 +190,19 @@ func Expect(spec *Spec) (*Expectation, error) {
 		if abiErr != nil {
 			return nil, fmt.Errorf("sandbox: Landlock-only confinement: %w", abiErr)
 		}
-		ll, cannot, err := landlockOnlyPolicy(spec, abi)
+		plan, err := landlockOnlyPolicy(spec, abi)
 		if err != nil {
 			return nil, err
 		}
 		var probe proc.Batch
-		dropped, err := ll.Record(&probe, abi)
+		dropped, err := plan.ll.Record(&probe, abi)
 		if err != nil {
 			return nil, err
 		}
-		if e.Landlock, err = ll.record(abi, dropped); err != nil {
+		if e.Landlock, err = plan.ll.record(abi, dropped); err != nil {
 			return nil, err
 		}
-		e.unenforced = cannot
+		e.unenforced = plan.cannot
 	case abiErr != nil:
 		// Build refuses this unless BestEffort, and then applies none.
 		e.Landlock = &LandlockRecord{Source: "launcher", Dropped: []string{"Landlock altogether: " + abiErr.Error()}}

@@ -59,8 +59,12 @@ func (m mode) build(ctx context.Context, cmd *bwrap.Command, spec *sandbox.Spec)
 		return nil, m.fail(m.failure, "%v; and the sandbox without them failed: %v", ne, err)
 	}
 	spec.LandlockOnly = true // for what the caller does with spec next
+	limits := sandbox.LandlockOnlyLimits
+	if d := sb.Differences(); len(d) > 0 {
+		limits += "; " + strings.Join(d, ", ")
+	}
 	m.fail(0, "%v; running with Landlock, seccomp, no_new_privs and rlimits only (%s); to fix: %s; --require userns refuses instead",
-		ne, sandbox.LandlockOnlyLimits, ne.Fix())
+		ne, limits, ne.Fix())
 	return sb, 0
 }
 
