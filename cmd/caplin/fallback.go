@@ -14,7 +14,9 @@ import (
 // build makes the sandbox of spec. Where user namespaces are not allowed,
 // caplin run falls back to a sandbox without them (Landlock, seccomp,
 // no_new_privs and rlimits, as --landlock-only builds) and says so in one
-// line, unless the command line requires them (--require userns); caplin
+// line, with what the sandbox does differently (sandbox.Differences: /tmp
+// a private directory, /proc the host's, read-only), unless the command
+// line requires them (--require userns); caplin
 // bwrap fails, as bubblewrap does there. After a fallback spec says
 // LandlockOnly. On failure build reports it and returns a nil sandbox and
 // the exit status.
