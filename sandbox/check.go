@@ -154,7 +154,10 @@ type fdIdentity struct {
 // but before closing them); and it computes the Landlock policy Build
 // applies for spec, as Build does, so that a report can say what the
 // kernel will not: the files Landlock rules name are looked at again,
-// and a file system changing in between can make the two differ.
+// and a file system changing in between can make the two differ. The
+// directory a LandlockOnly sandbox makes in place of a tmpfs at /tmp is
+// not known before Build makes it: its rule names it "a private
+// directory for /tmp".
 func Expect(spec *Spec) (*Expectation, error) {
 	spec = spec.Clone() // ours from here on: see Spec on ownership
 	e := &Expectation{spec: spec, fds: map[int]fdIdentity{}, uid: os.Geteuid(), gid: os.Getegid(), seccompBase: -1}

@@ -191,6 +191,13 @@ func bindKind(name string, attrs uint64, access uint64) kindInfo {
 			if filepath.Clean(m.Source) != dest {
 				return hostMount{cannot: describe(i, m) + ": a bind elsewhere than its source needs a mount namespace"}, nil
 			}
+			// Landlock's read and write rights open device nodes too:
+			// only the mount's nodev keeps them shut. Those in /dev are
+			// the ones that matter (a camera, a sound card, a disk);
+			// trees elsewhere are not searched for more.
+			if attrs&unix.MOUNT_ATTR_NODEV != 0 && (within("/dev", dest) || within(dest, "/dev")) {
+				return hostMount{cannot: describe(i, m) + ": would open the host's devices in /dev (keeping them shut needs a mount namespace; --dev-bind grants them)"}, nil
+			}
 			if _, err := os.Stat(m.Source); err != nil {
 				if m.Try && errors.Is(err, os.ErrNotExist) {
 					return hostMount{skip: true}, nil

@@ -157,8 +157,10 @@ PROCESS
 		lines and status show; their fds, memory and environment do
 		not); --dev grants the host's null, zero, full, random,
 		urandom and tty (no /dev/shm). A tmpfs elsewhere, a proc
-		elsewhere, and a mount inside an earlier grant that would
-		show more than it (--ro-bind / / then --tmpfs /tmp) are
+		elsewhere, a bind without device access of /dev or of a tree
+		holding it (--ro-bind / /: Landlock alone would let device
+		nodes open), and a mount inside an earlier grant that would
+		show more than it (--dev-bind / / then --tmpfs /tmp) are
 		refused. The program still sees the host's processes,
 		hostname and IPC, and background processes it starts can
 		outlive caplin. What cannot be enforced is refused (exit
