@@ -252,10 +252,15 @@ func needsMountNS(i int, m *Mount) (hostMount, error) {
 // the program's procfs would be the host's anyway, so at /proc (and only
 // there: elsewhere the host has none) it is granted read-only. What
 // Landlock leaves visible in it: the host's processes, their command
-// lines and status; their fds, memory, environment and root (what
+// lines and status; their fds, memory, environment, root and cwd (what
 // ptrace's access check guards) only of processes in the same Landlock
-// domain, since Landlock refuses that check for processes outside it.
-// Nothing in it is writable, /proc/self's own files included.
+// domain, since Landlock refuses that check for processes outside it
+// (whatever Yama's ptrace_scope), and signals to those outside are
+// refused by its scope (ABI 6, without which the sandbox is refused).
+// As the program shares the host's network and mount namespaces, /proc/net
+// shows the host's connections and Unix sockets, and mountinfo its
+// mounts, read-only. Nothing in it is writable, /proc/self's own files
+// included.
 func hostProc(i int, m *Mount) (hostMount, error) {
 	if filepath.Clean(m.Dest) != "/proc" {
 		return hostMount{cannot: describe(i, m) + ": a proc elsewhere than /proc needs a mount namespace"}, nil
