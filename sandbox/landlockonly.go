@@ -239,7 +239,7 @@ func landlockOnlyPolicy(spec *Spec, abi int) (*landlockOnlyPlan, error) {
 
 // within reports whether the clean path p is root or inside it.
 func within(p, root string) bool {
-	return p == root || root == "/" || strings.HasPrefix(p, root+"/")
+	return root == "/" || strings.HasPrefix(p, root) && (len(p) == len(root) || p[len(root)] == '/')
 }
 
 // makeStandIns makes the plan's stand-ins for sb, puts their paths in

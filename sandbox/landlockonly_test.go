@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caplin-dev/caplin/internal/testenv"
 	"golang.org/x/sys/unix"
@@ -244,5 +245,22 @@ func TestLandlockOnlyOverlaps(t *testing.T) {
 				t.Errorf("%s: grants %q, want %q", c.name, got, c.grants)
 			}
 		}
+	}
+}
+
+// TestLandlockOnlyManyMounts checks that the overlap checks stay cheap
+// for a command line with a thousand binds.
+func TestLandlockOnlyManyMounts(t *testing.T) {
+	spec := landlockOnlySystem()
+	for range 1000 {
+		spec.Mounts = append(spec.Mounts, Mount{Kind: ROBind, Source: "/usr/bin", Dest: "/usr/bin"})
+	}
+	start := time.Now()
+	p, err := landlockOnlyPolicy(spec, 6)
+	if err != nil || len(p.cannot) > 0 {
+		t.Fatalf("%v %q", err, p.cannot)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("planning 1000 binds took %v", d)
 	}
 }
