@@ -246,8 +246,11 @@ func within(p, root string) bool {
 // its policy, and points spec's TMPDIR and working directory into them
 // where they were in the tmpfs a stand-in replaces.
 func (p *landlockOnlyPlan) makeStandIns(sb *Sandbox, spec *Spec) error {
+	// The program runs as the caller's user: a LandlockOnly spec may ask
+	// for no other.
+	uid, gid := os.Geteuid(), os.Getegid()
 	for _, s := range p.standIns {
-		si, err := newStandIn()
+		si, err := newStandIn(uid, gid)
 		if err != nil {
 			return err
 		}

@@ -264,3 +264,29 @@ func TestLandlockOnlyManyMounts(t *testing.T) {
 		t.Errorf("planning 1000 binds took %v", d)
 	}
 }
+
+// TestStandInOwner checks that a stand-in made for another user, as root
+// can, is that user's, and goes all the same.
+func TestStandInOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	tmp := privateTempDir(t)
+	si, err := newStandIn(65534, 65534)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(si.path, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 65534 || st.Gid != 65534 || st.Mode&0o7777 != 0o700 {
+		t.Errorf("stand-in owned by %d:%d mode %o, want 65534:65534 700", st.Uid, st.Gid, st.Mode&0o7777)
+	}
+	if err := si.remove(); err != nil {
+		t.Fatal(err)
+	}
+	if left := standInsIn(t, tmp); len(left) != 0 {
+		t.Errorf("stand-ins left: %v", left)
+	}
+}

@@ -32,8 +32,9 @@ type standIn struct {
 const standInPrefix = "caplin-tmp-"
 
 // newStandIn makes a directory of mode 0700 in the caller's temporary
-// directory (os.TempDir) under a name no other sandbox has.
-func newStandIn() (*standIn, error) {
+// directory (os.TempDir) under a name no other sandbox has, owned by uid
+// and gid, the program's user.
+func newStandIn(uid, gid int) (*standIn, error) {
 	base, err := filepath.Abs(os.TempDir())
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: the temporary directory for a stand-in of a tmpfs: %w", err)
@@ -56,6 +57,14 @@ func newStandIn() (*standIn, error) {
 			var self *dir.Dir
 			if err = parent.Chmod(name, 0o700); err == nil {
 				self, err = parent.Sub(name, dir.All)
+			}
+			if err == nil && (uid != os.Geteuid() || gid != os.Getegid()) {
+				// Only the caller can have made or replaced it: the
+				// temporary directory is sticky, or the caller's own.
+				err = os.Lchown(filepath.Join(base, name), uid, gid)
+				if err != nil {
+					self.Close()
+				}
 			}
 			if err == nil {
 				return &standIn{path: filepath.Join(base, name), parent: parent, name: name, self: self}, nil
