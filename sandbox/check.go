@@ -154,7 +154,10 @@ type fdIdentity struct {
 // but before closing them); and it computes the Landlock policy Build
 // applies for spec, as Build does, so that a report can say what the
 // kernel will not: the files Landlock rules name are looked at again,
-// and a file system changing in between can make the two differ.
+// and a file system changing in between can make the two differ. The
+// directory a LandlockOnly sandbox makes in place of a tmpfs at /tmp is
+// not known before Build makes it: its rule names it "a private
+// directory for /tmp".
 func Expect(spec *Spec) (*Expectation, error) {
 	spec = spec.Clone() // ours from here on: see Spec on ownership
 	e := &Expectation{spec: spec, fds: map[int]fdIdentity{}, seccompBase: -1}
@@ -191,19 +194,19 @@ func Expect(spec *Spec) (*Expectation, error) {
 		if abiErr != nil {
 			return nil, fmt.Errorf("sandbox: Landlock-only confinement: %w", abiErr)
 		}
-		ll, cannot, err := landlockOnlyPolicy(spec, abi)
+		plan, err := landlockOnlyPolicy(spec, abi)
 		if err != nil {
 			return nil, err
 		}
 		var probe proc.Batch
-		dropped, err := ll.Record(&probe, abi)
+		dropped, err := plan.ll.Record(&probe, abi)
 		if err != nil {
 			return nil, err
 		}
-		if e.Landlock, err = ll.record(abi, dropped); err != nil {
+		if e.Landlock, err = plan.ll.record(abi, dropped); err != nil {
 			return nil, err
 		}
-		e.unenforced = cannot
+		e.unenforced = plan.cannot
 	case abiErr != nil:
 		// Build refuses this unless BestEffort, and then applies none.
 		e.Landlock = &LandlockRecord{Source: "launcher", Dropped: []string{"Landlock altogether: " + abiErr.Error()}}

@@ -45,8 +45,11 @@
 //
 // Where user namespaces are not allowed, Build fails (package probe's
 // CheckUserNS says why); Spec.LandlockOnly confines with Landlock and
-// seccomp alone, and refuses what they cannot enforce (a
-// *LandlockOnlyError lists it). caplin run falls back to it by itself.
+// seccomp alone, on the host's own paths: a tmpfs at /tmp becomes a
+// private directory that TMPDIR names (removed when the sandbox ends),
+// proc at /proc is the host's, read-only (Sandbox.Differences lists such
+// stand-ins); what they cannot enforce is refused (a *LandlockOnlyError
+// lists it). caplin run falls back to it by itself.
 //
 // A launcher that waits for its program can relay the signals it receives
 // with Relay, as a terminal would deliver them, killing the sandbox when

@@ -79,8 +79,8 @@ func kernelForABI(abi int) string {
 // without namespaces, or with this kernel's Landlock, when BestEffort is
 // not set. It matches ErrUnenforceable (errors.Is).
 type LandlockOnlyError struct {
-	// Cannot lists each thing, and why: "mount 3 (tmpfs /tmp): needs a
-	// mount namespace".
+	// Cannot lists each thing, and why: "mount 3 (symlink usr/bin
+	// /bin): needs a mount namespace".
 	Cannot []string
 }
 

@@ -55,13 +55,37 @@ type kindInfo struct {
 	// landlock returns the grants of the mount in the Landlock layer of a
 	// sandbox with namespaces; none: the root's rule covers it.
 	landlock func(i int, m *Mount) ([]PathGrant, error)
-	// landlockOnly returns the grants of the mount in a LandlockOnly
-	// sandbox, on the host's own paths, or what it cannot do there.
-	landlockOnly func(i int, m *Mount) (g []PathGrant, cannot string, err error)
+	// landlockOnly returns how a LandlockOnly sandbox honours the mount
+	// on the host's own paths, or what it cannot do there.
+	landlockOnly func(i int, m *Mount) (hostMount, error)
 	// template is how a Template's sandboxes get the mount, and renew,
 	// for tmplRenewed, records making it afresh in one of them.
 	template templateUse
 	renew    func(r *recorder, spec *Spec, m *Mount)
+}
+
+// hostMount is how a LandlockOnly sandbox, which has no mount namespace,
+// honours one mount on the host's own paths.
+type hostMount struct {
+	// grants are Landlock rules on the host's paths.
+	grants []PathGrant
+	// hostAccess, when not 0, says that what the program finds at the
+	// mount's destination is the host's own file or tree there, with
+	// that access (a bind at its source's path, proc at /proc); 0 that a
+	// namespaced sandbox would show something else there (a tmpfs, a
+	// minimal /dev), which no grant of the host's tree may then reveal.
+	hostAccess uint64
+	// private: a directory made for the sandbox stands in for the mount
+	// (a tmpfs at /tmp), granted read-write; the destination itself is
+	// not granted.
+	private bool
+	// skip: nothing is there (a Try bind whose source is missing).
+	skip bool
+	// note says briefly what differs from a sandbox with namespaces, for
+	// the one line caplin run prints when it falls back.
+	note string
+	// cannot says what cannot be done without namespaces, and why.
+	cannot string
 }
 
 // prepared is what prepare took for one mount, for record.
@@ -85,8 +109,8 @@ func kindTable() [kindCount]kindInfo {
 		ROBind:     bindKind("ro-bind", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_RDONLY, AccessRead),
 		Bind:       bindKind("bind", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, AccessWrite),
 		DevBind:    bindKind("dev-bind", unix.MOUNT_ATTR_NOSUID, AccessWrite),
-		Tmpfs:      {name: "tmpfs", source: srcNone, takesPerms: true, takesSize: true, record: recordTmpfs, landlock: grant(AccessWrite, PathDir), landlockOnly: needsMountNS, template: tmplRenewed, renew: renewTmpfs},
-		Proc:       {name: "proc", source: srcNone, record: recordProc, landlock: grant(AccessRead, PathDir), landlockOnly: needsMountNS, template: tmplRenewed, renew: renewProc},
+		Tmpfs:      {name: "tmpfs", source: srcNone, takesPerms: true, takesSize: true, record: recordTmpfs, landlock: grant(AccessWrite, PathDir), landlockOnly: tmpfsStandIn, template: tmplRenewed, renew: renewTmpfs},
+		Proc:       {name: "proc", source: srcNone, record: recordProc, landlock: grant(AccessRead, PathDir), landlockOnly: hostProc, template: tmplRenewed, renew: renewProc},
 		Dev:        {name: "dev", source: srcNone, prepare: prepareDev, record: recordDev, landlock: devGrants, landlockOnly: devHostGrants, template: tmplRenewed, renew: renewDev},
 		Mqueue:     {name: "mqueue", source: srcNone, record: recordMqueue, landlock: grant(AccessWrite, PathDir), landlockOnly: needsMountNS, template: tmplRenewed, renew: renewMqueue},
 		Symlink:    {name: "symlink", source: srcLinkTarget, record: recordSymlink, landlock: rootGrant, landlockOnly: needsMountNS, template: tmplShared},
@@ -158,21 +182,28 @@ func bindKind(name string, attrs uint64, access uint64) kindInfo {
 			}
 			return []PathGrant{g}, nil
 		},
-		landlockOnly: func(i int, m *Mount) ([]PathGrant, string, error) {
+		landlockOnly: func(i int, m *Mount) (hostMount, error) {
 			dest := filepath.Clean(m.Dest)
 			if m.FD != nil {
-				return nil, describe(i, m) + ": a bind of a descriptor needs a mount namespace", nil
+				return hostMount{cannot: describe(i, m) + ": a bind of a descriptor needs a mount namespace"}, nil
 			}
 			if filepath.Clean(m.Source) != dest {
-				return nil, describe(i, m) + ": a bind elsewhere than its source needs a mount namespace", nil
+				return hostMount{cannot: describe(i, m) + ": a bind elsewhere than its source needs a mount namespace"}, nil
+			}
+			// Landlock's read and write rights open device nodes too:
+			// only the mount's nodev keeps them shut. Those in /dev are
+			// the ones that matter (a camera, a sound card, a disk);
+			// trees elsewhere are not searched for more.
+			if attrs&unix.MOUNT_ATTR_NODEV != 0 && (within("/dev", dest) || within(dest, "/dev")) {
+				return hostMount{cannot: describe(i, m) + ": would open the host's devices in /dev (keeping them shut needs a mount namespace; --dev-bind grants them)"}, nil
 			}
 			if _, err := os.Stat(m.Source); err != nil {
 				if m.Try && errors.Is(err, os.ErrNotExist) {
-					return nil, "", nil
+					return hostMount{skip: true}, nil
 				}
-				return nil, "", mountError(i, m, err)
+				return hostMount{}, mountError(i, m, err)
 			}
-			return []PathGrant{{Path: dest, Access: access}}, "", nil
+			return hostMount{grants: []PathGrant{{Path: dest, Access: access}}, hostAccess: access}, nil
 		},
 		template: tmplShared,
 	}
@@ -212,8 +243,48 @@ func rootGrant(int, *Mount) ([]PathGrant, error) { return nil, nil }
 
 // needsMountNS is the landlockOnly function of a kind that makes
 // something, which takes a mount namespace.
-func needsMountNS(i int, m *Mount) ([]PathGrant, string, error) {
-	return nil, describe(i, m) + ": needs a mount namespace", nil
+func needsMountNS(i int, m *Mount) (hostMount, error) {
+	return hostMount{cannot: describe(i, m) + ": needs a mount namespace"}, nil
+}
+
+// hostProc is the landlockOnly function of Proc. Without a pid namespace
+// the program's procfs would be the host's anyway, so at /proc (and only
+// there: elsewhere the host has none) it is granted read-only. What
+// Landlock leaves visible in it: the host's processes, their command
+// lines and status; their fds, memory, environment, root and cwd (what
+// ptrace's access check guards) only of processes in the same Landlock
+// domain, since Landlock refuses that check for processes outside it
+// (whatever Yama's ptrace_scope), and signals to those outside are
+// refused by its scope (ABI 6, without which the sandbox is refused).
+// As the program shares the host's network and mount namespaces, /proc/net
+// shows the host's connections and Unix sockets, and mountinfo its
+// mounts, read-only. Nothing in it is writable, /proc/self's own files
+// included.
+func hostProc(i int, m *Mount) (hostMount, error) {
+	if filepath.Clean(m.Dest) != "/proc" {
+		return hostMount{cannot: describe(i, m) + ": a proc elsewhere than /proc needs a mount namespace"}, nil
+	}
+	return hostMount{
+		grants:     []PathGrant{{Path: "/proc", Access: AccessRead, Kind: PathDir}},
+		hostAccess: AccessRead,
+		note:       "/proc is the host's read-only",
+	}, nil
+}
+
+// tmpfsStandIn is the landlockOnly function of Tmpfs. A tmpfs at /tmp
+// becomes a directory made for the sandbox (mode 0700, in the caller's
+// temporary directory), granted read-write and named by TMPDIR, and
+// removed with everything in it when the sandbox is closed or killed; the
+// host's /tmp is not granted. Elsewhere nothing would lead the program to
+// such a directory, and a size limit needs a tmpfs: those are refused.
+func tmpfsStandIn(i int, m *Mount) (hostMount, error) {
+	switch {
+	case filepath.Clean(m.Dest) != "/tmp":
+		return hostMount{cannot: describe(i, m) + ": needs a mount namespace (only a tmpfs at /tmp has a stand-in, $TMPDIR)"}, nil
+	case m.Size != 0:
+		return hostMount{cannot: describe(i, m) + ": a size limit needs a tmpfs, which needs a mount namespace"}, nil
+	}
+	return hostMount{private: true, note: "/tmp is a private directory ($TMPDIR)"}, nil
 }
 
 // devAccess is what Landlock grants a Dev mount's nodes.
@@ -230,8 +301,10 @@ func devGrants(_ int, m *Mount) ([]PathGrant, error) {
 }
 
 // devHostGrants grants, in a LandlockOnly sandbox, the host's device
-// nodes that Dev would bind, one by one.
-func devHostGrants(_ int, m *Mount) ([]PathGrant, string, error) {
+// nodes that Dev would bind, one by one. What else a Dev mount makes
+// (its /dev/shm, the links) is not there: the rest of the host's /dev is
+// not granted.
+func devHostGrants(_ int, m *Mount) (hostMount, error) {
 	var gs []PathGrant
 	for _, d := range devNodes {
 		p := filepath.Join(filepath.Clean(m.Dest), d)
@@ -239,7 +312,7 @@ func devHostGrants(_ int, m *Mount) ([]PathGrant, string, error) {
 			gs = append(gs, PathGrant{Path: p, Access: devAccess, Kind: PathFile})
 		}
 	}
-	return gs, "", nil
+	return hostMount{grants: gs, note: "/dev has only its basic device nodes"}, nil
 }
 
 // prepareDev clones the host's device nodes a Dev mount binds.

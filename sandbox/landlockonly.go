@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/proc"
@@ -24,17 +27,21 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sa
 	if lerr != nil {
 		return nil, fmt.Errorf("sandbox: Landlock-only confinement: %w", lerr)
 	}
-	ll, cannot, err := landlockOnlyPolicy(spec, abi)
+	plan, err := landlockOnlyPolicy(spec, abi)
 	if err != nil {
 		return nil, err
 	}
-	if len(cannot) > 0 && !spec.BestEffort {
-		return nil, &LandlockOnlyError{Cannot: cannot}
+	if len(plan.cannot) > 0 && !spec.BestEffort {
+		return nil, &LandlockOnlyError{Cannot: plan.cannot}
 	}
-	for _, c := range cannot {
+	for _, c := range plan.cannot {
 		log.Warn("sandbox: best effort: dropped", "what", c)
 	}
-	log.Info("sandbox: Landlock only", "limits", LandlockOnlyLimits)
+	if len(plan.notes) > 0 {
+		log.Info("sandbox: Landlock only", "limits", LandlockOnlyLimits, "differences", strings.Join(plan.notes, "; "))
+	} else {
+		log.Info("sandbox: Landlock only", "limits", LandlockOnlyLimits)
+	}
 
 	pol := spec.Seccomp
 	pol.OnlyUnixSockets = pol.OnlyUnixSockets || spec.Net != NetHost
@@ -46,12 +53,16 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sa
 	if err != nil {
 		return nil, err
 	}
-	sb := &Sandbox{spec: spec, lim: lim}
+	sb := &Sandbox{spec: spec, lim: lim, differences: plan.notes}
 	defer func() {
 		if err != nil {
 			sb.Close()
 		}
 	}()
+	if err := plan.makeStandIns(sb, spec); err != nil {
+		return nil, err
+	}
+	ll := plan.ll
 	origin := proc.Detached
 	if spec.Direct {
 		origin = proc.Direct
@@ -131,45 +142,171 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sa
 	return sb, nil
 }
 
-// landlockOnlyPolicy returns the Landlock policy a LandlockOnly sandbox
-// of spec gets on a kernel with Landlock ABI abi, and what of spec it
-// cannot enforce (for lack of namespaces or of a newer ABI).
-func landlockOnlyPolicy(spec *Spec, abi int) (*LandlockPolicy, []string, error) {
-	var cannot []string
-	ll := &LandlockPolicy{BestEffort: spec.BestEffort, AnyTCP: spec.Net == NetHost, AnyAbstractUnix: spec.Net == NetHost}
+// landlockOnlyPlan is how a LandlockOnly sandbox honours a spec: its
+// Landlock policy, what it cannot honour, what differs, and the stand-ins
+// it must make.
+type landlockOnlyPlan struct {
+	ll     *LandlockPolicy
+	cannot []string
+	notes  []string
+	// standIns lists, for each tmpfs with a stand-in, the index of its
+	// mount and of its grant in ll.Paths, whose Path is a placeholder
+	// until the stand-in is made.
+	standIns []planStandIn
+	mounts   []hostMount // each mount's, with skip set where dropped
+}
+
+// planStandIn is a stand-in the plan needs.
+type planStandIn struct{ mount, grant int }
+
+// landlockOnlyPolicy returns how a LandlockOnly sandbox of spec is made
+// on a kernel with Landlock ABI abi, and what of spec it cannot enforce
+// (for lack of namespaces or of a newer ABI).
+//
+// Landlock rules only add up, where mounts cover each other: a grant
+// cannot be taken back from part of its tree. So a mount that a later one
+// hides (at the same place or inside it) gets no rules, as the program
+// would not see it; and a mount inside the tree of an earlier grant is
+// refused when that grant would show more than it: the host's files where
+// a namespaced sandbox shows a tmpfs or a minimal /dev, or more access
+// than the later mount gives.
+func landlockOnlyPolicy(spec *Spec, abi int) (*landlockOnlyPlan, error) {
+	p := &landlockOnlyPlan{
+		ll:     &LandlockPolicy{BestEffort: spec.BestEffort, AnyTCP: spec.Net == NetHost, AnyAbstractUnix: spec.Net == NetHost},
+		mounts: make([]hostMount, len(spec.Mounts)),
+	}
+	dests := make([]string, len(spec.Mounts))
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]
-		gs, c, err := kindOf(m.Kind).landlockOnly(i, m)
+		dests[i] = filepath.Clean(m.Dest)
+		hm, err := kindOf(m.Kind).landlockOnly(i, m)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		if c != "" {
-			cannot = append(cannot, c)
+		if hm.cannot != "" {
+			p.cannot = append(p.cannot, hm.cannot)
+			hm = hostMount{skip: true} // with BestEffort: left out
 		}
-		ll.Paths = append(ll.Paths, gs...)
+		p.mounts[i] = hm
+	}
+	hidden := make([]bool, len(spec.Mounts))
+	for i := range spec.Mounts {
+		for j := i + 1; j < len(spec.Mounts) && !hidden[i]; j++ {
+			hidden[i] = !p.mounts[j].skip && within(dests[i], dests[j])
+		}
+	}
+	for i := range spec.Mounts {
+		hm := &p.mounts[i]
+		if hm.skip || hidden[i] {
+			continue
+		}
+		for _, g := range hm.grants {
+			for j := i + 1; j < len(spec.Mounts); j++ {
+				later := &p.mounts[j]
+				if later.skip || hidden[j] || !within(dests[j], filepath.Clean(g.Path)) {
+					continue
+				}
+				if later.hostAccess == 0 {
+					p.cannot = append(p.cannot, fmt.Sprintf("%s: %s grants the host's %s, which only a mount namespace can hide", describe(j, &spec.Mounts[j]), describe(i, &spec.Mounts[i]), dests[j]))
+				} else if g.Access&^later.hostAccess != 0 {
+					p.cannot = append(p.cannot, fmt.Sprintf("%s: %s grants more there, which only a mount namespace can take back", describe(j, &spec.Mounts[j]), describe(i, &spec.Mounts[i])))
+				}
+			}
+			p.ll.Paths = append(p.ll.Paths, g)
+		}
+		if hm.private {
+			p.standIns = append(p.standIns, planStandIn{mount: i, grant: len(p.ll.Paths)})
+			p.ll.Paths = append(p.ll.Paths, PathGrant{Path: "a private directory for " + dests[i], Access: AccessWrite, Kind: PathDir})
+		}
+		if hm.note != "" && !slices.Contains(p.notes, hm.note) {
+			p.notes = append(p.notes, hm.note)
+		}
 	}
 	if spec.Net == NetLoopback {
-		cannot = append(cannot, "a loopback-only network: needs a network namespace")
+		p.cannot = append(p.cannot, "a loopback-only network: needs a network namespace")
 	}
 	if spec.Net == NetNone && abi < 6 {
-		cannot = append(cannot, fmt.Sprintf("cutting off the host's abstract Unix sockets: needs Landlock ABI 6 (Linux 6.12), have %d", abi))
+		p.cannot = append(p.cannot, fmt.Sprintf("cutting off the host's abstract Unix sockets: needs Landlock ABI 6 (Linux 6.12), have %d", abi))
 	}
 	if abi < 6 {
-		cannot = append(cannot, fmt.Sprintf("keeping signals in: needs Landlock ABI 6 (Linux 6.12), have %d", abi))
+		p.cannot = append(p.cannot, fmt.Sprintf("keeping signals in: needs Landlock ABI 6 (Linux 6.12), have %d", abi))
 	}
 	if spec.HostIDs == (HostIDs{}) && (spec.UID != os.Geteuid() || spec.GID != os.Getegid()) {
-		cannot = append(cannot, fmt.Sprintf("uid %d and gid %d: without a user namespace the program has the caller's (%d, %d)", spec.UID, spec.GID, os.Geteuid(), os.Getegid()))
+		p.cannot = append(p.cannot, fmt.Sprintf("uid %d and gid %d: without a user namespace the program has the caller's (%d, %d)", spec.UID, spec.GID, os.Geteuid(), os.Getegid()))
 	}
 	if spec.Hostname != "" {
-		cannot = append(cannot, "a hostname: needs a UTS namespace")
+		p.cannot = append(p.cannot, "a hostname: needs a UTS namespace")
 	}
 	if spec.AsPID1 && !spec.SharePID {
-		cannot = append(cannot, "the program as pid 1: needs a pid namespace")
+		p.cannot = append(p.cannot, "the program as pid 1: needs a pid namespace")
 	}
 	if len(spec.Caps) > 0 || spec.KeepCaps {
-		cannot = append(cannot, "capabilities: needs a user namespace")
+		p.cannot = append(p.cannot, "capabilities: needs a user namespace")
 	}
-	return ll, cannot, nil
+	return p, nil
+}
+
+// within reports whether the clean path p is root or inside it.
+func within(p, root string) bool {
+	return root == "/" || strings.HasPrefix(p, root) && (len(p) == len(root) || p[len(root)] == '/')
+}
+
+// makeStandIns makes the plan's stand-ins for sb, puts their paths in
+// its policy, and points spec's TMPDIR and working directory into them
+// where they were in the tmpfs a stand-in replaces.
+func (p *landlockOnlyPlan) makeStandIns(sb *Sandbox, spec *Spec) error {
+	// The program runs as the caller's user, or the host IDs' user.
+	uid, gid := os.Geteuid(), os.Getegid()
+	if spec.HostIDs != (HostIDs{}) {
+		uid, gid = spec.hostUser()
+	}
+	for _, s := range p.standIns {
+		si, err := newStandIn(uid, gid)
+		if err != nil {
+			return err
+		}
+		sb.standIns = append(sb.standIns, si)
+		p.ll.Paths[s.grant].Path = si.path
+	}
+	tmpdir, set := "/tmp", false
+	for _, kv := range spec.Env {
+		if v, ok := strings.CutPrefix(kv, "TMPDIR="); ok {
+			tmpdir, set = v, true
+		}
+	}
+	if v, ok := p.inStandIn(spec, sb, tmpdir); ok {
+		if set {
+			spec.Env = slices.DeleteFunc(spec.Env, func(kv string) bool { return strings.HasPrefix(kv, "TMPDIR=") })
+		}
+		spec.Env = append(spec.Env, "TMPDIR="+v)
+	}
+	if v, ok := p.inStandIn(spec, sb, spec.Dir); ok {
+		spec.Dir = v
+	}
+	return nil
+}
+
+// inStandIn returns where the path path of the program's (absolute) is
+// once the stand-ins are made: in a stand-in, if the last mount it is in
+// is a tmpfs that one replaces.
+func (p *landlockOnlyPlan) inStandIn(spec *Spec, sb *Sandbox, path string) (string, bool) {
+	if !filepath.IsAbs(path) {
+		return "", false
+	}
+	path = filepath.Clean(path)
+	last := -1
+	for i := range spec.Mounts {
+		if !p.mounts[i].skip && within(path, filepath.Clean(spec.Mounts[i].Dest)) {
+			last = i
+		}
+	}
+	for k, s := range p.standIns {
+		if s.mount == last {
+			rel, _ := filepath.Rel(filepath.Clean(spec.Mounts[last].Dest), path)
+			return filepath.Join(sb.standIns[k].path, rel), true
+		}
+	}
+	return "", false
 }
 
 // landlockOnlyUser returns the uid and gid a LandlockOnly sandbox of spec

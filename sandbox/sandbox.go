@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -57,6 +58,30 @@ type Sandbox struct {
 	// inherited: what the init applied to itself for the program to
 	// inherit (initConfinement).
 	inherited confinement
+
+	// A LandlockOnly sandbox's: the directories that stand in for its
+	// tmpfs mounts, which Kill and Close remove, and what it does
+	// differently from a sandbox with namespaces (Differences). Neither
+	// changes once the sandbox is made.
+	standIns    []*standIn
+	differences []string
+}
+
+// Differences says, one short phrase each, what a LandlockOnly sandbox
+// does in place of what its Spec asks that needs a mount namespace, such
+// as "/tmp is a private directory ($TMPDIR)" and "/proc is the host's
+// read-only"; nil for a sandbox with namespaces. What no LandlockOnly
+// sandbox has is LandlockOnlyLimits.
+func (s *Sandbox) Differences() []string { return slices.Clone(s.differences) }
+
+// removeStandIns removes the directories that stand in for tmpfs mounts,
+// with everything in them.
+func (s *Sandbox) removeStandIns() error {
+	var errs []error
+	for _, si := range s.standIns {
+		errs = append(errs, si.remove())
+	}
+	return errors.Join(errs...)
 }
 
 // Run builds a sandbox from spec, runs the program path in it with
@@ -313,15 +338,19 @@ func (s *Sandbox) Kill() error {
 		s.execMu.Unlock()
 	}
 	if s.first == nil {
-		return nil
+		return s.removeStandIns()
 	}
 	if h != nil && h != s.first {
 		h.Process().Kill()
 	}
-	if err := s.first.Process().Kill(); !errors.Is(err, fs.ErrClosed) {
-		return err
+	err := s.first.Process().Kill()
+	if errors.Is(err, fs.ErrClosed) {
+		err = nil // closed already: nothing is left to kill
 	}
-	return nil // closed already: nothing is left to kill
+	// A caller that kills rather than closes is about to exit: what the
+	// sandbox made on the host goes now. (A process still dying might
+	// yet write there; Close tries again.)
+	return errors.Join(err, s.removeStandIns())
 }
 
 // Close kills every process left in the sandbox and frees what it holds.
@@ -369,6 +398,9 @@ func (s *Sandbox) close() error {
 		if e := s.lim.close(); err == nil {
 			err = e
 		}
+	}
+	if e := s.removeStandIns(); err == nil {
+		err = e
 	}
 	return err
 }

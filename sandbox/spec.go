@@ -251,8 +251,13 @@ type Spec struct {
 	// LandlockOnly confines without namespaces, for kernels that do not
 	// let unprivileged users make user namespaces: the file grants become
 	// Landlock rules on the host's own paths (so binds must be at their
-	// source's path, and tmpfs, proc, symlinks and the other kinds that
-	// make something are refused), the network is cut by the seccomp
+	// source's path; a Tmpfs at /tmp becomes a private directory that
+	// TMPDIR names, removed when the sandbox ends; Proc at /proc is the
+	// host's, read-only; Dev grants the host's device nodes; symlinks,
+	// a tmpfs or proc elsewhere, and the other kinds that make something
+	// are refused, as is a mount inside an earlier grant that would show
+	// more than it: Sandbox.Differences and the mount kinds' table in
+	// kinds.go say more), the network is cut by the seccomp
 	// filter (no sockets but Unix ones) and Landlock, and signals and
 	// abstract Unix sockets by Landlock's scopes (ABI 6). The program
 	// still sees the host's processes, hostname and System V IPC, and

@@ -303,7 +303,7 @@ true`)
 		t.Errorf("Unix sockets should work:\n%s", out)
 	}
 	// What needs namespaces is refused, naming it.
-	for _, m := range []Mount{{Kind: Tmpfs, Dest: "/tmp"}, {Kind: ROBind, Source: "/usr", Dest: "/opt/usr"}, {Kind: Proc, Dest: "/proc"}} {
+	for _, m := range []Mount{{Kind: Tmpfs, Dest: "/var/tmp"}, {Kind: ROBind, Source: "/usr", Dest: "/opt/usr"}, {Kind: Proc, Dest: "/mnt"}} {
 		bad := &Spec{LandlockOnly: true, UID: os.Geteuid(), GID: os.Getegid(), Mounts: []Mount{m}}
 		sb, err := Build(context.Background(), bad)
 		if err == nil {

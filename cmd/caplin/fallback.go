@@ -15,7 +15,9 @@ import (
 // build makes the sandbox of spec. Where user namespaces are not allowed,
 // caplin run falls back to a sandbox without them (Landlock, seccomp,
 // no_new_privs and rlimits, as --landlock-only builds) and says so in one
-// line, unless the command line requires them (--require userns); caplin
+// line, with what the sandbox does differently (sandbox.Differences: /tmp
+// a private directory, /proc the host's, read-only), unless the command
+// line requires them (--require userns); caplin
 // bwrap fails, as bubblewrap does there. After a fallback spec says
 // LandlockOnly. On failure build reports it and returns a nil sandbox and
 // the exit status.
@@ -60,8 +62,12 @@ func (m mode) build(ctx context.Context, cmd *bwrap.Command, spec *sandbox.Spec)
 		return nil, m.fail(m.failure, "%v; and the sandbox without them failed: %v", ne, cmd.Explain(err))
 	}
 	spec.LandlockOnly = true // for what the caller does with spec next
+	limits := sandbox.LandlockOnlyLimits
+	if d := sb.Differences(); len(d) > 0 {
+		limits += "; " + strings.Join(d, ", ")
+	}
 	m.fail(0, "%v; running with Landlock, seccomp, no_new_privs and rlimits only (%s); to fix: %s; --require userns refuses instead",
-		ne, sandbox.LandlockOnlyLimits, ne.Fix())
+		ne, limits, ne.Fix())
 	return sb, 0
 }
 

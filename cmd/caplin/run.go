@@ -177,14 +177,26 @@ PROCESS
 		Confine without namespaces, as caplin run does by itself
 		where user namespaces are not allowed (see WITHOUT USER
 		NAMESPACES): file grants become Landlock rules on the host's
-		own paths (binds must be at their source's path; --tmpfs,
-		--proc, --symlink and the other options that make something
-		are refused), the network is cut by seccomp (Unix sockets
-		only) and Landlock, signals and abstract sockets by Landlock's
-		scopes (Linux 6.12). The program still sees the host's
-		processes, hostname and IPC, and background processes it
-		starts can outlive caplin. What cannot be enforced is refused
-		(exit 122) unless --best-effort.
+		own paths (binds must be at their source's path; --symlink,
+		--dir and the other options that make something are
+		refused), the network is cut by seccomp (Unix sockets only)
+		and Landlock, signals and abstract sockets by Landlock's
+		scopes (Linux 6.12). --system works: its --tmpfs /tmp becomes
+		a private directory (mode 0700, in caplin's $TMPDIR or /tmp)
+		that the program's $TMPDIR names, removed when the sandbox
+		ends, while the host's /tmp stays out of reach; --proc /proc
+		is the host's /proc, read-only (other processes' command
+		lines and status show; their fds, memory and environment do
+		not); --dev grants the host's null, zero, full, random,
+		urandom and tty (no /dev/shm). A tmpfs elsewhere, a proc
+		elsewhere, a bind without device access of /dev or of a tree
+		holding it (--ro-bind / /: Landlock alone would let device
+		nodes open), and a mount inside an earlier grant that would
+		show more than it (--dev-bind / / then --tmpfs /tmp) are
+		refused. The program still sees the host's processes,
+		hostname and IPC, and background processes it starts can
+		outlive caplin. What cannot be enforced is refused (exit
+		122) unless --best-effort.
 	--require LAYER,...
 		Refuse to run (exit 122) rather than without the layers named:
 		userns (the user, mount, pid, IPC, UTS, cgroup and network
@@ -218,11 +230,13 @@ WITHOUT USER NAMESPACES
 	caplin run builds the strongest sandbox it can without them:
 	Landlock, seccomp, no_new_privs and rlimits, as --landlock-only
 	does. It says so in one line on stderr: why namespaces are not
-	allowed, what the sandbox lacks, and the fix (for AppArmor, a
-	profile that "caplin doctor" prints in full). What cannot be had
-	without a mount namespace (--tmpfs, --proc, binds elsewhere than
-	their source, ...) is named, and refused (exit 122) unless
-	--best-effort, which runs without it. --require userns refuses to
+	allowed, what the sandbox lacks and does differently ("/tmp is
+	a private directory ($TMPDIR)", "/proc is the host's
+	read-only"), and the fix (for AppArmor, a profile that "caplin
+	doctor" prints in full). So --system runs there. What cannot be
+	had without a mount namespace (a tmpfs elsewhere than /tmp,
+	binds elsewhere than their source, ...) is named, and refused
+	(exit 122) unless --best-effort, which runs without it. --require userns refuses to
 	run there instead (exit 122). "caplin bwrap" does not fall back:
 	it fails as bubblewrap does, saying why.
 

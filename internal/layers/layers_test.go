@@ -37,7 +37,7 @@ var allowed = map[string][]string{
 	// Above proc: what needs a child process.
 	"dir/export": {"internal/*", "dir", "dir/internal/borrow", "proc"},
 	"probe":      {"internal/*", "cgroup", "proc"},
-	"sandbox":    {"internal/*", "cgroup", "pidfd", "proc"},
+	"sandbox":    {"internal/*", "cgroup", "dir", "pidfd", "proc"},
 
 	"sandbox/internal/gensysnames": nil, // go generate's program
 	"proc/internal/gencalls":       nil, // go generate's program
