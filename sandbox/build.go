@@ -131,7 +131,16 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	}
 	sb.h = prog
 
-	r, err := recordRoot(spec, !netLater)
+	procs, err := zygoteProcs(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, f := range procs {
+			f.Close()
+		}
+	}()
+	r, err := recordRoot(spec, !netLater, procs)
 	if err != nil {
 		return nil, err
 	}

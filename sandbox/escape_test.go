@@ -573,6 +573,7 @@ func TestEscapeSeeProcesses(t *testing.T) {
 	in := runIn(t, probeSpec(t), "procs", nil, "PID="+me)
 	// caplin's init is pid 1, the probe pid 2.
 	in.want(t, "self", "2")
+	in.want(t, "procself", "2")
 	in.want(t, "pids", "1,2")
 	in.want(t, "outer", "ENOENT", "self")
 }

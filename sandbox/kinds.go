@@ -71,6 +71,10 @@ type prepared struct {
 	isDir     bool     // the bind's source is a directory
 	clone     proc.Val // the bind's clone of its source
 	devClones []proc.Val
+	// hostProc is set for a Proc mount that attaches clone, a proc file
+	// system that exists already, rather than mounting one (see
+	// prepareProc).
+	hostProc bool
 }
 
 // kinds describes each mount kind. It is filled in by init, not by its
@@ -87,7 +91,7 @@ func kindTable() [kindCount]kindInfo {
 		Bind:       bindKind("bind", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, AccessWrite),
 		DevBind:    bindKind("dev-bind", unix.MOUNT_ATTR_NOSUID, AccessWrite),
 		Tmpfs:      {name: "tmpfs", source: srcNone, takesPerms: true, takesSize: true, record: recordTmpfs, landlock: grant(AccessWrite, PathDir), landlockOnly: needsMountNS, template: tmplRenewed, renew: renewTmpfs},
-		Proc:       {name: "proc", source: srcNone, record: recordProc, landlock: grant(AccessRead, PathDir), landlockOnly: needsMountNS, template: tmplRenewed, renew: renewProc},
+		Proc:       {name: "proc", source: srcNone, prepare: prepareProc, record: recordProc, landlock: grant(AccessRead, PathDir), landlockOnly: needsMountNS, template: tmplRenewed, renew: renewProc},
 		Dev:        {name: "dev", source: srcNone, prepare: prepareDev, record: recordDev, landlock: devGrants, landlockOnly: devHostGrants, template: tmplRenewed, renew: renewDev},
 		Mqueue:     {name: "mqueue", source: srcNone, record: recordMqueue, landlock: grant(AccessWrite, PathDir), landlockOnly: needsMountNS, template: tmplRenewed, renew: renewMqueue},
 		Symlink:    {name: "symlink", source: srcLinkTarget, record: recordSymlink, landlock: rootGrant, landlockOnly: needsMountNS, template: tmplShared},
@@ -256,8 +260,32 @@ func recordTmpfs(r *recorder, m *Mount, _ *prepared) {
 	r.mounted(m.Dest)
 }
 
-func recordProc(r *recorder, m *Mount, _ *prepared) {
-	r.mountProc(r.mkdirs(m.Dest))
+// prepareProc takes, for a sandbox that shares the pid namespace of the
+// processes proc builds (Spec.SharePID), the proc file system of that
+// namespace, which the sandbox's user namespace does not own and so
+// cannot mount a proc of: bubblewrap binds the caller's /proc then, as the
+// program shares the caller's pid namespace. Where the first process
+// comes from proc's tree zygote, whose pid namespace the caller's /proc is
+// not of, the proc was mounted for it beforehand (zygoteProcs); from the
+// caller itself (Direct), it is a clone of the caller's /proc, mounts
+// beneath it included.
+func prepareProc(r *recorder, i int, _ *Mount, c *prepared) error {
+	switch {
+	case r.procs[i] != nil:
+		c.clone, c.hostProc = r.b.PutFile(r.procs[i], -1), true
+	case r.sharePID:
+		c.clone, c.hostProc = r.b.OpenTree(proc.AtFDCWD(), "/proc", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE), true
+		r.b.MountSetattr(c.clone, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: procAttrs})
+	}
+	return nil
+}
+
+func recordProc(r *recorder, m *Mount, c *prepared) {
+	if c.hostProc {
+		r.coverProc(c.clone, r.mkdirs(m.Dest))
+	} else {
+		r.mountProc(r.mkdirs(m.Dest))
+	}
 	r.mounted(m.Dest)
 }
 
@@ -347,7 +375,9 @@ func renewTmpfs(r *recorder, _ *Spec, m *Mount) {
 	r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, tmpfsOptions(m.permsOr(0o755), m.Size)...), r.open(m.Dest, unix.O_DIRECTORY))
 }
 
-// renewProc mounts a proc of the sandbox's own pid namespace.
+// renewProc mounts a proc of the sandbox's own pid namespace, covered as
+// Build's is. (A template's sandboxes never share a pid namespace:
+// checkShared refuses SharePID, so there is no caller's proc to bind.)
 func renewProc(r *recorder, _ *Spec, m *Mount) {
 	r.mountProc(r.open(m.Dest, unix.O_DIRECTORY))
 }

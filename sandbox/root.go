@@ -5,6 +5,7 @@ package sandbox
 // the caller's paths, and the steps of each mount kind it takes.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -43,6 +44,11 @@ type recorder struct {
 	root proc.Val
 	made map[string]bool
 	ns   [len(nsNames)]unix.Stat_t
+	// sharePID is the spec's SharePID, and procs, by the index of a Proc
+	// mount, a proc file system mounted for it beforehand (zygoteProcs):
+	// prepareProc attaches those instead of mounting a proc.
+	sharePID bool
+	procs    map[int]*os.File
 }
 
 // nsNames are the namespaces Sandbox.Namespaces reports, by their names in
@@ -209,9 +215,10 @@ func symlinkat(b *proc.Batch, target string, dir proc.Val, name string) proc.Val
 }
 
 // recordRoot records the calls that build the root, the network, the
-// hostname and the working directory, in the first process.
-func recordRoot(spec *Spec, network bool) (*recorder, error) {
-	r := &recorder{made: map[string]bool{}}
+// hostname and the working directory, in the first process. procs are the
+// proc file systems zygoteProcs mounted for the spec's Proc mounts, or nil.
+func recordRoot(spec *Spec, network bool, procs map[int]*os.File) (*recorder, error) {
+	r := &recorder{made: map[string]bool{}, sharePID: spec.SharePID, procs: procs}
 	b := &r.b
 	// The namespaces' inode numbers, for Sandbox.Namespaces, while the
 	// caller's /proc is there to look them up in.
@@ -335,23 +342,81 @@ var procEntries = sync.OnceValue(func() []string {
 	return have
 })
 
+// procAttrs are the attributes of every proc mount: nothing on it is a
+// set-user-ID program, a device, or to be executed.
+const procAttrs = unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC
+
 // mountProc records mounting a proc file system of the process's pid
-// namespace on target, an fd, with procEntries bound read-only over
-// themselves. The binds are clones of the new proc's own entries, made
-// through its fd: nothing else can have put anything there.
+// namespace on target, an fd, covered (coverProc).
 func (r *recorder) mountProc(target proc.Val) {
+	r.coverProc(r.newMount("proc", procAttrs), target)
+}
+
+// coverProc records attaching mnt, a detached proc mount, on target, an
+// fd, and binding procEntries read-only over themselves. The binds are
+// clones of mnt's own entries, made through its fd: nothing else can have
+// put anything there. They are recursive, as a proc that is the caller's
+// may have mounts beneath them (binfmt_misc in sys), which come along
+// read-only.
+func (r *recorder) coverProc(mnt, target proc.Val) {
 	b := &r.b
-	mnt := r.newMount("proc", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
 	b.MoveMount(mnt, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
 	b.CloseFD(target)
 	for _, name := range procEntries() {
-		clone := b.OpenTree(mnt, name, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
-		b.MountSetattr(clone, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{
-			Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC,
-		})
+		clone := b.OpenTree(mnt, name, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+		b.MountSetattr(clone, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | procAttrs})
 		r.attach(clone, b.Openat(mnt, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0))
 	}
 	b.CloseFD(mnt)
+}
+
+// zygoteProcs returns, for a spec whose program shares the pid namespace
+// of proc's tree zygote (SharePID, not Direct), a proc file system of that
+// namespace for each of its Proc mounts, by index; nil if it has none, or
+// shares the caller's own pid namespace (Direct). The sandbox's user
+// namespace, made by the first process's clone, does not own the zygote's
+// pid namespace, so the sandbox cannot mount such a proc itself; a helper
+// forked from the zygote in a mount namespace of its own (and the zygote's
+// user namespace, which owns its pid namespace) mounts them, detached, and
+// the sandbox attaches them as it would a proc of its own. The caller's
+// /proc, which bubblewrap binds, would be of the caller's pid namespace,
+// where the program's own pid is another: /proc/self would not be itself.
+// The caller closes the files.
+func zygoteProcs(ctx context.Context, spec *Spec) (_ map[int]*os.File, err error) {
+	if !spec.SharePID || spec.Direct {
+		return nil, nil
+	}
+	var idx []int
+	for i := range spec.Mounts {
+		if spec.Mounts[i].Kind == Proc {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return nil, nil
+	}
+	h, err := proc.Fork(ctx, &proc.Options{From: proc.InTree, NewMount: true})
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: mounting a proc of the shared pid namespace: %w", err)
+	}
+	defer h.Close()
+	var r recorder
+	vals := make([]proc.Val, len(idx))
+	for k, i := range idx {
+		from := r.begin()
+		vals[k] = r.b.TakeFile(r.newMount("proc", procAttrs))
+		r.end(from, describe(i, &spec.Mounts[i]))
+	}
+	res, err := h.Run(ctx, &r.b)
+	defer res.Close()
+	if err != nil {
+		return nil, r.explain(err)
+	}
+	procs := make(map[int]*os.File, len(idx))
+	for k, i := range idx {
+		procs[i] = res.File(vals[k])
+	}
+	return procs, nil
 }
 
 // recordDataBind records the calls that bind a file holding m.Data on

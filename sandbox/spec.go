@@ -27,7 +27,12 @@ const (
 	Tmpfs
 	// Proc puts a proc file system of the sandbox's pid namespace at Dest,
 	// with its machine-wide entries (sys, sysrq-trigger, irq, bus)
-	// read-only, as bubblewrap does.
+	// read-only, as bubblewrap does. With SharePID it is the proc of the
+	// pid namespace shared, which the sandbox's user namespace cannot
+	// mount: a Direct sandbox binds the caller's /proc (mounts beneath it
+	// included), as bubblewrap does; one from proc's tree zygote gets a
+	// proc of the zygote's pid namespace, mounted for it by a process of
+	// the zygote's.
 	Proc
 	// Dev puts a minimal /dev at Dest: null, zero, full, random, urandom,
 	// tty bound from the host, a private tmpfs for shm, and the fd, stdin,
@@ -208,7 +213,9 @@ type Spec struct {
 	// ones.
 	ShareIPC, ShareUTS, ShareCgroup bool
 	// SharePID runs the program in the pid namespace of every process the
-	// caller builds (proc's), instead of a new one of its own.
+	// caller builds (proc's tree zygote's, or the caller's own with
+	// Direct), instead of a new one of its own. A Proc mount then shows
+	// that namespace's processes.
 	SharePID bool
 	// AsPID1 makes the program itself the init (pid 1) of its pid
 	// namespace. By default an init of caplin's is pid 1 and the program
