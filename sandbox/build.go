@@ -163,14 +163,15 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 		}
 		netErr <- err
 	}()
-	_, err = h.Run(ctx, &r.b)
+	res, err := h.Run(ctx, &r.b)
+	defer res.Close()
 	if nerr := <-netErr; err == nil && nerr != nil {
 		return nil, nerr
 	}
 	if err != nil {
 		return nil, r.explain(err)
 	}
-	if err := r.verify(); err != nil {
+	if err := r.verify(res); err != nil {
 		return nil, err
 	}
 	sb.ns = map[string]uint64{}

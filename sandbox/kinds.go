@@ -320,11 +320,33 @@ func recordDev(r *recorder, m *Mount, c *prepared) {
 }
 
 // recordSymlink makes the link where its directory resolves inside the
-// new root; its target is the program's business, and is not followed.
+// new root; its target is the program's business, and is not followed. A
+// link to the same target there already is kept, as bubblewrap keeps it;
+// anything else there fails the build (a LinkExistsError).
 func recordSymlink(r *recorder, m *Mount, _ *prepared) {
+	b := &r.b
 	dir := r.mkdirs(filepath.Dir(m.Dest))
-	symlinkat(&r.b, m.Source, dir, filepath.Base(m.Dest))
-	r.b.CloseFD(dir)
+	name := filepath.Base(m.Dest)
+	b.Tolerate(symlinkat(b, m.Source, dir, name), unix.EEXIST)
+	// What is there now: the link just made, or what was there. One more
+	// byte than Source tells a longer target from it; a target longer
+	// than the buffer is reported cut short.
+	buf := make([]byte, max(len(m.Source)+1, 256))
+	n := b.Tolerate(b.Syscall(unix.SYS_READLINKAT, dir, b.CString(name), b.Out(buf), proc.Int(len(buf))), unix.EINVAL)
+	b.CloseFD(dir)
+	at, dest, src := r.at, m.Dest, m.Source
+	r.checks = append(r.checks, func(res *proc.Results) error {
+		got := res.Int(n)
+		switch {
+		case got < 0: // EINVAL: not a link
+			return fmt.Errorf("sandbox: %s: %w", at, &LinkExistsError{Dest: dest, Source: src, NotLink: true})
+		case got >= len(buf):
+			return fmt.Errorf("sandbox: %s: %w", at, &LinkExistsError{Dest: dest, Source: src, Existing: string(buf) + "..."})
+		case string(buf[:got]) != src:
+			return fmt.Errorf("sandbox: %s: %w", at, &LinkExistsError{Dest: dest, Source: src, Existing: string(buf[:got])})
+		}
+		return nil
+	})
 }
 
 func recordDir(r *recorder, m *Mount, _ *prepared) {

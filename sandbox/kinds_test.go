@@ -1,8 +1,15 @@
 package sandbox
 
 import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caplin-dev/caplin/internal/testenv"
 )
 
 // TestMountKindTable fails when a mount kind is missing from the table
@@ -60,5 +67,57 @@ func TestMountKindTable(t *testing.T) {
 	}
 	if s := kindCount.String(); !strings.HasPrefix(s, "MountKind(") {
 		t.Errorf("past the last kind: %q", s)
+	}
+}
+
+// TestSymlinkExisting builds sandboxes whose Symlink's destination, in a
+// writable bind, exists already: the same link is kept (bubblewrap's
+// --symlink is idempotent, and a spec applied again finds its own links);
+// a link elsewhere or a file fails the build with a LinkExistsError that
+// says what is there, and leaves it as it was.
+func TestSymlinkExisting(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	dir := testenv.SharedTempDir(t)
+	if err := os.Symlink("/dev/null", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := func(target, name string) error {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		sb, err := Build(ctx, &Spec{Mounts: []Mount{
+			{Kind: Bind, Source: dir, Dest: "/w"},
+			{Kind: Symlink, Source: target, Dest: "/w/" + name},
+			{Kind: Symlink, Source: "made", Dest: "/w/new/link"}, // a new one, and its directory
+		}})
+		if err == nil {
+			sb.Close()
+		}
+		return err
+	}
+	if err := build("/dev/null", "link"); err != nil {
+		t.Errorf("the same link again: %v", err)
+	}
+	if got, err := os.Readlink(filepath.Join(dir, "new/link")); err != nil || got != "made" {
+		t.Errorf("the new link: %q, %v", got, err)
+	}
+	var le *LinkExistsError
+	err := build("/dev/full", "link")
+	if !errors.As(err, &le) || le.NotLink || le.Existing != "/dev/null" || le.Dest != "/w/link" || le.Source != "/dev/full" {
+		t.Errorf("a link elsewhere: %v (%+v), want a LinkExistsError naming /dev/null", err, le)
+	}
+	le = nil
+	err = build("/dev/full", "file")
+	if !errors.As(err, &le) || !le.NotLink {
+		t.Errorf("a file: %v (%+v), want a LinkExistsError, NotLink", err, le)
+	}
+	if got, err := os.Readlink(filepath.Join(dir, "link")); err != nil || got != "/dev/null" {
+		t.Errorf("the link after: %q, %v, want /dev/null", got, err)
+	}
+	if st, err := os.Lstat(filepath.Join(dir, "file")); err != nil || !st.Mode().IsRegular() {
+		t.Errorf("the file after: %v, %v", st, err)
 	}
 }

@@ -36,8 +36,10 @@ type span struct {
 // recorder records the calls that build a sandbox's root.
 type recorder struct {
 	b proc.Batch
-	// checks run once the batch has, on what it found.
-	checks []func() error
+	// checks run once the batch has, on what it found and its results.
+	checks []func(*proc.Results) error
+	// at describes the mount being recorded, for the checks' errors.
+	at string
 	spans  []span
 	// root is an O_PATH fd of the new root, which every destination is
 	// resolved inside; made lists the directories made in it.
@@ -263,8 +265,9 @@ func recordRoot(spec *Spec, network bool, procs map[int]*os.File) (*recorder, er
 			continue
 		}
 		from := r.begin()
+		r.at = describe(i, m)
 		kindOf(m.Kind).record(r, m, &pre[i])
-		r.end(from, describe(i, m))
+		r.end(from, r.at)
 	}
 	b.CloseFD(r.root)
 	// Leave the caller's file system: pivot into the new root, with the

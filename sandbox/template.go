@@ -127,10 +127,12 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 	from := r.begin()
 	recordBounding(&r.b, spec)
 	r.end(from, "dropping capabilities")
-	if _, err := h.Run(ctx, &r.b); err != nil {
+	res, err := h.Run(ctx, &r.b)
+	defer res.Close()
+	if err != nil {
 		return nil, fmt.Errorf("template: %w", r.explain(err))
 	}
-	if err := r.verify(); err != nil {
+	if err := r.verify(res); err != nil {
 		return nil, fmt.Errorf("template: %w", err)
 	}
 	t.ns = map[string]uint64{}
@@ -363,10 +365,12 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 		}
 	}
 	r.end(from, "reading the namespaces' inode numbers")
-	if _, err := h.Run(ctx, &r.b); err != nil {
+	res, err := h.Run(ctx, &r.b)
+	defer res.Close()
+	if err != nil {
 		return nil, r.explain(err)
 	}
-	if err := r.verify(); err != nil {
+	if err := r.verify(res); err != nil {
 		return nil, err
 	}
 	sb.ns = map[string]uint64{"net": t.ns["net"], "user": t.ns["user"], "uts": t.ns["uts"]}

@@ -296,7 +296,7 @@ var bwrapMode = mode{
 		if detail, missing := userNSMissing(ctx, err, spec); missing {
 			return m.fail(m.failure, "%v: no user namespaces here: %s", err, detail)
 		}
-		return m.fail(m.failure, "%v", err)
+		return m.fail(m.failure, "%s", bwrap.Message(err))
 	},
 	execFailed: func(m mode, path string, err error, spec *sandbox.Spec) int {
 		_, msg := execStatus(path, err)
