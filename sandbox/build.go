@@ -163,8 +163,7 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 		}
 		netErr <- err
 	}()
-	res, err := h.Run(ctx, &r.b)
-	defer res.Close()
+	res, err := h.Run(ctx, &r.b) // no files to close: the batch takes none
 	if nerr := <-netErr; err == nil && nerr != nil {
 		return nil, nerr
 	}

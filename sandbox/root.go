@@ -411,8 +411,8 @@ func zygoteProcs(ctx context.Context, spec *Spec) (_ map[int]*os.File, err error
 		r.end(from, describe(i, &spec.Mounts[i]))
 	}
 	res, err := h.Run(ctx, &r.b)
-	defer res.Close()
 	if err != nil {
+		res.Close()
 		return nil, r.explain(err)
 	}
 	procs := make(map[int]*os.File, len(idx))

@@ -243,7 +243,11 @@ type Spec struct {
 
 	// Direct forks the sandbox straight from the caller rather than from
 	// proc's zygote (proc.Direct): faster for a caller with a
-	// small heap, such as a command; slower for a large one.
+	// small heap, such as a command; slower for a large one. With
+	// SharePID the program is then in the caller's own pid namespace, as
+	// under bubblewrap, and only the parent-death signal of its first
+	// process ties it to the caller: what it starts can outlive a caller
+	// that is killed.
 	Direct bool
 
 	// LandlockOnly confines without namespaces, for kernels that do not

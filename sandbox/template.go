@@ -127,8 +127,7 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 	from := r.begin()
 	recordBounding(&r.b, spec)
 	r.end(from, "dropping capabilities")
-	res, err := h.Run(ctx, &r.b)
-	defer res.Close()
+	res, err := h.Run(ctx, &r.b) // no files to close: the batch takes none
 	if err != nil {
 		return nil, fmt.Errorf("template: %w", r.explain(err))
 	}
@@ -365,8 +364,7 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 		}
 	}
 	r.end(from, "reading the namespaces' inode numbers")
-	res, err := h.Run(ctx, &r.b)
-	defer res.Close()
+	res, err := h.Run(ctx, &r.b) // no files to close: the batch takes none
 	if err != nil {
 		return nil, r.explain(err)
 	}

@@ -316,7 +316,7 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 	// A missing bind source is an error unless -try, in bubblewrap's words.
-	if _, err := Parse([]string{"--ro-bind", "/no/such", "/x", "true"}, Bubblewrap, host); !isError(err, "--ro-bind", false) || err.Error() != "can't find source path /no/such: no such file or directory" {
+	if _, err := Parse([]string{"--ro-bind", "/no/such", "/x", "true"}, Bubblewrap, host); !isError(err, "--ro-bind", false) || err.Error() != "Can't find source path /no/such: no such file or directory" {
 		t.Errorf("missing source: %v", err)
 	}
 	if _, err := Parse([]string{"--info-fd", "12", "true"}, Bubblewrap, host); !isError(err, "--info-fd", false) || err.Error() != "fd 12: bad file descriptor" {

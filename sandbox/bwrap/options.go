@@ -258,6 +258,10 @@ func bindOpt(kind sandbox.MountKind, try bool) option {
 		}
 		if !try {
 			if _, err := c.host.Stat(src); err != nil {
+				if c.dialect == Bubblewrap {
+					//lint:ignore ST1005 bubblewrap's words, which its callers look for
+					return fmt.Errorf("Can't find source path %s: %w", a[0], errnoOf(err))
+				}
 				return fmt.Errorf("can't find source path %s: %w", a[0], errnoOf(err))
 			}
 		}

@@ -128,7 +128,10 @@ func (c *Command) bubblewrapSharing(spec *sandbox.Spec) error {
 		spec.Net = sandbox.NetLoopback // bubblewrap brings lo up
 	}
 	spec.SameSession = !o.newSession
+	// Nested sandboxes, which bubblewrap's lack of a filter allows: new
+	// user namespaces, and mounts in them.
 	spec.Seccomp.AllowUserNamespaces = !o.disableUserns
+	spec.Seccomp.AllowMounts = !o.disableUserns
 	if o.hostname != "" && spec.ShareUTS {
 		return named("--hostname", usagef("Specifying --hostname requires --unshare-uts"))
 	}
