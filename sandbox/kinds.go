@@ -139,7 +139,7 @@ func bindKind(name string, attrs uint64, access uint64) kindInfo {
 		record: func(r *recorder, m *Mount, c *prepared) {
 			var target proc.Val
 			if c.isDir {
-				target = r.mkdirs(m.Dest)
+				target = r.mkdirs(m.Dest, 0o755)
 			} else {
 				target = r.touch(m.Dest)
 			}
@@ -256,7 +256,7 @@ func prepareDev(r *recorder, _ int, _ *Mount, c *prepared) error {
 }
 
 func recordTmpfs(r *recorder, m *Mount, _ *prepared) {
-	r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, tmpfsOptions(m.permsOr(0o755), m.Size)...), r.mkdirs(m.Dest))
+	r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, tmpfsOptions(m.permsOr(0o755), m.Size)...), r.mkdirs(m.Dest, 0o755))
 	r.mounted(m.Dest)
 }
 
@@ -282,21 +282,21 @@ func prepareProc(r *recorder, i int, _ *Mount, c *prepared) error {
 
 func recordProc(r *recorder, m *Mount, c *prepared) {
 	if c.hostProc {
-		r.coverProc(c.clone, r.mkdirs(m.Dest))
+		r.coverProc(c.clone, r.mkdirs(m.Dest, 0o755))
 	} else {
-		r.mountProc(r.mkdirs(m.Dest))
+		r.mountProc(r.mkdirs(m.Dest, 0o755))
 	}
 	r.mounted(m.Dest)
 }
 
 func recordMqueue(r *recorder, m *Mount, _ *prepared) {
-	r.attach(r.newMount("mqueue", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC), r.mkdirs(m.Dest))
+	r.attach(r.newMount("mqueue", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC), r.mkdirs(m.Dest, 0o755))
 	r.mounted(m.Dest)
 }
 
 func recordDev(r *recorder, m *Mount, c *prepared) {
 	b := &r.b
-	target := r.mkdirs(m.Dest)
+	target := r.mkdirs(m.Dest, 0o755)
 	dev := r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC, "mode", "0755")
 	b.MoveMount(dev, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
 	b.CloseFD(target)
@@ -325,7 +325,7 @@ func recordDev(r *recorder, m *Mount, c *prepared) {
 // anything else there fails the build (a LinkExistsError).
 func recordSymlink(r *recorder, m *Mount, _ *prepared) {
 	b := &r.b
-	dir := r.mkdirs(filepath.Dir(m.Dest))
+	dir := r.mkdirs(filepath.Dir(m.Dest), r.parentMode)
 	name := filepath.Base(m.Dest)
 	b.Tolerate(symlinkat(b, m.Source, dir, name), unix.EEXIST)
 	// What is there now: the link just made, or what was there. One more
@@ -349,12 +349,11 @@ func recordSymlink(r *recorder, m *Mount, _ *prepared) {
 	})
 }
 
+// recordDir makes the directory of mode Perms (made so: set-user-ID and
+// set-group-ID bits are left out, as mkdir leaves them), or leaves the one
+// there as it is, as bubblewrap does.
 func recordDir(r *recorder, m *Mount, _ *prepared) {
-	dir := r.mkdirs(m.Dest)
-	if m.Perms != nil {
-		r.chmod(m.Dest, dir, filemode.Unix(*m.Perms))
-	}
-	r.b.CloseFD(dir)
+	r.b.CloseFD(r.mkdirs(m.Dest, filemode.Unix(m.permsOr(0o755))))
 }
 
 // recordFile makes the file with O_NOFOLLOW, so that a link at the
@@ -362,7 +361,7 @@ func recordDir(r *recorder, m *Mount, _ *prepared) {
 // FIFO there fails (ENXIO) rather than blocking the build.
 func recordFile(r *recorder, m *Mount, _ *prepared) {
 	b := &r.b
-	dir := r.mkdirs(filepath.Dir(m.Dest))
+	dir := r.mkdirs(filepath.Dir(m.Dest), r.parentMode)
 	f := b.Openat(dir, filepath.Base(m.Dest), unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, filemode.Unix(m.permsOr(0o666)))
 	b.CloseFD(dir)
 	writeAll(b, f, m.Data)

@@ -39,13 +39,16 @@ type recorder struct {
 	// checks run once the batch has, on what it found and its results.
 	checks []func(*proc.Results) error
 	// at describes the mount being recorded, for the checks' errors.
-	at string
-	spans  []span
+	at    string
+	spans []span
 	// root is an O_PATH fd of the new root, which every destination is
 	// resolved inside; made lists the directories made in it.
 	root proc.Val
 	made map[string]bool
-	ns   [len(nsNames)]unix.Stat_t
+	// parentMode is the mode of the parent directories mkdirs makes for
+	// the mount being recorded (parentModeOf).
+	parentMode uint32
+	ns         [len(nsNames)]unix.Stat_t
 	// sharePID is the spec's SharePID, and procs, by the index of a Proc
 	// mount, a proc file system mounted for it beforehand (zygoteProcs):
 	// prepareProc attaches those instead of mounting a proc.
@@ -108,9 +111,10 @@ func (r *recorder) open(p string, flags int) proc.Val {
 	return r.b.Openat2(r.root, filepath.Clean(p), &unix.OpenHow{Flags: uint64(unix.O_PATH | unix.O_CLOEXEC | flags), Resolve: inRoot})
 }
 
-// mkdirs makes dir and its missing parents in the new root and returns an
-// O_PATH fd of it, which the caller closes.
-func (r *recorder) mkdirs(dir string) proc.Val {
+// mkdirs makes dir (of mode mode) and its missing parents (of mode
+// r.parentMode) in the new root and returns an O_PATH fd of it, which the
+// caller closes. A directory there already is left as it is.
+func (r *recorder) mkdirs(dir string, mode uint32) proc.Val {
 	dir = filepath.Clean(dir)
 	if dir == "/" {
 		return r.open(dir, unix.O_DIRECTORY)
@@ -124,8 +128,12 @@ func (r *recorder) mkdirs(dir string) proc.Val {
 	parent := r.open("/"+strings.Join(parts[:k], "/"), unix.O_DIRECTORY)
 	for i := k; i < len(parts); i++ {
 		p := "/" + strings.Join(parts[:i+1], "/")
+		m := r.parentMode
+		if i == len(parts)-1 {
+			m = mode
+		}
 		// EEXIST is fine: a bind may have brought the directory.
-		r.b.Tolerate(r.b.Mkdirat(parent, parts[i], 0o755), unix.EEXIST)
+		r.b.Tolerate(r.b.Mkdirat(parent, parts[i], m), unix.EEXIST)
 		r.made[p] = true
 		next := r.open(p, unix.O_DIRECTORY)
 		r.b.CloseFD(parent)
@@ -137,10 +145,12 @@ func (r *recorder) mkdirs(dir string) proc.Val {
 // touch makes an empty file at the new root's path p to mount a file on,
 // unless something is there already, and returns an O_PATH fd of what is
 // there, which the caller closes. mknodat, unlike open, neither follows a
-// link nor blocks on a FIFO left there.
+// link nor blocks on a FIFO left there. The file is read-only (0444), as
+// bubblewrap makes its mount points: it stays behind in a writable bind's
+// directory.
 func (r *recorder) touch(p string) proc.Val {
-	dir := r.mkdirs(filepath.Dir(p))
-	r.b.Tolerate(mknodat(&r.b, dir, filepath.Base(p), unix.S_IFREG|0o600), unix.EEXIST)
+	dir := r.mkdirs(filepath.Dir(p), r.parentMode)
+	r.b.Tolerate(mknodat(&r.b, dir, filepath.Base(p), unix.S_IFREG|0o444), unix.EEXIST)
 	r.b.CloseFD(dir)
 	return r.open(p, 0)
 }
@@ -239,6 +249,12 @@ func recordRoot(spec *Spec, network bool, procs map[int]*os.File) (*recorder, er
 	b.Prctl(unix.PR_SET_DUMPABLE, proc.Int(0), proc.Int(0), proc.Int(0), proc.Int(0))
 	r.end(from, "prctl(PR_SET_DUMPABLE)")
 
+	// The modes asked for are the modes made, as bubblewrap's are: the
+	// caller's umask is set again once the root is built.
+	from = r.begin()
+	umask := b.Syscall(unix.SYS_UMASK, proc.Int(0))
+	r.end(from, "umask")
+
 	// Take what the mounts take of the caller's files (clones of the bind
 	// sources) while the process still sees them.
 	pre := make([]prepared, len(spec.Mounts))
@@ -265,7 +281,7 @@ func recordRoot(spec *Spec, network bool, procs map[int]*os.File) (*recorder, er
 			continue
 		}
 		from := r.begin()
-		r.at = describe(i, m)
+		r.at, r.parentMode = describe(i, m), parentModeOf(m)
 		kindOf(m.Kind).record(r, m, &pre[i])
 		r.end(from, r.at)
 	}
@@ -286,6 +302,9 @@ func recordRoot(spec *Spec, network bool, procs map[int]*os.File) (*recorder, er
 	b.MountSetattr(proc.AtFDCWD(), "/", 0, attr)
 	r.end(from, "pivoting into the new root")
 
+	from = r.begin()
+	b.Syscall(unix.SYS_UMASK, umask)
+	r.end(from, "umask")
 	if network && spec.Net == NetLoopback {
 		recordLoopback(r)
 	}
@@ -306,6 +325,24 @@ func recordRoot(spec *Spec, network bool, procs map[int]*os.File) (*recorder, er
 	b.Chdir(dir)
 	r.end(from, "changing to the working directory "+dir)
 	return r, nil
+}
+
+// parentModeOf returns the mode of the parent directories made for m:
+// 0755, less the group's or the others' access where m's Perms give them
+// none, as bubblewrap makes them, so that a private directory or file is
+// not made in parents anyone can enter.
+func parentModeOf(m *Mount) uint32 {
+	mode := uint32(0o755)
+	if m.Perms != nil {
+		p := filemode.Unix(*m.Perms)
+		if p&0o070 == 0 {
+			mode &^= 0o050
+		}
+		if p&0o007 == 0 {
+			mode &^= 0o005
+		}
+	}
+	return mode
 }
 
 // tmpfsOptions returns the options (key, value, ...) of a tmpfs of mode

@@ -237,6 +237,12 @@ type Spec struct {
 	// KeepCaps keeps every capability the program would have in its user
 	// namespace (all of them as uid 0; see Caps for another uid).
 	KeepCaps bool
+	// InheritCaps puts Caps in the program's inheritable set as uid 0
+	// too, as for another uid (whose ambient capabilities need it). It
+	// grants nothing (no_new_privs keeps file capabilities from taking
+	// effect); it is for programs that report the set, as bubblewrap
+	// sets it when told which capabilities to keep.
+	InheritCaps bool
 
 	// Limits bound the resources of the sandbox's processes together.
 	Limits Limits

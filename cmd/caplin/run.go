@@ -373,7 +373,11 @@ func (m mode) parse(args []string) (*bwrap.Command, *sandbox.Spec, int) {
 		return nil, nil, m.parseFailed(err)
 	}
 	for _, w := range cmd.Warnings {
-		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", m.name, w)
+		if m.dialect == bwrap.Bubblewrap {
+			fmt.Fprintf(os.Stderr, "%s: %s\n", m.name, w) // as bubblewrap warns
+		} else {
+			fmt.Fprintf(os.Stderr, "%s: warning: %s\n", m.name, w)
+		}
 	}
 	spec, err := cmd.Spec()
 	if err != nil {

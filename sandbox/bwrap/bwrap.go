@@ -231,6 +231,15 @@ func (c *Command) parse(args []string, depth int) error {
 		if err := opt.do(c, optArgs); err != nil {
 			return named(name, err)
 		}
+		// --perms and --size modify the option right after them (or
+		// after each other), which must take them, as bubblewrap says.
+		switch {
+		case name == "--perms" || name == "--size":
+		case c.opts.perms != nil:
+			return named("--perms", usagef("--perms must be followed by an option that creates a file"))
+		case c.opts.size != 0:
+			return named("--size", usagef("--size must be followed by --tmpfs"))
+		}
 	}
 	return nil
 }

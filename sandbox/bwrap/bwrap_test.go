@@ -147,8 +147,10 @@ func TestEnvOrder(t *testing.T) {
 		{[]string{"--keep-env", "env"}, CaplinRun, base},
 		{[]string{"--system", "env"}, CaplinRun, []string{"PATH=/usr/local/bin:/usr/bin:/bin"}},
 		{[]string{"--system", "--setenv", "PATH", "/x", "env"}, CaplinRun, []string{"PATH=/x"}},
-		{[]string{"env"}, Bubblewrap, base},
-		{[]string{"--clearenv", "env"}, Bubblewrap, nil},
+		// bubblewrap sets PWD, last, to the working directory inside.
+		{[]string{"env"}, Bubblewrap, append(base[:len(base):len(base)], "PWD=/")},
+		{[]string{"--clearenv", "env"}, Bubblewrap, []string{"PWD=/"}},
+		{[]string{"--setenv", "PWD", "/x", "--chdir", "/w", "env"}, Bubblewrap, append(base[:len(base):len(base)], "PWD=/w")},
 	} {
 		got := mustSpec(t, tc.args, tc.dialect, fakeHost(nil)).Env
 		if !reflect.DeepEqual(got, tc.want) && !(len(got) == 0 && len(tc.want) == 0) {

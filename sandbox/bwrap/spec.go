@@ -28,6 +28,12 @@ func (c *Command) Spec() (*sandbox.Spec, error) {
 	} else {
 		spec.UID, spec.GID = c.host.UID, c.host.GID
 	}
+	if c.dialect == Bubblewrap && c.host.UID == 0 {
+		// bubblewrap keeps root's capabilities (--cap-drop drops them):
+		// in the sandbox's user namespace here, whose uid 0 is the
+		// caller's.
+		spec.Caps = append(spec.Caps, c.host.Caps...)
+	}
 	if o.system {
 		spec.Mounts = append(spec.Mounts, sandbox.SystemMounts()...)
 	}
@@ -75,6 +81,14 @@ func (c *Command) Spec() (*sandbox.Spec, error) {
 		if wd, err := c.host.Getwd(); err == nil && visible(spec.Mounts, wd) {
 			spec.Dir = wd
 		}
+	}
+	if c.dialect == Bubblewrap {
+		// bubblewrap tells the program where it is.
+		dir := spec.Dir
+		if dir == "" {
+			dir = "/"
+		}
+		spec.Env = applyEnv(spec.Env, []envOp{{kind: 's', name: "PWD", value: dir}})
 	}
 	return spec, nil
 }
@@ -207,6 +221,8 @@ func (c *Command) caps(spec *sandbox.Spec) error {
 	if err := apply("--cap-drop", c.opts.capDrop, false); err != nil {
 		return err
 	}
+	// bubblewrap sets the inheritable set too when told what to keep.
+	spec.InheritCaps = spec.InheritCaps || c.dialect == Bubblewrap && len(c.opts.capAdd)+len(c.opts.capDrop) > 0
 	spec.Caps = spec.Caps[:0]
 	for n, on := range keep {
 		if on {
