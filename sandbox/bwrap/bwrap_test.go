@@ -42,6 +42,7 @@ func fakeHost(data []byte) *Host {
 		Std:         func() map[int]*os.File { return map[int]*os.File{} },
 		Environ:     func() []string { return []string{"HOME=/home/u", "PATH=/bin", "A=old"} },
 		Getwd:       func() (string, error) { return "/home/u", nil },
+		Hostname:    func() (string, error) { return "hosty", nil },
 		UID:         1000,
 		GID:         1001,
 	}

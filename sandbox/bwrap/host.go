@@ -30,6 +30,9 @@ type Host struct {
 	Environ func() []string
 	// Getwd returns the caller's working directory.
 	Getwd func() (string, error)
+	// Hostname returns the caller's hostname, which bubblewrap's
+	// --unshare-uts keeps.
+	Hostname func() (string, error)
 	// UID and GID are the caller's effective IDs, the sandbox's by
 	// default.
 	UID, GID int
@@ -55,11 +58,12 @@ func OS() *Host {
 			}
 			return std
 		},
-		Environ: os.Environ,
-		Getwd:   os.Getwd,
-		UID:     os.Geteuid(),
-		GID:     os.Getegid(),
-		Caps:    effectiveCaps(),
+		Environ:  os.Environ,
+		Getwd:    os.Getwd,
+		Hostname: os.Hostname,
+		UID:      os.Geteuid(),
+		GID:      os.Getegid(),
+		Caps:     effectiveCaps(),
 	}
 }
 

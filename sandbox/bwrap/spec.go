@@ -1,6 +1,7 @@
 package bwrap
 
 import (
+	"fmt"
 	"maps"
 	"path/filepath"
 	"strings"
@@ -148,6 +149,15 @@ func (c *Command) bubblewrapSharing(spec *sandbox.Spec) error {
 	spec.Seccomp.AllowMounts = !o.disableUserns
 	if o.hostname != "" && spec.ShareUTS {
 		return named("--hostname", usagef("Specifying --hostname requires --unshare-uts"))
+	}
+	if !spec.ShareUTS && spec.Hostname == "" {
+		// A new UTS namespace keeps the caller's hostname under
+		// bubblewrap (caplin run's is "caplin").
+		host, err := c.host.Hostname()
+		if err != nil {
+			return named("--unshare-uts", fmt.Errorf("the caller's hostname: %w", err))
+		}
+		spec.Hostname = host
 	}
 	return nil
 }
