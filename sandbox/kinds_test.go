@@ -121,3 +121,56 @@ func TestSymlinkExisting(t *testing.T) {
 		t.Errorf("the file after: %v, %v", st, err)
 	}
 }
+
+// TestMadeModes checks the modes of what a build makes in a writable
+// bind, as the host sees them, which are bubblewrap's: a Dir gets its
+// Perms exactly (the caller's umask is not applied), one there already
+// keeps its mode, parents are 0755 less the group's or the others' access
+// where Perms give them none, and a file made to mount on is 0444. The
+// program still runs with the caller's umask.
+func TestMadeModes(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	host := testenv.SharedTempDir(t)
+	if err := os.Mkdir(filepath.Join(host, "existing"), 0o710); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Join(host, "existing"), 0o710) // past the umask
+	for _, sharePID := range []bool{false, true} {
+		spec := baseSpec()
+		spec.SharePID = sharePID
+		spec.Mounts = append(spec.Mounts,
+			Mount{Kind: Bind, Source: host, Dest: "/w"},
+			Mount{Kind: Dir, Dest: "/w/sticky", Perms: Perms(os.ModeSticky | 0o741)},
+			Mount{Kind: Dir, Dest: "/w/existing", Perms: Perms(0o754)},
+			Mount{Kind: Dir, Dest: "/w/p700/dir", Perms: Perms(0o700)},
+			Mount{Kind: Dir, Dest: "/w/p705/dir", Perms: Perms(0o604)},
+			Mount{Kind: Dir, Dest: "/w/p750/dir", Perms: Perms(0o720)},
+			Mount{Kind: File, Dest: "/w/pfile/f", Perms: Perms(0o640)},
+			Mount{Kind: ROBindData, Dest: "/w/mountpoint"},
+		)
+		out, code := run(t, spec, `sed -n 's/^Umask:[[:space:]]*/umask=/p' /proc/self/status`)
+		if code != 0 {
+			t.Fatalf("SharePID %v: exit %d:\n%s", sharePID, code, out)
+		}
+		st, _ := os.ReadFile("/proc/self/status")
+		var mine string
+		for _, l := range strings.Split(string(st), "\n") {
+			if v, ok := strings.CutPrefix(l, "Umask:"); ok {
+				mine = strings.TrimSpace(v)
+			}
+		}
+		if want := "umask=" + mine + "\n"; out != want {
+			t.Errorf("SharePID %v: the program's %q, want the caller's %q", sharePID, out, want)
+		}
+		for name, want := range map[string]os.FileMode{
+			"sticky": os.ModeDir | os.ModeSticky | 0o741, "existing": os.ModeDir | 0o710,
+			"p700": os.ModeDir | 0o700, "p700/dir": os.ModeDir | 0o700, "p705": os.ModeDir | 0o705,
+			"p705/dir": os.ModeDir | 0o604, "p750": os.ModeDir | 0o750, "pfile": os.ModeDir | 0o750,
+			"pfile/f": 0o640, "mountpoint": 0o444,
+		} {
+			if fi, err := os.Stat(filepath.Join(host, name)); err != nil || fi.Mode() != want {
+				t.Errorf("SharePID %v: %s: %v, %v; want %v", sharePID, name, fi.Mode(), err, want)
+			}
+		}
+	}
+}
