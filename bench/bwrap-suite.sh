@@ -63,7 +63,7 @@ suite() {
 	if [ "$rc" != 0 ]; then
 		echo "  stopped (exit $rc) after: $(grep '^ok [0-9]' "$log" | tail -1)"
 		echo "  first failure (the suite's last lines, without its trace):"
-		grep -v '^+' "$log" | tail -8 | sed 's/^/    /'
+		grep -v '^+' "$log" | uniq | tail -8 | sed 's/^/    /'
 	fi
 	grep '^ok [0-9]* # SKIP' "$log" | sed 's/^/  /' || true
 	return "$rc"
