@@ -7,7 +7,10 @@
 // Command it returns says, with its Spec method, what the sandbox gets.
 // Two dialects share the vocabulary: Bubblewrap is bubblewrap's (0.8)
 // exact command line with bubblewrap's defaults (the caller's environment,
-// network, pid, IPC, UTS and cgroup namespaces, session, a writable root);
+// network, pid, IPC, UTS and cgroup namespaces, session and hostname; a
+// writable root; a root caller's capabilities; sandboxes nested inside
+// allowed, with the mount calls and so without Landlock, unless
+// --disable-userns) and its messages (Message);
 // CaplinRun adds caplin run's own options (--system, --fd, --net,
 // --profile, limits, ...) and has caplin run's defaults (nothing that is
 // not granted). Bubblewrap options that package sandbox cannot carry out
