@@ -131,16 +131,14 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	}
 	sb.h = prog
 
-	procs, err := zygoteProcs(ctx, spec)
+	zproc, err := zygoteProc(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		for _, f := range procs {
-			f.Close()
-		}
-	}()
-	r, err := recordRoot(spec, !netLater, procs)
+	if zproc != nil {
+		defer zproc.Close()
+	}
+	r, err := recordRoot(spec, !netLater, zproc)
 	if err != nil {
 		return nil, err
 	}

@@ -264,16 +264,12 @@ func recordTmpfs(r *recorder, m *Mount, _ *prepared) {
 // processes proc builds (Spec.SharePID), the proc file system of that
 // namespace, which the sandbox's user namespace does not own and so
 // cannot mount a proc of: bubblewrap binds the caller's /proc then, as the
-// program shares the caller's pid namespace. Where the first process
-// comes from proc's tree zygote, whose pid namespace the caller's /proc is
-// not of, the proc was mounted for it beforehand (zygoteProcs); from the
-// caller itself (Direct), it is a clone of the caller's /proc, mounts
-// beneath it included.
-func prepareProc(r *recorder, i int, _ *Mount, c *prepared) error {
-	switch {
-	case r.procs[i] != nil:
-		c.clone, c.hostProc = r.b.PutFile(r.procs[i], -1), true
-	case r.sharePID:
+// program shares the caller's pid namespace. So does this, with the first
+// process's /proc, which is the caller's for a Direct sandbox, and one of
+// proc's tree zygote's pid namespace for the others (zygoteProc); mounts
+// beneath it come along.
+func prepareProc(r *recorder, _ int, _ *Mount, c *prepared) error {
+	if r.sharePID {
 		c.clone, c.hostProc = r.b.OpenTree(proc.AtFDCWD(), "/proc", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE), true
 		r.b.MountSetattr(c.clone, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: procAttrs})
 	}

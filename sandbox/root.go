@@ -49,11 +49,9 @@ type recorder struct {
 	// the mount being recorded (parentModeOf).
 	parentMode uint32
 	ns         [len(nsNames)]unix.Stat_t
-	// sharePID is the spec's SharePID, and procs, by the index of a Proc
-	// mount, a proc file system mounted for it beforehand (zygoteProcs):
-	// prepareProc attaches those instead of mounting a proc.
+	// sharePID is the spec's SharePID: a Proc mount is then a clone of
+	// the first process's /proc (prepareProc).
 	sharePID bool
-	procs    map[int]*os.File
 }
 
 // nsNames are the namespaces Sandbox.Namespaces reports, by their names in
@@ -227,10 +225,10 @@ func symlinkat(b *proc.Batch, target string, dir proc.Val, name string) proc.Val
 }
 
 // recordRoot records the calls that build the root, the network, the
-// hostname and the working directory, in the first process. procs are the
-// proc file systems zygoteProcs mounted for the spec's Proc mounts, or nil.
-func recordRoot(spec *Spec, network bool, procs map[int]*os.File) (*recorder, error) {
-	r := &recorder{made: map[string]bool{}, sharePID: spec.SharePID, procs: procs}
+// hostname and the working directory, in the first process. zproc is the
+// proc of the zygote's pid namespace that zygoteProc mounted for it, or nil.
+func recordRoot(spec *Spec, network bool, zproc *os.File) (*recorder, error) {
+	r := &recorder{made: map[string]bool{}, sharePID: spec.SharePID}
 	b := &r.b
 	// The namespaces' inode numbers, for Sandbox.Namespaces, while the
 	// caller's /proc is there to look them up in.
@@ -248,6 +246,18 @@ func recordRoot(spec *Spec, network bool, procs map[int]*os.File) (*recorder, er
 	from = r.begin()
 	b.Prctl(unix.PR_SET_DUMPABLE, proc.Int(0), proc.Int(0), proc.Int(0), proc.Int(0))
 	r.end(from, "prctl(PR_SET_DUMPABLE)")
+
+	if zproc != nil {
+		// The first process's own /proc becomes one of the pid namespace
+		// it shares, covered: what binds /proc, or a directory above it,
+		// and the Proc mounts (prepareProc), then show the program's own
+		// processes, as they would the caller's in the caller's pid
+		// namespace. Its mounts are private by now: nothing of this
+		// reaches the caller's.
+		from = r.begin()
+		r.coverProc(b.PutFile(zproc, -1), b.Openat(proc.AtFDCWD(), "/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0))
+		r.end(from, "mounting a proc of the shared pid namespace")
+	}
 
 	// The modes asked for are the modes made, as bubblewrap's are: the
 	// caller's umask is set again once the root is built.
@@ -410,29 +420,21 @@ func (r *recorder) coverProc(mnt, target proc.Val) {
 	b.CloseFD(mnt)
 }
 
-// zygoteProcs returns, for a spec whose program shares the pid namespace
-// of proc's tree zygote (SharePID, not Direct), a proc file system of that
-// namespace for each of its Proc mounts, by index; nil if it has none, or
-// shares the caller's own pid namespace (Direct). The sandbox's user
-// namespace, made by the first process's clone, does not own the zygote's
-// pid namespace, so the sandbox cannot mount such a proc itself; a helper
-// forked from the zygote in a mount namespace of its own (and the zygote's
-// user namespace, which owns its pid namespace) mounts them, detached, and
-// the sandbox attaches them as it would a proc of its own. The caller's
-// /proc, which bubblewrap binds, would be of the caller's pid namespace,
-// where the program's own pid is another: /proc/self would not be itself.
-// The caller closes the files.
-func zygoteProcs(ctx context.Context, spec *Spec) (_ map[int]*os.File, err error) {
-	if !spec.SharePID || spec.Direct {
-		return nil, nil
-	}
-	var idx []int
-	for i := range spec.Mounts {
-		if spec.Mounts[i].Kind == Proc {
-			idx = append(idx, i)
-		}
-	}
-	if len(idx) == 0 {
+// zygoteProc returns, for a spec whose program shares the pid namespace of
+// proc's tree zygote (SharePID, not Direct), a proc file system of that
+// namespace, detached, if the spec has a Proc mount or binds /proc or a
+// directory above it (as bubblewrap's callers do); nil otherwise. The
+// caller's /proc, which the first process sees, is of the caller's pid
+// namespace, where the program's pid is another: /proc/self would not be
+// itself, and a program that looks itself or its children up in /proc
+// (a nested sandbox writing its child's ID maps, say) would find other
+// processes. The sandbox cannot mount a proc of the zygote's namespace
+// itself (its user namespace, made at its clone, does not own it), so a
+// helper forked from the zygote in a mount namespace of its own, and the
+// zygote's user namespace, mounts it; recordRoot puts it on the first
+// process's /proc. The caller closes the file.
+func zygoteProc(ctx context.Context, spec *Spec) (*os.File, error) {
+	if !spec.SharePID || spec.Direct || !seesProc(spec) {
 		return nil, nil
 	}
 	h, err := proc.Fork(ctx, &proc.Options{From: proc.InTree, NewMount: true})
@@ -441,22 +443,32 @@ func zygoteProcs(ctx context.Context, spec *Spec) (_ map[int]*os.File, err error
 	}
 	defer h.Close()
 	var r recorder
-	vals := make([]proc.Val, len(idx))
-	for k, i := range idx {
-		from := r.begin()
-		vals[k] = r.b.TakeFile(r.newMount("proc", procAttrs))
-		r.end(from, describe(i, &spec.Mounts[i]))
-	}
+	from := r.begin()
+	v := r.b.TakeFile(r.newMount("proc", procAttrs))
+	r.end(from, "mounting a proc of the shared pid namespace")
 	res, err := h.Run(ctx, &r.b)
 	if err != nil {
 		res.Close()
 		return nil, r.explain(err)
 	}
-	procs := make(map[int]*os.File, len(idx))
-	for k, i := range idx {
-		procs[i] = res.File(vals[k])
+	return res.File(v), nil
+}
+
+// seesProc reports whether a sandbox built from spec shows a proc: it has
+// a Proc mount, or binds /proc, a path in it, or a directory above it.
+func seesProc(spec *Spec) bool {
+	for _, m := range spec.Mounts {
+		if m.Kind == Proc {
+			return true
+		}
+		if m.Kind.isBind() && m.FD == nil {
+			src := filepath.Clean(m.Source)
+			if src == "/" || src == "/proc" || strings.HasPrefix(src, "/proc/") {
+				return true
+			}
+		}
 	}
-	return procs, nil
+	return false
 }
 
 // recordDataBind records the calls that bind a file holding m.Data on

@@ -15,7 +15,8 @@ import (
 // own that pid namespace and so cannot mount a proc of it: from the tree
 // zygote, a proc of the zygote's pid namespace is attached; from the
 // caller itself (Direct), the caller's /proc is bound, as bubblewrap does.
-// Either way the program finds itself in /proc, and the machine-wide
+// Either way the program finds itself in /proc, bound or mounted, and the
+// machine-wide
 // entries (sys, sysrq-trigger, irq, bus) are read-only, which matters most
 // for root, whose sandbox's uid 0 is the host's, which is all they check.
 func TestSharePIDProc(t *testing.T) {
@@ -37,6 +38,20 @@ func TestSharePIDProc(t *testing.T) {
 			} else {
 				in.want(t, "outer", "ENOENT", "self")
 			}
+
+			// A bind of the caller's /proc, or of a directory above it,
+			// shows the same: the caller's /proc is the first process's.
+			bound := probeSpec(t, Mount{Kind: ROBind, Source: "/proc", Dest: "/proc"})
+			bound.SharePID, bound.Direct = true, direct
+			for i, m := range bound.Mounts {
+				if m.Kind == Proc {
+					bound.Mounts = append(bound.Mounts[:i], bound.Mounts[i+1:]...)
+					break
+				}
+			}
+			b := runIn(t, bound, "procs", nil, "PID="+me)
+			b.where = "with /proc bound"
+			b.want(t, "procself", b.kv["self"])
 
 			in = runIn(t, spec, "procsys", nil)
 			in.want(t, "hostname", denied...)

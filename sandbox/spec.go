@@ -32,7 +32,8 @@ const (
 	// mount: a Direct sandbox binds the caller's /proc (mounts beneath it
 	// included), as bubblewrap does; one from proc's tree zygote gets a
 	// proc of the zygote's pid namespace, mounted for it by a process of
-	// the zygote's.
+	// the zygote's, which is also what a bind of the caller's /proc (or of
+	// /) shows there.
 	Proc
 	// Dev puts a minimal /dev at Dest: null, zero, full, random, urandom,
 	// tty bound from the host, a private tmpfs for shm, and the fd, stdin,
@@ -250,10 +251,9 @@ type Spec struct {
 	// Direct forks the sandbox straight from the caller rather than from
 	// proc's zygote (proc.Direct): faster for a caller with a
 	// small heap, such as a command; slower for a large one. With
-	// SharePID the program is then in the caller's own pid namespace, as
-	// under bubblewrap, and only the parent-death signal of its first
-	// process ties it to the caller: what it starts can outlive a caller
-	// that is killed.
+	// SharePID the program is then in the caller's own pid namespace, and
+	// only the parent-death signal of its first process ties it to the
+	// caller: what it starts can outlive a caller that is killed.
 	Direct bool
 
 	// LandlockOnly confines without namespaces, for kernels that do not

@@ -117,7 +117,7 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 			h.Close()
 		}
 	}()
-	r, err := recordRoot(spec, true, nil) // SharePID is refused: no procs
+	r, err := recordRoot(spec, true, nil) // SharePID is refused: no zygote proc
 	if err != nil {
 		return nil, err
 	}

@@ -38,14 +38,16 @@ DESCRIPTION
 	the options; its seccomp filter always refuses TIOCSTI, keyctl, bpf,
 	io_uring, ptrace and the like, and, with --disable-userns, the mount
 	calls too; and the program always dies with caplin
-	(--die-with-parent is the only behaviour). As bubblewrap does, it
-	shares the caller's pid namespace without --unshare-pid (--proc then
-	binds the caller's /proc, with sys, sysrq-trigger, irq and bus
-	read-only), and a caller of uid 0 keeps its capabilities (in the
-	sandbox's user namespace) unless --cap-drop says otherwise. Landlock
-	applies the same file grants only with --disable-userns: it would
-	refuse the mounts of the sandboxes nested in this one that bubblewrap
-	allows. docs/bwrap.md lists every difference, and why.
+	(--die-with-parent is the only behaviour). Without --unshare-pid the
+	program shares the pid namespace of caplin's reaper, not the
+	caller's: it sees no process outside, and its /proc (from --proc, or
+	a bind of /proc or /) is of that namespace, with sys, sysrq-trigger,
+	irq and bus read-only. As under bubblewrap, a caller of uid 0 keeps
+	its capabilities (in the sandbox's user namespace) unless --cap-drop
+	says otherwise. Landlock applies the same file grants only with
+	--disable-userns: it would refuse the mounts of the sandboxes nested
+	in this one that bubblewrap allows. docs/bwrap.md lists every
+	difference, and why.
 
 	Refused with an error, never ignored: --userns, --userns2, --pidns,
 	--userns-block-fd, --assert-userns-disabled, --lock-file,

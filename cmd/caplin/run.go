@@ -390,12 +390,8 @@ func (m mode) parse(args []string) (*bwrap.Command, *sandbox.Spec, int) {
 	// init: a program that is pid 1 itself (or shares caplin's pid
 	// namespace) could clear its own signal and outlive a SIGKILLed
 	// caplin. Those get the zygote, whose death ends its pid namespace
-	// and every one nested in it. Except in bubblewrap's dialect, whose
-	// program without --unshare-pid shares the caller's pid namespace, as
-	// bubblewrap's does: /proc, bound or mounted, is then the program's
-	// own (bubblewrap's callers bind /proc into nested sandboxes), and what
-	// the program starts may outlive a killed caplin, as under bubblewrap.
-	spec.Direct = !spec.AsPID1 && !spec.SharePID || m.dialect == bwrap.Bubblewrap && spec.SharePID
+	// and every one nested in it.
+	spec.Direct = !spec.AsPID1 && !spec.SharePID
 	return cmd, spec, 0
 }
 

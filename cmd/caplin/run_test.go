@@ -61,8 +61,7 @@ func TestExecStatus(t *testing.T) {
 }
 
 // TestModesDirect checks that the command forks directly only when the
-// sandbox's pid 1 is caplin's init, or, for bubblewrap's command line, the
-// program shares the caller's pid namespace (see mode.parse).
+// sandbox's pid 1 is caplin's init (see mode.parse).
 func TestModesDirect(t *testing.T) {
 	for _, tc := range []struct {
 		m      mode
@@ -71,8 +70,7 @@ func TestModesDirect(t *testing.T) {
 	}{
 		{runMode, []string{"true"}, true},
 		{runMode, []string{"--as-pid-1", "true"}, false},
-		{bwrapMode, []string{"true"}, true}, // the caller's pid namespace, as under bubblewrap
-		{bwrapMode, []string{"--as-pid-1", "true"}, true},
+		{bwrapMode, []string{"true"}, false}, // the zygote's pid namespace
 		{bwrapMode, []string{"--unshare-pid", "true"}, true},
 		{bwrapMode, []string{"--unshare-pid", "--as-pid-1", "true"}, false},
 	} {
