@@ -249,13 +249,16 @@ func recordRoot(spec *Spec, network bool, zproc *os.File) (*recorder, error) {
 
 	if zproc != nil {
 		// The first process's own /proc becomes one of the pid namespace
-		// it shares, covered: what binds /proc, or a directory above it,
-		// and the Proc mounts (prepareProc), then show the program's own
-		// processes, as they would the caller's in the caller's pid
-		// namespace. Its mounts are private by now: nothing of this
-		// reaches the caller's.
+		// it shares: what binds /proc, or a directory above it, and the
+		// Proc mounts (prepareProc, which covers them), then show the
+		// program's own processes, as they would the caller's in the
+		// caller's pid namespace. Not covered: a bind of the caller's
+		// /proc is not either, and a proc with nothing over it is what
+		// lets a sandbox nested in this one mount a proc of its own (the
+		// kernel refuses a new proc where no proc is fully visible). Its
+		// mounts are private by now: nothing of this reaches the caller's.
 		from = r.begin()
-		r.coverProc(b.PutFile(zproc, -1), b.Openat(proc.AtFDCWD(), "/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0))
+		r.attach(b.PutFile(zproc, -1), b.Openat(proc.AtFDCWD(), "/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0))
 		r.end(from, "mounting a proc of the shared pid namespace")
 	}
 
