@@ -91,6 +91,27 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 			sb.Close()
 		}
 	}()
+	// A proc of the zygote's pid namespace, if the sandbox shares it
+	// (zygoteProc), is made by a helper of the zygote's meanwhile.
+	type zygoteResult struct {
+		f   *os.File
+		err error
+	}
+	zc := make(chan zygoteResult, 1)
+	go func() {
+		f, err := zygoteProc(ctx, spec)
+		zc <- zygoteResult{f, err}
+	}()
+	var zr *zygoteResult
+	defer func() {
+		if zr == nil { // returning early: wait for it, to close it
+			r := <-zc
+			zr = &r
+		}
+		if zr.f != nil {
+			zr.f.Close()
+		}
+	}()
 	uid, gid := os.Geteuid(), os.Getegid()
 	// Under caplin's init the program's process makes the network
 	// namespace (the costliest one to make) while the init builds the
@@ -131,14 +152,12 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	}
 	sb.h = prog
 
-	zproc, err := zygoteProc(ctx, spec)
-	if err != nil {
-		return nil, err
+	z := <-zc
+	zr = &z
+	if z.err != nil {
+		return nil, z.err
 	}
-	if zproc != nil {
-		defer zproc.Close()
-	}
-	r, err := recordRoot(spec, !netLater, zproc)
+	r, err := recordRoot(spec, !netLater, z.f)
 	if err != nil {
 		return nil, err
 	}
