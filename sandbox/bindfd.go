@@ -70,7 +70,7 @@ func (r *recorder) bindFD(i int, m *Mount) (proc.Val, error) {
 		r.b.Fstatat(clone, "", got, unix.AT_EMPTY_PATH)
 		r.b.Fstatfs(clone, gotFS)
 		const attrs = unix.ST_RDONLY | unix.ST_NOSUID | unix.ST_NODEV | unix.ST_NOEXEC
-		r.checks = append(r.checks, func() error {
+		r.checks = append(r.checks, func(*proc.Results) error {
 			// The same file, on a mount with the same attributes (not
 			// another, writable, mount of it).
 			if got.Dev != unix.Mkdev(want.Dev_major, want.Dev_minor) || got.Ino != want.Ino || gotFS.Flags&attrs != wantFS.Flags&attrs {
@@ -93,10 +93,11 @@ func sameFile(a, b *unix.Statx_t) bool {
 	return a.Ino == b.Ino && a.Dev_major == b.Dev_major && a.Dev_minor == b.Dev_minor
 }
 
-// verify runs the checks on what the recorder's batch found.
-func (r *recorder) verify() error {
+// verify runs the checks on what the recorder's batch found, its results
+// res.
+func (r *recorder) verify(res *proc.Results) error {
 	for _, c := range r.checks {
-		if err := c(); err != nil {
+		if err := c(res); err != nil {
 			return err
 		}
 	}

@@ -92,6 +92,27 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 			sb.Close()
 		}
 	}()
+	// A proc of the zygote's pid namespace, if the sandbox shares it
+	// (zygoteProc), is made by a helper of the zygote's meanwhile.
+	type zygoteResult struct {
+		f   *os.File
+		err error
+	}
+	zc := make(chan zygoteResult, 1)
+	go func() {
+		f, err := zygoteProc(ctx, spec)
+		zc <- zygoteResult{f, err}
+	}()
+	var zr *zygoteResult
+	defer func() {
+		if zr == nil { // returning early: wait for it, to close it
+			r := <-zc
+			zr = &r
+		}
+		if zr.f != nil {
+			zr.f.Close()
+		}
+	}()
 	uidMap, gidMap := spec.idMaps(os.Geteuid(), os.Getegid())
 	// Under caplin's init the program's process makes the network
 	// namespace (the costliest one to make) while the init builds the
@@ -137,7 +158,12 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	}
 	sb.h = prog
 
-	r, err := recordRoot(spec, !netLater)
+	z := <-zc
+	zr = &z
+	if z.err != nil {
+		return nil, z.err
+	}
+	r, err := recordRoot(spec, !netLater, z.f)
 	if err != nil {
 		return nil, err
 	}
@@ -160,14 +186,14 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 		}
 		netErr <- err
 	}()
-	_, err = h.Run(ctx, &r.b)
+	res, err := h.Run(ctx, &r.b) // no files to close: the batch takes none
 	if nerr := <-netErr; err == nil && nerr != nil {
 		return nil, nerr
 	}
 	if err != nil {
 		return nil, r.explain(err)
 	}
-	if err := r.verify(); err != nil {
+	if err := r.verify(res); err != nil {
 		return nil, err
 	}
 	sb.ns = map[string]uint64{}

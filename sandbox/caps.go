@@ -13,6 +13,7 @@ var capNames = map[string]int{
 	"audit_control":      unix.CAP_AUDIT_CONTROL,
 	"audit_read":         unix.CAP_AUDIT_READ,
 	"audit_write":        unix.CAP_AUDIT_WRITE,
+	"block_suspend":      unix.CAP_BLOCK_SUSPEND,
 	"bpf":                unix.CAP_BPF,
 	"checkpoint_restore": unix.CAP_CHECKPOINT_RESTORE,
 	"chown":              unix.CAP_CHOWN,

@@ -135,9 +135,9 @@ func recordBounding(b *proc.Batch, spec *Spec) {
 // recordAmbient records what keeps spec.Caps across exec for a uid other
 // than 0: they become ambient capabilities, which must be inheritable
 // (and permitted, which the namespace's creator is) first. Uid 0 gets the
-// bounding set at exec.
+// bounding set at exec, and the inheritable set with InheritCaps.
 func recordAmbient(b *proc.Batch, spec *Spec) {
-	if spec.KeepCaps || len(spec.Caps) == 0 || spec.UID == 0 {
+	if spec.KeepCaps || len(spec.Caps) == 0 || spec.UID == 0 && !spec.InheritCaps {
 		return
 	}
 	keep := map[int]bool{}
@@ -156,6 +156,9 @@ func recordAmbient(b *proc.Batch, spec *Spec) {
 		}
 	}
 	b.Syscall(unix.SYS_CAPSET, b.In(hdr), b.In(data))
+	if spec.UID == 0 {
+		return
+	}
 	for c := range keep {
 		b.Prctl(unix.PR_CAP_AMBIENT, proc.Int(unix.PR_CAP_AMBIENT_RAISE), proc.Int(c), proc.Int(0), proc.Int(0))
 	}

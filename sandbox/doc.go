@@ -33,7 +33,9 @@
 //     mounts): a second layer, so that a mistake in one is not an escape;
 //     it also scopes signals and abstract Unix sockets (ABI 6). No
 //     Landlock at all is refused unless BestEffort; an older ABI weakens
-//     this second layer only, and is logged (WithLogger).
+//     this second layer only, and is logged (WithLogger). A sandbox whose
+//     filter lets the mount calls through (FilterPolicy.AllowMounts, for
+//     sandboxes nested in it) has none: Landlock would refuse them.
 //   - Capabilities: the bounding set is emptied, so the program has none,
 //     even as uid 0 inside.
 //   - seccomp (Filter): the calls every sandbox blocks, see Filter.

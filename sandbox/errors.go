@@ -117,3 +117,24 @@ func (e *MountError) Unwrap() error { return e.Err }
 func mountError(i int, m *Mount, err error) error {
 	return &MountError{Index: i, Mount: *m, Err: err}
 }
+
+// LinkExistsError is a Symlink mount whose destination exists already and
+// is not a link to its Source: a link elsewhere, or not a link at all. (A
+// link to Source there already is kept, as bubblewrap keeps it, so that a
+// spec can be applied again to a writable bind it made links in.)
+type LinkExistsError struct {
+	// Dest and Source are the mount's.
+	Dest, Source string
+	// Existing is the target of the link at Dest, when it is one.
+	Existing string
+	// NotLink is set when what is at Dest is not a link.
+	NotLink bool
+}
+
+// Error says what is at the destination.
+func (e *LinkExistsError) Error() string {
+	if e.NotLink {
+		return "symlink at " + e.Dest + ": the destination exists and is not a symbolic link"
+	}
+	return "symlink at " + e.Dest + ": the destination exists, a link to " + e.Existing + ", not " + e.Source
+}

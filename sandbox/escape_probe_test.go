@@ -379,6 +379,13 @@ func probeSignal() {
 // process outside, by number.
 func probeProcs() {
 	say("self", os.Getpid())
+	// What /proc says the probe is: its own pid, if the proc is of its
+	// pid namespace.
+	link, err := os.Readlink("/proc/self")
+	if err != nil {
+		link = errName(err)
+	}
+	say("procself", link)
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {

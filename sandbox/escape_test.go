@@ -531,6 +531,7 @@ func TestEscapeSeeProcesses(t *testing.T) {
 	in := runIn(t, probeSpec(t), "procs", nil, "PID="+me)
 	// caplin's init is pid 1, the probe pid 2.
 	in.want(t, "self", "2")
+	in.want(t, "procself", "2")
 	in.want(t, "pids", "1,2")
 	in.want(t, "outer", "ENOENT", "self")
 }
@@ -1183,7 +1184,8 @@ func escapeDestThroughLink(t *testing.T) {
 		bind,
 		Mount{Kind: File, Dest: "/w/abs/made", Data: []byte("confined")},
 		Mount{Kind: Chmod, Dest: "/w/file", Perms: Perms(0o600)},
-		Mount{Kind: Dir, Dest: "/w/dir", Perms: Perms(0o700)},
+		Mount{Kind: Dir, Dest: "/w/dir", Perms: Perms(0o777)}, // there already: left as it is
+		Mount{Kind: Chmod, Dest: "/w/dir", Perms: Perms(0o700)},
 		Mount{Kind: ROBind, Source: rosrc, Dest: "/w/abs/ro"},
 		Mount{Kind: ROBindData, Dest: "/w/up/rodata", Data: []byte("ro")},
 		Mount{Kind: BindData, Dest: "/w/up/rwdata", Data: []byte("rw")},

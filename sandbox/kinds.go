@@ -94,6 +94,10 @@ type prepared struct {
 	isDir     bool     // the bind's source is a directory
 	clone     proc.Val // the bind's clone of its source
 	devClones []proc.Val
+	// hostProc is set for a Proc mount that attaches clone, a proc file
+	// system that exists already, rather than mounting one (see
+	// prepareProc).
+	hostProc bool
 }
 
 // kinds describes each mount kind. It is filled in by init, not by its
@@ -110,7 +114,7 @@ func kindTable() [kindCount]kindInfo {
 		Bind:       bindKind("bind", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, AccessWrite),
 		DevBind:    bindKind("dev-bind", unix.MOUNT_ATTR_NOSUID, AccessWrite),
 		Tmpfs:      {name: "tmpfs", source: srcNone, takesPerms: true, takesSize: true, record: recordTmpfs, landlock: grant(AccessWrite, PathDir), landlockOnly: tmpfsStandIn, template: tmplRenewed, renew: renewTmpfs},
-		Proc:       {name: "proc", source: srcNone, record: recordProc, landlock: grant(AccessRead, PathDir), landlockOnly: hostProc, template: tmplRenewed, renew: renewProc},
+		Proc:       {name: "proc", source: srcNone, prepare: prepareProc, record: recordProc, landlock: grant(AccessRead, PathDir), landlockOnly: hostProc, template: tmplRenewed, renew: renewProc},
 		Dev:        {name: "dev", source: srcNone, prepare: prepareDev, record: recordDev, landlock: devGrants, landlockOnly: devHostGrants, template: tmplRenewed, renew: renewDev},
 		Mqueue:     {name: "mqueue", source: srcNone, record: recordMqueue, landlock: grant(AccessWrite, PathDir), landlockOnly: needsMountNS, template: tmplRenewed, renew: renewMqueue},
 		Symlink:    {name: "symlink", source: srcLinkTarget, record: recordSymlink, landlock: rootGrant, landlockOnly: needsMountNS, template: tmplShared},
@@ -158,7 +162,7 @@ func bindKind(name string, attrs uint64, access uint64) kindInfo {
 		record: func(r *recorder, m *Mount, c *prepared) {
 			var target proc.Val
 			if c.isDir {
-				target = r.mkdirs(m.Dest)
+				target = r.mkdirs(m.Dest, 0o755)
 			} else {
 				target = r.touch(m.Dest)
 			}
@@ -324,23 +328,43 @@ func prepareDev(r *recorder, _ int, _ *Mount, c *prepared) error {
 }
 
 func recordTmpfs(r *recorder, m *Mount, _ *prepared) {
-	r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, tmpfsOptions(m.permsOr(0o755), m.Size)...), r.mkdirs(m.Dest))
+	r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, tmpfsOptions(m.permsOr(0o755), m.Size)...), r.mkdirs(m.Dest, 0o755))
 	r.mounted(m.Dest)
 }
 
-func recordProc(r *recorder, m *Mount, _ *prepared) {
-	r.mountProc(r.mkdirs(m.Dest))
+// prepareProc takes, for a sandbox that shares the pid namespace of the
+// processes proc builds (Spec.SharePID), the proc file system of that
+// namespace, which the sandbox's user namespace does not own and so
+// cannot mount a proc of: bubblewrap binds the caller's /proc then, as the
+// program shares the caller's pid namespace. So does this, with the first
+// process's /proc, which is the caller's for a Direct sandbox, and one of
+// proc's tree zygote's pid namespace for the others (zygoteProc); mounts
+// beneath it come along.
+func prepareProc(r *recorder, _ int, _ *Mount, c *prepared) error {
+	if r.sharePID {
+		c.clone, c.hostProc = r.b.OpenTree(proc.AtFDCWD(), "/proc", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE), true
+		r.b.MountSetattr(c.clone, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: procAttrs})
+	}
+	return nil
+}
+
+func recordProc(r *recorder, m *Mount, c *prepared) {
+	if c.hostProc {
+		r.coverProc(c.clone, r.mkdirs(m.Dest, 0o755))
+	} else {
+		r.mountProc(r.mkdirs(m.Dest, 0o755))
+	}
 	r.mounted(m.Dest)
 }
 
 func recordMqueue(r *recorder, m *Mount, _ *prepared) {
-	r.attach(r.newMount("mqueue", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC), r.mkdirs(m.Dest))
+	r.attach(r.newMount("mqueue", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC), r.mkdirs(m.Dest, 0o755))
 	r.mounted(m.Dest)
 }
 
 func recordDev(r *recorder, m *Mount, c *prepared) {
 	b := &r.b
-	target := r.mkdirs(m.Dest)
+	target := r.mkdirs(m.Dest, 0o755)
 	dev := r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC, "mode", "0755")
 	b.MoveMount(dev, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
 	b.CloseFD(target)
@@ -366,19 +390,40 @@ func recordDev(r *recorder, m *Mount, c *prepared) {
 }
 
 // recordSymlink makes the link where its directory resolves inside the
-// new root; its target is the program's business, and is not followed.
+// new root; its target is the program's business, and is not followed. A
+// link to the same target there already is kept, as bubblewrap keeps it;
+// anything else there fails the build (a LinkExistsError).
 func recordSymlink(r *recorder, m *Mount, _ *prepared) {
-	dir := r.mkdirs(filepath.Dir(m.Dest))
-	symlinkat(&r.b, m.Source, dir, filepath.Base(m.Dest))
-	r.b.CloseFD(dir)
+	b := &r.b
+	dir := r.mkdirs(filepath.Dir(m.Dest), r.parentMode)
+	name := filepath.Base(m.Dest)
+	b.Tolerate(symlinkat(b, m.Source, dir, name), unix.EEXIST)
+	// What is there now: the link just made, or what was there. One more
+	// byte than Source tells a longer target from it; a target longer
+	// than the buffer is reported cut short.
+	buf := make([]byte, max(len(m.Source)+1, 256))
+	n := b.Tolerate(b.Syscall(unix.SYS_READLINKAT, dir, b.CString(name), b.Out(buf), proc.Int(len(buf))), unix.EINVAL)
+	b.CloseFD(dir)
+	i, at, dest, src := r.atIndex, r.at, m.Dest, m.Source
+	r.checks = append(r.checks, func(res *proc.Results) error {
+		got := res.Int(n)
+		switch {
+		case got < 0: // EINVAL: not a link
+			return mountError(i, at, &LinkExistsError{Dest: dest, Source: src, NotLink: true})
+		case got >= len(buf):
+			return mountError(i, at, &LinkExistsError{Dest: dest, Source: src, Existing: string(buf) + "..."})
+		case string(buf[:got]) != src:
+			return mountError(i, at, &LinkExistsError{Dest: dest, Source: src, Existing: string(buf[:got])})
+		}
+		return nil
+	})
 }
 
+// recordDir makes the directory of mode Perms (made so: set-user-ID and
+// set-group-ID bits are left out, as mkdir leaves them), or leaves the one
+// there as it is, as bubblewrap does.
 func recordDir(r *recorder, m *Mount, _ *prepared) {
-	dir := r.mkdirs(m.Dest)
-	if m.Perms != nil {
-		r.chmod(m.Dest, dir, filemode.Unix(*m.Perms))
-	}
-	r.b.CloseFD(dir)
+	r.b.CloseFD(r.mkdirs(m.Dest, filemode.Unix(m.permsOr(0o755))))
 }
 
 // recordFile makes the file with O_NOFOLLOW, so that a link at the
@@ -386,7 +431,7 @@ func recordDir(r *recorder, m *Mount, _ *prepared) {
 // FIFO there fails (ENXIO) rather than blocking the build.
 func recordFile(r *recorder, m *Mount, _ *prepared) {
 	b := &r.b
-	dir := r.mkdirs(filepath.Dir(m.Dest))
+	dir := r.mkdirs(filepath.Dir(m.Dest), r.parentMode)
 	f := b.Openat(dir, filepath.Base(m.Dest), unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, filemode.Unix(m.permsOr(0o666)))
 	b.CloseFD(dir)
 	writeAll(b, f, m.Data)
@@ -421,7 +466,9 @@ func renewTmpfs(r *recorder, _ *Spec, m *Mount) {
 	r.attach(r.newMount("tmpfs", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV, tmpfsOptions(m.permsOr(0o755), m.Size)...), r.open(m.Dest, unix.O_DIRECTORY))
 }
 
-// renewProc mounts a proc of the sandbox's own pid namespace.
+// renewProc mounts a proc of the sandbox's own pid namespace, covered as
+// Build's is. (A template's sandboxes never share a pid namespace:
+// checkShared refuses SharePID, so there is no caller's proc to bind.)
 func renewProc(r *recorder, _ *Spec, m *Mount) {
 	r.mountProc(r.open(m.Dest, unix.O_DIRECTORY))
 }

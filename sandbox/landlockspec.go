@@ -14,8 +14,13 @@ import (
 // the access its kind gives. Landlock rules only add up, so a RemountRO or
 // a Tmpfs that hides part of a writable grant is enforced by the mounts
 // alone. It returns nil and what it dropped when Landlock is unavailable
-// and spec.BestEffort allows that, logging to log that it did.
+// and spec.BestEffort allows that, logging to log that it did; and nil
+// for a spec whose filter allows mounts (FilterPolicy.AllowMounts), which
+// Landlock would refuse all the same.
 func landlockFor(spec *Spec, log *slog.Logger) (*LandlockPolicy, []string, error) {
+	if spec.Seccomp.AllowMounts {
+		return nil, nil, nil
+	}
 	abi, err := LandlockABI()
 	switch {
 	case err != nil && !spec.BestEffort:

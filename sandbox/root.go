@@ -5,6 +5,7 @@ package sandbox
 // the caller's paths, and the steps of each mount kind it takes.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -41,14 +42,24 @@ type span struct {
 // recorder records the calls that build a sandbox's root.
 type recorder struct {
 	b proc.Batch
-	// checks run once the batch has, on what it found.
-	checks []func() error
-	spans  []span
+	// checks run once the batch has, on what it found and its results.
+	checks []func(*proc.Results) error
+	// atIndex and at are the index and the mount being recorded, for
+	// the checks' errors.
+	atIndex int
+	at      *Mount
+	spans   []span
 	// root is an O_PATH fd of the new root, which every destination is
 	// resolved inside; made lists the directories made in it.
 	root proc.Val
 	made map[string]bool
-	ns   [len(nsNames)]unix.Stat_t
+	// parentMode is the mode of the parent directories mkdirs makes for
+	// the mount being recorded (parentModeOf).
+	parentMode uint32
+	ns         [len(nsNames)]unix.Stat_t
+	// sharePID is the spec's SharePID: a Proc mount is then a clone of
+	// the first process's /proc (prepareProc).
+	sharePID bool
 }
 
 // nsNames are the namespaces Sandbox.Namespaces reports, by their names in
@@ -164,9 +175,10 @@ func (r *recorder) open(p string, flags int) proc.Val {
 	return r.b.Openat2(r.root, filepath.Clean(p), &unix.OpenHow{Flags: uint64(unix.O_PATH | unix.O_CLOEXEC | flags), Resolve: inRoot})
 }
 
-// mkdirs makes dir and its missing parents in the new root and returns an
-// O_PATH fd of it, which the caller closes.
-func (r *recorder) mkdirs(dir string) proc.Val {
+// mkdirs makes dir (of mode mode) and its missing parents (of mode
+// r.parentMode) in the new root and returns an O_PATH fd of it, which the
+// caller closes. A directory there already is left as it is.
+func (r *recorder) mkdirs(dir string, mode uint32) proc.Val {
 	dir = filepath.Clean(dir)
 	if dir == "/" {
 		return r.open(dir, unix.O_DIRECTORY)
@@ -180,8 +192,12 @@ func (r *recorder) mkdirs(dir string) proc.Val {
 	parent := r.open("/"+strings.Join(parts[:k], "/"), unix.O_DIRECTORY)
 	for i := k; i < len(parts); i++ {
 		p := "/" + strings.Join(parts[:i+1], "/")
+		m := r.parentMode
+		if i == len(parts)-1 {
+			m = mode
+		}
 		// EEXIST is fine: a bind may have brought the directory.
-		r.b.Tolerate(r.b.Mkdirat(parent, parts[i], 0o755), unix.EEXIST)
+		r.b.Tolerate(r.b.Mkdirat(parent, parts[i], m), unix.EEXIST)
 		r.made[p] = true
 		next := r.open(p, unix.O_DIRECTORY)
 		r.b.CloseFD(parent)
@@ -193,10 +209,12 @@ func (r *recorder) mkdirs(dir string) proc.Val {
 // touch makes an empty file at the new root's path p to mount a file on,
 // unless something is there already, and returns an O_PATH fd of what is
 // there, which the caller closes. mknodat, unlike open, neither follows a
-// link nor blocks on a FIFO left there.
+// link nor blocks on a FIFO left there. The file is read-only (0444), as
+// bubblewrap makes its mount points: it stays behind in a writable bind's
+// directory.
 func (r *recorder) touch(p string) proc.Val {
-	dir := r.mkdirs(filepath.Dir(p))
-	r.b.Tolerate(mknodat(&r.b, dir, filepath.Base(p), unix.S_IFREG|0o600), unix.EEXIST)
+	dir := r.mkdirs(filepath.Dir(p), r.parentMode)
+	r.b.Tolerate(mknodat(&r.b, dir, filepath.Base(p), unix.S_IFREG|0o444), unix.EEXIST)
 	r.b.CloseFD(dir)
 	return r.open(p, 0)
 }
@@ -273,9 +291,10 @@ func symlinkat(b *proc.Batch, target string, dir proc.Val, name string) proc.Val
 }
 
 // recordRoot records the calls that build the root, the network, the
-// hostname and the working directory, in the first process.
-func recordRoot(spec *Spec, network bool) (*recorder, error) {
-	r := &recorder{made: map[string]bool{}}
+// hostname and the working directory, in the first process. zproc is the
+// proc of the zygote's pid namespace that zygoteProc mounted for it, or nil.
+func recordRoot(spec *Spec, network bool, zproc *os.File) (*recorder, error) {
+	r := &recorder{made: map[string]bool{}, sharePID: spec.SharePID}
 	b := &r.b
 	// The namespaces' inode numbers, for Sandbox.Namespaces, while the
 	// caller's /proc is there to look them up in.
@@ -293,6 +312,27 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 	from = r.begin()
 	b.Prctl(unix.PR_SET_DUMPABLE, proc.Int(0), proc.Int(0), proc.Int(0), proc.Int(0))
 	r.end(from, "prctl(PR_SET_DUMPABLE)")
+
+	if zproc != nil {
+		// The first process's own /proc becomes one of the pid namespace
+		// it shares: what binds /proc, or a directory above it, and the
+		// Proc mounts (prepareProc, which covers them), then show the
+		// program's own processes, as they would the caller's in the
+		// caller's pid namespace. Not covered: a bind of the caller's
+		// /proc is not either, and a proc with nothing over it is what
+		// lets a sandbox nested in this one mount a proc of its own (the
+		// kernel refuses a new proc where no proc is fully visible). Its
+		// mounts are private by now: nothing of this reaches the caller's.
+		from = r.begin()
+		r.attach(b.PutFile(zproc, -1), b.Openat(proc.AtFDCWD(), "/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0))
+		r.end(from, "mounting a proc of the shared pid namespace")
+	}
+
+	// The modes asked for are the modes made, as bubblewrap's are: the
+	// caller's umask is set again once the root is built.
+	from = r.begin()
+	umask := b.Syscall(unix.SYS_UMASK, proc.Int(0))
+	r.end(from, "umask")
 
 	// Take what the mounts take of the caller's files (clones of the bind
 	// sources) while the process still sees them.
@@ -327,6 +367,7 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 			continue
 		}
 		from := r.begin()
+		r.atIndex, r.at, r.parentMode = i, m, parentModeOf(m)
 		kindOf(m.Kind).record(r, m, &pre[i])
 		r.endMount(from, i, m)
 	}
@@ -347,6 +388,9 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 	b.MountSetattr(proc.AtFDCWD(), "/", 0, attr)
 	r.end(from, "pivoting into the new root")
 
+	from = r.begin()
+	b.Syscall(unix.SYS_UMASK, umask)
+	r.end(from, "umask")
 	if network && spec.Net == NetLoopback {
 		recordLoopback(r)
 	}
@@ -367,6 +411,24 @@ func recordRoot(spec *Spec, network bool) (*recorder, error) {
 	b.Chdir(dir)
 	r.end(from, "changing to the working directory "+dir)
 	return r, nil
+}
+
+// parentModeOf returns the mode of the parent directories made for m:
+// 0755, less the group's or the others' access where m's Perms give them
+// none, as bubblewrap makes them, so that a private directory or file is
+// not made in parents anyone can enter.
+func parentModeOf(m *Mount) uint32 {
+	mode := uint32(0o755)
+	if m.Perms != nil {
+		p := filemode.Unix(*m.Perms)
+		if p&0o070 == 0 {
+			mode &^= 0o050
+		}
+		if p&0o007 == 0 {
+			mode &^= 0o005
+		}
+	}
+	return mode
 }
 
 // tmpfsOptions returns the options (key, value, ...) of a tmpfs of mode
@@ -406,23 +468,83 @@ var procEntries = sync.OnceValue(func() []string {
 	return have
 })
 
+// procAttrs are the attributes of every proc mount: nothing on it is a
+// set-user-ID program, a device, or to be executed.
+const procAttrs = unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC
+
 // mountProc records mounting a proc file system of the process's pid
-// namespace on target, an fd, with procEntries bound read-only over
-// themselves. The binds are clones of the new proc's own entries, made
-// through its fd: nothing else can have put anything there.
+// namespace on target, an fd, covered (coverProc).
 func (r *recorder) mountProc(target proc.Val) {
+	r.coverProc(r.newMount("proc", procAttrs), target)
+}
+
+// coverProc records attaching mnt, a detached proc mount, on target, an
+// fd, and binding procEntries read-only over themselves. The binds are
+// clones of mnt's own entries, made through its fd: nothing else can have
+// put anything there. They are recursive, as a proc that is the caller's
+// may have mounts beneath them (binfmt_misc in sys), which come along
+// read-only.
+func (r *recorder) coverProc(mnt, target proc.Val) {
 	b := &r.b
-	mnt := r.newMount("proc", unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
 	b.MoveMount(mnt, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
 	b.CloseFD(target)
 	for _, name := range procEntries() {
-		clone := b.OpenTree(mnt, name, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
-		b.MountSetattr(clone, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{
-			Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC,
-		})
+		clone := b.OpenTree(mnt, name, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+		b.MountSetattr(clone, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | procAttrs})
 		r.attach(clone, b.Openat(mnt, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0))
 	}
 	b.CloseFD(mnt)
+}
+
+// zygoteProc returns, for a spec whose program shares the pid namespace of
+// proc's tree zygote (SharePID, not Direct), a proc file system of that
+// namespace, detached, if the spec has a Proc mount or binds /proc or a
+// directory above it (as bubblewrap's callers do); nil otherwise. The
+// caller's /proc, which the first process sees, is of the caller's pid
+// namespace, where the program's pid is another: /proc/self would not be
+// itself, and a program that looks itself or its children up in /proc
+// (a nested sandbox writing its child's ID maps, say) would find other
+// processes. The sandbox cannot mount a proc of the zygote's namespace
+// itself (its user namespace, made at its clone, does not own it), so a
+// helper forked from the zygote in a mount namespace of its own, and the
+// zygote's user namespace, mounts it; recordRoot puts it on the first
+// process's /proc. The caller closes the file.
+func zygoteProc(ctx context.Context, spec *Spec) (*os.File, error) {
+	if !spec.SharePID || spec.Direct || !seesProc(spec) {
+		return nil, nil
+	}
+	h, err := proc.Fork(ctx, &proc.Options{From: proc.InTree, NewMount: true})
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: mounting a proc of the shared pid namespace: %w", err)
+	}
+	defer h.Close()
+	var r recorder
+	from := r.begin()
+	v := r.b.TakeFile(r.newMount("proc", procAttrs))
+	r.end(from, "mounting a proc of the shared pid namespace")
+	res, err := h.Run(ctx, &r.b)
+	if err != nil {
+		res.Close()
+		return nil, r.explain(err)
+	}
+	return res.File(v), nil
+}
+
+// seesProc reports whether a sandbox built from spec shows a proc: it has
+// a Proc mount, or binds /proc, a path in it, or a directory above it.
+func seesProc(spec *Spec) bool {
+	for _, m := range spec.Mounts {
+		if m.Kind == Proc {
+			return true
+		}
+		if m.Kind.isBind() && m.FD == nil {
+			src := filepath.Clean(m.Source)
+			if src == "/" || src == "/proc" || strings.HasPrefix(src, "/proc/") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // recordDataBind records the calls that bind a file holding m.Data on

@@ -45,6 +45,23 @@ type FilterPolicy struct {
 	// that C libraries fall back to clone).
 	AllowUserNamespaces bool
 
+	// AllowMounts lets the program make the mount calls (mount, umount2,
+	// pivot_root and the mount API: fsopen, fsconfig, fsmount, fspick,
+	// open_tree, move_mount, mount_setattr), which by default fail with
+	// EPERM. The kernel lets them act only where the program holds
+	// CAP_SYS_ADMIN: in the mount namespaces it makes in user namespaces
+	// of its own (AllowUserNamespaces), whose copies of the sandbox's
+	// mounts are locked together, so nothing the sandbox covers is
+	// uncovered there; or in the sandbox's own, when Caps (or KeepCaps)
+	// gives it CAP_SYS_ADMIN. Sandboxes nested in the sandbox (bubblewrap,
+	// caplin, rootless containers) need them.
+	//
+	// Landlock refuses these calls to every process under it, in any
+	// namespace, so a sandbox with AllowMounts has no Landlock layer: only
+	// its namespaces enforce its file grants, as bubblewrap's do, and it
+	// does not scope signals and abstract Unix sockets (Landlock ABI 6).
+	AllowMounts bool
+
 	// OnlyUnixSockets refuses socket(2) in any address family but AF_UNIX
 	// (EAFNOSUPPORT): no network without a network namespace.
 	OnlyUnixSockets bool
@@ -77,6 +94,13 @@ var deniedSyscalls = []string{
 	"syslog", "umount2", "userfaultfd", "uselib", "vhangup",
 }
 
+// mountSyscalls are those of deniedSyscalls that FilterPolicy.AllowMounts
+// lets through.
+var mountSyscalls = []string{
+	"fsconfig", "fsmount", "fsopen", "fspick", "mount", "mount_setattr",
+	"move_mount", "open_tree", "open_tree_attr", "pivot_root", "umount2",
+}
+
 // x32SyscallBit marks the x32 ABI's system calls on amd64 (the kernel's
 // __X32_SYSCALL_BIT, which x/sys/unix does not define).
 const x32SyscallBit = 0x40000000
@@ -98,7 +122,8 @@ const (
 //     architecture's entry point (i386's int 0x80 on amd64, AArch32 on
 //     arm64), whose numbers the rules below do not cover;
 //   - refuses x32 system calls on amd64 (ENOSYS);
-//   - refuses DeniedSyscalls() and policy.Deny (EPERM);
+//   - refuses DeniedSyscalls() (but the mount calls, with
+//     policy.AllowMounts) and policy.Deny (EPERM);
 //   - refuses ioctl TIOCSTI and TIOCLINUX (EPERM), which push input into a
 //     terminal the program shares with its parent; only the low 32 bits of
 //     the request are compared, as the kernel reads them, so setting high
@@ -118,6 +143,9 @@ func Filter(policy FilterPolicy) ([]unix.SockFilter, error) {
 	}
 	var deny []uint32
 	for _, name := range deniedSyscalls {
+		if policy.AllowMounts && slices.Contains(mountSyscalls, name) {
+			continue
+		}
 		if nr, ok := SyscallNumber(name); ok {
 			deny = append(deny, nr)
 		}

@@ -28,7 +28,13 @@ const (
 	Tmpfs
 	// Proc puts a proc file system of the sandbox's pid namespace at Dest,
 	// with its machine-wide entries (sys, sysrq-trigger, irq, bus)
-	// read-only, as bubblewrap does.
+	// read-only, as bubblewrap does. With SharePID it is the proc of the
+	// pid namespace shared, which the sandbox's user namespace cannot
+	// mount: a Direct sandbox binds the caller's /proc (mounts beneath it
+	// included), as bubblewrap does; one from proc's tree zygote gets a
+	// proc of the zygote's pid namespace, mounted for it by a process of
+	// the zygote's, which is also what a bind of the caller's /proc (or of
+	// /) shows there.
 	Proc
 	// Dev puts a minimal /dev at Dest: null, zero, full, random, urandom,
 	// tty bound from the host, a private tmpfs for shm, a devpts of the
@@ -217,7 +223,9 @@ type Spec struct {
 	// ones.
 	ShareIPC, ShareUTS, ShareCgroup bool
 	// SharePID runs the program in the pid namespace of every process the
-	// caller builds (proc's), instead of a new one of its own.
+	// caller builds (proc's tree zygote's, or the caller's own with
+	// Direct), instead of a new one of its own. A Proc mount then shows
+	// that namespace's processes.
 	SharePID bool
 	// AsPID1 makes the program itself the init (pid 1) of its pid
 	// namespace. By default an init of caplin's is pid 1 and the program
@@ -239,13 +247,22 @@ type Spec struct {
 	// KeepCaps keeps every capability the program would have in its user
 	// namespace (all of them as uid 0; see Caps for another uid).
 	KeepCaps bool
+	// InheritCaps puts Caps in the program's inheritable set as uid 0
+	// too, as for another uid (whose ambient capabilities need it). It
+	// grants nothing (no_new_privs keeps file capabilities from taking
+	// effect); it is for programs that report the set, as bubblewrap
+	// sets it when told which capabilities to keep.
+	InheritCaps bool
 
 	// Limits bound the resources of the sandbox's processes together.
 	Limits Limits
 
 	// Direct forks the sandbox straight from the caller rather than from
 	// proc's zygote (proc.Direct): faster for a caller with a
-	// small heap, such as a command; slower for a large one.
+	// small heap, such as a command; slower for a large one. With
+	// SharePID the program is then in the caller's own pid namespace, and
+	// only the parent-death signal of its first process ties it to the
+	// caller: what it starts can outlive a caller that is killed.
 	Direct bool
 
 	// LandlockOnly confines without namespaces, for kernels that do not

@@ -120,7 +120,7 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 	if err := becomeHostUser(ctx, h, spec); err != nil {
 		return nil, fmt.Errorf("template: %w", err)
 	}
-	r, err := recordRoot(spec, true)
+	r, err := recordRoot(spec, true, nil) // SharePID is refused: no zygote proc
 	if err != nil {
 		return nil, err
 	}
@@ -130,10 +130,11 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 	from := r.begin()
 	recordBounding(&r.b, spec)
 	r.end(from, "dropping capabilities")
-	if _, err := h.Run(ctx, &r.b); err != nil {
+	res, err := h.Run(ctx, &r.b) // no files to close: the batch takes none
+	if err != nil {
 		return nil, fmt.Errorf("template: %w", r.explain(err))
 	}
-	if err := r.verify(); err != nil {
+	if err := r.verify(res); err != nil {
 		return nil, fmt.Errorf("template: %w", err)
 	}
 	t.ns = map[string]uint64{}
@@ -366,10 +367,11 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 		}
 	}
 	r.end(from, "reading the namespaces' inode numbers")
-	if _, err := h.Run(ctx, &r.b); err != nil {
+	res, err := h.Run(ctx, &r.b) // no files to close: the batch takes none
+	if err != nil {
 		return nil, r.explain(err)
 	}
-	if err := r.verify(); err != nil {
+	if err := r.verify(res); err != nil {
 		return nil, err
 	}
 	sb.ns = map[string]uint64{"net": t.ns["net"], "user": t.ns["user"], "uts": t.ns["uts"]}

@@ -38,11 +38,18 @@ DESCRIPTION
 	What caplin does whatever the options say, unlike bubblewrap: the
 	sandbox always has a user and a mount namespace and a root built from
 	the options; its seccomp filter always refuses TIOCSTI, keyctl, bpf,
-	io_uring, ptrace, mount and the like; Landlock applies the same file
-	grants; no capabilities are kept but --cap-add's; and the sandbox
-	always dies with caplin (--die-with-parent is the only behaviour).
-	Without --unshare-pid the program shares the pid namespace of
-	caplin's reaper, not the caller's: it sees no process outside.
+	io_uring, ptrace and the like, and, with --disable-userns, the mount
+	calls too; and the program always dies with caplin
+	(--die-with-parent is the only behaviour). Without --unshare-pid the
+	program shares the pid namespace of caplin's reaper, not the
+	caller's: it sees no process outside, and its /proc (from --proc, or
+	a bind of /proc or /) is of that namespace, with sys, sysrq-trigger,
+	irq and bus read-only. As under bubblewrap, a caller of uid 0 keeps
+	its capabilities (in the sandbox's user namespace) unless --cap-drop
+	says otherwise. Landlock applies the same file grants only with
+	--disable-userns: it would refuse the mounts of the sandboxes nested
+	in this one that bubblewrap allows. docs/bwrap.md lists every
+	difference, and why.
 
 	Where user namespaces are not allowed, caplin bwrap fails (status
 	1) as bubblewrap does there, with a message that says why and what

@@ -89,12 +89,29 @@ func main() {
 }
 
 // entry runs the command line argv and returns the exit status. Invoked
-// through a link named bwrap, caplin is bubblewrap.
+// through a link named bwrap, or installed as a file named bwrap, caplin
+// is bubblewrap.
 func entry(argv []string) int {
-	if filepath.Base(argv[0]) == "bwrap" {
+	if asBwrap(argv[0]) {
 		return cmdBwrap(argv[1:])
 	}
 	return caplin(argv[1:])
+}
+
+// asBwrap reports whether caplin, run as argv0, is bubblewrap: argv0's
+// name is bwrap, or, when it is not caplin's, the executable's own file is
+// named bwrap. Programs that run bubblewrap again from inside its sandbox
+// run it as /proc/self/exe (bubblewrap's own tests do), a name that says
+// nothing.
+func asBwrap(argv0 string) bool {
+	switch filepath.Base(argv0) {
+	case "bwrap":
+		return true
+	case "caplin":
+		return false
+	}
+	exe, err := os.Readlink("/proc/self/exe")
+	return err == nil && filepath.Base(exe) == "bwrap"
 }
 
 // caplin runs the command line args (without the program name) and returns

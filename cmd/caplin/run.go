@@ -375,7 +375,7 @@ var bwrapMode = mode{
 	},
 	usage: func(m mode, msg string) int { return m.fail(m.failure, "%s", msg) },
 	buildFailed: func(ctx context.Context, m mode, err error, spec *sandbox.Spec) int {
-		return m.fail(m.failure, "%v", err)
+		return m.fail(m.failure, "%s", bwrap.Message(err))
 	},
 	execFailed: func(m mode, path string, err error, spec *sandbox.Spec) int {
 		_, msg := execStatus(path, err)
@@ -458,7 +458,11 @@ func (m mode) parse(args []string) (*bwrap.Command, *sandbox.Spec, int) {
 		return nil, nil, m.parseFailed(err)
 	}
 	for _, w := range cmd.Warnings {
-		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", m.name, w)
+		if m.dialect == bwrap.Bubblewrap {
+			fmt.Fprintf(os.Stderr, "%s: %s\n", m.name, w) // as bubblewrap warns
+		} else {
+			fmt.Fprintf(os.Stderr, "%s: warning: %s\n", m.name, w)
+		}
 	}
 	spec, err := cmd.Spec()
 	if err != nil {

@@ -70,7 +70,7 @@ func TestModesDirect(t *testing.T) {
 	}{
 		{runMode, []string{"true"}, true},
 		{runMode, []string{"--as-pid-1", "true"}, false},
-		{bwrapMode, []string{"true"}, false}, // the caller's pid namespace
+		{bwrapMode, []string{"true"}, false}, // the zygote's pid namespace
 		{bwrapMode, []string{"--unshare-pid", "true"}, true},
 		{bwrapMode, []string{"--unshare-pid", "--as-pid-1", "true"}, false},
 	} {

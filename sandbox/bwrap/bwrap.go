@@ -7,7 +7,10 @@
 // Command it returns says, with its Spec method, what the sandbox gets.
 // Two dialects share the vocabulary: Bubblewrap is bubblewrap's (0.8)
 // exact command line with bubblewrap's defaults (the caller's environment,
-// network, pid, IPC, UTS and cgroup namespaces, session, a writable root);
+// network, pid, IPC, UTS and cgroup namespaces, session and hostname; a
+// writable root; a root caller's capabilities; sandboxes nested inside
+// allowed, with the mount calls and so without Landlock, unless
+// --disable-userns) and its messages (Message);
 // CaplinRun adds caplin run's own options (--system, --fd, --net,
 // --profile, limits, --as-host-root, --keep-session, --kill-after, ...)
 // and has caplin run's defaults (nothing that is not granted; for a caller
@@ -267,6 +270,15 @@ func (c *Command) parse(args []string, depth int) error {
 		}
 		for len(c.opts.written) < len(c.opts.mounts) {
 			c.opts.written = append(c.opts.written, strings.Join(append([]string{name}, optArgs...), " "))
+		}
+		// --perms and --size modify the option right after them (or
+		// after each other), which must take them, as bubblewrap says.
+		switch {
+		case name == "--perms" || name == "--size":
+		case c.opts.perms != nil:
+			return named("--perms", usagef("--perms must be followed by an option that creates a file"))
+		case c.opts.size != 0:
+			return named("--size", usagef("--size must be followed by --tmpfs"))
 		}
 	}
 	return nil

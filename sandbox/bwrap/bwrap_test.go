@@ -44,6 +44,7 @@ func fakeHost(data []byte) *Host {
 		Std:          func() map[int]*os.File { return map[int]*os.File{} },
 		Environ:      func() []string { return []string{"HOME=/home/u", "PATH=/bin", "A=old"} },
 		Getwd:        func() (string, error) { return "/home/u", nil },
+		Hostname:     func() (string, error) { return "hosty", nil },
 		UID:          1000,
 		GID:          1001,
 		Unprivileged: func() sandbox.HostIDs { return sandbox.HostIDs{UID: 100000, GID: 200000, Size: 65536} },
@@ -150,8 +151,10 @@ func TestEnvOrder(t *testing.T) {
 		{[]string{"--keep-env", "env"}, CaplinRun, base},
 		{[]string{"--system", "env"}, CaplinRun, []string{"PATH=/usr/local/bin:/usr/bin:/bin"}},
 		{[]string{"--system", "--setenv", "PATH", "/x", "env"}, CaplinRun, []string{"PATH=/x"}},
-		{[]string{"env"}, Bubblewrap, base},
-		{[]string{"--clearenv", "env"}, Bubblewrap, nil},
+		// bubblewrap sets PWD, last, to the working directory inside.
+		{[]string{"env"}, Bubblewrap, append(base[:len(base):len(base)], "PWD=/")},
+		{[]string{"--clearenv", "env"}, Bubblewrap, []string{"PWD=/"}},
+		{[]string{"--setenv", "PWD", "/x", "--chdir", "/w", "env"}, Bubblewrap, append(base[:len(base):len(base)], "PWD=/w")},
 	} {
 		got := mustSpec(t, tc.args, tc.dialect, fakeHost(nil)).Env
 		if !reflect.DeepEqual(got, tc.want) && !(len(got) == 0 && len(tc.want) == 0) {
@@ -319,7 +322,7 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 	// A missing bind source is an error unless -try, in bubblewrap's words.
-	if _, err := Parse([]string{"--ro-bind", "/no/such", "/x", "true"}, Bubblewrap, host); !isError(err, "--ro-bind", false) || err.Error() != "can't find source path /no/such: no such file or directory" {
+	if _, err := Parse([]string{"--ro-bind", "/no/such", "/x", "true"}, Bubblewrap, host); !isError(err, "--ro-bind", false) || err.Error() != "Can't find source path /no/such: no such file or directory" {
 		t.Errorf("missing source: %v", err)
 	}
 	// An fd's error names the option it came from.

@@ -30,6 +30,9 @@ type Host struct {
 	Environ func() []string
 	// Getwd returns the caller's working directory.
 	Getwd func() (string, error)
+	// Hostname returns the caller's hostname, which bubblewrap's
+	// --unshare-uts keeps.
+	Hostname func() (string, error)
 	// UID and GID are the caller's effective IDs, the sandbox's by
 	// default.
 	UID, GID int
@@ -37,6 +40,10 @@ type Host struct {
 	// caller whose UID is 0 (without --as-host-root), as
 	// sandbox.UnprivilegedIDs does.
 	Unprivileged func() sandbox.HostIDs
+	// Caps are the caller's effective capabilities (CAP_* numbers), which
+	// bubblewrap's dialect keeps for a caller of uid 0, as bubblewrap
+	// does; nil for none.
+	Caps []int
 }
 
 // OS returns the calling process as it is.
@@ -59,8 +66,27 @@ func OS() *Host {
 		Getwd:        os.Getwd,
 		UID:          os.Geteuid(),
 		GID:          os.Getegid(),
+		Hostname:     os.Hostname,
+		Caps:         effectiveCaps(),
 		Unprivileged: sandbox.UnprivilegedIDs,
 	}
+}
+
+// effectiveCaps returns the calling thread's effective capabilities, or
+// nil if capget fails. Every thread of a Go program has the same.
+func effectiveCaps() []int {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if unix.Capget(&hdr, &data[0]) != nil {
+		return nil
+	}
+	var caps []int
+	for c := 0; c < 64; c++ {
+		if data[c/32].Effective&(1<<(c%32)) != 0 {
+			caps = append(caps, c)
+		}
+	}
+	return caps
 }
 
 // openFD returns the process's fd n, if it is open.

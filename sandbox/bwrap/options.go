@@ -132,17 +132,26 @@ var optionTable = map[string]option{
 		return nil
 	}},
 	"--perms": {1, false, func(c *Command, a []string) error {
+		if c.opts.perms != nil {
+			return usagef("--perms given twice for the same action")
+		}
 		m, err := sandbox.ParsePerms(a[0])
 		if err != nil {
+			if c.dialect == Bubblewrap {
+				return usagef("--perms takes an octal argument <= 07777")
+			}
 			return usagef("--perms: %v", err)
 		}
 		c.opts.perms = &m
 		return nil
 	}},
 	"--size": {1, false, func(c *Command, a []string) error {
-		n, err := sandbox.ParseSize(a[0])
-		if err != nil || n == 0 {
-			return usagef("--size: bad size %q", a[0])
+		if c.opts.size != 0 {
+			return usagef("--size given twice for the same action")
+		}
+		n, err := c.size(a[0])
+		if err != nil {
+			return err
 		}
 		c.opts.size = n
 		return nil
@@ -169,7 +178,13 @@ var optionTable = map[string]option{
 	}},
 
 	// The process.
-	"--chdir":    {1, false, func(c *Command, a []string) error { c.opts.chdir = a[0]; return nil }},
+	"--chdir": {1, false, func(c *Command, a []string) error {
+		if c.opts.chdir != "" {
+			c.Warnings = append(c.Warnings, "Only the last --chdir option will take effect")
+		}
+		c.opts.chdir = a[0]
+		return nil
+	}},
 	"--argv0":    {1, false, func(c *Command, a []string) error { c.opts.argv0 = a[0]; return nil }},
 	"--hostname": {1, false, func(c *Command, a []string) error { c.opts.hostname = a[0]; return nil }},
 	"--uid":      {1, false, func(c *Command, a []string) error { return idArg(&c.opts.uid, "--uid", a[0]) }},
@@ -277,6 +292,10 @@ func bindOpt(kind sandbox.MountKind, try bool) option {
 		}
 		if !try {
 			if _, err := c.host.Stat(src); err != nil {
+				if c.dialect == Bubblewrap {
+					//lint:ignore ST1005 bubblewrap's words, which its callers look for
+					return fmt.Errorf("Can't find source path %s: %w", a[0], errnoOf(err))
+				}
 				return fmt.Errorf("can't find source path %s: %w", a[0], errnoOf(err))
 			}
 		}
@@ -381,6 +400,50 @@ func countOpt(name, what string, dst func(o *options) *int) option {
 		*dst(&c.opts) = n
 		return nil
 	}}
+}
+
+// maxTmpfsSize is bubblewrap's limit of --size: half the address space.
+const maxTmpfsSize = math.MaxInt64
+
+// size reads --size's argument: in caplin run's dialect bytes, or a
+// number with K, M or G; in bubblewrap's, its strtoull's number in any C
+// base (0x1000, 010), which must start with a digit. Either way it is not
+// 0, and at most maxTmpfsSize.
+func (c *Command) size(s string) (int64, error) {
+	if c.dialect != Bubblewrap {
+		n, err := sandbox.ParseSize(s)
+		if err != nil || n == 0 {
+			return 0, usagef("--size: bad size %q", s)
+		}
+		return n, nil
+	}
+	n, ok := strtoull(s)
+	if !ok || n == 0 {
+		return 0, usagef("--size takes a non-zero number of bytes")
+	}
+	if n > maxTmpfsSize {
+		return 0, usagef("--size (for tmpfs) is limited to %d", uint64(maxTmpfsSize))
+	}
+	return int64(n), nil
+}
+
+// strtoull reads s as C's strtoull(s, &end, 0) does where it reads all
+// of s and s starts with a digit: decimal, hexadecimal after 0x, octal
+// after 0. It reports false for anything else, and for a number past 64
+// bits.
+func strtoull(s string) (uint64, bool) {
+	if s == "" || s[0] < '0' || s[0] > '9' {
+		return 0, false
+	}
+	base, digits := 10, s
+	switch {
+	case len(s) > 2 && (s[:2] == "0x" || s[:2] == "0X"):
+		base, digits = 16, s[2:]
+	case len(s) > 1 && s[0] == '0':
+		base, digits = 8, s[1:]
+	}
+	n, err := strconv.ParseUint(digits, base, 64) // no sign, no underscores with a base given
+	return n, err == nil
 }
 
 func idArg(dst *int, flag, s string) error {

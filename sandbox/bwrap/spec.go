@@ -34,6 +34,12 @@ func (c *Command) Spec() (*sandbox.Spec, error) {
 	for k := range spec.Mounts {
 		c.origins = append(c.origins, fmt.Sprintf("profile %s: mount[%d] (%s)", o.profile, k, &spec.Mounts[k]))
 	}
+	if c.dialect == Bubblewrap && c.host.UID == 0 {
+		// bubblewrap keeps root's capabilities (--cap-drop drops them):
+		// in the sandbox's user namespace here, whose uid 0 is the
+		// caller's.
+		spec.Caps = append(spec.Caps, c.host.Caps...)
+	}
 	if o.system {
 		spec.Mounts = append(spec.Mounts, sandbox.SystemMounts()...)
 	}
@@ -96,6 +102,14 @@ func (c *Command) Spec() (*sandbox.Spec, error) {
 			spec.Dir = wd
 		}
 	}
+	if c.dialect == Bubblewrap {
+		// bubblewrap tells the program where it is.
+		dir := spec.Dir
+		if dir == "" {
+			dir = "/"
+		}
+		spec.Env = applyEnv(spec.Env, []envOp{{kind: 's', name: "PWD", value: dir}})
+	}
 	return spec, nil
 }
 
@@ -148,9 +162,21 @@ func (c *Command) bubblewrapSharing(spec *sandbox.Spec) error {
 		spec.Net = sandbox.NetLoopback // bubblewrap brings lo up
 	}
 	spec.SameSession = !o.newSession
+	// Nested sandboxes, which bubblewrap's lack of a filter allows: new
+	// user namespaces, and mounts in them.
 	spec.Seccomp.AllowUserNamespaces = !o.disableUserns
+	spec.Seccomp.AllowMounts = !o.disableUserns
 	if o.hostname != "" && spec.ShareUTS {
 		return named("--hostname", usagef("Specifying --hostname requires --unshare-uts"))
+	}
+	if !spec.ShareUTS && spec.Hostname == "" {
+		// A new UTS namespace keeps the caller's hostname under
+		// bubblewrap (caplin run's is "caplin").
+		host, err := c.host.Hostname()
+		if err != nil {
+			return named("--unshare-uts", fmt.Errorf("the caller's hostname: %w", err))
+		}
+		spec.Hostname = host
 	}
 	return nil
 }
@@ -232,6 +258,8 @@ func (c *Command) caps(spec *sandbox.Spec) error {
 	if err := apply("--cap-drop", c.opts.capDrop, false); err != nil {
 		return err
 	}
+	// bubblewrap sets the inheritable set too when told what to keep.
+	spec.InheritCaps = spec.InheritCaps || c.dialect == Bubblewrap && len(c.opts.capAdd)+len(c.opts.capDrop) > 0
 	spec.Caps = spec.Caps[:0]
 	for n, on := range keep {
 		if on {
