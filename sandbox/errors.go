@@ -131,10 +131,14 @@ type LinkExistsError struct {
 	NotLink bool
 }
 
-// Error says what is at the destination.
+// Error says what is at the destination; the MountError it comes in
+// names the mount.
 func (e *LinkExistsError) Error() string {
 	if e.NotLink {
-		return "symlink at " + e.Dest + ": the destination exists and is not a symbolic link"
+		return "the destination exists and is not a symbolic link"
 	}
-	return "symlink at " + e.Dest + ": the destination exists, a link to " + e.Existing + ", not " + e.Source
+	return "the destination exists, a link to " + e.Existing + ", not " + e.Source
 }
+
+// Unwrap returns EEXIST, the errno of making the link there.
+func (e *LinkExistsError) Unwrap() error { return unix.EEXIST }

@@ -86,7 +86,7 @@ func TestMountErrorWords(t *testing.T) {
 	if !errors.Is(err, unix.EEXIST) {
 		t.Errorf("%v: the errno is lost", err)
 	}
-	want := fmt.Sprintf("sandbox: mount %d (symlink x /d): making the symbolic link: file exists", len(spec.Mounts))
+	want := fmt.Sprintf("sandbox: mount %d (symlink x /d): the destination exists and is not a symbolic link", len(spec.Mounts))
 	if err.Error() != want {
 		t.Errorf("error %q, want %q", err, want)
 	}
