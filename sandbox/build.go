@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -178,6 +179,21 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 		sb.ns["net"] = st.Ino
 	}
 
+	if len(spec.LockFiles) > 0 {
+		// The init holds the locks; where the program is the first
+		// process, a child of it kept for the purpose does.
+		holder := h
+		if !initMode {
+			if holder, err = h.Fork(ctx, nil); err != nil {
+				return nil, fmt.Errorf("sandbox: forking the process that holds the lock files: %w", err)
+			}
+			sb.holder = holder
+		}
+		if err := lockFiles(ctx, holder, spec.LockFiles); err != nil {
+			return nil, err
+		}
+	}
+
 	s, err := recordProgram(spec, spec.Files, lim, ll, filter, 0)
 	if err != nil {
 		return nil, err
@@ -185,7 +201,33 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	if _, err := prog.Run(ctx, &s.b); err != nil {
 		return nil, s.explain(err)
 	}
+	if spec.AssertNoUserNamespaces {
+		var b proc.Batch
+		b.Unshare(unix.CLONE_NEWUSER)
+		if _, err := prog.Run(ctx, &b); err == nil {
+			return nil, errors.New("sandbox: the program can make user namespaces, which AssertNoUserNamespaces says it cannot")
+		}
+	}
 	return sb, nil
+}
+
+// lockFiles takes, in process h, a shared lock on each of paths, which h
+// holds as long as it lives.
+func lockFiles(ctx context.Context, h *proc.Handle, paths []string) error {
+	var r recorder
+	// struct flock, all zero: F_RDLCK (0) from SEEK_SET (0), offset 0,
+	// length 0 (the whole file), on every architecture Linux has.
+	var flock [32]byte
+	for _, p := range paths {
+		from := r.begin()
+		fd := r.b.Openat(proc.AtFDCWD(), p, unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		r.b.Fcntl(fd, unix.F_SETLK, r.b.In(flock[:]))
+		r.end(from, "lock file "+p)
+	}
+	if _, err := h.Run(ctx, &r.b); err != nil {
+		return r.explain(err)
+	}
+	return nil
 }
 
 // forkOrigin is where proc makes a sandbox's first process: from the

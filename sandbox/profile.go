@@ -34,13 +34,16 @@ import (
 //	[[mount]]                 # applied in order
 //	type = "ro-bind"          # ro-bind, bind, dev-bind, tmpfs, proc, dev, mqueue,
 //	                          # symlink, dir, file, bind-data, ro-bind-data,
-//	                          # remount-ro or chmod
-//	source = "/usr"           # host path of a bind; a symlink's target
+//	                          # remount-ro, chmod, overlay, tmp-overlay or ro-overlay
+//	source = "/usr"           # host path of a bind; a symlink's target; an
+//	                          # overlay's upper directory
 //	dest = "/usr"             # absolute path inside
 //	try = false               # binds: skip a source that does not exist
 //	perms = "0755"            # tmpfs, dir, file, *bind-data, chmod: octal mode
 //	size = "64M"              # tmpfs: size in bytes, or with K, M or G
 //	data = "..."              # file, bind-data, ro-bind-data: the content
+//	lower = ["/a", "/b"]      # overlays: host directories, from the bottom up
+//	work = "/w"               # overlay: its work directory, by source
 //
 //	[limits]                  # together, for all the sandbox's processes
 //	pids = 64                 # processes and threads
@@ -81,13 +84,15 @@ type profile struct {
 }
 
 type profileMount struct {
-	Type   string `toml:"type"`
-	Source string `toml:"source"`
-	Dest   string `toml:"dest"`
-	Try    bool   `toml:"try"`
-	Perms  string `toml:"perms"`
-	Size   string `toml:"size"`
-	Data   string `toml:"data"`
+	Type   string   `toml:"type"`
+	Source string   `toml:"source"`
+	Dest   string   `toml:"dest"`
+	Try    bool     `toml:"try"`
+	Perms  string   `toml:"perms"`
+	Size   string   `toml:"size"`
+	Data   string   `toml:"data"`
+	Lower  []string `toml:"lower"`
+	Work   string   `toml:"work"`
 }
 
 // ParseSize reads a size in bytes, with an optional K, M or G suffix (powers
@@ -218,8 +223,10 @@ func ParseProfile(name string, data []byte) (*Spec, error) {
 			return nil, bad("mount %d (%s %s): perms is for %s", i+1, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesPerms }), ", "))
 		case m.Perms == "" && k.needsPerms:
 			return nil, bad("mount %d (%s %s): perms missing", i+1, m.Type, m.Dest)
+		case (m.Lower != nil || m.Work != "") && !k.takesLower:
+			return nil, bad("mount %d (%s %s): lower and work are for %s", i+1, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesLower }), ", "))
 		}
-		mnt := Mount{Kind: kind, Source: m.Source, Dest: m.Dest, Try: m.Try, Data: []byte(m.Data)}
+		mnt := Mount{Kind: kind, Source: m.Source, Dest: m.Dest, Try: m.Try, Data: []byte(m.Data), Lower: m.Lower, Work: m.Work}
 		if m.Perms != "" {
 			pm, err := ParsePerms(m.Perms)
 			if err != nil {

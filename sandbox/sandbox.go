@@ -26,8 +26,10 @@ type Sandbox struct {
 	spec  *Spec
 	first *proc.Handle // the first process made, in the sandbox's namespaces
 	init  *proc.Handle // caplin's init, pid 1, when the program is not
-	lim   *limiter
-	ns    map[string]uint64
+	// holder holds the lock files when there is no init of caplin's to.
+	holder *proc.Handle
+	lim    *limiter
+	ns     map[string]uint64
 	// reapLater: Close kills and leaves the reaping to a goroutine.
 	reapLater bool
 	closeOnce sync.Once
@@ -318,6 +320,9 @@ func (s *Sandbox) Kill() error {
 	if h != nil && h != s.first {
 		h.Process().Kill()
 	}
+	if s.holder != nil {
+		s.holder.Process().Kill()
+	}
 	if err := s.first.Process().Kill(); !errors.Is(err, fs.ErrClosed) {
 		return err
 	}
@@ -361,6 +366,9 @@ func (s *Sandbox) close() error {
 	var err error
 	if h != nil && h != s.first {
 		h.Close()
+	}
+	if s.holder != nil {
+		s.holder.Close()
 	}
 	if s.first != nil {
 		err = s.first.Close()

@@ -15,7 +15,7 @@ func describe(i int, m *Mount) string {
 	switch {
 	case m.Kind.isBind() && m.FD != nil:
 		return fmt.Sprintf("mount %d (%s %s %s)", i+1, m.Kind, m.FD.Name(), m.Dest)
-	case m.Kind.source() == srcHostPath || m.Kind.source() == srcLinkTarget:
+	case m.Kind.source() == srcHostPath || m.Kind.source() == srcLinkTarget || m.Kind.source() == srcUpperDir:
 		return fmt.Sprintf("mount %d (%s %s %s)", i+1, m.Kind, m.Source, m.Dest)
 	}
 	return fmt.Sprintf("mount %d (%s %s)", i+1, m.Kind, m.Dest)
@@ -38,8 +38,18 @@ func checkSpec(spec *Spec) error {
 		if m.FD != nil && (k.source != srcHostPath || m.Source != "") {
 			return fmt.Errorf("sandbox: %s: a descriptor is the source of a bind only, in place of a path", describe(i, m))
 		}
-		if (k.source == srcHostPath && m.FD == nil || k.source == srcLinkTarget) && m.Source == "" {
+		if (k.source == srcHostPath && m.FD == nil || k.source == srcLinkTarget || k.source == srcUpperDir) && m.Source == "" {
 			return fmt.Errorf("sandbox: %s: source missing", describe(i, m))
+		}
+		if m.Try && k.source != srcHostPath {
+			return fmt.Errorf("sandbox: %s: Try is for binds of a host path", describe(i, m))
+		}
+		if k.takesLower {
+			if err := checkOverlay(i, m); err != nil {
+				return err
+			}
+		} else if m.Lower != nil || m.Work != "" {
+			return fmt.Errorf("sandbox: %s: lower layers and a work directory are for overlays", describe(i, m))
 		}
 		if k.needsPerms && m.Perms == nil {
 			return fmt.Errorf("sandbox: %s: no mode given", describe(i, m))
@@ -51,6 +61,11 @@ func checkSpec(spec *Spec) error {
 	for fd, f := range spec.Files {
 		if fd < 0 || f == nil {
 			return fmt.Errorf("sandbox: fd %d: want a number of 0 or more and a file", fd)
+		}
+	}
+	for _, p := range spec.LockFiles {
+		if !filepath.IsAbs(p) || strings.Contains(p, "\x00") {
+			return fmt.Errorf("sandbox: lock file %q is not an absolute path", p)
 		}
 	}
 	if spec.UID < 0 || spec.GID < 0 {
