@@ -836,13 +836,32 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 	return child, nil
 }
 
+// JoinPIDNamespace makes the children h's child forks from now on (Fork,
+// Spawn) be born in the pid namespace ns, an open /proc/PID/ns/pid, by
+// setns(2) in h's child, which itself stays where it is. The kernel lets a
+// process make no sibling in another pid namespace (CLONE_PARENT), so h's
+// child is their parent from then on: waiting for one asks h to reap it,
+// and h must stay open until then. The caller needs CAP_SYS_ADMIN in the
+// user namespace that owns ns (h's child's, that is).
+func (h *Handle) JoinPIDNamespace(ctx context.Context, ns *os.File) error {
+	var b Batch
+	fd := b.PutFile(ns, -1)
+	b.Setns(fd, unix.CLONE_NEWPID)
+	b.CloseFD(fd)
+	if _, err := h.Run(ctx, &b); err != nil {
+		return err
+	}
+	h.joinedPID.Store(true)
+	return nil
+}
+
 // childParent returns the clone flags for a child made inside h with opts,
 // and the child's parent: with CLONE_PARENT, the parent of h's child (nil
 // for the caller); without it (h's child is a pid namespace's init, or the
 // tree zygote), h's child itself.
 func (h *Handle) childParent(opts *Options) (uintptr, *Handle) {
 	flags := opts.cloneFlags()
-	if h.pidns || h.spawner {
+	if h.pidns || h.spawner || h.joinedPID.Load() {
 		return flags, h
 	}
 	return flags | unix.CLONE_PARENT, h.parent

@@ -98,7 +98,7 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	// root, on another CPU.
 	initMode := !spec.SharePID && !spec.AsPID1
 	netLater := initMode && spec.Net != NetHost
-	h, err := proc.Fork(ctx, &proc.Options{
+	opts := &proc.Options{
 		From:    forkOrigin(spec),
 		NewUser: true, NewMount: true,
 		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup && !ownCgroupNamespace(spec, lim),
@@ -106,7 +106,13 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 		NewNet: spec.Net != NetHost && !netLater,
 		UIDMap: []proc.IDMap{{Inside: spec.UID, Outside: uid, Size: 1}},
 		GIDMap: []proc.IDMap{{Inside: spec.GID, Outside: gid, Size: 1}},
-	})
+	}
+	var h *proc.Handle
+	if spec.UserNS != nil || spec.PIDNS != nil {
+		h, err = sb.forkJoining(ctx, spec, opts)
+	} else {
+		h, err = proc.Fork(ctx, opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
@@ -187,7 +193,7 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 			if holder, err = h.Fork(ctx, nil); err != nil {
 				return nil, fmt.Errorf("sandbox: forking the process that holds the lock files: %w", err)
 			}
-			sb.holder = holder
+			sb.extra = append(sb.extra, holder)
 		}
 		if err := lockFiles(ctx, holder, spec.LockFiles); err != nil {
 			return nil, err
@@ -209,6 +215,60 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 		}
 	}
 	return sb, nil
+}
+
+// forkJoining makes the sandbox's first process, with opts, inside the
+// namespaces spec.UserNS and spec.PIDNS: a process of the caller's own
+// joins them, and forks it (so that it is born in the pid namespace), as
+// bubblewrap does; that process, and the one between for a new pid
+// namespace, are the sandbox's too, from then on.
+func (sb *Sandbox) forkJoining(ctx context.Context, spec *Spec, opts *proc.Options) (*proc.Handle, error) {
+	outer, err := proc.Fork(ctx, &proc.Options{From: proc.Direct})
+	if err != nil {
+		return nil, err
+	}
+	sb.extra = append(sb.extra, outer)
+	if spec.UserNS != nil {
+		var b proc.Batch
+		fd := b.PutFile(spec.UserNS, -1)
+		b.Setns(fd, unix.CLONE_NEWUSER)
+		b.CloseFD(fd)
+		if _, err := outer.Run(ctx, &b); err != nil {
+			if errors.Is(err, unix.EINVAL) {
+				return nil, fmt.Errorf("joining the user namespace of UserNS (%s), which might not be a descendant of the caller's: %w", spec.UserNS.Name(), unix.EINVAL)
+			}
+			return nil, fmt.Errorf("joining the user namespace of UserNS (%s): %w", spec.UserNS.Name(), errnoOf(err))
+		}
+		o := *opts
+		o.NewUser, o.UIDMap, o.GIDMap = false, nil, nil
+		opts = &o
+	}
+	if spec.PIDNS != nil {
+		if err := outer.JoinPIDNamespace(ctx, spec.PIDNS); err != nil {
+			return nil, fmt.Errorf("joining the pid namespace of PIDNS (%s): %w", spec.PIDNS.Name(), errnoOf(err))
+		}
+		if opts.NewPID {
+			// The kernel makes a pid namespace only inside the maker's
+			// own, not the one it joined for its children: a child of
+			// outer, born in PIDNS, makes the sandbox's.
+			mid, err := outer.Fork(ctx, nil)
+			if err != nil {
+				return nil, err
+			}
+			sb.extra = append(sb.extra, mid)
+			return mid.Fork(ctx, opts)
+		}
+	}
+	return outer.Fork(ctx, opts)
+}
+
+// errnoOf returns the errno inside err, or err.
+func errnoOf(err error) error {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return err
 }
 
 // lockFiles takes, in process h, a shared lock on each of paths, which h

@@ -26,10 +26,12 @@ type Sandbox struct {
 	spec  *Spec
 	first *proc.Handle // the first process made, in the sandbox's namespaces
 	init  *proc.Handle // caplin's init, pid 1, when the program is not
-	// holder holds the lock files when there is no init of caplin's to.
-	holder *proc.Handle
-	lim    *limiter
-	ns     map[string]uint64
+	// extra are processes of caplin's that the sandbox keeps besides
+	// those: the one that joined UserNS or PIDNS, the one that holds the
+	// lock files when there is no init of caplin's to.
+	extra []*proc.Handle
+	lim   *limiter
+	ns    map[string]uint64
 	// reapLater: Close kills and leaves the reaping to a goroutine.
 	reapLater bool
 	closeOnce sync.Once
@@ -320,8 +322,8 @@ func (s *Sandbox) Kill() error {
 	if h != nil && h != s.first {
 		h.Process().Kill()
 	}
-	if s.holder != nil {
-		s.holder.Process().Kill()
+	for _, x := range s.extra {
+		x.Process().Kill()
 	}
 	if err := s.first.Process().Kill(); !errors.Is(err, fs.ErrClosed) {
 		return err
@@ -367,8 +369,8 @@ func (s *Sandbox) close() error {
 	if h != nil && h != s.first {
 		h.Close()
 	}
-	if s.holder != nil {
-		s.holder.Close()
+	for _, x := range s.extra {
+		x.Close()
 	}
 	if s.first != nil {
 		err = s.first.Close()

@@ -264,6 +264,25 @@ type Spec struct {
 	// the locks go with that process, however the sandbox ends. A lock
 	// held by another process fails the build. Nil: none.
 	LockFiles []string
+	// UserNS, when set, is a user namespace (an open /proc/PID/ns/user,
+	// say) the sandbox joins instead of making one of its own, as
+	// bubblewrap's --userns does: its other namespaces are made in it. The
+	// caller needs CAP_SYS_ADMIN in it (it made it, or an ancestor of it),
+	// and UID and GID are not used: the program's IDs are what the
+	// caller's map to there. Nil: a new user namespace.
+	UserNS *os.File
+	// UserNS2, when set, is a user namespace the program's process moves
+	// to once the sandbox is built, before it is confined and execs, as
+	// bubblewrap's --userns2 does: one the sandbox's user namespace has
+	// CAP_SYS_ADMIN in (one nested in it, say). Nil: none.
+	UserNS2 *os.File
+	// PIDNS, when set, is a pid namespace the sandbox joins, as
+	// bubblewrap's --pidns does: with SharePID the program runs in it;
+	// otherwise the sandbox's own pid namespace is made inside it. The
+	// caller needs CAP_SYS_ADMIN in the user namespace that owns it.
+	// Nil: the caller's (proc's, for SharePID).
+	PIDNS *os.File
+
 	// AssertNoUserNamespaces makes Build fail unless the program cannot
 	// make a user namespace: it is tried in the program's process once it
 	// is confined (bubblewrap's --assert-userns-disabled). With the

@@ -73,7 +73,8 @@ type Template struct {
 // So are a TmpOverlay (its writes would be shared, and it cannot be made
 // afresh without the caller's files) and LockFiles (held for one
 // sandbox's life); AssertNoUserNamespaces holds by the filter policy,
-// and is refused when that allows user namespaces. An Overlay and a
+// and is refused when that allows user namespaces, and UserNS, UserNS2
+// and PIDNS (a template's namespaces are its own). An Overlay and a
 // ROOverlay are shared, as binds are.
 //
 // opts may give a logger (WithLogger), which the template keeps for its
@@ -86,6 +87,9 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 	}
 	if spec.LandlockOnly {
 		return nil, errors.New("sandbox: a LandlockOnly sandbox has no namespaces to make a template of")
+	}
+	if spec.UserNS != nil || spec.UserNS2 != nil || spec.PIDNS != nil {
+		return nil, errors.New("sandbox: template: its sandboxes' namespaces are the template's own, not UserNS, UserNS2 or PIDNS")
 	}
 	if len(spec.LockFiles) > 0 {
 		return nil, errors.New("sandbox: template: lock files are held by one sandbox, not a template's")
