@@ -33,6 +33,14 @@ type Options struct {
 	// the caller outside. Mapping more than one ID needs privilege.
 	UIDMap, GIDMap []IDMap
 
+	// IDMapsBy, with NewUser, writes the new user namespace's ID maps in
+	// proc's place: it is called with the child's pid, as the caller sees
+	// it, once the child is made and before Fork returns, for the caller
+	// (or a tool it runs, such as newuidmap) to write /proc/PID/uid_map,
+	// gid_map and setgroups; UIDMap, GIDMap and AllowSetgroups are then not
+	// used. Its error fails the fork.
+	IDMapsBy func(ctx context.Context, pid int) error
+
 	// AllowSetgroups leaves setgroups(2) enabled in a new user namespace.
 	// By default "deny" is written to /proc/PID/setgroups, which an
 	// unprivileged caller must do before writing a GID map anyway.
@@ -425,7 +433,11 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 			}
 		}
 	}()
-	if opts.NewUser {
+	if opts.NewUser && opts.IDMapsBy != nil {
+		if err := opts.IDMapsBy(ctx, int(pid)); err != nil {
+			return nil, fmt.Errorf("proc: fork: %w", err)
+		}
+	} else if opts.NewUser {
 		uidMap, gidMap := opts.UIDMap, opts.GIDMap
 		if uidMap == nil {
 			uidMap = []IDMap{{0, os.Geteuid(), 1}}
@@ -721,7 +733,7 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 
 	// Default ID maps name the IDs the handle runs as.
 	uidMap, gidMap := opts.UIDMap, opts.GIDMap
-	if opts.NewUser && (uidMap == nil || gidMap == nil) {
+	if opts.NewUser && opts.IDMapsBy == nil && (uidMap == nil || gidMap == nil) {
 		uid, gid := os.Geteuid(), os.Getegid()
 		if !top {
 			var b Batch
@@ -828,7 +840,11 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 			p.Close()
 		}
 	}()
-	if opts.NewUser {
+	if opts.NewUser && opts.IDMapsBy != nil {
+		if err := opts.IDMapsBy(ctx, p.Pid()); err != nil {
+			return nil, fmt.Errorf("proc: fork: %w", err)
+		}
+	} else if opts.NewUser {
 		if err := child.writeIDMaps(ctx, h, top, outerPid, uidMap, gidMap, opts.AllowSetgroups); err != nil {
 			return nil, fmt.Errorf("proc: fork: %w", err)
 		}

@@ -42,7 +42,7 @@ func Build(ctx context.Context, spec *Spec, opts ...Option) (_ *Sandbox, err err
 	if err != nil {
 		return nil, err
 	}
-	return buildWith(ctx, spec, filter, ll, lim)
+	return buildWith(ctx, spec, filter, ll, lim, o.idMapsBy)
 }
 
 // policies returns spec's seccomp filter and its Landlock policy (nil
@@ -83,8 +83,9 @@ func makeLimiter(spec *Spec, log *slog.Logger) (*limiter, error) {
 }
 
 // buildWith is Build once the policies and the limiter are made; lim
-// (which may be nil) is the sandbox's from then on.
-func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *LandlockPolicy, lim *limiter) (_ *Sandbox, err error) {
+// (which may be nil) is the sandbox's from then on. idMapsBy, if not nil,
+// writes the user namespace's ID maps (WithIDMapsBy).
+func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *LandlockPolicy, lim *limiter, idMapsBy func(context.Context, int) error) (_ *Sandbox, err error) {
 
 	sb := &Sandbox{spec: spec, lim: lim}
 	defer func() {
@@ -102,10 +103,16 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 		From:    forkOrigin(spec),
 		NewUser: true, NewMount: true,
 		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup && !ownCgroupNamespace(spec, lim),
-		NewPID: !spec.SharePID,
-		NewNet: spec.Net != NetHost && !netLater,
-		UIDMap: []proc.IDMap{{Inside: spec.UID, Outside: uid, Size: 1}},
-		GIDMap: []proc.IDMap{{Inside: spec.GID, Outside: gid, Size: 1}},
+		NewPID:   !spec.SharePID,
+		NewNet:   spec.Net != NetHost && !netLater,
+		UIDMap:   []proc.IDMap{{Inside: spec.UID, Outside: uid, Size: 1}},
+		GIDMap:   []proc.IDMap{{Inside: spec.GID, Outside: gid, Size: 1}},
+		IDMapsBy: idMapsBy,
+	}
+	if idMapsBy != nil {
+		// The caller writes the maps of a namespace whose parent is its
+		// own only: not the tree zygote's.
+		opts.From = proc.Direct
 	}
 	var h *proc.Handle
 	if spec.UserNS != nil || spec.PIDNS != nil {

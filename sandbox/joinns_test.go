@@ -2,6 +2,8 @@ package sandbox
 
 import (
 	"context"
+	"errors"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -147,5 +149,61 @@ func TestUserNS2(t *testing.T) {
 	out, code := run(t, spec, `readlink /hostproc/self/ns/user`)
 	if code != 0 || out != innerLink+"\n" {
 		t.Errorf("exit %d, %q; want %q", code, out, innerLink+"\n")
+	}
+}
+
+// TestIDMapsBy: with WithIDMapsBy the caller writes the maps of the
+// sandbox's user namespace, given the pid of its first process, and the
+// program runs as they say.
+func TestIDMapsBy(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	ctx := context.Background()
+	var got int
+	write := func(ctx context.Context, pid int) error {
+		got = pid
+		for _, f := range []struct{ name, data string }{
+			{"setgroups", "deny"},
+			{"uid_map", "1000 " + strconv.Itoa(os.Geteuid()) + " 1\n"},
+			{"gid_map", "1001 " + strconv.Itoa(os.Getegid()) + " 1\n"},
+		} {
+			if err := os.WriteFile("/proc/"+strconv.Itoa(pid)+"/"+f.name, []byte(f.data), 0); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	spec := baseSpec()
+	spec.Env = []string{"PATH=/usr/bin:/bin"}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	spec.Files = map[int]*os.File{1: w}
+	sb, err := Build(ctx, spec, WithIDMapsBy(write))
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	if got != sb.InitPid() {
+		t.Errorf("the maps were asked for pid %d; the sandbox's first process is %d", got, sb.InitPid())
+	}
+	p, err := sb.Exec(ctx, "/bin/sh", []string{"sh", "-c", "id -u; id -g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(r)
+	p.Wait(ctx)
+	if string(out) != "1000\n1001\n" {
+		t.Errorf("the program's IDs: %q, want the caller's maps' 1000 and 1001", out)
+	}
+
+	failing := func(context.Context, int) error { return errors.New("no maps today") }
+	if sb, err := Build(ctx, baseSpec(), WithIDMapsBy(failing)); err == nil || !strings.Contains(err.Error(), "no maps today") {
+		if sb != nil {
+			sb.Close()
+		}
+		t.Errorf("a failing IDMapsBy: %v", err)
 	}
 }
