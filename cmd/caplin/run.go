@@ -92,6 +92,21 @@ FILE SYSTEM (applied in order)
 		Set the mode of DEST.
 	--perms OCTAL, --size BYTES
 		The mode and size (with K, M or G) of the next operation.
+	--overlay-src SRC
+		A read-only layer (a host directory) of the next overlay;
+		repeatable, from the bottom up.
+	--overlay RWSRC WORKDIR DEST
+		An overlay file system at DEST of the --overlay-src layers
+		under the host directory RWSRC, which takes the writes;
+		WORKDIR is an empty host directory on RWSRC's file system.
+		Made in the sandbox's user namespace (Linux 5.11 or later).
+	--tmp-overlay DEST
+		The same, writes going to a tmpfs lost with the sandbox.
+	--ro-overlay DEST
+		The same, read-only, of two layers or more.
+	--lock-file PATH
+		Hold a shared lock (fcntl F_RDLCK) on the sandbox's file PATH
+		while the sandbox lives. Not with --as-pid-1 in bwrap.
 
 FDS
 	--fd N=SPEC
@@ -132,6 +147,25 @@ PROCESS
 		sandbox's user namespace; drop it again. Default: none.
 	--allow-userns
 		Let the program make user namespaces of its own.
+	--assert-userns-disabled
+		Fail unless the program cannot make user namespaces (it is so
+		unless --allow-userns).
+	--userns FD, --pidns FD
+		Join the user namespace, or the pid namespace, that caplin's fd
+		FD names (/proc/PID/ns/user, .../pid) instead of making one:
+		with --pidns, the sandbox's pid namespace is made inside it.
+		--uid and --gid do not apply with --userns.
+	--userns2 FD
+		Move the program to the user namespace FD names once the
+		sandbox is built (one nested in --userns's, say).
+	--userns-block-fd FD
+		With --info-fd: make the user namespace without ID maps,
+		report the sandbox's first process on --info-fd, and wait
+		for data or end of file on FD while the caller writes its
+		/proc/PID/uid_map and gid_map.
+	--exec-label LABEL, --file-label LABEL
+		Fail, as bubblewrap does without SELinux: caplin labels
+		nothing.
 	--seccomp FD, --add-seccomp-fd FD
 		Also install the classic-BPF seccomp program read from FD.
 	--profile FILE
@@ -183,6 +217,9 @@ STATUS FDS (bubblewrap's formats)
 		Wait until FD has data or is at end of file before running CMD.
 	--args FD
 		Read more options, NUL-separated, from FD, in place.
+	--level-prefix
+		Start caplin's messages with their syslog level: <3> for
+		errors, <4> for warnings.
 
 COMPATIBILITY
 	Accepted for bubblewrap's users, with nothing to do since caplin
@@ -243,6 +280,9 @@ type mode struct {
 	buildFailed func(ctx context.Context, m mode, err error, spec *sandbox.Spec) int
 	// execFailed reports that the program could not be executed.
 	execFailed func(m mode, path string, err error, spec *sandbox.Spec) int
+	// levelPrefix is --level-prefix: messages start with their syslog
+	// level, "<3>" for errors and "<4>" for warnings.
+	levelPrefix bool
 }
 
 // runMode speaks as caplin run: a usage error is status 2 with the
@@ -306,8 +346,28 @@ var bwrapMode = mode{
 
 // fail prints the mode's name and the message, and returns code.
 func (m mode) fail(code int, format string, a ...any) int {
-	fmt.Fprintf(os.Stderr, "%s: %s\n", m.name, fmt.Sprintf(format, a...))
+	m.print(3, fmt.Sprintf(format, a...))
 	return code
+}
+
+// warn prints a warning: after "warning: " in caplin run, as bubblewrap
+// does in caplin bwrap.
+func (m mode) warn(msg string) {
+	if m.dialect != bwrap.Bubblewrap {
+		msg = "warning: " + msg
+	}
+	m.print(4, msg)
+}
+
+// print prints one message line of syslog level: the one place messages
+// of caplin run and caplin bwrap are printed, so that --level-prefix
+// applies to all.
+func (m mode) print(level int, msg string) {
+	prefix := ""
+	if m.levelPrefix {
+		prefix = "<" + strconv.Itoa(level) + ">"
+	}
+	fmt.Fprintf(os.Stderr, "%s%s: %s\n", prefix, m.name, msg)
 }
 
 // runSandbox carries out a command line of mode m: it makes the sandbox,
@@ -318,11 +378,27 @@ func runSandbox(args []string, m mode) int {
 		return code
 	}
 	defer cmd.Close()
+	m.levelPrefix = cmd.LevelPrefix
 	sigs := notifyForwarded()
 	defer signal.Stop(sigs)
 
 	ctx := context.Background()
-	sb, err := sandbox.Build(ctx, spec, sandbox.WithLogger(slog.Default()))
+	opts := []sandbox.Option{sandbox.WithLogger(slog.Default())}
+	reported := false
+	if cmd.UsernsBlock != nil {
+		// bubblewrap's --userns-block-fd: the user namespace is made
+		// without maps; its first process is reported, and the maps are
+		// the caller's to write until the fd gives a byte or EOF.
+		opts = append(opts, sandbox.WithIDMapsBy(func(ctx context.Context, pid int) error {
+			reportStarted(cmd, pid, spec, namespacesOf(pid))
+			reported = true
+			var b [1]byte
+			cmd.UsernsBlock.Read(b[:])
+			cmd.UsernsBlock.Close()
+			return nil
+		}))
+	}
+	sb, err := sandbox.Build(ctx, spec, opts...)
 	if err != nil {
 		return m.buildFailed(ctx, m, err, spec)
 	}
@@ -335,7 +411,9 @@ func runSandbox(args []string, m mode) int {
 			sb.Close()
 		}
 	}()
-	reportStarted(cmd, sb, spec)
+	if !reported {
+		reportStarted(cmd, sb.InitPid(), spec, sb.Namespaces())
+	}
 	if cmd.Block != nil {
 		var b [1]byte
 		cmd.Block.Read(b[:])
@@ -370,10 +448,13 @@ func runSandbox(args []string, m mode) int {
 func (m mode) parse(args []string) (*bwrap.Command, *sandbox.Spec, int) {
 	cmd, err := bwrap.Parse(args, m.dialect, nil)
 	if err != nil {
+		var e *bwrap.Error
+		m.levelPrefix = errors.As(err, &e) && e.LevelPrefix
 		return nil, nil, m.parseFailed(err)
 	}
+	m.levelPrefix = cmd.LevelPrefix
 	for _, w := range cmd.Warnings {
-		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", m.name, w)
+		m.warn(w)
 	}
 	spec, err := cmd.Spec()
 	if err != nil {
@@ -433,13 +514,14 @@ func userNSMissing(ctx context.Context, err error, spec *sandbox.Spec) (string, 
 	return "", false
 }
 
-// reportStarted writes bubblewrap's report of the sandbox made to
+// reportStarted writes bubblewrap's report of the sandbox made, whose
+// first process is pid and whose namespaces' inode numbers are ns, to
 // --info-fd (which it then closes) and --json-status-fd.
-func reportStarted(cmd *bwrap.Command, sb *sandbox.Sandbox, spec *sandbox.Spec) {
+func reportStarted(cmd *bwrap.Command, pid int, spec *sandbox.Spec, ns map[string]uint64) {
 	if cmd.Info == nil && cmd.JSONStatus == nil {
 		return
 	}
-	info := bwrap.NewInfo(sb.InitPid(), spec, sb.Namespaces())
+	info := bwrap.NewInfo(pid, spec, ns)
 	if cmd.Info != nil {
 		bwrap.WriteInfo(cmd.Info, info)
 		cmd.Info.Close()
@@ -447,6 +529,21 @@ func reportStarted(cmd *bwrap.Command, sb *sandbox.Sandbox, spec *sandbox.Spec) 
 	if cmd.JSONStatus != nil {
 		bwrap.WriteStatus(cmd.JSONStatus, info)
 	}
+}
+
+// namespacesOf returns the inode numbers of the namespaces of process pid
+// that are not caplin's own, by their names in /proc/PID/ns: those made
+// for a sandbox whose first process is pid, so far.
+func namespacesOf(pid int) map[string]uint64 {
+	ns := map[string]uint64{}
+	for _, name := range []string{"cgroup", "ipc", "mnt", "net", "pid", "user", "uts"} {
+		var theirs, ours unix.Stat_t
+		if unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/"+name, &theirs) == nil &&
+			(unix.Stat("/proc/self/ns/"+name, &ours) != nil || ours.Ino != theirs.Ino) {
+			ns[name] = theirs.Ino
+		}
+	}
+	return ns
 }
 
 // wait waits for the program p, forwarding the signals on sigs to it, and
