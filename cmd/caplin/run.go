@@ -379,6 +379,14 @@ func runSandbox(args []string, m mode) int {
 	}
 	defer cmd.Close()
 	m.levelPrefix = cmd.LevelPrefix
+	if cmd.DieWithParent {
+		// caplin dies with its parent, and the sandbox with caplin, as
+		// bubblewrap does. (The signal is the process's, whichever
+		// thread asks: the kernel sends it to the whole group.)
+		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+			return m.fail(m.failure, "--die-with-parent: prctl(PR_SET_PDEATHSIG): %v", err)
+		}
+	}
 	sigs := notifyForwarded()
 	defer signal.Stop(sigs)
 

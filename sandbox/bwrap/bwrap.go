@@ -68,6 +68,10 @@ type Command struct {
 	// --perms after the last operation it could apply to, an fd option
 	// given twice).
 	Warnings []string
+	// DieWithParent is --die-with-parent: the caller is to die when its
+	// own parent does (PR_SET_PDEATHSIG), and the sandbox with it. (The
+	// sandbox always dies with the caller.)
+	DieWithParent bool
 	// LevelPrefix is --level-prefix: the caller prints its messages with
 	// a syslog level before them, "<3>" for errors and "<4>" for warnings,
 	// as bubblewrap does.

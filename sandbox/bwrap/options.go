@@ -199,7 +199,7 @@ var optionTable = map[string]option{
 	}},
 
 	"--new-session":            flagOpt(false, func(o *options) { o.newSession = true }),
-	"--die-with-parent":        flagOpt(false, func(o *options) {}), // always so
+	"--die-with-parent":        {0, false, func(c *Command, a []string) error { c.DieWithParent = true; return nil }},
 	"--as-pid-1":               flagOpt(false, func(o *options) { o.asPID1 = true }),
 	"--disable-userns":         flagOpt(false, func(o *options) { o.disableUserns = true }),
 	"--allow-userns":           flagOpt(true, func(o *options) { o.allowUserns = true }),
