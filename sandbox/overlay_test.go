@@ -205,3 +205,14 @@ func TestAssertNoUserNamespaces(t *testing.T) {
 		t.Errorf("with user namespaces allowed: %v, want the assertion to fail", err)
 	}
 }
+
+// TestEscapeOverlay: what overlayfs's option parsing takes as its own is
+// escaped: "\" always, ":" in a list of layers.
+func TestEscapeOverlay(t *testing.T) {
+	if got, want := escapeOverlay(`a:b\c,d`, true), `a\:b\\c,d`; got != want {
+		t.Errorf("in a list: %q, want %q", got, want)
+	}
+	if got, want := escapeOverlay(`a:b\c,d`, false), `a:b\\c,d`; got != want {
+		t.Errorf("alone: %q, want %q", got, want)
+	}
+}
