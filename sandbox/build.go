@@ -218,7 +218,7 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 		var b proc.Batch
 		b.Unshare(unix.CLONE_NEWUSER)
 		if _, err := prog.Run(ctx, &b); err == nil {
-			return nil, errors.New("sandbox: the program can make user namespaces, which AssertNoUserNamespaces says it cannot")
+			return nil, errors.New("sandbox: creation of new user namespaces was not disabled as requested (AssertNoUserNamespaces): the program can make them")
 		}
 	}
 	return sb, nil

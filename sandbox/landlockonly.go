@@ -155,6 +155,15 @@ func landlockOnlyPolicy(spec *Spec, abi int) (*LandlockPolicy, []string, error) 
 	if spec.Hostname != "" {
 		cannot = append(cannot, "a hostname: needs a UTS namespace")
 	}
+	if spec.UserNS != nil || spec.UserNS2 != nil || spec.PIDNS != nil {
+		cannot = append(cannot, "joining the namespaces of UserNS, UserNS2 or PIDNS: makes a sandbox with namespaces")
+	}
+	if len(spec.LockFiles) > 0 {
+		cannot = append(cannot, "lock files: held by a process of caplin's in the sandbox, which has none without namespaces")
+	}
+	if spec.AssertNoUserNamespaces && spec.Seccomp.AllowUserNamespaces {
+		cannot = append(cannot, "AssertNoUserNamespaces: the filter policy allows user namespaces")
+	}
 	if len(spec.Caps) > 0 || spec.KeepCaps {
 		cannot = append(cannot, "capabilities: needs a user namespace")
 	}

@@ -198,7 +198,7 @@ func TestAssertNoUserNamespaces(t *testing.T) {
 	}
 	sb.Close()
 	spec.Seccomp.AllowUserNamespaces = true
-	if sb, err := Build(ctx, spec); err == nil || !strings.Contains(err.Error(), "can make user namespaces") {
+	if sb, err := Build(ctx, spec); err == nil || !strings.Contains(err.Error(), "creation of new user namespaces was not disabled as requested") {
 		if sb != nil {
 			sb.Close()
 		}
@@ -214,5 +214,35 @@ func TestEscapeOverlay(t *testing.T) {
 	}
 	if got, want := escapeOverlay(`a:b\c,d`, false), `a:b\\c,d`; got != want {
 		t.Errorf("alone: %q, want %q", got, want)
+	}
+}
+
+// TestLandlockOnlyRefusesNamespaceOptions: what needs namespaces of the
+// sandbox's own is refused without them, not dropped unseen.
+func TestLandlockOnlyRefusesNamespaceOptions(t *testing.T) {
+	if _, err := LandlockABI(); err != nil {
+		t.Skipf("no Landlock: %v", err)
+	}
+	self, err := os.Open("/proc/self/ns/user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer self.Close()
+	for want, set := range map[string]func(*Spec){
+		"UserNS":     func(s *Spec) { s.UserNS = self },
+		"lock files": func(s *Spec) { s.LockFiles = []string{"/l"} },
+		"AssertNoUserNamespaces": func(s *Spec) {
+			s.AssertNoUserNamespaces, s.Seccomp.AllowUserNamespaces = true, true
+		},
+	} {
+		spec := &Spec{LandlockOnly: true, UID: os.Geteuid(), GID: os.Getegid(), Net: NetHost}
+		set(spec)
+		sb, err := Build(context.Background(), spec)
+		if err == nil {
+			sb.Close()
+		}
+		if !errors.Is(err, ErrUnenforceable) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want it refused", want, err)
+		}
 	}
 }
