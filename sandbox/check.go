@@ -293,8 +293,11 @@ func (r *Report) Check(e *Expectation) []Finding {
 	}
 
 	if !spec.LandlockOnly {
+		// A user namespace given (UserNS, UserNS2) is the caller's
+		// choice, with its own maps.
+		givenUser := spec.UserNS != nil || spec.UserNS2 != nil
 		asksNew := map[string]bool{
-			"user": true, "mnt": true,
+			"user": !givenUser, "mnt": true,
 			"pid": !spec.SharePID, "pid_for_children": !spec.SharePID,
 			"net": spec.Net != NetHost,
 			"ipc": !spec.ShareIPC, "uts": !spec.ShareUTS, "cgroup": !spec.ShareCgroup,
@@ -317,8 +320,10 @@ func (r *Report) Check(e *Expectation) []Finding {
 			}
 			add(area, "%s; the spec maps %d inside to %d (the launcher's) only%s", mapString(m), inside, outside, root)
 		}
-		checkMap("uid_map", r.UIDMap, spec.UID, e.uid)
-		checkMap("gid_map", r.GIDMap, spec.GID, e.gid)
+		if !givenUser {
+			checkMap("uid_map", r.UIDMap, spec.UID, e.uid)
+			checkMap("gid_map", r.GIDMap, spec.GID, e.gid)
+		}
 	} else if r.UIDs[1] != spec.UID || r.GIDs[1] != spec.GID {
 		add("uid", "runs as uid %d, gid %d on the host; the spec asks for %d, %d", r.UIDs[1], r.GIDs[1], spec.UID, spec.GID)
 	}
