@@ -857,8 +857,9 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 // setns(2) in h's child, which itself stays where it is. The kernel lets a
 // process make no sibling in another pid namespace (CLONE_PARENT), so h's
 // child is their parent from then on: waiting for one asks h to reap it,
-// and h must stay open until then. The caller needs CAP_SYS_ADMIN in the
-// user namespace that owns ns (h's child's, that is).
+// and h must stay open until then. h's child needs CAP_SYS_ADMIN in its
+// own user namespace and in the one that owns ns (setns(2)): it may have
+// joined that one first, say.
 func (h *Handle) JoinPIDNamespace(ctx context.Context, ns *os.File) error {
 	var b Batch
 	fd := b.PutFile(ns, -1)

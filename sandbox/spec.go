@@ -278,9 +278,11 @@ type Spec struct {
 	UserNS2 *os.File
 	// PIDNS, when set, is a pid namespace the sandbox joins, as
 	// bubblewrap's --pidns does: with SharePID the program runs in it;
-	// otherwise the sandbox's own pid namespace is made inside it. The
-	// caller needs CAP_SYS_ADMIN in the user namespace that owns it.
-	// Nil: the caller's (proc's, for SharePID).
+	// otherwise the sandbox's own pid namespace is made inside it.
+	// Joining it takes CAP_SYS_ADMIN in the user namespace that owns it
+	// and in the sandbox's own until then: the caller's, unless UserNS is
+	// given (an unprivileged caller gives UserNS, then, as bubblewrap's
+	// users do). Nil: the caller's (proc's, for SharePID).
 	PIDNS *os.File
 
 	// AssertNoUserNamespaces makes Build fail unless the program cannot
