@@ -11,6 +11,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// skipWithoutUserNS skips t when err, a fork's, says the caller may make
+// no user namespace here, and fails it on another error.
+func skipWithoutUserNS(t *testing.T, err error) {
+	t.Helper()
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSPC) {
+		t.Skip("no unprivileged user namespaces here:", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestJoinPIDNamespace: after JoinPIDNamespace, the children a handle
 // forks are born in the pid namespace it joined, with the handle's child
 // as their parent (reaping goes through it), while the handle's child
@@ -19,12 +31,7 @@ func TestJoinPIDNamespace(t *testing.T) {
 	alsoAsNobody(t)
 	ctx := context.Background()
 	owner, err := Fork(ctx, &Options{From: Direct, NewUser: true, NewPID: true})
-	if err != nil {
-		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSPC) {
-			t.Skip("no unprivileged user namespaces here:", err)
-		}
-		t.Fatal(err)
-	}
+	skipWithoutUserNS(t, err)
 	defer owner.Close()
 	link := func(pid int) string {
 		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid))
@@ -88,12 +95,7 @@ func TestIDMapsBy(t *testing.T) {
 		return nil
 	}
 	h, err := Fork(ctx, &Options{From: Direct, NewUser: true, IDMapsBy: write})
-	if err != nil {
-		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSPC) {
-			t.Skip("no unprivileged user namespaces here:", err)
-		}
-		t.Fatal(err)
-	}
+	skipWithoutUserNS(t, err)
 	defer h.Close()
 	var b Batch
 	uid, gid := b.Geteuid(), b.Getegid()
