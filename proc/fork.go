@@ -33,6 +33,14 @@ type Options struct {
 	// the caller outside. Mapping more than one ID needs privilege.
 	UIDMap, GIDMap []IDMap
 
+	// IDMapsBy, with NewUser, writes the new user namespace's ID maps in
+	// proc's place: it is called with the child's pid, as the caller sees
+	// it, once the child is made and before Fork returns, for the caller
+	// (or a tool it runs, such as newuidmap) to write /proc/PID/uid_map,
+	// gid_map and setgroups; UIDMap, GIDMap and AllowSetgroups are then not
+	// used. Its error fails the fork.
+	IDMapsBy func(ctx context.Context, pid int) error
+
 	// AllowSetgroups leaves setgroups(2) enabled in a new user namespace.
 	// By default "deny" is written to /proc/PID/setgroups, which an
 	// unprivileged caller must do before writing a GID map anyway.
@@ -425,7 +433,11 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 			}
 		}
 	}()
-	if opts.NewUser {
+	if opts.NewUser && opts.IDMapsBy != nil {
+		if err := opts.IDMapsBy(ctx, int(pid)); err != nil {
+			return nil, fmt.Errorf("proc: fork: %w", err)
+		}
+	} else if opts.NewUser {
 		uidMap, gidMap := opts.UIDMap, opts.GIDMap
 		if uidMap == nil {
 			uidMap = []IDMap{{0, os.Geteuid(), 1}}
@@ -721,7 +733,7 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 
 	// Default ID maps name the IDs the handle runs as.
 	uidMap, gidMap := opts.UIDMap, opts.GIDMap
-	if opts.NewUser && (uidMap == nil || gidMap == nil) {
+	if opts.NewUser && opts.IDMapsBy == nil && (uidMap == nil || gidMap == nil) {
 		uid, gid := os.Geteuid(), os.Getegid()
 		if !top {
 			var b Batch
@@ -828,12 +840,16 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 			p.Close()
 		}
 	}()
-	if opts.NewUser {
+	if opts.NewUser && opts.IDMapsBy != nil {
+		if err := opts.IDMapsBy(ctx, p.Pid()); err != nil {
+			return nil, fmt.Errorf("proc: fork: %w", err)
+		}
+	} else if opts.NewUser {
 		// A child writes its own maps unless they need a privilege over
 		// the parent namespace's IDs that it lacks (and the caller has):
 		// then the caller writes them, as for a child of its own.
 		byUs := top || callerWritesMaps(opts.AllowSetgroups, uidMap, gidMap)
-		if err := child.writeIDMaps(ctx, h, byUs, p.Pid(), uidMap, gidMap, opts.AllowSetgroups); err != nil {
+		if err := child.writeIDMaps(ctx, h, byUs, outerPid, uidMap, gidMap, opts.AllowSetgroups); err != nil {
 			return nil, fmt.Errorf("proc: fork: %w", err)
 		}
 	}
@@ -853,13 +869,33 @@ func callerWritesMaps(setgroups bool, uidMap, gidMap []IDMap) bool {
 	return kernel.HasCap(unix.CAP_SETUID) && kernel.HasCap(unix.CAP_SETGID)
 }
 
+// JoinPIDNamespace makes the children h's child forks from now on (Fork,
+// Spawn) be born in the pid namespace ns, an open /proc/PID/ns/pid, by
+// setns(2) in h's child, which itself stays where it is. The kernel lets a
+// process make no sibling in another pid namespace (CLONE_PARENT), so h's
+// child is their parent from then on: waiting for one asks h to reap it,
+// and h must stay open until then. h's child needs CAP_SYS_ADMIN in its
+// own user namespace and in the one that owns ns (setns(2)): it may have
+// joined that one first, say.
+func (h *Handle) JoinPIDNamespace(ctx context.Context, ns *os.File) error {
+	var b Batch
+	fd := b.PutFile(ns, -1)
+	b.Setns(fd, unix.CLONE_NEWPID)
+	b.CloseFD(fd)
+	if _, err := h.Run(ctx, &b); err != nil {
+		return err
+	}
+	h.joinedPID.Store(true)
+	return nil
+}
+
 // childParent returns the clone flags for a child made inside h with opts,
 // and the child's parent: with CLONE_PARENT, the parent of h's child (nil
 // for the caller); without it (h's child is a pid namespace's init, or the
 // tree zygote), h's child itself.
 func (h *Handle) childParent(opts *Options) (uintptr, *Handle) {
 	flags := opts.cloneFlags()
-	if h.pidns || h.spawner {
+	if h.pidns || h.spawner || h.joinedPID.Load() {
 		return flags, h
 	}
 	return flags | unix.CLONE_PARENT, h.parent

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/caplin-dev/caplin/pidfd"
@@ -72,15 +73,16 @@ func (e *BatchError) Unwrap() error { return e.Err }
 type Handle struct {
 	mu sync.Mutex
 	*owned
-	ctrl      int     // the child's end of the control socket, as numbered in the child
-	state     error   // nil while usable
-	pidns     bool    // the child is the init of a pid namespace it was made in
-	parent    *Handle // the child's parent process, when it is not the caller
-	spawner   bool    // the tree zygote: the parent of its children (no CLONE_PARENT)
-	reapTable uintptr // the tree zygote's reap table, in its memory
-	noPdeath  bool    // made with NoParentDeathSignal
-	tls       uintptr // a zygote's TLS slot, kept mapped (tlsKeep), for tests
-	arena     uint64  // the child's arena when not the usual one (forkShared)
+	ctrl      int         // the child's end of the control socket, as numbered in the child
+	state     error       // nil while usable
+	pidns     bool        // the child is the init of a pid namespace it was made in
+	joinedPID atomic.Bool // the child joined a pid namespace for its children (JoinPIDNamespace)
+	parent    *Handle     // the child's parent process, when it is not the caller
+	spawner   bool        // the tree zygote: the parent of its children (no CLONE_PARENT)
+	reapTable uintptr     // the tree zygote's reap table, in its memory
+	noPdeath  bool        // made with NoParentDeathSignal
+	tls       uintptr     // a zygote's TLS slot, kept mapped (tlsKeep), for tests
+	arena     uint64      // the child's arena when not the usual one (forkShared)
 	cleanup   runtime.Cleanup
 
 	// regions are arenas and stacks of ForkShared children that are gone,

@@ -338,12 +338,7 @@ func TestForkatUserNamespace(t *testing.T) {
 	dir := sharedTempDir(t)
 	h := fork(t, nil)
 	g, err := h.Fork(ctx, &Options{NewUser: true})
-	if err != nil {
-		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSPC) {
-			t.Skip("no unprivileged user namespaces here:", err)
-		}
-		t.Fatal(err)
-	}
+	skipWithoutUserNS(t, err)
 	defer g.Close()
 	var b Batch
 	uid := b.Geteuid()

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -41,7 +42,7 @@ func Build(ctx context.Context, spec *Spec, opts ...Option) (_ *Sandbox, err err
 	if err != nil {
 		return nil, err
 	}
-	return buildWith(ctx, spec, filter, ll, lim)
+	return buildWith(ctx, spec, filter, ll, lim, o.idMapsBy)
 }
 
 // policies returns spec's seccomp filter and its Landlock policy (nil
@@ -83,8 +84,9 @@ func makeLimiter(spec *Spec, log *slog.Logger) (*limiter, error) {
 }
 
 // buildWith is Build once the policies and the limiter are made; lim
-// (which may be nil) is the sandbox's from then on.
-func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *LandlockPolicy, lim *limiter) (_ *Sandbox, err error) {
+// (which may be nil) is the sandbox's from then on. idMapsBy, if not nil,
+// writes the user namespace's ID maps (WithIDMapsBy).
+func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *LandlockPolicy, lim *limiter, idMapsBy func(context.Context, int) error) (_ *Sandbox, err error) {
 
 	sb := &Sandbox{spec: spec, lim: lim}
 	defer func() {
@@ -119,17 +121,30 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	// root, on another CPU.
 	initMode := !spec.SharePID && !spec.AsPID1
 	netLater := initMode && spec.Net != NetHost
-	h, err := proc.Fork(ctx, &proc.Options{
+	opts := &proc.Options{
 		From:    forkOrigin(spec),
 		NewUser: true, NewMount: true,
 		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup && !ownCgroupNamespace(spec, lim),
-		NewPID: !spec.SharePID,
-		NewNet: spec.Net != NetHost && !netLater,
-		UIDMap: uidMap, GIDMap: gidMap,
+		NewPID:   !spec.SharePID,
+		NewNet:   spec.Net != NetHost && !netLater,
+		UIDMap:   uidMap,
+		GIDMap:   gidMap,
+		IDMapsBy: idMapsBy,
 		// The caller's supplementary groups are dropped where they are
 		// not the host user's (recordRoot).
 		AllowSetgroups: spec.HostIDs != (HostIDs{}),
-	})
+	}
+	if idMapsBy != nil {
+		// The caller writes the maps of a namespace whose parent is its
+		// own only: not the tree zygote's.
+		opts.From = proc.Direct
+	}
+	var h *proc.Handle
+	if spec.UserNS != nil || spec.PIDNS != nil {
+		h, err = sb.forkJoining(ctx, spec, opts)
+	} else {
+		h, err = proc.Fork(ctx, opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
@@ -210,6 +225,21 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 		sb.ns["net"] = st.Ino
 	}
 
+	if len(spec.LockFiles) > 0 {
+		// The init holds the locks; where the program is the first
+		// process, a child of it kept for the purpose does.
+		holder := h
+		if !initMode {
+			if holder, err = h.Fork(ctx, nil); err != nil {
+				return nil, fmt.Errorf("sandbox: forking the process that holds the lock files: %w", err)
+			}
+			sb.extra = append(sb.extra, holder)
+		}
+		if err := lockFiles(ctx, holder, spec.LockFiles); err != nil {
+			return nil, err
+		}
+	}
+
 	s, err := recordProgram(spec, spec.Files, lim, ll, filter, 0)
 	if err != nil {
 		return nil, err
@@ -217,7 +247,87 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	if _, err := prog.Run(ctx, &s.b); err != nil {
 		return nil, s.explain(err)
 	}
+	if spec.AssertNoUserNamespaces {
+		var b proc.Batch
+		b.Unshare(unix.CLONE_NEWUSER)
+		if _, err := prog.Run(ctx, &b); err == nil {
+			return nil, errors.New("sandbox: creation of new user namespaces was not disabled as requested (AssertNoUserNamespaces): the program can make them")
+		}
+	}
 	return sb, nil
+}
+
+// forkJoining makes the sandbox's first process, with opts, inside the
+// namespaces spec.UserNS and spec.PIDNS: a process of the caller's own
+// joins them, and forks it (so that it is born in the pid namespace), as
+// bubblewrap does; that process, and the one between for a new pid
+// namespace, are the sandbox's too, from then on.
+func (sb *Sandbox) forkJoining(ctx context.Context, spec *Spec, opts *proc.Options) (*proc.Handle, error) {
+	outer, err := proc.Fork(ctx, &proc.Options{From: proc.Direct})
+	if err != nil {
+		return nil, err
+	}
+	sb.extra = append(sb.extra, outer)
+	if spec.UserNS != nil {
+		var b proc.Batch
+		fd := b.PutFile(spec.UserNS, -1)
+		b.Setns(fd, unix.CLONE_NEWUSER)
+		b.CloseFD(fd)
+		if _, err := outer.Run(ctx, &b); err != nil {
+			if errors.Is(err, unix.EINVAL) {
+				return nil, fmt.Errorf("joining the user namespace of UserNS (%s), which might not be a descendant of the caller's: %w", spec.UserNS.Name(), unix.EINVAL)
+			}
+			return nil, fmt.Errorf("joining the user namespace of UserNS (%s): %w", spec.UserNS.Name(), errnoOf(err))
+		}
+		o := *opts
+		o.NewUser, o.UIDMap, o.GIDMap = false, nil, nil
+		opts = &o
+	}
+	if spec.PIDNS != nil {
+		if err := outer.JoinPIDNamespace(ctx, spec.PIDNS); err != nil {
+			return nil, fmt.Errorf("joining the pid namespace of PIDNS (%s): %w", spec.PIDNS.Name(), errnoOf(err))
+		}
+		if opts.NewPID {
+			// The kernel makes a pid namespace only inside the maker's
+			// own, not the one it joined for its children: a child of
+			// outer, born in PIDNS, makes the sandbox's.
+			mid, err := outer.Fork(ctx, nil)
+			if err != nil {
+				return nil, err
+			}
+			sb.extra = append(sb.extra, mid)
+			return mid.Fork(ctx, opts)
+		}
+	}
+	return outer.Fork(ctx, opts)
+}
+
+// errnoOf returns the errno inside err, or err.
+func errnoOf(err error) error {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return err
+}
+
+// lockFiles takes, in process h, a shared lock on each of paths, which h
+// holds as long as it lives.
+func lockFiles(ctx context.Context, h *proc.Handle, paths []string) error {
+	var r recorder
+	// struct flock, all zero: F_RDLCK (0) from SEEK_SET (0), offset 0,
+	// length 0 (the whole file), on every architecture Linux has.
+	var flock [32]byte
+	for _, p := range paths {
+		from := r.begin()
+		fd := r.b.Openat(proc.AtFDCWD(), p, unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		r.b.Fcntl(fd, unix.F_SETLK, r.b.In(flock[:]))
+		r.end(from, "lock file "+p)
+	}
+	if _, err := h.Run(ctx, &r.b); err != nil {
+		return r.explain(err)
+	}
+	return nil
 }
 
 // forkOrigin is where proc makes a sandbox's first process: from the

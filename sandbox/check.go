@@ -297,8 +297,11 @@ func (r *Report) Check(e *Expectation) []Finding {
 	}
 
 	if !spec.LandlockOnly {
+		// A user namespace given (UserNS, UserNS2) is the caller's
+		// choice, with its own maps.
+		givenUser := spec.UserNS != nil || spec.UserNS2 != nil
 		asksNew := map[string]bool{
-			"user": true, "mnt": true,
+			"user": !givenUser, "mnt": true,
 			"pid": !spec.SharePID, "pid_for_children": !spec.SharePID,
 			"net": spec.Net != NetHost,
 			"ipc": !spec.ShareIPC, "uts": !spec.ShareUTS, "cgroup": !spec.ShareCgroup,
@@ -324,10 +327,12 @@ func (r *Report) Check(e *Expectation) []Finding {
 				add(area, "%s; the spec maps %s only (its host IDs)%s", mapString(m), strings.TrimPrefix(mapString(want), "mapped "), root)
 			}
 		}
-		// e.uid and e.gid are the caller's when the maps name them.
-		uids, gids := spec.idMaps(e.uid, e.gid)
-		checkMap("uid_map", r.UIDMap, uids)
-		checkMap("gid_map", r.GIDMap, gids)
+		if !givenUser {
+			// e.uid and e.gid are the caller's when the maps name them.
+			uids, gids := spec.idMaps(e.uid, e.gid)
+			checkMap("uid_map", r.UIDMap, uids)
+			checkMap("gid_map", r.GIDMap, gids)
+		}
 	} else if uid, gid := landlockOnlyUser(spec); r.UIDs[1] != uid || r.GIDs[1] != gid {
 		add("uid", "runs as uid %d, gid %d on the host; the spec asks for %d, %d", r.UIDs[1], r.GIDs[1], uid, gid)
 	}

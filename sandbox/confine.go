@@ -34,6 +34,13 @@ func recordProgram(spec *Spec, files map[int]*os.File, lim *limiter, ll *Landloc
 		s.b.PutFile(f, fd)
 	}
 	s.end(from, "granting fds")
+	if spec.UserNS2 != nil {
+		from = s.begin()
+		fd := s.b.PutFile(spec.UserNS2, -1)
+		s.b.Setns(fd, unix.CLONE_NEWUSER)
+		s.b.CloseFD(fd)
+		s.end(from, "joining the user namespace of UserNS2")
+	}
 	if !spec.SameSession {
 		from = s.begin()
 		s.b.Setsid()

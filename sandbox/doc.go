@@ -24,11 +24,14 @@
 //
 //   - Namespaces (Build): user (the caller's IDs mapped to Spec.UID and
 //     GID inside, or, for a root caller, an unprivileged host user's:
-//     Spec.HostIDs, UnprivilegedIDs), mount, pid (with an init of caplin's
-//     as pid 1 unless AsPID1), ipc, uts, cgroup, and net unless NetHost.
+//     Spec.HostIDs, UnprivilegedIDs; or one the caller gives, UserNS, or
+//     maps itself, WithIDMapsBy), mount, pid (with an init of caplin's as
+//     pid 1 unless AsPID1; inside PIDNS when given), ipc, uts, cgroup, and
+//     net unless NetHost.
 //   - The file system (Build): only what Spec.Mounts grants, read-only
-//     unless a grant says otherwise; the caller's root is detached after
-//     pivot_root, so no path leads back to it.
+//     unless a grant says otherwise (overlays included: made in the
+//     sandbox's user namespace, Linux 5.11 or later); the caller's root is
+//     detached after pivot_root, so no path leads back to it.
 //   - Landlock (LandlockPolicy; Build applies the same grants as the
 //     mounts): a second layer, so that a mistake in one is not an escape;
 //     it also scopes signals and abstract Unix sockets (ABI 6). No

@@ -27,6 +27,7 @@ const (
 	srcNone                        // none: it takes no Source
 	srcHostPath                    // a bind's host path (or FD in its place); Try applies
 	srcLinkTarget                  // a symbolic link's target, not looked at
+	srcUpperDir                    // an overlay's upper directory, a host path (Lower and Work go with it)
 )
 
 // templateUse is how the sandboxes of a Template get a mount.
@@ -36,6 +37,7 @@ const (
 	_           templateUse = iota // unset: a kind left out of the table
 	tmplShared                     // all share the template's, as it built it
 	tmplRenewed                    // each makes it afresh (renew), unless a later mount is inside it
+	tmplRefused                    // NewTemplate refuses it: sharing it would let sandboxes see each other's writes, and renewing it needs the caller's files
 )
 
 // kindInfo is what the package knows of one mount kind.
@@ -45,6 +47,8 @@ type kindInfo struct {
 	// takesPerms, takesSize and takesData say which of Mount.Perms, Size
 	// and Data the kind uses; needsPerms that Perms is required.
 	takesPerms, takesSize, takesData, needsPerms bool
+	// takesLower says the kind is an overlay, of Mount.Lower's layers.
+	takesLower bool
 
 	// prepare, for kinds that take something of the caller's file system,
 	// records taking it (a clone of the source) while the first process
@@ -126,6 +130,14 @@ func kindTable() [kindCount]kindInfo {
 		// cannot be expressed, so the mounts alone enforce RemountRO.
 		RemountRO: {name: "remount-ro", source: srcNone, record: recordRemountRO, landlock: rootGrant, landlockOnly: needsMountNS, template: tmplShared},
 		Chmod:     {name: "chmod", source: srcNone, takesPerms: true, needsPerms: true, record: recordChmod, landlock: rootGrant, landlockOnly: needsMountNS, template: tmplShared},
+		// The overlays are made whole (layers looked up, the file system
+		// created) while the caller's files are seen, and attached later
+		// like a bind's clone. One writing to the host's upper directory
+		// is shared by a template's sandboxes as a writable bind is; one
+		// writing to a tmpfs of its own cannot be.
+		Overlay:    {name: "overlay", source: srcUpperDir, takesLower: true, prepare: prepareOverlay, record: recordOverlay, landlock: grant(AccessWrite, PathDir), landlockOnly: needsMountNS, template: tmplShared},
+		TmpOverlay: {name: "tmp-overlay", source: srcNone, takesLower: true, prepare: prepareOverlay, record: recordOverlay, landlock: grant(AccessWrite, PathDir), landlockOnly: needsMountNS, template: tmplRefused},
+		ROOverlay:  {name: "ro-overlay", source: srcNone, takesLower: true, prepare: prepareOverlay, record: recordOverlay, landlock: grant(AccessRead, PathDir), landlockOnly: needsMountNS, template: tmplShared},
 	}
 }
 

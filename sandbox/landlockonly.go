@@ -240,6 +240,15 @@ func landlockOnlyPolicy(spec *Spec, abi int) (*landlockOnlyPlan, error) {
 	if spec.AsPID1 && !spec.SharePID {
 		p.cannot = append(p.cannot, "the program as pid 1: needs a pid namespace")
 	}
+	if spec.UserNS != nil || spec.UserNS2 != nil || spec.PIDNS != nil {
+		p.cannot = append(p.cannot, "joining the namespaces of UserNS, UserNS2 or PIDNS: makes a sandbox with namespaces")
+	}
+	if len(spec.LockFiles) > 0 {
+		p.cannot = append(p.cannot, "lock files: held by a process of caplin's in the sandbox, which has none without namespaces")
+	}
+	if spec.AssertNoUserNamespaces && spec.Seccomp.AllowUserNamespaces {
+		p.cannot = append(p.cannot, "AssertNoUserNamespaces: the filter policy allows user namespaces")
+	}
 	if len(spec.Caps) > 0 || spec.KeepCaps {
 		p.cannot = append(p.cannot, "capabilities: needs a user namespace")
 	}

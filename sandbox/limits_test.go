@@ -52,7 +52,7 @@ func startLimited(t *testing.T, lim *limiter, script string) *limitedSandbox {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := buildWith(ctx, spec, filter, ll, lim)
+	h, err := buildWith(ctx, spec, filter, ll, lim, nil)
 	w.Close()
 	if err != nil {
 		t.Fatal(err)

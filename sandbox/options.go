@@ -1,13 +1,17 @@
 package sandbox
 
-import "log/slog"
+import (
+	"context"
+	"log/slog"
+)
 
 // An Option changes how Build, NewTemplate or Run go about their work,
 // not what the sandbox is: that is the Spec's, which profiles hold.
 type Option func(*options)
 
 type options struct {
-	log *slog.Logger
+	log      *slog.Logger
+	idMapsBy func(ctx context.Context, pid int) error
 }
 
 // WithLogger sends what the sandbox has to say but does not refuse to l:
@@ -16,6 +20,23 @@ type options struct {
 // the package never logs to slog.Default.
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.log = l }
+}
+
+// WithIDMapsBy makes Build leave the ID maps of the sandbox's user
+// namespace to f, as bubblewrap's --userns-block-fd does: once the
+// sandbox's first process is made, in its new user namespace without
+// maps, f is called with its pid (as the caller sees it; InitPid's), and
+// writes /proc/PID/uid_map, gid_map and setgroups itself or has them
+// written (by newuidmap, say), then returns for Build to go on. The
+// spec's UID and GID are then not used: the program runs as what the
+// maps make of the caller's IDs. So that the new user namespace's parent
+// is the caller's, whose maps the caller may write, the sandbox is forked
+// from the caller itself, as with Spec.Direct. f's error fails the
+// build. It does not
+// apply with Spec.UserNS, which makes no user namespace, nor to
+// NewTemplate.
+func WithIDMapsBy(f func(ctx context.Context, pid int) error) Option {
+	return func(o *options) { o.idMapsBy = f }
 }
 
 // discard is the logger of a caller that gave none.

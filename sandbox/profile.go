@@ -48,6 +48,8 @@ var profileKeys = []profileKey{
 	{"mount.perms", `a string like "0755"`},
 	{"mount.size", `a string like "64M"`},
 	{"mount.data", "a string"},
+	{"mount.lower", `an array of strings like ["/a", "/b"]`},
+	{"mount.work", `a string like "/w"`},
 	{"limits", "a [limits] table"},
 	{"limits.pids", "an integer"},
 	{"limits.memory", `a string like "512M"`},
@@ -97,13 +99,15 @@ type profile struct {
 }
 
 type profileMount struct {
-	Type   string `toml:"type"`
-	Source string `toml:"source"`
-	Dest   string `toml:"dest"`
-	Try    bool   `toml:"try"`
-	Perms  string `toml:"perms"`
-	Size   string `toml:"size"`
-	Data   string `toml:"data"`
+	Type   string   `toml:"type"`
+	Source string   `toml:"source"`
+	Dest   string   `toml:"dest"`
+	Try    bool     `toml:"try"`
+	Perms  string   `toml:"perms"`
+	Size   string   `toml:"size"`
+	Data   string   `toml:"data"`
+	Lower  []string `toml:"lower"`
+	Work   string   `toml:"work"`
 }
 
 // ParseSize reads a size in bytes, with an optional K, M or G suffix (powers
@@ -219,8 +223,10 @@ func ParseProfile(name string, data []byte) (*Spec, error) {
 			return nil, bad("mount[%d] (%s %s): perms is for %s", i, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesPerms }), ", "))
 		case m.Perms == "" && k.needsPerms:
 			return nil, bad("mount[%d] (%s %s): perms missing", i, m.Type, m.Dest)
+		case (m.Lower != nil || m.Work != "") && !k.takesLower:
+			return nil, bad("mount[%d] (%s %s): lower and work are for %s", i, m.Type, m.Dest, strings.Join(kindsWith(func(k *kindInfo) bool { return k.takesLower }), ", "))
 		}
-		mnt := Mount{Kind: kind, Source: m.Source, Dest: m.Dest, Try: m.Try, Data: []byte(m.Data)}
+		mnt := Mount{Kind: kind, Source: m.Source, Dest: m.Dest, Try: m.Try, Data: []byte(m.Data), Lower: m.Lower, Work: m.Work}
 		if m.Perms != "" {
 			pm, err := ParsePerms(m.Perms)
 			if err != nil {

@@ -27,6 +27,10 @@ type Sandbox struct {
 	spec  *Spec
 	first *proc.Handle // the first process made, in the sandbox's namespaces
 	init  *proc.Handle // caplin's init, pid 1, when the program is not
+	// extra are processes of caplin's that the sandbox keeps besides
+	// those: the one that joined UserNS or PIDNS, the one that holds the
+	// lock files when there is no init of caplin's to.
+	extra []*proc.Handle
 	lim   *limiter
 	ns    map[string]uint64
 	// reapLater: Close kills and leaves the reaping to a goroutine.
@@ -343,6 +347,9 @@ func (s *Sandbox) Kill() error {
 	if h != nil && h != s.first {
 		h.Process().Kill()
 	}
+	for _, x := range s.extra {
+		x.Process().Kill()
+	}
 	err := s.first.Process().Kill()
 	if errors.Is(err, fs.ErrClosed) {
 		err = nil // closed already: nothing is left to kill
@@ -390,6 +397,9 @@ func (s *Sandbox) close() error {
 	var err error
 	if h != nil && h != s.first {
 		h.Close()
+	}
+	for _, x := range s.extra {
+		x.Close()
 	}
 	if s.first != nil {
 		err = s.first.Close()

@@ -61,6 +61,19 @@ const (
 	RemountRO
 	// Chmod sets the mode of Dest to Perms.
 	Chmod
+	// Overlay mounts an overlay file system at Dest: the host directories
+	// Lower, read-only, under Source, the host directory writes go to,
+	// with Work, an empty host directory on Source's file system, as
+	// overlayfs's work directory (bubblewrap's --overlay). It is made in
+	// the sandbox's user namespace, with user.* extended attributes
+	// (userxattr), which needs Linux 5.11.
+	Overlay
+	// TmpOverlay is an Overlay whose writes go to a tmpfs of its own that
+	// nothing else sees, and are lost with the sandbox (--tmp-overlay).
+	TmpOverlay
+	// ROOverlay is an Overlay of Lower alone, read-only: at least two
+	// layers, since overlayfs has nothing to do with one (--ro-overlay).
+	ROOverlay
 
 	// kindCount is not a kind: it counts them, for the table (kinds.go)
 	// that describes each. It stays last: a new kind goes before it.
@@ -136,6 +149,15 @@ type Mount struct {
 	Size int64
 	// Data is the content of a File, BindData or ROBindData.
 	Data []byte
+	// Lower are the read-only layers of Overlay, TmpOverlay and
+	// ROOverlay: absolute host paths of directories, from the bottom up
+	// (the order of bubblewrap's --overlay-src). Any bytes but NUL may be
+	// in them (":", ",", "\\" included). Nil for the other kinds.
+	Lower []string
+	// Work is an Overlay's work directory: an absolute host path of an
+	// empty directory on the same file system as Source. Empty for the
+	// other kinds.
+	Work string
 }
 
 // Perms returns a pointer to m, for Mount.Perms.
@@ -257,6 +279,41 @@ type Spec struct {
 	// Limits bound the resources of the sandbox's processes together.
 	Limits Limits
 
+	// LockFiles are paths inside the sandbox on each of which it holds a
+	// shared fcntl lock (F_RDLCK, the whole file) for as long as it lives,
+	// as bubblewrap's --lock-file does: a process of caplin's in the
+	// sandbox (its init, or one kept for the purpose when the program is
+	// pid 1 or SharePID) opens each read-only once the root is made, and
+	// the locks go with that process, however the sandbox ends. A lock
+	// held by another process fails the build. Nil: none.
+	LockFiles []string
+	// UserNS, when set, is a user namespace (an open /proc/PID/ns/user,
+	// say) the sandbox joins instead of making one of its own, as
+	// bubblewrap's --userns does: its other namespaces are made in it. The
+	// caller needs CAP_SYS_ADMIN in it (it made it, or an ancestor of it),
+	// and UID and GID are not used: the program's IDs are what the
+	// caller's map to there. Nil: a new user namespace.
+	UserNS *os.File
+	// UserNS2, when set, is a user namespace the program's process moves
+	// to once the sandbox is built, before it is confined and execs, as
+	// bubblewrap's --userns2 does: one the sandbox's user namespace has
+	// CAP_SYS_ADMIN in (one nested in it, say). Nil: none.
+	UserNS2 *os.File
+	// PIDNS, when set, is a pid namespace the sandbox joins, as
+	// bubblewrap's --pidns does: with SharePID the program runs in it;
+	// otherwise the sandbox's own pid namespace is made inside it.
+	// Joining it takes CAP_SYS_ADMIN in the user namespace that owns it
+	// and in the sandbox's own until then: the caller's, unless UserNS is
+	// given (an unprivileged caller gives UserNS, then, as bubblewrap's
+	// users do). Nil: the caller's (proc's, for SharePID).
+	PIDNS *os.File
+
+	// AssertNoUserNamespaces makes Build fail unless the program cannot
+	// make a user namespace: it is tried in the program's process once it
+	// is confined (bubblewrap's --assert-userns-disabled). With the
+	// default filter policy that holds; AllowUserNamespaces undoes it.
+	AssertNoUserNamespaces bool
+
 	// Direct forks the sandbox straight from the caller rather than from
 	// proc's zygote (proc.Direct): faster for a caller with a
 	// small heap, such as a command; slower for a large one. With
@@ -305,6 +362,7 @@ func (s *Spec) Clone() *Spec {
 				m.Perms = Perms(*m.Perms)
 			}
 			m.Data = slices.Clone(m.Data)
+			m.Lower = slices.Clone(m.Lower)
 			c.Mounts[i] = m
 		}
 	}
@@ -318,6 +376,7 @@ func (s *Spec) Clone() *Spec {
 		}
 	}
 	c.Caps = slices.Clone(s.Caps)
+	c.LockFiles = slices.Clone(s.LockFiles)
 	return &c
 }
 

@@ -70,6 +70,12 @@ type Template struct {
 // CAP_NET_RAW (configuring, or listening to, the shared network). So is
 // SharePID, which would let them see, and on older kernels signal, each
 // other's processes, and LandlockOnly, which has no namespaces to keep.
+// So are a TmpOverlay (its writes would be shared, and it cannot be made
+// afresh without the caller's files) and LockFiles (held for one
+// sandbox's life); AssertNoUserNamespaces holds by the filter policy,
+// and is refused when that allows user namespaces, and UserNS, UserNS2
+// and PIDNS (a template's namespaces are its own). An Overlay and a
+// ROOverlay are shared, as binds are.
 //
 // opts may give a logger (WithLogger), which the template keeps for its
 // sandboxes too.
@@ -82,6 +88,15 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 	if spec.LandlockOnly {
 		return nil, errors.New("sandbox: a LandlockOnly sandbox has no namespaces to make a template of")
 	}
+	if spec.UserNS != nil || spec.UserNS2 != nil || spec.PIDNS != nil {
+		return nil, errors.New("sandbox: template: its sandboxes' namespaces are the template's own, not UserNS, UserNS2 or PIDNS")
+	}
+	if len(spec.LockFiles) > 0 {
+		return nil, errors.New("sandbox: template: lock files are held by one sandbox, not a template's")
+	}
+	if spec.AssertNoUserNamespaces && spec.Seccomp.AllowUserNamespaces {
+		return nil, errors.New("sandbox: template: AssertNoUserNamespaces with a filter policy that allows user namespaces")
+	}
 	if err := checkShared(spec); err != nil {
 		return nil, err
 	}
@@ -92,6 +107,9 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 	t := &Template{spec: spec, log: o.log, ll: ll, filter: filter}
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]
+		if kindOf(m.Kind).template == tmplRefused {
+			return nil, fmt.Errorf("sandbox: template: %s: its sandboxes would share its writes, and cannot each make it afresh", describe(i, m))
+		}
 		if kindOf(m.Kind).template != tmplRenewed {
 			continue
 		}

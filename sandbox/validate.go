@@ -22,7 +22,7 @@ func (m *Mount) String() string {
 	switch {
 	case m.Kind.isBind() && m.FD != nil:
 		return fmt.Sprintf("%s %s %s", m.Kind, m.FD.Name(), m.Dest)
-	case m.Kind.source() == srcHostPath || m.Kind.source() == srcLinkTarget:
+	case m.Kind.source() == srcHostPath || m.Kind.source() == srcLinkTarget || m.Kind.source() == srcUpperDir:
 		return fmt.Sprintf("%s %s %s", m.Kind, m.Source, m.Dest)
 	}
 	return fmt.Sprintf("%s %s", m.Kind, m.Dest)
@@ -45,8 +45,18 @@ func checkSpec(spec *Spec) error {
 		if m.FD != nil && (k.source != srcHostPath || m.Source != "") {
 			return mountError(i, m, errors.New("a descriptor is the source of a bind only, in place of a path"))
 		}
-		if (k.source == srcHostPath && m.FD == nil || k.source == srcLinkTarget) && m.Source == "" {
+		if (k.source == srcHostPath && m.FD == nil || k.source == srcLinkTarget || k.source == srcUpperDir) && m.Source == "" {
 			return mountError(i, m, errors.New("source missing"))
+		}
+		if m.Try && k.source != srcHostPath {
+			return mountError(i, m, errors.New("Try is for binds of a host path"))
+		}
+		if k.takesLower {
+			if err := checkOverlay(i, m); err != nil {
+				return err
+			}
+		} else if m.Lower != nil || m.Work != "" {
+			return mountError(i, m, errors.New("lower layers and a work directory are for overlays"))
 		}
 		if k.needsPerms && m.Perms == nil {
 			return mountError(i, m, errors.New("no mode given"))
@@ -58,6 +68,11 @@ func checkSpec(spec *Spec) error {
 	for fd, f := range spec.Files {
 		if fd < 0 || f == nil {
 			return fmt.Errorf("sandbox: fd %d: want a number of 0 or more and a file", fd)
+		}
+	}
+	for _, p := range spec.LockFiles {
+		if !filepath.IsAbs(p) || strings.Contains(p, "\x00") {
+			return fmt.Errorf("sandbox: lock file %q is not an absolute path", p)
 		}
 	}
 	if spec.UID < 0 || spec.GID < 0 {

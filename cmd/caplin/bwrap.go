@@ -58,10 +58,16 @@ DESCRIPTION
 	on its namespaces (a private /tmp, binds at other paths) and choose
 	for themselves what to do when it fails.
 
-	Refused with an error, never ignored: --userns, --userns2, --pidns,
-	--userns-block-fd, --assert-userns-disabled, --lock-file,
-	--overlay-src, --overlay, --tmp-overlay, --ro-overlay, --exec-label,
-	--file-label and --level-prefix.
+	Also bubblewrap's: --overlay-src SRC with --overlay RWSRC WORKDIR
+	DEST, --tmp-overlay DEST or --ro-overlay DEST (overlayfs in the
+	sandbox's user namespace, Linux 5.11 or later); --userns FD,
+	--userns2 FD and --pidns FD (join those namespaces instead of making
+	them); --userns-block-fd FD (with --info-fd: the user namespace is
+	made without ID maps, for the caller to write before a byte or EOF on
+	FD); --assert-userns-disabled; --lock-file PATH (a shared lock held
+	while the sandbox lives); --level-prefix ("<3>" before errors, "<4>"
+	before warnings). --exec-label and --file-label fail as bubblewrap
+	does where SELinux is absent: caplin labels nothing.
 
 EXIT STATUS
 	The command's status; 128+N when it was killed by signal N; 1 when

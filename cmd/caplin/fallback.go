@@ -21,7 +21,7 @@ import (
 // bwrap fails, as bubblewrap does there. After a fallback spec says
 // LandlockOnly. On failure build reports it and returns a nil sandbox and
 // the exit status.
-func (m mode) build(ctx context.Context, cmd *bwrap.Command, spec *sandbox.Spec) (*sandbox.Sandbox, int) {
+func (m mode) build(ctx context.Context, cmd *bwrap.Command, spec *sandbox.Spec, opts ...sandbox.Option) (*sandbox.Sandbox, int) {
 	if cmd.Require.Has(bwrap.LayerUserNS) && spec.LandlockOnly {
 		return nil, m.usage(m, "--require userns: --landlock-only makes no namespaces")
 	}
@@ -30,7 +30,7 @@ func (m mode) build(ctx context.Context, cmd *bwrap.Command, spec *sandbox.Spec)
 			return nil, m.fail(exitUnenforceable, "--require landlock: %v", err)
 		}
 	}
-	sb, err := sandbox.Build(ctx, spec, sandbox.WithLogger(noticeLogger(os.Stderr, m.name)))
+	sb, err := sandbox.Build(ctx, spec, append(opts, sandbox.WithLogger(noticeLogger(os.Stderr, m.name)))...)
 	if err == nil {
 		return sb, 0
 	}

@@ -22,7 +22,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+
+	"github.com/caplin-dev/caplin/sandbox/bwrap"
 )
 
 // Exit statuses. Those of caplin run follow the shells' and env(1)'s.
@@ -44,7 +47,9 @@ Usage:
 Commands:
 
 	run       run a program in a sandbox that reaches only what it is given
-	bwrap     the same, with bubblewrap's command line and defaults
+	bwrap     the same, with bubblewrap's command line and defaults (also
+	          when caplin is run as "bwrap", or with a bubblewrap option
+	          first: "/proc/self/exe --unshare-all ...")
 	dir       read and update files through a directory capability
 	serve     serve a capability (a directory, a connector, a launcher of
 	          sandboxed processes) on a Unix socket
@@ -90,9 +95,10 @@ func main() {
 
 // entry runs the command line argv and returns the exit status. Invoked
 // through a link named bwrap, or installed as a file named bwrap, caplin
-// is bubblewrap.
+// is bubblewrap; so it is when its first argument is one of bubblewrap's
+// options (not --help or --version).
 func entry(argv []string) int {
-	if asBwrap(argv[0]) {
+	if asBwrap(argv[0]) || len(argv) > 1 && isBwrapOption(argv[1]) {
 		return cmdBwrap(argv[1:])
 	}
 	return caplin(argv[1:])
@@ -112,6 +118,16 @@ func asBwrap(argv0 string) bool {
 	}
 	exe, err := os.Readlink("/proc/self/exe")
 	return err == nil && filepath.Base(exe) == "bwrap"
+}
+
+// isBwrapOption reports whether arg is one of bubblewrap's options but
+// --help and --version, which are caplin's own too.
+func isBwrapOption(arg string) bool {
+	if !strings.HasPrefix(arg, "--") || arg == "--help" || arg == "--version" {
+		return false
+	}
+	_, found := slices.BinarySearch(bwrap.Options(bwrap.Bubblewrap), arg)
+	return found || arg == "--args"
 }
 
 // caplin runs the command line args (without the program name) and returns

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -92,6 +93,21 @@ FILE SYSTEM (applied in order)
 		Set the mode of DEST.
 	--perms OCTAL, --size BYTES
 		The mode and size (with K, M or G) of the next operation.
+	--overlay-src SRC
+		A read-only layer (a host directory) of the next overlay;
+		repeatable, from the bottom up.
+	--overlay RWSRC WORKDIR DEST
+		An overlay file system at DEST of the --overlay-src layers
+		under the host directory RWSRC, which takes the writes;
+		WORKDIR is an empty host directory on RWSRC's file system.
+		Made in the sandbox's user namespace (Linux 5.11 or later).
+	--tmp-overlay DEST
+		The same, writes going to a tmpfs lost with the sandbox.
+	--ro-overlay DEST
+		The same, read-only, of two layers or more.
+	--lock-file PATH
+		Hold a shared lock (fcntl F_RDLCK) on the sandbox's file PATH
+		while the sandbox lives. Not with --as-pid-1 in bwrap.
 
 FDS
 	--fd N=SPEC
@@ -160,6 +176,25 @@ PROCESS
 		sandbox's user namespace; drop it again. Default: none.
 	--allow-userns
 		Let the program make user namespaces of its own.
+	--assert-userns-disabled
+		Fail unless the program cannot make user namespaces (it is so
+		unless --allow-userns).
+	--userns FD, --pidns FD
+		Join the user namespace, or the pid namespace, that caplin's fd
+		FD names (/proc/PID/ns/user, .../pid) instead of making one:
+		with --pidns, the sandbox's pid namespace is made inside it.
+		--uid and --gid do not apply with --userns.
+	--userns2 FD
+		Move the program to the user namespace FD names once the
+		sandbox is built (one nested in --userns's, say).
+	--userns-block-fd FD
+		With --info-fd: make the user namespace without ID maps,
+		report the sandbox's first process on --info-fd, and wait
+		for data or end of file on FD while the caller writes its
+		/proc/PID/uid_map and gid_map.
+	--exec-label LABEL, --file-label LABEL
+		Fail, as bubblewrap does without SELinux: caplin labels
+		nothing.
 	--seccomp FD, --add-seccomp-fd FD
 		Also install the classic-BPF seccomp program read from FD.
 	--profile FILE
@@ -252,6 +287,9 @@ STATUS FDS (bubblewrap's formats)
 		Wait until FD has data or is at end of file before running CMD.
 	--args FD
 		Read more options, NUL-separated, from FD, in place.
+	--level-prefix
+		Start caplin's messages with their syslog level: <3> for
+		errors, <4> for warnings.
 
 COMPATIBILITY
 	Accepted for bubblewrap's users, with nothing to do since caplin
@@ -325,6 +363,9 @@ type mode struct {
 	buildFailed func(ctx context.Context, m mode, err error, spec *sandbox.Spec) int
 	// execFailed reports that the program could not be executed.
 	execFailed func(m mode, path string, err error, spec *sandbox.Spec) int
+	// levelPrefix is --level-prefix: messages start with their syslog
+	// level, "<3>" for errors and "<4>" for warnings.
+	levelPrefix bool
 }
 
 // runMode speaks as caplin run: a usage error is status 2 with the
@@ -385,8 +426,28 @@ var bwrapMode = mode{
 
 // fail prints the mode's name and the message, and returns code.
 func (m mode) fail(code int, format string, a ...any) int {
-	fmt.Fprintf(os.Stderr, "%s: %s\n", m.name, fmt.Sprintf(format, a...))
+	m.print(3, fmt.Sprintf(format, a...))
 	return code
+}
+
+// warn prints a warning: after "warning: " in caplin run, as bubblewrap
+// does in caplin bwrap.
+func (m mode) warn(msg string) {
+	if m.dialect != bwrap.Bubblewrap {
+		msg = "warning: " + msg
+	}
+	m.print(4, msg)
+}
+
+// print prints one message line of syslog level: the one place messages
+// of caplin run and caplin bwrap are printed, so that --level-prefix
+// applies to all.
+func (m mode) print(level int, msg string) {
+	prefix := ""
+	if m.levelPrefix {
+		prefix = "<" + strconv.Itoa(level) + ">"
+	}
+	fmt.Fprintf(os.Stderr, "%s%s: %s\n", prefix, m.name, msg)
 }
 
 // runSandbox carries out a command line of mode m: it makes the sandbox,
@@ -401,11 +462,35 @@ func runSandbox(args []string, m mode) int {
 	var relayed syscall.Signal
 	defer func() { dieOf(relayed) }()
 	defer cmd.Close()
+	m.levelPrefix = cmd.LevelPrefix
+	if cmd.DieWithParent {
+		// caplin dies with its parent, and the sandbox with caplin, as
+		// bubblewrap does. (The signal is the process's, whichever
+		// thread asks: the kernel sends it to the whole group.)
+		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+			return m.fail(m.failure, "--die-with-parent: prctl(PR_SET_PDEATHSIG): %v", err)
+		}
+	}
 	sigs := notifyForwarded()
 	defer signal.Stop(sigs)
 
 	ctx := context.Background()
-	sb, code := m.build(ctx, cmd, spec) // fallback.go
+	var opts []sandbox.Option
+	reported := false
+	if cmd.UsernsBlock != nil {
+		// bubblewrap's --userns-block-fd: the user namespace is made
+		// without maps; its first process is reported, and the maps are
+		// the caller's to write until the fd gives a byte or EOF.
+		opts = append(opts, sandbox.WithIDMapsBy(func(ctx context.Context, pid int) error {
+			reportStarted(cmd, pid, spec, namespacesOf(pid))
+			reported = true
+			var b [1]byte
+			cmd.UsernsBlock.Read(b[:])
+			cmd.UsernsBlock.Close()
+			return nil
+		}))
+	}
+	sb, code := m.build(ctx, cmd, spec, opts...) // fallback.go
 	if sb == nil {
 		return code
 	}
@@ -418,7 +503,9 @@ func runSandbox(args []string, m mode) int {
 			sb.Close()
 		}
 	}()
-	reportStarted(cmd, sb, spec)
+	if !reported {
+		reportStarted(cmd, sb.InitPid(), spec, sb.Namespaces())
+	}
 	if cmd.Block != nil {
 		var b [1]byte
 		cmd.Block.Read(b[:])
@@ -455,14 +542,13 @@ func runSandbox(args []string, m mode) int {
 func (m mode) parse(args []string) (*bwrap.Command, *sandbox.Spec, int) {
 	cmd, err := bwrap.Parse(args, m.dialect, nil)
 	if err != nil {
+		var e *bwrap.Error
+		m.levelPrefix = errors.As(err, &e) && e.LevelPrefix
 		return nil, nil, m.parseFailed(err)
 	}
+	m.levelPrefix = cmd.LevelPrefix
 	for _, w := range cmd.Warnings {
-		if m.dialect == bwrap.Bubblewrap {
-			fmt.Fprintf(os.Stderr, "%s: %s\n", m.name, w) // as bubblewrap warns
-		} else {
-			fmt.Fprintf(os.Stderr, "%s: warning: %s\n", m.name, w)
-		}
+		m.warn(w)
 	}
 	spec, err := cmd.Spec()
 	if err != nil {
@@ -523,13 +609,14 @@ func dieOf(sig syscall.Signal) {
 	time.Sleep(100 * time.Millisecond) // for the signal to land
 }
 
-// reportStarted writes bubblewrap's report of the sandbox made to
+// reportStarted writes bubblewrap's report of the sandbox made, whose
+// first process is pid and whose namespaces' inode numbers are ns, to
 // --info-fd (which it then closes) and --json-status-fd.
-func reportStarted(cmd *bwrap.Command, sb *sandbox.Sandbox, spec *sandbox.Spec) {
+func reportStarted(cmd *bwrap.Command, pid int, spec *sandbox.Spec, ns map[string]uint64) {
 	if cmd.Info == nil && cmd.JSONStatus == nil {
 		return
 	}
-	info := bwrap.NewInfo(sb.InitPid(), spec, sb.Namespaces())
+	info := bwrap.NewInfo(pid, spec, ns)
 	if cmd.Info != nil {
 		bwrap.WriteInfo(cmd.Info, info)
 		cmd.Info.Close()
@@ -537,6 +624,21 @@ func reportStarted(cmd *bwrap.Command, sb *sandbox.Sandbox, spec *sandbox.Spec) 
 	if cmd.JSONStatus != nil {
 		bwrap.WriteStatus(cmd.JSONStatus, info)
 	}
+}
+
+// namespacesOf returns the inode numbers of the namespaces of process pid
+// that are not caplin's own, by their names in /proc/PID/ns: those made
+// for a sandbox whose first process is pid, so far.
+func namespacesOf(pid int) map[string]uint64 {
+	ns := map[string]uint64{}
+	for _, name := range []string{"cgroup", "ipc", "mnt", "net", "pid", "user", "uts"} {
+		var theirs, ours unix.Stat_t
+		if unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/"+name, &theirs) == nil &&
+			(unix.Stat("/proc/self/ns/"+name, &ours) != nil || ours.Ino != theirs.Ino) {
+			ns[name] = theirs.Ino
+		}
+	}
+	return ns
 }
 
 // execStatus maps an exec failure to the exit status and message for it.

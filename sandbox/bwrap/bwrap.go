@@ -14,9 +14,11 @@
 // CaplinRun adds caplin run's own options (--system, --fd, --net,
 // --profile, limits, --as-host-root, --keep-session, --kill-after, ...)
 // and has caplin run's defaults (nothing that is not granted; for a caller
-// that is root, an unprivileged host user as the sandbox's, Host.Unprivileged,
-// where Bubblewrap, like bubblewrap, maps the sandbox's user to root). Bubblewrap options that package sandbox cannot carry out
-// (--userns, --overlay, --lock-file, ...) are refused, never ignored.
+// that is root, an unprivileged host user as the sandbox's,
+// Host.Unprivileged, where Bubblewrap, like bubblewrap, maps the sandbox's
+// user to root). Every option of bubblewrap 0.11 is carried out but the
+// SELinux labels (--exec-label, --file-label), which fail with
+// bubblewrap's own error where SELinux is absent, as it is for caplin.
 //
 // What the command line reaches of the calling process (the fds it names,
 // the files --fd opens, the bind sources it checks, the caller's identity,
@@ -76,8 +78,22 @@ type Command struct {
 	Require Layers
 
 	// Warnings are what the command line asked that has no effect (a
-	// --perms after the last operation it could apply to).
+	// --perms after the last operation it could apply to, an fd option
+	// given twice).
 	Warnings []string
+	// DieWithParent is --die-with-parent: the caller is to die when its
+	// own parent does (PR_SET_PDEATHSIG), and the sandbox with it. (The
+	// sandbox always dies with the caller.)
+	DieWithParent bool
+	// LevelPrefix is --level-prefix: the caller prints its messages with
+	// a syslog level before them, "<3>" for errors and "<4>" for warnings,
+	// as bubblewrap does.
+	LevelPrefix bool
+	// UsernsBlock is the fd of --userns-block-fd, or nil: the caller
+	// writes --info-fd's report once the sandbox's first process is made,
+	// then waits for a byte or EOF on it while its user writes the user
+	// namespace's ID maps (sandbox.WithIDMapsBy).
+	UsernsBlock *os.File
 
 	// KillAfter is how long the program has to stop after a request to
 	// (SIGTERM, SIGHUP) before its sandbox is killed, for
@@ -139,6 +155,9 @@ type Error struct {
 	Usage bool
 	// Err says what is wrong, in bubblewrap's words where it has them.
 	Err error
+	// LevelPrefix is set when --level-prefix came before the error: the
+	// caller prints it after "<3>", as bubblewrap does.
+	LevelPrefix bool
 }
 
 // Error returns Err's message, which names the option where that helps.
@@ -179,17 +198,6 @@ func Options(d Dialect) []string {
 	return names
 }
 
-// Refused returns the names of bubblewrap's options that both dialects
-// refuse because package sandbox cannot carry them out, sorted.
-func Refused() []string {
-	var names []string
-	for name := range refused {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	return names
-}
-
 // maxArgsDepth bounds --args inside --args.
 const maxArgsDepth = 4
 
@@ -204,13 +212,21 @@ func Parse(args []string, d Dialect, host *Host) (*Command, error) {
 	}
 	c := &Command{dialect: d, host: host, KillAfter: sandbox.DefaultKillAfter, opts: options{uid: -1, gid: -1, unshare: map[string]bool{}, fds: map[int]*os.File{}}}
 	err := c.parse(args, 0)
+	if err == nil && len(c.opts.overlaySrcs) > 0 {
+		err = named("--overlay-src", usagef("%s", errOverlaySrcAlone))
+	}
 	if err == nil && (len(c.Argv) == 0 || c.Argv[0] == "") {
 		err = &Error{Usage: true, Err: errors.New("no command given")}
 	}
 	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			e.LevelPrefix = c.LevelPrefix
+		}
 		c.Close()
 		return nil, err
 	}
+	c.UsernsBlock = c.opts.usernsBlock
 	c.Path = c.Argv[0]
 	c.Argv = append([]string(nil), c.Argv...)
 	if c.opts.argv0 != "" {
@@ -250,9 +266,6 @@ func (c *Command) parse(args []string, depth int) error {
 			}
 			return c.parse(append(words, args[i+2:]...), depth+1)
 		}
-		if _, ok := refused[name]; ok {
-			return named(name, usagef("%s is a bubblewrap option caplin does not support", name))
-		}
 		opt, ok := optionTable[name]
 		if !ok || !opt.accepts(c.dialect) {
 			if c.dialect == Bubblewrap {
@@ -279,6 +292,9 @@ func (c *Command) parse(args []string, depth int) error {
 			return named("--perms", usagef("--perms must be followed by an option that creates a file"))
 		case c.opts.size != 0:
 			return named("--size", usagef("--size must be followed by --tmpfs"))
+		}
+		if name != "--overlay-src" && len(c.opts.overlaySrcs) > 0 {
+			return named("--overlay-src", usagef("%s", errOverlaySrcAlone))
 		}
 	}
 	return nil

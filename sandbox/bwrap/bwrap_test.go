@@ -292,7 +292,7 @@ func TestUsageErrors(t *testing.T) {
 		{"--chdir", []string{"--chdir"}}, {"--net", []string{"--net", "wifi", "true"}},
 		{"--ro-bind", []string{"--ro-bind", "/usr"}}, {"--perms", []string{"--perms", "999", "--dir", "/d", "true"}},
 		{"--size", []string{"--size", "lots", "--tmpfs", "/t", "true"}},
-		{"--overlay-src", []string{"--overlay-src", "/a", "true"}}, {"--userns", []string{"--userns", "3", "true"}},
+		{"--overlay-src", []string{"--overlay-src", "/a", "true"}}, {"--userns", []string{"--userns", "x", "true"}},
 		{"--bind-fd", []string{"--bind-fd", "x", "/x", "true"}}, {"--system", []string{"--system=1", "true"}},
 		{"--setenv", []string{"--setenv=A", "true"}}, {"--args", []string{"--args"}},
 	} {
@@ -423,7 +423,7 @@ func TestClose(t *testing.T) {
 	}
 }
 
-// TestOptionsListed checks Options and Refused.
+// TestOptionsListed checks Options.
 func TestOptionsListed(t *testing.T) {
 	run, bw := Options(CaplinRun), Options(Bubblewrap)
 	if len(run) <= len(bw) || !sort.StringsAreSorted(run) || !sort.StringsAreSorted(bw) {
@@ -434,10 +434,101 @@ func TestOptionsListed(t *testing.T) {
 			t.Errorf("bubblewrap's %s is not caplin run's", name)
 		}
 	}
-	for _, name := range Refused() {
-		if _, err := Parse([]string{name, "a", "b", "c", "true"}, Bubblewrap, fakeHost(nil)); !isError(err, name, true) {
+}
+
+// TestOverlayOptions: the overlay family becomes overlay mounts of the
+// --overlay-src layers just before, relative paths made absolute, and is
+// refused with bubblewrap's errors where the layers are too few or left
+// over.
+func TestOverlayOptions(t *testing.T) {
+	host := fakeHost(nil)
+	spec := mustSpec(t, []string{"--overlay-src", "/a", "--overlay-src", "rel", "--overlay", "/up", "/work", "/o",
+		"--overlay-src", "/c", "--tmp-overlay", "/t",
+		"--overlay-src", "/d", "--overlay-src", "/e", "--ro-overlay", "/r", "true"}, Bubblewrap, host)
+	want := []sandbox.Mount{
+		{Kind: sandbox.Overlay, Source: "/up", Work: "/work", Lower: []string{"/a", "/home/u/rel"}, Dest: "/o"},
+		{Kind: sandbox.TmpOverlay, Lower: []string{"/c"}, Dest: "/t"},
+		{Kind: sandbox.ROOverlay, Lower: []string{"/d", "/e"}, Dest: "/r"},
+	}
+	if !reflect.DeepEqual(spec.Mounts, want) {
+		t.Errorf("mounts\n%+v\nwant\n%+v", spec.Mounts, want)
+	}
+	for _, tc := range []struct {
+		option, msg string
+		args        []string
+	}{
+		{"--overlay", "--overlay requires at least one --overlay-src", []string{"--overlay", "/u", "/w", "/o", "true"}},
+		{"--tmp-overlay", "--tmp-overlay requires at least one --overlay-src", []string{"--tmp-overlay", "/o", "true"}},
+		{"--ro-overlay", "--ro-overlay requires at least two --overlay-src", []string{"--overlay-src", "/a", "--ro-overlay", "/o", "true"}},
+		{"--overlay-src", errOverlaySrcAlone, []string{"--overlay-src", "/a", "--tmpfs", "/t", "--tmp-overlay", "/o", "true"}},
+		{"--overlay-src", errOverlaySrcAlone, []string{"--overlay-src", "/a", "true"}},
+		{"--overlay-src", errOverlaySrcAlone, []string{"--overlay-src", "/a", "--"}},
+	} {
+		for _, d := range []Dialect{Bubblewrap, CaplinRun} {
+			_, err := Parse(tc.args, d, host)
+			if !isError(err, tc.option, true) || err.Error() != tc.msg {
+				t.Errorf("%q: %v; want %q naming %s", tc.args, err, tc.msg, tc.option)
+			}
+		}
+	}
+}
+
+// TestNamespaceOptions: --userns, --userns2, --pidns, --userns-block-fd,
+// --lock-file, --assert-userns-disabled and --level-prefix reach the
+// spec and the command, and bubblewrap's checks of them hold, in its
+// words; --exec-label and --file-label give bubblewrap's error without
+// SELinux.
+func TestNamespaceOptions(t *testing.T) {
+	host := fakeHost(nil)
+	c := mustParse(t, []string{"--level-prefix", "--userns", "3", "--userns2", "4", "--pidns", "5", "--userns", "6",
+		"--lock-file", "/l1", "--lock-file", "/l2", "--assert-userns-disabled", "true"}, Bubblewrap, host)
+	spec, err := c.Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.LevelPrefix || c.UsernsBlock != nil {
+		t.Errorf("LevelPrefix %v, UsernsBlock %v", c.LevelPrefix, c.UsernsBlock)
+	}
+	if spec.UserNS == nil || spec.UserNS != c.callerFDs[6] || spec.UserNS2 != c.callerFDs[4] || spec.PIDNS != c.callerFDs[5] {
+		t.Errorf("namespaces %v %v %v, want fds 6, 4 and 5", spec.UserNS, spec.UserNS2, spec.PIDNS)
+	}
+	if want := []string{"Only the last --userns option will take effect"}; !reflect.DeepEqual(c.Warnings, want) {
+		t.Errorf("warnings %q, want %q", c.Warnings, want)
+	}
+	if !reflect.DeepEqual(spec.LockFiles, []string{"/l1", "/l2"}) || !spec.AssertNoUserNamespaces {
+		t.Errorf("lock files %q, assert %v", spec.LockFiles, spec.AssertNoUserNamespaces)
+	}
+	c = mustParse(t, []string{"--unshare-user", "--info-fd", "3", "--userns-block-fd", "4", "true"}, Bubblewrap, host)
+	if _, err := c.Spec(); err != nil || c.UsernsBlock == nil || c.UsernsBlock != c.callerFDs[4] {
+		t.Errorf("--userns-block-fd: %v, %v", err, c.UsernsBlock)
+	}
+
+	for _, tc := range []struct {
+		option, msg string
+		args        []string
+	}{
+		{"--userns-block-fd", "--userns-block-fd requires --unshare-user", []string{"--info-fd", "3", "--userns-block-fd", "4", "true"}},
+		{"--userns-block-fd", "--userns-block-fd requires --info-fd", []string{"--unshare-user", "--userns-block-fd", "4", "true"}},
+		{"--userns", "--userns not compatible --unshare-user", []string{"--unshare-user", "--userns", "4", "true"}},
+		{"--userns", "--userns not compatible --unshare-user-try", []string{"--unshare-user-try", "--userns", "4", "true"}},
+		{"--disable-userns", "--disable-userns requires --unshare-user", []string{"--disable-userns", "true"}},
+		{"--disable-userns", "--disable-userns is not compatible with  --userns-block-fd", []string{"--unshare-user", "--disable-userns", "--info-fd", "3", "--userns-block-fd", "4", "true"}},
+		{"--lock-file", "Specifying --as-pid-1 and --lock-file is not permitted", []string{"--unshare-pid", "--as-pid-1", "--lock-file", "/l", "true"}},
+	} {
+		_, err := mustParse(t, tc.args, Bubblewrap, host).Spec()
+		if !isError(err, tc.option, true) || err.Error() != tc.msg {
+			t.Errorf("%q: %v; want %q naming %s", tc.args, err, tc.msg, tc.option)
+		}
+	}
+	for _, name := range []string{"--exec-label", "--file-label"} {
+		_, err := Parse([]string{"--level-prefix", name, "system_u:object_r:x", "true"}, Bubblewrap, host)
+		var e *Error
+		if !isError(err, name, false) || err.Error() != "labeling not supported on this system" || !errors.As(err, &e) || !e.LevelPrefix {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+	if _, err := Parse([]string{"--userns", "x", "true"}, Bubblewrap, host); !isError(err, "--userns", true) {
+		t.Errorf("--userns x: %v", err)
 	}
 }
 

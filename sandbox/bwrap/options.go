@@ -41,6 +41,14 @@ type options struct {
 
 	fds map[int]*os.File // --fd
 
+	// overlaySrcs are the --overlay-src layers the next overlay takes.
+	overlaySrcs []string
+	lockFiles   []string
+	// The namespaces of --userns, --userns2 and --pidns, and the fd of
+	// --userns-block-fd.
+	userns, userns2, pidns, usernsBlock *os.File
+	assertUsernsDisabled                bool
+
 	profile      string
 	system       bool
 	keepEnv      bool
@@ -90,14 +98,14 @@ func (o option) arguments(name string, inline *string, rest []string) ([]string,
 	return rest[:o.nargs], o.nargs, nil
 }
 
-// refused are bubblewrap's options that package sandbox cannot carry out,
-// with the number of arguments each takes: they are refused, never
-// ignored.
-var refused = map[string]int{
-	"--userns": 1, "--userns2": 1, "--pidns": 1, "--userns-block-fd": 1, "--assert-userns-disabled": 0,
-	"--lock-file": 1, "--overlay-src": 1, "--overlay": 3,
-	"--tmp-overlay": 1, "--ro-overlay": 1, "--exec-label": 1, "--file-label": 1, "--level-prefix": 0,
-}
+// Overlay errors, in bubblewrap's words.
+const (
+	errOverlaySrcAlone = "--overlay-src must be followed by another --overlay-src or one of --overlay, --tmp-overlay, or --ro-overlay"
+)
+
+// errLabels is what bubblewrap says of an SELinux label where SELinux is
+// not there, as it is not for caplin, which labels nothing.
+const errLabels = "labeling not supported on this system"
 
 // optionTable holds the options of both dialects, by name.
 var optionTable = map[string]option{
@@ -119,6 +127,17 @@ var optionTable = map[string]option{
 	"--file":         dataOpt(sandbox.File),
 	"--bind-data":    dataOpt(sandbox.BindData),
 	"--ro-bind-data": dataOpt(sandbox.ROBindData),
+	"--overlay-src": {1, false, func(c *Command, a []string) error {
+		c.opts.overlaySrcs = append(c.opts.overlaySrcs, c.hostPath(a[0]))
+		return nil
+	}},
+	"--overlay":     overlayOpt(sandbox.Overlay, 3, 1, "--overlay requires at least one --overlay-src"),
+	"--tmp-overlay": overlayOpt(sandbox.TmpOverlay, 1, 1, "--tmp-overlay requires at least one --overlay-src"),
+	"--ro-overlay":  overlayOpt(sandbox.ROOverlay, 1, 2, "--ro-overlay requires at least two --overlay-src"),
+	"--lock-file": {1, false, func(c *Command, a []string) error {
+		c.opts.lockFiles = append(c.opts.lockFiles, a[0])
+		return nil
+	}},
 	"--symlink": {2, false, func(c *Command, a []string) error {
 		c.opts.mounts = append(c.opts.mounts, sandbox.Mount{Kind: sandbox.Symlink, Source: a[0], Dest: a[1]})
 		return nil
@@ -198,16 +217,20 @@ var optionTable = map[string]option{
 		return nil
 	}},
 
-	"--new-session":     flagOpt(false, func(o *options) { o.newSession = true }),
-	"--die-with-parent": flagOpt(false, func(o *options) {}), // always so
-	"--as-pid-1":        flagOpt(false, func(o *options) { o.asPID1 = true }),
-	"--disable-userns":  flagOpt(false, func(o *options) { o.disableUserns = true }),
-	"--allow-userns":    flagOpt(true, func(o *options) { o.allowUserns = true }),
+	"--new-session":            flagOpt(false, func(o *options) { o.newSession = true }),
+	"--die-with-parent":        {0, false, func(c *Command, a []string) error { c.DieWithParent = true; return nil }},
+	"--as-pid-1":               flagOpt(false, func(o *options) { o.asPID1 = true }),
+	"--disable-userns":         flagOpt(false, func(o *options) { o.disableUserns = true }),
+	"--allow-userns":           flagOpt(true, func(o *options) { o.allowUserns = true }),
+	"--assert-userns-disabled": flagOpt(false, func(o *options) { o.assertUsernsDisabled = true }),
+	"--level-prefix":           {0, false, func(c *Command, a []string) error { c.LevelPrefix = true; return nil }},
+	"--exec-label":             {1, false, func(c *Command, a []string) error { return errors.New(errLabels) }},
+	"--file-label":             {1, false, func(c *Command, a []string) error { return errors.New(errLabels) }},
 
 	// Namespaces.
 	"--unshare-all":        unshareOpt("user", "ipc", "pid", "net", "uts", "cgroup"),
 	"--unshare-user":       unshareOpt("user"),
-	"--unshare-user-try":   unshareOpt("user"),
+	"--unshare-user-try":   unshareOpt("user", "user-try"),
 	"--unshare-ipc":        unshareOpt("ipc"),
 	"--unshare-pid":        unshareOpt("pid"),
 	"--unshare-net":        unshareOpt("net"),
@@ -217,12 +240,18 @@ var optionTable = map[string]option{
 	"--share-net":          flagOpt(false, func(o *options) { o.shareNet = true; o.unshare["net"] = false }),
 
 	// Seccomp and status fds.
-	"--seccomp":        seccompOpt(),
-	"--add-seccomp-fd": seccompOpt(),
-	"--info-fd":        statusFDOpt(func(c *Command) **os.File { return &c.Info }),
-	"--json-status-fd": statusFDOpt(func(c *Command) **os.File { return &c.JSONStatus }),
-	"--sync-fd":        statusFDOpt(func(c *Command) **os.File { return &c.Sync }),
-	"--block-fd":       statusFDOpt(func(c *Command) **os.File { return &c.Block }),
+	"--seccomp":         seccompOpt(),
+	"--add-seccomp-fd":  seccompOpt(),
+	"--info-fd":         statusFDOpt(func(c *Command) **os.File { return &c.Info }),
+	"--json-status-fd":  statusFDOpt(func(c *Command) **os.File { return &c.JSONStatus }),
+	"--sync-fd":         statusFDOpt(func(c *Command) **os.File { return &c.Sync }),
+	"--block-fd":        statusFDOpt(func(c *Command) **os.File { return &c.Block }),
+	"--userns-block-fd": lastFDOpt("--userns-block-fd", func(c *Command) **os.File { return &c.opts.usernsBlock }),
+
+	// Namespaces to join.
+	"--userns":  lastFDOpt("--userns", func(c *Command) **os.File { return &c.opts.userns }),
+	"--userns2": lastFDOpt("--userns2", func(c *Command) **os.File { return &c.opts.userns2 }),
+	"--pidns":   lastFDOpt("--pidns", func(c *Command) **os.File { return &c.opts.pidns }),
 
 	// caplin run's own.
 	"--fd": {1, true, func(c *Command, a []string) error { return c.addFD(a[0]) }},
@@ -279,17 +308,56 @@ func flagOpt(caplinOnly bool, set func(o *options)) option {
 	return option{0, caplinOnly, func(c *Command, a []string) error { set(&c.opts); return nil }}
 }
 
+// overlayOpt is --overlay (nargs 3: RWSRC WORKDIR DEST), --tmp-overlay
+// and --ro-overlay (DEST): an overlay of the --overlay-src layers given
+// just before, at least min of them (else the error tooFew).
+func overlayOpt(kind sandbox.MountKind, nargs, min int, tooFew string) option {
+	return option{nargs, false, func(c *Command, a []string) error {
+		if len(c.opts.overlaySrcs) < min {
+			return usagef("%s", tooFew)
+		}
+		m := sandbox.Mount{Kind: kind, Lower: c.opts.overlaySrcs, Dest: a[nargs-1]}
+		if kind == sandbox.Overlay {
+			m.Source, m.Work = c.hostPath(a[0]), c.hostPath(a[1])
+		}
+		c.opts.overlaySrcs = nil
+		c.opts.mounts = append(c.opts.mounts, m)
+		return nil
+	}}
+}
+
+// lastFDOpt is an option naming one of the caller's fds of which only
+// the last given counts, as bubblewrap warns.
+func lastFDOpt(name string, dst func(c *Command) **os.File) option {
+	return option{1, false, func(c *Command, a []string) error {
+		f, err := c.fdArg(a[0])
+		if err != nil {
+			return err
+		}
+		if *dst(c) != nil {
+			c.Warnings = append(c.Warnings, "Only the last "+name+" option will take effect")
+		}
+		*dst(c) = f
+		return nil
+	}}
+}
+
+// hostPath returns the host path p, made absolute against the caller's
+// working directory as bubblewrap resolves a relative one.
+func (c *Command) hostPath(p string) string {
+	if !filepath.IsAbs(p) {
+		if wd, err := c.host.Getwd(); err == nil {
+			return filepath.Join(wd, p)
+		}
+	}
+	return p
+}
+
 // bindOpt is --bind and its kin: the host path SRC at DEST, which must
 // exist unless try.
 func bindOpt(kind sandbox.MountKind, try bool) option {
 	return option{2, false, func(c *Command, a []string) error {
-		src := a[0]
-		if !filepath.IsAbs(src) {
-			// bwrap resolves a relative source against its working directory.
-			if wd, err := c.host.Getwd(); err == nil {
-				src = filepath.Join(wd, src)
-			}
-		}
+		src := c.hostPath(a[0])
 		if !try {
 			if _, err := c.host.Stat(src); err != nil {
 				if c.dialect == Bubblewrap {

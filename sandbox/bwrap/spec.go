@@ -87,6 +87,15 @@ func (c *Command) Spec() (*sandbox.Spec, error) {
 		}
 	}
 	spec.AsPID1 = spec.AsPID1 || o.asPID1
+	spec.LockFiles = append(spec.LockFiles, o.lockFiles...)
+	spec.UserNS, spec.UserNS2, spec.PIDNS = o.userns, o.userns2, o.pidns
+	spec.AssertNoUserNamespaces = spec.AssertNoUserNamespaces || o.assertUsernsDisabled
+	if o.usernsBlock != nil && c.Info == nil {
+		return nil, named("--userns-block-fd", usagef("--userns-block-fd requires --info-fd"))
+	}
+	if o.usernsBlock != nil && o.userns != nil {
+		return nil, named("--userns-block-fd", usagef("--userns-block-fd makes a user namespace, which --userns joins instead"))
+	}
 	if err := c.caps(spec); err != nil {
 		return nil, err
 	}
@@ -177,6 +186,23 @@ func (c *Command) bubblewrapSharing(spec *sandbox.Spec) error {
 			return named("--unshare-uts", fmt.Errorf("the caller's hostname: %w", err))
 		}
 		spec.Hostname = host
+	}
+	// bubblewrap's checks of the user namespace options, in its order and
+	// words. (caplin always makes a user namespace, or joins --userns's;
+	// --unshare-user says whether bubblewrap would.)
+	switch {
+	case o.usernsBlock != nil && !o.unshare["user"]:
+		return named("--userns-block-fd", usagef("--userns-block-fd requires --unshare-user"))
+	case o.userns != nil && o.unshare["user-try"]:
+		return named("--userns", usagef("--userns not compatible --unshare-user-try"))
+	case o.userns != nil && o.unshare["user"]:
+		return named("--userns", usagef("--userns not compatible --unshare-user"))
+	case o.disableUserns && !o.unshare["user"]:
+		return named("--disable-userns", usagef("--disable-userns requires --unshare-user"))
+	case o.disableUserns && o.usernsBlock != nil:
+		return named("--disable-userns", usagef("--disable-userns is not compatible with  --userns-block-fd"))
+	case o.asPID1 && len(o.lockFiles) > 0:
+		return named("--lock-file", usagef("Specifying --as-pid-1 and --lock-file is not permitted"))
 	}
 	return nil
 }
