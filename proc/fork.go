@@ -849,7 +849,7 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 		// the parent namespace's IDs that it lacks (and the caller has):
 		// then the caller writes them, as for a child of its own.
 		byUs := top || callerWritesMaps(opts.AllowSetgroups, uidMap, gidMap)
-		if err := child.writeIDMaps(ctx, h, byUs, outerPid, uidMap, gidMap, opts.AllowSetgroups); err != nil {
+		if err := child.writeIDMaps(ctx, h, byUs, p.Pid(), uidMap, gidMap, opts.AllowSetgroups); err != nil {
 			return nil, fmt.Errorf("proc: fork: %w", err)
 		}
 	}
