@@ -213,6 +213,41 @@ func Prepare(ctx context.Context, opts *Options) error {
 	return err
 }
 
+// Shutdown ends the zygotes this process made, if any, and reaps them: the
+// tree zygote's end kills every process still in its pid namespace. A
+// command calls it before it exits, so that it leaves no child behind for
+// init to reap. Handles and Processes of children forked through a zygote
+// are of no use after it; a later Fork or Spawn makes a new zygote. It
+// returns ctx's error if ctx is done before a zygote is reaped.
+func Shutdown(ctx context.Context) error {
+	var first error
+	for _, z := range []*zygote{treeZygote, plainZygote} {
+		if err := z.shutdown(ctx); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// shutdown kills z's zygote, if it has one, and waits until it is reaped.
+func (z *zygote) shutdown(ctx context.Context) error {
+	z.mu.Lock()
+	h := z.h
+	z.h = nil
+	z.mu.Unlock()
+	if h == nil {
+		return nil
+	}
+	p := h.Process()
+	p.Kill()
+	_, err := p.Wait(ctx)
+	h.Close()
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return nil
+}
+
 // get returns a live zygote handle, making one if needed. The zygote is
 // made apart from ctx, so that one caller's cancelled ctx does not fail
 // it for the others: a caller whose ctx is done stops waiting and gets

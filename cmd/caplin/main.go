@@ -15,6 +15,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +23,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/caplin-dev/caplin/proc"
 )
 
 // Exit statuses. Those of caplin run follow the shells' and env(1)'s.
@@ -83,7 +86,11 @@ func main() {
 			return a
 		},
 	})))
-	os.Exit(entry(os.Args))
+	code := entry(os.Args)
+	// The zygotes a command made die with caplin; ended here, they are
+	// reaped by caplin rather than left to init.
+	proc.Shutdown(context.Background())
+	os.Exit(code)
 }
 
 // entry runs the command line argv and returns the exit status. Invoked

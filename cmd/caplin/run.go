@@ -326,15 +326,11 @@ func runSandbox(args []string, m mode) int {
 	if err != nil {
 		return m.buildFailed(ctx, m, err, spec)
 	}
-	// The sandbox is closed on the way out when something fails; when the
-	// program has run, it is only killed: caplin exits at once, and the
-	// kernel takes the namespaces down in the background.
-	closeSandbox := true
-	defer func() {
-		if closeSandbox {
-			sb.Close()
-		}
-	}()
+	// On the way out the sandbox is closed: its init is killed and
+	// reaped (main then ends the zygote a sandbox without an init of
+	// caplin's was forked from), so that caplin leaves no child of its
+	// own for init to reap.
+	defer sb.Close()
 	reportStarted(cmd, sb, spec)
 	if cmd.Block != nil {
 		var b [1]byte
@@ -355,12 +351,6 @@ func runSandbox(args []string, m mode) int {
 	}
 	if cmd.Sync != nil {
 		cmd.Sync.Close()
-	}
-	// Without limits there is nothing to clean up that the kernel does
-	// not; a limit's cgroup must be removed once its processes are gone.
-	if spec.Limits == (sandbox.Limits{}) {
-		sb.Kill()
-		closeSandbox = false
 	}
 	return code
 }
