@@ -86,8 +86,15 @@ type forkArgs struct {
 	flags  uint64 // clone flags
 	ctrl   uint64 // the child's end of the control socket
 	cflags uint64 // flagPdeathsig
-	unmap  uint64 // 1: munmap the ranges listed at miscUnmap
+	unmap  uint64 // rangesUnmap or rangesZero: what to do with the ranges listed at miscUnmap
 }
+
+// What a child does at birth with the ranges listed at miscUnmap.
+const (
+	rangesKeep  = 0 // nothing
+	rangesUnmap = 1 // munmap them (a zygote: what it does not need)
+	rangesZero  = 2 // zero them (the caller's command line and environment)
+)
 
 // exitOrphaned is the status of a child server whose parent went away
 // before the child was exec'd.
@@ -129,8 +136,8 @@ func forkChild(arena uintptr) (pid uintptr, errno syscall.Errno) {
 	return 0, 0 // not reached
 }
 
-// childStart unmaps what the fork args list, empties the fd table and
-// arms the parent-death signal. It returns before serve is called, so its
+// childStart unmaps or zeroes what the fork args list, empties the fd
+// table and arms the parent-death signal. It returns before serve is called, so its
 // frame is not part of the serving call chain.
 //
 //go:nosplit
@@ -139,7 +146,16 @@ func forkChild(arena uintptr) (pid uintptr, errno syscall.Errno) {
 //go:noinline
 func childStart(arena uintptr) {
 	a := (*forkArgs)(at(arena, miscForkArgs))
-	if a.unmap != 0 {
+	if a.unmap == rangesZero {
+		n := *(*uint64)(at(arena, miscUnmap))
+		for i := uintptr(0); i < uintptr(n); i++ {
+			r := (*[2]uint64)(at(arena, miscUnmap+8+16*i))
+			for p := uintptr(r[0]); p < uintptr(r[0]+r[1]); p++ {
+				*(*byte)(ptr(p)) = 0
+			}
+		}
+	}
+	if a.unmap == rangesUnmap {
 		// Keep the stack this code runs on: 64 KiB either side of a local.
 		var marker uintptr
 		sp := uintptr(unsafe.Pointer(&marker))

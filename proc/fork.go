@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"strconv"
@@ -342,34 +343,50 @@ func (z *zygote) make(ctx context.Context) (*Handle, error) {
 // scrubArgs zeroes, in zygote h, the caller's command line and environment,
 // which the zygote's copy of the caller's memory still holds: every process
 // forked from it would show them in /proc/PID/cmdline and environ until it
-// execs, and the init of a sandbox never does.
+// execs, and the init of a sandbox never does. (A Direct child zeroes
+// its copy itself as it starts: see forkDirect.)
 func scrubArgs(ctx context.Context, h *Handle) error {
-	b, err := os.ReadFile("/proc/self/stat")
+	rs, err := argRanges()
 	if err != nil {
 		return err
 	}
+	for _, r := range rs {
+		if err := h.WriteMem(ctx, uintptr(r[0]), make([]byte, r[1])); err != nil {
+			return fmt.Errorf("zeroing the command line: %w", err)
+		}
+	}
+	return nil
+}
+
+// argRanges returns where this process's command line and environment are
+// in its memory, as (address, length) pairs, from fields 48 to 51 of
+// /proc/self/stat (arg_start, arg_end, env_start, env_end); none where the
+// kernel does not say. They are read once: they do not move.
+var argRanges = sync.OnceValues(func() ([][2]uint64, error) {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return nil, err
+	}
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return errors.New("/proc/self/stat: no command name")
+		return nil, errors.New("/proc/self/stat: no command name")
 	}
-	// Fields 48 to 51 (arg_start, arg_end, env_start, env_end); the first
-	// after the command name is field 3.
+	// The first field after the command name is field 3.
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 51-2 {
-		return nil // an old kernel without them: nothing to find them by
+		return nil, nil // an old kernel without them: nothing to find them by
 	}
+	var rs [][2]uint64
 	for _, r := range [][2]string{{f[48-3], f[49-3]}, {f[50-3], f[51-3]}} {
 		start, err1 := strconv.ParseUint(r[0], 10, 64)
 		end, err2 := strconv.ParseUint(r[1], 10, 64)
 		if err1 != nil || err2 != nil || end <= start || end-start > 1<<20 {
 			continue
 		}
-		if err := h.WriteMem(ctx, uintptr(start), make([]byte, end-start)); err != nil {
-			return fmt.Errorf("zeroing the command line: %w", err)
-		}
+		rs = append(rs, [2]uint64{start, end - start})
 	}
-	return nil
-}
+	return rs, nil
+})
 
 // forker runs on a locked OS thread that never exits.
 func (z *zygote) forker(req chan chan zygoteResult) {
@@ -427,13 +444,25 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 	if !opts.NoParentDeathSignal {
 		cflags = uint64(flagPdeathsig)
 	}
+	// The child zeroes its copy of the caller's command line and
+	// environment itself, as it starts: see scrubArgs.
+	scrub, err := argRanges()
+	if err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, fmt.Errorf("proc: fork: %w", err)
+	}
+	zero := uint64(rangesZero)
+	if len(scrub) == 0 {
+		zero = rangesKeep
+	}
 	var pid uintptr
 	var pfd int32
 	var errno syscall.Errno
 	onForkerThread(func() {
 		arenaMu.Lock()
 		defer arenaMu.Unlock()
-		writeForkArgs(forkArgs{flags: uint64(opts.cloneFlags()), ctrl: uint64(fds[1]), cflags: cflags}, nil)
+		writeForkArgs(forkArgs{flags: uint64(opts.cloneFlags()), ctrl: uint64(fds[1]), cflags: cflags, unmap: zero}, scrub)
 		syscall.ForkLock.Lock()
 		pid, errno = forkChild(arenaAddr)
 		syscall.ForkLock.Unlock()
@@ -471,9 +500,6 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 		if err := h.writeIDMaps(ctx, nil, true, int(pid), uidMap, gidMap, opts.AllowSetgroups); err != nil {
 			return nil, fmt.Errorf("proc: fork: %w", err)
 		}
-	}
-	if err := scrubArgs(ctx, h); err != nil {
-		return nil, fmt.Errorf("proc: fork: %w", err)
 	}
 	return h, nil
 }
@@ -954,8 +980,8 @@ func (c *Handle) writeIDMaps(ctx context.Context, parent *Handle, top bool, pid 
 	}
 	if top {
 		for _, f := range files {
-			path := fmt.Sprintf("/proc/%d/%s", pid, f.name)
-			if err := os.WriteFile(path, []byte(f.data), 0); err != nil {
+			path := "/proc/" + strconv.Itoa(pid) + "/" + f.name
+			if err := writeProcFile(path, f.data); err != nil {
 				return fmt.Errorf("writing %s: %w", f.name, err)
 			}
 		}
@@ -970,6 +996,32 @@ func (c *Handle) writeIDMaps(ctx context.Context, parent *Handle, top bool, pid 
 	}
 	if _, err := c.Run(ctx, &b); err != nil {
 		return fmt.Errorf("writing ID maps: %w", err)
+	}
+	return nil
+}
+
+// writeProcFile writes data to the existing file path in one write, with
+// plain system calls: a /proc file needs no buffering and no poller, which
+// os.WriteFile would register it with.
+func writeProcFile(path, data string) error {
+	var fd int
+	var err error
+	for {
+		fd, err = unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	n, err := unix.Write(fd, []byte(data))
+	if err == nil && n < len(data) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		return &os.PathError{Op: "write", Path: path, Err: err}
 	}
 	return nil
 }
