@@ -452,17 +452,18 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 		unix.Close(fds[1])
 		return nil, fmt.Errorf("proc: fork: %w", err)
 	}
-	zero := uint64(rangesZero)
-	if len(scrub) == 0 {
-		zero = rangesKeep
-	}
 	var pid uintptr
 	var pfd int32
 	var errno syscall.Errno
 	onForkerThread(func() {
+		what := uint64(rangesZero)
+		noFork := dontForkRanges()
+		if len(noFork) > 0 {
+			what |= rangesDontFork
+		}
 		arenaMu.Lock()
 		defer arenaMu.Unlock()
-		writeForkArgs(forkArgs{flags: uint64(opts.cloneFlags()), ctrl: uint64(fds[1]), cflags: cflags, unmap: zero}, scrub)
+		writeForkArgs(forkArgs{flags: uint64(opts.cloneFlags()), ctrl: uint64(fds[1]), cflags: cflags, ranges: what}, noFork, scrub)
 		syscall.ForkLock.Lock()
 		pid, errno = forkChild(arenaAddr)
 		syscall.ForkLock.Unlock()
@@ -502,6 +503,23 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 		}
 	}
 	return h, nil
+}
+
+// dontForkRanges returns the mappings a Direct child forked from the
+// calling (forker) thread need not get: those a zygote unmaps (the Go
+// heap), but for the arena and what directKeep lists. It returns none where
+// they cannot be told, or are too many to list: the child then gets
+// everything, which is correct, only slower.
+func dontForkRanges() [][2]uint64 {
+	keep, err := directKeep()
+	if err != nil {
+		return nil
+	}
+	ranges, err := unmapRanges(append([][2]uintptr{{arenaAddr, arenaSize}}, keep...))
+	if err != nil || len(ranges) > maxUnmap || checkUnmap(ranges) != nil {
+		return nil
+	}
+	return ranges
 }
 
 // forkZygote forks a zygote from the calling (forker) thread.
@@ -545,8 +563,8 @@ func forkZygote(tree bool) (*Handle, error) {
 		flags:  flags,
 		ctrl:   uint64(fds[1]),
 		cflags: uint64(flagPdeathsig),
-		unmap:  boolWord(len(ranges) > 0),
-	}, ranges)
+		ranges: uint64(rangesUnmap) * boolWord(len(ranges) > 0),
+	}, ranges, nil)
 	syscall.ForkLock.Lock()
 	pid, errno := forkChild(arenaAddr)
 	syscall.ForkLock.Unlock()
