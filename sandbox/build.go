@@ -33,15 +33,48 @@ func Build(ctx context.Context, spec *Spec, opts ...Option) (_ *Sandbox, err err
 	if spec.LandlockOnly {
 		return buildLandlockOnly(ctx, spec, o.log)
 	}
-	filter, ll, err := policies(spec, o.log)
-	if err != nil {
-		return nil, err
-	}
+	// What comes from the spec alone is made on another CPU meanwhile.
+	pre := prepareAside(spec, o.log)
 	lim, err := makeLimiter(spec, o.log)
 	if err != nil {
-		return nil, err
+		return nil, pre.first(err)
 	}
-	return buildWith(ctx, spec, filter, ll, lim)
+	return buildWith(ctx, spec, pre, lim)
+}
+
+// aside is what Build makes from the spec alone (the policies, and the
+// batch that builds the root, whose first steps read the caller's files),
+// in a goroutine, while the sandbox's processes are made.
+type aside struct {
+	done   chan struct{}
+	filter []unix.SockFilter
+	ll     *LandlockPolicy
+	polErr error // the policies' error, which comes before any other
+	root   *recorder
+	err    error // recordRoot's
+}
+
+// prepareAside starts making spec's aside.
+func prepareAside(spec *Spec, log *slog.Logger) *aside {
+	a := &aside{done: make(chan struct{})}
+	go func() {
+		defer close(a.done)
+		if a.filter, a.ll, a.polErr = policies(spec, log); a.polErr == nil {
+			a.root, a.err = recordRoot(spec, !netLater(spec))
+		}
+	}()
+	return a
+}
+
+// first waits for a and returns the policies' error if there is one, else
+// err: a spec whose policies cannot be made fails with that, whatever
+// else failed meanwhile, as when the policies were made first.
+func (a *aside) first(err error) error {
+	<-a.done
+	if a.polErr != nil {
+		return a.polErr
+	}
+	return err
 }
 
 // policies returns spec's seccomp filter and its Landlock policy (nil
@@ -81,28 +114,33 @@ func makeLimiter(spec *Spec, log *slog.Logger) (*limiter, error) {
 	return lim, nil
 }
 
-// buildWith is Build once the policies and the limiter are made; lim
-// (which may be nil) is the sandbox's from then on.
-func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *LandlockPolicy, lim *limiter) (_ *Sandbox, err error) {
+// netLater says whether the program's process makes the network namespace
+// of a sandbox of spec: under caplin's init it does (the costliest
+// namespace to make), while the init builds the root, on another CPU.
+func netLater(spec *Spec) bool {
+	return !spec.SharePID && !spec.AsPID1 && spec.Net != NetHost
+}
 
+// buildWith is Build once the limiter is made, with the policies and the
+// root's batch from pre; lim (which may be nil) is the sandbox's from then
+// on.
+func buildWith(ctx context.Context, spec *Spec, pre *aside, lim *limiter) (_ *Sandbox, err error) {
 	sb := &Sandbox{spec: spec, lim: lim}
 	defer func() {
 		if err != nil {
+			err = pre.first(err)
 			sb.Close()
 		}
 	}()
 	uid, gid := os.Geteuid(), os.Getegid()
-	// Under caplin's init the program's process makes the network
-	// namespace (the costliest one to make) while the init builds the
-	// root, on another CPU.
 	initMode := !spec.SharePID && !spec.AsPID1
-	netLater := initMode && spec.Net != NetHost
+	later := netLater(spec)
 	h, err := proc.Fork(ctx, &proc.Options{
 		From:    forkOrigin(spec),
 		NewUser: true, NewMount: true,
 		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup && !ownCgroupNamespace(spec, lim),
 		NewPID: !spec.SharePID,
-		NewNet: spec.Net != NetHost && !netLater,
+		NewNet: spec.Net != NetHost && !later,
 		UIDMap: []proc.IDMap{{Inside: spec.UID, Outside: uid, Size: 1}},
 		GIDMap: []proc.IDMap{{Inside: spec.GID, Outside: gid, Size: 1}},
 	})
@@ -131,12 +169,15 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	}
 	sb.h = prog
 
-	r, err := recordRoot(spec, !netLater)
-	if err != nil {
+	if err := pre.first(nil); err != nil {
 		return nil, err
 	}
+	if pre.err != nil {
+		return nil, pre.err
+	}
+	r, filter, ll := pre.root, pre.filter, pre.ll
 	var n recorder
-	if netLater {
+	if later {
 		from := n.begin()
 		n.b.Unshare(unix.CLONE_NEWNET)
 		n.end(from, "making the network namespace")
@@ -168,7 +209,7 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	for i, name := range nsNames {
 		sb.ns[name] = r.ns[i].Ino
 	}
-	if netLater {
+	if later {
 		// Looked up from outside: the program's /proc/self may be gone
 		// by the time its batch runs, with the root pivoted under it.
 		var st unix.Stat_t
