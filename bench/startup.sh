@@ -18,7 +18,11 @@
 # and their ratio A/B are printed, REPS times over (default 3). Every run is
 # one fork and exec from bash, timed with $EPOCHREALTIME around it.
 #
-# Usage: bench/startup.sh [RUNS] [REPS]
+# With BASE set to a git revision (BASE=main, say), caplin is also built
+# from that revision, and each round first compares the two builds,
+# alternately: "caplin run (this tree) / caplin run (BASE)".
+#
+# Usage: [BASE=REV] bench/startup.sh [RUNS] [REPS]
 # Needs bubblewrap (apt-get install bubblewrap) and unshare (util-linux).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +32,11 @@ command -v bwrap >/dev/null || { echo "startup.sh: bubblewrap is not installed" 
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 CGO_ENABLED=0 go build -o "$dir/caplin" ./cmd/caplin
+if [ -n "${BASE:-}" ]; then
+	mkdir "$dir/base"
+	git archive "$BASE" | tar -x -C "$dir/base"
+	(cd "$dir/base" && CGO_ENABLED=0 go build -o "$dir/caplin-base" ./cmd/caplin)
+fi
 printf 'package main\n\nfunc main() {}\n' >"$dir/empty.go"
 (cd "$dir" && CGO_ENABLED=0 GOFLAGS= go build -o "$dir/empty" empty.go)
 
@@ -59,6 +68,11 @@ pair() {
 echo "medians of $runs alternate runs each, A vs B = A/B:"
 for ((r = 1; r <= reps; r++)); do
 	echo "round $r:"
+	if [ -n "${BASE:-}" ]; then
+		pair "caplin run: this tree / $BASE" "$runs" -- "$dir/caplin" run "${grants[@]}" /bin/true -- "$dir/caplin-base" run "${grants[@]}" /bin/true
+		pair "$BASE's caplin run / bwrap" "$runs" -- "$dir/caplin-base" run "${grants[@]}" /bin/true -- bwrap "${bw[@]}"
+		pair "$BASE's caplin version / empty Go" "$runs" -- "$dir/caplin-base" version -- "$dir/empty"
+	fi
 	pair "caplin version / empty Go (<= 1.3x)" "$runs" -- "$dir/caplin" version -- "$dir/empty"
 	pair "caplin run / bwrap (<= 1.0x)" "$runs" -- "$dir/caplin" run "${grants[@]}" /bin/true -- bwrap "${bw[@]}"
 	pair "caplin bwrap / bwrap, same flags (<= 1.0x)" "$runs" -- "$dir/caplin" bwrap "${bw[@]}" -- bwrap "${bw[@]}"

@@ -198,13 +198,22 @@ var (
 // zygote: a fork and a few round trips). It returns once the zygote
 // serves, or with ctx's error when ctx is done first; the zygote is then
 // still being made for the next caller. Options.From = Direct needs no
-// zygote: Prepare returns nil at once.
+// zygote: Prepare then readies what the first Direct fork would (the
+// thread it forks from, the memory it shares with its children), which a
+// command can have done on another CPU while it does something else.
 func Prepare(ctx context.Context, opts *Options) error {
 	if opts == nil {
 		opts = &Options{}
 	}
 	if opts.From == Direct {
-		return nil
+		if err := mapArena(); err != nil {
+			return err
+		}
+		if _, err := argRanges(); err != nil {
+			return err
+		}
+		onForkerThread(func() {})
+		return checkForkHooks()
 	}
 	zy, err := zygoteFor(opts.From)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/caplin-dev/caplin/pidfd"
 	"github.com/caplin-dev/caplin/probe"
+	"github.com/caplin-dev/caplin/proc"
 	"github.com/caplin-dev/caplin/sandbox"
 	"github.com/caplin-dev/caplin/sandbox/bwrap"
 	"golang.org/x/sys/unix"
@@ -318,10 +319,13 @@ func runSandbox(args []string, m mode) int {
 		return code
 	}
 	defer cmd.Close()
+	ctx := context.Background()
+	if spec.Direct {
+		go proc.Prepare(ctx, &proc.Options{From: proc.Direct}) // meanwhile
+	}
 	sigs := notifyForwarded()
 	defer signal.Stop(sigs)
 
-	ctx := context.Background()
 	sb, err := sandbox.Build(ctx, spec, sandbox.WithLogger(slog.Default()))
 	if err != nil {
 		return m.buildFailed(ctx, m, err, spec)
