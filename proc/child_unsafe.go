@@ -137,12 +137,12 @@ func forkChild(arena uintptr) (pid uintptr, errno syscall.Errno) {
 	a := (*forkArgs)(at(arena, miscForkArgs))
 	runtime_BeforeFork()
 	if a.ranges&rangesDontFork != 0 {
-		adviseListed(arena, unix.MADV_DONTFORK)
+		applyListed(arena, unix.SYS_MADVISE, unix.MADV_DONTFORK)
 	}
 	pid, _, errno = syscall.RawSyscall6(unix.SYS_CLONE, uintptr(a.flags), 0, arena+miscPidfd, 0, 0, 0)
 	if errno != 0 || pid != 0 {
 		if a.ranges&rangesDontFork != 0 {
-			adviseListed(arena, unix.MADV_DOFORK)
+			applyListed(arena, unix.SYS_MADVISE, unix.MADV_DOFORK)
 		}
 		runtime_AfterFork()
 		return pid, errno
@@ -173,41 +173,25 @@ func childStart(arena uintptr) {
 		}
 	}
 	if a.ranges&rangesUnmap != 0 {
-		// Keep the stack this code runs on: 64 KiB either side of a local.
-		var marker uintptr
-		sp := uintptr(unsafe.Pointer(&marker))
-		klo, khi := (sp-64<<10)&^4095, (sp+64<<10)&^4095
-		n := *(*uint64)(at(arena, miscUnmap))
-		for i := uintptr(0); i < uintptr(n); i++ {
-			r := (*[2]uint64)(at(arena, miscUnmap+8+16*i))
-			lo, hi := uintptr(r[0]), uintptr(r[0]+r[1])
-			if hi <= klo || lo >= khi {
-				syscall.RawSyscall(unix.SYS_MUNMAP, lo, hi-lo, 0)
-				continue
-			}
-			if lo < klo {
-				syscall.RawSyscall(unix.SYS_MUNMAP, lo, klo-lo, 0)
-			}
-			if hi > khi {
-				syscall.RawSyscall(unix.SYS_MUNMAP, khi, hi-khi, 0)
-			}
-		}
+		applyListed(arena, unix.SYS_MUNMAP, 0)
 	}
 	childInit(uintptr(a.ctrl), uintptr(a.cflags))
 	st := (*childState)(at(arena, miscState))
 	st.ctrl = a.ctrl
 }
 
-// adviseListed applies madvise advice to the ranges listed at miscUnmap,
-// but for the stack this code runs on (64 KiB either side of a local, as
-// childStart keeps), which the child runs on. Failures are ignored: a range
-// left as it was is copied at the clone, which is correct, only slower.
+// applyListed makes the system call nr (munmap, or madvise with advice)
+// on each range listed at miscUnmap, but for the stack this code runs on:
+// 64 KiB either side of a local, which the callers' frames, and those of
+// the child's serving call chain, are within. Failures are ignored: a range
+// a zygote fails to unmap, or one the parent fails to mark, is kept or
+// copied, which is correct, only slower.
 //
 //go:nosplit
 //go:norace
 //go:nocheckptr
 //go:noinline
-func adviseListed(arena, advice uintptr) {
+func applyListed(arena, nr, advice uintptr) {
 	var marker uintptr
 	sp := uintptr(unsafe.Pointer(&marker))
 	klo, khi := (sp-64<<10)&^4095, (sp+64<<10)&^4095
@@ -216,14 +200,14 @@ func adviseListed(arena, advice uintptr) {
 		r := (*[2]uint64)(at(arena, miscUnmap+8+16*i))
 		lo, hi := uintptr(r[0]), uintptr(r[0]+r[1])
 		if hi <= klo || lo >= khi {
-			syscall.RawSyscall(unix.SYS_MADVISE, lo, hi-lo, advice)
+			syscall.RawSyscall(nr, lo, hi-lo, advice)
 			continue
 		}
 		if lo < klo {
-			syscall.RawSyscall(unix.SYS_MADVISE, lo, klo-lo, advice)
+			syscall.RawSyscall(nr, lo, klo-lo, advice)
 		}
 		if hi > khi {
-			syscall.RawSyscall(unix.SYS_MADVISE, khi, hi-khi, advice)
+			syscall.RawSyscall(nr, khi, hi-khi, advice)
 		}
 	}
 }
