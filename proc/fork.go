@@ -74,7 +74,9 @@ const (
 	// fork and one process fewer, which suits a short-lived caller with a
 	// small heap, such as a command-line tool. The cost of the fork grows
 	// with the caller's memory (its page tables are copied), which the
-	// zygotes avoid. As with Detached the child is the caller's own, in
+	// zygotes avoid; the Go heap is not given to the child (MADV_DONTFORK
+	// for the clone), so the caller's heap is not write-protected for
+	// copy-on-write by it. As with Detached the child is the caller's own, in
 	// the caller's namespaces but those asked for; it is killed when the
 	// caller dies (unless NoParentDeathSignal), and so is everything in a
 	// pid namespace it is the init of (NewPID).
