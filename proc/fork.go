@@ -519,15 +519,17 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 // dontForkRanges returns the mappings a Direct child forked from the
 // calling (forker) thread need not get: those a zygote unmaps (the Go
 // heap), but for the arena and what directKeep lists. It returns none where
-// they cannot be told, or are too many to list: the child then gets
-// everything, which is correct, only slower.
+// they cannot be told, or are too many to list, and in a cgo build, where
+// the thread's m (which the runtime's fork hook in the child reads) is
+// not beside its TLS slot: the child then gets everything, which is
+// correct, only slower.
 func dontForkRanges() [][2]uint64 {
 	keep, err := directKeep()
 	if err != nil {
 		return nil
 	}
-	ranges, err := unmapRanges(append([][2]uintptr{{arenaAddr, arenaSize}}, keep...))
-	if err != nil || len(ranges) > maxUnmap || checkUnmap(ranges) != nil {
+	ranges, cgo, err := unmapRangesCgo(append([][2]uintptr{{arenaAddr, arenaSize}}, keep...))
+	if err != nil || cgo || len(ranges) > maxUnmap || checkUnmap(ranges) != nil {
 		return nil
 	}
 	return ranges
@@ -625,9 +627,16 @@ func forkZygote(tree bool) (*Handle, error) {
 // anonymous mappings too, and the child still runs with them, so only the
 // Go heap goes: the run of adjacent anonymous mappings around a heap object.
 func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
+	ranges, _, err := unmapRangesCgo(keep)
+	return ranges, err
+}
+
+// unmapRangesCgo is unmapRanges, and says whether this is a cgo (or race)
+// build, whose libc keeps the g in its own TLS rather than in the m.
+func unmapRangesCgo(keep [][2]uintptr) ([][2]uint64, bool, error) {
 	b, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	exe, _ := os.Readlink("/proc/self/exe")
 	exe = strings.TrimSuffix(exe, " (deleted)")
@@ -675,7 +684,7 @@ func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
 			}
 		}
 		if at < 0 || !maps[at].anon {
-			return nil, nil
+			return nil, cgo, nil
 		}
 		lo, hi := at, at
 		for lo > 0 && maps[lo-1].anon && maps[lo-1].end == maps[lo].start {
@@ -715,7 +724,7 @@ func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
 			out = append(out, [2]uint64{s[0], s[1] - s[0]})
 		}
 	}
-	return out, nil
+	return out, cgo, nil
 }
 
 func boolWord(b bool) uint64 {

@@ -67,8 +67,9 @@ func uintptrOf[T any](p *T) uintptr { return uintptr(unsafe.Pointer(p)) }
 
 // directKeep returns the memory a Direct child that is not given the Go
 // heap (rangesDontFork) must still get, but for its stack (forkChild keeps
-// that): tlsKeep's, and the running goroutine's g, through which the
-// runtime's fork hook in the child reaches its m. It fails where the g
+// that): tlsKeep's, which in a pure Go build is in the thread's m, beside
+// the signal mask that the runtime's fork hook in the child restores, and
+// the running goroutine's g, through which the hook reaches the m. It fails where the g
 // cannot be found from the TLS (tlsKeep returns nothing on arm64, whose g
 // lives in a register).
 func directKeep() ([][2]uintptr, error) {
