@@ -950,8 +950,9 @@ func procPPid(t *testing.T, pid int) int {
 
 // TestArgsScrubbed checks that a child that has not exec'd shows no trace
 // of the caller's command line and environment in /proc/PID/cmdline and
-// environ: a Direct child zeroes its copy as it starts, a zygote's is
-// zeroed when it is made, and its children inherit that.
+// environ once it serves: a Direct child zeroes its copy as it starts,
+// before it serves its first call, a zygote's is zeroed when it is made,
+// and its children inherit that.
 func TestArgsScrubbed(t *testing.T) {
 	for name, opts := range map[string]*Options{
 		"direct": {From: Direct},
@@ -959,6 +960,9 @@ func TestArgsScrubbed(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			h := fork(t, opts)
+			if _, err := h.Getpid(context.Background()); err != nil {
+				t.Fatal(err)
+			}
 			for _, f := range []string{"cmdline", "environ"} {
 				b, err := os.ReadFile("/proc/" + strconv.Itoa(h.Pid()) + "/" + f)
 				if err != nil {
