@@ -77,7 +77,9 @@ const (
 	miscState    = arenaMisc + 224 // childState
 	miscScratch  = 304             // two words nobody reads
 	miscUnmap    = arenaMisc + 320 // count, then (addr, len) pairs
-	maxUnmap     = (arenaMiscSize - 320 - 8) / 16
+	maxUnmap     = (arenaMiscSize - 320 - 8 - (8 + 16*maxZero)) / 16
+	miscZero     = arenaMisc + arenaMiscSize - (8 + 16*maxZero) // count, then (addr, len) pairs
+	maxZero      = 2
 )
 
 // forkArgs is what a child needs from its parent at birth. The parent
@@ -86,8 +88,24 @@ type forkArgs struct {
 	flags  uint64 // clone flags
 	ctrl   uint64 // the child's end of the control socket
 	cflags uint64 // flagPdeathsig
-	unmap  uint64 // 1: munmap the ranges listed at miscUnmap
+	ranges uint64 // rangesUnmap, rangesDontFork, rangesZero: what to do with the ranges listed
 }
+
+// What is done with the ranges listed in the arena, bits of forkArgs.ranges.
+const (
+	// rangesUnmap: the child munmaps those at miscUnmap (a zygote: what it
+	// does not need).
+	rangesUnmap = 1 << iota
+	// rangesDontFork: the parent marks those at miscUnmap MADV_DONTFORK
+	// for the clone, so that the child does not get them (a Direct
+	// child: the Go heap), and MADV_DOFORK again after it. The parent's
+	// pages are then not made copy-on-write, which its every later write
+	// to them would pay for, and the clone copies fewer page tables.
+	rangesDontFork
+	// rangesZero: the child zeroes those at miscZero (the caller's
+	// command line and environment).
+	rangesZero
+)
 
 // exitOrphaned is the status of a child server whose parent went away
 // before the child was exec'd.
@@ -118,8 +136,14 @@ func ptr(u uintptr) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(&u
 func forkChild(arena uintptr) (pid uintptr, errno syscall.Errno) {
 	a := (*forkArgs)(at(arena, miscForkArgs))
 	runtime_BeforeFork()
+	if a.ranges&rangesDontFork != 0 {
+		applyListed(arena, unix.SYS_MADVISE, unix.MADV_DONTFORK)
+	}
 	pid, _, errno = syscall.RawSyscall6(unix.SYS_CLONE, uintptr(a.flags), 0, arena+miscPidfd, 0, 0, 0)
 	if errno != 0 || pid != 0 {
+		if a.ranges&rangesDontFork != 0 {
+			applyListed(arena, unix.SYS_MADVISE, unix.MADV_DOFORK)
+		}
 		runtime_AfterFork()
 		return pid, errno
 	}
@@ -129,8 +153,8 @@ func forkChild(arena uintptr) (pid uintptr, errno syscall.Errno) {
 	return 0, 0 // not reached
 }
 
-// childStart unmaps what the fork args list, empties the fd table and
-// arms the parent-death signal. It returns before serve is called, so its
+// childStart unmaps or zeroes what the fork args list, empties the fd
+// table and arms the parent-death signal. It returns before serve is called, so its
 // frame is not part of the serving call chain.
 //
 //go:nosplit
@@ -139,30 +163,53 @@ func forkChild(arena uintptr) (pid uintptr, errno syscall.Errno) {
 //go:noinline
 func childStart(arena uintptr) {
 	a := (*forkArgs)(at(arena, miscForkArgs))
-	if a.unmap != 0 {
-		// Keep the stack this code runs on: 64 KiB either side of a local.
-		var marker uintptr
-		sp := uintptr(unsafe.Pointer(&marker))
-		klo, khi := (sp-64<<10)&^4095, (sp+64<<10)&^4095
-		n := *(*uint64)(at(arena, miscUnmap))
+	if a.ranges&rangesZero != 0 {
+		n := *(*uint64)(at(arena, miscZero))
 		for i := uintptr(0); i < uintptr(n); i++ {
-			r := (*[2]uint64)(at(arena, miscUnmap+8+16*i))
-			lo, hi := uintptr(r[0]), uintptr(r[0]+r[1])
-			if hi <= klo || lo >= khi {
-				syscall.RawSyscall(unix.SYS_MUNMAP, lo, hi-lo, 0)
-				continue
-			}
-			if lo < klo {
-				syscall.RawSyscall(unix.SYS_MUNMAP, lo, klo-lo, 0)
-			}
-			if hi > khi {
-				syscall.RawSyscall(unix.SYS_MUNMAP, khi, hi-khi, 0)
+			r := (*[2]uint64)(at(arena, miscZero+8+16*i))
+			for p := uintptr(r[0]); p < uintptr(r[0]+r[1]); p++ {
+				*(*byte)(ptr(p)) = 0
 			}
 		}
+	}
+	if a.ranges&rangesUnmap != 0 {
+		applyListed(arena, unix.SYS_MUNMAP, 0)
 	}
 	childInit(uintptr(a.ctrl), uintptr(a.cflags))
 	st := (*childState)(at(arena, miscState))
 	st.ctrl = a.ctrl
+}
+
+// applyListed makes the system call nr (munmap, or madvise with advice)
+// on each range listed at miscUnmap, but for the stack this code runs on:
+// 64 KiB either side of a local, which the callers' frames, and those of
+// the child's serving call chain, are within. Failures are ignored: a range
+// a zygote fails to unmap, or one the parent fails to mark, is kept or
+// copied, which is correct, only slower.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+//go:noinline
+func applyListed(arena, nr, advice uintptr) {
+	var marker uintptr
+	sp := uintptr(unsafe.Pointer(&marker))
+	klo, khi := (sp-64<<10)&^4095, (sp+64<<10)&^4095
+	n := *(*uint64)(at(arena, miscUnmap))
+	for i := uintptr(0); i < uintptr(n); i++ {
+		r := (*[2]uint64)(at(arena, miscUnmap+8+16*i))
+		lo, hi := uintptr(r[0]), uintptr(r[0]+r[1])
+		if hi <= klo || lo >= khi {
+			syscall.RawSyscall(nr, lo, hi-lo, advice)
+			continue
+		}
+		if lo < klo {
+			syscall.RawSyscall(nr, lo, klo-lo, advice)
+		}
+		if hi > khi {
+			syscall.RawSyscall(nr, khi, hi-khi, advice)
+		}
+	}
 }
 
 // childState is the server's mutable state, kept in the arena rather than

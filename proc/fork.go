@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"strconv"
@@ -81,7 +82,9 @@ const (
 	// fork and one process fewer, which suits a short-lived caller with a
 	// small heap, such as a command-line tool. The cost of the fork grows
 	// with the caller's memory (its page tables are copied), which the
-	// zygotes avoid. As with Detached the child is the caller's own, in
+	// zygotes avoid; the Go heap is not given to the child (MADV_DONTFORK
+	// for the clone), so the caller's heap is not write-protected for
+	// copy-on-write by it. As with Detached the child is the caller's own, in
 	// the caller's namespaces but those asked for; it is killed when the
 	// caller dies (unless NoParentDeathSignal), and so is everything in a
 	// pid namespace it is the init of (NewPID).
@@ -205,13 +208,22 @@ var (
 // zygote: a fork and a few round trips). It returns once the zygote
 // serves, or with ctx's error when ctx is done first; the zygote is then
 // still being made for the next caller. Options.From = Direct needs no
-// zygote: Prepare returns nil at once.
+// zygote: Prepare then readies what the first Direct fork would (the
+// thread it forks from, the memory it shares with its children), which a
+// command can have done on another CPU while it does something else.
 func Prepare(ctx context.Context, opts *Options) error {
 	if opts == nil {
 		opts = &Options{}
 	}
 	if opts.From == Direct {
-		return nil
+		if err := mapArena(); err != nil {
+			return err
+		}
+		if _, err := argRanges(); err != nil {
+			return err
+		}
+		onForkerThread(func() {})
+		return checkForkHooks()
 	}
 	zy, err := zygoteFor(opts.From)
 	if err != nil {
@@ -219,6 +231,41 @@ func Prepare(ctx context.Context, opts *Options) error {
 	}
 	_, err = zy.get(ctx)
 	return err
+}
+
+// Shutdown ends the zygotes this process made, if any, and reaps them: the
+// tree zygote's end kills every process still in its pid namespace. A
+// command calls it before it exits, so that it leaves no child behind for
+// init to reap. Handles and Processes of children forked through a zygote
+// are of no use after it; a later Fork or Spawn makes a new zygote. It
+// returns ctx's error if ctx is done before a zygote is reaped.
+func Shutdown(ctx context.Context) error {
+	var first error
+	for _, z := range []*zygote{treeZygote, plainZygote} {
+		if err := z.shutdown(ctx); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// shutdown kills z's zygote, if it has one, and waits until it is reaped.
+func (z *zygote) shutdown(ctx context.Context) error {
+	z.mu.Lock()
+	h := z.h
+	z.h = nil
+	z.mu.Unlock()
+	if h == nil {
+		return nil
+	}
+	p := h.Process()
+	p.Kill()
+	_, err := p.Wait(ctx)
+	h.Close()
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return nil
 }
 
 // get returns a live zygote handle, making one if needed. The zygote is
@@ -315,34 +362,50 @@ func (z *zygote) make(ctx context.Context) (*Handle, error) {
 // scrubArgs zeroes, in zygote h, the caller's command line and environment,
 // which the zygote's copy of the caller's memory still holds: every process
 // forked from it would show them in /proc/PID/cmdline and environ until it
-// execs, and the init of a sandbox never does.
+// execs, and the init of a sandbox never does. (A Direct child zeroes
+// its copy itself as it starts: see forkDirect.)
 func scrubArgs(ctx context.Context, h *Handle) error {
-	b, err := os.ReadFile("/proc/self/stat")
+	rs, err := argRanges()
 	if err != nil {
 		return err
 	}
+	for _, r := range rs {
+		if err := h.WriteMem(ctx, uintptr(r[0]), make([]byte, r[1])); err != nil {
+			return fmt.Errorf("zeroing the command line: %w", err)
+		}
+	}
+	return nil
+}
+
+// argRanges returns where this process's command line and environment are
+// in its memory, as (address, length) pairs, from fields 48 to 51 of
+// /proc/self/stat (arg_start, arg_end, env_start, env_end); none where the
+// kernel does not say. They are read once: they do not move.
+var argRanges = sync.OnceValues(func() ([][2]uint64, error) {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return nil, err
+	}
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return errors.New("/proc/self/stat: no command name")
+		return nil, errors.New("/proc/self/stat: no command name")
 	}
-	// Fields 48 to 51 (arg_start, arg_end, env_start, env_end); the first
-	// after the command name is field 3.
+	// The first field after the command name is field 3.
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 51-2 {
-		return nil // an old kernel without them: nothing to find them by
+		return nil, nil // an old kernel without them: nothing to find them by
 	}
+	var rs [][2]uint64
 	for _, r := range [][2]string{{f[48-3], f[49-3]}, {f[50-3], f[51-3]}} {
 		start, err1 := strconv.ParseUint(r[0], 10, 64)
 		end, err2 := strconv.ParseUint(r[1], 10, 64)
 		if err1 != nil || err2 != nil || end <= start || end-start > 1<<20 {
 			continue
 		}
-		if err := h.WriteMem(ctx, uintptr(start), make([]byte, end-start)); err != nil {
-			return fmt.Errorf("zeroing the command line: %w", err)
-		}
+		rs = append(rs, [2]uint64{start, end - start})
 	}
-	return nil
-}
+	return rs, nil
+})
 
 // forker runs on a locked OS thread that never exits.
 func (z *zygote) forker(req chan chan zygoteResult) {
@@ -400,13 +463,26 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 	if !opts.NoParentDeathSignal {
 		cflags = uint64(flagPdeathsig)
 	}
+	// The child zeroes its copy of the caller's command line and
+	// environment itself, as it starts: see scrubArgs.
+	scrub, err := argRanges()
+	if err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, fmt.Errorf("proc: fork: %w", err)
+	}
 	var pid uintptr
 	var pfd int32
 	var errno syscall.Errno
 	onForkerThread(func() {
+		what := uint64(rangesZero)
+		noFork := dontForkRanges()
+		if len(noFork) > 0 {
+			what |= rangesDontFork
+		}
 		arenaMu.Lock()
 		defer arenaMu.Unlock()
-		writeForkArgs(forkArgs{flags: uint64(opts.cloneFlags()), ctrl: uint64(fds[1]), cflags: cflags}, nil)
+		writeForkArgs(forkArgs{flags: uint64(opts.cloneFlags()), ctrl: uint64(fds[1]), cflags: cflags, ranges: what}, noFork, scrub)
 		syscall.ForkLock.Lock()
 		pid, errno = forkChild(arenaAddr)
 		syscall.ForkLock.Unlock()
@@ -449,10 +525,26 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 			return nil, fmt.Errorf("proc: fork: %w", err)
 		}
 	}
-	if err := scrubArgs(ctx, h); err != nil {
-		return nil, fmt.Errorf("proc: fork: %w", err)
-	}
 	return h, nil
+}
+
+// dontForkRanges returns the mappings a Direct child forked from the
+// calling (forker) thread need not get: those a zygote unmaps (the Go
+// heap), but for the arena and what directKeep lists. It returns none where
+// they cannot be told, or are too many to list, and in a cgo build, where
+// the thread's m (which the runtime's fork hook in the child reads) is
+// not beside its TLS slot: the child then gets everything, which is
+// correct, only slower.
+func dontForkRanges() [][2]uint64 {
+	keep, err := directKeep()
+	if err != nil {
+		return nil
+	}
+	ranges, cgo, err := unmapRangesCgo(append([][2]uintptr{{arenaAddr, arenaSize}}, keep...))
+	if err != nil || cgo || len(ranges) > maxUnmap || checkUnmap(ranges) != nil {
+		return nil
+	}
+	return ranges
 }
 
 // forkZygote forks a zygote from the calling (forker) thread.
@@ -496,8 +588,8 @@ func forkZygote(tree bool) (*Handle, error) {
 		flags:  flags,
 		ctrl:   uint64(fds[1]),
 		cflags: uint64(flagPdeathsig),
-		unmap:  boolWord(len(ranges) > 0),
-	}, ranges)
+		ranges: uint64(rangesUnmap) * boolWord(len(ranges) > 0),
+	}, ranges, nil)
 	syscall.ForkLock.Lock()
 	pid, errno := forkChild(arenaAddr)
 	syscall.ForkLock.Unlock()
@@ -547,9 +639,16 @@ func forkZygote(tree bool) (*Handle, error) {
 // anonymous mappings too, and the child still runs with them, so only the
 // Go heap goes: the run of adjacent anonymous mappings around a heap object.
 func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
+	ranges, _, err := unmapRangesCgo(keep)
+	return ranges, err
+}
+
+// unmapRangesCgo is unmapRanges, and says whether this is a cgo (or race)
+// build, whose libc keeps the g in its own TLS rather than in the m.
+func unmapRangesCgo(keep [][2]uintptr) ([][2]uint64, bool, error) {
 	b, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	exe, _ := os.Readlink("/proc/self/exe")
 	exe = strings.TrimSuffix(exe, " (deleted)")
@@ -597,7 +696,7 @@ func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
 			}
 		}
 		if at < 0 || !maps[at].anon {
-			return nil, nil
+			return nil, cgo, nil
 		}
 		lo, hi := at, at
 		for lo > 0 && maps[lo-1].anon && maps[lo-1].end == maps[lo].start {
@@ -637,7 +736,7 @@ func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
 			out = append(out, [2]uint64{s[0], s[1] - s[0]})
 		}
 	}
-	return out, nil
+	return out, cgo, nil
 }
 
 func boolWord(b bool) uint64 {
@@ -972,8 +1071,8 @@ func (c *Handle) writeIDMaps(ctx context.Context, parent *Handle, top bool, pid 
 	}
 	if top {
 		for _, f := range files {
-			path := fmt.Sprintf("/proc/%d/%s", pid, f.name)
-			if err := os.WriteFile(path, []byte(f.data), 0); err != nil {
+			path := "/proc/" + strconv.Itoa(pid) + "/" + f.name
+			if err := writeProcFile(path, f.data); err != nil {
 				return fmt.Errorf("writing %s: %w", f.name, err)
 			}
 		}
@@ -988,6 +1087,32 @@ func (c *Handle) writeIDMaps(ctx context.Context, parent *Handle, top bool, pid 
 	}
 	if _, err := c.Run(ctx, &b); err != nil {
 		return fmt.Errorf("writing ID maps: %w", err)
+	}
+	return nil
+}
+
+// writeProcFile writes data to the existing file path in one write, with
+// plain system calls: a /proc file needs no buffering and no poller, which
+// os.WriteFile would register it with.
+func writeProcFile(path, data string) error {
+	var fd int
+	var err error
+	for {
+		fd, err = unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	n, err := unix.Write(fd, []byte(data))
+	if err == nil && n < len(data) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		return &os.PathError{Op: "write", Path: path, Err: err}
 	}
 	return nil
 }

@@ -22,12 +22,19 @@ func arenaBytes(off, n uintptr) []byte {
 	return unsafe.Slice((*byte)(unsafe.Add(arenaPtr, off)), n)
 }
 
-// writeForkArgs stores a and the munmap list where forkChild reads them.
-func writeForkArgs(a forkArgs, unmap [][2]uint64) {
+// writeForkArgs stores a, the list of ranges to unmap or not to fork, and
+// the list of ranges to zero where forkChild reads them.
+func writeForkArgs(a forkArgs, unmap, zero [][2]uint64) {
 	*(*forkArgs)(unsafe.Add(arenaPtr, miscForkArgs)) = a
-	l := arenaBytes(miscUnmap, 8+16*uintptr(len(unmap)))
-	binary.NativeEndian.PutUint64(l, uint64(len(unmap)))
-	for i, r := range unmap {
+	writeRanges(miscUnmap, unmap)
+	writeRanges(miscZero, zero)
+}
+
+// writeRanges stores the count of rs, then rs, at off in the arena.
+func writeRanges(off uintptr, rs [][2]uint64) {
+	l := arenaBytes(off, 8+16*uintptr(len(rs)))
+	binary.NativeEndian.PutUint64(l, uint64(len(rs)))
+	for i, r := range rs {
 		binary.NativeEndian.PutUint64(l[8+16*i:], r[0])
 		binary.NativeEndian.PutUint64(l[16+16*i:], r[1])
 	}

@@ -935,3 +935,31 @@ func procPPid(t *testing.T, pid int) int {
 	n, _ := strconv.Atoi(f[1])
 	return n
 }
+
+// TestArgsScrubbed checks that a child that has not exec'd shows no trace
+// of the caller's command line and environment in /proc/PID/cmdline and
+// environ once it serves: a Direct child zeroes its copy as it starts,
+// before it serves its first call, a zygote's is zeroed when it is made,
+// and its children inherit that.
+func TestArgsScrubbed(t *testing.T) {
+	for name, opts := range map[string]*Options{
+		"direct": {From: Direct},
+		"tree":   {From: InTree},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := fork(t, opts)
+			if _, err := h.Getpid(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{"cmdline", "environ"} {
+				b, err := os.ReadFile("/proc/" + strconv.Itoa(h.Pid()) + "/" + f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if s := strings.Trim(string(b), "\x00"); s != "" {
+					t.Errorf("the child's %s holds %q, want only NUL bytes", f, s)
+				}
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@
 package proc
 
 import (
+	"errors"
 	"syscall"
 	"unsafe"
 
@@ -63,3 +64,26 @@ func runningG(addr uintptr) bool {
 
 // uintptrOf returns the address of *p, for tests of runningG.
 func uintptrOf[T any](p *T) uintptr { return uintptr(unsafe.Pointer(p)) }
+
+// directKeep returns the memory a Direct child that is not given the Go
+// heap (rangesDontFork) must still get, but for its stack (forkChild keeps
+// that): tlsKeep's, which in a pure Go build is in the thread's m, beside
+// the signal mask that the runtime's fork hook in the child restores, and
+// the running goroutine's g, through which the hook reaches the m. It fails where the g
+// cannot be found from the TLS (tlsKeep returns nothing on arm64, whose g
+// lives in a register).
+func directKeep() ([][2]uintptr, error) {
+	tls, err := tlsKeep()
+	if err != nil {
+		return nil, err
+	}
+	if len(tls) == 0 {
+		return nil, errors.New("no TLS slot to find the running goroutine by")
+	}
+	slot := tls[0][0] + 4096 - 8 // FS-8
+	if !runningG(slot) {
+		return nil, errors.New("the TLS slot does not hold the running goroutine")
+	}
+	g := *(*uintptr)(ptr(slot))
+	return append(tls, [2]uintptr{g &^ 4095, 8192}), nil
+}

@@ -159,66 +159,71 @@ func spawnSlow(ctx context.Context, h *Handle, opts *Options, setup *Batch, targ
 // brk, madvise, mlock, shmat, userfaultfd, mseal and the like), making
 // processes or threads, signal handlers and the thread's own runtime
 // state (rt_sigaction, sigaltstack, set_tid_address, arch_prctl), exec
-// (Spawn's own last step) and exit.
-var setupCalls = map[uintptr]bool{
-	// Files and fds.
-	unix.SYS_OPENAT: true, unix.SYS_OPENAT2: true, unix.SYS_CLOSE: true, unix.SYS_CLOSE_RANGE: true,
-	unix.SYS_DUP: true, unix.SYS_DUP3: true, unix.SYS_FCNTL: true, unix.SYS_IOCTL: true,
-	unix.SYS_READ: true, unix.SYS_WRITE: true, unix.SYS_PREAD64: true, unix.SYS_PWRITE64: true,
-	unix.SYS_READV: true, unix.SYS_WRITEV: true, unix.SYS_LSEEK: true, unix.SYS_FTRUNCATE: true,
-	unix.SYS_FSYNC: true, unix.SYS_FDATASYNC: true, unix.SYS_FLOCK: true, unix.SYS_PIPE2: true,
-	unix.SYS_EVENTFD2: true, unix.SYS_MEMFD_CREATE: true,
-	unix.SYS_FSTAT: true, unix.SYS_NEWFSTATAT: true, unix.SYS_STATX: true, unix.SYS_FSTATFS: true,
-	unix.SYS_STATFS: true, unix.SYS_FACCESSAT: true, unix.SYS_FACCESSAT2: true,
-	unix.SYS_READLINKAT: true, unix.SYS_GETDENTS64: true, unix.SYS_GETCWD: true,
-	unix.SYS_CHDIR: true, unix.SYS_FCHDIR: true, unix.SYS_CHROOT: true, unix.SYS_UMASK: true,
-	unix.SYS_MKDIRAT: true, unix.SYS_MKNODAT: true, unix.SYS_SYMLINKAT: true, unix.SYS_LINKAT: true,
-	unix.SYS_UNLINKAT: true, unix.SYS_RENAMEAT2: true, unix.SYS_TRUNCATE: true,
-	unix.SYS_FCHMOD: true, unix.SYS_FCHMODAT: true, unix.SYS_FCHMODAT2: true,
-	unix.SYS_FCHOWN: true, unix.SYS_FCHOWNAT: true, unix.SYS_UTIMENSAT: true,
-	// Mounts.
-	unix.SYS_MOUNT: true, unix.SYS_UMOUNT2: true, unix.SYS_PIVOT_ROOT: true,
-	unix.SYS_OPEN_TREE: true, unix.SYS_MOVE_MOUNT: true, unix.SYS_MOUNT_SETATTR: true,
-	unix.SYS_FSOPEN: true, unix.SYS_FSCONFIG: true, unix.SYS_FSMOUNT: true, unix.SYS_FSPICK: true,
-	// Sockets.
-	unix.SYS_SOCKET: true, unix.SYS_SOCKETPAIR: true, unix.SYS_BIND: true, unix.SYS_CONNECT: true,
-	unix.SYS_LISTEN: true, unix.SYS_SETSOCKOPT: true, unix.SYS_GETSOCKOPT: true,
-	unix.SYS_SENDMSG: true, unix.SYS_RECVMSG: true, unix.SYS_SENDTO: true, unix.SYS_RECVFROM: true,
-	unix.SYS_SHUTDOWN: true,
-	// Credentials and identity.
-	unix.SYS_SETUID: true, unix.SYS_SETGID: true, unix.SYS_SETREUID: true, unix.SYS_SETREGID: true,
-	unix.SYS_SETRESUID: true, unix.SYS_SETRESGID: true, unix.SYS_SETGROUPS: true,
-	unix.SYS_SETFSUID: true, unix.SYS_SETFSGID: true, unix.SYS_CAPSET: true, unix.SYS_CAPGET: true,
-	unix.SYS_GETPID: true, unix.SYS_GETPPID: true, unix.SYS_GETTID: true,
-	unix.SYS_GETUID: true, unix.SYS_GETEUID: true, unix.SYS_GETGID: true, unix.SYS_GETEGID: true,
-	unix.SYS_GETRESUID: true, unix.SYS_GETRESGID: true, unix.SYS_GETGROUPS: true,
-	// Sessions, namespaces, limits, scheduling.
-	unix.SYS_SETSID: true, unix.SYS_SETPGID: true,
-	unix.SYS_UNSHARE: true, unix.SYS_SETNS: true, unix.SYS_SETHOSTNAME: true, unix.SYS_SETDOMAINNAME: true,
-	unix.SYS_PRLIMIT64: true, unix.SYS_SETRLIMIT: true, unix.SYS_SETPRIORITY: true,
-	unix.SYS_SCHED_SETAFFINITY: true, unix.SYS_SCHED_SETSCHEDULER: true, unix.SYS_IOPRIO_SET: true,
-	// Confinement.
-	unix.SYS_PRCTL: true, unix.SYS_SECCOMP: true, // prctl: the options in setupPrctl only
-	unix.SYS_LANDLOCK_CREATE_RULESET: true, unix.SYS_LANDLOCK_ADD_RULE: true, unix.SYS_LANDLOCK_RESTRICT_SELF: true,
-	// Processes, by fd or pid, without making any.
-	unix.SYS_PIDFD_OPEN: true, unix.SYS_PIDFD_GETFD: true, unix.SYS_PIDFD_SEND_SIGNAL: true,
-	unix.SYS_KILL: true, unix.SYS_UNAME: true,
-}
+// (Spawn's own last step) and exit. The map is made on first use: a
+// command that never spawns does not pay for it at start-up.
+var setupCalls = sync.OnceValue(func() map[uintptr]bool {
+	return map[uintptr]bool{
+		// Files and fds.
+		unix.SYS_OPENAT: true, unix.SYS_OPENAT2: true, unix.SYS_CLOSE: true, unix.SYS_CLOSE_RANGE: true,
+		unix.SYS_DUP: true, unix.SYS_DUP3: true, unix.SYS_FCNTL: true, unix.SYS_IOCTL: true,
+		unix.SYS_READ: true, unix.SYS_WRITE: true, unix.SYS_PREAD64: true, unix.SYS_PWRITE64: true,
+		unix.SYS_READV: true, unix.SYS_WRITEV: true, unix.SYS_LSEEK: true, unix.SYS_FTRUNCATE: true,
+		unix.SYS_FSYNC: true, unix.SYS_FDATASYNC: true, unix.SYS_FLOCK: true, unix.SYS_PIPE2: true,
+		unix.SYS_EVENTFD2: true, unix.SYS_MEMFD_CREATE: true,
+		unix.SYS_FSTAT: true, unix.SYS_NEWFSTATAT: true, unix.SYS_STATX: true, unix.SYS_FSTATFS: true,
+		unix.SYS_STATFS: true, unix.SYS_FACCESSAT: true, unix.SYS_FACCESSAT2: true,
+		unix.SYS_READLINKAT: true, unix.SYS_GETDENTS64: true, unix.SYS_GETCWD: true,
+		unix.SYS_CHDIR: true, unix.SYS_FCHDIR: true, unix.SYS_CHROOT: true, unix.SYS_UMASK: true,
+		unix.SYS_MKDIRAT: true, unix.SYS_MKNODAT: true, unix.SYS_SYMLINKAT: true, unix.SYS_LINKAT: true,
+		unix.SYS_UNLINKAT: true, unix.SYS_RENAMEAT2: true, unix.SYS_TRUNCATE: true,
+		unix.SYS_FCHMOD: true, unix.SYS_FCHMODAT: true, unix.SYS_FCHMODAT2: true,
+		unix.SYS_FCHOWN: true, unix.SYS_FCHOWNAT: true, unix.SYS_UTIMENSAT: true,
+		// Mounts.
+		unix.SYS_MOUNT: true, unix.SYS_UMOUNT2: true, unix.SYS_PIVOT_ROOT: true,
+		unix.SYS_OPEN_TREE: true, unix.SYS_MOVE_MOUNT: true, unix.SYS_MOUNT_SETATTR: true,
+		unix.SYS_FSOPEN: true, unix.SYS_FSCONFIG: true, unix.SYS_FSMOUNT: true, unix.SYS_FSPICK: true,
+		// Sockets.
+		unix.SYS_SOCKET: true, unix.SYS_SOCKETPAIR: true, unix.SYS_BIND: true, unix.SYS_CONNECT: true,
+		unix.SYS_LISTEN: true, unix.SYS_SETSOCKOPT: true, unix.SYS_GETSOCKOPT: true,
+		unix.SYS_SENDMSG: true, unix.SYS_RECVMSG: true, unix.SYS_SENDTO: true, unix.SYS_RECVFROM: true,
+		unix.SYS_SHUTDOWN: true,
+		// Credentials and identity.
+		unix.SYS_SETUID: true, unix.SYS_SETGID: true, unix.SYS_SETREUID: true, unix.SYS_SETREGID: true,
+		unix.SYS_SETRESUID: true, unix.SYS_SETRESGID: true, unix.SYS_SETGROUPS: true,
+		unix.SYS_SETFSUID: true, unix.SYS_SETFSGID: true, unix.SYS_CAPSET: true, unix.SYS_CAPGET: true,
+		unix.SYS_GETPID: true, unix.SYS_GETPPID: true, unix.SYS_GETTID: true,
+		unix.SYS_GETUID: true, unix.SYS_GETEUID: true, unix.SYS_GETGID: true, unix.SYS_GETEGID: true,
+		unix.SYS_GETRESUID: true, unix.SYS_GETRESGID: true, unix.SYS_GETGROUPS: true,
+		// Sessions, namespaces, limits, scheduling.
+		unix.SYS_SETSID: true, unix.SYS_SETPGID: true,
+		unix.SYS_UNSHARE: true, unix.SYS_SETNS: true, unix.SYS_SETHOSTNAME: true, unix.SYS_SETDOMAINNAME: true,
+		unix.SYS_PRLIMIT64: true, unix.SYS_SETRLIMIT: true, unix.SYS_SETPRIORITY: true,
+		unix.SYS_SCHED_SETAFFINITY: true, unix.SYS_SCHED_SETSCHEDULER: true, unix.SYS_IOPRIO_SET: true,
+		// Confinement.
+		unix.SYS_PRCTL: true, unix.SYS_SECCOMP: true, // prctl: the options in setupPrctl only
+		unix.SYS_LANDLOCK_CREATE_RULESET: true, unix.SYS_LANDLOCK_ADD_RULE: true, unix.SYS_LANDLOCK_RESTRICT_SELF: true,
+		// Processes, by fd or pid, without making any.
+		unix.SYS_PIDFD_OPEN: true, unix.SYS_PIDFD_GETFD: true, unix.SYS_PIDFD_SEND_SIGNAL: true,
+		unix.SYS_KILL: true, unix.SYS_UNAME: true,
+	}
+})
 
 // setupPrctl are the prctl options a Spawn setup may use: they act on the
 // thread's credentials, capabilities, name and parent-death signal, not
 // on the memory (PR_SET_MM, PR_SET_DUMPABLE, PR_SET_VMA and the like are
-// not here, nor any option a new kernel adds).
-var setupPrctl = map[uint64]bool{
-	unix.PR_SET_NO_NEW_PRIVS: true, unix.PR_GET_NO_NEW_PRIVS: true,
-	unix.PR_CAPBSET_DROP: true, unix.PR_CAPBSET_READ: true, unix.PR_CAP_AMBIENT: true,
-	unix.PR_SET_KEEPCAPS: true, unix.PR_GET_KEEPCAPS: true,
-	unix.PR_SET_SECUREBITS: true, unix.PR_GET_SECUREBITS: true,
-	unix.PR_SET_PDEATHSIG: true, unix.PR_GET_PDEATHSIG: true,
-	unix.PR_SET_NAME: true, unix.PR_GET_NAME: true,
-	unix.PR_SET_CHILD_SUBREAPER: true, unix.PR_GET_DUMPABLE: true,
-	unix.PR_SET_SECCOMP: true, unix.PR_GET_SECCOMP: true,
-}
+// not here, nor any option a new kernel adds). Made on first use.
+var setupPrctl = sync.OnceValue(func() map[uint64]bool {
+	return map[uint64]bool{
+		unix.PR_SET_NO_NEW_PRIVS: true, unix.PR_GET_NO_NEW_PRIVS: true,
+		unix.PR_CAPBSET_DROP: true, unix.PR_CAPBSET_READ: true, unix.PR_CAP_AMBIENT: true,
+		unix.PR_SET_KEEPCAPS: true, unix.PR_GET_KEEPCAPS: true,
+		unix.PR_SET_SECUREBITS: true, unix.PR_GET_SECUREBITS: true,
+		unix.PR_SET_PDEATHSIG: true, unix.PR_GET_PDEATHSIG: true,
+		unix.PR_SET_NAME: true, unix.PR_GET_NAME: true,
+		unix.PR_SET_CHILD_SUBREAPER: true, unix.PR_GET_DUMPABLE: true,
+		unix.PR_SET_SECCOMP: true, unix.PR_GET_SECCOMP: true,
+	}
+})
 
 // checkSpawn checks Spawn's arguments.
 func checkSpawn(setup *Batch, target execTarget) error {
@@ -240,9 +245,9 @@ func checkSpawn(setup *Batch, target execTarget) error {
 			return fmt.Errorf("proc: spawn: setup call %d (%s) is not a system call", i, c.name)
 		case slices.ContainsFunc(c.args[:], func(v Val) bool { return v.addr }):
 			return fmt.Errorf("proc: spawn: setup call %d (%s) passes an address (proc.Ptr): the child shares its parent's memory while it sets up, so its calls may point only into the batch's own data (In, Out, CString): make it in a Run after Fork", i, c.name)
-		case !setupCalls[c.nr]:
+		case !setupCalls()[c.nr]:
 			return fmt.Errorf("proc: spawn: setup call %d (%s) is not one a spawn's setup may make (it may act on memory, which the child shares with its parent): make it in a Run after Fork", i, c.name)
-		case c.nr == unix.SYS_PRCTL && (c.args[0].kind != valLit || !setupPrctl[c.args[0].v]):
+		case c.nr == unix.SYS_PRCTL && (c.args[0].kind != valLit || !setupPrctl()[c.args[0].v]):
 			return fmt.Errorf("proc: spawn: setup call %d (%s) is not one a spawn's setup may make (it may act on memory, which the child shares with its parent): make it in a Run after Fork", i, c.name)
 		}
 	}

@@ -34,15 +34,64 @@ func Build(ctx context.Context, spec *Spec, opts ...Option) (_ *Sandbox, err err
 	if spec.LandlockOnly {
 		return buildLandlockOnly(ctx, spec, o.log)
 	}
-	filter, ll, err := policies(spec, o.log)
-	if err != nil {
-		return nil, err
-	}
+	// What comes from the spec alone is made on another CPU meanwhile.
+	pre := prepareAside(ctx, spec, o.log)
 	lim, err := makeLimiter(spec, o.log)
 	if err != nil {
+		err = pre.first(err)
+		pre.close()
 		return nil, err
 	}
-	return buildWith(ctx, spec, filter, ll, lim, o.idMapsBy)
+	return buildWith(ctx, spec, pre, lim, o.idMapsBy)
+}
+
+// aside is what Build makes from the spec alone (the policies, and the
+// batch that builds the root, whose first steps read the caller's files),
+// in a goroutine, while the sandbox's processes are made.
+type aside struct {
+	done   chan struct{}
+	filter []unix.SockFilter
+	ll     *LandlockPolicy
+	polErr error // the policies' error, which comes before any other
+	zproc  *os.File // zygoteProc's, which the root's batch uses
+	root   *recorder
+	err    error // zygoteProc's or recordRoot's
+}
+
+// prepareAside starts making spec's aside; close frees it.
+func prepareAside(ctx context.Context, spec *Spec, log *slog.Logger) *aside {
+	a := &aside{done: make(chan struct{})}
+	go func() {
+		defer close(a.done)
+		if a.filter, a.ll, a.polErr = policies(spec, log); a.polErr != nil {
+			return
+		}
+		// A proc of the zygote's pid namespace, if the sandbox shares
+		// it, is made by a helper of the zygote's.
+		if a.zproc, a.err = zygoteProc(ctx, spec); a.err == nil {
+			a.root, a.err = recordRoot(spec, !netLater(spec), a.zproc)
+		}
+	}()
+	return a
+}
+
+// close waits for a and frees what it holds.
+func (a *aside) close() {
+	<-a.done
+	if a.zproc != nil {
+		a.zproc.Close()
+	}
+}
+
+// first waits for a and returns the policies' error if there is one, else
+// err: a spec whose policies cannot be made fails with that, whatever
+// else failed meanwhile, as when the policies were made first.
+func (a *aside) first(err error) error {
+	<-a.done
+	if a.polErr != nil {
+		return a.polErr
+	}
+	return err
 }
 
 // policies returns spec's seccomp filter and its Landlock policy (nil
@@ -83,50 +132,35 @@ func makeLimiter(spec *Spec, log *slog.Logger) (*limiter, error) {
 	return lim, nil
 }
 
-// buildWith is Build once the policies and the limiter are made; lim
-// (which may be nil) is the sandbox's from then on. idMapsBy, if not nil,
-// writes the user namespace's ID maps (WithIDMapsBy).
-func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *LandlockPolicy, lim *limiter, idMapsBy func(context.Context, int) error) (_ *Sandbox, err error) {
+// netLater says whether the program's process makes the network namespace
+// of a sandbox of spec: under caplin's init it does (the costliest
+// namespace to make), while the init builds the root, on another CPU.
+func netLater(spec *Spec) bool {
+	return !spec.SharePID && !spec.AsPID1 && spec.Net != NetHost
+}
 
+// buildWith is Build once the limiter is made, with the policies and the
+// root's batch from pre, which it frees; lim (which may be nil) is the
+// sandbox's from then on. idMapsBy, if not nil, writes the user
+// namespace's ID maps (WithIDMapsBy).
+func buildWith(ctx context.Context, spec *Spec, pre *aside, lim *limiter, idMapsBy func(context.Context, int) error) (_ *Sandbox, err error) {
 	sb := &Sandbox{spec: spec, lim: lim}
 	defer func() {
 		if err != nil {
+			err = pre.first(err)
 			sb.Close()
 		}
 	}()
-	// A proc of the zygote's pid namespace, if the sandbox shares it
-	// (zygoteProc), is made by a helper of the zygote's meanwhile.
-	type zygoteResult struct {
-		f   *os.File
-		err error
-	}
-	zc := make(chan zygoteResult, 1)
-	go func() {
-		f, err := zygoteProc(ctx, spec)
-		zc <- zygoteResult{f, err}
-	}()
-	var zr *zygoteResult
-	defer func() {
-		if zr == nil { // returning early: wait for it, to close it
-			r := <-zc
-			zr = &r
-		}
-		if zr.f != nil {
-			zr.f.Close()
-		}
-	}()
+	defer pre.close()
 	uidMap, gidMap := spec.idMaps(os.Geteuid(), os.Getegid())
-	// Under caplin's init the program's process makes the network
-	// namespace (the costliest one to make) while the init builds the
-	// root, on another CPU.
 	initMode := !spec.SharePID && !spec.AsPID1
-	netLater := initMode && spec.Net != NetHost
+	later := netLater(spec)
 	opts := &proc.Options{
 		From:    forkOrigin(spec),
 		NewUser: true, NewMount: true,
 		NewIPC: !spec.ShareIPC, NewUTS: !spec.ShareUTS, NewCgroup: !spec.ShareCgroup && !ownCgroupNamespace(spec, lim),
 		NewPID:   !spec.SharePID,
-		NewNet:   spec.Net != NetHost && !netLater,
+		NewNet:   spec.Net != NetHost && !later,
 		UIDMap:   uidMap,
 		GIDMap:   gidMap,
 		IDMapsBy: idMapsBy,
@@ -173,17 +207,15 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	}
 	sb.h = prog
 
-	z := <-zc
-	zr = &z
-	if z.err != nil {
-		return nil, z.err
-	}
-	r, err := recordRoot(spec, !netLater, z.f)
-	if err != nil {
+	if err := pre.first(nil); err != nil {
 		return nil, err
 	}
+	if pre.err != nil {
+		return nil, pre.err
+	}
+	r, filter, ll := pre.root, pre.filter, pre.ll
 	var n recorder
-	if netLater {
+	if later {
 		from := n.begin()
 		n.b.Unshare(unix.CLONE_NEWNET)
 		n.end(from, "making the network namespace")
@@ -215,7 +247,7 @@ func buildWith(ctx context.Context, spec *Spec, filter []unix.SockFilter, ll *La
 	for i, name := range nsNames {
 		sb.ns[name] = r.ns[i].Ino
 	}
-	if netLater {
+	if later {
 		// Looked up from outside: the program's /proc/self may be gone
 		// by the time its batch runs, with the root pivoted under it.
 		var st unix.Stat_t

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/caplin-dev/caplin/internal/fdctl"
 	"github.com/caplin-dev/caplin/pidfd"
@@ -123,14 +124,15 @@ type Caps struct {
 // 0). It travels, in rpc messages and JSON, as its String.
 type CapSet uint64
 
-// capNumbers maps capability numbers to their names in profiles.
-var capNumbers = func() map[int]string {
-	m := make(map[int]string, len(capNames))
-	for name, n := range capNames {
+// capNumbers maps capability numbers to their names in profiles. The map
+// is made on first use.
+var capNumbers = sync.OnceValue(func() map[int]string {
+	m := make(map[int]string, len(capNames()))
+	for name, n := range capNames() {
 		m[n] = name
 	}
 	return m
-}()
+})
 
 // Names returns the names of the capabilities in c, in the profiles'
 // spelling ("sys_admin"), by number; a capability this caplin does not
@@ -141,7 +143,7 @@ func (c CapSet) Names() []string {
 		if c&(1<<n) == 0 {
 			continue
 		}
-		if name, ok := capNumbers[n]; ok {
+		if name, ok := capNumbers()[n]; ok {
 			ns = append(ns, name)
 		} else {
 			ns = append(ns, strconv.Itoa(n))
@@ -168,7 +170,7 @@ func parseCapSet(s string) (CapSet, error) {
 		n, err := strconv.Atoi(name)
 		if err != nil {
 			var ok bool
-			if n, ok = capNames[name]; !ok {
+			if n, ok = capNames()[name]; !ok {
 				return 0, fmt.Errorf("sandbox: capability set %q: unknown capability %q", s, name)
 			}
 		}

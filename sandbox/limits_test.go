@@ -44,15 +44,7 @@ func startLimited(t *testing.T, lim *limiter, script string) *limitedSandbox {
 	spec := baseSpec()
 	spec.Files = map[int]*os.File{1: w, 2: w}
 	spec.Env = []string{"PATH=/usr/bin:/bin"}
-	filter, err := Filter(spec.Seccomp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ll, _, err := landlockFor(spec, discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := buildWith(ctx, spec, filter, ll, lim, nil)
+	h, err := buildWith(ctx, spec, prepareAside(ctx, spec, discard), lim, nil)
 	w.Close()
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/caplin-dev/caplin/proc"
 	"github.com/caplin-dev/caplin/sandbox/bwrap"
 )
 
@@ -90,7 +92,11 @@ func main() {
 			return a
 		},
 	})))
-	os.Exit(entry(os.Args))
+	code := entry(os.Args)
+	// The zygotes a command made die with caplin; ended here, they are
+	// reaped by caplin rather than left to init.
+	proc.Shutdown(context.Background())
+	os.Exit(code)
 }
 
 // entry runs the command line argv and returns the exit status. Invoked

@@ -36,8 +36,8 @@ func TestMain(m *testing.M) {
 		os.Setenv("GORACE", "atexit_sleep_ms=0")
 	}
 	testscript.Main(m, map[string]func(){
-		"caplin": func() { os.Exit(entry(os.Args)) },
-		"bwrap":  func() { os.Exit(entry(os.Args)) },
+		"caplin": main,
+		"bwrap":  main,
 		// sdactivate SOCKET CMD [ARGS...]: what systemd does for a
 		// socket unit: listen on SOCKET, then exec CMD with the
 		// listening socket at fd 3, LISTEN_FDS=1 and LISTEN_PID.
@@ -48,6 +48,8 @@ func TestMain(m *testing.M) {
 		"nouserns":      func() { os.Exit(noUserNS()) },
 		"dockerseccomp": func() { os.Exit(dockerSeccomp()) },
 		"escapes":       func() { os.Exit(escapes()) },
+		// reapcheck ARGS...: see TestRunLeavesNoChild.
+		"reapcheck": reapCheck,
 	})
 }
 

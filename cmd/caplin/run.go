@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caplin-dev/caplin/proc"
 	"github.com/caplin-dev/caplin/sandbox"
 	"github.com/caplin-dev/caplin/sandbox/bwrap"
 	"golang.org/x/sys/unix"
@@ -471,10 +472,13 @@ func runSandbox(args []string, m mode) int {
 			return m.fail(m.failure, "--die-with-parent: prctl(PR_SET_PDEATHSIG): %v", err)
 		}
 	}
+	ctx := context.Background()
+	if spec.Direct {
+		go proc.Prepare(ctx, &proc.Options{From: proc.Direct}) // meanwhile
+	}
 	sigs := notifyForwarded()
 	defer signal.Stop(sigs)
 
-	ctx := context.Background()
 	var opts []sandbox.Option
 	reported := false
 	if cmd.UsernsBlock != nil {
@@ -494,15 +498,11 @@ func runSandbox(args []string, m mode) int {
 	if sb == nil {
 		return code
 	}
-	// The sandbox is closed on the way out when something fails; when the
-	// program has run, it is only killed: caplin exits at once, and the
-	// kernel takes the namespaces down in the background.
-	closeSandbox := true
-	defer func() {
-		if closeSandbox {
-			sb.Close()
-		}
-	}()
+	// On the way out the sandbox is closed: its init is killed and
+	// reaped (main then ends the zygote a sandbox without an init of
+	// caplin's was forked from), so that caplin leaves no child of its
+	// own for init to reap.
+	defer sb.Close()
 	if !reported {
 		reportStarted(cmd, sb.InitPid(), spec, sb.Namespaces())
 	}
@@ -527,12 +527,6 @@ func runSandbox(args []string, m mode) int {
 	}
 	if cmd.Sync != nil {
 		cmd.Sync.Close()
-	}
-	// Without limits there is nothing to clean up that the kernel does
-	// not; a limit's cgroup must be removed once its processes are gone.
-	if spec.Limits == (sandbox.Limits{}) {
-		sb.Kill()
-		closeSandbox = false
 	}
 	return code
 }

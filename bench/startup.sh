@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# bench/startup.sh — how long caplin takes to start, from a shell, against
+# its peers, measured alternately in one run so that a noisy moment (the
+# machine's other work) hurts both sides of a ratio alike:
+#
+#   caplin version        vs an empty static Go program      (target <= 1.3x)
+#   caplin run ... true   vs bwrap with the same sandbox     (target <= 1.0x)
+#   caplin bwrap ... true vs bwrap with identical flags      (target <= 1.0x)
+#   the floor: the empty Go program, and unshare(1) making the same
+#   namespaces (user, mount, pid, ipc, uts, net, cgroup) around /bin/true
+#
+# The sandbox: --unshare-all --die-with-parent, a read-only /usr with /bin,
+# /lib, /lib64 as symlinks into it, /proc, /dev, a tmpfs /tmp; caplin run
+# gets the same (it unshares everything by default), plus its Landlock and
+# seccomp layers, which bwrap does not have.
+#
+# Each pair runs RUNS times (default 50) alternately, A then B; the medians
+# and their ratio A/B are printed, REPS times over (default 3). Every run is
+# one fork and exec from bash, timed with $EPOCHREALTIME around it.
+#
+# With BASE set to a git revision (BASE=main, say), caplin is also built
+# from that revision, and each round first compares the two builds,
+# alternately: "caplin run (this tree) / caplin run (BASE)".
+#
+# Usage: [BASE=REV] bench/startup.sh [RUNS] [REPS]
+# Needs bubblewrap (apt-get install bubblewrap) and unshare (util-linux).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-50}
+reps=${2:-3}
+command -v bwrap >/dev/null || { echo "startup.sh: bubblewrap is not installed" >&2; exit 1; }
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+CGO_ENABLED=0 go build -o "$dir/caplin" ./cmd/caplin
+if [ -n "${BASE:-}" ]; then
+	mkdir "$dir/base"
+	git archive "$BASE" | tar -x -C "$dir/base"
+	(cd "$dir/base" && CGO_ENABLED=0 go build -o "$dir/caplin-base" ./cmd/caplin)
+fi
+printf 'package main\n\nfunc main() {}\n' >"$dir/empty.go"
+(cd "$dir" && CGO_ENABLED=0 GOFLAGS= go build -o "$dir/empty" empty.go)
+
+grants=(--ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64
+	--proc /proc --dev /dev --tmpfs /tmp)
+bw=(--unshare-all --die-with-parent "${grants[@]}" /bin/true)
+
+# pair NAME RUNS -- A... -- B...: RUNS alternate runs of A and B; prints the
+# medians (ms) and A/B.
+pair() {
+	local name=$1 n=$2 i s e
+	shift 3
+	local a=() b=() ta=() tb=()
+	while [ "$1" != -- ]; do a+=("$1"); shift; done
+	shift
+	b=("$@")
+	"${a[@]}" >/dev/null || { echo "startup.sh: $name: ${a[*]} failed" >&2; exit 1; }
+	"${b[@]}" >/dev/null || { echo "startup.sh: $name: ${b[*]} failed" >&2; exit 1; }
+	for ((i = 0; i < n; i++)); do
+		s=${EPOCHREALTIME/./}; "${a[@]}" >/dev/null; e=${EPOCHREALTIME/./}; ta+=($((e - s)))
+		s=${EPOCHREALTIME/./}; "${b[@]}" >/dev/null; e=${EPOCHREALTIME/./}; tb+=($((e - s)))
+	done
+	local ma mb
+	ma=$(printf '%s\n' "${ta[@]}" | sort -n | sed -n "$(((n + 1) / 2))p")
+	mb=$(printf '%s\n' "${tb[@]}" | sort -n | sed -n "$(((n + 1) / 2))p")
+	awk -v name="$name" -v a="$ma" -v b="$mb" 'BEGIN { printf "  %-44s %6.2f ms vs %6.2f ms = %.2fx\n", name, a / 1000, b / 1000, a / b }'
+}
+
+echo "medians of $runs alternate runs each, A vs B = A/B:"
+for ((r = 1; r <= reps; r++)); do
+	echo "round $r:"
+	if [ -n "${BASE:-}" ]; then
+		pair "caplin run: this tree / $BASE" "$runs" -- "$dir/caplin" run "${grants[@]}" /bin/true -- "$dir/caplin-base" run "${grants[@]}" /bin/true
+		pair "$BASE's caplin run / bwrap" "$runs" -- "$dir/caplin-base" run "${grants[@]}" /bin/true -- bwrap "${bw[@]}"
+		pair "$BASE's caplin version / empty Go" "$runs" -- "$dir/caplin-base" version -- "$dir/empty"
+	fi
+	pair "caplin version / empty Go (<= 1.3x)" "$runs" -- "$dir/caplin" version -- "$dir/empty"
+	pair "caplin run / bwrap (<= 1.0x)" "$runs" -- "$dir/caplin" run "${grants[@]}" /bin/true -- bwrap "${bw[@]}"
+	pair "caplin bwrap / bwrap, same flags (<= 1.0x)" "$runs" -- "$dir/caplin" bwrap "${bw[@]}" -- bwrap "${bw[@]}"
+	pair "floor: unshare -Urmpiun --cgroup -f / bwrap" "$runs" -- unshare -Urmpiun --cgroup -f /bin/true -- bwrap "${bw[@]}"
+done
