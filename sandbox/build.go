@@ -52,7 +52,7 @@ type aside struct {
 	done   chan struct{}
 	filter []unix.SockFilter
 	ll     *LandlockPolicy
-	polErr error // the policies' error, which comes before any other
+	polErr error    // the policies' error, which comes before any other
 	zproc  *os.File // zygoteProc's, which the root's batch uses
 	root   *recorder
 	err    error // zygoteProc's or recordRoot's
