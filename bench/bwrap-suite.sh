@@ -19,7 +19,8 @@
 # see the program's own exit code. (Run as uid 65534, it applies, and runs.)
 #
 # Needs go, bash, python3, capsh and getpcaps (libcap2-bin) and, as root,
-# setpriv (util-linux); strace is optional.
+# setpriv (util-linux); strace is optional, and so is bindfs (FUSE), for the
+# suite's FUSE checks.
 set -euo pipefail
 src=${1:-${BWRAP_SRC:-}}
 if [ -z "$src" ] || [ ! -f "$src/tests/test-run.sh" ]; then
@@ -49,6 +50,16 @@ suite() {
 		# for a strace without fault injection.
 		sed -i 's/^if ! command -v strace >\/dev\/null ||/if true ||/' "$dir/test-run.sh"
 	fi
+	# A FUSE mount of WHO's, which the suite looks for in /proc/self/mounts
+	# (its "can bind-mount a FUSE directory" checks): bindfs, where it is
+	# installed (apt-get install bindfs); else the suite skips them.
+	local fuse=""
+	if command -v bindfs >/dev/null; then
+		fuse="$work/fuse-$who"
+		mkdir -p "$fuse/src" "$fuse/mnt"
+		[ "$who" = nobody ] && chown -R 65534:65534 "$fuse"
+		"${as[@]}" bindfs "$fuse/src" "$fuse/mnt" || fuse=""
+	fi
 	# In a session of its own, whose processes are killed after it: the
 	# suite leaves background loops behind when it stops at a failure.
 	(cd "$dir" && exec setsid "${as[@]}" env HOME="$dir" PATH="/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" \
@@ -56,6 +67,9 @@ suite() {
 	local pid=$!
 	wait "$pid" || rc=$?
 	kill -KILL -- "-$pid" 2>/dev/null || true
+	if [ -n "$fuse" ]; then
+		fusermount -u "$fuse/mnt" 2>/dev/null || fusermount3 -u "$fuse/mnt" 2>/dev/null || umount "$fuse/mnt" || true
+	fi
 	local oks skips
 	oks=$(grep -c '^ok [0-9]' "$log" || true)
 	skips=$(grep -c '^ok [0-9]* # SKIP' "$log" || true)
