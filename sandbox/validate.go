@@ -49,7 +49,7 @@ func checkSpec(spec *Spec) error {
 			return mountError(i, m, errors.New("source missing"))
 		}
 		if m.Try && k.source != srcHostPath {
-			return mountError(i, m, errors.New("Try is for binds of a host path"))
+			return mountError(i, m, errors.New("the Try flag is for binds of a host path"))
 		}
 		if k.takesLower {
 			if err := checkOverlay(i, m); err != nil {
