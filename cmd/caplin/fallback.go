@@ -51,6 +51,9 @@ func (m mode) build(ctx context.Context, cmd *bwrap.Command, spec *sandbox.Spec,
 	// The one line below says what the library would log at Info.
 	log := slog.New(atLeast{noticeLogger(os.Stderr, m.name).Handler(), slog.LevelWarn})
 	sb, err = sandbox.Build(ctx, fallback, sandbox.WithLogger(log))
+	if err != nil {
+		err = cmd.Explain(err)
+	}
 	var le *sandbox.LandlockOnlyError
 	switch {
 	case errors.As(err, &le):

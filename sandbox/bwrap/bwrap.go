@@ -113,6 +113,9 @@ type Command struct {
 	// Explain: the option as written, or the option or profile that
 	// added it.
 	origins []string
+	// numbered are the same mounts as package sandbox names them by
+	// number ("mount 3 (tmpfs /tmp)"), which Explain replaces by origins.
+	numbered []string
 }
 
 // Explain returns err, an error of building the sandbox of the command's
@@ -120,9 +123,21 @@ type Command struct {
 // line gave it ("--ro-bind /usr /x: making the directory x: read-only
 // file system"), or by the option or profile that added it ("--system
 // (ro-bind /etc/ssl /etc/ssl): ..."), rather than by its number among
-// mounts the user did not all write. The errno stays wrapped. Other
-// errors are returned as they are.
+// mounts the user did not all write. A *sandbox.LandlockOnlyError's list
+// names its mounts the same way. The errno stays wrapped. Other errors are
+// returned as they are.
 func (c *Command) Explain(err error) error {
+	var le *sandbox.LandlockOnlyError
+	if errors.As(err, &le) && len(c.numbered) == len(c.origins) {
+		out := &sandbox.LandlockOnlyError{Cannot: make([]string, len(le.Cannot))}
+		for i, s := range le.Cannot {
+			for k := len(c.numbered) - 1; k >= 0; k-- {
+				s = strings.ReplaceAll(s, c.numbered[k], c.origins[k])
+			}
+			out.Cannot[i] = s
+		}
+		return out
+	}
 	var me *sandbox.MountError
 	if !errors.As(err, &me) || me.Index < 0 || me.Index >= len(c.origins) {
 		return err

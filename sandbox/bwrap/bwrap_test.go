@@ -2,6 +2,7 @@ package bwrap
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"slices"
@@ -663,6 +664,19 @@ func TestExplain(t *testing.T) {
 		got := c.Explain(fail(dest))
 		if got.Error() != want || !errors.Is(got, unix.EROFS) {
 			t.Errorf("Explain(mount at %s) = %v, want %q", dest, got, want)
+		}
+	}
+	// A Landlock-only sandbox's list of what it cannot honour names the
+	// mounts the same way.
+	for k := range spec.Mounts {
+		if spec.Mounts[k].Dest == "/b" {
+			le := &sandbox.LandlockOnlyError{Cannot: []string{fmt.Sprintf("mount %d (tmpfs /b): needs a mount namespace", k+1), "a hostname: needs a UTS namespace"}}
+			got := c.Explain(le)
+			want := "--tmpfs /b: needs a mount namespace; a hostname: needs a UTS namespace"
+			var gle *sandbox.LandlockOnlyError
+			if !errors.As(got, &gle) || strings.Join(gle.Cannot, "; ") != want || !errors.Is(got, sandbox.ErrUnenforceable) {
+				t.Errorf("Explain(%v) = %v, want %q", le, got, want)
+			}
 		}
 	}
 	other := errors.New("other")

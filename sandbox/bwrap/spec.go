@@ -119,6 +119,12 @@ func (c *Command) Spec() (*sandbox.Spec, error) {
 		}
 		spec.Env = applyEnv(spec.Env, []envOp{{kind: 's', name: "PWD", value: dir}})
 	}
+	// How package sandbox names each mount in what it reports
+	// (sandbox.LandlockOnlyError), for Explain.
+	c.numbered = c.numbered[:0]
+	for k := range spec.Mounts {
+		c.numbered = append(c.numbered, fmt.Sprintf("mount %d (%s)", k+1, &spec.Mounts[k]))
+	}
 	return spec, nil
 }
 
