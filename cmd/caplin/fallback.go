@@ -30,7 +30,7 @@ func (m mode) build(ctx context.Context, cmd *bwrap.Command, spec *sandbox.Spec,
 			return nil, m.fail(exitUnenforceable, "--require landlock: %v", err)
 		}
 	}
-	sb, err := sandbox.Build(ctx, spec, append(opts, sandbox.WithLogger(noticeLogger(os.Stderr, m.name)))...)
+	sb, err := sandbox.Build(ctx, spec, append(opts, sandbox.WithLogger(noticeLoggerFor(os.Stderr, m.name, cmd)))...)
 	if err == nil {
 		return sb, 0
 	}
@@ -49,7 +49,7 @@ func (m mode) build(ctx context.Context, cmd *bwrap.Command, spec *sandbox.Spec,
 	fallback := spec.Clone()
 	fallback.LandlockOnly = true
 	// The one line below says what the library would log at Info.
-	log := slog.New(atLeast{noticeLogger(os.Stderr, m.name).Handler(), slog.LevelWarn})
+	log := slog.New(atLeast{noticeLoggerFor(os.Stderr, m.name, cmd).Handler(), slog.LevelWarn})
 	sb, err = sandbox.Build(ctx, fallback, sandbox.WithLogger(log))
 	if err != nil {
 		err = cmd.Explain(err)

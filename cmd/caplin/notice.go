@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/caplin-dev/caplin/sandbox"
+	"github.com/caplin-dev/caplin/sandbox/bwrap"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,8 +21,10 @@ import (
 // of its attributes after colons ("caplin run: warning: sandbox: best
 // effort: dropped: Landlock TCP rules"), not logfmt. Debug records are
 // left out.
-func noticeLogger(w io.Writer, name string) *slog.Logger {
-	return slog.New(&noticeHandler{w: w, name: name, mu: new(sync.Mutex)})
+// The mounts its notices name by number are named as cmd's command line
+// gave them.
+func noticeLoggerFor(w io.Writer, name string, cmd *bwrap.Command) *slog.Logger {
+	return slog.New(&noticeHandler{w: w, name: name, mu: new(sync.Mutex), rename: cmd.ExplainText})
 }
 
 // noticeHandler is noticeLogger's handler.
@@ -30,6 +33,8 @@ type noticeHandler struct {
 	name  string
 	mu    *sync.Mutex // one line at a time
 	attrs []slog.Attr
+	// rename, if set, rewrites the line (bwrap.Command.ExplainText).
+	rename func(string) string
 }
 
 func (h *noticeHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
@@ -53,10 +58,13 @@ func (h *noticeHandler) Handle(_ context.Context, r slog.Record) error {
 		add(a)
 	}
 	r.Attrs(add)
-	b.WriteByte('\n')
+	line := b.String()
+	if h.rename != nil {
+		line = h.rename(line)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	_, err := io.WriteString(h.w, b.String())
+	_, err := io.WriteString(h.w, line+"\n")
 	return err
 }
 

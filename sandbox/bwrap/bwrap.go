@@ -131,10 +131,7 @@ func (c *Command) Explain(err error) error {
 	if errors.As(err, &le) && len(c.numbered) == len(c.origins) {
 		out := &sandbox.LandlockOnlyError{Cannot: make([]string, len(le.Cannot))}
 		for i, s := range le.Cannot {
-			for k := len(c.numbered) - 1; k >= 0; k-- {
-				s = strings.ReplaceAll(s, c.numbered[k], c.origins[k])
-			}
-			out.Cannot[i] = s
+			out.Cannot[i] = c.ExplainText(s)
 		}
 		return out
 	}
@@ -143,6 +140,20 @@ func (c *Command) Explain(err error) error {
 		return err
 	}
 	return fmt.Errorf("%s: %w", c.origins[me.Index], me.Err)
+}
+
+// ExplainText returns s, a message of package sandbox's about the
+// command's Spec (a notice of what best effort dropped, say), with the
+// mounts it names by number ("mount 3 (tmpfs /tmp)") named as Explain
+// names them.
+func (c *Command) ExplainText(s string) string {
+	if len(c.numbered) != len(c.origins) {
+		return s
+	}
+	for k := len(c.numbered) - 1; k >= 0; k-- {
+		s = strings.ReplaceAll(s, c.numbered[k], c.origins[k])
+	}
+	return s
 }
 
 // Close closes the files Parse opened for the command (the fds it names,
