@@ -15,19 +15,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// noticeLogger returns the logger of caplin run's notices (what best
+// noticeLoggerFor returns the logger of the notices of caplin run's sandbox of cmd (what best
 // effort dropped, say): plain lines on w, like its errors, each the
 // command's name, "warning: " for a warning, the message, and the values
 // of its attributes after colons ("caplin run: warning: sandbox: best
 // effort: dropped: Landlock TCP rules"), not logfmt. Debug records are
-// left out.
-// The mounts its notices name by number are named as cmd's command line
-// gave them.
+// left out. The mounts its notices name by number are named as cmd's
+// command line gave them.
 func noticeLoggerFor(w io.Writer, name string, cmd *bwrap.Command) *slog.Logger {
 	return slog.New(&noticeHandler{w: w, name: name, mu: new(sync.Mutex), rename: cmd.ExplainText})
 }
 
-// noticeHandler is noticeLogger's handler.
+// noticeHandler is noticeLoggerFor's handler.
 type noticeHandler struct {
 	w     io.Writer
 	name  string
