@@ -327,6 +327,11 @@ func (h *Handle) runLocked(ctx context.Context, b *Batch) (*Results, error) {
 		addrs[i] = uint64(addr)
 	}
 
+	// The request's size is known: one buffer of it, not a doubling
+	// series of ever larger ones, each fresh memory to fault in.
+	if cap(h.req) < int(off) {
+		h.req = make([]byte, 0, off)
+	}
 	e := &encoder{buf: h.req[:reqHeaderSize]}
 	if moved {
 		e.op(opMoveCtrl, 0, 0, uint64(fdMin+1))

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/caplin-dev/caplin/internal/filemode"
 	"github.com/caplin-dev/caplin/proc"
@@ -104,12 +105,20 @@ type prepared struct {
 	hostProc bool
 }
 
-// kinds describes each mount kind. It is filled in by init, not by its
-// declaration, because its functions use describe, which reads it; nothing
-// changes it afterwards.
-var kinds [kindCount]kindInfo
+// kinds describes each mount kind: kindTable's, filled in on first use
+// (kindsTable), rather than by its declaration, because its functions use
+// describe, which reads it, nor at init, which every caplin command would
+// pay for; nothing changes it afterwards.
+var (
+	kinds     [kindCount]kindInfo
+	kindsOnce sync.Once
+)
 
-func init() { kinds = kindTable() }
+// kindsTable returns kinds, filled in.
+func kindsTable() *[kindCount]kindInfo {
+	kindsOnce.Do(func() { kinds = kindTable() })
+	return &kinds
+}
 
 // kindTable is the table of mount kinds.
 func kindTable() [kindCount]kindInfo {
@@ -143,13 +152,14 @@ func kindTable() [kindCount]kindInfo {
 
 // kindOf returns the table's entry of k, which checkSpec has found to be
 // a kind.
-func kindOf(k MountKind) *kindInfo { return &kinds[k] }
+func kindOf(k MountKind) *kindInfo { return &kindsTable()[k] }
 
 // kindsWith returns the names of the kinds for which has holds.
 func kindsWith(has func(*kindInfo) bool) []string {
 	var names []string
+	t := kindsTable()
 	for k := range kindCount {
-		if has(&kinds[k]) {
+		if has(&t[k]) {
 			names = append(names, k.String())
 		}
 	}

@@ -23,7 +23,7 @@ func TestMountKindTable(t *testing.T) {
 	}
 	names := map[string]MountKind{}
 	for _, k := range MountKinds() {
-		e := &kinds[k]
+		e := &kindsTable()[k]
 		switch {
 		case e.name == "" || strings.HasPrefix(e.name, "-"):
 			t.Errorf("kind %d: name %q", k, e.name)

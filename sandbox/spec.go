@@ -84,7 +84,7 @@ const (
 // its dashes ("ro-bind").
 func (k MountKind) String() string {
 	if k >= 0 && k < kindCount {
-		return kinds[k].name
+		return kindsTable()[k].name
 	}
 	return "MountKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -106,7 +106,7 @@ func (k MountKind) isBind() bool { return k.source() == srcHostPath }
 // source returns what the kind makes of Mount.Source; 0 for no kind.
 func (k MountKind) source() sourceUse {
 	if k >= 0 && k < kindCount {
-		return kinds[k].source
+		return kindsTable()[k].source
 	}
 	return 0
 }

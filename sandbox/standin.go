@@ -4,7 +4,6 @@ package sandbox
 // LandlockOnly sandbox, which has no mount namespace to mount one in.
 
 import (
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/caplin-dev/caplin/dir"
+	"golang.org/x/sys/unix"
 )
 
 // standIn is a directory made for one sandbox in the caller's temporary
@@ -44,8 +44,14 @@ func newStandIn(uid, gid int) (*standIn, error) {
 		return nil, fmt.Errorf("sandbox: a stand-in of a tmpfs: %w", err)
 	}
 	for range 10 {
+		// getrandom(2), as crypto/rand would, without linking in the
+		// crypto packages, whose initialisation every caplin command
+		// paid for at start-up.
 		var rnd [8]byte
-		rand.Read(rnd[:])
+		if _, err = unix.Getrandom(rnd[:], 0); err != nil {
+			err = os.NewSyscallError("getrandom", err)
+			break
+		}
 		name := standInPrefix + hex.EncodeToString(rnd[:])
 		err = parent.Mkdir(name, 0o700)
 		if errors.Is(err, fs.ErrExist) {

@@ -215,7 +215,7 @@ func usagef(format string, a ...any) error {
 // help texts and completions.
 func Options(d Dialect) []string {
 	var names []string
-	for name, o := range optionTable {
+	for name, o := range optionTable() {
 		if o.accepts(d) {
 			names = append(names, name)
 		}
@@ -292,7 +292,7 @@ func (c *Command) parse(args []string, depth int) error {
 			}
 			return c.parse(append(words, args[i+2:]...), depth+1)
 		}
-		opt, ok := optionTable[name]
+		opt, ok := optionTable()[name]
 		if !ok || !opt.accepts(c.dialect) {
 			if c.dialect == Bubblewrap {
 				return named(a, usagef("Unknown option %s", a))

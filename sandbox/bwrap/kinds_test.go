@@ -12,7 +12,7 @@ import (
 // without its option fails here.
 func TestEveryMountKindHasAnOption(t *testing.T) {
 	for _, k := range sandbox.MountKinds() {
-		if _, ok := optionTable["--"+k.String()]; !ok {
+		if _, ok := optionTable()["--"+k.String()]; !ok {
 			t.Errorf("mount kind %s: no option --%s", k, k)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caplin-dev/caplin/sandbox"
@@ -107,201 +108,205 @@ const (
 // not there, as it is not for caplin, which labels nothing.
 const errLabels = "labeling not supported on this system"
 
-// optionTable holds the options of both dialects, by name.
-var optionTable = map[string]option{
-	// The file system, in order.
-	"--bind":         bindOpt(sandbox.Bind, false),
-	"--bind-try":     bindOpt(sandbox.Bind, true),
-	"--ro-bind":      bindOpt(sandbox.ROBind, false),
-	"--ro-bind-try":  bindOpt(sandbox.ROBind, true),
-	"--dev-bind":     bindOpt(sandbox.DevBind, false),
-	"--dev-bind-try": bindOpt(sandbox.DevBind, true),
-	"--bind-fd":      fdBindOpt(sandbox.Bind),
-	"--ro-bind-fd":   fdBindOpt(sandbox.ROBind),
-	"--tmpfs":        destOpt(sandbox.Tmpfs, true, true),
-	"--proc":         destOpt(sandbox.Proc, false, false),
-	"--dev":          destOpt(sandbox.Dev, false, false),
-	"--mqueue":       destOpt(sandbox.Mqueue, false, false),
-	"--dir":          destOpt(sandbox.Dir, true, false),
-	"--remount-ro":   destOpt(sandbox.RemountRO, false, false),
-	"--file":         dataOpt(sandbox.File),
-	"--bind-data":    dataOpt(sandbox.BindData),
-	"--ro-bind-data": dataOpt(sandbox.ROBindData),
-	"--overlay-src": {1, false, func(c *Command, a []string) error {
-		c.opts.overlaySrcs = append(c.opts.overlaySrcs, c.hostPath(a[0]))
-		return nil
-	}},
-	"--overlay":     overlayOpt(sandbox.Overlay, 3, 1, "--overlay requires at least one --overlay-src"),
-	"--tmp-overlay": overlayOpt(sandbox.TmpOverlay, 1, 1, "--tmp-overlay requires at least one --overlay-src"),
-	"--ro-overlay":  overlayOpt(sandbox.ROOverlay, 1, 2, "--ro-overlay requires at least two --overlay-src"),
-	"--lock-file": {1, false, func(c *Command, a []string) error {
-		c.opts.lockFiles = append(c.opts.lockFiles, a[0])
-		return nil
-	}},
-	"--symlink": {2, false, func(c *Command, a []string) error {
-		c.opts.mounts = append(c.opts.mounts, sandbox.Mount{Kind: sandbox.Symlink, Source: a[0], Dest: a[1]})
-		return nil
-	}},
-	"--chmod": {2, false, func(c *Command, a []string) error {
-		m, err := sandbox.ParsePerms(a[0])
-		if err != nil {
-			return usagef("--chmod: %v", err)
-		}
-		c.opts.mounts = append(c.opts.mounts, sandbox.Mount{Kind: sandbox.Chmod, Dest: a[1], Perms: &m})
-		return nil
-	}},
-	"--perms": {1, false, func(c *Command, a []string) error {
-		if c.opts.perms != nil {
-			return usagef("--perms given twice for the same action")
-		}
-		m, err := sandbox.ParsePerms(a[0])
-		if err != nil {
-			if c.dialect == Bubblewrap {
-				return usagef("--perms takes an octal argument <= 07777")
-			}
-			return usagef("--perms: %v", err)
-		}
-		c.opts.perms = &m
-		return nil
-	}},
-	"--size": {1, false, func(c *Command, a []string) error {
-		if c.opts.size != 0 {
-			return usagef("--size given twice for the same action")
-		}
-		n, err := c.size(a[0])
-		if err != nil {
-			return err
-		}
-		c.opts.size = n
-		return nil
-	}},
-
-	// The environment, in order.
-	"--setenv": {2, false, func(c *Command, a []string) error {
-		if err := checkEnvName(a[0]); err != nil {
-			return usagef("--setenv: %v", err)
-		}
-		c.opts.env = append(c.opts.env, envOp{kind: 's', name: a[0], value: a[1]})
-		return nil
-	}},
-	"--unsetenv": {1, false, func(c *Command, a []string) error {
-		if err := checkEnvName(a[0]); err != nil {
-			return usagef("--unsetenv: %v", err)
-		}
-		c.opts.env = append(c.opts.env, envOp{kind: 'u', name: a[0]})
-		return nil
-	}},
-	"--clearenv": {0, false, func(c *Command, a []string) error {
-		c.opts.env = append(c.opts.env, envOp{kind: 'c'})
-		return nil
-	}},
-
-	// The process.
-	"--chdir": {1, false, func(c *Command, a []string) error {
-		if c.opts.chdir != "" {
-			c.Warnings = append(c.Warnings, "Only the last --chdir option will take effect")
-		}
-		c.opts.chdir = a[0]
-		return nil
-	}},
-	"--argv0":    {1, false, func(c *Command, a []string) error { c.opts.argv0 = a[0]; return nil }},
-	"--hostname": {1, false, func(c *Command, a []string) error { c.opts.hostname = a[0]; return nil }},
-	"--uid":      {1, false, func(c *Command, a []string) error { return idArg(&c.opts.uid, "--uid", a[0]) }},
-	"--gid":      {1, false, func(c *Command, a []string) error { return idArg(&c.opts.gid, "--gid", a[0]) }},
-	"--cap-add": {1, false, func(c *Command, a []string) error {
-		c.opts.capAdd = append(c.opts.capAdd, a[0])
-		return nil
-	}},
-	"--cap-drop": {1, false, func(c *Command, a []string) error {
-		c.opts.capDrop = append(c.opts.capDrop, a[0])
-		return nil
-	}},
-
-	"--new-session":            flagOpt(false, func(o *options) { o.newSession = true }),
-	"--die-with-parent":        {0, false, func(c *Command, a []string) error { c.DieWithParent = true; return nil }},
-	"--as-pid-1":               flagOpt(false, func(o *options) { o.asPID1 = true }),
-	"--disable-userns":         flagOpt(false, func(o *options) { o.disableUserns = true }),
-	"--allow-userns":           flagOpt(true, func(o *options) { o.allowUserns = true }),
-	"--assert-userns-disabled": flagOpt(false, func(o *options) { o.assertUsernsDisabled = true }),
-	"--level-prefix":           {0, false, func(c *Command, a []string) error { c.LevelPrefix = true; return nil }},
-	"--exec-label":             {1, false, func(c *Command, a []string) error { return errors.New(errLabels) }},
-	"--file-label":             {1, false, func(c *Command, a []string) error { return errors.New(errLabels) }},
-
-	// Namespaces.
-	"--unshare-all":        unshareOpt("user", "ipc", "pid", "net", "uts", "cgroup"),
-	"--unshare-user":       unshareOpt("user"),
-	"--unshare-user-try":   unshareOpt("user", "user-try"),
-	"--unshare-ipc":        unshareOpt("ipc"),
-	"--unshare-pid":        unshareOpt("pid"),
-	"--unshare-net":        unshareOpt("net"),
-	"--unshare-uts":        unshareOpt("uts"),
-	"--unshare-cgroup":     unshareOpt("cgroup"),
-	"--unshare-cgroup-try": unshareOpt("cgroup"),
-	"--share-net":          flagOpt(false, func(o *options) { o.shareNet = true; o.unshare["net"] = false }),
-
-	// Seccomp and status fds.
-	"--seccomp":         seccompOpt(),
-	"--add-seccomp-fd":  seccompOpt(),
-	"--info-fd":         statusFDOpt(func(c *Command) **os.File { return &c.Info }),
-	"--json-status-fd":  statusFDOpt(func(c *Command) **os.File { return &c.JSONStatus }),
-	"--sync-fd":         statusFDOpt(func(c *Command) **os.File { return &c.Sync }),
-	"--block-fd":        statusFDOpt(func(c *Command) **os.File { return &c.Block }),
-	"--userns-block-fd": lastFDOpt("--userns-block-fd", func(c *Command) **os.File { return &c.opts.usernsBlock }),
-
-	// Namespaces to join.
-	"--userns":  lastFDOpt("--userns", func(c *Command) **os.File { return &c.opts.userns }),
-	"--userns2": lastFDOpt("--userns2", func(c *Command) **os.File { return &c.opts.userns2 }),
-	"--pidns":   lastFDOpt("--pidns", func(c *Command) **os.File { return &c.opts.pidns }),
-
-	// caplin run's own.
-	"--fd": {1, true, func(c *Command, a []string) error { return c.addFD(a[0]) }},
-	"--net": {1, true, func(c *Command, a []string) error {
-		switch a[0] {
-		case "none", "loopback", "host":
-			c.opts.net = a[0]
+// optionTable returns the options of both dialects, by name: a table
+// made on first use, not at init, which every caplin command would pay
+// for.
+var optionTable = sync.OnceValue(func() map[string]option {
+	return map[string]option{
+		// The file system, in order.
+		"--bind":         bindOpt(sandbox.Bind, false),
+		"--bind-try":     bindOpt(sandbox.Bind, true),
+		"--ro-bind":      bindOpt(sandbox.ROBind, false),
+		"--ro-bind-try":  bindOpt(sandbox.ROBind, true),
+		"--dev-bind":     bindOpt(sandbox.DevBind, false),
+		"--dev-bind-try": bindOpt(sandbox.DevBind, true),
+		"--bind-fd":      fdBindOpt(sandbox.Bind),
+		"--ro-bind-fd":   fdBindOpt(sandbox.ROBind),
+		"--tmpfs":        destOpt(sandbox.Tmpfs, true, true),
+		"--proc":         destOpt(sandbox.Proc, false, false),
+		"--dev":          destOpt(sandbox.Dev, false, false),
+		"--mqueue":       destOpt(sandbox.Mqueue, false, false),
+		"--dir":          destOpt(sandbox.Dir, true, false),
+		"--remount-ro":   destOpt(sandbox.RemountRO, false, false),
+		"--file":         dataOpt(sandbox.File),
+		"--bind-data":    dataOpt(sandbox.BindData),
+		"--ro-bind-data": dataOpt(sandbox.ROBindData),
+		"--overlay-src": {1, false, func(c *Command, a []string) error {
+			c.opts.overlaySrcs = append(c.opts.overlaySrcs, c.hostPath(a[0]))
 			return nil
-		}
-		return usagef("--net %s: want none, loopback or host", a[0])
-	}},
-	"--profile":       {1, true, func(c *Command, a []string) error { c.opts.profile = a[0]; return nil }},
-	"--system":        flagOpt(true, func(o *options) { o.system = true }),
-	"--keep-env":      flagOpt(true, func(o *options) { o.keepEnv = true }),
-	"--best-effort":   flagOpt(true, func(o *options) { o.bestEffort = true }),
-	"--landlock-only": flagOpt(true, func(o *options) { o.landlockOnly = true }),
-	"--require": {1, true, func(c *Command, a []string) error {
-		ls, err := ParseLayers(a[0])
-		c.Require |= ls
-		return err
-	}},
-	"--as-host-root": flagOpt(true, func(o *options) { o.asHostRoot = true }),
-	"--keep-session": flagOpt(true, func(o *options) { o.keepSession = true }),
-	"--kill-after": {1, true, func(c *Command, a []string) error {
-		d, err := parseDuration(a[0])
-		if err != nil {
-			return usagef("--kill-after %s: %v", a[0], err)
-		}
-		c.KillAfter = d
-		return nil
-	}},
-	"--max-pids": countOpt("--max-pids", "processes", func(o *options) *int { return &o.limits.Pids }),
-	"--max-memory": {1, true, func(c *Command, a []string) error {
-		n, err := sandbox.ParseSize(a[0])
-		if err != nil || n < 1 {
-			return usagef("--max-memory %s: want bytes, or a number with K, M or G", a[0])
-		}
-		c.opts.limits.Memory = n
-		return nil
-	}},
-	"--max-cpu": {1, true, func(c *Command, a []string) error {
-		v, err := strconv.ParseFloat(a[0], 64)
-		if err != nil || v < 0.001 || v > 1e6 {
-			return usagef("--max-cpu %s: want CPUs, such as 0.5 or 2", a[0])
-		}
-		c.opts.limits.CPU = v
-		return nil
-	}},
-	"--max-files": countOpt("--max-files", "open files", func(o *options) *int { return &o.limits.NoFile }),
-}
+		}},
+		"--overlay":     overlayOpt(sandbox.Overlay, 3, 1, "--overlay requires at least one --overlay-src"),
+		"--tmp-overlay": overlayOpt(sandbox.TmpOverlay, 1, 1, "--tmp-overlay requires at least one --overlay-src"),
+		"--ro-overlay":  overlayOpt(sandbox.ROOverlay, 1, 2, "--ro-overlay requires at least two --overlay-src"),
+		"--lock-file": {1, false, func(c *Command, a []string) error {
+			c.opts.lockFiles = append(c.opts.lockFiles, a[0])
+			return nil
+		}},
+		"--symlink": {2, false, func(c *Command, a []string) error {
+			c.opts.mounts = append(c.opts.mounts, sandbox.Mount{Kind: sandbox.Symlink, Source: a[0], Dest: a[1]})
+			return nil
+		}},
+		"--chmod": {2, false, func(c *Command, a []string) error {
+			m, err := sandbox.ParsePerms(a[0])
+			if err != nil {
+				return usagef("--chmod: %v", err)
+			}
+			c.opts.mounts = append(c.opts.mounts, sandbox.Mount{Kind: sandbox.Chmod, Dest: a[1], Perms: &m})
+			return nil
+		}},
+		"--perms": {1, false, func(c *Command, a []string) error {
+			if c.opts.perms != nil {
+				return usagef("--perms given twice for the same action")
+			}
+			m, err := sandbox.ParsePerms(a[0])
+			if err != nil {
+				if c.dialect == Bubblewrap {
+					return usagef("--perms takes an octal argument <= 07777")
+				}
+				return usagef("--perms: %v", err)
+			}
+			c.opts.perms = &m
+			return nil
+		}},
+		"--size": {1, false, func(c *Command, a []string) error {
+			if c.opts.size != 0 {
+				return usagef("--size given twice for the same action")
+			}
+			n, err := c.size(a[0])
+			if err != nil {
+				return err
+			}
+			c.opts.size = n
+			return nil
+		}},
+
+		// The environment, in order.
+		"--setenv": {2, false, func(c *Command, a []string) error {
+			if err := checkEnvName(a[0]); err != nil {
+				return usagef("--setenv: %v", err)
+			}
+			c.opts.env = append(c.opts.env, envOp{kind: 's', name: a[0], value: a[1]})
+			return nil
+		}},
+		"--unsetenv": {1, false, func(c *Command, a []string) error {
+			if err := checkEnvName(a[0]); err != nil {
+				return usagef("--unsetenv: %v", err)
+			}
+			c.opts.env = append(c.opts.env, envOp{kind: 'u', name: a[0]})
+			return nil
+		}},
+		"--clearenv": {0, false, func(c *Command, a []string) error {
+			c.opts.env = append(c.opts.env, envOp{kind: 'c'})
+			return nil
+		}},
+
+		// The process.
+		"--chdir": {1, false, func(c *Command, a []string) error {
+			if c.opts.chdir != "" {
+				c.Warnings = append(c.Warnings, "Only the last --chdir option will take effect")
+			}
+			c.opts.chdir = a[0]
+			return nil
+		}},
+		"--argv0":    {1, false, func(c *Command, a []string) error { c.opts.argv0 = a[0]; return nil }},
+		"--hostname": {1, false, func(c *Command, a []string) error { c.opts.hostname = a[0]; return nil }},
+		"--uid":      {1, false, func(c *Command, a []string) error { return idArg(&c.opts.uid, "--uid", a[0]) }},
+		"--gid":      {1, false, func(c *Command, a []string) error { return idArg(&c.opts.gid, "--gid", a[0]) }},
+		"--cap-add": {1, false, func(c *Command, a []string) error {
+			c.opts.capAdd = append(c.opts.capAdd, a[0])
+			return nil
+		}},
+		"--cap-drop": {1, false, func(c *Command, a []string) error {
+			c.opts.capDrop = append(c.opts.capDrop, a[0])
+			return nil
+		}},
+
+		"--new-session":            flagOpt(false, func(o *options) { o.newSession = true }),
+		"--die-with-parent":        {0, false, func(c *Command, a []string) error { c.DieWithParent = true; return nil }},
+		"--as-pid-1":               flagOpt(false, func(o *options) { o.asPID1 = true }),
+		"--disable-userns":         flagOpt(false, func(o *options) { o.disableUserns = true }),
+		"--allow-userns":           flagOpt(true, func(o *options) { o.allowUserns = true }),
+		"--assert-userns-disabled": flagOpt(false, func(o *options) { o.assertUsernsDisabled = true }),
+		"--level-prefix":           {0, false, func(c *Command, a []string) error { c.LevelPrefix = true; return nil }},
+		"--exec-label":             {1, false, func(c *Command, a []string) error { return errors.New(errLabels) }},
+		"--file-label":             {1, false, func(c *Command, a []string) error { return errors.New(errLabels) }},
+
+		// Namespaces.
+		"--unshare-all":        unshareOpt("user", "ipc", "pid", "net", "uts", "cgroup"),
+		"--unshare-user":       unshareOpt("user"),
+		"--unshare-user-try":   unshareOpt("user", "user-try"),
+		"--unshare-ipc":        unshareOpt("ipc"),
+		"--unshare-pid":        unshareOpt("pid"),
+		"--unshare-net":        unshareOpt("net"),
+		"--unshare-uts":        unshareOpt("uts"),
+		"--unshare-cgroup":     unshareOpt("cgroup"),
+		"--unshare-cgroup-try": unshareOpt("cgroup"),
+		"--share-net":          flagOpt(false, func(o *options) { o.shareNet = true; o.unshare["net"] = false }),
+
+		// Seccomp and status fds.
+		"--seccomp":         seccompOpt(),
+		"--add-seccomp-fd":  seccompOpt(),
+		"--info-fd":         statusFDOpt(func(c *Command) **os.File { return &c.Info }),
+		"--json-status-fd":  statusFDOpt(func(c *Command) **os.File { return &c.JSONStatus }),
+		"--sync-fd":         statusFDOpt(func(c *Command) **os.File { return &c.Sync }),
+		"--block-fd":        statusFDOpt(func(c *Command) **os.File { return &c.Block }),
+		"--userns-block-fd": lastFDOpt("--userns-block-fd", func(c *Command) **os.File { return &c.opts.usernsBlock }),
+
+		// Namespaces to join.
+		"--userns":  lastFDOpt("--userns", func(c *Command) **os.File { return &c.opts.userns }),
+		"--userns2": lastFDOpt("--userns2", func(c *Command) **os.File { return &c.opts.userns2 }),
+		"--pidns":   lastFDOpt("--pidns", func(c *Command) **os.File { return &c.opts.pidns }),
+
+		// caplin run's own.
+		"--fd": {1, true, func(c *Command, a []string) error { return c.addFD(a[0]) }},
+		"--net": {1, true, func(c *Command, a []string) error {
+			switch a[0] {
+			case "none", "loopback", "host":
+				c.opts.net = a[0]
+				return nil
+			}
+			return usagef("--net %s: want none, loopback or host", a[0])
+		}},
+		"--profile":       {1, true, func(c *Command, a []string) error { c.opts.profile = a[0]; return nil }},
+		"--system":        flagOpt(true, func(o *options) { o.system = true }),
+		"--keep-env":      flagOpt(true, func(o *options) { o.keepEnv = true }),
+		"--best-effort":   flagOpt(true, func(o *options) { o.bestEffort = true }),
+		"--landlock-only": flagOpt(true, func(o *options) { o.landlockOnly = true }),
+		"--require": {1, true, func(c *Command, a []string) error {
+			ls, err := ParseLayers(a[0])
+			c.Require |= ls
+			return err
+		}},
+		"--as-host-root": flagOpt(true, func(o *options) { o.asHostRoot = true }),
+		"--keep-session": flagOpt(true, func(o *options) { o.keepSession = true }),
+		"--kill-after": {1, true, func(c *Command, a []string) error {
+			d, err := parseDuration(a[0])
+			if err != nil {
+				return usagef("--kill-after %s: %v", a[0], err)
+			}
+			c.KillAfter = d
+			return nil
+		}},
+		"--max-pids": countOpt("--max-pids", "processes", func(o *options) *int { return &o.limits.Pids }),
+		"--max-memory": {1, true, func(c *Command, a []string) error {
+			n, err := sandbox.ParseSize(a[0])
+			if err != nil || n < 1 {
+				return usagef("--max-memory %s: want bytes, or a number with K, M or G", a[0])
+			}
+			c.opts.limits.Memory = n
+			return nil
+		}},
+		"--max-cpu": {1, true, func(c *Command, a []string) error {
+			v, err := strconv.ParseFloat(a[0], 64)
+			if err != nil || v < 0.001 || v > 1e6 {
+				return usagef("--max-cpu %s: want CPUs, such as 0.5 or 2", a[0])
+			}
+			c.opts.limits.CPU = v
+			return nil
+		}},
+		"--max-files": countOpt("--max-files", "open files", func(o *options) *int { return &o.limits.NoFile }),
+	}
+})
 
 // flagOpt is an option without arguments that sets what set sets.
 func flagOpt(caplinOnly bool, set func(o *options)) option {
