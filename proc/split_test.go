@@ -128,7 +128,7 @@ func TestBatchPartsKeepSharedData(t *testing.T) {
 	}
 	p := b.CString("/")
 	for range 20 {
-		b.Syscall(unix.SYS_ACCESS, p, Int(0))
+		b.Syscall(unix.SYS_FACCESSAT, AtFDCWD(), p, Int(0), Int(0))
 	}
 	for range maxOps {
 		b.Getpid()
