@@ -35,7 +35,7 @@ func Build(ctx context.Context, spec *Spec, opts ...Option) (_ *Sandbox, err err
 		return buildLandlockOnly(ctx, spec, o.log)
 	}
 	// What comes from the spec alone is made on another CPU meanwhile.
-	pre := prepareAside(ctx, spec, o.log)
+	pre := prepareAside(ctx, spec, o.log, fromCaller(spec, o.idMapsBy))
 	lim, err := makeLimiter(spec, o.log)
 	if err != nil {
 		err = pre.first(err)
@@ -58,8 +58,17 @@ type aside struct {
 	err    error // zygoteProc's or recordRoot's
 }
 
-// prepareAside starts making spec's aside; close frees it.
-func prepareAside(ctx context.Context, spec *Spec, log *slog.Logger) *aside {
+// fromCaller reports whether the first process of a sandbox of spec is
+// forked from the caller rather than from proc's tree zygote: Direct, or
+// where the caller must be its parent (it joins given namespaces, or
+// writes the ID maps itself, WithIDMapsBy).
+func fromCaller(spec *Spec, idMapsBy func(context.Context, int) error) bool {
+	return spec.Direct || spec.UserNS != nil || spec.PIDNS != nil || idMapsBy != nil
+}
+
+// prepareAside starts making spec's aside, for a first process forked
+// from the caller or not (fromCaller); close frees it.
+func prepareAside(ctx context.Context, spec *Spec, log *slog.Logger, fromCaller bool) *aside {
 	a := &aside{done: make(chan struct{})}
 	go func() {
 		defer close(a.done)
@@ -68,7 +77,10 @@ func prepareAside(ctx context.Context, spec *Spec, log *slog.Logger) *aside {
 		}
 		// A proc of the zygote's pid namespace, if the sandbox shares
 		// it, is made by a helper of the zygote's.
-		if a.zproc, a.err = zygoteProc(ctx, spec); a.err == nil {
+		if !fromCaller {
+			a.zproc, a.err = zygoteProc(ctx, spec)
+		}
+		if a.err == nil {
 			a.root, a.err = recordRoot(spec, !netLater(spec), a.zproc)
 		}
 	}()

@@ -508,7 +508,8 @@ func (r *recorder) coverProc(mnt, target proc.Val) {
 // itself (its user namespace, made at its clone, does not own it), so a
 // helper forked from the zygote in a mount namespace of its own, and the
 // zygote's user namespace, mounts it; recordRoot puts it on the first
-// process's /proc. The caller closes the file.
+// process's /proc. The caller closes the file. (Not for a first process
+// forked from the caller, fromCaller: it shares the caller's namespace.)
 func zygoteProc(ctx context.Context, spec *Spec) (*os.File, error) {
 	if !spec.SharePID || spec.Direct || !seesProc(spec) {
 		return nil, nil
