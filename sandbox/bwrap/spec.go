@@ -234,8 +234,10 @@ func (c *Command) caplinRunSharing(spec *sandbox.Spec) error {
 		spec.SameSession = true
 	}
 	// Root is not root inside: the sandbox's user is an unprivileged one
-	// on the host, unless --as-host-root asks for bubblewrap's way.
-	if c.host.UID == 0 && !o.asHostRoot && spec.HostIDs == (sandbox.HostIDs{}) {
+	// on the host, unless --as-host-root asks for bubblewrap's way. A user
+	// namespace the caller gives (--userns) or maps (--userns-block-fd) is
+	// the caller's to map, and so is who the sandbox is on the host.
+	if c.host.UID == 0 && !o.asHostRoot && spec.HostIDs == (sandbox.HostIDs{}) && o.userns == nil && o.usernsBlock == nil {
 		spec.HostIDs = c.host.Unprivileged()
 	}
 	return nil
