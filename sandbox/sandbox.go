@@ -398,11 +398,13 @@ func (s *Sandbox) close() error {
 	if h != nil && h != s.first {
 		h.Close()
 	}
-	for _, x := range s.extra {
-		x.Close()
-	}
 	if s.first != nil {
 		err = s.first.Close()
+	}
+	// The helpers last: with a pid namespace joined (PIDNS), the first
+	// process is reaped through one of them.
+	for _, x := range s.extra {
+		x.Close()
 	}
 	if s.lim != nil {
 		if e := s.lim.close(); err == nil {
