@@ -329,8 +329,12 @@ func devGrants(_ int, m *Mount) ([]PathGrant, error) {
 // devHostGrants grants, in a LandlockOnly sandbox, the host's device
 // nodes that Dev would bind, one by one. What else a Dev mount makes
 // (its /dev/shm, the links) is not there: the rest of the host's /dev is
-// not granted.
-func devHostGrants(_ int, m *Mount) (hostMount, error) {
+// not granted. Only at /dev: elsewhere, the host's files of those names
+// are not device nodes.
+func devHostGrants(i int, m *Mount) (hostMount, error) {
+	if filepath.Clean(m.Dest) != "/dev" {
+		return hostMount{cannot: describe(i, m) + ": a dev elsewhere than /dev needs a mount namespace"}, nil
+	}
 	var gs []PathGrant
 	for _, d := range devNodes {
 		p := filepath.Join(filepath.Clean(m.Dest), d)

@@ -224,6 +224,7 @@ func TestLandlockOnlyOverlaps(t *testing.T) {
 		{"tmpfs elsewhere", []Mount{{Kind: Tmpfs, Dest: "/var/tmp"}}, "only a tmpfs at /tmp has a stand-in", nil},
 		{"tmpfs with a size", []Mount{{Kind: Tmpfs, Dest: "/tmp", Size: 1 << 20}}, "a size limit needs a tmpfs", nil},
 		{"proc elsewhere", []Mount{{Kind: Proc, Dest: "/mnt"}}, "a proc elsewhere than /proc", nil},
+		{"dev elsewhere", []Mount{{Kind: Dev, Dest: "/srv/x"}}, "a dev elsewhere than /dev", nil},
 	} {
 		spec := &Spec{LandlockOnly: true, UID: os.Geteuid(), GID: os.Getegid(), Mounts: c.mounts}
 		p, err := landlockOnlyPolicy(spec, 6)
