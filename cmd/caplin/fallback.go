@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/caplin-dev/caplin/probe"
@@ -46,15 +47,34 @@ func (m mode) build(ctx context.Context, cmd *bwrap.Command, spec *sandbox.Spec,
 	if cmd.Require.Has(bwrap.LayerUserNS) {
 		return nil, m.fail(exitUnenforceable, "--require userns: %v; to fix: %s", ne, ne.Fix())
 	}
+	if cmd.UsernsBlock != nil {
+		return nil, m.fail(exitUnenforceable, "--userns-block-fd: %v; a sandbox without them has no user namespace to map; to fix: %s", ne, ne.Fix())
+	}
 	fallback := spec.Clone()
 	fallback.LandlockOnly = true
 	// The one line below says what the library would log at Info.
 	log := slog.New(atLeast{noticeLoggerFor(os.Stderr, m.name, cmd).Handler(), slog.LevelWarn})
 	sb, err = sandbox.Build(ctx, fallback, sandbox.WithLogger(log))
+	var le *sandbox.LandlockOnlyError
+	var older []string // what this kernel's Landlock cannot do, said in the line
+	if errors.As(err, &le) && !fallback.BestEffort && onlyOlderLandlock(le.Cannot) {
+		// The strongest sandbox this kernel can build: what only a newer
+		// Landlock could add (keeping signals and abstract sockets in) is
+		// named in the one line rather than refused.
+		// What best effort drops besides is said there too.
+		var dropped strings.Builder
+		fallback.BestEffort = true
+		sb, err = sandbox.Build(ctx, fallback, sandbox.WithLogger(noticeLoggerFor(&dropped, m.name, cmd)))
+		older = le.Cannot
+		for _, line := range strings.Split(strings.TrimSpace(dropped.String()), "\n") {
+			if _, what, ok := strings.Cut(line, "dropped: "); ok && !slices.ContainsFunc(older, func(c string) bool { return strings.HasPrefix(c, what) }) {
+				older = append(older, what)
+			}
+		}
+	}
 	if err != nil {
 		err = cmd.Explain(err)
 	}
-	var le *sandbox.LandlockOnlyError
 	switch {
 	case errors.As(err, &le):
 		return nil, m.fail(exitUnenforceable, "%v; without namespaces caplin cannot honour: %s; --best-effort runs without these; to fix: %s",
@@ -68,6 +88,9 @@ func (m mode) build(ctx context.Context, cmd *bwrap.Command, spec *sandbox.Spec,
 	limits := sandbox.LandlockOnlyLimits
 	if d := sb.Differences(); len(d) > 0 {
 		limits += "; " + strings.Join(d, ", ")
+	}
+	if len(older) > 0 {
+		limits += "; without " + strings.Join(older, "; ")
 	}
 	m.fail(0, "%v; running with Landlock, seccomp, no_new_privs and rlimits only (%s); to fix: %s; --require userns refuses instead",
 		ne, limits, ne.Fix())
@@ -94,4 +117,16 @@ func (h atLeast) WithAttrs(attrs []slog.Attr) slog.Handler {
 // WithGroup returns the handler with the group, filtered the same.
 func (h atLeast) WithGroup(name string) slog.Handler {
 	return atLeast{h.Handler.WithGroup(name), h.min}
+}
+
+// onlyOlderLandlock reports whether what a Landlock-only sandbox cannot
+// honour (sandbox.LandlockOnlyError.Cannot) is all for want of a newer
+// Landlock ABI, which package sandbox words as "needs Landlock ABI N".
+func onlyOlderLandlock(cannot []string) bool {
+	for _, c := range cannot {
+		if !strings.Contains(c, "needs Landlock ABI") {
+			return false
+		}
+	}
+	return len(cannot) > 0
 }
