@@ -82,6 +82,8 @@ type LandlockOnlyError struct {
 	// Cannot lists each thing, and why: "mount 3 (symlink usr/bin
 	// /bin): needs a mount namespace".
 	Cannot []string
+
+	newerLandlock int // how many of Cannot OnlyNewerLandlock counts
 }
 
 // Error lists what cannot be enforced, on one line.
@@ -91,6 +93,14 @@ func (e *LandlockOnlyError) Error() string {
 
 // Is reports whether target is ErrUnenforceable.
 func (e *LandlockOnlyError) Is(target error) bool { return target == ErrUnenforceable }
+
+// OnlyNewerLandlock reports whether all that cannot be enforced is for want
+// of a newer Landlock ABI than the kernel's (keeping signals and abstract
+// Unix sockets in, ABI 6), not of namespaces: what a newer kernel, not a
+// different spec, would honour.
+func (e *LandlockOnlyError) OnlyNewerLandlock() bool {
+	return len(e.Cannot) > 0 && e.newerLandlock == len(e.Cannot)
+}
 
 // MountError says that one of a Spec's mounts could not be made, and how:
 // what the kernel refused, in words (making the directory, attaching the

@@ -32,7 +32,7 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sa
 		return nil, err
 	}
 	if len(plan.cannot) > 0 && !spec.BestEffort {
-		return nil, &LandlockOnlyError{Cannot: plan.cannot}
+		return nil, &LandlockOnlyError{Cannot: plan.cannot, newerLandlock: plan.newerLandlock}
 	}
 	for _, c := range plan.cannot {
 		log.Warn("sandbox: best effort: dropped", "what", c)
@@ -148,7 +148,10 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sa
 type landlockOnlyPlan struct {
 	ll     *LandlockPolicy
 	cannot []string
-	notes  []string
+	// newerLandlock counts the items of cannot that only a newer
+	// Landlock ABI would enforce (LandlockOnlyError.OnlyNewerLandlock).
+	newerLandlock int
+	notes         []string
 	// standIns lists, for each tmpfs with a stand-in, the index of its
 	// mount and of its grant in ll.Paths, whose Path is a placeholder
 	// until the stand-in is made.
@@ -227,9 +230,11 @@ func landlockOnlyPolicy(spec *Spec, abi int) (*landlockOnlyPlan, error) {
 	}
 	if spec.Net == NetNone && abi < 6 {
 		p.cannot = append(p.cannot, fmt.Sprintf("cutting off the host's abstract Unix sockets: needs Landlock ABI 6 (Linux 6.12), have %d", abi))
+		p.newerLandlock++
 	}
 	if abi < 6 {
 		p.cannot = append(p.cannot, fmt.Sprintf("keeping signals in: needs Landlock ABI 6 (Linux 6.12), have %d", abi))
+		p.newerLandlock++
 	}
 	if spec.HostIDs == (HostIDs{}) && (spec.UID != os.Geteuid() || spec.GID != os.Getegid()) {
 		p.cannot = append(p.cannot, fmt.Sprintf("uid %d and gid %d: without a user namespace the program has the caller's (%d, %d)", spec.UID, spec.GID, os.Geteuid(), os.Getegid()))

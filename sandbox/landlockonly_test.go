@@ -291,3 +291,28 @@ func TestStandInOwner(t *testing.T) {
 		t.Errorf("stand-ins left: %v", left)
 	}
 }
+
+// TestOnlyNewerLandlock: what an older Landlock ABI alone cannot enforce
+// is told apart from what needs namespaces, for caplin run's fallback.
+func TestOnlyNewerLandlock(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		mounts []Mount
+		abi    int
+		want   bool
+	}{
+		{"ABI 4, nothing else", nil, 4, true},
+		{"ABI 4 and a tmpfs elsewhere", []Mount{{Kind: Tmpfs, Dest: "/var/tmp"}}, 4, false},
+		{"ABI 6, a tmpfs elsewhere", []Mount{{Kind: Tmpfs, Dest: "/var/tmp"}}, 6, false},
+	} {
+		spec := &Spec{LandlockOnly: true, UID: os.Geteuid(), GID: os.Getegid(), Mounts: c.mounts}
+		p, err := landlockOnlyPolicy(spec, c.abi)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		e := &LandlockOnlyError{Cannot: p.cannot, newerLandlock: p.newerLandlock}
+		if got := e.OnlyNewerLandlock(); got != c.want {
+			t.Errorf("%s: OnlyNewerLandlock() = %v (%q), want %v", c.name, got, p.cannot, c.want)
+		}
+	}
+}

@@ -57,7 +57,7 @@ func (m mode) build(ctx context.Context, cmd *bwrap.Command, spec *sandbox.Spec,
 	sb, err = sandbox.Build(ctx, fallback, sandbox.WithLogger(log))
 	var le *sandbox.LandlockOnlyError
 	var older []string // what this kernel's Landlock cannot do, said in the line
-	if errors.As(err, &le) && !fallback.BestEffort && onlyOlderLandlock(le.Cannot) {
+	if errors.As(err, &le) && !fallback.BestEffort && le.OnlyNewerLandlock() {
 		// The strongest sandbox this kernel can build: what only a newer
 		// Landlock could add (keeping signals and abstract sockets in) is
 		// named in the one line rather than refused.
@@ -117,16 +117,4 @@ func (h atLeast) WithAttrs(attrs []slog.Attr) slog.Handler {
 // WithGroup returns the handler with the group, filtered the same.
 func (h atLeast) WithGroup(name string) slog.Handler {
 	return atLeast{h.Handler.WithGroup(name), h.min}
-}
-
-// onlyOlderLandlock reports whether what a Landlock-only sandbox cannot
-// honour (sandbox.LandlockOnlyError.Cannot) is all for want of a newer
-// Landlock ABI, which package sandbox words as "needs Landlock ABI N".
-func onlyOlderLandlock(cannot []string) bool {
-	for _, c := range cannot {
-		if !strings.Contains(c, "needs Landlock ABI") {
-			return false
-		}
-	}
-	return len(cannot) > 0
 }

@@ -129,11 +129,12 @@ type Command struct {
 func (c *Command) Explain(err error) error {
 	var le *sandbox.LandlockOnlyError
 	if errors.As(err, &le) && len(c.numbered) == len(c.origins) {
-		out := &sandbox.LandlockOnlyError{Cannot: make([]string, len(le.Cannot))}
+		out := *le // OnlyNewerLandlock's count included
+		out.Cannot = make([]string, len(le.Cannot))
 		for i, s := range le.Cannot {
 			out.Cannot[i] = c.ExplainText(s)
 		}
-		return out
+		return &out
 	}
 	var me *sandbox.MountError
 	if !errors.As(err, &me) || me.Index < 0 || me.Index >= len(c.origins) {
