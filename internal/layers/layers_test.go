@@ -45,6 +45,10 @@ var allowed = map[string][]string{
 	// The command-line vocabulary: bubblewrap's options as a Spec.
 	"sandbox/bwrap": {"internal/*", "sandbox"},
 
+	// Served directories: FUSE servers of directory capabilities, below
+	// the command and the sandbox's users, above dir and proc.
+	"served": {"internal/*", "dir", "proc"},
+
 	// rpc, the protocol, links none of the above but internal/; its
 	// services are packages of their own.
 	"rpc":           {"internal/*"},

@@ -1,0 +1,186 @@
+package served
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/caplin-dev/caplin/proc"
+	"golang.org/x/sys/unix"
+)
+
+// Rights is the set of operations a served mount permits, checked by the
+// Server for every FUSE request before the FS is asked. They are finer
+// than dir.Rights: append-only, rename, link and extended attributes are
+// rights of their own.
+type Rights uint32
+
+const (
+	// RightRead permits opening files for reading, reading directories and
+	// symbolic links.
+	RightRead Rights = 1 << iota
+	// RightWrite permits opening existing files for writing anywhere in
+	// them and truncating them.
+	RightWrite
+	// RightAppend permits opening existing files for writing at their end
+	// only (the FS opens them O_APPEND; truncation is refused). Implied by
+	// RightWrite.
+	RightAppend
+	// RightCreate permits making new names: files, directories, symbolic
+	// links, device nodes and FIFOs, and the new name of a Link or Rename.
+	RightCreate
+	// RightDelete permits removing names: unlink, rmdir, and the name a
+	// Rename replaces.
+	RightDelete
+	// RightRename permits renaming within the mount (both names must be in
+	// it; the kernel refuses a rename across mounts with EXDEV).
+	RightRename
+	// RightLink permits hard links within the mount.
+	RightLink
+	// RightSetAttr permits chmod, chown and changing times.
+	RightSetAttr
+	// RightXattr permits setting and removing extended attributes (reading
+	// them needs RightRead).
+	RightXattr
+	// RightExec permits opening files for execution (the kernel asks with
+	// O_EXEC semantics only through permissions; see docs/served.md).
+	RightExec
+
+	// ReadOnly permits reading and executing.
+	ReadOnly = RightRead | RightExec
+	// All is every right.
+	All = RightRead | RightWrite | RightAppend | RightCreate | RightDelete | RightRename | RightLink | RightSetAttr | RightXattr | RightExec
+)
+
+// ParseRights parses a list of right names separated by commas: read,
+// write, append, create, delete, rename, link, setattr, xattr, exec; and
+// the shorthands "ro" (read,exec) and "rw" (every right).
+func ParseRights(s string) (Rights, error) { return 0, errUnbuilt }
+
+// String lists the rights, as "read,write", or "none".
+func (r Rights) String() string { return "" }
+
+// FS is a directory tree that a Server serves. Names are relative to its
+// root: "." is the root; no name is absolute, contains "..", or an empty
+// element. No method follows a symbolic link in the final element of a
+// name (operations on a link act on the link), and no lookup leaves the
+// root. Errors wrap an errno, which the program gets. Attributes report
+// host user and group IDs; the Server maps them into the sandbox.
+type FS interface {
+	Lstat(ctx context.Context, name string) (unix.Stat_t, error)
+	// ReadDir lists a directory: names with their d_type (unix.DT_*) and
+	// inode numbers, without "." and "..".
+	ReadDir(ctx context.Context, name string) ([]DirEntry, error)
+	// OpenFile opens a file (never a directory; never following a final
+	// symbolic link: O_NOFOLLOW is implied).
+	OpenFile(ctx context.Context, name string, flag int, perm uint32) (*os.File, error)
+	Mkdir(ctx context.Context, name string, perm uint32) error
+	// Mknod makes a FIFO, socket or (where permitted) device node.
+	Mknod(ctx context.Context, name string, mode uint32, dev uint64) error
+	Unlink(ctx context.Context, name string) error
+	Rmdir(ctx context.Context, name string) error
+	// Rename renames; flags are renameat2's (RENAME_NOREPLACE,
+	// RENAME_EXCHANGE).
+	Rename(ctx context.Context, oldname, newname string, flags uint32) error
+	Link(ctx context.Context, oldname, newname string) error
+	Symlink(ctx context.Context, target, name string) error
+	Readlink(ctx context.Context, name string) (string, error)
+	Chmod(ctx context.Context, name string, mode uint32) error
+	// Chown changes owners, in host IDs; -1 leaves one as it is.
+	Chown(ctx context.Context, name string, uid, gid int) error
+	Truncate(ctx context.Context, name string, size int64) error
+	// Utimens sets access and modification times; a nil time is left as
+	// it is, and unix.UTIME_NOW in Nsec means now.
+	Utimens(ctx context.Context, name string, atime, mtime *unix.Timespec) error
+	Statfs(ctx context.Context, name string) (unix.Statfs_t, error)
+	Getxattr(ctx context.Context, name, attr string) ([]byte, error)
+	Listxattr(ctx context.Context, name string) ([]string, error)
+	Setxattr(ctx context.Context, name, attr string, value []byte, flags int) error
+	Removexattr(ctx context.Context, name, attr string) error
+	// Close releases the FS; the Server calls it when it stops.
+	Close() error
+}
+
+// DirEntry is one name in a directory.
+type DirEntry struct {
+	Name string
+	Type uint8 // unix.DT_*
+	Ino  uint64
+}
+
+// Event is one thing worth reporting about a served mount: a request its
+// rights refused, or a change of the mount table.
+type Event struct {
+	Time time.Time `json:"time"`
+	// Kind is "denied", "bind", "unbind" or "revoke".
+	Kind string `json:"kind"`
+	// Mount is the mount's path inside the sandbox.
+	Mount string `json:"mount"`
+	// PID is the requesting process's, as the caller's pid namespace sees
+	// it (0 where the kernel gives none).
+	PID int `json:"pid,omitempty"`
+	// Op is the FUSE operation ("create", "unlink", "rename", "open",
+	// "setattr", ...).
+	Op string `json:"op,omitempty"`
+	// Path is the name in the mount, from its root.
+	Path string `json:"path,omitempty"`
+	// Missing is the right that would have permitted it.
+	Missing string `json:"missing,omitempty"`
+}
+
+// Options configure a Server. The zero Options serve every right with
+// the caching rules of a writable mount, and report nothing.
+type Options struct {
+	// Rights the mount permits; zero means All.
+	Rights Rights
+	// Dest is the mount's path inside the sandbox, for events and errors.
+	Dest string
+	// Events, if not nil, is called for every refused request; it must not
+	// block for long.
+	Events func(Event)
+	// Logger receives what the server logs; nil logs nothing.
+	Logger *slog.Logger
+	// Cache is how long entries and attributes may be cached by the
+	// kernel; zero: the default of docs/served.md for the rights (long when
+	// the mount is read-only, short when writable).
+	Cache time.Duration
+}
+
+// Server serves an FS over one FUSE connection.
+type Server struct{}
+
+// NewServer returns a Server of fsys; it owns fsys from then on.
+func NewServer(fsys FS, opts Options) *Server { return &Server{} }
+
+// MountOptions returns the mount options the kernel must be given for
+// this server, beyond fd, rootmode, user_id and group_id (which the
+// mounter sets): "allow_other,default_permissions,...".
+func (s *Server) MountOptions() string { return "" }
+
+// Serve serves dev, a /dev/fuse descriptor opened in the user namespace of
+// the mount (whose ID maps are uidMap and gidMap, as the caller's
+// namespace sees them), in goroutines of its own, and returns once they
+// run. Serve takes ownership of dev.
+func (s *Server) Serve(ctx context.Context, dev *os.File, uidMap, gidMap []proc.IDMap) error {
+	dev.Close()
+	return errUnbuilt
+}
+
+// Revoke ends the grant: from then on every request fails with EIO,
+// reads and writes of files already open included, and the kernel's
+// caches of the mount are dropped. It returns once they are.
+func (s *Server) Revoke() error { return errUnbuilt }
+
+// Close stops serving and closes the FS; the mount then fails requests
+// with ENOTCONN.
+func (s *Server) Close() error { return nil }
+
+// Host serves the directory d, a dir.Dir, by its resolution rules:
+// nothing is looked up outside it. The Server's Rights are checked
+// before d's; d's still apply.
+//
+//	func Host(d *dir.Dir) FS
+
+var errUnbuilt = errors.New("served: not built yet")
