@@ -3,6 +3,7 @@ package served
 import (
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -38,7 +39,12 @@ type rawFS struct {
 	log      *slog.Logger
 	timeout  time.Duration
 	readOnly bool
-	umask    uint32
+	// noOpen: opens reach the server not at all (CAP_NO_OPEN_SUPPORT),
+	// for a mount where reading and executing are both permitted and
+	// writing is not, so that no open has anything to check. Reads come
+	// by node ID (Fh 0), and writes are refused when they come.
+	noOpen bool
+	umask  uint32
 	uids     idMap
 	gids     idMap
 
@@ -67,9 +73,13 @@ const (
 
 // handle is an open file or directory.
 type handle struct {
-	f    *os.File
-	rc   syscall.RawConn // f's, through which calls hold f open while they run
-	ents []DirEntry      // a directory's entries, listed when opened
+	f  *os.File
+	rc syscall.RawConn // f's, through which calls hold f open while they run
+
+	// A directory's entries, listed when it is first read from its
+	// start (the kernel often reads directories from its own cache).
+	mu   sync.Mutex
+	ents []DirEntry
 }
 
 // do runs fn with the handle's descriptor, which cannot be closed (and
@@ -540,14 +550,17 @@ func (r *rawFS) openNeed(flags uint32) (need Rights, host int) {
 	return need, host
 }
 
-// openFlags are the FOPEN_ flags of a handle opened with host flags.
+// openFlags are the FOPEN_ flags of a handle opened with host flags:
+// the page cache is kept between opens (the kernel drops it when it sees
+// the file's mtime or size change: CAP_AUTO_INVAL_DATA), and close sends
+// no FLUSH, which the server would have nothing to do for.
 func (r *rawFS) openFlags(host int) uint32 {
 	if r.rights&RightWrite == 0 && host&unix.O_ACCMODE != unix.O_RDONLY {
 		// Append-only: no page cache, so no mmap write can reach the
 		// file but through the O_APPEND descriptor, at its end.
 		return fuse.FOPEN_DIRECT_IO
 	}
-	return fuse.FOPEN_KEEP_CACHE
+	return fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
 }
 
 func (r *rawFS) addHandle(hd *handle) uint64 {
@@ -592,6 +605,11 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 		return st
 	}
 	defer r.leave()
+	if r.noOpen {
+		// The kernel takes this as success and sends no more opens
+		// (nor releases) of files.
+		return fuse.ENOSYS
+	}
 	path, st := r.path(in.NodeId)
 	if !st.Ok() {
 		return st
@@ -667,17 +685,21 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	return fuse.OK
 }
 
-func (r *rawFS) Read(_ <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+func (r *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	ctx := r.reqCtx(cancel)
 	if st := r.enter(); !st.Ok() {
 		return nil, st
 	}
 	defer r.leave()
+	if int(in.Size) < len(buf) {
+		buf = buf[:in.Size]
+	}
+	if in.Fh == 0 && r.noOpen {
+		return r.readPath(ctx, in, buf)
+	}
 	hd := r.handle(in.Fh)
 	if hd == nil || hd.f == nil {
 		return nil, fuse.EBADF
-	}
-	if int(in.Size) < len(buf) {
-		buf = buf[:in.Size]
 	}
 	var n int
 	err := hd.do(func(fd int) (err error) {
@@ -685,6 +707,27 @@ func (r *rawFS) Read(_ <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadR
 		return err
 	})
 	if err != nil {
+		return nil, r.status(err)
+	}
+	return fuse.ReadResultData(buf[:n]), fuse.OK
+}
+
+// readPath reads a file opened without the server (noOpen) by its path.
+func (r *rawFS) readPath(ctx context.Context, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	path, st := r.path(in.NodeId)
+	if !st.Ok() {
+		return nil, st
+	}
+	if st := r.check(&in.InHeader, "read", path, RightRead); !st.Ok() {
+		return nil, st
+	}
+	f, err := r.fs.OpenFile(ctx, path, unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, r.status(err)
+	}
+	defer f.Close()
+	n, err := f.ReadAt(buf, int64(in.Offset))
+	if err != nil && n < len(buf) && !errors.Is(err, io.EOF) {
 		return nil, r.status(err)
 	}
 	return fuse.ReadResultData(buf[:n]), fuse.OK
@@ -715,6 +758,11 @@ func (r *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32,
 		return 0, st
 	}
 	defer r.leave()
+	if in.Fh == 0 && r.noOpen {
+		// Opened without the server: a mount that may not be written.
+		path, _ := r.path(in.NodeId)
+		return 0, r.check(&in.InHeader, "write", path, RightWrite)
+	}
 	hd := r.handle(in.Fh)
 	if hd == nil || hd.f == nil {
 		return 0, fuse.EBADF
@@ -746,7 +794,7 @@ func (r *rawFS) Lseek(_ <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) f
 	defer r.leave()
 	hd := r.handle(in.Fh)
 	if hd == nil || hd.f == nil {
-		return fuse.EBADF
+		return fuse.ENOSYS // the kernel seeks by itself from then on
 	}
 	var off int64
 	err := hd.do(func(fd int) (err error) {
@@ -760,13 +808,9 @@ func (r *rawFS) Lseek(_ <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) f
 	return fuse.OK
 }
 
-func (r *rawFS) Flush(_ <-chan struct{}, in *fuse.FlushIn) fuse.Status {
-	if st := r.enter(); !st.Ok() {
-		return st
-	}
-	r.leave()
-	return fuse.OK
-}
+// Flush has nothing to do: no data waits in the server, and locks are
+// the kernel's. ENOSYS tells the kernel to send no more.
+func (r *rawFS) Flush(_ <-chan struct{}, in *fuse.FlushIn) fuse.Status { return fuse.ENOSYS }
 
 func (r *rawFS) Release(_ <-chan struct{}, in *fuse.ReleaseIn) { r.dropHandle(in.Fh) }
 
@@ -777,7 +821,7 @@ func (r *rawFS) Fsync(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	defer r.leave()
 	hd := r.handle(in.Fh)
 	if hd == nil || hd.f == nil {
-		return fuse.EBADF
+		return fuse.OK // opened without the server, for reading: nothing to sync
 	}
 	return r.status(hd.do(func(fd int) error {
 		if in.FsyncFlags&1 != 0 {
@@ -794,6 +838,10 @@ func (r *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 	defer r.leave()
 	hd := r.handle(in.Fh)
 	if hd == nil || hd.f == nil {
+		path, _ := r.path(in.NodeId)
+		if st := r.check(&in.InHeader, "fallocate", path, RightWrite); !st.Ok() {
+			return st
+		}
 		return fuse.EBADF
 	}
 	return r.status(hd.do(func(fd int) error {
@@ -801,8 +849,7 @@ func (r *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 	}))
 }
 
-func (r *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	ctx := r.reqCtx(cancel)
+func (r *rawFS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	if st := r.enter(); !st.Ok() {
 		return st
 	}
@@ -814,14 +861,10 @@ func (r *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenO
 	if st := r.check(&in.InHeader, "opendir", path, RightRead); !st.Ok() {
 		return st
 	}
-	ents, err := r.fs.ReadDir(ctx, path)
-	if err != nil {
-		return r.status(err)
-	}
-	all := make([]DirEntry, 0, len(ents)+2)
-	all = append(all, DirEntry{Name: ".", Type: unix.DT_DIR}, DirEntry{Name: "..", Type: unix.DT_DIR})
-	all = append(all, ents...)
-	out.Fh = r.addHandle(&handle{ents: all})
+	out.Fh = r.addHandle(&handle{})
+	// The kernel may keep the listing (it drops it when the directory's
+	// mtime changes, or on invalidation).
+	out.OpenFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
 	return fuse.OK
 }
 
@@ -845,8 +888,19 @@ func (r *rawFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntry
 		return fuse.EBADF
 	}
 	dirPath, st := r.path(in.NodeId)
-	if plus && !st.Ok() {
+	if !st.Ok() {
 		return st
+	}
+	hd.mu.Lock()
+	defer hd.mu.Unlock()
+	if hd.ents == nil || in.Offset == 0 {
+		ents, err := r.fs.ReadDir(ctx, dirPath)
+		if err != nil {
+			return r.status(err)
+		}
+		hd.ents = make([]DirEntry, 0, len(ents)+2)
+		hd.ents = append(hd.ents, DirEntry{Name: ".", Type: unix.DT_DIR}, DirEntry{Name: "..", Type: unix.DT_DIR})
+		hd.ents = append(hd.ents, ents...)
 	}
 	for i := int(in.Offset); i < len(hd.ents); i++ {
 		e := hd.ents[i]

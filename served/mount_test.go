@@ -380,6 +380,36 @@ func (w *worker) run(r req) (a resp) {
 		}
 	case "removexattr":
 		err = unix.Lremovexattr(p, r.Path2)
+	case "bench":
+		// r.N rounds of r.Path2 ("lstat", "open", "read") on r.Path
+		// (relative to the mount, or absolute); N answers ns per round.
+		if filepath.IsAbs(r.Path) {
+			p = r.Path
+		}
+		buf := make([]byte, 4096)
+		start := time.Now()
+		for range r.N {
+			switch r.Path2 {
+			case "lstat":
+				var st unix.Stat_t
+				err = unix.Lstat(p, &st)
+			case "open":
+				var fd int
+				if fd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+					unix.Close(fd)
+				}
+			case "read":
+				var fd int
+				if fd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+					_, err = unix.Read(fd, buf)
+					unix.Close(fd)
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		a.N = int64(time.Since(start)) / int64(max(r.N, 1))
 	case "getpid":
 		a.N = int64(os.Getpid())
 	case "flood":

@@ -75,6 +75,7 @@ func NewServer(fsys FS, opts Options) *Server {
 		log:           logger,
 		timeout:       timeout,
 		readOnly:      readOnly,
+		noOpen:        rights&(RightWrite|RightAppend) == 0 && rights.Has(RightRead|RightExec),
 		umask:         processUmask(),
 		nodes:         newNodeTable(),
 	}}
@@ -129,6 +130,8 @@ func (s *Server) Serve(ctx context.Context, dev *os.File, uidMap, gidMap []proc.
 		// separate setattr; readdirplus only where the kernel sees it pays.
 		ExtraCapabilities:    fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_READDIRPLUS_AUTO,
 		EnableSymlinkCaching: s.raw.readOnly,
+		// Every request and reply, where the Logger takes LevelTrace.
+		Debug: s.raw.log.Enabled(context.Background(), LevelTrace),
 	}
 	type result struct {
 		srv *fuse.Server
@@ -215,11 +218,15 @@ func processUmask() uint32 {
 	return 0o022
 }
 
+// LevelTrace is the slog level at which a Server logs every FUSE request
+// and reply (go-fuse's debug output), if its Logger is enabled for it.
+const LevelTrace = slog.LevelDebug - 4
+
 // logWriter sends go-fuse's log lines to a slog.Logger.
 type logWriter struct{ l *slog.Logger }
 
 func (w logWriter) Write(p []byte) (int, error) {
-	w.l.Debug(strings.TrimRight(string(p), "\n"))
+	w.l.Log(context.Background(), LevelTrace, strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
 
