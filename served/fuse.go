@@ -45,8 +45,8 @@ type rawFS struct {
 	// by node ID (Fh 0), and writes are refused when they come.
 	noOpen bool
 	umask  uint32
-	uids     idMap
-	gids     idMap
+	uids   idMap
+	gids   idMap
 
 	nodes *nodeTable
 
