@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/internal/testenv"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -36,32 +37,8 @@ func (l *eventLog) all() []Event {
 	return slices.Clone(l.ev)
 }
 
-// tree makes files under root: name → contents; a name ending in "/" is
-// a directory, contents "->target" a symbolic link.
-func tree(t *testing.T, root string, files map[string]string) {
-	t.Helper()
-	for name, content := range files {
-		p := filepath.Join(root, name)
-		if strings.HasSuffix(name, "/") {
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if target, ok := strings.CutPrefix(content, "->"); ok {
-			if err := os.Symlink(target, p); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+// tree makes files under root (see testenv.WriteTree).
+var tree = testenv.WriteTree
 
 // serveHost serves root with rights and mounts it in a worker.
 func serveHost(t *testing.T, root string, rights Rights) (*mount, *eventLog) {
