@@ -139,8 +139,10 @@ type Event struct {
 	Kind string `json:"kind"`
 	// Mount is the mount's path inside the sandbox.
 	Mount string `json:"mount"`
-	// PID is the requesting process's, as the caller's pid namespace sees
-	// it (0 where the kernel gives none).
+	// PID is the ID of the requesting thread, which FUSE reports (the
+	// process ID for a single-threaded program), as the pid namespace of
+	// the process that mounted the file system sees it (0 where the kernel
+	// gives none).
 	PID int `json:"pid,omitempty"`
 	// Op is the FUSE operation ("create", "unlink", "rename", "open",
 	// "setattr", ...).
