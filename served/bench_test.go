@@ -20,9 +20,17 @@ func TestLatency(t *testing.T) {
 	}
 	for _, rights := range []Rights{ReadOnly, All} {
 		m, _ := serveHost(t, root, rights)
-		for _, op := range []string{"lstat", "open", "read"} {
-			served := m.ok(req{Op: "bench", Path: "f", Path2: op, N: benchN}).N
-			direct := m.ok(req{Op: "bench", Path: filepath.Join(root, "f"), Path2: op, N: benchN}).N
+		ops := []string{"lstat", "open", "read"}
+		if rights == All {
+			ops = append(ops, "write") // open, 8 writes of 512 bytes, close
+		}
+		for _, op := range ops {
+			n := benchN
+			if op == "write" {
+				n /= 20
+			}
+			served := m.ok(req{Op: "bench", Path: "f", Path2: op, N: n}).N
+			direct := m.ok(req{Op: "bench", Path: filepath.Join(root, "f"), Path2: op, N: n}).N
 			t.Logf("%-8s %-6s served %6d ns, direct %6d ns, ratio %.1f", rights, op, served, direct, float64(served)/float64(direct))
 		}
 	}

@@ -398,6 +398,14 @@ func (w *worker) run(r req) (a resp) {
 				if fd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
 					unix.Close(fd)
 				}
+			case "write":
+				var fd int
+				if fd, err = unix.Open(p, unix.O_WRONLY|unix.O_CLOEXEC, 0); err == nil {
+					for range 8 {
+						_, err = unix.Write(fd, buf[:512])
+					}
+					unix.Close(fd)
+				}
 			case "read":
 				var fd int
 				if fd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
