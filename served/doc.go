@@ -60,9 +60,6 @@
 //     a directory renamed outside the mount is found again by its new
 //     name only when the kernel looks it up again (within the entry
 //     timeout); until then its old path fails with ENOENT.
-//   - The extended attribute security.capability reads as absent through
-//     the mount (ENODATA), so no file capabilities apply to programs run
-//     from it; the host's kernel still drops it when a file is written.
 //   - go-fuse answers a lookup of ".go-fuse-epoll-hack" in the root itself,
 //     without the Server.
 package served

@@ -953,17 +953,6 @@ func (r *rawFS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.Statf
 
 func (r *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
 	ctx := r.reqCtx(cancel)
-	if attr == "security.capability" {
-		// The kernel asks before every write whether to drop file
-		// capabilities; the host's kernel drops them when the server
-		// writes. Reporting none saves a round trip per write, and
-		// gives no program file capabilities through the mount.
-		if st := r.enter(); !st.Ok() {
-			return 0, st
-		}
-		r.leave()
-		return 0, fuse.ENODATA
-	}
 	path, st := r.begin(h, "", "getxattr", RightRead)
 	if !st.Ok() {
 		return 0, st

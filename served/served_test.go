@@ -41,7 +41,7 @@ func (l *eventLog) all() []Event {
 var tree = testenv.WriteTree
 
 // serveHost serves root with rights and mounts it in a worker.
-func serveHost(t *testing.T, root string, rights Rights) (*mount, *eventLog) {
+func serveHost(t testing.TB, root string, rights Rights) (*mount, *eventLog) {
 	t.Helper()
 	d, err := dir.Open(root)
 	if err != nil {
