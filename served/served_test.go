@@ -484,3 +484,24 @@ func TestIDMap(t *testing.T) {
 	}
 	_ = []proc.IDMap(m)
 }
+
+// TestCoherence: a writable mount sees changes made outside it within
+// WritableCache (docs/served.md, "Caching").
+func TestCoherence(t *testing.T) {
+	root := t.TempDir()
+	tree(t, root, map[string]string{"f": "one"})
+	m, _ := serveHost(t, root, All)
+	m.ok(req{Op: "read", Path: "f"})
+	m.errno(req{Op: "stat", Path: "later"}, syscall.ENOENT)
+	tree(t, root, map[string]string{"f": "two, longer", "later": "here"})
+	time.Sleep(WritableCache + 200*time.Millisecond)
+	if a := m.ok(req{Op: "read", Path: "f"}); string(a.Data) != "two, longer" {
+		t.Errorf("f after the cache timeout: %q", a.Data)
+	}
+	if a := m.ok(req{Op: "read", Path: "later"}); string(a.Data) != "here" {
+		t.Errorf("a name made outside: %q", a.Data)
+	}
+	os.Remove(filepath.Join(root, "later"))
+	time.Sleep(WritableCache + 200*time.Millisecond)
+	m.errno(req{Op: "stat", Path: "later"}, syscall.ENOENT)
+}
