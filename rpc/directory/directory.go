@@ -35,7 +35,7 @@ import (
 //	export  string       -> FD        a detached mount root of that subtree
 //	rights  nothing      -> string  the rights, as dir.Rights.String writes them
 //
-// and the file-system methods listed in fsops.go (lstat, getdents,
+// and the file-system methods listed in fsops.go (getattr, getdents,
 // openat, unlink, rmdir, renameat2, chown, utimens, the xattrs, ...),
 // with which package served/remote serves the object as a file system.
 //

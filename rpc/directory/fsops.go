@@ -18,7 +18,7 @@ import (
 // the system calls they are named after. None follows a symbolic link in
 // the last element of its path.
 //
-//	lstat       string        -> Attr        every field of lstat(2)
+//	getattr     string        -> Attr        every field of lstat(2)
 //	getdents    string        -> Dirents     names with d_type and inode
 //	openat      OpenatArgs    -> FD          open with the mode as given
 //	mkdirat     ModeArgs      -> nothing     mkdir with the mode as given
@@ -52,7 +52,7 @@ type Timespec struct {
 	Nsec int64
 }
 
-// Attr is what lstat returns: every field of lstat(2)'s stat, in the
+// Attr is what getattr returns: every field of lstat(2)'s stat, in the
 // server's IDs and device numbers.
 type Attr struct {
 	Dev     uint64
@@ -262,7 +262,7 @@ const maxXattr = 48 << 10
 // Lstat returns every field lstat(2) gives of path, as a unix.Stat_t.
 func (d Client) Lstat(ctx context.Context, path string) (unix.Stat_t, error) {
 	var a Attr
-	if err := d.Call(ctx, "lstat", path, &a); err != nil {
+	if err := d.Call(ctx, "getattr", path, &a); err != nil {
 		return unix.Stat_t{}, err
 	}
 	return a.Stat(), nil

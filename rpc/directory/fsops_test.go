@@ -401,7 +401,7 @@ func TestDirectoryFSBadArgs(t *testing.T) {
 		method string
 		args   any
 	}{
-		{"lstat", 42},
+		{"getattr", 42},
 		{"getdents", []string{"."}},
 		{"openat", "hello.txt"},
 		{"chown", ChmodLike{Path: "hello.txt", Mode: 1}},

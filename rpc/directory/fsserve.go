@@ -14,7 +14,7 @@ import (
 // serveFS serves the file-system methods (see fsops.go) on d.
 func serveFS(ctx context.Context, d *dir.Dir, call *rpc.Call) (any, error) {
 	switch call.Method {
-	case "lstat":
+	case "getattr":
 		var path string
 		if err := call.Args(&path); err != nil {
 			return nil, err
