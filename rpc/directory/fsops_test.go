@@ -10,11 +10,13 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/caplin-dev/caplin/dir"
 	"github.com/caplin-dev/caplin/internal/testenv"
 	"github.com/caplin-dev/caplin/rpc"
 	"github.com/caplin-dev/caplin/rpc/rpctest"
+	"github.com/fxamacker/cbor/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -457,6 +459,49 @@ func FuzzDecodeDirents(f *testing.F) {
 		}
 		if again := encodeDirents(ents); string(again) != string(b) {
 			t.Fatalf("re-encoding gives %x, not %x", again, b)
+		}
+	})
+}
+
+// FuzzDirectoryFSArgs sends any well-formed CBOR as the arguments of the
+// file-system methods to a Directory over a temporary tree: the server
+// must not panic, and must answer every call with a result or an
+// *rpc.Error, within a few seconds (nothing it does may block).
+func FuzzDirectoryFSArgs(f *testing.F) {
+	methods := []string{"getattr", "getdents", "openat", "mkdirat", "mknodat", "unlink", "rmdir", "renameat2",
+		"link", "symlink", "readlink", "chmod", "chown", "truncate", "utimens", "statfs", "getxattr",
+		"listxattr", "setxattr", "removexattr"}
+	seed := func(method string, args any) {
+		b, err := cbor.Marshal(args)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(uint8(slices.Index(methods, method)), b)
+	}
+	seed("getattr", "hello.txt")
+	seed("openat", OpenatArgs{Path: "sub/new", Flags: os.O_RDWR | os.O_CREATE, Mode: 0o600})
+	seed("mknodat", MknodArgs{Path: "fifo", Mode: unix.S_IFIFO | 0o600})
+	seed("renameat2", Renameat2Args{Old: "hello.txt", New: "sub/x", Flags: unix.RENAME_NOREPLACE})
+	seed("utimens", UtimensArgs{Path: "sub", Mtime: &Timespec{Nsec: unix.UTIME_NOW}})
+	seed("setxattr", XattrArgs{Path: "hello.txt", Name: "user.f", Value: []byte("v")})
+	d, _ := dirPair(f, dir.All)
+	f.Fuzz(func(t *testing.T, m uint8, body []byte) {
+		if cbor.Wellformed(body) != nil {
+			return // the client's encoder would refuse it; FuzzDecodeBody covers the server's decoder
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var res any
+		err := d.Call(ctx, methods[int(m)%len(methods)], cbor.RawMessage(body), &res)
+		var e *rpc.Error
+		if err != nil && !errors.As(err, &e) {
+			return // the client did not send it (well-formed, but not valid: a bignum tag on an integer)
+		}
+		if e != nil && (e.Code == rpc.CodeClosed || e.Code == rpc.CodeFailed && e.Text == "internal error") { // ended, or the handler panicked
+			t.Fatalf("%s: the object ended: %v", methods[int(m)%len(methods)], err)
+		}
+		if fd, ok := res.(rpc.FD); ok && fd.File != nil {
+			fd.File.Close()
 		}
 	})
 }
