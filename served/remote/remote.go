@@ -6,9 +6,9 @@
 // Every FS method is one call on the object, with the Directory service's
 // file-system methods (docs/rpc.md): the rights are the object's and are
 // checked by its server, and a refusal or failure arrives with its errno
-// (a right the object lacks: EPERM); one without an errno (the object
-// closed or revoked, its server gone, a malformed reply) is EIO as well,
-// which the program gets. What the server refuses of any peer
+// (a right the object lacks: EPERM); one without an errno is ENOTCONN
+// as well if the object is closed or its server gone, and EIO if it was
+// revoked or the reply was malformed. What the server refuses of any peer
 // applies too: no setuid, setgid or sticky bits, no device nodes, no
 // security.* or trusted.* extended attributes, values of at most 48 KiB.
 // Files are opened by the server and passed back as descriptors, so reads
@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"syscall"
 
@@ -130,13 +131,17 @@ func (f fsys) Removexattr(ctx context.Context, name, attr string) error {
 
 func (f fsys) Close() error { return f.c.Close() }
 
-// errnoOf returns err with an errno the program can be given: its own,
-// or, for a failure that has none (the object closed, revoked or gone
-// with its server, a malformed reply), EIO as well.
+// errnoOf returns err with an errno the program can be given: its own;
+// for a failure that has none, ENOTCONN as well if the object is closed
+// or its server gone, and EIO for anything else (revoked, a malformed
+// reply). The end of ctx is left as it is: the request was interrupted.
 func errnoOf(err error) error {
 	var errno syscall.Errno
-	if err == nil || errors.As(err, &errno) {
+	switch {
+	case err == nil || errors.As(err, &errno) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		return err
+	case errors.Is(err, fs.ErrClosed):
+		return fmt.Errorf("%w (%w)", err, syscall.ENOTCONN)
 	}
 	return fmt.Errorf("%w (%w)", err, syscall.EIO)
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/caplin-dev/caplin/dir"
 	"github.com/caplin-dev/caplin/internal/testenv"
@@ -173,8 +174,8 @@ func TestRemote(t *testing.T) {
 	if err := fsys.Close(); err != nil {
 		t.Errorf("close: %v", err)
 	}
-	if _, err := fsys.Lstat(ctx, "."); !errors.Is(err, syscall.EIO) {
-		t.Errorf("lstat after close = %v, want EIO", err)
+	if _, err := fsys.Lstat(ctx, "."); !errors.Is(err, syscall.ENOTCONN) {
+		t.Errorf("lstat after close = %v, want ENOTCONN", err)
 	}
 }
 
@@ -238,6 +239,27 @@ func TestRemoteErrnos(t *testing.T) {
 	var errno syscall.Errno
 	if _, err := rev.ReadDir(ctx, "."); !errors.As(err, &errno) || errno != syscall.EIO {
 		t.Errorf("readdir after revoke = %v (errno %v), want EIO", err, errno)
+	}
+
+	// The server gone: ENOTCONN. A request given up: its context's error.
+	d, err = dir.Open(root, dir.All)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, srv := rpctest.Pair(t, directory.New(d))
+	gone := New(directory.Client{Client: c})
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := gone.Lstat(cancelled, "hello.txt"); !errors.Is(err, context.Canceled) || errors.As(err, &errno) {
+		t.Errorf("lstat with an ended context = %v, want context.Canceled and no errno", err)
+	}
+	sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+	defer scancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gone.Lstat(ctx, "hello.txt"); !errors.Is(err, syscall.ENOTCONN) {
+		t.Errorf("lstat after the server's shutdown = %v, want ENOTCONN", err)
 	}
 }
 
