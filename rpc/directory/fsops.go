@@ -165,13 +165,13 @@ func decodeDirents(b []byte) ([]Dirent, error) {
 type OpenatArgs struct {
 	Path  string
 	Flags int    // open(2) flags
-	Mode  uint32 // for a file it makes: permission bits, used as given (less the umask)
+	Mode  uint32 // for a file it makes: permission bits, not defaulted (less the server process's umask)
 }
 
 // ModeArgs are the arguments of a Directory's mkdirat and chmod.
 type ModeArgs struct {
 	Path string
-	Mode uint32 // permission bits, used as given (mkdirat: less the umask)
+	Mode uint32 // permission bits, not defaulted (mkdirat: less the server process's umask)
 }
 
 // MknodArgs are the arguments of a Directory's mknodat.
@@ -290,7 +290,8 @@ func (d Client) Getdents(ctx context.Context, path string) ([]Dirent, error) {
 }
 
 // Openat opens the file at path with flags (open(2)'s) and, for a file it
-// creates, mode (permission bits, as given: 0 is 0). Like Open, it opens
+// creates, mode (permission bits, not defaulted: 0 is 0; the server
+// process's umask applies, as to open(2)). Like Open, it opens
 // only regular files.
 func (d Client) Openat(ctx context.Context, path string, flags int, mode uint32) (*os.File, error) {
 	var fd rpc.FD
@@ -303,7 +304,8 @@ func (d Client) Openat(ctx context.Context, path string, flags int, mode uint32)
 	return fd.File, nil
 }
 
-// Mkdirat makes the directory path with mode (permission bits, as given).
+// Mkdirat makes the directory path with mode (permission bits, not
+// defaulted; the server process's umask applies).
 func (d Client) Mkdirat(ctx context.Context, path string, mode uint32) error {
 	return d.Call(ctx, "mkdirat", ModeArgs{Path: path, Mode: mode}, nil)
 }
