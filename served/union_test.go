@@ -150,9 +150,9 @@ func (f unionTestFS) Close() error {
 	return nil
 }
 
-// makeTree makes files (content "in NAME", or a directory for a name
+// unionTree makes files (content "in NAME", or a directory for a name
 // ending in "/") under a new temporary directory.
-func makeTree(t *testing.T, member string, names ...string) string {
+func unionTree(t *testing.T, member string, names ...string) string {
 	t.Helper()
 	root := t.TempDir()
 	for _, n := range names {
@@ -182,9 +182,9 @@ func makeTree(t *testing.T, member string, names ...string) string {
 func unionOf3(t *testing.T) (FS, [3]string, *int) {
 	t.Helper()
 	roots := [3]string{
-		makeTree(t, "A", "a", "both", "d/x", "ro/", "ft"),
-		makeTree(t, "B", "b", "both", "d/y", "w/", "ft/q"),
-		makeTree(t, "C", "c", "d/z", "cdir/"),
+		unionTree(t, "A", "a", "both", "d/x", "ro/", "ft"),
+		unionTree(t, "B", "b", "both", "d/y", "w/", "ft/q"),
+		unionTree(t, "C", "c", "d/z", "cdir/"),
 	}
 	closed := new(int)
 	u := Union(
@@ -195,7 +195,7 @@ func unionOf3(t *testing.T) (FS, [3]string, *int) {
 	return u, roots, closed
 }
 
-func readIn(t *testing.T, u FS, name string) string {
+func unionRead(t *testing.T, u FS, name string) string {
 	t.Helper()
 	f, err := u.OpenFile(context.Background(), name, os.O_RDONLY, 0)
 	if err != nil {
@@ -209,7 +209,7 @@ func readIn(t *testing.T, u FS, name string) string {
 	return string(b)
 }
 
-func names(ents []DirEntry) []string {
+func entryNames(ents []DirEntry) []string {
 	var s []string
 	for _, e := range ents {
 		s = append(s, e.Name)
@@ -225,7 +225,7 @@ func TestUnionLookups(t *testing.T) {
 	u, roots, closed := unionOf3(t)
 	ctx := context.Background()
 	for name, want := range map[string]string{"a": "A", "both": "A", "b": "B", "c": "C", "d/x": "A", "d/y": "B", "d/z": "C"} {
-		if got := readIn(t, u, name); got != want {
+		if got := unionRead(t, u, name); got != want {
 			t.Errorf("%s holds %q, want %q", name, got, want)
 		}
 	}
@@ -238,8 +238,8 @@ func TestUnionLookups(t *testing.T) {
 		{"cdir", nil},
 	} {
 		ents, err := u.ReadDir(ctx, c.dir)
-		if err != nil || !slices.Equal(names(ents), c.want) {
-			t.Errorf("readdir %s = %v, %v; want %v", c.dir, names(ents), err, c.want)
+		if err != nil || !slices.Equal(entryNames(ents), c.want) {
+			t.Errorf("readdir %s = %v, %v; want %v", c.dir, entryNames(ents), err, c.want)
 		}
 	}
 	// Inode numbers are the members' own, as fstat of an open file says.
