@@ -24,7 +24,7 @@ type unionTestFS struct {
 
 func (f unionTestFS) p(name string) string { return filepath.Join(f.root, name) }
 
-func utErr(op, name string, err error) error {
+func unionErr(op, name string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -33,7 +33,7 @@ func utErr(op, name string, err error) error {
 
 func (f unionTestFS) Lstat(ctx context.Context, name string) (unix.Stat_t, error) {
 	var st unix.Stat_t
-	return st, utErr("lstat", name, unix.Lstat(f.p(name), &st))
+	return st, unionErr("lstat", name, unix.Lstat(f.p(name), &st))
 }
 
 func (f unionTestFS) ReadDir(ctx context.Context, name string) ([]DirEntry, error) {
@@ -41,13 +41,13 @@ func (f unionTestFS) ReadDir(ctx context.Context, name string) ([]DirEntry, erro
 	if err != nil {
 		var errno syscall.Errno
 		errors.As(err, &errno)
-		return nil, utErr("readdir", name, errno)
+		return nil, unionErr("readdir", name, errno)
 	}
 	var out []DirEntry
 	for _, e := range ents {
 		var st unix.Stat_t
 		if err := unix.Lstat(f.p(filepath.Join(name, e.Name())), &st); err != nil {
-			return nil, utErr("readdir", name, err)
+			return nil, unionErr("readdir", name, err)
 		}
 		out = append(out, DirEntry{Name: e.Name(), Type: uint8(st.Mode & unix.S_IFMT >> 12), Ino: st.Ino})
 	}
@@ -59,31 +59,31 @@ func (f unionTestFS) OpenFile(ctx context.Context, name string, flag int, perm u
 }
 
 func (f unionTestFS) Mkdir(ctx context.Context, name string, perm uint32) error {
-	return utErr("mkdir", name, unix.Mkdir(f.p(name), perm))
+	return unionErr("mkdir", name, unix.Mkdir(f.p(name), perm))
 }
 
 func (f unionTestFS) Mknod(ctx context.Context, name string, mode uint32, dev uint64) error {
-	return utErr("mknod", name, unix.Mknod(f.p(name), mode, int(dev)))
+	return unionErr("mknod", name, unix.Mknod(f.p(name), mode, int(dev)))
 }
 
 func (f unionTestFS) Unlink(ctx context.Context, name string) error {
-	return utErr("unlink", name, unix.Unlink(f.p(name)))
+	return unionErr("unlink", name, unix.Unlink(f.p(name)))
 }
 
 func (f unionTestFS) Rmdir(ctx context.Context, name string) error {
-	return utErr("rmdir", name, unix.Rmdir(f.p(name)))
+	return unionErr("rmdir", name, unix.Rmdir(f.p(name)))
 }
 
 func (f unionTestFS) Rename(ctx context.Context, oldname, newname string, flags uint32) error {
-	return utErr("rename", oldname, unix.Renameat2(unix.AT_FDCWD, f.p(oldname), unix.AT_FDCWD, f.p(newname), uint(flags)))
+	return unionErr("rename", oldname, unix.Renameat2(unix.AT_FDCWD, f.p(oldname), unix.AT_FDCWD, f.p(newname), uint(flags)))
 }
 
 func (f unionTestFS) Link(ctx context.Context, oldname, newname string) error {
-	return utErr("link", oldname, unix.Link(f.p(oldname), f.p(newname)))
+	return unionErr("link", oldname, unix.Link(f.p(oldname), f.p(newname)))
 }
 
 func (f unionTestFS) Symlink(ctx context.Context, target, name string) error {
-	return utErr("symlink", name, unix.Symlink(target, f.p(name)))
+	return unionErr("symlink", name, unix.Symlink(target, f.p(name)))
 }
 
 func (f unionTestFS) Readlink(ctx context.Context, name string) (string, error) {
@@ -92,15 +92,15 @@ func (f unionTestFS) Readlink(ctx context.Context, name string) (string, error) 
 }
 
 func (f unionTestFS) Chmod(ctx context.Context, name string, mode uint32) error {
-	return utErr("chmod", name, unix.Chmod(f.p(name), mode))
+	return unionErr("chmod", name, unix.Chmod(f.p(name), mode))
 }
 
 func (f unionTestFS) Chown(ctx context.Context, name string, uid, gid int) error {
-	return utErr("chown", name, unix.Lchown(f.p(name), uid, gid))
+	return unionErr("chown", name, unix.Lchown(f.p(name), uid, gid))
 }
 
 func (f unionTestFS) Truncate(ctx context.Context, name string, size int64) error {
-	return utErr("truncate", name, unix.Truncate(f.p(name), size))
+	return unionErr("truncate", name, unix.Truncate(f.p(name), size))
 }
 
 func (f unionTestFS) Utimens(ctx context.Context, name string, atime, mtime *unix.Timespec) error {
@@ -111,19 +111,19 @@ func (f unionTestFS) Utimens(ctx context.Context, name string, atime, mtime *uni
 	if mtime != nil {
 		ts[1] = *mtime
 	}
-	return utErr("utimens", name, unix.UtimesNanoAt(unix.AT_FDCWD, f.p(name), ts, unix.AT_SYMLINK_NOFOLLOW))
+	return unionErr("utimens", name, unix.UtimesNanoAt(unix.AT_FDCWD, f.p(name), ts, unix.AT_SYMLINK_NOFOLLOW))
 }
 
 func (f unionTestFS) Statfs(ctx context.Context, name string) (unix.Statfs_t, error) {
 	var st unix.Statfs_t
-	return st, utErr("statfs", name, unix.Statfs(f.p(name), &st))
+	return st, unionErr("statfs", name, unix.Statfs(f.p(name), &st))
 }
 
 func (f unionTestFS) Getxattr(ctx context.Context, name, attr string) ([]byte, error) {
 	b := make([]byte, 256)
 	n, err := unix.Lgetxattr(f.p(name), attr, b)
 	if err != nil {
-		return nil, utErr("getxattr", name, err)
+		return nil, unionErr("getxattr", name, err)
 	}
 	return b[:n], nil
 }
@@ -132,17 +132,17 @@ func (f unionTestFS) Listxattr(ctx context.Context, name string) ([]string, erro
 	b := make([]byte, 1024)
 	n, err := unix.Llistxattr(f.p(name), b)
 	if err != nil {
-		return nil, utErr("listxattr", name, err)
+		return nil, unionErr("listxattr", name, err)
 	}
 	return strings.FieldsFunc(string(b[:n]), func(r rune) bool { return r == 0 }), nil
 }
 
 func (f unionTestFS) Setxattr(ctx context.Context, name, attr string, value []byte, flags int) error {
-	return utErr("setxattr", name, unix.Lsetxattr(f.p(name), attr, value, flags))
+	return unionErr("setxattr", name, unix.Lsetxattr(f.p(name), attr, value, flags))
 }
 
 func (f unionTestFS) Removexattr(ctx context.Context, name, attr string) error {
-	return utErr("removexattr", name, unix.Lremovexattr(f.p(name), attr))
+	return unionErr("removexattr", name, unix.Lremovexattr(f.p(name), attr))
 }
 
 func (f unionTestFS) Close() error {
