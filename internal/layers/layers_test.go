@@ -56,6 +56,9 @@ var allowed = map[string][]string{
 	"rpc/directory": {"internal/*", "dir", "dir/export", "rpc"},
 	"rpc/connector": {"internal/*", "dir", "rpc"},
 	"rpc/launcher":  {"internal/*", "pidfd", "rpc", "sandbox"},
+	// The control object of a running sandbox's served mounts: the
+	// sandbox is behind an interface the command implements.
+	"rpc/mountctl": {"internal/*", "rpc", "served"},
 
 	"bench/rpcbench": {"internal/*", "rpc"},
 
@@ -72,7 +75,10 @@ var never = map[string][]string{
 	"proc":    {"dir", "rpc", "sandbox"},
 	"pidfd":   {"dir", "proc", "rpc", "sandbox"},
 	"sandbox": {"rpc"},
-	"cgroup":  {"proc", "pidfd", "sandbox"},
+	// A mount table's control object does not link the sandbox: its
+	// Table is an interface the command implements.
+	"rpc/mountctl": {"sandbox"},
+	"cgroup":       {"proc", "pidfd", "sandbox"},
 }
 
 // pkg is what go list -json says of a package, the fields used here.
