@@ -63,7 +63,7 @@ var allowed = map[string][]string{
 	"bench/rpcbench": {"internal/*", "rpc"},
 
 	// The top.
-	"cmd/caplin": {"internal/*", "dir", "dir/export", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "sandbox", "sandbox/bwrap"},
+	"cmd/caplin": {"internal/*", "dir", "dir/export", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "rpc/mountctl", "sandbox", "sandbox/bwrap", "served"},
 }
 
 // never lists what a package must not link, through any path: the rules
