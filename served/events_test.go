@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caplin-dev/caplin/internal/testenv"
 )
 
 // lines splits what an EventWriter wrote into its lines, checking that
@@ -105,31 +107,12 @@ func TestEventWriterLines(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer that a test may read while the writer
-// writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Clone(b.buf.Bytes())
-}
-
 // TestEventWriterConcurrent sends events from many goroutines (run it
 // with -race): with room for them all, every one is written once, whole,
 // on a line of its own.
 func TestEventWriterConcurrent(t *testing.T) {
 	const goroutines, each = 8, 500
-	var buf lockedBuffer
+	var buf testenv.LogBuffer
 	ew := NewEventWriter(&buf, goroutines*each)
 	var wg sync.WaitGroup
 	for g := range goroutines {
@@ -141,7 +124,7 @@ func TestEventWriterConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	closeWriter(t, ew)
-	got := lines(t, buf.Bytes())
+	got := lines(t, []byte(buf.String()))
 	if len(got) != goroutines*each {
 		t.Fatalf("%d lines, want %d", len(got), goroutines*each)
 	}
@@ -160,7 +143,7 @@ func TestEventWriterConcurrent(t *testing.T) {
 
 // gate is a writer whose first Write blocks until it is opened.
 type gate struct {
-	lockedBuffer
+	testenv.LogBuffer
 	entered chan struct{}
 	open    chan struct{}
 	once    sync.Once
@@ -171,7 +154,7 @@ func (g *gate) Write(p []byte) (int, error) {
 		close(g.entered)
 		<-g.open
 	})
-	return g.lockedBuffer.Write(p)
+	return g.LogBuffer.Write(p)
 }
 
 // TestEventWriterDrops: a writer that does not write makes Event drop,
@@ -195,9 +178,9 @@ func TestEventWriterDrops(t *testing.T) {
 	}
 	close(g.open)
 	closeWriter(t, ew)
-	got := lines(t, g.Bytes())
+	got := lines(t, []byte(g.String()))
 	if len(got) != 1+buffer+1 {
-		t.Fatalf("%d lines, want %d: %q", len(got), 1+buffer+1, g.Bytes())
+		t.Fatalf("%d lines, want %d: %q", len(got), 1+buffer+1, []byte(g.String()))
 	}
 	if got[0]["path"] != "first" || got[buffer]["path"] != fmt.Sprint(buffer-1) {
 		t.Errorf("events out of order: %v", got)

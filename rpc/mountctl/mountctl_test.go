@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caplin-dev/caplin/internal/testenv"
 	"github.com/caplin-dev/caplin/rpc"
 	"github.com/caplin-dev/caplin/rpc/rpctest"
 	"github.com/caplin-dev/caplin/served"
@@ -378,16 +379,6 @@ func TestSources(t *testing.T) {
 	table.check(t)
 }
 
-// countFDs returns how many descriptors the process has open.
-func countFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // TestBadInput: arguments the handler refuses, each with its errno, and
 // without the table being called or a descriptor being left open.
 func TestBadInput(t *testing.T) {
@@ -413,7 +404,7 @@ func TestBadInput(t *testing.T) {
 		{long, syscall.ENAMETOOLONG},
 		{longName, syscall.ENAMETOOLONG},
 	}
-	before := countFDs(t)
+	before := testenv.OpenFDs(t)
 	for range 3 {
 		for _, d := range dests {
 			_, err := c.Bind(ctx, src, "s", d.dest, 0)
@@ -455,7 +446,7 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("an unknown method: %v", err)
 		}
 	}
-	if after := countFDs(t); after != before {
+	if after := testenv.OpenFDs(t); after != before {
 		t.Errorf("%d descriptors open after the refused calls, %d before", after, before)
 	}
 	if n := table.changes(); n != 0 {
