@@ -141,7 +141,12 @@ type BindArgs struct {
 type Table interface {
 	// Bind serves src at dest with rights, while the sandbox runs: a new
 	// mount appears at dest inside. Bind owns src.File from the call on.
+	// ctx ends if the caller cancels or goes away: Bind then undoes what
+	// it did and returns.
 	Bind(ctx context.Context, src Source, dest string, rights served.Rights) error
+	// Unbind and Revoke are given a context that does not end: once
+	// begun, they finish even if their caller goes away.
+	//
 	// Unbind removes the mount at dest (lazily, as umount2 MNT_DETACH: a
 	// program still using it gets ENOTCONN or EIO, never a hang) and
 	// stops its server.
@@ -266,6 +271,9 @@ func (h *handler) change(ctx context.Context, call *rpc.Call, dest string) error
 		return err
 	}
 	defer h.give()
+	// Once begun, an unbind or revoke runs to its end even if its caller
+	// goes away: a grant half revoked is worse than either.
+	ctx = context.WithoutCancel(ctx)
 	if call.Method == "unbind" {
 		err = h.table.Unbind(ctx, dest)
 	} else {
