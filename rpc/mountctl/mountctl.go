@@ -22,7 +22,8 @@
 // implements over its sandbox and served.Servers, does. The handler checks
 // and normalises the arguments before the Table sees them (Dest absolute,
 // cleaned, not "/", within PATH_MAX and NAME_MAX; rights within
-// served.All; the source a directory or a Unix SOCK_SEQPACKET socket), runs
+// served.All; the source a directory or a Unix SOCK_SEQPACKET socket that
+// is not listening), runs
 // bind, unbind and revoke one at a time, and reports each that succeeds as
 // a served.Event. Errors keep their errno across the wire: a caller sees
 // errors.Is(err, syscall.ENOENT) for a Dest that is not mounted if the
@@ -366,11 +367,12 @@ func checkSource(src *Source, dest string) error {
 		fd := int(src.File.Fd())
 		domain, err1 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
 		typ, err2 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
-		if err1 == nil && err2 == nil && domain == unix.AF_UNIX && typ == unix.SOCK_SEQPACKET {
+		listening, err3 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+		if err1 == nil && err2 == nil && err3 == nil && domain == unix.AF_UNIX && typ == unix.SOCK_SEQPACKET && listening == 0 {
 			src.Kind = SourceObject
 			return nil
 		}
-		return invalid(syscall.EINVAL, "bind %s: the source is a socket but not an rpc object's (a connected AF_UNIX SOCK_SEQPACKET socket)", dest)
+		return invalid(syscall.EINVAL, "bind %s: the source is a socket but not an rpc object's (an AF_UNIX SOCK_SEQPACKET socket, not listening)", dest)
 	}
 	return invalid(syscall.ENOTDIR, "bind %s: the source is neither a directory nor an rpc object", dest)
 }

@@ -366,6 +366,11 @@ func TestSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer streamFile.Close()
+	listening, err := ln.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listening.Close()
 	pathOfSocket, err := os.OpenFile(filepath.Join(tmp, "obj.sock"), unix.O_PATH, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -378,6 +383,7 @@ func TestSources(t *testing.T) {
 	}{
 		{"a regular file", file, syscall.ENOTDIR},
 		{"a stream socket", streamFile, syscall.EINVAL},
+		{"a listening socket", listening, syscall.EINVAL},
 		{"an O_PATH descriptor of a socket file", pathOfSocket, syscall.EINVAL},
 		{"no descriptor", nil, syscall.EBADF},
 	} {
