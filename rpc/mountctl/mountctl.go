@@ -135,10 +135,11 @@ type BindArgs struct {
 // Bind, Unbind and Revoke are called one at a time (the handler
 // serialises them, across every connection it serves); List may be called
 // at the same time as they are, and must not block. Errors should name the
-// operation and Dest, and wrap an errno, which the caller gets: the
-// handler's documentation suggests ENOENT for a Dest that is not
-// mounted, EEXIST (or EBUSY) for a Dest already mounted, and EINVAL for a
-// Dest the sandbox cannot mount at.
+// operation and Dest, and wrap an errno, which the caller gets; callers
+// (and docs/rpc.md) expect ENOENT for a Dest that is not mounted, EEXIST
+// for a Dest already mounted, and EINVAL for a Dest the sandbox cannot
+// mount at. The Table reports no events of its own for these calls: the
+// handler does (Options.Events).
 type Table interface {
 	// Bind serves src at dest with rights, while the sandbox runs: a new
 	// mount appears at dest inside. Bind owns src.File from the call on.
