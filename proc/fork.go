@@ -382,7 +382,7 @@ func scrubArgs(ctx context.Context, h *Handle) error {
 // /proc/self/stat (arg_start, arg_end, env_start, env_end); none where the
 // kernel does not say. They are read once: they do not move.
 var argRanges = sync.OnceValues(func() ([][2]uint64, error) {
-	b, err := os.ReadFile("/proc/self/stat")
+	b, err := kernel.ReadFile("/proc/self/stat")
 	if err != nil {
 		return nil, err
 	}
@@ -646,7 +646,7 @@ func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
 // unmapRangesCgo is unmapRanges, and says whether this is a cgo (or race)
 // build, whose libc keeps the g in its own TLS rather than in the m.
 func unmapRangesCgo(keep [][2]uintptr) ([][2]uint64, bool, error) {
-	b, err := os.ReadFile("/proc/self/maps")
+	b, err := kernel.ReadFile("/proc/self/maps")
 	if err != nil {
 		return nil, false, err
 	}

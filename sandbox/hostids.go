@@ -1,10 +1,12 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/internal/subid"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
@@ -103,7 +105,8 @@ func mappedIDs(h HostIDs) bool {
 
 func unprivilegedIDs(subuid, subgid string) HostIDs {
 	first := func(path string) (subid.Range, bool) {
-		rs, _ := subid.Lookup(path, "root", 0) // an unreadable file allots nothing
+		b, _ := kernel.ReadFile(path) // an unreadable or missing file allots nothing
+		rs, _ := subid.Parse(bytes.NewReader(b), "root", 0)
 		for _, r := range rs {
 			if !r.Contains(0) {
 				return r, true
