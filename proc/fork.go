@@ -758,7 +758,7 @@ func Fork(ctx context.Context, opts *Options) (*Handle, error) {
 		return forkDirect(ctx, opts)
 	}
 	return throughZygote(ctx, opts, func(z *Handle, top bool) (*Handle, error) {
-		return z.forkat(ctx, opts, top, 0)
+		return z.forkat(ctx, opts, top, 0, nil)
 	})
 }
 
@@ -810,13 +810,30 @@ func (h *Handle) Fork(ctx context.Context, opts *Options) (*Handle, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
-	return h.forkat(ctx, opts, false, 0)
+	return h.forkat(ctx, opts, false, 0, nil)
+}
+
+// ForkAfter is Fork, with the calls of pre run first in h's child, in the
+// same round trip: a step h's child takes before it forks (taking other
+// IDs, making a namespace its children are to share) then costs no round
+// trip of its own. If a call of pre fails, nothing is forked, and the
+// error is a *BatchError whose Index is that call's in pre. pre is used up,
+// as by Run; it may be empty or nil.
+func (h *Handle) ForkAfter(ctx context.Context, pre *Batch, opts *Options) (*Handle, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	if pre != nil && pre.spawn {
+		return nil, errors.New("proc: ForkAfter: pre is a spawn's setup")
+	}
+	return h.forkat(ctx, opts, false, 0, pre)
 }
 
 // forkat makes the child of Fork, or, with a shared region (an arena and a
 // stack allocated in h's child's memory), of ForkShared: a server that
-// shares that memory and serves on that arena (opServe).
-func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uintptr) (_ *Handle, err error) {
+// shares that memory and serves on that arena (opServe). The calls of pre,
+// if any, run first in h's child (ForkAfter).
+func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uintptr, pre *Batch) (_ *Handle, err error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, os.NewSyscallError("socketpair", err)
@@ -835,6 +852,13 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 	if opts.NewUser && opts.IDMapsBy == nil && (uidMap == nil || gidMap == nil) {
 		uid, gid := os.Geteuid(), os.Getegid()
 		if !top {
+			// The IDs h's child has once pre has run.
+			if pre != nil && pre.Len() > 0 {
+				if _, err := h.Run(ctx, pre); err != nil {
+					return nil, err
+				}
+				pre = nil
+			}
 			var b Batch
 			u, g := b.Geteuid(), b.Getegid()
 			r, err := h.Run(ctx, &b)
@@ -857,7 +881,8 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 	if !opts.NoParentDeathSignal {
 		cflags |= flagPdeathsig
 	}
-	var b Batch
+	b := pre.continued()
+	npre := b.Len()
 	ctrl := b.PutFile(theirs, -1)
 	ctrlNum := b.add(call{kind: opValue, name: "value", args: [6]Val{ctrl}})
 	var pid, pfd Val
@@ -876,11 +901,14 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 	res, err := h.Run(ctx, &b)
 	if err != nil {
 		var be *BatchError
-		if errors.As(err, &be) && be.Index == 1 {
+		if errors.As(err, &be) && be.Index < npre {
+			return nil, err // a call of pre: no child
+		}
+		if errors.As(err, &be) && be.Index == int(pid.v) {
 			// clone failed: no child. Name the namespaces asked for.
 			return nil, fmt.Errorf("proc: fork: %w", be.Err)
 		}
-		if res != nil && len(res.r) > 1 {
+		if res != nil && len(res.r) > int(pid.v) {
 			// The child exists but the batch failed after the clone: kill
 			// it by pid through the handle, and reap it if it is ours (a
 			// zygote reaps its own, tracked or not).

@@ -197,25 +197,48 @@ func buildWith(ctx context.Context, spec *Spec, pre *aside, lim *limiter, idMaps
 	if err := sb.setFirst(h, lim); err != nil {
 		return nil, err
 	}
-	if err := becomeHostUser(ctx, h, spec); err != nil {
-		return nil, err
-	}
+	// What the first process does before anything else: take the host
+	// IDs its maps name, and make its cgroup namespace once it is in the
+	// limits' cgroups. Under an init of caplin's, that is in the round
+	// trip that forks the program's process.
+	var first proc.Batch
+	recordHostUser(&first, spec)
+	nHost := first.Len()
 	if ownCgroupNamespace(spec, lim) {
-		var b proc.Batch
-		b.Unshare(unix.CLONE_NEWCGROUP)
-		if _, err := h.Run(ctx, &b); err != nil {
-			return nil, fmt.Errorf("sandbox: making the cgroup namespace inside the limits' cgroups: %w", err)
+		first.Unshare(unix.CLONE_NEWCGROUP)
+	}
+	nFirst := first.Len()
+	// firstErr explains err, of a batch that began with first's calls,
+	// when one of them failed; else it returns nil.
+	firstErr := func(err error) error {
+		var be *proc.BatchError
+		switch {
+		case !errors.As(err, &be) || be.Index >= nFirst:
+			return nil
+		case be.Index < nHost:
+			return hostUserError(spec, err)
 		}
+		return fmt.Errorf("sandbox: making the cgroup namespace inside the limits' cgroups: %w", err)
 	}
 	// The program's process: the first one, or, under an init of
 	// caplin's, a child of it (forkat), which shares its namespaces, and
 	// gets the root the init builds when pivot_root moves it.
 	prog := h
 	if initMode {
-		if prog, err = h.Fork(ctx, nil); err != nil {
+		if prog, err = h.ForkAfter(ctx, &first, nil); err != nil {
+			if ferr := firstErr(err); ferr != nil {
+				return nil, ferr
+			}
 			return nil, fmt.Errorf("sandbox: forking the program's process: %w", err)
 		}
 		sb.init = h
+	} else if nFirst > 0 {
+		if _, err := h.Run(ctx, &first); err != nil {
+			if ferr := firstErr(err); ferr != nil {
+				return nil, ferr
+			}
+			return nil, fmt.Errorf("sandbox: readying the first process: %w", err)
+		}
 	}
 	sb.h = prog
 

@@ -192,15 +192,30 @@ func recordReachable(b *proc.Batch, clone proc.Val, isDir bool) {
 // which those maps leave out) until it changes them. It drops the caller's
 // supplementary groups on the way.
 func becomeHostUser(ctx context.Context, h *proc.Handle, spec *Spec) error {
-	if spec.HostIDs == (HostIDs{}) {
+	var b proc.Batch
+	recordHostUser(&b, spec)
+	if b.Len() == 0 {
 		return nil
 	}
-	var b proc.Batch
+	if _, err := h.Run(ctx, &b); err != nil {
+		return hostUserError(spec, err)
+	}
+	return nil
+}
+
+// recordHostUser records in b the calls of becomeHostUser: none for a
+// sandbox whose HostIDs are the caller.
+func recordHostUser(b *proc.Batch, spec *Spec) {
+	if spec.HostIDs == (HostIDs{}) {
+		return
+	}
 	b.Setgroups(nil)
 	b.Setresgid(spec.GID, spec.GID, spec.GID)
 	b.Setresuid(spec.UID, spec.UID, spec.UID)
-	if _, err := h.Run(ctx, &b); err != nil {
-		return fmt.Errorf("sandbox: becoming %s: %w", spec.HostIDs, err)
-	}
-	return nil
+}
+
+// hostUserError is the error of recordHostUser's calls, which failed with
+// err.
+func hostUserError(spec *Spec, err error) error {
+	return fmt.Errorf("sandbox: becoming %s: %w", spec.HostIDs, err)
 }
