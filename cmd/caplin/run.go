@@ -497,7 +497,11 @@ func runSandbox(args []string, m mode) int {
 	if spec.Direct {
 		go proc.Prepare(ctx, &proc.Options{From: proc.Direct}) // meanwhile
 	}
-	defer signal.Stop(sigs)
+	// The signals stay caught until caplin exits (there is no
+	// signal.Stop): one that comes while the sandbox is taken down, after
+	// the program, does not cut that short and leave its processes to
+	// init; and stopping would hand each signal to the runtime's thread
+	// again, on the way out.
 
 	var opts []sandbox.Option
 	reported := false
