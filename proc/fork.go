@@ -209,7 +209,8 @@ var (
 // serves, or with ctx's error when ctx is done first; the zygote is then
 // still being made for the next caller. Options.From = Direct needs no
 // zygote: Prepare then readies what the first Direct fork would (the
-// thread it forks from, the memory it shares with its children), which a
+// thread it forks from, the memory it shares with its children, the
+// runtime's poller that its child's Process waits through), which a
 // command can have done on another CPU while it does something else.
 func Prepare(ctx context.Context, opts *Options) error {
 	if opts == nil {
@@ -223,6 +224,7 @@ func Prepare(ctx context.Context, opts *Options) error {
 			return err
 		}
 		onForkerThread(func() {})
+		startPoller()
 		return checkForkHooks()
 	}
 	zy, err := zygoteFor(opts.From)
@@ -231,6 +233,17 @@ func Prepare(ctx context.Context, opts *Options) error {
 	}
 	_, err = zy.get(ctx)
 	return err
+}
+
+// startPoller starts the runtime's poller, which the first pidfd a
+// Process is made from would otherwise start (an epoll instance and an
+// eventfd, set up once per process), by registering an eventfd with it.
+func startPoller() {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return // the first Process starts it
+	}
+	os.NewFile(uintptr(fd), "eventfd").Close()
 }
 
 // Shutdown ends the zygotes this process made, if any, and reaps them: the
