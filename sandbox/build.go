@@ -258,19 +258,29 @@ func buildWith(ctx context.Context, spec *Spec, pre *aside, lim *limiter, idMaps
 			recordLoopback(&n)
 		}
 	}
-	netErr := make(chan error, 1)
+	// Meanwhile, on another goroutine: the network namespace's batch in
+	// the program's process, and then the recording of the program's own
+	// batch, which the root's round trip, the longest, leaves time for.
+	type meanwhileResult struct {
+		netErr error
+		prog   *recorder
+		err    error // recordProgram's
+	}
+	meanwhile := make(chan meanwhileResult, 1)
 	go func() {
-		var err error
+		var a meanwhileResult
 		if n.b.Len() > 0 {
-			if _, err = prog.Run(ctx, &n.b); err != nil {
-				err = n.explain(err)
+			if _, err := prog.Run(ctx, &n.b); err != nil {
+				a.netErr = n.explain(err)
 			}
 		}
-		netErr <- err
+		a.prog, a.err = recordProgram(spec, spec.Files, lim, ll, filter, 0)
+		meanwhile <- a
 	}()
 	res, err := h.Run(ctx, &r.b) // no files to close: the batch takes none
-	if nerr := <-netErr; err == nil && nerr != nil {
-		return nil, nerr
+	other := <-meanwhile
+	if err == nil && other.netErr != nil {
+		return nil, other.netErr
 	}
 	if err != nil {
 		return nil, r.explain(err)
@@ -307,9 +317,9 @@ func buildWith(ctx context.Context, spec *Spec, pre *aside, lim *limiter, idMaps
 		}
 	}
 
-	s, err := recordProgram(spec, spec.Files, lim, ll, filter, 0)
-	if err != nil {
-		return nil, err
+	s := other.prog
+	if other.err != nil {
+		return nil, other.err
 	}
 	if _, err := prog.Run(ctx, &s.b); err != nil {
 		return nil, s.explain(err)
