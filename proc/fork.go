@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -210,8 +211,9 @@ var (
 // still being made for the next caller. Options.From = Direct needs no
 // zygote: Prepare then readies what the first Direct fork would (the
 // thread it forks from, the memory it shares with its children, the
-// runtime's poller that its child's Process waits through), which a
-// command can have done on another CPU while it does something else.
+// runtime's poller that its child's Process waits through, the reading of
+// the mappings the child is not given), which a command can have done on
+// another CPU while it does something else.
 func Prepare(ctx context.Context, opts *Options) error {
 	if opts == nil {
 		opts = &Options{}
@@ -225,6 +227,9 @@ func Prepare(ctx context.Context, opts *Options) error {
 		}
 		onForkerThread(func() {})
 		startPoller()
+		if m, err := readMappings(); err == nil {
+			preparedMaps.Store(m)
+		}
 		return checkForkHooks()
 	}
 	zy, err := zygoteFor(opts.From)
@@ -548,13 +553,24 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 // the thread's m (which the runtime's fork hook in the child reads) is
 // not beside its TLS slot: the child then gets everything, which is
 // correct, only slower.
+//
+// The mappings are those Prepare read, if it did since the last Direct
+// fork: a mapping made since then is left out, so the child gets it, which
+// is correct too; none is taken away meanwhile, as the Go runtime does not
+// unmap (and the ranges to keep are found afresh). Else they are read now.
 func dontForkRanges() [][2]uint64 {
 	keep, err := directKeep()
 	if err != nil {
 		return nil
 	}
-	ranges, cgo, err := unmapRangesCgo(append([][2]uintptr{{arenaAddr, arenaSize}}, keep...))
-	if err != nil || cgo || len(ranges) > maxUnmap || checkUnmap(ranges) != nil {
+	m := preparedMaps.Swap(nil)
+	if m == nil {
+		if m, err = readMappings(); err != nil {
+			return nil
+		}
+	}
+	ranges := m.ranges(append([][2]uintptr{{arenaAddr, arenaSize}}, keep...))
+	if m.cgo || len(ranges) > maxUnmap || checkUnmap(ranges) != nil {
 		return nil
 	}
 	return ranges
@@ -652,23 +668,39 @@ func forkZygote(tree bool) (*Handle, error) {
 // anonymous mappings too, and the child still runs with them, so only the
 // Go heap goes: the run of adjacent anonymous mappings around a heap object.
 func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
-	ranges, _, err := unmapRangesCgo(keep)
-	return ranges, err
+	m, err := readMappings()
+	if err != nil {
+		return nil, err
+	}
+	return m.ranges(keep), nil
 }
 
-// unmapRangesCgo is unmapRanges, and says whether this is a cgo (or race)
-// build, whose libc keeps the g in its own TLS rather than in the m.
-func unmapRangesCgo(keep [][2]uintptr) ([][2]uint64, bool, error) {
+// mappings are this process's mappings as unmapRanges sees them: which
+// are anonymous (but for the binary's bss), narrowed in a cgo (or race)
+// build, whose libc keeps the g in its own TLS rather than in the m, to
+// the run around the Go heap.
+type mappings struct {
+	maps []mapping
+	cgo  bool
+}
+
+type mapping struct {
+	start, end uint64
+	anon       bool
+}
+
+// preparedMaps holds the mappings Prepare read for the next Direct fork
+// (dontForkRanges), which reading them would hold up.
+var preparedMaps atomic.Pointer[mappings]
+
+// readMappings reads this process's mappings from /proc/self/maps.
+func readMappings() (*mappings, error) {
 	b, err := kernel.ReadFile("/proc/self/maps")
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	exe, _ := os.Readlink("/proc/self/exe")
 	exe = strings.TrimSuffix(exe, " (deleted)")
-	type mapping struct {
-		start, end uint64
-		anon       bool
-	}
 	var maps []mapping
 	cgo := false
 	var prevEnd uint64
@@ -709,7 +741,7 @@ func unmapRangesCgo(keep [][2]uintptr) ([][2]uint64, bool, error) {
 			}
 		}
 		if at < 0 || !maps[at].anon {
-			return nil, cgo, nil
+			return &mappings{cgo: cgo}, nil
 		}
 		lo, hi := at, at
 		for lo > 0 && maps[lo-1].anon && maps[lo-1].end == maps[lo].start {
@@ -720,8 +752,14 @@ func unmapRangesCgo(keep [][2]uintptr) ([][2]uint64, bool, error) {
 		}
 		maps = maps[lo : hi+1]
 	}
+	return &mappings{maps: maps, cgo: cgo}, nil
+}
+
+// ranges returns the anonymous mappings of ms but for the parts that
+// overlap keep.
+func (ms *mappings) ranges(keep [][2]uintptr) [][2]uint64 {
 	var out [][2]uint64
-	for _, m := range maps {
+	for _, m := range ms.maps {
 		if !m.anon {
 			continue
 		}
@@ -749,7 +787,7 @@ func unmapRangesCgo(keep [][2]uintptr) ([][2]uint64, bool, error) {
 			out = append(out, [2]uint64{s[0], s[1] - s[0]})
 		}
 	}
-	return out, cgo, nil
+	return out
 }
 
 func boolWord(b bool) uint64 {
