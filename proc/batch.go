@@ -91,6 +91,15 @@ type Batch struct {
 	announced func(*os.File)
 }
 
+// continued returns a Batch that starts with b's calls (none for a nil b),
+// for more to be added after them; b is not to be used again.
+func (b *Batch) continued() Batch {
+	if b == nil {
+		return Batch{}
+	}
+	return Batch{calls: b.calls, blobs: b.blobs, files: b.files, err: b.err, fdsBelow: b.fdsBelow}
+}
+
 // Len reports how many calls b holds.
 func (b *Batch) Len() int { return len(b.calls) }
 

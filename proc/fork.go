@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -209,8 +210,10 @@ var (
 // serves, or with ctx's error when ctx is done first; the zygote is then
 // still being made for the next caller. Options.From = Direct needs no
 // zygote: Prepare then readies what the first Direct fork would (the
-// thread it forks from, the memory it shares with its children), which a
-// command can have done on another CPU while it does something else.
+// thread it forks from, the memory it shares with its children, the
+// runtime's poller that its child's Process waits through, the reading of
+// the mappings the child is not given), which a command can have done on
+// another CPU while it does something else.
 func Prepare(ctx context.Context, opts *Options) error {
 	if opts == nil {
 		opts = &Options{}
@@ -223,6 +226,10 @@ func Prepare(ctx context.Context, opts *Options) error {
 			return err
 		}
 		onForkerThread(func() {})
+		startPoller()
+		if m, err := readMappings(); err == nil {
+			preparedMaps.Store(m)
+		}
 		return checkForkHooks()
 	}
 	zy, err := zygoteFor(opts.From)
@@ -231,6 +238,17 @@ func Prepare(ctx context.Context, opts *Options) error {
 	}
 	_, err = zy.get(ctx)
 	return err
+}
+
+// startPoller starts the runtime's poller, which the first pidfd a
+// Process is made from would otherwise start (an epoll instance and an
+// eventfd, set up once per process), by registering an eventfd with it.
+func startPoller() {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return // the first Process starts it
+	}
+	os.NewFile(uintptr(fd), "eventfd").Close()
 }
 
 // Shutdown ends the zygotes this process made, if any, and reaps them: the
@@ -382,7 +400,7 @@ func scrubArgs(ctx context.Context, h *Handle) error {
 // /proc/self/stat (arg_start, arg_end, env_start, env_end); none where the
 // kernel does not say. They are read once: they do not move.
 var argRanges = sync.OnceValues(func() ([][2]uint64, error) {
-	b, err := os.ReadFile("/proc/self/stat")
+	b, err := kernel.ReadFile("/proc/self/stat")
 	if err != nil {
 		return nil, err
 	}
@@ -535,13 +553,24 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 // the thread's m (which the runtime's fork hook in the child reads) is
 // not beside its TLS slot: the child then gets everything, which is
 // correct, only slower.
+//
+// The mappings are those Prepare read, if it did since the last Direct
+// fork: a mapping made since then is left out, so the child gets it, which
+// is correct too; none is taken away meanwhile, as the Go runtime does not
+// unmap (and the ranges to keep are found afresh). Else they are read now.
 func dontForkRanges() [][2]uint64 {
 	keep, err := directKeep()
 	if err != nil {
 		return nil
 	}
-	ranges, cgo, err := unmapRangesCgo(append([][2]uintptr{{arenaAddr, arenaSize}}, keep...))
-	if err != nil || cgo || len(ranges) > maxUnmap || checkUnmap(ranges) != nil {
+	m := preparedMaps.Swap(nil)
+	if m == nil {
+		if m, err = readMappings(); err != nil {
+			return nil
+		}
+	}
+	ranges := m.ranges(append([][2]uintptr{{arenaAddr, arenaSize}}, keep...))
+	if m.cgo || len(ranges) > maxUnmap || checkUnmap(ranges) != nil {
 		return nil
 	}
 	return ranges
@@ -639,23 +668,39 @@ func forkZygote(tree bool) (*Handle, error) {
 // anonymous mappings too, and the child still runs with them, so only the
 // Go heap goes: the run of adjacent anonymous mappings around a heap object.
 func unmapRanges(keep [][2]uintptr) ([][2]uint64, error) {
-	ranges, _, err := unmapRangesCgo(keep)
-	return ranges, err
+	m, err := readMappings()
+	if err != nil {
+		return nil, err
+	}
+	return m.ranges(keep), nil
 }
 
-// unmapRangesCgo is unmapRanges, and says whether this is a cgo (or race)
-// build, whose libc keeps the g in its own TLS rather than in the m.
-func unmapRangesCgo(keep [][2]uintptr) ([][2]uint64, bool, error) {
-	b, err := os.ReadFile("/proc/self/maps")
+// mappings are this process's mappings as unmapRanges sees them: which
+// are anonymous (but for the binary's bss), narrowed in a cgo (or race)
+// build, whose libc keeps the g in its own TLS rather than in the m, to
+// the run around the Go heap.
+type mappings struct {
+	maps []mapping
+	cgo  bool
+}
+
+type mapping struct {
+	start, end uint64
+	anon       bool
+}
+
+// preparedMaps holds the mappings Prepare read for the next Direct fork
+// (dontForkRanges), which reading them would hold up.
+var preparedMaps atomic.Pointer[mappings]
+
+// readMappings reads this process's mappings from /proc/self/maps.
+func readMappings() (*mappings, error) {
+	b, err := kernel.ReadFile("/proc/self/maps")
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	exe, _ := os.Readlink("/proc/self/exe")
 	exe = strings.TrimSuffix(exe, " (deleted)")
-	type mapping struct {
-		start, end uint64
-		anon       bool
-	}
 	var maps []mapping
 	cgo := false
 	var prevEnd uint64
@@ -696,7 +741,7 @@ func unmapRangesCgo(keep [][2]uintptr) ([][2]uint64, bool, error) {
 			}
 		}
 		if at < 0 || !maps[at].anon {
-			return nil, cgo, nil
+			return &mappings{cgo: cgo}, nil
 		}
 		lo, hi := at, at
 		for lo > 0 && maps[lo-1].anon && maps[lo-1].end == maps[lo].start {
@@ -707,8 +752,14 @@ func unmapRangesCgo(keep [][2]uintptr) ([][2]uint64, bool, error) {
 		}
 		maps = maps[lo : hi+1]
 	}
+	return &mappings{maps: maps, cgo: cgo}, nil
+}
+
+// ranges returns the anonymous mappings of ms but for the parts that
+// overlap keep.
+func (ms *mappings) ranges(keep [][2]uintptr) [][2]uint64 {
 	var out [][2]uint64
-	for _, m := range maps {
+	for _, m := range ms.maps {
 		if !m.anon {
 			continue
 		}
@@ -736,7 +787,7 @@ func unmapRangesCgo(keep [][2]uintptr) ([][2]uint64, bool, error) {
 			out = append(out, [2]uint64{s[0], s[1] - s[0]})
 		}
 	}
-	return out, cgo, nil
+	return out
 }
 
 func boolWord(b bool) uint64 {
@@ -758,7 +809,7 @@ func Fork(ctx context.Context, opts *Options) (*Handle, error) {
 		return forkDirect(ctx, opts)
 	}
 	return throughZygote(ctx, opts, func(z *Handle, top bool) (*Handle, error) {
-		return z.forkat(ctx, opts, top, 0)
+		return z.forkat(ctx, opts, top, 0, nil)
 	})
 }
 
@@ -810,13 +861,30 @@ func (h *Handle) Fork(ctx context.Context, opts *Options) (*Handle, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
-	return h.forkat(ctx, opts, false, 0)
+	return h.forkat(ctx, opts, false, 0, nil)
+}
+
+// ForkAfter is Fork, with the calls of pre run first in h's child, in the
+// same round trip: a step h's child takes before it forks (taking other
+// IDs, making a namespace its children are to share) then costs no round
+// trip of its own. If a call of pre fails, nothing is forked, and the
+// error is a *BatchError whose Index is that call's in pre. pre is used up,
+// as by Run; it may be empty or nil.
+func (h *Handle) ForkAfter(ctx context.Context, pre *Batch, opts *Options) (*Handle, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	if pre != nil && pre.spawn {
+		return nil, errors.New("proc: ForkAfter: pre is a spawn's setup")
+	}
+	return h.forkat(ctx, opts, false, 0, pre)
 }
 
 // forkat makes the child of Fork, or, with a shared region (an arena and a
 // stack allocated in h's child's memory), of ForkShared: a server that
-// shares that memory and serves on that arena (opServe).
-func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uintptr) (_ *Handle, err error) {
+// shares that memory and serves on that arena (opServe). The calls of pre,
+// if any, run first in h's child (ForkAfter).
+func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uintptr, pre *Batch) (_ *Handle, err error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, os.NewSyscallError("socketpair", err)
@@ -835,6 +903,13 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 	if opts.NewUser && opts.IDMapsBy == nil && (uidMap == nil || gidMap == nil) {
 		uid, gid := os.Geteuid(), os.Getegid()
 		if !top {
+			// The IDs h's child has once pre has run.
+			if pre != nil && pre.Len() > 0 {
+				if _, err := h.Run(ctx, pre); err != nil {
+					return nil, err
+				}
+				pre = nil
+			}
 			var b Batch
 			u, g := b.Geteuid(), b.Getegid()
 			r, err := h.Run(ctx, &b)
@@ -857,7 +932,8 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 	if !opts.NoParentDeathSignal {
 		cflags |= flagPdeathsig
 	}
-	var b Batch
+	b := pre.continued()
+	npre := b.Len()
 	ctrl := b.PutFile(theirs, -1)
 	ctrlNum := b.add(call{kind: opValue, name: "value", args: [6]Val{ctrl}})
 	var pid, pfd Val
@@ -876,11 +952,14 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 	res, err := h.Run(ctx, &b)
 	if err != nil {
 		var be *BatchError
-		if errors.As(err, &be) && be.Index == 1 {
+		if errors.As(err, &be) && be.Index < npre {
+			return nil, err // a call of pre: no child
+		}
+		if errors.As(err, &be) && be.Index == int(pid.v) {
 			// clone failed: no child. Name the namespaces asked for.
 			return nil, fmt.Errorf("proc: fork: %w", be.Err)
 		}
-		if res != nil && len(res.r) > 1 {
+		if res != nil && len(res.r) > int(pid.v) {
 			// The child exists but the batch failed after the clone: kill
 			// it by pid through the handle, and reap it if it is ours (a
 			// zygote reaps its own, tracked or not).

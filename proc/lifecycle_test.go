@@ -214,7 +214,7 @@ func TestPrepare(t *testing.T) {
 		t.Fatalf("the zygote after a caller gave up on it: %v", err)
 	}
 	defer h.Close()
-	c, err := h.forkat(ctx, &Options{}, false, 0)
+	c, err := h.forkat(ctx, &Options{}, false, 0, nil)
 	if err != nil {
 		t.Fatalf("fork from the zygote: %v", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -962,4 +963,36 @@ func TestArgsScrubbed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDirectAfterPrepare: a Direct fork uses the mappings Prepare read,
+// once, and its child works though mappings were made since (they are not
+// marked, so it gets them); the next fork reads them afresh.
+func TestDirectAfterPrepare(t *testing.T) {
+	alsoAsNobody(t)
+	if err := Prepare(context.Background(), &Options{From: Direct}); err != nil {
+		t.Fatal(err)
+	}
+	if preparedMaps.Load() == nil {
+		t.Fatal("Prepare (Direct) read no mappings")
+	}
+	// New mappings since: a large heap object (an arena's worth of
+	// address space may be mapped for it) and an anonymous mapping.
+	big := make([]byte, 96<<20)
+	big[len(big)-1] = 1
+	mem, err := unix.Mmap(-1, 0, 1<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	if code := shellStatus(t, fork(t, &Options{From: Direct}), "exit 6"); code != 6 {
+		t.Errorf("Direct child after Prepare: exit %d, want 6", code)
+	}
+	if preparedMaps.Load() != nil {
+		t.Error("the fork left Prepare's mappings for the next one")
+	}
+	if code := shellStatus(t, fork(t, &Options{From: Direct}), "exit 7"); code != 7 {
+		t.Errorf("the next Direct child: exit %d, want 7", code)
+	}
+	runtime.KeepAlive(big)
 }

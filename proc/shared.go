@@ -30,7 +30,7 @@ func (h *Handle) ForkShared(ctx context.Context, opts *Options) (*Handle, error)
 	if err != nil {
 		return nil, fmt.Errorf("proc: fork: the shared child's arena: %w", err)
 	}
-	child, err := h.forkat(ctx, opts, false, region)
+	child, err := h.forkat(ctx, opts, false, region, nil)
 	if err != nil {
 		// A child made before the failure was killed, but may not be
 		// gone yet: its region is unmapped, not used again.

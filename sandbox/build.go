@@ -197,25 +197,48 @@ func buildWith(ctx context.Context, spec *Spec, pre *aside, lim *limiter, idMaps
 	if err := sb.setFirst(h, lim); err != nil {
 		return nil, err
 	}
-	if err := becomeHostUser(ctx, h, spec); err != nil {
-		return nil, err
-	}
+	// What the first process does before anything else: take the host
+	// IDs its maps name, and make its cgroup namespace once it is in the
+	// limits' cgroups. Under an init of caplin's, that is in the round
+	// trip that forks the program's process.
+	var first proc.Batch
+	recordHostUser(&first, spec)
+	nHost := first.Len()
 	if ownCgroupNamespace(spec, lim) {
-		var b proc.Batch
-		b.Unshare(unix.CLONE_NEWCGROUP)
-		if _, err := h.Run(ctx, &b); err != nil {
-			return nil, fmt.Errorf("sandbox: making the cgroup namespace inside the limits' cgroups: %w", err)
+		first.Unshare(unix.CLONE_NEWCGROUP)
+	}
+	nFirst := first.Len()
+	// firstErr explains err, of a batch that began with first's calls,
+	// when one of them failed; else it returns nil.
+	firstErr := func(err error) error {
+		var be *proc.BatchError
+		switch {
+		case !errors.As(err, &be) || be.Index >= nFirst:
+			return nil
+		case be.Index < nHost:
+			return hostUserError(spec, err)
 		}
+		return fmt.Errorf("sandbox: making the cgroup namespace inside the limits' cgroups: %w", err)
 	}
 	// The program's process: the first one, or, under an init of
 	// caplin's, a child of it (forkat), which shares its namespaces, and
 	// gets the root the init builds when pivot_root moves it.
 	prog := h
 	if initMode {
-		if prog, err = h.Fork(ctx, nil); err != nil {
+		if prog, err = h.ForkAfter(ctx, &first, nil); err != nil {
+			if ferr := firstErr(err); ferr != nil {
+				return nil, ferr
+			}
 			return nil, fmt.Errorf("sandbox: forking the program's process: %w", err)
 		}
 		sb.init = h
+	} else if nFirst > 0 {
+		if _, err := h.Run(ctx, &first); err != nil {
+			if ferr := firstErr(err); ferr != nil {
+				return nil, ferr
+			}
+			return nil, fmt.Errorf("sandbox: readying the first process: %w", err)
+		}
 	}
 	sb.h = prog
 
@@ -235,19 +258,29 @@ func buildWith(ctx context.Context, spec *Spec, pre *aside, lim *limiter, idMaps
 			recordLoopback(&n)
 		}
 	}
-	netErr := make(chan error, 1)
+	// Meanwhile, on another goroutine: the network namespace's batch in
+	// the program's process, and then the recording of the program's own
+	// batch, which the root's round trip, the longest, leaves time for.
+	type meanwhileResult struct {
+		netErr error
+		prog   *recorder
+		err    error // recordProgram's
+	}
+	meanwhile := make(chan meanwhileResult, 1)
 	go func() {
-		var err error
+		var a meanwhileResult
 		if n.b.Len() > 0 {
-			if _, err = prog.Run(ctx, &n.b); err != nil {
-				err = n.explain(err)
+			if _, err := prog.Run(ctx, &n.b); err != nil {
+				a.netErr = n.explain(err)
 			}
 		}
-		netErr <- err
+		a.prog, a.err = recordProgram(spec, spec.Files, lim, ll, filter, 0)
+		meanwhile <- a
 	}()
 	res, err := h.Run(ctx, &r.b) // no files to close: the batch takes none
-	if nerr := <-netErr; err == nil && nerr != nil {
-		return nil, nerr
+	other := <-meanwhile
+	if err == nil && other.netErr != nil {
+		return nil, other.netErr
 	}
 	if err != nil {
 		return nil, r.explain(err)
@@ -284,9 +317,9 @@ func buildWith(ctx context.Context, spec *Spec, pre *aside, lim *limiter, idMaps
 		}
 	}
 
-	s, err := recordProgram(spec, spec.Files, lim, ll, filter, 0)
-	if err != nil {
-		return nil, err
+	s := other.prog
+	if other.err != nil {
+		return nil, other.err
 	}
 	if _, err := prog.Run(ctx, &s.b); err != nil {
 		return nil, s.explain(err)

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/caplin-dev/caplin/internal/fdctl"
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -181,7 +182,7 @@ func Expect(spec *Spec) (*Expectation, error) {
 		}
 		e.fds[n] = id
 	}
-	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+	if b, err := kernel.ReadFile("/proc/self/status"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(line, "Seccomp_filters:"); ok {
 				e.seccompBase, _ = strconv.Atoi(strings.TrimSpace(v))

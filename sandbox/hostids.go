@@ -1,10 +1,12 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/internal/subid"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
@@ -103,7 +105,8 @@ func mappedIDs(h HostIDs) bool {
 
 func unprivilegedIDs(subuid, subgid string) HostIDs {
 	first := func(path string) (subid.Range, bool) {
-		rs, _ := subid.Lookup(path, "root", 0) // an unreadable file allots nothing
+		b, _ := kernel.ReadFile(path) // an unreadable or missing file allots nothing
+		rs, _ := subid.Parse(bytes.NewReader(b), "root", 0)
 		for _, r := range rs {
 			if !r.Contains(0) {
 				return r, true
@@ -189,15 +192,30 @@ func recordReachable(b *proc.Batch, clone proc.Val, isDir bool) {
 // which those maps leave out) until it changes them. It drops the caller's
 // supplementary groups on the way.
 func becomeHostUser(ctx context.Context, h *proc.Handle, spec *Spec) error {
-	if spec.HostIDs == (HostIDs{}) {
+	var b proc.Batch
+	recordHostUser(&b, spec)
+	if b.Len() == 0 {
 		return nil
 	}
-	var b proc.Batch
+	if _, err := h.Run(ctx, &b); err != nil {
+		return hostUserError(spec, err)
+	}
+	return nil
+}
+
+// recordHostUser records in b the calls of becomeHostUser: none for a
+// sandbox whose HostIDs are the caller.
+func recordHostUser(b *proc.Batch, spec *Spec) {
+	if spec.HostIDs == (HostIDs{}) {
+		return
+	}
 	b.Setgroups(nil)
 	b.Setresgid(spec.GID, spec.GID, spec.GID)
 	b.Setresuid(spec.UID, spec.UID, spec.UID)
-	if _, err := h.Run(ctx, &b); err != nil {
-		return fmt.Errorf("sandbox: becoming %s: %w", spec.HostIDs, err)
-	}
-	return nil
+}
+
+// hostUserError is the error of recordHostUser's calls, which failed with
+// err.
+func hostUserError(spec *Spec, err error) error {
+	return fmt.Errorf("sandbox: becoming %s: %w", spec.HostIDs, err)
 }

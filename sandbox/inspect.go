@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	"github.com/caplin-dev/caplin/internal/fdctl"
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/pidfd"
 	"github.com/caplin-dev/caplin/proc"
 	"github.com/fxamacker/cbor/v2"
@@ -430,7 +431,7 @@ func (r *Report) parseStatus(p string, b []byte) error {
 
 // readIDMap reads a uid_map or gid_map.
 func readIDMap(p string) ([]proc.IDMap, error) {
-	b, err := os.ReadFile(p)
+	b, err := kernel.ReadFile(p)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"golang.org/x/sys/unix"
 )
 
@@ -387,7 +388,7 @@ func lastCap() int { return kernelLastCap() }
 // change while the system runs, and reading it costs a sandbox more than
 // the dozens of system calls around it.
 var kernelLastCap = sync.OnceValue(func() int {
-	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	b, err := kernel.ReadFile("/proc/sys/kernel/cap_last_cap")
 	if err == nil {
 		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
 			return n

@@ -454,8 +454,29 @@ func (m mode) print(level int, msg string) {
 // runSandbox carries out a command line of mode m: it makes the sandbox,
 // runs the program in it, waits for it, and returns the exit status.
 func runSandbox(args []string, m mode) int {
+	// The signals to relay are asked for while the command line is read:
+	// a process's first signal.Notify takes about a millisecond (the
+	// runtime starts a thread for the signal mask, and hands it each
+	// signal in turn), which would otherwise come before the sandbox.
+	// Until then a signal does what it would do to any program.
+	sigs := make(chan os.Signal, 8)
+	notified := make(chan struct{})
+	go func() {
+		defer close(notified)
+		notifyForwarded(sigs)
+	}()
 	cmd, spec, code := m.parse(args)
+	<-notified
 	if cmd == nil {
+		signal.Stop(sigs)
+		select {
+		case sig := <-sigs:
+			// Caught while the command line was read, for a program
+			// that will not run: caplin dies of it itself.
+			dieOf(sig.(syscall.Signal))
+			return 128 + int(sig.(syscall.Signal))
+		default:
+		}
 		return code
 	}
 	// Dying of the signal the program died of, once the rest is done,
@@ -476,8 +497,11 @@ func runSandbox(args []string, m mode) int {
 	if spec.Direct {
 		go proc.Prepare(ctx, &proc.Options{From: proc.Direct}) // meanwhile
 	}
-	sigs := notifyForwarded()
-	defer signal.Stop(sigs)
+	// The signals stay caught until caplin exits (there is no
+	// signal.Stop): one that comes while the sandbox is taken down, after
+	// the program, does not cut that short and leave its processes to
+	// init; and stopping would hand each signal to the runtime's thread
+	// again, on the way out.
 
 	var opts []sandbox.Option
 	reported := false
@@ -573,21 +597,19 @@ func (m mode) parseFailed(err error) int {
 	return m.fail(m.failure, "%v", err)
 }
 
-// notifyForwarded returns a channel of the signals to relay to the
-// program: sandbox.RelayedSignals but those caplin was not started
-// ignoring (under nohup, say).
-func notifyForwarded() chan os.Signal {
+// notifyForwarded has the signals to relay to the program delivered on
+// sigs: sandbox.RelayedSignals but those caplin was not started ignoring
+// (under nohup, say).
+func notifyForwarded(sigs chan<- os.Signal) {
 	var fwd []os.Signal
 	for _, sig := range sandbox.RelayedSignals() {
 		if !signal.Ignored(sig) {
 			fwd = append(fwd, sig)
 		}
 	}
-	sigs := make(chan os.Signal, 8)
 	if len(fwd) > 0 { // no signals would mean all of them
 		signal.Notify(sigs, fwd...)
 	}
-	return sigs
 }
 
 // dieOf makes caplin die of sig, when it is one the Go runtime lets a

@@ -81,9 +81,47 @@ func HasCap(c int) bool {
 // ReadTrim returns the contents of a small file the kernel answers in (a
 // sysctl under /proc/sys, a cgroup file) without surrounding space.
 func ReadTrim(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := ReadFile(path)
 	if err != nil {
 		return "", err
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// ReadFile returns the contents of path, a small file that is read once:
+// one the kernel answers in (under /proc or /sys) or a short configuration
+// file (/etc/subuid). It reads with plain system calls, where os.ReadFile
+// makes an *os.File, which costs about ten system calls a file (it tries
+// the runtime's poller, which it starts on first use, and stats the file),
+// and a finalizer: a start-up that reads a few such files pays for that
+// in time. Errors are *os.PathError, with the errno.
+func ReadFile(path string) ([]byte, error) {
+	var fd int
+	var err error
+	for {
+		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	b := make([]byte, 0, 1024)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // room for more
+		}
+		n, err := unix.Read(fd, b[len(b):cap(b)])
+		switch {
+		case err == unix.EINTR:
+		case err != nil:
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		case n == 0:
+			return b, nil
+		default:
+			b = b[:len(b)+n]
+		}
+	}
 }

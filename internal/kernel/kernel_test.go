@@ -119,3 +119,28 @@ func TestReadTrim(t *testing.T) {
 		t.Errorf("ReadTrim of a missing file: %v", err)
 	}
 }
+
+func TestReadFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []int{0, 1, 1023, 1024, 1025, 70000} {
+		p := filepath.Join(dir, "f")
+		want := []byte(strings.Repeat("x", n))
+		if err := os.WriteFile(p, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := ReadFile(p); string(got) != string(want) || err != nil {
+			t.Errorf("ReadFile of %d bytes: %d bytes, %v", n, len(got), err)
+		}
+	}
+	// A file of the kernel's, whose size stat does not tell.
+	if got, err := ReadFile("/proc/self/status"); err != nil || !strings.HasPrefix(string(got), "Name:") || !strings.HasSuffix(string(got), "\n") {
+		t.Errorf("ReadFile(/proc/self/status) = %q, %v", got, err)
+	}
+	var pe *os.PathError
+	if _, err := ReadFile(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) || !errors.As(err, &pe) || pe.Op != "open" {
+		t.Errorf("ReadFile of a missing file: %v, want an *os.PathError of open, ENOENT", err)
+	}
+	if _, err := ReadFile(dir); !errors.Is(err, unix.EISDIR) || !errors.As(err, &pe) || pe.Op != "read" || pe.Path != dir {
+		t.Errorf("ReadFile of a directory: %v, want an *os.PathError of read, naming it, EISDIR", err)
+	}
+}

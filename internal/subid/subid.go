@@ -15,8 +15,6 @@ import (
 	"bufio"
 	"errors"
 	"io"
-	"io/fs"
-	"os"
 	"strconv"
 	"strings"
 )
@@ -113,23 +111,4 @@ func number(s string) (int64, bool) {
 		return 0, false
 	}
 	return n, true
-}
-
-// Lookup returns the ranges the file at path allots to name or uid, as
-// Parse does. A file that does not exist allots nothing: no ranges, and
-// no error.
-func Lookup(path, name string, uid int) ([]Range, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	rs, err := Parse(f, name, uid)
-	if err != nil {
-		return rs, &fs.PathError{Op: "read", Path: path, Err: err}
-	}
-	return rs, nil
 }

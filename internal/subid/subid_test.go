@@ -2,8 +2,6 @@ package subid
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,25 +63,6 @@ func TestParseReadError(t *testing.T) {
 	got, err := Parse(iotest.ErrReader(boom), "root", 0)
 	if !errors.Is(err, boom) || len(got) != 0 {
 		t.Errorf("Parse of a failing reader: %v, %v", got, err)
-	}
-}
-
-func TestLookup(t *testing.T) {
-	dir := t.TempDir()
-	rs, err := Lookup(filepath.Join(dir, "none"), "root", 0)
-	if err != nil || rs != nil {
-		t.Errorf("a missing file: %v, %v", rs, err)
-	}
-	p := filepath.Join(dir, "subuid")
-	if err := os.WriteFile(p, []byte("root:100000:65536\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rs, err = Lookup(p, "root", 0)
-	if err != nil || !slices.Equal(rs, []Range{{100000, 65536}}) {
-		t.Errorf("Lookup: %v, %v", rs, err)
-	}
-	if _, err := Lookup(dir, "root", 0); err == nil || !strings.Contains(err.Error(), dir) {
-		t.Errorf("Lookup of a directory: %v, want an error naming it", err)
 	}
 }
 
