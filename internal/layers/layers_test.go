@@ -57,6 +57,9 @@ var allowed = map[string][]string{
 	"rpc/connector": {"internal/*", "dir", "rpc"},
 	"rpc/launcher":  {"internal/*", "pidfd", "rpc", "sandbox"},
 
+	// An rpc Directory served as a served.FS: above both.
+	"served/remote": {"rpc/directory", "served"},
+
 	"bench/rpcbench": {"internal/*", "rpc"},
 
 	// The top.
