@@ -20,6 +20,7 @@ import (
 
 	"github.com/caplin-dev/caplin/proc"
 	"github.com/caplin-dev/caplin/sandbox"
+	"github.com/caplin-dev/caplin/served"
 	"github.com/rogpeppe/go-internal/testscript"
 	"golang.org/x/sys/unix"
 )
@@ -50,6 +51,8 @@ func TestMain(m *testing.M) {
 		"escapes":       func() { os.Exit(escapes()) },
 		// reapcheck ARGS...: see TestRunLeavesNoChild.
 		"reapcheck": reapCheck,
+		// fakecontrol SOCKET EVENTS: see mountctl_test.go.
+		"fakecontrol": fakeControl,
 	})
 }
 
@@ -139,6 +142,10 @@ func TestScripts(t *testing.T) {
 				return os.Geteuid() == 0, nil
 			case "userns":
 				return userns(), nil
+			case "rightsnamed":
+				// Rights have names (package served's ParseRights).
+				_, err := served.ParseRights("ro")
+				return err == nil, nil
 			case "cgroupmem":
 				return cgroupMem(), nil
 			}

@@ -56,6 +56,9 @@ var allowed = map[string][]string{
 	"rpc/directory": {"internal/*", "dir", "dir/export", "rpc"},
 	"rpc/connector": {"internal/*", "dir", "rpc"},
 	"rpc/launcher":  {"internal/*", "pidfd", "rpc", "sandbox"},
+	// The control object of a running sandbox's served mounts: the
+	// sandbox is behind an interface the command implements.
+	"rpc/mountctl": {"internal/*", "rpc", "served"},
 
 	// An rpc Directory served as a served.FS: above both.
 	"served/remote": {"rpc/directory", "served"},
@@ -63,7 +66,7 @@ var allowed = map[string][]string{
 	"bench/rpcbench": {"internal/*", "rpc"},
 
 	// The top.
-	"cmd/caplin": {"internal/*", "dir", "dir/export", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "sandbox", "sandbox/bwrap"},
+	"cmd/caplin": {"internal/*", "dir", "dir/export", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "rpc/mountctl", "sandbox", "sandbox/bwrap", "served"},
 }
 
 // never lists what a package must not link, through any path: the rules
@@ -75,7 +78,10 @@ var never = map[string][]string{
 	"proc":    {"dir", "rpc", "sandbox"},
 	"pidfd":   {"dir", "proc", "rpc", "sandbox"},
 	"sandbox": {"rpc"},
-	"cgroup":  {"proc", "pidfd", "sandbox"},
+	// A mount table's control object does not link the sandbox: its
+	// Table is an interface the command implements.
+	"rpc/mountctl": {"sandbox"},
+	"cgroup":       {"proc", "pidfd", "sandbox"},
 }
 
 // pkg is what go list -json says of a package, the fields used here.
