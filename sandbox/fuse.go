@@ -108,17 +108,33 @@ const (
 )
 
 // The fixed descriptor numbers, in the process that makes the FUSE file
-// systems, of the /dev/fuse descriptor while its file system is made
-// (fsconfig names it by number) and of the k-th FUSE mount of a spec
-// until the root's batch attaches it (fuseMountFD). High enough to be
-// clear of what the process holds; below the usual limit of 1024.
+// systems, of what it holds while it does: the /dev/fuse descriptor
+// (fsconfig names it by number), the file system's context, and, for a
+// mount added while the program runs, the host's /dev and the new root
+// and destination; and the k-th FUSE mount of a spec until the root's
+// batch attaches it (fuseMountFD). Every descriptor the process opens
+// for the purpose is at one of them, so that what a failing batch leaves
+// open is known (dropLive). High enough to be clear of what the process
+// holds; below the usual limit of 1024.
 const (
+	fuseHostDevFD  = 295
+	fuseRootFD     = 296
+	fuseTargetFD   = 297
+	fuseFsFD       = 299
 	fuseDevFD      = 300
 	fuseMountFDMin = 301
 	// fuseMountsMax bounds the FUSE mounts of one spec, so that their
 	// numbers stay below the usual limit.
 	fuseMountsMax = 512
 )
+
+// fixed records keeping fd, just made, at the fixed number n instead,
+// and returns n.
+func fixed(b *proc.Batch, fd proc.Val, n int) proc.Val {
+	b.Dup3(fd, n, unix.O_CLOEXEC)
+	b.CloseFD(fd)
+	return proc.Int(n)
+}
 
 // fuseMountFD returns the descriptor number of the k-th FUSE mount.
 func fuseMountFD(k int) int { return fuseMountFDMin + k }
@@ -162,13 +178,26 @@ func fuseOptions(s FUSEServer) ([][2]string, error) {
 
 // fuseMaker records, in a process of the sandbox's user namespace, making
 // FUSE file systems, each kept at a fixed descriptor number, and notes
-// which call is which step, for errors.
+// what each call does, for errors.
 type fuseMaker struct {
 	b     proc.Batch
-	steps map[int]string // call index: the step it is
-	devs  []proc.Val     // the TakeFile of each /dev/fuse descriptor
-	uid   int            // the host uid that opens /dev/fuse, for errors
-	spans []span         // the calls of each mount, for their errors
+	steps map[int]step // by call index
+	devs  []proc.Val   // the TakeFile of each /dev/fuse descriptor
+	uid   int          // the host uid that opens /dev/fuse, for errors
+	spans []span       // the calls of each mount, for their errors
+}
+
+// step is what a call of a fuseMaker's batch does, for its errors.
+type step struct {
+	what string
+	// unavailable: a refusal (EPERM, EACCES, ENODEV, ENOENT, ...) says
+	// that FUSE cannot be used here (a FUSEUnavailableError).
+	unavailable bool
+}
+
+// note records that the next call does what.
+func (f *fuseMaker) note(what string, unavailable bool) {
+	f.steps[f.b.Len()] = step{what, unavailable}
 }
 
 // add records making the FUSE file system of m, the k-th, opening the
@@ -181,28 +210,26 @@ func (f *fuseMaker) add(i int, m *Mount, k int, dir proc.Val, name string, uid, 
 	}
 	b := &f.b
 	from := b.Len()
-	f.steps[b.Len()] = stepOpenDev
-	fd := b.Openat(dir, name, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
-	b.Dup3(fd, fuseDevFD, unix.O_CLOEXEC)
-	b.CloseFD(fd)
-	f.steps[b.Len()] = stepFsopen
-	fs := b.Fsopen("fuse", unix.FSOPEN_CLOEXEC)
+	f.note(stepOpenDev, true)
+	fixed(b, b.Openat(dir, name, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOCTTY, 0), fuseDevFD)
+	f.note(stepFsopen, true)
+	fs := fixed(b, b.Fsopen("fuse", unix.FSOPEN_CLOEXEC), fuseFsFD)
 	for _, o := range append([][2]string{
 		{"fd", strconv.Itoa(fuseDevFD)}, {"rootmode", "40000"},
 		{"user_id", strconv.Itoa(uid)}, {"group_id", strconv.Itoa(gid)},
 	}, opts...) {
 		if o[1] == "" {
+			f.note("mount option "+o[0], false)
 			b.Fsconfig(fs, unix.FSCONFIG_SET_FLAG, o[0], "", proc.Int(0))
 		} else {
+			f.note("mount option "+o[0]+"="+o[1], false)
 			b.Fsconfig(fs, unix.FSCONFIG_SET_STRING, o[0], o[1], proc.Int(0))
 		}
 	}
-	f.steps[b.Len()] = stepCreate
+	f.note(stepCreate, true)
 	b.Fsconfig(fs, unix.FSCONFIG_CMD_CREATE, "", "", proc.Int(0))
-	mnt := b.Fsmount(fs, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
+	fixed(b, b.Fsmount(fs, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV), fuseMountFD(k))
 	b.CloseFD(fs)
-	b.Dup3(mnt, fuseMountFD(k), unix.O_CLOEXEC)
-	b.CloseFD(mnt)
 	f.devs = append(f.devs, b.TakeFile(proc.Int(fuseDevFD)))
 	b.CloseFD(proc.Int(fuseDevFD))
 	f.spans = append(f.spans, span{from: from, to: b.Len(), mount: i, m: m})
@@ -242,14 +269,14 @@ func (f *fuseMaker) explain(err error) error {
 			continue
 		}
 		var errno unix.Errno
-		step, ok := f.steps[be.Index]
+		st, ok := f.steps[be.Index]
 		switch {
-		case !ok || !errors.As(be.Err, &errno):
-		case step == stepOpenDev, step == stepFsopen,
-			step == stepCreate && (errno == unix.EPERM || errno == unix.EACCES || errno == unix.ENODEV):
-			return mountError(s.mount, s.m, &FUSEUnavailableError{Step: step, UID: f.uid, Err: errno})
+		case !ok:
+			return mountError(s.mount, s.m, inWords(be.Err))
+		case st.unavailable && errors.As(be.Err, &errno) && (st.what != stepCreate || errno == unix.EPERM || errno == unix.EACCES || errno == unix.ENODEV):
+			return mountError(s.mount, s.m, &FUSEUnavailableError{Step: st.what, UID: f.uid, Err: errno})
 		}
-		return mountError(s.mount, s.m, inWords(be.Err))
+		return mountError(s.mount, s.m, fmt.Errorf("%s: %w", st.what, errnoOf(be.Err)))
 	}
 	return fmt.Errorf("sandbox: making FUSE file systems: %w", err)
 }
@@ -282,7 +309,7 @@ func openFUSE(ctx context.Context, h *proc.Handle, spec *Spec) error {
 			if ns, err = userNSOf(h.Pid()); err != nil {
 				return mountError(i, m, err)
 			}
-			f = &fuseMaker{steps: map[int]string{}, uid: ns.hostUID}
+			f = &fuseMaker{steps: map[int]step{}, uid: ns.hostUID}
 		}
 		if err := f.add(i, m, len(servers), proc.AtFDCWD(), "/dev/fuse", ns.uid, ns.gid); err != nil {
 			return err
@@ -391,16 +418,14 @@ func (s *Sandbox) Mount(ctx context.Context, m Mount) error {
 	if err != nil {
 		return fmt.Errorf("sandbox: mount %s: %w", m.String(), err)
 	}
-	f := &fuseMaker{steps: map[int]string{}, uid: ns.hostUID}
-	d := f.b.PutFile(dev, -1)
+	f := &fuseMaker{steps: map[int]step{}, uid: ns.hostUID}
+	d := f.b.PutFile(dev, fuseHostDevFD)
 	if err := f.add(0, &m, 0, d, "fuse", ns.uid, ns.gid); err != nil {
 		return err
 	}
 	f.b.CloseFD(d)
 	devs, err := f.run(ctx, init)
 	if err != nil {
-		// Nothing is left in the init but, at most, the mount at its
-		// number: closed with the next attempt's dup3, or here.
 		s.dropLive(init)
 		return liveError(err)
 	}
@@ -409,8 +434,8 @@ func (s *Sandbox) Mount(ctx context.Context, m Mount) error {
 		return err
 	}
 	var b proc.Batch
-	root := b.Openat(proc.AtFDCWD(), "/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	target := b.Openat2(root, filepath.Clean(m.Dest), &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: inRoot})
+	root := fixed(&b, b.Openat(proc.AtFDCWD(), "/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0), fuseRootFD)
+	target := fixed(&b, b.Openat2(root, filepath.Clean(m.Dest), &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: inRoot}), fuseTargetFD)
 	b.CloseFD(root)
 	b.MoveMount(proc.Int(fuseMountFD(0)), "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
 	b.CloseFD(target)
@@ -441,11 +466,14 @@ func errnoErr(err error) error {
 	return err
 }
 
-// dropLive closes, in the init, a mount left at its number by a Mount
-// that failed, so that it ends (and its server with it).
+// dropLive closes, in the init, what a Mount that failed may have left
+// at the fixed numbers, the mount among them, so that it ends (and its
+// server with it).
 func (s *Sandbox) dropLive(init *proc.Handle) {
 	var b proc.Batch
-	b.Tolerate(b.CloseFD(proc.Int(fuseMountFD(0))), unix.EBADF)
+	for _, fd := range []int{fuseHostDevFD, fuseRootFD, fuseTargetFD, fuseFsFD, fuseDevFD, fuseMountFD(0)} {
+		b.Tolerate(b.CloseFD(proc.Int(fd)), unix.EBADF)
+	}
 	init.Run(context.Background(), &b)
 }
 

@@ -70,7 +70,8 @@ func run(t *testing.T, spec *Spec, script string) (string, int) {
 // not link.
 type memServer struct {
 	files    map[string]string
-	serveErr error // Serve fails with it, if set
+	serveErr error  // Serve fails with it, if set
+	options  string // MountOptions', if set
 
 	mu     sync.Mutex
 	served int           // how many times Serve was called
@@ -82,7 +83,12 @@ func newMemServer(files map[string]string) *memServer {
 	return &memServer{files: files, done: make(chan struct{})}
 }
 
-func (s *memServer) MountOptions() string { return "allow_other,default_permissions" }
+func (s *memServer) MountOptions() string {
+	if s.options != "" {
+		return s.options
+	}
+	return "allow_other,default_permissions"
+}
 
 // memRoot is the served root: the server's files, made when it is added.
 type memRoot struct {
@@ -294,8 +300,24 @@ read x <&3; ls /live | wc -l`})
 	if err := sb.Mount(ctx, Mount{Kind: Tmpfs, Dest: "/live"}); err == nil || !strings.Contains(err.Error(), "only FUSE") {
 		t.Errorf("Mount of a tmpfs: %v", err)
 	}
+	initFDs := func() int {
+		ents, err := os.ReadDir("/proc/" + strconv.Itoa(sb.InitPid()) + "/fd")
+		if err != nil {
+			return -1 // not root: the init is not dumpable
+		}
+		return len(ents)
+	}
+	before := initFDs()
 	if err := sb.Mount(ctx, Mount{Kind: FUSE, Dest: "/nowhere", Server: newMemServer(nil)}); !errors.Is(err, unix.ENOENT) {
 		t.Errorf("Mount on a missing directory: %v, want ENOENT", err)
+	}
+	bad := newMemServer(nil)
+	bad.options = "no_such_option"
+	if err := sb.Mount(ctx, Mount{Kind: FUSE, Dest: "/live", Server: bad}); !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), "no_such_option") {
+		t.Errorf("Mount with a bad mount option: %v, want EINVAL naming it", err)
+	}
+	if after := initFDs(); after != before {
+		t.Errorf("the init holds %d descriptors after failed Mounts, %d before", after, before)
 	}
 	sb.Close()
 	if err := sb.Mount(ctx, Mount{Kind: FUSE, Dest: "/live", Server: srv}); !errors.Is(err, os.ErrClosed) {
