@@ -42,10 +42,10 @@ type UnionMember struct {
 //     across file systems; mv and the like then copy.
 //
 // There are no whiteouts: removing or renaming a name uncovers the same
-// name in a later member, if one has it. Inode numbers of the second and
-// later members are distinguished by the member's index, XORed into
-// their top byte, so that members on different file systems do not show
-// one number for two files. Statfs reports the member that has the name.
+// name in a later member, if one has it. Inode numbers are the members'
+// own, as fstat of their open files gives them too: members on different
+// file systems may show one number for two files (the Server tells nodes
+// apart by name, not number). Statfs reports the member that has the name.
 // Close closes every member.
 func Union(members ...UnionMember) FS {
 	return &union{members: append([]UnionMember(nil), members...)}
@@ -56,9 +56,6 @@ type union struct{ members []UnionMember }
 // notHere reports whether a member's lookup error means "try the next".
 func notHere(err error) bool { return errors.Is(err, unix.ENOENT) }
 
-// inoOf returns member i's inode number ino as the union shows it.
-func inoOf(i int, ino uint64) uint64 { return ino ^ uint64(i)<<56 }
-
 // find returns the index of the first member that has name, and its
 // attributes. For a name no member has it returns -1 and an error
 // wrapping ENOENT.
@@ -67,7 +64,6 @@ func (u *union) find(ctx context.Context, op, name string) (int, unix.Stat_t, er
 	for i, m := range u.members {
 		st, err := m.FS.Lstat(ctx, name)
 		if err == nil {
-			st.Ino = inoOf(i, st.Ino)
 			return i, st, nil
 		}
 		if !notHere(err) {
@@ -133,7 +129,7 @@ func (u *union) ReadDir(ctx context.Context, name string) ([]DirEntry, error) {
 	var out []DirEntry
 	found := false
 	var first error
-	for i, m := range u.members {
+	for _, m := range u.members {
 		ents, err := m.FS.ReadDir(ctx, name)
 		switch {
 		case err == nil:
@@ -151,7 +147,6 @@ func (u *union) ReadDir(ctx context.Context, name string) ([]DirEntry, error) {
 		for _, e := range ents {
 			if !seen[e.Name] {
 				seen[e.Name] = true
-				e.Ino = inoOf(i, e.Ino)
 				out = append(out, e)
 			}
 		}

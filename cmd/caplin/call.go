@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/internal/filemode"
 	"github.com/caplin-dev/caplin/rpc"
 	"github.com/caplin-dev/caplin/rpc/connector"
 	"github.com/caplin-dev/caplin/rpc/directory"
@@ -470,8 +471,13 @@ func printable(v any, files *[]*os.File) any {
 		for _, k := range keys {
 			out[k] = printable(byKey[k], files)
 			if m, ok := byKey[k].(uint64); ok && (k == "Mode" || k == "Type") {
-				// A Directory's stat and readdir: an fs.FileMode.
-				out[k] = fs.FileMode(m).String()
+				// A Directory's stat and readdir: an fs.FileMode; its
+				// getattr (which has an Nlink): a stat(2) st_mode.
+				if _, st := byKey["Nlink"]; st && k == "Mode" {
+					out[k] = filemode.FromStat(uint32(m)).String()
+				} else {
+					out[k] = fs.FileMode(m).String()
+				}
 			}
 		}
 		return out

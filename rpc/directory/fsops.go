@@ -16,12 +16,14 @@ import (
 // The Directory service's file-system methods: what a file system served
 // from the object (package served/remote) needs, with the semantics of
 // the system calls they are named after. None follows a symbolic link in
-// the last element of its path.
+// the last element of its path but openat without O_NOFOLLOW and chmod,
+// which follow it confined to the directory, as open(2) and chmod(2) do
+// (the kernel never asks a FUSE server to chmod a link).
 //
 //	getattr     string        -> Attr        every field of lstat(2)
 //	getdents    string        -> Dirents     names with d_type and inode
-//	openat      OpenatArgs    -> FD          open with the mode as given
-//	mkdirat     ModeArgs      -> nothing     mkdir with the mode as given
+//	openat      OpenatArgs    -> FD          open, the mode not defaulted
+//	mkdirat     ModeArgs      -> nothing     mkdir, the mode not defaulted
 //	mknodat     MknodArgs     -> nothing     a FIFO, socket or empty file
 //	unlink      string        -> nothing
 //	rmdir       string        -> nothing

@@ -505,3 +505,48 @@ func FuzzDirectoryFSArgs(f *testing.F) {
 		}
 	})
 }
+
+// TestDirectoryFSNames: names with newlines and of the maximum length go
+// through, longer ones and NULs fail with the kernel's errnos.
+func TestDirectoryFSNames(t *testing.T) {
+	d, _ := dirPair(t, dir.All)
+	ctx := context.Background()
+	long := strings.Repeat("n", 255)
+	for _, name := range []string{"new\nline", long, "sub/" + long, "\xff\xfe"} {
+		f, err := d.Openat(ctx, name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			t.Errorf("openat %q: %v", name, err)
+			continue
+		}
+		f.Close()
+		if _, err := d.Lstat(ctx, name); err != nil {
+			t.Errorf("lstat %q: %v", name, err)
+		}
+	}
+	ents, err := d.Getdents(ctx, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name)
+	}
+	for _, want := range []string{"new\nline", long, "\xff\xfe"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("getdents: %q missing from %q", want, names)
+		}
+	}
+	deep := strings.Repeat("d/", 2100) + "x" // longer than PATH_MAX
+	for _, c := range []struct {
+		name  string
+		errno syscall.Errno
+	}{
+		{long + "n", syscall.ENAMETOOLONG},
+		{"a\x00b", syscall.EINVAL},
+		{deep, syscall.ENAMETOOLONG},
+	} {
+		if err := d.Mkdirat(ctx, c.name, 0o755); !errors.Is(err, c.errno) {
+			t.Errorf("mkdirat %.20q... = %v, want %v", c.name, err, c.errno)
+		}
+	}
+}

@@ -15,6 +15,10 @@
 // and writes of open files do not go through the object: a revocation of
 // the object does not reach them (the served.Server's own Revoke does).
 //
+// OpenFile adds O_NOFOLLOW; Chmod is the one call that follows a final
+// symbolic link (confined to the object's directory, as the Directory's
+// chmod does): the kernel never asks a FUSE server to chmod a link.
+//
 // User and group IDs are the server's, as its namespace sees them; the
 // served.Server maps them into the sandbox as host IDs.
 package remote
