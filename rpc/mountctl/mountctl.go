@@ -22,7 +22,8 @@
 // implements over its sandbox and served.Servers, does. The handler checks
 // and normalises the arguments before the Table sees them (Dest absolute,
 // cleaned, not "/", within PATH_MAX and NAME_MAX; rights within
-// served.All; the source a directory or a Unix SOCK_SEQPACKET socket), runs
+// served.All; the source a directory or a Unix SOCK_SEQPACKET socket that
+// is not listening), runs
 // bind, unbind and revoke one at a time, and reports each that succeeds as
 // a served.Event. Errors keep their errno across the wire: a caller sees
 // errors.Is(err, syscall.ENOENT) for a Dest that is not mounted if the
@@ -134,14 +135,20 @@ type BindArgs struct {
 // Bind, Unbind and Revoke are called one at a time (the handler
 // serialises them, across every connection it serves); List may be called
 // at the same time as they are, and must not block. Errors should name the
-// operation and Dest, and wrap an errno, which the caller gets: the
-// handler's documentation suggests ENOENT for a Dest that is not
-// mounted, EEXIST (or EBUSY) for a Dest already mounted, and EINVAL for a
-// Dest the sandbox cannot mount at.
+// operation and Dest, and wrap an errno, which the caller gets; callers
+// (and docs/rpc.md) expect ENOENT for a Dest that is not mounted, EEXIST
+// for a Dest already mounted, and EINVAL for a Dest the sandbox cannot
+// mount at. The Table reports no events of its own for these calls: the
+// handler does (Options.Events).
 type Table interface {
 	// Bind serves src at dest with rights, while the sandbox runs: a new
 	// mount appears at dest inside. Bind owns src.File from the call on.
+	// ctx ends if the caller cancels or goes away: Bind then undoes what
+	// it did and returns.
 	Bind(ctx context.Context, src Source, dest string, rights served.Rights) error
+	// Unbind and Revoke are given a context that does not end: once
+	// begun, they finish even if their caller goes away.
+	//
 	// Unbind removes the mount at dest (lazily, as umount2 MNT_DETACH: a
 	// program still using it gets ENOTCONN or EIO, never a hang) and
 	// stops its server.
@@ -266,6 +273,9 @@ func (h *handler) change(ctx context.Context, call *rpc.Call, dest string) error
 		return err
 	}
 	defer h.give()
+	// Once begun, an unbind or revoke runs to its end even if its caller
+	// goes away: a grant half revoked is worse than either.
+	ctx = context.WithoutCancel(ctx)
 	if call.Method == "unbind" {
 		err = h.table.Unbind(ctx, dest)
 	} else {
@@ -358,11 +368,12 @@ func checkSource(src *Source, dest string) error {
 		fd := int(src.File.Fd())
 		domain, err1 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
 		typ, err2 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
-		if err1 == nil && err2 == nil && domain == unix.AF_UNIX && typ == unix.SOCK_SEQPACKET {
+		listening, err3 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+		if err1 == nil && err2 == nil && err3 == nil && domain == unix.AF_UNIX && typ == unix.SOCK_SEQPACKET && listening == 0 {
 			src.Kind = SourceObject
 			return nil
 		}
-		return invalid(syscall.EINVAL, "bind %s: the source is a socket but not an rpc object's (a connected AF_UNIX SOCK_SEQPACKET socket)", dest)
+		return invalid(syscall.EINVAL, "bind %s: the source is a socket but not an rpc object's (an AF_UNIX SOCK_SEQPACKET socket, not listening)", dest)
 	}
 	return invalid(syscall.ENOTDIR, "bind %s: the source is neither a directory nor an rpc object", dest)
 }

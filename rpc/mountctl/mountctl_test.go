@@ -34,7 +34,7 @@ type fakeTable struct {
 
 	running atomic.Int32
 	// hold, if set, makes Bind wait for it, or for its context's end
-	// (then it closes ended).
+	// (then it closes ended); so does Revoke.
 	hold    chan struct{}
 	entered chan struct{}
 	ended   chan struct{}
@@ -77,18 +77,9 @@ func (f *fakeTable) Bind(ctx context.Context, src Source, dest string, rights se
 	if src.File == nil || src.Kind != SourceDir && src.Kind != SourceObject {
 		f.breach("bind %s: source %+v", dest, src)
 	}
-	f.mu.Lock()
-	hold := f.hold
-	f.mu.Unlock()
-	if hold != nil {
-		close(f.entered)
-		select {
-		case <-hold:
-		case <-ctx.Done():
-			close(f.ended)
-			src.File.Close()
-			return ctx.Err()
-		}
+	if err := f.wait(ctx); err != nil {
+		src.File.Close()
+		return err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -98,6 +89,25 @@ func (f *fakeTable) Bind(ctx context.Context, src Source, dest string, rights se
 	}
 	f.mounts[dest] = &fakeMount{src: src, rights: rights}
 	return nil
+}
+
+// wait waits, if the test set hold, for hold or ctx's end (then it closes
+// ended and returns ctx's error).
+func (f *fakeTable) wait(ctx context.Context) error {
+	f.mu.Lock()
+	hold := f.hold
+	f.mu.Unlock()
+	if hold == nil {
+		return nil
+	}
+	close(f.entered)
+	select {
+	case <-hold:
+		return nil
+	case <-ctx.Done():
+		close(f.ended)
+		return ctx.Err()
+	}
 }
 
 func (f *fakeTable) Unbind(ctx context.Context, dest string) error {
@@ -115,6 +125,9 @@ func (f *fakeTable) Unbind(ctx context.Context, dest string) error {
 
 func (f *fakeTable) Revoke(ctx context.Context, dest string) error {
 	defer f.enter("revoke", dest)()
+	if err := f.wait(ctx); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	m, ok := f.mounts[dest]
@@ -353,6 +366,11 @@ func TestSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer streamFile.Close()
+	listening, err := ln.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listening.Close()
 	pathOfSocket, err := os.OpenFile(filepath.Join(tmp, "obj.sock"), unix.O_PATH, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -365,6 +383,7 @@ func TestSources(t *testing.T) {
 	}{
 		{"a regular file", file, syscall.ENOTDIR},
 		{"a stream socket", streamFile, syscall.EINVAL},
+		{"a listening socket", listening, syscall.EINVAL},
 		{"an O_PATH descriptor of a socket file", pathOfSocket, syscall.EINVAL},
 		{"no descriptor", nil, syscall.EBADF},
 	} {
@@ -551,6 +570,50 @@ func TestClientDies(t *testing.T) {
 	}
 	if got := ev.list(); len(got) != 1 || got[0].Mount != "/other" {
 		t.Errorf("events %+v, want the bind of /other only", got)
+	}
+	table.check(t)
+}
+
+// TestRevokeOutlivesCaller: a revoke whose caller goes away still
+// finishes.
+func TestRevokeOutlivesCaller(t *testing.T) {
+	ctx := context.Background()
+	table := newFake()
+	defer table.close()
+	h := New(table, Options{})
+	src := openDir(t, t.TempDir())
+	c, _ := rpctest.Pair(t, h)
+	if _, err := (Client{c}).Bind(ctx, src, "s", "/data", 0); err != nil {
+		t.Fatal(err)
+	}
+	table.mu.Lock()
+	table.hold = make(chan struct{})
+	table.entered = make(chan struct{})
+	table.ended = make(chan struct{})
+	hold := table.hold
+	table.mu.Unlock()
+
+	dying, _ := rpctest.Pair(t, h)
+	go Client{dying}.Revoke(ctx, "/data")
+	select {
+	case <-table.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the revoke did not reach the table")
+	}
+	dying.Close()
+	select {
+	case <-table.ended:
+		t.Fatal("the revoke's context ended with its caller")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(hold)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if m, _ := table.mount("/data"); m.revoked {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the revoke did not finish")
+		}
 	}
 	table.check(t)
 }
