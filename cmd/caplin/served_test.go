@@ -1,9 +1,12 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
+	"github.com/caplin-dev/caplin/internal/testenv"
 	"github.com/caplin-dev/caplin/sandbox"
 	"github.com/caplin-dev/caplin/sandbox/bwrap"
 	"github.com/caplin-dev/caplin/served"
@@ -61,5 +64,29 @@ func TestServedOptions(t *testing.T) {
 	}
 	if err := so.check(&sandbox.Spec{AsPID1: true}); err == nil {
 		t.Errorf("--control with --as-pid-1: no error")
+	}
+}
+
+// TestServeBindAsNobody runs caplin run --serve-bind as uid 65534 with a
+// /dev/fuse it may open (testenv.AlsoAsNobodyWithFUSE): the unprivileged
+// case, which served.txtar, run as root, covers with --as-host-root.
+func TestServeBindAsNobody(t *testing.T) {
+	testenv.AlsoAsNobodyWithFUSE(t)
+	if !testenv.AsNobody() {
+		t.Skip("the case is uid 65534's")
+	}
+	if !fuseWorks() {
+		t.Skip("FUSE cannot be mounted here")
+	}
+	tree := testenv.SharedTempDir(t)
+	if err := os.WriteFile(filepath.Join(tree, "hello.txt"), []byte("hello\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(tree, "out")
+	code := cmdRun([]string{"--system", "--serve-ro-bind", tree, "/d", "--fd", "1=w:" + out, "--",
+		"sh", "-c", "cat /d/hello.txt; echo x > /d/new || echo refused"})
+	b, _ := os.ReadFile(out)
+	if code != 0 || string(b) != "hello\nrefused\n" {
+		t.Errorf("caplin run: status %d, output %q", code, b)
 	}
 }

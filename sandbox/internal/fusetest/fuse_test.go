@@ -244,10 +244,13 @@ func TestSandboxMountLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	goOn, tell, err := os.Pipe()
-	if err != nil {
+	// A pipe in blocking mode, not os.Pipe's, which the runtime's poller
+	// makes non-blocking: the program's read would fail with EAGAIN.
+	var pfds [2]int
+	if err := unix.Pipe2(pfds[:], unix.O_CLOEXEC); err != nil {
 		t.Fatal(err)
 	}
+	goOn, tell := os.NewFile(uintptr(pfds[0]), "go on"), os.NewFile(uintptr(pfds[1]), "tell")
 	defer tell.Close()
 	spec := baseSpec()
 	spec.Mounts = append(spec.Mounts, Mount{Kind: Dir, Dest: "/live"})
