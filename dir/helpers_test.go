@@ -2,8 +2,6 @@ package dir
 
 import (
 	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/caplin-dev/caplin/internal/testenv"
@@ -12,6 +10,8 @@ import (
 var (
 	alsoAsNobody = testenv.AlsoAsNobody
 	openFDs      = testenv.OpenFDs
+	// writeTree makes files under a root (see testenv.WriteTree).
+	writeTree = testenv.WriteTree
 )
 
 // envTmp, if set, is where tempDir makes its directories.
@@ -51,31 +51,4 @@ func mustOpen(t testing.TB, path string, opts ...Option) *Dir {
 	}
 	t.Cleanup(func() { d.Close() })
 	return d
-}
-
-// writeTree makes files (name → contents; a name ending in "/" is a
-// directory, contents "->target" a symbolic link) under root.
-func writeTree(t testing.TB, root string, files map[string]string) {
-	t.Helper()
-	for name, content := range files {
-		p := filepath.Join(root, name)
-		if strings.HasSuffix(name, "/") {
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if target, ok := strings.CutPrefix(content, "->"); ok {
-			if err := os.Symlink(target, p); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 }

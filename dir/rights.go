@@ -2,8 +2,8 @@ package dir
 
 import (
 	"fmt"
-	"strings"
 
+	"github.com/caplin-dev/caplin/internal/bitnames"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,44 +54,21 @@ const (
 	All = ReadWrite | RightExec
 )
 
-var rightNames = []struct {
-	r    Rights
-	name string
-}{
-	{RightRead, "read"},
-	{RightWrite, "write"},
-	{RightCreate, "create"},
-	{RightDelete, "delete"},
-	{RightExec, "exec"},
-	{RightSetAttr, "setattr"},
+// rightNames are the names of the rights; rightShorthands name sets.
+var rightNames = []bitnames.Name[Rights]{
+	{Bits: RightRead, Name: "read"}, {Bits: RightWrite, Name: "write"}, {Bits: RightCreate, Name: "create"},
+	{Bits: RightDelete, Name: "delete"}, {Bits: RightExec, Name: "exec"}, {Bits: RightSetAttr, Name: "setattr"},
+}
+
+var rightShorthands = []bitnames.Name[Rights]{
+	{Bits: 0, Name: "none"}, {Bits: ReadOnly, Name: "ro"}, {Bits: ReadWrite, Name: "rw"}, {Bits: All, Name: "all"},
 }
 
 // Has reports whether r includes every right in want.
 func (r Rights) Has(want Rights) bool { return r&want == want }
 
 // String lists the rights, as "read|write", or "none".
-func (r Rights) String() string {
-	var b strings.Builder
-	for _, n := range rightNames {
-		if r&n.r != 0 {
-			if b.Len() > 0 {
-				b.WriteByte('|')
-			}
-			b.WriteString(n.name)
-			r &^= n.r
-		}
-	}
-	if r != 0 {
-		if b.Len() > 0 {
-			b.WriteByte('|')
-		}
-		b.WriteString("unknown")
-	}
-	if b.Len() == 0 {
-		return "none"
-	}
-	return b.String()
-}
+func (r Rights) String() string { return bitnames.Format(r, "|", rightNames, All) }
 
 // Mode is how a Dir resolves the paths it is given. Both modes refuse
 // /proc magic links (RESOLVE_NO_MAGICLINKS) and never let a lookup leave
@@ -159,28 +136,9 @@ func makeOptions(opts []Option) options {
 // with "," allowed in place of "|" and the shorthands "ro" (ReadOnly), "rw"
 // (ReadWrite) and "all" (All).
 func ParseRights(s string) (Rights, error) {
-	var r Rights
-	for _, w := range strings.FieldsFunc(s, func(c rune) bool { return c == '|' || c == ',' }) {
-		switch w = strings.TrimSpace(w); w {
-		case "none":
-		case "ro":
-			r |= ReadOnly
-		case "rw":
-			r |= ReadWrite
-		case "all":
-			r |= All
-		default:
-			found := false
-			for _, n := range rightNames {
-				if n.name == w {
-					r |= n.r
-					found = true
-				}
-			}
-			if !found {
-				return 0, fmt.Errorf("dir: unknown right %q (want read, write, create, delete, exec, setattr, ro, rw, all or none)", w)
-			}
-		}
+	r, unknown, ok := bitnames.Parse(s, "|,", rightNames, rightShorthands)
+	if !ok {
+		return 0, fmt.Errorf("dir: unknown right %q (want read, write, create, delete, exec, setattr, ro, rw, all or none)", unknown)
 	}
 	return r, nil
 }

@@ -269,18 +269,18 @@ func TestRightsMatrix(t *testing.T) {
 				t.Fatalf("with %v: %v", op.need, err)
 			}
 			for _, r := range rightNames {
-				if op.need&r.r == 0 {
+				if op.need&r.Bits == 0 {
 					continue
 				}
-				d, root := fresh(All &^ r.r)
+				d, root := fresh(All &^ r.Bits)
 				before := treeString(t, root)
 				err := op.call(d)
 				var re *RightsError
 				if !errors.As(err, &re) || !errors.Is(err, fs.ErrPermission) {
-					t.Errorf("without %s: %v, want *RightsError", r.name, err)
+					t.Errorf("without %s: %v, want *RightsError", r.Name, err)
 				}
 				if after := treeString(t, root); after != before {
-					t.Errorf("without %s the tree changed:\n%s\n%s", r.name, before, after)
+					t.Errorf("without %s the tree changed:\n%s\n%s", r.Name, before, after)
 				}
 			}
 		})

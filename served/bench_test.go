@@ -6,27 +6,39 @@ import (
 	"testing"
 )
 
-// TestLatency reports the latency of lstat, open+close and
-// open+read+close of a small file through a served mount next to the same
-// calls on the directory itself. It measures; it asserts nothing but that
-// the calls work. Run it with -run TestLatency -v.
-func TestLatency(t *testing.T) {
-	if testing.Short() {
-		t.Skip("measures")
-	}
-	root := t.TempDir()
+// BenchmarkCalls measures lstat, open+close, open+read+close of a small
+// file and open+8×512 B writes+close through a served mount (read-only and
+// writable) and on the directory itself, in the mount worker: go test
+// ./served -run - -bench Calls. The worker's own ns per call is the
+// "ns/call" metric.
+func BenchmarkCalls(b *testing.B) {
+	root := b.TempDir()
 	if err := os.WriteFile(filepath.Join(root, "f"), []byte("hello, world\n"), 0o644); err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
 	for _, rights := range []Rights{ReadOnly, All} {
-		m, _ := serveHost(t, root, rights)
-		for _, op := range []string{"lstat", "open", "read"} {
-			served := m.ok(req{Op: "bench", Path: "f", Path2: op, N: benchN}).N
-			direct := m.ok(req{Op: "bench", Path: filepath.Join(root, "f"), Path2: op, N: benchN}).N
-			t.Logf("%-8s %-6s served %6d ns, direct %6d ns, ratio %.1f", rights, op, served, direct, float64(served)/float64(direct))
+		name := "rw"
+		if rights == ReadOnly {
+			name = "ro"
 		}
+		b.Run(name, func(b *testing.B) {
+			m, _ := serveHost(b, root, rights)
+			ops := []string{"lstat", "open", "read"}
+			if rights == All {
+				ops = append(ops, "write")
+			}
+			for _, op := range ops {
+				for _, where := range []string{"served", "direct"} {
+					path := "f"
+					if where == "direct" {
+						path = filepath.Join(root, "f")
+					}
+					b.Run(op+"/"+where, func(b *testing.B) {
+						a := m.ok(req{Op: "bench", Path: path, Path2: op, N: b.N})
+						b.ReportMetric(float64(a.N), "ns/call")
+					})
+				}
+			}
+		})
 	}
 }
-
-// benchN is the rounds of each measurement.
-const benchN = 20000

@@ -55,6 +55,11 @@
 //     docs/served.md.
 //   - Extended attributes of symbolic links need Linux 6.13 (getxattrat);
 //     before it they fail with EOPNOTSUPP.
+//   - The FS is asked by paths from the mount's root: a name deeper than
+//     PATH_MAX (4096 bytes from the root) fails with ENAMETOOLONG, and
+//     a directory renamed outside the mount is found again by its new
+//     name only when the kernel looks it up again (within the entry
+//     timeout); until then its old path fails with ENOENT.
 //   - go-fuse answers a lookup of ".go-fuse-epoll-hack" in the root itself,
 //     without the Server.
 package served

@@ -113,6 +113,41 @@ func (r *rawFS) enter() fuse.Status {
 
 func (r *rawFS) leave() { r.inflight.Add(-1) }
 
+// begin starts a request on node h.NodeId, or on name in it if name is
+// not "", that needs rights (op names it in an event): it passes the
+// gate, finds the path and checks the rights. If it returns OK, the
+// caller calls leave when done.
+func (r *rawFS) begin(h *fuse.InHeader, name, op string, need Rights) (string, fuse.Status) {
+	if st := r.enter(); !st.Ok() {
+		return "", st
+	}
+	var path string
+	var st fuse.Status
+	if name == "" {
+		path, st = r.path(h.NodeId)
+	} else {
+		path, st = r.childPath(h.NodeId, name)
+	}
+	if st.Ok() && need != 0 {
+		st = r.check(h, op, path, need)
+	}
+	if !st.Ok() {
+		r.leave()
+	}
+	return path, st
+}
+
+// attrOut answers with the attributes of path.
+func (r *rawFS) attrOut(ctx context.Context, path string, out *fuse.AttrOut) fuse.Status {
+	stat, err := r.fs.Lstat(ctx, path)
+	if err != nil {
+		return r.status(err)
+	}
+	out.SetTimeout(r.timeout)
+	r.fillAttr(&stat, &out.Attr)
+	return fuse.OK
+}
+
 // check returns OK if the mount's rights include need, or else reports
 // the refusal as an Event and returns EACCES.
 func (r *rawFS) check(h *fuse.InHeader, op, path string, need Rights) fuse.Status {
@@ -294,25 +329,11 @@ func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.At
 	if !st.Ok() {
 		return st
 	}
-	stat, err := r.fs.Lstat(ctx, path)
-	if err != nil {
-		return r.status(err)
-	}
-	out.SetTimeout(r.timeout)
-	r.fillAttr(&stat, &out.Attr)
-	return fuse.OK
+	return r.attrOut(ctx, path, out)
 }
 
 func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	ctx := r.reqCtx(cancel)
-	if st := r.enter(); !st.Ok() {
-		return st
-	}
-	defer r.leave()
-	path, st := r.path(in.NodeId)
-	if !st.Ok() {
-		return st
-	}
 	var need Rights
 	if in.Valid&fuse.FATTR_SIZE != 0 {
 		need |= RightWrite
@@ -320,9 +341,11 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 	if in.Valid&(fuse.FATTR_MODE|fuse.FATTR_UID|fuse.FATTR_GID|fuse.FATTR_ATIME|fuse.FATTR_MTIME|fuse.FATTR_ATIME_NOW|fuse.FATTR_MTIME_NOW) != 0 {
 		need |= RightSetAttr
 	}
-	if st := r.check(&in.InHeader, "setattr", path, need); !st.Ok() {
+	path, st := r.begin(&in.InHeader, "", "setattr", need)
+	if !st.Ok() {
 		return st
 	}
+	defer r.leave()
 	var hd *handle
 	if fh, ok := in.GetFh(); ok {
 		hd = r.handle(fh)
@@ -381,28 +404,16 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 			return r.status(err)
 		}
 	}
-	stat, err := r.fs.Lstat(ctx, path)
-	if err != nil {
-		return r.status(err)
-	}
-	out.SetTimeout(r.timeout)
-	r.fillAttr(&stat, &out.Attr)
-	return fuse.OK
+	return r.attrOut(ctx, path, out)
 }
 
 func (r *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
 	ctx := r.reqCtx(cancel)
-	if st := r.enter(); !st.Ok() {
-		return nil, st
-	}
-	defer r.leave()
-	path, st := r.path(h.NodeId)
+	path, st := r.begin(h, "", "readlink", RightRead)
 	if !st.Ok() {
 		return nil, st
 	}
-	if st := r.check(h, "readlink", path, RightRead); !st.Ok() {
-		return nil, st
-	}
+	defer r.leave()
 	target, err := r.fs.Readlink(ctx, path)
 	if err != nil {
 		return nil, r.status(err)
@@ -413,17 +424,11 @@ func (r *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse
 // create runs the part common to requests that make a name: the gate, the
 // path, the rights, make, the mode, and the entry.
 func (r *rawFS) create(ctx context.Context, h *fuse.InHeader, op string, name string, need Rights, mode uint32, out *fuse.EntryOut, make func(path string) error) fuse.Status {
-	if st := r.enter(); !st.Ok() {
-		return st
-	}
-	defer r.leave()
-	path, st := r.childPath(h.NodeId, name)
+	path, st := r.begin(h, name, op, need)
 	if !st.Ok() {
 		return st
 	}
-	if st := r.check(h, op, path, need); !st.Ok() {
-		return st
-	}
+	defer r.leave()
 	if err := make(path); err != nil {
 		return r.status(err)
 	}
@@ -466,17 +471,11 @@ func (r *rawFS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *
 }
 
 func (r *rawFS) remove(ctx context.Context, h *fuse.InHeader, op, name string, rm func(context.Context, string) error) fuse.Status {
-	if st := r.enter(); !st.Ok() {
-		return st
-	}
-	defer r.leave()
-	path, st := r.childPath(h.NodeId, name)
+	path, st := r.begin(h, name, op, RightDelete)
 	if !st.Ok() {
 		return st
 	}
-	if st := r.check(h, op, path, RightDelete); !st.Ok() {
-		return st
-	}
+	defer r.leave()
 	if err := rm(ctx, path); err != nil {
 		return r.status(err)
 	}
@@ -850,17 +849,11 @@ func (r *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 }
 
 func (r *rawFS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	if st := r.enter(); !st.Ok() {
-		return st
-	}
-	defer r.leave()
-	path, st := r.path(in.NodeId)
+	_, st := r.begin(&in.InHeader, "", "opendir", RightRead)
 	if !st.Ok() {
 		return st
 	}
-	if st := r.check(&in.InHeader, "opendir", path, RightRead); !st.Ok() {
-		return st
-	}
+	defer r.leave()
 	out.Fh = r.addHandle(&handle{})
 	// The kernel may keep the listing (it drops it when the directory's
 	// mtime changes, or on invalidation).
@@ -960,17 +953,11 @@ func (r *rawFS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.Statf
 
 func (r *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
 	ctx := r.reqCtx(cancel)
-	if st := r.enter(); !st.Ok() {
-		return 0, st
-	}
-	defer r.leave()
-	path, st := r.path(h.NodeId)
+	path, st := r.begin(h, "", "getxattr", RightRead)
 	if !st.Ok() {
 		return 0, st
 	}
-	if st := r.check(h, "getxattr", path, RightRead); !st.Ok() {
-		return 0, st
-	}
+	defer r.leave()
 	v, err := r.fs.Getxattr(ctx, path, attr)
 	if err != nil {
 		return 0, r.status(err)
@@ -992,17 +979,11 @@ func copyOut(dest, v []byte) (uint32, fuse.Status) {
 
 func (r *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
 	ctx := r.reqCtx(cancel)
-	if st := r.enter(); !st.Ok() {
-		return 0, st
-	}
-	defer r.leave()
-	path, st := r.path(h.NodeId)
+	path, st := r.begin(h, "", "listxattr", RightRead)
 	if !st.Ok() {
 		return 0, st
 	}
-	if st := r.check(h, "listxattr", path, RightRead); !st.Ok() {
-		return 0, st
-	}
+	defer r.leave()
 	names, err := r.fs.Listxattr(ctx, path)
 	if err != nil {
 		return 0, r.status(err)
@@ -1016,33 +997,21 @@ func (r *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte)
 
 func (r *rawFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
 	ctx := r.reqCtx(cancel)
-	if st := r.enter(); !st.Ok() {
-		return st
-	}
-	defer r.leave()
-	path, st := r.path(in.NodeId)
+	path, st := r.begin(&in.InHeader, "", "setxattr", RightXattr)
 	if !st.Ok() {
 		return st
 	}
-	if st := r.check(&in.InHeader, "setxattr", path, RightXattr); !st.Ok() {
-		return st
-	}
+	defer r.leave()
 	return r.status(r.fs.Setxattr(ctx, path, attr, data, int(in.Flags)))
 }
 
 func (r *rawFS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
 	ctx := r.reqCtx(cancel)
-	if st := r.enter(); !st.Ok() {
-		return st
-	}
-	defer r.leave()
-	path, st := r.path(h.NodeId)
+	path, st := r.begin(h, "", "removexattr", RightXattr)
 	if !st.Ok() {
 		return st
 	}
-	if st := r.check(h, "removexattr", path, RightXattr); !st.Ok() {
-		return st
-	}
+	defer r.leave()
 	return r.status(r.fs.Removexattr(ctx, path, attr))
 }
 

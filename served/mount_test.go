@@ -87,7 +87,7 @@ type resp struct {
 
 // mount is a Server mounted in a worker's namespaces.
 type mount struct {
-	t    *testing.T
+	t    testing.TB
 	srv  *Server
 	cmd  *exec.Cmd
 	conn net.Conn
@@ -99,7 +99,7 @@ type mount struct {
 // mountServer mounts s in a new worker, serves it, and returns the
 // worker to ask for operations. The worker maps uid and gid 0 inside to
 // the test's own IDs (and, as root, 1-65535 to themselves).
-func mountServer(t *testing.T, s *Server) *mount {
+func mountServer(t testing.TB, s *Server) *mount {
 	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skip("no /dev/fuse")
@@ -396,6 +396,14 @@ func (w *worker) run(r req) (a resp) {
 			case "open":
 				var fd int
 				if fd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+					unix.Close(fd)
+				}
+			case "write":
+				var fd int
+				if fd, err = unix.Open(p, unix.O_WRONLY|unix.O_CLOEXEC, 0); err == nil {
+					for range 8 {
+						_, err = unix.Write(fd, buf[:512])
+					}
 					unix.Close(fd)
 				}
 			case "read":

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/caplin-dev/caplin/internal/bitnames"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,13 +54,15 @@ const (
 	All = RightRead | RightWrite | RightAppend | RightCreate | RightDelete | RightRename | RightLink | RightSetAttr | RightXattr | RightExec
 )
 
-var rightNames = []struct {
-	r    Rights
-	name string
-}{
-	{RightRead, "read"}, {RightWrite, "write"}, {RightAppend, "append"}, {RightCreate, "create"},
-	{RightDelete, "delete"}, {RightRename, "rename"}, {RightLink, "link"}, {RightSetAttr, "setattr"},
-	{RightXattr, "xattr"}, {RightExec, "exec"},
+// rightNames are the names of the rights; rightShorthands name sets.
+var rightNames = []bitnames.Name[Rights]{
+	{Bits: RightRead, Name: "read"}, {Bits: RightWrite, Name: "write"}, {Bits: RightAppend, Name: "append"}, {Bits: RightCreate, Name: "create"},
+	{Bits: RightDelete, Name: "delete"}, {Bits: RightRename, Name: "rename"}, {Bits: RightLink, Name: "link"}, {Bits: RightSetAttr, Name: "setattr"},
+	{Bits: RightXattr, Name: "xattr"}, {Bits: RightExec, Name: "exec"},
+}
+
+var rightShorthands = []bitnames.Name[Rights]{
+	{Bits: 0, Name: "none"}, {Bits: ReadOnly, Name: "ro"}, {Bits: All, Name: "rw"}, {Bits: All, Name: "all"},
 }
 
 // ParseRights parses a list of right names separated by commas: read,
@@ -68,46 +70,15 @@ var rightNames = []struct {
 // the shorthands "ro" (read,exec) and "rw" (every right). "none" and the
 // empty string are no right.
 func ParseRights(s string) (Rights, error) {
-	var r Rights
-	for _, w := range strings.Split(s, ",") {
-		switch w = strings.TrimSpace(w); w {
-		case "", "none":
-		case "ro":
-			r |= ReadOnly
-		case "rw", "all":
-			r |= All
-		default:
-			found := false
-			for _, n := range rightNames {
-				if n.name == w {
-					r |= n.r
-					found = true
-				}
-			}
-			if !found {
-				return 0, fmt.Errorf("served: unknown right %q (want read, write, append, create, delete, rename, link, setattr, xattr, exec, ro or rw)", w)
-			}
-		}
+	r, unknown, ok := bitnames.Parse(s, ",", rightNames, rightShorthands)
+	if !ok {
+		return 0, fmt.Errorf("served: unknown right %q (want read, write, append, create, delete, rename, link, setattr, xattr, exec, ro or rw)", unknown)
 	}
 	return r, nil
 }
 
 // String lists the rights, as "read,write", or "none".
-func (r Rights) String() string {
-	var names []string
-	for _, n := range rightNames {
-		if r&n.r != 0 {
-			names = append(names, n.name)
-		}
-	}
-	if r&^All != 0 {
-		names = append(names, "unknown")
-	}
-	if len(names) == 0 {
-		return "none"
-	}
-	return strings.Join(names, ",")
-}
+func (r Rights) String() string { return bitnames.Format(r, ",", rightNames, All) }
 
 // Has reports whether r includes every right in want.
 func (r Rights) Has(want Rights) bool { return r&want == want }
@@ -168,8 +139,10 @@ type Event struct {
 	Kind string `json:"kind"`
 	// Mount is the mount's path inside the sandbox.
 	Mount string `json:"mount"`
-	// PID is the requesting process's, as the caller's pid namespace sees
-	// it (0 where the kernel gives none).
+	// PID is the ID of the requesting thread, which FUSE reports (the
+	// process ID for a single-threaded program), as the pid namespace of
+	// the process that mounted the file system sees it (0 where the kernel
+	// gives none).
 	PID int `json:"pid,omitempty"`
 	// Op is the FUSE operation ("create", "unlink", "rename", "open",
 	// "setattr", ...).

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/internal/testenv"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -36,35 +37,11 @@ func (l *eventLog) all() []Event {
 	return slices.Clone(l.ev)
 }
 
-// tree makes files under root: name → contents; a name ending in "/" is
-// a directory, contents "->target" a symbolic link.
-func tree(t *testing.T, root string, files map[string]string) {
-	t.Helper()
-	for name, content := range files {
-		p := filepath.Join(root, name)
-		if strings.HasSuffix(name, "/") {
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if target, ok := strings.CutPrefix(content, "->"); ok {
-			if err := os.Symlink(target, p); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+// tree makes files under root (see testenv.WriteTree).
+var tree = testenv.WriteTree
 
 // serveHost serves root with rights and mounts it in a worker.
-func serveHost(t *testing.T, root string, rights Rights) (*mount, *eventLog) {
+func serveHost(t testing.TB, root string, rights Rights) (*mount, *eventLog) {
 	t.Helper()
 	d, err := dir.Open(root)
 	if err != nil {
@@ -506,4 +483,25 @@ func TestIDMap(t *testing.T) {
 		t.Error("empty map is not the identity")
 	}
 	_ = []proc.IDMap(m)
+}
+
+// TestCoherence: a writable mount sees changes made outside it within
+// WritableCache (docs/served.md, "Caching").
+func TestCoherence(t *testing.T) {
+	root := t.TempDir()
+	tree(t, root, map[string]string{"f": "one"})
+	m, _ := serveHost(t, root, All)
+	m.ok(req{Op: "read", Path: "f"})
+	m.errno(req{Op: "stat", Path: "later"}, syscall.ENOENT)
+	tree(t, root, map[string]string{"f": "two, longer", "later": "here"})
+	time.Sleep(WritableCache + 200*time.Millisecond)
+	if a := m.ok(req{Op: "read", Path: "f"}); string(a.Data) != "two, longer" {
+		t.Errorf("f after the cache timeout: %q", a.Data)
+	}
+	if a := m.ok(req{Op: "read", Path: "later"}); string(a.Data) != "here" {
+		t.Errorf("a name made outside: %q", a.Data)
+	}
+	os.Remove(filepath.Join(root, "later"))
+	time.Sleep(WritableCache + 200*time.Millisecond)
+	m.errno(req{Op: "stat", Path: "later"}, syscall.ENOENT)
 }

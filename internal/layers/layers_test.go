@@ -20,6 +20,7 @@ const module = "github.com/caplin-dev/caplin"
 var allowed = map[string][]string{
 	// The bottom layer: shared low-level helpers, importing no caplin
 	// package at all.
+	"internal/bitnames":  nil,
 	"internal/fdctl":     nil,
 	"internal/filemode":  nil,
 	"internal/kernel":    nil,
