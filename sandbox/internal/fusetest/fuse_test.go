@@ -33,8 +33,8 @@ func baseSpec() *Spec {
 	return spec
 }
 
-// run builds a sandbox from spec, runs sh -c script in it with stdout and
-// stderr captured, and returns the output and exit code.
+// run runs sh -c script in a sandbox of spec (sandbox.Run), and returns
+// what it wrote to its stdout and stderr, and its exit status.
 func run(t *testing.T, spec *Spec, script string) (string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -44,25 +44,19 @@ func run(t *testing.T, spec *Spec, script string) (string, int) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	s := *spec
-	s.Files = map[int]*os.File{1: w, 2: w}
-	s.Env = []string{"PATH=/usr/bin:/bin"}
-	sb, err := Build(ctx, &s)
+	outc := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		outc <- b
+	}()
+	s := spec.Clone()
+	s.Files, s.Env = map[int]*os.File{1: w, 2: w}, []string{"PATH=/usr/bin:/bin"}
+	st, err := Run(ctx, s, "/bin/sh", []string{"sh", "-c", script})
 	w.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sb.Close()
-	p, err := sb.Exec(ctx, "/bin/sh", []string{"sh", "-c", script})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, _ := io.ReadAll(r)
-	st, err := p.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out), st.ExitCode()
+	return string(<-outc), st.ExitCode()
 }
 
 // memServer is a FUSEServer of a few read-only files in memory, served
