@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caplin-dev/caplin/probe"
 	"github.com/caplin-dev/caplin/proc"
 	"github.com/caplin-dev/caplin/sandbox"
 	"github.com/caplin-dev/caplin/served"
@@ -68,6 +69,8 @@ func TestMain(m *testing.M) {
 //	[root]                   the tests run as root
 //	[userns]                 a child can be made in a new user namespace
 //	[cgroupmem]              a sandbox's memory limit has a cgroup here
+//	[fuse]                   caplin run's sandboxes can mount FUSE here
+//	[served]                 package served's server is built
 func TestScripts(t *testing.T) {
 	userns := sync.OnceValue(func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -148,11 +151,35 @@ func TestScripts(t *testing.T) {
 				return err == nil, nil
 			case "cgroupmem":
 				return cgroupMem(), nil
+			case "fuse":
+				return fuseWorks(), nil
+			case "served":
+				return servedWorks(), nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 	})
 }
+
+// fuseWorks reports whether caplin run's sandboxes can mount FUSE here:
+// the user the tests run as can (probe.FUSE), and, for root, whose
+// sandboxes are an unprivileged host user, every user may open /dev/fuse.
+var fuseWorks = sync.OnceValue(func() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var st unix.Stat_t
+	if os.Geteuid() == 0 && (unix.Stat("/dev/fuse", &st) != nil || st.Mode&0o006 != 0o006) {
+		return false
+	}
+	return probe.FUSE(ctx).OK
+})
+
+// servedWorks reports whether package served serves: a Server of an
+// empty union starts on a descriptor that is not /dev/fuse's only to fail.
+var servedWorks = sync.OnceValue(func() bool {
+	_, err := served.ParseRights("rw")
+	return err == nil && served.NewServer(served.Union(), served.Options{}).MountOptions() != ""
+})
 
 // cgroupMem reports whether a sandbox's memory limit is enforced by a
 // cgroup here, which the OOM killer then acts for.

@@ -41,6 +41,7 @@ var allowed = map[string][]string{
 	"sandbox":    {"internal/*", "cgroup", "dir", "pidfd", "proc"},
 
 	"sandbox/internal/gensysnames": nil, // go generate's program
+	"sandbox/internal/fusetest":    nil, // tests only, apart from sandbox's binary
 	"proc/internal/gencalls":       nil, // go generate's program
 
 	// The command-line vocabulary: bubblewrap's options as a Spec.
@@ -67,7 +68,7 @@ var allowed = map[string][]string{
 	"bench/rpcbench": {"internal/*", "rpc"},
 
 	// The top.
-	"cmd/caplin": {"internal/*", "dir", "dir/export", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "rpc/mountctl", "sandbox", "sandbox/bwrap", "served"},
+	"cmd/caplin": {"internal/*", "dir", "dir/export", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "rpc/mountctl", "sandbox", "sandbox/bwrap", "served", "served/remote"},
 }
 
 // never lists what a package must not link, through any path: the rules
