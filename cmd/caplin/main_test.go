@@ -66,17 +66,6 @@ func TestMain(m *testing.M) {
 //	[userns]                 a child can be made in a new user namespace
 //	[cgroupmem]              a sandbox's memory limit has a cgroup here
 func TestScripts(t *testing.T) {
-	userns := sync.OnceValue(func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		h, err := proc.Fork(ctx, &proc.Options{NewUser: true})
-		if err != nil {
-			t.Logf("no user namespaces: %v", err)
-			return false
-		}
-		h.Close()
-		return true
-	})
 	testscript.Run(t, testscript.Params{
 		Dir:                 filepath.Join("testdata", "script"),
 		RequireExplicitExec: true,
@@ -138,7 +127,7 @@ func TestScripts(t *testing.T) {
 			case "root":
 				return os.Geteuid() == 0, nil
 			case "userns":
-				return userns(), nil
+				return haveUserNS(), nil
 			case "cgroupmem":
 				return cgroupMem(), nil
 			}
@@ -146,6 +135,18 @@ func TestScripts(t *testing.T) {
 		},
 	})
 }
+
+// haveUserNS reports whether a child can be made in a new user namespace.
+var haveUserNS = sync.OnceValue(func() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h, err := proc.Fork(ctx, &proc.Options{NewUser: true})
+	if err != nil {
+		return false
+	}
+	h.Close()
+	return true
+})
 
 // cgroupMem reports whether a sandbox's memory limit is enforced by a
 // cgroup here, which the OOM killer then acts for.
