@@ -164,9 +164,11 @@ for user in $users; do
 				if (base[$1] == "whole") next
 				delete b; delete m
 				expand(base[$1], b); expand($2, m)
+				n = 0
+				for (t in m) if (!(t in b)) { for (i = ++n; i > 1 && l[i - 1] + 0 > t + 0; i--) l[i] = l[i - 1]; l[i] = t }
 				out = ""
-				for (t in m) if (!(t in b)) out = out " " t
-				if (out != "") { print "  " $1 ":" out; k++ }
+				for (i = 1; i <= n; i++) out = out " " l[i]
+				if (n) { print "  " $1 ":" out; k++ }
 			}
 			END { if (!k) print "  none" }
 		' "$work/$user-bind.failed" "$work/$user-$mode.failed"
