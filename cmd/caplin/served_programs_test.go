@@ -205,13 +205,7 @@ var servedPrograms = []servedProgram{
 			if _, second, _ := strings.Cut(out, "prog says 42\n"); strings.Contains(second, "a.c") || !strings.Contains(second, "b.c") {
 				t.Errorf("the second make did not remake exactly b.o:\n%s", second)
 			}
-			fi, err := os.Stat(filepath.Join(dir, "prog"))
-			if err != nil || fi.Mode().Perm() != 0o755 {
-				t.Fatalf("prog: %v, mode %v; want 0755", err, fi)
-			}
-			if got := hostOutput(t, filepath.Join(dir, "prog")); got != "prog says 42\n" {
-				t.Errorf("prog run from outside: %q", got)
-			}
+			wantExecutable(t, filepath.Join(dir, "prog"), "prog says 42\n")
 		},
 	},
 	{
@@ -278,13 +272,7 @@ var servedPrograms = []servedProgram{
 			if !strings.Contains(out, "hello 42\n") {
 				t.Errorf("go build in the sandbox said:\n%s", out)
 			}
-			fi, err := os.Stat(filepath.Join(dir, "hello"))
-			if err != nil || fi.Mode().Perm() != 0o755 {
-				t.Fatalf("hello: %v, %v; want mode 0755", err, fi)
-			}
-			if got := hostOutput(t, filepath.Join(dir, "hello")); got != "hello 42\n" {
-				t.Errorf("hello run from outside: %q", got)
-			}
+			wantExecutable(t, filepath.Join(dir, "hello"), "hello 42\n")
 		},
 	},
 	{
@@ -562,6 +550,22 @@ func chownTree(t *testing.T, dir string, uid, gid int) {
 		}
 		return os.Lchown(p, uid, gid)
 	}))
+}
+
+// wantExecutable checks that a program the sandbox built is mode 0755 and
+// prints out when run from outside.
+func wantExecutable(t *testing.T, path, out string) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o755 {
+		t.Errorf("%s: mode %v, want 0755", path, fi.Mode().Perm())
+	}
+	if got := hostOutput(t, path); got != out {
+		t.Errorf("%s run from outside printed %q, want %q", path, got, out)
+	}
 }
 
 // checkOwner checks that everything in dir is owned by uid: what the
