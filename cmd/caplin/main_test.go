@@ -50,6 +50,8 @@ func TestMain(m *testing.M) {
 		"escapes":       func() { os.Exit(escapes()) },
 		// reapcheck ARGS...: see TestRunLeavesNoChild.
 		"reapcheck": reapCheck,
+		// fusedev DIR ARGS...: see TestServedPrograms.
+		"fusedev": fuseDev,
 	})
 }
 

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/caplin-dev/caplin/sandbox/bwrap"
+	"golang.org/x/sys/unix"
 )
 
 // A dirMode is a way of giving a host directory to a sandbox: the caplin
@@ -479,6 +480,63 @@ func programDir(t *testing.T) string {
 	return dir
 }
 
+// fuseDev is the command "fusedev DIR ARGS...", which runs "caplin ARGS..."
+// (this test binary as caplin) as root in a mount namespace of its own in
+// which a FUSE device node of mode 0666, made on a tmpfs at DIR, is bound
+// over /dev/fuse: caplin run as root runs its sandboxes as an unprivileged
+// host user, who must open /dev/fuse for a served mount, which many
+// servers make 0600. The host's /dev/fuse is not changed.
+func fuseDev() {
+	if len(os.Args) < 3 {
+		fmt.Fprintln(os.Stderr, "usage: fusedev DIR ARGS...")
+		os.Exit(2)
+	}
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "fusedev:", err)
+		os.Exit(1)
+	}
+	// The mount namespace is the process's own (runProgram starts it
+	// with CLONE_NEWNS, whose mounts the Go runtime makes private).
+	if err := bindFUSENode(os.Args[1]); err != nil {
+		fail(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fail(err)
+	}
+	fail(syscall.Exec(exe, append([]string{"caplin"}, os.Args[2:]...), os.Environ()))
+}
+
+// bindFUSENode binds a FUSE device node of mode 0666, made on a tmpfs
+// mounted on dir, over /dev/fuse, in the caller's mount namespace.
+func bindFUSENode(dir string) error {
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755"); err != nil {
+		return &os.PathError{Op: "mount tmpfs", Path: dir, Err: err}
+	}
+	node := filepath.Join(dir, "fuse")
+	if err := unix.Mknod(node, unix.S_IFCHR|0o666, int(unix.Mkdev(10, 229))); err != nil {
+		return &os.PathError{Op: "mknod", Path: node, Err: err}
+	}
+	if err := unix.Chmod(node, 0o666); err != nil {
+		return &os.PathError{Op: "chmod", Path: node, Err: err}
+	}
+	if err := unix.Mount(node, "/dev/fuse", "", unix.MS_BIND, ""); err != nil {
+		return &os.PathError{Op: "bind " + node + " on", Path: "/dev/fuse", Err: err}
+	}
+	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+		return &os.PathError{Op: "umount", Path: dir, Err: err}
+	}
+	return nil
+}
+
+// fuseClosed reports whether the sandboxes of caplin run, run by this
+// test, could not open /dev/fuse: when the test is root, whose sandboxes
+// are an unprivileged host user, and /dev/fuse is not open to all.
+func fuseClosed() bool {
+	var st unix.Stat_t
+	return os.Geteuid() == 0 && unix.Stat("/dev/fuse", &st) == nil && st.Mode&0o006 != 0o006
+}
+
 // runProgram runs script with sh -e in a sandbox of the usual system
 // grants whose working directory is dir, given to it with flag (--bind,
 // say) at the same path. It returns what the script printed.
@@ -490,6 +548,15 @@ func runProgram(exe, dir, flag, script string) (string, error) {
 		"--setenv", "PATH", sandboxPath, "--setenv", "HOME", dir + "/.home",
 		"--setenv", "LC_ALL", "C", "--setenv", "TZ", "UTC",
 		flag, dir, dir, "--chdir", dir, "--", "sh", "-ec", script}
+	if flag != "--bind" && fuseClosed() {
+		node, err := os.MkdirTemp("", "caplin-fuse-node-")
+		if err != nil {
+			return "", err
+		}
+		defer os.Remove(node)
+		cmd.Args = append([]string{"fusedev", node}, cmd.Args[1:]...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
