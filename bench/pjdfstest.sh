@@ -36,8 +36,10 @@
 # Full prove logs are kept in the directory it names.
 #
 # Usage: [MODES="bind serve-bind bindfs"] [USERS="root nobody"]
-#        [TIMEOUT=SECONDS] bench/pjdfstest.sh SRC [PROVE-ARGS...]
-# (PROVE-ARGS narrow the run: tests/chmod, say; default: tests)
+#        [TIMEOUT=SECONDS] [REFERENCE=DIR] bench/pjdfstest.sh SRC [PROVE-ARGS...]
+# (PROVE-ARGS narrow the run: tests/chmod, say; default: tests. REFERENCE:
+# the work directory of an earlier run whose bind results to compare with
+# when MODES has no bind.)
 # Runs as root (to mount bindfs and give root a subordinate range).
 set -euo pipefail
 
@@ -162,7 +164,9 @@ done
 # The regressions: test files (and their subtests) that pass on the bind
 # but fail in another mode, per user.
 for user in $users; do
-	[ -f "$work/$user-bind.failed" ] || continue
+	ref=$work/$user-bind.failed
+	[ -f "$ref" ] || ref=${REFERENCE:-/nonexistent}/$user-bind.failed
+	[ -f "$ref" ] || continue
 	for mode in $modes; do
 		[ "$mode" != bind ] && [ -f "$work/$user-$mode.failed" ] || continue
 		echo "$user: passing on bind, failing on $mode:"
@@ -187,6 +191,6 @@ for user in $users; do
 				if (n) { print "  " $1 ":" out; k++ }
 			}
 			END { if (!k) print "  none" }
-		' "$work/$user-bind.failed" "$work/$user-$mode.failed"
+		' "$ref" "$work/$user-$mode.failed"
 	done
 done
