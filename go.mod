@@ -11,6 +11,7 @@ require (
 )
 
 require (
+	github.com/hanwen/go-fuse/v2 v2.12.1 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
 	golang.org/x/tools v0.26.0 // indirect
 )

@@ -578,6 +578,7 @@ var testHooks struct {
 	noTmpfile       atomic.Bool // CreateExclusive: no O_TMPFILE
 	noLinkEmptyPath atomic.Bool // linkat(AT_EMPTY_PATH) refused, as before 6.10 without CAP_DAC_READ_SEARCH
 	noFchmodat2     atomic.Bool // no fchmodat2, as before 6.6
+	noXattrAt       atomic.Bool // the *xattrat calls give ENOSYS
 }
 
 // createTmpfile is CreateExclusive with O_TMPFILE and linkat, or

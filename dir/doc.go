@@ -22,13 +22,16 @@
 // the Dir: a lookup that a concurrent rename could have misled fails with
 // EAGAIN inside the kernel, and is retried from the start.
 //
-// An operation on a name (Mkdir, Remove, Rename, Link, Symlink, Readlink,
-// Lstat) opens the name's parent directory that way and then calls the
+// An operation on a name (Mkdir, Mknod, Remove, Unlink, Rmdir, Rename,
+// RenameFlags, Link, Symlink, Readlink, Lstat, Lchown, Utimens, and the
+// extended attribute calls) opens the name's parent directory that way and then calls the
 // *at system call on the final element, which is never followed if it is a
 // symbolic link. Where a final element could still be followed or climb
 // (".", "..", a trailing slash), the whole path is resolved with openat2
 // instead and the call made on the descriptor it returns. Stat, Chmod and
-// Open follow symbolic links, always confined.
+// Open follow symbolic links, always confined; Truncate and Statfs open
+// the whole path with O_NOFOLLOW. These calls are what a file system
+// server (package served) needs to act on a name exactly as a program asked.
 //
 // Without openat2 (Linux before 5.6) Open, FromFile and every operation
 // fail with ErrNoOpenat2: there is no fallback that resolves paths in user

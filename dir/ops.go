@@ -386,36 +386,21 @@ func (d *Dir) Symlink(target, newname string) error {
 // Readlink returns the target of the symbolic link name in d. It needs
 // RightRead.
 func (d *Dir) Readlink(name string) (string, error) {
-	const op = "readlink"
-	rootfd, p, err := d.beginParent(op, name, RightRead, nil)
-	if err != nil {
-		return "", err
-	}
-	defer d.endParent(&p)
-	fd, base := p.fd, p.base
-	if !p.plain {
-		// Resolve the whole path confined, then read the link the descriptor is on.
-		lfd, err := openat2(rootfd, name, unix.O_PATH|unix.O_NOFOLLOW, 0, d.mode)
-		if err != nil {
-			return "", pathErr(op, name, err)
+	var target string
+	err := d.onFinal("readlink", name, RightRead, func(fd int, base string, _ int) error {
+		for size := 256; ; size *= 2 {
+			buf := make([]byte, size)
+			n, err := unix.Readlinkat(fd, base, buf)
+			if err != nil {
+				return err
+			}
+			if n < size {
+				target = string(buf[:n])
+				return nil
+			}
 		}
-		defer unix.Close(lfd)
-		fd, base = lfd, ""
-	}
-	for size := 256; ; size *= 2 {
-		buf := make([]byte, size)
-		var n int
-		err := ignoringEINTR(func() (err error) {
-			n, err = unix.Readlinkat(fd, base, buf)
-			return err
-		})
-		if err != nil {
-			return "", pathErr(op, name, err)
-		}
-		if n < size {
-			return string(buf[:n]), nil
-		}
-	}
+	})
+	return target, err
 }
 
 // Stat returns the FileInfo of the named file in d, following symbolic

@@ -14,6 +14,7 @@ import (
 type rawDirent struct {
 	name string
 	typ  uint8
+	ino  uint64
 }
 
 // direntReader reads a directory's entries with getdents64, skipping "."
@@ -89,6 +90,7 @@ func parseDirent(b []byte) (reclen int, e rawDirent, ok bool) {
 	}
 	e.name = string(name)
 	e.typ = b[direntTypeOff]
+	e.ino = binary.NativeEndian.Uint64(b[direntInoOff:])
 	return reclen, e, true
 }
 
@@ -149,19 +151,49 @@ func (d *Dir) makeEntries(dirfd int, dirPath string, raw []rawDirent) []fs.DirEn
 	return ents
 }
 
-// ReadDir returns the entries of the directory name in d, sorted by name,
-// without "." and "..". It needs RightRead. An entry's Info is looked up when
-// called, through d (as Lstat), and fails once d is closed.
-func (d *Dir) ReadDir(name string) ([]fs.DirEntry, error) {
+// Dirent is one name in a directory, as getdents64(2) reports it.
+type Dirent struct {
+	Name string
+	Type uint8  // unix.DT_*; never DT_UNKNOWN (ReadDirEntries looks such types up)
+	Ino  uint64 // the inode number the directory holds for it
+}
+
+// ReadDirEntries returns the names in the directory name in d, without
+// "." and "..", with their types and inode numbers, in the order the
+// directory gives them (not sorted). Where the file system did not say a
+// name's type, it is looked up with fstatat, and a name gone meanwhile is
+// left out. It needs RightRead. It is ReadDir for a caller that serves
+// directory listings (package served), and makes no fs.DirEntry.
+func (d *Dir) ReadDirEntries(name string) ([]Dirent, error) {
 	const op = "readdir"
+	var ents []Dirent
+	err := d.readDirRaw(op, name, func(fd int, raw []rawDirent) {
+		for _, r := range raw {
+			if r.typ == unix.DT_UNKNOWN {
+				var st unix.Stat_t
+				err := ignoringEINTR(func() error { return unix.Fstatat(fd, r.name, &st, unix.AT_SYMLINK_NOFOLLOW) })
+				if err != nil {
+					continue
+				}
+				r.typ = uint8(st.Mode & unix.S_IFMT >> 12)
+			}
+			ents = append(ents, Dirent{Name: r.name, Type: r.typ, Ino: r.ino})
+		}
+	})
+	return ents, err
+}
+
+// readDirRaw lists the directory name in d, for an operation op that
+// needs RightRead, and calls fn with the open directory and every entry.
+func (d *Dir) readDirRaw(op, name string, fn func(fd int, raw []rawDirent)) error {
 	rootfd, err := d.begin(op, name, RightRead)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer d.fd.release()
 	fd, err := openat2(rootfd, name, unix.O_RDONLY|unix.O_DIRECTORY, 0, d.mode)
 	if err != nil {
-		return nil, pathErr(op, name, err)
+		return pathErr(op, name, err)
 	}
 	defer unix.Close(fd)
 	var raw []rawDirent
@@ -169,14 +201,28 @@ func (d *Dir) ReadDir(name string) ([]fs.DirEntry, error) {
 	for {
 		ents, err := r.next(1024)
 		if err != nil {
-			return nil, pathErr(op, name, err)
+			return pathErr(op, name, err)
 		}
 		if len(ents) == 0 {
 			break
 		}
 		raw = append(raw, ents...)
 	}
-	ents := d.makeEntries(fd, name, raw)
+	fn(fd, raw)
+	return nil
+}
+
+// ReadDir returns the entries of the directory name in d, sorted by name,
+// without "." and "..". It needs RightRead. An entry's Info is looked up when
+// called, through d (as Lstat), and fails once d is closed.
+func (d *Dir) ReadDir(name string) ([]fs.DirEntry, error) {
+	var ents []fs.DirEntry
+	err := d.readDirRaw("readdir", name, func(fd int, raw []rawDirent) {
+		ents = d.makeEntries(fd, name, raw)
+	})
+	if err != nil {
+		return nil, err
+	}
 	slices.SortFunc(ents, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
 	return ents, nil
 }

@@ -20,28 +20,30 @@ type Rights uint32
 
 const (
 	// RightRead permits opening regular files for reading (O_RDONLY and the
-	// read half of O_RDWR), ReadFile, ReadDir, Readlink, Read and
-	// StatVersion.
+	// read half of O_RDWR), ReadFile, ReadDir, ReadDirEntries, Readlink,
+	// Read, StatVersion, Getxattr and Listxattr.
 	RightRead Rights = 1 << iota
 	// RightWrite permits opening existing files for writing: O_WRONLY, O_RDWR,
-	// O_TRUNC and O_APPEND; and replacing a file's contents with Replace
+	// O_TRUNC and O_APPEND; Truncate; and replacing a file's contents with Replace
 	// and CompareAndSwap (which also need RightCreate).
 	RightWrite
 	// RightCreate permits making new names: OpenFile with O_CREAT, Create,
-	// Mkdir, MkdirAll, Symlink, Link, the new name of Rename and Exchange,
-	// and CreateExclusive. A file that OpenFile makes with
+	// Mkdir, MkdirAll, Mknod, Symlink, Link, the new name of Rename,
+	// RenameFlags and Exchange, and CreateExclusive. A file that OpenFile makes with
 	// O_CREAT|O_EXCL may be opened for writing with RightCreate alone, since
 	// writing a file that did not exist changes nothing that did.
 	RightCreate
-	// RightDelete permits removing names: Remove, RemoveAll, the old name of
-	// Rename (and an existing file that Rename or Exchange would replace).
+	// RightDelete permits removing names: Remove, RemoveAll, Unlink, Rmdir,
+	// the old name of Rename and RenameFlags (and an existing file that
+	// Rename or Exchange would replace).
 	RightDelete
 	// RightExec permits OpenExec and OpenFile with O_PATH, which give O_PATH
 	// descriptors, the handles execveat(2) runs a file through. Without
 	// RightExec, a Dir never hands out an O_PATH descriptor. See the package
 	// documentation for what this does not prevent.
 	RightExec
-	// RightSetAttr permits changing a file's attributes: Chmod.
+	// RightSetAttr permits changing a file's attributes: Chmod, Lchown,
+	// Utimens, Setxattr and Removexattr.
 	RightSetAttr
 
 	// ReadOnly is the rights of a Dir that can only be read.

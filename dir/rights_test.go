@@ -234,6 +234,24 @@ func TestRightsMatrix(t *testing.T) {
 		{"Rename", RightCreate | RightDelete, func(d *Dir) error { return d.Rename("f", "g") }},
 		{"Exchange", RightCreate | RightDelete, func(d *Dir) error { return d.Exchange("f", "sub") }},
 		{"Chmod", RightSetAttr, func(d *Dir) error { return d.Chmod("f", 0o600) }},
+		{"Lchown", RightSetAttr, func(d *Dir) error { return d.Lchown("link", -1, -1) }},
+		{"Utimens", RightSetAttr, func(d *Dir) error { return d.Utimens("f", nil, &unix.Timespec{Sec: 1}) }},
+		{"Truncate", RightWrite, func(d *Dir) error { return d.Truncate("f", 0) }},
+		{"Mknod", RightCreate, func(d *Dir) error { return d.Mknod("fifo", unix.S_IFIFO|0o600, 0) }},
+		{"Unlink", RightDelete, func(d *Dir) error { return d.Unlink("f") }},
+		{"Rmdir", RightDelete, func(d *Dir) error { return d.Rmdir("empty") }},
+		{"RenameFlags", RightCreate | RightDelete, func(d *Dir) error { return d.RenameFlags("f", "g", unix.RENAME_NOREPLACE) }},
+		{"Statfs", 0, func(d *Dir) error { _, err := d.Statfs("f"); return err }},
+		{"ReadDirEntries", RightRead, func(d *Dir) error { _, err := d.ReadDirEntries("sub"); return err }},
+		{"Listxattr", RightRead, func(d *Dir) error { _, err := d.Listxattr("f"); return err }},
+		{"Setxattr", RightSetAttr, func(d *Dir) error { return d.Setxattr("f", "user.t", []byte("v"), 0) }},
+		{"Removexattr", RightSetAttr, func(d *Dir) error {
+			err := d.Removexattr("f", "user.t")
+			if errors.Is(err, unix.ENODATA) {
+				return nil // permitted, and there was nothing to remove
+			}
+			return err
+		}},
 		{"Replace", RightWrite | RightCreate, func(d *Dir) error { return d.Replace("f", []byte("r"), 0o644) }},
 		{"CompareAndSwap", RightWrite | RightCreate, func(d *Dir) error {
 			_, err := d.CompareAndSwap("new", Version{}, []byte("c"))
@@ -244,7 +262,7 @@ func TestRightsMatrix(t *testing.T) {
 		t.Run(op.name, func(t *testing.T) {
 			fresh := func(r Rights) (*Dir, string) {
 				root := tempDir(t)
-				writeTree(t, root, map[string]string{"f": "f", "sub/x": "x", "link": "->f"})
+				writeTree(t, root, map[string]string{"f": "f", "sub/x": "x", "link": "->f", "empty/": ""})
 				return mustOpen(t, root, r), root
 			}
 			if err := op.call(func() *Dir { d, _ := fresh(op.need); return d }()); err != nil {

@@ -2,10 +2,7 @@ package probe
 
 import (
 	"context"
-	"fmt"
 	"math"
-	"os"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -95,36 +92,5 @@ func CloseRange(context.Context) Result {
 	}
 	r.OK = true
 	r.Detail = "close_range works"
-	return r
-}
-
-// FUSE opens /dev/fuse read-write, as a FUSE server would.
-func FUSE(context.Context) Result {
-	r := Result{
-		Name:      "FUSE",
-		MinKernel: "2.6.14",
-		Without:   "nothing today; capabilities cannot be served as FUSE file systems",
-	}
-	fs := "fuse is not in /proc/filesystems"
-	if b, err := os.ReadFile("/proc/filesystems"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) > 0 && f[len(f)-1] == "fuse" {
-				fs = "fuse is in /proc/filesystems"
-			}
-		}
-	}
-	var st unix.Stat_t
-	if err := unix.Stat("/dev/fuse", &st); err != nil {
-		r.Detail = fmt.Sprintf("/dev/fuse: %s (%s; is the fuse module loaded?)", errText(err), fs)
-		return r
-	}
-	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		r.Detail = fmt.Sprintf("open /dev/fuse as uid %d: %s (mode %#o, owner %d:%d; %s)", os.Geteuid(), errText(err), st.Mode&0o777, st.Uid, st.Gid, fs)
-		return r
-	}
-	unix.Close(fd)
-	r.OK = true
-	r.Detail = fmt.Sprintf("opened /dev/fuse read-write as uid %d (%s)", os.Geteuid(), fs)
 	return r
 }

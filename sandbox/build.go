@@ -225,6 +225,11 @@ func buildWith(ctx context.Context, spec *Spec, pre *aside, lim *limiter, idMaps
 	if pre.err != nil {
 		return nil, pre.err
 	}
+	// The FUSE mounts' file systems, made in the sandbox's user
+	// namespace and served before the root's batch attaches them.
+	if err := openFUSE(ctx, h, spec); err != nil {
+		return nil, err
+	}
 	r, filter, ll := pre.root, pre.filter, pre.ll
 	var n recorder
 	if later {

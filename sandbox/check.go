@@ -382,11 +382,13 @@ func (r *Report) Check(e *Expectation) []Finding {
 
 // insideUID returns the process's effective uid in its own user
 // namespace, or -1 if it has none there.
-func (r *Report) insideUID() int {
-	euid := r.UIDs[1]
-	for _, m := range r.UIDMap {
-		if euid >= m.Outside && euid-m.Outside < m.Size {
-			return m.Inside + (euid - m.Outside)
+func (r *Report) insideUID() int { return mapInside(r.UIDMap, r.UIDs[1]) }
+
+// mapInside maps the outside ID id through ms; -1 if ms does not map it.
+func mapInside(ms []proc.IDMap, id int) int {
+	for _, m := range ms {
+		if id >= m.Outside && id-m.Outside < m.Size {
+			return m.Inside + (id - m.Outside)
 		}
 	}
 	return -1

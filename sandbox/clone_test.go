@@ -54,6 +54,11 @@ func fill(v reflect.Value) {
 		p := reflect.New(v.Type().Elem())
 		fill(p.Elem())
 		v.Set(p)
+	case reflect.Interface:
+		if v.Type() != reflect.TypeFor[FUSEServer]() {
+			panic("fill: an interface in Spec: teach Clone and this test about it")
+		}
+		v.Set(reflect.ValueOf(FUSEServer(&stubServer{}))) // shared, as the files are
 	default:
 		panic("fill: a field of kind " + v.Kind().String() + " in Spec: teach Clone and this test about it")
 	}
@@ -61,7 +66,7 @@ func fill(v reflect.Value) {
 
 // shared lists the places, by path, where a and b (a value and its clone)
 // share memory: a slice's array, a map, or a pointer's target, but for
-// *os.File, which Clone shares on purpose.
+// *os.File and a FUSE mount's server, which Clone shares on purpose.
 func shared(path string, a, b reflect.Value) []string {
 	var out []string
 	switch a.Kind() {
@@ -97,7 +102,12 @@ func shared(path string, a, b reflect.Value) []string {
 			out = append(out, path)
 		}
 		out = append(out, shared(path, a.Elem(), b.Elem())...)
-	case reflect.Interface, reflect.Func, reflect.Chan:
+	case reflect.Interface:
+		if a.Type() == reflect.TypeFor[FUSEServer]() {
+			break // the caller's server, shared on purpose, as the files are
+		}
+		out = append(out, path+" (a "+a.Kind().String()+", which Clone cannot copy)")
+	case reflect.Func, reflect.Chan:
 		out = append(out, path+" (a "+a.Kind().String()+", which Clone cannot copy)")
 	}
 	return out

@@ -31,7 +31,11 @@
 //   - The file system (Build): only what Spec.Mounts grants, read-only
 //     unless a grant says otherwise (overlays included: made in the
 //     sandbox's user namespace, Linux 5.11 or later); the caller's root is
-//     detached after pivot_root, so no path leads back to it.
+//     detached after pivot_root, so no path leads back to it. A FUSE
+//     mount is a served directory: the caller's server (package served)
+//     answers for it, from a /dev/fuse opened inside the sandbox's user
+//     namespace; Sandbox.Mount adds one, and Unmount detaches a mount,
+//     while the program runs.
 //   - Landlock (LandlockPolicy; Build applies the same grants as the
 //     mounts): a second layer, so that a mistake in one is not an escape;
 //     it also scopes signals and abstract Unix sockets (ABI 6). No

@@ -50,6 +50,9 @@ type kindInfo struct {
 	takesPerms, takesSize, takesData, needsPerms bool
 	// takesLower says the kind is an overlay, of Mount.Lower's layers.
 	takesLower bool
+	// takesServer says the kind is served by Mount.Server (FUSE): no
+	// profile or command line of bubblewrap's can give one.
+	takesServer bool
 
 	// prepare, for kinds that take something of the caller's file system,
 	// records taking it (a clone of the source) while the first process
@@ -67,6 +70,8 @@ type kindInfo struct {
 	// for tmplRenewed, records making it afresh in one of them.
 	template templateUse
 	renew    func(r *recorder, spec *Spec, m *Mount)
+	// refused, for tmplRefused, says why NewTemplate refuses the kind.
+	refused string
 }
 
 // hostMount is how a LandlockOnly sandbox, which has no mount namespace,
@@ -144,9 +149,17 @@ func kindTable() [kindCount]kindInfo {
 		// like a bind's clone. One writing to the host's upper directory
 		// is shared by a template's sandboxes as a writable bind is; one
 		// writing to a tmpfs of its own cannot be.
-		Overlay:    {name: "overlay", source: srcUpperDir, takesLower: true, prepare: prepareOverlay, record: recordOverlay, landlock: grant(AccessWrite, PathDir), landlockOnly: needsMountNS, template: tmplShared},
-		TmpOverlay: {name: "tmp-overlay", source: srcNone, takesLower: true, prepare: prepareOverlay, record: recordOverlay, landlock: grant(AccessWrite, PathDir), landlockOnly: needsMountNS, template: tmplRefused},
-		ROOverlay:  {name: "ro-overlay", source: srcNone, takesLower: true, prepare: prepareOverlay, record: recordOverlay, landlock: grant(AccessRead, PathDir), landlockOnly: needsMountNS, template: tmplShared},
+		Overlay: {name: "overlay", source: srcUpperDir, takesLower: true, prepare: prepareOverlay, record: recordOverlay, landlock: grant(AccessWrite, PathDir), landlockOnly: needsMountNS, template: tmplShared},
+		TmpOverlay: {name: "tmp-overlay", source: srcNone, takesLower: true, prepare: prepareOverlay, record: recordOverlay, landlock: grant(AccessWrite, PathDir), landlockOnly: needsMountNS, template: tmplRefused,
+			refused: "its sandboxes would share its writes, and cannot each make it afresh"},
+		ROOverlay: {name: "ro-overlay", source: srcNone, takesLower: true, prepare: prepareOverlay, record: recordOverlay, landlock: grant(AccessRead, PathDir), landlockOnly: needsMountNS, template: tmplShared},
+		// A served directory: its file system is made, in the sandbox's
+		// user namespace, before the root (openFUSE), and attached like a
+		// bind's clone; Landlock grants it as a writable bind, the server
+		// enforcing its own rights. One server serves one connection: a
+		// template's sandboxes can neither share it nor each get one.
+		FUSE: {name: "fuse", source: srcNone, takesServer: true, prepare: prepareFUSE, record: recordFUSE, landlock: grant(AccessWrite, PathDir), landlockOnly: needsMountNS, template: tmplRefused,
+			refused: "a FUSE mount's server serves one sandbox"},
 	}
 }
 

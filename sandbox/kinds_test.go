@@ -51,6 +51,9 @@ func TestMountKindTable(t *testing.T) {
 		if k.String() != e.name {
 			t.Errorf("kind %d: String() = %q, want %q", k, k.String(), e.name)
 		}
+		if e.takesServer {
+			continue // a served mount needs a server, which no profile gives
+		}
 		// Every kind reads from a profile by its name.
 		src := ""
 		if e.source != srcNone {

@@ -204,6 +204,9 @@ func ParseProfile(name string, data []byte) (*Spec, error) {
 			return nil, bad("mount[%d].type: %q: want one of %s", i, m.Type, strings.Join(names, ", "))
 		}
 		k := kindOf(kind)
+		if k.takesServer {
+			return nil, bad("mount[%d].type: %q: a served mount needs a server, which a profile cannot give (caplin run's --serve-* options, or sandbox.Mount.Server)", i, m.Type)
+		}
 		if m.Dest == "" || m.Dest[0] != '/' {
 			return nil, bad("mount[%d].dest: %q: want an absolute path", i, m.Dest)
 		}

@@ -60,6 +60,9 @@ type recorder struct {
 	// sharePID is the spec's SharePID: a Proc mount is then a clone of
 	// the first process's /proc (prepareProc).
 	sharePID bool
+	// fuses counts the FUSE mounts prepared, which openFUSE makes at
+	// their numbers (fuseMountFD).
+	fuses int
 }
 
 // nsNames are the namespaces Sandbox.Namespaces reports, by their names in

@@ -361,7 +361,10 @@ func (s *Sandbox) Kill() error {
 }
 
 // Close kills every process left in the sandbox and frees what it holds.
-// It is idempotent. A template's sandbox without limits is sent SIGKILL
+// It is idempotent. The servers of its FUSE mounts are the caller's and
+// stay open: the mounts go with the sandbox's mount namespace, and the
+// kernel then ends their connections (their servers' reads fail with
+// ENODEV), which the caller may wait for before closing them. A template's sandbox without limits is sent SIGKILL
 // and the rest is done in the background: the template reaps its
 // processes.
 func (s *Sandbox) Close() error {

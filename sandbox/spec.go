@@ -74,6 +74,20 @@ const (
 	// ROOverlay is an Overlay of Lower alone, read-only: at least two
 	// layers, since overlayfs has nothing to do with one (--ro-overlay).
 	ROOverlay
+	// FUSE mounts a FUSE file system at Dest (a directory, made if
+	// missing) that Server serves: a served directory (package served's
+	// *Server is one). /dev/fuse is opened by the sandbox's first process,
+	// inside the sandbox's user namespace (the kernel requires the
+	// opener's to be the mount's), the file system is made there, and
+	// Build hands the descriptor to Server.Serve before anything in the
+	// sandbox can look inside the mount. It needs FUSE in user namespaces
+	// (Linux 4.18) and a /dev/fuse the sandbox's host user may open: where
+	// it cannot, Build fails with a *FUSEUnavailableError (in a
+	// *MountError). Landlock grants the mount as a writable bind: the
+	// server enforces its own rights. Profiles and bubblewrap's command
+	// line cannot express it (it needs a server); a Template refuses it.
+	// Sandbox.Mount adds one while the program runs.
+	FUSE
 
 	// kindCount is not a kind: it counts them, for the table (kinds.go)
 	// that describes each. It stays last: a new kind goes before it.
@@ -158,6 +172,13 @@ type Mount struct {
 	// empty directory on the same file system as Source. Empty for the
 	// other kinds.
 	Work string
+	// Server serves a FUSE mount, and is nil for the other kinds. The
+	// caller owns it: the sandbox never closes it. The mount goes with
+	// the sandbox (its mount namespace ends when its last process does),
+	// and the kernel then ends the connection: reads of its descriptor
+	// fail (ENODEV), which a server takes as the end of its work. Like
+	// FD, a Spec's copy (Clone) shares it.
+	Server FUSEServer
 }
 
 // Perms returns a pointer to m, for Mount.Perms.

@@ -108,7 +108,7 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]
 		if kindOf(m.Kind).template == tmplRefused {
-			return nil, fmt.Errorf("sandbox: template: %s: its sandboxes would share its writes, and cannot each make it afresh", describe(i, m))
+			return nil, fmt.Errorf("sandbox: template: %s: %s", describe(i, m), kindOf(m.Kind).refused)
 		}
 		if kindOf(m.Kind).template != tmplRenewed {
 			continue

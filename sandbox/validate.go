@@ -48,6 +48,12 @@ func checkSpec(spec *Spec) error {
 		if (k.source == srcHostPath && m.FD == nil || k.source == srcLinkTarget || k.source == srcUpperDir) && m.Source == "" {
 			return mountError(i, m, errors.New("source missing"))
 		}
+		if (m.Server != nil) != k.takesServer {
+			if k.takesServer {
+				return mountError(i, m, errors.New("no server given (Mount.Server)"))
+			}
+			return mountError(i, m, errors.New("a server is for FUSE mounts only"))
+		}
 		if m.Try && k.source != srcHostPath {
 			return mountError(i, m, errors.New("the Try flag is for binds of a host path"))
 		}

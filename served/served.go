@@ -2,12 +2,12 @@ package served
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
-	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,13 +54,63 @@ const (
 	All = RightRead | RightWrite | RightAppend | RightCreate | RightDelete | RightRename | RightLink | RightSetAttr | RightXattr | RightExec
 )
 
+var rightNames = []struct {
+	r    Rights
+	name string
+}{
+	{RightRead, "read"}, {RightWrite, "write"}, {RightAppend, "append"}, {RightCreate, "create"},
+	{RightDelete, "delete"}, {RightRename, "rename"}, {RightLink, "link"}, {RightSetAttr, "setattr"},
+	{RightXattr, "xattr"}, {RightExec, "exec"},
+}
+
 // ParseRights parses a list of right names separated by commas: read,
 // write, append, create, delete, rename, link, setattr, xattr, exec; and
-// the shorthands "ro" (read,exec) and "rw" (every right).
-func ParseRights(s string) (Rights, error) { return 0, errUnbuilt }
+// the shorthands "ro" (read,exec) and "rw" (every right). "none" and the
+// empty string are no right.
+func ParseRights(s string) (Rights, error) {
+	var r Rights
+	for _, w := range strings.Split(s, ",") {
+		switch w = strings.TrimSpace(w); w {
+		case "", "none":
+		case "ro":
+			r |= ReadOnly
+		case "rw", "all":
+			r |= All
+		default:
+			found := false
+			for _, n := range rightNames {
+				if n.name == w {
+					r |= n.r
+					found = true
+				}
+			}
+			if !found {
+				return 0, fmt.Errorf("served: unknown right %q (want read, write, append, create, delete, rename, link, setattr, xattr, exec, ro or rw)", w)
+			}
+		}
+	}
+	return r, nil
+}
 
 // String lists the rights, as "read,write", or "none".
-func (r Rights) String() string { return "" }
+func (r Rights) String() string {
+	var names []string
+	for _, n := range rightNames {
+		if r&n.r != 0 {
+			names = append(names, n.name)
+		}
+	}
+	if r&^All != 0 {
+		names = append(names, "unknown")
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ",")
+}
+
+// Has reports whether r includes every right in want.
+func (r Rights) Has(want Rights) bool { return r&want == want }
 
 // FS is a directory tree that a Server serves. Names are relative to its
 // root: "." is the root; no name is absolute, contains "..", or an empty
@@ -147,40 +197,3 @@ type Options struct {
 	// the mount is read-only, short when writable).
 	Cache time.Duration
 }
-
-// Server serves an FS over one FUSE connection.
-type Server struct{}
-
-// NewServer returns a Server of fsys; it owns fsys from then on.
-func NewServer(fsys FS, opts Options) *Server { return &Server{} }
-
-// MountOptions returns the mount options the kernel must be given for
-// this server, beyond fd, rootmode, user_id and group_id (which the
-// mounter sets): "allow_other,default_permissions,...".
-func (s *Server) MountOptions() string { return "" }
-
-// Serve serves dev, a /dev/fuse descriptor opened in the user namespace of
-// the mount (whose ID maps are uidMap and gidMap, as the caller's
-// namespace sees them), in goroutines of its own, and returns once they
-// run. Serve takes ownership of dev.
-func (s *Server) Serve(ctx context.Context, dev *os.File, uidMap, gidMap []proc.IDMap) error {
-	dev.Close()
-	return errUnbuilt
-}
-
-// Revoke ends the grant: from then on every request fails with EIO,
-// reads and writes of files already open included, and the kernel's
-// caches of the mount are dropped. It returns once they are.
-func (s *Server) Revoke() error { return errUnbuilt }
-
-// Close stops serving and closes the FS; the mount then fails requests
-// with ENOTCONN.
-func (s *Server) Close() error { return nil }
-
-// Host serves the directory d, a dir.Dir, by its resolution rules:
-// nothing is looked up outside it. The Server's Rights are checked
-// before d's; d's still apply.
-//
-//	func Host(d *dir.Dir) FS
-
-var errUnbuilt = errors.New("served: not built yet")

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,10 +20,13 @@ import (
 	"unicode/utf8"
 
 	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/internal/filemode"
 	"github.com/caplin-dev/caplin/rpc"
 	"github.com/caplin-dev/caplin/rpc/connector"
 	"github.com/caplin-dev/caplin/rpc/directory"
 	"github.com/caplin-dev/caplin/rpc/launcher"
+	"github.com/caplin-dev/caplin/rpc/mountctl"
+	"github.com/caplin-dev/caplin/served"
 	"github.com/fxamacker/cbor/v2"
 	"golang.org/x/sys/unix"
 )
@@ -30,7 +34,8 @@ import (
 const callHelp = `usage: caplin call [--fd N] [--timeout D] OBJECT METHOD [ARGS...] [-- CMD [ARGS...]]
        caplin call [--fd N] [--timeout D] OBJECT -- CMD [ARGS...]
 
-Call METHOD on a capability and print its result as JSON. OBJECT is the
+Call METHOD on a capability and print its result as JSON (nothing for a
+method without one). OBJECT is the
 path of a server's socket (caplin serve), or fd:N for an object this
 process inherited as descriptor N. Without METHOD, CMD gets the object
 itself (at fd N, or as its standard input), to make calls on one object
@@ -60,6 +65,15 @@ any other method, one JSON value (or none).
 	                       that are its Stdin, Stdout and Stderr
 	report ID              the confinement report of process ID
 	wait ID                how process ID ended: Code, Signal
+	bind SRC DEST [RIGHTS] a running sandbox's new served mount (caplin run
+	                       --control): SRC, a directory, a Directory
+	                       object's socket or fd:N, opened here, served at
+	                       DEST inside with RIGHTS (read,write,create,...,
+	                       ro, rw; default rw)
+	unbind DEST            remove the served mount at DEST
+	revoke DEST            end the grant of the mount at DEST: everything
+	                       on it fails with EIO from then on
+	list                   the served mounts: Dest, Source, Rights, Revoked
 
 --timeout D gives up on the call after D (e.g. 5s, 1m); by default a
 call waits as long as the server takes.
@@ -150,16 +164,31 @@ func cmdCall(args []string) int {
 		return 1
 	}
 	defer c.Close()
-	res, err := c.CallAny(ctx, method, callArgs)
+	var files []*os.File
+	var out any
+	switch a := callArgs.(type) {
+	case mountctl.BindArgs:
+		out, err = callBind(ctx, c, a)
+	case listArgs:
+		out, err = mountctl.Client{Client: c}.List(ctx)
+	default:
+		var res any
+		res, err = c.CallAny(ctx, method, callArgs)
+		out = printable(res, &files)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %s\n", name, describeErr(err))
+		if errors.As(err, new(*usageErr)) {
+			return exitUsage
+		}
 		return 1
 	}
-	var files []*os.File
-	out := printable(res, &files)
 	if cmd == nil {
 		for _, f := range files {
 			f.Close()
+		}
+		if out == nil {
+			return exitOK // a method without a result: unbind, remove, ...
 		}
 		b, err := json.MarshalIndent(out, "", "  ")
 		if err != nil {
@@ -172,6 +201,27 @@ func cmdCall(args []string) int {
 	// The object stays open while cmd runs: what it returned may live
 	// only as long as it does (a Launcher's processes).
 	return runWithFDs(name, cmd, files, *fdAt)
+}
+
+// listArgs are a mount table's list's (none), told apart from other
+// methods' so that its entries print with their rights by name.
+type listArgs struct{}
+
+// callBind opens a bind's source here, with this process's authority, and
+// binds it.
+func callBind(ctx context.Context, c *rpc.Client, a mountctl.BindArgs) (any, error) {
+	f, err := inheritedFD(a.Source)
+	if err == nil && f == nil {
+		f, err = mountctl.OpenSource(ctx, a.Source)
+		if abs, aerr := filepath.Abs(a.Source); aerr == nil {
+			a.Source = abs
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bind %s: source: %w", a.Dest, err)
+	}
+	defer f.Close()
+	return mountctl.Client{Client: c}.Bind(ctx, f, a.Source, a.Dest, a.Rights)
 }
 
 // objectFile returns the socket of the object named on the command line,
@@ -216,18 +266,29 @@ func openObject(ctx context.Context, object string) (*rpc.Client, error) {
 // inheritedObject returns the descriptor an object named fd:N is, or nil
 // for an object named by a socket's path.
 func inheritedObject(object string) (*os.File, error) {
-	n, ok := strings.CutPrefix(object, "fd:")
+	f, err := inheritedFD(object)
+	if err != nil {
+		return nil, fmt.Errorf("object %w", err)
+	}
+	return f, nil
+}
+
+// inheritedFD returns the descriptor that a command-line argument of the
+// form fd:N names (an object, a directory, where --events writes), once
+// checked open, or nil for an argument of another form (a path).
+func inheritedFD(arg string) (*os.File, error) {
+	n, ok := strings.CutPrefix(arg, "fd:")
 	if !ok {
 		return nil, nil
 	}
 	fd, err := strconv.Atoi(n)
 	if err != nil || fd < 0 {
-		return nil, usagef("bad object %q (want a socket path or fd:N)", object)
+		return nil, usagef("%q: want a path or fd:N", arg)
 	}
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
-		return nil, fmt.Errorf("object %s: %w", object, &os.SyscallError{Syscall: "fcntl", Err: err})
+		return nil, fmt.Errorf("%s: %w", arg, &os.SyscallError{Syscall: "fcntl", Err: err})
 	}
-	return os.NewFile(uintptr(fd), object), nil
+	return os.NewFile(uintptr(fd), arg), nil
 }
 
 // callArguments turns the words after METHOD into the method's arguments:
@@ -280,7 +341,7 @@ func callArguments(method string, words []string) (string, any, error) {
 			return "", nil, err
 		}
 		return "mkdir", directory.MkdirArgs{Path: words[0], All: method == "mkdirall"}, nil
-	case "remove", "export":
+	case "remove", "export", "unbind", "revoke":
 		if err := n(1, 1); err != nil {
 			return "", nil, err
 		}
@@ -316,6 +377,24 @@ func callArguments(method string, words []string) (string, any, error) {
 	case "launch":
 		// A Launcher with a fixed program takes no words at all.
 		return method, launcher.LaunchArgs{Args: words}, nil
+	case "bind":
+		if err := n(2, 3); err != nil {
+			return "", nil, err
+		}
+		var rights served.Rights // zero: every right
+		if len(words) == 3 {
+			r, err := served.ParseRights(words[2])
+			if err != nil {
+				return "", nil, err
+			}
+			rights = r
+		}
+		return method, mountctl.BindArgs{Source: words[0], Dest: words[1], Rights: rights}, nil
+	case "list":
+		if err := n(0, 0); err != nil {
+			return "", nil, err
+		}
+		return method, listArgs{}, nil
 	case "report", "wait":
 		if err := n(1, 1); err != nil {
 			return "", nil, err
@@ -392,8 +471,13 @@ func printable(v any, files *[]*os.File) any {
 		for _, k := range keys {
 			out[k] = printable(byKey[k], files)
 			if m, ok := byKey[k].(uint64); ok && (k == "Mode" || k == "Type") {
-				// A Directory's stat and readdir: an fs.FileMode.
-				out[k] = fs.FileMode(m).String()
+				// A Directory's stat and readdir: an fs.FileMode; its
+				// getattr (which has an Nlink): a stat(2) st_mode.
+				if _, st := byKey["Nlink"]; st && k == "Mode" {
+					out[k] = filemode.FromStat(uint32(m)).String()
+				} else {
+					out[k] = fs.FileMode(m).String()
+				}
 			}
 		}
 		return out

@@ -39,7 +39,10 @@ DESCRIPTION
 	and its ABI version; seccomp filters and user notification; the pidfd
 	system calls (clone CLONE_PIDFD, pidfd_send_signal, pidfd_open, waitid
 	P_PIDFD, pidfd_getfd, PIDFD_GET_INFO, PIDFD_INFO_EXIT); openat2; the
-	new mount API (fsopen, mount_setattr); close_range; FUSE; cgroup v2
+	new mount API (fsopen, mount_setattr); close_range; unprivileged
+	FUSE, for served directories (/dev/fuse opened and a FUSE file system
+	made in a user namespace, as the user who runs doctor; run as root,
+	it also says whether other users may open /dev/fuse); cgroup v2
 	and whether the caller's cgroup is delegated to it; Yama's
 	ptrace_scope; and how sandbox limits (pids, memory, cpu) would be
 	enforced here.

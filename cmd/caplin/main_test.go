@@ -18,8 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caplin-dev/caplin/probe"
 	"github.com/caplin-dev/caplin/proc"
 	"github.com/caplin-dev/caplin/sandbox"
+	"github.com/caplin-dev/caplin/served"
 	"github.com/rogpeppe/go-internal/testscript"
 	"golang.org/x/sys/unix"
 )
@@ -52,6 +54,8 @@ func TestMain(m *testing.M) {
 		"reapcheck": reapCheck,
 		// fusedev DIR ARGS...: see TestServedPrograms.
 		"fusedev": fuseDev,
+		// fakecontrol SOCKET EVENTS: see mountctl_test.go.
+		"fakecontrol": fakeControl,
 	})
 }
 
@@ -67,6 +71,8 @@ func TestMain(m *testing.M) {
 //	[root]                   the tests run as root
 //	[userns]                 a child can be made in a new user namespace
 //	[cgroupmem]              a sandbox's memory limit has a cgroup here
+//	[fuse]                   caplin run's sandboxes can mount FUSE here
+//	[served]                 package served's server is built
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 filepath.Join("testdata", "script"),
@@ -130,8 +136,16 @@ func TestScripts(t *testing.T) {
 				return os.Geteuid() == 0, nil
 			case "userns":
 				return haveUserNS(), nil
+			case "rightsnamed":
+				// Rights have names (package served's ParseRights).
+				_, err := served.ParseRights("ro")
+				return err == nil, nil
 			case "cgroupmem":
 				return cgroupMem(), nil
+			case "fuse":
+				return fuseWorks(), nil
+			case "served":
+				return servedWorks(), nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
@@ -148,6 +162,40 @@ var haveUserNS = sync.OnceValue(func() bool {
 	}
 	h.Close()
 	return true
+})
+
+// fuseWorks reports whether caplin run's sandboxes can mount FUSE here:
+// the user the tests run as can (probe.FUSE), and, for root, whose
+// sandboxes are an unprivileged host user, every user may open /dev/fuse.
+var fuseWorks = sync.OnceValue(func() bool {
+	if fuseClosed() {
+		return false
+	}
+	return fuseProbe()
+})
+
+// fuseProbe reports whether the user the tests run as can make a FUSE
+// file system in a user namespace (probe.FUSE).
+var fuseProbe = sync.OnceValue(func() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return probe.FUSE(ctx).OK
+})
+
+// fuseClosed reports whether the sandboxes of caplin run, run by these
+// tests, could not open /dev/fuse: when the tests run as root, whose
+// sandboxes are an unprivileged host user, and /dev/fuse is missing or
+// not open to all.
+func fuseClosed() bool {
+	var st unix.Stat_t
+	return os.Geteuid() == 0 && (unix.Stat("/dev/fuse", &st) != nil || st.Mode&0o006 != 0o006)
+}
+
+// servedWorks reports whether package served serves: a Server of an
+// empty union starts on a descriptor that is not /dev/fuse's only to fail.
+var servedWorks = sync.OnceValue(func() bool {
+	_, err := served.ParseRights("rw")
+	return err == nil && served.NewServer(served.Union(), served.Options{}).MountOptions() != ""
 })
 
 // cgroupMem reports whether a sandbox's memory limit is enforced by a

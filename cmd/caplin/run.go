@@ -110,6 +110,7 @@ FILE SYSTEM (applied in order)
 		Hold a shared lock (fcntl F_RDLCK) on the sandbox's file PATH
 		while the sandbox lives. Not with --as-pid-1 in bwrap.
 
+` + servedHelp + `
 FDS
 	--fd N=SPEC
 		Give the program fd N: SPEC is PATH (opened read-only),
@@ -386,6 +387,9 @@ var runMode = mode{
 		return exitUsage
 	},
 	buildFailed: func(ctx context.Context, m mode, err error, spec *sandbox.Spec) int {
+		if fe := new(sandbox.FUSEUnavailableError); errors.As(err, &fe) {
+			return m.fail(exitUnenforceable, "%v", err) // no --best-effort drops a served mount
+		}
 		if errors.Is(err, sandbox.ErrUnenforceable) {
 			return m.fail(exitUnenforceable, "%v (--best-effort drops what cannot be enforced)", err)
 		}
@@ -454,7 +458,8 @@ func (m mode) print(level int, msg string) {
 // runSandbox carries out a command line of mode m: it makes the sandbox,
 // runs the program in it, waits for it, and returns the exit status.
 func runSandbox(args []string, m mode) int {
-	cmd, spec, code := m.parse(args)
+	so := &servedOpts{} // served.go
+	cmd, spec, code := m.parse(args, so.extras())
 	if cmd == nil {
 		return code
 	}
@@ -463,7 +468,13 @@ func runSandbox(args []string, m mode) int {
 	var relayed syscall.Signal
 	defer func() { dieOf(relayed) }()
 	defer cmd.Close()
+	// The servers end after the sandbox (closed by a later defer), whose
+	// mounts they serve.
+	defer so.close()
 	m.levelPrefix = cmd.LevelPrefix
+	if err := so.check(spec); err != nil {
+		return m.usage(m, err.Error())
+	}
 	if cmd.DieWithParent {
 		// caplin dies with its parent, and the sandbox with caplin, as
 		// bubblewrap does. (The signal is the process's, whichever
@@ -475,6 +486,9 @@ func runSandbox(args []string, m mode) int {
 	ctx := context.Background()
 	if spec.Direct {
 		go proc.Prepare(ctx, &proc.Options{From: proc.Direct}) // meanwhile
+	}
+	if err := so.open(ctx); err != nil {
+		return m.fail(m.failure, "%v", err)
 	}
 	sigs := notifyForwarded()
 	defer signal.Stop(sigs)
@@ -503,6 +517,9 @@ func runSandbox(args []string, m mode) int {
 	// caplin's was forked from), so that caplin leaves no child of its
 	// own for init to reap.
 	defer sb.Close()
+	if err := so.start(sb); err != nil {
+		return m.fail(m.failure, "%v", err)
+	}
 	if !reported {
 		reportStarted(cmd, sb.InitPid(), spec, sb.Namespaces())
 	}
@@ -531,10 +548,11 @@ func runSandbox(args []string, m mode) int {
 	return code
 }
 
-// parse reads the command line and the spec of its sandbox. On failure it
-// reports it and returns a nil command and the exit status.
-func (m mode) parse(args []string) (*bwrap.Command, *sandbox.Spec, int) {
-	cmd, err := bwrap.Parse(args, m.dialect, nil)
+// parse reads the command line, with the options of extra (caplin run's
+// served directories), and the spec of its sandbox. On failure it reports
+// it and returns a nil command and the exit status.
+func (m mode) parse(args []string, extra map[string]bwrap.Extra) (*bwrap.Command, *sandbox.Spec, int) {
+	cmd, err := bwrap.ParseExtra(args, m.dialect, nil, extra)
 	if err != nil {
 		var e *bwrap.Error
 		m.levelPrefix = errors.As(err, &e) && e.LevelPrefix

@@ -74,7 +74,7 @@ func TestModesDirect(t *testing.T) {
 		{bwrapMode, []string{"--unshare-pid", "true"}, true},
 		{bwrapMode, []string{"--unshare-pid", "--as-pid-1", "true"}, false},
 	} {
-		cmd, spec, code := tc.m.parse(tc.args)
+		cmd, spec, code := tc.m.parse(tc.args, nil)
 		if cmd == nil {
 			t.Fatalf("%s %q: status %d", tc.m.name, tc.args, code)
 		}

@@ -35,7 +35,9 @@ Services:
 	           rights, sub (a narrower Directory) and export (a detached
 	           mount of a subtree, a directory descriptor that ".."
 	           cannot leave) relative to PATH, which no path can climb
-	           out of.
+	           out of; and the file-system methods a served mount of
+	           it needs (getattr, getdents, unlink, chown, utimens,
+	           xattrs, ...: docs/rpc.md).
 	connector  connect: makes a connection on the caller's behalf to a
 	           destination --allow permits and returns a socket
 	           forwarded to it, so a sandbox without a network gets

@@ -40,6 +40,7 @@ var allowed = map[string][]string{
 	"sandbox":    {"internal/*", "cgroup", "dir", "pidfd", "proc"},
 
 	"sandbox/internal/gensysnames": nil, // go generate's program
+	"sandbox/internal/fusetest":    nil, // tests only, apart from sandbox's binary
 	"proc/internal/gencalls":       nil, // go generate's program
 
 	// The command-line vocabulary: bubblewrap's options as a Spec.
@@ -56,11 +57,17 @@ var allowed = map[string][]string{
 	"rpc/directory": {"internal/*", "dir", "dir/export", "rpc"},
 	"rpc/connector": {"internal/*", "dir", "rpc"},
 	"rpc/launcher":  {"internal/*", "pidfd", "rpc", "sandbox"},
+	// The control object of a running sandbox's served mounts: the
+	// sandbox is behind an interface the command implements.
+	"rpc/mountctl": {"internal/*", "rpc", "served"},
+
+	// An rpc Directory served as a served.FS: above both.
+	"served/remote": {"rpc/directory", "served"},
 
 	"bench/rpcbench": {"internal/*", "rpc"},
 
 	// The top.
-	"cmd/caplin": {"internal/*", "dir", "dir/export", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "sandbox", "sandbox/bwrap"},
+	"cmd/caplin": {"internal/*", "dir", "dir/export", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "rpc/mountctl", "sandbox", "sandbox/bwrap", "served", "served/remote"},
 }
 
 // never lists what a package must not link, through any path: the rules
@@ -72,7 +79,10 @@ var never = map[string][]string{
 	"proc":    {"dir", "rpc", "sandbox"},
 	"pidfd":   {"dir", "proc", "rpc", "sandbox"},
 	"sandbox": {"rpc"},
-	"cgroup":  {"proc", "pidfd", "sandbox"},
+	// A mount table's control object does not link the sandbox: its
+	// Table is an interface the command implements.
+	"rpc/mountctl": {"sandbox"},
+	"cgroup":       {"proc", "pidfd", "sandbox"},
 }
 
 // pkg is what go list -json says of a package, the fields used here.

@@ -28,6 +28,12 @@ func AsNobody() bool { return os.Getenv(EnvNobody) != "" }
 // as root, and real users do not.
 func AlsoAsNobody(t *testing.T) {
 	t.Helper()
+	alsoAsNobody(t, NobodyCommand)
+}
+
+// alsoAsNobody is AlsoAsNobody with the re-run's command made by command.
+func alsoAsNobody(t *testing.T, command func(context.Context, *testing.T, string) *exec.Cmd) {
+	t.Helper()
 	if AsNobody() || os.Getuid() != 0 {
 		return
 	}
@@ -35,7 +41,7 @@ func AlsoAsNobody(t *testing.T) {
 		name := strings.SplitN(t.Name(), "/", 2)[0]
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		out, err := NobodyCommand(ctx, t, name).CombinedOutput()
+		out, err := command(ctx, t, name).CombinedOutput()
 		if err == nil && bytes.Contains(out, []byte("--- SKIP: "+name)) {
 			t.Skipf("as nobody: skipped:\n%s", out)
 		}

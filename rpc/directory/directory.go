@@ -35,6 +35,10 @@ import (
 //	export  string       -> FD        a detached mount root of that subtree
 //	rights  nothing      -> string  the rights, as dir.Rights.String writes them
 //
+// and the file-system methods listed in fsops.go (getattr, getdents,
+// openat, unlink, rmdir, renameat2, chown, utimens, the xattrs, ...),
+// with which package served/remote serves the object as a file system.
+//
 // Paths are relative to the directory and cannot leave it (see dir.Dir:
 // resolution is confined in the kernel by openat2). Rights are checked by
 // the server, which holds the directory; a holder can narrow them with sub
@@ -237,7 +241,7 @@ func (s *handler) serve(ctx context.Context, call *rpc.Call) (any, error) {
 		}
 		return d.Rights().String(), nil
 	}
-	return nil, rpc.Errorf(rpc.CodeUnknownMethod, "unknown method %q", call.Method)
+	return serveFS(d, call)
 }
 
 // openRegular opens a.Path in d for a holder: a regular file only, and

@@ -25,7 +25,7 @@ import (
 //
 //	hello.txt   "hello"
 //	sub/inner.txt "inner"
-func dirPair(t *testing.T, rights dir.Rights) (Client, string) {
+func dirPair(t testing.TB, rights dir.Rights) (Client, string) {
 	t.Helper()
 	root := t.TempDir()
 	if err := os.WriteFile(filepath.Join(root, "hello.txt"), []byte("hello"), 0o644); err != nil {

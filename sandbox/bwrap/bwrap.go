@@ -103,6 +103,7 @@ type Command struct {
 
 	dialect Dialect
 	host    *Host
+	extra   map[string]Extra // ParseExtra's
 	opts    options
 	owned   []*os.File // files Parse opened, for Close
 	// callerFDs are the caller's fds that the command line named, one
@@ -234,10 +235,35 @@ const maxArgsDepth = 4
 // when the command does not start with a dash. The error is an *Error, or
 // a *Help for --help and --version.
 func Parse(args []string, d Dialect, host *Host) (*Command, error) {
+	return ParseExtra(args, d, host, nil)
+}
+
+// Extra is an option of the caller's own that ParseExtra reads among the
+// others, in order: caplin run's served directories (--serve-bind and
+// kin), whose servers package bwrap does not make.
+type Extra struct {
+	// Args is how many arguments it takes (one may be written inline,
+	// --opt=VALUE, as the CaplinRun dialect allows).
+	Args int
+	// Do carries it out with its arguments when it is read, and returns
+	// the mount it adds in order with the file-system options' (nil for
+	// none). Its error is a usage error naming the option.
+	Do func(args []string) (*sandbox.Mount, error)
+}
+
+// ParseExtra is Parse with the options of extra, by name ("--serve-bind"),
+// in the CaplinRun dialect only (Bubblewrap's is bubblewrap's own): each
+// is read where it is written, its mount taking its place among the
+// file-system options', and Explain names a failing one as written. A
+// name that is one of the dialect's own options is not taken.
+func ParseExtra(args []string, d Dialect, host *Host, extra map[string]Extra) (*Command, error) {
 	if host == nil {
 		host = OS()
 	}
-	c := &Command{dialect: d, host: host, KillAfter: sandbox.DefaultKillAfter, opts: options{uid: -1, gid: -1, unshare: map[string]bool{}, fds: map[int]*os.File{}}}
+	if d != CaplinRun {
+		extra = nil
+	}
+	c := &Command{dialect: d, host: host, extra: extra, KillAfter: sandbox.DefaultKillAfter, opts: options{uid: -1, gid: -1, unshare: map[string]bool{}, fds: map[int]*os.File{}}}
 	err := c.parse(args, 0)
 	if err == nil && len(c.opts.overlaySrcs) > 0 {
 		err = named("--overlay-src", usagef("%s", errOverlaySrcAlone))
@@ -294,6 +320,9 @@ func (c *Command) parse(args []string, depth int) error {
 			return c.parse(append(words, args[i+2:]...), depth+1)
 		}
 		opt, ok := optionTable()[name]
+		if x, isExtra := c.extra[name]; isExtra && !ok {
+			opt, ok = extraOpt(name, x), true
+		}
 		if !ok || !opt.accepts(c.dialect) {
 			if c.dialect == Bubblewrap {
 				return named(a, usagef("Unknown option %s", a))
@@ -325,6 +354,24 @@ func (c *Command) parse(args []string, depth int) error {
 		}
 	}
 	return nil
+}
+
+// extraOpt is the option of x, named name.
+func extraOpt(name string, x Extra) option {
+	return option{x.Args, true, func(c *Command, a []string) error {
+		m, err := x.Do(a)
+		if err != nil {
+			var e *Error
+			if errors.As(err, &e) {
+				return err
+			}
+			return &Error{Option: name, Usage: true, Err: fmt.Errorf("%s: %w", name, err)}
+		}
+		if m != nil {
+			c.opts.mounts = append(c.opts.mounts, *m)
+		}
+		return nil
+	}}
 }
 
 // optionName splits the word a into the option's canonical name and, for

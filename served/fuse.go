@@ -1,0 +1,1107 @@
+package served
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/caplin-dev/caplin/internal/filemode"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// rawFS answers FUSE requests: it is a go-fuse RawFileSystem, the
+// protocol's own level, where requests name files by node IDs. The
+// higher fs.InodeEmbedder API of go-fuse keeps a tree of its own whose
+// nodes answer requests; it would stand between every request and the
+// rights checks, hide the caller's pid from some of them, and keep its
+// own caches to invalidate. At this level every request passes one gate
+// (revocation, Close), one rights check with the caller's pid for the
+// event, and one FS call, and the notify calls reach every node the
+// kernel holds.
+type rawFS struct {
+	fuse.RawFileSystem // ENOSYS for what is not served: locks, ioctl, statx, tmpfile, copy_file_range
+
+	fs       FS
+	ctx      context.Context // ended by Close
+	cancel   context.CancelFunc
+	rights   Rights
+	dest     string
+	events   func(Event)
+	log      *slog.Logger
+	timeout  time.Duration
+	readOnly bool
+	// noOpen: opens reach the server not at all (CAP_NO_OPEN_SUPPORT),
+	// for a mount where reading and executing are both permitted and
+	// writing is not, so that no open has anything to check. Reads come
+	// by node ID (Fh 0), and writes are refused when they come.
+	noOpen bool
+	umask  uint32
+	uids   idMap
+	gids   idMap
+
+	nodes *nodeTable
+
+	// state is serving, revoked or closed; inflight counts the requests
+	// past the gate.
+	state    atomic.Int32
+	inflight atomic.Int64
+
+	hmu     sync.Mutex
+	handles map[uint64]*handle
+	nextFh  uint64
+
+	srv atomic.Pointer[fuse.Server]
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+const (
+	serving int32 = iota
+	revoked
+	closed
+)
+
+// handle is an open file or directory.
+type handle struct {
+	f  *os.File
+	rc syscall.RawConn // f's, through which calls hold f open while they run
+
+	// A directory's entries, listed when it is first read from its
+	// start (the kernel often reads directories from its own cache).
+	mu   sync.Mutex
+	ents []DirEntry
+}
+
+// do runs fn with the handle's descriptor, which cannot be closed (and
+// its number reused) while fn runs: a Release or Close meanwhile waits.
+func (hd *handle) do(fn func(fd int) error) error {
+	var err error
+	if cerr := hd.rc.Control(func(fd uintptr) { err = fn(int(fd)) }); cerr != nil {
+		return syscall.EBADF
+	}
+	return err
+}
+
+// fmodeExec is the kernel's __FMODE_EXEC, the open flag of execve's open.
+const fmodeExec = 0x20
+
+// enter lets a request through the gate, or gives the status every
+// request gets after Revoke (EIO) or Close (ENOTCONN). A request let
+// through calls leave when done.
+func (r *rawFS) enter() fuse.Status {
+	r.inflight.Add(1)
+	switch r.state.Load() {
+	case revoked:
+		r.inflight.Add(-1)
+		return fuse.EIO
+	case closed:
+		r.inflight.Add(-1)
+		return fuse.Status(syscall.ENOTCONN)
+	}
+	return fuse.OK
+}
+
+func (r *rawFS) leave() { r.inflight.Add(-1) }
+
+// check returns OK if the mount's rights include need, or else reports
+// the refusal as an Event and returns EACCES.
+func (r *rawFS) check(h *fuse.InHeader, op, path string, need Rights) fuse.Status {
+	missing := need &^ r.rights
+	if missing == 0 {
+		return fuse.OK
+	}
+	if r.events != nil {
+		p := "/"
+		if path != "." {
+			p += path
+		}
+		r.events(Event{Time: time.Now(), Kind: "denied", Mount: r.dest, PID: int(h.Pid), Op: op, Path: p, Missing: missing.String()})
+	}
+	r.log.Debug("served: refused", "mount", r.dest, "op", op, "path", path, "missing", missing.String(), "pid", h.Pid)
+	return fuse.EACCES
+}
+
+// status is the FUSE status of an FS error: its errno, ENOTCONN once the
+// FS is closed, else EIO.
+func (r *rawFS) status(err error) fuse.Status {
+	if err == nil {
+		return fuse.OK
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return fuse.Status(errno)
+	}
+	if errors.Is(err, fs.ErrClosed) || r.state.Load() == closed {
+		return fuse.Status(syscall.ENOTCONN)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fuse.EINTR
+	}
+	r.log.Debug("served: error without errno", "mount", r.dest, "err", err)
+	return fuse.EIO
+}
+
+// validName reports whether name may be a name in a directory.
+func validName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\x00")
+}
+
+func (r *rawFS) path(id uint64) (string, fuse.Status) {
+	p, ok := r.nodes.path(id)
+	if !ok {
+		return "", fuse.ENOENT
+	}
+	return p, fuse.OK
+}
+
+func (r *rawFS) childPath(id uint64, name string) (string, fuse.Status) {
+	if !validName(name) {
+		return "", fuse.EINVAL
+	}
+	p, ok := r.nodes.childPath(id, name)
+	if !ok {
+		return "", fuse.ENOENT
+	}
+	return p, fuse.OK
+}
+
+// fillAttr converts a host stat to FUSE attributes, IDs mapped into the
+// mount's user namespace.
+func (r *rawFS) fillAttr(st *unix.Stat_t, a *fuse.Attr) {
+	*a = fuse.Attr{
+		Ino:       st.Ino,
+		Size:      uint64(st.Size),
+		Blocks:    uint64(st.Blocks),
+		Atime:     uint64(st.Atim.Sec),
+		Atimensec: uint32(st.Atim.Nsec),
+		Mtime:     uint64(st.Mtim.Sec),
+		Mtimensec: uint32(st.Mtim.Nsec),
+		Ctime:     uint64(st.Ctim.Sec),
+		Ctimensec: uint32(st.Ctim.Nsec),
+		Mode:      st.Mode,
+		Nlink:     uint32(st.Nlink),
+		Owner:     fuse.Owner{Uid: r.uids.inside(st.Uid), Gid: r.gids.inside(st.Gid)},
+		Rdev:      uint32(st.Rdev),
+		Blksize:   uint32(st.Blksize),
+	}
+}
+
+func (r *rawFS) setTimeouts(out *fuse.EntryOut) {
+	out.SetEntryTimeout(r.timeout)
+	out.SetAttrTimeout(r.timeout)
+}
+
+// entry looks name in parent up after it was found or made at path, and
+// fills out with its node.
+func (r *rawFS) entry(ctx context.Context, parent uint64, name, path string, out *fuse.EntryOut) fuse.Status {
+	st, err := r.fs.Lstat(ctx, path)
+	if err != nil {
+		return r.status(err)
+	}
+	return r.entryOf(parent, name, &st, out)
+}
+
+func (r *rawFS) entryOf(parent uint64, name string, st *unix.Stat_t, out *fuse.EntryOut) fuse.Status {
+	n := r.nodes.lookup(parent, name, st.Ino)
+	if n == nil {
+		return fuse.ENOENT
+	}
+	out.NodeId = n.id
+	out.Generation = 0
+	r.setTimeouts(out)
+	r.fillAttr(st, &out.Attr)
+	return fuse.OK
+}
+
+// fixMode sets the exact mode the kernel asked for on a file just made,
+// where the server's own umask took bits away from it.
+func (r *rawFS) fixMode(ctx context.Context, path string, mode uint32, f *os.File) {
+	mode &= 0o7777
+	if mode&r.umask == 0 {
+		return
+	}
+	if f != nil {
+		f.Chmod(filemode.Perm(mode))
+		return
+	}
+	r.fs.Chmod(ctx, path, mode)
+}
+
+func (r *rawFS) String() string { return "caplin-served" }
+
+func (r *rawFS) SetDebug(bool) {}
+
+func (r *rawFS) Init(s *fuse.Server) { r.srv.Store(s) }
+
+func (r *rawFS) OnUnmount() { r.shutdown() }
+
+func (r *rawFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	path, st := r.childPath(h.NodeId, name)
+	if !st.Ok() {
+		return st
+	}
+	stat, err := r.fs.Lstat(ctx, path)
+	if errors.Is(err, syscall.ENOENT) {
+		if r.nodes.missing(h.NodeId, name) {
+			// A negative entry the kernel may cache for the timeout.
+			*out = fuse.EntryOut{}
+			out.SetEntryTimeout(r.timeout)
+			return fuse.OK
+		}
+		return fuse.ENOENT
+	}
+	if err != nil {
+		return r.status(err)
+	}
+	return r.entryOf(h.NodeId, name, &stat, out)
+}
+
+func (r *rawFS) Forget(nodeid, nlookup uint64) { r.nodes.forget(nodeid, nlookup) }
+
+func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	var stat unix.Stat_t
+	if in.Flags()&fuse.FUSE_GETATTR_FH != 0 {
+		if hd := r.handle(in.Fh()); hd != nil && hd.f != nil {
+			if err := hd.do(func(fd int) error { return unix.Fstat(fd, &stat) }); err != nil {
+				return r.status(err)
+			}
+			out.SetTimeout(r.timeout)
+			r.fillAttr(&stat, &out.Attr)
+			return fuse.OK
+		}
+	}
+	path, st := r.path(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	stat, err := r.fs.Lstat(ctx, path)
+	if err != nil {
+		return r.status(err)
+	}
+	out.SetTimeout(r.timeout)
+	r.fillAttr(&stat, &out.Attr)
+	return fuse.OK
+}
+
+func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	path, st := r.path(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	var need Rights
+	if in.Valid&fuse.FATTR_SIZE != 0 {
+		need |= RightWrite
+	}
+	if in.Valid&(fuse.FATTR_MODE|fuse.FATTR_UID|fuse.FATTR_GID|fuse.FATTR_ATIME|fuse.FATTR_MTIME|fuse.FATTR_ATIME_NOW|fuse.FATTR_MTIME_NOW) != 0 {
+		need |= RightSetAttr
+	}
+	if st := r.check(&in.InHeader, "setattr", path, need); !st.Ok() {
+		return st
+	}
+	var hd *handle
+	if fh, ok := in.GetFh(); ok {
+		hd = r.handle(fh)
+	}
+	if in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) != 0 {
+		uid, gid := -1, -1
+		if in.Valid&fuse.FATTR_UID != 0 {
+			u, ok := r.uids.outside(in.Uid)
+			if !ok {
+				return fuse.EINVAL
+			}
+			uid = int(u)
+		}
+		if in.Valid&fuse.FATTR_GID != 0 {
+			g, ok := r.gids.outside(in.Gid)
+			if !ok {
+				return fuse.EINVAL
+			}
+			gid = int(g)
+		}
+		if err := r.fs.Chown(ctx, path, uid, gid); err != nil {
+			return r.status(err)
+		}
+	}
+	if in.Valid&fuse.FATTR_MODE != 0 {
+		if err := r.fs.Chmod(ctx, path, in.Mode&0o7777); err != nil {
+			return r.status(err)
+		}
+	}
+	if in.Valid&fuse.FATTR_SIZE != 0 {
+		var err error
+		if hd != nil && hd.f != nil {
+			err = hd.do(func(fd int) error { return unix.Ftruncate(fd, int64(in.Size)) })
+		} else {
+			err = r.fs.Truncate(ctx, path, int64(in.Size))
+		}
+		if err != nil {
+			return r.status(err)
+		}
+	}
+	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME|fuse.FATTR_ATIME_NOW|fuse.FATTR_MTIME_NOW) != 0 {
+		var atime, mtime *unix.Timespec
+		switch {
+		case in.Valid&fuse.FATTR_ATIME_NOW != 0:
+			atime = &unix.Timespec{Nsec: unix.UTIME_NOW}
+		case in.Valid&fuse.FATTR_ATIME != 0:
+			atime = &unix.Timespec{Sec: int64(in.Atime), Nsec: int64(in.Atimensec)}
+		}
+		switch {
+		case in.Valid&fuse.FATTR_MTIME_NOW != 0:
+			mtime = &unix.Timespec{Nsec: unix.UTIME_NOW}
+		case in.Valid&fuse.FATTR_MTIME != 0:
+			mtime = &unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
+		}
+		if err := r.fs.Utimens(ctx, path, atime, mtime); err != nil {
+			return r.status(err)
+		}
+	}
+	stat, err := r.fs.Lstat(ctx, path)
+	if err != nil {
+		return r.status(err)
+	}
+	out.SetTimeout(r.timeout)
+	r.fillAttr(&stat, &out.Attr)
+	return fuse.OK
+}
+
+func (r *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
+	ctx := r.reqCtx(cancel)
+	if st := r.enter(); !st.Ok() {
+		return nil, st
+	}
+	defer r.leave()
+	path, st := r.path(h.NodeId)
+	if !st.Ok() {
+		return nil, st
+	}
+	if st := r.check(h, "readlink", path, RightRead); !st.Ok() {
+		return nil, st
+	}
+	target, err := r.fs.Readlink(ctx, path)
+	if err != nil {
+		return nil, r.status(err)
+	}
+	return []byte(target), fuse.OK
+}
+
+// create runs the part common to requests that make a name: the gate, the
+// path, the rights, make, the mode, and the entry.
+func (r *rawFS) create(ctx context.Context, h *fuse.InHeader, op string, name string, need Rights, mode uint32, out *fuse.EntryOut, make func(path string) error) fuse.Status {
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	path, st := r.childPath(h.NodeId, name)
+	if !st.Ok() {
+		return st
+	}
+	if st := r.check(h, op, path, need); !st.Ok() {
+		return st
+	}
+	if err := make(path); err != nil {
+		return r.status(err)
+	}
+	if mode != 0 {
+		r.fixMode(ctx, path, mode, nil)
+	}
+	return r.entry(ctx, h.NodeId, name, path, out)
+}
+
+func (r *rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	return r.create(ctx, &in.InHeader, "mknod", name, RightCreate, in.Mode, out, func(path string) error {
+		return r.fs.Mknod(ctx, path, in.Mode, uint64(in.Rdev))
+	})
+}
+
+func (r *rawFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	return r.create(ctx, &in.InHeader, "mkdir", name, RightCreate, in.Mode, out, func(path string) error {
+		return r.fs.Mkdir(ctx, path, in.Mode&0o7777)
+	})
+}
+
+func (r *rawFS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	return r.create(ctx, h, "symlink", name, RightCreate, 0, out, func(path string) error {
+		return r.fs.Symlink(ctx, target, path)
+	})
+}
+
+func (r *rawFS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	oldpath, st := r.path(in.Oldnodeid)
+	if !st.Ok() {
+		return st
+	}
+	return r.create(ctx, &in.InHeader, "link", name, RightLink|RightCreate, 0, out, func(path string) error {
+		return r.fs.Link(ctx, oldpath, path)
+	})
+}
+
+func (r *rawFS) remove(ctx context.Context, h *fuse.InHeader, op, name string, rm func(context.Context, string) error) fuse.Status {
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	path, st := r.childPath(h.NodeId, name)
+	if !st.Ok() {
+		return st
+	}
+	if st := r.check(h, op, path, RightDelete); !st.Ok() {
+		return st
+	}
+	if err := rm(ctx, path); err != nil {
+		return r.status(err)
+	}
+	r.nodes.remove(h.NodeId, name)
+	return fuse.OK
+}
+
+func (r *rawFS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	return r.remove(ctx, h, "unlink", name, r.fs.Unlink)
+}
+
+func (r *rawFS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	return r.remove(ctx, h, "rmdir", name, r.fs.Rmdir)
+}
+
+func (r *rawFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	oldpath, st := r.childPath(in.NodeId, oldName)
+	if !st.Ok() {
+		return st
+	}
+	newpath, st := r.childPath(in.Newdir, newName)
+	if !st.Ok() {
+		return st
+	}
+	need := RightRename | RightCreate
+	exchange := in.Flags&unix.RENAME_EXCHANGE != 0
+	if exchange {
+		need |= RightDelete
+	} else if in.Flags&unix.RENAME_NOREPLACE == 0 && r.rights&RightDelete == 0 {
+		// Replacing a name deletes what it held.
+		if _, err := r.fs.Lstat(ctx, newpath); err == nil {
+			need |= RightDelete
+		}
+	}
+	if st := r.check(&in.InHeader, "rename", oldpath, need); !st.Ok() {
+		return st
+	}
+	if err := r.fs.Rename(ctx, oldpath, newpath, in.Flags); err != nil {
+		return r.status(err)
+	}
+	r.nodes.rename(in.NodeId, oldName, in.Newdir, newName, exchange)
+	return fuse.OK
+}
+
+// openNeed returns the rights an open with the kernel's flags needs, and
+// the flags to open the host file with.
+func (r *rawFS) openNeed(flags uint32) (need Rights, host int) {
+	f := int(flags)
+	acc := f & unix.O_ACCMODE
+	switch {
+	case f&fmodeExec != 0:
+		need |= RightExec
+	case acc != unix.O_WRONLY:
+		need |= RightRead
+	}
+	if acc != unix.O_RDONLY || f&unix.O_TRUNC != 0 {
+		if f&unix.O_APPEND != 0 && f&unix.O_TRUNC == 0 && r.rights&RightWrite == 0 {
+			need |= RightAppend
+		} else {
+			need |= RightWrite
+		}
+	}
+	host = f & (unix.O_ACCMODE | unix.O_APPEND | unix.O_TRUNC | unix.O_SYNC | unix.O_DSYNC | unix.O_CREAT | unix.O_EXCL)
+	return need, host
+}
+
+// openFlags are the FOPEN_ flags of a handle opened with host flags:
+// the page cache is kept between opens (the kernel drops it when it sees
+// the file's mtime or size change: CAP_AUTO_INVAL_DATA), and close sends
+// no FLUSH, which the server would have nothing to do for.
+func (r *rawFS) openFlags(host int) uint32 {
+	if r.rights&RightWrite == 0 && host&unix.O_ACCMODE != unix.O_RDONLY {
+		// Append-only: no page cache, so no mmap write can reach the
+		// file but through the O_APPEND descriptor, at its end.
+		return fuse.FOPEN_DIRECT_IO
+	}
+	return fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
+}
+
+func (r *rawFS) addHandle(hd *handle) uint64 {
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	if r.handles == nil {
+		r.handles = map[uint64]*handle{}
+	}
+	r.nextFh++
+	r.handles[r.nextFh] = hd
+	return r.nextFh
+}
+
+func (r *rawFS) handle(fh uint64) *handle {
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	return r.handles[fh]
+}
+
+func (r *rawFS) dropHandle(fh uint64) {
+	r.hmu.Lock()
+	hd := r.handles[fh]
+	delete(r.handles, fh)
+	r.hmu.Unlock()
+	if hd != nil && hd.f != nil {
+		hd.f.Close()
+	}
+}
+
+func (r *rawFS) newFileHandle(f *os.File) (*handle, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &handle{f: f, rc: rc}, nil
+}
+
+func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	if r.noOpen {
+		// The kernel takes this as success and sends no more opens
+		// (nor releases) of files.
+		return fuse.ENOSYS
+	}
+	path, st := r.path(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	need, host := r.openNeed(in.Flags)
+	host &^= unix.O_CREAT | unix.O_EXCL
+	if st := r.check(&in.InHeader, "open", path, need); !st.Ok() {
+		return st
+	}
+	f, err := r.fs.OpenFile(ctx, path, host, 0)
+	if err != nil {
+		return r.status(err)
+	}
+	hd, err := r.newFileHandle(f)
+	if err != nil {
+		return r.status(err)
+	}
+	out.Fh = r.addHandle(hd)
+	out.OpenFlags = r.openFlags(host)
+	return fuse.OK
+}
+
+func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	path, st := r.childPath(in.NodeId, name)
+	if !st.Ok() {
+		return st
+	}
+	need, host := r.openNeed(in.Flags)
+	// A new file may be written with RightCreate alone: writing it
+	// changes nothing that existed. Without RightWrite, only a new file
+	// is made (O_EXCL); an existing one is opened as Open would.
+	need = need&^(RightWrite|RightAppend) | RightCreate
+	if r.rights&RightWrite == 0 {
+		host |= unix.O_EXCL
+	}
+	if st := r.check(&in.InHeader, "create", path, need); !st.Ok() {
+		return st
+	}
+	f, err := r.fs.OpenFile(ctx, path, host|unix.O_CREAT, in.Mode&0o7777)
+	if errors.Is(err, syscall.EEXIST) && in.Flags&unix.O_EXCL == 0 {
+		need, host = r.openNeed(in.Flags)
+		host &^= unix.O_CREAT | unix.O_EXCL
+		if st := r.check(&in.InHeader, "open", path, need); !st.Ok() {
+			return st
+		}
+		f, err = r.fs.OpenFile(ctx, path, host, 0)
+	} else if err == nil {
+		r.fixMode(ctx, path, in.Mode, f)
+	}
+	if err != nil {
+		return r.status(err)
+	}
+	hd, err := r.newFileHandle(f)
+	if err != nil {
+		return r.status(err)
+	}
+	var stat unix.Stat_t
+	if err := hd.do(func(fd int) error { return unix.Fstat(fd, &stat) }); err != nil {
+		f.Close()
+		return r.status(err)
+	}
+	if st := r.entryOf(in.NodeId, name, &stat, &out.EntryOut); !st.Ok() {
+		f.Close()
+		return st
+	}
+	out.Fh = r.addHandle(hd)
+	out.OpenFlags = r.openFlags(host)
+	return fuse.OK
+}
+
+func (r *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	ctx := r.reqCtx(cancel)
+	if st := r.enter(); !st.Ok() {
+		return nil, st
+	}
+	defer r.leave()
+	if int(in.Size) < len(buf) {
+		buf = buf[:in.Size]
+	}
+	if in.Fh == 0 && r.noOpen {
+		return r.readPath(ctx, in, buf)
+	}
+	hd := r.handle(in.Fh)
+	if hd == nil || hd.f == nil {
+		return nil, fuse.EBADF
+	}
+	var n int
+	err := hd.do(func(fd int) (err error) {
+		n, err = preadFull(fd, buf, int64(in.Offset))
+		return err
+	})
+	if err != nil {
+		return nil, r.status(err)
+	}
+	return fuse.ReadResultData(buf[:n]), fuse.OK
+}
+
+// readPath reads a file opened without the server (noOpen) by its path.
+func (r *rawFS) readPath(ctx context.Context, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	path, st := r.path(in.NodeId)
+	if !st.Ok() {
+		return nil, st
+	}
+	if st := r.check(&in.InHeader, "read", path, RightRead); !st.Ok() {
+		return nil, st
+	}
+	f, err := r.fs.OpenFile(ctx, path, unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, r.status(err)
+	}
+	defer f.Close()
+	n, err := f.ReadAt(buf, int64(in.Offset))
+	if err != nil && n < len(buf) && !errors.Is(err, io.EOF) {
+		return nil, r.status(err)
+	}
+	return fuse.ReadResultData(buf[:n]), fuse.OK
+}
+
+// preadFull reads until buf is full or the file ends: a short read would
+// tell the kernel the file ended there.
+func preadFull(fd int, buf []byte, off int64) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Pread(fd, buf[n:], off+int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	return n, nil
+}
+
+func (r *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	if st := r.enter(); !st.Ok() {
+		return 0, st
+	}
+	defer r.leave()
+	if in.Fh == 0 && r.noOpen {
+		// Opened without the server: a mount that may not be written.
+		path, _ := r.path(in.NodeId)
+		return 0, r.check(&in.InHeader, "write", path, RightWrite)
+	}
+	hd := r.handle(in.Fh)
+	if hd == nil || hd.f == nil {
+		return 0, fuse.EBADF
+	}
+	n := 0
+	err := hd.do(func(fd int) error {
+		for n < len(data) {
+			m, err := unix.Pwrite(fd, data[n:], int64(in.Offset)+int64(n))
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			n += m
+		}
+		return nil
+	})
+	if err != nil && n == 0 {
+		return 0, r.status(err)
+	}
+	return uint32(n), fuse.OK
+}
+
+func (r *rawFS) Lseek(_ <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	hd := r.handle(in.Fh)
+	if hd == nil || hd.f == nil {
+		return fuse.ENOSYS // the kernel seeks by itself from then on
+	}
+	var off int64
+	err := hd.do(func(fd int) (err error) {
+		off, err = unix.Seek(fd, int64(in.Offset), int(in.Whence))
+		return err
+	})
+	if err != nil {
+		return r.status(err)
+	}
+	out.Offset = uint64(off)
+	return fuse.OK
+}
+
+// Flush has nothing to do: no data waits in the server, and locks are
+// the kernel's. ENOSYS tells the kernel to send no more.
+func (r *rawFS) Flush(_ <-chan struct{}, in *fuse.FlushIn) fuse.Status { return fuse.ENOSYS }
+
+func (r *rawFS) Release(_ <-chan struct{}, in *fuse.ReleaseIn) { r.dropHandle(in.Fh) }
+
+func (r *rawFS) Fsync(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	hd := r.handle(in.Fh)
+	if hd == nil || hd.f == nil {
+		return fuse.OK // opened without the server, for reading: nothing to sync
+	}
+	return r.status(hd.do(func(fd int) error {
+		if in.FsyncFlags&1 != 0 {
+			return unix.Fdatasync(fd)
+		}
+		return unix.Fsync(fd)
+	}))
+}
+
+func (r *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	hd := r.handle(in.Fh)
+	if hd == nil || hd.f == nil {
+		path, _ := r.path(in.NodeId)
+		if st := r.check(&in.InHeader, "fallocate", path, RightWrite); !st.Ok() {
+			return st
+		}
+		return fuse.EBADF
+	}
+	return r.status(hd.do(func(fd int) error {
+		return unix.Fallocate(fd, in.Mode, int64(in.Offset), int64(in.Length))
+	}))
+}
+
+func (r *rawFS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	path, st := r.path(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	if st := r.check(&in.InHeader, "opendir", path, RightRead); !st.Ok() {
+		return st
+	}
+	out.Fh = r.addHandle(&handle{})
+	// The kernel may keep the listing (it drops it when the directory's
+	// mtime changes, or on invalidation).
+	out.OpenFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	return fuse.OK
+}
+
+func (r *rawFS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	return r.readDir(ctx, in, out, false)
+}
+
+func (r *rawFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	return r.readDir(ctx, in, out, true)
+}
+
+func (r *rawFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	hd := r.handle(in.Fh)
+	if hd == nil || hd.f != nil {
+		return fuse.EBADF
+	}
+	dirPath, st := r.path(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	hd.mu.Lock()
+	defer hd.mu.Unlock()
+	if hd.ents == nil || in.Offset == 0 {
+		ents, err := r.fs.ReadDir(ctx, dirPath)
+		if err != nil {
+			return r.status(err)
+		}
+		hd.ents = make([]DirEntry, 0, len(ents)+2)
+		hd.ents = append(hd.ents, DirEntry{Name: ".", Type: unix.DT_DIR}, DirEntry{Name: "..", Type: unix.DT_DIR})
+		hd.ents = append(hd.ents, ents...)
+	}
+	for i := int(in.Offset); i < len(hd.ents); i++ {
+		e := hd.ents[i]
+		de := fuse.DirEntry{Mode: uint32(e.Type) << 12, Name: e.Name, Ino: e.Ino, Off: uint64(i + 1)}
+		if !plus {
+			if !out.AddDirEntry(de) {
+				break
+			}
+			continue
+		}
+		var stat unix.Stat_t
+		var err error = syscall.ENOENT
+		if validName(e.Name) {
+			stat, err = r.fs.Lstat(ctx, join(dirPath, e.Name))
+		}
+		eo := out.AddDirLookupEntry(de)
+		if eo == nil {
+			break
+		}
+		if err == nil {
+			r.entryOf(in.NodeId, e.Name, &stat, eo)
+		}
+	}
+	return fuse.OK
+}
+
+func (r *rawFS) ReleaseDir(in *fuse.ReleaseIn) { r.dropHandle(in.Fh) }
+
+func (r *rawFS) FsyncDir(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	r.leave()
+	return fuse.OK
+}
+
+func (r *rawFS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	path, st := r.path(h.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	s, err := r.fs.Statfs(ctx, path)
+	if err != nil {
+		return r.status(err)
+	}
+	*out = fuse.StatfsOut{
+		Blocks: s.Blocks, Bfree: s.Bfree, Bavail: s.Bavail, Files: s.Files, Ffree: s.Ffree,
+		Bsize: uint32(s.Bsize), NameLen: uint32(s.Namelen), Frsize: uint32(s.Frsize),
+	}
+	return fuse.OK
+}
+
+func (r *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	ctx := r.reqCtx(cancel)
+	if st := r.enter(); !st.Ok() {
+		return 0, st
+	}
+	defer r.leave()
+	path, st := r.path(h.NodeId)
+	if !st.Ok() {
+		return 0, st
+	}
+	if st := r.check(h, "getxattr", path, RightRead); !st.Ok() {
+		return 0, st
+	}
+	v, err := r.fs.Getxattr(ctx, path, attr)
+	if err != nil {
+		return 0, r.status(err)
+	}
+	return copyOut(dest, v)
+}
+
+// copyOut answers an xattr read: the size alone for an empty buffer,
+// ERANGE with the size for one too small.
+func copyOut(dest, v []byte) (uint32, fuse.Status) {
+	if len(dest) == 0 {
+		return uint32(len(v)), fuse.OK
+	}
+	if len(v) > len(dest) {
+		return uint32(len(v)), fuse.ERANGE
+	}
+	return uint32(copy(dest, v)), fuse.OK
+}
+
+func (r *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+	ctx := r.reqCtx(cancel)
+	if st := r.enter(); !st.Ok() {
+		return 0, st
+	}
+	defer r.leave()
+	path, st := r.path(h.NodeId)
+	if !st.Ok() {
+		return 0, st
+	}
+	if st := r.check(h, "listxattr", path, RightRead); !st.Ok() {
+		return 0, st
+	}
+	names, err := r.fs.Listxattr(ctx, path)
+	if err != nil {
+		return 0, r.status(err)
+	}
+	var b []byte
+	for _, n := range names {
+		b = append(append(b, n...), 0)
+	}
+	return copyOut(dest, b)
+}
+
+func (r *rawFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	path, st := r.path(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	if st := r.check(&in.InHeader, "setxattr", path, RightXattr); !st.Ok() {
+		return st
+	}
+	return r.status(r.fs.Setxattr(ctx, path, attr, data, int(in.Flags)))
+}
+
+func (r *rawFS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
+	ctx := r.reqCtx(cancel)
+	if st := r.enter(); !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	path, st := r.path(h.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	if st := r.check(h, "removexattr", path, RightXattr); !st.Ok() {
+		return st
+	}
+	return r.status(r.fs.Removexattr(ctx, path, attr))
+}
+
+// invalidate tells the kernel to drop every cached entry, attribute and
+// page of the mount, so that what it asks next reaches the gate.
+func (r *rawFS) invalidate() {
+	srv := r.srv.Load()
+	if srv == nil {
+		return
+	}
+	ids, names := r.nodes.snapshot()
+	for _, e := range names {
+		srv.EntryNotify(e.parent, e.name)
+	}
+	for _, id := range ids {
+		srv.InodeNotify(id, 0, 0)
+	}
+}
+
+// shutdown closes every handle and the FS (once): from then on requests
+// fail with ENOTCONN.
+func (r *rawFS) shutdown() error {
+	r.state.Store(closed)
+	r.cancel()
+	r.hmu.Lock()
+	hs := r.handles
+	r.handles = nil
+	r.hmu.Unlock()
+	for _, hd := range hs {
+		if hd.f != nil {
+			hd.f.Close()
+		}
+	}
+	r.closeOnce.Do(func() { r.closeErr = r.fs.Close() })
+	return r.closeErr
+}
+
+// reqCtx is the context of one request: done when the kernel interrupts
+// it (the caller got a signal, or died) or the connection ends, which
+// go-fuse signals by closing the request's cancel channel; its values
+// are the Server's.
+type reqCtx struct {
+	context.Context
+	cancel <-chan struct{}
+}
+
+func (r *rawFS) reqCtx(cancel <-chan struct{}) context.Context {
+	return reqCtx{r.ctx, cancel}
+}
+
+func (c reqCtx) Done() <-chan struct{} { return c.cancel }
+
+func (c reqCtx) Err() error {
+	select {
+	case <-c.cancel:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+
+func (c reqCtx) Deadline() (time.Time, bool) { return time.Time{}, false }

@@ -1,0 +1,242 @@
+package served
+
+import (
+	"strings"
+	"sync"
+)
+
+// A node is a name the kernel knows by a node ID: the FUSE protocol names
+// files by node IDs that the server hands out in lookups, and the FS by
+// paths from its root. A node remembers its parent and name, so its path
+// is found by walking up; renames move it, and unlink or a replaced file
+// detach it (its path is then gone: requests by its ID fail with ENOENT,
+// while files already open through it keep working).
+type node struct {
+	id      uint64
+	parent  *node // nil for the root and for detached nodes
+	name    string
+	ino     uint64 // the host inode number, to notice a name that now holds another file
+	lookups uint64 // the kernel's references, which FORGET gives back
+	kids    map[string]*node
+	// negative names looked up and found missing, which the kernel may
+	// cache; revocation must tell it to drop them.
+	negative map[string]struct{}
+}
+
+// maxNegative bounds the missing names remembered per directory; beyond
+// it, missing names are not cached by the kernel.
+const maxNegative = 4096
+
+// nodeTable holds every node the kernel has a reference to.
+type nodeTable struct {
+	mu    sync.Mutex
+	nodes map[uint64]*node
+	next  uint64
+	root  *node
+}
+
+func newNodeTable() *nodeTable {
+	root := &node{id: 1, lookups: 1}
+	return &nodeTable{nodes: map[uint64]*node{1: root}, next: 2, root: root}
+}
+
+// pathLocked is the path of n from the root ("." for the root), or false
+// if n is detached.
+func (t *nodeTable) pathLocked(n *node) (string, bool) {
+	if n == t.root {
+		return ".", true
+	}
+	var elems []string
+	for ; n != t.root; n = n.parent {
+		if n == nil {
+			return "", false
+		}
+		elems = append(elems, n.name)
+	}
+	var b strings.Builder
+	for i := len(elems) - 1; i >= 0; i-- {
+		b.WriteString(elems[i])
+		if i > 0 {
+			b.WriteByte('/')
+		}
+	}
+	return b.String(), true
+}
+
+// path returns the path of node id, or false if it is unknown or detached.
+func (t *nodeTable) path(id uint64) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := t.nodes[id]
+	if n == nil {
+		return "", false
+	}
+	return t.pathLocked(n)
+}
+
+// childPath returns the path of name in directory node id.
+func (t *nodeTable) childPath(id uint64, name string) (string, bool) {
+	p, ok := t.path(id)
+	if !ok {
+		return "", false
+	}
+	return join(p, name), true
+}
+
+// join joins a directory path from the root and a name in it.
+func join(dir, name string) string {
+	if dir == "." {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// lookup records a reference of the kernel to name in directory parent,
+// a file with host inode ino, and returns its node: the node the name
+// already has if it still holds that file, else a new one (and the old is
+// detached).
+func (t *nodeTable) lookup(parent uint64, name string, ino uint64) *node {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.nodes[parent]
+	if p == nil {
+		return nil
+	}
+	delete(p.negative, name)
+	if n := p.kids[name]; n != nil {
+		if n.ino == ino {
+			n.lookups++
+			return n
+		}
+		t.detachLocked(n)
+	}
+	n := &node{id: t.next, parent: p, name: name, ino: ino, lookups: 1}
+	t.next++
+	t.nodes[n.id] = n
+	if p.kids == nil {
+		p.kids = map[string]*node{}
+	}
+	p.kids[name] = n
+	return n
+}
+
+// missing records that name was found missing in parent, and reports
+// whether the kernel may cache that.
+func (t *nodeTable) missing(parent uint64, name string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.nodes[parent]
+	if p == nil {
+		return false
+	}
+	if n := p.kids[name]; n != nil {
+		t.detachLocked(n)
+	}
+	if _, ok := p.negative[name]; ok {
+		return true
+	}
+	if len(p.negative) >= maxNegative {
+		return false
+	}
+	if p.negative == nil {
+		p.negative = map[string]struct{}{}
+	}
+	p.negative[name] = struct{}{}
+	return true
+}
+
+// detachLocked takes n out of its parent: its name no longer leads to it.
+func (t *nodeTable) detachLocked(n *node) {
+	if n.parent != nil && n.parent.kids[n.name] == n {
+		delete(n.parent.kids, n.name)
+	}
+	n.parent = nil
+}
+
+// remove detaches the node that name in parent leads to, after an unlink
+// or rmdir.
+func (t *nodeTable) remove(parent uint64, name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p := t.nodes[parent]; p != nil {
+		if n := p.kids[name]; n != nil {
+			t.detachLocked(n)
+		}
+	}
+}
+
+// rename moves the node of oldname in oldparent to newname in newparent,
+// after the FS renamed it; exchange swaps the two.
+func (t *nodeTable) rename(oldparent uint64, oldname string, newparent uint64, newname string, exchange bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	op, np := t.nodes[oldparent], t.nodes[newparent]
+	if op == nil || np == nil {
+		return
+	}
+	from, to := op.kids[oldname], np.kids[newname]
+	if from != nil {
+		t.detachLocked(from)
+	}
+	if to != nil {
+		t.detachLocked(to)
+	}
+	delete(np.negative, newname)
+	attach := func(n, p *node, name string) {
+		if n == nil {
+			return
+		}
+		n.parent, n.name = p, name
+		if p.kids == nil {
+			p.kids = map[string]*node{}
+		}
+		p.kids[name] = n
+	}
+	attach(from, np, newname)
+	if exchange {
+		attach(to, op, oldname)
+	}
+}
+
+// forget gives back n of the kernel's references to node id, and drops
+// the node when none is left.
+func (t *nodeTable) forget(id, n uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	nd := t.nodes[id]
+	if nd == nil || nd == t.root {
+		return
+	}
+	if n >= nd.lookups {
+		t.detachLocked(nd)
+		// Children keep working by their IDs only if the kernel still
+		// holds them; it forgets children before parents, so none do.
+		delete(t.nodes, id)
+		return
+	}
+	nd.lookups -= n
+}
+
+// entry is a name the kernel may have cached: a directory's node ID and a
+// name in it.
+type entry struct {
+	parent uint64
+	name   string
+}
+
+// snapshot returns every node ID and every cached name the kernel may
+// hold, for revocation.
+func (t *nodeTable) snapshot() (ids []uint64, names []entry) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id, n := range t.nodes {
+		ids = append(ids, id)
+		for name := range n.kids {
+			names = append(names, entry{id, name})
+		}
+		for name := range n.negative {
+			names = append(names, entry{id, name})
+		}
+	}
+	return ids, names
+}

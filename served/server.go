@@ -1,0 +1,233 @@
+package served
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caplin-dev/caplin/proc"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// Default cache timeouts (see docs/served.md, "Caching").
+const (
+	// WritableCache is how long the kernel may trust entries and
+	// attributes of a mount with any right to change it: changes made
+	// outside the mount are seen within it.
+	WritableCache = time.Second
+	// ReadOnlyCache is how long for a mount with only RightRead and
+	// RightExec.
+	ReadOnlyCache = 5 * time.Minute
+)
+
+// revokeDrain bounds how long Revoke waits for requests already past the
+// gate to finish before it drops the kernel's caches.
+const revokeDrain = 50 * time.Millisecond
+
+// maxIO is the largest read and write the kernel is asked to send.
+const maxIO = 1 << 20
+
+// Server serves an FS over one FUSE connection.
+type Server struct {
+	raw *rawFS
+
+	mu      sync.Mutex
+	started bool
+	srv     *fuse.Server
+}
+
+// NewServer returns a Server of fsys; it owns fsys from then on.
+func NewServer(fsys FS, opts Options) *Server {
+	rights := opts.Rights
+	if rights == 0 {
+		rights = All
+	}
+	readOnly := rights&^ReadOnly == 0
+	timeout := opts.Cache
+	if timeout <= 0 {
+		timeout = WritableCache
+		if readOnly {
+			timeout = ReadOnlyCache
+		}
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{raw: &rawFS{
+		RawFileSystem: fuse.NewDefaultRawFileSystem(),
+		fs:            fsys,
+		ctx:           ctx,
+		cancel:        cancel,
+		rights:        rights,
+		dest:          opts.Dest,
+		events:        opts.Events,
+		log:           logger,
+		timeout:       timeout,
+		readOnly:      readOnly,
+		noOpen:        rights&(RightWrite|RightAppend) == 0 && rights.Has(RightRead|RightExec),
+		umask:         processUmask(),
+		nodes:         newNodeTable(),
+	}}
+}
+
+// MountOptions returns the mount options the kernel must be given for
+// this server, beyond fd, rootmode, user_id and group_id (which the
+// mounter sets): "default_permissions,allow_other". The kernel checks
+// permission bits itself (default_permissions), against the attributes
+// the server reports with IDs mapped into the mount's user namespace, and
+// lets every process of that namespace in (allow_other).
+func (s *Server) MountOptions() string { return "default_permissions,allow_other" }
+
+// Serve serves dev, a /dev/fuse descriptor opened in the user namespace of
+// the mount (whose ID maps are uidMap and gidMap, as the caller's
+// namespace sees them), in goroutines of its own, and returns once they
+// run. Serve takes ownership of dev.
+//
+// Serve first waits for the kernel's INIT request, which the kernel sends
+// when the mount is made: a caller mounts dev before calling Serve, or
+// calls Serve from another goroutine. ctx bounds that wait only; the
+// server then runs until Close, or until the mount is gone (its mount
+// namespace ended, or it was unmounted), when it closes itself. Host IDs
+// that the maps do not map appear as 65534; empty maps are the identity.
+func (s *Server) Serve(ctx context.Context, dev *os.File, uidMap, gidMap []proc.IDMap) error {
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		dev.Close()
+		return fmt.Errorf("served: serve %s: already serving", s.raw.dest)
+	}
+	s.started = true
+	s.mu.Unlock()
+	s.raw.uids = append(idMap(nil), uidMap...)
+	s.raw.gids = append(idMap(nil), gidMap...)
+
+	// go-fuse takes a descriptor number ("/dev/fd/N") and closes it when
+	// it stops: give it a duplicate of its own, so that dev's finalizer
+	// never closes a number go-fuse closed and something reused.
+	fd, err := unix.FcntlInt(dev.Fd(), unix.F_DUPFD_CLOEXEC, 3)
+	dev.Close()
+	if err != nil {
+		return fmt.Errorf("served: serve %s: dup /dev/fuse: %w", s.raw.dest, err)
+	}
+	opts := &fuse.MountOptions{
+		MaxWrite:      maxIO,
+		MaxBackground: 64,
+		FsName:        "caplin",
+		Name:          "caplin",
+		Logger:        log.New(logWriter{s.raw.log}, "go-fuse: ", 0),
+		// O_TRUNC arrives with the open (whose rights it needs), not as a
+		// separate setattr; readdirplus only where the kernel sees it pays.
+		ExtraCapabilities:    fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_READDIRPLUS_AUTO,
+		EnableSymlinkCaching: s.raw.readOnly,
+		// Every request and reply, where the Logger takes LevelTrace.
+		Debug: s.raw.log.Enabled(context.Background(), LevelTrace),
+	}
+	type result struct {
+		srv *fuse.Server
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		srv, err := fuse.NewServer(s.raw, "/dev/fd/"+strconv.Itoa(fd), opts)
+		done <- result{srv, err}
+	}()
+	select {
+	case <-ctx.Done():
+		go func() {
+			// The INIT may still come: then stop at once.
+			if r := <-done; r.err == nil {
+				s.raw.shutdown()
+				go r.srv.Serve()
+			}
+		}()
+		s.raw.shutdown()
+		return fmt.Errorf("served: serve %s: waiting for the kernel's INIT: %w", s.raw.dest, ctx.Err())
+	case r := <-done:
+		if r.err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("served: serve %s: %w", s.raw.dest, r.err)
+		}
+		s.mu.Lock()
+		s.srv = r.srv
+		s.mu.Unlock()
+		go r.srv.Serve()
+		return nil
+	}
+}
+
+// Revoke ends the grant: from then on every request fails with EIO,
+// reads and writes of files already open included, and the kernel's
+// caches of the mount are dropped. It returns once they are.
+//
+// Requests already past the rights check when Revoke is called may still
+// finish (Revoke waits up to 50 ms for them); then every entry, attribute
+// and page the kernel holds for the mount is invalidated, so mmap'd pages
+// fault again and get SIGBUS. A closed Server stays closed (ENOTCONN).
+func (s *Server) Revoke() error {
+	r := s.raw
+	r.state.CompareAndSwap(serving, revoked)
+	deadline := time.Now().Add(revokeDrain)
+	for r.inflight.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	r.invalidate()
+	return nil
+}
+
+// Close stops serving and closes the FS; the mount then fails requests
+// with ENOTCONN. The connection itself ends when the mount goes away:
+// until then the server answers every request with ENOTCONN.
+func (s *Server) Close() error {
+	r := s.raw
+	r.state.Store(closed)
+	r.invalidate()
+	if err := r.shutdown(); err != nil {
+		return fmt.Errorf("served: close %s: %w", r.dest, err)
+	}
+	return nil
+}
+
+// processUmask returns this process's umask, which the server undoes on
+// the files it makes for the kernel (whose mode has the caller's umask
+// applied already).
+func processUmask() uint32 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0o022
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "Umask:"); ok {
+			if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+				return uint32(m)
+			}
+		}
+	}
+	return 0o022
+}
+
+// LevelTrace is the slog level at which a Server logs every FUSE request
+// and reply (go-fuse's debug output), if its Logger is enabled for it.
+const LevelTrace = slog.LevelDebug - 4
+
+// logWriter sends go-fuse's log lines to a slog.Logger.
+type logWriter struct{ l *slog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.l.Log(context.Background(), LevelTrace, strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+var _ io.Writer = logWriter{}
