@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -315,41 +316,54 @@ var servedPrograms = []servedProgram{
 			writeFiles(t, dir, map[string]string{"mm.py": mmapScript})
 		},
 		check: func(t *testing.T, dir string, run func(string) string) {
-			// The sandbox maps m.bin and says "mapped"; this test then
+			// The sandbox maps m.bin and says "mapped"; the test then
 			// writes to the file from outside, with pwrite, and the
 			// sandbox must see it through its mapping; it answers
 			// through the mapping, which the test reads with pread.
-			done := make(chan string, 1)
-			go func() { done <- run(`python3 mm.py`) }()
-			mapped := filepath.Join(dir, "mapped")
-			deadline := time.Now().Add(time.Minute)
-			for {
-				if _, err := os.Stat(mapped); err == nil {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the sandbox did not map m.bin within a minute")
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-			f, err := os.OpenFile(filepath.Join(dir, "m.bin"), os.O_RDWR, 0)
-			if err != nil {
+			stop := make(chan struct{})
+			wrote := make(chan error, 1)
+			go func() { wrote <- writeWhenMapped(dir, stop) }()
+			out := func() string {
+				defer close(stop)
+				return run(`python3 mm.py`)
+			}()
+			if err := <-wrote; err != nil {
 				t.Fatal(err)
 			}
-			defer f.Close()
-			if _, err := f.WriteAt([]byte("from outside"), 0); err != nil {
-				t.Fatal(err)
-			}
-			out := <-done
 			if !strings.Contains(out, "saw b'from outside'\n") {
 				t.Errorf("the sandbox's mapping did not show the write from outside:\n%s", out)
 			}
-			got := make([]byte, 11)
-			if _, err := f.ReadAt(got, 100); err != nil || string(got) != "from inside" {
-				t.Errorf("at offset 100 from outside: %q, %v; want the sandbox's write through its mapping", got, err)
+			b, err := os.ReadFile(filepath.Join(dir, "m.bin"))
+			if err != nil || len(b) != 4096 || string(b[100:111]) != "from inside" {
+				t.Errorf("m.bin from outside: %v; want the sandbox's write through its mapping at offset 100", err)
 			}
 		},
 	},
+}
+
+// writeWhenMapped waits until the sandbox has made the file "mapped" in
+// dir, or stop is closed, then writes "from outside" at the start of
+// dir's m.bin.
+func writeWhenMapped(dir string, stop <-chan struct{}) error {
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "mapped")); err == nil {
+			break
+		}
+		select {
+		case <-stop:
+			return errors.New("the sandbox ended before it mapped m.bin")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "m.bin"), os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt([]byte("from outside"), 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // mmapScript maps m.bin shared, waits up to 20s for "from outside" to
