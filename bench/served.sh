@@ -159,12 +159,23 @@ files "$work/meta" 100 100
 tar -cf "$t/meta.tar" -C "$work" meta
 rm -rf "$work/meta"
 cat >"$t/work.sh" <<'EOF'
-# The work, in the sandbox, in /mnt/t; prints "NAME MICROSECONDS" lines.
-set -e
+# The work, in the sandbox, in /mnt/t; prints "NAME MICROSECONDS" lines,
+# or "NAME FAIL" (and what it said, on stderr) for work that failed.
 export GOCACHE=/mnt/t/.gocache GOPATH=/mnt/t/.gopath GOFLAGS=-mod=mod GOTOOLCHAIN=local GOPROXY=off CGO_ENABLED=0
-tm() { local name=$1 s e; shift; s=${EPOCHREALTIME/./}; "$@" >/dev/null 2>&1 || { echo "$name failed" >&2; "$@" >&2; exit 1; }; e=${EPOCHREALTIME/./}; echo "$name $((e - s))"; }
+tm() {
+	local name=$1 s e
+	shift
+	s=${EPOCHREALTIME/./}
+	if "$@" >/tmp/out 2>&1; then
+		e=${EPOCHREALTIME/./}
+		echo "$name $((e - s))"
+	else
+		echo "$name FAIL"
+		{ echo "$name failed:"; tail -n 5 /tmp/out; } >&2
+	fi
+}
 catsmall() { find small -type f -print0 | xargs -0 cat; }
-gobuild() { cd gomod && printf 'package p0\n\nconst Gen = "%s"\n' "$EPOCHREALTIME" >p0/gen.go && go build -o b . && cd ..; }
+gobuild() { (cd gomod && printf 'package p0\n\nconst Gen = "%s"\n' "$EPOCHREALTIME" >p0/gen.go && go build -o b .); }
 cbuild() { make -s -C c clean && make -s -j2 -C c; }
 tm "git-status-first" git -C repo status --porcelain
 tm "git-status-again" git -C repo status --porcelain
@@ -174,8 +185,8 @@ tm "cat-small-first" catsmall
 tm "cat-small-again" catsmall
 tm "make-c" cbuild
 tm "go-build" gobuild
-rm -rf x
-mkdir x
+rm -rf x 2>/dev/null
+mkdir -p x
 tm "untar-10k" tar -xf meta.tar -C x
 tm "rm-rf-10k" rm -rf x
 EOF
@@ -189,13 +200,17 @@ unshare -m --propagation private "$self" --inner "$work" "$runs"
 
 echo "medians of $runs rounds, ms (ratios: A/B; targets for serve-bind/bind in brackets):"
 awk -v runs="$runs" '
+# med(K): the median time of K in ms, or -1 if any run of it failed.
 function med(k,   n, i, j, t, a) {
+	if (k in failed) return -1
 	n = cnt[k]
 	for (i = 1; i <= n; i++) a[i] = v[k, i]
 	for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
 	return a[int((n + 1) / 2)] / 1000
 }
-{ k = $1 SUBSEP $2; v[k, ++cnt[k]] = $3; seenm[$1] = 1; if (!($2 in seenw)) { seenw[$2] = 1; work[++nw] = $2 } }
+function ms(x) { return x < 0 ? "failed" : sprintf("%.1f", x) }
+function ratio(a, b) { return a < 0 || b <= 0 ? "-" : sprintf("%.2fx", a / b) }
+{ k = $1 SUBSEP $2; if ($3 == "FAIL") failed[k] = 1; else v[k, ++cnt[k]] = $3; seenm[$1] = 1; if (!($2 in seenw)) { seenw[$2] = 1; work[++nw] = $2 } }
 END {
 	split("bind serve-bind bindfs", order, " ")
 	for (i = 1; i <= 3; i++) if (order[i] in seenm) modes[++nm] = order[i]
@@ -209,14 +224,14 @@ END {
 	for (w = 1; w <= nw; w++) {
 		name = work[w]; base = name; sub(/-(first|again)$/, "", base)
 		printf "  %-18s", name
-		for (m = 1; m <= nm; m++) printf " %10.1f", med(modes[m] SUBSEP name)
+		for (m = 1; m <= nm; m++) printf " %10s", ms(med(modes[m] SUBSEP name))
 		b = med("bind" SUBSEP name)
 		for (m = 2; m <= nm; m++) {
-			r = med(modes[m] SUBSEP name) / b
-			if (modes[m] == "serve-bind") printf " %9.2fx [<=%s]", r, target[base]
-			else printf " %16s", sprintf("%.2fx", r)
+			r = ratio(med(modes[m] SUBSEP name), b)
+			if (modes[m] == "serve-bind") printf " %10s [<=%s]", r, target[base]
+			else printf " %16s", r
 		}
-		if (("serve-bind" in seenm) && ("bindfs" in seenm)) printf " %17.2fx", med("serve-bind" SUBSEP name) / med("bindfs" SUBSEP name)
+		if (("serve-bind" in seenm) && ("bindfs" in seenm)) printf " %18s", ratio(med("serve-bind" SUBSEP name), med("bindfs" SUBSEP name))
 		printf "\n"
 	}
 }' "$work/times"
