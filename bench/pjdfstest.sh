@@ -43,19 +43,6 @@
 # Runs as root (to mount bindfs and give root a subordinate range).
 set -euo pipefail
 
-# fusedev DIR: in this private mount namespace, a FUSE device node of
-# mode 0666 (made on a tmpfs at DIR) over /dev/fuse, unless /dev/fuse is
-# open to all already: the sandbox's user, unprivileged on the host, must
-# open it for a served mount. The host's /dev/fuse is not changed.
-fusedev() {
-	[ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ] || return 0
-	mkdir -p "$1"
-	mount -t tmpfs -o mode=0755 tmpfs "$1"
-	mknod -m 0666 "$1/fuse" c 10 229
-	mount --bind "$1/fuse" /dev/fuse
-	umount -l "$1"
-}
-
 if [ "${1:-}" = --inner ]; then
 	# --inner USER MODE DIR CAPLIN SUITE LOG PROVE-ARGS...: one run, in a
 	# private mount namespace (see below).
@@ -71,7 +58,7 @@ if [ "${1:-}" = --inner ]; then
 	case $mode in
 	serve-bind)
 		flag=--serve-bind
-		fusedev "$dir.fusedev"
+		"$(dirname "$0")/fusedev.sh" "$dir.fusedev"
 		;;
 	bindfs)
 		src=$dir.bindfs

@@ -35,19 +35,6 @@
 # Usage: [MODES="bind serve-bind bindfs"] bench/served.sh [RUNS]
 set -euo pipefail
 
-# fusedev DIR: in this private mount namespace, a FUSE device node of
-# mode 0666 (made on a tmpfs at DIR) over /dev/fuse, unless /dev/fuse is
-# open to all already: the sandbox's user, unprivileged on the host, must
-# open it for a served mount. The host's /dev/fuse is not changed.
-fusedev() {
-	[ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ] || return 0
-	mkdir -p "$1"
-	mount -t tmpfs -o mode=0755 tmpfs "$1"
-	mknod -m 0666 "$1/fuse" c 10 229
-	mount --bind "$1/fuse" /dev/fuse
-	umount -l "$1"
-}
-
 if [ "${1:-}" = --inner ]; then
 	# --inner WORK RUNS: the rounds, in a private mount namespace.
 	work=$2 runs=$3
@@ -58,7 +45,7 @@ if [ "${1:-}" = --inner ]; then
 		serve-bind)
 			"$work/caplin" run --help 2>&1 | grep -q -- "--serve-bind " ||
 				{ echo "serve-bind: skipped: caplin run has no --serve-bind yet" >&2; continue; }
-			fusedev "$work/fusedev"
+			"$(dirname "$0")/fusedev.sh" "$work/fusedev"
 			;;
 		bindfs)
 			command -v bindfs >/dev/null || { echo "bindfs: skipped: bindfs is not installed" >&2; continue; }
