@@ -40,6 +40,8 @@
 # (PROVE-ARGS narrow the run: tests/chmod, say; default: tests. REFERENCE:
 # the work directory of an earlier run whose bind results to compare with
 # when MODES has no bind.)
+#        [USERS=...] [MODES=...] [REFERENCE=DIR] bench/pjdfstest.sh --report WORK
+# (prints the counts and regressions of an earlier run's logs in WORK)
 # Runs as root (to mount bindfs and give root a subordinate range).
 set -euo pipefail
 
@@ -78,6 +80,77 @@ if [ "${1:-}" = --inner ]; then
 	set -e
 	[ "$mode" = bindfs ] && { fusermount -u "$src" || umount -l "$src"; }
 	exit $status
+fi
+
+# summarize USER MODE [SECONDS]: USER-MODE.failed from the prove log
+# USER-MODE.log (each failing test file and its failed subtests, "FILE
+# N,M-K,..." or "FILE whole"), and the counts.
+summarize() {
+	local log=$work/$1-$2.log
+	awk '
+		/^\/pjdfstest\/.*\(Wstat:/ { f = $1; fail[f] = ""; order[++n] = f; want = 1; next }
+		want && /^  Failed tests?:/ { sub(/^  Failed tests?: */, ""); fail[f] = fail[f] $0; next }
+		want && /^  Parse errors:|^  Non-zero/ { fail[f] = fail[f] (fail[f] == "" ? "" : ",") "whole"; next }
+		want && /^          *[0-9]/ { s = $0; gsub(/ /, "", s); fail[f] = fail[f] "," s; next }
+		/^Files=/ { want = 0 }
+		END { for (i = 1; i <= n; i++) { s = fail[order[i]]; gsub(/ /, "", s); print order[i], (s == "" ? "whole" : s) } }
+	' "$log" >"$work/$1-$2.failed"
+	awk -v um="$1/$2" -v secs="${3:-}" '
+		FILENAME ~ /\.failed$/ { ff++; n = split($2, r, ","); for (i = 1; i <= n; i++) { if (split(r[i], ab, "-") == 2) ft += ab[2] - ab[1] + 1; else if (r[i] ~ /^[0-9]+$/) ft++ } next }
+		/^Files=/ { sub(/,$/, "", $1); sub(/,$/, "", $2); split($1, a, "="); split($2, b, "="); files = a[2]; tests = b[2] }
+		/^Result:/ { result = $2 }
+		END { printf "  %-18s files %4d: %4d passed, %3d failed; tests %5d: %5d passed, %4d failed; %s%s\n", um, files, files - ff, ff, tests, tests - ft, ft, result == "" ? "NO RESULT" : result, secs == "" ? "" : " in " secs "s" }
+	' "$work/$1-$2.failed" "$log"
+}
+
+# regressions: the test files (and their subtests) that pass on the bind
+# but fail in another mode, per user.
+regressions() {
+	for user in $users; do
+		ref=$work/$user-bind.failed
+		[ -f "$ref" ] || ref=${REFERENCE:-/nonexistent}/$user-bind.failed
+		[ -f "$ref" ] || continue
+		for mode in $modes; do
+			[ "$mode" != bind ] && [ -f "$work/$user-$mode.failed" ] || continue
+			echo "$user: passing on bind, failing on $mode:"
+			awk '
+				function expand(s, set,   n, r, i, ab, j) {
+					n = split(s, r, ",")
+					for (i = 1; i <= n; i++) {
+						if (split(r[i], ab, "-") == 2) for (j = ab[1]; j <= ab[2]; j++) set[j] = 1
+						else set[r[i]] = 1
+					}
+				}
+				FNR == NR { base[$1] = $2; next }
+				{
+					if (!($1 in base)) { print "  " $1 ": " $2; k++; next }
+					if (base[$1] == "whole") next
+					delete b; delete m
+					expand(base[$1], b); expand($2, m)
+					n = 0
+					for (t in m) if (!(t in b)) { for (i = ++n; i > 1 && l[i - 1] + 0 > t + 0; i--) l[i] = l[i - 1]; l[i] = t }
+					out = ""
+					for (i = 1; i <= n; i++) out = out " " l[i]
+					if (n) { print "  " $1 ":" out; k++ }
+				}
+				END { if (!k) print "  none" }
+			' "$ref" "$work/$user-$mode.failed"
+		done
+	done
+}
+
+if [ "${1:-}" = --report ]; then
+	# --report WORK: the counts and regressions of an earlier run's logs.
+	work=$2
+	users=${USERS:-root nobody}
+	modes=${MODES:-bind serve-bind bindfs}
+	for user in $users; do
+		for mode in $modes; do
+			[ -f "$work/$user-$mode.log" ] && summarize "$user" "$mode"
+		done
+	done
+	regressions
+	exit 0
 fi
 
 [ $# -ge 1 ] || { echo "usage: bench/pjdfstest.sh SRC [PROVE-ARGS...]" >&2; exit 2; }
@@ -130,54 +203,8 @@ for user in $users; do
 		s=${EPOCHREALTIME/./}
 		unshare -m --propagation private "$self" --inner "$user" "$mode" "$dir" "$work/caplin" "$work/suite" "$log" "$@" || true
 		e=${EPOCHREALTIME/./}
-		# Failed subtests per file, from prove's summary: "FILE N,M-K,...".
-		awk '
-			/^\/pjdfstest\/.*\(Wstat:/ { f = $1; fail[f] = ""; order[++n] = f; want = 1; next }
-			want && /^  Failed tests:/ { sub(/^  Failed tests: */, ""); fail[f] = fail[f] $0; next }
-			want && /^  Parse errors:|^  Non-zero/ { fail[f] = fail[f] (fail[f] == "" ? "" : ",") "whole"; next }
-			want && /^          *[0-9]/ { s = $0; gsub(/ /, "", s); fail[f] = fail[f] "," s; next }
-			/^Files=/ { want = 0 }
-			END { for (i = 1; i <= n; i++) { s = fail[order[i]]; gsub(/ /, "", s); print order[i], (s == "" ? "whole" : s) } }
-		' "$log" >"$work/$user-$mode.failed"
-		awk -v um="$user/$mode" -v secs=$(((e - s) / 1000000)) '
-			FILENAME ~ /\.failed$/ { ff++; n = split($2, r, ","); for (i = 1; i <= n; i++) { if (split(r[i], ab, "-") == 2) ft += ab[2] - ab[1] + 1; else if (r[i] ~ /^[0-9]+$/) ft++ } next }
-			/^Files=/ { sub(/,$/, "", $1); sub(/,$/, "", $2); split($1, a, "="); split($2, b, "="); files = a[2]; tests = b[2] }
-			/^Result:/ { result = $2 }
-			END { printf "  %-18s files %4d: %4d passed, %3d failed; tests %5d: %5d passed, %4d failed; %s in %ds\n", um, files, files - ff, ff, tests, tests - ft, ft, result == "" ? "NO RESULT" : result, secs }
-		' "$work/$user-$mode.failed" "$log"
+		summarize "$user" "$mode" $(((e - s) / 1000000))
 	done
 done
 
-# The regressions: test files (and their subtests) that pass on the bind
-# but fail in another mode, per user.
-for user in $users; do
-	ref=$work/$user-bind.failed
-	[ -f "$ref" ] || ref=${REFERENCE:-/nonexistent}/$user-bind.failed
-	[ -f "$ref" ] || continue
-	for mode in $modes; do
-		[ "$mode" != bind ] && [ -f "$work/$user-$mode.failed" ] || continue
-		echo "$user: passing on bind, failing on $mode:"
-		awk '
-			function expand(s, set,   n, r, i, ab, j) {
-				n = split(s, r, ",")
-				for (i = 1; i <= n; i++) {
-					if (split(r[i], ab, "-") == 2) for (j = ab[1]; j <= ab[2]; j++) set[j] = 1
-					else set[r[i]] = 1
-				}
-			}
-			FNR == NR { base[$1] = $2; next }
-			{
-				if (!($1 in base)) { print "  " $1 ": " $2; k++; next }
-				if (base[$1] == "whole") next
-				delete b; delete m
-				expand(base[$1], b); expand($2, m)
-				n = 0
-				for (t in m) if (!(t in b)) { for (i = ++n; i > 1 && l[i - 1] + 0 > t + 0; i--) l[i] = l[i - 1]; l[i] = t }
-				out = ""
-				for (i = 1; i <= n; i++) out = out " " l[i]
-				if (n) { print "  " $1 ":" out; k++ }
-			}
-			END { if (!k) print "  none" }
-		' "$ref" "$work/$user-$mode.failed"
-	done
-done
+regressions
