@@ -44,7 +44,6 @@ type rawFS struct {
 	// writing is not, so that no open has anything to check. Reads come
 	// by node ID (Fh 0), and writes are refused when they come.
 	noOpen bool
-	umask  uint32
 	uids   idMap
 	gids   idMap
 
@@ -258,18 +257,31 @@ func (r *rawFS) entryOf(parent uint64, name string, st *unix.Stat_t, out *fuse.E
 	return fuse.OK
 }
 
-// fixMode sets the exact mode the kernel asked for on a file just made,
-// where the server's own umask took bits away from it.
-func (r *rawFS) fixMode(ctx context.Context, path string, mode uint32, f *os.File) {
-	mode &= 0o7777
-	if mode&r.umask == 0 {
-		return
+// fixMode gives a file just made the mode the kernel asked for (the
+// program's umask applied already), where the FS made it with another:
+// a server's or a remote FS's own umask takes bits away, and which ones
+// only the result shows. have is the mode made (from its stat); the mode
+// the file has after is returned. A directory's set-group-ID bit
+// inherited from its parent stays.
+func (r *rawFS) fixMode(ctx context.Context, path string, mode, have uint32, f *os.File) uint32 {
+	want := mode & 0o7777
+	if have&unix.S_IFMT == unix.S_IFDIR {
+		want |= have & unix.S_ISGID
 	}
+	if have&0o7777 == want || have&unix.S_IFMT == unix.S_IFLNK {
+		return have
+	}
+	var err error
 	if f != nil {
-		f.Chmod(filemode.Perm(mode))
-		return
+		err = f.Chmod(filemode.Perm(want))
+	} else {
+		err = r.fs.Chmod(ctx, path, want)
 	}
-	r.fs.Chmod(ctx, path, mode)
+	if err != nil {
+		r.log.Debug("served: mode of a new file", "mount", r.dest, "path", path, "err", err)
+		return have
+	}
+	return have&^0o7777 | want
 }
 
 func (r *rawFS) String() string { return "caplin-served" }
@@ -432,10 +444,14 @@ func (r *rawFS) create(ctx context.Context, h *fuse.InHeader, op string, name st
 	if err := make(path); err != nil {
 		return r.status(err)
 	}
-	if mode != 0 {
-		r.fixMode(ctx, path, mode, nil)
+	stat, err := r.fs.Lstat(ctx, path)
+	if err != nil {
+		return r.status(err)
 	}
-	return r.entry(ctx, h.NodeId, name, path, out)
+	if mode != 0 {
+		stat.Mode = r.fixMode(ctx, path, mode, stat.Mode, nil)
+	}
+	return r.entryOf(h.NodeId, name, &stat, out)
 }
 
 func (r *rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
@@ -643,16 +659,16 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	}
 	need, host := r.openNeed(in.Flags)
 	// A new file may be written with RightCreate alone: writing it
-	// changes nothing that existed. Without RightWrite, only a new file
-	// is made (O_EXCL); an existing one is opened as Open would.
+	// changes nothing that existed. Only a new file is made (O_EXCL,
+	// so that its mode may be fixed); an existing one is opened as Open
+	// would.
 	need = need&^(RightWrite|RightAppend) | RightCreate
-	if r.rights&RightWrite == 0 {
-		host |= unix.O_EXCL
-	}
+	host |= unix.O_EXCL
 	if st := r.check(&in.InHeader, "create", path, need); !st.Ok() {
 		return st
 	}
 	f, err := r.fs.OpenFile(ctx, path, host|unix.O_CREAT, in.Mode&0o7777)
+	made := err == nil
 	if errors.Is(err, syscall.EEXIST) && in.Flags&unix.O_EXCL == 0 {
 		need, host = r.openNeed(in.Flags)
 		host &^= unix.O_CREAT | unix.O_EXCL
@@ -660,8 +676,7 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 			return st
 		}
 		f, err = r.fs.OpenFile(ctx, path, host, 0)
-	} else if err == nil {
-		r.fixMode(ctx, path, in.Mode, f)
+		made = false
 	}
 	if err != nil {
 		return r.status(err)
@@ -674,6 +689,9 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	if err := hd.do(func(fd int) error { return unix.Fstat(fd, &stat) }); err != nil {
 		f.Close()
 		return r.status(err)
+	}
+	if made {
+		stat.Mode = r.fixMode(ctx, path, in.Mode, stat.Mode, f)
 	}
 	if st := r.entryOf(in.NodeId, name, &stat, &out.EntryOut); !st.Ok() {
 		f.Close()

@@ -1,7 +1,6 @@
 package served
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -76,7 +75,6 @@ func NewServer(fsys FS, opts Options) *Server {
 		timeout:       timeout,
 		readOnly:      readOnly,
 		noOpen:        rights&(RightWrite|RightAppend) == 0 && rights.Has(RightRead|RightExec),
-		umask:         processUmask(),
 		nodes:         newNodeTable(),
 	}}
 }
@@ -196,26 +194,6 @@ func (s *Server) Close() error {
 		return fmt.Errorf("served: close %s: %w", r.dest, err)
 	}
 	return nil
-}
-
-// processUmask returns this process's umask, which the server undoes on
-// the files it makes for the kernel (whose mode has the caller's umask
-// applied already).
-func processUmask() uint32 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0o022
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "Umask:"); ok {
-			if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
-				return uint32(m)
-			}
-		}
-	}
-	return 0o022
 }
 
 // LevelTrace is the slog level at which a Server logs every FUSE request
