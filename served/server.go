@@ -118,6 +118,10 @@ func (s *Server) Serve(ctx context.Context, dev *os.File, uidMap, gidMap []proc.
 	if err != nil {
 		return fmt.Errorf("served: serve %s: dup /dev/fuse: %w", s.raw.dest, err)
 	}
+	atomicTrunc := uint64(fuse.CAP_ATOMIC_O_TRUNC)
+	if s.raw.noOpen {
+		atomicTrunc = 0
+	}
 	opts := &fuse.MountOptions{
 		MaxWrite:      maxIO,
 		MaxBackground: 64,
@@ -125,8 +129,10 @@ func (s *Server) Serve(ctx context.Context, dev *os.File, uidMap, gidMap []proc.
 		Name:          "caplin",
 		Logger:        log.New(logWriter{s.raw.log}, "go-fuse: ", 0),
 		// O_TRUNC arrives with the open (whose rights it needs), not as a
-		// separate setattr; readdirplus only where the kernel sees it pays.
-		ExtraCapabilities:    fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_READDIRPLUS_AUTO,
+		// separate setattr, but where opens are not sent (noOpen): there
+		// the kernel would take it as done; readdirplus only where the
+		// kernel sees it pays.
+		ExtraCapabilities:    atomicTrunc | fuse.CAP_READDIRPLUS_AUTO,
 		EnableSymlinkCaching: s.raw.readOnly,
 		// Every request and reply, where the Logger takes LevelTrace.
 		Debug: s.raw.log.Enabled(context.Background(), LevelTrace),

@@ -54,6 +54,8 @@ func TestMain(m *testing.M) {
 		"reapcheck": reapCheck,
 		// fakecontrol SOCKET EVENTS: see mountctl_test.go.
 		"fakecontrol": fakeControl,
+		// servedprobe SCENARIO ARGS...: see servedbad_test.go.
+		"servedprobe": servedProbe,
 	})
 }
 
