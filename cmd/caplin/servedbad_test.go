@@ -994,3 +994,96 @@ func eventLines(evs []served.Event) string {
 	}
 	return b.String()
 }
+
+// TestServedLeavesNoFD runs caplin run in this process (cmdRun) with a
+// --serve-object mount whose server is killed while the program uses
+// it, a mount whose source is removed, and one revoked through
+// --control, twice: the second run leaves this process with the
+// descriptors the first did (the first may open what lasts: the
+// runtime's poller, say), and no process.
+func TestServedLeavesNoFD(t *testing.T) {
+	needServed(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	once := func(t *testing.T) {
+		base := t.TempDir()
+		tree, gone := filepath.Join(base, "tree"), filepath.Join(base, "gone")
+		mustTree(t, tree, map[string]string{"f": "f\n", "sub/g": "g\n"})
+		mustTree(t, gone, map[string]string{"f": "f\n", "sub/g": "g\n"})
+		sock, ctl := filepath.Join(base, "dirsock"), filepath.Join(base, "ctl")
+		srv := exec.Command(exe, "serve", "dir", tree, "--socket", sock)
+		srv.Args[0] = "caplin"
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			srv.Process.Kill()
+			srv.Wait()
+		}()
+		waitPath(t, sock)
+		sync := filepath.Join(base, "sync")
+		if err := os.Mkdir(sync, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(base, "out")
+		done := make(chan int, 1)
+		go func() {
+			done <- cmdRun([]string{"--as-host-root", "--system", "--ro-bind", exe, probePath, "--bind", sync, syncDir,
+				"--serve-object", sock, "/o", "--serve-bind", gone, "/d", "--serve-bind", tree, "/data",
+				"--control", ctl, "--fd", "1=w:" + out, "--", probePath, "object"})
+		}()
+		waitPath(t, filepath.Join(sync, "ready"))
+		srv.Process.Kill()
+		srv.Wait()
+		if err := os.RemoveAll(gone); err != nil {
+			t.Error(err)
+		}
+		caplinCall(t, "call", ctl, "revoke", "/data")
+		touch(filepath.Join(sync, "go"))
+		select {
+		case code := <-done:
+			if b, _ := os.ReadFile(out); code != 0 || !strings.Contains(string(b), "stat ENOTCONN") {
+				t.Errorf("caplin run: status %d, output %s", code, b)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("caplin run did not return within 60s (a hang)")
+		}
+	}
+	once(t)
+	before := openFDs(t)
+	once(t)
+	time.Sleep(100 * time.Millisecond)
+	t.Logf("%d descriptors", len(before))
+	if after := openFDs(t); !slices.Equal(before, after) {
+		t.Errorf("descriptors before the second run:\n%s\nafter it:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
+	}
+	if kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", os.Getpid(), os.Getpid())); len(bytes.TrimSpace(kids)) > 0 {
+		t.Errorf("children left: %s", kids)
+	}
+}
+
+// openFDs lists this process's descriptors with what each refers to.
+func openFDs(t *testing.T) []string {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fds []string
+	for _, e := range ents {
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil {
+			continue // the directory ReadDir read
+		}
+		if strings.HasPrefix(target, "pipe:") || strings.HasPrefix(target, "socket:") || strings.HasPrefix(target, "anon_inode:") {
+			// Identified by an inode number that a later one may reuse
+			// or not: the kind is what counts.
+			target, _, _ = strings.Cut(target, ":")
+		}
+		fds = append(fds, e.Name()+" "+target)
+	}
+	slices.Sort(fds)
+	return fds
+}
