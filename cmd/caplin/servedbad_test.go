@@ -941,30 +941,13 @@ func waitPath(t *testing.T, name string) {
 	t.Fatalf("%s did not appear within 20s", name)
 }
 
-// mustTree makes root with files (a name ending in / is a directory),
-// 0644 and 0755 whatever the umask.
+// mustTree makes root and files in it (testenv.WriteTree).
 func mustTree(t *testing.T, root string, files map[string]string) {
 	t.Helper()
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(root, 0o755)
-	for name, data := range files {
-		p := filepath.Join(root, name)
-		if strings.HasSuffix(name, "/") {
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		os.Chmod(p, 0o644)
-	}
+	testenv.WriteTree(t, root, files)
 }
 
 // readEvents reads a file --events wrote: every line one JSON event.
