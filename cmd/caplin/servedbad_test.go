@@ -68,8 +68,11 @@ func servedProbe() {
 		"rights": probeRights, "revoke": probeRevoke, "vanish": probeVanish,
 		"clients": probeClients, "names": probeNames, "deep": probeDeep,
 		"object": probeObject,
+		"blocked": probeBlocked,
 		// worker N DIR: N creates, writes, stats and unlinks in DIR.
 		"worker": probeWorker,
+		// stat NAME: stats NAME.
+		"stat": func(_ func(string, any), args []string) { os.Stat(args[0]) },
 	}
 	run := scenarios[os.Args[1]]
 	if run == nil {
@@ -801,6 +804,79 @@ func TestServedObjectServerKilled(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(tree, "new")); err == nil {
 		t.Errorf("new made on the host")
+	}
+}
+
+// probeBlocked reads /o/f, says "ready", waits for "stopped" (the
+// object's server is stopped: requests that need it wait), starts a
+// process that stats a name not looked up yet, kills it while it waits
+// for the answer, says "killed", waits for "continued", and uses the
+// mount.
+func probeBlocked(say func(string, any), _ []string) {
+	b, err := os.ReadFile("/o/f")
+	say("read-before", stringOrErr(b, err))
+	touch(syncDir + "/ready")
+	waitFile(syncDir + "/stopped")
+	cmd := exec.Command(probePath, "stat", "/o/never-looked-up")
+	if err := cmd.Start(); err != nil {
+		say("start", err)
+		return
+	}
+	time.Sleep(300 * time.Millisecond)
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+	// "pid (comm) S ...": the state, D or S while it waits for the server.
+	if _, after, ok := bytes.Cut(stat, []byte(") ")); ok && len(after) > 0 {
+		say("client-state", string(after[0]))
+	}
+	// Where it waits: in the kernel's FUSE request code.
+	wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", cmd.Process.Pid))
+	say("client-wchan", string(wchan))
+	start := time.Now()
+	cmd.Process.Kill()
+	cmd.Wait()
+	say("killed-within-1s", time.Since(start) < time.Second)
+	touch(syncDir + "/killed")
+	waitFile(syncDir + "/continued")
+	b, err = os.ReadFile("/o/f")
+	say("read-after", stringOrErr(b, err))
+	_, err = os.Stat("/o/never-looked-up")
+	say("stat-after", err)
+	say("create-after", writeFile("/o/after", unix.O_WRONLY|unix.O_CREAT, "after\n"))
+}
+
+// TestServedClientKilledMidRequest kills a program while its request
+// waits for a --serve-object server (stopped, SIGSTOP, meanwhile): the
+// kill takes effect at once, and once the server goes on the mount
+// serves the program's other processes as before.
+func TestServedClientKilledMidRequest(t *testing.T) {
+	needServed(t)
+	base := t.TempDir()
+	tree := filepath.Join(base, "tree")
+	mustTree(t, tree, map[string]string{"f": "f\n"})
+	sock := filepath.Join(base, "dirsock")
+	srv, out := startCaplin(t, nil, "serve", "dir", tree, "--socket", sock)
+	waitPath(t, sock)
+	sync := filepath.Join(base, "sync")
+	res, status := runProbe(t, base, func(t *testing.T) {
+		waitPath(t, filepath.Join(sync, "ready"))
+		srv.Process.Signal(unix.SIGSTOP)
+		touch(filepath.Join(sync, "stopped"))
+		waitPath(t, filepath.Join(sync, "killed"))
+		srv.Process.Signal(unix.SIGCONT)
+		touch(filepath.Join(sync, "continued"))
+	}, []string{"--serve-object", sock, "/o"}, "blocked")
+	srv.Process.Signal(unix.SIGCONT)
+	if status != 0 {
+		t.Fatalf("caplin run: status %d\n%s\nthe server: %s", status, res.out, out)
+	}
+	// Where the kernel tells (wchan), the client waited for the server.
+	if w := res.results["client-wchan"]; w != "" && w != "0" && w != "request_wait_answer" && !strings.Contains(w, "fuse") {
+		t.Errorf("the client was killed waiting in %s, not for the FUSE server", w)
+	}
+	res.expect(t, map[string]string{"read-before": "f", "client-state": "S|D", "killed-within-1s": "true",
+		"read-after": "f", "stat-after": "ENOENT", "create-after": "OK"})
+	if b, err := os.ReadFile(filepath.Join(tree, "after")); err != nil || string(b) != "after\n" {
+		t.Errorf("after on the host: %q, %v", b, err)
 	}
 }
 
