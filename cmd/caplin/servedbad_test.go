@@ -12,9 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -774,7 +776,7 @@ func TestServedObjectServerKilled(t *testing.T) {
 		srv.Process.Kill()
 		srv.Wait()
 	})
-	waitPath(t, sock)
+	waitSocket(t, sock)
 	sync := filepath.Join(base, "sync")
 	res, status := runProbe(t, base, func(t *testing.T) {
 		waitPath(t, filepath.Join(sync, "ready"))
@@ -812,7 +814,7 @@ func TestServedObjectServerKilled(t *testing.T) {
 // process that stats a name not looked up yet, kills it while it waits
 // for the answer, says "killed", waits for "continued", and uses the
 // mount.
-func probeBlocked(say func(string, any), _ []string) {
+func probeBlocked(say func(string, any), args []string) {
 	b, err := os.ReadFile("/o/f")
 	say("read-before", stringOrErr(b, err))
 	touch(syncDir + "/ready")
@@ -823,6 +825,11 @@ func probeBlocked(say func(string, any), _ []string) {
 		return
 	}
 	time.Sleep(300 * time.Millisecond)
+	if len(args) > 0 && args[0] == "leave" {
+		// The sandbox ends with the client still waiting.
+		say("left", nil)
+		return
+	}
 	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
 	// "pid (comm) S ...": the state, D or S while it waits for the server.
 	if _, after, ok := bytes.Cut(stat, []byte(") ")); ok && len(after) > 0 {
@@ -855,7 +862,7 @@ func TestServedClientKilledMidRequest(t *testing.T) {
 	mustTree(t, tree, map[string]string{"f": "f\n"})
 	sock := filepath.Join(base, "dirsock")
 	srv, out := startCaplin(t, nil, "serve", "dir", tree, "--socket", sock)
-	waitPath(t, sock)
+	waitSocket(t, sock)
 	sync := filepath.Join(base, "sync")
 	res, status := runProbe(t, base, func(t *testing.T) {
 		waitPath(t, filepath.Join(sync, "ready"))
@@ -877,6 +884,36 @@ func TestServedClientKilledMidRequest(t *testing.T) {
 		"read-after": "f", "stat-after": "ENOENT", "create-after": "OK"})
 	if b, err := os.ReadFile(filepath.Join(tree, "after")); err != nil || string(b) != "after\n" {
 		t.Errorf("after on the host: %q, %v", b, err)
+	}
+}
+
+// TestServedStoppedServerAtExit ends a sandbox while a request of its
+// waits for a --serve-object server that is stopped (SIGSTOP) and stays
+// so: caplin run exits all the same, at once.
+func TestServedStoppedServerAtExit(t *testing.T) {
+	needServed(t)
+	base := t.TempDir()
+	tree := filepath.Join(base, "tree")
+	mustTree(t, tree, map[string]string{"f": "f\n"})
+	sock := filepath.Join(base, "dirsock")
+	srv, out := startCaplin(t, nil, "serve", "dir", tree, "--socket", sock)
+	t.Cleanup(func() { srv.Process.Signal(unix.SIGCONT) })
+	waitSocket(t, sock)
+	sync := filepath.Join(base, "sync")
+	start := time.Now()
+	res, status := runProbe(t, base, func(t *testing.T) {
+		waitPath(t, filepath.Join(sync, "ready"))
+		srv.Process.Signal(unix.SIGSTOP)
+		touch(filepath.Join(sync, "stopped"))
+	}, []string{"--serve-object", sock, "/o"}, "blocked", "leave")
+	if status != 0 {
+		t.Fatalf("caplin run: status %d\n%s\nthe server: %s", status, res.out, out)
+	}
+	res.expect(t, map[string]string{"read-before": "f", "left": "OK"})
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("caplin run took %v", d)
+	} else {
+		t.Logf("caplin run took %v", d)
 	}
 }
 
@@ -1007,6 +1044,19 @@ func caplinCall(t *testing.T, args ...string) {
 	}
 }
 
+// waitSocket waits up to 20s for a server to listen on the SEQPACKET
+// socket name (its file is there before it listens).
+func waitSocket(t *testing.T, name string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if c, err := net.Dial("unixpacket", name); err == nil {
+			c.Close()
+			return
+		}
+	}
+	t.Fatalf("nothing listens on %s within 20s", name)
+}
+
 // waitPath waits up to 20s for name to exist.
 func waitPath(t *testing.T, name string) {
 	t.Helper()
@@ -1058,16 +1108,33 @@ func eventLines(evs []served.Event) string {
 // TestServedLeavesNoFD runs caplin run in this process (cmdRun) with a
 // --serve-object mount whose server is killed while the program uses
 // it, a mount whose source is removed, and one revoked through
-// --control, twice: the second run leaves this process with the
-// descriptors the first did (the first may open what lasts: the
-// runtime's poller, say), and no process.
+// --control, twice; then with a --serve-object server stopped (SIGSTOP)
+// while a request waits for it: after the first run (which may open what
+// lasts: the runtime's poller, say), each leaves this process the
+// descriptors it had, no goroutine of the mounts, and no child, even
+// while that server stays stopped.
 func TestServedLeavesNoFD(t *testing.T) {
 	needServed(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	once := func(t *testing.T) {
+	var before []string
+	check := func(t *testing.T, server int) {
+		t.Helper()
+		time.Sleep(100 * time.Millisecond)
+		if after := openFDs(t, server); before != nil && !slices.Equal(before, after) {
+			t.Errorf("descriptors before:\n%s\nafter caplin run:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
+		}
+		buf := make([]byte, 1<<20)
+		if st := buf[:runtime.Stack(buf, true)]; bytes.Contains(st, []byte("caplin/served")) || bytes.Contains(st, []byte("go-fuse")) {
+			t.Errorf("goroutines of the served mounts left:\n%s", st)
+		}
+		if kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", os.Getpid(), os.Getpid())); len(bytes.Fields(kids)) > 1 {
+			t.Errorf("children left besides the object's server: %s", kids)
+		}
+	}
+	once := func(t *testing.T, stop bool) {
 		base := t.TempDir()
 		tree, gone := filepath.Join(base, "tree"), filepath.Join(base, "gone")
 		mustTree(t, tree, map[string]string{"f": "f\n", "sub/g": "g\n"})
@@ -1082,50 +1149,55 @@ func TestServedLeavesNoFD(t *testing.T) {
 			srv.Process.Kill()
 			srv.Wait()
 		}()
-		waitPath(t, sock)
+		waitSocket(t, sock)
 		sync := filepath.Join(base, "sync")
 		if err := os.Mkdir(sync, 0o777); err != nil {
 			t.Fatal(err)
 		}
 		out := filepath.Join(base, "out")
+		probe, want := []string{probePath, "object"}, "stat ENOTCONN"
+		if stop {
+			probe, want = []string{probePath, "blocked", "leave"}, "left OK"
+		}
 		done := make(chan int, 1)
 		go func() {
-			done <- cmdRun(append(hostRoot(), "--system", "--ro-bind", exe, probePath, "--bind", sync, syncDir,
+			done <- cmdRun(append(append(hostRoot(), "--system", "--ro-bind", exe, probePath, "--bind", sync, syncDir,
 				"--serve-object", sock, "/o", "--serve-bind", gone, "/d", "--serve-bind", tree, "/data",
-				"--control", ctl, "--fd", "1=w:"+out, "--", probePath, "object"))
+				"--control", ctl, "--fd", "1=w:"+out, "--"), probe...))
 		}()
 		waitPath(t, filepath.Join(sync, "ready"))
-		srv.Process.Kill()
-		srv.Wait()
-		if err := os.RemoveAll(gone); err != nil {
-			t.Error(err)
+		if stop {
+			srv.Process.Signal(unix.SIGSTOP)
+			touch(filepath.Join(sync, "stopped"))
+		} else {
+			srv.Process.Kill()
+			srv.Wait()
+			if err := os.RemoveAll(gone); err != nil {
+				t.Error(err)
+			}
+			caplinCall(t, "call", ctl, "revoke", "/data")
+			touch(filepath.Join(sync, "go"))
 		}
-		caplinCall(t, "call", ctl, "revoke", "/data")
-		touch(filepath.Join(sync, "go"))
 		select {
 		case code := <-done:
-			if b, _ := os.ReadFile(out); code != 0 || !strings.Contains(string(b), "stat ENOTCONN") {
+			if b, _ := os.ReadFile(out); code != 0 || !strings.Contains(string(b), want) {
 				t.Errorf("caplin run: status %d, output %s", code, b)
 			}
 		case <-time.After(60 * time.Second):
 			t.Fatal("caplin run did not return within 60s (a hang)")
 		}
+		check(t, srv.Process.Pid)
 	}
-	once(t)
-	before := openFDs(t)
-	once(t)
-	time.Sleep(100 * time.Millisecond)
+	once(t, false)
+	before = openFDs(t, 0)
 	t.Logf("%d descriptors", len(before))
-	if after := openFDs(t); !slices.Equal(before, after) {
-		t.Errorf("descriptors before the second run:\n%s\nafter it:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
-	}
-	if kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", os.Getpid(), os.Getpid())); len(bytes.TrimSpace(kids)) > 0 {
-		t.Errorf("children left: %s", kids)
-	}
+	once(t, false)
+	once(t, true)
 }
 
-// openFDs lists this process's descriptors with what each refers to.
-func openFDs(t *testing.T) []string {
+// openFDs lists this process's descriptors with what each refers to,
+// but a pidfd of the process server (os.Process's own, while it runs).
+func openFDs(t *testing.T, server int) []string {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
@@ -1137,10 +1209,14 @@ func openFDs(t *testing.T) []string {
 		if err != nil {
 			continue // the directory ReadDir read
 		}
-		if strings.HasPrefix(target, "pipe:") || strings.HasPrefix(target, "socket:") || strings.HasPrefix(target, "anon_inode:") {
+		if strings.HasPrefix(target, "pipe:") || strings.HasPrefix(target, "socket:") {
 			// Identified by an inode number that a later one may reuse
 			// or not: the kind is what counts.
 			target, _, _ = strings.Cut(target, ":")
+		}
+		if info, _ := os.ReadFile("/proc/self/fdinfo/" + e.Name()); target == "anon_inode:[pidfd]" &&
+			strings.Contains(string(info), fmt.Sprintf("\nPid:\t%d\n", server)) {
+			continue
 		}
 		fds = append(fds, e.Name()+" "+target)
 	}
