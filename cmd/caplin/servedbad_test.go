@@ -1127,7 +1127,7 @@ func TestServedLeavesNoFD(t *testing.T) {
 			t.Errorf("descriptors before:\n%s\nafter caplin run:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
 		}
 		buf := make([]byte, 1<<20)
-		if st := buf[:runtime.Stack(buf, true)]; bytes.Contains(st, []byte("caplin/served")) || bytes.Contains(st, []byte("go-fuse")) {
+		if st := buf[:runtime.Stack(buf, true)]; bytes.Contains(st, []byte("caplin-dev/caplin/served")) || bytes.Contains(st, []byte("go-fuse")) {
 			t.Errorf("goroutines of the served mounts left:\n%s", st)
 		}
 		if kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", os.Getpid(), os.Getpid())); len(bytes.Fields(kids)) > 1 {
