@@ -69,7 +69,7 @@ func servedProbe() {
 	scenarios := map[string]func(say func(string, any), args []string){
 		"rights": probeRights, "revoke": probeRevoke, "vanish": probeVanish,
 		"clients": probeClients, "names": probeNames, "deep": probeDeep,
-		"object": probeObject,
+		"object":  probeObject,
 		"blocked": probeBlocked,
 		// worker N DIR: N creates, writes, stats and unlinks in DIR.
 		"worker": probeWorker,
