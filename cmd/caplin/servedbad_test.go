@@ -280,6 +280,11 @@ func probeRevoke(say func(string, any), _ []string) {
 	buf := make([]byte, 64)
 	_, err = unix.Pread(fd, buf, 0)
 	say("read-before", err)
+	rofd, err := unix.Open("/ro/f", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err == nil {
+		_, err = unix.Pread(rofd, buf, 0) // its pages are cached now
+	}
+	say("ro-read-before", err)
 	if _, err := os.Stat("/x/f"); err != nil {
 		say("x-before", err)
 	}
@@ -302,6 +307,14 @@ func probeRevoke(say func(string, any), _ []string) {
 	say("stat-new", err)
 	_, err = os.ReadDir("/data")
 	say("readdir", err)
+	for ; time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if _, err = unix.Pread(rofd, buf, 0); err != nil {
+			break
+		}
+	}
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	say("ro-read-failed-at", ts.Nano())
+	say("ro-read", err)
 	touch(syncDir + "/revoked")
 	for ; time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		if _, err = os.Stat("/x/f"); err != nil {
@@ -321,7 +334,8 @@ func touch(name string) {
 // TestServedRevokeFromShell revokes a served mount with caplin call while
 // the program holds a file of it open: its next read and write fail with
 // EIO within 100 ms of the call's return, so do stat and readdir, and a
-// revoke event is written; unbind then makes another mount go away
+// revoke event is written; the same for a read-only mount, whose file's
+// pages the kernel had cached; unbind then makes another mount go away
 // inside.
 func TestServedRevokeFromShell(t *testing.T) {
 	needServed(t)
@@ -331,30 +345,39 @@ func TestServedRevokeFromShell(t *testing.T) {
 	sync := filepath.Join(base, "sync")
 	ctl := filepath.Join(base, "ctl")
 	events := filepath.Join(base, "events.jsonl")
-	var revokedAt int64
+	var revokedAt, roRevokedAt int64
 	res, status := runProbe(t, base, func(t *testing.T) {
 		waitPath(t, filepath.Join(sync, "ready"))
 		caplinCall(t, "call", ctl, "revoke", "/data")
 		var ts unix.Timespec
 		unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 		revokedAt = ts.Nano()
+		caplinCall(t, "call", ctl, "revoke", "/ro")
+		unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+		roRevokedAt = ts.Nano()
 		waitPath(t, filepath.Join(sync, "revoked"))
 		caplinCall(t, "call", ctl, "unbind", "/x")
-	}, []string{"--serve-bind", filepath.Join(base, "data"), "/data", "--serve-bind", filepath.Join(base, "x"), "/x",
+	}, []string{"--serve-bind", filepath.Join(base, "data"), "/data", "--serve-ro-bind", filepath.Join(base, "data"), "/ro",
+		"--serve-bind", filepath.Join(base, "x"), "/x",
 		"--control", ctl, "--events", events}, "revoke")
 	if status != 0 {
 		t.Fatalf("caplin run: status %d\n%s", status, res.out)
 	}
 	res.expect(t, map[string]string{"read-before": "OK", "read": "EIO", "write": "EIO", "stat": "EIO", "stat-new": "EIO",
-		"readdir": "EIO", "x-after-unbind": "ENOENT"})
-	failedAt, err := strconv.ParseInt(res.results["read-failed-at"], 10, 64)
-	if err != nil {
-		t.Fatalf("read-failed-at: %v", err)
-	}
-	if d := time.Duration(failedAt - revokedAt); d > 100*time.Millisecond {
-		t.Errorf("the first read failed %v after caplin call revoke returned, want within 100ms", d)
-	} else {
-		t.Logf("the first read failed %v after caplin call revoke returned", d)
+		"readdir": "EIO", "ro-read-before": "OK", "ro-read": "EIO", "x-after-unbind": "ENOENT"})
+	for _, c := range []struct {
+		name string
+		at   int64
+	}{{"read-failed-at", revokedAt}, {"ro-read-failed-at", roRevokedAt}} {
+		failedAt, err := strconv.ParseInt(res.results[c.name], 10, 64)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if d := time.Duration(failedAt - c.at); d > 100*time.Millisecond {
+			t.Errorf("%s %v after caplin call revoke returned, want within 100ms", c.name, d)
+		} else {
+			t.Logf("%s %v after caplin call revoke returned", c.name, d)
+		}
 	}
 	if b, err := os.ReadFile(filepath.Join(base, "data", "f")); err != nil || string(b) != "data\n" {
 		t.Errorf("data/f on the host: %q, %v", b, err)
@@ -364,7 +387,7 @@ func TestServedRevokeFromShell(t *testing.T) {
 	for _, e := range evs {
 		kinds[e.Kind] += e.Mount
 	}
-	if kinds["revoke"] != "/data" || kinds["unbind"] != "/x" {
+	if kinds["revoke"] != "/data/ro" || kinds["unbind"] != "/x" {
 		t.Errorf("events %v, want one revoke of /data, one unbind of /x:\n%s", kinds, eventLines(evs))
 	}
 }
@@ -594,6 +617,7 @@ func TestServedClients(t *testing.T) {
 var (
 	newlineName = "new\nline"
 	longName    = strings.Repeat("n", 255)
+	oddName     = "odd\xff\t\r\x1b[1m\"name\\"
 )
 
 // probeNames makes names with newlines and of 255 bytes on /d (every
@@ -617,12 +641,14 @@ func probeNames(say func(string, any), _ []string) {
 	say("ro-read-newline", stringOrErr(b, err))
 	say("ro-write-newline", writeFile("/ro/"+newlineName, unix.O_WRONLY, "x"))
 	say("ro-create-long", writeFile("/ro/"+longName[1:]+"z", unix.O_WRONLY|unix.O_CREAT, "x"))
+	say("ro-create-bytes", writeFile("/ro/"+oddName, unix.O_WRONLY|unix.O_CREAT, "x"))
 }
 
 // TestServedNames makes and reads names with a newline and of the
 // maximum length (255) through a served mount, and one too long
-// (ENAMETOOLONG); the events of refusals of such names stay one JSON
-// line each.
+// (ENAMETOOLONG); the events of refusals of such names, and of one with
+// control characters and a byte that is not UTF-8, stay one JSON line
+// each.
 func TestServedNames(t *testing.T) {
 	needServed(t)
 	base := t.TempDir()
@@ -635,7 +661,8 @@ func TestServedNames(t *testing.T) {
 		t.Fatalf("caplin run: status %d\n%s", status, res.out)
 	}
 	res.expect(t, map[string]string{"newline": "OK", "long": "OK", "long-dir": "OK", "too-long": "ENAMETOOLONG",
-		"read-newline": "nl", "listed": "2", "ro-read-newline": "ro", "ro-write-newline": "EACCES", "ro-create-long": "EACCES"})
+		"read-newline": "nl", "listed": "2", "ro-read-newline": "ro", "ro-write-newline": "EACCES", "ro-create-long": "EACCES",
+		"ro-create-bytes": "EACCES"})
 	for name, want := range map[string]string{newlineName: "nl\n", longName: "long\n"} {
 		if b, err := os.ReadFile(filepath.Join(tree, name)); err != nil || string(b) != want {
 			t.Errorf("%q on the host: %q, %v", name, b, err)
@@ -647,6 +674,14 @@ func TestServedNames(t *testing.T) {
 	}
 	if n := countDenied(evs, "/ro", "/"+longName[1:]+"z"); n != 1 {
 		t.Errorf("%d events for the long name, want 1:\n%s", n, eventLines(evs))
+	}
+	// Bytes that are not UTF-8 are replaced (JSON strings are UTF-8);
+	// control characters are escaped: still one line.
+	if n := countDenied(evs, "/ro", "/"+strings.ToValidUTF8(oddName, "\uFFFD")); n != 1 {
+		t.Errorf("%d events for a name with control characters and a byte that is not UTF-8, want 1:\n%s", n, eventLines(evs))
+	}
+	if len(evs) != 3 {
+		t.Errorf("%d events, want 3:\n%s", len(evs), eventLines(evs))
 	}
 }
 
