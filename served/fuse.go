@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,8 @@ type rawFS struct {
 	// past the gate.
 	state    atomic.Int32
 	inflight atomic.Int64
+	// noChown: changing owners was refused (EPERM); own tries no more.
+	noChown atomic.Bool
 
 	hmu     sync.Mutex
 	handles map[uint64]*handle
@@ -274,6 +277,53 @@ func (r *rawFS) fixMode(ctx context.Context, path string, mode, have uint32, f *
 	return have&^0o7777 | want
 }
 
+// own gives a node just made the caller's host IDs as its owners, as a
+// kernel file system gives it the creator's, where the server made it as
+// another user (caplin run as root serving a sandbox whose host user is
+// unprivileged: else the program could not write what it made); the
+// group stays where a set-group-ID directory chose it. st follows. Where
+// the server may not change owners, it stops trying.
+func (r *rawFS) own(ctx context.Context, c *fuse.Caller, path string, st *unix.Stat_t, f *os.File) {
+	uid, uok := r.uids.outside(c.Uid)
+	gid, gok := r.gids.outside(c.Gid)
+	if !uok || !gok || (st.Uid == uid && st.Gid == gid) || r.noChown.Load() {
+		return
+	}
+	g := int(gid)
+	if st.Gid != gid {
+		if parent, err := r.fs.Lstat(ctx, filepath.Dir(path)); err == nil && parent.Mode&unix.S_ISGID != 0 {
+			g = -1
+		}
+	}
+	if st.Uid == uid && g == -1 {
+		return
+	}
+	var err error
+	if f != nil {
+		err = f.Chown(int(uid), g)
+	} else {
+		err = r.fs.Chown(ctx, path, int(uid), g)
+	}
+	if err != nil {
+		if errors.Is(err, syscall.EPERM) {
+			r.noChown.Store(true)
+		}
+		r.log.Debug("served: owner of a new file", "mount", r.dest, "path", path, "err", err)
+		return
+	}
+	st.Uid = uid
+	if g != -1 {
+		st.Gid = gid
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		// chown took these away; fixMode gives back what was asked.
+		st.Mode &^= unix.S_ISUID
+		if st.Mode&unix.S_IXGRP != 0 {
+			st.Mode &^= unix.S_ISGID
+		}
+	}
+}
+
 func (r *rawFS) String() string { return "caplin-served" }
 
 func (r *rawFS) SetDebug(bool) {}
@@ -437,6 +487,9 @@ func (r *rawFS) create(ctx context.Context, h *fuse.InHeader, op string, name st
 	stat, err := r.fs.Lstat(ctx, path)
 	if err != nil {
 		return r.status(err)
+	}
+	if op != "link" {
+		r.own(ctx, &h.Caller, path, &stat, nil)
 	}
 	if mode != 0 {
 		stat.Mode = r.fixMode(ctx, path, mode, stat.Mode, nil)
@@ -681,6 +734,7 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 		return r.status(err)
 	}
 	if made {
+		r.own(ctx, &in.Caller, path, &stat, f)
 		stat.Mode = r.fixMode(ctx, path, in.Mode, stat.Mode, f)
 	}
 	if st := r.entryOf(in.NodeId, name, &stat, &out.EntryOut); !st.Ok() {

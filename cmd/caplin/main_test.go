@@ -56,6 +56,8 @@ func TestMain(m *testing.M) {
 		"fakecontrol": fakeControl,
 		// servedprobe SCENARIO ARGS...: see servedbad_test.go.
 		"servedprobe": servedProbe,
+		// fusens DIR ARGS...: see servedbad_test.go.
+		"fusens": fusens,
 	})
 }
 

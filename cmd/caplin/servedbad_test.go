@@ -71,6 +71,7 @@ func servedProbe() {
 		"clients": probeClients, "names": probeNames, "deep": probeDeep,
 		"object":  probeObject,
 		"blocked": probeBlocked,
+		"owners":  probeOwners,
 		// worker N DIR: N creates, writes, stats and unlinks in DIR.
 		"worker": probeWorker,
 		// stat NAME: stats NAME.
@@ -154,7 +155,7 @@ func probeRights(say func(string, any), args []string) {
 // made but the server never follows it.
 func TestServedRights(t *testing.T) {
 	needServed(t)
-	base := t.TempDir()
+	base := testenv.SharedTempDir(t)
 	secret := filepath.Join(base, "secret")
 	mustTree(t, secret, map[string]string{"secret": "secret\n"})
 	all := "read,write,append,create,delete,rename,link,setattr,xattr,exec"
@@ -339,7 +340,7 @@ func touch(name string) {
 // inside.
 func TestServedRevokeFromShell(t *testing.T) {
 	needServed(t)
-	base := t.TempDir()
+	base := testenv.SharedTempDir(t)
 	mustTree(t, filepath.Join(base, "data"), map[string]string{"f": "data\n"})
 	mustTree(t, filepath.Join(base, "x"), map[string]string{"f": "x\n"})
 	sync := filepath.Join(base, "sync")
@@ -493,7 +494,7 @@ func TestServedSourceVanishes(t *testing.T) {
 		}, subReplaced},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			base := t.TempDir()
+			base := testenv.SharedTempDir(t)
 			tree, elsewhere := filepath.Join(base, "tree"), filepath.Join(base, "elsewhere")
 			mustTree(t, tree, map[string]string{"f": "f\n", "sub/g": "g\n"})
 			mustTree(t, elsewhere, map[string]string{"secret": "secret\n", "made/": ""})
@@ -594,7 +595,7 @@ func probeWorker(_ func(string, any), args []string) {
 // operation of the flood succeeds, and caplin exits cleanly.
 func TestServedClients(t *testing.T) {
 	needServed(t)
-	base := t.TempDir()
+	base := testenv.SharedTempDir(t)
 	tree := filepath.Join(base, "tree")
 	mustTree(t, tree, map[string]string{"f": "f\n"})
 	res, status := runProbe(t, base, nil, []string{"--serve-bind", tree, "/d"}, "clients", "32", "200")
@@ -651,7 +652,7 @@ func probeNames(say func(string, any), _ []string) {
 // each.
 func TestServedNames(t *testing.T) {
 	needServed(t)
-	base := t.TempDir()
+	base := testenv.SharedTempDir(t)
 	tree, ro := filepath.Join(base, "tree"), filepath.Join(base, "ro")
 	mustTree(t, tree, nil)
 	mustTree(t, ro, map[string]string{newlineName: "ro\n"})
@@ -731,7 +732,7 @@ func probeDeep(say func(string, any), _ []string) {
 // would pass PATH_MAX (docs/served.md's limits), without a hang.
 func TestServedDeepTree(t *testing.T) {
 	needServed(t)
-	base := t.TempDir()
+	base := testenv.SharedTempDir(t)
 	tree := filepath.Join(base, "tree")
 	mustTree(t, tree, nil)
 	res, status := runProbe(t, base, nil, []string{"--serve-bind", tree, "/d"}, "deep")
@@ -795,7 +796,7 @@ func probeObject(say func(string, any), _ []string) {
 // nothing hangs, and caplin exits cleanly.
 func TestServedObjectServerKilled(t *testing.T) {
 	needServed(t)
-	base := t.TempDir()
+	base := testenv.SharedTempDir(t)
 	tree := filepath.Join(base, "tree")
 	mustTree(t, tree, map[string]string{"f": "f\n", "sub/g": "g\n"})
 	sock := filepath.Join(base, "dirsock")
@@ -892,7 +893,7 @@ func probeBlocked(say func(string, any), args []string) {
 // serves the program's other processes as before.
 func TestServedClientKilledMidRequest(t *testing.T) {
 	needServed(t)
-	base := t.TempDir()
+	base := testenv.SharedTempDir(t)
 	tree := filepath.Join(base, "tree")
 	mustTree(t, tree, map[string]string{"f": "f\n"})
 	sock := filepath.Join(base, "dirsock")
@@ -927,7 +928,7 @@ func TestServedClientKilledMidRequest(t *testing.T) {
 // so: caplin run exits all the same, at once.
 func TestServedStoppedServerAtExit(t *testing.T) {
 	needServed(t)
-	base := t.TempDir()
+	base := testenv.SharedTempDir(t)
 	tree := filepath.Join(base, "tree")
 	mustTree(t, tree, map[string]string{"f": "f\n"})
 	sock := filepath.Join(base, "dirsock")
@@ -949,6 +950,70 @@ func TestServedStoppedServerAtExit(t *testing.T) {
 		t.Errorf("caplin run took %v", d)
 	} else {
 		t.Logf("caplin run took %v", d)
+	}
+}
+
+// probeOwners makes a file, a directory, a symbolic link and a FIFO in
+// each of the directories args, then writes the file again and makes a
+// file in the new directory: what a program does with what it made.
+func probeOwners(say func(string, any), args []string) {
+	unix.Umask(0o022)
+	for _, d := range args {
+		if !strings.HasPrefix(d, "/") {
+			continue // runProbe's marker
+		}
+		say(d+"/create", writeFile(d+"/f", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, "one\n"))
+		say(d+"/mkdir", unix.Mkdir(d+"/dir", 0o755))
+		say(d+"/symlink", unix.Symlink("f", d+"/link"))
+		say(d+"/mkfifo", unix.Mknod(d+"/fifo", unix.S_IFIFO|0o644, 0))
+		say(d+"/append", writeFile(d+"/f", unix.O_WRONLY|unix.O_APPEND, "two\n"))
+		say(d+"/create-in-dir", writeFile(d+"/dir/g", unix.O_WRONLY|unix.O_CREAT, "g\n"))
+		say(d+"/chmod", unix.Chmod(d+"/f", 0o640))
+	}
+}
+
+// TestServedOwnership has a program make files through a served host
+// directory and a served object, and use them again: they are the
+// sandbox's host user's on the host, as through a kernel bind, though
+// the server may run as another (caplin run as root runs its sandboxes
+// as uid 65534), with the modes asked for.
+func TestServedOwnership(t *testing.T) {
+	needServed(t)
+	base := testenv.SharedTempDir(t)
+	tree, objTree := filepath.Join(base, "tree"), filepath.Join(base, "obj")
+	mustTree(t, tree, nil)
+	mustTree(t, objTree, nil)
+	sock := filepath.Join(base, "dirsock")
+	_, out := startCaplin(t, nil, "serve", "dir", objTree, "--socket", sock)
+	waitSocket(t, sock)
+	res, status := runProbe(t, base, nil, []string{"--serve-bind", tree, "/d", "--serve-object", sock, "/o"}, "owners", "/d", "/o")
+	if status != 0 {
+		t.Fatalf("caplin run: status %d\n%s\nthe server: %s", status, res.out, out)
+	}
+	want := map[string]string{}
+	for _, d := range []string{"/d", "/o"} {
+		for _, op := range []string{"create", "mkdir", "symlink", "mkfifo", "append", "create-in-dir", "chmod"} {
+			want[d+"/"+op] = "OK"
+		}
+	}
+	res.expect(t, want)
+	owner := uint32(os.Geteuid())
+	if owner == 0 {
+		owner = 65534 // the sandbox's host user
+	}
+	for _, root := range []string{tree, objTree} {
+		for name, mode := range map[string]uint32{"f": unix.S_IFREG | 0o640, "dir": unix.S_IFDIR | 0o755, "link": unix.S_IFLNK | 0o777,
+			"fifo": unix.S_IFIFO | 0o644, "dir/g": unix.S_IFREG | 0o644} {
+			var st unix.Stat_t
+			if err := unix.Lstat(filepath.Join(root, name), &st); err != nil {
+				t.Errorf("%s on the host: %v", name, err)
+			} else if st.Uid != owner || st.Gid != owner || st.Mode != mode {
+				t.Errorf("%s/%s on the host: owner %d:%d, mode %o; want %d:%d, mode %o", filepath.Base(root), name, st.Uid, st.Gid, st.Mode, owner, owner, mode)
+			}
+		}
+		if b, err := os.ReadFile(filepath.Join(root, "f")); err != nil || string(b) != "one\ntwo\n" {
+			t.Errorf("f on the host: %q, %v", b, err)
+		}
 	}
 }
 
@@ -1007,8 +1072,9 @@ func hostRoot() []string {
 	return nil
 }
 
-// runProbe runs "caplin run [--as-host-root] --system ARGS -- servedprobe
-// SCENARIO PARGS..." with a kernel bind of base/sync at /sync, calls
+// runProbe runs "caplin run --system ARGS -- servedprobe SCENARIO
+// PARGS..." (as root, through fusens) with a kernel bind of base/sync at
+// /sync, calls
 // during (if not nil) in the meantime, and returns what the probe
 // printed and caplin's status. It fails the test if caplin does not exit
 // within 60s (a hang), or leaves a process of its own behind.
@@ -1018,12 +1084,10 @@ func runProbe(t *testing.T, base string, during func(t *testing.T), args []strin
 	if err := os.MkdirAll(sync, 0o777); err != nil {
 		t.Fatal(err)
 	}
+	giveToSandbox(t, sync)
 	marker := fmt.Sprintf("servedbad-%d-%d", os.Getpid(), time.Now().UnixNano())
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	full := append(append([]string{"run"}, hostRoot()...), "--system", "--ro-bind", exe, probePath, "--bind", sync, syncDir)
+	exe := sharedExe(t)
+	full := []string{"run", "--system", "--ro-bind", exe, probePath, "--bind", sync, syncDir}
 	full = append(append(full, args...), "--", probePath, scenario)
 	full = append(full, pargs...)
 	full = append(full, marker)
@@ -1032,6 +1096,18 @@ func runProbe(t *testing.T, base string, during func(t *testing.T), args []strin
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, exe, full...)
 	cmd.Args[0] = "caplin"
+	if os.Geteuid() == 0 {
+		// caplin run as root: its sandboxes are uid 65534 on the host,
+		// which may open the FUSE node that fusens binds over
+		// /dev/fuse in a mount namespace of caplin's own.
+		node, err := os.MkdirTemp("", "caplin-fuse-node-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(node) })
+		cmd.Args = append([]string{"fusens", node}, full...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	}
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -1039,7 +1115,7 @@ func runProbe(t *testing.T, base string, during func(t *testing.T), args []strin
 	if during != nil {
 		during(t)
 	}
-	err = cmd.Wait()
+	err := cmd.Wait()
 	if ctx.Err() != nil {
 		t.Fatalf("caplin run did not exit within 60s (a hang):\n%s", out.Bytes())
 	}
@@ -1064,6 +1140,53 @@ func runProbe(t *testing.T, base string, during func(t *testing.T), args []strin
 		res.results[name] = v
 	}
 	return res, status
+}
+
+// sharedExe returns a copy of the test binary that the sandboxes of
+// caplin run as root, uid 65534 on the host, may run: go test's is in a
+// directory only root may enter.
+func sharedExe(t *testing.T) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() != 0 {
+		return exe
+	}
+	p := filepath.Join(testenv.SharedTempDir(t), "caplin.test")
+	if err := copyFile(p, exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// fusens is the command "fusens DIR CAPLIN-ARGS...", started as root in
+// a mount namespace of its own (whose mounts Go made private): it binds a
+// node of the FUSE device of mode 0666, made on a tmpfs at DIR, over
+// /dev/fuse, as bench/fusedev.sh does, and runs caplin with the
+// arguments. The host's /dev/fuse is not changed.
+func fusens() {
+	dir := os.Args[1]
+	node := filepath.Join(dir, "fuse")
+	for _, step := range []func() error{
+		func() error { return unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755") },
+		func() error { return unix.Mknod(node, unix.S_IFCHR|0o666, int(unix.Mkdev(10, 229))) },
+		func() error { return unix.Chmod(node, 0o666) },
+		func() error { return unix.Mount(node, "/dev/fuse", "", unix.MS_BIND, "") },
+		func() error { return unix.Unmount(dir, unix.MNT_DETACH) },
+	} {
+		if err := step(); err != nil {
+			fmt.Fprintf(os.Stderr, "fusens: %v\n", err)
+			os.Exit(2)
+		}
+	}
+	exe, err := os.Executable()
+	if err == nil {
+		err = syscall.Exec(exe, append([]string{"caplin"}, os.Args[2:]...), os.Environ())
+	}
+	fmt.Fprintf(os.Stderr, "fusens: %v\n", err)
+	os.Exit(2)
 }
 
 // caplinCall runs the test binary as caplin with args, which must
@@ -1103,13 +1226,34 @@ func waitPath(t *testing.T, name string) {
 	t.Fatalf("%s did not appear within 20s", name)
 }
 
-// mustTree makes root and files in it (testenv.WriteTree).
+// mustTree makes root and files in it (testenv.WriteTree). As root,
+// they are given to uid 65534, the host user of the sandboxes of caplin
+// run as root: the user's own files, as they would be.
 func mustTree(t *testing.T, root string, files map[string]string) {
 	t.Helper()
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WriteTree(t, root, files)
+	giveToSandbox(t, root)
+}
+
+// giveToSandbox gives the tree at root to uid 65534 where the tests run
+// as root (see mustTree).
+func giveToSandbox(t *testing.T, root string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return
+	}
+	err := filepath.WalkDir(root, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, 65534, 65534)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // readEvents reads a file --events wrote: every line one JSON event.
