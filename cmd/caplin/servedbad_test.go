@@ -50,15 +50,19 @@ func errName(err error) string {
 }
 
 // servedProbe is the command "servedprobe SCENARIO ARGS...", run inside
-// a sandbox: it prints "pid N", then one line "NAME RESULT" per
-// operation (RESULT is OK, an errno's name, or a value), and exits 0.
+// a sandbox: it prints "pid N" (the ID of its thread, which FUSE
+// reports), then one line "NAME RESULT" per operation (RESULT is OK, an
+// errno's name, or a value), and exits 0.
 func servedProbe() {
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: servedprobe SCENARIO ARGS...")
 		os.Exit(2)
 	}
+	// The operations come from one thread, whose ID FUSE reports (an
+	// event's pid).
+	runtime.LockOSThread()
 	out := bufio.NewWriter(os.Stdout)
-	fmt.Fprintf(out, "pid %d\n", os.Getpid())
+	fmt.Fprintf(out, "pid %d\n", unix.Gettid())
 	say := func(name string, v any) {
 		if err, ok := v.(error); ok || v == nil {
 			v = errName(err)
