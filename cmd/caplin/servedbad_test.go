@@ -900,9 +900,7 @@ func TestServedClientKilledMidRequest(t *testing.T) {
 	base := testenv.SharedTempDir(t)
 	tree := filepath.Join(base, "tree")
 	mustTree(t, tree, map[string]string{"f": "f\n"})
-	sock := filepath.Join(base, "dirsock")
-	srv, out := startCaplin(t, nil, "serve", "dir", tree, "--socket", sock)
-	waitSocket(t, sock)
+	sock, srv, out := startDirServer(t, base, tree)
 	sync := filepath.Join(base, "sync")
 	res, status := runProbe(t, base, func(t *testing.T) {
 		waitPath(t, filepath.Join(sync, "ready"))
@@ -935,10 +933,7 @@ func TestServedStoppedServerAtExit(t *testing.T) {
 	base := testenv.SharedTempDir(t)
 	tree := filepath.Join(base, "tree")
 	mustTree(t, tree, map[string]string{"f": "f\n"})
-	sock := filepath.Join(base, "dirsock")
-	srv, out := startCaplin(t, nil, "serve", "dir", tree, "--socket", sock)
-	t.Cleanup(func() { srv.Process.Signal(unix.SIGCONT) })
-	waitSocket(t, sock)
+	sock, srv, out := startDirServer(t, base, tree)
 	sync := filepath.Join(base, "sync")
 	start := time.Now()
 	res, status := runProbe(t, base, func(t *testing.T) {
@@ -987,9 +982,7 @@ func TestServedOwnership(t *testing.T) {
 	tree, objTree := filepath.Join(base, "tree"), filepath.Join(base, "obj")
 	mustTree(t, tree, nil)
 	mustTree(t, objTree, nil)
-	sock := filepath.Join(base, "dirsock")
-	_, out := startCaplin(t, nil, "serve", "dir", objTree, "--socket", sock)
-	waitSocket(t, sock)
+	sock, _, out := startDirServer(t, base, objTree)
 	res, status := runProbe(t, base, nil, []string{"--serve-bind", tree, "/d", "--serve-object", sock, "/o"}, "owners", "/d", "/o")
 	if status != 0 {
 		t.Fatalf("caplin run: status %d\n%s\nthe server: %s", status, res.out, out)
@@ -1204,6 +1197,17 @@ func caplinCall(t *testing.T, args ...string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("caplin %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
+}
+
+// startDirServer starts "caplin serve dir" of tree at base/dirsock, and
+// returns the socket once it listens, the server and its output.
+func startDirServer(t *testing.T, base, tree string) (string, *exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	sock := filepath.Join(base, "dirsock")
+	srv, out := startCaplin(t, nil, "serve", "dir", tree, "--socket", sock)
+	t.Cleanup(func() { srv.Process.Signal(unix.SIGCONT) }) // if stopped
+	waitSocket(t, sock)
+	return sock, srv, out
 }
 
 // waitSocket waits up to 20s for a server to listen on the SEQPACKET
