@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,7 +45,6 @@ type rawFS struct {
 	// writing is not, so that no open has anything to check. Reads come
 	// by node ID (Fh 0), and writes are refused when they come.
 	noOpen bool
-	umask  uint32
 	uids   idMap
 	gids   idMap
 
@@ -54,6 +54,8 @@ type rawFS struct {
 	// past the gate.
 	state    atomic.Int32
 	inflight atomic.Int64
+	// noChown: changing owners was refused (EPERM); own tries no more.
+	noChown atomic.Bool
 
 	hmu     sync.Mutex
 	handles map[uint64]*handle
@@ -236,16 +238,6 @@ func (r *rawFS) setTimeouts(out *fuse.EntryOut) {
 	out.SetAttrTimeout(r.timeout)
 }
 
-// entry looks name in parent up after it was found or made at path, and
-// fills out with its node.
-func (r *rawFS) entry(ctx context.Context, parent uint64, name, path string, out *fuse.EntryOut) fuse.Status {
-	st, err := r.fs.Lstat(ctx, path)
-	if err != nil {
-		return r.status(err)
-	}
-	return r.entryOf(parent, name, &st, out)
-}
-
 func (r *rawFS) entryOf(parent uint64, name string, st *unix.Stat_t, out *fuse.EntryOut) fuse.Status {
 	n := r.nodes.lookup(parent, name, st.Ino)
 	if n == nil {
@@ -258,18 +250,78 @@ func (r *rawFS) entryOf(parent uint64, name string, st *unix.Stat_t, out *fuse.E
 	return fuse.OK
 }
 
-// fixMode sets the exact mode the kernel asked for on a file just made,
-// where the server's own umask took bits away from it.
-func (r *rawFS) fixMode(ctx context.Context, path string, mode uint32, f *os.File) {
-	mode &= 0o7777
-	if mode&r.umask == 0 {
-		return
+// fixMode gives a file just made the mode the kernel asked for (the
+// program's umask applied already), where the FS made it with another:
+// a server's or a remote FS's own umask takes bits away, and which ones
+// only the result shows. have is the mode made (from its stat); the mode
+// the file has after is returned. A directory's set-group-ID bit
+// inherited from its parent stays.
+func (r *rawFS) fixMode(ctx context.Context, path string, mode, have uint32, f *os.File) uint32 {
+	want := mode & 0o7777
+	if have&unix.S_IFMT == unix.S_IFDIR {
+		want |= have & unix.S_ISGID
 	}
+	if have&0o7777 == want || have&unix.S_IFMT == unix.S_IFLNK {
+		return have
+	}
+	var err error
 	if f != nil {
-		f.Chmod(filemode.Perm(mode))
+		err = f.Chmod(filemode.Perm(want))
+	} else {
+		err = r.fs.Chmod(ctx, path, want)
+	}
+	if err != nil {
+		r.log.Debug("served: mode of a new file", "mount", r.dest, "path", path, "err", err)
+		return have
+	}
+	return have&^0o7777 | want
+}
+
+// own gives a node just made the caller's host IDs as its owners, as a
+// kernel file system gives it the creator's, where the server made it as
+// another user (caplin run as root serving a sandbox whose host user is
+// unprivileged: else the program could not write what it made); the
+// group stays where a set-group-ID directory chose it. st follows. Where
+// the server may not change owners, it stops trying.
+func (r *rawFS) own(ctx context.Context, c *fuse.Caller, path string, st *unix.Stat_t, f *os.File) {
+	uid, uok := r.uids.outside(c.Uid)
+	gid, gok := r.gids.outside(c.Gid)
+	if !uok || !gok || (st.Uid == uid && st.Gid == gid) || r.noChown.Load() {
 		return
 	}
-	r.fs.Chmod(ctx, path, mode)
+	g := int(gid)
+	if st.Gid != gid {
+		if parent, err := r.fs.Lstat(ctx, filepath.Dir(path)); err == nil && parent.Mode&unix.S_ISGID != 0 {
+			g = -1
+		}
+	}
+	if st.Uid == uid && g == -1 {
+		return
+	}
+	var err error
+	if f != nil {
+		err = f.Chown(int(uid), g)
+	} else {
+		err = r.fs.Chown(ctx, path, int(uid), g)
+	}
+	if err != nil {
+		if errors.Is(err, syscall.EPERM) {
+			r.noChown.Store(true)
+		}
+		r.log.Debug("served: owner of a new file", "mount", r.dest, "path", path, "err", err)
+		return
+	}
+	st.Uid = uid
+	if g != -1 {
+		st.Gid = gid
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		// chown took these away; fixMode gives back what was asked.
+		st.Mode &^= unix.S_ISUID
+		if st.Mode&unix.S_IXGRP != 0 {
+			st.Mode &^= unix.S_ISGID
+		}
+	}
 }
 
 func (r *rawFS) String() string { return "caplin-served" }
@@ -432,10 +484,17 @@ func (r *rawFS) create(ctx context.Context, h *fuse.InHeader, op string, name st
 	if err := make(path); err != nil {
 		return r.status(err)
 	}
-	if mode != 0 {
-		r.fixMode(ctx, path, mode, nil)
+	stat, err := r.fs.Lstat(ctx, path)
+	if err != nil {
+		return r.status(err)
 	}
-	return r.entry(ctx, h.NodeId, name, path, out)
+	if op != "link" {
+		r.own(ctx, &h.Caller, path, &stat, nil)
+	}
+	if mode != 0 {
+		stat.Mode = r.fixMode(ctx, path, mode, stat.Mode, nil)
+	}
+	return r.entryOf(h.NodeId, name, &stat, out)
 }
 
 func (r *rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
@@ -643,16 +702,16 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	}
 	need, host := r.openNeed(in.Flags)
 	// A new file may be written with RightCreate alone: writing it
-	// changes nothing that existed. Without RightWrite, only a new file
-	// is made (O_EXCL); an existing one is opened as Open would.
+	// changes nothing that existed. Only a new file is made (O_EXCL,
+	// so that its mode may be fixed); an existing one is opened as Open
+	// would.
 	need = need&^(RightWrite|RightAppend) | RightCreate
-	if r.rights&RightWrite == 0 {
-		host |= unix.O_EXCL
-	}
+	host |= unix.O_EXCL
 	if st := r.check(&in.InHeader, "create", path, need); !st.Ok() {
 		return st
 	}
 	f, err := r.fs.OpenFile(ctx, path, host|unix.O_CREAT, in.Mode&0o7777)
+	made := err == nil
 	if errors.Is(err, syscall.EEXIST) && in.Flags&unix.O_EXCL == 0 {
 		need, host = r.openNeed(in.Flags)
 		host &^= unix.O_CREAT | unix.O_EXCL
@@ -660,8 +719,7 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 			return st
 		}
 		f, err = r.fs.OpenFile(ctx, path, host, 0)
-	} else if err == nil {
-		r.fixMode(ctx, path, in.Mode, f)
+		made = false
 	}
 	if err != nil {
 		return r.status(err)
@@ -674,6 +732,10 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	if err := hd.do(func(fd int) error { return unix.Fstat(fd, &stat) }); err != nil {
 		f.Close()
 		return r.status(err)
+	}
+	if made {
+		r.own(ctx, &in.Caller, path, &stat, f)
+		stat.Mode = r.fixMode(ctx, path, in.Mode, stat.Mode, f)
 	}
 	if st := r.entryOf(in.NodeId, name, &stat, &out.EntryOut); !st.Ok() {
 		f.Close()

@@ -1,7 +1,6 @@
 package served
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -76,7 +75,6 @@ func NewServer(fsys FS, opts Options) *Server {
 		timeout:       timeout,
 		readOnly:      readOnly,
 		noOpen:        rights&(RightWrite|RightAppend) == 0 && rights.Has(RightRead|RightExec),
-		umask:         processUmask(),
 		nodes:         newNodeTable(),
 	}}
 }
@@ -120,6 +118,10 @@ func (s *Server) Serve(ctx context.Context, dev *os.File, uidMap, gidMap []proc.
 	if err != nil {
 		return fmt.Errorf("served: serve %s: dup /dev/fuse: %w", s.raw.dest, err)
 	}
+	atomicTrunc := uint64(fuse.CAP_ATOMIC_O_TRUNC)
+	if s.raw.noOpen {
+		atomicTrunc = 0
+	}
 	opts := &fuse.MountOptions{
 		MaxWrite:      maxIO,
 		MaxBackground: 64,
@@ -127,8 +129,10 @@ func (s *Server) Serve(ctx context.Context, dev *os.File, uidMap, gidMap []proc.
 		Name:          "caplin",
 		Logger:        log.New(logWriter{s.raw.log}, "go-fuse: ", 0),
 		// O_TRUNC arrives with the open (whose rights it needs), not as a
-		// separate setattr; readdirplus only where the kernel sees it pays.
-		ExtraCapabilities:    fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_READDIRPLUS_AUTO,
+		// separate setattr, but where opens are not sent (noOpen): there
+		// the kernel would take it as done; readdirplus only where the
+		// kernel sees it pays.
+		ExtraCapabilities:    atomicTrunc | fuse.CAP_READDIRPLUS_AUTO,
 		EnableSymlinkCaching: s.raw.readOnly,
 		// Every request and reply, where the Logger takes LevelTrace.
 		Debug: s.raw.log.Enabled(context.Background(), LevelTrace),
@@ -196,26 +200,6 @@ func (s *Server) Close() error {
 		return fmt.Errorf("served: close %s: %w", r.dest, err)
 	}
 	return nil
-}
-
-// processUmask returns this process's umask, which the server undoes on
-// the files it makes for the kernel (whose mode has the caller's umask
-// applied already).
-func processUmask() uint32 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0o022
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "Umask:"); ok {
-			if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
-				return uint32(m)
-			}
-		}
-	}
-	return 0o022
 }
 
 // LevelTrace is the slog level at which a Server logs every FUSE request

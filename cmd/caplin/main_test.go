@@ -56,6 +56,10 @@ func TestMain(m *testing.M) {
 		"fusedev": fuseDev,
 		// fakecontrol SOCKET EVENTS: see mountctl_test.go.
 		"fakecontrol": fakeControl,
+		// servedprobe SCENARIO ARGS...: see servedbad_test.go.
+		"servedprobe": servedProbe,
+		// fusens DIR ARGS...: see servedbad_test.go.
+		"fusens": fusens,
 	})
 }
 

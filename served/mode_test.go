@@ -1,0 +1,59 @@
+package served_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/served"
+	"golang.org/x/sys/unix"
+)
+
+// umaskFS is an FS that makes files as a server with umask 077 would (a
+// remote Directory's holder, say): its modes lose the group and other
+// bits, whatever the Server's own umask.
+type umaskFS struct{ served.FS }
+
+func (u umaskFS) OpenFile(ctx context.Context, name string, flag int, perm uint32) (*os.File, error) {
+	return u.FS.OpenFile(ctx, name, flag, perm&^0o077)
+}
+
+func (u umaskFS) Mkdir(ctx context.Context, name string, perm uint32) error {
+	return u.FS.Mkdir(ctx, name, perm&^0o077)
+}
+
+func (u umaskFS) Mknod(ctx context.Context, name string, mode uint32, dev uint64) error {
+	return u.FS.Mknod(ctx, name, mode&^0o077, dev)
+}
+
+// TestModeOfNewFiles makes files, a directory and a FIFO through an FS
+// whose own umask (077) is not the program's nor the Server's: they get
+// the modes the program asked for, as the kernel gives them to the
+// server; a file that exists already and is opened with O_CREAT keeps its
+// mode.
+func TestModeOfNewFiles(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "old"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := dir.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := served.MountServer(t, served.NewServer(umaskFS{served.Host(d)}, served.Options{Dest: "/m"}))
+
+	m.OK(served.Req{Op: "write", Path: "new", Data: []byte("x"), Flags: os.O_CREATE | os.O_EXCL | os.O_WRONLY, Mode: 0o644})
+	m.OK(served.Req{Op: "write", Path: "old", Data: []byte("x"), Flags: os.O_CREATE | os.O_WRONLY, Mode: 0o644})
+	m.OK(served.Req{Op: "mkdir", Path: "d", Mode: 0o755})
+	m.OK(served.Req{Op: "mknod", Path: "fifo", Mode: unix.S_IFIFO | 0o640})
+	for name, want := range map[string]os.FileMode{"new": 0o644, "old": 0o600, "d": 0o755, "fifo": 0o640} {
+		if fi, err := os.Lstat(filepath.Join(root, name)); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s on the host: %v, %v; want mode %v", name, fi, err, want)
+		}
+	}
+	if a := m.OK(served.Req{Op: "lstat", Path: "new"}); a.Stat.Mode != unix.S_IFREG|0o644 {
+		t.Errorf("lstat new through the mount: mode %o", a.Stat.Mode)
+	}
+}
