@@ -52,6 +52,8 @@ func TestMain(m *testing.M) {
 		"escapes":       func() { os.Exit(escapes()) },
 		// reapcheck ARGS...: see TestRunLeavesNoChild.
 		"reapcheck": reapCheck,
+		// fusedev DIR ARGS...: see TestServedPrograms.
+		"fusedev": fuseDev,
 		// fakecontrol SOCKET EVENTS: see mountctl_test.go.
 		"fakecontrol": fakeControl,
 	})
@@ -72,17 +74,6 @@ func TestMain(m *testing.M) {
 //	[fuse]                   caplin run's sandboxes can mount FUSE here
 //	[served]                 package served's server is built
 func TestScripts(t *testing.T) {
-	userns := sync.OnceValue(func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		h, err := proc.Fork(ctx, &proc.Options{NewUser: true})
-		if err != nil {
-			t.Logf("no user namespaces: %v", err)
-			return false
-		}
-		h.Close()
-		return true
-	})
 	testscript.Run(t, testscript.Params{
 		Dir:                 filepath.Join("testdata", "script"),
 		RequireExplicitExec: true,
@@ -144,7 +135,7 @@ func TestScripts(t *testing.T) {
 			case "root":
 				return os.Geteuid() == 0, nil
 			case "userns":
-				return userns(), nil
+				return haveUserNS(), nil
 			case "rightsnamed":
 				// Rights have names (package served's ParseRights).
 				_, err := served.ParseRights("ro")
@@ -161,18 +152,44 @@ func TestScripts(t *testing.T) {
 	})
 }
 
+// haveUserNS reports whether a child can be made in a new user namespace.
+var haveUserNS = sync.OnceValue(func() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h, err := proc.Fork(ctx, &proc.Options{NewUser: true})
+	if err != nil {
+		return false
+	}
+	h.Close()
+	return true
+})
+
 // fuseWorks reports whether caplin run's sandboxes can mount FUSE here:
 // the user the tests run as can (probe.FUSE), and, for root, whose
 // sandboxes are an unprivileged host user, every user may open /dev/fuse.
 var fuseWorks = sync.OnceValue(func() bool {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	var st unix.Stat_t
-	if os.Geteuid() == 0 && (unix.Stat("/dev/fuse", &st) != nil || st.Mode&0o006 != 0o006) {
+	if fuseClosed() {
 		return false
 	}
+	return fuseProbe()
+})
+
+// fuseProbe reports whether the user the tests run as can make a FUSE
+// file system in a user namespace (probe.FUSE).
+var fuseProbe = sync.OnceValue(func() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	return probe.FUSE(ctx).OK
 })
+
+// fuseClosed reports whether the sandboxes of caplin run, run by these
+// tests, could not open /dev/fuse: when the tests run as root, whose
+// sandboxes are an unprivileged host user, and /dev/fuse is missing or
+// not open to all.
+func fuseClosed() bool {
+	var st unix.Stat_t
+	return os.Geteuid() == 0 && (unix.Stat("/dev/fuse", &st) != nil || st.Mode&0o006 != 0o006)
+}
 
 // servedWorks reports whether package served serves: a Server of an
 // empty union starts on a descriptor that is not /dev/fuse's only to fail.

@@ -28,25 +28,12 @@ func init() {
 
 // becomeNobodyWithFUSE, in a test binary that runs as root in a mount
 // namespace of its own (NobodyFUSECommand), binds a FUSE device node of
-// mode 0666, made on a tmpfs mounted on dir, over /dev/fuse, then becomes
-// uid and gid 65534 and executes itself again, as AlsoAsNobody's re-run.
-// Nothing of it reaches the host's mount namespace.
+// mode 0666 over /dev/fuse (BindFUSENode), then becomes uid and gid 65534
+// and executes itself again, as AlsoAsNobody's re-run. Nothing of it
+// reaches the host's mount namespace.
 func becomeNobodyWithFUSE(dir string) error {
-	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755"); err != nil {
-		return &os.PathError{Op: "mount tmpfs", Path: dir, Err: err}
-	}
-	node := filepath.Join(dir, "fuse")
-	if err := unix.Mknod(node, unix.S_IFCHR|0o666, int(unix.Mkdev(10, 229))); err != nil {
-		return &os.PathError{Op: "mknod", Path: node, Err: err}
-	}
-	if err := unix.Chmod(node, 0o666); err != nil { // past the umask
-		return &os.PathError{Op: "chmod", Path: node, Err: err}
-	}
-	if err := unix.Mount(node, "/dev/fuse", "", unix.MS_BIND, ""); err != nil {
-		return &os.PathError{Op: "bind " + node + " on", Path: "/dev/fuse", Err: err}
-	}
-	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-		return &os.PathError{Op: "umount", Path: dir, Err: err}
+	if err := BindFUSENode(dir); err != nil {
+		return err
 	}
 	if err := syscall.Setgroups(nil); err != nil {
 		return os.NewSyscallError("setgroups", err)
@@ -63,6 +50,30 @@ func becomeNobodyWithFUSE(dir string) error {
 	}
 	os.Unsetenv(envFUSENode)
 	return syscall.Exec(exe, os.Args, os.Environ())
+}
+
+// BindFUSENode binds a FUSE device node of mode 0666, made on a tmpfs
+// mounted on dir (and detached from it after), over /dev/fuse, in the
+// caller's mount namespace, which must be a private one of its own, made
+// by root: so that a process of any user may open /dev/fuse there.
+func BindFUSENode(dir string) error {
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755"); err != nil {
+		return &os.PathError{Op: "mount tmpfs", Path: dir, Err: err}
+	}
+	node := filepath.Join(dir, "fuse")
+	if err := unix.Mknod(node, unix.S_IFCHR|0o666, int(unix.Mkdev(10, 229))); err != nil {
+		return &os.PathError{Op: "mknod", Path: node, Err: err}
+	}
+	if err := unix.Chmod(node, 0o666); err != nil { // past the umask
+		return &os.PathError{Op: "chmod", Path: node, Err: err}
+	}
+	if err := unix.Mount(node, "/dev/fuse", "", unix.MS_BIND, ""); err != nil {
+		return &os.PathError{Op: "bind " + node + " on", Path: "/dev/fuse", Err: err}
+	}
+	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+		return &os.PathError{Op: "umount", Path: dir, Err: err}
+	}
+	return nil
 }
 
 // AlsoAsNobodyWithFUSE is AlsoAsNobody for a test of FUSE mounts: its
