@@ -380,7 +380,7 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 	}
 	if in.Valid&fuse.FATTR_SIZE != 0 {
 		var err error
-		kill := in.Valid&fuse.FATTR_KILL_SUIDGID != 0
+		kill := r.asRoot && in.Valid&fuse.FATTR_KILL_SUIDGID != 0
 		if hd != nil && hd.f != nil {
 			err = hd.do(func(fd int) error {
 				if kill {
@@ -694,7 +694,7 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	if err != nil {
 		return r.status(err)
 	}
-	if host&unix.O_TRUNC != 0 && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
+	if r.asRoot && host&unix.O_TRUNC != 0 && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
 		if err := hd.do(killSUIDGID); err != nil {
 			f.Close()
 			return r.status(err)
@@ -734,7 +734,7 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 			return st
 		}
 		f, err = r.fs.OpenFile(ctx, path, host, 0)
-		if err == nil && host&unix.O_TRUNC != 0 && in.OpenFlags&fuse.OPEN_KILL_SUIDGID != 0 {
+		if err == nil && r.asRoot && host&unix.O_TRUNC != 0 && in.OpenFlags&fuse.OPEN_KILL_SUIDGID != 0 {
 			if err = killSUIDGID(int(f.Fd())); err != nil {
 				f.Close()
 			}
@@ -837,9 +837,10 @@ func preadFull(fd int, buf []byte, off int64) (int, error) {
 // killSUIDGID clears the set-user-ID bit of the regular file fd, and its
 // set-group-ID bit where group execution is on, as a write or truncation
 // by a caller without CAP_FSETID must (the kernel leaves that to the
-// server: CAP_HANDLE_KILLPRIV_V2). The host kernel would do it on the
-// server's own write only if the server lacked CAP_FSETID; it removes
-// security.capability itself on every write.
+// server: CAP_HANDLE_KILLPRIV_V2). Only a server running as root calls
+// it: the host kernel does it on the server's own write, truncation or
+// O_TRUNC open when the server lacks CAP_FSETID, and it removes
+// security.capability on every write.
 func killSUIDGID(fd int) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -892,7 +893,7 @@ func (r *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32,
 	}
 	n := 0
 	err := hd.do(func(fd int) error {
-		if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
+		if r.asRoot && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
 			if err := killSUIDGID(fd); err != nil {
 				return err
 			}
