@@ -44,7 +44,13 @@ type rawFS struct {
 	// writing is not, so that no open has anything to check. Reads come
 	// by node ID (Fh 0), and writes are refused when they come.
 	noOpen bool
-	umask  uint32
+	// noOpenDir: directory opens (and releases) reach the server only
+	// once (CAP_NO_OPENDIR_SUPPORT), on a mount whose RightRead permits
+	// listing, so that no open has anything to check: the kernel then
+	// reads directories by node ID (Fh 0), and keeps their listings as
+	// it would with FOPEN_CACHE_DIR.
+	noOpenDir bool
+	umask     uint32
 	// asRoot: the server runs as root, so the files it makes would be
 	// root's; they are given to their creator (see own).
 	asRoot bool
@@ -61,6 +67,9 @@ type rawFS struct {
 	hmu     sync.Mutex
 	handles map[uint64]*handle
 	nextFh  uint64
+	// listings of directories read without a handle (noOpenDir), by
+	// node ID, from a read at offset 0 until the read past the end.
+	listings map[uint64]*handle
 
 	srv atomic.Pointer[fuse.Server]
 
@@ -984,6 +993,11 @@ func (r *rawFS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 		return st
 	}
 	defer r.leave()
+	if r.noOpenDir {
+		// Success; the kernel sends no more directory opens nor
+		// releases, and reads directories by node ID.
+		return fuse.ENOSYS
+	}
 	out.Fh = r.addHandle(&handle{})
 	// The kernel may keep the listing (it drops it when the directory's
 	// mtime changes, or on invalidation).
@@ -1006,13 +1020,21 @@ func (r *rawFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntry
 		return st
 	}
 	defer r.leave()
-	hd := r.handle(in.Fh)
-	if hd == nil || hd.f != nil {
-		return fuse.EBADF
-	}
 	dirPath, st := r.path(in.NodeId)
 	if !st.Ok() {
 		return st
+	}
+	var hd *handle
+	if in.Fh == 0 && r.noOpenDir {
+		if st := r.check(&in.InHeader, "opendir", dirPath, RightRead); !st.Ok() {
+			return st
+		}
+		hd = r.listing(in.NodeId)
+	} else {
+		hd = r.handle(in.Fh)
+	}
+	if hd == nil || hd.f != nil {
+		return fuse.EBADF
 	}
 	hd.mu.Lock()
 	defer hd.mu.Unlock()
@@ -1024,6 +1046,10 @@ func (r *rawFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntry
 		hd.ents = make([]DirEntry, 0, len(ents)+2)
 		hd.ents = append(hd.ents, DirEntry{Name: ".", Type: unix.DT_DIR}, DirEntry{Name: "..", Type: unix.DT_DIR})
 		hd.ents = append(hd.ents, ents...)
+	}
+	if in.Fh == 0 && int(in.Offset) >= len(hd.ents) {
+		// The read past the end: the listing is done.
+		r.dropListing(in.NodeId, hd)
 	}
 	for i := int(in.Offset); i < len(hd.ents); i++ {
 		e := hd.ents[i]
@@ -1051,6 +1077,34 @@ func (r *rawFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntry
 }
 
 func (r *rawFS) ReleaseDir(in *fuse.ReleaseIn) { r.dropHandle(in.Fh) }
+
+// maxListings bounds the listings kept for directories read without a
+// handle, which readers that stop before the end leave behind.
+const maxListings = 1024
+
+// listing returns the listing of directory node id read without a handle.
+func (r *rawFS) listing(id uint64) *handle {
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	hd := r.listings[id]
+	if hd == nil {
+		if r.listings == nil || len(r.listings) >= maxListings {
+			r.listings = map[uint64]*handle{}
+		}
+		hd = &handle{}
+		r.listings[id] = hd
+	}
+	return hd
+}
+
+// dropListing forgets hd, the listing of node id, unless another replaced it.
+func (r *rawFS) dropListing(id uint64, hd *handle) {
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	if r.listings[id] == hd {
+		delete(r.listings, id)
+	}
+}
 
 func (r *rawFS) FsyncDir(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	if st := r.enter(); !st.Ok() {
