@@ -248,16 +248,6 @@ func (r *rawFS) setTimeouts(out *fuse.EntryOut) {
 	out.SetAttrTimeout(r.timeout)
 }
 
-// entry looks name in parent up after it was found or made at path, and
-// fills out with its node.
-func (r *rawFS) entry(ctx context.Context, parent uint64, name, path string, out *fuse.EntryOut) fuse.Status {
-	st, err := r.fs.Lstat(ctx, path)
-	if err != nil {
-		return r.status(err)
-	}
-	return r.entryOf(parent, name, &st, out)
-}
-
 func (r *rawFS) entryOf(parent uint64, name string, st *unix.Stat_t, out *fuse.EntryOut) fuse.Status {
 	n := r.nodes.lookup(parent, name, st.Ino)
 	if n == nil {
