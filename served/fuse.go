@@ -45,6 +45,15 @@ type rawFS struct {
 	// writing is not, so that no open has anything to check. Reads come
 	// by node ID (Fh 0), and writes are refused when they come.
 	noOpen bool
+	// noOpenDir: directory opens (and releases) reach the server only
+	// once (CAP_NO_OPENDIR_SUPPORT), on a mount whose RightRead permits
+	// listing, so that no open has anything to check: the kernel then
+	// reads directories by node ID (Fh 0), and keeps their listings as
+	// it would with FOPEN_CACHE_DIR.
+	noOpenDir bool
+	// asRoot: the server runs as root, so it drops set-ID bits itself
+	// (killSUIDGID; CAP_HANDLE_KILLPRIV_V2).
+	asRoot bool
 	uids   idMap
 	gids   idMap
 
@@ -60,6 +69,9 @@ type rawFS struct {
 	hmu     sync.Mutex
 	handles map[uint64]*handle
 	nextFh  uint64
+	// listings of directories read without a handle (noOpenDir), by
+	// node ID, from a read at offset 0 until the read past the end.
+	listings map[uint64]*handle
 
 	srv atomic.Pointer[fuse.Server]
 
@@ -429,10 +441,23 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 	}
 	if in.Valid&fuse.FATTR_SIZE != 0 {
 		var err error
+		kill := r.asRoot && in.Valid&fuse.FATTR_KILL_SUIDGID != 0
 		if hd != nil && hd.f != nil {
-			err = hd.do(func(fd int) error { return unix.Ftruncate(fd, int64(in.Size)) })
+			err = hd.do(func(fd int) error {
+				if kill {
+					if err := killSUIDGID(fd); err != nil {
+						return err
+					}
+				}
+				return unix.Ftruncate(fd, int64(in.Size))
+			})
 		} else {
-			err = r.fs.Truncate(ctx, path, int64(in.Size))
+			if kill {
+				err = r.killSUIDGIDPath(ctx, path)
+			}
+			if err == nil {
+				err = r.fs.Truncate(ctx, path, int64(in.Size))
+			}
 		}
 		if err != nil {
 			return r.status(err)
@@ -685,6 +710,12 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	if err != nil {
 		return r.status(err)
 	}
+	if r.asRoot && host&unix.O_TRUNC != 0 && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
+		if err := hd.do(killSUIDGID); err != nil {
+			f.Close()
+			return r.status(err)
+		}
+	}
 	out.Fh = r.addHandle(hd)
 	out.OpenFlags = r.openFlags(host)
 	return fuse.OK
@@ -719,6 +750,11 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 			return st
 		}
 		f, err = r.fs.OpenFile(ctx, path, host, 0)
+		if err == nil && r.asRoot && host&unix.O_TRUNC != 0 && in.OpenFlags&fuse.OPEN_KILL_SUIDGID != 0 {
+			if err = killSUIDGID(int(f.Fd())); err != nil {
+				f.Close()
+			}
+		}
 		made = false
 	}
 	if err != nil {
@@ -814,6 +850,49 @@ func preadFull(fd int, buf []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// killSUIDGID clears the set-user-ID bit of the regular file fd, and its
+// set-group-ID bit where group execution is on, as a write or truncation
+// by a caller without CAP_FSETID must (the kernel leaves that to the
+// server: CAP_HANDLE_KILLPRIV_V2). Only a server running as root calls
+// it: the host kernel does it on the server's own write, truncation or
+// O_TRUNC open when the server lacks CAP_FSETID, and it removes
+// security.capability on every write.
+func killSUIDGID(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if mode, kill := withoutSUIDGID(st.Mode); kill {
+		return unix.Fchmod(fd, mode)
+	}
+	return nil
+}
+
+// killSUIDGIDPath is killSUIDGID of a file by its path.
+func (r *rawFS) killSUIDGIDPath(ctx context.Context, path string) error {
+	st, err := r.fs.Lstat(ctx, path)
+	if err != nil {
+		return err
+	}
+	if mode, kill := withoutSUIDGID(st.Mode); kill {
+		return r.fs.Chmod(ctx, path, mode)
+	}
+	return nil
+}
+
+// withoutSUIDGID returns the permission bits of a file of mode after a
+// write by a caller without CAP_FSETID, and whether they changed.
+func withoutSUIDGID(mode uint32) (uint32, bool) {
+	if mode&unix.S_IFMT != unix.S_IFREG {
+		return 0, false
+	}
+	m := mode &^ unix.S_ISUID
+	if m&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP {
+		m &^= unix.S_ISGID
+	}
+	return m & 0o7777, m != mode
+}
+
 func (r *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
 	if st := r.enter(); !st.Ok() {
 		return 0, st
@@ -830,6 +909,11 @@ func (r *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32,
 	}
 	n := 0
 	err := hd.do(func(fd int) error {
+		if r.asRoot && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
+			if err := killSUIDGID(fd); err != nil {
+				return err
+			}
+		}
 		for n < len(data) {
 			m, err := unix.Pwrite(fd, data[n:], int64(in.Offset)+int64(n))
 			if err == unix.EINTR {
@@ -916,6 +1000,11 @@ func (r *rawFS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 		return st
 	}
 	defer r.leave()
+	if r.noOpenDir {
+		// Success; the kernel sends no more directory opens nor
+		// releases, and reads directories by node ID.
+		return fuse.ENOSYS
+	}
 	out.Fh = r.addHandle(&handle{})
 	// The kernel may keep the listing (it drops it when the directory's
 	// mtime changes, or on invalidation).
@@ -938,13 +1027,21 @@ func (r *rawFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntry
 		return st
 	}
 	defer r.leave()
-	hd := r.handle(in.Fh)
-	if hd == nil || hd.f != nil {
-		return fuse.EBADF
-	}
 	dirPath, st := r.path(in.NodeId)
 	if !st.Ok() {
 		return st
+	}
+	var hd *handle
+	if in.Fh == 0 && r.noOpenDir {
+		if st := r.check(&in.InHeader, "opendir", dirPath, RightRead); !st.Ok() {
+			return st
+		}
+		hd = r.listing(in.NodeId)
+	} else {
+		hd = r.handle(in.Fh)
+	}
+	if hd == nil || hd.f != nil {
+		return fuse.EBADF
 	}
 	hd.mu.Lock()
 	defer hd.mu.Unlock()
@@ -956,6 +1053,10 @@ func (r *rawFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntry
 		hd.ents = make([]DirEntry, 0, len(ents)+2)
 		hd.ents = append(hd.ents, DirEntry{Name: ".", Type: unix.DT_DIR}, DirEntry{Name: "..", Type: unix.DT_DIR})
 		hd.ents = append(hd.ents, ents...)
+	}
+	if in.Fh == 0 && int(in.Offset) >= len(hd.ents) {
+		// The read past the end: the listing is done.
+		r.dropListing(in.NodeId, hd)
 	}
 	for i := int(in.Offset); i < len(hd.ents); i++ {
 		e := hd.ents[i]
@@ -983,6 +1084,34 @@ func (r *rawFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntry
 }
 
 func (r *rawFS) ReleaseDir(in *fuse.ReleaseIn) { r.dropHandle(in.Fh) }
+
+// maxListings bounds the listings kept for directories read without a
+// handle, which readers that stop before the end leave behind.
+const maxListings = 1024
+
+// listing returns the listing of directory node id read without a handle.
+func (r *rawFS) listing(id uint64) *handle {
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	hd := r.listings[id]
+	if hd == nil {
+		if r.listings == nil || len(r.listings) >= maxListings {
+			r.listings = map[uint64]*handle{}
+		}
+		hd = &handle{}
+		r.listings[id] = hd
+	}
+	return hd
+}
+
+// dropListing forgets hd, the listing of node id, unless another replaced it.
+func (r *rawFS) dropListing(id uint64, hd *handle) {
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	if r.listings[id] == hd {
+		delete(r.listings, id)
+	}
+}
 
 func (r *rawFS) FsyncDir(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	if st := r.enter(); !st.Ok() {

@@ -75,6 +75,8 @@ func NewServer(fsys FS, opts Options) *Server {
 		timeout:       timeout,
 		readOnly:      readOnly,
 		noOpen:        rights&(RightWrite|RightAppend) == 0 && rights.Has(RightRead|RightExec),
+		noOpenDir:     rights.Has(RightRead),
+		asRoot:        os.Geteuid() == 0,
 		nodes:         newNodeTable(),
 	}}
 }
@@ -132,7 +134,13 @@ func (s *Server) Serve(ctx context.Context, dev *os.File, uidMap, gidMap []proc.
 		// separate setattr, but where opens are not sent (noOpen): there
 		// the kernel would take it as done; readdirplus only where the
 		// kernel sees it pays.
-		ExtraCapabilities:    atomicTrunc | fuse.CAP_READDIRPLUS_AUTO,
+		ExtraCapabilities: atomicTrunc | fuse.CAP_READDIRPLUS_AUTO |
+			// The server drops set-user-ID and set-group-ID bits on
+			// writes and truncations itself (killSUIDGID), and the host
+			// drops security.capability when the server writes: so the
+			// kernel need not ask for security.capability before every
+			// write (it marks the superblock SB_NOSEC).
+			fuse.CAP_HANDLE_KILLPRIV_V2,
 		EnableSymlinkCaching: s.raw.readOnly,
 		// Every request and reply, where the Logger takes LevelTrace.
 		Debug: s.raw.log.Enabled(context.Background(), LevelTrace),
