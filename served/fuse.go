@@ -45,6 +45,9 @@ type rawFS struct {
 	// by node ID (Fh 0), and writes are refused when they come.
 	noOpen bool
 	umask  uint32
+	// asRoot: the server runs as root, so the files it makes would be
+	// root's; they are given to their creator (see own).
+	asRoot bool
 	uids   idMap
 	gids   idMap
 
@@ -377,10 +380,23 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 	}
 	if in.Valid&fuse.FATTR_SIZE != 0 {
 		var err error
+		kill := in.Valid&fuse.FATTR_KILL_SUIDGID != 0
 		if hd != nil && hd.f != nil {
-			err = hd.do(func(fd int) error { return unix.Ftruncate(fd, int64(in.Size)) })
+			err = hd.do(func(fd int) error {
+				if kill {
+					if err := killSUIDGID(fd); err != nil {
+						return err
+					}
+				}
+				return unix.Ftruncate(fd, int64(in.Size))
+			})
 		} else {
-			err = r.fs.Truncate(ctx, path, int64(in.Size))
+			if kill {
+				err = r.killSUIDGIDPath(ctx, path)
+			}
+			if err == nil {
+				err = r.fs.Truncate(ctx, path, int64(in.Size))
+			}
 		}
 		if err != nil {
 			return r.status(err)
@@ -435,7 +451,59 @@ func (r *rawFS) create(ctx context.Context, h *fuse.InHeader, op string, name st
 	if mode != 0 {
 		r.fixMode(ctx, path, mode, nil)
 	}
-	return r.entry(ctx, h.NodeId, name, path, out)
+	stat, err := r.fs.Lstat(ctx, path)
+	if err != nil {
+		return r.status(err)
+	}
+	r.own(ctx, h, path, -1, &stat)
+	return r.entryOf(h.NodeId, name, &stat, out)
+}
+
+// own gives a file the server just made (at path, or open as fd if fd >=
+// 0), whose attributes are st, to the caller h, as the kernel does for a
+// local file system: a server running as root would otherwise make every
+// file root's, which the caller could then not change. The group stays
+// when it is not the server's (inherited from a set-group-ID directory).
+// Set-user-ID and set-group-ID bits that the change of owner cleared are
+// set again. st is updated; errors leave the file as it was made.
+func (r *rawFS) own(ctx context.Context, h *fuse.InHeader, path string, fd int, st *unix.Stat_t) {
+	if !r.asRoot {
+		return
+	}
+	uid, ok := r.uids.outside(h.Uid)
+	if !ok || uid == st.Uid {
+		return
+	}
+	gid := -1
+	if st.Gid == uint32(unix.Getegid()) {
+		if g, ok := r.gids.outside(h.Gid); ok {
+			gid = int(g)
+		}
+	}
+	var err error
+	if fd >= 0 {
+		err = unix.Fchown(fd, int(uid), gid)
+	} else {
+		err = r.fs.Chown(ctx, path, int(uid), gid)
+	}
+	if err != nil {
+		r.log.Debug("served: giving a new file to its creator", "mount", r.dest, "path", path, "err", err)
+		return
+	}
+	st.Uid = uid
+	if gid >= 0 {
+		st.Gid = uint32(gid)
+	}
+	if st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		if fd >= 0 {
+			err = unix.Fchmod(fd, st.Mode&0o7777)
+		} else {
+			err = r.fs.Chmod(ctx, path, st.Mode&0o7777)
+		}
+		if err != nil {
+			r.log.Debug("served: mode of a new file", "mount", r.dest, "path", path, "err", err)
+		}
+	}
 }
 
 func (r *rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
@@ -626,6 +694,12 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	if err != nil {
 		return r.status(err)
 	}
+	if host&unix.O_TRUNC != 0 && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
+		if err := hd.do(killSUIDGID); err != nil {
+			f.Close()
+			return r.status(err)
+		}
+	}
 	out.Fh = r.addHandle(hd)
 	out.OpenFlags = r.openFlags(host)
 	return fuse.OK
@@ -643,16 +717,16 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	}
 	need, host := r.openNeed(in.Flags)
 	// A new file may be written with RightCreate alone: writing it
-	// changes nothing that existed. Without RightWrite, only a new file
-	// is made (O_EXCL); an existing one is opened as Open would.
+	// changes nothing that existed. Only a new file is made (O_EXCL); an
+	// existing one is opened as Open would, with Open's rights, so that
+	// a file made is known to be new (see own).
 	need = need&^(RightWrite|RightAppend) | RightCreate
-	if r.rights&RightWrite == 0 {
-		host |= unix.O_EXCL
-	}
+	host |= unix.O_EXCL
 	if st := r.check(&in.InHeader, "create", path, need); !st.Ok() {
 		return st
 	}
 	f, err := r.fs.OpenFile(ctx, path, host|unix.O_CREAT, in.Mode&0o7777)
+	created := err == nil
 	if errors.Is(err, syscall.EEXIST) && in.Flags&unix.O_EXCL == 0 {
 		need, host = r.openNeed(in.Flags)
 		host &^= unix.O_CREAT | unix.O_EXCL
@@ -660,6 +734,11 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 			return st
 		}
 		f, err = r.fs.OpenFile(ctx, path, host, 0)
+		if err == nil && host&unix.O_TRUNC != 0 && in.OpenFlags&fuse.OPEN_KILL_SUIDGID != 0 {
+			if err = killSUIDGID(int(f.Fd())); err != nil {
+				f.Close()
+			}
+		}
 	} else if err == nil {
 		r.fixMode(ctx, path, in.Mode, f)
 	}
@@ -674,6 +753,9 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	if err := hd.do(func(fd int) error { return unix.Fstat(fd, &stat) }); err != nil {
 		f.Close()
 		return r.status(err)
+	}
+	if created {
+		hd.do(func(fd int) error { r.own(ctx, &in.InHeader, path, fd, &stat); return nil })
 	}
 	if st := r.entryOf(in.NodeId, name, &stat, &out.EntryOut); !st.Ok() {
 		f.Close()
@@ -752,6 +834,48 @@ func preadFull(fd int, buf []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// killSUIDGID clears the set-user-ID bit of the regular file fd, and its
+// set-group-ID bit where group execution is on, as a write or truncation
+// by a caller without CAP_FSETID must (the kernel leaves that to the
+// server: CAP_HANDLE_KILLPRIV_V2). The host kernel would do it on the
+// server's own write only if the server lacked CAP_FSETID; it removes
+// security.capability itself on every write.
+func killSUIDGID(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if mode, kill := withoutSUIDGID(st.Mode); kill {
+		return unix.Fchmod(fd, mode)
+	}
+	return nil
+}
+
+// killSUIDGIDPath is killSUIDGID of a file by its path.
+func (r *rawFS) killSUIDGIDPath(ctx context.Context, path string) error {
+	st, err := r.fs.Lstat(ctx, path)
+	if err != nil {
+		return err
+	}
+	if mode, kill := withoutSUIDGID(st.Mode); kill {
+		return r.fs.Chmod(ctx, path, mode)
+	}
+	return nil
+}
+
+// withoutSUIDGID returns the permission bits of a file of mode after a
+// write by a caller without CAP_FSETID, and whether they changed.
+func withoutSUIDGID(mode uint32) (uint32, bool) {
+	if mode&unix.S_IFMT != unix.S_IFREG {
+		return 0, false
+	}
+	m := mode &^ unix.S_ISUID
+	if m&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP {
+		m &^= unix.S_ISGID
+	}
+	return m & 0o7777, m != mode
+}
+
 func (r *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
 	if st := r.enter(); !st.Ok() {
 		return 0, st
@@ -768,6 +892,11 @@ func (r *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32,
 	}
 	n := 0
 	err := hd.do(func(fd int) error {
+		if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
+			if err := killSUIDGID(fd); err != nil {
+				return err
+			}
+		}
 		for n < len(data) {
 			m, err := unix.Pwrite(fd, data[n:], int64(in.Offset)+int64(n))
 			if err == unix.EINTR {

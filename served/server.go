@@ -77,6 +77,7 @@ func NewServer(fsys FS, opts Options) *Server {
 		readOnly:      readOnly,
 		noOpen:        rights&(RightWrite|RightAppend) == 0 && rights.Has(RightRead|RightExec),
 		umask:         processUmask(),
+		asRoot:        os.Geteuid() == 0,
 		nodes:         newNodeTable(),
 	}}
 }
@@ -128,7 +129,13 @@ func (s *Server) Serve(ctx context.Context, dev *os.File, uidMap, gidMap []proc.
 		Logger:        log.New(logWriter{s.raw.log}, "go-fuse: ", 0),
 		// O_TRUNC arrives with the open (whose rights it needs), not as a
 		// separate setattr; readdirplus only where the kernel sees it pays.
-		ExtraCapabilities:    fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_READDIRPLUS_AUTO,
+		ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_READDIRPLUS_AUTO |
+			// The server drops set-user-ID and set-group-ID bits on
+			// writes and truncations itself (killSUIDGID), and the host
+			// drops security.capability when the server writes: so the
+			// kernel need not ask for security.capability before every
+			// write (it marks the superblock SB_NOSEC).
+			fuse.CAP_HANDLE_KILLPRIV_V2,
 		EnableSymlinkCaching: s.raw.readOnly,
 		// Every request and reply, where the Logger takes LevelTrace.
 		Debug: s.raw.log.Enabled(context.Background(), LevelTrace),
