@@ -420,7 +420,14 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 			return r.status(err)
 		}
 	}
-	return r.attrOut(ctx, path, out)
+	if st := r.attrOut(ctx, path, out); !st.Ok() {
+		return st
+	}
+	if out.Attr.Nlink > 1 && out.Attr.Mode&unix.S_IFMT != unix.S_IFDIR {
+		// The file's other names have its old attributes.
+		r.invalidateAttrs(r.nodes.links(out.Attr.Ino, in.NodeId))
+	}
+	return fuse.OK
 }
 
 func (r *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
@@ -456,7 +463,29 @@ func (r *rawFS) create(ctx context.Context, h *fuse.InHeader, op string, name st
 		return r.status(err)
 	}
 	r.own(ctx, h, path, -1, &stat)
-	return r.entryOf(h.NodeId, name, &stat, out)
+	if st := r.entryOf(h.NodeId, name, &stat, out); !st.Ok() {
+		return st
+	}
+	if stat.Nlink > 1 && stat.Mode&unix.S_IFMT != unix.S_IFDIR {
+		// A link: the file's other names have its old link count.
+		r.invalidateAttrs(r.nodes.links(stat.Ino, out.NodeId))
+	}
+	return fuse.OK
+}
+
+// invalidateAttrs tells the kernel to drop the attributes it holds for
+// nodes ids (and keep their pages): the other names of a file that
+// changed through one of them, which the kernel takes for files of their
+// own. The notification carries no lock the request being answered may
+// hold, so it is sent before the reply.
+func (r *rawFS) invalidateAttrs(ids []uint64) {
+	srv := r.srv.Load()
+	if srv == nil {
+		return
+	}
+	for _, id := range ids {
+		srv.InodeNotify(id, -1, 0)
+	}
 }
 
 // own gives a file the server just made (at path, or open as fd if fd >=
@@ -547,7 +576,8 @@ func (r *rawFS) remove(ctx context.Context, h *fuse.InHeader, op, name string, r
 	if err := rm(ctx, path); err != nil {
 		return r.status(err)
 	}
-	r.nodes.remove(h.NodeId, name)
+	// The file's other names have its old link count and ctime.
+	r.invalidateAttrs(r.nodes.remove(h.NodeId, name))
 	return fuse.OK
 }
 
@@ -591,7 +621,7 @@ func (r *rawFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newNa
 	if err := r.fs.Rename(ctx, oldpath, newpath, in.Flags); err != nil {
 		return r.status(err)
 	}
-	r.nodes.rename(in.NodeId, oldName, in.Newdir, newName, exchange)
+	r.invalidateAttrs(r.nodes.rename(in.NodeId, oldName, in.Newdir, newName, exchange))
 	return fuse.OK
 }
 

@@ -82,6 +82,8 @@ type resp struct {
 	Stat  *struct {
 		Mode, UID, GID uint32
 		Size, Ino      int64
+		Nlink          uint64
+		Ctime          int64 // ns
 	} `json:"stat,omitempty"`
 }
 
@@ -290,7 +292,9 @@ func (w *worker) run(r req) (a resp) {
 			a.Stat = &struct {
 				Mode, UID, GID uint32
 				Size, Ino      int64
-			}{st.Mode, st.Uid, st.Gid, st.Size, int64(st.Ino)}
+				Nlink          uint64
+				Ctime          int64 // ns
+			}{st.Mode, st.Uid, st.Gid, st.Size, int64(st.Ino), st.Nlink, st.Ctim.Nano()}
 		}
 	case "read":
 		a.Data, err = os.ReadFile(p)
