@@ -76,8 +76,9 @@ const (
 
 // handle is an open file or directory.
 type handle struct {
-	f  *os.File
-	rc syscall.RawConn // f's, through which calls hold f open while they run
+	node uint64 // the node opened
+	f    *os.File
+	rc   syscall.RawConn // f's, through which calls hold f open while they run
 
 	// A directory's entries, listed when it is first read from its
 	// start (the kernel often reads directories from its own cache).
@@ -329,6 +330,18 @@ func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.At
 		}
 	}
 	path, st := r.path(in.NodeId)
+	if st == fuse.ENOENT {
+		// A file removed while open (fstat of an unlinked file): its
+		// attributes through a descriptor the server holds for it.
+		if hd := r.openHandle(in.NodeId); hd != nil {
+			if err := hd.do(func(fd int) error { return unix.Fstat(fd, &stat) }); err != nil {
+				return r.status(err)
+			}
+			out.SetTimeout(r.timeout)
+			r.fillAttr(&stat, &out.Attr)
+			return fuse.OK
+		}
+	}
 	if !st.Ok() {
 		return st
 	}
@@ -344,15 +357,32 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 	if in.Valid&(fuse.FATTR_MODE|fuse.FATTR_UID|fuse.FATTR_GID|fuse.FATTR_ATIME|fuse.FATTR_MTIME|fuse.FATTR_ATIME_NOW|fuse.FATTR_MTIME_NOW) != 0 {
 		need |= RightSetAttr
 	}
-	path, st := r.begin(&in.InHeader, "", "setattr", need)
-	if !st.Ok() {
-		return st
-	}
-	defer r.leave()
 	var hd *handle
 	if fh, ok := in.GetFh(); ok {
 		hd = r.handle(fh)
 	}
+	path, st := r.begin(&in.InHeader, "", "setattr", need)
+	if st == fuse.ENOENT {
+		// A file removed while open (fchmod, ftruncate of an unlinked
+		// file) changes through a descriptor the server holds for it:
+		// path "" below.
+		if hd == nil || hd.f == nil {
+			hd = r.openHandle(in.NodeId)
+		}
+		if hd == nil {
+			return st
+		}
+		if st = r.enter(); st.Ok() {
+			if st = r.check(&in.InHeader, "setattr", "(deleted)", need); !st.Ok() {
+				r.leave()
+			}
+		}
+	}
+	if !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	byFD := func(fn func(fd int) error) error { return hd.do(fn) }
 	if in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) != 0 {
 		uid, gid := -1, -1
 		if in.Valid&fuse.FATTR_UID != 0 {
@@ -369,12 +399,24 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 			}
 			gid = int(g)
 		}
-		if err := r.fs.Chown(ctx, path, uid, gid); err != nil {
+		var err error
+		if path == "" {
+			err = byFD(func(fd int) error { return unix.Fchown(fd, uid, gid) })
+		} else {
+			err = r.fs.Chown(ctx, path, uid, gid)
+		}
+		if err != nil {
 			return r.status(err)
 		}
 	}
 	if in.Valid&fuse.FATTR_MODE != 0 {
-		if err := r.fs.Chmod(ctx, path, in.Mode&0o7777); err != nil {
+		var err error
+		if path == "" {
+			err = byFD(func(fd int) error { return unix.Fchmod(fd, in.Mode&0o7777) })
+		} else {
+			err = r.fs.Chmod(ctx, path, in.Mode&0o7777)
+		}
+		if err != nil {
 			return r.status(err)
 		}
 	}
@@ -416,9 +458,24 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 		case in.Valid&fuse.FATTR_MTIME != 0:
 			mtime = &unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
 		}
-		if err := r.fs.Utimens(ctx, path, atime, mtime); err != nil {
+		var err error
+		if path == "" {
+			err = byFD(func(fd int) error { return futimens(fd, atime, mtime) })
+		} else {
+			err = r.fs.Utimens(ctx, path, atime, mtime)
+		}
+		if err != nil {
 			return r.status(err)
 		}
+	}
+	if path == "" {
+		var stat unix.Stat_t
+		if err := byFD(func(fd int) error { return unix.Fstat(fd, &stat) }); err != nil {
+			return r.status(err)
+		}
+		out.SetTimeout(r.timeout)
+		r.fillAttr(&stat, &out.Attr)
+		return fuse.OK
 	}
 	if st := r.attrOut(ctx, path, out); !st.Ok() {
 		return st
@@ -677,6 +734,18 @@ func (r *rawFS) handle(fh uint64) *handle {
 	return r.handles[fh]
 }
 
+// openHandle returns a handle of a file open through node id, or nil.
+func (r *rawFS) openHandle(id uint64) *handle {
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	for _, hd := range r.handles {
+		if hd.node == id && hd.f != nil {
+			return hd
+		}
+	}
+	return nil
+}
+
 func (r *rawFS) dropHandle(fh uint64) {
 	r.hmu.Lock()
 	hd := r.handles[fh]
@@ -730,6 +799,7 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 			return r.status(err)
 		}
 	}
+	hd.node = in.NodeId
 	out.Fh = r.addHandle(hd)
 	out.OpenFlags = r.openFlags(host)
 	return fuse.OK
@@ -791,6 +861,7 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 		f.Close()
 		return st
 	}
+	hd.node = out.NodeId
 	out.Fh = r.addHandle(hd)
 	out.OpenFlags = r.openFlags(host)
 	return fuse.OK
@@ -862,6 +933,18 @@ func preadFull(fd int, buf []byte, off int64) (int, error) {
 		n += m
 	}
 	return n, nil
+}
+
+// futimens sets the times of file fd (nil: left as they are).
+func futimens(fd int, atime, mtime *unix.Timespec) error {
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	if atime != nil {
+		ts[0] = *atime
+	}
+	if mtime != nil {
+		ts[1] = *mtime
+	}
+	return unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH)
 }
 
 // killSUIDGID clears the set-user-ID bit of the regular file fd, and its

@@ -281,11 +281,14 @@ func (w *worker) run(r req) (a resp) {
 	}
 	var err error
 	switch r.Op {
-	case "lstat", "stat":
+	case "lstat", "stat", "fstat":
 		var st unix.Stat_t
-		if r.Op == "lstat" {
+		switch r.Op {
+		case "lstat":
 			err = unix.Lstat(p, &st)
-		} else {
+		case "fstat":
+			err = unix.Fstat(r.FD, &st)
+		default:
 			err = unix.Stat(p, &st)
 		}
 		if err == nil {
@@ -371,6 +374,10 @@ func (w *worker) run(r req) (a resp) {
 		err = unix.Lchown(p, r.UID, r.GID)
 	case "truncate":
 		err = unix.Truncate(p, r.Off)
+	case "ftruncate":
+		err = unix.Ftruncate(r.FD, r.Off)
+	case "fchmod":
+		err = unix.Fchmod(r.FD, r.Mode)
 	case "utimes":
 		err = unix.UtimesNano(p, []unix.Timespec{{Sec: r.Off}, {Sec: r.Off}})
 	case "setxattr":

@@ -85,3 +85,28 @@ func TestHardLinkAttrs(t *testing.T) {
 		t.Errorf("after rename b d: a: nlink %d, want 2", n)
 	}
 }
+
+// TestUnlinkedOpen: a file removed while open keeps its attributes and
+// changes through the descriptor, as on a local file system: fstat shows
+// link count 0, and ftruncate and fchmod work.
+func TestUnlinkedOpen(t *testing.T) {
+	alsoAsNobody(t)
+	root := t.TempDir()
+	tree(t, root, map[string]string{"f": "hello"})
+	m := serveHostCached(t, root)
+
+	fd := int(m.ok(req{Op: "open", Path: "f", Flags: os.O_RDWR}).N)
+	m.ok(req{Op: "unlink", Path: "f"})
+	if a := m.ok(req{Op: "fstat", FD: fd}); a.Stat.Nlink != 0 || a.Stat.Size != 5 {
+		t.Errorf("fstat after unlink: nlink %d (want 0), size %d (want 5)", a.Stat.Nlink, a.Stat.Size)
+	}
+	m.ok(req{Op: "ftruncate", FD: fd, Off: 2})
+	m.ok(req{Op: "fchmod", FD: fd, Mode: 0o600})
+	if a := m.ok(req{Op: "fstat", FD: fd}); a.Stat.Size != 2 || a.Stat.Mode != unix.S_IFREG|0o600 {
+		t.Errorf("fstat after ftruncate and fchmod: size %d (want 2), mode %o (want %o)", a.Stat.Size, a.Stat.Mode, unix.S_IFREG|0o600)
+	}
+	if a := m.ok(req{Op: "pread", FD: fd, N: 10}); string(a.Data) != "he" {
+		t.Errorf("read after ftruncate: %q", a.Data)
+	}
+	m.ok(req{Op: "close", FD: fd})
+}
