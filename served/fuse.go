@@ -44,7 +44,13 @@ type rawFS struct {
 	// writing is not, so that no open has anything to check. Reads come
 	// by node ID (Fh 0), and writes are refused when they come.
 	noOpen bool
-	umask  uint32
+	// noOpenDir: directory opens (and releases) reach the server only
+	// once (CAP_NO_OPENDIR_SUPPORT), on a mount whose RightRead permits
+	// listing, so that no open has anything to check: the kernel then
+	// reads directories by node ID (Fh 0), and keeps their listings as
+	// it would with FOPEN_CACHE_DIR.
+	noOpenDir bool
+	umask     uint32
 	// asRoot: the server runs as root, so the files it makes would be
 	// root's; they are given to their creator (see own).
 	asRoot bool
@@ -61,6 +67,9 @@ type rawFS struct {
 	hmu     sync.Mutex
 	handles map[uint64]*handle
 	nextFh  uint64
+	// listings of directories read without a handle (noOpenDir), by
+	// node ID, from a read at offset 0 until the read past the end.
+	listings map[uint64]*handle
 
 	srv atomic.Pointer[fuse.Server]
 
@@ -240,16 +249,6 @@ func (r *rawFS) setTimeouts(out *fuse.EntryOut) {
 	out.SetAttrTimeout(r.timeout)
 }
 
-// entry looks name in parent up after it was found or made at path, and
-// fills out with its node.
-func (r *rawFS) entry(ctx context.Context, parent uint64, name, path string, out *fuse.EntryOut) fuse.Status {
-	st, err := r.fs.Lstat(ctx, path)
-	if err != nil {
-		return r.status(err)
-	}
-	return r.entryOf(parent, name, &st, out)
-}
-
 func (r *rawFS) entryOf(parent uint64, name string, st *unix.Stat_t, out *fuse.EntryOut) fuse.Status {
 	n := r.nodes.lookup(parent, name, st.Ino)
 	if n == nil {
@@ -422,7 +421,7 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 	}
 	if in.Valid&fuse.FATTR_SIZE != 0 {
 		var err error
-		kill := in.Valid&fuse.FATTR_KILL_SUIDGID != 0
+		kill := r.asRoot && in.Valid&fuse.FATTR_KILL_SUIDGID != 0
 		if hd != nil && hd.f != nil {
 			err = hd.do(func(fd int) error {
 				if kill {
@@ -793,7 +792,7 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	if err != nil {
 		return r.status(err)
 	}
-	if host&unix.O_TRUNC != 0 && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
+	if r.asRoot && host&unix.O_TRUNC != 0 && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
 		if err := hd.do(killSUIDGID); err != nil {
 			f.Close()
 			return r.status(err)
@@ -834,7 +833,7 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 			return st
 		}
 		f, err = r.fs.OpenFile(ctx, path, host, 0)
-		if err == nil && host&unix.O_TRUNC != 0 && in.OpenFlags&fuse.OPEN_KILL_SUIDGID != 0 {
+		if err == nil && r.asRoot && host&unix.O_TRUNC != 0 && in.OpenFlags&fuse.OPEN_KILL_SUIDGID != 0 {
 			if err = killSUIDGID(int(f.Fd())); err != nil {
 				f.Close()
 			}
@@ -950,9 +949,10 @@ func futimens(fd int, atime, mtime *unix.Timespec) error {
 // killSUIDGID clears the set-user-ID bit of the regular file fd, and its
 // set-group-ID bit where group execution is on, as a write or truncation
 // by a caller without CAP_FSETID must (the kernel leaves that to the
-// server: CAP_HANDLE_KILLPRIV_V2). The host kernel would do it on the
-// server's own write only if the server lacked CAP_FSETID; it removes
-// security.capability itself on every write.
+// server: CAP_HANDLE_KILLPRIV_V2). Only a server running as root calls
+// it: the host kernel does it on the server's own write, truncation or
+// O_TRUNC open when the server lacks CAP_FSETID, and it removes
+// security.capability on every write.
 func killSUIDGID(fd int) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -1005,7 +1005,7 @@ func (r *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32,
 	}
 	n := 0
 	err := hd.do(func(fd int) error {
-		if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
+		if r.asRoot && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
 			if err := killSUIDGID(fd); err != nil {
 				return err
 			}
@@ -1096,6 +1096,11 @@ func (r *rawFS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 		return st
 	}
 	defer r.leave()
+	if r.noOpenDir {
+		// Success; the kernel sends no more directory opens nor
+		// releases, and reads directories by node ID.
+		return fuse.ENOSYS
+	}
 	out.Fh = r.addHandle(&handle{})
 	// The kernel may keep the listing (it drops it when the directory's
 	// mtime changes, or on invalidation).
@@ -1118,13 +1123,21 @@ func (r *rawFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntry
 		return st
 	}
 	defer r.leave()
-	hd := r.handle(in.Fh)
-	if hd == nil || hd.f != nil {
-		return fuse.EBADF
-	}
 	dirPath, st := r.path(in.NodeId)
 	if !st.Ok() {
 		return st
+	}
+	var hd *handle
+	if in.Fh == 0 && r.noOpenDir {
+		if st := r.check(&in.InHeader, "opendir", dirPath, RightRead); !st.Ok() {
+			return st
+		}
+		hd = r.listing(in.NodeId)
+	} else {
+		hd = r.handle(in.Fh)
+	}
+	if hd == nil || hd.f != nil {
+		return fuse.EBADF
 	}
 	hd.mu.Lock()
 	defer hd.mu.Unlock()
@@ -1136,6 +1149,10 @@ func (r *rawFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntry
 		hd.ents = make([]DirEntry, 0, len(ents)+2)
 		hd.ents = append(hd.ents, DirEntry{Name: ".", Type: unix.DT_DIR}, DirEntry{Name: "..", Type: unix.DT_DIR})
 		hd.ents = append(hd.ents, ents...)
+	}
+	if in.Fh == 0 && int(in.Offset) >= len(hd.ents) {
+		// The read past the end: the listing is done.
+		r.dropListing(in.NodeId, hd)
 	}
 	for i := int(in.Offset); i < len(hd.ents); i++ {
 		e := hd.ents[i]
@@ -1163,6 +1180,34 @@ func (r *rawFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntry
 }
 
 func (r *rawFS) ReleaseDir(in *fuse.ReleaseIn) { r.dropHandle(in.Fh) }
+
+// maxListings bounds the listings kept for directories read without a
+// handle, which readers that stop before the end leave behind.
+const maxListings = 1024
+
+// listing returns the listing of directory node id read without a handle.
+func (r *rawFS) listing(id uint64) *handle {
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	hd := r.listings[id]
+	if hd == nil {
+		if r.listings == nil || len(r.listings) >= maxListings {
+			r.listings = map[uint64]*handle{}
+		}
+		hd = &handle{}
+		r.listings[id] = hd
+	}
+	return hd
+}
+
+// dropListing forgets hd, the listing of node id, unless another replaced it.
+func (r *rawFS) dropListing(id uint64, hd *handle) {
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	if r.listings[id] == hd {
+		delete(r.listings, id)
+	}
+}
 
 func (r *rawFS) FsyncDir(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	if st := r.enter(); !st.Ok() {

@@ -76,6 +76,7 @@ func NewServer(fsys FS, opts Options) *Server {
 		timeout:       timeout,
 		readOnly:      readOnly,
 		noOpen:        rights&(RightWrite|RightAppend) == 0 && rights.Has(RightRead|RightExec),
+		noOpenDir:     rights.Has(RightRead),
 		umask:         processUmask(),
 		asRoot:        os.Geteuid() == 0,
 		nodes:         newNodeTable(),
