@@ -88,10 +88,13 @@ fi
 summarize() {
 	local log=$work/$1-$2.log
 	awk '
-		/^\/pjdfstest\/.*\(Wstat:/ { f = $1; fail[f] = ""; order[++n] = f; want = 1; next }
-		want && /^  Failed tests?:/ { sub(/^  Failed tests?: */, ""); fail[f] = fail[f] $0; next }
-		want && /^  Parse errors:|^  Non-zero/ { fail[f] = fail[f] (fail[f] == "" ? "" : ",") "whole"; next }
-		want && /^          *[0-9]/ { s = $0; gsub(/ /, "", s); fail[f] = fail[f] "," s; next }
+		/^\/pjdfstest\/.*\(Wstat:/ { f = $1; fail[f] = ""; order[++n] = f; want = 1; cont = 0; next }
+		want && /^  Failed tests?:/ { sub(/^  Failed tests?: */, ""); fail[f] = fail[f] $0; cont = 1; next }
+		want && /^  Parse errors:|^  Non-zero/ { fail[f] = fail[f] (fail[f] == "" ? "" : ",") "whole"; cont = 0; next }
+		want && cont && /^          *[0-9]/ { s = $0; gsub(/ /, "", s); fail[f] = fail[f] "," s; next }
+		# Other lines ("  TODO passed:", a TODO test that passed) and
+		# theirs are no failures.
+		want && /^  [A-Z]/ { cont = 0; next }
 		/^Files=/ { want = 0 }
 		END { for (i = 1; i <= n; i++) { s = fail[order[i]]; gsub(/ /, "", s); print order[i], (s == "" ? "whole" : s) } }
 	' "$log" >"$work/$1-$2.failed"

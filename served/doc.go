@@ -60,6 +60,12 @@
 //     a directory renamed outside the mount is found again by its new
 //     name only when the kernel looks it up again (within the entry
 //     timeout); until then its old path fails with ENOENT.
+//   - Each name of a file with several (hard links) is a file of its own
+//     to the kernel: the server invalidates the others' attributes when
+//     the file is linked, unlinked, renamed over or has its attributes
+//     set through one name, but their page caches are separate (a write
+//     through one name is seen through another once the kernel sees the
+//     new mtime or size there).
 //   - go-fuse answers a lookup of ".go-fuse-epoll-hack" in the root itself,
 //     without the Server.
 package served

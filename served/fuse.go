@@ -87,8 +87,9 @@ const (
 
 // handle is an open file or directory.
 type handle struct {
-	f  *os.File
-	rc syscall.RawConn // f's, through which calls hold f open while they run
+	node uint64 // the node opened
+	f    *os.File
+	rc   syscall.RawConn // f's, through which calls hold f open while they run
 
 	// A directory's entries, listed when it is first read from its
 	// start (the kernel often reads directories from its own cache).
@@ -390,6 +391,18 @@ func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.At
 		}
 	}
 	path, st := r.path(in.NodeId)
+	if st == fuse.ENOENT {
+		// A file removed while open (fstat of an unlinked file): its
+		// attributes through a descriptor the server holds for it.
+		if hd := r.openHandle(in.NodeId); hd != nil {
+			if err := hd.do(func(fd int) error { return unix.Fstat(fd, &stat) }); err != nil {
+				return r.status(err)
+			}
+			out.SetTimeout(r.timeout)
+			r.fillAttr(&stat, &out.Attr)
+			return fuse.OK
+		}
+	}
 	if !st.Ok() {
 		return st
 	}
@@ -405,15 +418,32 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 	if in.Valid&(fuse.FATTR_MODE|fuse.FATTR_UID|fuse.FATTR_GID|fuse.FATTR_ATIME|fuse.FATTR_MTIME|fuse.FATTR_ATIME_NOW|fuse.FATTR_MTIME_NOW) != 0 {
 		need |= RightSetAttr
 	}
-	path, st := r.begin(&in.InHeader, "", "setattr", need)
-	if !st.Ok() {
-		return st
-	}
-	defer r.leave()
 	var hd *handle
 	if fh, ok := in.GetFh(); ok {
 		hd = r.handle(fh)
 	}
+	path, st := r.begin(&in.InHeader, "", "setattr", need)
+	if st == fuse.ENOENT {
+		// A file removed while open (fchmod, ftruncate of an unlinked
+		// file) changes through a descriptor the server holds for it:
+		// path "" below.
+		if hd == nil || hd.f == nil {
+			hd = r.openHandle(in.NodeId)
+		}
+		if hd == nil {
+			return st
+		}
+		if st = r.enter(); st.Ok() {
+			if st = r.check(&in.InHeader, "setattr", "(deleted)", need); !st.Ok() {
+				r.leave()
+			}
+		}
+	}
+	if !st.Ok() {
+		return st
+	}
+	defer r.leave()
+	byFD := func(fn func(fd int) error) error { return hd.do(fn) }
 	if in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) != 0 {
 		uid, gid := -1, -1
 		if in.Valid&fuse.FATTR_UID != 0 {
@@ -430,12 +460,24 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 			}
 			gid = int(g)
 		}
-		if err := r.fs.Chown(ctx, path, uid, gid); err != nil {
+		var err error
+		if path == "" {
+			err = byFD(func(fd int) error { return unix.Fchown(fd, uid, gid) })
+		} else {
+			err = r.fs.Chown(ctx, path, uid, gid)
+		}
+		if err != nil {
 			return r.status(err)
 		}
 	}
 	if in.Valid&fuse.FATTR_MODE != 0 {
-		if err := r.fs.Chmod(ctx, path, in.Mode&0o7777); err != nil {
+		var err error
+		if path == "" {
+			err = byFD(func(fd int) error { return unix.Fchmod(fd, in.Mode&0o7777) })
+		} else {
+			err = r.fs.Chmod(ctx, path, in.Mode&0o7777)
+		}
+		if err != nil {
 			return r.status(err)
 		}
 	}
@@ -477,11 +519,33 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 		case in.Valid&fuse.FATTR_MTIME != 0:
 			mtime = &unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
 		}
-		if err := r.fs.Utimens(ctx, path, atime, mtime); err != nil {
+		var err error
+		if path == "" {
+			err = byFD(func(fd int) error { return futimens(fd, atime, mtime) })
+		} else {
+			err = r.fs.Utimens(ctx, path, atime, mtime)
+		}
+		if err != nil {
 			return r.status(err)
 		}
 	}
-	return r.attrOut(ctx, path, out)
+	if path == "" {
+		var stat unix.Stat_t
+		if err := byFD(func(fd int) error { return unix.Fstat(fd, &stat) }); err != nil {
+			return r.status(err)
+		}
+		out.SetTimeout(r.timeout)
+		r.fillAttr(&stat, &out.Attr)
+		return fuse.OK
+	}
+	if st := r.attrOut(ctx, path, out); !st.Ok() {
+		return st
+	}
+	if out.Attr.Nlink > 1 && out.Attr.Mode&unix.S_IFMT != unix.S_IFDIR {
+		// The file's other names have its old attributes.
+		r.invalidateAttrs(r.nodes.links(out.Attr.Ino, in.NodeId))
+	}
+	return fuse.OK
 }
 
 func (r *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
@@ -519,7 +583,29 @@ func (r *rawFS) create(ctx context.Context, h *fuse.InHeader, op string, name st
 	if mode != 0 {
 		stat.Mode = r.fixMode(ctx, path, mode, stat.Mode, nil)
 	}
-	return r.entryOf(h.NodeId, name, &stat, out)
+	if st := r.entryOf(h.NodeId, name, &stat, out); !st.Ok() {
+		return st
+	}
+	if stat.Nlink > 1 && stat.Mode&unix.S_IFMT != unix.S_IFDIR {
+		// A link: the file's other names have its old link count.
+		r.invalidateAttrs(r.nodes.links(stat.Ino, out.NodeId))
+	}
+	return fuse.OK
+}
+
+// invalidateAttrs tells the kernel to drop the attributes it holds for
+// nodes ids (and keep their pages): the other names of a file that
+// changed through one of them, which the kernel takes for files of their
+// own. The notification carries no lock the request being answered may
+// hold, so it is sent before the reply.
+func (r *rawFS) invalidateAttrs(ids []uint64) {
+	srv := r.srv.Load()
+	if srv == nil {
+		return
+	}
+	for _, id := range ids {
+		srv.InodeNotify(id, -1, 0)
+	}
 }
 
 func (r *rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
@@ -563,7 +649,8 @@ func (r *rawFS) remove(ctx context.Context, h *fuse.InHeader, op, name string, r
 	if err := rm(ctx, path); err != nil {
 		return r.status(err)
 	}
-	r.nodes.remove(h.NodeId, name)
+	// The file's other names have its old link count and ctime.
+	r.invalidateAttrs(r.nodes.remove(h.NodeId, name))
 	return fuse.OK
 }
 
@@ -607,7 +694,7 @@ func (r *rawFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newNa
 	if err := r.fs.Rename(ctx, oldpath, newpath, in.Flags); err != nil {
 		return r.status(err)
 	}
-	r.nodes.rename(in.NodeId, oldName, in.Newdir, newName, exchange)
+	r.invalidateAttrs(r.nodes.rename(in.NodeId, oldName, in.Newdir, newName, exchange))
 	return fuse.OK
 }
 
@@ -663,6 +750,18 @@ func (r *rawFS) handle(fh uint64) *handle {
 	return r.handles[fh]
 }
 
+// openHandle returns a handle of a file open through node id, or nil.
+func (r *rawFS) openHandle(id uint64) *handle {
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	for _, hd := range r.handles {
+		if hd.node == id && hd.f != nil {
+			return hd
+		}
+	}
+	return nil
+}
+
 func (r *rawFS) dropHandle(fh uint64) {
 	r.hmu.Lock()
 	hd := r.handles[fh]
@@ -716,6 +815,7 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 			return r.status(err)
 		}
 	}
+	hd.node = in.NodeId
 	out.Fh = r.addHandle(hd)
 	out.OpenFlags = r.openFlags(host)
 	return fuse.OK
@@ -777,6 +877,7 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 		f.Close()
 		return st
 	}
+	hd.node = out.NodeId
 	out.Fh = r.addHandle(hd)
 	out.OpenFlags = r.openFlags(host)
 	return fuse.OK
@@ -848,6 +949,18 @@ func preadFull(fd int, buf []byte, off int64) (int, error) {
 		n += m
 	}
 	return n, nil
+}
+
+// futimens sets the times of file fd (nil: left as they are).
+func futimens(fd int, atime, mtime *unix.Timespec) error {
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	if atime != nil {
+		ts[0] = *atime
+	}
+	if mtime != nil {
+		ts[1] = *mtime
+	}
+	return unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH)
 }
 
 // killSUIDGID clears the set-user-ID bit of the regular file fd, and its

@@ -82,6 +82,8 @@ type resp struct {
 	Stat  *struct {
 		Mode, UID, GID uint32
 		Size, Ino      int64
+		Nlink          uint64
+		Ctime          int64 // ns
 	} `json:"stat,omitempty"`
 }
 
@@ -279,18 +281,23 @@ func (w *worker) run(r req) (a resp) {
 	}
 	var err error
 	switch r.Op {
-	case "lstat", "stat":
+	case "lstat", "stat", "fstat":
 		var st unix.Stat_t
-		if r.Op == "lstat" {
+		switch r.Op {
+		case "lstat":
 			err = unix.Lstat(p, &st)
-		} else {
+		case "fstat":
+			err = unix.Fstat(r.FD, &st)
+		default:
 			err = unix.Stat(p, &st)
 		}
 		if err == nil {
 			a.Stat = &struct {
 				Mode, UID, GID uint32
 				Size, Ino      int64
-			}{st.Mode, st.Uid, st.Gid, st.Size, int64(st.Ino)}
+				Nlink          uint64
+				Ctime          int64 // ns
+			}{st.Mode, st.Uid, st.Gid, st.Size, int64(st.Ino), st.Nlink, st.Ctim.Nano()}
 		}
 	case "read":
 		a.Data, err = os.ReadFile(p)
@@ -367,6 +374,10 @@ func (w *worker) run(r req) (a resp) {
 		err = unix.Lchown(p, r.UID, r.GID)
 	case "truncate":
 		err = unix.Truncate(p, r.Off)
+	case "ftruncate":
+		err = unix.Ftruncate(r.FD, r.Off)
+	case "fchmod":
+		err = unix.Fchmod(r.FD, r.Mode)
 	case "utimes":
 		err = unix.UtimesNano(p, []unix.Timespec{{Sec: r.Off}, {Sec: r.Off}})
 	case "setxattr":

@@ -31,13 +31,17 @@ const maxNegative = 4096
 type nodeTable struct {
 	mu    sync.Mutex
 	nodes map[uint64]*node
+	// byIno: the nodes of each host inode number, several for a file
+	// with several names (hard links), each of which the kernel knows as
+	// a file of its own.
+	byIno map[uint64][]*node
 	next  uint64
 	root  *node
 }
 
 func newNodeTable() *nodeTable {
 	root := &node{id: 1, lookups: 1}
-	return &nodeTable{nodes: map[uint64]*node{1: root}, next: 2, root: root}
+	return &nodeTable{nodes: map[uint64]*node{1: root}, byIno: map[uint64][]*node{}, next: 2, root: root}
 }
 
 // pathLocked is the path of n from the root ("." for the root), or false
@@ -113,6 +117,7 @@ func (t *nodeTable) lookup(parent uint64, name string, ino uint64) *node {
 	n := &node{id: t.next, parent: p, name: name, ino: ino, lookups: 1}
 	t.next++
 	t.nodes[n.id] = n
+	t.byIno[ino] = append(t.byIno[ino], n)
 	if p.kids == nil {
 		p.kids = map[string]*node{}
 	}
@@ -154,25 +159,53 @@ func (t *nodeTable) detachLocked(n *node) {
 }
 
 // remove detaches the node that name in parent leads to, after an unlink
-// or rmdir.
-func (t *nodeTable) remove(parent uint64, name string) {
+// or rmdir, and returns the other nodes of its file (see links).
+func (t *nodeTable) remove(parent uint64, name string) []uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if p := t.nodes[parent]; p != nil {
 		if n := p.kids[name]; n != nil {
 			t.detachLocked(n)
+			return t.linksLocked(n.ino, n.id)
 		}
 	}
+	return nil
+}
+
+// links returns the IDs of the nodes of host inode ino other than node
+// except: the file's other names, whose attributes (link count, ctime,
+// mode, owner) the kernel holds apart and does not update when the file
+// changes through one of them.
+func (t *nodeTable) links(ino, except uint64) []uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.linksLocked(ino, except)
+}
+
+func (t *nodeTable) linksLocked(ino, except uint64) []uint64 {
+	ns := t.byIno[ino]
+	if len(ns) < 2 && (len(ns) == 0 || ns[0].id == except) {
+		return nil
+	}
+	var ids []uint64
+	for _, n := range ns {
+		if n.id != except {
+			ids = append(ids, n.id)
+		}
+	}
+	return ids
 }
 
 // rename moves the node of oldname in oldparent to newname in newparent,
-// after the FS renamed it; exchange swaps the two.
-func (t *nodeTable) rename(oldparent uint64, oldname string, newparent uint64, newname string, exchange bool) {
+// after the FS renamed it; exchange swaps the two. It returns the other
+// nodes of the files renamed and replaced (see links): their ctime, and
+// the replaced file's link count, changed.
+func (t *nodeTable) rename(oldparent uint64, oldname string, newparent uint64, newname string, exchange bool) []uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	op, np := t.nodes[oldparent], t.nodes[newparent]
 	if op == nil || np == nil {
-		return
+		return nil
 	}
 	from, to := op.kids[oldname], np.kids[newname]
 	if from != nil {
@@ -196,6 +229,13 @@ func (t *nodeTable) rename(oldparent uint64, oldname string, newparent uint64, n
 	if exchange {
 		attach(to, op, oldname)
 	}
+	var ids []uint64
+	for _, n := range []*node{from, to} {
+		if n != nil {
+			ids = append(ids, t.linksLocked(n.ino, n.id)...)
+		}
+	}
+	return ids
 }
 
 // forget gives back n of the kernel's references to node id, and drops
@@ -212,9 +252,26 @@ func (t *nodeTable) forget(id, n uint64) {
 		// Children keep working by their IDs only if the kernel still
 		// holds them; it forgets children before parents, so none do.
 		delete(t.nodes, id)
+		t.dropInoLocked(nd)
 		return
 	}
 	nd.lookups -= n
+}
+
+// dropInoLocked takes n out of byIno.
+func (t *nodeTable) dropInoLocked(n *node) {
+	ns := t.byIno[n.ino]
+	for i, m := range ns {
+		if m == n {
+			ns = append(ns[:i], ns[i+1:]...)
+			break
+		}
+	}
+	if len(ns) == 0 {
+		delete(t.byIno, n.ino)
+	} else {
+		t.byIno[n.ino] = ns
+	}
 }
 
 // entry is a name the kernel may have cached: a directory's node ID and a

@@ -1,0 +1,112 @@
+package served
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"github.com/caplin-dev/caplin/dir"
+	"golang.org/x/sys/unix"
+)
+
+// serveHostCached is serveHost with attributes the kernel may keep for an
+// hour: what the test then sees fresh, the server or the kernel made fresh
+// on purpose, not a timeout.
+func serveHostCached(t *testing.T, root string) *mount {
+	t.Helper()
+	d, err := dir.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mountServer(t, NewServer(Host(d), Options{Cache: time.Hour}))
+}
+
+// TestHardLinkAttrs: a file's other names (hard links, which the kernel
+// holds as files of their own) show its link count, mode, owner and ctime
+// after it changes through one of them: link, chmod, chown, unlink and a
+// rename over it.
+func TestHardLinkAttrs(t *testing.T) {
+	alsoAsNobody(t)
+	root := t.TempDir()
+	tree(t, root, map[string]string{"a": "x", "d": "y"})
+	m := serveHostCached(t, root)
+
+	stat := func(path string) (mode uint32, nlink uint64, ctime int64, uid uint32) {
+		t.Helper()
+		a := m.ok(req{Op: "lstat", Path: path})
+		return a.Stat.Mode, a.Stat.Nlink, a.Stat.Ctime, a.Stat.UID
+	}
+	tick := func() { time.Sleep(20 * time.Millisecond) } // past the clock's granularity
+	_, n, ctime0, _ := stat("a")
+	if n != 1 {
+		t.Fatalf("a: nlink %d, want 1", n)
+	}
+	tick()
+	m.ok(req{Op: "link", Path: "a", Path2: "b"})
+	for _, p := range []string{"a", "b"} {
+		if _, n, ctime, _ := stat(p); n != 2 || ctime <= ctime0 {
+			t.Errorf("after link a b: %s: nlink %d (want 2), ctime %d (want later than %d)", p, n, ctime, ctime0)
+		}
+	}
+	m.ok(req{Op: "chmod", Path: "b", Mode: 0o600})
+	if mode, _, _, _ := stat("a"); mode != unix.S_IFREG|0o600 {
+		t.Errorf("after chmod b: a's mode %o, want %o", mode, unix.S_IFREG|0o600)
+	}
+	if os.Getuid() == 0 {
+		m.ok(req{Op: "lchown", Path: "b", UID: 65534, GID: 65534})
+		if _, _, _, uid := stat("a"); uid != 65534 {
+			t.Errorf("after chown b: a's owner %d, want 65534", uid)
+		}
+	}
+	m.ok(req{Op: "link", Path: "b", Path2: "c"})
+	if _, n, _, _ := stat("a"); n != 3 {
+		t.Errorf("after link b c: a: nlink %d, want 3", n)
+	}
+	_, _, ctime1, _ := stat("a")
+	tick()
+	m.ok(req{Op: "unlink", Path: "c"})
+	for _, p := range []string{"a", "b"} {
+		if _, n, ctime, _ := stat(p); n != 2 || ctime <= ctime1 {
+			t.Errorf("after unlink c: %s: nlink %d (want 2), ctime %d (want later than %d)", p, n, ctime, ctime1)
+		}
+	}
+
+	// A rename over d drops its file's link count, which e shows.
+	m.ok(req{Op: "link", Path: "d", Path2: "e"})
+	if _, n, _, _ := stat("e"); n != 2 {
+		t.Errorf("after link d e: e: nlink %d, want 2", n)
+	}
+	stat("d")
+	m.ok(req{Op: "rename", Path: "b", Path2: "d"})
+	if _, n, _, _ := stat("e"); n != 1 {
+		t.Errorf("after rename b d: e: nlink %d, want 1", n)
+	}
+	if _, n, _, _ := stat("a"); n != 2 {
+		t.Errorf("after rename b d: a: nlink %d, want 2", n)
+	}
+}
+
+// TestUnlinkedOpen: a file removed while open keeps its attributes and
+// changes through the descriptor, as on a local file system: fstat shows
+// link count 0, and ftruncate and fchmod work.
+func TestUnlinkedOpen(t *testing.T) {
+	alsoAsNobody(t)
+	root := t.TempDir()
+	tree(t, root, map[string]string{"f": "hello"})
+	m := serveHostCached(t, root)
+
+	fd := int(m.ok(req{Op: "open", Path: "f", Flags: os.O_RDWR}).N)
+	m.ok(req{Op: "unlink", Path: "f"})
+	if a := m.ok(req{Op: "fstat", FD: fd}); a.Stat.Nlink != 0 || a.Stat.Size != 5 {
+		t.Errorf("fstat after unlink: nlink %d (want 0), size %d (want 5)", a.Stat.Nlink, a.Stat.Size)
+	}
+	m.ok(req{Op: "ftruncate", FD: fd, Off: 2})
+	m.ok(req{Op: "fchmod", FD: fd, Mode: 0o600})
+	if a := m.ok(req{Op: "fstat", FD: fd}); a.Stat.Size != 2 || a.Stat.Mode != unix.S_IFREG|0o600 {
+		t.Errorf("fstat after ftruncate and fchmod: size %d (want 2), mode %o (want %o)", a.Stat.Size, a.Stat.Mode, unix.S_IFREG|0o600)
+	}
+	if a := m.ok(req{Op: "pread", FD: fd, N: 10}); string(a.Data) != "he" {
+		t.Errorf("read after ftruncate: %q", a.Data)
+	}
+	m.ok(req{Op: "close", FD: fd})
+}
