@@ -297,7 +297,7 @@ func (w *worker) run(r req) (a resp) {
 				Size, Ino      int64
 				Nlink          uint64
 				Ctime          int64 // ns
-			}{st.Mode, st.Uid, st.Gid, st.Size, int64(st.Ino), st.Nlink, st.Ctim.Nano()}
+			}{st.Mode, st.Uid, st.Gid, st.Size, int64(st.Ino), uint64(st.Nlink), st.Ctim.Nano()}
 		}
 	case "read":
 		a.Data, err = os.ReadFile(p)
