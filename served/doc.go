@@ -35,7 +35,8 @@
 //     pages of the mount are invalidated (mmap'd pages fault with SIGBUS),
 //     all before Revoke returns. After Close, requests fail with ENOTCONN.
 //   - IDs: attributes report host owners mapped into the mount's user
-//     namespace (unmapped ones as 65534), and chown maps them back.
+//     namespace (unmapped ones as owned by nobody inside: stat shows 65534,
+//     and no user or capability inside owns them), and chown maps them back.
 //   - A request the kernel interrupts (its caller got a signal or died)
 //     ends its FS call's context; a flood of requests is served by as many
 //     goroutines as it needs; the server never waits on a client.

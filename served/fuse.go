@@ -1102,6 +1102,16 @@ func (r *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 		}
 		return fuse.EBADF
 	}
+	if in.Mode&^unix.FALLOC_FL_KEEP_SIZE != 0 {
+		// Punching holes, zeroing, collapsing or inserting ranges
+		// changes what is there: RightWrite, whatever the handle was
+		// opened for (an append-only handle is O_APPEND on the host,
+		// which fallocate ignores).
+		path, _ := r.path(in.NodeId)
+		if st := r.check(&in.InHeader, "fallocate", path, RightWrite); !st.Ok() {
+			return st
+		}
+	}
 	return r.status(hd.do(func(fd int) error {
 		return unix.Fallocate(fd, in.Mode, int64(in.Offset), int64(in.Length))
 	}))
@@ -1306,6 +1316,9 @@ func (r *rawFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr strin
 		return st
 	}
 	defer r.leave()
+	if privilegedXattr(attr) {
+		return fuse.EPERM
+	}
 	return r.status(r.fs.Setxattr(ctx, path, attr, data, int(in.Flags)))
 }
 
@@ -1316,7 +1329,20 @@ func (r *rawFS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr strin
 		return st
 	}
 	defer r.leave()
+	if privilegedXattr(attr) {
+		return fuse.EPERM
+	}
 	return r.status(r.fs.Removexattr(ctx, path, attr))
+}
+
+// privilegedXattr reports whether attr is in a namespace whose attributes
+// the host honours with privileges the program has only inside its user
+// namespace: security.* (file capabilities, which would count in the
+// host's initial namespace when the server writes them; LSM labels) and
+// trusted.*. The server, which may be root on the host, never sets or
+// removes them, as the rpc Directory server does not.
+func privilegedXattr(attr string) bool {
+	return strings.HasPrefix(attr, "security.") || strings.HasPrefix(attr, "trusted.")
 }
 
 // invalidate tells the kernel to drop every cached entry, attribute and

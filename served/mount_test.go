@@ -391,6 +391,8 @@ func (w *worker) run(r req) (a resp) {
 		}
 	case "removexattr":
 		err = unix.Lremovexattr(p, r.Path2)
+	case "fallocate":
+		err = unix.Fallocate(r.FD, r.Mode, r.Off, int64(r.N))
 	case "bench":
 		// r.N rounds of r.Path2 ("lstat", "open", "read") on r.Path
 		// (relative to the mount, or absolute); N answers ns per round.

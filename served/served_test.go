@@ -468,7 +468,7 @@ func TestParseRights(t *testing.T) {
 
 func TestIDMap(t *testing.T) {
 	m := idMap{{Inside: 0, Outside: 1000, Size: 1}, {Inside: 1, Outside: 100000, Size: 65536}}
-	for host, in := range map[uint32]uint32{1000: 0, 100000: 1, 100005: 6, 0: overflowID, 999: overflowID, 165536: overflowID} {
+	for host, in := range map[uint32]uint32{1000: 0, 100000: 1, 100005: 6, 0: unmappedID, 999: unmappedID, 165536: unmappedID} {
 		if got := m.inside(host); got != in {
 			t.Errorf("inside(%d) = %d, want %d", host, got, in)
 		}

@@ -99,7 +99,8 @@ func (s *Server) MountOptions() string { return "default_permissions,allow_other
 // calls Serve from another goroutine. ctx bounds that wait only; the
 // server then runs until Close, or until the mount is gone (its mount
 // namespace ended, or it was unmounted), when it closes itself. Host IDs
-// that the maps do not map appear as 65534; empty maps are the identity.
+// that the maps do not map are owned by nobody inside (stat shows 65534);
+// empty maps are the identity.
 func (s *Server) Serve(ctx context.Context, dev *os.File, uidMap, gidMap []proc.IDMap) error {
 	s.mu.Lock()
 	if s.started {
