@@ -691,7 +691,19 @@ func (r *rawFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newNa
 	if st := r.check(&in.InHeader, "rename", oldpath, need); !st.Ok() {
 		return st
 	}
-	if err := r.fs.Rename(ctx, oldpath, newpath, in.Flags); err != nil {
+	flags := in.Flags
+	if !exchange && r.rights&RightDelete == 0 {
+		// Without RightDelete nothing may be replaced, even a name that
+		// another route to the same directory made after the Lstat
+		// above: the host refuses a replacement itself.
+		flags |= unix.RENAME_NOREPLACE
+	}
+	if err := r.fs.Rename(ctx, oldpath, newpath, flags); err != nil {
+		if errors.Is(err, syscall.EEXIST) && in.Flags&unix.RENAME_NOREPLACE == 0 {
+			// Made meanwhile: refused as the check above would have.
+			r.check(&in.InHeader, "rename", oldpath, need|RightDelete)
+			return fuse.EACCES
+		}
 		return r.status(err)
 	}
 	r.invalidateAttrs(r.nodes.rename(in.NodeId, oldName, in.Newdir, newName, exchange))
