@@ -682,27 +682,21 @@ func (r *rawFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newNa
 	exchange := in.Flags&unix.RENAME_EXCHANGE != 0
 	if exchange {
 		need |= RightDelete
-	} else if in.Flags&unix.RENAME_NOREPLACE == 0 && r.rights&RightDelete == 0 {
-		// Replacing a name deletes what it held.
-		if _, err := r.fs.Lstat(ctx, newpath); err == nil {
-			need |= RightDelete
-		}
 	}
 	if st := r.check(&in.InHeader, "rename", oldpath, need); !st.Ok() {
 		return st
 	}
 	flags := in.Flags
 	if !exchange && r.rights&RightDelete == 0 {
-		// Without RightDelete nothing may be replaced, even a name that
-		// another route to the same directory made after the Lstat
-		// above: the host refuses a replacement itself.
+		// Replacing a name deletes what it held: without RightDelete
+		// the host is asked not to replace (so that no name made
+		// meanwhile through another route is replaced either), and a
+		// name that is there is refused as the right's absence.
 		flags |= unix.RENAME_NOREPLACE
 	}
 	if err := r.fs.Rename(ctx, oldpath, newpath, flags); err != nil {
-		if errors.Is(err, syscall.EEXIST) && in.Flags&unix.RENAME_NOREPLACE == 0 {
-			// Made meanwhile: refused as the check above would have.
-			r.check(&in.InHeader, "rename", oldpath, need|RightDelete)
-			return fuse.EACCES
+		if errors.Is(err, syscall.EEXIST) && flags != in.Flags {
+			return r.check(&in.InHeader, "rename", oldpath, need|RightDelete)
 		}
 		return r.status(err)
 	}
