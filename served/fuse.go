@@ -3,7 +3,6 @@ package served
 import (
 	"context"
 	"errors"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -41,10 +40,15 @@ type rawFS struct {
 	timeout  time.Duration
 	readOnly bool
 	// noOpen: opens reach the server not at all (CAP_NO_OPEN_SUPPORT),
-	// for a mount where reading and executing are both permitted and
-	// writing is not, so that no open has anything to check. Reads come
-	// by node ID (Fh 0), and writes are refused when they come.
+	// for a mount whose rights leave an open nothing to check: reading
+	// and executing are permitted, and writing either wholly or not at
+	// all. Reads and writes then come by node ID (Fh 0): reads through
+	// descriptors kept in files, writes through a descriptor opened for
+	// each (so that no descriptor open for writing outlives the write and
+	// makes an exec of the file fail with ETXTBSY), and writes on a mount
+	// that may not be written are refused when they come.
 	noOpen bool
+	files  nodeFiles
 	// noOpenDir: directory opens (and releases) reach the server only
 	// once (CAP_NO_OPENDIR_SUPPORT), on a mount whose RightRead permits
 	// listing, so that no open has anything to check: the kernel then
@@ -371,7 +375,11 @@ func (r *rawFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, ou
 	return r.entryOf(h.NodeId, name, &stat, out)
 }
 
-func (r *rawFS) Forget(nodeid, nlookup uint64) { r.nodes.forget(nodeid, nlookup) }
+func (r *rawFS) Forget(nodeid, nlookup uint64) {
+	if r.nodes.forget(nodeid, nlookup) {
+		r.files.forget(nodeid)
+	}
+}
 
 func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
 	ctx := r.reqCtx(cancel)
@@ -406,7 +414,15 @@ func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.At
 	if !st.Ok() {
 		return st
 	}
-	return r.attrOut(ctx, path, out)
+	st = r.attrOut(ctx, path, out)
+	if st.Ok() && r.noOpen {
+		if ino, ok := r.nodes.ino(in.NodeId); ok && ino != out.Ino {
+			// The name holds another file now, which reads by the
+			// node's path have always reached: so do they again.
+			r.files.dropReader(in.NodeId)
+		}
+	}
+	return st
 }
 
 func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
@@ -646,9 +662,12 @@ func (r *rawFS) remove(ctx context.Context, h *fuse.InHeader, op, name string, r
 		return st
 	}
 	defer r.leave()
+	victim := r.holdVictim(ctx, h.NodeId, name, path)
 	if err := rm(ctx, path); err != nil {
+		victim.cancel()
 		return r.status(err)
 	}
+	victim.keep()
 	// The file's other names have its old link count and ctime.
 	r.invalidateAttrs(r.nodes.remove(h.NodeId, name))
 	return fuse.OK
@@ -694,14 +713,77 @@ func (r *rawFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newNa
 		// name that is there is refused as the right's absence.
 		flags |= unix.RENAME_NOREPLACE
 	}
+	var victim heldVictim
+	if flags&(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) == 0 {
+		victim = r.holdVictim(ctx, in.Newdir, newName, newpath)
+	}
 	if err := r.fs.Rename(ctx, oldpath, newpath, flags); err != nil {
+		victim.cancel()
 		if errors.Is(err, syscall.EEXIST) && flags != in.Flags {
 			return r.check(&in.InHeader, "rename", oldpath, need|RightDelete)
 		}
 		return r.status(err)
 	}
+	victim.keep()
 	r.invalidateAttrs(r.nodes.rename(in.NodeId, oldName, in.Newdir, newName, exchange))
 	return fuse.OK
+}
+
+// heldVictim is a descriptor of a file about to be unlinked or replaced
+// (see nodeFiles.held), kept if that succeeds.
+type heldVictim struct {
+	files *nodeFiles
+	node  uint64
+	hd    *handle
+}
+
+// holdVictim opens the regular file that name in directory parent (at
+// path) leads to, where a program may have it open and the server would
+// not know (noOpen on a writable mount): for writing if it can, else for
+// reading.
+func (r *rawFS) holdVictim(ctx context.Context, parent uint64, name, path string) heldVictim {
+	if !r.noOpen || r.readOnly {
+		return heldVictim{}
+	}
+	id, ok := r.nodes.child(parent, name)
+	if !ok {
+		return heldVictim{} // the kernel does not know it: nothing has it open
+	}
+	var f *os.File
+	var err error
+	for _, flag := range []int{unix.O_RDWR, unix.O_RDONLY} {
+		if f, err = r.fs.OpenFile(ctx, path, flag|unix.O_NONBLOCK, 0); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return heldVictim{}
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return heldVictim{}
+	}
+	hd, err := r.newFileHandle(f)
+	if err != nil {
+		return heldVictim{}
+	}
+	hd.node = id
+	return heldVictim{&r.files, id, hd}
+}
+
+// keep holds the descriptor until the kernel forgets the node.
+func (v heldVictim) keep() {
+	if v.hd != nil {
+		v.files.dropReader(v.node)
+		v.files.hold(v.node, v.hd)
+	}
+}
+
+// cancel closes the descriptor: the file stays where it was.
+func (v heldVictim) cancel() {
+	if v.hd != nil {
+		v.hd.f.Close()
+	}
 }
 
 // openNeed returns the rights an open with the kernel's flags needs, and
@@ -758,6 +840,9 @@ func (r *rawFS) handle(fh uint64) *handle {
 
 // openHandle returns a handle of a file open through node id, or nil.
 func (r *rawFS) openHandle(id uint64) *handle {
+	if hd := r.files.heldFile(id); hd != nil {
+		return hd
+	}
 	r.hmu.Lock()
 	defer r.hmu.Unlock()
 	for _, hd := range r.handles {
@@ -916,8 +1001,32 @@ func (r *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.
 	return fuse.ReadResultData(buf[:n]), fuse.OK
 }
 
-// readPath reads a file opened without the server (noOpen) by its path.
+// readPath reads a file opened without the server (noOpen): through the
+// descriptor held for it if it was unlinked or replaced, else through
+// the node's read descriptor, opened by its path when it has none.
 func (r *rawFS) readPath(ctx context.Context, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	read := func(hd *handle) (int, error) {
+		var n int
+		err := hd.do(func(fd int) (err error) {
+			n, err = preadFull(fd, buf, int64(in.Offset))
+			return err
+		})
+		return n, err
+	}
+	hd := r.files.heldFile(in.NodeId)
+	if hd == nil {
+		hd = r.files.reader(in.NodeId)
+	}
+	if hd != nil {
+		n, err := read(hd)
+		if err == nil {
+			return fuse.ReadResultData(buf[:n]), fuse.OK
+		}
+		if !errors.Is(err, syscall.EBADF) {
+			return nil, r.status(err)
+		}
+		// Closed meanwhile (evicted): open it again.
+	}
 	path, st := r.path(in.NodeId)
 	if !st.Ok() {
 		return nil, st
@@ -925,16 +1034,44 @@ func (r *rawFS) readPath(ctx context.Context, in *fuse.ReadIn, buf []byte) (fuse
 	if st := r.check(&in.InHeader, "read", path, RightRead); !st.Ok() {
 		return nil, st
 	}
-	f, err := r.fs.OpenFile(ctx, path, unix.O_RDONLY, 0)
+	f, err := r.fs.OpenFile(ctx, path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, r.status(err)
 	}
-	defer f.Close()
-	n, err := f.ReadAt(buf, int64(in.Offset))
-	if err != nil && n < len(buf) && !errors.Is(err, io.EOF) {
+	if hd, err = r.newFileHandle(f); err != nil {
+		return nil, r.status(err)
+	}
+	hd.node = in.NodeId
+	hd = r.files.addReader(in.NodeId, hd)
+	n, err := read(hd)
+	if err != nil {
 		return nil, r.status(err)
 	}
 	return fuse.ReadResultData(buf[:n]), fuse.OK
+}
+
+// byNode runs fn with a descriptor of node id opened with flag, for a
+// request that comes without a handle (noOpen): the descriptor held for
+// the node if it was unlinked or replaced, else one opened by its path
+// for fn alone.
+func (r *rawFS) byNode(ctx context.Context, id uint64, flag int, fn func(fd int) error) error {
+	if hd := r.files.heldFile(id); hd != nil {
+		return hd.do(fn)
+	}
+	path, st := r.path(id)
+	if !st.Ok() {
+		return syscall.Errno(st)
+	}
+	f, err := r.fs.OpenFile(ctx, path, flag|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	hd, err := r.newFileHandle(f)
+	if err != nil {
+		return err
+	}
+	return hd.do(fn)
 }
 
 // preadFull reads until buf is full or the file ends: a short read would
@@ -1017,17 +1154,25 @@ func (r *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32,
 		return 0, st
 	}
 	defer r.leave()
-	if in.Fh == 0 && r.noOpen {
-		// Opened without the server: a mount that may not be written.
-		path, _ := r.path(in.NodeId)
-		return 0, r.check(&in.InHeader, "write", path, RightWrite)
+	run := func(fn func(fd int) error) error {
+		hd := r.handle(in.Fh)
+		if hd == nil || hd.f == nil {
+			return syscall.EBADF
+		}
+		return hd.do(fn)
 	}
-	hd := r.handle(in.Fh)
-	if hd == nil || hd.f == nil {
-		return 0, fuse.EBADF
+	if in.Fh == 0 && r.noOpen {
+		// Opened without the server.
+		path, _ := r.path(in.NodeId)
+		if st := r.check(&in.InHeader, "write", path, RightWrite); !st.Ok() {
+			return 0, st
+		}
+		run = func(fn func(fd int) error) error {
+			return r.byNode(r.ctx, in.NodeId, unix.O_WRONLY, fn)
+		}
 	}
 	n := 0
-	err := hd.do(func(fd int) error {
+	err := run(func(fd int) error {
 		if r.asRoot && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
 			if err := killSUIDGID(fd); err != nil {
 				return err
@@ -1083,16 +1228,22 @@ func (r *rawFS) Fsync(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 		return st
 	}
 	defer r.leave()
-	hd := r.handle(in.Fh)
-	if hd == nil || hd.f == nil {
-		return fuse.OK // opened without the server, for reading: nothing to sync
-	}
-	return r.status(hd.do(func(fd int) error {
+	sync := func(fd int) error {
 		if in.FsyncFlags&1 != 0 {
 			return unix.Fdatasync(fd)
 		}
 		return unix.Fsync(fd)
-	}))
+	}
+	hd := r.handle(in.Fh)
+	if hd == nil || hd.f == nil {
+		if in.Fh != 0 || !r.noOpen || r.readOnly {
+			return fuse.OK // opened without the server, for reading: nothing to sync
+		}
+		// Written through descriptors since closed: their data is the
+		// host file's, which fsync of any descriptor of it writes out.
+		return r.status(r.byNode(r.ctx, in.NodeId, unix.O_RDONLY, sync))
+	}
+	return r.status(hd.do(sync))
 }
 
 func (r *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
@@ -1106,7 +1257,12 @@ func (r *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 		if st := r.check(&in.InHeader, "fallocate", path, RightWrite); !st.Ok() {
 			return st
 		}
-		return fuse.EBADF
+		if in.Fh != 0 || !r.noOpen {
+			return fuse.EBADF
+		}
+		return r.status(r.byNode(r.ctx, in.NodeId, unix.O_WRONLY, func(fd int) error {
+			return unix.Fallocate(fd, in.Mode, int64(in.Offset), int64(in.Length))
+		}))
 	}
 	if in.Mode&^unix.FALLOC_FL_KEEP_SIZE != 0 {
 		// Punching holes, zeroing, collapsing or inserting ranges
@@ -1381,6 +1537,7 @@ func (r *rawFS) shutdown() error {
 			hd.f.Close()
 		}
 	}
+	r.files.closeAll()
 	r.closeOnce.Do(func() { r.closeErr = r.fs.Close() })
 	return r.closeErr
 }

@@ -238,14 +238,14 @@ func (t *nodeTable) rename(oldparent uint64, oldname string, newparent uint64, n
 	return ids
 }
 
-// forget gives back n of the kernel's references to node id, and drops
-// the node when none is left.
-func (t *nodeTable) forget(id, n uint64) {
+// forget gives back n of the kernel's references to node id, drops the
+// node when none is left, and reports whether it did.
+func (t *nodeTable) forget(id, n uint64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	nd := t.nodes[id]
 	if nd == nil || nd == t.root {
-		return
+		return false
 	}
 	if n >= nd.lookups {
 		t.detachLocked(nd)
@@ -253,9 +253,33 @@ func (t *nodeTable) forget(id, n uint64) {
 		// holds them; it forgets children before parents, so none do.
 		delete(t.nodes, id)
 		t.dropInoLocked(nd)
-		return
+		return true
 	}
 	nd.lookups -= n
+	return false
+}
+
+// child returns the ID of the node that name in directory parent leads
+// to, if the kernel knows it.
+func (t *nodeTable) child(parent uint64, name string) (uint64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p := t.nodes[parent]; p != nil {
+		if n := p.kids[name]; n != nil {
+			return n.id, true
+		}
+	}
+	return 0, false
+}
+
+// ino returns the host inode number of node id's file when last looked up.
+func (t *nodeTable) ino(id uint64) (uint64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := t.nodes[id]; n != nil {
+		return n.ino, true
+	}
+	return 0, false
 }
 
 // dropInoLocked takes n out of byIno.

@@ -1,7 +1,10 @@
 package served
 
 import (
+	"errors"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -109,4 +112,45 @@ func TestUnlinkedOpen(t *testing.T) {
 		t.Errorf("read after ftruncate: %q", a.Data)
 	}
 	m.ok(req{Op: "close", FD: fd})
+}
+
+// TestReplacedOpen: a file open in the sandbox and replaced by a rename
+// through the mount keeps its contents, and takes writes, as on any file
+// system; the new file is what the name leads to. On a mount with every
+// right opens do not reach the server, which then holds the replaced
+// file itself until the kernel forgets it.
+func TestReplacedOpen(t *testing.T) {
+	alsoAsNobody(t)
+	root := t.TempDir()
+	tree(t, root, map[string]string{"f": "old", "g": "new"})
+	m := serveHostCached(t, root)
+
+	fd := int(m.ok(req{Op: "open", Path: "f", Flags: os.O_RDWR}).N)
+	m.ok(req{Op: "rename", Path: "g", Path2: "f"})
+	m.ok(req{Op: "pwrite", FD: fd, Data: []byte("OLD"), Off: 0})
+	if a := m.ok(req{Op: "pread", FD: fd, N: 10}); string(a.Data) != "OLD" {
+		t.Errorf("read of the replaced file: %q, want %q", a.Data, "OLD")
+	}
+	if a := m.ok(req{Op: "read", Path: "f"}); string(a.Data) != "new" {
+		t.Errorf("read of f: %q, want %q", a.Data, "new")
+	}
+	m.ok(req{Op: "close", FD: fd})
+	if b, err := os.ReadFile(filepath.Join(root, "f")); err != nil || string(b) != "new" {
+		t.Errorf("host f: %q, %v; want %q", b, err, "new")
+	}
+}
+
+// TestNoWriterKept: after a file written through a mount with every right
+// is closed, the server holds no descriptor of it open for writing: the
+// host can execute it at once (no ETXTBSY).
+func TestNoWriterKept(t *testing.T) {
+	root := t.TempDir()
+	m := serveHostCached(t, root)
+	m.ok(req{Op: "write", Path: "x", Flags: os.O_WRONLY | os.O_CREATE | os.O_TRUNC, Mode: 0o755, Data: []byte("#!/bin/sh\nexit 7\n")})
+	m.ok(req{Op: "write", Path: "x", Flags: os.O_WRONLY, Data: []byte("#!/bin/sh\nexit 3\n")})
+	err := exec.Command(filepath.Join(root, "x")).Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("running the file written through the mount: %v, want exit status 3", err)
+	}
 }

@@ -74,7 +74,7 @@ func NewServer(fsys FS, opts Options) *Server {
 		log:           logger,
 		timeout:       timeout,
 		readOnly:      readOnly,
-		noOpen:        rights&(RightWrite|RightAppend) == 0 && rights.Has(RightRead|RightExec),
+		noOpen:        rights.Has(RightRead|RightExec) && (rights&(RightWrite|RightAppend) == 0 || rights.Has(RightWrite)),
 		noOpenDir:     rights.Has(RightRead),
 		asRoot:        os.Geteuid() == 0,
 		nodes:         newNodeTable(),
@@ -128,6 +128,10 @@ func (s *Server) Serve(ctx context.Context, dev *os.File, uidMap, gidMap []proc.
 	opts := &fuse.MountOptions{
 		MaxWrite:      maxIO,
 		MaxBackground: 64,
+		// Replies carry data the server read into memory: go-fuse's
+		// splice path would only write the header into a pipe of the
+		// poller (waking its thread) and take it out again.
+		DisableSplice: true,
 		FsName:        "caplin",
 		Name:          "caplin",
 		Logger:        log.New(logWriter{s.raw.log}, "go-fuse: ", 0),
@@ -195,6 +199,7 @@ func (s *Server) Revoke() error {
 		time.Sleep(time.Millisecond)
 	}
 	r.invalidate()
+	r.files.closeAll()
 	return nil
 }
 

@@ -1,0 +1,141 @@
+package served
+
+import (
+	"container/list"
+	"sync"
+)
+
+// maxReadFiles bounds the descriptors a mount keeps open for reading
+// (see nodeFiles): enough for a build's or a search's working set, few
+// enough that a sandbox cannot make caplin hold many host files open.
+const maxReadFiles = 256
+
+// nodeFiles are host descriptors a mount whose opens do not reach the
+// server (noOpen) keeps by node ID, because such a mount gets reads and
+// writes by node ID only:
+//
+//   - read: files read lately, opened for reading, at most maxReadFiles
+//     (the least lately used is closed first), so that a file read in
+//     many pieces is opened once; a file is closed when the kernel
+//     forgets its node, when its name is found to hold another file, and
+//     when the mount is revoked or closed;
+//   - held: files unlinked or replaced through the mount while a program
+//     may still have them open, kept until the kernel forgets the node,
+//     so that reads, writes and fstat of an open, unlinked file keep
+//     working as on any file system (the server learns of no opens and
+//     closes, so it keeps every such file until then).
+type nodeFiles struct {
+	mu   sync.Mutex
+	read map[uint64]*list.Element // of *readFile
+	lru  list.List                // front: the most lately used
+	held map[uint64]*handle
+}
+
+type readFile struct {
+	node uint64
+	hd   *handle
+}
+
+// reader returns the read descriptor of node id, or nil.
+func (c *nodeFiles) reader(id uint64) *handle {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.read[id]
+	if e == nil {
+		return nil
+	}
+	c.lru.MoveToFront(e)
+	return e.Value.(*readFile).hd
+}
+
+// addReader keeps hd as the read descriptor of node id, and returns the
+// descriptor to use: hd, or one another request kept meanwhile (hd is
+// then closed).
+func (c *nodeFiles) addReader(id uint64, hd *handle) *handle {
+	c.mu.Lock()
+	if e := c.read[id]; e != nil {
+		c.mu.Unlock()
+		hd.f.Close()
+		return e.Value.(*readFile).hd
+	}
+	if c.read == nil {
+		c.read = map[uint64]*list.Element{}
+	}
+	c.read[id] = c.lru.PushFront(&readFile{id, hd})
+	var evicted *handle
+	if c.lru.Len() > maxReadFiles {
+		old := c.lru.Back().Value.(*readFile)
+		c.lru.Remove(c.lru.Back())
+		delete(c.read, old.node)
+		evicted = old.hd
+	}
+	c.mu.Unlock()
+	if evicted != nil {
+		// A request using it meanwhile holds it open (handle.do) and
+		// then fails with EBADF, which readNode takes as a miss.
+		evicted.f.Close()
+	}
+	return hd
+}
+
+// dropReader closes the read descriptor of node id, if any.
+func (c *nodeFiles) dropReader(id uint64) {
+	c.mu.Lock()
+	e := c.read[id]
+	if e != nil {
+		c.lru.Remove(e)
+		delete(c.read, id)
+	}
+	c.mu.Unlock()
+	if e != nil {
+		e.Value.(*readFile).hd.f.Close()
+	}
+}
+
+// hold keeps hd for node id until forget.
+func (c *nodeFiles) hold(id uint64, hd *handle) {
+	c.mu.Lock()
+	old := c.held[id]
+	if c.held == nil {
+		c.held = map[uint64]*handle{}
+	}
+	c.held[id] = hd
+	c.mu.Unlock()
+	if old != nil {
+		old.f.Close()
+	}
+}
+
+// heldFile returns the descriptor held for node id, or nil.
+func (c *nodeFiles) heldFile(id uint64) *handle {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.held[id]
+}
+
+// forget closes the descriptors of node id, which the kernel forgot.
+func (c *nodeFiles) forget(id uint64) {
+	c.dropReader(id)
+	c.mu.Lock()
+	hd := c.held[id]
+	delete(c.held, id)
+	c.mu.Unlock()
+	if hd != nil {
+		hd.f.Close()
+	}
+}
+
+// closeAll closes every descriptor.
+func (c *nodeFiles) closeAll() {
+	c.mu.Lock()
+	read, held := c.read, c.held
+	c.read, c.held = nil, nil
+	c.lru.Init()
+	c.mu.Unlock()
+	for _, e := range read {
+		e.Value.(*readFile).hd.f.Close()
+	}
+	for _, hd := range held {
+		hd.f.Close()
+	}
+}
