@@ -2,6 +2,7 @@ package served
 
 import (
 	"container/list"
+	"context"
 	"sync"
 )
 
@@ -137,5 +138,97 @@ func (c *nodeFiles) closeAll() {
 	}
 	for _, hd := range held {
 		hd.f.Close()
+	}
+}
+
+// subFS is an FS whose directories can be opened as FSes of their own
+// (Host: a dir.Dir of the directory). The server keeps those of the
+// directories it is asked about (see dirCache), so that the attributes
+// of a name in one take one system call (fstatat of the name beneath the
+// directory's descriptor) rather than a resolution from the root.
+type subFS interface {
+	FS
+	// Sub opens directory name as an FS of its own, with the same
+	// rights; closing it does not close the FS.
+	Sub(ctx context.Context, name string) (FS, error)
+}
+
+// maxDirs bounds the directories a mount keeps open (see dirCache).
+const maxDirs = 128
+
+// dirCache holds the directories of a subFS opened by node ID, the most
+// lately used maxDirs of them. A directory is closed when the kernel
+// forgets its node, when it is evicted, and when the mount is revoked or
+// closed; a call through it meanwhile fails with fs.ErrClosed, and the
+// server then resolves the name from the root.
+type dirCache struct {
+	mu  sync.Mutex
+	m   map[uint64]*list.Element // of *cachedDir
+	lru list.List
+}
+
+type cachedDir struct {
+	node uint64
+	fs   FS
+}
+
+func (c *dirCache) get(id uint64) FS {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.m[id]
+	if e == nil {
+		return nil
+	}
+	c.lru.MoveToFront(e)
+	return e.Value.(*cachedDir).fs
+}
+
+// add keeps d as node id's directory and returns the one to use.
+func (c *dirCache) add(id uint64, d FS) FS {
+	c.mu.Lock()
+	if e := c.m[id]; e != nil {
+		c.mu.Unlock()
+		d.Close()
+		return e.Value.(*cachedDir).fs
+	}
+	if c.m == nil {
+		c.m = map[uint64]*list.Element{}
+	}
+	c.m[id] = c.lru.PushFront(&cachedDir{id, d})
+	var evicted FS
+	if c.lru.Len() > maxDirs {
+		old := c.lru.Back().Value.(*cachedDir)
+		c.lru.Remove(c.lru.Back())
+		delete(c.m, old.node)
+		evicted = old.fs
+	}
+	c.mu.Unlock()
+	if evicted != nil {
+		evicted.Close()
+	}
+	return d
+}
+
+func (c *dirCache) drop(id uint64) {
+	c.mu.Lock()
+	e := c.m[id]
+	if e != nil {
+		c.lru.Remove(e)
+		delete(c.m, id)
+	}
+	c.mu.Unlock()
+	if e != nil {
+		e.Value.(*cachedDir).fs.Close()
+	}
+}
+
+func (c *dirCache) closeAll() {
+	c.mu.Lock()
+	m := c.m
+	c.m = nil
+	c.lru.Init()
+	c.mu.Unlock()
+	for _, e := range m {
+		e.Value.(*cachedDir).fs.Close()
 	}
 }

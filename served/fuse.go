@@ -49,6 +49,9 @@ type rawFS struct {
 	// that may not be written are refused when they come.
 	noOpen bool
 	files  nodeFiles
+	// dirs: directories of the FS opened by node ID, where it can open
+	// them (subFS), for attributes in one system call.
+	dirs dirCache
 	// noOpenDir: directory opens (and releases) reach the server only
 	// once (CAP_NO_OPENDIR_SUPPORT), on a mount whose RightRead permits
 	// listing, so that no open has anything to check: the kernel then
@@ -156,15 +159,64 @@ func (r *rawFS) begin(h *fuse.InHeader, name, op string, need Rights) (string, f
 	return path, st
 }
 
-// attrOut answers with the attributes of path.
-func (r *rawFS) attrOut(ctx context.Context, path string, out *fuse.AttrOut) fuse.Status {
-	stat, err := r.fs.Lstat(ctx, path)
+// attrOut answers with the attributes of node id, at path.
+func (r *rawFS) attrOut(ctx context.Context, id uint64, path string, out *fuse.AttrOut) fuse.Status {
+	var stat unix.Stat_t
+	var err error
+	if parent, ok := r.nodes.parentAt(id, path); ok {
+		dirPath, name := splitPath(path)
+		stat, err = r.lstatIn(ctx, parent, dirPath, name)
+	} else {
+		stat, err = r.fs.Lstat(ctx, path)
+	}
 	if err != nil {
 		return r.status(err)
 	}
 	out.SetTimeout(r.timeout)
 	r.fillAttr(&stat, &out.Attr)
 	return fuse.OK
+}
+
+// lstatIn returns the attributes of name in directory node parent, at
+// dirPath: through the directory's own descriptor where the FS can open
+// it (subFS), else by the path from the root.
+func (r *rawFS) lstatIn(ctx context.Context, parent uint64, dirPath, name string) (unix.Stat_t, error) {
+	if d := r.subDir(ctx, parent, dirPath); d != nil {
+		st, err := d.Lstat(ctx, name)
+		if !errors.Is(err, fs.ErrClosed) {
+			return st, err
+		}
+		// Evicted meanwhile.
+	}
+	return r.fs.Lstat(ctx, join(dirPath, name))
+}
+
+// subDir returns directory node id, at dirPath, as an FS of its own, or
+// nil where the FS cannot open one. The root needs none: a name in it is
+// one call already.
+func (r *rawFS) subDir(ctx context.Context, id uint64, dirPath string) FS {
+	sfs, ok := r.fs.(subFS)
+	if !ok || dirPath == "." {
+		return nil
+	}
+	if d := r.dirs.get(id); d != nil {
+		return d
+	}
+	d, err := sfs.Sub(ctx, dirPath)
+	if err != nil {
+		return nil
+	}
+	return r.dirs.add(id, d)
+}
+
+// splitPath splits a path from the root into its directory ("." in the
+// root) and last name.
+func splitPath(path string) (dir, name string) {
+	i := strings.LastIndexByte(path, '/')
+	if i < 0 {
+		return ".", path
+	}
+	return path[:i], path[i+1:]
 }
 
 // check returns OK if the mount's rights include need, or else reports
@@ -355,11 +407,14 @@ func (r *rawFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, ou
 		return st
 	}
 	defer r.leave()
-	path, st := r.childPath(h.NodeId, name)
+	if !validName(name) {
+		return fuse.EINVAL
+	}
+	dirPath, st := r.path(h.NodeId)
 	if !st.Ok() {
 		return st
 	}
-	stat, err := r.fs.Lstat(ctx, path)
+	stat, err := r.lstatIn(ctx, h.NodeId, dirPath, name)
 	if errors.Is(err, syscall.ENOENT) {
 		if r.nodes.missing(h.NodeId, name) {
 			// A negative entry the kernel may cache for the timeout.
@@ -378,6 +433,7 @@ func (r *rawFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, ou
 func (r *rawFS) Forget(nodeid, nlookup uint64) {
 	if r.nodes.forget(nodeid, nlookup) {
 		r.files.forget(nodeid)
+		r.dirs.drop(nodeid)
 	}
 }
 
@@ -414,7 +470,7 @@ func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.At
 	if !st.Ok() {
 		return st
 	}
-	st = r.attrOut(ctx, path, out)
+	st = r.attrOut(ctx, in.NodeId, path, out)
 	if st.Ok() && r.noOpen {
 		if ino, ok := r.nodes.ino(in.NodeId); ok && ino != out.Ino {
 			// The name holds another file now, which reads by the
@@ -554,7 +610,7 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 		r.fillAttr(&stat, &out.Attr)
 		return fuse.OK
 	}
-	if st := r.attrOut(ctx, path, out); !st.Ok() {
+	if st := r.attrOut(ctx, in.NodeId, path, out); !st.Ok() {
 		return st
 	}
 	if out.Attr.Nlink > 1 && out.Attr.Mode&unix.S_IFMT != unix.S_IFDIR {
@@ -589,7 +645,8 @@ func (r *rawFS) create(ctx context.Context, h *fuse.InHeader, op string, name st
 	if err := make(path); err != nil {
 		return r.status(err)
 	}
-	stat, err := r.fs.Lstat(ctx, path)
+	dirPath, _ := splitPath(path)
+	stat, err := r.lstatIn(ctx, h.NodeId, dirPath, name)
 	if err != nil {
 		return r.status(err)
 	}
@@ -1355,7 +1412,7 @@ func (r *rawFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntry
 		var stat unix.Stat_t
 		var err error = syscall.ENOENT
 		if validName(e.Name) {
-			stat, err = r.fs.Lstat(ctx, join(dirPath, e.Name))
+			stat, err = r.lstatIn(ctx, in.NodeId, dirPath, e.Name)
 		}
 		eo := out.AddDirLookupEntry(de)
 		if eo == nil {
@@ -1538,6 +1595,7 @@ func (r *rawFS) shutdown() error {
 		}
 	}
 	r.files.closeAll()
+	r.dirs.closeAll()
 	r.closeOnce.Do(func() { r.closeErr = r.fs.Close() })
 	return r.closeErr
 }

@@ -22,6 +22,14 @@ func Host(d *dir.Dir) FS { return hostFS{d} }
 
 type hostFS struct{ d *dir.Dir }
 
+func (h hostFS) Sub(_ context.Context, name string) (FS, error) {
+	d, err := h.d.Sub(name, h.d.Rights())
+	if err != nil {
+		return nil, err
+	}
+	return hostFS{d}, nil
+}
+
 func (h hostFS) Lstat(_ context.Context, name string) (unix.Stat_t, error) {
 	fi, err := h.d.Lstat(name)
 	if err != nil {

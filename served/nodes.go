@@ -272,6 +272,21 @@ func (t *nodeTable) child(parent uint64, name string) (uint64, bool) {
 	return 0, false
 }
 
+// parentAt returns the ID of node id's directory, if node id is at path
+// (so that a rename meanwhile is noticed) and not in the root.
+func (t *nodeTable) parentAt(id uint64, path string) (uint64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := t.nodes[id]
+	if n == nil || n.parent == nil || n.parent == t.root {
+		return 0, false
+	}
+	if p, ok := t.pathLocked(n); !ok || p != path {
+		return 0, false
+	}
+	return n.parent.id, true
+}
+
 // ino returns the host inode number of node id's file when last looked up.
 func (t *nodeTable) ino(id uint64) (uint64, bool) {
 	t.mu.Lock()

@@ -200,6 +200,7 @@ func (s *Server) Revoke() error {
 	}
 	r.invalidate()
 	r.files.closeAll()
+	r.dirs.closeAll()
 	return nil
 }
 
