@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -218,7 +219,19 @@ func (so *servedOpts) open(ctx context.Context) error {
 		}
 		m.srv = served.NewServer(fsys, so.options(m.dest, m.rights))
 	}
+	raiseProcs(len(so.mounts))
 	return nil
+}
+
+// raiseProcs gives the process the Ps that servers served mounts need
+// (served.Procs), unless GOMAXPROCS was set by the caller.
+func raiseProcs(servers int) {
+	if servers == 0 || os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	if want := served.Procs(servers); runtime.GOMAXPROCS(0) < want {
+		runtime.GOMAXPROCS(want)
+	}
 }
 
 // options are the served.Options of a mount at dest with rights.
@@ -377,6 +390,7 @@ func (t *liveTable) Bind(ctx context.Context, src mountctl.Source, dest string, 
 		fsys = served.Host(d)
 	}
 	srv := served.NewServer(fsys, t.so.options(dest, rights))
+	raiseProcs(len(t.so.mounts) + len(t.mounts) + 1)
 	if err := t.sb.Mount(ctx, sandbox.Mount{Kind: sandbox.FUSE, Dest: dest, Server: srv}); err != nil {
 		srv.Close()
 		return fmt.Errorf("bind %s: %w", dest, err)
