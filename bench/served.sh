@@ -9,6 +9,9 @@
 #   bindfs      caplin run --bind MNT /mnt/t, MNT a bindfs of TREE (a C
 #               FUSE pass-through, the peer; skipped when bindfs is missing;
 #               BINDFS_OPTS adds its options, --multithreaded say)
+#   base        with BASE set to a git revision: serve-bind by caplin built
+#               from BASE, for before/after figures from one run (the
+#               last column is then serve-bind/base)
 #
 # Work (each mode has its own copy of the same tree, so that one mode's
 # caches, git's index say, do not favour or hurt another's):
@@ -32,17 +35,17 @@
 #
 # Runs as root (bindfs is mounted in a private mount namespace of its
 # own; the sandbox runs as nobody on the host, as caplin run as root does).
-# Usage: [MODES="bind serve-bind bindfs"] bench/served.sh [RUNS]
+# Usage: [BASE=REV] [MODES="bind serve-bind bindfs"] bench/served.sh [RUNS]
 set -euo pipefail
 
 if [ "${1:-}" = --inner ]; then
 	# --inner WORK RUNS: the rounds, in a private mount namespace.
 	work=$2 runs=$3
 	modes=()
-	for mode in ${MODES:-bind serve-bind bindfs}; do
+	for mode in ${MODES:-bind serve-bind bindfs} ${BASE:+base}; do
 		case $mode in
 		bind) ;;
-		serve-bind)
+		serve-bind | base)
 			"$work/caplin" run --help 2>&1 | grep -q -- "--serve-bind " ||
 				{ echo "serve-bind: skipped: caplin run has no --serve-bind yet" >&2; continue; }
 			"$(dirname "$0")/fusedev.sh" "$work/fusedev"
@@ -62,10 +65,11 @@ if [ "${1:-}" = --inner ]; then
 		n=${#modes[@]}
 		for ((k = 0; k < n; k++)); do
 			mode=${modes[$(((r + k) % n))]}
-			flag=--bind src=$work/tree-$mode
+			flag=--bind src=$work/tree-$mode caplin=$work/caplin
 			[ "$mode" = serve-bind ] && flag=--serve-bind
+			[ "$mode" = base ] && flag=--serve-bind caplin=$work/caplin-base
 			[ "$mode" = bindfs ] && src=$work/bindfs.mnt
-			out=$("$work/caplin" run --system --setenv PATH /usr/local/go/bin:/usr/local/bin:/usr/bin:/bin \
+			out=$("$caplin" run --system --setenv PATH /usr/local/go/bin:/usr/local/bin:/usr/bin:/bin \
 				--setenv HOME /mnt/t/.home --setenv LC_ALL C \
 				"$flag" "$src" /mnt/t --chdir /mnt/t -- bash "/mnt/t/work.sh") ||
 				{ echo "served.sh: the work failed in mode $mode:" >&2; echo "$out" >&2; exit 1; }
@@ -87,6 +91,11 @@ work=$(mktemp -d /var/tmp/caplin-served-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 chmod 755 "$work"
 CGO_ENABLED=0 go build -o "$work/caplin" ./cmd/caplin
+if [ -n "${BASE:-}" ]; then
+	mkdir "$work/base"
+	git archive "$BASE" | tar -x -C "$work/base"
+	(cd "$work/base" && CGO_ENABLED=0 go build -o "$work/caplin-base" ./cmd/caplin)
+fi
 
 # The tree, once; then a copy for each mode.
 t=$work/tree
@@ -177,7 +186,7 @@ mkdir -p x
 tm "untar-10k" tar -xf meta.tar -C x
 tm "rm-rf-10k" rm -rf x
 EOF
-for mode in ${MODES:-bind serve-bind bindfs}; do cp -a "$t" "$work/tree-$mode"; done
+for mode in ${MODES:-bind serve-bind bindfs} ${BASE:+base}; do cp -a "$t" "$work/tree-$mode"; done
 rm -rf "$t"
 # The sandbox is nobody on the host (caplin run as root, without
 # subordinate IDs): the trees are its own.
@@ -199,14 +208,15 @@ function ms(x) { return x < 0 ? "failed" : sprintf("%.1f", x) }
 function ratio(a, b) { return a < 0 || b <= 0 ? "-" : sprintf("%.2fx", a / b) }
 { k = $1 SUBSEP $2; if ($3 == "FAIL") failed[k] = 1; else v[k, ++cnt[k]] = $3; seenm[$1] = 1; if (!($2 in seenw)) { seenw[$2] = 1; work[++nw] = $2 } }
 END {
-	split("bind serve-bind bindfs", order, " ")
-	for (i = 1; i <= 3; i++) if (order[i] in seenm) modes[++nm] = order[i]
+	split("bind serve-bind bindfs base", order, " ")
+	for (i = 1; i <= 4; i++) if (order[i] in seenm) modes[++nm] = order[i]
 	target["git-status"] = "1.3"; target["grep-r"] = "1.3"; target["cat-small"] = "1.3"
 	target["make-c"] = "1.5"; target["go-build"] = "1.5"; target["untar-10k"] = "2"; target["rm-rf-10k"] = "2"
 	printf "  %-18s", "work"
 	for (m = 1; m <= nm; m++) printf " %10s", modes[m]
 	for (m = 2; m <= nm; m++) printf " %16s", modes[m] "/bind"
 	if (("serve-bind" in seenm) && ("bindfs" in seenm)) printf " %18s", "serve-bind/bindfs"
+	if (("serve-bind" in seenm) && ("base" in seenm)) printf " %16s", "serve-bind/base"
 	printf "\n"
 	for (w = 1; w <= nw; w++) {
 		name = work[w]; base = name; sub(/-(first|again)$/, "", base)
@@ -219,6 +229,7 @@ END {
 			else printf " %16s", r
 		}
 		if (("serve-bind" in seenm) && ("bindfs" in seenm)) printf " %18s", ratio(med("serve-bind" SUBSEP name), med("bindfs" SUBSEP name))
+		if (("serve-bind" in seenm) && ("base" in seenm)) printf " %16s", ratio(med("serve-bind" SUBSEP name), med("base" SUBSEP name))
 		printf "\n"
 	}
 }' "$work/times"

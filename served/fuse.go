@@ -1411,13 +1411,17 @@ func (r *rawFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntry
 		}
 		var stat unix.Stat_t
 		var err error = syscall.ENOENT
-		if validName(e.Name) {
+		if validName(e.Name) && !r.nodes.has(in.NodeId, e.Name) {
 			stat, err = r.lstatIn(ctx, in.NodeId, dirPath, e.Name)
 		}
 		eo := out.AddDirLookupEntry(de)
 		if eo == nil {
 			break
 		}
+		// A name the kernel knows (looked up before: git status looks
+		// names up, then lists their directories) goes without
+		// attributes (node ID 0: the kernel leaves its entry as it is),
+		// and costs no stat.
 		if err == nil {
 			r.entryOf(in.NodeId, e.Name, &stat, eo)
 		}
