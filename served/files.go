@@ -159,8 +159,7 @@ const maxDirs = 128
 // dirCache holds the directories of a subFS opened by node ID, the most
 // lately used maxDirs of them. A directory is closed when the kernel
 // forgets its node, when it is evicted, and when the mount is revoked or
-// closed; a call through it meanwhile fails with fs.ErrClosed, and the
-// server then resolves the name from the root.
+// closed, but never while a call uses it: get counts its users.
 type dirCache struct {
 	mu  sync.Mutex
 	m   map[uint64]*list.Element // of *cachedDir
@@ -170,65 +169,99 @@ type dirCache struct {
 type cachedDir struct {
 	node uint64
 	fs   FS
+	// users: calls using fs; gone: out of the cache, to be closed by
+	// its last user.
+	users int
+	gone  bool
 }
 
-func (c *dirCache) get(id uint64) FS {
+// get returns node id's directory and a function to call when done with
+// it, or nil.
+func (c *dirCache) get(id uint64) (FS, func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.m[id]
 	if e == nil {
-		return nil
+		return nil, nil
 	}
 	c.lru.MoveToFront(e)
-	return e.Value.(*cachedDir).fs
+	d := e.Value.(*cachedDir)
+	d.users++
+	return d.fs, func() { c.done(d) }
 }
 
-// add keeps d as node id's directory and returns the one to use.
-func (c *dirCache) add(id uint64, d FS) FS {
+func (c *dirCache) done(d *cachedDir) {
+	c.mu.Lock()
+	d.users--
+	closeIt := d.gone && d.users == 0
+	c.mu.Unlock()
+	if closeIt {
+		d.fs.Close()
+	}
+}
+
+// add keeps fsys as node id's directory and returns the one to use (fsys,
+// or one another call kept meanwhile), with its done function.
+func (c *dirCache) add(id uint64, fsys FS) (FS, func()) {
 	c.mu.Lock()
 	if e := c.m[id]; e != nil {
 		c.mu.Unlock()
-		d.Close()
-		return e.Value.(*cachedDir).fs
+		fsys.Close()
+		return c.get(id)
 	}
 	if c.m == nil {
 		c.m = map[uint64]*list.Element{}
 	}
-	c.m[id] = c.lru.PushFront(&cachedDir{id, d})
-	var evicted FS
+	d := &cachedDir{node: id, fs: fsys, users: 1}
+	c.m[id] = c.lru.PushFront(d)
+	var evicted *cachedDir
 	if c.lru.Len() > maxDirs {
-		old := c.lru.Back().Value.(*cachedDir)
-		c.lru.Remove(c.lru.Back())
-		delete(c.m, old.node)
-		evicted = old.fs
+		evicted = c.removeLocked(c.lru.Back())
 	}
 	c.mu.Unlock()
-	if evicted != nil {
-		evicted.Close()
+	c.closeIfUnused(evicted)
+	return fsys, func() { c.done(d) }
+}
+
+// removeLocked takes e out of the cache, and returns its directory if no
+// call uses it (to be closed), else nil (its last user closes it).
+func (c *dirCache) removeLocked(e *list.Element) *cachedDir {
+	d := e.Value.(*cachedDir)
+	c.lru.Remove(e)
+	delete(c.m, d.node)
+	d.gone = true
+	if d.users > 0 {
+		return nil
 	}
 	return d
 }
 
+func (c *dirCache) closeIfUnused(d *cachedDir) {
+	if d != nil {
+		d.fs.Close()
+	}
+}
+
 func (c *dirCache) drop(id uint64) {
 	c.mu.Lock()
-	e := c.m[id]
-	if e != nil {
-		c.lru.Remove(e)
-		delete(c.m, id)
+	var d *cachedDir
+	if e := c.m[id]; e != nil {
+		d = c.removeLocked(e)
 	}
 	c.mu.Unlock()
-	if e != nil {
-		e.Value.(*cachedDir).fs.Close()
-	}
+	c.closeIfUnused(d)
 }
 
 func (c *dirCache) closeAll() {
 	c.mu.Lock()
-	m := c.m
-	c.m = nil
-	c.lru.Init()
+	var unused []*cachedDir
+	for c.lru.Len() > 0 {
+		if d := c.removeLocked(c.lru.Front()); d != nil {
+			unused = append(unused, d)
+		}
+	}
 	c.mu.Unlock()
-	for _, e := range m {
-		e.Value.(*cachedDir).fs.Close()
+	for _, d := range unused {
+		d.fs.Close()
 	}
 }

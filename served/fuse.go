@@ -114,6 +114,19 @@ func (hd *handle) do(fn func(fd int) error) error {
 	return err
 }
 
+// fdOf runs fn with f's descriptor (f.Fd would make it blocking).
+func fdOf(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
 // fmodeExec is the kernel's __FMODE_EXEC, the open flag of execve's open.
 const fmodeExec = 0x20
 
@@ -162,13 +175,10 @@ func (r *rawFS) begin(h *fuse.InHeader, name, op string, need Rights) (string, f
 // attrOut answers with the attributes of node id, at path.
 func (r *rawFS) attrOut(ctx context.Context, id uint64, path string, out *fuse.AttrOut) fuse.Status {
 	var stat unix.Stat_t
-	var err error
-	if parent, ok := r.nodes.parentAt(id, path); ok {
-		dirPath, name := splitPath(path)
-		stat, err = r.lstatIn(ctx, parent, dirPath, name)
-	} else {
-		stat, err = r.fs.Lstat(ctx, path)
-	}
+	err := r.atNode(ctx, id, path, func(fsys FS, name string) (err error) {
+		stat, err = fsys.Lstat(ctx, name)
+		return err
+	})
 	if err != nil {
 		return r.status(err)
 	}
@@ -178,35 +188,45 @@ func (r *rawFS) attrOut(ctx context.Context, id uint64, path string, out *fuse.A
 }
 
 // lstatIn returns the attributes of name in directory node parent, at
-// dirPath: through the directory's own descriptor where the FS can open
-// it (subFS), else by the path from the root.
-func (r *rawFS) lstatIn(ctx context.Context, parent uint64, dirPath, name string) (unix.Stat_t, error) {
-	if d := r.subDir(ctx, parent, dirPath); d != nil {
-		st, err := d.Lstat(ctx, name)
-		if !errors.Is(err, fs.ErrClosed) {
-			return st, err
-		}
-		// Evicted meanwhile.
-	}
-	return r.fs.Lstat(ctx, join(dirPath, name))
+// dirPath (see at).
+func (r *rawFS) lstatIn(ctx context.Context, parent uint64, dirPath, name string) (st unix.Stat_t, err error) {
+	err = r.at(ctx, parent, dirPath, name, func(fsys FS, name string) error {
+		st, err = fsys.Lstat(ctx, name)
+		return err
+	})
+	return st, err
 }
 
-// subDir returns directory node id, at dirPath, as an FS of its own, or
-// nil where the FS cannot open one. The root needs none: a name in it is
-// one call already.
-func (r *rawFS) subDir(ctx context.Context, id uint64, dirPath string) FS {
+// at runs fn with the FS to call for name in directory node parent (at
+// dirPath) and the name to give it: the directory's own FS and name
+// where the FS can open directories (subFS), so that most calls on the
+// host are one system call beneath the directory's descriptor; else the
+// whole FS and the path from the root. The root needs no FS of its own:
+// a name in it is one call already.
+func (r *rawFS) at(ctx context.Context, parent uint64, dirPath, name string, fn func(fsys FS, name string) error) error {
 	sfs, ok := r.fs.(subFS)
 	if !ok || dirPath == "." {
-		return nil
+		return fn(r.fs, join(dirPath, name))
 	}
-	if d := r.dirs.get(id); d != nil {
-		return d
+	d, done := r.dirs.get(parent)
+	if d == nil {
+		sub, err := sfs.Sub(ctx, dirPath)
+		if err != nil {
+			return fn(r.fs, join(dirPath, name))
+		}
+		d, done = r.dirs.add(parent, sub)
 	}
-	d, err := sfs.Sub(ctx, dirPath)
-	if err != nil {
-		return nil
+	defer done()
+	return fn(d, name)
+}
+
+// atNode runs fn as at does, for node id at path.
+func (r *rawFS) atNode(ctx context.Context, id uint64, path string, fn func(fsys FS, name string) error) error {
+	if parent, ok := r.nodes.parentAt(id, path); ok {
+		dirPath, name := splitPath(path)
+		return r.at(ctx, parent, dirPath, name, fn)
 	}
-	return r.dirs.add(id, d)
+	return fn(r.fs, path)
 }
 
 // splitPath splits a path from the root into its directory ("." in the
@@ -325,7 +345,7 @@ func (r *rawFS) entryOf(parent uint64, name string, st *unix.Stat_t, out *fuse.E
 // only the result shows. have is the mode made (from its stat); the mode
 // the file has after is returned. A directory's set-group-ID bit
 // inherited from its parent stays.
-func (r *rawFS) fixMode(ctx context.Context, path string, mode, have uint32, f *os.File) uint32 {
+func (r *rawFS) fixMode(ctx context.Context, fsys FS, name string, mode, have uint32, f *os.File) uint32 {
 	want := mode & 0o7777
 	if have&unix.S_IFMT == unix.S_IFDIR {
 		want |= have & unix.S_ISGID
@@ -337,10 +357,10 @@ func (r *rawFS) fixMode(ctx context.Context, path string, mode, have uint32, f *
 	if f != nil {
 		err = f.Chmod(filemode.Perm(want))
 	} else {
-		err = r.fs.Chmod(ctx, path, want)
+		err = fsys.Chmod(ctx, name, want)
 	}
 	if err != nil {
-		r.log.Debug("served: mode of a new file", "mount", r.dest, "path", path, "err", err)
+		r.log.Debug("served: mode of a new file", "mount", r.dest, "name", name, "err", err)
 		return have
 	}
 	return have&^0o7777 | want
@@ -352,7 +372,7 @@ func (r *rawFS) fixMode(ctx context.Context, path string, mode, have uint32, f *
 // unprivileged: else the program could not write what it made); the
 // group stays where a set-group-ID directory chose it. st follows. Where
 // the server may not change owners, it stops trying.
-func (r *rawFS) own(ctx context.Context, c *fuse.Caller, path string, st *unix.Stat_t, f *os.File) {
+func (r *rawFS) own(ctx context.Context, c *fuse.Caller, fsys FS, name string, st *unix.Stat_t, f *os.File) {
 	uid, uok := r.uids.outside(c.Uid)
 	gid, gok := r.gids.outside(c.Gid)
 	if !uok || !gok || (st.Uid == uid && st.Gid == gid) || r.noChown.Load() {
@@ -360,7 +380,7 @@ func (r *rawFS) own(ctx context.Context, c *fuse.Caller, path string, st *unix.S
 	}
 	g := int(gid)
 	if st.Gid != gid {
-		if parent, err := r.fs.Lstat(ctx, filepath.Dir(path)); err == nil && parent.Mode&unix.S_ISGID != 0 {
+		if parent, err := fsys.Lstat(ctx, filepath.Dir(name)); err == nil && parent.Mode&unix.S_ISGID != 0 {
 			g = -1
 		}
 	}
@@ -371,13 +391,13 @@ func (r *rawFS) own(ctx context.Context, c *fuse.Caller, path string, st *unix.S
 	if f != nil {
 		err = f.Chown(int(uid), g)
 	} else {
-		err = r.fs.Chown(ctx, path, int(uid), g)
+		err = fsys.Chown(ctx, name, int(uid), g)
 	}
 	if err != nil {
 		if errors.Is(err, syscall.EPERM) {
 			r.noChown.Store(true)
 		}
-		r.log.Debug("served: owner of a new file", "mount", r.dest, "path", path, "err", err)
+		r.log.Debug("served: owner of a new file", "mount", r.dest, "name", name, "err", err)
 		return
 	}
 	st.Uid = uid
@@ -536,7 +556,7 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 		if path == "" {
 			err = byFD(func(fd int) error { return unix.Fchown(fd, uid, gid) })
 		} else {
-			err = r.fs.Chown(ctx, path, uid, gid)
+			err = r.atNode(ctx, in.NodeId, path, func(fsys FS, name string) error { return fsys.Chown(ctx, name, uid, gid) })
 		}
 		if err != nil {
 			return r.status(err)
@@ -547,7 +567,7 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 		if path == "" {
 			err = byFD(func(fd int) error { return unix.Fchmod(fd, in.Mode&0o7777) })
 		} else {
-			err = r.fs.Chmod(ctx, path, in.Mode&0o7777)
+			err = r.atNode(ctx, in.NodeId, path, func(fsys FS, name string) error { return fsys.Chmod(ctx, name, in.Mode&0o7777) })
 		}
 		if err != nil {
 			return r.status(err)
@@ -566,12 +586,14 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 				return unix.Ftruncate(fd, int64(in.Size))
 			})
 		} else {
-			if kill {
-				err = r.killSUIDGIDPath(ctx, path)
-			}
-			if err == nil {
-				err = r.fs.Truncate(ctx, path, int64(in.Size))
-			}
+			err = r.atNode(ctx, in.NodeId, path, func(fsys FS, name string) error {
+				if kill {
+					if err := killSUIDGIDIn(ctx, fsys, name); err != nil {
+						return err
+					}
+				}
+				return fsys.Truncate(ctx, name, int64(in.Size))
+			})
 		}
 		if err != nil {
 			return r.status(err)
@@ -595,7 +617,7 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 		if path == "" {
 			err = byFD(func(fd int) error { return futimens(fd, atime, mtime) })
 		} else {
-			err = r.fs.Utimens(ctx, path, atime, mtime)
+			err = r.atNode(ctx, in.NodeId, path, func(fsys FS, name string) error { return fsys.Utimens(ctx, name, atime, mtime) })
 		}
 		if err != nil {
 			return r.status(err)
@@ -627,7 +649,11 @@ func (r *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse
 		return nil, st
 	}
 	defer r.leave()
-	target, err := r.fs.Readlink(ctx, path)
+	var target string
+	err := r.atNode(ctx, h.NodeId, path, func(fsys FS, name string) (err error) {
+		target, err = fsys.Readlink(ctx, name)
+		return err
+	})
 	if err != nil {
 		return nil, r.status(err)
 	}
@@ -636,25 +662,37 @@ func (r *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse
 
 // create runs the part common to requests that make a name: the gate, the
 // path, the rights, make, the mode, and the entry.
-func (r *rawFS) create(ctx context.Context, h *fuse.InHeader, op string, name string, need Rights, mode uint32, out *fuse.EntryOut, make func(path string) error) fuse.Status {
+func (r *rawFS) create(ctx context.Context, h *fuse.InHeader, op string, name string, need Rights, mode uint32, out *fuse.EntryOut, make func(fsys FS, name string) error) fuse.Status {
 	path, st := r.begin(h, name, op, need)
 	if !st.Ok() {
 		return st
 	}
 	defer r.leave()
-	if err := make(path); err != nil {
-		return r.status(err)
-	}
 	dirPath, _ := splitPath(path)
-	stat, err := r.lstatIn(ctx, h.NodeId, dirPath, name)
+	var stat unix.Stat_t
+	at := r.at
+	if op == "link" {
+		// The old name is a path from the root: so is the new one.
+		at = func(_ context.Context, _ uint64, _, _ string, fn func(FS, string) error) error { return fn(r.fs, path) }
+	}
+	err := at(ctx, h.NodeId, dirPath, name, func(fsys FS, name string) error {
+		if err := make(fsys, name); err != nil {
+			return err
+		}
+		var err error
+		if stat, err = fsys.Lstat(ctx, name); err != nil {
+			return err
+		}
+		if op != "link" {
+			r.own(ctx, &h.Caller, fsys, name, &stat, nil)
+		}
+		if mode != 0 {
+			stat.Mode = r.fixMode(ctx, fsys, name, mode, stat.Mode, nil)
+		}
+		return nil
+	})
 	if err != nil {
 		return r.status(err)
-	}
-	if op != "link" {
-		r.own(ctx, &h.Caller, path, &stat, nil)
-	}
-	if mode != 0 {
-		stat.Mode = r.fixMode(ctx, path, mode, stat.Mode, nil)
 	}
 	if st := r.entryOf(h.NodeId, name, &stat, out); !st.Ok() {
 		return st
@@ -683,22 +721,22 @@ func (r *rawFS) invalidateAttrs(ids []uint64) {
 
 func (r *rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
 	ctx := r.reqCtx(cancel)
-	return r.create(ctx, &in.InHeader, "mknod", name, RightCreate, in.Mode, out, func(path string) error {
-		return r.fs.Mknod(ctx, path, in.Mode, uint64(in.Rdev))
+	return r.create(ctx, &in.InHeader, "mknod", name, RightCreate, in.Mode, out, func(fsys FS, name string) error {
+		return fsys.Mknod(ctx, name, in.Mode, uint64(in.Rdev))
 	})
 }
 
 func (r *rawFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
 	ctx := r.reqCtx(cancel)
-	return r.create(ctx, &in.InHeader, "mkdir", name, RightCreate, in.Mode, out, func(path string) error {
-		return r.fs.Mkdir(ctx, path, in.Mode&0o7777)
+	return r.create(ctx, &in.InHeader, "mkdir", name, RightCreate, in.Mode, out, func(fsys FS, name string) error {
+		return fsys.Mkdir(ctx, name, in.Mode&0o7777)
 	})
 }
 
 func (r *rawFS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
 	ctx := r.reqCtx(cancel)
-	return r.create(ctx, h, "symlink", name, RightCreate, 0, out, func(path string) error {
-		return r.fs.Symlink(ctx, target, path)
+	return r.create(ctx, h, "symlink", name, RightCreate, 0, out, func(fsys FS, name string) error {
+		return fsys.Symlink(ctx, target, name)
 	})
 }
 
@@ -708,19 +746,27 @@ func (r *rawFS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *
 	if !st.Ok() {
 		return st
 	}
-	return r.create(ctx, &in.InHeader, "link", name, RightLink|RightCreate, 0, out, func(path string) error {
-		return r.fs.Link(ctx, oldpath, path)
+	return r.create(ctx, &in.InHeader, "link", name, RightLink|RightCreate, 0, out, func(_ FS, name string) error {
+		// Two names: both from the root (see create).
+		return r.fs.Link(ctx, oldpath, name)
 	})
 }
 
-func (r *rawFS) remove(ctx context.Context, h *fuse.InHeader, op, name string, rm func(context.Context, string) error) fuse.Status {
+func (r *rawFS) remove(ctx context.Context, h *fuse.InHeader, op, name string, rm func(fsys FS, name string) error) fuse.Status {
 	path, st := r.begin(h, name, op, RightDelete)
 	if !st.Ok() {
 		return st
 	}
 	defer r.leave()
-	victim := r.holdVictim(ctx, h.NodeId, name, path)
-	if err := rm(ctx, path); err != nil {
+	dirPath, _ := splitPath(path)
+	var victim heldVictim
+	err := r.at(ctx, h.NodeId, dirPath, name, func(fsys FS, name string) error {
+		if op == "unlink" {
+			victim = r.holdVictim(ctx, h.NodeId, fsys, name)
+		}
+		return rm(fsys, name)
+	})
+	if err != nil {
 		victim.cancel()
 		return r.status(err)
 	}
@@ -732,12 +778,12 @@ func (r *rawFS) remove(ctx context.Context, h *fuse.InHeader, op, name string, r
 
 func (r *rawFS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	ctx := r.reqCtx(cancel)
-	return r.remove(ctx, h, "unlink", name, r.fs.Unlink)
+	return r.remove(ctx, h, "unlink", name, func(fsys FS, name string) error { return fsys.Unlink(ctx, name) })
 }
 
 func (r *rawFS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	ctx := r.reqCtx(cancel)
-	return r.remove(ctx, h, "rmdir", name, r.fs.Rmdir)
+	return r.remove(ctx, h, "rmdir", name, func(fsys FS, name string) error { return fsys.Rmdir(ctx, name) })
 }
 
 func (r *rawFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
@@ -772,7 +818,7 @@ func (r *rawFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newNa
 	}
 	var victim heldVictim
 	if flags&(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) == 0 {
-		victim = r.holdVictim(ctx, in.Newdir, newName, newpath)
+		victim = r.holdVictim(ctx, in.Newdir, r.fs, newpath)
 	}
 	if err := r.fs.Rename(ctx, oldpath, newpath, flags); err != nil {
 		victim.cancel()
@@ -794,22 +840,23 @@ type heldVictim struct {
 	hd    *handle
 }
 
-// holdVictim opens the regular file that name in directory parent (at
-// path) leads to, where a program may have it open and the server would
-// not know (noOpen on a writable mount): for writing if it can, else for
-// reading.
-func (r *rawFS) holdVictim(ctx context.Context, parent uint64, name, path string) heldVictim {
+// holdVictim opens the regular file that a name in directory parent
+// leads to (name in fsys), where a program may have it open and the
+// server would not know (noOpen on a writable mount): for writing if it
+// can, else for reading.
+func (r *rawFS) holdVictim(ctx context.Context, parent uint64, fsys FS, name string) heldVictim {
 	if !r.noOpen || r.readOnly {
 		return heldVictim{}
 	}
-	id, ok := r.nodes.child(parent, name)
+	_, base := splitPath(name)
+	id, ok := r.nodes.child(parent, base)
 	if !ok {
 		return heldVictim{} // the kernel does not know it: nothing has it open
 	}
 	var f *os.File
 	var err error
 	for _, flag := range []int{unix.O_RDWR, unix.O_RDONLY} {
-		if f, err = r.fs.OpenFile(ctx, path, flag|unix.O_NONBLOCK, 0); err == nil {
+		if f, err = fsys.OpenFile(ctx, name, flag|unix.O_NONBLOCK, 0); err == nil {
 			break
 		}
 	}
@@ -949,7 +996,13 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	if st := r.check(&in.InHeader, "open", path, need); !st.Ok() {
 		return st
 	}
-	f, err := r.fs.OpenFile(ctx, path, host, 0)
+	// O_NONBLOCK: not blocking on a FIFO put there by another route (no
+	// effect on a regular file's reads and writes).
+	var f *os.File
+	err := r.atNode(ctx, in.NodeId, path, func(fsys FS, name string) (err error) {
+		f, err = fsys.OpenFile(ctx, name, host|unix.O_NONBLOCK, 0)
+		return err
+	})
 	if err != nil {
 		return r.status(err)
 	}
@@ -989,21 +1042,44 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	if st := r.check(&in.InHeader, "create", path, need); !st.Ok() {
 		return st
 	}
-	f, err := r.fs.OpenFile(ctx, path, host|unix.O_CREAT, in.Mode&0o7777)
-	made := err == nil
-	if errors.Is(err, syscall.EEXIST) && in.Flags&unix.O_EXCL == 0 {
-		need, host = r.openNeed(in.Flags)
-		host &^= unix.O_CREAT | unix.O_EXCL
-		if st := r.check(&in.InHeader, "open", path, need); !st.Ok() {
-			return st
-		}
-		f, err = r.fs.OpenFile(ctx, path, host, 0)
-		if err == nil && r.asRoot && host&unix.O_TRUNC != 0 && in.OpenFlags&fuse.OPEN_KILL_SUIDGID != 0 {
-			if err = killSUIDGID(int(f.Fd())); err != nil {
-				f.Close()
+	dirPath, _ := splitPath(path)
+	var f *os.File
+	var stat unix.Stat_t
+	refused := fuse.OK
+	err := r.at(ctx, in.NodeId, dirPath, name, func(fsys FS, name string) error {
+		var err error
+		f, err = fsys.OpenFile(ctx, name, host|unix.O_CREAT, in.Mode&0o7777)
+		made := err == nil
+		if errors.Is(err, syscall.EEXIST) && in.Flags&unix.O_EXCL == 0 {
+			need, host = r.openNeed(in.Flags)
+			host &^= unix.O_CREAT | unix.O_EXCL
+			if refused = r.check(&in.InHeader, "open", path, need); !refused.Ok() {
+				return nil
 			}
+			// Not blocking on a FIFO put there by another route.
+			f, err = fsys.OpenFile(ctx, name, host|unix.O_NONBLOCK, 0)
+			if err == nil && r.asRoot && host&unix.O_TRUNC != 0 && in.OpenFlags&fuse.OPEN_KILL_SUIDGID != 0 {
+				if err = fdOf(f, killSUIDGID); err != nil {
+					f.Close()
+				}
+			}
+			made = false
 		}
-		made = false
+		if err != nil {
+			return err
+		}
+		if err := fdOf(f, func(fd int) error { return unix.Fstat(fd, &stat) }); err != nil {
+			f.Close()
+			return err
+		}
+		if made {
+			r.own(ctx, &in.Caller, fsys, name, &stat, f)
+			stat.Mode = r.fixMode(ctx, fsys, name, in.Mode, stat.Mode, f)
+		}
+		return nil
+	})
+	if !refused.Ok() {
+		return refused
 	}
 	if err != nil {
 		return r.status(err)
@@ -1011,15 +1087,6 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	hd, err := r.newFileHandle(f)
 	if err != nil {
 		return r.status(err)
-	}
-	var stat unix.Stat_t
-	if err := hd.do(func(fd int) error { return unix.Fstat(fd, &stat) }); err != nil {
-		f.Close()
-		return r.status(err)
-	}
-	if made {
-		r.own(ctx, &in.Caller, path, &stat, f)
-		stat.Mode = r.fixMode(ctx, path, in.Mode, stat.Mode, f)
 	}
 	if st := r.entryOf(in.NodeId, name, &stat, &out.EntryOut); !st.Ok() {
 		f.Close()
@@ -1091,7 +1158,11 @@ func (r *rawFS) readPath(ctx context.Context, in *fuse.ReadIn, buf []byte) (fuse
 	if st := r.check(&in.InHeader, "read", path, RightRead); !st.Ok() {
 		return nil, st
 	}
-	f, err := r.fs.OpenFile(ctx, path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	var f *os.File
+	err := r.atNode(ctx, in.NodeId, path, func(fsys FS, name string) (err error) {
+		f, err = fsys.OpenFile(ctx, name, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+		return err
+	})
 	if err != nil {
 		return nil, r.status(err)
 	}
@@ -1119,7 +1190,11 @@ func (r *rawFS) byNode(ctx context.Context, id uint64, flag int, fn func(fd int)
 	if !st.Ok() {
 		return syscall.Errno(st)
 	}
-	f, err := r.fs.OpenFile(ctx, path, flag|unix.O_NONBLOCK, 0)
+	var f *os.File
+	err := r.atNode(ctx, id, path, func(fsys FS, name string) (err error) {
+		f, err = fsys.OpenFile(ctx, name, flag|unix.O_NONBLOCK, 0)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -1181,14 +1256,14 @@ func killSUIDGID(fd int) error {
 	return nil
 }
 
-// killSUIDGIDPath is killSUIDGID of a file by its path.
-func (r *rawFS) killSUIDGIDPath(ctx context.Context, path string) error {
-	st, err := r.fs.Lstat(ctx, path)
+// killSUIDGIDIn is killSUIDGID of file name in fsys.
+func killSUIDGIDIn(ctx context.Context, fsys FS, name string) error {
+	st, err := fsys.Lstat(ctx, name)
 	if err != nil {
 		return err
 	}
 	if mode, kill := withoutSUIDGID(st.Mode); kill {
-		return r.fs.Chmod(ctx, path, mode)
+		return fsys.Chmod(ctx, name, mode)
 	}
 	return nil
 }
@@ -1495,7 +1570,11 @@ func (r *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, 
 		return 0, st
 	}
 	defer r.leave()
-	v, err := r.fs.Getxattr(ctx, path, attr)
+	var v []byte
+	err := r.atNode(ctx, h.NodeId, path, func(fsys FS, name string) (err error) {
+		v, err = fsys.Getxattr(ctx, name, attr)
+		return err
+	})
 	if err != nil {
 		return 0, r.status(err)
 	}
@@ -1521,7 +1600,11 @@ func (r *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte)
 		return 0, st
 	}
 	defer r.leave()
-	names, err := r.fs.Listxattr(ctx, path)
+	var names []string
+	err := r.atNode(ctx, h.NodeId, path, func(fsys FS, name string) (err error) {
+		names, err = fsys.Listxattr(ctx, name)
+		return err
+	})
 	if err != nil {
 		return 0, r.status(err)
 	}
@@ -1542,7 +1625,9 @@ func (r *rawFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr strin
 	if privilegedXattr(attr) {
 		return fuse.EPERM
 	}
-	return r.status(r.fs.Setxattr(ctx, path, attr, data, int(in.Flags)))
+	return r.status(r.atNode(ctx, in.NodeId, path, func(fsys FS, name string) error {
+		return fsys.Setxattr(ctx, name, attr, data, int(in.Flags))
+	}))
 }
 
 func (r *rawFS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
@@ -1555,7 +1640,9 @@ func (r *rawFS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr strin
 	if privilegedXattr(attr) {
 		return fuse.EPERM
 	}
-	return r.status(r.fs.Removexattr(ctx, path, attr))
+	return r.status(r.atNode(ctx, h.NodeId, path, func(fsys FS, name string) error {
+		return fsys.Removexattr(ctx, name, attr)
+	}))
 }
 
 // privilegedXattr reports whether attr is in a namespace whose attributes
