@@ -265,6 +265,9 @@ func (r *rawFS) status(err error) fuse.Status {
 	}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
+		if errno == syscall.ENOENT && r.gone() {
+			return fuse.EIO
+		}
 		return fuse.Status(errno)
 	}
 	if errors.Is(err, fs.ErrClosed) || r.state.Load() == closed {
@@ -275,6 +278,19 @@ func (r *rawFS) status(err error) fuse.Status {
 	}
 	r.log.Debug("served: error without errno", "mount", r.dest, "err", err)
 	return fuse.EIO
+}
+
+// gone reports whether the served directory itself was removed (from
+// outside the mount: its link count is 0), asked when a call found a name
+// missing: every call then fails with EIO, as on a grant that ended,
+// rather than ENOENT, which would say that only the name is missing.
+// Only a host directory (subFS) is asked, which costs one fstat.
+func (r *rawFS) gone() bool {
+	if _, ok := r.fs.(subFS); !ok {
+		return false
+	}
+	st, err := r.fs.Lstat(r.ctx, ".")
+	return err == nil && st.Nlink == 0
 }
 
 // validName reports whether name may be a name in a directory.
@@ -436,6 +452,9 @@ func (r *rawFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, ou
 	}
 	stat, err := r.lstatIn(ctx, h.NodeId, dirPath, name)
 	if errors.Is(err, syscall.ENOENT) {
+		if r.gone() {
+			return fuse.EIO
+		}
 		if r.nodes.missing(h.NodeId, name) {
 			// A negative entry the kernel may cache for the timeout.
 			*out = fuse.EntryOut{}

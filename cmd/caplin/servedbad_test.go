@@ -474,11 +474,12 @@ func TestServedSourceVanishes(t *testing.T) {
 		change func(tree, elsewhere string) error
 		want   map[string]string
 	}{
-		// A file opened and not yet read when the tree is removed from
-		// outside: opens do not reach the server on a mount with every
-		// right (served.Options), so it holds nothing for the file.
+		// The served directory removed from outside: every call fails
+		// with EIO, the file opened (and not yet read) before included:
+		// opens do not reach the server on a mount with every right, so
+		// it holds nothing for the file.
 		{"removed", func(tree, _ string) error { return os.RemoveAll(tree) }, map[string]string{
-			"read-open": "ENOENT", "read-secret": "ENOENT", "openat-secret": "ENOENT", "readdir": "ENOENT", "create": "ENOENT", "mkdir-at": "ENOENT"}},
+			"read-open": "EIO", "read-secret": "EIO", "openat-secret": "EIO", "readdir": "EIO", "create": "EIO", "mkdir-at": "EIO"}},
 		{"replaced-by-symlink", func(tree, elsewhere string) error {
 			if err := os.Rename(tree, tree+".old"); err != nil {
 				return err
