@@ -447,6 +447,14 @@ func (d *Dir) Lstat(name string) (fs.FileInfo, error) {
 }
 
 func (d *Dir) lstat(rootfd int, op, name string) (*fileInfo, error) {
+	if name == "." {
+		// d itself: its own descriptor.
+		fi := &fileInfo{name: baseName(name)}
+		if err := ignoringEINTR(func() error { return unix.Fstat(rootfd, &fi.st) }); err != nil {
+			return nil, pathErr(op, name, err)
+		}
+		return fi, nil
+	}
 	parent, base, plain := splitPath(name)
 	if parent == "." && plain {
 		fi := &fileInfo{name: baseName(name)}

@@ -180,6 +180,10 @@ type cachedDir struct {
 func (c *dirCache) get(id uint64) (FS, func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.getLocked(id)
+}
+
+func (c *dirCache) getLocked(id uint64) (FS, func()) {
 	e := c.m[id]
 	if e == nil {
 		return nil, nil
@@ -204,10 +208,11 @@ func (c *dirCache) done(d *cachedDir) {
 // or one another call kept meanwhile), with its done function.
 func (c *dirCache) add(id uint64, fsys FS) (FS, func()) {
 	c.mu.Lock()
-	if e := c.m[id]; e != nil {
+	if c.m[id] != nil {
+		d, done := c.getLocked(id)
 		c.mu.Unlock()
 		fsys.Close()
-		return c.get(id)
+		return d, done
 	}
 	if c.m == nil {
 		c.m = map[uint64]*list.Element{}

@@ -214,6 +214,13 @@ func (r *rawFS) at(ctx context.Context, parent uint64, dirPath, name string, fn 
 		if err != nil {
 			return fn(r.fs, join(dirPath, name))
 		}
+		// Kept only if it is the node's directory: a rename meanwhile
+		// could have put another at dirPath.
+		st, err := sub.Lstat(ctx, ".")
+		if ino, ok := r.nodes.ino(parent); err != nil || !ok || st.Ino != ino {
+			sub.Close()
+			return fn(r.fs, join(dirPath, name))
+		}
 		d, done = r.dirs.add(parent, sub)
 	}
 	defer done()
@@ -872,18 +879,19 @@ func (r *rawFS) holdVictim(ctx context.Context, parent uint64, fsys FS, name str
 	if !ok {
 		return heldVictim{} // the kernel does not know it: nothing has it open
 	}
+	// Only a regular file: opening a FIFO or a device node would act on
+	// it (a FIFO's reader would see a writer come and go).
+	if st, err := fsys.Lstat(ctx, name); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return heldVictim{}
+	}
 	var f *os.File
 	var err error
 	for _, flag := range []int{unix.O_RDWR, unix.O_RDONLY} {
-		if f, err = fsys.OpenFile(ctx, name, flag|unix.O_NONBLOCK, 0); err == nil {
+		if f, err = fsys.OpenFile(ctx, name, flag|unix.O_NONBLOCK|unix.O_NOFOLLOW, 0); err == nil {
 			break
 		}
 	}
 	if err != nil {
-		return heldVictim{}
-	}
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		f.Close()
 		return heldVictim{}
 	}
 	hd, err := r.newFileHandle(f)
@@ -1156,45 +1164,39 @@ func (r *rawFS) readPath(ctx context.Context, in *fuse.ReadIn, buf []byte) (fuse
 		})
 		return n, err
 	}
-	hd := r.files.heldFile(in.NodeId)
-	if hd == nil {
-		hd = r.files.reader(in.NodeId)
-	}
-	if hd != nil {
+	for try := 0; ; try++ {
+		hd := r.files.heldFile(in.NodeId)
+		if hd == nil {
+			hd = r.files.reader(in.NodeId)
+		}
+		if hd == nil {
+			path, st := r.path(in.NodeId)
+			if !st.Ok() {
+				return nil, st
+			}
+			if st := r.check(&in.InHeader, "read", path, RightRead); !st.Ok() {
+				return nil, st
+			}
+			f, err := r.openNode(ctx, in.NodeId, unix.O_RDONLY)
+			if err != nil {
+				return nil, r.status(err)
+			}
+			if hd, err = r.newFileHandle(f); err != nil {
+				return nil, r.status(err)
+			}
+			hd.node = in.NodeId
+			hd = r.files.addReader(in.NodeId, hd)
+		}
 		n, err := read(hd)
 		if err == nil {
 			return fuse.ReadResultData(buf[:n]), fuse.OK
 		}
-		if !errors.Is(err, syscall.EBADF) {
+		if !errors.Is(err, syscall.EBADF) || try > 0 {
 			return nil, r.status(err)
 		}
-		// Closed meanwhile (evicted): open it again.
+		// Closed meanwhile (evicted, or the file was unlinked and is
+		// held now): once more.
 	}
-	path, st := r.path(in.NodeId)
-	if !st.Ok() {
-		return nil, st
-	}
-	if st := r.check(&in.InHeader, "read", path, RightRead); !st.Ok() {
-		return nil, st
-	}
-	var f *os.File
-	err := r.atNode(ctx, in.NodeId, path, func(fsys FS, name string) (err error) {
-		f, err = fsys.OpenFile(ctx, name, unix.O_RDONLY|unix.O_NONBLOCK, 0)
-		return err
-	})
-	if err != nil {
-		return nil, r.status(err)
-	}
-	if hd, err = r.newFileHandle(f); err != nil {
-		return nil, r.status(err)
-	}
-	hd.node = in.NodeId
-	hd = r.files.addReader(in.NodeId, hd)
-	n, err := read(hd)
-	if err != nil {
-		return nil, r.status(err)
-	}
-	return fuse.ReadResultData(buf[:n]), fuse.OK
 }
 
 // byNode runs fn with a descriptor of node id opened with flag, for a
@@ -1205,9 +1207,22 @@ func (r *rawFS) byNode(ctx context.Context, id uint64, flag int, fn func(fd int)
 	if hd := r.files.heldFile(id); hd != nil {
 		return hd.do(fn)
 	}
+	f, err := r.openNode(ctx, id, flag)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return fdOf(f, fn)
+}
+
+// openNode opens node id by its path with flag, if its path still leads
+// to the node's file: where another file was put there (renamed over
+// from outside the mount, say), a write by node must not reach it, and
+// the call fails with ESTALE.
+func (r *rawFS) openNode(ctx context.Context, id uint64, flag int) (*os.File, error) {
 	path, st := r.path(id)
 	if !st.Ok() {
-		return syscall.Errno(st)
+		return nil, syscall.Errno(st)
 	}
 	var f *os.File
 	err := r.atNode(ctx, id, path, func(fsys FS, name string) (err error) {
@@ -1215,14 +1230,18 @@ func (r *rawFS) byNode(ctx context.Context, id uint64, flag int, fn func(fd int)
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer f.Close()
-	hd, err := r.newFileHandle(f)
-	if err != nil {
-		return err
+	var stat unix.Stat_t
+	if err := fdOf(f, func(fd int) error { return unix.Fstat(fd, &stat) }); err != nil {
+		f.Close()
+		return nil, err
 	}
-	return hd.do(fn)
+	if ino, ok := r.nodes.ino(id); ok && stat.Ino != ino {
+		f.Close()
+		return nil, syscall.ESTALE
+	}
+	return f, nil
 }
 
 // preadFull reads until buf is full or the file ends: a short read would
@@ -1318,8 +1337,12 @@ func (r *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32,
 		if st := r.check(&in.InHeader, "write", path, RightWrite); !st.Ok() {
 			return 0, st
 		}
+		// O_APPEND as the program opened the file: its writes land at
+		// the end of the host file, wherever the kernel's cached size
+		// put the offset.
+		flag := unix.O_WRONLY | int(in.Flags)&unix.O_APPEND
 		run = func(fn func(fd int) error) error {
-			return r.byNode(r.ctx, in.NodeId, unix.O_WRONLY, fn)
+			return r.byNode(r.ctx, in.NodeId, flag, fn)
 		}
 	}
 	n := 0

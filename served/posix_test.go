@@ -154,3 +154,44 @@ func TestNoWriterKept(t *testing.T) {
 		t.Fatalf("running the file written through the mount: %v, want exit status 3", err)
 	}
 }
+
+// TestReplacedOutside: a file open in the sandbox whose name is given to
+// another file from outside the mount (an editor's save) is not written
+// through that name: the write fails with ESTALE, and the new file keeps
+// its contents.
+func TestReplacedOutside(t *testing.T) {
+	root := t.TempDir()
+	tree(t, root, map[string]string{"f": "old", "g": "new"})
+	m := serveHostCached(t, root)
+	fd := int(m.ok(req{Op: "open", Path: "f", Flags: os.O_WRONLY}).N)
+	if err := os.Rename(filepath.Join(root, "g"), filepath.Join(root, "f")); err != nil {
+		t.Fatal(err)
+	}
+	m.errno(req{Op: "pwrite", FD: fd, Data: []byte("XXX"), Off: 0}, unix.ESTALE)
+	m.ok(req{Op: "close", FD: fd})
+	if b, err := os.ReadFile(filepath.Join(root, "f")); err != nil || string(b) != "new" {
+		t.Errorf("host f: %q, %v; want %q", b, err, "new")
+	}
+}
+
+// TestAppendByNode: writes of a file opened O_APPEND land at the end of
+// the host file, also where it grew from outside since the kernel last
+// saw its size.
+func TestAppendByNode(t *testing.T) {
+	root := t.TempDir()
+	tree(t, root, map[string]string{"log": "a\n"})
+	m := serveHostCached(t, root)
+	fd := int(m.ok(req{Op: "open", Path: "log", Flags: os.O_WRONLY | os.O_APPEND}).N)
+	m.ok(req{Op: "fwrite", FD: fd, Data: []byte("b\n")})
+	f, err := os.OpenFile(filepath.Join(root, "log"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("outside\n")
+	f.Close()
+	m.ok(req{Op: "fwrite", FD: fd, Data: []byte("c\n")})
+	m.ok(req{Op: "close", FD: fd})
+	if b, _ := os.ReadFile(filepath.Join(root, "log")); string(b) != "a\nb\noutside\nc\n" {
+		t.Errorf("host log: %q, want %q", b, "a\nb\noutside\nc\n")
+	}
+}

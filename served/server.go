@@ -7,7 +7,6 @@ import (
 	"log"
 	"log/slog"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,17 +35,18 @@ const revokeDrain = 50 * time.Millisecond
 // maxIO is the largest read and write the kernel is asked to send.
 const maxIO = 1 << 20
 
-// Procs returns the GOMAXPROCS a process serving servers Servers should
-// run with at least: the number of CPUs, and two more per Server. Each
-// Server keeps about two goroutines blocked in read(2) of /dev/fuse
-// between requests; where those hold every P of the process, the Go
-// runtime's monitor takes their Ps away (every 20 µs while they wait),
-// and each request then starts by waiting for a P again. With Ps to
-// spare it does not, and a request costs less (measured on 2 CPUs: a
+// Procs returns the GOMAXPROCS that a process whose GOMAXPROCS is procs
+// (its default: the CPUs it may use, its cgroup's quota included) should
+// run with to serve servers Servers: two more per Server, eight more at
+// most. Each Server keeps about two goroutines blocked in read(2) of
+// /dev/fuse between requests; where those hold every P of the process,
+// the Go runtime's monitor takes their Ps away (every 20 µs while they
+// wait), and each request then starts by waiting for a P again. With Ps
+// to spare it does not, and a request costs less (measured on 2 CPUs: a
 // lookup 52 µs with 2 Ps, 42 µs with 4). A command sets it
 // (runtime.GOMAXPROCS); a library does not change it for its caller.
-func Procs(servers int) int {
-	return runtime.NumCPU() + 2*servers
+func Procs(procs, servers int) int {
+	return procs + min(2*servers, 8)
 }
 
 // Server serves an FS over one FUSE connection.

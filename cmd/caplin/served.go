@@ -224,15 +224,23 @@ func (so *servedOpts) open(ctx context.Context) error {
 }
 
 // raiseProcs gives the process the Ps that servers served mounts need
-// (served.Procs), unless GOMAXPROCS was set by the caller.
+// (served.Procs) above its default GOMAXPROCS, unless GOMAXPROCS was set
+// by the caller.
 func raiseProcs(servers int) {
 	if servers == 0 || os.Getenv("GOMAXPROCS") != "" {
 		return
 	}
-	if want := served.Procs(servers); runtime.GOMAXPROCS(0) < want {
+	baseProcsOnce.Do(func() { baseProcs = runtime.GOMAXPROCS(0) })
+	if want := served.Procs(baseProcs, servers); runtime.GOMAXPROCS(0) < want {
 		runtime.GOMAXPROCS(want)
 	}
 }
+
+// baseProcs is the process's GOMAXPROCS before raiseProcs changed it.
+var (
+	baseProcsOnce sync.Once
+	baseProcs     int
+)
 
 // options are the served.Options of a mount at dest with rights.
 func (so *servedOpts) options(dest string, rights served.Rights) served.Options {
