@@ -56,11 +56,18 @@
 //     docs/served.md.
 //   - Extended attributes of symbolic links need Linux 6.13 (getxattrat);
 //     before it they fail with EOPNOTSUPP.
-//   - The FS is asked by paths from the mount's root: a name deeper than
-//     PATH_MAX (4096 bytes from the root) fails with ENAMETOOLONG, and
-//     a directory renamed outside the mount is found again by its new
-//     name only when the kernel looks it up again (within the entry
-//     timeout); until then its old path fails with ENOENT.
+//   - The FS is asked by paths from the mount's root, or, where it can
+//     open directories (Host), by a name beneath a directory's own
+//     descriptor that the server keeps: a name deeper than PATH_MAX (4096
+//     bytes from the root) fails with ENAMETOOLONG; a directory renamed or
+//     moved outside the mount is followed by its descriptor while the
+//     server keeps one, and found by its path otherwise (moving a
+//     directory out of the served tree does not end access to it while
+//     the kernel knows it; removing it, or Revoke, does).
+//   - On a mount whose rights include read, exec and write, opens do not
+//     reach the server (docs/served.md, "Caching"): a file opened and not
+//     yet read when it is replaced or removed from outside the mount fails
+//     with ENOENT (ESTALE for writes), where a kernel bind would keep it.
 //   - Each name of a file with several (hard links) is a file of its own
 //     to the kernel: the server invalidates the others' attributes when
 //     the file is linked, unlinked, renamed over or has its attributes

@@ -114,6 +114,12 @@ func (hd *handle) do(fn func(fd int) error) error {
 	return err
 }
 
+// changedAttrs reports whether own or fixMode changed a new file's owner
+// or mode from a to b.
+func changedAttrs(a, b *unix.Stat_t) bool {
+	return a.Uid != b.Uid || a.Gid != b.Gid || a.Mode != b.Mode
+}
+
 // fdOf runs fn with f's descriptor (f.Fd would make it blocking).
 func fdOf(f *os.File, fn func(fd int) error) error {
 	rc, err := f.SyscallConn()
@@ -709,11 +715,19 @@ func (r *rawFS) create(ctx context.Context, h *fuse.InHeader, op string, name st
 		if stat, err = fsys.Lstat(ctx, name); err != nil {
 			return err
 		}
+		before := stat
 		if op != "link" {
 			r.own(ctx, &h.Caller, fsys, name, &stat, nil)
 		}
 		if mode != 0 {
 			stat.Mode = r.fixMode(ctx, fsys, name, mode, stat.Mode, nil)
+		}
+		if changedAttrs(&before, &stat) {
+			// The change moved the ctime: the kernel caches what the
+			// host holds now.
+			if st, err := fsys.Lstat(ctx, name); err == nil {
+				stat = st
+			}
 		}
 		return nil
 	})
@@ -1100,8 +1114,16 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 			return err
 		}
 		if made {
+			before := stat
 			r.own(ctx, &in.Caller, fsys, name, &stat, f)
 			stat.Mode = r.fixMode(ctx, fsys, name, in.Mode, stat.Mode, f)
+			if changedAttrs(&before, &stat) {
+				// As in create.
+				var st unix.Stat_t
+				if fdOf(f, func(fd int) error { return unix.Fstat(fd, &st) }) == nil {
+					stat = st
+				}
+			}
 		}
 		return nil
 	})
