@@ -1550,7 +1550,7 @@ func (r *rawFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntry
 		}
 		var stat unix.Stat_t
 		var err error = syscall.ENOENT
-		if validName(e.Name) && !r.nodes.has(in.NodeId, e.Name) {
+		if _, known := r.nodes.child(in.NodeId, e.Name); validName(e.Name) && !known {
 			stat, err = r.lstatIn(ctx, in.NodeId, dirPath, e.Name)
 		}
 		eo := out.AddDirLookupEntry(de)

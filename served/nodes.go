@@ -259,14 +259,6 @@ func (t *nodeTable) forget(id, n uint64) bool {
 	return false
 }
 
-// has reports whether the kernel knows name in directory parent.
-func (t *nodeTable) has(parent uint64, name string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	p := t.nodes[parent]
-	return p != nil && p.kids[name] != nil
-}
-
 // child returns the ID of the node that name in directory parent leads
 // to, if the kernel knows it.
 func (t *nodeTable) child(parent uint64, name string) (uint64, bool) {
