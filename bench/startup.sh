@@ -6,8 +6,11 @@
 #   caplin version        vs an empty static Go program      (target <= 1.3x)
 #   caplin run ... true   vs bwrap with the same sandbox     (target <= 1.0x)
 #   caplin bwrap ... true vs bwrap with identical flags      (target <= 1.0x)
-#   the floor: the empty Go program, and unshare(1) making the same
-#   namespaces (user, mount, pid, ipc, uts, net, cgroup) around /bin/true
+#   the floor: the empty Go program, unshare(1) making the same
+#   namespaces (user, mount, pid, ipc, uts, net, cgroup) around /bin/true,
+#   and a Go program doing only that (os/exec with those clone flags, the
+#   uid and gid mapped, no mounts, no Landlock, no seccomp): the least any
+#   Go program pays for a namespace sandbox from a shell
 #
 # The sandbox: --unshare-all --die-with-parent, a read-only /usr with /bin,
 # /lib, /lib64 as symlinks into it, /proc, /dev, a tmpfs /tmp; caplin run
@@ -39,6 +42,33 @@ if [ -n "${BASE:-}" ]; then
 fi
 printf 'package main\n\nfunc main() {}\n' >"$dir/empty.go"
 (cd "$dir" && CGO_ENABLED=0 GOFLAGS= go build -o "$dir/empty" empty.go)
+mkdir "$dir/gons"
+cat >"$dir/gons/main.go" <<'EOF'
+// Command gons runs /bin/true in new user, mount, pid, ipc, uts, net and
+// cgroup namespaces, and nothing else: the floor of a Go sandbox.
+package main
+
+import (
+	"os"
+	"os/exec"
+	"syscall"
+)
+
+func main() {
+	cmd := exec.Command("/bin/true")
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
+			syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET | syscall.CLONE_NEWCGROUP,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
+		Pdeathsig:   syscall.SIGKILL,
+	}
+	if cmd.Run() != nil {
+		os.Exit(1)
+	}
+}
+EOF
+(cd "$dir/gons" && CGO_ENABLED=0 GOFLAGS= GO111MODULE=off go build -o "$dir/gons-floor" .)
 
 grants=(--ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64
 	--proc /proc --dev /dev --tmpfs /tmp)
@@ -77,4 +107,6 @@ for ((r = 1; r <= reps; r++)); do
 	pair "caplin run / bwrap (<= 1.0x)" "$runs" -- "$dir/caplin" run "${grants[@]}" /bin/true -- bwrap "${bw[@]}"
 	pair "caplin bwrap / bwrap, same flags (<= 1.0x)" "$runs" -- "$dir/caplin" bwrap "${bw[@]}" -- bwrap "${bw[@]}"
 	pair "floor: unshare -Urmpiun --cgroup -f / bwrap" "$runs" -- unshare -Urmpiun --cgroup -f /bin/true -- bwrap "${bw[@]}"
+	pair "floor: Go, namespaces only / bwrap" "$runs" -- "$dir/gons-floor" -- bwrap "${bw[@]}"
+	pair "caplin run / Go, namespaces only" "$runs" -- "$dir/caplin" run "${grants[@]}" /bin/true -- "$dir/gons-floor"
 done
