@@ -42,7 +42,7 @@ func Build(ctx context.Context, spec *Spec, opts ...Option) (_ *Sandbox, err err
 		pre.close()
 		return nil, err
 	}
-	return buildWith(ctx, spec, pre, lim, o.idMapsBy)
+	return buildWith(ctx, spec, pre, lim, o)
 }
 
 // aside is what Build makes from the spec alone (the policies, and the
@@ -155,7 +155,8 @@ func netLater(spec *Spec) bool {
 // root's batch from pre, which it frees; lim (which may be nil) is the
 // sandbox's from then on. idMapsBy, if not nil, writes the user
 // namespace's ID maps (WithIDMapsBy).
-func buildWith(ctx context.Context, spec *Spec, pre *aside, lim *limiter, idMapsBy func(context.Context, int) error) (_ *Sandbox, err error) {
+func buildWith(ctx context.Context, spec *Spec, pre *aside, lim *limiter, o options) (_ *Sandbox, err error) {
+	idMapsBy := o.idMapsBy
 	sb := &Sandbox{spec: spec, lim: lim}
 	defer func() {
 		if err != nil {
@@ -326,8 +327,14 @@ func buildWith(ctx context.Context, spec *Spec, pre *aside, lim *limiter, idMaps
 	if other.err != nil {
 		return nil, other.err
 	}
-	if _, err := prog.Run(ctx, &s.b); err != nil {
+	res, err = prog.Run(ctx, &s.b)
+	if err != nil {
 		return nil, s.explain(err)
+	}
+	if s.trapsConnect {
+		if err := sb.serveConnect(ctx, res.File(s.listener), o); err != nil {
+			return nil, err
+		}
 	}
 	if spec.AssertNoUserNamespaces {
 		var b proc.Batch

@@ -60,6 +60,9 @@ func recordProgram(spec *Spec, files map[int]*os.File, lim *limiter, ll *Landloc
 	if err := recordConfinement(s, spec, ll, filter, confSeccomp&^inherited); err != nil {
 		return nil, err
 	}
+	if len(spec.Connect) > 0 {
+		s.listener, s.trapsConnect = recordConnect(s), true
+	}
 	return s, nil
 }
 

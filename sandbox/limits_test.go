@@ -44,7 +44,7 @@ func startLimited(t *testing.T, lim *limiter, script string) *limitedSandbox {
 	spec := baseSpec()
 	spec.Files = map[int]*os.File{1: w, 2: w}
 	spec.Env = []string{"PATH=/usr/bin:/bin"}
-	h, err := buildWith(ctx, spec, prepareAside(ctx, spec, discard, false), lim, nil)
+	h, err := buildWith(ctx, spec, prepareAside(ctx, spec, discard, false), lim, optionsOf(nil))
 	w.Close()
 	if err != nil {
 		t.Fatal(err)

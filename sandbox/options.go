@@ -3,6 +3,9 @@ package sandbox
 import (
 	"context"
 	"log/slog"
+	"net/netip"
+
+	"github.com/caplin-dev/caplin/netgrant"
 )
 
 // An Option changes how Build, NewTemplate or Run go about their work,
@@ -12,6 +15,20 @@ type Option func(*options)
 type options struct {
 	log      *slog.Logger
 	idMapsBy func(ctx context.Context, pid int) error
+	events   func(netgrant.Event)
+	lookup   func(ctx context.Context, host string) ([]netip.Addr, error)
+}
+
+// WithConnectEvents has f called with every connect that Spec.Connect's
+// rules allow or refuse (netgrant.Policy.Events).
+func WithConnectEvents(f func(netgrant.Event)) Option {
+	return func(o *options) { o.events = f }
+}
+
+// WithConnectLookup makes f find the addresses of Spec.Connect's host
+// names, in place of the host's resolver (netgrant.Policy.Lookup).
+func WithConnectLookup(f func(ctx context.Context, host string) ([]netip.Addr, error)) Option {
+	return func(o *options) { o.lookup = f }
 }
 
 // WithLogger sends what the sandbox has to say but does not refuse to l:

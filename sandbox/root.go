@@ -42,6 +42,10 @@ type span struct {
 // recorder records the calls that build a sandbox's root.
 type recorder struct {
 	b proc.Batch
+	// listener, with trapsConnect, is the seccomp listener of Connect's
+	// filter, which the program's batch sends (recordConnect).
+	listener     proc.Val
+	trapsConnect bool
 	// checks run once the batch has, on what it found and its results.
 	checks []func(*proc.Results) error
 	// atIndex and at are the index and the mount being recorded, for

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/caplin-dev/caplin/netgrant"
 	"github.com/caplin-dev/caplin/pidfd"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
@@ -33,6 +34,8 @@ type Sandbox struct {
 	extra []*proc.Handle
 	lim   *limiter
 	ns    map[string]uint64
+	// broker decides the program's connects (Spec.Connect); nil without.
+	broker *netgrant.Broker
 	// reapLater: Close kills and leaves the reaping to a goroutine.
 	reapLater bool
 	closeOnce sync.Once
@@ -408,6 +411,9 @@ func (s *Sandbox) close() error {
 	// process is reaped through one of them.
 	for _, x := range s.extra {
 		x.Close()
+	}
+	if s.broker != nil {
+		s.broker.Close()
 	}
 	if s.lim != nil {
 		if e := s.lim.close(); err == nil {

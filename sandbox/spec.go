@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/caplin-dev/caplin/internal/kernel"
+	"github.com/caplin-dev/caplin/netgrant"
 	"golang.org/x/sys/unix"
 )
 
@@ -241,6 +242,18 @@ type Spec struct {
 	// Net is the program's network. Default NetNone.
 	Net Net
 
+	// Connect grants connections beyond the sandbox's own network, to
+	// unmodified programs: every connect(2) of the program's is trapped
+	// (seccomp user notification) and decided by these rules in the
+	// caller (package netgrant's Broker); one a rule allows is made by
+	// the caller, in its own network namespace, and the connected socket
+	// installed in the program in place of its own. Refusals and the
+	// rest: netgrant.Broker. It needs the sandbox's own network (NetNone
+	// becomes NetLoopback; NetHost is refused) and Linux 5.9
+	// (SECCOMP_IOCTL_NOTIF_ADDFD); templates and LandlockOnly do not
+	// take it yet. Nil: no grants.
+	Connect []netgrant.Rule
+
 	// UID and GID inside, mapped to the caller's effective IDs outside,
 	// or to HostIDs'.
 	UID, GID int
@@ -391,6 +404,7 @@ func (s *Spec) Clone() *Spec {
 	c.Files = maps.Clone(s.Files)
 	c.Env = slices.Clone(s.Env)
 	c.Seccomp.Deny = slices.Clone(s.Seccomp.Deny)
+	c.Connect = slices.Clone(s.Connect)
 	if s.SeccompFilters != nil {
 		c.SeccompFilters = make([][]unix.SockFilter, len(s.SeccompFilters))
 		for i, f := range s.SeccompFilters {

@@ -94,6 +94,9 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 	if len(spec.LockFiles) > 0 {
 		return nil, errors.New("sandbox: template: lock files are held by one sandbox, not a template's")
 	}
+	if len(spec.Connect) > 0 {
+		return nil, errors.New("sandbox: template: Connect is for sandboxes made by Build; templates do not take it yet")
+	}
 	if spec.AssertNoUserNamespaces && spec.Seccomp.AllowUserNamespaces {
 		return nil, errors.New("sandbox: template: AssertNoUserNamespaces with a filter policy that allows user namespaces")
 	}

@@ -30,6 +30,11 @@ func (m *Mount) String() string {
 
 // checkSpec finds what is wrong with a spec before any process is made.
 func checkSpec(spec *Spec) error {
+	if len(spec.Connect) > 0 {
+		if err := checkConnect(spec); err != nil {
+			return err
+		}
+	}
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]
 		if !filepath.IsAbs(m.Dest) || strings.Contains(m.Dest, "\x00") {

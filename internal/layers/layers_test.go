@@ -34,11 +34,14 @@ var allowed = map[string][]string{
 	"dir":                 {"internal/*", "dir/internal/borrow"},
 	"dir/internal/borrow": nil,
 	"cgroup":              {"internal/*"},
+	// Network grants: the broker of trapped connects, on internal alone,
+	// so that sandbox may run one without linking a server stack.
+	"netgrant": {"internal/*"},
 
 	// Above proc: what needs a child process.
 	"dir/export": {"internal/*", "dir", "dir/internal/borrow", "proc"},
 	"probe":      {"internal/*", "cgroup", "proc"},
-	"sandbox":    {"internal/*", "cgroup", "dir", "pidfd", "proc"},
+	"sandbox":    {"internal/*", "cgroup", "dir", "netgrant", "pidfd", "proc"},
 
 	"sandbox/internal/gensysnames": nil, // go generate's program
 	"sandbox/internal/fusetest":    nil, // tests only, apart from sandbox's binary
@@ -84,6 +87,7 @@ var never = map[string][]string{
 	// Table is an interface the command implements.
 	"rpc/mountctl": {"sandbox"},
 	"cgroup":       {"proc", "pidfd", "sandbox"},
+	"netgrant":     {"proc", "pidfd", "sandbox", "rpc"},
 }
 
 // pkg is what go list -json says of a package, the fields used here.
