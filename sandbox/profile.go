@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/caplin-dev/caplin/internal/filemode"
+	"github.com/caplin-dev/caplin/netgrant"
 	"github.com/pelletier/go-toml/v2"
 )
 
@@ -33,6 +34,7 @@ var profileKeys = []profileKey{
 	{"dir", `a string like "/work"`},
 	{"env", `an array of strings like ["PATH=/usr/bin:/bin"]`},
 	{"net", `a string: "none", "loopback" or "host"`},
+	{"connect", `an array of strings like ["example.com:443", "*.example.org:443"]`},
 	{"writable_root", "true or false"},
 	{"share_pid", "true or false"},
 	{"as_pid1", "true or false"},
@@ -78,6 +80,7 @@ type profile struct {
 	Dir          string         `toml:"dir"`
 	Env          []string       `toml:"env"`
 	Net          string         `toml:"net"`
+	Connect      []string       `toml:"connect"`
 	WritableRoot bool           `toml:"writable_root"`
 	SharePID     bool           `toml:"share_pid"`
 	AsPID1       bool           `toml:"as_pid1"`
@@ -164,6 +167,13 @@ func ParseProfile(name string, data []byte) (*Spec, error) {
 		spec.Net = NetHost
 	default:
 		return nil, bad("net = %q: want \"none\", \"loopback\" or \"host\"", p.Net)
+	}
+	for _, s := range p.Connect {
+		r, err := netgrant.ParseRule(s)
+		if err != nil {
+			return nil, bad("connect: %v", err)
+		}
+		spec.Connect = append(spec.Connect, r)
 	}
 	if p.UID < 0 || p.GID < 0 {
 		return nil, bad("uid and gid must not be negative")

@@ -31,7 +31,7 @@ const DefaultEventBuffer = 1024
 // as U+FFFD.
 type EventWriter struct {
 	w    *bufio.Writer
-	ch   chan Event
+	ch   chan any      // Events, and Add's values
 	stop chan struct{} // closed by Close: write what is buffered, then end
 	done chan struct{} // closed when the goroutine has ended
 
@@ -60,7 +60,7 @@ func NewEventWriter(w io.Writer, buffer int) *EventWriter {
 	}
 	ew := &EventWriter{
 		w:    bufio.NewWriter(w),
-		ch:   make(chan Event, buffer),
+		ch:   make(chan any, buffer),
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
 	}
@@ -75,6 +75,14 @@ func (ew *EventWriter) Event(e Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
+	ew.Add(e)
+}
+
+// Add queues v, another kind of event (a network grant's, say: a
+// netgrant.Event), to be written as Event's are: v is written as
+// encoding/json writes it, and should be an object with a "time" and a
+// "kind", as Event is.
+func (ew *EventWriter) Add(v any) {
 	ew.mu.RLock()
 	defer ew.mu.RUnlock()
 	if ew.closed {
@@ -82,7 +90,7 @@ func (ew *EventWriter) Event(e Event) {
 		return
 	}
 	select {
-	case ew.ch <- e:
+	case ew.ch <- v:
 	default:
 		ew.drop()
 	}
@@ -143,7 +151,7 @@ func (ew *EventWriter) run() {
 
 // event writes one event's line (into the buffer); after a write error,
 // events are counted as dropped.
-func (ew *EventWriter) event(e Event) {
+func (ew *EventWriter) event(e any) {
 	if ew.err != nil {
 		ew.total.Add(1)
 		return

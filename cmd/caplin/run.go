@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caplin-dev/caplin/netgrant"
 	"github.com/caplin-dev/caplin/proc"
 	"github.com/caplin-dev/caplin/sandbox"
 	"github.com/caplin-dev/caplin/sandbox/bwrap"
@@ -128,6 +129,22 @@ NETWORK
 		/etc or that file themselves.
 	--share-net
 		Same as --net host.
+	--connect RULE
+		Let the program connect where RULE says, beyond its own
+		network (with --net none, it gets loopback): HOST:PORTS,
+		*.DOMAIN:PORTS (names under DOMAIN), ADDR:PORTS,
+		CIDR:PORTS ([...] around IPv6), or unix:PATH (a host Unix
+		socket, made from outside). PORTS is 443, 8000-8099 or *.
+		Repeatable. Every connect(2) is trapped (seccomp user
+		notification); caplin makes each one a rule allows itself,
+		on the host's network, and gives the program the connected
+		socket in place of its own. One no rule allows fails with
+		EACCES (a datagram socket's with ENETUNREACH); one to a
+		loopback address stays on the sandbox's own loopback. A
+		HOST is allowed the addresses the host's resolver gives
+		for it (when caplin starts, and again on a miss, at most
+		once a second). Needs Linux 5.9; not with --landlock-only.
+		--events reports every connect allowed or refused.
 
 PROCESS
 	--chdir DIR
@@ -518,6 +535,9 @@ func runSandbox(args []string, m mode) int {
 	// again, on the way out.
 
 	var opts []sandbox.Option
+	if so.evlog != nil && len(spec.Connect) > 0 {
+		opts = append(opts, sandbox.WithConnectEvents(func(e netgrant.Event) { so.evlog.Add(e) }))
+	}
 	reported := false
 	if cmd.UsernsBlock != nil {
 		// bubblewrap's --userns-block-fd: the user namespace is made

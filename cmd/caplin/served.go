@@ -65,9 +65,11 @@ const servedHelp = `SERVED DIRECTORIES (FUSE mounts that caplin serves; applied 
 		too, fails with EIO from then on), list lists them.
 	--events PATH|fd:N
 		Write one JSON line per operation a served mount refused
-		(time, pid, operation, path, missing right) and per bind,
-		unbind and revoke, to the file PATH (created 0600, appended
-		to) or caplin's inherited fd N.
+		(time, pid, operation, path, missing right), per bind,
+		unbind and revoke, and per connect --connect allowed or
+		refused (time, kind, pid, addr, the name and rule that
+		allowed it, errno), to the file PATH (created 0600,
+		appended to) or caplin's inherited fd N.
 	Served mounts are made in the sandbox's user namespace, which needs
 	Linux 4.18 and a /dev/fuse the sandbox's user may open (see caplin
 	doctor; where /dev/fuse is mode 0600, chmod 0666 /dev/fuse as udev

@@ -48,7 +48,7 @@ var allowed = map[string][]string{
 	"proc/internal/gencalls":       nil, // go generate's program
 
 	// The command-line vocabulary: bubblewrap's options as a Spec.
-	"sandbox/bwrap": {"internal/*", "sandbox"},
+	"sandbox/bwrap": {"internal/*", "netgrant", "sandbox"},
 
 	// Served directories: FUSE servers of directory capabilities, below
 	// the command and the sandbox's users, above dir and proc.
@@ -71,7 +71,7 @@ var allowed = map[string][]string{
 	"bench/rpcbench": {"internal/*", "rpc"},
 
 	// The top.
-	"cmd/caplin": {"internal/*", "dir", "dir/export", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "rpc/mountctl", "sandbox", "sandbox/bwrap", "served", "served/remote"},
+	"cmd/caplin": {"internal/*", "dir", "dir/export", "netgrant", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "rpc/mountctl", "sandbox", "sandbox/bwrap", "served", "served/remote"},
 }
 
 // never lists what a package must not link, through any path: the rules

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caplin-dev/caplin/netgrant"
 	"github.com/caplin-dev/caplin/sandbox"
 	"golang.org/x/sys/unix"
 )
@@ -33,7 +34,8 @@ type options struct {
 	// --share-net (both).
 	unshare  map[string]bool
 	shareNet bool
-	net      string // --net
+	net      string          // --net
+	connect  []netgrant.Rule // --connect
 
 	newSession, asPID1, disableUserns, allowUserns bool
 	keepSession, asHostRoot                        bool
@@ -266,6 +268,14 @@ var optionTable = sync.OnceValue(func() map[string]option {
 				return nil
 			}
 			return usagef("--net %s: want none, loopback or host", a[0])
+		}},
+		"--connect": {1, true, func(c *Command, a []string) error {
+			r, err := netgrant.ParseRule(a[0])
+			if err != nil {
+				return usagef("--connect %s: %v", a[0], strings.TrimPrefix(err.Error(), "connect rule "+strconv.Quote(a[0])+": "))
+			}
+			c.opts.connect = append(c.opts.connect, r)
+			return nil
 		}},
 		"--profile":       {1, true, func(c *Command, a []string) error { c.opts.profile = a[0]; return nil }},
 		"--system":        flagOpt(true, func(o *options) { o.system = true }),

@@ -58,6 +58,7 @@ func (c *Command) Spec() (*sandbox.Spec, error) {
 	if o.hostname != "" {
 		spec.Hostname = o.hostname
 	}
+	spec.Connect = append(spec.Connect, o.connect...)
 	spec.BestEffort = spec.BestEffort || o.bestEffort
 	spec.LandlockOnly = spec.LandlockOnly || o.landlockOnly
 	c.limits(&spec.Limits)
