@@ -54,13 +54,21 @@ type Event struct {
 	// PID is the thread that called connect, as the Broker's caller
 	// sees it (the process ID for a single-threaded program).
 	PID int `json:"pid,omitempty"`
-	// Op is "connect".
+	// Op is "connect", or "dns" for a question to the sandbox's
+	// resolver (ServeDNS).
 	Op string `json:"op"`
-	// Addr is the destination: "192.0.2.1:443", "[2001:db8::1]:443",
-	// "unix:/run/x.sock".
-	Addr string `json:"addr"`
-	// Name is the host name through which a host rule allowed Addr.
+	// Addr is a connect's destination: "192.0.2.1:443",
+	// "[2001:db8::1]:443", "unix:/run/x.sock".
+	Addr string `json:"addr,omitempty"`
+	// Name is the host name through which a host rule allowed Addr; for
+	// "dns", the name asked about.
 	Name string `json:"name,omitempty"`
+	// QType is the type of a DNS question ("A", "AAAA", "MX", ...),
+	// Answers the addresses given, and RCode the answer's code when it
+	// is not success ("Refused", "NameError", "ServerFailure").
+	QType   string   `json:"qtype,omitempty"`
+	Answers []string `json:"answers,omitempty"`
+	RCode   string   `json:"rcode,omitempty"`
 	// Rule is the rule that allowed the connect, in its text form.
 	Rule string `json:"rule,omitempty"`
 	// Errno is what the program's connect failed with: the refusal
@@ -115,6 +123,7 @@ type Broker struct {
 	eventMu sync.Mutex
 
 	mu      sync.Mutex
+	stops   []func() // ServeDNS's sockets' closing
 	names   map[netip.Addr]map[string]bool
 	lookups time.Time // the last re-lookup
 }
@@ -182,8 +191,8 @@ func Serve(ctx context.Context, listener *os.File, p Policy) (*Broker, error) {
 func (b *Broker) dup() int { return b.fd }
 
 // Done is closed when the Broker has stopped: after Close, or once no
-// process uses the filter any more and every connect under way is
-// answered.
+// process uses the filter any more and every connect and DNS question
+// under way is answered.
 func (b *Broker) Done() <-chan struct{} { return b.done }
 
 // Close stops the Broker and waits for it. Connects under way fail
@@ -192,8 +201,20 @@ func (b *Broker) Done() <-chan struct{} { return b.done }
 func (b *Broker) Close() error {
 	b.cancel()
 	b.file.Close()
+	b.stopDNS()
 	<-b.done
 	return nil
+}
+
+// stopDNS closes ServeDNS's sockets.
+func (b *Broker) stopDNS() {
+	b.mu.Lock()
+	stops := b.stops
+	b.stops = nil
+	b.mu.Unlock()
+	for _, stop := range stops {
+		stop()
+	}
 }
 
 // Learn records that name resolves to addrs, for host rules: a resolver
@@ -326,6 +347,8 @@ func (b *Broker) loop() {
 		})
 		if err != nil || ended {
 			<-b.slots
+			// Nobody is left to ask the resolver either.
+			b.stopDNS()
 			return
 		}
 		if rerr != nil {
@@ -395,7 +418,9 @@ func (b *Broker) event(d decision) {
 		return
 	}
 	e.Time = time.Now()
-	e.Op = "connect"
+	if e.Op == "" {
+		e.Op = "connect"
+	}
 	e.Kind = "refused"
 	if d.allowed {
 		e.Kind = "allowed"
@@ -608,6 +633,13 @@ func (b *Broker) dial(n notif, sock, domain, typ, proto int, dest netip.AddrPort
 		if errno := b.await(n, fd, sock); errno != 0 {
 			unix.Close(fd)
 			return -1, errno
+		}
+		// Connected: a second connect makes the socket what a blocking
+		// connect leaves (SS_CONNECTED, not SS_CONNECTING), so that the
+		// program's next connect fails with EISCONN as it would.
+		if err := unix.Connect(fd, sa); err != nil && err != unix.EISCONN {
+			unix.Close(fd)
+			return -1, errnoOf(err)
 		}
 	} else if err != nil {
 		unix.Close(fd)

@@ -1,12 +1,14 @@
 package netgrant_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -252,8 +254,18 @@ func TestManyConnects(t *testing.T) {
 	want(t, kv, out, "ok", "1000")
 	want(t, kv, out, "fds.before", kv["fds.after"])
 	if after := countFDs(t); after > before {
-		t.Errorf("the test process has %d fds, %d before", after, before)
+		t.Errorf("the test process has %d fds, %d before:\n%s", after, before, fdList())
 	}
+}
+
+func fdList() string {
+	es, _ := os.ReadDir("/proc/self/fd")
+	var b strings.Builder
+	for _, e := range es {
+		l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		fmt.Fprintf(&b, "%s -> %s\n", e.Name(), l)
+	}
+	return b.String()
 }
 
 // TestTOCTOU: a second thread that rewrites the address between the trap
@@ -279,4 +291,168 @@ func countFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(es)
+}
+
+// TestResolver: the sandbox's resolver answers names a host rule allows
+// (what it answers, the rule then allows), and refuses the others.
+func TestResolver(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	a := newServer(t, "A")
+	lookup := sandbox.WithConnectLookup(func(ctx context.Context, host string) ([]netip.Addr, error) {
+		switch host {
+		case "a.test", "x.b.test", "other.test":
+			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+		}
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	})
+	var ev events
+	port := strconv.Itoa(a.port())
+	kv, out := run(t, spec(t, mustRule(t, "a.test:"+port), mustRule(t, "*.b.test:"+port)), "resolve",
+		[]sandbox.Option{lookup, sandbox.WithConnectEvents(ev.add)},
+		"GODEBUG=netdns=go", "PORT="+port, "NAMES=a.test,x.b.test,other.test,missing.b.test,localhost")
+	want(t, kv, out, "lookup.a.test", "127.0.0.1")
+	want(t, kv, out, "read.a.test", "hello from A")
+	want(t, kv, out, "read.x.b.test", "hello from A")
+	want(t, kv, out, "lookup.other.test", "error")
+	want(t, kv, out, "lookup.missing.b.test", "error")
+	if !strings.Contains(kv["lookup.localhost"], "127.0.0.1") {
+		t.Errorf("localhost: %q", kv["lookup.localhost"])
+	}
+	var refused, allowed int
+	for _, e := range ev.list() {
+		if e.Op != "dns" {
+			continue
+		}
+		switch {
+		case e.Name == "other.test" && e.Kind == "refused" && e.RCode == "Refused":
+			refused++
+		case e.Name == "a.test" && e.Allowed() && e.QType == "A" && len(e.Answers) == 1:
+			allowed++
+		}
+	}
+	if refused == 0 || allowed == 0 {
+		t.Errorf("dns events: %+v", ev.list())
+	}
+}
+
+// TestUnixRule: a Unix rule's host socket is reached though the sandbox
+// does not see its path; another host socket is not.
+func TestUnixRule(t *testing.T) {
+	dir := testenv.SharedTempDir(t)
+	serve := func(name string) string {
+		p := filepath.Join(dir, name)
+		ln, err := net.Listen("unix", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, 0o777)
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Write([]byte("hello from " + name + "\n"))
+				c.Close()
+			}
+		}()
+		return p
+	}
+	granted, other := serve("granted.sock"), serve("other.sock")
+	kv, out := run(t, spec(t, mustRule(t, "unix:"+granted)), "unix", nil, "PATHS="+granted+","+other)
+	want(t, kv, out, "read."+granted, "hello from granted.sock")
+	want(t, kv, out, "dial."+other, "ENOENT")
+}
+
+// TestBadConnects: connect calls wrong in every way fail as the kernel
+// fails them, through the trap as without it, and nothing hangs.
+func TestBadConnects(t *testing.T) {
+	a := newServer(t, "A")
+	kv, out := run(t, spec(t, a.rule(t)), "bad", nil, "ADDR="+a.addr())
+	for k, v := range map[string]string{
+		"null": "EFAULT", "unmapped": "EFAULT", "short": "EINVAL", "one": "EINVAL", "long": "EINVAL",
+		"family": "EAFNOSUPPORT", "notsock": "ENOTSOCK", "badfd": "EBADF", "first": "ok", "again": "EISCONN",
+		"udp": "ok", // a datagram socket's connect to loopback, in the sandbox
+	} {
+		want(t, kv, out, k, v)
+	}
+	// An IPv4 address on an IPv6 socket: the kernel's answer.
+	if v := kv["v6sock"]; v != "EINVAL" && v != "EAFNOSUPPORT" {
+		t.Errorf("v6sock=%s", v)
+	}
+}
+
+// TestFlood: many connects at once are all answered; the broker bounds
+// how many it works on, not how many it answers.
+func TestFlood(t *testing.T) {
+	a := newServer(t, "A")
+	kv, out := run(t, spec(t, a.rule(t)), "flood", nil, "ADDR="+a.addr(), "N=300")
+	want(t, kv, out, "ok", "300")
+	want(t, kv, out, "failed", "0")
+}
+
+// TestDiesWhilePending: a program killed in a connect that never ends
+// leaves nothing behind: the sandbox closes at once, and the test
+// process has the fds it had.
+func TestDiesWhilePending(t *testing.T) {
+	// A listener that never accepts, whose queue is full: further
+	// connects wait for an answer that does not come.
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	unix.Listen(fd, 0)
+	sa, _ := unix.Getsockname(fd)
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+	filler, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	defer unix.Close(filler)
+	unix.Connect(filler, sa)
+	time.Sleep(50 * time.Millisecond)
+	a := newServer(t, "A") // a first sandbox makes what the test keeps
+	run(t, spec(t, a.rule(t)), "loop", nil, "ADDR="+a.addr(), "N=1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	null, _ := os.Open(os.DevNull)
+	defer null.Close()
+	before := countFDs(t) - 1 // w, closed below
+
+	s := spec(t, mustRule(t, addr))
+	s.Files = map[int]*os.File{0: null, 1: w, 2: w}
+	s.Env = []string{envProbe + "=hang", "ADDR=" + addr}
+	sb, err := sandbox.Build(ctx, s)
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := sb.Exec(ctx, "/probe", []string{"probe"})
+	if err != nil {
+		sb.Close()
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(r).ReadString('\n')
+	if line != "connecting=1\n" {
+		t.Errorf("probe said %q", line)
+	}
+	time.Sleep(300 * time.Millisecond) // in the connect, trapped
+	start := time.Now()
+	sb.Kill()
+	p.Wait(ctx)
+	p.Close()
+	sb.Close()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("killing the sandbox took %v", d)
+	}
+	for deadline := time.Now().Add(2 * time.Second); countFDs(t) > before && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if after := countFDs(t); after > before {
+		t.Errorf("the test process has %d fds, %d before:\n%s", after, before, fdList())
+	}
 }

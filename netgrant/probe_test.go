@@ -5,6 +5,7 @@ package netgrant_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -21,10 +23,15 @@ import (
 )
 
 var probes = map[string]func(){
-	"tcp":    probeTCP,
-	"gonet":  probeGoNet,
-	"loop":   probeLoop,
-	"toctou": probeTOCTOU,
+	"tcp":     probeTCP,
+	"gonet":   probeGoNet,
+	"loop":    probeLoop,
+	"toctou":  probeTOCTOU,
+	"resolve": probeResolve,
+	"unix":    probeUnix,
+	"bad":     probeBad,
+	"flood":   probeFlood,
+	"hang":    probeHang,
 }
 
 func errName(err error) string {
@@ -181,4 +188,125 @@ func probeTOCTOU() {
 	for k, v := range counts {
 		fmt.Printf("count.%s=%d\n", k, v)
 	}
+}
+
+// probeResolve looks each of NAMES up with Go's own resolver (the
+// sandbox's /etc/resolv.conf), and dials the first address at PORT.
+func probeResolve() {
+	port := os.Getenv("PORT")
+	for _, name := range strings.Split(os.Getenv("NAMES"), ",") {
+		addrs, err := net.DefaultResolver.LookupHost(context.Background(), name)
+		if err != nil {
+			fmt.Printf("lookup.%s=error\n", name)
+			continue
+		}
+		fmt.Printf("lookup.%s=%s\n", name, strings.Join(addrs, " "))
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(name, port), 10*time.Second)
+		if err != nil {
+			fmt.Printf("dial.%s=%v\n", name, err)
+			continue
+		}
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		fmt.Printf("read.%s=%s\n", name, strings.TrimSpace(line))
+		c.Close()
+	}
+	data, _ := os.ReadFile("/etc/resolv.conf")
+	fmt.Printf("resolvconf=%q\n", data)
+}
+
+// probeUnix connects to the Unix sockets at PATHS.
+func probeUnix() {
+	for _, p := range strings.Split(os.Getenv("PATHS"), ",") {
+		c, err := net.DialTimeout("unix", p, 10*time.Second)
+		if err != nil {
+			fmt.Printf("dial.%s=%s\n", p, errName(err))
+			continue
+		}
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		fmt.Printf("read.%s=%s\n", p, strings.TrimSpace(line))
+		c.Close()
+	}
+}
+
+// probeBad makes connect calls that are wrong in every way the kernel
+// checks, and reports the errnos.
+func probeBad() {
+	tryAt := func(name string, fd int, addr uintptr, n uintptr) {
+		_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), addr, n)
+		fmt.Printf("%s=%s\n", name, errnoText(e))
+	}
+	try := func(name string, fd int, addr unsafe.Pointer, n uintptr) {
+		_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(addr), n)
+		fmt.Printf("%s=%s\n", name, errnoText(e))
+	}
+	good := sockaddr(os.Getenv("ADDR")).(*unix.SockaddrInet4)
+	raw := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: good.Addr}
+	p := (*[2]byte)(unsafe.Pointer(&raw.Port))
+	p[0], p[1] = byte(good.Port>>8), byte(good.Port)
+	sock := func(domain int) int {
+		fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			panic(err)
+		}
+		return fd
+	}
+	try("null", sock(unix.AF_INET), nil, unix.SizeofSockaddrInet4)
+	tryAt("unmapped", sock(unix.AF_INET), 8, unix.SizeofSockaddrInet4)
+	try("short", sock(unix.AF_INET), unsafe.Pointer(&raw), 8)
+	try("one", sock(unix.AF_INET), unsafe.Pointer(&raw), 1)
+	try("long", sock(unix.AF_INET), unsafe.Pointer(&raw), 4096)
+	odd := raw
+	odd.Family = 12345
+	try("family", sock(unix.AF_INET), unsafe.Pointer(&odd), unix.SizeofSockaddrInet4)
+	try("v6sock", sock(unix.AF_INET6), unsafe.Pointer(&raw), unix.SizeofSockaddrInet4)
+	f, _ := os.Open("/probe")
+	try("notsock", int(f.Fd()), unsafe.Pointer(&raw), unix.SizeofSockaddrInet4)
+	try("badfd", 999, unsafe.Pointer(&raw), unix.SizeofSockaddrInet4)
+	udp, _ := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	try("udp", udp, unsafe.Pointer(&raw), unix.SizeofSockaddrInet4)
+	s := sock(unix.AF_INET)
+	try("first", s, unsafe.Pointer(&raw), unix.SizeofSockaddrInet4)
+	try("again", s, unsafe.Pointer(&raw), unix.SizeofSockaddrInet4)
+}
+
+// probeFlood connects N times at once to ADDR.
+func probeFlood() {
+	n, _ := strconv.Atoi(os.Getenv("N"))
+	a := os.Getenv("ADDR")
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.DialTimeout("tcp", a, 30*time.Second)
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			buf := make([]byte, 64)
+			if k, _ := c.Read(buf); k > 0 {
+				ok.Add(1)
+			}
+			c.Close()
+		}()
+	}
+	wg.Wait()
+	fmt.Printf("ok=%d\nfailed=%d\n", ok.Load(), failed.Load())
+}
+
+// probeHang connects, blocking, to ADDR, which never answers, after
+// saying so; the test kills it meanwhile.
+func probeHang() {
+	fd, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fmt.Println("connecting=1")
+	err := unix.Connect(fd, sockaddr(os.Getenv("ADDR")))
+	fmt.Printf("connect=%v\n", err)
+}
+
+func errnoText(e unix.Errno) string {
+	if e == 0 {
+		return "ok"
+	}
+	return unix.ErrnoName(e)
 }

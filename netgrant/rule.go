@@ -21,6 +21,7 @@ import (
 //	CIDR:PORTS         10.0.0.0/8:*, [2001:db8::/32]:443
 //	unix:PATH          unix:/run/user/1000/bus
 //
+// (A host named unix is written with its trailing dot: unix.:80.)
 // PORTS is a port (443), a range (8000-8099) or * (any). IPv6 addresses
 // and networks are in brackets. A host name matches the addresses that
 // were found for it (see Policy.Lookup), never the name a program
@@ -81,7 +82,8 @@ func ParseRule(s string) (Rule, error) {
 	bad := func(format string, a ...any) (Rule, error) {
 		return Rule{}, &ruleError{rule: s, why: fmt.Sprintf(format, a...)}
 	}
-	if path, ok := strings.CutPrefix(s, "unix:"); ok {
+	if len(s) >= 5 && strings.EqualFold(s[:5], "unix:") {
+		path := s[5:]
 		switch {
 		case path == "":
 			return bad("no path after unix:")
@@ -239,6 +241,9 @@ func (r Rule) String() string {
 	case r.Host != "":
 		if r.Wildcard {
 			return "*." + r.Host + ":" + r.Ports.String()
+		}
+		if r.Host == "unix" {
+			return "unix.:" + r.Ports.String() // not a Unix socket's rule
 		}
 		return r.Host + ":" + r.Ports.String()
 	}

@@ -332,7 +332,7 @@ func buildWith(ctx context.Context, spec *Spec, pre *aside, lim *limiter, o opti
 		return nil, s.explain(err)
 	}
 	if s.trapsConnect {
-		if err := sb.serveConnect(ctx, res.File(s.listener), o); err != nil {
+		if err := sb.serveConnect(ctx, res.File(s.listener), res.File(s.dnsUDP), res.File(s.dnsTCP), o); err != nil {
 			return nil, err
 		}
 	}

@@ -34,6 +34,12 @@ func recordProgram(spec *Spec, files map[int]*os.File, lim *limiter, ll *Landloc
 		s.b.PutFile(f, fd)
 	}
 	s.end(from, "granting fds")
+	if len(spec.Connect) > 0 {
+		// After the grants, so that its sockets take none of their
+		// numbers (they are sent with the reply, at the end); before
+		// Landlock, which may refuse binds.
+		recordResolver(s)
+	}
 	if spec.UserNS2 != nil {
 		from = s.begin()
 		fd := s.b.PutFile(spec.UserNS2, -1)

@@ -5,6 +5,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -35,6 +36,8 @@ func checkConnect(spec *Spec) error {
 	if spec.Net == NetNone {
 		spec.Net = NetLoopback
 	}
+	// The sandbox's resolver, over whatever the mounts gave.
+	spec.Mounts = append(spec.Mounts, Mount{Kind: ROBindData, Dest: "/etc/resolv.conf", Data: []byte(netgrant.ResolvConf), Perms: Perms(0o644)})
 	return nil
 }
 
@@ -43,15 +46,40 @@ func checkConnect(spec *Spec) error {
 func recordConnect(s *recorder) proc.Val {
 	from := s.begin()
 	l := s.b.SeccompSetModeFilter(unix.SECCOMP_FILTER_FLAG_NEW_LISTENER, netgrant.Filter())
+	// Sent with the batch's reply; the fd is close-on-exec.
 	v := s.b.TakeFile(l)
-	s.b.CloseFD(l)
 	s.end(from, "trapping connect (seccomp user notification)")
 	return v
 }
 
+// recordResolver records the making of the sandbox's resolver's
+// sockets, UDP and TCP, at netgrant.ResolverAddr port 53 in its network
+// namespace, by the program's process (which holds the capability to
+// bind port 53 there until it execs), and their sending to the caller.
+func recordResolver(s *recorder) {
+	from := s.begin()
+	sa := make([]byte, unix.SizeofSockaddrInet4)
+	binary.NativeEndian.PutUint16(sa[0:], unix.AF_INET)
+	binary.BigEndian.PutUint16(sa[2:], 53)
+	a := netgrant.ResolverAddr.As4()
+	copy(sa[4:], a[:])
+	udp := s.b.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	s.b.Bind(udp, sa)
+	// Sent with the batch's reply; the sockets are close-on-exec.
+	s.dnsUDP = s.b.TakeFile(udp)
+	tcp := s.b.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	one := make([]byte, 4)
+	binary.NativeEndian.PutUint32(one, 1)
+	s.b.Syscall(unix.SYS_SETSOCKOPT, tcp, proc.Int(unix.SOL_SOCKET), proc.Int(unix.SO_REUSEADDR), s.b.In(one), proc.Int(len(one)))
+	s.b.Bind(tcp, sa)
+	s.b.Syscall(unix.SYS_LISTEN, tcp, proc.Int(64))
+	s.dnsTCP = s.b.TakeFile(tcp)
+	s.end(from, "the resolver's sockets (127.0.0.53:53)")
+}
+
 // serveConnect starts the broker of Spec.Connect's rules on the
 // program's listener, which it takes.
-func (sb *Sandbox) serveConnect(ctx context.Context, listener *os.File, o options) error {
+func (sb *Sandbox) serveConnect(ctx context.Context, listener, dnsUDP, dnsTCP *os.File, o options) error {
 	if listener == nil {
 		return errors.New("sandbox: the program's process sent no seccomp listener")
 	}
@@ -65,5 +93,8 @@ func (sb *Sandbox) serveConnect(ctx context.Context, listener *os.File, o option
 		return fmt.Errorf("sandbox: %w", err)
 	}
 	sb.broker = b
+	if err := b.ServeDNS(dnsUDP, dnsTCP); err != nil {
+		return fmt.Errorf("sandbox: the resolver: %w", err)
+	}
 	return nil
 }

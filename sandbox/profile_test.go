@@ -173,3 +173,23 @@ func TestProfileTypeErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestProfileConnect: a profile's connect rules are read as --connect's,
+// and a bad one names the key.
+func TestProfileConnect(t *testing.T) {
+	spec, err := ParseProfile("p.toml", []byte(`connect = ["example.com:443", "*.example.org:443", "unix:/run/x.sock"]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range spec.Connect {
+		got = append(got, r.String())
+	}
+	if strings.Join(got, " ") != "example.com:443 *.example.org:443 unix:/run/x.sock" {
+		t.Errorf("connect rules: %q", got)
+	}
+	_, err = ParseProfile("p.toml", []byte(`connect = ["example.com"]`))
+	if err == nil || !strings.Contains(err.Error(), `connect: connect rule "example.com": no port`) {
+		t.Errorf("a rule without a port: %v", err)
+	}
+}

@@ -46,6 +46,9 @@ type recorder struct {
 	// filter, which the program's batch sends (recordConnect).
 	listener     proc.Val
 	trapsConnect bool
+	// dnsUDP and dnsTCP are the sockets of the sandbox's resolver,
+	// which the program's batch makes and sends (recordResolver).
+	dnsUDP, dnsTCP proc.Val
 	// checks run once the batch has, on what it found and its results.
 	checks []func(*proc.Results) error
 	// atIndex and at are the index and the mount being recorded, for

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,6 +73,9 @@ func TestMain(m *testing.M) {
 //	                         "status N" with caplin's exit status
 //	waitfile PATH            wait up to 10s for PATH to exist (a
 //	                         server's socket, say)
+//	httpserve VAR DIR        serve DIR over HTTP on the host's loopback
+//	                         (an ephemeral port, set as $VAR) until the
+//	                         script ends
 //	[root]                   the tests run as root
 //	[userns]                 a child can be made in a new user namespace
 //	[cgroupmem]              a sandbox's memory limit has a cgroup here
@@ -85,7 +89,8 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"status":   cmdStatus,
 			"signals":  cmdSignals,
-			"waitfile": cmdWaitFile,
+			"waitfile":  cmdWaitFile,
+			"httpserve": cmdHTTPServe,
 		},
 		Setup: func(env *testscript.Env) error {
 			// $ESCAPES is the escapes command's file, for a sandbox to
@@ -252,6 +257,20 @@ func cmdWaitFile(ts *testscript.TestScript, neg bool, args []string) {
 		}
 	}
 	ts.Fatalf("%s did not appear within 10s", args[0])
+}
+
+// cmdHTTPServe serves a directory over HTTP on 127.0.0.1, for the
+// script's sandboxes to reach through --connect.
+func cmdHTTPServe(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: httpserve VAR DIR")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ts.Check(err)
+	srv := &http.Server{Handler: http.FileServer(http.Dir(ts.MkAbs(args[1])))}
+	go srv.Serve(ln)
+	ts.Defer(func() { srv.Close() })
+	ts.Setenv(args[0], strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 }
 
 // TestScriptsAsNobody runs the scripts again as uid 65534 when the tests

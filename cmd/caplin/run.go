@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -145,6 +147,15 @@ NETWORK
 		for it (when caplin starts, and again on a miss, at most
 		once a second). Needs Linux 5.9; not with --landlock-only.
 		--events reports every connect allowed or refused.
+		The program's /etc/resolv.conf names a resolver of caplin's
+		in the sandbox, which answers names some HOST rule allows
+		(A and AAAA, from the host's resolver; localhost is the
+		loopback) and refuses the rest; what it answers, a rule for
+		the name then allows.
+	--add-host NAME=ADDRESS
+		Give NAME the address ADDRESS, for --connect's rules and the
+		sandbox's resolver, in place of the host's resolver's
+		answer. Repeatable; several addresses may be given a name.
 
 PROCESS
 	--chdir DIR
@@ -538,6 +549,9 @@ func runSandbox(args []string, m mode) int {
 	if so.evlog != nil && len(spec.Connect) > 0 {
 		opts = append(opts, sandbox.WithConnectEvents(func(e netgrant.Event) { so.evlog.Add(e) }))
 	}
+	if len(cmd.Hosts) > 0 {
+		opts = append(opts, sandbox.WithConnectLookup(hostsLookup(cmd.Hosts)))
+	}
 	reported := false
 	if cmd.UsernsBlock != nil {
 		// bubblewrap's --userns-block-fd: the user namespace is made
@@ -590,6 +604,17 @@ func runSandbox(args []string, m mode) int {
 		cmd.Sync.Close()
 	}
 	return code
+}
+
+// hostsLookup looks names up in hosts (--add-host's), then with the
+// host's resolver.
+func hostsLookup(hosts map[string][]netip.Addr) func(ctx context.Context, name string) ([]netip.Addr, error) {
+	return func(ctx context.Context, name string) ([]netip.Addr, error) {
+		if as, ok := hosts[strings.ToLower(strings.TrimSuffix(name, "."))]; ok {
+			return as, nil
+		}
+		return net.DefaultResolver.LookupNetIP(ctx, "ip", name)
+	}
 }
 
 // parse reads the command line, with the options of extra (caplin run's

@@ -37,6 +37,7 @@ package bwrap
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"sort"
 	"strings"
@@ -100,6 +101,11 @@ type Command struct {
 	// sandbox.Relay.KillAfter: --kill-after (negative for 0: at once), or
 	// sandbox.DefaultKillAfter.
 	KillAfter time.Duration
+
+	// Hosts are the addresses --add-host gives names, for the sandbox's
+	// resolver and its --connect rules (sandbox.WithConnectLookup), by
+	// name in lower case; nil without.
+	Hosts map[string][]netip.Addr
 
 	dialect Dialect
 	host    *Host

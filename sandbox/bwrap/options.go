@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -275,6 +276,19 @@ var optionTable = sync.OnceValue(func() map[string]option {
 				return usagef("--connect %s: %v", a[0], strings.TrimPrefix(err.Error(), "connect rule "+strconv.Quote(a[0])+": "))
 			}
 			c.opts.connect = append(c.opts.connect, r)
+			return nil
+		}},
+		"--add-host": {1, true, func(c *Command, a []string) error {
+			name, addr, ok := strings.Cut(a[0], "=")
+			ip, err := netip.ParseAddr(addr)
+			r, rerr := netgrant.ParseRule(name + ":*")
+			if !ok || err != nil || ip.Zone() != "" || rerr != nil || r.Host == "" || r.Wildcard {
+				return usagef("--add-host %s: want NAME=ADDRESS (example.test=127.0.0.1)", a[0])
+			}
+			if c.Hosts == nil {
+				c.Hosts = map[string][]netip.Addr{}
+			}
+			c.Hosts[r.Host] = append(c.Hosts[r.Host], ip.Unmap())
 			return nil
 		}},
 		"--profile":       {1, true, func(c *Command, a []string) error { c.opts.profile = a[0]; return nil }},
