@@ -87,8 +87,8 @@ func TestScripts(t *testing.T) {
 		RequireExplicitExec: true,
 		RequireUniqueNames:  true,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"status":   cmdStatus,
-			"signals":  cmdSignals,
+			"status":    cmdStatus,
+			"signals":   cmdSignals,
 			"waitfile":  cmdWaitFile,
 			"httpserve": cmdHTTPServe,
 		},
