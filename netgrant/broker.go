@@ -8,11 +8,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"golang.org/x/sys/unix"
 )
 
@@ -112,9 +114,9 @@ const (
 type Broker struct {
 	policy  Policy
 	log     *slog.Logger
-	file    *os.File // the listener, which the loop reads
-	fd      int      // a duplicate of it that the handlers use
-	size    int      // the kernel's struct seccomp_notif
+	fd      int // the listener
+	stop    int // an eventfd: Close's word to the loop
+	size    int // the kernel's struct seccomp_notif
 	slots   chan struct{}
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -122,10 +124,15 @@ type Broker struct {
 	done    chan struct{}
 	eventMu sync.Mutex
 
-	mu      sync.Mutex
-	stops   []func() // ServeDNS's sockets' closing
-	names   map[netip.Addr]map[string]bool
-	lookups time.Time // the last re-lookup
+	fdinfoMu  sync.Mutex
+	fdinfoTID int // whose /proc/TID/fdinfo fdinfoDir is
+	fdinfoDir int // -1 if none
+
+	mu       sync.Mutex
+	defaults map[[2]int]*sockDefaults // defaultsOf's
+	stops    []func()                 // ServeDNS's sockets' closing
+	names    map[netip.Addr]map[string]bool
+	lookups  time.Time // the last re-lookup
 }
 
 // Serve starts a Broker on listener, a seccomp listener of a filter that
@@ -141,28 +148,21 @@ func Serve(ctx context.Context, listener *os.File, p Policy) (*Broker, error) {
 	if size < 80 {
 		size = 80
 	}
-	// Two descriptors of the listener: one that the loop waits on
-	// through Go's poller, which wants it non-blocking (receiving does not
-	// depend on that mode), and one that the handlers answer on, which
-	// stays open until the last of them is done.
-	raw := listener.Fd()
-	loopFD, err := unix.FcntlInt(raw, unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		listener.Close()
-		return nil, fmt.Errorf("netgrant: duplicating the listener: %w", os.NewSyscallError("fcntl", err))
-	}
-	dup, err := unix.FcntlInt(raw, unix.F_DUPFD_CLOEXEC, 0)
+	// The Broker's own descriptor of the listener (the caller's is
+	// closed), and an eventfd that Close wakes the loop with.
+	fd, err := unix.FcntlInt(listener.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	listener.Close()
 	if err != nil {
-		unix.Close(loopFD)
 		return nil, fmt.Errorf("netgrant: duplicating the listener: %w", os.NewSyscallError("fcntl", err))
 	}
-	if err := unix.SetNonblock(loopFD, true); err != nil {
-		unix.Close(loopFD)
-		unix.Close(dup)
-		return nil, fmt.Errorf("netgrant: %w", os.NewSyscallError("fcntl", err))
+	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("netgrant: %w", os.NewSyscallError("eventfd", err))
 	}
-	file := os.NewFile(uintptr(loopFD), "seccomp listener")
+	// Woken on the trapped thread's CPU, the loop's thread takes the CPU
+	// over from it at once (Linux 6.6); older kernels wake it anywhere.
+	setSyncWakeUp(fd)
 	if p.MaxPending <= 0 {
 		p.MaxPending = 64
 	}
@@ -171,8 +171,8 @@ func Serve(ctx context.Context, listener *os.File, p Policy) (*Broker, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	b := &Broker{
-		policy: p, log: log, file: file, fd: dup, size: size,
-		slots: make(chan struct{}, p.MaxPending),
+		policy: p, log: log, fd: fd, stop: stop, size: size,
+		slots: make(chan struct{}, p.MaxPending), fdinfoDir: -1,
 		done:  make(chan struct{}),
 		names: map[netip.Addr]map[string]bool{},
 	}
@@ -182,13 +182,18 @@ func Serve(ctx context.Context, listener *os.File, p Policy) (*Broker, error) {
 	go b.loop()
 	go func() {
 		b.wg.Wait()
-		unix.Close(b.dup())
+		unix.Close(b.fd)
+		unix.Close(b.stop)
+		b.fdinfoMu.Lock()
+		if b.fdinfoDir >= 0 {
+			unix.Close(b.fdinfoDir)
+			b.fdinfoDir = -1
+		}
+		b.fdinfoMu.Unlock()
 		close(b.done)
 	}()
 	return b, nil
 }
-
-func (b *Broker) dup() int { return b.fd }
 
 // Done is closed when the Broker has stopped: after Close, or once no
 // process uses the filter any more and every connect and DNS question
@@ -200,7 +205,7 @@ func (b *Broker) Done() <-chan struct{} { return b.done }
 // do those made from then on, as long as a process uses the filter.
 func (b *Broker) Close() error {
 	b.cancel()
-	b.file.Close()
+	unix.Write(b.stop, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 	b.stopDNS()
 	<-b.done
 	return nil
@@ -310,14 +315,13 @@ func (b *Broker) decideAgain(a netip.AddrPort) (Rule, string, bool) {
 	return b.decide(a)
 }
 
-// loop receives notifications and hands each to a handler.
+// loop receives notifications and answers them, on a thread of its own
+// asleep in poll(2) on the listener, which the kernel wakes straight
+// from the trap.
 func (b *Broker) loop() {
 	defer b.wg.Done()
-	rc, err := b.file.SyscallConn()
-	if err != nil {
-		b.log.Error("netgrant: the listener", "err", err)
-		return
-	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	buf := make([]byte, b.size)
 	for {
 		select {
@@ -325,46 +329,50 @@ func (b *Broker) loop() {
 		case <-b.ctx.Done():
 			return
 		}
-		var (
-			n     notif
-			rerr  error
-			ended bool
-		)
-		err := rc.Read(func(fd uintptr) bool {
-			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			if _, err := unix.Poll(pfd, 0); err != nil {
-				return false
-			}
-			switch {
-			case pfd[0].Revents&unix.POLLIN != 0:
-				n, rerr = recv(int(fd), buf)
-				return true
-			case pfd[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0:
-				ended = true // no process uses the filter any more
-				return true
-			}
-			return false
-		})
-		if err != nil || ended {
+		n, err, ended := b.wait(buf)
+		switch {
+		case ended:
 			<-b.slots
 			// Nobody is left to ask the resolver either.
 			b.stopDNS()
 			return
-		}
-		if rerr != nil {
+		case err != nil:
 			<-b.slots
-			if errors.Is(rerr, unix.ENOENT) || errors.Is(rerr, unix.EINTR) {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINTR) {
 				continue // the call was interrupted before it was received
 			}
-			b.log.Error("netgrant: receiving a notification", "err", rerr)
+			if b.ctx.Err() == nil {
+				b.log.Error("netgrant: receiving a notification", "err", err)
+			}
 			return
 		}
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			defer func() { <-b.slots }()
-			b.handle(n)
-		}()
+		// Answered here, unless it must wait (a blocking connect not yet
+		// made), when a goroutine of its own takes it, and the slot, over.
+		if !b.handle(n, true) {
+			<-b.slots
+		}
+	}
+}
+
+// wait waits for a notification, and receives it; ended, no process
+// uses the filter any more, or Close was called.
+func (b *Broker) wait(buf []byte) (n notif, err error, ended bool) {
+	for {
+		pfd := []unix.PollFd{{Fd: int32(b.fd), Events: unix.POLLIN}, {Fd: int32(b.stop), Events: unix.POLLIN}}
+		_, err := unix.Poll(pfd, -1)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return n, err, false
+		case pfd[1].Revents != 0 || b.ctx.Err() != nil:
+			return n, nil, true
+		case pfd[0].Revents&unix.POLLIN != 0:
+			n, err = recv(b.fd, buf)
+			return n, err, false
+		case pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0:
+			return n, nil, true
+		}
 	}
 }
 
@@ -376,11 +384,35 @@ type verdict struct {
 	// in the program in place of its own; the call then returns 0, or
 	// fails with errno (EINPROGRESS).
 	fd int
+	// wait, when not nil, finishes a connect that waits for the network
+	// and returns the verdict then; the rest is not set.
+	wait func() verdict
 }
 
-// handle decides one connect and answers it.
-func (b *Broker) handle(n notif) {
+// handle decides one connect and answers it. With mayDefer, a connect
+// that must wait for the network is finished on a goroutine of its own,
+// which frees the loop's slot when done; handle then reports true.
+func (b *Broker) handle(n notif, mayDefer bool) (deferred bool) {
 	v := b.connect(n)
+	if v.wait != nil {
+		if !mayDefer {
+			v = v.wait()
+		} else {
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				defer func() { <-b.slots }()
+				b.answerVerdict(n, v.wait())
+			}()
+			return true
+		}
+	}
+	b.answerVerdict(n, v)
+	return false
+}
+
+// answerVerdict answers notification n as v says.
+func (b *Broker) answerVerdict(n notif, v verdict) {
 	if v.cont {
 		send(b.fd, n.id, 0, 0, true)
 		return
@@ -396,9 +428,10 @@ func (b *Broker) handle(n notif) {
 	send(b.fd, n.id, 0, v.errno, false)
 }
 
-// cloexec reports whether fd is close-on-exec in process pid.
-func (b *Broker) cloexec(pid, fd int) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/fdinfo/" + strconv.Itoa(fd))
+// cloexec reports whether fd is close-on-exec in thread tid, whose call
+// is pending (so tid is that thread, not another that took its number).
+func (b *Broker) cloexec(tid, fd int) bool {
+	data, err := b.fdinfo(tid, fd)
 	if err != nil {
 		return true
 	}
@@ -409,6 +442,43 @@ func (b *Broker) cloexec(pid, fd int) bool {
 		}
 	}
 	return true
+}
+
+// fdinfo returns /proc/TID/fdinfo/FD, opened beneath a descriptor of
+// /proc/TID/fdinfo kept for the last thread asked about (the next
+// connect is mostly the same thread's): one openat instead of a lookup
+// of the whole path. A kept descriptor of a thread that has gone fails
+// (ESRCH, ENOENT), and is made again.
+func (b *Broker) fdinfo(tid, fd int) ([]byte, error) {
+	b.fdinfoMu.Lock()
+	defer b.fdinfoMu.Unlock()
+	name := strconv.Itoa(fd)
+	for try := 0; try < 2; try++ {
+		if b.fdinfoTID != tid || b.fdinfoDir < 0 || try > 0 {
+			if b.fdinfoDir >= 0 {
+				unix.Close(b.fdinfoDir)
+			}
+			b.fdinfoTID = tid
+			d, err := unix.Open("/proc/"+strconv.Itoa(tid)+"/fdinfo", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				b.fdinfoDir = -1
+				return nil, err
+			}
+			b.fdinfoDir = d
+		}
+		f, err := unix.Openat(b.fdinfoDir, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		var buf [256]byte
+		n, err := unix.Read(f, buf[:])
+		unix.Close(f)
+		if err != nil {
+			continue
+		}
+		return buf[:n], nil
+	}
+	return nil, unix.ESRCH
 }
 
 // event reports a decision.
@@ -449,11 +519,19 @@ func (b *Broker) connect(n notif) verdict {
 	if addrPtr == 0 || addrLen < 2 || addrLen > unix.SizeofSockaddrAny {
 		return cont // the kernel's own error: EFAULT, EINVAL
 	}
+	pidfd, err := pidfdOf(pid)
+	if err != nil {
+		b.log.Debug("netgrant: a pidfd of the caller of connect", "pid", pid, "err", err)
+		return cont
+	}
+	defer unix.Close(pidfd)
 	raw := make([]byte, addrLen)
 	if err := readMem(pid, addrPtr, raw); err != nil {
 		b.log.Debug("netgrant: reading a connect's address", "pid", pid, "err", err)
 		return cont
 	}
+	// Still pending: the thread was in the call all along, so pidfd and
+	// the memory read are its, not another's that took its number since.
 	// What was read is what is decided on: the kernel never acts on the
 	// program's memory for a connect the Broker makes.
 	if !idValid(b.fd, n.id) {
@@ -463,7 +541,7 @@ func (b *Broker) connect(n notif) verdict {
 	switch family {
 	case unix.AF_INET, unix.AF_INET6:
 	case unix.AF_UNIX:
-		return b.connectUnix(n, pid, sockfd, raw)
+		return b.connectUnix(pidfd, pid, sockfd, raw)
 	default:
 		return cont
 	}
@@ -471,10 +549,10 @@ func (b *Broker) connect(n notif) verdict {
 	if !ok {
 		return cont // too short: EINVAL from the kernel
 	}
-	sock, err := b.socketOf(n, pid, sockfd)
+	sock, err := unix.PidfdGetfd(pidfd, sockfd, 0)
 	if err != nil {
 		b.log.Debug("netgrant: the socket of a connect", "pid", pid, "fd", sockfd, "err", err)
-		return cont // not a socket, no such fd: the kernel says which
+		return cont // no such fd: the kernel says so
 	}
 	defer unix.Close(sock)
 	domain, _ := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_DOMAIN)
@@ -515,8 +593,18 @@ func (b *Broker) connect(n notif) verdict {
 		b.event(decision{Event{PID: pid, Addr: addr, Rule: allowedRule.String(), Name: name, Errno: ErrnoBound}, false})
 		return verdict{errno: ErrnoBound, fd: -1}
 	}
-	fd, errno := b.dial(n, sock, domain, typ, proto, dest)
-	b.event(decision{Event{PID: pid, Addr: addr, Rule: allowedRule.String(), Name: name, Errno: errnoUnlessInProgress(errno)}, true})
+	ev := Event{PID: pid, Addr: addr, Rule: allowedRule.String(), Name: name}
+	fd, errno, wait := b.dial(n, sock, domain, typ, proto, dest)
+	if wait != nil {
+		return verdict{fd: -1, wait: func() verdict {
+			fd, errno := wait()
+			ev.Errno = errno
+			b.event(decision{ev, true})
+			return verdict{fd: fd, errno: errno}
+		}}
+	}
+	ev.Errno = errnoUnlessInProgress(errno)
+	b.event(decision{ev, true})
 	return verdict{fd: fd, errno: errno}
 }
 
@@ -540,12 +628,11 @@ func parseInet(family int, raw []byte) (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
-// socketOf returns a duplicate of fd sockfd of thread tid, the caller of
-// notification n.
-func (b *Broker) socketOf(n notif, tid, sockfd int) (int, error) {
-	// The thread itself (PIDFD_THREAD, Linux 6.9), whose fd table is the
-	// one the call uses; before 6.9, its process, whose table is the
-	// same unless the thread unshared its own.
+// pidfdOf returns a pidfd of thread tid: of the thread itself
+// (PIDFD_THREAD, Linux 6.9), whose fd table is the one its calls use;
+// before 6.9, of its process, whose table is the same unless the thread
+// unshared its own.
+func pidfdOf(tid int) (int, error) {
 	pidfd, err := unix.PidfdOpen(tid, pidfdThread)
 	if err == unix.EINVAL {
 		var tgid int
@@ -553,16 +640,7 @@ func (b *Broker) socketOf(n notif, tid, sockfd int) (int, error) {
 			pidfd, err = unix.PidfdOpen(tgid, 0)
 		}
 	}
-	if err != nil {
-		return -1, err
-	}
-	defer unix.Close(pidfd)
-	// Still pending: pidfd is that thread's process, not another's that
-	// took its number.
-	if !idValid(b.fd, n.id) {
-		return -1, unix.ESRCH
-	}
-	return unix.PidfdGetfd(pidfd, sockfd, 0)
+	return pidfd, err
 }
 
 // pidfdThread is PIDFD_THREAD: a pidfd of a thread (Linux 6.9).
@@ -570,7 +648,7 @@ const pidfdThread = unix.O_EXCL
 
 // tgidOf returns the process (thread group) of thread tid.
 func tgidOf(tid int) (int, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/status")
+	data, err := kernel.ReadFile("/proc/" + strconv.Itoa(tid) + "/status")
 	if err != nil {
 		return 0, err
 	}
@@ -598,20 +676,21 @@ func bound(sock int) bool {
 }
 
 // dial makes a socket like the program's sock, with its options, and
-// connects it to dest: at once for a non-blocking socket (EINPROGRESS),
-// else waiting, as long as the call is pending. It returns the socket,
-// or -1 and the errno the program's connect fails with.
-func (b *Broker) dial(n notif, sock, domain, typ, proto int, dest netip.AddrPort) (int, unix.Errno) {
+// connects it to dest: at once for a non-blocking socket (EINPROGRESS);
+// for a blocking one, it waits, as long as the call is pending, or
+// returns wait, which does. It returns the socket, or -1 and the errno
+// the program's connect fails with.
+func (b *Broker) dial(n notif, sock, domain, typ, proto int, dest netip.AddrPort) (int, unix.Errno, func() (int, unix.Errno)) {
 	fl, err := unix.FcntlInt(uintptr(sock), unix.F_GETFL, 0)
 	if err != nil {
-		return -1, errnoOf(err)
+		return -1, errnoOf(err), nil
 	}
 	nonblock := fl&unix.O_NONBLOCK != 0
 	fd, err := unix.Socket(domain, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
-		return -1, errnoOf(err)
+		return -1, errnoOf(err), nil
 	}
-	copyOptions(sock, fd, domain)
+	deadline := b.copyOptions(sock, fd, domain, typ)
 	var sa unix.Sockaddr
 	if domain == unix.AF_INET {
 		sa = &unix.SockaddrInet4{Port: int(dest.Port()), Addr: dest.Addr().As4()}
@@ -619,48 +698,80 @@ func (b *Broker) dial(n notif, sock, domain, typ, proto int, dest netip.AddrPort
 		sa = &unix.SockaddrInet6{Port: int(dest.Port()), Addr: dest.Addr().As16()}
 	}
 	err = unix.Connect(fd, sa)
-	if nonblock {
-		if err != nil && err != unix.EINPROGRESS {
-			unix.Close(fd)
-			return -1, errnoOf(err)
-		}
-		if err == unix.EINPROGRESS {
-			return fd, unix.EINPROGRESS
-		}
-		return fd, 0
+	switch {
+	case err == nil:
+	case err != unix.EINPROGRESS:
+		unix.Close(fd)
+		return -1, errnoOf(err), nil
+	case nonblock:
+		return fd, unix.EINPROGRESS, nil
 	}
-	if err == unix.EINPROGRESS {
-		if errno := b.await(n, fd, sock); errno != 0 {
-			unix.Close(fd)
-			return -1, errno
-		}
-		// Connected: a second connect makes the socket what a blocking
-		// connect leaves (SS_CONNECTED, not SS_CONNECTING), so that the
-		// program's next connect fails with EISCONN as it would.
+	// finish makes the socket what a blocking connect leaves: connected,
+	// SS_CONNECTED (a second connect does that: not SS_CONNECTING, so
+	// that the program's next connect fails with EISCONN, as it would),
+	// and blocking.
+	finish := func() (int, unix.Errno) {
 		if err := unix.Connect(fd, sa); err != nil && err != unix.EISCONN {
 			unix.Close(fd)
 			return -1, errnoOf(err)
 		}
-	} else if err != nil {
-		unix.Close(fd)
-		return -1, errnoOf(err)
+		if err := unix.SetNonblock(fd, false); err != nil {
+			unix.Close(fd)
+			return -1, errnoOf(err)
+		}
+		return fd, 0
 	}
-	if err := unix.SetNonblock(fd, false); err != nil {
-		unix.Close(fd)
-		return -1, errnoOf(err)
+	if nonblock {
+		return fd, 0, nil
 	}
-	return fd, 0
+	if err == nil {
+		// Connected within the call (loopback, say): SS_CONNECTED already.
+		if err := unix.SetNonblock(fd, false); err != nil {
+			unix.Close(fd)
+			return -1, errnoOf(err), nil
+		}
+		return fd, 0, nil
+	}
+	// On loopback, say, it may be done already.
+	if errno, done := connectDone(fd, 0); done {
+		if errno != 0 {
+			unix.Close(fd)
+			return -1, errno, nil
+		}
+		fd, errno := finish()
+		return fd, errno, nil
+	}
+	return -1, 0, func() (int, unix.Errno) {
+		if errno := b.await(n, fd, deadline); errno != 0 {
+			unix.Close(fd)
+			return -1, errno
+		}
+		return finish()
+	}
+}
+
+// connectDone waits up to ms milliseconds for the connect of fd to end,
+// and returns its result, and whether it ended.
+func connectDone(fd, ms int) (unix.Errno, bool) {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	k, err := unix.Poll(pfd, ms)
+	switch {
+	case err != nil && err != unix.EINTR:
+		return errnoOf(err), true
+	case k <= 0:
+		return 0, false
+	}
+	soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return errnoOf(err), true
+	}
+	return unix.Errno(soerr), true
 }
 
 // await waits for the connect of fd to end, while notification n is
-// pending, and within the program's send timeout on sock, if it set one
-// (after which a blocking connect fails with EINPROGRESS, as the kernel's
-// does).
-func (b *Broker) await(n notif, fd, sock int) unix.Errno {
-	var deadline time.Time
-	if tv, err := unix.GetsockoptTimeval(sock, unix.SOL_SOCKET, unix.SO_SNDTIMEO); err == nil && (tv.Sec != 0 || tv.Usec != 0) {
-		deadline = time.Now().Add(time.Duration(tv.Sec)*time.Second + time.Duration(tv.Usec)*time.Microsecond)
-	}
+// pending, until deadline if not zero (the program's send timeout, after
+// which a blocking connect fails with EINPROGRESS, as the kernel's does).
+func (b *Broker) await(n notif, fd int, deadline time.Time) unix.Errno {
 	for {
 		wait := 200 * time.Millisecond
 		if !deadline.IsZero() {
@@ -670,17 +781,8 @@ func (b *Broker) await(n notif, fd, sock int) unix.Errno {
 			}
 			wait = min(wait, left)
 		}
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-		k, err := unix.Poll(pfd, int(wait.Milliseconds())+1)
-		if err != nil && err != unix.EINTR {
-			return errnoOf(err)
-		}
-		if k > 0 {
-			soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
-			if err != nil {
-				return errnoOf(err)
-			}
-			return unix.Errno(soerr)
+		if errno, done := connectDone(fd, int(wait.Milliseconds())+1); done {
+			return errno
 		}
 		if b.ctx.Err() != nil || !idValid(b.fd, n.id) {
 			return unix.EINTR // nobody waits for the answer
@@ -688,91 +790,98 @@ func (b *Broker) await(n notif, fd, sock int) unix.Errno {
 	}
 }
 
-// copyOptions gives to the options the program set on its socket from
-// to the socket to that replaces it.
-func copyOptions(from, to, domain int) {
-	for _, o := range []struct{ level, opt int }{
-		{unix.SOL_SOCKET, unix.SO_KEEPALIVE},
-		{unix.SOL_SOCKET, unix.SO_REUSEADDR},
-		{unix.SOL_SOCKET, unix.SO_OOBINLINE},
-		{unix.SOL_SOCKET, unix.SO_PRIORITY},
-		{unix.IPPROTO_TCP, unix.TCP_NODELAY},
-		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE},
-		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL},
-		{unix.IPPROTO_TCP, unix.TCP_KEEPCNT},
-		{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT},
-		{unix.IPPROTO_TCP, unix.TCP_QUICKACK},
-		{unix.IPPROTO_TCP, unix.TCP_MAXSEG},
-		{unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT},
-	} {
-		if v, err := unix.GetsockoptInt(from, o.level, o.opt); err == nil {
-			unix.SetsockoptInt(to, o.level, o.opt, v)
+// intOpt is a socket option whose value is an int.
+type intOpt struct{ level, opt int }
+
+// intOpts are the int options a replacing socket gets from the
+// program's, where they differ from a new socket's.
+// (Each costs a system call per connect, so the list holds what
+// clients set: keepalive and its tuning, Nagle, buffer sizes, the user
+// timeout, and, for IPv6, v6-only.)
+var intOpts = [...]intOpt{
+	{unix.SOL_SOCKET, unix.SO_KEEPALIVE},
+	{unix.SOL_SOCKET, unix.SO_RCVBUF},
+	{unix.SOL_SOCKET, unix.SO_SNDBUF},
+	{unix.IPPROTO_TCP, unix.TCP_NODELAY},
+	{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE},
+	{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL},
+	{unix.IPPROTO_TCP, unix.TCP_KEEPCNT},
+	{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT},
+	{unix.IPPROTO_IPV6, unix.IPV6_V6ONLY}, // AF_INET6 only
+}
+
+// sockDefaults are a new socket's values of intOpts (-1 where it has
+// none), for one domain and type.
+type sockDefaults [len(intOpts)]int
+
+// defaultsOf returns, made once, the values of intOpts that a new socket
+// of domain and typ has.
+func (b *Broker) defaultsOf(domain, typ int) *sockDefaults {
+	key := [2]int{domain, typ}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if d, ok := b.defaults[key]; ok {
+		return d
+	}
+	d := new(sockDefaults)
+	fd, err := unix.Socket(domain, typ|unix.SOCK_CLOEXEC, 0)
+	for i, o := range intOpts {
+		d[i] = -1
+		if err == nil {
+			if v, err := unix.GetsockoptInt(fd, o.level, o.opt); err == nil {
+				d[i] = v
+			}
 		}
 	}
-	// The kernel doubles what is set and reports the doubled size: set
-	// half of what the program's socket has, where the program set it.
-	for _, o := range []struct{ opt, lock int }{{unix.SO_RCVBUF, unix.SOCK_RCVBUF_LOCK}, {unix.SO_SNDBUF, unix.SOCK_SNDBUF_LOCK}} {
-		if !bufLocked(from, o.lock) {
+	if err == nil {
+		unix.Close(fd)
+	}
+	if b.defaults == nil {
+		b.defaults = map[[2]int]*sockDefaults{}
+	}
+	b.defaults[key] = d
+	return d
+}
+
+// copyOptions gives the socket to that replaces the program's from the
+// options the program set on it: intOpts where they differ from a new
+// socket's, SO_LINGER, SO_RCVTIMEO and SO_SNDTIMEO. It returns when the
+// program's send timeout would end a blocking connect begun now (zero:
+// never).
+func (b *Broker) copyOptions(from, to, domain, typ int) (deadline time.Time) {
+	def := b.defaultsOf(domain, typ)
+	for i, o := range intOpts {
+		if def[i] < 0 || o.level == unix.IPPROTO_IPV6 && domain != unix.AF_INET6 {
 			continue
 		}
-		if v, err := unix.GetsockoptInt(from, unix.SOL_SOCKET, o.opt); err == nil {
-			unix.SetsockoptInt(to, unix.SOL_SOCKET, o.opt, v/2)
+		v, err := unix.GetsockoptInt(from, o.level, o.opt)
+		if err != nil || v == def[i] {
+			continue
 		}
+		if o.opt == unix.SO_RCVBUF || o.opt == unix.SO_SNDBUF {
+			v /= 2 // the kernel doubles what is set, and reports that
+		}
+		unix.SetsockoptInt(to, o.level, o.opt, v)
 	}
 	if l, err := unix.GetsockoptLinger(from, unix.SOL_SOCKET, unix.SO_LINGER); err == nil && l.Onoff != 0 {
 		unix.SetsockoptLinger(to, unix.SOL_SOCKET, unix.SO_LINGER, l)
 	}
 	for _, opt := range []int{unix.SO_RCVTIMEO, unix.SO_SNDTIMEO} {
-		if tv, err := unix.GetsockoptTimeval(from, unix.SOL_SOCKET, opt); err == nil {
-			unix.SetsockoptTimeval(to, unix.SOL_SOCKET, opt, tv)
+		tv, err := unix.GetsockoptTimeval(from, unix.SOL_SOCKET, opt)
+		if err != nil || tv.Sec == 0 && tv.Usec == 0 {
+			continue
+		}
+		unix.SetsockoptTimeval(to, unix.SOL_SOCKET, opt, tv)
+		if opt == unix.SO_SNDTIMEO {
+			deadline = time.Now().Add(time.Duration(tv.Sec)*time.Second + time.Duration(tv.Usec)*time.Microsecond)
 		}
 	}
-	if domain == unix.AF_INET {
-		if v, err := unix.GetsockoptInt(from, unix.IPPROTO_IP, unix.IP_TOS); err == nil {
-			unix.SetsockoptInt(to, unix.IPPROTO_IP, unix.IP_TOS, v)
-		}
-	} else {
-		for _, opt := range []int{unix.IPV6_V6ONLY, unix.IPV6_TCLASS} {
-			if v, err := unix.GetsockoptInt(from, unix.IPPROTO_IPV6, opt); err == nil {
-				unix.SetsockoptInt(to, unix.IPPROTO_IPV6, opt, v)
-			}
-		}
-	}
-}
-
-// bufLocked reports whether the program set a buffer size on sock: the
-// kernel then stops tuning it (SOCK_RCVBUF_LOCK, SOCK_SNDBUF_LOCK in
-// sk_userlocks), which SO_RCVBUF alone does not show. The locks are not
-// readable, so a size that differs from a new socket's default counts.
-func bufLocked(sock, lock int) bool {
-	opt := unix.SO_RCVBUF
-	if lock == unix.SOCK_SNDBUF_LOCK {
-		opt = unix.SO_SNDBUF
-	}
-	v, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, opt)
-	if err != nil {
-		return false
-	}
-	return v != defaultBuf(sock, opt)
-}
-
-// defaultBuf returns the size option opt has on a new socket of sock's
-// kind.
-func defaultBuf(sock, opt int) int {
-	domain, _ := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	typ, _ := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_TYPE)
-	fd, err := unix.Socket(domain, typ|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1
-	}
-	defer unix.Close(fd)
-	v, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, opt)
-	return v
+	return deadline
 }
 
 // connectUnix decides a connect to a Unix socket: one a Unix rule names
 // is made by the Broker, outside; any other goes on in the sandbox.
-func (b *Broker) connectUnix(n notif, pid, sockfd int, raw []byte) verdict {
+func (b *Broker) connectUnix(pidfd, pid, sockfd int, raw []byte) verdict {
 	cont := verdict{cont: true, fd: -1}
 	path := raw[2:]
 	if i := indexNUL(path); i >= 0 {
@@ -790,7 +899,7 @@ func (b *Broker) connectUnix(n notif, pid, sockfd int, raw []byte) verdict {
 	if rule.Unix == "" {
 		return cont
 	}
-	sock, err := b.socketOf(n, pid, sockfd)
+	sock, err := unix.PidfdGetfd(pidfd, sockfd, 0)
 	if err != nil {
 		return cont
 	}

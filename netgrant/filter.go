@@ -3,8 +3,30 @@ package netgrant
 import (
 	"runtime"
 
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"golang.org/x/sys/unix"
 )
+
+// FilterFlags returns the flags to install Filter with:
+// SECCOMP_FILTER_FLAG_NEW_LISTENER, and, where the kernel has it (Linux
+// 5.19), SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, so that once the Broker
+// has received a connect, a signal to its thread (a Go program's
+// preemption signal, say) does not interrupt it between the Broker's
+// installing the socket and its answer. Without it the Broker repairs
+// that case (see Broker).
+func FilterFlags() int {
+	if waitKillable() {
+		return unix.SECCOMP_FILTER_FLAG_NEW_LISTENER | unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+	}
+	return unix.SECCOMP_FILTER_FLAG_NEW_LISTENER
+}
+
+// waitKillable reports whether the kernel has
+// SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux 5.19).
+func waitKillable() bool {
+	release, _, err := kernel.Uname()
+	return err == nil && kernel.AtLeast(release, 5, 19)
+}
 
 // auditArch is this architecture's AUDIT_ARCH value in struct
 // seccomp_data.

@@ -134,3 +134,18 @@ func readMem(pid int, addr uint64, p []byte) error {
 	}
 	return nil
 }
+
+// ioctlSetFlags is SECCOMP_IOCTL_NOTIF_SET_FLAGS, _IOW('!', 4, __u64)
+// (Linux 6.6).
+const ioctlSetFlags = 0x40082104
+
+// setSyncWakeUp asks the kernel to wake the listener's waiter, and the
+// trapped thread on an answer, on the waking thread's CPU
+// (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, Linux 6.6).
+func setSyncWakeUp(fd int) error {
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), ioctlSetFlags, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+	if e != 0 {
+		return e
+	}
+	return nil
+}

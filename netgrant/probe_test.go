@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,15 +24,16 @@ import (
 )
 
 var probes = map[string]func(){
-	"tcp":     probeTCP,
-	"gonet":   probeGoNet,
-	"loop":    probeLoop,
-	"toctou":  probeTOCTOU,
-	"resolve": probeResolve,
-	"unix":    probeUnix,
-	"bad":     probeBad,
-	"flood":   probeFlood,
-	"hang":    probeHang,
+	"tcp":      probeTCP,
+	"gonet":    probeGoNet,
+	"loop":     probeLoop,
+	"toctou":   probeTOCTOU,
+	"resolve":  probeResolve,
+	"unix":     probeUnix,
+	"bad":      probeBad,
+	"flood":    probeFlood,
+	"hang":     probeHang,
+	"selfloop": probeSelfLoop,
 }
 
 func errName(err error) string {
@@ -309,4 +311,37 @@ func errnoText(e unix.Errno) string {
 		return "ok"
 	}
 	return unix.ErrnoName(e)
+}
+
+// probeSelfLoop connects N times to a listener of its own, on the
+// sandbox's loopback, and prints the median µs of a connect.
+func probeSelfLoop() {
+	n, _ := strconv.Atoi(os.Getenv("N"))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	a := ln.Addr().String()
+	ts := make([]float64, n)
+	for i := range ts {
+		fd, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		s := time.Now()
+		err := unix.Connect(fd, sockaddr(a))
+		ts[i] = float64(time.Since(s).Nanoseconds()) / 1e3
+		if err != nil {
+			panic(err)
+		}
+		unix.Close(fd)
+	}
+	slices.Sort(ts)
+	fmt.Printf("connect_us=%.1f\n", ts[n/2])
 }

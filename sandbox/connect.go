@@ -45,7 +45,7 @@ func checkConnect(spec *Spec) error {
 // traps its connect calls, and the sending of its listener to the caller.
 func recordConnect(s *recorder) proc.Val {
 	from := s.begin()
-	l := s.b.SeccompSetModeFilter(unix.SECCOMP_FILTER_FLAG_NEW_LISTENER, netgrant.Filter())
+	l := s.b.SeccompSetModeFilter(netgrant.FilterFlags(), netgrant.Filter())
 	// Sent with the batch's reply; the fd is close-on-exec.
 	v := s.b.TakeFile(l)
 	s.end(from, "trapping connect (seccomp user notification)")

@@ -69,6 +69,7 @@ var allowed = map[string][]string{
 	"served/remote": {"rpc/directory", "served"},
 
 	"bench/rpcbench": {"internal/*", "rpc"},
+	"bench/netbench": nil, // a program: servers and clients, no caplin package
 
 	// The top.
 	"cmd/caplin": {"internal/*", "dir", "dir/export", "netgrant", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "rpc/mountctl", "sandbox", "sandbox/bwrap", "served", "served/remote"},
