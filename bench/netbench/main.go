@@ -9,6 +9,8 @@
 //	netbench send ADDR MIB         MIB MiB to a sink; prints MiB/s
 //	netbench http N URL [PROXY]    N GETs, each on a new connection (through
 //	                               PROXY's CONNECT if given); prints the median µs
+//	netbench selfconnect N         N blocking connects to a listener of its own
+//	                               on loopback; prints the median µs
 package main
 
 import (
@@ -37,6 +39,17 @@ func main() {
 	case "connect":
 		n, addr := atoi(arg(2)), arg(3)
 		fmt.Printf("connect_us=%.1f\n", median(n, func() { connectOnce(addr) }))
+	case "selfconnect":
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		check(err)
+		go func() {
+			for {
+				c, err := ln.Accept()
+				check(err)
+				c.Close()
+			}
+		}()
+		fmt.Printf("connect_us=%.1f\n", median(atoi(arg(2)), func() { connectOnce(ln.Addr().String()) }))
 	case "send":
 		send(arg(2), atoi(arg(3)))
 	case "http":
@@ -51,7 +64,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: netbench serve | connect N ADDR | send ADDR MIB | http N URL [PROXY]")
+	fmt.Fprintln(os.Stderr, "usage: netbench serve | connect N ADDR | selfconnect N | send ADDR MIB | http N URL [PROXY]")
 	os.Exit(2)
 }
 
