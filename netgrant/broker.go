@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caplin-dev/caplin/internal/kernel"
+	"github.com/caplin-dev/caplin/internal/unotify"
 	"golang.org/x/sys/unix"
 )
 
@@ -140,7 +141,7 @@ type Broker struct {
 // then on, and serves it until Close, or until no process uses the
 // filter any more (Done).
 func Serve(ctx context.Context, listener *os.File, p Policy) (*Broker, error) {
-	size, err := notifSizes()
+	size, err := unotify.Sizes()
 	if err != nil {
 		listener.Close()
 		return nil, fmt.Errorf("netgrant: seccomp(SECCOMP_GET_NOTIF_SIZES): %w", err)
@@ -162,7 +163,7 @@ func Serve(ctx context.Context, listener *os.File, p Policy) (*Broker, error) {
 	}
 	// Woken on the trapped thread's CPU, the loop's thread takes the CPU
 	// over from it at once (Linux 6.6); older kernels wake it anywhere.
-	setSyncWakeUp(fd)
+	unotify.SetSyncWakeUp(fd)
 	if p.MaxPending <= 0 {
 		p.MaxPending = 64
 	}
@@ -356,7 +357,7 @@ func (b *Broker) loop() {
 
 // wait waits for a notification, and receives it; ended, no process
 // uses the filter any more, or Close was called.
-func (b *Broker) wait(buf []byte) (n notif, err error, ended bool) {
+func (b *Broker) wait(buf []byte) (n unotify.Notif, err error, ended bool) {
 	for {
 		pfd := []unix.PollFd{{Fd: int32(b.fd), Events: unix.POLLIN}, {Fd: int32(b.stop), Events: unix.POLLIN}}
 		_, err := unix.Poll(pfd, -1)
@@ -368,7 +369,7 @@ func (b *Broker) wait(buf []byte) (n notif, err error, ended bool) {
 		case pfd[1].Revents != 0 || b.ctx.Err() != nil:
 			return n, nil, true
 		case pfd[0].Revents&unix.POLLIN != 0:
-			n, err = recv(b.fd, buf)
+			n, err = unotify.Recv(b.fd, buf)
 			return n, err, false
 		case pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0:
 			return n, nil, true
@@ -392,7 +393,7 @@ type verdict struct {
 // handle decides one connect and answers it. With mayDefer, a connect
 // that must wait for the network is finished on a goroutine of its own,
 // which frees the loop's slot when done; handle then reports true.
-func (b *Broker) handle(n notif, mayDefer bool) (deferred bool) {
+func (b *Broker) handle(n unotify.Notif, mayDefer bool) (deferred bool) {
 	v := b.connect(n)
 	if v.wait != nil {
 		if !mayDefer {
@@ -412,20 +413,20 @@ func (b *Broker) handle(n notif, mayDefer bool) (deferred bool) {
 }
 
 // answerVerdict answers notification n as v says.
-func (b *Broker) answerVerdict(n notif, v verdict) {
+func (b *Broker) answerVerdict(n unotify.Notif, v verdict) {
 	if v.cont {
-		send(b.fd, n.id, 0, 0, true)
+		unotify.Send(b.fd, n.ID, 0, 0, true)
 		return
 	}
 	if v.fd >= 0 {
 		defer unix.Close(v.fd)
-		target := int(int32(n.data.args[0]))
-		if err := addfd(b.fd, n.id, v.fd, target, b.cloexec(int(n.pid), target)); err != nil {
+		target := int(int32(n.Data.Args[0]))
+		if err := unotify.AddFD(b.fd, n.ID, v.fd, target, b.cloexec(int(n.PID), target)); err != nil {
 			// The call was interrupted, or its process is gone.
 			return
 		}
 	}
-	send(b.fd, n.id, 0, v.errno, false)
+	unotify.Send(b.fd, n.ID, 0, v.errno, false)
 }
 
 // cloexec reports whether fd is close-on-exec in thread tid, whose call
@@ -511,11 +512,11 @@ type decision struct {
 
 // connect decides notification n, a connect(2), and does what it
 // allows.
-func (b *Broker) connect(n notif) verdict {
+func (b *Broker) connect(n unotify.Notif) verdict {
 	cont := verdict{cont: true, fd: -1}
-	pid := int(n.pid)
-	sockfd := int(int32(n.data.args[0]))
-	addrPtr, addrLen := n.data.args[1], int(uint32(n.data.args[2]))
+	pid := int(n.PID)
+	sockfd := int(int32(n.Data.Args[0]))
+	addrPtr, addrLen := n.Data.Args[1], int(uint32(n.Data.Args[2]))
 	if addrPtr == 0 || addrLen < 2 || addrLen > unix.SizeofSockaddrAny {
 		return cont // the kernel's own error: EFAULT, EINVAL
 	}
@@ -526,7 +527,7 @@ func (b *Broker) connect(n notif) verdict {
 	}
 	defer unix.Close(pidfd)
 	raw := make([]byte, addrLen)
-	if err := readMem(pid, addrPtr, raw); err != nil {
+	if err := unotify.ReadMem(pid, addrPtr, raw); err != nil {
 		b.log.Debug("netgrant: reading a connect's address", "pid", pid, "err", err)
 		return cont
 	}
@@ -534,7 +535,7 @@ func (b *Broker) connect(n notif) verdict {
 	// the memory read are its, not another's that took its number since.
 	// What was read is what is decided on: the kernel never acts on the
 	// program's memory for a connect the Broker makes.
-	if !idValid(b.fd, n.id) {
+	if !unotify.IDValid(b.fd, n.ID) {
 		return verdict{fd: -1} // gone: nothing to answer
 	}
 	family := int(uint16(raw[0]) | uint16(raw[1])<<8)
@@ -680,7 +681,7 @@ func bound(sock int) bool {
 // for a blocking one, it waits, as long as the call is pending, or
 // returns wait, which does. It returns the socket, or -1 and the errno
 // the program's connect fails with.
-func (b *Broker) dial(n notif, sock, domain, typ, proto int, dest netip.AddrPort) (int, unix.Errno, func() (int, unix.Errno)) {
+func (b *Broker) dial(n unotify.Notif, sock, domain, typ, proto int, dest netip.AddrPort) (int, unix.Errno, func() (int, unix.Errno)) {
 	fl, err := unix.FcntlInt(uintptr(sock), unix.F_GETFL, 0)
 	if err != nil {
 		return -1, errnoOf(err), nil
@@ -771,7 +772,7 @@ func connectDone(fd, ms int) (unix.Errno, bool) {
 // await waits for the connect of fd to end, while notification n is
 // pending, until deadline if not zero (the program's send timeout, after
 // which a blocking connect fails with EINPROGRESS, as the kernel's does).
-func (b *Broker) await(n notif, fd int, deadline time.Time) unix.Errno {
+func (b *Broker) await(n unotify.Notif, fd int, deadline time.Time) unix.Errno {
 	for {
 		wait := 200 * time.Millisecond
 		if !deadline.IsZero() {
@@ -784,7 +785,7 @@ func (b *Broker) await(n notif, fd int, deadline time.Time) unix.Errno {
 		if errno, done := connectDone(fd, int(wait.Milliseconds())+1); done {
 			return errno
 		}
-		if b.ctx.Err() != nil || !idValid(b.fd, n.id) {
+		if b.ctx.Err() != nil || !unotify.IDValid(b.fd, n.ID) {
 			return unix.EINTR // nobody waits for the answer
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/caplin-dev/caplin/internal/kernel"
+	"github.com/caplin-dev/caplin/internal/unotify"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,7 +33,7 @@ func Supported() error {
 	if err != nil {
 		return fmt.Errorf("netgrant: %w", err)
 	}
-	if _, err := notifSizes(); err != nil {
+	if _, err := unotify.Sizes(); err != nil {
 		return &UnsupportedError{Release: release, What: "seccomp user notification", MinKernel: "5.0"}
 	}
 	for _, f := range []struct {

@@ -49,6 +49,7 @@ func Probes() []Probe {
 		Landlock,
 		Seccomp,
 		SeccompNotify,
+		SeccompAddFD,
 		ClonePidfd,
 		PidfdSendSignal,
 		PidfdOpen,

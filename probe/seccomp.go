@@ -80,7 +80,7 @@ func SeccompNotify(context.Context) Result {
 	r := Result{
 		Name:      "seccomp user notification",
 		MinKernel: "5.0",
-		Without:   "nothing today: caplin does not use it yet",
+		Without:   "caplin run --connect (network grants) is refused",
 	}
 	if err := seccompActionAvail(unix.SECCOMP_RET_USER_NOTIF); err != nil {
 		r.Detail = "seccomp(SECCOMP_GET_ACTION_AVAIL, SECCOMP_RET_USER_NOTIF): " + errText(err)

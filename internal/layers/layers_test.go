@@ -27,6 +27,7 @@ var allowed = map[string][]string{
 	"internal/layers":    nil,
 	"internal/mountinfo": nil,
 	"internal/subid":     nil,
+	"internal/unotify":   nil,
 	"internal/testenv":   nil,
 
 	"pidfd":               {"internal/*"},

@@ -1,7 +1,4 @@
-package netgrant
-
-// The seccomp user-notification interface (seccomp_unotify(2)): the
-// structures and ioctls of a listener, which x/sys/unix does not wrap.
+package unotify
 
 import (
 	"unsafe"
@@ -9,22 +6,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// seccompData is struct seccomp_data.
-type seccompData struct {
-	nr   int32
-	arch uint32
-	ip   uint64
-	args [6]uint64
+// Data is struct seccomp_data: the trapped call.
+type Data struct {
+	Nr   int32
+	Arch uint32
+	IP   uint64
+	Args [6]uint64
 }
 
-// notif is struct seccomp_notif, as far as caplin reads it. The kernel's
-// may be larger (SECCOMP_GET_NOTIF_SIZES): recv gives it a buffer of the
-// kernel's size.
-type notif struct {
-	id    uint64
-	pid   uint32
-	flags uint32
-	data  seccompData
+// Notif is struct seccomp_notif, as far as caplin reads it. The kernel's
+// may be larger (Sizes): Recv gives it a buffer of the kernel's size.
+type Notif struct {
+	ID    uint64
+	PID   uint32
+	Flags uint32
+	Data  Data
 }
 
 // notifResp is struct seccomp_notif_resp.
@@ -54,8 +50,8 @@ const (
 	ioctlAddfd   = 0x40182103
 )
 
-// notifSizes returns the kernel's size of struct seccomp_notif.
-func notifSizes() (int, error) {
+// Sizes returns the kernel's size of struct seccomp_notif.
+func Sizes() (int, error) {
 	var s struct{ notif, resp, data uint16 }
 	_, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_GET_NOTIF_SIZES, 0, uintptr(unsafe.Pointer(&s)))
 	if errno != 0 {
@@ -64,22 +60,22 @@ func notifSizes() (int, error) {
 	return int(s.notif), nil
 }
 
-// recv receives one notification from listener fd into buf (zeroed
+// Recv receives one notification from listener fd into buf (zeroed
 // first, as the kernel requires), which is at least the kernel's size of
 // struct seccomp_notif, and returns it.
-func recv(fd int, buf []byte) (notif, error) {
+func Recv(fd int, buf []byte) (Notif, error) {
 	clear(buf)
 	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), ioctlRecv, uintptr(unsafe.Pointer(&buf[0])))
 	if errno != 0 {
-		return notif{}, errno
+		return Notif{}, errno
 	}
-	return *(*notif)(unsafe.Pointer(&buf[0])), nil
+	return *(*Notif)(unsafe.Pointer(&buf[0])), nil
 }
 
-// send answers notification id: with errno (a failed call) when it is
+// Send answers notification id: with errno (a failed call) when it is
 // not zero, else with val; or, with cont, lets the call go on in the
 // kernel as if never trapped.
-func send(fd int, id uint64, val int64, errno unix.Errno, cont bool) error {
+func Send(fd int, id uint64, val int64, errno unix.Errno, cont bool) error {
 	r := notifResp{id: id, val: val, error: -int32(errno)}
 	if cont {
 		r = notifResp{id: id, flags: unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE}
@@ -91,16 +87,16 @@ func send(fd int, id uint64, val int64, errno unix.Errno, cont bool) error {
 	return nil
 }
 
-// idValid reports whether notification id is still pending: its process
+// IDValid reports whether notification id is still pending: its process
 // is still in the trapped call (it was not killed, nor interrupted).
-func idValid(fd int, id uint64) bool {
+func IDValid(fd int, id uint64) bool {
 	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), ioctlIDValid, uintptr(unsafe.Pointer(&id)))
 	return e == 0
 }
 
-// addfd installs src in the trapped process at fd number target (as
+// AddFD installs src in the trapped process at fd number target (as
 // dup2 would, closing what was there), close-on-exec if cloexec.
-func addfd(fd int, id uint64, src, target int, cloexec bool) error {
+func AddFD(fd int, id uint64, src, target int, cloexec bool) error {
 	a := notifAddfd{id: id, flags: unix.SECCOMP_ADDFD_FLAG_SETFD, srcfd: uint32(src), newfd: uint32(target)}
 	if cloexec {
 		a.newfdFlags = unix.O_CLOEXEC
@@ -112,17 +108,8 @@ func addfd(fd int, id uint64, src, target int, cloexec bool) error {
 	return nil
 }
 
-// sockaddrOf returns a pointer and length for sa, for connect(2).
-func rawConnect(fd int, sa []byte) error {
-	_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa[0])), uintptr(len(sa)))
-	if e != 0 {
-		return e
-	}
-	return nil
-}
-
-// readMem copies len(p) bytes at addr in process pid to p.
-func readMem(pid int, addr uint64, p []byte) error {
+// ReadMem copies len(p) bytes at addr in process pid to p.
+func ReadMem(pid int, addr uint64, p []byte) error {
 	local := []unix.Iovec{{Base: &p[0], Len: uint64(len(p))}}
 	remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(p)}}
 	n, err := unix.ProcessVMReadv(pid, local, remote, 0)
@@ -139,10 +126,10 @@ func readMem(pid int, addr uint64, p []byte) error {
 // (Linux 6.6).
 const ioctlSetFlags = 0x40082104
 
-// setSyncWakeUp asks the kernel to wake the listener's waiter, and the
+// SetSyncWakeUp asks the kernel to wake the listener's waiter, and the
 // trapped thread on an answer, on the waking thread's CPU
 // (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, Linux 6.6).
-func setSyncWakeUp(fd int) error {
+func SetSyncWakeUp(fd int) error {
 	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), ioctlSetFlags, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
 	if e != 0 {
 		return e
