@@ -470,3 +470,61 @@ func TestTrapCost(t *testing.T) {
 	kv, _ = run(t, spec(t, mustRule(t, "192.0.2.1:1")), "selfloop", nil, "N=2000")
 	t.Logf("a connect to the sandbox's loopback: %s µs with the trap, %s µs without", kv["connect_us"], without)
 }
+
+// TestSocketKept: a non-blocking connect, IPv4 and IPv6, gets a socket
+// that completes under epoll as its own would, with the options set
+// before connect, O_NONBLOCK and the descriptor's close-on-exec flag as
+// they were, AF_INET6 for IPv6, and the right peer; a socket bound
+// before connect is refused with EOPNOTSUPP.
+func TestSocketKept(t *testing.T) {
+	for _, tc := range []struct{ network, listen string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
+		ln, err := net.Listen(tc.network, tc.listen)
+		if err != nil {
+			t.Logf("%s: %v", tc.network, err)
+			continue
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Write([]byte("hello from K\n"))
+				c.Close()
+			}
+		}()
+		addr := ln.Addr().String()
+		for _, cloexec := range []string{"0", "1"} {
+			var ev events
+			kv, out := run(t, spec(t, mustRule(t, addr)), "opts", []sandbox.Option{sandbox.WithConnectEvents(ev.add)}, "ADDR="+addr, "CLOEXEC="+cloexec)
+			if c := kv["connect"]; c != "ok" && c != "EINPROGRESS" {
+				t.Errorf("%s: connect=%s\n%s", addr, c, out)
+			}
+			want(t, kv, out, "epoll", "1")
+			want(t, kv, out, "soerror", "0")
+			want(t, kv, out, "nonblock", "true")
+			want(t, kv, out, "cloexec", map[string]string{"0": "false", "1": "true"}[cloexec])
+			want(t, kv, out, "rcvbuf.same", "true")
+			want(t, kv, out, "sndbuf.same", "true")
+			want(t, kv, out, "nodelay", "1")
+			want(t, kv, out, "keepalive", "1")
+			want(t, kv, out, "keepidle", "77")
+			want(t, kv, out, "peer", addr)
+			want(t, kv, out, "read", "hello from K")
+			want(t, kv, out, "bound", unix.ErrnoName(unix.EOPNOTSUPP))
+			if tc.network == "tcp6" {
+				want(t, kv, out, "domain", strconv.Itoa(unix.AF_INET6))
+			}
+			var refused int
+			for _, e := range ev.list() {
+				if !e.Allowed() && e.Errno == unix.EOPNOTSUPP {
+					refused++
+				}
+			}
+			if refused != 1 {
+				t.Errorf("%s: events %+v", addr, ev.list())
+			}
+		}
+	}
+}

@@ -34,9 +34,13 @@ var probes = map[string]func(){
 	"flood":    probeFlood,
 	"hang":     probeHang,
 	"selfloop": probeSelfLoop,
+	"opts":     probeOpts,
 }
 
 func errName(err error) string {
+	if err == nil {
+		return "ok"
+	}
 	var e unix.Errno
 	if errors.As(err, &e) {
 		return unix.ErrnoName(e)
@@ -344,4 +348,82 @@ func probeSelfLoop() {
 	}
 	slices.Sort(ts)
 	fmt.Printf("connect_us=%.1f\n", ts[n/2])
+}
+
+// probeOpts connects, non-blocking, to ADDR (IPv4 or [IPv6]) with options
+// set first, waits with epoll (registered after connect, as event loops
+// do), and reports what the connected socket has.
+func probeOpts() {
+	ap := netip.MustParseAddrPort(os.Getenv("ADDR"))
+	domain := unix.AF_INET
+	if ap.Addr().Is6() {
+		domain = unix.AF_INET6
+	}
+	cloexec := 0
+	if os.Getenv("CLOEXEC") == "1" {
+		cloexec = unix.SOCK_CLOEXEC
+	}
+	fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|cloexec, 0)
+	if err != nil {
+		panic(err)
+	}
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 65536)
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 65536)
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 77)
+	want := map[string]int{}
+	for k, o := range map[string][2]int{"rcvbuf": {unix.SOL_SOCKET, unix.SO_RCVBUF}, "sndbuf": {unix.SOL_SOCKET, unix.SO_SNDBUF}} {
+		want[k], _ = unix.GetsockoptInt(fd, o[0], o[1])
+	}
+	var sa unix.Sockaddr
+	if domain == unix.AF_INET6 {
+		sa = &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
+	} else {
+		sa = &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
+	}
+	err = unix.Connect(fd, sa)
+	fmt.Printf("connect=%s\n", map[bool]string{true: "ok", false: errName(err)}[err == nil])
+	ep, _ := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLOUT | unix.EPOLLET})
+	evs := make([]unix.EpollEvent, 1)
+	n, _ := unix.EpollWait(ep, evs, 10000)
+	fmt.Printf("epoll=%d\n", n)
+	soerr, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	fmt.Printf("soerror=%d\n", soerr)
+	fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	fmt.Printf("nonblock=%v\n", fl&unix.O_NONBLOCK != 0)
+	fdfl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+	fmt.Printf("cloexec=%v\n", fdfl&unix.FD_CLOEXEC != 0)
+	for k, o := range map[string][2]int{"rcvbuf": {unix.SOL_SOCKET, unix.SO_RCVBUF}, "sndbuf": {unix.SOL_SOCKET, unix.SO_SNDBUF}} {
+		v, _ := unix.GetsockoptInt(fd, o[0], o[1])
+		fmt.Printf("%s.same=%v\n", k, v == want[k])
+	}
+	for k, o := range map[string][2]int{"nodelay": {unix.IPPROTO_TCP, unix.TCP_NODELAY}, "keepalive": {unix.SOL_SOCKET, unix.SO_KEEPALIVE}, "keepidle": {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE}} {
+		v, _ := unix.GetsockoptInt(fd, o[0], o[1])
+		fmt.Printf("%s=%d\n", k, v)
+	}
+	d, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	fmt.Printf("domain=%d\n", d)
+	if p, err := unix.Getpeername(fd); err == nil {
+		switch p := p.(type) {
+		case *unix.SockaddrInet4:
+			fmt.Printf("peer=%s\n", netip.AddrPortFrom(netip.AddrFrom4(p.Addr), uint16(p.Port)))
+		case *unix.SockaddrInet6:
+			fmt.Printf("peer=%s\n", netip.AddrPortFrom(netip.AddrFrom16(p.Addr), uint16(p.Port)))
+		}
+	}
+	buf := make([]byte, 64)
+	unix.EpollCtl(ep, unix.EPOLL_CTL_MOD, fd, &unix.EpollEvent{Events: unix.EPOLLIN})
+	unix.EpollWait(ep, evs, 10000)
+	k, _ := unix.Read(fd, buf)
+	fmt.Printf("read=%s\n", strings.TrimSpace(string(buf[:max(k, 0)])))
+	// A socket bound first cannot be granted.
+	b, _ := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if domain == unix.AF_INET {
+		unix.Bind(b, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+	} else {
+		unix.Bind(b, &unix.SockaddrInet6{Addr: netip.IPv6Loopback().As16()})
+	}
+	fmt.Printf("bound=%s\n", errName(unix.Connect(b, sa)))
 }
