@@ -28,7 +28,7 @@ func checkConnect(spec *Spec) error {
 	case spec.Net == NetHost:
 		return errors.New("sandbox: Connect grants connections from a network of the sandbox's own; with Net host the program has the host's already")
 	case spec.LandlockOnly:
-		return fmt.Errorf("sandbox: Connect in a LandlockOnly sandbox: %w", ErrUnenforceable)
+		return fmt.Errorf("sandbox: network grants (Connect) need the sandbox's own network namespace, which a LandlockOnly sandbox (no user namespaces) does not have; they are not built there yet: %w", ErrUnenforceable)
 	}
 	if err := netgrant.Supported(); err != nil {
 		return fmt.Errorf("sandbox: Connect: %w: %w", ErrUnenforceable, err)

@@ -418,6 +418,9 @@ var runMode = mode{
 		if fe := new(sandbox.FUSEUnavailableError); errors.As(err, &fe) {
 			return m.fail(exitUnenforceable, "%v", err) // no --best-effort drops a served mount
 		}
+		if len(spec.Connect) > 0 && errors.Is(err, sandbox.ErrUnenforceable) && (spec.LandlockOnly || errors.Is(err, errors.ErrUnsupported)) {
+			return m.fail(exitUnenforceable, "%v", err) // no --best-effort drops a grant
+		}
 		if errors.Is(err, sandbox.ErrUnenforceable) {
 			return m.fail(exitUnenforceable, "%v (--best-effort drops what cannot be enforced)", err)
 		}
