@@ -24,9 +24,11 @@ type Policy struct {
 	// Rules are the grants. A connect that none allows is refused.
 	Rules []Rule
 
-	// Lookup finds the addresses of a host rule's name, at Serve and
-	// again when a connect goes to an address no rule allows (at most
-	// once a second). Nil: the host's resolver, /etc/hosts included
+	// Lookup finds the addresses of a host rule's name: when Serve
+	// starts (in the background; a connect that no rule allows until
+	// they are done waits for them, off the loop that answers the
+	// others), and again when a connect goes to an address no rule
+	// allows (at most once a second). Nil: the host's resolver, /etc/hosts included
 	// (net.DefaultResolver). Learn adds the answers of a resolver of the
 	// caller's.
 	Lookup func(ctx context.Context, host string) ([]netip.Addr, error)
@@ -129,6 +131,7 @@ type Broker struct {
 	fdinfoTID int // whose /proc/TID/fdinfo fdinfoDir is
 	fdinfoDir int // -1 if none
 
+	initial  chan struct{} // closed once the first lookups are done
 	mu       sync.Mutex
 	defaults map[[2]int]*sockDefaults // defaultsOf's
 	stops    []func()                 // ServeDNS's sockets' closing
@@ -178,7 +181,13 @@ func Serve(ctx context.Context, listener *os.File, p Policy) (*Broker, error) {
 		names: map[netip.Addr]map[string]bool{},
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.lookupAll(ctx)
+	// The host rules' names are looked up meanwhile: a connect that no
+	// rule allows until then waits for them (off the loop).
+	b.initial = make(chan struct{})
+	go func() {
+		defer close(b.initial)
+		b.lookupAll(b.ctx)
+	}()
 	b.wg.Add(1)
 	go b.loop()
 	go func() {
@@ -296,23 +305,41 @@ func (b *Broker) decide(a netip.AddrPort) (Rule, string, bool) {
 	return Rule{}, "", false
 }
 
-// decideAgain is decide after the host rules' names are looked up again,
-// at most once a second: their addresses may have changed.
-func (b *Broker) decideAgain(a netip.AddrPort) (Rule, string, bool) {
-	b.mu.Lock()
-	stale := time.Since(b.lookups) > time.Second
-	if stale {
-		b.lookups = time.Now()
-	}
-	b.mu.Unlock()
+// lookAgain reports whether a connect to a, which no rule allows now,
+// should wait for the host rules' names to be looked up: the first
+// lookups are not done yet, or the last were more than a second ago
+// (their addresses may have changed). Only where some host rule without
+// a wildcard covers a's port.
+func (b *Broker) lookAgain(a netip.AddrPort) bool {
 	hosts := false
 	for _, r := range b.policy.Rules {
 		hosts = hosts || r.Host != "" && !r.Wildcard && r.Ports.Contains(a.Port())
 	}
-	if !stale || !hosts {
-		return Rule{}, "", false
+	if !hosts {
+		return false
 	}
-	b.lookupAll(b.ctx)
+	select {
+	case <-b.initial:
+	default:
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if time.Since(b.lookups) <= time.Second {
+		return false
+	}
+	b.lookups = time.Now()
+	return true
+}
+
+// decideAgain is decide once the first lookups are done and the names
+// looked up again.
+func (b *Broker) decideAgain(a netip.AddrPort) (Rule, string, bool) {
+	select {
+	case <-b.initial:
+		b.lookupAll(b.ctx)
+	case <-b.ctx.Done():
+	}
 	return b.decide(a)
 }
 
@@ -565,10 +592,31 @@ func (b *Broker) connect(n unotify.Notif) verdict {
 	if _, err := unix.Getpeername(sock); err == nil && typ == unix.SOCK_STREAM {
 		return cont // connected already: EISCONN
 	}
-	allowedRule, name, allowed := b.decide(dest)
-	if !allowed && !dest.Addr().Unmap().IsLoopback() {
-		allowedRule, name, allowed = b.decideAgain(dest)
+	rule, name, allowed := b.decide(dest)
+	if !allowed && !dest.Addr().Unmap().IsLoopback() && b.lookAgain(dest) {
+		// Looking names up may take seconds: not on the loop's thread,
+		// which answers the sandbox's other connects meanwhile.
+		dup, err := unix.FcntlInt(uintptr(sock), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return verdict{errno: errnoOf(err), fd: -1}
+		}
+		return verdict{fd: -1, wait: func() verdict {
+			defer unix.Close(dup)
+			rule, name, allowed := b.decideAgain(dest)
+			v := b.grant(n, pid, dup, domain, typ, proto, dest, rule, name, allowed)
+			if v.wait != nil {
+				return v.wait()
+			}
+			return v
+		}}
 	}
+	return b.grant(n, pid, sock, domain, typ, proto, dest, rule, name, allowed)
+}
+
+// grant does what the decision on a connect of sock (the program's, a
+// copy) to dest says: refuse it, leave it to the sandbox, or make it.
+func (b *Broker) grant(n unotify.Notif, pid, sock, domain, typ, proto int, dest netip.AddrPort, rule Rule, name string, allowed bool) verdict {
+	cont := verdict{cont: true, fd: -1}
 	addr := dest.String()
 	if !allowed {
 		if dest.Addr().Unmap().IsLoopback() {
@@ -591,10 +639,10 @@ func (b *Broker) connect(n unotify.Notif) verdict {
 		return verdict{errno: ErrnoNoRoute, fd: -1}
 	}
 	if bound(sock) {
-		b.event(decision{Event{PID: pid, Addr: addr, Rule: allowedRule.String(), Name: name, Errno: ErrnoBound}, false})
+		b.event(decision{Event{PID: pid, Addr: addr, Rule: rule.String(), Name: name, Errno: ErrnoBound}, false})
 		return verdict{errno: ErrnoBound, fd: -1}
 	}
-	ev := Event{PID: pid, Addr: addr, Rule: allowedRule.String(), Name: name}
+	ev := Event{PID: pid, Addr: addr, Rule: rule.String(), Name: name}
 	fd, errno, wait := b.dial(n, sock, domain, typ, proto, dest)
 	if wait != nil {
 		return verdict{fd: -1, wait: func() verdict {

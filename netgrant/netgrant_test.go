@@ -528,3 +528,22 @@ func TestSocketKept(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowLookup: looking a host rule's name up does not hold up a
+// connect that an address rule allows, nor the sandbox's start.
+func TestSlowLookup(t *testing.T) {
+	a := newServer(t, "A")
+	slow := sandbox.WithConnectLookup(func(ctx context.Context, host string) ([]netip.Addr, error) {
+		select {
+		case <-time.After(3 * time.Second):
+		case <-ctx.Done():
+		}
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	})
+	start := time.Now()
+	kv, out := run(t, spec(t, a.rule(t), mustRule(t, "slow.test:"+strconv.Itoa(a.port()))), "tcp", []sandbox.Option{slow}, "ADDRS="+a.addr())
+	want(t, kv, out, "read."+a.addr(), "hello from A")
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the sandbox and its connect took %v with a lookup of 3s under way", d)
+	}
+}
