@@ -9,12 +9,10 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/internal/unotify"
 	"golang.org/x/sys/unix"
 )
@@ -28,15 +26,22 @@ type Policy struct {
 	// starts (in the background; a connect that no rule allows until
 	// they are done waits for them, off the loop that answers the
 	// others), and again when a connect goes to an address no rule
-	// allows (at most once a second). Nil: the host's resolver, /etc/hosts included
-	// (net.DefaultResolver). Learn adds the answers of a resolver of the
+	// allows (at most once a second). Nil: the host's resolver,
+	// /etc/hosts included (net.DefaultResolver). Learn adds the answers of a resolver of the
 	// caller's.
 	Lookup func(ctx context.Context, host string) ([]netip.Addr, error)
 
 	// Events, if not nil, is called with every connect the Broker allows
-	// or refuses (not those it leaves to the sandbox's own network), from
-	// the Broker's goroutines, one at a time.
+	// or refuses (not those it leaves to the sandbox's own network), every
+	// bind or listen it refuses, and every question to the sandbox's
+	// resolver (ServeDNS), from the Broker's goroutines, one at a time.
 	Events func(Event)
+
+	// NetNS is the inode number of the sandbox's network namespace, where
+	// the program's own sockets are: calls on them that no rule concerns
+	// go on in the kernel there. Zero: any network namespace but the
+	// Broker's own is taken to be the sandbox's.
+	NetNS uint64
 
 	// Logger gets what goes wrong in the Broker itself (a notification
 	// it could not answer). Nil: nothing is logged.
@@ -101,24 +106,33 @@ const (
 	ErrnoBound = unix.EOPNOTSUPP
 )
 
-// A Broker answers the connect(2) calls that Filter hands to a seccomp
-// listener: it decides each by its Policy and, where a rule allows it,
-// makes a socket of the same kind in its own network namespace, connects
-// it, and installs it in the program in place of the program's socket
+// A Broker answers the connect(2), bind(2) and listen(2) calls that
+// Filter hands to a seccomp listener. A connect of the sandbox's own
+// socket that a rule allows, it makes itself: a socket of the same kind
+// in its own network namespace, with the program's options, connected,
+// and installed in the program in place of the program's socket
 // (SECCOMP_IOCTL_NOTIF_ADDFD), so that the program holds a real,
-// connected socket.
+// connected socket. One no rule allows, it refuses.
 //
-// Connects it neither allows nor refuses go on in the kernel, in the
-// program's own network namespace, where the Broker's caller must make
-// sure they reach nothing outside (a network namespace with loopback
-// only): those to a loopback address, Unix sockets but the ones Unix
-// rules name, other address families, and calls that are not on sockets
-// or are malformed, which fail as the kernel makes them fail.
+// Calls on the sandbox's own sockets that no rule concerns go on in the
+// kernel, in the program's own network namespace, where the Broker's
+// caller must make sure they reach nothing outside (a network namespace
+// with loopback only; Policy.NetNS names it): connects to a loopback or
+// the unspecified address, to Unix sockets but the ones Unix rules name,
+// in other address families, malformed ones (which fail as the kernel
+// makes them fail), and every bind and listen. Calls on a socket the
+// Broker installed, which is of its own network namespace, never do: the
+// Broker answers them itself, from the address it read (a connected one
+// fails with EISCONN, AF_UNSPEC with EOPNOTSUPP, one in progress or
+// failed is connected again on the Broker's copy if a rule allows the
+// address), and refuses bind and listen there (EACCES).
 type Broker struct {
 	policy  Policy
 	log     *slog.Logger
-	fd      int // the listener
-	stop    int // an eventfd: Close's word to the loop
+	fd      int    // the listener
+	stop    int    // an eventfd: Close's word to the loop
+	ownNS   uint64 // the inode number of the Broker's network namespace
+	closing sync.Once
 	size    int // the kernel's struct seccomp_notif
 	slots   chan struct{}
 	ctx     context.Context
@@ -181,10 +195,16 @@ func Serve(ctx context.Context, listener *os.File, p Policy) (*Broker, error) {
 		names: map[netip.Addr]map[string]bool{},
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err == nil {
+		b.ownNS = st.Ino
+	}
 	// The host rules' names are looked up meanwhile: a connect that no
 	// rule allows until then waits for them (off the loop).
 	b.initial = make(chan struct{})
+	b.wg.Add(1)
 	go func() {
+		defer b.wg.Done()
 		defer close(b.initial)
 		b.lookupAll(b.ctx)
 	}()
@@ -193,7 +213,6 @@ func Serve(ctx context.Context, listener *os.File, p Policy) (*Broker, error) {
 	go func() {
 		b.wg.Wait()
 		unix.Close(b.fd)
-		unix.Close(b.stop)
 		b.fdinfoMu.Lock()
 		if b.fdinfoDir >= 0 {
 			unix.Close(b.fdinfoDir)
@@ -210,14 +229,18 @@ func Serve(ctx context.Context, listener *os.File, p Policy) (*Broker, error) {
 // under way is answered.
 func (b *Broker) Done() <-chan struct{} { return b.done }
 
-// Close stops the Broker and waits for it. Connects under way fail
-// (ENOSYS, as the kernel fails those of a listener that is gone), and so
-// do those made from then on, as long as a process uses the filter.
+// Close stops the Broker and waits for it, and frees what it holds; it
+// must be called, also once Done is closed. Calls it received and was
+// still working on fail (EINTR); those it had not received, and those
+// made from then on, as long as a process uses the filter, fail as the
+// kernel fails the calls of a listener that is gone (ENOSYS).
 func (b *Broker) Close() error {
-	b.cancel()
-	unix.Write(b.stop, []byte{1, 0, 0, 0, 0, 0, 0, 0})
-	b.stopDNS()
-	<-b.done
+	b.closing.Do(func() {
+		b.cancel()
+		unix.Write(b.stop, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		<-b.done
+		unix.Close(b.stop)
+	})
 	return nil
 }
 
@@ -278,11 +301,17 @@ func (b *Broker) lookupAll(ctx context.Context) {
 }
 
 // decide returns the rule that allows a stream connect to a, and the
-// name through which it does for a host rule.
+// name through which it does for a host rule. A local address (loopback,
+// unspecified) is allowed only by a rule that names a local address or
+// network itself, or by a host rule without a wildcard, through the name
+// it names: not by a wider network (0.0.0.0/0) nor by a name under a
+// wildcard, whose answers the names' owners choose (a name that spells
+// 127.0.0.1 would otherwise reach the host's own services).
 func (b *Broker) decide(a netip.AddrPort) (Rule, string, bool) {
 	addr, port := a.Addr().Unmap(), a.Port()
+	local := isLocal(addr)
 	for _, r := range b.policy.Rules {
-		if r.Prefix.IsValid() && r.Ports.Contains(port) && r.Prefix.Contains(addr) {
+		if r.Prefix.IsValid() && r.Ports.Contains(port) && r.Prefix.Contains(addr) && (!local || localPrefix(r.Prefix)) {
 			return r, "", true
 		}
 	}
@@ -293,7 +322,7 @@ func (b *Broker) decide(a netip.AddrPort) (Rule, string, bool) {
 	}
 	b.mu.Unlock()
 	for _, r := range b.policy.Rules {
-		if r.Host == "" || !r.Ports.Contains(port) {
+		if r.Host == "" || !r.Ports.Contains(port) || local && r.Wildcard {
 			continue
 		}
 		for _, n := range names {
@@ -305,42 +334,54 @@ func (b *Broker) decide(a netip.AddrPort) (Rule, string, bool) {
 	return Rule{}, "", false
 }
 
-// lookAgain reports whether a connect to a, which no rule allows now,
-// should wait for the host rules' names to be looked up: the first
-// lookups are not done yet, or the last were more than a second ago
-// (their addresses may have changed). Only where some host rule without
-// a wildcard covers a's port.
-func (b *Broker) lookAgain(a netip.AddrPort) bool {
+// localPrefix reports whether p names local addresses only: within
+// 127.0.0.0/8 or ::1, or the unspecified address itself.
+func localPrefix(p netip.Prefix) bool {
+	a := p.Addr().Unmap()
+	switch {
+	case a.IsUnspecified():
+		return p.IsSingleIP()
+	case a.Is4():
+		return a.IsLoopback() && p.Bits() >= 8
+	}
+	return a.IsLoopback() && p.IsSingleIP()
+}
+
+// lookAgain returns, for a connect to a that no rule allows now, a
+// function that decides it again once the host rules' names are looked
+// up (while the first lookups are under way, once they are done; after,
+// looked up again, at most once a second, since their addresses may have
+// changed); or nil, to decide now. Only where some host rule without a
+// wildcard covers a's port.
+func (b *Broker) lookAgain(a netip.AddrPort) func() (Rule, string, bool) {
 	hosts := false
 	for _, r := range b.policy.Rules {
 		hosts = hosts || r.Host != "" && !r.Wildcard && r.Ports.Contains(a.Port())
 	}
 	if !hosts {
-		return false
+		return nil
 	}
 	select {
 	case <-b.initial:
 	default:
-		return true
+		return func() (Rule, string, bool) {
+			select {
+			case <-b.initial:
+			case <-b.ctx.Done():
+			}
+			return b.decide(a)
+		}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if time.Since(b.lookups) <= time.Second {
-		return false
+		return nil
 	}
 	b.lookups = time.Now()
-	return true
-}
-
-// decideAgain is decide once the first lookups are done and the names
-// looked up again.
-func (b *Broker) decideAgain(a netip.AddrPort) (Rule, string, bool) {
-	select {
-	case <-b.initial:
+	return func() (Rule, string, bool) {
 		b.lookupAll(b.ctx)
-	case <-b.ctx.Done():
+		return b.decide(a)
 	}
-	return b.decide(a)
 }
 
 // loop receives notifications and answers them, on a thread of its own
@@ -361,7 +402,8 @@ func (b *Broker) loop() {
 		switch {
 		case ended:
 			<-b.slots
-			// Nobody is left to ask the resolver either.
+			// Nobody is left to ask the resolver, nor to wait for names.
+			b.cancel()
 			b.stopDNS()
 			return
 		case err != nil:
@@ -404,111 +446,6 @@ func (b *Broker) wait(buf []byte) (n unotify.Notif, err error, ended bool) {
 	}
 }
 
-// verdict is how a notification is answered.
-type verdict struct {
-	cont  bool       // let the call go on in the kernel
-	errno unix.Errno // fail it with this
-	// fd, when not -1, is a socket (the handler's to close) to install
-	// in the program in place of its own; the call then returns 0, or
-	// fails with errno (EINPROGRESS).
-	fd int
-	// wait, when not nil, finishes a connect that waits for the network
-	// and returns the verdict then; the rest is not set.
-	wait func() verdict
-}
-
-// handle decides one connect and answers it. With mayDefer, a connect
-// that must wait for the network is finished on a goroutine of its own,
-// which frees the loop's slot when done; handle then reports true.
-func (b *Broker) handle(n unotify.Notif, mayDefer bool) (deferred bool) {
-	v := b.connect(n)
-	if v.wait != nil {
-		if !mayDefer {
-			v = v.wait()
-		} else {
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
-				defer func() { <-b.slots }()
-				b.answerVerdict(n, v.wait())
-			}()
-			return true
-		}
-	}
-	b.answerVerdict(n, v)
-	return false
-}
-
-// answerVerdict answers notification n as v says.
-func (b *Broker) answerVerdict(n unotify.Notif, v verdict) {
-	if v.cont {
-		unotify.Send(b.fd, n.ID, 0, 0, true)
-		return
-	}
-	if v.fd >= 0 {
-		defer unix.Close(v.fd)
-		target := int(int32(n.Data.Args[0]))
-		if err := unotify.AddFD(b.fd, n.ID, v.fd, target, b.cloexec(int(n.PID), target)); err != nil {
-			// The call was interrupted, or its process is gone.
-			return
-		}
-	}
-	unotify.Send(b.fd, n.ID, 0, v.errno, false)
-}
-
-// cloexec reports whether fd is close-on-exec in thread tid, whose call
-// is pending (so tid is that thread, not another that took its number).
-func (b *Broker) cloexec(tid, fd int) bool {
-	data, err := b.fdinfo(tid, fd)
-	if err != nil {
-		return true
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "flags:"); ok {
-			flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64)
-			return err != nil || flags&unix.O_CLOEXEC != 0
-		}
-	}
-	return true
-}
-
-// fdinfo returns /proc/TID/fdinfo/FD, opened beneath a descriptor of
-// /proc/TID/fdinfo kept for the last thread asked about (the next
-// connect is mostly the same thread's): one openat instead of a lookup
-// of the whole path. A kept descriptor of a thread that has gone fails
-// (ESRCH, ENOENT), and is made again.
-func (b *Broker) fdinfo(tid, fd int) ([]byte, error) {
-	b.fdinfoMu.Lock()
-	defer b.fdinfoMu.Unlock()
-	name := strconv.Itoa(fd)
-	for try := 0; try < 2; try++ {
-		if b.fdinfoTID != tid || b.fdinfoDir < 0 || try > 0 {
-			if b.fdinfoDir >= 0 {
-				unix.Close(b.fdinfoDir)
-			}
-			b.fdinfoTID = tid
-			d, err := unix.Open("/proc/"+strconv.Itoa(tid)+"/fdinfo", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				b.fdinfoDir = -1
-				return nil, err
-			}
-			b.fdinfoDir = d
-		}
-		f, err := unix.Openat(b.fdinfoDir, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			continue
-		}
-		var buf [256]byte
-		n, err := unix.Read(f, buf[:])
-		unix.Close(f)
-		if err != nil {
-			continue
-		}
-		return buf[:n], nil
-	}
-	return nil, unix.ESRCH
-}
-
 // event reports a decision.
 func (b *Broker) event(d decision) {
 	e := d.Event
@@ -535,460 +472,4 @@ func (b *Broker) event(d decision) {
 type decision struct {
 	Event
 	allowed bool
-}
-
-// connect decides notification n, a connect(2), and does what it
-// allows.
-func (b *Broker) connect(n unotify.Notif) verdict {
-	cont := verdict{cont: true, fd: -1}
-	pid := int(n.PID)
-	sockfd := int(int32(n.Data.Args[0]))
-	addrPtr, addrLen := n.Data.Args[1], int(uint32(n.Data.Args[2]))
-	if addrPtr == 0 || addrLen < 2 || addrLen > unix.SizeofSockaddrAny {
-		return cont // the kernel's own error: EFAULT, EINVAL
-	}
-	pidfd, err := pidfdOf(pid)
-	if err != nil {
-		b.log.Debug("netgrant: a pidfd of the caller of connect", "pid", pid, "err", err)
-		return cont
-	}
-	defer unix.Close(pidfd)
-	raw := make([]byte, addrLen)
-	if err := unotify.ReadMem(pid, addrPtr, raw); err != nil {
-		b.log.Debug("netgrant: reading a connect's address", "pid", pid, "err", err)
-		return cont
-	}
-	// Still pending: the thread was in the call all along, so pidfd and
-	// the memory read are its, not another's that took its number since.
-	// What was read is what is decided on: the kernel never acts on the
-	// program's memory for a connect the Broker makes.
-	if !unotify.IDValid(b.fd, n.ID) {
-		return verdict{fd: -1} // gone: nothing to answer
-	}
-	family := int(uint16(raw[0]) | uint16(raw[1])<<8)
-	switch family {
-	case unix.AF_INET, unix.AF_INET6:
-	case unix.AF_UNIX:
-		return b.connectUnix(pidfd, pid, sockfd, raw)
-	default:
-		return cont
-	}
-	dest, ok := parseInet(family, raw)
-	if !ok {
-		return cont // too short: EINVAL from the kernel
-	}
-	sock, err := unix.PidfdGetfd(pidfd, sockfd, 0)
-	if err != nil {
-		b.log.Debug("netgrant: the socket of a connect", "pid", pid, "fd", sockfd, "err", err)
-		return cont // no such fd: the kernel says so
-	}
-	defer unix.Close(sock)
-	domain, _ := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	typ, _ := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_TYPE)
-	proto, _ := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_PROTOCOL)
-	if domain != family || family == unix.AF_INET6 && dest.Addr().Is4() {
-		return cont // a mismatch the kernel refuses (EAFNOSUPPORT, EINVAL)
-	}
-	if _, err := unix.Getpeername(sock); err == nil && typ == unix.SOCK_STREAM {
-		return cont // connected already: EISCONN
-	}
-	rule, name, allowed := b.decide(dest)
-	if !allowed && !dest.Addr().Unmap().IsLoopback() && b.lookAgain(dest) {
-		// Looking names up may take seconds: not on the loop's thread,
-		// which answers the sandbox's other connects meanwhile.
-		dup, err := unix.FcntlInt(uintptr(sock), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			return verdict{errno: errnoOf(err), fd: -1}
-		}
-		return verdict{fd: -1, wait: func() verdict {
-			defer unix.Close(dup)
-			rule, name, allowed := b.decideAgain(dest)
-			v := b.grant(n, pid, dup, domain, typ, proto, dest, rule, name, allowed)
-			if v.wait != nil {
-				return v.wait()
-			}
-			return v
-		}}
-	}
-	return b.grant(n, pid, sock, domain, typ, proto, dest, rule, name, allowed)
-}
-
-// grant does what the decision on a connect of sock (the program's, a
-// copy) to dest says: refuse it, leave it to the sandbox, or make it.
-func (b *Broker) grant(n unotify.Notif, pid, sock, domain, typ, proto int, dest netip.AddrPort, rule Rule, name string, allowed bool) verdict {
-	cont := verdict{cont: true, fd: -1}
-	addr := dest.String()
-	if !allowed {
-		if dest.Addr().Unmap().IsLoopback() {
-			return cont // the sandbox's own loopback
-		}
-		errno := ErrnoRefused
-		if typ != unix.SOCK_STREAM {
-			errno = ErrnoNoRoute
-		}
-		b.event(decision{Event{PID: pid, Addr: addr, Errno: errno}, false})
-		return verdict{errno: errno, fd: -1}
-	}
-	if typ != unix.SOCK_STREAM {
-		// Only streams are granted; a datagram socket's connect stays in
-		// the sandbox (which reaches its own loopback only).
-		if dest.Addr().Unmap().IsLoopback() {
-			return cont
-		}
-		b.event(decision{Event{PID: pid, Addr: addr, Errno: ErrnoNoRoute}, false})
-		return verdict{errno: ErrnoNoRoute, fd: -1}
-	}
-	if bound(sock) {
-		b.event(decision{Event{PID: pid, Addr: addr, Rule: rule.String(), Name: name, Errno: ErrnoBound}, false})
-		return verdict{errno: ErrnoBound, fd: -1}
-	}
-	ev := Event{PID: pid, Addr: addr, Rule: rule.String(), Name: name}
-	fd, errno, wait := b.dial(n, sock, domain, typ, proto, dest)
-	if wait != nil {
-		return verdict{fd: -1, wait: func() verdict {
-			fd, errno := wait()
-			ev.Errno = errno
-			b.event(decision{ev, true})
-			return verdict{fd: fd, errno: errno}
-		}}
-	}
-	ev.Errno = errnoUnlessInProgress(errno)
-	b.event(decision{ev, true})
-	return verdict{fd: fd, errno: errno}
-}
-
-func errnoUnlessInProgress(e unix.Errno) unix.Errno {
-	if e == unix.EINPROGRESS {
-		return 0
-	}
-	return e
-}
-
-// parseInet parses a struct sockaddr_in or sockaddr_in6.
-func parseInet(family int, raw []byte) (netip.AddrPort, bool) {
-	switch {
-	case family == unix.AF_INET && len(raw) >= unix.SizeofSockaddrInet4:
-		port := uint16(raw[2])<<8 | uint16(raw[3])
-		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(raw[4:8])), port), true
-	case family == unix.AF_INET6 && len(raw) >= unix.SizeofSockaddrInet6:
-		port := uint16(raw[2])<<8 | uint16(raw[3])
-		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(raw[8:24])), port), true
-	}
-	return netip.AddrPort{}, false
-}
-
-// pidfdOf returns a pidfd of thread tid: of the thread itself
-// (PIDFD_THREAD, Linux 6.9), whose fd table is the one its calls use;
-// before 6.9, of its process, whose table is the same unless the thread
-// unshared its own.
-func pidfdOf(tid int) (int, error) {
-	pidfd, err := unix.PidfdOpen(tid, pidfdThread)
-	if err == unix.EINVAL {
-		var tgid int
-		if tgid, err = tgidOf(tid); err == nil {
-			pidfd, err = unix.PidfdOpen(tgid, 0)
-		}
-	}
-	return pidfd, err
-}
-
-// pidfdThread is PIDFD_THREAD: a pidfd of a thread (Linux 6.9).
-const pidfdThread = unix.O_EXCL
-
-// tgidOf returns the process (thread group) of thread tid.
-func tgidOf(tid int) (int, error) {
-	data, err := kernel.ReadFile("/proc/" + strconv.Itoa(tid) + "/status")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
-			return strconv.Atoi(strings.TrimSpace(v))
-		}
-	}
-	return 0, unix.ESRCH
-}
-
-// bound reports whether sock is bound to a local address or port.
-func bound(sock int) bool {
-	sa, err := unix.Getsockname(sock)
-	if err != nil {
-		return false
-	}
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return sa.Port != 0 || sa.Addr != [4]byte{}
-	case *unix.SockaddrInet6:
-		return sa.Port != 0 || sa.Addr != [16]byte{}
-	}
-	return false
-}
-
-// dial makes a socket like the program's sock, with its options, and
-// connects it to dest: at once for a non-blocking socket (EINPROGRESS);
-// for a blocking one, it waits, as long as the call is pending, or
-// returns wait, which does. It returns the socket, or -1 and the errno
-// the program's connect fails with.
-func (b *Broker) dial(n unotify.Notif, sock, domain, typ, proto int, dest netip.AddrPort) (int, unix.Errno, func() (int, unix.Errno)) {
-	fl, err := unix.FcntlInt(uintptr(sock), unix.F_GETFL, 0)
-	if err != nil {
-		return -1, errnoOf(err), nil
-	}
-	nonblock := fl&unix.O_NONBLOCK != 0
-	fd, err := unix.Socket(domain, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
-	if err != nil {
-		return -1, errnoOf(err), nil
-	}
-	deadline := b.copyOptions(sock, fd, domain, typ)
-	var sa unix.Sockaddr
-	if domain == unix.AF_INET {
-		sa = &unix.SockaddrInet4{Port: int(dest.Port()), Addr: dest.Addr().As4()}
-	} else {
-		sa = &unix.SockaddrInet6{Port: int(dest.Port()), Addr: dest.Addr().As16()}
-	}
-	err = unix.Connect(fd, sa)
-	switch {
-	case err == nil:
-	case err != unix.EINPROGRESS:
-		unix.Close(fd)
-		return -1, errnoOf(err), nil
-	case nonblock:
-		return fd, unix.EINPROGRESS, nil
-	}
-	// finish makes the socket what a blocking connect leaves: connected,
-	// SS_CONNECTED (a second connect does that: not SS_CONNECTING, so
-	// that the program's next connect fails with EISCONN, as it would),
-	// and blocking.
-	finish := func() (int, unix.Errno) {
-		if err := unix.Connect(fd, sa); err != nil && err != unix.EISCONN {
-			unix.Close(fd)
-			return -1, errnoOf(err)
-		}
-		if err := unix.SetNonblock(fd, false); err != nil {
-			unix.Close(fd)
-			return -1, errnoOf(err)
-		}
-		return fd, 0
-	}
-	if nonblock {
-		return fd, 0, nil
-	}
-	if err == nil {
-		// Connected within the call (loopback, say): SS_CONNECTED already.
-		if err := unix.SetNonblock(fd, false); err != nil {
-			unix.Close(fd)
-			return -1, errnoOf(err), nil
-		}
-		return fd, 0, nil
-	}
-	// On loopback, say, it may be done already.
-	if errno, done := connectDone(fd, 0); done {
-		if errno != 0 {
-			unix.Close(fd)
-			return -1, errno, nil
-		}
-		fd, errno := finish()
-		return fd, errno, nil
-	}
-	return -1, 0, func() (int, unix.Errno) {
-		if errno := b.await(n, fd, deadline); errno != 0 {
-			unix.Close(fd)
-			return -1, errno
-		}
-		return finish()
-	}
-}
-
-// connectDone waits up to ms milliseconds for the connect of fd to end,
-// and returns its result, and whether it ended.
-func connectDone(fd, ms int) (unix.Errno, bool) {
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-	k, err := unix.Poll(pfd, ms)
-	switch {
-	case err != nil && err != unix.EINTR:
-		return errnoOf(err), true
-	case k <= 0:
-		return 0, false
-	}
-	soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
-	if err != nil {
-		return errnoOf(err), true
-	}
-	return unix.Errno(soerr), true
-}
-
-// await waits for the connect of fd to end, while notification n is
-// pending, until deadline if not zero (the program's send timeout, after
-// which a blocking connect fails with EINPROGRESS, as the kernel's does).
-func (b *Broker) await(n unotify.Notif, fd int, deadline time.Time) unix.Errno {
-	for {
-		wait := 200 * time.Millisecond
-		if !deadline.IsZero() {
-			left := time.Until(deadline)
-			if left <= 0 {
-				return unix.EINPROGRESS
-			}
-			wait = min(wait, left)
-		}
-		if errno, done := connectDone(fd, int(wait.Milliseconds())+1); done {
-			return errno
-		}
-		if b.ctx.Err() != nil || !unotify.IDValid(b.fd, n.ID) {
-			return unix.EINTR // nobody waits for the answer
-		}
-	}
-}
-
-// intOpt is a socket option whose value is an int.
-type intOpt struct{ level, opt int }
-
-// intOpts are the int options a replacing socket gets from the
-// program's, where they differ from a new socket's.
-// (Each costs a system call per connect, so the list holds what
-// clients set: keepalive and its tuning, Nagle, buffer sizes, the user
-// timeout, and, for IPv6, v6-only.)
-var intOpts = [...]intOpt{
-	{unix.SOL_SOCKET, unix.SO_KEEPALIVE},
-	{unix.SOL_SOCKET, unix.SO_RCVBUF},
-	{unix.SOL_SOCKET, unix.SO_SNDBUF},
-	{unix.IPPROTO_TCP, unix.TCP_NODELAY},
-	{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE},
-	{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL},
-	{unix.IPPROTO_TCP, unix.TCP_KEEPCNT},
-	{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT},
-	{unix.IPPROTO_IPV6, unix.IPV6_V6ONLY}, // AF_INET6 only
-}
-
-// sockDefaults are a new socket's values of intOpts (-1 where it has
-// none), for one domain and type.
-type sockDefaults [len(intOpts)]int
-
-// defaultsOf returns, made once, the values of intOpts that a new socket
-// of domain and typ has.
-func (b *Broker) defaultsOf(domain, typ int) *sockDefaults {
-	key := [2]int{domain, typ}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if d, ok := b.defaults[key]; ok {
-		return d
-	}
-	d := new(sockDefaults)
-	fd, err := unix.Socket(domain, typ|unix.SOCK_CLOEXEC, 0)
-	for i, o := range intOpts {
-		d[i] = -1
-		if err == nil {
-			if v, err := unix.GetsockoptInt(fd, o.level, o.opt); err == nil {
-				d[i] = v
-			}
-		}
-	}
-	if err == nil {
-		unix.Close(fd)
-	}
-	if b.defaults == nil {
-		b.defaults = map[[2]int]*sockDefaults{}
-	}
-	b.defaults[key] = d
-	return d
-}
-
-// copyOptions gives the socket to that replaces the program's from the
-// options the program set on it: intOpts where they differ from a new
-// socket's, SO_LINGER, SO_RCVTIMEO and SO_SNDTIMEO. It returns when the
-// program's send timeout would end a blocking connect begun now (zero:
-// never).
-func (b *Broker) copyOptions(from, to, domain, typ int) (deadline time.Time) {
-	def := b.defaultsOf(domain, typ)
-	for i, o := range intOpts {
-		if def[i] < 0 || o.level == unix.IPPROTO_IPV6 && domain != unix.AF_INET6 {
-			continue
-		}
-		v, err := unix.GetsockoptInt(from, o.level, o.opt)
-		if err != nil || v == def[i] {
-			continue
-		}
-		if o.opt == unix.SO_RCVBUF || o.opt == unix.SO_SNDBUF {
-			v /= 2 // the kernel doubles what is set, and reports that
-		}
-		unix.SetsockoptInt(to, o.level, o.opt, v)
-	}
-	if l, err := unix.GetsockoptLinger(from, unix.SOL_SOCKET, unix.SO_LINGER); err == nil && l.Onoff != 0 {
-		unix.SetsockoptLinger(to, unix.SOL_SOCKET, unix.SO_LINGER, l)
-	}
-	for _, opt := range []int{unix.SO_RCVTIMEO, unix.SO_SNDTIMEO} {
-		tv, err := unix.GetsockoptTimeval(from, unix.SOL_SOCKET, opt)
-		if err != nil || tv.Sec == 0 && tv.Usec == 0 {
-			continue
-		}
-		unix.SetsockoptTimeval(to, unix.SOL_SOCKET, opt, tv)
-		if opt == unix.SO_SNDTIMEO {
-			deadline = time.Now().Add(time.Duration(tv.Sec)*time.Second + time.Duration(tv.Usec)*time.Microsecond)
-		}
-	}
-	return deadline
-}
-
-// connectUnix decides a connect to a Unix socket: one a Unix rule names
-// is made by the Broker, outside; any other goes on in the sandbox.
-func (b *Broker) connectUnix(pidfd, pid, sockfd int, raw []byte) verdict {
-	cont := verdict{cont: true, fd: -1}
-	path := raw[2:]
-	if i := indexNUL(path); i >= 0 {
-		path = path[:i]
-	}
-	if len(path) == 0 || path[0] != '/' {
-		return cont // abstract, unnamed or relative: the sandbox's own
-	}
-	var rule Rule
-	for _, r := range b.policy.Rules {
-		if r.Unix != "" && r.Unix == string(path) {
-			rule = r
-		}
-	}
-	if rule.Unix == "" {
-		return cont
-	}
-	sock, err := unix.PidfdGetfd(pidfd, sockfd, 0)
-	if err != nil {
-		return cont
-	}
-	defer unix.Close(sock)
-	domain, _ := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	typ, _ := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_TYPE)
-	if domain != unix.AF_UNIX {
-		return cont
-	}
-	fd, err := unix.Socket(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return verdict{errno: errnoOf(err), fd: -1}
-	}
-	addr := "unix:" + rule.Unix
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: rule.Unix}); err != nil {
-		unix.Close(fd)
-		b.event(decision{Event{PID: pid, Addr: addr, Rule: rule.String(), Errno: errnoOf(err)}, true})
-		return verdict{errno: errnoOf(err), fd: -1}
-	}
-	if fl, err := unix.FcntlInt(uintptr(sock), unix.F_GETFL, 0); err == nil && fl&unix.O_NONBLOCK != 0 {
-		unix.SetNonblock(fd, true)
-	}
-	b.event(decision{Event{PID: pid, Addr: addr, Rule: rule.String()}, true})
-	return verdict{fd: fd}
-}
-
-func indexNUL(p []byte) int {
-	for i, c := range p {
-		if c == 0 {
-			return i
-		}
-	}
-	return -1
-}
-
-// errnoOf returns the errno in err, or EIO.
-func errnoOf(err error) unix.Errno {
-	var e unix.Errno
-	if errors.As(err, &e) {
-		return e
-	}
-	return unix.EIO
 }

@@ -108,7 +108,7 @@ func (b *Broker) serveUDP(pc net.PacketConn) {
 		go func() {
 			defer b.wg.Done()
 			defer func() { <-b.slots }()
-			if r := b.answer(q, 512); r != nil {
+			if r := b.answerQuery(q, 512); r != nil {
 				pc.WriteTo(r, from)
 			}
 		}()
@@ -144,7 +144,7 @@ func (b *Broker) serveTCP(ln net.Listener) {
 				if _, err := io.ReadFull(c, q); err != nil {
 					return
 				}
-				r := b.answer(q, 65535)
+				r := b.answerQuery(q, 65535)
 				if r == nil {
 					return
 				}
@@ -157,9 +157,9 @@ func (b *Broker) serveTCP(ln net.Listener) {
 	}
 }
 
-// answer returns the reply to query q, at most max bytes (truncated, TC
+// answerQuery returns the reply to query q, at most max bytes (truncated, TC
 // set, beyond), or nil for a message that is not a query.
-func (b *Broker) answer(q []byte, max int) []byte {
+func (b *Broker) answerQuery(q []byte, max int) []byte {
 	var p dnsmessage.Parser
 	h, err := p.Start(q)
 	if err != nil || h.Response {

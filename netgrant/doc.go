@@ -5,11 +5,13 @@
 //
 // A sandbox (sandbox.Spec.Connect, caplin run --connect) keeps its own
 // network namespace with loopback only, and installs Filter, which hands
-// every connect(2) of the program to a Broker of its caller's through a
-// seccomp listener. For each, the Broker reads the address from the
-// program's memory (once: what it read is what it decides on and
-// connects to, so rewriting the address after the trap gains nothing),
-// checks that the call is still pending, decides by its Rules, and:
+// every connect(2), bind(2) and listen(2) of the program to a Broker of
+// its caller's through a seccomp listener, and refuses TCP Fast Open
+// sends (they connect as they send). For each connect, the Broker reads
+// the address from the program's memory (once: what it read is what it
+// decides on and connects to, so rewriting the address after the trap
+// gains nothing), checks that the call is still pending, decides by its
+// Rules, and:
 //
 //   - allowed (a TCP stream socket; a Unix socket a unix: rule names):
 //     makes a socket of the same kind in its own network namespace, with
@@ -21,13 +23,25 @@
 //     (SECCOMP_IOCTL_NOTIF_ADDFD, keeping close-on-exec); the program
 //     holds a real connected socket (getpeername, poll, shutdown,
 //     setsockopt work as on any);
-//   - to a loopback address no rule allows, to a Unix socket no rule
-//     names, another address family, or a malformed call: lets it go on
-//     in the kernel, in the sandbox's own network namespace, which
-//     reaches nothing outside (the kernel's own errnos for bad calls);
+//   - on the sandbox's own socket, to a loopback or the unspecified
+//     address no rule allows, to a Unix socket no rule names, another
+//     address family, or a malformed call: lets it go on in the kernel,
+//     in the sandbox's own network namespace, which reaches nothing
+//     outside (the kernel's own errnos for bad calls);
+//   - on a socket it installed (the host's): answers it itself, never in
+//     the kernel: EISCONN if connected, EOPNOTSUPP for AF_UNSPEC (which
+//     would free it for another use), and, in progress or failed, the
+//     kernel's answer to a connect the Broker makes on its copy of the
+//     same socket, if a rule allows the address; bind and listen there
+//     fail with EACCES;
 //   - anything else: fails it with EACCES (ErrnoRefused); a datagram
 //     socket's connect outside, with ENETUNREACH (ErrnoNoRoute): only
-//     streams are granted.
+//     streams are granted (and stream and seqpacket Unix sockets).
+//
+// A loopback or unspecified address is allowed only by a rule that names
+// a local address or network itself, or by a host rule without a wildcard
+// through its own name: not by 0.0.0.0/0, nor by a name under a wildcard,
+// whose owners choose what it resolves to.
 //
 // Names: a host rule allows the addresses found for its name, by the
 // host's resolver (at Serve, and on a miss at most once a second) and by
@@ -56,8 +70,13 @@
 //     (EOPNOTSUPP, ErrnoBound): the replacing socket could not keep it.
 //     Options other than those listed above are not carried over.
 //   - Datagrams are not granted: sendto and sendmsg with an address are
-//     not trapped, and go nowhere outside the sandbox (ENETUNREACH from
-//     the kernel, with no event).
+//     not trapped; on the sandbox's own sockets, the only ones that can
+//     send datagrams, they go nowhere outside the sandbox (ENETUNREACH
+//     from the kernel, with no event).
+//   - Once the Broker has received a connect (Linux 5.19), only a fatal
+//     signal interrupts it: a blocking connect to a host that does not
+//     answer waits for the socket's send timeout, or TCP's own (about two
+//     minutes), whatever alarm the program set.
 //   - Each granted connect costs two round trips between the program's
 //     thread and the Broker's (the trap, and the installing), which
 //     bench/netgrant.sh measures.

@@ -363,6 +363,10 @@ func TestUnixRule(t *testing.T) {
 	kv, out := run(t, spec(t, mustRule(t, "unix:"+granted)), "unix", nil, "PATHS="+granted+","+other)
 	want(t, kv, out, "read."+granted, "hello from granted.sock")
 	want(t, kv, out, "dial."+other, "ENOENT")
+	// A datagram socket of the host's could send to any host socket,
+	// abstract ones too: refused.
+	kv, out = run(t, spec(t, mustRule(t, "unix:"+granted)), "unixdgram", nil, "PATH_OK="+granted)
+	want(t, kv, out, "connect", "EACCES")
 }
 
 // TestBadConnects: connect calls wrong in every way fail as the kernel
@@ -545,5 +549,79 @@ func TestSlowLookup(t *testing.T) {
 	want(t, kv, out, "read."+a.addr(), "hello from A")
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("the sandbox and its connect took %v with a lookup of 3s under way", d)
+	}
+}
+
+// hangingListener returns the address of a listener whose queue is
+// full, so that connects to it wait for an answer that does not come.
+func hangingListener(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	unix.Listen(fd, 0)
+	sa, _ := unix.Getsockname(fd)
+	filler, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	t.Cleanup(func() { unix.Close(filler) })
+	unix.Connect(filler, sa)
+	time.Sleep(50 * time.Millisecond)
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+}
+
+// TestInstalledSocketsStay: a socket the Broker installed (the host's)
+// cannot be disconnected and aimed elsewhere, bound, made to listen, nor
+// connect by TCP Fast Open; a second connect in progress gets the
+// kernel's answer; a send timeout leaves it connecting; a 128-byte
+// address is read; 0.0.0.0 stays in the sandbox; an fd the Broker cannot
+// install at fails the connect (EMFILE). The refused server is never
+// reached.
+func TestInstalledSocketsStay(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	a, b := newServer(t, "A"), newServer(t, "B")
+	hang := hangingListener(t)
+	kv, out := run(t, spec(t, a.rule(t), mustRule(t, hang)), "reaim", nil, "GOOD="+a.addr(), "BAD="+b.addr(), "HANG="+hang)
+	for k, v := range map[string]string{
+		"a.connect": "ok", "a.unspec": unix.ErrnoName(unix.EOPNOTSUPP), "a.again": "EISCONN",
+		"a.bind": "EACCES", "a.listen": "EACCES",
+		"b.connect": "EINPROGRESS", "b.again": "EALREADY", "b.elsewhere": "EACCES",
+		"c.fastopen": unix.ErrnoName(unix.EOPNOTSUPP),
+		"d.connect":  "EINPROGRESS", "d.peer": "ENOTCONN", "d.poll": "0",
+		"e.len128": "ok", "f.any": "ECONNREFUSED", "g.rlimit": "EMFILE",
+	} {
+		want(t, kv, out, k, v)
+	}
+	if n := b.accepted.Load(); n != 0 {
+		t.Errorf("B, not in the rules, accepted %d connections:\n%s", n, out)
+	}
+}
+
+// TestLocalAddresses: a wide network rule, or a name under a wildcard,
+// does not reach the host's loopback; a rule that names it does.
+func TestLocalAddresses(t *testing.T) {
+	a := newServer(t, "A")
+	port := strconv.Itoa(a.port())
+	lookup := sandbox.WithConnectLookup(func(ctx context.Context, host string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	})
+	for _, tc := range []struct {
+		rule, want string
+	}{
+		{"0.0.0.0/0:" + port, "ECONNREFUSED"}, // the sandbox's own loopback
+		{"127.0.0.0/8:" + port, "ok"},
+		{"a.test:" + port, "ok"},
+	} {
+		kv, out := run(t, spec(t, mustRule(t, tc.rule)), "tcp", []sandbox.Option{lookup}, "ADDRS="+a.addr())
+		want(t, kv, out, "connect."+a.addr(), tc.want)
+	}
+	// A name under a wildcard rule that resolves to loopback.
+	kv, out := run(t, spec(t, mustRule(t, "*.test:"+port)), "resolve", []sandbox.Option{lookup},
+		"GODEBUG=netdns=go", "PORT="+port, "NAMES=x.test")
+	if !strings.Contains(kv["dial.x.test"], "connection refused") {
+		t.Errorf("a wildcard name resolving to 127.0.0.1 reached the host's loopback:\n%s", out)
 	}
 }

@@ -24,17 +24,19 @@ import (
 )
 
 var probes = map[string]func(){
-	"tcp":      probeTCP,
-	"gonet":    probeGoNet,
-	"loop":     probeLoop,
-	"toctou":   probeTOCTOU,
-	"resolve":  probeResolve,
-	"unix":     probeUnix,
-	"bad":      probeBad,
-	"flood":    probeFlood,
-	"hang":     probeHang,
-	"selfloop": probeSelfLoop,
-	"opts":     probeOpts,
+	"tcp":       probeTCP,
+	"gonet":     probeGoNet,
+	"loop":      probeLoop,
+	"toctou":    probeTOCTOU,
+	"resolve":   probeResolve,
+	"unix":      probeUnix,
+	"bad":       probeBad,
+	"flood":     probeFlood,
+	"hang":      probeHang,
+	"selfloop":  probeSelfLoop,
+	"opts":      probeOpts,
+	"reaim":     probeReaim,
+	"unixdgram": probeUnixDgram,
 }
 
 func errName(err error) string {
@@ -426,4 +428,76 @@ func probeOpts() {
 		unix.Bind(b, &unix.SockaddrInet6{Addr: netip.IPv6Loopback().As16()})
 	}
 	fmt.Printf("bound=%s\n", errName(unix.Connect(b, sa)))
+}
+
+// probeReaim tries what the sockets the Broker installs must not do: be
+// disconnected and aimed elsewhere, bound, made to listen, connect by
+// TCP Fast Open; and what they must do as the kernel does: a second
+// connect in progress, a send timeout, a 128-byte address.
+func probeReaim() {
+	good, bad, hang := os.Getenv("GOOD"), os.Getenv("BAD"), os.Getenv("HANG")
+	rawConnect := func(fd int, p unsafe.Pointer, n uintptr) error {
+		_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(p), n)
+		if e != 0 {
+			return e
+		}
+		return nil
+	}
+	s, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	fmt.Printf("a.connect=%s\n", errName(unix.Connect(s, sockaddr(good))))
+	var unspec [16]byte // AF_UNSPEC
+	fmt.Printf("a.unspec=%s\n", errName(rawConnect(s, unsafe.Pointer(&unspec[0]), 16)))
+	fmt.Printf("a.again=%s\n", errName(unix.Connect(s, sockaddr(bad))))
+	fmt.Printf("a.bind=%s\n", errName(unix.Bind(s, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})))
+	fmt.Printf("a.listen=%s\n", errName(unix.Listen(s, 1)))
+	unix.Close(s)
+
+	t, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+	fmt.Printf("b.connect=%s\n", errName(unix.Connect(t, sockaddr(hang))))
+	fmt.Printf("b.again=%s\n", errName(unix.Connect(t, sockaddr(hang))))
+	fmt.Printf("b.elsewhere=%s\n", errName(unix.Connect(t, sockaddr(bad))))
+	unix.Close(t)
+
+	u, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	fmt.Printf("c.fastopen=%s\n", errName(unix.Sendto(u, []byte("x"), unix.MSG_FASTOPEN, sockaddr(bad))))
+	unix.Close(u)
+
+	v, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	unix.SetsockoptTimeval(v, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &unix.Timeval{Usec: 300000})
+	fmt.Printf("d.connect=%s\n", errName(unix.Connect(v, sockaddr(hang))))
+	_, err := unix.Getpeername(v)
+	fmt.Printf("d.peer=%s\n", errName(err))
+	pfd := []unix.PollFd{{Fd: int32(v), Events: unix.POLLOUT}}
+	k, _ := unix.Poll(pfd, 100)
+	fmt.Printf("d.poll=%d\n", k)
+	unix.Close(v)
+
+	w, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	var big [128]byte
+	ap := netip.MustParseAddrPort(good)
+	big[0] = unix.AF_INET
+	big[2], big[3] = byte(ap.Port()>>8), byte(ap.Port())
+	a4 := ap.Addr().As4()
+	copy(big[4:8], a4[:])
+	fmt.Printf("e.len128=%s\n", errName(rawConnect(w, unsafe.Pointer(&big[0]), 128)))
+	unix.Close(w)
+
+	x, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	fmt.Printf("f.any=%s\n", errName(unix.Connect(x, &unix.SockaddrInet4{Port: int(ap.Port())})))
+	unix.Close(x)
+
+	// An fd above the program's RLIMIT_NOFILE: the Broker cannot install
+	// its socket there, and says so.
+	y, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	high, _ := unix.FcntlInt(uintptr(y), unix.F_DUPFD_CLOEXEC, 200)
+	unix.Close(y)
+	unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 100, Max: 100})
+	fmt.Printf("g.rlimit=%s\n", errName(unix.Connect(high, sockaddr(good))))
+}
+
+// probeUnixDgram connects a datagram socket to PATH, which a Unix rule
+// names.
+func probeUnixDgram() {
+	fd, _ := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+	fmt.Printf("connect=%s\n", errName(unix.Connect(fd, &unix.SockaddrUnix{Name: os.Getenv("PATH_OK")})))
 }

@@ -88,6 +88,7 @@ func (sb *Sandbox) serveConnect(ctx context.Context, listener, dnsUDP, dnsTCP *o
 		Lookup: o.lookup,
 		Events: o.events,
 		Logger: o.log,
+		NetNS:  sb.ns["net"],
 	})
 	if err != nil {
 		return fmt.Errorf("sandbox: %w", err)

@@ -1,0 +1,513 @@
+package netgrant
+
+// What the Broker does with each trapped call: connect, bind and listen.
+//
+// A socket the program holds is either the sandbox's own (made in its
+// network namespace, which reaches its loopback only) or one the Broker
+// installed, which lives in the Broker's network namespace (the host's).
+// Calls on the sandbox's own sockets that no rule concerns go on in the
+// kernel (CONTINUE): whatever address the kernel then reads, it cannot
+// leave the sandbox. Calls on an installed socket never do: the Broker
+// answers them itself, from the address it read, so that such a socket
+// cannot be disconnected and aimed elsewhere, bound or made to listen.
+
+import (
+	"errors"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caplin-dev/caplin/internal/kernel"
+	"github.com/caplin-dev/caplin/internal/unotify"
+	"golang.org/x/sys/unix"
+)
+
+// sizeofSockaddrStorage is the largest address length connect takes
+// (sizeof(struct sockaddr_storage)).
+const sizeofSockaddrStorage = 128
+
+// sizeofSockaddrInet6RFC2133 is the shortest sockaddr_in6 the kernel
+// takes: without sin6_scope_id.
+const sizeofSockaddrInet6RFC2133 = 24
+
+// verdict is how a notification is answered.
+type verdict struct {
+	cont  bool       // let the call go on in the kernel
+	errno unix.Errno // fail it with this
+	// fd, when not -1, is a socket (the handler's to close) to install
+	// in the program in place of its own; the call then returns 0, or
+	// fails with errno (EINPROGRESS).
+	fd int
+	// wait, when not nil, finishes a call that waits (for the network,
+	// for names to be looked up) and returns the verdict then; the rest
+	// is not set.
+	wait func() verdict
+	// gone: the call is no longer pending; nothing is answered.
+	gone bool
+}
+
+var (
+	cont = verdict{cont: true, fd: -1}
+	gone = verdict{gone: true, fd: -1}
+)
+
+// fail is a verdict that fails the call with errno.
+func fail(errno unix.Errno) verdict { return verdict{errno: errno, fd: -1} }
+
+// handle decides one trapped call and answers it. With mayDefer, a call
+// that must wait is finished on a goroutine of its own, which frees the
+// loop's slot when done; handle then reports true.
+func (b *Broker) handle(n unotify.Notif, mayDefer bool) (deferred bool) {
+	var v verdict
+	switch n.Data.Nr {
+	case unix.SYS_CONNECT:
+		v = b.connect(n)
+	case unix.SYS_BIND, unix.SYS_LISTEN:
+		v = b.bindOrListen(n)
+	default:
+		v = cont // not a call Filter traps
+	}
+	if v.wait != nil {
+		if !mayDefer {
+			v = v.wait()
+		} else {
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				defer func() { <-b.slots }()
+				b.answer(n, v.wait())
+			}()
+			return true
+		}
+	}
+	b.answer(n, v)
+	return false
+}
+
+// answer answers notification n as v says.
+func (b *Broker) answer(n unotify.Notif, v verdict) {
+	switch {
+	case v.gone:
+		return
+	case v.cont:
+		unotify.Send(b.fd, n.ID, 0, 0, true)
+		return
+	}
+	if v.fd >= 0 {
+		defer unix.Close(v.fd)
+		target := int(int32(n.Data.Args[0]))
+		if err := unotify.AddFD(b.fd, n.ID, v.fd, target, b.cloexec(int(n.PID), target)); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				return // the call was interrupted, or its process is gone
+			}
+			// The kernel could not install it (the fd number is beyond
+			// the program's RLIMIT_NOFILE, say): the connect fails.
+			errno := errnoOf(err)
+			if errno == unix.EBADF {
+				errno = unix.EMFILE
+			}
+			unotify.Send(b.fd, n.ID, 0, errno, false)
+			return
+		}
+	}
+	unotify.Send(b.fd, n.ID, 0, v.errno, false)
+}
+
+// caller is what the Broker knows of a trapped call on a socket: its
+// thread, a pidfd of it, and a copy of the socket.
+type caller struct {
+	tid, pidfd int
+	sockfd     int // the socket's number in the program
+	sock       int // the Broker's copy of it; -1 if it has none
+	domain     int
+	typ, proto int
+	local      bool // the socket is in the sandbox's network namespace
+}
+
+func (c *caller) close() {
+	if c.sock >= 0 {
+		unix.Close(c.sock)
+	}
+	unix.Close(c.pidfd)
+}
+
+// callerOf returns what a call on the socket in argument 0 needs, or,
+// when it cannot be had, the verdict instead: gone, or go on in the
+// kernel where that is safe (no such fd, not a socket), or fail.
+func (b *Broker) callerOf(n unotify.Notif) (*caller, verdict, bool) {
+	c := &caller{tid: int(n.PID), sockfd: int(int32(n.Data.Args[0])), sock: -1}
+	var err error
+	if c.pidfd, err = pidfdOf(c.tid); err != nil {
+		if !unotify.IDValid(b.fd, n.ID) {
+			return nil, gone, false
+		}
+		b.log.Debug("netgrant: a pidfd of a trapped thread", "tid", c.tid, "err", err)
+		return nil, fail(ErrnoRefused), false
+	}
+	if c.sock, err = unix.PidfdGetfd(c.pidfd, c.sockfd, 0); err != nil {
+		c.close()
+		if err == unix.EBADF {
+			return nil, cont, false // no such fd: nothing to reach; the kernel says EBADF
+		}
+		if !unotify.IDValid(b.fd, n.ID) {
+			return nil, gone, false
+		}
+		b.log.Debug("netgrant: the socket of a trapped call", "tid", c.tid, "fd", c.sockfd, "err", err)
+		return nil, fail(ErrnoRefused), false
+	}
+	if c.typ, err = unix.GetsockoptInt(c.sock, unix.SOL_SOCKET, unix.SO_TYPE); err != nil {
+		c.close()
+		return nil, cont, false // not a socket: ENOTSOCK from the kernel
+	}
+	c.domain, _ = unix.GetsockoptInt(c.sock, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	c.proto, _ = unix.GetsockoptInt(c.sock, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	c.local = b.inSandbox(c.sock)
+	return c, verdict{}, true
+}
+
+// inSandbox reports whether sock is in the sandbox's network namespace
+// (Policy.NetNS; without it, any but the Broker's own): asked with
+// SIOCGSKNS, which needs CAP_NET_ADMIN over the socket's namespace, so
+// that a socket of the host's, where an unprivileged Broker has none,
+// is never taken for the sandbox's.
+func (b *Broker) inSandbox(sock int) bool {
+	ns, err := unix.IoctlRetInt(sock, unix.SIOCGSKNS)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(ns)
+	var st unix.Stat_t
+	if err := unix.Fstat(ns, &st); err != nil {
+		return false
+	}
+	if b.policy.NetNS != 0 {
+		return st.Ino == b.policy.NetNS
+	}
+	return st.Ino != b.ownNS
+}
+
+// bindOrListen decides a bind or listen: the kernel does it on the
+// sandbox's own sockets; on an installed one, which is the host's, it is
+// refused (EACCES), since it would bind or listen on the host's network.
+func (b *Broker) bindOrListen(n unotify.Notif) verdict {
+	c, v, ok := b.callerOf(n)
+	if !ok {
+		return v
+	}
+	defer c.close()
+	if !unotify.IDValid(b.fd, n.ID) {
+		return gone
+	}
+	if c.local {
+		return cont
+	}
+	op := "bind"
+	if n.Data.Nr == unix.SYS_LISTEN {
+		op = "listen"
+	}
+	b.event(decision{Event{Op: op, PID: c.tid, Errno: ErrnoRefused}, false})
+	return fail(ErrnoRefused)
+}
+
+// connect decides notification n, a connect(2), and does what it
+// allows.
+func (b *Broker) connect(n unotify.Notif) verdict {
+	c, v, ok := b.callerOf(n)
+	if !ok {
+		return v
+	}
+	closeSock := true
+	defer func() {
+		if closeSock {
+			c.close()
+		}
+	}()
+	addrPtr, addrLen := n.Data.Args[1], int32(uint32(n.Data.Args[2]))
+	var raw []byte
+	var rerr unix.Errno
+	switch {
+	case addrLen < 0 || addrLen > sizeofSockaddrStorage:
+		rerr = unix.EINVAL
+	case addrPtr == 0 && addrLen > 0:
+		rerr = unix.EFAULT
+	default:
+		raw = make([]byte, addrLen)
+		if addrLen > 0 {
+			if err := unotify.ReadMem(c.tid, addrPtr, raw); err != nil {
+				rerr = unix.EFAULT
+			}
+		}
+	}
+	// Still pending: the thread was in the call all along, so the pidfd,
+	// the socket and the memory read are its, not those of another that
+	// took its number since. What was read is what is decided on: the
+	// kernel never acts on the program's memory for a connect the Broker
+	// makes.
+	if !unotify.IDValid(b.fd, n.ID) {
+		return gone
+	}
+	if !c.local {
+		if rerr != 0 {
+			return fail(rerr)
+		}
+		return b.connectInstalled(n, c, raw)
+	}
+	if rerr != 0 || len(raw) < 2 {
+		return cont // the kernel's own error (EINVAL, EFAULT), in the sandbox
+	}
+	family := int(uint16(raw[0]) | uint16(raw[1])<<8)
+	switch {
+	case family == unix.AF_UNIX && c.domain == unix.AF_UNIX:
+		return b.connectUnix(n, c, raw)
+	case family != unix.AF_INET && family != unix.AF_INET6:
+		return cont
+	}
+	dest, ok := parseInet(family, raw)
+	if !ok || c.domain != family {
+		return cont // too short, or a mismatch: the kernel refuses it
+	}
+	if _, err := unix.Getpeername(c.sock); err == nil && c.typ == unix.SOCK_STREAM {
+		return cont // connected already: EISCONN
+	}
+	rule, name, allowed := b.decide(dest)
+	if !allowed && !isLocal(dest.Addr()) {
+		if wait := b.lookAgain(dest); wait != nil {
+			// Looking names up may take seconds: not on the loop's
+			// thread, which answers the sandbox's other calls meanwhile.
+			closeSock = false
+			return verdict{fd: -1, wait: func() verdict {
+				defer c.close()
+				rule, name, allowed := wait()
+				v := b.grant(n, c, dest, rule, name, allowed)
+				if v.wait != nil {
+					return v.wait()
+				}
+				return v
+			}}
+		}
+	}
+	return b.grant(n, c, dest, rule, name, allowed)
+}
+
+// isLocal reports whether a connect to a stays on the host it is made
+// on: loopback, or the unspecified address (which the kernel takes as a
+// local one).
+func isLocal(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsLoopback() || a.IsUnspecified()
+}
+
+// grant does what the decision on a connect of the sandbox's socket c
+// to dest says: refuse it, leave it to the sandbox, or make it.
+func (b *Broker) grant(n unotify.Notif, c *caller, dest netip.AddrPort, rule Rule, name string, allowed bool) verdict {
+	addr := dest.String()
+	if !allowed || c.typ != unix.SOCK_STREAM {
+		if isLocal(dest.Addr()) {
+			return cont // the sandbox's own loopback
+		}
+		errno := ErrnoRefused
+		if c.typ != unix.SOCK_STREAM {
+			// Only streams are granted: a datagram socket's connect
+			// outside has no route from the sandbox.
+			errno = ErrnoNoRoute
+		}
+		b.event(decision{Event{PID: c.tid, Addr: addr, Errno: errno}, false})
+		return fail(errno)
+	}
+	if bound(c.sock) {
+		b.event(decision{Event{PID: c.tid, Addr: addr, Rule: rule.String(), Name: name, Errno: ErrnoBound}, false})
+		return fail(ErrnoBound)
+	}
+	ev := Event{PID: c.tid, Addr: addr, Rule: rule.String(), Name: name}
+	fd, errno, wait := b.dial(n, c, dest)
+	if wait != nil {
+		return verdict{fd: -1, wait: func() verdict {
+			fd, errno := wait()
+			ev.Errno = errnoUnlessInProgress(errno)
+			b.event(decision{ev, true})
+			return verdict{fd: fd, errno: errno}
+		}}
+	}
+	ev.Errno = errnoUnlessInProgress(errno)
+	b.event(decision{ev, true})
+	return verdict{fd: fd, errno: errno}
+}
+
+// connectInstalled answers a connect on a socket the Broker installed
+// (one of the host's): never in the kernel on the program's memory, and
+// never to anything a rule does not allow. A connected one fails with
+// EISCONN, as a connect on any connected socket; AF_UNSPEC, which would
+// disconnect it for another use, with EOPNOTSUPP; and one not connected
+// (in progress, failed) is connected by the Broker, on its copy of the
+// same socket, to the address it read, if a rule allows it, so that the
+// program gets the kernel's own answer (EALREADY, EISCONN, 0,
+// ECONNREFUSED, ...).
+func (b *Broker) connectInstalled(n unotify.Notif, c *caller, raw []byte) verdict {
+	if c.domain != unix.AF_INET && c.domain != unix.AF_INET6 {
+		return fail(unix.EISCONN) // Unix sockets are installed connected
+	}
+	if len(raw) < 2 {
+		return fail(unix.EINVAL)
+	}
+	family := int(uint16(raw[0]) | uint16(raw[1])<<8)
+	switch {
+	case family == unix.AF_UNSPEC:
+		return fail(unix.EOPNOTSUPP)
+	case family != c.domain:
+		return fail(unix.EAFNOSUPPORT)
+	}
+	dest, ok := parseInet(family, raw)
+	if !ok {
+		return fail(unix.EINVAL)
+	}
+	if _, err := unix.Getpeername(c.sock); err == nil {
+		return fail(unix.EISCONN)
+	}
+	rule, name, allowed := b.decide(dest)
+	if !allowed {
+		b.event(decision{Event{PID: c.tid, Addr: dest.String(), Errno: ErrnoRefused}, false})
+		return fail(ErrnoRefused)
+	}
+	ev := Event{PID: c.tid, Addr: dest.String(), Rule: rule.String(), Name: name}
+	sa := sockaddrOf(c.domain, dest)
+	fl, err := unix.FcntlInt(uintptr(c.sock), unix.F_GETFL, 0)
+	if err != nil {
+		return fail(errnoOf(err))
+	}
+	if fl&unix.O_NONBLOCK != 0 {
+		errno := errnoOf(unix.Connect(c.sock, sa))
+		ev.Errno = errnoUnlessInProgress(errno)
+		b.event(decision{ev, true})
+		return fail(errno)
+	}
+	// A blocking connect blocks, on the socket's own send timeout: not
+	// on the loop's thread, and cut short (shut down) if the program
+	// goes.
+	dup, err := unix.FcntlInt(uintptr(c.sock), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return fail(errnoOf(err))
+	}
+	return verdict{fd: -1, wait: func() verdict {
+		defer unix.Close(dup)
+		errno := b.connectWatched(n, dup, sa)
+		ev.Errno = errnoUnlessInProgress(errno)
+		b.event(decision{ev, true})
+		return fail(errno)
+	}}
+}
+
+// connectWatched connects fd, blocking, to sa, and shuts fd down if the
+// call of notification n stops being pending meanwhile (its process is
+// gone) or the Broker closes, which ends the connect.
+func (b *Broker) connectWatched(n unotify.Notif, fd int, sa unix.Sockaddr) unix.Errno {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-b.ctx.Done():
+			case <-t.C:
+				if unotify.IDValid(b.fd, n.ID) {
+					continue
+				}
+			}
+			unix.Shutdown(fd, unix.SHUT_RDWR)
+			return
+		}
+	}()
+	err := unix.Connect(fd, sa)
+	close(done)
+	return errnoOf(err)
+}
+
+func errnoUnlessInProgress(e unix.Errno) unix.Errno {
+	if e == unix.EINPROGRESS {
+		return 0
+	}
+	return e
+}
+
+// parseInet parses a struct sockaddr_in or sockaddr_in6 (the latter
+// without its scope ID, as the kernel takes it too).
+func parseInet(family int, raw []byte) (netip.AddrPort, bool) {
+	switch {
+	case family == unix.AF_INET && len(raw) >= unix.SizeofSockaddrInet4:
+		port := uint16(raw[2])<<8 | uint16(raw[3])
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(raw[4:8])), port), true
+	case family == unix.AF_INET6 && len(raw) >= sizeofSockaddrInet6RFC2133:
+		port := uint16(raw[2])<<8 | uint16(raw[3])
+		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(raw[8:24])), port), true
+	}
+	return netip.AddrPort{}, false
+}
+
+// sockaddrOf returns dest as an address of domain.
+func sockaddrOf(domain int, dest netip.AddrPort) unix.Sockaddr {
+	if domain == unix.AF_INET {
+		return &unix.SockaddrInet4{Port: int(dest.Port()), Addr: dest.Addr().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(dest.Port()), Addr: dest.Addr().As16()}
+}
+
+// pidfdOf returns a pidfd of thread tid: of the thread itself
+// (PIDFD_THREAD, Linux 6.9), whose fd table is the one its calls use;
+// before 6.9, of its process, whose table is the same unless the thread
+// unshared its own.
+func pidfdOf(tid int) (int, error) {
+	pidfd, err := unix.PidfdOpen(tid, pidfdThread)
+	if err == unix.EINVAL {
+		var tgid int
+		if tgid, err = tgidOf(tid); err == nil {
+			pidfd, err = unix.PidfdOpen(tgid, 0)
+		}
+	}
+	return pidfd, err
+}
+
+// pidfdThread is PIDFD_THREAD: a pidfd of a thread (Linux 6.9).
+const pidfdThread = unix.O_EXCL
+
+// tgidOf returns the process (thread group) of thread tid.
+func tgidOf(tid int) (int, error) {
+	data, err := kernel.ReadFile("/proc/" + strconv.Itoa(tid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, unix.ESRCH
+}
+
+// bound reports whether sock is bound to a local address or port.
+func bound(sock int) bool {
+	sa, err := unix.Getsockname(sock)
+	if err != nil {
+		return false
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return sa.Port != 0 || sa.Addr != [4]byte{}
+	case *unix.SockaddrInet6:
+		return sa.Port != 0 || sa.Addr != [16]byte{}
+	}
+	return false
+}
+
+// errnoOf returns the errno in err, 0 for nil, or EIO.
+func errnoOf(err error) unix.Errno {
+	if err == nil {
+		return 0
+	}
+	var e unix.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return unix.EIO
+}
