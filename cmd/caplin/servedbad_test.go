@@ -879,8 +879,16 @@ func probeBlocked(say func(string, any), args []string) {
 	if _, after, ok := bytes.Cut(stat, []byte(") ")); ok && len(after) > 0 {
 		say("client-state", string(after[0]))
 	}
-	// Where it waits: in the kernel's FUSE request code.
+	// Where it waits: in the kernel's FUSE request code, in whichever of
+	// the (Go) client's threads made the call; the others wait in futex.
 	wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", cmd.Process.Pid))
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", cmd.Process.Pid))
+	for _, task := range tasks {
+		w, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/wchan", cmd.Process.Pid, task.Name()))
+		if bytes.Equal(w, []byte("request_wait_answer")) || bytes.Contains(w, []byte("fuse")) {
+			wchan = w
+		}
+	}
 	say("client-wchan", string(wchan))
 	start := time.Now()
 	cmd.Process.Kill()
