@@ -625,3 +625,14 @@ func TestLocalAddresses(t *testing.T) {
 		t.Errorf("a wildcard name resolving to 127.0.0.1 reached the host's loopback:\n%s", out)
 	}
 }
+
+// TestConcurrentConnects: a connect that waits for an answer does not
+// hold up another made meanwhile (happy eyeballs, with one address that
+// does not answer).
+func TestConcurrentConnects(t *testing.T) {
+	a := newServer(t, "A")
+	hang := hangingListener(t)
+	kv, out := run(t, spec(t, a.rule(t), mustRule(t, hang)), "eyeballs", nil, "GOOD="+a.addr(), "HANG="+hang)
+	want(t, kv, out, "good", "ok")
+	want(t, kv, out, "good.fast", "true")
+}

@@ -37,6 +37,7 @@ var probes = map[string]func(){
 	"opts":      probeOpts,
 	"reaim":     probeReaim,
 	"unixdgram": probeUnixDgram,
+	"eyeballs":  probeEyeballs,
 }
 
 func errName(err error) string {
@@ -500,4 +501,21 @@ func probeReaim() {
 func probeUnixDgram() {
 	fd, _ := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
 	fmt.Printf("connect=%s\n", errName(unix.Connect(fd, &unix.SockaddrUnix{Name: os.Getenv("PATH_OK")})))
+}
+
+// probeEyeballs connects, from two threads at once, to HANG (which does
+// not answer) and then to GOOD, as happy-eyeballs clients do with an
+// address family that does not answer, and reports how long GOOD took.
+func probeEyeballs() {
+	go func() {
+		runtime.LockOSThread()
+		fd, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		unix.Connect(fd, sockaddr(os.Getenv("HANG"))) // blocks
+	}()
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	fd, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	err := unix.Connect(fd, sockaddr(os.Getenv("GOOD")))
+	fmt.Printf("good=%s\n", errName(err))
+	fmt.Printf("good.fast=%v\n", time.Since(start) < time.Second)
 }
