@@ -25,6 +25,13 @@ const DefaultEventBuffer = 1024
 //
 //	{"time":"...","kind":"dropped","dropped":12}
 //
+// With a limit (NewEventWriterLimit), about that many bytes are written
+// at most: the event that would pass it, and every one after, is dropped
+// and counted, and one last line says so (it may pass the limit by its
+// own length), so that a program refused in a loop cannot fill the disk:
+//
+//	{"time":"...","kind":"limit","limit":67108864}
+//
 // Each line is an Event as encoding/json writes it: names are JSON
 // strings, with newlines, quotes and control characters escaped. JSON
 // strings are Unicode, so bytes of a name that are not UTF-8 are written
@@ -41,6 +48,17 @@ type EventWriter struct {
 	dropped atomic.Uint64 // since the last "dropped" line
 	total   atomic.Uint64 // since the start
 	err     error         // the first write error; the goroutine's until done
+
+	limit   int64 // bytes that may be written; 0: no limit
+	written int64 // the goroutine's
+	full    bool  // the limit was reached (and said)
+}
+
+// limitLine is the line that says the limit was reached.
+type limitLine struct {
+	Time  time.Time `json:"time"`
+	Kind  string    `json:"kind"` // "limit"
+	Limit int64     `json:"limit"`
 }
 
 // droppedLine is the line that says events were dropped.
@@ -55,14 +73,21 @@ type droppedLine struct {
 // starts a goroutine, which Close ends. w is written by that goroutine
 // only, a line or more at a time, and is not closed by the EventWriter.
 func NewEventWriter(w io.Writer, buffer int) *EventWriter {
+	return NewEventWriterLimit(w, buffer, 0)
+}
+
+// NewEventWriterLimit is NewEventWriter that writes limit bytes at most
+// (see EventWriter); limit <= 0 is none.
+func NewEventWriterLimit(w io.Writer, buffer int, limit int64) *EventWriter {
 	if buffer <= 0 {
 		buffer = DefaultEventBuffer
 	}
 	ew := &EventWriter{
-		w:    bufio.NewWriter(w),
-		ch:   make(chan any, buffer),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		limit: max(limit, 0),
+		w:     bufio.NewWriter(w),
+		ch:    make(chan any, buffer),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
 	}
 	go ew.run()
 	return ew
@@ -152,7 +177,7 @@ func (ew *EventWriter) run() {
 // event writes one event's line (into the buffer); after a write error,
 // events are counted as dropped.
 func (ew *EventWriter) event(e any) {
-	if ew.err != nil {
+	if ew.err != nil || ew.full {
 		ew.total.Add(1)
 		return
 	}
@@ -167,10 +192,10 @@ func (ew *EventWriter) flushDropped() {
 	}
 }
 
-// line writes v as one JSON line. After a write error, nothing more is
-// written.
+// line writes v as one JSON line. After a write error, or once the
+// limit is reached, nothing more is written.
 func (ew *EventWriter) line(v any) {
-	if ew.err != nil {
+	if ew.err != nil || ew.full {
 		return
 	}
 	b, err := json.Marshal(v)
@@ -179,6 +204,15 @@ func (ew *EventWriter) line(v any) {
 		return
 	}
 	b = append(b, '\n')
+	if ew.limit > 0 && ew.written+int64(len(b)) > ew.limit {
+		// This line would pass the limit: it is dropped, and the last
+		// line says why.
+		ew.full = true
+		ew.total.Add(1)
+		b, _ = json.Marshal(limitLine{Time: time.Now(), Kind: "limit", Limit: ew.limit})
+		b = append(b, '\n')
+	}
+	ew.written += int64(len(b))
 	if _, err := ew.w.Write(b); err != nil {
 		ew.err = fmt.Errorf("served: writing events: %w", err)
 	}

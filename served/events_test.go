@@ -251,3 +251,26 @@ func TestEventWriterError(t *testing.T) {
 		t.Errorf("Dropped = %d, want 1", ew.Dropped())
 	}
 }
+
+// TestEventWriterLimit: past its limit an EventWriter writes one last
+// line that says so, and nothing more; what it did not write counts as
+// dropped.
+func TestEventWriterLimit(t *testing.T) {
+	var buf bytes.Buffer
+	ew := NewEventWriterLimit(&buf, 10000, 1000)
+	for i := 0; i < 100; i++ {
+		ew.Event(Event{Kind: "denied", Mount: "/m", Op: "create", Path: "some/file/name", Missing: "create"})
+	}
+	closeWriter(t, ew)
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if buf.Len() > 1000+100 {
+		t.Errorf("%d bytes written, limit 1000", buf.Len())
+	}
+	last := lines[len(lines)-1]
+	if !strings.Contains(last, `"kind":"limit","limit":1000`) {
+		t.Errorf("the last line is %q", last)
+	}
+	if got, want := ew.Dropped(), uint64(100-(len(lines)-1)); got != want {
+		t.Errorf("Dropped() = %d, want %d (%d lines written)", got, want, len(lines))
+	}
+}

@@ -10,6 +10,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// eventsLimit is how many bytes --events writes at most, so that a
+// program refused in a loop cannot fill the disk.
+const eventsLimit = 64 << 20
+
 // eventLog is where --events writes: one JSON line per event of the
 // served mounts (served.EventWriter).
 type eventLog struct {
@@ -39,7 +43,7 @@ func openEvents(arg string) (*eventLog, error) {
 	}
 	// Inherited descriptors must not reach the sandbox's program.
 	unix.CloseOnExec(int(f.Fd()))
-	return &eventLog{EventWriter: served.NewEventWriter(f, 0), f: f}, nil
+	return &eventLog{EventWriter: served.NewEventWriterLimit(f, 0, eventsLimit), f: f}, nil
 }
 
 // Close writes the events still buffered (waiting for the reader at most

@@ -69,7 +69,9 @@ const servedHelp = `SERVED DIRECTORIES (FUSE mounts that caplin serves; applied 
 		unbind and revoke, and per connect --connect allowed or
 		refused (time, kind, pid, addr, the name and rule that
 		allowed it, errno), to the file PATH (created 0600,
-		appended to) or caplin's inherited fd N.
+		appended to) or caplin's inherited fd N. At most 64 MiB
+		are written in one run: a last line says the limit was
+		reached ({"kind":"limit"}), and later events are dropped.
 	Served mounts are made in the sandbox's user namespace, which needs
 	Linux 4.18 and a /dev/fuse the sandbox's user may open (see caplin
 	doctor; where /dev/fuse is mode 0600, chmod 0666 /dev/fuse as udev
