@@ -25,6 +25,9 @@ func MountServer(t *testing.T, s *Server) *Mount { return mountServer(t, s) }
 // usable (see alsoAsNobody).
 func AlsoAsNobody(t *testing.T) { alsoAsNobody(t) }
 
+// Do runs an operation, whatever it answers.
+func (m *mount) Do(r req) resp { m.t.Helper(); return m.do(r) }
+
 // OK runs an operation that must succeed.
 func (m *mount) OK(r req) resp { m.t.Helper(); return m.ok(r) }
 

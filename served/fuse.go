@@ -368,6 +368,19 @@ func (r *rawFS) entryOf(parent uint64, name string, st *unix.Stat_t, out *fuse.E
 	return fuse.OK
 }
 
+// filesOfHost reports whether the descriptors fsys returns are this
+// process's own opens of the host's files (Host, and unions of Host
+// FSes), on which the server may change owners, modes and times by
+// descriptor. Others' (an rpc Directory's: another process, maybe
+// another user, chose what they refer to) are changed by name, through
+// the FS, which does it with its own rights; by descriptor, the server
+// (as root, or as the user who owns the file) would change whatever
+// file the other side handed it.
+func filesOfHost(fsys FS) bool {
+	h, ok := fsys.(interface{ hostFiles() bool })
+	return ok && h.hostFiles()
+}
+
 // fixMode gives a file just made the mode the kernel asked for (the
 // program's umask applied already), where the FS made it with another:
 // a server's or a remote FS's own umask takes bits away, and which ones
@@ -383,7 +396,7 @@ func (r *rawFS) fixMode(ctx context.Context, fsys FS, name string, mode, have ui
 		return have
 	}
 	var err error
-	if f != nil {
+	if f != nil && filesOfHost(fsys) {
 		err = f.Chmod(filemode.Perm(want))
 	} else {
 		err = fsys.Chmod(ctx, name, want)
@@ -417,7 +430,7 @@ func (r *rawFS) own(ctx context.Context, c *fuse.Caller, fsys FS, name string, s
 		return
 	}
 	var err error
-	if f != nil {
+	if f != nil && filesOfHost(fsys) {
 		err = f.Chown(int(uid), g)
 	} else {
 		err = fsys.Chown(ctx, name, int(uid), g)
@@ -568,6 +581,15 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 	}
 	defer r.leave()
 	byFD := func(fn func(fd int) error) error { return hd.do(fn) }
+	// Owners, modes and times change by descriptor only on the host's own
+	// files (filesOfHost); a removed file of another FS has no name to
+	// change them by.
+	byFDMeta := func(fn func(fd int) error) error {
+		if !filesOfHost(r.fs) {
+			return syscall.EPERM
+		}
+		return byFD(fn)
+	}
 	if in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) != 0 {
 		uid, gid := -1, -1
 		if in.Valid&fuse.FATTR_UID != 0 {
@@ -586,7 +608,7 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 		}
 		var err error
 		if path == "" {
-			err = byFD(func(fd int) error { return unix.Fchown(fd, uid, gid) })
+			err = byFDMeta(func(fd int) error { return unix.Fchown(fd, uid, gid) })
 		} else {
 			err = r.atNode(ctx, in.NodeId, path, func(fsys FS, name string) error { return fsys.Chown(ctx, name, uid, gid) })
 		}
@@ -597,7 +619,7 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 	if in.Valid&fuse.FATTR_MODE != 0 {
 		var err error
 		if path == "" {
-			err = byFD(func(fd int) error { return unix.Fchmod(fd, in.Mode&0o7777) })
+			err = byFDMeta(func(fd int) error { return unix.Fchmod(fd, in.Mode&0o7777) })
 		} else {
 			err = r.atNode(ctx, in.NodeId, path, func(fsys FS, name string) error { return fsys.Chmod(ctx, name, in.Mode&0o7777) })
 		}
@@ -609,6 +631,7 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 		var err error
 		kill := r.asRoot && in.Valid&fuse.FATTR_KILL_SUIDGID != 0
 		if hd != nil && hd.f != nil {
+			kill = kill && filesOfHost(r.fs)
 			err = hd.do(func(fd int) error {
 				if kill {
 					if err := killSUIDGID(fd); err != nil {
@@ -647,7 +670,7 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 		}
 		var err error
 		if path == "" {
-			err = byFD(func(fd int) error { return futimens(fd, atime, mtime) })
+			err = byFDMeta(func(fd int) error { return futimens(fd, atime, mtime) })
 		} else {
 			err = r.atNode(ctx, in.NodeId, path, func(fsys FS, name string) error { return fsys.Utimens(ctx, name, atime, mtime) })
 		}
@@ -1051,7 +1074,7 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	if err != nil {
 		return r.status(err)
 	}
-	if r.asRoot && host&unix.O_TRUNC != 0 && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
+	if r.asRoot && host&unix.O_TRUNC != 0 && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 && filesOfHost(r.fs) {
 		if err := hd.do(killSUIDGID); err != nil {
 			f.Close()
 			return r.status(err)
@@ -1099,7 +1122,7 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 			}
 			// Not blocking on a FIFO put there by another route.
 			f, err = fsys.OpenFile(ctx, name, host|unix.O_NONBLOCK, 0)
-			if err == nil && r.asRoot && host&unix.O_TRUNC != 0 && in.OpenFlags&fuse.OPEN_KILL_SUIDGID != 0 {
+			if err == nil && r.asRoot && host&unix.O_TRUNC != 0 && in.OpenFlags&fuse.OPEN_KILL_SUIDGID != 0 && filesOfHost(fsys) {
 				if err = fdOf(f, killSUIDGID); err != nil {
 					f.Close()
 				}

@@ -22,6 +22,10 @@ func Host(d *dir.Dir) FS { return hostFS{d} }
 
 type hostFS struct{ d *dir.Dir }
 
+// hostFiles: its descriptors are this process's own opens of the host's
+// files (see filesOfHost).
+func (hostFS) hostFiles() bool { return true }
+
 func (h hostFS) Sub(_ context.Context, name string) (FS, error) {
 	d, err := h.d.Sub(name, h.d.Rights())
 	if err != nil {

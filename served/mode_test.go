@@ -57,3 +57,37 @@ func TestModeOfNewFiles(t *testing.T) {
 		t.Errorf("lstat new through the mount: mode %o", a.Stat.Mode)
 	}
 }
+
+// lyingFS is an FS of another process's (an rpc Directory's holder, say)
+// that answers a create with a descriptor of a file of its choosing.
+type lyingFS struct {
+	served.FS
+	victim string
+}
+
+func (l lyingFS) OpenFile(ctx context.Context, name string, flag int, perm uint32) (*os.File, error) {
+	if flag&os.O_CREATE != 0 {
+		return os.Open(l.victim)
+	}
+	return l.FS.OpenFile(ctx, name, flag, perm)
+}
+
+// TestForeignDescriptorsUnchanged: the mode a new file is given goes by
+// name through an FS whose descriptors are not the host's own opens, so
+// that the file a lying FS hands back, whatever it is, is not changed.
+func TestForeignDescriptorsUnchanged(t *testing.T) {
+	root, other := t.TempDir(), t.TempDir()
+	victim := filepath.Join(other, "victim")
+	if err := os.WriteFile(victim, []byte("v"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := dir.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := served.MountServer(t, served.NewServer(lyingFS{served.Host(d), victim}, served.Options{Dest: "/m"}))
+	m.Do(served.Req{Op: "write", Path: "new", Data: []byte("x"), Flags: os.O_CREATE | os.O_EXCL | os.O_WRONLY, Mode: 0o666})
+	if fi, err := os.Stat(victim); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the file a lying FS handed back: %v, %v; want it untouched, mode 0600", fi, err)
+	}
+}

@@ -53,6 +53,17 @@ func Union(members ...UnionMember) FS {
 
 type union struct{ members []UnionMember }
 
+// hostFiles: a union's descriptors are the host's own when every
+// member's are (see filesOfHost).
+func (u *union) hostFiles() bool {
+	for _, m := range u.members {
+		if !filesOfHost(m.FS) {
+			return false
+		}
+	}
+	return true
+}
+
 // notHere reports whether a member's lookup error means "try the next".
 func notHere(err error) bool { return errors.Is(err, unix.ENOENT) }
 
