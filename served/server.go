@@ -204,7 +204,10 @@ func (s *Server) Serve(ctx context.Context, dev *os.File, uidMap, gidMap []proc.
 // Requests already past the rights check when Revoke is called may still
 // finish (Revoke waits up to 50 ms for them); then every entry, attribute
 // and page the kernel holds for the mount is invalidated, so mmap'd pages
-// fault again and get SIGBUS. A closed Server stays closed (ENOTCONN).
+// fault again and get SIGBUS. Those that outlast the 50 ms answer when
+// they are done; once the last is, the caches are invalidated again, in
+// the background, so that what they answered is not kept. A closed
+// Server stays closed (ENOTCONN).
 func (s *Server) Revoke() error {
 	r := s.raw
 	r.state.CompareAndSwap(serving, revoked)
@@ -215,7 +218,38 @@ func (s *Server) Revoke() error {
 	r.invalidate()
 	r.files.closeAll()
 	r.dirs.closeAll()
+	if r.inflight.Load() > 0 {
+		// Requests that passed the gate before Revoke and outlast the
+		// drain may yet answer, and their answers fill the kernel's
+		// caches again: once the last is done (and its answer written),
+		// the caches are dropped again.
+		go r.invalidateAfterLate()
+	}
 	return nil
+}
+
+// lateAnswer is how long after the last late request ends the caches
+// are dropped again: time for go-fuse to write its answer.
+const lateAnswer = 10 * time.Millisecond
+
+// invalidateAfterLate waits, as long as the mount stays revoked, for the
+// requests still under way to end, then drops the kernel's caches and
+// the descriptors kept again.
+func (r *rawFS) invalidateAfterLate() {
+	wait := time.Millisecond
+	for r.inflight.Load() > 0 {
+		if r.state.Load() != revoked {
+			return
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+	time.Sleep(lateAnswer)
+	if r.state.Load() == revoked {
+		r.invalidate()
+		r.files.closeAll()
+		r.dirs.closeAll()
+	}
 }
 
 // Close stops serving and closes the FS; the mount then fails requests
