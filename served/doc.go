@@ -58,8 +58,11 @@
 //     before it they fail with EOPNOTSUPP.
 //   - The FS is asked by paths from the mount's root, or, where it can
 //     open directories (Host), by a name beneath a directory's own
-//     descriptor that the server keeps: a name deeper than PATH_MAX (4096
-//     bytes from the root) fails with ENAMETOOLONG; a directory renamed or
+//     descriptor that the server keeps (opened beneath its parent's where
+//     its path is longer than PATH_MAX, so that deep names are served as a
+//     kernel bind serves them; with other FSes, and for renames and links,
+//     which name two paths from the root, a name deeper than PATH_MAX fails
+//     with ENAMETOOLONG); a directory renamed or
 //     moved outside the mount is followed by its descriptor while the
 //     server keeps one, and found by its path otherwise (moving a
 //     directory out of the served tree does not end access to it while

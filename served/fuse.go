@@ -214,23 +214,57 @@ func (r *rawFS) at(ctx context.Context, parent uint64, dirPath, name string, fn 
 	if !ok || dirPath == "." {
 		return fn(r.fs, join(dirPath, name))
 	}
-	d, done := r.dirs.get(parent)
-	if d == nil {
-		sub, err := sfs.Sub(ctx, dirPath)
-		if err != nil {
-			return fn(r.fs, join(dirPath, name))
-		}
-		// Kept only if it is the node's directory: a rename meanwhile
-		// could have put another at dirPath.
-		st, err := sub.Lstat(ctx, ".")
-		if ino, ok := r.nodes.ino(parent); err != nil || !ok || st.Ino != ino {
-			sub.Close()
-			return fn(r.fs, join(dirPath, name))
-		}
-		d, done = r.dirs.add(parent, sub)
+	d, done, err := r.subDir(ctx, sfs, parent, dirPath, 0)
+	if err != nil {
+		return fn(r.fs, join(dirPath, name))
 	}
 	defer done()
 	return fn(d, name)
+}
+
+// maxDirDepth bounds how many directories subDir opens one beneath
+// another to reach one whose path is too long for one call.
+const maxDirDepth = unix.PathMax / 2
+
+// subDir returns the directory of node id at path, an FS kept in r.dirs,
+// and the function that ends its use: opened by its path from the root,
+// or, where that path is too long for one call (PATH_MAX), beneath its
+// parent's, found the same way, so that names deeper than PATH_MAX are
+// served as a kernel bind serves them. It is kept only if it is the
+// node's directory: a rename meanwhile could have put another at path.
+func (r *rawFS) subDir(ctx context.Context, sfs subFS, id uint64, path string, depth int) (FS, func(), error) {
+	if d, done := r.dirs.get(id); d != nil {
+		return d, done, nil
+	}
+	var sub FS
+	err := error(unix.ENAMETOOLONG)
+	if len(path) < unix.PathMax {
+		sub, err = sfs.Sub(ctx, path)
+	}
+	if errors.Is(err, unix.ENAMETOOLONG) && depth < maxDirDepth {
+		dirPath, name := splitPath(path)
+		if pid, ok := r.nodes.parentAt(id, path); ok {
+			var parent FS
+			var pdone func()
+			if parent, pdone, err = r.subDir(ctx, sfs, pid, dirPath, depth+1); err == nil {
+				err = unix.ENAMETOOLONG
+				if ps, ok := parent.(subFS); ok {
+					sub, err = ps.Sub(ctx, name)
+				}
+				pdone()
+			}
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := sub.Lstat(ctx, ".")
+	if ino, ok := r.nodes.ino(id); err != nil || !ok || st.Ino != ino {
+		sub.Close()
+		return nil, nil, unix.ESTALE
+	}
+	d, done := r.dirs.add(id, sub)
+	return d, done, nil
 }
 
 // atNode runs fn as at does, for node id at path.
@@ -1550,7 +1584,11 @@ func (r *rawFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntry
 	hd.mu.Lock()
 	defer hd.mu.Unlock()
 	if hd.ents == nil || in.Offset == 0 {
-		ents, err := r.fs.ReadDir(ctx, dirPath)
+		var ents []DirEntry
+		err := r.atNode(ctx, in.NodeId, dirPath, func(fsys FS, name string) (err error) {
+			ents, err = fsys.ReadDir(ctx, name)
+			return err
+		})
 		if err != nil {
 			return r.status(err)
 		}
@@ -1639,7 +1677,11 @@ func (r *rawFS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.Statf
 	if !st.Ok() {
 		return st
 	}
-	s, err := r.fs.Statfs(ctx, path)
+	var s unix.Statfs_t
+	err := r.atNode(ctx, h.NodeId, path, func(fsys FS, name string) (err error) {
+		s, err = fsys.Statfs(ctx, name)
+		return err
+	})
 	if err != nil {
 		return r.status(err)
 	}
