@@ -60,9 +60,10 @@
 //     open directories (Host), by a name beneath a directory's own
 //     descriptor that the server keeps (opened beneath its parent's where
 //     its path is longer than PATH_MAX, so that deep names are served as a
-//     kernel bind serves them; with other FSes, and for renames and links,
-//     which name two paths from the root, a name deeper than PATH_MAX fails
-//     with ENAMETOOLONG); a directory renamed or
+//     kernel bind serves them; renames within one directory too; with
+//     other FSes, and for links and renames across directories, which name
+//     two paths from the root, a name deeper than PATH_MAX fails with
+//     ENAMETOOLONG); a directory renamed or
 //     moved outside the mount is followed by its descriptor while the
 //     server keeps one, and found by its path otherwise (moving a
 //     directory out of the served tree does not end access to it while

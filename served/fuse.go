@@ -914,10 +914,32 @@ func (r *rawFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newNa
 		flags |= unix.RENAME_NOREPLACE
 	}
 	var victim heldVictim
-	if flags&(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) == 0 {
-		victim = r.holdVictim(ctx, in.Newdir, r.fs, newpath)
+	rename := func(fsys FS, oldname, newname string) error {
+		if flags&(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) == 0 {
+			victim = r.holdVictim(ctx, in.Newdir, fsys, newname)
+		}
+		return fsys.Rename(ctx, oldname, newname, flags)
 	}
-	if err := r.fs.Rename(ctx, oldpath, newpath, flags); err != nil {
+	var err error
+	if in.NodeId == in.Newdir {
+		// Within one directory: beneath its descriptor, by names, as
+		// other calls on names go (and so also deeper than PATH_MAX).
+		dirPath, _ := splitPath(oldpath)
+		err = r.at(ctx, in.NodeId, dirPath, oldName, func(fsys FS, name string) error {
+			// name is oldName beneath the directory, or, where it could
+			// not be opened, its path from the root: the new name goes
+			// beside it either way.
+			newname := newName
+			if i := strings.LastIndexByte(name, '/'); i >= 0 {
+				newname = name[:i+1] + newName
+			}
+			return rename(fsys, name, newname)
+		})
+	} else {
+		// Two directories: two paths from the root.
+		err = rename(r.fs, oldpath, newpath)
+	}
+	if err != nil {
 		victim.cancel()
 		if errors.Is(err, syscall.EEXIST) && flags != in.Flags {
 			return r.check(&in.InHeader, "rename", oldpath, need|RightDelete)
