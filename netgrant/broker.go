@@ -39,9 +39,16 @@ type Policy struct {
 
 	// NetNS is the inode number of the sandbox's network namespace, where
 	// the program's own sockets are: calls on them that no rule concerns
-	// go on in the kernel there. Zero: any network namespace but the
+	// are made there as the program asked. Zero: any network namespace but the
 	// Broker's own is taken to be the sandbox's.
 	NetNS uint64
+
+	// Host, when not nil, says that the program shares the Broker's
+	// network and file system (it has no namespaces: a sandbox confined
+	// by Landlock alone), and how to decide its connects, all of which
+	// the Broker then makes itself (HostFilter traps them). Rules are not
+	// used then.
+	Host *Host
 
 	// Logger gets what goes wrong in the Broker itself (a notification
 	// it could not answer). Nil: nothing is logged.
@@ -114,15 +121,16 @@ const (
 // (SECCOMP_IOCTL_NOTIF_ADDFD), so that the program holds a real,
 // connected socket. One no rule allows, it refuses.
 //
-// Calls on the sandbox's own sockets that no rule concerns go on in the
-// kernel, in the program's own network namespace, where the Broker's
-// caller must make sure they reach nothing outside (a network namespace
-// with loopback only; Policy.NetNS names it): connects to a loopback or
-// the unspecified address, to Unix sockets but the ones Unix rules name,
-// in other address families, malformed ones (which fail as the kernel
-// makes them fail), and every bind and listen. Calls on a socket the
-// Broker installed, which is of its own network namespace, never do: the
-// Broker answers them itself, from the address it read (a connected one
+// Calls on the sandbox's own sockets that no rule concerns the Broker
+// makes as the program asked, on its copy of the socket, in the program's
+// own network namespace, where the Broker's caller must make sure they
+// reach nothing outside (a network namespace with loopback only;
+// Policy.NetNS names it): connects to a loopback or the unspecified
+// address, to Unix sockets but the ones Unix rules name (found where the
+// program sees them), in other address families, malformed ones (which
+// fail as the kernel makes them fail), and every bind and listen; only a
+// Unix socket's bind goes on in the kernel. Calls on a socket the Broker
+// installed, which is of its own network namespace, it answers itself, from the address it read (a connected one
 // fails with EISCONN, AF_UNSPEC with EOPNOTSUPP, one in progress or
 // failed is connected again on the Broker's copy if a rule allows the
 // address), and refuses bind and listen there (EACCES).
@@ -144,6 +152,8 @@ type Broker struct {
 	fdinfoMu  sync.Mutex
 	fdinfoTID int // whose /proc/TID/fdinfo fdinfoDir is
 	fdinfoDir int // -1 if none
+
+	grants []grant // Policy.Host's paths
 
 	initial  chan struct{} // closed once the first lookups are done
 	mu       sync.Mutex
@@ -195,6 +205,9 @@ func Serve(ctx context.Context, listener *os.File, p Policy) (*Broker, error) {
 		names: map[netip.Addr]map[string]bool{},
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	if p.Host != nil {
+		b.grants = openGrants(p.Host.Paths)
+	}
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/thread-self/ns/net", &st); err == nil {
 		b.ownNS = st.Ino

@@ -5,11 +5,16 @@ package netgrant
 // A socket the program holds is either the sandbox's own (made in its
 // network namespace, which reaches its loopback only) or one the Broker
 // installed, which lives in the Broker's network namespace (the host's).
-// Calls on the sandbox's own sockets that no rule concerns go on in the
-// kernel (CONTINUE): whatever address the kernel then reads, it cannot
-// leave the sandbox. Calls on an installed socket never do: the Broker
-// answers them itself, from the address it read, so that such a socket
-// cannot be disconnected and aimed elsewhere, bound or made to listen.
+// Calls on the sandbox's own sockets that no rule concerns the Broker
+// makes on its copy of the socket, as the kernel would have made them in
+// the sandbox's network: not handed back to the kernel (CONTINUE), which
+// would act on whatever socket the program's fd number names by then
+// (another thread may have put an installed one there) with whatever
+// address its memory holds by then. Only a Unix socket's bind, which
+// makes a file where the program sees it, goes on in the kernel. Calls
+// on an installed socket the Broker answers itself, from the address it
+// read, so that such a socket cannot be disconnected and aimed
+// elsewhere, bound or made to listen.
 
 import (
 	"errors"
@@ -33,7 +38,7 @@ const sizeofSockaddrInet6RFC2133 = 24
 
 // verdict is how a notification is answered.
 type verdict struct {
-	cont  bool       // let the call go on in the kernel
+	cont  bool       // let the call go on in the kernel (connect: make it in the sandbox, connectLocal)
 	errno unix.Errno // fail it with this
 	// fd, when not -1, is a socket (the handler's to close) to install
 	// in the program in place of its own; the call then returns 0, or
@@ -62,7 +67,11 @@ func (b *Broker) handle(n unotify.Notif, mayDefer bool) (deferred bool) {
 	var v verdict
 	switch n.Data.Nr {
 	case unix.SYS_CONNECT:
-		v = b.connect(n)
+		if b.policy.Host != nil {
+			v = b.hostConnect(n)
+		} else {
+			v = b.connect(n)
+		}
 	case unix.SYS_BIND, unix.SYS_LISTEN:
 		v = b.bindOrListen(n)
 	default:
@@ -187,20 +196,37 @@ func (b *Broker) inSandbox(sock int) bool {
 	return st.Ino != b.ownNS
 }
 
-// bindOrListen decides a bind or listen: the kernel does it on the
-// sandbox's own sockets; on an installed one, which is the host's, it is
-// refused (EACCES), since it would bind or listen on the host's network.
+// bindOrListen decides a bind or listen: on the sandbox's own sockets
+// the Broker makes it, on its copy of the socket (so that it is made on
+// the socket it looked at, not on whatever socket the program's fd number
+// names by the time the kernel would), but a Unix socket's bind, which
+// makes a file where the program sees it, and which the kernel does; on
+// an installed one, which is the host's, it is refused (EACCES), since it
+// would bind or listen on the host's network.
 func (b *Broker) bindOrListen(n unotify.Notif) verdict {
 	c, v, ok := b.callerOf(n)
 	if !ok {
 		return v
 	}
 	defer c.close()
+	var raw []byte
+	var rerr unix.Errno
+	if n.Data.Nr == unix.SYS_BIND && c.local && c.domain != unix.AF_UNIX {
+		raw, rerr = readAddr(c.tid, n)
+	}
 	if !unotify.IDValid(b.fd, n.ID) {
 		return gone
 	}
 	if c.local {
-		return cont
+		switch {
+		case n.Data.Nr == unix.SYS_LISTEN:
+			return fail(errnoOf(unix.Listen(c.sock, int(int32(n.Data.Args[1])))))
+		case c.domain == unix.AF_UNIX:
+			return cont
+		case rerr != 0:
+			return fail(rerr)
+		}
+		return fail(bindRaw(c.sock, raw))
 	}
 	op := "bind"
 	if n.Data.Nr == unix.SYS_LISTEN {
@@ -253,8 +279,25 @@ func (b *Broker) connect(n unotify.Notif) verdict {
 		}
 		return b.connectInstalled(n, c, raw)
 	}
-	if rerr != 0 || len(raw) < 2 {
-		return cont // the kernel's own error (EINVAL, EFAULT), in the sandbox
+	if rerr != 0 {
+		return fail(rerr)
+	}
+	// What no rule concerns, the sandbox's own network does: made on the
+	// Broker's copy of the socket, never handed back to the kernel.
+	v = b.connectSandbox(n, c, raw, &closeSock)
+	if v.cont {
+		return b.connectLocal(n, c, raw)
+	}
+	return v
+}
+
+// connectSandbox decides a connect of the sandbox's own socket c to raw:
+// a verdict, or cont for one that stays in the sandbox's network, which
+// the caller makes (connectLocal). A verdict that waits takes c over,
+// and clears *closeSock.
+func (b *Broker) connectSandbox(n unotify.Notif, c *caller, raw []byte, closeSock *bool) verdict {
+	if len(raw) < 2 {
+		return cont // the kernel's own error (EINVAL)
 	}
 	family := int(uint16(raw[0]) | uint16(raw[1])<<8)
 	switch {
@@ -275,11 +318,14 @@ func (b *Broker) connect(n unotify.Notif) verdict {
 		if wait := b.lookAgain(dest); wait != nil {
 			// Looking names up may take seconds: not on the loop's
 			// thread, which answers the sandbox's other calls meanwhile.
-			closeSock = false
+			*closeSock = false
 			return verdict{fd: -1, wait: func() verdict {
 				defer c.close()
 				rule, name, allowed := wait()
 				v := b.grant(n, c, dest, rule, name, allowed)
+				if v.cont {
+					v = b.connectLocal(n, c, raw)
+				}
 				if v.wait != nil {
 					return v.wait()
 				}
@@ -390,17 +436,17 @@ func (b *Broker) connectInstalled(n unotify.Notif, c *caller, raw []byte) verdic
 	}
 	return verdict{fd: -1, wait: func() verdict {
 		defer unix.Close(dup)
-		errno := b.connectWatched(n, dup, sa)
+		errno := b.connectWatched(n, dup, func(fd int) unix.Errno { return errnoOf(unix.Connect(fd, sa)) })
 		ev.Errno = errnoUnlessInProgress(errno)
 		b.event(decision{ev, true})
 		return fail(errno)
 	}}
 }
 
-// connectWatched connects fd, blocking, to sa, and shuts fd down if the
-// call of notification n stops being pending meanwhile (its process is
-// gone) or the Broker closes, which ends the connect.
-func (b *Broker) connectWatched(n unotify.Notif, fd int, sa unix.Sockaddr) unix.Errno {
+// connectWatched connects fd, blocking, with do, and shuts fd down if
+// the call of notification n stops being pending meanwhile (its process
+// is gone) or the Broker closes, which ends the connect.
+func (b *Broker) connectWatched(n unotify.Notif, fd int, do func(fd int) unix.Errno) unix.Errno {
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(200 * time.Millisecond)
@@ -419,9 +465,9 @@ func (b *Broker) connectWatched(n unotify.Notif, fd int, sa unix.Sockaddr) unix.
 			return
 		}
 	}()
-	err := unix.Connect(fd, sa)
+	errno := do(fd)
 	close(done)
-	return errnoOf(err)
+	return errno
 }
 
 func errnoUnlessInProgress(e unix.Errno) unix.Errno {

@@ -25,9 +25,12 @@
 //     setsockopt work as on any);
 //   - on the sandbox's own socket, to a loopback or the unspecified
 //     address no rule allows, to a Unix socket no rule names, another
-//     address family, or a malformed call: lets it go on in the kernel,
-//     in the sandbox's own network namespace, which reaches nothing
-//     outside (the kernel's own errnos for bad calls);
+//     address family, or a malformed call: makes it as asked, on its
+//     copy of that socket, in the sandbox's own network namespace, which
+//     reaches nothing outside (the kernel's own errnos for bad calls), and
+//     a Unix socket named in the file system where the program sees it;
+//     never back in the kernel, which would act on whatever socket the
+//     fd number names by then (binds of Unix sockets do go on there);
 //   - on a socket it installed (the host's): answers it itself, never in
 //     the kernel: EISCONN if connected, EOPNOTSUPP for AF_UNSPEC (which
 //     would free it for another use), and, in progress or failed, the

@@ -121,6 +121,12 @@ func (e *events) list() []netgrant.Event {
 // printed as key=value pairs (and the whole output).
 func run(t *testing.T, s *sandbox.Spec, name string, opts []sandbox.Option, env ...string) (map[string]string, string) {
 	t.Helper()
+	return runAt(t, s, "/probe", name, opts, env...)
+}
+
+// runAt is run with the test binary at path in the sandbox.
+func runAt(t *testing.T, s *sandbox.Spec, path, name string, opts []sandbox.Option, env ...string) (map[string]string, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	r, w, err := os.Pipe()
@@ -142,7 +148,7 @@ func run(t *testing.T, s *sandbox.Spec, name string, opts []sandbox.Option, env 
 		t.Fatal(err)
 	}
 	defer sb.Close()
-	p, err := sb.Exec(ctx, "/probe", []string{"probe"})
+	p, err := sb.Exec(ctx, path, []string{"probe"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,9 @@ var probes = map[string]func(){
 	"reaim":     probeReaim,
 	"unixdgram": probeUnixDgram,
 	"eyeballs":  probeEyeballs,
+	"unixhost":  probeUnixHost,
+	"unixrace":  probeUnixRace,
+	"swap":      probeSwap,
 }
 
 func errName(err error) string {
@@ -518,4 +521,147 @@ func probeEyeballs() {
 	err := unix.Connect(fd, sockaddr(os.Getenv("GOOD")))
 	fmt.Printf("good=%s\n", errName(err))
 	fmt.Printf("good.fast=%v\n", time.Since(start) < time.Second)
+}
+
+// probeUnixHost connects to each Unix socket of TARGETS ("@name" for an
+// abstract one) and reports the name of the server that greeted it, or
+// the errno; and, with TCP, connects there and reports the greeting.
+func probeUnixHost() {
+	for _, p := range strings.Split(os.Getenv("TARGETS"), ",") {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			fmt.Printf("socket=%s\n", errName(err))
+			return
+		}
+		name := p
+		if p[0] == '@' {
+			name = "\x00" + p[1:]
+		}
+		if err := unix.Connect(fd, &unix.SockaddrUnix{Name: name}); err != nil {
+			fmt.Printf("connect.%s=%s\n", p, errName(err))
+			unix.Close(fd)
+			continue
+		}
+		b := make([]byte, 64)
+		n, _ := unix.Read(fd, b)
+		fmt.Printf("connect.%s=%s\n", p, strings.TrimPrefix(strings.TrimSpace(string(b[:max(n, 0)])), "hello from "))
+		unix.Close(fd)
+	}
+	if a := os.Getenv("TCP"); a != "" {
+		c, err := net.Dial("tcp", a)
+		if err != nil {
+			fmt.Printf("tcp=%v\n", err)
+			return
+		}
+		b := make([]byte, 64)
+		n, _ := c.Read(b)
+		fmt.Printf("tcp=%s\n", strings.TrimSpace(string(b[:n])))
+		c.Close()
+	}
+}
+
+// probeUnixRace connects N times to the Unix socket GOOD while a second
+// thread rewrites the name, in the same buffer, to BAD and back, and
+// reports which server greeted each connect.
+func probeUnixRace() {
+	n, _ := strconv.Atoi(os.Getenv("N"))
+	sa := func(p string) (r unix.RawSockaddrUnix) {
+		r.Family = unix.AF_UNIX
+		for i := range len(p) {
+			r.Path[i] = int8(p[i])
+		}
+		return r
+	}
+	g, b := sa(os.Getenv("GOOD")), sa(os.Getenv("BAD"))
+	buf := new(unix.RawSockaddrUnix)
+	*buf = g
+	var stop atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		for !stop.Load() {
+			*buf = b
+			*buf = g
+		}
+		close(done)
+	}()
+	counts := map[string]int{}
+	for range n {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			break
+		}
+		_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(buf)), unix.SizeofSockaddrUnix)
+		if e != 0 {
+			counts[unix.ErrnoName(e)]++
+			unix.Close(fd)
+			continue
+		}
+		rb := make([]byte, 64)
+		k, _ := unix.Read(fd, rb)
+		switch s := string(rb[:max(k, 0)]); {
+		case strings.Contains(s, "from A"):
+			counts["a"]++
+		case strings.Contains(s, "from B"):
+			counts["b"]++
+		default:
+			counts["other"]++
+		}
+		unix.Close(fd)
+	}
+	stop.Store(true)
+	<-done
+	fmt.Printf("a=%d\n", counts["a"])
+	for k, v := range counts {
+		if k != "a" {
+			fmt.Printf("%s=%d\n", k, v)
+		}
+	}
+}
+
+// probeSwap makes an installed socket whose connect to CLOSED fails, then
+// connects a socket of the sandbox's to BAD (the sandbox's loopback) N
+// times while a second thread swaps the installed socket in and out at
+// its fd number.
+func probeSwap() {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		fmt.Printf("socket=%s\n", errName(err))
+		return
+	}
+	if err := unix.Connect(s, sockaddr(os.Getenv("CLOSED"))); err != unix.EINPROGRESS {
+		fmt.Printf("installed=%s\n", errName(err))
+		return
+	}
+	pfd := []unix.PollFd{{Fd: int32(s), Events: unix.POLLOUT}}
+	unix.Poll(pfd, 5000)
+	soerr, _ := unix.GetsockoptInt(s, unix.SOL_SOCKET, unix.SO_ERROR)
+	fmt.Printf("installed=%s\n", errName(unix.Errno(soerr)))
+	unix.SetNonblock(s, false)
+	own, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	x, _ := unix.Dup(own)
+	n, _ := strconv.Atoi(os.Getenv("N"))
+	var stop atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		for !stop.Load() {
+			unix.Dup3(s, x, unix.O_CLOEXEC)
+			unix.Dup3(own, x, unix.O_CLOEXEC)
+		}
+		close(done)
+	}()
+	bad := sockaddr(os.Getenv("BAD"))
+	counts := map[string]int{}
+	for range n {
+		counts[errName(unix.Connect(x, bad))]++
+	}
+	stop.Store(true)
+	<-done
+	for k, v := range counts {
+		fmt.Printf("connect.%s=%d\n", k, v)
+	}
 }

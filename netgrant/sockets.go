@@ -337,7 +337,7 @@ func (b *Broker) connectUnix(n unotify.Notif, c *caller, raw []byte) verdict {
 		if err := unix.SetNonblock(fd, false); err != nil {
 			return finish(errnoOf(err))
 		}
-		return finish(b.connectWatched(n, fd, sa))
+		return finish(b.connectWatched(n, fd, func(fd int) unix.Errno { return errnoOf(unix.Connect(fd, sa)) }))
 	}}
 }
 

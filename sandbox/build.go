@@ -32,7 +32,7 @@ func Build(ctx context.Context, spec *Spec, opts ...Option) (_ *Sandbox, err err
 		return nil, err
 	}
 	if spec.LandlockOnly {
-		return buildLandlockOnly(ctx, spec, o.log)
+		return buildLandlockOnly(ctx, spec, o)
 	}
 	// What comes from the spec alone is made on another CPU meanwhile.
 	pre := prepareAside(ctx, spec, o.log, fromCaller(spec, o.idMapsBy))

@@ -2,14 +2,15 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/caplin-dev/caplin/internal/kernel"
+	"github.com/caplin-dev/caplin/netgrant"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
 )
@@ -21,8 +22,12 @@ const LandlockOnlyLimits = "no namespaces: the program sees the host's processes
 // buildLandlockOnly makes a sandbox with no namespaces: the file grants
 // are Landlock rules on the host's own paths, the network is cut by the
 // seccomp filter (no sockets but Unix ones) and Landlock's TCP rules,
-// signals and abstract Unix sockets by Landlock's scopes (ABI 6).
-func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sandbox, err error) {
+// signals and abstract Unix sockets by Landlock's scopes (ABI 6), and
+// the host's Unix sockets by a netgrant.Broker that makes every connect
+// itself, to the sockets the grants cover only (Landlock's file rules do
+// not reach connect).
+func buildLandlockOnly(ctx context.Context, spec *Spec, o options) (_ *Sandbox, err error) {
+	log := o.log
 	abi, lerr := LandlockABI()
 	if lerr != nil {
 		return nil, fmt.Errorf("sandbox: Landlock-only confinement: %w", lerr)
@@ -30,6 +35,18 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sa
 	plan, err := landlockOnlyPolicy(spec, abi)
 	if err != nil {
 		return nil, err
+	}
+	// The host's Unix sockets: every connect trapped, or, where that
+	// cannot be (a container's seccomp profile refusing pidfd_getfd),
+	// no socket(2) at all without the host's network.
+	trapErr := netgrant.HostSupported()
+	switch {
+	case trapErr != nil && spec.Net == NetHost:
+		plan.cannot = append(plan.cannot, fmt.Sprintf("keeping the host's Unix sockets out (connect by name): %s", strings.TrimPrefix(trapErr.Error(), "netgrant: ")))
+	case trapErr != nil:
+		plan.notes = append([]string{fmt.Sprintf("no sockets but socketpair, since trapping connects to the host's Unix sockets cannot be done: %s", strings.TrimPrefix(trapErr.Error(), "netgrant: "))}, plan.notes...)
+	case spec.Net != NetHost:
+		plan.notes = append([]string{"abstract Unix sockets are refused, its own too"}, plan.notes...)
 	}
 	if len(plan.cannot) > 0 && !spec.BestEffort {
 		return nil, &LandlockOnlyError{Cannot: plan.cannot, newerLandlock: plan.newerLandlock}
@@ -45,6 +62,7 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sa
 
 	pol := spec.Seccomp
 	pol.OnlyUnixSockets = pol.OnlyUnixSockets || spec.Net != NetHost
+	pol.NoSockets = pol.NoSockets || trapErr != nil && spec.Net != NetHost
 	filter, err := Filter(pol)
 	if err != nil {
 		return nil, err
@@ -136,8 +154,36 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, log *slog.Logger) (_ *Sa
 		r.b.SeccompSetModeFilter(0, f)
 	}
 	r.end(from, "seccomp")
-	if _, err := h.Run(ctx, &r.b); err != nil {
+	var listener proc.Val
+	if trapErr == nil {
+		from = r.begin()
+		l := r.b.SeccompSetModeFilter(netgrant.FilterFlags(), netgrant.HostFilter())
+		// Sent with the batch's reply; the fd is close-on-exec.
+		listener = r.b.TakeFile(l)
+		r.end(from, "trapping connect (seccomp user notification)")
+	}
+	res, err := h.Run(ctx, &r.b)
+	if err != nil {
 		return nil, r.explain(err)
+	}
+	if trapErr == nil {
+		paths := make([]string, 0, len(ll.Paths))
+		for _, g := range ll.Paths {
+			paths = append(paths, g.Path)
+		}
+		f := res.File(listener)
+		if f == nil {
+			return nil, errors.New("sandbox: the program's process sent no seccomp listener")
+		}
+		b, err := netgrant.Serve(ctx, f, netgrant.Policy{
+			Host:   &netgrant.Host{Paths: paths, Abstract: spec.Net == NetHost, Network: spec.Net == NetHost},
+			Events: o.events,
+			Logger: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: %w", err)
+		}
+		sb.broker = b
 	}
 	return sb, nil
 }

@@ -66,6 +66,11 @@ type FilterPolicy struct {
 	// (EAFNOSUPPORT): no network without a network namespace.
 	OnlyUnixSockets bool
 
+	// NoSockets refuses socket(2) in every address family (EACCES);
+	// socketpair(2) is left. For a sandbox without a mount namespace
+	// where the connects to the host's Unix sockets cannot be trapped.
+	NoSockets bool
+
 	// Deny lists more system calls, by name, that fail with EPERM. A name
 	// that is not a system call of this architecture is an error.
 	Deny []string
@@ -130,6 +135,7 @@ const (
 //     bits does not get past the rule;
 //   - refuses new user namespaces unless policy allows them;
 //   - with policy.OnlyUnixSockets, refuses sockets of other families;
+//   - with policy.NoSockets, refuses every socket(2) (EACCES);
 //   - allows everything else.
 func Filter(policy FilterPolicy) ([]unix.SockFilter, error) {
 	var arch uint32
@@ -177,6 +183,10 @@ func Filter(policy FilterPolicy) ([]unix.SockFilter, error) {
 	p.jeq(unix.TIOCLINUX, 1, 0)
 	p.ret(unix.SECCOMP_RET_ALLOW)
 	p.ret(errno(unix.EPERM))
+	if policy.NoSockets {
+		p.jeq(unix.SYS_SOCKET, 0, 1)
+		p.ret(errno(unix.EACCES))
+	}
 	if policy.OnlyUnixSockets {
 		p.jeq(unix.SYS_SOCKET, 0, 4)
 		p.load(offArg0)

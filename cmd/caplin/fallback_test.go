@@ -22,8 +22,12 @@ import (
 //	dockerseccomp caplin ARGS...  run caplin under a seccomp filter shaped
 //	                              like Docker's default profile for a
 //	                              container without CAP_SYS_ADMIN
-//	escapes FILE                  in a sandbox: try what a sandbox without
-//	                              namespaces must still refuse, print what
+//	noptrace caplin ARGS...       run caplin under a seccomp filter that
+//	                              refuses pidfd_getfd and process_vm_readv
+//	escapes FILE [SOCKET]         in a sandbox: try what a sandbox without
+//	                              namespaces must still refuse (reading
+//	                              FILE, connecting to the host's Unix
+//	                              socket SOCKET, ...), print what
 //	                              happened, exit 1 if any got through
 
 // envNestedNS marks the re-run of nouserns inside its user namespace.
@@ -91,6 +95,36 @@ func startInUserNS() error {
 // dockerSeccomp is the script command dockerseccomp.
 func dockerSeccomp() int {
 	return underCondition("dockerseccomp", unix.EPERM, func() error { return installFilter(dockerFilter()) })
+}
+
+// noPtrace is the script command noptrace: caplin's command line
+// os.Args[1:] under a seccomp filter that refuses pidfd_getfd and
+// process_vm_readv (EPERM), as a container's profile may without
+// CAP_SYS_PTRACE.
+func noPtrace() int {
+	arch := uint32(unix.AUDIT_ARCH_X86_64)
+	if runtime.GOARCH == "arm64" {
+		arch = unix.AUDIT_ARCH_AARCH64
+	}
+	const (
+		ldW  = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+		jeqK = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		ret  = unix.BPF_RET | unix.BPF_K
+	)
+	f := []unix.SockFilter{
+		{Code: ldW, K: 4},
+		{Code: jeqK, K: arch, Jt: 0, Jf: 3},
+		{Code: ldW, K: 0},
+		{Code: jeqK, K: unix.SYS_PIDFD_GETFD, Jt: 2, Jf: 0},
+		{Code: jeqK, K: unix.SYS_PROCESS_VM_READV, Jt: 1, Jf: 0},
+		{Code: ret, K: unix.SECCOMP_RET_ALLOW},
+		{Code: ret, K: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},
+	}
+	if err := installFilter(f); err != nil {
+		fmt.Fprintln(os.Stderr, "noptrace:", err)
+		return 99
+	}
+	return entry(os.Args[1:])
 }
 
 // dockerFilter is a classic BPF seccomp program with the rules of
@@ -162,8 +196,8 @@ func dockerFilter() []unix.SockFilter {
 // sandbox) and pid 1, and to make a user namespace, and fails if any of
 // that works, or if a Unix socket cannot be made.
 func escapes() int {
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: escapes FILE")
+	if len(os.Args) != 2 && len(os.Args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: escapes FILE [SOCKET]")
 		return 2
 	}
 	escaped := false
@@ -192,11 +226,30 @@ func escapes() int {
 		}
 		check("socket "+s.name, err)
 	}
+	// Allowed, unless connects cannot be trapped (noptrace): said, not
+	// judged.
 	if fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
-		fmt.Printf("socket unix: %v, want it allowed\n", err)
+		fmt.Printf("socket unix: refused: %v\n", err)
+	} else {
+		fmt.Println("socket unix: allowed")
+		unix.Close(fd)
+	}
+	if fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+		fmt.Printf("socketpair unix: %v, want it allowed\n", err)
 		escaped = true
 	} else {
-		unix.Close(fd)
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+	}
+	if len(os.Args) == 3 {
+		// A Unix socket of the host's, outside the grants: Landlock's
+		// file rules do not cover connect.
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err == nil {
+			err = unix.Connect(fd, &unix.SockaddrUnix{Name: os.Args[2]})
+			unix.Close(fd)
+		}
+		check("connect "+os.Args[2], err)
 	}
 	for _, pid := range []int{os.Getppid(), 1} {
 		a := strconv.Itoa(pid)

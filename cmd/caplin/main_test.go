@@ -50,6 +50,7 @@ func TestMain(m *testing.M) {
 		// nouserns, dockerseccomp, escapes: see fallback_test.go.
 		"nouserns":      func() { os.Exit(noUserNS()) },
 		"dockerseccomp": func() { os.Exit(dockerSeccomp()) },
+		"noptrace":      func() { os.Exit(noPtrace()) },
 		"escapes":       func() { os.Exit(escapes()) },
 		// reapcheck ARGS...: see TestRunLeavesNoChild.
 		"reapcheck": reapCheck,
@@ -91,6 +92,7 @@ func TestScripts(t *testing.T) {
 			"signals":   cmdSignals,
 			"waitfile":  cmdWaitFile,
 			"httpserve": cmdHTTPServe,
+			"unixserve": cmdUnixServe,
 		},
 		Setup: func(env *testscript.Env) error {
 			// $ESCAPES is the escapes command's file, for a sandbox to
@@ -271,6 +273,29 @@ func cmdHTTPServe(ts *testscript.TestScript, neg bool, args []string) {
 	go srv.Serve(ln)
 	ts.Defer(func() { srv.Close() })
 	ts.Setenv(args[0], strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+}
+
+// cmdUnixServe is the script command unixserve PATH: a Unix socket
+// server at PATH, which anyone may connect to, that greets each
+// connection, until the script ends.
+func cmdUnixServe(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: unixserve PATH")
+	}
+	ln, err := net.Listen("unix", ts.MkAbs(args[0]))
+	ts.Check(err)
+	ts.Check(os.Chmod(ts.MkAbs(args[0]), 0o777))
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("hello\n"))
+			c.Close()
+		}
+	}()
+	ts.Defer(func() { ln.Close() })
 }
 
 // TestScriptsAsNobody runs the scripts again as uid 65534 when the tests

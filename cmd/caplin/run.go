@@ -245,8 +245,13 @@ PROCESS
 		own paths (binds must be at their source's path; --symlink,
 		--dir and the other options that make something are
 		refused), the network is cut by seccomp (Unix sockets only)
-		and Landlock, signals and abstract sockets by Landlock's
-		scopes (Linux 6.12). --system works: its --tmpfs /tmp becomes
+		and Landlock, signals by Landlock's scopes (Linux 6.12).
+		Every connect is trapped and made by caplin (Landlock's file
+		rules do not reach connect): to a Unix socket at or beneath
+		a grant only (EACCES elsewhere), to no abstract socket (EPERM;
+		with --net host, any); where a container's seccomp profile
+		refuses what the trap needs (pidfd_getfd), socket(2) is
+		refused instead (socketpair works). --system works: its --tmpfs /tmp becomes
 		a private directory (mode 0700, in caplin's $TMPDIR or /tmp)
 		that the program's $TMPDIR names, removed when the sandbox
 		ends, while the host's /tmp stays out of reach; --proc /proc

@@ -1,0 +1,371 @@
+package netgrant
+
+// A program with no network or mount namespace of its own (a sandbox
+// confined by Landlock alone) shares the host's: Landlock keeps it from
+// the host's files, but not from the host's Unix sockets, which connect(2)
+// reaches by name whatever Landlock's file rules say (before
+// LANDLOCK_ACCESS_FS_RESOLVE_UNIX). So every connect of such a program is
+// trapped (HostFilter), and the Broker makes it itself, on its own copy of
+// the program's socket: to a Unix socket named in the file system only
+// where the program's grants (Host.Paths) cover it, found where the
+// program would find it and pinned, so that what was checked is what is
+// connected to; to an abstract one only with Host.Abstract; in other
+// families only with Host.Network. It never hands such a connect back to
+// the kernel, which would read the address again from the program's
+// memory, or act on whatever socket the program's fd names by then.
+
+import (
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/caplin-dev/caplin/internal/unotify"
+	"golang.org/x/sys/unix"
+)
+
+// Host says how a Broker decides the connects of a program that shares
+// the host's network and file system (Policy.Host): one confined by
+// Landlock alone.
+type Host struct {
+	// Paths are the files and directories the program was granted (its
+	// Landlock rules' paths): it may connect to the Unix sockets at or
+	// beneath them, as a program in a mount namespace may connect to the
+	// sockets its mounts show. A socket named through a symbolic link is
+	// judged where the link leads. Other Unix sockets in the file system
+	// are refused (EACCES).
+	Paths []string
+
+	// Abstract lets the program connect to abstract Unix sockets, which,
+	// without a network namespace of its own, are the host's. Without
+	// it, such a connect fails (EPERM, as Landlock's scoping refuses it).
+	Abstract bool
+
+	// Network lets sockets of other families (AF_INET, AF_INET6, ...)
+	// connect where the program asks: the host's network. Without it,
+	// such a connect fails (EACCES), as Landlock's TCP rules refuse it.
+	Network bool
+}
+
+// HostFilter returns the seccomp filter for Policy.Host: it hands every
+// connect(2) of this architecture to the listener it is installed with
+// (FilterFlags), and lets every other call through. bind and listen need
+// no trap there: Landlock decides where a Unix socket may be made, and a
+// sandbox without the host's network has no other sockets.
+func HostFilter() []unix.SockFilter {
+	const (
+		offNr   = 0
+		offArch = 4
+		ld      = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+		jeq     = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		ret     = unix.BPF_RET | unix.BPF_K
+	)
+	return []unix.SockFilter{
+		{Code: ld, K: offArch},
+		{Code: jeq, K: auditArch(), Jt: 0, Jf: 2},
+		{Code: ld, K: offNr},
+		{Code: jeq, K: unix.SYS_CONNECT, Jt: 1, Jf: 0},
+		{Code: ret, K: unix.SECCOMP_RET_ALLOW},
+		{Code: ret, K: unix.SECCOMP_RET_USER_NOTIF},
+	}
+}
+
+// HostSupported returns nil where a Broker with Policy.Host can work
+// here: seccomp user notification (Linux 5.0), and pidfd_getfd (5.6) and
+// process_vm_readv not refused by a seccomp filter the caller is under
+// (a container's profile may refuse them without CAP_SYS_PTRACE). Else an
+// *UnsupportedError naming what is missing.
+func HostSupported() error {
+	if err := supportedBase(); err != nil {
+		return err
+	}
+	release := kernelRelease()
+	pidfd, err := unix.PidfdOpen(unix.Getpid(), 0)
+	if err != nil {
+		return &UnsupportedError{Release: release, What: "pidfd_open", MinKernel: "5.3", Err: err}
+	}
+	defer unix.Close(pidfd)
+	fd, err := unix.PidfdGetfd(pidfd, pidfd, 0)
+	if err != nil {
+		return &UnsupportedError{Release: release, What: "pidfd_getfd", MinKernel: "5.6", Err: err}
+	}
+	unix.Close(fd)
+	var b [1]byte
+	if err := unotify.ReadMem(unix.Getpid(), addrOf(&b[0]), b[:]); err != nil {
+		return &UnsupportedError{Release: release, What: "process_vm_readv", MinKernel: "3.2", Err: err}
+	}
+	return nil
+}
+
+// grant is one of Host.Paths, opened when the Broker starts.
+type grant struct {
+	dev, ino uint64
+	dir      bool
+}
+
+// openGrants finds Host.Paths' files; those that are missing grant
+// nothing.
+func openGrants(paths []string) []grant {
+	var gs []grant
+	for _, p := range paths {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			continue
+		}
+		gs = append(gs, grant{dev: st.Dev, ino: st.Ino, dir: st.Mode&unix.S_IFMT == unix.S_IFDIR})
+	}
+	return gs
+}
+
+// hostConnect decides notification n, a connect of a program that shares
+// the host's network and file system (Policy.Host), and makes what it
+// allows.
+func (b *Broker) hostConnect(n unotify.Notif) verdict {
+	c, v, ok := b.callerOf(n)
+	if !ok {
+		return v
+	}
+	raw, rerr := readAddr(c.tid, n)
+	// Still pending: the pidfd, the socket and the memory read are the
+	// thread's (see connect).
+	if !unotify.IDValid(b.fd, n.ID) {
+		c.close()
+		return gone
+	}
+	if rerr != 0 {
+		c.close()
+		return fail(rerr)
+	}
+	h := b.policy.Host
+	if c.domain != unix.AF_UNIX {
+		if !h.Network {
+			b.event(decision{Event{PID: c.tid, Addr: inetString(raw), Errno: ErrnoRefused}, false})
+			c.close()
+			return fail(ErrnoRefused)
+		}
+		return b.connectCopy(n, c.takeSock(), raw, -1)
+	}
+	if len(raw) <= 2 || int(uint16(raw[0])|uint16(raw[1])<<8) != unix.AF_UNIX {
+		// No name, or another family: the kernel's own error (EINVAL,
+		// EAFNOSUPPORT), or AF_UNSPEC's dissolving of a datagram
+		// socket's peer, on the Broker's copy of the address.
+		return b.connectCopy(n, c.takeSock(), raw, -1)
+	}
+	if raw[2] == 0 {
+		if !h.Abstract {
+			b.event(decision{Event{PID: c.tid, Addr: "unix:@" + string(trimNUL(raw[3:])), Errno: unix.EPERM}, false})
+			c.close()
+			return fail(unix.EPERM)
+		}
+		return b.connectCopy(n, c.takeSock(), raw, -1)
+	}
+	path := string(trimNUL(raw[2:]))
+	pin, errno := pinUnix(c.tid, path)
+	if errno != 0 {
+		c.close()
+		return fail(errno)
+	}
+	if !b.granted(pin) {
+		unix.Close(pin)
+		b.event(decision{Event{PID: c.tid, Addr: "unix:" + path, Errno: ErrnoRefused}, false})
+		c.close()
+		return fail(ErrnoRefused)
+	}
+	return b.connectCopy(n, c.takeSock(), nil, pin)
+}
+
+// readAddr reads the address of connect notification n from thread
+// tid's memory, or returns the errno the kernel would fail it with.
+func readAddr(tid int, n unotify.Notif) ([]byte, unix.Errno) {
+	addrPtr, addrLen := n.Data.Args[1], int32(uint32(n.Data.Args[2]))
+	switch {
+	case addrLen < 0 || addrLen > sizeofSockaddrStorage:
+		return nil, unix.EINVAL
+	case addrPtr == 0 && addrLen > 0:
+		return nil, unix.EFAULT
+	}
+	raw := make([]byte, addrLen)
+	if addrLen > 0 {
+		if err := unotify.ReadMem(tid, addrPtr, raw); err != nil {
+			return nil, unix.EFAULT
+		}
+	}
+	return raw, 0
+}
+
+// trimNUL returns b up to its first NUL byte.
+func trimNUL(b []byte) []byte {
+	if i := strings.IndexByte(string(b), 0); i >= 0 {
+		return b[:i]
+	}
+	return b
+}
+
+// inetString returns the address raw names, for an event.
+func inetString(raw []byte) string {
+	if len(raw) < 2 {
+		return ""
+	}
+	family := int(uint16(raw[0]) | uint16(raw[1])<<8)
+	if a, ok := parseInet(family, raw); ok {
+		return a.String()
+	}
+	return "family " + strconv.Itoa(family)
+}
+
+// pinUnix finds the Unix socket path names, where thread tid would find
+// it (from its root or working directory, following symbolic links but
+// not /proc's magic links, which would name the Broker's own files), and
+// returns an O_PATH descriptor of it; or the errno a connect to it fails
+// with (ENOENT, ECONNREFUSED for a file that is not a socket, ...).
+func pinUnix(tid int, path string) (int, unix.Errno) {
+	from := "/proc/" + strconv.Itoa(tid) + "/cwd"
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS}
+	if filepath.IsAbs(path) {
+		from = "/proc/" + strconv.Itoa(tid) + "/root"
+		how.Resolve |= unix.RESOLVE_IN_ROOT
+	}
+	start, err := unix.Open(from, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, unix.ECONNREFUSED
+	}
+	defer unix.Close(start)
+	pin, err := unix.Openat2(start, path, &how)
+	if err != nil {
+		return -1, errnoOf(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(pin, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		unix.Close(pin)
+		return -1, unix.ECONNREFUSED
+	}
+	return pin, 0
+}
+
+// granted reports whether the socket pin is one of Host.Paths or beneath
+// one: its directory and the directories above it, up to the root, are
+// compared with the grants by device and inode, as Landlock compares
+// them.
+func (b *Broker) granted(pin int) bool {
+	var st unix.Stat_t
+	if unix.Fstat(pin, &st) != nil {
+		return false
+	}
+	for _, g := range b.grants {
+		if !g.dir && g.dev == st.Dev && g.ino == st.Ino {
+			return true
+		}
+	}
+	// Where the socket is: its path, then its directory, checked to
+	// hold it still.
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlink("/proc/self/fd/"+strconv.Itoa(pin), buf)
+	if err != nil || n == 0 || buf[0] != '/' {
+		return false
+	}
+	where := string(buf[:n])
+	if strings.HasSuffix(where, " (deleted)") {
+		return false
+	}
+	dirPath, base := filepath.Split(where)
+	dir, err := unix.Openat2(unix.AT_FDCWD, dirPath, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS})
+	if err != nil {
+		return false
+	}
+	var here unix.Stat_t
+	if unix.Fstatat(dir, base, &here, unix.AT_SYMLINK_NOFOLLOW) != nil || here.Dev != st.Dev || here.Ino != st.Ino {
+		unix.Close(dir)
+		return false
+	}
+	for range 4096 {
+		if unix.Fstat(dir, &st) != nil {
+			break
+		}
+		for _, g := range b.grants {
+			if g.dir && g.dev == st.Dev && g.ino == st.Ino {
+				unix.Close(dir)
+				return true
+			}
+		}
+		up, err := unix.Openat(dir, "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		unix.Close(dir)
+		if err != nil {
+			return false
+		}
+		dir = up
+		var above unix.Stat_t
+		if unix.Fstat(dir, &above) != nil || above.Dev == st.Dev && above.Ino == st.Ino {
+			break // the root
+		}
+	}
+	unix.Close(dir)
+	return false
+}
+
+// connectCopy connects sock, the Broker's copy of the program's socket,
+// to raw, or, with pin >= 0, to the Unix socket pin holds (through
+// /proc/self/fd, so that what was found is what is connected to), and
+// answers with the kernel's own result: at once for a non-blocking
+// socket (EINPROGRESS, EAGAIN, ...), off the loop's thread for a
+// blocking one. It takes sock and pin.
+func (b *Broker) connectCopy(n unotify.Notif, sock int, raw []byte, pin int) verdict {
+	do := func(fd int) unix.Errno {
+		if pin >= 0 {
+			return errnoOf(unix.Connect(fd, &unix.SockaddrUnix{Name: "/proc/self/fd/" + strconv.Itoa(pin)}))
+		}
+		return connectRaw(fd, raw)
+	}
+	done := func() {
+		if pin >= 0 {
+			unix.Close(pin)
+		}
+		unix.Close(sock)
+	}
+	fl, err := unix.FcntlInt(uintptr(sock), unix.F_GETFL, 0)
+	if err != nil {
+		done()
+		return fail(errnoOf(err))
+	}
+	if fl&unix.O_NONBLOCK != 0 {
+		defer done()
+		return fail(do(sock))
+	}
+	// A blocking connect may block (a full backlog, a remote host): not
+	// on the loop's thread, and cut short if the program goes.
+	return verdict{fd: -1, wait: func() verdict {
+		defer done()
+		return fail(b.connectWatched(n, sock, do))
+	}}
+}
+
+// takeSock returns c's copy of the socket, which c then no longer
+// closes, and closes the rest of c.
+func (c *caller) takeSock() int {
+	sock := c.sock
+	c.sock = -1
+	c.close()
+	return sock
+}
+
+// connectLocal makes a connect of the sandbox's own socket c (in its
+// network namespace) that no rule concerns, to raw, on a copy of the
+// socket, as the kernel would have made it: rather than let the call go
+// on in the kernel (CONTINUE), which would act on whatever socket the
+// program's fd number names by then (another thread may have put a
+// socket the Broker installed, of the host's, there). A Unix socket named
+// in the file system is found in the program's view (its root and working
+// directory). It leaves c to its caller.
+func (b *Broker) connectLocal(n unotify.Notif, c *caller, raw []byte) verdict {
+	sock, err := unix.FcntlInt(uintptr(c.sock), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return fail(errnoOf(err))
+	}
+	if c.domain == unix.AF_UNIX && len(raw) > 2 && int(uint16(raw[0])|uint16(raw[1])<<8) == unix.AF_UNIX && raw[2] != 0 {
+		pin, errno := pinUnix(c.tid, string(trimNUL(raw[2:])))
+		if errno != 0 {
+			unix.Close(sock)
+			return fail(errno)
+		}
+		return b.connectCopy(n, sock, nil, pin)
+	}
+	return b.connectCopy(n, sock, raw, -1)
+}

@@ -1,0 +1,210 @@
+package netgrant_test
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/caplin-dev/caplin/internal/testenv"
+	"github.com/caplin-dev/caplin/netgrant"
+	"github.com/caplin-dev/caplin/sandbox"
+)
+
+// unixServer is a Unix socket server of the host's that greets each
+// connection with its name and counts them.
+type unixServer struct {
+	name     string
+	ln       net.Listener
+	accepted atomic.Int64
+}
+
+// newUnixServer listens at path ("@name" for an abstract socket), in a
+// mode anyone may connect to.
+func newUnixServer(t *testing.T, name, path string) *unixServer {
+	t.Helper()
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if path[0] != '@' {
+		if err := os.Chmod(path, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &unixServer{name: name, ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.accepted.Add(1)
+			c.Write([]byte("hello from " + name + "\n"))
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return s
+}
+
+// hostSpec is a Landlock-only sandbox with the host's /usr and libraries,
+// the test binary at its own path, and dirs bound writable.
+func hostSpec(t *testing.T, dirs ...string) (*sandbox.Spec, string) {
+	t.Helper()
+	if _, err := sandbox.LandlockABI(); err != nil {
+		t.Skip(err)
+	}
+	if err := netgrant.HostSupported(); err != nil {
+		t.Skip(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &sandbox.Spec{LandlockOnly: true, UID: os.Geteuid(), GID: os.Getegid()}
+	for _, d := range []string{"/usr", "/bin", "/lib", "/lib64"} {
+		if _, err := os.Stat(d); err == nil {
+			s.Mounts = append(s.Mounts, sandbox.Mount{Kind: sandbox.ROBind, Source: d, Dest: d})
+		}
+	}
+	s.Mounts = append(s.Mounts, sandbox.Mount{Kind: sandbox.ROBind, Source: exe, Dest: exe})
+	for _, d := range dirs {
+		s.Mounts = append(s.Mounts, sandbox.Mount{Kind: sandbox.Bind, Source: d, Dest: d})
+	}
+	return s, exe
+}
+
+// TestHostUnixSockets: a sandbox without namespaces reaches the host's
+// Unix sockets that its grants cover, by absolute and relative names, and
+// the socket a file grant names; not those outside them, not through a
+// symbolic link in a granted directory that leads out, not through
+// /proc's magic links, and no abstract socket (without the host's
+// network). The refusals are events.
+func TestHostUnixSockets(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	tmp := testenv.SharedTempDir(t)
+	in, out := filepath.Join(tmp, "in"), filepath.Join(tmp, "out")
+	for _, d := range []string{in, out} {
+		if err := os.Mkdir(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(d, 0o777)
+	}
+	inS := newUnixServer(t, "IN", filepath.Join(in, "s"))
+	outS := newUnixServer(t, "OUT", filepath.Join(out, "s"))
+	fileS := newUnixServer(t, "FILE", filepath.Join(out, "granted"))
+	abstract := "@caplin-test-" + strconv.Itoa(os.Getpid())
+	absS := newUnixServer(t, "ABSTRACT", abstract)
+	if err := os.Symlink(filepath.Join(out, "s"), filepath.Join(in, "link")); err != nil {
+		t.Fatal(err)
+	}
+	s, exe := hostSpec(t, in)
+	s.Mounts = append(s.Mounts, sandbox.Mount{Kind: sandbox.ROBind, Source: filepath.Join(out, "granted"), Dest: filepath.Join(out, "granted")})
+	s.Dir = in
+	var ev events
+	targets := []string{filepath.Join(in, "s"), "s", filepath.Join(out, "s"), filepath.Join(in, "link"),
+		filepath.Join(in, "..", "out", "s"), filepath.Join(out, "granted"), abstract, "/proc/self/cwd/s", filepath.Join(in, "missing")}
+	kv, output := runAt(t, s, exe, "unixhost", []sandbox.Option{sandbox.WithConnectEvents(ev.add)}, "TARGETS="+joinComma(targets))
+	for i, w := range []string{"IN", "IN", "EACCES", "EACCES", "EACCES", "FILE", "EPERM", "ELOOP", "ENOENT"} {
+		want(t, kv, output, "connect."+targets[i], w)
+	}
+	if n := outS.accepted.Load(); n != 0 {
+		t.Errorf("a socket outside the grants accepted %d connections:\n%s", n, output)
+	}
+	if n := absS.accepted.Load(); n != 0 {
+		t.Errorf("the host's abstract socket accepted %d connections:\n%s", n, output)
+	}
+	if inS.accepted.Load() != 2 || fileS.accepted.Load() != 1 {
+		t.Errorf("accepted %d and %d, want 2 and 1", inS.accepted.Load(), fileS.accepted.Load())
+	}
+	refused := map[string]string{}
+	for _, e := range ev.all {
+		if !e.Allowed() {
+			refused[e.Addr] = e.ErrnoName
+		}
+	}
+	for addr, errno := range map[string]string{"unix:" + filepath.Join(out, "s"): "EACCES", "unix:" + abstract: "EPERM"} {
+		if refused[addr] != errno {
+			t.Errorf("no refusal event %s %s in %+v", addr, errno, ev.all)
+		}
+	}
+}
+
+// TestHostUnixNetwork: with the host's network, abstract sockets are
+// reached, and sockets by name still only where the grants cover them.
+func TestHostUnixNetwork(t *testing.T) {
+	tmp := testenv.SharedTempDir(t)
+	newUnixServer(t, "OUT", filepath.Join(tmp, "s"))
+	abstract := "@caplin-test-net-" + strconv.Itoa(os.Getpid())
+	newUnixServer(t, "ABSTRACT", abstract)
+	a := newServer(t, "TCP")
+	s, exe := hostSpec(t)
+	s.Net = sandbox.NetHost
+	targets := []string{filepath.Join(tmp, "s"), abstract}
+	kv, out := runAt(t, s, exe, "unixhost", nil, "TARGETS="+joinComma(targets), "TCP="+a.addr())
+	want(t, kv, out, "connect."+targets[0], "EACCES")
+	want(t, kv, out, "connect."+abstract, "ABSTRACT")
+	want(t, kv, out, "tcp", "hello from TCP")
+}
+
+// TestHostUnixTOCTOU: a second thread that rewrites the name between the
+// trap and the connect, between a granted socket and one outside the
+// grants, never reaches the one outside.
+func TestHostUnixTOCTOU(t *testing.T) {
+	tmp := testenv.SharedTempDir(t)
+	in, out := filepath.Join(tmp, "in"), filepath.Join(tmp, "out")
+	for _, d := range []string{in, out} {
+		if err := os.Mkdir(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Names of one length, so that only the bytes change.
+	newUnixServer(t, "A", filepath.Join(in, "s"))
+	bad := newUnixServer(t, "B", filepath.Join(out, "s"))
+	s, exe := hostSpec(t, in)
+	kv, output := runAt(t, s, exe, "unixrace", nil, "GOOD="+filepath.Join(in, "s"), "BAD="+filepath.Join(out, "s"), "N=500")
+	if kv["a"] == "0" {
+		t.Errorf("no connect reached A:\n%s", output)
+	}
+	if n := bad.accepted.Load(); n != 0 {
+		t.Errorf("B, outside the grants, accepted %d connections:\n%s", n, output)
+	}
+}
+
+func joinComma(s []string) string {
+	out := ""
+	for i, v := range s {
+		if i > 0 {
+			out += ","
+		}
+		out += v
+	}
+	return out
+}
+
+// TestSwappedSocket: a second thread that puts a socket the Broker
+// installed (of the host's, its connect failed) at the fd number of the
+// sandbox's own socket while that one's connect to the sandbox's loopback
+// is trapped never gets the host's socket connected to the host's
+// loopback: the Broker makes the connect on the socket it looked at.
+func TestSwappedSocket(t *testing.T) {
+	bad := newServer(t, "B")
+	// A port of the host's loopback where nothing listens, allowed: the
+	// installed socket's connect fails there, and it can connect again.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	kv, out := run(t, spec(t, mustRule(t, closed)), "swap", nil, "CLOSED="+closed, "BAD="+bad.addr(), "N=3000")
+	if kv["installed"] != "ECONNREFUSED" {
+		t.Fatalf("the installed socket's connect: %s, want ECONNREFUSED:\n%s", kv["installed"], out)
+	}
+	if n := bad.accepted.Load(); n != 0 {
+		t.Errorf("the host's loopback server, not in the rules, accepted %d connections:\n%s", n, out)
+	}
+}
