@@ -9,10 +9,13 @@
 #     HTTP CONNECT proxy / through caplin's grant              (>= 2x)
 #     (the Go proxy of bench/netbench, and tinyproxy where installed,
 #     apt-get install tinyproxy; and, for scale, the GET direct)
-#   the floor: a connect the trap leaves to the kernel (to the sandbox's
-#     own loopback) against the same connect in a sandbox without it:
-#     the trap's round trip, which every granted connect pays, and then
-#     the round trip of SECCOMP_IOCTL_NOTIF_ADDFD
+#   the same connect and GET without namespaces (--landlock-only), where
+#     caplin connects the program's own socket: no socket is made or
+#     installed (no SECCOMP_IOCTL_NOTIF_ADDFD)
+#   the floor: a connect to the sandbox's own loopback, which no rule
+#     concerns (caplin makes it on its copy of the socket), against the
+#     same connect in a sandbox without the trap: the trap's round trip,
+#     which every granted connect pays
 #
 # The load is bench/netbench: servers on the host's loopback (accept and
 # close, a sink, a small HTTP server, and the proxy, which tunnels to that
@@ -55,19 +58,23 @@ grant=("$dir/caplin" run --system --ro-bind "$dir/netbench" /nb
 value() { sed 's/.*=//'; }
 med() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
+llgrant=("$dir/caplin" run --landlock-only --system --ro-bind "$dir/netbench" "$dir/netbench"
+	--connect "127.0.0.1:$connect" --connect "127.0.0.1:$http" -- "$dir/netbench")
 plain=("$dir/caplin" run --system --net loopback --ro-bind "$dir/netbench" /nb -- /nb)
 trapped=("$dir/caplin" run --system --ro-bind "$dir/netbench" /nb --connect 192.0.2.1:1 -- /nb)
 
-declare -a cd cg td tg hp hg ht hd fp ft
+declare -a cd cg cl td tg hp hg hl ht hd fp ft
 for ((r = 0; r < reps; r++)); do
 	fp+=("$("${plain[@]}" selfconnect 2000 | value)")
 	ft+=("$("${trapped[@]}" selfconnect 2000 | value)")
 	cd+=("$("$dir/netbench" connect 2000 "127.0.0.1:$connect" | value)")
 	cg+=("$("${grant[@]}" connect 2000 "127.0.0.1:$connect" | value)")
+	cl+=("$("${llgrant[@]}" connect 2000 "127.0.0.1:$connect" 2>/dev/null | value)")
 	td+=("$("$dir/netbench" send "127.0.0.1:$sink" 256 | value)")
 	tg+=("$("${grant[@]}" send "127.0.0.1:$sink" 256 | value)")
 	hp+=("$("$dir/netbench" http 1000 "http://127.0.0.1:$http/" "127.0.0.1:$proxy" | value)")
 	hg+=("$("${grant[@]}" http 1000 "http://127.0.0.1:$http/" | value)")
+	hl+=("$("${llgrant[@]}" http 1000 "http://127.0.0.1:$http/" 2>/dev/null | value)")
 	hd+=("$("$dir/netbench" http 1000 "http://127.0.0.1:$http/" | value)")
 	if [ -n "${tp:-}" ]; then
 		ht+=("$("$dir/netbench" http 1000 "http://127.0.0.1:$http/" "127.0.0.1:$tport" | value)")
@@ -75,6 +82,8 @@ for ((r = 0; r < reps; r++)); do
 done
 c_d=$(printf '%s\n' "${cd[@]}" | med)
 c_g=$(printf '%s\n' "${cg[@]}" | med)
+c_l=$(printf '%s\n' "${cl[@]}" | med)
+h_l=$(printf '%s\n' "${hl[@]}" | med)
 t_d=$(printf '%s\n' "${td[@]}" | med)
 t_g=$(printf '%s\n' "${tg[@]}" | med)
 h_p=$(printf '%s\n' "${hp[@]}" | med)
@@ -90,4 +99,5 @@ if [ ${#ht[@]} -gt 0 ]; then
 	h_t=$(printf '%s\n' "${ht[@]}" | med)
 	awk -v t="$h_t" -v g="$h_g" 'BEGIN { printf "                       tinyproxy %7.1f µs: tinyproxy/grant %.2fx (>= 2)\n", t, t / g }'
 fi
-awk -v p="$f_p" -v t="$f_t" 'BEGIN { printf "  floor: a connect left to the kernel: %.1f µs trapped, %.1f µs without: the trap %+.1f µs\n", t, p, t - p }'
+awk -v d="$c_d" -v l="$c_l" -v h="$h_l" -v p="$h_p" 'BEGIN { printf "  --landlock-only:     connect %7.1f µs: %+.1f µs added; HTTP GET %7.1f µs: proxy/grant %.2fx\n", l, l - d, h, p / h }'
+awk -v p="$f_p" -v t="$f_t" 'BEGIN { printf "  floor: a connect to the sandbox loopback: %.1f µs trapped, %.1f µs without: the trap %+.1f µs\n", t, p, t - p }'

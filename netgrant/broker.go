@@ -153,7 +153,8 @@ type Broker struct {
 	fdinfoTID int // whose /proc/TID/fdinfo fdinfoDir is
 	fdinfoDir int // -1 if none
 
-	grants []grant // Policy.Host's paths
+	grants   []grant             // Policy.Host's paths
+	standIns map[uint64]net.Conn // hostSocket's, by the program's end's inode
 
 	initial  chan struct{} // closed once the first lookups are done
 	mu       sync.Mutex
@@ -201,8 +202,9 @@ func Serve(ctx context.Context, listener *os.File, p Policy) (*Broker, error) {
 	b := &Broker{
 		policy: p, log: log, fd: fd, stop: stop, size: size,
 		slots: make(chan struct{}, p.MaxPending), fdinfoDir: -1,
-		done:  make(chan struct{}),
-		names: map[netip.Addr]map[string]bool{},
+		done:     make(chan struct{}),
+		names:    map[netip.Addr]map[string]bool{},
+		standIns: map[uint64]net.Conn{},
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if p.Host != nil {

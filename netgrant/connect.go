@@ -48,8 +48,11 @@ type verdict struct {
 	// for names to be looked up) and returns the verdict then; the rest
 	// is not set.
 	wait func() verdict
-	// gone: the call is no longer pending; nothing is answered.
+	// gone: the call is no longer pending, or was answered already;
+	// nothing is answered.
 	gone bool
+	// val is what the call returns when it succeeds (socket's fd).
+	val int64
 }
 
 var (
@@ -73,7 +76,16 @@ func (b *Broker) handle(n unotify.Notif, mayDefer bool) (deferred bool) {
 			v = b.connect(n)
 		}
 	case unix.SYS_BIND, unix.SYS_LISTEN:
-		v = b.bindOrListen(n)
+		if b.policy.Host != nil {
+			v = b.hostBindOrListen(n)
+		} else {
+			v = b.bindOrListen(n)
+		}
+	case unix.SYS_SOCKET:
+		v = fail(unix.EACCES)
+		if b.policy.Host != nil {
+			v = b.hostSocket(n)
+		}
 	default:
 		v = cont // not a call Filter traps
 	}
@@ -120,7 +132,7 @@ func (b *Broker) answer(n unotify.Notif, v verdict) {
 			return
 		}
 	}
-	unotify.Send(b.fd, n.ID, 0, v.errno, false)
+	unotify.Send(b.fd, n.ID, v.val, v.errno, false)
 }
 
 // caller is what the Broker knows of a trapped call on a socket: its

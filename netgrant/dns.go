@@ -131,29 +131,36 @@ func (b *Broker) serveTCP(ln net.Listener) {
 		conns.Add(1)
 		go func() {
 			defer conns.Done()
-			defer c.Close()
-			stop := context.AfterFunc(b.ctx, func() { c.Close() })
-			defer stop()
-			for {
-				c.SetReadDeadline(time.Now().Add(10 * time.Second))
-				var l [2]byte
-				if _, err := io.ReadFull(c, l[:]); err != nil {
-					return
-				}
-				q := make([]byte, binary.BigEndian.Uint16(l[:]))
-				if _, err := io.ReadFull(c, q); err != nil {
-					return
-				}
-				r := b.answerQuery(q, 65535)
-				if r == nil {
-					return
-				}
-				out := binary.BigEndian.AppendUint16(nil, uint16(len(r)))
-				if _, err := c.Write(append(out, r...)); err != nil {
-					return
-				}
-			}
+			b.serveDNSConn(c)
 		}()
+	}
+}
+
+// serveDNSConn answers the queries of c, a DNS-over-TCP connection
+// (length-prefixed messages), until it ends, is idle 10 s, or the Broker
+// stops; and closes it.
+func (b *Broker) serveDNSConn(c net.Conn) {
+	defer c.Close()
+	stop := context.AfterFunc(b.ctx, func() { c.Close() })
+	defer stop()
+	for {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var l [2]byte
+		if _, err := io.ReadFull(c, l[:]); err != nil {
+			return
+		}
+		q := make([]byte, binary.BigEndian.Uint16(l[:]))
+		if _, err := io.ReadFull(c, q); err != nil {
+			return
+		}
+		r := b.answerQuery(q, 65535)
+		if r == nil {
+			return
+		}
+		out := binary.BigEndian.AppendUint16(nil, uint16(len(r)))
+		if _, err := c.Write(append(out, r...)); err != nil {
+			return
+		}
 	}
 }
 

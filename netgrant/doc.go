@@ -56,6 +56,16 @@
 // Every decision is an Event (Policy.Events): the JSON lines of caplin
 // run --events.
 //
+// Without namespaces (a sandbox confined by Landlock alone, which shares
+// the host's network and file system), Policy.Host: HostFilter traps
+// every connect, and the Broker makes each on its copy of the program's
+// socket, to the host's Unix sockets that the program's grants cover
+// only (Landlock's file rules do not reach connect). With Rules too,
+// HostRulesFilter traps bind, listen and the making of sockets as well:
+// TCP connects are decided by the rules and made on the program's own
+// socket, and its datagram sockets are stand-ins that reach only the
+// Broker's resolver. HostSupported says whether that can work here.
+//
 // # Limits
 //
 //   - Linux 5.9 (ADDFD; pidfd_getfd, 5.6): Supported says. With 5.19 the

@@ -15,10 +15,15 @@ package netgrant
 // memory, or act on whatever socket the program's fd names by then.
 
 import (
+	"context"
+	"errors"
+	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/internal/unotify"
 	"golang.org/x/sys/unix"
 )
@@ -52,21 +57,16 @@ type Host struct {
 // no trap there: Landlock decides where a Unix socket may be made, and a
 // sandbox without the host's network has no other sockets.
 func HostFilter() []unix.SockFilter {
-	const (
-		offNr   = 0
-		offArch = 4
-		ld      = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
-		jeq     = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
-		ret     = unix.BPF_RET | unix.BPF_K
-	)
-	return []unix.SockFilter{
-		{Code: ld, K: offArch},
-		{Code: jeq, K: auditArch(), Jt: 0, Jf: 2},
-		{Code: ld, K: offNr},
-		{Code: jeq, K: unix.SYS_CONNECT, Jt: 1, Jf: 0},
-		{Code: ret, K: unix.SECCOMP_RET_ALLOW},
-		{Code: ret, K: unix.SECCOMP_RET_USER_NOTIF},
-	}
+	var p bpf
+	p.stmt(ld, offArch)
+	p.jump(jeq, auditArch(), "", "allow")
+	p.stmt(ld, offNr)
+	p.jump(jeq, unix.SYS_CONNECT, "notify", "allow")
+	p.label("allow")
+	p.stmt(ret, unix.SECCOMP_RET_ALLOW)
+	p.label("notify")
+	p.stmt(ret, unix.SECCOMP_RET_USER_NOTIF)
+	return p.finish()
 }
 
 // HostSupported returns nil where a Broker with Policy.Host can work
@@ -136,19 +136,26 @@ func (b *Broker) hostConnect(n unotify.Notif) verdict {
 		return fail(rerr)
 	}
 	h := b.policy.Host
+	if c.domain == unix.AF_UNIX && b.standIn(c.sock) {
+		defer c.close()
+		return b.standInConnect(c, raw)
+	}
+	if (c.domain == unix.AF_INET || c.domain == unix.AF_INET6) && !h.Network && len(b.policy.Rules) > 0 {
+		return b.hostInet(n, c, raw)
+	}
 	if c.domain != unix.AF_UNIX {
 		if !h.Network {
 			b.event(decision{Event{PID: c.tid, Addr: inetString(raw), Errno: ErrnoRefused}, false})
 			c.close()
 			return fail(ErrnoRefused)
 		}
-		return b.connectCopy(n, c.takeSock(), raw, -1)
+		return b.connectCopy(n, c.takeSock(), raw, -1, nil)
 	}
 	if len(raw) <= 2 || int(uint16(raw[0])|uint16(raw[1])<<8) != unix.AF_UNIX {
 		// No name, or another family: the kernel's own error (EINVAL,
 		// EAFNOSUPPORT), or AF_UNSPEC's dissolving of a datagram
 		// socket's peer, on the Broker's copy of the address.
-		return b.connectCopy(n, c.takeSock(), raw, -1)
+		return b.connectCopy(n, c.takeSock(), raw, -1, nil)
 	}
 	if raw[2] == 0 {
 		if !h.Abstract {
@@ -156,7 +163,7 @@ func (b *Broker) hostConnect(n unotify.Notif) verdict {
 			c.close()
 			return fail(unix.EPERM)
 		}
-		return b.connectCopy(n, c.takeSock(), raw, -1)
+		return b.connectCopy(n, c.takeSock(), raw, -1, nil)
 	}
 	path := string(trimNUL(raw[2:]))
 	pin, errno := pinUnix(c.tid, path)
@@ -170,7 +177,7 @@ func (b *Broker) hostConnect(n unotify.Notif) verdict {
 		c.close()
 		return fail(ErrnoRefused)
 	}
-	return b.connectCopy(n, c.takeSock(), nil, pin)
+	return b.connectCopy(n, c.takeSock(), nil, pin, nil)
 }
 
 // readAddr reads the address of connect notification n from thread
@@ -307,7 +314,7 @@ func (b *Broker) granted(pin int) bool {
 // answers with the kernel's own result: at once for a non-blocking
 // socket (EINPROGRESS, EAGAIN, ...), off the loop's thread for a
 // blocking one. It takes sock and pin.
-func (b *Broker) connectCopy(n unotify.Notif, sock int, raw []byte, pin int) verdict {
+func (b *Broker) connectCopy(n unotify.Notif, sock int, raw []byte, pin int, after func(unix.Errno)) verdict {
 	do := func(fd int) unix.Errno {
 		if pin >= 0 {
 			return errnoOf(unix.Connect(fd, &unix.SockaddrUnix{Name: "/proc/self/fd/" + strconv.Itoa(pin)}))
@@ -325,15 +332,22 @@ func (b *Broker) connectCopy(n unotify.Notif, sock int, raw []byte, pin int) ver
 		done()
 		return fail(errnoOf(err))
 	}
+	if after == nil {
+		after = func(unix.Errno) {}
+	}
 	if fl&unix.O_NONBLOCK != 0 {
 		defer done()
-		return fail(do(sock))
+		errno := do(sock)
+		after(errno)
+		return fail(errno)
 	}
 	// A blocking connect may block (a full backlog, a remote host): not
 	// on the loop's thread, and cut short if the program goes.
 	return verdict{fd: -1, wait: func() verdict {
 		defer done()
-		return fail(b.connectWatched(n, sock, do))
+		errno := b.connectWatched(n, sock, do)
+		after(errno)
+		return fail(errno)
 	}}
 }
 
@@ -365,7 +379,265 @@ func (b *Broker) connectLocal(n unotify.Notif, c *caller, raw []byte) verdict {
 			unix.Close(sock)
 			return fail(errno)
 		}
-		return b.connectCopy(n, sock, nil, pin)
+		return b.connectCopy(n, sock, nil, pin, nil)
 	}
-	return b.connectCopy(n, sock, raw, -1)
+	return b.connectCopy(n, sock, raw, -1, nil)
+}
+
+// The stand-ins of the program's datagram sockets (Policy.Host with
+// Rules), and its DNS over TCP: a program that shares the host's network
+// has no resolver of the sandbox's to ask, and an inet datagram socket of
+// the host's could send anywhere (sendmsg's address is beyond a filter's
+// reach). So socket(2) of a datagram socket gets one end of a Unix
+// seqpacket pair whose other end the Broker's resolver answers: its
+// connect to any port 53 succeeds (the resolver is there), and any other
+// fails (ENETUNREACH); its datagrams carry DNS queries and answers as UDP
+// ones would. A TCP connect to port 53 is given a Unix stream pair to the
+// resolver in the same way. Resolvers that read the query's answer with
+// the address it came from and check it (glibc, musl) cannot take that
+// from a stand-in: the sandbox asks glibc for TCP (RES_OPTIONS=use-vc).
+
+// maxStandIns bounds the stand-in sockets a program holds at once: more
+// socket(2) calls fail (ENFILE), so that a program cannot make the Broker
+// hold descriptors without end.
+const maxStandIns = 1024
+
+// hostSocket answers socket(2) of an inet datagram socket (HostRulesFilter)
+// with a stand-in that reaches the Broker's resolver.
+func (b *Broker) hostSocket(n unotify.Notif) verdict {
+	typ := int(n.Data.Args[1])
+	b.mu.Lock()
+	full := len(b.standIns) >= maxStandIns
+	b.mu.Unlock()
+	if full {
+		return fail(unix.ENFILE)
+	}
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fail(errnoOf(err))
+	}
+	ours, theirs := pair[0], pair[1]
+	defer unix.Close(theirs)
+	if typ&unix.SOCK_NONBLOCK != 0 {
+		unix.SetNonblock(theirs, true)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(theirs, &st); err != nil {
+		unix.Close(ours)
+		return fail(errnoOf(err))
+	}
+	conn, err := fileConn(ours)
+	if err != nil {
+		return fail(errnoOf(err))
+	}
+	b.mu.Lock()
+	b.standIns[st.Ino] = conn
+	b.mu.Unlock()
+	forget := func() {
+		b.mu.Lock()
+		delete(b.standIns, st.Ino)
+		b.mu.Unlock()
+		conn.Close()
+	}
+	send := addFDSend()
+	fd, err := unotify.AddFDNew(b.fd, n.ID, theirs, typ&unix.SOCK_CLOEXEC != 0, send)
+	if err != nil {
+		forget()
+		if errors.Is(err, unix.ENOENT) {
+			return gone
+		}
+		return fail(errnoOf(err))
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		defer forget()
+		b.serveStandIn(conn)
+	}()
+	if send {
+		return gone // answered by the kernel with the new fd
+	}
+	return verdict{fd: -1, val: int64(fd)}
+}
+
+// addFDSend reports whether the kernel has SECCOMP_ADDFD_FLAG_SEND (Linux
+// 5.14): the installing of a descriptor that also answers the call.
+func addFDSend() bool {
+	return kernel.AtLeast(kernelRelease(), 5, 14)
+}
+
+// fileConn makes fd, a socket the Broker owns, a net.Conn on Go's poller
+// (so that a program's many stand-ins hold no thread of the Broker's).
+func fileConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "netgrant stand-in")
+	defer f.Close()
+	return net.FileConn(f)
+}
+
+// serveStandIn answers the DNS queries that come on a datagram stand-in,
+// one per message, until the program closes its end (or the Broker
+// stops).
+func (b *Broker) serveStandIn(c net.Conn) {
+	stop := context.AfterFunc(b.ctx, func() { c.Close() })
+	defer stop()
+	buf := make([]byte, 65536)
+	for {
+		n, err := c.Read(buf)
+		if err != nil || n == 0 {
+			return
+		}
+		if r := b.answerQuery(buf[:n], 512); r != nil {
+			if _, err := c.Write(r); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// standIn reports whether sock (the Broker's copy of a program's socket)
+// is one of the stand-ins hostSocket made.
+func (b *Broker) standIn(sock int) bool {
+	var st unix.Stat_t
+	if unix.Fstat(sock, &st) != nil {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, ok := b.standIns[st.Ino]
+	return ok
+}
+
+// standInConnect answers a connect of a datagram stand-in: to port 53
+// (of any address), it is the resolver's already (0); AF_UNSPEC changes
+// nothing (0); anywhere else fails (ENETUNREACH): only DNS goes out.
+func (b *Broker) standInConnect(c *caller, raw []byte) verdict {
+	if len(raw) < 2 {
+		return fail(unix.EINVAL)
+	}
+	family := int(uint16(raw[0]) | uint16(raw[1])<<8)
+	if family == unix.AF_UNSPEC {
+		return fail(0)
+	}
+	dest, ok := parseInet(family, raw)
+	if !ok {
+		return fail(unix.EINVAL)
+	}
+	if dest.Port() == 53 {
+		return fail(0)
+	}
+	b.event(decision{Event{PID: c.tid, Addr: dest.String(), Errno: ErrnoNoRoute}, false})
+	return fail(ErrnoNoRoute)
+}
+
+// hostInet decides a connect of the program's TCP socket c (a socket of
+// the host's) to raw by the rules, and makes it on the Broker's copy of
+// the socket when they allow it; a connect to port 53 is given a stream
+// to the Broker's resolver instead. It takes c.
+func (b *Broker) hostInet(n unotify.Notif, c *caller, raw []byte) verdict {
+	family := -1
+	if len(raw) >= 2 {
+		family = int(uint16(raw[0]) | uint16(raw[1])<<8)
+	}
+	dest, ok := parseInet(family, raw)
+	if !ok || family != c.domain {
+		// Malformed, another family, or AF_UNSPEC (which disconnects:
+		// the next connect is trapped too): the kernel's own answer, on
+		// the Broker's copy.
+		return b.connectCopy(n, c.takeSock(), raw, -1, nil)
+	}
+	if _, err := unix.Getpeername(c.sock); err == nil {
+		return b.connectCopy(n, c.takeSock(), raw, -1, nil) // EISCONN
+	}
+	if dest.Port() == 53 {
+		return b.dnsStream(n, c)
+	}
+	finish := func(rule Rule, name string, allowed bool) verdict {
+		if !allowed {
+			c.close()
+			b.event(decision{Event{PID: c.tid, Addr: dest.String(), Errno: ErrnoRefused}, false})
+			return fail(ErrnoRefused)
+		}
+		ev := Event{PID: c.tid, Addr: dest.String(), Rule: rule.String(), Name: name}
+		return b.connectCopy(n, c.takeSock(), raw, -1, func(errno unix.Errno) {
+			ev.Errno = errnoUnlessInProgress(errno)
+			b.event(decision{ev, true})
+		})
+	}
+	rule, name, allowed := b.decide(dest)
+	if !allowed && !isLocal(dest.Addr()) {
+		if wait := b.lookAgain(dest); wait != nil {
+			return verdict{fd: -1, wait: func() verdict {
+				v := finish(wait())
+				if v.wait != nil {
+					return v.wait()
+				}
+				return v
+			}}
+		}
+	}
+	return finish(rule, name, allowed)
+}
+
+// dnsStream gives the program, in place of its TCP socket c, a Unix
+// stream to the Broker's resolver (DNS over TCP). It takes c.
+func (b *Broker) dnsStream(n unotify.Notif, c *caller) verdict {
+	defer c.close()
+	fl, err := unix.FcntlInt(uintptr(c.sock), unix.F_GETFL, 0)
+	if err != nil {
+		return fail(errnoOf(err))
+	}
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fail(errnoOf(err))
+	}
+	ours, theirs := pair[0], pair[1]
+	if fl&unix.O_NONBLOCK != 0 {
+		unix.SetNonblock(theirs, true)
+	}
+	conn, err := fileConn(ours)
+	if err != nil {
+		unix.Close(theirs)
+		return fail(errnoOf(err))
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.serveDNSConn(conn)
+	}()
+	return verdict{fd: theirs}
+}
+
+// hostBindOrListen answers bind and listen (Policy.Host with Rules): on
+// a TCP socket, of the host's, both fail (EACCES), as Landlock's TCP rules
+// refuse them; on a datagram stand-in, bind changes nothing (0) and
+// listen fails (EOPNOTSUPP); on a Unix socket, bind goes on in the
+// kernel, under the program's Landlock rules, which decide where a socket
+// may be made, and listen is made on the Broker's copy.
+func (b *Broker) hostBindOrListen(n unotify.Notif) verdict {
+	c, v, ok := b.callerOf(n)
+	if !ok {
+		return v
+	}
+	defer c.close()
+	if !unotify.IDValid(b.fd, n.ID) {
+		return gone
+	}
+	listen := n.Data.Nr == unix.SYS_LISTEN
+	switch {
+	case c.domain == unix.AF_UNIX && b.standIn(c.sock):
+		if listen {
+			return fail(unix.EOPNOTSUPP)
+		}
+		return fail(0)
+	case c.domain == unix.AF_UNIX && listen:
+		return fail(errnoOf(unix.Listen(c.sock, int(int32(n.Data.Args[1])))))
+	case c.domain == unix.AF_UNIX:
+		return cont
+	}
+	op := "bind"
+	if listen {
+		op = "listen"
+	}
+	b.event(decision{Event{Op: op, PID: c.tid, Errno: ErrnoRefused}, false})
+	return fail(ErrnoRefused)
 }

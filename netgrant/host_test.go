@@ -1,12 +1,15 @@
 package netgrant_test
 
 import (
+	"context"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/caplin-dev/caplin/internal/testenv"
 	"github.com/caplin-dev/caplin/netgrant"
@@ -206,5 +209,77 @@ func TestSwappedSocket(t *testing.T) {
 	}
 	if n := bad.accepted.Load(); n != 0 {
 		t.Errorf("the host's loopback server, not in the rules, accepted %d connections:\n%s", n, out)
+	}
+}
+
+// TestHostRules: without namespaces, the rules decide every TCP connect,
+// made on the program's own socket; names are answered by the Broker's
+// resolver, through the stand-in of a datagram socket (Go's resolver,
+// UDP) and over TCP to port 53; other datagrams go nowhere
+// (ENETUNREACH), TCP binds are refused, and the stand-ins do not
+// outlive the program's sockets.
+func TestHostRules(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	a, b := newServer(t, "A"), newServer(t, "B")
+	port := strconv.Itoa(a.port())
+	lookup := sandbox.WithConnectLookup(func(ctx context.Context, host string) ([]netip.Addr, error) {
+		switch host {
+		case "a.test", "other.test":
+			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+		}
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	})
+	s, exe := hostSpec(t)
+	s.Connect = []netgrant.Rule{mustRule(t, "a.test:"+port), a.rule(t)}
+	var ev events
+	// The zygote that Landlock-only sandboxes fork from is made once, and
+	// kept: counted before.
+	runAt(t, s, exe, "unixhost", nil, "TARGETS=/nonexistent")
+	before := countFDs(t)
+	kv, out := runAt(t, s, exe, "hostrules", []sandbox.Option{lookup, sandbox.WithConnectEvents(ev.add)},
+		"GODEBUG=netdns=go", "PORT="+port, "GOOD="+a.addr(), "BAD="+b.addr())
+	for k, v := range map[string]string{
+		"good": "hello from A", "bad": "EACCES",
+		"udp.a.test": "127.0.0.1", "tcp.a.test": "127.0.0.1", "udp.other.test": "error",
+		"dial.a.test":   "hello from A",
+		"udp.elsewhere": "ENETUNREACH", "bind": "EACCES", "sockets": "ok",
+	} {
+		want(t, kv, out, k, v)
+	}
+	if n := b.accepted.Load(); n != 0 {
+		t.Errorf("B, not in the rules, accepted %d connections:\n%s", n, out)
+	}
+	refused, names := false, 0
+	for _, e := range ev.all {
+		refused = refused || !e.Allowed() && e.Addr == b.addr() && e.ErrnoName == "EACCES"
+		if e.Op == "dns" && e.Name == "a.test" {
+			names++
+		}
+	}
+	if !refused || names == 0 {
+		t.Errorf("events lack the refused connect or the questions: %+v", ev.all)
+	}
+	// The Broker has gone with the sandbox, and its stand-ins with it.
+	deadline := time.Now().Add(5 * time.Second)
+	for countFDs(t) > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := countFDs(t); n > before {
+		t.Errorf("%d fds before, %d after", before, n)
+	}
+}
+
+// TestHostRulesTOCTOU: without namespaces too, a second thread that
+// rewrites the address after the trap never reaches the refused address.
+func TestHostRulesTOCTOU(t *testing.T) {
+	a, b := newServer(t, "A"), newServer(t, "B")
+	s, exe := hostSpec(t)
+	s.Connect = []netgrant.Rule{a.rule(t), mustRule(t, "192.0.2.0/24:"+strconv.Itoa(b.port()))}
+	kv, out := runAt(t, s, exe, "toctou", nil, "GOOD="+a.addr(), "BAD="+b.addr(), "N=300")
+	if kv["a"] == "0" {
+		t.Errorf("no connect reached A:\n%s", out)
+	}
+	if n := b.accepted.Load(); n != 0 {
+		t.Errorf("B, refused, accepted %d connections:\n%s", n, out)
 	}
 }

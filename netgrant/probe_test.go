@@ -41,6 +41,7 @@ var probes = map[string]func(){
 	"unixhost":  probeUnixHost,
 	"unixrace":  probeUnixRace,
 	"swap":      probeSwap,
+	"hostrules": probeHostRules,
 }
 
 func errName(err error) string {
@@ -664,4 +665,63 @@ func probeSwap() {
 	for k, v := range counts {
 		fmt.Printf("connect.%s=%d\n", k, v)
 	}
+}
+
+// probeHostRules is TestHostRules' program.
+func probeHostRules() {
+	port := os.Getenv("PORT")
+	greet := func(key, addr string) {
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			fmt.Printf("%s=%s\n", key, errName(err))
+			return
+		}
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		fmt.Printf("%s=%s\n", key, strings.TrimSpace(line))
+		c.Close()
+	}
+	greet("good", os.Getenv("GOOD"))
+	greet("bad", os.Getenv("BAD"))
+	tcp := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", "192.0.2.53:53")
+	}}
+	for _, name := range []string{"a.test", "other.test"} {
+		for _, r := range []struct {
+			key string
+			r   *net.Resolver
+		}{{"udp", net.DefaultResolver}, {"tcp", tcp}} {
+			addrs, err := r.r.LookupHost(context.Background(), name)
+			if err != nil {
+				fmt.Printf("%s.%s=error\n", r.key, name)
+				continue
+			}
+			fmt.Printf("%s.%s=%s\n", r.key, name, strings.Join(addrs, " "))
+		}
+	}
+	greet("dial.a.test", net.JoinHostPort("a.test", port))
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err == nil {
+		err = unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{192, 0, 2, 1}, Port: 123})
+		unix.Close(fd)
+	}
+	fmt.Printf("udp.elsewhere=%s\n", errName(err))
+	fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err == nil {
+		err = unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+		unix.Close(fd)
+	}
+	fmt.Printf("bind=%s\n", errName(err))
+	// More datagram sockets over time than the Broker holds stand-ins at
+	// once: closed ones are given back.
+	res := "ok"
+	for i := range 3000 {
+		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			res = fmt.Sprintf("%d: %s", i, errName(err))
+			break
+		}
+		unix.Close(fd)
+	}
+	fmt.Printf("sockets=%s\n", res)
 }

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/caplin-dev/caplin/netgrant"
 	"github.com/caplin-dev/caplin/proc"
@@ -27,11 +29,21 @@ func checkConnect(spec *Spec) error {
 	switch {
 	case spec.Net == NetHost:
 		return errors.New("sandbox: Connect grants connections from a network of the sandbox's own; with Net host the program has the host's already")
-	case spec.LandlockOnly:
-		return fmt.Errorf("sandbox: network grants (Connect) need the sandbox's own network namespace, which a LandlockOnly sandbox (no user namespaces) does not have; they are not built there yet: %w", ErrUnenforceable)
 	}
 	if err := netgrant.Supported(); err != nil {
 		return fmt.Errorf("sandbox: Connect: %w: %w", ErrUnenforceable, err)
+	}
+	if spec.LandlockOnly {
+		// No network namespace: the Broker makes every connect of the
+		// program's (netgrant.Policy.Host), and its resolver is reached
+		// through the stand-ins of datagram sockets and TCP connects to
+		// port 53; glibc is asked to use TCP, since it checks where UDP
+		// answers come from.
+		if err := netgrant.HostSupported(); err != nil {
+			return fmt.Errorf("sandbox: Connect without namespaces: %w: %w", ErrUnenforceable, err)
+		}
+		spec.Env = withResOptions(spec.Env)
+		return nil
 	}
 	if spec.Net == NetNone {
 		spec.Net = NetLoopback
@@ -98,4 +110,17 @@ func (sb *Sandbox) serveConnect(ctx context.Context, listener, dnsUDP, dnsTCP *o
 		return fmt.Errorf("sandbox: the resolver: %w", err)
 	}
 	return nil
+}
+
+// withResOptions returns env with "use-vc" added to RES_OPTIONS, which
+// makes glibc's resolver ask over TCP.
+func withResOptions(env []string) []string {
+	for i, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "RES_OPTIONS="); ok {
+			env = slices.Clone(env)
+			env[i] = "RES_OPTIONS=" + strings.TrimSpace(v+" use-vc")
+			return env
+		}
+	}
+	return append(env, "RES_OPTIONS=use-vc")
 }

@@ -61,7 +61,9 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, o options) (_ *Sandbox, 
 	}
 
 	pol := spec.Seccomp
-	pol.OnlyUnixSockets = pol.OnlyUnixSockets || spec.Net != NetHost
+	// With Connect, the Broker's filter (netgrant.HostRulesFilter) says
+	// which sockets may be made.
+	pol.OnlyUnixSockets = pol.OnlyUnixSockets || spec.Net != NetHost && len(spec.Connect) == 0
 	pol.NoSockets = pol.NoSockets || trapErr != nil && spec.Net != NetHost
 	filter, err := Filter(pol)
 	if err != nil {
@@ -157,7 +159,11 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, o options) (_ *Sandbox, 
 	var listener proc.Val
 	if trapErr == nil {
 		from = r.begin()
-		l := r.b.SeccompSetModeFilter(netgrant.FilterFlags(), netgrant.HostFilter())
+		trap := netgrant.HostFilter()
+		if len(spec.Connect) > 0 {
+			trap = netgrant.HostRulesFilter()
+		}
+		l := r.b.SeccompSetModeFilter(netgrant.FilterFlags(), trap)
 		// Sent with the batch's reply; the fd is close-on-exec.
 		listener = r.b.TakeFile(l)
 		r.end(from, "trapping connect (seccomp user notification)")
@@ -177,6 +183,8 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, o options) (_ *Sandbox, 
 		}
 		b, err := netgrant.Serve(ctx, f, netgrant.Policy{
 			Host:   &netgrant.Host{Paths: paths, Abstract: spec.Net == NetHost, Network: spec.Net == NetHost},
+			Rules:  spec.Connect,
+			Lookup: o.lookup,
 			Events: o.events,
 			Logger: log,
 		})

@@ -250,8 +250,12 @@ type Spec struct {
 	// installed in the program in place of its own. Refusals and the
 	// rest: netgrant.Broker. It needs the sandbox's own network (NetNone
 	// becomes NetLoopback; NetHost is refused) and Linux 5.9
-	// (SECCOMP_IOCTL_NOTIF_ADDFD); templates and LandlockOnly do not
-	// take it yet. Nil: no grants.
+	// (SECCOMP_IOCTL_NOTIF_ADDFD); templates do not take it yet. In a
+	// LandlockOnly sandbox, which shares the host's network, the caller
+	// connects the program's own socket, and the program's datagram
+	// sockets are stand-ins that reach only the caller's resolver
+	// (netgrant.Policy.Host, HostRulesFilter); RES_OPTIONS gets "use-vc"
+	// (glibc then asks over TCP). Nil: no grants.
 	Connect []netgrant.Rule
 
 	// UID and GID inside, mapped to the caller's effective IDs outside,

@@ -145,13 +145,21 @@ NETWORK
 		loopback address stays on the sandbox's own loopback. A
 		HOST is allowed the addresses the host's resolver gives
 		for it (when caplin starts, and again on a miss, at most
-		once a second). Needs Linux 5.9; not with --landlock-only.
-		--events reports every connect allowed or refused.
+		once a second). Needs Linux 5.9. --events reports every
+		connect allowed or refused.
 		The program's /etc/resolv.conf names a resolver of caplin's
 		in the sandbox, which answers names some HOST rule allows
 		(A and AAAA, from the host's resolver; localhost is the
 		loopback) and refuses the rest; what it answers, a rule for
 		the name then allows.
+		With --landlock-only (no namespaces) caplin connects the
+		program's own socket; there is no loopback of the
+		sandbox's (unruled loopback connects fail, EACCES), TCP
+		binds fail, and caplin's resolver answers any DNS query to
+		port 53: a datagram socket is a stand-in that reaches only
+		it (others: ENETUNREACH), and glibc is asked to use TCP
+		(RES_OPTIONS=use-vc), as it ignores UDP answers from
+		elsewhere than its nameserver; musl's resolver gets none.
 	--add-host NAME=ADDRESS
 		Give NAME the address ADDRESS, for --connect's rules and the
 		sandbox's resolver, in place of the host's resolver's
@@ -554,7 +562,7 @@ func runSandbox(args []string, m mode) int {
 	// again, on the way out.
 
 	var opts []sandbox.Option
-	if so.evlog != nil && len(spec.Connect) > 0 {
+	if so.evlog != nil && (len(spec.Connect) > 0 || spec.LandlockOnly) {
 		opts = append(opts, sandbox.WithConnectEvents(func(e netgrant.Event) { so.evlog.Add(e) }))
 	}
 	if len(cmd.Hosts) > 0 {

@@ -108,6 +108,25 @@ func AddFD(fd int, id uint64, src, target int, cloexec bool) error {
 	return nil
 }
 
+// AddFDNew installs src in the trapped process at its lowest free fd
+// number, close-on-exec if cloexec, and returns that number; with send
+// (SECCOMP_ADDFD_FLAG_SEND, Linux 5.14), the trapped call also returns
+// it, at once, as if answered.
+func AddFDNew(fd int, id uint64, src int, cloexec, send bool) (int, error) {
+	a := notifAddfd{id: id, srcfd: uint32(src)}
+	if send {
+		a.flags = unix.SECCOMP_ADDFD_FLAG_SEND
+	}
+	if cloexec {
+		a.newfdFlags = unix.O_CLOEXEC
+	}
+	r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), ioctlAddfd, uintptr(unsafe.Pointer(&a)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}
+
 // ReadMem copies len(p) bytes at addr in process pid to p.
 func ReadMem(pid int, addr uint64, p []byte) error {
 	local := []unix.Iovec{{Base: &p[0], Len: uint64(len(p))}}
