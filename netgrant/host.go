@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/internal/unotify"
@@ -341,14 +342,70 @@ func (b *Broker) connectCopy(n unotify.Notif, sock int, raw []byte, pin int, aft
 		after(errno)
 		return fail(errno)
 	}
-	// A blocking connect may block (a full backlog, a remote host): not
-	// on the loop's thread, and cut short if the program goes.
-	return verdict{fd: -1, wait: func() verdict {
-		defer done()
-		errno := b.connectWatched(n, sock, do)
-		after(errno)
-		return fail(errno)
-	}}
+	// A blocking connect, first without blocking (O_NONBLOCK set on the
+	// shared file for the moment: the program's thread is in the call):
+	// one that ends at once (on a loopback, a Unix socket with room in
+	// its listener's backlog) is answered here, on the loop's thread;
+	// one under way, or a Unix one that would wait for room, waits off
+	// that thread, as long as the call is pending.
+	errno := unix.EAGAIN
+	if _, err := unix.FcntlInt(uintptr(sock), unix.F_SETFL, fl|unix.O_NONBLOCK); err == nil {
+		errno = do(sock)
+		if errno == unix.EINPROGRESS {
+			if e, ended := connectDone(sock, 0); ended {
+				errno = settle(sock, e, do)
+			}
+		}
+		unix.FcntlInt(uintptr(sock), unix.F_SETFL, fl)
+	}
+	switch errno {
+	case unix.EINPROGRESS:
+		deadline := sendDeadline(sock)
+		return verdict{fd: -1, wait: func() verdict {
+			defer done()
+			errno := b.await(n, sock, deadline)
+			if errno == 0 {
+				errno = settle(sock, 0, do)
+			}
+			after(errno)
+			return fail(errno)
+		}}
+	case unix.EAGAIN:
+		return verdict{fd: -1, wait: func() verdict {
+			defer done()
+			errno := b.connectWatched(n, sock, do)
+			after(errno)
+			return fail(errno)
+		}}
+	}
+	defer done()
+	after(errno)
+	return fail(errno)
+}
+
+// settle returns the result of a connect of sock that ended with errno:
+// connected, sock is connected again (do), which the kernel answers with
+// 0 or EISCONN, so that its socket is marked connected, as after a
+// blocking connect (a second connect then fails with EISCONN).
+func settle(sock int, errno unix.Errno, do func(int) unix.Errno) unix.Errno {
+	if errno != 0 {
+		return errno
+	}
+	if e := do(sock); e != 0 && e != unix.EISCONN {
+		return e
+	}
+	return 0
+}
+
+// sendDeadline returns when a blocking connect of sock gives up (its
+// SO_SNDTIMEO, as the kernel's connect does: EINPROGRESS), or zero for
+// none.
+func sendDeadline(sock int) time.Time {
+	tv, err := unix.GetsockoptTimeval(sock, unix.SOL_SOCKET, unix.SO_SNDTIMEO)
+	if err != nil || tv.Sec == 0 && tv.Usec == 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(time.Duration(tv.Sec)*time.Second + time.Duration(tv.Usec)*time.Microsecond)
 }
 
 // takeSock returns c's copy of the socket, which c then no longer
@@ -367,12 +424,11 @@ func (c *caller) takeSock() int {
 // program's fd number names by then (another thread may have put a
 // socket the Broker installed, of the host's, there). A Unix socket named
 // in the file system is found in the program's view (its root and working
-// directory). It leaves c to its caller.
+// directory). It takes c's socket, and leaves the rest of c (which then
+// closes its pidfd only) to its caller.
 func (b *Broker) connectLocal(n unotify.Notif, c *caller, raw []byte) verdict {
-	sock, err := unix.FcntlInt(uintptr(c.sock), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return fail(errnoOf(err))
-	}
+	sock := c.sock
+	c.sock = -1
 	if c.domain == unix.AF_UNIX && len(raw) > 2 && int(uint16(raw[0])|uint16(raw[1])<<8) == unix.AF_UNIX && raw[2] != 0 {
 		pin, errno := pinUnix(c.tid, string(trimNUL(raw[2:])))
 		if errno != 0 {
