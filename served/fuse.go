@@ -499,6 +499,7 @@ func (r *rawFS) OnUnmount() { r.shutdown() }
 
 func (r *rawFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	if st := r.enter(); !st.Ok() {
 		return st
 	}
@@ -538,6 +539,7 @@ func (r *rawFS) Forget(nodeid, nlookup uint64) {
 
 func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	if st := r.enter(); !st.Ok() {
 		return st
 	}
@@ -582,6 +584,7 @@ func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.At
 
 func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	var need Rights
 	if in.Valid&fuse.FATTR_SIZE != 0 {
 		need |= RightWrite
@@ -733,6 +736,7 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 
 func (r *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	path, st := r.begin(h, "", "readlink", RightRead)
 	if !st.Ok() {
 		return nil, st
@@ -818,6 +822,7 @@ func (r *rawFS) invalidateAttrs(ids []uint64) {
 
 func (r *rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	return r.create(ctx, &in.InHeader, "mknod", name, RightCreate, in.Mode, out, func(fsys FS, name string) error {
 		return fsys.Mknod(ctx, name, in.Mode, uint64(in.Rdev))
 	})
@@ -825,6 +830,7 @@ func (r *rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out
 
 func (r *rawFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	return r.create(ctx, &in.InHeader, "mkdir", name, RightCreate, in.Mode, out, func(fsys FS, name string) error {
 		return fsys.Mkdir(ctx, name, in.Mode&0o7777)
 	})
@@ -832,6 +838,7 @@ func (r *rawFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out
 
 func (r *rawFS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	return r.create(ctx, h, "symlink", name, RightCreate, 0, out, func(fsys FS, name string) error {
 		return fsys.Symlink(ctx, target, name)
 	})
@@ -839,6 +846,7 @@ func (r *rawFS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name s
 
 func (r *rawFS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	oldpath, st := r.path(in.Oldnodeid)
 	if !st.Ok() {
 		return st
@@ -875,16 +883,19 @@ func (r *rawFS) remove(ctx context.Context, h *fuse.InHeader, op, name string, r
 
 func (r *rawFS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	return r.remove(ctx, h, "unlink", name, func(fsys FS, name string) error { return fsys.Unlink(ctx, name) })
 }
 
 func (r *rawFS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	return r.remove(ctx, h, "rmdir", name, func(fsys FS, name string) error { return fsys.Rmdir(ctx, name) })
 }
 
 func (r *rawFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	if st := r.enter(); !st.Ok() {
 		return st
 	}
@@ -1098,6 +1109,7 @@ func (r *rawFS) newFileHandle(f *os.File) (*handle, error) {
 
 func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	if st := r.enter(); !st.Ok() {
 		return st
 	}
@@ -1144,6 +1156,7 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 
 func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	if st := r.enter(); !st.Ok() {
 		return st
 	}
@@ -1228,6 +1241,7 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 
 func (r *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	if st := r.enter(); !st.Ok() {
 		return nil, st
 	}
@@ -1574,11 +1588,13 @@ func (r *rawFS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 
 func (r *rawFS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	return r.readDir(ctx, in, out, false)
 }
 
 func (r *rawFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	return r.readDir(ctx, in, out, true)
 }
 
@@ -1691,6 +1707,7 @@ func (r *rawFS) FsyncDir(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 
 func (r *rawFS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	if st := r.enter(); !st.Ok() {
 		return st
 	}
@@ -1716,6 +1733,7 @@ func (r *rawFS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.Statf
 
 func (r *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	path, st := r.begin(h, "", "getxattr", RightRead)
 	if !st.Ok() {
 		return 0, st
@@ -1746,6 +1764,7 @@ func copyOut(dest, v []byte) (uint32, fuse.Status) {
 
 func (r *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	path, st := r.begin(h, "", "listxattr", RightRead)
 	if !st.Ok() {
 		return 0, st
@@ -1768,6 +1787,7 @@ func (r *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte)
 
 func (r *rawFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	path, st := r.begin(&in.InHeader, "", "setxattr", RightXattr)
 	if !st.Ok() {
 		return st
@@ -1783,6 +1803,7 @@ func (r *rawFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr strin
 
 func (r *rawFS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
 	ctx := r.reqCtx(cancel)
+	defer ctx.finish()
 	path, st := r.begin(h, "", "removexattr", RightXattr)
 	if !st.Ok() {
 		return st
@@ -1842,28 +1863,75 @@ func (r *rawFS) shutdown() error {
 	return r.closeErr
 }
 
-// reqCtx is the context of one request: done when the kernel interrupts
-// it (the caller got a signal, or died) or the connection ends, which
-// go-fuse signals by closing the request's cancel channel; its values
-// are the Server's.
+// interruptGrace is how long a request the kernel interrupted may still
+// run before its context ends. The kernel interrupts a request whenever
+// its caller gets a signal, and Go's runtime signals its threads all the
+// time (preemption), as a C program's handlers may (SIGCHLD under make):
+// a request that ended at once with EINTR would fail the caller's call
+// (open, write) with EINTR, which the kernel does not restart and which a
+// kernel bind never gives. So an interrupted request that finishes within
+// the grace answers as if never interrupted, and only one still running
+// then (a remote that does not answer) ends with EINTR. A killed caller
+// waits for the answer too (the kernel makes it), at most that long, so
+// the grace is short: a kill still takes effect within a fifth of a
+// second (the interrupt does not say whether the signal is fatal).
+const interruptGrace = 200 * time.Millisecond
+
+// reqCtx is the context of one request: done once the kernel has
+// interrupted it interruptGrace ago (go-fuse closes the request's cancel
+// channel), at once when the connection ends or the Server's context
+// does; its values are the Server's. Its watcher starts only when Done
+// or Err is first asked, and ends when the request is answered (end).
 type reqCtx struct {
-	context.Context
-	cancel <-chan struct{}
+	context.Context                 // the Server's
+	cancel          <-chan struct{} // go-fuse's
+	once            sync.Once
+	done            chan struct{}
+	end             chan struct{}
 }
 
-func (r *rawFS) reqCtx(cancel <-chan struct{}) context.Context {
-	return reqCtx{r.ctx, cancel}
+// reqCtx returns the context of a request; the operation must call its
+// finish when it has answered.
+func (r *rawFS) reqCtx(cancel <-chan struct{}) *reqCtx {
+	return &reqCtx{Context: r.ctx, cancel: cancel, end: make(chan struct{})}
 }
 
-func (c reqCtx) Done() <-chan struct{} { return c.cancel }
+// finish says the request is answered: its watcher, if any, stops.
+func (c *reqCtx) finish() { close(c.end) }
 
-func (c reqCtx) Err() error {
+func (c *reqCtx) Done() <-chan struct{} {
+	c.once.Do(func() {
+		c.done = make(chan struct{})
+		go func() {
+			select {
+			case <-c.cancel:
+			case <-c.Context.Done():
+				close(c.done)
+				return
+			case <-c.end:
+				return
+			}
+			t := time.NewTimer(interruptGrace)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-c.Context.Done():
+			case <-c.end:
+				return
+			}
+			close(c.done)
+		}()
+	})
+	return c.done
+}
+
+func (c *reqCtx) Err() error {
 	select {
-	case <-c.cancel:
+	case <-c.Done():
 		return context.Canceled
 	default:
 		return nil
 	}
 }
 
-func (c reqCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *reqCtx) Deadline() (time.Time, bool) { return time.Time{}, false }

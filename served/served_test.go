@@ -542,3 +542,74 @@ func TestRevokeLateAnswer(t *testing.T) {
 	time.Sleep(3 * lateAnswer)
 	m.errno(req{Op: "stat", Path: "slow"}, syscall.EIO)
 }
+
+// TestInterruptedShortRequest: a signal to the caller while the server
+// holds its request (the kernel then interrupts it) does not fail the
+// call with EINTR when the request finishes within interruptGrace, as a
+// kernel bind never gives EINTR there (Go's runtime signals its threads
+// for preemption all the time; make gets SIGCHLD); one still running
+// after the grace ends with EINTR, so that a caller stuck on an answer
+// that does not come can be interrupted.
+func TestInterruptedShortRequest(t *testing.T) {
+	root := t.TempDir()
+	tree(t, root, map[string]string{"slow1": "s", "slow2": "s"})
+	d, err := dir.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := slowNames{FS: Host(d), entered: make(chan struct{}, 8), release: make(chan struct{})}
+	s := NewServer(slow, Options{Cache: time.Nanosecond})
+	m := mountServer(t, s)
+	stat := func(name string) chan resp {
+		out := make(chan resp, 1)
+		go func() { out <- m.do(req{Op: "lstat", Path: name}) }()
+		select {
+		case <-slow.entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the slow request never came")
+		}
+		// Go's runtime in the worker handles SIGURG (preemption): not
+		// ignored, so the kernel interrupts the request.
+		m.cmd.Process.Signal(syscall.SIGURG)
+		return out
+	}
+	out := stat("slow1")
+	time.Sleep(interruptGrace / 10)
+	select {
+	case slow.release <- struct{}{}:
+	case <-time.After(5 * time.Second):
+		// The request ended already (EINTR, say): it waits no more.
+	}
+	if a := <-out; a.Errno != 0 {
+		t.Errorf("interrupted, answered within the grace: %s, want success", a.Err)
+	}
+	start := time.Now()
+	out = stat("slow2")
+	a := <-out
+	if syscall.Errno(a.Errno) != syscall.EINTR {
+		t.Errorf("interrupted, never answered: errno %d (%s), want EINTR", a.Errno, a.Err)
+	}
+	if d := time.Since(start); d < interruptGrace/2 || d > interruptGrace+5*time.Second {
+		t.Errorf("EINTR after %v, want about %v", d, interruptGrace)
+	}
+}
+
+// slowNames is an FS whose Lstat of a name starting with "slow" waits
+// for release, or for its context's end.
+type slowNames struct {
+	FS
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s slowNames) Lstat(ctx context.Context, name string) (unix.Stat_t, error) {
+	if strings.HasPrefix(name, "slow") {
+		s.entered <- struct{}{}
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return unix.Stat_t{}, ctx.Err()
+		}
+	}
+	return s.FS.Lstat(ctx, name)
+}
