@@ -172,6 +172,23 @@ func (b *Broker) hostConnect(n unotify.Notif) verdict {
 		c.close()
 		return fail(errno)
 	}
+	if rule, ok := b.unixRule(path); ok {
+		// A socket a unix: rule names, as in a sandbox with namespaces:
+		// streams and seqpackets only (a datagram socket could send to
+		// any of the host's sockets).
+		ev := Event{PID: c.tid, Addr: "unix:" + rule.Unix, Rule: rule.String()}
+		if c.typ != unix.SOCK_STREAM && c.typ != unix.SOCK_SEQPACKET {
+			unix.Close(pin)
+			c.close()
+			ev.Rule, ev.Errno = "", ErrnoRefused
+			b.event(decision{ev, false})
+			return fail(ErrnoRefused)
+		}
+		return b.connectCopy(n, c.takeSock(), nil, pin, func(errno unix.Errno) {
+			ev.Errno = errnoUnlessInProgress(errno)
+			b.event(decision{ev, true})
+		})
+	}
 	if !b.granted(pin) {
 		unix.Close(pin)
 		b.event(decision{Event{PID: c.tid, Addr: "unix:" + path, Errno: ErrnoRefused}, false})
@@ -179,6 +196,17 @@ func (b *Broker) hostConnect(n unotify.Notif) verdict {
 		return fail(ErrnoRefused)
 	}
 	return b.connectCopy(n, c.takeSock(), nil, pin, nil)
+}
+
+// unixRule returns the unix: rule that names path (absolute, as the
+// program gave it), if one does.
+func (b *Broker) unixRule(path string) (Rule, bool) {
+	for _, r := range b.policy.Rules {
+		if r.Unix != "" && r.Unix == path {
+			return r, true
+		}
+	}
+	return Rule{}, false
 }
 
 // readAddr reads the address of connect notification n from thread

@@ -229,25 +229,33 @@ func TestHostRules(t *testing.T) {
 		}
 		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 	})
+	tmp := testenv.SharedTempDir(t)
+	ruled, other := filepath.Join(tmp, "ruled"), filepath.Join(tmp, "other")
+	newUnixServer(t, "RULED", ruled)
+	otherS := newUnixServer(t, "OTHER", other)
 	s, exe := hostSpec(t)
-	s.Connect = []netgrant.Rule{mustRule(t, "a.test:"+port), a.rule(t)}
+	s.Connect = []netgrant.Rule{mustRule(t, "a.test:"+port), a.rule(t), mustRule(t, "unix:"+ruled)}
 	var ev events
 	// The zygote that Landlock-only sandboxes fork from is made once, and
 	// kept: counted before.
 	runAt(t, s, exe, "unixhost", nil, "TARGETS=/nonexistent")
 	before := countFDs(t)
 	kv, out := runAt(t, s, exe, "hostrules", []sandbox.Option{lookup, sandbox.WithConnectEvents(ev.add)},
-		"GODEBUG=netdns=go", "PORT="+port, "GOOD="+a.addr(), "BAD="+b.addr())
+		"GODEBUG=netdns=go", "PORT="+port, "GOOD="+a.addr(), "BAD="+b.addr(), "UNIX="+ruled+","+other)
 	for k, v := range map[string]string{
 		"good": "hello from A", "bad": "EACCES",
 		"udp.a.test": "127.0.0.1", "tcp.a.test": "127.0.0.1", "udp.other.test": "error",
 		"dial.a.test":   "hello from A",
 		"udp.elsewhere": "ENETUNREACH", "bind": "EACCES", "sockets": "ok",
+		"unix." + ruled: "RULED", "unix." + other: "EACCES",
 	} {
 		want(t, kv, out, k, v)
 	}
 	if n := b.accepted.Load(); n != 0 {
 		t.Errorf("B, not in the rules, accepted %d connections:\n%s", n, out)
+	}
+	if n := otherS.accepted.Load(); n != 0 {
+		t.Errorf("a Unix socket neither ruled nor granted accepted %d connections:\n%s", n, out)
 	}
 	refused, names := false, 0
 	for _, e := range ev.all {

@@ -724,4 +724,14 @@ func probeHostRules() {
 		unix.Close(fd)
 	}
 	fmt.Printf("sockets=%s\n", res)
+	for _, p := range strings.Split(os.Getenv("UNIX"), ",") {
+		c, err := net.DialTimeout("unix", p, 10*time.Second)
+		if err != nil {
+			fmt.Printf("unix.%s=%s\n", p, errName(err))
+			continue
+		}
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		fmt.Printf("unix.%s=%s\n", p, strings.TrimPrefix(strings.TrimSpace(line), "hello from "))
+		c.Close()
+	}
 }
