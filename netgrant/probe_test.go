@@ -473,7 +473,10 @@ func probeReaim() {
 	_, err := unix.Getpeername(v)
 	fmt.Printf("d.peer=%s\n", errName(err))
 	pfd := []unix.PollFd{{Fd: int32(v), Events: unix.POLLOUT}}
-	k, _ := unix.Poll(pfd, 100)
+	k, err := unix.Poll(pfd, 100)
+	for err == unix.EINTR { // Go's runtime signals its threads
+		k, err = unix.Poll(pfd, 100)
+	}
 	fmt.Printf("d.poll=%d\n", k)
 	unix.Close(v)
 
@@ -635,7 +638,8 @@ func probeSwap() {
 		return
 	}
 	pfd := []unix.PollFd{{Fd: int32(s), Events: unix.POLLOUT}}
-	unix.Poll(pfd, 5000)
+	for _, err := unix.Poll(pfd, 5000); err == unix.EINTR; _, err = unix.Poll(pfd, 5000) {
+	}
 	soerr, _ := unix.GetsockoptInt(s, unix.SOL_SOCKET, unix.SO_ERROR)
 	fmt.Printf("installed=%s\n", errName(unix.Errno(soerr)))
 	unix.SetNonblock(s, false)
