@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,40 +15,16 @@ import (
 	"github.com/caplin-dev/caplin/sandbox"
 )
 
-// unixServer is a Unix socket server of the host's that greets each
-// connection with its name and counts them.
-type unixServer struct {
-	name     string
-	ln       net.Listener
-	accepted atomic.Int64
-}
-
-// newUnixServer listens at path ("@name" for an abstract socket), in a
-// mode anyone may connect to.
-func newUnixServer(t *testing.T, name, path string) *unixServer {
+// newUnixServer is a server of the host's at the Unix socket path
+// ("@name" for an abstract one), in a mode anyone may connect to.
+func newUnixServer(t *testing.T, name, path string) *server {
 	t.Helper()
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := listenServer(t, name, "unix", path)
 	if path[0] != '@' {
 		if err := os.Chmod(path, 0o777); err != nil {
 			t.Fatal(err)
 		}
 	}
-	s := &unixServer{name: name, ln: ln}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.accepted.Add(1)
-			c.Write([]byte("hello from " + name + "\n"))
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
 	return s
 }
 

@@ -34,8 +34,8 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// server is a TCP server on the host's loopback that greets each
-// connection with its name and counts them.
+// server is a server of the host's (TCP on its loopback, or Unix) that
+// greets each connection with its name and counts them.
 type server struct {
 	name     string
 	ln       net.Listener
@@ -44,7 +44,13 @@ type server struct {
 
 func newServer(t *testing.T, name string) *server {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return listenServer(t, name, "tcp", "127.0.0.1:0")
+}
+
+// listenServer is a server listening on network's addr.
+func listenServer(t *testing.T, name, network, addr string) *server {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}

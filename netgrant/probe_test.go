@@ -161,46 +161,10 @@ func probeTOCTOU() {
 	g, b := sa(good), sa(bad)
 	buf := new(unix.RawSockaddrInet4)
 	*buf = g
-	var stop atomic.Bool
-	done := make(chan struct{})
-	go func() {
-		runtime.LockOSThread()
-		for !stop.Load() {
-			*(*[16]byte)(unsafe.Pointer(buf)) = *(*[16]byte)(unsafe.Pointer(&b))
-			*(*[16]byte)(unsafe.Pointer(buf)) = *(*[16]byte)(unsafe.Pointer(&g))
-		}
-		close(done)
-	}()
-	counts := map[string]int{}
-	for i := 0; i < n; i++ {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			break
-		}
-		_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(buf)), unix.SizeofSockaddrInet4)
-		if e != 0 {
-			counts[unix.ErrnoName(e)]++
-			unix.Close(fd)
-			continue
-		}
-		rb := make([]byte, 64)
-		k, _ := unix.Read(fd, rb)
-		switch s := string(rb[:max(k, 0)]); {
-		case strings.Contains(s, "from A"):
-			counts["a"]++
-		case strings.Contains(s, "from B"):
-			counts["b"]++
-		default:
-			counts["other"]++
-		}
-		unix.Close(fd)
-	}
-	stop.Store(true)
-	<-done
-	fmt.Printf("a=%d\n", counts["a"])
-	for k, v := range counts {
-		fmt.Printf("count.%s=%d\n", k, v)
-	}
+	connectRacing(n, unix.AF_INET, unsafe.Pointer(buf), unix.SizeofSockaddrInet4, func() {
+		*(*[16]byte)(unsafe.Pointer(buf)) = *(*[16]byte)(unsafe.Pointer(&b))
+		*(*[16]byte)(unsafe.Pointer(buf)) = *(*[16]byte)(unsafe.Pointer(&g))
+	})
 }
 
 // probeResolve looks each of NAMES up with Go's own resolver (the
@@ -579,48 +543,10 @@ func probeUnixRace() {
 	g, b := sa(os.Getenv("GOOD")), sa(os.Getenv("BAD"))
 	buf := new(unix.RawSockaddrUnix)
 	*buf = g
-	var stop atomic.Bool
-	done := make(chan struct{})
-	go func() {
-		runtime.LockOSThread()
-		for !stop.Load() {
-			*buf = b
-			*buf = g
-		}
-		close(done)
-	}()
-	counts := map[string]int{}
-	for range n {
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			break
-		}
-		_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(buf)), unix.SizeofSockaddrUnix)
-		if e != 0 {
-			counts[unix.ErrnoName(e)]++
-			unix.Close(fd)
-			continue
-		}
-		rb := make([]byte, 64)
-		k, _ := unix.Read(fd, rb)
-		switch s := string(rb[:max(k, 0)]); {
-		case strings.Contains(s, "from A"):
-			counts["a"]++
-		case strings.Contains(s, "from B"):
-			counts["b"]++
-		default:
-			counts["other"]++
-		}
-		unix.Close(fd)
-	}
-	stop.Store(true)
-	<-done
-	fmt.Printf("a=%d\n", counts["a"])
-	for k, v := range counts {
-		if k != "a" {
-			fmt.Printf("%s=%d\n", k, v)
-		}
-	}
+	connectRacing(n, unix.AF_UNIX, unsafe.Pointer(buf), unix.SizeofSockaddrUnix, func() {
+		*buf = b
+		*buf = g
+	})
 }
 
 // probeSwap makes an installed socket whose connect to CLOSED fails, then
@@ -737,5 +663,54 @@ func probeHostRules() {
 		line, _ := bufio.NewReader(c).ReadString('\n')
 		fmt.Printf("unix.%s=%s\n", p, strings.TrimPrefix(strings.TrimSpace(line), "hello from "))
 		c.Close()
+	}
+}
+
+// connectRacing connects n sockets of domain, one after the other, to
+// the address at addr (size bytes), while flip, called in a loop on a
+// thread of its own, rewrites it; and prints how many reached the server
+// greeting "from A" (a=N), then the counts of the others by greeting
+// ("b", "other") or errno.
+func connectRacing(n, domain int, addr unsafe.Pointer, size uintptr, flip func()) {
+	var stop atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		for !stop.Load() {
+			flip()
+		}
+		close(done)
+	}()
+	counts := map[string]int{}
+	for range n {
+		fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			break
+		}
+		_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(addr), size)
+		if e != 0 {
+			counts[unix.ErrnoName(e)]++
+			unix.Close(fd)
+			continue
+		}
+		rb := make([]byte, 64)
+		k, _ := unix.Read(fd, rb)
+		switch s := string(rb[:max(k, 0)]); {
+		case strings.Contains(s, "from A"):
+			counts["a"]++
+		case strings.Contains(s, "from B"):
+			counts["b"]++
+		default:
+			counts["other"]++
+		}
+		unix.Close(fd)
+	}
+	stop.Store(true)
+	<-done
+	fmt.Printf("a=%d\n", counts["a"])
+	for k, v := range counts {
+		if k != "a" {
+			fmt.Printf("%s=%d\n", k, v)
+		}
 	}
 }
