@@ -1881,47 +1881,64 @@ const interruptGrace = 200 * time.Millisecond
 // interrupted it interruptGrace ago (go-fuse closes the request's cancel
 // channel), at once when the connection ends or the Server's context
 // does; its values are the Server's. Its watcher starts only when Done
-// or Err is first asked, and ends when the request is answered (end).
+// or Err is first asked (most requests never ask), and ends when the
+// request is answered (finish).
 type reqCtx struct {
 	context.Context                 // the Server's
 	cancel          <-chan struct{} // go-fuse's
-	once            sync.Once
-	done            chan struct{}
-	end             chan struct{}
+	mu              sync.Mutex
+	done            chan struct{} // made by the first Done
+	end             chan struct{} // closed by finish, if a watcher waits
+	finished        bool
 }
 
 // reqCtx returns the context of a request; the operation must call its
 // finish when it has answered.
 func (r *rawFS) reqCtx(cancel <-chan struct{}) *reqCtx {
-	return &reqCtx{Context: r.ctx, cancel: cancel, end: make(chan struct{})}
+	return &reqCtx{Context: r.ctx, cancel: cancel}
 }
 
 // finish says the request is answered: its watcher, if any, stops.
-func (c *reqCtx) finish() { close(c.end) }
+func (c *reqCtx) finish() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.finished = true
+	if c.end != nil {
+		close(c.end)
+	}
+}
 
 func (c *reqCtx) Done() <-chan struct{} {
-	c.once.Do(func() {
-		c.done = make(chan struct{})
-		go func() {
-			select {
-			case <-c.cancel:
-			case <-c.Context.Done():
-				close(c.done)
-				return
-			case <-c.end:
-				return
-			}
-			t := time.NewTimer(interruptGrace)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-c.Context.Done():
-			case <-c.end:
-				return
-			}
-			close(c.done)
-		}()
-	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done != nil {
+		return c.done
+	}
+	c.done = make(chan struct{})
+	if c.finished {
+		return c.done // asked after the answer: nothing to wait for
+	}
+	c.end = make(chan struct{})
+	done, end := c.done, c.end
+	go func() {
+		select {
+		case <-c.cancel:
+		case <-c.Context.Done():
+			close(done)
+			return
+		case <-end:
+			return
+		}
+		t := time.NewTimer(interruptGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-c.Context.Done():
+		case <-end:
+			return
+		}
+		close(done)
+	}()
 	return c.done
 }
 
