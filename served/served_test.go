@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -569,29 +570,67 @@ func TestInterruptedShortRequest(t *testing.T) {
 			t.Fatal("the slow request never came")
 		}
 		// Go's runtime in the worker handles SIGURG (preemption): not
-		// ignored, so the kernel interrupts the request.
-		m.cmd.Process.Signal(syscall.SIGURG)
+		// ignored, so the kernel interrupts the request, when the
+		// signal goes to the thread that waits in it.
+		tid := fuseWaiter(m.cmd.Process.Pid)
+		if tid == 0 {
+			slow.release <- struct{}{}
+			<-out
+			t.Skip("no thread of the worker is seen waiting for the FUSE server (wchan)")
+		}
+		unix.Tgkill(m.cmd.Process.Pid, tid, unix.SIGURG)
 		return out
 	}
+	answer := func(out chan resp) resp {
+		select {
+		case a := <-out:
+			return a
+		case <-time.After(10 * time.Second):
+			select {
+			case slow.release <- struct{}{}:
+			default:
+			}
+			t.Fatal("the interrupted request was not answered in 10 s")
+			return resp{}
+		}
+	}
 	out := stat("slow1")
-	time.Sleep(interruptGrace / 10)
+	// Time for the interrupt to reach the server, well within the grace.
+	time.Sleep(20 * time.Millisecond)
 	select {
 	case slow.release <- struct{}{}:
 	case <-time.After(5 * time.Second):
 		// The request ended already (EINTR, say): it waits no more.
 	}
-	if a := <-out; a.Errno != 0 {
+	if a := answer(out); a.Errno != 0 {
 		t.Errorf("interrupted, answered within the grace: %s, want success", a.Err)
 	}
 	start := time.Now()
 	out = stat("slow2")
-	a := <-out
+	a := answer(out)
 	if syscall.Errno(a.Errno) != syscall.EINTR {
 		t.Errorf("interrupted, never answered: errno %d (%s), want EINTR", a.Errno, a.Err)
 	}
 	if d := time.Since(start); d < interruptGrace/2 || d > interruptGrace+5*time.Second {
 		t.Errorf("EINTR after %v, want about %v", d, interruptGrace)
 	}
+}
+
+// fuseWaiter returns a thread of process pid that waits in the kernel
+// for a FUSE server's answer (its wchan says so), looking for up to 2 s;
+// or 0.
+func fuseWaiter(pid int) int {
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, task := range tasks {
+			w, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/wchan", pid, task.Name()))
+			if string(w) == "request_wait_answer" || strings.Contains(string(w), "fuse") {
+				tid, _ := strconv.Atoi(task.Name())
+				return tid
+			}
+		}
+	}
+	return 0
 }
 
 // slowNames is an FS whose Lstat of a name starting with "slow" waits
