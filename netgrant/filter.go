@@ -51,12 +51,7 @@ func auditArch() uint32 {
 // installed, which are the host's.
 func Filter() []unix.SockFilter {
 	var p bpf
-	p.stmt(ld, offArch)
-	p.jump(jeq, auditArch(), "", "allow")
-	p.stmt(ld, offNr)
-	p.jump(jeq, unix.SYS_CONNECT, "notify", "")
-	p.jump(jeq, unix.SYS_BIND, "notify", "")
-	p.jump(jeq, unix.SYS_LISTEN, "notify", "")
+	p.trapSocketCalls()
 	p.fastOpen()
 	return p.finish()
 }
@@ -73,12 +68,7 @@ func Filter() []unix.SockFilter {
 // (EOPNOTSUPP), as with Filter.
 func HostRulesFilter() []unix.SockFilter {
 	var p bpf
-	p.stmt(ld, offArch)
-	p.jump(jeq, auditArch(), "", "allow")
-	p.stmt(ld, offNr)
-	p.jump(jeq, unix.SYS_CONNECT, "notify", "")
-	p.jump(jeq, unix.SYS_BIND, "notify", "")
-	p.jump(jeq, unix.SYS_LISTEN, "notify", "")
+	p.trapSocketCalls()
 	p.jump(jeq, unix.SYS_SOCKET, "socket", "")
 	p.fastOpenChecks()
 	p.label("socket")
@@ -147,6 +137,23 @@ func (p *bpf) label(name string) {
 		p.labels = map[string]int{}
 	}
 	p.labels[name] = len(p.prog)
+}
+
+// prologue lets calls of other architectures through ("allow"; the
+// sandbox's default filter refuses them) and loads the call's number.
+func (p *bpf) prologue() {
+	p.stmt(ld, offArch)
+	p.jump(jeq, auditArch(), "", "allow")
+	p.stmt(ld, offNr)
+}
+
+// trapSocketCalls is the prologue, then connect, bind and listen to
+// "notify".
+func (p *bpf) trapSocketCalls() {
+	p.prologue()
+	p.jump(jeq, unix.SYS_CONNECT, "notify", "")
+	p.jump(jeq, unix.SYS_BIND, "notify", "")
+	p.jump(jeq, unix.SYS_LISTEN, "notify", "")
 }
 
 // fastOpen ends the calls' checks with the refusal of TCP Fast Open

@@ -59,9 +59,7 @@ type Host struct {
 // sandbox without the host's network has no other sockets.
 func HostFilter() []unix.SockFilter {
 	var p bpf
-	p.stmt(ld, offArch)
-	p.jump(jeq, auditArch(), "", "allow")
-	p.stmt(ld, offNr)
+	p.prologue()
 	p.jump(jeq, unix.SYS_CONNECT, "notify", "allow")
 	p.label("allow")
 	p.stmt(ret, unix.SECCOMP_RET_ALLOW)

@@ -9,25 +9,21 @@ import (
 // connectRaw connects fd to the address raw holds, as the program gave
 // it (which the kernel checks as it checks the program's), and returns
 // the kernel's errno (0 on success).
-func connectRaw(fd int, raw []byte) unix.Errno {
+func connectRaw(fd int, raw []byte) unix.Errno { return sockaddrCall(unix.SYS_CONNECT, fd, raw) }
+
+// bindRaw binds fd to the address raw holds, as the program gave it,
+// and returns the kernel's errno (0 on success).
+func bindRaw(fd int, raw []byte) unix.Errno { return sockaddrCall(unix.SYS_BIND, fd, raw) }
+
+// sockaddrCall makes the call nr(fd, raw, len(raw)).
+func sockaddrCall(nr uintptr, fd int, raw []byte) unix.Errno {
 	var p unsafe.Pointer
 	if len(raw) > 0 {
 		p = unsafe.Pointer(&raw[0])
 	}
-	_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(p), uintptr(len(raw)))
+	_, _, e := unix.Syscall(nr, uintptr(fd), uintptr(p), uintptr(len(raw)))
 	return e
 }
 
 // addrOf returns the address of b, for process_vm_readv.
 func addrOf(b *byte) uint64 { return uint64(uintptr(unsafe.Pointer(b))) }
-
-// bindRaw binds fd to the address raw holds, as the program gave it,
-// and returns the kernel's errno (0 on success).
-func bindRaw(fd int, raw []byte) unix.Errno {
-	var p unsafe.Pointer
-	if len(raw) > 0 {
-		p = unsafe.Pointer(&raw[0])
-	}
-	_, _, e := unix.RawSyscall(unix.SYS_BIND, uintptr(fd), uintptr(p), uintptr(len(raw)))
-	return e
-}
