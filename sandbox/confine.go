@@ -50,6 +50,9 @@ func recordProgram(spec *Spec, files map[int]*os.File, lim *limiter, ll *Landloc
 	if !spec.SameSession {
 		from = s.begin()
 		s.b.Setsid()
+		if spec.ControllingTerminal {
+			s.b.Syscall(unix.SYS_IOCTL, proc.Int(0), proc.Int(unix.TIOCSCTTY), proc.Int(0))
+		}
 		s.end(from, "setsid")
 	}
 	if lim != nil {

@@ -111,6 +111,9 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, o options) (_ *Sandbox, 
 	if !spec.SameSession {
 		from = r.begin()
 		r.b.Setsid()
+		if spec.ControllingTerminal {
+			r.b.Syscall(unix.SYS_IOCTL, proc.Int(0), proc.Int(unix.TIOCSCTTY), proc.Int(0))
+		}
 		r.end(from, "setsid")
 	}
 	if lim != nil {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/caplin-dev/caplin/netgrant"
 	"github.com/caplin-dev/caplin/pidfd"
@@ -323,6 +324,38 @@ func (s *Sandbox) Exec(ctx context.Context, path string, argv []string) (*pidfd.
 		return nil, first
 	}
 	return nil, &os.PathError{Op: "exec", Path: path, Err: unix.ENOENT}
+}
+
+// ErrNoInit is what SignalAll returns for a sandbox without an init of
+// caplin's (AsPID1, SharePID, LandlockOnly): nothing in it can reach
+// every process of the sandbox, and only of the sandbox, with a signal.
+var ErrNoInit = errors.New("sandbox: no init of caplin's to signal every process from (AsPID1, SharePID or LandlockOnly)")
+
+// SignalAll sends sig to every process in the sandbox but caplin's init:
+// the program, its children, and what left its process group or session
+// (a double-forked daemon). The init sends it, with kill(2) of -1, which
+// the kernel confines to the init's pid namespace and those nested in it:
+// no process outside the sandbox is reached, and no pid number is used,
+// so none can have been reused. It returns nil when no process was left
+// to signal, and ErrNoInit for a sandbox without an init of caplin's
+// (Kill still ends those whole). After Kill or Close it returns an error
+// matching os.ErrClosed.
+func (s *Sandbox) SignalAll(ctx context.Context, sig syscall.Signal) error {
+	s.mu.Lock()
+	killed := s.killed
+	s.mu.Unlock()
+	if killed {
+		return fmt.Errorf("sandbox: signal %v: %w", sig, os.ErrClosed)
+	}
+	if s.init == nil {
+		return ErrNoInit
+	}
+	var b proc.Batch
+	b.Tolerate(b.Kill(proc.Int(-1), sig), unix.ESRCH)
+	if _, err := s.init.Run(ctx, &b); err != nil {
+		return fmt.Errorf("sandbox: signal %v to every process: %w", sig, err)
+	}
+	return nil
 }
 
 // Kill kills every process in the sandbox (SIGKILL) and returns without

@@ -278,6 +278,13 @@ type Spec struct {
 	// terminal's signals to that group); either way the filter refuses
 	// TIOCSTI, so the program cannot type into the terminal.
 	SameSession bool
+	// ControllingTerminal makes the program's fd 0, which must be a
+	// terminal (the peer of a pseudo-terminal the caller holds, say), the
+	// controlling terminal of its new session (TIOCSCTTY), so that job
+	// control, ^C and the terminal's hangup reach it as at a login. It
+	// needs a session of the program's own: it is refused with
+	// SameSession, and a LandlockOnly sandbox takes it too.
+	ControllingTerminal bool
 
 	// ShareIPC, ShareUTS and ShareCgroup leave the program in the caller's
 	// System V IPC, hostname and cgroup namespaces. By default it gets new

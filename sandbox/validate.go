@@ -86,6 +86,12 @@ func checkSpec(spec *Spec) error {
 			return fmt.Errorf("sandbox: lock file %q is not an absolute path", p)
 		}
 	}
+	if spec.ControllingTerminal && spec.SameSession {
+		return errors.New("sandbox: a controlling terminal needs a session of the program's own (not SameSession)")
+	}
+	if spec.ControllingTerminal && spec.Files[0] == nil {
+		return errors.New("sandbox: a controlling terminal is fd 0, and Files has none")
+	}
 	if spec.UID < 0 || spec.GID < 0 {
 		return errors.New("sandbox: uid and gid must not be negative")
 	}

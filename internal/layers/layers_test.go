@@ -69,11 +69,15 @@ var allowed = map[string][]string{
 	// An rpc Directory served as a served.FS: above both.
 	"served/remote": {"rpc/directory", "served"},
 
+	// The supervisor: jobs in sandboxes, owned through rpc objects;
+	// below the command, above what it uses.
+	"supervisor": {"internal/*", "pidfd", "rpc", "sandbox", "sandbox/bwrap"},
+
 	"bench/rpcbench": {"internal/*", "rpc"},
 	"bench/netbench": nil, // a program: servers and clients, no caplin package
 
 	// The top.
-	"cmd/caplin": {"internal/*", "dir", "dir/export", "netgrant", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "rpc/mountctl", "sandbox", "sandbox/bwrap", "served", "served/remote"},
+	"cmd/caplin": {"internal/*", "dir", "dir/export", "netgrant", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "rpc/mountctl", "sandbox", "sandbox/bwrap", "served", "served/remote", "supervisor"},
 }
 
 // never lists what a package must not link, through any path: the rules

@@ -1,0 +1,229 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// attachments are a job's viewers, and which of them holds the writer
+// lease: only its input reaches the program, and only it sets the
+// terminal's size (or anyone, while no one holds the lease).
+type attachments struct {
+	viewers map[*Viewer]struct{}
+	writer  *Viewer
+}
+
+// all returns the viewers.
+func (a *attachments) all() []*Viewer {
+	vs := make([]*Viewer, 0, len(a.viewers))
+	for v := range a.viewers {
+		vs = append(vs, v)
+	}
+	return vs
+}
+
+// AttachOptions say how to attach to a job.
+type AttachOptions struct {
+	// Size is the viewer's terminal size, which becomes the job's
+	// terminal's if the viewer holds the writer lease.
+	Size Winsize
+	// Write asks for the writer lease: granted if no other viewer holds
+	// it (Viewer.Writer says which). A viewer without it watches: what it
+	// sends is dropped.
+	Write bool
+	// Replay is how many bytes of recent output are sent first: 0 none,
+	// negative all the history kept.
+	Replay int64
+}
+
+// A Viewer is one attachment to a job: a stream socket whose other end
+// its holder reads the job's output from, and writes its input to.
+type Viewer struct {
+	j    *Job
+	conn *os.File // the supervisor's end
+	once sync.Once
+	// gone is closed when the viewer ends.
+	gone chan struct{}
+	// onClose, if set, is called once it has ended.
+	onClose func()
+}
+
+// Attach attaches a viewer to the job and returns it with the viewer's
+// end of its stream (a connected AF_UNIX SOCK_STREAM socket), which the
+// caller owns. The viewer gets the output from opts.Replay bytes back
+// on, then what comes; a viewer that does not read loses the oldest of
+// what it has not read (the job never waits for it) and is told how
+// much, in a line of its own. Closing the end, or Viewer.Close, detaches.
+func (j *Job) Attach(opts AttachOptions) (*Viewer, *os.File, error) {
+	return j.attach(opts, nil)
+}
+
+// attach is Attach, with a function called once the viewer has ended.
+func (j *Job) attach(opts AttachOptions, onClose func()) (*Viewer, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("supervisor: attach %s: socketpair: %w", j.name, err)
+	}
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, nil, fmt.Errorf("supervisor: attach %s: %w", j.name, err)
+	}
+	v := &Viewer{j: j, conn: os.NewFile(uintptr(fds[0]), "attach"), gone: make(chan struct{}), onClose: onClose}
+	theirs := os.NewFile(uintptr(fds[1]), "attach")
+	j.mu.Lock()
+	if j.removed {
+		j.mu.Unlock()
+		v.conn.Close()
+		theirs.Close()
+		return nil, nil, fmt.Errorf("supervisor: attach %s: %w", j.name, os.ErrClosed)
+	}
+	if j.att.viewers == nil {
+		j.att.viewers = map[*Viewer]struct{}{}
+	}
+	j.att.viewers[v] = struct{}{}
+	if opts.Write && j.att.writer == nil {
+		j.att.writer = v
+	}
+	j.mu.Unlock()
+	v.Resize(opts.Size)
+
+	head, tail := j.back.span()
+	from := head
+	if opts.Replay >= 0 {
+		from = max(head, tail-opts.Replay)
+	}
+	go v.follow(from)
+	go v.input()
+	return v, theirs, nil
+}
+
+// Writer reports whether the viewer holds the writer lease.
+func (v *Viewer) Writer() bool {
+	v.j.mu.Lock()
+	defer v.j.mu.Unlock()
+	return v.j.att.writer == v
+}
+
+// Lease takes the writer lease if no viewer holds it, and reports
+// whether v holds it.
+func (v *Viewer) Lease() bool {
+	v.j.mu.Lock()
+	defer v.j.mu.Unlock()
+	if _, ok := v.j.att.viewers[v]; ok && v.j.att.writer == nil {
+		v.j.att.writer = v
+	}
+	return v.j.att.writer == v
+}
+
+// Release gives the writer lease up, if v holds it.
+func (v *Viewer) Release() {
+	v.j.mu.Lock()
+	defer v.j.mu.Unlock()
+	if v.j.att.writer == v {
+		v.j.att.writer = nil
+	}
+}
+
+// Resize sets the job's terminal size to ws, if the job has a terminal
+// and v holds the writer lease or no one does; a 0 dimension is left as
+// it is. It reports whether it was v's to set.
+func (v *Viewer) Resize(ws Winsize) (bool, error) {
+	j := v.j
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.tty || j.removed || j.att.writer != nil && j.att.writer != v {
+		return false, nil
+	}
+	if ws.Rows == 0 && ws.Cols == 0 {
+		return true, nil
+	}
+	if err := setSize(int(j.in.Fd()), ws); err != nil {
+		return true, err
+	}
+	if ws.Rows > 0 {
+		j.size.Rows = ws.Rows
+	}
+	if ws.Cols > 0 {
+		j.size.Cols = ws.Cols
+	}
+	return true, nil
+}
+
+// Done returns a channel closed when the viewer has ended.
+func (v *Viewer) Done() <-chan struct{} { return v.gone }
+
+// Close detaches the viewer: its stream is closed, and its lease freed.
+func (v *Viewer) Close() { v.close() }
+
+func (v *Viewer) close() {
+	v.once.Do(func() {
+		j := v.j
+		j.mu.Lock()
+		delete(j.att.viewers, v)
+		if j.att.writer == v {
+			j.att.writer = nil
+		}
+		j.mu.Unlock()
+		v.conn.Close()
+		close(v.gone)
+		if v.onClose != nil {
+			v.onClose()
+		}
+	})
+}
+
+// follow sends the job's output from offset off on to the viewer, until
+// either goes.
+func (v *Viewer) follow(off int64) {
+	defer v.close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-v.gone
+		cancel()
+	}()
+	buf := make([]byte, 16<<10)
+	for {
+		n, next, lost, ok, err := v.j.back.read(ctx, off, buf)
+		off = next
+		if err != nil || !ok {
+			return
+		}
+		if lost > 0 {
+			note := fmt.Sprintf("\r\n[caplin: %d bytes of output dropped: this viewer fell behind]\r\n", lost)
+			if _, err := v.conn.Write([]byte(note)); err != nil {
+				return
+			}
+		}
+		if _, err := v.conn.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+// input passes what the viewer sends on to the job's terminal or input
+// pipe while it holds the writer lease, and drops it otherwise. The end
+// of the viewer's input (it closed its end, or shut its writing down)
+// detaches it.
+func (v *Viewer) input() {
+	defer v.close()
+	buf := make([]byte, 4<<10)
+	for {
+		n, err := v.conn.Read(buf)
+		if n > 0 && v.Writer() {
+			if _, werr := v.j.in.Write(buf[:n]); werr != nil {
+				// The job's input is gone (removed): nothing more to
+				// pass on.
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,503 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/caplin-dev/caplin/rpc"
+	"golang.org/x/sys/unix"
+)
+
+// Rights are what a job object lets its holder do. An owner object has
+// them all; Borrow makes objects with fewer.
+type Rights uint8
+
+// The rights of job objects.
+const (
+	// RightWatch: status, wait, logs, and attach to watch.
+	RightWatch Rights = 1 << iota
+	// RightInput: attach with the writer lease (type into the job).
+	RightInput
+	// RightSignal: signal, stop and kill every process of the job.
+	RightSignal
+	// RightOwn: the owner's. Borrowed objects never have it.
+	RightOwn
+
+	// RightsAll is an owner's.
+	RightsAll = RightWatch | RightInput | RightSignal | RightOwn
+)
+
+var rightNames = []struct {
+	r    Rights
+	name string
+}{{RightWatch, "watch"}, {RightInput, "input"}, {RightSignal, "signal"}, {RightOwn, "own"}}
+
+// Names returns the rights' names.
+func (r Rights) Names() []string {
+	var ns []string
+	for _, n := range rightNames {
+		if r&n.r != 0 {
+			ns = append(ns, n.name)
+		}
+	}
+	return ns
+}
+
+// String returns the names joined by commas.
+func (r Rights) String() string { return strings.Join(r.Names(), ",") }
+
+// ParseRights reads rights by name: watch, input, signal, own, or all.
+func ParseRights(names []string) (Rights, error) {
+	var r Rights
+	for _, name := range names {
+		for _, w := range strings.Split(name, ",") {
+			if w == "all" {
+				r |= RightsAll
+				continue
+			}
+			i := slices.IndexFunc(rightNames, func(n struct {
+				r    Rights
+				name string
+			}) bool {
+				return n.name == w
+			})
+			if i < 0 {
+				return 0, fmt.Errorf("supervisor: right %q: want watch, input, signal, own or all", w)
+			}
+			r |= rightNames[i].r
+		}
+	}
+	return r, nil
+}
+
+// The methods of a supervisor object (what a client connected to the
+// supervisor's socket holds), with their arguments and results:
+//
+//	start   CommandLine -> StartResult  start a job (ParseCommandLine)
+//	list    -           -> []Status     the jobs in the table
+//	get     NameArgs    -> FD           an owner object of the job
+//	remove  NameArgs    -> -            remove an ended job
+//
+// The methods of a job object, and the right each needs:
+//
+//	status  -           -> Status       watch
+//	wait    -           -> Exit         watch: when the job has ended for good
+//	logs    LogsArgs    -> FD           watch: a pipe of its output history
+//	attach  AttachArgs  -> AttachResult watch (input for the writer lease)
+//	signal  SignalArgs  -> -            signal
+//	stop    StopArgs    -> Exit         signal
+//	borrow  BorrowArgs  -> FD           any: an object with fewer rights
+//	revoke  -           -> -            any: cut the objects borrowed from this one
+//	rights  -           -> []string     any
+//
+// An attachment's control object (AttachResult.Control):
+//
+//	resize  Winsize     -> bool         the terminal's size, if it is the viewer's to set
+//	lease   -           -> bool         take the writer lease if free (needs input)
+//	release -           -> -            give it up
+
+// StartResult is what start returns: the job, or why it did not start.
+type StartResult struct {
+	Name string `json:",omitempty"`
+	Pid  int    `json:",omitempty"`
+	// Job is an owner object of the job.
+	Job rpc.FD `json:"-"`
+	// Code and Error, when Error is not empty, say why the job did not
+	// start, with the exit status caplin run would give (2 for a bad
+	// command line).
+	Code  int    `json:",omitempty"`
+	Error string `json:",omitempty"`
+}
+
+// NameArgs names a job.
+type NameArgs struct{ Name string }
+
+// LogsArgs are logs' arguments.
+type LogsArgs struct {
+	// Follow: after the history, what the job writes, until it is
+	// removed or the reader closes the pipe.
+	Follow bool
+}
+
+// AttachArgs are attach's arguments (see AttachOptions).
+type AttachArgs struct {
+	Size   Winsize
+	Write  bool
+	Replay int64
+}
+
+// AttachResult is what attach returns.
+type AttachResult struct {
+	// Stream is the viewer's end of its stream socket.
+	Stream rpc.FD
+	// Control is the attachment's control object.
+	Control rpc.FD
+	// Writer says whether the viewer holds the writer lease.
+	Writer bool
+}
+
+// SignalArgs are signal's arguments.
+type SignalArgs struct {
+	Signal int
+	// All: to every process of the job's sandbox, not the program alone.
+	All bool
+}
+
+// StopArgs are stop's arguments.
+type StopArgs struct {
+	// Grace is how long after SIGTERM the job is killed; 0 the
+	// supervisor's default.
+	Grace time.Duration
+}
+
+// BorrowArgs are borrow's arguments.
+type BorrowArgs struct {
+	// Rights are the rights' names (see ParseRights); those the object
+	// borrowed from does not have are not granted.
+	Rights []string
+}
+
+// Service serves a Supervisor's objects over rpc.
+type Service struct {
+	Sup *Supervisor
+	// Server is the rpc server that serves the objects the service makes.
+	Server *rpc.Server
+}
+
+// NewHandler returns the Handler of a supervisor object for a client
+// whose credentials are peer: one of the supervisor's own user (its
+// effective uid), or a handler that refuses every call for anyone else.
+func (sv *Service) NewHandler(peer *unix.Ucred) rpc.Handler {
+	if peer == nil || int(peer.Uid) != os.Geteuid() {
+		who := "unknown"
+		if peer != nil {
+			who = fmt.Sprintf("uid %d", peer.Uid)
+		}
+		return rpc.HandlerFunc(func(context.Context, *rpc.Call) (any, error) {
+			return nil, rpc.Errorf(rpc.CodeDenied, "this supervisor serves uid %d only, and the caller is %s", os.Geteuid(), who)
+		})
+	}
+	return rpc.Methods{
+		"start": rpc.Method(func(ctx context.Context, cl CommandLine) (StartResult, error) {
+			cl.UID, cl.GID = int(peer.Uid), int(peer.Gid)
+			return sv.start(ctx, &cl)
+		}),
+		"list": rpc.Method(func(ctx context.Context, _ struct{}) ([]Status, error) {
+			var sts []Status
+			for _, j := range sv.Sup.Jobs() {
+				sts = append(sts, j.Status())
+			}
+			return sts, nil
+		}),
+		"get": rpc.Method(func(ctx context.Context, a NameArgs) (rpc.FD, error) {
+			j, err := sv.Sup.Job(a.Name)
+			if err != nil {
+				return rpc.FD{}, wireErr(err)
+			}
+			return sv.object(ctx, &node{job: j, rights: RightsAll})
+		}),
+		"remove": rpc.Method(func(ctx context.Context, a NameArgs) (struct{}, error) {
+			return struct{}{}, wireErr(sv.Sup.Remove(a.Name))
+		}),
+	}
+}
+
+// start parses and starts a command line.
+func (sv *Service) start(ctx context.Context, cl *CommandLine) (StartResult, error) {
+	req, err := ParseCommandLine(cl)
+	if err != nil {
+		var ue *UsageError
+		if errors.As(err, &ue) {
+			return StartResult{Code: 2, Error: ue.Msg}, nil
+		}
+		return StartResult{}, err
+	}
+	j, err := sv.Sup.Start(ctx, req)
+	if err != nil {
+		req.Program.Close()
+		var se *StartError
+		if errors.As(err, &se) {
+			return StartResult{Code: se.Code, Error: se.Msg}, nil
+		}
+		return StartResult{}, wireErr(err)
+	}
+	obj, err := sv.object(ctx, &node{job: j, rights: RightsAll})
+	if err != nil {
+		return StartResult{}, err
+	}
+	return StartResult{Name: j.name, Pid: j.Status().Pid, Job: obj}, nil
+}
+
+// wireErr turns the package's errors into rpc errors with their errnos.
+func wireErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		code := rpc.CodeFailed
+		if errno == unix.EINVAL {
+			code = rpc.CodeInvalid
+		}
+		return &rpc.Error{Code: code, Errno: errno, Text: err.Error()}
+	}
+	return err
+}
+
+// A node is one job object: the job, the rights it grants, and the
+// objects borrowed from it, which revoke cuts (and theirs in turn).
+type node struct {
+	job    *Job
+	rights Rights
+	// cut, for a borrowed object, revokes it (rpc.Revocable).
+	cut func()
+
+	mu       sync.Mutex
+	borrowed []*node
+	viewers  []*Viewer
+	revoked  bool
+}
+
+// revoke cuts n's borrowed objects and theirs, and the viewers attached
+// through them.
+func (n *node) revokeBorrowed() {
+	n.mu.Lock()
+	bs := n.borrowed
+	n.borrowed = nil
+	n.mu.Unlock()
+	for _, b := range bs {
+		b.revokeSelf()
+	}
+}
+
+// revokeSelf cuts n itself: its object, its viewers and its borrowed
+// objects.
+func (n *node) revokeSelf() {
+	n.mu.Lock()
+	n.revoked = true
+	vs := n.viewers
+	n.viewers = nil
+	n.mu.Unlock()
+	if n.cut != nil {
+		n.cut()
+	}
+	for _, v := range vs {
+		v.Close()
+	}
+	n.revokeBorrowed()
+}
+
+// object serves n as a new object.
+func (sv *Service) object(ctx context.Context, n *node) (rpc.FD, error) {
+	var h rpc.Handler = sv.handler(n)
+	if n.rights&RightOwn == 0 {
+		h, n.cut = rpc.Revocable(h)
+	}
+	return sv.Server.NewObject(ctx, h)
+}
+
+// need fails unless n has r.
+func (n *node) need(r Rights, method string) error {
+	if n.rights&r != r {
+		return rpc.Errorf(rpc.CodeDenied, "%s needs the %s right; this object has %s", method, r, n.rights)
+	}
+	return nil
+}
+
+// handler returns the methods of job object n.
+func (sv *Service) handler(n *node) rpc.Handler {
+	j := n.job
+	return rpc.Methods{
+		"status": rpc.Method(func(ctx context.Context, _ struct{}) (Status, error) {
+			if err := n.need(RightWatch, "status"); err != nil {
+				return Status{}, err
+			}
+			return j.Status(), nil
+		}),
+		"wait": rpc.Method(func(ctx context.Context, _ struct{}) (*Exit, error) {
+			if err := n.need(RightWatch, "wait"); err != nil {
+				return nil, err
+			}
+			return j.Wait(ctx)
+		}),
+		"logs": rpc.Method(func(ctx context.Context, a LogsArgs) (rpc.FD, error) {
+			if err := n.need(RightWatch, "logs"); err != nil {
+				return rpc.FD{}, err
+			}
+			return sv.logs(j, a.Follow)
+		}),
+		"attach": rpc.Method(func(ctx context.Context, a AttachArgs) (AttachResult, error) {
+			if err := n.need(RightWatch, "attach"); err != nil {
+				return AttachResult{}, err
+			}
+			if a.Write && n.rights&RightInput == 0 {
+				a.Write = false // watches
+			}
+			return sv.attach(ctx, n, a)
+		}),
+		"signal": rpc.Method(func(ctx context.Context, a SignalArgs) (struct{}, error) {
+			if err := n.need(RightSignal, "signal"); err != nil {
+				return struct{}{}, err
+			}
+			sig := syscall.Signal(a.Signal)
+			if a.Signal <= 0 || a.Signal > 64 {
+				return struct{}{}, rpc.Errorf(rpc.CodeInvalid, "signal %d: want 1 to 64", a.Signal)
+			}
+			if a.All {
+				return struct{}{}, wireErr(j.SignalAll(ctx, sig))
+			}
+			return struct{}{}, wireErr(j.Signal(sig))
+		}),
+		"stop": rpc.Method(func(ctx context.Context, a StopArgs) (*Exit, error) {
+			if err := n.need(RightSignal, "stop"); err != nil {
+				return nil, err
+			}
+			return j.Stop(ctx, a.Grace)
+		}),
+		"borrow": rpc.Method(func(ctx context.Context, a BorrowArgs) (rpc.FD, error) {
+			r, err := ParseRights(a.Rights)
+			if err != nil {
+				return rpc.FD{}, rpc.Errorf(rpc.CodeInvalid, "%v", err)
+			}
+			b := &node{job: j, rights: r & n.rights &^ RightOwn}
+			n.mu.Lock()
+			if n.revoked {
+				n.mu.Unlock()
+				return rpc.FD{}, rpc.ErrRevoked
+			}
+			n.borrowed = append(n.borrowed, b)
+			n.mu.Unlock()
+			return sv.object(ctx, b)
+		}),
+		"revoke": rpc.Method(func(ctx context.Context, _ struct{}) (struct{}, error) {
+			n.revokeBorrowed()
+			return struct{}{}, nil
+		}),
+		"rights": rpc.Method(func(ctx context.Context, _ struct{}) ([]string, error) {
+			return n.rights.Names(), nil
+		}),
+	}
+}
+
+// logs returns the read end of a pipe the job's output history is
+// written to, and with follow what comes after.
+func (sv *Service) logs(j *Job, follow bool) (rpc.FD, error) {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		return rpc.FD{}, wireErr(fmt.Errorf("supervisor: logs: pipe: %w", err))
+	}
+	if err := unix.SetNonblock(fds[1], true); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return rpc.FD{}, wireErr(err)
+	}
+	r, w := os.NewFile(uintptr(fds[0]), "logs"), os.NewFile(uintptr(fds[1]), "logs")
+	ctx, cancel := context.WithCancel(sv.Sup.ctx)
+	go func() {
+		defer cancel()
+		defer w.Close()
+		out := j.Output(ctx, follow)
+		if follow {
+			// The reader's going shows as a failed write, which only
+			// comes with output; a watcher of the pipe ends the
+			// follower sooner.
+			go func() {
+				waitHangup(ctx, w)
+				cancel()
+			}()
+		}
+		io.Copy(w, out)
+	}()
+	return rpc.NewFD(r), nil
+}
+
+// waitHangup returns when the pipe w's reader has gone (its write end
+// polls POLLERR) or ctx ends.
+func waitHangup(ctx context.Context, w *os.File) {
+	sc, err := w.SyscallConn()
+	if err != nil {
+		return
+	}
+	for ctx.Err() == nil {
+		gone := false
+		sc.Control(func(fd uintptr) {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: 0}}
+			n, _ := unix.Poll(fds, 0)
+			gone = n > 0 && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0
+		})
+		if gone {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// attach attaches a viewer through n and returns its stream and control
+// object.
+func (sv *Service) attach(ctx context.Context, n *node, a AttachArgs) (AttachResult, error) {
+	n.mu.Lock()
+	revoked := n.revoked
+	n.mu.Unlock()
+	if revoked {
+		return AttachResult{}, rpc.ErrRevoked
+	}
+	v, stream, err := n.job.attach(AttachOptions(a), func() {
+		// Forget the viewers that have ended, this one among them.
+		n.mu.Lock()
+		n.viewers = slices.DeleteFunc(n.viewers, func(x *Viewer) bool {
+			select {
+			case <-x.gone:
+				return true
+			default:
+				return false
+			}
+		})
+		n.mu.Unlock()
+	})
+	if err != nil {
+		return AttachResult{}, wireErr(err)
+	}
+	n.mu.Lock()
+	if n.revoked {
+		n.mu.Unlock()
+		v.Close()
+		stream.Close()
+		return AttachResult{}, rpc.ErrRevoked
+	}
+	n.viewers = append(n.viewers, v)
+	n.mu.Unlock()
+	ctl := rpc.Methods{
+		"resize": rpc.Method(func(ctx context.Context, ws Winsize) (bool, error) {
+			ok, err := v.Resize(ws)
+			return ok, wireErr(err)
+		}),
+		"lease": rpc.Method(func(ctx context.Context, _ struct{}) (bool, error) {
+			if err := n.need(RightInput, "lease"); err != nil {
+				return false, err
+			}
+			return v.Lease(), nil
+		}),
+		"release": rpc.Method(func(ctx context.Context, _ struct{}) (struct{}, error) {
+			v.Release()
+			return struct{}{}, nil
+		}),
+	}
+	control, err := sv.Server.NewObject(ctx, ctl)
+	if err != nil {
+		v.Close()
+		stream.Close()
+		return AttachResult{}, err
+	}
+	return AttachResult{Stream: rpc.NewFD(stream), Control: control, Writer: v.Writer()}, nil
+}
