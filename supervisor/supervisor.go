@@ -34,9 +34,9 @@ type Config struct {
 	StopGrace time.Duration
 }
 
-func (c *Config) maxJobs() int         { return cmp0(c.MaxJobs, 4096) }
-func (c *Config) maxStarting() int     { return cmp0(c.MaxStarting, 32) }
-func (c *Config) scrollback() int      { return cmp0(c.Scrollback, 256<<10) }
+func (c *Config) maxJobs() int     { return cmp0(c.MaxJobs, 4096) }
+func (c *Config) maxStarting() int { return cmp0(c.MaxStarting, 32) }
+func (c *Config) scrollback() int  { return cmp0(c.Scrollback, 256<<10) }
 func (c *Config) stopGrace() time.Duration {
 	if c.StopGrace <= 0 {
 		return 10 * time.Second
