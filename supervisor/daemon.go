@@ -48,7 +48,8 @@ var ErrAlreadyRunning = fmt.Errorf("supervisor: another supervisor listens there
 // caller's own and no one else's to enter or write (a directory another
 // user could write to would let them put a socket of theirs there). A
 // lock file beside the socket (path + ".lock", held with flock for as long
-// as the Listener lives) makes it the only supervisor there: a second
+// as the Listener lives, holding the supervisor's pid) makes it the only
+// supervisor there: a second
 // fails with ErrAlreadyRunning, and a socket left by one that died is
 // replaced.
 func Listen(path string) (*Listener, error) {
@@ -75,6 +76,10 @@ func Listen(path string) (*Listener, error) {
 		}
 		return nil, fmt.Errorf("supervisor: flock %s.lock: %w", path, err)
 	}
+	// The lock file says who holds it, for people and scripts
+	// (caplin's tests stop their supervisors so).
+	lock.Truncate(0)
+	lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	// The lock is ours: a socket there is a dead supervisor's.
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		lock.Close()
@@ -82,7 +87,7 @@ func Listen(path string) (*Listener, error) {
 	}
 	// The directory is ours alone, so the socket's mode can be set after
 	// bind without anyone connecting in between.
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("supervisor: %w", err)

@@ -109,7 +109,7 @@ type StartResult struct {
 	Name string `json:",omitempty"`
 	Pid  int    `json:",omitempty"`
 	// Job is an owner object of the job.
-	Job rpc.FD `json:"-"`
+	Job rpc.FD
 	// Code and Error, when Error is not empty, say why the job did not
 	// start, with the exit status caplin run would give (2 for a bad
 	// command line).
@@ -301,7 +301,9 @@ func (sv *Service) object(ctx context.Context, n *node) (rpc.FD, error) {
 	if n.rights&RightOwn == 0 {
 		h, n.cut = rpc.Revocable(h)
 	}
-	return sv.Server.NewObject(ctx, h)
+	// The object lives until its holder closes it or the supervisor
+	// ends, not with the call that made it.
+	return sv.Server.NewObject(sv.Sup.ctx, h)
 }
 
 // need fails unless n has r.
@@ -493,7 +495,7 @@ func (sv *Service) attach(ctx context.Context, n *node, a AttachArgs) (AttachRes
 			return struct{}{}, nil
 		}),
 	}
-	control, err := sv.Server.NewObject(ctx, ctl)
+	control, err := sv.Server.NewObject(sv.Sup.ctx, ctl)
 	if err != nil {
 		v.Close()
 		stream.Close()

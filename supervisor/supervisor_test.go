@@ -20,6 +20,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(envDaemon); path != "" {
+		runDaemon(path)
+	}
 	if _, ok := os.LookupEnv("GORACE"); !ok {
 		os.Setenv("GORACE", "atexit_sleep_ms=0")
 	}
@@ -158,13 +161,13 @@ func TestStopWholeTree(t *testing.T) {
 	ctx := context.Background()
 	marker := "caplin-sup-test-" + strconv.Itoa(os.Getpid())
 	// The daemon ignores TERM: only the KILL after the grace ends it.
-	script := `(setsid sh -c 'trap "" TERM; exec -a ` + marker + ` sleep 1000' &) ; trap 'echo got-term; exit 7' TERM; echo up; while :; do sleep 0.05; done`
+	script := `(setsid sh -c 'trap "" TERM; sleep 1000; true' ` + marker + ` &) ; trap 'echo got-term; exit 7' TERM; echo up; while :; do sleep 0.05; done`
 	j, err := s.Start(ctx, shell("tree", script))
 	if err != nil {
 		t.Fatal(err)
 	}
 	readUntil(t, j.Output(ctx, true), "up")
-	if !testenv.Eventually(func() bool { return len(testenv.LivePids(match(marker))) == 1 }) {
+	if !testenv.Eventually(func() bool { return len(testenv.LivePids(match(marker))) >= 1 }) {
 		t.Fatal("the daemon did not start")
 	}
 	start := time.Now()

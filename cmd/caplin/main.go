@@ -6,6 +6,9 @@
 //	caplin dir ls|cat|put|version|cas     files through a directory capability
 //	caplin serve dir|connector|launcher   serve a capability on a socket
 //	caplin call OBJECT METHOD [ARGS...]   call a capability
+//	caplin start [flags] -- CMD [ARGS...] start a supervised job
+//	caplin ps|attach|logs|stop|kill|wait|rm|handle  work with jobs
+//	caplin supervisor                     the user's supervisor of jobs
 //	caplin doctor [-json] [-strict]       which kernel features are there
 //	caplin version                        caplin's, Go's and the kernel's versions
 //	caplin help [COMMAND]                 help
@@ -56,6 +59,17 @@ Commands:
 	serve     serve a capability (a directory, a connector, a launcher of
 	          sandboxed processes) on a Unix socket
 	call      call a method on a capability and print or use its result
+	start     start a program in a sandbox as a job of the user's
+	          supervisor, which keeps it running after this command
+	ps        list the supervisor's jobs
+	attach    attach this terminal to a job: watch it, type into it
+	logs      print a job's output history (-f: and follow it)
+	stop      stop a job: SIGTERM to all its processes, then SIGKILL
+	kill      send a signal to every process of a job
+	wait      wait for a job to end, and print how it ended
+	rm        remove ended jobs
+	handle    run a command with a job's object (a handle) at fd 3
+	supervisor  run the user's supervisor (caplin start starts one)
 	doctor    report which kernel features caplin can use here
 	version   print caplin's, Go's and the kernel's versions
 	help      print this text, or a command's ("caplin help run")
@@ -66,8 +80,9 @@ with one dash or two (-json, --json).
 Exit status:
 
 	0        success (for run: the program exited with 0)
-	1        doctor -strict: a feature is missing; dir, call: the operation
-	         failed; serve: the server failed
+	1        doctor -strict: a feature is missing; dir, call, and the job
+	         commands: the operation failed; serve, supervisor: the
+	         server failed
 	2        usage error: bad command, flag or argument
 	3        dir cas: the file's version did not match (retry)
 	122      caplin run: the kernel cannot enforce what was asked, or
@@ -76,7 +91,7 @@ Exit status:
 	126      the program was found but could not be executed
 	         (permission denied, not an executable format)
 	127      the program was not found
-	N        caplin run: the program exited with status N
+	N        caplin run, caplin wait: the program exited with status N
 	128+N    caplin run: the program was killed by signal N
 	         (130 for SIGINT, 137 for SIGKILL, 143 for SIGTERM)
 `
@@ -157,6 +172,26 @@ func caplin(args []string) int {
 		return cmdServe(rest)
 	case "call":
 		return cmdCall(rest)
+	case "supervisor":
+		return cmdSupervisor(rest)
+	case "start":
+		return cmdStart(rest)
+	case "attach":
+		return cmdAttach(rest)
+	case "ps":
+		return cmdPs(rest)
+	case "logs":
+		return cmdLogs(rest)
+	case "stop":
+		return cmdStop(rest)
+	case "kill":
+		return cmdKill(rest)
+	case "wait":
+		return cmdWait(rest)
+	case "rm":
+		return cmdRm(rest)
+	case "handle":
+		return cmdHandle(rest)
 	case "version", "-version", "--version":
 		return cmdVersion(rest)
 	case "help", "-h", "-help", "--help":
@@ -192,14 +227,24 @@ func cmdHelp(args []string) int {
 
 // helpTexts are what "caplin help COMMAND" prints, by command.
 var helpTexts = map[string]string{
-	"run":     runHelp,
-	"bwrap":   bwrapHelp,
-	"doctor":  doctorHelp,
-	"dir":     dirHelp,
-	"serve":   serveHelp,
-	"call":    callHelp,
-	"version": versionHelp,
-	"help":    usageText,
+	"run":        runHelp,
+	"bwrap":      bwrapHelp,
+	"doctor":     doctorHelp,
+	"dir":        dirHelp,
+	"serve":      serveHelp,
+	"call":       callHelp,
+	"supervisor": supervisorHelp,
+	"start":      startHelp,
+	"attach":     attachHelp,
+	"ps":         jobsHelp,
+	"logs":       jobsHelp,
+	"stop":       jobsHelp,
+	"kill":       jobsHelp,
+	"wait":       jobsHelp,
+	"rm":         jobsHelp,
+	"handle":     jobsHelp,
+	"version":    versionHelp,
+	"help":       usageText,
 }
 
 // newFlags returns an empty flag set for a command. parse reports its

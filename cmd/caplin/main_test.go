@@ -118,6 +118,11 @@ func TestScripts(t *testing.T) {
 				return err
 			}
 			env.Setenv("ESCAPES", p)
+			// The script's own supervisor (caplin start starts it), in
+			// $WORK, stopped when the script ends.
+			sock := filepath.Join(env.WorkDir, "sup", "supervisor.sock")
+			env.Setenv("CAPLIN_SUPERVISOR", sock)
+			env.Defer(func() { stopSupervisor(sock) })
 			if os.Geteuid() != 0 {
 				return nil
 			}
@@ -468,4 +473,36 @@ func sdActivate() {
 	err = syscall.Exec(path, os.Args[2:], env)
 	fmt.Fprintln(os.Stderr, "exec:", err)
 	os.Exit(1)
+}
+
+// stopSupervisor stops the supervisor whose socket is sock, if one
+// runs: SIGTERM, then SIGKILL after 10 s; it returns once it is gone.
+func stopSupervisor(sock string) {
+	b, err := os.ReadFile(sock + ".lock")
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	// The pid is still the supervisor's while its lock is held.
+	if f, err := os.Open(sock + ".lock"); err == nil {
+		held := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil
+		f.Close()
+		if !held {
+			return
+		}
+	}
+	unix.PidfdSendSignal(fd, unix.SIGTERM, nil, 0)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	if n, _ := unix.Poll(fds, 10000); n == 0 {
+		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+		unix.Poll(fds, 10000)
+	}
 }

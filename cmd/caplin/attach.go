@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/caplin-dev/caplin/supervisor"
+	"golang.org/x/sys/unix"
+)
+
+const attachHelp = `usage: caplin attach [--read-only] [--replay BYTES|all] [--detach-key KEY] JOB
+
+Attach this terminal to a job of the supervisor (caplin start): its
+recent output is replayed first, then what it writes comes as it comes,
+and what is typed here goes to it. JOB is a job's name, or fd:N for a
+job object this process inherited (caplin handle).
+
+Several viewers may be attached at once: the first that asks for it
+holds the writer lease, and only its keys reach the job, and only its
+terminal size; the others watch (their keys are dropped), and get the
+lease when its holder detaches. A viewer too slow to keep up does not
+hold the job back: it is told how much output it missed.
+
+Detach with the detach key, Ctrl-] by default (typed twice, it is sent
+to the job once). Ending caplin attach otherwise (closing the terminal,
+SIGTERM) detaches too; the job goes on. On this terminal, ^C, ^Z and the
+other keys go to the job, as they would at its own terminal.
+
+Flags:
+
+	--read-only       watch only: do not ask for the writer lease
+	--replay N        replay the last N bytes of output first, or all
+	                  that is kept (all, the default), or none (0)
+	--detach-key KEY  the detach key: ctrl-X for a letter or one of
+	                  [\]^_ (default ctrl-]), or none
+
+Exit status: 0 detached; the job's status when it ended while attached;
+1 no such job, or the job went (removed, or this object revoked); 2 bad
+command line.
+`
+
+const attachSynopsis = "caplin attach [--read-only] [--replay N|all] [--detach-key KEY] JOB"
+
+// cmdAttach runs caplin attach.
+func cmdAttach(args []string) int {
+	const name = "caplin attach"
+	fs := newFlags("attach")
+	readOnly := fs.Bool("read-only", false, "")
+	replay := fs.String("replay", "all", "")
+	detachKey := fs.String("detach-key", "ctrl-]", "")
+	if st := parse(fs, args, attachHelp, attachSynopsis); st >= 0 {
+		return st
+	}
+	if fs.NArg() != 1 {
+		usageError(name, attachSynopsis, "want one JOB")
+		return exitUsage
+	}
+	key, err := parseDetachKey(*detachKey)
+	if err != nil {
+		usageError(name, attachSynopsis, err.Error())
+		return exitUsage
+	}
+	back := int64(-1)
+	if *replay != "all" {
+		n, err := strconv.ParseInt(*replay, 10, 64)
+		if err != nil || n < 0 {
+			usageError(name, attachSynopsis, fmt.Sprintf("--replay %q: want a number of bytes or all", *replay))
+			return exitUsage
+		}
+		back = n
+	}
+	job := fs.Arg(0)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGWINCH, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
+	h, err := jobHandle(ctx, job)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	defer h.Close()
+	in := int(os.Stdin.Fd())
+	a, err := h.Attach(ctx, supervisor.AttachArgs{Size: termSize(in), Write: !*readOnly, Replay: back})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %s: %s\n", name, job, jobErr(err))
+		return 1
+	}
+	defer a.Close()
+
+	restore := rawMode(in)
+	defer restore()
+	nl := "\n"
+	if restore != nil {
+		nl = "\r\n"
+	}
+	note := fmt.Sprintf("[caplin: attached to %s", job)
+	if key >= 0 {
+		note += fmt.Sprintf("; %s detaches", keyName(key))
+	}
+	if !a.Writer && !*readOnly {
+		note += "; watching: another viewer holds the input"
+	}
+	fmt.Fprint(os.Stderr, note+"]"+nl)
+
+	type ending struct {
+		code int
+		msg  string
+	}
+	end := make(chan ending, 4)
+	// The job's output.
+	go func() {
+		io.Copy(os.Stdout, a.Stream)
+		end <- ending{1, "the job went (removed, or this object revoked)"}
+	}()
+	// The keys typed here. The detach key ends a read: a person typed
+	// it. Twice in a row, it is sent once.
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := os.Stdin.Read(buf)
+			out, detach := detachScan(buf[:n], key)
+			if len(out) > 0 {
+				if _, err := a.Stream.Write(out); err != nil {
+					return
+				}
+			}
+			if detach {
+				end <- ending{0, "detached"}
+				return
+			}
+			if err != nil {
+				// The end of this input: the viewer keeps watching.
+				return
+			}
+		}
+	}()
+	// The job's end.
+	go func() {
+		ex, err := h.Wait(ctx)
+		if err == nil {
+			time.Sleep(50 * time.Millisecond) // its last output
+			end <- ending{ex.Code, describeExit(ex)}
+		}
+	}()
+	for {
+		select {
+		case s := <-sigs:
+			if s == syscall.SIGWINCH {
+				a.Resize(ctx, termSize(in))
+				continue
+			}
+			fmt.Fprint(os.Stderr, nl+"[caplin: detached from "+job+"]"+nl)
+			return exitOK
+		case e := <-end:
+			fmt.Fprint(os.Stderr, nl+"[caplin: "+job+": "+e.msg+"]"+nl)
+			return e.code
+		}
+	}
+}
+
+// parseDetachKey reads a detach key: ctrl-X, or none (-1).
+func parseDetachKey(s string) (int, error) {
+	if s == "none" {
+		return -1, nil
+	}
+	rest, ok := strings.CutPrefix(strings.ToLower(s), "ctrl-")
+	if ok && len(rest) == 1 {
+		c := rest[0]
+		switch {
+		case 'a' <= c && c <= 'z':
+			return int(c-'a') + 1, nil
+		case strings.IndexByte(`[\]^_`, c) >= 0:
+			return int(c-'@') & 0x1f, nil
+		}
+	}
+	return 0, fmt.Errorf("--detach-key %q: want ctrl-X (a letter, or one of [\\]^_) or none", s)
+}
+
+// keyName names a control key.
+func keyName(key int) string {
+	return "Ctrl-" + string(rune('@'+key))
+}
+
+// rawMode puts the terminal fd in raw mode, as a terminal emulator's
+// program sees keys, and returns what restores it; nil when fd is not a
+// terminal.
+func rawMode(fd int) func() {
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return nil
+	}
+	raw := *old
+	raw.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+	raw.Oflag &^= unix.OPOST
+	raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+	raw.Cflag &^= unix.CSIZE | unix.PARENB
+	raw.Cflag |= unix.CS8
+	raw.Cc[unix.VMIN], raw.Cc[unix.VTIME] = 1, 0
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &raw); err != nil {
+		return nil
+	}
+	return func() { unix.IoctlSetTermios(fd, unix.TCSETS, old) }
+}
+
+// detachScan returns what of the keys in p goes to the job, and whether
+// they end with the detach key alone (detach then): a doubled key is
+// sent once.
+func detachScan(p []byte, key int) ([]byte, bool) {
+	if key < 0 {
+		return p, false
+	}
+	out := p[:0:0]
+	for i := 0; i < len(p); i++ {
+		if int(p[i]) != key {
+			out = append(out, p[i])
+			continue
+		}
+		if i+1 < len(p) && int(p[i+1]) == key {
+			out = append(out, p[i])
+			i++
+			continue
+		}
+		if i == len(p)-1 {
+			return out, true
+		}
+		out = append(out, p[i]) // in the middle of a paste: the job's
+	}
+	return out, false
+}
