@@ -82,6 +82,7 @@ func ParseRights(names []string) (Rights, error) {
 // supervisor's socket holds), with their arguments and results:
 //
 //	start   CommandLine -> StartResult  start a job (ParseCommandLine)
+//	run     RunArgs     -> RunResult    run a program as caplin run does, from a warm template
 //	list    -           -> []Status     the jobs in the table
 //	get     NameArgs    -> FD           an owner object of the job
 //	remove  NameArgs    -> -            remove an ended job
@@ -189,6 +190,10 @@ func (sv *Service) NewHandler(peer *unix.Ucred) rpc.Handler {
 		"start": rpc.Method(func(ctx context.Context, cl CommandLine) (StartResult, error) {
 			cl.UID, cl.GID = int(peer.Uid), int(peer.Gid)
 			return sv.start(ctx, &cl)
+		}),
+		"run": rpc.Method(func(ctx context.Context, a RunArgs) (RunResult, error) {
+			a.UID, a.GID = int(peer.Uid), int(peer.Gid)
+			return sv.run(ctx, &a)
 		}),
 		"list": rpc.Method(func(ctx context.Context, _ struct{}) ([]Status, error) {
 			var sts []Status

@@ -252,3 +252,73 @@ func TestNoLeaks(t *testing.T) {
 		t.Errorf("a zombie child is left: %+v", si)
 	}
 }
+
+// TestRunWarm: runs through the supervisor use one template per sandbox
+// and get their standard fds; a signal sent on the control object
+// reaches the program, which dies of it as at a terminal.
+func TestRunWarm(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	s := newSup(t, Config{})
+	c := serveClient(t, s)
+	ctx := context.Background()
+	run := func(script string, ctl *os.File, out *os.File) RunResult {
+		t.Helper()
+		cl := startLine("", script).Args[2:] // without --name
+		a := RunArgs{CommandLine: CommandLine{Args: cl, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/"}}
+		if out != nil {
+			a.Stdout = rpc.NewFD(out)
+		}
+		if ctl != nil {
+			a.Control = rpc.NewFD(ctl)
+		}
+		var res RunResult
+		if err := c.Call(ctx, "run", a, &res); err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if res := run(fmt.Sprintf("echo run %d; exit %d", i, i), nil, w); res.Code != i || res.Error != "" || res.Local != "" {
+			t.Errorf("run %d: %+v", i, res)
+		}
+	}
+	w.Close()
+	out, _ := io.ReadAll(r)
+	if string(out) != "run 0\nrun 1\nrun 2\n" {
+		t.Errorf("output %q", out)
+	}
+	s.warm.mu.Lock()
+	n := len(s.warm.templates)
+	s.warm.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d templates for one sandbox, want 1", n)
+	}
+
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl, err := rpc.NewClient(os.NewFile(uintptr(fds[0]), "ctl"), rpc.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctl.Close()
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		ctl.Call(ctx, "signal", SignalRunArgs{Signal: int(unix.SIGINT)}, nil)
+	}()
+	res := run("sleep 100", os.NewFile(uintptr(fds[1]), "ctl"), nil)
+	if res.Code != 130 || res.Relayed != int(unix.SIGINT) {
+		t.Errorf("a run sent SIGINT: %+v, want code 130, relayed SIGINT", res)
+	}
+	// What a template cannot give is the client's to run.
+	cl := CommandLine{Args: []string{"--keep-session", "--system", "--", "true"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/"}
+	var lres RunResult
+	if err := c.Call(ctx, "run", RunArgs{CommandLine: cl}, &lres); err != nil || lres.Local == "" {
+		t.Errorf("--keep-session: %+v %v, want Local", lres, err)
+	}
+}

@@ -82,6 +82,8 @@ type Supervisor struct {
 	starting int
 	seq      int
 	closed   bool
+
+	warm warm // run.go
 }
 
 // New returns a Supervisor with no jobs.

@@ -121,7 +121,7 @@ func TestScripts(t *testing.T) {
 			// The script's own supervisor (caplin start starts it), in
 			// $WORK, stopped when the script ends.
 			sock := filepath.Join(env.WorkDir, "sup", "supervisor.sock")
-			env.Setenv("CAPLIN_SUPERVISOR", sock)
+			env.Setenv("CAPLIN_SUPERVISOR_SOCKET", sock)
 			env.Defer(func() { stopSupervisor(sock) })
 			if os.Geteuid() != 0 {
 				return nil

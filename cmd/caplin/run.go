@@ -242,6 +242,21 @@ PROCESS
 		main/docs/profiles.md). Options given on the command line
 		apply after it: mounts are added after the profile's, the
 		rest overrides.
+	--supervisor
+		Run through the user's supervisor (caplin supervisor; one is
+		started if none runs), as with $CAPLIN_SUPERVISOR set: it
+		keeps the sandbox of each set of options warm (a template:
+		the namespaces and the root made once, each run getting
+		fresh mounts, pid namespace and confinement of its own) and
+		runs the program in it with caplin run's standard fds;
+		caplin relays the signals it gets and its terminal's size
+		changes, and exits as the program did. What reaches this
+		process (--fd N=inherit:M, status fds, --serve-*, --events,
+		--landlock-only, --keep-session, --require,
+		--die-with-parent) is done here instead, and --supervisor
+		says so in a line; a sandbox a template cannot take
+		(--connect, overlays, --as-pid-1 ...) is built afresh by the
+		supervisor.
 	--best-effort
 		Where the kernel cannot enforce part of the sandbox (no
 		Landlock), drop it, saying what was dropped, instead of
@@ -383,8 +398,18 @@ EXAMPLES
 // exitUnenforceable: the kernel cannot enforce what was asked.
 const exitUnenforceable = 122
 
-// cmdRun runs caplin run.
-func cmdRun(args []string) int { return runSandbox(args, runMode) }
+// cmdRun runs caplin run: through the user's supervisor with
+// --supervisor or $CAPLIN_SUPERVISOR set (supervised.go), where it can
+// be, else here.
+func cmdRun(args []string) int {
+	args, viaFlag := supervisorFlag(args)
+	if viaFlag || os.Getenv("CAPLIN_SUPERVISOR") != "" && os.Getenv("CAPLIN_SUPERVISOR") != "0" {
+		if code, ok := runSupervised(args, viaFlag); ok {
+			return code
+		}
+	}
+	return runSandbox(args, runMode)
+}
 
 // cmdBwrap runs caplin bwrap (caplin through a link named bwrap too).
 func cmdBwrap(args []string) int { return runSandbox(args, bwrapMode) }

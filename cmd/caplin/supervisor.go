@@ -42,8 +42,10 @@ not kept across its life.
 Flags:
 
 	--socket PATH       where to listen (default:
+	                    $CAPLIN_SUPERVISOR_SOCKET if set, else
 	                    $XDG_RUNTIME_DIR/caplin/supervisor.sock, or
-	                    $TMPDIR/caplin-UID/supervisor.sock)
+	                    $TMPDIR/caplin-UID/supervisor.sock; the other
+	                    commands look for it there too)
 	--grace D           how long jobs have to stop at shutdown, and by
 	                    default for caplin stop (default 10s)
 	--max-jobs N        jobs kept at once, running or ended (default 4096)
@@ -95,7 +97,7 @@ func cmdSupervisor(args []string) int {
 	if ln == nil {
 		path := *sock
 		if path == "" {
-			path = supervisor.SocketPath()
+			path = supervisorSocket()
 		}
 		if ln, err = supervisor.Listen(path); err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
@@ -137,9 +139,9 @@ func cmdSupervisor(args []string) int {
 	return exitOK
 }
 
-// dialSupervisor connects to the user's supervisor ($CAPLIN_SUPERVISOR's
-// socket when set to a path, else supervisor.SocketPath), starting one
-// when none runs and start is true.
+// dialSupervisor connects to the user's supervisor (at
+// $CAPLIN_SUPERVISOR_SOCKET when that is set to a path, else at
+// supervisor.SocketPath), starting one when none runs and start is true.
 func dialSupervisor(ctx context.Context, start bool) (*supervisor.Client, error) {
 	path := supervisorSocket()
 	c, err := supervisor.Dial(ctx, path)
@@ -164,7 +166,7 @@ func dialSupervisor(ctx context.Context, start bool) (*supervisor.Client, error)
 
 // supervisorSocket is the supervisor's socket path.
 func supervisorSocket() string {
-	if p := os.Getenv("CAPLIN_SUPERVISOR"); filepath.IsAbs(p) {
+	if p := os.Getenv("CAPLIN_SUPERVISOR_SOCKET"); filepath.IsAbs(p) {
 		return p
 	}
 	return supervisor.SocketPath()
