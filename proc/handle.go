@@ -90,10 +90,18 @@ type Handle struct {
 	regionsMu sync.Mutex
 	regions   []uintptr
 
-	req []byte // request buffer, arenaReqSize
+	req []byte // request buffer, arenaReqSize (at most maxKeptBuffer kept)
 	rep []byte // reply buffer
 	oob []byte // control buffer for received fds
 }
+
+// A Handle's request and reply buffers start at initialBuffer bytes and
+// grow as its calls need; a buffer larger than maxKeptBuffer is not kept
+// between calls.
+const (
+	initialBuffer = 1024
+	maxKeptBuffer = 8 << 10
+)
 
 // owned is what a Handle holds that must not outlive it: its end of the
 // control socket and, until it execs, the child. It lives apart from the
@@ -132,8 +140,8 @@ func newHandle(sock, ctrl int, p *pidfd.Process) *Handle {
 	h := &Handle{
 		owned: &owned{sock: sock, proc: p},
 		ctrl:  ctrl,
-		req:   make([]byte, 0, 1024),
-		rep:   make([]byte, 1024),
+		req:   make([]byte, 0, initialBuffer),
+		rep:   make([]byte, initialBuffer),
 		oob:   make([]byte, unix.CmsgSpace(4*maxFDs)),
 	}
 	h.cleanup = runtime.AddCleanup(h, (*owned).drop, h.owned)
@@ -533,6 +541,17 @@ func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, out
 	if cap(req) > cap(h.req) {
 		h.req = req[:0] // keep the grown buffer for the next request
 	}
+	// A buffer grown for a large batch (a sandbox's set-up, tens of KiB)
+	// is not kept: a handle held long after it (a supervisor holds one
+	// per running job) would pin it for nothing.
+	defer func() {
+		if cap(h.req) > maxKeptBuffer {
+			h.req = make([]byte, 0, initialBuffer)
+		}
+		if cap(h.rep) > maxKeptBuffer {
+			h.rep = make([]byte, initialBuffer)
+		}
+	}()
 	if need := replyHeaderSize + 16*nops + outLen; len(h.rep) < need {
 		h.rep = make([]byte, need)
 	}

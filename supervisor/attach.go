@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,7 +16,10 @@ import (
 // terminal's size (or anyone, while no one holds the lease).
 type attachments struct {
 	viewers map[*Viewer]struct{}
-	writer  *Viewer
+	// list is the viewers too, a slice replaced (never changed) when
+	// one comes or goes, for the output reader to go through unlocked.
+	list   []*Viewer
+	writer *Viewer
 }
 
 // all returns the viewers.
@@ -45,6 +50,12 @@ type AttachOptions struct {
 type Viewer struct {
 	j    *Job
 	conn *os.File // the supervisor's end
+	raw  syscall.RawConn
+
+	// mu is held while output is written to the viewer; off is the
+	// offset of the next byte of output it is to get.
+	mu  sync.Mutex
+	off int64
 	once sync.Once
 	// gone is closed when the viewer ends.
 	gone chan struct{}
@@ -74,7 +85,15 @@ func (j *Job) attach(opts AttachOptions, onClose func()) (*Viewer, *os.File, err
 		return nil, nil, fmt.Errorf("supervisor: attach %s: %w", j.name, err)
 	}
 	v := &Viewer{j: j, conn: os.NewFile(uintptr(fds[0]), "attach"), gone: make(chan struct{}), onClose: onClose}
+	v.raw, _ = v.conn.SyscallConn()
 	theirs := os.NewFile(uintptr(fds[1]), "attach")
+	// Where the viewer starts, set before the output reader can see it.
+	head, tail := j.back.span()
+	from := head
+	if opts.Replay >= 0 {
+		from = max(head, tail-opts.Replay)
+	}
+	v.off = from
 	j.mu.Lock()
 	if j.removed {
 		j.mu.Unlock()
@@ -86,17 +105,12 @@ func (j *Job) attach(opts AttachOptions, onClose func()) (*Viewer, *os.File, err
 		j.att.viewers = map[*Viewer]struct{}{}
 	}
 	j.att.viewers[v] = struct{}{}
+	j.att.list = append(slices.Clip(j.att.list), v)
 	if opts.Write && j.att.writer == nil {
 		j.att.writer = v
 	}
 	j.mu.Unlock()
 	v.Resize(opts.Size)
-
-	head, tail := j.back.span()
-	from := head
-	if opts.Replay >= 0 {
-		from = max(head, tail-opts.Replay)
-	}
 	go v.follow(from)
 	go v.input()
 	return v, theirs, nil
@@ -165,6 +179,7 @@ func (v *Viewer) close() {
 		j := v.j
 		j.mu.Lock()
 		delete(j.att.viewers, v)
+		j.att.list = slices.DeleteFunc(slices.Clone(j.att.list), func(x *Viewer) bool { return x == v })
 		if j.att.writer == v {
 			j.att.writer = nil
 		}
@@ -178,7 +193,9 @@ func (v *Viewer) close() {
 }
 
 // follow sends the job's output from offset off on to the viewer, until
-// either goes.
+// either goes. While it waits for output the viewer is caught up, and
+// the job's output reader sends what comes to it directly (deliver),
+// saving a goroutine's wake-up per keystroke's echo.
 func (v *Viewer) follow(off int64) {
 	defer v.close()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -189,20 +206,61 @@ func (v *Viewer) follow(off int64) {
 	}()
 	buf := make([]byte, 16<<10)
 	for {
+		v.mu.Lock()
+		off := v.off
+		v.mu.Unlock()
 		n, next, lost, ok, err := v.j.back.read(ctx, off, buf)
-		off = next
 		if err != nil || !ok {
 			return
+		}
+		v.mu.Lock()
+		if v.off != off {
+			// deliver sent some of it meanwhile: buf holds the bytes
+			// from next-n to next.
+			if v.off >= next {
+				v.mu.Unlock()
+				continue
+			}
+			if from := next - int64(n); v.off > from {
+				n = copy(buf, buf[v.off-from:n])
+			}
+			lost = 0
 		}
 		if lost > 0 {
 			note := fmt.Sprintf("\r\n[caplin: %d bytes of output dropped: this viewer fell behind]\r\n", lost)
 			if _, err := v.conn.Write([]byte(note)); err != nil {
+				v.mu.Unlock()
 				return
 			}
 		}
-		if _, err := v.conn.Write(buf[:n]); err != nil {
+		_, err = v.conn.Write(buf[:n])
+		v.off = next
+		v.mu.Unlock()
+		if err != nil {
 			return
 		}
+	}
+}
+
+// deliver sends p, the job's output from offset at on, to the viewer at
+// once if it is caught up (its follower waits for output) and its socket
+// takes it without waiting; otherwise, or for what the socket did not
+// take, the follower sends it.
+func (v *Viewer) deliver(at int64, p []byte) {
+	if !v.mu.TryLock() {
+		return // the follower is writing
+	}
+	defer v.mu.Unlock()
+	if v.off != at || v.raw == nil {
+		return
+	}
+	var n int
+	v.raw.Write(func(fd uintptr) bool {
+		n, _ = unix.Write(int(fd), p)
+		return true // never wait: the follower does
+	})
+	if n > 0 {
+		v.off += int64(n)
 	}
 }
 

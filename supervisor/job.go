@@ -239,23 +239,56 @@ func (j *Job) begin() {
 }
 
 // readOutput moves the program's output into the scrollback until the
-// job is removed, never waiting for a viewer.
+// job is removed, never waiting for a viewer. It holds no buffer while it
+// waits for output (a raw read, with a buffer from a pool): an idle job
+// costs its goroutine's stack only.
 func (j *Job) readOutput() {
-	buf := make([]byte, 32<<10)
+	rc, err := j.out.SyscallConn()
+	if err != nil {
+		j.back.end()
+		return
+	}
 	for {
-		n, err := j.out.Read(buf)
-		if n > 0 {
-			j.back.write(buf[:n])
-		}
-		if err != nil {
-			if errors.Is(err, syscall.EINTR) || errors.Is(err, syscall.EAGAIN) {
-				continue
+		var n int
+		var rerr error
+		var buf *[]byte
+		err := rc.Read(func(fd uintptr) bool {
+			buf = readBuffers.Get().(*[]byte)
+			n, rerr = unix.Read(int(fd), *buf)
+			if rerr == unix.EAGAIN {
+				readBuffers.Put(buf)
+				return false // wait for output
 			}
+			return true
+		})
+		if rerr == unix.EINTR {
+			readBuffers.Put(buf)
+			continue
+		}
+		if n > 0 {
+			p := (*buf)[:n]
+			at := j.back.write(p)
+			j.mu.Lock()
+			vs := j.att.list
+			j.mu.Unlock()
+			for _, v := range vs {
+				v.deliver(at, p)
+			}
+		}
+		if buf != nil && (n > 0 || rerr != unix.EAGAIN) {
+			readBuffers.Put(buf)
+		}
+		if err != nil || rerr != nil || n == 0 {
+			// EIO from a terminal nobody holds, or the end of the pipe,
+			// or the file closed: the job was removed.
 			j.back.end()
 			return
 		}
 	}
 }
+
+// readBuffers are the output readers' buffers, taken for a read only.
+var readBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // run builds the sandbox and starts the program in it; on failure it
 // returns how the run ended (the codes caplin run gives).
@@ -328,6 +361,7 @@ func (j *Job) supervise(sb *sandbox.Sandbox, p *pidfd.Process) {
 			j.state = Exited
 			j.mu.Unlock()
 			j.sup.log.Info("job ended", "name", j.name, "code", ex.Code)
+			j.closeProgramEnds()
 			close(j.done)
 			j.sup.ended(j)
 			return
@@ -352,6 +386,7 @@ func (j *Job) supervise(sb *sandbox.Sandbox, p *pidfd.Process) {
 			j.exit.Stopped = true
 			j.state = Exited
 			j.mu.Unlock()
+			j.closeProgramEnds()
 			close(j.done)
 			j.sup.ended(j)
 			return
@@ -606,13 +641,7 @@ func (j *Job) remove() {
 	for _, v := range viewers {
 		v.close()
 	}
-	seen := map[*os.File]bool{}
-	for _, f := range j.files {
-		if !seen[f] {
-			seen[f] = true
-			f.Close()
-		}
-	}
+	j.closeProgramEnds()
 	j.in.Close()
 	if j.out != j.in {
 		j.out.Close()
@@ -620,5 +649,55 @@ func (j *Job) remove() {
 	j.back.end()
 	if j.prog.Close != nil {
 		j.prog.Close()
+	}
+}
+
+// OutputStart returns the offset of the oldest byte of output kept, for
+// ReadOutput.
+func (j *Job) OutputStart() int64 {
+	head, _ := j.back.span()
+	return head
+}
+
+// ReadOutput reads the job's output from offset off on into p, waiting
+// for some while there is none and the job is kept; it returns how many
+// bytes it read and the offset to read from next (past what was dropped
+// before the reader got to it). At the end of the output (the job
+// removed) it returns io.EOF; when ctx ends first, ctx's error.
+func (j *Job) ReadOutput(ctx context.Context, off int64, p []byte) (int, int64, error) {
+	n, next, _, ok, err := j.back.read(ctx, off, p)
+	if err == nil && !ok {
+		err = io.EOF
+	}
+	return n, next, err
+}
+
+// Env returns the program's environment.
+func (j *Job) Env() []string { return append([]string(nil), j.prog.Spec.Env...) }
+
+// Input writes p to the job's terminal or input pipe, as a viewer with
+// the writer lease would.
+func (j *Job) Input(p []byte) error {
+	j.mu.Lock()
+	removed := j.removed
+	j.mu.Unlock()
+	if removed {
+		return fmt.Errorf("supervisor: job %s: input: %w", j.name, os.ErrClosed)
+	}
+	_, err := j.in.Write(p)
+	return err
+}
+
+// closeProgramEnds closes the supervisor's copies of the program's ends
+// of its terminal or pipes, once the job has ended for good: the output
+// reader then reads what is left and sees the end, and so do the readers
+// of the output (attach, logs -f, the stdout file).
+func (j *Job) closeProgramEnds() {
+	seen := map[*os.File]bool{}
+	for _, f := range j.files {
+		if !seen[f] {
+			seen[f] = true
+			f.Close()
+		}
 	}
 }

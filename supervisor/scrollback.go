@@ -27,12 +27,14 @@ func newScrollback(max int) *scrollback {
 	return &scrollback{max: max, wake: make(chan struct{})}
 }
 
-// write appends p, dropping the oldest bytes beyond the bound.
-func (s *scrollback) write(p []byte) {
+// write appends p, dropping the oldest bytes beyond the bound, and
+// returns p's offset.
+func (s *scrollback) write(p []byte) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	start := s.tail
 	if len(p) == 0 || s.ended {
-		return
+		return start
 	}
 	s.grow(int(s.tail-s.head) + len(p))
 	if len(p) > len(s.buf) {
@@ -50,6 +52,7 @@ func (s *scrollback) write(p []byte) {
 	}
 	close(s.wake)
 	s.wake = make(chan struct{})
+	return start
 }
 
 // grow makes the ring large enough for want bytes, up to the bound,

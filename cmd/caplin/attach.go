@@ -118,9 +118,16 @@ func cmdAttach(args []string) int {
 		msg  string
 	}
 	end := make(chan ending, 4)
-	// The job's output.
+	// The job's output, until its end: the job ended for good (its
+	// status is then the one to exit with), or went.
 	go func() {
 		io.Copy(os.Stdout, a.Stream)
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if ex, err := h.Wait(wctx); err == nil {
+			end <- ending{ex.Code, describeExit(ex)}
+			return
+		}
 		end <- ending{1, "the job went (removed, or this object revoked)"}
 	}()
 	// The keys typed here. The detach key ends a read: a person typed
@@ -143,14 +150,6 @@ func cmdAttach(args []string) int {
 				// The end of this input: the viewer keeps watching.
 				return
 			}
-		}
-	}()
-	// The job's end.
-	go func() {
-		ex, err := h.Wait(ctx)
-		if err == nil {
-			time.Sleep(50 * time.Millisecond) // its last output
-			end <- ending{ex.Code, describeExit(ex)}
 		}
 	}()
 	for {

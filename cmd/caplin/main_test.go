@@ -82,9 +82,17 @@ func TestMain(m *testing.M) {
 //	[cgroupmem]              a sandbox's memory limit has a cgroup here
 //	[fuse]                   caplin run's sandboxes can mount FUSE here
 //	[served]                 package served's server is built
+//	[hostfuse]               a FUSE file system can be mounted on the
+//	                         host (caplin supervisor --files): as root,
+//	                         or with fusermount3 and /dev/fuse
 func TestScripts(t *testing.T) {
-	testscript.Run(t, testscript.Params{
-		Dir:                 filepath.Join("testdata", "script"),
+	testscript.Run(t, scriptParams(filepath.Join("testdata", "script")))
+}
+
+// scriptParams are TestScripts' parameters for the scripts in dir.
+func scriptParams(dir string) testscript.Params {
+	return testscript.Params{
+		Dir:                 dir,
 		RequireExplicitExec: true,
 		RequireUniqueNames:  true,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
@@ -162,10 +170,12 @@ func TestScripts(t *testing.T) {
 				return fuseWorks(), nil
 			case "served":
 				return servedWorks(), nil
+			case "hostfuse":
+				return hostFUSE(), nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
-	})
+	}
 }
 
 // haveUserNS reports whether a child can be made in a new user namespace.
@@ -505,4 +515,18 @@ func stopSupervisor(sock string) {
 		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
 		unix.Poll(fds, 10000)
 	}
+}
+
+// hostFUSE reports whether the user the tests run as can mount a FUSE
+// file system on the host: root with /dev/fuse, another user with
+// fusermount3 too.
+func hostFUSE() bool {
+	if unix.Access("/dev/fuse", unix.R_OK|unix.W_OK) != nil {
+		return false
+	}
+	if os.Geteuid() == 0 {
+		return true
+	}
+	_, err := exec.LookPath("fusermount3")
+	return err == nil
 }

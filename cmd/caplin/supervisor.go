@@ -15,10 +15,11 @@ import (
 	"github.com/caplin-dev/caplin/rpc"
 	"github.com/caplin-dev/caplin/sandbox"
 	"github.com/caplin-dev/caplin/supervisor"
+	"github.com/caplin-dev/caplin/supervisor/jobfs"
 	"golang.org/x/sys/unix"
 )
 
-const supervisorHelp = `usage: caplin supervisor [--socket PATH] [--grace D] [--max-jobs N] [--scrollback BYTES] [--debug]
+const supervisorHelp = `usage: caplin supervisor [--socket PATH] [--files DIR] [--grace D] [--max-jobs N] [--scrollback BYTES] [--debug]
 
 Run the user's supervisor: the daemon that keeps the jobs of caplin
 start, each a program in a sandbox of its own, until they are stopped. It
@@ -46,6 +47,16 @@ Flags:
 	                    $XDG_RUNTIME_DIR/caplin/supervisor.sock, or
 	                    $TMPDIR/caplin-UID/supervisor.sock; the other
 	                    commands look for it there too)
+	--files DIR         serve the table of jobs as files at DIR (FUSE;
+	                    a user other than root needs fusermount3):
+	                    DIR/NAME/ holds status (JSON), pid, argv, env,
+	                    exit, stdout (reading follows the output), stdin
+	                    (written to the job) and ctl (write "stop
+	                    [GRACE]", "kill [SIGNAL]", "signal SIGNAL",
+	                    "rm"); mkdir DIR/new/NAME, write argv (one word
+	                    per line), env, cwd and sandbox (a profile,
+	                    docs/profiles.md; empty: --system's grants),
+	                    then "start" to DIR/new/NAME/ctl starts a job
 	--grace D           how long jobs have to stop at shutdown, and by
 	                    default for caplin stop (default 10s)
 	--max-jobs N        jobs kept at once, running or ended (default 4096)
@@ -66,6 +77,7 @@ func cmdSupervisor(args []string) int {
 	maxJobs := fs.Int("max-jobs", 0, "")
 	scroll := fs.String("scrollback", "", "")
 	debug := fs.Bool("debug", false, "")
+	files := fs.String("files", "", "")
 	if st := parse(fs, args, supervisorHelp, supervisorSynopsis); st >= 0 {
 		return st
 	}
@@ -116,6 +128,15 @@ func cmdSupervisor(args []string) int {
 	sup := supervisor.New(cfg)
 	srv := &rpc.Server{Logger: log}
 	svc := &supervisor.Service{Sup: sup, Server: srv}
+	if *files != "" {
+		fsrv, err := jobfs.Mount(*files, sup)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: --files: %v\n", name, err)
+			return 1
+		}
+		defer fsrv.Unmount()
+		log.Info("supervisor's table mounted", "dir", *files)
+	}
 	log.Info("supervisor listening", "socket", ln.Addr().String(), "pid", os.Getpid())
 	served := make(chan error, 1)
 	go func() {

@@ -72,12 +72,16 @@ var allowed = map[string][]string{
 	// The supervisor: jobs in sandboxes, owned through rpc objects;
 	// below the command, above what it uses.
 	"supervisor": {"internal/*", "pidfd", "rpc", "sandbox", "sandbox/bwrap"},
+	// The supervisor's table as files (FUSE, go-fuse's node API).
+	"supervisor/jobfs": {"sandbox", "supervisor"},
 
 	"bench/rpcbench": {"internal/*", "rpc"},
 	"bench/netbench": nil, // a program: servers and clients, no caplin package
+	// A program: keystroke echo through a terminal multiplexer's client.
+	"bench/attachbench": nil,
 
 	// The top.
-	"cmd/caplin": {"internal/*", "dir", "dir/export", "netgrant", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "rpc/mountctl", "sandbox", "sandbox/bwrap", "served", "served/remote", "supervisor"},
+	"cmd/caplin": {"internal/*", "dir", "dir/export", "netgrant", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "rpc/mountctl", "sandbox", "sandbox/bwrap", "served", "served/remote", "supervisor", "supervisor/jobfs"},
 }
 
 // never lists what a package must not link, through any path: the rules
