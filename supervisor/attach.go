@@ -54,8 +54,8 @@ type Viewer struct {
 
 	// mu is held while output is written to the viewer; off is the
 	// offset of the next byte of output it is to get.
-	mu  sync.Mutex
-	off int64
+	mu   sync.Mutex
+	off  int64
 	once sync.Once
 	// gone is closed when the viewer ends.
 	gone chan struct{}
