@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -76,7 +77,7 @@ func cmdSupervisor(args []string) int {
 	grace := fs.Duration("grace", 0, "")
 	maxJobs := fs.Int("max-jobs", 0, "")
 	scroll := fs.String("scrollback", "", "")
-	debug := fs.Bool("debug", false, "")
+	debugLog := fs.Bool("debug", false, "")
 	files := fs.String("files", "", "")
 	if st := parse(fs, args, supervisorHelp, supervisorSynopsis); st >= 0 {
 		return st
@@ -95,7 +96,7 @@ func cmdSupervisor(args []string) int {
 		cfg.Scrollback = int(n)
 	}
 	level := slog.LevelInfo
-	if *debug {
+	if *debugLog {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
@@ -125,6 +126,12 @@ func cmdSupervisor(args []string) int {
 	// ignored signal stays ignored in the jobs, through exec.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
 
+	// A supervisor holds many small things for a long time and makes
+	// little garbage: a tighter heap costs it little CPU, and its users
+	// a quarter of the memory per job (GOGC still overrides it).
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(25)
+	}
 	sup := supervisor.New(cfg)
 	srv := &rpc.Server{Logger: log}
 	svc := &supervisor.Service{Sup: sup, Server: srv}
