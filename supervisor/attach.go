@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"slices"
@@ -57,8 +56,10 @@ type Viewer struct {
 	mu   sync.Mutex
 	off  int64
 	once sync.Once
-	// gone is closed when the viewer ends.
+	// gone is closed when the viewer ends; kick tells its follower
+	// that there is output for it (deliver).
 	gone chan struct{}
+	kick chan struct{}
 	// onClose, if set, is called once it has ended.
 	onClose func()
 }
@@ -84,7 +85,7 @@ func (j *Job) attach(opts AttachOptions, onClose func()) (*Viewer, *os.File, err
 		unix.Close(fds[1])
 		return nil, nil, fmt.Errorf("supervisor: attach %s: %w", j.name, err)
 	}
-	v := &Viewer{j: j, conn: os.NewFile(uintptr(fds[0]), "attach"), gone: make(chan struct{}), onClose: onClose}
+	v := &Viewer{j: j, conn: os.NewFile(uintptr(fds[0]), "attach"), gone: make(chan struct{}), kick: make(chan struct{}, 1), onClose: onClose}
 	v.raw, _ = v.conn.SyscallConn()
 	theirs := os.NewFile(uintptr(fds[1]), "attach")
 	// Where the viewer starts, set before the output reader can see it.
@@ -111,7 +112,7 @@ func (j *Job) attach(opts AttachOptions, onClose func()) (*Viewer, *os.File, err
 	}
 	j.mu.Unlock()
 	v.Resize(opts.Size)
-	go v.follow(from)
+	go v.follow()
 	go v.input()
 	return v, theirs, nil
 }
@@ -192,48 +193,37 @@ func (v *Viewer) close() {
 	})
 }
 
-// follow sends the job's output from offset off on to the viewer, until
-// either goes. While it waits for output the viewer is caught up, and
-// the job's output reader sends what comes to it directly (deliver),
-// saving a goroutine's wake-up per keystroke's echo.
-func (v *Viewer) follow(off int64) {
+// follow sends the job's output to the viewer from v.off on, until
+// either goes. Once the viewer is caught up it waits for a kick: the job's
+// output reader sends what comes to a caught-up viewer itself (deliver)
+// and kicks only a viewer it could not send everything to, so that a
+// keystroke's echo wakes no goroutine of the viewer's.
+func (v *Viewer) follow() {
 	defer v.close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-v.gone
-		cancel()
-	}()
 	buf := make([]byte, 16<<10)
 	for {
 		v.mu.Lock()
-		off := v.off
-		v.mu.Unlock()
-		n, next, lost, ok, err := v.j.back.read(ctx, off, buf)
-		if err != nil || !ok {
-			return
-		}
-		v.mu.Lock()
-		if v.off != off {
-			// deliver sent some of it meanwhile: buf holds the bytes
-			// from next-n to next.
-			if v.off >= next {
-				v.mu.Unlock()
+		n, next, lost, ok := v.j.back.readNow(v.off, buf)
+		if n == 0 {
+			v.mu.Unlock()
+			if !ok {
+				return // the end of the output, all of it sent
+			}
+			select {
+			case <-v.kick:
 				continue
-			}
-			if from := next - int64(n); v.off > from {
-				n = copy(buf, buf[v.off-from:n])
-			}
-			lost = 0
-		}
-		if lost > 0 {
-			note := fmt.Sprintf("\r\n[caplin: %d bytes of output dropped: this viewer fell behind]\r\n", lost)
-			if _, err := v.conn.Write([]byte(note)); err != nil {
-				v.mu.Unlock()
+			case <-v.gone:
 				return
 			}
 		}
-		_, err = v.conn.Write(buf[:n])
+		var err error
+		if lost > 0 {
+			note := fmt.Sprintf("\r\n[caplin: %d bytes of output dropped: this viewer fell behind]\r\n", lost)
+			_, err = v.conn.Write([]byte(note))
+		}
+		if err == nil {
+			_, err = v.conn.Write(buf[:n])
+		}
 		v.off = next
 		v.mu.Unlock()
 		if err != nil {
@@ -243,24 +233,35 @@ func (v *Viewer) follow(off int64) {
 }
 
 // deliver sends p, the job's output from offset at on, to the viewer at
-// once if it is caught up (its follower waits for output) and its socket
-// takes it without waiting; otherwise, or for what the socket did not
-// take, the follower sends it.
+// once if it is caught up and its socket takes it without waiting. What
+// it could not send (the follower was busy, or the socket full) it leaves
+// to the follower, which it kicks.
 func (v *Viewer) deliver(at int64, p []byte) {
-	if !v.mu.TryLock() {
-		return // the follower is writing
+	sent := false
+	if v.mu.TryLock() {
+		if v.off == at && v.raw != nil {
+			var n int
+			v.raw.Write(func(fd uintptr) bool {
+				n, _ = unix.Write(int(fd), p)
+				return true // never wait: the follower does
+			})
+			if n > 0 {
+				v.off += int64(n)
+			}
+			sent = n == len(p)
+		}
+		v.mu.Unlock()
 	}
-	defer v.mu.Unlock()
-	if v.off != at || v.raw == nil {
-		return
+	if !sent {
+		v.wake()
 	}
-	var n int
-	v.raw.Write(func(fd uintptr) bool {
-		n, _ = unix.Write(int(fd), p)
-		return true // never wait: the follower does
-	})
-	if n > 0 {
-		v.off += int64(n)
+}
+
+// wake kicks the follower.
+func (v *Viewer) wake() {
+	select {
+	case v.kick <- struct{}{}:
+	default: // kicked already
 	}
 }
 

@@ -282,6 +282,12 @@ func (j *Job) readOutput() {
 			// EIO from a terminal nobody holds, or the end of the pipe,
 			// or the file closed: the job was removed.
 			j.back.end()
+			j.mu.Lock()
+			vs := j.att.list
+			j.mu.Unlock()
+			for _, v := range vs {
+				v.wake()
+			}
 			return
 		}
 	}

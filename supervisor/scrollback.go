@@ -134,3 +134,24 @@ func (s *scrollback) read(ctx context.Context, off int64, p []byte) (n int, next
 		}
 	}
 }
+
+// readNow is read that never waits: with no bytes from off on it returns
+// 0 bytes, and ok false at the end of the output.
+func (s *scrollback) readNow(off int64, p []byte) (n int, next, lost int64, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if off < s.head {
+		lost, off = s.head-off, s.head
+	}
+	if off > s.tail {
+		off = s.tail
+	}
+	size := int64(len(s.buf))
+	for n < len(p) && off < s.tail {
+		at := int(off % size)
+		c := copy(p[n:], s.buf[at:min(len(s.buf), at+int(s.tail-off))])
+		n += c
+		off += int64(c)
+	}
+	return n, off, lost, n > 0 || !s.ended
+}

@@ -143,11 +143,13 @@ func (s *Supervisor) Start(ctx context.Context, req *StartRequest) (*Job, error)
 		s.mu.Unlock()
 		return nil, fmt.Errorf("supervisor: start: shutting down: %w", unix.ESHUTDOWN)
 	case s.starting >= s.cfg.maxStarting():
+		n := s.starting
 		s.mu.Unlock()
-		return nil, fmt.Errorf("%w (%d starts under way)", ErrTooMany, s.starting)
-	case len(s.jobs)+s.starting >= s.cfg.maxJobs():
+		return nil, fmt.Errorf("%w (%d starts under way)", ErrTooMany, n)
+	case len(s.jobs) >= s.cfg.maxJobs(): // the starting ones' names included
+		n := len(s.jobs)
 		s.mu.Unlock()
-		return nil, fmt.Errorf("%w (%d jobs; caplin rm removes ended ones)", ErrTooMany, len(s.jobs))
+		return nil, fmt.Errorf("%w (%d jobs; caplin rm removes ended ones)", ErrTooMany, n)
 	}
 	name := req.Name
 	if name == "" {
