@@ -92,9 +92,11 @@ type Exit struct {
 	Signal int `json:",omitempty"`
 	// CoreDumped: it dumped core.
 	CoreDumped bool `json:",omitempty"`
-	// UserTime and SystemTime are the CPU time it used, where the kernel
-	// reported it.
+	// UserTime and SystemTime are the CPU time it used, and MaxRSS its
+	// largest resident memory in bytes, where the kernel reported them
+	// (rusage).
 	UserTime, SystemTime time.Duration
+	MaxRSS               int64 `json:",omitempty"`
 	// Time is when it ended.
 	Time time.Time
 	// Stopped: it ended because the job was stopped.
@@ -428,6 +430,7 @@ func exitOf(st *pidfd.State, err error) *Exit {
 	ex.Code, ex.Signal, ex.CoreDumped = st.ExitCode(), int(st.Signal), st.CoreDumped
 	if st.Rusage != nil {
 		ex.UserTime, ex.SystemTime = st.UserTime(), st.SystemTime()
+		ex.MaxRSS = st.Rusage.Maxrss << 10 // the kernel counts KiB
 	}
 	return ex
 }

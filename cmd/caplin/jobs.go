@@ -51,9 +51,10 @@ stop    stop jobs for good: no more restarts, SIGTERM to every process
 kill    send SIGNAL (a name, TERM or SIGTERM, or a number; default TERM)
         to every process of the job's sandbox, double-forked daemons
         included; a job that restarts is started again after
-wait    wait for the job to end for good and print how: its exit status
-        and CPU time (kept after it ended, until caplin rm); caplin wait
-        exits with the job's status
+wait    wait for the job to end for good and print how: its exit status,
+        CPU time and largest resident memory (kept after it ended, until
+        caplin rm); --json prints them as JSON; caplin wait exits with
+        the job's status
 rm      remove ended jobs from the table (a running one is refused)
 handle  run CMD with an owner object of the job at fd N (default 3),
         or, with --borrow, one with only RIGHTS (comma-separated:
@@ -343,7 +344,11 @@ func cmdWait(args []string) int {
 		b, _ := json.MarshalIndent(ex, "", "  ")
 		fmt.Printf("%s\n", b)
 	} else {
-		fmt.Printf("%s: %s (user %v, system %v)\n", rest[0], describeExit(ex), ex.UserTime.Round(time.Millisecond), ex.SystemTime.Round(time.Millisecond))
+		rss := ""
+		if ex.MaxRSS > 0 {
+			rss = ", max resident " + humanBytes(ex.MaxRSS)
+		}
+		fmt.Printf("%s: %s (user %v, system %v%s)\n", rest[0], describeExit(ex), ex.UserTime.Round(time.Millisecond), ex.SystemTime.Round(time.Millisecond), rss)
 	}
 	return ex.Code
 }

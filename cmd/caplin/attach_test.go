@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caplin-dev/caplin/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// ptyReader collects what the terminal's master reads.
+type ptyReader struct {
+	got chan []byte
+	buf bytes.Buffer
+}
+
+func readPTY(master int) *ptyReader {
+	r := &ptyReader{got: make(chan []byte, 256)}
+	go func() {
+		b := make([]byte, 4096)
+		for {
+			n, err := unix.Read(master, b)
+			if n > 0 {
+				r.got <- bytes.Clone(b[:n])
+			}
+			if err != nil && err != unix.EINTR {
+				close(r.got)
+				return
+			}
+		}
+	}()
+	return r
+}
+
+// until reads until what was read holds want, for at most 20 s.
+func (r *ptyReader) until(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for !strings.Contains(r.buf.String(), want) {
+		select {
+		case b, ok := <-r.got:
+			if !ok {
+				t.Fatalf("the terminal closed before %q; read %q", want, r.buf.String())
+			}
+			r.buf.Write(b)
+		case <-deadline:
+			t.Fatalf("no %q within 20 s; read %q", want, r.buf.String())
+		}
+	}
+}
+
+// TestAttachTerminal attaches caplin attach, on a real terminal, to a
+// job's terminal: the history is replayed, keys reach the job in raw mode
+// and its echo comes back, the detach key detaches and leaves the job
+// running, a read-only viewer's keys are dropped, and ^C typed through
+// the attachment reaches the job, whose status caplin attach exits with.
+func TestAttachTerminal(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	sock := filepath.Join(t.TempDir(), "sup", "supervisor.sock")
+	t.Setenv("CAPLIN_SUPERVISOR_SOCKET", sock)
+	t.Cleanup(func() { stopSupervisor(sock) })
+	caplin := func(args ...string) string {
+		t.Helper()
+		out, err := (&exec.Cmd{Path: os.Args[0], Args: append([]string{"caplin"}, args...)}).CombinedOutput()
+		if err != nil {
+			t.Fatalf("caplin %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	caplin("start", "--name", "cat", "--tty", "--system", "--", "sh", "-c", "echo started; exec cat")
+
+	master, tty := testenv.OpenPTY(t)
+	cmd, _ := startCaplin(t, tty, "attach", "cat")
+	r := readPTY(master)
+	r.until(t, "[caplin: attached to cat; Ctrl-] detaches]")
+	r.until(t, "started") // the history
+	unix.Write(master, []byte("hello\r"))
+	r.until(t, "hello\r\nhello\r\n") // the job's terminal's echo, then cat's
+	unix.Write(master, []byte{0x1d})
+	r.until(t, "[caplin: cat: detached]")
+	if ws, _ := waitExit(t, cmd, 20*time.Second); ws.ExitStatus() != 0 {
+		t.Errorf("caplin attach after the detach key: %v, want status 0", ws)
+	}
+	if out := caplin("ps"); !strings.Contains(out, "running") {
+		t.Fatalf("the job after a detach:\n%s", out)
+	}
+
+	// A watcher's keys are dropped; the writer's ^C ends the job.
+	master2, tty2 := testenv.OpenPTY(t)
+	watcher, _ := startCaplin(t, tty2, "attach", "--read-only", "--replay", "0", "cat")
+	r2 := readPTY(master2)
+	r2.until(t, "[caplin: attached to cat; Ctrl-] detaches]")
+	unix.Write(master2, []byte("from-watcher\r"))
+
+	cmd, _ = startCaplin(t, tty, "attach", "--replay", "0", "cat")
+	r.buf.Reset()
+	r.until(t, "[caplin: attached to cat")
+	unix.Write(master, []byte("from-writer\r"))
+	r.until(t, "from-writer\r\nfrom-writer\r\n")
+	r2.until(t, "from-writer\r\nfrom-writer\r\n") // the watcher sees it
+	if strings.Contains(r.buf.String(), "from-watcher") || strings.Contains(r2.buf.String(), "from-watcher") {
+		t.Errorf("the watcher's keys reached the job: %q", r2.buf.String())
+	}
+	unix.Write(master, []byte{3}) // ^C
+	r.until(t, "killed by SIGINT")
+	if ws, _ := waitExit(t, cmd, 20*time.Second); ws.ExitStatus() != 130 {
+		t.Errorf("caplin attach when ^C ended the job: %v, want status 130", ws)
+	}
+	if ws, _ := waitExit(t, watcher, 20*time.Second); ws.ExitStatus() != 130 {
+		t.Errorf("the watcher when the job ended: %v, want status 130", ws)
+	}
+}
+
+// TestDetachScan: the detach key ends a read alone; doubled, it is sent
+// once; in the middle of a paste it is the job's.
+func TestDetachScan(t *testing.T) {
+	const k = 0x1d
+	for _, c := range []struct {
+		in     string
+		out    string
+		detach bool
+	}{
+		{"abc", "abc", false},
+		{"\x1d", "", true},
+		{"ab\x1d", "ab", true},
+		{"\x1d\x1d", "\x1d", false},
+		{"a\x1db", "a\x1db", false},
+		{"\x1d\x1d\x1d", "\x1d", true},
+	} {
+		out, detach := detachScan([]byte(c.in), k)
+		if string(out) != c.out || detach != c.detach {
+			t.Errorf("detachScan(%q) = %q, %v; want %q, %v", c.in, out, detach, c.out, c.detach)
+		}
+	}
+	if out, d := detachScan([]byte("\x1d"), -1); string(out) != "\x1d" || d {
+		t.Errorf("no detach key: %q %v", out, d)
+	}
+}
