@@ -339,7 +339,8 @@ var ErrNoInit = errors.New("sandbox: no init of caplin's to signal every process
 // so none can have been reused. It returns nil when no process was left
 // to signal, and ErrNoInit for a sandbox without an init of caplin's
 // (Kill still ends those whole). After Kill or Close it returns an error
-// matching os.ErrClosed.
+// matching os.ErrClosed. ctx's values are used, not its end: the signal
+// is sent in one round trip to the init, which is not cut short.
 func (s *Sandbox) SignalAll(ctx context.Context, sig syscall.Signal) error {
 	s.mu.Lock()
 	killed := s.killed
@@ -352,7 +353,10 @@ func (s *Sandbox) SignalAll(ctx context.Context, sig syscall.Signal) error {
 	}
 	var b proc.Batch
 	b.Tolerate(b.Kill(proc.Int(-1), sig), unix.ESRCH)
-	if _, err := s.init.Run(ctx, &b); err != nil {
+	// Not cancelled with ctx: a call to a process's handle that is cut
+	// short kills the process, and this one is the sandbox's init. The
+	// init answers at once.
+	if _, err := s.init.Run(context.WithoutCancel(ctx), &b); err != nil {
 		return fmt.Errorf("sandbox: signal %v to every process: %w", sig, err)
 	}
 	return nil

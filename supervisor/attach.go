@@ -51,6 +51,9 @@ type Viewer struct {
 	conn *os.File // the supervisor's end
 	raw  syscall.RawConn
 
+	// mayWrite: the viewer may take the writer lease and set the size.
+	mayWrite bool
+
 	// mu is held while output is written to the viewer; off is the
 	// offset of the next byte of output it is to get.
 	mu   sync.Mutex
@@ -71,11 +74,13 @@ type Viewer struct {
 // what it has not read (the job never waits for it) and is told how
 // much, in a line of its own. Closing the end, or Viewer.Close, detaches.
 func (j *Job) Attach(opts AttachOptions) (*Viewer, *os.File, error) {
-	return j.attach(opts, nil)
+	return j.attach(opts, true, nil)
 }
 
-// attach is Attach, with a function called once the viewer has ended.
-func (j *Job) attach(opts AttachOptions, onClose func()) (*Viewer, *os.File, error) {
+// attach is Attach, for a viewer that may type (take the writer lease,
+// set the size) or not, with a function called once it has ended.
+func (j *Job) attach(opts AttachOptions, mayWrite bool, onClose func()) (*Viewer, *os.File, error) {
+	opts.Write = opts.Write && mayWrite
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("supervisor: attach %s: socketpair: %w", j.name, err)
@@ -85,7 +90,7 @@ func (j *Job) attach(opts AttachOptions, onClose func()) (*Viewer, *os.File, err
 		unix.Close(fds[1])
 		return nil, nil, fmt.Errorf("supervisor: attach %s: %w", j.name, err)
 	}
-	v := &Viewer{j: j, conn: os.NewFile(uintptr(fds[0]), "attach"), gone: make(chan struct{}), kick: make(chan struct{}, 1), onClose: onClose}
+	v := &Viewer{j: j, conn: os.NewFile(uintptr(fds[0]), "attach"), gone: make(chan struct{}), kick: make(chan struct{}, 1), onClose: onClose, mayWrite: mayWrite}
 	v.raw, _ = v.conn.SyscallConn()
 	theirs := os.NewFile(uintptr(fds[1]), "attach")
 	// Where the viewer starts, set before the output reader can see it.
@@ -129,7 +134,7 @@ func (v *Viewer) Writer() bool {
 func (v *Viewer) Lease() bool {
 	v.j.mu.Lock()
 	defer v.j.mu.Unlock()
-	if _, ok := v.j.att.viewers[v]; ok && v.j.att.writer == nil {
+	if _, ok := v.j.att.viewers[v]; ok && v.mayWrite && v.j.att.writer == nil {
 		v.j.att.writer = v
 	}
 	return v.j.att.writer == v
@@ -144,15 +149,19 @@ func (v *Viewer) Release() {
 	}
 }
 
-// Resize sets the job's terminal size to ws, if the job has a terminal
-// and v holds the writer lease or no one does; a 0 dimension is left as
-// it is. It reports whether it was v's to set.
+// Resize sets the job's terminal size to ws, if the job has a terminal,
+// v is still attached, and v holds the writer lease, or no one does and v
+// may type; a 0 dimension is left as it is. It reports whether it was v's
+// to set.
 func (v *Viewer) Resize(ws Winsize) (bool, error) {
 	j := v.j
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if !j.tty || j.removed || j.att.writer != nil && j.att.writer != v {
-		return false, nil
+	if _, ok := j.att.viewers[v]; !ok || !j.tty || j.removed {
+		return false, nil // gone, or no terminal
+	}
+	if j.att.writer != v && (j.att.writer != nil || !v.mayWrite) {
+		return false, nil // someone else's to set, or a watcher's
 	}
 	if ws.Rows == 0 && ws.Cols == 0 {
 		return true, nil

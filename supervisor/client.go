@@ -2,19 +2,50 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/caplin-dev/caplin/rpc"
+	"golang.org/x/sys/unix"
 )
 
 // A Client is a typed client of a supervisor object: the connection to
 // a supervisor's socket.
 type Client struct{ *rpc.Client }
 
-// Dial connects to the supervisor listening at path (SocketPath's, say).
+// Dial connects to the supervisor listening at path (SocketPath's, say),
+// after checking the socket's directory (CheckDir), and checks that the
+// process listening there is of the caller's own uid (SO_PEERCRED): a
+// client hands its supervisor its environment, its command lines and,
+// for caplin run --supervisor, its terminal.
 func Dial(ctx context.Context, path string) (*Client, error) {
-	c, err := rpc.Dial(ctx, path, rpc.ClientOptions{})
+	if err := CheckDir(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unixpacket", path)
+	if err != nil {
+		return nil, err
+	}
+	uc := conn.(*net.UnixConn)
+	f, err := uc.File()
+	uc.Close()
+	if err != nil {
+		return nil, err
+	}
+	cred, err := unix.GetsockoptUcred(int(f.Fd()), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("supervisor: %s: SO_PEERCRED: %w", path, err)
+	}
+	if int(cred.Uid) != os.Geteuid() {
+		f.Close()
+		return nil, fmt.Errorf("supervisor: %s is served by uid %d, not by this user (%d): %w", path, cred.Uid, os.Geteuid(), unix.EPERM)
+	}
+	c, err := rpc.NewClient(f, rpc.ClientOptions{})
 	if err != nil {
 		return nil, err
 	}

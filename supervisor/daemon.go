@@ -32,9 +32,32 @@ type Listener struct {
 // Close stops listening, removes the socket (if it made it) and lets the
 // lock go.
 func (l *Listener) Close() error {
-	err := l.UnixListener.Close()
+	err := l.StopAccepting()
 	if l.lock != nil {
+		// The socket is removed while the lock is still held: no newer
+		// supervisor's socket can be there yet.
+		os.Remove(l.path)
 		l.lock.Close()
+		l.lock = nil
+	}
+	return err
+}
+
+// Path returns the socket's path.
+func (l *Listener) Path() string {
+	if l.path != "" {
+		return l.path
+	}
+	return l.Addr().String()
+}
+
+// StopAccepting closes the listening socket and keeps the lock (and the
+// socket's name, which no other supervisor can take meanwhile): for a
+// supervisor that stops its jobs before it goes.
+func (l *Listener) StopAccepting() error {
+	err := l.UnixListener.Close()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
 	}
 	return err
 }
@@ -85,20 +108,44 @@ func Listen(path string) (*Listener, error) {
 		lock.Close()
 		return nil, fmt.Errorf("supervisor: %w", err)
 	}
-	// The directory is ours alone, so the socket's mode can be set after
-	// bind without anyone connecting in between.
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	// The socket is made under another name, set to mode 0600 and
+	// listening before it is renamed into place: a client never finds
+	// it bound and not yet listening (ECONNREFUSED), and no one can
+	// connect to it before its mode is set.
+	tmp := path + ".new"
+	os.Remove(tmp)
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: tmp, Net: "unixpacket"})
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("supervisor: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
 		ln.Close()
+		os.Remove(tmp)
 		lock.Close()
 		return nil, fmt.Errorf("supervisor: %w", err)
 	}
-	ln.SetUnlinkOnClose(true)
 	return &Listener{UnixListener: ln, lock: lock, path: path}, nil
+}
+
+// CheckDir checks the directory of a supervisor's socket before a
+// client connects there: it must be a directory (not a link) that only
+// its owner, the caller or root, may write to. Otherwise another user
+// could have put a socket of theirs there.
+func CheckDir(dir string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return fmt.Errorf("supervisor: lstat %s: %w", dir, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || (int(st.Uid) != os.Geteuid() && st.Uid != 0) || st.Mode&0o022 != 0 {
+		return fmt.Errorf("supervisor: %s is not a directory of uid %d's (or root's) that only its owner may write to (it is uid %d's, mode %#o): another user could have put a socket there: %w",
+			dir, os.Geteuid(), st.Uid, st.Mode&0o7777, unix.EPERM)
+	}
+	return nil
 }
 
 // Activated returns the listening socket systemd passed (socket
@@ -132,5 +179,22 @@ func Activated() (*Listener, error) {
 		return nil, errors.New("supervisor: socket activation: fd 3 is not a Unix socket")
 	}
 	ul.SetUnlinkOnClose(false)
-	return &Listener{UnixListener: ul}, nil
+	l := &Listener{UnixListener: ul}
+	// The socket's lock too, where it can be made: a supervisor that
+	// caplin start launches meanwhile then sees this one, instead of
+	// replacing its socket.
+	if path := ul.Addr().String(); filepath.IsAbs(path) {
+		lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
+		if err == nil {
+			if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+				lock.Close()
+				ul.Close()
+				return nil, fmt.Errorf("%w (%s)", ErrAlreadyRunning, path)
+			}
+			lock.Truncate(0)
+			lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+			l.lock = lock
+		}
+	}
+	return l, nil
 }

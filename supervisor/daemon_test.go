@@ -13,6 +13,7 @@ import (
 
 	"github.com/caplin-dev/caplin/internal/testenv"
 	"github.com/caplin-dev/caplin/rpc"
+	"github.com/caplin-dev/caplin/sandbox"
 	"golang.org/x/sys/unix"
 )
 
@@ -160,14 +161,34 @@ func TestOtherUID(t *testing.T) {
 	if _, err := h.ServeCall(context.Background(), &rpc.Call{Method: "list"}); !errors.Is(err, rpc.ErrDenied) {
 		t.Errorf("another uid's list: %v, want ErrDenied", err)
 	}
+	// A process of the same uid in another user namespace (a sandbox,
+	// given the socket's directory) is refused too.
+	sb, err := sandbox.Build(context.Background(), testSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := &unix.Ucred{Pid: int32(sb.InitPid()), Uid: uint32(os.Geteuid()), Gid: uint32(os.Getegid())}
+	if _, err := sv.NewHandler(inner).ServeCall(context.Background(), &rpc.Call{Method: "list"}); !errors.Is(err, rpc.ErrDenied) {
+		t.Errorf("a sandboxed process's list: %v, want ErrDenied", err)
+	}
+	sb.Close()
+	if !sameUserNS(os.Getpid()) {
+		t.Error("this process is not in its own user namespace")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("the rest needs root: a supervisor of another user's")
 	}
 	_, path := startDaemon(t, &syscall.Credential{Uid: 65534, Gid: 65534})
-	c, err := Dial(context.Background(), path)
+	// caplin's client does not talk to another user's supervisor.
+	if _, err := Dial(context.Background(), path); !errors.Is(err, unix.EPERM) {
+		t.Errorf("Dial of another user's supervisor: %v, want EPERM", err)
+	}
+	// And the supervisor does not serve another user's client.
+	rc, err := rpc.Dial(context.Background(), path, rpc.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	c := &Client{rc}
 	defer c.Close()
 	if _, err := c.List(context.Background()); !errors.Is(err, rpc.ErrDenied) {
 		t.Errorf("root's list from nobody's supervisor: %v, want ErrDenied", err)

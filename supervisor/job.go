@@ -424,7 +424,9 @@ func (j *Job) supervise(sb *sandbox.Sandbox, p *pidfd.Process) {
 func exitOf(st *pidfd.State, err error) *Exit {
 	ex := &Exit{Time: time.Now()}
 	if err != nil || st == nil {
-		ex.Code, ex.Error = 125, fmt.Sprintf("waiting for the program: %v", err)
+		// Its sandbox's init, which reaps it, was killed first (Kill,
+		// Stop after the grace, the supervisor's Close): so was it.
+		ex.Code, ex.Signal = 128+int(unix.SIGKILL), int(unix.SIGKILL)
 		return ex
 	}
 	ex.Code, ex.Signal, ex.CoreDumped = st.ExitCode(), int(st.Signal), st.CoreDumped
@@ -570,16 +572,17 @@ func (j *Job) Stop(ctx context.Context, grace time.Duration) (*Exit, error) {
 	j.mu.Unlock()
 	if sb != nil {
 		j.SignalAll(ctx, unix.SIGTERM)
-		t := time.NewTimer(grace)
-		select {
-		case <-j.done:
-		case <-t.C:
-			sb.Kill()
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		}
-		t.Stop()
+		// The KILL after the grace comes whether or not the caller waits
+		// for it: a stop that was asked is carried out.
+		go func() {
+			t := time.NewTimer(grace)
+			defer t.Stop()
+			select {
+			case <-j.done:
+			case <-t.C:
+				sb.Kill()
+			}
+		}()
 	}
 	return j.Wait(ctx)
 }
@@ -709,4 +712,21 @@ func (j *Job) closeProgramEnds() {
 			f.Close()
 		}
 	}
+}
+
+// InputFile returns a new file for the job's input (its terminal, or the
+// write end of its input pipe): a descriptor of its own, in Go's poller,
+// so that its writes can be given a deadline without touching the job's
+// other writers'. The caller closes it.
+func (j *Job) InputFile() (*os.File, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.removed {
+		return nil, fmt.Errorf("supervisor: job %s: input: %w", j.name, os.ErrClosed)
+	}
+	fd, err := unix.FcntlInt(j.in.Fd(), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: job %s: input: %w", j.name, err)
+	}
+	return os.NewFile(uintptr(fd), "input"), nil
 }

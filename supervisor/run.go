@@ -14,6 +14,7 @@ import (
 	"github.com/caplin-dev/caplin/rpc"
 	"github.com/caplin-dev/caplin/sandbox"
 	"github.com/caplin-dev/caplin/sandbox/bwrap"
+	"golang.org/x/sys/unix"
 )
 
 // Warm sandboxes: caplin run --supervisor runs its program through the
@@ -74,15 +75,32 @@ type warmTemplate struct {
 	runs int // runs under way
 }
 
-// templateKey is what makes two command lines' sandboxes the same: the
-// options (the command line before the program), the directory they are
-// read in, and the user.
-func templateKey(cl *CommandLine, argv []string) string {
-	opts := cl.Args
-	if n := len(opts) - len(argv); n >= 0 && n <= len(opts) {
-		opts = opts[:n]
+// templateKey is what makes two runs' sandboxes the same: the parsed
+// spec (not the command line's words: an edited profile gives another
+// key), with the identity of every bind's source (a directory replaced
+// at the same path gives another key too), and the user. The program's
+// fds and environment are not in it: a template's sandboxes take their
+// own.
+func templateKey(uid, gid int, spec *sandbox.Spec) string {
+	c := spec.Clone()
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d:%d\x00", uid, gid)
+	for _, m := range c.Mounts {
+		perms := "-"
+		if m.Perms != nil {
+			perms = fmt.Sprintf("%o", uint32(*m.Perms))
+		}
+		src := ""
+		var st unix.Stat_t
+		if m.Source != "" && unix.Stat(m.Source, &st) == nil {
+			src = fmt.Sprintf("%d:%d:%d", st.Dev, st.Ino, st.Ctim.Nano())
+		}
+		fmt.Fprintf(&b, "%d|%q|%q|%s|%v|%s|%d|%q|%q|%q|%v\x00", m.Kind, m.Source, m.Dest, src, m.Try, perms, m.Size, m.Data, m.Lower, m.Work, m.FD != nil || m.Server != nil)
 	}
-	return fmt.Sprintf("%d:%d\x00%s\x00%s", cl.UID, cl.GID, cl.Dir, strings.Join(opts, "\x00"))
+	c.Mounts, c.Files, c.Env = nil, nil, nil
+	c.UserNS, c.UserNS2, c.PIDNS = nil, nil, nil
+	fmt.Fprintf(&b, "%+v", *c)
+	return b.String()
 }
 
 // template returns the warm template of key, making it from spec the
@@ -95,11 +113,22 @@ func (s *Supervisor) template(ctx context.Context, key string, spec *sandbox.Spe
 		go s.sweepTemplates()
 	}
 	wt := w.templates[key]
-	if wt == nil {
-		if len(w.templates) >= maxTemplates {
-			s.evictTemplate()
-		}
-		wt = &warmTemplate{made: make(chan struct{})}
+	switch {
+	case wt != nil:
+		wt.runs++
+		wt.used = time.Now()
+		w.mu.Unlock()
+	case len(w.templates) >= maxTemplates && !s.evictTemplate():
+		// Every template is in use: this run's sandbox is built for it
+		// alone.
+		w.mu.Unlock()
+		wt = &warmTemplate{made: make(chan struct{}), runs: 1}
+		close(wt.made)
+		return wt, nil
+	default:
+		// Counted as used, and by this run, while it is made: no sweep
+		// or eviction takes it meanwhile.
+		wt = &warmTemplate{made: make(chan struct{}), runs: 1, used: time.Now()}
 		w.templates[key] = wt
 		w.mu.Unlock()
 		tspec := spec.Clone()
@@ -109,11 +138,7 @@ func (s *Supervisor) template(ctx context.Context, key string, spec *sandbox.Spe
 			s.log.Info("no template for this sandbox: built for each run", "err", wt.err)
 		}
 		close(wt.made)
-		w.mu.Lock()
 	}
-	wt.runs++
-	wt.used = time.Now()
-	w.mu.Unlock()
 	select {
 	case <-wt.made:
 	case <-ctx.Done():
@@ -131,24 +156,27 @@ func (s *Supervisor) doneWith(wt *warmTemplate) {
 	s.warm.mu.Unlock()
 }
 
-// evictTemplate closes the least recently used template no run uses.
-// The caller holds warm.mu.
-func (s *Supervisor) evictTemplate() {
+// evictTemplate closes the least recently used template no run uses,
+// and reports whether there was one. The caller holds warm.mu.
+func (s *Supervisor) evictTemplate() bool {
 	var oldest string
 	for k, wt := range s.warm.templates {
 		if wt.runs == 0 && (oldest == "" || wt.used.Before(s.warm.templates[oldest].used)) {
 			oldest = k
 		}
 	}
-	if wt := s.warm.templates[oldest]; wt != nil {
-		delete(s.warm.templates, oldest)
-		go func() {
-			<-wt.made
-			if wt.t != nil {
-				wt.t.Close()
-			}
-		}()
+	wt := s.warm.templates[oldest]
+	if wt == nil {
+		return false
 	}
+	delete(s.warm.templates, oldest)
+	go func() {
+		<-wt.made
+		if wt.t != nil {
+			wt.t.Close()
+		}
+	}()
+	return true
 }
 
 // sweepTemplates closes the templates left unused for templateIdle,
@@ -231,6 +259,7 @@ func (sv *Service) run(ctx context.Context, a *RunArgs) (RunResult, error) {
 		}
 	}()
 	s := sv.Sup
+	t0 := time.Now()
 	cmd, spec, why := parseRun(&a.CommandLine)
 	if why != "" {
 		return RunResult{Local: why}, nil
@@ -253,7 +282,7 @@ func (sv *Service) run(ctx context.Context, a *RunArgs) (RunResult, error) {
 
 	var sb *sandbox.Sandbox
 	var err error
-	wt, err := s.template(ctx, templateKey(&a.CommandLine, cmd.Argv), spec, opts)
+	wt, err := s.template(ctx, templateKey(a.UID, a.GID, spec), spec, opts)
 	if err != nil {
 		return RunResult{}, err
 	}
@@ -276,6 +305,7 @@ func (sv *Service) run(ctx context.Context, a *RunArgs) (RunResult, error) {
 		return RunResult{Code: code, Error: cmd.Explain(err).Error()}, nil
 	}
 	defer sb.Close()
+	t1 := time.Now()
 	p, err := sb.Exec(ctx, cmd.Path, cmd.Argv)
 	if err != nil {
 		code, msg := ExecStatus(cmd.Path, err)
@@ -303,7 +333,9 @@ func (sv *Service) run(ctx context.Context, a *RunArgs) (RunResult, error) {
 		a.Control.File = nil
 		sv.Server.ServeFile(ctx, f, ctl)
 	}
+	t2 := time.Now()
 	end, err := sandbox.Relay{KillAfter: cmd.KillAfter}.Wait(ctx, sb, p, sigs)
+	s.log.Debug("run", "argv", cmd.Argv, "warm", wt.t != nil, "sandbox", t1.Sub(t0), "exec", t2.Sub(t1), "ran", time.Since(t2))
 	if err != nil {
 		// The client went: the program goes with it, as with caplin run.
 		sb.Kill()

@@ -177,14 +177,21 @@ type Service struct {
 // whose credentials are peer: one of the supervisor's own user (its
 // effective uid), or a handler that refuses every call for anyone else.
 func (sv *Service) NewHandler(peer *unix.Ucred) rpc.Handler {
-	if peer == nil || int(peer.Uid) != os.Geteuid() {
-		who := "unknown"
-		if peer != nil {
-			who = fmt.Sprintf("uid %d", peer.Uid)
-		}
+	refuse := func(format string, a ...any) rpc.Handler {
+		msg := fmt.Sprintf(format, a...)
 		return rpc.HandlerFunc(func(context.Context, *rpc.Call) (any, error) {
-			return nil, rpc.Errorf(rpc.CodeDenied, "this supervisor serves uid %d only, and the caller is %s", os.Geteuid(), who)
+			return nil, rpc.Errorf(rpc.CodeDenied, "%s", msg)
 		})
+	}
+	switch {
+	case peer == nil:
+		return refuse("this supervisor serves uid %d only, and the caller is unknown", os.Geteuid())
+	case int(peer.Uid) != os.Geteuid():
+		return refuse("this supervisor serves uid %d only, and the caller is uid %d", os.Geteuid(), peer.Uid)
+	case !sameUserNS(int(peer.Pid)):
+		// A sandbox of the same user (a job, say) that was given the
+		// socket's directory must not reach past its sandbox through it.
+		return refuse("this supervisor serves processes of its own user namespace only, and the caller (pid %d) is in another, or gone", peer.Pid)
 	}
 	return rpc.Methods{
 		"start": rpc.Method(func(ctx context.Context, cl CommandLine) (StartResult, error) {
@@ -207,7 +214,7 @@ func (sv *Service) NewHandler(peer *unix.Ucred) rpc.Handler {
 			if err != nil {
 				return rpc.FD{}, wireErr(err)
 			}
-			return sv.object(ctx, &node{job: j, rights: RightsAll})
+			return sv.owner(j)
 		}),
 		"remove": rpc.Method(func(ctx context.Context, a NameArgs) (struct{}, error) {
 			return struct{}{}, wireErr(sv.Sup.Remove(a.Name))
@@ -234,7 +241,7 @@ func (sv *Service) start(ctx context.Context, cl *CommandLine) (StartResult, err
 		}
 		return StartResult{}, wireErr(err)
 	}
-	obj, err := sv.object(ctx, &node{job: j, rights: RightsAll})
+	obj, err := sv.owner(j)
 	if err != nil {
 		return StartResult{}, err
 	}
@@ -262,6 +269,11 @@ func wireErr(err error) error {
 type node struct {
 	job    *Job
 	rights Rights
+	parent *node // the object it was borrowed from; nil for an owner's
+	// ctx ends when the object is revoked (or the supervisor ends): what
+	// was obtained through it that runs on (a logs follower) ends too.
+	ctx    context.Context
+	cancel context.CancelFunc
 	// cut, for a borrowed object, revokes it (rpc.Revocable).
 	cut func()
 
@@ -271,8 +283,42 @@ type node struct {
 	revoked  bool
 }
 
-// revoke cuts n's borrowed objects and theirs, and the viewers attached
-// through them.
+// newNode makes the node of an object of j with rights, borrowed from
+// parent (nil for an owner's object); a borrowed one's handler is
+// revocable from the start.
+func (sv *Service) newNode(j *Job, rights Rights, parent *node) (*node, rpc.Handler) {
+	n := &node{job: j, rights: rights, parent: parent}
+	n.ctx, n.cancel = context.WithCancel(sv.Sup.ctx)
+	// The caretaker (rpc.Revocable) goes outside: the server learns from
+	// it that the object was revoked, and it closes what it takes care of.
+	var h rpc.Handler = &nodeHandler{Handler: sv.handler(n), n: n}
+	if parent != nil {
+		h, n.cut = rpc.Revocable(h)
+	}
+	return n, h
+}
+
+// nodeHandler is a node's handler, told when its object ends.
+type nodeHandler struct {
+	rpc.Handler
+	n *node
+}
+
+// Close is called when the object ends (its holder closed it, or it was
+// revoked): what runs on through it stops, and the object it was
+// borrowed from forgets it.
+func (h *nodeHandler) Close() error {
+	h.n.cancel()
+	if p := h.n.parent; p != nil {
+		p.mu.Lock()
+		p.borrowed = slices.DeleteFunc(p.borrowed, func(b *node) bool { return b == h.n })
+		p.mu.Unlock()
+	}
+	return nil
+}
+
+// revokeBorrowed cuts n's borrowed objects and theirs, and the viewers
+// attached through them.
 func (n *node) revokeBorrowed() {
 	n.mu.Lock()
 	bs := n.borrowed
@@ -283,14 +329,15 @@ func (n *node) revokeBorrowed() {
 	}
 }
 
-// revokeSelf cuts n itself: its object, its viewers and its borrowed
-// objects.
+// revokeSelf cuts n itself: its object, its viewers, its logs followers
+// and its borrowed objects.
 func (n *node) revokeSelf() {
 	n.mu.Lock()
 	n.revoked = true
 	vs := n.viewers
 	n.viewers = nil
 	n.mu.Unlock()
+	n.cancel()
 	if n.cut != nil {
 		n.cut()
 	}
@@ -300,12 +347,9 @@ func (n *node) revokeSelf() {
 	n.revokeBorrowed()
 }
 
-// object serves n as a new object.
-func (sv *Service) object(ctx context.Context, n *node) (rpc.FD, error) {
-	var h rpc.Handler = sv.handler(n)
-	if n.rights&RightOwn == 0 {
-		h, n.cut = rpc.Revocable(h)
-	}
+// owner serves a new owner object of j.
+func (sv *Service) owner(j *Job) (rpc.FD, error) {
+	_, h := sv.newNode(j, RightsAll, nil)
 	// The object lives until its holder closes it or the supervisor
 	// ends, not with the call that made it.
 	return sv.Server.NewObject(sv.Sup.ctx, h)
@@ -339,7 +383,7 @@ func (sv *Service) handler(n *node) rpc.Handler {
 			if err := n.need(RightWatch, "logs"); err != nil {
 				return rpc.FD{}, err
 			}
-			return sv.logs(j, a.Follow)
+			return sv.logs(n, a.Follow)
 		}),
 		"attach": rpc.Method(func(ctx context.Context, a AttachArgs) (AttachResult, error) {
 			if err := n.need(RightWatch, "attach"); err != nil {
@@ -374,7 +418,9 @@ func (sv *Service) handler(n *node) rpc.Handler {
 			if err != nil {
 				return rpc.FD{}, rpc.Errorf(rpc.CodeInvalid, "%v", err)
 			}
-			b := &node{job: j, rights: r & n.rights &^ RightOwn}
+			// Revocable before it is known to n: a revoke from now on
+			// cuts it, even before its holder has it.
+			b, h := sv.newNode(j, r&n.rights&^RightOwn, n)
 			n.mu.Lock()
 			if n.revoked {
 				n.mu.Unlock()
@@ -382,7 +428,11 @@ func (sv *Service) handler(n *node) rpc.Handler {
 			}
 			n.borrowed = append(n.borrowed, b)
 			n.mu.Unlock()
-			return sv.object(ctx, b)
+			fd, err := sv.Server.NewObject(sv.Sup.ctx, h)
+			if err != nil {
+				h.(io.Closer).Close()
+			}
+			return fd, err
 		}),
 		"revoke": rpc.Method(func(ctx context.Context, _ struct{}) (struct{}, error) {
 			n.revokeBorrowed()
@@ -396,7 +446,8 @@ func (sv *Service) handler(n *node) rpc.Handler {
 
 // logs returns the read end of a pipe the job's output history is
 // written to, and with follow what comes after.
-func (sv *Service) logs(j *Job, follow bool) (rpc.FD, error) {
+func (sv *Service) logs(n *node, follow bool) (rpc.FD, error) {
+	j := n.job
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
 		return rpc.FD{}, wireErr(fmt.Errorf("supervisor: logs: pipe: %w", err))
@@ -407,7 +458,8 @@ func (sv *Service) logs(j *Job, follow bool) (rpc.FD, error) {
 		return rpc.FD{}, wireErr(err)
 	}
 	r, w := os.NewFile(uintptr(fds[0]), "logs"), os.NewFile(uintptr(fds[1]), "logs")
-	ctx, cancel := context.WithCancel(sv.Sup.ctx)
+	// The follower ends with the object it came through (revoked).
+	ctx, cancel := context.WithCancel(n.ctx)
 	go func() {
 		defer cancel()
 		defer w.Close()
@@ -459,7 +511,29 @@ func (sv *Service) attach(ctx context.Context, n *node, a AttachArgs) (AttachRes
 	if revoked {
 		return AttachResult{}, rpc.ErrRevoked
 	}
-	v, stream, err := n.job.attach(AttachOptions(a), func() {
+	// The control object is cut when the viewer ends (detached, or
+	// revoked with the object it came through): it acts on that viewer
+	// only, and only while it lasts.
+	var v *Viewer
+	ctl, cutCtl := rpc.Revocable(rpc.Methods{
+		"resize": rpc.Method(func(ctx context.Context, ws Winsize) (bool, error) {
+			ok, err := v.Resize(ws)
+			return ok, wireErr(err)
+		}),
+		"lease": rpc.Method(func(ctx context.Context, _ struct{}) (bool, error) {
+			if err := n.need(RightInput, "lease"); err != nil {
+				return false, err
+			}
+			return v.Lease(), nil
+		}),
+		"release": rpc.Method(func(ctx context.Context, _ struct{}) (struct{}, error) {
+			v.Release()
+			return struct{}{}, nil
+		}),
+	})
+	opts := AttachOptions(a)
+	v, stream, err := n.job.attach(opts, n.rights&RightInput != 0, func() {
+		cutCtl()
 		// Forget the viewers that have ended, this one among them.
 		n.mu.Lock()
 		n.viewers = slices.DeleteFunc(n.viewers, func(x *Viewer) bool {
@@ -484,22 +558,6 @@ func (sv *Service) attach(ctx context.Context, n *node, a AttachArgs) (AttachRes
 	}
 	n.viewers = append(n.viewers, v)
 	n.mu.Unlock()
-	ctl := rpc.Methods{
-		"resize": rpc.Method(func(ctx context.Context, ws Winsize) (bool, error) {
-			ok, err := v.Resize(ws)
-			return ok, wireErr(err)
-		}),
-		"lease": rpc.Method(func(ctx context.Context, _ struct{}) (bool, error) {
-			if err := n.need(RightInput, "lease"); err != nil {
-				return false, err
-			}
-			return v.Lease(), nil
-		}),
-		"release": rpc.Method(func(ctx context.Context, _ struct{}) (struct{}, error) {
-			v.Release()
-			return struct{}{}, nil
-		}),
-	}
 	control, err := sv.Server.NewObject(sv.Sup.ctx, ctl)
 	if err != nil {
 		v.Close()
@@ -507,4 +565,14 @@ func (sv *Service) attach(ctx context.Context, n *node, a AttachArgs) (AttachRes
 		return AttachResult{}, err
 	}
 	return AttachResult{Stream: rpc.NewFD(stream), Control: control, Writer: v.Writer()}, nil
+}
+
+// sameUserNS reports whether process pid (as this process numbers it) is
+// in this process's user namespace.
+func sameUserNS(pid int) bool {
+	var theirs, ours unix.Stat_t
+	if pid <= 0 || unix.Stat(fmt.Sprintf("/proc/%d/ns/user", pid), &theirs) != nil || unix.Stat("/proc/self/ns/user", &ours) != nil {
+		return false
+	}
+	return theirs.Ino == ours.Ino && theirs.Dev == ours.Dev
 }

@@ -164,9 +164,44 @@ func TestBorrowRevoke(t *testing.T) {
 	}
 	defer a.Close()
 	readUntil(t, a.Stream, "started")
+	logs, err := w.Logs(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
+	readUntil(t, logs, "started")
+	// A watcher may not set the terminal's size, even with no writer.
+	wo, err := h.Borrow(ctx, "watch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wo.Close()
+	wa, err := wo.Attach(ctx, AttachArgs{Write: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wa.Close()
+	if wa.Writer {
+		t.Error("a watch-only object's viewer got the writer lease")
+	}
+	if ok, _ := wa.Resize(ctx, Winsize{Rows: 11, Cols: 22}); ok {
+		t.Error("a watch-only object's viewer set the size")
+	}
+	if ok, _ := wa.Lease(ctx); ok {
+		t.Error("a watch-only object's viewer took the lease")
+	}
 
 	if err := h.Revoke(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// What was obtained through the revoked objects ends too: the
+	// follower of its logs, its attachments' control objects.
+	logs.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, logs); err != nil {
+		t.Errorf("the revoked object's logs: %v, want their end", err)
+	}
+	if _, err := a.Resize(ctx, Winsize{Rows: 33, Cols: 44}); err == nil {
+		t.Error("a revoked attachment's control object still works")
 	}
 	if _, err := w.Status(ctx); !errors.Is(err, rpc.ErrRevoked) {
 		t.Errorf("status after revoke: %v, want ErrRevoked", err)

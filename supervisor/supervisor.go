@@ -134,6 +134,14 @@ func (s *Supervisor) Start(ctx context.Context, req *StartRequest) (*Job, error)
 	if req.Program.Spec == nil || req.Program.Path == "" || len(req.Program.Argv) == 0 {
 		return nil, errors.New("supervisor: start: no program")
 	}
+	switch sp := req.Program.Spec; {
+	case sp.LandlockOnly:
+		return nil, fmt.Errorf("supervisor: start: a job needs a pid namespace of its own, so that stopping it reaches every process it started (not LandlockOnly): %w", unix.EINVAL)
+	case sp.SharePID:
+		return nil, fmt.Errorf("supervisor: start: a job needs a pid namespace of its own, so that stopping it reaches every process it started (not SharePID): %w", unix.EINVAL)
+	case sp.SameSession:
+		return nil, fmt.Errorf("supervisor: start: a job has a session of its own (not SameSession): %w", unix.EINVAL)
+	}
 	if req.Name != "" && !ValidName(req.Name) {
 		return nil, fmt.Errorf("supervisor: start: job name %q: want up to 64 letters, digits, '.', '_' and '-', not starting with '.' or '-': %w", req.Name, unix.EINVAL)
 	}
@@ -272,7 +280,18 @@ func (s *Supervisor) Jobs() []*Job {
 func (s *Supervisor) Remove(name string) error {
 	s.mu.Lock()
 	j := s.jobs[name]
+	s.mu.Unlock()
 	if j == nil {
+		return fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	return s.remove(j)
+}
+
+// remove takes j out of the table if it is still there and has ended.
+func (s *Supervisor) remove(j *Job) error {
+	name := j.name
+	s.mu.Lock()
+	if s.jobs[name] != j {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrNotFound, name)
 	}
@@ -286,6 +305,19 @@ func (s *Supervisor) Remove(name string) error {
 	s.mu.Unlock()
 	j.remove()
 	return nil
+}
+
+// RemoveJob is Remove of j itself: nothing, and ErrNotFound, if the job
+// of j's name in the table is another (j was removed, and a new job
+// took its name).
+func (s *Supervisor) RemoveJob(j *Job) error {
+	s.mu.Lock()
+	if s.jobs[j.name] != j {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNotFound, j.name)
+	}
+	s.mu.Unlock()
+	return s.remove(j)
 }
 
 // ended is told that a job ended for good.

@@ -28,9 +28,10 @@ terminal size; the others watch (their keys are dropped), and get the
 lease when its holder detaches. A viewer too slow to keep up does not
 hold the job back: it is told how much output it missed.
 
-Detach with the detach key, Ctrl-] by default (typed twice, it is sent
-to the job once). Ending caplin attach otherwise (closing the terminal,
-SIGTERM) detaches too; the job goes on. On this terminal, ^C, ^Z and the
+Detach with the detach key, Ctrl-] by default: it detaches at the next
+key, or half a second later; typed twice, it is sent to the job once.
+Ending caplin attach otherwise (closing the terminal, SIGTERM) detaches
+too; the job goes on. On this terminal, ^C, ^Z and the
 other keys go to the job, as they would at its own terminal.
 
 Flags:
@@ -99,7 +100,9 @@ func cmdAttach(args []string) int {
 	defer a.Close()
 
 	restore := rawMode(in)
-	defer restore()
+	if restore != nil {
+		defer restore()
+	}
 	nl := "\n"
 	if restore != nil {
 		nl = "\r\n"
@@ -130,13 +133,23 @@ func cmdAttach(args []string) int {
 		}
 		end <- ending{1, "the job went (removed, or this object revoked)"}
 	}()
-	// The keys typed here. The detach key ends a read: a person typed
-	// it. Twice in a row, it is sent once.
+	// The keys typed here. The detach key detaches at the next key, or
+	// half a second after it if none comes; typed twice, it is sent once.
 	go func() {
 		buf := make([]byte, 4096)
+		pending := false
+		var timer *time.Timer
 		for {
 			n, err := os.Stdin.Read(buf)
-			out, detach := detachScan(buf[:n], key)
+			if timer != nil {
+				if !timer.Stop() {
+					return // it detached
+				}
+				timer = nil
+			}
+			var out []byte
+			var detach bool
+			out, pending, detach = detachScan(buf[:n], key, pending)
 			if len(out) > 0 {
 				if _, err := a.Stream.Write(out); err != nil {
 					return
@@ -145,6 +158,9 @@ func cmdAttach(args []string) int {
 			if detach {
 				end <- ending{0, "detached"}
 				return
+			}
+			if pending {
+				timer = time.AfterFunc(detachWait, func() { end <- ending{0, "detached"} })
 			}
 			if err != nil {
 				// The end of this input: the viewer keeps watching.
@@ -212,28 +228,32 @@ func rawMode(fd int) func() {
 	return func() { unix.IoctlSetTermios(fd, unix.TCSETS, old) }
 }
 
-// detachScan returns what of the keys in p goes to the job, and whether
-// they end with the detach key alone (detach then): a doubled key is
-// sent once.
-func detachScan(p []byte, key int) ([]byte, bool) {
+// detachWait is how long a detach key waits for a second one, which
+// would send it to the job, before it detaches.
+const detachWait = 500 * time.Millisecond
+
+// detachScan returns what of the keys in p goes to the job, whether a
+// detach key waits at the end for the next key (pending), and whether to
+// detach. pending says whether one waited from the previous read: a
+// second key right after it sends one to the job; any other key detaches
+// (and is dropped with what follows).
+func detachScan(p []byte, key int, pending bool) (out []byte, stillPending, detach bool) {
 	if key < 0 {
-		return p, false
+		return p, false, false
 	}
-	out := p[:0:0]
-	for i := 0; i < len(p); i++ {
-		if int(p[i]) != key {
-			out = append(out, p[i])
-			continue
+	out = p[:0:0]
+	for _, c := range p {
+		switch {
+		case pending && int(c) == key:
+			pending = false
+			out = append(out, c)
+		case pending:
+			return out, false, true
+		case int(c) == key:
+			pending = true
+		default:
+			out = append(out, c)
 		}
-		if i+1 < len(p) && int(p[i+1]) == key {
-			out = append(out, p[i])
-			i++
-			continue
-		}
-		if i == len(p)-1 {
-			return out, true
-		}
-		out = append(out, p[i]) // in the middle of a paste: the job's
 	}
-	return out, false
+	return out, pending, false
 }

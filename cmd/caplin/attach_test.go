@@ -116,28 +116,33 @@ func TestAttachTerminal(t *testing.T) {
 	}
 }
 
-// TestDetachScan: the detach key ends a read alone; doubled, it is sent
-// once; in the middle of a paste it is the job's.
+// TestDetachScan: the detach key waits for the next key: the same key
+// again sends it once, any other detaches; a read may end with it
+// pending.
 func TestDetachScan(t *testing.T) {
 	const k = 0x1d
 	for _, c := range []struct {
-		in     string
-		out    string
-		detach bool
+		in           string
+		pending      bool
+		out          string
+		pendingAfter bool
+		detach       bool
 	}{
-		{"abc", "abc", false},
-		{"\x1d", "", true},
-		{"ab\x1d", "ab", true},
-		{"\x1d\x1d", "\x1d", false},
-		{"a\x1db", "a\x1db", false},
-		{"\x1d\x1d\x1d", "\x1d", true},
+		{"abc", false, "abc", false, false},
+		{"\x1d", false, "", true, false},
+		{"ab\x1d", false, "ab", true, false},
+		{"\x1d", true, "\x1d", false, false}, // the second of two reads
+		{"x", true, "", false, true},
+		{"\x1d\x1d", false, "\x1d", false, false},
+		{"a\x1db", false, "a", false, true},
+		{"\x1d\x1d\x1d", false, "\x1d", true, false},
 	} {
-		out, detach := detachScan([]byte(c.in), k)
-		if string(out) != c.out || detach != c.detach {
-			t.Errorf("detachScan(%q) = %q, %v; want %q, %v", c.in, out, detach, c.out, c.detach)
+		out, p, d := detachScan([]byte(c.in), k, c.pending)
+		if string(out) != c.out || p != c.pendingAfter || d != c.detach {
+			t.Errorf("detachScan(%q, pending %v) = %q, %v, %v; want %q, %v, %v", c.in, c.pending, out, p, d, c.out, c.pendingAfter, c.detach)
 		}
 	}
-	if out, d := detachScan([]byte("\x1d"), -1); string(out) != "\x1d" || d {
-		t.Errorf("no detach key: %q %v", out, d)
+	if out, p, d := detachScan([]byte("\x1d"), -1, false); string(out) != "\x1d" || p || d {
+		t.Errorf("no detach key: %q %v %v", out, p, d)
 	}
 }

@@ -144,7 +144,7 @@ func cmdSupervisor(args []string) int {
 		defer fsrv.Unmount()
 		log.Info("supervisor's table mounted", "dir", *files)
 	}
-	log.Info("supervisor listening", "socket", ln.Addr().String(), "pid", os.Getpid())
+	log.Info("supervisor listening", "socket", ln.Path(), "pid", os.Getpid())
 	served := make(chan error, 1)
 	go func() {
 		served <- srv.Serve(ctx, ln.UnixListener, svc.NewHandler)
@@ -154,7 +154,9 @@ func cmdSupervisor(args []string) int {
 	case err = <-served:
 	}
 	log.Info("supervisor stopping", "jobs", len(sup.Jobs()))
-	ln.Close()
+	// No more connections; the lock is kept until the jobs are stopped,
+	// so that no other supervisor starts on this socket meanwhile.
+	ln.StopAccepting()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.StopGrace+20*time.Second)
 	defer cancel()
 	sup.Shutdown(sctx, 0)
@@ -210,6 +212,11 @@ func launchSupervisor(path string) error {
 	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("starting a supervisor: %w", err)
+	}
+	// The log goes in the socket's directory: only once it is known to
+	// be this user's.
+	if err := supervisor.CheckDir(dir); err != nil {
 		return fmt.Errorf("starting a supervisor: %w", err)
 	}
 	logf, err := os.OpenFile(filepath.Join(dir, "supervisor.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND|unix.O_NOFOLLOW, 0o600)

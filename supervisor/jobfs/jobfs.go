@@ -210,6 +210,16 @@ func (f *jobFile) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAtt
 	return 0
 }
 
+// input is an open stdin: a descriptor of the job's input of its own.
+type input struct{ f *os.File }
+
+var _ fs.FileReleaser = (*input)(nil)
+
+func (h *input) Release(ctx context.Context) syscall.Errno {
+	h.f.Close()
+	return 0
+}
+
 // snapshot is the content of a file read whole, made when it is opened.
 type snapshot struct{ data []byte }
 
@@ -228,7 +238,13 @@ func (f *jobFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32
 	switch f.name {
 	case "stdout":
 		return &stream{off: f.job.OutputStart()}, direct | fuse.FOPEN_NONSEEKABLE, 0
-	case "stdin", "ctl":
+	case "stdin":
+		f, err := f.job.InputFile()
+		if err != nil {
+			return nil, 0, syscall.EIO
+		}
+		return &input{f: f}, direct | fuse.FOPEN_NONSEEKABLE, 0
+	case "ctl":
 		return nil, direct | fuse.FOPEN_NONSEEKABLE, 0
 	}
 	return &snapshot{data: f.content()}, direct, 0
@@ -292,10 +308,23 @@ func (f *jobFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off i
 func (f *jobFile) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
 	switch f.name {
 	case "stdin":
-		if err := f.job.Input(data); err != nil {
+		h, ok := fh.(*input)
+		if !ok {
+			return 0, syscall.EBADF
+		}
+		// A write the job does not read waits, as on a pipe or a
+		// terminal, until the writer is interrupted: its own descriptor's
+		// deadline ends it then.
+		stop := context.AfterFunc(ctx, func() { h.f.SetWriteDeadline(time.Now()) })
+		defer stop()
+		n, err := h.f.Write(data)
+		if err != nil && n == 0 {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return 0, syscall.EINTR
+			}
 			return 0, syscall.EIO
 		}
-		return uint32(len(data)), 0
+		return uint32(n), 0
 	case "ctl":
 		if err := f.control(ctx, strings.TrimSpace(string(data))); err != 0 {
 			return 0, err
@@ -345,7 +374,11 @@ func (f *jobFile) control(ctx context.Context, cmd string) syscall.Errno {
 		}
 		return 0
 	case "rm":
-		if err := f.sup.Remove(f.job.Name()); err != nil {
+		// This job, not another that took its name since.
+		switch err := f.sup.RemoveJob(f.job); {
+		case errors.Is(err, unix.ENOENT):
+			return syscall.ENOENT
+		case err != nil:
 			return syscall.EBUSY
 		}
 		return 0
