@@ -120,7 +120,8 @@ func Listen(path string) (*Listener, error) {
 		return nil, fmt.Errorf("supervisor: %w", err)
 	}
 	ln.SetUnlinkOnClose(false)
-	if err := os.Chmod(tmp, 0o600); err == nil {
+	err = os.Chmod(tmp, 0o600)
+	if err == nil {
 		err = os.Rename(tmp, path)
 	}
 	if err != nil {

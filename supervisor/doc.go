@@ -28,7 +28,7 @@
 // Service serves a Supervisor over package rpc: a supervisor object per
 // connection, refused to any uid but the supervisor's own (SO_PEERCRED),
 // and a job object per handle. Handles, not names, are the authority: a
-// job object's rights (watch, input, signal, own) say what its holder
+// job object's rights (status, watch, input, signal, own) say what its holder
 // may do; Borrow makes an object with fewer, and revoke cuts what was
 // borrowed. Passing the object's descriptor passes the authority; the
 // names are only the table the supervisor keeps for its user.

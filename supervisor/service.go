@@ -22,7 +22,7 @@ type Rights uint8
 
 // The rights of job objects.
 const (
-	// RightWatch: status, wait, logs, and attach to watch.
+	// RightWatch: logs, and attach to watch (and what RightStatus gives).
 	RightWatch Rights = 1 << iota
 	// RightInput: attach with the writer lease (type into the job).
 	RightInput
@@ -30,15 +30,19 @@ const (
 	RightSignal
 	// RightOwn: the owner's. Borrowed objects never have it.
 	RightOwn
+	// RightStatus: status and wait, and nothing of the job's terminal or
+	// output: with RightSignal, an object that can stop a job and learn
+	// how it ended without seeing what it does.
+	RightStatus
 
 	// RightsAll is an owner's.
-	RightsAll = RightWatch | RightInput | RightSignal | RightOwn
+	RightsAll = RightStatus | RightWatch | RightInput | RightSignal | RightOwn
 )
 
 var rightNames = []struct {
 	r    Rights
 	name string
-}{{RightWatch, "watch"}, {RightInput, "input"}, {RightSignal, "signal"}, {RightOwn, "own"}}
+}{{RightStatus, "status"}, {RightWatch, "watch"}, {RightInput, "input"}, {RightSignal, "signal"}, {RightOwn, "own"}}
 
 // Names returns the rights' names.
 func (r Rights) Names() []string {
@@ -54,7 +58,8 @@ func (r Rights) Names() []string {
 // String returns the names joined by commas.
 func (r Rights) String() string { return strings.Join(r.Names(), ",") }
 
-// ParseRights reads rights by name: watch, input, signal, own, or all.
+// ParseRights reads rights by name: status, watch, input, signal, own,
+// or all.
 func ParseRights(names []string) (Rights, error) {
 	var r Rights
 	for _, name := range names {
@@ -70,7 +75,7 @@ func ParseRights(names []string) (Rights, error) {
 				return n.name == w
 			})
 			if i < 0 {
-				return 0, fmt.Errorf("supervisor: right %q: want watch, input, signal, own or all", w)
+				return 0, fmt.Errorf("supervisor: right %q: want status, watch, input, signal, own or all", w)
 			}
 			r |= rightNames[i].r
 		}
@@ -89,8 +94,8 @@ func ParseRights(names []string) (Rights, error) {
 //
 // The methods of a job object, and the right each needs:
 //
-//	status  -           -> Status       watch
-//	wait    -           -> Exit         watch: when the job has ended for good
+//	status  -           -> Status       status (or watch)
+//	wait    -           -> Exit         status (or watch): when the job has ended for good
 //	logs    LogsArgs    -> FD           watch: a pipe of its output history
 //	attach  AttachArgs  -> AttachResult watch (input for the writer lease)
 //	signal  SignalArgs  -> -            signal
@@ -355,6 +360,15 @@ func (sv *Service) owner(j *Job) (rpc.FD, error) {
 	return sv.Server.NewObject(sv.Sup.ctx, h)
 }
 
+// needStatus fails unless n has RightStatus or RightWatch (which
+// includes it).
+func (n *node) needStatus(method string) error {
+	if n.rights&(RightStatus|RightWatch) == 0 {
+		return rpc.Errorf(rpc.CodeDenied, "%s needs the status or watch right; this object has %s", method, n.rights)
+	}
+	return nil
+}
+
 // need fails unless n has r.
 func (n *node) need(r Rights, method string) error {
 	if n.rights&r != r {
@@ -368,13 +382,13 @@ func (sv *Service) handler(n *node) rpc.Handler {
 	j := n.job
 	return rpc.Methods{
 		"status": rpc.Method(func(ctx context.Context, _ struct{}) (Status, error) {
-			if err := n.need(RightWatch, "status"); err != nil {
+			if err := n.needStatus("status"); err != nil {
 				return Status{}, err
 			}
 			return j.Status(), nil
 		}),
 		"wait": rpc.Method(func(ctx context.Context, _ struct{}) (*Exit, error) {
-			if err := n.need(RightWatch, "wait"); err != nil {
+			if err := n.needStatus("wait"); err != nil {
 				return nil, err
 			}
 			return j.Wait(ctx)

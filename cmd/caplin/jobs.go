@@ -58,9 +58,11 @@ wait    wait for the job to end for good and print how: its exit status,
 rm      remove ended jobs from the table (a running one is refused)
 handle  run CMD with an owner object of the job at fd N (default 3),
         or, with --borrow, one with only RIGHTS (comma-separated:
-        watch: status, wait, logs and attach to watch; input: attach and
-        type; signal: signal, stop and kill), for scripts to pass on:
+        status: status and wait; watch: those, logs and attach to
+        watch; input: attach and type; signal: signal, stop and kill),
+        for scripts to pass on:
         caplin handle web --borrow watch -- caplin logs fd:3
+        caplin handle web --borrow status,signal -- some-tool
 
 The methods of job objects, for caplin call: status, wait, logs, attach,
 signal {"Signal":N,"All":true}, stop {"Grace":NANOSECONDS}, borrow
