@@ -55,8 +55,23 @@ func SeccompAddFD(ctx context.Context) Result {
 			res, err := h.Run(ctx, &b)
 			done <- answer{res.Int(ppid), res.Int(flags), err}
 		}()
+		// On every way out but the answer, the child is killed: it keeps
+		// its own copy of the listener, so closing ours does not end its
+		// trapped call, and its handle could not be closed while the call
+		// waits (CI hung there 10 minutes, under load).
+		answered := false
+		defer func() {
+			if !answered {
+				h.Process().Kill()
+				<-done
+			}
+		}()
 		pfd := []unix.PollFd{{Fd: int32(lfd), Events: unix.POLLIN}}
-		if k, err := unix.Poll(pfd, 5000); err != nil || k == 0 {
+		k, err := unix.Poll(pfd, 5000)
+		for err == unix.EINTR {
+			k, err = unix.Poll(pfd, 5000)
+		}
+		if err != nil || k == 0 {
 			r.Detail = "the child's getppid was not trapped within 5s"
 			return r
 		}
@@ -65,7 +80,11 @@ func SeccompAddFD(ctx context.Context) Result {
 			r.Detail = "seccomp(SECCOMP_GET_NOTIF_SIZES): " + errText(err)
 			return r
 		}
-		n, err := unotify.Recv(lfd, make([]byte, max(size, 80)))
+		buf := make([]byte, max(size, 80))
+		n, err := unotify.Recv(lfd, buf)
+		for err == unix.EINTR {
+			n, err = unotify.Recv(lfd, buf)
+		}
 		if err != nil {
 			r.Detail = "SECCOMP_IOCTL_NOTIF_RECV: " + errText(err)
 			return r
@@ -80,6 +99,7 @@ func SeccompAddFD(ctx context.Context) Result {
 		unotify.Send(lfd, n.ID, 4242, 0, false)
 		select {
 		case a := <-done:
+			answered = true
 			switch {
 			case addErr != nil:
 				r.Detail = "SECCOMP_IOCTL_NOTIF_ADDFD: " + errText(addErr)
