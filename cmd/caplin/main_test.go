@@ -347,7 +347,10 @@ func TestScriptsAsNobody(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// A bound for a hang, under the package's own 10 minutes: the
+	// scripts take about a minute under -race on a quiet machine, and
+	// several times that when CI runs every package's tests at once.
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, exe, "-test.run=^TestScripts$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), envNobody+"=1", "TMPDIR="+os.TempDir())
