@@ -1,11 +1,8 @@
 package supervisor
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -110,7 +107,7 @@ func ParseCommandLine(cl *CommandLine) (*StartRequest, error) {
 	}
 	req.Program = Program{Spec: spec, Path: cmd.Path, Argv: cmd.Argv, Summary: Summary(spec), Close: cmd.Close}
 	if len(cmd.Hosts) > 0 {
-		req.Program.Options = append(req.Program.Options, sandbox.WithConnectLookup(hostsLookup(cmd.Hosts)))
+		req.Program.Options = append(req.Program.Options, sandbox.WithConnectLookup(cmd.Lookup()))
 	}
 	return req, nil
 }
@@ -145,17 +142,6 @@ func clientHost(cl *CommandLine) *bwrap.Host {
 	}
 	h.UID, h.GID = cl.UID, cl.GID
 	return h
-}
-
-// hostsLookup looks names up in hosts (--add-host's), then with the
-// host's resolver.
-func hostsLookup(hosts map[string][]netip.Addr) func(ctx context.Context, name string) ([]netip.Addr, error) {
-	return func(ctx context.Context, name string) ([]netip.Addr, error) {
-		if as, ok := hosts[strings.ToLower(strings.TrimSuffix(name, "."))]; ok {
-			return as, nil
-		}
-		return net.DefaultResolver.LookupNetIP(ctx, "ip", name)
-	}
 }
 
 func hasEnv(env []string, key string) bool { return envOf(env, key) != "" }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/caplin-dev/caplin/pidfd"
 	"github.com/caplin-dev/caplin/sandbox"
+	"github.com/caplin-dev/caplin/sandbox/bwrap"
 	"golang.org/x/sys/unix"
 )
 
@@ -323,28 +324,10 @@ func (j *Job) run(ctx context.Context) (*sandbox.Sandbox, *pidfd.Process, *Exit)
 	p, err := sb.Exec(ctx, j.prog.Path, j.prog.Argv)
 	if err != nil {
 		sb.Close()
-		code, msg := ExecStatus(j.prog.Path, err)
+		code, msg := bwrap.ExecStatus(j.prog.Path, err)
 		return nil, nil, &Exit{Code: code, Time: time.Now(), Error: msg}
 	}
 	return sb, p, nil
-}
-
-// ExecStatus maps a failure of sandbox.Sandbox.Exec to the exit status
-// a shell gives it (127 not found, 126 not executable, 125 anything else)
-// and a message that says so.
-func ExecStatus(path string, err error) (int, string) {
-	var pe *os.PathError
-	var errno syscall.Errno
-	if !errors.As(err, &pe) || !errors.As(pe.Err, &errno) {
-		return 125, err.Error()
-	}
-	if errno == unix.ENOENT {
-		if !strings.Contains(path, "/") {
-			return 127, fmt.Sprintf("%s: command not found in the sandbox's PATH", path)
-		}
-		return 127, fmt.Sprintf("%s: no such file or directory in the sandbox (or its #! interpreter or dynamic loader is missing there)", path)
-	}
-	return 126, fmt.Sprintf("cannot execute %s: %v", path, errno)
 }
 
 // supervise waits for each run to end and starts the next as the restart
@@ -563,13 +546,7 @@ func (j *Job) Stop(ctx context.Context, grace time.Duration) (*Exit, error) {
 	if grace <= 0 {
 		grace = j.sup.cfg.stopGrace()
 	}
-	j.mu.Lock()
-	if !j.stopping {
-		j.stopping = true
-		close(j.stopped)
-	}
-	sb := j.sb
-	j.mu.Unlock()
+	sb := j.markStopping()
 	if sb != nil {
 		j.SignalAll(ctx, unix.SIGTERM)
 		// The KILL after the grace comes whether or not the caller waits
@@ -729,4 +706,16 @@ func (j *Job) InputFile() (*os.File, error) {
 		return nil, fmt.Errorf("supervisor: job %s: input: %w", j.name, err)
 	}
 	return os.NewFile(uintptr(fd), "input"), nil
+}
+
+// markStopping ends the job's restarts and returns its running sandbox,
+// if any.
+func (j *Job) markStopping() *sandbox.Sandbox {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.stopping {
+		j.stopping = true
+		close(j.stopped)
+	}
+	return j.sb
 }

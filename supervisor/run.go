@@ -267,7 +267,7 @@ func (sv *Service) run(ctx context.Context, a *RunArgs) (RunResult, error) {
 	defer cmd.Close()
 	var opts []sandbox.Option
 	if len(cmd.Hosts) > 0 {
-		opts = append(opts, sandbox.WithConnectLookup(hostsLookup(cmd.Hosts)))
+		opts = append(opts, sandbox.WithConnectLookup(cmd.Lookup()))
 	}
 	files := map[int]*os.File{}
 	for n, f := range spec.Files {
@@ -308,7 +308,7 @@ func (sv *Service) run(ctx context.Context, a *RunArgs) (RunResult, error) {
 	t1 := time.Now()
 	p, err := sb.Exec(ctx, cmd.Path, cmd.Argv)
 	if err != nil {
-		code, msg := ExecStatus(cmd.Path, err)
+		code, msg := bwrap.ExecStatus(cmd.Path, err)
 		return RunResult{Code: code, Error: msg}, nil
 	}
 	sigs := make(chan os.Signal, 8)

@@ -352,14 +352,7 @@ func (s *Supervisor) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	for _, j := range s.Jobs() {
-		j.mu.Lock()
-		if !j.stopping {
-			j.stopping = true
-			close(j.stopped)
-		}
-		sb := j.sb
-		j.mu.Unlock()
-		if sb != nil {
+		if sb := j.markStopping(); sb != nil {
 			sb.Kill()
 		}
 	}

@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -468,7 +465,7 @@ var runMode = mode{
 		return m.fail(m.failure, "%v", err)
 	},
 	execFailed: func(m mode, path string, err error, spec *sandbox.Spec) int {
-		code, msg := execStatus(path, err)
+		code, msg := bwrap.ExecStatus(path, err)
 		if code == exitNotFound && len(spec.Mounts) == 0 {
 			msg += " (the sandbox has only what the options grant, and they grant no files: --system grants the usual programs)"
 		}
@@ -493,7 +490,7 @@ var bwrapMode = mode{
 		return m.fail(m.failure, "%s", bwrap.Message(err))
 	},
 	execFailed: func(m mode, path string, err error, spec *sandbox.Spec) int {
-		_, msg := execStatus(path, err)
+		_, msg := bwrap.ExecStatus(path, err)
 		return m.fail(m.failure, "execvp %s: %s", path, msg)
 	},
 }
@@ -591,7 +588,7 @@ func runSandbox(args []string, m mode) int {
 		opts = append(opts, sandbox.WithConnectEvents(func(e netgrant.Event) { so.evlog.Add(e) }))
 	}
 	if len(cmd.Hosts) > 0 {
-		opts = append(opts, sandbox.WithConnectLookup(hostsLookup(cmd.Hosts)))
+		opts = append(opts, sandbox.WithConnectLookup(cmd.Lookup()))
 	}
 	reported := false
 	if cmd.UsernsBlock != nil {
@@ -645,17 +642,6 @@ func runSandbox(args []string, m mode) int {
 		cmd.Sync.Close()
 	}
 	return code
-}
-
-// hostsLookup looks names up in hosts (--add-host's), then with the
-// host's resolver.
-func hostsLookup(hosts map[string][]netip.Addr) func(ctx context.Context, name string) ([]netip.Addr, error) {
-	return func(ctx context.Context, name string) ([]netip.Addr, error) {
-		if as, ok := hosts[strings.ToLower(strings.TrimSuffix(name, "."))]; ok {
-			return as, nil
-		}
-		return net.DefaultResolver.LookupNetIP(ctx, "ip", name)
-	}
 }
 
 // parse reads the command line, with the options of extra (caplin run's
@@ -759,22 +745,4 @@ func namespacesOf(pid int) map[string]uint64 {
 		}
 	}
 	return ns
-}
-
-// execStatus maps an exec failure to the exit status and message for it.
-func execStatus(path string, err error) (int, string) {
-	// execveat's own failure is an *os.PathError; anything else (the
-	// process gone, say) is caplin's.
-	var pe *os.PathError
-	var errno syscall.Errno
-	if !errors.As(err, &pe) || !errors.As(pe.Err, &errno) {
-		return exitFailure, err.Error()
-	}
-	if errno == unix.ENOENT {
-		if !strings.Contains(path, "/") {
-			return exitNotFound, fmt.Sprintf("%s: command not found in the sandbox's PATH", path)
-		}
-		return exitNotFound, fmt.Sprintf("%s: no such file or directory in the sandbox (or its #! interpreter or dynamic loader is missing there)", path)
-	}
-	return exitNoExec, fmt.Sprintf("cannot execute %s: %v", path, errno)
 }

@@ -53,9 +53,9 @@ func TestExecStatus(t *testing.T) {
 		{"/etc", &os.PathError{Op: "execveat", Path: "/etc", Err: unix.EACCES}, exitNoExec, "cannot execute /etc: permission denied"},
 		{"ls", errors.New("process gone"), exitFailure, "process gone"},
 	} {
-		code, msg := execStatus(tc.path, tc.err)
+		code, msg := bwrap.ExecStatus(tc.path, tc.err)
 		if code != tc.code || !strings.HasPrefix(msg, tc.msg) {
-			t.Errorf("execStatus(%s, %v) = %d, %q; want %d, %q", tc.path, tc.err, code, msg, tc.code, tc.msg)
+			t.Errorf("bwrap.ExecStatus(%s, %v) = %d, %q; want %d, %q", tc.path, tc.err, code, msg, tc.code, tc.msg)
 		}
 	}
 }
