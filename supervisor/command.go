@@ -73,7 +73,7 @@ func ParseCommandLine(cl *CommandLine) (*StartRequest, error) {
 			return nil, nil
 		}},
 	}
-	cmd, err := bwrap.ParseExtra(cl.Args, bwrap.CaplinRun, clientHost(cl), extra)
+	cmd, spec, err := parseClient(cl, extra)
 	if err != nil {
 		var help *bwrap.Help
 		if errors.As(err, &help) {
@@ -81,20 +81,14 @@ func ParseCommandLine(cl *CommandLine) (*StartRequest, error) {
 		}
 		return nil, &UsageError{Msg: err.Error()}
 	}
-	spec, err := cmd.Spec()
-	if err != nil {
-		cmd.Close()
-		return nil, &UsageError{Msg: err.Error()}
-	}
 	refuse := func(msg string) (*StartRequest, error) {
 		cmd.Close()
 		return nil, &UsageError{Msg: msg}
 	}
+	if why := callerOnly(cmd); why != "" {
+		return refuse(why + ": a supervised job has no caller that waits for it; it dies with the supervisor")
+	}
 	switch {
-	case cmd.Info != nil || cmd.JSONStatus != nil || cmd.Sync != nil || cmd.Block != nil || cmd.UsernsBlock != nil:
-		return refuse("status and blocking fds (--info-fd, --json-status-fd, --sync-fd, --block-fd, --userns-block-fd) are for a caller that waits: a supervised job has none")
-	case cmd.DieWithParent:
-		return refuse("--die-with-parent: a supervised job lives until it is stopped; it dies with the supervisor")
 	case spec.LandlockOnly:
 		return refuse("--landlock-only: a supervised job needs a pid namespace of its own, so that stopping it reaches every process it started")
 	case spec.SharePID:
@@ -110,6 +104,35 @@ func ParseCommandLine(cl *CommandLine) (*StartRequest, error) {
 		req.Program.Options = append(req.Program.Options, sandbox.WithConnectLookup(cmd.Lookup()))
 	}
 	return req, nil
+}
+
+// parseClient reads the client's command line cl as caplin run reads its
+// own, with the options of extra, and the spec of its sandbox; it closes
+// what it opened on error.
+func parseClient(cl *CommandLine, extra map[string]bwrap.Extra) (*bwrap.Command, *sandbox.Spec, error) {
+	cmd, err := bwrap.ParseExtra(cl.Args, bwrap.CaplinRun, clientHost(cl), extra)
+	if err != nil {
+		return nil, nil, err
+	}
+	spec, err := cmd.Spec()
+	if err != nil {
+		cmd.Close()
+		return nil, nil, err
+	}
+	return cmd, spec, nil
+}
+
+// callerOnly names what on cmd's command line only a caller that waits
+// for the program can do (status and blocking fds, --die-with-parent),
+// or returns "".
+func callerOnly(cmd *bwrap.Command) string {
+	switch {
+	case cmd.Info != nil || cmd.JSONStatus != nil || cmd.Sync != nil || cmd.Block != nil || cmd.UsernsBlock != nil:
+		return "status and blocking fds (--info-fd, --json-status-fd, --sync-fd, --block-fd, --userns-block-fd)"
+	case cmd.DieWithParent:
+		return "--die-with-parent"
+	}
+	return ""
 }
 
 // clientHost is the client's process as its command line reaches it:

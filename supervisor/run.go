@@ -220,24 +220,18 @@ func (s *Supervisor) sweepTemplates() {
 // supervisor; a reason (RunResult.Local) for one the client must run
 // itself.
 func parseRun(cl *CommandLine) (*bwrap.Command, *sandbox.Spec, string) {
-	cmd, err := bwrap.Parse(cl.Args, bwrap.CaplinRun, clientHost(cl))
+	cmd, spec, err := parseClient(cl, nil)
 	if err != nil {
-		return nil, nil, err.Error()
-	}
-	spec, err := cmd.Spec()
-	if err != nil {
-		cmd.Close()
 		return nil, nil, err.Error()
 	}
 	local := func(why string) (*bwrap.Command, *sandbox.Spec, string) {
 		cmd.Close()
 		return nil, nil, why
 	}
+	if why := callerOnly(cmd); why != "" {
+		return local(why)
+	}
 	switch {
-	case cmd.Info != nil || cmd.JSONStatus != nil || cmd.Sync != nil || cmd.Block != nil || cmd.UsernsBlock != nil:
-		return local("status and blocking fds")
-	case cmd.DieWithParent:
-		return local("--die-with-parent")
 	case spec.LandlockOnly:
 		return local("--landlock-only")
 	case spec.SameSession:
