@@ -29,6 +29,8 @@ var allowed = map[string][]string{
 	"internal/subid":     nil,
 	"internal/unotify":   nil,
 	"internal/testenv":   nil,
+	"internal/pty":       nil,
+	"internal/sshtest":   nil,
 
 	"pidfd":               {"internal/*"},
 	"proc":                {"internal/*", "pidfd"},
@@ -75,13 +77,17 @@ var allowed = map[string][]string{
 	// The supervisor's table as files (FUSE, go-fuse's node API).
 	"supervisor/jobfs": {"sandbox", "supervisor"},
 
+	// Remote hosts: the agent and its client over the user's ssh, above
+	// the supervisor (a remote sandbox is one of its runs) and proc.
+	"remote": {"internal/*", "pidfd", "proc", "rpc", "supervisor"},
+
 	"bench/rpcbench": {"internal/*", "rpc"},
 	"bench/netbench": nil, // a program: servers and clients, no caplin package
 	// A program: keystroke echo through a terminal multiplexer's client.
 	"bench/attachbench": nil,
 
 	// The top.
-	"cmd/caplin": {"internal/*", "dir", "dir/export", "netgrant", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "rpc/mountctl", "sandbox", "sandbox/bwrap", "served", "served/remote", "supervisor", "supervisor/jobfs"},
+	"cmd/caplin": {"internal/*", "dir", "dir/export", "netgrant", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "rpc/mountctl", "sandbox", "sandbox/bwrap", "served", "served/remote", "supervisor", "supervisor/jobfs", "remote"},
 }
 
 // never lists what a package must not link, through any path: the rules

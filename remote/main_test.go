@@ -1,0 +1,20 @@
+package remote
+
+import (
+	"context"
+	"os"
+	"testing"
+)
+
+// TestMain serves as the agent when ssh starts this test binary as one
+// (Dial uploads the test binary itself, with the argument "agent").
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "agent" {
+		if err := Serve(context.Background(), os.Stdin, os.Stdout, &ServeOptions{Doctor: func() string { return "test doctor\n" }}); err != nil {
+			os.Stderr.WriteString("agent: " + err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}

@@ -1,0 +1,386 @@
+package remote
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/rpc"
+	"github.com/caplin-dev/caplin/rpc/directory"
+	"github.com/caplin-dev/caplin/supervisor"
+	"golang.org/x/sys/unix"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caplin-dev/caplin/internal/sshtest"
+	"github.com/caplin-dev/caplin/internal/testenv"
+)
+
+func dial(t *testing.T, srv *sshtest.Server) *Host {
+	t.Helper()
+	ssh, dest := srv.Client(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	h, err := Dial(ctx, dest, &Options{SSH: ssh, Logger: testenv.DefaultLog(t).Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func TestSpawnOutput(t *testing.T) {
+	srv := sshtest.Start(t)
+	h := dial(t, srv)
+	ctx := context.Background()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := h.Spawn(ctx, &Cmd{Args: []string{"/bin/sh", "-c", "echo hello from $(id -u); exit 3"}, Files: []*os.File{nil, w}})
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	out, _ := io.ReadAll(r)
+	e, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Code != 3 {
+		t.Errorf("exit %v, want status 3", e)
+	}
+	want := "hello from " + itoa(os.Getuid()) + "\n"
+	if string(out) != want {
+		t.Errorf("output %q, want %q", out, want)
+	}
+	t.Logf("info: %+v", h.Info())
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestAgentCache: the agent is uploaded once, found by its hash after
+// that, and uploaded again when the cached copy was modified.
+func TestAgentCache(t *testing.T) {
+	srv := sshtest.Start(t)
+	h := dial(t, srv)
+	path := h.Info().AgentPath
+	h.Close()
+	h2 := dial(t, srv)
+	if h2.Info().Uploaded {
+		t.Errorf("the second connection uploaded the agent again")
+	}
+	h2.Close()
+	// Tamper with the cached agent: the next connection must notice and
+	// replace it rather than run it.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("tampered")
+	f.Close()
+	h3 := dial(t, srv)
+	if !h3.Info().Uploaded {
+		t.Errorf("a tampered agent was run, not replaced")
+	}
+	if e, err := h3.Run(context.Background(), &Cmd{Args: []string{"/bin/true"}}); err != nil || e.Code != 0 {
+		t.Fatalf("run /bin/true after the re-upload: %v %v", e, err)
+	}
+	want, _ := os.ReadFile(os.Args[0])
+	got, _ := os.ReadFile(path)
+	if !bytes.Equal(want, got) {
+		t.Errorf("the cached agent is not this binary after the re-upload")
+	}
+}
+
+// TestRefusedHostKey: a host whose key the client does not know as its
+// own fails at once, with ssh's reason, and never waits for an answer.
+func TestRefusedHostKey(t *testing.T) {
+	srv := sshtest.Start(t)
+	ssh, dest := srv.Client(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	h, err := Dial(ctx, dest, &Options{SSH: ssh})
+	if err == nil {
+		h.Close()
+		t.Fatal("connected to a host with the wrong key")
+	}
+	if !strings.Contains(err.Error(), "Host key verification failed") || ctx.Err() != nil {
+		t.Errorf("error %q (after %v), want ssh's host key verification failure", err, time.Since(t0))
+	}
+}
+
+// TestStreamBothWays: bytes from here through a program there and back
+// (its stdin and stdout are this side's pipes) arrive whole, checked by
+// hash: 1 GiB (64 MiB with -short).
+func TestStreamBothWays(t *testing.T) {
+	srv := sshtest.Start(t)
+	h := dial(t, srv)
+	size := int64(1 << 30)
+	if testing.Short() {
+		size = 64 << 20
+	}
+	ctx := context.Background()
+	inR, inW, _ := os.Pipe()
+	outR, outW, _ := os.Pipe()
+	p, err := h.Spawn(ctx, &Cmd{Args: []string{"cat"}, Env: []string{"PATH=/usr/bin:/bin"}, Files: []*os.File{inR, outW}})
+	inR.Close()
+	outW.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	sent := sha256.New()
+	t0 := time.Now()
+	go func() {
+		src := io.LimitReader(rand.NewChaCha8([32]byte{1}), size)
+		io.Copy(io.MultiWriter(inW, sent), bufio.NewReaderSize(readerOnly{src}, 1<<20))
+		inW.Close()
+	}()
+	got := sha256.New()
+	n, err := io.Copy(got, outR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	el := time.Since(t0)
+	if n != size || !bytes.Equal(got.Sum(nil), sent.Sum(nil)) {
+		t.Fatalf("got %d bytes with another hash, want %d", n, size)
+	}
+	if e, err := p.Wait(ctx); err != nil || e.Code != 0 {
+		t.Fatalf("cat: %v %v", e, err)
+	}
+	t.Logf("%d MiB there and back in %v (%.0f MiB/s)", size>>20, el, float64(size>>20)/el.Seconds())
+}
+
+type readerOnly struct{ io.Reader }
+
+// TestSlowReaderStallsNoOther: a stream nobody reads fills its window
+// and stops its writer there, while another stream of the same
+// connection goes on.
+func TestSlowReaderStallsNoOther(t *testing.T) {
+	srv := sshtest.Start(t)
+	h := dial(t, srv)
+	ctx := context.Background()
+	stuckR, stuckW, _ := os.Pipe()
+	defer stuckR.Close()
+	p1, err := h.Spawn(ctx, &Cmd{Args: []string{"/bin/sh", "-c", "exec yes"}, Env: []string{"PATH=/usr/bin:/bin"}, Files: []*os.File{nil, stuckW}})
+	stuckW.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p1.Close()
+	time.Sleep(200 * time.Millisecond) // let it fill every buffer on the way
+	outR, outW, _ := os.Pipe()
+	p2, err := h.Spawn(ctx, &Cmd{Args: []string{"/bin/sh", "-c", "head -c 33554432 /dev/zero"}, Env: []string{"PATH=/usr/bin:/bin"}, Files: []*os.File{nil, outW}})
+	outW.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close()
+	done := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(io.Discard, outR)
+		done <- n
+	}()
+	select {
+	case n := <-done:
+		if n != 32<<20 {
+			t.Fatalf("the second stream carried %d bytes, want 32 MiB", n)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("a stream nobody reads stalled another")
+	}
+}
+
+// TestConnectionDrop: when the connection goes (ssh killed, as a network
+// that drops it would end it), calls under way fail with a clear error
+// here, and every process the agent built there dies within 5 s.
+func TestConnectionDrop(t *testing.T) {
+	srv := sshtest.Start(t)
+	h := dial(t, srv)
+	ctx := context.Background()
+	// A process, and daemons it forks and double-forks: all must go.
+	// Their command lines carry a mark of this test's own.
+	mark := fmt.Sprintf("1000.%d%d", os.Getpid(), time.Now().UnixNano()%100000)
+	r, w, _ := os.Pipe()
+	p, err := h.Spawn(ctx, &Cmd{Args: []string{"/bin/sh", "-c", "sleep $1 & sh -c 'sleep $1 &' x $1; echo started; exec sleep $1", "sh", mark}, Env: []string{"PATH=/usr/bin:/bin"}, Files: []*os.File{nil, w}})
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(r).ReadString('\n'); err != nil || line != "started\n" {
+		t.Fatalf("the program said %q, %v", line, err)
+	}
+	mine := func(cmdline []byte) bool { return bytes.Contains(cmdline, []byte(mark)) }
+	for range 100 {
+		if len(testenv.LivePids(mine)) == 3 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(testenv.LivePids(mine)); n != 3 {
+		t.Fatalf("%d of the program's sleeps run, want 3", n)
+	}
+	agent := h.Info().Pid
+	waited := make(chan error, 1)
+	go func() {
+		_, err := p.Wait(ctx)
+		waited <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	h.kill()
+	select {
+	case err := <-waited:
+		if err == nil || !strings.Contains(err.Error(), "wait") {
+			t.Errorf("wait after the connection dropped: %v", err)
+		}
+		t.Logf("wait: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("a wait under way did not fail when the connection dropped")
+	}
+	// The program, its daemons and the agent are gone within 5 s (the
+	// host is this machine, so its pids are in this pid namespace).
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(agent) || len(testenv.LivePids(mine)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after the connection dropped, the agent runs (%v) and so do %v", alive(agent), testenv.LivePids(mine))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := h.Spawn(ctx, &Cmd{Args: []string{"/bin/true"}}); err == nil {
+		t.Error("a spawn on a dropped connection succeeded")
+	}
+}
+
+// alive reports whether pid runs (not a zombie: a process's end is its
+// exit, whoever reaps it).
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// TestObjectAcrossHosts: an rpc Directory served on the host, called
+// from here: the files it opens come across as streams.
+func TestObjectAcrossHosts(t *testing.T) {
+	srv := sshtest.Start(t)
+	h := dial(t, srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	root := testenv.SharedTempDir(t)
+	os.WriteFile(filepath.Join(root, "notes.txt"), []byte("remote notes\n"), 0o644)
+	d, err := dir.Open(root, dir.All)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(root, "docs.sock")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go (&rpc.Server{}).Serve(ctx, ln, func(*unix.Ucred) rpc.Handler { return directory.New(d) })
+	obj, err := h.Object(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := rpc.NewClient(obj, rpc.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc := directory.Client{Client: c}
+	defer dc.Close()
+	f, err := dc.Open(ctx, "notes.txt", os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(f)
+	f.Close()
+	if string(b) != "remote notes\n" {
+		t.Errorf("notes.txt read across hosts: %q", b)
+	}
+	if _, err := dc.Open(ctx, "../escape", os.O_RDONLY, 0); !errors.Is(err, syscall.EXDEV) {
+		t.Errorf("an escape across hosts: %v, want EXDEV", err)
+	}
+	ents, err := dc.ReadDir(ctx, ".")
+	if err != nil || len(ents) != 2 {
+		t.Errorf("readdir across hosts: %v %v", ents, err)
+	}
+	if _, err := h.Object(ctx, filepath.Join(root, "missing.sock")); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("a missing socket: %v, want ENOENT", err)
+	}
+}
+
+// TestRemoteSandbox: a sandbox built there, from caplin run's command
+// line, through the agent's supervisor, running a real program.
+func TestRemoteSandbox(t *testing.T) {
+	srv := sshtest.Start(t)
+	h := dial(t, srv)
+	ctx := context.Background()
+	sup, err := h.Supervisor(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sup.Close()
+	r, w, _ := os.Pipe()
+	args := []string{"--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+		"--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--", "/bin/sh", "-c", "echo $(hostname) $(id -u) $(ls /proc | grep -c '^[0-9]'); ls /home 2>&1; exit 7"}
+	ra := supervisor.RunArgs{CommandLine: supervisor.CommandLine{Args: args, Env: h.Info().Env, Dir: "/"}, Stdout: rpc.NewFD(w)}
+	var res supervisor.RunResult
+	err = sup.Call(ctx, "run", ra, &res)
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(r)
+	if res.Code != 7 || res.Error != "" || res.Local != "" {
+		t.Fatalf("run: %+v\n%s", res, out)
+	}
+	// Its own hostname and pid namespace (its init and itself, and ls
+	// and grep), and no /home.
+	if !strings.HasPrefix(string(out), "caplin "+strconv.Itoa(os.Getuid())+" ") || !strings.Contains(string(out), "No such file") {
+		t.Errorf("the sandbox said %q", out)
+	}
+}
+
+// TestAsNobody runs this package's connection tests again as uid 65534,
+// logging in as the test account the namespaced sshd has (as root only:
+// an unprivileged run is such a run already).
+func TestAsNobody(t *testing.T) {
+	if os.Getuid() != 0 || testenv.AsNobody() {
+		t.Skip("runs as root, for uid 65534")
+	}
+	srv := sshtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	cmd := testenv.NobodyCommand(ctx, t, "TestAsNobody")
+	tests := "^(TestSpawnOutput|TestAgentCache|TestRefusedHostKey|TestStreamBothWays|TestSlowReaderStallsNoOther|TestConnectionDrop|TestObjectAcrossHosts|TestRemoteSandbox)$"
+	for i, a := range cmd.Args {
+		if strings.HasPrefix(a, "-test.run=") {
+			cmd.Args[i] = "-test.run=" + tests
+		}
+	}
+	cmd.Args = append(cmd.Args, "-test.short")
+	cmd.Env = append(cmd.Env, srv.Env())
+	out, err := cmd.CombinedOutput()
+	if err != nil || bytes.Contains(out, []byte("--- SKIP")) || bytes.Contains(out, []byte("--- FAIL")) {
+		t.Fatalf("as uid 65534: %v\n%s", err, out)
+	}
+	t.Logf("as uid 65534:\n%s", out)
+}
