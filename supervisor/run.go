@@ -40,6 +40,11 @@ type RunArgs struct {
 	// the client can signal the program while run waits for it (a call
 	// pipelined with run, with no round trip of its own).
 	Control rpc.FD
+	// Terminal makes Stdin, which must be a terminal, the program's
+	// controlling terminal (sandbox.Spec.ControllingTerminal): for a
+	// pseudo-terminal made for the run (caplin run --host's), whose ^C
+	// and hangup must reach the program as at a login.
+	Terminal bool `json:",omitempty"`
 }
 
 // RunResult is how a run ended, or why it did not.
@@ -273,6 +278,7 @@ func (sv *Service) run(ctx context.Context, a *RunArgs) (RunResult, error) {
 		}
 	}
 	spec.Files = files
+	spec.ControllingTerminal = a.Terminal
 
 	var sb *sandbox.Sandbox
 	var err error

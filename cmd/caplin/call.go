@@ -231,6 +231,9 @@ func objectFile(object string) (*os.File, error) {
 	if f, err := inheritedObject(object); f != nil || err != nil {
 		return f, err
 	}
+	if strings.HasPrefix(object, "ssh://") {
+		return sshObject(context.Background(), object)
+	}
 	c, err := net.Dial("unixpacket", object)
 	if err != nil {
 		return nil, err
@@ -258,6 +261,12 @@ func openObject(ctx context.Context, object string) (*rpc.Client, error) {
 		return nil, err
 	}
 	if f != nil {
+		return rpc.NewClient(f, rpc.ClientOptions{})
+	}
+	if strings.HasPrefix(object, "ssh://") {
+		if f, err = sshObject(ctx, object); err != nil {
+			return nil, err
+		}
 		return rpc.NewClient(f, rpc.ClientOptions{})
 	}
 	return rpc.Dial(ctx, object, rpc.ClientOptions{})

@@ -84,14 +84,7 @@ func cmdDoctor(args []string) int {
 		usageError(fs.Name(), doctorSynopsis, "unexpected argument "+fs.Arg(0))
 		return exitUsage
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	results := probe.All(ctx)
-	detail, ok := sandbox.LimitSupport()
-	results = append(results, probe.Result{
-		Name: "sandbox limits", OK: ok, MinKernel: "-", Detail: detail,
-		Without: "what cannot be enforced is refused (exit 122) unless --best-effort, which says what it weakened or dropped",
-	})
+	results := doctorResults()
 
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
@@ -114,6 +107,29 @@ func cmdDoctor(args []string) int {
 		}
 	}
 	return exitOK
+}
+
+// doctorResults tries every feature.
+func doctorResults() []probe.Result {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	results := probe.All(ctx)
+	detail, ok := sandbox.LimitSupport()
+	return append(results, probe.Result{
+		Name: "sandbox limits", OK: ok, MinKernel: "-", Detail: detail,
+		Without: "what cannot be enforced is refused (exit 122) unless --best-effort, which says what it weakened or dropped",
+	})
+}
+
+// doctorText is caplin doctor's report as text, for caplin remote HOST
+// doctor (the agent's).
+func doctorText() string {
+	var b strings.Builder
+	printDoctor(&b, doctorResults())
+	if probe.AppArmorRestricts() {
+		printAppArmorProfile(&b)
+	}
+	return b.String()
 }
 
 // printDoctor writes the results to w, in doctorWidth columns: a line

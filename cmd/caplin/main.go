@@ -9,6 +9,8 @@
 //	caplin start [flags] -- CMD [ARGS...] start a supervised job
 //	caplin ps|attach|logs|stop|kill|wait|rm|handle  work with jobs
 //	caplin supervisor                     the user's supervisor of jobs
+//	caplin remote HOST doctor|info        ask another host's caplin (over ssh)
+//	caplin agent                          the far end of caplin over ssh
 //	caplin doctor [-json] [-strict]       which kernel features are there
 //	caplin version                        caplin's, Go's and the kernel's versions
 //	caplin help [COMMAND]                 help
@@ -70,6 +72,9 @@ Commands:
 	rm        remove ended jobs
 	handle    run a command with a job's object (a handle) at fd 3
 	supervisor  run the user's supervisor (caplin start starts one)
+	remote    ask another host's caplin, over ssh (caplin run --host
+	          runs a program there)
+	agent     the far end of caplin's connections (not run by hand)
 	doctor    report which kernel features caplin can use here
 	version   print caplin's, Go's and the kernel's versions
 	help      print this text, or a command's ("caplin help run")
@@ -80,9 +85,9 @@ with one dash or two (-json, --json).
 Exit status:
 
 	0        success (for run: the program exited with 0)
-	1        doctor -strict: a feature is missing; dir, call, and the job
-	         commands: the operation failed; serve, supervisor: the
-	         server failed
+	1        doctor -strict: a feature is missing; dir, call, remote and
+	         the job commands: the operation failed; serve, supervisor:
+	         the server failed
 	2        usage error: bad command, flag or argument
 	3        dir cas: the file's version did not match (retry)
 	122      caplin run: the kernel cannot enforce what was asked, or
@@ -192,6 +197,10 @@ func caplin(args []string) int {
 		return cmdRm(rest)
 	case "handle":
 		return cmdHandle(rest)
+	case "remote":
+		return cmdRemote(rest)
+	case "agent":
+		return cmdAgent(rest)
 	case "version", "-version", "--version":
 		return cmdVersion(rest)
 	case "help", "-h", "-help", "--help":
@@ -234,6 +243,8 @@ var helpTexts = map[string]string{
 	"serve":      serveHelp,
 	"call":       callHelp,
 	"supervisor": supervisorHelp,
+	"remote":     remoteHelp,
+	"agent":      agentHelp,
 	"start":      startHelp,
 	"attach":     attachHelp,
 	"ps":         jobsHelp,

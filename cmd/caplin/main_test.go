@@ -38,6 +38,12 @@ func TestMain(m *testing.M) {
 		// the scripts, running it a hundred times, cannot afford.
 		os.Setenv("GORACE", "atexit_sleep_ms=0")
 	}
+	if len(os.Args) > 1 && os.Args[1] == "agent" {
+		// caplin run --host and caplin remote upload this test binary
+		// (their own executable) and run it as "AGENT agent".
+		os.Args[0] = "caplin"
+		main()
+	}
 	testscript.Main(m, map[string]func(){
 		"caplin": main,
 		"bwrap":  main,

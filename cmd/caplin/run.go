@@ -254,6 +254,25 @@ PROCESS
 		says so in a line; a sandbox a template cannot take
 		(--connect, overlays, --as-pid-1 ...) is built afresh by the
 		supervisor.
+	--host HOST
+		Run the program on HOST (an ssh destination, reached with the
+		user's ssh or $CAPLIN_SSH: see caplin remote), in a sandbox
+		built there from the same options by caplin's agent (uploaded
+		once per caplin version). caplin's standard fds are forwarded:
+		a pipe stays a pipe and a file becomes one, a terminal becomes
+		a pseudo-terminal there that is the program's controlling
+		terminal (this one raw meanwhile, its size changes following,
+		^C reaching the program as a key); the signals caplin gets are
+		relayed, and caplin exits as the program did. Paths in the
+		options are HOST's; the program's environment is the user's
+		login environment there (and TERM, with a terminal). What
+		reaches this process (--fd N=inherit:M, status fds, --serve-*,
+		--events, --landlock-only, --keep-session, --require,
+		--die-with-parent) is refused. When the connection drops, the
+		program is killed there.
+	--agent PATH
+		With --host: upload PATH as the agent, a caplin built for
+		HOST's architecture when it is not this one's.
 	--best-effort
 		Where the kernel cannot enforce part of the sandbox (no
 		Landlock), drop it, saying what was dropped, instead of
@@ -399,6 +418,15 @@ const exitUnenforceable = 122
 // --supervisor or $CAPLIN_SUPERVISOR set (supervised.go), where it can
 // be, else here.
 func cmdRun(args []string) int {
+	args, host, agent, err := hostFlag(args)
+	if err != nil {
+		usageError("caplin run", "caplin run [OPTIONS] -- CMD [ARGS...]", err.Error())
+		return exitUsage
+	}
+	if host != "" {
+		args, _ = supervisorFlag(args)
+		return runRemote(args, host, agent)
+	}
 	args, viaFlag := supervisorFlag(args)
 	if viaFlag || os.Getenv("CAPLIN_SUPERVISOR") != "" && os.Getenv("CAPLIN_SUPERVISOR") != "0" {
 		if code, ok := runSupervised(args, viaFlag); ok {

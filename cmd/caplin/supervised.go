@@ -57,31 +57,46 @@ func runSupervised(args []string, asked bool) (int, bool) {
 		return local(err.Error())
 	}
 	defer c.Close()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		<-notified
-		signal.Reset()
-		return local(err.Error())
-	}
-	theirs := os.NewFile(uintptr(fds[1]), "control")
-	ctl, err := rpc.NewClient(os.NewFile(uintptr(fds[0]), "control"), rpc.ClientOptions{})
-	if err != nil {
-		theirs.Close()
-		<-notified
-		signal.Reset()
-		return local(err.Error())
-	}
-	defer ctl.Close()
 	wd, _ := os.Getwd()
-	ra := supervisor.RunArgs{
-		CommandLine: supervisor.CommandLine{Args: args, Env: os.Environ(), Dir: wd},
-		Control:     rpc.NewFD(theirs),
-	}
+	ra := supervisor.RunArgs{CommandLine: supervisor.CommandLine{Args: args, Env: os.Environ(), Dir: wd}}
 	for n, dst := range []*rpc.FD{&ra.Stdin, &ra.Stdout, &ra.Stderr} {
 		if _, err := unix.FcntlInt(uintptr(n), unix.F_GETFD, 0); err == nil {
 			*dst = rpc.NewFD([]*os.File{os.Stdin, os.Stdout, os.Stderr}[n])
 		}
 	}
+	<-notified
+	res, err := runOn(c, ra, sigs)
+	switch {
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "caplin run: supervisor: %s\n", jobErr(err))
+		return exitFailure, true
+	case res.Local != "":
+		signal.Reset()
+		return local(res.Local)
+	case res.Error != "":
+		fmt.Fprintf(os.Stderr, "caplin run: %s\n", res.Error)
+		return res.Code, true
+	}
+	dieOf(syscall.Signal(res.Relayed))
+	return res.Code, true
+}
+
+// runOn runs ra through the supervisor c, relaying the signals that come
+// on sigs to the program (through a control object pipelined with the
+// call), and returns how the run ended.
+func runOn(c *supervisor.Client, ra supervisor.RunArgs, sigs <-chan os.Signal) (supervisor.RunResult, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return supervisor.RunResult{}, &os.SyscallError{Syscall: "socketpair", Err: err}
+	}
+	theirs := os.NewFile(uintptr(fds[1]), "control")
+	ctl, err := rpc.NewClient(os.NewFile(uintptr(fds[0]), "control"), rpc.ClientOptions{})
+	if err != nil {
+		theirs.Close()
+		return supervisor.RunResult{}, err
+	}
+	defer ctl.Close()
+	ra.Control = rpc.NewFD(theirs)
 	type result struct {
 		res supervisor.RunResult
 		err error
@@ -89,29 +104,16 @@ func runSupervised(args []string, asked bool) (int, bool) {
 	done := make(chan result, 1)
 	go func() {
 		var r result
-		r.err = c.Call(ctx, "run", ra, &r.res)
+		r.err = c.Call(context.Background(), "run", ra, &r.res)
 		theirs.Close()
 		done <- r
 	}()
-	<-notified
 	for {
 		select {
 		case sig := <-sigs:
 			ctl.Send("signal", supervisor.SignalRunArgs{Signal: int(sig.(syscall.Signal))})
 		case r := <-done:
-			switch {
-			case r.err != nil:
-				fmt.Fprintf(os.Stderr, "caplin run: supervisor: %s\n", jobErr(r.err))
-				return exitFailure, true
-			case r.res.Local != "":
-				signal.Reset()
-				return local(r.res.Local)
-			case r.res.Error != "":
-				fmt.Fprintf(os.Stderr, "caplin run: %s\n", r.res.Error)
-				return r.res.Code, true
-			}
-			dieOf(syscall.Signal(r.res.Relayed))
-			return r.res.Code, true
+			return r.res, r.err
 		}
 	}
 }
