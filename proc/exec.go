@@ -53,6 +53,9 @@ func (h *Handle) exec(ctx context.Context, b *Batch, dirfd Val, path, name strin
 	if err := checkNUL(name, path, argv, env); err != nil {
 		return nil, err
 	}
+	if h.peer != nil {
+		return nil, ErrPeer
+	}
 	h.mu.Lock()
 	pdeath := !h.noPdeath
 	h.mu.Unlock()

@@ -885,6 +885,9 @@ func (h *Handle) ForkAfter(ctx context.Context, pre *Batch, opts *Options) (*Han
 // shares that memory and serves on that arena (opServe). The calls of pre,
 // if any, run first in h's child (ForkAfter).
 func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uintptr, pre *Batch) (_ *Handle, err error) {
+	if h.peer != nil {
+		return nil, ErrPeer
+	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, os.NewSyscallError("socketpair", err)
@@ -1056,6 +1059,9 @@ func callerWritesMaps(setgroups bool, uidMap, gidMap []IDMap) bool {
 // own user namespace and in the one that owns ns (setns(2)): it may have
 // joined that one first, say.
 func (h *Handle) JoinPIDNamespace(ctx context.Context, ns *os.File) error {
+	if h.peer != nil {
+		return ErrPeer
+	}
 	var b Batch
 	fd := b.PutFile(ns, -1)
 	b.Setns(fd, unix.CLONE_NEWPID)

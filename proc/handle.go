@@ -110,6 +110,8 @@ const (
 // forever.
 type owned struct {
 	sock    int // our end of the control socket; -1 when closed
+	peer    Peer // the child's owner, for a peer handle (NewPeerHandle); sock is -1
+	peerPid int  // a peer handle's child's pid, as its owner sees it
 	proc    *pidfd.Process
 	execed  bool   // the child exec'd: proc is the caller's now
 	release func() // run once the child is gone (ForkShared frees its arena)
@@ -121,6 +123,10 @@ type owned struct {
 // Reaping may take a round trip to the child's parent, so it runs on a
 // goroutine of its own rather than hold up other cleanups.
 func (o *owned) drop() {
+	if o.peer != nil {
+		go o.peer.Close()
+		return
+	}
 	if o.sock >= 0 {
 		unix.Close(o.sock)
 		o.sock = -1
@@ -153,10 +159,16 @@ func newHandle(sock, ctrl int, p *pidfd.Process) *Handle {
 // os.Process.Pid are. It makes no call. The child's own getpid(2), which
 // the Getpid call runs in the child, counts in the child's pid namespace
 // instead: a child of the tree zygote is 2 there, say, whatever its Pid.
-func (h *Handle) Pid() int { return h.proc.Pid() }
+func (h *Handle) Pid() int {
+	if h.peer != nil {
+		return h.peerPid
+	}
+	return h.proc.Pid()
+}
 
 // Process returns the child as a process handle, for signals and waiting.
-// The Handle still owns it: Close closes it.
+// The Handle still owns it: Close closes it. A peer handle's child is
+// its owner's (nil here).
 func (h *Handle) Process() *pidfd.Process { return h.proc }
 
 // Close ends the handle. A child that has not exec'd is killed and reaped.
@@ -178,6 +190,9 @@ func (h *Handle) Close() error {
 	var err error
 	if h.proc != nil {
 		err = h.proc.Close()
+	}
+	if h.peer != nil {
+		err = h.peer.Close()
 	}
 	if h.release != nil {
 		h.release()
@@ -535,8 +550,41 @@ func closeAll(fs []*os.File) {
 // preceded by a spawned child's announcement: a message of announceSize
 // bytes carrying its pidfd, which goes to announced.
 func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, outLen int, noReply bool, announced func(*os.File)) (ndone int, errno syscall.Errno, results [][2]uint64, out []byte, files []*os.File, err error) {
+	var rep []byte
+	if h.peer != nil {
+		rep, files, err = h.peerExchange(ctx, req, fds, noReply, announced)
+	} else {
+		rep, files, err = h.exchange(ctx, req, fds, nops, outLen, noReply, announced)
+	}
+	if err != nil || rep == nil {
+		if err == nil { // exec'd
+			return nops, 0, make([][2]uint64, nops), nil, nil, nil
+		}
+		return 0, 0, nil, nil, nil, err
+	}
+	ndone, errno, results, out, err = h.parseReply(ctx, rep, nops)
+	if cap(h.rep) > maxKeptBuffer {
+		h.rep = make([]byte, initialBuffer) // out keeps the one it is in
+	}
+	if err != nil {
+		closeAll(files)
+		return 0, 0, nil, nil, nil, err
+	}
+	if ndone == nops && errno != 0 {
+		// Every op ran, but the reply could not carry what was asked
+		// (the fds to send back, or the out region).
+		closeAll(files)
+		return 0, 0, nil, nil, nil, &os.SyscallError{Syscall: "sendmsg (the child's reply)", Err: errno}
+	}
+	return ndone, errno, results, out, files, nil
+}
+
+// exchange sends one request on the control socket and returns the reply
+// message (in h.rep) and the files that came with it; a nil reply with no
+// error is an exec that happened (noReply).
+func (h *Handle) exchange(ctx context.Context, req []byte, fds []int, nops, outLen int, noReply bool, announced func(*os.File)) (rep []byte, files []*os.File, err error) {
 	if h.sock < 0 {
-		return 0, 0, nil, nil, nil, errClosed
+		return nil, nil, errClosed
 	}
 	if cap(req) > cap(h.req) {
 		h.req = req[:0] // keep the grown buffer for the next request
@@ -547,9 +595,6 @@ func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, out
 	defer func() {
 		if cap(h.req) > maxKeptBuffer {
 			h.req = make([]byte, 0, initialBuffer)
-		}
-		if cap(h.rep) > maxKeptBuffer {
-			h.rep = make([]byte, initialBuffer)
 		}
 	}()
 	if need := replyHeaderSize + 16*nops + outLen; len(h.rep) < need {
@@ -572,7 +617,7 @@ func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, out
 		}
 	}
 	if err != nil {
-		return 0, 0, nil, nil, nil, h.dead(ctx, "sendmsg", err)
+		return nil, nil, h.dead(ctx, "sendmsg", err)
 	}
 	var n, oobn, flags int
 	for {
@@ -592,7 +637,7 @@ func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, out
 	}
 	if err != nil {
 		closeAll(files)
-		return 0, 0, nil, nil, nil, h.dead(ctx, "recvmsg", err)
+		return nil, nil, h.dead(ctx, "recvmsg", err)
 	}
 	if n == 0 {
 		closeAll(files)
@@ -601,36 +646,37 @@ func (h *Handle) roundTrip(ctx context.Context, req []byte, fds []int, nops, out
 			h.execed = true
 			unix.Close(h.sock)
 			h.sock = -1
-			return nops, 0, make([][2]uint64, nops), nil, nil, nil
+			return nil, nil, nil
 		}
-		return 0, 0, nil, nil, nil, h.dead(ctx, "recvmsg", nil)
+		return nil, nil, h.dead(ctx, "recvmsg", nil)
 	}
-	if flags&(unix.MSG_CTRUNC|unix.MSG_TRUNC) != 0 || n < replyHeaderSize {
+	if flags&(unix.MSG_CTRUNC|unix.MSG_TRUNC) != 0 {
 		closeAll(files)
-		return 0, 0, nil, nil, nil, h.dead(ctx, "recvmsg", fmt.Errorf("malformed reply (%d bytes, flags %#x)", n, flags))
+		return nil, nil, h.dead(ctx, "recvmsg", fmt.Errorf("malformed reply (%d bytes, flags %#x)", n, flags))
 	}
-	ndone = int(binary.LittleEndian.Uint32(h.rep[0:]))
-	errno = syscall.Errno(binary.LittleEndian.Uint32(h.rep[4:]))
+	return h.rep[:n], files, nil
+}
+
+// parseReply decodes a reply to a request of nops ops.
+func (h *Handle) parseReply(ctx context.Context, rep []byte, nops int) (ndone int, errno syscall.Errno, results [][2]uint64, out []byte, err error) {
+	n := len(rep)
+	if n < replyHeaderSize {
+		return 0, 0, nil, nil, h.dead(ctx, "recvmsg", fmt.Errorf("malformed reply (%d bytes)", n))
+	}
+	ndone = int(binary.LittleEndian.Uint32(rep[0:]))
+	errno = syscall.Errno(binary.LittleEndian.Uint32(rep[4:]))
 	if ndone > nops || n < replyHeaderSize+16*ndone {
-		closeAll(files)
-		return 0, 0, nil, nil, nil, h.dead(ctx, "recvmsg", fmt.Errorf("malformed reply (%d of %d ops)", ndone, nops))
+		return 0, 0, nil, nil, h.dead(ctx, "recvmsg", fmt.Errorf("malformed reply (%d of %d ops)", ndone, nops))
 	}
 	if ndone < nops && errno == 0 {
 		errno = syscall.EIO
 	}
-	if ndone == nops && errno != 0 {
-		// Every op ran, but the reply could not carry what was asked
-		// (the fds to send back, or the out region).
-		closeAll(files)
-		return 0, 0, nil, nil, nil, &os.SyscallError{Syscall: "sendmsg (the child's reply)", Err: errno}
-	}
 	results = make([][2]uint64, ndone)
 	for i := range results {
-		results[i][0] = binary.LittleEndian.Uint64(h.rep[replyHeaderSize+16*i:])
-		results[i][1] = binary.LittleEndian.Uint64(h.rep[replyHeaderSize+16*i+8:])
+		results[i][0] = binary.LittleEndian.Uint64(rep[replyHeaderSize+16*i:])
+		results[i][1] = binary.LittleEndian.Uint64(rep[replyHeaderSize+16*i+8:])
 	}
-	out = h.rep[replyHeaderSize+16*ndone : n]
-	return ndone, errno, results, out, files, nil
+	return ndone, errno, results, rep[replyHeaderSize+16*ndone:], nil
 }
 
 // parseFiles turns received SCM_RIGHTS into files, closing everything if any
@@ -676,13 +722,15 @@ func withFDs(files []*os.File, fds []int, fn func([]int) error) error {
 // dead marks the handle unusable after the child went away and returns the
 // error for the call that found out.
 func (h *Handle) dead(ctx context.Context, op string, err error) error {
-	unix.Close(h.sock)
-	h.sock = -1
+	if h.sock >= 0 {
+		unix.Close(h.sock)
+		h.sock = -1
+	}
 	if cerr := ctx.Err(); cerr != nil {
 		h.state = &DeadError{Op: op, Err: cerr}
 		return cerr
 	}
-	if err == nil {
+	if err == nil && h.proc != nil {
 		if st, _ := h.proc.TryWait(); st != nil {
 			err = st
 		}

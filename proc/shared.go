@@ -19,6 +19,9 @@ import (
 // with h. Where the shared memory is not available (NewUser, Direct, the
 // race detector, arm64), ForkShared is Fork.
 func (h *Handle) ForkShared(ctx context.Context, opts *Options) (*Handle, error) {
+	if h.peer != nil {
+		return nil, ErrPeer
+	}
 	if opts == nil || !opts.NewPID {
 		return nil, errors.New("proc: ForkShared: the child must be the init of a new pid namespace (Options.NewPID)")
 	}

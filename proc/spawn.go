@@ -262,6 +262,9 @@ const announceSize = 8
 // spawn is Spawn from inside h. top says h is the plain zygote, whose
 // children share the caller's pid namespace.
 func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, target execTarget, argv, env []string, top bool) (_ *pidfd.Process, err error) {
+	if h.peer != nil {
+		return nil, ErrPeer
+	}
 	if err := checkSpawn(setup, target); err != nil {
 		return nil, err
 	}
