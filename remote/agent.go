@@ -75,7 +75,7 @@ func Serve(ctx context.Context, in io.Reader, out io.WriteCloser, opts *ServeOpt
 	}
 	defer sess.Close()
 	m := newMux(sess, log)
-	a := &agent{log: log, opts: opts, srv: &rpc.Server{Logger: log}}
+	a := &agent{log: log, opts: opts, srv: &rpc.Server{Logger: log, MaxMessage: maxHandleMessage}}
 	defer a.close()
 	s, err := m.claim(1)
 	if err != nil {
@@ -238,6 +238,13 @@ func (a *agent) methods() rpc.Handler {
 			}
 			return SpawnResult{Object: fd, Pid: p.Pid()}, nil
 		}),
+		"fork": rpc.Method(func(ctx context.Context, f ForkArgs) (ForkResult, error) {
+			h, err := proc.Fork(ctx, f.options())
+			if err != nil {
+				return ForkResult{}, err
+			}
+			return a.handleObject(ctx, h)
+		}),
 		"run": rpc.Method(func(ctx context.Context, s SpawnArgs) (*Exit, error) {
 			defer closeFDs(s.Files)
 			p, err := spawn(ctx, &s)
@@ -333,3 +340,59 @@ func lookPath(name string, env []string) (string, error) {
 	}
 	return "", &os.PathError{Op: "exec", Path: name, Err: fmt.Errorf("not found in PATH %s: %w", dirs, unix.ENOENT)}
 }
+
+// handleObject serves h (a child of the agent's) as a handle object:
+// exchange (a peer handle's requests), fork, exec; closing it closes h.
+func (a *agent) handleObject(ctx context.Context, h *proc.Handle) (ForkResult, error) {
+	fd, err := a.srv.NewObject(context.WithoutCancel(ctx), &handleHandler{h: h, Methods: rpc.Methods{
+		"exchange": rpc.Method(func(ctx context.Context, x ExchangeArgs) (ExchangeResult, error) {
+			defer closeFDs(x.Files)
+			files := make([]*os.File, 0, len(x.Files))
+			for _, f := range x.Files {
+				if f.File != nil {
+					files = append(files, f.File)
+				}
+			}
+			rep, got, err := h.Exchange(ctx, x.Req, files)
+			if err != nil {
+				return ExchangeResult{}, err
+			}
+			r := ExchangeResult{Rep: rep}
+			for _, f := range got {
+				r.Files = append(r.Files, rpc.NewFD(f))
+			}
+			return r, nil
+		}),
+		"fork": rpc.Method(func(ctx context.Context, f ForkArgs) (ForkResult, error) {
+			c, err := h.Fork(ctx, f.options())
+			if err != nil {
+				return ForkResult{}, err
+			}
+			return a.handleObject(ctx, c)
+		}),
+		"exec": rpc.Method(func(ctx context.Context, x ExecArgs) (SpawnResult, error) {
+			p, err := h.ExecPath(ctx, x.Path, x.Argv, x.Env)
+			if err != nil {
+				return SpawnResult{}, err
+			}
+			fd, err := a.srv.NewObject(context.WithoutCancel(ctx), processObject(p))
+			if err != nil {
+				p.Close()
+				return SpawnResult{}, err
+			}
+			return SpawnResult{Object: fd, Pid: p.Pid()}, nil
+		}),
+	}})
+	if err != nil {
+		h.Close()
+		return ForkResult{}, err
+	}
+	return ForkResult{Object: fd, Info: h.PeerInfo()}, nil
+}
+
+type handleHandler struct {
+	rpc.Methods
+	h *proc.Handle
+}
+
+func (hh *handleHandler) Close() error { return hh.h.Close() }

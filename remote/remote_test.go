@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/proc"
 	"github.com/caplin-dev/caplin/rpc"
 	"github.com/caplin-dev/caplin/rpc/directory"
 	"github.com/caplin-dev/caplin/supervisor"
@@ -370,7 +371,7 @@ func TestAsNobody(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	cmd := testenv.NobodyCommand(ctx, t, "TestAsNobody")
-	tests := "^(TestSpawnOutput|TestAgentCache|TestRefusedHostKey|TestStreamBothWays|TestSlowReaderStallsNoOther|TestConnectionDrop|TestObjectAcrossHosts|TestRemoteSandbox)$"
+	tests := "^(TestRemoteHandle|TestSpawnOutput|TestAgentCache|TestRefusedHostKey|TestStreamBothWays|TestSlowReaderStallsNoOther|TestConnectionDrop|TestObjectAcrossHosts|TestRemoteSandbox)$"
 	for i, a := range cmd.Args {
 		if strings.HasPrefix(a, "-test.run=") {
 			cmd.Args[i] = "-test.run=" + tests
@@ -383,4 +384,89 @@ func TestAsNobody(t *testing.T) {
 		t.Fatalf("as uid 65534: %v\n%s", err, out)
 	}
 	t.Logf("as uid 65534:\n%s", out)
+}
+
+// TestRemoteHandle: a child on the host built by system calls from here,
+// as a local proc.Handle is: a batch with result references, files both
+// ways, forkat into its user namespace, and an exec whose output comes
+// back here.
+func TestRemoteHandle(t *testing.T) {
+	srv := sshtest.Start(t)
+	h := dial(t, srv)
+	ctx := context.Background()
+	hd, err := h.Fork(ctx, &proc.Options{NewUser: true, NewNet: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hd.Close()
+	root := testenv.SharedTempDir(t)
+	os.WriteFile(filepath.Join(root, "in"), []byte("remote bytes"), 0o644)
+
+	var b proc.Batch
+	fd := b.Openat(proc.AtFDCWD(), filepath.Join(root, "in"), unix.O_RDONLY, 0)
+	buf := make([]byte, 12)
+	b.Read(fd, buf)
+	at := b.Dup3(fd, 20, 0)
+	b.CloseFD(fd)
+	uid := b.Getuid()
+	var st unix.Stat_t
+	b.Fstatat(proc.AtFDCWD(), "/proc/self/ns/user", &st, 0)
+	res, err := hd.Run(ctx, &b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(buf) != "remote bytes" || res.Int(at) != 20 || res.Int(uid) != 0 {
+		t.Errorf("read %q, dup3 %d, uid %d", buf, res.Int(at), res.Int(uid))
+	}
+	// forkat: a child of that child, in its user namespace, on the host.
+	c, err := hd.Fork(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var cst unix.Stat_t
+	var b2 proc.Batch
+	b2.Fstatat(proc.AtFDCWD(), "/proc/self/ns/user", &cst, 0)
+	if _, err := c.Run(ctx, &b2); err != nil {
+		t.Fatal(err)
+	}
+	if cst.Ino != st.Ino || cst.Ino == 0 {
+		t.Errorf("the forked child's user namespace %d, its parent's %d", cst.Ino, st.Ino)
+	}
+	// A file in, a file back, and a program whose output comes here.
+	r, w, _ := os.Pipe()
+	var b3 proc.Batch
+	b3.PutFile(w, 1)
+	_, err = c.Run(ctx, &b3)
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b4 proc.Batch
+	b4.Syscall(unix.SYS_LSEEK, proc.Int(20), proc.Int(7), proc.Int(0))
+	back := b4.TakeFile(proc.Int(20))
+	if res, err = hd.Run(ctx, &b4); err != nil {
+		t.Fatal(err)
+	}
+	if f := res.File(back); f == nil {
+		t.Error("no file came back")
+	} else {
+		b, _ := io.ReadAll(f)
+		f.Close()
+		if string(b) != "bytes" { // from its offset there
+			t.Errorf("the file taken back reads %q", b)
+		}
+	}
+	p, err := c.ExecPath(ctx, "/bin/echo", []string{"echo", "from", "the", "host"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	out, _ := io.ReadAll(r)
+	if e, err := p.Wait(ctx); err != nil || e.Code != 0 || string(out) != "from the host\n" {
+		t.Errorf("exec: %v %v, output %q", e, err, out)
+	}
+	if _, err := c.Getpid(ctx); err == nil {
+		t.Error("the handle works after its exec")
+	}
 }

@@ -1,0 +1,167 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/caplin-dev/caplin/proc"
+	"github.com/caplin-dev/caplin/rpc"
+)
+
+// maxHandleMessage bounds a handle object's messages: a request is up to
+// proc's 128 KiB, and so is a reply's output region.
+const maxHandleMessage = 512 << 10
+
+// ForkArgs are proc.Options as they cross: all of them but IDMapsBy, a
+// function of the caller's.
+type ForkArgs struct {
+	NewUser, NewMount, NewPID, NewNet, NewIPC, NewUTS, NewCgroup bool
+	UIDMap, GIDMap                                               []proc.IDMap
+	AllowSetgroups, NoParentDeathSignal                          bool
+	From                                                         proc.Origin
+}
+
+func forkArgs(o *proc.Options) (ForkArgs, error) {
+	if o == nil {
+		return ForkArgs{}, nil
+	}
+	if o.IDMapsBy != nil {
+		return ForkArgs{}, errors.New("remote: Options.IDMapsBy is a function here: it cannot run on another host")
+	}
+	return ForkArgs{
+		NewUser: o.NewUser, NewMount: o.NewMount, NewPID: o.NewPID, NewNet: o.NewNet, NewIPC: o.NewIPC, NewUTS: o.NewUTS, NewCgroup: o.NewCgroup,
+		UIDMap: o.UIDMap, GIDMap: o.GIDMap, AllowSetgroups: o.AllowSetgroups, NoParentDeathSignal: o.NoParentDeathSignal, From: o.From,
+	}, nil
+}
+
+func (a *ForkArgs) options() *proc.Options {
+	return &proc.Options{
+		NewUser: a.NewUser, NewMount: a.NewMount, NewPID: a.NewPID, NewNet: a.NewNet, NewIPC: a.NewIPC, NewUTS: a.NewUTS, NewCgroup: a.NewCgroup,
+		UIDMap: a.UIDMap, GIDMap: a.GIDMap, AllowSetgroups: a.AllowSetgroups, NoParentDeathSignal: a.NoParentDeathSignal, From: a.From,
+	}
+}
+
+// The handle object's messages.
+type (
+	// ForkResult is a new child: its handle object, and what encoding
+	// its requests here needs.
+	ForkResult struct {
+		Object rpc.FD
+		Info   proc.PeerInfo
+	}
+	// ExchangeArgs are one request of a peer handle's, and the files it
+	// passes to the child.
+	ExchangeArgs struct {
+		Req   []byte
+		Files []rpc.FD
+	}
+	// ExchangeResult is the child's reply and the files it sent back.
+	ExchangeResult struct {
+		Rep   []byte
+		Files []rpc.FD
+	}
+	// ExecArgs exec a handle's child.
+	ExecArgs struct {
+		Path      string
+		Argv, Env []string
+	}
+)
+
+// A Handle is a child on the host, built by system calls as a local
+// proc.Handle is: the embedded *proc.Handle is a peer handle (see
+// proc.NewPeerHandle) whose batches, results, memory and fds work as
+// locally (its calls cross the connection, a round trip per batch; fds
+// are forwarded). Fork (forkat), ExecPath and Close are this type's:
+// they are done by the agent, which holds the child.
+type Handle struct {
+	*proc.Handle
+	host *Host
+	obj  *rpc.Client
+}
+
+// handlePeer carries a peer handle's requests to the agent's handle
+// object.
+type handlePeer struct{ obj *rpc.Client }
+
+func (p handlePeer) Exchange(ctx context.Context, req []byte, files []*os.File) ([]byte, []*os.File, error) {
+	a := ExchangeArgs{Req: req}
+	for _, f := range files {
+		a.Files = append(a.Files, rpc.NewFD(f))
+	}
+	var r ExchangeResult
+	if err := p.obj.Call(ctx, "exchange", a, &r); err != nil {
+		return nil, nil, err
+	}
+	got := make([]*os.File, 0, len(r.Files))
+	for _, f := range r.Files {
+		if f.File != nil {
+			got = append(got, f.File)
+		}
+	}
+	return r.Rep, got, nil
+}
+
+func (p handlePeer) Close() error { return p.obj.Close() }
+
+func (h *Host) newHandle(r *ForkResult) (*Handle, error) {
+	obj, err := rpc.NewClient(r.Object.File, rpc.ClientOptions{MaxMessage: maxHandleMessage})
+	if err != nil {
+		r.Object.Close()
+		return nil, err
+	}
+	ph, err := proc.NewPeerHandle(handlePeer{obj}, r.Info)
+	if err != nil {
+		obj.Close()
+		return nil, err
+	}
+	return &Handle{Handle: ph, host: h, obj: obj}, nil
+}
+
+// Fork makes a child on the host, as proc.Fork does there (in the
+// agent's tree: it dies with the connection), and returns its handle.
+func (h *Host) Fork(ctx context.Context, opts *proc.Options) (*Handle, error) {
+	a, err := forkArgs(opts)
+	if err != nil {
+		return nil, err
+	}
+	var r ForkResult
+	if err := h.root.Call(ctx, "fork", a, &r); err != nil {
+		return nil, h.fail("fork", err)
+	}
+	return h.newHandle(&r)
+}
+
+// Fork makes a child of hd's child, in its namespaces, on the host
+// (proc.Handle.Fork: forkat).
+func (hd *Handle) Fork(ctx context.Context, opts *proc.Options) (*Handle, error) {
+	a, err := forkArgs(opts)
+	if err != nil {
+		return nil, err
+	}
+	var r ForkResult
+	if err := hd.obj.Call(ctx, "fork", a, &r); err != nil {
+		return nil, hd.host.fail(fmt.Sprintf("fork from %d", hd.Pid()), err)
+	}
+	return hd.host.newHandle(&r)
+}
+
+// ExecPath execs the program at path (looked up in the child, after its
+// set-up) in hd's child, as proc.Handle.ExecPath does, and returns it as
+// a process of the host's. The handle is used up.
+func (hd *Handle) ExecPath(ctx context.Context, path string, argv, env []string) (*Process, error) {
+	var r SpawnResult
+	if err := hd.obj.Call(ctx, "exec", ExecArgs{Path: path, Argv: argv, Env: env}, &r); err != nil {
+		return nil, hd.host.fail("exec "+path, err)
+	}
+	obj, err := rpc.NewClient(r.Object.File, rpc.ClientOptions{})
+	if err != nil {
+		r.Object.Close()
+		return nil, err
+	}
+	return &Process{h: hd.host, obj: obj, pid: r.Pid}, nil
+}
+
+// Close kills hd's child if it has not exec'd.
+func (hd *Handle) Close() error { return hd.Handle.Close() }
