@@ -47,6 +47,13 @@ func Serve(ctx context.Context, in io.Reader, out io.WriteCloser, opts *ServeOpt
 	if log == nil {
 		log = slog.Default()
 	}
+	for _, f := range []any{in, out} {
+		if sc, ok := f.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				rc.Control(func(fd uintptr) { bigPipe(int(fd)) })
+			}
+		}
+	}
 	info := localInfo()
 	js, err := json.Marshal(info)
 	if err != nil {

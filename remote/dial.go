@@ -241,6 +241,13 @@ func Dial(ctx context.Context, dest string, opts *Options) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, f := range []any{stdin, stdout} {
+		if sc, ok := f.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				rc.Control(func(fd uintptr) { bigPipe(int(fd)) })
+			}
+		}
+	}
 	errTail := &tail{max: 8 << 10}
 	cmd.Stderr = errTail
 	if err := cmd.Start(); err != nil {

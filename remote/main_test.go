@@ -9,6 +9,11 @@ import (
 // TestMain serves as the agent when ssh starts this test binary as one
 // (Dial uploads the test binary itself, with the argument "agent").
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "agent-from-the-future" {
+		// An agent of a protocol this side does not speak.
+		os.Stdout.WriteString(`caplin-agent 7 9 {"Version":"v9.0.0"}` + "\n")
+		os.Exit(0)
+	}
 	if len(os.Args) > 1 && os.Args[1] == "agent" {
 		if err := Serve(context.Background(), os.Stdin, os.Stdout, &ServeOptions{Doctor: func() string { return "test doctor\n" }}); err != nil {
 			os.Stderr.WriteString("agent: " + err.Error() + "\n")

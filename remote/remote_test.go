@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -146,7 +147,9 @@ func TestStreamBothWays(t *testing.T) {
 	defer p.Close()
 	sent := sha256.New()
 	t0 := time.Now()
+	wrote := make(chan struct{})
 	go func() {
+		defer close(wrote)
 		src := io.LimitReader(rand.NewChaCha8([32]byte{1}), size)
 		io.Copy(io.MultiWriter(inW, sent), bufio.NewReaderSize(readerOnly{src}, 1<<20))
 		inW.Close()
@@ -157,6 +160,7 @@ func TestStreamBothWays(t *testing.T) {
 		t.Fatal(err)
 	}
 	el := time.Since(t0)
+	<-wrote
 	if n != size || !bytes.Equal(got.Sum(nil), sent.Sum(nil)) {
 		t.Fatalf("got %d bytes with another hash, want %d", n, size)
 	}
@@ -371,7 +375,7 @@ func TestAsNobody(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	cmd := testenv.NobodyCommand(ctx, t, "TestAsNobody")
-	tests := "^(TestRemoteHandle|TestSpawnOutput|TestAgentCache|TestRefusedHostKey|TestStreamBothWays|TestSlowReaderStallsNoOther|TestConnectionDrop|TestObjectAcrossHosts|TestRemoteSandbox)$"
+	tests := "^(TestSignalAndKillOnClose|TestRefusals|TestRemoteHandle|TestSpawnOutput|TestAgentCache|TestRefusedHostKey|TestStreamBothWays|TestSlowReaderStallsNoOther|TestConnectionDrop|TestObjectAcrossHosts|TestRemoteSandbox)$"
 	for i, a := range cmd.Args {
 		if strings.HasPrefix(a, "-test.run=") {
 			cmd.Args[i] = "-test.run=" + tests
@@ -468,5 +472,68 @@ func TestRemoteHandle(t *testing.T) {
 	}
 	if _, err := c.Getpid(ctx); err == nil {
 		t.Error("the handle works after its exec")
+	}
+}
+
+// TestSignalAndKillOnClose: a remote process is signalled from here, and
+// closing its handle kills it.
+func TestSignalAndKillOnClose(t *testing.T) {
+	srv := sshtest.Start(t)
+	h := dial(t, srv)
+	ctx := context.Background()
+	p, err := h.Spawn(ctx, &Cmd{Args: []string{"/bin/sleep", "100"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Signal(ctx, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := p.Wait(ctx); err != nil || e.Signal != int(syscall.SIGTERM) || e.ExitCode() != 143 {
+		t.Errorf("after SIGTERM: %v %v", e, err)
+	}
+	q, err := h.Spawn(ctx, &Cmd{Args: []string{"/bin/sleep", "100"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := q.Pid()
+	q.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d runs after its handle was closed", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRefusals: an agent of another protocol, and one for another
+// machine, fail with one clear line each.
+func TestRefusals(t *testing.T) {
+	srv := sshtest.Start(t)
+	ssh, dest := srv.Client(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := Dial(ctx, dest, &Options{SSH: ssh, AgentArgs: []string{"agent-from-the-future"}})
+	if err == nil || !strings.Contains(err.Error(), "speaks protocol 7 to 9") || !strings.Contains(err.Error(), "use one caplin version") {
+		t.Errorf("an agent of protocol 7-9: %v", err)
+	}
+	// A copy of this binary marked as another machine's (e_machine).
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := uint16(0xb7) // EM_AARCH64
+	if runtime.GOARCH == "arm64" {
+		other = 0x3e // EM_X86_64
+	}
+	b[18], b[19] = byte(other), byte(other>>8)
+	path := filepath.Join(t.TempDir(), "agent")
+	if err := os.WriteFile(path, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Dial(ctx, dest, &Options{SSH: ssh, Agent: path})
+	if err == nil || !strings.Contains(err.Error(), "the host is") || !strings.Contains(err.Error(), "is for") {
+		t.Errorf("an agent for another machine: %v", err)
 	}
 }

@@ -124,6 +124,7 @@ func TestRemoteCommands(t *testing.T) {
 	ssh, dest := srv.Client(t, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	var ee *exec.ExitError
 	out, err := caplinHost(ctx, ssh, "remote", dest, "doctor").CombinedOutput()
 	if err != nil || !bytes.Contains(out, []byte("landlock")) {
 		t.Errorf("caplin remote doctor: %v\n%s", err, out)
@@ -156,6 +157,13 @@ func TestRemoteCommands(t *testing.T) {
 	out, err = caplinHost(ctx, ssh, "call", "ssh://"+dest+filepath.Join(dir, "missing.sock"), "open", "notes.txt").CombinedOutput()
 	if err == nil || !bytes.Contains(out, []byte("no such file")) {
 		t.Errorf("caplin call on a missing socket there: %v\n%s", err, out)
+	}
+	// Mounting it for an unmodified program is refused, saying why: its
+	// files cross as streams, and a mount needs random access.
+	args := append([]string{"run", "--serve-object", "ssh://" + dest + sock, "/data"}, sandboxArgs...)
+	out, err = caplinHost(ctx, ssh, append(args, "--", "/bin/true")...).CombinedOutput()
+	if !errors.As(err, &ee) || ee.ExitCode() != exitUsage || !bytes.Contains(out, []byte("cannot be mounted yet")) {
+		t.Errorf("caplin run --serve-object ssh://...: %v\n%s", err, out)
 	}
 }
 

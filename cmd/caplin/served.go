@@ -190,6 +190,12 @@ func (so *servedOpts) add(m *servedMount) (*sandbox.Mount, error) {
 	if m.kind != srcUnion && m.src == "" {
 		return nil, errors.New("empty source")
 	}
+	if m.kind == srcObject && strings.HasPrefix(m.src, "ssh://") {
+		// Calls reach such an object (caplin call ssh://...), but the
+		// files it opens cross the connection as streams, and a mount
+		// reads and writes them at offsets.
+		return nil, errors.New("a Directory on another host cannot be mounted yet: the files it opens cross the connection as streams, and a mount needs random access to them (docs/remote.md); caplin call ssh://... reaches it")
+	}
 	if !filepath.IsAbs(m.dest) {
 		return nil, fmt.Errorf("%q: the destination must be an absolute path", m.dest)
 	}

@@ -85,6 +85,8 @@ var allowed = map[string][]string{
 	"bench/netbench": nil, // a program: servers and clients, no caplin package
 	// A program: keystroke echo through a terminal multiplexer's client.
 	"bench/attachbench": nil,
+	// A program: caplin's remote hosts against ssh's own.
+	"bench/remotebench": {"proc", "remote"},
 
 	// The top.
 	"cmd/caplin": {"internal/*", "dir", "dir/export", "netgrant", "pidfd", "probe", "proc", "rpc", "rpc/connector", "rpc/directory", "rpc/launcher", "rpc/mountctl", "sandbox", "sandbox/bwrap", "served", "served/remote", "supervisor", "supervisor/jobfs", "remote"},
