@@ -109,7 +109,7 @@ const (
 // (runtime.AddCleanup): otherwise the child would wait for a request
 // forever.
 type owned struct {
-	sock    int // our end of the control socket; -1 when closed
+	sock    int  // our end of the control socket; -1 when closed
 	peer    Peer // the child's owner, for a peer handle (NewPeerHandle); sock is -1
 	peerPid int  // a peer handle's child's pid, as its owner sees it
 	proc    *pidfd.Process
