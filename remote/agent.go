@@ -238,13 +238,9 @@ func (a *agent) methods() rpc.Handler {
 			if err != nil {
 				return SpawnResult{}, err
 			}
-			fd, err := a.srv.NewObject(context.WithoutCancel(ctx), processObject(p))
-			if err != nil {
-				p.Close()
-				return SpawnResult{}, err
-			}
-			return SpawnResult{Object: fd, Pid: p.Pid()}, nil
+			return a.serveProcess(ctx, p, processObject)
 		}),
+		"sandbox": rpc.Method(a.sandbox),
 		"fork": rpc.Method(func(ctx context.Context, f ForkArgs) (ForkResult, error) {
 			h, err := proc.Fork(ctx, f.options())
 			if err != nil {
@@ -301,6 +297,18 @@ func spawn(ctx context.Context, s *SpawnArgs) (*pidfd.Process, error) {
 		b.Chdir(s.Dir)
 	}
 	return proc.SpawnPath(ctx, &proc.Options{}, &b, path, s.Argv, s.Env)
+}
+
+// serveProcess serves p as a process object made by obj (processObject,
+// or one that also owns what p runs in).
+func (a *agent) serveProcess(ctx context.Context, p *pidfd.Process, obj func(*pidfd.Process) rpc.Handler) (SpawnResult, error) {
+	h := obj(p)
+	fd, err := a.srv.NewObject(context.WithoutCancel(ctx), h)
+	if err != nil {
+		h.(io.Closer).Close()
+		return SpawnResult{}, err
+	}
+	return SpawnResult{Object: fd, Pid: p.Pid()}, nil
 }
 
 // processObject serves a spawned process: wait, signal; closing the
@@ -382,12 +390,7 @@ func (a *agent) handleObject(ctx context.Context, h *proc.Handle) (ForkResult, e
 			if err != nil {
 				return SpawnResult{}, err
 			}
-			fd, err := a.srv.NewObject(context.WithoutCancel(ctx), processObject(p))
-			if err != nil {
-				p.Close()
-				return SpawnResult{}, err
-			}
-			return SpawnResult{Object: fd, Pid: p.Pid()}, nil
+			return a.serveProcess(ctx, p, processObject)
 		}),
 	}})
 	if err != nil {

@@ -3,7 +3,8 @@
 // agent, and gives, from here, processes on the host (Spawn, Run),
 // children built by system calls as proc builds them here (Fork returns
 // a Handle whose embedded proc.Handle runs batches there; forkat from
-// it), sandboxes built there (Supervisor, which caplin run --host uses),
+// it), sandboxes built there (Sandbox, from a sandbox.Spec made here, or
+// Supervisor, which caplin run --host uses),
 // and rpc objects listening there (Object).
 //
 // Everything crosses as caplin's rpc, relayed over one ssh connection

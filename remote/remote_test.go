@@ -11,6 +11,7 @@ import (
 	"github.com/caplin-dev/caplin/proc"
 	"github.com/caplin-dev/caplin/rpc"
 	"github.com/caplin-dev/caplin/rpc/directory"
+	"github.com/caplin-dev/caplin/sandbox"
 	"github.com/caplin-dev/caplin/supervisor"
 	"golang.org/x/sys/unix"
 	"io"
@@ -375,7 +376,7 @@ func TestAsNobody(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	cmd := testenv.NobodyCommand(ctx, t, "TestAsNobody")
-	tests := "^(TestSignalAndKillOnClose|TestRefusals|TestRemoteHandle|TestSpawnOutput|TestAgentCache|TestRefusedHostKey|TestStreamBothWays|TestSlowReaderStallsNoOther|TestConnectionDrop|TestObjectAcrossHosts|TestRemoteSandbox)$"
+	tests := "^(TestSandboxFromSpec|TestSignalAndKillOnClose|TestRefusals|TestRemoteHandle|TestSpawnOutput|TestAgentCache|TestRefusedHostKey|TestStreamBothWays|TestSlowReaderStallsNoOther|TestConnectionDrop|TestObjectAcrossHosts|TestRemoteSandbox)$"
 	for i, a := range cmd.Args {
 		if strings.HasPrefix(a, "-test.run=") {
 			cmd.Args[i] = "-test.run=" + tests
@@ -535,5 +536,43 @@ func TestRefusals(t *testing.T) {
 	_, err = Dial(ctx, dest, &Options{SSH: ssh, Agent: path})
 	if err == nil || !strings.Contains(err.Error(), "the host is") || !strings.Contains(err.Error(), "is for") {
 		t.Errorf("an agent for another machine: %v", err)
+	}
+}
+
+// TestSandboxFromSpec: a sandbox built there from a sandbox.Spec made
+// here, its files forwarded, running a real program.
+func TestSandboxFromSpec(t *testing.T) {
+	srv := sshtest.Start(t)
+	h := dial(t, srv)
+	ctx := context.Background()
+	r, w, _ := os.Pipe()
+	spec := &sandbox.Spec{
+		Mounts: []sandbox.Mount{
+			{Kind: sandbox.ROBind, Source: "/usr", Dest: "/usr"},
+			{Kind: sandbox.Symlink, Source: "usr/bin", Dest: "/bin"},
+			{Kind: sandbox.Symlink, Source: "usr/lib", Dest: "/lib"},
+			{Kind: sandbox.Symlink, Source: "usr/lib64", Dest: "/lib64"},
+			{Kind: sandbox.Proc, Dest: "/proc"},
+		},
+		Files:    map[int]*os.File{1: w, 2: w},
+		Hostname: "far",
+		Env:      []string{"PATH=/usr/bin:/bin"},
+	}
+	p, err := h.Sandbox(ctx, spec, "/bin/sh", []string{"sh", "-c", "echo $(hostname) $(ls / | tr '\\n' ' '); ls /home"})
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	out, _ := io.ReadAll(r)
+	e, err := p.Wait(ctx)
+	if err != nil || e.Code == 0 || !strings.HasPrefix(string(out), "far bin lib lib64 proc usr\n") || !strings.Contains(string(out), "No such file") {
+		t.Errorf("exit %v %v, output %q", e, err, out)
+	}
+	// What is this host's and cannot be used there.
+	ns, _ := os.Open("/proc/self/ns/user")
+	defer ns.Close()
+	if _, err := h.Sandbox(ctx, &sandbox.Spec{UserNS: ns}, "/bin/true", nil); err == nil || !strings.Contains(err.Error(), "cannot be used on another") {
+		t.Errorf("a UserNS of this host's: %v", err)
 	}
 }

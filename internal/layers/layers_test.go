@@ -79,7 +79,7 @@ var allowed = map[string][]string{
 
 	// Remote hosts: the agent and its client over the user's ssh, above
 	// the supervisor (a remote sandbox is one of its runs) and proc.
-	"remote": {"internal/*", "pidfd", "proc", "rpc", "supervisor"},
+	"remote": {"internal/*", "pidfd", "proc", "rpc", "sandbox", "supervisor"},
 
 	"bench/rpcbench": {"internal/*", "rpc"},
 	"bench/netbench": nil, // a program: servers and clients, no caplin package
