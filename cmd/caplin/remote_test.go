@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"syscall"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,6 +58,25 @@ func TestRunHost(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if !errors.As(err, &ee) || ee.ExitCode() != 127 {
 		t.Errorf("a missing program: %v, want 127\n%s", err, out)
+	}
+	// SIGINT to caplin (a ^C at its terminal, without a terminal there)
+	// reaches the program, and caplin dies of it as the program did.
+	cmd = caplinHost(ctx, ssh, append(args, "--", "/bin/sh", "-c", "echo started; exec sleep 100")...)
+	outR, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, 8)
+	if _, err := io.ReadFull(outR, line); err != nil || string(line) != "started\n" {
+		t.Fatalf("the program said %q, %v", line, err)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	err = cmd.Wait()
+	if !errors.As(err, &ee) || ee.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGINT {
+		t.Errorf("caplin run --host after SIGINT: %v, want to die of SIGINT", err)
 	}
 	// What only a local caplin run can do is refused, saying so.
 	cmd = caplinHost(ctx, ssh, "run", "--host", dest, "--landlock-only", "--", "/bin/true")
