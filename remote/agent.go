@@ -386,7 +386,14 @@ func (a *agent) handleObject(ctx context.Context, h *proc.Handle) (ForkResult, e
 			return a.handleObject(ctx, c)
 		}),
 		"exec": rpc.Method(func(ctx context.Context, x ExecArgs) (SpawnResult, error) {
-			p, err := h.ExecPath(ctx, x.Path, x.Argv, x.Env)
+			defer x.Exe.Close()
+			var p *pidfd.Process
+			var err error
+			if x.Exe.File != nil {
+				p, err = h.Exec(ctx, x.Exe.File, x.Argv, x.Env)
+			} else {
+				p, err = h.ExecPath(ctx, x.Path, x.Argv, x.Env)
+			}
 			if err != nil {
 				return SpawnResult{}, err
 			}

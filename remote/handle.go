@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/caplin-dev/caplin/proc"
 	"github.com/caplin-dev/caplin/rpc"
@@ -62,9 +64,11 @@ type (
 		Rep   []byte
 		Files []rpc.FD
 	}
-	// ExecArgs exec a handle's child.
+	// ExecArgs exec a handle's child: the program at Path there, or,
+	// with Exe, the executable sent from here (a sealed memfd).
 	ExecArgs struct {
 		Path      string
+		Exe       rpc.FD
 		Argv, Env []string
 	}
 )
@@ -73,7 +77,7 @@ type (
 // proc.Handle is: the embedded *proc.Handle is a peer handle (see
 // proc.NewPeerHandle) whose batches, results, memory and fds work as
 // locally (its calls cross the connection, a round trip per batch; fds
-// are forwarded). Fork (forkat), ExecPath and Close are this type's:
+// are forwarded). Fork (forkat), Exec, ExecPath and Close are this type's:
 // they are done by the agent, which holds the child.
 type Handle struct {
 	*proc.Handle
@@ -151,9 +155,30 @@ func (hd *Handle) Fork(ctx context.Context, opts *proc.Options) (*Handle, error)
 // set-up) in hd's child, as proc.Handle.ExecPath does, and returns it as
 // a process of the host's. The handle is used up.
 func (hd *Handle) ExecPath(ctx context.Context, path string, argv, env []string) (*Process, error) {
+	return hd.exec(ctx, ExecArgs{Path: path, Argv: argv, Env: env}, path)
+}
+
+// Exec execs the executable exe, a file of this host's, in hd's child,
+// as proc.Handle.Exec does: its content is sent (a sealed memfd there,
+// which the child execs by fd), so the host needs no copy of it. The
+// handle is used up.
+func (hd *Handle) Exec(ctx context.Context, exe *os.File, argv, env []string) (*Process, error) {
+	data, err := io.ReadAll(io.NewSectionReader(exe, 0, 1<<40))
+	if err != nil {
+		return nil, fmt.Errorf("remote: exec %s: reading it: %w", exe.Name(), err)
+	}
+	bulk, err := rpc.Bulk(filepath.Base(exe.Name()), data)
+	if err != nil {
+		return nil, err
+	}
+	defer bulk.Close()
+	return hd.exec(ctx, ExecArgs{Exe: bulk, Argv: argv, Env: env}, exe.Name())
+}
+
+func (hd *Handle) exec(ctx context.Context, a ExecArgs, name string) (*Process, error) {
 	var r SpawnResult
-	if err := hd.obj.Call(ctx, "exec", ExecArgs{Path: path, Argv: argv, Env: env}, &r); err != nil {
-		return nil, hd.host.fail("exec "+path, err)
+	if err := hd.obj.Call(ctx, "exec", a, &r); err != nil {
+		return nil, hd.host.fail("exec "+name, err)
 	}
 	obj, err := rpc.NewClient(r.Object.File, rpc.ClientOptions{})
 	if err != nil {

@@ -474,6 +474,34 @@ func TestRemoteHandle(t *testing.T) {
 	if _, err := c.Getpid(ctx); err == nil {
 		t.Error("the handle works after its exec")
 	}
+	// An executable of this host's, sent and exec'd there by fd.
+	c2, err := hd.Fork(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	r2, w2, _ := os.Pipe()
+	var b5 proc.Batch
+	b5.PutFile(w2, 1)
+	_, err = c2.Run(ctx, &b5)
+	w2.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Open("/bin/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer exe.Close()
+	p2, err := c2.Exec(ctx, exe, []string{"echo", "sent", "here"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close()
+	out, _ = io.ReadAll(r2)
+	if e, err := p2.Wait(ctx); err != nil || e.Code != 0 || string(out) != "sent here\n" {
+		t.Errorf("exec of a file sent from here: %v %v, output %q", e, err, out)
+	}
 }
 
 // TestSignalAndKillOnClose: a remote process is signalled from here, and
