@@ -231,14 +231,15 @@ func TestConnectionDrop(t *testing.T) {
 		t.Fatalf("the program said %q, %v", line, err)
 	}
 	mine := func(cmdline []byte) bool { return bytes.Contains(cmdline, []byte(mark)) }
-	for range 100 {
-		if len(testenv.LivePids(mine)) == 3 {
-			break
+	// The three sleeps (a process between fork and exec shows its
+	// parent's command line, which has the mark too; one in execve may
+	// show none for a moment): wait until they all are there.
+	deadline := time.Now().Add(20 * time.Second)
+	for len(testenv.LivePids(mine)) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the program's sleeps run, want 3", len(testenv.LivePids(mine)))
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-	if n := len(testenv.LivePids(mine)); n != 3 {
-		t.Fatalf("%d of the program's sleeps run, want 3", n)
 	}
 	agent := h.Info().Pid
 	waited := make(chan error, 1)
@@ -247,6 +248,7 @@ func TestConnectionDrop(t *testing.T) {
 		waited <- err
 	}()
 	time.Sleep(100 * time.Millisecond)
+	dropped := time.Now()
 	h.kill()
 	select {
 	case err := <-waited:
@@ -259,7 +261,7 @@ func TestConnectionDrop(t *testing.T) {
 	}
 	// The program, its daemons and the agent are gone within 5 s (the
 	// host is this machine, so its pids are in this pid namespace).
-	deadline := time.Now().Add(5 * time.Second)
+	deadline = dropped.Add(5 * time.Second)
 	for alive(agent) || len(testenv.LivePids(mine)) > 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("5 s after the connection dropped, the agent runs (%v) and so do %v", alive(agent), testenv.LivePids(mine))
