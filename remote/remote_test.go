@@ -606,3 +606,18 @@ func TestSandboxFromSpec(t *testing.T) {
 		t.Errorf("a UserNS of this host's: %v", err)
 	}
 }
+
+// TestDialGivesUp: a connection that never answers ends with ctx, its
+// ssh killed, rather than hang.
+func TestDialGivesUp(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	_, err := Dial(ctx, "nowhere", &Options{SSH: "sleep 100 #"})
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(t0) > 5*time.Second {
+		t.Errorf("a host that never answers: %v after %v", err, time.Since(t0))
+	}
+	if _, err := Dial(context.Background(), "-oProxyCommand=x", nil); err == nil || !strings.Contains(err.Error(), "not an ssh destination") {
+		t.Errorf("an option as the destination: %v", err)
+	}
+}

@@ -381,12 +381,24 @@ func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 			return nil, err
 		}
 	}
+	// The new namespaces' inode numbers, looked up by the process itself
+	// (a non-dumpable one's are not the caller's to read) through the
+	// caller's /proc, sent with the batch: the process is in the
+	// template's root already, which has no /proc unless the spec mounts
+	// one.
+	procDir, err := os.OpenFile("/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: opening /proc, for the namespaces' inode numbers: %w", err)
+	}
+	defer procDir.Close()
 	from = r.begin()
+	pd := r.b.PutFile(procDir, -1)
 	for i, name := range nsNames {
 		if name == "mnt" || name == "pid" || name == "ipc" || (name == "cgroup" && ownCgroupNS) {
-			r.b.Fstatat(proc.AtFDCWD(), "/proc/self/ns/"+name, &r.ns[i], 0)
+			r.b.Fstatat(pd, "self/ns/"+name, &r.ns[i], 0)
 		}
 	}
+	r.b.CloseFD(pd)
 	r.end(from, "reading the namespaces' inode numbers")
 	res, err := h.Run(ctx, &r.b) // no files to close: the batch takes none
 	if err != nil {

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -306,5 +307,41 @@ func TestTemplateSpawnSetup(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("want %q in:\n%s", want, out)
 		}
+	}
+}
+
+// TestTemplateWithoutProc: a template whose sandboxes have no /proc
+// makes them (their namespaces are looked up from outside), and says
+// which namespaces each has.
+func TestTemplateWithoutProc(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	ctx := context.Background()
+	spec := &Spec{Mounts: []Mount{
+		{Kind: ROBind, Source: "/usr", Dest: "/usr"},
+		{Kind: Symlink, Source: "usr/bin", Dest: "/bin"},
+		{Kind: Symlink, Source: "usr/lib", Dest: "/lib"},
+		{Kind: Symlink, Source: "usr/lib64", Dest: "/lib64"},
+	}}
+	tmpl, err := NewTemplate(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmpl.Close()
+	sb, err := tmpl.NewSandbox(ctx, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	p, err := sb.Exec(ctx, "/bin/sleep", []string{"sleep", "100"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	var mnt unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/mnt", p.Pid()), &mnt); err != nil {
+		t.Fatal(err)
+	}
+	if got := sb.Namespaces()["mnt"]; got != mnt.Ino {
+		t.Errorf("the sandbox's mount namespace is %d, its program's %d", got, mnt.Ino)
 	}
 }

@@ -7,6 +7,8 @@
 //	  caplin at least 5x faster)
 //	a batch of 32 calls in a remote child against a batch of 1 (target:
 //	  about one round trip: a ratio near 1)
+//	caplin run --host HOST (a connection of its own, a sandbox there)
+//	  against ssh HOST /bin/true (a connection of its own): no target
 //	a file read through a remote fd (a program's stdout there, forwarded)
 //	  against ssh -S CONTROL HOST cat FILE (target: >= 0.8x ssh's
 //	  throughput)
@@ -89,6 +91,20 @@ func main() {
 		}
 	}
 	pair("a batch of 32 calls vs 1", *runs, batch(32), batch(1))
+
+	// The command: a connection each, a sandbox there, against ssh's
+	// own connection each (no ControlMaster on either side).
+	if *agent != "" {
+		sandbox := []string{"run", "--host", dest, "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+			"--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--", "/bin/true"}
+		pair("caplin run --host vs ssh HOST", max(*runs/4, 3),
+			func() {
+				if out, err := exec.Command(*agent, sandbox...).CombinedOutput(); err != nil {
+					check(fmt.Errorf("caplin run --host: %v: %s", err, out))
+				}
+			},
+			func() { check(exec.Command(ssh[0], append(ssh[1:], dest, "/bin/true")...).Run()) })
+	}
 
 	if p := os.Getenv("REMOTEBENCH_CPUPROFILE"); p != "" {
 		f, err := os.Create(p)
