@@ -378,7 +378,7 @@ func TestAsNobody(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	cmd := testenv.NobodyCommand(ctx, t, "TestAsNobody")
-	tests := "^(TestSandboxFromSpec|TestSignalAndKillOnClose|TestRefusals|TestRemoteHandle|TestSpawnOutput|TestAgentCache|TestRefusedHostKey|TestStreamBothWays|TestSlowReaderStallsNoOther|TestConnectionDrop|TestObjectAcrossHosts|TestRemoteSandbox)$"
+	tests := "^(TestNoLeaks|TestSandboxFromSpec|TestSignalAndKillOnClose|TestRefusals|TestRemoteHandle|TestSpawnOutput|TestAgentCache|TestRefusedHostKey|TestStreamBothWays|TestSlowReaderStallsNoOther|TestConnectionDrop|TestObjectAcrossHosts|TestRemoteSandbox)$"
 	for i, a := range cmd.Args {
 		if strings.HasPrefix(a, "-test.run=") {
 			cmd.Args[i] = "-test.run=" + tests
@@ -619,5 +619,52 @@ func TestDialGivesUp(t *testing.T) {
 	}
 	if _, err := Dial(context.Background(), "-oProxyCommand=x", nil); err == nil || !strings.Contains(err.Error(), "not an ssh destination") {
 		t.Errorf("an option as the destination: %v", err)
+	}
+}
+
+// TestNoLeaks: a connection used for processes, handles, objects and
+// forwarded fds leaves no descriptor and no ssh process behind here once
+// closed.
+func TestNoLeaks(t *testing.T) {
+	srv := sshtest.Start(t)
+	ssh, dest := srv.Client(t, false)
+	ctx := context.Background()
+	before := testenv.OpenFDs(t)
+	for range 3 {
+		h, err := Dial(ctx, dest, &Options{SSH: ssh})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, w, _ := os.Pipe()
+		p, err := h.Spawn(ctx, &Cmd{Args: []string{"/bin/echo", "x"}, Files: []*os.File{nil, w}})
+		w.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(r)
+		r.Close()
+		p.Wait(ctx)
+		p.Close()
+		hd, err := h.Fork(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := hd.Getpid(ctx); err != nil {
+			t.Fatal(err)
+		}
+		hd.Close()
+		sup, err := h.Supervisor(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sup.Close()
+		h.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for testenv.OpenFDs(t) != before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d fds open before, %d after", before, testenv.OpenFDs(t))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
