@@ -77,5 +77,6 @@ for _ in $(seq 100); do
 done
 head -c "$((mib << 20))" /dev/urandom >"$dir/file"
 export CAPLIN_SSH="ssh -F $dir/ssh_config"
+export XDG_CACHE_HOME=$dir/local-cache # where caplin keeps its agent's hash
 echo "caplin remote vs ssh (loopback, $(nproc) CPUs, $runs runs per pair):"
 "$dir/remotebench" -runs "$runs" -mib "$mib" -agent "$dir/caplin" bench "$dir/file"

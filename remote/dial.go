@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -148,10 +149,28 @@ func shellQuote(s string) string {
 // modification time: a command dialling many times hashes once.
 var agentHashes sync.Map // string -> string
 
+// agentHash is the sha256 of the agent binary at path. Hashing a
+// caplin takes tens of milliseconds, which each caplin run --host would
+// pay: the hash is also kept in the user's cache directory, under the
+// file's identity (device, inode, size, and modification and change
+// times: a change to the file changes its ctime, which no one can set).
 func agentHash(path string, st os.FileInfo) (string, error) {
 	key := fmt.Sprintf("%s\x00%d\x00%d", path, st.Size(), st.ModTime().UnixNano())
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		key += fmt.Sprintf("\x00%d\x00%d\x00%d.%d", sys.Dev, sys.Ino, sys.Ctim.Sec, sys.Ctim.Nsec)
+	}
 	if h, ok := agentHashes.Load(key); ok {
 		return h.(string), nil
+	}
+	var stamp string
+	if dir, err := os.UserCacheDir(); err == nil {
+		k := sha256.Sum256([]byte(key))
+		stamp = filepath.Join(dir, "caplin", "hash-"+hex.EncodeToString(k[:12]))
+		if b, err := os.ReadFile(stamp); err == nil && len(b) == 64 {
+			h := string(b)
+			agentHashes.Store(key, h)
+			return h, nil
+		}
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -164,6 +183,15 @@ func agentHash(path string, st os.FileInfo) (string, error) {
 	}
 	h := hex.EncodeToString(hs.Sum(nil))
 	agentHashes.Store(key, h)
+	if stamp != "" && os.MkdirAll(filepath.Dir(stamp), 0o700) == nil {
+		if tmp, err := os.CreateTemp(filepath.Dir(stamp), ".hash-*"); err == nil {
+			tmp.WriteString(h)
+			tmp.Close()
+			if os.Rename(tmp.Name(), stamp) != nil {
+				os.Remove(tmp.Name())
+			}
+		}
+	}
 	return h, nil
 }
 

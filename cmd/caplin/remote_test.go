@@ -25,10 +25,11 @@ var sandboxArgs = []string{"--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", 
 
 // caplinHost returns a command that runs caplin with args, reaching the
 // test's sshd with $CAPLIN_SSH.
-func caplinHost(ctx context.Context, ssh string, args ...string) *exec.Cmd {
+func caplinHost(ctx context.Context, t *testing.T, ssh string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, os.Args[0])
 	cmd.Args = append([]string{"caplin"}, args...)
-	cmd.Env = append(os.Environ(), "CAPLIN_SSH="+ssh)
+	// caplin keeps the agent's hash in the user's cache: the test's own.
+	cmd.Env = append(os.Environ(), "CAPLIN_SSH="+ssh, "XDG_CACHE_HOME="+t.TempDir())
 	return cmd
 }
 
@@ -40,7 +41,7 @@ func TestRunHost(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	args := append([]string{"run", "--host", dest}, sandboxArgs...)
-	cmd := caplinHost(ctx, ssh, append(args, "--", "/bin/sh", "-c", "echo out $(hostname); echo err >&2; cat; ls /home; exit 5")...)
+	cmd := caplinHost(ctx, t, ssh, append(args, "--", "/bin/sh", "-c", "echo out $(hostname); echo err >&2; cat; ls /home; exit 5")...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdin = strings.NewReader("typed here\n")
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -54,14 +55,14 @@ func TestRunHost(t *testing.T) {
 	}
 
 	// A program that is not there: caplin run's own status.
-	cmd = caplinHost(ctx, ssh, append(args, "--", "/nonexistent")...)
+	cmd = caplinHost(ctx, t, ssh, append(args, "--", "/nonexistent")...)
 	out, err := cmd.CombinedOutput()
 	if !errors.As(err, &ee) || ee.ExitCode() != 127 {
 		t.Errorf("a missing program: %v, want 127\n%s", err, out)
 	}
 	// SIGINT to caplin (a ^C at its terminal, without a terminal there)
 	// reaches the program, and caplin dies of it as the program did.
-	cmd = caplinHost(ctx, ssh, append(args, "--", "/bin/sh", "-c", "echo started; exec sleep 100")...)
+	cmd = caplinHost(ctx, t, ssh, append(args, "--", "/bin/sh", "-c", "echo started; exec sleep 100")...)
 	outR, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +80,7 @@ func TestRunHost(t *testing.T) {
 		t.Errorf("caplin run --host after SIGINT: %v, want to die of SIGINT", err)
 	}
 	// What only a local caplin run can do is refused, saying so.
-	cmd = caplinHost(ctx, ssh, "run", "--host", dest, "--landlock-only", "--", "/bin/true")
+	cmd = caplinHost(ctx, t, ssh, "run", "--host", dest, "--landlock-only", "--", "/bin/true")
 	out, err = cmd.CombinedOutput()
 	if !errors.As(err, &ee) || ee.ExitCode() != 125 || !bytes.Contains(out, []byte("cannot be done on another host")) {
 		t.Errorf("--landlock-only on a host: %v\n%s", err, out)
@@ -97,7 +98,7 @@ func TestRunHostTerminal(t *testing.T) {
 	master, tty := testenv.OpenPTY(t)
 	unix.IoctlSetWinsize(master, unix.TIOCSWINSZ, &unix.Winsize{Row: 33, Col: 77})
 	args := append([]string{"run", "--host", dest}, sandboxArgs...)
-	cmd := caplinHost(ctx, ssh, append(args, "--", "/bin/sh", "-c", "stty size; [ -t 0 ] && [ -t 1 ] && echo terminal; echo ready; exec sleep 100")...)
+	cmd := caplinHost(ctx, t, ssh, append(args, "--", "/bin/sh", "-c", "stty size; [ -t 0 ] && [ -t 1 ] && echo terminal; echo ready; exec sleep 100")...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
 	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true, Setctty: true}
 	if err := cmd.Start(); err != nil {
@@ -146,11 +147,11 @@ func TestRemoteCommands(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var ee *exec.ExitError
-	out, err := caplinHost(ctx, ssh, "remote", dest, "doctor").CombinedOutput()
+	out, err := caplinHost(ctx, t, ssh, "remote", dest, "doctor").CombinedOutput()
 	if err != nil || !bytes.Contains(out, []byte("landlock")) {
 		t.Errorf("caplin remote doctor: %v\n%s", err, out)
 	}
-	out, err = caplinHost(ctx, ssh, "remote", dest, "info").CombinedOutput()
+	out, err = caplinHost(ctx, t, ssh, "remote", dest, "info").CombinedOutput()
 	if err != nil || !bytes.Contains(out, []byte(`"Kernel"`)) {
 		t.Errorf("caplin remote info: %v\n%s", err, out)
 	}
@@ -171,18 +172,18 @@ func TestRemoteCommands(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	out, err = caplinHost(ctx, ssh, "call", "ssh://"+dest+sock, "open", "notes.txt", "--", "cat").CombinedOutput()
+	out, err = caplinHost(ctx, t, ssh, "call", "ssh://"+dest+sock, "open", "notes.txt", "--", "cat").CombinedOutput()
 	if err != nil || string(out) != "notes from afar\n" {
 		t.Errorf("caplin call ssh://...: %v\n%s", err, out)
 	}
-	out, err = caplinHost(ctx, ssh, "call", "ssh://"+dest+filepath.Join(dir, "missing.sock"), "open", "notes.txt").CombinedOutput()
+	out, err = caplinHost(ctx, t, ssh, "call", "ssh://"+dest+filepath.Join(dir, "missing.sock"), "open", "notes.txt").CombinedOutput()
 	if err == nil || !bytes.Contains(out, []byte("no such file")) {
 		t.Errorf("caplin call on a missing socket there: %v\n%s", err, out)
 	}
 	// Mounting it for an unmodified program is refused, saying why: its
 	// files cross as streams, and a mount needs random access.
 	args := append([]string{"run", "--serve-object", "ssh://" + dest + sock, "/data"}, sandboxArgs...)
-	out, err = caplinHost(ctx, ssh, append(args, "--", "/bin/true")...).CombinedOutput()
+	out, err = caplinHost(ctx, t, ssh, append(args, "--", "/bin/true")...).CombinedOutput()
 	if !errors.As(err, &ee) || ee.ExitCode() != exitUsage || !bytes.Contains(out, []byte("cannot be mounted yet")) {
 		t.Errorf("caplin run --serve-object ssh://...: %v\n%s", err, out)
 	}
