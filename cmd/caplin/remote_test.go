@@ -5,11 +5,11 @@ import (
 	"context"
 	"errors"
 	"io"
-	"syscall"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
