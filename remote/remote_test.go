@@ -330,6 +330,27 @@ func TestObjectAcrossHosts(t *testing.T) {
 	if err != nil || len(ents) != 2 {
 		t.Errorf("readdir across hosts: %v %v", ents, err)
 	}
+	// A file as an object (its type says so): random access across
+	// hosts, where its descriptor would have crossed as a stream.
+	fo, err := dc.OpenFile(ctx, "notes.txt", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fo.WriteAt(ctx, []byte("R"), 0); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	n, err := fo.ReadAt(ctx, buf, 7)
+	st, serr := fo.Stat(ctx)
+	fo.Close()
+	var host unix.Stat_t
+	unix.Stat(filepath.Join(root, "notes.txt"), &host)
+	if err != nil || serr != nil || string(buf[:n]) != "notes" || st.Ino != host.Ino {
+		t.Errorf("a file object across hosts: read %q (%v), stat ino %d (%v), the file's %d", buf[:n], err, st.Ino, serr, host.Ino)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "notes.txt")); string(b) != "Remote notes\n" {
+		t.Errorf("the file holds %q", b)
+	}
 	if _, err := h.Object(ctx, filepath.Join(root, "missing.sock")); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("a missing socket: %v, want ENOENT", err)
 	}

@@ -241,7 +241,7 @@ func (s *handler) serve(ctx context.Context, call *rpc.Call) (any, error) {
 		}
 		return d.Rights().String(), nil
 	}
-	return serveFS(d, call)
+	return serveFS(ctx, d, call)
 }
 
 // openRegular opens a.Path in d for a holder: a regular file only, and

@@ -1,6 +1,7 @@
 package directory
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -334,5 +335,59 @@ func TestDirectoryClientDistrustsServer(t *testing.T) {
 	}
 	if _, err := rpc.NewClient(nil, rpc.ClientOptions{}); err == nil {
 		t.Fatal("rpc.NewClient(nil) did not fail")
+	}
+}
+
+// TestFileObject: a file opened as an object: reads and writes at
+// offsets (inline and in a memfd), its attributes, truncate, sync, seek;
+// closing the object closes the file.
+func TestFileObject(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	d, root := dirPair(t, dir.All)
+	ctx := context.Background()
+	f, err := d.OpenFile(ctx, "sub/obj", os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	big := bytes.Repeat([]byte("0123456789abcdef"), 8<<10) // 128 KiB: a memfd
+	if n, err := f.WriteAt(ctx, big, 10); err != nil || n != len(big) {
+		t.Fatalf("writeat: %d, %v", n, err)
+	}
+	if n, err := f.WriteAt(ctx, []byte("head"), 0); err != nil || n != 4 {
+		t.Fatalf("writeat: %d, %v", n, err)
+	}
+	got := make([]byte, len(big)+100)
+	n, err := f.ReadAt(ctx, got, 0)
+	if err != nil || n != len(big)+10 || string(got[:4]) != "head" || !bytes.Equal(got[10:n], big) {
+		t.Fatalf("readat: %d, %v", n, err)
+	}
+	st, err := f.Stat(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var host unix.Stat_t
+	unix.Stat(filepath.Join(root, "sub", "obj"), &host)
+	if st.Ino != host.Ino || st.Size != int64(len(big)+10) {
+		t.Errorf("stat: ino %d size %d; the file's %d %d", st.Ino, st.Size, host.Ino, host.Size)
+	}
+	if err := f.Truncate(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if off, err := f.Seek(ctx, 0, io.SeekEnd); err != nil || off != 4 {
+		t.Errorf("seek to the end: %d, %v", off, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "sub", "obj")); string(b) != "head" {
+		t.Errorf("the file holds %q", b)
+	}
+	// What openat refuses, openfile does too.
+	if _, err := d.OpenFile(ctx, "../x", os.O_RDONLY, 0); !errors.Is(err, syscall.EXDEV) {
+		t.Errorf("openfile of ../x: %v", err)
+	}
+	if _, err := d.OpenFile(ctx, "sub", os.O_RDONLY, 0); !errors.Is(err, syscall.EISDIR) && !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("openfile of a directory: %v", err)
 	}
 }

@@ -470,7 +470,7 @@ func FuzzDecodeDirents(f *testing.F) {
 func FuzzDirectoryFSArgs(f *testing.F) {
 	methods := []string{"getattr", "getdents", "openat", "mkdirat", "mknodat", "unlink", "rmdir", "renameat2",
 		"link", "symlink", "readlink", "chmod", "chown", "truncate", "utimens", "statfs", "getxattr",
-		"listxattr", "setxattr", "removexattr"}
+		"listxattr", "setxattr", "removexattr", "openfile"}
 	seed := func(method string, args any) {
 		b, err := cbor.Marshal(args)
 		if err != nil {

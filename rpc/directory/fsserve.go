@@ -1,6 +1,7 @@
 package directory
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"syscall"
@@ -11,7 +12,7 @@ import (
 )
 
 // serveFS serves the file-system methods (see fsops.go) on d.
-func serveFS(d *dir.Dir, call *rpc.Call) (any, error) {
+func serveFS(ctx context.Context, d *dir.Dir, call *rpc.Call) (any, error) {
 	switch call.Method {
 	case "getattr":
 		return with(call, func(path string) (any, error) {
@@ -26,6 +27,10 @@ func serveFS(d *dir.Dir, call *rpc.Call) (any, error) {
 	case "openat":
 		return with(call, func(a OpenatArgs) (any, error) {
 			return openRegular(d, OpenArgs{Path: a.Path, Flags: a.Flags, Perm: peerMode(a.Mode)})
+		})
+	case "openfile":
+		return with(call, func(a OpenatArgs) (any, error) {
+			return openFileObject(ctx, d, call, a)
 		})
 	case "mkdirat":
 		return with(call, func(a ModeArgs) (any, error) { return nil, d.Mkdir(a.Path, peerMode(a.Mode)) })
