@@ -97,6 +97,7 @@ type handle struct {
 	node uint64 // the node opened
 	f    *os.File
 	rc   syscall.RawConn // f's, through which calls hold f open while they run
+	obj  File            // a FileFS's open file, in f's place
 
 	// A directory's entries, listed when it is first read from its
 	// start (the kernel often reads directories from its own cache).
@@ -104,9 +105,35 @@ type handle struct {
 	ents []DirEntry
 }
 
+// isFile reports whether hd is an open file (not a directory's).
+func (hd *handle) isFile() bool { return hd.f != nil || hd.obj != nil }
+
+// close closes hd's file.
+func (hd *handle) close() {
+	if hd.f != nil {
+		hd.f.Close()
+	}
+	if hd.obj != nil {
+		hd.obj.Close()
+	}
+}
+
+// fstat is fstat(2) of hd's file.
+func (hd *handle) fstat(ctx context.Context, st *unix.Stat_t) error {
+	if hd.obj != nil {
+		s, err := hd.obj.Stat(ctx)
+		*st = s
+		return err
+	}
+	return hd.do(func(fd int) error { return unix.Fstat(fd, st) })
+}
+
 // do runs fn with the handle's descriptor, which cannot be closed (and
 // its number reused) while fn runs: a Release or Close meanwhile waits.
 func (hd *handle) do(fn func(fd int) error) error {
+	if hd.rc == nil {
+		return syscall.EBADF // a File's handle: no descriptor
+	}
 	var err error
 	if cerr := hd.rc.Control(func(fd uintptr) { err = fn(int(fd)) }); cerr != nil {
 		return syscall.EBADF
@@ -546,8 +573,8 @@ func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.At
 	defer r.leave()
 	var stat unix.Stat_t
 	if in.Flags()&fuse.FUSE_GETATTR_FH != 0 {
-		if hd := r.handle(in.Fh()); hd != nil && hd.f != nil {
-			if err := hd.do(func(fd int) error { return unix.Fstat(fd, &stat) }); err != nil {
+		if hd := r.handle(in.Fh()); hd != nil && hd.isFile() {
+			if err := hd.fstat(ctx, &stat); err != nil {
 				return r.status(err)
 			}
 			out.SetTimeout(r.timeout)
@@ -560,7 +587,7 @@ func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.At
 		// A file removed while open (fstat of an unlinked file): its
 		// attributes through a descriptor the server holds for it.
 		if hd := r.openHandle(in.NodeId); hd != nil {
-			if err := hd.do(func(fd int) error { return unix.Fstat(fd, &stat) }); err != nil {
+			if err := hd.fstat(ctx, &stat); err != nil {
 				return r.status(err)
 			}
 			out.SetTimeout(r.timeout)
@@ -601,7 +628,7 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 		// A file removed while open (fchmod, ftruncate of an unlinked
 		// file) changes through a descriptor the server holds for it:
 		// path "" below.
-		if hd == nil || hd.f == nil {
+		if hd == nil || !hd.isFile() {
 			hd = r.openHandle(in.NodeId)
 		}
 		if hd == nil {
@@ -667,7 +694,9 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 	if in.Valid&fuse.FATTR_SIZE != 0 {
 		var err error
 		kill := r.asRoot && in.Valid&fuse.FATTR_KILL_SUIDGID != 0
-		if hd != nil && hd.f != nil {
+		if hd != nil && hd.obj != nil {
+			err = hd.obj.Truncate(ctx, int64(in.Size))
+		} else if hd != nil && hd.f != nil {
 			kill = kill && filesOfHost(r.fs)
 			err = hd.do(func(fd int) error {
 				if kill {
@@ -717,7 +746,7 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 	}
 	if path == "" {
 		var stat unix.Stat_t
-		if err := byFD(func(fd int) error { return unix.Fstat(fd, &stat) }); err != nil {
+		if err := hd.fstat(ctx, &stat); err != nil {
 			return r.status(err)
 		}
 		out.SetTimeout(r.timeout)
@@ -1081,7 +1110,7 @@ func (r *rawFS) openHandle(id uint64) *handle {
 	r.hmu.Lock()
 	defer r.hmu.Unlock()
 	for _, hd := range r.handles {
-		if hd.node == id && hd.f != nil {
+		if hd.node == id && hd.isFile() {
 			return hd
 		}
 	}
@@ -1093,8 +1122,8 @@ func (r *rawFS) dropHandle(fh uint64) {
 	hd := r.handles[fh]
 	delete(r.handles, fh)
 	r.hmu.Unlock()
-	if hd != nil && hd.f != nil {
-		hd.f.Close()
+	if hd != nil {
+		hd.close()
 	}
 }
 
@@ -1131,12 +1160,23 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	// O_NONBLOCK: not blocking on a FIFO put there by another route (no
 	// effect on a regular file's reads and writes).
 	var f *os.File
+	var obj File
 	err := r.atNode(ctx, in.NodeId, path, func(fsys FS, name string) (err error) {
+		if ffs, ok := fsys.(FileFS); ok {
+			obj, err = ffs.OpenObject(ctx, name, host, 0)
+			return err
+		}
 		f, err = fsys.OpenFile(ctx, name, host|unix.O_NONBLOCK, 0)
 		return err
 	})
 	if err != nil {
 		return r.status(err)
+	}
+	if obj != nil {
+		hd := &handle{obj: obj, node: in.NodeId}
+		out.Fh = r.addHandle(hd)
+		out.OpenFlags = r.openFlags(host)
+		return fuse.OK
 	}
 	hd, err := r.newFileHandle(f)
 	if err != nil {
@@ -1152,6 +1192,46 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	out.Fh = r.addHandle(hd)
 	out.OpenFlags = r.openFlags(host)
 	return fuse.OK
+}
+
+// createObject is Create's open for a FileFS, as Create does it with
+// descriptors: a new file (O_EXCL), or, where one exists and the program
+// did not ask O_EXCL, the existing one opened as Open would, with the
+// rights Open needs; a new file gets the caller's owners and the mode
+// asked, by name.
+func (r *rawFS) createObject(ctx context.Context, in *fuse.CreateIn, path string, ffs FileFS, name string, host *int, stat *unix.Stat_t) (File, fuse.Status, error) {
+	obj, err := ffs.OpenObject(ctx, name, *host|unix.O_CREAT, in.Mode&0o7777)
+	made := err == nil
+	if errors.Is(err, syscall.EEXIST) && in.Flags&unix.O_EXCL == 0 {
+		need, h := r.openNeed(in.Flags)
+		h &^= unix.O_CREAT | unix.O_EXCL
+		*host = h
+		if st := r.check(&in.InHeader, "open", path, need); !st.Ok() {
+			return nil, st, nil
+		}
+		obj, err = ffs.OpenObject(ctx, name, h, 0)
+		made = false
+	}
+	if err != nil {
+		return nil, fuse.OK, err
+	}
+	st, err := obj.Stat(ctx)
+	if err != nil {
+		obj.Close()
+		return nil, fuse.OK, err
+	}
+	*stat = st
+	if made {
+		before := *stat
+		r.own(ctx, &in.Caller, ffs, name, stat, nil)
+		stat.Mode = r.fixMode(ctx, ffs, name, in.Mode, stat.Mode, nil)
+		if changedAttrs(&before, stat) {
+			if st, err := obj.Stat(ctx); err == nil {
+				*stat = st
+			}
+		}
+	}
+	return obj, fuse.OK, nil
 }
 
 func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
@@ -1177,9 +1257,15 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	}
 	dirPath, _ := splitPath(path)
 	var f *os.File
+	var obj File
 	var stat unix.Stat_t
 	refused := fuse.OK
 	err := r.at(ctx, in.NodeId, dirPath, name, func(fsys FS, name string) error {
+		if ffs, ok := fsys.(FileFS); ok {
+			var err error
+			obj, refused, err = r.createObject(ctx, in, path, ffs, name, &host, &stat)
+			return err
+		}
 		var err error
 		f, err = fsys.OpenFile(ctx, name, host|unix.O_CREAT, in.Mode&0o7777)
 		made := err == nil
@@ -1225,12 +1311,14 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	if err != nil {
 		return r.status(err)
 	}
-	hd, err := r.newFileHandle(f)
-	if err != nil {
+	var hd *handle
+	if obj != nil {
+		hd = &handle{obj: obj}
+	} else if hd, err = r.newFileHandle(f); err != nil {
 		return r.status(err)
 	}
 	if st := r.entryOf(in.NodeId, name, &stat, &out.EntryOut); !st.Ok() {
-		f.Close()
+		hd.close()
 		return st
 	}
 	hd.node = out.NodeId
@@ -1253,14 +1341,19 @@ func (r *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.
 		return r.readPath(ctx, in, buf)
 	}
 	hd := r.handle(in.Fh)
-	if hd == nil || hd.f == nil {
+	if hd == nil || !hd.isFile() {
 		return nil, fuse.EBADF
 	}
 	var n int
-	err := hd.do(func(fd int) (err error) {
-		n, err = preadFull(fd, buf, int64(in.Offset))
-		return err
-	})
+	var err error
+	if hd.obj != nil {
+		n, err = hd.obj.ReadAt(ctx, buf, int64(in.Offset))
+	} else {
+		err = hd.do(func(fd int) (err error) {
+			n, err = preadFull(fd, buf, int64(in.Offset))
+			return err
+		})
+	}
 	if err != nil {
 		return nil, r.status(err)
 	}
@@ -1460,6 +1553,13 @@ func (r *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32,
 			return r.byNode(r.ctx, in.NodeId, flag, fn)
 		}
 	}
+	if hd := r.handle(in.Fh); hd != nil && hd.obj != nil {
+		n, err := hd.obj.WriteAt(r.ctx, data, int64(in.Offset))
+		if err != nil && n == 0 {
+			return 0, r.status(err)
+		}
+		return uint32(n), fuse.OK
+	}
 	n := 0
 	err := run(func(fd int) error {
 		if r.asRoot && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
@@ -1491,14 +1591,19 @@ func (r *rawFS) Lseek(_ <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) f
 	}
 	defer r.leave()
 	hd := r.handle(in.Fh)
-	if hd == nil || hd.f == nil {
+	if hd == nil || !hd.isFile() {
 		return fuse.ENOSYS // the kernel seeks by itself from then on
 	}
 	var off int64
-	err := hd.do(func(fd int) (err error) {
-		off, err = unix.Seek(fd, int64(in.Offset), int(in.Whence))
-		return err
-	})
+	var err error
+	if hd.obj != nil {
+		off, err = hd.obj.Seek(r.ctx, int64(in.Offset), int(in.Whence))
+	} else {
+		err = hd.do(func(fd int) (err error) {
+			off, err = unix.Seek(fd, int64(in.Offset), int(in.Whence))
+			return err
+		})
+	}
 	if err != nil {
 		return r.status(err)
 	}
@@ -1524,6 +1629,9 @@ func (r *rawFS) Fsync(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 		return unix.Fsync(fd)
 	}
 	hd := r.handle(in.Fh)
+	if hd != nil && hd.obj != nil {
+		return r.status(hd.obj.Sync(r.ctx, in.FsyncFlags&1 != 0))
+	}
 	if hd == nil || hd.f == nil {
 		if in.Fh != 0 || !r.noOpen || r.readOnly {
 			return fuse.OK // opened without the server, for reading: nothing to sync
@@ -1541,7 +1649,7 @@ func (r *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 	}
 	defer r.leave()
 	hd := r.handle(in.Fh)
-	if hd == nil || hd.f == nil {
+	if hd == nil || !hd.isFile() {
 		path, _ := r.path(in.NodeId)
 		if st := r.check(&in.InHeader, "fallocate", path, RightWrite); !st.Ok() {
 			return st
@@ -1562,6 +1670,9 @@ func (r *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 		if st := r.check(&in.InHeader, "fallocate", path, RightWrite); !st.Ok() {
 			return st
 		}
+	}
+	if hd.obj != nil {
+		return r.status(hd.obj.Allocate(r.ctx, in.Mode, int64(in.Offset), int64(in.Length)))
 	}
 	return r.status(hd.do(func(fd int) error {
 		return unix.Fallocate(fd, in.Mode, int64(in.Offset), int64(in.Length))
@@ -1616,7 +1727,7 @@ func (r *rawFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntry
 	} else {
 		hd = r.handle(in.Fh)
 	}
-	if hd == nil || hd.f != nil {
+	if hd == nil || hd.isFile() {
 		return fuse.EBADF
 	}
 	hd.mu.Lock()
@@ -1853,9 +1964,7 @@ func (r *rawFS) shutdown() error {
 	r.handles = nil
 	r.hmu.Unlock()
 	for _, hd := range hs {
-		if hd.f != nil {
-			hd.f.Close()
-		}
+		hd.close()
 	}
 	r.files.closeAll()
 	r.dirs.closeAll()

@@ -124,6 +124,32 @@ type FS interface {
 	Close() error
 }
 
+// A File is an open file of a FileFS: one whose reads and writes are
+// calls (a Directory's file object on another host), not a descriptor of
+// this host's.
+type File interface {
+	Stat(ctx context.Context) (unix.Stat_t, error)
+	// ReadAt reads up to len(p) bytes at off, fewer only at the end.
+	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+	WriteAt(ctx context.Context, p []byte, off int64) (int, error)
+	Truncate(ctx context.Context, size int64) error
+	// Sync is fsync, or fdatasync with data.
+	Sync(ctx context.Context, data bool) error
+	Allocate(ctx context.Context, mode uint32, off, size int64) error
+	Seek(ctx context.Context, off int64, whence int) (int64, error)
+	Close() error
+}
+
+// A FileFS is an FS whose files are opened as Files: the Server opens
+// them with OpenObject, never OpenFile, and sends the kernel every open
+// (no CAP_NO_OPEN_SUPPORT), so that each read and write has its File.
+type FileFS interface {
+	FS
+	// OpenObject opens a file as OpenFile would (never a directory;
+	// O_NOFOLLOW implied).
+	OpenObject(ctx context.Context, name string, flag int, perm uint32) (File, error)
+}
+
 // DirEntry is one name in a directory.
 type DirEntry struct {
 	Name string

@@ -77,6 +77,7 @@ func NewServer(fsys FS, opts Options) *Server {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	_, fileFS := fsys.(FileFS)
 	return &Server{raw: &rawFS{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		fs:            fsys,
@@ -88,7 +89,7 @@ func NewServer(fsys FS, opts Options) *Server {
 		log:           logger,
 		timeout:       timeout,
 		readOnly:      readOnly,
-		noOpen:        rights.Has(RightRead|RightExec) && (rights&(RightWrite|RightAppend) == 0 || rights.Has(RightWrite)),
+		noOpen:        !fileFS && rights.Has(RightRead|RightExec) && (rights&(RightWrite|RightAppend) == 0 || rights.Has(RightWrite)),
 		noOpenDir:     rights.Has(RightRead),
 		asRoot:        os.Geteuid() == 0,
 		nodes:         newNodeTable(),

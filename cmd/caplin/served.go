@@ -45,11 +45,15 @@ const servedHelp = `SERVED DIRECTORIES (FUSE mounts that caplin serves; applied 
 		xattr, exec, or ro (read,exec) or rw (all): rights the
 		kernel cannot express, such as create but not delete
 		(read,create,write) or append only (read,append).
-	--serve-object SOCKET|fd:N DEST
+	--serve-object SOCKET|fd:N|ssh://[USER@]HOST/PATH DEST
 		Serve the rpc Directory object at the socket SOCKET (caplin
-		serve dir's, say) or on caplin's inherited fd N at DEST: a
-		directory another process or user holds is then a mounted
-		directory for any program; its rights are the object's.
+		serve dir's, say), on caplin's inherited fd N, or at the
+		socket PATH on HOST (reached through caplin's agent there
+		over the user's ssh: see caplin remote) at DEST: a directory
+		another process, user or machine holds is then a mounted
+		directory for any program; its rights are the object's. A
+		remote Directory's files are opened as file objects, so
+		each read and write of them is a call across the connection.
 	--union-before SRC DEST, --union-after SRC DEST
 		Make DEST a union of host directories, as Plan 9's bind -b
 		and -a: each adds SRC before or after those given for DEST
@@ -190,12 +194,6 @@ func (so *servedOpts) add(m *servedMount) (*sandbox.Mount, error) {
 	if m.kind != srcUnion && m.src == "" {
 		return nil, errors.New("empty source")
 	}
-	if m.kind == srcObject && strings.HasPrefix(m.src, "ssh://") {
-		// Calls reach such an object (caplin call ssh://...), but the
-		// files it opens cross the connection as streams, and a mount
-		// reads and writes them at offsets.
-		return nil, errors.New("a Directory on another host cannot be mounted yet: the files it opens cross the connection as streams, and a mount needs random access to them (docs/remote.md); caplin call ssh://... reaches it")
-	}
 	if !filepath.IsAbs(m.dest) {
 		return nil, fmt.Errorf("%q: the destination must be an absolute path", m.dest)
 	}
@@ -268,6 +266,11 @@ func (m *servedMount) open(ctx context.Context) (served.FS, error) {
 		c, err := openObject(ctx, m.src)
 		if err != nil {
 			return nil, err
+		}
+		if strings.HasPrefix(m.src, "ssh://") {
+			// Its descriptors would cross the connection as streams:
+			// its files are file objects instead.
+			return remote.NewFiles(directory.Client{Client: c}), nil
 		}
 		return remote.New(directory.Client{Client: c}), nil
 	case srcUnion:

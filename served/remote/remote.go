@@ -14,6 +14,9 @@
 // Files are opened by the server and passed back as descriptors, so reads
 // and writes of open files do not go through the object: a revocation of
 // the object does not reach them (the served.Server's own Revoke does).
+// NewFiles, for an object on another host (whose descriptors cross as
+// streams), opens them as file objects instead: each read and write is a
+// call.
 //
 // OpenFile adds O_NOFOLLOW; Chmod is the one call that follows a final
 // symbolic link (confined to the object's directory, as the Directory's
