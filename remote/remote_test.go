@@ -650,6 +650,11 @@ func TestNoLeaks(t *testing.T) {
 	srv := sshtest.Start(t)
 	ssh, dest := srv.Client(t, false)
 	ctx := context.Background()
+	// What earlier tests dropped is closed by finalizers: let them run,
+	// so that the count starts from this test's own.
+	runtime.GC()
+	runtime.GC()
+	time.Sleep(100 * time.Millisecond)
 	before := testenv.OpenFDs(t)
 	for range 3 {
 		h, err := Dial(ctx, dest, &Options{SSH: ssh})
@@ -682,7 +687,7 @@ func TestNoLeaks(t *testing.T) {
 		h.Close()
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for testenv.OpenFDs(t) != before {
+	for testenv.OpenFDs(t) > before {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d fds open before, %d after", before, testenv.OpenFDs(t))
 		}
