@@ -106,12 +106,18 @@ func TestRunHostTerminal(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	// Read with poll's timeout: the test holds the terminal's peer, so a
+	// read would not end if the program never wrote.
 	var got []byte
 	buf := make([]byte, 4096)
 	deadline := time.Now().Add(60 * time.Second)
 	for !bytes.Contains(got, []byte("ready")) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no ready; the terminal showed %q", got)
+		}
+		fds := []unix.PollFd{{Fd: int32(master), Events: unix.POLLIN}}
+		if n, _ := unix.Poll(fds, 100); n <= 0 {
+			continue
 		}
 		n, err := unix.Read(master, buf)
 		if err != nil {
