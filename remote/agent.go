@@ -88,19 +88,13 @@ func Serve(ctx context.Context, in io.Reader, out io.WriteCloser, opts *ServeOpt
 	if err != nil {
 		return err
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	host, err := m.object(s, "host object")
 	if err != nil {
-		return &os.SyscallError{Syscall: "socketpair", Err: err}
-	}
-	uc, err := unixConn(os.NewFile(uintptr(fds[1]), "relay"))
-	if err != nil {
-		unix.Close(fds[0])
 		return err
 	}
-	go m.relay(uc, s)
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := a.srv.ServeFile(sctx, os.NewFile(uintptr(fds[0]), "host object"), a.methods()); err != nil {
+	if err := a.srv.ServeFile(sctx, host, a.methods()); err != nil {
 		return err
 	}
 	select {

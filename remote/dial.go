@@ -24,7 +24,6 @@ import (
 
 	"github.com/caplin-dev/caplin/rpc"
 	"github.com/hashicorp/yamux"
-	"golang.org/x/sys/unix"
 )
 
 // Protocol versions this side speaks: a connection uses the highest both
@@ -384,19 +383,11 @@ func (h *Host) openObject() (*rpc.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	f, err := h.mux.object(s, "remote host")
 	if err != nil {
-		s.Close()
-		return nil, &os.SyscallError{Syscall: "socketpair", Err: err}
-	}
-	uc, err := unixConn(os.NewFile(uintptr(fds[1]), "relay"))
-	if err != nil {
-		unix.Close(fds[0])
-		s.Close()
 		return nil, err
 	}
-	go h.mux.relay(uc, s)
-	return rpc.NewClient(os.NewFile(uintptr(fds[0]), "remote host"), rpc.ClientOptions{})
+	return rpc.NewClient(f, rpc.ClientOptions{})
 }
 
 // yamuxConfig: streams get a larger window than yamux's default (256

@@ -232,19 +232,7 @@ func (m *mux) receive(ref fdRef) (*os.File, error) {
 	}
 	switch ref.kind {
 	case kindObject:
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			s.Close()
-			return nil, &os.SyscallError{Syscall: "socketpair", Err: err}
-		}
-		uc, err := unixConn(os.NewFile(uintptr(fds[1]), "relay"))
-		if err != nil {
-			unix.Close(fds[0])
-			s.Close()
-			return nil, err
-		}
-		go m.relay(uc, s)
-		return os.NewFile(uintptr(fds[0]), "remote object"), nil
+		return m.object(s, "remote object")
 	case kindStream:
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
@@ -297,6 +285,25 @@ func (m *mux) receive(ref fdRef) (*os.File, error) {
 	}
 	s.Close()
 	return nil, fmt.Errorf("remote: unknown descriptor kind %d", ref.kind)
+}
+
+// object returns this side's end of the object whose messages come and
+// go on s: one end of a new socket pair, the other relayed. s is closed
+// if it fails.
+func (m *mux) object(s *yamux.Stream, name string) (*os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		s.Close()
+		return nil, &os.SyscallError{Syscall: "socketpair", Err: err}
+	}
+	uc, err := unixConn(os.NewFile(uintptr(fds[1]), "relay"))
+	if err != nil {
+		unix.Close(fds[0])
+		s.Close()
+		return nil, err
+	}
+	go m.relay(uc, s)
+	return os.NewFile(uintptr(fds[0]), name), nil
 }
 
 // deadObject is what stands for a descriptor that could not cross: one

@@ -213,15 +213,5 @@ func TestRemoteAsNobody(t *testing.T) {
 	srv := sshtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := testenv.NobodyCommand(ctx, t, "TestRemoteAsNobody")
-	for i, a := range cmd.Args {
-		if strings.HasPrefix(a, "-test.run=") {
-			cmd.Args[i] = "-test.run=^(TestRunHost|TestRunHostTerminal|TestRemoteCommands)$"
-		}
-	}
-	cmd.Env = append(cmd.Env, srv.Env())
-	out, err := cmd.CombinedOutput()
-	if err != nil || bytes.Contains(out, []byte("--- SKIP")) || bytes.Contains(out, []byte("--- FAIL")) {
-		t.Fatalf("as uid 65534: %v\n%s", err, out)
-	}
+	testenv.NobodyTests(ctx, t, "^(TestRunHost|TestRunHostTerminal|TestRemoteCommands)$", srv.Env())
 }

@@ -69,6 +69,26 @@ func NobodyCommand(ctx context.Context, t *testing.T, name string) *exec.Cmd {
 	return cmd
 }
 
+// NobodyTests runs the test binary's tests that match the regular
+// expression run (verbosely) as uid and gid 65534, as NobodyCommand does,
+// with extra variables added to the environment (the address of a server
+// the caller started, say), and fails t unless every one of them passes:
+// none may skip. Only root can run it.
+func NobodyTests(ctx context.Context, t *testing.T, run string, extra ...string) {
+	t.Helper()
+	cmd := NobodyCommand(ctx, t, "")
+	for i, a := range cmd.Args {
+		if strings.HasPrefix(a, "-test.run=") {
+			cmd.Args[i] = "-test.run=" + run
+		}
+	}
+	cmd.Env = append(cmd.Env, extra...)
+	out, err := cmd.CombinedOutput()
+	if err != nil || bytes.Contains(out, []byte("--- SKIP")) || bytes.Contains(out, []byte("--- FAIL")) {
+		t.Fatalf("as uid 65534: %v\n%s", err, out)
+	}
+}
+
 // nobodyBinary copies the test binary where uid 65534 can run it: go test
 // builds it in a directory only its owner can enter.
 func nobodyBinary(t *testing.T) string {
