@@ -426,6 +426,10 @@ func (sc *serverConn) loop() {
 	defer func() {
 		stop()
 		sc.cancel()
+		// A worker may hold the read turn, blocked in a read from a peer
+		// that sends nothing more: end reads (replies may still go out)
+		// so that it sees the end and returns.
+		sc.c.c.CloseRead()
 		w.wg.Wait()
 		w.drain()
 		sc.c.c.Close()
