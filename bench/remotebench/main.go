@@ -57,7 +57,10 @@ func main() {
 	master := exec.Command(ssh[0], append(ssh[1:], "-M", "-S", ctl, "-o", "ControlPersist=yes", "-fN", dest)...)
 	master.Stderr = os.Stderr
 	check(master.Run())
-	defer exec.Command(ssh[0], append(ssh[1:], "-S", ctl, "-O", "exit", dest)...).Run()
+	// The master outlives this program unless told to exit: on a
+	// failure (check) too.
+	atExit = func() { exec.Command(ssh[0], append(ssh[1:], "-S", ctl, "-O", "exit", dest)...).Run() }
+	defer atExit()
 	viaMaster := func(args ...string) *exec.Cmd {
 		return exec.Command(ssh[0], append(append(ssh[1:], "-S", ctl, dest), args...)...)
 	}
@@ -172,9 +175,13 @@ func median(d []time.Duration) time.Duration {
 	return d[len(d)/2]
 }
 
+// atExit ends what must not outlive the program (the ControlMaster).
+var atExit = func() {}
+
 func check(err error) {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "remotebench:", err)
+		atExit()
 		os.Exit(1)
 	}
 }
