@@ -92,11 +92,10 @@ func (h *Handle) peerExchange(ctx context.Context, req []byte, fds []int, noRepl
 	rep, got, err := h.peer.Exchange(ctx, req, files)
 	if err != nil {
 		de := &DeadError{Op: "exchange with the child's owner", Err: err}
+		h.state = de
 		if ctx.Err() != nil {
-			h.state = de
 			return nil, nil, ctx.Err()
 		}
-		h.state = de
 		return nil, nil, de
 	}
 	return rep, got, nil

@@ -415,12 +415,9 @@ func pumpOut(f *os.File, s *yamux.Stream) {
 
 // pumpIn copies s to f until the peer closes it, then closes f.
 func pumpIn(s *yamux.Stream, f *os.File) {
-	_, err := pump(f, s)
+	pump(f, s)
 	closeFile(f)
-	if err != nil {
-		s.Close()
-	}
-	s.Close()
+	s.Close() // a write here failed, or the peer closed: either way, done
 }
 
 // pumpBoth copies both ways, each direction ending on its own (a
