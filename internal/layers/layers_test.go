@@ -30,6 +30,7 @@ var allowed = map[string][]string{
 	"internal/unotify":   nil,
 	"internal/testenv":   nil,
 	"internal/pty":       nil,
+	"internal/fdmux":     nil,
 	"internal/sshtest":   nil,
 
 	"pidfd":               {"internal/*"},
