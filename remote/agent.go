@@ -15,12 +15,13 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
+	"github.com/caplin-dev/caplin/internal/fdmux"
 	"github.com/caplin-dev/caplin/pidfd"
 	"github.com/caplin-dev/caplin/proc"
 	"github.com/caplin-dev/caplin/rpc"
 	"github.com/caplin-dev/caplin/supervisor"
-	"github.com/hashicorp/yamux"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,6 +47,13 @@ func Serve(ctx context.Context, in io.Reader, out io.WriteCloser, opts *ServeOpt
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	// The connection splices to and from *os.File ends in the poller.
+	if f, ok := in.(*os.File); ok {
+		in = intoPoller(f)
+	}
+	if f, ok := out.(*os.File); ok {
+		out = intoPoller(f)
 	}
 	for _, f := range []any{in, out} {
 		if sc, ok := f.(syscall.Conn); ok {
@@ -76,10 +84,7 @@ func Serve(ctx context.Context, in io.Reader, out io.WriteCloser, opts *ServeOpt
 		closers = append(closers, c)
 	}
 	closers = append(closers, out)
-	sess, err := yamux.Server(&pipeConn{r: br, w: out, closers: closers}, yamuxConfig())
-	if err != nil {
-		return err
-	}
+	sess := fdmux.New(in, out, buffered(br), false, muxConfig(), closers...)
 	defer sess.Close()
 	m := newMux(sess, log)
 	a := &agent{log: log, opts: opts, srv: &rpc.Server{Logger: log, MaxMessage: maxHandleMessage}}
@@ -98,7 +103,7 @@ func Serve(ctx context.Context, in io.Reader, out io.WriteCloser, opts *ServeOpt
 		return err
 	}
 	select {
-	case <-sess.CloseChan():
+	case <-sess.Done():
 	case <-ctx.Done():
 	}
 	return nil
@@ -407,3 +412,32 @@ type handleHandler struct {
 }
 
 func (hh *handleHandler) Close() error { return hh.h.Close() }
+
+// intoPoller returns f in Go's poller (non-blocking), as the connection's
+// fast paths want it: f itself if it is, else a duplicate, f's descriptor
+// then standing for /dev/null if it is a standard one (nothing should
+// find another file there) and closed if not. Only this process holds
+// the open file of ssh's channel, so its status flags are ours to change.
+func intoPoller(f *os.File) *os.File {
+	if f.SetDeadline(time.Time{}) == nil {
+		return f
+	}
+	fd := rawFD(f)
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return f
+	}
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		unix.Close(nfd)
+		return f
+	}
+	if fd <= 2 {
+		if null, err := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0); err == nil {
+			unix.Dup3(null, fd, 0)
+			unix.Close(null)
+		}
+	} else {
+		f.Close()
+	}
+	return os.NewFile(uintptr(nfd), f.Name())
+}

@@ -22,15 +22,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caplin-dev/caplin/internal/fdmux"
 	"github.com/caplin-dev/caplin/rpc"
-	"github.com/hashicorp/yamux"
 )
 
 // Protocol versions this side speaks: a connection uses the highest both
 // sides do, and fails with one line when there is none.
 const (
-	minProto = 1
-	maxProto = 1
+	minProto = 2
+	maxProto = 2
 )
 
 // ErrClosed is returned by a Host's calls once its connection is gone.
@@ -92,7 +92,7 @@ type Host struct {
 	cmd    *exec.Cmd
 	waited chan struct{} // closed once ssh has exited
 	stderr *tail
-	sess   *yamux.Session
+	sess   *fdmux.Session
 	mux    *mux
 	root   *rpc.Client
 
@@ -260,24 +260,32 @@ func Dial(ctx context.Context, dest string, opts *Options) (*Host, error) {
 	// No terminal: ssh must not ask anything (BatchMode), and no signal
 	// the user types at this terminal should reach ssh rather than us.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	stdin, err := cmd.StdinPipe()
+	// Pipes of our own rather than StdinPipe's wrapper: the connection
+	// splices to and from *os.File ends (non-blocking, in the poller).
+	sshIn, stdin, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	stdout, err := cmd.StdoutPipe()
+	stdout, sshOut, err := os.Pipe()
 	if err != nil {
+		sshIn.Close()
+		stdin.Close()
 		return nil, err
 	}
-	for _, f := range []any{stdin, stdout} {
-		if sc, ok := f.(syscall.Conn); ok {
-			if rc, err := sc.SyscallConn(); err == nil {
-				rc.Control(func(fd uintptr) { bigPipe(int(fd)) })
-			}
+	cmd.Stdin, cmd.Stdout = sshIn, sshOut
+	for _, f := range []*os.File{stdin, stdout} {
+		if rc, err := f.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { bigPipe(int(fd)) })
 		}
 	}
 	errTail := &tail{max: 8 << 10}
 	cmd.Stderr = errTail
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	sshIn.Close()
+	sshOut.Close()
+	if err != nil {
+		stdin.Close()
+		stdout.Close()
 		return nil, fmt.Errorf("remote: starting %s: %w", ssh, err)
 	}
 	h := &Host{dest: dest, log: log, cmd: cmd, waited: make(chan struct{}), stderr: errTail}
@@ -287,6 +295,7 @@ func Dial(ctx context.Context, dest string, opts *Options) (*Host, error) {
 	}()
 	fail := func(err error) (*Host, error) {
 		stdin.Close()
+		stdout.Close()
 		cmd.Process.Kill()
 		<-h.waited
 		if msg := strings.TrimSpace(errTail.String()); msg != "" {
@@ -351,11 +360,7 @@ func Dial(ctx context.Context, dest string, opts *Options) (*Host, error) {
 	h.info = hello.Info
 	h.info.Proto, h.info.AgentPath, h.info.Uploaded = proto, path, !have
 
-	conn := &pipeConn{r: br, w: stdin, closers: []io.Closer{stdin, stdout}}
-	sess, err := yamux.Client(conn, yamuxConfig())
-	if err != nil {
-		return fail(err)
-	}
+	sess := fdmux.New(stdout, stdin, buffered(br), true, muxConfig(), stdin, stdout)
 	h.sess = sess
 	h.mux = newMux(sess, log)
 	root, err := h.openObject()
@@ -370,7 +375,7 @@ func Dial(ctx context.Context, dest string, opts *Options) (*Host, error) {
 		errTail.follow(logWriter{log, dest})
 	}
 	go func() {
-		<-sess.CloseChan()
+		<-sess.Done()
 		h.Close()
 	}()
 	return h, nil
@@ -379,7 +384,7 @@ func Dial(ctx context.Context, dest string, opts *Options) (*Host, error) {
 // openObject opens a stream to the agent's host object (the first
 // stream is the root), as an rpc client.
 func (h *Host) openObject() (*rpc.Client, error) {
-	s, err := h.sess.OpenStream()
+	s, err := h.sess.Open()
 	if err != nil {
 		return nil, err
 	}
@@ -390,26 +395,25 @@ func (h *Host) openObject() (*rpc.Client, error) {
 	return rpc.NewClient(f, rpc.ClientOptions{})
 }
 
-// yamuxConfig: streams get a larger window than yamux's default (256
-// KiB), for a forwarded stream's throughput over ssh's latency; a
-// half-closed stream (stdin at its end, the program still writing) is
-// never cut off; keep-alives find a connection that stopped.
-func yamuxConfig() *yamux.Config {
-	c := yamux.DefaultConfig()
-	c.MaxStreamWindowSize = 4 << 20
-	c.StreamCloseTimeout = 0
-	c.KeepAliveInterval = 15 * time.Second
-	c.ConnectionWriteTimeout = 30 * time.Second
-	c.AcceptBacklog = 1024
-	c.LogOutput = io.Discard
-	return c
+// muxConfig: a stream's window (how much may be in flight unread) is
+// large, for a forwarded stream's throughput over ssh's latency;
+// keep-alives find a connection that stopped.
+func muxConfig() *fdmux.Config {
+	return &fdmux.Config{Window: 4 << 20, KeepAlive: 15 * time.Second}
+}
+
+// buffered returns a copy of what br has read ahead: the connection's
+// first bytes after the handshake.
+func buffered(br *bufio.Reader) []byte {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Clone(b)
 }
 
 // Info returns what the host's agent said about it.
 func (h *Host) Info() Info { return h.info }
 
 // Done is closed once the connection has ended.
-func (h *Host) Done() <-chan struct{} { return h.sess.CloseChan() }
+func (h *Host) Done() <-chan struct{} { return h.sess.Done() }
 
 // Close ends the connection: the agent exits, and every process it
 // built is killed (they are in a pid namespace it holds). It waits for
@@ -443,22 +447,6 @@ func (h *Host) sshState() string {
 // kill ends the ssh process at once, as a dropped connection would (for
 // tests).
 func (h *Host) kill() { h.cmd.Process.Kill() }
-
-// pipeConn is ssh's standard input and output as one connection.
-type pipeConn struct {
-	r       io.Reader
-	w       io.Writer
-	closers []io.Closer
-}
-
-func (c *pipeConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
-func (c *pipeConn) Write(p []byte) (int, error) { return c.w.Write(p) }
-func (c *pipeConn) Close() error {
-	for _, cl := range c.closers {
-		cl.Close()
-	}
-	return nil
-}
 
 // readLine reads lines until one that starts with prefix (a login
 // shell's start-up files may print first), at most 64 KiB of them.

@@ -13,14 +13,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caplin-dev/caplin/internal/fdmux"
 	"github.com/caplin-dev/caplin/internal/pty"
-	"github.com/hashicorp/yamux"
 	"golang.org/x/sys/unix"
 )
 
 // How a descriptor crosses the connection. Each forwarded descriptor
 // gets a stream of its own, so that a slow reader of one holds up no
-// other (yamux gives every stream its own window).
+// other (fdmux gives every stream its own window).
 const (
 	kindRefused = iota // cannot cross: the receiver gets a dead object
 	kindObject         // a SOCK_SEQPACKET socket: messages and their fds, relayed
@@ -40,30 +40,30 @@ const maxBulk = 256 << 20
 // maxRelayed bounds one relayed message (rpc's default is 64 KiB).
 const maxRelayed = 1 << 20
 
-// mux is one side of the connection: the yamux session, and the streams
+// mux is one side of the connection: the fdmux session, and the streams
 // the peer opened that a message has not claimed yet.
 type mux struct {
-	sess *yamux.Session
+	sess *fdmux.Session
 	log  *slog.Logger
 
 	mu      sync.Mutex
-	arrived map[uint32]*yamux.Stream
-	waiting map[uint32]chan *yamux.Stream
+	arrived map[uint32]*fdmux.Stream
+	waiting map[uint32]chan *fdmux.Stream
 }
 
 // claimTimeout bounds the wait for a stream a message names (it is
 // opened before the message is sent, so it is normally there).
 const claimTimeout = 30 * time.Second
 
-func newMux(sess *yamux.Session, log *slog.Logger) *mux {
-	m := &mux{sess: sess, log: log, arrived: map[uint32]*yamux.Stream{}, waiting: map[uint32]chan *yamux.Stream{}}
+func newMux(sess *fdmux.Session, log *slog.Logger) *mux {
+	m := &mux{sess: sess, log: log, arrived: map[uint32]*fdmux.Stream{}, waiting: map[uint32]chan *fdmux.Stream{}}
 	go m.accept()
 	return m
 }
 
 func (m *mux) accept() {
 	for {
-		s, err := m.sess.AcceptStream()
+		s, err := m.sess.Accept()
 		if err != nil {
 			m.mu.Lock()
 			for id, s := range m.arrived {
@@ -73,7 +73,7 @@ func (m *mux) accept() {
 			m.mu.Unlock()
 			return
 		}
-		id := s.StreamID()
+		id := s.ID()
 		m.mu.Lock()
 		if ch, ok := m.waiting[id]; ok {
 			delete(m.waiting, id)
@@ -86,7 +86,7 @@ func (m *mux) accept() {
 }
 
 // claim returns the stream the peer opened with id, waiting for it.
-func (m *mux) claim(id uint32) (*yamux.Stream, error) {
+func (m *mux) claim(id uint32) (*fdmux.Stream, error) {
 	m.mu.Lock()
 	if s, ok := m.arrived[id]; ok {
 		delete(m.arrived, id)
@@ -97,7 +97,7 @@ func (m *mux) claim(id uint32) (*yamux.Stream, error) {
 		m.mu.Unlock()
 		return nil, fmt.Errorf("remote: stream %d claimed twice", id)
 	}
-	ch := make(chan *yamux.Stream, 1)
+	ch := make(chan *fdmux.Stream, 1)
 	m.waiting[id] = ch
 	m.mu.Unlock()
 	t := time.NewTimer(claimTimeout)
@@ -105,7 +105,7 @@ func (m *mux) claim(id uint32) (*yamux.Stream, error) {
 	select {
 	case s := <-ch:
 		return s, nil
-	case <-m.sess.CloseChan():
+	case <-m.sess.Done():
 	case <-t.C:
 	}
 	m.mu.Lock()
@@ -189,7 +189,7 @@ func (m *mux) send(f *os.File) fdRef {
 		f.Close()
 		return fdRef{kind: kindRefused}
 	}
-	s, err := m.sess.OpenStream()
+	s, err := m.sess.Open()
 	if err != nil {
 		f.Close()
 		return fdRef{kind: kindRefused}
@@ -217,7 +217,7 @@ func (m *mux) send(f *os.File) fdRef {
 			io.Copy(s, io.NewSectionReader(f, 0, maxBulk))
 		}()
 	}
-	return fdRef{kind: kind, id: s.StreamID()}
+	return fdRef{kind: kind, id: s.ID()}
 }
 
 // receive makes the descriptor that stands for ref on this side, and
@@ -290,7 +290,7 @@ func (m *mux) receive(ref fdRef) (*os.File, error) {
 // object returns this side's end of the object whose messages come and
 // go on s: one end of a new socket pair, the other relayed. s is closed
 // if it fails.
-func (m *mux) object(s *yamux.Stream, name string) (*os.File, error) {
+func (m *mux) object(s *fdmux.Stream, name string) (*os.File, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		s.Close()
@@ -387,8 +387,17 @@ const copyBuf = 256 << 10
 
 var bufs = sync.Pool{New: func() any { b := make([]byte, copyBuf); return &b }}
 
-// pump copies src to dst with a pooled buffer.
+// pump copies src to dst with a pooled buffer, or with the stream's
+// fast paths: splice(2) between it and a pipe. (io.Copy would not find
+// them from a file: *os.File's WriteTo hides the file from the stream's
+// ReadFrom.)
 func pump(dst io.Writer, src io.Reader) (int64, error) {
+	if s, ok := dst.(*fdmux.Stream); ok {
+		return s.ReadFrom(src)
+	}
+	if s, ok := src.(*fdmux.Stream); ok {
+		return s.WriteTo(dst)
+	}
 	b := bufs.Get().(*[]byte)
 	defer bufs.Put(b)
 	return io.CopyBuffer(dst, src, *b)
@@ -402,7 +411,7 @@ func bigPipe(fd int) {
 
 // pumpOut copies f to s until f ends (then s is closed for writing) or
 // the peer goes.
-func pumpOut(f *os.File, s *yamux.Stream) {
+func pumpOut(f *os.File, s *fdmux.Stream) {
 	go func() {
 		// The peer never writes here: its reads end when it closes.
 		io.Copy(io.Discard, s)
@@ -414,7 +423,19 @@ func pumpOut(f *os.File, s *yamux.Stream) {
 }
 
 // pumpIn copies s to f until the peer closes it, then closes f.
-func pumpIn(s *yamux.Stream, f *os.File) {
+//
+// A pipe is grown to 1 MiB first (best effort; a pipe's capacity is not
+// part of what it means): the stream splices into it while it has room,
+// and buffers when it has not, which costs copies and a hand-off.
+func pumpIn(s *fdmux.Stream, f *os.File) {
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			var st unix.Stat_t
+			if unix.Fstat(int(fd), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFIFO {
+				bigPipe(int(fd))
+			}
+		})
+	}
 	pump(f, s)
 	closeFile(f)
 	s.Close() // a write here failed, or the peer closed: either way, done
@@ -422,7 +443,7 @@ func pumpIn(s *yamux.Stream, f *os.File) {
 
 // pumpBoth copies both ways, each direction ending on its own (a
 // half-close), and closes f when both have.
-func pumpBoth(f *os.File, s *yamux.Stream) {
+func pumpBoth(f *os.File, s *fdmux.Stream) {
 	done := make(chan struct{})
 	go func() {
 		pump(f, s)
@@ -432,8 +453,9 @@ func pumpBoth(f *os.File, s *yamux.Stream) {
 		close(done)
 	}()
 	pump(s, f)
-	s.Close()
+	s.CloseWrite()
 	<-done
+	s.Close()
 	closeFile(f)
 }
 
@@ -446,7 +468,7 @@ const (
 	ttySize
 )
 
-func (m *mux) ttySender(f *os.File, s *yamux.Stream) {
+func (m *mux) ttySender(f *os.File, s *fdmux.Stream) {
 	var wmu sync.Mutex
 	frame := func(typ byte, p []byte) error {
 		wmu.Lock()
@@ -502,7 +524,7 @@ func (m *mux) ttySender(f *os.File, s *yamux.Stream) {
 				return
 			}
 			if err != nil {
-				s.Close()
+				s.CloseWrite()
 				return
 			}
 		}
@@ -514,13 +536,14 @@ func (m *mux) ttySender(f *os.File, s *yamux.Stream) {
 	closeFile(f)
 }
 
-func ttyReceiver(master *os.File, s *yamux.Stream) {
+func ttyReceiver(master *os.File, s *fdmux.Stream) {
 	go func() {
 		// The program's output; EIO once every peer fd is closed.
 		io.Copy(s, master)
-		s.Close()
+		s.CloseWrite()
 		master.Close()
 	}()
+	defer s.Close()
 	var h [5]byte
 	buf := make([]byte, 32<<10)
 	for {
@@ -558,7 +581,7 @@ func ttyReceiver(master *os.File, s *yamux.Stream) {
 //
 // Frame: u32 payload length, u8 descriptor count, per descriptor u8 kind
 // and u32 stream id (kindSame: the index of the earlier one), payload.
-func (m *mux) relay(uc *net.UnixConn, s *yamux.Stream) {
+func (m *mux) relay(uc *net.UnixConn, s *fdmux.Stream) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -566,11 +589,12 @@ func (m *mux) relay(uc *net.UnixConn, s *yamux.Stream) {
 	}()
 	m.relayOut(uc, s)
 	<-done
+	s.Close()
 	uc.Close()
 }
 
-func (m *mux) relayOut(uc *net.UnixConn, s *yamux.Stream) {
-	defer s.Close()
+func (m *mux) relayOut(uc *net.UnixConn, s *fdmux.Stream) {
+	defer s.CloseWrite()
 	buf := make([]byte, maxRelayed)
 	oob := make([]byte, unix.CmsgSpace(253*4))
 	var hdr []byte
@@ -622,7 +646,7 @@ func (m *mux) relayOut(uc *net.UnixConn, s *yamux.Stream) {
 	}
 }
 
-func (m *mux) relayIn(s *yamux.Stream, uc *net.UnixConn) {
+func (m *mux) relayIn(s *fdmux.Stream, uc *net.UnixConn) {
 	defer uc.CloseWrite()
 	var h [5]byte
 	for {
