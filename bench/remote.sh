@@ -79,4 +79,4 @@ head -c "$((mib << 20))" /dev/urandom >"$dir/file"
 export CAPLIN_SSH="ssh -F $dir/ssh_config"
 export XDG_CACHE_HOME=$dir/local-cache # where caplin keeps its agent's hash
 echo "caplin remote vs ssh (loopback, $(nproc) CPUs, $runs runs per pair):"
-"$dir/remotebench" -runs "$runs" -mib "$mib" -agent "$dir/caplin" bench "$dir/file"
+"$dir/remotebench" -runs "$runs" -mib "$mib" ${REMOTEBENCH_ONLY:+-only "$REMOTEBENCH_ONLY"} -agent "$dir/caplin" bench "$dir/file"

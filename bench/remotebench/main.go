@@ -13,7 +13,7 @@
 //	  against ssh -S CONTROL HOST cat FILE (target: >= 0.8x ssh's
 //	  throughput)
 //
-// Usage: remotebench [-runs N] [-mib M] -agent CAPLIN HOST FILE
+// Usage: remotebench [-runs N] [-mib M] [-only spawn,batch,run,cat] -agent CAPLIN HOST FILE
 // $CAPLIN_SSH is the ssh command line (split on spaces here); FILE is a
 // file on HOST of M MiB.
 package main
@@ -39,7 +39,9 @@ func main() {
 	runs := flag.Int("runs", 40, "alternating runs per pair")
 	mib := flag.Int("mib", 256, "the file's size, MiB")
 	agent := flag.String("agent", "", "the caplin to upload as the agent")
+	only := flag.String("only", "spawn,batch,run,cat", "the pairs to run, by name")
 	flag.Parse()
+	want := func(name string) bool { return slices.Contains(strings.Split(*only, ","), name) }
 	if flag.NArg() != 2 {
 		fmt.Fprintln(os.Stderr, "usage: remotebench [-runs N] [-mib M] HOST FILE")
 		os.Exit(2)
@@ -70,15 +72,17 @@ func main() {
 	defer h.Close()
 	env := []string{"PATH=/usr/bin:/bin"}
 
-	pair("spawn+wait /bin/true", *runs,
-		func() {
-			e, err := h.Run(ctx, &remote.Cmd{Args: []string{"/bin/true"}, Env: env})
-			check(err)
-			if e.Code != 0 {
-				panic(e)
-			}
-		},
-		func() { check(viaMaster("/bin/true").Run()) })
+	if want("spawn") {
+		pair("spawn+wait /bin/true", *runs,
+			func() {
+				e, err := h.Run(ctx, &remote.Cmd{Args: []string{"/bin/true"}, Env: env})
+				check(err)
+				if e.Code != 0 {
+					panic(e)
+				}
+			},
+			func() { check(viaMaster("/bin/true").Run()) })
+	}
 
 	hd, err := h.Fork(ctx, nil)
 	check(err)
@@ -93,11 +97,13 @@ func main() {
 			check(err)
 		}
 	}
-	pair("a batch of 32 calls vs 1", *runs, batch(32), batch(1))
+	if want("batch") {
+		pair("a batch of 32 calls vs 1", *runs, batch(32), batch(1))
+	}
 
 	// The command: a connection each, a sandbox there, against ssh's
 	// own connection each (no ControlMaster on either side).
-	if *agent != "" {
+	if *agent != "" && want("run") {
 		sandbox := []string{"run", "--host", dest, "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
 			"--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--", "/bin/true"}
 		pair("caplin run --host vs ssh HOST", max(*runs/4, 3),
@@ -115,6 +121,9 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
+	if !want("cat") {
+		return
+	}
 	size := int64(*mib) << 20
 	read := func(r io.Reader) {
 		n, err := io.Copy(io.Discard, r)
@@ -123,7 +132,7 @@ func main() {
 			panic(fmt.Sprintf("read %d bytes of %s, want %d", n, file, size))
 		}
 	}
-	tr := *runs / 8
+	tr := *runs / 2
 	if tr < 3 {
 		tr = 3
 	}
