@@ -99,6 +99,7 @@ type Session struct {
 
 	wmu      sync.Mutex // frame writes
 	fpR, fpW int        // the frame pipe (-1: none), with wmu held
+	bpR, bpW int        // the body pipe, likewise
 
 	mu      sync.Mutex
 	streams map[uint32]*Stream
@@ -147,13 +148,20 @@ func New(r io.Reader, w io.Writer, prefix []byte, client bool, cfg *Config, clos
 	if f, ok := r.(*os.File); ok && inPoller(f) {
 		s.rf = f
 	}
-	s.fpR, s.fpW = -1, -1
+	s.fpR, s.fpW, s.bpR, s.bpW = -1, -1, -1, -1
 	if f, ok := w.(*os.File); ok && inPoller(f) {
-		s.wf = f
-		var p [2]int
-		if unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK) == nil {
-			unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, 1<<20)
-			s.fpR, s.fpW = p[0], p[1]
+		// The fast path of sending needs two pipes of its own.
+		var fp, bp [2]int
+		if unix.Pipe2(fp[:], unix.O_CLOEXEC|unix.O_NONBLOCK) == nil {
+			if unix.Pipe2(bp[:], unix.O_CLOEXEC|unix.O_NONBLOCK) == nil {
+				unix.FcntlInt(uintptr(fp[0]), unix.F_SETPIPE_SZ, 1<<20)
+				unix.FcntlInt(uintptr(bp[0]), unix.F_SETPIPE_SZ, 1<<20)
+				s.wf = f
+				s.fpR, s.fpW, s.bpR, s.bpW = fp[0], fp[1], bp[0], bp[1]
+			} else {
+				unix.Close(fp[0])
+				unix.Close(fp[1])
+			}
 		}
 	}
 	go s.readLoop()
@@ -212,10 +220,11 @@ func (s *Session) die(err error) {
 			// Once no frame is being written (closing the connection
 			// ended any write that waited).
 			s.wmu.Lock()
-			if s.fpR >= 0 {
-				unix.Close(s.fpR)
-				unix.Close(s.fpW)
-				s.fpR, s.fpW = -1, -1
+			for _, fd := range []*int{&s.fpR, &s.fpW, &s.bpR, &s.bpW} {
+				if *fd >= 0 {
+					unix.Close(*fd)
+					*fd = -1
+				}
 			}
 			s.wmu.Unlock()
 		}()
@@ -419,8 +428,22 @@ func (s *Session) readFull(b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
-	_, err := io.ReadFull(s.r, b)
-	return err
+	for len(b) > 0 {
+		n, err := s.r.Read(b)
+		if n > 0 {
+			s.missed.Store(0) // a body's bytes are signs of life too
+			b = b[n:]
+			continue
+		}
+		if err == nil {
+			continue // as io.ReadFull does
+		}
+		if err == io.EOF {
+			return io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	return nil
 }
 
 // errProtocol ends a session whose peer broke the protocol.
@@ -433,7 +456,9 @@ func (s *Session) readLoop() {
 	for {
 		if err := s.readFull(hdr[:]); err != nil {
 			if err == io.EOF || err == io.ErrUnexpectedEOF {
-				err = io.EOF
+				// Not io.EOF itself: a stream's reader must not take a
+				// connection cut for its stream's end.
+				err = fmt.Errorf("fdmux: the connection ended: %w", io.ErrUnexpectedEOF)
 			} else {
 				err = fmt.Errorf("fdmux: reading the connection: %w", err)
 			}
@@ -491,10 +516,12 @@ func (s *Session) data(flags byte, id uint32, n int) error {
 			s.mu.Unlock()
 			return errProtocol(fmt.Sprintf("stream %d opened twice or by the wrong side", id))
 		}
-		st = s.newStream(id)
-		s.streams[id] = st
-		s.backlog = append(s.backlog, st)
-		s.signalAccept()
+		if !s.IsClosed() { // else die has taken the streams: drop it
+			st = s.newStream(id)
+			s.streams[id] = st
+			s.backlog = append(s.backlog, st)
+			s.signalAccept()
+		}
 	}
 	s.mu.Unlock()
 	if n > 0 {
@@ -608,16 +635,19 @@ func (s *Session) spliceIn(st *Stream, n int) (k, how int, err error) {
 		}
 		if st.overflow == 0 {
 			m, err := 0, error(nil)
-			st.sink.Control(func(wfd uintptr) {
+			if cerr := st.sink.Control(func(wfd uintptr) {
 				var m64 int64
 				m64, err = unix.Splice(int(rfd), nil, int(wfd), nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 				m = int(m64)
-			})
+			}); cerr != nil {
+				err = cerr // the sink was closed: as a failed write
+			}
 			switch {
 			case m > 0:
 				k, how = m, spliced
 				st.sunk += int64(m)
 				st.consumed(m)
+				s.missed.Store(0)
 				return false
 			case err == unix.EAGAIN:
 				if empty() {
@@ -643,6 +673,7 @@ func (s *Session) spliceIn(st *Stream, n int) (k, how int, err error) {
 			k, how = int(m), spliced
 			st.overflow += int(m)
 			st.cond.Broadcast()
+			s.missed.Store(0)
 		case err == unix.EAGAIN:
 			if empty() {
 				return true
@@ -773,6 +804,7 @@ type Stream struct {
 
 	// sending
 	credit  int
+	writing int // writes under way (CloseWrite waits for them)
 	finSent bool
 
 	closed    bool // Close: nothing more is read
@@ -1013,10 +1045,21 @@ func (st *Stream) waitCredit(n int) (int, error) {
 		case st.credit > 0:
 			k := min(n, st.credit, MaxFrame)
 			st.credit -= k
+			st.writing++
 			return k, nil
 		}
 		st.cond.Wait()
 	}
+}
+
+// wrote ends a write waitCredit let start, giving back the part of its
+// window (unused) it did not send.
+func (st *Stream) wrote(unused int) {
+	st.mu.Lock()
+	st.writing--
+	st.credit += unused
+	st.cond.Broadcast()
+	st.mu.Unlock()
 }
 
 // Write sends p to the peer, waiting for window as it needs.
@@ -1027,7 +1070,9 @@ func (st *Stream) Write(p []byte) (int, error) {
 		if err != nil {
 			return done, err
 		}
-		if err := st.s.writeFrame(typeData, 0, st.id, p[done:done+k]); err != nil {
+		err = st.s.writeFrame(typeData, 0, st.id, p[done:done+k])
+		st.wrote(0)
+		if err != nil {
 			return done, err
 		}
 		done += k
@@ -1092,61 +1137,76 @@ func (st *Stream) ReadFrom(r io.Reader) (int64, error) {
 		if err != nil {
 			return total, err
 		}
-		if err := st.spliceOut(rc, wrc, k); err != nil {
+		m, err := st.spliceOut(rc, wrc, k)
+		st.wrote(k - m)
+		total += int64(m)
+		if err != nil {
 			return total, err
 		}
-		total += int64(k)
 	}
 }
 
-// spliceOut writes a frame of k bytes spliced from the pipe rc (which
-// holds at least k: only this stream reads it). The frame is put
-// together in the session's frame pipe and spliced on whole, so that the
-// peer (ssh) finds header and body at once rather than waking for a
-// header alone.
-func (st *Stream) spliceOut(rc, wrc syscall.RawConn, k int) error {
+// spliceOut sends a frame of what the pipe rc holds, up to k bytes, and
+// says how many it sent: the bytes are first spliced into the session's
+// body pipe (so that the header can say how many there are: another
+// reader of the pipe may have taken some, and rc may have been closed),
+// then, behind their header, into its frame pipe, and from there into
+// the connection in one splice, so that the peer (ssh) finds header and
+// body at once rather than waking for a header alone. An error before
+// the header is written leaves the session as it was; after, it ends it.
+func (st *Stream) spliceOut(rc, wrc syscall.RawConn, k int) (int, error) {
 	s := st.s
-	var h [hdrLen]byte
-	putHeader(h[:], typeData, 0, st.id, uint32(k))
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.IsClosed() {
-		return s.err
+		return 0, s.err
 	}
-	var err error
-	if s.fpW >= 0 {
-		err = st.spliceFramed(rc, wrc, h[:], k)
-	} else if err = s.write(h[:]); err == nil {
-		_, err = spliceAll(rc, -1, wrc, k)
+	if s.fpW < 0 {
+		return 0, errors.New("fdmux: no frame pipe")
 	}
+	var m int
+	var serr error
+	if err := rc.Control(func(rfd uintptr) {
+		n, err := unix.Splice(int(rfd), nil, s.bpW, nil, k, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		m = max(int(n), 0)
+		if err != nil && err != unix.EAGAIN {
+			serr = err
+		}
+	}); err != nil {
+		return 0, err
+	}
+	if m == 0 {
+		return 0, serr
+	}
+	var h [hdrLen]byte
+	putHeader(h[:], typeData, 0, st.id, uint32(m))
+	err := s.frame(wrc, h[:], m)
 	if err != nil {
 		// The frame is cut short: the connection cannot go on.
 		s.die(fmt.Errorf("fdmux: splicing into the connection: %w", err))
-		return s.err
+		return 0, s.err
 	}
-	return nil
+	return m, nil
 }
 
-func (st *Stream) spliceFramed(rc, wrc syscall.RawConn, h []byte, k int) error {
-	s := st.s
+// frame puts header h and the n bytes of the body pipe together in the
+// frame pipe and splices them into the connection, with wmu held.
+func (s *Session) frame(wrc syscall.RawConn, h []byte, n int) error {
 	if _, err := unix.Write(s.fpW, h); err != nil {
 		return err
 	}
 	in := len(h)
-	for k > 0 {
-		var m int64
-		var err error
-		rc.Control(func(rfd uintptr) {
-			m, err = unix.Splice(int(rfd), nil, s.fpW, nil, k, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		})
+	for n > 0 {
+		m, err := unix.Splice(s.bpR, nil, s.fpW, nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch {
 		case m > 0:
-			k -= int(m)
+			n -= int(m)
 			in += int(m)
 			continue
 		case err == unix.EAGAIN:
-			// The frame pipe is full: out with what it holds.
-			if _, err := spliceAll(nil, s.fpR, wrc, in); err != nil {
+			// The frame pipe is full (the body pipe holds n): out with
+			// what it holds.
+			if _, err := spliceAll(s.fpR, wrc, in); err != nil {
 				return err
 			}
 			in = 0
@@ -1157,37 +1217,29 @@ func (st *Stream) spliceFramed(rc, wrc syscall.RawConn, h []byte, k int) error {
 			return err
 		}
 	}
-	_, err := spliceAll(nil, s.fpR, wrc, in)
+	_, err := spliceAll(s.fpR, wrc, in)
 	return err
 }
 
-// spliceAll splices n bytes (which it holds) from the pipe rc, or the
-// descriptor fd if rc is nil, into the connection wrc, waiting for room.
-func spliceAll(rc syscall.RawConn, fd int, wrc syscall.RawConn, n int) (int, error) {
+// spliceAll splices n bytes (which it holds) from the pipe fd into the
+// connection wrc, waiting for room.
+func spliceAll(fd int, wrc syscall.RawConn, n int) (int, error) {
 	done := 0
 	var serr error
 	for done < n && serr == nil {
 		err := wrc.Write(func(wfd uintptr) bool {
-			again := false
-			do := func(rfd uintptr) {
-				m, err := unix.Splice(int(rfd), nil, int(wfd), nil, n-done, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-				switch {
-				case m > 0:
-					done += int(m)
-				case err == unix.EAGAIN:
-					again = true
-				case err == nil:
-					serr = io.ErrUnexpectedEOF
-				default:
-					serr = err
-				}
+			m, err := unix.Splice(fd, nil, int(wfd), nil, n-done, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			switch {
+			case m > 0:
+				done += int(m)
+			case err == unix.EAGAIN:
+				return false
+			case err == nil:
+				serr = io.ErrUnexpectedEOF
+			default:
+				serr = err
 			}
-			if rc == nil {
-				do(uintptr(fd))
-			} else if cerr := rc.Control(do); cerr != nil {
-				serr = cerr
-			}
-			return !again
+			return true
 		})
 		if err != nil && serr == nil {
 			serr = err
@@ -1206,6 +1258,11 @@ func (st *Stream) CloseWrite() error {
 	}
 	st.finSent = true
 	st.cond.Broadcast()
+	// No frame may follow the FIN: a write under way (another
+	// goroutine's) goes first.
+	for st.writing > 0 && !st.dead {
+		st.cond.Wait()
+	}
 	st.maybeForget()
 	st.mu.Unlock()
 	return st.s.writeFrame(typeData, flagFIN, st.id, nil)

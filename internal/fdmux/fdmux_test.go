@@ -474,3 +474,106 @@ func FuzzSession(f *testing.F) {
 		}
 	})
 }
+
+// TestSourceClosed: a source pipe closed while ReadFrom splices it (as
+// remote's pumpOut does when the peer goes), or read by another reader
+// too, ends that ReadFrom, not the session.
+func TestSourceClosed(t *testing.T) {
+	for i := range 30 {
+		c, s := pair(t, "pipes", nil)
+		go func() {
+			for {
+				st, err := s.Accept()
+				if err != nil {
+					return
+				}
+				go io.Copy(io.Discard, st)
+			}
+		}()
+		srcR, srcW := pipe(t)
+		go func() {
+			b := make([]byte, 64<<10)
+			for {
+				if _, err := srcW.Write(b); err != nil {
+					return
+				}
+			}
+		}()
+		if i%2 == 1 {
+			// A second reader of the same pipe.
+			go io.Copy(io.Discard, srcR)
+		}
+		st, _ := c.Open()
+		done := make(chan struct{})
+		go func() {
+			st.ReadFrom(srcR)
+			close(done)
+		}()
+		time.Sleep(time.Duration(i%5) * time.Millisecond)
+		srcR.Close()
+		srcW.Close()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("ReadFrom goes on after its source was closed")
+		}
+		other, err := c.Open()
+		if err == nil {
+			_, err = other.Write([]byte("still there"))
+		}
+		if err != nil || c.IsClosed() {
+			t.Fatalf("run %d: the session ended with a stream's source: %v, %v", i, err, c.Err())
+		}
+	}
+}
+
+// TestSlowBody: a frame's body that takes longer than four keep-alive
+// intervals to arrive is a sign of life, not a dead connection.
+func TestSlowBody(t *testing.T) {
+	ar, aw := pipe(t) // client to relay
+	br, bw := pipe(t) // relay to server
+	cr, cw := pipe(t) // server to client
+	go func() {
+		b := make([]byte, 16<<10)
+		for {
+			n, err := ar.Read(b)
+			if n > 0 {
+				time.Sleep(5 * time.Millisecond)
+				bw.Write(b[:n])
+			}
+			if err != nil {
+				bw.Close()
+				return
+			}
+		}
+	}()
+	cfg := &Config{KeepAlive: 20 * time.Millisecond}
+	c := New(cr, aw, nil, true, cfg, cr, aw)
+	s := New(br, cw, nil, false, cfg, br, cw)
+	defer c.Close()
+	defer s.Close()
+	st, _ := c.Open()
+	go st.Write(make([]byte, 1<<20)) // one frame: about 320 ms through the relay
+	peer, err := s.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(peer, make([]byte, 1<<20)); err != nil {
+		t.Fatalf("reading a slow frame: %v (session: %v)", err, s.Err())
+	}
+}
+
+// TestCutIsNotEOF: a connection that ends under a stream is an error for
+// its reader, not the stream's end.
+func TestCutIsNotEOF(t *testing.T) {
+	c, s := pair(t, "pipes", nil)
+	st, _ := c.Open()
+	peer, _ := s.Accept()
+	peer.Write([]byte("partial"))
+	time.Sleep(10 * time.Millisecond)
+	s.Close()
+	got, err := io.ReadAll(st)
+	if string(got) != "partial" || err == nil || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("read %q, %v; want what came, then an unexpected EOF", got, err)
+	}
+}
