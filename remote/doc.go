@@ -8,8 +8,9 @@
 // and rpc objects listening there (Object).
 //
 // Everything crosses as caplin's rpc, relayed over one ssh connection
-// multiplexed by yamux: each object, and each descriptor a call carries,
-// is a stream of its own with its own flow control. Objects stay objects;
+// multiplexed by internal/fdmux: each object, and each descriptor a call
+// carries, is a stream of its own with its own flow control, and a
+// forwarded pipe's bytes are spliced, not copied, on both sides. Objects stay objects;
 // pipes, files, sockets and terminals are forwarded as pipes, sockets and
 // pseudo-terminals there; other descriptors do not cross.
 //

@@ -77,8 +77,9 @@ type (
 // proc.Handle is: the embedded *proc.Handle is a peer handle (see
 // proc.NewPeerHandle) whose batches, results, memory and fds work as
 // locally (its calls cross the connection, a round trip per batch; fds
-// are forwarded). Fork (forkat), Exec, ExecPath and Close are this type's:
-// they are done by the agent, which holds the child.
+// are forwarded). Fork (forkat), Spawn, SpawnPath, Exec, ExecPath and
+// Close are this type's: they are done by the agent, which holds the
+// child.
 type Handle struct {
 	*proc.Handle
 	host *Host
@@ -149,6 +150,53 @@ func (hd *Handle) Fork(ctx context.Context, opts *proc.Options) (*Handle, error)
 		return nil, hd.host.fail(fmt.Sprintf("fork from %d", hd.Pid()), err)
 	}
 	return hd.host.newHandle(&r)
+}
+
+// Spawn makes a child of hd's child (Fork, with opts), runs setup in it
+// and execs exe there, as proc.Handle.Spawn does, and returns the program
+// as a process of the host's. It takes three round trips where a local
+// Spawn takes one, and the child is a copy of hd's child rather than
+// sharing its memory, so setup may hold any calls a batch may. A setup
+// call that fails is a *proc.BatchError (Index counts in setup), and no
+// process is left behind. setup may be nil; it is used up.
+func (hd *Handle) Spawn(ctx context.Context, opts *proc.Options, setup *proc.Batch, exe *os.File, argv, env []string) (*Process, error) {
+	c, err := hd.spawnChild(ctx, opts, setup)
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.Exec(ctx, exe, argv, env)
+	if err != nil {
+		c.Close()
+	}
+	return p, err
+}
+
+// SpawnPath is Spawn of the program at path, looked up in the new child
+// after setup has run, as proc.Handle.SpawnPath does.
+func (hd *Handle) SpawnPath(ctx context.Context, opts *proc.Options, setup *proc.Batch, path string, argv, env []string) (*Process, error) {
+	c, err := hd.spawnChild(ctx, opts, setup)
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.ExecPath(ctx, path, argv, env)
+	if err != nil {
+		c.Close()
+	}
+	return p, err
+}
+
+func (hd *Handle) spawnChild(ctx context.Context, opts *proc.Options, setup *proc.Batch) (*Handle, error) {
+	c, err := hd.Fork(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	if setup != nil {
+		if _, err := c.Run(ctx, setup); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // ExecPath execs the program at path (looked up in the child, after its

@@ -398,7 +398,7 @@ func TestAsNobody(t *testing.T) {
 	srv := sshtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	testenv.NobodyTests(ctx, t, "^(TestNoLeaks|TestSandboxFromSpec|TestSignalAndKillOnClose|TestRefusals|TestRemoteHandle|TestSpawnOutput|TestAgentCache|TestRefusedHostKey|TestStreamBothWays|TestSlowReaderStallsNoOther|TestConnectionDrop|TestObjectAcrossHosts|TestRemoteSandbox)$", srv.Env())
+	testenv.NobodyTests(ctx, t, "^(TestNoLeaks|TestSandboxFromSpec|TestSignalAndKillOnClose|TestRefusals|TestRemoteHandle|TestRemoteSpawn|TestSpawnOutput|TestAgentCache|TestRefusedHostKey|TestStreamBothWays|TestSlowReaderStallsNoOther|TestConnectionDrop|TestObjectAcrossHosts|TestRemoteSandbox)$", srv.Env())
 }
 
 // TestRemoteHandle: a child on the host built by system calls from here,
@@ -679,5 +679,68 @@ func TestNoLeaks(t *testing.T) {
 			t.Fatalf("%d fds open before, %d after", before, testenv.OpenFDs(t))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRemoteSpawn: Spawn and SpawnPath from a remote handle, as from a
+// local one: a child of its child, set up by a batch, exec'd there; a
+// setup call that fails is a *proc.BatchError and leaves nothing behind.
+func TestRemoteSpawn(t *testing.T) {
+	srv := sshtest.Start(t)
+	h := dial(t, srv)
+	ctx := context.Background()
+	hd, err := h.Fork(ctx, &proc.Options{NewUser: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hd.Close()
+
+	run := func(spawn func(setup *proc.Batch) (*Process, error)) string {
+		t.Helper()
+		r, w, _ := os.Pipe()
+		var setup proc.Batch
+		setup.PutFile(w, 1)
+		setup.Chdir("/")
+		p, err := spawn(&setup)
+		w.Close()
+		if err != nil {
+			r.Close()
+			t.Fatal(err)
+		}
+		defer p.Close()
+		out, _ := io.ReadAll(r)
+		r.Close()
+		if e, err := p.Wait(ctx); err != nil || e.Code != 0 {
+			t.Fatalf("exit %v, %v", e, err)
+		}
+		return string(out)
+	}
+	if out := run(func(setup *proc.Batch) (*Process, error) {
+		return hd.SpawnPath(ctx, nil, setup, "/bin/sh", []string{"sh", "-c", "pwd; id -u"}, nil)
+	}); out != "/\n0\n" {
+		t.Errorf("SpawnPath: output %q, want / and uid 0 (the handle's user namespace)", out)
+	}
+	echo, err := os.Open("/bin/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	if out := run(func(setup *proc.Batch) (*Process, error) {
+		return hd.Spawn(ctx, nil, setup, echo, []string{"echo", "sent"}, nil)
+	}); out != "sent\n" {
+		t.Errorf("Spawn: output %q", out)
+	}
+
+	var bad proc.Batch
+	bad.Getpid()
+	bad.Chdir("/no/such/dir")
+	_, err = hd.SpawnPath(ctx, nil, &bad, "/bin/true", []string{"true"}, nil)
+	var be *proc.BatchError
+	if !errors.As(err, &be) || be.Index != 1 || !errors.Is(err, unix.ENOENT) {
+		t.Errorf("a failing setup: %v, want a BatchError at index 1 with ENOENT", err)
+	}
+	// hd is as it was.
+	if _, err := hd.Getpid(ctx); err != nil {
+		t.Errorf("the handle after a failed spawn from it: %v", err)
 	}
 }
