@@ -64,6 +64,7 @@ plain=("$dir/caplin" run --system --net loopback --ro-bind "$dir/netbench" /nb -
 trapped=("$dir/caplin" run --system --ro-bind "$dir/netbench" /nb --connect 192.0.2.1:1 -- /nb)
 
 declare -a cd cg cl td tg hp hg hl ht hd fp ft
+ht=() # set -u: an array that stays empty (no tinyproxy) must be set
 for ((r = 0; r < reps; r++)); do
 	fp+=("$("${plain[@]}" selfconnect 2000 | value)")
 	ft+=("$("${trapped[@]}" selfconnect 2000 | value)")
