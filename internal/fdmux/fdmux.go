@@ -684,21 +684,7 @@ func (s *Session) spliceIn(st *Stream, n int) (k, how int, err error) {
 		}
 		return false
 	}
-	// A frame's body is on its way: wait for it in poll(2) for a little
-	// first (a wake-up costs less there than through the Go poller, for
-	// each of the pieces ssh writes it in), then in the poller.
-	polled := false
-	e = rc.Read(func(rfd uintptr) bool {
-		for attempt(rfd) {
-			if polled {
-				return false
-			}
-			polled = true
-			pfd := []unix.PollFd{{Fd: int32(rfd), Events: unix.POLLIN}}
-			unix.Poll(pfd, 2)
-		}
-		return true
-	})
+	e = rc.Read(func(rfd uintptr) bool { return !attempt(rfd) })
 	if e == nil {
 		e = serr
 	}
