@@ -665,7 +665,16 @@ func (s *Session) spliceIn(st *Stream, n int) (k, how int, err error) {
 			}
 		}
 		if st.ovW < 0 {
-			return false
+			if st.ovTried {
+				return false
+			}
+			st.ovTried = true
+			var p [2]int
+			if unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK) != nil {
+				return false
+			}
+			unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, 1<<20)
+			st.ovR, st.ovW = p[0], p[1]
 		}
 		m, err := unix.Splice(int(rfd), nil, st.ovW, nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch {
@@ -785,7 +794,8 @@ type Stream struct {
 	sink     syscall.RawConn
 	sinkErr  error
 	sunk     int64 // spliced into the sink
-	ovR, ovW int   // the overflow pipe, when there is a sink
+	ovR, ovW int   // the overflow pipe, once the sink has filled
+	ovTried  bool  // made (or failed to be)
 	overflow int   // bytes in it
 
 	// sending
@@ -892,13 +902,11 @@ func (st *Stream) WriteTo(w io.Writer) (total int64, err error) {
 		sink, _ = f.SyscallConn()
 	}
 	if sink != nil {
-		var p [2]int
 		st.mu.Lock()
-		st.sink, st.sunk, st.ovR, st.ovW = sink, 0, -1, -1
-		if unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK) == nil {
-			unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, 1<<20)
-			st.ovR, st.ovW = p[0], p[1]
-		}
+		// The overflow pipe is made when the sink first fills: most
+		// streams never need one (a pipe's size counts against the
+		// user's pipe-user-pages-soft).
+		st.sink, st.sunk, st.ovR, st.ovW, st.ovTried = sink, 0, -1, -1, false
 		st.mu.Unlock()
 		defer func() {
 			// The reading loop uses the sink and the overflow pipe with
