@@ -114,7 +114,10 @@ func (o *Options) sshCommand() string {
 // agent in the user's cache and checks its hash, says what it found and
 // the machine's architecture, and then, as told, takes an upload (checked
 // by hash before it replaces anything) and execs the agent, or stops.
-// $1 is the agent's sha256; the rest are its arguments.
+// An upload also removes the agents (and failed uploads) that arrived
+// more than 30 days before: each caplin version leaves one, 12 MB, and a
+// version still in use elsewhere uploads itself again. $1 is the agent's
+// sha256; the rest are its arguments.
 const bootstrap = `set -u
 sha=$1; shift
 d=${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/caplin
@@ -131,7 +134,8 @@ upload)
 	t=$f.$$.tmp
 	if head -c "$n" >"$t" && [ "$(sum "$t")" = "$sha" ] && chmod 700 "$t" && mv -f "$t" "$f"; then :; else
 		rm -f "$t"; echo "caplin-bootstrap: the agent did not arrive whole" >&2; exit 98
-	fi ;;
+	fi
+	find "$d/." ! -name . -prune -type f -name 'agent-*' ! -name "agent-$sha" -mtime +30 -exec rm -f {} + 2>/dev/null ;;
 exec) ;;
 *) exit 0 ;;
 esac

@@ -86,6 +86,19 @@ func TestAgentCache(t *testing.T) {
 		t.Errorf("the second connection uploaded the agent again")
 	}
 	h2.Close()
+	// Agents of other versions: an upload removes those that arrived
+	// more than 30 days ago, and only those.
+	dir := filepath.Dir(path)
+	old, recent := filepath.Join(dir, "agent-old"), filepath.Join(dir, "agent-recent")
+	for _, p := range []string{old, recent} {
+		if err := os.WriteFile(p, []byte("another version"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := time.Now().Add(-40 * 24 * time.Hour)
+	if err := os.Chtimes(old, long, long); err != nil {
+		t.Fatal(err)
+	}
 	// Tamper with the cached agent: the next connection must notice and
 	// replace it rather than run it.
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
@@ -105,6 +118,12 @@ func TestAgentCache(t *testing.T) {
 	got, _ := os.ReadFile(path)
 	if !bytes.Equal(want, got) {
 		t.Errorf("the cached agent is not this binary after the re-upload")
+	}
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an agent uploaded 40 days ago is still cached after an upload (%v)", err)
+	}
+	if _, err := os.Stat(recent); err != nil {
+		t.Errorf("a recent agent of another version was removed: %v", err)
 	}
 }
 
