@@ -26,13 +26,13 @@ type conn struct {
 	c1, c2 []io.Closer
 }
 
-var conns = map[string]func(t *testing.T) conn{
-	"pipes": func(t *testing.T) conn {
+var conns = map[string]func(t testing.TB) conn{
+	"pipes": func(t testing.TB) conn {
 		ar, aw := pipe(t)
 		br, bw := pipe(t)
 		return conn{ar, bw, br, aw, []io.Closer{ar, bw}, []io.Closer{br, aw}}
 	},
-	"socketpair": func(t *testing.T) conn {
+	"socketpair": func(t testing.TB) conn {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -40,14 +40,14 @@ var conns = map[string]func(t *testing.T) conn{
 		a, b := os.NewFile(uintptr(fds[0]), "a"), os.NewFile(uintptr(fds[1]), "b")
 		return conn{a, a, b, b, []io.Closer{a}, []io.Closer{b}}
 	},
-	"iopipe": func(t *testing.T) conn {
+	"iopipe": func(t testing.TB) conn {
 		ar, aw := io.Pipe()
 		br, bw := io.Pipe()
 		return conn{ar, bw, br, aw, []io.Closer{ar, bw}, []io.Closer{br, aw}}
 	},
 }
 
-func pipe(t *testing.T) (*os.File, *os.File) {
+func pipe(t testing.TB) (*os.File, *os.File) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -58,7 +58,7 @@ func pipe(t *testing.T) (*os.File, *os.File) {
 
 // pair makes a client and a server session over a connection of the
 // kind named; both are closed when the test ends.
-func pair(t *testing.T, kind string, cfg *Config) (c, s *Session) {
+func pair(t testing.TB, kind string, cfg *Config) (c, s *Session) {
 	t.Helper()
 	x := conns[kind](t)
 	c = New(x.r1, x.w1, nil, true, cfg, x.c1...)
@@ -576,4 +576,84 @@ func TestCutIsNotEOF(t *testing.T) {
 	if string(got) != "partial" || err == nil || !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("read %q, %v; want what came, then an unexpected EOF", got, err)
 	}
+}
+
+// BenchmarkPipeToPipe: a pipe's bytes through a stream into another pipe
+// that a reader drains, over a connection of pipes (as to ssh): with the
+// splicing paths (ReadFrom and WriteTo of pipes), through the copying
+// ones (Read and Write), and, for scale, io.Copy from one pipe to the
+// other with no multiplexer (which splices too). Here: splice 5.3-6.9
+// GB/s, copy 3.2 GB/s, direct 4.4-4.6 GB/s.
+func BenchmarkPipeToPipe(b *testing.B) {
+	const chunk = 128 << 10
+	run := func(b *testing.B, relay func(c, s *Session, src, dst *os.File)) {
+		b.SetBytes(chunk)
+		srcR, srcW, _ := os.Pipe()
+		dstR, dstW, _ := os.Pipe()
+		for _, f := range []*os.File{srcR, dstR} {
+			rc, _ := f.SyscallConn()
+			rc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, 1<<20) })
+		}
+		var c, s *Session
+		if relay != nil {
+			c, s = pair(b, "pipes", nil)
+		}
+		go func() {
+			if relay != nil {
+				relay(c, s, srcR, dstW)
+			} else {
+				io.Copy(dstW, srcR)
+			}
+			dstW.Close()
+		}()
+		done := make(chan struct{})
+		go func() {
+			io.Copy(io.Discard, dstR)
+			close(done)
+		}()
+		buf := make([]byte, chunk)
+		b.ResetTimer()
+		for range b.N {
+			srcW.Write(buf)
+		}
+		srcW.Close()
+		<-done
+	}
+	b.Run("splice", func(b *testing.B) {
+		run(b, func(c, s *Session, src, dst *os.File) {
+			st, _ := c.Open()
+			go func() {
+				st.ReadFrom(src)
+				st.CloseWrite()
+			}()
+			peer, _ := s.Accept()
+			peer.WriteTo(dst)
+		})
+	})
+	b.Run("copy", func(b *testing.B) {
+		run(b, func(c, s *Session, src, dst *os.File) {
+			st, _ := c.Open()
+			go func() {
+				buf := make([]byte, chunk)
+				for {
+					n, err := src.Read(buf)
+					st.Write(buf[:n])
+					if err != nil {
+						break
+					}
+				}
+				st.CloseWrite()
+			}()
+			peer, _ := s.Accept()
+			buf := make([]byte, chunk)
+			for {
+				n, err := peer.Read(buf)
+				dst.Write(buf[:n])
+				if err != nil {
+					break
+				}
+			}
+		})
+	})
+	b.Run("direct", func(b *testing.B) { run(b, nil) })
 }
