@@ -151,16 +151,13 @@ func New(r io.Reader, w io.Writer, prefix []byte, client bool, cfg *Config, clos
 	s.fpR, s.fpW, s.bpR, s.bpW = -1, -1, -1, -1
 	if f, ok := w.(*os.File); ok && inPoller(f) {
 		// The fast path of sending needs two pipes of its own.
-		var fp, bp [2]int
-		if unix.Pipe2(fp[:], unix.O_CLOEXEC|unix.O_NONBLOCK) == nil {
-			if unix.Pipe2(bp[:], unix.O_CLOEXEC|unix.O_NONBLOCK) == nil {
-				unix.FcntlInt(uintptr(fp[0]), unix.F_SETPIPE_SZ, 1<<20)
-				unix.FcntlInt(uintptr(bp[0]), unix.F_SETPIPE_SZ, 1<<20)
+		if fpR, fpW, ok := newPipe(); ok {
+			if bpR, bpW, ok := newPipe(); ok {
 				s.wf = f
-				s.fpR, s.fpW, s.bpR, s.bpW = fp[0], fp[1], bp[0], bp[1]
+				s.fpR, s.fpW, s.bpR, s.bpW = fpR, fpW, bpR, bpW
 			} else {
-				unix.Close(fp[0])
-				unix.Close(fp[1])
+				unix.Close(fpR)
+				unix.Close(fpW)
 			}
 		}
 	}
@@ -170,6 +167,17 @@ func New(r io.Reader, w io.Writer, prefix []byte, client bool, cfg *Config, clos
 		go s.keepAlive()
 	}
 	return s
+}
+
+// newPipe makes a pipe of the session's own, non-blocking, grown to 1
+// MiB if the user's pipe allowance lets it (best effort).
+func newPipe() (r, w int, ok bool) {
+	var p [2]int
+	if unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK) != nil {
+		return -1, -1, false
+	}
+	unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, 1<<20)
+	return p[0], p[1], true
 }
 
 // inPoller says whether f's reads and writes go through Go's poller (a
@@ -615,8 +623,8 @@ func (s *Session) spliceIn(st *Stream, n int) (k, how int, err error) {
 	}
 	how = buffered
 	var serr error
-	// attempt says whether to wait for the connection.
-	attempt := func(rfd uintptr) bool {
+	// The callback returns false to wait for the connection.
+	e = rc.Read(func(rfd uintptr) bool {
 		// st.mu is held while the sink and the overflow pipe are used:
 		// WriteTo unsets them so before it returns.
 		st.mu.Lock()
@@ -624,9 +632,9 @@ func (s *Session) spliceIn(st *Stream, n int) (k, how int, err error) {
 		switch {
 		case st.closed:
 			how = dropped
-			return false
+			return true
 		case st.sink == nil || st.buffered() > 0:
-			return false
+			return true
 		}
 		// empty says whether an EAGAIN was the connection's.
 		empty := func() bool {
@@ -648,33 +656,32 @@ func (s *Session) spliceIn(st *Stream, n int) (k, how int, err error) {
 				st.sunk += int64(m)
 				st.consumed(m)
 				s.missed.Store(0)
-				return false
+				return true
 			case err == unix.EAGAIN:
 				if empty() {
-					return true
+					return false
 				}
 				// The sink is full: the overflow pipe, below.
 			case err == nil:
 				serr = io.ErrUnexpectedEOF
-				return false
+				return true
 			default:
 				// The sink failed (its reader went): the bytes go to
 				// the buffer, and WriteTo returns the error.
 				st.sinkErr = err
-				return false
+				return true
 			}
 		}
 		if st.ovW < 0 {
 			if st.ovTried {
-				return false
+				return true
 			}
 			st.ovTried = true
-			var p [2]int
-			if unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK) != nil {
-				return false
+			r, w, ok := newPipe()
+			if !ok {
+				return true
 			}
-			unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, 1<<20)
-			st.ovR, st.ovW = p[0], p[1]
+			st.ovR, st.ovW = r, w
 		}
 		m, err := unix.Splice(int(rfd), nil, st.ovW, nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch {
@@ -685,15 +692,14 @@ func (s *Session) spliceIn(st *Stream, n int) (k, how int, err error) {
 			s.missed.Store(0)
 		case err == unix.EAGAIN:
 			if empty() {
-				return true
+				return false
 			}
 			// The overflow pipe is full too: the buffer.
 		case err == nil:
 			serr = io.ErrUnexpectedEOF
 		}
-		return false
-	}
-	e = rc.Read(func(rfd uintptr) bool { return !attempt(rfd) })
+		return true
+	})
 	if e == nil {
 		e = serr
 	}
