@@ -160,32 +160,18 @@ func (hd *Handle) Fork(ctx context.Context, opts *proc.Options) (*Handle, error)
 // call that fails is a *proc.BatchError (Index counts in setup), and no
 // process is left behind. setup may be nil; it is used up.
 func (hd *Handle) Spawn(ctx context.Context, opts *proc.Options, setup *proc.Batch, exe *os.File, argv, env []string) (*Process, error) {
-	c, err := hd.spawnChild(ctx, opts, setup)
-	if err != nil {
-		return nil, err
-	}
-	p, err := c.Exec(ctx, exe, argv, env)
-	if err != nil {
-		c.Close()
-	}
-	return p, err
+	return hd.spawn(ctx, opts, setup, func(c *Handle) (*Process, error) { return c.Exec(ctx, exe, argv, env) })
 }
 
 // SpawnPath is Spawn of the program at path, looked up in the new child
 // after setup has run, as proc.Handle.SpawnPath does.
 func (hd *Handle) SpawnPath(ctx context.Context, opts *proc.Options, setup *proc.Batch, path string, argv, env []string) (*Process, error) {
-	c, err := hd.spawnChild(ctx, opts, setup)
-	if err != nil {
-		return nil, err
-	}
-	p, err := c.ExecPath(ctx, path, argv, env)
-	if err != nil {
-		c.Close()
-	}
-	return p, err
+	return hd.spawn(ctx, opts, setup, func(c *Handle) (*Process, error) { return c.ExecPath(ctx, path, argv, env) })
 }
 
-func (hd *Handle) spawnChild(ctx context.Context, opts *proc.Options, setup *proc.Batch) (*Handle, error) {
+// spawn forks a child of hd's, runs setup in it and execs it by exec;
+// the child is killed if a step fails.
+func (hd *Handle) spawn(ctx context.Context, opts *proc.Options, setup *proc.Batch, exec func(*Handle) (*Process, error)) (*Process, error) {
 	c, err := hd.Fork(ctx, opts)
 	if err != nil {
 		return nil, err
@@ -196,7 +182,11 @@ func (hd *Handle) spawnChild(ctx context.Context, opts *proc.Options, setup *pro
 			return nil, err
 		}
 	}
-	return c, nil
+	p, err := exec(c)
+	if err != nil {
+		c.Close()
+	}
+	return p, err
 }
 
 // ExecPath execs the program at path (looked up in the child, after its
