@@ -1,0 +1,142 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/binary"
+	"runtime"
+	"slices"
+	"testing"
+
+	"github.com/caplin-dev/caplin/proc"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// TestFilterDecisions runs the default filter, for several policies, in
+// a classic BPF interpreter over every system call number below 1100
+// (x32's too) and arguments that matter to its rules, through both
+// architectures' entry points, and compares each answer with what
+// Filter's documentation says: the binary search the filter is laid
+// out as must decide as a plain reading of the rules does.
+func TestFilterDecisions(t *testing.T) {
+	native := uint32(unix.AUDIT_ARCH_X86_64)
+	if runtime.GOARCH == "arm64" {
+		native = unix.AUDIT_ARCH_AARCH64
+	}
+	policies := []FilterPolicy{
+		{},
+		{AllowUserNamespaces: true},
+		{AllowMounts: true},
+		{OnlyUnixSockets: true},
+		{NoSockets: true},
+		{NoSockets: true, OnlyUnixSockets: true, AllowMounts: true},
+		{Deny: []string{"getppid", "ioctl", "socket", "clone", "read"}},
+		{Deny: []string{"getppid"}, AllowUserNamespaces: true, OnlyUnixSockets: true},
+	}
+	args0 := []uint32{0, unix.AF_UNIX, unix.AF_INET, unix.AF_NETLINK, unix.CLONE_NEWUSER, unix.CLONE_NEWUSER | uint32(unix.SIGCHLD), unix.CLONE_NEWNS}
+	args1 := []uint32{0, unix.TIOCSTI, unix.TIOCLINUX, unix.TIOCINQ}
+	var nrs []uint32
+	for nr := uint32(0); nr < 1100; nr++ {
+		nrs = append(nrs, nr)
+		if runtime.GOARCH == "amd64" && nr < 600 {
+			nrs = append(nrs, nr|x32SyscallBit)
+		}
+	}
+	nrs = append(nrs, 0xffffffff, 0x7fffffff)
+	in := make([]byte, 64)
+	for _, pol := range policies {
+		f, err := Filter(pol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw := make([]bpf.Instruction, len(f))
+		for i, ins := range f {
+			raw[i] = bpf.RawInstruction{Op: ins.Code, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}.Disassemble()
+		}
+		vm, err := bpf.NewVM(raw)
+		if err != nil {
+			t.Fatalf("%+v: the filter is not valid BPF: %v", pol, err)
+		}
+		denied := map[uint32]bool{}
+		for _, name := range append(DeniedSyscalls(), pol.Deny...) {
+			if pol.AllowMounts && slices.Contains(mountSyscalls, name) && !slices.Contains(pol.Deny, name) {
+				continue
+			}
+			nr, _ := SyscallNumber(name)
+			denied[nr] = true
+		}
+		want := func(arch, nr, a0, a1 uint32) uint32 {
+			switch {
+			case arch != native:
+				return unix.SECCOMP_RET_KILL_PROCESS
+			case runtime.GOARCH == "amd64" && nr&x32SyscallBit != 0:
+				return errno(unix.ENOSYS)
+			case denied[nr]:
+				return errno(unix.EPERM)
+			case nr == unix.SYS_IOCTL && (a1 == unix.TIOCSTI || a1 == unix.TIOCLINUX):
+				return errno(unix.EPERM)
+			case nr == unix.SYS_SOCKET && pol.NoSockets:
+				return errno(unix.EACCES)
+			case nr == unix.SYS_SOCKET && pol.OnlyUnixSockets && a0 != unix.AF_UNIX:
+				return errno(unix.EAFNOSUPPORT)
+			case (nr == unix.SYS_CLONE || nr == unix.SYS_UNSHARE) && !pol.AllowUserNamespaces && a0&unix.CLONE_NEWUSER != 0:
+				return errno(unix.EPERM)
+			case nr == unix.SYS_CLONE3 && !pol.AllowUserNamespaces:
+				return errno(unix.ENOSYS)
+			}
+			return unix.SECCOMP_RET_ALLOW
+		}
+		for _, arch := range []uint32{native, unix.AUDIT_ARCH_I386} {
+			for _, nr := range nrs {
+				for _, a0 := range args0 {
+					for _, a1 := range args1 {
+						// struct seccomp_data, each word big-endian: the
+						// interpreter loads as a packet filter does.
+						binary.BigEndian.PutUint32(in[offNr:], nr)
+						binary.BigEndian.PutUint32(in[offArch:], arch)
+						binary.BigEndian.PutUint32(in[offArg0:], a0)
+						binary.BigEndian.PutUint32(in[offArg1:], a1)
+						got, err := vm.Run(in)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if w := want(arch, nr, a0, a1); uint32(got) != w {
+							t.Fatalf("%+v: arch %#x nr %d (%s) args %#x %#x: %#x, want %#x", pol, arch, nr, syscallNameOf(nr), a0, a1, uint32(got), w)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkFilterInstall installs the default filter in a child made
+// for each iteration (the kernel builds its cache of constant answers
+// then, by running the filter for every system call number).
+func BenchmarkFilterInstall(b *testing.B) {
+	f, err := Filter(FilterPolicy{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for b.Loop() {
+		b.StopTimer()
+		h, err := proc.Fork(ctx, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var nnp, filter proc.Batch
+		nnp.Prctl(unix.PR_SET_NO_NEW_PRIVS, proc.Int(1), proc.Int(0), proc.Int(0), proc.Int(0))
+		filter.SeccompSetModeFilter(0, f)
+		if _, err := h.Run(ctx, &nnp); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if _, err := h.Run(ctx, &filter); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		h.Close()
+		b.StartTimer()
+	}
+}
