@@ -552,11 +552,13 @@ func (m mode) print(level int, msg string) {
 // runSandbox carries out a command line of mode m: it makes the sandbox,
 // runs the program in it, waits for it, and returns the exit status.
 func runSandbox(args []string, m mode) int {
-	// The signals to relay are asked for while the command line is read:
-	// a process's first signal.Notify takes about a millisecond (the
-	// runtime starts a thread for the signal mask, and hands it each
-	// signal in turn), which would otherwise come before the sandbox.
-	// Until then a signal does what it would do to any program.
+	// The signals to relay are asked for while the command line is read
+	// and the sandbox built: a process's first signal.Notify starts a
+	// thread for the signal mask and hands it each signal in turn, which
+	// would otherwise come before the sandbox. Until the program is
+	// started a signal does what it would do to any program: caplin dies
+	// of it, and the sandbox it was building with it (its processes die
+	// with their parent; its mounts are its mount namespace's).
 	sigs := make(chan os.Signal, 8)
 	notified := make(chan struct{})
 	go func() {
@@ -565,8 +567,8 @@ func runSandbox(args []string, m mode) int {
 	}()
 	so := &servedOpts{} // served.go
 	cmd, spec, code := m.parse(args, so.extras())
-	<-notified
 	if cmd == nil {
+		<-notified
 		signal.Stop(sigs)
 		select {
 		case sig := <-sigs:
@@ -652,6 +654,7 @@ func runSandbox(args []string, m mode) int {
 		cmd.Block.Read(b[:])
 		cmd.Block.Close()
 	}
+	<-notified // before the program runs, whose signals are relayed
 	p, err := sb.Exec(ctx, cmd.Path, cmd.Argv)
 	if err != nil {
 		return m.execFailed(m, cmd.Path, err, spec)
