@@ -4,6 +4,8 @@
 # machine's other work) hurts both sides of a ratio alike:
 #
 #   caplin version        vs an empty static Go program      (target <= 1.3x)
+#   the floor of that: an empty Go program that links the packages caplin
+#   links (their initialisation), vs the empty Go program
 #   caplin run ... true   vs bwrap with the same sandbox     (target <= 1.0x)
 #   caplin bwrap ... true vs bwrap with identical flags      (target <= 1.0x)
 #   the floor: the empty Go program, unshare(1) making the same
@@ -69,6 +71,22 @@ func main() {
 }
 EOF
 (cd "$dir/gons" && CGO_ENABLED=0 GOFLAGS= GO111MODULE=off go build -o "$dir/gons-floor" .)
+# The floor of caplin version: a program whose main does nothing, linking
+# (blank imports) every package caplin links that may be imported from
+# here, so that their package initialisation runs, and nothing else. It
+# is built in the module (a directory the go command's ./... skips), to
+# import caplin's packages and its dependencies.
+imp=$(mktemp -d ./.startup-imports.XXXXXX)
+trap 'rm -rf "$dir" "$imp"' EXIT
+{
+	echo 'package main'
+	echo 'import ('
+	go list -deps ./cmd/caplin | grep -vE '(^|/)internal(/|$)|^vendor/|^unsafe$|^runtime/cgo$|/cmd/caplin$' | sed 's/.*/\t_ "&"/'
+	echo ')'
+	echo 'func main() {}'
+} >"$imp/main.go"
+CGO_ENABLED=0 go build -o "$dir/imports" "./$imp"
+rm -rf "$imp"
 
 grants=(--ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64
 	--proc /proc --dev /dev --tmpfs /tmp)
@@ -104,6 +122,7 @@ for ((r = 1; r <= reps; r++)); do
 		pair "$BASE's caplin version / empty Go" "$runs" -- "$dir/caplin-base" version -- "$dir/empty"
 	fi
 	pair "caplin version / empty Go (<= 1.3x)" "$runs" -- "$dir/caplin" version -- "$dir/empty"
+	pair "floor: caplin's imports only / empty Go" "$runs" -- "$dir/imports" -- "$dir/empty"
 	pair "caplin run / bwrap (<= 1.0x)" "$runs" -- "$dir/caplin" run "${grants[@]}" /bin/true -- bwrap "${bw[@]}"
 	pair "caplin bwrap / bwrap, same flags (<= 1.0x)" "$runs" -- "$dir/caplin" bwrap "${bw[@]}" -- bwrap "${bw[@]}"
 	pair "floor: unshare -Urmpiun --cgroup -f / bwrap" "$runs" -- unshare -Urmpiun --cgroup -f /bin/true -- bwrap "${bw[@]}"
