@@ -3,10 +3,12 @@ package sandbox
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"runtime"
 	"slices"
 	"testing"
 
+	"github.com/caplin-dev/caplin/internal/testenv"
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -32,6 +34,7 @@ func TestFilterDecisions(t *testing.T) {
 		{NoSockets: true, OnlyUnixSockets: true, AllowMounts: true},
 		{Deny: []string{"getppid", "ioctl", "socket", "clone", "read"}},
 		{Deny: []string{"getppid"}, AllowUserNamespaces: true, OnlyUnixSockets: true},
+		{Deny: manyCalls()},
 	}
 	args0 := []uint32{0, unix.AF_UNIX, unix.AF_INET, unix.AF_NETLINK, unix.CLONE_NEWUSER, unix.CLONE_NEWUSER | uint32(unix.SIGCHLD), unix.CLONE_NEWNS}
 	args1 := []uint32{0, unix.TIOCSTI, unix.TIOCLINUX, unix.TIOCINQ}
@@ -107,6 +110,48 @@ func TestFilterDecisions(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// manyCalls returns the names of most system calls: a Deny list long
+// enough that the filter's search needs jumps further than a conditional
+// jump reaches. The calls a child of proc's needs to install a filter and
+// answer afterwards are left out.
+func manyCalls() []string {
+	keep := []string{"read", "write", "close", "close_range", "recvmsg", "sendmsg", "exit", "exit_group",
+		"rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "futex", "getpid", "prctl", "seccomp", "sched_yield",
+		"nanosleep", "clock_nanosleep", "mmap", "munmap", "brk", "restart_syscall", "kill", "tgkill", "fcntl", "dup3", "ppoll"}
+	var names []string
+	for _, s := range syscallTable {
+		if !slices.Contains(keep, s.name) {
+			names = append(names, s.name)
+		}
+	}
+	return names
+}
+
+// TestFilterLongAccepted installs the filter with manyCalls denied, whose
+// search uses unconditional jumps, in a child: the kernel takes it, and
+// the child still answers.
+func TestFilterLongAccepted(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	f, err := Filter(FilterPolicy{Deny: manyCalls()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ja := false
+	for _, ins := range f {
+		ja = ja || ins.Code == unix.BPF_JMP|unix.BPF_JA
+	}
+	if !ja {
+		t.Fatalf("a filter of %d instructions has no unconditional jump: the test tests nothing", len(f))
+	}
+	h := filtered(t, FilterPolicy{Deny: manyCalls()})
+	if _, err := h.Getpid(context.Background()); err != nil {
+		t.Errorf("getpid after the filter: %v", err)
+	}
+	if _, err := h.Syscall(context.Background(), unix.SYS_GETPPID); !errors.Is(err, unix.EPERM) {
+		t.Errorf("getppid, denied: %v, want EPERM", err)
 	}
 }
 
