@@ -40,6 +40,13 @@ type Sandbox struct {
 	// reapLater: Close kills and leaves the reaping to a goroutine.
 	reapLater bool
 	closeOnce sync.Once
+	// started, if not nil, is called once, when Exec or Handle has made
+	// the program's process (or failed to), or at Close if neither did:
+	// a Template makes its next sandbox ahead then, not while this one's
+	// program is being started (on a machine of few CPUs the two would
+	// contend).
+	started   func()
+	startOnce sync.Once
 
 	// execMu serializes what makes or execs the program's process (Exec,
 	// Handle); close holds it while it frees the handles and files, so
@@ -152,6 +159,7 @@ func (s *Sandbox) Namespaces() map[string]uint64 {
 func (s *Sandbox) Handle() *proc.Handle {
 	s.execMu.Lock()
 	defer s.execMu.Unlock()
+	defer s.startedNow()
 	if s.isKilled() {
 		return nil
 	}
@@ -268,6 +276,7 @@ func (s *Sandbox) InitPid() int { return s.first.Pid() }
 func (s *Sandbox) Exec(ctx context.Context, path string, argv []string) (*pidfd.Process, error) {
 	s.execMu.Lock()
 	defer s.execMu.Unlock()
+	defer s.startedNow()
 	if s.isKilled() {
 		return nil, fmt.Errorf("sandbox: exec %s: %w", path, os.ErrClosed)
 	}
@@ -409,6 +418,7 @@ func (s *Sandbox) Kill() error {
 // processes.
 func (s *Sandbox) Close() error {
 	var err error
+	defer s.startedNow()
 	s.closeOnce.Do(func() {
 		if s.reapLater && s.lim == nil {
 			// A template's sandbox: its init is the template's child,
@@ -421,6 +431,13 @@ func (s *Sandbox) Close() error {
 		err = s.close()
 	})
 	return err
+}
+
+// startedNow calls started, once.
+func (s *Sandbox) startedNow() {
+	if s.started != nil {
+		s.startOnce.Do(s.started)
+	}
 }
 
 func (s *Sandbox) close() error {

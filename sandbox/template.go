@@ -215,9 +215,10 @@ func covered(ms []Mount, i int) bool {
 //
 // The template keeps one sandbox made ahead (its namespaces and mounts),
 // so that NewSandbox only hands it over; it makes the next one in the
-// background, on another CPU if there is one: its init shares the
-// template process's memory (proc.Handle.ForkShared), so making it copies
-// nothing. Under caplin's init (without AsPID1) the program's process does not exist yet: Exec
+// background once the program of the one handed over is started (by Exec
+// or Handle; or when it is closed without), so that the two do not
+// contend for the CPUs: its init shares the template process's memory
+// (proc.Handle.ForkShared), so making it copies nothing. Under caplin's init (without AsPID1) the program's process does not exist yet: Exec
 // spawns it from the init with its confinement and files as the setup of
 // one round trip, sharing the init's memory until it execs (proc.Spawn),
 // so no fork copies anything; NewSandbox keeps duplicates of files until
@@ -300,9 +301,10 @@ func (t *Template) take(ctx context.Context) (*Sandbox, error) {
 		r.sb, r.err = t.prepare(ctx)
 	}
 	if r.err != nil {
+		t.refill()
 		return nil, r.err
 	}
-	t.refill()
+	r.sb.started = t.refill
 	return r.sb, nil
 }
 

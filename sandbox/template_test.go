@@ -345,3 +345,53 @@ func TestTemplateWithoutProc(t *testing.T) {
 		t.Errorf("the sandbox's mount namespace is %d, its program's %d", got, mnt.Ino)
 	}
 }
+
+// TestTemplateRefillsAfterStart checks when a template makes its next
+// sandbox ahead: not while the one handed over starts its program, but
+// once Exec has started it (or the sandbox is closed without a program).
+func TestTemplateRefillsAfterStart(t *testing.T) {
+	ctx := context.Background()
+	tmpl, err := NewTemplate(ctx, baseSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmpl.Close()
+	making := func() bool {
+		tmpl.mu.Lock()
+		defer tmpl.mu.Unlock()
+		return tmpl.spare != nil
+	}
+	if !making() {
+		t.Fatal("NewTemplate made no sandbox ahead")
+	}
+	sb, err := tmpl.NewSandbox(ctx, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	if making() {
+		t.Fatal("a sandbox is being made ahead while the one handed over has no program yet")
+	}
+	p, err := sb.Exec(ctx, "/bin/true", []string{"true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !making() {
+		t.Error("no sandbox made ahead once the program started")
+	}
+	if _, err := p.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// One closed without a program lets the next be made too.
+	sb2, err := tmpl.NewSandbox(ctx, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if making() {
+		t.Fatal("a sandbox is being made ahead while the one handed over has no program yet")
+	}
+	sb2.Close()
+	if !making() {
+		t.Error("no sandbox made ahead once the one handed over was closed")
+	}
+}
