@@ -173,43 +173,43 @@ func Filter(policy FilterPolicy) ([]unix.SockFilter, error) {
 		}
 	}
 	for _, nr := range deny {
-		rule(nr, prog{ret(errno(unix.EPERM))})
+		rule(nr, prog{bpfRet(errno(unix.EPERM))})
 	}
 	// ioctl(fd, TIOCSTI or TIOCLINUX).
 	rule(unix.SYS_IOCTL, prog{
-		load(offArg1),
-		jeq(unix.TIOCSTI, 2, 0),
-		jeq(unix.TIOCLINUX, 1, 0),
-		ret(unix.SECCOMP_RET_ALLOW),
-		ret(errno(unix.EPERM)),
+		bpfLoad(offArg1),
+		bpfJeq(unix.TIOCSTI, 2, 0),
+		bpfJeq(unix.TIOCLINUX, 1, 0),
+		bpfRet(unix.SECCOMP_RET_ALLOW),
+		bpfRet(errno(unix.EPERM)),
 	})
 	if policy.NoSockets {
-		rule(unix.SYS_SOCKET, prog{ret(errno(unix.EACCES))})
+		rule(unix.SYS_SOCKET, prog{bpfRet(errno(unix.EACCES))})
 	}
 	if policy.OnlyUnixSockets {
 		rule(unix.SYS_SOCKET, prog{
-			load(offArg0),
-			jeq(unix.AF_UNIX, 0, 1),
-			ret(unix.SECCOMP_RET_ALLOW),
-			ret(errno(unix.EAFNOSUPPORT)),
+			bpfLoad(offArg0),
+			bpfJeq(unix.AF_UNIX, 0, 1),
+			bpfRet(unix.SECCOMP_RET_ALLOW),
+			bpfRet(errno(unix.EAFNOSUPPORT)),
 		})
 	}
 	if !policy.AllowUserNamespaces {
 		for _, nr := range []uint32{unix.SYS_CLONE, unix.SYS_UNSHARE} {
 			rule(nr, prog{
-				load(offArg0),
-				jset(unix.CLONE_NEWUSER, 1, 0),
-				ret(unix.SECCOMP_RET_ALLOW),
-				ret(errno(unix.EPERM)),
+				bpfLoad(offArg0),
+				bpfJset(unix.CLONE_NEWUSER, 1, 0),
+				bpfRet(unix.SECCOMP_RET_ALLOW),
+				bpfRet(errno(unix.EPERM)),
 			})
 		}
-		rule(unix.SYS_CLONE3, prog{ret(errno(unix.ENOSYS))})
+		rule(unix.SYS_CLONE3, prog{bpfRet(errno(unix.ENOSYS))})
 	}
 	nrs := slices.Sorted(maps.Keys(rules))
 
-	p := prog{load(offArch), jeq(arch, 1, 0), ret(unix.SECCOMP_RET_KILL_PROCESS), load(offNr)}
+	p := prog{bpfLoad(offArch), bpfJeq(arch, 1, 0), bpfRet(unix.SECCOMP_RET_KILL_PROCESS), bpfLoad(offNr)}
 	if runtime.GOARCH == "amd64" {
-		p = append(p, jset(x32SyscallBit, 0, 1), ret(errno(unix.ENOSYS)))
+		p = append(p, bpfJset(x32SyscallBit, 0, 1), bpfRet(errno(unix.ENOSYS)))
 	}
 	p = append(p, search(nrs, rules)...)
 	if len(p) > unix.BPF_MAXINSNS {
@@ -237,52 +237,52 @@ type prog []unix.SockFilter
 func search(nrs []uint32, rules map[uint32]prog) prog {
 	switch len(nrs) {
 	case 0:
-		return prog{ret(unix.SECCOMP_RET_ALLOW)}
+		return prog{bpfRet(unix.SECCOMP_RET_ALLOW)}
 	case 1:
 		block := rules[nrs[0]]
-		p := prog{jeq(nrs[0], 0, uint8(len(block)))}
+		p := prog{bpfJeq(nrs[0], 0, uint8(len(block)))}
 		p = append(p, block...)
-		return append(p, ret(unix.SECCOMP_RET_ALLOW))
+		return append(p, bpfRet(unix.SECCOMP_RET_ALLOW))
 	}
 	mid := len(nrs) / 2
 	below, above := search(nrs[:mid], rules), search(nrs[mid:], rules)
 	var p prog
 	if len(below) <= 255 {
-		p = prog{jge(nrs[mid], uint8(len(below)), 0)}
+		p = prog{bpfJge(nrs[mid], uint8(len(below)), 0)}
 	} else {
 		// A conditional jump reaches 255 instructions ahead at most.
-		p = prog{jge(nrs[mid], 0, 1), ja(uint32(len(below)))}
+		p = prog{bpfJge(nrs[mid], 0, 1), bpfJa(uint32(len(below)))}
 	}
 	p = append(p, below...)
 	return append(p, above...)
 }
 
-// load loads the 32-bit word at off of struct seccomp_data.
-func load(off uint32) unix.SockFilter {
+// bpfLoad loads the 32-bit word at off of struct seccomp_data.
+func bpfLoad(off uint32) unix.SockFilter {
 	return unix.SockFilter{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: off}
 }
 
-// jeq jumps jt instructions ahead if the accumulator equals k, else jf.
-func jeq(k uint32, jt, jf uint8) unix.SockFilter {
+// bpfJeq jumps jt instructions ahead if the accumulator equals k, else jf.
+func bpfJeq(k uint32, jt, jf uint8) unix.SockFilter {
 	return unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: jt, Jf: jf, K: k}
 }
 
-// jge jumps jt instructions ahead if the accumulator is k or more, else jf.
-func jge(k uint32, jt, jf uint8) unix.SockFilter {
+// bpfJge jumps jt instructions ahead if the accumulator is k or more, else jf.
+func bpfJge(k uint32, jt, jf uint8) unix.SockFilter {
 	return unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K, Jt: jt, Jf: jf, K: k}
 }
 
-// jset jumps jt ahead if the accumulator has any bit of k, else jf.
-func jset(k uint32, jt, jf uint8) unix.SockFilter {
+// bpfJset jumps jt ahead if the accumulator has any bit of k, else jf.
+func bpfJset(k uint32, jt, jf uint8) unix.SockFilter {
 	return unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, Jt: jt, Jf: jf, K: k}
 }
 
-// ja jumps k instructions ahead.
-func ja(k uint32) unix.SockFilter {
+// bpfJa jumps k instructions ahead.
+func bpfJa(k uint32) unix.SockFilter {
 	return unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JA, K: k}
 }
 
-// ret returns the action k.
-func ret(k uint32) unix.SockFilter {
+// bpfRet returns the action k.
+func bpfRet(k uint32) unix.SockFilter {
 	return unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: k}
 }
