@@ -6,7 +6,11 @@
 #     empty Go program, and caplin run without the supervisor
 #   keystroke echo through caplin attach vs tmux attach, the same program
 #     ("stty raw -echo; exec cat") on a terminal (target <= 1 ms median,
-#     and <= 1.0x tmux)
+#     and <= 1.0x tmux), with the floors beside it: bench/gorelay, the
+#     least relay a Go program can be (two io.Copy goroutines a side, the
+#     same hops; and with -poll, one poll(2) loop a side on a locked
+#     thread, as a C relay is), and no relay at all (the program on the
+#     terminal)
 #   1,000 idle jobs: the supervisor's threads, and its resident memory per
 #     job (target: no thread per job, <= 64 KiB per job)
 #
@@ -30,6 +34,7 @@ export CAPLIN_SUPERVISOR_SOCKET=$dir/sup/supervisor.sock
 export TMUX_TMPDIR=$dir
 cleanup() {
 	tmux kill-server 2>/dev/null || true
+	[ -z "${relay:-}" ] || kill "$relay" 2>/dev/null || true
 	if [ -f "$CAPLIN_SUPERVISOR_SOCKET.lock" ]; then
 		kill "$(cat "$CAPLIN_SUPERVISOR_SOCKET.lock")" 2>/dev/null || true
 		sleep 1
@@ -39,6 +44,7 @@ cleanup() {
 trap cleanup EXIT
 CGO_ENABLED=0 go build -o "$dir/caplin" ./cmd/caplin
 go build -o "$dir/attachbench" ./bench/attachbench
+go build -o "$dir/gorelay" ./bench/gorelay
 printf 'package main\n\nfunc main() {}\n' >"$dir/empty.go"
 (cd "$dir" && CGO_ENABLED=0 GOFLAGS= go build -o "$dir/empty" empty.go)
 c=$dir/caplin
@@ -79,11 +85,26 @@ pair "run --supervisor / caplin version" -- "$c" run --supervisor "${grants[@]}"
 echo "keystroke echo, 200 keys per client, median and 90th percentile (ms):"
 "$c" start --name bench-cat --tty --system -- sh -c 'stty raw -echo; exec cat' >/dev/null
 tmux new-session -d -s bench -x 80 -y 24 "sh -c 'stty raw -echo; exec cat'"
+"$dir/gorelay" server "$dir/relay.sock" sh -c 'stty raw -echo; exec cat' &
+relay=$!
+while [ ! -S "$dir/relay.sock" ]; do sleep 0.05; done
 for ((r = 1; r <= rounds; r++)); do
 	read -r cm cp < <("$dir/attachbench" 200 "$c" attach bench-cat)
 	read -r tm tp < <("$dir/attachbench" 200 tmux attach -t bench)
-	awk -v r="$r" -v cm="$cm" -v cp="$cp" -v tm="$tm" -v tp="$tp" 'BEGIN { printf "  round %d: caplin attach %.3f (p90 %.3f) vs tmux %.3f (p90 %.3f) = %.2fx\n", r, cm, cp, tm, tp, cm / tm }'
+	read -r gm gp < <("$dir/attachbench" 200 "$dir/gorelay" client "$dir/relay.sock")
+	"$dir/gorelay" server -poll "$dir/poll.sock" sh -c 'stty raw -echo; exec cat' &
+	while [ ! -S "$dir/poll.sock" ]; do sleep 0.05; done
+	read -r pm pp < <("$dir/attachbench" 200 "$dir/gorelay" client -poll "$dir/poll.sock")
+	wait $! || true
+	rm -f "$dir/poll.sock"
+	read -r dm dp < <("$dir/attachbench" 200 sh -c 'stty raw -echo; exec cat')
+	awk -v r="$r" -v cm="$cm" -v cp="$cp" -v tm="$tm" -v tp="$tp" -v gm="$gm" -v pm="$pm" -v dm="$dm" 'BEGIN {
+		printf "  round %d: caplin attach %.3f (p90 %.3f) vs tmux %.3f (p90 %.3f) = %.2fx\n", r, cm, cp, tm, tp, cm / tm
+		printf "           floor: gorelay %.3f = %.2fx tmux (caplin attach / gorelay = %.2fx); gorelay -poll %.3f = %.2fx tmux; no relay %.3f\n", gm, gm / tm, cm / gm, pm, pm / tm, dm
+	}'
 done
+kill "$relay" 2>/dev/null || true
+relay=
 "$c" stop bench-cat >/dev/null
 "$c" rm bench-cat
 

@@ -86,6 +86,8 @@ var allowed = map[string][]string{
 	"bench/netbench": nil, // a program: servers and clients, no caplin package
 	// A program: keystroke echo through a terminal multiplexer's client.
 	"bench/attachbench": nil,
+	// A program: the least terminal relay in Go, attach's floor.
+	"bench/gorelay": nil,
 	// A program: caplin's remote hosts against ssh's own.
 	"bench/remotebench": {"proc", "remote"},
 
