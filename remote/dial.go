@@ -5,7 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"debug/elf"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -198,11 +197,40 @@ func agentHash(path string, st os.FileInfo) (string, error) {
 	return h, nil
 }
 
-// unameArch maps uname -m to GOARCH, and ELF machines to it.
-var (
-	unameArch = map[string]string{"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-	elfArch   = map[elf.Machine]string{elf.EM_X86_64: "amd64", elf.EM_AARCH64: "arm64"}
-)
+// unameArch maps uname -m to GOARCH.
+var unameArch = map[string]string{"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+// elfArch returns the GOARCH an ELF program is for (or its machine's
+// number, for one caplin is not built for), read from its header. The
+// header is all this needs: debug/elf would link zlib, flate and zstd
+// (for compressed sections) into every start of caplin.
+func elfArch(f io.ReaderAt) (string, error) {
+	var h [20]byte
+	if _, err := f.ReadAt(h[:], 0); err == io.EOF || err == io.ErrUnexpectedEOF {
+		return "", errors.New("shorter than an ELF header")
+	} else if err != nil {
+		return "", err
+	}
+	if string(h[:4]) != "\x7fELF" {
+		return "", errors.New("bad magic number")
+	}
+	var m uint16
+	switch h[5] { // EI_DATA
+	case 1:
+		m = binary.LittleEndian.Uint16(h[18:])
+	case 2:
+		m = binary.BigEndian.Uint16(h[18:])
+	default:
+		return "", fmt.Errorf("unknown data encoding %d", h[5])
+	}
+	switch m {
+	case 62: // EM_X86_64
+		return "amd64", nil
+	case 183: // EM_AARCH64
+		return "arm64", nil
+	}
+	return fmt.Sprintf("ELF machine %d", m), nil
+}
 
 // Dial connects to dest (an ssh destination: host, user@host, an alias
 // of ~/.ssh/config) through the user's ssh, uploads the agent if the host
@@ -237,13 +265,8 @@ func Dial(ctx context.Context, dest string, opts *Options) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("remote: the agent: %w", err)
 	}
-	agentArch := runtime.GOARCH
-	if ef, err := elf.NewFile(af); err == nil {
-		agentArch = elfArch[ef.Machine]
-		if agentArch == "" {
-			agentArch = ef.Machine.String()
-		}
-	} else {
+	agentArch, err := elfArch(af)
+	if err != nil {
 		return nil, fmt.Errorf("remote: the agent %s is not an ELF program: %w", agent, err)
 	}
 	sha, err := agentHash(agent, ast)
