@@ -225,7 +225,9 @@ type prog []unix.SockFilter
 
 // search returns the part of a filter that finds the accumulator, a
 // system call's number, among nrs (sorted) by binary search, and runs
-// that number's block of rules, or allows a number not among them. The
+// that number's block of rules, or allows a number not among them. A
+// block may be of any length, and each of its paths must end in a return:
+// what follows it in the filter is another part of the tree. The
 // kernel runs a filter on every system call that its cache of constant
 // answers does not cover, and builds that cache when the filter is
 // installed by running it for each system call number: both walk one
@@ -239,10 +241,14 @@ func search(nrs []uint32, rules map[uint32]prog) prog {
 	case 0:
 		return prog{bpfRet(unix.SECCOMP_RET_ALLOW)}
 	case 1:
+		// The number's block after the allow, so that the one jump is
+		// over one instruction whatever the block's length.
 		block := rules[nrs[0]]
-		p := prog{bpfJeq(nrs[0], 0, uint8(len(block)))}
-		p = append(p, block...)
-		return append(p, bpfRet(unix.SECCOMP_RET_ALLOW))
+		if len(block) == 0 || block[len(block)-1].Code&0x07 != unix.BPF_RET {
+			panic(fmt.Sprintf("sandbox: seccomp filter: the rules for system call %d do not end in a return", nrs[0]))
+		}
+		p := prog{bpfJeq(nrs[0], 1, 0), bpfRet(unix.SECCOMP_RET_ALLOW)}
+		return append(p, block...)
 	}
 	mid := len(nrs) / 2
 	below, above := search(nrs[:mid], rules), search(nrs[mid:], rules)
