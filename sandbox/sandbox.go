@@ -157,9 +157,12 @@ func (s *Sandbox) Namespaces() map[string]uint64 {
 // that fails (and Exec returns the error), after Exec spawned the
 // program, and after Kill or Close.
 func (s *Sandbox) Handle() *proc.Handle {
+	// The template's refill, once this returns and execMu is free: it
+	// takes the template's lock, which nothing holds while waiting for
+	// a sandbox's.
+	defer s.startedNow()
 	s.execMu.Lock()
 	defer s.execMu.Unlock()
-	defer s.startedNow()
 	if s.isKilled() {
 		return nil
 	}
@@ -274,9 +277,12 @@ func (s *Sandbox) InitPid() int { return s.first.Pid() }
 //
 // A failed exec is an *os.PathError; the Sandbox is still usable then.
 func (s *Sandbox) Exec(ctx context.Context, path string, argv []string) (*pidfd.Process, error) {
+	// The template's refill, once this returns and execMu is free: it
+	// takes the template's lock, which nothing holds while waiting for
+	// a sandbox's.
+	defer s.startedNow()
 	s.execMu.Lock()
 	defer s.execMu.Unlock()
-	defer s.startedNow()
 	if s.isKilled() {
 		return nil, fmt.Errorf("sandbox: exec %s: %w", path, os.ErrClosed)
 	}
