@@ -87,7 +87,7 @@ func (b *Broker) handle(n unotify.Notif, mayDefer bool) (deferred bool) {
 			v = b.hostSocket(n)
 		}
 	default:
-		v = cont // not a call Filter traps
+		v = fail(unix.ENOSYS) // not a call Filter traps
 	}
 	if v.wait != nil {
 		if !mayDefer {
@@ -154,8 +154,12 @@ func (c *caller) close() {
 }
 
 // callerOf returns what a call on the socket in argument 0 needs, or,
-// when it cannot be had, the verdict instead: gone, or go on in the
-// kernel where that is safe (no such fd, not a socket), or fail.
+// when it cannot be had, the verdict instead: gone, or fail (EBADF for no
+// such fd, ENOTSOCK for a file that is not a socket, as the kernel would).
+// Never go on in the kernel: by then another thread of the program may
+// have put a socket the Broker installed (the host's) at that number,
+// which the kernel would connect, bind or make listen with whatever
+// address the program's memory holds by then.
 func (b *Broker) callerOf(n unotify.Notif) (*caller, verdict, bool) {
 	c := &caller{tid: int(n.PID), sockfd: int(int32(n.Data.Args[0])), sock: -1}
 	var err error
@@ -168,18 +172,21 @@ func (b *Broker) callerOf(n unotify.Notif) (*caller, verdict, bool) {
 	}
 	if c.sock, err = unix.PidfdGetfd(c.pidfd, c.sockfd, 0); err != nil {
 		c.close()
-		if err == unix.EBADF {
-			return nil, cont, false // no such fd: nothing to reach; the kernel says EBADF
-		}
 		if !unotify.IDValid(b.fd, n.ID) {
 			return nil, gone, false
+		}
+		if err == unix.EBADF {
+			return nil, fail(unix.EBADF), false
 		}
 		b.log.Debug("netgrant: the socket of a trapped call", "tid", c.tid, "fd", c.sockfd, "err", err)
 		return nil, fail(ErrnoRefused), false
 	}
 	if c.typ, err = unix.GetsockoptInt(c.sock, unix.SOL_SOCKET, unix.SO_TYPE); err != nil {
 		c.close()
-		return nil, cont, false // not a socket: ENOTSOCK from the kernel
+		if !unotify.IDValid(b.fd, n.ID) {
+			return nil, gone, false
+		}
+		return nil, fail(unix.ENOTSOCK), false
 	}
 	c.domain, _ = unix.GetsockoptInt(c.sock, unix.SOL_SOCKET, unix.SO_DOMAIN)
 	c.proto, _ = unix.GetsockoptInt(c.sock, unix.SOL_SOCKET, unix.SO_PROTOCOL)
@@ -223,7 +230,7 @@ func (b *Broker) bindOrListen(n unotify.Notif) verdict {
 	defer c.close()
 	var raw []byte
 	var rerr unix.Errno
-	if n.Data.Nr == unix.SYS_BIND && c.local && c.domain != unix.AF_UNIX {
+	if n.Data.Nr == unix.SYS_BIND && c.local {
 		raw, rerr = readAddr(c.tid, n)
 	}
 	if !unotify.IDValid(b.fd, n.ID) {
@@ -233,11 +240,19 @@ func (b *Broker) bindOrListen(n unotify.Notif) verdict {
 		switch {
 		case n.Data.Nr == unix.SYS_LISTEN:
 			return fail(errnoOf(unix.Listen(c.sock, int(int32(n.Data.Args[1])))))
-		case c.domain == unix.AF_UNIX:
-			return cont
 		case rerr != 0:
 			return fail(rerr)
+		case c.domain == unix.AF_UNIX && len(raw) > 2 && int(uint16(raw[0])|uint16(raw[1])<<8) == unix.AF_UNIX && raw[2] != 0:
+			// A name in the file system, made where the program sees
+			// it: by the kernel, which reads the address again, on the
+			// socket the number names by then. Only a socket the program
+			// was given from outside could be of the host's network
+			// there, and a name in the file system is the same from any
+			// network.
+			return cont
 		}
+		// Abstract names and autobind are the socket's network's: on the
+		// copy, which is the sandbox's.
 		return fail(bindRaw(c.sock, raw))
 	}
 	op := "bind"
@@ -360,14 +375,18 @@ func isLocal(a netip.Addr) bool {
 // to dest says: refuse it, leave it to the sandbox, or make it.
 func (b *Broker) grant(n unotify.Notif, c *caller, dest netip.AddrPort, rule Rule, name string, allowed bool) verdict {
 	addr := dest.String()
-	if !allowed || c.typ != unix.SOCK_STREAM {
+	tcp := c.typ == unix.SOCK_STREAM && c.proto == unix.IPPROTO_TCP
+	if !allowed || !tcp {
 		if isLocal(dest.Addr()) {
 			return cont // the sandbox's own loopback
 		}
 		errno := ErrnoRefused
-		if c.typ != unix.SOCK_STREAM {
-			// Only streams are granted: a datagram socket's connect
-			// outside has no route from the sandbox.
+		if !tcp {
+			// Only TCP is granted: a datagram socket's connect outside
+			// has no route from the sandbox, nor has another stream
+			// protocol's (SCTP's, MPTCP's), whose sockets could reach
+			// further than their connect (an SCTP socket starts an
+			// association with sendto, which is not trapped).
 			errno = ErrnoNoRoute
 		}
 		b.event(decision{Event{PID: c.tid, Addr: addr, Errno: errno}, false})

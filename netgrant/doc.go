@@ -30,7 +30,10 @@
 //     reaches nothing outside (the kernel's own errnos for bad calls), and
 //     a Unix socket named in the file system where the program sees it;
 //     never back in the kernel, which would act on whatever socket the
-//     fd number names by then (binds of Unix sockets do go on there);
+//     fd number names by then (binds of Unix sockets to names in the
+//     file system do go on there); on a number that names no file or no
+//     socket, EBADF or ENOTSOCK, answered by the Broker for the same
+//     reason;
 //   - on a socket it installed (the host's): answers it itself, never in
 //     the kernel: EISCONN if connected, EOPNOTSUPP for AF_UNSPEC (which
 //     would free it for another use), and, in progress or failed, the

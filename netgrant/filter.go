@@ -43,7 +43,9 @@ func auditArch() uint32 {
 // bind(2) and listen(2) of this architecture to the listener it is
 // installed with (SECCOMP_FILTER_FLAG_NEW_LISTENER, FilterFlags), refuses
 // TCP Fast Open sends (sendto, sendmsg and sendmmsg with MSG_FASTOPEN,
-// which connect as they send: EOPNOTSUPP), and lets every other call
+// which connect as they send: EOPNOTSUPP) and the socket options that
+// route packets through other addresses (setsockopt of IPV6_RTHDR,
+// IPV6_2292RTHDR, IPV6_2292PKTOPTIONS and IP_OPTIONS: EPERM), and lets every other call
 // through (the sandbox's default filter, installed before it, refuses
 // what it refuses, and other architectures' calls). A connect's address
 // is in the program's memory, where a filter cannot look: the Broker
@@ -65,7 +67,8 @@ func Filter() []unix.SockFilter {
 // socket, is handed to the listener too (the Broker gives the program a
 // stand-in that reaches only its resolver); other kinds fail (EACCES),
 // and other families but AF_UNIX (EAFNOSUPPORT). TCP Fast Open sends fail
-// (EOPNOTSUPP), as with Filter.
+// (EOPNOTSUPP), and the routing socket options are refused (EPERM), as
+// with Filter.
 func HostRulesFilter() []unix.SockFilter {
 	var p bpf
 	p.trapSocketCalls()
@@ -164,8 +167,13 @@ func (p *bpf) fastOpen() {
 }
 
 // fastOpenChecks ends the calls' checks: sendto, sendmsg and sendmmsg
-// with MSG_FASTOPEN go to "refuse", every other call to "allow".
+// with MSG_FASTOPEN go to "refuse"; setsockopt of the options that route
+// a socket's packets through addresses of the program's choosing (an
+// IPv6 routing header, IPv4 options, which hold source routes) to
+// "eperm", since a socket the Broker connected must reach only the
+// address it checked; every other call to "allow".
 func (p *bpf) fastOpenChecks() {
+	p.jump(jeq, unix.SYS_SETSOCKOPT, "sockopt", "")
 	p.jump(jeq, unix.SYS_SENDTO, "flags3", "")
 	p.jump(jeq, unix.SYS_SENDMMSG, "flags3", "")
 	p.jump(jeq, unix.SYS_SENDMSG, "flags2", "allow")
@@ -175,15 +183,29 @@ func (p *bpf) fastOpenChecks() {
 	p.label("flags3")
 	p.stmt(ld, offArg0+8*3)
 	p.jump(jset, unix.MSG_FASTOPEN, "refuse", "allow")
+	p.label("sockopt")
+	p.stmt(ld, offArg0+8*1) // level
+	p.jump(jeq, unix.IPPROTO_IPV6, "ipv6opt", "")
+	p.jump(jeq, unix.IPPROTO_IP, "", "allow")
+	p.stmt(ld, offArg0+8*2) // optname
+	p.jump(jeq, unix.IP_OPTIONS, "eperm", "allow")
+	p.label("ipv6opt")
+	p.stmt(ld, offArg0+8*2)
+	p.jump(jeq, unix.IPV6_RTHDR, "eperm", "")
+	p.jump(jeq, unix.IPV6_2292RTHDR, "eperm", "")
+	p.jump(jeq, unix.IPV6_2292PKTOPTIONS, "eperm", "allow")
 }
 
-// returns adds the returns "allow", "refuse" (EOPNOTSUPP) and "notify".
+// returns adds the returns "allow", "refuse" (EOPNOTSUPP), "eperm" and
+// "notify".
 // Classic BPF jumps forward only: they come after every jump to them.
 func (p *bpf) returns() {
 	p.label("allow")
 	p.stmt(ret, unix.SECCOMP_RET_ALLOW)
 	p.label("refuse")
 	p.stmt(ret, unix.SECCOMP_RET_ERRNO|uint32(unix.EOPNOTSUPP))
+	p.label("eperm")
+	p.stmt(ret, unix.SECCOMP_RET_ERRNO|uint32(unix.EPERM))
 	p.label("notify")
 	p.stmt(ret, unix.SECCOMP_RET_USER_NOTIF)
 }

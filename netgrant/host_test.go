@@ -178,12 +178,18 @@ func TestSwappedSocket(t *testing.T) {
 	}
 	closed := ln.Addr().String()
 	ln.Close()
-	kv, out := run(t, spec(t, mustRule(t, closed)), "swap", nil, "CLOSED="+closed, "BAD="+bad.addr(), "N=3000")
-	if kv["installed"] != "ECONNREFUSED" {
-		t.Fatalf("the installed socket's connect: %s, want ECONNREFUSED:\n%s", kv["installed"], out)
-	}
-	if n := bad.accepted.Load(); n != 0 {
-		t.Errorf("the host's loopback server, not in the rules, accepted %d connections:\n%s", n, out)
+	// Between the installed socket's turns the number holds the sandbox's
+	// own socket, a file that is no socket, or nothing: each the Broker
+	// must answer itself (ENOTSOCK, EBADF), never by handing the call back
+	// to the kernel, which would connect whatever the number holds then.
+	for _, own := range []string{"socket", "null", "closed"} {
+		kv, out := run(t, spec(t, mustRule(t, closed)), "swap", nil, "CLOSED="+closed, "BAD="+bad.addr(), "N=3000", "OWN="+own)
+		if kv["installed"] != "ECONNREFUSED" {
+			t.Fatalf("%s: the installed socket's connect: %s, want ECONNREFUSED:\n%s", own, kv["installed"], out)
+		}
+		if n := bad.accepted.Load(); n != 0 {
+			t.Errorf("%s: the host's loopback server, not in the rules, accepted %d connections:\n%s", own, n, out)
+		}
 	}
 }
 
@@ -223,6 +229,7 @@ func TestHostRules(t *testing.T) {
 		"dial.a.test":   "hello from A",
 		"udp.elsewhere": "ENETUNREACH", "bind": "EACCES", "sockets": "ok",
 		"unix." + ruled: "RULED", "unix." + other: "EACCES",
+		"rthdr": "EPERM", "2292rthdr": "EPERM", "ipoptions": "EPERM", "v6only": "ok", "nodelay": "ok",
 	} {
 		want(t, kv, out, k, v)
 	}

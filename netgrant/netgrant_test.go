@@ -602,7 +602,8 @@ func TestInstalledSocketsStay(t *testing.T) {
 		"a.bind": "EACCES", "a.listen": "EACCES",
 		"b.connect": "EINPROGRESS", "b.again": "EALREADY", "b.elsewhere": "EACCES",
 		"c.fastopen": unix.ErrnoName(unix.EOPNOTSUPP),
-		"d.connect":  "EINPROGRESS", "d.peer": "ENOTCONN", "d.poll": "0",
+		"c.rthdr":    "EPERM", "c.2292rthdr": "EPERM", "c.ipoptions": "EPERM", "c.v6only": "ok", "c.nodelay": "ok",
+		"d.connect": "EINPROGRESS", "d.peer": "ENOTCONN", "d.poll": "0",
 		"e.len128": "ok", "f.any": "ECONNREFUSED", "g.rlimit": "EMFILE",
 	} {
 		want(t, kv, out, k, v)

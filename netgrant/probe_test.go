@@ -430,6 +430,7 @@ func probeReaim() {
 	u, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 	fmt.Printf("c.fastopen=%s\n", errName(unix.Sendto(u, []byte("x"), unix.MSG_FASTOPEN, sockaddr(bad))))
 	unix.Close(u)
+	routingOptions("c.")
 
 	v, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 	unix.SetsockoptTimeval(v, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &unix.Timeval{Usec: 300000})
@@ -569,10 +570,22 @@ func probeSwap() {
 	soerr, _ := unix.GetsockoptInt(s, unix.SOL_SOCKET, unix.SO_ERROR)
 	fmt.Printf("installed=%s\n", errName(unix.Errno(soerr)))
 	unix.SetNonblock(s, false)
-	own, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	// What the number holds between the installed socket's turns: the
+	// sandbox's own socket, a file that is not a socket (OWN=null: an
+	// eventfd), or
+	// nothing (OWN=closed).
+	var own int
+	switch os.Getenv("OWN") {
+	case "null", "closed":
+		own, err = unix.Eventfd(0, unix.EFD_CLOEXEC)
+	default:
+		own, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	}
 	if err != nil {
+		fmt.Printf("own=%s\n", errName(err))
 		return
 	}
+	closed := os.Getenv("OWN") == "closed"
 	x, _ := unix.Dup(own)
 	n, _ := strconv.Atoi(os.Getenv("N"))
 	var stop atomic.Bool
@@ -581,7 +594,11 @@ func probeSwap() {
 		runtime.LockOSThread()
 		for !stop.Load() {
 			unix.Dup3(s, x, unix.O_CLOEXEC)
-			unix.Dup3(own, x, unix.O_CLOEXEC)
+			if closed {
+				unix.Close(x)
+			} else {
+				unix.Dup3(own, x, unix.O_CLOEXEC)
+			}
 		}
 		close(done)
 	}()
@@ -597,8 +614,29 @@ func probeSwap() {
 	}
 }
 
+// routingOptions tries the socket options that would route a socket's
+// packets elsewhere than its peer (refused), and one that does not.
+func routingOptions(prefix string) {
+	s6, _ := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	// A segment routing header (type 4) with one segment, ::1.
+	srh := make([]byte, 24)
+	srh[1], srh[2], srh[3], srh[4] = 2, 4, 0, 0
+	srh[23] = 1
+	fmt.Printf("%srthdr=%s\n", prefix, errName(unix.SetsockoptString(s6, unix.IPPROTO_IPV6, unix.IPV6_RTHDR, string(srh))))
+	fmt.Printf("%s2292rthdr=%s\n", prefix, errName(unix.SetsockoptString(s6, unix.IPPROTO_IPV6, unix.IPV6_2292RTHDR, string(srh))))
+	fmt.Printf("%sv6only=%s\n", prefix, errName(unix.SetsockoptInt(s6, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)))
+	unix.Close(s6)
+	s4, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	// A loose source route through 127.0.0.2 (IPOPT_LSRR).
+	lsrr := []byte{1, 131, 7, 4, 127, 0, 0, 2}
+	fmt.Printf("%sipoptions=%s\n", prefix, errName(unix.SetsockoptString(s4, unix.IPPROTO_IP, unix.IP_OPTIONS, string(lsrr))))
+	fmt.Printf("%snodelay=%s\n", prefix, errName(unix.SetsockoptInt(s4, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)))
+	unix.Close(s4)
+}
+
 // probeHostRules is TestHostRules' program.
 func probeHostRules() {
+	routingOptions("")
 	port := os.Getenv("PORT")
 	greet := func(key, addr string) {
 		c, err := net.DialTimeout("tcp", addr, 10*time.Second)

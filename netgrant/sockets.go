@@ -79,7 +79,10 @@ func (b *Broker) dial(n unotify.Notif, c *caller, dest netip.AddrPort) (int, uni
 		return -1, errnoOf(err), nil
 	}
 	nonblock := fl&unix.O_NONBLOCK != 0
-	fd, err := unix.Socket(c.domain, c.typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, c.proto)
+	// TCP whatever the program's protocol (grant lets TCP through only):
+	// a protocol such as SCTP could start associations with sendto,
+	// which is not trapped.
+	fd, err := unix.Socket(c.domain, c.typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
 		return -1, errnoOf(err), nil
 	}
