@@ -154,6 +154,7 @@ type Broker struct {
 	fdinfoDir int // -1 if none
 
 	grants   []grant             // Policy.Host's paths
+	unixAt   map[string]string   // each unix: rule's path, its links resolved at Serve (unixPath)
 	standIns map[uint64]net.Conn // hostSocket's, by the program's end's inode
 
 	initial  chan struct{} // closed once the first lookups are done
@@ -209,6 +210,12 @@ func Serve(ctx context.Context, listener *os.File, p Policy) (*Broker, error) {
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if p.Host != nil {
 		b.grants = openGrants(p.Host.Paths)
+	}
+	b.unixAt = map[string]string{}
+	for _, r := range p.Rules {
+		if r.Unix != "" {
+			b.unixAt[r.Unix] = resolvedAtStart(r.Unix)
+		}
 	}
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/thread-self/ns/net", &st); err == nil {

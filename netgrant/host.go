@@ -173,14 +173,25 @@ func (b *Broker) hostConnect(n unotify.Notif) verdict {
 	if rule, ok := b.unixRule(path); ok {
 		// A socket a unix: rule names, as in a sandbox with namespaces:
 		// streams and seqpackets only (a datagram socket could send to
-		// any of the host's sockets).
+		// any of the host's sockets). The socket is the one at the
+		// rule's path as it was when the Broker started, reached
+		// without following links, not the one the program's path leads
+		// to now: the program may have put a link to another socket
+		// there, in a directory it may write.
+		unix.Close(pin)
 		ev := Event{PID: c.tid, Addr: "unix:" + rule.Unix, Rule: rule.String()}
 		if c.typ != unix.SOCK_STREAM && c.typ != unix.SOCK_SEQPACKET {
-			unix.Close(pin)
 			c.close()
 			ev.Rule, ev.Errno = "", ErrnoRefused
 			b.event(decision{ev, false})
 			return fail(ErrnoRefused)
+		}
+		pin, errno := b.pinRule(rule)
+		if errno != 0 {
+			c.close()
+			ev.Errno = errno
+			b.event(decision{ev, true})
+			return fail(errno)
 		}
 		return b.connectCopy(n, c.takeSock(), nil, pin, func(errno unix.Errno) {
 			ev.Errno = errnoUnlessInProgress(errno)

@@ -381,6 +381,53 @@ func TestUnixRule(t *testing.T) {
 	want(t, kv, out, "connect", "EACCES")
 }
 
+// TestUnixRulePlanted: a program that may write the directory of the
+// socket a unix: rule names replaces the socket with a link to another
+// socket of the host's, which it cannot see: its connect is refused, and
+// the other socket's server never hears from it.
+func TestUnixRulePlanted(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	dir := testenv.SharedTempDir(t)
+	rw := filepath.Join(dir, "rw")
+	if err := os.Mkdir(rw, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(rw, 0o777)
+	var secretHeard atomic.Int32
+	serve := func(p string, heard *atomic.Int32) {
+		ln, err := net.Listen("unix", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, 0o777)
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				if heard != nil {
+					heard.Add(1)
+				}
+				c.Write([]byte("hello from " + filepath.Base(p) + "\n"))
+				c.Close()
+			}
+		}()
+	}
+	ruled, secret := filepath.Join(rw, "app.sock"), filepath.Join(dir, "secret.sock")
+	serve(ruled, nil)
+	serve(secret, &secretHeard)
+	s := spec(t, mustRule(t, "unix:"+ruled))
+	s.Mounts = append(s.Mounts, sandbox.Mount{Kind: sandbox.Bind, Source: rw, Dest: rw})
+	kv, out := run(t, s, "unixplant", nil, "RULED="+ruled, "SECRET="+secret)
+	want(t, kv, out, "before", "hello from app.sock")
+	want(t, kv, out, "after", "ECONNREFUSED")
+	if n := secretHeard.Load(); n != 0 {
+		t.Errorf("the socket behind the planted link accepted %d connections:\n%s", n, out)
+	}
+}
+
 // TestBadConnects: connect calls wrong in every way fail as the kernel
 // fails them, through the trap as without it, and nothing hangs.
 func TestBadConnects(t *testing.T) {

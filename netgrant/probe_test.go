@@ -30,6 +30,7 @@ var probes = map[string]func(){
 	"toctou":    probeTOCTOU,
 	"resolve":   probeResolve,
 	"unix":      probeUnix,
+	"unixplant": probeUnixPlant,
 	"bad":       probeBad,
 	"flood":     probeFlood,
 	"hang":      probeHang,
@@ -203,6 +204,31 @@ func probeUnix() {
 		fmt.Printf("read.%s=%s\n", p, strings.TrimSpace(line))
 		c.Close()
 	}
+}
+
+// probeUnixPlant connects to the socket a unix: rule names (RULED), then
+// replaces it with a link to another socket (SECRET, which the sandbox
+// cannot see) and connects again.
+func probeUnixPlant() {
+	ruled, secret := os.Getenv("RULED"), os.Getenv("SECRET")
+	dial := func(key string) {
+		c, err := net.DialTimeout("unix", ruled, 10*time.Second)
+		if err != nil {
+			fmt.Printf("%s=%s\n", key, errName(err))
+			return
+		}
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		fmt.Printf("%s=%s\n", key, strings.TrimSpace(line))
+		c.Close()
+	}
+	dial("before")
+	if err := os.Remove(ruled); err != nil {
+		fmt.Printf("remove=%s\n", errName(err))
+	}
+	if err := os.Symlink(secret, ruled); err != nil {
+		fmt.Printf("symlink=%s\n", errName(err))
+	}
+	dial("after")
 }
 
 // probeBad makes connect calls that are wrong in every way the kernel

@@ -5,6 +5,7 @@ package netgrant
 
 import (
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -313,8 +314,16 @@ func (b *Broker) connectUnix(n unotify.Notif, c *caller, raw []byte) verdict {
 		return fail(errnoOf(err))
 	}
 	ev := Event{PID: c.tid, Addr: addr, Rule: rule.String()}
-	sa := &unix.SockaddrUnix{Name: rule.Unix}
+	pin, errno := b.pinRule(rule)
+	if errno != 0 {
+		unix.Close(fd)
+		ev.Errno = errno
+		b.event(decision{ev, true})
+		return fail(errno)
+	}
+	sa := &unix.SockaddrUnix{Name: "/proc/self/fd/" + strconv.Itoa(pin)}
 	finish := func(errno unix.Errno) verdict {
+		unix.Close(pin)
 		ev.Errno = errno
 		b.event(decision{ev, true})
 		if errno != 0 {
@@ -342,6 +351,47 @@ func (b *Broker) connectUnix(n unotify.Notif, c *caller, raw []byte) verdict {
 		}
 		return finish(b.connectWatched(n, fd, func(fd int) unix.Errno { return errnoOf(unix.Connect(fd, sa)) }))
 	}}
+}
+
+// resolvedAtStart returns path with the symbolic links in it resolved
+// as they are when the Broker starts: all of them if the socket is there,
+// else its directory's. A unix: rule names the socket its user meant
+// then; a link planted later (by the sandbox, in a directory it may
+// write) is refused rather than followed (pinRule).
+func resolvedAtStart(path string) string {
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		return p
+	}
+	if d, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
+		return filepath.Join(d, filepath.Base(path))
+	}
+	return path
+}
+
+// pinRule opens the socket a unix: rule names (O_PATH), at its path as
+// resolved when the Broker started, following no symbolic link: the
+// sandbox may have replaced the socket, or a directory on the way to it,
+// by a link to a socket no rule names. A caller connects to it through
+// /proc/self/fd. It fails with ECONNREFUSED where no socket is there, as
+// a connect to a missing or stale socket does.
+func (b *Broker) pinRule(rule Rule) (int, unix.Errno) {
+	path, ok := b.unixAt[rule.Unix]
+	if !ok {
+		path = rule.Unix
+	}
+	pin, err := unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS})
+	if err != nil {
+		if err == unix.ENOENT {
+			return -1, unix.ENOENT
+		}
+		return -1, unix.ECONNREFUSED
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(pin, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		unix.Close(pin)
+		return -1, unix.ECONNREFUSED
+	}
+	return pin, 0
 }
 
 func indexNUL(p []byte) int {
