@@ -596,6 +596,17 @@ func TestChmod(t *testing.T) {
 			if err := d.Chmod("missing", 0o777); !errors.Is(err, fs.ErrNotExist) {
 				t.Fatalf("Chmod(missing) = %v", err)
 			}
+			// Lchmod changes files as Chmod does, and refuses a final
+			// link, whose target stays as it was.
+			if err := d.Lchmod("f", 0o604); err != nil {
+				t.Fatalf("Lchmod(f): %v", err)
+			}
+			if err := d.Lchmod("l", 0o777); !errors.Is(err, unix.EOPNOTSUPP) {
+				t.Fatalf("Lchmod of a link = %v, want EOPNOTSUPP", err)
+			}
+			if fi, _ := os.Stat(filepath.Join(root, "f")); fi.Mode().Perm() != 0o604 {
+				t.Fatalf("Lchmod of a link to f changed f to %v", fi.Mode())
+			}
 		})
 	}
 }

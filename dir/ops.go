@@ -476,12 +476,36 @@ func (d *Dir) lstat(rootfd int, op, name string) (*fileInfo, error) {
 // with fchmodat2(2) (Linux 6.6), or on older kernels through the
 // descriptor's /proc/self/fd entry, which needs /proc.
 func (d *Dir) Chmod(name string, mode fs.FileMode) error {
-	const op = "chmod"
-	fd, err := d.openIn(op, name, RightSetAttr, unix.O_PATH)
+	return d.chmod("chmod", name, mode, unix.O_PATH)
+}
+
+// Lchmod is Chmod without following a final symbolic link: where name is
+// one, it fails with EOPNOTSUPP, as Linux does for a link's mode
+// (fchmodat with AT_SYMLINK_NOFOLLOW). Links before the last element are
+// followed, confined to d, as Chmod follows them. A server acting for a
+// client whose permission the kernel checked on a link (the FUSE server
+// of package served: a link's owner may ask for it, through /proc, on
+// Linux before 6.6) must use it, or it would change the target, which
+// the client may not own.
+func (d *Dir) Lchmod(name string, mode fs.FileMode) error {
+	return d.chmod("lchmod", name, mode, unix.O_PATH|unix.O_NOFOLLOW)
+}
+
+func (d *Dir) chmod(op, name string, mode fs.FileMode, flags int) error {
+	fd, err := d.openIn(op, name, RightSetAttr, flags)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
+	if flags&unix.O_NOFOLLOW != 0 {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return pathErr(op, name, err)
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return pathErr(op, name, unix.EOPNOTSUPP)
+		}
+	}
 	m := filemode.Unix(mode)
 	err = unix.EOPNOTSUPP
 	if !testHooks.noFchmodat2.Load() {

@@ -70,8 +70,11 @@ type rawFS struct {
 	// past the gate.
 	state    atomic.Int32
 	inflight atomic.Int64
-	// noChown: changing owners was refused (EPERM); own tries no more.
-	noChown atomic.Bool
+	// noChown holds the devices (st_dev) where changing owners was
+	// refused (EPERM): own tries no more there. Per device, since one
+	// mount inside the served tree (NFS with root_squash, vfat) must not
+	// stop it for the rest.
+	noChown sync.Map
 
 	hmu     sync.Mutex
 	handles map[uint64]*handle
@@ -445,13 +448,26 @@ func filesOfHost(fsys FS) bool {
 // fixMode gives a file just made the mode the kernel asked for (the
 // program's umask applied already), where the FS made it with another:
 // a server's or a remote FS's own umask takes bits away, and which ones
-// only the result shows. have is the mode made (from its stat); the mode
-// the file has after is returned. A directory's set-group-ID bit
-// inherited from its parent stays.
-func (r *rawFS) fixMode(ctx context.Context, fsys FS, name string, mode, have uint32, f *os.File) uint32 {
+// only the result shows. st is the file's stat, after own; the mode the
+// file has after is returned. A directory's set-group-ID bit inherited
+// from its parent stays. A file that is not a directory keeps its
+// set-user-ID bit only if it is the caller's (its host user is the
+// caller's), and its set-group-ID bit only if its group is the caller's:
+// a server that made it as another user (caplin as root) and could not
+// give it to the caller (own), or whose group a set-group-ID directory
+// chose, must not leave a program a set-ID file of IDs it does not have.
+func (r *rawFS) fixMode(ctx context.Context, c *fuse.Caller, fsys FS, name string, mode uint32, st *unix.Stat_t, f *os.File) uint32 {
+	have := st.Mode
 	want := mode & 0o7777
 	if have&unix.S_IFMT == unix.S_IFDIR {
 		want |= have & unix.S_ISGID
+	} else {
+		if uid, ok := r.uids.outside(c.Uid); !ok || st.Uid != uid {
+			want &^= unix.S_ISUID
+		}
+		if gid, ok := r.gids.outside(c.Gid); !ok || st.Gid != gid {
+			want &^= unix.S_ISGID
+		}
 	}
 	if have&0o7777 == want || have&unix.S_IFMT == unix.S_IFLNK {
 		return have
@@ -478,7 +494,10 @@ func (r *rawFS) fixMode(ctx context.Context, fsys FS, name string, mode, have ui
 func (r *rawFS) own(ctx context.Context, c *fuse.Caller, fsys FS, name string, st *unix.Stat_t, f *os.File) {
 	uid, uok := r.uids.outside(c.Uid)
 	gid, gok := r.gids.outside(c.Gid)
-	if !uok || !gok || (st.Uid == uid && st.Gid == gid) || r.noChown.Load() {
+	if !uok || !gok || (st.Uid == uid && st.Gid == gid) {
+		return
+	}
+	if _, refused := r.noChown.Load(st.Dev); refused {
 		return
 	}
 	g := int(gid)
@@ -498,7 +517,7 @@ func (r *rawFS) own(ctx context.Context, c *fuse.Caller, fsys FS, name string, s
 	}
 	if err != nil {
 		if errors.Is(err, syscall.EPERM) {
-			r.noChown.Store(true)
+			r.noChown.Store(st.Dev, true)
 		}
 		r.log.Debug("served: owner of a new file", "mount", r.dest, "name", name, "err", err)
 		return
@@ -810,7 +829,7 @@ func (r *rawFS) create(ctx context.Context, h *fuse.InHeader, op string, name st
 			r.own(ctx, &h.Caller, fsys, name, &stat, nil)
 		}
 		if mode != 0 {
-			stat.Mode = r.fixMode(ctx, fsys, name, mode, stat.Mode, nil)
+			stat.Mode = r.fixMode(ctx, &h.Caller, fsys, name, mode, &stat, nil)
 		}
 		if changedAttrs(&before, &stat) {
 			// The change moved the ctime: the kernel caches what the
@@ -1224,7 +1243,7 @@ func (r *rawFS) createObject(ctx context.Context, in *fuse.CreateIn, path string
 	if made {
 		before := *stat
 		r.own(ctx, &in.Caller, ffs, name, stat, nil)
-		stat.Mode = r.fixMode(ctx, ffs, name, in.Mode, stat.Mode, nil)
+		stat.Mode = r.fixMode(ctx, &in.Caller, ffs, name, in.Mode, stat, nil)
 		if changedAttrs(&before, stat) {
 			if st, err := obj.Stat(ctx); err == nil {
 				*stat = st
@@ -1267,7 +1286,10 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 			return err
 		}
 		var err error
-		f, err = fsys.OpenFile(ctx, name, host|unix.O_CREAT, in.Mode&0o7777)
+		// Made without its set-ID bits, which fixMode gives it once it
+		// is the caller's (own): never, even for a moment, a set-ID file
+		// of the server's user.
+		f, err = fsys.OpenFile(ctx, name, host|unix.O_CREAT, in.Mode&0o1777)
 		made := err == nil
 		if errors.Is(err, syscall.EEXIST) && in.Flags&unix.O_EXCL == 0 {
 			need, host = r.openNeed(in.Flags)
@@ -1294,7 +1316,7 @@ func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 		if made {
 			before := stat
 			r.own(ctx, &in.Caller, fsys, name, &stat, f)
-			stat.Mode = r.fixMode(ctx, fsys, name, in.Mode, stat.Mode, f)
+			stat.Mode = r.fixMode(ctx, &in.Caller, fsys, name, in.Mode, &stat, f)
 			if changedAttrs(&before, &stat) {
 				// As in create.
 				var st unix.Stat_t
@@ -1648,6 +1670,26 @@ func (r *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 		return st
 	}
 	defer r.leave()
+	// A kernel file system clears the set-ID bits of a file that a caller
+	// without CAP_FSETID changes by fallocate, as by write; the kernel asks
+	// a FUSE server for that on write only (WRITE_KILL_SUIDGID). A server
+	// that is root does it for a caller that is not the host's root, so
+	// that a program cannot change a set-ID file it may write and keep it
+	// set-ID (and then write it through a shared mapping, which asks for
+	// nothing either).
+	kill := r.asRoot && filesOfHost(r.fs)
+	if uid, ok := r.uids.outside(in.Caller.Uid); ok && uid == 0 {
+		kill = false
+	}
+	allocate := func(fd int) error {
+		if err := unix.Fallocate(fd, in.Mode, int64(in.Offset), int64(in.Length)); err != nil {
+			return err
+		}
+		if kill {
+			return killSUIDGID(fd)
+		}
+		return nil
+	}
 	hd := r.handle(in.Fh)
 	if hd == nil || !hd.isFile() {
 		path, _ := r.path(in.NodeId)
@@ -1657,9 +1699,7 @@ func (r *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 		if in.Fh != 0 || !r.noOpen {
 			return fuse.EBADF
 		}
-		return r.status(r.byNode(r.ctx, in.NodeId, unix.O_WRONLY, func(fd int) error {
-			return unix.Fallocate(fd, in.Mode, int64(in.Offset), int64(in.Length))
-		}))
+		return r.status(r.byNode(r.ctx, in.NodeId, unix.O_WRONLY, allocate))
 	}
 	if in.Mode&^unix.FALLOC_FL_KEEP_SIZE != 0 {
 		// Punching holes, zeroing, collapsing or inserting ranges
@@ -1674,9 +1714,7 @@ func (r *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 	if hd.obj != nil {
 		return r.status(hd.obj.Allocate(r.ctx, in.Mode, int64(in.Offset), int64(in.Length)))
 	}
-	return r.status(hd.do(func(fd int) error {
-		return unix.Fallocate(fd, in.Mode, int64(in.Offset), int64(in.Length))
-	}))
+	return r.status(hd.do(allocate))
 }
 
 func (r *rawFS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {

@@ -84,7 +84,10 @@ func (h hostFS) Symlink(_ context.Context, target, name string) error {
 func (h hostFS) Readlink(_ context.Context, name string) (string, error) { return h.d.Readlink(name) }
 
 func (h hostFS) Chmod(_ context.Context, name string, mode uint32) error {
-	return h.d.Chmod(name, filemode.Perm(mode))
+	// Never through a final link: the kernel checked the caller's right
+	// on the link (Linux before 6.6 lets a link's owner ask, through
+	// /proc), not on its target.
+	return h.d.Lchmod(name, filemode.Perm(mode))
 }
 
 func (h hostFS) Chown(_ context.Context, name string, uid, gid int) error {

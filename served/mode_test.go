@@ -91,3 +91,84 @@ func TestForeignDescriptorsUnchanged(t *testing.T) {
 		t.Errorf("the file a lying FS handed back: %v, %v; want it untouched, mode 0600", fi, err)
 	}
 }
+
+// noChownFS is an FS on which changing owners is refused (EPERM): a
+// mount inside the served tree that squashes root (NFS), or has no
+// owners (vfat).
+type noChownFS struct{ served.FS }
+
+func (noChownFS) Chown(context.Context, string, int, int) error { return unix.EPERM }
+
+// TestSetIDOfNewFiles: a file a program makes with set-ID bits keeps them
+// where it is the program's (the server, root, gave it the caller's host
+// IDs), and loses them where it could not be given to the caller: the
+// host must never hold a set-ID file of the server's user (root) that a
+// program made, and may still write to.
+func TestSetIDOfNewFiles(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("the server must be root, to make files as another user")
+	}
+	for _, c := range []struct {
+		name    string
+		chown   bool
+		want    uint32
+		wantUID uint32
+	}{
+		{"owned", true, 0o6755, 1000},
+		{"not owned", false, 0o755, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			os.Chmod(root, 0o777)
+			d, err := dir.Open(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var fsys served.FS = served.Host(d)
+			if !c.chown {
+				fsys = noChownFS{fsys}
+			}
+			m := served.MountServer(t, served.NewServer(fsys, served.Options{Dest: "/m"}))
+			m.OK(served.Req{Op: "createas", Path: "f", Flags: os.O_CREATE | os.O_EXCL | os.O_WRONLY, Mode: 0o6755, UID: 1000, GID: 1000})
+			var st unix.Stat_t
+			if err := unix.Stat(filepath.Join(root, "f"), &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode&0o7777 != c.want || st.Uid != c.wantUID {
+				t.Errorf("on the host: mode %o, owner %d; want mode %o, owner %d", st.Mode&0o7777, st.Uid, c.want, c.wantUID)
+			}
+		})
+	}
+}
+
+// TestSetIDKilledByFallocate: a program that may write a set-ID file of
+// another user's (world-writable, set-user-ID root) and grows it by
+// fallocate clears its set-ID bits, as a kernel file system does for a
+// caller without CAP_FSETID, though the server is root.
+func TestSetIDKilledByFallocate(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("the server must be root")
+	}
+	root := t.TempDir()
+	os.Chmod(root, 0o777)
+	f := filepath.Join(root, "f")
+	if err := os.WriteFile(f, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Chmod(f, 0o6777); err != nil {
+		t.Fatal(err)
+	}
+	d, err := dir.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := served.MountServer(t, served.NewServer(served.Host(d), served.Options{Dest: "/m"}))
+	m.OK(served.Req{Op: "createas", Path: "f", Flags: os.O_RDWR, N: 4096, UID: 1000, GID: 1000})
+	var st unix.Stat_t
+	if err := unix.Stat(f, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&0o7777 != 0o777 || st.Size != 4096 {
+		t.Errorf("on the host: mode %o, size %d; want mode 777, size 4096", st.Mode&0o7777, st.Size)
+	}
+}

@@ -309,6 +309,33 @@ func (w *worker) run(r req) (a resp) {
 				err = cerr
 			}
 		}
+	case "createas":
+		// Creates p with the raw mode (set-ID bits included) as the
+		// caller r.UID, r.GID (the file system IDs of this thread only,
+		// which are what the kernel tells a FUSE server), and writes
+		// nothing (a write by the caller would clear set-ID bits); with
+		// r.N, fallocates r.N bytes then.
+		// The directory is opened first, as this process: the caller
+		// need not reach the mount through the test's directories.
+		var dfd, fd int
+		if dfd, err = unix.Open(filepath.Dir(p), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+			break
+		}
+		runtime.LockOSThread()
+		uid, gid := os.Geteuid(), os.Getegid()
+		unix.Setfsgid(r.GID)
+		unix.Setfsuid(r.UID)
+		if fd, err = unix.Openat(dfd, filepath.Base(p), r.Flags|unix.O_CLOEXEC, r.Mode); err == nil {
+			if r.N > 0 {
+				// And then grow it by fallocate, as the caller too.
+				err = unix.Fallocate(fd, 0, 0, int64(r.N))
+			}
+			unix.Close(fd)
+		}
+		unix.Setfsuid(uid)
+		unix.Setfsgid(gid)
+		runtime.UnlockOSThread()
+		unix.Close(dfd)
 	case "open":
 		var f *os.File
 		if f, err = os.OpenFile(p, r.Flags, os.FileMode(r.Mode)); err == nil {

@@ -108,6 +108,9 @@ type FS interface {
 	Link(ctx context.Context, oldname, newname string) error
 	Symlink(ctx context.Context, target, name string) error
 	Readlink(ctx context.Context, name string) (string, error)
+	// Chmod changes a file's mode, never a final symbolic link's target:
+	// on a link it fails (EOPNOTSUPP, as Linux does), since the kernel
+	// checked the caller's right on the link.
 	Chmod(ctx context.Context, name string, mode uint32) error
 	// Chown changes owners, in host IDs; -1 leaves one as it is.
 	Chown(ctx context.Context, name string, uid, gid int) error

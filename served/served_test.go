@@ -210,6 +210,19 @@ func TestHostConfined(t *testing.T) {
 	if err := fsys.Chown(ctx, "out", os.Getuid(), -1); err != nil {
 		t.Errorf("chown of a link: %v", err)
 	}
+	// A link within the tree: chmod is the link's own (refused, as Linux
+	// refuses it), never its target's, whose owner the kernel did not
+	// check (a link's owner may ask, through /proc, before Linux 6.6).
+	if err := os.Symlink("f", filepath.Join(root, "in")); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.Stat(filepath.Join(root, "f"))
+	if err := fsys.Chmod(ctx, "in", 0o4777); !errors.Is(err, unix.EOPNOTSUPP) {
+		t.Errorf("chmod of a link: %v, want EOPNOTSUPP", err)
+	}
+	if after, _ := os.Stat(filepath.Join(root, "f")); after.Mode() != before.Mode() {
+		t.Errorf("chmod of a link changed its target: %v -> %v", before.Mode(), after.Mode())
+	}
 	if b, _ := os.ReadFile(filepath.Join(outside, "secret")); string(b) != "s" {
 		t.Errorf("outside changed: %q", b)
 	}
