@@ -23,9 +23,15 @@ type node struct {
 	negative map[string]struct{}
 }
 
-// maxNegative bounds the missing names remembered per directory; beyond
-// it, missing names are not cached by the kernel.
-const maxNegative = 4096
+// maxNegative bounds the missing names remembered per directory, and
+// maxNegativeAll those of the whole mount (a program that holds many
+// directories, a deep working directory say, and looks up many missing
+// names in each, must not grow the server without end); beyond either,
+// missing names are not cached by the kernel.
+const (
+	maxNegative    = 4096
+	maxNegativeAll = 1 << 16
+)
 
 // nodeTable holds every node the kernel has a reference to.
 type nodeTable struct {
@@ -37,6 +43,8 @@ type nodeTable struct {
 	byIno map[uint64][]*node
 	next  uint64
 	root  *node
+	// negatives counts the names in every node's negative.
+	negatives int
 }
 
 func newNodeTable() *nodeTable {
@@ -106,7 +114,7 @@ func (t *nodeTable) lookup(parent uint64, name string, ino uint64) *node {
 	if p == nil {
 		return nil
 	}
-	delete(p.negative, name)
+	t.dropNegativeLocked(p, name)
 	if n := p.kids[name]; n != nil {
 		if n.ino == ino {
 			n.lookups++
@@ -140,14 +148,23 @@ func (t *nodeTable) missing(parent uint64, name string) bool {
 	if _, ok := p.negative[name]; ok {
 		return true
 	}
-	if len(p.negative) >= maxNegative {
+	if len(p.negative) >= maxNegative || t.negatives >= maxNegativeAll {
 		return false
 	}
 	if p.negative == nil {
 		p.negative = map[string]struct{}{}
 	}
 	p.negative[name] = struct{}{}
+	t.negatives++
 	return true
+}
+
+// dropNegativeLocked forgets that name was missing in p.
+func (t *nodeTable) dropNegativeLocked(p *node, name string) {
+	if _, ok := p.negative[name]; ok {
+		delete(p.negative, name)
+		t.negatives--
+	}
 }
 
 // detachLocked takes n out of its parent: its name no longer leads to it.
@@ -214,7 +231,7 @@ func (t *nodeTable) rename(oldparent uint64, oldname string, newparent uint64, n
 	if to != nil {
 		t.detachLocked(to)
 	}
-	delete(np.negative, newname)
+	t.dropNegativeLocked(np, newname)
 	attach := func(n, p *node, name string) {
 		if n == nil {
 			return
@@ -253,6 +270,8 @@ func (t *nodeTable) forget(id, n uint64) bool {
 		// holds them; it forgets children before parents, so none do.
 		delete(t.nodes, id)
 		t.dropInoLocked(nd)
+		t.negatives -= len(nd.negative)
+		nd.negative = nil
 		return true
 	}
 	nd.lookups -= n
