@@ -355,7 +355,10 @@ func (b *Broker) granted(pin int) bool {
 func (b *Broker) connectCopy(n unotify.Notif, sock int, raw []byte, pin int, after func(unix.Errno)) verdict {
 	do := func(fd int) unix.Errno {
 		if pin >= 0 {
-			return errnoOf(unix.Connect(fd, &unix.SockaddrUnix{Name: "/proc/self/fd/" + strconv.Itoa(pin)}))
+			// With the program's credentials, which its peer reads.
+			return asProgram(int(n.PID), func() unix.Errno {
+				return errnoOf(unix.Connect(fd, &unix.SockaddrUnix{Name: "/proc/self/fd/" + strconv.Itoa(pin)}))
+			})
 		}
 		return connectRaw(fd, raw)
 	}

@@ -428,6 +428,64 @@ func TestUnixRulePlanted(t *testing.T) {
 	}
 }
 
+// TestUnixRuleCredentials: a host server that a unix: rule reaches reads
+// the program's host user as its peer (SO_PEERCRED), not the user of the
+// caplin that made the connect: with caplin as root and the sandbox
+// mapped to nobody, nobody.
+func TestUnixRuleCredentials(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("caplin must be root, and the sandbox another user")
+	}
+	dir := testenv.SharedTempDir(t)
+	p := filepath.Join(dir, "creds.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(p, 0o777)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			uid := "?"
+			if rc, err := c.SyscallConn(); err == nil {
+				rc.Control(func(fd uintptr) {
+					if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+						uid = strconv.Itoa(int(cred.Uid))
+					}
+				})
+			}
+			c.Write([]byte("uid " + uid + "\n"))
+			c.Close()
+		}
+	}()
+	s := spec(t, mustRule(t, "unix:"+p))
+	s.HostIDs = sandbox.NobodyIDs()
+	// The probe where nobody may read it.
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := filepath.Join(dir, "probe")
+	if err := os.WriteFile(probe, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range s.Mounts {
+		if s.Mounts[i].Dest == "/probe" {
+			s.Mounts[i].Source = probe
+		}
+	}
+	kv, out := run(t, s, "unix", nil, "PATHS="+p)
+	want(t, kv, out, "read."+p, "uid 65534")
+}
+
 // TestBadConnects: connect calls wrong in every way fail as the kernel
 // fails them, through the trap as without it, and nothing hangs.
 func TestBadConnects(t *testing.T) {

@@ -338,9 +338,13 @@ func (b *Broker) connectUnix(n unotify.Notif, c *caller, raw []byte) verdict {
 		}
 		return verdict{fd: fd}
 	}
-	err = unix.Connect(fd, sa)
-	if err != unix.EAGAIN || fl&unix.O_NONBLOCK != 0 {
-		return finish(errnoOf(err)) // a full backlog: EAGAIN, as for the program's own
+	// With the program's credentials, which the host's server reads.
+	connect := func(fd int) unix.Errno {
+		return asProgram(c.tid, func() unix.Errno { return errnoOf(unix.Connect(fd, sa)) })
+	}
+	errno = connect(fd)
+	if errno != unix.EAGAIN || fl&unix.O_NONBLOCK != 0 {
+		return finish(errno) // a full backlog: EAGAIN, as for the program's own
 	}
 	// A blocking connect to a listener whose backlog is full waits for
 	// room: not on the loop's thread, and no longer than the call is
@@ -349,7 +353,7 @@ func (b *Broker) connectUnix(n unotify.Notif, c *caller, raw []byte) verdict {
 		if err := unix.SetNonblock(fd, false); err != nil {
 			return finish(errnoOf(err))
 		}
-		return finish(b.connectWatched(n, fd, func(fd int) unix.Errno { return errnoOf(unix.Connect(fd, sa)) }))
+		return finish(b.connectWatched(n, fd, connect))
 	}}
 }
 
