@@ -198,12 +198,12 @@ func (b *Broker) answerQuery(q []byte, max int) []byte {
 	case !allowed:
 		reply.RCode = dnsmessage.RCodeRefused
 	case question.Type == dnsmessage.TypeA || question.Type == dnsmessage.TypeAAAA:
-		network := "ip4"
-		if question.Type == dnsmessage.TypeAAAA {
-			network = "ip6"
-		}
+		// Both families, and the question's picked from them: a name
+		// with addresses of the other family only gets no records
+		// (NOERROR), not a failure, which some resolvers (musl's) take
+		// for the whole lookup's.
 		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
-		addrs, err := b.lookup()(ctx, network, name)
+		addrs, err := b.lookup()(ctx, "ip", name)
 		cancel()
 		var dnsErr *net.DNSError
 		switch {
