@@ -143,11 +143,15 @@ type Broker struct {
 	closing sync.Once
 	size    int // the kernel's struct seccomp_notif
 	slots   chan struct{}
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	done    chan struct{}
-	eventMu sync.Mutex
+	// dnsSlots bounds the resolver's lookups under way, apart from the
+	// connects' slots, so that slow lookups do not hold connects up;
+	// dnsConns bounds its TCP connections.
+	dnsSlots, dnsConns chan struct{}
+	ctx                context.Context
+	cancel             context.CancelFunc
+	wg                 sync.WaitGroup
+	done               chan struct{}
+	eventMu            sync.Mutex
 
 	fdinfoMu  sync.Mutex
 	fdinfoTID int // whose /proc/TID/fdinfo fdinfoDir is
@@ -203,6 +207,7 @@ func Serve(ctx context.Context, listener *os.File, p Policy) (*Broker, error) {
 	b := &Broker{
 		policy: p, log: log, fd: fd, stop: stop, size: size,
 		slots: make(chan struct{}, p.MaxPending), fdinfoDir: -1,
+		dnsSlots: make(chan struct{}, maxDNSPending), dnsConns: make(chan struct{}, maxDNSConns),
 		done:     make(chan struct{}),
 		names:    map[netip.Addr]map[string]bool{},
 		standIns: map[uint64]net.Conn{},
@@ -289,12 +294,26 @@ func (b *Broker) Learn(name string, addrs []netip.Addr) {
 		a = a.Unmap()
 		m := b.names[a]
 		if m == nil {
+			if len(b.names) >= maxLearnedAddrs {
+				continue
+			}
 			m = map[string]bool{}
 			b.names[a] = m
 		}
-		m[name] = true
+		if len(m) < maxNamesPerAddr {
+			m[name] = true
+		}
 	}
 }
+
+// maxLearnedAddrs and maxNamesPerAddr bound what Learn remembers, so that
+// a program asking the resolver for ever new names under a wildcard rule
+// cannot grow the Broker without end; beyond them, an address is allowed
+// by the names it has, or not at all.
+const (
+	maxLearnedAddrs = 1 << 14
+	maxNamesPerAddr = 64
+)
 
 // lookupAll looks the names of the host rules without wildcards up, and
 // learns their addresses.

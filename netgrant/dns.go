@@ -86,6 +86,13 @@ func (b *Broker) ServeDNS(udp, tcp *os.File) error {
 	return nil
 }
 
+// maxDNSPending bounds the resolver's queries under way, and maxDNSConns
+// its TCP connections.
+const (
+	maxDNSPending = 32
+	maxDNSConns   = 64
+)
+
 // serveUDP answers the datagrams of pc.
 func (b *Broker) serveUDP(pc net.PacketConn) {
 	defer b.wg.Done()
@@ -100,14 +107,14 @@ func (b *Broker) serveUDP(pc net.PacketConn) {
 		}
 		q := append([]byte(nil), buf[:n]...)
 		select {
-		case b.slots <- struct{}{}:
+		case b.dnsSlots <- struct{}{}:
 		case <-b.ctx.Done():
 			return
 		}
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
-			defer func() { <-b.slots }()
+			defer func() { <-b.dnsSlots }()
 			if r := b.answerQuery(q, 512); r != nil {
 				pc.WriteTo(r, from)
 			}
@@ -128,9 +135,16 @@ func (b *Broker) serveTCP(ln net.Listener) {
 			}
 			return
 		}
+		select {
+		case b.dnsConns <- struct{}{}:
+		default:
+			c.Close() // too many: a resolver retries, or asks over UDP
+			continue
+		}
 		conns.Add(1)
 		go func() {
 			defer conns.Done()
+			defer func() { <-b.dnsConns }()
 			b.serveDNSConn(c)
 		}()
 	}
@@ -153,7 +167,13 @@ func (b *Broker) serveDNSConn(c net.Conn) {
 		if _, err := io.ReadFull(c, q); err != nil {
 			return
 		}
+		select {
+		case b.dnsSlots <- struct{}{}:
+		case <-b.ctx.Done():
+			return
+		}
 		r := b.answerQuery(q, 65535)
+		<-b.dnsSlots
 		if r == nil {
 			return
 		}

@@ -582,7 +582,14 @@ func (b *Broker) serveStandIn(c net.Conn) {
 		if err != nil || n == 0 {
 			return
 		}
-		if r := b.answerQuery(buf[:n], 512); r != nil {
+		select {
+		case b.dnsSlots <- struct{}{}:
+		case <-b.ctx.Done():
+			return
+		}
+		r := b.answerQuery(buf[:n], 512)
+		<-b.dnsSlots
+		if r != nil {
 			if _, err := c.Write(r); err != nil {
 				return
 			}
