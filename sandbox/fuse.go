@@ -34,7 +34,8 @@ import (
 
 // FUSEServer serves a FUSE mount (Mount.Server). Package served's
 // *Server is one; the interface keeps package sandbox from linking the
-// FUSE protocol.
+// FUSE protocol. A server that also has a method NoExec() bool reporting
+// true is mounted noexec.
 type FUSEServer interface {
 	// MountOptions returns the options the kernel is given for the
 	// mount, comma-separated ("allow_other,default_permissions,..."):
@@ -48,6 +49,11 @@ type FUSEServer interface {
 	// kernel's INIT request is waiting on dev.
 	Serve(ctx context.Context, dev *os.File, uidMap, gidMap []proc.IDMap) error
 }
+
+// fuseNoExec is what a FUSEServer may also have: NoExec reporting true
+// makes its mount noexec (MOUNT_ATTR_NOEXEC), for a server that refuses
+// exec opens, so that code there cannot be run by mapping it either.
+type fuseNoExec interface{ NoExec() bool }
 
 // FUSEUnavailableError says that FUSE cannot be mounted in the sandbox
 // here: /dev/fuse cannot be opened by the sandbox's user, or the kernel
@@ -228,7 +234,11 @@ func (f *fuseMaker) add(i int, m *Mount, k int, dir proc.Val, name string, uid, 
 	}
 	f.note(stepCreate, true)
 	b.Fsconfig(fs, unix.FSCONFIG_CMD_CREATE, "", "", proc.Int(0))
-	fixed(b, b.Fsmount(fs, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV), fuseMountFD(k))
+	attrs := unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV
+	if ne, ok := m.Server.(fuseNoExec); ok && ne.NoExec() {
+		attrs |= unix.MOUNT_ATTR_NOEXEC
+	}
+	fixed(b, b.Fsmount(fs, unix.FSMOUNT_CLOEXEC, attrs), fuseMountFD(k))
 	b.CloseFD(fs)
 	f.devs = append(f.devs, b.TakeFile(proc.Int(fuseDevFD)))
 	b.CloseFD(proc.Int(fuseDevFD))

@@ -96,6 +96,13 @@ func NewServer(fsys FS, opts Options) *Server {
 	}}
 }
 
+// NoExec reports whether the server's rights lack RightExec, so that its
+// mount must be made noexec (sandbox.FUSEServer's mounter asks): without
+// it, a program refused an exec open could still run a file's code, by
+// mapping it executable (ld.so FILE does), which asks the server only for
+// a read.
+func (s *Server) NoExec() bool { return s.raw.rights&RightExec == 0 }
+
 // MountOptions returns the mount options the kernel must be given for
 // this server, beyond fd, rootmode, user_id and group_id (which the
 // mounter sets): "default_permissions,allow_other". The kernel checks

@@ -111,6 +111,10 @@ type servedMount struct {
 
 func (m *servedMount) MountOptions() string { return m.srv.MountOptions() }
 
+// NoExec makes the mount noexec where the rights lack exec (see
+// sandbox.FUSEServer).
+func (m *servedMount) NoExec() bool { return m.srv.NoExec() }
+
 func (m *servedMount) Serve(ctx context.Context, dev *os.File, uidMap, gidMap []proc.IDMap) error {
 	return m.srv.Serve(ctx, dev, uidMap, gidMap)
 }
