@@ -3,6 +3,8 @@ package served
 import (
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -29,6 +31,22 @@ func TestPrivilegedXattrs(t *testing.T) {
 	b := make([]byte, 64)
 	if _, err := unix.Lgetxattr(filepath.Join(root, "f"), "security.capability", b); err == nil {
 		t.Error("the host file has a security.capability attribute")
+	}
+	// Of system.*, the POSIX ACLs only (whose owner the kernel checks):
+	// another file system's own ACL (NFS, CIFS) would be set by a root
+	// server on anyone's file.
+	m.errno(req{Op: "setxattr", Path: "f", Path2: "system.nfs4_acl", Data: []byte("x")}, syscall.EPERM)
+	m.ok(req{Op: "setxattr", Path: "f", Path2: "user.note", Data: []byte("x")})
+	if os.Geteuid() == 0 {
+		// A trusted.* attribute the host file has is not listed to the
+		// program, which could not read it either.
+		if err := unix.Lsetxattr(filepath.Join(root, "f"), "trusted.caplin-test", []byte("t"), 0); err != nil {
+			t.Fatal(err)
+		}
+		names := m.ok(req{Op: "listxattr", Path: "f"}).Names
+		if !slices.Contains(names, "user.note") || slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "trusted.") }) {
+			t.Errorf("listxattr through the mount: %q", names)
+		}
 	}
 }
 

@@ -1929,6 +1929,12 @@ func (r *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte)
 	}
 	var b []byte
 	for _, n := range names {
+		if strings.HasPrefix(n, "trusted.") {
+			// Listed for a root server, hidden from the program, as a
+			// kernel file system lists them to privileged callers only
+			// (and the program could not read them).
+			continue
+		}
 		b = append(append(b, n...), 0)
 	}
 	return copyOut(dest, b)
@@ -1966,14 +1972,20 @@ func (r *rawFS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr strin
 	}))
 }
 
-// privilegedXattr reports whether attr is in a namespace whose attributes
-// the host honours with privileges the program has only inside its user
-// namespace: security.* (file capabilities, which would count in the
-// host's initial namespace when the server writes them; LSM labels) and
-// trusted.*. The server, which may be root on the host, never sets or
-// removes them, as the rpc Directory server does not.
+// privilegedXattr reports whether attr is outside the namespaces a
+// program may set and remove through the server: user.* and the POSIX
+// ACLs (system.posix_acl_access, system.posix_acl_default), which the
+// kernel checks the caller's ownership for before asking. Every other
+// namespace's attributes the host honours with privileges the program
+// has only inside its user namespace, or that the file system behind
+// decides alone: security.* (file capabilities, which would count in the
+// host's initial namespace when the server writes them; LSM labels),
+// trusted.*, and the rest of system.* (an NFS or CIFS ACL, which a root
+// server would set on files of other users). The server, which may be
+// root on the host, never sets or removes them, as the rpc Directory
+// server does not.
 func privilegedXattr(attr string) bool {
-	return strings.HasPrefix(attr, "security.") || strings.HasPrefix(attr, "trusted.")
+	return !strings.HasPrefix(attr, "user.") && attr != "system.posix_acl_access" && attr != "system.posix_acl_default"
 }
 
 // invalidate tells the kernel to drop every cached entry, attribute and

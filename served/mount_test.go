@@ -407,6 +407,16 @@ func (w *worker) run(r req) (a resp) {
 		err = unix.Fchmod(r.FD, r.Mode)
 	case "utimes":
 		err = unix.UtimesNano(p, []unix.Timespec{{Sec: r.Off}, {Sec: r.Off}})
+	case "listxattr":
+		b := make([]byte, 4096)
+		var n int
+		if n, err = unix.Llistxattr(p, b); err == nil {
+			for _, name := range strings.Split(string(b[:n]), "\x00") {
+				if name != "" {
+					a.Names = append(a.Names, name)
+				}
+			}
+		}
 	case "setxattr":
 		err = unix.Lsetxattr(p, r.Path2, r.Data, 0)
 	case "getxattr":
