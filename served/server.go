@@ -213,9 +213,10 @@ func (s *Server) Serve(ctx context.Context, dev *os.File, uidMap, gidMap []proc.
 // finish (Revoke waits up to 50 ms for them); then every entry, attribute
 // and page the kernel holds for the mount is invalidated, so mmap'd pages
 // fault again and get SIGBUS. Those that outlast the 50 ms answer when
-// they are done; once the last is, the caches are invalidated again, in
-// the background, so that what they answered is not kept. A closed
-// Server stays closed (ENOTCONN).
+// they are done; once the last is (and at least 10 ms after Revoke
+// returns), the caches are invalidated again, in the background, so that
+// what they answered is not kept. A closed Server stays closed
+// (ENOTCONN).
 func (s *Server) Revoke() error {
 	r := s.raw
 	r.state.CompareAndSwap(serving, revoked)
@@ -226,13 +227,13 @@ func (s *Server) Revoke() error {
 	r.invalidate()
 	r.files.closeAll()
 	r.dirs.closeAll()
-	if r.inflight.Load() > 0 {
-		// Requests that passed the gate before Revoke and outlast the
-		// drain may yet answer, and their answers fill the kernel's
-		// caches again: once the last is done (and its answer written),
-		// the caches are dropped again.
-		go r.invalidateAfterLate()
-	}
+	// Requests that passed the gate before Revoke and outlast the drain
+	// may yet answer, and their answers fill the kernel's caches again;
+	// so may one that had left the gate, but whose answer go-fuse had not
+	// written yet when the count was read (it counts down before the
+	// write), or that ended during the invalidation: once the last is
+	// done (and its answer written), the caches are dropped again, always.
+	go r.invalidateAfterLate()
 	return nil
 }
 
