@@ -264,6 +264,7 @@ func (b *Broker) Done() <-chan struct{} { return b.done }
 func (b *Broker) Close() error {
 	b.closing.Do(func() {
 		b.cancel()
+		b.stopDNS()
 		unix.Write(b.stop, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 		<-b.done
 		unix.Close(b.stop)
@@ -430,6 +431,10 @@ func (b *Broker) lookAgain(a netip.AddrPort) func() (Rule, string, bool) {
 // from the trap.
 func (b *Broker) loop() {
 	defer b.wg.Done()
+	// However the loop ends, the resolver's sockets close, so that their
+	// goroutines end and Done can close: a Close that came between two
+	// notifications ends the loop at its select, before wait sees it.
+	defer b.stopDNS()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	buf := make([]byte, b.size)

@@ -9,22 +9,30 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// asProgram makes the connect do of a Unix socket for the program's
-// thread tid with that thread's host user and group, where the Broker
-// is root and the program is not: the server at the other end reads the
-// connecting thread's credentials (SO_PEERCRED, SCM_CREDENTIALS), and
-// must see the program's, not root's (a host service that trusts its
-// peer's uid would grant the program root's; one in the sandbox would
-// see an unmapped uid, 65534), and the socket file's permission is
-// checked against them, as for the program's own connect. Elsewhere it
-// calls do as it is: the Broker's user is the program's host user then,
-// or one above it that the program's namespace maps the same.
+// asProgram runs do, a Unix socket's connect, listen or lookup that the
+// Broker makes for the program's thread tid, with that thread's host user
+// and group, where the Broker is root and the program is not: a server
+// at the other end of a connect reads the connecting thread's credentials
+// (SO_PEERCRED), a client those of the thread that listened, and must see
+// the program's, not root's (a host service that trusts its peer's uid
+// would grant the program root's; one in the sandbox would see an
+// unmapped uid, 65534); and the file system checks the program's
+// permission on the way, as for its own call. Elsewhere it calls do as it
+// is: the Broker's user is then the program's host user, or one that the
+// program's namespace maps the same.
 //
-// The credentials change on a thread of its own (setresuid, setresgid
-// and setgroups act on the calling thread only, made as system calls),
-// which is never given back to the Go scheduler: it ends with its
+// With grant (a unix: rule's socket, which the rule grants whatever its
+// permission bits say), the thread also keeps CAP_DAC_OVERRIDE and
+// CAP_DAC_READ_SEARCH: the permission is the rule's, the identity the
+// program's.
+//
+// The credentials change on the calling thread only (setresuid,
+// setresgid, setgroups and capset as system calls), on a goroutine locked
+// to it, and are put back after, with the process's dumpable flag, which
+// a change of effective user clears for every thread; a thread that could
+// not be put back is not given back to the Go scheduler: it ends with its
 // goroutine.
-func asProgram(tid int, do func() unix.Errno) unix.Errno {
+func asProgram(tid int, grant bool, do func() unix.Errno) unix.Errno {
 	if unix.Geteuid() != 0 {
 		return do()
 	}
@@ -37,23 +45,77 @@ func asProgram(tid int, do func() unix.Errno) unix.Errno {
 	}
 	done := make(chan unix.Errno, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends here
-		keep := ^uintptr(0)    // -1: leave as it is
-		if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, 0, 0, 0); e != 0 {
-			done <- e
-			return
-		}
-		if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, keep, uintptr(gid), keep); e != 0 {
-			done <- e
-			return
-		}
-		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, keep, uintptr(uid), keep); e != 0 {
-			done <- e
-			return
-		}
-		done <- do()
+		runtime.LockOSThread()
+		errno, restored := asOnThread(uid, gid, grant, do)
+		if restored {
+			runtime.UnlockOSThread()
+		} // else: the thread ends with this goroutine
+		done <- errno
 	}()
 	return <-done
+}
+
+// asOnThread is asProgram's work on its locked thread; it reports whether
+// the thread's credentials are the process's again.
+func asOnThread(uid, gid int, grant bool, do func() unix.Errno) (unix.Errno, bool) {
+	keep := ^uintptr(0) // -1: leave as it is
+	dumpable, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
+	if err != nil {
+		return unix.EACCES, true
+	}
+	groups, err := unix.Getgroups()
+	if err != nil {
+		return unix.EACCES, true
+	}
+	egid := unix.Getegid()
+	restore := func() bool {
+		ok := true
+		for _, e := range []unix.Errno{
+			rawErrno(unix.RawSyscall(unix.SYS_SETRESUID, keep, 0, keep)),
+			rawErrno(unix.RawSyscall(unix.SYS_SETRESGID, keep, uintptr(egid), keep)),
+			setgroupsThread(gidsOf(groups)),
+		} {
+			ok = ok && e == 0
+		}
+		unix.Prctl(unix.PR_SET_DUMPABLE, uintptr(dumpable), 0, 0, 0)
+		return ok
+	}
+	// Any failure below fails the call (EACCES): never made as root.
+	if e := setgroupsThread(nil); e != 0 {
+		return unix.EACCES, restore()
+	}
+	if e := rawErrno(unix.RawSyscall(unix.SYS_SETRESGID, keep, uintptr(gid), keep)); e != 0 {
+		return unix.EACCES, restore()
+	}
+	if e := rawErrno(unix.RawSyscall(unix.SYS_SETRESUID, keep, uintptr(uid), keep)); e != 0 {
+		return unix.EACCES, restore()
+	}
+	// The effective user is no longer root: the effective capabilities
+	// are gone, the permitted kept (the real and saved users are root).
+	if grant {
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			return unix.EACCES, restore()
+		}
+		data[0].Effective = 1<<unix.CAP_DAC_OVERRIDE | 1<<unix.CAP_DAC_READ_SEARCH
+		data[1].Effective = 0
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			return unix.EACCES, restore()
+		}
+	}
+	errno := do()
+	return errno, restore()
+}
+
+func rawErrno(_, _ uintptr, e unix.Errno) unix.Errno { return e }
+
+func gidsOf(groups []int) []uint32 {
+	g := make([]uint32, len(groups))
+	for i, n := range groups {
+		g[i] = uint32(n)
+	}
+	return g
 }
 
 // hostIDsOf returns thread tid's effective user and group IDs, as the

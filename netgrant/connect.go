@@ -239,7 +239,12 @@ func (b *Broker) bindOrListen(n unotify.Notif) verdict {
 	if c.local {
 		switch {
 		case n.Data.Nr == unix.SYS_LISTEN:
-			return fail(errnoOf(unix.Listen(c.sock, int(int32(n.Data.Args[1])))))
+			listen := func() unix.Errno { return errnoOf(unix.Listen(c.sock, int(int32(n.Data.Args[1])))) }
+			if c.domain == unix.AF_UNIX {
+				// With the program's credentials, which its clients read.
+				return fail(asProgram(c.tid, false, listen))
+			}
+			return fail(listen())
 		case rerr != 0:
 			return fail(rerr)
 		case c.domain == unix.AF_UNIX && len(raw) > 2 && int(uint16(raw[0])|uint16(raw[1])<<8) == unix.AF_UNIX && raw[2] != 0:

@@ -188,7 +188,9 @@ func (p *bpf) fastOpenChecks() {
 	p.jump(jeq, unix.IPPROTO_IPV6, "ipv6opt", "")
 	p.jump(jeq, unix.IPPROTO_IP, "", "allow")
 	p.stmt(ld, offArg0+8*2) // optname
-	p.jump(jeq, unix.IP_OPTIONS, "eperm", "allow")
+	p.jump(jeq, unix.IP_OPTIONS, "", "allow")
+	p.stmt(ld, offArg0+8*4) // optlen: 0 clears the options (tcp_wrappers, rshd)
+	p.jump(jeq, 0, "allow", "eperm")
 	p.label("ipv6opt")
 	p.stmt(ld, offArg0+8*2)
 	p.jump(jeq, unix.IPV6_RTHDR, "eperm", "")

@@ -148,13 +148,13 @@ func (b *Broker) hostConnect(n unotify.Notif) verdict {
 			c.close()
 			return fail(ErrnoRefused)
 		}
-		return b.connectCopy(n, c.takeSock(), raw, -1, nil)
+		return b.connectCopy(n, c.takeSock(), raw, -1, false, nil)
 	}
 	if len(raw) <= 2 || int(uint16(raw[0])|uint16(raw[1])<<8) != unix.AF_UNIX {
 		// No name, or another family: the kernel's own error (EINVAL,
 		// EAFNOSUPPORT), or AF_UNSPEC's dissolving of a datagram
 		// socket's peer, on the Broker's copy of the address.
-		return b.connectCopy(n, c.takeSock(), raw, -1, nil)
+		return b.connectCopy(n, c.takeSock(), raw, -1, false, nil)
 	}
 	if raw[2] == 0 {
 		if !h.Abstract {
@@ -162,14 +162,9 @@ func (b *Broker) hostConnect(n unotify.Notif) verdict {
 			c.close()
 			return fail(unix.EPERM)
 		}
-		return b.connectCopy(n, c.takeSock(), raw, -1, nil)
+		return b.connectCopy(n, c.takeSock(), raw, -1, false, nil)
 	}
 	path := string(trimNUL(raw[2:]))
-	pin, errno := pinUnix(c.tid, path)
-	if errno != 0 {
-		c.close()
-		return fail(errno)
-	}
 	if rule, ok := b.unixRule(path); ok {
 		// A socket a unix: rule names, as in a sandbox with namespaces:
 		// streams and seqpackets only (a datagram socket could send to
@@ -178,7 +173,6 @@ func (b *Broker) hostConnect(n unotify.Notif) verdict {
 		// without following links, not the one the program's path leads
 		// to now: the program may have put a link to another socket
 		// there, in a directory it may write.
-		unix.Close(pin)
 		ev := Event{PID: c.tid, Addr: "unix:" + rule.Unix, Rule: rule.String()}
 		if c.typ != unix.SOCK_STREAM && c.typ != unix.SOCK_SEQPACKET {
 			c.close()
@@ -193,10 +187,15 @@ func (b *Broker) hostConnect(n unotify.Notif) verdict {
 			b.event(decision{ev, true})
 			return fail(errno)
 		}
-		return b.connectCopy(n, c.takeSock(), nil, pin, func(errno unix.Errno) {
+		return b.connectCopy(n, c.takeSock(), nil, pin, true, func(errno unix.Errno) {
 			ev.Errno = errnoUnlessInProgress(errno)
 			b.event(decision{ev, true})
 		})
+	}
+	pin, errno := pinUnix(c.tid, path)
+	if errno != 0 {
+		c.close()
+		return fail(errno)
 	}
 	if !b.granted(pin) {
 		unix.Close(pin)
@@ -204,7 +203,7 @@ func (b *Broker) hostConnect(n unotify.Notif) verdict {
 		c.close()
 		return fail(ErrnoRefused)
 	}
-	return b.connectCopy(n, c.takeSock(), nil, pin, nil)
+	return b.connectCopy(n, c.takeSock(), nil, pin, false, nil)
 }
 
 // unixRule returns the unix: rule that names path (absolute, as the
@@ -274,9 +273,15 @@ func pinUnix(tid int, path string) (int, unix.Errno) {
 		return -1, unix.ECONNREFUSED
 	}
 	defer unix.Close(start)
-	pin, err := unix.Openat2(start, path, &how)
-	if err != nil {
-		return -1, errnoOf(err)
+	// The walk with the program's credentials (asProgram): its search
+	// permission on the directories on the way, as for its own connect.
+	pin := -1
+	if errno := asProgram(tid, false, func() unix.Errno {
+		var err error
+		pin, err = unix.Openat2(start, path, &how)
+		return errnoOf(err)
+	}); errno != 0 {
+		return -1, errno
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(pin, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
@@ -352,13 +357,17 @@ func (b *Broker) granted(pin int) bool {
 // answers with the kernel's own result: at once for a non-blocking
 // socket (EINPROGRESS, EAGAIN, ...), off the loop's thread for a
 // blocking one. It takes sock and pin.
-func (b *Broker) connectCopy(n unotify.Notif, sock int, raw []byte, pin int, after func(unix.Errno)) verdict {
+func (b *Broker) connectCopy(n unotify.Notif, sock int, raw []byte, pin int, grant bool, after func(unix.Errno)) verdict {
 	do := func(fd int) unix.Errno {
+		// A Unix socket's connect with the program's credentials, which
+		// its peer reads (asProgram); grant: a unix: rule's socket.
 		if pin >= 0 {
-			// With the program's credentials, which its peer reads.
-			return asProgram(int(n.PID), func() unix.Errno {
+			return asProgram(int(n.PID), grant, func() unix.Errno {
 				return errnoOf(unix.Connect(fd, &unix.SockaddrUnix{Name: "/proc/self/fd/" + strconv.Itoa(pin)}))
 			})
+		}
+		if len(raw) >= 2 && int(uint16(raw[0])|uint16(raw[1])<<8) == unix.AF_UNIX {
+			return asProgram(int(n.PID), false, func() unix.Errno { return connectRaw(fd, raw) })
 		}
 		return connectRaw(fd, raw)
 	}
@@ -475,9 +484,9 @@ func (b *Broker) connectLocal(n unotify.Notif, c *caller, raw []byte) verdict {
 			unix.Close(sock)
 			return fail(errno)
 		}
-		return b.connectCopy(n, sock, nil, pin, nil)
+		return b.connectCopy(n, sock, nil, pin, false, nil)
 	}
-	return b.connectCopy(n, sock, raw, -1, nil)
+	return b.connectCopy(n, sock, raw, -1, false, nil)
 }
 
 // The stand-ins of the program's datagram sockets (Policy.Host with
@@ -646,10 +655,10 @@ func (b *Broker) hostInet(n unotify.Notif, c *caller, raw []byte) verdict {
 		// Malformed, another family, or AF_UNSPEC (which disconnects:
 		// the next connect is trapped too): the kernel's own answer, on
 		// the Broker's copy.
-		return b.connectCopy(n, c.takeSock(), raw, -1, nil)
+		return b.connectCopy(n, c.takeSock(), raw, -1, false, nil)
 	}
 	if _, err := unix.Getpeername(c.sock); err == nil {
-		return b.connectCopy(n, c.takeSock(), raw, -1, nil) // EISCONN
+		return b.connectCopy(n, c.takeSock(), raw, -1, false, nil) // EISCONN
 	}
 	if dest.Port() == 53 {
 		return b.dnsStream(n, c)
@@ -661,7 +670,7 @@ func (b *Broker) hostInet(n unotify.Notif, c *caller, raw []byte) verdict {
 			return fail(ErrnoRefused)
 		}
 		ev := Event{PID: c.tid, Addr: dest.String(), Rule: rule.String(), Name: name}
-		return b.connectCopy(n, c.takeSock(), raw, -1, func(errno unix.Errno) {
+		return b.connectCopy(n, c.takeSock(), raw, -1, false, func(errno unix.Errno) {
 			ev.Errno = errnoUnlessInProgress(errno)
 			b.event(decision{ev, true})
 		})
@@ -689,8 +698,16 @@ func (b *Broker) dnsStream(n unotify.Notif, c *caller) verdict {
 	if err != nil {
 		return fail(errnoOf(err))
 	}
+	// One of the resolver's TCP connections (maxDNSConns): beyond, the
+	// connect is refused, and a resolver asks again or over UDP.
+	select {
+	case b.dnsConns <- struct{}{}:
+	default:
+		return fail(unix.ECONNREFUSED)
+	}
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
+		<-b.dnsConns
 		return fail(errnoOf(err))
 	}
 	ours, theirs := pair[0], pair[1]
@@ -700,11 +717,13 @@ func (b *Broker) dnsStream(n unotify.Notif, c *caller) verdict {
 	conn, err := fileConn(ours)
 	if err != nil {
 		unix.Close(theirs)
+		<-b.dnsConns
 		return fail(errnoOf(err))
 	}
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
+		defer func() { <-b.dnsConns }()
 		b.serveDNSConn(conn)
 	}()
 	return verdict{fd: theirs}
@@ -733,7 +752,8 @@ func (b *Broker) hostBindOrListen(n unotify.Notif) verdict {
 		}
 		return fail(0)
 	case c.domain == unix.AF_UNIX && listen:
-		return fail(errnoOf(unix.Listen(c.sock, int(int32(n.Data.Args[1])))))
+		// With the program's credentials, which its clients read.
+		return fail(asProgram(c.tid, false, func() unix.Errno { return errnoOf(unix.Listen(c.sock, int(int32(n.Data.Args[1])))) }))
 	case c.domain == unix.AF_UNIX:
 		return cont
 	}

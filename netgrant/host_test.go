@@ -229,7 +229,7 @@ func TestHostRules(t *testing.T) {
 		"dial.a.test":   "hello from A",
 		"udp.elsewhere": "ENETUNREACH", "bind": "EACCES", "sockets": "ok",
 		"unix." + ruled: "RULED", "unix." + other: "EACCES",
-		"rthdr": "EPERM", "2292rthdr": "EPERM", "ipoptions": "EPERM", "v6only": "ok", "nodelay": "ok",
+		"rthdr": "EPERM", "2292rthdr": "EPERM", "ipoptions": "EPERM", "ipoptionsclear": "ok", "v6only": "ok", "nodelay": "ok",
 	} {
 		want(t, kv, out, k, v)
 	}

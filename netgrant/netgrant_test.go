@@ -431,7 +431,8 @@ func TestUnixRulePlanted(t *testing.T) {
 // TestUnixRuleCredentials: a host server that a unix: rule reaches reads
 // the program's host user as its peer (SO_PEERCRED), not the user of the
 // caplin that made the connect: with caplin as root and the sandbox
-// mapped to nobody, nobody.
+// mapped to nobody, nobody; and the rule grants the socket though its
+// permission is root's alone.
 func TestUnixRuleCredentials(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("caplin must be root, and the sandbox another user")
@@ -442,7 +443,8 @@ func TestUnixRuleCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(p, 0o777)
+	// Root's alone: the rule grants it, whatever its permission says.
+	os.Chmod(p, 0o600)
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -482,8 +484,17 @@ func TestUnixRuleCredentials(t *testing.T) {
 			s.Mounts[i].Source = probe
 		}
 	}
+	before, _ := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
 	kv, out := run(t, s, "unix", nil, "PATHS="+p)
 	want(t, kv, out, "read."+p, "uid 65534")
+	// The thread that connected as the program gave caplin's
+	// credentials back, and the process's dumpable flag.
+	if after, _ := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); after != before {
+		t.Errorf("caplin's dumpable flag: %d before, %d after", before, after)
+	}
+	if os.Geteuid() != 0 || os.Getegid() != 0 {
+		t.Errorf("caplin's IDs after: euid %d egid %d", os.Geteuid(), os.Getegid())
+	}
 }
 
 // TestBadConnects: connect calls wrong in every way fail as the kernel
@@ -707,7 +718,7 @@ func TestInstalledSocketsStay(t *testing.T) {
 		"a.bind": "EACCES", "a.listen": "EACCES",
 		"b.connect": "EINPROGRESS", "b.again": "EALREADY", "b.elsewhere": "EACCES",
 		"c.fastopen": unix.ErrnoName(unix.EOPNOTSUPP),
-		"c.rthdr":    "EPERM", "c.2292rthdr": "EPERM", "c.ipoptions": "EPERM", "c.v6only": "ok", "c.nodelay": "ok",
+		"c.rthdr":    "EPERM", "c.2292rthdr": "EPERM", "c.ipoptions": "EPERM", "c.ipoptionsclear": "ok", "c.v6only": "ok", "c.nodelay": "ok",
 		"d.connect": "EINPROGRESS", "d.peer": "ENOTCONN", "d.poll": "0",
 		"e.len128": "ok", "f.any": "ECONNREFUSED", "g.rlimit": "EMFILE",
 	} {

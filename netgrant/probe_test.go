@@ -656,6 +656,7 @@ func routingOptions(prefix string) {
 	// A loose source route through 127.0.0.2 (IPOPT_LSRR).
 	lsrr := []byte{1, 131, 7, 4, 127, 0, 0, 2}
 	fmt.Printf("%sipoptions=%s\n", prefix, errName(unix.SetsockoptString(s4, unix.IPPROTO_IP, unix.IP_OPTIONS, string(lsrr))))
+	fmt.Printf("%sipoptionsclear=%s\n", prefix, errName(unix.SetsockoptString(s4, unix.IPPROTO_IP, unix.IP_OPTIONS, "")))
 	fmt.Printf("%snodelay=%s\n", prefix, errName(unix.SetsockoptInt(s4, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)))
 	unix.Close(s4)
 }

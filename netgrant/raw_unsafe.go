@@ -27,3 +27,14 @@ func sockaddrCall(nr uintptr, fd int, raw []byte) unix.Errno {
 
 // addrOf returns the address of b, for process_vm_readv.
 func addrOf(b *byte) uint64 { return uint64(uintptr(unsafe.Pointer(b))) }
+
+// setgroupsThread sets the calling thread's supplementary groups (the
+// system call; the C library's and Go's set every thread's).
+func setgroupsThread(gids []uint32) unix.Errno {
+	var p unsafe.Pointer
+	if len(gids) > 0 {
+		p = unsafe.Pointer(&gids[0])
+	}
+	_, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(gids)), uintptr(p), 0)
+	return e
+}

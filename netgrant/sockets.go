@@ -340,7 +340,7 @@ func (b *Broker) connectUnix(n unotify.Notif, c *caller, raw []byte) verdict {
 	}
 	// With the program's credentials, which the host's server reads.
 	connect := func(fd int) unix.Errno {
-		return asProgram(c.tid, func() unix.Errno { return errnoOf(unix.Connect(fd, sa)) })
+		return asProgram(c.tid, true, func() unix.Errno { return errnoOf(unix.Connect(fd, sa)) })
 	}
 	errno = connect(fd)
 	if errno != unix.EAGAIN || fl&unix.O_NONBLOCK != 0 {
@@ -357,27 +357,45 @@ func (b *Broker) connectUnix(n unotify.Notif, c *caller, raw []byte) verdict {
 	}}
 }
 
-// resolvedAtStart returns path with the symbolic links in it resolved
-// as they are when the Broker starts: all of them if the socket is there,
-// else its directory's. A unix: rule names the socket its user meant
-// then; a link planted later (by the sandbox, in a directory it may
-// write) is refused rather than followed (pinRule).
+// resolvedAtStart returns path with the symbolic links on the way to
+// its directory resolved as they are when the Broker starts, as far as
+// that directory exists (the rest is kept as written: a service may make
+// it later). A unix: rule names the socket its user meant then; a link
+// planted later (by the sandbox, in a directory it may write) is refused
+// rather than followed (pinRule). So is a link at the socket's own name,
+// unless root made it (an administrator's): one a sandbox of an earlier
+// run planted, in a directory it could write, must not be trusted now.
 func resolvedAtStart(path string) string {
-	if p, err := filepath.EvalSymlinks(path); err == nil {
-		return p
+	dir, rest := filepath.Dir(path), []string{filepath.Base(path)}
+	for {
+		if d, err := filepath.EvalSymlinks(dir); err == nil {
+			dir = d
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return path
+		}
+		rest = append([]string{filepath.Base(dir)}, rest...)
+		dir = parent
 	}
-	if d, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
-		return filepath.Join(d, filepath.Base(path))
+	p := filepath.Join(append([]string{dir}, rest...)...)
+	var st unix.Stat_t
+	if len(rest) == 1 && unix.Lstat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK && st.Uid == 0 {
+		if q, err := filepath.EvalSymlinks(p); err == nil {
+			return q
+		}
 	}
-	return path
+	return p
 }
 
 // pinRule opens the socket a unix: rule names (O_PATH), at its path as
 // resolved when the Broker started, following no symbolic link: the
 // sandbox may have replaced the socket, or a directory on the way to it,
 // by a link to a socket no rule names. A caller connects to it through
-// /proc/self/fd. It fails with ECONNREFUSED where no socket is there, as
-// a connect to a missing or stale socket does.
+// /proc/self/fd. It fails with ENOENT where nothing is there, and
+// ECONNREFUSED where a link or another file is, as a connect to a stale
+// socket does.
 func (b *Broker) pinRule(rule Rule) (int, unix.Errno) {
 	path, ok := b.unixAt[rule.Unix]
 	if !ok {
