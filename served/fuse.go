@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caplin-dev/caplin/internal/filemode"
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
@@ -465,7 +466,7 @@ func (r *rawFS) fixMode(ctx context.Context, c *fuse.Caller, fsys FS, name strin
 		if uid, ok := r.uids.outside(c.Uid); !ok || st.Uid != uid {
 			want &^= unix.S_ISUID
 		}
-		if gid, ok := r.gids.outside(c.Gid); !ok || st.Gid != gid {
+		if gid, ok := r.gids.outside(c.Gid); want&unix.S_ISGID != 0 && (!ok || st.Gid != gid) && !r.sgidParentGroup(ctx, fsys, name, st) {
 			want &^= unix.S_ISGID
 		}
 	}
@@ -484,6 +485,27 @@ func (r *rawFS) fixMode(ctx context.Context, c *fuse.Caller, fsys FS, name strin
 	}
 	return have&^0o7777 | want
 }
+
+// sgidParentGroup reports whether the group of st, a file just made as
+// name, is its set-group-ID parent directory's, on a kernel that strips
+// a new file's set-group-ID bit itself (Linux 6.0) where the caller is
+// not in that group: a set-group-ID bit the kernel asked for is then
+// the caller's to have, though its own group is another (a supplementary
+// group, which a FUSE request does not carry).
+func (r *rawFS) sgidParentGroup(ctx context.Context, fsys FS, name string, st *unix.Stat_t) bool {
+	if !kernelStripsSGID() {
+		return false
+	}
+	parent, err := fsys.Lstat(ctx, filepath.Dir(name))
+	return err == nil && parent.Mode&unix.S_ISGID != 0 && parent.Gid == st.Gid
+}
+
+// kernelStripsSGID reports whether the kernel strips a new file's
+// set-group-ID bit in the VFS, before a FUSE server is asked (Linux 6.0).
+var kernelStripsSGID = sync.OnceValue(func() bool {
+	release, _, err := kernel.Uname()
+	return err == nil && kernel.AtLeast(release, 6, 0)
+})
 
 // own gives a node just made the caller's host IDs as its owners, as a
 // kernel file system gives it the creator's, where the server made it as
@@ -872,7 +894,9 @@ func (r *rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out
 	ctx := r.reqCtx(cancel)
 	defer ctx.finish()
 	return r.create(ctx, &in.InHeader, "mknod", name, RightCreate, in.Mode, out, func(fsys FS, name string) error {
-		return fsys.Mknod(ctx, name, in.Mode, uint64(in.Rdev))
+		// Made without set-ID bits, which fixMode gives once it is the
+		// caller's (see Create).
+		return fsys.Mknod(ctx, name, in.Mode&^(unix.S_ISUID|unix.S_ISGID), uint64(in.Rdev))
 	})
 }
 
@@ -1219,7 +1243,7 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 // rights Open needs; a new file gets the caller's owners and the mode
 // asked, by name.
 func (r *rawFS) createObject(ctx context.Context, in *fuse.CreateIn, path string, ffs FileFS, name string, host *int, stat *unix.Stat_t) (File, fuse.Status, error) {
-	obj, err := ffs.OpenObject(ctx, name, *host|unix.O_CREAT, in.Mode&0o7777)
+	obj, err := ffs.OpenObject(ctx, name, *host|unix.O_CREAT, in.Mode&0o1777) // set-ID bits by fixMode, as in Create
 	made := err == nil
 	if errors.Is(err, syscall.EEXIST) && in.Flags&unix.O_EXCL == 0 {
 		need, h := r.openNeed(in.Flags)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/caplin-dev/caplin/dir"
+	"github.com/caplin-dev/caplin/internal/kernel"
 	"github.com/caplin-dev/caplin/served"
 	"golang.org/x/sys/unix"
 )
@@ -170,5 +171,54 @@ func TestSetIDKilledByFallocate(t *testing.T) {
 	}
 	if st.Mode&0o7777 != 0o777 || st.Size != 4096 {
 		t.Errorf("on the host: mode %o, size %d; want mode 777, size 4096", st.Mode&0o7777, st.Size)
+	}
+}
+
+// TestSetGIDOfNewFilesInSetGIDDirectory: in a set-group-ID directory, a
+// file made with the set-group-ID bit keeps it where the caller is in the
+// directory's group by a supplementary group (which a FUSE request does
+// not carry: the kernel, since 6.0, has stripped the bit already where
+// the caller is not), and loses it where the caller is not in the group.
+func TestSetGIDOfNewFilesInSetGIDDirectory(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("the server must be root, to make files as another user")
+	}
+	release, _, err := kernel.Uname()
+	if err != nil || !kernel.AtLeast(release, 6, 0) {
+		t.Skip("needs Linux 6.0, whose VFS strips the bit for non-members")
+	}
+	root := t.TempDir()
+	os.Chmod(root, 0o777)
+	d, err := dir.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := filepath.Join(root, "shared")
+	if err := os.Mkdir(shared, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(shared, 0, 2000); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(shared, 0o777|os.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	m := served.MountServer(t, served.NewServer(served.Host(d), served.Options{Dest: "/m"}))
+	for _, c := range []struct {
+		name  string
+		group int64
+		want  uint32
+	}{
+		{"member", 2000, 0o2755},
+		{"other", 0, 0o755},
+	} {
+		m.OK(served.Req{Op: "createas", Path: "shared/" + c.name, Flags: os.O_CREATE | os.O_EXCL | os.O_WRONLY, Mode: 0o2755, UID: 1000, GID: 1000, Off: c.group})
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(shared, c.name), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode&0o7777 != c.want || st.Gid != 2000 || st.Uid != 1000 {
+			t.Errorf("%s: mode %o, owner %d:%d; want mode %o, owner 1000:2000", c.name, st.Mode&0o7777, st.Uid, st.Gid, c.want)
+		}
 	}
 }

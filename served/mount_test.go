@@ -131,6 +131,8 @@ func mountServer(t testing.TB, s *Server) *mount {
 	for _, m := range gidMap {
 		sys.GidMappings = append(sys.GidMappings, syscall.SysProcIDMap{ContainerID: m.Inside, HostID: m.Outside, Size: m.Size})
 	}
+	// Root's worker may set a thread's supplementary groups (createas).
+	sys.GidMappingsEnableSetgroups = uid == 0
 	cmd.SysProcAttr = sys
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start mount worker: %v", err)
@@ -323,6 +325,17 @@ func (w *worker) run(r req) (a resp) {
 		}
 		runtime.LockOSThread()
 		uid, gid := os.Geteuid(), os.Getegid()
+		groups, _ := unix.Getgroups()
+		// r.Off, if set, is the caller's one supplementary group.
+		var extra []uint32
+		if r.Off != 0 {
+			extra = []uint32{uint32(r.Off)}
+		}
+		if err = setgroupsThread(extra); err != nil {
+			runtime.UnlockOSThread()
+			unix.Close(dfd)
+			break
+		}
 		unix.Setfsgid(r.GID)
 		unix.Setfsuid(r.UID)
 		if fd, err = unix.Openat(dfd, filepath.Base(p), r.Flags|unix.O_CLOEXEC, r.Mode); err == nil {
@@ -334,7 +347,13 @@ func (w *worker) run(r req) (a resp) {
 		}
 		unix.Setfsuid(uid)
 		unix.Setfsgid(gid)
-		runtime.UnlockOSThread()
+		back := make([]uint32, len(groups))
+		for i, g := range groups {
+			back[i] = uint32(g)
+		}
+		if setgroupsThread(back) == nil {
+			runtime.UnlockOSThread()
+		} // else the thread ends with the worker's goroutine... which is the worker: it keeps it
 		unix.Close(dfd)
 	case "open":
 		var f *os.File

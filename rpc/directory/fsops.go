@@ -352,7 +352,9 @@ func (d Client) Readlink(ctx context.Context, path string) (string, error) {
 	return s, err
 }
 
-// Chmod sets the permission bits of path to mode.
+// Chmod sets the permission bits of path to mode. A final symbolic link
+// is not followed: its mode cannot be set (EOPNOTSUPP), as Linux answers
+// fchmodat with AT_SYMLINK_NOFOLLOW.
 func (d Client) Chmod(ctx context.Context, path string, mode uint32) error {
 	return d.Call(ctx, "chmod", ModeArgs{Path: path, Mode: mode}, nil)
 }

@@ -63,7 +63,10 @@ func serveFS(ctx context.Context, d *dir.Dir, call *rpc.Call) (any, error) {
 	case "readlink":
 		return with(call, func(path string) (any, error) { return d.Readlink(path) })
 	case "chmod":
-		return with(call, func(a ModeArgs) (any, error) { return nil, d.Chmod(a.Path, peerMode(a.Mode)) })
+		// Never through a final link, as chown: a FUSE server that
+		// serves this Directory (served/remote) acts for a caller whose
+		// ownership the kernel checked on the link.
+		return with(call, func(a ModeArgs) (any, error) { return nil, d.Lchmod(a.Path, peerMode(a.Mode)) })
 	case "chown":
 		return with(call, func(a ChownArgs) (any, error) { return nil, d.Lchown(a.Path, a.UID, a.GID) })
 	case "truncate":
