@@ -313,6 +313,15 @@ func (b *Broker) connectUnix(n unotify.Notif, c *caller, raw []byte) verdict {
 	if err != nil {
 		return fail(errnoOf(err))
 	}
+	// Bound now (autobind: a name of the kernel's choosing, in the
+	// Broker's network's abstract namespace), so that a bind the program
+	// races onto it once installed (its own socket's bind goes on in the
+	// kernel, on whatever socket the number names by then) fails with
+	// EINVAL rather than name it in the host's abstract namespace.
+	if errno := bindRaw(fd, []byte{unix.AF_UNIX & 0xff, unix.AF_UNIX >> 8}); errno != 0 {
+		unix.Close(fd)
+		return fail(errno)
+	}
 	ev := Event{PID: c.tid, Addr: addr, Rule: rule.String()}
 	pin, errno := b.pinRule(rule)
 	if errno != 0 {
