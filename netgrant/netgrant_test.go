@@ -347,31 +347,38 @@ func TestResolver(t *testing.T) {
 	}
 }
 
+// serveUnixHello serves "hello from NAME" (NAME: p's last element) to
+// each connection to a Unix socket at p, open to anyone, and counts them
+// in heard if not nil.
+func serveUnixHello(t *testing.T, p string, heard *atomic.Int32) {
+	ln, err := net.Listen("unix", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(p, 0o777)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if heard != nil {
+				heard.Add(1)
+			}
+			c.Write([]byte("hello from " + filepath.Base(p) + "\n"))
+			c.Close()
+		}
+	}()
+}
+
 // TestUnixRule: a Unix rule's host socket is reached though the sandbox
 // does not see its path; another host socket is not.
 func TestUnixRule(t *testing.T) {
 	dir := testenv.SharedTempDir(t)
-	serve := func(name string) string {
-		p := filepath.Join(dir, name)
-		ln, err := net.Listen("unix", p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.Chmod(p, 0o777)
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Write([]byte("hello from " + name + "\n"))
-				c.Close()
-			}
-		}()
-		return p
-	}
-	granted, other := serve("granted.sock"), serve("other.sock")
+	granted, other := filepath.Join(dir, "granted.sock"), filepath.Join(dir, "other.sock")
+	serveUnixHello(t, granted, nil)
+	serveUnixHello(t, other, nil)
 	kv, out := run(t, spec(t, mustRule(t, "unix:"+granted)), "unix", nil, "PATHS="+granted+","+other)
 	want(t, kv, out, "read."+granted, "hello from granted.sock")
 	want(t, kv, out, "dial."+other, "ENOENT")
@@ -394,30 +401,9 @@ func TestUnixRulePlanted(t *testing.T) {
 	}
 	os.Chmod(rw, 0o777)
 	var secretHeard atomic.Int32
-	serve := func(p string, heard *atomic.Int32) {
-		ln, err := net.Listen("unix", p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.Chmod(p, 0o777)
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				if heard != nil {
-					heard.Add(1)
-				}
-				c.Write([]byte("hello from " + filepath.Base(p) + "\n"))
-				c.Close()
-			}
-		}()
-	}
 	ruled, secret := filepath.Join(rw, "app.sock"), filepath.Join(dir, "secret.sock")
-	serve(ruled, nil)
-	serve(secret, &secretHeard)
+	serveUnixHello(t, ruled, nil)
+	serveUnixHello(t, secret, &secretHeard)
 	s := spec(t, mustRule(t, "unix:"+ruled))
 	s.Mounts = append(s.Mounts, sandbox.Mount{Kind: sandbox.Bind, Source: rw, Dest: rw})
 	kv, out := run(t, s, "unixplant", nil, "RULED="+ruled, "SECRET="+secret)
