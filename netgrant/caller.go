@@ -6,11 +6,12 @@ import (
 	"strings"
 
 	"github.com/caplin-dev/caplin/internal/kernel"
+	"github.com/caplin-dev/caplin/internal/unotify"
 	"golang.org/x/sys/unix"
 )
 
 // asProgram runs do, a Unix socket's connect, listen or lookup that the
-// Broker makes for the program's thread tid, with that thread's host user
+// Broker makes for the program's thread trapped in n, with that thread's host user
 // and group, where the Broker is root and the program is not: a server
 // at the other end of a connect reads the connecting thread's credentials
 // (SO_PEERCRED), a client those of the thread that listened, and must see
@@ -32,12 +33,14 @@ import (
 // a change of effective user clears for every thread; a thread that could
 // not be put back is not given back to the Go scheduler: it ends with its
 // goroutine.
-func asProgram(tid int, grant bool, do func() unix.Errno) unix.Errno {
+func (b *Broker) asProgram(n unotify.Notif, grant bool, do func() unix.Errno) unix.Errno {
 	if unix.Geteuid() != 0 {
 		return do()
 	}
-	uid, gid, ok := hostIDsOf(tid)
-	if !ok {
+	uid, gid, ok := hostIDsOf(int(n.PID))
+	// Still in the call: the IDs were the trapped thread's, not those of
+	// another that took its number since.
+	if !ok || !unotify.IDValid(b.fd, n.ID) {
 		return unix.ECONNREFUSED
 	}
 	if uid == 0 {

@@ -242,7 +242,7 @@ func (b *Broker) bindOrListen(n unotify.Notif) verdict {
 			listen := func() unix.Errno { return errnoOf(unix.Listen(c.sock, int(int32(n.Data.Args[1])))) }
 			if c.domain == unix.AF_UNIX {
 				// With the program's credentials, which its clients read.
-				return fail(asProgram(c.tid, false, listen))
+				return fail(b.asProgram(n, false, listen))
 			}
 			return fail(listen())
 		case rerr != 0:

@@ -192,7 +192,7 @@ func (b *Broker) hostConnect(n unotify.Notif) verdict {
 			b.event(decision{ev, true})
 		})
 	}
-	pin, errno := pinUnix(c.tid, path)
+	pin, errno := b.pinUnix(n, path)
 	if errno != 0 {
 		c.close()
 		return fail(errno)
@@ -256,12 +256,13 @@ func inetString(raw []byte) string {
 	return "family " + strconv.Itoa(family)
 }
 
-// pinUnix finds the Unix socket path names, where thread tid would find
+// pinUnix finds the Unix socket path names, where the thread trapped in n would find
 // it (from its root or working directory, following symbolic links but
 // not /proc's magic links, which would name the Broker's own files), and
 // returns an O_PATH descriptor of it; or the errno a connect to it fails
 // with (ENOENT, ECONNREFUSED for a file that is not a socket, ...).
-func pinUnix(tid int, path string) (int, unix.Errno) {
+func (b *Broker) pinUnix(n unotify.Notif, path string) (int, unix.Errno) {
+	tid := int(n.PID)
 	from := "/proc/" + strconv.Itoa(tid) + "/cwd"
 	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS}
 	if filepath.IsAbs(path) {
@@ -276,7 +277,7 @@ func pinUnix(tid int, path string) (int, unix.Errno) {
 	// The walk with the program's credentials (asProgram): its search
 	// permission on the directories on the way, as for its own connect.
 	pin := -1
-	if errno := asProgram(tid, false, func() unix.Errno {
+	if errno := b.asProgram(n, false, func() unix.Errno {
 		var err error
 		pin, err = unix.Openat2(start, path, &how)
 		return errnoOf(err)
@@ -362,12 +363,12 @@ func (b *Broker) connectCopy(n unotify.Notif, sock int, raw []byte, pin int, gra
 		// A Unix socket's connect with the program's credentials, which
 		// its peer reads (asProgram); grant: a unix: rule's socket.
 		if pin >= 0 {
-			return asProgram(int(n.PID), grant, func() unix.Errno {
+			return b.asProgram(n, grant, func() unix.Errno {
 				return errnoOf(unix.Connect(fd, &unix.SockaddrUnix{Name: "/proc/self/fd/" + strconv.Itoa(pin)}))
 			})
 		}
 		if len(raw) >= 2 && int(uint16(raw[0])|uint16(raw[1])<<8) == unix.AF_UNIX {
-			return asProgram(int(n.PID), false, func() unix.Errno { return connectRaw(fd, raw) })
+			return b.asProgram(n, false, func() unix.Errno { return connectRaw(fd, raw) })
 		}
 		return connectRaw(fd, raw)
 	}
@@ -479,7 +480,7 @@ func (b *Broker) connectLocal(n unotify.Notif, c *caller, raw []byte) verdict {
 	sock := c.sock
 	c.sock = -1
 	if c.domain == unix.AF_UNIX && len(raw) > 2 && int(uint16(raw[0])|uint16(raw[1])<<8) == unix.AF_UNIX && raw[2] != 0 {
-		pin, errno := pinUnix(c.tid, string(trimNUL(raw[2:])))
+		pin, errno := b.pinUnix(n, string(trimNUL(raw[2:])))
 		if errno != 0 {
 			unix.Close(sock)
 			return fail(errno)
@@ -753,7 +754,7 @@ func (b *Broker) hostBindOrListen(n unotify.Notif) verdict {
 		return fail(0)
 	case c.domain == unix.AF_UNIX && listen:
 		// With the program's credentials, which its clients read.
-		return fail(asProgram(c.tid, false, func() unix.Errno { return errnoOf(unix.Listen(c.sock, int(int32(n.Data.Args[1])))) }))
+		return fail(b.asProgram(n, false, func() unix.Errno { return errnoOf(unix.Listen(c.sock, int(int32(n.Data.Args[1])))) }))
 	case c.domain == unix.AF_UNIX:
 		return cont
 	}

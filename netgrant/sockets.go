@@ -349,7 +349,7 @@ func (b *Broker) connectUnix(n unotify.Notif, c *caller, raw []byte) verdict {
 	}
 	// With the program's credentials, which the host's server reads.
 	connect := func(fd int) unix.Errno {
-		return asProgram(c.tid, true, func() unix.Errno { return errnoOf(unix.Connect(fd, sa)) })
+		return b.asProgram(n, true, func() unix.Errno { return errnoOf(unix.Connect(fd, sa)) })
 	}
 	errno = connect(fd)
 	if errno != unix.EAGAIN || fl&unix.O_NONBLOCK != 0 {
