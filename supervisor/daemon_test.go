@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caplin-dev/caplin/internal/testenv"
+	"github.com/caplin-dev/caplin/proc"
 	"github.com/caplin-dev/caplin/rpc"
 	"github.com/caplin-dev/caplin/sandbox"
 	"golang.org/x/sys/unix"
@@ -174,6 +175,26 @@ func TestOtherUID(t *testing.T) {
 	sb.Close()
 	if !sameUserNS(os.Getpid()) {
 		t.Error("this process is not in its own user namespace")
+	}
+	// Nor is a process of the same user and namespace that is more
+	// confined than the supervisor (Landlock needs no_new_privs): its
+	// jobs would have what it has not.
+	h2, err := proc.Fork(context.Background(), &proc.Options{From: proc.Direct})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h2.Close()
+	same := &unix.Ucred{Pid: int32(h2.Pid()), Uid: uint32(os.Geteuid()), Gid: uint32(os.Getegid())}
+	if _, err := sv.NewHandler(same).ServeCall(context.Background(), &rpc.Call{Method: "list"}); errors.Is(err, rpc.ErrDenied) {
+		t.Errorf("a process of the same user, namespace and confinement: %v", err)
+	}
+	var nnp proc.Batch
+	nnp.Prctl(unix.PR_SET_NO_NEW_PRIVS, proc.Int(1), proc.Int(0), proc.Int(0), proc.Int(0))
+	if _, err := h2.Run(context.Background(), &nnp); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sv.NewHandler(same).ServeCall(context.Background(), &rpc.Call{Method: "list"}); !errors.Is(err, rpc.ErrDenied) {
+		t.Errorf("a process with no_new_privs that the supervisor has not: %v, want ErrDenied", err)
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("the rest needs root: a supervisor of another user's")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -197,6 +198,11 @@ func (sv *Service) NewHandler(peer *unix.Ucred) rpc.Handler {
 		// A sandbox of the same user (a job, say) that was given the
 		// socket's directory must not reach past its sandbox through it.
 		return refuse("this supervisor serves processes of its own user namespace only, and the caller (pid %d) is in another, or gone", peer.Pid)
+	case moreConfined(int(peer.Pid)):
+		// Nor a sandbox without a user namespace of its own: Landlock
+		// (which needs no_new_privs) or a seccomp filter the supervisor
+		// does not have. Its jobs would have what it has not.
+		return refuse("this supervisor serves processes no more confined than itself, and the caller (pid %d) has no_new_privs or a seccomp filter it has not", peer.Pid)
 	}
 	return rpc.Methods{
 		"start": rpc.Method(func(ctx context.Context, cl CommandLine) (StartResult, error) {
@@ -579,6 +585,50 @@ func (sv *Service) attach(ctx context.Context, n *node, a AttachArgs) (AttachRes
 		return AttachResult{}, err
 	}
 	return AttachResult{Stream: rpc.NewFD(stream), Control: control, Writer: v.Writer()}, nil
+}
+
+// moreConfined reports whether process pid is confined in a way this
+// process is not, as /proc says: no_new_privs (which Landlock needs of an
+// unprivileged process), a seccomp mode, or more seccomp filters; or
+// whether that cannot be told (the process is gone).
+func moreConfined(pid int) bool {
+	theirs, ok := confinementOf(strconv.Itoa(pid))
+	ours, ok2 := confinementOf("self")
+	if !ok || !ok2 {
+		return true
+	}
+	for i := range theirs {
+		if theirs[i] > ours[i] {
+			return true
+		}
+	}
+	return false
+}
+
+// confinementOf returns the NoNewPrivs, Seccomp and Seccomp_filters
+// fields of /proc/PID/status (0 where a kernel has no such field).
+func confinementOf(pid string) ([3]int, bool) {
+	var c [3]int
+	b, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return c, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		key, val, found := strings.Cut(line, ":")
+		if !found {
+			continue
+		}
+		i := slices.Index([]string{"NoNewPrivs", "Seccomp", "Seccomp_filters"}, key)
+		if i < 0 {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(val))
+		if err != nil {
+			return c, false
+		}
+		c[i] = n
+	}
+	return c, true
 }
 
 // sameUserNS reports whether process pid (as this process numbers it) is
