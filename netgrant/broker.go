@@ -158,6 +158,7 @@ type Broker struct {
 	fdinfoDir int // -1 if none
 
 	grants   []grant             // Policy.Host's paths
+	refuse   []grant             // Policy.Host's refused directories
 	unixAt   map[string]string   // each unix: rule's path, its links resolved at Serve (unixPath)
 	standIns map[uint64]net.Conn // hostSocket's, by the program's end's inode
 
@@ -215,6 +216,12 @@ func Serve(ctx context.Context, listener *os.File, p Policy) (*Broker, error) {
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if p.Host != nil {
 		b.grants = openGrants(p.Host.Paths)
+		for _, d := range p.Host.Refuse {
+			var st unix.Stat_t
+			if unix.Stat(d, &st) == nil {
+				b.refuse = append(b.refuse, grant{dev: st.Dev, ino: st.Ino, dir: true})
+			}
+		}
 	}
 	b.unixAt = map[string]string{}
 	for _, r := range p.Rules {

@@ -41,6 +41,15 @@ type Host struct {
 	// are refused (EACCES).
 	Paths []string
 
+	// Refuse are directories whose Unix sockets (directly in them) the
+	// program never reaches, whatever Paths grant (EACCES): the
+	// Broker's connect carries the Broker's process as the peer, so a
+	// server that judges its peer by process (the user's caplin
+	// supervisor) must not be reached through it. Compared by device
+	// and inode, as opened when the Broker starts (one missing then is
+	// left out).
+	Refuse []string
+
 	// Abstract lets the program connect to abstract Unix sockets, which,
 	// without a network namespace of its own, are the host's. Without
 	// it, such a connect fails (EPERM, as Landlock's scoping refuses it).
@@ -197,7 +206,7 @@ func (b *Broker) hostConnect(n unotify.Notif) verdict {
 		c.close()
 		return fail(errno)
 	}
-	if !b.granted(pin) {
+	if !b.granted(pin) || b.refused(pin) {
 		unix.Close(pin)
 		b.event(decision{Event{PID: c.tid, Addr: "unix:" + path, Errno: ErrnoRefused}, false})
 		c.close()
@@ -290,6 +299,26 @@ func (b *Broker) pinUnix(n unotify.Notif, path string) (int, unix.Errno) {
 		return -1, unix.ECONNREFUSED
 	}
 	return pin, 0
+}
+
+// refused reports whether the socket pin is directly in one of
+// Host.Refuse's directories.
+func (b *Broker) refused(pin int) bool {
+	if len(b.refuse) == 0 {
+		return false
+	}
+	// The socket's directory, by the path the descriptor has now.
+	p, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(pin))
+	var dir unix.Stat_t
+	if err != nil || unix.Stat(filepath.Dir(p), &dir) != nil {
+		return true // cannot tell: refused
+	}
+	for _, r := range b.refuse {
+		if r.dev == dir.Dev && r.ino == dir.Ino {
+			return true
+		}
+	}
+	return false
 }
 
 // granted reports whether the socket pin is one of Host.Paths or beneath

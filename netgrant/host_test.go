@@ -111,6 +111,31 @@ func TestHostUnixSockets(t *testing.T) {
 	}
 }
 
+// TestHostUnixRefused: a directory the caller refuses
+// (sandbox.WithRefusedSockets: the supervisor's, in caplin run) is not
+// reached, though the grants cover it; a socket beside it is.
+func TestHostUnixRefused(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	tmp := testenv.SharedTempDir(t)
+	granted, refused := filepath.Join(tmp, "granted"), filepath.Join(tmp, "granted", "sup")
+	for _, d := range []string{granted, refused} {
+		if err := os.Mkdir(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(d, 0o777)
+	}
+	ok := newUnixServer(t, "OK", filepath.Join(granted, "s"))
+	sup := newUnixServer(t, "SUP", filepath.Join(refused, "s"))
+	s, exe := hostSpec(t, granted)
+	targets := []string{filepath.Join(granted, "s"), filepath.Join(refused, "s")}
+	kv, output := runAt(t, s, exe, "unixhost", []sandbox.Option{sandbox.WithRefusedSockets(refused)}, "TARGETS="+joinComma(targets))
+	want(t, kv, output, "connect."+targets[0], "OK")
+	want(t, kv, output, "connect."+targets[1], "EACCES")
+	if n := sup.accepted.Load(); n != 0 || ok.accepted.Load() != 1 {
+		t.Errorf("the refused directory's socket accepted %d connections, the other %d:\n%s", n, ok.accepted.Load(), output)
+	}
+}
+
 // TestHostUnixNetwork: with the host's network, abstract sockets are
 // reached, and sockets by name still only where the grants cover them.
 func TestHostUnixNetwork(t *testing.T) {

@@ -185,7 +185,7 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, o options) (_ *Sandbox, 
 			return nil, errors.New("sandbox: the program's process sent no seccomp listener")
 		}
 		b, err := netgrant.Serve(ctx, f, netgrant.Policy{
-			Host:   &netgrant.Host{Paths: paths, Abstract: spec.Net == NetHost, Network: spec.Net == NetHost},
+			Host:   &netgrant.Host{Paths: paths, Refuse: o.refuse, Abstract: spec.Net == NetHost, Network: spec.Net == NetHost},
 			Rules:  spec.Connect,
 			Lookup: o.lookup,
 			Events: o.events,

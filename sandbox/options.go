@@ -17,6 +17,16 @@ type options struct {
 	idMapsBy func(ctx context.Context, pid int) error
 	events   func(netgrant.Event)
 	lookup   func(ctx context.Context, host string) ([]netip.Addr, error)
+	refuse   []string
+}
+
+// WithRefusedSockets names directories whose Unix sockets a LandlockOnly
+// sandbox's program never reaches, whatever its grants
+// (netgrant.Host.Refuse): caplin's connect broker makes such a sandbox's
+// connects, so a server that judges its peer by process (the user's
+// supervisor, which refuses confined callers) would see the broker's.
+func WithRefusedSockets(dirs ...string) Option {
+	return func(o *options) { o.refuse = append(o.refuse, dirs...) }
 }
 
 // WithConnectEvents has f called with every connect that Spec.Connect's

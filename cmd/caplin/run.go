@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/caplin-dev/caplin/proc"
 	"github.com/caplin-dev/caplin/sandbox"
 	"github.com/caplin-dev/caplin/sandbox/bwrap"
+	"github.com/caplin-dev/caplin/supervisor"
 	"golang.org/x/sys/unix"
 )
 
@@ -613,7 +615,10 @@ func runSandbox(args []string, m mode) int {
 	// init; and stopping would hand each signal to the runtime's thread
 	// again, on the way out.
 
-	var opts []sandbox.Option
+	// The supervisor's sockets: caplin's broker makes a Landlock-only
+	// sandbox's connects, so the supervisor would see caplin as the
+	// caller, not the confined program, and serve it.
+	opts := []sandbox.Option{sandbox.WithRefusedSockets(filepath.Dir(supervisorSocket()), filepath.Dir(supervisor.SocketPath()))}
 	if so.evlog != nil && (len(spec.Connect) > 0 || spec.LandlockOnly) {
 		opts = append(opts, sandbox.WithConnectEvents(func(e netgrant.Event) { so.evlog.Add(e) }))
 	}
