@@ -276,7 +276,8 @@ func wireErr(err error) error {
 }
 
 // A node is one job object: the job, the rights it grants, and the
-// objects borrowed from it, which revoke cuts (and theirs in turn).
+// objects borrowed from it, which revoke cuts (and theirs in turn), as
+// does the object's end.
 type node struct {
 	job    *Job
 	rights Rights
@@ -316,10 +317,13 @@ type nodeHandler struct {
 }
 
 // Close is called when the object ends (its holder closed it, or it was
-// revoked): what runs on through it stops, and the object it was
-// borrowed from forgets it.
+// revoked): what runs on through it stops, what was lent through it
+// (borrowed objects, and theirs, and viewers attached through them) is
+// cut, and the object it was borrowed from forgets it. Were what it lent
+// left running, no revoke could reach it any more: its lender's revoke
+// goes through the objects it lent, and this one is gone.
 func (h *nodeHandler) Close() error {
-	h.n.cancel()
+	h.n.revokeSelf()
 	if p := h.n.parent; p != nil {
 		p.mu.Lock()
 		p.borrowed = slices.DeleteFunc(p.borrowed, func(b *node) bool { return b == h.n })

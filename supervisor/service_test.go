@@ -127,6 +127,47 @@ func TestAttachFaults(t *testing.T) {
 	}
 }
 
+// TestCloseRevokesLent: closing a borrowed object cuts what was borrowed
+// from it, and the viewers attached through it: else no revoke could
+// reach them (the lender's goes through the object that was closed).
+func TestCloseRevokesLent(t *testing.T) {
+	s := newSup(t, Config{})
+	c := serveClient(t, s)
+	ctx := context.Background()
+	h := startOver(t, c, startLine("svc", "echo started; sleep 1000"))
+	b1, err := h.Borrow(ctx, "watch", "signal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, err := b1.Borrow(ctx, "watch", "signal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	a, err := b1.Attach(ctx, AttachArgs{Replay: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	readUntil(t, a.Stream, "started")
+	b1.Close()
+	if !testenv.Eventually(func() bool {
+		_, err := b2.Status(ctx)
+		return errors.Is(err, rpc.ErrRevoked)
+	}) {
+		_, err := b2.Status(ctx)
+		t.Errorf("an object borrowed from a closed one: %v, want ErrRevoked", err)
+	}
+	a.Stream.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, a.Stream); err != nil {
+		t.Errorf("a viewer attached through a closed object: %v, want its end", err)
+	}
+	// The owner's object still works.
+	if _, err := h.Status(ctx); err != nil {
+		t.Errorf("the owner's status: %v", err)
+	}
+}
+
 // TestBorrowRevoke: a borrowed object has no more than the rights asked
 // and its lender's; revoke cuts it, its attachments and what was
 // borrowed from it.

@@ -428,11 +428,14 @@ func cmdHandle(args []string) int {
 			return 1
 		}
 		fd, err := rpc.Invoke[rpc.FD](ctx, h.Client, "borrow", supervisor.BorrowArgs{Rights: strings.Split(*borrow, ",")})
-		h.Close()
 		if err != nil {
+			h.Close()
 			fmt.Fprintf(os.Stderr, "caplin handle: %s: borrow %s: %s\n", rest[0], *borrow, jobErr(err))
 			return 1
 		}
+		// The object it was borrowed from stays open while the command
+		// runs: its end revokes what was lent through it.
+		defer h.Close()
 		f = fd.File
 	}
 	return runWithFDs("caplin handle", cmd, []*os.File{f}, *at)
