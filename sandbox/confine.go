@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/caplin-dev/caplin/proc"
 	"golang.org/x/sys/unix"
@@ -25,8 +26,15 @@ func recordProgram(spec *Spec, files map[int]*os.File, lim *limiter, ll *Landloc
 		dir = "/"
 	}
 	// pivot_root moved the program's root, but not its working
-	// directory, unless that was the old root.
+	// directory, unless that was the old root. A relative dir is taken
+	// from the sandbox's root, as bubblewrap takes --chdir: never from
+	// the working directory the process had, which is the caller's, in
+	// the file system it left (found in review: Dir "." or ".." reached
+	// the host's files, where no Landlock layer stopped it).
 	from := s.begin()
+	if !strings.HasPrefix(dir, "/") {
+		s.b.Chdir("/")
+	}
 	s.b.Chdir(dir)
 	s.end(from, "changing to the working directory "+dir)
 	from = s.begin()

@@ -264,7 +264,8 @@ type Spec struct {
 	// HostIDs is who the sandbox's user and group are on the host. The
 	// zero value is the caller (see HostIDs).
 	HostIDs HostIDs
-	// Dir is the working directory inside. Default "/".
+	// Dir is the working directory inside. Default "/"; a relative one
+	// is taken from the sandbox's root.
 	Dir string
 	// Hostname inside. Default "caplin" (the caller's with ShareUTS, which
 	// allows no other).

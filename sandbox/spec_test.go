@@ -315,3 +315,17 @@ true`)
 		}
 	}
 }
+
+// TestRelativeDir: a relative working directory is taken from the
+// sandbox's root, never from the directory the sandbox's process
+// started in (the caller's, in the host's file system).
+func TestRelativeDir(t *testing.T) {
+	for dir, want := range map[string]string{"..": "/", ".": "/", "tmp": "/tmp", "usr/../tmp": "/tmp"} {
+		spec := baseSpec()
+		spec.Dir = dir
+		out, code := run(t, spec, `pwd -P`)
+		if code != 0 || strings.TrimSpace(out) != want {
+			t.Errorf("Dir %q: pwd -P said %q (status %d), want %s", dir, out, code, want)
+		}
+	}
+}
