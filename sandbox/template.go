@@ -39,8 +39,10 @@ import (
 //     interface, so they can reach each other's listeners on 127.0.0.1;
 //   - what the spec's writable binds grant, as any sandboxes given the
 //     same binds do;
-//   - a tmpfs or proc that another mount of the spec is inside, which
-//     cannot be renewed without hiding that mount (NewTemplate logs it).
+//   - a mount renewed for each sandbox (tmpfs, proc, mqueue, a bind of
+//     data, /dev's shm and pts) that another mount of the spec is inside,
+//     which cannot be renewed without hiding that mount (NewTemplate
+//     logs it).
 //
 // The template's process is the init of a pid namespace that holds every
 // sandbox built from it (each in a pid namespace of its own inside): it
@@ -116,7 +118,7 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 		if kindOf(m.Kind).template != tmplRenewed {
 			continue
 		}
-		if covered(spec.Mounts, i) {
+		if covered(spec.Mounts, i, renewedAt(m)) {
 			o.log.Warn("sandbox: template: shared by its sandboxes, since a later mount is inside it", "mount", describe(i, m))
 			continue
 		}
@@ -196,17 +198,31 @@ func checkShared(spec *Spec) error {
 	return nil
 }
 
-// covered reports whether a mount after ms[i] is at or inside its
-// destination, so that mounting afresh at ms[i] would hide it.
-func covered(ms []Mount, i int) bool {
-	dest := filepath.Clean(ms[i].Dest)
-	for _, m := range ms[i+1:] {
-		d := filepath.Clean(m.Dest)
-		if d == dest || strings.HasPrefix(d, strings.TrimSuffix(dest, "/")+"/") {
-			return true
+// covered reports whether a mount after ms[i] is at or inside one of
+// the places where ms[i] is mounted afresh for each sandbox (at), so that
+// doing so would hide it.
+func covered(ms []Mount, i int, at []string) bool {
+	for _, dest := range at {
+		dest = filepath.Clean(dest)
+		for _, m := range ms[i+1:] {
+			d := filepath.Clean(m.Dest)
+			if d == dest || strings.HasPrefix(d, strings.TrimSuffix(dest, "/")+"/") {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// renewedAt returns where a renewed mount is mounted afresh for each
+// sandbox: its destination, or, for a Dev, its shm and pts only (the
+// device nodes are the template's binds), so that a mount elsewhere
+// under /dev (a bind of /dev/dri, say) leaves them renewed.
+func renewedAt(m *Mount) []string {
+	if m.Kind == Dev {
+		return []string{filepath.Join(m.Dest, "shm"), filepath.Join(m.Dest, "pts")}
+	}
+	return []string{m.Dest}
 }
 
 // NewSandbox makes a sandbox from the template, ready for Exec. (Build

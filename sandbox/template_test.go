@@ -395,3 +395,43 @@ func TestTemplateRefillsAfterStart(t *testing.T) {
 		t.Error("no sandbox made ahead once the one handed over was closed")
 	}
 }
+
+// TestTemplateDevRenewedUnderBinds: a mount elsewhere under /dev (a bind
+// of a device directory, say) leaves each sandbox its own /dev/shm and
+// /dev/pts: only a mount inside those would stop their renewal.
+func TestTemplateDevRenewedUnderBinds(t *testing.T) {
+	ctx := context.Background()
+	spec := baseSpec()
+	spec.Mounts = append(spec.Mounts, Mount{Kind: ROBind, Source: "/usr/share", Dest: "/dev/extra"})
+	tmpl, err := NewTemplate(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmpl.Close()
+	var outs []string
+	for i := range 2 {
+		r, w, _ := os.Pipe()
+		sb, err := tmpl.NewSandbox(ctx, map[int]*os.File{1: w, 2: w}, []string{"PATH=/usr/bin:/bin"})
+		w.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sb.Close()
+		p, err := sb.Exec(ctx, "sh", []string{"sh", "-c", `ls -A /dev/shm | tr '\n' ' '; echo; stat -c %d /dev/pts; echo x > /dev/shm/left`})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := io.ReadAll(r)
+		r.Close()
+		if st, err := p.Wait(ctx); err != nil || st.ExitCode() != 0 {
+			t.Fatalf("sandbox %d: %v %v:\n%s", i, st, err, out)
+		}
+		outs = append(outs, string(out))
+	}
+	if !strings.HasPrefix(outs[1], " \n") && !strings.HasPrefix(outs[1], "\n") {
+		t.Errorf("the second sandbox sees the first's /dev/shm:\n%s", outs[1])
+	}
+	if l0, l1 := strings.Split(outs[0], "\n"), strings.Split(outs[1], "\n"); len(l0) > 1 && len(l1) > 1 && l0[1] == l1[1] {
+		t.Errorf("the two sandboxes share one devpts (device %s)", l0[1])
+	}
+}
