@@ -194,15 +194,9 @@ func (sv *Service) NewHandler(peer *unix.Ucred) rpc.Handler {
 		return refuse("this supervisor serves uid %d only, and the caller is unknown", os.Geteuid())
 	case int(peer.Uid) != os.Geteuid():
 		return refuse("this supervisor serves uid %d only, and the caller is uid %d", os.Geteuid(), peer.Uid)
-	case !sameUserNS(int(peer.Pid)):
-		// A sandbox of the same user (a job, say) that was given the
-		// socket's directory must not reach past its sandbox through it.
-		return refuse("this supervisor serves processes of its own user namespace only, and the caller (pid %d) is in another, or gone", peer.Pid)
-	case moreConfined(int(peer.Pid)):
-		// Nor a sandbox without a user namespace of its own: Landlock
-		// (which needs no_new_privs) or a seccomp filter the supervisor
-		// does not have. Its jobs would have what it has not.
-		return refuse("this supervisor serves processes no more confined than itself, and the caller (pid %d) has no_new_privs or a seccomp filter it has not", peer.Pid)
+	}
+	if err := TrustedPeer(int(peer.Pid)); err != nil {
+		return refuse("%v", err)
 	}
 	return rpc.Methods{
 		"start": rpc.Method(func(ctx context.Context, cl CommandLine) (StartResult, error) {
@@ -589,6 +583,24 @@ func (sv *Service) attach(ctx context.Context, n *node, a AttachArgs) (AttachRes
 		return AttachResult{}, err
 	}
 	return AttachResult{Stream: rpc.NewFD(stream), Control: control, Writer: v.Writer()}, nil
+}
+
+// TrustedPeer returns nil if process pid (as this process numbers it),
+// of the supervisor's own user, may use it: it is in the supervisor's
+// user namespace (a sandbox of the same user, a job say, that was given
+// the socket's directory or the files must not reach past its sandbox
+// through them), and no more confined than the supervisor (a sandbox
+// without a user namespace of its own, Landlock, which needs
+// no_new_privs, or a seccomp filter the supervisor has not: its jobs
+// would have what it has not). Else an error says which.
+func TrustedPeer(pid int) error {
+	if !sameUserNS(pid) {
+		return fmt.Errorf("this supervisor serves processes of its own user namespace only, and the caller (pid %d) is in another, or gone", pid)
+	}
+	if moreConfined(pid) {
+		return fmt.Errorf("this supervisor serves processes no more confined than itself, and the caller (pid %d) has no_new_privs or a seccomp filter it has not", pid)
+	}
+	return nil
 }
 
 // moreConfined reports whether process pid is confined in a way this

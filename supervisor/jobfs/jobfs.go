@@ -80,7 +80,13 @@ func Mount(dir string, sup *supervisor.Supervisor) (*fuse.Server, error) {
 			DirectMount: os.Geteuid() == 0,
 		},
 	}
-	srv, err := fs.Mount(dir, root, opts)
+	// fs.Mount's work, with the callers' check between the kernel and
+	// the nodes.
+	srv, err := fuse.NewServer(callers{fs.NewNodeFS(root, opts)}, dir, &opts.MountOptions)
+	if err == nil {
+		go srv.Serve()
+		err = srv.WaitMount()
+	}
 	if err != nil {
 		if os.Geteuid() != 0 {
 			return nil, fmt.Errorf("jobfs: mount %s: %w (a user's FUSE mount needs fusermount3, from the fuse3 package)", dir, err)
