@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -144,5 +145,30 @@ func TestDetachScan(t *testing.T) {
 	}
 	if out, p, d := detachScan([]byte("\x1d"), -1, false); string(out) != "\x1d" || p || d {
 		t.Errorf("no detach key: %q %v %v", out, p, d)
+	}
+}
+
+// TestLaunchedSupervisorInheritsNoFD: a supervisor that caplin start
+// launches holds none of the descriptors its caller was given (a pipe
+// the caller's caller waits on for its end would stay open as long as
+// the supervisor runs).
+func TestLaunchedSupervisorInheritsNoFD(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "sup", "supervisor.sock")
+	t.Setenv("CAPLIN_SUPERVISOR_SOCKET", sock)
+	t.Cleanup(func() { stopSupervisor(sock) })
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := &exec.Cmd{Path: os.Args[0], Args: []string{"caplin", "start", "--system", "--", "true"}, ExtraFiles: []*os.File{w}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("caplin start: %v\n%s", err, out)
+	}
+	w.Close()
+	// Every writer gone: the read end sees the end at once.
+	r.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := r.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("the pipe given to caplin start: read %d, %v; want its end (the supervisor holds it)", n, err)
 	}
 }

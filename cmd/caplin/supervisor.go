@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -231,10 +232,29 @@ func launchSupervisor(path string) error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// None of this process's other descriptors: what its caller left open
+	// (a pipe a script waits on for its end, make's jobserver) would stay
+	// open for the supervisor's whole life.
+	closeOnExecAbove2()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting a supervisor: %w", err)
 	}
 	// Not waited for: it outlives this command. (Its exit, should it
 	// fail at once, is reaped by whoever inherits it.)
 	return cmd.Process.Release()
+}
+
+// closeOnExecAbove2 marks every descriptor of this process above 2
+// close-on-exec (those this process was given open by its caller: its
+// own are so already).
+func closeOnExecAbove2() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
+		}
+	}
 }
