@@ -6,12 +6,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -403,6 +405,12 @@ func raceMoves(t *testing.T, dir string, move func(dirfd int) error) (stop func(
 		stop()
 		unix.Close(dirfd)
 	})
+	// Racing from the first lookup: on a loaded machine the mover's
+	// goroutine may otherwise start only when the lookups are nearly
+	// done, and race too few of them to test anything.
+	for deadline := time.Now().Add(10 * time.Second); moves.Load() < 3 && time.Now().Before(deadline); {
+		runtime.Gosched()
+	}
 	return stop
 }
 
