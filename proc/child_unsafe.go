@@ -242,11 +242,36 @@ type childState struct {
 //go:nocheckptr
 func childInit(ctrl, cflags uintptr) {
 	if ctrl > 0 {
-		syscall.RawSyscall(unix.SYS_CLOSE_RANGE, 0, ctrl-1, 0)
+		closeFDs(0, ctrl-1)
 	}
-	syscall.RawSyscall(unix.SYS_CLOSE_RANGE, ctrl+1, ^uintptr(0)>>32, 0)
+	closeFDs(ctrl+1, ^uintptr(0)>>32)
 	if cflags&uintptr(flagPdeathsig) != 0 {
 		syscall.RawSyscall(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0)
+	}
+}
+
+// closeFDs closes the descriptors from through to: with close_range, or,
+// where that is refused (a caller's seccomp profile, as some container
+// runtimes' are), one by one up to the hard limit of open files, so that
+// a child never keeps its parent's descriptors silently.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+func closeFDs(from, to uintptr) {
+	if _, _, e := syscall.RawSyscall(unix.SYS_CLOSE_RANGE, from, to, 0); e == 0 {
+		return
+	}
+	var lim [2]uint64 // struct rlimit: cur, max
+	max := uintptr(1 << 20)
+	if _, _, e := syscall.RawSyscall6(unix.SYS_PRLIMIT64, 0, unix.RLIMIT_NOFILE, 0, uintptr(unsafe.Pointer(&lim)), 0, 0); e == 0 && lim[1] > 0 && lim[1] < uint64(max) {
+		max = uintptr(lim[1])
+	}
+	if to >= max {
+		to = max - 1
+	}
+	for fd := from; fd <= to; fd++ {
+		syscall.RawSyscall(unix.SYS_CLOSE, fd, 0, 0)
 	}
 }
 

@@ -12,6 +12,9 @@ import (
 // CAPLIN_TEST_ECHO=FD it echoes SEQPACKET messages on fd FD, the bare
 // ping-pong that remote calls are measured against.
 func TestMain(m *testing.M) {
+	if os.Getenv(envNoCloseRange) != "" {
+		noCloseRange()
+	}
 	if marker := os.Getenv(envOwner); marker != "" {
 		owner(marker)
 	}
