@@ -113,9 +113,10 @@ type StartRequest struct {
 	Restart Restart
 }
 
-// ValidName reports whether name may name a job.
+// ValidName reports whether name may name a job. "new" may not: it is
+// the job files' directory of jobs being built (package jobfs).
 func ValidName(name string) bool {
-	if len(name) == 0 || len(name) > 64 || name[0] == '.' || name[0] == '-' {
+	if len(name) == 0 || len(name) > 64 || name[0] == '.' || name[0] == '-' || name == "new" {
 		return false
 	}
 	for _, c := range []byte(name) {
@@ -143,7 +144,7 @@ func (s *Supervisor) Start(ctx context.Context, req *StartRequest) (*Job, error)
 		return nil, fmt.Errorf("supervisor: start: a job has a session of its own (not SameSession): %w", unix.EINVAL)
 	}
 	if req.Name != "" && !ValidName(req.Name) {
-		return nil, fmt.Errorf("supervisor: start: job name %q: want up to 64 letters, digits, '.', '_' and '-', not starting with '.' or '-': %w", req.Name, unix.EINVAL)
+		return nil, fmt.Errorf("supervisor: start: job name %q: want up to 64 letters, digits, '.', '_' and '-', not starting with '.' or '-', and not \"new\": %w", req.Name, unix.EINVAL)
 	}
 	s.mu.Lock()
 	switch {

@@ -368,3 +368,13 @@ func TestFlood(t *testing.T) {
 		t.Errorf("%d started, %d refused; want 1 to 3 started and the rest refused", ok, busy)
 	}
 }
+
+// TestValidName: job names are plain words, and "new", the job files'
+// directory of jobs being built, is not one.
+func TestValidName(t *testing.T) {
+	for name, want := range map[string]bool{"web": true, "a.b_c-1": true, "new": false, "news": true, "": false, ".x": false, "-x": false, "a/b": false, "a b": false} {
+		if got := ValidName(name); got != want {
+			t.Errorf("ValidName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
