@@ -56,7 +56,7 @@ func ParseCommandLine(cl *CommandLine) (*StartRequest, error) {
 	extra := map[string]bwrap.Extra{
 		"--name": {Args: 1, Do: func(a []string) (*sandbox.Mount, error) {
 			if !ValidName(a[0]) {
-				return nil, fmt.Errorf("job name %q: want up to 64 letters, digits, '.', '_' and '-', not starting with '.' or '-'", a[0])
+				return nil, fmt.Errorf("job name %q: want up to 64 letters, digits, '.', '_' and '-', not starting with '.' or '-', and not \"new\"", a[0])
 			}
 			req.Name = a[0]
 			return nil, nil
