@@ -76,6 +76,12 @@ func noCloseRange() {
 		fmt.Println("fork:", err)
 		os.Exit(1)
 	}
+	// A round trip: the child answers from its request loop, past its
+	// start's closing, which one by one takes a while.
+	if _, err := h.Getpid(context.Background()); err != nil {
+		fmt.Println("getpid:", err)
+		os.Exit(1)
+	}
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", h.Pid()))
 	if err != nil {
 		fmt.Println("child fds:", err)
