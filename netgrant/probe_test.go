@@ -195,15 +195,24 @@ func probeResolve() {
 // probeUnix connects to the Unix sockets at PATHS.
 func probeUnix() {
 	for _, p := range strings.Split(os.Getenv("PATHS"), ",") {
-		c, err := net.DialTimeout("unix", p, 10*time.Second)
-		if err != nil {
+		if line, err := unixLine(p); err != nil {
 			fmt.Printf("dial.%s=%s\n", p, errName(err))
-			continue
+		} else {
+			fmt.Printf("read.%s=%s\n", p, line)
 		}
-		line, _ := bufio.NewReader(c).ReadString('\n')
-		fmt.Printf("read.%s=%s\n", p, strings.TrimSpace(line))
-		c.Close()
 	}
+}
+
+// unixLine connects to the Unix stream socket at p and returns the first
+// line its server says.
+func unixLine(p string) (string, error) {
+	c, err := net.DialTimeout("unix", p, 10*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(line), nil
 }
 
 // probeUnixPlant connects to the socket a unix: rule names (RULED), then
@@ -212,14 +221,11 @@ func probeUnix() {
 func probeUnixPlant() {
 	ruled, secret := os.Getenv("RULED"), os.Getenv("SECRET")
 	dial := func(key string) {
-		c, err := net.DialTimeout("unix", ruled, 10*time.Second)
+		line, err := unixLine(ruled)
 		if err != nil {
-			fmt.Printf("%s=%s\n", key, errName(err))
-			return
+			line = errName(err)
 		}
-		line, _ := bufio.NewReader(c).ReadString('\n')
-		fmt.Printf("%s=%s\n", key, strings.TrimSpace(line))
-		c.Close()
+		fmt.Printf("%s=%s\n", key, line)
 	}
 	dial("before")
 	if err := os.Remove(ruled); err != nil {
