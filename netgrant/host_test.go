@@ -2,11 +2,13 @@ package netgrant_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,6 +110,53 @@ func TestHostUnixSockets(t *testing.T) {
 		if refused[addr] != errno {
 			t.Errorf("no refusal event %s %s in %+v", addr, errno, ev.all)
 		}
+	}
+}
+
+// TestHostUnixDatagrams: a sandbox without namespaces makes no Unix
+// datagram socket (socket(2), SOCK_RAW included, and socketpair(2): one of
+// a pair sends to any address too), whatever its network, so the host's
+// datagram sockets get nothing from it; stream and seqpacket ones are
+// made.
+func TestHostUnixDatagrams(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	tmp := testenv.SharedTempDir(t)
+	target := filepath.Join(tmp, "d")
+	pc, err := net.ListenPacket("unixgram", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	os.Chmod(target, 0o777)
+	var got atomic.Int32
+	go func() {
+		b := make([]byte, 64)
+		for {
+			if _, _, err := pc.ReadFrom(b); err != nil {
+				return
+			}
+			got.Add(1)
+		}
+	}()
+	for _, n := range []sandbox.Net{sandbox.NetNone, sandbox.NetHost} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			// The datagram socket's directory is granted: the kernel's
+			// DAC and the grants would let a send through.
+			s, exe := hostSpec(t, tmp)
+			s.Net = n
+			kv, out := runAt(t, s, exe, "unixdgramhost", nil, "TARGET="+target)
+			for _, k := range []string{"socket.dgram", "socket.raw", "socketpair.dgram"} {
+				want(t, kv, out, k, "EACCES")
+			}
+			for _, k := range []string{"socket.stream", "socket.seqpacket", "socketpair.stream", "socketpair.seqpacket"} {
+				want(t, kv, out, k, "ok")
+			}
+		})
+	}
+	// A datagram sent is read within a moment; give it one.
+	time.Sleep(50 * time.Millisecond)
+	if n := got.Load(); n != 0 {
+		t.Errorf("the host's datagram socket got %d datagrams from the sandbox", n)
 	}
 }
 

@@ -24,25 +24,26 @@ import (
 )
 
 var probes = map[string]func(){
-	"tcp":       probeTCP,
-	"gonet":     probeGoNet,
-	"loop":      probeLoop,
-	"toctou":    probeTOCTOU,
-	"resolve":   probeResolve,
-	"unix":      probeUnix,
-	"unixplant": probeUnixPlant,
-	"bad":       probeBad,
-	"flood":     probeFlood,
-	"hang":      probeHang,
-	"selfloop":  probeSelfLoop,
-	"opts":      probeOpts,
-	"reaim":     probeReaim,
-	"unixdgram": probeUnixDgram,
-	"eyeballs":  probeEyeballs,
-	"unixhost":  probeUnixHost,
-	"unixrace":  probeUnixRace,
-	"swap":      probeSwap,
-	"hostrules": probeHostRules,
+	"tcp":           probeTCP,
+	"gonet":         probeGoNet,
+	"loop":          probeLoop,
+	"toctou":        probeTOCTOU,
+	"resolve":       probeResolve,
+	"unix":          probeUnix,
+	"unixplant":     probeUnixPlant,
+	"bad":           probeBad,
+	"flood":         probeFlood,
+	"hang":          probeHang,
+	"selfloop":      probeSelfLoop,
+	"opts":          probeOpts,
+	"reaim":         probeReaim,
+	"unixdgram":     probeUnixDgram,
+	"eyeballs":      probeEyeballs,
+	"unixhost":      probeUnixHost,
+	"unixdgramhost": probeUnixDgramHost,
+	"unixrace":      probeUnixRace,
+	"swap":          probeSwap,
+	"hostrules":     probeHostRules,
 }
 
 func errName(err error) string {
@@ -558,6 +559,38 @@ func probeUnixHost() {
 		n, _ := c.Read(b)
 		fmt.Printf("tcp=%s\n", strings.TrimSpace(string(b[:n])))
 		c.Close()
+	}
+}
+
+// probeUnixDgramHost makes Unix sockets of each type with socket(2) and
+// socketpair(2), reporting each, and sends a datagram to TARGET from every
+// datagram socket it got.
+func probeUnixDgramHost() {
+	to := &unix.SockaddrUnix{Name: os.Getenv("TARGET")}
+	for _, ty := range []struct {
+		name string
+		typ  int
+	}{{"stream", unix.SOCK_STREAM}, {"seqpacket", unix.SOCK_SEQPACKET}, {"dgram", unix.SOCK_DGRAM}, {"raw", unix.SOCK_RAW}} {
+		fd, err := unix.Socket(unix.AF_UNIX, ty.typ|unix.SOCK_CLOEXEC, 0)
+		fmt.Printf("socket.%s=%s\n", ty.name, errName(err))
+		if err == nil {
+			if ty.typ != unix.SOCK_STREAM && ty.typ != unix.SOCK_SEQPACKET {
+				fmt.Printf("sendto.%s=%s\n", ty.name, errName(unix.Sendto(fd, []byte("hello"), 0, to)))
+			}
+			unix.Close(fd)
+		}
+		if ty.typ == unix.SOCK_RAW {
+			continue
+		}
+		fds, err := unix.Socketpair(unix.AF_UNIX, ty.typ|unix.SOCK_CLOEXEC, 0)
+		fmt.Printf("socketpair.%s=%s\n", ty.name, errName(err))
+		if err == nil {
+			if ty.typ == unix.SOCK_DGRAM {
+				fmt.Printf("sendto.pair=%s\n", errName(unix.Sendto(fds[0], []byte("hello"), 0, to)))
+			}
+			unix.Close(fds[0])
+			unix.Close(fds[1])
+		}
 	}
 }
 

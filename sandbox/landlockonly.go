@@ -17,7 +17,7 @@ import (
 
 // LandlockOnlyLimits is what a LandlockOnly sandbox does not provide,
 // whatever the Spec says, for lack of namespaces: Build logs it once.
-const LandlockOnlyLimits = "no namespaces: the program sees the host's processes, hostname and System V IPC, and processes it starts in the background can outlive the caller"
+const LandlockOnlyLimits = "no namespaces: the program sees the host's processes, hostname and System V IPC, processes it starts in the background can outlive the caller, and Unix datagram sockets are refused (they could send to the host's)"
 
 // buildLandlockOnly makes a sandbox with no namespaces: the file grants
 // are Landlock rules on the host's own paths, the network is cut by the
@@ -65,6 +65,9 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, o options) (_ *Sandbox, 
 	// which sockets may be made.
 	pol.OnlyUnixSockets = pol.OnlyUnixSockets || spec.Net != NetHost && len(spec.Connect) == 0
 	pol.NoSockets = pol.NoSockets || trapErr != nil && spec.Net != NetHost
+	// Unix datagrams can be sent to any socket the program names, where
+	// no trap sees them: the host's, without a mount namespace.
+	pol.NoUnixDatagrams = true
 	filter, err := Filter(pol)
 	if err != nil {
 		return nil, err

@@ -72,6 +72,16 @@ type FilterPolicy struct {
 	// where the connects to the host's Unix sockets cannot be trapped.
 	NoSockets bool
 
+	// NoUnixDatagrams refuses socket(2) and socketpair(2) of Unix
+	// datagram sockets (SOCK_DGRAM, and SOCK_RAW, which Unix makes a
+	// datagram socket) with EACCES; stream and seqpacket ones are left. A
+	// Unix datagram socket, even one of a pair, can send to any socket it
+	// names (sendto, sendmsg), and those calls are not trapped (the
+	// address is in the program's memory): for a sandbox without a mount
+	// namespace, where it names the host's sockets (journald's,
+	// syslog's, a service's notification socket).
+	NoUnixDatagrams bool
+
 	// Deny lists more system calls, by name, that fail with EPERM. A name
 	// that is not a system call of this architecture is an error.
 	Deny []string
@@ -137,6 +147,8 @@ const (
 //   - refuses new user namespaces unless policy allows them;
 //   - with policy.OnlyUnixSockets, refuses sockets of other families;
 //   - with policy.NoSockets, refuses every socket(2) (EACCES);
+//   - with policy.NoUnixDatagrams, refuses Unix datagram sockets, made by
+//     socket(2) or socketpair(2) (EACCES);
 //   - allows everything else.
 func Filter(policy FilterPolicy) ([]unix.SockFilter, error) {
 	var arch uint32
@@ -186,13 +198,15 @@ func Filter(policy FilterPolicy) ([]unix.SockFilter, error) {
 	if policy.NoSockets {
 		rule(unix.SYS_SOCKET, prog{bpfRet(errno(unix.EACCES))})
 	}
-	if policy.OnlyUnixSockets {
-		rule(unix.SYS_SOCKET, prog{
-			bpfLoad(offArg0),
-			bpfJeq(unix.AF_UNIX, 0, 1),
-			bpfRet(unix.SECCOMP_RET_ALLOW),
-			bpfRet(errno(unix.EAFNOSUPPORT)),
-		})
+	if policy.OnlyUnixSockets || policy.NoUnixDatagrams {
+		other := uint32(unix.SECCOMP_RET_ALLOW)
+		if policy.OnlyUnixSockets {
+			other = errno(unix.EAFNOSUPPORT)
+		}
+		rule(unix.SYS_SOCKET, unixSockets(other, policy.NoUnixDatagrams))
+	}
+	if policy.NoUnixDatagrams {
+		rule(unix.SYS_SOCKETPAIR, unixSockets(unix.SECCOMP_RET_ALLOW, true))
 	}
 	if !policy.AllowUserNamespaces {
 		for _, nr := range []uint32{unix.SYS_CLONE, unix.SYS_UNSHARE} {
@@ -262,6 +276,37 @@ func search(nrs []uint32, rules map[uint32]prog) prog {
 	p = append(p, below...)
 	return append(p, above...)
 }
+
+// unixSockets is the rule for socket(2) or socketpair(2) (whose
+// arguments begin alike: family, type): other families get the action
+// other; AF_UNIX sockets are allowed, but for datagram ones (any type but
+// SOCK_STREAM and SOCK_SEQPACKET: the kernel makes SOCK_RAW a datagram
+// socket, and refuses unknown types itself) when noDatagrams (EACCES).
+func unixSockets(other uint32, noDatagrams bool) prog {
+	if !noDatagrams {
+		return prog{
+			bpfLoad(offArg0),
+			bpfJeq(unix.AF_UNIX, 0, 1),
+			bpfRet(unix.SECCOMP_RET_ALLOW),
+			bpfRet(other),
+		}
+	}
+	return prog{
+		bpfLoad(offArg0),
+		bpfJeq(unix.AF_UNIX, 1, 0),
+		bpfRet(other),
+		bpfLoad(offArg1),
+		{Code: unix.BPF_ALU | unix.BPF_AND | unix.BPF_K, K: sockTypeMask},
+		bpfJeq(unix.SOCK_STREAM, 1, 0),
+		bpfJeq(unix.SOCK_SEQPACKET, 0, 1),
+		bpfRet(unix.SECCOMP_RET_ALLOW),
+		bpfRet(errno(unix.EACCES)),
+	}
+}
+
+// sockTypeMask is the kernel's SOCK_TYPE_MASK: the type in socket(2)'s
+// type argument, without SOCK_NONBLOCK and SOCK_CLOEXEC.
+const sockTypeMask = 0xf
 
 // bpfLoad loads the 32-bit word at off of struct seccomp_data.
 func bpfLoad(off uint32) unix.SockFilter {

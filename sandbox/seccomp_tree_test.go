@@ -34,12 +34,17 @@ func TestFilterDecisions(t *testing.T) {
 		{OnlyUnixSockets: true},
 		{NoSockets: true},
 		{NoSockets: true, OnlyUnixSockets: true, AllowMounts: true},
+		{NoUnixDatagrams: true},
+		{NoUnixDatagrams: true, OnlyUnixSockets: true},
+		{NoUnixDatagrams: true, NoSockets: true},
+		{NoUnixDatagrams: true, Deny: []string{"socketpair"}},
 		{Deny: []string{"getppid", "ioctl", "socket", "clone", "read"}},
 		{Deny: []string{"getppid"}, AllowUserNamespaces: true, OnlyUnixSockets: true},
 		{Deny: manyCalls()},
 	}
 	args0 := []uint32{0, unix.AF_UNIX, unix.AF_INET, unix.AF_NETLINK, unix.CLONE_NEWUSER, unix.CLONE_NEWUSER | uint32(unix.SIGCHLD), unix.CLONE_NEWNS}
-	args1 := []uint32{0, unix.TIOCSTI, unix.TIOCLINUX, unix.TIOCINQ}
+	args1 := []uint32{0, unix.TIOCSTI, unix.TIOCLINUX, unix.TIOCINQ,
+		unix.SOCK_STREAM, unix.SOCK_DGRAM | unix.SOCK_CLOEXEC, unix.SOCK_SEQPACKET | unix.SOCK_NONBLOCK, unix.SOCK_RAW, unix.SOCK_PACKET}
 	var nrs []uint32
 	for nr := uint32(0); nr < 1100; nr++ {
 		nrs = append(nrs, nr)
@@ -87,6 +92,9 @@ func TestFilterDecisions(t *testing.T) {
 				return errno(unix.EACCES)
 			case nr == unix.SYS_SOCKET && pol.OnlyUnixSockets && a0 != unix.AF_UNIX:
 				return errno(unix.EAFNOSUPPORT)
+			case (nr == unix.SYS_SOCKET || nr == unix.SYS_SOCKETPAIR) && pol.NoUnixDatagrams && a0 == unix.AF_UNIX &&
+				a1&0xf != unix.SOCK_STREAM && a1&0xf != unix.SOCK_SEQPACKET:
+				return errno(unix.EACCES)
 			case (nr == unix.SYS_CLONE || nr == unix.SYS_UNSHARE) && !pol.AllowUserNamespaces && a0&unix.CLONE_NEWUSER != 0:
 				return errno(unix.EPERM)
 			case nr == unix.SYS_CLONE3 && !pol.AllowUserNamespaces:

@@ -379,7 +379,9 @@ type Spec struct {
 	// are refused, as is a mount inside an earlier grant that would show
 	// more than it: Sandbox.Differences and the mount kinds' table in
 	// kinds.go say more), the network is cut by the seccomp
-	// filter (no sockets but Unix ones) and Landlock, and signals and
+	// filter (no sockets but Unix stream and seqpacket ones: a Unix
+	// datagram socket, of a socketpair too, could send to any of the
+	// host's) and Landlock, and signals and
 	// abstract Unix sockets by Landlock's scopes (ABI 6). The program
 	// still sees the host's processes, hostname and System V IPC, and
 	// background processes it starts can outlive the caller

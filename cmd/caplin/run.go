@@ -292,7 +292,10 @@ PROCESS
 		a grant only (EACCES elsewhere), to no abstract socket (EPERM;
 		with --net host, any); where a container's seccomp profile
 		refuses what the trap needs (pidfd_getfd), socket(2) is
-		refused instead (socketpair works). --system works: its --tmpfs /tmp becomes
+		refused instead (socketpair works). Unix datagram sockets
+		(of socketpair too) are refused (EACCES): a datagram's
+		address is not trapped, and could name the host's sockets.
+		--system works: its --tmpfs /tmp becomes
 		a private directory (mode 0700, in caplin's $TMPDIR or /tmp)
 		that the program's $TMPDIR names, removed when the sandbox
 		ends, while the host's /tmp stays out of reach; --proc /proc
