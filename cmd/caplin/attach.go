@@ -2,15 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/caplin-dev/caplin/internal/termmode"
 	"github.com/caplin-dev/caplin/supervisor"
 	"golang.org/x/sys/unix"
 )
@@ -32,7 +35,11 @@ Detach with the detach key, Ctrl-] by default: it detaches at the next
 key, or half a second later; typed twice, it is sent to the job once.
 Ending caplin attach otherwise (closing the terminal, SIGTERM) detaches
 too; the job goes on. On this terminal, ^C, ^Z and the
-other keys go to the job, as they would at its own terminal.
+other keys go to the job, as they would at its own terminal. When
+caplin attach ends, it puts this terminal back out of the modes the
+job's output left set (a full-screen program's alternate screen, mouse
+reporting, bracketed paste, hidden cursor, keypad and keyboard modes,
+scrolling region, colours), as tmux does.
 
 Flags:
 
@@ -123,8 +130,13 @@ func cmdAttach(args []string) int {
 	end := make(chan ending, 4)
 	// The job's output, until its end: the job ended for good (its
 	// status is then the one to exit with), or went.
+	var out io.Writer = os.Stdout
+	scr := &screen{}
+	if _, err := unix.IoctlGetTermios(int(os.Stdout.Fd()), unix.TCGETS); err == nil {
+		out = scr
+	}
 	go func() {
-		io.Copy(os.Stdout, a.Stream)
+		io.Copy(out, a.Stream)
 		wctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		if ex, err := h.Wait(wctx); err == nil {
@@ -175,12 +187,58 @@ func cmdAttach(args []string) int {
 				a.Resize(ctx, termSize(in))
 				continue
 			}
+			scr.restore()
 			fmt.Fprint(os.Stderr, nl+"[caplin: detached from "+job+"]"+nl)
 			return exitOK
 		case e := <-end:
+			scr.restore()
 			fmt.Fprint(os.Stderr, nl+"[caplin: "+job+": "+e.msg+"]"+nl)
 			return e.code
 		}
+	}
+}
+
+// screen is standard output when it is a terminal: the job's output goes
+// to it through a termmode.Tracker, so that restore, when caplin attach
+// ends, can put the terminal back out of the modes the job's output left
+// set (an alternate screen, mouse reporting, bracketed paste, a hidden
+// cursor: a full-screen program's), as tmux does when its client
+// detaches. Nothing is written after restore.
+type screen struct {
+	mu    sync.Mutex
+	t     termmode.Tracker
+	ended bool
+}
+
+func (s *screen) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return 0, errScreenEnded
+	}
+	s.t.Scan(p)
+	return os.Stdout.Write(p)
+}
+
+var errScreenEnded = errors.New("caplin attach: ended")
+
+// restore writes what undoes the modes the job's output left set, once;
+// the job's output then goes nowhere. A write the terminal holds up (its
+// output stopped) is waited for a moment only: then nothing is restored.
+func (s *screen) restore() {
+	for i := 0; !s.mu.TryLock(); i++ {
+		if i == 100 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	s.ended = true
+	if b := s.t.Restore(); len(b) > 0 {
+		os.Stdout.Write(b)
 	}
 }
 

@@ -117,6 +117,42 @@ func TestAttachTerminal(t *testing.T) {
 	}
 }
 
+// TestAttachRestoresTerminal: caplin attach, ending, undoes on its
+// terminal the modes the job's output left set there (a full-screen
+// program's: the alternate screen, mouse reporting, bracketed paste, a
+// hidden cursor), before its note; and a job that set none gets nothing
+// written.
+func TestAttachRestoresTerminal(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "sup", "supervisor.sock")
+	t.Setenv("CAPLIN_SUPERVISOR_SOCKET", sock)
+	t.Cleanup(func() { stopSupervisor(sock) })
+	for _, c := range []struct {
+		name, modes, want string
+	}{
+		{"full", `\033[?1049h\033[?1000h\033[?2004h\033[?25l`, "\x1b[?1049l\x1b[?25h\x1b[?1000l\x1b[?2004l"},
+		{"plain", "", ""},
+	} {
+		out, err := (&exec.Cmd{Path: os.Args[0], Args: []string{"caplin", "start", "--name", c.name, "--tty", "--system", "--",
+			"sh", "-c", "printf '" + c.modes + "ready\\n'; exec cat"}}).CombinedOutput()
+		if err != nil {
+			t.Fatalf("caplin start: %v\n%s", err, out)
+		}
+		master, tty := testenv.OpenPTY(t)
+		cmd, _ := startCaplin(t, tty, "attach", c.name)
+		r := readPTY(master)
+		r.until(t, "ready")
+		r.buf.Reset()
+		unix.Write(master, []byte{0x1d})
+		r.until(t, "[caplin: "+c.name+": detached]")
+		if got, _, _ := strings.Cut(r.buf.String(), "\r\n[caplin:"); got != c.want {
+			t.Errorf("%s: written after the detach key: %q, want %q", c.name, got, c.want)
+		}
+		if ws, _ := waitExit(t, cmd, 20*time.Second); ws.ExitStatus() != 0 {
+			t.Errorf("caplin attach after the detach key: %v, want status 0", ws)
+		}
+	}
+}
+
 // TestDetachScan: the detach key waits for the next key: the same key
 // again sends it once, any other detaches; a read may end with it
 // pending.

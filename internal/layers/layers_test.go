@@ -32,6 +32,7 @@ var allowed = map[string][]string{
 	"internal/pty":       nil,
 	"internal/fdmux":     nil,
 	"internal/sshtest":   nil,
+	"internal/termmode":  nil,
 
 	"pidfd":               {"internal/*"},
 	"proc":                {"internal/*", "pidfd"},
