@@ -255,7 +255,10 @@ PROCESS
 		--die-with-parent) is done here instead, and --supervisor
 		says so in a line; a sandbox a template cannot take
 		(--connect, overlays, --as-pid-1 ...) is built afresh by the
-		supervisor.
+		supervisor. Runs with the same options share the template's
+		user, UTS, cgroup and network namespaces (with --net
+		loopback, one loopback: one run can reach another's
+		listener) and its read-only root.
 	--host HOST
 		Run the program on HOST (an ssh destination, reached with the
 		user's ssh or $CAPLIN_SSH: see caplin remote), in a sandbox
