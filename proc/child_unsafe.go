@@ -75,9 +75,9 @@ const (
 	miscPidfd    = arenaMisc + 176 // int32 written by clone(CLONE_PIDFD)
 	miscForkArgs = arenaMisc + 192 // forkArgs for the first fork
 	miscState    = arenaMisc + 224 // childState
-	miscScratch  = 304             // two words nobody reads
-	miscUnmap    = arenaMisc + 320 // count, then (addr, len) pairs
-	maxUnmap     = (arenaMiscSize - 320 - 8 - (8 + 16*maxZero)) / 16
+	miscScratch  = arenaMisc + 320 // two words nobody reads
+	miscUnmap    = arenaMisc + 336 // count, then (addr, len) pairs
+	maxUnmap     = (arenaMiscSize - 336 - 8 - (8 + 16*maxZero)) / 16
 	miscZero     = arenaMisc + arenaMiscSize - (8 + 16*maxZero) // count, then (addr, len) pairs
 	maxZero      = 2
 )
@@ -87,7 +87,7 @@ const (
 type forkArgs struct {
 	flags  uint64 // clone flags
 	ctrl   uint64 // the child's end of the control socket
-	cflags uint64 // flagPdeathsig
+	cflags uint64 // flagPdeathsig, flagReaper
 	ranges uint64 // rangesUnmap, rangesDontFork, rangesZero: what to do with the ranges listed
 }
 
@@ -178,6 +178,7 @@ func childStart(arena uintptr) {
 	childInit(uintptr(a.ctrl), uintptr(a.cflags))
 	st := (*childState)(at(arena, miscState))
 	st.ctrl = a.ctrl
+	startReaper(st, uintptr(a.cflags), 0)
 }
 
 // applyListed makes the system call nr (munmap, or madvise with advice)
@@ -232,6 +233,13 @@ type childState struct {
 	// flags.
 	serving uint64
 	cflags  uint64
+
+	// A reaper (flagReaper: a pid namespace's init) keeps a reap table
+	// of reapEntries entries of its own, mapped as it starts, and reaps
+	// its children as they exit: SIGCHLD is blocked (reaping is 1), and
+	// while it waits for a request it reads it from a signalfd.
+	reapTable uint64
+	reaping   uint64
 }
 
 // childInit gives a new child an empty fd table but for ctrl, and arms the
@@ -248,6 +256,51 @@ func childInit(ctrl, cflags uintptr) {
 	if cflags&uintptr(flagPdeathsig) != 0 {
 		syscall.RawSyscall(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0)
 	}
+}
+
+// startReaper makes the server of st a reaper if cflags has flagReaper:
+// it maps its reap table (or empties the one at table, if not 0) and
+// blocks SIGCHLD, so that awaitRequest reaps the children that exit while
+// it waits for a request (the orphans of its pid namespace: nobody else
+// would). Any other server forgets what it copied of its parent's, and
+// unblocks SIGCHLD, which a reaper's children inherit blocked. Where the
+// table cannot be mapped, the server is no reaper (tracking fails,
+// ENOSPC).
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+//go:noinline
+func startReaper(st *childState, cflags, table uintptr) {
+	st.reapTable, st.reaping = 0, 0
+	if cflags&uintptr(flagReaper) == 0 {
+		sigchld(unix.SIG_UNBLOCK)
+		return
+	}
+	var e syscall.Errno
+	if table != 0 {
+		// A region used before: its pages read as zeroes again.
+		_, _, e = syscall.RawSyscall(unix.SYS_MADVISE, table, reapTableSize, unix.MADV_DONTNEED)
+	} else {
+		table, _, e = syscall.RawSyscall6(unix.SYS_MMAP, 0, reapTableSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
+	}
+	if e != 0 {
+		return
+	}
+	st.reapTable = uint64(table)
+	sigchld(unix.SIG_BLOCK)
+	st.reaping = 1
+}
+
+// sigchld blocks or unblocks (how) SIGCHLD in the calling thread.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+//go:noinline
+func sigchld(how uintptr) {
+	mask := uint64(1) << (unix.SIGCHLD - 1)
+	syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, how, uintptr(unsafe.Pointer(&mask)), 0, 8, 0, 0)
 }
 
 // closeFDs closes the descriptors from through to: with close_range, or,
@@ -286,6 +339,9 @@ func closeFDs(from, to uintptr) {
 func serve(arena uintptr) {
 	st := (*childState)(at(arena, miscState))
 	for {
+		if st.reaping != 0 {
+			awaitRequest(arena)
+		}
 		nops := recvRequest(arena)
 		rep := (*replyHeader)(at(arena, arenaReply))
 		st.nsend, st.forked, st.spawned = 0, 0, 0
@@ -362,6 +418,62 @@ func recvRequest(arena uintptr) uintptr {
 	return nops
 }
 
+// awaitRequest waits, in a reaper, until its control socket has a
+// request (or its end), reaping the children that exit meanwhile: their
+// SIGCHLD, blocked, is read from a signalfd made for the wait and closed
+// after it, so that no fd of the server's outlives it where the batches'
+// calls could meet it. Where none can be made (no fd free), recvmsg
+// waits alone, and children are reaped when a request asks.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+//go:noinline
+func awaitRequest(arena uintptr) {
+	st := (*childState)(at(arena, miscState))
+	// The control buffer of replies is free until the next one: the
+	// mask, two struct pollfd, then signalfd_siginfo records read to
+	// empty it.
+	mask := (*uint64)(at(arena, arenaCmsgOut))
+	*mask = 1 << (unix.SIGCHLD - 1)
+	sfd, _, e := syscall.RawSyscall6(unix.SYS_SIGNALFD4, ^uintptr(0), arena+arenaCmsgOut, 8, unix.SFD_CLOEXEC|unix.SFD_NONBLOCK, 0, 0)
+	if e != 0 {
+		return
+	}
+	pfd := (*[2]rawPollFd)(at(arena, arenaCmsgOut+16))
+	buf := arena + arenaCmsgOut + 64
+	for {
+		pfd[0] = rawPollFd{fd: int32(st.ctrl), events: unix.POLLIN}
+		pfd[1] = rawPollFd{fd: int32(sfd), events: unix.POLLIN}
+		_, _, e := syscall.RawSyscall6(unix.SYS_PPOLL, arena+arenaCmsgOut+16, 2, 0, 0, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			break // recvmsg waits instead
+		}
+		if pfd[1].revents != 0 {
+			for {
+				_, _, e := syscall.RawSyscall(unix.SYS_READ, sfd, buf, 8*128)
+				if e != 0 {
+					break
+				}
+			}
+			drainChildren(st)
+		}
+		if pfd[0].revents != 0 {
+			break
+		}
+	}
+	syscall.RawSyscall(unix.SYS_CLOSE, sfd, 0, 0)
+}
+
+type rawPollFd struct {
+	fd      int32
+	events  int16
+	revents int16
+}
+
 // runOp resolves the arguments of op i in place and runs it. System calls
 // run here; other kinds in their own functions, so that no frame on the
 // serving chain is large (the whole chain must fit in the nosplit limit).
@@ -377,15 +489,36 @@ func runOp(arena, i uintptr) syscall.Errno {
 	res := (*[2]uint64)(at(arena, arenaReply+replyHeaderSize+i*16))
 	switch op.kind {
 	case opSyscall:
+		if op.nr == unix.SYS_EXECVEAT || op.nr == unix.SYS_EXECVE {
+			return execOp(arena, op, res)
+		}
 		return runSyscall(op, res)
 	case opTrack, opReap:
-		return reapOp(op, res)
+		return reapOp((*childState)(at(arena, miscState)), op, res)
 	case opSpawn:
 		return spawnOp(arena, i, op, res)
 	case opServe:
 		return serveOp(arena, op, res)
 	}
 	return runSpecial(arena, op, res)
+}
+
+// execOp runs op, an execve or execveat: in a reaper, with SIGCHLD
+// unblocked, as the program is to have it, and blocked again if it fails.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+//go:noinline
+func execOp(arena uintptr, op *wireOp, res *[2]uint64) syscall.Errno {
+	st := (*childState)(at(arena, miscState))
+	if st.reaping == 0 {
+		return runSyscall(op, res)
+	}
+	sigchld(unix.SIG_UNBLOCK)
+	err := runSyscall(op, res)
+	sigchld(unix.SIG_BLOCK)
+	return err
 }
 
 // runSyscall runs op, a system call, and stores its result in res.
@@ -495,6 +628,7 @@ func runSpecial(arena uintptr, op *wireOp, res *[2]uint64) syscall.Errno {
 			// The new child: a fresh server on its own socket.
 			childInit(uintptr(a[1]), uintptr(op.flags))
 			st.ctrl = a[1]
+			startReaper(st, uintptr(op.flags), 0)
 			st.forked = 1
 			return 0
 		}
@@ -508,26 +642,93 @@ func runSpecial(arena uintptr, op *wireOp, res *[2]uint64) syscall.Errno {
 	return err
 }
 
-// reapOp runs opTrack and opReap on reap table args[0] of args[1]
-// entries. Both first reap every child that has exited, keeping the status
-// of tracked ones and dropping the orphans' (a pid namespace's init is the
-// parent of every orphan in it). opTrack then tracks child args[2]; opReap
-// copies its entry to args[3] if it has exited (r0 = 1) and frees it.
+// reapOp runs opTrack and opReap on the server's reap table (st). Both
+// first reap every child that has exited (drainChildren). opTrack then
+// tracks child args[2]; opReap copies its entry to args[3] if it has
+// exited (r0 = 1) and frees it.
 //
 //go:nosplit
 //go:norace
 //go:nocheckptr
-func reapOp(op *wireOp, res *[2]uint64) syscall.Errno {
-	table, n := uintptr(op.args[0]), uintptr(op.args[1])
+func reapOp(st *childState, op *wireOp, res *[2]uint64) syscall.Errno {
+	if st.reapTable == 0 {
+		return syscall.ENOSPC // not a reaper, or it could not map its table
+	}
+	if op.flags&flagNoDrain == 0 {
+		drainChildren(st)
+	}
+	return tableOp(st, op.kind, int32(op.args[2]), uintptr(op.args[3]), res)
+}
+
+// tableOp runs opTrack or opReap (kind) of child pid on the reap table,
+// without reaping first; opReap's entry goes to out.
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+//go:noinline
+func tableOp(st *childState, kind uint32, pid int32, out uintptr, res *[2]uint64) syscall.Errno {
+	table := uintptr(st.reapTable)
+	if table == 0 {
+		return syscall.ENOSPC
+	}
+	free := ^uintptr(0)
+	for k := uintptr(0); k < reapEntries; k++ {
+		ent := table + reapScratch + k*reapEntrySize
+		state := *(*int32)(ptr(ent + 4))
+		if state == reapFree {
+			if free == ^uintptr(0) {
+				free = ent
+			}
+			continue
+		}
+		if *(*int32)(ptr(ent)) != pid {
+			continue
+		}
+		if kind == opReap && state == reapExited {
+			for w := uintptr(0); w < reapEntrySize; w += 8 {
+				*(*uint64)(ptr(out + w)) = *(*uint64)(ptr(ent + w))
+			}
+			*(*int32)(ptr(ent + 4)) = reapFree
+			res[0] = 1
+		}
+		return 0 // tracked already, or reaped now
+	}
+	if kind == opReap {
+		res[0] = 0
+		return 0
+	}
+	if free == ^uintptr(0) {
+		return syscall.ENOSPC
+	}
+	*(*int32)(ptr(free)) = pid
+	*(*int32)(ptr(free + 4)) = reapTracked
+	res[0] = 0
+	return 0
+}
+
+// drainChildren reaps every child of a reaper's that has exited, keeping
+// the statuses of tracked ones in its reap table and dropping the
+// others' (a pid namespace's init is the parent of every orphan in it).
+//
+//go:nosplit
+//go:norace
+//go:nocheckptr
+//go:noinline
+func drainChildren(st *childState) {
+	table := uintptr(st.reapTable)
+	if table == 0 {
+		return
+	}
 	si, ru := table, table+128
-	for op.flags&flagNoDrain == 0 {
+	for {
 		*(*int32)(ptr(si + 16)) = 0
 		_, _, e := syscall.RawSyscall6(unix.SYS_WAITID, unix.P_ALL, 0, si, unix.WEXITED|unix.WNOHANG, ru, 0)
 		pid := *(*int32)(ptr(si + 16))
 		if e != 0 || pid == 0 {
-			break
+			return
 		}
-		for k := uintptr(0); k < n; k++ {
+		for k := uintptr(0); k < reapEntries; k++ {
 			ent := table + reapScratch + k*reapEntrySize
 			if *(*int32)(ptr(ent)) == pid && *(*int32)(ptr(ent + 4)) == reapTracked {
 				*(*int32)(ptr(ent + 4)) = reapExited
@@ -540,40 +741,6 @@ func reapOp(op *wireOp, res *[2]uint64) syscall.Errno {
 			}
 		}
 	}
-	pid := int32(op.args[2])
-	free := ^uintptr(0)
-	for k := uintptr(0); k < n; k++ {
-		ent := table + reapScratch + k*reapEntrySize
-		state := *(*int32)(ptr(ent + 4))
-		if state == reapFree {
-			if free == ^uintptr(0) {
-				free = ent
-			}
-			continue
-		}
-		if *(*int32)(ptr(ent)) != pid {
-			continue
-		}
-		if op.kind == opReap && state == reapExited {
-			for w := uintptr(0); w < reapEntrySize; w += 8 {
-				*(*uint64)(ptr(uintptr(op.args[3]) + w)) = *(*uint64)(ptr(ent + w))
-			}
-			*(*int32)(ptr(ent + 4)) = reapFree
-			res[0] = 1
-		}
-		return 0 // tracked already, or reaped now
-	}
-	if op.kind == opReap {
-		res[0] = 0
-		return 0
-	}
-	if free == ^uintptr(0) {
-		return syscall.ENOSPC
-	}
-	*(*int32)(ptr(free)) = pid
-	*(*int32)(ptr(free + 4)) = reapTracked
-	res[0] = 0
-	return 0
 }
 
 // sendReply sends the reply to the current request, then closes the fds
@@ -665,13 +832,10 @@ func spawnOp(arena, i uintptr, op *wireOp, res *[2]uint64) syscall.Errno {
 	*(*int32)(at(arena, arenaCmsgOut+unix.SizeofCmsghdr+uintptr(st.nsend)*4)) = pidfd
 	st.nsend++
 	if op.args[1] != 0 {
-		// op becomes the opTrack of the child, with a scratch slot for
-		// a result nobody reads. No children are reaped first: the
-		// program may have exited already, and its status is kept
-		// only once it is tracked.
-		op.kind, op.flags = opTrack, flagNoDrain
-		op.args[0], op.args[1], op.args[2] = op.args[1], op.args[2], uint64(pid)
-		reapOp(op, (*[2]uint64)(at(arena, arenaMisc+miscScratch)))
+		// Tracked, with a scratch slot for a result nobody reads. No
+		// children are reaped first: the program may have exited
+		// already, and its status is kept only once it is tracked.
+		tableOp(st, opTrack, int32(pid), 0, (*[2]uint64)(at(arena, miscScratch)))
 	}
 	st.spawned = 1
 	return 0
@@ -713,7 +877,14 @@ func spawnChild(arena uintptr) {
 		// A server made by opServe, on its own stack and arena.
 		st.serving = 0
 		childInit(uintptr(st.ctrl), uintptr(st.cflags))
+		// Its reap table is in its region, after its stack: one mapped
+		// here would outlive it in the memory it shares.
+		startReaper(st, uintptr(st.cflags), arena+arenaSize+sharedStackSize)
 		serve(arena)
+	}
+	if st.reaping != 0 {
+		// A reaper's child, about to exec: SIGCHLD as it was.
+		sigchld(unix.SIG_UNBLOCK)
 	}
 	hdr := (*reqHeader)(at(arena, 0))
 	for k := uintptr(st.spawnAt); k < uintptr(hdr.nops); k++ {

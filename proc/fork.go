@@ -27,6 +27,11 @@ import (
 type Options struct {
 	// New namespaces for the child. NewUser without privilege needs the
 	// kernel to allow unprivileged user namespaces (`caplin doctor` says).
+	// A child with NewPID is its namespace's init: it reaps the orphans
+	// given to it as they exit, and keeps the statuses of the children
+	// made in it until their Processes are waited for (it keeps SIGCHLD
+	// blocked while it serves; a program it execs, or that is spawned
+	// from it, gets it unblocked).
 	NewUser, NewMount, NewPID, NewNet, NewIPC, NewUTS, NewCgroup bool
 
 	// UIDMap and GIDMap map IDs in a new user namespace to IDs in the
@@ -159,7 +164,8 @@ func mapArena() error {
 // namespace of its own (made in a user namespace of its own when the caller
 // lacks CAP_SYS_ADMIN). Every Fork is a fork of it, so it is the parent of
 // the processes the caller builds, and, as the namespace's init, of every
-// orphan there. It reaps them all and keeps the statuses of tracked
+// orphan there. It reaps them all as they exit (a reaper, as every handle
+// forked with NewPID is: startReaper) and keeps the statuses of tracked
 // processes in a reap table until their Process is waited for. As an init
 // it cannot be signalled from inside its namespace (the processes built
 // cannot kill it), nor by a terminal's ^C: an init gets only the signals it
@@ -364,15 +370,11 @@ func (z *zygote) make(ctx context.Context) (*Handle, error) {
 	}
 	if z.tree {
 		// The tree zygote is the parent of the processes built in it, and
-		// of every orphan there: it reaps them all and keeps the statuses
-		// of the ones Processes wait for in a table of its own.
-		addr, err := h.Alloc(ctx, reapScratch+reapEntries*reapEntrySize)
-		if err != nil {
-			h.Close()
-			return nil, fmt.Errorf("its reap table: %w", err)
-		}
+		// of every orphan there: it reaps them all as they exit, and
+		// keeps the statuses of the ones Processes wait for in a table
+		// of its own (startReaper).
 		h.spawner = true
-		h.reapTable = addr
+		h.reaps = true
 	}
 	return h, nil
 }
@@ -481,6 +483,9 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 	if !opts.NoParentDeathSignal {
 		cflags = uint64(flagPdeathsig)
 	}
+	if opts.NewPID {
+		cflags |= uint64(flagReaper)
+	}
 	// The child zeroes its copy of the caller's command line and
 	// environment itself, as it starts: see scrubArgs.
 	scrub, err := argRanges()
@@ -518,6 +523,7 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 	}
 	h := newHandle(fds[0], fds[1], p)
 	h.pidns = opts.NewPID
+	h.reaps = opts.NewPID
 	h.noPdeath = opts.NoParentDeathSignal
 	defer func() {
 		if err != nil {
@@ -616,7 +622,7 @@ func forkZygote(tree bool) (*Handle, error) {
 	writeForkArgs(forkArgs{
 		flags:  flags,
 		ctrl:   uint64(fds[1]),
-		cflags: uint64(flagPdeathsig),
+		cflags: uint64(flagPdeathsig) | uint64(flagReaper)*boolWord(tree),
 		ranges: uint64(rangesUnmap) * boolWord(len(ranges) > 0),
 	}, ranges, nil)
 	syscall.ForkLock.Lock()
@@ -935,6 +941,9 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 	if !opts.NoParentDeathSignal {
 		cflags |= flagPdeathsig
 	}
+	if opts.NewPID {
+		cflags |= flagReaper
+	}
 	b := pre.continued()
 	npre := b.Len()
 	ctrl := b.PutFile(theirs, -1)
@@ -949,8 +958,8 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 		pfd = b.takeAndClose(Val{kind: valAux, v: pid.v})
 	}
 	b.CloseFD(ctrl)
-	if h.reapTable != 0 && parent == h {
-		b.add(call{kind: opTrack, name: "track", args: [6]Val{Ptr(h.reapTable), Int(reapEntries), pid}})
+	if h.reaps && parent == h {
+		b.add(call{kind: opTrack, name: "track", args: [6]Val{Int(0), Int(0), pid}})
 	}
 	res, err := h.Run(ctx, &b)
 	if err != nil {
@@ -987,9 +996,9 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 	reap := reaperFor(parent, innerPid)
 	// A child whose parent keeps a reap table is tracked there, so its
 	// status is kept for its Process when its parent reaps it.
-	if parent != nil && parent.reapTable != 0 && parent != h {
+	if parent != nil && parent.reaps && parent != h {
 		var t Batch
-		t.add(call{kind: opTrack, name: "track", args: [6]Val{Ptr(parent.reapTable), Int(reapEntries), Int(innerPid)}})
+		t.add(call{kind: opTrack, name: "track", args: [6]Val{Int(0), Int(0), Int(innerPid)}})
 		if _, err := parent.Run(ctx, &t); err != nil {
 			h.Run(context.Background(), killBatch(innerPid))
 			unix.Close(fd)
@@ -1012,6 +1021,7 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 		child.arena = uint64(shared)
 	}
 	child.pidns = opts.NewPID
+	child.reaps = opts.NewPID
 	child.noPdeath = opts.NoParentDeathSignal
 	child.parent = parent
 	defer func() {
@@ -1108,16 +1118,12 @@ func killBatch(pid int) *Batch {
 	return &b
 }
 
-// reapEntries is how many processes a tree zygote tracks at once: built
-// processes that have not been waited for.
-const reapEntries = 1024
-
 // reap reaps, inside h, h's child pid, which has exited.
 func (h *Handle) reap(ctx context.Context, pid int) (*pidfd.State, error) {
-	if h.reapTable != 0 {
+	if h.reaps {
 		var b Batch
 		ent := make([]byte, reapEntrySize)
-		found := b.add(call{kind: opReap, name: "reap", args: [6]Val{Ptr(h.reapTable), Int(reapEntries), Int(pid), b.Out(ent)}})
+		found := b.add(call{kind: opReap, name: "reap", args: [6]Val{Int(0), Int(0), Int(pid), b.Out(ent)}})
 		res, err := h.Run(ctx, &b)
 		if err != nil {
 			return nil, err

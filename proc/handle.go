@@ -79,7 +79,7 @@ type Handle struct {
 	joinedPID atomic.Bool // the child joined a pid namespace for its children (JoinPIDNamespace)
 	parent    *Handle     // the child's parent process, when it is not the caller
 	spawner   bool        // the tree zygote: the parent of its children (no CLONE_PARENT)
-	reapTable uintptr     // the tree zygote's reap table, in its memory
+	reaps     bool        // a pid namespace's init: it reaps its children as they exit, keeping the statuses of those it tracks (startReaper)
 	noPdeath  bool        // made with NoParentDeathSignal
 	tls       uintptr     // a zygote's TLS slot, kept mapped (tlsKeep), for tests
 	arena     uint64      // the child's arena when not the usual one (forkShared)

@@ -36,7 +36,8 @@ func TestRawLayout(t *testing.T) {
 	}
 	// The misc area's parts do not overlap.
 	if miscForkArgs+unsafe.Sizeof(forkArgs{}) > miscState ||
-		miscState+unsafe.Sizeof(childState{}) > miscUnmap ||
+		miscState+unsafe.Sizeof(childState{}) > miscScratch ||
+		miscScratch+16 > miscUnmap ||
 		miscUnmap+8+16*maxUnmap > arenaMisc+arenaMiscSize ||
 		miscSendIov+2*unsafe.Sizeof(rawIovec{}) > miscPidfd ||
 		miscRecvMsg+unsafe.Sizeof(rawMsghdr{}) > miscSendMsg ||

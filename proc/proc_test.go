@@ -810,27 +810,10 @@ func TestNoLeaks(t *testing.T) {
 // zombies lists zombie processes whose parent is this process or one of
 // its zygotes.
 func zombies() []string {
-	parents := map[string]bool{strconv.Itoa(os.Getpid()): true}
+	out := childZombies(os.Getpid())
 	for _, z := range []*zygote{plainZygote, treeZygote} {
 		if z.h != nil {
-			parents[strconv.Itoa(z.h.Pid())] = true
-		}
-	}
-	var out []string
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(stat)
-		i := strings.LastIndex(s, ")")
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) > 2 && f[0] == "Z" && parents[f[1]] {
-			out = append(out, s)
+			out = append(out, childZombies(z.h.Pid())...)
 		}
 	}
 	return out
@@ -995,4 +978,66 @@ func TestDirectAfterPrepare(t *testing.T) {
 		t.Errorf("the next Direct child: exit %d, want 7", code)
 	}
 	runtime.KeepAlive(big)
+}
+
+// TestInitReapsOrphans: a pid namespace's init of proc's (the tree
+// zygote, and a handle forked with NewPID) reaps the orphans given to it
+// as they exit, while it waits for requests, not only when a request
+// asks, so that they do not count against a limit of processes; and it
+// keeps the statuses of the processes it tracks.
+func TestInitReapsOrphans(t *testing.T) {
+	alsoAsNobody(t)
+	ctx := context.Background()
+	init := fork(t, &Options{NewPID: true, NewUser: os.Getuid() != 0})
+	z, err := treeZygote.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		init *Handle
+	}{{"tree zygote", z}, {"NewPID", init}} {
+		t.Run(c.name, func(t *testing.T) {
+			h, err := c.init.Fork(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			// Each subshell exits at once, leaving its sleep to the init.
+			if code := shellStatus(t, h, "for i in $(seq 20); do (sleep 0.1 &); done; exit 7"); code != 7 {
+				t.Fatalf("status %d, want exit 7", code)
+			}
+			// Nothing asks the init anything from here on.
+			time.Sleep(500 * time.Millisecond)
+			var left []string
+			for range 50 {
+				if left = childZombies(c.init.Pid()); len(left) == 0 {
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			t.Errorf("the init left %d zombies, the first: %q", len(left), left[0])
+		})
+	}
+}
+
+// childZombies lists the zombie children of process pid.
+func childZombies(pid int) []string {
+	var out []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(stat)
+		i := strings.LastIndex(s, ")")
+		if i < 0 {
+			continue
+		}
+		if f := strings.Fields(s[i+1:]); len(f) > 2 && f[0] == "Z" && f[1] == strconv.Itoa(pid) {
+			out = append(out, s)
+		}
+	}
+	return out
 }

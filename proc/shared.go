@@ -26,7 +26,7 @@ func (h *Handle) ForkShared(ctx context.Context, opts *Options) (*Handle, error)
 		return nil, errors.New("proc: ForkShared: the child must be the init of a new pid namespace (Options.NewPID)")
 	}
 	_, parent := h.childParent(opts)
-	if !spawnVM || raceBuild || opts.NewUser || opts.From == Direct || (parent != nil && parent != h && parent.reapTable != 0) {
+	if !spawnVM || raceBuild || opts.NewUser || opts.From == Direct || (parent != nil && parent != h && parent.reaps) {
 		return h.Fork(ctx, opts)
 	}
 	region, err := h.region(ctx)
@@ -44,8 +44,9 @@ func (h *Handle) ForkShared(ctx context.Context, opts *Options) (*Handle, error)
 	return child, nil
 }
 
-// sharedRegion is the size of a ForkShared child's arena and stack.
-const sharedRegion = arenaSize + sharedStackSize
+// sharedRegion is the size of a ForkShared child's arena, stack and reap
+// table.
+const sharedRegion = arenaSize + sharedStackSize + reapTableSize
 
 // maxSpareRegions bounds the regions a handle keeps for its next
 // ForkShared children.

@@ -273,7 +273,7 @@ func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, target 
 	}
 	flags, parent := h.childParent(opts)
 	parentIsUs := parent == nil
-	if !spawnVM || raceBuild || opts.NewUser || opts.From == Direct || (parent != nil && parent != h && parent.reapTable != 0) {
+	if !spawnVM || raceBuild || opts.NewUser || opts.From == Direct || (parent != nil && parent != h && parent.reaps) {
 		// A child whose status another process keeps must be tracked
 		// there before it can exit: that takes the slow way.
 		return spawnSlow(ctx, h, opts, setup, target, argv, env)
@@ -281,15 +281,11 @@ func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, target 
 
 	var b Batch
 	b.spawn = true
-	var reapTable uintptr
-	if parent == h {
-		reapTable = h.reapTable
+	track := 0
+	if parent == h && h.reaps {
+		track = 1
 	}
-	entries := 0
-	if reapTable != 0 {
-		entries = reapEntries
-	}
-	spawned := b.add(call{kind: opSpawn, name: "clone", args: [6]Val{Uint(uint64(flags)), Ptr(reapTable), Int(entries)}})
+	spawned := b.add(call{kind: opSpawn, name: "clone", args: [6]Val{Uint(uint64(flags)), Int(track)}})
 	// Where ctx can be cancelled, the new child starts by sending its own
 	// pidfd to the caller on its copy of the server's control socket
 	// (close-on-exec: gone once it execs), ahead of the server's reply,

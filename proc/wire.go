@@ -49,6 +49,10 @@ const (
 	// si_status, struct rusage.
 	reapScratch   = 512
 	reapEntrySize = 160
+	// reapEntries is how many processes a reaper tracks at once: built
+	// processes that have not been waited for.
+	reapEntries   = 1024
+	reapTableSize = reapScratch + reapEntries*reapEntrySize
 	reapFree      = 0
 	reapTracked   = 1
 	reapExited    = 2
@@ -76,13 +80,13 @@ const (
 	opMoveCtrl               // move the control socket to the lowest free fd ≥ args[0]; r0 = new fd
 	opStore                  // store args[1] at address args[0], args[2] bytes wide (4 or 8)
 	opValue                  // r0 = args[0]: what an argument resolved to (a received fd's number)
-	opTrack                  // reap table args[0] of args[1] entries: track child args[2]
-	opReap                   // reap table args[0] of args[1] entries: copy child args[2]'s exit entry to args[3]; r0 = 1 if it has exited
+	opTrack                  // in the reaper's own table: track child args[2]
+	opReap                   // from the reaper's own table: copy child args[2]'s exit entry to args[3]; r0 = 1 if it has exited
 	// opSpawn clones with flags args[0] plus CLONE_VM|CLONE_VFORK: the new
 	// child shares the server's memory and runs, on the arena's stack, the
 	// ops after this one, the last of which execs; the server waits until
-	// it has exec'd or exited. Tracks the child in reap table args[1] of
-	// args[2] entries (0: none). r0 = pid, r1 = pidfd, which the reply
+	// it has exec'd or exited. Tracks the child in the server's reap
+	// table if args[1] is not 0. r0 = pid, r1 = pidfd, which the reply
 	// carries. The reply's ndone and errno are the child's.
 	opSpawn
 	// opServe clones with flags args[0] plus CLONE_VM: a new server that
@@ -103,6 +107,7 @@ const (
 	flagPdeathsig                     // opFork: the new child gets PR_SET_PDEATHSIG(SIGKILL)
 	flagNoDrain                       // opTrack: track without reaping exited children first
 	flagRetryAgain                    // opSyscall: run again while it fails with EAGAIN (a few times)
+	flagReaper                        // opFork, opServe, a first fork: the new child is a reaper (a pid namespace's init: startReaper)
 )
 
 // Argument sources: where the child takes each argument of an op from.

@@ -556,3 +556,34 @@ func readTrim(path string) string {
 	s, _ := kernel.ReadTrim(path)
 	return s
 }
+
+// TestOrphansDoNotCountAgainstPids: the orphans a sandbox's init is given
+// are reaped as they exit (proc's reapers), not when the sandbox ends, so
+// a program that leaves background processes behind many times over stays
+// under Limits.Pids, in a sandbox built alone or from a template; and its
+// own exit status is still its.
+func TestOrphansDoNotCountAgainstPids(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	spec := baseSpec()
+	spec.Limits.Pids = 16
+	spec.Env = []string{"PATH=/usr/bin:/bin"}
+	// Each subshell exits at once, leaving its true to the init.
+	script := `i=0; while [ $i -lt 60 ]; do (true &) || exit 1; sleep 0.01; i=$((i+1)); done
+sleep 0.2; echo zombies=$(grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l); exit 7`
+	for _, tmpl := range []bool{false, true} {
+		t.Run(fmt.Sprint("template=", tmpl), func(t *testing.T) {
+			var out string
+			var code int
+			if tmpl {
+				var st *pidfd.State
+				out, st = templateShell(t, spec, script)
+				code = st.ExitCode()
+			} else {
+				out, code = run(t, spec, script)
+			}
+			if code != 7 || !strings.Contains(out, "zombies=0") {
+				t.Errorf("status %d, want 7; output:\n%s", code, out)
+			}
+		})
+	}
+}
