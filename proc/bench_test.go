@@ -51,6 +51,20 @@ func BenchmarkRemoteCall(b *testing.B) {
 	}
 }
 
+// BenchmarkRemoteCallReaper is BenchmarkRemoteCall in a pid namespace's
+// init, which polls for SIGCHLD with a signalfd while it waits for each
+// request (awaitRequest).
+func BenchmarkRemoteCallReaper(b *testing.B) {
+	ctx := context.Background()
+	h := fork(b, &Options{NewPID: true, NewUser: os.Getuid() != 0})
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := h.Syscall(ctx, unix.SYS_GETPPID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkBatch32 runs 32 calls in one batch; compare with
 // BenchmarkSingle32, the same 32 calls one round trip each.
 func BenchmarkBatch32(b *testing.B) {

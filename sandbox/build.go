@@ -36,7 +36,7 @@ func Build(ctx context.Context, spec *Spec, opts ...Option) (_ *Sandbox, err err
 	}
 	// What comes from the spec alone is made on another CPU meanwhile.
 	pre := prepareAside(ctx, spec, o.log, fromCaller(spec, o.idMapsBy))
-	lim, err := makeLimiter(spec, o.log)
+	lim, err := makeLimiter(spec, o.log, "")
 	if err != nil {
 		err = pre.first(err)
 		pre.close()
@@ -126,7 +126,7 @@ func policies(spec *Spec, log *slog.Logger) ([]unix.SockFilter, *LandlockPolicy,
 
 // makeLimiter makes the limiter of spec's limits (nil for none), logging
 // to log what best effort weakened or dropped.
-func makeLimiter(spec *Spec, log *slog.Logger) (*limiter, error) {
+func makeLimiter(spec *Spec, log *slog.Logger, shared string) (*limiter, error) {
 	if spec.Limits == (Limits{}) {
 		// Nothing to enforce, and so nothing to undo when the sandbox
 		// goes: a template's sandbox is then closed without waiting for
@@ -134,7 +134,7 @@ func makeLimiter(spec *Spec, log *slog.Logger) (*limiter, error) {
 		return nil, nil
 	}
 	uid, _ := spec.hostUser()
-	lim, dropped, err := newLimiter(spec.Limits, uid, spec.BestEffort)
+	lim, dropped, err := newLimiter(spec.Limits, uid, spec.BestEffort, shared)
 	if err != nil {
 		return nil, err
 	}

@@ -72,7 +72,8 @@ func buildLandlockOnly(ctx context.Context, spec *Spec, o options) (_ *Sandbox, 
 	if err != nil {
 		return nil, err
 	}
-	lim, err := makeLimiter(spec, log)
+	uid, _ := spec.hostUser()
+	lim, err := makeLimiter(spec, log, fmt.Sprintf("every process of uid %d on the host (no user namespace of the sandbox's own)", uid))
 	if err != nil {
 		return nil, err
 	}

@@ -126,7 +126,12 @@ type rlimit struct {
 // cgroups. Limits that cannot be enforced are an error (*LimitError), or,
 // with bestEffort, are listed in dropped, each entry naming the limit and
 // why it was dropped or weakened. The caller closes the limiter.
-func newLimiter(l Limits, uid int, bestEffort bool) (lim *limiter, dropped []string, err error) {
+//
+// shared is empty for a sandbox with a user namespace of its own, where
+// RLIMIT_NPROC counts its processes alone; otherwise it says whose
+// processes the rlimit would count too (the fallback for Pids is then
+// refused, or, with bestEffort, kept and said to be weakened).
+func newLimiter(l Limits, uid int, bestEffort bool, shared string) (lim *limiter, dropped []string, err error) {
 	if l.Pids < 0 || l.Memory < 0 || l.NoFile < 0 || l.CPU < 0 || math.IsNaN(l.CPU) || math.IsInf(l.CPU, 0) {
 		return nil, nil, fmt.Errorf("sandbox: limits %+v: negative or not a number", l)
 	}
@@ -174,7 +179,7 @@ func newLimiter(l Limits, uid int, bestEffort bool) (lim *limiter, dropped []str
 	}
 	// What no cgroup enforces: rlimits, or nothing.
 	release, _, _ := kernel.Uname()
-	rl, dropped, errs := rlimitPlan(l, want, why, uid, release, bestEffort)
+	rl, dropped, errs := rlimitPlan(l, want, why, uid, release, bestEffort, shared)
 	if len(errs) > 0 {
 		return nil, nil, errors.Join(errs...)
 	}
@@ -208,8 +213,9 @@ func cpuQuota(cpu float64) (quota, period int64, err error) {
 // "pids", "memory", "cpu"; why holds the reasons there is no cgroup for
 // each), plus NoFile. It returns the rlimits, the limits dropped or
 // weakened under bestEffort, and otherwise one *LimitError per limit that
-// cannot be enforced. release is the kernel's (uname -r).
-func rlimitPlan(l Limits, left []string, why map[string][]error, uid int, release string, bestEffort bool) (rl []rlimit, dropped []string, errs []error) {
+// cannot be enforced. release is the kernel's (uname -r); shared is
+// newLimiter's.
+func rlimitPlan(l Limits, left []string, why map[string][]error, uid int, release string, bestEffort bool, shared string) (rl []rlimit, dropped []string, errs []error) {
 	noCgroup := func(c string) string {
 		if len(why[c]) == 0 {
 			return "no cgroup " + c + " controller"
@@ -235,6 +241,11 @@ func rlimitPlan(l Limits, left []string, why map[string][]error, uid int, releas
 				refuse(c, noCgroup(c)+", and RLIMIT_NPROC is not enforced for root (the sandbox runs as uid 0 outside its user namespace)")
 			case !kernel.AtLeast(release, 5, 14):
 				refuse(c, noCgroup(c)+", and before Linux 5.14 (this is "+release+") RLIMIT_NPROC counts all the processes of uid "+strconv.Itoa(uid)+", not the sandbox's")
+			case shared != "" && bestEffort:
+				rl = append(rl, rlimit{"pids", "RLIMIT_NPROC", unix.RLIMIT_NPROC, uint64(l.Pids)})
+				dropped = append(dropped, c+": weakened to RLIMIT_NPROC, which counts "+shared+": "+noCgroup(c))
+			case shared != "":
+				refuse(c, noCgroup(c)+", and RLIMIT_NPROC would count "+shared)
 			default:
 				rl = append(rl, rlimit{"pids", "RLIMIT_NPROC", unix.RLIMIT_NPROC, uint64(l.Pids)})
 			}
@@ -361,7 +372,7 @@ func setLimit(cg *cgroup.Group, c string, l Limits, quota, period int64) error {
 // not at all, and why), and whether all three would be whole. It makes
 // and removes a cgroup to find out.
 func LimitSupport() (detail string, ok bool) {
-	lim, dropped, err := newLimiter(Limits{Pids: 64, Memory: 1 << 30, CPU: 1}, os.Geteuid(), true)
+	lim, dropped, err := newLimiter(Limits{Pids: 64, Memory: 1 << 30, CPU: 1}, os.Geteuid(), true, "")
 	if err != nil {
 		return err.Error(), false
 	}

@@ -123,7 +123,7 @@ func sleepsOf(secs string) []int {
 func TestLimitsForkBomb(t *testing.T) {
 	testenv.AlsoAsNobody(t)
 	const n = 20
-	lim, dropped, err := newLimiter(Limits{Pids: n}, os.Geteuid(), false)
+	lim, dropped, err := newLimiter(Limits{Pids: n}, os.Geteuid(), false, "")
 	if errors.Is(err, ErrUnenforceable) {
 		t.Skip(err)
 	}
@@ -231,7 +231,7 @@ func oomKills(t *testing.T, cg *cgroup.Group) int {
 func TestLimitsMemory(t *testing.T) {
 	testenv.AlsoAsNobody(t)
 	l := Limits{Memory: 64 << 20}
-	lim, _, err := newLimiter(l, os.Geteuid(), false)
+	lim, _, err := newLimiter(l, os.Geteuid(), false, "")
 	if err != nil {
 		var le *LimitError
 		if !errors.As(err, &le) || le.Limit != "memory" || !errors.Is(err, ErrUnenforceable) {
@@ -239,7 +239,7 @@ func TestLimitsMemory(t *testing.T) {
 		}
 		t.Logf("uid %d: %v", os.Geteuid(), err)
 		var dropped []string
-		if lim, dropped, err = newLimiter(l, os.Geteuid(), true); err != nil {
+		if lim, dropped, err = newLimiter(l, os.Geteuid(), true, ""); err != nil {
 			t.Fatal(err)
 		}
 		if len(dropped) != 1 || !strings.HasPrefix(dropped[0], "memory: weakened to RLIMIT_AS") {
@@ -272,14 +272,14 @@ func TestLimitsMemory(t *testing.T) {
 // or dropped with best effort.
 func TestLimitsCPU(t *testing.T) {
 	testenv.AlsoAsNobody(t)
-	lim, _, err := newLimiter(Limits{CPU: 0.2}, os.Geteuid(), false)
+	lim, _, err := newLimiter(Limits{CPU: 0.2}, os.Geteuid(), false, "")
 	if err != nil {
 		var le *LimitError
 		if !errors.As(err, &le) || le.Limit != "cpu" {
 			t.Fatalf("not a cpu *LimitError: %v", err)
 		}
 		t.Logf("uid %d: %v", os.Geteuid(), err)
-		lim, dropped, err := newLimiter(Limits{CPU: 0.2}, os.Geteuid(), true)
+		lim, dropped, err := newLimiter(Limits{CPU: 0.2}, os.Geteuid(), true, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -338,7 +338,7 @@ func TestRlimitPlan(t *testing.T) {
 		{"all", []string{"pids", "memory", "cpu"}, 0, "6.1", false, nil, nil, []string{"pids", "memory", "cpu"}},
 		{"cgroups did all", nil, 0, "4.19", false, nil, nil, nil},
 	} {
-		rl, dropped, errs := rlimitPlan(l, c.left, why, c.uid, c.release, c.bestEffort)
+		rl, dropped, errs := rlimitPlan(l, c.left, why, c.uid, c.release, c.bestEffort, "")
 		var res []int
 		for _, r := range rl {
 			res = append(res, r.resource)
@@ -368,16 +368,26 @@ func TestRlimitPlan(t *testing.T) {
 		}
 	}
 	// The reasons say what is missing.
-	_, _, errs := rlimitPlan(l, []string{"pids"}, why, 0, "6.1", false)
+	_, _, errs := rlimitPlan(l, []string{"pids"}, why, 0, "6.1", false, "")
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "not enforced for root") || !strings.Contains(errs[0].Error(), "permission denied") {
 		t.Errorf("root: %v", errs)
 	}
-	_, _, errs = rlimitPlan(l, []string{"pids"}, why, 1000, "5.10.0", false)
+	_, _, errs = rlimitPlan(l, []string{"pids"}, why, 1000, "5.10.0", false, "")
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "before Linux 5.14") {
 		t.Errorf("5.10: %v", errs)
 	}
+	// Where RLIMIT_NPROC would count more than the sandbox (a template's
+	// sandboxes, a Landlock-only one): refused, or weakened and said so.
+	_, _, errs = rlimitPlan(l, []string{"pids"}, why, 1000, "6.1", false, "others' too")
+	if len(errs) != 1 || !errors.Is(errs[0], ErrUnenforceable) || !strings.Contains(errs[0].Error(), "RLIMIT_NPROC would count others' too") {
+		t.Errorf("shared: %v", errs)
+	}
+	rl, dropped, errs := rlimitPlan(l, []string{"pids"}, why, 1000, "6.1", true, "others' too")
+	if len(errs) != 0 || len(rl) != 1 || rl[0].resource != unix.RLIMIT_NPROC || len(dropped) != 1 || !strings.HasPrefix(dropped[0], "pids: weakened to RLIMIT_NPROC, which counts others' too") {
+		t.Errorf("shared, best effort: %v %v %q", errs, rl, dropped)
+	}
 	// NoFile is an rlimit everywhere, lowered to the caller's hard limit.
-	rl, _, _ := rlimitPlan(Limits{NoFile: 1 << 40}, nil, nil, 0, "6.1", false)
+	rl, _, _ = rlimitPlan(Limits{NoFile: 1 << 40}, nil, nil, 0, "6.1", false, "")
 	var cur unix.Rlimit
 	unix.Getrlimit(unix.RLIMIT_NOFILE, &cur)
 	if len(rl) != 1 || rl[0].resource != unix.RLIMIT_NOFILE || rl[0].value != cur.Max {
@@ -387,13 +397,13 @@ func TestRlimitPlan(t *testing.T) {
 
 func TestLimitsBadInput(t *testing.T) {
 	for _, l := range []Limits{{Pids: -1}, {Memory: -1}, {CPU: -0.5}, {CPU: math.NaN()}, {CPU: math.Inf(1)}, {CPU: 0.0001}, {NoFile: -1}} {
-		if lim, _, err := newLimiter(l, 1000, true); err == nil {
+		if lim, _, err := newLimiter(l, 1000, true, ""); err == nil {
 			lim.close()
 			t.Errorf("%+v: no error", l)
 		}
 	}
 	// No limits: nothing to do.
-	lim, dropped, err := newLimiter(Limits{}, 0, false)
+	lim, dropped, err := newLimiter(Limits{}, 0, false, "")
 	if err != nil || len(dropped) > 0 || len(lim.cgroups) > 0 || len(lim.rlimits) > 0 {
 		t.Errorf("Limits{}: %+v %q %v", lim, dropped, err)
 	}
@@ -487,7 +497,7 @@ func TestLimitsCgroupNamespaceRoot(t *testing.T) {
 	spec := baseSpec()
 	spec.Limits = Limits{Pids: 64}
 	spec.Env = []string{"PATH=/usr/bin:/bin"}
-	lim, _, err := newLimiter(spec.Limits, os.Geteuid(), false)
+	lim, _, err := newLimiter(spec.Limits, os.Geteuid(), false, "")
 	if err == nil && len(lim.cgroups) == 0 {
 		err = errors.New("the limits are rlimits here, with no cgroup")
 	}
@@ -560,8 +570,9 @@ func readTrim(path string) string {
 // TestOrphansDoNotCountAgainstPids: the orphans a sandbox's init is given
 // are reaped as they exit (proc's reapers), not when the sandbox ends, so
 // a program that leaves background processes behind many times over stays
-// under Limits.Pids, in a sandbox built alone or from a template; and its
-// own exit status is still its.
+// under Limits.Pids, in a sandbox built alone or from a template (with
+// BestEffort, whose shared RLIMIT_NPROC where no cgroup takes the limit
+// is enough for one sandbox); and its own exit status is still its.
 func TestOrphansDoNotCountAgainstPids(t *testing.T) {
 	testenv.AlsoAsNobody(t)
 	spec := baseSpec()
@@ -576,7 +587,9 @@ sleep 0.2; echo zombies=$(grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null |
 			var code int
 			if tmpl {
 				var st *pidfd.State
-				out, st = templateShell(t, spec, script)
+				s := spec.Clone()
+				s.BestEffort = true
+				out, st = templateShell(t, s, script)
 				code = st.ExitCode()
 			} else {
 				out, code = run(t, spec, script)
@@ -585,5 +598,30 @@ sleep 0.2; echo zombies=$(grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null |
 				t.Errorf("status %d, want 7; output:\n%s", code, out)
 			}
 		})
+	}
+}
+
+// TestTemplatePidsShared: a template whose Pids limit no cgroup takes is
+// refused at NewTemplate, not at each sandbox: the RLIMIT_NPROC fallback
+// would count all its sandboxes together. Where a cgroup takes it, each
+// sandbox has its own.
+func TestTemplatePidsShared(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	lim, _, err := newLimiter(Limits{Pids: 16}, os.Geteuid(), false, "")
+	cgroupTakesIt := err == nil && strings.HasPrefix(lim.how["pids"], "cgroup")
+	if lim != nil {
+		lim.close()
+	}
+	spec := baseSpec()
+	spec.Limits.Pids = 16
+	tmpl, err := NewTemplate(context.Background(), spec)
+	switch {
+	case cgroupTakesIt && err != nil:
+		t.Errorf("with a pids cgroup: %v", err)
+	case !cgroupTakesIt && (err == nil || !errors.Is(err, ErrUnenforceable) || !strings.Contains(err.Error(), "all the template's sandboxes together")):
+		t.Errorf("without a pids cgroup: %v, want the shared rlimit refused", err)
+	}
+	if tmpl != nil {
+		tmpl.Close()
 	}
 }

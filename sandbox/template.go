@@ -105,6 +105,16 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 	if err := checkShared(spec); err != nil {
 		return nil, err
 	}
+	if spec.Limits.Pids > 0 {
+		// Said now, not at each sandbox: where no cgroup takes the
+		// limit, its rlimit would count all the sandboxes together.
+		uid, _ := spec.hostUser()
+		lim, _, err := newLimiter(Limits{Pids: spec.Limits.Pids}, uid, spec.BestEffort, templateShared)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: template: %w", err)
+		}
+		lim.close()
+	}
 	filter, ll, err := policies(spec, o.log)
 	if err != nil {
 		return nil, err
@@ -168,6 +178,10 @@ func NewTemplate(ctx context.Context, spec *Spec, opts ...Option) (_ *Template, 
 	t.refill()
 	return t, nil
 }
+
+// templateShared is whose processes RLIMIT_NPROC counts for a template's
+// sandbox (newLimiter).
+const templateShared = "the processes of all the template's sandboxes together (they share its user namespace)"
 
 // checkShared refuses a template spec that would let one of its sandboxes
 // change what all of them share: the root tmpfs, and the UTS, network and
@@ -343,7 +357,7 @@ func (t *Template) refill() {
 // prepare makes a sandbox from the template, confined, without its fds.
 func (t *Template) prepare(ctx context.Context) (_ *Sandbox, err error) {
 	spec := t.spec
-	lim, err := makeLimiter(spec, t.log)
+	lim, err := makeLimiter(spec, t.log, templateShared)
 	if err != nil {
 		return nil, err
 	}
