@@ -335,9 +335,11 @@ LIMITS (for the sandbox's processes together)
 		At most N open files per process.
 	Limits use a cgroup where one is delegated to caplin (v2, or v1 as
 	root), rlimits otherwise (--max-pids: RLIMIT_NPROC, exact on Linux
-	5.14 and later in the sandbox's user namespace). A limit that cannot
-	be enforced is refused (exit 122) unless --best-effort, which says
-	how it was weakened or that it was dropped.
+	5.14 and later in the sandbox's user namespace; without one of its
+	own, with --landlock-only, it would count all the user's processes,
+	and through --supervisor's template all its runs'). A limit that
+	cannot be enforced is refused (exit 122) unless --best-effort, which
+	says how it was weakened or that it was dropped.
 
 WITHOUT USER NAMESPACES
 	Where user namespaces are not allowed (AppArmor's restriction on
