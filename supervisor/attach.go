@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -274,6 +275,50 @@ func (v *Viewer) wake() {
 	}
 }
 
+// inputRetry is how often a viewer whose input the job does not take
+// (its terminal's or pipe's buffer full) tries again, and sees whether it
+// has gone meanwhile.
+const inputRetry = 20 * time.Millisecond
+
+// writeInput writes p to the job's input. The job may not read it for
+// ever: where the input is full, it waits for room inputRetry at a time,
+// and gives up once the viewer has gone (os.ErrClosed), so that a
+// detached viewer leaves no goroutine blocked on a job that does not
+// read.
+func (v *Viewer) writeInput(p []byte) error {
+	rc, err := v.j.in.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for len(p) > 0 {
+		var n int
+		var werr error
+		if err := rc.Write(func(fd uintptr) bool {
+			n, werr = unix.Write(int(fd), p)
+			return true // never wait here: below, until the viewer goes
+		}); err != nil {
+			return err
+		}
+		if n > 0 {
+			p = p[n:]
+		}
+		switch {
+		case werr == unix.EAGAIN:
+			t := time.NewTimer(inputRetry)
+			select {
+			case <-v.gone:
+				t.Stop()
+				return os.ErrClosed
+			case <-t.C:
+			}
+		case werr == unix.EINTR:
+		case werr != nil:
+			return werr
+		}
+	}
+	return nil
+}
+
 // input passes what the viewer sends on to the job's terminal or input
 // pipe while it holds the writer lease, and drops it otherwise. The end
 // of the viewer's input (it closed its end, or shut its writing down)
@@ -284,9 +329,9 @@ func (v *Viewer) input() {
 	for {
 		n, err := v.conn.Read(buf)
 		if n > 0 && v.Writer() {
-			if _, werr := v.j.in.Write(buf[:n]); werr != nil {
-				// The job's input is gone (removed): nothing more to
-				// pass on.
+			if werr := v.writeInput(buf[:n]); werr != nil {
+				// The job's input is gone (removed), or the viewer:
+				// nothing more to pass on.
 				return
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -376,5 +377,38 @@ func TestValidName(t *testing.T) {
 		if got := ValidName(name); got != want {
 			t.Errorf("ValidName(%q) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+// TestDetachWhileInputBlocked: a viewer that detaches while the job does
+// not read its input (its pipe full) leaves no goroutine behind, blocked
+// writing its input to the job.
+func TestDetachWhileInputBlocked(t *testing.T) {
+	s := newSup(t, Config{})
+	ctx := context.Background()
+	j, err := s.Start(ctx, shell("deaf", `exec sleep 100000`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, conn, err := j.Attach(AttachOptions{Write: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	inputs := func() int {
+		buf := make([]byte, 1<<20)
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*Viewer).input(")
+	}
+	before := inputs()
+	// More than the job's input pipe and the viewer's socket hold.
+	go conn.Write(make([]byte, 4<<20))
+	time.Sleep(200 * time.Millisecond)
+	v.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for inputs() >= before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := inputs(); n >= before {
+		t.Errorf("%d viewer input goroutines after the detach, %d before", n, before)
 	}
 }
