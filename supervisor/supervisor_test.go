@@ -396,10 +396,23 @@ func TestDetachWhileInputBlocked(t *testing.T) {
 	}
 	defer conn.Close()
 	inputs := func() int {
+		// All of the goroutines' stacks: earlier tests' may fill a
+		// small buffer.
 		buf := make([]byte, 1<<20)
-		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*Viewer).input(")
+		for {
+			if n := runtime.Stack(buf, true); n < len(buf) {
+				return strings.Count(string(buf[:n]), "(*Viewer).input(")
+			}
+			buf = make([]byte, 2*len(buf))
+		}
 	}
 	before := inputs()
+	for until := time.Now().Add(5 * time.Second); before == 0 && time.Now().Before(until); before = inputs() {
+		time.Sleep(10 * time.Millisecond) // the viewer's goroutines starting
+	}
+	if before == 0 {
+		t.Fatal("no viewer input goroutine to see")
+	}
 	// More than the job's input pipe and the viewer's socket hold.
 	go conn.Write(make([]byte, 4<<20))
 	time.Sleep(200 * time.Millisecond)
