@@ -168,6 +168,9 @@ type Broker struct {
 	stops    []func()                 // ServeDNS's sockets' closing
 	names    map[netip.Addr]map[string]bool
 	lookups  time.Time // the last re-lookup
+
+	dnsMu  sync.Mutex
+	shared map[string]*nameLookup // lookupShared's
 }
 
 // Serve starts a Broker on listener, a seccomp listener of a filter that

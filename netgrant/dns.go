@@ -222,9 +222,7 @@ func (b *Broker) answerQuery(q []byte, max int) []byte {
 		// with addresses of the other family only gets no records
 		// (NOERROR), not a failure, which some resolvers (musl's) take
 		// for the whole lookup's.
-		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
-		addrs, err := b.lookup()(ctx, "ip", name)
-		cancel()
+		addrs, err := b.lookupShared(name)
 		var dnsErr *net.DNSError
 		switch {
 		case err == nil:
@@ -249,6 +247,75 @@ func (b *Broker) answerQuery(q []byte, max int) []byte {
 	}
 	b.event(decision{e, allowed})
 	return build(reply, qs, answers, max)
+}
+
+// A nameLookup is one lookup of a name's addresses, of both families,
+// that the questions for the name share while it is under way and for
+// lookupShare after it ended (an answer, or no such name): a program asks
+// for A and AAAA records at once, and each would look up both families.
+type nameLookup struct {
+	done  chan struct{}
+	addrs []netip.Addr
+	err   error
+	ended time.Time
+}
+
+// lookupShare is how long a lookup's answer serves later questions;
+// maxSharedLookups bounds the lookups kept for it.
+const (
+	lookupShare      = 2 * time.Second
+	maxSharedLookups = 256
+)
+
+// lookupShared looks name up (both families, within 5 s), or shares a
+// lookup of it under way or just ended.
+func (b *Broker) lookupShared(name string) ([]netip.Addr, error) {
+	b.dnsMu.Lock()
+	l := b.shared[name]
+	if l != nil {
+		select {
+		case <-l.done:
+			if time.Since(l.ended) > lookupShare {
+				l = nil
+			}
+		default:
+		}
+	}
+	if l != nil {
+		b.dnsMu.Unlock()
+		<-l.done
+		return l.addrs, l.err
+	}
+	if b.shared == nil || len(b.shared) >= maxSharedLookups {
+		// Those under way stay: there are at most maxDNSPending.
+		old := b.shared
+		b.shared = map[string]*nameLookup{}
+		for n, o := range old {
+			select {
+			case <-o.done:
+			default:
+				b.shared[n] = o
+			}
+		}
+	}
+	l = &nameLookup{done: make(chan struct{})}
+	b.shared[name] = l
+	b.dnsMu.Unlock()
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	l.addrs, l.err = b.lookup()(ctx, "ip", name)
+	cancel()
+	l.ended = time.Now()
+	close(l.done)
+	var dnsErr *net.DNSError
+	if l.err != nil && !(errors.As(l.err, &dnsErr) && dnsErr.IsNotFound) {
+		// A failure is not kept: the next question tries again.
+		b.dnsMu.Lock()
+		if b.shared[name] == l {
+			delete(b.shared, name)
+		}
+		b.dnsMu.Unlock()
+	}
+	return l.addrs, l.err
 }
 
 // lookup returns the function that looks names up for network "ip",
