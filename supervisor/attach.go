@@ -276,20 +276,22 @@ func (v *Viewer) wake() {
 }
 
 // inputRetry is how often a viewer whose input the job does not take
-// (its terminal's or pipe's buffer full) tries again, and sees whether it
-// has gone meanwhile.
+// (its terminal's or pipe's buffer full) tries again.
 const inputRetry = 20 * time.Millisecond
 
-// writeInput writes p to the job's input. The job may not read it for
-// ever: where the input is full, it waits for room inputRetry at a time,
-// and gives up once the viewer has gone (os.ErrClosed), so that a
-// detached viewer leaves no goroutine blocked on a job that does not
-// read.
+// writeInput writes p to the job's input, whole before another viewer's.
+// The job may not read it for ever: where the input is full, it waits
+// for room inputRetry at a time, and gives up (os.ErrClosed) once the
+// viewer has gone, or has hung its stream up (which the input goroutine,
+// waiting here, does not read), so that a detached viewer neither keeps a
+// goroutine blocked on a job that does not read, nor its writer lease.
 func (v *Viewer) writeInput(p []byte) error {
 	rc, err := v.j.in.SyscallConn()
 	if err != nil {
 		return err
 	}
+	v.j.inMu.Lock()
+	defer v.j.inMu.Unlock()
 	for len(p) > 0 {
 		var n int
 		var werr error
@@ -304,6 +306,9 @@ func (v *Viewer) writeInput(p []byte) error {
 		}
 		switch {
 		case werr == unix.EAGAIN:
+			if v.hungUp() {
+				return os.ErrClosed
+			}
 			t := time.NewTimer(inputRetry)
 			select {
 			case <-v.gone:
@@ -317,6 +322,22 @@ func (v *Viewer) writeInput(p []byte) error {
 		}
 	}
 	return nil
+}
+
+// hungUp reports whether the viewer's holder has closed its stream, or
+// shut its writing down: its end of the input.
+func (v *Viewer) hungUp() bool {
+	if v.raw == nil {
+		return false
+	}
+	gone := false
+	v.raw.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		if n, _ := unix.Poll(fds, 0); n > 0 {
+			gone = fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
+		}
+	})
+	return gone
 }
 
 // input passes what the viewer sends on to the job's terminal or input

@@ -145,8 +145,11 @@ type Job struct {
 	// keeps its own copy of the program's ends, so that out never reads an
 	// end of file or EIO between runs.
 	out, in *os.File
-	files   map[int]*os.File
-	back    *scrollback
+	// inMu is held while one viewer's input is written to in, whole:
+	// another's, after a lease change, does not land inside it.
+	inMu  sync.Mutex
+	files map[int]*os.File
+	back  *scrollback
 
 	mu       sync.Mutex
 	state    State

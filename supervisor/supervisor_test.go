@@ -380,9 +380,10 @@ func TestValidName(t *testing.T) {
 	}
 }
 
-// TestDetachWhileInputBlocked: a viewer that detaches while the job does
-// not read its input (its pipe full) leaves no goroutine behind, blocked
-// writing its input to the job.
+// TestDetachWhileInputBlocked: a viewer that detaches (closes its
+// stream) while the job does not read its input (its pipe full) ends,
+// leaves no goroutine behind, blocked writing its input to the job, and
+// frees its writer lease.
 func TestDetachWhileInputBlocked(t *testing.T) {
 	s := newSup(t, Config{})
 	ctx := context.Background()
@@ -413,15 +414,46 @@ func TestDetachWhileInputBlocked(t *testing.T) {
 	if before == 0 {
 		t.Fatal("no viewer input goroutine to see")
 	}
-	// More than the job's input pipe and the viewer's socket hold.
-	go conn.Write(make([]byte, 4<<20))
-	time.Sleep(200 * time.Millisecond)
-	v.Close()
+	// More than the job's input pipe and the viewer's socket hold,
+	// written without blocking, so that nothing of the test's holds the
+	// stream open when it is closed.
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 64<<10)
+	for range 50 {
+		raw.Control(func(fd uintptr) {
+			unix.SetNonblock(int(fd), true)
+			for {
+				if _, err := unix.Write(int(fd), chunk); err != nil {
+					break
+				}
+			}
+		})
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Detached as caplin attach detaches: its end closed.
+	conn.Close()
+	select {
+	case <-v.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the viewer did not end when its stream was closed")
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for inputs() >= before && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if n := inputs(); n >= before {
 		t.Errorf("%d viewer input goroutines after the detach, %d before", n, before)
+	}
+	// Its lease is free for the next viewer.
+	v2, conn2, err := j.Attach(AttachOptions{Write: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	if !v2.Writer() {
+		t.Error("the next viewer did not get the writer lease")
 	}
 }
