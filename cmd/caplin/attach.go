@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -207,13 +208,13 @@ func cmdAttach(args []string) int {
 type screen struct {
 	mu    sync.Mutex
 	t     termmode.Tracker
-	ended bool
+	ended atomic.Bool
 }
 
 func (s *screen) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ended {
+	if s.ended.Load() {
 		return 0, errScreenEnded
 	}
 	s.t.Scan(p)
@@ -224,8 +225,12 @@ var errScreenEnded = errors.New("caplin attach: ended")
 
 // restore writes what undoes the modes the job's output left set, once;
 // the job's output then goes nowhere. A write the terminal holds up (its
-// output stopped) is waited for a moment only: then nothing is restored.
+// output stopped, a slow link) is waited for half a second only: then
+// nothing is restored, and nothing more of the job's is written.
 func (s *screen) restore() {
+	if s.ended.Swap(true) {
+		return
+	}
 	for i := 0; !s.mu.TryLock(); i++ {
 		if i == 100 {
 			return
@@ -233,10 +238,6 @@ func (s *screen) restore() {
 		time.Sleep(5 * time.Millisecond)
 	}
 	defer s.mu.Unlock()
-	if s.ended {
-		return
-	}
-	s.ended = true
 	if b := s.t.Restore(); len(b) > 0 {
 		os.Stdout.Write(b)
 	}
