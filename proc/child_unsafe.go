@@ -240,6 +240,7 @@ type childState struct {
 	// while it waits for a request it reads it from a signalfd.
 	reapTable uint64
 	reaping   uint64
+	mask      uint64 // a sigset for sigchld
 }
 
 // childInit gives a new child an empty fd table but for ctrl, and arms the
@@ -273,34 +274,44 @@ func childInit(ctrl, cflags uintptr) {
 //go:noinline
 func startReaper(st *childState, cflags, table uintptr) {
 	st.reapTable, st.reaping = 0, 0
+	// A reaper's child inherits SIGCHLD blocked; a reaper without a
+	// table (below) keeps it unblocked too.
+	sigchld(st, unix.SIG_UNBLOCK)
 	if cflags&uintptr(flagReaper) == 0 {
-		sigchld(unix.SIG_UNBLOCK)
 		return
 	}
-	var e syscall.Errno
 	if table != 0 {
-		// A region used before: its pages read as zeroes again.
-		_, _, e = syscall.RawSyscall(unix.SYS_MADVISE, table, reapTableSize, unix.MADV_DONTNEED)
+		// A region used before: its pages read as zeroes again, or,
+		// where madvise cannot (locked pages), its entries are freed.
+		if _, _, e := syscall.RawSyscall(unix.SYS_MADVISE, table, reapTableSize, unix.MADV_DONTNEED); e != 0 {
+			for k := uintptr(0); k < reapEntries; k++ {
+				*(*int32)(ptr(table + reapScratch + k*reapEntrySize + 4)) = reapFree
+			}
+		}
 	} else {
+		var e syscall.Errno
 		table, _, e = syscall.RawSyscall6(unix.SYS_MMAP, 0, reapTableSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
-	}
-	if e != 0 {
-		return
+		if e != 0 {
+			// No table: the server tracks nothing, reaps a child when
+			// asked for it (tableOp), and orphans only with it.
+			return
+		}
 	}
 	st.reapTable = uint64(table)
-	sigchld(unix.SIG_BLOCK)
+	sigchld(st, unix.SIG_BLOCK)
 	st.reaping = 1
 }
 
-// sigchld blocks or unblocks (how) SIGCHLD in the calling thread.
+// sigchld blocks or unblocks (how) SIGCHLD in the calling thread. The
+// set is in st, not on the stack, which the nosplit chains bound.
 //
 //go:nosplit
 //go:norace
 //go:nocheckptr
 //go:noinline
-func sigchld(how uintptr) {
-	mask := uint64(1) << (unix.SIGCHLD - 1)
-	syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, how, uintptr(unsafe.Pointer(&mask)), 0, 8, 0, 0)
+func sigchld(st *childState, how uintptr) {
+	st.mask = 1 << (unix.SIGCHLD - 1)
+	syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, how, uintptr(unsafe.Pointer(&st.mask)), 0, 8, 0, 0)
 }
 
 // closeFDs closes the descriptors from through to: with close_range, or,
@@ -459,7 +470,7 @@ func awaitRequest(arena uintptr) {
 					break
 				}
 			}
-			drainChildren(st)
+			drainChildren(st, false)
 		}
 		if pfd[0].revents != 0 {
 			break
@@ -494,7 +505,7 @@ func runOp(arena, i uintptr) syscall.Errno {
 		}
 		return runSyscall(op, res)
 	case opTrack, opReap:
-		return reapOp((*childState)(at(arena, miscState)), op, res)
+		return reapOp(arena, op, res)
 	case opSpawn:
 		return spawnOp(arena, i, op, res)
 	case opServe:
@@ -515,9 +526,12 @@ func execOp(arena uintptr, op *wireOp, res *[2]uint64) syscall.Errno {
 	if st.reaping == 0 {
 		return runSyscall(op, res)
 	}
-	sigchld(unix.SIG_UNBLOCK)
+	sigchld(st, unix.SIG_UNBLOCK)
 	err := runSyscall(op, res)
-	sigchld(unix.SIG_BLOCK)
+	// The exec failed: a SIGCHLD that came meanwhile was dropped (an
+	// init's default), so what it announced is reaped now.
+	sigchld(st, unix.SIG_BLOCK)
+	drainChildren(st, false)
 	return err
 }
 
@@ -650,27 +664,40 @@ func runSpecial(arena uintptr, op *wireOp, res *[2]uint64) syscall.Errno {
 //go:nosplit
 //go:norace
 //go:nocheckptr
-func reapOp(st *childState, op *wireOp, res *[2]uint64) syscall.Errno {
-	if st.reapTable == 0 {
-		return syscall.ENOSPC // not a reaper, or it could not map its table
-	}
+func reapOp(arena uintptr, op *wireOp, res *[2]uint64) syscall.Errno {
+	st := (*childState)(at(arena, miscState))
 	if op.flags&flagNoDrain == 0 {
-		drainChildren(st)
+		drainChildren(st, true)
 	}
-	return tableOp(st, op.kind, int32(op.args[2]), uintptr(op.args[3]), res)
+	// A siginfo's room, past the fds a batch queues for its reply.
+	return tableOp(st, op.kind, int32(op.args[2]), uintptr(op.args[3]), arena+arenaCmsgOut+1536, res)
 }
 
 // tableOp runs opTrack or opReap (kind) of child pid on the reap table,
-// without reaping first; opReap's entry goes to out.
+// without reaping first; opReap's entry goes to out. A reaper that could
+// not map its table tracks nothing, and opReap reaps pid itself
+// (waitid(P_PID)), with scratch, 128 bytes, for its siginfo.
 //
 //go:nosplit
 //go:norace
 //go:nocheckptr
 //go:noinline
-func tableOp(st *childState, kind uint32, pid int32, out uintptr, res *[2]uint64) syscall.Errno {
+func tableOp(st *childState, kind uint32, pid int32, out, scratch uintptr, res *[2]uint64) syscall.Errno {
+	res[0] = 0
 	table := uintptr(st.reapTable)
 	if table == 0 {
-		return syscall.ENOSPC
+		if kind == opReap {
+			*(*int32)(ptr(scratch + 16)) = 0
+			_, _, e := syscall.RawSyscall6(unix.SYS_WAITID, unix.P_PID, uintptr(pid), scratch, unix.WEXITED|unix.WNOHANG, out+16, 0)
+			if e == 0 && *(*int32)(ptr(scratch + 16)) == pid {
+				*(*int32)(ptr(out)) = pid
+				*(*int32)(ptr(out + 4)) = reapExited
+				*(*int32)(ptr(out + 8)) = *(*int32)(ptr(scratch + 8))
+				*(*int32)(ptr(out + 12)) = *(*int32)(ptr(scratch + 24))
+				res[0] = 1
+			}
+		}
+		return 0
 	}
 	free := ^uintptr(0)
 	for k := uintptr(0); k < reapEntries; k++ {
@@ -695,7 +722,6 @@ func tableOp(st *childState, kind uint32, pid int32, out uintptr, res *[2]uint64
 		return 0 // tracked already, or reaped now
 	}
 	if kind == opReap {
-		res[0] = 0
 		return 0
 	}
 	if free == ^uintptr(0) {
@@ -703,41 +729,61 @@ func tableOp(st *childState, kind uint32, pid int32, out uintptr, res *[2]uint64
 	}
 	*(*int32)(ptr(free)) = pid
 	*(*int32)(ptr(free + 4)) = reapTracked
-	res[0] = 0
 	return 0
 }
 
-// drainChildren reaps every child of a reaper's that has exited, keeping
-// the statuses of tracked ones in its reap table and dropping the
-// others' (a pid namespace's init is the parent of every orphan in it).
+// drainChildren reaps the children of a reaper's that have exited. With
+// all (a request that tracks or reaps), every one: the statuses of
+// tracked ones are kept in the reap table, the others' (a pid namespace's
+// init is the parent of every orphan in it) dropped. Without (a SIGCHLD
+// while it waits), the orphans only, until the first tracked child that
+// has exited: that one stays a zombie, its pid its own, until its
+// Process is waited for (whoever made it reads its pid from its pidfd,
+// which a reaped process no longer has), and the orphans behind it until
+// the next request.
 //
 //go:nosplit
 //go:norace
 //go:nocheckptr
 //go:noinline
-func drainChildren(st *childState) {
+func drainChildren(st *childState, all bool) {
 	table := uintptr(st.reapTable)
 	if table == 0 {
 		return
 	}
 	si, ru := table, table+128
+	flags := uintptr(unix.WEXITED | unix.WNOHANG)
+	if !all {
+		flags |= unix.WNOWAIT
+	}
 	for {
 		*(*int32)(ptr(si + 16)) = 0
-		_, _, e := syscall.RawSyscall6(unix.SYS_WAITID, unix.P_ALL, 0, si, unix.WEXITED|unix.WNOHANG, ru, 0)
+		_, _, e := syscall.RawSyscall6(unix.SYS_WAITID, unix.P_ALL, 0, si, flags, ru, 0)
 		pid := *(*int32)(ptr(si + 16))
 		if e != 0 || pid == 0 {
 			return
 		}
+		tracked := ^uintptr(0)
 		for k := uintptr(0); k < reapEntries; k++ {
 			ent := table + reapScratch + k*reapEntrySize
 			if *(*int32)(ptr(ent)) == pid && *(*int32)(ptr(ent + 4)) == reapTracked {
-				*(*int32)(ptr(ent + 4)) = reapExited
-				*(*int32)(ptr(ent + 8)) = *(*int32)(ptr(si + 8))
-				*(*int32)(ptr(ent + 12)) = *(*int32)(ptr(si + 24))
-				for w := uintptr(0); w < reapEntrySize-16; w += 8 {
-					*(*uint64)(ptr(ent + 16 + w)) = *(*uint64)(ptr(ru + w))
-				}
+				tracked = ent
 				break
+			}
+		}
+		if !all {
+			if tracked != ^uintptr(0) {
+				return
+			}
+			syscall.RawSyscall6(unix.SYS_WAITID, unix.P_PID, uintptr(pid), si, unix.WEXITED|unix.WNOHANG, ru, 0)
+			continue
+		}
+		if tracked != ^uintptr(0) {
+			*(*int32)(ptr(tracked + 4)) = reapExited
+			*(*int32)(ptr(tracked + 8)) = *(*int32)(ptr(si + 8))
+			*(*int32)(ptr(tracked + 12)) = *(*int32)(ptr(si + 24))
+			for w := uintptr(0); w < reapEntrySize-16; w += 8 {
+				*(*uint64)(ptr(tracked + 16 + w)) = *(*uint64)(ptr(ru + w))
 			}
 		}
 	}
@@ -835,7 +881,7 @@ func spawnOp(arena, i uintptr, op *wireOp, res *[2]uint64) syscall.Errno {
 		// Tracked, with a scratch slot for a result nobody reads. No
 		// children are reaped first: the program may have exited
 		// already, and its status is kept only once it is tracked.
-		tableOp(st, opTrack, int32(pid), 0, (*[2]uint64)(at(arena, miscScratch)))
+		tableOp(st, opTrack, int32(pid), 0, 0, (*[2]uint64)(at(arena, miscScratch)))
 	}
 	st.spawned = 1
 	return 0
@@ -884,7 +930,7 @@ func spawnChild(arena uintptr) {
 	}
 	if st.reaping != 0 {
 		// A reaper's child, about to exec: SIGCHLD as it was.
-		sigchld(unix.SIG_UNBLOCK)
+		sigchld(st, unix.SIG_UNBLOCK)
 	}
 	hdr := (*reqHeader)(at(arena, 0))
 	for k := uintptr(st.spawnAt); k < uintptr(hdr.nops); k++ {

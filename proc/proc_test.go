@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/caplin-dev/caplin/internal/testenv"
+	"github.com/caplin-dev/caplin/pidfd"
 	"golang.org/x/sys/unix"
 )
 
@@ -1040,4 +1042,114 @@ func childZombies(pid int) []string {
 		}
 	}
 	return out
+}
+
+// TestSpawnPidOfQuickExit: a spawned program that exits at once still
+// has its pid when Spawn returns, from the tree zygote and from a handle
+// forked with NewPID: its reaper leaves a tracked child a zombie until
+// its Process is waited for, however soon SIGCHLD comes.
+func TestSpawnPidOfQuickExit(t *testing.T) {
+	ctx := context.Background()
+	init := fork(t, &Options{NewPID: true, NewUser: os.Getuid() != 0})
+	for _, c := range []struct {
+		name  string
+		spawn func() (*pidfd.Process, error)
+	}{
+		{"tree zygote", func() (*pidfd.Process, error) { return SpawnPath(ctx, nil, nil, "/bin/true", []string{"true"}, nil) }},
+		{"NewPID", func() (*pidfd.Process, error) {
+			return init.SpawnPath(ctx, nil, nil, "/bin/true", []string{"true"}, nil)
+		}},
+	} {
+		bad := 0
+		for range 100 {
+			p, err := c.spawn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Pid() <= 0 {
+				bad++
+			}
+			if st, err := p.Wait(ctx); err != nil || !st.Success() {
+				t.Fatalf("%s: %v %v", c.name, st, err)
+			}
+			p.Close()
+		}
+		if bad > 0 {
+			t.Errorf("%s: %d of 100 quick programs had no pid", c.name, bad)
+		}
+	}
+}
+
+// TestInitReapsAfterFailedExec: an orphan that exits while a reaper runs
+// a batch whose execve fails is still reaped: the SIGCHLD that the
+// execve's unblocking let go is not waited for.
+func TestInitReapsAfterFailedExec(t *testing.T) {
+	ctx := context.Background()
+	init := fork(t, &Options{NewPID: true, NewUser: os.Getuid() != 0})
+	h, err := init.Fork(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if code := shellStatus(t, h, "(sleep 0.2 &); exit 0"); code != 0 {
+		t.Fatalf("status %d", code)
+	}
+	var b Batch
+	ts := make([]byte, 16)
+	binary.NativeEndian.PutUint64(ts[8:], uint64(500*time.Millisecond))
+	b.Syscall(unix.SYS_NANOSLEEP, b.In(ts), Int(0))
+	b.Syscall(unix.SYS_EXECVE, b.CString("/nonexistent"), Int(0), Int(0))
+	if _, err := init.Run(ctx, &b); !errors.Is(err, unix.ENOENT) {
+		t.Fatalf("the batch: %v, want ENOENT", err)
+	}
+	time.Sleep(500 * time.Millisecond) // nothing asks the init anything
+	if z := childZombies(init.Pid()); len(z) > 0 {
+		t.Errorf("the init left %d zombies, the first: %q", len(z), z[0])
+	}
+}
+
+// TestReaperWithoutTable: a handle forked with NewPID that cannot map its
+// reap table (its address space limited) works as one without it would:
+// a program it runs is reaped when waited for, with its status, and
+// gets SIGCHLD unblocked.
+func TestReaperWithoutTable(t *testing.T) {
+	ctx := context.Background()
+	h := fork(t, &Options{NewPID: true, NewUser: os.Getuid() != 0})
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.Pid()))
+	if err != nil {
+		t.Skip(err) // not dumpable: not ours to read
+	}
+	var vm uint64
+	for _, l := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmSize:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			vm = kb << 10
+		}
+	}
+	if vm == 0 {
+		t.Fatalf("no VmSize in %s", status)
+	}
+	// Room for a fork's copy, not for a reap table as well.
+	var b Batch
+	lim := make([]byte, 16)
+	binary.NativeEndian.PutUint64(lim, vm+64<<10)
+	binary.NativeEndian.PutUint64(lim[8:], ^uint64(0))
+	b.Syscall(unix.SYS_PRLIMIT64, Int(0), Int(unix.RLIMIT_AS), b.In(lim), Int(0))
+	if _, err := h.Run(ctx, &b); err != nil {
+		t.Fatal(err)
+	}
+	c, err := h.Fork(ctx, &Options{NewPID: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// c's own child, which c reaps.
+	p, err := c.SpawnPath(ctx, nil, nil, "/bin/sh", []string{"sh", "-c", "grep -q '^SigBlk:.*0000000000000000$' /proc/self/status || exit 9; exit 3"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Wait(ctx)
+	if err != nil || st.ExitCode() != 3 {
+		t.Errorf("the program: %v %v, want exit 3 (9: SIGCHLD blocked)", st, err)
+	}
 }
