@@ -66,6 +66,18 @@ type rawIovec struct {
 	len  uint64
 }
 
+// The reply's control buffer (arenaCmsgOut) holds the fds a batch queues
+// for its reply, a header and at most maxFDs of them. Between batches a
+// reaper waits with it as scratch (awaitRequest): a sigset at 0, two
+// pollfds at cmsgOutPoll, signalfd records read at cmsgOutSignals. During
+// a batch, past the fds, a siginfo for tableOp at cmsgOutSiginfo.
+const (
+	cmsgOutPoll        = 16
+	cmsgOutSignals     = 64
+	cmsgOutSignalsSize = 8 * 128
+	cmsgOutSiginfo     = 1536
+)
+
 // Offsets inside the arena's misc area.
 const (
 	miscRecvMsg  = arenaMisc + 0   // rawMsghdr for recvmsg
@@ -451,12 +463,12 @@ func awaitRequest(arena uintptr) {
 	if e != 0 {
 		return
 	}
-	pfd := (*[2]rawPollFd)(at(arena, arenaCmsgOut+16))
-	buf := arena + arenaCmsgOut + 64
+	pfd := (*[2]rawPollFd)(at(arena, arenaCmsgOut+cmsgOutPoll))
+	buf := arena + arenaCmsgOut + cmsgOutSignals
 	for {
 		pfd[0] = rawPollFd{fd: int32(st.ctrl), events: unix.POLLIN}
 		pfd[1] = rawPollFd{fd: int32(sfd), events: unix.POLLIN}
-		_, _, e := syscall.RawSyscall6(unix.SYS_PPOLL, arena+arenaCmsgOut+16, 2, 0, 0, 0, 0)
+		_, _, e := syscall.RawSyscall6(unix.SYS_PPOLL, arena+arenaCmsgOut+cmsgOutPoll, 2, 0, 0, 0, 0)
 		if e == syscall.EINTR {
 			continue
 		}
@@ -465,7 +477,7 @@ func awaitRequest(arena uintptr) {
 		}
 		if pfd[1].revents != 0 {
 			for {
-				_, _, e := syscall.RawSyscall(unix.SYS_READ, sfd, buf, 8*128)
+				_, _, e := syscall.RawSyscall(unix.SYS_READ, sfd, buf, cmsgOutSignalsSize)
 				if e != 0 {
 					break
 				}
@@ -670,7 +682,7 @@ func reapOp(arena uintptr, op *wireOp, res *[2]uint64) syscall.Errno {
 		drainChildren(st, true)
 	}
 	// A siginfo's room, past the fds a batch queues for its reply.
-	return tableOp(st, op.kind, int32(op.args[2]), uintptr(op.args[3]), arena+arenaCmsgOut+1536, res)
+	return tableOp(st, op.kind, int32(op.args[2]), uintptr(op.args[3]), arena+arenaCmsgOut+cmsgOutSiginfo, res)
 }
 
 // tableOp runs opTrack or opReap (kind) of child pid on the reap table,

@@ -44,4 +44,10 @@ func TestRawLayout(t *testing.T) {
 		miscSendMsg+unsafe.Sizeof(rawMsghdr{}) > miscRecvIov {
 		t.Errorf("the arena's misc area overlaps itself")
 	}
+	// The reply's control buffer's parts do not overlap either.
+	if cmsgOutPoll < 8 || cmsgOutPoll+2*unsafe.Sizeof(rawPollFd{}) > cmsgOutSignals ||
+		cmsgOutSignals+cmsgOutSignalsSize > arenaCmsgSize ||
+		unix.SizeofCmsghdr+4*maxFDs > cmsgOutSiginfo || cmsgOutSiginfo+128 > arenaCmsgSize {
+		t.Errorf("the reply's control buffer overlaps itself")
+	}
 }
