@@ -62,7 +62,8 @@ func (d *Dir) OpenFile(name string, flag int, perm fs.FileMode) (*os.File, error
 	}
 	need := openRights(flag, d.rights)
 	dropCreat := false
-	if flag&unix.O_CREAT != 0 && flag&unix.O_EXCL == 0 && !d.rights.Has(RightCreate) && d.rights.Has(need&^RightCreate) {
+	tmpfile := flag&unix.O_TMPFILE == unix.O_TMPFILE
+	if flag&unix.O_CREAT != 0 && flag&unix.O_EXCL == 0 && !tmpfile && !d.rights.Has(RightCreate) && d.rights.Has(need&^RightCreate) {
 		// Without RightCreate, open an existing file; fail where one would be made.
 		dropCreat = true
 		need &^= RightCreate

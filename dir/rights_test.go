@@ -49,6 +49,10 @@ func TestReadOnlyNeverWritable(t *testing.T) {
 		os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC, os.O_RDONLY | os.O_APPEND,
 		os.O_WRONLY | os.O_APPEND, os.O_RDWR | os.O_CREATE, os.O_WRONLY | os.O_CREATE | os.O_EXCL,
 		os.O_RDWR | os.O_CREATE | os.O_TRUNC, unix.O_TMPFILE | os.O_RDWR, unix.O_ACCMODE,
+		// O_TMPFILE with O_CREAT, which the kernel refuses: were
+		// O_CREAT dropped for want of RightCreate, a plain O_TMPFILE
+		// would make a writable file.
+		unix.O_TMPFILE | os.O_CREATE | os.O_WRONLY, unix.O_TMPFILE | os.O_CREATE | os.O_RDWR,
 		os.O_RDWR | unix.O_NOFOLLOW, os.O_RDWR | unix.O_DIRECTORY,
 	}
 	for _, d := range []*Dir{ro, roExec} {
