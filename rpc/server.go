@@ -302,7 +302,9 @@ func (s *Server) NewObject(ctx context.Context, h Handler) (FD, error) {
 
 // Fail sends err as the object-level failure on the socket f (the server
 // end of an object the caller asked to be made, as in a pipelined Open) and
-// closes f: the client's calls on its end then fail with err.
+// closes f: the client's calls on its end then fail with err. The socket
+// may be a peer's, with its buffer full: Fail does not wait for room, and
+// then closes f without the message (the client sees its object end).
 func Fail(f *os.File, err error) {
 	defer f.Close()
 	uc, cerr := unixConn(f)
@@ -310,7 +312,15 @@ func Fail(f *os.File, err error) {
 		return
 	}
 	defer uc.Close()
-	uc.Write(lastMessage(err))
+	rc, rerr := uc.SyscallConn()
+	if rerr != nil {
+		return
+	}
+	msg := lastMessage(err)
+	rc.Write(func(fd uintptr) bool {
+		unix.SendmsgN(int(fd), msg, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		return true // once: never wait for room
+	})
 }
 
 // lastMessage is an object's last message, which says why it failed.
