@@ -43,6 +43,13 @@ import (
 // resolution is confined in the kernel by openat2). Rights are checked by
 // the server, which holds the directory; a holder can narrow them with sub
 // and never widen them.
+//
+// What a holder obtained stays its own when the object is revoked
+// (rpc.Revocable): the files it opened, the mounts it exported, and the
+// objects sub made, which are served on their own, with the rights they
+// were made with. A directory to be taken back whole is lent as a served
+// mount instead (package served: its Revoke cuts every file and name at
+// once), or narrowed to what its holder may keep.
 
 // OpenArgs are the arguments of a Directory's open.
 type OpenArgs struct {
@@ -251,12 +258,19 @@ func (s *handler) serve(ctx context.Context, call *rpc.Call) (any, error) {
 // unless the holder asked for it.
 func openRegular(d *dir.Dir, a OpenArgs) (any, error) {
 	a.Perm &= fs.ModePerm // no setuid, setgid or sticky files from a peer
-	f, err := d.OpenFile(a.Path, a.Flags|unix.O_NONBLOCK|unix.O_NOCTTY, a.Perm)
+	flags := a.Flags
+	if flags&unix.O_PATH == 0 {
+		// (openat2 refuses them beside O_PATH, which opens nothing.)
+		flags |= unix.O_NONBLOCK | unix.O_NOCTTY
+	}
+	f, err := d.OpenFile(a.Path, flags, a.Perm)
 	if err != nil {
 		return nil, err
 	}
+	// Through the raw fd: Fd would make the file blocking.
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+	err = fdStat(f, &st)
+	if err != nil {
 		f.Close()
 		return nil, &os.PathError{Op: "open", Path: a.Path, Err: err}
 	}
@@ -271,6 +285,19 @@ func openRegular(d *dir.Dir, a OpenArgs) (any, error) {
 		}
 	}
 	return rpc.FD{File: f}, nil
+}
+
+// fdStat is fstat(2) of f's descriptor, left as it is.
+func fdStat(f *os.File, st *unix.Stat_t) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), st) }); err != nil {
+		return err
+	}
+	return serr
 }
 
 // A Client is a typed client for a Directory object.

@@ -391,3 +391,27 @@ func TestFileObject(t *testing.T) {
 		t.Errorf("openfile of a directory: %v", err)
 	}
 }
+
+// TestDirectoryOpenPath: O_PATH opens through rpc with the exec right (an
+// fd to execveat), and without it fails on the rights; O_TMPFILE with
+// O_CREAT does not slip past a Directory without the create right.
+func TestDirectoryOpenPath(t *testing.T) {
+	ctx := context.Background()
+	d, _ := dirPair(t, dir.RightRead|dir.RightExec)
+	f, err := d.Open(ctx, "hello.txt", unix.O_PATH, 0)
+	if err != nil {
+		t.Fatalf("O_PATH with the exec right: %v", err)
+	}
+	f.Close()
+	ro, _ := dirPair(t, dir.RightRead)
+	if f, err := ro.Open(ctx, "hello.txt", unix.O_PATH, 0); err == nil {
+		f.Close()
+		t.Error("O_PATH without the exec right succeeded")
+	}
+	for _, flags := range []int{unix.O_TMPFILE | os.O_CREATE | os.O_WRONLY, unix.O_TMPFILE | os.O_CREATE | os.O_RDWR} {
+		if f, err := ro.Open(ctx, ".", flags, 0o600); err == nil {
+			f.Close()
+			t.Errorf("open(., %#x) on a read-only Directory succeeded", flags)
+		}
+	}
+}
