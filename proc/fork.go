@@ -374,7 +374,6 @@ func (z *zygote) make(ctx context.Context) (*Handle, error) {
 		// keeps the statuses of the ones Processes wait for in a table
 		// of its own (startReaper).
 		h.spawner = true
-		h.reaps = true
 	}
 	return h, nil
 }
@@ -523,7 +522,6 @@ func forkDirect(ctx context.Context, opts *Options) (_ *Handle, err error) {
 	}
 	h := newHandle(fds[0], fds[1], p)
 	h.pidns = opts.NewPID
-	h.reaps = opts.NewPID
 	h.noPdeath = opts.NoParentDeathSignal
 	defer func() {
 		if err != nil {
@@ -958,7 +956,7 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 		pfd = b.takeAndClose(Val{kind: valAux, v: pid.v})
 	}
 	b.CloseFD(ctrl)
-	if h.reaps && parent == h {
+	if h.pidns && parent == h {
 		b.add(call{kind: opTrack, name: "track", args: [6]Val{Int(0), Int(0), pid}})
 	}
 	res, err := h.Run(ctx, &b)
@@ -996,7 +994,7 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 	reap := reaperFor(parent, innerPid)
 	// A child whose parent keeps a reap table is tracked there, so its
 	// status is kept for its Process when its parent reaps it.
-	if parent != nil && parent.reaps && parent != h {
+	if parent != nil && parent.pidns && parent != h {
 		var t Batch
 		t.add(call{kind: opTrack, name: "track", args: [6]Val{Int(0), Int(0), Int(innerPid)}})
 		if _, err := parent.Run(ctx, &t); err != nil {
@@ -1021,7 +1019,6 @@ func (h *Handle) forkat(ctx context.Context, opts *Options, top bool, shared uin
 		child.arena = uint64(shared)
 	}
 	child.pidns = opts.NewPID
-	child.reaps = opts.NewPID
 	child.noPdeath = opts.NoParentDeathSignal
 	child.parent = parent
 	defer func() {
@@ -1120,7 +1117,7 @@ func killBatch(pid int) *Batch {
 
 // reap reaps, inside h, h's child pid, which has exited.
 func (h *Handle) reap(ctx context.Context, pid int) (*pidfd.State, error) {
-	if h.reaps {
+	if h.pidns {
 		var b Batch
 		ent := make([]byte, reapEntrySize)
 		found := b.add(call{kind: opReap, name: "reap", args: [6]Val{Int(0), Int(0), Int(pid), b.Out(ent)}})

@@ -75,11 +75,10 @@ type Handle struct {
 	*owned
 	ctrl      int         // the child's end of the control socket, as numbered in the child
 	state     error       // nil while usable
-	pidns     bool        // the child is the init of a pid namespace it was made in
+	pidns     bool        // the child is the init of a pid namespace it was made in, and so a reaper: it reaps its children as they exit, keeping the statuses of those it tracks (startReaper)
 	joinedPID atomic.Bool // the child joined a pid namespace for its children (JoinPIDNamespace)
 	parent    *Handle     // the child's parent process, when it is not the caller
 	spawner   bool        // the tree zygote: the parent of its children (no CLONE_PARENT)
-	reaps     bool        // a pid namespace's init: it reaps its children as they exit, keeping the statuses of those it tracks (startReaper)
 	noPdeath  bool        // made with NoParentDeathSignal
 	tls       uintptr     // a zygote's TLS slot, kept mapped (tlsKeep), for tests
 	arena     uint64      // the child's arena when not the usual one (forkShared)

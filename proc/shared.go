@@ -26,7 +26,7 @@ func (h *Handle) ForkShared(ctx context.Context, opts *Options) (*Handle, error)
 		return nil, errors.New("proc: ForkShared: the child must be the init of a new pid namespace (Options.NewPID)")
 	}
 	_, parent := h.childParent(opts)
-	if !spawnVM || raceBuild || opts.NewUser || opts.From == Direct || (parent != nil && parent != h && parent.reaps) {
+	if !spawnVM || raceBuild || opts.NewUser || opts.From == Direct || (parent != nil && parent != h && parent.pidns) {
 		return h.Fork(ctx, opts)
 	}
 	region, err := h.region(ctx)

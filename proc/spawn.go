@@ -273,7 +273,7 @@ func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, target 
 	}
 	flags, parent := h.childParent(opts)
 	parentIsUs := parent == nil
-	if !spawnVM || raceBuild || opts.NewUser || opts.From == Direct || (parent != nil && parent != h && parent.reaps) {
+	if !spawnVM || raceBuild || opts.NewUser || opts.From == Direct || (parent != nil && parent != h && parent.pidns) {
 		// A child whose status another process keeps must be tracked
 		// there before it can exit: that takes the slow way.
 		return spawnSlow(ctx, h, opts, setup, target, argv, env)
@@ -282,7 +282,7 @@ func (h *Handle) spawn(ctx context.Context, opts *Options, setup *Batch, target 
 	var b Batch
 	b.spawn = true
 	track := 0
-	if parent == h && h.reaps {
+	if parent == h && h.pidns {
 		track = 1
 	}
 	spawned := b.add(call{kind: opSpawn, name: "clone", args: [6]Val{Uint(uint64(flags)), Int(track)}})
