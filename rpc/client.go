@@ -385,8 +385,16 @@ func (c *Client) Call(ctx context.Context, method string, args, result any) erro
 }
 
 // Send calls method on the object with args without waiting for, or
-// getting, any reply. It returns once the message is on the socket.
+// getting, any reply. It returns once the message is on the socket, which
+// a server that reads nothing may never let it be: SendContext bounds the
+// wait.
 func (c *Client) Send(method string, args any) error {
+	return c.SendContext(context.Background(), method, args)
+}
+
+// SendContext is Send, giving up when ctx ends (its error) if the message
+// is not on the socket by then: nothing of it was sent.
+func (c *Client) SendContext(ctx context.Context, method string, args any) error {
 	body, files, err := encodeCall(method, args)
 	if err != nil {
 		return fmt.Errorf("rpc: %s: %w", method, err)
@@ -395,7 +403,7 @@ func (c *Client) Send(method string, args any) error {
 		return withMethod(err, method)
 	}
 	b := appendHeader(make([]byte, 0, headerLen+len(body)), kindCall, len(files), 0)
-	if err := c.c.sendCtx(context.Background(), append(b, body...), files); err != nil {
+	if err := c.c.sendCtx(ctx, append(b, body...), files); err != nil {
 		return c.sendError(method, err)
 	}
 	return nil

@@ -51,3 +51,30 @@ func TestFailDoesNotWait(t *testing.T) {
 		t.Errorf("a call on a failed object: %v, want the failure", err)
 	}
 }
+
+// TestSendContext: Send to a server that reads nothing waits for room;
+// SendContext gives up when its ctx ends.
+func TestSendContext(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[1]) // the server, which reads nothing
+	c, err := NewClient(os.NewFile(uintptr(fds[0]), "client"), ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	big := strings.Repeat("x", 32<<10)
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		err := c.SendContext(ctx, "m", big)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			return
+		}
+		if err != nil || i > 10000 {
+			t.Fatalf("send %d: %v, want the deadline once the socket is full", i, err)
+		}
+	}
+}

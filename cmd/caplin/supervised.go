@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/caplin-dev/caplin/rpc"
 	"github.com/caplin-dev/caplin/supervisor"
@@ -111,7 +112,11 @@ func runOn(c *supervisor.Client, ra supervisor.RunArgs, sigs <-chan os.Signal) (
 	for {
 		select {
 		case sig := <-sigs:
-			ctl.Send("signal", supervisor.SignalRunArgs{Signal: int(sig.(syscall.Signal))})
+			// A supervisor that reads nothing must not stop this loop
+			// from seeing the run end.
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			ctl.SendContext(sctx, "signal", supervisor.SignalRunArgs{Signal: int(sig.(syscall.Signal))})
+			cancel()
 		case r := <-done:
 			return r.res, r.err
 		}
