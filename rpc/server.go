@@ -135,7 +135,11 @@ type Server struct {
 	// connections it accepts and the objects its handlers make. 0 means
 	// 4096. Beyond it, a new connection gets an object-level error
 	// (CodeFailed, EAGAIN) and is closed, and NewObject and ServeFile
-	// fail with that error, until some object ends.
+	// fail with that error, until some object ends. There is no budget
+	// across objects, nor per peer: a peer that stops reading its replies
+	// makes each of its objects hold up to MaxConcurrent+1 calls with
+	// their descriptors (up to MaxFDs each), so a server for hostile
+	// peers sets these to what its descriptor limit allows.
 	MaxObjects int
 	// MaxMessage and MaxFDs bound each message a peer sends; 0 means
 	// DefaultMaxMessage and DefaultMaxFDs.
