@@ -37,6 +37,13 @@ import (
 // stream socket pair whose bytes a forwarder moves to and from the
 // connection with splice(2), in the kernel (rpc.RevocableStream): exactly
 // that connection, nothing else. UDP is not offered, for the same reason.
+//
+// A connection is its holder's once made: it outlives the Connector
+// object, and the object's revocation, and costs the server about eight
+// descriptors (the connection, the pair's end, the forwarder's pipes) for
+// as long as it is open. Nothing bounds how many one object makes but the
+// server's descriptor limit; a Connector for a hostile holder is served
+// by a process whose limit is set for it.
 
 // ConnectArgs are the arguments of a Connector's connect.
 type ConnectArgs struct {
