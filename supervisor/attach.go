@@ -327,17 +327,7 @@ func (v *Viewer) writeInput(p []byte) error {
 // hungUp reports whether the viewer's holder has closed its stream, or
 // shut its writing down: its end of the input.
 func (v *Viewer) hungUp() bool {
-	if v.raw == nil {
-		return false
-	}
-	gone := false
-	v.raw.Control(func(fd uintptr) {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
-		if n, _ := unix.Poll(fds, 0); n > 0 {
-			gone = fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
-		}
-	})
-	return gone
+	return v.raw != nil && polled(v.raw, unix.POLLRDHUP, unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR)
 }
 
 // input passes what the viewer sends on to the job's terminal or input

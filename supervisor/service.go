@@ -504,13 +504,7 @@ func waitHangup(ctx context.Context, w *os.File) {
 		return
 	}
 	for ctx.Err() == nil {
-		gone := false
-		sc.Control(func(fd uintptr) {
-			fds := []unix.PollFd{{Fd: int32(fd), Events: 0}}
-			n, _ := unix.Poll(fds, 0)
-			gone = n > 0 && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0
-		})
-		if gone {
+		if polled(sc, 0, unix.POLLERR|unix.POLLHUP) {
 			return
 		}
 		select {
@@ -518,6 +512,18 @@ func waitHangup(ctx context.Context, w *os.File) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// polled reports whether the descriptor of sc, polled now for events,
+// has any of want.
+func polled(sc syscall.RawConn, events, want int16) bool {
+	got := false
+	sc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: events}}
+		n, _ := unix.Poll(fds, 0)
+		got = n > 0 && fds[0].Revents&want != 0
+	})
+	return got
 }
 
 // attach attaches a viewer through n and returns its stream and control
