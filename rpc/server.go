@@ -10,6 +10,7 @@ import (
 	"os"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -135,16 +136,53 @@ type Server struct {
 	// connections it accepts and the objects its handlers make. 0 means
 	// 4096. Beyond it, a new connection gets an object-level error
 	// (CodeFailed, EAGAIN) and is closed, and NewObject and ServeFile
-	// fail with that error, until some object ends. There is no budget
-	// across objects, nor per peer: a peer that stops reading its replies
-	// makes each of its objects hold up to MaxConcurrent+1 calls with
-	// their descriptors (up to MaxFDs each), so a server for hostile
-	// peers sets these to what its descriptor limit allows.
+	// fail with that error, until some object ends. What one peer can
+	// make the server hold is bounded per tree of objects (below).
 	MaxObjects int
 	// MaxMessage and MaxFDs bound each message a peer sends; 0 means
 	// DefaultMaxMessage and DefaultMaxFDs.
 	MaxMessage int
 	MaxFDs     int
+
+	// MaxTreeObjects, MaxTreeFDs and MaxTreeBulk bound what one tree of
+	// objects makes the server hold. A connection Serve accepts, and an
+	// object ServeFile or NewObject serves with a context that comes from
+	// no call, roots a tree; an object ServeFile or NewObject serves with
+	// a call's context (or one made from it, as context.WithoutCancel
+	// does) joins the tree of the object called. So a tree is what one
+	// peer's connection or object led to, whoever holds its objects now,
+	// and a peer that holds only objects it was given cannot take more
+	// than its trees' budgets.
+	//
+	// MaxTreeObjects bounds the tree's objects at once; 0 means
+	// MaxObjects. Beyond it, objects fail to be made as beyond MaxObjects.
+	//
+	// MaxTreeFDs bounds the descriptors the server holds for the tree's
+	// calls: those that came with calls not yet answered, and those of
+	// replies being sent; 0 means 1024. While the tree holds that many,
+	// its objects read nothing more (backpressure, as for MaxConcurrent),
+	// and a call whose descriptors would take it past the bound fails
+	// with CodeFailed and EMFILE, its descriptors closed.
+	//
+	// MaxTreeBulk bounds the bytes of sealed memfds (Bulk) in replies the
+	// tree's peers have not read yet, which are the server's memory; 0
+	// means 64 MiB. While past it, the tree's objects read nothing more,
+	// until their peers read (SIOCOUTQ), or hang up. Calls that were
+	// read before may still add their replies; memfds a peer has read
+	// and keeps open are its own, bounded by its descriptor limit.
+	MaxTreeObjects int
+	MaxTreeFDs     int
+	MaxTreeBulk    int64
+	// MaxHeldFDs bounds the descriptors held, as for MaxTreeFDs, for all
+	// the server's trees together: a call whose descriptors would take
+	// the server past it fails the same way. 0 means half the process's
+	// RLIMIT_NOFILE when the server first needs it, which leaves the
+	// rest to the handlers' own files and to accepting.
+	MaxHeldFDs int
+
+	held     atomic.Int64 // descriptors held, as counted for MaxHeldFDs
+	heldOnce sync.Once
+	heldMax  int64
 
 	mu       sync.Mutex
 	conns    map[*serverConn]struct{}
@@ -387,6 +425,7 @@ type serverConn struct {
 	c      *conn
 	h      Handler
 	peer   *unix.Ucred
+	t      *tree
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -395,9 +434,14 @@ type serverConn struct {
 }
 
 func (s *Server) serve(ctx context.Context, uc *net.UnixConn, h Handler, peer *unix.Ucred) error {
-	cctx, cancel := context.WithCancel(ctx)
+	t := s.treeOf(ctx)
+	root := t == nil
+	if root {
+		t = &tree{s: s}
+	}
+	cctx, cancel := context.WithCancel(context.WithValue(ctx, treeKey{}, t))
 	sc := &serverConn{
-		s: s, c: newConn(uc, s.MaxMessage, s.MaxFDs), h: h, peer: peer,
+		s: s, c: newConn(uc, s.MaxMessage, s.MaxFDs), h: h, peer: peer, t: t,
 		ctx: cctx, cancel: cancel, calls: map[uint64]context.CancelFunc{},
 	}
 	s.mu.Lock()
@@ -414,6 +458,12 @@ func (s *Server) serve(ctx context.Context, uc *net.UnixConn, h Handler, peer *u
 		cancel()
 		return &Error{Code: CodeFailed, Errno: syscall.EAGAIN, Text: fmt.Sprintf("too many objects (the server serves at most %d)", max)}
 	}
+	if max := s.maxTreeObjects(); !root && t.objects >= max {
+		s.mu.Unlock()
+		cancel()
+		return &Error{Code: CodeFailed, Errno: syscall.EAGAIN, Text: fmt.Sprintf("too many objects made from this peer's (at most %d)", max)}
+	}
+	t.objects++
 	s.conns[sc] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -427,6 +477,7 @@ type job struct {
 	cancel context.CancelFunc
 	call   *Call
 	id     uint64
+	nfds   int // descriptors the call brought, counted in its tree
 }
 
 func (sc *serverConn) loop() {
@@ -452,8 +503,10 @@ func (sc *serverConn) loop() {
 				sc.s.logger().Debug("rpc: closing an object's handler", "err", err)
 			}
 		}
+		sc.t.forget(sc)
 		sc.s.mu.Lock()
 		delete(sc.s.conns, sc)
+		sc.t.objects--
 		sc.s.mu.Unlock()
 	}()
 	if e, ok := sc.h.(ender); ok {
@@ -533,6 +586,10 @@ func (w *workers) work(hasTurn bool) {
 			if ctx.Err() != nil {
 				return
 			}
+		}
+		if !w.waitBudget() {
+			w.sc.cancel()
+			return
 		}
 		j, ok := w.sc.read()
 		if !ok {
@@ -661,6 +718,7 @@ func (w *workers) queue(j job) bool {
 		if !w.waitRoom(&t) {
 			j.cancel()
 			j.call.release()
+			w.sc.putFDs(j.nfds)
 			return false
 		}
 		w.mu.Lock()
@@ -718,6 +776,7 @@ func (w *workers) drain() {
 		case j := <-w.waiting:
 			j.cancel()
 			j.call.release()
+			w.sc.putFDs(j.nfds)
 		default:
 			return
 		}
@@ -775,6 +834,13 @@ func (sc *serverConn) read() (job, bool) {
 			}
 			continue
 		}
+		if len(m.files) > 0 && !sc.takeFDs(len(m.files)) {
+			closeFiles(m.files)
+			if m.id != 0 {
+				sc.reply(m.id, nil, sc.errTooManyFDs())
+			}
+			continue
+		}
 		call := &Call{Method: method, Peer: sc.peer, Server: sc.s, body: rest, files: m.files}
 		cctx, cancel := context.WithCancel(sc.ctx)
 		if m.id != 0 {
@@ -782,7 +848,7 @@ func (sc *serverConn) read() (job, bool) {
 			sc.calls[m.id] = cancel
 			sc.mu.Unlock()
 		}
-		return job{ctx: cctx, cancel: cancel, call: call, id: m.id}, true
+		return job{ctx: cctx, cancel: cancel, call: call, id: m.id, nfds: len(m.files)}, true
 	}
 }
 
@@ -820,6 +886,7 @@ func (sc *serverConn) do(j job) {
 		sc.mu.Unlock()
 	}
 	j.cancel()
+	sc.putFDs(j.nfds)
 	if j.id == 0 {
 		if err != nil {
 			sc.s.logger().Debug("rpc: one-way call failed", "method", j.call.Method, "err", err)
@@ -862,18 +929,37 @@ func (sc *serverConn) reply(id uint64, res any, err error) {
 		}
 		if eerr == nil {
 			body[2], body[3] = byte(len(files)), byte(len(files)>>8)
-			if serr := sc.c.send(body, files); serr == nil {
-				return
-			} else if !errors.As(serr, new(*Error)) {
-				return // the connection is gone
-			} else {
-				err = serr
+			serr := sc.sendReply(body, files)
+			if serr == nil || !errors.As(serr, new(*Error)) {
+				return // sent, or the connection is gone
 			}
+			err = serr
 		} else {
 			err = Errorf(CodeFailed, "encoding the result: %v", eerr)
 		}
 	}
 	sc.c.send(append(appendHeader(nil, kindError, 0, id), encodeError(toWire(err))...), nil)
+}
+
+// sendReply sends a reply, counting its descriptors in the tree while it
+// is sent, and its bulk data until the peer has read it.
+func (sc *serverConn) sendReply(body []byte, files []*os.File) error {
+	if len(files) == 0 {
+		return sc.c.send(body, nil)
+	}
+	sc.holdFDs(len(files))
+	defer sc.putFDs(len(files))
+	// Counted before it is sent, so that a sweep that saw the queue empty
+	// just before cannot uncount it.
+	n := bulkBytes(files)
+	if n > 0 {
+		sc.t.addBulk(sc, n)
+	}
+	err := sc.c.send(body, files)
+	if err != nil && n > 0 {
+		sc.t.addBulk(sc, -n)
+	}
+	return err
 }
 
 // closeResult closes the files in a handler's result.

@@ -315,6 +315,20 @@ func (c *conn) peerGone() bool {
 	return gone
 }
 
+// unsent returns the bytes of the messages sent on c that the peer has not
+// read yet (SIOCOUTQ), or 0 if c is closed.
+func (c *conn) unsent() int {
+	rc, err := c.c.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	rc.Control(func(fd uintptr) {
+		n, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+	})
+	return n
+}
+
 // errMalformed is what recv returns, with the header's id when it could
 // be read, for a message that failed alone; the connection goes on.
 type recvError struct {

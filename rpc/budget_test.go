@@ -1,0 +1,368 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// fdsArgs carries descriptors in a call.
+type fdsArgs struct{ F []FD }
+
+// budgetHandler holds the descriptors of its "hold" calls until release is
+// closed, returns the descriptors it was sent ("give"), returns size bytes
+// of Bulk ("bulk"), and makes objects of its tree ("sub").
+type budgetHandler struct {
+	mu      sync.Mutex
+	release chan struct{}
+	holding atomic.Int64
+	bulks   atomic.Int64
+	size    int
+}
+
+func newBudgetHandler() *budgetHandler { return &budgetHandler{release: make(chan struct{})} }
+
+func (h *budgetHandler) ServeCall(ctx context.Context, call *Call) (any, error) {
+	switch call.Method {
+	case "hold":
+		h.mu.Lock()
+		release := h.release
+		h.mu.Unlock()
+		h.holding.Add(1)
+		defer h.holding.Add(-1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return "held", nil
+	case "give":
+		var a fdsArgs
+		if err := call.Args(&a); err != nil {
+			return nil, err
+		}
+		return a, nil
+	case "bulk":
+		h.bulks.Add(1)
+		return Bulk("budget", make([]byte, h.size))
+	case "sub":
+		return call.Server.NewObject(context.WithoutCancel(ctx), h)
+	case "root":
+		return call.Server.NewObject(context.Background(), h)
+	case "echo":
+		return "echo", nil
+	}
+	return nil, ErrUnknownMethod
+}
+
+// callMsg encodes call id of method carrying n descriptors (duplicates of
+// w's), returning the message and the descriptors' files, which the
+// caller closes once sent (sendFiles).
+func callMsg(t *testing.T, id uint64, method string, w *os.File, n int) ([]byte, []*os.File) {
+	t.Helper()
+	var a fdsArgs
+	for range n {
+		fd, err := unix.FcntlInt(w.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.F = append(a.F, FD{File: os.NewFile(uintptr(fd), "w")})
+	}
+	body, files, err := encodeCall(method, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(appendHeader(nil, kindCall, len(files), id), body...), files
+}
+
+// sendFiles sends msg with files on fd (flags as for sendmsg), then closes
+// the files.
+func sendFiles(fd int, msg []byte, files []*os.File, flags int) error {
+	var oob []byte
+	if len(files) > 0 {
+		fds := make([]int, len(files))
+		for i, f := range files {
+			fds[i] = int(f.Fd())
+		}
+		oob = unix.UnixRights(fds...)
+	}
+	err := unix.Sendmsg(fd, msg, oob, nil, flags)
+	closeFiles(files)
+	return err
+}
+
+// sendCall sends a call made by callMsg on p.
+func (p *rawPeer) sendCall(msg []byte, files []*os.File) {
+	p.t.Helper()
+	if err := sendFiles(p.fd, msg, files, 0); err != nil {
+		p.t.Fatalf("sendmsg: %v", err)
+	}
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10s for %s", what)
+		}
+	}
+}
+
+// noReply checks that nothing comes on p for d.
+func (p *rawPeer) noReply(d time.Duration) {
+	p.t.Helper()
+	pfd := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
+	n, _ := unix.Poll(pfd, int(d/time.Millisecond))
+	if n > 0 {
+		kind, id, e := p.reply()
+		p.t.Fatalf("a reply came (kind %d id %d error %v); want none while the tree is past its budget", kind, id, e)
+	}
+}
+
+// TestTreeFDBudget: the descriptors held for one tree's calls are bounded
+// by MaxTreeFDs, across the tree's objects: a call that would take it past
+// fails with EMFILE and its descriptors are closed, a tree at its bound
+// reads nothing more until calls end, and another tree is not affected.
+func TestTreeFDBudget(t *testing.T) {
+	srv := &Server{MaxTreeFDs: 16}
+	h := newBudgetHandler()
+	p := rawPair(t, srv, h)
+	// A second object of p's tree, made in a call.
+	p.send(append(header(Version, kindCall, 0, 1), cborOf(t, "sub", nil)...))
+	sub := &rawPeer{t: t, fd: -1}
+	{
+		pfd := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
+		unix.Poll(pfd, 5000)
+		buf := make([]byte, 4096)
+		oob := make([]byte, unix.CmsgSpace(4*4))
+		_, oobn, _, _, err := unix.Recvmsg(p.fd, buf, oob, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files, err := parseRights(oob[:oobn])
+		if err != nil || len(files) != 1 {
+			t.Fatalf("sub: %d files, %v", len(files), err)
+		}
+		sub.fd = int(files[0].Fd())
+		t.Cleanup(func() { files[0].Close() })
+	}
+	_, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+
+	// 7 + 7 held, on two objects of the tree.
+	p.sendCall(callMsg(t, 2, "hold", w, 7))
+	sub.sendCall(callMsg(t, 3, "hold", w, 7))
+	waitFor(t, "2 calls holding", func() bool { return h.holding.Load() == 2 })
+
+	// 7 more would be 21 > 16: refused, its descriptors closed.
+	rp, wfds := pipeWithEnds(t, 1)
+	wf := os.NewFile(uintptr(wfds[0]), "w")
+	p.sendCall(callMsg(t, 4, "hold", wf, 7))
+	wf.Close()
+	p.wantError(4, CodeFailed, "too many descriptors")
+	wantAllClosed(t, rp)
+	// Calls without descriptors still go (14 < 16).
+	p.echo(5)
+
+	// Another tree holds its own.
+	q := rawPair(t, srv, h)
+	q.sendCall(callMsg(t, 1, "hold", w, 14))
+	waitFor(t, "3 calls holding", func() bool { return h.holding.Load() == 3 })
+	q.echo(2)
+
+	close(h.release)
+	if kind, got, e := p.reply(); kind != kindReply || got != 2 {
+		t.Fatalf("reply kind %d id %d %v, want the reply to 2", kind, got, e)
+	}
+	// Once the calls are answered, the tree has room again.
+	waitFor(t, "the holds to end", func() bool { return h.holding.Load() == 0 })
+	h.mu.Lock()
+	h.release = make(chan struct{})
+	h.mu.Unlock()
+	p.sendCall(callMsg(t, 6, "hold", w, 15))
+	waitFor(t, "a call holding 15", func() bool { return h.holding.Load() == 1 })
+	// At 15, under 16: read on; a call of 1 more brings the tree to its
+	// bound: then it reads nothing until calls end.
+	p.sendCall(callMsg(t, 7, "give", w, 1))
+	if kind, got, e := p.reply(); kind != kindReply || got != 7 {
+		t.Fatalf("give: kind %d id %d %v", kind, got, e)
+	}
+	p.sendCall(callMsg(t, 8, "hold", w, 1))
+	waitFor(t, "2 calls holding", func() bool { return h.holding.Load() == 2 })
+	p.send(append(header(Version, kindCall, 0, 9), cborOf(t, "echo", nil)...))
+	p.noReply(100 * time.Millisecond)
+	h.mu.Lock()
+	close(h.release)
+	h.mu.Unlock()
+	got := map[uint64]bool{}
+	for range 3 {
+		kind, id, e := p.reply()
+		if kind != kindReply {
+			t.Fatalf("reply to %d: %v", id, e)
+		}
+		got[id] = true
+	}
+	if !got[6] || !got[8] || !got[9] {
+		t.Fatalf("replies %v, want 6, 8 and 9", got)
+	}
+}
+
+// echo makes an echo call and checks its reply.
+func (p *rawPeer) echo(id uint64) {
+	p.t.Helper()
+	p.send(append(header(Version, kindCall, 0, id), cborOf(p.t, "echo", nil)...))
+	if kind, got, e := p.reply(); kind != kindReply || got != id {
+		p.t.Fatalf("echo %d: kind %d id %d error %v", id, kind, got, e)
+	}
+}
+
+// TestPeerNotReadingFDs: a peer that sends descriptor-carrying calls to
+// many objects of its tree and never reads the replies (which carry the
+// descriptors back) makes the server hold at most its tree's budget, not
+// (MaxConcurrent+1) × MaxFDs per object; once it goes, all are closed.
+func TestPeerNotReadingFDs(t *testing.T) {
+	const budget = 256
+	srv := &Server{MaxTreeFDs: budget}
+	h := newBudgetHandler()
+	_, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	before := openFDs(t)
+	root := serveEnd(t, srv, h)
+	objs := []int{root}
+	for i := range 7 {
+		p := &rawPeer{t: t, fd: root}
+		p.send(append(header(Version, kindCall, 0, uint64(100+i)), cborOf(t, "sub", nil)...))
+		buf := make([]byte, 4096)
+		oob := make([]byte, unix.CmsgSpace(4*4))
+		pfd := []unix.PollFd{{Fd: int32(root), Events: unix.POLLIN}}
+		unix.Poll(pfd, 5000)
+		_, oobn, _, _, err := unix.Recvmsg(root, buf, oob, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files, err := parseRights(oob[:oobn])
+		if err != nil || len(files) != 1 {
+			t.Fatalf("sub: %v %v", files, err)
+		}
+		fd, _ := unix.Dup(int(files[0].Fd()))
+		files[0].Close()
+		objs = append(objs, fd)
+	}
+	// Each object gets calls of 32 descriptors, sent without waiting,
+	// until its socket takes no more.
+	sent := 0
+	for _, o := range objs {
+		for id := uint64(1); id < 5000; id++ {
+			m, files := callMsg(t, id, "give", w, 32)
+			if err := sendFiles(o, m, files, unix.MSG_DONTWAIT); err != nil {
+				break
+			}
+			sent++
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	held := openFDs(t) - before - len(objs)*2 // each object: its two ends
+	t.Logf("%d calls of 32 descriptors sent to %d objects; the server holds %d descriptors (budget %d)", sent, len(objs), held, budget)
+	if held > budget+32+8 {
+		t.Errorf("the server holds %d descriptors for one tree, want at most about %d", held, budget)
+	}
+	if n := srv.held.Load(); n > budget {
+		t.Errorf("counted %d held, budget %d", n, budget)
+	}
+	for _, o := range objs {
+		unix.Close(o)
+	}
+	waitFor(t, "the objects to end and their descriptors to close", func() bool {
+		return openFDs(t) <= before && srv.held.Load() == 0
+	})
+}
+
+// TestTreeBulkBudget: a peer that asks for bulk replies and reads none
+// makes the server keep at most about MaxTreeBulk of them; once it reads
+// them, the rest are served.
+func TestTreeBulkBudget(t *testing.T) {
+	const size = 256 << 10
+	const budget = 4 << 20
+	srv := &Server{MaxTreeBulk: budget}
+	h := newBudgetHandler()
+	h.size = size
+	p := rawPair(t, srv, h)
+	sent := 0
+	for id := uint64(1); id <= 400; id++ {
+		m := append(header(Version, kindCall, 0, id), cborOf(t, "bulk", nil)...)
+		if err := unix.Sendmsg(p.fd, m, nil, nil, unix.MSG_DONTWAIT); err != nil {
+			break
+		}
+		sent++
+	}
+	time.Sleep(300 * time.Millisecond)
+	made := h.bulks.Load()
+	t.Logf("%d bulk calls sent; %d replies made (%d KiB each, budget %d KiB)", sent, made, size>>10, budget>>10)
+	// The budget, and the calls read before it was reached: MaxConcurrent
+	// running, as many waiting.
+	if max := int64(budget/size + 2*16 + 1); made > max {
+		t.Errorf("%d bulk replies made with none read, want at most %d", made, max)
+	}
+	if made >= int64(sent) {
+		t.Fatalf("every call was served with no reply read")
+	}
+	for range sent {
+		if kind, _, e := p.reply(); kind != kindReply {
+			t.Fatalf("bulk reply: %v", e)
+		}
+	}
+	if n := h.bulks.Load(); n != int64(sent) {
+		t.Errorf("%d bulk replies made, want %d", n, sent)
+	}
+}
+
+// TestTreeObjects: MaxTreeObjects bounds the objects of one tree (made in
+// its calls), not the server's others.
+func TestTreeObjects(t *testing.T) {
+	ctx := context.Background()
+	srv := &Server{MaxTreeObjects: 2}
+	h := newBudgetHandler()
+	c, _ := pairWith(t, srv, h)
+	var sub FD
+	if err := c.Call(ctx, "sub", nil, &sub); err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	var more FD
+	if err := c.Call(ctx, "sub", nil, &more); !errors.Is(err, syscall.EAGAIN) {
+		more.Close()
+		t.Fatalf("a third object in the tree: %v, want EAGAIN", err)
+	}
+	// Objects made from no call root trees of their own.
+	var root FD
+	if err := c.Call(ctx, "root", nil, &root); err != nil {
+		t.Fatalf("a new root: %v", err)
+	}
+	defer root.Close()
+	c2, _ := pairWith(t, srv, h)
+	var sub2 FD
+	if err := c2.Call(ctx, "sub", nil, &sub2); err != nil {
+		t.Fatalf("another tree's object: %v", err)
+	}
+	sub2.Close()
+	// One of the tree's ends: room again.
+	sub.Close()
+	waitFor(t, "room in the tree", func() bool {
+		var o FD
+		err := c.Call(ctx, "sub", nil, &o)
+		o.Close()
+		return err == nil
+	})
+}
