@@ -82,6 +82,23 @@ import (
 // bytes meant for end.) Go's own sockets and pipes are always non-blocking,
 // so for them nothing changes.
 func RevocableStream(ctx context.Context, f *os.File) (end *os.File, revoke func(), err error) {
+	end, revoke, _, err = RevocableStreamDone(ctx, f)
+	return end, revoke, err
+}
+
+// RevocableStreamDone is RevocableStream that also returns done, closed
+// once the forwarder has stopped (both directions over, revoke called or
+// ctx ended) and has closed every descriptor it held: for a server that
+// counts the streams it keeps.
+func RevocableStreamDone(ctx context.Context, f *os.File) (end *os.File, revoke func(), done <-chan struct{}, err error) {
+	end, fw, err := revocableStream(ctx, f)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return end, func() { fw.stop(); <-fw.done }, fw.done, nil
+}
+
+func revocableStream(ctx context.Context, f *os.File) (end *os.File, _ *streamForwarder, err error) {
 	if f == nil {
 		return nil, nil, fmt.Errorf("rpc: RevocableStream: nil file: %w", unix.EINVAL)
 	}
@@ -156,7 +173,7 @@ func RevocableStream(ctx context.Context, f *os.File) (end *os.File, revoke func
 	for _, d := range fw.dirs {
 		go fw.run(d)
 	}
-	return end, func() { fw.stop(); <-fw.done }, nil
+	return end, fw, nil
 }
 
 type streamKindT int

@@ -23,7 +23,8 @@ import (
 )
 
 const serveHelp = `usage: caplin serve dir PATH [--socket S] [--read-only | --rights R] [-v]
-       caplin serve connector --allow PATTERN... [--unix-dir D] [--socket S] [-v]
+       caplin serve connector --allow PATTERN... [--unix-dir D] [--max-conns N]
+                              [--cut-on-close] [--socket S] [-v]
        caplin serve launcher --profile FILE [--max N] [--socket S] [-v] [-- PROGRAM [ARGS...]]
 
 Serve a capability on a Unix socket (SOCK_SEQPACKET). Each connection to
@@ -73,6 +74,11 @@ Connector flags:
 	               server resolves them.
 	--unix-dir D   the directory unix: paths are relative to, confined to
 	               it (no "..", no symbolic link out)
+	--max-conns N  connections one client connection may have open at
+	               once (default 256; each costs the server about eight
+	               descriptors); past it connect fails with EAGAIN
+	--cut-on-close end a client's connections when its connection to
+	               the server ends (by default they outlive it)
 
 Launcher flags:
 
@@ -195,6 +201,8 @@ func serveConnector(args []string) int {
 	fs := newFlags("serve connector")
 	socket := fs.String("socket", "", "")
 	unixDir := fs.String("unix-dir", "", "")
+	maxConns := fs.Int("max-conns", 256, "")
+	cut := fs.Bool("cut-on-close", false, "")
 	verbose := fs.Bool("v", false, "")
 	var allow stringsFlag
 	fs.Var(&allow, "allow", "")
@@ -207,6 +215,10 @@ func serveConnector(args []string) int {
 	}
 	if len(allow) == 0 {
 		usageError(name, serveSynopsis, "no --allow: the connector would allow nothing")
+		return exitUsage
+	}
+	if *maxConns < 1 {
+		usageError(name, serveSynopsis, fmt.Sprintf("--max-conns %d: want at least 1", *maxConns))
 		return exitUsage
 	}
 	// Check the policy once, up front, so that a typo is a usage error.
@@ -225,7 +237,7 @@ func serveConnector(args []string) int {
 	}
 	log := serverLogger(*verbose)
 	newHandler := func(peer *unix.Ucred) rpc.Handler {
-		p := connector.Policy{Allow: allow}
+		p := connector.Policy{Allow: allow, MaxConns: *maxConns, EndWithObject: *cut}
 		if d != nil {
 			sub, err := d.Sub(".", d.Rights())
 			if err != nil {

@@ -16,6 +16,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/caplin-dev/caplin/dir"
@@ -38,12 +39,12 @@ import (
 // connection with splice(2), in the kernel (rpc.RevocableStream): exactly
 // that connection, nothing else. UDP is not offered, for the same reason.
 //
-// A connection is its holder's once made: it outlives the Connector
-// object, and the object's revocation, and costs the server about eight
-// descriptors (the connection, the pair's end, the forwarder's pipes) for
-// as long as it is open. Nothing bounds how many one object makes but the
-// server's descriptor limit; a Connector for a hostile holder is served
-// by a process whose limit is set for it.
+// A connection costs the server about eight descriptors (the connection,
+// the pair's end, the forwarder's pipes) for as long as it is open, and
+// Policy.MaxConns bounds how many one object has open at once. By default
+// a connection is its holder's once made: it outlives the Connector
+// object, and the object's revocation; with Policy.EndWithObject the
+// object's end cuts them all.
 
 // ConnectArgs are the arguments of a Connector's connect.
 type ConnectArgs struct {
@@ -79,6 +80,15 @@ type Policy struct {
 	Dir *dir.Dir
 	// Dialer makes TCP connections; nil means a zero net.Dialer.
 	Dialer *net.Dialer
+	// MaxConns bounds the connections the object has open at once: made,
+	// and not yet ended by both sides or cut. Past it, connect fails
+	// (rpc.CodeFailed, EAGAIN) until one ends. 0 means 256.
+	MaxConns int
+	// EndWithObject cuts every connection the object made when the object
+	// ends (its holder closes it, it is revoked, its server shuts down),
+	// as rpc.RevocableStream's revoke does: the holders' writes fail and
+	// their reads see EOF. Without it a connection outlives the object.
+	EndWithObject bool
 }
 
 type netRule struct {
@@ -171,9 +181,16 @@ func badName(name string) bool {
 // error naming the first Allow entry it cannot parse. It takes ownership
 // of p.Dir, which is closed when the object ends.
 func New(p Policy) (rpc.Handler, error) {
-	c := &handler{dir: p.Dir, dialer: p.Dialer}
+	c := &handler{dir: p.Dir, dialer: p.Dialer, maxConns: p.MaxConns}
 	if c.dialer == nil {
 		c.dialer = &net.Dialer{}
+	}
+	if c.maxConns <= 0 {
+		c.maxConns = defaultMaxConns
+	}
+	c.streams = context.Background()
+	if p.EndWithObject {
+		c.streams, c.cut = context.WithCancel(context.Background())
 	}
 	for _, s := range p.Allow {
 		r, err := parseRule(s)
@@ -185,15 +202,31 @@ func New(p Policy) (rpc.Handler, error) {
 	return c, nil
 }
 
+// defaultMaxConns is Policy.MaxConns's default: 256 connections, about
+// 2,048 of the server's descriptors.
+const defaultMaxConns = 256
+
 // handler serves one Connector object.
 type handler struct {
-	rules  []netRule
-	dir    *dir.Dir
-	dialer *net.Dialer
+	rules    []netRule
+	dir      *dir.Dir
+	dialer   *net.Dialer
+	maxConns int
+	// streams bounds the forwarders' lives: the object's with
+	// EndWithObject (cut cancels it), else Background.
+	streams context.Context
+	cut     context.CancelFunc
+
+	mu   sync.Mutex
+	open int // connections open or being made
 }
 
-// Close closes the directory of Unix sockets.
+// Close closes the directory of Unix sockets and, with EndWithObject,
+// cuts the object's connections.
 func (c *handler) Close() error {
+	if c.cut != nil {
+		c.cut()
+	}
 	if c.dir != nil {
 		return c.dir.Close()
 	}
@@ -261,6 +294,35 @@ func (c *handler) ServeCall(ctx context.Context, call *rpc.Call) (any, error) {
 	if err := call.Args(&a); err != nil {
 		return nil, err
 	}
+	if !c.reserve() {
+		return nil, &rpc.Error{Code: rpc.CodeFailed, Errno: syscall.EAGAIN, Text: fmt.Sprintf("connect %s %s: the connector has %d connections open, its most; close one", a.Network, a.Address, c.maxConns)}
+	}
+	res, err := c.connect(ctx, a)
+	if err != nil {
+		c.release()
+	}
+	return res, err
+}
+
+// reserve counts one more connection if there is room for it.
+func (c *handler) reserve() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.open >= c.maxConns {
+		return false
+	}
+	c.open++
+	return true
+}
+
+func (c *handler) release() {
+	c.mu.Lock()
+	c.open--
+	c.mu.Unlock()
+}
+
+// connect makes the connection a asks for, counted by the caller.
+func (c *handler) connect(ctx context.Context, a ConnectArgs) (any, error) {
 	switch a.Network {
 	case "unix":
 		return c.connectUnix(ctx, a.Address)
@@ -285,14 +347,15 @@ func (c *handler) ServeCall(ctx context.Context, call *rpc.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return connFD(conn)
+	return c.connFD(conn)
 }
 
 // connFD returns, as an FD, the holder's end of a forwarder to conn (see
 // the comment on the Connector service above: the connection itself is not
 // handed out), and closes conn. The end is in blocking mode, as most
-// programs expect of their descriptors.
-func connFD(conn net.Conn) (any, error) {
+// programs expect of their descriptors. The connection counted for it is
+// uncounted when the forwarder has ended.
+func (c *handler) connFD(conn net.Conn) (any, error) {
 	defer conn.Close()
 	fc, ok := conn.(interface{ File() (*os.File, error) })
 	if !ok {
@@ -308,10 +371,14 @@ func connFD(conn net.Conn) (any, error) {
 	if err := unix.SetNonblock(int(f.Fd()), false); err != nil {
 		return nil, &os.SyscallError{Syscall: "fcntl O_NONBLOCK", Err: err}
 	}
-	end, _, err := rpc.RevocableStream(context.Background(), f)
+	end, _, done, err := rpc.RevocableStreamDone(c.streams, f)
 	if err != nil {
 		return nil, err
 	}
+	go func() {
+		<-done
+		c.release()
+	}()
 	return rpc.FD{File: end}, nil
 }
 
@@ -362,7 +429,7 @@ func (c *handler) connectUnix(ctx context.Context, p string) (any, error) {
 		}
 		return nil, err
 	}
-	return connFD(conn)
+	return c.connFD(conn)
 }
 
 // A Client is a typed client for a Connector object.

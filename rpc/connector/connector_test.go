@@ -239,3 +239,125 @@ func TestConnectorPolicy(t *testing.T) {
 		}
 	}
 }
+
+// holdListener accepts connections on ln and keeps them open until the
+// test ends, reading what comes.
+func holdListener(t *testing.T, ln net.Listener) {
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+}
+
+// TestMaxConns: an object has at most MaxConns connections open; past
+// them connect fails with EAGAIN, and one that ends makes room.
+func TestMaxConns(t *testing.T) {
+	ctx := context.Background()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	holdListener(t, ln)
+	h, err := New(Policy{Allow: []string{ln.Addr().String(), "127.0.0.1:1"}, MaxConns: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := rpctest.Pair(t, h)
+	cl := Client{c}
+	// Connects that fail, refused by the policy or by the host, do not
+	// count.
+	for range 5 {
+		if _, err := cl.Connect(ctx, "tcp", "127.0.0.1:1"); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("connect to a closed port: %v, want ECONNREFUSED", err)
+		}
+		if _, err := cl.Connect(ctx, "tcp", "127.0.0.1:2"); !errors.Is(err, syscall.EACCES) {
+			t.Fatalf("connect to a port not allowed: %v, want EACCES", err)
+		}
+	}
+	var conns []*os.File
+	for range 3 {
+		f, err := cl.Connect(ctx, "tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, f)
+	}
+	if f, err := cl.Connect(ctx, "tcp", ln.Addr().String()); !errors.Is(err, syscall.EAGAIN) {
+		if f != nil {
+			f.Close()
+		}
+		t.Fatalf("a fourth connection: %v, want EAGAIN", err)
+	}
+	conns[0].Close()
+	var f *os.File
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if f, err = cl.Connect(ctx, "tcp", ln.Addr().String()); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a connection ended: %v", err)
+		}
+	}
+	f.Close()
+	for _, f := range conns[1:] {
+		f.Close()
+	}
+}
+
+// TestEndWithObject: with EndWithObject, closing the object cuts its
+// connections (the holder reads EOF, its writes fail, the server's
+// forwarders close everything); without it they go on.
+func TestEndWithObject(t *testing.T) {
+	testenv.AlsoAsNobody(t)
+	ctx := context.Background()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, ln)
+	for _, end := range []bool{true, false} {
+		t.Run(fmt.Sprint("EndWithObject=", end), func(t *testing.T) {
+			before := testenv.OpenFDs(t)
+			h, err := New(Policy{Allow: []string{ln.Addr().String()}, EndWithObject: end})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, _ := rpctest.Pair(t, h)
+			f, err := Client{c}.Connect(ctx, "tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			c.Close()
+			if !end {
+				time.Sleep(50 * time.Millisecond)
+				roundTripOver(t, f, "still here")
+				return
+			}
+			f.SetReadDeadline(time.Now().Add(5 * time.Second))
+			b := make([]byte, 8)
+			if n, err := f.Read(b); n != 0 || err != io.EOF {
+				t.Fatalf("read after the object ended: %d, %v; want EOF", n, err)
+			}
+			if _, err := f.WriteString("x"); !errors.Is(err, syscall.EPIPE) {
+				t.Errorf("write after the object ended: %v, want EPIPE", err)
+			}
+			f.Close()
+			// The server side: the forwarder's descriptors are closed.
+			for deadline := time.Now().Add(5 * time.Second); testenv.OpenFDs(t) > before; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d descriptors still open, %d before", testenv.OpenFDs(t), before)
+				}
+			}
+		})
+	}
+}
