@@ -225,14 +225,18 @@ func (p *rawPeer) echo(id uint64) {
 	}
 }
 
-// TestPeerNotReadingFDs: a peer that sends descriptor-carrying calls to
-// many objects of its tree and never reads the replies (which carry the
-// descriptors back) makes the server hold at most its tree's budget, not
-// (MaxConcurrent+1) × MaxFDs per object; once it goes, all are closed.
-func TestPeerNotReadingFDs(t *testing.T) {
-	const budget = 256
+// TestManyObjectsFDs: a peer whose descriptor-carrying calls do not end
+// (they wait, or their replies wait for a peer that reads none) on many
+// objects of its tree makes the server hold at most the tree's budget, not
+// (2×MaxConcurrent+1) × the descriptors of a call per object; once it
+// goes, all are closed. (Few descriptors per call and few calls: the
+// descriptors in flight in sockets count against the user's limit for
+// every process of the user, other tests' too.)
+func TestManyObjectsFDs(t *testing.T) {
+	const budget, objects, perCall, calls = 64, 4, 8, 40
 	srv := &Server{MaxTreeFDs: budget}
 	h := newBudgetHandler()
+	defer close(h.release)
 	_, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -241,7 +245,7 @@ func TestPeerNotReadingFDs(t *testing.T) {
 	before := openFDs(t)
 	root := serveEnd(t, srv, h)
 	objs := []int{root}
-	for i := range 7 {
+	for i := range objects - 1 {
 		p := &rawPeer{t: t, fd: root}
 		p.send(append(header(Version, kindCall, 0, uint64(100+i)), cborOf(t, "sub", nil)...))
 		buf := make([]byte, 4096)
@@ -260,23 +264,21 @@ func TestPeerNotReadingFDs(t *testing.T) {
 		files[0].Close()
 		objs = append(objs, fd)
 	}
-	// Each object gets calls of 32 descriptors, sent without waiting,
-	// until its socket takes no more.
 	sent := 0
 	for _, o := range objs {
-		for id := uint64(1); id < 5000; id++ {
-			m, files := callMsg(t, id, "give", w, 32)
+		for id := uint64(1); id <= calls; id++ {
+			m, files := callMsg(t, id, "hold", w, perCall)
 			if err := sendFiles(o, m, files, unix.MSG_DONTWAIT); err != nil {
-				break
+				t.Fatalf("sending call %d: %v", id, err)
 			}
 			sent++
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond)
 	held := openFDs(t) - before - len(objs)*2 // each object: its two ends
-	t.Logf("%d calls of 32 descriptors sent to %d objects; the server holds %d descriptors (budget %d)", sent, len(objs), held, budget)
-	if held > budget+32+8 {
-		t.Errorf("the server holds %d descriptors for one tree, want at most about %d", held, budget)
+	t.Logf("%d calls of %d descriptors sent to %d objects; the server holds %d descriptors (budget %d)", sent, perCall, len(objs), held, budget)
+	if held > budget+perCall {
+		t.Errorf("the server holds %d descriptors for one tree, want at most %d", held, budget+perCall)
 	}
 	if n := srv.held.Load(); n > budget {
 		t.Errorf("counted %d held, budget %d", n, budget)
