@@ -34,6 +34,10 @@ var ErrMoved = errors.New("export: the directory is not where its path says (ren
 type exporter struct {
 	mu sync.Mutex
 	h  *proc.Handle
+	// mounts is /proc/self/mountinfo, opened before h was made: poll(2)
+	// reports POLLPRI on it once the caller's mount table has changed
+	// since, and h's copy of it is stale.
+	mounts *os.File
 }
 
 // theExporter is shared by the process: one child serves every export.
@@ -42,18 +46,47 @@ var theExporter exporter
 func (e *exporter) handle(ctx context.Context, fresh bool) (*proc.Handle, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.h != nil && fresh {
+	if e.h != nil && (fresh || e.mountsChanged()) {
 		e.h.Close()
 		e.h = nil
 	}
 	if e.h == nil {
+		if e.mounts != nil {
+			e.mounts.Close()
+			e.mounts = nil
+		}
+		// Opened first: a change made while the child is made is one
+		// it may have missed.
+		m, err := os.Open("/proc/self/mountinfo")
+		if err != nil {
+			return nil, fmt.Errorf("export: %w", err)
+		}
 		h, err := proc.Fork(ctx, &proc.Options{NewUser: true, NewMount: true})
 		if err != nil {
+			m.Close()
 			return nil, fmt.Errorf("export: making a user and mount namespace: %w", err)
 		}
-		e.h = h
+		e.h, e.mounts = h, m
 	}
 	return e.h, nil
+}
+
+// mountsChanged reports whether the caller's mount table has changed since
+// the exporter copied it (or whether that cannot be told): a mount made
+// since, over a directory inside the one exported, would be missing from
+// the copy, and the export would show what it hides.
+func (e *exporter) mountsChanged() bool {
+	if e.mounts == nil {
+		return true
+	}
+	fds := []unix.PollFd{{Fd: int32(e.mounts.Fd()), Events: unix.POLLPRI}}
+	for {
+		n, err := unix.Poll(fds, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		return err != nil || n > 0 && fds[0].Revents&(unix.POLLPRI|unix.POLLERR|unix.POLLNVAL) != 0
+	}
 }
 
 // Dir returns a directory descriptor for the root of a new, detached
@@ -76,16 +109,25 @@ func (e *exporter) handle(ctx context.Context, fresh bool) (*proc.Handle, error)
 //
 // open_tree cannot clone a directory through a descriptor from another
 // mount namespace, so the child finds d by d's path, in a copy of the
-// caller's mounts taken when the child was made, and Dir checks that it
-// found the same directory (device and inode); if not, it fails with
-// ErrMoved.
+// caller's mounts, and Dir checks that it found the same directory (device
+// and inode); if not, it fails with ErrMoved. The copy is taken again
+// whenever the caller's mount table has changed since (the kernel says so
+// by poll(2) on /proc/self/mountinfo), so that the export has the mounts
+// inside d that the caller sees, and none that they hide. The export is
+// read-only, or noexec, where d's own mount is, whatever d's rights.
 func Dir(ctx context.Context, d *dir.Dir) (*os.File, error) {
 	var want unix.Stat_t
 	var path string
+	var mountFlags int64
 	err := borrow.FD(d, "export", func(fd int) error {
 		if err := unix.Fstat(fd, &want); err != nil {
 			return &os.PathError{Op: "export", Path: d.Name(), Err: err}
 		}
+		var sfs unix.Statfs_t
+		if err := unix.Fstatfs(fd, &sfs); err != nil {
+			return &os.PathError{Op: "export", Path: d.Name(), Err: err}
+		}
+		mountFlags = sfs.Flags
 		var err error
 		path, err = os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
 		if err != nil {
@@ -97,6 +139,14 @@ func Dir(ctx context.Context, d *dir.Dir) (*os.File, error) {
 		return nil, err
 	}
 	attr := uint64(unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV)
+	// Never more than d's own mount allows, whatever mount the child
+	// finds d's path on.
+	if mountFlags&unix.ST_RDONLY != 0 {
+		attr |= unix.MOUNT_ATTR_RDONLY
+	}
+	if mountFlags&unix.ST_NOEXEC != 0 {
+		attr |= unix.MOUNT_ATTR_NOEXEC
+	}
 	if !d.Rights().Has(dir.RightWrite) {
 		attr |= unix.MOUNT_ATTR_RDONLY
 	}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/caplin-dev/caplin/dir"
@@ -229,5 +231,114 @@ func TestExportNil(t *testing.T) {
 			f.Close()
 		}
 		t.Errorf("Dir(nil) = %v; want fs.ErrInvalid", err)
+	}
+}
+
+// envLaterMounts runs TestExportSeesLaterMounts's body in a user and
+// mount namespace of its own, where it may mount (nothing reaches the
+// host's mounts).
+const envLaterMounts = "CAPLIN_TEST_EXPORT_LATER_MOUNTS"
+
+// TestExportSeesLaterMounts: the exporter's copy of the caller's mounts is
+// taken again once they change, so an export made after a mount over a
+// directory inside the exported one shows the mount, not what it hides,
+// as the Dir itself does; and an export of a directory on a read-only
+// mount is read-only whatever the Dir's rights, even when the mount is no
+// longer at the Dir's path.
+func TestExportSeesLaterMounts(t *testing.T) {
+	if root := os.Getenv(envLaterMounts); root != "" {
+		exportLaterMounts(t, root)
+		return
+	}
+	alsoAsNobody(t)
+	if r := probe.UserNS(context.Background()); !r.OK {
+		t.Skip("no user namespaces:", r.Detail)
+	}
+	root := t.TempDir()
+	// Root in the new user namespace, to keep its capabilities across
+	// execve whoever runs the test.
+	cmd := exec.Command(os.Args[0], "-test.run=^TestExportSeesLaterMounts$", "-test.v")
+	cmd.Env = append(os.Environ(), envLaterMounts+"="+root)
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
+	}
+	out, err := cmd.CombinedOutput()
+	t.Logf("in a mount namespace of its own:\n%s", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func exportLaterMounts(t *testing.T, root string) {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		t.Fatal(err)
+	}
+	shared := filepath.Join(root, "shared")
+	testenv.WriteTree(t, root, map[string]string{"shared/sub/hidden.txt": "hidden", "shared/a.txt": "a"})
+	d, err := dir.Open(shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	// The first export makes the exporter, with a copy of the mounts.
+	f, err := Dir(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	// A mount over shared/sub hides hidden.txt from the Dir...
+	if err := unix.Mount("tmpfs", filepath.Join(shared, "sub"), "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Stat("sub/hidden.txt"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("through the Dir, after the mount: %v, want ErrNotExist", err)
+	}
+	// ...and from an export made after it.
+	f, err = Dir(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if fd, err := unix.Openat(int(f.Fd()), "sub/hidden.txt", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+		unix.Close(fd)
+		t.Errorf("an export made after a mount over sub shows sub/hidden.txt, which the mount hides")
+	} else if !errors.Is(err, unix.ENOENT) {
+		t.Errorf("sub/hidden.txt through the export: %v, want ENOENT", err)
+	}
+	// A read-only mount of the directory, at b: the export of a Dir
+	// opened there with every right is read-only too...
+	b := filepath.Join(root, "b")
+	if err := os.Mkdir(b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(shared, b, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("", b, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := dir.Open(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if !ro.Rights().Has(dir.RightWrite) {
+		t.Fatalf("rights %v: want every right, for the test to mean something", ro.Rights())
+	}
+	// ...even once a writable mount of the same directory is stacked on
+	// b: the exporter then finds ro's path, b, on that one.
+	if err := unix.Mount(shared, b, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	f2, err := Dir(context.Background(), ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f2.Close()
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f2.Fd()), &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
+		t.Errorf("export of a directory on a read-only mount: statfs flags %#x, %v; want read-only", st.Flags, err)
 	}
 }
