@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caplin-dev/caplin/internal/fdctl"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,18 +23,31 @@ type tree struct {
 	s       *Server
 	objects int // guarded by s.mu
 
-	// fds counts the descriptors the server holds for the tree's calls:
-	// those that came with calls not yet answered, and those of replies
-	// being sent.
-	fds atomic.Int64
-	// bulk counts the bytes of sealed memfds (Bulk) sent in replies that
-	// the peers may not have read yet: unread, their memory is the
-	// server's. It is the sum of unread.
-	bulk atomic.Int64
+	// held counts the descriptors the server holds for the tree: those
+	// that came with calls not yet answered, those of replies being sent,
+	// and the sockets of ended objects kept while their replies wait
+	// unread (linger). A call that would take it past MaxTreeFDs is
+	// refused.
+	held atomic.Int64
+	// unreadFDs and unreadBulk count what replies the peers may not have
+	// read yet carry: descriptors (in flight, charged to the server's
+	// user) and the bytes of sealed memfds (Bulk: the server's memory).
+	// Past MaxTreeFDs or MaxTreeBulk, the tree's calls wait before they
+	// run until the peers read (the sweeper sees SIOCOUTQ reach 0).
+	unreadFDs  atomic.Int64
+	unreadBulk atomic.Int64
 
-	mu     sync.Mutex
-	unread map[*serverConn]int64
+	mu        sync.Mutex
+	unread    map[*serverConn]*unread
+	linger    map[int]*unread // ended objects' sockets (duplicates) with replies unread
+	lastSweep time.Time
+	waiters   int           // calls waiting for room
+	room      chan struct{} // closed when there is room again
+	sweeping  bool          // the sweeper runs
 }
+
+// unread is what was sent on one object and may not have been read yet.
+type unread struct{ fds, bytes int64 }
 
 type treeKey struct{}
 
@@ -44,6 +58,18 @@ func (s *Server) treeOf(ctx context.Context) *tree {
 		return t
 	}
 	return nil
+}
+
+// InTree returns a context that carries ctx's values and deadline and
+// whose objects join the tree of the call callCtx belongs to (see
+// Server.MaxTreeObjects): for a handler that makes an object which must
+// outlive the call, with ctx of the server's own, and still counts against
+// the budgets of the peer it is made for.
+func InTree(ctx, callCtx context.Context) context.Context {
+	if t, _ := callCtx.Value(treeKey{}).(*tree); t != nil {
+		return context.WithValue(ctx, treeKey{}, t)
+	}
+	return ctx
 }
 
 const (
@@ -93,14 +119,23 @@ func (s *Server) maxHeldFDs() int64 {
 // counted nothing, if they would take the tree past MaxTreeFDs or the
 // server past MaxHeldFDs: the call is then refused (errTooManyFDs).
 func (sc *serverConn) takeFDs(n int) bool {
+	if sc.tryTakeFDs(n) {
+		return true
+	}
+	// Ended objects' sockets may be kept for nothing by now.
+	sc.t.sweepIfDue(time.Millisecond)
+	return sc.tryTakeFDs(n)
+}
+
+func (sc *serverConn) tryTakeFDs(n int) bool {
 	k := int64(n)
-	if sc.t.fds.Add(k) > sc.s.maxTreeFDs() {
-		sc.t.fds.Add(-k)
+	if sc.t.held.Add(k) > sc.s.maxTreeFDs() {
+		sc.t.held.Add(-k)
 		return false
 	}
 	if sc.s.held.Add(k) > sc.s.maxHeldFDs() {
 		sc.s.held.Add(-k)
-		sc.t.fds.Add(-k)
+		sc.t.held.Add(-k)
 		return false
 	}
 	return true
@@ -108,118 +143,255 @@ func (sc *serverConn) takeFDs(n int) bool {
 
 // holdFDs counts n descriptors held whatever the budget (a reply's, which
 // exist already), and putFDs uncounts n.
-func (sc *serverConn) holdFDs(n int) {
-	sc.t.fds.Add(int64(n))
-	sc.s.held.Add(int64(n))
+func (t *tree) holdFDs(n int) {
+	t.held.Add(int64(n))
+	t.s.held.Add(int64(n))
 }
 
-func (sc *serverConn) putFDs(n int) {
+func (t *tree) putFDs(n int) {
 	if n != 0 {
-		sc.t.fds.Add(-int64(n))
-		sc.s.held.Add(-int64(n))
+		t.held.Add(-int64(n))
+		t.s.held.Add(-int64(n))
 	}
 }
 
 // errTooManyFDs answers a call whose descriptors would take its tree or
 // the server past their budget.
-func (sc *serverConn) errTooManyFDs() *Error {
+func errTooManyFDs() *Error {
 	return &Error{Code: CodeFailed, Errno: syscall.EMFILE, Text: "too many descriptors held for this peer's calls; call again once earlier calls are answered"}
 }
 
 // bulkBytes returns the bytes of the sealed memfds among files: the bulk
 // data a reply carries, whose memory stays the server's until the peer
-// reads the reply and closes them.
+// reads the reply and closes them. It leaves the files as they are (no
+// Fd, which would make their descriptions blocking for every holder).
 func bulkBytes(files []*os.File) int64 {
 	var n int64
 	for _, f := range files {
-		fd := int(f.Fd())
-		seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
-		if err != nil || seals&unix.F_SEAL_WRITE == 0 {
-			continue
-		}
-		var st unix.Stat_t
-		if unix.Fstat(fd, &st) == nil {
-			n += st.Size
-		}
+		fdctl.Control(f, func(fd int) error {
+			seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+			if err != nil || seals&unix.F_SEAL_WRITE == 0 {
+				return nil
+			}
+			var st unix.Stat_t
+			if unix.Fstat(fd, &st) == nil {
+				n += st.Size
+			}
+			return nil
+		})
 	}
 	return n
 }
 
-// addBulk counts n bytes of bulk sent (or about to be) on sc.
-func (t *tree) addBulk(sc *serverConn, n int64) {
+// sendReply sends a reply on sc: its descriptors are counted as held while
+// it is sent, and then, with its bulk, as unread until the peer has read
+// it.
+func (sc *serverConn) sendReply(body []byte, files []*os.File) error {
+	if len(files) == 0 {
+		return sc.c.send(body, nil)
+	}
+	t := sc.t
+	t.holdFDs(len(files))
+	n := bulkBytes(files)
+	err := sc.c.send(body, files)
+	t.putFDs(len(files))
+	if err == nil {
+		// Counted once sent: a sweep in between can only count it for
+		// longer than needed, never drop it.
+		t.sent(sc, int64(len(files)), n)
+	}
+	return err
+}
+
+// sent counts fds descriptors and n bytes of bulk sent on sc as unread.
+func (t *tree) sent(sc *serverConn, fds, n int64) {
 	t.mu.Lock()
 	if t.unread == nil {
-		t.unread = map[*serverConn]int64{}
+		t.unread = map[*serverConn]*unread{}
 	}
-	t.unread[sc] += n
-	t.bulk.Add(n)
+	u := t.unread[sc]
+	if u == nil {
+		u = &unread{}
+		t.unread[sc] = u
+	}
+	u.fds += fds
+	u.bytes += n
+	t.unreadFDs.Add(fds)
+	t.unreadBulk.Add(n)
 	t.mu.Unlock()
 }
 
-// forget drops what sc still counts, as it ends. Replies still queued to
-// its peer are then the peer's: they go when the peer closes its end.
-func (t *tree) forget(sc *serverConn) {
-	t.mu.Lock()
-	if n, ok := t.unread[sc]; ok {
-		delete(t.unread, sc)
-		t.bulk.Add(-n)
-	}
-	t.mu.Unlock()
+// uncount drops what u counted. t.mu is held.
+func (t *tree) uncount(u *unread) {
+	t.unreadFDs.Add(-u.fds)
+	t.unreadBulk.Add(-u.bytes)
 }
 
-// sweep uncounts the bulk of each object whose peer has read every message
-// sent to it (SIOCOUTQ, the bytes of its messages still queued, is 0).
-func (t *tree) sweep() {
+// end is called as sc's socket is about to close: what its peer has not
+// read yet stays queued to it, holding its descriptors and memory, so a
+// duplicate of the socket is kept (counted as held) to tell when the peer
+// has read it or gone; unless the server is shutting down, when it is
+// dropped.
+func (t *tree) end(sc *serverConn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for sc, n := range t.unread {
+	u := t.unread[sc]
+	if u == nil {
+		return
+	}
+	delete(t.unread, sc)
+	if sc.c.unsent() == 0 || t.s.isShutdown() {
+		t.uncount(u)
+		return
+	}
+	fd := -1
+	if rc, err := sc.c.c.SyscallConn(); err == nil {
+		rc.Control(func(s uintptr) { fd, _ = fdctl.Dup(int(s)) })
+	}
+	if fd < 0 {
+		t.uncount(u)
+		return
+	}
+	if t.linger == nil {
+		t.linger = map[int]*unread{}
+	}
+	t.linger[fd] = u
+	t.holdFDs(1)
+	t.s.lingering(t)
+	t.startSweeper()
+}
+
+// ended drops what sc, now closed and with no reply left to send, still
+// counts: a reply sent after end, while the socket closed.
+func (t *tree) ended(sc *serverConn) {
+	t.mu.Lock()
+	if u := t.unread[sc]; u != nil {
+		delete(t.unread, sc)
+		t.uncount(u)
+	}
+	t.mu.Unlock()
+}
+
+// sweepIfDue sweeps unless a sweep ran less than every ago.
+func (t *tree) sweepIfDue(every time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if time.Since(t.lastSweep) >= every {
+		t.sweep()
+	}
+}
+
+// sweep uncounts what was sent on each object whose peer has read every
+// message sent to it (SIOCOUTQ, the bytes of its messages still queued,
+// is 0), and closes the kept sockets of ended objects whose peer has read
+// all or gone. t.mu is held.
+func (t *tree) sweep() {
+	t.lastSweep = time.Now()
+	for sc, u := range t.unread {
 		if sc.c.unsent() == 0 {
 			delete(t.unread, sc)
-			t.bulk.Add(-n)
+			t.uncount(u)
+		}
+	}
+	for fd, u := range t.linger {
+		if n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err != nil || n == 0 {
+			unix.Close(fd)
+			delete(t.linger, fd)
+			t.uncount(u)
+			t.putFDs(1)
 		}
 	}
 }
 
-// room reports whether sc's tree is within its budgets, so that sc may
-// read another call.
-func (sc *serverConn) room() bool {
-	if sc.t.fds.Load() >= sc.s.maxTreeFDs() {
-		return false
+// closeLinger closes the kept sockets, as the server shuts down.
+func (t *tree) closeLinger() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for fd, u := range t.linger {
+		unix.Close(fd)
+		delete(t.linger, fd)
+		t.uncount(u)
+		t.putFDs(1)
 	}
-	if max := sc.s.maxTreeBulk(); sc.t.bulk.Load() >= max {
-		sc.t.sweep()
-		return sc.t.bulk.Load() < max
-	}
-	return true
 }
 
-// budgetPoll is how often an object whose tree is past its budget looks
-// again (and for its peer's hang-up).
-const budgetPoll = 5 * time.Millisecond
+// hasRoom reports whether the tree's calls may run: its peers have not
+// left more unread than the budgets allow.
+func (t *tree) hasRoom() bool {
+	return t.unreadFDs.Load() < t.s.maxTreeFDs() && t.unreadBulk.Load() < t.s.maxTreeBulk()
+}
 
-// waitBudget waits until sc's tree is within its budgets, and reports
-// false if the object goes first. Meanwhile nobody reads it, as when it is
-// saturated (waitRoom), so it looks for the peer's hang-up itself.
-func (w *workers) waitBudget() bool {
-	sc := w.sc
-	if sc.room() {
-		return true
-	}
-	t := time.NewTimer(budgetPoll)
-	defer t.Stop()
-	for {
+// sweepEvery is how often the sweeper looks while calls wait for room,
+// and lingerEvery while it looks only for ended objects' peers.
+const (
+	sweepEvery  = 5 * time.Millisecond
+	lingerEvery = 100 * time.Millisecond
+)
+
+// waitRoom waits until the tree's peers have read enough of what was sent
+// for a call to run, or ctx ends (the call's: it is cancelled, or its
+// object ends). Meanwhile its object goes on reading, so cancels arrive.
+func (t *tree) waitRoom(ctx context.Context) error {
+	for !t.hasRoom() {
+		t.mu.Lock()
+		t.sweep()
+		if t.hasRoom() {
+			t.mu.Unlock()
+			return nil
+		}
+		if t.room == nil {
+			t.room = make(chan struct{})
+		}
+		room := t.room
+		t.waiters++
+		t.startSweeper()
+		t.mu.Unlock()
 		select {
-		case <-sc.ctx.Done():
-			return false
-		case <-t.C:
+		case <-room:
+		case <-ctx.Done():
 		}
-		if sc.c.peerGone() {
-			sc.cancel()
-			return false
+		t.mu.Lock()
+		t.waiters--
+		t.mu.Unlock()
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-		if sc.room() {
-			return true
+	}
+	return nil
+}
+
+// startSweeper starts the sweeper unless it runs. t.mu is held.
+func (t *tree) startSweeper() {
+	if !t.sweeping {
+		t.sweeping = true
+		go t.sweeper()
+	}
+}
+
+// sweeper sweeps while calls wait for room (every sweepEvery, waking them
+// when there is room) or ended objects' sockets are kept (every
+// lingerEvery), and stops when neither.
+func (t *tree) sweeper() {
+	timer := time.NewTimer(sweepEvery)
+	defer timer.Stop()
+	for {
+		t.mu.Lock()
+		t.sweep()
+		if t.room != nil && (t.hasRoom() || t.waiters == 0) {
+			close(t.room)
+			t.room = nil
 		}
-		t.Reset(budgetPoll)
+		every := sweepEvery
+		if t.waiters == 0 {
+			if len(t.linger) == 0 || t.s.isShutdown() {
+				t.sweeping = false
+				t.mu.Unlock()
+				return
+			}
+			every = lingerEvery
+		}
+		t.mu.Unlock()
+		timer.Reset(every)
+		<-timer.C
 	}
 }

@@ -10,8 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caplin-dev/caplin/internal/fdctl"
 	"golang.org/x/sys/unix"
 )
+
+var fdctlControl = fdctl.Control
 
 // fdsArgs carries descriptors in a call.
 type fdsArgs struct{ F []FD }
@@ -55,8 +58,19 @@ func (h *budgetHandler) ServeCall(ctx context.Context, call *Call) (any, error) 
 		return call.Server.NewObject(context.WithoutCancel(ctx), h)
 	case "root":
 		return call.Server.NewObject(context.Background(), h)
+	case "intree":
+		return call.Server.NewObject(InTree(context.Background(), ctx), h)
 	case "echo":
 		return "echo", nil
+	case "pipe":
+		// The read end of a new pipe, non-blocking as Go's are; the
+		// write end is closed.
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		w.Close()
+		return FD{File: r}, nil
 	}
 	return nil, ErrUnknownMethod
 }
@@ -128,7 +142,8 @@ func (p *rawPeer) noReply(d time.Duration) {
 // TestTreeFDBudget: the descriptors held for one tree's calls are bounded
 // by MaxTreeFDs, across the tree's objects: a call that would take it past
 // fails with EMFILE and its descriptors are closed, a tree at its bound
-// reads nothing more until calls end, and another tree is not affected.
+// still reads (calls without descriptors, cancels), and another tree is
+// not affected.
 func TestTreeFDBudget(t *testing.T) {
 	srv := &Server{MaxTreeFDs: 16}
 	h := newBudgetHandler()
@@ -183,36 +198,28 @@ func TestTreeFDBudget(t *testing.T) {
 	if kind, got, e := p.reply(); kind != kindReply || got != 2 {
 		t.Fatalf("reply kind %d id %d %v, want the reply to 2", kind, got, e)
 	}
-	// Once the calls are answered, the tree has room again.
+	// Once the calls are answered, the tree has room again: a call of 16,
+	// the bound, is taken.
 	waitFor(t, "the holds to end", func() bool { return h.holding.Load() == 0 })
 	h.mu.Lock()
 	h.release = make(chan struct{})
 	h.mu.Unlock()
-	p.sendCall(callMsg(t, 6, "hold", w, 15))
-	waitFor(t, "a call holding 15", func() bool { return h.holding.Load() == 1 })
-	// At 15, under 16: read on; a call of 1 more brings the tree to its
-	// bound: then it reads nothing until calls end.
-	p.sendCall(callMsg(t, 7, "give", w, 1))
-	if kind, got, e := p.reply(); kind != kindReply || got != 7 {
-		t.Fatalf("give: kind %d id %d %v", kind, got, e)
-	}
+	p.sendCall(callMsg(t, 6, "hold", w, 16))
+	waitFor(t, "a call holding 16", func() bool { return h.holding.Load() == 1 })
+	// At the bound the object still reads: a call without descriptors
+	// runs, one with a descriptor is refused, and a cancel arrives (a
+	// tree that read nothing at its bound would wait for ever for calls
+	// that end only when cancelled).
+	p.echo(7)
 	p.sendCall(callMsg(t, 8, "hold", w, 1))
-	waitFor(t, "2 calls holding", func() bool { return h.holding.Load() == 2 })
-	p.send(append(header(Version, kindCall, 0, 9), cborOf(t, "echo", nil)...))
-	p.noReply(100 * time.Millisecond)
-	h.mu.Lock()
-	close(h.release)
-	h.mu.Unlock()
-	got := map[uint64]bool{}
-	for range 3 {
-		kind, id, e := p.reply()
-		if kind != kindReply {
-			t.Fatalf("reply to %d: %v", id, e)
-		}
-		got[id] = true
+	p.wantError(8, CodeFailed, "too many descriptors")
+	p.send(header(Version, kindCancel, 0, 6))
+	if _, got, e := p.reply(); got != 6 {
+		t.Fatalf("after the cancel of 6: a reply to %d (%v)", got, e)
 	}
-	if !got[6] || !got[8] || !got[9] {
-		t.Fatalf("replies %v, want 6, 8 and 9", got)
+	p.sendCall(callMsg(t, 9, "give", w, 1))
+	if kind, got, e := p.reply(); kind != kindReply || got != 9 {
+		t.Fatalf("give after the cancel: kind %d id %d %v", kind, got, e)
 	}
 }
 
@@ -347,6 +354,11 @@ func TestTreeObjects(t *testing.T) {
 		more.Close()
 		t.Fatalf("a third object in the tree: %v, want EAGAIN", err)
 	}
+	// Nor with a context of the server's own that InTree puts in it.
+	if err := c.Call(ctx, "intree", nil, &more); !errors.Is(err, syscall.EAGAIN) {
+		more.Close()
+		t.Fatalf("a third object in the tree, by InTree: %v, want EAGAIN", err)
+	}
 	// Objects made from no call root trees of their own.
 	var root FD
 	if err := c.Call(ctx, "root", nil, &root); err != nil {
@@ -367,4 +379,91 @@ func TestTreeObjects(t *testing.T) {
 		o.Close()
 		return err == nil
 	})
+}
+
+// recvObject reads a reply carrying one object on fd and returns it.
+func recvObject(t *testing.T, fd int) int {
+	t.Helper()
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	if n, _ := unix.Poll(pfd, 5000); n != 1 {
+		t.Fatal("no reply within 5s")
+	}
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	_, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := parseRights(oob[:oobn])
+	if err != nil || len(files) != 1 {
+		t.Fatalf("a reply with %d descriptors (%v), want 1", len(files), err)
+	}
+	o, err := unix.Dup(int(files[0].Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files[0].Close()
+	return o
+}
+
+// TestTreeBulkLinger: replies left unread in an object's socket after the
+// object ended (its peer shut its writing down and kept the socket) still
+// count against the tree's bulk budget, until the peer reads or closes.
+func TestTreeBulkLinger(t *testing.T) {
+	const size = 1 << 20
+	srv := &Server{MaxTreeBulk: size}
+	h := newBudgetHandler()
+	h.size = size
+	p := rawPair(t, srv, h)
+	p.send(append(header(Version, kindCall, 0, 1), cborOf(t, "sub", nil)...))
+	child := recvObject(t, p.fd)
+	defer unix.Close(child)
+	if err := unix.Sendmsg(child, append(header(Version, kindCall, 0, 1), cborOf(t, "bulk", nil)...), nil, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	cp := []unix.PollFd{{Fd: int32(child), Events: unix.POLLIN}}
+	if n, _ := unix.Poll(cp, 5000); n != 1 {
+		t.Fatal("no bulk reply")
+	}
+	// The object ends (its peer will send nothing more), the reply stays
+	// in the socket the peer keeps.
+	unix.Shutdown(child, unix.SHUT_WR)
+	waitFor(t, "the object to end", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.conns) == 1
+	})
+	// The tree is at its budget: a call waits.
+	p.send(append(header(Version, kindCall, 0, 2), cborOf(t, "sub", nil)...))
+	p.noReply(100 * time.Millisecond)
+	if n := h.bulks.Load(); n != 1 {
+		t.Fatalf("%d bulk replies made, want 1", n)
+	}
+	// The peer closes the socket, unread: the call goes on.
+	unix.Close(child)
+	o := recvObject(t, p.fd)
+	unix.Close(o)
+	waitFor(t, "the kept socket to be closed", func() bool { return srv.held.Load() == 0 })
+}
+
+// TestReplyKeepsBlockingMode: counting a reply's bulk leaves its
+// descriptors' file descriptions as they are (os.File.Fd would make them
+// blocking, for the receiver too).
+func TestReplyKeepsBlockingMode(t *testing.T) {
+	c, _ := pairWith(t, &Server{}, newBudgetHandler())
+	var fd FD
+	if err := c.Call(context.Background(), "pipe", nil, &fd); err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	var fl int
+	if err := fdctlControl(fd.File, func(n int) (err error) {
+		fl, err = unix.FcntlInt(uintptr(n), unix.F_GETFL, 0)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if fl&unix.O_NONBLOCK == 0 {
+		t.Errorf("the pipe's read end arrived in blocking mode (flags %#x); it was sent non-blocking", fl)
+	}
 }

@@ -149,7 +149,8 @@ type Server struct {
 	// object ServeFile or NewObject serves with a context that comes from
 	// no call, roots a tree; an object ServeFile or NewObject serves with
 	// a call's context (or one made from it, as context.WithoutCancel
-	// does) joins the tree of the object called. So a tree is what one
+	// does, or one InTree gives) joins the tree of the object called. So
+	// a tree is what one
 	// peer's connection or object led to, whoever holds its objects now,
 	// and a peer that holds only objects it was given cannot take more
 	// than its trees' budgets.
@@ -157,19 +158,25 @@ type Server struct {
 	// MaxTreeObjects bounds the tree's objects at once; 0 means
 	// MaxObjects. Beyond it, objects fail to be made as beyond MaxObjects.
 	//
-	// MaxTreeFDs bounds the descriptors the server holds for the tree's
-	// calls: those that came with calls not yet answered, and those of
-	// replies being sent; 0 means 1024. While the tree holds that many,
-	// its objects read nothing more (backpressure, as for MaxConcurrent),
-	// and a call whose descriptors would take it past the bound fails
-	// with CodeFailed and EMFILE, its descriptors closed.
+	// MaxTreeFDs bounds, each on its own, the descriptors the server
+	// holds for the tree's calls (those that came with calls not yet
+	// answered, and those of replies being sent), and those in replies
+	// the tree's peers have not read yet (in flight, they count against
+	// the server user's RLIMIT_NOFILE); 0 means 1024. A call whose
+	// descriptors would take the first past the bound fails with
+	// CodeFailed and EMFILE, its descriptors closed. While the second is
+	// past it, the tree's calls wait before they run until the peers
+	// read (the server sees SIOCOUTQ reach 0) or their calls are
+	// cancelled; the objects still read meanwhile, so cancels arrive.
 	//
 	// MaxTreeBulk bounds the bytes of sealed memfds (Bulk) in replies the
 	// tree's peers have not read yet, which are the server's memory; 0
-	// means 64 MiB. While past it, the tree's objects read nothing more,
-	// until their peers read (SIOCOUTQ), or hang up. Calls that were
-	// read before may still add their replies; memfds a peer has read
-	// and keeps open are its own, bounded by its descriptor limit.
+	// means 64 MiB. Past it, the tree's calls wait in the same way. Calls
+	// running when it is reached still add their replies. Replies left
+	// unread in an ended object's socket still count, for as long as its
+	// peer keeps them (the server keeps a duplicate of the socket to tell
+	// when they are gone, counted as held). Memfds a peer has read and
+	// keeps open are its own, bounded by its descriptor limit.
 	MaxTreeObjects int
 	MaxTreeFDs     int
 	MaxTreeBulk    int64
@@ -183,6 +190,9 @@ type Server struct {
 	held     atomic.Int64 // descriptors held, as counted for MaxHeldFDs
 	heldOnce sync.Once
 	heldMax  int64
+	// lingerTrees are the trees that may keep ended objects' sockets
+	// (guarded by mu), closed at Shutdown.
+	lingerTrees map[*tree]struct{}
 
 	mu       sync.Mutex
 	conns    map[*serverConn]struct{}
@@ -383,7 +393,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
+	trees := s.lingerTrees
+	s.lingerTrees = nil
 	s.mu.Unlock()
+	for t := range trees {
+		t.closeLinger()
+	}
 	// Each object's holder is told why first, so that a handler that
 	// answers its cancelled call in the moment before the socket closes
 	// ("context canceled") is not what the caller sees.
@@ -405,6 +420,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// lingering notes that t keeps ended objects' sockets, for Shutdown to
+// close. t.mu is held (it is taken before s.mu).
+func (s *Server) lingering(t *tree) {
+	s.mu.Lock()
+	if s.lingerTrees == nil {
+		s.lingerTrees = map[*tree]struct{}{}
+	}
+	s.lingerTrees[t] = struct{}{}
+	s.mu.Unlock()
 }
 
 func peerCred(c *net.UnixConn) *unix.Ucred {
@@ -431,6 +457,17 @@ type serverConn struct {
 
 	mu    sync.Mutex
 	calls map[uint64]context.CancelFunc
+
+	closeOnce sync.Once
+}
+
+// closeConn closes the object's socket, once; first its tree keeps a
+// duplicate if replies wait unread in it.
+func (sc *serverConn) closeConn() {
+	sc.closeOnce.Do(func() {
+		sc.t.end(sc)
+		sc.c.c.Close()
+	})
 }
 
 func (s *Server) serve(ctx context.Context, uc *net.UnixConn, h Handler, peer *unix.Ucred) error {
@@ -482,7 +519,7 @@ type job struct {
 
 func (sc *serverConn) loop() {
 	defer sc.s.wg.Done()
-	stop := context.AfterFunc(sc.ctx, func() { sc.c.c.Close() })
+	stop := context.AfterFunc(sc.ctx, sc.closeConn)
 	max := sc.s.MaxConcurrent
 	if max <= 0 {
 		max = 16
@@ -497,13 +534,13 @@ func (sc *serverConn) loop() {
 		sc.c.c.CloseRead()
 		w.wg.Wait()
 		w.drain()
-		sc.c.c.Close()
+		sc.closeConn()
+		sc.t.ended(sc)
 		if c, ok := sc.h.(io.Closer); ok {
 			if err := c.Close(); err != nil {
 				sc.s.logger().Debug("rpc: closing an object's handler", "err", err)
 			}
 		}
-		sc.t.forget(sc)
 		sc.s.mu.Lock()
 		delete(sc.s.conns, sc)
 		sc.t.objects--
@@ -586,10 +623,6 @@ func (w *workers) work(hasTurn bool) {
 			if ctx.Err() != nil {
 				return
 			}
-		}
-		if !w.waitBudget() {
-			w.sc.cancel()
-			return
 		}
 		j, ok := w.sc.read()
 		if !ok {
@@ -718,7 +751,7 @@ func (w *workers) queue(j job) bool {
 		if !w.waitRoom(&t) {
 			j.cancel()
 			j.call.release()
-			w.sc.putFDs(j.nfds)
+			w.sc.t.putFDs(j.nfds)
 			return false
 		}
 		w.mu.Lock()
@@ -776,7 +809,7 @@ func (w *workers) drain() {
 		case j := <-w.waiting:
 			j.cancel()
 			j.call.release()
-			w.sc.putFDs(j.nfds)
+			w.sc.t.putFDs(j.nfds)
 		default:
 			return
 		}
@@ -837,7 +870,7 @@ func (sc *serverConn) read() (job, bool) {
 		if len(m.files) > 0 && !sc.takeFDs(len(m.files)) {
 			closeFiles(m.files)
 			if m.id != 0 {
-				sc.reply(m.id, nil, sc.errTooManyFDs())
+				sc.reply(m.id, nil, errTooManyFDs())
 			}
 			continue
 		}
@@ -872,9 +905,14 @@ func (sc *serverConn) do(j job) {
 		// reached.
 		cerr = sc.ctx.Err()
 	}
+	if cerr == nil {
+		// The tree's peers may have left too much unread: the call
+		// waits (its object reads on, so a cancel still arrives).
+		cerr = sc.t.waitRoom(j.ctx)
+	}
 	if cerr != nil {
-		// Cancelled while it waited for a worker, or the object ended
-		// meanwhile: it never runs.
+		// Cancelled while it waited for a worker or for room, or the
+		// object ended meanwhile: it never runs.
 		j.call.release()
 		err = cerr
 	} else {
@@ -886,7 +924,7 @@ func (sc *serverConn) do(j job) {
 		sc.mu.Unlock()
 	}
 	j.cancel()
-	sc.putFDs(j.nfds)
+	sc.t.putFDs(j.nfds)
 	if j.id == 0 {
 		if err != nil {
 			sc.s.logger().Debug("rpc: one-way call failed", "method", j.call.Method, "err", err)
@@ -939,27 +977,6 @@ func (sc *serverConn) reply(id uint64, res any, err error) {
 		}
 	}
 	sc.c.send(append(appendHeader(nil, kindError, 0, id), encodeError(toWire(err))...), nil)
-}
-
-// sendReply sends a reply, counting its descriptors in the tree while it
-// is sent, and its bulk data until the peer has read it.
-func (sc *serverConn) sendReply(body []byte, files []*os.File) error {
-	if len(files) == 0 {
-		return sc.c.send(body, nil)
-	}
-	sc.holdFDs(len(files))
-	defer sc.putFDs(len(files))
-	// Counted before it is sent, so that a sweep that saw the queue empty
-	// just before cannot uncount it.
-	n := bulkBytes(files)
-	if n > 0 {
-		sc.t.addBulk(sc, n)
-	}
-	err := sc.c.send(body, files)
-	if err != nil && n > 0 {
-		sc.t.addBulk(sc, -n)
-	}
-	return err
 }
 
 // closeResult closes the files in a handler's result.

@@ -219,7 +219,7 @@ func (sv *Service) NewHandler(peer *unix.Ucred) rpc.Handler {
 			if err != nil {
 				return rpc.FD{}, wireErr(err)
 			}
-			return sv.owner(j)
+			return sv.owner(ctx, j)
 		}),
 		"remove": rpc.Method(func(ctx context.Context, a NameArgs) (struct{}, error) {
 			return struct{}{}, wireErr(sv.Sup.Remove(a.Name))
@@ -246,7 +246,7 @@ func (sv *Service) start(ctx context.Context, cl *CommandLine) (StartResult, err
 		}
 		return StartResult{}, wireErr(err)
 	}
-	obj, err := sv.owner(j)
+	obj, err := sv.owner(ctx, j)
 	if err != nil {
 		return StartResult{}, err
 	}
@@ -356,12 +356,19 @@ func (n *node) revokeSelf() {
 	n.revokeBorrowed()
 }
 
-// owner serves a new owner object of j.
-func (sv *Service) owner(j *Job) (rpc.FD, error) {
+// owner serves a new owner object of j, for the caller of the call ctx
+// belongs to.
+func (sv *Service) owner(ctx context.Context, j *Job) (rpc.FD, error) {
 	_, h := sv.newNode(j, RightsAll, nil)
-	// The object lives until its holder closes it or the supervisor
-	// ends, not with the call that made it.
-	return sv.Server.NewObject(sv.Sup.ctx, h)
+	return sv.Server.NewObject(sv.objectContext(ctx), h)
+}
+
+// objectContext is the context of an object made in the call ctx belongs
+// to: it lives until its holder closes it or the supervisor ends, not
+// with the call, and counts against the budgets of the caller's tree of
+// objects (rpc.Server.MaxTreeFDs).
+func (sv *Service) objectContext(ctx context.Context) context.Context {
+	return rpc.InTree(sv.Sup.ctx, ctx)
 }
 
 // needStatus fails unless n has RightStatus or RightWatch (which
@@ -446,7 +453,7 @@ func (sv *Service) handler(n *node) rpc.Handler {
 			}
 			n.borrowed = append(n.borrowed, b)
 			n.mu.Unlock()
-			fd, err := sv.Server.NewObject(sv.Sup.ctx, h)
+			fd, err := sv.Server.NewObject(sv.objectContext(ctx), h)
 			if err != nil {
 				h.(io.Closer).Close()
 			}
@@ -582,7 +589,7 @@ func (sv *Service) attach(ctx context.Context, n *node, a AttachArgs) (AttachRes
 	}
 	n.viewers = append(n.viewers, v)
 	n.mu.Unlock()
-	control, err := sv.Server.NewObject(sv.Sup.ctx, ctl)
+	control, err := sv.Server.NewObject(sv.objectContext(ctx), ctl)
 	if err != nil {
 		v.Close()
 		stream.Close()
