@@ -74,9 +74,9 @@ Connector flags:
 	               server resolves them.
 	--unix-dir D   the directory unix: paths are relative to, confined to
 	               it (no "..", no symbolic link out)
-	--max-conns N  connections one client connection may have open at
-	               once (default 256; each costs the server about eight
-	               descriptors); past it connect fails with EAGAIN
+	--max-conns N  connections the server keeps open at once, for all
+	               its clients together (default 1024; each costs it about
+	               eight descriptors); past it connect fails with EAGAIN
 	--cut-on-close end a client's connections when its connection to
 	               the server ends (by default they outlive it)
 
@@ -201,7 +201,7 @@ func serveConnector(args []string) int {
 	fs := newFlags("serve connector")
 	socket := fs.String("socket", "", "")
 	unixDir := fs.String("unix-dir", "", "")
-	maxConns := fs.Int("max-conns", 256, "")
+	maxConns := fs.Int("max-conns", 1024, "")
 	cut := fs.Bool("cut-on-close", false, "")
 	verbose := fs.Bool("v", false, "")
 	var allow stringsFlag
@@ -236,8 +236,9 @@ func serveConnector(args []string) int {
 		defer d.Close()
 	}
 	log := serverLogger(*verbose)
+	limit := connector.NewLimit(*maxConns)
 	newHandler := func(peer *unix.Ucred) rpc.Handler {
-		p := connector.Policy{Allow: allow, MaxConns: *maxConns, EndWithObject: *cut}
+		p := connector.Policy{Allow: allow, MaxConns: *maxConns, Limit: limit, EndWithObject: *cut}
 		if d != nil {
 			sub, err := d.Sub(".", d.Rights())
 			if err != nil {

@@ -41,7 +41,8 @@ import (
 //
 // A connection costs the server about eight descriptors (the connection,
 // the pair's end, the forwarder's pipes) for as long as it is open, and
-// Policy.MaxConns bounds how many one object has open at once. By default
+// Policy.MaxConns bounds how many one object has open at once (and
+// Policy.Limit how many several have together). By default
 // a connection is its holder's once made: it outlives the Connector
 // object, and the object's revocation; with Policy.EndWithObject the
 // object's end cuts them all.
@@ -84,6 +85,12 @@ type Policy struct {
 	// and not yet ended by both sides or cut. Past it, connect fails
 	// (rpc.CodeFailed, EAGAIN) until one ends. 0 means 256.
 	MaxConns int
+	// Limit, if not nil, bounds the connections of every Connector whose
+	// Policy shares it, together: a server that makes a Connector for each
+	// client connection shares one, since a client could otherwise get
+	// MaxConns more by connecting again. Past it, connect fails as past
+	// MaxConns.
+	Limit *Limit
 	// EndWithObject cuts every connection the object made when the object
 	// ends (its holder closes it, it is revoked, its server shuts down),
 	// as rpc.RevocableStream's revoke does: the holders' writes fail and
@@ -181,7 +188,7 @@ func badName(name string) bool {
 // error naming the first Allow entry it cannot parse. It takes ownership
 // of p.Dir, which is closed when the object ends.
 func New(p Policy) (rpc.Handler, error) {
-	c := &handler{dir: p.Dir, dialer: p.Dialer, maxConns: p.MaxConns}
+	c := &handler{dir: p.Dir, dialer: p.Dialer, maxConns: p.MaxConns, limit: p.Limit}
 	if c.dialer == nil {
 		c.dialer = &net.Dialer{}
 	}
@@ -202,6 +209,38 @@ func New(p Policy) (rpc.Handler, error) {
 	return c, nil
 }
 
+// A Limit bounds the connections open through the Connectors that share
+// it (Policy.Limit). It is safe for concurrent use.
+type Limit struct {
+	mu   sync.Mutex
+	max  int
+	open int
+}
+
+// NewLimit returns a Limit of max connections open at once.
+func NewLimit(max int) *Limit { return &Limit{max: max} }
+
+func (l *Limit) take() bool {
+	if l == nil {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open >= l.max {
+		return false
+	}
+	l.open++
+	return true
+}
+
+func (l *Limit) put() {
+	if l != nil {
+		l.mu.Lock()
+		l.open--
+		l.mu.Unlock()
+	}
+}
+
 // defaultMaxConns is Policy.MaxConns's default: 256 connections, about
 // 2,048 of the server's descriptors.
 const defaultMaxConns = 256
@@ -212,6 +251,7 @@ type handler struct {
 	dir      *dir.Dir
 	dialer   *net.Dialer
 	maxConns int
+	limit    *Limit
 	// streams bounds the forwarders' lives: the object's with
 	// EndWithObject (cut cancels it), else Background.
 	streams context.Context
@@ -294,8 +334,8 @@ func (c *handler) ServeCall(ctx context.Context, call *rpc.Call) (any, error) {
 	if err := call.Args(&a); err != nil {
 		return nil, err
 	}
-	if !c.reserve() {
-		return nil, &rpc.Error{Code: rpc.CodeFailed, Errno: syscall.EAGAIN, Text: fmt.Sprintf("connect %s %s: the connector has %d connections open, its most; close one", a.Network, a.Address, c.maxConns)}
+	if err := c.reserve(); err != "" {
+		return nil, &rpc.Error{Code: rpc.CodeFailed, Errno: syscall.EAGAIN, Text: fmt.Sprintf("connect %s %s: %s", a.Network, a.Address, err)}
 	}
 	res, err := c.connect(ctx, a)
 	if err != nil {
@@ -304,21 +344,26 @@ func (c *handler) ServeCall(ctx context.Context, call *rpc.Call) (any, error) {
 	return res, err
 }
 
-// reserve counts one more connection if there is room for it.
-func (c *handler) reserve() bool {
+// reserve counts one more connection if there is room for it, and else
+// says why not.
+func (c *handler) reserve() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.open >= c.maxConns {
-		return false
+		return fmt.Sprintf("the connector has %d connections open, its most; close one", c.maxConns)
+	}
+	if !c.limit.take() {
+		return fmt.Sprintf("the server has %d connections open, its most; close one", c.limit.max)
 	}
 	c.open++
-	return true
+	return ""
 }
 
 func (c *handler) release() {
 	c.mu.Lock()
 	c.open--
 	c.mu.Unlock()
+	c.limit.put()
 }
 
 // connect makes the connection a asks for, counted by the caller.

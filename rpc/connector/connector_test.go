@@ -361,3 +361,53 @@ func TestEndWithObject(t *testing.T) {
 		})
 	}
 }
+
+// TestSharedLimit: Connectors sharing a Limit have at most its number of
+// connections open together, so a client cannot get more by making
+// another Connector (connecting to the server again).
+func TestSharedLimit(t *testing.T) {
+	ctx := context.Background()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	holdListener(t, ln)
+	limit := NewLimit(2)
+	var cls []Client
+	for range 2 {
+		h, err := New(Policy{Allow: []string{ln.Addr().String()}, MaxConns: 3, Limit: limit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := rpctest.Pair(t, h)
+		cls = append(cls, Client{c})
+	}
+	a, err := cls[0].Connect(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := cls[1].Connect(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range cls {
+		if f, err := cl.Connect(ctx, "tcp", ln.Addr().String()); !errors.Is(err, syscall.EAGAIN) || !strings.Contains(err.Error(), "the server has 2 connections open") {
+			if f != nil {
+				f.Close()
+			}
+			t.Fatalf("a third connection across the Limit: %v, want EAGAIN", err)
+		}
+	}
+	b.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		f, err := cls[0].Connect(ctx, "tcp", ln.Addr().String())
+		if err == nil {
+			f.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a connection ended: %v", err)
+		}
+	}
+}
