@@ -24,10 +24,8 @@ type tree struct {
 	objects int // guarded by s.mu
 
 	// held counts the descriptors the server holds for the tree: those
-	// that came with calls not yet answered, those of replies being sent,
-	// and the sockets of ended objects kept while their replies wait
-	// unread (linger). A call that would take it past MaxTreeFDs is
-	// refused.
+	// that came with calls not yet answered, and those of replies being
+	// sent. A call that would take it past MaxTreeFDs is refused.
 	held atomic.Int64
 	// unreadFDs and unreadBulk count what replies the peers may not have
 	// read yet carry: descriptors (in flight, charged to the server's
@@ -41,9 +39,13 @@ type tree struct {
 	unread    map[*serverConn]*unread
 	linger    map[int]*unread // ended objects' sockets (duplicates) with replies unread
 	lastSweep time.Time
-	waiters   int           // calls waiting for room
-	room      chan struct{} // closed when there is room again
-	sweeping  bool          // the sweeper runs
+	// waitq are the calls waiting for room, first come first: each is let
+	// run (its channel closed) only when the one let run before it has
+	// replied and there is room still, so that calls let run at once do
+	// not all add their replies past the budget.
+	waitq    []chan struct{}
+	admitted int  // calls let run from waitq that have not replied yet
+	sweeping bool // the sweeper runs
 }
 
 // unread is what was sent on one object and may not have been read yet.
@@ -227,11 +229,26 @@ func (t *tree) uncount(u *unread) {
 	t.unreadBulk.Add(-u.bytes)
 }
 
+// settle drops what sc counts if its peer has read everything sent on it
+// (an object about to send its last message, which an idle peer may never
+// read, settles first, so that the count it leaves is only what is really
+// unread).
+func (t *tree) settle(sc *serverConn) {
+	t.mu.Lock()
+	if u := t.unread[sc]; u != nil && sc.c.unsent() == 0 {
+		delete(t.unread, sc)
+		t.uncount(u)
+	}
+	t.mu.Unlock()
+}
+
 // end is called as sc's socket is about to close: what its peer has not
 // read yet stays queued to it, holding its descriptors and memory, so a
-// duplicate of the socket is kept (counted as held) to tell when the peer
-// has read it or gone; unless the server is shutting down, when it is
-// dropped.
+// duplicate of the socket is kept to tell when the peer has read it or
+// gone, shut down both ways (the peer reads what is queued, then the end
+// of file, and can send nothing more). The kept sockets count against
+// MaxObjects; past it, or once the server shuts down, none is kept and
+// the counts are dropped.
 func (t *tree) end(sc *serverConn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -240,7 +257,7 @@ func (t *tree) end(sc *serverConn) {
 		return
 	}
 	delete(t.unread, sc)
-	if sc.c.unsent() == 0 || t.s.isShutdown() {
+	if sc.c.unsent() == 0 {
 		t.uncount(u)
 		return
 	}
@@ -252,12 +269,16 @@ func (t *tree) end(sc *serverConn) {
 		t.uncount(u)
 		return
 	}
+	if !t.s.lingering(t) {
+		unix.Close(fd)
+		t.uncount(u)
+		return
+	}
+	unix.Shutdown(fd, unix.SHUT_RDWR)
 	if t.linger == nil {
 		t.linger = map[int]*unread{}
 	}
 	t.linger[fd] = u
-	t.holdFDs(1)
-	t.s.lingering(t)
 	t.startSweeper()
 }
 
@@ -298,7 +319,7 @@ func (t *tree) sweep() {
 			unix.Close(fd)
 			delete(t.linger, fd)
 			t.uncount(u)
-			t.putFDs(1)
+			t.s.unlinger()
 		}
 	}
 }
@@ -311,7 +332,7 @@ func (t *tree) closeLinger() {
 		unix.Close(fd)
 		delete(t.linger, fd)
 		t.uncount(u)
-		t.putFDs(1)
+		t.s.unlinger()
 	}
 }
 
@@ -331,33 +352,68 @@ const (
 // waitRoom waits until the tree's peers have read enough of what was sent
 // for a call to run, or ctx ends (the call's: it is cancelled, or its
 // object ends). Meanwhile its object goes on reading, so cancels arrive.
-func (t *tree) waitRoom(ctx context.Context) error {
-	for !t.hasRoom() {
-		t.mu.Lock()
-		t.sweep()
-		if t.hasRoom() {
-			t.mu.Unlock()
-			return nil
-		}
-		if t.room == nil {
-			t.room = make(chan struct{})
-		}
-		room := t.room
-		t.waiters++
-		t.startSweeper()
+// If admitted, the call was let run from the queue, and the caller calls
+// replied once it has replied.
+func (t *tree) waitRoom(ctx context.Context) (admitted bool, err error) {
+	if t.hasRoom() {
+		return false, nil
+	}
+	t.mu.Lock()
+	t.sweep()
+	if t.hasRoom() && len(t.waitq) == 0 {
 		t.mu.Unlock()
-		select {
-		case <-room:
-		case <-ctx.Done():
-		}
-		t.mu.Lock()
-		t.waiters--
-		t.mu.Unlock()
-		if err := ctx.Err(); err != nil {
-			return err
+		return false, nil
+	}
+	ch := make(chan struct{})
+	t.waitq = append(t.waitq, ch)
+	t.startSweeper()
+	t.mu.Unlock()
+	select {
+	case <-ch:
+		return true, nil
+	case <-ctx.Done():
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i, c := range t.waitq {
+		if c == ch {
+			t.waitq = append(t.waitq[:i], t.waitq[i+1:]...)
+			return false, ctx.Err()
 		}
 	}
-	return nil
+	// Let run just as it was cancelled: the next one goes instead.
+	t.admitted--
+	t.admitNext()
+	return false, ctx.Err()
+}
+
+// replied is called once a call waitRoom admitted has replied: the next
+// waiting call may run, if there is room.
+func (t *tree) replied() {
+	t.mu.Lock()
+	t.admitted--
+	t.admitNext()
+	t.mu.Unlock()
+}
+
+// admitNext lets the first waiting call run, unless one let run has not
+// replied yet or there is no room. t.mu is held.
+func (t *tree) admitNext() {
+	if t.admitted > 0 || len(t.waitq) == 0 {
+		return
+	}
+	if !t.hasRoom() {
+		if time.Since(t.lastSweep) < time.Millisecond {
+			return
+		}
+		if t.sweep(); !t.hasRoom() {
+			return
+		}
+	}
+	ch := t.waitq[0]
+	t.waitq = t.waitq[1:]
+	t.admitted++
+	close(ch)
 }
 
 // startSweeper starts the sweeper unless it runs. t.mu is held.
@@ -368,8 +424,8 @@ func (t *tree) startSweeper() {
 	}
 }
 
-// sweeper sweeps while calls wait for room (every sweepEvery, waking them
-// when there is room) or ended objects' sockets are kept (every
+// sweeper sweeps while calls wait for room (every sweepEvery, letting the
+// first run when there is room) or ended objects' sockets are kept (every
 // lingerEvery), and stops when neither.
 func (t *tree) sweeper() {
 	timer := time.NewTimer(sweepEvery)
@@ -377,12 +433,9 @@ func (t *tree) sweeper() {
 	for {
 		t.mu.Lock()
 		t.sweep()
-		if t.room != nil && (t.hasRoom() || t.waiters == 0) {
-			close(t.room)
-			t.room = nil
-		}
+		t.admitNext()
 		every := sweepEvery
-		if t.waiters == 0 {
+		if len(t.waitq) == 0 {
 			if len(t.linger) == 0 || t.s.isShutdown() {
 				t.sweeping = false
 				t.mu.Unlock()

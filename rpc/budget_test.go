@@ -443,7 +443,11 @@ func TestTreeBulkLinger(t *testing.T) {
 	unix.Close(child)
 	o := recvObject(t, p.fd)
 	unix.Close(o)
-	waitFor(t, "the kept socket to be closed", func() bool { return srv.held.Load() == 0 })
+	waitFor(t, "the kept socket to be closed", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return srv.lingerN == 0 && srv.held.Load() == 0
+	})
 }
 
 // TestReplyKeepsBlockingMode: counting a reply's bulk leaves its
@@ -466,4 +470,71 @@ func TestReplyKeepsBlockingMode(t *testing.T) {
 	if fl&unix.O_NONBLOCK == 0 {
 		t.Errorf("the pipe's read end arrived in blocking mode (flags %#x); it was sent non-blocking", fl)
 	}
+}
+
+// TestLingerBounded: the sockets the server keeps for ended objects whose
+// replies wait unread count against MaxObjects, and no more are kept past
+// it; the peer of one reads what was queued and then the end of file; and
+// once the peers close their ends, the server closes its duplicates.
+func TestLingerBounded(t *testing.T) {
+	srv := &Server{MaxObjects: 3}
+	defer srv.Shutdown(context.Background())
+	h := newBudgetHandler()
+	before := openFDs(t)
+	var kept []int
+	defer func() {
+		for _, fd := range kept {
+			unix.Close(fd)
+		}
+	}()
+	for range 6 {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.ServeFile(context.Background(), os.NewFile(uintptr(fds[1]), "server"), h); err != nil {
+			unix.Close(fds[0])
+			continue // too many objects: the kept sockets count
+		}
+		kept = append(kept, fds[0])
+		if err := unix.Sendmsg(fds[0], append(header(Version, kindCall, 0, 1), cborOf(t, "pipe", nil)...), nil, nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		pfd := []unix.PollFd{{Fd: int32(fds[0]), Events: unix.POLLIN}}
+		if n, _ := unix.Poll(pfd, 5000); n != 1 {
+			t.Fatal("no reply")
+		}
+		unix.Shutdown(fds[0], unix.SHUT_WR)
+		waitFor(t, "the object to end", func() bool {
+			srv.mu.Lock()
+			defer srv.mu.Unlock()
+			return len(srv.conns) == 0
+		})
+	}
+	srv.mu.Lock()
+	n := srv.lingerN
+	srv.mu.Unlock()
+	extra := openFDs(t) - before - len(kept)
+	t.Logf("%d peers kept their ends with a reply unread; the server keeps %d sockets (%d descriptors more)", len(kept), n, extra)
+	if n > 3 || extra > 3 {
+		t.Errorf("the server keeps %d sockets (%d descriptors), want at most MaxObjects (3)", n, extra)
+	}
+	// The peer reads the reply, then the end of file.
+	p := &rawPeer{t: t, fd: kept[0]}
+	if kind, _, e := p.reply(); kind != kindReply {
+		t.Fatalf("the queued reply: %v", e)
+	}
+	buf := make([]byte, 64)
+	if n, _, _, _, err := unix.Recvmsg(kept[0], buf, nil, 0); n != 0 || err != nil {
+		t.Fatalf("after the queued reply: %d bytes, %v; want the end of file", n, err)
+	}
+	for _, fd := range kept {
+		unix.Close(fd)
+	}
+	kept = nil
+	waitFor(t, "the kept sockets to be closed", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return srv.lingerN == 0 && openFDs(t) <= before
+	})
 }

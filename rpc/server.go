@@ -167,16 +167,19 @@ type Server struct {
 	// CodeFailed and EMFILE, its descriptors closed. While the second is
 	// past it, the tree's calls wait before they run until the peers
 	// read (the server sees SIOCOUTQ reach 0) or their calls are
-	// cancelled; the objects still read meanwhile, so cancels arrive.
+	// cancelled, and then run one at a time while there is room; the
+	// objects still read meanwhile (up to MaxConcurrent calls waiting as
+	// many again each), so cancels arrive.
 	//
 	// MaxTreeBulk bounds the bytes of sealed memfds (Bulk) in replies the
 	// tree's peers have not read yet, which are the server's memory; 0
 	// means 64 MiB. Past it, the tree's calls wait in the same way. Calls
 	// running when it is reached still add their replies. Replies left
 	// unread in an ended object's socket still count, for as long as its
-	// peer keeps them (the server keeps a duplicate of the socket to tell
-	// when they are gone, counted as held). Memfds a peer has read and
-	// keeps open are its own, bounded by its descriptor limit.
+	// peer keeps them: the server keeps a duplicate of the socket, shut
+	// down both ways, to tell when they are gone, and such sockets count
+	// against MaxObjects. Memfds a peer has read and keeps open are its
+	// own, bounded by its descriptor limit.
 	MaxTreeObjects int
 	MaxTreeFDs     int
 	MaxTreeBulk    int64
@@ -190,9 +193,11 @@ type Server struct {
 	held     atomic.Int64 // descriptors held, as counted for MaxHeldFDs
 	heldOnce sync.Once
 	heldMax  int64
-	// lingerTrees are the trees that may keep ended objects' sockets
-	// (guarded by mu), closed at Shutdown.
+	// lingerTrees are the trees that may keep ended objects' sockets,
+	// closed at Shutdown, and lingerN counts those sockets, which count
+	// against MaxObjects (guarded by mu).
 	lingerTrees map[*tree]struct{}
+	lingerN     int
 
 	mu       sync.Mutex
 	conns    map[*serverConn]struct{}
@@ -422,14 +427,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// lingering notes that t keeps ended objects' sockets, for Shutdown to
-// close. t.mu is held (it is taken before s.mu).
-func (s *Server) lingering(t *tree) {
+// lingering counts one more ended object's socket kept by t, for
+// Shutdown to close, and reports false, counting nothing, if the server
+// shuts down or keeps MaxObjects such sockets already. t.mu is held (it is
+// taken before s.mu).
+func (s *Server) lingering(t *tree) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown || s.lingerN >= s.maxObjects() {
+		return false
+	}
 	if s.lingerTrees == nil {
 		s.lingerTrees = map[*tree]struct{}{}
 	}
 	s.lingerTrees[t] = struct{}{}
+	s.lingerN++
+	return true
+}
+
+// unlinger uncounts a kept socket, closed.
+func (s *Server) unlinger() {
+	s.mu.Lock()
+	s.lingerN--
 	s.mu.Unlock()
 }
 
@@ -490,7 +509,7 @@ func (s *Server) serve(ctx context.Context, uc *net.UnixConn, h Handler, peer *u
 	if s.conns == nil {
 		s.conns = map[*serverConn]struct{}{}
 	}
-	if max := s.maxObjects(); len(s.conns) >= max {
+	if max := s.maxObjects(); len(s.conns)+s.lingerN >= max {
 		s.mu.Unlock()
 		cancel()
 		return &Error{Code: CodeFailed, Errno: syscall.EAGAIN, Text: fmt.Sprintf("too many objects (the server serves at most %d)", max)}
@@ -887,6 +906,7 @@ func (sc *serverConn) read() (job, bool) {
 
 // end sends err as the object's last message and closes it.
 func (sc *serverConn) end(err error) {
+	sc.t.settle(sc)
 	// A peer that reads nothing must not hold the server up: its last
 	// message is sent if there is room for it soon.
 	sc.c.c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
@@ -905,10 +925,14 @@ func (sc *serverConn) do(j job) {
 		// reached.
 		cerr = sc.ctx.Err()
 	}
+	admitted := false
 	if cerr == nil {
 		// The tree's peers may have left too much unread: the call
 		// waits (its object reads on, so a cancel still arrives).
-		cerr = sc.t.waitRoom(j.ctx)
+		admitted, cerr = sc.t.waitRoom(j.ctx)
+	}
+	if admitted {
+		defer sc.t.replied()
 	}
 	if cerr != nil {
 		// Cancelled while it waited for a worker or for room, or the

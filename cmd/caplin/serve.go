@@ -76,7 +76,8 @@ Connector flags:
 	               it (no "..", no symbolic link out)
 	--max-conns N  connections the server keeps open at once, for all
 	               its clients together (default 1024; each costs it about
-	               eight descriptors); past it connect fails with EAGAIN
+	               eight descriptors), at most 256 of them for one client
+	               connection; past either connect fails with EAGAIN
 	--cut-on-close end a client's connections when its connection to
 	               the server ends (by default they outlive it)
 
@@ -238,7 +239,8 @@ func serveConnector(args []string) int {
 	log := serverLogger(*verbose)
 	limit := connector.NewLimit(*maxConns)
 	newHandler := func(peer *unix.Ucred) rpc.Handler {
-		p := connector.Policy{Allow: allow, MaxConns: *maxConns, Limit: limit, EndWithObject: *cut}
+		// Each client connection gets at most 256 of the server's.
+		p := connector.Policy{Allow: allow, MaxConns: min(*maxConns, 256), Limit: limit, EndWithObject: *cut}
 		if d != nil {
 			sub, err := d.Sub(".", d.Rights())
 			if err != nil {

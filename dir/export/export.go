@@ -28,33 +28,46 @@ import (
 // (see Dir).
 var ErrMoved = errors.New("export: the directory is not where its path says (renamed, or mounted over since)")
 
-// exporter is a child of the caller's, made once, in a user and mount
-// namespace of its own: it has CAP_SYS_ADMIN over its mounts, without
-// privilege outside, so it can clone subtrees into detached mounts.
+// exporter is a child of the caller's, in a user and mount namespace of
+// its own: it has CAP_SYS_ADMIN over its mounts, without privilege
+// outside, so it can clone subtrees into detached mounts. It is made again
+// when its copy of the caller's mounts is stale; one in use by a Dir call
+// is closed only once that call is done with it.
 type exporter struct {
-	mu sync.Mutex
-	h  *proc.Handle
+	mu  sync.Mutex
+	cur *exporterGen
+}
+
+// An exporterGen is one exporter child and what tells when its copy of
+// the mounts is stale.
+type exporterGen struct {
+	h *proc.Handle
 	// mounts is /proc/self/mountinfo, opened before h was made: poll(2)
 	// reports POLLPRI on it once the caller's mount table has changed
 	// since, and h's copy of it is stale.
 	mounts *os.File
+	users  int  // Dir calls using h (guarded by exporter.mu)
+	stale  bool // replaced: closed once users is 0
+}
+
+func (g *exporterGen) close() {
+	g.h.Close()
+	g.mounts.Close()
 }
 
 // theExporter is shared by the process: one child serves every export.
 var theExporter exporter
 
-func (e *exporter) handle(ctx context.Context, fresh bool) (*proc.Handle, error) {
+// acquire returns the current exporter for a Dir call, made anew if there
+// is none, its copy of the mounts is stale, or the caller found old (the
+// generation it used) dead or out of date; release it with release.
+func (e *exporter) acquire(ctx context.Context, old *exporterGen) (*exporterGen, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.h != nil && (fresh || e.mountsChanged()) {
-		e.h.Close()
-		e.h = nil
+	if g := e.cur; g != nil && (g == old || g.mountsChanged()) {
+		e.retire(g)
 	}
-	if e.h == nil {
-		if e.mounts != nil {
-			e.mounts.Close()
-			e.mounts = nil
-		}
+	if e.cur == nil {
 		// Opened first: a change made while the child is made is one
 		// it may have missed.
 		m, err := os.Open("/proc/self/mountinfo")
@@ -66,20 +79,37 @@ func (e *exporter) handle(ctx context.Context, fresh bool) (*proc.Handle, error)
 			m.Close()
 			return nil, fmt.Errorf("export: making a user and mount namespace: %w", err)
 		}
-		e.h, e.mounts = h, m
+		e.cur = &exporterGen{h: h, mounts: m}
 	}
-	return e.h, nil
+	e.cur.users++
+	return e.cur, nil
+}
+
+// retire replaces g, which is current: it is closed now if unused, else
+// by its last user's release. e.mu is held.
+func (e *exporter) retire(g *exporterGen) {
+	e.cur = nil
+	g.stale = true
+	if g.users == 0 {
+		g.close()
+	}
+}
+
+// release ends a Dir call's use of g.
+func (e *exporter) release(g *exporterGen) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if g.users--; g.users == 0 && g.stale {
+		g.close()
+	}
 }
 
 // mountsChanged reports whether the caller's mount table has changed since
 // the exporter copied it (or whether that cannot be told): a mount made
 // since, over a directory inside the one exported, would be missing from
 // the copy, and the export would show what it hides.
-func (e *exporter) mountsChanged() bool {
-	if e.mounts == nil {
-		return true
-	}
-	fds := []unix.PollFd{{Fd: int32(e.mounts.Fd()), Events: unix.POLLPRI}}
+func (g *exporterGen) mountsChanged() bool {
+	fds := []unix.PollFd{{Fd: int32(g.mounts.Fd()), Events: unix.POLLPRI}}
 	for {
 		n, err := unix.Poll(fds, 0)
 		if err == unix.EINTR {
@@ -153,12 +183,15 @@ func Dir(ctx context.Context, d *dir.Dir) (*os.File, error) {
 	if !d.Rights().Has(dir.RightExec) {
 		attr |= unix.MOUNT_ATTR_NOEXEC
 	}
+	var used *exporterGen
 	for try := 0; ; try++ {
-		h, err := theExporter.handle(ctx, try > 0)
+		g, err := theExporter.acquire(ctx, used)
 		if err != nil {
 			return nil, err
 		}
-		f, err := exportIn(ctx, h, path, attr, &want)
+		f, err := exportIn(ctx, g.h, path, attr, &want)
+		theExporter.release(g)
+		used = g
 		if err != nil && ctx.Err() != nil {
 			return nil, &os.PathError{Op: "export", Path: d.Name(), Err: ctx.Err()}
 		}

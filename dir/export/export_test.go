@@ -7,8 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/caplin-dev/caplin/dir"
 	"github.com/caplin-dev/caplin/internal/testenv"
@@ -341,4 +344,56 @@ func exportLaterMounts(t *testing.T, root string) {
 	if err := unix.Fstatfs(int(f2.Fd()), &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
 		t.Errorf("export of a directory on a read-only mount: statfs flags %#x, %v; want read-only", st.Flags, err)
 	}
+	exportsWhileMountsChange(t, d, filepath.Join(root, "other"))
+}
+
+// exportsWhileMountsChange exports d from 4 goroutines for half a second
+// while a tmpfs is mounted and unmounted at other, again and again: the
+// exporter is made again and again, and no export fails for it (a Dir call
+// must not find the exporter it uses closed under it).
+func exportsWhileMountsChange(t *testing.T, d *dir.Dir, other string) {
+	if err := os.MkdirAll(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	churned := make(chan int)
+	go func() {
+		n := 0
+		defer func() { churned <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := unix.Mount("tmpfs", other, "tmpfs", 0, "size=16k"); err == nil {
+				unix.Unmount(other, 0)
+				n++
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	var wg sync.WaitGroup
+	var ok, failed atomic.Int64
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				f, err := Dir(context.Background(), d)
+				if err != nil {
+					if failed.Add(1) == 1 {
+						t.Errorf("export while other mounts change: %v", err)
+					}
+					continue
+				}
+				f.Close()
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	t.Logf("%d mount changes; %d exports, %d failed", <-churned, ok.Load(), failed.Load())
 }

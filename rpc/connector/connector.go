@@ -217,7 +217,8 @@ type Limit struct {
 	open int
 }
 
-// NewLimit returns a Limit of max connections open at once.
+// NewLimit returns a Limit of max connections open at once (max < 1
+// allows none).
 func NewLimit(max int) *Limit { return &Limit{max: max} }
 
 func (l *Limit) take() bool {
