@@ -40,16 +40,57 @@ type tree struct {
 	linger    map[int]*unread // ended objects' sockets (duplicates) with replies unread
 	lastSweep time.Time
 	// waitq are the calls waiting for room, first come first: each is let
-	// run (its channel closed) only when the one let run before it has
-	// replied and there is room still, so that calls let run at once do
+	// run (its channel closed) only when there is room and the one let
+	// run before it has replied or has run for admitGrace (a call that
+	// waits for another, such as a wait for a signal sent in a later
+	// call, must not hold the queue), so that calls let run at once do
 	// not all add their replies past the budget.
-	waitq    []chan struct{}
-	admitted int  // calls let run from waitq that have not replied yet
-	sweeping bool // the sweeper runs
+	waitq      []chan struct{}
+	admitted   int       // calls let run from waitq that have not replied yet
+	admittedAt time.Time // when the last was let run
+	sweeping   bool      // the sweeper runs
 }
 
 // unread is what was sent on one object and may not have been read yet.
-type unread struct{ fds, bytes int64 }
+type unread struct {
+	fds, bytes int64
+	rest       int // SIOCOUTQ once all but the last message is read
+}
+
+// queuedSize is what a lone message of n bytes adds to SIOCOUTQ (its
+// buffer's true size), measured on a socket pair of its own.
+func queuedSize(n int) int {
+	if v, ok := queuedSizes.Load(n); ok {
+		return v.(int)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	if unix.Sendmsg(fds[0], make([]byte, n), nil, nil, unix.MSG_DONTWAIT) != nil {
+		return 0
+	}
+	q, err := unix.IoctlGetInt(fds[0], unix.SIOCOUTQ)
+	if err != nil {
+		return 0
+	}
+	queuedSizes.Store(n, q)
+	return q
+}
+
+var queuedSizes sync.Map
+
+// lastSent notes that the last message sent on sc, after every reply,
+// queues q bytes.
+func (t *tree) lastSent(sc *serverConn, q int) {
+	t.mu.Lock()
+	if u := t.unread[sc]; u != nil {
+		u.rest = q
+	}
+	t.mu.Unlock()
+}
 
 type treeKey struct{}
 
@@ -257,7 +298,7 @@ func (t *tree) end(sc *serverConn) {
 		return
 	}
 	delete(t.unread, sc)
-	if sc.c.unsent() == 0 {
+	if sc.c.unsent() <= u.rest {
 		t.uncount(u)
 		return
 	}
@@ -309,17 +350,17 @@ func (t *tree) sweepIfDue(every time.Duration) {
 func (t *tree) sweep() {
 	t.lastSweep = time.Now()
 	for sc, u := range t.unread {
-		if sc.c.unsent() == 0 {
+		if sc.c.unsent() <= u.rest {
 			delete(t.unread, sc)
 			t.uncount(u)
 		}
 	}
 	for fd, u := range t.linger {
-		if n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err != nil || n == 0 {
+		if n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err != nil || n <= u.rest {
 			unix.Close(fd)
 			delete(t.linger, fd)
 			t.uncount(u)
-			t.s.unlinger()
+			t.s.unlinger(t)
 		}
 	}
 }
@@ -332,7 +373,7 @@ func (t *tree) closeLinger() {
 		unix.Close(fd)
 		delete(t.linger, fd)
 		t.uncount(u)
-		t.s.unlinger()
+		t.s.unlinger(t)
 	}
 }
 
@@ -345,6 +386,7 @@ func (t *tree) hasRoom() bool {
 // sweepEvery is how often the sweeper looks while calls wait for room,
 // and lingerEvery while it looks only for ended objects' peers.
 const (
+	admitGrace  = 50 * time.Millisecond // a call let run that has not replied by then no longer holds the others
 	sweepEvery  = 5 * time.Millisecond
 	lingerEvery = 100 * time.Millisecond
 )
@@ -370,7 +412,16 @@ func (t *tree) waitRoom(ctx context.Context) (admitted bool, err error) {
 	t.mu.Unlock()
 	select {
 	case <-ch:
-		return true, nil
+		if ctx.Err() == nil {
+			return true, nil
+		}
+		// Let run just as it was cancelled: a cancelled call never
+		// runs, and the next goes instead.
+		t.mu.Lock()
+		t.admitted--
+		t.admitNext()
+		t.mu.Unlock()
+		return false, ctx.Err()
 	case <-ctx.Done():
 	}
 	t.mu.Lock()
@@ -399,7 +450,7 @@ func (t *tree) replied() {
 // admitNext lets the first waiting call run, unless one let run has not
 // replied yet or there is no room. t.mu is held.
 func (t *tree) admitNext() {
-	if t.admitted > 0 || len(t.waitq) == 0 {
+	if len(t.waitq) == 0 || t.admitted > 0 && time.Since(t.admittedAt) < admitGrace {
 		return
 	}
 	if !t.hasRoom() {
@@ -413,6 +464,7 @@ func (t *tree) admitNext() {
 	ch := t.waitq[0]
 	t.waitq = t.waitq[1:]
 	t.admitted++
+	t.admittedAt = time.Now()
 	close(ch)
 }
 

@@ -167,7 +167,8 @@ type Server struct {
 	// CodeFailed and EMFILE, its descriptors closed. While the second is
 	// past it, the tree's calls wait before they run until the peers
 	// read (the server sees SIOCOUTQ reach 0) or their calls are
-	// cancelled, and then run one at a time while there is room; the
+	// cancelled, and then run one at a time (each once the one before
+	// has replied or run for 50 ms) while there is room; the
 	// objects still read meanwhile (up to MaxConcurrent calls waiting as
 	// many again each), so cancels arrive.
 	//
@@ -178,8 +179,8 @@ type Server struct {
 	// unread in an ended object's socket still count, for as long as its
 	// peer keeps them: the server keeps a duplicate of the socket, shut
 	// down both ways, to tell when they are gone, and such sockets count
-	// against MaxObjects. Memfds a peer has read and keeps open are its
-	// own, bounded by its descriptor limit.
+	// against MaxObjects and MaxTreeObjects. Memfds a peer has read and
+	// keeps open are its own, bounded by its descriptor limit.
 	MaxTreeObjects int
 	MaxTreeFDs     int
 	MaxTreeBulk    int64
@@ -442,13 +443,18 @@ func (s *Server) lingering(t *tree) bool {
 	}
 	s.lingerTrees[t] = struct{}{}
 	s.lingerN++
+	t.objects++ // the kept socket keeps its object's place in the tree
 	return true
 }
 
-// unlinger uncounts a kept socket, closed.
-func (s *Server) unlinger() {
+// unlinger uncounts a kept socket, closed. t.mu is held.
+func (s *Server) unlinger(t *tree) {
 	s.mu.Lock()
 	s.lingerN--
+	t.objects--
+	if len(t.linger) == 0 {
+		delete(s.lingerTrees, t)
+	}
 	s.mu.Unlock()
 }
 
@@ -478,6 +484,11 @@ type serverConn struct {
 	calls map[uint64]context.CancelFunc
 
 	closeOnce sync.Once
+
+	// sendMu: replies take it shared, end exclusively, so that nothing is
+	// queued after the last message (ending set).
+	sendMu sync.RWMutex
+	ending bool
 }
 
 // closeConn closes the object's socket, once; first its tree keeps a
@@ -906,11 +917,19 @@ func (sc *serverConn) read() (job, bool) {
 
 // end sends err as the object's last message and closes it.
 func (sc *serverConn) end(err error) {
-	sc.t.settle(sc)
 	// A peer that reads nothing must not hold the server up: its last
 	// message is sent if there is room for it soon.
 	sc.c.c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	sc.c.send(lastMessage(err), nil)
+	sc.sendMu.Lock()
+	if !sc.ending {
+		sc.ending = true
+		sc.t.settle(sc)
+		msg := lastMessage(err)
+		if sc.c.send(msg, nil) == nil {
+			sc.t.lastSent(sc, queuedSize(len(msg)))
+		}
+	}
+	sc.sendMu.Unlock()
 	sc.cancel()
 }
 
@@ -976,6 +995,11 @@ func (sc *serverConn) run(ctx context.Context, call *Call) (res any, err error) 
 // files.
 func (sc *serverConn) reply(id uint64, res any, err error) {
 	defer closeResult(res)
+	sc.sendMu.RLock()
+	defer sc.sendMu.RUnlock()
+	if sc.ending {
+		return // the last message was sent: the caller learns from it
+	}
 	if err != nil {
 		sc.s.logger().Debug("rpc: call failed", "id", id, "err", err)
 	}

@@ -1,0 +1,257 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// onlyTree returns the tree of srv's objects, all of one tree.
+func onlyTree(t *testing.T, srv *Server) *tree {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for sc := range srv.conns {
+		return sc.t
+	}
+	t.Fatal("no object")
+	return nil
+}
+
+func nConns(srv *Server) int {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return len(srv.conns)
+}
+
+// TestRevokedObjectSettles: an object revoked while a reply with bulk is
+// queued unread, whose peer then reads that reply (as rpc.Client does: up
+// to its own reply) but not the object's last message, leaves nothing
+// counted: the tree's calls do not wait for a last message nobody reads.
+func TestRevokedObjectSettles(t *testing.T) {
+	const size = 1 << 20
+	srv := &Server{MaxTreeBulk: size}
+	bh := newBudgetHandler()
+	bh.size = size
+	child, revoke := Revocable(bh)
+	root := Methods{
+		"sub": func(ctx context.Context, call *Call) (any, error) {
+			return call.Server.NewObject(context.WithoutCancel(ctx), child)
+		},
+		"echo": func(ctx context.Context, call *Call) (any, error) { return "echo", nil },
+	}
+	c, _ := pairWith(t, srv, root)
+	ctx := context.Background()
+	var sub FD
+	if err := c.Call(ctx, "sub", nil, &sub); err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	cfd := int(sub.File.Fd())
+	if err := unix.Sendmsg(cfd, append(header(Version, kindCall, 0, 1), cborOf(t, "bulk", nil)...), nil, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	pfd := []unix.PollFd{{Fd: int32(cfd), Events: unix.POLLIN}}
+	if n, _ := unix.Poll(pfd, 5000); n != 1 {
+		t.Fatal("no bulk reply")
+	}
+	// Revoked with the reply queued (not yet read).
+	revoke()
+	waitFor(t, "the child to end", func() bool { return nConns(srv) == 1 })
+	// The peer reads its reply (and closes the memfd), as a client whose
+	// caller waited for it does; it reads nothing more.
+	p := &rawPeer{t: t, fd: cfd}
+	if kind, id, e := p.reply(); kind != kindReply || id != 1 {
+		t.Fatalf("reply: kind %d id %d %v", kind, id, e)
+	}
+	tr := onlyTree(t, srv)
+	time.Sleep(300 * time.Millisecond) // several sweeps
+	tr.mu.Lock()
+	t.Logf("after the peer read its reply: unreadBulk=%d linger=%d lingerN=%d", tr.unreadBulk.Load(), len(tr.linger), srv.lingerN)
+	tr.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := c.Call(cctx, "echo", nil, nil); err != nil {
+		t.Errorf("a call on the root, the tree's peers having read every reply: %v", err)
+	}
+}
+
+// TestAdmittedCallDoesNotHoldQueue: a call let run from the queue of calls
+// waiting for room does not hold the queue for as long as it runs: a call
+// queued behind it, which it waits for, runs once there is room.
+func TestAdmittedCallDoesNotHoldQueue(t *testing.T) {
+	const size = 1 << 20
+	srv := &Server{MaxTreeBulk: size}
+	bh := newBudgetHandler()
+	bh.size = size
+	ev := make(chan struct{})
+	root := Methods{
+		"sub": func(ctx context.Context, call *Call) (any, error) {
+			return call.Server.NewObject(context.WithoutCancel(ctx), bh)
+		},
+		"wait": func(ctx context.Context, call *Call) (any, error) {
+			select {
+			case <-ev:
+				return "woken", nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		},
+		"signal": func(ctx context.Context, call *Call) (any, error) { close(ev); return "ok", nil },
+		"echo":   func(ctx context.Context, call *Call) (any, error) { return "echo", nil },
+	}
+	c, _ := pairWith(t, srv, root)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var sub FD
+	if err := c.Call(ctx, "sub", nil, &sub); err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	cfd := int(sub.File.Fd())
+	// The child's peer is slow: its bulk reply waits unread, the tree is
+	// at its budget.
+	if err := unix.Sendmsg(cfd, append(header(Version, kindCall, 0, 1), cborOf(t, "bulk", nil)...), nil, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	pfd := []unix.PollFd{{Fd: int32(cfd), Events: unix.POLLIN}}
+	if n, _ := unix.Poll(pfd, 5000); n != 1 {
+		t.Fatal("no bulk reply")
+	}
+	var tr *tree
+	srv.mu.Lock()
+	for sc := range srv.conns {
+		tr = sc.t
+	}
+	srv.mu.Unlock()
+	waitFor(t, "the bulk counted", func() bool { return tr.unreadBulk.Load() == size })
+	qlen := func() int { tr.mu.Lock(); defer tr.mu.Unlock(); return len(tr.waitq) }
+	waitDone := make(chan error, 1)
+	go func() { waitDone <- c.Call(ctx, "wait", nil, nil) }()
+	waitFor(t, "wait to queue", func() bool { return qlen() == 1 })
+	sigDone := make(chan error, 1)
+	go func() { sigDone <- c.Call(ctx, "signal", nil, nil) }()
+	waitFor(t, "signal to queue", func() bool { return qlen() == 2 })
+	// The slow peer reads its reply: room.
+	p := &rawPeer{t: t, fd: cfd}
+	p.reply()
+	select {
+	case err := <-sigDone:
+		t.Logf("signal ran: %v", err)
+	case <-time.After(time.Second):
+		tr.mu.Lock()
+		t.Errorf("signal still waits 1s after room came back: hasRoom=%v admitted=%d waitq=%d", tr.hasRoom(), tr.admitted, len(tr.waitq))
+		tr.mu.Unlock()
+	}
+	// Meanwhile a new call goes straight through.
+	ectx, ecancel := context.WithTimeout(ctx, time.Second)
+	defer ecancel()
+	if err := c.Call(ectx, "echo", nil, nil); err != nil {
+		t.Errorf("echo: %v", err)
+	}
+	cancel()
+	<-waitDone
+}
+
+// TestLingerCountsInTree: an ended object's kept socket keeps its place in
+// its tree's objects, so a tree bounded to 2 objects cannot keep all of
+// MaxObjects and have other peers' objects refused.
+func TestLingerCountsInTree(t *testing.T) {
+	srv := &Server{MaxObjects: 6, MaxTreeObjects: 2}
+	defer srv.Shutdown(context.Background())
+	h := newBudgetHandler()
+	p := rawPair(t, srv, h)
+	var kept []int
+	defer func() {
+		for _, fd := range kept {
+			unix.Close(fd)
+		}
+	}()
+	for i := range 5 {
+		p.send(append(header(Version, kindCall, 0, uint64(i+1)), cborOf(t, "sub", nil)...))
+		pp := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
+		unix.Poll(pp, 5000)
+		buf := make([]byte, 4096)
+		oob := make([]byte, unix.CmsgSpace(4*4))
+		_, oobn, _, _, err := unix.Recvmsg(p.fd, buf, oob, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files, _ := parseRights(oob[:oobn])
+		if len(files) != 1 {
+			t.Logf("sub %d refused (the tree's kept sockets count)", i)
+			break
+		}
+		child, _ := unix.Dup(int(files[0].Fd()))
+		files[0].Close()
+		kept = append(kept, child)
+		if err := unix.Sendmsg(child, append(header(Version, kindCall, 0, 1), cborOf(t, "pipe", nil)...), nil, nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		pfd := []unix.PollFd{{Fd: int32(child), Events: unix.POLLIN}}
+		if n, _ := unix.Poll(pfd, 5000); n != 1 {
+			t.Fatal("no reply")
+		}
+		unix.Shutdown(child, unix.SHUT_WR)
+		waitFor(t, "the child to end", func() bool { return nConns(srv) == 1 })
+	}
+	srv.mu.Lock()
+	n := srv.lingerN
+	srv.mu.Unlock()
+	t.Logf("tree bounded to 2 objects; server keeps %d of its sockets (MaxObjects 6)", n)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	if err := srv.ServeFile(context.Background(), os.NewFile(uintptr(fds[1]), "other"), h); err != nil {
+		var e *Error
+		if errors.As(err, &e) && e.Errno == syscall.EAGAIN {
+			t.Errorf("another peer's object refused: %v", err)
+		} else {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestLingerTreesForgotten: the server forgets a tree once it keeps no
+// socket, rather than every tree that ever kept one until Shutdown.
+func TestLingerTreesForgotten(t *testing.T) {
+	srv := &Server{}
+	defer srv.Shutdown(context.Background())
+	h := newBudgetHandler()
+	for range 20 {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.ServeFile(context.Background(), os.NewFile(uintptr(fds[1]), "s"), h); err != nil {
+			t.Fatal(err)
+		}
+		unix.Sendmsg(fds[0], append(header(Version, kindCall, 0, 1), cborOf(t, "pipe", nil)...), nil, nil, 0)
+		pfd := []unix.PollFd{{Fd: int32(fds[0]), Events: unix.POLLIN}}
+		unix.Poll(pfd, 5000)
+		unix.Shutdown(fds[0], unix.SHUT_WR)
+		waitFor(t, "end", func() bool {
+			srv.mu.Lock()
+			defer srv.mu.Unlock()
+			return len(srv.conns) == 0 && srv.lingerN == 1
+		})
+		unix.Close(fds[0])
+		waitFor(t, "unlinger", func() bool {
+			srv.mu.Lock()
+			defer srv.mu.Unlock()
+			return srv.lingerN == 0
+		})
+	}
+	srv.mu.Lock()
+	n := len(srv.lingerTrees)
+	srv.mu.Unlock()
+	if n != 0 {
+		t.Errorf("no socket kept, %d trees (and their maps) still in lingerTrees", n)
+	}
+}
