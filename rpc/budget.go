@@ -45,9 +45,10 @@ type tree struct {
 	// waits for another, such as a wait for a signal sent in a later
 	// call, must not hold the queue), so that calls let run at once do
 	// not all add their replies past the budget.
-	waitq      []chan struct{}
+	waitq      []*waiter
 	admitted   int       // calls let run from waitq that have not replied yet
 	admittedAt time.Time // when the last was let run
+	last       *waiter   // the last let run
 	sweeping   bool      // the sweeper runs
 }
 
@@ -90,6 +91,11 @@ func (t *tree) lastSent(sc *serverConn, q int) {
 		u.rest = q
 	}
 	t.mu.Unlock()
+}
+
+type waiter struct {
+	ch   chan struct{}
+	done bool // replied, or cancelled; t.mu
 }
 
 type treeKey struct{}
@@ -396,52 +402,52 @@ const (
 // object ends). Meanwhile its object goes on reading, so cancels arrive.
 // If admitted, the call was let run from the queue, and the caller calls
 // replied once it has replied.
-func (t *tree) waitRoom(ctx context.Context) (admitted bool, err error) {
+func (t *tree) waitRoom(ctx context.Context) (admitted *waiter, err error) {
 	if t.hasRoom() {
-		return false, nil
+		return nil, nil
 	}
 	t.mu.Lock()
 	t.sweep()
 	if t.hasRoom() && len(t.waitq) == 0 {
 		t.mu.Unlock()
-		return false, nil
+		return nil, nil
 	}
-	ch := make(chan struct{})
-	t.waitq = append(t.waitq, ch)
+	w := &waiter{ch: make(chan struct{})}
+	ch := w.ch
+	t.waitq = append(t.waitq, w)
 	t.startSweeper()
 	t.mu.Unlock()
 	select {
 	case <-ch:
 		if ctx.Err() == nil {
-			return true, nil
+			return w, nil
 		}
 		// Let run just as it was cancelled: a cancelled call never
 		// runs, and the next goes instead.
-		t.mu.Lock()
-		t.admitted--
-		t.admitNext()
-		t.mu.Unlock()
-		return false, ctx.Err()
+		t.replied(w)
+		return nil, ctx.Err()
 	case <-ctx.Done():
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i, c := range t.waitq {
-		if c == ch {
+		if c == w {
 			t.waitq = append(t.waitq[:i], t.waitq[i+1:]...)
-			return false, ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 	// Let run just as it was cancelled: the next one goes instead.
+	w.done = true
 	t.admitted--
 	t.admitNext()
-	return false, ctx.Err()
+	return nil, ctx.Err()
 }
 
 // replied is called once a call waitRoom admitted has replied: the next
 // waiting call may run, if there is room.
-func (t *tree) replied() {
+func (t *tree) replied(w *waiter) {
 	t.mu.Lock()
+	w.done = true
 	t.admitted--
 	t.admitNext()
 	t.mu.Unlock()
@@ -450,7 +456,7 @@ func (t *tree) replied() {
 // admitNext lets the first waiting call run, unless one let run has not
 // replied yet or there is no room. t.mu is held.
 func (t *tree) admitNext() {
-	if len(t.waitq) == 0 || t.admitted > 0 && time.Since(t.admittedAt) < admitGrace {
+	if len(t.waitq) == 0 || t.last != nil && !t.last.done && time.Since(t.admittedAt) < admitGrace {
 		return
 	}
 	if !t.hasRoom() {
@@ -461,11 +467,12 @@ func (t *tree) admitNext() {
 			return
 		}
 	}
-	ch := t.waitq[0]
+	w := t.waitq[0]
 	t.waitq = t.waitq[1:]
 	t.admitted++
 	t.admittedAt = time.Now()
-	close(ch)
+	t.last = w
+	close(w.ch)
 }
 
 // startSweeper starts the sweeper unless it runs. t.mu is held.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -253,5 +254,59 @@ func TestLingerTreesForgotten(t *testing.T) {
 	srv.mu.Unlock()
 	if n != 0 {
 		t.Errorf("no socket kept, %d trees (and their maps) still in lingerTrees", n)
+	}
+}
+
+// TestAdmitAfterLongCall: a call let run that goes on running (a long
+// wait) holds the queue for admitGrace once, not each later call for
+// admitGrace after the one before it, which replied at once: 10 quick
+// calls queued behind it drain as fast as the sweeper lets them (before,
+// 10 × 50 ms at least).
+func TestAdmitAfterLongCall(t *testing.T) {
+	srv := &Server{MaxTreeBulk: 10}
+	tr := &tree{s: srv}
+	tr.unreadBulk.Store(100) // past the budget
+	longCtx, longCancel := context.WithCancel(context.Background())
+	defer longCancel()
+	admittedLong := make(chan struct{})
+	go func() {
+		w, err := tr.waitRoom(longCtx)
+		if err != nil || w == nil {
+			t.Errorf("the long call: %v %v", w, err)
+			close(admittedLong)
+			return
+		}
+		close(admittedLong)
+		<-longCtx.Done()
+		tr.replied(w)
+	}()
+	queued := func(n int) func() bool {
+		return func() bool { tr.mu.Lock(); defer tr.mu.Unlock(); return len(tr.waitq) == n }
+	}
+	waitFor(t, "the long call to queue", queued(1))
+	const n = 10
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w, err := tr.waitRoom(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			if w != nil {
+				tr.replied(w) // replies at once
+			}
+		}()
+	}
+	waitFor(t, "the quick calls to queue", queued(n+1))
+	tr.unreadBulk.Store(0) // room
+	start := time.Now()
+	<-admittedLong
+	wg.Wait()
+	d := time.Since(start)
+	t.Logf("%d quick calls queued behind a long one drained in %v", n, d)
+	if d >= n*admitGrace*9/10 {
+		t.Errorf("%d quick calls took %v to drain behind a long one: each waited admitGrace (%v)", n, d, admitGrace)
 	}
 }

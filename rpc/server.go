@@ -923,6 +923,9 @@ func (sc *serverConn) end(err error) {
 	sc.sendMu.Lock()
 	if !sc.ending {
 		sc.ending = true
+		// The replies blocked above may have used the deadline up: the
+		// last message gets its own.
+		sc.c.c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 		sc.t.settle(sc)
 		msg := lastMessage(err)
 		if sc.c.send(msg, nil) == nil {
@@ -944,14 +947,14 @@ func (sc *serverConn) do(j job) {
 		// reached.
 		cerr = sc.ctx.Err()
 	}
-	admitted := false
+	var admitted *waiter
 	if cerr == nil {
 		// The tree's peers may have left too much unread: the call
 		// waits (its object reads on, so a cancel still arrives).
 		admitted, cerr = sc.t.waitRoom(j.ctx)
 	}
-	if admitted {
-		defer sc.t.replied()
+	if admitted != nil {
+		defer sc.t.replied(admitted)
 	}
 	if cerr != nil {
 		// Cancelled while it waited for a worker or for room, or the
