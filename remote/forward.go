@@ -263,7 +263,16 @@ func (m *mux) receive(ref fdRef) (*os.File, error) {
 			s.Close()
 			return nil, fmt.Errorf("remote: a terminal for a forwarded one: %w", err)
 		}
-		go ttyReceiver(master, s)
+		// The sender's first frame is the terminal's size: the program
+		// must not start on a terminal of size 0x0 (stty size, curses),
+		// so the terminal is handed on once it is applied, or after a
+		// second at most.
+		first := make(chan struct{})
+		go ttyReceiver(master, s, first)
+		select {
+		case <-first:
+		case <-time.After(time.Second):
+		}
 		return peer, nil
 	case kindBulk:
 		defer s.Close()
@@ -536,7 +545,13 @@ func (m *mux) ttySender(f *os.File, s *fdmux.Stream) {
 	closeFile(f)
 }
 
-func ttyReceiver(master *os.File, s *fdmux.Stream) {
+// ttyReceiver serves the terminal master for the stream s: what s sends
+// is written to it, or sets its size; what it reads goes to s. first is
+// closed once the first frame has been acted on, or s has ended.
+func ttyReceiver(master *os.File, s *fdmux.Stream, first chan struct{}) {
+	var once sync.Once
+	firstDone := func() { once.Do(func() { close(first) }) }
+	defer firstDone()
 	go func() {
 		// The program's output; EIO once every peer fd is closed.
 		io.Copy(s, master)
@@ -572,6 +587,7 @@ func ttyReceiver(master *os.File, s *fdmux.Stream) {
 				}
 			}
 		}
+		firstDone()
 	}
 }
 
