@@ -87,7 +87,12 @@ var queuedSizes sync.Map
 // queues q bytes.
 func (t *tree) lastSent(sc *serverConn, q int) {
 	t.mu.Lock()
-	if u := t.unread[sc]; u != nil {
+	u := t.unread[sc]
+	if u == nil {
+		// The socket may be kept already: its close raced the send.
+		u = sc.kept
+	}
+	if u != nil {
 		u.rest = q
 	}
 	t.mu.Unlock()
@@ -326,6 +331,7 @@ func (t *tree) end(sc *serverConn) {
 		t.linger = map[int]*unread{}
 	}
 	t.linger[fd] = u
+	sc.kept = u
 	t.startSweeper()
 }
 

@@ -484,6 +484,9 @@ type serverConn struct {
 	calls map[uint64]context.CancelFunc
 
 	closeOnce sync.Once
+	// kept is what the tree keeps counting for this object's socket once
+	// it has ended (guarded by the tree's mu).
+	kept *unread
 
 	// sendMu: replies take it shared, end exclusively, so that nothing is
 	// queued after the last message (ending set).
@@ -928,8 +931,16 @@ func (sc *serverConn) end(err error) {
 		sc.c.c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 		sc.t.settle(sc)
 		msg := lastMessage(err)
+		before := sc.c.unsent()
 		if sc.c.send(msg, nil) == nil {
-			sc.t.lastSent(sc, queuedSize(len(msg)))
+			q := queuedSize(len(msg))
+			if q == 0 {
+				// Not measured (out of descriptors, say): what the
+				// queue grew by, which the peer reading meanwhile can
+				// only make less (counting more as unread, never less).
+				q = max(sc.c.unsent()-before, 0)
+			}
+			sc.t.lastSent(sc, q)
 		}
 	}
 	sc.sendMu.Unlock()
