@@ -34,6 +34,7 @@ type tree struct {
 	// run until the peers read (the sweeper sees SIOCOUTQ reach 0).
 	unreadFDs  atomic.Int64
 	unreadBulk atomic.Int64
+	waits      atomic.Int64 // calls that had to wait for room, ever
 
 	mu        sync.Mutex
 	unread    map[*serverConn]*unread
@@ -56,6 +57,51 @@ type tree struct {
 type unread struct {
 	fds, bytes int64
 	rest       int // SIOCOUTQ once all but the last message is read
+	// recent are the replies counted, oldest first; past maxRecent the
+	// oldest are merged. A peer reads messages in order, so those it has
+	// not read are the last sent, and no more of them than SIOCOUTQ can
+	// hold at minQueued bytes each: the older ones are read (trim).
+	recent []sentReply
+}
+
+// A sentReply is what one reply counted carries.
+type sentReply struct{ fds, bytes int64 }
+
+// maxRecent bounds unread.recent: past it, sent trims, and merges the
+// two oldest if nothing could be trimmed.
+const maxRecent = 64
+
+// minQueued is the least a message adds to SIOCOUTQ: that of the shortest
+// message the server sends, a header alone. 0 if it cannot be measured.
+func minQueued() int { return queuedSize(headerLen) }
+
+// trim uncounts the replies of u that its peer must have read, q bytes of
+// messages being still queued (SIOCOUTQ), and reports whether none is left
+// counted. t.mu is held.
+func (t *tree) trim(u *unread, q int) bool {
+	if q <= u.rest {
+		t.uncount(u)
+		u.fds, u.bytes, u.recent = 0, 0, u.recent[:0]
+		return true
+	}
+	m := minQueued()
+	if m <= 0 {
+		return false
+	}
+	// If anything is unread the last message (newest) is too: the rest
+	// are at most (q-rest)/m messages.
+	keep := (q - u.rest + m - 1) / m
+	if keep >= len(u.recent) {
+		return false
+	}
+	for _, r := range u.recent[:len(u.recent)-keep] {
+		u.fds -= r.fds
+		u.bytes -= r.bytes
+		t.unreadFDs.Add(-r.fds)
+		t.unreadBulk.Add(-r.bytes)
+	}
+	u.recent = append(u.recent[:0], u.recent[len(u.recent)-keep:]...)
+	return keep == 0
 }
 
 // queuedSize is what a lone message of n bytes adds to SIOCOUTQ (its
@@ -268,8 +314,19 @@ func (t *tree) sent(sc *serverConn, fds, n int64) {
 		u = &unread{}
 		t.unread[sc] = u
 	}
+	if len(u.recent) >= maxRecent {
+		// One look at the queue every maxRecent replies keeps the count
+		// close to what is unread, with no sweep.
+		t.trim(u, sc.c.unsent())
+		if len(u.recent) >= maxRecent {
+			u.recent[1].fds += u.recent[0].fds
+			u.recent[1].bytes += u.recent[0].bytes
+			u.recent = append(u.recent[:0], u.recent[1:]...)
+		}
+	}
 	u.fds += fds
 	u.bytes += n
+	u.recent = append(u.recent, sentReply{fds, n})
 	t.unreadFDs.Add(fds)
 	t.unreadBulk.Add(n)
 	t.mu.Unlock()
@@ -287,9 +344,8 @@ func (t *tree) uncount(u *unread) {
 // unread).
 func (t *tree) settle(sc *serverConn) {
 	t.mu.Lock()
-	if u := t.unread[sc]; u != nil && sc.c.unsent() == 0 {
+	if u := t.unread[sc]; u != nil && t.trim(u, sc.c.unsent()) {
 		delete(t.unread, sc)
-		t.uncount(u)
 	}
 	t.mu.Unlock()
 }
@@ -309,8 +365,7 @@ func (t *tree) end(sc *serverConn) {
 		return
 	}
 	delete(t.unread, sc)
-	if sc.c.unsent() <= u.rest {
-		t.uncount(u)
+	if t.trim(u, sc.c.unsent()) {
 		return
 	}
 	fd := -1
@@ -362,16 +417,18 @@ func (t *tree) sweepIfDue(every time.Duration) {
 func (t *tree) sweep() {
 	t.lastSweep = time.Now()
 	for sc, u := range t.unread {
-		if sc.c.unsent() <= u.rest {
+		if t.trim(u, sc.c.unsent()) {
 			delete(t.unread, sc)
-			t.uncount(u)
 		}
 	}
 	for fd, u := range t.linger {
-		if n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err != nil || n <= u.rest {
+		n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
+		if err != nil {
+			n = 0
+		}
+		if t.trim(u, n) {
 			unix.Close(fd)
 			delete(t.linger, fd)
-			t.uncount(u)
 			t.s.unlinger(t)
 		}
 	}
@@ -418,6 +475,7 @@ func (t *tree) waitRoom(ctx context.Context) (admitted *waiter, err error) {
 		t.mu.Unlock()
 		return nil, nil
 	}
+	t.waits.Add(1)
 	w := &waiter{ch: make(chan struct{})}
 	ch := w.ch
 	t.waitq = append(t.waitq, w)

@@ -310,3 +310,35 @@ func TestAdmitAfterLongCall(t *testing.T) {
 		t.Errorf("%d quick calls took %v to drain behind a long one: each waited admitGrace (%v)", n, d, admitGrace)
 	}
 }
+
+// TestUnreadFollowsReads: a client that reads its replies, 8 calls at a
+// time each returning a descriptor, never makes its calls wait: what is
+// counted unread follows what the client has read (the server trims it
+// every maxRecent replies by SIOCOUTQ), rather than piling up until the
+// bound and waiting for a moment when nothing at all is queued.
+func TestUnreadFollowsReads(t *testing.T) {
+	srv := &Server{MaxTreeFDs: 256}
+	c, _ := pairWith(t, srv, newBudgetHandler())
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 250 {
+				var fd FD
+				if err := c.Call(ctx, "pipe", nil, &fd); err != nil {
+					t.Error(err)
+					return
+				}
+				fd.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	tr := onlyTree(t, srv)
+	t.Logf("2,000 replies with a descriptor: %d calls waited; %d counted unread at the end", tr.waits.Load(), tr.unreadFDs.Load())
+	if n := tr.waits.Load(); n != 0 {
+		t.Errorf("%d calls of a client that reads every reply waited for room", n)
+	}
+}
