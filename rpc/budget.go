@@ -31,7 +31,7 @@ type tree struct {
 	// read yet carry: descriptors (in flight, charged to the server's
 	// user) and the bytes of sealed memfds (Bulk: the server's memory).
 	// Past MaxTreeFDs or MaxTreeBulk, the tree's calls wait before they
-	// run until the peers read (the sweeper sees SIOCOUTQ reach 0).
+	// run until the peers read (trim, by SIOCOUTQ).
 	unreadFDs  atomic.Int64
 	unreadBulk atomic.Int64
 	waits      atomic.Int64 // calls that had to wait for room, ever
@@ -101,7 +101,7 @@ func (t *tree) trim(u *unread, q int) bool {
 		t.unreadBulk.Add(-r.bytes)
 	}
 	u.recent = append(u.recent[:0], u.recent[len(u.recent)-keep:]...)
-	return keep == 0
+	return false // keep >= 1: q > rest
 }
 
 // queuedSize is what a lone message of n bytes adds to SIOCOUTQ (its
@@ -293,11 +293,16 @@ func (sc *serverConn) sendReply(body []byte, files []*os.File) error {
 	t := sc.t
 	t.holdFDs(len(files))
 	n := bulkBytes(files)
+	// Counted in the order queued: trim keeps the last counted as the
+	// unread ones, so two replies must not be counted the other way round.
+	sc.countMu.Lock()
+	defer sc.countMu.Unlock()
 	err := sc.c.send(body, files)
 	t.putFDs(len(files))
 	if err == nil {
-		// Counted once sent: a sweep in between can only count it for
-		// longer than needed, never drop it.
+		// Counted once sent, and in the order sent (countMu): a trim
+		// in between can only count it for longer than needed, never
+		// drop it.
 		t.sent(sc, int64(len(files)), n)
 	}
 	return err
@@ -338,10 +343,10 @@ func (t *tree) uncount(u *unread) {
 	t.unreadBulk.Add(-u.bytes)
 }
 
-// settle drops what sc counts if its peer has read everything sent on it
-// (an object about to send its last message, which an idle peer may never
-// read, settles first, so that the count it leaves is only what is really
-// unread).
+// settle trims what sc counts to what its peer may not have read (an
+// object about to send its last message, which an idle peer may never
+// read, settles first, so that the count it leaves is only what may really
+// be unread).
 func (t *tree) settle(sc *serverConn) {
 	t.mu.Lock()
 	if u := t.unread[sc]; u != nil && t.trim(u, sc.c.unsent()) {
@@ -410,10 +415,10 @@ func (t *tree) sweepIfDue(every time.Duration) {
 	}
 }
 
-// sweep uncounts what was sent on each object whose peer has read every
-// message sent to it (SIOCOUTQ, the bytes of its messages still queued,
-// is 0), and closes the kept sockets of ended objects whose peer has read
-// all or gone. t.mu is held.
+// sweep trims what each object counts to what its peer may not have read
+// (by SIOCOUTQ, the bytes of its messages still queued), and closes the
+// kept sockets of ended objects whose peer has read all or gone. t.mu is
+// held.
 func (t *tree) sweep() {
 	t.lastSweep = time.Now()
 	for sc, u := range t.unread {

@@ -491,7 +491,10 @@ type serverConn struct {
 	// sendMu: replies take it shared, end exclusively, so that nothing is
 	// queued after the last message (ending set).
 	sendMu sync.RWMutex
-	ending bool
+	// countMu: a reply with descriptors holds it from its send to its
+	// count, so that replies are counted in the order they were queued.
+	countMu sync.Mutex
+	ending  bool
 }
 
 // closeConn closes the object's socket, once; first its tree keeps a
