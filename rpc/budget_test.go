@@ -150,23 +150,8 @@ func TestTreeFDBudget(t *testing.T) {
 	p := rawPair(t, srv, h)
 	// A second object of p's tree, made in a call.
 	p.send(append(header(Version, kindCall, 0, 1), cborOf(t, "sub", nil)...))
-	sub := &rawPeer{t: t, fd: -1}
-	{
-		pfd := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-		unix.Poll(pfd, 5000)
-		buf := make([]byte, 4096)
-		oob := make([]byte, unix.CmsgSpace(4*4))
-		_, oobn, _, _, err := unix.Recvmsg(p.fd, buf, oob, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files, err := parseRights(oob[:oobn])
-		if err != nil || len(files) != 1 {
-			t.Fatalf("sub: %d files, %v", len(files), err)
-		}
-		sub.fd = int(files[0].Fd())
-		t.Cleanup(func() { files[0].Close() })
-	}
+	sub := &rawPeer{t: t, fd: recvObject(t, p.fd)}
+	t.Cleanup(func() { unix.Close(sub.fd) })
 	_, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -255,21 +240,7 @@ func TestManyObjectsFDs(t *testing.T) {
 	for i := range objects - 1 {
 		p := &rawPeer{t: t, fd: root}
 		p.send(append(header(Version, kindCall, 0, uint64(100+i)), cborOf(t, "sub", nil)...))
-		buf := make([]byte, 4096)
-		oob := make([]byte, unix.CmsgSpace(4*4))
-		pfd := []unix.PollFd{{Fd: int32(root), Events: unix.POLLIN}}
-		unix.Poll(pfd, 5000)
-		_, oobn, _, _, err := unix.Recvmsg(root, buf, oob, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files, err := parseRights(oob[:oobn])
-		if err != nil || len(files) != 1 {
-			t.Fatalf("sub: %v %v", files, err)
-		}
-		fd, _ := unix.Dup(int(files[0].Fd()))
-		files[0].Close()
-		objs = append(objs, fd)
+		objs = append(objs, recvObject(t, root))
 	}
 	sent := 0
 	for _, o := range objs {
@@ -384,6 +355,17 @@ func TestTreeObjects(t *testing.T) {
 // recvObject reads a reply carrying one object on fd and returns it.
 func recvObject(t *testing.T, fd int) int {
 	t.Helper()
+	o, ok := tryRecvObject(t, fd)
+	if !ok {
+		t.Fatal("a reply without an object")
+	}
+	return o
+}
+
+// tryRecvObject reads a reply on fd and returns the object it carries, or
+// false if it carries none (an error).
+func tryRecvObject(t *testing.T, fd int) (int, bool) {
+	t.Helper()
 	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	if n, _ := unix.Poll(pfd, 5000); n != 1 {
 		t.Fatal("no reply within 5s")
@@ -395,15 +377,19 @@ func recvObject(t *testing.T, fd int) int {
 		t.Fatal(err)
 	}
 	files, err := parseRights(oob[:oobn])
-	if err != nil || len(files) != 1 {
-		t.Fatalf("a reply with %d descriptors (%v), want 1", len(files), err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 1 {
+		closeFiles(files)
+		return -1, false
 	}
 	o, err := unix.Dup(int(files[0].Fd()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	files[0].Close()
-	return o
+	return o, true
 }
 
 // TestTreeBulkLinger: replies left unread in an object's socket after the

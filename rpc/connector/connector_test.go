@@ -22,6 +22,16 @@ import (
 
 // echoListener accepts connections on ln and echoes one line back on each.
 func echoListener(t *testing.T, ln net.Listener) {
+	acceptEach(t, ln, func(c net.Conn) {
+		b := make([]byte, 64)
+		n, _ := c.Read(b)
+		c.Write(b[:n])
+	})
+}
+
+// acceptEach accepts connections on ln until the test ends, and serves
+// each with serve, then closes it.
+func acceptEach(t *testing.T, ln net.Listener, serve func(net.Conn)) {
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -31,9 +41,7 @@ func echoListener(t *testing.T, ln net.Listener) {
 			}
 			go func() {
 				defer c.Close()
-				b := make([]byte, 64)
-				n, _ := c.Read(b)
-				c.Write(b[:n])
+				serve(c)
 			}()
 		}
 	}()
@@ -240,22 +248,10 @@ func TestConnectorPolicy(t *testing.T) {
 	}
 }
 
-// holdListener accepts connections on ln and keeps them open until the
-// test ends, reading what comes.
+// holdListener accepts connections on ln and keeps each open, reading
+// what comes, until its other side closes it.
 func holdListener(t *testing.T, ln net.Listener) {
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(io.Discard, c)
-			}()
-		}
-	}()
+	acceptEach(t, ln, func(c net.Conn) { io.Copy(io.Discard, c) })
 }
 
 // TestMaxConns: an object has at most MaxConns connections open; past
