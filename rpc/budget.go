@@ -219,15 +219,6 @@ func (s *Server) maxHeldFDs() int64 {
 // counted nothing, if they would take the tree past MaxTreeFDs or the
 // server past MaxHeldFDs: the call is then refused (errTooManyFDs).
 func (sc *serverConn) takeFDs(n int) bool {
-	if sc.tryTakeFDs(n) {
-		return true
-	}
-	// Ended objects' sockets may be kept for nothing by now.
-	sc.t.sweepIfDue(time.Millisecond)
-	return sc.tryTakeFDs(n)
-}
-
-func (sc *serverConn) tryTakeFDs(n int) bool {
 	k := int64(n)
 	if sc.t.held.Add(k) > sc.s.maxTreeFDs() {
 		sc.t.held.Add(-k)
@@ -404,15 +395,6 @@ func (t *tree) ended(sc *serverConn) {
 		t.uncount(u)
 	}
 	t.mu.Unlock()
-}
-
-// sweepIfDue sweeps unless a sweep ran less than every ago.
-func (t *tree) sweepIfDue(every time.Duration) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if time.Since(t.lastSweep) >= every {
-		t.sweep()
-	}
 }
 
 // sweep trims what each object counts to what its peer may not have read
