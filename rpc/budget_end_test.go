@@ -53,13 +53,7 @@ func TestRevokedObjectSettles(t *testing.T) {
 	}
 	defer sub.Close()
 	cfd := int(sub.File.Fd())
-	if err := unix.Sendmsg(cfd, append(header(Version, kindCall, 0, 1), cborOf(t, "bulk", nil)...), nil, nil, 0); err != nil {
-		t.Fatal(err)
-	}
-	pfd := []unix.PollFd{{Fd: int32(cfd), Events: unix.POLLIN}}
-	if n, _ := unix.Poll(pfd, 5000); n != 1 {
-		t.Fatal("no bulk reply")
-	}
+	callUnread(t, cfd, "bulk")
 	// Revoked with the reply queued (not yet read).
 	revoke()
 	waitFor(t, "the child to end", func() bool { return nConns(srv) == 1 })
@@ -116,13 +110,7 @@ func TestAdmittedCallDoesNotHoldQueue(t *testing.T) {
 	cfd := int(sub.File.Fd())
 	// The child's peer is slow: its bulk reply waits unread, the tree is
 	// at its budget.
-	if err := unix.Sendmsg(cfd, append(header(Version, kindCall, 0, 1), cborOf(t, "bulk", nil)...), nil, nil, 0); err != nil {
-		t.Fatal(err)
-	}
-	pfd := []unix.PollFd{{Fd: int32(cfd), Events: unix.POLLIN}}
-	if n, _ := unix.Poll(pfd, 5000); n != 1 {
-		t.Fatal("no bulk reply")
-	}
+	callUnread(t, cfd, "bulk")
 	var tr *tree
 	srv.mu.Lock()
 	for sc := range srv.conns {
@@ -180,13 +168,7 @@ func TestLingerCountsInTree(t *testing.T) {
 			break
 		}
 		kept = append(kept, child)
-		if err := unix.Sendmsg(child, append(header(Version, kindCall, 0, 1), cborOf(t, "pipe", nil)...), nil, nil, 0); err != nil {
-			t.Fatal(err)
-		}
-		pfd := []unix.PollFd{{Fd: int32(child), Events: unix.POLLIN}}
-		if n, _ := unix.Poll(pfd, 5000); n != 1 {
-			t.Fatal("no reply")
-		}
+		callUnread(t, child, "pipe")
 		unix.Shutdown(child, unix.SHUT_WR)
 		waitFor(t, "the child to end", func() bool { return nConns(srv) == 1 })
 	}

@@ -362,6 +362,19 @@ func recvObject(t *testing.T, fd int) int {
 	return o
 }
 
+// callUnread sends call 1 of method on the raw socket fd and waits until
+// its reply is queued there, leaving it unread.
+func callUnread(t *testing.T, fd int, method string) {
+	t.Helper()
+	if err := unix.Sendmsg(fd, append(header(Version, kindCall, 0, 1), cborOf(t, method, nil)...), nil, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	if n, _ := unix.Poll(pfd, 5000); n != 1 {
+		t.Fatalf("no reply to %s within 5s", method)
+	}
+}
+
 // tryRecvObject reads a reply on fd and returns the object it carries, or
 // false if it carries none (an error).
 func tryRecvObject(t *testing.T, fd int) (int, bool) {
@@ -404,13 +417,7 @@ func TestTreeBulkLinger(t *testing.T) {
 	p.send(append(header(Version, kindCall, 0, 1), cborOf(t, "sub", nil)...))
 	child := recvObject(t, p.fd)
 	defer unix.Close(child)
-	if err := unix.Sendmsg(child, append(header(Version, kindCall, 0, 1), cborOf(t, "bulk", nil)...), nil, nil, 0); err != nil {
-		t.Fatal(err)
-	}
-	cp := []unix.PollFd{{Fd: int32(child), Events: unix.POLLIN}}
-	if n, _ := unix.Poll(cp, 5000); n != 1 {
-		t.Fatal("no bulk reply")
-	}
+	callUnread(t, child, "bulk")
 	// The object ends (its peer will send nothing more), the reply stays
 	// in the socket the peer keeps.
 	unix.Shutdown(child, unix.SHUT_WR)
@@ -483,13 +490,7 @@ func TestLingerBounded(t *testing.T) {
 			continue // too many objects: the kept sockets count
 		}
 		kept = append(kept, fds[0])
-		if err := unix.Sendmsg(fds[0], append(header(Version, kindCall, 0, 1), cborOf(t, "pipe", nil)...), nil, nil, 0); err != nil {
-			t.Fatal(err)
-		}
-		pfd := []unix.PollFd{{Fd: int32(fds[0]), Events: unix.POLLIN}}
-		if n, _ := unix.Poll(pfd, 5000); n != 1 {
-			t.Fatal("no reply")
-		}
+		callUnread(t, fds[0], "pipe")
 		unix.Shutdown(fds[0], unix.SHUT_WR)
 		waitFor(t, "the object to end", func() bool {
 			srv.mu.Lock()
